@@ -1,0 +1,1 @@
+"""The ``gtc`` command line: thin typer commands over the library."""

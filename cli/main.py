@@ -1,0 +1,203 @@
+"""``gtc``: compress, export and serve graph transformers.
+
+Examples::
+
+    gtc data generate cluster --size small
+    gtc train --data cluster --arch gt --epochs 20 --out runs/gt-cluster
+    gtc eval runs/gt-cluster
+    gtc info runs/gt-cluster
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import console, parse_pe, table, user_errors
+
+app = typer.Typer(
+    help="gtcompress: make a trained graph transformer smaller and faster, then ship it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Generate or inspect benchmark datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+DataOpt = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        help="Dataset: cluster, pattern, csl (generated) or tu:NAME, ogb:NAME, molhiv (read from --data-root).",
+    ),
+]
+RootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-root", help="Directory of a file-based dataset (e.g. ../shared/data/TU).", file_okay=False
+    ),
+]
+SizeOpt = Annotated[
+    str, typer.Option(help="small, full or TRAIN,VAL,TEST counts (generated datasets, molhiv).")
+]
+
+
+@data_app.command("generate")
+@user_errors
+def data_generate(
+    name: Annotated[str, typer.Argument(help="pattern, cluster or csl")],
+    size: SizeOpt = "small",
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+) -> None:
+    """Generate a synthetic benchmark (cached on disk) and print its statistics.
+
+    Example: gtc data generate pattern --size full --seed 1
+    """
+    from gtcompress.errors import GTCompressError
+    from gtcompress.train.recipe import DataSpec
+
+    if name.lower() not in ("pattern", "cluster", "csl"):
+        raise GTCompressError(f"unknown generated dataset {name!r}; expected pattern, cluster or csl")
+    ds = DataSpec(name.lower(), size=size, seed=seed).load()
+    s = ds.summary()
+    rows = [{"split": k, **v} for k, v in s.items() if isinstance(v, dict)]
+    console.print(table(f"{ds.info.name} ({ds.info.task_level}-level, metric {ds.info.metric})", rows))
+
+
+@app.command()
+@user_errors
+def train(
+    data: DataOpt = "cluster",
+    out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")] = Path("runs/model"),
+    data_root: RootOpt = None,
+    size: SizeOpt = "small",
+    arch: Annotated[str, typer.Option(help="gt, gps or graphormer")] = "gt",
+    hidden: Annotated[int, typer.Option(min=8)] = 64,
+    layers: Annotated[int, typer.Option(min=1)] = 4,
+    heads: Annotated[int, typer.Option(min=1)] = 4,
+    pe: Annotated[
+        str | None, typer.Option(help="Positional encodings, e.g. lap:8 or rwse:20 or none.")
+    ] = None,
+    dropout: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.0,
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    seed: int = 0,
+    time_budget: Annotated[float, typer.Option(help="Stop after this many seconds (0 = none).")] = 0.0,
+) -> None:
+    """Train a graph transformer and write a checkpoint (model.safetensors + config.json).
+
+    Example: gtc train --data tu:NCI1 --data-root ../shared/data/TU --arch gps --pe rwse:20 --out runs/gps-nci1
+    """
+    from gtcompress.checkpoint import save_checkpoint
+    from gtcompress.train.loop import TrainConfig
+    from gtcompress.train.recipe import DataSpec, fit
+
+    spec = DataSpec(data, str(data_root) if data_root else None, size, seed)
+    overrides = {"hidden": hidden, "num_layers": layers, "heads": heads, "dropout": dropout}
+    if pe is not None:
+        overrides["pe"] = parse_pe(pe)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, time_budget_s=time_budget)
+    res = fit(spec, arch, overrides, cfg)
+    save_checkpoint(out, res.model, res.meta)
+    m = res.meta["metrics"]
+    console.print(
+        table(
+            f"{arch} on {res.dataset.info.name} → {out}",
+            [
+                {
+                    "metric": m["metric"],
+                    "val": m["val"],
+                    "test": m["test"],
+                    "best epoch": m["best_epoch"],
+                    "params": m["params"],
+                    "time (s)": m["train_time_s"],
+                }
+            ],
+        )
+    )
+
+
+@app.command("eval")
+@user_errors
+def eval_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
+    data: Annotated[
+        str | None, typer.Option(help="Evaluate on another dataset (default: the training one).")
+    ] = None,
+    data_root: RootOpt = None,
+    split: Annotated[str, typer.Option(help="train, val or test")] = "test",
+) -> None:
+    """Evaluate a checkpoint on a split of its dataset (or another with the same inputs).
+
+    Example: gtc eval runs/gt-cluster --split val
+    """
+    from gtcompress.checkpoint import load_checkpoint
+    from gtcompress.errors import GTCompressError
+    from gtcompress.train.loop import evaluate
+    from gtcompress.train.recipe import DataSpec
+
+    model, meta = load_checkpoint(checkpoint)
+    ds_meta = dict(meta.get("dataset") or {})
+    ds_meta.pop("info", None)
+    if data is not None:
+        ds_meta.update(name=data, root=str(data_root) if data_root else None)
+    elif data_root is not None:
+        ds_meta["root"] = str(data_root)
+    if "name" not in ds_meta:
+        raise GTCompressError(f"{checkpoint}: no dataset recorded in the checkpoint; pass --data")
+    ds = DataSpec(**ds_meta).load(model.config.pe)
+    if split not in ds.splits:
+        raise GTCompressError(f"unknown split {split!r}; this dataset has {', '.join(ds.splits)}")
+    res = evaluate(model, ds[split], ds.info)
+    console.print(table(f"{checkpoint} on {ds.info.name}/{split}", [{"graphs": len(ds[split]), **res}]))
+
+
+@app.command()
+@user_errors
+def info(checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.")]) -> None:
+    """Show a checkpoint's architecture, per-layer sizes, parameters and recorded metrics."""
+    from gtcompress.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(checkpoint)
+    c = model.config
+    params = sum(p.numel() for p in model.parameters())
+    nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    console.print(
+        table(
+            f"{checkpoint}",
+            [
+                {
+                    "arch": c.arch,
+                    "task": c.task_level,
+                    "hidden": c.hidden,
+                    "layers": c.num_layers,
+                    "pe": ",".join(f"{k}:{v}" for k, v in c.pe.items()) or "none",
+                    "params": params,
+                    "weight MB": nbytes / 1e6,
+                }
+            ],
+        )
+    )
+    console.print(
+        table(
+            "layers",
+            [
+                {"layer": i, "heads": s.heads, "ffn_dim": s.ffn_dim, "token_keep": s.token_keep}
+                for i, s in enumerate(c.layers)
+            ],
+        )
+    )
+    m = meta.get("metrics")
+    if m:
+        console.print(table("recorded metrics", [{k: v for k, v in m.items() if not isinstance(v, dict)}]))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Datasets: the :class:`GraphDataset` contract, generated benchmarks, and one loader by name.
+
+``load_dataset(name)`` is the single entry point the CLI and training code use:
+
+- ``pattern``: SBM-PATTERN, node-level, 2 classes; generated (:mod:`.sbm`), cached.
+- ``cluster``: SBM-CLUSTER, node-level, 6 classes; generated (:mod:`.sbm`), cached.
+- ``csl``: Circular Skip Link, graph-level, 10 classes; generated (:mod:`.csl`), cached.
+- ``molhiv``: ogbg-molhiv (binary, ROC-AUC); files under ``root`` (:mod:`.molecules`).
+- ``tu:NAME``: a TUDataset, e.g. ``tu:PROTEINS``; files under ``root`` (:mod:`.tu`).
+- ``ogb:NAME``: an OGB graph dataset, e.g. ``ogb:ogbg-molpcba``; files under ``root`` (:mod:`.ogb`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from gtcompress.data import csl, sbm
+from gtcompress.data.base import (
+    DatasetInfo,
+    FeatureSpec,
+    GraphDataset,
+    Metric,
+    TaskLevel,
+    TaskType,
+    add_pe,
+    iterate_batches,
+)
+from gtcompress.data.cache import cache_path, cached, default_cache_dir
+from gtcompress.data.csl import generate_csl
+from gtcompress.data.sbm import SBM_PRESETS, generate_cluster, generate_pattern
+from gtcompress.errors import GTCompressError
+
+__all__ = [
+    "DATASET_NAMES",
+    "MOLHIV_SMALL_LIMIT",
+    "SBM_PRESETS",
+    "DatasetInfo",
+    "FeatureSpec",
+    "GraphDataset",
+    "Metric",
+    "TaskLevel",
+    "TaskType",
+    "add_pe",
+    "cache_path",
+    "cached",
+    "default_cache_dir",
+    "default_data_root",
+    "generate_cluster",
+    "generate_csl",
+    "generate_pattern",
+    "iterate_batches",
+    "load_dataset",
+    "parse_size",
+]
+
+DATASET_NAMES = ("pattern", "cluster", "csl", "molhiv", "tu:<NAME>", "ogb:<NAME>")
+# size="small" for molhiv: how many molecules to read (the full set has 41,127).
+MOLHIV_SMALL_LIMIT = 4000
+
+
+def default_data_root() -> Path:
+    """Where file-based datasets live when no ``root`` is given: ``$GTCOMPRESS_DATA`` or
+    ``<cache dir>/datasets``."""
+    env = os.environ.get("GTCOMPRESS_DATA")
+    return Path(env).expanduser() if env else default_cache_dir() / "datasets"
+
+
+def parse_size(size: str) -> tuple[str, tuple[int, int, int] | None]:
+    """``"small"`` / ``"full"`` → (preset, None); ``"TRAIN,VAL,TEST"`` → ("custom", counts)."""
+    text = size.strip().lower()
+    if text in ("small", "full"):
+        return text, None
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        a, b, c = (int(p) for p in parts)
+        return "custom", (a, b, c)
+    raise GTCompressError(f"size must be 'small', 'full' or 'TRAIN,VAL,TEST' graph counts, got {size!r}")
+
+
+def load_dataset(
+    name: str,
+    root: Path | None = None,
+    size: str = "small",
+    seed: int = 0,
+    cache_dir: Path | None = None,
+) -> GraphDataset:
+    """Load a dataset by name (see the module table).
+
+    Generated datasets are built from ``seed`` and ``size`` and cached in ``cache_dir`` (default
+    :func:`default_cache_dir`). File-based ones read from ``root`` (default
+    :func:`default_data_root`); for them ``size`` only matters for ``molhiv`` ("small" reads
+    :data:`MOLHIV_SMALL_LIMIT` molecules, explicit counts read their sum).
+    """
+    key = name.strip()
+    lower = key.lower()
+    preset, counts = parse_size(size)
+
+    if lower in ("pattern", "cluster"):
+        sizes = counts if counts is not None else SBM_PRESETS[preset][lower]
+        params = {"dataset": lower, "sizes": list(sizes), "seed": int(seed), "version": sbm.GENERATOR_VERSION}
+        if lower == "pattern":
+            return cached(lower, params, lambda: sbm.generate_pattern(sizes, seed), cache_dir)
+        return cached(lower, params, lambda: sbm.generate_cluster(sizes, seed), cache_dir)
+
+    if lower == "csl":
+        if counts is not None:
+            raise GTCompressError("csl has a fixed size (150 graphs); use size 'small' or 'full'")
+        params = {"dataset": "csl", "seed": int(seed), "version": csl.GENERATOR_VERSION}
+        return cached("csl", params, lambda: csl.generate_csl(seed), cache_dir)
+
+    # File-based datasets: their loaders are imported lazily (they live in their own modules and
+    # may pull optional dependencies such as rdkit or ogb).
+    data_root = Path(root).expanduser() if root is not None else default_data_root()
+    if lower == "molhiv":
+        from gtcompress.data.molecules import load_molhiv
+
+        limit = None if preset == "full" else (sum(counts) if counts is not None else MOLHIV_SMALL_LIMIT)
+        return load_molhiv(data_root, limit)
+    if lower.startswith(("tu:", "ogb:")):
+        prefix, _, dataset = key.partition(":")
+        if not dataset:
+            raise GTCompressError(f"dataset name {name!r} needs a name after '{prefix}:'")
+        if counts is not None:
+            raise GTCompressError(f"{name}: explicit split sizes are only supported for generated datasets")
+        if prefix.lower() == "tu":
+            from gtcompress.data.tu import load_tu
+
+            return load_tu(data_root, dataset, seed)
+        from gtcompress.data.ogb import load_ogb
+
+        return load_ogb(data_root, dataset)
+
+    raise GTCompressError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")

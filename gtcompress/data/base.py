@@ -1,0 +1,107 @@
+"""What a dataset is to the rest of gtcompress: graphs per split plus the facts a model needs.
+
+``DatasetInfo`` is the contract between data loaders, model construction (input/output sizes,
+categorical vs float features), training (loss, metric) and export (input spec). Every loader,
+generated or read from disk, returns a :class:`GraphDataset`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from gtcompress.graph import GraphBatch, collate
+from gtcompress.preprocess.pe import laplacian_pe, rwse
+
+TaskLevel = Literal["node", "graph"]
+TaskType = Literal["multiclass", "binary", "regression"]
+Metric = Literal["class_avg_acc", "accuracy", "mae", "rocauc"]
+
+
+@dataclass
+class FeatureSpec:
+    """Node or edge input features: ``categorical`` int64 columns (one cardinality per column,
+    summed embeddings as OGB's AtomEncoder) or ``float`` columns (linear encoder)."""
+
+    kind: Literal["categorical", "float"]
+    dim: int
+    cardinalities: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.kind == "categorical" and len(self.cardinalities) != self.dim:
+            raise ValueError(
+                f"categorical FeatureSpec needs {self.dim} cardinalities, got {self.cardinalities}"
+            )
+
+
+@dataclass
+class DatasetInfo:
+    name: str
+    task_level: TaskLevel
+    task: TaskType
+    out_dim: int  # classes for multiclass, 1 for binary, targets for regression
+    metric: Metric
+    node_features: FeatureSpec
+    edge_features: FeatureSpec | None = None
+    class_weighted_loss: bool = False  # SBM benchmarks (GraphGPS): weighted cross-entropy
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DatasetInfo:
+        d = dict(d)
+        d["node_features"] = FeatureSpec(**d["node_features"])
+        if d.get("edge_features") is not None:
+            d["edge_features"] = FeatureSpec(**d["edge_features"])
+        return cls(**d)
+
+
+@dataclass
+class GraphDataset:
+    """Graphs per split (``train``/``val``/``test``), each a single-graph :class:`GraphBatch`."""
+
+    info: DatasetInfo
+    splits: dict[str, list[GraphBatch]]
+
+    def __getitem__(self, split: str) -> list[GraphBatch]:
+        return self.splits[split]
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.info.name}
+        for name, graphs in self.splits.items():
+            n = [g.num_nodes for g in graphs]
+            e = [g.num_edges for g in graphs]
+            out[name] = {
+                "graphs": len(graphs),
+                "avg_nodes": float(np.mean(n)) if n else 0.0,
+                "avg_edges": float(np.mean(e)) if e else 0.0,
+            }
+        return out
+
+
+def add_pe(dataset: GraphDataset, lap: int = 0, rwse_steps: int = 0) -> GraphDataset:
+    """Attach LapPE (``lap`` eigenvectors) and/or RWSE (``rwse_steps``) to every graph, in place."""
+    for graphs in dataset.splits.values():
+        for g in graphs:
+            ei = g.edge_index.numpy()
+            ptr = np.array([0, g.num_nodes])
+            if lap:
+                g.pe["lap"] = torch.from_numpy(laplacian_pe(ei, ptr, lap))
+            if rwse_steps:
+                g.pe["rwse"] = torch.from_numpy(rwse(ei, ptr, rwse_steps))
+    return dataset
+
+
+def iterate_batches(
+    graphs: list[GraphBatch], batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
+) -> Iterator[GraphBatch]:
+    """Yield collated batches; shuffling uses ``generator`` so runs are reproducible."""
+    order = torch.randperm(len(graphs), generator=generator).tolist() if shuffle else range(len(graphs))
+    order = list(order)
+    for i in range(0, len(order), batch_size):
+        yield collate([graphs[j] for j in order[i : i + batch_size]])

@@ -1,0 +1,23 @@
+"""Exceptions a user can act on. The CLI prints these as one line (exit 2) instead of a traceback."""
+
+from __future__ import annotations
+
+
+class GTCompressError(Exception):
+    """Base class for every error caused by user input (bad file, bad tensor, bad option)."""
+
+
+class GraphValidationError(GTCompressError, ValueError):
+    """A graph tensor has the wrong dtype, shape or content; the message names the tensor."""
+
+
+class CheckpointError(GTCompressError):
+    """A checkpoint is missing, unreadable or does not match the model it claims to be."""
+
+
+class DataFormatError(GTCompressError):
+    """A dataset file on disk is missing or malformed; the message names the file."""
+
+
+class UnsupportedModelError(GTCompressError):
+    """A model (e.g. a PyG model to import) contains a module pattern we cannot convert."""

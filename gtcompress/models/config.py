@@ -1,0 +1,98 @@
+"""Model configuration: enough to rebuild any model, dense or materialised.
+
+A materialised (compressed) model has the same class and a smaller config: ``layers`` lists,
+per layer, how many attention heads remain (0 = attention sublayer removed), the FFN width
+(0 = FFN sublayer removed) and the token keep ratio of global attention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from gtcompress.data.base import DatasetInfo, FeatureSpec
+
+ARCHS = ("gt", "gps", "graphormer")
+
+
+@dataclass
+class LayerSpec:
+    heads: int
+    ffn_dim: int
+    token_keep: float = 1.0
+
+
+@dataclass
+class ModelConfig:
+    arch: str
+    node_features: FeatureSpec
+    out_dim: int
+    task_level: str = "node"  # "node" or "graph"
+    edge_features: FeatureSpec | None = None
+    hidden: int = 64
+    num_layers: int = 4
+    heads: int = 4
+    head_dim: int = 0  # 0 → hidden // heads
+    ffn_dim: int = 0  # 0 → 2 * hidden
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    norm: str = ""  # "" → "batch" (gt, gps) or "layer" (graphormer)
+    local_conv: str = "gine"  # gps only: "gine", "gin" or "none"
+    pe: dict[str, int] = field(default_factory=dict)  # e.g. {"lap": 8} or {"rwse": 20}
+    pe_dim: int = 0  # 0 → PE projected to hidden and added; >0 → concatenated (GraphGPS style)
+    pe_norm: bool = False  # BatchNorm on the raw PE before its projection (PyG GPS example)
+    readout: str = "mean"
+    head_layers: int = 2
+    attention_layout: str = "auto"  # gt: "sparse", "dense" or "auto" (by size; same function)
+    max_spd: int = 8  # graphormer: shortest-path distances clipped here
+    max_degree: int = 64  # graphormer: degree embedding size
+    layers: list[LayerSpec] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.node_features, dict):
+            self.node_features = FeatureSpec(**self.node_features)
+        if isinstance(self.edge_features, dict):
+            self.edge_features = FeatureSpec(**self.edge_features)
+        self.layers = [LayerSpec(**s) if isinstance(s, dict) else s for s in self.layers]
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; expected one of {', '.join(ARCHS)}")
+        if self.task_level not in ("node", "graph"):
+            raise ValueError(f"task_level must be 'node' or 'graph', got {self.task_level!r}")
+        if not self.head_dim:
+            if self.hidden % self.heads:
+                raise ValueError(f"hidden={self.hidden} is not divisible by heads={self.heads}; set head_dim")
+            self.head_dim = self.hidden // self.heads
+        self.ffn_dim = self.ffn_dim or 2 * self.hidden
+        self.norm = self.norm or ("layer" if self.arch == "graphormer" else "batch")
+        if self.arch == "gps" and self.local_conv == "gine" and self.edge_features is None:
+            self.local_conv = "gin"  # GINE needs edge features; without them it is GIN
+        if self.local_conv not in ("gine", "gin", "none"):
+            raise ValueError(f"local_conv must be 'gine', 'gin' or 'none', got {self.local_conv!r}")
+        if self.attention_layout not in ("auto", "sparse", "dense"):
+            raise ValueError(f"attention_layout must be auto, sparse or dense, got {self.attention_layout!r}")
+        if len(self.pe) > 1 and self.pe_dim:
+            raise ValueError("concatenated PE (pe_dim > 0) supports one PE kind; use pe_dim=0 to add several")
+        if self.pe_dim >= self.hidden:
+            raise ValueError(f"pe_dim={self.pe_dim} must be smaller than hidden={self.hidden}")
+        if not self.layers:
+            self.layers = [LayerSpec(self.heads, self.ffn_dim) for _ in range(self.num_layers)]
+        self.num_layers = len(self.layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        return cls(**d)
+
+    @classmethod
+    def for_dataset(cls, arch: str, info: DatasetInfo, **overrides: Any) -> ModelConfig:
+        """Input/output sizes from the dataset; everything else from ``overrides`` or defaults."""
+        return cls(
+            arch=arch,
+            node_features=info.node_features,
+            edge_features=info.edge_features,
+            out_dim=info.out_dim,
+            task_level=info.task_level,
+            **overrides,
+        )

@@ -1,0 +1,149 @@
+"""Transformer layers of the three architectures, built from the same sublayers.
+
+Every layer exposes the same handles, which is all compression needs to find its axes:
+
+* ``layer.attn`` — :class:`~gtcompress.nn.attention.MultiHeadAttention` or ``None`` (removed);
+* ``layer.ffn`` — :class:`~gtcompress.nn.blocks.FeedForward` or ``None`` (removed);
+* ``layer.spec`` — the :class:`~gtcompress.models.config.LayerSpec` it was built from.
+
+A removed sublayer contributes nothing: the residual stream passes through (post-norm layers still
+apply their norm, which in eval mode is a cheap affine map). This is also what a closed layer gate
+computes, so materialising a gated model reproduces it exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from gtcompress.models.config import LayerSpec, ModelConfig
+from gtcompress.nn.attention import MultiHeadAttention
+from gtcompress.nn.blocks import FeedForward, make_norm
+from gtcompress.nn.layout import DenseLayout
+from gtcompress.nn.mpnn import GINEConv, gin_mlp
+
+
+@dataclass
+class GraphContext:
+    """Per-forward quantities shared by all layers (computed once, not per layer)."""
+
+    edge_index: Tensor
+    batch: Tensor
+    num_graphs: int
+    edge_emb: Tensor | None = None
+    layout: DenseLayout | None = None
+    pad_bias: Tensor | None = None  # [B,1,1,L] key padding for complete-graph attention
+    spd: Tensor | None = None  # [B,L,L] clipped shortest-path distances (graphormer)
+    pair_index: Tensor | None = None  # [E] flattened (b, dst, src) index of each edge (graphormer)
+    edge_dense: Tensor | None = None  # [B,1,L,L] log edge multiplicity: GT attention in dense layout
+
+
+class _Layer(nn.Module):
+    def __init__(self, cfg: ModelConfig, spec: LayerSpec, edge_bias: bool, num_spd: int = 0) -> None:
+        super().__init__()
+        self.spec = spec
+        d = cfg.hidden
+        self.attn = (
+            MultiHeadAttention(
+                d, spec.heads, cfg.head_dim, cfg.attn_dropout, edge_dim=d if edge_bias else 0, num_spd=num_spd
+            )
+            if spec.heads > 0
+            else None
+        )
+        activation = "gelu" if cfg.arch == "graphormer" else "relu"
+        self.ffn = FeedForward(d, spec.ffn_dim, activation, cfg.dropout) if spec.ffn_dim > 0 else None
+        self.drop = nn.Dropout(cfg.dropout)
+
+
+class GTLayer(_Layer):
+    """Dwivedi & Bresson (2020): attention over the input edges, post-norm (BatchNorm), FFN.
+
+    Edge features enter as a per-head additive score bias ``W e_ji``.
+    """
+
+    def __init__(self, cfg: ModelConfig, spec: LayerSpec) -> None:
+        super().__init__(cfg, spec, edge_bias=cfg.edge_features is not None)
+        self.norm_attn = make_norm(cfg.norm, cfg.hidden)
+        self.norm_ffn = make_norm(cfg.norm, cfg.hidden)
+
+    def forward(self, h: Tensor, ctx: GraphContext) -> Tensor:
+        if self.attn is not None:
+            bias = None
+            if self.attn.edge_bias is not None and ctx.edge_emb is not None:
+                bias = self.attn.edge_bias(ctx.edge_emb)
+            if ctx.edge_dense is not None and ctx.layout is not None:  # same function, padded layout
+                lay = ctx.layout
+                dense_bias = (
+                    ctx.edge_dense if bias is None else lay.edge_bias(ctx.edge_index, ctx.batch, bias)
+                )
+                a = lay.unpad(self.attn.dense(lay.pad(h), dense_bias))
+            else:
+                a = self.attn.sparse(h, ctx.edge_index, bias)
+            h = h + self.drop(a)
+        h = self.norm_attn(h)
+        if self.ffn is not None:
+            h = h + self.ffn(h)
+        return self.norm_ffn(h)
+
+
+class GPSLayer(_Layer):
+    """GraphGPS (Rampášek et al. 2022), laid out like PyG's ``GPSConv``:
+    ``norm1(h + MPNN(h)) + norm2(h + Attn(h))``, then ``norm3(out + FFN(out))``.
+    Global attention runs over all nodes of the same graph (padded dense layout)."""
+
+    def __init__(self, cfg: ModelConfig, spec: LayerSpec) -> None:
+        super().__init__(cfg, spec, edge_bias=False)
+        d = cfg.hidden
+        self.local = (
+            None if cfg.local_conv == "none" else GINEConv(gin_mlp(d), use_edges=cfg.local_conv == "gine")
+        )
+        self.norm_local = make_norm(cfg.norm, d) if self.local is not None else None
+        self.norm_attn = make_norm(cfg.norm, d)
+        self.norm_ffn = make_norm(cfg.norm, d)
+
+    def forward(self, h: Tensor, ctx: GraphContext) -> Tensor:
+        out = torch.zeros_like(h)
+        if self.local is not None:
+            assert self.norm_local is not None
+            out = out + self.norm_local(h + self.drop(self.local(h, ctx.edge_index, ctx.edge_emb)))
+        a = h
+        if self.attn is not None:
+            assert ctx.layout is not None and ctx.pad_bias is not None
+            hd = ctx.layout.pad(h)
+            a = h + self.drop(ctx.layout.unpad(self.attn.dense(hd, ctx.pad_bias)))
+        out = out + self.norm_attn(a)
+        if self.ffn is not None:
+            out = out + self.ffn(out)
+        return self.norm_ffn(out)
+
+
+class GraphormerLayer(_Layer):
+    """Graphormer-style (Ying et al. 2021): pre-LN, full attention within each graph with a learned
+    per-head bias for the shortest-path distance and for direct edges' features."""
+
+    def __init__(self, cfg: ModelConfig, spec: LayerSpec) -> None:
+        super().__init__(cfg, spec, edge_bias=cfg.edge_features is not None, num_spd=cfg.max_spd + 2)
+        self.norm_attn = make_norm(cfg.norm, cfg.hidden)
+        self.norm_ffn = make_norm(cfg.norm, cfg.hidden)
+
+    def forward(self, h: Tensor, ctx: GraphContext) -> Tensor:
+        if self.attn is not None:
+            assert ctx.layout is not None and ctx.spd is not None and ctx.pad_bias is not None
+            lay = ctx.layout
+            assert self.attn.spd_bias is not None
+            bias = self.attn.spd_bias(ctx.spd).permute(0, 3, 1, 2) + ctx.pad_bias  # [B,H,L,L]
+            if self.attn.edge_bias is not None and ctx.edge_emb is not None and ctx.pair_index is not None:
+                eb = self.attn.edge_bias(ctx.edge_emb)  # [E,H]
+                flat = eb.new_zeros((lay.num_graphs * lay.max_nodes * lay.max_nodes, eb.shape[1]))
+                flat = flat.scatter_add(0, ctx.pair_index.unsqueeze(-1).expand_as(eb), eb)
+                bias = bias + flat.view(lay.num_graphs, lay.max_nodes, lay.max_nodes, -1).permute(0, 3, 1, 2)
+            a = self.attn.dense(lay.pad(self.norm_attn(h)), bias)
+            h = h + self.drop(lay.unpad(a))
+        if self.ffn is not None:
+            h = h + self.ffn(self.norm_ffn(h))
+        return h
+
+
+LAYER_TYPES: dict[str, type[_Layer]] = {"gt": GTLayer, "gps": GPSLayer, "graphormer": GraphormerLayer}

@@ -1,0 +1,131 @@
+r"""The one definition of graph attention, and the multi-head module built on it.
+
+For queries :math:`q_i`, keys :math:`k_j`, values :math:`v_j` (per head) and an attention graph
+given as edges :math:`j \to i`, the output at node :math:`i` is
+
+.. math::
+    o_i = \sum_{e = (j \to i)} \alpha_e v_j, \qquad
+    \alpha_e = \frac{\exp(s_e)}{\sum_{e' = (j' \to i)} \exp(s_{e'})}, \qquad
+    s_e = \tau\, q_i^\top k_j + b_e
+
+with :math:`\tau = 1/\sqrt{d_h}` and an optional per-edge, per-head bias :math:`b_e`.
+Semantics every lowering must reproduce exactly:
+
+* every *edge instance* counts: a duplicated edge contributes twice to both sums;
+* a self-loop is an ordinary edge (nothing is added or removed implicitly);
+* a node with no incoming edge gets :math:`o_i = 0`.
+
+:func:`sparse_attention` is the reference (Gather + scatter). :func:`dense_attention` is the same
+function on a padded per-graph layout, where the multiplicity of each (dst, src) pair enters as
+an additive :math:`\log(\text{count})` bias (``-inf`` where there is no edge), so duplicates stay
+exact. Models use whichever layout is cheaper; tests check both against each other.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from gtcompress.nn.scatter import scatter_max, scatter_sum
+
+
+def sparse_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    edge_index: Tensor,
+    bias: Tensor | None = None,
+    scale: float | None = None,
+    dropout: float = 0.0,
+    training: bool = False,
+) -> Tensor:
+    """Reference sparse attention. ``q,k,v [N,H,D]``, ``edge_index [2,E]`` (src, dst), ``bias [E,H]``."""
+    n, _, d = q.shape
+    src, dst = edge_index[0], edge_index[1]
+    tau = scale if scale is not None else 1.0 / math.sqrt(d)
+    score = (q.index_select(0, dst) * k.index_select(0, src)).sum(-1) * tau  # [E,H]
+    if bias is not None:
+        score = score + bias
+    smax = scatter_max(score.detach(), dst, n)
+    ex = torch.exp(score - smax.index_select(0, dst))
+    denom = scatter_sum(ex, dst, n)
+    alpha = ex / denom.index_select(0, dst)
+    if dropout > 0.0 and training:
+        alpha = F.dropout(alpha, p=dropout, training=True)
+    msg = alpha.unsqueeze(-1) * v.index_select(0, src)  # [E,H,D]
+    return scatter_sum(msg, dst, n)
+
+
+def dense_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn_bias: Tensor,
+    scale: float | None = None,
+    dropout: float = 0.0,
+    training: bool = False,
+) -> Tensor:
+    """Padded attention: ``q,k,v [B,H,L,D]``, ``attn_bias [B,1|H,L,L]`` (``-inf`` = no edge).
+
+    Rows whose bias is ``-inf`` everywhere (padding, or nodes with no incoming edge) give zeros.
+    """
+    d = q.shape[-1]
+    tau = scale if scale is not None else 1.0 / math.sqrt(d)
+    score = torch.matmul(q, k.transpose(-1, -2)) * tau + attn_bias
+    row_max = score.amax(dim=-1, keepdim=True).detach()
+    valid = torch.isfinite(row_max)
+    ex = torch.exp(score - torch.where(valid, row_max, torch.zeros_like(row_max)))
+    denom = ex.sum(dim=-1, keepdim=True)
+    alpha = ex / torch.where(valid, denom, torch.ones_like(denom))
+    if dropout > 0.0 and training:
+        alpha = F.dropout(alpha, p=dropout, training=True)
+    return torch.matmul(alpha, v)
+
+
+class MultiHeadAttention(nn.Module):
+    """Q/K/V/O projections around the reference attention.
+
+    Heads are explicit (separate ``q``, ``k``, ``v`` linears of width ``heads * head_dim``) so that
+    compression can slice a head out of all four projections; ``heads`` may differ per layer after
+    materialisation while ``head_dim`` stays fixed. ``heads == 0`` is a removed sublayer.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        dropout: float = 0.0,
+        edge_dim: int = 0,
+        num_spd: int = 0,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.dim, self.heads, self.head_dim, self.dropout = dim, heads, head_dim, dropout
+        inner = heads * head_dim
+        self.q = nn.Linear(dim, inner, bias=bias)
+        self.k = nn.Linear(dim, inner, bias=bias)
+        self.v = nn.Linear(dim, inner, bias=bias)
+        self.o = nn.Linear(inner, dim, bias=bias)
+        # Per-head score biases live here too, so that slicing a head touches one module only.
+        self.edge_bias = nn.Linear(edge_dim, heads) if edge_dim else None
+        self.spd_bias = nn.Embedding(num_spd, heads) if num_spd else None
+
+    def project(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        shape = (*h.shape[:-1], self.heads, self.head_dim)
+        return self.q(h).view(shape), self.k(h).view(shape), self.v(h).view(shape)
+
+    def sparse(self, h: Tensor, edge_index: Tensor, bias: Tensor | None = None) -> Tensor:
+        """Attention over the edges of ``edge_index``; ``h [N, dim]``."""
+        q, k, v = self.project(h)
+        out = sparse_attention(q, k, v, edge_index, bias, dropout=self.dropout, training=self.training)
+        return self.o(out.reshape(h.shape[0], -1))
+
+    def dense(self, h: Tensor, attn_bias: Tensor) -> Tensor:
+        """Attention on a padded batch ``h [B, L, dim]`` with ``attn_bias [B, 1|H, L, L]``."""
+        q, k, v = (t.transpose(1, 2) for t in self.project(h))  # [B,H,L,D]
+        out = dense_attention(q, k, v, attn_bias, dropout=self.dropout, training=self.training)
+        return self.o(out.transpose(1, 2).reshape(h.shape[0], h.shape[1], -1))

@@ -1,0 +1,79 @@
+"""Feed-forward, normalisation, input encoders and readout shared by every model."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from gtcompress.nn.scatter import scatter_mean, scatter_sum
+
+
+class FeedForward(nn.Module):
+    """``lin2(drop(act(lin1(h))))`` then dropout — the layout of PyG's ``GPSConv.mlp``.
+
+    ``lin1.out_features`` is the hidden width that structured pruning shrinks.
+    """
+
+    def __init__(self, dim: int, hidden: int, activation: str = "relu", dropout: float = 0.0) -> None:
+        super().__init__()
+        self.lin1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU() if activation == "gelu" else nn.ReLU()
+        self.drop = nn.Dropout(dropout)
+        self.lin2 = nn.Linear(hidden, dim)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.drop(self.lin2(self.drop(self.act(self.lin1(h)))))
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    """``batch`` (BatchNorm1d over nodes, as GT/GraphGPS), ``layer`` (LayerNorm) or ``none``."""
+    if kind == "batch":
+        return nn.BatchNorm1d(dim)
+    if kind == "layer":
+        return nn.LayerNorm(dim)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; expected 'batch', 'layer' or 'none'")
+
+
+class FeatureEncoder(nn.Module):
+    """Categorical columns → sum of embeddings (OGB AtomEncoder style); float columns → Linear."""
+
+    def __init__(self, kind: str, in_dim: int, out_dim: int, cardinalities: list[int] | None = None) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "categorical":
+            self.embeddings = nn.ModuleList(nn.Embedding(c, out_dim) for c in cardinalities or [])
+            self.linear = None
+        else:
+            self.embeddings = nn.ModuleList()
+            self.linear = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.linear is not None:
+            return self.linear(x if x.dim() == 2 else x.unsqueeze(-1))
+        if x.dim() == 1:
+            x = x.unsqueeze(-1)
+        out = self.embeddings[0](x[:, 0])
+        for i in range(1, len(self.embeddings)):
+            out = out + self.embeddings[i](x[:, i])
+        return out
+
+
+def readout(h: Tensor, batch: Tensor, num_graphs: int, kind: str) -> Tensor:
+    """Graph embedding by ``mean`` or ``sum`` over each graph's nodes."""
+    if kind == "sum":
+        return scatter_sum(h, batch, num_graphs)
+    if kind == "mean":
+        return scatter_mean(h, batch, num_graphs)
+    raise ValueError(f"unknown readout {kind!r}; expected 'mean' or 'sum'")
+
+
+def mlp_head(dim: int, out_dim: int, layers: int) -> nn.Sequential:
+    """Prediction MLP whose width halves per layer (dim → dim/2 → … → out_dim)."""
+    mods: list[nn.Module] = []
+    width = dim
+    for _ in range(layers - 1):
+        mods += [nn.Linear(width, max(width // 2, 1)), nn.ReLU()]
+        width = max(width // 2, 1)
+    mods.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*mods)

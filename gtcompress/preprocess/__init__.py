@@ -1,0 +1,9 @@
+"""Numpy-only graph pre-processing shared by training (torch side) and deployment (``runtime/``).
+
+Nothing here imports torch: a deployed model repeats exactly these steps on every request.
+"""
+
+from gtcompress.preprocess.batching import NumpyGraph, graph_ptr, split_by_graph, union_graphs
+from gtcompress.preprocess.pe import laplacian_pe, rwse
+
+__all__ = ["NumpyGraph", "graph_ptr", "laplacian_pe", "rwse", "split_by_graph", "union_graphs"]

@@ -1,0 +1,78 @@
+"""Disjoint-union batching of many graphs in numpy, and splitting per-graph outputs back.
+
+This is the deployment-side twin of :func:`gtcompress.graph.collate`: the server merges
+concurrent requests with it, so it must be cheap (one concatenate per array, no Python loop over
+edges).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class NumpyGraph:
+    """One graph or a disjoint union of graphs, as plain arrays (see DESIGN.md conventions)."""
+
+    x: np.ndarray
+    edge_index: np.ndarray
+    edge_attr: np.ndarray | None = None
+    batch: np.ndarray | None = None
+    pe: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_index.shape[1])
+
+    @property
+    def num_graphs(self) -> int:
+        if self.batch is None or self.batch.size == 0:
+            return 1
+        return int(self.batch[-1]) + 1
+
+
+def graph_ptr(batch: np.ndarray | None, num_nodes: int, num_graphs: int | None = None) -> np.ndarray:
+    """Offsets ``[B+1]`` of each graph's nodes in a sorted ``batch`` vector."""
+    if batch is None:
+        return np.array([0, num_nodes], dtype=np.int64)
+    b = int(num_graphs) if num_graphs is not None else (int(batch[-1]) + 1 if batch.size else 1)
+    counts = np.bincount(batch, minlength=b)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
+def union_graphs(graphs: list[NumpyGraph]) -> NumpyGraph:
+    """Disjoint union: node ids of graph ``g`` are offset by the node count of graphs ``< g``."""
+    if not graphs:
+        raise ValueError("union_graphs needs at least one graph")
+    n = np.array([g.num_nodes for g in graphs], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(n)[:-1]])
+    e = np.array([g.num_edges for g in graphs], dtype=np.int64)
+    edge_index = np.concatenate([g.edge_index.astype(np.int64) for g in graphs], axis=1)
+    edge_index = edge_index + np.repeat(offsets, e)[None, :]
+    has_attr = [g.edge_attr is not None for g in graphs]
+    if any(has_attr) and not all(has_attr):
+        raise ValueError("either every graph has edge_attr or none does")
+    edge_attr = np.concatenate([g.edge_attr for g in graphs]) if all(has_attr) else None
+    pe_keys = set(graphs[0].pe)
+    for i, g in enumerate(graphs):
+        if set(g.pe) != pe_keys:
+            raise ValueError(f"graph {i} has positional encodings {sorted(g.pe)}, expected {sorted(pe_keys)}")
+    return NumpyGraph(
+        x=np.concatenate([g.x for g in graphs]),
+        edge_index=edge_index,
+        edge_attr=edge_attr,
+        batch=np.repeat(np.arange(len(graphs), dtype=np.int64), n),
+        pe={k: np.concatenate([g.pe[k] for g in graphs]) for k in sorted(pe_keys)},
+    )
+
+
+def split_by_graph(values: np.ndarray, sizes: np.ndarray | list[int]) -> list[np.ndarray]:
+    """Split a node-level (or graph-level, sizes all 1) output back into one array per graph."""
+    bounds = np.cumsum(np.asarray(sizes, dtype=np.int64))[:-1]
+    return np.split(values, bounds)

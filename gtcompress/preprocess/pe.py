@@ -1,0 +1,111 @@
+r"""Positional / structural encodings, computed per graph in numpy.
+
+* **LapPE** (Dwivedi & Bresson 2020): the ``k`` eigenvectors of the symmetric normalised
+  Laplacian :math:`L = I - D^{-1/2} A D^{-1/2}` with the smallest non-trivial eigenvalues. The sign
+  of each eigenvector is arbitrary, so training flips signs at random
+  (:func:`gtcompress.graph.random_sign_flip`). Graphs with fewer than ``k + 1`` nodes are
+  zero-padded.
+* **RWSE** (Dwivedi et al. 2022): random-walk return probabilities
+  :math:`[(D^{-1}A)^t]_{ii}` for :math:`t = 1..k`. Isolated nodes get zeros.
+
+Both take a *batched* edge list plus ``ptr`` (graph offsets) and loop over graphs, because the
+encodings are per-graph quantities; inputs are treated as undirected for LapPE.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+_DENSE_EIG_MAX = 2000  # above this many nodes use sparse eigsh instead of dense eigh
+
+
+def _adjacency(edge_index: np.ndarray, n: int, offset: int = 0) -> sp.csr_matrix:
+    src = edge_index[0] - offset
+    dst = edge_index[1] - offset
+    a = sp.coo_matrix((np.ones(src.shape[0], dtype=np.float64), (dst, src)), shape=(n, n)).tocsr()
+    a.sum_duplicates()
+    return a
+
+
+def _graph_slices(edge_index: np.ndarray, ptr: np.ndarray) -> list[np.ndarray]:
+    """Edge columns of each graph (edges are assigned by their source node)."""
+    if edge_index.shape[1] == 0:
+        return [edge_index[:, :0] for _ in range(len(ptr) - 1)]
+    gid = np.searchsorted(ptr, edge_index[0], side="right") - 1
+    order = np.argsort(gid, kind="stable")
+    bounds = np.searchsorted(gid[order], np.arange(len(ptr)))
+    return [edge_index[:, order[bounds[g] : bounds[g + 1]]] for g in range(len(ptr) - 1)]
+
+
+def _lap_single(ei: np.ndarray, n: int, offset: int, k: int) -> np.ndarray:
+    out = np.zeros((n, k), dtype=np.float32)
+    if n <= 1 or k == 0:
+        return out
+    a = _adjacency(ei, n, offset)
+    a = ((a + a.T) > 0).astype(np.float64)
+    a.setdiag(0)
+    a.eliminate_zeros()
+    deg = np.asarray(a.sum(axis=1)).ravel()
+    inv_sqrt = np.zeros_like(deg)
+    inv_sqrt[deg > 0] = deg[deg > 0] ** -0.5
+    d = sp.diags(inv_sqrt)
+    lap = sp.eye(n) - d @ a @ d
+    m = min(k + 1, n)
+    if n <= _DENSE_EIG_MAX:
+        vals, vecs = np.linalg.eigh(lap.toarray())
+    else:
+        vals, vecs = spla.eigsh(lap.tocsc(), k=m, sigma=-1e-3, which="LM")
+    order = np.argsort(vals, kind="stable")[:m]
+    vecs = vecs[:, order[1:]]  # drop the trivial eigenvector
+    out[:, : vecs.shape[1]] = vecs.astype(np.float32)
+    return out
+
+
+def laplacian_pe(edge_index: np.ndarray, ptr: np.ndarray, k: int) -> np.ndarray:
+    """LapPE ``[N, k]`` float32 for a batch of graphs given by ``edge_index [2, E]`` and ``ptr [B+1]``."""
+    edge_index = np.asarray(edge_index, dtype=np.int64)
+    ptr = np.asarray(ptr, dtype=np.int64)
+    parts = [
+        _lap_single(ei, int(ptr[g + 1] - ptr[g]), int(ptr[g]), k)
+        for g, ei in enumerate(_graph_slices(edge_index, ptr))
+    ]
+    return np.concatenate(parts, axis=0) if parts else np.zeros((0, k), np.float32)
+
+
+def _rwse_single(ei: np.ndarray, n: int, offset: int, k: int) -> np.ndarray:
+    out = np.zeros((n, k), dtype=np.float32)
+    if n == 0 or k == 0:
+        return out
+    a = _adjacency(ei, n, offset)  # a[dst, src]: walk src -> dst
+    a = a.T.tocsr()  # row = source, P[i, j] = prob of stepping i -> j
+    deg = np.asarray(a.sum(axis=1)).ravel()
+    inv = np.zeros_like(deg)
+    inv[deg > 0] = 1.0 / deg[deg > 0]
+    p = sp.diags(inv) @ a
+    if n <= _DENSE_EIG_MAX:
+        p = p.toarray()
+        pk = p.copy()
+        for t in range(k):
+            out[:, t] = np.diagonal(pk)
+            if t + 1 < k:
+                pk = pk @ p
+    else:
+        pk = p.tocsr()
+        for t in range(k):
+            out[:, t] = pk.diagonal()
+            if t + 1 < k:
+                pk = (pk @ p).tocsr()
+    return out
+
+
+def rwse(edge_index: np.ndarray, ptr: np.ndarray, k: int) -> np.ndarray:
+    """RWSE ``[N, k]`` float32: return probabilities of 1..k-step random walks, per graph."""
+    edge_index = np.asarray(edge_index, dtype=np.int64)
+    ptr = np.asarray(ptr, dtype=np.int64)
+    parts = [
+        _rwse_single(ei, int(ptr[g + 1] - ptr[g]), int(ptr[g]), k)
+        for g, ei in enumerate(_graph_slices(edge_index, ptr))
+    ]
+    return np.concatenate(parts, axis=0) if parts else np.zeros((0, k), np.float32)

@@ -1,0 +1,167 @@
+"""Seeded, reproducible training with the recipe GraphGPS uses: AdamW, linear warm-up then
+cosine decay, gradient clipping, and selection of the best epoch on validation."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import Tensor, nn
+
+from gtcompress.data.base import DatasetInfo, GraphDataset, iterate_batches
+from gtcompress.graph import GraphBatch, random_sign_flip
+from gtcompress.train.metrics import compute_metric, higher_is_better, task_loss
+
+# Extra loss term added to the task loss, e.g. distillation or a budget penalty: (model, batch, logits) -> loss.
+ExtraLoss = Callable[[nn.Module, GraphBatch, Tensor], Tensor]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    warmup_epochs: int = 5
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_batch_size: int = 128
+    time_budget_s: float = 0.0  # stop after the epoch that crosses this wall time (0 = no limit)
+    lap_sign_flip: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    val_metric: float
+    test_metric: float
+    train_time_s: float
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, graphs: list[GraphBatch], batch_size: int = 128) -> tuple[Tensor, Tensor]:
+    """Concatenated (logits, targets) of a split in eval mode."""
+    model.eval()
+    outs, ys = [], []
+    for batch in iterate_batches(graphs, batch_size):
+        outs.append(model(batch))
+        assert batch.y is not None
+        ys.append(batch.y)
+    return torch.cat(outs), torch.cat(ys)
+
+
+def evaluate(
+    model: nn.Module, graphs: list[GraphBatch], info: DatasetInfo, batch_size: int = 128
+) -> dict[str, float]:
+    """Loss and the dataset's metric on one split."""
+    logits, y = predict(model, graphs, batch_size)
+    return {"loss": float(task_loss(logits, y, info)), info.metric: compute_metric(info.metric, logits, y)}
+
+
+def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def train(
+    model: nn.Module,
+    dataset: GraphDataset,
+    cfg: TrainConfig,
+    extra_loss: ExtraLoss | None = None,
+    show_progress: bool = True,
+    description: str = "train",
+) -> TrainResult:
+    """Train ``model`` in place; on return it holds the weights of the best validation epoch."""
+    info = dataset.info
+    gen = seed_everything(cfg.seed)
+    train_graphs, val_graphs = dataset["train"], dataset["val"]
+    test_graphs = dataset.splits.get("test", [])
+    steps_per_epoch = max(1, math.ceil(len(train_graphs) / cfg.batch_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _lr_lambda(cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
+    )
+    better = higher_is_better(info.metric)
+    best_val = -math.inf if better else math.inf
+    best_state, best_epoch = copy.deepcopy(model.state_dict()), -1
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} ep"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    epochs_run = 0
+    with Progress(*columns, disable=not show_progress, transient=False) as progress:
+        task = progress.add_task(description, total=cfg.epochs, status="")
+        for epoch in range(cfg.epochs):
+            model.train()
+            total, count = 0.0, 0
+            for batch in iterate_batches(train_graphs, cfg.batch_size, shuffle=True, generator=gen):
+                if cfg.lap_sign_flip and "lap" in batch.pe:
+                    batch.pe["lap"] = random_sign_flip(batch.pe["lap"], gen)
+                logits = model(batch)
+                assert batch.y is not None
+                loss = task_loss(logits, batch.y, info)
+                if extra_loss is not None:
+                    loss = loss + extra_loss(model, batch, logits)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                sched.step()
+                total += loss.item() * batch.num_graphs
+                count += batch.num_graphs
+            val = evaluate(model, val_graphs, info, cfg.eval_batch_size)
+            row = {
+                "epoch": epoch,
+                "train_loss": total / max(count, 1),
+                **{f"val_{k}": v for k, v in val.items()},
+            }
+            history.append(row)
+            v = val[info.metric]
+            if (better and v > best_val) or (not better and v < best_val):
+                best_val, best_epoch = v, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            epochs_run = epoch + 1
+            progress.update(
+                task,
+                advance=1,
+                status=f"loss {row['train_loss']:.4f}  val {info.metric} {v:.4f}  best {best_val:.4f}@{best_epoch}",
+            )
+            if cfg.time_budget_s and time.perf_counter() - start > cfg.time_budget_s:
+                break
+    model.load_state_dict(best_state)
+    elapsed = time.perf_counter() - start
+    test_metric = (
+        evaluate(model, test_graphs, info, cfg.eval_batch_size)[info.metric] if test_graphs else math.nan
+    )
+    return TrainResult(best_epoch, best_val, test_metric, elapsed, epochs_run, history)

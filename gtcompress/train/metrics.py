@@ -1,0 +1,72 @@
+"""Losses and metrics per task, as the reference benchmarks define them.
+
+* SBMs (PATTERN/CLUSTER): class-averaged accuracy and a cross-entropy whose class weights are
+  recomputed per batch, ``w_c = (V - n_c) / V`` for classes present (GraphGPS
+  ``weighted_cross_entropy``), so the majority class does not dominate.
+* Binary (ogbg-mol*): BCE with logits; labels that are NaN (missing) are ignored; ROC-AUC.
+* Regression: L1 loss and MAE.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+from torch import Tensor
+from torch.nn import functional as F
+
+from gtcompress.data.base import DatasetInfo
+
+
+def task_loss(logits: Tensor, y: Tensor, info: DatasetInfo) -> Tensor:
+    """The training loss of ``info``'s task."""
+    if info.task == "multiclass":
+        target = y.reshape(-1).long()
+        weight = None
+        if info.class_weighted_loss:
+            v = target.numel()
+            counts = torch.bincount(target, minlength=logits.shape[-1]).float()
+            weight = (v - counts) / v * (counts > 0).float()
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target, weight=weight)
+    target = y.reshape(logits.shape).to(logits.dtype)
+    keep = ~torch.isnan(target)
+    if info.task == "binary":
+        return F.binary_cross_entropy_with_logits(logits[keep], target[keep])
+    return F.l1_loss(logits[keep], target[keep])
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric != "mae"
+
+
+def compute_metric(metric: str, logits: Tensor, y: Tensor) -> float:
+    """Metric over a whole split (``logits`` and ``y`` concatenated over all batches)."""
+    if metric in ("accuracy", "class_avg_acc"):
+        pred = logits.argmax(dim=-1).reshape(-1)
+        target = y.reshape(-1).long()
+        if metric == "accuracy":
+            return float((pred == target).float().mean())
+        accs = [float((pred[target == c] == c).float().mean()) for c in torch.unique(target).tolist()]
+        return float(np.mean(accs))
+    if metric == "mae":
+        target = y.reshape(logits.shape).to(logits.dtype)
+        keep = ~torch.isnan(target)
+        return float((logits[keep] - target[keep]).abs().mean())
+    if metric == "rocauc":
+        return roc_auc(logits.reshape(-1).double().numpy(), y.reshape(-1).double().numpy())
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC-AUC via the Mann–Whitney U statistic (ties averaged); NaN labels ignored.
+
+    Returns NaN when only one class is present, where ROC-AUC is undefined."""
+    keep = ~np.isnan(labels)
+    scores, labels = scores[keep], labels[keep] > 0.5
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

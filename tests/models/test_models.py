@@ -1,0 +1,153 @@
+import pytest
+import torch
+
+from gtcompress.data.base import DatasetInfo, FeatureSpec
+from gtcompress.graph import GraphBatch, collate
+from gtcompress.models import LayerSpec, ModelConfig, build_model
+from gtcompress.models.model import shortest_path_bins
+from gtcompress.train.metrics import task_loss
+
+NODE = FeatureSpec("categorical", 1, [4])
+EDGE = FeatureSpec("categorical", 1, [3])
+
+
+def _graphs(count: int, seed: int, node_level: bool = True) -> list[GraphBatch]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(count):
+        n = 3 + i % 7
+        ei = torch.randint(0, n, (2, 3 * n), generator=g)
+        x = torch.randint(0, 4, (n, 1), generator=g)
+        # a learnable target: node label = its own token parity; graph label = majority parity
+        y = (x[:, 0] % 2) if node_level else (x[:, 0] % 2).float().mean().round().long().view(1)
+        out.append(
+            GraphBatch(x=x, edge_index=ei, edge_attr=torch.randint(0, 3, (3 * n, 1), generator=g), y=y)
+        )
+    return out
+
+
+@pytest.mark.parametrize("arch", ["gt", "gps", "graphormer"])
+@pytest.mark.parametrize("level", ["node", "graph"])
+def test_every_model_trains_and_loss_falls(arch: str, level: str) -> None:
+    torch.manual_seed(0)
+    info = DatasetInfo("toy", level, "multiclass", 2, "accuracy", NODE, EDGE)
+    cfg = ModelConfig.for_dataset(arch, info, hidden=32, num_layers=2, heads=4, readout="sum")
+    model = build_model(cfg)
+    batch = collate(_graphs(24, 0, node_level=level == "node"))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = task_loss(model(batch), batch.y, info)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("arch", ["gt", "gps", "graphormer"])
+def test_outputs_are_permutation_equivariant(arch: str) -> None:
+    torch.manual_seed(1)
+    cfg = ModelConfig(
+        arch=arch,
+        node_features=NODE,
+        edge_features=EDGE,
+        out_dim=3,
+        hidden=16,
+        num_layers=2,
+        heads=2,
+        pe={"rwse": 4},
+    )
+    model = build_model(cfg).eval()
+    g = _graphs(1, 3)[0]
+    g.pe["rwse"] = torch.rand(g.num_nodes, 4)
+    perm = torch.randperm(g.num_nodes)
+    inv = torch.argsort(perm)
+    h = GraphBatch(
+        x=g.x[perm], edge_index=inv[g.edge_index], edge_attr=g.edge_attr, pe={"rwse": g.pe["rwse"][perm]}
+    )
+    with torch.no_grad():
+        assert torch.allclose(model(g)[perm], model(h), atol=1e-5)
+
+
+def test_batched_output_equals_per_graph_output() -> None:
+    torch.manual_seed(2)
+    for arch in ("gt", "gps", "graphormer"):
+        cfg = ModelConfig(
+            arch=arch,
+            node_features=NODE,
+            edge_features=EDGE,
+            out_dim=2,
+            hidden=16,
+            num_layers=2,
+            heads=2,
+            task_level="graph",
+        )
+        model = build_model(cfg).eval()
+        gs = _graphs(5, 4, node_level=False)
+        with torch.no_grad():
+            together = model(collate(gs))
+            alone = torch.cat([model(g) for g in gs])
+        assert torch.allclose(together, alone, atol=1e-5), arch
+
+
+def test_per_layer_specs_build_smaller_layers() -> None:
+    layers = [LayerSpec(heads=2, ffn_dim=8), LayerSpec(heads=0, ffn_dim=16), LayerSpec(heads=4, ffn_dim=0)]
+    cfg = ModelConfig(
+        arch="gps", node_features=NODE, edge_features=EDGE, out_dim=2, hidden=16, heads=4, layers=layers
+    )
+    model = build_model(cfg).eval()
+    assert cfg.num_layers == 3
+    assert model.layers[0].attn.q.out_features == 2 * 4 and model.layers[0].ffn.lin1.out_features == 8
+    assert model.layers[1].attn is None and model.layers[2].ffn is None
+    assert model(_graphs(2, 0)[0]).shape == (3, 2)
+
+
+def test_config_errors_are_specific() -> None:
+    with pytest.raises(ValueError, match="unknown arch 'bert'"):
+        ModelConfig(arch="bert", node_features=NODE, out_dim=2)
+    with pytest.raises(ValueError, match="not divisible by heads=3"):
+        ModelConfig(arch="gt", node_features=NODE, out_dim=2, hidden=32, heads=3)
+    cfg = ModelConfig(arch="gt", node_features=NODE, out_dim=2, pe={"lap": 4})
+    with pytest.raises(ValueError, match="expects positional encoding 'lap'"):
+        build_model(cfg)(_graphs(1, 0)[0])
+
+
+def test_shortest_path_bins_on_a_path() -> None:
+    # path 0-1-2-3-4 (one direction only: distances are undirected)
+    adj = torch.zeros(1, 5, 5, dtype=torch.bool)
+    for i in range(4):
+        adj[0, i + 1, i] = True
+    d = shortest_path_bins(adj, max_spd=3)
+    assert d[0, 0].tolist() == [0, 1, 2, 3, 4]  # 4 hops > max_spd → bin max_spd + 1
+    assert d[0, 4].tolist() == [4, 3, 2, 1, 0]
+
+
+@pytest.mark.parametrize("edge_features", [True, False])
+def test_gt_dense_and_sparse_layouts_agree(edge_features: bool) -> None:
+    torch.manual_seed(3)
+    gs = _graphs(6, 7)
+    for g in gs:  # duplicates and a self-loop in every graph
+        g.edge_index = torch.cat(
+            [g.edge_index, g.edge_index[:, :3], torch.zeros(2, 1, dtype=torch.long)], dim=1
+        )
+        g.edge_attr = torch.cat([g.edge_attr, torch.tensor([[2], [0], [1], [1]])])
+        if not edge_features:
+            g.edge_attr = None
+    batch = collate(gs)
+    outs = []
+    for layout in ("sparse", "dense"):
+        torch.manual_seed(4)
+        cfg = ModelConfig(
+            arch="gt",
+            node_features=NODE,
+            edge_features=EDGE if edge_features else None,
+            out_dim=2,
+            hidden=16,
+            num_layers=2,
+            heads=2,
+            attention_layout=layout,
+        )
+        with torch.no_grad():
+            outs.append(build_model(cfg).eval()(batch))
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
