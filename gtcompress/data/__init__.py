@@ -55,8 +55,8 @@ __all__ = [
 ]
 
 DATASET_NAMES = ("pattern", "cluster", "csl", "molhiv", "tu:<NAME>", "ogb:<NAME>")
-# size="small" for molhiv: how many molecules to read (the full set has 41,127).
-MOLHIV_SMALL_LIMIT = 4000
+# size="small" for molhiv: molecules read per split (train, val, test); the full set has 41,127.
+MOLHIV_SMALL_LIMIT = (4000, 1000, 1000)
 
 
 def default_data_root() -> Path:
@@ -90,7 +90,7 @@ def load_dataset(
     Generated datasets are built from ``seed`` and ``size`` and cached in ``cache_dir`` (default
     :func:`default_cache_dir`). File-based ones read from ``root`` (default
     :func:`default_data_root`); for them ``size`` only matters for ``molhiv`` ("small" reads
-    :data:`MOLHIV_SMALL_LIMIT` molecules, explicit counts read their sum).
+    :data:`MOLHIV_SMALL_LIMIT` molecules per split, explicit counts cap each split).
     """
     key = name.strip()
     lower = key.lower()
@@ -115,7 +115,7 @@ def load_dataset(
     if lower == "molhiv":
         from gtcompress.data.molecules import load_molhiv
 
-        limit = None if preset == "full" else (sum(counts) if counts is not None else MOLHIV_SMALL_LIMIT)
+        limit = None if preset == "full" else (counts if counts is not None else MOLHIV_SMALL_LIMIT)
         return load_molhiv(data_root, limit)
     if lower.startswith(("tu:", "ogb:")):
         prefix, _, dataset = key.partition(":")

@@ -38,6 +38,7 @@ class ModelConfig:
     attn_dropout: float = 0.0
     norm: str = ""  # "" → "batch" (gt, gps) or "layer" (graphormer)
     local_conv: str = "gine"  # gps only: "gine", "gin" or "none"
+    gine_edge_dim: int = 0  # gps: >0 gives GINE its own Linear(edge_dim → hidden) (PyG GINEConv(edge_dim=…))
     pe: dict[str, int] = field(default_factory=dict)  # e.g. {"lap": 8} or {"rwse": 20}
     pe_dim: int = 0  # 0 → PE projected to hidden and added; >0 → concatenated (GraphGPS style)
     pe_norm: bool = False  # BatchNorm on the raw PE before its projection (PyG GPS example)

@@ -97,7 +97,9 @@ class GPSLayer(_Layer):
         super().__init__(cfg, spec, edge_bias=False)
         d = cfg.hidden
         self.local = (
-            None if cfg.local_conv == "none" else GINEConv(gin_mlp(d), use_edges=cfg.local_conv == "gine")
+            None
+            if cfg.local_conv == "none"
+            else GINEConv(gin_mlp(d), use_edges=cfg.local_conv == "gine", edge_dim=cfg.gine_edge_dim or None)
         )
         self.norm_local = make_norm(cfg.norm, d) if self.local is not None else None
         self.norm_attn = make_norm(cfg.norm, d)

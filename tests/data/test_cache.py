@@ -184,5 +184,5 @@ def test_file_based_datasets_dispatch_lazily(tmp_path: Path, monkeypatch: pytest
         ("ogb", tmp_path, "ogbg-molpcba"),
         ("hiv", tmp_path, None),
         ("hiv", tmp_path, data.MOLHIV_SMALL_LIMIT),
-        ("hiv", tmp_path, 20),
+        ("hiv", tmp_path, (10, 5, 5)),
     ]

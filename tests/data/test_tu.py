@@ -1,0 +1,290 @@
+"""TU loader: exact parsing on tiny synthetic files, statistics and PyG parity on the real ones."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gtcompress.data.tu import MAX_DEGREE, load_tu, random_split_indices, read_table
+from gtcompress.errors import DataFormatError
+from gtcompress.graph import GraphBatch, collate
+
+
+def _data_root() -> Path:
+    """``$GTCOMPRESS_DATA`` or ``<repo>/../shared/data``."""
+    env = os.environ.get("GTCOMPRESS_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def tu_root() -> Path:
+    root = _data_root() / "TU"
+    if not root.is_dir():
+        pytest.skip(f"real TU data not found at {root} (set GTCOMPRESS_DATA)")
+    return root
+
+
+def _all(ds_splits: dict[str, list[GraphBatch]]) -> list[GraphBatch]:
+    return [g for graphs in ds_splits.values() for g in graphs]
+
+
+# ------------------------------------------------------------------------------ synthetic files
+def _write(folder: Path, name: str, part: str, lines: list[str], gz: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(lines) + "\n"
+    if gz:
+        path = folder / f"{name}_{part}.txt.gz"
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path = folder / f"{name}_{part}.txt"
+        path.write_text(text)
+    return path
+
+
+def _toy(root: Path, gz_a: bool = False) -> Path:
+    """Two graphs: nodes 1-3 (graph 1, label 5) and 4-5 (graph 2, label -3); A has a self loop,
+    a duplicate edge with a different label, and comma spacing as in the real files."""
+    folder = root / "TOY"
+    _write(
+        folder,
+        "TOY",
+        "A",
+        ["1, 2", "2, 1", "1, 1", "1,2", "2, 3", "3, 2", "4, 5", "5, 4"],
+        gz=gz_a,
+    )
+    _write(folder, "TOY", "edge_labels", ["7", "7", "9", "8", "8", "8", "9", "9"])
+    _write(folder, "TOY", "graph_indicator", ["1", "1", "1", "2", "2"])
+    _write(folder, "TOY", "graph_labels", ["5", "-3"])
+    _write(folder, "TOY", "node_labels", ["3", "4", "3", "6", "3"])
+    return folder
+
+
+def test_synthetic_exact_parse(tmp_path: Path) -> None:
+    _toy(tmp_path)
+    ds = load_tu(tmp_path, "TOY", split=(1.0, 0.0, 0.0))
+    g0, g1 = ds["train"]
+    # 1-based ids -> 0-based local ids; self loop (1,1) and duplicate (1,2) gone; sorted (src, dst).
+    assert g0.edge_index.tolist() == [[0, 1, 1, 2], [1, 0, 2, 1]]
+    assert g1.edge_index.tolist() == [[0, 1], [1, 0]]
+    # Edge labels shifted to start at 0 (7 -> 0); the duplicate keeps its first label.
+    assert g0.edge_attr.tolist() == [[0], [0], [1], [1]]
+    assert g1.edge_attr.tolist() == [[2], [2]]
+    # Node labels shifted by the minimum (3): 0, 1, 0 | 3, 0 (cardinality max + 1 = 4).
+    assert g0.x.tolist() == [[0], [1], [0]] and g1.x.tolist() == [[3], [0]]
+    assert g0.x.dtype == torch.int64 and g0.edge_index.dtype == torch.int64
+    # Graph labels remapped in sorted order: -3 -> 0, 5 -> 1.
+    assert g0.y.tolist() == [1] and g1.y.tolist() == [0]
+    info = ds.info
+    assert (info.task_level, info.task, info.out_dim, info.metric) == ("graph", "multiclass", 2, "accuracy")
+    assert info.node_features.kind == "categorical" and info.node_features.cardinalities == [4]
+    assert info.edge_features is not None and info.edge_features.cardinalities == [3]
+    for g in ds["train"]:
+        g.validate()
+
+
+def test_synthetic_gzipped_a_equals_plain(tmp_path: Path) -> None:
+    _toy(tmp_path / "plain")
+    _toy(tmp_path / "gz", gz_a=True)
+    assert not (tmp_path / "gz" / "TOY" / "TOY_A.txt").exists()
+    a = collate(load_tu(tmp_path / "plain", "TOY", split=(1.0, 0.0, 0.0))["train"])
+    b = collate(load_tu(tmp_path / "gz", "TOY", split=(1.0, 0.0, 0.0))["train"])
+    assert torch.equal(a.edge_index, b.edge_index) and torch.equal(a.edge_attr, b.edge_attr)
+
+
+def test_node_attributes_give_float_features_in_pyg_order(tmp_path: Path) -> None:
+    folder = _toy(tmp_path)
+    _write(folder, "TOY", "node_attributes", ["0.5, 1", "1.5, 2", "2.5, 3", "-1, 4", "0, 5"])
+    ds = load_tu(tmp_path, "TOY", split=(1.0, 0.0, 0.0))
+    assert ds.info.node_features.kind == "float" and ds.info.node_features.dim == 2 + 4
+    x = torch.cat([g.x for g in ds["train"]])
+    assert x.dtype == torch.float32
+    assert x[:, :2].tolist() == [[0.5, 1], [1.5, 2], [2.5, 3], [-1, 4], [0, 5]]  # attributes first
+    assert x[:, 2:].argmax(1).tolist() == [0, 1, 0, 3, 0] and bool((x[:, 2:].sum(1) == 1).all())
+
+
+def test_no_node_labels_gives_clipped_degree(tmp_path: Path) -> None:
+    folder = tmp_path / "STAR"
+    hub = 70  # one hub with 70 leaves: degree above the clip
+    lines = [f"1, {i}" for i in range(2, hub + 2)] + [f"{i}, 1" for i in range(2, hub + 2)]
+    _write(folder, "STAR", "A", lines)
+    _write(folder, "STAR", "graph_indicator", ["1"] * (hub + 1))
+    _write(folder, "STAR", "graph_labels", ["0"])
+    ds = load_tu(tmp_path, "STAR", split=(1.0, 0.0, 0.0))
+    (g,) = ds["train"]
+    assert ds.info.node_features.cardinalities == [MAX_DEGREE + 1] == [65]
+    assert g.x[0, 0].item() == MAX_DEGREE and bool((g.x[1:, 0] == 1).all())
+
+
+def test_unsorted_graph_indicator_is_reordered(tmp_path: Path) -> None:
+    folder = tmp_path / "MIX"
+    _write(folder, "MIX", "A", ["1, 3", "3, 1", "2, 4", "4, 2"])
+    _write(folder, "MIX", "graph_indicator", ["1", "2", "1", "2"])
+    _write(folder, "MIX", "graph_labels", ["0", "1"])
+    _write(folder, "MIX", "node_labels", ["0", "1", "2", "3"])
+    g0, g1 = load_tu(tmp_path, "MIX", split=(1.0, 0.0, 0.0))["train"]
+    assert g0.x.tolist() == [[0], [2]] and g1.x.tolist() == [[1], [3]]
+    assert g0.edge_index.tolist() == [[0, 1], [1, 0]] == g1.edge_index.tolist()
+
+
+def test_missing_file_names_the_path(tmp_path: Path) -> None:
+    folder = _toy(tmp_path)
+    (folder / "TOY_graph_labels.txt").unlink()
+    with pytest.raises(DataFormatError, match=r"TOY_graph_labels\.txt") as err:
+        load_tu(tmp_path, "TOY")
+    assert str(folder) in str(err.value)
+    with pytest.raises(DataFormatError, match="folder not found"):
+        load_tu(tmp_path, "NOPE")
+
+
+@pytest.mark.parametrize(
+    ("lines", "match"),
+    [
+        (["1, 2", "2, 1", "2, x"], r"TOY_A\.txt, line 3: 'x' is not an integer"),
+        (["1, 2", "", "2, 1, 3"], r"TOY_A\.txt, line 3: expected 2 comma-separated"),
+        (["1, 2", "2, 9"], r"TOY_A\.txt, line 2: node id \[2, 9\] outside 1\.\.5"),
+        (["1, 2", "3, 4"], r"TOY_A\.txt, line 2: edge \[3, 4\] joins two different graphs"),
+    ],
+)
+def test_malformed_a_names_file_and_line(tmp_path: Path, lines: list[str], match: str) -> None:
+    folder = _toy(tmp_path)
+    _write(folder, "TOY", "A", lines)
+    (folder / "TOY_edge_labels.txt").unlink()
+    with pytest.raises(DataFormatError, match=match):
+        load_tu(tmp_path, "TOY")
+
+
+def test_inconsistent_files_are_reported(tmp_path: Path) -> None:
+    folder = _toy(tmp_path)
+    _write(folder, "TOY", "node_labels", ["1", "2"])
+    with pytest.raises(DataFormatError, match=r"TOY_node_labels\.txt: 2 lines, expected one per node \(5"):
+        load_tu(tmp_path, "TOY")
+    _toy(tmp_path)
+    _write(folder, "TOY", "graph_indicator", ["1", "1", "1", "3", "3"])
+    with pytest.raises(DataFormatError, match=r"TOY_graph_indicator\.txt, line 4: graph id 3 outside 1\.\.2"):
+        load_tu(tmp_path, "TOY")
+
+
+def test_read_table_float_error_and_empty(tmp_path: Path) -> None:
+    bad = tmp_path / "f.txt"
+    bad.write_text("1.0, 2.0\n3.0, abc\n")
+    with pytest.raises(DataFormatError, match=r"f\.txt, line 2: 'abc' is not a"):
+        read_table(bad, np.float64)
+    empty = tmp_path / "e.txt"
+    empty.write_text("")
+    assert read_table(empty, np.int64, ncols=2).shape == (0, 2)
+
+
+def test_random_split_indices() -> None:
+    parts = random_split_indices(188, seed=3)
+    assert [len(v) for v in parts.values()] == [150, 19, 19]
+    joined = np.concatenate(list(parts.values()))
+    assert sorted(joined.tolist()) == list(range(188))
+    again = random_split_indices(188, seed=3)
+    assert all(np.array_equal(parts[k], again[k]) for k in parts)
+    other = random_split_indices(188, seed=4)
+    assert not np.array_equal(parts["test"], other["test"])
+    with pytest.raises(ValueError, match="fractions"):
+        random_split_indices(10, split=(0.5, 0.6, 0.1))
+
+
+# ------------------------------------------------------------------------------ real datasets
+def test_mutag_statistics(tu_root: Path) -> None:
+    ds = load_tu(tu_root, "MUTAG", seed=0)
+    graphs = _all(ds.splits)
+    assert len(graphs) == 188
+    assert sum(g.num_nodes for g in graphs) == 3371
+    assert sum(g.num_edges for g in graphs) == 7442  # no self loops or duplicates in MUTAG
+    labels = torch.cat([g.y for g in graphs])
+    assert torch.bincount(labels).tolist() == [63, 125]  # -1 -> 0, 1 -> 1
+    assert ds.info.node_features.cardinalities == [7]
+    assert ds.info.edge_features is not None and ds.info.edge_features.cardinalities == [4]
+    assert [len(ds[k]) for k in ("train", "val", "test")] == [150, 19, 19]
+    ids = {k: {id(g) for g in v} for k, v in ds.splits.items()}
+    assert not (ids["train"] & ids["val"] or ids["train"] & ids["test"] or ids["val"] & ids["test"])
+    for g in graphs:
+        g.validate()
+
+
+def test_same_seed_same_split(tu_root: Path) -> None:
+    def signature(seed: int) -> dict[str, list[tuple[int, int, int]]]:
+        ds = load_tu(tu_root, "MUTAG", seed=seed)
+        return {k: [(g.num_nodes, g.num_edges, int(g.y)) for g in v] for k, v in ds.splits.items()}
+
+    assert signature(7) == signature(7)
+    assert signature(7) != signature(8)
+
+
+def test_mutag_matches_pyg(tu_root: Path) -> None:
+    """Same edges, node labels, edge labels and classes as PyG's own TU reader."""
+    tu = pytest.importorskip("torch_geometric.io.tu")
+    data, slices, _ = tu.read_tu_data(str(tu_root / "MUTAG"), "MUTAG")
+    ours = collate(load_tu(tu_root, "MUTAG", split=(1.0, 0.0, 0.0))["train"])
+    node_off = slices["x"][:-1]
+    edge_graph = torch.repeat_interleave(torch.arange(188), slices["edge_index"].diff())
+    assert torch.equal(data.edge_index + node_off[edge_graph], ours.edge_index)
+    assert torch.equal(data.x.argmax(1), ours.x[:, 0])
+    assert torch.equal(data.edge_attr.argmax(1), ours.edge_attr[:, 0])
+    assert torch.equal(data.y, ours.y)
+
+
+def test_ptc_mr(tu_root: Path) -> None:
+    ds = load_tu(tu_root, "PTC_MR")
+    graphs = _all(ds.splits)
+    assert len(graphs) == 344 and sum(g.num_nodes for g in graphs) == 4915
+    assert ds.info.node_features.cardinalities == [18]
+    assert torch.bincount(torch.cat([g.y for g in graphs])).tolist() == [192, 152]
+
+
+def test_enzymes_float_features(tu_root: Path) -> None:
+    ds = load_tu(tu_root, "ENZYMES")
+    graphs = _all(ds.splits)
+    assert len(graphs) == 600 and ds.info.out_dim == 6
+    assert torch.bincount(torch.cat([g.y for g in graphs])).tolist() == [100] * 6
+    assert ds.info.node_features.kind == "float" and ds.info.node_features.dim == 18 + 3
+    x = torch.cat([g.x for g in graphs])
+    assert x.shape == (19580, 21) and x.dtype == torch.float32
+    assert bool((x[:, 18:].sum(1) == 1).all())  # one-hot node labels after the attributes
+    assert [len(ds[k]) for k in ("train", "val", "test")] == [480, 60, 60]
+
+
+def test_proteins_one_attribute(tu_root: Path) -> None:
+    ds = load_tu(tu_root, "PROTEINS")
+    assert len(_all(ds.splits)) == 1113
+    assert ds.info.node_features.kind == "float" and ds.info.node_features.dim == 1 + 3
+
+
+def test_imdb_binary_degree_features(tu_root: Path) -> None:
+    ds = load_tu(tu_root, "IMDB-BINARY")
+    graphs = _all(ds.splits)
+    assert len(graphs) == 1000 and sum(g.num_nodes for g in graphs) == 19773
+    # The file lists every undirected edge twice in each direction; coalesce halves 386,124 lines.
+    assert sum(g.num_edges for g in graphs) == 193062
+    assert ds.info.node_features.cardinalities == [65]
+    g = graphs[0]
+    degree = torch.bincount(g.edge_index[1], minlength=g.num_nodes).clamp(max=MAX_DEGREE)
+    assert torch.equal(g.x[:, 0], degree)
+
+
+def test_dd_loads_quickly(tu_root: Path) -> None:
+    """The largest TU set (gzipped, reconstructed A): about 1 s, so it runs by default."""
+    start = time.perf_counter()
+    ds = load_tu(tu_root, "DD")
+    elapsed = time.perf_counter() - start
+    graphs = _all(ds.splits)
+    assert len(graphs) == 1178
+    assert sum(g.num_nodes for g in graphs) == 334925
+    assert sum(g.num_edges for g in graphs) == 1686092
+    assert torch.bincount(torch.cat([g.y for g in graphs])).tolist() == [691, 487]
+    assert elapsed < 10, f"DD took {elapsed:.1f} s"
+
+
+def test_data_root_with_tu_subfolder(tu_root: Path) -> None:
+    """``load_dataset`` passes the data root; the TU/ subfolder is found from there."""
+    ds = load_tu(tu_root.parent, "MUTAG")
+    assert len(_all(ds.splits)) == 188

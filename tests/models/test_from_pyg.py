@@ -1,0 +1,318 @@
+"""``from_pyg``: a PyG GPS model and its import compute the same function (eval mode), and every
+pattern we cannot reproduce is refused with an error naming the module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+pyg_nn = pytest.importorskip("torch_geometric.nn")
+from torch_geometric.data import Batch, Data  # noqa: E402
+from torch_geometric.nn import GATConv, GINConv, GINEConv, GPSConv, global_add_pool, global_mean_pool  # noqa: E402
+
+from gtcompress.errors import UnsupportedModelError  # noqa: E402
+from gtcompress.graph import GraphBatch  # noqa: E402
+from gtcompress.models import GPS  # noqa: E402
+from gtcompress.models.from_pyg import from_pyg  # noqa: E402
+
+TOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny models: intra-op threads only contend on a shared machine (100x slower measured)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def gin_nn(c: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, c))
+
+
+class ExampleGPS(nn.Module):
+    """PyG's examples/graph_gps.py (ZINC), smaller."""
+
+    def __init__(self, channels: int = 32, pe_dim: int = 8, num_layers: int = 2, **conv_kw: object) -> None:
+        super().__init__()
+        self.node_emb = nn.Embedding(28, channels - pe_dim)
+        self.pe_lin = nn.Linear(20, pe_dim)
+        self.pe_norm = nn.BatchNorm1d(20)
+        self.edge_emb = nn.Embedding(4, channels)
+        self.convs = nn.ModuleList(
+            GPSConv(channels, GINEConv(gin_nn(channels)), heads=4, attn_kwargs={"dropout": 0.5}, **conv_kw)  # type: ignore[arg-type]
+            for _ in range(num_layers)
+        )
+        self.mlp = nn.Sequential(
+            nn.Linear(channels, channels // 2),
+            nn.ReLU(),
+            nn.Linear(channels // 2, channels // 4),
+            nn.ReLU(),
+            nn.Linear(channels // 4, 1),
+        )
+
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        x_pe = self.pe_norm(pe)
+        x = torch.cat((self.node_emb(x.squeeze(-1)), self.pe_lin(x_pe)), 1)
+        edge_attr = self.edge_emb(edge_attr)
+        for conv in self.convs:
+            x = conv(x, edge_index, batch, edge_attr=edge_attr)
+        return self.mlp(global_add_pool(x, batch))
+
+
+class GinLapGPS(nn.Module):
+    """Variant: float x through a Linear, LapPE concatenated, GINConv (no edges), mean readout."""
+
+    def __init__(self, channels: int = 24, pe_dim: int = 6, k: int = 5, train_eps: bool = False) -> None:
+        super().__init__()
+        self.node_lin = nn.Linear(7, channels - pe_dim)
+        self.pe_lin = nn.Linear(k, pe_dim)
+        self.pe_norm = nn.BatchNorm1d(k)
+        self.convs = nn.ModuleList(
+            GPSConv(channels, GINConv(gin_nn(channels), train_eps=train_eps), heads=3, dropout=0.1) for _ in range(2)
+        )
+        self.head = nn.Sequential(nn.Linear(channels, channels // 2), nn.ReLU(), nn.Linear(channels // 2, 3))
+
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        x = torch.cat((self.node_lin(x), self.pe_lin(self.pe_norm(pe))), 1)
+        for conv in self.convs:
+            x = conv(x, edge_index, batch)
+        return self.head(global_mean_pool(x, batch))
+
+
+# ---------------------------------------------------------------- data
+def molecules(sizes: list[int], seed: int = 0, float_x: int = 0, k: int = 20, edge_float: int = 0) -> Batch:
+    """Molecule-like graphs (a random tree plus a ring closure), undirected, of the given sizes."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for n in sizes:
+        src = [int(torch.randint(0, i, (1,), generator=g)) for i in range(1, n)]
+        pairs = list(zip(src, range(1, n), strict=True))
+        if n > 4:
+            pairs.append((0, n - 1))
+        ei = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2).T
+        ei = torch.cat([ei, ei.flip(0)], 1)
+        e = ei.shape[1]
+        x = torch.randn(n, float_x, generator=g) if float_x else torch.randint(0, 28, (n, 1), generator=g)
+        ea = torch.randn(e, edge_float, generator=g) if edge_float else torch.randint(0, 4, (e,), generator=g)
+        out.append(Data(x=x, edge_index=ei, edge_attr=ea, pe=torch.randn(n, k, generator=g)))
+    return Batch.from_data_list(out)
+
+
+SIZES = [5, 1, 12, 3, 9, 2]
+
+
+def warm_up(model: nn.Module, run: Callable[[nn.Module, Batch], Tensor], float_x: int = 0, k: int = 20) -> None:
+    """A few train-mode passes so BatchNorm running stats are far from (0, 1)."""
+    model.train()
+    with torch.no_grad():
+        for s in range(3):
+            run(model, molecules([6, 8, 10, 4], seed=100 + s, float_x=float_x, k=k))
+    model.eval()
+
+
+def pyg_run(model: nn.Module, b: Batch) -> Tensor:
+    return model(b.x, b.pe, b.edge_index, b.edge_attr, b.batch)
+
+
+def ours_run(model: GPS, b: Batch, pe_kind: str = "rwse", pe: bool = True, edges: bool = True) -> Tensor:
+    return model.compute(
+        b.x,
+        b.edge_index,
+        b.edge_attr if edges else None,
+        b.batch,
+        {pe_kind: b.pe} if pe else {},
+        b.num_graphs,
+    )
+
+
+def max_diff(a: Tensor, b: Tensor) -> float:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float((a - b).abs().max())
+
+
+# ---------------------------------------------------------------- parity
+def test_example_model_matches() -> None:
+    torch.manual_seed(0)
+    src = ExampleGPS()
+    warm_up(src, pyg_run)
+    ours = from_pyg(src)
+    assert not ours.training
+    cfg = ours.config
+    assert (cfg.hidden, cfg.heads, cfg.pe, cfg.pe_dim) == (32, 4, {"rwse": 20}, 8)
+    assert cfg.pe_norm and cfg.local_conv == "gine" and cfg.node_features.cardinalities == [28]
+    assert (cfg.head_layers, cfg.out_dim, cfg.readout, cfg.attn_dropout) == (3, 1, "sum", 0.5)
+    b = molecules(SIZES, seed=1)
+    with torch.no_grad():
+        want = pyg_run(src, b)
+        got = ours_run(ours, b)
+        # the public path, through our graph batch type
+        gb = GraphBatch.from_pyg(b)
+        gb.pe = {"rwse": b.pe}
+        got2 = ours(gb)
+    assert max_diff(want, got) <= TOL
+    assert max_diff(want, got2) <= TOL
+    assert float(want.std()) > 1e-3  # a non-degenerate comparison
+
+
+def test_imported_model_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
+    """The import is described by its config alone (no module surgery for the example)."""
+    from gtcompress.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(4)
+    src = ExampleGPS()
+    warm_up(src, pyg_run)
+    ours = from_pyg(src)
+    save_checkpoint(tmp_path / "ckpt", ours)
+    back, _ = load_checkpoint(tmp_path / "ckpt")
+    back.eval()
+    b = molecules(SIZES, seed=5)
+    with torch.no_grad():
+        assert max_diff(pyg_run(src, b), ours_run(back, b)) <= TOL  # type: ignore[arg-type]
+
+
+def test_gin_linear_lap_mean_variant_matches() -> None:
+    torch.manual_seed(1)
+    src = GinLapGPS(train_eps=True)
+    with torch.no_grad():
+        for conv in src.convs:
+            conv.conv.eps.fill_(0.3)
+    run = pyg_run
+    warm_up(src, run, float_x=7, k=5)
+    ours = from_pyg(src, readout="mean", pe_kind="lap")
+    assert ours.config.local_conv == "gin" and ours.config.edge_features is None
+    assert ours.config.node_features.kind == "float" and ours.config.pe == {"lap": 5}
+    b = molecules(SIZES, seed=2, float_x=7, k=5)
+    with torch.no_grad():
+        assert max_diff(run(src, b), ours_run(ours, b, "lap", edges=False)) <= TOL
+
+
+def test_bare_layer_list_with_explicit_parts_added_pe_no_norm() -> None:
+    """ModuleList of GPSConv (norm=None) + modules passed in; PE added (projection as wide as channels)."""
+    torch.manual_seed(2)
+    c = 16
+    convs = nn.ModuleList(GPSConv(c, GINEConv(gin_nn(c)), heads=2, norm=None) for _ in range(2))
+    node, edge, pe_lin, head = nn.Embedding(28, c), nn.Embedding(4, c), nn.Linear(20, c), nn.Linear(c, 2)
+
+    def run(_: nn.Module, b: Batch) -> Tensor:
+        x = node(b.x.squeeze(-1)) + pe_lin(b.pe)
+        e = edge(b.edge_attr)
+        for conv in convs:
+            x = conv(x, b.edge_index, b.batch, edge_attr=e)
+        return head(x)  # node-level
+
+    convs.eval()
+    ours = from_pyg(convs, node_encoder=node, edge_encoder=edge, pe_encoder=pe_lin, head=head, task_level="node")
+    assert ours.config.pe_dim == 0 and ours.config.norm == "none" and not ours.config.pe_norm
+    b = molecules(SIZES, seed=3)
+    with torch.no_grad():
+        assert max_diff(run(convs, b), ours_run(ours, b)) <= TOL
+
+
+def test_gine_edge_dim_raw_edges_and_no_local_conv(tmp_path: Path) -> None:
+    """GINEConv(edge_dim=...) on raw float edge features (no edge encoder); and GPSConv(conv=None)."""
+    from gtcompress.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(3)
+    c, fe = 16, 3
+    convs = nn.ModuleList(GPSConv(c, GINEConv(gin_nn(c), edge_dim=fe, train_eps=True), heads=4) for _ in range(2))
+    node = nn.Linear(5, c)
+
+    def run(m: nn.Module, b: Batch, edges: bool = True) -> Tensor:
+        x = node(b.x)
+        for conv in m:
+            x = conv(x, b.edge_index, b.batch, **({"edge_attr": b.edge_attr} if edges else {}))
+        return global_add_pool(x, b.batch)
+
+    convs.train()
+    with torch.no_grad():
+        for s in range(3):
+            run(convs, molecules([6, 7, 9], seed=10 + s, float_x=5, edge_float=fe))
+    convs.eval()
+    ours = from_pyg(convs, node_encoder=node, edge_encoder=False)
+    assert ours.config.edge_features is not None and ours.config.edge_features.dim == fe
+    b = molecules(SIZES, seed=4, float_x=5, edge_float=fe)
+    with torch.no_grad():
+        assert max_diff(run(convs, b), ours_run(ours, b, pe=False)) <= TOL
+    save_checkpoint(tmp_path / "ckpt", ours)  # the edge Linear is part of the config: it round-trips
+    back, _ = load_checkpoint(tmp_path / "ckpt")
+    with torch.no_grad():
+        assert max_diff(run(convs, b), ours_run(back, b, pe=False)) <= TOL
+
+    attn_only = nn.ModuleList(GPSConv(c, None, heads=2) for _ in range(2)).eval()
+    ours2 = from_pyg(attn_only, node_encoder=node)
+    assert ours2.config.local_conv == "none"
+    with torch.no_grad():
+        assert max_diff(run(attn_only, b, edges=False), ours_run(ours2, b, pe=False, edges=False)) <= TOL
+
+
+# ---------------------------------------------------------------- refusals
+def _raises(model: nn.Module, *names: str, **kw: object) -> None:
+    with pytest.raises(UnsupportedModelError) as info:
+        from_pyg(model, **kw)  # type: ignore[arg-type]
+    msg = str(info.value)
+    for n in names:
+        assert n in msg, msg
+
+
+def test_refuses_performer_attention() -> None:
+    _raises(ExampleGPS(attn_type="performer"), "convs.0.attn", "PerformerAttention", "MultiheadAttention")
+
+
+def test_refuses_other_local_conv() -> None:
+    m = ExampleGPS()
+    m.convs[1].conv = GATConv(32, 32)
+    _raises(m, "convs.1.conv", "GATConv", "GINEConv")
+
+
+def test_refuses_gine_nn_pattern() -> None:
+    m = ExampleGPS()
+    m.convs[0].conv = GINEConv(nn.Sequential(nn.Linear(32, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 32)))
+    _raises(m, "convs.0.conv.nn", "Sequential", "BatchNorm1d")
+    m.convs[0].conv = GINEConv(nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 32)))
+    _raises(m, "convs.0.conv.nn.0", "Linear(32, 32)")
+
+
+def test_refuses_norm_and_act() -> None:
+    _raises(ExampleGPS(norm="layer_norm"), "convs.0.norm1", "LayerNorm", "batch_norm")
+    _raises(ExampleGPS(act="gelu"), "convs.0.mlp.1", "GELU", "ReLU")
+    _raises(ExampleGPS(norm_kwargs={"eps": 1e-3}), "convs.0.norm1", "BatchNorm", "eps=1e-05")
+
+
+def test_refuses_head_pattern_and_widths() -> None:
+    m = ExampleGPS()
+    m.mlp = nn.Sequential(nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 1))
+    _raises(m, "mlp", "Sequential", "Tanh")
+    m.mlp = nn.Sequential(nn.Linear(32, 20), nn.ReLU(), nn.Linear(20, 1))
+    _raises(m, "mlp.0", "Linear(32, 16)", "halves")
+
+
+def test_refuses_heads_not_dividing_and_mixed_layers() -> None:
+    m = ExampleGPS()
+    m.convs[0].attn.num_heads = 3
+    _raises(m, "convs.0.attn", "MultiheadAttention", "heads=3")
+    m = ExampleGPS()
+    m.convs[1].attn = nn.MultiheadAttention(32, 8, batch_first=True)
+    _raises(m, "convs.1", "GPSConv", "heads")
+    m = ExampleGPS()
+    m.convs[1].conv = None
+    _raises(m, "convs.1", "local conv kind")
+
+
+def test_refuses_unknown_modules_and_bad_widths() -> None:
+    m = ExampleGPS()
+    m.extra = nn.Linear(3, 3)
+    _raises(m, "extra", "Linear", "ignore=")
+    torch.manual_seed(0)
+    src = ExampleGPS().eval()
+    src.extra = nn.Linear(3, 3)
+    assert isinstance(from_pyg(src, ignore=["extra"]), GPS)
+    m = ExampleGPS()
+    m.node_emb = nn.Embedding(28, 30)
+    _raises(m, "node_emb", "Embedding", "width 24")
+    _raises(ExampleGPS(), "nope", convs="nope")
