@@ -45,9 +45,7 @@ def parse_pe(text: str) -> dict[str, int]:
         kind, _, k = part.partition(":")
         kind = kind.strip().lower()
         if kind not in ("lap", "rwse") or not k.strip().isdigit() or int(k) <= 0:
-            raise GTCompressError(
-                f"--pe: expected entries like 'lap:8' or 'rwse:20' (comma-separated), got {part!r}"
-            )
+            raise GTCompressError(f"--pe: expected entries like 'lap:8' or 'rwse:20' (comma-separated), got {part!r}")
         out[kind] = int(k)
     return out
 

@@ -21,3 +21,7 @@ class DataFormatError(GTCompressError):
 
 class UnsupportedModelError(GTCompressError):
     """A model (e.g. a PyG model to import) contains a module pattern we cannot convert."""
+
+
+class ConfigError(GTCompressError, ValueError):
+    """An option or configuration value is invalid (names the option and the accepted values)."""

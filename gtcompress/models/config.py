@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gtcompress.data.base import DatasetInfo, FeatureSpec
+from gtcompress.errors import ConfigError
 
 ARCHS = ("gt", "gps", "graphormer")
 
@@ -56,25 +57,25 @@ class ModelConfig:
             self.edge_features = FeatureSpec(**self.edge_features)
         self.layers = [LayerSpec(**s) if isinstance(s, dict) else s for s in self.layers]
         if self.arch not in ARCHS:
-            raise ValueError(f"unknown arch {self.arch!r}; expected one of {', '.join(ARCHS)}")
+            raise ConfigError(f"unknown arch {self.arch!r}; expected one of {', '.join(ARCHS)}")
         if self.task_level not in ("node", "graph"):
-            raise ValueError(f"task_level must be 'node' or 'graph', got {self.task_level!r}")
+            raise ConfigError(f"task_level must be 'node' or 'graph', got {self.task_level!r}")
         if not self.head_dim:
             if self.hidden % self.heads:
-                raise ValueError(f"hidden={self.hidden} is not divisible by heads={self.heads}; set head_dim")
+                raise ConfigError(f"hidden={self.hidden} is not divisible by heads={self.heads}; set head_dim")
             self.head_dim = self.hidden // self.heads
         self.ffn_dim = self.ffn_dim or 2 * self.hidden
         self.norm = self.norm or ("layer" if self.arch == "graphormer" else "batch")
         if self.arch == "gps" and self.local_conv == "gine" and self.edge_features is None:
             self.local_conv = "gin"  # GINE needs edge features; without them it is GIN
         if self.local_conv not in ("gine", "gin", "none"):
-            raise ValueError(f"local_conv must be 'gine', 'gin' or 'none', got {self.local_conv!r}")
+            raise ConfigError(f"local_conv must be 'gine', 'gin' or 'none', got {self.local_conv!r}")
         if self.attention_layout not in ("auto", "sparse", "dense"):
-            raise ValueError(f"attention_layout must be auto, sparse or dense, got {self.attention_layout!r}")
+            raise ConfigError(f"attention_layout must be auto, sparse or dense, got {self.attention_layout!r}")
         if len(self.pe) > 1 and self.pe_dim:
-            raise ValueError("concatenated PE (pe_dim > 0) supports one PE kind; use pe_dim=0 to add several")
+            raise ConfigError("concatenated PE (pe_dim > 0) supports one PE kind; use pe_dim=0 to add several")
         if self.pe_dim >= self.hidden:
-            raise ValueError(f"pe_dim={self.pe_dim} must be smaller than hidden={self.hidden}")
+            raise ConfigError(f"pe_dim={self.pe_dim} must be smaller than hidden={self.hidden}")
         if not self.layers:
             self.layers = [LayerSpec(self.heads, self.ffn_dim) for _ in range(self.num_layers)]
         self.num_layers = len(self.layers)

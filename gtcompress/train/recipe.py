@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from gtcompress.data.base import GraphDataset, add_pe
-from gtcompress.models.config import ModelConfig
+from gtcompress.errors import ConfigError
+from gtcompress.models.config import ARCHS, ModelConfig
 from gtcompress.models.model import GraphModel, build_model
 from gtcompress.train.loop import TrainConfig, TrainResult, seed_everything, train
 
@@ -68,6 +69,8 @@ def fit(
     show_progress: bool = True,
 ) -> FitResult:
     """Build ``arch`` for ``data`` and train it; ``meta`` is what a checkpoint should store."""
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
     overrides = dict(model_overrides or {})
     overrides.setdefault("pe", default_pe(data.name))
     train_cfg = train_cfg or TrainConfig()

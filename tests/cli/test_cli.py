@@ -1,0 +1,76 @@
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GTCOMPRESS_CACHE", str(tmp_path / "cache"))
+
+
+def _run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_help_lists_commands_with_examples() -> None:
+    res = _run("--help")
+    assert res.exit_code == 0
+    for cmd in ("train", "eval", "info", "data", "pipeline"):
+        assert cmd in res.output
+    assert "Example" in _run("train", "--help").output
+
+
+def test_generate_train_eval_info(tmp_path: Path) -> None:
+    res = _run("data", "generate", "cluster", "--size", "30,10,10", "--seed", "3")
+    assert res.exit_code == 0, res.output
+    assert "train" in res.output and "30" in res.output
+
+    ckpt = tmp_path / "ckpt"
+    res = _run("train", "--data", "cluster", "--size", "30,10,10", "--arch", "gps", "--hidden", "16",
+               "--layers", "1", "--heads", "2", "--epochs", "2", "--pe", "rwse:4", "--out", str(ckpt))
+    assert res.exit_code == 0, res.output
+    meta = json.loads((ckpt / "config.json").read_text())
+    assert meta["model"]["arch"] == "gps" and meta["model"]["pe"] == {"rwse": 4}
+    assert meta["dataset"]["name"] == "cluster" and len(meta["history"]) == 2
+
+    res = _run("eval", str(ckpt), "--split", "val")
+    assert res.exit_code == 0, res.output
+    assert "class_avg_acc" in res.output
+
+    res = _run("info", str(ckpt))
+    assert res.exit_code == 0, res.output
+    assert "gps" in res.output and "rwse:4" in res.output
+
+
+def test_pipeline_writes_report(tmp_path: Path) -> None:
+    res = _run("pipeline", "--size", "30,10,10", "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert [r["split"] for r in report["results"]] == ["train", "val", "test"]
+    assert (tmp_path / "run" / "dense" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("data", "generate", "mnist"), "unknown generated dataset 'mnist'"),
+        (("data", "generate", "cluster", "--size", "big"), "size must be 'small', 'full'"),
+        (("train", "--data", "nope", "--epochs", "1"), "nope"),
+        (("train", "--pe", "lap8", "--epochs", "1"), "--pe: expected entries like 'lap:8'"),
+        (("train", "--arch", "bert", "--size", "10,5,5", "--epochs", "1"), "unknown arch 'bert'"),
+        (("eval", "/nonexistent/ckpt"), "checkpoint directory does not exist"),
+        (("info", "/tmp"), "config.json: missing"),
+        (("train", "--data", "tu:NOPE", "--data-root", "/tmp", "--epochs", "1"), "NOPE"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:
+    res = _run(*args)
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert "Traceback" not in res.output
