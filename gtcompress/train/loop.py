@@ -77,14 +77,19 @@ def evaluate(
     return {"loss": float(task_loss(logits, y, info)), info.metric: compute_metric(info.metric, logits, y)}
 
 
-def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+class _Schedule:
+    """Linear warm-up then cosine decay to 0 at ``total`` steps. ``total`` may shrink once the
+    first epoch's duration shows how many epochs fit a time budget, so a budgeted run still ends
+    with a fully decayed learning rate instead of being cut off at a high one."""
 
-    return f
+    def __init__(self, warmup: int, total: int) -> None:
+        self.warmup, self.total = warmup, total
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = (step - self.warmup) / max(1, self.total - self.warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def train(
@@ -102,9 +107,9 @@ def train(
     test_graphs = dataset.splits.get("test", [])
     steps_per_epoch = max(1, math.ceil(len(train_graphs) / cfg.batch_size))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, _lr_lambda(cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
-    )
+    schedule = _Schedule(cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    planned_epochs = cfg.epochs
     better = higher_is_better(info.metric)
     best_val = -math.inf if better else math.inf
     best_state, best_epoch = copy.deepcopy(model.state_dict()), -1
@@ -122,6 +127,8 @@ def train(
     with Progress(*columns, disable=not show_progress, transient=False) as progress:
         task = progress.add_task(description, total=cfg.epochs, status="")
         for epoch in range(cfg.epochs):
+            if epoch >= planned_epochs:
+                break
             model.train()
             total, count = 0.0, 0
             for batch in iterate_batches(train_graphs, cfg.batch_size, shuffle=True, generator=gen):
@@ -157,6 +164,12 @@ def train(
                 advance=1,
                 status=f"loss {row['train_loss']:.4f}  val {info.metric} {v:.4f}  best {best_val:.4f}@{best_epoch}",
             )
+            if cfg.time_budget_s and epoch == 0:
+                fit_epochs = int(cfg.time_budget_s / max(time.perf_counter() - start, 1e-9))
+                planned_epochs = max(1, min(cfg.epochs, fit_epochs))
+                schedule.warmup = min(schedule.warmup, max(1, planned_epochs // 10) * steps_per_epoch)
+                schedule.total = planned_epochs * steps_per_epoch
+                progress.update(task, total=planned_epochs)
             if cfg.time_budget_s and time.perf_counter() - start > cfg.time_budget_s:
                 break
     model.load_state_dict(best_state)

@@ -1,0 +1,70 @@
+import math
+
+import pytest
+import torch
+
+from gtcompress.data import load_dataset
+from gtcompress.data.base import DatasetInfo, FeatureSpec
+from gtcompress.models import ModelConfig, build_model
+from gtcompress.train import TrainConfig, compute_metric, evaluate, task_loss, train
+from gtcompress.train.metrics import roc_auc
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    return load_dataset("cluster", size="40,12,12", seed=1, cache_dir=tmp_path)
+
+
+def _model(info):
+    torch.manual_seed(0)
+    return build_model(ModelConfig.for_dataset("gt", info, hidden=16, num_layers=1, heads=2))
+
+
+def test_training_is_reproducible_and_restores_best_epoch(tiny) -> None:
+    cfg = TrainConfig(epochs=3, batch_size=8, warmup_epochs=1, seed=5)
+    a, b = _model(tiny.info), _model(tiny.info)
+    ra = train(a, tiny, cfg, show_progress=False)
+    rb = train(b, tiny, cfg, show_progress=False)
+    assert ra.history == rb.history
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
+    best = max(ra.history, key=lambda r: r["val_class_avg_acc"])
+    assert ra.best_epoch == best["epoch"]
+    assert evaluate(a, tiny["val"], tiny.info)["class_avg_acc"] == pytest.approx(ra.val_metric)
+    assert 0.0 <= ra.test_metric <= 1.0
+
+
+def test_time_budget_stops_early(tiny) -> None:
+    res = train(_model(tiny.info), tiny, TrainConfig(epochs=500, batch_size=8, time_budget_s=1e-6), show_progress=False)
+    assert res.epochs_run == 1
+
+
+def test_class_average_accuracy_and_weighted_loss() -> None:
+    logits = torch.tensor([[2.0, 0.0], [2.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
+    y = torch.tensor([0, 0, 0, 0])
+    assert compute_metric("class_avg_acc", logits, torch.tensor([0, 0, 0, 1])) == pytest.approx(1.0)
+    assert compute_metric("class_avg_acc", logits, torch.tensor([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert compute_metric("accuracy", logits, y) == pytest.approx(0.75)
+    info = DatasetInfo("x", "node", "multiclass", 2, "class_avg_acc", FeatureSpec("float", 1), class_weighted_loss=True)
+    # weights (V - n_c)/V: class 0 has 3 of 4 samples → 0.25, class 1 → 0.75
+    target = torch.tensor([0, 0, 0, 1])
+    expected = torch.nn.functional.cross_entropy(logits, target, weight=torch.tensor([0.25, 0.75]))
+    assert task_loss(logits, target, info) == pytest.approx(float(expected))
+
+
+def test_roc_auc_matches_pairwise_definition() -> None:
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 5, (60,), generator=g).double().numpy()  # many ties
+    labels = (torch.rand(60, generator=g) > 0.6).double().numpy()
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    pairs = [(1.0 if p > n else 0.5 if p == n else 0.0) for p in pos for n in neg]
+    assert roc_auc(scores, labels) == pytest.approx(sum(pairs) / len(pairs))
+    assert math.isnan(roc_auc(scores, labels * 0))
+
+
+def test_binary_loss_ignores_missing_labels() -> None:
+    info = DatasetInfo("m", "graph", "binary", 1, "rocauc", FeatureSpec("float", 1))
+    logits = torch.tensor([[0.3], [5.0]])
+    y = torch.tensor([[1.0], [float("nan")]])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor([0.3]), torch.tensor([1.0]))
+    assert task_loss(logits, y, info) == pytest.approx(float(expected))
