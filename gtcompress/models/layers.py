@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from gtcompress.compress.tokens import TokenSelector
 from gtcompress.models.config import LayerSpec, ModelConfig
 from gtcompress.nn.attention import MultiHeadAttention
 from gtcompress.nn.blocks import FeedForward, make_norm
@@ -38,6 +39,8 @@ class GraphContext:
     spd: Tensor | None = None  # [B,L,L] clipped shortest-path distances (graphormer)
     pair_index: Tensor | None = None  # [E] flattened (b, dst, src) index of each edge (graphormer)
     edge_dense: Tensor | None = None  # [B,1,L,L] log edge multiplicity: GT attention in dense layout
+    nbr: tuple[Tensor, Tensor, Tensor] | None = None  # (nbr_src, nbr_edge, nbr_mask) [N,K]: GT padded layout
+    csr: tuple[Tensor, Tensor, Tensor] | None = None  # (rowptr, col, perm): GT plugin layout
 
 
 class _Layer(nn.Module):
@@ -55,6 +58,26 @@ class _Layer(nn.Module):
         activation = "gelu" if cfg.arch == "graphormer" else "relu"
         self.ffn = FeedForward(d, spec.ffn_dim, activation, cfg.dropout) if spec.ffn_dim > 0 else None
         self.drop = nn.Dropout(cfg.dropout)
+        # Token pruning (gtcompress.compress.tokens): only layers with token_keep < 1 own a scorer,
+        # so dense checkpoints are unchanged.
+        self.tokens = TokenSelector(d, spec.token_keep) if spec.heads > 0 and spec.token_keep < 1.0 else None
+
+    def _dense(self, hd: Tensor, bias: Tensor, valid: Tensor) -> Tensor:
+        """Padded attention ``[B, L, d]``; with token pruning over the kept tokens only (0 elsewhere)."""
+        assert self.attn is not None
+        if self.tokens is None:
+            return self.attn.dense(hd, bias)
+        return self.tokens.attend_dense(self.attn, hd, bias, valid)
+
+    def _token_attention(self, h: Tensor, ctx: GraphContext, bias: Tensor | None) -> Tensor:
+        """GT attention over the input edges among the kept tokens (dense or scatter layout)."""
+        assert self.attn is not None and self.tokens is not None
+        lay = ctx.layout
+        if ctx.edge_dense is not None and lay is not None:
+            dense_bias = ctx.edge_dense if bias is None else lay.edge_bias(ctx.edge_index, ctx.batch, bias)
+            return lay.unpad(self.tokens.attend_dense(self.attn, lay.pad(h), dense_bias, lay.valid))
+        lay = lay if lay is not None else DenseLayout.from_batch(ctx.batch, ctx.num_graphs)
+        return self.tokens.attend_sparse(self.attn, h, ctx.edge_index, bias, lay)
 
 
 class GTLayer(_Layer):
@@ -73,11 +96,17 @@ class GTLayer(_Layer):
             bias = None
             if self.attn.edge_bias is not None and ctx.edge_emb is not None:
                 bias = self.attn.edge_bias(ctx.edge_emb)
-            if ctx.edge_dense is not None and ctx.layout is not None:  # same function, padded layout
+            # The same function on whichever layout the context carries (see GraphTransformer).
+            if self.tokens is not None:  # token pruning: attention among the kept nodes only
+                a = self._token_attention(h, ctx, bias)
+            elif ctx.csr is not None:
+                a = self.attn.fused(h, ctx.csr, bias)
+            elif ctx.nbr is not None:
+                nbr_src, nbr_edge, nbr_mask = ctx.nbr
+                a = self.attn.padded(h, nbr_src, nbr_mask, None if bias is None else bias[nbr_edge])
+            elif ctx.edge_dense is not None and ctx.layout is not None:
                 lay = ctx.layout
-                dense_bias = (
-                    ctx.edge_dense if bias is None else lay.edge_bias(ctx.edge_index, ctx.batch, bias)
-                )
+                dense_bias = ctx.edge_dense if bias is None else lay.edge_bias(ctx.edge_index, ctx.batch, bias)
                 a = lay.unpad(self.attn.dense(lay.pad(h), dense_bias))
             else:
                 a = self.attn.sparse(h, ctx.edge_index, bias)
@@ -114,7 +143,7 @@ class GPSLayer(_Layer):
         if self.attn is not None:
             assert ctx.layout is not None and ctx.pad_bias is not None
             hd = ctx.layout.pad(h)
-            a = h + self.drop(ctx.layout.unpad(self.attn.dense(hd, ctx.pad_bias)))
+            a = h + self.drop(ctx.layout.unpad(self._dense(hd, ctx.pad_bias, ctx.layout.valid)))
         out = out + self.norm_attn(a)
         if self.ffn is not None:
             out = out + self.ffn(out)
@@ -141,7 +170,7 @@ class GraphormerLayer(_Layer):
                 flat = eb.new_zeros((lay.num_graphs * lay.max_nodes * lay.max_nodes, eb.shape[1]))
                 flat = flat.scatter_add(0, ctx.pair_index.unsqueeze(-1).expand_as(eb), eb)
                 bias = bias + flat.view(lay.num_graphs, lay.max_nodes, lay.max_nodes, -1).permute(0, 3, 1, 2)
-            a = self.attn.dense(lay.pad(self.norm_attn(h)), bias)
+            a = self._dense(lay.pad(self.norm_attn(h)), bias, lay.valid)
             h = h + self.drop(lay.unpad(a))
         if self.ffn is not None:
             h = h + self.ffn(self.norm_ffn(h))

@@ -48,8 +48,8 @@ class GraphModel(nn.Module):
         self.head = mlp_head(c.hidden, c.out_dim, c.head_layers)
 
     # ---------------------------------------------------------------- forward
-    def forward(self, g: GraphBatch) -> Tensor:
-        return self.compute(g.x, g.edge_index, g.edge_attr, g.batch_vector, g.pe, g.num_graphs)
+    def forward(self, g: GraphBatch, layout: dict[str, Tensor] | None = None) -> Tensor:
+        return self.compute(g.x, g.edge_index, g.edge_attr, g.batch_vector, g.pe, g.num_graphs, layout)
 
     def compute(
         self,
@@ -59,9 +59,14 @@ class GraphModel(nn.Module):
         batch: Tensor,
         pe: dict[str, Tensor],
         num_graphs: int,
+        layout: dict[str, Tensor] | None = None,
     ) -> Tensor:
-        """Forward on plain tensors (what an exporter traces)."""
-        h = self.embed(x, edge_index, edge_attr, batch, pe, num_graphs)
+        """Forward on plain tensors (what an exporter traces).
+
+        ``layout`` optionally supplies pre-computed attention layouts (see
+        :mod:`gtcompress.preprocess.layouts`); without it the model builds what it needs from
+        ``batch``. Either way the function computed is the same."""
+        h = self.embed(x, edge_index, edge_attr, batch, pe, num_graphs, layout)
         if self.config.task_level == "graph":
             h = readout(h, batch, num_graphs, self.config.readout)
         return self.head(h)
@@ -74,10 +79,11 @@ class GraphModel(nn.Module):
         batch: Tensor,
         pe: dict[str, Tensor],
         num_graphs: int,
+        layout: dict[str, Tensor] | None = None,
     ) -> Tensor:
         """Node embeddings after the last layer (before readout and head)."""
         h = self.encode_nodes(x, pe)
-        ctx = self.context(h, edge_index, edge_attr, batch, num_graphs)
+        ctx = self.context(h, edge_index, edge_attr, batch, num_graphs, layout)
         h = self.add_structure(h, ctx)
         for layer in self.layers:
             h = layer(h, ctx)
@@ -93,47 +99,77 @@ class GraphModel(nn.Module):
         return h
 
     def context(
-        self, h: Tensor, edge_index: Tensor, edge_attr: Tensor | None, batch: Tensor, num_graphs: int
+        self,
+        h: Tensor,
+        edge_index: Tensor,
+        edge_attr: Tensor | None,
+        batch: Tensor,
+        num_graphs: int,
+        layout: dict[str, Tensor] | None = None,
     ) -> GraphContext:
+        """Everything the layers share: encoded edges, the attention layout, structural biases."""
         edge_emb = None
         if self.edge_encoder is not None:
             if edge_attr is None:
                 raise ValueError("model was built with edge features but edge_attr is None")
             edge_emb = self.edge_encoder(edge_attr)
         ctx = GraphContext(edge_index, batch, num_graphs, edge_emb)
-        if self.needs_dense:
+        if layout is not None:
+            apply_layout(ctx, layout)
+        elif self.wants_dense(edge_index, batch, num_graphs):
             ctx.layout = DenseLayout.from_batch(batch, num_graphs)
+        if self.needs_dense and ctx.layout is None:
+            raise ValueError(f"{self.config.arch} needs the dense layout (node_slot, pad_mask)")
+        if ctx.layout is not None:
             ctx.pad_bias = ctx.layout.key_padding_bias(h.dtype)
+        self.prepare(ctx)
         return ctx
+
+    def wants_dense(self, edge_index: Tensor, batch: Tensor, num_graphs: int) -> bool:
+        """Whether to build the padded per-graph layout when none is supplied."""
+        return self.needs_dense
+
+    def prepare(self, ctx: GraphContext) -> None:
+        """Architecture-specific additions to a context whose layout is set (none by default)."""
 
     def add_structure(self, h: Tensor, ctx: GraphContext) -> Tensor:
         """Hook for architecture-specific structural input encodings (identity by default)."""
         return h
 
 
+def apply_layout(ctx: GraphContext, layout: dict[str, Tensor]) -> None:
+    """Install pre-computed layout tensors (names as in :mod:`gtcompress.preprocess.layouts`)."""
+    if "pad_mask" in layout:
+        ctx.layout = DenseLayout.from_slots(layout["node_slot"], layout["pad_mask"], ctx.batch)
+    if "nbr_src" in layout:
+        ctx.nbr = (layout["nbr_src"], layout["nbr_edge"], layout["nbr_mask"])
+    if "rowptr" in layout:
+        ctx.csr = (layout["rowptr"], layout["col"], layout["perm"])
+
+
 class GraphTransformer(GraphModel):
     """Dwivedi & Bresson (2020) sparse graph transformer: attention over input edges only.
 
-    ``attention_layout="auto"`` runs the attention on the padded per-graph layout when the padded
-    score matrix is at most :data:`DENSE_FACTOR` times the edge count: on small dense graphs
-    (SBMs, molecules) batched MatMuls beat gather/scatter by an order of magnitude on CPU.
+    Its attention can run on four layouts computing the same function: scatter (reference),
+    dense per-graph padding, neighbour lists, or the fused plugin op. Without a supplied layout,
+    ``attention_layout="auto"`` picks dense when the padded score matrix is at most
+    :data:`DENSE_FACTOR` times the edge count: on small dense graphs (SBMs, molecules) batched
+    MatMuls beat gather/scatter by an order of magnitude on CPU.
     """
 
     DENSE_FACTOR = 8
 
-    def context(
-        self, h: Tensor, edge_index: Tensor, edge_attr: Tensor | None, batch: Tensor, num_graphs: int
-    ) -> GraphContext:
-        ctx = super().context(h, edge_index, edge_attr, batch, num_graphs)
+    def wants_dense(self, edge_index: Tensor, batch: Tensor, num_graphs: int) -> bool:
         mode = self.config.attention_layout
-        if mode == "auto":
-            counts = torch.bincount(batch, minlength=num_graphs)
-            padded = num_graphs * int(counts.max()) ** 2 if counts.numel() else 0
-            mode = "dense" if padded <= self.DENSE_FACTOR * max(edge_index.shape[1], 1) else "sparse"
-        if mode == "dense":
-            ctx.layout = DenseLayout.from_batch(batch, num_graphs)
-            ctx.edge_dense = ctx.layout.edge_bias(edge_index, batch)
-        return ctx
+        if mode != "auto":
+            return mode == "dense"
+        counts = torch.bincount(batch, minlength=num_graphs)
+        padded = num_graphs * int(counts.max()) ** 2 if counts.numel() else 0
+        return padded <= self.DENSE_FACTOR * max(edge_index.shape[1], 1)
+
+    def prepare(self, ctx: GraphContext) -> None:
+        if ctx.layout is not None and ctx.nbr is None and ctx.csr is None:
+            ctx.edge_dense = ctx.layout.edge_bias(ctx.edge_index, ctx.batch)
 
 
 class GPS(GraphModel):
@@ -152,14 +188,10 @@ class Graphormer(GraphModel):
         self.in_degree = nn.Embedding(config.max_degree + 1, config.hidden)
         self.out_degree = nn.Embedding(config.max_degree + 1, config.hidden)
 
-    def context(
-        self, h: Tensor, edge_index: Tensor, edge_attr: Tensor | None, batch: Tensor, num_graphs: int
-    ) -> GraphContext:
-        ctx = super().context(h, edge_index, edge_attr, batch, num_graphs)
+    def prepare(self, ctx: GraphContext) -> None:
         assert ctx.layout is not None
-        ctx.pair_index = ctx.layout.pair_index(edge_index, batch)
-        ctx.spd = shortest_path_bins(ctx.layout.edge_counts(edge_index, batch) > 0, self.config.max_spd)
-        return ctx
+        ctx.pair_index = ctx.layout.pair_index(ctx.edge_index, ctx.batch)
+        ctx.spd = shortest_path_bins(ctx.layout.edge_counts(ctx.edge_index, ctx.batch) > 0, self.config.max_spd)
 
     def add_structure(self, h: Tensor, ctx: GraphContext) -> Tensor:
         n, cap = h.shape[0], self.config.max_degree

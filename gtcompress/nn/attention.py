@@ -85,6 +85,36 @@ def dense_attention(
     return torch.matmul(alpha, v)
 
 
+def padded_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    nbr_src: Tensor,
+    nbr_mask: Tensor,
+    bias: Tensor | None = None,
+    scale: float | None = None,
+) -> Tensor:
+    """Neighbour-list (ELL) layout: ``nbr_src [N,K]`` incoming sources per node, ``nbr_mask [N,K]``,
+    ``bias [N,K,H]`` per slot. All dense ops (Gather + masked softmax over K)."""
+    d = q.shape[-1]
+    tau = scale if scale is not None else 1.0 / math.sqrt(d)
+    n, kk = nbr_src.shape
+    flat = nbr_src.reshape(-1)
+    kn = k.index_select(0, flat).view(n, kk, *k.shape[1:])  # [N,K,H,D]
+    vn = v.index_select(0, flat).view(n, kk, *v.shape[1:])
+    score = (q.unsqueeze(1) * kn).sum(-1) * tau  # [N,K,H]
+    if bias is not None:
+        score = score + bias
+    ninf = torch.full((), float("-inf"), dtype=score.dtype, device=score.device)
+    score = torch.where(nbr_mask.unsqueeze(-1), score, ninf)
+    row_max = score.amax(dim=1, keepdim=True).detach()
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    ex = torch.exp(score - row_max)
+    denom = ex.sum(dim=1, keepdim=True)
+    alpha = ex / torch.where(denom > 0, denom, torch.ones_like(denom))
+    return (alpha.unsqueeze(-1) * vn).sum(1)
+
+
 class MultiHeadAttention(nn.Module):
     """Q/K/V/O projections around the reference attention.
 
@@ -122,6 +152,21 @@ class MultiHeadAttention(nn.Module):
         """Attention over the edges of ``edge_index``; ``h [N, dim]``."""
         q, k, v = self.project(h)
         out = sparse_attention(q, k, v, edge_index, bias, dropout=self.dropout, training=self.training)
+        return self.o(out.reshape(h.shape[0], -1))
+
+    def padded(self, h: Tensor, nbr_src: Tensor, nbr_mask: Tensor, bias: Tensor | None = None) -> Tensor:
+        """Attention over neighbour lists (``bias [N,K,H]`` already gathered per slot)."""
+        q, k, v = self.project(h)
+        return self.o(padded_attention(q, k, v, nbr_src, nbr_mask, bias).reshape(h.shape[0], -1))
+
+    def fused(self, h: Tensor, csr: tuple[Tensor, Tensor, Tensor], bias: Tensor | None = None) -> Tensor:
+        """Attention through the fused op on CSR ``(rowptr, col, perm)``; ``bias`` in edge order."""
+        from gtcompress.nn.fused import sparse_graph_attention
+
+        rowptr, col, perm = csr
+        q, k, v = self.project(h)
+        b = None if bias is None else bias.index_select(0, perm)
+        out = sparse_graph_attention(q, k, v, rowptr, col, b, 1.0 / math.sqrt(self.head_dim))
         return self.o(out.reshape(h.shape[0], -1))
 
     def dense(self, h: Tensor, attn_bias: Tensor) -> Tensor:

@@ -30,6 +30,12 @@ class DenseLayout:
         valid = torch.arange(max_nodes, device=batch.device).unsqueeze(0) < counts.unsqueeze(1)
         return cls(batch * max_nodes + pos, pos, valid, num_graphs, max_nodes)
 
+    @classmethod
+    def from_slots(cls, node_slot: Tensor, pad_mask: Tensor, batch: Tensor) -> DenseLayout:
+        """From pre-computed ``node_slot [N]`` and ``pad_mask [B, L]`` (export: shapes stay symbolic)."""
+        num_graphs, max_nodes = pad_mask.shape[0], pad_mask.shape[1]
+        return cls(node_slot, node_slot - batch * max_nodes, pad_mask, num_graphs, max_nodes)
+
     def pad(self, h: Tensor) -> Tensor:
         """``[N, F] -> [B, L, F]`` with zeros on padding."""
         flat = h.new_zeros((self.num_graphs * self.max_nodes, h.shape[-1]))
