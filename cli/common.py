@@ -27,7 +27,8 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except GTCompressError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err_console.print("[bold red]error:[/]", end=" ")
+            err_console.print(str(e), markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")

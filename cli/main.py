@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from cli import export_cmds
 from cli.common import console, parse_pe, table, user_errors
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Generate or inspect benchmark datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+export_cmds.register(app)
 
 DataOpt = Annotated[
     str,

@@ -32,8 +32,27 @@ def test_generate_train_eval_info(tmp_path: Path) -> None:
     assert "train" in res.output and "30" in res.output
 
     ckpt = tmp_path / "ckpt"
-    res = _run("train", "--data", "cluster", "--size", "30,10,10", "--arch", "gps", "--hidden", "16",
-               "--layers", "1", "--heads", "2", "--epochs", "2", "--pe", "rwse:4", "--out", str(ckpt))
+    res = _run(
+        "train",
+        "--data",
+        "cluster",
+        "--size",
+        "30,10,10",
+        "--arch",
+        "gps",
+        "--hidden",
+        "16",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--epochs",
+        "2",
+        "--pe",
+        "rwse:4",
+        "--out",
+        str(ckpt),
+    )
     assert res.exit_code == 0, res.output
     meta = json.loads((ckpt / "config.json").read_text())
     assert meta["model"]["arch"] == "gps" and meta["model"]["pe"] == {"rwse": 4}

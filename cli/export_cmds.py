@@ -1,0 +1,106 @@
+"""``gtc export`` (ONNX + optional Triton repository) and ``gtc build`` (TensorRT engine)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import console, table, user_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_cmd)
+    app.command("build")(build_cmd)
+
+
+@user_errors
+def export_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory (dense or compressed).")],
+    out: Annotated[Path, typer.Option(help="ONNX file to write.")] = Path("model.onnx"),
+    attention: Annotated[str, typer.Option(help="auto, scatter, padded, dense or plugin.")] = "auto",
+    triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository here.")] = None,
+    name: Annotated[str | None, typer.Option(help="Model name in the Triton repository.")] = None,
+    profile_graphs: Annotated[int, typer.Option(help="auto: graphs per batch to size the cost estimate.")] = 32,
+) -> None:
+    """Export a checkpoint to ONNX with symbolic graph sizes, verified against PyTorch.
+
+    Example: gtc export runs/gt-cluster --out gt.onnx --attention auto --triton-repo triton_models
+    """
+    from exporters.onnx import export_onnx
+    from exporters.triton_repo import write_model_repository
+    from gtcompress.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(checkpoint)
+    profile = None
+    if attention == "auto" and model.config.arch == "gt":
+        profile = _profile_batch(meta, profile_graphs)
+    keep = ("dataset", "metrics", "compression")
+    res = export_onnx(model, out, attention, profile=profile, metadata={k: meta[k] for k in keep if k in meta})
+    rows = [
+        {
+            "file": str(out),
+            "lowering": res.lowering,
+            "max |ORT-torch|": f"{res.max_abs_err:.2e}",
+            "batches": res.batches_checked,
+            "TensorRT ops": "ok" if not res.tensorrt_problems else "see below",
+            "seconds": res.seconds,
+        }
+    ]
+    console.print(table("export", rows))
+    for p in res.tensorrt_problems:
+        console.print(f"[yellow]TensorRT:[/] {p}")
+    if triton_repo is not None:
+        model_name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", Path(checkpoint).resolve().name)
+        root = write_model_repository(triton_repo, model_name, out, res.spec)
+        console.print(f"Triton model repository: {root}")
+
+
+def _profile_batch(meta: dict, graphs: int):  # type: ignore[no-untyped-def]
+    """The first ``graphs`` validation graphs of the checkpoint's dataset, as one numpy batch."""
+    from gtcompress.preprocess import union_graphs
+    from gtcompress.train.recipe import DataSpec
+
+    ds_meta = {k: v for k, v in (meta.get("dataset") or {}).items() if k != "info"}
+    if "name" not in ds_meta:
+        return None
+    split = DataSpec(**ds_meta).load()
+    sample = split.splits.get("val") or split.splits["train"]
+    return union_graphs([g.to_numpy() for g in sample[:graphs]])
+
+
+@user_errors
+def build_cmd(
+    onnx_file: Annotated[Path, typer.Argument(help="ONNX file written by gtc export.", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option(help="Engine file to write.")] = Path("model.plan"),
+    min_nodes: int = 1,
+    opt_nodes: int = 4096,
+    max_nodes: int = 65536,
+    min_edges: int = 1,
+    opt_edges: int = 65536,
+    max_edges: int = 1_048_576,
+    min_graphs: int = 1,
+    opt_graphs: int = 32,
+    max_graphs: int = 1024,
+    max_graph_nodes: Annotated[int, typer.Option(help="Largest single graph (dense layout).")] = 512,
+    max_in_degree: Annotated[int, typer.Option(help="Largest in-degree (padded layout).")] = 512,
+    fp16: Annotated[bool, typer.Option(help="Allow FP16 kernels (weakly typed network).")] = False,
+    timing_cache: Annotated[Path | None, typer.Option(help="Timing cache file, read and updated.")] = None,
+) -> None:
+    """Build a TensorRT engine with one optimisation profile over graph sizes (needs TensorRT + GPU).
+
+    Example: gtc build gt.onnx --out gt.plan --opt-nodes 4000 --opt-edges 150000 --fp16
+    """
+    from exporters.tensorrt import GraphSize, build_engine
+    from gtcompress.errors import GTCompressError
+
+    lo = GraphSize(min_nodes, min_edges, min_graphs, 1, 1)
+    opt = GraphSize(opt_nodes, opt_edges, opt_graphs, min(max_graph_nodes, opt_nodes), min(max_in_degree, opt_edges))
+    hi = GraphSize(max_nodes, max_edges, max_graphs, max_graph_nodes, max_in_degree)
+    try:
+        path = build_engine(onnx_file, out, lo, opt, hi, fp16=fp16, timing_cache=timing_cache)
+    except ImportError as e:  # TensorRT missing: say how to get it, no traceback
+        raise GTCompressError(str(e)) from None
+    console.print(f"engine written: {path}")

@@ -1,0 +1,96 @@
+"""TensorRT engine building (``gtc build``): optimisation profiles from graph-size ranges.
+
+The shape arithmetic (which input has which dims for given node/edge/graph counts) is plain
+Python and tested here; the TensorRT calls live in :mod:`trt_plugins.engine`, the only module
+that imports ``tensorrt``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from exporters.onnx import read_metadata
+from exporters.triton_repo import input_dims
+from gtcompress.errors import ConfigError, GTCompressError
+
+
+@dataclass(frozen=True)
+class GraphSize:
+    """Sizes of one graph batch: nodes, edges, graphs, largest graph, largest in-degree."""
+
+    nodes: int
+    edges: int
+    graphs: int
+    max_nodes: int = 0  # 0 → nodes (a single graph may hold every node)
+    max_in_degree: int = 0  # 0 → edges
+
+    def resolved(self) -> GraphSize:
+        return GraphSize(
+            self.nodes, self.edges, self.graphs, self.max_nodes or self.nodes, self.max_in_degree or max(self.edges, 1)
+        )
+
+
+def input_shape(name: str, dims: list[int], size: GraphSize) -> tuple[int, ...]:
+    """Concrete shape of input ``name`` at ``size``: its ``-1`` dims (:func:`input_dims`) filled in order."""
+    s = size.resolved()
+    n, e = s.nodes, s.edges
+    symbolic = {
+        "edge_index": [e],
+        "edge_attr": [e],
+        "col": [e],
+        "perm": [e],
+        "node_counts": [s.graphs],
+        "pad_mask": [s.graphs, s.max_nodes],
+        "rowptr": [n + 1],
+        "nbr_src": [n, s.max_in_degree],
+        "nbr_edge": [n, s.max_in_degree],
+        "nbr_mask": [n, s.max_in_degree],
+    }.get(name, [n])  # x, batch, node_slot and pe_* lead with the node count
+    fill = iter(symbolic)
+    return tuple(next(fill) if d == -1 else d for d in dims)
+
+
+def optimisation_profile(
+    spec: dict[str, Any], lo: GraphSize, opt: GraphSize, hi: GraphSize
+) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """``{input: (min, opt, max) shape}`` for one TensorRT optimisation profile."""
+    for field in ("nodes", "edges", "graphs"):
+        a, b, c = getattr(lo, field), getattr(opt, field), getattr(hi, field)
+        if not 1 <= a <= b <= c:
+            raise ConfigError(f"profile {field}: need 1 <= min <= opt <= max, got {a}, {b}, {c}")
+    return {
+        name: (input_shape(name, dims, lo), input_shape(name, dims, opt), input_shape(name, dims, hi))
+        for name, (_, dims) in input_dims(spec).items()
+    }
+
+
+def build_engine(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    lo: GraphSize,
+    opt: GraphSize,
+    hi: GraphSize,
+    fp16: bool = False,
+    timing_cache: str | Path | None = None,
+    workspace_gib: float = 4.0,
+) -> Path:
+    """Parse the ONNX file, register our plugin, build and write a serialized engine."""
+    meta = read_metadata(onnx_path)
+    if "input_spec" not in meta:
+        raise GTCompressError(f"{onnx_path}: no gtcompress input_spec in metadata (export it with gtc export)")
+    spec = json.loads(meta["input_spec"])
+    shapes = optimisation_profile(spec, lo, opt, hi)
+    from trt_plugins.engine import build_serialized_engine
+
+    return build_serialized_engine(
+        Path(onnx_path),
+        Path(engine_path),
+        shapes,
+        fp16=fp16,
+        timing_cache=timing_cache,
+        workspace_bytes=int(workspace_gib * (1 << 30)),
+        plugin=spec["lowering"] == "plugin",
+    )
