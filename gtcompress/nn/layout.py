@@ -7,7 +7,7 @@ scatter / one gather.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -20,6 +20,7 @@ class DenseLayout:
     valid: Tensor  # [B, L] bool, False on padding
     num_graphs: int
     max_nodes: int
+    _node_at_slot: Tensor | None = field(default=None, repr=False)  # [B*L] node id, N on padding
 
     @classmethod
     def from_batch(cls, batch: Tensor, num_graphs: int) -> DenseLayout:
@@ -37,10 +38,14 @@ class DenseLayout:
         return cls(node_slot, node_slot - batch * max_nodes, pad_mask, num_graphs, max_nodes)
 
     def pad(self, h: Tensor) -> Tensor:
-        """``[N, F] -> [B, L, F]`` with zeros on padding."""
-        flat = h.new_zeros((self.num_graphs * self.max_nodes, h.shape[-1]))
-        flat = flat.scatter(0, self.slot.unsqueeze(-1).expand_as(h), h)
-        return flat.view(self.num_graphs, self.max_nodes, h.shape[-1])
+        """``[N, F] -> [B, L, F]`` with zeros on padding: one Gather from ``h`` plus a zero row
+        (a Gather is several times cheaper than a ScatterElements in ONNX Runtime)."""
+        if self._node_at_slot is None:
+            n = h.shape[0]
+            idx = torch.full((self.num_graphs * self.max_nodes,), 0, dtype=torch.long, device=h.device) + n
+            self._node_at_slot = idx.scatter(0, self.slot, torch.arange(n, device=h.device))
+        padded = torch.cat([h, h.new_zeros((1, h.shape[-1]))]).index_select(0, self._node_at_slot)
+        return padded.view(self.num_graphs, self.max_nodes, h.shape[-1])
 
     def unpad(self, hd: Tensor) -> Tensor:
         """``[B, L, F] -> [N, F]``."""
@@ -69,10 +74,10 @@ class DenseLayout:
         the pair exactly as the sparse one weighs its edge instances (no bias → ``log(count)``);
         pairs without an edge get ``-inf``.
         """
+        if bias is None:
+            return torch.log(self.edge_counts(edge_index, batch)).unsqueeze(1)
         flat = self.pair_index(edge_index, batch)
         n = self.num_graphs * self.max_nodes * self.max_nodes
-        if bias is None:
-            bias = torch.zeros(flat.shape[0], 1, dtype=torch.float32, device=flat.device)
         idx = flat.unsqueeze(-1).expand_as(bias)
         peak = bias.new_full((n, bias.shape[1]), float("-inf"))
         peak = peak.scatter_reduce(0, idx, bias.detach(), reduce="amax", include_self=True)
