@@ -109,9 +109,13 @@ def estimate_costs(graph: NumpyGraph) -> dict[str, float]:
     }
 
 
+def has_token_pruning(model: GraphModel) -> bool:
+    return any(s.heads > 0 and s.token_keep < 1.0 for s in model.config.layers)
+
+
 def choose_lowering(model: GraphModel, profile: NumpyGraph | None) -> str:
-    """``dense`` for full-attention models; for GT the cheapest layout for ``profile``."""
-    if model.config.arch != "gt":
+    """``dense`` for full-attention and token-pruned models; for GT the cheapest layout for ``profile``."""
+    if model.config.arch != "gt" or has_token_pruning(model):
         return "dense"
     if profile is None:
         return "dense"
@@ -192,6 +196,9 @@ def export_onnx(
         lowering = choose_lowering(model, profile)
     if model.config.arch != "gt" and lowering != "dense":
         raise ConfigError(f"{model.config.arch} uses full attention per graph: only the 'dense' lowering applies")
+    if has_token_pruning(model) and lowering != "dense":
+        raise ConfigError("a token-pruned model exports with the 'dense' lowering only (its per-graph top-k ranks "
+                          f"nodes on the padded per-graph layout); got {lowering!r}")
     # torch.onnx logs a warning per missing torchvision op on every export; irrelevant here.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     model = model.eval()

@@ -29,6 +29,7 @@ FORMAT = "gtcompress-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+_RESERVED = ("format", "format_version", "gtcompress_version", "model", "weights_sha256", "_root")
 
 
 def _sha256(path: Path) -> str:
@@ -49,13 +50,14 @@ def save_checkpoint(
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS))
+        # Reserved keys always describe *these* weights, even when ``meta`` was read from a parent.
         doc = {
+            **{k: v for k, v in (meta or {}).items() if k not in _RESERVED},
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "gtcompress_version": __version__,
             "model": model.config.to_dict(),
             "weights_sha256": _sha256(tmp / WEIGHTS),
-            **(meta or {}),
         }
         (tmp / CONFIG).write_text(json.dumps(doc, indent=2, default=str) + "\n")
         backup = None

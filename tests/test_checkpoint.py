@@ -100,3 +100,12 @@ def test_bad_checkpoint_directories(tmp_path, setup, match: str) -> None:
     setup(p)
     with pytest.raises(CheckpointError, match=match):
         load_checkpoint(p)
+
+
+def test_meta_copied_from_a_parent_cannot_override_reserved_keys(tmp_path) -> None:
+    parent = save_checkpoint(tmp_path / "parent", _model())
+    _, meta = load_checkpoint(parent)
+    child = _model(dropout=0.2)
+    save_checkpoint(tmp_path / "child", child, {**meta, "note": "derived"})
+    loaded, child_meta = load_checkpoint(tmp_path / "child")  # sha and config are the child's own
+    assert loaded.config.dropout == 0.2 and child_meta["note"] == "derived"

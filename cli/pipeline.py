@@ -1,0 +1,540 @@
+"""``gtc pipeline``: trained GT → sparsified / pruned → exported → verified → profiled → served.
+
+Each stage writes its artifacts into the run directory (atomically) and records in
+``manifest.json`` a key of everything it depends on (its settings and the keys of its inputs).
+Re-running skips every stage whose key is unchanged and whose outputs exist, so an interrupted
+run (Ctrl-C, kill) resumes where it stopped and a changed setting re-runs only what it affects.
+
+The accuracy reported for every model is measured on the *exported ONNX file* run by ONNX
+Runtime on the test split, and its latency on the same real test batches, side by side.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from gtcompress.errors import ConfigError
+from gtcompress.io import write_json
+
+DEFAULTS: dict[str, Any] = {
+    "data": {"name": "cluster", "root": None, "size": "small", "seed": 0},
+    "train": {
+        "archs": ["gt", "gps"],
+        "checkpoint": None,
+        "hidden": 64,
+        "layers": 4,
+        "heads": 4,
+        "epochs": 10,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "seed": 0,
+    },
+    "sparsify": {"enabled": True, "edges": 0.3, "epochs": 2},
+    "prune": {
+        "budgets": [0.6, 0.4],
+        "epochs": 3,
+        "finetune_epochs": 3,
+        "axes": "tokens,heads,layers,ffn",
+        "token_keep": 0.8,
+        "random_baseline": True,
+    },
+    "export": {"lowerings": ["auto", "plugin"], "verify_batches": 4},
+    "tensorrt": {"enabled": True, "fp16": False},
+    "profile": {"threads": 2, "batch_graphs": 32, "batches": 8, "warmup": 2, "repeat": 3},
+    "triton": {"enabled": True, "max_metric_drop": 1.0},
+}
+
+
+def load_config(path: Path | None, overrides: list[str]) -> dict[str, Any]:
+    """Defaults, then the YAML/TOML file, then ``section.key=value`` overrides (values parsed as YAML)."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        text = path.read_text()
+        try:
+            doc = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path}: cannot parse ({e})") from e
+        for section, values in (doc or {}).items():
+            _merge(cfg, section, values, str(path))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. prune.budgets=[0.5,0.3]")
+        section, name = key.split(".", 1)
+        _merge(cfg, section, {name: yaml.safe_load(raw)}, f"--set {item}")
+    return cfg
+
+
+def _merge(cfg: dict[str, Any], section: str, values: Any, where: str) -> None:
+    if section not in cfg or not isinstance(values, dict):
+        raise ConfigError(f"{where}: unknown section {section!r}; expected one of {', '.join(cfg)}")
+    for k, v in values.items():
+        if k not in cfg[section]:
+            raise ConfigError(f"{where}: unknown key {section}.{k}; expected one of {', '.join(cfg[section])}")
+        cfg[section][k] = v
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Runner:
+    """Runs stages with manifest-based skipping; ``log`` reports each stage's fate."""
+
+    root: Path
+    log: Callable[[str], None] = print
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / "manifest.json"
+        if path.exists():
+            try:
+                self.manifest = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                self.manifest = {}
+
+    def stage(self, name: str, key: str, outputs: list[Path], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        entry = self.manifest.get(name)
+        if entry and entry.get("key") == key and all(p.exists() for p in outputs):
+            self.log(f"[dim]✓ {name} (cached)[/]")
+            return entry["result"]
+        t = time.perf_counter()
+        self.log(f"▶ {name}")
+        result = fn()
+        self.manifest[name] = {
+            "key": key,
+            "outputs": [str(p) for p in outputs],
+            "result": result,
+            "seconds": time.perf_counter() - t,
+        }
+        write_json(self.root / "manifest.json", self.manifest)
+        self.log(f"[green]✓ {name}[/] ({time.perf_counter() - t:.1f} s)")
+        return result
+
+
+def run_pipeline(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) every stage; returns the report also written to ``out/report.json``."""
+    from exporters.onnx import export_onnx
+    from gtcompress.checkpoint import load_checkpoint, save_checkpoint
+    from gtcompress.compress.prune import PruneConfig, prune_model, random_prune
+    from gtcompress.compress.teddy import SparsifyConfig, sparsify_model
+    from gtcompress.train.loop import TrainConfig
+    from gtcompress.train.recipe import DataSpec, default_pe, fit
+
+    run = Runner(out, log)
+    dcfg = cfg["data"]
+    spec = DataSpec(dcfg["name"], dcfg["root"], dcfg["size"], dcfg["seed"])
+    tcfg = cfg["train"]
+    data_key = _key(spec.to_dict())
+    datasets: dict[str, Any] = {}
+
+    def dataset(pe: dict[str, int]) -> Any:
+        k = json.dumps(pe, sort_keys=True)
+        if k not in datasets:
+            datasets[k] = spec.load(pe)
+        return datasets[k]
+
+    models: dict[str, dict[str, Any]] = {}  # name -> {"ckpt", "key", "arch", "method", "teddy"}
+    archs = tcfg["archs"] if not tcfg["checkpoint"] else ["given"]
+    for arch in archs:
+        ckpt = out / "models" / f"{arch}-dense"
+        if tcfg["checkpoint"]:
+            src = Path(tcfg["checkpoint"])
+            key = _key("given", str(src.resolve()), src.stat().st_mtime if src.exists() else 0)
+
+            def given(src: Path = src, ckpt: Path = ckpt) -> dict[str, Any]:
+                model, meta = load_checkpoint(src)
+                save_checkpoint(ckpt, model, meta)
+                return {"arch": model.config.arch}
+
+            arch = run.stage("train:given", key, [ckpt], given)["arch"]
+        else:
+            key = _key(data_key, arch, tcfg)
+
+            def train_one(arch: str = arch, ckpt: Path = ckpt) -> dict[str, Any]:
+                overrides = {
+                    "hidden": tcfg["hidden"],
+                    "num_layers": tcfg["layers"],
+                    "heads": tcfg["heads"],
+                    "pe": default_pe(spec.name),
+                }
+                tc = TrainConfig(
+                    epochs=tcfg["epochs"],
+                    batch_size=tcfg["batch_size"],
+                    lr=tcfg["lr"],
+                    seed=tcfg["seed"],
+                    warmup_epochs=min(2, tcfg["epochs"]),
+                )
+                res = fit(spec, arch, overrides, tc, dataset=dataset(overrides["pe"]))
+                save_checkpoint(ckpt, res.model, res.meta)
+                return {"val": res.result.val_metric, "test": res.result.test_metric}
+
+            run.stage(f"train:{arch}", key, [ckpt], train_one)
+        models[f"{arch}-dense"] = {"ckpt": ckpt, "key": key, "arch": arch, "method": "dense", "budget": 1.0}
+
+    scfg, pcfg = cfg["sparsify"], cfg["prune"]
+    for m in list(models.values()):
+        arch, parent_key = m["arch"], m["key"]
+        if scfg["enabled"]:
+            ckpt = out / "models" / f"{arch}-teddy"
+            key = _key(parent_key, scfg)
+
+            def teddy(parent: Path = m["ckpt"], ckpt: Path = ckpt) -> dict[str, Any]:
+                model, meta = load_checkpoint(parent)
+                sc = SparsifyConfig(edges=scfg["edges"], epochs=scfg["epochs"])
+                res = sparsify_model(model, dataset(model.config.pe), sc)
+                save_checkpoint(
+                    ckpt,
+                    res.model,
+                    {**meta, "compression": res.report, "teddy": {"edges": sc.edges, "per_graph": sc.per_graph}},
+                )
+                return {"flops_kept": res.report["cost"]["flops_ratio"]}
+
+            run.stage(f"sparsify:{arch}", key, [ckpt], teddy)
+            models[f"{arch}-teddy"] = {
+                "ckpt": ckpt,
+                "key": key,
+                "arch": arch,
+                "method": "teddy",
+                "budget": None,
+                "teddy": {"edges": scfg["edges"], "per_graph": True},
+            }
+        budgets = list(pcfg["budgets"])
+        for b in budgets:
+            for method in ("gtsp", "random") if pcfg["random_baseline"] and b == min(budgets) else ("gtsp",):
+                ckpt = out / "models" / f"{arch}-{method}-{b}"
+                key = _key(parent_key, pcfg, b, method)
+
+                def prune(
+                    parent: Path = m["ckpt"], ckpt: Path = ckpt, b: float = b, method: str = method
+                ) -> dict[str, Any]:
+                    model, meta = load_checkpoint(parent)
+                    pc = PruneConfig(
+                        target_flops=b,
+                        axes=pcfg["axes"],
+                        token_keep=pcfg["token_keep"],
+                        epochs=pcfg["epochs"],
+                        finetune_epochs=pcfg["finetune_epochs"],
+                    )
+                    fn = prune_model if method == "gtsp" else random_prune
+                    res = fn(model, dataset(model.config.pe), pc)
+                    save_checkpoint(ckpt, res.model, {**meta, "compression": res.report})
+                    return {"flops_kept": res.report["cost"]["flops_ratio"]}
+
+                run.stage(f"prune:{arch}:{method}:{b}", key, [ckpt], prune)
+                models[f"{arch}-{method}-{b}"] = {"ckpt": ckpt, "key": key, "arch": arch, "method": method, "budget": b}
+
+    # ---------------------------------------------------------------- export + verify
+    ecfg = cfg["export"]
+    exported: list[dict[str, Any]] = []
+    for name, m in models.items():
+        for lowering in ecfg["lowerings"]:
+            if lowering == "plugin" and (m["arch"] != "gt" or m["method"] in ("gtsp", "random")):
+                continue  # the plugin is for GT's edge attention; token-pruned models export dense
+            path = out / "onnx" / f"{name}-{lowering}.onnx"
+            key = _key(m["key"], lowering, ecfg["verify_batches"])
+
+            def export(m: dict[str, Any] = m, path: Path = path, lowering: str = lowering) -> dict[str, Any]:
+                model, meta = load_checkpoint(m["ckpt"])
+                profile = None
+                if lowering == "auto" and model.config.arch == "gt":
+                    profile = _batches(dataset(model.config.pe)["val"], cfg["profile"]["batch_graphs"], 1)[0]
+                keep = {k: meta[k] for k in ("dataset", "metrics", "compression", "teddy") if k in meta}
+                res = export_onnx(
+                    model, path, lowering, profile=profile, metadata=keep, verify_batches=ecfg["verify_batches"]
+                )
+                return {
+                    "lowering": res.lowering,
+                    "max_abs_err": res.max_abs_err,
+                    "batches": res.batches_checked,
+                    "tensorrt_problems": res.tensorrt_problems,
+                }
+
+            r = run.stage(f"export:{name}:{lowering}", key, [path], export)
+            exported.append({"model": name, "requested": lowering, "path": path, "key": key, **m, **r})
+
+    # ---------------------------------------------------------------- TensorRT (where it exists)
+    trt_note = _tensorrt_stage(run, cfg, exported, out)
+
+    # ---------------------------------------------------------------- measure accuracy + latency on ORT
+    pcfg2 = cfg["profile"]
+    rows = []
+    for e in exported:
+        key = _key(e["key"], pcfg2)
+
+        def measure(e: dict[str, Any] = e) -> dict[str, Any]:
+            model_pe = json.loads(_meta(e["path"])["input_spec"])["pe"]
+            return measure_onnx(e["path"], dataset(model_pe), pcfg2, e.get("teddy"))
+
+        r = run.stage(f"measure:{e['model']}:{e['requested']}", key, [e["path"]], measure)
+        rows.append(
+            {
+                "model": e["model"],
+                "arch": e["arch"],
+                "method": e["method"],
+                "budget": e["budget"],
+                "lowering": e["lowering"],
+                "file": str(e["path"].relative_to(out)),
+                "max_abs_err": e["max_abs_err"],
+                **r,
+            }
+        )
+
+    report = _report(rows, cfg, trt_note, out)
+    _triton_stage(run, cfg, report, out)
+    write_json(out / "report.json", report)
+    (out / "report.md").write_text(_markdown(report))
+    _plots(report, out)
+    return report
+
+
+def _meta(path: Path) -> dict[str, str]:
+    from exporters.onnx import read_metadata
+
+    return read_metadata(path)
+
+
+def _batches(graphs: list[Any], size: int, count: int) -> list[Any]:
+    from gtcompress.preprocess import union_graphs
+
+    return [
+        union_graphs([g.to_numpy() for g in graphs[i : i + size]])
+        for i in range(0, size * count, size)
+        if graphs[i : i + size]
+    ]
+
+
+def measure_onnx(path: Path, ds: Any, pcfg: dict[str, Any], teddy: dict[str, Any] | None) -> dict[str, Any]:
+    """Test metric of the ONNX file under ONNX Runtime, and its latency on real test batches."""
+    import onnxruntime as ort
+    import torch
+
+    from gtcompress.preprocess import union_graphs
+    from gtcompress.preprocess.inputs import build_inputs
+    from gtcompress.train.metrics import compute_metric
+
+    spec = json.loads(_meta(path)["input_spec"])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = pcfg["threads"]
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    test = ds["test"]
+    graphs = [g.to_numpy() for g in test]
+    for g in graphs:
+        g.pe = {}  # a deployment computes positional encodings per request: so does the measurement
+    if teddy:
+        from gtcompress.preprocess.teddy import teddy_sparsify
+
+        graphs = [teddy_sparsify(g, teddy["edges"], teddy.get("per_graph", True)) for g in graphs]
+    size = pcfg["batch_graphs"]
+    outs, lat, prep = [], [], []
+    for i in range(0, len(graphs), size):
+        batch = union_graphs(graphs[i : i + size])
+        inputs = build_inputs(batch, spec)
+        outs.append(sess.run(None, inputs)[0])
+    y = torch.cat([g.y.reshape(-1) if spec["task_level"] == "node" else g.y.reshape(1, -1) for g in test])
+    metric = compute_metric(ds.info.metric, torch.from_numpy(np.concatenate(outs)), y)
+    bench = [union_graphs(graphs[i : i + size]) for i in range(0, min(len(graphs), size * pcfg["batches"]), size)]
+    for b in bench[: pcfg["warmup"]]:
+        sess.run(None, build_inputs(b, spec))
+    for _ in range(pcfg["repeat"]):
+        for b in bench:
+            t0 = time.perf_counter()
+            inputs = build_inputs(b, spec)
+            t1 = time.perf_counter()
+            sess.run(None, inputs)
+            t2 = time.perf_counter()
+            prep.append((t1 - t0) * 1e3)
+            lat.append((t2 - t0) * 1e3)
+    return {
+        "metric": ds.info.metric,
+        "test": metric * (1 if ds.info.metric == "mae" else 100),
+        "latency_ms_p50": float(np.median(lat)),
+        "latency_ms_mean": float(np.mean(lat)),
+        "latency_ms_p90": float(np.percentile(lat, 90)),
+        "prep_ms_p50": float(np.median(prep)),
+        "graphs_per_batch": size,
+        "threads": pcfg["threads"],
+        "file_mb": path.stat().st_size / 1e6,
+    }
+
+
+def _tensorrt_stage(run: Runner, cfg: dict[str, Any], exported: list[dict[str, Any]], out: Path) -> str:
+    if not cfg["tensorrt"]["enabled"]:
+        return "disabled in the config"
+    try:
+        from trt_plugins.tensorrt_plugin import tensorrt_available
+    except ImportError:
+        return "trt_plugins unavailable"
+    if not tensorrt_available():
+        note = "skipped: TensorRT is not installed on this machine (no engines built; ONNX Runtime numbers only)"
+        run.log(f"[yellow]TensorRT {note}[/]")
+        return note
+    from exporters.tensorrt import GraphSize, build_engine
+
+    for e in exported:
+        plan = e["path"].with_suffix(".plan")
+        key = _key(e["key"], cfg["tensorrt"])
+        run.stage(
+            f"tensorrt:{e['model']}:{e['requested']}",
+            key,
+            [plan],
+            lambda e=e, plan=plan: {
+                "engine": str(
+                    build_engine(
+                        e["path"],
+                        plan,
+                        GraphSize(1, 1, 1),
+                        GraphSize(4096, 65536, 32, 256, 256),
+                        GraphSize(65536, 1 << 20, 1024, 512, 512),
+                        fp16=cfg["tensorrt"]["fp16"],
+                    )
+                )
+            },
+        )
+    return "built"
+
+
+def _report(rows: list[dict[str, Any]], cfg: dict[str, Any], trt_note: str, out: Path) -> dict[str, Any]:
+    import platform
+
+    dense = {r["arch"]: r for r in rows if r["method"] == "dense" and r["lowering"] != "plugin"}
+    for r in rows:
+        d = dense.get(r["arch"])
+        if d:
+            sign = -1 if r["metric"] == "mae" else 1
+            r["metric_drop"] = sign * (d["test"] - r["test"])
+            r["speedup_vs_dense"] = d["latency_ms_p50"] / r["latency_ms_p50"]
+    return {
+        "config": cfg,
+        "rows": rows,
+        "tensorrt": trt_note,
+        "machine": _machine(),
+        "python": platform.python_version(),
+        "run_dir": str(out),
+    }
+
+
+def _machine() -> dict[str, Any]:
+    import os
+    import platform
+
+    import onnxruntime as ort
+
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        cpu = next(
+            (ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")), cpu
+        )
+    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "onnxruntime": ort.__version__}
+
+
+def choose_for_serving(report: dict[str, Any], max_drop: float) -> dict[str, Any] | None:
+    """The fastest exported model whose test metric is within ``max_drop`` points of its dense parent."""
+    ok = [r for r in report["rows"] if r.get("metric_drop", 0.0) <= max_drop and r["lowering"] != "plugin"]
+    return min(ok, key=lambda r: r["latency_ms_p50"]) if ok else None
+
+
+def _triton_stage(run: Runner, cfg: dict[str, Any], report: dict[str, Any], out: Path) -> None:
+    if not cfg["triton"]["enabled"]:
+        return
+    from exporters.triton_repo import write_model_repository
+
+    best = choose_for_serving(report, cfg["triton"]["max_metric_drop"])
+    if best is None:
+        report["triton"] = None
+        return
+    src = out / best["file"]
+    spec = json.loads(_meta(src)["input_spec"])
+    name = best["model"].replace(".", "_")
+    key = _key(best["file"], src.stat().st_mtime)
+    run.stage(
+        "triton-repo",
+        key,
+        [out / "triton" / name / "config.pbtxt"],
+        lambda: {"path": str(write_model_repository(out / "triton", name, src, spec))},
+    )
+    report["triton"] = {"model": name, "repository": str(out / "triton"), "source": best["file"]}
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    rows = report["rows"]
+    metric = rows[0]["metric"] if rows else "metric"
+    lines = [
+        "# gtcompress pipeline report",
+        "",
+        f"Dataset: `{report['config']['data']['name']}` ({report['config']['data']['size']}). "
+        f"Metric: {metric} on the test split, computed from the **exported ONNX model** under ONNX Runtime. "
+        f"Latency: ONNX Runtime CPU, {rows[0]['threads'] if rows else '?'} threads, batches of "
+        f"{rows[0]['graphs_per_batch'] if rows else '?'} test graphs, pre-processing included (p50).",
+        "",
+        "| model | lowering | test | Δ vs dense | latency p50 (ms) | speed-up | prep (ms) | max abs err | MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['lowering']} | {r['test']:.2f} | {-r.get('metric_drop', 0.0):+.2f} | "
+            f"{r['latency_ms_p50']:.1f} | {r.get('speedup_vs_dense', 1.0):.2f}x | {r['prep_ms_p50']:.1f} | "
+            f"{r['max_abs_err']:.1e} | {r['file_mb']:.2f} |"
+        )
+    m = report["machine"]
+    lines += [
+        "",
+        f"TensorRT: {report['tensorrt']}.",
+        f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, onnxruntime {m.get('onnxruntime', '?')}.",
+    ]
+    if report.get("triton"):
+        t = report["triton"]
+        lines.append(f"Triton model repository: `{t['repository']}` (model `{t['model']}` from `{t['source']}`).")
+    lines += ["", "![Pareto front](pareto.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _plots(report: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gtcompress.io import write_atomic
+
+    rows = [r for r in report["rows"] if r["lowering"] != "plugin"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = {"dense": "o", "teddy": "s", "gtsp": "^", "random": "x"}
+    for arch in sorted({r["arch"] for r in rows}):
+        for method, marker in markers.items():
+            pts = [r for r in rows if r["arch"] == arch and r["method"] == method]
+            if pts:
+                ax.scatter(
+                    [p["latency_ms_p50"] for p in pts],
+                    [p["test"] for p in pts],
+                    marker=marker,
+                    s=60,
+                    label=f"{arch} {method}",
+                )
+                for p in pts:
+                    ax.annotate(str(p["budget"] or ""), (p["latency_ms_p50"], p["test"]), fontsize=7)
+    ax.set_xlabel("ONNX Runtime CPU latency p50 (ms, lower is better)")
+    ax.set_ylabel(f"test {rows[0]['metric'] if rows else ''} (from the ONNX model)")
+    ax.set_title("Accuracy vs latency: what compression bought")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    write_atomic(out / "pareto.png", lambda p: fig.savefig(p, format="png", dpi=120))
+    plt.close(fig)
