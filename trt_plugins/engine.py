@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from trt_plugins.tensorrt_plugin import _import_tensorrt, register_plugin
+from trt_plugins.tensorrt_plugin import import_tensorrt, register_plugin
 
 Shape = tuple[int, ...]
 
@@ -48,7 +48,7 @@ def build_serialized_engine(
     Strongly typed network (types come from the ONNX file) unless ``fp16``, which builds a weakly
     typed network with the FP16 builder flag. A timing cache is read from / written back to
     ``timing_cache`` so rebuilds are fast. The engine is written atomically."""
-    trt, _ = _import_tensorrt()
+    trt, _ = import_tensorrt()
     if plugin:
         register_plugin()
     logger = trt.Logger(trt.Logger.WARNING)

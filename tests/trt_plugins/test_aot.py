@@ -1,0 +1,170 @@
+"""AOT compilation to PTX for named GPUs, with no GPU and no driver.
+
+These tests are what catch kernel configs the GPU compiler rejects (the interpreter accepts
+``tl.dot`` shapes that PTX generation does not), so every shipped tile config is compiled here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from trt_plugins import aot, spec
+from trt_plugins.aot import AOTCompileError
+
+KERNEL = "sparse_graph_attention_fwd"
+MAX_STATIC_SHARED = 48 * 1024  # above this a launch needs an opt-in TensorRT does not make
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("GTCOMPRESS_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "ptx"
+
+
+def _version(ptx_version: int) -> str:
+    return f"{ptx_version // 10}.{ptx_version % 10}"
+
+
+@pytest.mark.parametrize("cc", aot.TARGETS)
+def test_every_target_gets_pinned_ptx(cc: int, cache: Path) -> None:
+    k = aot.compile_kernel("float16", 64, cc, None, True)
+    target = f"sm_{cc}a" if cc >= 90 else f"sm_{cc}"  # Triton compiles cc 90 for sm_90a
+    assert re.search(rf"^\.target {target}\s*$", k.ptx, re.M)
+    assert re.search(rf"^\.version {re.escape(_version(aot.PTX_VERSIONS[cc]))}\s*$", k.ptx, re.M)
+    assert (k.target, k.ptx_version, k.compute_capability) == (target, _version(aot.PTX_VERSIONS[cc]), cc)
+    assert k.kernel_name == KERNEL and f".entry {KERNEL}(" in k.ptx
+    # exactly the TensorRT ABI: 6 input pointers, 2 int32 scalars, 1 output pointer
+    params = aot.ptx_entry_params(k.ptx, KERNEL)
+    assert len(params) == len(spec.KERNEL_ARG_NAMES)
+    decls = k.ptx[k.ptx.index(f".entry {KERNEL}(") :].split(")", 1)[0]
+    assert decls.count(".u64") == 7 and decls.count(".u32") == 2
+    assert k.num_warps == 4 and k.threads_per_block == 128 and 0 < k.shared_mem <= MAX_STATIC_SHARED
+    assert k.constexprs["SCALE"] == 0.125 and k.block_m == 16 and k.grid == spec.GRID_FORMULA
+    assert aot.verify_ptx(k.ptx, k.target)  # the edited PTX still assembles (Triton's bundled ptxas)
+
+
+@pytest.mark.parametrize("cc", [75, 80, 90])
+@pytest.mark.parametrize("dtype", spec.FLOAT_DTYPES)
+def test_every_tile_config_compiles(cc: int, dtype: str, cache: Path) -> None:
+    """One variant per head-size bucket (BLOCK_D 16..256) and dtype, on each code-generation path:
+    sm_75 (mma m16n8k8), sm_80 (mma m16n8k16, shared by sm_86/sm_89), sm_90a (wgmma)."""
+    for head_dim in (16, 24, 64, 128, 256):
+        k = aot.compile_kernel(dtype, head_dim, cc, 0.5, True, verify=False)
+        assert k.shared_mem <= MAX_STATIC_SHARED, (dtype, head_dim, k.shared_mem)
+        assert k.constexprs["BLOCK_D"] == spec.block_d_for(head_dim)
+
+
+def test_cache_is_hit_the_second_time(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict] = []
+    real = aot.triton_compile
+
+    def counting(*args: object, **kwargs: object) -> aot.RawCompiled:
+        calls.append({"args": args})
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aot, "triton_compile", counting)
+    first = aot.compile_kernel("float32", 32, 80, 0.2, False)
+    assert len(calls) == 1 and not first.from_cache
+    files = list(cache.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".json"  # no temp files left behind
+    assert json.loads(files[0].read_text())["cache_key"] == first.cache_key
+
+    second = aot.compile_kernel("float32", 32, 80, 0.2, False)
+    assert len(calls) == 1 and second.from_cache and second == first
+
+    aot.compile_kernel("float32", 32, 80, 0.25, False)  # another scale is another kernel
+    aot.compile_kernel("float32", 32, 86, 0.2, False)  # another target too
+    assert len(calls) == 3
+
+    files[0].write_text("{not json")  # a damaged entry is recompiled and replaced
+    third = aot.compile_kernel("float32", 32, 80, 0.2, False)
+    assert len(calls) == 4 and not third.from_cache and third == first
+    assert json.loads(files[0].read_text())["cache_key"] == first.cache_key
+
+
+def test_cache_dir_follows_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("GTCOMPRESS_CACHE", str(tmp_path))
+    assert aot.cache_dir() == tmp_path / "ptx"
+    monkeypatch.delenv("GTCOMPRESS_CACHE")
+    assert aot.cache_dir() == Path.home() / ".cache" / "gtcompress" / "ptx"
+
+
+def test_compile_all_writes_ptx_and_manifest(cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ptx_out"
+    assert aot.main([str(out), "--targets", "sm_80,90", "--head-dims", "32", "--dtypes", "float16"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["plugin_id"] == spec.PLUGIN_ID and manifest["grid"] == spec.GRID_FORMULA
+    assert manifest["kernel_args"] == list(spec.KERNEL_ARG_NAMES)
+    entries = manifest["entries"]
+    assert {(e["compute_capability"], e["has_bias"]) for e in entries} == {
+        (80, False),
+        (80, True),
+        (90, False),
+        (90, True),
+    }
+    for e in entries:
+        ptx = (out / e["file"]).read_text()
+        assert f".target {e['target']}" in ptx and f".version {e['ptx_version']}" in ptx
+        assert e["kernel_name"] in ptx and e["dtype"] == "float16" and e["head_dim"] == 32
+        assert e["scale"] == pytest.approx(32**-0.5) and e["threads_per_block"] == 128
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(e["file"] for e in entries), "manifest.json"])
+
+
+PTX_STUB = """.version 8.0
+.target sm_80
+.address_size 64
+.visible .entry k(
+\t.param .u64 k_param_0,
+\t.param .u32 k_param_1,
+\t.param .u64 k_param_2,
+\t.param .u64 k_param_3
+)
+{
+\tld.param.u64 %rd1, [k_param_0];
+\tld.param.u64 %rd2, [k_param_2];
+\tret;
+}
+"""
+
+
+def test_strip_trailing_params_only_when_unused() -> None:
+    stripped = aot.strip_unused_trailing_params(PTX_STUB, "k", 3)
+    assert aot.ptx_entry_params(stripped, "k") == ["k_param_0", "k_param_1", "k_param_2"]
+    assert "k_param_3" not in stripped and "[k_param_2]" in stripped
+    with pytest.raises(AOTCompileError, match="k_param_2 of k is used"):
+        aot.strip_unused_trailing_params(PTX_STUB, "k", 2)
+    with pytest.raises(AOTCompileError, match=r"no \.entry"):
+        aot.strip_unused_trailing_params(PTX_STUB, "other", 2)
+    with pytest.raises(AOTCompileError, match="expected at least 5"):
+        aot.strip_unused_trailing_params(PTX_STUB, "k", 5)
+
+
+def test_ptxas_rejects_broken_ptx() -> None:
+    with pytest.raises(AOTCompileError, match="ptxas"):
+        aot.verify_ptx(PTX_STUB.replace("ret;", "bogus.instruction;"), "sm_80")
+
+
+def test_ptx_versions_are_guarded_before_llvm() -> None:
+    assert all(aot.PTX_VERSIONS[cc] >= aot._MIN_PTX_VERSION[cc] for cc in aot.TARGETS)
+    with pytest.raises(AOTCompileError, match=r"minimum 8\.0 for sm_90"):
+        aot._check_ptx_version(90, 78)
+    with pytest.raises(AOTCompileError, match="not supported"):
+        aot.ptx_version_for(70)
+    assert aot.ptx_version_for(120) is None  # newer GPUs: Triton's default PTX
+
+
+def test_launch_grid_and_json_round_trip(cache: Path) -> None:
+    k = aot.compile_kernel("float32", 8, 80, None, False)
+    assert k.launch_grid(0, 2) == (1, 2, 1) and k.launch_grid(33, 2) == (3, 2, 1)
+    assert aot.CompiledKernel(**k.to_json()) == k
+
+
+def test_current_compute_capability_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GTCOMPRESS_CUDA_ARCH", "sm_90a")
+    assert aot.current_compute_capability() == 90
+    monkeypatch.setenv("GTCOMPRESS_CUDA_ARCH", "86")
+    assert aot.current_compute_capability() == 86

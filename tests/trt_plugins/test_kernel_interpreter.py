@@ -1,0 +1,207 @@
+"""The Triton kernel, run on CPU by Triton's interpreter, against two references.
+
+``reference`` below restates the math with gather/scatter on the CSR (trt_plugins may not import
+gtcompress); every case is also checked against the project's one definition,
+``gtcompress.nn.attention.sparse_attention``, on the original (unsorted) ``edge_index``.
+
+No environment set-up is needed: CPU tensors always run through an explicit
+``InterpretedFunction`` and the kernel avoids Triton's import-time-decorated helpers (see
+``trt_plugins/_kernel.py``), so these tests pass in one pytest process whatever imported triton
+first. ``test_under_triton_interpret_env`` checks the other mode -- ``TRITON_INTERPRET=1`` set
+before triton is imported -- in a fresh interpreter, together with an AOT compile in that mode.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gtcompress.nn.attention import sparse_attention
+from trt_plugins import PluginSpecError, spec
+from trt_plugins.csr import edge_index_to_csr
+from trt_plugins.kernels import sparse_graph_attention, sparse_graph_attention_coo
+
+
+def reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rowptr: torch.Tensor,
+    col: torch.Tensor,
+    bias: torch.Tensor | None,
+    scale: float,
+) -> torch.Tensor:
+    """Softmax over each destination's CSR range, in float64, by gather + scatter."""
+    q, k, v = q.double(), k.double(), v.double()
+    n, h, d = q.shape
+    dst = torch.repeat_interleave(torch.arange(n), (rowptr[1:] - rowptr[:-1]).long())
+    src = col.long()
+    s = (q[dst] * k[src]).sum(-1) * scale  # [E, H]
+    if bias is not None:
+        s = s + bias.double()
+    idx = dst[:, None].expand(-1, h)
+    smax = torch.full((n, h), -math.inf, dtype=s.dtype).scatter_reduce(0, idx, s, "amax", include_self=True)
+    ex = torch.exp(s - smax[dst])
+    denom = torch.zeros(n, h, dtype=s.dtype).scatter_add(0, idx, ex)
+    msg = (ex / denom[dst])[..., None] * v[src]
+    return torch.zeros(n, h, d, dtype=s.dtype).scatter_add(0, idx[..., None].expand(-1, -1, d), msg)
+
+
+def make_graph(n: int, e: int, seed: int, hub: bool = False) -> torch.Tensor:
+    """Random edges plus duplicates, a self-loop, isolated nodes and optionally a high in-degree hub."""
+    g = torch.Generator().manual_seed(seed)
+    if n == 0:
+        return torch.zeros(2, 0, dtype=torch.long)
+    keep = max(1, n - 2)  # the last node(s) stay isolated: no edge points at them
+    ei = torch.stack([torch.randint(0, n, (e,), generator=g), torch.randint(0, keep, (e,), generator=g)])
+    if e:
+        extra = [ei[:, :3], torch.tensor([[0], [0]])]  # duplicated edges and a self-loop
+        if hub:
+            extra.append(torch.stack([torch.randint(0, n, (70,), generator=g), torch.full((70,), 1)]))
+        ei = torch.cat([ei, *extra], dim=1)
+    return ei
+
+
+CASES = [
+    # n, e, heads, head_dim, dtype, bias, hub
+    (1, 0, 1, 4, torch.float32, False, False),  # one node, no edges
+    (1, 1, 2, 8, torch.float32, True, False),  # one node with a self-loop
+    (5, 0, 2, 16, torch.float32, True, False),  # no edges at all: zeros
+    (7, 12, 2, 5, torch.float32, True, False),  # head_dim not a power of two, below 16
+    (20, 60, 3, 24, torch.float32, False, True),  # two row blocks, a hub with > BLOCK_E in-edges
+    (33, 90, 1, 64, torch.float32, True, False),  # three row blocks, wide head
+    (9, 30, 2, 128, torch.float32, True, False),  # widest shipped head size (BLOCK_E = 16)
+    (18, 50, 2, 16, torch.float16, True, True),
+    (6, 20, 4, 32, torch.float16, False, False),
+]
+
+
+def _check(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> None:
+    tol = 1e-5 if dtype == torch.float32 else 5e-3
+    torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize(("n", "e", "heads", "head_dim", "dtype", "with_bias", "hub"), CASES)
+def test_matches_references(
+    n: int, e: int, heads: int, head_dim: int, dtype: torch.dtype, with_bias: bool, hub: bool
+) -> None:
+    g = torch.Generator().manual_seed(n * 100 + e)
+    ei = make_graph(n, e, seed=n + e, hub=hub)
+    q, k, v = (torch.randn(n, heads, head_dim, generator=g).to(dtype) for _ in range(3))
+    bias = torch.randn(ei.shape[1], heads, generator=g).to(dtype) if with_bias else None
+    rowptr, col, perm = edge_index_to_csr(ei, n)
+    bias_csr = None if bias is None else bias[perm]
+    scale = spec.default_scale(head_dim)
+
+    out = sparse_graph_attention(q, k, v, rowptr, col, bias_csr)
+    assert out.dtype == dtype and out.shape == (n, heads, head_dim)
+    _check(out, reference(q, k, v, rowptr, col, bias_csr, scale), dtype)
+    project = sparse_attention(q.double(), k.double(), v.double(), ei, None if bias is None else bias.double())
+    _check(out, project, dtype)
+    indegree = rowptr[1:] - rowptr[:-1]
+    assert torch.equal(out[indegree == 0], torch.zeros_like(out[indegree == 0]))
+
+
+def test_custom_scale_int64_indices_and_coo_entry_point() -> None:
+    g = torch.Generator().manual_seed(3)
+    n, h, d = 11, 2, 8
+    ei = make_graph(n, 30, seed=3)
+    q, k, v = (torch.randn(n, h, d, generator=g) for _ in range(3))
+    bias = torch.randn(ei.shape[1], h, generator=g)
+    ref = sparse_attention(q.double(), k.double(), v.double(), ei, bias.double(), scale=0.3)
+    _check(sparse_graph_attention_coo(q, k, v, ei, bias, scale=0.3), ref, torch.float32)
+    rowptr, col, perm = edge_index_to_csr(ei, n, dtype=torch.int64)
+    _check(sparse_graph_attention(q, k, v, rowptr, col, bias[perm], scale=0.3), ref, torch.float32)
+
+
+def test_duplicate_edges_count_twice() -> None:
+    q = torch.zeros(3, 1, 2)
+    v = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[5.0, 5.0]]])
+    ei = torch.tensor([[0, 1, 1], [2, 2, 2]])  # node 2 <- 0 once, <- 1 twice; nodes 0, 1 isolated
+    out = sparse_graph_attention_coo(q, q, v, ei)
+    torch.testing.assert_close(out[2, 0], torch.tensor([1 / 3, 2 / 3]))
+    assert torch.equal(out[:2], torch.zeros(2, 1, 2))
+
+
+def test_zero_nodes() -> None:
+    q = torch.zeros(0, 2, 8)
+    out = sparse_graph_attention_coo(q, q, q, torch.zeros(2, 0, dtype=torch.long))
+    assert out.shape == (0, 2, 8)
+
+
+def test_inconsistent_csr_is_rejected_before_launch() -> None:
+    q = torch.zeros(3, 1, 4)
+    rowptr = torch.tensor([0, 1, 2, 5], dtype=torch.int32)
+    with pytest.raises(PluginSpecError, match="rowptr"):
+        sparse_graph_attention(q, q, q, rowptr, torch.zeros(4, dtype=torch.int32))
+    with pytest.raises(PluginSpecError, match="'bias'"):
+        sparse_graph_attention(q, q, q, rowptr, torch.zeros(5, dtype=torch.int32), torch.zeros(4, 1))
+    with pytest.raises(PluginSpecError, match="'col'"):
+        sparse_graph_attention(q, q, q, rowptr, torch.zeros(5, dtype=torch.int64))
+
+
+_CHILD = """
+import sys, torch, triton
+from triton.runtime.interpreter import InterpretedFunction
+assert triton.knobs.runtime.interpret and isinstance(triton.language.standard.max, InterpretedFunction)
+from gtcompress.nn.attention import sparse_attention
+from trt_plugins import aot
+from trt_plugins.kernels import sparse_graph_attention_coo
+g = torch.Generator().manual_seed(0)
+for n, e, h, d in [(1, 0, 1, 4), (20, 70, 2, 24)]:
+    q, k, v = (torch.randn(n, h, d, generator=g) for _ in range(3))
+    ei = torch.randint(0, n, (2, e), generator=g)
+    bias = torch.randn(e, h, generator=g)
+    out = sparse_graph_attention_coo(q, k, v, ei, bias)
+    ref = sparse_attention(q.double(), k.double(), v.double(), ei, bias.double())
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+kernel = aot.compile_kernel("float16", 32, 80, None, True, cache_root=__import__("pathlib").Path(sys.argv[1]))
+assert ".target sm_80" in kernel.ptx
+print("child ok")
+"""
+
+
+def test_under_triton_interpret_env(tmp_path: Path) -> None:
+    # A fresh Triton cache: a cached cubin would hide a compile that fails in this mode.
+    env = {**os.environ, "TRITON_INTERPRET": "1", "TRITON_CACHE_DIR": str(tmp_path / "triton")}
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(tmp_path)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0 and "child ok" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+
+def test_kernel_calls_only_triton_builtins() -> None:
+    """``tl.max``/``tl.sum``/``tl.zeros`` are ``@jit`` helpers frozen to one mode at triton import; a
+    kernel calling them would break either the interpreter or the AOT compile in some processes."""
+    import ast
+    import inspect
+
+    import triton.language as tl
+
+    from trt_plugins import _kernel
+
+    tree = ast.parse(inspect.getsource(_kernel))
+    called = {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "tl"
+    }
+    assert called, "no tl.* calls found"
+    not_builtin = sorted(name for name in called if not tl.core.is_builtin(getattr(tl, name)))
+    assert not not_builtin, f"kernel calls non-builtin triton.language helpers: {not_builtin}"

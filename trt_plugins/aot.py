@@ -1,0 +1,424 @@
+"""Ahead-of-time compilation of the kernel to PTX for named GPUs, without a GPU.
+
+TensorRT's AOT plugin path takes PTX text and bakes it into the engine, so the kernel has to be
+compiled for the engine's GPU before TensorRT sees it -- and, for shipping, for every GPU we claim
+to support, on machines that have no GPU and no driver. ``triton.compile`` does that when it is
+given an explicit ``GPUTarget("cuda", cc, 32)``.
+
+Choices made here, and why:
+
+* **PTX ISA pinned per target** (:data:`PTX_VERSIONS`): Triton 3.9 emits ``.version 8.8`` by
+  default, which only recent drivers load. Each target gets the ISA that introduced it, with 7.0
+  (CUDA 11.0) as the floor: sm_75/sm_80 7.0, sm_86 7.1, sm_89 7.8, sm_90 8.0. Triton compiles
+  cc 90 for ``sm_90a``, whose minimum is 8.0; LLVM *aborts the process* on a version below a
+  target's minimum, so versions are checked here before Triton is called.
+* **Trailing scratch parameters removed**: Triton >= 3.3 appends ``global_scratch`` and
+  ``profile_scratch`` pointers to every kernel's parameter list. TensorRT launches an AOT kernel
+  with exactly its inputs, ``extra_args`` and outputs, so those two would be read from past the end
+  of the argument array. Our kernel uses neither (both sizes are 0 in the metadata), so they are
+  deleted from the ``.entry`` declaration after checking that the body never references them; the
+  edited PTX is then assembled with Triton's bundled ``ptxas`` to prove it is still valid.
+* **Disk cache** keyed by kernel source hash, signature, constexprs, target, PTX version, launch
+  options and Triton version; entries are written atomically (temp file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import inspect
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trt_plugins import spec
+
+#: GPU targets we ship PTX for (compute capability x10).
+TARGETS: tuple[int, ...] = (75, 80, 86, 89, 90)
+#: Pinned PTX ISA per target, as Triton's ``ptx_version`` option (80 -> ``.version 8.0``).
+PTX_VERSIONS: dict[int, int] = {75: 70, 80: 70, 86: 71, 89: 78, 90: 80}
+#: Lowest PTX ISA that LLVM accepts for a Triton target (sm_90 is compiled as sm_90a).
+_MIN_PTX_VERSION: dict[int, int] = {75: 63, 80: 70, 86: 71, 87: 74, 89: 78, 90: 80}
+#: Head sizes :func:`compile_all` ships by default (scale = 1/sqrt(head_dim)).
+DEFAULT_HEAD_DIMS: tuple[int, ...] = (16, 32, 64, 128)
+
+_CACHE_FORMAT = 1
+_SCRATCH_METADATA = ("global_scratch_size", "profile_scratch_size")
+
+
+class AOTCompileError(RuntimeError):
+    """The kernel could not be compiled to PTX that TensorRT can launch."""
+
+
+@dataclass(frozen=True)
+class RawCompiled:
+    """What :func:`triton_compile` reads back from ``triton.compile``."""
+
+    ptx: str
+    kernel_name: str
+    num_warps: int
+    shared_mem: int
+    scratch_bytes: int
+
+
+@dataclass(frozen=True)
+class CompiledKernel:
+    """One kernel variant compiled for one GPU: everything TensorRT's ``aot_impl`` returns."""
+
+    kernel_name: str
+    ptx: str
+    target: str
+    compute_capability: int
+    ptx_version: str
+    dtype: str
+    num_warps: int
+    shared_mem: int
+    block_m: int
+    constexprs: dict[str, int | float | bool]
+    signature: dict[str, str]
+    cache_key: str
+    grid: str = spec.GRID_FORMULA
+    from_cache: bool = dataclasses.field(default=False, compare=False)
+
+    @property
+    def threads_per_block(self) -> int:
+        return self.num_warps * 32
+
+    def launch_grid(self, n_nodes: int, heads: int) -> tuple[int, int, int]:
+        """Concrete grid for ``n_nodes`` destinations and ``heads`` heads (:data:`spec.GRID_FORMULA`)."""
+        return spec.grid(n_nodes, heads, self.block_m)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("from_cache")
+        return data
+
+
+def ptx_version_for(cc: int) -> int | None:
+    """Pinned PTX version for a compute capability; ``None`` (Triton's default) for unlisted GPUs
+    newer than sm_90, which need a recent driver anyway."""
+    if cc < 75:
+        raise AOTCompileError(f"compute capability {cc} is not supported (sm_75 and newer only)")
+    return PTX_VERSIONS.get(cc)
+
+
+def _check_ptx_version(cc: int, ptx_version: int | None) -> None:
+    if ptx_version is None:
+        return
+    minimum = _MIN_PTX_VERSION.get(cc, 0)
+    if ptx_version < minimum:
+        raise AOTCompileError(
+            f"PTX version {ptx_version / 10:.1f} is below the minimum {minimum / 10:.1f} for sm_{cc} "
+            "(LLVM would abort the process)"
+        )
+
+
+def cache_dir() -> Path:
+    """``$GTCOMPRESS_CACHE/ptx`` if the variable is set, else ``~/.cache/gtcompress/ptx``."""
+    root = os.environ.get("GTCOMPRESS_CACHE")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "gtcompress") / "ptx"
+
+
+def kernel_source_hash() -> str:
+    """sha256 of the kernel module's source, combine functions included (part of every cache key)."""
+    from trt_plugins import _kernel
+
+    return hashlib.sha256(inspect.getsource(_kernel).encode()).hexdigest()
+
+
+def _triton_version() -> str:
+    import triton
+
+    return str(triton.__version__)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def triton_compile(
+    signature: dict[str, str],
+    constexprs: dict[str, int | float | bool],
+    cc: int,
+    ptx_version: int | None,
+    num_warps: int,
+    num_stages: int,
+) -> RawCompiled:
+    """Run ``triton.compile`` for an explicit CUDA target (no GPU or driver needed)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from trt_plugins.kernels import jit_kernel
+
+    full_signature = {**signature, **{name: "constexpr" for name in constexprs}}
+    options: dict[str, Any] = {"num_warps": num_warps, "num_stages": num_stages, "enable_fp_fusion": True}
+    if ptx_version is not None:
+        options["ptx_version"] = ptx_version
+    compiled = triton.compile(
+        ASTSource(jit_kernel(), full_signature, constexprs), target=GPUTarget("cuda", cc, 32), options=options
+    )
+    meta = compiled.metadata
+    scratch = sum(int(getattr(meta, name, 0) or 0) for name in _SCRATCH_METADATA)
+    return RawCompiled(
+        ptx=compiled.asm["ptx"],
+        kernel_name=str(meta.name),
+        num_warps=int(meta.num_warps),
+        shared_mem=int(meta.shared),
+        scratch_bytes=scratch,
+    )
+
+
+_ENTRY = re.compile(r"\.entry\s+(?P<name>[\w$]+)\s*\((?P<params>[^)]*)\)", re.S)
+
+
+def ptx_entry_params(ptx: str, kernel_name: str) -> list[str]:
+    """Parameter names of the ``.entry`` of ``kernel_name``, in order."""
+    for m in _ENTRY.finditer(ptx):
+        if m.group("name") == kernel_name:
+            return [p.split()[-1] for p in m.group("params").split(",") if p.strip()]
+    raise AOTCompileError(f"PTX has no .entry named {kernel_name!r}")
+
+
+def strip_unused_trailing_params(ptx: str, kernel_name: str, keep: int) -> str:
+    """Drop the ``.entry`` parameters after the first ``keep`` if the kernel body never reads them."""
+    for m in _ENTRY.finditer(ptx):
+        if m.group("name") != kernel_name:
+            continue
+        decls = [p for p in m.group("params").split(",") if p.strip()]
+        if len(decls) < keep:
+            raise AOTCompileError(f"kernel {kernel_name} has {len(decls)} parameters, expected at least {keep}")
+        body = ptx[: m.start()] + ptx[m.end() :]
+        for decl in decls[keep:]:
+            name = decl.split()[-1]
+            if re.search(rf"\b{re.escape(name)}\b", body):
+                raise AOTCompileError(f"parameter {name} of {kernel_name} is used; TensorRT cannot pass it")
+        params = ",".join(decls[:keep]).rstrip()
+        return f"{ptx[: m.start('params')]}{params}\n{ptx[m.end('params') :]}"
+    raise AOTCompileError(f"PTX has no .entry named {kernel_name!r}")
+
+
+def _ptx_header(ptx: str, directive: str) -> str:
+    m = re.search(rf"^\s*\.{directive}\s+(\S+)", ptx, re.M)
+    if not m:
+        raise AOTCompileError(f"PTX has no .{directive} directive")
+    return m.group(1)
+
+
+def verify_ptx(ptx: str, target: str) -> bool:
+    """Assemble ``ptx`` for ``target`` (e.g. ``sm_90a``) with Triton's bundled ``ptxas``.
+
+    Returns ``False`` when no ``ptxas`` is available (nothing verified); raises
+    :class:`AOTCompileError` when assembly fails.
+    """
+    try:
+        import triton
+
+        ptxas = triton.knobs.nvidia.ptxas.path
+    except Exception:  # the NVIDIA backend or its tools are missing
+        ptxas = shutil.which("ptxas")
+    if not ptxas:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "kernel.ptx"
+        src.write_text(ptx, encoding="utf-8")
+        proc = subprocess.run(
+            [ptxas, f"-arch={target}", str(src), "-o", str(Path(tmp) / "kernel.cubin")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if proc.returncode != 0:
+        raise AOTCompileError(f"ptxas rejected the PTX for {target}: {proc.stderr.strip()[:2000]}")
+    return True
+
+
+def _cache_key(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def compile_kernel(
+    dtype: str,
+    head_dim: int,
+    cc: int,
+    scale: float | None = None,
+    has_bias: bool = False,
+    *,
+    use_cache: bool = True,
+    cache_root: Path | None = None,
+    verify: bool = True,
+) -> CompiledKernel:
+    """PTX of the kernel variant for ``(dtype, head_dim, scale, has_bias)`` on compute capability ``cc``.
+
+    ``scale`` defaults to ``1/sqrt(head_dim)``; it is a compile-time constant. Results are cached
+    on disk (:func:`cache_dir`); ``verify`` assembles fresh PTX with ``ptxas`` when one is available.
+    """
+    attrs = spec.validate_attributes(1, head_dim, spec.default_scale(head_dim) if scale is None else scale, has_bias)
+    config = spec.select_config(head_dim, dtype)
+    constexprs = spec.constexprs(attrs, config)
+    signature = spec.kernel_signature(dtype)
+    ptx_version = ptx_version_for(cc)
+    _check_ptx_version(cc, ptx_version)
+    payload = {
+        "format": _CACHE_FORMAT,
+        "kernel": kernel_source_hash(),
+        "signature": signature,
+        "constexprs": {k: repr(v) for k, v in constexprs.items()},
+        "target": ["cuda", cc, 32],
+        "ptx_version": ptx_version,
+        "num_warps": config.num_warps,
+        "num_stages": config.num_stages,
+        "triton": _triton_version(),
+    }
+    key = _cache_key(payload)
+    path = (cache_root or cache_dir()) / f"sparse_graph_attention-{key[:32]}.json"
+    if use_cache and path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("cache_key") == key:
+                return CompiledKernel(**data, from_cache=True)
+        except (OSError, ValueError, TypeError):
+            pass  # unreadable or stale entry: compile again and overwrite it
+
+    raw = triton_compile(signature, constexprs, cc, ptx_version, config.num_warps, config.num_stages)
+    if raw.scratch_bytes:
+        raise AOTCompileError(
+            f"kernel needs {raw.scratch_bytes} bytes of Triton scratch memory, "
+            "which TensorRT's AOT launch cannot provide"
+        )
+    ptx = strip_unused_trailing_params(raw.ptx, raw.kernel_name, len(spec.KERNEL_ARG_NAMES))
+    target = _ptx_header(ptx, "target")
+    if verify:
+        verify_ptx(ptx, target)
+    kernel = CompiledKernel(
+        kernel_name=raw.kernel_name,
+        ptx=ptx,
+        target=target,
+        compute_capability=cc,
+        ptx_version=_ptx_header(ptx, "version"),
+        dtype=dtype,
+        num_warps=raw.num_warps,
+        shared_mem=raw.shared_mem,
+        block_m=config.block_m,
+        constexprs=constexprs,
+        signature=signature,
+        cache_key=key,
+    )
+    if use_cache:
+        _atomic_write_text(path, json.dumps(kernel.to_json(), indent=1))
+    return kernel
+
+
+def current_compute_capability() -> int:
+    """Compute capability (x10) of the GPU Triton would launch on; ``$GTCOMPRESS_CUDA_ARCH`` overrides."""
+    override = os.environ.get("GTCOMPRESS_CUDA_ARCH")
+    if override:
+        return int(override.removeprefix("sm_").rstrip("a"))
+    try:
+        from triton.runtime import driver
+
+        target = driver.active.get_current_target()
+    except Exception as err:  # no driver, no GPU
+        raise AOTCompileError(
+            "no CUDA GPU visible to Triton; set GTCOMPRESS_CUDA_ARCH (e.g. 80) to compile for a named target"
+        ) from err
+    if target.backend != "cuda":
+        raise AOTCompileError(f"the active Triton backend is {target.backend!r}, not 'cuda'")
+    return int(target.arch)
+
+
+def compile_all(
+    out_dir: str | os.PathLike[str],
+    targets: Iterable[int] = TARGETS,
+    dtypes: Iterable[str] = spec.FLOAT_DTYPES,
+    head_dims: Iterable[int] = DEFAULT_HEAD_DIMS,
+    has_bias: Iterable[bool] = (False, True),
+    *,
+    use_cache: bool = True,
+) -> Path:
+    """Write one ``.ptx`` per (target, dtype, head_dim, has_bias) plus ``manifest.json``; returns the manifest path.
+
+    The scale of each variant is ``1/sqrt(head_dim)``; other scales are compiled on demand by the
+    TensorRT plugin (and cached).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for cc in targets:
+        for dtype in dtypes:
+            for head_dim in head_dims:
+                for bias in has_bias:
+                    k = compile_kernel(dtype, head_dim, cc, None, bias, use_cache=use_cache)
+                    name = f"sparse_graph_attention_{dtype}_d{head_dim}_{'bias' if bias else 'nobias'}_sm{cc}.ptx"
+                    _atomic_write_text(out / name, k.ptx)
+                    entries.append(
+                        {
+                            "file": name,
+                            "sha256": hashlib.sha256(k.ptx.encode()).hexdigest(),
+                            "kernel_name": k.kernel_name,
+                            "target": k.target,
+                            "compute_capability": cc,
+                            "ptx_version": k.ptx_version,
+                            "dtype": dtype,
+                            "head_dim": head_dim,
+                            "scale": k.constexprs["SCALE"],
+                            "has_bias": bool(bias),
+                            "constexprs": k.constexprs,
+                            "num_warps": k.num_warps,
+                            "threads_per_block": k.threads_per_block,
+                            "shared_mem": k.shared_mem,
+                            "block_m": k.block_m,
+                        }
+                    )
+    manifest = {
+        "format": _CACHE_FORMAT,
+        "plugin_id": spec.PLUGIN_ID,
+        "triton_version": _triton_version(),
+        "kernel_source_sha256": kernel_source_hash(),
+        "kernel_args": list(spec.KERNEL_ARG_NAMES),
+        "scalar_args": list(spec.KERNEL_SCALAR_ARGS),
+        "grid": spec.GRID_FORMULA,
+        "entries": entries,
+    }
+    path = out / "manifest.json"
+    _atomic_write_text(path, json.dumps(manifest, indent=1))
+    return path
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x.removeprefix("sm_")) for x in text.split(",") if x]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m trt_plugins.aot OUT_DIR [--targets 80,90] [--head-dims 32,64]``."""
+    parser = argparse.ArgumentParser(description="Compile the sparse graph attention kernel to PTX.")
+    parser.add_argument("out_dir")
+    parser.add_argument("--targets", type=_ints, default=list(TARGETS))
+    parser.add_argument("--head-dims", type=_ints, default=list(DEFAULT_HEAD_DIMS))
+    parser.add_argument("--dtypes", type=lambda s: s.split(","), default=list(spec.FLOAT_DTYPES))
+    args = parser.parse_args(argv)
+    path = compile_all(args.out_dir, args.targets, args.dtypes, args.head_dims)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
