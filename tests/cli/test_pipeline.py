@@ -1,0 +1,135 @@
+"""End to end: the pipeline on a tiny config, its artifacts, resumption and interruption."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from cli import pipeline
+from cli.pipeline import load_config, run_pipeline
+from exporters.onnx import read_metadata
+from gtcompress.errors import ConfigError
+
+TINY = [
+    "data.size=40,12,12",
+    "train.archs=[gt]",
+    "train.hidden=16",
+    "train.layers=2",
+    "train.heads=2",
+    "train.epochs=1",
+    "sparsify.epochs=1",
+    "prune.budgets=[0.5]",
+    "prune.epochs=1",
+    "prune.finetune_epochs=1",
+    "export.lowerings=[auto, plugin]",
+    "export.verify_batches=2",
+    "profile.batches=2",
+    "profile.repeat=1",
+    "profile.batch_graphs=6",
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    import os
+
+    root = tmp_path_factory.mktemp("pipe")
+    os.environ["GTCOMPRESS_CACHE"] = str(root / "cache")
+    out = root / "run"
+    report = run_pipeline(load_config(None, TINY), out, log=lambda _: None)
+    return out, report
+
+
+def test_every_artifact_exists_and_is_consistent(run) -> None:
+    out, report = run
+    assert json.loads((out / "report.json").read_text())["rows"] == json.loads(json.dumps(report["rows"]))
+    assert (out / "report.md").read_text().startswith("# gtcompress pipeline report")
+    assert (out / "pareto.png").stat().st_size > 1000
+    models = {r["model"] for r in report["rows"]}
+    assert models == {"gt-dense", "gt-teddy", "gt-gtsp-0.5", "gt-random-0.5"}
+    for r in report["rows"]:
+        path = out / r["file"]
+        onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+        spec = json.loads(read_metadata(path)["input_spec"])
+        assert spec["lowering"] == r["lowering"]
+        assert r["max_abs_err"] <= 1e-4
+        assert 0 <= r["test"] <= 100 and r["latency_ms_p50"] > 0
+    teddy = next(r for r in report["rows"] if r["model"] == "gt-teddy")
+    assert json.loads(read_metadata(out / teddy["file"])["teddy"])["edges"] == 0.3
+    pruned = next(r for r in report["rows"] if r["model"] == "gt-gtsp-0.5")
+    comp = json.loads(read_metadata(out / pruned["file"])["compression"])
+    assert comp["method"] == "gtsp" and abs(comp["cost"]["flops_ratio"] - 0.5) <= 0.5 * 0.03 + 1e-9
+    assert report["triton"] is not None
+    assert (Path(report["triton"]["repository"]) / report["triton"]["model"] / "config.pbtxt").is_file()
+
+
+def test_report_metric_matches_the_onnx_artifact(run) -> None:
+    out, report = run
+    from gtcompress.train.recipe import DataSpec
+
+    row = next(r for r in report["rows"] if r["model"] == "gt-gtsp-0.5")
+    spec = json.loads(read_metadata(out / row["file"])["input_spec"])
+    ds = DataSpec("cluster", None, "40,12,12", 0).load(spec["pe"])
+    again = pipeline.measure_onnx(
+        out / row["file"], ds, {**report["config"]["profile"], "batches": 1, "repeat": 1}, None
+    )
+    assert again["test"] == pytest.approx(row["test"], abs=1e-6)
+
+
+def test_rerun_skips_every_stage(run) -> None:
+    out, _ = run
+    before = {p: p.stat().st_mtime_ns for p in (out / "onnx").iterdir()}
+    logs: list[str] = []
+    run_pipeline(load_config(None, TINY), out, log=logs.append)
+    ran = [line for line in logs if line.startswith("▶")]
+    assert ran == []
+    assert before == {p: p.stat().st_mtime_ns for p in (out / "onnx").iterdir()}
+
+
+def test_interrupted_stage_leaves_nothing_half_written_and_resumes(run, monkeypatch) -> None:
+    out, _ = run
+    cfg = load_config(None, [*TINY, "prune.budgets=[0.6]", "prune.random_baseline=false"])
+    import exporters.onnx as onnx_mod
+
+    real = onnx_mod.onnx.save
+
+    def crash(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt  # killed after writing the temp file, before the rename
+
+    monkeypatch.setattr(onnx_mod.onnx, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, out, log=lambda _: None)
+    leftovers = [p.name for p in (out / "onnx").iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert leftovers == []
+    assert not (out / "onnx" / "gt-gtsp-0.6-auto.onnx").exists()
+    monkeypatch.setattr(onnx_mod.onnx, "save", real)
+    logs: list[str] = []
+    report = run_pipeline(cfg, out, log=logs.append)
+    ran = {line.split()[1] for line in logs if line.startswith("▶")}
+    assert "prune:gt:gtsp:0.6" not in ran  # finished before the interruption: not redone
+    assert "export:gt-gtsp-0.6:auto" in ran
+    assert any(r["model"] == "gt-gtsp-0.6" for r in report["rows"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["prune.budget=0.5"], "unknown key prune.budget"),
+        (["nope.x=1"], "unknown section 'nope'"),
+        (["prune"], "expected SECTION.KEY=VALUE"),
+    ],
+)
+def test_config_errors(overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_toml_and_yaml_configs(tmp_path) -> None:
+    (tmp_path / "c.toml").write_text('[prune]\nbudgets = [0.7]\n[data]\nsize = "small"\n')
+    (tmp_path / "c.yaml").write_text("prune: {budgets: [0.7]}\n")
+    for name in ("c.toml", "c.yaml"):
+        assert load_config(tmp_path / name, [])["prune"]["budgets"] == [0.7]
+    assert np.isclose(load_config(tmp_path / "c.yaml", ["prune.budgets=[0.2]"])["prune"]["budgets"][0], 0.2)
