@@ -37,7 +37,7 @@ def export_cmd(
     profile = None
     if attention == "auto" and model.config.arch == "gt":
         profile = _profile_batch(meta, profile_graphs)
-    keep = ("dataset", "metrics", "compression")
+    keep = ("dataset", "metrics", "compression", "teddy")
     res = export_onnx(model, out, attention, profile=profile, metadata={k: meta[k] for k in keep if k in meta})
     rows = [
         {

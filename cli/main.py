@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from cli import export_cmds
+from cli import compress_cmds, export_cmds, runtime_cmds
 from cli.common import console, parse_pe, table, user_errors
 
 app = typer.Typer(
@@ -26,7 +26,9 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Generate or inspect benchmark datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+compress_cmds.register(app)
 export_cmds.register(app)
+runtime_cmds.register(app)
 
 DataOpt = Annotated[
     str,

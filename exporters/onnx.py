@@ -203,6 +203,8 @@ def export_onnx(
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     model = model.eval()
     spec = input_spec(model, lowering)
+    if metadata and metadata.get("teddy"):
+        spec["teddy"] = metadata["teddy"]  # deployments must sparsify incoming graphs the same way
     names = spec["inputs"]
     traced = _Traced(model, names)
     example = build_inputs(_example(spec), spec)

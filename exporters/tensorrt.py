@@ -83,9 +83,10 @@ def build_engine(
         raise GTCompressError(f"{onnx_path}: no gtcompress input_spec in metadata (export it with gtc export)")
     spec = json.loads(meta["input_spec"])
     shapes = optimisation_profile(spec, lo, opt, hi)
+    from gtcompress.io import write_json
     from trt_plugins.engine import build_serialized_engine
 
-    return build_serialized_engine(
+    path = build_serialized_engine(
         Path(onnx_path),
         Path(engine_path),
         shapes,
@@ -94,3 +95,6 @@ def build_engine(
         workspace_bytes=int(workspace_gib * (1 << 30)),
         plugin=spec["lowering"] == "plugin",
     )
+    # A .plan carries no metadata: the ONNX file's travels next to it (runtime.spec.plan_metadata).
+    write_json(path.with_name(path.name + ".json"), meta)
+    return path

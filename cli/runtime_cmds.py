@@ -1,0 +1,133 @@
+"""``gtc profile`` (latency/memory on edge-class CPUs) and ``gtc serve`` (KServe v2 server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import console, user_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("profile")(profile_cmd)
+    app.command("serve")(serve_cmd)
+
+
+def _ints(text: str, option: str) -> list[int]:
+    from gtcompress.errors import GTCompressError
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise GTCompressError(f"{option}: expected comma-separated positive integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise GTCompressError(f"{option}: expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def _providers(text: str | None) -> list[str] | None:
+    return None if not text else [p.strip() for p in text.split(",") if p.strip()]
+
+
+@user_errors
+def profile_cmd(
+    models: Annotated[list[Path], typer.Argument(help="Exported models (.onnx or .plan), compared side by side.")],
+    out: Annotated[Path, typer.Option(help="Directory for report.json and the PNG plots.")] = Path("profile"),
+    threads: Annotated[str, typer.Option(help="Intra-op thread counts (each pinned to that many cores).")] = "1,2,4",
+    sizes: Annotated[str, typer.Option(help="Nodes per graph.")] = "32,128,512",
+    batch_sizes: Annotated[str, typer.Option(help="Graphs per call.")] = "1,16",
+    iterations: Annotated[int, typer.Option(min=2, help="Timed iterations per configuration.")] = 50,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed iterations first.")] = 5,
+    degree: Annotated[float, typer.Option(min=0.0, help="Average edges per node of the random graphs.")] = 4.0,
+    names: Annotated[str | None, typer.Option(help="Comma-separated labels for the models.")] = None,
+    providers: Annotated[str | None, typer.Option(help="ONNX Runtime providers in order, e.g. cuda,cpu.")] = None,
+    op_profile: Annotated[bool, typer.Option(help="Per-op breakdown from ONNX Runtime's profiler.")] = True,
+    isolate: Annotated[bool, typer.Option(help="One pinned process per model and thread count.")] = True,
+    seed: int = 0,
+) -> None:
+    """Latency (mean, std, p50/p90/p99), graphs/s and peak RSS of one or more models on this CPU.
+
+    Example: gtc profile dense.onnx pruned.onnx --threads 1,2,4 --sizes 32,128,512 --out profile/
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gtcompress.errors import GTCompressError
+    from runtime.profile import profile_models, report_tables, write_report
+
+    labels = [n.strip() for n in names.split(",")] if names else None
+    if labels is not None and len(labels) != len(models):
+        raise GTCompressError(f"--names: {len(labels)} labels for {len(models)} models")
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
+        task = bar.add_task("profiling", total=None)
+
+        def progress(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=what)
+
+        report = profile_models(
+            [str(m) for m in models],
+            graph_sizes=_ints(sizes, "--sizes"),
+            batch_sizes=_ints(batch_sizes, "--batch-sizes"),
+            threads=_ints(threads, "--threads"),
+            iterations=iterations,
+            warmup=warmup,
+            avg_degree=degree,
+            seed=seed,
+            providers=_providers(providers),
+            op_profile=op_profile,
+            isolate=isolate,
+            names=labels,
+            progress=progress,
+        )
+    for t in report_tables(report):
+        console.print(t)
+    paths = write_report(report, out)
+    console.print(f"report: {paths[0]}  plots: {', '.join(p.name for p in paths[1:])}")
+
+
+@user_errors
+def serve_cmd(
+    model: Annotated[Path, typer.Argument(help="Exported model (.onnx, .plan) or a Triton repository model dir.")],
+    name: Annotated[str | None, typer.Option(help="Model name in the API (default: the file's stem).")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    max_delay_ms: Annotated[float, typer.Option(min=0.0, help="Longest wait for requests to batch with.")] = 2.0,
+    max_nodes: Annotated[int, typer.Option(min=1, help="Nodes per merged model call.")] = 8192,
+    max_edges: Annotated[int, typer.Option(min=1, help="Edges per merged model call.")] = 65536,
+    max_graphs: Annotated[int, typer.Option(min=1, help="Graphs per merged model call.")] = 1024,
+    max_requests: Annotated[int, typer.Option(min=1, help="Requests per merged model call.")] = 256,
+    batching: Annotated[bool, typer.Option(help="Graph-aware dynamic batching (--no-batching: one call each).")] = True,
+    metrics: Annotated[bool, typer.Option(help="Prometheus metrics at /metrics.")] = False,
+    threads: Annotated[int | None, typer.Option(min=1, help="ONNX Runtime intra-op threads.")] = None,
+    providers: Annotated[str | None, typer.Option(help="ONNX Runtime providers in order, e.g. cuda,cpu.")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Serve a model over KServe v2 / Open Inference Protocol (HTTP; tritonclient works, binary or JSON).
+
+    Example: gtc serve gt.onnx --name gt_cluster --port 8000 --max-delay-ms 2 --metrics
+    """
+    import re
+
+    from gtcompress.errors import GTCompressError
+    from runtime.batcher import BatchConfig
+    from runtime.server import default_model_name, serve
+    from runtime.session import GraphSession
+
+    model_name = name or default_model_name(model)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", model_name):
+        raise GTCompressError(f"--name {model_name!r}: use letters, digits, '_', '-' and '.' only")
+    cfg = (
+        BatchConfig(max_nodes, max_edges, max_graphs, max_requests, max_delay_ms)
+        if batching
+        else BatchConfig.disabled()
+    )
+    session = GraphSession(model, _providers(providers), threads=threads, spinning=False)
+    console.print(
+        f"serving [bold]{model_name}[/] from {session.path} ({session.providers[0]}) on http://{host}:{port} "
+        f"({'batching ≤ ' + str(max_delay_ms) + ' ms' if batching else 'no batching'}"
+        f"{', metrics at /metrics' if metrics else ''}) — Ctrl-C drains and stops"
+    )
+    serve(session, model_name, host=host, port=port, batch=cfg, metrics=metrics, log_level=log_level)

@@ -1,0 +1,58 @@
+"""Errors of the deployed runtime, each naming the tensor and the expectation.
+
+Every class is a :class:`gtcompress.errors.GTCompressError`, so the CLI prints it as one line, and
+the server maps :class:`InputError`/:class:`ProtocolError` to HTTP 400 and
+:class:`ModelNotFoundError` to 404 with the message as the KServe ``{"error": ...}`` body.
+"""
+
+from __future__ import annotations
+
+from gtcompress.errors import GraphValidationError, GTCompressError
+
+
+class InputError(GraphValidationError):
+    """A graph tensor is unusable; ``input`` names it (``x``, ``edge_index``, …)."""
+
+    def __init__(self, input: str, message: str) -> None:
+        self.input = input
+        super().__init__(f"input '{input}': {message}")
+
+
+class DTypeError(InputError):
+    """Wrong element type (e.g. float ``edge_index``, int ``x`` for float features)."""
+
+
+class ShapeError(InputError):
+    """Wrong rank or size (e.g. ``edge_index`` not ``[2, E]``, ``edge_attr`` rows ≠ E)."""
+
+
+class EdgeIndexError(InputError):
+    """An edge endpoint is negative or not smaller than the node count."""
+
+
+class NonFiniteError(InputError):
+    """A float feature is NaN or infinite."""
+
+
+class CategoryError(InputError):
+    """A categorical feature value lies outside ``[0, cardinality)`` of its column."""
+
+
+class BatchVectorError(InputError):
+    """``batch``/``node_counts`` do not describe consecutive, non-empty graphs."""
+
+
+class GraphTooLargeError(InputError):
+    """The graph (or batch) exceeds a hard limit: a TensorRT profile maximum or the server's."""
+
+
+class ProtocolError(GTCompressError):
+    """A malformed inference request (JSON, binary sizes, datatypes, names)."""
+
+
+class ModelNotFoundError(GTCompressError):
+    """No model of that name (or version) is served here."""
+
+
+class SessionError(GTCompressError):
+    """A model file cannot be served: missing, not exported by gtcompress, or its backend is absent."""

@@ -1,0 +1,296 @@
+"""Per-request pre-processing in numpy: validate, TEDDY-sparsify, batch, build the model's inputs.
+
+This is on every request's path, so each step is a handful of vectorised numpy calls (no Python
+loop over nodes or edges) and ``gtc profile`` reports its share of the latency.
+
+Validation happens before anything reaches ONNX Runtime or TensorRT, whose own errors are
+unspecific (or worse: an out-of-range ``Gather`` index reads garbage on some providers). Each
+failure is a specific :mod:`runtime.errors` class whose message names the tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gtcompress.preprocess.batching import NumpyGraph
+from gtcompress.preprocess.inputs import build_inputs
+from runtime.errors import (
+    BatchVectorError,
+    CategoryError,
+    DTypeError,
+    EdgeIndexError,
+    GraphTooLargeError,
+    InputError,
+    NonFiniteError,
+    ShapeError,
+)
+from runtime.spec import ModelSpec, TeddyConfig
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Hard maxima of one model call (a TensorRT profile, or the server's); ``None`` = unlimited."""
+
+    max_nodes: int | None = None
+    max_edges: int | None = None
+    max_graphs: int | None = None
+
+    def check(self, nodes: int, edges: int, graphs: int, what: str = "batch") -> None:
+        for name, value, limit, tensor in (
+            ("nodes", nodes, self.max_nodes, "x"),
+            ("edges", edges, self.max_edges, "edge_index"),
+            ("graphs", graphs, self.max_graphs, "batch"),
+        ):
+            if limit is not None and value > limit:
+                raise GraphTooLargeError(tensor, f"{what} has {value} {name}, more than the maximum {limit}")
+
+
+@dataclass
+class Prepared:
+    """The model's inputs for a disjoint union, and how to split its output back per item."""
+
+    inputs: dict[str, np.ndarray]
+    nodes: list[int]  # nodes of each item (request or graph)
+    graphs: list[int]  # graphs of each item
+
+    @property
+    def num_nodes(self) -> int:
+        return int(sum(self.nodes))
+
+    @property
+    def num_graphs(self) -> int:
+        return int(sum(self.graphs))
+
+
+def as_numpy_graph(obj: Any) -> NumpyGraph:
+    """A :class:`NumpyGraph` from itself, a mapping, or any object with ``x``/``edge_index`` attributes
+    (a PyTorch Geometric ``Data``: tensors are converted with ``.numpy()``, torch is never imported)."""
+    if isinstance(obj, NumpyGraph):
+        return obj
+
+    def get(name: str) -> Any:
+        v = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+        if v is not None and not isinstance(v, np.ndarray) and hasattr(v, "numpy"):
+            v = v.detach().cpu().numpy() if hasattr(v, "detach") else v.numpy()
+        return v
+
+    x, ei = get("x"), get("edge_index")
+    if x is None or ei is None:
+        raise InputError("x" if x is None else "edge_index", f"missing on the graph object {type(obj).__name__}")
+    pe_raw = obj.get("pe") if isinstance(obj, dict) else getattr(obj, "pe", None)
+    pe = {}
+    if isinstance(pe_raw, dict):
+        pe = {k: (v.numpy() if hasattr(v, "numpy") and not isinstance(v, np.ndarray) else v) for k, v in pe_raw.items()}
+    return NumpyGraph(x=x, edge_index=ei, edge_attr=get("edge_attr"), batch=get("batch"), pe=pe)
+
+
+def _array(value: Any, name: str) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        try:
+            value = np.asarray(value)
+        except Exception as e:  # arbitrary objects
+            raise DTypeError(name, f"cannot be read as an array ({e})") from None
+    return value
+
+
+def _check_features(a: np.ndarray, fspec: dict[str, Any], name: str, rows: int, rows_name: str) -> np.ndarray:
+    """dtype, shape ``[rows, dim]``, finiteness or categorical range; returns the array in the spec dtype."""
+    dim = int(fspec["dim"])
+    if a.ndim == 1 and dim == 1:
+        a = a[:, None]
+    if a.ndim != 2:
+        raise ShapeError(name, f"expected a 2-D array [{rows_name}, {dim}], got shape {list(a.shape)}")
+    if a.shape[0] != rows:
+        raise ShapeError(name, f"has {a.shape[0]} rows but the graph has {rows} {rows_name}")
+    if a.shape[1] != dim:
+        raise ShapeError(name, f"expected {dim} feature columns, got {a.shape[1]}")
+    if fspec["kind"] == "categorical":
+        if a.dtype.kind not in "iu":
+            raise DTypeError(name, f"categorical features must be integers (int64), got {a.dtype}")
+        if a.size:
+            cards = np.asarray(fspec["cardinalities"], dtype=np.int64)
+            bad = (a < 0) | (a >= cards[None, :])
+            if bad.any():
+                r, c = (int(v[0]) for v in np.nonzero(bad))
+                raise CategoryError(
+                    name, f"value {int(a[r, c])} at row {r}, column {c} is outside [0, {int(cards[c])}) of that column"
+                )
+        return np.ascontiguousarray(a, dtype=np.int64)
+    if a.dtype.kind != "f":
+        raise DTypeError(name, f"expected floating-point features (float32), got {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if a.size and not np.isfinite(a).all():
+        r, c = (int(v[0]) for v in np.nonzero(~np.isfinite(a)))
+        raise NonFiniteError(name, f"non-finite value {a[r, c]} at row {r}, column {c}")
+    return a
+
+
+def check_batch_vector(batch: Any, n: int, name: str = "batch") -> np.ndarray:
+    """``batch [N]`` integer, sorted, starting at 0, no empty graph in between; returned as int64."""
+    b = _array(batch, name)
+    if b.dtype.kind not in "iu":
+        raise DTypeError(name, f"expected integer graph ids (int64), got {b.dtype}")
+    if b.ndim != 1 or b.shape[0] != n:
+        raise ShapeError(name, f"expected shape [{n}] (one graph id per node), got {list(b.shape)}")
+    b = np.ascontiguousarray(b, dtype=np.int64)
+    if n:
+        if b[0] != 0:
+            raise BatchVectorError(name, f"graph ids must start at 0, got {int(b[0])}")
+        step = np.diff(b)
+        if step.size and ((step < 0) | (step > 1)).any():
+            i = int(np.flatnonzero((step < 0) | (step > 1))[0])
+            raise BatchVectorError(
+                name, f"graph ids must be sorted and consecutive (no empty graph); {int(b[i])} then {int(b[i + 1])}"
+            )
+    return b
+
+
+def validate_graph(g: NumpyGraph, spec: dict[str, Any], where: str = "") -> NumpyGraph:
+    """Check one graph (or a disjoint union with ``batch``) against the model's input spec.
+
+    Returns the graph in the model's dtypes (int64 indices, float32 or int64 features); PE kinds
+    the model does not use and ``edge_attr`` of a model without edge features are dropped."""
+    g = as_numpy_graph(g)
+    x = _array(g.x, "x")
+    if x.ndim == 0:
+        raise ShapeError("x", f"{where}expected [num_nodes, {spec['x']['dim']}], got a scalar")
+    n = int(x.shape[0])
+    if n == 0:
+        raise ShapeError("x", f"{where}a graph needs at least one node")
+    x = _check_features(x, spec["x"], "x", n, "nodes")
+    ei = _array(g.edge_index, "edge_index")
+    if ei.dtype.kind not in "iu":
+        raise DTypeError("edge_index", f"{where}expected integer node ids (int64), got {ei.dtype}")
+    if ei.ndim != 2 or ei.shape[0] != 2:
+        raise ShapeError("edge_index", f"{where}expected shape [2, num_edges], got {list(ei.shape)}")
+    ei = np.ascontiguousarray(ei, dtype=np.int64)
+    e = int(ei.shape[1])
+    if e:
+        lo, hi = int(ei.min()), int(ei.max())
+        if lo < 0:
+            col = int(np.flatnonzero((ei < 0).any(axis=0))[0])
+            raise EdgeIndexError("edge_index", f"{where}negative node id {lo} (edge {col})")
+        if hi >= n:
+            col = int(np.flatnonzero((ei >= n).any(axis=0))[0])
+            raise EdgeIndexError("edge_index", f"{where}node id {hi} out of range for {n} nodes (edge {col})")
+    ea = None
+    if spec.get("edge_attr"):
+        if g.edge_attr is None:
+            raise ShapeError("edge_attr", f"{where}the model needs edge features; the graph has none")
+        ea = _check_features(_array(g.edge_attr, "edge_attr"), spec["edge_attr"], "edge_attr", e, "edges")
+    batch = None if g.batch is None else check_batch_vector(g.batch, n)
+    pe = {}
+    for kind, k in (spec.get("pe") or {}).items():
+        if kind not in g.pe or g.pe[kind] is None:
+            continue
+        name = f"pe_{kind}"
+        p = _array(g.pe[kind], name)
+        if p.dtype.kind != "f":
+            raise DTypeError(name, f"{where}expected float32, got {p.dtype}")
+        if p.shape != (n, int(k)):
+            raise ShapeError(name, f"{where}expected shape [{n}, {k}], got {list(p.shape)}")
+        p = np.ascontiguousarray(p, dtype=np.float32)
+        if not np.isfinite(p).all():
+            raise NonFiniteError(name, f"{where}contains NaN or infinite values")
+        pe[kind] = p
+    return NumpyGraph(x=x, edge_index=ei, edge_attr=ea, batch=batch, pe=pe)
+
+
+def apply_teddy(g: NumpyGraph, cfg: TeddyConfig, spec: dict[str, Any]) -> NumpyGraph:
+    """TEDDY on one graph (or union): drop its lowest-scoring non-loop edges, forget stale PE."""
+    from gtcompress.preprocess.teddy import teddy_edge_scores, teddy_keep_mask
+
+    if g.num_edges == 0:
+        return g
+    if cfg.threshold is not None:  # TEDDY's global rule: one score threshold fixed at training time
+        score = teddy_edge_scores(g.edge_index, g.num_nodes)
+        keep = (score >= cfg.threshold) | (g.edge_index[0] == g.edge_index[1])
+    else:
+        batch = g.batch if g.batch is not None else np.zeros(g.num_nodes, dtype=np.int64)
+        keep = teddy_keep_mask(g.edge_index, g.num_nodes, cfg.ratio, batch, per_graph=cfg.per_graph)
+    stale = set(spec.get("pe") or {}) if cfg.recompute_pe is None else set(cfg.recompute_pe)
+    return NumpyGraph(
+        x=g.x,
+        edge_index=np.ascontiguousarray(g.edge_index[:, keep]),
+        edge_attr=None if g.edge_attr is None else np.ascontiguousarray(g.edge_attr[keep]),
+        batch=g.batch,
+        pe={k: v for k, v in g.pe.items() if k not in stale},
+    )
+
+
+def graph_count(g: NumpyGraph) -> int:
+    return 1 if g.batch is None or g.batch.size == 0 else int(g.batch[-1]) + 1
+
+
+def merge_graphs(graphs: Sequence[NumpyGraph]) -> NumpyGraph:
+    """Disjoint union of graphs that may themselves be unions: node ids offset by the nodes before,
+    graph ids by the graphs before. One concatenate per array."""
+    if len(graphs) == 1:
+        g = graphs[0]
+        batch = g.batch if g.batch is not None else np.zeros(g.num_nodes, dtype=np.int64)
+        return NumpyGraph(g.x, g.edge_index, g.edge_attr, batch, dict(g.pe))
+    n = np.array([g.num_nodes for g in graphs], dtype=np.int64)
+    e = np.array([g.num_edges for g in graphs], dtype=np.int64)
+    b = np.array([graph_count(g) for g in graphs], dtype=np.int64)
+    node_off = np.concatenate([[0], np.cumsum(n)[:-1]])
+    graph_off = np.concatenate([[0], np.cumsum(b)[:-1]])
+    edge_index = np.concatenate([g.edge_index for g in graphs], axis=1) + np.repeat(node_off, e)[None, :]
+    batch = np.concatenate(
+        [
+            (g.batch if g.batch is not None else np.zeros(g.num_nodes, dtype=np.int64)) + off
+            for g, off in zip(graphs, graph_off, strict=True)
+        ]
+    )
+    has_attr = [g.edge_attr is not None for g in graphs]
+    if any(has_attr) and not all(has_attr):
+        raise ShapeError("edge_attr", "either every graph has edge features or none does")
+    pe_keys = set.intersection(*(set(g.pe) for g in graphs))  # a kind some graph lacks is computed for all
+    return NumpyGraph(
+        x=np.concatenate([g.x for g in graphs]),
+        edge_index=edge_index,
+        edge_attr=np.concatenate([g.edge_attr for g in graphs]) if all(has_attr) else None,
+        batch=batch,
+        pe={k: np.concatenate([g.pe[k] for g in graphs]) for k in sorted(pe_keys)},
+    )
+
+
+def prepare(
+    graphs: Sequence[Any],
+    model: ModelSpec,
+    *,
+    validate: bool = True,
+    teddy: bool = True,
+    limits: Limits | None = None,
+) -> Prepared:
+    """Validate → TEDDY → disjoint union → every model input (layout, PE). One item per graph given."""
+    if len(graphs) == 0:
+        raise ShapeError("x", "no graphs given")
+    items: list[NumpyGraph] = []
+    for i, g in enumerate(graphs):
+        where = f"graph {i}: " if len(graphs) > 1 else ""
+        g = validate_graph(g, model.spec, where) if validate else as_numpy_graph(g)
+        if teddy and model.teddy is not None:
+            g = apply_teddy(g, model.teddy, model.spec)
+        items.append(g)
+    return prepare_validated(items, model, limits)
+
+
+def prepare_validated(items: Sequence[NumpyGraph], model: ModelSpec, limits: Limits | None = None) -> Prepared:
+    """:func:`prepare` for items already validated (and sparsified): merge and build inputs."""
+    nodes = [g.num_nodes for g in items]
+    graphs = [graph_count(g) for g in items]
+    merged = merge_graphs(items)
+    if limits is not None:
+        limits.check(merged.num_nodes, merged.num_edges, sum(graphs))
+    return Prepared(build_inputs(merged, model.spec), nodes, graphs)
+
+
+def split_output(output: np.ndarray, prepared: Prepared, node_level: bool) -> list[np.ndarray]:
+    """One array per item: node-level ``[n_i, out]``; graph-level ``[g_i, out]``."""
+    sizes = prepared.nodes if node_level else prepared.graphs
+    bounds = np.cumsum(np.asarray(sizes, dtype=np.int64))[:-1]
+    return np.split(output, bounds)

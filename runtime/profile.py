@@ -1,0 +1,682 @@
+"""``gtc profile``: latency and memory of exported models on edge-class CPUs, side by side.
+
+For every model (dense vs compressed, ONNX vs engine…), every intra-op thread count and every
+(graph size, batch size): warm-up, then N timed iterations of the whole deployed path —
+pre-processing (:meth:`GraphSession.prepare`: validation, TEDDY, union, PE, layout) and the model
+call (:meth:`GraphSession.run_inputs`) timed separately — reported as mean, std, p50/p90/p99,
+graphs/s, the pre-processing share and peak RSS.
+
+Small edge CPUs are emulated by running each thread count in a fresh process pinned with
+``os.sched_setaffinity`` to that many cores (where the OS has it), so one measurement cannot
+disturb the next; numpy's BLAS pool (used by PE pre-processing) gets the same thread count.
+``isolate=False`` measures in the calling process (affinity restored afterwards, BLAS pool as it
+is). ``peak_rss_mb`` is that process's high-water mark after the configuration
+(interpreter + numpy + ONNX Runtime + this one model + the largest batch so far); ``model_rss_mb``
+is the mark right after loading the model. Random graphs matching the model's input spec
+come from :mod:`gtcompress.preprocess.random_graphs` (``avg_degree`` edges per node).
+
+Per-op breakdown: ONNX Runtime's profiler (``enable_profiling``) on one configuration per model,
+kernel time summed by op type. *Attention share* heuristic: a node counts as attention when its
+exporter scope (the ``namespace`` node metadata that ``torch.onnx`` writes) lies in an ``attn``/
+``attention`` module, or it sits directly in a transformer layer's scope (not in its FFN/norm
+children) and its op is one attention is made of (MatMul, Softmax, Exp, ReduceMax, ReduceSum,
+Where, Div, Gather, GatherElements, ScatterElements), or its name says attention (plugin op
+functions). Without the ``onnx`` package the fallback counts Softmax, ScatterElements,
+GatherElements and non-Gemm MatMul ops; the report says which method was used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gtcompress.preprocess.batching import NumpyGraph
+from gtcompress.preprocess.random_graphs import random_graph
+
+SCHEMA = "gtcompress.profile/1"
+ATTENTION_OPS = {
+    "MatMul",
+    "Softmax",
+    "Exp",
+    "ReduceMax",
+    "ReduceSum",
+    "Where",
+    "Div",
+    "Gather",
+    "GatherElements",
+    "ScatterElements",
+}
+FALLBACK_ATTENTION_OPS = {"Softmax", "ScatterElements", "GatherElements", "MatMul"}
+Progress = Callable[[int, int, str], None]
+
+
+# ---------------------------------------------------------------------------------- the machine
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, memory, OS, Python and ONNX Runtime (version and providers)."""
+    import onnxruntime as ort
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) / 1024**2
+                break
+    physical = None
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+        mem = mem or psutil.virtual_memory().total / 1024**3
+    except ImportError:
+        pass
+    return {
+        "cpu": cpu,
+        "machine": platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": physical,
+        "usable_cores": len(_allowed_cpus()) if _allowed_cpus() else os.cpu_count(),
+        "memory_gib": None if mem is None else round(mem, 2),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "onnxruntime": ort.__version__,
+        "onnxruntime_providers": ort.get_available_providers(),
+        "affinity": hasattr(os, "sched_setaffinity"),
+    }
+
+
+def _allowed_cpus() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return []
+
+
+@contextlib.contextmanager
+def pinned(threads: int) -> Iterator[tuple[list[int] | None, bool]]:
+    """Pin this process to ``threads`` CPUs (restored afterwards); yields (cpus, oversubscribed)."""
+    allowed = _allowed_cpus()
+    if not allowed or not hasattr(os, "sched_setaffinity"):
+        yield None, threads > (os.cpu_count() or 1)
+        return
+    cpus = allowed[: max(1, threads)]
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield cpus, threads > len(allowed)
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 1024**2 if sys.platform == "darwin" else r / 1024
+
+
+# ---------------------------------------------------------------------------------- statistics
+def summarize(samples_ms: Sequence[float]) -> dict[str, float]:
+    a = np.asarray(samples_ms, dtype=np.float64)
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {
+        "mean": float(a.mean()),
+        "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+        "min": float(a.min()),
+        "p50": float(p50),
+        "p90": float(p90),
+        "p99": float(p99),
+        "max": float(a.max()),
+    }
+
+
+def make_graphs(spec: dict[str, Any], nodes: int, count: int, avg_degree: float, seed: int) -> list[NumpyGraph]:
+    """``count`` random graphs of ``nodes`` nodes and ``avg_degree * nodes`` edges matching ``spec``."""
+    rng = np.random.default_rng(seed)
+    return [
+        random_graph(rng, nodes, max(1, round(avg_degree * nodes)), spec["x"], spec.get("edge_attr"))
+        for _ in range(count)
+    ]
+
+
+# ---------------------------------------------------------------------------------- per-op profile
+def _node_scopes(path: str) -> dict[str, tuple[str, str]] | None:
+    """``{node name: (exporter scope, op type)}`` from the ONNX file (``None`` without ``onnx``)."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception:
+        return None
+    scopes = {}
+    for n in proto.graph.node:
+        meta = {p.key: p.value for p in n.metadata_props}
+        scopes[n.name] = (meta.get("namespace", ""), n.op_type)
+    return scopes
+
+
+def _base_node(name: str) -> str:
+    """The exported node behind an ONNX Runtime kernel: ``fused node_linear_6`` and
+    ``node_matmul/MatMulScaleFusion/`` are graph-optimiser renames of ``node_linear_6``/``node_matmul``."""
+    if name.startswith("fused "):
+        name = name[len("fused ") :]
+    return name.split("/", 1)[0]
+
+
+def _is_attention(name: str, op: str, scope: str) -> bool:
+    """The attention-share heuristic of the module docstring, for one node."""
+    if "attention" in name.lower():
+        return True
+    modules = [m for m in (part.split(":")[0].strip() for part in scope.split("/")) if m]
+    if any(m.split(".")[-1] in ("attn", "attention", "self_attn") or ".attn." in f"{m}." for m in modules):
+        return True
+    layers = [i for i, m in enumerate(modules) if re.search(r"(^|\.)layers\.\d+$", m)]
+    if not layers or op not in ATTENTION_OPS:
+        return False
+    layer = modules[layers[-1]]
+    return not any(m.startswith(layer + ".") for m in modules[layers[-1] + 1 :])  # not in ffn/norm/… children
+
+
+def op_breakdown(profile_json: str, model_path: str, skip_first_run: bool = True) -> dict[str, Any]:
+    """Kernel time by op type from an ONNX Runtime profile file, plus the attention share."""
+    events = json.loads(Path(profile_json).read_text())
+    runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
+    start = runs[0]["ts"] + runs[0]["dur"] if skip_first_run and len(runs) > 1 else -1
+    scopes = _node_scopes(model_path)
+    by_op: dict[str, list[float]] = {}
+    attention = 0.0
+    total = 0.0
+    for e in events:
+        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time") or e["ts"] < start:
+            continue
+        op = e.get("args", {}).get("op_name", "?")
+        node = e["name"][: -len("_kernel_time")]
+        dur = e["dur"] / 1000.0
+        total += dur
+        acc = by_op.setdefault(op, [0.0, 0])
+        acc[0] += dur
+        acc[1] += 1
+        if scopes is not None:
+            scope, base_op = scopes.get(_base_node(node), ("", op))
+            if _is_attention(node, base_op, scope):
+                attention += dur
+        elif op in FALLBACK_ATTENTION_OPS or "attention" in node.lower():
+            attention += dur
+    timed_runs = max(1, len(runs) - (1 if start >= 0 else 0))
+    rows = [
+        {"op_type": op, "ms_per_run": v[0] / timed_runs, "share": v[0] / total if total else 0.0, "calls": v[1]}
+        for op, v in sorted(by_op.items(), key=lambda kv: -kv[1][0])
+    ]
+    return {
+        "runs": timed_runs,
+        "kernel_ms_per_run": total / timed_runs,
+        "by_op_type": rows,
+        "attention_share": attention / total if total else 0.0,
+        "attention_method": "scope" if scopes is not None else "op_type",
+    }
+
+
+# ---------------------------------------------------------------------------------- measuring
+def measure_model(
+    path: str,
+    threads: int,
+    configs: Sequence[tuple[int, int]],
+    iterations: int,
+    warmup: int,
+    avg_degree: float,
+    seed: int,
+    providers: list[str] | None,
+    op_config: tuple[int, int] | None,
+    op_iterations: int,
+    emit: Callable[[dict[str, Any]], None],
+) -> None:
+    """Measure one model at one thread count (in this process, pinned); ``emit`` gets each result."""
+    from runtime.session import GraphSession
+
+    with pinned(threads) as (cpus, oversubscribed):
+        sess = GraphSession(path, providers, threads=threads, inter_op_threads=1)
+        base_rss = peak_rss_mb()
+        for nodes, batch in configs:
+            graphs = make_graphs(sess.spec, nodes, batch, avg_degree, seed)
+            prep_ms, model_ms = [], []
+            for i in range(warmup + iterations):
+                t0 = time.perf_counter()
+                prepared = sess.prepare(graphs)
+                t1 = time.perf_counter()
+                sess.run_inputs(prepared.inputs)
+                t2 = time.perf_counter()
+                if i >= warmup:
+                    prep_ms.append((t1 - t0) * 1e3)
+                    model_ms.append((t2 - t1) * 1e3)
+            total = [a + b for a, b in zip(prep_ms, model_ms, strict=True)]
+            lat = summarize(total)
+            emit(
+                {
+                    "kind": "result",
+                    "threads": threads,
+                    "graph_nodes": nodes,
+                    "batch_size": batch,
+                    "nodes": int(prepared.num_nodes),
+                    "edges": int(prepared.inputs["edge_index"].shape[1]),
+                    "iterations": iterations,
+                    "latency_ms": lat,
+                    "preprocess_ms": summarize(prep_ms),
+                    "model_ms": summarize(model_ms),
+                    "preprocess_share": float(sum(prep_ms) / sum(total)) if sum(total) else 0.0,
+                    "graphs_per_s": batch / (lat["mean"] / 1e3) if lat["mean"] > 0 else math.inf,
+                    "peak_rss_mb": peak_rss_mb(),
+                    "model_rss_mb": base_rss,
+                    "cpus": cpus,
+                    "oversubscribed": oversubscribed,
+                    "providers": sess.providers,
+                    "samples_ms": [round(v, 4) for v in total],
+                }
+            )
+        if op_config is not None:
+            ops = _op_profile(path, threads, providers, sess.spec, op_config, op_iterations, avg_degree, seed)
+            emit({"kind": "ops", **ops})
+
+
+def _op_profile(
+    path: str,
+    threads: int,
+    providers: list[str] | None,
+    spec: dict[str, Any],
+    config: tuple[int, int],
+    iterations: int,
+    avg_degree: float,
+    seed: int,
+) -> dict[str, Any]:
+    from runtime.session import GraphSession
+
+    with tempfile.TemporaryDirectory(prefix="gtc-ortprof-") as tmp:
+        sess = GraphSession(path, providers, threads=threads, inter_op_threads=1, profile_prefix=str(Path(tmp) / "ort"))
+        if "onnxruntime" not in sess.platform:
+            return {"threads": threads, "graph_nodes": config[0], "batch_size": config[1], "available": False}
+        prepared = sess.prepare(make_graphs(spec, config[0], config[1], avg_degree, seed))
+        for _ in range(iterations + 1):
+            sess.run_inputs(prepared.inputs)
+        prof = sess.end_profiling()
+        res = op_breakdown(prof, path) if prof else {}
+    return {"threads": threads, "graph_nodes": config[0], "batch_size": config[1], "available": bool(res), **res}
+
+
+def _child_main() -> None:
+    """Entry of an isolated measurement process: kwargs as JSON on stdin, events as JSON lines."""
+    kwargs = json.loads(sys.stdin.read())
+    out = sys.stdout
+    sys.stdout = sys.stderr  # nothing else may write to the event stream
+
+    def emit(msg: dict[str, Any]) -> None:
+        out.write(json.dumps(msg) + "\n")
+        out.flush()
+
+    try:
+        measure_model(**kwargs, emit=emit)
+    except BaseException as e:  # report to the parent instead of dying silently
+        emit({"kind": "error", "error": f"{type(e).__name__}: {e}"})
+    emit({"kind": "done"})
+
+
+def _run_isolated(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], None]) -> None:
+    """Run :func:`measure_model` in a fresh interpreter (works from scripts, notebooks and stdin)."""
+    import subprocess
+
+    from runtime.errors import SessionError
+
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # numpy's BLAS (PE) too
+        env[var] = str(kwargs["threads"])
+    cmd = [sys.executable, "-c", "from runtime.profile import _child_main; _child_main()"]
+    with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(kwargs))
+        proc.stdin.close()
+        finished = False
+        for line in proc.stdout:
+            msg = json.loads(line)
+            if msg["kind"] == "done":
+                finished = True
+                break
+            if msg["kind"] == "error":
+                raise SessionError(f"profiling {kwargs['path']} with {kwargs['threads']} threads: {msg['error']}")
+            on_event(msg)
+        proc.wait(60)
+    if not finished:
+        raise SessionError(f"profiling process for {kwargs['path']} died (exit code {proc.returncode})")
+
+
+def profile_models(
+    paths: Sequence[str | Path],
+    graph_sizes: Sequence[int] = (32, 128, 512),
+    batch_sizes: Sequence[int] = (1, 16),
+    threads: Sequence[int] = (1, 2, 4),
+    iterations: int = 50,
+    warmup: int = 5,
+    *,
+    avg_degree: float = 4.0,
+    seed: int = 0,
+    providers: list[str] | None = None,
+    op_profile: bool = True,
+    op_iterations: int = 10,
+    isolate: bool = True,
+    names: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Profile every model over threads × graph sizes × batch sizes; returns the report dict.
+
+    ``isolate`` runs each (model, thread count) in its own pinned process (accurate RSS, no
+    interference); ``isolate=False`` measures in this process and restores the CPU affinity."""
+    from runtime.errors import SessionError
+    from runtime.session import resolve_model_path
+
+    if iterations < 2 or warmup < 0:
+        raise SessionError("profile: need at least 2 iterations and a non-negative warm-up")
+    if not paths:
+        raise SessionError("profile: no model given")
+    if not graph_sizes or not batch_sizes or not threads or min(*graph_sizes, *batch_sizes, *threads) < 1:
+        raise SessionError("profile: graph sizes, batch sizes and thread counts must be positive")
+    resolved = [str(resolve_model_path(p)) for p in paths]
+    labels = list(names) if names else _labels(resolved)
+    configs = [(int(n), int(b)) for n in graph_sizes for b in batch_sizes]
+    op_config = (int(sorted(graph_sizes)[len(graph_sizes) // 2]), int(max(batch_sizes)))
+    total = len(resolved) * (len(threads) * len(configs) + (1 if op_profile else 0))
+    done = 0
+    models = []
+    for label, path in zip(labels, resolved, strict=True):
+        entry = _model_entry(label, path)
+        for t in threads:
+            kwargs = {
+                "path": path,
+                "threads": int(t),
+                "configs": configs,
+                "iterations": int(iterations),
+                "warmup": int(warmup),
+                "avg_degree": float(avg_degree),
+                "seed": int(seed),
+                "providers": providers,
+                "op_config": op_config if op_profile and t == min(threads) else None,
+                "op_iterations": int(op_iterations),
+            }
+
+            def on_event(msg: dict[str, Any], entry: dict[str, Any] = entry, t: int = int(t)) -> None:
+                nonlocal done
+                kind = msg.pop("kind")
+                if kind == "result":
+                    entry["results"].append(msg)
+                    entry["providers"] = msg.pop("providers")
+                elif kind == "ops":
+                    entry["ops"] = msg
+                done += 1
+                if progress is not None:
+                    progress(done, total, f"{entry['name']} · {t} thread{'s' if t > 1 else ''}")
+
+            if isolate:
+                _run_isolated(kwargs, on_event)
+            else:
+                measure_model(**kwargs, emit=on_event)
+        if op_profile and "ops" not in entry:
+            entry["ops"] = None
+        models.append(entry)
+    if progress is not None:
+        progress(total, total, "done")
+    return {
+        "schema": SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine_info(),
+        "settings": {
+            "graph_sizes": [int(n) for n in graph_sizes],
+            "batch_sizes": [int(b) for b in batch_sizes],
+            "threads": [int(t) for t in threads],
+            "iterations": int(iterations),
+            "warmup": int(warmup),
+            "avg_degree": float(avg_degree),
+            "seed": int(seed),
+            "providers": providers,
+            "isolated_processes": bool(isolate),
+            "op_profile_config": {"graph_nodes": op_config[0], "batch_size": op_config[1]} if op_profile else None,
+        },
+        "models": models,
+    }
+
+
+def _labels(paths: Sequence[str]) -> list[str]:
+    def stem(p: Path) -> str:
+        return p.parent.parent.name if p.name in ("model.onnx", "model.plan") else p.stem
+
+    stems = [stem(Path(p)) for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [f"{s}#{i}" for i, s in enumerate(stems)]
+
+
+def _model_entry(label: str, path: str) -> dict[str, Any]:
+    from runtime.session import PLAN_SUFFIXES
+    from runtime.spec import model_spec, onnx_metadata, plan_metadata
+
+    p = Path(path)
+    meta = plan_metadata(p) if p.suffix in PLAN_SUFFIXES else onnx_metadata(p)
+    m = model_spec(meta, path)
+    return {
+        "name": label,
+        "path": path,
+        "bytes": p.stat().st_size,
+        "format": "tensorrt" if p.suffix in PLAN_SUFFIXES else "onnx",
+        "arch": m.spec.get("arch"),
+        "task_level": m.spec.get("task_level"),
+        "lowering": m.spec.get("lowering"),
+        "pe": m.spec.get("pe"),
+        "teddy": None if m.teddy is None else m.teddy.to_dict(),
+        "providers": None,
+        "results": [],
+    }
+
+
+# ---------------------------------------------------------------------------------- reporting
+def validate_report(report: dict[str, Any]) -> None:
+    """Raise ``ValueError`` if ``report`` does not follow :data:`SCHEMA` (used by the tests and readers)."""
+    if report.get("schema") != SCHEMA:
+        raise ValueError(f"not a {SCHEMA} report")
+    for key in ("created", "machine", "settings", "models"):
+        if key not in report:
+            raise ValueError(f"report lacks {key!r}")
+    for m in report["models"]:
+        for key in ("name", "path", "results"):
+            if key not in m:
+                raise ValueError(f"model entry lacks {key!r}")
+        for r in m["results"]:
+            for key in ("threads", "graph_nodes", "batch_size", "latency_ms", "graphs_per_s", "peak_rss_mb"):
+                if key not in r:
+                    raise ValueError(f"result lacks {key!r}")
+            lat = r["latency_ms"]
+            if not 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]:
+                raise ValueError(f"latency percentiles out of order: {lat}")
+
+
+def _reference(report: dict[str, Any]) -> tuple[int, int]:
+    s = report["settings"]
+    sizes = sorted(s["graph_sizes"])
+    return sizes[len(sizes) // 2], min(s["batch_sizes"])
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    """``report.json`` and four PNGs (latency vs graph size, latency distribution, per-op
+    breakdown, models side by side) in ``out_dir``; returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "report.json"]
+    tmp = paths[0].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, paths[0])
+    models = report["models"]
+    s = report["settings"]
+    ref_nodes, ref_batch = _reference(report)
+
+    # 1. latency vs graph size: one panel per batch size, a line per (model, threads)
+    fig, axes = plt.subplots(1, len(s["batch_sizes"]), figsize=(5.5 * len(s["batch_sizes"]), 4), squeeze=False)
+    for ax, b in zip(axes[0], s["batch_sizes"], strict=True):
+        for m in models:
+            for t in s["threads"]:
+                rows = sorted(
+                    (r for r in m["results"] if r["batch_size"] == b and r["threads"] == t),
+                    key=lambda r: r["graph_nodes"],
+                )
+                if rows:
+                    x = [r["graph_nodes"] for r in rows]
+                    y = [r["latency_ms"]["p50"] for r in rows]
+                    lo = [r["latency_ms"]["p50"] - r["latency_ms"]["min"] for r in rows]
+                    hi = [r["latency_ms"]["p90"] - r["latency_ms"]["p50"] for r in rows]
+                    ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=f"{m['name']} · {t}T")
+        ax.set(xscale="log", yscale="log", xlabel="nodes per graph", ylabel="latency p50 (ms), bars min–p90")
+        ax.set_xticks(s["graph_sizes"], [str(n) for n in s["graph_sizes"]])
+        ax.minorticks_off()
+        ax.set_title(f"batch of {b} graph{'s' if b > 1 else ''}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / "latency_vs_size.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    # 2. latency distribution at the reference configuration
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(models) * len(s["threads"])), 4))
+    data, labels = [], []
+    for m in models:
+        for r in m["results"]:
+            if r["graph_nodes"] == ref_nodes and r["batch_size"] == ref_batch:
+                data.append(r["samples_ms"])
+                labels.append(f"{m['name']}\n{r['threads']}T")
+    if data:
+        ax.boxplot(data, whis=(1, 99), showfliers=True)
+        ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
+    ax.set(ylabel="latency (ms), whiskers p1–p99", title=f"latency distribution · {ref_nodes} nodes × {ref_batch}")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    paths.append(out / "latency_distribution.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    # 3. per-op breakdown: top op types per model, stacked shares
+    fig, ax = plt.subplots(figsize=(8, 2.4 + 0.6 * len(models)))
+    top_ops: list[str] = []
+    for m in models:
+        for row in ((m.get("ops") or {}).get("by_op_type") or [])[:6]:
+            if row["op_type"] not in top_ops:
+                top_ops.append(row["op_type"])
+    cmap = plt.get_cmap("tab20")
+    for i, m in enumerate(models):
+        shares = {r["op_type"]: r["share"] for r in ((m.get("ops") or {}).get("by_op_type") or [])}
+        left = 0.0
+        for j, op in enumerate([*top_ops, "other"]):
+            w = shares.get(op, 0.0) if op != "other" else max(0.0, 1.0 - sum(shares.get(o, 0.0) for o in top_ops))
+            ax.barh(i, w, left=left, color=cmap(j % 20), label=op if i == 0 else None)
+            left += w
+        att = (m.get("ops") or {}).get("attention_share")
+        if att is not None:
+            ax.text(1.01, i, f"attention {att:.0%}", va="center", fontsize=8)
+    ax.set_yticks(range(len(models)), [m["name"] for m in models])
+    ax.set(xlim=(0, 1.25), xlabel="share of kernel time", title="per-op breakdown (ONNX Runtime profiler)")
+    fig.legend(ncol=5, fontsize=7, loc="lower center")
+    fig.tight_layout(rect=(0, 0.18, 1, 1))
+    paths.append(out / "op_breakdown.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    # 4. models side by side (dense vs compressed…) at the reference configuration per thread count
+    fig, ax = plt.subplots(figsize=(max(5, 1.5 * len(s["threads"]) * max(1, len(models)) / 2), 4))
+    width = 0.8 / max(1, len(models))
+    for i, m in enumerate(models):
+        vals = []
+        for t in s["threads"]:
+            r = next(
+                (
+                    r
+                    for r in m["results"]
+                    if r["threads"] == t and r["graph_nodes"] == ref_nodes and r["batch_size"] == ref_batch
+                ),
+                None,
+            )
+            vals.append(r["latency_ms"]["mean"] if r else 0.0)
+        xs = [k + (i - (len(models) - 1) / 2) * width for k in range(len(s["threads"]))]
+        bars = ax.bar(xs, vals, width, label=m["name"])
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(range(len(s["threads"])), [f"{t} thread{'s' if t > 1 else ''}" for t in s["threads"]])
+    ax.set(ylabel="mean latency (ms)", title=f"models side by side · {ref_nodes} nodes × {ref_batch}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    paths.append(out / "models.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def report_tables(report: dict[str, Any]) -> list[Any]:
+    """Rich tables: machine, one latency table per model, and the top ops."""
+    from rich.table import Table
+
+    mi = report["machine"]
+    head = Table(title="machine", title_justify="left", show_header=False)
+    head.add_row("cpu", f"{mi['cpu']} · {mi['usable_cores']}/{mi['logical_cores']} cores · {mi['memory_gib']} GiB")
+    head.add_row("os", f"{mi['os']} · Python {mi['python']} · onnxruntime {mi['onnxruntime']}")
+    tables: list[Any] = [head]
+    for m in report["models"]:
+        t = Table(
+            title=f"{m['name']} ({m.get('arch')}, {m.get('lowering')}, {(m.get('providers') or ['?'])[0]})",
+            title_justify="left",
+        )
+        for col in ("threads", "nodes×batch", "mean ms", "std", "p50", "p90", "p99", "graphs/s", "prep %", "RSS MB"):
+            t.add_column(col, justify="right")
+        for r in m["results"]:
+            lat = r["latency_ms"]
+            t.add_row(
+                f"{r['threads']}{'*' if r.get('oversubscribed') else ''}",
+                f"{r['graph_nodes']}×{r['batch_size']}",
+                f"{lat['mean']:.3f}",
+                f"{lat['std']:.3f}",
+                f"{lat['p50']:.3f}",
+                f"{lat['p90']:.3f}",
+                f"{lat['p99']:.3f}",
+                f"{r['graphs_per_s']:.1f}",
+                f"{100 * r.get('preprocess_share', 0):.0f}",
+                f"{r['peak_rss_mb']:.0f}",
+            )
+        tables.append(t)
+        ops = m.get("ops")
+        if ops and ops.get("by_op_type"):
+            o = Table(
+                title=f"{m['name']}: top ops ({ops['graph_nodes']}×{ops['batch_size']}, {ops['threads']}T) · "
+                f"attention {ops['attention_share']:.0%} ({ops['attention_method']})",
+                title_justify="left",
+            )
+            for col in ("op type", "ms/run", "share", "calls"):
+                o.add_column(col, justify="right" if col != "op type" else "left")
+            for row in ops["by_op_type"][:8]:
+                o.add_row(row["op_type"], f"{row['ms_per_run']:.3f}", f"{row['share']:.1%}", str(row["calls"]))
+            tables.append(o)
+    return tables

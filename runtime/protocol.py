@@ -1,0 +1,266 @@
+"""KServe v2 / Open Inference Protocol HTTP codec, with Triton's binary tensor data extension.
+
+Request body: a JSON object, optionally followed by raw tensor bytes. With binary data the HTTP
+header ``Inference-Header-Content-Length`` gives the JSON's byte length; every binary input carries
+``"parameters": {"binary_data_size": n}`` and its bytes follow in input order, little-endian,
+row-major (BOOL one byte per element, BYTES a 4-byte length before each element). An input
+without that parameter carries ``"data"`` (flat or nested, row-major).
+
+Response: outputs are binary when the request's output entry asks ``"binary_data": true`` or the
+request parameters say ``"binary_data_output": true`` (what ``tritonclient.http`` sends by
+default); the response then carries ``Inference-Header-Content-Length`` too. Errors are
+``{"error": "<message>"}`` with a 4xx/5xx status — what tritonclient turns into an exception.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import ProtocolError
+from runtime.spec import KSERVE_TO_NUMPY, NUMPY_TO_KSERVE
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+KNOWN_DATATYPES = frozenset((*KSERVE_TO_NUMPY, "BYTES", "BF16"))
+_WIRE_DTYPES = {k: np.dtype(v).newbyteorder("<") for k, v in KSERVE_TO_NUMPY.items()}  # little-endian on the wire
+
+
+@dataclass
+class RequestedOutput:
+    name: str
+    binary: bool
+
+
+@dataclass
+class InferRequest:
+    """A decoded inference request: named numpy inputs (in request order) and output wishes."""
+
+    inputs: dict[str, np.ndarray]
+    datatypes: dict[str, str]
+    id: str | None = None
+    outputs: list[RequestedOutput] | None = None  # None: every output
+    binary_output: bool = False  # request parameter binary_data_output
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def wants_binary(self, name: str) -> bool:
+        if self.outputs is not None:
+            for o in self.outputs:
+                if o.name == name:
+                    return o.binary
+        return self.binary_output
+
+
+def decode_body(body: bytes, content_encoding: str | None) -> bytes:
+    enc = (content_encoding or "identity").strip().lower()
+    try:
+        if enc == "gzip":
+            return gzip.decompress(body)
+        if enc == "deflate":
+            return zlib.decompress(body)
+    except (OSError, zlib.error, EOFError) as e:
+        raise ProtocolError(f"request body is not valid {enc} data ({e})") from None
+    if enc != "identity":
+        raise ProtocolError(f"unsupported Content-Encoding {content_encoding!r}; use gzip, deflate or none")
+    return body
+
+
+def _bytes_tensor(buf: memoryview, count: int, name: str) -> np.ndarray:
+    out, pos = [], 0
+    for _ in range(count):
+        if pos + 4 > len(buf):
+            raise ProtocolError(f"input '{name}': BYTES binary data ends inside an element length")
+        (n,) = struct.unpack_from("<I", buf, pos)
+        pos += 4
+        if pos + n > len(buf):
+            raise ProtocolError(f"input '{name}': BYTES element of {n} bytes runs past its binary data")
+        out.append(bytes(buf[pos : pos + n]))
+        pos += n
+    if pos != len(buf):
+        raise ProtocolError(f"input '{name}': {len(buf) - pos} bytes left after its {count} BYTES elements")
+    return np.array(out, dtype=np.object_)
+
+
+def _json_data(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
+    if datatype in ("BYTES", "BF16"):
+        raise ProtocolError(f"input '{name}': datatype {datatype} is not supported in JSON by this server")
+    target = np.dtype(KSERVE_TO_NUMPY[datatype])
+    try:
+        arr = np.asarray(data)
+    except (ValueError, TypeError) as e:
+        raise ProtocolError(f"input '{name}': 'data' is not a rectangular array of numbers ({e})") from None
+    if arr.size and arr.dtype.kind not in "biuf":
+        raise ProtocolError(f"input '{name}': 'data' must hold numbers (or true/false for BOOL)")
+    if arr.size and target.kind in "iu" and arr.dtype.kind == "f":
+        raise ProtocolError(f"input '{name}': datatype {datatype} needs integers in 'data', got non-integers")
+    if arr.size and target.kind == "b" and arr.dtype.kind != "b":
+        raise ProtocolError(f"input '{name}': datatype BOOL needs true/false in 'data'")
+    if arr.size != count:
+        raise ProtocolError(f"input '{name}': 'data' has {arr.size} elements but shape needs {count}")
+    try:
+        return arr.astype(target, copy=False).reshape(-1)
+    except OverflowError:
+        raise ProtocolError(f"input '{name}': a value does not fit {datatype}") from None
+
+
+def parse_infer_request(body: bytes, header_length: str | None = None) -> InferRequest:
+    """Decode a (decompressed) request body; every problem is a :class:`ProtocolError` naming its input."""
+    if header_length is not None:
+        try:
+            hl = int(header_length)
+        except ValueError:
+            raise ProtocolError(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+        if not 0 < hl <= len(body):
+            raise ProtocolError(f"{HEADER_LENGTH} is {hl} but the body has {len(body)} bytes")
+        head, binary = body[:hl], memoryview(body)[hl:]
+    else:
+        head, binary = body, memoryview(b"")
+    try:
+        req = json.loads(head)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        hint = (
+            ""
+            if header_length is not None or b"binary_data_size" not in body[:4096]
+            else (f" (binary tensor data needs the {HEADER_LENGTH} header)")
+        )
+        raise ProtocolError(f"request JSON is malformed: {e}{hint}") from None
+    if not isinstance(req, dict):
+        raise ProtocolError("request JSON must be an object with an 'inputs' list")
+    raw_inputs = req.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise ProtocolError("request JSON needs a non-empty 'inputs' list")
+    params = req.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise ProtocolError("request 'parameters' must be an object")
+    inputs: dict[str, np.ndarray] = {}
+    datatypes: dict[str, str] = {}
+    pos = 0
+    for i, t in enumerate(raw_inputs):
+        if not isinstance(t, dict):
+            raise ProtocolError(f"inputs[{i}] must be an object with name, datatype, shape")
+        name = t.get("name")
+        if not isinstance(name, str) or not name:
+            raise ProtocolError(f"inputs[{i}] has no 'name'")
+        if name in inputs:
+            raise ProtocolError(f"input '{name}' appears twice")
+        datatype = t.get("datatype")
+        if datatype not in KNOWN_DATATYPES:
+            raise ProtocolError(f"input '{name}': unknown datatype {datatype!r}")
+        shape = t.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            raise ProtocolError(f"input '{name}': 'shape' must be a list of integers, got {shape!r}")
+        if any(d < 0 for d in shape):
+            raise ProtocolError(f"input '{name}': negative dimension in shape {shape}")
+        count = math.prod(shape)
+        tparams = t.get("parameters") or {}
+        if not isinstance(tparams, dict):
+            raise ProtocolError(f"input '{name}': 'parameters' must be an object")
+        if "shared_memory_region" in tparams:
+            raise ProtocolError(f"input '{name}': shared-memory inputs are not supported by this server")
+        size = tparams.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise ProtocolError(f"input '{name}': binary_data_size must be a non-negative integer")
+            if pos + size > len(binary):
+                raise ProtocolError(
+                    f"input '{name}': binary_data_size {size} runs past the {len(binary)} binary bytes in the body"
+                )
+            chunk = binary[pos : pos + size]
+            pos += size
+            if datatype == "BYTES":
+                arr = _bytes_tensor(chunk, count, name)
+            elif datatype == "BF16":
+                raise ProtocolError(f"input '{name}': datatype BF16 is not supported by this server")
+            else:
+                dt = _WIRE_DTYPES[datatype]
+                if size != count * dt.itemsize:
+                    raise ProtocolError(
+                        f"input '{name}': binary_data_size is {size} bytes but shape {shape} of {datatype} "
+                        f"needs {count * dt.itemsize}"
+                    )
+                arr = np.frombuffer(chunk, dtype=dt)
+                if dt.kind == "b":
+                    arr = np.frombuffer(chunk, dtype=np.uint8) != 0
+                elif not dt.isnative:
+                    arr = arr.astype(dt.newbyteorder("="))
+        elif "data" in t:
+            arr = _json_data(t["data"], datatype, count, name)
+        else:
+            raise ProtocolError(f"input '{name}': neither 'data' nor parameters.binary_data_size given")
+        inputs[name] = arr.reshape(shape)
+        datatypes[name] = datatype
+    if pos != len(binary):
+        raise ProtocolError(
+            f"body has {len(binary) - pos} binary bytes after the declared inputs (binary_data_size values "
+            f"sum to {pos})"
+        )
+    outputs = None
+    if "outputs" in req:
+        raw_out = req["outputs"]
+        if not isinstance(raw_out, list):
+            raise ProtocolError("request 'outputs' must be a list")
+        outputs = []
+        for j, o in enumerate(raw_out):
+            if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+                raise ProtocolError(f"outputs[{j}] must be an object with a 'name'")
+            op = o.get("parameters") or {}
+            if not isinstance(op, dict):
+                raise ProtocolError(f"output '{o['name']}': 'parameters' must be an object")
+            if op.get("classification"):
+                raise ProtocolError(f"output '{o['name']}': the classification extension is not supported")
+            if "shared_memory_region" in op:
+                raise ProtocolError(f"output '{o['name']}': shared-memory outputs are not supported by this server")
+            outputs.append(RequestedOutput(o["name"], bool(op.get("binary_data", False))))
+    rid = req.get("id")
+    return InferRequest(
+        inputs=inputs,
+        datatypes=datatypes,
+        id=None if rid is None else str(rid),
+        outputs=outputs,
+        binary_output=bool(params.get("binary_data_output", False)),
+        parameters=params,
+    )
+
+
+def encode_infer_response(
+    model_name: str,
+    model_version: str,
+    request_id: str | None,
+    outputs: list[tuple[str, np.ndarray, bool]],
+) -> tuple[bytes, dict[str, str]]:
+    """Body and headers of an inference response; ``outputs`` are ``(name, array, binary)``."""
+    entries, blobs = [], []
+    for name, arr, binary in outputs:
+        arr = np.ascontiguousarray(arr)
+        entry: dict[str, Any] = {
+            "name": name,
+            "datatype": NUMPY_TO_KSERVE[arr.dtype.name],
+            "shape": [int(d) for d in arr.shape],
+        }
+        if binary:
+            raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = arr.reshape(-1).tolist()
+        entries.append(entry)
+    resp: dict[str, Any] = {"model_name": model_name, "model_version": model_version, "outputs": entries}
+    if request_id is not None:
+        resp["id"] = request_id
+    head = json.dumps(resp, separators=(",", ":")).encode()
+    if not blobs:
+        return head, {"Content-Type": "application/json"}
+    return b"".join([head, *blobs]), {
+        "Content-Type": "application/octet-stream",
+        HEADER_LENGTH: str(len(head)),
+    }
+
+
+def error_body(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()

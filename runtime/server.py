@@ -1,0 +1,633 @@
+"""``gtc serve``: a KServe v2 / Open Inference Protocol server with graph-aware dynamic batching.
+
+Endpoints (HTTP, FastAPI + uvicorn): ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2``,
+``/v2/models/{name}``, ``/v2/models/{name}/ready``, ``/v2/models/{name}/config`` (Triton's model
+configuration extension, carrying ``gtcompress_input_spec``), ``POST /v2/models/{name}/infer``
+(each also under ``/versions/{v}``), and ``GET /metrics`` (Prometheus) when enabled. Tensors
+travel as JSON or with Triton's binary tensor data extension (:mod:`runtime.protocol`), so
+``tritonclient.http`` works in its default binary mode and in JSON mode.
+
+Request format — the same model, inputs and output as Triton serving the repository written by
+``gtc export --triton-repo`` (our model metadata lists exactly the exported ONNX inputs):
+
+* **Full input set** (what :func:`runtime.client.make_inputs` builds and what Triton needs): every
+  input of the model metadata — ``x``, ``edge_index``, [``edge_attr``], ``batch``, ``node_counts``,
+  ``pe_*`` and the attention layout tensors. It is taken as already pre-processed (TEDDY applied,
+  PE computed) exactly as Triton would take it. The layout tensors are checked for consistent
+  sizes but rebuilt after merging, since merging requests renumbers nodes and graphs.
+* **Raw graphs** (our server only, for clients without the spec): any subset holding ``x``,
+  ``edge_index`` and ``edge_attr`` (if the model has edge features), optionally ``batch`` and/or
+  ``node_counts`` (several graphs in one request) and ``pe_*``. The server runs the deployed
+  pre-processing: TEDDY if the model was fine-tuned on sparsified graphs, PE, layout.
+
+So one tritonclient program (``make_inputs`` → ``InferInput`` → ``infer``) gets the same answer
+from both servers, and batching still works because ``x``/``edge_index``/``batch`` are always among
+the inputs. The output ``output`` is per node ``[N, out]`` or per graph ``[B, out]`` of the request.
+
+Every request is decoded and validated before it is queued (a bad one gets HTTP 400 naming the
+input and the problem, and never reaches the model); accepted requests are merged by
+:class:`runtime.batcher.DynamicBatcher`; on shutdown uvicorn stops accepting, in-flight requests
+finish, then the batcher drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gtcompress.preprocess.batching import NumpyGraph, graph_ptr
+from gtcompress.preprocess.layouts import node_counts as count_nodes
+from gtcompress.preprocess.pe import laplacian_pe, rwse
+from runtime.batcher import BatchConfig, BatchItem, DynamicBatcher
+from runtime.errors import (
+    BatchVectorError,
+    DTypeError,
+    GraphTooLargeError,
+    InputError,
+    ModelNotFoundError,
+    ProtocolError,
+    ShapeError,
+)
+from runtime.graphs import apply_teddy, check_batch_vector, prepare_validated, validate_graph
+from runtime.protocol import HEADER_LENGTH, InferRequest, decode_body, encode_infer_response, parse_infer_request
+from runtime.session import GraphSession
+from runtime.spec import NUMPY_TO_KSERVE
+
+log = logging.getLogger("gtcompress.serve")
+
+SERVER_NAME = "gtcompress"
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "parameters"]
+INLINE_BODY_BYTES = 64 * 1024  # smaller requests are decoded on the event loop, larger in a thread
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Hard per-request maxima: a request above them gets 400 (soft batch limits only split batches)."""
+
+    max_nodes: int = 1_000_000
+    max_edges: int = 10_000_000
+    max_graphs: int = 100_000
+    max_body_bytes: int = 512 * 1024 * 1024
+
+
+@dataclass
+class ServedModel:
+    """A session under a name, with its batcher and the metadata the protocol reports."""
+
+    name: str
+    session: GraphSession
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    version: str = "1"
+    batcher: DynamicBatcher | None = None
+
+    def __post_init__(self) -> None:
+        lim = self.session.limits  # a TensorRT profile bounds what one merged call may hold
+        self.batch = replace(
+            self.batch,
+            max_nodes=min(self.batch.max_nodes, lim.max_nodes or self.batch.max_nodes),
+            max_edges=min(self.batch.max_edges, lim.max_edges or self.batch.max_edges),
+            max_graphs=min(self.batch.max_graphs, lim.max_graphs or self.batch.max_graphs),
+        )
+        self.inputs = {t.name: t for t in self.session.get_inputs()}
+        self.required = [n for n in ("x", "edge_index", "edge_attr") if n in self.inputs]
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": self.session.platform,
+            "inputs": [_tensor_meta(t.name, t.dtype, t.shape) for t in self.session.get_inputs()],
+            "outputs": [_tensor_meta(t.name, t.dtype, t.shape) for t in self.session.get_outputs()],
+        }
+
+    def config(self) -> dict[str, Any]:
+        """Triton's model configuration JSON for the same model (as ``GET .../config`` returns it)."""
+
+        def tensor(t: Any) -> dict[str, Any]:
+            return {"name": t.name, "data_type": f"TYPE_{NUMPY_TO_KSERVE[t.dtype]}", "dims": list(t.shape)}
+
+        spec = dict(self.session.spec)
+        if self.session.model.teddy is not None:  # clients building full input sets must sparsify too
+            spec.setdefault("teddy", self.session.model.teddy.to_dict())
+        return {
+            "name": self.name,
+            "platform": self.session.platform,
+            "backend": "onnxruntime" if self.session.platform == "onnxruntime_onnx" else "tensorrt",
+            "max_batch_size": 0,
+            "input": [tensor(t) for t in self.session.get_inputs()],
+            "output": [tensor(t) for t in self.session.get_outputs()],
+            "parameters": {"gtcompress_input_spec": {"string_value": json.dumps(spec)}},
+            "dynamic_batching": None
+            if not self.batch.enabled
+            else {"graph_aware": True, "max_queue_delay_microseconds": int(self.batch.max_delay_ms * 1000)},
+        }
+
+
+def _tensor_meta(name: str, dtype: str, shape: list[int]) -> dict[str, Any]:
+    return {"name": name, "datatype": NUMPY_TO_KSERVE.get(dtype, dtype.upper()), "shape": list(shape)}
+
+
+# ---------------------------------------------------------------------------------- request → graph
+def request_graph(req: InferRequest, model: ServedModel, limits: ServerLimits) -> tuple[NumpyGraph, int, bool]:
+    """The request's graphs as one validated union, its graph count, and whether it came pre-processed."""
+    for name, arr in req.inputs.items():
+        info = model.inputs.get(name)
+        if info is None:
+            raise ProtocolError(
+                f"input '{name}' is not an input of model '{model.name}'; its inputs are {', '.join(model.inputs)}"
+            )
+        want = NUMPY_TO_KSERVE[info.dtype]
+        if req.datatypes[name] != want:
+            raise DTypeError(name, f"datatype {req.datatypes[name]} does not match the model's {want}")
+        if arr.ndim != len(info.shape) or any(d >= 0 and d != a for d, a in zip(info.shape, arr.shape, strict=True)):
+            raise ShapeError(name, f"shape {list(arr.shape)} does not match the model's {info.shape} (-1: any)")
+    for name in model.required:
+        if name not in req.inputs:
+            needs = ", ".join(model.required)
+            raise ShapeError(name, f"required input is missing (model '{model.name}' needs {needs})")
+    if req.outputs is not None:
+        outs = {t.name for t in model.session.get_outputs()}
+        for o in req.outputs:
+            if o.name not in outs:
+                have = ", ".join(sorted(outs))
+                raise ProtocolError(f"output '{o.name}' is not an output of model '{model.name}'; it has {have}")
+    full = all(n in req.inputs for n in model.inputs)
+    x = req.inputs["x"]
+    n = int(x.shape[0])
+    e = int(req.inputs["edge_index"].shape[1])
+    b_hint = int(req.inputs["node_counts"].shape[0]) if "node_counts" in req.inputs else 1
+    for what, value, limit in (("nodes", n, limits.max_nodes), ("edges", e, limits.max_edges)):
+        if value > limit:
+            raise GraphTooLargeError(
+                "x" if what == "nodes" else "edge_index", f"request has {value} {what}, above this server's {limit}"
+            )
+    if b_hint > limits.max_graphs:
+        raise GraphTooLargeError("node_counts", f"request has {b_hint} graphs, above this server's {limits.max_graphs}")
+    batch = req.inputs.get("batch")
+    counts = req.inputs.get("node_counts")
+    if batch is not None:
+        batch = check_batch_vector(batch, n)
+    if counts is not None:
+        counts = np.asarray(counts, dtype=np.int64)
+        if (counts <= 0).any():
+            raise BatchVectorError("node_counts", "every graph needs at least one node (a count is <= 0)")
+        if int(counts.sum()) != n:
+            raise BatchVectorError("node_counts", f"counts sum to {int(counts.sum())} but x has {n} nodes")
+        if batch is None:
+            batch = np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts)
+        elif not np.array_equal(count_nodes(batch, n, counts.shape[0]), counts):
+            raise BatchVectorError("node_counts", "does not match the graph sizes given by 'batch'")
+    num_graphs = 1 if batch is None else (int(batch[-1]) + 1 if batch.size else 1)
+    _check_layout(req.inputs, n, e, num_graphs)
+    spec = model.session.spec
+    g = NumpyGraph(
+        x=x,
+        edge_index=req.inputs["edge_index"],
+        edge_attr=req.inputs.get("edge_attr"),
+        batch=batch,
+        pe={k[3:]: v for k, v in req.inputs.items() if k.startswith("pe_")},
+    )
+    g = validate_graph(g, spec)
+    if not full and model.session.model.teddy is not None:
+        g = apply_teddy(g, model.session.model.teddy, spec)
+    model.session.limits.check(g.num_nodes, g.num_edges, num_graphs, what="request")
+    return g, num_graphs, full
+
+
+def _check_layout(inputs: dict[str, np.ndarray], n: int, e: int, b: int) -> None:
+    """Sizes of supplied layout tensors must agree with the graph (they are rebuilt, not trusted)."""
+    want = {"node_slot": (0, n), "nbr_src": (0, n), "nbr_edge": (0, n), "nbr_mask": (0, n)}
+    want.update({"rowptr": (0, n + 1), "col": (0, e), "perm": (0, e), "pad_mask": (0, b), "node_counts": (0, b)})
+    for name, (axis, size) in want.items():
+        a = inputs.get(name)
+        if a is not None and a.shape[axis] != size:
+            raise ShapeError(name, f"dimension {axis} is {a.shape[axis]} but the graph implies {size}")
+
+
+def ensure_pe(g: NumpyGraph, spec: dict[str, Any], num_graphs: int) -> NumpyGraph:
+    """Compute the model's PE kinds the graph does not carry (per request, so merging just concatenates)."""
+    missing = [k for k in sorted(spec.get("pe") or {}) if k not in g.pe]
+    if not missing:
+        return g
+    ptr = graph_ptr(g.batch, g.num_nodes, num_graphs)
+    pe = dict(g.pe)
+    for kind in missing:
+        fn = laplacian_pe if kind == "lap" else rwse
+        pe[kind] = fn(g.edge_index, ptr, int(spec["pe"][kind]))
+    return NumpyGraph(g.x, g.edge_index, g.edge_attr, g.batch, pe)
+
+
+# ---------------------------------------------------------------------------------- the model call
+def run_items(model: ServedModel, items: Sequence[BatchItem]) -> list[np.ndarray]:
+    """One model call over the union of ``items``; one output slice per item (worker thread)."""
+    prepared = prepare_validated([it.graph for it in items], model.session.model)
+    prepared.graphs = [it.num_graphs for it in items]
+    out = model.session.run_inputs(prepared.inputs)[model.session.output_name]
+    sizes = prepared.nodes if model.session.node_level else prepared.graphs
+    bounds = np.cumsum(np.asarray(sizes, dtype=np.int64))[:-1]
+    return np.split(out, bounds)
+
+
+# ---------------------------------------------------------------------------------- metrics
+class Metrics:
+    """Prometheus metrics in a registry of this app's own (several servers can share a process)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "gtc_inference_requests", "Inference requests by outcome", ["model", "outcome"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "gtc_inference_request_seconds",
+            "Inference request latency (decode to response)",
+            ["model"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+            registry=self.registry,
+        )
+        self.batch_requests = Histogram(
+            "gtc_batch_requests",
+            "Requests merged into one model call",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        self.batch_graphs = Histogram(
+            "gtc_batch_graphs",
+            "Graphs in one model call",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
+            registry=self.registry,
+        )
+        self.model_seconds = Histogram(
+            "gtc_model_call_seconds", "Merge + layout + model run per batch", ["model"], registry=self.registry
+        )
+        self.pending = Gauge("gtc_queue_pending", "Requests waiting for the model", ["model"], registry=self.registry)
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+# ---------------------------------------------------------------------------------- the app
+def create_app(
+    models: dict[str, GraphSession] | Sequence[ServedModel],
+    batch: BatchConfig | None = None,
+    *,
+    metrics: bool = False,
+    limits: ServerLimits | None = None,
+    warmup: bool = True,
+) -> Any:
+    """The FastAPI app serving ``models`` (``{name: session}`` or :class:`ServedModel`s)."""
+    batch = batch or BatchConfig()
+    limits = limits or ServerLimits()
+    served: dict[str, ServedModel] = {}
+    if isinstance(models, dict):
+        for name, sess in models.items():
+            served[name] = ServedModel(name, sess, batch)
+    else:
+        served = {m.name: m for m in models}
+    mx = Metrics() if metrics else None
+    state = {"ready": False}
+
+    def lookup(name: str, version: str | None = None) -> ServedModel:
+        m = served.get(name)
+        if m is None:
+            raise ModelNotFoundError(f"unknown model '{name}'; this server has {', '.join(sorted(served)) or 'none'}")
+        if version not in (None, "", m.version):
+            raise ModelNotFoundError(f"model '{name}' has no version '{version}' (served: {m.version})")
+        return m
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        for m in served.values():
+            if warmup:
+                _warmup(m)
+            on_batch = None
+            if mx is not None:
+                on_batch = _observer(mx, m.name)
+                mx.pending.labels(m.name).set_function(lambda m=m: m.batcher.pending if m.batcher else 0)
+            m.batcher = DynamicBatcher(lambda items, m=m: run_items(m, items), m.batch, on_batch)
+            m.batcher.start()
+        state["ready"] = True
+        log.info("ready: %s", ", ".join(f"{m.name} ({m.session.providers[0]})" for m in served.values()))
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            for m in served.values():
+                if m.batcher is not None:
+                    await m.batcher.close()
+
+    app = FastAPI(title="gtcompress inference server", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.gtc = state
+    app.state.models = served
+
+    def error(status: int, message: str) -> Response:
+        return Response(json.dumps({"error": message}), status_code=status, media_type="application/json")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> Response:
+        return error(400, f"bad request: {exc.errors()}")
+
+    @app.exception_handler(ModelNotFoundError)
+    async def _not_found(request: Request, exc: ModelNotFoundError) -> Response:
+        return error(404, str(exc))
+
+    def ok(payload: dict[str, Any]) -> Response:
+        return Response(json.dumps(payload), media_type="application/json")
+
+    @app.get("/v2/health/live")
+    async def live() -> Response:
+        return ok({"live": True})
+
+    @app.get("/v2/health/ready")
+    async def ready() -> Response:
+        return ok({"ready": True}) if state["ready"] else error(503, "server is not ready")
+
+    @app.get("/v2")
+    async def server_metadata() -> Response:
+        from gtcompress import __version__
+
+        return ok({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
+
+    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def model_metadata(name: str, version: str | None = None) -> Response:
+        return ok(lookup(name, version).metadata())
+
+    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_ready(name: str, version: str | None = None) -> Response:
+        m = lookup(name, version)
+        if state["ready"] and m.batcher is not None and m.batcher.running:
+            return ok({"name": name, "ready": True})
+        return error(503, f"model '{name}' is not ready")
+
+    @app.get("/v2/models/{name}/config")
+    @app.get("/v2/models/{name}/versions/{version}/config")
+    async def model_config(name: str, version: str | None = None) -> Response:
+        return ok(lookup(name, version).config())
+
+    async def handle_infer(
+        name: str, version: str | None, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """One inference request → (status, body, headers); shared by the fast path and the route."""
+        start = time.perf_counter()
+        outcome = "error"
+        try:
+            m = lookup(name, version)
+            if len(body) > limits.max_body_bytes:
+                return _error(413, f"request body of {len(body)} bytes exceeds {limits.max_body_bytes}")
+            body = decode_body(body, headers.get("content-encoding"))
+            header_len = headers.get(HEADER_LENGTH.lower())
+
+            def decode() -> tuple[InferRequest, NumpyGraph, int]:
+                req = parse_infer_request(body, header_len)
+                g, num_graphs, _ = request_graph(req, m, limits)
+                return req, ensure_pe(g, m.session.spec, num_graphs), num_graphs
+
+            if len(body) <= INLINE_BODY_BYTES and not _needs_work_cheap(body, m):
+                req, g, num_graphs = decode()  # small and cheap: faster than a thread hop
+            else:
+                req, g, num_graphs = await asyncio.to_thread(decode)
+            if not state["ready"] or m.batcher is None:
+                return _error(503, "server is shutting down")
+            out = await m.batcher.submit(g, num_graphs)
+            outs = [(n, out, req.wants_binary(n)) for n in _output_names(req, m)]
+            payload, resp_headers = encode_infer_response(m.name, m.version, req.id, outs)
+            outcome = "success"
+            return 200, payload, resp_headers
+        except ModelNotFoundError as e:
+            return _error(404, str(e))
+        except (ProtocolError, InputError) as e:
+            return _error(400, str(e))
+        except RuntimeError as e:
+            if "batcher is not running" in str(e):
+                return _error(503, "server is shutting down")
+            log.exception("inference failed")
+            return _error(500, f"inference failed: {e}")
+        except Exception as e:  # never let one request take the server down
+            log.exception("inference failed")
+            return _error(500, f"inference failed: {type(e).__name__}: {e}")
+        finally:
+            if mx is not None and name in served:
+                mx.requests.labels(name, outcome).inc()
+                mx.latency.labels(name).observe(time.perf_counter() - start)
+
+    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer(name: str, request: Request, version: str | None = None) -> Response:
+        status, payload, headers = await handle_infer(name, version, await request.body(), dict(request.headers))
+        return Response(payload, status_code=status, headers=headers)
+
+    if mx is not None:
+
+        @app.get("/metrics")
+        async def prometheus() -> Response:
+            data, ctype = mx.render()
+            return Response(data, media_type=ctype)
+
+    return FastInferApp(app, handle_infer)
+
+
+class FastInferApp:
+    """ASGI wrapper that serves ``POST .../infer`` directly and everything else through FastAPI.
+
+    On the hot path FastAPI's routing, request object and middleware cost about as much as
+    decoding and validating a small graph; this skips them (same handler, same responses)."""
+
+    _PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+
+    def __init__(self, app: FastAPI, handle: Any) -> None:
+        self.app, self.handle = app, handle
+
+    @property
+    def state(self) -> Any:
+        return self.app.state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = self._PATH.fullmatch(scope["path"])
+            if match:
+                chunks = []
+                more = True
+                while more:
+                    msg = await receive()
+                    if msg["type"] == "http.disconnect":
+                        return
+                    chunks.append(msg.get("body", b""))
+                    more = msg.get("more_body", False)
+                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+                name, version = urllib.parse.unquote(match[1]), match[2] and urllib.parse.unquote(match[2])
+                status, body, out_headers = await self.handle(name, version, b"".join(chunks), headers)
+                raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in out_headers.items()]
+                raw.append((b"content-length", str(len(body)).encode()))
+                await send({"type": "http.response.start", "status": status, "headers": raw})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def _error(status: int, message: str) -> tuple[int, bytes, dict[str, str]]:
+    return status, json.dumps({"error": message}).encode(), {"content-type": "application/json"}
+
+
+def _needs_work_cheap(body: bytes, m: ServedModel) -> bool:
+    """Whether decoding may compute PE or TEDDY, judged from the JSON header alone (no parse)."""
+    spec = m.session.spec
+    head = body[:4096]
+    if any(f'"pe_{k}"'.encode() not in head for k in spec.get("pe") or {}):
+        return True
+    return m.session.model.teddy is not None and b'"node_counts"' not in head
+
+
+def _output_names(req: InferRequest, m: ServedModel) -> list[str]:
+    if req.outputs is not None:
+        return [o.name for o in req.outputs]
+    return [m.session.output_name]
+
+
+def _observer(mx: Metrics, name: str) -> Any:
+    def observe(items: Sequence[BatchItem], seconds: float) -> None:
+        mx.batch_requests.labels(name).observe(len(items))
+        mx.batch_graphs.labels(name).observe(sum(it.num_graphs for it in items))
+        mx.model_seconds.labels(name).observe(seconds)
+
+    return observe
+
+
+def _warmup(m: ServedModel) -> None:
+    """One small call so the first request does not pay ONNX Runtime's lazy initialisation."""
+    from gtcompress.preprocess.random_graphs import random_graph
+
+    spec = m.session.spec
+    g = random_graph(np.random.default_rng(0), 4, 8, spec["x"], spec.get("edge_attr"))
+    try:
+        m.session.run([g])
+    except Exception as e:  # a warm-up failure is not fatal; requests will report it
+        log.warning("warm-up of %s failed: %s", m.name, e)
+
+
+# ---------------------------------------------------------------------------------- running it
+def _uvicorn_server(app: Any, host: str, port: int, log_level: str, graceful_s: float) -> Any:
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            app.state.gtc["ready"] = False  # readiness drops at once; in-flight requests still finish
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=graceful_s,
+        lifespan="on",
+        backlog=2048,
+    )
+    return _Server(config)
+
+
+def serve(
+    path: str | Path | GraphSession,
+    name: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    batch: BatchConfig | None = None,
+    metrics: bool = False,
+    providers: list[str] | None = None,
+    threads: int | None = None,
+    limits: ServerLimits | None = None,
+    log_level: str = "warning",
+    graceful_s: float = 30.0,
+) -> None:
+    """Load ``path`` (or take a session) and serve it until SIGINT/SIGTERM, then drain in-flight requests."""
+    # no spinning: the event loop decodes requests on the cores ONNX Runtime's idle threads would spin on
+    sess = path if isinstance(path, GraphSession) else GraphSession(path, providers, threads=threads, spinning=False)
+    model_name = name or default_model_name(sess.path)
+    app = create_app([ServedModel(model_name, sess, batch or BatchConfig())], metrics=metrics, limits=limits)
+    _uvicorn_server(app, host, port, log_level, graceful_s).run()
+
+
+def default_model_name(path: str | Path) -> str:
+    p = Path(path)
+    if p.name in ("model.onnx", "model.plan") and p.parent.name.isdigit():
+        return p.parent.parent.name  # Triton repository layout: <name>/<version>/model.onnx
+    return p.stem if p.is_file() or p.suffix else p.name
+
+
+class BackgroundServer:
+    """Serve an app from a thread on loopback (tests, notebooks); ``with`` stops and drains it."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+        self.app, self.host = app, host
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
+        # without it every response waits ~40 ms for a delayed ACK (headers and body are two writes).
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.port = int(self.sock.getsockname()[1])
+        self.server = _uvicorn_server(app, host, self.port, log_level, graceful_s=10.0)
+        self.thread = threading.Thread(target=self._run, name="gtc-serve", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _run(self) -> None:
+        self.server.run(sockets=[self.sock])
+
+    def start(self, timeout: float = 30.0) -> BackgroundServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not (self.server.started and self.app.state.gtc["ready"]):
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.app.state.gtc["ready"] = False
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def background_server(app: Any, host: str = "127.0.0.1") -> Iterator[BackgroundServer]:
+    with BackgroundServer(app, host) as s:
+        yield s

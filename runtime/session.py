@@ -1,0 +1,185 @@
+"""``GraphSession``: run an exported graph model on raw graphs, without torch.
+
+Feels like ONNX Runtime's ``InferenceSession`` (a path and an ordered provider list) but takes
+graphs, not tensors::
+
+    sess = GraphSession("gt.onnx")                      # TensorRT EP > CUDA EP > CPU
+    outs = sess.run([g1, g2, g3])                       # one output array per graph
+    sess = GraphSession("gt.plan")                      # a TensorRT engine (needs TensorRT + GPU)
+
+Per call: each graph is validated against the input spec in the model's metadata (dtype, shape,
+edge ids in range, finite features, categorical values in range — :mod:`runtime.errors`),
+sparsified with TEDDY if the model was fine-tuned that way, merged into one disjoint union
+(offset edge ids, ``batch`` vector), turned into the model's inputs (PE, attention layout) by
+:func:`gtcompress.preprocess.inputs.build_inputs`, run once, and the output split back per graph:
+node-level ``[n_i, out]``, graph-level ``[out]`` (``[g_i, out]`` for an item that is itself a
+union with a ``batch`` vector). :meth:`GraphSession.prepare` and :meth:`GraphSession.run_inputs`
+expose the two halves (the profiler times them separately).
+
+``threads``/``inter_op_threads`` set ONNX Runtime's thread pools; ``spinning=False`` stops idle
+intra-op threads from busy-waiting, which a server (whose event loop needs the same cores) wants.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gtcompress.preprocess.batching import NumpyGraph
+from runtime.backends import Backend, OrtBackend, ProviderArg, TensorInfo, TensorRTBackend
+from runtime.errors import SessionError, ShapeError
+from runtime.graphs import Limits, Prepared, as_numpy_graph, prepare, split_output
+from runtime.spec import ModelSpec, model_spec, plan_metadata
+
+PLAN_SUFFIXES = (".plan", ".engine", ".trt")
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A model file, or the newest ``model.onnx``/``model.plan`` of a Triton repository model directory."""
+    p = Path(path)
+    if p.is_dir():
+        versions = sorted((d for d in p.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name))
+        for d in reversed(versions):
+            for name in ("model.onnx", "model.plan"):
+                if (d / name).is_file():
+                    return d / name
+        raise SessionError(f"{p}: directory holds no <version>/model.onnx or <version>/model.plan")
+    if not p.is_file():
+        raise SessionError(f"model file does not exist: {p}")
+    return p
+
+
+class GraphSession:
+    """A model exported by gtcompress, run on graphs. See the module docstring."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        providers: list[ProviderArg] | None = None,
+        *,
+        spec: dict[str, Any] | None = None,
+        threads: int | None = None,
+        inter_op_threads: int | None = None,
+        session_options: Any = None,
+        limits: Limits | None = None,
+        validate: bool = True,
+        profile_prefix: str | None = None,
+        spinning: bool | None = None,
+    ) -> None:
+        self.path = resolve_model_path(path)
+        self.validate = validate
+        self.backend: Backend
+        if self.path.suffix in PLAN_SUFFIXES:
+            meta = {"input_spec": json.dumps(spec)} if spec is not None else plan_metadata(self.path)
+            self.model: ModelSpec = model_spec(meta, str(self.path))
+            self.backend = TensorRTBackend(self.path, plugin=self.model.spec.get("lowering") == "plugin")
+        else:
+            ort_backend = OrtBackend(
+                self.path,
+                providers,
+                threads=threads,
+                inter_op_threads=inter_op_threads,
+                options=session_options,
+                profile_prefix=profile_prefix,
+                spinning=spinning,
+            )
+            meta = dict(ort_backend.metadata)
+            if spec is not None:
+                meta["input_spec"] = json.dumps(spec)
+            self.model = model_spec(meta, str(self.path))
+            self.backend = ort_backend
+        got = [i.name for i in self.backend.inputs]
+        if sorted(got) != sorted(self.model.inputs):
+            raise SessionError(f"{self.path}: model inputs {got} do not match its input spec {self.model.inputs}")
+        self.limits = _tighter(limits, self.backend.limits)
+
+    # ------------------------------------------------------------------ description
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.model.spec
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return self.model.metadata
+
+    @property
+    def input_names(self) -> list[str]:
+        return self.model.inputs
+
+    @property
+    def output_name(self) -> str:
+        return self.model.output_name
+
+    @property
+    def node_level(self) -> bool:
+        return self.model.node_level
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.backend.providers)
+
+    @property
+    def platform(self) -> str:
+        return self.backend.platform
+
+    def get_inputs(self) -> list[TensorInfo]:
+        order = {n: i for i, n in enumerate(self.model.inputs)}
+        return sorted(self.backend.inputs, key=lambda t: order[t.name])
+
+    def get_outputs(self) -> list[TensorInfo]:
+        return list(self.backend.outputs)
+
+    # ------------------------------------------------------------------ running
+    def prepare(self, graphs: Any | Sequence[Any], *, teddy: bool = True) -> Prepared:
+        """Validate, sparsify (TEDDY), merge and build every model input; no model call."""
+        return prepare(_as_list(graphs), self.model, validate=self.validate, teddy=teddy, limits=self.limits)
+
+    def run_inputs(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model on its full input set (as built by :meth:`prepare` or ``runtime.client.make_inputs``)."""
+        missing = [n for n in self.model.inputs if n not in inputs]
+        if missing:
+            raise ShapeError(missing[0], "missing from the model inputs")
+        self.backend.check_shapes(inputs)
+        return self.backend.run({n: inputs[n] for n in self.model.inputs})
+
+    def run_prepared(self, prepared: Prepared) -> list[np.ndarray]:
+        out = self.run_inputs(prepared.inputs)[self.output_name]
+        return split_output(out, prepared, self.node_level)
+
+    def run(self, graphs: Any | Sequence[Any]) -> list[np.ndarray]:
+        """One output array per graph given (a single graph gives a list of one)."""
+        items = _as_list(graphs)
+        prepared = self.prepare(items)
+        outs = self.run_prepared(prepared)
+        if not self.node_level:  # graph-level: [out] for a plain graph, [g, out] for a union item
+            outs = [o[0] if as_numpy_graph(g).batch is None else o for o, g in zip(outs, items, strict=True)]
+        return outs
+
+    def end_profiling(self) -> str | None:
+        """Path of ONNX Runtime's profile JSON (sessions made with ``profile_prefix``)."""
+        return self.backend.end_profiling()
+
+    def __repr__(self) -> str:
+        return f"GraphSession({str(self.path)!r}, providers={self.providers}, lowering={self.spec.get('lowering')!r})"
+
+
+def _as_list(graphs: Any) -> list[Any]:
+    if isinstance(graphs, (list, tuple)):
+        return list(graphs)
+    if isinstance(graphs, NumpyGraph) or hasattr(graphs, "edge_index") or isinstance(graphs, dict):
+        return [graphs]
+    return list(graphs)
+
+
+def _tighter(a: Limits | None, b: Limits) -> Limits:
+    if a is None:
+        return b
+
+    def lo(u: int | None, v: int | None) -> int | None:
+        return v if u is None else (u if v is None else min(u, v))
+
+    return Limits(lo(a.max_nodes, b.max_nodes), lo(a.max_edges, b.max_edges), lo(a.max_graphs, b.max_graphs))

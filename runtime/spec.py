@@ -1,0 +1,184 @@
+"""What an exported model expects, read from its metadata: the input spec and TEDDY settings.
+
+``exporters.onnx`` stores ``input_spec`` (JSON) in the ONNX ``metadata_props``; a Triton model
+repository carries the same spec as the ``gtcompress_input_spec`` parameter of ``config.pbtxt``.
+TEDDY edge sparsification, when the model was fine-tuned on sparsified graphs, is found under
+``teddy`` (``{"edges": 0.3, "per_graph": true}``), the spec's own ``teddy``/``preprocess.teddy``
+entry, or the compression report's ``preprocess.teddy``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import SessionError
+
+# KServe v2 / Triton tensor datatypes of the numpy dtypes an exported model uses.
+NUMPY_TO_KSERVE = {
+    "bool": "BOOL",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+}
+KSERVE_TO_NUMPY = {v: k for k, v in NUMPY_TO_KSERVE.items()}
+# ONNX Runtime's type strings for the same dtypes.
+ORT_TO_NUMPY = {
+    "tensor(bool)": "bool",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+    "tensor(int16)": "int16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(float16)": "float16",
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+}
+
+
+@dataclass(frozen=True)
+class TeddyConfig:
+    """TEDDY edge sparsification applied to every incoming graph before the model sees it.
+
+    ``threshold`` (TEDDY's global rule, fixed on the training split) drops every non-loop edge
+    scoring below it; otherwise ``ratio`` of each graph's non-loop edges go. ``recompute_pe`` lists
+    the PE kinds to recompute on the sparsified graph (``None``: every PE kind of the model)."""
+
+    ratio: float
+    per_graph: bool = True
+    threshold: float | None = None
+    recompute_pe: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "edges": self.ratio,
+            "per_graph": self.per_graph,
+            "threshold": self.threshold,
+            "pe": None if self.recompute_pe is None else list(self.recompute_pe),
+        }
+
+
+@dataclass
+class ModelSpec:
+    """The input spec plus everything else of the metadata the runtime uses."""
+
+    spec: dict[str, Any]
+    metadata: dict[str, str] = field(default_factory=dict)
+    teddy: TeddyConfig | None = None
+
+    @property
+    def inputs(self) -> list[str]:
+        return list(self.spec["inputs"])
+
+    @property
+    def output_name(self) -> str:
+        return str(self.spec["output"]["name"])
+
+    @property
+    def node_level(self) -> bool:
+        return self.spec["output"]["per"] == "node"
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    return value
+
+
+def teddy_config(metadata: dict[str, Any], spec: dict[str, Any] | None = None) -> TeddyConfig | None:
+    """TEDDY settings from model metadata (or the spec itself); ``None`` when edges are not removed."""
+    candidates: list[Any] = []
+    if spec:
+        candidates += [spec.get("teddy"), (spec.get("preprocess") or {}).get("teddy")]
+    candidates.append(_json(metadata.get("teddy")))
+    pre = _json(metadata.get("preprocess"))
+    if isinstance(pre, dict):
+        candidates.append(pre.get("teddy"))
+    comp = _json(metadata.get("compression"))
+    if isinstance(comp, dict):
+        candidates.append((comp.get("preprocess") or {}).get("teddy"))
+    for c in candidates:
+        if not isinstance(c, dict):
+            continue
+        ratio = float(c.get("edges", c.get("ratio", 0.0)) or 0.0)
+        threshold = c.get("threshold")
+        if ratio <= 0.0:
+            return None
+        pe = c.get("pe")
+        recompute = None if pe is None else tuple(sorted(k for k, v in dict(pe).items() if v))
+        return TeddyConfig(
+            ratio=ratio,
+            per_graph=bool(c.get("per_graph", True)),
+            threshold=None if threshold is None else float(threshold),
+            recompute_pe=recompute,
+        )
+    return None
+
+
+def model_spec(metadata: dict[str, str], source: str) -> ModelSpec:
+    """A :class:`ModelSpec` from ``metadata_props``; ``source`` names the file in errors."""
+    if "input_spec" not in metadata:
+        raise SessionError(f"{source}: no gtcompress input_spec in its metadata (export it with `gtc export`)")
+    spec = _json(metadata["input_spec"])
+    if not isinstance(spec, dict) or "inputs" not in spec or "x" not in spec:
+        raise SessionError(f"{source}: metadata input_spec is not a gtcompress input spec")
+    return ModelSpec(spec, dict(metadata), teddy_config(metadata, spec))
+
+
+def spec_from_pbtxt(text: str) -> dict[str, Any] | None:
+    """The ``gtcompress_input_spec`` parameter of a Triton ``config.pbtxt`` (``None`` if absent)."""
+    m = re.search(r'key:\s*"gtcompress_input_spec"\s*value\s*\{\s*string_value:\s*"((?:[^"\\]|\\.)*)"', text)
+    if not m:
+        return None
+    raw = re.sub(r"\\(.)", r"\1", m.group(1))
+    return json.loads(raw)
+
+
+def plan_metadata(path: Path) -> dict[str, str]:
+    """Metadata of a TensorRT engine, which has no ``metadata_props`` of its own.
+
+    Looked up next to it, in order: ``<engine>.json`` (the ONNX ``metadata_props`` as a JSON
+    object), ``<stem>.onnx`` (its metadata), and a Triton repository's ``../config.pbtxt``."""
+    side = path.with_name(path.name + ".json")
+    if side.is_file():
+        data = json.loads(side.read_text())
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
+    onnx_file = path.with_suffix(".onnx")
+    if onnx_file.is_file():
+        return onnx_metadata(onnx_file)
+    pbtxt = path.parent.parent / "config.pbtxt"
+    if pbtxt.is_file():
+        spec = spec_from_pbtxt(pbtxt.read_text())
+        if spec is not None:
+            return {"input_spec": json.dumps(spec)}
+    raise SessionError(
+        f"{path}: a TensorRT engine carries no input spec; put {side.name} (the ONNX metadata_props as JSON) "
+        f"or {onnx_file.name} next to it, or pass spec="
+    )
+
+
+def onnx_metadata(path: Path) -> dict[str, str]:
+    """``metadata_props`` of an ONNX file via ONNX Runtime (the ``onnx`` package is not needed)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises its own exception types for unreadable models
+        raise SessionError(f"{path}: ONNX Runtime cannot load it: {e}") from None
+    return dict(sess.get_modelmeta().custom_metadata_map)

@@ -1,0 +1,106 @@
+"""Tiny exported models shared by the runtime tests (exported once per session).
+
+The tests may use torch (to build, export and check against the models); ``runtime`` itself
+never imports it — ``test_session.py::test_runtime_imports_without_torch`` checks that.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from exporters.onnx import export_onnx
+from gtcompress.data.base import FeatureSpec
+from gtcompress.graph import GraphBatch
+from gtcompress.models import ModelConfig, build_model
+from gtcompress.models.model import GraphModel
+from gtcompress.preprocess import NumpyGraph
+from gtcompress.preprocess.pe import laplacian_pe, rwse
+from gtcompress.preprocess.random_graphs import random_graph
+
+
+@dataclass
+class Exported:
+    model: GraphModel
+    path: Path
+    spec: dict[str, Any]
+
+    def graphs(self, count: int, seed: int = 0, lo: int = 3, hi: int = 12) -> list[NumpyGraph]:
+        """Random graphs matching the spec (self-loops and duplicate edges included)."""
+        rng = np.random.default_rng(seed)
+        out = []
+        for i in range(count):
+            n = int(rng.integers(lo, hi))
+            out.append(
+                random_graph(rng, n, int(rng.integers(0, 3 * n)), self.spec["x"], self.spec["edge_attr"], i % 2, i % 3)
+            )
+        return out
+
+    def torch_output(self, g: NumpyGraph) -> np.ndarray:
+        """PyTorch forward on one graph alone (PE computed by the shared numpy functions)."""
+        ptr = np.array([0, g.num_nodes], dtype=np.int64)
+        pe = {k: (laplacian_pe if k == "lap" else rwse)(g.edge_index, ptr, v) for k, v in self.spec["pe"].items()}
+        gb = GraphBatch.from_numpy(NumpyGraph(g.x, g.edge_index, g.edge_attr, None, pe))
+        with torch.no_grad():
+            return self.model.eval()(gb).numpy()
+
+
+def _model(cfg: ModelConfig) -> GraphModel:
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.train()
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Exported]:
+    """``node``: categorical x, float edge features, RWSE, dense lowering, node-level.
+    ``graph``: float x, no edge features, LapPE, padded lowering, graph-level.
+    ``teddy``: ``node`` with TEDDY (30 % of edges) recorded in its metadata."""
+    root = tmp_path_factory.mktemp("runtime-models")
+    out: dict[str, Exported] = {}
+    node_cfg = ModelConfig(
+        arch="gt",
+        node_features=FeatureSpec("categorical", 2, [5, 3]),
+        edge_features=FeatureSpec("float", 2),
+        out_dim=3,
+        hidden=16,
+        heads=2,
+        num_layers=1,
+        pe={"rwse": 4},
+        task_level="node",
+    )
+    graph_cfg = ModelConfig(
+        arch="gt",
+        node_features=FeatureSpec("float", 3),
+        out_dim=2,
+        hidden=16,
+        heads=2,
+        num_layers=1,
+        pe={"lap": 2},
+        task_level="graph",
+    )
+    for key, cfg, lowering in (("node", node_cfg, "dense"), ("graph", graph_cfg, "padded")):
+        model = _model(cfg)
+        res = export_onnx(model, root / f"{key}.onnx", lowering, verify_batches=2)
+        out[key] = Exported(model, res.path, res.spec)
+    teddy_path = root / "teddy.onnx"
+    shutil.copyfile(out["node"].path, teddy_path)
+    proto = onnx.load(str(teddy_path))
+    proto.metadata_props.add(key="teddy", value=json.dumps({"edges": 0.3, "per_graph": True}))
+    onnx.save(proto, str(teddy_path))
+    out["teddy"] = Exported(out["node"].model, teddy_path, out["node"].spec)
+    return out

@@ -1,0 +1,135 @@
+"""Disjoint-union batching round trips and the dynamic batcher's scheduling rules."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from gtcompress.preprocess import NumpyGraph, union_graphs
+from gtcompress.preprocess.random_graphs import random_graph
+from runtime.batcher import BatchConfig, BatchItem, DynamicBatcher
+from runtime.graphs import Prepared, merge_graphs, split_output
+
+SPEC_X = {"kind": "float", "dim": 3, "cardinalities": []}
+SPEC_E = {"kind": "float", "dim": 2, "cardinalities": []}
+
+
+def _graphs(count: int, seed: int = 0) -> list[NumpyGraph]:
+    rng = np.random.default_rng(seed)
+    return [
+        random_graph(rng, int(rng.integers(1, 9)), int(rng.integers(0, 20)), SPEC_X, SPEC_E, i % 2, i % 3)
+        for i in range(count)
+    ]
+
+
+def test_merge_then_split_round_trip() -> None:
+    graphs = _graphs(7)
+    merged = merge_graphs(graphs)
+    assert merged.num_nodes == sum(g.num_nodes for g in graphs)
+    assert merged.num_graphs == len(graphs)
+    counts = np.bincount(merged.batch)
+    np.testing.assert_array_equal(counts, [g.num_nodes for g in graphs])
+    # edges stay inside their own graph and map back to the original ids
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    edge_graph = merged.batch[merged.edge_index[0]]
+    np.testing.assert_array_equal(edge_graph, merged.batch[merged.edge_index[1]])
+    pos = 0
+    for i, g in enumerate(graphs):
+        ei = merged.edge_index[:, pos : pos + g.num_edges] - offsets[i]
+        np.testing.assert_array_equal(ei, g.edge_index)
+        np.testing.assert_array_equal(merged.edge_attr[pos : pos + g.num_edges], g.edge_attr)
+        pos += g.num_edges
+    node_out = np.arange(merged.num_nodes)[:, None] * np.ones((1, 2))
+    prepared = Prepared({}, [g.num_nodes for g in graphs], [1] * len(graphs))
+    parts = split_output(node_out, prepared, node_level=True)
+    for i, (g, part) in enumerate(zip(graphs, parts, strict=True)):
+        assert part.shape == (g.num_nodes, 2)
+        np.testing.assert_array_equal(part[:, 0], np.arange(g.num_nodes) + offsets[i])
+    graph_parts = split_output(np.arange(len(graphs))[:, None], prepared, node_level=False)
+    assert [int(p[0, 0]) for p in graph_parts] == list(range(len(graphs)))
+
+
+def test_merge_of_unions_matches_flat_union() -> None:
+    graphs = _graphs(9, seed=1)
+    a, b, c = union_graphs(graphs[:3]), graphs[3], union_graphs(graphs[4:])
+    merged = merge_graphs([a, b, c])
+    flat = union_graphs(graphs)
+    for field in ("x", "edge_index", "edge_attr", "batch"):
+        np.testing.assert_array_equal(getattr(merged, field), getattr(flat, field))
+    prepared = Prepared({}, [a.num_nodes, b.num_nodes, c.num_nodes], [3, 1, 5])
+    parts = split_output(np.arange(9)[:, None], prepared, node_level=False)
+    assert [p.ravel().tolist() for p in parts] == [[0, 1, 2], [3], [4, 5, 6, 7, 8]]
+
+
+def _item_graph(n: int, tag: float) -> NumpyGraph:
+    return NumpyGraph(np.full((n, 1), tag, np.float32), np.zeros((2, 0), np.int64))
+
+
+async def _drive(cfg: BatchConfig, sizes: list[int], fail_tag: float | None = None, delay: float = 0.0):
+    calls: list[list[int]] = []
+
+    def run(items: list[BatchItem]) -> list[np.ndarray]:
+        calls.append([it.nodes for it in items])
+        if delay:
+            time.sleep(delay)
+        if fail_tag is not None and any(float(it.graph.x[0, 0]) == fail_tag for it in items):
+            raise ValueError("poisoned")
+        return [it.graph.x[:, 0].copy() for it in items]
+
+    b = DynamicBatcher(run, cfg)
+    b.start()
+    tasks = [asyncio.ensure_future(b.submit(_item_graph(n, float(i)), 1)) for i, n in enumerate(sizes)]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    await b.close()
+    return calls, results
+
+
+def test_batcher_merges_within_limits_and_returns_each_its_own() -> None:
+    cfg = BatchConfig(max_nodes=10, max_edges=100, max_graphs=100, max_requests=100, max_delay_ms=20)
+    calls, results = asyncio.run(_drive(cfg, [3, 3, 3, 3, 25, 2]))
+    assert all(sum(c) <= 10 or len(c) == 1 for c in calls)  # the 25-node item runs alone
+    assert [25] in calls
+    assert sum(len(c) for c in calls) == 6 and len(calls) < 6
+    for i, r in enumerate(results):
+        assert isinstance(r, np.ndarray) and np.all(r == i)
+
+
+def test_batcher_disabled_runs_one_request_per_call() -> None:
+    calls, results = asyncio.run(_drive(BatchConfig.disabled(), [2, 2, 2, 2]))
+    assert calls == [[2], [2], [2], [2]]
+    assert [int(r[0]) for r in results] == [0, 1, 2, 3]
+
+
+def test_batcher_isolates_a_failing_item() -> None:
+    cfg = BatchConfig(max_delay_ms=20)
+    calls, results = asyncio.run(_drive(cfg, [2, 2, 2, 2], fail_tag=2.0))
+    assert isinstance(results[2], ValueError)
+    assert [int(r[0]) for i, r in enumerate(results) if i != 2] == [0, 1, 3]
+    assert len(calls[0]) > 1  # merged first, then retried alone
+
+
+def test_batcher_drains_on_close_and_refuses_afterwards() -> None:
+    async def main() -> tuple[list, list]:
+        done: list[int] = []
+
+        def run(items: list[BatchItem]) -> list[np.ndarray]:
+            time.sleep(0.01)
+            done.extend(int(it.graph.x[0, 0]) for it in items)
+            return [it.graph.x[:, 0] for it in items]
+
+        b = DynamicBatcher(run, BatchConfig(max_requests=2, max_delay_ms=1))
+        b.start()
+        tasks = [asyncio.ensure_future(b.submit(_item_graph(1, float(i)), 1)) for i in range(7)]
+        await asyncio.sleep(0)  # let every submit enqueue
+        await b.close()
+        results = await asyncio.gather(*tasks)
+        with pytest.raises(RuntimeError, match="not running"):
+            await b.submit(_item_graph(1, 0.0), 1)
+        return done, results
+
+    done, results = asyncio.run(main())
+    assert sorted(done) == list(range(7))
+    assert [int(r[0]) for r in results] == list(range(7))

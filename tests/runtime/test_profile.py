@@ -1,0 +1,94 @@
+"""Profiling: report schema, positive and ordered numbers, per-op breakdown, plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from runtime.errors import SessionError
+from runtime.profile import SCHEMA, _is_attention, machine_info, profile_models, validate_report, write_report
+
+
+@pytest.fixture(scope="module")
+def report(exported) -> dict:
+    events: list[tuple[int, int]] = []
+    rep = profile_models(
+        [exported["node"].path, exported["teddy"].path],
+        graph_sizes=(8, 24),
+        batch_sizes=(1, 4),
+        threads=(1, 2),
+        iterations=4,
+        warmup=1,
+        op_iterations=3,
+        names=["dense", "teddy"],
+        progress=lambda done, total, what: events.append((done, total)),
+    )
+    rep["_events"] = events
+    return rep
+
+
+def test_schema_and_numbers(report) -> None:
+    events = report.pop("_events")
+    validate_report(report)
+    assert report["schema"] == SCHEMA
+    assert events[-1][0] == events[-1][1] and events[0][0] >= 1
+    assert [m["name"] for m in report["models"]] == ["dense", "teddy"]
+    assert report["models"][1]["teddy"]["edges"] == 0.3
+    for m in report["models"]:
+        assert m["providers"] == ["CPUExecutionProvider"] and m["lowering"] == "dense"
+        assert len(m["results"]) == 2 * 2 * 2
+        for r in m["results"]:
+            lat = r["latency_ms"]
+            assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+            assert lat["mean"] > 0 and lat["std"] >= 0 and r["graphs_per_s"] > 0 and r["peak_rss_mb"] > 0
+            assert 0 <= r["preprocess_share"] <= 1 and len(r["samples_ms"]) == 4
+            assert r["preprocess_ms"]["mean"] > 0 and r["model_ms"]["mean"] > 0
+            assert r["nodes"] == r["graph_nodes"] * r["batch_size"]
+            assert r["cpus"] is None or len(r["cpus"]) == min(r["threads"], machine_info()["usable_cores"])
+        ops = m["ops"]
+        assert ops["available"] and ops["threads"] == 1 and ops["kernel_ms_per_run"] > 0
+        assert abs(sum(o["share"] for o in ops["by_op_type"]) - 1.0) < 1e-6
+        assert 0 < ops["attention_share"] < 1 and ops["attention_method"] == "scope"
+    mi = report["machine"]
+    assert mi["onnxruntime"] and mi["logical_cores"] >= 1 and "CPUExecutionProvider" in mi["onnxruntime_providers"]
+
+
+def test_write_report(report, tmp_path: Path) -> None:
+    report.pop("_events", None)
+    paths = write_report(report, tmp_path / "out")
+    names = sorted(p.name for p in paths)
+    assert names == ["latency_distribution.png", "latency_vs_size.png", "models.png", "op_breakdown.png", "report.json"]
+    for p in paths:
+        assert p.stat().st_size > 1000
+    validate_report(json.loads((tmp_path / "out" / "report.json").read_text()))
+
+
+def test_in_process_and_errors(exported) -> None:
+    rep = profile_models(
+        [exported["graph"].path],
+        graph_sizes=(6,),
+        batch_sizes=(2,),
+        threads=(1,),
+        iterations=3,
+        warmup=0,
+        op_profile=False,
+        isolate=False,
+    )
+    validate_report(rep)
+    assert rep["models"][0]["results"][0]["graph_nodes"] == 6 and "ops" not in rep["models"][0]
+    with pytest.raises(SessionError, match="at least 2 iterations"):
+        profile_models([exported["graph"].path], iterations=1)
+    with pytest.raises(SessionError, match="does not exist"):
+        profile_models(["missing.onnx"])
+
+
+def test_attention_heuristic() -> None:
+    layer = ": T/model.layers.0: gtcompress.models.layers.GTLayer"
+    assert _is_attention("node_matmul", "MatMul", layer + "/matmul: aten.matmul.default")
+    assert _is_attention("node_MatMul_54", "MatMul", layer + "/model.layers.0.attn.q: Linear/linear_2: aten.linear")
+    assert not _is_attention("node_MatMul_9", "MatMul", layer + "/model.layers.0.ffn: FFN/linear: aten.linear")
+    assert not _is_attention("node_add", "Add", layer + "/add_75: aten.add.Tensor")
+    assert not _is_attention("node_linear", "Gemm", ": T/model.node_encoder: FeatureEncoder")
+    assert _is_attention("SparseGraphAttention_3", "Exp", "")

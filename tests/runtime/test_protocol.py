@@ -1,0 +1,107 @@
+"""KServe v2 codec against what tritonclient itself sends and expects (binary and JSON)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+from tritonclient.http import InferInput, InferRequestedOutput, InferResult
+from tritonclient.http._utils import _get_inference_request
+
+from runtime.errors import ProtocolError
+from runtime.protocol import HEADER_LENGTH, decode_body, encode_infer_response, parse_infer_request
+
+ARRAYS = {
+    "x": np.arange(12, dtype=np.float32).reshape(4, 3),
+    "edge_index": np.array([[0, 1, 2], [1, 2, 3]], dtype=np.int64),
+    "pad_mask": np.array([[True, False, True]]),
+    "empty": np.zeros((2, 0), dtype=np.int64),
+}
+DTYPES = {"x": "FP32", "edge_index": "INT64", "pad_mask": "BOOL", "empty": "INT64"}
+
+
+def _request(binary: bool, outputs: list | None = None) -> tuple[bytes, int | None]:
+    inputs = []
+    for name, arr in ARRAYS.items():
+        t = InferInput(name, list(arr.shape), DTYPES[name])
+        t.set_data_from_numpy(arr, binary_data=binary)
+        inputs.append(t)
+    return _get_inference_request(inputs, "req-1", outputs, 0, False, False, 0, None, None)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_parse_what_tritonclient_sends(binary: bool) -> None:
+    body, json_size = _request(binary)
+    assert (json_size is not None) == binary
+    req = parse_infer_request(body, None if json_size is None else str(json_size))
+    assert req.id == "req-1"
+    for name, arr in ARRAYS.items():
+        np.testing.assert_array_equal(req.inputs[name], arr)
+        assert req.inputs[name].dtype == arr.dtype and req.datatypes[name] == DTYPES[name]
+    assert req.outputs is None and req.binary_output  # tritonclient asks for binary outputs by default
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_response_decodes_in_tritonclient(binary: bool) -> None:
+    body, json_size = _request(True, [InferRequestedOutput("output", binary_data=binary)])
+    req = parse_infer_request(body, str(json_size))
+    assert req.wants_binary("output") is binary
+    out = np.linspace(0, 1, 10, dtype=np.float32).reshape(5, 2)
+    payload, headers = encode_infer_response("m", "1", req.id, [("output", out, req.wants_binary("output"))])
+    assert (HEADER_LENGTH in headers) == binary
+    header_length = int(headers[HEADER_LENGTH]) if HEADER_LENGTH in headers else None
+    result = InferResult.from_response_body(payload, header_length=header_length)
+    np.testing.assert_array_equal(result.as_numpy("output"), out)
+    assert result.get_response()["id"] == "req-1"
+
+
+def test_gzip_and_bad_encodings() -> None:
+    body, _ = _request(True)
+    assert decode_body(gzip.compress(body), "gzip") == body
+    with pytest.raises(ProtocolError, match="Content-Encoding"):
+        decode_body(body, "br")
+    with pytest.raises(ProtocolError, match="not valid gzip"):
+        decode_body(body, "gzip")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda r: r.pop("inputs"), "non-empty 'inputs'"),
+        (lambda r: r["inputs"][0].update(datatype="FP128"), "unknown datatype"),
+        (lambda r: r["inputs"][0].update(shape=[4, "3"]), "list of integers"),
+        (lambda r: r["inputs"][0].update(shape=[-4, 3]), "negative dimension"),
+        (lambda r: r["inputs"][0].update(data=[1, 2]), "has 2 elements"),
+        (lambda r: r["inputs"][1].update(data=[[0.5, 1, 2], [1, 2, 3]]), "needs integers"),
+        (lambda r: r["inputs"][0].update(data=["a"] * 12), "must hold numbers"),
+        (lambda r: r["inputs"][1].update(name="x"), "appears twice"),
+        (lambda r: r["inputs"][0].pop("data"), "neither 'data' nor"),
+        (lambda r: r.update(outputs=[{"name": "output", "parameters": {"classification": 2}}]), "classification"),
+    ],
+)
+def test_json_request_errors(mutate, message: str) -> None:
+    body, _ = _request(False)
+    req = json.loads(body)
+    mutate(req)
+    with pytest.raises(ProtocolError, match=message):
+        parse_infer_request(json.dumps(req).encode())
+
+
+def test_binary_request_errors() -> None:
+    body, json_size = _request(True)
+    with pytest.raises(ProtocolError, match="must be an integer"):
+        parse_infer_request(body, "abc")
+    with pytest.raises(ProtocolError, match="after the declared inputs"):
+        parse_infer_request(body + b"\0\0", str(json_size))
+    with pytest.raises(ProtocolError, match="runs past"):
+        parse_infer_request(body[:-4], str(json_size))
+    with pytest.raises(ProtocolError, match="Inference-Header-Content-Length"):
+        parse_infer_request(body)  # binary body without the header
+    head = json.loads(body[:json_size])
+    head["inputs"][0]["parameters"]["binary_data_size"] -= 4
+    head["inputs"][1]["parameters"]["binary_data_size"] += 4
+    new_head = json.dumps(head).encode()
+    with pytest.raises(ProtocolError, match="needs 48"):
+        parse_infer_request(new_head + body[json_size:], str(len(new_head)))

@@ -1,0 +1,381 @@
+"""The KServe v2 server on loopback, driven by tritonclient.http (binary and JSON) and raw httpx."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from exporters.triton_repo import config_pbtxt, input_dims
+from gtcompress.preprocess import NumpyGraph, union_graphs
+from runtime.batcher import BatchConfig
+from runtime.client import fetch_spec, infer_graphs, make_inputs, triton_inputs
+from runtime.server import BackgroundServer, ServedModel, ServerLimits, create_app
+from runtime.session import GraphSession
+from runtime.spec import NUMPY_TO_KSERVE, spec_from_pbtxt
+
+NAMES = {"gt_node": "node", "gt_graph": "graph", "gt_teddy": "teddy"}
+
+
+@pytest.fixture(scope="module")
+def sessions(exported):
+    return {name: GraphSession(exported[key].path) for name, key in NAMES.items()}
+
+
+@pytest.fixture(scope="module")
+def server(sessions):
+    app = create_app(dict(sessions), BatchConfig(max_delay_ms=5), metrics=True, limits=ServerLimits(max_nodes=5000))
+    with BackgroundServer(app) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server):
+    c = triton.InferenceServerClient(server.url)
+    yield c
+    c.close()
+
+
+def test_health_metadata_and_triton_compatible_io(client, sessions, exported) -> None:
+    assert client.is_server_live() and client.is_server_ready()
+    meta = client.get_server_metadata()
+    assert meta["name"] == "gtcompress" and "binary_tensor_data" in meta["extensions"]
+    for name, key in NAMES.items():
+        assert client.is_model_ready(name) and client.is_model_ready(name, "1")
+        spec = exported[key].spec
+        md = client.get_model_metadata(name)
+        assert md["name"] == name and md["versions"] == ["1"] and md["platform"] == "onnxruntime_onnx"
+        # exactly the inputs/outputs of the Triton repository `gtc export --triton-repo` writes
+        want = {n: [NUMPY_TO_KSERVE[d], dims] for n, (d, dims) in input_dims(spec).items()}
+        assert {i["name"]: [i["datatype"], i["shape"]] for i in md["inputs"]} == want
+        assert [i["name"] for i in md["inputs"]] == spec["inputs"]
+        assert md["outputs"] == [{"name": "output", "datatype": "FP32", "shape": [-1, spec["output"]["dim"]]}]
+        served = fetch_spec(client, name)
+        triton_spec = spec_from_pbtxt(config_pbtxt(name, spec, "onnxruntime_onnx", "KIND_CPU"))
+        assert {k: v for k, v in served.items() if k != "teddy"} == triton_spec == spec
+    assert fetch_spec(client, "gt_teddy")["teddy"]["edges"] == 0.3
+    assert not client.is_model_ready("nope")
+
+
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize("name", list(NAMES))
+def test_infer_equals_direct_session_run(client, sessions, exported, name: str, binary: bool) -> None:
+    ex = exported[NAMES[name]]
+    graphs = ex.graphs(3, seed=11, lo=6)
+    expected = sessions[name].run(graphs)
+    spec = fetch_spec(client, name)
+    got = infer_graphs(client, name, graphs, spec, binary=binary)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    # raw graphs (x, edge_index, [edge_attr], batch) — the server pre-processes them itself
+    union = union_graphs(graphs)
+    raw = {"x": union.x, "edge_index": union.edge_index, "batch": union.batch}
+    if union.edge_attr is not None:
+        raw["edge_attr"] = union.edge_attr
+    res = client.infer(name, triton_inputs(raw, binary), model_version="1")
+    out = res.as_numpy("output")
+    np.testing.assert_allclose(out, np.concatenate([np.atleast_2d(e) for e in expected]), atol=1e-5)
+
+
+def test_concurrent_requests_get_their_own_answers(server, sessions, exported) -> None:
+    name, ex = "gt_node", exported["node"]
+    jobs = [ex.graphs(1 + i % 3, seed=100 + i, lo=2, hi=20) for i in range(64)]
+    expected = [sessions[name].run(g) for g in jobs]
+    spec = sessions[name].spec
+    before = server.app.state.models[name].batcher.batches
+
+    def worker(k: int) -> list[bool]:
+        c = triton.InferenceServerClient(server.url)
+        try:
+            oks = []
+            for i in range(k, len(jobs), 16):
+                got = infer_graphs(c, name, jobs[i], spec, binary=bool(i % 2))
+                oks.append(all(np.allclose(a, b, atol=1e-5) for a, b in zip(got, expected[i], strict=True)))
+            return oks
+        finally:
+            c.close()
+
+    with ThreadPoolExecutor(16) as pool:
+        results = [ok for oks in pool.map(worker, range(16)) for ok in oks]
+    assert len(results) == len(jobs) and all(results)
+    calls = server.app.state.models[name].batcher.batches - before
+    assert calls < len(jobs)  # requests were merged
+
+
+def _post(url: str, body: bytes | str, headers: dict | None = None, name: str = "gt_node") -> httpx.Response:
+    return httpx.post(f"http://{url}/v2/models/{name}/infer", content=body, headers=headers or {}, timeout=30)
+
+
+def _json_request(g: NumpyGraph, **override) -> dict:
+    tensors = {
+        "x": ("INT64", g.x),
+        "edge_index": ("INT64", g.edge_index),
+        "edge_attr": ("FP32", g.edge_attr),
+    }
+    inputs = [
+        {"name": n, "datatype": d, "shape": list(a.shape), "data": a.ravel().tolist()} for n, (d, a) in tensors.items()
+    ]
+    req = {"inputs": inputs}
+    for fn in override.values():
+        fn(req)
+    return req
+
+
+def _set(name: str, **fields):
+    def fn(req: dict) -> None:
+        t = next(t for t in req["inputs"] if t["name"] == name)
+        t.update(fields)
+
+    return fn
+
+
+def test_bad_requests_get_4xx_and_the_server_stays_ready(server, exported) -> None:
+    g = exported["node"].graphs(1, seed=3, lo=5)[0]
+    g = NumpyGraph(g.x, np.concatenate([g.edge_index, [[0, 1], [1, 2]]], axis=1), None)
+    g = NumpyGraph(g.x, g.edge_index, np.ones((g.num_edges, 2), np.float32))
+    n, e = g.num_nodes, g.num_edges
+    ok = _json_request(g)
+    assert _post(server.url, json.dumps(ok)).status_code == 200
+    good_bin = make_inputs([g], exported["node"].spec)
+    body, jl = triton._utils._get_inference_request(triton_inputs(good_bin), "", None, 0, False, False, 0, None, None)
+    bad_head = json.loads(body[:jl])
+    bad_head["inputs"][0]["parameters"]["binary_data_size"] += 8
+    bad_head = json.dumps(bad_head).encode()
+    big = 6000
+    cases = [  # (status, message fragment, body, headers, model)
+        (404, "unknown model 'nope'", json.dumps(ok), None, "nope"),
+        (400, "request JSON is malformed", "{not json", None, "gt_node"),
+        (400, "non-empty 'inputs'", json.dumps({"inputs": []}), None, "gt_node"),
+        (
+            400,
+            "'foo' is not an input",
+            json.dumps(
+                _json_request(
+                    g, a=lambda r: r["inputs"].append({"name": "foo", "datatype": "FP32", "shape": [1], "data": [1.0]})
+                )
+            ),
+            None,
+            "gt_node",
+        ),
+        (
+            400,
+            "datatype FP32 does not match the model's INT64",
+            json.dumps(_json_request(g, a=_set("x", datatype="FP32", data=g.x.astype(float).ravel().tolist()))),
+            None,
+            "gt_node",
+        ),
+        (
+            400,
+            "does not match the model's [-1, 2]",
+            json.dumps(_json_request(g, a=_set("x", shape=[n * 2], data=g.x.ravel().tolist()))),
+            None,
+            "gt_node",
+        ),
+        (
+            400,
+            "input 'x': required input is missing",
+            json.dumps(_json_request(g, a=lambda r: r["inputs"].pop(0))),
+            None,
+            "gt_node",
+        ),
+        (
+            400,
+            f"out of range for {n} nodes",
+            json.dumps(_json_request(g, a=_set("edge_index", data=(g.edge_index + 3).ravel().tolist()))),
+            None,
+            "gt_node",
+        ),
+        (
+            400,
+            "negative node id",
+            json.dumps(_json_request(g, a=_set("edge_index", data=(g.edge_index - n).ravel().tolist()))),
+            None,
+            "gt_node",
+        ),
+        (
+            400,
+            "outside [0, 5)",
+            json.dumps(_json_request(g, a=_set("x", data=(g.x + 5).ravel().tolist()))),
+            None,
+            "gt_node",
+        ),
+        (
+            400,
+            "input 'edge_attr': non-finite",
+            json.dumps(_json_request(g, a=_set("edge_attr", data=[float("nan")] * (2 * e)))).replace("NaN", "NaN"),
+            None,
+            "gt_node",
+        ),
+        (
+            400,
+            "does not match the model's [-1, 2]",
+            json.dumps(_json_request(g, a=_set("edge_attr", shape=[e, 1], data=[1.0] * e))),
+            None,
+            "gt_node",
+        ),
+        (
+            400,
+            f"has {e - 1} rows but the graph has {e} edges",
+            json.dumps(_json_request(g, a=_set("edge_attr", shape=[e - 1, 2], data=[1.0] * (2 * e - 2)))),
+            None,
+            "gt_node",
+        ),
+        (
+            400,
+            "graph ids must be sorted",
+            json.dumps(
+                _json_request(
+                    g,
+                    a=lambda r: r["inputs"].append(
+                        {"name": "batch", "datatype": "INT64", "shape": [n], "data": [0] * (n - 1) + [2]}
+                    ),
+                )
+            ),
+            None,
+            "gt_node",
+        ),
+        (
+            400,
+            "does not match the graph sizes",
+            json.dumps(
+                _json_request(
+                    g,
+                    a=lambda r: r["inputs"].extend(
+                        [
+                            {"name": "batch", "datatype": "INT64", "shape": [n], "data": [0] * (n - 1) + [1]},
+                            {"name": "node_counts", "datatype": "INT64", "shape": [2], "data": [n - 2, 2]},
+                        ]
+                    ),
+                )
+            ),
+            None,
+            "gt_node",
+        ),
+        (
+            400,
+            "has 3 elements but shape needs",
+            json.dumps(_json_request(g, a=_set("x", data=[0, 1, 2]))),
+            None,
+            "gt_node",
+        ),
+        (
+            400,
+            "output 'logits' is not an output",
+            json.dumps(_json_request(g, a=lambda r: r.update(outputs=[{"name": "logits"}]))),
+            None,
+            "gt_node",
+        ),
+        (
+            400,
+            "a graph needs at least one node",
+            json.dumps(
+                _json_request(
+                    NumpyGraph(np.zeros((0, 2), np.int64), np.zeros((2, 0), np.int64), np.zeros((0, 2), np.float32))
+                )
+            ),
+            None,
+            "gt_node",
+        ),
+        (
+            400,
+            "binary_data_size",
+            bad_head + body[jl:],
+            {"Inference-Header-Content-Length": str(len(bad_head))},
+            "gt_node",
+        ),
+        (
+            400,
+            "Inference-Header-Content-Length is",
+            body,
+            {"Inference-Header-Content-Length": str(len(body) + 5)},
+            "gt_node",
+        ),
+        (
+            400,
+            "binary bytes after the declared inputs",
+            body + b"\0" * 3,
+            {"Inference-Header-Content-Length": str(jl)},
+            "gt_node",
+        ),
+        (400, "unsupported Content-Encoding", json.dumps(ok), {"Content-Encoding": "br"}, "gt_node"),
+        (
+            400,
+            f"request has {big} nodes, above this server's 5000",
+            json.dumps(
+                {
+                    "inputs": [
+                        {"name": "x", "datatype": "FP32", "shape": [big, 3], "data": [0.0] * (3 * big)},
+                        {"name": "edge_index", "datatype": "INT64", "shape": [2, 0], "data": []},
+                    ]
+                }
+            ),
+            None,
+            "gt_graph",
+        ),
+        (404, "has no version '7'", json.dumps(ok), None, "gt_node/versions/7"),
+    ]
+    assert len(cases) >= 15
+    for status, fragment, body_, headers, name in cases:
+        r = _post(server.url, body_, headers, name)
+        assert r.status_code == status, (fragment, r.status_code, r.text)
+        assert fragment in r.json()["error"], (fragment, r.json())
+        assert httpx.get(f"http://{server.url}/v2/health/ready").status_code == 200
+    assert httpx.get(f"http://{server.url}/v2/models/gt_node/infer").status_code == 405
+    r = _post(server.url, gzip.compress(json.dumps(ok).encode()), {"Content-Encoding": "gzip"})
+    assert r.status_code == 200
+    with pytest.raises(InferenceServerException, match="out of range"):
+        bad = dict(good_bin, edge_index=good_bin["edge_index"] + 50)
+        triton.InferenceServerClient(server.url).infer("gt_node", triton_inputs(bad))
+
+
+def test_metrics_endpoint(server, client, exported) -> None:
+    infer_graphs(client, "gt_graph", exported["graph"].graphs(2), fetch_spec(client, "gt_graph"))
+    text = httpx.get(f"http://{server.url}/metrics").text
+    assert 'gtc_inference_requests_total{model="gt_graph",outcome="success"}' in text
+    assert "gtc_batch_requests_bucket" in text and "gtc_queue_pending" in text
+
+
+def test_no_batching_and_drain_on_shutdown(sessions, exported) -> None:
+    sess = sessions["gt_node"]
+    ex = exported["node"]
+    jobs = [ex.graphs(1, seed=200 + i)[0] for i in range(12)]
+    expected = [sess.run(g)[0] for g in jobs]
+    # without batching: one model call per request, answers unchanged
+    app = create_app([ServedModel("m", sess, BatchConfig.disabled())])
+    with BackgroundServer(app) as srv:
+        c = triton.InferenceServerClient(srv.url)
+        for g, want in zip(jobs[:4], expected[:4], strict=True):
+            np.testing.assert_allclose(infer_graphs(c, "m", g, sess.spec)[0], want, atol=1e-5)
+        assert app.state.models["m"].batcher.batches == 4
+        assert c.get_model_config("m")["dynamic_batching"] is None
+    # with a long batching delay, requests are still queued when shutdown starts: all must finish
+    app = create_app([ServedModel("m", sess, BatchConfig(max_delay_ms=1500))])
+    srv = BackgroundServer(app).start()
+    results: list = [None] * len(jobs)
+
+    def call(i: int) -> None:
+        c = triton.InferenceServerClient(srv.url)
+        results[i] = infer_graphs(c, "m", jobs[i], sess.spec)[0]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 20
+    while app.state.models["m"].batcher.pending < len(jobs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert app.state.models["m"].batcher.pending == len(jobs)
+    srv.stop()
+    for t in threads:
+        t.join(10)
+    for got, want in zip(results, expected, strict=True):
+        assert got is not None
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert not app.state.models["m"].batcher.running

@@ -1,0 +1,249 @@
+"""GraphSession: parity with PyTorch, validation errors, TEDDY, providers, no torch import."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from gtcompress.errors import GraphValidationError, GTCompressError
+from gtcompress.preprocess import NumpyGraph, union_graphs
+from gtcompress.preprocess.teddy import teddy_sparsify
+from runtime.errors import (
+    BatchVectorError,
+    CategoryError,
+    DTypeError,
+    EdgeIndexError,
+    GraphTooLargeError,
+    NonFiniteError,
+    SessionError,
+    ShapeError,
+)
+from runtime.graphs import Limits
+from runtime.session import GraphSession
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def node_sess(exported):
+    return GraphSession(exported["node"].path)
+
+
+@pytest.mark.parametrize("key", ["node", "graph"])
+def test_parity_with_pytorch_per_graph(exported, key: str) -> None:
+    ex = exported[key]
+    sess = GraphSession(ex.path, ["cpu"])
+    graphs = ex.graphs(6, seed=1)
+    outs = sess.run(graphs)
+    assert len(outs) == len(graphs)
+    for g, out in zip(graphs, outs, strict=True):
+        ref = ex.torch_output(g)
+        if key == "node":
+            assert out.shape == (g.num_nodes, 3)
+        else:
+            assert out.shape == (2,)
+            ref = ref[0]
+        np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_union_item_and_single_graph(exported, node_sess) -> None:
+    ex = exported["node"]
+    graphs = ex.graphs(4, seed=2)
+    single = node_sess.run(graphs[0])
+    assert len(single) == 1 and single[0].shape == (graphs[0].num_nodes, 3)
+    union = union_graphs(graphs[1:])
+    outs = node_sess.run([graphs[0], union])
+    np.testing.assert_allclose(outs[0], single[0], atol=1e-5)
+    np.testing.assert_allclose(outs[1], np.concatenate(node_sess.run(graphs[1:])), atol=1e-5)
+    gsess = GraphSession(exported["graph"].path)
+    g_outs = gsess.run([exported["graph"].graphs(1)[0], union_graphs(exported["graph"].graphs(3, seed=5))])
+    assert g_outs[0].shape == (2,) and g_outs[1].shape == (3, 2)
+
+
+def test_prepare_then_run_inputs_equals_run(exported, node_sess) -> None:
+    graphs = exported["node"].graphs(3, seed=3)
+    prepared = node_sess.prepare(graphs)
+    assert list(prepared.inputs) == node_sess.input_names
+    assert prepared.nodes == [g.num_nodes for g in graphs] and prepared.graphs == [1, 1, 1]
+    out = node_sess.run_inputs(prepared.inputs)["output"]
+    np.testing.assert_allclose(out, np.concatenate(node_sess.run(graphs)), atol=1e-6)
+
+
+def test_accepts_pyg_like_objects_with_torch_tensors(exported, node_sess) -> None:
+    g = exported["node"].graphs(1, seed=4)[0]
+    data = SimpleNamespace(
+        x=torch.from_numpy(g.x), edge_index=torch.from_numpy(g.edge_index), edge_attr=torch.from_numpy(g.edge_attr)
+    )
+    np.testing.assert_allclose(node_sess.run(data)[0], node_sess.run(g)[0], atol=1e-6)
+
+
+def test_description(node_sess) -> None:
+    assert node_sess.providers == ["CPUExecutionProvider"]  # no NVIDIA device here → CPU only
+    assert node_sess.platform == "onnxruntime_onnx"
+    assert [t.name for t in node_sess.get_inputs()] == node_sess.input_names
+    assert node_sess.get_outputs()[0].shape == [-1, 3]
+    assert "dense" in repr(node_sess)
+
+
+def _bad(g: NumpyGraph, **kw) -> NumpyGraph:
+    d = {"x": g.x, "edge_index": g.edge_index, "edge_attr": g.edge_attr, "batch": g.batch, "pe": g.pe}
+    d.update(kw)
+    return NumpyGraph(**d)
+
+
+def test_validation_errors_are_specific(exported, node_sess) -> None:
+    g = exported["node"].graphs(1, seed=6, lo=6)[0]
+    g = _bad(g, edge_index=np.concatenate([g.edge_index, [[0], [1]]], axis=1), edge_attr=None)
+    g = _bad(g, edge_attr=np.ones((g.num_edges, 2), np.float32))
+    n, e = g.num_nodes, g.num_edges
+    cases = [
+        (_bad(g, x=g.x.astype(np.float32)), DTypeError, "categorical features must be integers"),
+        (_bad(g, x=g.x[:, :1]), ShapeError, "expected 2 feature columns"),
+        (_bad(g, x=np.concatenate([g.x[:, :1], np.full((n, 1), 3)], axis=1)), CategoryError, "outside [0, 3)"),
+        (_bad(g, x=np.zeros((0, 2), np.int64), edge_index=np.zeros((2, 0), np.int64)), ShapeError, "at least one"),
+        (_bad(g, edge_index=g.edge_index.astype(np.float32)), DTypeError, "integer node ids"),
+        (_bad(g, edge_index=g.edge_index[:1]), ShapeError, "[2, num_edges]"),
+        (_bad(g, edge_index=g.edge_index + n), EdgeIndexError, "out of range"),
+        (_bad(g, edge_index=g.edge_index - n), EdgeIndexError, "negative"),
+        (_bad(g, edge_attr=None), ShapeError, "needs edge features"),
+        (_bad(g, edge_attr=np.ones((e + 1, 2), np.float32)), ShapeError, f"but the graph has {e} edges"),
+        (_bad(g, edge_attr=np.full((e, 2), np.nan, np.float32)), NonFiniteError, "non-finite"),
+        (_bad(g, batch=np.arange(n)[::-1].copy()), BatchVectorError, "start at 0"),
+        (_bad(g, batch=np.r_[np.zeros(n - 1, np.int64), 2]), BatchVectorError, "consecutive"),
+        (_bad(g, pe={"rwse": np.zeros((n, 3), np.float32)}), ShapeError, "pe_rwse"),
+    ]
+    for bad, cls, text in cases:
+        with pytest.raises(cls) as info:
+            node_sess.run(bad)
+        assert text in str(info.value), (cls, str(info.value))
+        assert isinstance(info.value, GraphValidationError) and isinstance(info.value, GTCompressError)
+    with pytest.raises(EdgeIndexError, match="graph 1: "):
+        node_sess.run([g, _bad(g, edge_index=g.edge_index + n)])
+
+
+def test_limits_give_graph_too_large(exported) -> None:
+    sess = GraphSession(exported["node"].path, limits=Limits(max_nodes=10))
+    graphs = exported["node"].graphs(3, lo=8)
+    with pytest.raises(GraphTooLargeError, match="maximum 10"):
+        sess.run(graphs)
+
+
+def test_teddy_from_metadata_sparsifies_incoming_graphs(exported) -> None:
+    ex = exported["teddy"]
+    sess = GraphSession(ex.path)
+    assert sess.model.teddy is not None and sess.model.teddy.ratio == 0.3
+    graphs = [g for g in ex.graphs(8, seed=7, lo=8, hi=14) if g.num_edges >= 6][:3]
+    outs = sess.run(graphs)
+    plain = GraphSession(exported["node"].path).run(graphs)
+    for g, out, dense in zip(graphs, outs, plain, strict=True):
+        sparse = teddy_sparsify(g, 0.3, per_graph=True)
+        assert sparse.num_edges < g.num_edges
+        np.testing.assert_allclose(out, ex.torch_output(sparse), atol=1e-4, rtol=1e-4)
+        assert not np.allclose(out, dense, atol=1e-4)
+    prepared = sess.prepare(graphs)
+    assert prepared.inputs["edge_index"].shape[1] < sum(g.num_edges for g in graphs)
+    assert sess.prepare(graphs, teddy=False).inputs["edge_index"].shape[1] == sum(g.num_edges for g in graphs)
+
+
+def test_session_errors(tmp_path: Path, exported) -> None:
+    with pytest.raises(SessionError, match="does not exist"):
+        GraphSession(tmp_path / "missing.onnx")
+    with pytest.raises(SessionError, match="not available"):
+        GraphSession(exported["node"].path, ["NoSuchExecutionProvider"])
+    plain = tmp_path / "plain.onnx"
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y]))
+    model.ir_version = 10
+    model.opset_import[0].version = 18
+    onnx.save(model, str(plain))
+    with pytest.raises(SessionError, match="no gtcompress input_spec"):
+        GraphSession(plain)
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(SessionError, match="cannot load"):
+        GraphSession(tmp_path / "junk.onnx")
+
+
+def test_plan_without_spec_or_tensorrt(tmp_path: Path, exported) -> None:
+    plan = tmp_path / "m.plan"
+    plan.write_bytes(b"\0" * 16)
+    with pytest.raises(SessionError, match="carries no input spec"):
+        GraphSession(plan)
+    from exporters.triton_repo import write_model_repository
+    from runtime.spec import plan_metadata
+
+    spec = exported["node"].spec
+    (tmp_path / "m.plan.json").write_text(json.dumps({"input_spec": spec, "teddy": {"edges": 0.2}}))
+    assert json.loads(plan_metadata(plan)["input_spec"]) == spec
+    repo = write_model_repository(tmp_path / "repo", "gt_plan", plan, spec)
+    assert json.loads(plan_metadata(repo / "1" / "model.plan")["input_spec"]) == spec
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        for source in (plan, repo):
+            with pytest.raises(SessionError, match="TensorRT is not installed"):
+                GraphSession(source)
+
+
+def test_tensorrt_engine_parity(exported) -> None:
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (no GPU wheel on this machine)")
+    from exporters.tensorrt import GraphSize, build_engine
+
+    ex = exported["node"]
+    plan = ex.path.with_suffix(".plan")
+    build_engine(ex.path, plan, GraphSize(1, 1, 1, 1, 1), GraphSize(64, 256, 8), GraphSize(512, 4096, 64, 64, 64))
+    sess = GraphSession(plan, spec=ex.spec)
+    graphs = ex.graphs(4)
+    for g, out in zip(graphs, sess.run(graphs), strict=True):
+        np.testing.assert_allclose(out, ex.torch_output(g), atol=1e-3, rtol=1e-3)
+    with pytest.raises(GraphTooLargeError, match="TensorRT profile"):
+        sess.run(ex.graphs(1, lo=600, hi=601))
+
+
+def test_runtime_imports_without_torch(exported) -> None:
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import runtime.session, runtime.server, runtime.profile, runtime.client, runtime.batcher\n"
+        "from runtime.session import GraphSession\n"
+        "from gtcompress.preprocess.random_graphs import random_graph\n"
+        "import numpy as np\n"
+        f"s = GraphSession({str(exported['teddy'].path)!r})\n"
+        "g = random_graph(np.random.default_rng(0), 6, 12, s.spec['x'], s.spec['edge_attr'])\n"
+        "print(s.run([g, g])[1].shape)\n"
+        "assert not any(m == 'torch' or m.startswith('torch.') for m, v in sys.modules.items() if v is not None)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "(6, 3)"
+
+
+def test_triton_repository_model_dir(tmp_path: Path, exported) -> None:
+    from exporters.triton_repo import write_model_repository
+    from runtime.server import default_model_name
+
+    root = write_model_repository(tmp_path / "repo", "gt_demo", exported["node"].path, exported["node"].spec)
+    sess = GraphSession(root)
+    assert sess.path == root / "1" / "model.onnx"
+    assert default_model_name(sess.path) == "gt_demo"
+    g = exported["node"].graphs(1)[0]
+    np.testing.assert_allclose(sess.run(g)[0], GraphSession(exported["node"].path).run(g)[0])
+    with pytest.raises(SessionError, match=r"no <version>/model\.onnx"):
+        GraphSession(tmp_path)
+
+
+def test_package_exports_resolve() -> None:
+    import runtime
+
+    for name in runtime.__all__:
+        assert getattr(runtime, name) is not None
+    with pytest.raises(AttributeError):
+        _ = runtime.nothing_here
