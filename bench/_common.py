@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +16,9 @@ def data_root() -> Path:
 
 
 def machine() -> dict[str, Any]:
+    """The runtime's machine description plus the torch side (version, intra-op threads)."""
     import torch
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "os": platform.platform(),
-    }
+    from runtime.profile import machine_info
+
+    return {**machine_info(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}

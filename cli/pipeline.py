@@ -414,6 +414,8 @@ def _tensorrt_stage(run: Runner, cfg: dict[str, Any], exported: list[dict[str, A
 def _report(rows: list[dict[str, Any]], cfg: dict[str, Any], trt_note: str, out: Path) -> dict[str, Any]:
     import platform
 
+    from runtime.profile import machine_info
+
     dense = {r["arch"]: r for r in rows if r["method"] == "dense" and r["lowering"] != "plugin"}
     for r in rows:
         d = dense.get(r["arch"])
@@ -425,25 +427,10 @@ def _report(rows: list[dict[str, Any]], cfg: dict[str, Any], trt_note: str, out:
         "config": cfg,
         "rows": rows,
         "tensorrt": trt_note,
-        "machine": _machine(),
+        "machine": machine_info(),
         "python": platform.python_version(),
         "run_dir": str(out),
     }
-
-
-def _machine() -> dict[str, Any]:
-    import os
-    import platform
-
-    import onnxruntime as ort
-
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        cpu = next(
-            (ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")), cpu
-        )
-    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "onnxruntime": ort.__version__}
 
 
 def choose_for_serving(report: dict[str, Any], max_drop: float) -> dict[str, Any] | None:
@@ -498,7 +485,7 @@ def _markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"TensorRT: {report['tensorrt']}.",
-        f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, onnxruntime {m.get('onnxruntime', '?')}.",
+        f"Machine: {m.get('cpu', '?')}, {m.get('logical_cores', '?')} cores, onnxruntime {m.get('onnxruntime', '?')}.",
     ]
     if report.get("triton"):
         t = report["triton"]

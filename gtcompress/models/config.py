@@ -48,6 +48,10 @@ class ModelConfig:
     attention_layout: str = "auto"  # gt: "sparse", "dense" or "auto" (by size; same function)
     max_spd: int = 8  # graphormer: shortest-path distances clipped here
     max_degree: int = 64  # graphormer: degree embedding size
+    # gps: >0 sparsifies global attention to input edges + self + the k top-scoring nodes of each
+    # graph (TEDDY on attention edges, gtcompress.compress.attention_graph); score "teddy" or "degree"
+    attention_topk: int = 0
+    attention_score: str = "teddy"
     layers: list[LayerSpec] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -76,6 +80,10 @@ class ModelConfig:
             raise ConfigError("concatenated PE (pe_dim > 0) supports one PE kind; use pe_dim=0 to add several")
         if self.pe_dim >= self.hidden:
             raise ConfigError(f"pe_dim={self.pe_dim} must be smaller than hidden={self.hidden}")
+        if self.attention_topk < 0 or (self.attention_topk and self.arch != "gps"):
+            raise ConfigError(f"attention_topk={self.attention_topk}: a k >= 0, and only for gps (full attention)")
+        if self.attention_score not in ("teddy", "degree"):
+            raise ConfigError(f"attention_score must be 'teddy' or 'degree', got {self.attention_score!r}")
         if not self.layers:
             self.layers = [LayerSpec(self.heads, self.ffn_dim) for _ in range(self.num_layers)]
         self.num_layers = len(self.layers)

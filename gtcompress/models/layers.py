@@ -41,6 +41,7 @@ class GraphContext:
     edge_dense: Tensor | None = None  # [B,1,L,L] log edge multiplicity: GT attention in dense layout
     nbr: tuple[Tensor, Tensor, Tensor] | None = None  # (nbr_src, nbr_edge, nbr_mask) [N,K]: GT padded layout
     csr: tuple[Tensor, Tensor, Tensor] | None = None  # (rowptr, col, perm): GT plugin layout
+    attn_edges: Tensor | None = None  # [2, E'] sparsified global attention graph (gps attention_topk)
 
 
 class _Layer(nn.Module):
@@ -140,7 +141,14 @@ class GPSLayer(_Layer):
             assert self.norm_local is not None
             out = out + self.norm_local(h + self.drop(self.local(h, ctx.edge_index, ctx.edge_emb)))
         a = h
-        if self.attn is not None:
+        if self.attn is not None and ctx.attn_edges is not None:  # sparsified global attention
+            if self.tokens is None:
+                att = self.attn.sparse(h, ctx.attn_edges)
+            else:
+                assert ctx.layout is not None
+                att = self.tokens.attend_sparse(self.attn, h, ctx.attn_edges, None, ctx.layout)
+            a = h + self.drop(att)
+        elif self.attn is not None:
             assert ctx.layout is not None and ctx.pad_bias is not None
             hd = ctx.layout.pad(h)
             a = h + self.drop(ctx.layout.unpad(self._dense(hd, ctx.pad_bias, ctx.layout.valid)))

@@ -177,6 +177,15 @@ class GPS(GraphModel):
 
     needs_dense = True
 
+    def prepare(self, ctx: GraphContext) -> None:
+        if self.config.attention_topk > 0:  # TEDDY on attention edges (gtcompress.compress.attention_graph)
+            from gtcompress.compress.attention_graph import attention_edges
+
+            assert ctx.layout is not None
+            ctx.attn_edges = attention_edges(
+                ctx.edge_index, ctx.batch, ctx.layout, self.config.attention_topk, self.config.attention_score
+            )
+
 
 class Graphormer(GraphModel):
     """Graphormer-style: full attention per graph, shortest-path bias, degree encoding."""

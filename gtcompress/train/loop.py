@@ -52,6 +52,19 @@ class TrainResult:
         return asdict(self)
 
 
+def epoch_progress(disable: bool = False) -> Progress:
+    """The bar every training loop shows: epochs done, a status line (loss, metric, …), times."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} ep"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=disable,
+    )
+
+
 def seed_everything(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
@@ -115,16 +128,8 @@ def train(
     best_state, best_epoch = copy.deepcopy(model.state_dict()), -1
     history: list[dict[str, float]] = []
     start = time.perf_counter()
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} ep"),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
     epochs_run = 0
-    with Progress(*columns, disable=not show_progress, transient=False) as progress:
+    with epoch_progress(disable=not show_progress) as progress:
         task = progress.add_task(description, total=cfg.epochs, status="")
         for epoch in range(cfg.epochs):
             if epoch >= planned_epochs:

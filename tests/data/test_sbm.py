@@ -54,9 +54,7 @@ def _same(a: GraphDataset, b: GraphDataset) -> bool:
         if len(a[split]) != len(b[split]):
             return False
         for g, h in zip(a[split], b[split], strict=True):
-            if not (
-                torch.equal(g.x, h.x) and torch.equal(g.edge_index, h.edge_index) and torch.equal(g.y, h.y)
-            ):
+            if not (torch.equal(g.x, h.x) and torch.equal(g.edge_index, h.edge_index) and torch.equal(g.y, h.y)):
                 return False
     return True
 

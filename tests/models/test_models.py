@@ -20,9 +20,7 @@ def _graphs(count: int, seed: int, node_level: bool = True) -> list[GraphBatch]:
         x = torch.randint(0, 4, (n, 1), generator=g)
         # a learnable target: node label = its own token parity; graph label = majority parity
         y = (x[:, 0] % 2) if node_level else (x[:, 0] % 2).float().mean().round().long().view(1)
-        out.append(
-            GraphBatch(x=x, edge_index=ei, edge_attr=torch.randint(0, 3, (3 * n, 1), generator=g), y=y)
-        )
+        out.append(GraphBatch(x=x, edge_index=ei, edge_attr=torch.randint(0, 3, (3 * n, 1), generator=g), y=y))
     return out
 
 
@@ -63,9 +61,7 @@ def test_outputs_are_permutation_equivariant(arch: str) -> None:
     g.pe["rwse"] = torch.rand(g.num_nodes, 4)
     perm = torch.randperm(g.num_nodes)
     inv = torch.argsort(perm)
-    h = GraphBatch(
-        x=g.x[perm], edge_index=inv[g.edge_index], edge_attr=g.edge_attr, pe={"rwse": g.pe["rwse"][perm]}
-    )
+    h = GraphBatch(x=g.x[perm], edge_index=inv[g.edge_index], edge_attr=g.edge_attr, pe={"rwse": g.pe["rwse"][perm]})
     with torch.no_grad():
         assert torch.allclose(model(g)[perm], model(h), atol=1e-5)
 
@@ -93,9 +89,7 @@ def test_batched_output_equals_per_graph_output() -> None:
 
 def test_per_layer_specs_build_smaller_layers() -> None:
     layers = [LayerSpec(heads=2, ffn_dim=8), LayerSpec(heads=0, ffn_dim=16), LayerSpec(heads=4, ffn_dim=0)]
-    cfg = ModelConfig(
-        arch="gps", node_features=NODE, edge_features=EDGE, out_dim=2, hidden=16, heads=4, layers=layers
-    )
+    cfg = ModelConfig(arch="gps", node_features=NODE, edge_features=EDGE, out_dim=2, hidden=16, heads=4, layers=layers)
     model = build_model(cfg).eval()
     assert cfg.num_layers == 3
     assert model.layers[0].attn.q.out_features == 2 * 4 and model.layers[0].ffn.lin1.out_features == 8
@@ -128,9 +122,7 @@ def test_gt_dense_and_sparse_layouts_agree(edge_features: bool) -> None:
     torch.manual_seed(3)
     gs = _graphs(6, 7)
     for g in gs:  # duplicates and a self-loop in every graph
-        g.edge_index = torch.cat(
-            [g.edge_index, g.edge_index[:, :3], torch.zeros(2, 1, dtype=torch.long)], dim=1
-        )
+        g.edge_index = torch.cat([g.edge_index, g.edge_index[:, :3], torch.zeros(2, 1, dtype=torch.long)], dim=1)
         g.edge_attr = torch.cat([g.edge_attr, torch.tensor([[2], [0], [1], [1]])])
         if not edge_features:
             g.edge_attr = None

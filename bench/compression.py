@@ -1,0 +1,402 @@
+"""Compression benchmark: dense vs GTSP (several FLOP budgets) vs random pruning at the same
+budgets vs TEDDY (edges + weights; for GPS also TEDDY on the attention graph, ``teddy-attn``), for
+GT and GPS on CLUSTER (reduced split) and NCI1.
+
+    python bench/compression.py --quick              # smoke run: tiny splits and models (~minutes)
+    python bench/compression.py --minutes 4          # every training run gets 4 minutes
+    python bench/compression.py --only gt:cluster --budgets 0.6 0.45 0.3
+    python bench/compression.py --checkpoint gt:cluster=runs/gt-cluster   # reuse a trained model
+    python bench/compression.py --only gps:cluster --methods teddy-attn  # add rows to the last run
+
+Every number is measured: FLOPs with :mod:`gtcompress.cost` on the same reference batch (first
+32 validation graphs) for the dense and the compressed model; metrics on the test split (in
+percent). Writes ``bench/results/compression.json`` (``compression_quick.json`` with ``--quick``)
+and the accuracy–FLOPs Pareto plot next to it (``.png``). Dense checkpoints are kept under
+``--workdir`` and reused by later runs (``--retrain`` to train again).
+
+Time per training run is capped by ``--minutes``: GTSP spends a third on mask training and two
+thirds on fine-tuning, random pruning, TEDDY and ``dense-ft`` (the dense model trained on for the
+same time with the same distillation recipe — the fair reference, since a briefly trained dense
+model keeps improving with any extra training) get the same total; dense training gets
+``--dense-minutes``. On a 2-core CPU these are *reduced* runs; published full-scale numbers come
+from GPUs and 100+ epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import RESULTS, data_root, machine
+from gtcompress.io import write_atomic, write_json
+
+# (arch, dataset, size, model overrides, batch size)
+RUNS: list[tuple[str, str, str, dict[str, Any], int]] = [
+    ("gt", "cluster", "2000,500,500", {"hidden": 64, "num_layers": 4, "heads": 4}, 32),
+    ("gps", "cluster", "2000,500,500", {"hidden": 64, "num_layers": 4, "heads": 4}, 32),
+    ("gt", "tu:NCI1", "full", {"hidden": 64, "num_layers": 4, "heads": 4, "readout": "mean"}, 64),
+    ("gps", "tu:NCI1", "full", {"hidden": 64, "num_layers": 4, "heads": 4, "readout": "mean"}, 64),
+]
+DEFAULT_AXES = {"gt": "heads,layers,ffn", "gps": "tokens,heads,layers,ffn"}
+QUICK_MODEL = {"hidden": 16, "num_layers": 2, "heads": 4}
+QUICK_SIZES = {"cluster": "48,16,16", "tu:NCI1": (96, 32, 32)}
+
+
+def _root(name: str) -> str | None:
+    return str(data_root() / "TU") if name.startswith("tu:") else None
+
+
+def _load(arch: str, name: str, size: str, quick: bool, pe: dict[str, int]) -> Any:
+    from gtcompress.data.base import GraphDataset
+    from gtcompress.train.recipe import DataSpec
+
+    if quick and name in QUICK_SIZES and not isinstance(QUICK_SIZES[name], tuple):
+        size = str(QUICK_SIZES[name])
+    spec = DataSpec(name, _root(name), size, seed=0)
+    ds = spec.load(pe)
+    if quick and isinstance(QUICK_SIZES.get(name), tuple):  # a seeded random subset of each split
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        cut = dict(zip(("train", "val", "test"), QUICK_SIZES[name], strict=True))  # type: ignore[arg-type]
+        ds = GraphDataset(
+            ds.info, {k: [ds[k][i] for i in rng.permutation(len(ds[k]))[: cut[k]]] for k in ("train", "val", "test")}
+        )
+    return spec, ds
+
+
+def _dense(arch: str, name: str, size: str, model_kw: dict, batch: int, args: argparse.Namespace, ckpts: dict) -> Any:
+    """(model, dataset, seconds): a given checkpoint, a cached one, or a fresh time-budgeted fit."""
+    from gtcompress.checkpoint import load_checkpoint, save_checkpoint
+    from gtcompress.train.loop import TrainConfig
+    from gtcompress.train.recipe import default_pe, fit
+
+    key = f"{arch}:{name}"
+    cached = args.workdir / ("quick" if args.quick else "full") / key.replace(":", "-")
+    path = Path(ckpts[key]) if key in ckpts else cached
+    kw = dict(QUICK_MODEL if args.quick else model_kw)
+    if "readout" in model_kw:
+        kw["readout"] = model_kw["readout"]
+    kw["pe"] = {"rwse": 8} if args.quick else default_pe(name)
+    if path.exists() and not (args.retrain and key not in ckpts):
+        model, _ = load_checkpoint(path)
+        _, ds = _load(arch, name, size, args.quick, model.config.pe)
+        return model, ds, 0.0
+    spec, ds = _load(arch, name, size, args.quick, kw["pe"])
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=batch,
+        time_budget_s=(args.dense_minutes or args.minutes) * 60,
+        warmup_epochs=1 if args.quick else 5,
+    )
+    t0 = time.perf_counter()
+    res = fit(spec, arch, kw, cfg, dataset=ds, show_progress=not args.no_progress)
+    save_checkpoint(path, res.model, res.meta)
+    return res.model, ds, time.perf_counter() - t0
+
+
+def _row(arch: str, name: str, method: str, budget: float | None, report: dict, seconds: float, dense: dict) -> dict:
+    c, m = report["cost"], report["metric"]
+    test = 100.0 * m["after"].get("test", math.nan)
+    return {
+        "arch": arch,
+        "dataset": name,
+        "method": method,
+        "budget": budget,
+        "flops_ratio": c["flops_ratio"],
+        "params_ratio": c["params_ratio"],
+        "nonzero_params_ratio": c["nonzero_params_ratio"],
+        "gflops": c["after"]["flops"] / 1e9,
+        "params": c["after"]["params"],
+        "test": test,
+        "val": 100.0 * m["after"].get("val", math.nan),
+        "drop": dense["test"] - test,
+        "within_budget": report.get("budget", {}).get("within_tolerance"),
+        "layers": report.get("layers_after"),
+        "seconds": seconds,
+    }
+
+
+def _targets(rows: list[dict]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in sorted({(r["arch"], r["dataset"]) for r in rows}):
+        mine = [r for r in rows if (r["arch"], r["dataset"]) == key and "error" not in r]
+        gtsp = {r["budget"]: r for r in mine if r["method"] == "gtsp"}
+        rnd = {r["budget"]: r for r in mine if r["method"] == "random"}
+        half = [r for r in gtsp.values() if r["flops_ratio"] <= 0.5]
+        ft = [r["test"] for r in mine if r["method"] == "dense-ft"]
+        out[f"{key[0]}:{key[1]}"] = {
+            "min_drop_vs_dense_ft_at_half_flops_or_less": min((ft[0] - r["test"] for r in half), default=None)
+            if ft
+            else None,
+            "min_drop_at_half_flops_or_less": min((r["drop"] for r in half), default=None),
+            "drop_le_1pt_at_ge_50pct_fewer_flops": any(r["drop"] <= 1.0 for r in half) if half else None,
+            "beats_random_at_every_budget": all(gtsp[b]["test"] > rnd[b]["test"] for b in gtsp if b in rnd)
+            if rnd
+            else None,
+            "budgets_within_3pct": all(bool(r["within_budget"]) for r in gtsp.values()) if gtsp else None,
+        }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke mode: tiny splits and models, a few seconds per run")
+    ap.add_argument("--minutes", type=float, default=None, help="wall time per training run (default 4, quick 0.05)")
+    ap.add_argument("--dense-minutes", type=float, default=None, help="wall time of dense training (default --minutes)")
+    ap.add_argument("--epochs", type=int, default=200, help="upper bound on epochs per run (time usually stops first)")
+    ap.add_argument("--budgets", type=float, nargs="+", default=[0.6, 0.45, 0.3], help="FLOP fractions kept")
+    ap.add_argument(
+        "--axes",
+        default=None,
+        help="GTSP axes (default: heads,layers,ffn for GT, whose attention is local message passing; "
+        "tokens,heads,layers,ffn for GPS, whose global attention is what token pruning targets)",
+    )
+    ap.add_argument("--token-keep", type=float, default=0.8)
+    ap.add_argument("--teddy-edges", type=float, default=0.3)
+    ap.add_argument("--teddy-weights", type=float, default=0.5)
+    ap.add_argument("--only", nargs="*", default=None, help="ARCH:DATASET, e.g. gt:cluster gps:tu:NCI1")
+    ap.add_argument("--checkpoint", nargs="*", default=[], help="ARCH:DATASET=PATH of trained dense models")
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        default=["gtsp", "random", "teddy", "teddy-attn", "dense-ft"],
+        help="what to run besides the dense model: gtsp, random, teddy (edges + weights), teddy-attn "
+        "(GPS: calibrated sparse global attention + weights), dense-ft (the dense model trained for the same "
+        "extra time with the same distillation recipe: the fair reference for the compressed models' extra "
+        "training). Rows of other methods already in --out are kept.",
+    )
+    ap.add_argument("--retrain", action="store_true", help="train dense models even if cached in --workdir")
+    ap.add_argument("--workdir", type=Path, default=Path("runs/bench_compression"))
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args()
+    if args.minutes is None:
+        args.minutes = 0.05 if args.quick else 4.0
+    args.out = args.out or RESULTS / ("compression_quick.json" if args.quick else "compression.json")
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from gtcompress.compress.prune import PruneConfig, prune_model, random_prune
+    from gtcompress.compress.teddy import SparsifyConfig, sparsify_model
+    from gtcompress.cost import measure_cost, reference_batch
+    from gtcompress.train.loop import evaluate
+
+    ckpts = dict(item.rsplit("=", 1) for item in args.checkpoint)
+    selected = {f"{a}:{n}" for a, n, *_ in RUNS if not args.only or f"{a}:{n}" in args.only}
+    redo = {"dense", *args.methods}
+    old = json.loads(args.out.read_text()).get("rows", []) if args.out.exists() else []
+    rows: list[dict] = [r for r in old if f"{r['arch']}:{r['dataset']}" not in selected or r["method"] not in redo]
+    started = time.perf_counter()
+
+    def save() -> None:
+        doc = {
+            "quick": args.quick,
+            "machine": machine(),
+            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "rows": rows,
+            "targets": _targets(rows),
+            "wall_time_s": time.perf_counter() - started,
+        }
+        write_json(args.out, doc)
+
+    for arch, name, size, model_kw, batch in RUNS:
+        if args.only and f"{arch}:{name}" not in args.only:
+            continue
+        print(f"== {arch} on {name} ({'quick' if args.quick else size})", flush=True)
+        model, ds, t_dense = _dense(arch, name, size, model_kw, batch, args, ckpts)
+        ref = reference_batch(ds["val"], 32)
+        cost = measure_cost(model, ref)
+        scale = 100.0
+        dense = {
+            "test": scale * evaluate(model, ds["test"], ds.info)[ds.info.metric],
+            "val": scale * evaluate(model, ds["val"], ds.info)[ds.info.metric],
+        }
+        rows.append(
+            {
+                "arch": arch,
+                "dataset": name,
+                "method": "dense",
+                "budget": 1.0,
+                "flops_ratio": 1.0,
+                "params_ratio": 1.0,
+                "nonzero_params_ratio": 1.0,
+                "gflops": cost.flops / 1e9,
+                "params": cost.params,
+                "test": dense["test"],
+                "val": dense["val"],
+                "drop": 0.0,
+                "within_budget": None,
+                "layers": [{"heads": s.heads, "ffn_dim": s.ffn_dim} for s in model.config.layers],
+                "seconds": t_dense,
+            }
+        )
+        save()
+        third = args.minutes * 20.0  # GTSP: a third for mask training, two thirds for fine-tuning
+        for b in args.budgets:
+            common = {
+                "target_flops": b,
+                "axes": args.axes or DEFAULT_AXES[arch],
+                "token_keep": args.token_keep,
+                "epochs": args.epochs,
+                "finetune_epochs": args.epochs,
+                "batch_size": batch,
+                "time_budget_s": third,
+                "finetune_time_budget_s": 2 * third,
+            }
+            for method, fn in (("gtsp", prune_model), ("random", random_prune)):
+                if method not in args.methods:
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    res = fn(model, ds, PruneConfig(**common), show_progress=not args.no_progress)
+                except Exception as e:  # a failed budget is a result too
+                    print(f"   {method} @ {b}: failed: {e}", flush=True)
+                    rows.append({"arch": arch, "dataset": name, "method": method, "budget": b, "error": str(e)})
+                    save()
+                    continue
+                row = _row(arch, name, method, b, res.report, time.perf_counter() - t0, dense)
+                rows.append(row)
+                print(
+                    f"   {method:6s} @ {b:.2f}: FLOPs {row['flops_ratio']:.3f}  test {row['test']:.2f} "
+                    f"(dense {dense['test']:.2f})  {row['seconds']:.0f}s",
+                    flush=True,
+                )
+                save()
+        if "dense-ft" in args.methods:
+            rows.append(_dense_ft(model, ds, name, batch, args, dense, cost))
+            print(f"   dense-ft: test {rows[-1]['test']:.2f}", flush=True)
+            save()
+        teddy_runs = []
+        if "teddy" in args.methods:
+            teddy_runs.append(("teddy", {"edges": args.teddy_edges}))
+        if "teddy-attn" in args.methods and arch == "gps":
+            teddy_runs.append(("teddy-attn", {"attention_topk": -1}))
+        for method, kw in teddy_runs:
+            t0 = time.perf_counter()
+            sc = SparsifyConfig(
+                weights=args.teddy_weights,
+                epochs=args.epochs,
+                batch_size=batch,
+                time_budget_s=args.minutes * 60,
+                **kw,
+            )
+            res = sparsify_model(model, ds, sc, show_progress=not args.no_progress)
+            row = _row(arch, name, method, None, res.report, time.perf_counter() - t0, dense)
+            att = res.report["removed"].get("attention")
+            if att:
+                row["attention"] = {k: att[k] for k in ("kind", "k", "coverage", "target")}
+            rows.append(row)
+            print(
+                f"   {method}: FLOPs {row['flops_ratio']:.3f} nonzero params {row['nonzero_params_ratio']:.3f} "
+                f"test {row['test']:.2f}",
+                flush=True,
+            )
+            save()
+    save()
+    _plot([r for r in rows if "error" not in r], args.out.with_suffix(".png"), args.quick)
+    print(_table(rows))
+
+
+def _dense_ft(model: Any, ds: Any, name: str, batch: int, args: argparse.Namespace, dense: dict, cost: Any) -> dict:
+    """The dense model trained ``--minutes`` more with CE + KL to its own starting point (the recipe
+    the compressed models are fine-tuned with), as the reference for their extra training time."""
+    import copy
+
+    from gtcompress.compress.distill import attach_teacher, distillation_loss
+    from gtcompress.train.loop import TrainConfig, evaluate, train
+
+    t0 = time.perf_counter()
+    student = copy.deepcopy(model)
+    data = attach_teacher(ds, copy.deepcopy(model).eval())
+    cfg = TrainConfig(
+        epochs=args.epochs, batch_size=batch, lr=5e-4, warmup_epochs=1, seed=1, time_budget_s=args.minutes * 60
+    )
+    train(student, data, cfg, extra_loss=distillation_loss(ds.info), show_progress=not args.no_progress)
+    test = 100.0 * evaluate(student, ds["test"], ds.info)[ds.info.metric]
+    return {
+        "arch": model.config.arch,
+        "dataset": name,
+        "method": "dense-ft",
+        "budget": 1.0,
+        "flops_ratio": 1.0,
+        "params_ratio": 1.0,
+        "nonzero_params_ratio": 1.0,
+        "gflops": cost.flops / 1e9,
+        "params": cost.params,
+        "test": test,
+        "val": 100.0 * evaluate(student, ds["val"], ds.info)[ds.info.metric],
+        "drop": dense["test"] - test,
+        "within_budget": None,
+        "layers": None,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _table(rows: list[dict]) -> str:
+    lines = [
+        "| arch | dataset | method | budget | FLOPs kept | params kept | non-zero kept | test | Δ vs dense |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['arch']} | {r['dataset']} | {r['method']} | {r['budget']} | failed: {r['error']} |")
+            continue
+        b = "—" if r["budget"] is None else f"{r['budget']:.2f}"
+        lines.append(
+            f"| {r['arch']} | {r['dataset']} | {r['method']} | {b} | {r['flops_ratio']:.3f} | "
+            f"{r['params_ratio']:.3f} | {r['nonzero_params_ratio']:.3f} | {r['test']:.2f} | {-r['drop']:+.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def _plot(rows: list[dict], path: Path, quick: bool) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({(r["arch"], r["dataset"]) for r in rows})
+    if not keys:
+        return
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 4), squeeze=False)
+    style = {
+        "dense": ("k", "*"),
+        "gtsp": ("tab:blue", "o"),
+        "random": ("tab:red", "x"),
+        "teddy": ("tab:green", "s"),
+        "teddy-attn": ("tab:purple", "D"),
+        "dense-ft": ("tab:gray", "^"),
+    }
+    for ax, key in zip(axes[0], keys, strict=True):
+        mine = [r for r in rows if (r["arch"], r["dataset"]) == key]
+        for method, (color, marker) in style.items():
+            pts = sorted((r["flops_ratio"], r["test"]) for r in mine if r["method"] == method)
+            if not pts:
+                continue
+            xs, ys = zip(*pts, strict=True)
+            ls = "-" if method in ("gtsp", "random") and len(pts) > 1 else ""
+            ax.plot(xs, ys, color=color, marker=marker, linestyle=ls, label=method)
+        ax.set_xlabel("measured FLOPs kept (fraction of dense)")
+        ax.set_ylabel("test metric (%)")
+        ax.set_title(f"{key[0]} on {key[1].split(':')[-1]}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Compression Pareto front" + (" (QUICK smoke run: tiny data, not a result)" if quick else ""))
+    fig.tight_layout()
+    write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

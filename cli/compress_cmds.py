@@ -1,0 +1,229 @@
+"""``gtc sparsify`` (TEDDY) and ``gtc prune`` (GTSP): compressed checkpoint + compression report.
+
+Both read a trained checkpoint and the dataset it records (``--data-root`` overrides where the
+files are), write a new checkpoint (an ordinary one: ``gtc eval``/``info``/``export`` work on it)
+whose ``config.json`` holds the report under ``compression``, and the same report as
+``OUT/compression_report.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli.common import console, table, user_errors
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``sparsify`` and ``prune`` to the ``gtc`` app."""
+    app.command("sparsify")(sparsify_cmd)
+    app.command("prune")(prune_cmd)
+
+
+CheckpointArg = Annotated[Path, typer.Argument(help="Trained checkpoint directory.")]
+RootOpt = Annotated[
+    Path | None, typer.Option("--data-root", help="Where the checkpoint's dataset files are (file-based datasets).")
+]
+
+
+def _load(checkpoint: Path, data_root: Path | None) -> tuple[Any, dict[str, Any], Any]:
+    from gtcompress.checkpoint import load_checkpoint
+    from gtcompress.errors import GTCompressError
+    from gtcompress.train.recipe import DataSpec
+
+    model, meta = load_checkpoint(checkpoint)
+    ds_meta = {k: v for k, v in (meta.get("dataset") or {}).items() if k != "info"}
+    if data_root is not None:
+        ds_meta["root"] = str(data_root)
+    if "name" not in ds_meta:
+        raise GTCompressError(f"{checkpoint}: no dataset recorded in the checkpoint (train it with gtc train)")
+    ds = DataSpec(**ds_meta).load(model.config.pe)
+    return model, meta, ds
+
+
+def _save(out: Path, model: Any, meta: dict[str, Any], report: dict[str, Any], extra: dict[str, Any]) -> None:
+    from gtcompress.checkpoint import save_checkpoint
+    from gtcompress.io import write_json
+
+    keep = {k: v for k, v in meta.items() if k in ("dataset", "train")}
+    m = report["metric"]
+    metrics = {
+        "metric": m["name"],
+        "val": m["after"].get("val"),
+        "test": m["after"].get("test"),
+        "params": report["cost"]["after"]["params"],
+    }
+    save_checkpoint(out, model, {**keep, "metrics": metrics, "compression": report, **extra})
+    write_json(out / "compression_report.json", report)
+
+
+def _summary(title: str, report: dict[str, Any]) -> None:
+    c, m = report["cost"], report["metric"]
+    rows = []
+    for when in ("before", "after"):
+        rows.append(
+            {
+                "model": when,
+                f"val {m['name']}": m[when].get("val", float("nan")),
+                f"test {m['name']}": m[when].get("test", float("nan")),
+                "params": c[when]["params"],
+                "nonzero": c[when]["nonzero_params"],
+                "GFLOPs": c[when]["flops"] / 1e9,
+            }
+        )
+    console.print(table(title, rows))
+    console.print(
+        f"FLOPs kept {c['flops_ratio']:.3f}  params kept {c['params_ratio']:.3f}  "
+        f"non-zero params kept {c['nonzero_params_ratio']:.3f}"
+    )
+
+
+@user_errors
+def sparsify_cmd(
+    checkpoint: CheckpointArg,
+    edges: Annotated[float, typer.Option(help="Fraction of edges to remove (TEDDY scores; self-loops kept).")] = 0.0,
+    weights: Annotated[float, typer.Option(help="Fraction of weights to zero (ℓ0-projected gradient descent).")] = 0.0,
+    global_: Annotated[
+        bool, typer.Option("--global", help="One score threshold for the dataset instead of the ratio per graph.")
+    ] = False,
+    attention_topk: Annotated[
+        int,
+        typer.Option(help="GPS: global attention over input edges + self + top-k nodes per graph (-1: calibrate k)."),
+    ] = 0,
+    attention_coverage: Annotated[
+        float, typer.Option(help="Calibration: share of the dense attention mass the sparse graph keeps.")
+    ] = 0.9,
+    kd_weight: Annotated[float, typer.Option(help="λ of CE + λ·KL(student ‖ teacher).")] = 1.0,
+    kd_temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 1.0,
+    epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs.")] = 10,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option(min=0.0)] = 5e-4,
+    time_budget: Annotated[float, typer.Option(help="Stop fine-tuning after this many seconds (0 = none).")] = 0.0,
+    cost_graphs: Annotated[int, typer.Option(min=1, help="Validation graphs FLOPs are measured on.")] = 32,
+    seed: int = 0,
+    data_root: RootOpt = None,
+    out: Annotated[Path, typer.Option(help="Compressed checkpoint directory to write.")] = Path("runs/sparsified"),
+) -> None:
+    """TEDDY: remove low-scoring edges, sparsify weights by ℓ0 projection, distil from the dense model.
+
+    Example: gtc sparsify runs/gt-cluster --edges 0.3 --weights 0.5 --epochs 5 --out runs/gt-teddy
+
+    Example (GPS, sparse global attention): gtc sparsify runs/gps-cluster --attention-topk -1 --out runs/gps-sa
+    """
+    from gtcompress.compress.teddy import SparsifyConfig, sparsify_model
+
+    cfg = SparsifyConfig(
+        edges=edges,
+        per_graph=not global_,
+        weights=weights,
+        kd_weight=kd_weight,
+        kd_temperature=kd_temperature,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        time_budget_s=time_budget,
+        cost_graphs=cost_graphs,
+        seed=seed,
+        attention_topk=attention_topk,
+        attention_coverage=attention_coverage,
+    )
+    model, meta, ds = _load(checkpoint, data_root)
+    res = sparsify_model(model, ds, cfg)
+    _save(out, res.model, meta, res.report, {"teddy": res.transform.to_dict()})
+    _summary(f"TEDDY {checkpoint} → {out}", res.report)
+    if edges > 0:
+        console.print(
+            "[yellow]note:[/] this model expects TEDDY-sparsified inputs "
+            "(gtcompress.preprocess.teddy.teddy_sparsify, recorded under 'teddy' in config.json)"
+        )
+
+
+@user_errors
+def prune_cmd(
+    checkpoint: CheckpointArg,
+    target_flops: Annotated[
+        float | None, typer.Option(help="Keep this fraction of the measured FLOPs, e.g. 0.4.")
+    ] = None,
+    axes: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: tokens, heads, layers, ffn, weights. auto: heads,layers,ffn for GT (its "
+            "attention is local message passing), tokens,heads,layers,ffn for GPS and graphormer."
+        ),
+    ] = "auto",
+    keep: Annotated[
+        str | None, typer.Option(help="Per-axis ratios instead of a FLOP target, e.g. heads=0.5,ffn=0.5,tokens=0.7.")
+    ] = None,
+    token_keep: Annotated[float, typer.Option(help="tokens axis: nodes kept per graph in each attention layer.")] = 0.7,
+    weight_sparsity: Annotated[float, typer.Option(help="weights axis: fraction of weights zeroed.")] = 0.0,
+    epochs: Annotated[int, typer.Option(min=0, help="Mask-training epochs.")] = 10,
+    finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs after materialising.")] = 10,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option(min=0.0)] = 5e-4,
+    gate_lr: Annotated[float, typer.Option(min=0.0, help="Learning rate of gates and multipliers.")] = 0.05,
+    kd_weight: Annotated[float, typer.Option(help="λ of the distillation term.")] = 1.0,
+    time_budget: Annotated[float, typer.Option(help="Mask-training wall time in seconds (0 = none).")] = 0.0,
+    finetune_time_budget: Annotated[float, typer.Option(help="Fine-tuning wall time in seconds.")] = 0.0,
+    cost_graphs: Annotated[int, typer.Option(min=1, help="Validation graphs FLOPs are measured on.")] = 32,
+    random: Annotated[bool, typer.Option("--random", help="Random pruning baseline at the same budget.")] = False,
+    seed: int = 0,
+    data_root: RootOpt = None,
+    out: Annotated[Path, typer.Option(help="Compressed checkpoint directory to write.")] = Path("runs/pruned"),
+) -> None:
+    """GTSP: train gates on tokens, heads, layers and FFN units under a FLOP budget, then materialise.
+
+    Example: gtc prune runs/gt-cluster --target-flops 0.4 --axes heads,layers,ffn --epochs 5 --out runs/gt-p40
+    """
+    from gtcompress.compress.prune import PruneConfig, prune_model, random_prune
+
+    keep_d = _parse_keep(keep)
+    settings = dict(
+        target_flops=target_flops,
+        keep=keep_d,
+        token_keep=token_keep,
+        weight_sparsity=weight_sparsity,
+        epochs=epochs,
+        finetune_epochs=finetune_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        gate_lr=gate_lr,
+        kd_weight=kd_weight,
+        time_budget_s=time_budget,
+        finetune_time_budget_s=finetune_time_budget,
+        cost_graphs=cost_graphs,
+        seed=seed,
+    )
+    default_axes = ("tokens", "heads", "layers", "ffn")
+    PruneConfig(axes=default_axes if axes == "auto" else axes, **settings)  # type: ignore[arg-type]  # fail fast
+    model, meta, ds = _load(checkpoint, data_root)
+    if axes == "auto":
+        axes = "heads,layers,ffn" if model.config.arch == "gt" else ",".join(default_axes)
+    cfg = PruneConfig(axes=axes, **settings)  # type: ignore[arg-type]
+    res = (random_prune if random else prune_model)(model, ds, cfg)
+    _save(out, res.model, meta, res.report, {})
+    _summary(f"{'random' if random else 'GTSP'} {checkpoint} → {out}", res.report)
+    console.print(
+        table(
+            "layers after",
+            [{"layer": i, **row} for i, row in enumerate(res.report["layers_after"])],
+        )
+    )
+
+
+def _parse_keep(text: str | None) -> dict[str, float]:
+    from gtcompress.errors import ConfigError
+
+    if not text:
+        return {}
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip().lower()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ConfigError(f"--keep: expected entries like heads=0.5 (comma-separated), got {part!r}")
+    return out

@@ -1,0 +1,75 @@
+"""Compression: GTSP four-axis mask pruning, TEDDY sparsification, materialisation.
+
+Split the way Torch-Pruning splits it (DESIGN.md):
+
+* what is coupled / how to slice — :mod:`.materialise` (heads out of q/k/v/o and the per-head
+  biases, FFN channels through torch-pruning's dependency graph, removed sublayers, smaller config);
+* what to remove — :mod:`.gates` (hard-concrete L0 gates), :mod:`.tokens` (node scorer, Gumbel
+  top-k), :mod:`.sparsity` (magnitude / ℓ0 projection), :mod:`.teddy` (edge scores);
+* how much, when — :mod:`.budget` (measured-and-calibrated cost model, Lagrangian, discrete
+  selection that meets the budget by construction);
+* the loops — :mod:`.prune` (GTSP), :mod:`.teddy` (TEDDY, with :mod:`.attention_graph` for
+  full-attention models), :mod:`.distill` (knowledge distillation), :mod:`.report` (the
+  compression report). Cost accounting is :mod:`gtcompress.cost`; the numpy-only TEDDY
+  pre-processing step is :mod:`gtcompress.preprocess.teddy`.
+
+Names are re-exported flat and loaded lazily: :mod:`gtcompress.models.layers` imports
+:mod:`.tokens` and must not pull the rest in.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "TokenSelector": "tokens",
+    "topk_per_graph": "tokens",
+    "HardConcrete": "gates",
+    "GateSet": "gates",
+    "AXES": "gates",
+    "attach_gates": "masks",
+    "GateHandle": "masks",
+    "CostModel": "budget",
+    "Lagrangian": "budget",
+    "select_plan": "budget",
+    "fit_budget": "budget",
+    "BudgetError": "budget",
+    "Plan": "materialise",
+    "LayerPlan": "materialise",
+    "materialise": "materialise",
+    "full_plan": "materialise",
+    "with_token_keep": "materialise",
+    "kd_loss": "distill",
+    "attach_teacher": "distill",
+    "distillation_loss": "distill",
+    "l0_project_": "sparsity",
+    "prunable_weights": "sparsity",
+    "projected": "sparsity",
+    "PruneConfig": "prune",
+    "PruneResult": "prune",
+    "prune_model": "prune",
+    "random_prune": "prune",
+    "SparsifyConfig": "teddy",
+    "SparsifyResult": "teddy",
+    "TeddyEdges": "teddy",
+    "sparsify_dataset": "teddy",
+    "sparsify_model": "teddy",
+    "compression_report": "report",
+    "attention_edges": "attention_graph",
+    "calibrate_attention_topk": "attention_graph",
+    "with_attention_topk": "attention_graph",
+    "parse_axes": "gates",
+    "gate_scores": "budget",
+    "random_scores": "budget",
+    "TEACHER_KEY": "distill",
+    "plain_copy": "materialise",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"gtcompress.compress.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'gtcompress.compress' has no attribute {name!r}")

@@ -1,0 +1,178 @@
+r"""TEDDY on *attention* edges: sparsify a full-attention model's attention graph.
+
+GPS attends from every node to every node of its graph (:math:`L^2` pairs per graph). With
+``ModelConfig.attention_topk = k`` its global attention runs instead over the set
+
+.. math::
+    \mathcal A = E \cup \{(i \to i)\} \cup \{(j \to i) : j \in \mathrm{top}_k(s, \mathrm{graph}(i))\}
+
+(unique pairs: it is a subgraph of the complete graph the dense attention used), through the one
+reference sparse attention, so its cost falls from :math:`L^2` to :math:`|E| + (k+1) L` pairs per
+graph and head. The key score is TEDDY's degree-based node score :math:`s_j = \bar g_j / d_j`
+(``"teddy"``: low-degree nodes with low-degree neighbours first) or the degree (``"degree"``:
+hubs first). TEDDY's edge score factorises, :math:`s(i, j) = s_i s_j`, so every query of a graph
+ranks the keys the same way and the top-k keys per query are the graph's :math:`k` top nodes —
+global tokens. Everything is computed inside the model from ``edge_index`` with scatter / sort /
+gather ops (no pre-processing input, exportable).
+
+:func:`calibrate_attention_topk` chooses the score and the smallest :math:`k` whose graph keeps a
+target share (``coverage``) of the dense model's attention probability mass on calibration
+graphs — the "calibrated score" of the sparsified attention.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gtcompress.errors import UnsupportedModelError
+from gtcompress.graph import GraphBatch
+from gtcompress.nn.layout import DenseLayout
+from gtcompress.nn.scatter import scatter_sum
+
+__all__ = ["attention_edges", "attention_mask", "calibrate_attention_topk", "node_scores", "with_attention_topk"]
+
+
+def node_scores(edge_index: Tensor, num_nodes: int, kind: str = "teddy") -> Tensor:
+    """TEDDY node score ``ḡ/d`` (see :mod:`gtcompress.preprocess.teddy`) or the degree, ``[N]``."""
+    src, dst = edge_index[0], edge_index[1]
+    ones = torch.ones(src.shape[0], dtype=torch.float64, device=src.device)
+    deg = scatter_sum(ones, src, num_nodes)
+    if kind == "degree":
+        return deg
+    inv_sqrt = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg))
+    nb = scatter_sum(inv_sqrt.index_select(0, dst), src, num_nodes)
+    return torch.where(deg > 0, nb / (deg * deg).clamp_min(1e-12), torch.zeros_like(deg))
+
+
+def _top_nodes(edge_index: Tensor, layout: DenseLayout, k: int, kind: str) -> tuple[Tensor, Tensor]:
+    """Per graph the node ids ``[B, k']`` of its ``k`` best-scoring nodes and their validity."""
+    n = layout.slot.shape[0]
+    s = layout.pad(node_scores(edge_index, n, kind).unsqueeze(-1)).squeeze(-1)
+    s = s.masked_fill(~layout.valid, float("-inf"))
+    kk = min(k, layout.max_nodes)
+    order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :kk]
+    valid = layout.valid.gather(1, order)
+    node_of_slot = torch.full((layout.num_graphs * layout.max_nodes,), -1, dtype=torch.long, device=s.device)
+    node_of_slot = node_of_slot.scatter(0, layout.slot, torch.arange(n, device=s.device))
+    rows = torch.arange(layout.num_graphs, device=s.device).unsqueeze(1) * layout.max_nodes
+    return node_of_slot.index_select(0, (rows + order).reshape(-1)).view(order.shape), valid
+
+
+def attention_edges(edge_index: Tensor, batch: Tensor, layout: DenseLayout, k: int, kind: str = "teddy") -> Tensor:
+    """The sparsified attention graph ``[2, E']`` (unique pairs, sorted by (src, dst))."""
+    n = layout.slot.shape[0]
+    top, valid = _top_nodes(edge_index, layout, k, kind)
+    src = top.index_select(0, batch)  # [N, k'] keys of each query's graph
+    ok = valid.index_select(0, batch)
+    dst = torch.arange(n, device=batch.device).unsqueeze(1).expand_as(src)
+    keys = torch.cat(
+        [
+            edge_index[0] * n + edge_index[1],
+            torch.arange(n, device=batch.device) * (n + 1),  # self-loops
+            (src * n + dst)[ok],
+        ]
+    )
+    uniq = torch.unique(keys)
+    return torch.stack([uniq // n, uniq % n])
+
+
+def attention_mask(edge_index: Tensor, batch: Tensor, layout: DenseLayout, k: int, kind: str) -> Tensor:
+    """``[B, L, L]`` bool (query, key): the pairs :func:`attention_edges` keeps."""
+    ae = attention_edges(edge_index, batch, layout, k, kind)
+    return layout.edge_counts(ae, batch) > 0
+
+
+def with_attention_topk(model: nn.Module, k: int, kind: str = "teddy") -> nn.Module:
+    """A copy of a GPS ``model`` whose global attention runs on the sparsified graph (same weights)."""
+    from gtcompress.models.model import build_model
+
+    check_full_attention(model)
+    cfg = copy.deepcopy(model.config)  # type: ignore[attr-defined]
+    cfg.attention_topk, cfg.attention_score = int(k), kind
+    out = build_model(cfg)
+    out.load_state_dict(model.state_dict(), strict=True)
+    out.train(model.training)
+    return out
+
+
+def check_full_attention(model: nn.Module) -> None:
+    arch = model.config.arch  # type: ignore[attr-defined]
+    if arch == "gt":
+        raise UnsupportedModelError(
+            "GT attention already runs over the input edges only: sparsify those with --edges instead"
+        )
+    if arch == "graphormer":
+        raise UnsupportedModelError(
+            "graphormer's attention bias needs the shortest paths of all pairs (an O(L³) input), so a sparse "
+            "attention graph would not make it cheaper; attention sparsification supports gps"
+        )
+    if not any(layer.attn is not None for layer in model.layers):  # type: ignore[attr-defined]
+        raise UnsupportedModelError("the model has no attention sublayer left to sparsify")
+
+
+@torch.no_grad()
+def calibrate_attention_topk(
+    model: nn.Module,
+    batch: GraphBatch,
+    coverage: float = 0.9,
+    ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
+    kinds: tuple[str, ...] = ("teddy", "degree"),
+) -> dict[str, Any]:
+    """Choose ``(kind, k)``: the smallest ``k`` (then the better score) whose attention graph keeps
+    ``coverage`` of the dense GPS model's attention mass on ``batch``, averaged over layers, heads
+    and queries. Returns the choice and the whole table (falls back to the largest ``k``)."""
+    check_full_attention(model)
+    model.eval()
+    captured: list[tuple[Tensor, Tensor, int]] = []
+    hooks = []
+    for layer in model.layers:  # type: ignore[attr-defined]
+        if layer.attn is None:
+            continue
+        store: dict[str, Tensor] = {}
+
+        def grab(name: str, store: dict[str, Tensor] = store, heads: int = layer.attn.heads):
+            def hook(mod: nn.Module, args: Any, out: Tensor) -> None:
+                store[name] = out
+                if name == "k" and out.dim() == 3:
+                    captured.append((store["q"], out, heads))
+
+            return hook
+
+        hooks.append(layer.attn.q.register_forward_hook(grab("q")))
+        hooks.append(layer.attn.k.register_forward_hook(grab("k")))
+    try:
+        model(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    bvec = batch.batch_vector
+    layout = DenseLayout.from_batch(bvec, batch.num_graphs)
+    valid = layout.valid
+    pair_ok = valid.unsqueeze(2) & valid.unsqueeze(1)
+    probs = []
+    for q, kt, heads in captured:  # [B, L, H·Dh] from the dense path
+        b, length, _ = q.shape
+        if length != layout.max_nodes:  # token-pruned layer (gathered): not a full-attention layer
+            continue
+        qh = q.view(b, length, heads, -1).transpose(1, 2)
+        kh = kt.view(b, length, heads, -1).transpose(1, 2)
+        score = torch.matmul(qh, kh.transpose(-1, -2)) / qh.shape[-1] ** 0.5
+        score = score.masked_fill(~valid[:, None, None, :], float("-inf"))
+        p = torch.softmax(score, -1).nan_to_num(0.0)
+        probs.append(p.mean(1))  # [B, L, L] averaged over heads
+    dense = torch.stack(probs).mean(0) if probs else torch.zeros_like(pair_ok, dtype=torch.float32)
+    queries = valid.sum().clamp_min(1)
+    table = []
+    for kind in kinds:
+        for k in ks:
+            mask = attention_mask(batch.edge_index, bvec, layout, k, kind) & pair_ok
+            kept = float((dense * mask).sum() / queries)
+            pairs = int(mask.sum())
+            table.append({"kind": kind, "k": k, "coverage": kept, "pairs": pairs, "dense_pairs": int(pair_ok.sum())})
+    ok = [r for r in table if r["coverage"] >= coverage]
+    best = min(ok, key=lambda r: (r["k"], -r["coverage"])) if ok else max(table, key=lambda r: (r["k"], r["coverage"]))
+    return {"kind": best["kind"], "k": best["k"], "coverage": best["coverage"], "target": coverage, "table": table}

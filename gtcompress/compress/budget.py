@@ -1,0 +1,429 @@
+r"""How much, when: a cost model calibrated by measurement, the Lagrangian, the discrete choice.
+
+**Cost model.** With per-layer head counts :math:`H_l` and FFN widths :math:`F_l`, the measured
+FLOPs of a (materialised) model on a fixed reference batch are exactly
+
+.. math::
+    C = C_0 + \sum_l [H_l > 0]\,(a^{fix}_l + H_l\, a_l) + \sum_l [F_l > 0]\,(b^{fix}_l + F_l\, b_l)
+
+because q/k/v/o and the attention itself are linear in the number of heads, the FFN is linear in
+its width, and nothing else changes (:math:`a^{fix}` is the token scorer; at a fixed token keep
+ratio). :meth:`CostModel.calibrate` *measures* the coefficients with
+:func:`gtcompress.cost.count_flops` on materialised variants (one sublayer removed, one head / half
+the units kept), so the model agrees with measurement by construction. Its expectation under the
+gates' open probabilities (head ``h`` open with :math:`p_{l,h}`, sublayer with :math:`\pi_l`),
+
+.. math::
+    \mathbb E[C] = C_0 + \sum_l \pi_l\big((1 - \textstyle\prod_h (1-p_{l,h}))\, a^{fix}_l
+    + a_l \sum_h p_{l,h}\big) + (\text{same for the FFN}),
+
+is differentiable in the gate parameters.
+
+**Lagrangian** (CoFi, Xia et al. 2022): with :math:`c = \mathbb E[C]/C_{dense}` and target
+:math:`t`, the loss :math:`\lambda_1 (c - t) + \lambda_2 (c - t)^2` is minimised by the model and
+gates and *maximised* by the multipliers, which drives :math:`c` to :math:`t`.
+
+**Discrete choice.** After training, :func:`select_plan` ranks units (heads, FFN units, whole
+sublayers) by their gates' log open-probability and closes the weakest until the cost model says
+the budget is met, then re-opens the strongest closed ones that still fit — so the plan sits just
+below the target. :func:`fit_budget` materialises that plan, *measures* it, corrects the model's
+offset by the difference and repeats, so the returned model meets the budget measured, within
+the tolerance, or a :class:`BudgetError` says why it cannot.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gtcompress.compress.gates import GateSet
+from gtcompress.compress.materialise import LayerPlan, Plan, full_plan, materialise
+from gtcompress.cost import count_flops
+from gtcompress.errors import GTCompressError
+from gtcompress.graph import GraphBatch
+from gtcompress.models.model import GraphModel
+
+__all__ = [
+    "BudgetError",
+    "CostModel",
+    "Lagrangian",
+    "Scores",
+    "fit_budget",
+    "gate_scores",
+    "random_scores",
+    "select_plan",
+]
+
+
+class BudgetError(GTCompressError):
+    """The requested budget cannot be met with the chosen axes."""
+
+
+@dataclass
+class CostModel:
+    dense: float  # FLOPs of the uncompressed model on the reference batch (the 100 %)
+    base: float  # FLOPs no enabled axis can remove
+    head: list[float]  # per head of layer l
+    attn_fixed: list[float]  # while layer l has attention (token scorer)
+    unit: list[float]  # per FFN hidden unit of layer l
+    ffn_fixed: list[float]
+    heads: list[int]
+    widths: list[int]
+    token_keep: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def cost(self, plan: Plan) -> float:
+        c = self.base
+        for i, lp in enumerate(plan.layers):
+            if lp.heads and self.heads[i]:
+                c += self.attn_fixed[i] + len(lp.heads) * self.head[i]
+            if lp.ffn and self.widths[i]:
+                c += self.ffn_fixed[i] + len(lp.ffn) * self.unit[i]
+        return c
+
+    def expected(self, gates: GateSet) -> Tensor:
+        """Differentiable expected FLOPs under the gates' open probabilities."""
+        total = torch.tensor(self.base, dtype=torch.float64)
+        for i in range(len(self.heads)):
+            if self.heads[i]:
+                ph = gates.prob_open("heads", i)
+                ph = ph.double() if ph is not None else torch.ones(self.heads[i], dtype=torch.float64)
+                pa = gates.prob_open("attn", i)
+                pa = pa.double().reshape(()) if pa is not None else torch.ones((), dtype=torch.float64)
+                any_open = 1.0 - torch.prod(1.0 - ph)
+                total = total + pa * (any_open * self.attn_fixed[i] + self.head[i] * ph.sum())
+            if self.widths[i]:
+                pu = gates.prob_open("ffn", i)
+                pu = pu.double() if pu is not None else torch.ones(self.widths[i], dtype=torch.float64)
+                pf = gates.prob_open("ffn_layer", i)
+                pf = pf.double().reshape(()) if pf is not None else torch.ones((), dtype=torch.float64)
+                any_open = 1.0 - torch.prod(1.0 - pu)
+                total = total + pf * (any_open * self.ffn_fixed[i] + self.unit[i] * pu.sum())
+        return total
+
+    def min_cost(self, axes: tuple[str, ...]) -> float:
+        """The least cost reachable with ``axes`` (a sublayer keeps one unit unless ``layers``)."""
+        lp = []
+        for i in range(len(self.heads)):
+            h = self.heads[i]
+            f = self.widths[i]
+            heads = [] if "layers" in axes else (list(range(1 if "heads" in axes else h)) if h else [])
+            units = [] if "layers" in axes else (list(range(1 if "ffn" in axes else f)) if f else [])
+            lp.append(LayerPlan(heads, units))
+        return self.cost(Plan(lp))
+
+    @classmethod
+    def calibrate(cls, model: GraphModel, batch: GraphBatch, dense_flops: float | None = None) -> CostModel:
+        """Measure the coefficients on ``batch`` (see module docstring). ``dense_flops`` is the
+        100 % (default: ``model``'s own FLOPs)."""
+        full = full_plan(model)
+
+        def measure(plan: Plan) -> float:
+            return float(count_flops(materialise(model, plan, drop_identity_layers=False), batch)[0])
+
+        c_full = float(count_flops(model, batch)[0])
+        n = len(full.layers)
+        heads = [len(lp.heads) for lp in full.layers]
+        widths = [len(lp.ffn) for lp in full.layers]
+        head, afix, unit, ffix = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
+
+        def variant(i: int, heads_keep: list[int] | None = None, ffn_keep: list[int] | None = None) -> Plan:
+            layers = [LayerPlan(list(lp.heads), list(lp.ffn), lp.token_keep) for lp in full.layers]
+            if heads_keep is not None:
+                layers[i].heads = heads_keep
+            if ffn_keep is not None:
+                layers[i].ffn = ffn_keep
+            return Plan(layers)
+
+        for i in range(n):
+            if heads[i]:
+                c_none = measure(variant(i, heads_keep=[]))
+                if heads[i] > 1:
+                    c_one = measure(variant(i, heads_keep=[0]))
+                    head[i] = (c_full - c_one) / (heads[i] - 1)
+                else:
+                    head[i] = c_full - c_none
+                afix[i] = c_full - c_none - heads[i] * head[i]
+            if widths[i]:
+                c_none = measure(variant(i, ffn_keep=[]))
+                half = max(1, widths[i] // 2)
+                if widths[i] > 1:
+                    c_half = measure(variant(i, ffn_keep=list(range(half))))
+                    unit[i] = (c_full - c_half) / (widths[i] - half)
+                else:
+                    unit[i] = c_full - c_none
+                ffix[i] = c_full - c_none - widths[i] * unit[i]
+        removable = sum(afix[i] + heads[i] * head[i] for i in range(n) if heads[i])
+        removable += sum(ffix[i] + widths[i] * unit[i] for i in range(n) if widths[i])
+        return cls(
+            dense=float(dense_flops) if dense_flops is not None else c_full,
+            base=c_full - removable,
+            head=head,
+            attn_fixed=afix,
+            unit=unit,
+            ffn_fixed=ffix,
+            heads=heads,
+            widths=widths,
+            token_keep=[lp.token_keep for lp in full.layers],
+        )
+
+
+class Lagrangian(nn.Module):
+    r"""``λ1 (c − t) + λ2 (c − t)²`` with multipliers trained by gradient *ascent* (put them in an
+    optimiser group with ``maximize=True``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lambda1 = nn.Parameter(torch.zeros(()))
+        self.lambda2 = nn.Parameter(torch.zeros(()))
+
+    def forward(self, c: Tensor, t: float) -> Tensor:
+        gap = c - t
+        return self.lambda1 * gap + self.lambda2 * gap * gap
+
+
+# ---------------------------------------------------------------------------------- discrete choice
+@dataclass
+class Scores:
+    """Ranking scores (higher = keep) per layer; missing entries count as 0."""
+
+    head: dict[int, np.ndarray] = field(default_factory=dict)
+    attn: dict[int, float] = field(default_factory=dict)
+    unit: dict[int, np.ndarray] = field(default_factory=dict)
+    ffn: dict[int, float] = field(default_factory=dict)
+
+
+def gate_scores(gates: GateSet) -> Scores:
+    """Log open-probabilities of the gates."""
+    s = Scores()
+    for i in range(gates.num_layers):
+        lp = gates.log_prob_open("heads", i)
+        if lp is not None:
+            s.head[i] = lp.numpy().astype(np.float64)
+        lp = gates.log_prob_open("attn", i)
+        if lp is not None:
+            s.attn[i] = float(lp)
+        lp = gates.log_prob_open("ffn", i)
+        if lp is not None:
+            s.unit[i] = lp.numpy().astype(np.float64)
+        lp = gates.log_prob_open("ffn_layer", i)
+        if lp is not None:
+            s.ffn[i] = float(lp)
+    return s
+
+
+def random_scores(cost: CostModel, seed: int) -> Scores:
+    """Uniformly random ranking (the random-pruning baseline)."""
+    rng = np.random.default_rng(seed)
+    s = Scores()
+    for i, (h, f) in enumerate(zip(cost.heads, cost.widths, strict=True)):
+        if h:
+            s.head[i], s.attn[i] = rng.random(h), float(rng.random())
+        if f:
+            s.unit[i], s.ffn[i] = rng.random(f), float(rng.random())
+    return s
+
+
+@dataclass
+class _Unit:
+    kind: str  # head | unit (one head / FFN unit) | attn | ffn (a whole sublayer)
+    layer: int
+    index: int
+    score: float
+
+
+def _units(cost: CostModel, scores: Scores, axes: tuple[str, ...]) -> list[_Unit]:
+    out: list[_Unit] = []
+    for i, (h, f) in enumerate(zip(cost.heads, cost.widths, strict=True)):
+        la = scores.attn.get(i, 0.0) if "layers" in axes else 0.0
+        lf = scores.ffn.get(i, 0.0) if "layers" in axes else 0.0
+        if h:
+            if "heads" in axes:
+                hs = scores.head.get(i, np.zeros(h))
+                out += [_Unit("head", i, j, float(hs[j]) + la) for j in range(h)]
+            elif "layers" in axes:
+                out.append(_Unit("attn", i, -1, la))
+        if f:
+            if "ffn" in axes:
+                us = scores.unit.get(i, np.zeros(f))
+                out += [_Unit("unit", i, j, float(us[j]) + lf) for j in range(f)]
+            elif "layers" in axes:
+                out.append(_Unit("ffn", i, -1, lf))
+    return out
+
+
+class _State:
+    """Kept heads / units per layer with incremental cost."""
+
+    def __init__(self, cost: CostModel, axes: tuple[str, ...]) -> None:
+        self.cm, self.axes = cost, axes
+        self.heads = [set(range(h)) for h in cost.heads]
+        self.units = [set(range(f)) for f in cost.widths]
+        self.cost = cost.cost(self.plan())
+
+    def plan(self, token_keep: list[float] | None = None) -> Plan:
+        tk = token_keep or self.cm.token_keep or [1.0] * len(self.heads)
+        return Plan(
+            [
+                LayerPlan(sorted(h), sorted(u), tk[i] if h else 1.0)
+                for i, (h, u) in enumerate(zip(self.heads, self.units, strict=True))
+            ]
+        )
+
+    def _members(self, u: _Unit) -> tuple[set[int], list[int], float, float]:
+        i = u.layer
+        if u.kind in ("head", "attn"):
+            allm = list(range(self.cm.heads[i])) if u.kind == "attn" else [u.index]
+            return self.heads[i], allm, self.cm.head[i], self.cm.attn_fixed[i]
+        allm = list(range(self.cm.widths[i])) if u.kind == "ffn" else [u.index]
+        return self.units[i], allm, self.cm.unit[i], self.cm.ffn_fixed[i]
+
+    def removable(self, u: _Unit) -> bool:
+        kept, members, _, _ = self._members(u)
+        if not all(m in kept for m in members):
+            return False
+        if u.kind in ("head", "unit") and "layers" not in self.axes:
+            return len(kept) > 1  # without the layers axis a sublayer keeps one unit
+        return True
+
+    def delta_remove(self, u: _Unit) -> float:
+        kept, members, per, fixed = self._members(u)
+        d = per * len(members)
+        if len(kept) == len(members):
+            d += fixed
+        return d
+
+    def delta_add(self, u: _Unit) -> float:
+        kept, members, per, fixed = self._members(u)
+        d = per * len(members)
+        if not kept:
+            d += fixed
+        return d
+
+    def remove(self, u: _Unit) -> None:
+        kept, members, _, _ = self._members(u)
+        self.cost -= self.delta_remove(u)
+        kept.difference_update(members)
+
+    def add(self, u: _Unit) -> None:
+        kept, members, _, _ = self._members(u)
+        self.cost += self.delta_add(u)
+        kept.update(members)
+
+
+def select_plan(
+    cost: CostModel,
+    scores: Scores,
+    axes: tuple[str, ...],
+    target: float | None = None,
+    axis_keep: dict[str, float] | None = None,
+    slack: float = 0.01,
+) -> Plan:
+    """The discrete plan: meet ``target`` (fraction of ``cost.dense``) from below, within
+    ``slack`` (relative) where the units allow — units are closed weakest first, and one whose
+    removal would fall below the window is passed over for smaller ones — or keep the given
+    fraction per axis (``axis_keep``: heads / ffn / layers)."""
+    state = _State(cost, axes)
+    units = _units(cost, scores, axes)
+    if target is not None:
+        budget = target * cost.dense
+        floor = budget * (1.0 - slack)
+        order = sorted(range(len(units)), key=lambda k: units[k].score)
+        removed: list[int] = []
+        skipped: list[int] = []
+        for k in order:  # weakest first; a unit whose removal would overshoot the window waits
+            if state.cost <= budget:
+                break
+            if not state.removable(units[k]):
+                continue
+            if state.cost - state.delta_remove(units[k]) >= floor:
+                state.remove(units[k])
+                removed.append(k)
+            else:
+                skipped.append(k)
+        for k in skipped:  # still above: overshoot with the weakest waiting units
+            if state.cost <= budget:
+                break
+            if state.removable(units[k]):
+                state.remove(units[k])
+                removed.append(k)
+        if state.cost > budget * (1 + 1e-9):
+            raise BudgetError(
+                f"target {target:.3f} of the FLOPs is out of reach with axes {','.join(axes)}: the least "
+                f"reachable is {cost.min_cost(axes) / cost.dense:.3f} (add axes or raise the target)"
+            )
+        for k in sorted(removed, key=lambda k: -units[k].score):  # re-open the strongest that fit
+            if state.cost + state.delta_add(units[k]) <= budget:
+                state.add(units[k])
+        return state.plan()
+    for axis, kinds in (("heads", ("head",)), ("ffn", ("unit",)), ("layers", ("attn", "ffn"))):
+        if not axis_keep or axis not in axis_keep:
+            continue
+        if axis == "layers":
+            subs = [(i, "attn", scores.attn.get(i, 0.0)) for i, h in enumerate(cost.heads) if h]
+            subs += [(i, "ffn", scores.ffn.get(i, 0.0)) for i, f in enumerate(cost.widths) if f]
+            n_drop = len(subs) - math.floor(axis_keep[axis] * len(subs) + 0.5)
+            for i, kind, _ in sorted(subs, key=lambda t: t[2])[: max(0, n_drop)]:
+                (state.heads if kind == "attn" else state.units)[i].clear()
+            continue
+        pool = [u for u in units if u.kind in kinds]
+        n_drop = len(pool) - math.floor(axis_keep[axis] * len(pool) + 0.5)
+        for u in sorted(pool, key=lambda u: u.score):
+            if n_drop <= 0:
+                break
+            if state.removable(u):
+                state.remove(u)
+                n_drop -= 1
+    state.cost = cost.cost(state.plan())
+    return state.plan()
+
+
+@dataclass
+class BudgetFit:
+    plan: Plan
+    model: GraphModel
+    flops: float
+    ratio: float
+    iterations: int
+    predicted_ratio: float
+
+
+def fit_budget(
+    model: GraphModel,
+    scores: Scores,
+    cost: CostModel,
+    batch: GraphBatch,
+    axes: tuple[str, ...],
+    target: float,
+    tolerance: float = 0.03,
+    max_iter: int = 6,
+) -> BudgetFit:
+    """Select, materialise and *measure* until the measured FLOP ratio is within ``tolerance``
+    (relative) of ``target``; the cost model's offset absorbs any measured difference."""
+    cm = CostModel(**{**cost.to_dict()})
+    best: BudgetFit | None = None
+    for it in range(1, max_iter + 1):
+        plan = select_plan(cm, scores, axes, target=target)
+        small = materialise(model, plan)
+        flops = float(count_flops(small, batch)[0])
+        ratio = flops / cm.dense
+        fit = BudgetFit(plan, small, flops, ratio, it, cm.cost(plan) / cm.dense)
+        if best is None or abs(ratio - target) < abs(best.ratio - target):
+            best = fit
+        if abs(ratio / target - 1.0) <= tolerance / 3:
+            break
+        cm.base += flops - cm.cost(plan)
+    assert best is not None
+    if abs(best.ratio / target - 1.0) > tolerance:
+        raise BudgetError(
+            f"could not meet the target {target:.3f} within ±{tolerance:.0%}: measured {best.ratio:.3f} "
+            f"(the units of axes {','.join(axes)} are too coarse; add 'ffn' or 'tokens')"
+        )
+    return best

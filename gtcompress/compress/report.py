@@ -1,0 +1,69 @@
+"""The compression report: one JSON document per run, stored in the checkpoint and next to it.
+
+It records what each axis removed (which heads, sublayers, FFN units, the token ratios, edges and
+weights), the measured cost before and after (params, non-zero params, weight bytes, FLOPs on the
+same reference batch), the metric before and after, the settings, the seed and timings.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+from gtcompress import __version__
+from gtcompress.cost import Cost
+
+__all__ = ["compression_report", "cost_summary", "layer_table"]
+
+
+def cost_summary(before: Cost, after: Cost) -> dict[str, Any]:
+    return {
+        "before": before.to_dict(),
+        "after": after.to_dict(),
+        "flops_ratio": after.flops / max(before.flops, 1),
+        "params_ratio": after.params / max(before.params, 1),
+        "nonzero_params_ratio": after.nonzero_params / max(before.nonzero_params, 1),
+        "weight_bytes_ratio": after.weight_bytes / max(before.weight_bytes, 1),
+    }
+
+
+def compression_report(
+    method: str,
+    settings: dict[str, Any],
+    seed: int,
+    metric: str,
+    metrics_before: dict[str, float],
+    metrics_after: dict[str, float],
+    cost_before: Cost,
+    cost_after: Cost,
+    removed: dict[str, Any],
+    model_before: Any,
+    model_after: Any,
+    timings: dict[str, float],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assemble the report (plain JSON types only)."""
+    return {
+        "method": method,
+        "gtcompress_version": __version__,
+        "python": platform.python_version(),
+        "seed": seed,
+        "settings": settings,
+        "metric": {
+            "name": metric,
+            "before": metrics_before,
+            "after": metrics_after,
+            "delta": {k: metrics_after[k] - metrics_before[k] for k in metrics_before if k in metrics_after},
+        },
+        "cost": cost_summary(cost_before, cost_after),
+        "removed": removed,
+        "layers_before": model_before,
+        "layers_after": model_after,
+        "timings_s": timings,
+        **(extra or {}),
+    }
+
+
+def layer_table(config: Any) -> list[dict[str, Any]]:
+    """``[{heads, ffn_dim, token_keep}]`` per layer of a :class:`ModelConfig`."""
+    return [{"heads": s.heads, "ffn_dim": s.ffn_dim, "token_keep": s.token_keep} for s in config.layers]

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import torch
+
+from gtcompress.compress.budget import BudgetError, CostModel, fit_budget, random_scores, select_plan
+from gtcompress.compress.gates import GateSet
+from gtcompress.compress.materialise import materialise, with_token_keep
+from gtcompress.compress.prune import PruneConfig, prune_model, random_prune
+from gtcompress.cost import count_flops, reference_batch
+from gtcompress.errors import ConfigError, UnsupportedModelError
+from gtcompress.models import LayerSpec
+
+from .conftest import tiny_model
+
+AXES = ("heads", "layers", "ffn")
+
+
+@pytest.mark.parametrize("arch", ["gt", "gps"])
+def test_cost_model_agrees_with_measured_flops(arch: str, node_data) -> None:
+    model = with_token_keep(tiny_model(arch, node_data.info, num_layers=3), 0.7).eval()
+    ref = reference_batch(node_data["val"], 8)
+    cm = CostModel.calibrate(model, ref)
+    for seed in range(4):
+        plan = select_plan(cm, random_scores(cm, seed), AXES, target=0.3 + 0.15 * seed)
+        measured = count_flops(materialise(model, plan), ref)[0]
+        assert cm.cost(plan) == pytest.approx(measured, rel=1e-6)
+    # expected cost at gates that are surely open / closed
+    gates = GateSet.for_model(model, AXES)
+    assert float(cm.expected(gates).detach()) < cm.dense
+    with torch.no_grad():
+        for g in gates.parameters():
+            g.fill_(20.0)
+    assert float(cm.expected(gates).detach()) == pytest.approx(cm.dense, rel=1e-6)
+
+
+@pytest.mark.parametrize("target", [0.6, 0.45, 0.3])
+def test_budget_met_within_3_percent_measured(target: float, node_data) -> None:
+    model = tiny_model("gt", node_data.info, num_layers=3, hidden=32, attention_layout="sparse")
+    ref = reference_batch(node_data["val"], 8)
+    dense = count_flops(model, ref)[0]
+    cm = CostModel.calibrate(model, ref)
+    fit = fit_budget(model, random_scores(cm, 1), cm, ref, AXES, target)
+    assert fit.ratio == pytest.approx(count_flops(fit.model, ref)[0] / dense)
+    assert abs(fit.ratio / target - 1) <= 0.03
+
+
+def test_impossible_budgets_and_bad_settings(node_data) -> None:
+    model = tiny_model("gt", node_data.info)
+    ref = reference_batch(node_data["val"], 8)
+    cm = CostModel.calibrate(model, ref)
+    with pytest.raises(BudgetError, match="out of reach"):
+        select_plan(cm, random_scores(cm, 0), ("heads",), target=0.05)
+    with pytest.raises(BudgetError, match="impossible"):
+        prune_model(
+            model, node_data, PruneConfig(target_flops=0.02, axes=("heads", "ffn"), epochs=0), show_progress=False
+        )
+    with pytest.raises(ConfigError, match="unknown axis"):
+        PruneConfig(axes=("heads", "channels"))
+    with pytest.raises(ConfigError, match="target-flops"):
+        PruneConfig(target_flops=1.5)
+    with pytest.raises(ConfigError, match="either"):
+        PruneConfig(target_flops=0.5, keep={"heads": 0.5})
+    no_attn = tiny_model("gt", node_data.info, layers=[LayerSpec(0, 32), LayerSpec(0, 32)])
+    with pytest.raises(UnsupportedModelError, match="no attention"):
+        prune_model(no_attn, node_data, PruneConfig(target_flops=0.5, epochs=0), show_progress=False)
+
+
+def test_per_axis_keep_ratios(node_data) -> None:
+    model = tiny_model("gps", node_data.info, num_layers=2)
+    ref = reference_batch(node_data["val"], 8)
+    cm = CostModel.calibrate(model, ref)
+    plan = select_plan(cm, random_scores(cm, 0), AXES, axis_keep={"heads": 0.5, "ffn": 0.25})
+    assert sum(len(lp.heads) for lp in plan.layers) == 4
+    assert sum(len(lp.ffn) for lp in plan.layers) == 16
+
+
+def test_prune_end_to_end_meets_budget_and_reports(node_data) -> None:
+    model = tiny_model("gps", node_data.info, num_layers=2)
+    cfg = PruneConfig(target_flops=0.5, epochs=2, finetune_epochs=1, batch_size=8, cost_graphs=8, token_keep=0.8)
+    res = prune_model(model, node_data, cfg, show_progress=False)
+    rep = res.report
+    assert rep["budget"]["within_tolerance"]
+    assert abs(rep["cost"]["flops_ratio"] / 0.5 - 1) <= 0.03
+    assert rep["materialise_max_abs_diff"] <= 1e-5
+    assert len(rep["mask_training"]) == 2 and "expected_cost" in rep["mask_training"][0]
+    assert set(rep["metric"]["before"]) == {"val", "test"} and rep["seed"] == 0
+    assert rep["layers_after"] == [
+        {"heads": s.heads, "ffn_dim": s.ffn_dim, "token_keep": s.token_keep} for s in res.model.config.layers
+    ]
+    assert rep["cost"]["after"]["params"] < rep["cost"]["before"]["params"]
+    rnd = random_prune(model, node_data, cfg, show_progress=False)
+    assert abs(rnd.report["cost"]["flops_ratio"] / 0.5 - 1) <= 0.03
+    assert rnd.report["method"] == "random"
+
+
+def test_weights_axis_reports_sparsity_not_flops(node_data) -> None:
+    model = tiny_model("gt", node_data.info, attention_layout="sparse")
+    cfg = PruneConfig(
+        target_flops=None, axes=("weights",), weight_sparsity=0.5, epochs=0, finetune_epochs=1, batch_size=8
+    )
+    res = prune_model(model, node_data, cfg, show_progress=False)
+    c = res.report["cost"]
+    assert c["flops_ratio"] == pytest.approx(1.0)
+    assert 0.3 < c["after"]["sparsity"] < 0.5
+    w = [p for p in res.model.parameters() if p.dim() >= 2]
+    frac = sum(int(torch.count_nonzero(p)) for p in w) / sum(p.numel() for p in w)
+    assert frac == pytest.approx(0.5, abs=1e-3)
+    assert np.isfinite(res.report["metric"]["after"]["val"])

@@ -1,0 +1,130 @@
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from cli.compress_cmds import register
+from gtcompress.checkpoint import load_checkpoint, save_checkpoint
+from gtcompress.models import LayerSpec
+from gtcompress.train.loop import TrainConfig
+from gtcompress.train.recipe import DataSpec, fit
+
+runner = CliRunner()
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
+    register(app)
+    return app
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GTCOMPRESS_CACHE", str(root / "cache"))
+    spec = DataSpec("cluster", size="12,6,6", seed=0)
+    res = fit(
+        spec,
+        "gt",
+        {"hidden": 16, "num_layers": 2, "heads": 4, "pe": {"rwse": 4}},
+        TrainConfig(epochs=1, batch_size=6),
+        show_progress=False,
+    )
+    path = save_checkpoint(root / "dense", res.model, res.meta)
+    no_attn = fit(
+        spec,
+        "gt",
+        {"hidden": 16, "pe": {"rwse": 4}, "layers": [LayerSpec(0, 16), LayerSpec(0, 16)]},
+        TrainConfig(epochs=1, batch_size=6),
+        dataset=res.dataset,
+        show_progress=False,
+    )
+    save_checkpoint(root / "no_attn", no_attn.model, no_attn.meta)
+    yield path
+    mp.undo()
+
+
+def test_prune_writes_checkpoint_and_report(ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("GTCOMPRESS_CACHE", str(ckpt.parent / "cache"))
+    out = tmp_path / "pruned"
+    res = runner.invoke(
+        _app(),
+        [
+            "prune",
+            str(ckpt),
+            "--target-flops",
+            "0.5",
+            "--axes",
+            "heads,layers,ffn",
+            "--epochs",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--batch-size",
+            "6",
+            "--cost-graphs",
+            "4",
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "compression_report.json").read_text())
+    assert abs(report["cost"]["flops_ratio"] / 0.5 - 1) <= 0.03
+    model, meta = load_checkpoint(out)
+    assert meta["compression"]["method"] == "gtsp" and meta["dataset"]["name"] == "cluster"
+    assert [s.heads for s in model.config.layers] == [r["heads"] for r in report["layers_after"]]
+    assert "FLOPs kept" in res.output
+
+
+def test_sparsify_writes_checkpoint_and_report(ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("GTCOMPRESS_CACHE", str(ckpt.parent / "cache"))
+    out = tmp_path / "teddy"
+    res = runner.invoke(
+        _app(),
+        [
+            "sparsify",
+            str(ckpt),
+            "--edges",
+            "0.3",
+            "--weights",
+            "0.5",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "6",
+            "--cost-graphs",
+            "4",
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["teddy"]["edges"] == 0.3 and meta["compression"]["method"] == "teddy"
+    assert (out / "compression_report.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["prune", "{ckpt}", "--target-flops", "0.4", "--axes", "heads,neurons"], "unknown axis"),
+        (["prune", "{ckpt}", "--target-flops", "0.01", "--axes", "heads", "--epochs", "0"], "impossible"),
+        (["prune", "{ckpt}", "--target-flops", "1.2"], "target-flops"),
+        (["prune", "{ckpt}", "--keep", "heads=abc"], "--keep"),
+        (["prune", "{no_attn}", "--target-flops", "0.5"], "no attention"),
+        (["prune", "{missing}", "--target-flops", "0.5"], "does not exist"),
+        (["sparsify", "{ckpt}"], "nothing to do"),
+        (["prune", "{ckpt}"], "no budget"),
+        (["sparsify", "{ckpt}", "--edges", "1.5"], "--edges"),
+    ],
+)
+def test_clear_errors(ckpt: Path, args: list[str], message: str, monkeypatch) -> None:
+    monkeypatch.setenv("GTCOMPRESS_CACHE", str(ckpt.parent / "cache"))
+    names = {"ckpt": str(ckpt), "no_attn": str(ckpt.parent / "no_attn"), "missing": str(ckpt.parent / "nope")}
+    res = runner.invoke(_app(), [a.format(**names) for a in args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output

@@ -1,0 +1,100 @@
+import pytest
+import torch
+
+from gtcompress.compress.gates import GateSet, HardConcrete, parse_axes
+from gtcompress.compress.tokens import TokenSelector, keep_counts, topk_per_graph
+from gtcompress.errors import ConfigError
+from gtcompress.nn.attention import MultiHeadAttention
+
+
+def test_hard_concrete_is_differentiable_and_exactly_binary_in_eval() -> None:
+    torch.manual_seed(0)
+    gate = HardConcrete(64, init_prob=0.6)
+    gate.train()
+    z = gate()
+    assert ((z >= 0) & (z <= 1)).all()
+    assert ((z > 0) & (z < 1)).any()  # relaxed values in between …
+    assert ((z == 0) | (z == 1)).any()  # … and exact 0/1 with finite probability
+    z.sum().backward()
+    assert gate.log_alpha.grad is not None and gate.log_alpha.grad.abs().sum() > 0
+    # P(open) is differentiable too (what the expected cost uses)
+    gate.log_alpha.grad = None
+    gate.prob_open().sum().backward()
+    assert gate.log_alpha.grad.abs().min() > 0
+    gate.eval()
+    with torch.no_grad():
+        gate.log_alpha[:32] = -5.0
+        gate.log_alpha[32:] = 5.0
+    z = gate()
+    assert set(z.unique().tolist()) == {0.0, 1.0}
+    assert z[:32].sum() == 0 and z[32:].sum() == 32
+    assert torch.equal(z, (gate.prob_open() > 0.5).float())
+
+
+def test_sampling_frequency_matches_open_probability() -> None:
+    torch.manual_seed(0)
+    gate = HardConcrete(1, init_prob=0.7).train()
+    samples = torch.stack([gate() for _ in range(4000)])
+    assert float((samples > 0).float().mean()) == pytest.approx(float(gate.prob_open().detach()), abs=0.03)
+
+
+def test_axes_are_validated() -> None:
+    assert parse_axes("heads, ffn") == ("heads", "ffn")
+    with pytest.raises(ConfigError, match="unknown axis 'neurons'"):
+        parse_axes("heads,neurons")
+    gs = GateSet([4, 0], [8, 8], ("heads", "ffn"))
+    assert set(gs.heads) == {"0"} and set(gs.ffn) == {"0", "1"} and not len(gs.attn_layer)
+
+
+def test_per_graph_topk() -> None:
+    valid = torch.tensor([[True] * 5 + [False] * 3, [True] * 8, [True] + [False] * 7])
+    assert keep_counts(valid, 0.5).tolist() == [3, 4, 1]  # floor(r·n + 0.5), at least 1
+    scores = torch.randn(3, 8)
+    sel = topk_per_graph(scores, valid, 0.5)
+    assert sel.keep.sum(1).tolist() == [3, 4, 1]
+    assert not (sel.keep & ~valid).any()
+    for b in range(3):
+        n = int(valid[b].sum())
+        top = scores[b, :n].topk(int(sel.counts[b])).indices
+        assert sel.keep[b, top].all()
+
+
+def test_training_path_equals_gathered_inference_path_and_trains_the_scorer() -> None:
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(8, 2, 4)
+    sel = TokenSelector(8, 0.6)
+    valid = torch.tensor([[True] * 6 + [False] * 2, [True] * 8, [True] * 3 + [False] * 5])
+    hd = torch.randn(3, 8, 8) * valid.unsqueeze(-1)
+    bias = torch.where(valid, 0.0, float("-inf"))[:, None, None, :]
+    sel.eval()
+    ref = sel.attend_dense(attn, hd, bias, valid)
+    sel.train()  # no Gumbel noise: same hard selection, masked instead of gathered
+    out = sel.attend_dense(attn, hd, bias, valid)
+    assert torch.allclose(out, ref, atol=1e-6)
+    dropped = ~topk_per_graph(sel.score(hd).squeeze(-1), valid, 0.6).keep
+    assert (ref[dropped] == 0).all()  # removed tokens get no attention output
+    out.pow(2).sum().backward()
+    assert sel.score.weight.grad is not None and sel.score.weight.grad.abs().sum() > 0
+    sel.gumbel = True  # straight-through Gumbel top-k: stochastic selection, still k per graph
+    torch.manual_seed(1)
+    s1, _ = sel.select(hd, valid)
+    assert s1.keep.sum(1).tolist() == keep_counts(valid, 0.6).tolist()
+
+
+def test_taylor_importance_orders_gates_within_layers(node_data) -> None:
+    from gtcompress.compress.prune import PruneConfig, gate_importance
+
+    from .conftest import tiny_model
+
+    model = tiny_model("gt", node_data.info)
+    gates = GateSet.for_model(model, ("heads", "layers", "ffn"))
+    before = {k: g.log_alpha.detach().clone() for k, g in gates.heads.items()}
+    imp = gate_importance(model, gates, node_data, PruneConfig(target_flops=0.5, batch_size=8), batches=2)
+    assert set(imp) == {(kind, i) for kind in ("heads", "attn", "ffn", "ffn_layer") for i in range(2)}
+    assert all(bool((v >= 0).all()) and float(v.sum()) > 0 for v in imp.values())
+    assert not any(p.grad is not None for p in model.parameters())  # only the probes were differentiated
+    gates.init_from_importance(imp)
+    for key, gate in gates.heads.items():
+        shift = gate.log_alpha.detach() - before[key]
+        order = torch.argsort(imp[("heads", int(key))])
+        assert torch.all(shift[order][1:] > shift[order][:-1])  # more important → more likely open

@@ -1,0 +1,163 @@
+import numpy as np
+import pytest
+import torch
+
+from gtcompress.compress.distill import kd_loss
+from gtcompress.compress.sparsity import cubic_sparsity, l0_project_, projected, prunable_weights
+from gtcompress.compress.teddy import SparsifyConfig, TeddyEdges, sparsify_dataset, sparsify_model
+from gtcompress.data.base import DatasetInfo, FeatureSpec
+from gtcompress.errors import ConfigError
+from gtcompress.graph import collate
+from gtcompress.preprocess.batching import NumpyGraph, union_graphs
+from gtcompress.preprocess.teddy import teddy_edge_scores, teddy_keep_mask, teddy_node_scores, teddy_sparsify
+
+from .conftest import random_graphs, tiny_model
+
+# 0-1, 0-2, 0-3, 1-2 undirected (both directions) and a self-loop on 3
+EI = np.array([[0, 1, 0, 2, 0, 3, 1, 2, 3], [1, 0, 2, 0, 3, 0, 2, 1, 3]])
+
+
+def test_scores_match_the_formula_written_out() -> None:
+    # d = row sums = [3, 2, 2, 2] (node 3: edge to 0 and its self-loop)
+    # ḡ0 = (2^-½ + 2^-½ + 2^-½)/3 = 0.70710678;  ḡ1 = ḡ2 = ḡ3 = (3^-½ + 2^-½)/2 = 0.64222853
+    # node scores ḡ/d: f0 = 0.23570226, f1 = f2 = f3 = 0.32111426
+    np.testing.assert_allclose(teddy_node_scores(EI, 4), [0.23570226, 0.32111426, 0.32111426, 0.32111426], rtol=1e-7)
+    s = teddy_edge_scores(EI, 4)
+    f0f1 = 0.23570226 * 0.32111426  # = 0.07568736: every edge at the degree-3 hub
+    f1f2 = 0.32111426 * 0.32111426  # = 0.10311437
+    np.testing.assert_allclose(s, [f0f1] * 6 + [f1f2] * 3, rtol=1e-6)
+    assert s[0] == pytest.approx(0.07568736, abs=1e-8) and s[6] == pytest.approx(0.10311437, abs=1e-8)
+
+
+def test_lowest_pairs_removed_both_directions_self_loop_kept() -> None:
+    keep = teddy_keep_mask(EI, 4, 0.5)
+    # 4 undirected pairs → round(0.5·4) = 2 pairs go: the hub pairs (0,1), (0,2) (ties: stable order)
+    assert keep.tolist() == [False, False, False, False, True, True, True, True, True]
+    assert teddy_keep_mask(EI, 4, 0.99)[-1]  # the self-loop survives any ratio
+    directed = teddy_keep_mask(EI, 4, 0.5, undirected=False)  # 8 directed edges → 4 go
+    assert (~directed).sum() == 4 and directed[-1]
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.3, 0.6])
+def test_per_graph_ratio_is_honoured(ratio: float) -> None:
+    graphs = [g.to_numpy() for g in random_graphs(12, 3)]
+    for g in graphs:
+        g.edge_attr = None
+    for g in graphs[::3]:  # add self-loops to some graphs
+        loops = np.arange(g.num_nodes)
+        g.edge_index = np.concatenate([g.edge_index, np.stack([loops, loops])], axis=1)
+    batch = union_graphs(graphs)
+    out = teddy_sparsify(batch, ratio)
+    keep = teddy_keep_mask(batch.edge_index, batch.num_nodes, ratio, batch.batch)
+    assert out.num_edges == int(keep.sum())
+    ei, b = batch.edge_index, batch.batch
+    for gid in range(len(graphs)):
+        mine = b[ei[0]] == gid
+        loop = ei[0] == ei[1]
+        key = np.minimum(ei[0], ei[1]) * batch.num_nodes + np.maximum(ei[0], ei[1])
+        pairs = np.unique(key[mine & ~loop])  # units: undirected pairs (all their instances go together)
+        dropped = np.unique(key[mine & ~keep])
+        assert len(dropped) == int(np.floor(ratio * len(pairs) + 0.5))  # per graph
+        assert not np.isin(key[mine & keep & ~loop], dropped).any()  # both directions go together
+        assert keep[mine & loop].all()  # self-loops kept
+
+
+def test_global_mode_uses_one_threshold_and_transform_recomputes_pe() -> None:
+    from gtcompress.data.base import GraphDataset
+
+    info = DatasetInfo("t", "node", "multiclass", 3, "accuracy", FeatureSpec("float", 3))
+    graphs = random_graphs(8, 0)
+    for g in graphs:
+        g.pe = {"rwse": torch.zeros(g.num_nodes, 3)}
+    ds = GraphDataset(info, {"train": graphs, "val": graphs[:2]})
+    out, tf = sparsify_dataset(ds, 0.3, per_graph=False, pe={"rwse": 3})
+    total = sum(g.num_edges for g in graphs)
+    kept = sum(g.num_edges for g in out["train"])
+    assert tf.threshold is not None and abs((total - kept) / total - 0.3) < 0.1
+    assert all(float(g.pe["rwse"].abs().sum()) > 0 for g in out["train"])  # recomputed
+    single = TeddyEdges(0.3, per_graph=False, threshold=tf.threshold)(graphs[0])
+    assert single.num_edges == out["train"][0].num_edges  # deployment applies the same rule
+    with pytest.raises(ConfigError):
+        TeddyEdges(1.0)
+
+
+def test_numpy_graph_without_batch() -> None:
+    g = NumpyGraph(x=np.zeros((4, 1), np.float32), edge_index=EI)
+    assert teddy_sparsify(g, 0.5).num_edges == 5
+
+
+def test_l0_projection_keeps_exactly_k() -> None:
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(7, 5)), torch.nn.Parameter(torch.randn(11))]
+    l0_project_(params, 20)
+    assert sum(int(torch.count_nonzero(p)) for p in params) == 20
+    flat = torch.cat([p.detach().reshape(-1).abs() for p in params])
+    kept = flat[flat > 0]
+    assert kept.min() >= flat[flat == 0].max() if (flat == 0).any() else True
+
+
+def test_projected_descent_stays_on_the_ball() -> None:
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(8, 8)
+    params = [p for _, p in prunable_weights(lin)]
+    assert len(params) == 1  # the bias is excluded by default
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    with projected(params, lambda step: 10) as state:
+        for _ in range(3):
+            opt.zero_grad()
+            lin(torch.randn(4, 8)).pow(2).sum().backward()
+            opt.step()
+            assert int(torch.count_nonzero(lin.weight)) == 10
+    assert state["steps"] == 3
+    assert cubic_sparsity(0, 100, 0.5) == 0.0 and cubic_sparsity(80, 100, 0.5) == pytest.approx(0.5)
+
+
+def test_kd_loss_is_kl_student_to_teacher() -> None:
+    info = DatasetInfo("t", "node", "multiclass", 3, "accuracy", FeatureSpec("float", 1))
+    s, t = torch.tensor([[1.0, 0.0, -1.0]]), torch.tensor([[0.0, 2.0, 0.0]])
+    ps, pt = s.softmax(-1), t.softmax(-1)
+    assert float(kd_loss(s, t, info)) == pytest.approx(float((ps * (ps.log() - pt.log())).sum()), rel=1e-5)
+    assert float(kd_loss(t, t, info)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_sparsify_model_end_to_end(node_data) -> None:
+    model = tiny_model("gt", node_data.info, attention_layout="sparse")
+    cfg = SparsifyConfig(edges=0.3, weights=0.5, epochs=1, batch_size=8, cost_graphs=6)
+    res = sparsify_model(model, node_data, cfg, show_progress=False)
+    w = res.report["removed"]["weights"]
+    assert w["kept"] == round(w["total"] * 0.5)
+    c = res.report["cost"]
+    assert c["after"]["flops"] < c["before"]["flops"]  # fewer attention edges, counted explicitly
+    assert c["after"]["params"] == c["before"]["params"]  # zeros stay inside dense matrices
+    assert res.report["metric"]["after"].keys() == {"val", "test"}
+    b = collate(node_data["val"][:3])
+    assert res.transform(b).num_edges < b.num_edges
+
+
+def test_attention_graph_sparsifies_gps_and_full_k_is_exact(node_data) -> None:
+    from gtcompress.compress.attention_graph import attention_edges, calibrate_attention_topk, with_attention_topk
+    from gtcompress.cost import count_flops
+    from gtcompress.errors import UnsupportedModelError
+    from gtcompress.nn.layout import DenseLayout
+
+    model = tiny_model("gps", node_data.info)
+    batch = collate(node_data["val"])
+    full = with_attention_topk(model, 64).eval()  # k ≥ every graph: the complete graph again
+    with torch.no_grad():
+        assert (full(batch) - model(batch)).abs().max() <= 1e-5
+    lay = DenseLayout.from_batch(batch.batch_vector, batch.num_graphs)
+    ae = attention_edges(batch.edge_index, batch.batch_vector, lay, 1)
+    pairs = {tuple(p) for p in ae.t().tolist()}
+    assert len(pairs) == ae.shape[1]  # unique pairs
+    assert {tuple(p) for p in batch.edge_index.t().tolist()} <= pairs  # input edges kept
+    assert all((i, i) in pairs for i in range(batch.num_nodes))  # self kept
+    calib = calibrate_attention_topk(model, batch, coverage=0.8)
+    assert calib["coverage"] >= 0.8 or calib["k"] == 64
+    small = with_attention_topk(model, 1).eval()
+    assert count_flops(small, batch)[0] < count_flops(model, batch)[0]
+    with pytest.raises(UnsupportedModelError, match="input edges"):
+        with_attention_topk(tiny_model("gt", node_data.info), 2)
+    res = sparsify_model(
+        model, node_data, SparsifyConfig(attention_topk=2, epochs=0, cost_graphs=6), show_progress=False
+    )
+    assert res.model.config.attention_topk == 2 and res.report["cost"]["flops_ratio"] < 1.0
