@@ -67,14 +67,6 @@ def test_generate_train_eval_info(tmp_path: Path) -> None:
     assert "gps" in res.output and "rwse:4" in res.output
 
 
-def test_pipeline_writes_report(tmp_path: Path) -> None:
-    res = _run("pipeline", "--size", "30,10,10", "--epochs", "1", "--out", str(tmp_path / "run"))
-    assert res.exit_code == 0, res.output
-    report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert [r["split"] for r in report["results"]] == ["train", "val", "test"]
-    assert (tmp_path / "run" / "dense" / "model.safetensors").is_file()
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -86,6 +78,8 @@ def test_pipeline_writes_report(tmp_path: Path) -> None:
         (("eval", "/nonexistent/ckpt"), "checkpoint directory does not exist"),
         (("info", "/tmp"), "config.json: missing"),
         (("train", "--data", "tu:NOPE", "--data-root", "/tmp", "--epochs", "1"), "NOPE"),
+        (("pipeline", "--set", "prune.budget=0.5"), "unknown key prune.budget"),
+        (("pipeline", "--config", "/nonexistent.yaml"), "config file not found"),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:
