@@ -39,6 +39,7 @@ class GraphContext:
     spd: Tensor | None = None  # [B,L,L] clipped shortest-path distances (graphormer)
     pair_index: Tensor | None = None  # [E] flattened (b, dst, src) index of each edge (graphormer)
     edge_dense: Tensor | None = None  # [B,1,L,L] log edge multiplicity: GT attention in dense layout
+    adj_counts: Tensor | None = None  # [B,L,L] edge multiplicity (dst, src): GPS's GIN aggregation as a MatMul
     nbr: tuple[Tensor, Tensor, Tensor] | None = None  # (nbr_src, nbr_edge, nbr_mask) [N,K]: GT padded layout
     csr: tuple[Tensor, Tensor, Tensor] | None = None  # (rowptr, col, perm): GT plugin layout
     attn_edges: Tensor | None = None  # [2, E'] sparsified global attention graph (gps attention_topk)
@@ -139,7 +140,8 @@ class GPSLayer(_Layer):
         out = torch.zeros_like(h)
         if self.local is not None:
             assert self.norm_local is not None
-            out = out + self.norm_local(h + self.drop(self.local(h, ctx.edge_index, ctx.edge_emb)))
+            dense = (ctx.layout, ctx.adj_counts) if ctx.adj_counts is not None and ctx.layout is not None else None
+            out = out + self.norm_local(h + self.drop(self.local(h, ctx.edge_index, ctx.edge_emb, dense)))
         a = h
         if self.attn is not None and ctx.attn_edges is not None:  # sparsified global attention
             if self.tokens is None:

@@ -178,6 +178,10 @@ class GPS(GraphModel):
     needs_dense = True
 
     def prepare(self, ctx: GraphContext) -> None:
+        if self.config.local_conv == "gin" and ctx.layout is not None:
+            # GIN's sum over incoming edges as one batched MatMul with the edge-count matrix: on
+            # dense small graphs far cheaper than a ScatterElements over E x hidden (ONNX Runtime).
+            ctx.adj_counts = ctx.layout.edge_counts(ctx.edge_index, ctx.batch)
         if self.config.attention_topk > 0:  # TEDDY on attention edges (gtcompress.compress.attention_graph)
             from gtcompress.compress.attention_graph import attention_edges
 

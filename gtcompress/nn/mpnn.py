@@ -10,6 +10,8 @@ PyG weights load one to one (:func:`gtcompress.models.from_pyg.from_pyg`). Aggre
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -29,7 +31,15 @@ class GINEConv(nn.Module):
         self.register_buffer("eps", torch.tensor([eps]))
         self.lin = nn.Linear(edge_dim, _in_features(mlp)) if (use_edges and edge_dim) else None
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None, dense: tuple[Any, Tensor] | None = None
+    ) -> Tensor:
+        """``dense = (DenseLayout, counts [B,L,L])`` computes GIN's sum as ``counts @ x`` per graph
+        (same result; GINE's per-edge messages always use the scatter)."""
+        if dense is not None and not self.use_edges:
+            layout, counts = dense
+            agg = layout.unpad(torch.matmul(counts.to(x.dtype), layout.pad(x)))
+            return self.nn((1 + self.eps) * x + agg)
         src, dst = edge_index[0], edge_index[1]
         msg = x.index_select(0, src)
         if self.use_edges:

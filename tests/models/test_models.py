@@ -143,3 +143,23 @@ def test_gt_dense_and_sparse_layouts_agree(edge_features: bool) -> None:
         with torch.no_grad():
             outs.append(build_model(cfg).eval()(batch))
     assert torch.allclose(outs[0], outs[1], atol=1e-5)
+
+
+def test_gps_gin_dense_aggregation_equals_scatter() -> None:
+    torch.manual_seed(5)
+    cfg = ModelConfig(arch="gps", node_features=NODE, out_dim=2, hidden=16, num_layers=2, heads=2)
+    assert cfg.local_conv == "gin"
+    model = build_model(cfg).eval()
+    gs = _graphs(5, 9)
+    for g in gs:
+        g.edge_attr = None
+        g.edge_index = torch.cat([g.edge_index, g.edge_index[:, :2]], dim=1)  # duplicates count twice
+    batch = collate(gs)
+    layer = model.layers[0]
+    h = torch.randn(batch.num_nodes, 16)
+    ctx = model.context(h, batch.edge_index, None, batch.batch, batch.num_graphs)
+    assert ctx.adj_counts is not None
+    with torch.no_grad():
+        dense = layer.local(h, batch.edge_index, None, (ctx.layout, ctx.adj_counts))
+        scatter = layer.local(h, batch.edge_index, None)
+    assert torch.allclose(dense, scatter, atol=1e-5)
