@@ -187,6 +187,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from gtcompress.compress.distill import attach_teacher
     from gtcompress.compress.prune import PruneConfig, prune_model, random_prune
     from gtcompress.compress.teddy import SparsifyConfig, sparsify_model
     from gtcompress.cost import measure_cost, reference_batch
@@ -222,6 +223,9 @@ def main() -> None:
             "test": scale * evaluate(model, ds["test"], ds.info)[ds.info.metric],
             "val": scale * evaluate(model, ds["val"], ds.info)[ds.info.metric],
         }
+        # teacher logits and the dense metrics once per model, shared by every run below
+        data_kd = attach_teacher(ds, model)
+        dense_frac = {k: v / scale for k, v in dense.items()}
         rows.append(
             {
                 "arch": arch,
@@ -259,7 +263,13 @@ def main() -> None:
                     continue
                 t0 = time.perf_counter()
                 try:
-                    res = fn(model, ds, PruneConfig(**common), show_progress=not args.no_progress)
+                    res = fn(
+                        model,
+                        data_kd,
+                        PruneConfig(**common),
+                        show_progress=not args.no_progress,
+                        dense_metrics=dense_frac,
+                    )
                 except Exception as e:  # a failed budget is a result too
                     print(f"   {method} @ {b}: failed: {e}", flush=True)
                     rows.append({"arch": arch, "dataset": name, "method": method, "budget": b, "error": str(e)})
@@ -274,7 +284,7 @@ def main() -> None:
                 )
                 save()
         if "dense-ft" in args.methods:
-            rows.append(_dense_ft(model, ds, name, batch, args, dense, cost))
+            rows.append(_dense_ft(model, data_kd, name, batch, args, dense, cost))
             print(f"   dense-ft: test {rows[-1]['test']:.2f}", flush=True)
             save()
         teddy_runs = []
@@ -291,7 +301,7 @@ def main() -> None:
                 time_budget_s=args.minutes * 60,
                 **kw,
             )
-            res = sparsify_model(model, ds, sc, show_progress=not args.no_progress)
+            res = sparsify_model(model, data_kd, sc, show_progress=not args.no_progress, dense_metrics=dense_frac)
             row = _row(arch, name, method, None, res.report, time.perf_counter() - t0, dense)
             att = res.report["removed"].get("attention")
             if att:
@@ -313,12 +323,12 @@ def _dense_ft(model: Any, ds: Any, name: str, batch: int, args: argparse.Namespa
     the compressed models are fine-tuned with), as the reference for their extra training time."""
     import copy
 
-    from gtcompress.compress.distill import attach_teacher, distillation_loss
+    from gtcompress.compress.distill import attach_teacher, distillation_loss, has_teacher
     from gtcompress.train.loop import TrainConfig, evaluate, train
 
     t0 = time.perf_counter()
     student = copy.deepcopy(model)
-    data = attach_teacher(ds, copy.deepcopy(model).eval())
+    data = ds if has_teacher(ds) else attach_teacher(ds, copy.deepcopy(model).eval())
     cfg = TrainConfig(
         epochs=args.epochs, batch_size=batch, lr=5e-4, warmup_epochs=1, seed=1, time_budget_s=args.minutes * 60
     )

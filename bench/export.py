@@ -155,6 +155,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes only (smoke run)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--only", nargs="*", default=None, help="architectures to run (gt, gps)")
+    ap.add_argument("--workloads", nargs="*", default=None, help="workload names, e.g. sbm molecules sparse-1000")
     ap.add_argument("--out", type=Path, default=RESULTS / "export.json")
     args = ap.parse_args()
     import onnxruntime as ort
@@ -164,7 +166,10 @@ def main() -> None:
     sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000, 1_000_000]
     workloads = [("sbm", sbm_batch(rng, 8 if args.quick else 32)), ("molecules", molecule_batch(rng))]
     workloads += [(f"sparse-{e}", sparse_graph(rng, e)) for e in sizes]
+    if args.workloads:
+        workloads = [w for w in workloads if w[0] in args.workloads]
     models = {"gt": (ours("gt"), PygGT().eval()), "gps": (ours("gps"), PygGPS().eval())}
+    models = {k: v for k, v in models.items() if not args.only or k in args.only}
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads
     opts.inter_op_num_threads = 1

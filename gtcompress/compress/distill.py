@@ -30,7 +30,7 @@ from gtcompress.graph import GraphBatch
 from gtcompress.nn.scatter import scatter_mean
 from gtcompress.train.loop import ExtraLoss
 
-__all__ = ["TEACHER_KEY", "attach_teacher", "distillation_loss", "kd_loss"]
+__all__ = ["TEACHER_KEY", "attach_teacher", "distillation_loss", "has_teacher", "kd_loss"]
 
 TEACHER_KEY = "kd_teacher"
 
@@ -86,6 +86,12 @@ def attach_teacher(
             tagged.append(replace(g, pe={**g.pe, TEACHER_KEY: t}))
         new_splits[split] = tagged
     return GraphDataset(dataset.info, new_splits)
+
+
+def has_teacher(dataset: GraphDataset, split: str = "train") -> bool:
+    """Whether every graph of ``split`` carries teacher logits."""
+    graphs = dataset.splits.get(split) or []
+    return bool(graphs) and all(TEACHER_KEY in g.pe for g in graphs)
 
 
 def teacher_logits(batch: GraphBatch, info: DatasetInfo) -> Tensor:

@@ -43,7 +43,7 @@ from gtcompress.compress.budget import (
     random_scores,
     select_plan,
 )
-from gtcompress.compress.distill import attach_teacher, distillation_loss
+from gtcompress.compress.distill import attach_teacher, distillation_loss, has_teacher
 from gtcompress.compress.gates import GateSet, parse_axes
 from gtcompress.compress.masks import attach_gates
 from gtcompress.compress.materialise import LayerPlan, Plan, materialise, plain_copy, with_token_keep
@@ -134,10 +134,12 @@ class PruneResult:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _metrics(model: nn.Module, dataset: GraphDataset, batch_size: int = 128) -> dict[str, float]:
+def _metrics(
+    model: nn.Module, dataset: GraphDataset, batch_size: int = 128, splits: tuple[str, ...] = ("val", "test")
+) -> dict[str, float]:
     info = dataset.info
     out = {}
-    for split in ("val", "test"):
+    for split in splits:
         if split in dataset.splits and dataset[split]:
             out[split] = evaluate(model, dataset[split], info, batch_size)[info.metric]
     return out
@@ -390,7 +392,7 @@ def _max_diff(a: nn.Module, b: nn.Module, batch: GraphBatch) -> float:
 
 
 def _prepare(
-    model: GraphModel, dataset: GraphDataset, cfg: PruneConfig
+    model: GraphModel, dataset: GraphDataset, cfg: PruneConfig, dense_metrics: dict[str, float] | None
 ) -> tuple[GraphBatch, Cost, dict[str, float], GraphDataset]:
     check_prunable(model, cfg.axes)
     if cfg.cost_split not in dataset.splits or not dataset[cfg.cost_split]:
@@ -398,8 +400,10 @@ def _prepare(
     ref = reference_batch(dataset[cfg.cost_split], cfg.cost_graphs)
     dense = plain_copy(model).eval()
     cost_before = measure_cost(dense, ref)
-    metrics_before = _metrics(dense, dataset)
-    data_kd = attach_teacher(dataset, dense) if cfg.kd_weight > 0 else dataset
+    metrics_before = dict(dense_metrics) if dense_metrics is not None else _metrics(dense, dataset)
+    data_kd = dataset
+    if cfg.kd_weight > 0 and not has_teacher(dataset):
+        data_kd = attach_teacher(dataset, dense)
     return ref, cost_before, metrics_before, data_kd
 
 
@@ -468,7 +472,7 @@ def _finish(
     show_progress: bool,
     history: list[dict[str, float]],
 ) -> PruneResult:
-    metrics_materialised = _metrics(small, dataset)
+    metrics_materialised = _metrics(small, dataset, splits=("val",))
     t0 = time.perf_counter()
     ft = _finetune(small, data_kd, cfg, finetune_epochs, finetune_time_s, show_progress, f"{method} fine-tune")
     timings["finetune"] = time.perf_counter() - t0
@@ -514,12 +518,22 @@ def _finish(
     return PruneResult(small, plan, report, None, history)
 
 
-def prune_model(model: GraphModel, dataset: GraphDataset, cfg: PruneConfig, show_progress: bool = True) -> PruneResult:
-    """GTSP on ``model`` (not modified) — see the module docstring for the steps."""
+def prune_model(
+    model: GraphModel,
+    dataset: GraphDataset,
+    cfg: PruneConfig,
+    show_progress: bool = True,
+    dense_metrics: dict[str, float] | None = None,
+) -> PruneResult:
+    """GTSP on ``model`` (not modified) — see the module docstring for the steps.
+
+    ``dataset`` may already carry the teacher's logits (:func:`~gtcompress.compress.distill.attach_teacher`
+    with ``model``) and ``dense_metrics`` the dense model's ``{"val", "test"}`` metric, to save
+    recomputing them when several runs start from the same model."""
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     seed_everything(cfg.seed)
-    ref, cost_before, metrics_before, data_kd = _prepare(model, dataset, cfg)
+    ref, cost_before, metrics_before, data_kd = _prepare(model, dataset, cfg, dense_metrics)
     student = _student(model, cfg, cfg.seed)
     t0 = time.perf_counter()
     cm = CostModel.calibrate(student, ref, dense_flops=cost_before.flops)
@@ -581,6 +595,7 @@ def random_prune(
     cfg: PruneConfig,
     show_progress: bool = True,
     epochs: int | None = None,
+    dense_metrics: dict[str, float] | None = None,
 ) -> PruneResult:
     """Random pruning at the same budget: random unit ranking (and a fresh random token scorer),
     the same measured selection, then KD fine-tuning for ``epochs`` (default: the GTSP run's mask
@@ -588,7 +603,7 @@ def random_prune(
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     seed_everything(cfg.seed)
-    ref, cost_before, metrics_before, data_kd = _prepare(model, dataset, cfg)
+    ref, cost_before, metrics_before, data_kd = _prepare(model, dataset, cfg, dense_metrics)
     student = _student(model, cfg, cfg.seed + 12345)
     t0 = time.perf_counter()
     cm = CostModel.calibrate(student, ref, dense_flops=cost_before.flops)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from gtcompress.compress.attention_graph import calibrate_attention_topk, check_full_attention, with_attention_topk
-from gtcompress.compress.distill import attach_teacher, distillation_loss
+from gtcompress.compress.distill import attach_teacher, distillation_loss, has_teacher
 from gtcompress.compress.report import compression_report, layer_table
 from gtcompress.compress.sparsity import l0_project_, projected, prunable_weights
 from gtcompress.cost import measure_cost, reference_batch
@@ -172,9 +172,15 @@ def _metrics(model: GraphModel, ds: GraphDataset) -> dict[str, float]:
 
 
 def sparsify_model(
-    model: GraphModel, dataset: GraphDataset, cfg: SparsifyConfig, show_progress: bool = True
+    model: GraphModel,
+    dataset: GraphDataset,
+    cfg: SparsifyConfig,
+    show_progress: bool = True,
+    dense_metrics: dict[str, float] | None = None,
 ) -> SparsifyResult:
-    """TEDDY on ``model`` (not modified) and ``dataset`` (see the module docstring)."""
+    """TEDDY on ``model`` (not modified) and ``dataset`` (see the module docstring). As for
+    :func:`~gtcompress.compress.prune.prune_model`, teacher logits already on ``dataset`` and
+    ``dense_metrics`` are reused."""
     t_all = time.perf_counter()
     seed_everything(cfg.seed)
     if cfg.cost_split not in dataset.splits or not dataset[cfg.cost_split]:
@@ -184,12 +190,14 @@ def sparsify_model(
     dense = copy.deepcopy(model).eval()
     ref = reference_batch(dataset[cfg.cost_split], cfg.cost_graphs)
     cost_before = measure_cost(dense, ref)
-    metrics_before = _metrics(dense, dataset)
+    metrics_before = dict(dense_metrics) if dense_metrics is not None else _metrics(dense, dataset)
     t0 = time.perf_counter()
     pe = dict(model.config.pe) if cfg.recompute_pe else None
     sparse_ds, tf = sparsify_dataset(dataset, cfg.edges, cfg.per_graph, pe)
     t_edges = time.perf_counter() - t0
-    data_kd = attach_teacher(sparse_ds, dense, source=dataset) if cfg.kd_weight > 0 else sparse_ds
+    data_kd = sparse_ds  # the transform keeps teacher logits computed on the original graphs
+    if cfg.kd_weight > 0 and not has_teacher(sparse_ds):
+        data_kd = attach_teacher(sparse_ds, dense, source=dataset)
     student = copy.deepcopy(model)
     attention: dict[str, Any] | None = None
     if cfg.attention_topk:

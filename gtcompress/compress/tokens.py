@@ -49,10 +49,18 @@ class Selection:
 
 def topk_per_graph(scores: Tensor, valid: Tensor, ratio: float) -> Selection:
     """Per-graph top-``k_b`` of padded ``scores [B, L]`` (``valid`` marks real nodes)."""
-    masked = scores.masked_fill(~valid, float("-inf"))
-    # TopK over the whole row = a descending sort that ONNX (TopK) and TensorRT (K < 3840) accept;
-    # aten.sort(stable=True) has no ONNX lowering. Ties among real scores are measure-zero.
-    sorted_scores, order = torch.topk(masked, k=masked.shape[1], dim=1, largest=True, sorted=True)
+    # Every node gets a distinct int64 key: its score quantised to 2^-12, then its position (lower
+    # first). Identical nodes can get scores an ulp apart in two GEMM implementations (PyTorch vs
+    # ONNX Runtime) and TopK's tie order is not specified everywhere; distinct keys on a grid make
+    # the discrete choice identical in eager mode, ONNX Runtime and TensorRT (TopK on INT64, K < 3840).
+    length = scores.shape[1]
+    quantised = torch.round(scores * 4096.0)
+    pos = torch.arange(length, device=scores.device).unsqueeze(0)
+    key = quantised.to(torch.long) * 65536 + (65535 - pos)
+    key = key.masked_fill(~valid, -(2**62))
+    order = torch.topk(key, k=length, dim=1, largest=True, sorted=True).indices
+    masked = (quantised / 4096.0).masked_fill(~valid, float("-inf"))
+    sorted_scores = masked.gather(1, order)
     counts = keep_counts(valid, ratio)
     ranked_valid = torch.arange(scores.shape[1], device=scores.device).unsqueeze(0) < counts.unsqueeze(1)
     keep = torch.zeros_like(valid).scatter(1, order, ranked_valid)
