@@ -32,10 +32,16 @@ __all__ = ["Selection", "TokenSelector", "keep_counts", "topk_per_graph"]
 
 
 def keep_counts(valid: Tensor, ratio: float) -> Tensor:
-    """``k_b = clamp(floor(ratio · n_b + 0.5), 1, n_b)`` per graph (``[B]`` int64)."""
+    """``k_b = clamp(round_half_up(ratio · n_b), 1, n_b)`` per graph (``[B]`` int64), in integer
+    arithmetic: in floating point, float32 (ONNX) and float64 (PyTorch) disagree on cases such as
+    5 · 0.7 + 0.5, which would keep a different number of tokens after export."""
     n = valid.sum(dim=1)
-    k = torch.floor(n.to(torch.float64) * ratio + 0.5).to(torch.long).clamp(min=1)
+    k = torch.div(n * _per_10k(ratio) + 5000, 10000, rounding_mode="floor").clamp(min=1)
     return torch.minimum(k, n)
+
+
+def _per_10k(ratio: float) -> int:
+    return round(ratio * 10000)
 
 
 @dataclass
@@ -123,7 +129,11 @@ class TokenSelector(nn.Module):
             key_mask = torch.zeros_like(hd[..., 0]).masked_fill(~sel.keep, float("-inf"))
             out = attn.dense(hd, bias + key_mask[:, None, None, :])
             return out * mult.unsqueeze(-1)
-        lp = int(sel.counts.max()) if sel.counts.numel() else 0
+        # max_b k_b = k of the largest graph, i.e. a function of the padded length alone: computed
+        # from the shape rather than read from data, so an export keeps it symbolic (reading
+        # counts.max() made two layers with different ratios share one data-dependent size).
+        length = hd.shape[1]
+        lp = torch.sym_min(torch.sym_max((length * _per_10k(self.keep_ratio) + 5000) // 10000, 1), length)
         idx = sel.order[:, :lp]
         valid_k = sel.ranked_valid[:, :lp]
         hk = hd.gather(1, idx.unsqueeze(-1).expand(-1, -1, hd.shape[-1]))

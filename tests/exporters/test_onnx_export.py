@@ -135,14 +135,10 @@ def test_op_support_check_flags_scatternd_reduction() -> None:
     assert "custom op x::Foo has no TensorRT plugin" in tensorrt_problems(helper.make_model(unknown))[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: token-pruned models (token_keep < 1) differ between ONNX Runtime and PyTorch on some "
-    "batches (max abs err ~0.1 on 2 of the 10 verification batches); export_onnx refuses to write them",
-)
 @pytest.mark.parametrize("arch", ["gt", "gps"])
 def test_token_pruned_models_export_with_ties(tmp_path, arch: str) -> None:
-    """Token top-k must break ties (isolated nodes with equal features) as ONNX TopK does."""
+    """Token selection must match after export: ties among identical nodes, and k_b computed in
+    integer arithmetic (float32 vs float64 once disagreed on 5 · 0.7 + 0.5)."""
     torch.manual_seed(1)
     layers = [LayerSpec(heads=2, ffn_dim=16, token_keep=0.5), LayerSpec(heads=4, ffn_dim=16, token_keep=0.7)]
     cfg = ModelConfig(
@@ -151,5 +147,6 @@ def test_token_pruned_models_export_with_ties(tmp_path, arch: str) -> None:
     model = build_model(cfg).eval()
     res = export_onnx(model, tmp_path / "m.onnx", "auto", verify_batches=10)
     assert res.lowering == "dense" and res.max_abs_err <= 1e-4
-    with pytest.raises(ConfigError, match="token-pruned model exports with the 'dense' lowering only"):
-        export_onnx(model, tmp_path / "n.onnx", "plugin" if arch == "gt" else "scatter")
+    if arch == "gt":
+        with pytest.raises(ConfigError, match="token-pruned model exports with the 'dense' lowering only"):
+            export_onnx(model, tmp_path / "n.onnx", "plugin")
