@@ -38,7 +38,8 @@ class GraphContext:
     pad_bias: Tensor | None = None  # [B,1,1,L] key padding for complete-graph attention
     spd: Tensor | None = None  # [B,L,L] clipped shortest-path distances (graphormer)
     pair_index: Tensor | None = None  # [E] flattened (b, dst, src) index of each edge (graphormer)
-    edge_dense: Tensor | None = None  # [B,1,L,L] log edge multiplicity: GT attention in dense layout
+    edge_dense: Tensor | None = None  # [B,1,L,L] log edge multiplicity (MASK: no edge): GT attention in dense layout
+    edge_rows: Tensor | None = None  # [B,1,L,1] 1.0 where a node has an incoming edge (rows of edge_dense)
     adj_counts: Tensor | None = None  # [B,L,L] edge multiplicity (dst, src): GPS's GIN aggregation as a MatMul
     nbr: tuple[Tensor, Tensor, Tensor] | None = None  # (nbr_src, nbr_edge, nbr_mask) [N,K]: GT padded layout
     csr: tuple[Tensor, Tensor, Tensor] | None = None  # (rowptr, col, perm): GT plugin layout
@@ -109,7 +110,7 @@ class GTLayer(_Layer):
             elif ctx.edge_dense is not None and ctx.layout is not None:
                 lay = ctx.layout
                 dense_bias = ctx.edge_dense if bias is None else lay.edge_bias(ctx.edge_index, ctx.batch, bias)
-                a = lay.unpad(self.attn.dense(lay.pad(h), dense_bias))
+                a = lay.unpad(self.attn.dense(lay.pad(h), dense_bias, ctx.edge_rows))
             else:
                 a = self.attn.sparse(h, ctx.edge_index, bias)
             h = h + self.drop(a)

@@ -59,6 +59,12 @@ def sparse_attention(
     return scatter_sum(msg, dst, n)
 
 
+#: Finite stand-in for ``-inf`` in dense score biases ("no edge", padding). ``exp(MASK - m) == 0``
+#: exactly in float32 for any real row maximum ``m``, and a row made only of MASK stays finite (no NaN
+#: in the softmax or its gradient); such rows are zeroed through ``row_valid``.
+MASK = -1e30
+
+
 def dense_attention(
     q: Tensor,
     k: Tensor,
@@ -67,22 +73,35 @@ def dense_attention(
     scale: float | None = None,
     dropout: float = 0.0,
     training: bool = False,
+    row_valid: Tensor | None = None,
 ) -> Tensor:
-    """Padded attention: ``q,k,v [B,H,L,D]``, ``attn_bias [B,1|H,L,L]`` (``-inf`` = no edge).
+    """Padded attention: ``q,k,v [B,H,L,D]``, ``attn_bias [B,1|H,L,L]`` (``-inf`` or :data:`MASK` = no edge).
 
-    Rows whose bias is ``-inf`` everywhere (padding, or nodes with no incoming edge) give zeros.
+    Rows without any key (padding, or nodes with no incoming edge) give zeros. ``row_valid``
+    (``[B,1|H,L|1,1]``, 1.0 / 0.0 in the dtype of ``q``) says which rows have one; callers that
+    pass it promise a bias whose masked entries are :data:`MASK` (finite), so the per-call mask
+    scan and clamp are skipped. The softmax is one ``Softmax`` node in ONNX (a single fused pass
+    in ONNX Runtime, several times cheaper than max/sub/exp/sum/div as separate nodes); rows are
+    zeroed by a multiplication (cheaper than a broadcast ``Where`` there, and never ``0 * inf``:
+    the clamped scores are finite).
     """
     d = q.shape[-1]
     tau = scale if scale is not None else 1.0 / math.sqrt(d)
-    score = torch.matmul(q, k.transpose(-1, -2)) * tau + attn_bias
-    row_max = score.amax(dim=-1, keepdim=True).detach()
-    valid = torch.isfinite(row_max)
-    ex = torch.exp(score - torch.where(valid, row_max, torch.zeros_like(row_max)))
-    denom = ex.sum(dim=-1, keepdim=True)
-    alpha = ex / torch.where(valid, denom, torch.ones_like(denom))
+    if row_valid is None:
+        row_valid = (attn_bias.amax(dim=-1, keepdim=True) > MASK).to(q.dtype)
+        attn_bias = attn_bias.clamp(min=MASK)
+    if attn_bias.shape[-2] == 1:
+        # A per-key bias (key padding: GPS) rides in the score MatMul as one more dimension,
+        # [tau q, 1] . [k, b] = tau q.k + b, instead of a broadcast Add over the whole score matrix.
+        key_bias = attn_bias.transpose(-1, -2).expand(*k.shape[:-1], 1).to(q.dtype)
+        q = torch.cat([q * tau, torch.ones_like(q[..., :1])], dim=-1)
+        score = torch.matmul(q, torch.cat([k, key_bias], dim=-1).transpose(-1, -2))
+    else:
+        score = torch.matmul(q, k.transpose(-1, -2)) * tau + attn_bias
+    alpha = torch.softmax(score, dim=-1)
     if dropout > 0.0 and training:
         alpha = F.dropout(alpha, p=dropout, training=True)
-    return torch.matmul(alpha, v)
+    return torch.matmul(alpha, v) * row_valid
 
 
 def padded_attention(
@@ -169,8 +188,9 @@ class MultiHeadAttention(nn.Module):
         out = sparse_graph_attention(q, k, v, rowptr, col, b, 1.0 / math.sqrt(self.head_dim))
         return self.o(out.reshape(h.shape[0], -1))
 
-    def dense(self, h: Tensor, attn_bias: Tensor) -> Tensor:
-        """Attention on a padded batch ``h [B, L, dim]`` with ``attn_bias [B, 1|H, L, L]``."""
+    def dense(self, h: Tensor, attn_bias: Tensor, row_valid: Tensor | None = None) -> Tensor:
+        """Attention on a padded batch ``h [B, L, dim]`` with ``attn_bias [B, 1|H, L, L]`` (see
+        :func:`dense_attention` for ``row_valid``)."""
         q, k, v = (t.transpose(1, 2) for t in self.project(h))  # [B,H,L,D]
-        out = dense_attention(q, k, v, attn_bias, dropout=self.dropout, training=self.training)
+        out = dense_attention(q, k, v, attn_bias, dropout=self.dropout, training=self.training, row_valid=row_valid)
         return self.o(out.transpose(1, 2).reshape(h.shape[0], h.shape[1], -1))

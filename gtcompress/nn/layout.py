@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from gtcompress.nn.attention import MASK
+
 
 @dataclass
 class DenseLayout:
@@ -52,30 +54,29 @@ class DenseLayout:
         return hd.reshape(-1, hd.shape[-1]).index_select(0, self.slot)
 
     def key_padding_bias(self, dtype: torch.dtype = torch.float32) -> Tensor:
-        """``[B, 1, 1, L]``: 0 for real keys, ``-inf`` for padding (complete-graph attention)."""
+        """``[B, 1, 1, L]``: 0 for real keys, :data:`~gtcompress.nn.attention.MASK` for padding
+        (complete-graph attention)."""
         zero = torch.zeros((), dtype=dtype, device=self.valid.device)
-        ninf = torch.full((), float("-inf"), dtype=dtype, device=self.valid.device)
-        return torch.where(self.valid, zero, ninf)[:, None, None, :]
+        mask = torch.full((), MASK, dtype=dtype, device=self.valid.device)
+        return torch.where(self.valid, zero, mask)[:, None, None, :]
 
     def pair_index(self, edge_index: Tensor, batch: Tensor) -> Tensor:
         """Flattened ``[B*L*L]`` index of each edge's (dst, src) pair, for scattering per-edge values."""
-        l_ = self.max_nodes
+        # (batch[dst] * L + pos[dst]) * L + pos[src], with slot = batch * L + pos. torch.gather on 1-D
+        # tensors exports as GatherElements, ~10x cheaper than Gather there in ONNX Runtime CPU.
         src, dst = edge_index[0], edge_index[1]
-        return (
-            batch.index_select(0, dst) * (l_ * l_)
-            + self.pos.index_select(0, dst) * l_
-            + self.pos.index_select(0, src)
-        )
+        return self.slot.gather(0, dst) * self.max_nodes + self.pos.gather(0, src)
 
     def edge_bias(self, edge_index: Tensor, batch: Tensor, bias: Tensor | None = None) -> Tensor:
         """Per-edge score biases ``[E, H]`` (or none) as a dense additive bias ``[B, H, L, L]``.
 
         Edges sharing a (dst, src) pair are merged by log-sum-exp, so that the dense softmax weighs
         the pair exactly as the sparse one weighs its edge instances (no bias → ``log(count)``);
-        pairs without an edge get ``-inf``.
+        pairs without an edge get :data:`~gtcompress.nn.attention.MASK` (finite, see
+        :func:`~gtcompress.nn.attention.dense_attention`).
         """
         if bias is None:
-            return torch.log(self.edge_counts(edge_index, batch)).unsqueeze(1)
+            return self.log_count_bias(self.edge_counts(edge_index, batch))
         flat = self.pair_index(edge_index, batch)
         n = self.num_graphs * self.max_nodes * self.max_nodes
         idx = flat.unsqueeze(-1).expand_as(bias)
@@ -84,14 +85,23 @@ class DenseLayout:
         peak_e = peak.gather(0, idx)
         total = bias.new_zeros((n, bias.shape[1])).scatter_add(0, idx, torch.exp(bias - peak_e))
         dense = torch.log(total) + torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+        dense = dense.clamp(min=MASK)
         return dense.view(self.num_graphs, self.max_nodes, self.max_nodes, -1).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def log_count_bias(counts: Tensor) -> Tensor:
+        """``[B, 1, L, L]`` ``log(count)`` from :meth:`edge_counts`, :data:`MASK` where there is no edge."""
+        return torch.log(counts).clamp(min=MASK).unsqueeze(1)
+
+    @staticmethod
+    def rows_with_edges(counts: Tensor) -> Tensor:
+        """``[B, 1, L, 1]`` 1.0 where a (dst) row of :meth:`edge_counts` has an incoming edge, else 0.0."""
+        return (counts.amax(dim=-1) > 0).to(counts.dtype)[:, None, :, None]
 
     def edge_counts(self, edge_index: Tensor, batch: Tensor) -> Tensor:
         """``[B, L, L]`` multiplicity of each (dst, src) pair (duplicates counted)."""
         flat = self.pair_index(edge_index, batch)
         n = self.num_graphs * self.max_nodes * self.max_nodes
         counts = torch.zeros(n, dtype=torch.float32, device=flat.device)
-        counts = counts.scatter_add(
-            0, flat, torch.ones(flat.shape[0], dtype=torch.float32, device=flat.device)
-        )
+        counts = counts.scatter_add(0, flat, torch.ones(flat.shape[0], dtype=torch.float32, device=flat.device))
         return counts.view(self.num_graphs, self.max_nodes, self.max_nodes)

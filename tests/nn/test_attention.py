@@ -82,3 +82,59 @@ def test_gradients_flow_through_sparse_attention() -> None:
     q.requires_grad_(True)
     sparse_attention(q, k, v, ei, bias).sum().backward()
     assert q.grad is not None and torch.isfinite(q.grad).all() and q.grad.abs().sum() > 0
+
+
+def _padded_case(dtype=torch.float64):
+    """Four graphs (sizes 5, 1, 9, 3) with duplicates, self-loops, isolated nodes and an edgeless graph."""
+    g = torch.Generator().manual_seed(1)
+    sizes = [5, 1, 9, 3]
+    batch = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))
+    edges = torch.tensor([[0, 0, 1, 1, 2, 3], [1, 1, 1, 2, 0, 3]])  # 0->1 twice, self-loops 1->1, 3->3
+    edges = torch.cat([edges, torch.randint(0, 9, (2, 12), generator=g) + 6, torch.tensor([[6], [6]])], dim=1)
+    n, h, d = 18, 2, 8
+    q, k, v = (torch.randn(n, h, d, generator=g, dtype=dtype) for _ in range(3))
+    lay = DenseLayout.from_batch(batch, 4)
+
+    def pad(t):
+        return lay.pad(t.reshape(n, -1)).view(4, lay.max_nodes, h, d).transpose(1, 2)
+
+    def unpad(t):
+        return lay.unpad(t.transpose(1, 2).reshape(4, lay.max_nodes, -1)).view(n, h, d)
+
+    return q, k, v, edges, batch, lay, pad, unpad
+
+
+def test_dense_fast_path_with_row_mask_matches_sparse() -> None:
+    """The exported GT path: finite MASK bias built once, rows without edges zeroed by ``row_valid``."""
+    q, k, v, ei, batch, lay, pad, unpad = _padded_case()
+    counts = lay.edge_counts(ei, batch)
+    bias, rows = lay.log_count_bias(counts), lay.rows_with_edges(counts)
+    assert torch.isfinite(bias).all()
+    out = unpad(dense_attention(pad(q), pad(k), pad(v), bias, row_valid=rows))
+    ref = sparse_attention(q, k, v, ei)
+    assert torch.allclose(out, ref, atol=1e-10)
+    isolated = torch.ones(18, dtype=torch.bool)
+    isolated[ei[1]] = False
+    assert isolated.any() and torch.equal(out[isolated], torch.zeros_like(out[isolated]))
+
+
+def test_dense_key_padding_bias_is_complete_graph_attention() -> None:
+    """GPS's per-key bias (folded into the score MatMul) equals sparse attention over all pairs of a graph."""
+    q, k, v, _, batch, lay, pad, unpad = _padded_case()
+    pairs = torch.cat(
+        [torch.cartesian_prod(idx, idx).T for b in range(4) for idx in [(batch == b).nonzero().flatten()]], dim=1
+    )
+    out = unpad(dense_attention(pad(q), pad(k), pad(v), lay.key_padding_bias(torch.float64)))
+    assert torch.allclose(out, sparse_attention(q, k, v, pairs), atol=1e-10)
+
+
+@pytest.mark.parametrize("key_bias", [False, True])
+def test_dense_gradients_are_finite_with_padding_and_isolated_nodes(key_bias: bool) -> None:
+    q, k, v, ei, batch, lay, pad, unpad = _padded_case(torch.float32)
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    bias = lay.key_padding_bias() if key_bias else lay.edge_bias(ei, batch)
+    out = unpad(dense_attention(pad(q), pad(k), pad(v), bias))
+    out.square().sum().backward()
+    for t in (q, k, v):
+        assert t.grad is not None and torch.isfinite(t.grad).all()
