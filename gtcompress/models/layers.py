@@ -110,7 +110,7 @@ class GTLayer(_Layer):
             elif ctx.edge_dense is not None and ctx.layout is not None:
                 lay = ctx.layout
                 dense_bias = ctx.edge_dense if bias is None else lay.edge_bias(ctx.edge_index, ctx.batch, bias)
-                a = lay.unpad(self.attn.dense(lay.pad(h), dense_bias, ctx.edge_rows))
+                a = self.attn.dense_nodes(h, lay, dense_bias, ctx.edge_rows)
             else:
                 a = self.attn.sparse(h, ctx.edge_index, bias)
             h = h + self.drop(a)
@@ -153,8 +153,11 @@ class GPSLayer(_Layer):
             a = h + self.drop(att)
         elif self.attn is not None:
             assert ctx.layout is not None and ctx.pad_bias is not None
-            hd = ctx.layout.pad(h)
-            a = h + self.drop(ctx.layout.unpad(self._dense(hd, ctx.pad_bias, ctx.layout.valid)))
+            if self.tokens is None:
+                att = self.attn.dense_nodes(h, ctx.layout, ctx.pad_bias)
+            else:
+                att = ctx.layout.unpad(self._dense(ctx.layout.pad(h), ctx.pad_bias, ctx.layout.valid))
+            a = h + self.drop(att)
         out = out + self.norm_attn(a)
         if self.ffn is not None:
             out = out + self.ffn(out)

@@ -24,12 +24,16 @@ exact. Models use whichever layout is cheaper; tests check both against each oth
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from gtcompress.nn.scatter import scatter_max, scatter_sum
+
+if TYPE_CHECKING:
+    from gtcompress.nn.layout import DenseLayout
 
 
 def sparse_attention(
@@ -194,3 +198,14 @@ class MultiHeadAttention(nn.Module):
         q, k, v = (t.transpose(1, 2) for t in self.project(h))  # [B,H,L,D]
         out = dense_attention(q, k, v, attn_bias, dropout=self.dropout, training=self.training, row_valid=row_valid)
         return self.o(out.transpose(1, 2).reshape(h.shape[0], h.shape[1], -1))
+
+    def dense_nodes(self, h: Tensor, layout: DenseLayout, attn_bias: Tensor, row_valid: Tensor | None = None) -> Tensor:
+        """:meth:`dense` on node rows ``h [N, dim]`` -> ``[N, dim]``: Q, K, V are projected per node and
+        then padded, and O after unpadding, so no projection runs on padding rows (same result: padded
+        keys are masked, padded queries dropped)."""
+        b, l_ = layout.num_graphs, layout.max_nodes
+        q, k, v = (
+            layout.pad(f(h)).view(b, l_, self.heads, self.head_dim).transpose(1, 2) for f in (self.q, self.k, self.v)
+        )
+        out = dense_attention(q, k, v, attn_bias, dropout=self.dropout, training=self.training, row_valid=row_valid)
+        return self.o(layout.unpad(out.transpose(1, 2).reshape(b, l_, -1)))
