@@ -170,9 +170,7 @@ class GraphTransformer(GraphModel):
     def prepare(self, ctx: GraphContext) -> None:
         if ctx.layout is not None and ctx.nbr is None and ctx.csr is None:
             # Once per forward, shared by every layer: the log-count bias and which rows have edges.
-            counts = ctx.layout.edge_counts(ctx.edge_index, ctx.batch)
-            ctx.edge_dense = ctx.layout.log_count_bias(counts)
-            ctx.edge_rows = ctx.layout.rows_with_edges(counts)
+            ctx.edge_dense, ctx.edge_rows = ctx.layout.count_bias_and_rows(ctx.edge_index, ctx.batch)
 
 
 class GPS(GraphModel):

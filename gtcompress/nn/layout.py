@@ -93,6 +93,19 @@ class DenseLayout:
         """``[B, 1, L, L]`` ``log(count)`` from :meth:`edge_counts`, :data:`MASK` where there is no edge."""
         return torch.log(counts).clamp(min=MASK).unsqueeze(1)
 
+    def count_bias_and_rows(self, edge_index: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`log_count_bias` and :meth:`rows_with_edges` of the edge counts, with the logarithm
+        taken per edge (``E`` values) and scattered, instead of over all ``B*L*L`` pairs: ``Log`` is
+        not vectorised in ONNX Runtime CPU (~1.7 ns per element). Duplicate edges write the same value."""
+        flat = self.pair_index(edge_index, batch)
+        n = self.num_graphs * self.max_nodes * self.max_nodes
+        counts = torch.zeros(n, dtype=torch.float32, device=flat.device)
+        counts = counts.scatter_add(0, flat, torch.ones(flat.shape[0], dtype=torch.float32, device=flat.device))
+        bias = torch.full((n,), MASK, dtype=torch.float32, device=flat.device)
+        bias = bias.scatter(0, flat, torch.log(counts.gather(0, flat)))
+        shape = (self.num_graphs, self.max_nodes, self.max_nodes)
+        return bias.view(shape).unsqueeze(1), self.rows_with_edges(counts.view(shape))
+
     @staticmethod
     def rows_with_edges(counts: Tensor) -> Tensor:
         """``[B, 1, L, 1]`` 1.0 where a (dst) row of :meth:`edge_counts` has an incoming edge, else 0.0."""

@@ -110,6 +110,8 @@ def test_dense_fast_path_with_row_mask_matches_sparse() -> None:
     counts = lay.edge_counts(ei, batch)
     bias, rows = lay.log_count_bias(counts), lay.rows_with_edges(counts)
     assert torch.isfinite(bias).all()
+    bias_e, rows_e = lay.count_bias_and_rows(ei, batch)  # the per-edge-log variant the model uses
+    assert torch.equal(bias_e, bias) and torch.equal(rows_e, rows)
     out = unpad(dense_attention(pad(q), pad(k), pad(v), bias, row_valid=rows))
     ref = sparse_attention(q, k, v, ei)
     assert torch.allclose(out, ref, atol=1e-10)
