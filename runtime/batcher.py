@@ -4,8 +4,13 @@ Triton's dynamic batcher stacks requests along dimension 0, which for graphs is 
 graphs is one big graph with offset node ids). Here each queued item is a request's validated
 graphs; the batcher takes items in arrival order while the union stays within ``max_nodes``,
 ``max_edges``, ``max_graphs`` and ``max_requests``, waiting at most ``max_delay_ms`` after the
-oldest item arrived, then runs the union once in a worker thread (so the event loop keeps
-accepting requests) and hands every request its own slice of the output.
+oldest item arrived, then runs the union once and hands every request its own slice of the output.
+
+Batches are formed *and* run by one worker thread that blocks on a thread-safe queue, so the event
+loop keeps accepting requests and its per-request cost is one ``put`` and one future: no asyncio
+queue, timer task or executor hop per request or per batch. While a batch runs, new requests
+queue up, and the next batch takes them all at once (self-clocking). Results go back to the event
+loop with one ``call_soon_threadsafe`` per batch.
 
 * An item larger than the soft limits runs alone rather than being rejected (hard limits are
   checked when the request is decoded).
@@ -18,9 +23,12 @@ accepting requests) and hands every request its own slice of the output.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +56,7 @@ class BatchConfig:
         return self.max_requests > 1
 
 
-@dataclass
+@dataclass(slots=True)
 class BatchItem:
     """One request's graphs (already validated) and the future its handler awaits."""
 
@@ -68,13 +76,15 @@ class BatchItem:
 
 RunBatch = Callable[[Sequence[BatchItem]], list[np.ndarray]]
 _STOP = object()
+log = logging.getLogger("gtcompress.serve")
 
 
 class DynamicBatcher:
-    """Collects :class:`BatchItem`s on the event loop and runs them with ``run_batch`` in one thread.
+    """Collects :class:`BatchItem`s and runs them with ``run_batch`` in one worker thread.
 
-    ``run_batch(items)`` returns one output array per item; it is called in the worker thread.
-    ``on_batch(items, seconds)`` (optional) observes every call, e.g. for metrics."""
+    ``submit`` is called on the event loop; ``run_batch(items)`` returns one output array per item
+    and is called in the worker thread, as is ``on_batch(items, seconds)`` (optional; it observes
+    every successful call, e.g. for metrics, and must be thread-safe)."""
 
     def __init__(
         self,
@@ -83,10 +93,10 @@ class DynamicBatcher:
         on_batch: Callable[[Sequence[BatchItem], float], None] | None = None,
     ) -> None:
         self.run_batch, self.config, self.on_batch = run_batch, config, on_batch
-        self._queue: asyncio.Queue[Any] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gtc-model")
-        self._carry: BatchItem | None = None
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Future[None] | None = None
         self._closing = False
         self._inflight = 0
         self.batches = 0
@@ -94,7 +104,7 @@ class DynamicBatcher:
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._thread is not None and self._thread.is_alive() and not self._closing
 
     @property
     def pending(self) -> int:
@@ -102,17 +112,20 @@ class DynamicBatcher:
         return self._inflight
 
     def start(self) -> None:
-        if self.running:
+        if self._thread is not None and self._thread.is_alive():
             return
-        self._queue = asyncio.Queue()
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="gtc-batcher")
+        self._loop = asyncio.get_running_loop()
+        self._stopped = self._loop.create_future()
+        self._closing = False
+        self._thread = threading.Thread(target=self._work, name="gtc-model", daemon=True)
+        self._thread.start()
 
     async def submit(self, graph: NumpyGraph, num_graphs: int) -> np.ndarray:
         """Queue one request's graphs; resolves to its own slice of the model output."""
-        if self._closing or not self.running or self._queue is None:
+        if not self.running or self._loop is None:
             raise RuntimeError("the batcher is not running (server starting up or shutting down)")
-        fut: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(BatchItem(graph, num_graphs, fut))
+        fut: asyncio.Future[np.ndarray] = self._loop.create_future()
+        self._queue.put(BatchItem(graph, num_graphs, fut))
         self._inflight += 1
         try:
             return await fut
@@ -120,14 +133,20 @@ class DynamicBatcher:
             self._inflight -= 1
 
     async def close(self) -> None:
-        """Finish every queued item, then stop the worker."""
+        """Finish every queued item, then stop the worker (items submitted before ``close`` precede
+        the stop marker in the queue, and ``submit`` refuses from now on)."""
+        if self._closing:
+            if self._stopped is not None:
+                await asyncio.shield(self._stopped)
+            return
         self._closing = True
-        if self._queue is not None and self.running:
-            self._queue.put_nowait(_STOP)
-            assert self._task is not None
-            await self._task
-        self._executor.shutdown(wait=True)
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(_STOP)
+            assert self._stopped is not None
+            await asyncio.shield(self._stopped)
+            self._thread.join()
 
+    # ------------------------------------------------------------------ worker thread
     def _fits(self, items: list[BatchItem], nxt: BatchItem, totals: list[int]) -> bool:
         c = self.config
         return (
@@ -137,76 +156,106 @@ class DynamicBatcher:
             and totals[2] + nxt.num_graphs <= c.max_graphs
         )
 
-    async def _collect(self) -> tuple[list[BatchItem], bool]:
-        """The next batch, and whether the stop marker was seen."""
-        assert self._queue is not None
-        first = self._carry if self._carry is not None else await self._queue.get()
-        self._carry = None
-        if first is _STOP:
-            return [], True
+    def _collect(self, first: BatchItem, stop: bool) -> tuple[list[BatchItem], BatchItem | None, bool]:
+        """The batch starting with ``first``, the item that did not fit (if any), and whether the
+        stop marker was seen (after it the queue is empty: nothing is worth waiting for)."""
+        q, delay = self._queue, self.config.max_delay_ms / 1000.0
         items = [first]
         totals = [first.nodes, first.edges, first.num_graphs]
-        deadline = first.arrival + self.config.max_delay_ms / 1000.0
-        stop = False
+        deadline = first.arrival + delay
         while len(items) < self.config.max_requests:
             try:
-                nxt = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
+                nxt = q.get_nowait()
+            except queue.Empty:
                 wait = deadline - time.perf_counter()
-                if wait <= 0:
+                if stop or wait <= 0:
                     break
                 try:
-                    nxt = await asyncio.wait_for(self._queue.get(), wait)
-                except TimeoutError:
+                    nxt = q.get(timeout=wait)
+                except queue.Empty:
                     break
             if nxt is _STOP:
                 stop = True
-                break
+                continue
             if not self._fits(items, nxt, totals):
-                self._carry = nxt
-                break
+                return items, nxt, stop
             items.append(nxt)
             totals[0] += nxt.nodes
             totals[1] += nxt.edges
             totals[2] += nxt.num_graphs
-        return items, stop
+        return items, None, stop
 
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _work(self) -> None:
+        carry: BatchItem | None = None
         stop = False
-        while not stop or self._carry is not None:
-            items, saw_stop = await self._collect()
-            stop = stop or saw_stop
-            if items:
-                await self._run(loop, items)
-
-    async def _run(self, loop: asyncio.AbstractEventLoop, items: list[BatchItem]) -> None:
-        start = time.perf_counter()
         try:
-            outs = await loop.run_in_executor(self._executor, self.run_batch, items)
+            while carry is not None or not stop:
+                first = carry if carry is not None else self._queue.get()
+                if first is _STOP:
+                    stop = True
+                    continue
+                items, carry, stop = self._collect(first, stop)
+                self._run(items)
+        except BaseException:  # a bug here must not leave requests waiting forever
+            log.exception("batcher worker failed")
+            self._fail_queued(RuntimeError("the batcher failed; see the server log"))
+        finally:
+            self._post(_resolve_stopped, self._stopped)
+
+    def _run(self, items: list[BatchItem]) -> None:
+        start = time.perf_counter()
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+        try:
+            outs = self.run_batch(items)
+            if len(outs) != len(items):
+                raise RuntimeError(f"run_batch returned {len(outs)} outputs for {len(items)} requests")
+            results = [(it.future, out, None) for it, out in zip(items, outs, strict=True)]
+            self.batches += 1
+            self.items += len(items)
+            if self.on_batch is not None:
+                try:
+                    self.on_batch(items, time.perf_counter() - start)
+                except Exception:  # metrics must never fail a request
+                    log.exception("batch observer failed")
         except Exception as e:
             if len(items) == 1:
-                _settle(items[0].future, exc=e)
+                results = [(items[0].future, None, e)]
+            else:
+                results = []
+                for it in items:  # isolate the failure: every item alone
+                    try:
+                        results.append((it.future, self.run_batch([it])[0], None))
+                    except Exception as e1:
+                        results.append((it.future, None, e1))
+        self._post(_settle_all, results)
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        while True:
+            try:
+                it = self._queue.get_nowait()
+            except queue.Empty:
                 return
-            for it in items:  # isolate the failure: every item alone
-                try:
-                    out = await loop.run_in_executor(self._executor, self.run_batch, [it])
-                    _settle(it.future, result=out[0])
-                except Exception as e1:
-                    _settle(it.future, exc=e1)
+            if it is not _STOP:
+                self._post(_settle_all, [(it.future, None, exc)])
+
+    def _post(self, fn: Callable[..., None], arg: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
             return
-        self.batches += 1
-        self.items += len(items)
-        if self.on_batch is not None:
-            self.on_batch(items, time.perf_counter() - start)
-        for it, out in zip(items, outs, strict=True):
-            _settle(it.future, result=out)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting any more
+            loop.call_soon_threadsafe(fn, arg)
 
 
-def _settle(fut: asyncio.Future[Any], result: Any = None, exc: BaseException | None = None) -> None:
-    if fut.done():  # the client went away and its handler was cancelled
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)
+def _settle_all(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, result, exc in results:
+        if fut.done():  # the client went away and its handler was cancelled
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+
+def _resolve_stopped(fut: asyncio.Future[None] | None) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(None)
