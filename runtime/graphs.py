@@ -112,9 +112,9 @@ def _check_features(a: np.ndarray, fspec: dict[str, Any], name: str, rows: int, 
         if a.dtype.kind not in "iu":
             raise DTypeError(name, f"categorical features must be integers (int64), got {a.dtype}")
         if a.size:
-            cards = np.asarray(fspec["cardinalities"], dtype=np.int64)
-            bad = (a < 0) | (a >= cards[None, :])
-            if bad.any():
+            cards = _cardinalities(fspec["cardinalities"])
+            if a.min() < 0 or (a >= cards).any():
+                bad = (a < 0) | (a >= cards[None, :])
                 r, c = (int(v[0]) for v in np.nonzero(bad))
                 raise CategoryError(
                     name, f"value {int(a[r, c])} at row {r}, column {c} is outside [0, {int(cards[c])}) of that column"
@@ -129,6 +129,19 @@ def _check_features(a: np.ndarray, fspec: dict[str, Any], name: str, rows: int, 
     return a
 
 
+_CARDS: dict[tuple[int, ...], np.ndarray] = {}
+
+
+def _cardinalities(cards: Sequence[int]) -> np.ndarray:
+    """The spec's cardinalities as an int64 array, made once per spec (this runs per request)."""
+    key = tuple(int(c) for c in cards)
+    arr = _CARDS.get(key)
+    if arr is None:
+        arr = _CARDS[key] = np.asarray(key, dtype=np.int64)
+        arr.flags.writeable = False
+    return arr
+
+
 def check_batch_vector(batch: Any, n: int, name: str = "batch") -> np.ndarray:
     """``batch [N]`` integer, sorted, starting at 0, no empty graph in between; returned as int64."""
     b = _array(batch, name)
@@ -140,6 +153,8 @@ def check_batch_vector(batch: Any, n: int, name: str = "batch") -> np.ndarray:
     if n:
         if b[0] != 0:
             raise BatchVectorError(name, f"graph ids must start at 0, got {int(b[0])}")
+        if b[n - 1] == 0 and not b.any():  # the common request: one graph
+            return b
         step = np.diff(b)
         if step.size and ((step < 0) | (step > 1)).any():
             i = int(np.flatnonzero((step < 0) | (step > 1))[0])
@@ -149,11 +164,12 @@ def check_batch_vector(batch: Any, n: int, name: str = "batch") -> np.ndarray:
     return b
 
 
-def validate_graph(g: NumpyGraph, spec: dict[str, Any], where: str = "") -> NumpyGraph:
+def validate_graph(g: NumpyGraph, spec: dict[str, Any], where: str = "", *, batch_checked: bool = False) -> NumpyGraph:
     """Check one graph (or a disjoint union with ``batch``) against the model's input spec.
 
     Returns the graph in the model's dtypes (int64 indices, float32 or int64 features); PE kinds
-    the model does not use and ``edge_attr`` of a model without edge features are dropped."""
+    the model does not use and ``edge_attr`` of a model without edge features are dropped.
+    ``batch_checked``: ``g.batch`` already went through :func:`check_batch_vector` (the server)."""
     g = as_numpy_graph(g)
     x = _array(g.x, "x")
     if x.ndim == 0:
@@ -182,7 +198,7 @@ def validate_graph(g: NumpyGraph, spec: dict[str, Any], where: str = "") -> Nump
         if g.edge_attr is None:
             raise ShapeError("edge_attr", f"{where}the model needs edge features; the graph has none")
         ea = _check_features(_array(g.edge_attr, "edge_attr"), spec["edge_attr"], "edge_attr", e, "edges")
-    batch = None if g.batch is None else check_batch_vector(g.batch, n)
+    batch = g.batch if g.batch is None or batch_checked else check_batch_vector(g.batch, n)
     pe = {}
     for kind, k in (spec.get("pe") or {}).items():
         if kind not in g.pe or g.pe[kind] is None:

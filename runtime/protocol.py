@@ -25,6 +25,28 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import ProtocolError
+
+try:  # about 3x faster than json for request headers; json stays the reference (and the fallback)
+    import orjson
+
+    def _loads(data: bytes) -> Any:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:  # NaN/Infinity, >64-bit integers...: json's reading and messages
+            return json.loads(data)
+
+    def _dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+except ImportError:  # pragma: no cover - orjson is optional
+
+    def _loads(data: bytes) -> Any:
+        return json.loads(data)
+
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
 from runtime.spec import KSERVE_TO_NUMPY, NUMPY_TO_KSERVE
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -122,7 +144,7 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
     else:
         head, binary = body, memoryview(b"")
     try:
-        req = json.loads(head)
+        req = _loads(head)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         hint = (
             ""
@@ -153,10 +175,13 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
         if datatype not in KNOWN_DATATYPES:
             raise ProtocolError(f"input '{name}': unknown datatype {datatype!r}")
         shape = t.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        if type(shape) is not list:
             raise ProtocolError(f"input '{name}': 'shape' must be a list of integers, got {shape!r}")
-        if any(d < 0 for d in shape):
-            raise ProtocolError(f"input '{name}': negative dimension in shape {shape}")
+        for d in shape:
+            if type(d) is not int:  # bool is no int here
+                raise ProtocolError(f"input '{name}': 'shape' must be a list of integers, got {shape!r}")
+            if d < 0:
+                raise ProtocolError(f"input '{name}': negative dimension in shape {shape}")
         count = math.prod(shape)
         tparams = t.get("parameters") or {}
         if not isinstance(tparams, dict):
@@ -253,7 +278,7 @@ def encode_infer_response(
     resp: dict[str, Any] = {"model_name": model_name, "model_version": model_version, "outputs": entries}
     if request_id is not None:
         resp["id"] = request_id
-    head = json.dumps(resp, separators=(",", ":")).encode()
+    head = _dumps(resp)
     if not blobs:
         return head, {"Content-Type": "application/json"}
     return b"".join([head, *blobs]), {

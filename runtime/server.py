@@ -106,6 +106,8 @@ class ServedModel:
             max_graphs=min(self.batch.max_graphs, lim.max_graphs or self.batch.max_graphs),
         )
         self.inputs = {t.name: t for t in self.session.get_inputs()}
+        self.expect = {t.name: (NUMPY_TO_KSERVE[t.dtype], tuple(t.shape)) for t in self.inputs.values()}
+        self.output_names = frozenset(t.name for t in self.session.get_outputs())
         self.required = [n for n in ("x", "edge_index", "edge_attr") if n in self.inputs]
 
     def metadata(self) -> dict[str, Any]:
@@ -147,32 +149,35 @@ def _tensor_meta(name: str, dtype: str, shape: list[int]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- request → graph
 def request_graph(req: InferRequest, model: ServedModel, limits: ServerLimits) -> tuple[NumpyGraph, int, bool]:
     """The request's graphs as one validated union, its graph count, and whether it came pre-processed."""
-    for name, arr in req.inputs.items():
-        info = model.inputs.get(name)
-        if info is None:
+    inputs = req.inputs
+    expect = model.expect
+    for name, arr in inputs.items():
+        want = expect.get(name)
+        if want is None:
             raise ProtocolError(
                 f"input '{name}' is not an input of model '{model.name}'; its inputs are {', '.join(model.inputs)}"
             )
-        want = NUMPY_TO_KSERVE[info.dtype]
-        if req.datatypes[name] != want:
-            raise DTypeError(name, f"datatype {req.datatypes[name]} does not match the model's {want}")
-        if arr.ndim != len(info.shape) or any(d >= 0 and d != a for d, a in zip(info.shape, arr.shape, strict=True)):
-            raise ShapeError(name, f"shape {list(arr.shape)} does not match the model's {info.shape} (-1: any)")
+        dtype, shape = want
+        if req.datatypes[name] != dtype:
+            raise DTypeError(name, f"datatype {req.datatypes[name]} does not match the model's {dtype}")
+        if arr.ndim != len(shape) or any(d >= 0 and d != a for d, a in zip(shape, arr.shape, strict=True)):
+            raise ShapeError(name, f"shape {list(arr.shape)} does not match the model's {list(shape)} (-1: any)")
     for name in model.required:
-        if name not in req.inputs:
+        if name not in inputs:
             needs = ", ".join(model.required)
             raise ShapeError(name, f"required input is missing (model '{model.name}' needs {needs})")
     if req.outputs is not None:
-        outs = {t.name for t in model.session.get_outputs()}
+        outs = model.output_names
         for o in req.outputs:
             if o.name not in outs:
                 have = ", ".join(sorted(outs))
                 raise ProtocolError(f"output '{o.name}' is not an output of model '{model.name}'; it has {have}")
-    full = all(n in req.inputs for n in model.inputs)
-    x = req.inputs["x"]
+    full = len(inputs) == len(expect)  # every name is a model input (checked above), so: all of them
+    x = inputs["x"]
     n = int(x.shape[0])
-    e = int(req.inputs["edge_index"].shape[1])
-    b_hint = int(req.inputs["node_counts"].shape[0]) if "node_counts" in req.inputs else 1
+    e = int(inputs["edge_index"].shape[1])
+    counts = inputs.get("node_counts")
+    b_hint = 1 if counts is None else int(counts.shape[0])
     for what, value, limit in (("nodes", n, limits.max_nodes), ("edges", e, limits.max_edges)):
         if value > limit:
             raise GraphTooLargeError(
@@ -180,45 +185,58 @@ def request_graph(req: InferRequest, model: ServedModel, limits: ServerLimits) -
             )
     if b_hint > limits.max_graphs:
         raise GraphTooLargeError("node_counts", f"request has {b_hint} graphs, above this server's {limits.max_graphs}")
-    batch = req.inputs.get("batch")
-    counts = req.inputs.get("node_counts")
+    batch = inputs.get("batch")
     if batch is not None:
         batch = check_batch_vector(batch, n)
     if counts is not None:
         counts = np.asarray(counts, dtype=np.int64)
-        if (counts <= 0).any():
-            raise BatchVectorError("node_counts", "every graph needs at least one node (a count is <= 0)")
-        if int(counts.sum()) != n:
-            raise BatchVectorError("node_counts", f"counts sum to {int(counts.sum())} but x has {n} nodes")
-        if batch is None:
-            batch = np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts)
-        elif not np.array_equal(count_nodes(batch, n, counts.shape[0]), counts):
-            raise BatchVectorError("node_counts", "does not match the graph sizes given by 'batch'")
+        if b_hint == 1:  # one graph (the common request): a scalar check each
+            if counts[0] <= 0:
+                raise BatchVectorError("node_counts", "every graph needs at least one node (a count is <= 0)")
+            if counts[0] != n:
+                raise BatchVectorError("node_counts", f"counts sum to {int(counts[0])} but x has {n} nodes")
+            if batch is None:
+                batch = np.zeros(n, dtype=np.int64)
+            elif n and batch[n - 1] != 0:
+                raise BatchVectorError("node_counts", "does not match the graph sizes given by 'batch'")
+        else:
+            if (counts <= 0).any():
+                raise BatchVectorError("node_counts", "every graph needs at least one node (a count is <= 0)")
+            if int(counts.sum()) != n:
+                raise BatchVectorError("node_counts", f"counts sum to {int(counts.sum())} but x has {n} nodes")
+            if batch is None:
+                batch = np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts)
+            elif not np.array_equal(count_nodes(batch, n, counts.shape[0]), counts):
+                raise BatchVectorError("node_counts", "does not match the graph sizes given by 'batch'")
     num_graphs = 1 if batch is None else (int(batch[-1]) + 1 if batch.size else 1)
-    _check_layout(req.inputs, n, e, num_graphs)
+    _check_layout(inputs, n, e, num_graphs)
     spec = model.session.spec
     g = NumpyGraph(
         x=x,
-        edge_index=req.inputs["edge_index"],
-        edge_attr=req.inputs.get("edge_attr"),
+        edge_index=inputs["edge_index"],
+        edge_attr=inputs.get("edge_attr"),
         batch=batch,
-        pe={k[3:]: v for k, v in req.inputs.items() if k.startswith("pe_")},
+        pe={k[3:]: v for k, v in inputs.items() if k.startswith("pe_")},
     )
-    g = validate_graph(g, spec)
+    g = validate_graph(g, spec, batch_checked=True)
     if not full and model.session.model.teddy is not None:
         g = apply_teddy(g, model.session.model.teddy, spec)
     model.session.limits.check(g.num_nodes, g.num_edges, num_graphs, what="request")
     return g, num_graphs, full
 
 
+_LAYOUT_DIMS = {"node_slot": "n", "nbr_src": "n", "nbr_edge": "n", "nbr_mask": "n", "rowptr": "n+1"}
+_LAYOUT_DIMS.update({"col": "e", "perm": "e", "pad_mask": "b", "node_counts": "b"})
+
+
 def _check_layout(inputs: dict[str, np.ndarray], n: int, e: int, b: int) -> None:
     """Sizes of supplied layout tensors must agree with the graph (they are rebuilt, not trusted)."""
-    want = {"node_slot": (0, n), "nbr_src": (0, n), "nbr_edge": (0, n), "nbr_mask": (0, n)}
-    want.update({"rowptr": (0, n + 1), "col": (0, e), "perm": (0, e), "pad_mask": (0, b), "node_counts": (0, b)})
-    for name, (axis, size) in want.items():
+    for name, what in _LAYOUT_DIMS.items():
         a = inputs.get(name)
-        if a is not None and a.shape[axis] != size:
-            raise ShapeError(name, f"dimension {axis} is {a.shape[axis]} but the graph implies {size}")
+        if a is not None:
+            size = n if what == "n" else n + 1 if what == "n+1" else e if what == "e" else b
+            if a.shape[0] != size:
+                raise ShapeError(name, f"dimension 0 is {a.shape[0]} but the graph implies {size}")
 
 
 def ensure_pe(g: NumpyGraph, spec: dict[str, Any], num_graphs: int) -> NumpyGraph:
@@ -240,6 +258,8 @@ def run_items(model: ServedModel, items: Sequence[BatchItem]) -> list[np.ndarray
     prepared = prepare_validated([it.graph for it in items], model.session.model)
     prepared.graphs = [it.num_graphs for it in items]
     out = model.session.run_inputs(prepared.inputs)[model.session.output_name]
+    if len(items) == 1:
+        return [out]
     sizes = prepared.nodes if model.session.node_level else prepared.graphs
     bounds = np.cumsum(np.asarray(sizes, dtype=np.int64))[:-1]
     return np.split(out, bounds)
@@ -282,10 +302,31 @@ class Metrics:
         )
         self.pending = Gauge("gtc_queue_pending", "Requests waiting for the model", ["model"], registry=self.registry)
 
+    def for_model(self, name: str) -> ModelMetrics:
+        """The labelled children of one model, resolved once (``labels()`` is a dict lookup under a lock)."""
+        return ModelMetrics(
+            success=self.requests.labels(name, "success"),
+            error=self.requests.labels(name, "error"),
+            latency=self.latency.labels(name),
+            batch_requests=self.batch_requests.labels(name),
+            batch_graphs=self.batch_graphs.labels(name),
+            model_seconds=self.model_seconds.labels(name),
+        )
+
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    success: Any
+    error: Any
+    latency: Any
+    batch_requests: Any
+    batch_graphs: Any
+    model_seconds: Any
 
 
 # ---------------------------------------------------------------------------------- the app
@@ -307,6 +348,7 @@ def create_app(
     else:
         served = {m.name: m for m in models}
     mx = Metrics() if metrics else None
+    per_model = {name: mx.for_model(name) for name in served} if mx is not None else {}
     state = {"ready": False}
 
     def lookup(name: str, version: str | None = None) -> ServedModel:
@@ -324,12 +366,16 @@ def create_app(
                 _warmup(m)
             on_batch = None
             if mx is not None:
-                on_batch = _observer(mx, m.name)
+                on_batch = _observer(per_model[m.name])
                 mx.pending.labels(m.name).set_function(lambda m=m: m.batcher.pending if m.batcher else 0)
             m.batcher = DynamicBatcher(lambda items, m=m: run_items(m, items), m.batch, on_batch)
             m.batcher.start()
         state["ready"] = True
-        log.info("ready: %s", ", ".join(f"{m.name} ({m.session.providers[0]})" for m in served.values()))
+        log.info(
+            "ready: %s; event loop %s",
+            ", ".join(f"{m.name} ({m.session.providers[0]})" for m in served.values()),
+            type(asyncio.get_running_loop()).__module__,  # uvloop when installed (uvicorn's loop "auto")
+        )
         try:
             yield
         finally:
@@ -434,9 +480,10 @@ def create_app(
             log.exception("inference failed")
             return _error(500, f"inference failed: {type(e).__name__}: {e}")
         finally:
-            if mx is not None and name in served:
-                mx.requests.labels(name, outcome).inc()
-                mx.latency.labels(name).observe(time.perf_counter() - start)
+            mm = per_model.get(name)
+            if mm is not None:
+                (mm.success if outcome == "success" else mm.error).inc()
+                mm.latency.observe(time.perf_counter() - start)
 
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
@@ -511,11 +558,11 @@ def _output_names(req: InferRequest, m: ServedModel) -> list[str]:
     return [m.session.output_name]
 
 
-def _observer(mx: Metrics, name: str) -> Any:
-    def observe(items: Sequence[BatchItem], seconds: float) -> None:
-        mx.batch_requests.labels(name).observe(len(items))
-        mx.batch_graphs.labels(name).observe(sum(it.num_graphs for it in items))
-        mx.model_seconds.labels(name).observe(seconds)
+def _observer(mm: ModelMetrics) -> Any:
+    def observe(items: Sequence[BatchItem], seconds: float) -> None:  # in the model thread
+        mm.batch_requests.observe(len(items))
+        mm.batch_graphs.observe(sum(it.num_graphs for it in items))
+        mm.model_seconds.observe(seconds)
 
     return observe
 
