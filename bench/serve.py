@@ -255,7 +255,7 @@ def _load_main(
     pool = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
     while time.monotonic() < start_at:
         time.sleep(0.001)
-    begin = time.monotonic()
+    begin, cpu = time.monotonic(), time.process_time()
     for t in pool:
         t.start()
     for t in pool:
@@ -264,6 +264,7 @@ def _load_main(
         {
             "begin": begin,
             "end": time.monotonic(),
+            "cpu_s": time.process_time() - cpu,
             "latencies": [v for lat in latencies for v in lat],
             "errors": [e for err in errors for e in err],
         }
@@ -299,6 +300,7 @@ def drive(
     lat = np.asarray([v for p in parts for v in p["latencies"]]) * 1e3
     wall = max(p["end"] for p in parts) - min(p["begin"] for p in parts)
     errors = [e for p in parts for e in p["errors"]]
+    load_cpu = sum(p["cpu_s"] for p in parts)
     return {
         "clients": clients,
         "client": client_kind,
@@ -316,7 +318,18 @@ def drive(
             "max": float(lat.max()),
         },
         "stopped_by_time_limit": bool(lat.size < requests),
+        "load_cpu_ms_per_request": load_cpu * 1e3 / lat.size if lat.size else 0.0,
     }
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------------- main
@@ -346,8 +359,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for clients in args.clients:
                 procs = args.load_procs or (2 if clients >= 16 else 1)
                 for rep in range(args.repeats):
-                    for batching, (_, port) in servers.items():
+                    for batching, (proc, port) in servers.items():
                         before = server_batch_stats(port, name)
+                        cpu0 = process_cpu_s(proc.pid)
                         res = drive(
                             f"127.0.0.1:{port}",
                             name,
@@ -360,14 +374,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             args.client,
                         )
                         calls = server_batch_stats(port, name)["model_calls"] - before["model_calls"]
+                        cpu1 = process_cpu_s(proc.pid)
                         res.update(batching=batching, repeat=rep, model_calls=int(calls))
+                        if cpu0 is not None and cpu1 is not None and res["requests"]:
+                            res["server_cpu_ms_per_request"] = (cpu1 - cpu0) * 1e3 / res["requests"]
                         res["requests_per_model_call"] = res["requests"] / calls if calls else 0.0
                         runs.append(res)
                         print(
                             f"batching={'on ' if batching else 'off'} clients={clients:3d} run {rep + 1}: "
                             f"{res['throughput_rps']:8.1f} req/s  p50 {res['latency_ms']['p50']:7.2f} ms  "
                             f"p99 {res['latency_ms']['p99']:7.2f} ms  errors {res['errors']}  "
-                            f"({res['requests']} requests, {res['requests_per_model_call']:.1f} per model call)",
+                            f"({res['requests']} requests, {res['requests_per_model_call']:.1f} per model call; "
+                            f"CPU per request: server {res.get('server_cpu_ms_per_request', float('nan')):.3f} ms, "
+                            f"load {res['load_cpu_ms_per_request']:.3f} ms)",
                             flush=True,
                         )
         finally:
