@@ -176,7 +176,7 @@ def prune_cmd(
 
     Example: gtc prune runs/gt-cluster --target-flops 0.4 --axes heads,layers,ffn --epochs 5 --out runs/gt-p40
     """
-    from gtcompress.compress.prune import PruneConfig, prune_model, random_prune
+    from gtcompress.compress.prune import PruneConfig, default_axes, prune_model, random_prune
 
     keep_d = _parse_keep(keep)
     settings = dict(
@@ -195,11 +195,10 @@ def prune_cmd(
         cost_graphs=cost_graphs,
         seed=seed,
     )
-    default_axes = ("tokens", "heads", "layers", "ffn")
-    PruneConfig(axes=default_axes if axes == "auto" else axes, **settings)  # type: ignore[arg-type]  # fail fast
+    PruneConfig(axes=default_axes("gps") if axes == "auto" else axes, **settings)  # type: ignore[arg-type]  # fail fast
     model, meta, ds = _load(checkpoint, data_root)
     if axes == "auto":
-        axes = "heads,layers,ffn" if model.config.arch == "gt" else ",".join(default_axes)
+        axes = default_axes(model.config.arch)
     cfg = PruneConfig(axes=axes, **settings)  # type: ignore[arg-type]
     res = (random_prune if random else prune_model)(model, ds, cfg)
     _save(out, res.model, meta, res.report, {})

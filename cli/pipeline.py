@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from gtcompress.errors import ConfigError
-from gtcompress.io import write_json
+from gtcompress.io import write_atomic, write_json
 
 DEFAULTS: dict[str, Any] = {
     "data": {"name": "cluster", "root": None, "size": "small", "seed": 0},
@@ -35,23 +35,33 @@ DEFAULTS: dict[str, Any] = {
         "hidden": 64,
         "layers": 4,
         "heads": 4,
-        "epochs": 10,
+        "epochs": 15,
         "batch_size": 32,
         "lr": 1e-3,
         "seed": 0,
     },
     "sparsify": {"enabled": True, "edges": 0.3, "epochs": 2},
     "prune": {
-        "budgets": [0.6, 0.4],
-        "epochs": 3,
-        "finetune_epochs": 3,
-        "axes": "tokens,heads,layers,ffn",
+        "budgets": [0.5, 0.3],
+        "epochs": 2,
+        "finetune_epochs": 8,
+        "lr": 1e-3,
+        "axes": "auto",
         "token_keep": 0.8,
         "random_baseline": True,
     },
     "export": {"lowerings": ["auto", "plugin"], "verify_batches": 4},
     "tensorrt": {"enabled": True, "fp16": False},
-    "profile": {"threads": 2, "batch_graphs": 32, "batches": 8, "warmup": 2, "repeat": 3},
+    "profile": {
+        "threads": 2,
+        "batch_graphs": 32,
+        "batches": 8,
+        "warmup": 2,
+        "repeat": 3,
+        "max_seconds": 10.0,
+        "graph_sizes": [32, 128, 512],  # the size sweep and per-op breakdown of dense vs compressed
+        "sweep_iterations": 10,
+    },
     "triton": {"enabled": True, "max_metric_drop": 1.0},
 }
 
@@ -131,7 +141,7 @@ def run_pipeline(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = pr
     """Run (or resume) every stage; returns the report also written to ``out/report.json``."""
     from exporters.onnx import export_onnx
     from gtcompress.checkpoint import load_checkpoint, save_checkpoint
-    from gtcompress.compress.prune import PruneConfig, prune_model, random_prune
+    from gtcompress.compress.prune import PruneConfig, default_axes, prune_model, random_prune
     from gtcompress.compress.teddy import SparsifyConfig, sparsify_model
     from gtcompress.train.loop import TrainConfig
     from gtcompress.train.recipe import DataSpec, default_pe, fit
@@ -226,10 +236,11 @@ def run_pipeline(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = pr
                     model, meta = load_checkpoint(parent)
                     pc = PruneConfig(
                         target_flops=b,
-                        axes=pcfg["axes"],
+                        axes=default_axes(model.config.arch) if pcfg["axes"] == "auto" else pcfg["axes"],
                         token_keep=pcfg["token_keep"],
                         epochs=pcfg["epochs"],
                         finetune_epochs=pcfg["finetune_epochs"],
+                        lr=pcfg["lr"],
                     )
                     fn = prune_model if method == "gtsp" else random_prune
                     res = fn(model, dataset(model.config.pe), pc)
@@ -271,17 +282,21 @@ def run_pipeline(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = pr
     # ---------------------------------------------------------------- TensorRT (where it exists)
     trt_note = _tensorrt_stage(run, cfg, exported, out)
 
-    # ---------------------------------------------------------------- measure accuracy + latency on ORT
+    # ---------------------------------------------------------------- accuracy (per file) + latency (side by side)
     pcfg2 = cfg["profile"]
+
+    def data_for(e: dict[str, Any]) -> Any:
+        return dataset(json.loads(_meta(e["path"])["input_spec"])["pe"])
+
     rows = []
     for e in exported:
-        key = _key(e["key"], pcfg2)
-
-        def measure(e: dict[str, Any] = e) -> dict[str, Any]:
-            model_pe = json.loads(_meta(e["path"])["input_spec"])["pe"]
-            return measure_onnx(e["path"], dataset(model_pe), pcfg2, e.get("teddy"))
-
-        r = run.stage(f"measure:{e['model']}:{e['requested']}", key, [e["path"]], measure)
+        key = _key(e["key"], pcfg2["threads"], pcfg2["batch_graphs"])
+        r = run.stage(
+            f"evaluate:{e['model']}:{e['requested']}",
+            key,
+            [e["path"]],
+            lambda e=e: evaluate_onnx(e["path"], data_for(e), pcfg2, e.get("teddy")),
+        )
         rows.append(
             {
                 "model": e["model"],
@@ -294,11 +309,22 @@ def run_pipeline(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = pr
                 **r,
             }
         )
+    timings = run.stage(
+        "latency",
+        _key([e["key"] for e in exported], pcfg2),
+        [e["path"] for e in exported],
+        lambda: {"rows": time_side_by_side([(e["path"], data_for(e), e.get("teddy")) for e in exported], pcfg2)},
+    )["rows"]
+    for row, t in zip(rows, timings, strict=True):
+        row.update(t)
 
     report = _report(rows, cfg, trt_note, out)
+    test = data_for(exported[0])["test"] if exported else []
+    degree = float(np.mean([g.num_edges / max(g.num_nodes, 1) for g in test])) if test else 4.0
+    report["profile"] = _profile_stage(run, cfg, report, out, {e["model"]: e["key"] for e in exported}, degree)
     _triton_stage(run, cfg, report, out)
     write_json(out / "report.json", report)
-    (out / "report.md").write_text(_markdown(report))
+    write_atomic(out / "report.md", lambda p: p.write_text(_markdown(report)))
     _plots(report, out)
     return report
 
@@ -319,9 +345,30 @@ def _batches(graphs: list[Any], size: int, count: int) -> list[Any]:
     ]
 
 
-def measure_onnx(path: Path, ds: Any, pcfg: dict[str, Any], teddy: dict[str, Any] | None) -> dict[str, Any]:
-    """Test metric of the ONNX file under ONNX Runtime, and its latency on real test batches."""
+def _ort_session(path: Path, threads: int) -> Any:
     import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _request_graphs(ds: Any, teddy: dict[str, Any] | None) -> list[Any]:
+    """Test graphs as a deployment receives them: no stored PE (computed per request), TEDDY applied."""
+    graphs = [g.to_numpy() for g in ds["test"]]
+    for g in graphs:
+        g.pe = {}
+    if teddy:
+        from gtcompress.preprocess.teddy import teddy_sparsify
+
+        graphs = [teddy_sparsify(g, teddy["edges"], teddy.get("per_graph", True)) for g in graphs]
+    return graphs
+
+
+def evaluate_onnx(path: Path, ds: Any, pcfg: dict[str, Any], teddy: dict[str, Any] | None) -> dict[str, Any]:
+    """Test metric of the ONNX file under ONNX Runtime (pre-processing as on a deployment)."""
     import torch
 
     from gtcompress.preprocess import union_graphs
@@ -329,50 +376,68 @@ def measure_onnx(path: Path, ds: Any, pcfg: dict[str, Any], teddy: dict[str, Any
     from gtcompress.train.metrics import compute_metric
 
     spec = json.loads(_meta(path)["input_spec"])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = pcfg["threads"]
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    test = ds["test"]
-    graphs = [g.to_numpy() for g in test]
-    for g in graphs:
-        g.pe = {}  # a deployment computes positional encodings per request: so does the measurement
-    if teddy:
-        from gtcompress.preprocess.teddy import teddy_sparsify
-
-        graphs = [teddy_sparsify(g, teddy["edges"], teddy.get("per_graph", True)) for g in graphs]
+    sess = _ort_session(path, pcfg["threads"])
+    graphs = _request_graphs(ds, teddy)
     size = pcfg["batch_graphs"]
-    outs, lat, prep = [], [], []
-    for i in range(0, len(graphs), size):
-        batch = union_graphs(graphs[i : i + size])
-        inputs = build_inputs(batch, spec)
-        outs.append(sess.run(None, inputs)[0])
+    outs = [
+        sess.run(None, build_inputs(union_graphs(graphs[i : i + size]), spec))[0] for i in range(0, len(graphs), size)
+    ]
+    test = ds["test"]
     y = torch.cat([g.y.reshape(-1) if spec["task_level"] == "node" else g.y.reshape(1, -1) for g in test])
     metric = compute_metric(ds.info.metric, torch.from_numpy(np.concatenate(outs)), y)
-    bench = [union_graphs(graphs[i : i + size]) for i in range(0, min(len(graphs), size * pcfg["batches"]), size)]
-    for b in bench[: pcfg["warmup"]]:
-        sess.run(None, build_inputs(b, spec))
-    for _ in range(pcfg["repeat"]):
-        for b in bench:
-            t0 = time.perf_counter()
-            inputs = build_inputs(b, spec)
-            t1 = time.perf_counter()
-            sess.run(None, inputs)
-            t2 = time.perf_counter()
-            prep.append((t1 - t0) * 1e3)
-            lat.append((t2 - t0) * 1e3)
     return {
         "metric": ds.info.metric,
         "test": metric * (1 if ds.info.metric == "mae" else 100),
-        "latency_ms_p50": float(np.median(lat)),
-        "latency_ms_mean": float(np.mean(lat)),
-        "latency_ms_p90": float(np.percentile(lat, 90)),
-        "prep_ms_p50": float(np.median(prep)),
-        "graphs_per_batch": size,
-        "threads": pcfg["threads"],
         "file_mb": path.stat().st_size / 1e6,
     }
+
+
+def time_side_by_side(
+    models: list[tuple[Path, Any, dict[str, Any] | None]], pcfg: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Latency of every ONNX file on the same real test batches, round-robin (batch by batch across
+    models), so drifting background load on a shared machine hits every model alike and the
+    speed-ups are measured side by side. Each entry: (path, dataset, TEDDY settings or None).
+    Every model gets ``warmup`` batches, then at least one full pass; further passes (up to
+    ``repeat``) while the whole measurement stays under ``max_seconds``."""
+    from gtcompress.preprocess import union_graphs
+    from gtcompress.preprocess.inputs import build_inputs
+
+    size = pcfg["batch_graphs"]
+    runs = []
+    for path, ds, teddy in models:
+        graphs = _request_graphs(ds, teddy)[: size * pcfg["batches"]]
+        batches = [union_graphs(graphs[i : i + size]) for i in range(0, len(graphs), size)]
+        sess = _ort_session(path, pcfg["threads"])
+        spec = json.loads(_meta(path)["input_spec"])
+        for b in batches[: pcfg["warmup"]]:
+            sess.run(None, build_inputs(b, spec))
+        runs.append((sess, spec, batches, [], []))
+    start = time.perf_counter()
+    for r in range(pcfg["repeat"]):
+        if r and time.perf_counter() - start > pcfg["max_seconds"]:
+            break
+        for i in range(max(len(b) for _, _, b, _, _ in runs)):
+            for sess, spec, batches, lat, prep in runs:
+                if i < len(batches):
+                    t0 = time.perf_counter()
+                    inputs = build_inputs(batches[i], spec)
+                    t1 = time.perf_counter()
+                    sess.run(None, inputs)
+                    prep.append((t1 - t0) * 1e3)
+                    lat.append((time.perf_counter() - t0) * 1e3)
+    return [
+        {
+            "latency_ms_p50": float(np.median(lat)),
+            "latency_ms_mean": float(np.mean(lat)),
+            "latency_ms_p90": float(np.percentile(lat, 90)),
+            "prep_ms_p50": float(np.median(prep)),
+            "timed_batches": len(lat),
+            "graphs_per_batch": size,
+            "threads": pcfg["threads"],
+        }
+        for _, _, _, lat, prep in runs
+    ]
 
 
 def _tensorrt_stage(run: Runner, cfg: dict[str, Any], exported: list[dict[str, Any]], out: Path) -> str:
@@ -439,6 +504,51 @@ def choose_for_serving(report: dict[str, Any], max_drop: float) -> dict[str, Any
     return min(ok, key=lambda r: r["latency_ms_p50"]) if ok else None
 
 
+def _profile_stage(
+    run: Runner, cfg: dict[str, Any], report: dict[str, Any], out: Path, keys: dict[str, str], degree: float
+) -> dict[str, Any] | None:
+    """``gtc profile`` on each dense model and its best compressed one (the fastest within the
+    serving drop, else the fastest GTSP): latency vs graph size, distribution, per-op breakdown."""
+    from runtime.profile import profile_models, write_report
+
+    pcfg = cfg["profile"]
+    if not pcfg["graph_sizes"]:
+        return None
+    rows = [r for r in report["rows"] if r["lowering"] != "plugin"]
+    picked = []
+    for arch in sorted({r["arch"] for r in rows}):
+        mine = [r for r in rows if r["arch"] == arch]
+        dense = [r for r in mine if r["method"] == "dense"]
+        small = [
+            r for r in mine if r["method"] != "dense" and r.get("metric_drop", 0.0) <= cfg["triton"]["max_metric_drop"]
+        ]
+        small = small or [r for r in mine if r["method"] == "gtsp"]
+        picked += dense[:1] + sorted(small, key=lambda r: r["latency_ms_p50"])[:1]
+    if not picked:
+        return None
+    settings = {
+        "graph_sizes": pcfg["graph_sizes"],
+        "batch_sizes": sorted({1, min(8, pcfg["batch_graphs"])}),
+        "threads": [pcfg["threads"]],
+        "iterations": pcfg["sweep_iterations"],
+        "avg_degree": degree,
+    }
+    target = out / "profile"
+
+    def profile() -> dict[str, Any]:
+        rep = profile_models(
+            [out / r["file"] for r in picked],
+            warmup=2,
+            isolate=False,
+            names=[r["model"] for r in picked],
+            **settings,
+        )
+        write_report(rep, target)
+        return {"dir": str(target), "models": [r["model"] for r in picked], "avg_degree": degree}
+
+    return run.stage("profile", _key([keys[r["model"]] for r in picked], settings), [target / "report.json"], profile)
+
+
 def _triton_stage(run: Runner, cfg: dict[str, Any], report: dict[str, Any], out: Path) -> None:
     if not cfg["triton"]["enabled"]:
         return
@@ -470,7 +580,8 @@ def _markdown(report: dict[str, Any]) -> str:
         f"Dataset: `{report['config']['data']['name']}` ({report['config']['data']['size']}). "
         f"Metric: {metric} on the test split, computed from the **exported ONNX model** under ONNX Runtime. "
         f"Latency: ONNX Runtime CPU, {rows[0]['threads'] if rows else '?'} threads, batches of "
-        f"{rows[0]['graphs_per_batch'] if rows else '?'} test graphs, pre-processing included (p50).",
+        f"{rows[0]['graphs_per_batch'] if rows else '?'} test graphs, pre-processing "
+        "(positional encodings, layouts) included; p50 of all models timed round-robin on the same batches.",
         "",
         "| model | lowering | test | Δ vs dense | latency p50 (ms) | speed-up | prep (ms) | max abs err | MB |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -490,7 +601,27 @@ def _markdown(report: dict[str, Any]) -> str:
     if report.get("triton"):
         t = report["triton"]
         lines.append(f"Triton model repository: `{t['repository']}` (model `{t['model']}` from `{t['source']}`).")
+    best = [
+        r for r in rows if r["method"] != "dense" and r["lowering"] != "plugin" and r.get("metric_drop", 9e9) <= 1.0
+    ]
+    if best:
+        b = max(best, key=lambda r: r["speedup_vs_dense"])
+        lines.append(
+            f"Fastest compressed model within 1 point of its dense parent: `{b['model']}`, "
+            f"{b['speedup_vs_dense']:.2f}x lower latency at {-b['metric_drop']:+.2f} points."
+        )
+    else:
+        lines.append("No compressed model stayed within 1 point of its dense parent.")
     lines += ["", "![Pareto front](pareto.png)", ""]
+    if report.get("profile"):
+        lines += [
+            f"Profiled side by side ({', '.join(report['profile']['models'])}; random graphs with the test set's "
+            f"mean degree {report['profile']['avg_degree']:.1f}, `profile/report.json`):",
+            "",
+            "![Latency vs graph size](profile/latency_vs_size.png)",
+            "![Per-op breakdown](profile/op_breakdown.png)",
+            "",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -57,7 +57,22 @@ from gtcompress.models.model import GraphModel
 from gtcompress.train.loop import TrainConfig, epoch_progress, evaluate, seed_everything, train
 from gtcompress.train.metrics import higher_is_better, task_loss
 
-__all__ = ["PruneConfig", "PruneResult", "check_prunable", "prune_model", "random_prune", "train_gates"]
+__all__ = [
+    "PruneConfig",
+    "PruneResult",
+    "check_prunable",
+    "default_axes",
+    "prune_model",
+    "random_prune",
+    "train_gates",
+]
+
+
+def default_axes(arch: str) -> str:
+    """Axes that suit the architecture. GT's attention *is* its message passing, so dropping tokens
+    from it cuts nodes off their neighbours (CLUSTER, 3+3 epochs at 40 % FLOPs: 33 % accuracy with
+    tokens vs 49 % without, dense 52 %); GPS and Graphormer keep a local path for dropped tokens."""
+    return "heads,layers,ffn" if arch == "gt" else "tokens,heads,layers,ffn"
 
 
 @dataclass

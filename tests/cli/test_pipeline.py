@@ -28,6 +28,8 @@ TINY = [
     "profile.batches=2",
     "profile.repeat=1",
     "profile.batch_graphs=6",
+    "profile.graph_sizes=[16, 32]",
+    "profile.sweep_iterations=2",
 ]
 
 
@@ -47,6 +49,11 @@ def test_every_artifact_exists_and_is_consistent(run) -> None:
     assert json.loads((out / "report.json").read_text())["rows"] == json.loads(json.dumps(report["rows"]))
     assert (out / "report.md").read_text().startswith("# gtcompress pipeline report")
     assert (out / "pareto.png").stat().st_size > 1000
+    prof = json.loads((out / "profile" / "report.json").read_text())
+    assert [m["name"] for m in prof["models"]] == report["profile"]["models"]
+    assert "gt-dense" in report["profile"]["models"] and len(report["profile"]["models"]) == 2
+    for png in ("latency_vs_size.png", "op_breakdown.png"):
+        assert (out / "profile" / png).stat().st_size > 1000
     models = {r["model"] for r in report["rows"]}
     assert models == {"gt-dense", "gt-teddy", "gt-gtsp-0.5", "gt-random-0.5"}
     for r in report["rows"]:
@@ -72,9 +79,7 @@ def test_report_metric_matches_the_onnx_artifact(run) -> None:
     row = next(r for r in report["rows"] if r["model"] == "gt-gtsp-0.5")
     spec = json.loads(read_metadata(out / row["file"])["input_spec"])
     ds = DataSpec("cluster", None, "40,12,12", 0).load(spec["pe"])
-    again = pipeline.measure_onnx(
-        out / row["file"], ds, {**report["config"]["profile"], "batches": 1, "repeat": 1}, None
-    )
+    again = pipeline.evaluate_onnx(out / row["file"], ds, report["config"]["profile"], None)
     assert again["test"] == pytest.approx(row["test"], abs=1e-6)
 
 
@@ -90,7 +95,9 @@ def test_rerun_skips_every_stage(run) -> None:
 
 def test_interrupted_stage_leaves_nothing_half_written_and_resumes(run, monkeypatch) -> None:
     out, _ = run
-    cfg = load_config(None, [*TINY, "prune.budgets=[0.6]", "prune.random_baseline=false"])
+    cfg = load_config(
+        None, [*TINY, "prune.budgets=[0.6]", "prune.axes=tokens,heads,layers,ffn", "prune.random_baseline=false"]
+    )
     import exporters.onnx as onnx_mod
 
     real = onnx_mod.onnx.save
