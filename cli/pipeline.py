@@ -42,9 +42,9 @@ DEFAULTS: dict[str, Any] = {
     },
     "sparsify": {"enabled": True, "edges": 0.3, "epochs": 2},
     "prune": {
-        "budgets": [0.5, 0.3],
+        "budgets": [0.5, 0.3, 0.2],  # a budget out of an architecture's reach is skipped with a note
         "epochs": 2,
-        "finetune_epochs": 8,
+        "finetune_epochs": 12,
         "lr": 1e-3,
         "axes": "auto",
         "token_keep": 0.8,
@@ -141,7 +141,7 @@ def run_pipeline(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = pr
     """Run (or resume) every stage; returns the report also written to ``out/report.json``."""
     from exporters.onnx import export_onnx
     from gtcompress.checkpoint import load_checkpoint, save_checkpoint
-    from gtcompress.compress.prune import PruneConfig, default_axes, prune_model, random_prune
+    from gtcompress.compress.budget import BudgetError
     from gtcompress.compress.teddy import SparsifyConfig, sparsify_model
     from gtcompress.train.loop import TrainConfig
     from gtcompress.train.recipe import DataSpec, default_pe, fit
@@ -198,6 +198,7 @@ def run_pipeline(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = pr
         models[f"{arch}-dense"] = {"ckpt": ckpt, "key": key, "arch": arch, "method": "dense", "budget": 1.0}
 
     scfg, pcfg = cfg["sparsify"], cfg["prune"]
+    skipped: list[str] = []
     for m in list(models.values()):
         arch, parent_key = m["arch"], m["key"]
         if scfg["enabled"]:
@@ -224,31 +225,17 @@ def run_pipeline(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = pr
                 "budget": None,
                 "teddy": {"edges": scfg["edges"], "per_graph": True},
             }
-        budgets = list(pcfg["budgets"])
-        for b in budgets:
-            for method in ("gtsp", "random") if pcfg["random_baseline"] and b == min(budgets) else ("gtsp",):
-                ckpt = out / "models" / f"{arch}-{method}-{b}"
-                key = _key(parent_key, pcfg, b, method)
-
-                def prune(
-                    parent: Path = m["ckpt"], ckpt: Path = ckpt, b: float = b, method: str = method
-                ) -> dict[str, Any]:
-                    model, meta = load_checkpoint(parent)
-                    pc = PruneConfig(
-                        target_flops=b,
-                        axes=default_axes(model.config.arch) if pcfg["axes"] == "auto" else pcfg["axes"],
-                        token_keep=pcfg["token_keep"],
-                        epochs=pcfg["epochs"],
-                        finetune_epochs=pcfg["finetune_epochs"],
-                        lr=pcfg["lr"],
-                    )
-                    fn = prune_model if method == "gtsp" else random_prune
-                    res = fn(model, dataset(model.config.pe), pc)
-                    save_checkpoint(ckpt, res.model, {**meta, "compression": res.report})
-                    return {"flops_kept": res.report["cost"]["flops_ratio"]}
-
-                run.stage(f"prune:{arch}:{method}:{b}", key, [ckpt], prune)
-                models[f"{arch}-{method}-{b}"] = {"ckpt": ckpt, "key": key, "arch": arch, "method": method, "budget": b}
+        done: list[float] = []
+        for b in sorted(pcfg["budgets"], reverse=True):
+            try:
+                models.update(_prune_stage(run, out, m, pcfg, b, "gtsp", dataset))
+            except BudgetError as e:  # out of reach for this architecture: so is every smaller budget
+                skipped.append(f"{arch} at {b:g} of the FLOPs: {e}")
+                run.log(f"[yellow]skipped {arch}-gtsp-{b:g}: {e}[/]")
+                break
+            done.append(b)
+        if pcfg["random_baseline"] and done:
+            models.update(_prune_stage(run, out, m, pcfg, min(done), "random", dataset))
 
     # ---------------------------------------------------------------- export + verify
     ecfg = cfg["export"]
@@ -319,6 +306,7 @@ def run_pipeline(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = pr
         row.update(t)
 
     report = _report(rows, cfg, trt_note, out)
+    report["skipped"] = skipped
     test = data_for(exported[0])["test"] if exported else []
     degree = float(np.mean([g.num_edges / max(g.num_nodes, 1) for g in test])) if test else 4.0
     report["profile"] = _profile_stage(run, cfg, report, out, {e["model"]: e["key"] for e in exported}, degree)
@@ -327,6 +315,35 @@ def run_pipeline(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = pr
     write_atomic(out / "report.md", lambda p: p.write_text(_markdown(report)))
     _plots(report, out)
     return report
+
+
+def _prune_stage(
+    run: Runner, out: Path, parent: dict[str, Any], pcfg: dict[str, Any], b: float, method: str, dataset: Any
+) -> dict[str, dict[str, Any]]:
+    """GTSP (or the random baseline) at ``b`` of the FLOPs, as a resumable stage."""
+    from gtcompress.checkpoint import load_checkpoint, save_checkpoint
+    from gtcompress.compress.prune import PruneConfig, default_axes, prune_model, random_prune
+
+    arch = parent["arch"]
+    ckpt = out / "models" / f"{arch}-{method}-{b}"
+    key = _key(parent["key"], pcfg, b, method)
+
+    def prune() -> dict[str, Any]:
+        model, meta = load_checkpoint(parent["ckpt"])
+        pc = PruneConfig(
+            target_flops=b,
+            axes=default_axes(model.config.arch) if pcfg["axes"] == "auto" else pcfg["axes"],
+            token_keep=pcfg["token_keep"],
+            epochs=pcfg["epochs"],
+            finetune_epochs=pcfg["finetune_epochs"],
+            lr=pcfg["lr"],
+        )
+        res = (prune_model if method == "gtsp" else random_prune)(model, dataset(model.config.pe), pc)
+        save_checkpoint(ckpt, res.model, {**meta, "compression": res.report})
+        return {"flops_kept": res.report["cost"]["flops_ratio"]}
+
+    run.stage(f"prune:{arch}:{method}:{b}", key, [ckpt], prune)
+    return {f"{arch}-{method}-{b}": {"ckpt": ckpt, "key": key, "arch": arch, "method": method, "budget": b}}
 
 
 def _meta(path: Path) -> dict[str, str]:
@@ -595,6 +612,7 @@ def _markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines += [
         "",
+        *(f"Skipped: {note}." for note in report.get("skipped", [])),
         f"TensorRT: {report['tensorrt']}.",
         f"Machine: {m.get('cpu', '?')}, {m.get('logical_cores', '?')} cores, onnxruntime {m.get('onnxruntime', '?')}.",
     ]
