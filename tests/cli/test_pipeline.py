@@ -140,3 +140,13 @@ def test_toml_and_yaml_configs(tmp_path) -> None:
     for name in ("c.toml", "c.yaml"):
         assert load_config(tmp_path / name, [])["prune"]["budgets"] == [0.7]
     assert np.isclose(load_config(tmp_path / "c.yaml", ["prune.budgets=[0.2]"])["prune"]["budgets"][0], 0.2)
+
+
+def test_unreachable_budget_is_skipped_with_a_note(run) -> None:
+    out, _ = run
+    report = run_pipeline(load_config(None, [*TINY, "prune.budgets=[0.5, 0.001]"]), out, log=lambda _: None)
+    assert len(report["skipped"]) == 1 and report["skipped"][0].startswith("gt at 0.001 of the FLOPs")
+    models = {r["model"] for r in report["rows"]}
+    assert {"gt-gtsp-0.5", "gt-random-0.5"} <= models  # the baseline moves to the smallest reached budget
+    assert not any("0.001" in m for m in models)
+    assert "Skipped: gt at 0.001 of the FLOPs" in (out / "report.md").read_text()
