@@ -6,11 +6,14 @@ symbolic sizes:
 
 * ``dense``:  ``node_slot [N]`` (row of each node in the flattened ``[B*L]`` padding) and
   ``pad_mask [B, L]`` (True on real nodes) — per-graph padded batch.
-* ``padded``: ``nbr_src [N, K]``, ``nbr_edge [N, K]``, ``nbr_mask [N, K]`` — each destination's
-  incoming edges (source node and edge id) padded to the largest in-degree ``K`` (ELL format).
+* ``padded``: degree-bucketed neighbour lists (sliced ELL, :func:`bucketed_layout`): destinations
+  sorted by in-degree and cut into a few buckets, each bucket ``b`` with ``nbr_node_b [R_b]``,
+  ``nbr_src_b``, ``nbr_edge_b``, ``nbr_mask_b [R_b, K_b]`` (incoming edges padded to the bucket's own
+  largest in-degree ``K_b``) and ``nbr_inv [N]`` back to node order. Models exported before the
+  buckets take the single ELL ``nbr_src [N, K]``, ``nbr_edge``, ``nbr_mask`` (:func:`padded_layout`).
 * ``csr``:    ``rowptr [N+1]``, ``col [E]``, ``perm [E]`` — edges stably sorted by destination.
 
-All are O(N + E) with one argsort; the torch side builds the same layouts from the same functions.
+All are O(N + E) with one (radix) argsort; the torch side builds the same layouts from the same functions.
 """
 
 from __future__ import annotations
@@ -37,10 +40,26 @@ def dense_layout(batch: np.ndarray | None, num_nodes: int, num_graphs: int | Non
     return {"node_slot": b * max_nodes + pos, "pad_mask": pad_mask}
 
 
+def stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` for non-negative integer keys, as LSD radix passes over 16-bit
+    digits (NumPy radix-sorts 16-bit keys): O(n) per pass, ~5x faster than a merge sort on 1M edges."""
+    keys = np.asarray(keys)
+    if keys.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    top = int(keys.max())
+    perm = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+    shift = 16
+    while top >> shift:
+        digit = ((keys[perm] >> shift) & 0xFFFF).astype(np.uint16)
+        perm = perm[np.argsort(digit, kind="stable")]
+        shift += 16
+    return perm.astype(np.int64, copy=False)
+
+
 def csr_layout(edge_index: np.ndarray, num_nodes: int) -> dict[str, np.ndarray]:
     """Edges stably sorted by destination: ``rowptr [N+1]``, ``col`` (sources) and ``perm``."""
     dst = edge_index[1]
-    perm = np.argsort(dst, kind="stable").astype(np.int64)
+    perm = stable_argsort(dst)
     counts = np.bincount(dst, minlength=num_nodes)
     rowptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return {"rowptr": rowptr, "col": edge_index[0][perm].astype(np.int64), "perm": perm}
@@ -61,3 +80,94 @@ def padded_layout(edge_index: np.ndarray, num_nodes: int) -> dict[str, np.ndarra
     nbr_mask[dst_sorted, rank] = True
     nbr_src = np.where(nbr_mask, edge_index[0][nbr_edge] if e else 0, 0).astype(np.int64)
     return {"nbr_src": nbr_src, "nbr_edge": nbr_edge, "nbr_mask": nbr_mask}
+
+
+#: Degree buckets of the ``padded`` lowering (sliced ELL); a model's input spec records its own count.
+NBR_BUCKETS = 4
+
+
+def _bucket_bounds(sorted_deg: np.ndarray, buckets: int) -> list[int]:
+    """Row boundaries ``[0, r_1, ..., N]`` cutting ascending in-degrees into at most ``buckets`` runs so
+    that the padded slot count ``sum(rows_b * max_deg_b)`` is smallest (exact DP over distinct degrees)."""
+    n = sorted_deg.shape[0]
+    vals, first = np.unique(sorted_deg, return_index=True)
+    if vals.shape[0] > 256:  # heavy-tailed degrees: candidate cuts at 256 quantiles are plenty
+        first = np.unique(first[np.linspace(0, vals.shape[0] - 1, 256).astype(np.int64)])
+    ends = np.append(first[1:], n)  # candidate bucket ends (exclusive row index), ascending
+    starts = np.append(0, ends[:-1])
+    width = np.maximum(sorted_deg[ends - 1], 1).astype(np.float64)  # max degree of rows [.., end)
+    u = ends.shape[0]
+    # cost[i, j]: one bucket covering candidate groups i..j = rows [starts[i], ends[j]) at width[j]
+    cost = np.where(np.arange(u)[:, None] <= np.arange(u)[None, :], (ends[None, :] - starts[:, None]) * width, np.inf)
+    best, arg = cost[0].copy(), [np.zeros(u, dtype=np.int64)]
+    for _ in range(1, buckets):  # best[j]: cheapest cover of groups 0..j with one more bucket allowed
+        cand = np.full((u, u), np.inf)
+        cand[1:] = best[:-1, None] + cost[1:]  # last bucket starts at group i >= 1
+        cand[0] = cost[0]
+        i = np.argmin(cand, axis=0)
+        best, arg = cand[i, np.arange(u)], [*arg, i]
+    cuts, j = [], u - 1
+    for a in reversed(arg[1:]):
+        i = int(a[j])
+        if i == 0:
+            break
+        cuts.append(int(starts[i]))
+        j = i - 1
+    return [0, *sorted(cuts), n]
+
+
+def bucketed_layout(edge_index: np.ndarray, num_nodes: int, buckets: int = NBR_BUCKETS) -> dict[str, np.ndarray]:
+    """Sliced ELL: destinations sorted by in-degree and cut into ``buckets`` groups, each padded to its
+    own largest in-degree (so padding stays a small fraction of the edges on skewed degrees).
+
+    Per bucket ``b``: ``nbr_node_b [R_b]`` (destination node of each row), ``nbr_src_b``, ``nbr_edge_b``,
+    ``nbr_mask_b [R_b, K_b]`` (left-aligned, like :func:`padded_layout`); and ``nbr_inv [N]``, the row of
+    each node in the concatenation of all buckets' rows. Every bucket has at least one row and one slot:
+    a bucket with no node gets one dummy row (node 0, fully masked) that ``nbr_inv`` never selects.
+    """
+    dst = edge_index[1]
+    e = dst.shape[0]
+    perm = stable_argsort(dst)
+    deg = np.bincount(dst, minlength=num_nodes)
+    rowptr = np.zeros(num_nodes + 1, dtype=np.int64)
+    np.cumsum(deg, out=rowptr[1:])
+    order = stable_argsort(deg)  # nodes by ascending in-degree
+    sorted_deg = deg[order]
+    bounds = _bucket_bounds(sorted_deg, buckets) if num_nodes else [0, 0]
+    bounds = bounds + [num_nodes] * (buckets + 1 - len(bounds))
+    pos = np.empty(num_nodes, dtype=np.int64)  # node -> row in the concatenation
+    node_bucket = np.empty(num_nodes, dtype=np.int64)
+    widths, rows_at, off_at, out = [], [], [], {}
+    row0 = slot0 = 0
+    for b in range(buckets):
+        lo, hi = bounds[b], bounds[b + 1]
+        r = max(hi - lo, 1)
+        k = max(int(sorted_deg[hi - 1]) if hi > lo else 1, 1)
+        pos[order[lo:hi]] = row0 + np.arange(hi - lo)
+        node_bucket[order[lo:hi]] = b
+        widths.append(k)
+        rows_at.append(row0)
+        off_at.append(slot0)
+        row0 += r
+        slot0 += r * k
+        out[f"nbr_node_{b}"] = order[lo:hi].astype(np.int64) if hi > lo else np.zeros(1, dtype=np.int64)
+    # One flat scatter for every bucket: slot of an edge = bucket offset + row-in-bucket * K_b + rank.
+    src_flat = np.zeros(slot0, dtype=np.int64)
+    edge_flat = np.zeros(slot0, dtype=np.int64)
+    mask_flat = np.zeros(slot0, dtype=bool)
+    if e:
+        d_sorted = dst[perm]
+        rank = np.arange(e, dtype=np.int64) - rowptr[d_sorted]
+        nb = node_bucket[d_sorted]
+        slot = np.asarray(off_at)[nb] + (pos[d_sorted] - np.asarray(rows_at)[nb]) * np.asarray(widths)[nb] + rank
+        src_flat[slot] = edge_index[0][perm]
+        edge_flat[slot] = perm
+        mask_flat[slot] = True
+    for b in range(buckets):
+        r = max(bounds[b + 1] - bounds[b], 1)
+        sl = slice(off_at[b], off_at[b] + r * widths[b])
+        out[f"nbr_src_{b}"] = src_flat[sl].reshape(r, widths[b])
+        out[f"nbr_edge_{b}"] = edge_flat[sl].reshape(r, widths[b])
+        out[f"nbr_mask_{b}"] = mask_flat[sl].reshape(r, widths[b])
+    out["nbr_inv"] = pos
+    return out
