@@ -11,7 +11,7 @@ function (:mod:`gtcompress.nn.attention`) on different layouts:
 
 ========  ==========================================  ======================================
 scatter   Gather + ScatterElements (add/max)          general; slow on CPU
-padded    neighbour lists padded to max in-degree     large sparse graphs, bounded degree
+padded    neighbour lists, per-bucket max in-degree   large sparse graphs, bounded degree
 dense     per-graph padded batch + log-count mask     small dense graphs (molecules, SBMs)
 plugin    one ``SparseGraphAttention`` node           TensorRT plugin; ORT runs its function
 ========  ==========================================  ======================================
@@ -45,8 +45,8 @@ from gtcompress import __version__
 from gtcompress.errors import ConfigError, GTCompressError
 from gtcompress.models.model import GraphModel
 from gtcompress.preprocess.batching import NumpyGraph
-from gtcompress.preprocess.inputs import LAYOUT_INPUTS, LOWERINGS, build_inputs, input_names
-from gtcompress.preprocess.layouts import padded_layout
+from gtcompress.preprocess.inputs import LOWERINGS, build_inputs, input_names, is_layout_input
+from gtcompress.preprocess.layouts import NBR_BUCKETS, bucketed_layout
 from gtcompress.preprocess.random_graphs import random_batches
 
 OPSET = 18  # ScatterElements max/min needs 18 in ONNX Runtime
@@ -92,6 +92,8 @@ def input_spec(model: GraphModel, lowering: str) -> dict[str, Any]:
         else {"dtype": "int64" if ef.kind == "categorical" else "float32", **_feature_dict(ef)},
         "output": {"name": "output", "dim": c.out_dim, "per": "graph" if c.task_level == "graph" else "node"},
     }
+    if lowering == "padded":
+        spec["buckets"] = NBR_BUCKETS  # degree buckets of the neighbour lists (sliced ELL)
     spec["inputs"] = input_names(spec)
     return spec
 
@@ -104,10 +106,11 @@ def estimate_costs(graph: NumpyGraph) -> dict[str, float]:
     """Estimated attention milliseconds per lowering for a batch shaped like ``graph``."""
     counts = np.bincount(graph.batch, minlength=graph.num_graphs) if graph.batch is not None else [graph.num_nodes]
     max_nodes = int(np.max(counts)) if len(counts) else 1
-    k = int(padded_layout(graph.edge_index, graph.num_nodes)["nbr_src"].shape[1])
+    lay = bucketed_layout(graph.edge_index, graph.num_nodes, NBR_BUCKETS)
+    slots = sum(lay[f"nbr_src_{b}"].size for b in range(NBR_BUCKETS))
     return {
         "scatter": COST_PER_EDGE_SCATTER * graph.num_edges,
-        "padded": COST_PER_SLOT_PADDED * graph.num_nodes * k,
+        "padded": COST_PER_SLOT_PADDED * slots,
         "dense": COST_PER_PAIR_DENSE * len(counts) * max_nodes**2,
     }
 
@@ -132,7 +135,7 @@ class _Traced(nn.Module):
     def __init__(self, model: GraphModel, names: list[str]) -> None:
         super().__init__()
         self.model, self.names = model, names
-        self.layout_names = {n for names_ in LAYOUT_INPUTS.values() for n in names_}
+        self.layout_names = {n for n in names if is_layout_input(n)}
 
     def forward(self, *args: Tensor) -> Tensor:
         a = dict(zip(self.names, args, strict=True))
@@ -161,7 +164,12 @@ def _dynamic_shapes(names: list[str]) -> tuple[dict[str, Any], ...]:
         "col": {0: e},
         "perm": {0: e},
     }
-    return tuple(table.get(name, {0: n}) for name in names)  # pe_* are [N, k]
+    for name in names:  # degree buckets: rows and width of each are their own sizes
+        head, _, b = name.rpartition("_")
+        if head in ("nbr_src", "nbr_edge", "nbr_mask", "nbr_node") and b.isdigit():
+            rows = table.setdefault(f"nbr_node_{b}", {0: dim(f"bucket{b}_rows")})[0]
+            table.setdefault(name, {0: rows, 1: dim(f"bucket{b}_degree")})
+    return tuple(table.get(name, {0: n}) for name in names)  # pe_* and nbr_inv are [N, ...]
 
 
 def _example(spec: dict[str, Any]) -> NumpyGraph:
@@ -170,7 +178,30 @@ def _example(spec: dict[str, Any]) -> NumpyGraph:
     from gtcompress.preprocess.random_graphs import random_graph
 
     rng = np.random.default_rng(0)
+    if spec.get("buckets"):
+        return _bucket_example(rng, int(spec["buckets"]), spec)
     graphs = [random_graph(rng, n, 3 * n, spec["x"], spec["edge_attr"], self_loops=1, duplicates=2) for n in (7, 5, 9)]
+    return union_graphs(graphs)
+
+
+def _bucket_example(rng: np.random.Generator, buckets: int, spec: dict[str, Any]) -> NumpyGraph:
+    """Two graphs whose in-degrees take exactly ``buckets`` values, so that every degree bucket gets its
+    own rows and width, all >= 2 and pairwise different (rows 5, 9, 13, …; widths 3, 7, 11, …; two
+    graphs): equal example sizes could be traced as one symbol, size 1 would be specialised."""
+    from dataclasses import replace
+
+    from gtcompress.preprocess.batching import union_graphs
+    from gtcompress.preprocess.random_graphs import random_graph
+
+    deg = np.concatenate([np.full(4 * b + 5, 4 * b + 3) for b in range(buckets)])
+    deg = rng.permutation(deg)
+    half = deg.size // 2
+    graphs = []
+    for part in (deg[:half], deg[half:]):
+        n = part.size
+        dst = np.repeat(np.arange(n), part)
+        g = random_graph(rng, n, dst.size, spec["x"], spec["edge_attr"])
+        graphs.append(replace(g, edge_index=np.stack([rng.integers(0, n, dst.size), dst])))
     return union_graphs(graphs)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from exporters.onnx import read_metadata
 from exporters.triton_repo import input_dims
 from gtcompress.errors import ConfigError, GTCompressError
+from gtcompress.preprocess.inputs import layout_input_base
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def input_shape(name: str, dims: list[int], size: GraphSize) -> tuple[int, ...]:
         "nbr_src": [n, s.max_in_degree],
         "nbr_edge": [n, s.max_in_degree],
         "nbr_mask": [n, s.max_in_degree],
-    }.get(name, [n])  # x, batch, node_slot and pe_* lead with the node count
+    }.get(layout_input_base(name), [n])  # x, batch, node_slot, nbr_node_b, nbr_inv and pe_* lead with the node count
     fill = iter(symbolic)
     return tuple(next(fill) if d == -1 else d for d in dims)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from gtcompress.errors import ConfigError
 from gtcompress.io import atomic_path
+from gtcompress.preprocess.inputs import layout_input_base
 
 PLATFORMS = {
     ".onnx": ("onnxruntime_onnx", "model.onnx", "KIND_CPU"),
@@ -44,6 +45,8 @@ def input_dims(spec: dict[str, Any]) -> dict[str, tuple[str, list[int]]]:
         "nbr_src": ("int64", [-1, -1]),
         "nbr_edge": ("int64", [-1, -1]),
         "nbr_mask": ("bool", [-1, -1]),
+        "nbr_node": ("int64", [-1]),
+        "nbr_inv": ("int64", [-1]),
         "rowptr": ("int64", [-1]),
         "col": ("int64", [-1]),
         "perm": ("int64", [-1]),
@@ -52,7 +55,7 @@ def input_dims(spec: dict[str, Any]) -> dict[str, tuple[str, list[int]]]:
         table["edge_attr"] = (spec["edge_attr"]["dtype"], [-1, spec["edge_attr"]["dim"]])
     for kind, k in spec.get("pe", {}).items():
         table[f"pe_{kind}"] = ("float32", [-1, k])
-    return {name: table[name] for name in spec["inputs"]}
+    return {name: table[layout_input_base(name)] for name in spec["inputs"]}
 
 
 def config_pbtxt(name: str, spec: dict[str, Any], platform: str, kind: str) -> str:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from gtcompress.compress.tokens import TokenSelector
 from gtcompress.models.config import LayerSpec, ModelConfig
-from gtcompress.nn.attention import MultiHeadAttention
+from gtcompress.nn.attention import MultiHeadAttention, NeighbourLists
 from gtcompress.nn.blocks import FeedForward, make_norm
 from gtcompress.nn.layout import DenseLayout
 from gtcompress.nn.mpnn import GINEConv, gin_mlp
@@ -41,7 +41,7 @@ class GraphContext:
     edge_dense: Tensor | None = None  # [B,1,L,L] log edge multiplicity (MASK: no edge): GT attention in dense layout
     edge_rows: Tensor | None = None  # [B,1,L,1] 1.0 where a node has an incoming edge (rows of edge_dense)
     adj_counts: Tensor | None = None  # [B,L,L] edge multiplicity (dst, src): GPS's GIN aggregation as a MatMul
-    nbr: tuple[Tensor, Tensor, Tensor] | None = None  # (nbr_src, nbr_edge, nbr_mask) [N,K]: GT padded layout
+    nbr: NeighbourLists | None = None  # (degree-bucketed) neighbour lists: GT padded layout
     csr: tuple[Tensor, Tensor, Tensor] | None = None  # (rowptr, col, perm): GT plugin layout
     attn_edges: Tensor | None = None  # [2, E'] sparsified global attention graph (gps attention_topk)
 
@@ -105,8 +105,7 @@ class GTLayer(_Layer):
             elif ctx.csr is not None:
                 a = self.attn.fused(h, ctx.csr, bias)
             elif ctx.nbr is not None:
-                nbr_src, nbr_edge, nbr_mask = ctx.nbr
-                a = self.attn.padded(h, nbr_src, nbr_mask, None if bias is None else bias[nbr_edge])
+                a = self.attn.padded(h, ctx.nbr, bias)
             elif ctx.edge_dense is not None and ctx.layout is not None:
                 lay = ctx.layout
                 dense_bias = ctx.edge_dense if bias is None else lay.edge_bias(ctx.edge_index, ctx.batch, bias)

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from gtcompress.graph import GraphBatch
 from gtcompress.models.config import ModelConfig
 from gtcompress.models.layers import LAYER_TYPES, GraphContext
+from gtcompress.nn.attention import NeighbourLists
 from gtcompress.nn.blocks import FeatureEncoder, mlp_head, readout
 from gtcompress.nn.layout import DenseLayout
 
@@ -141,8 +142,14 @@ def apply_layout(ctx: GraphContext, layout: dict[str, Tensor]) -> None:
     """Install pre-computed layout tensors (names as in :mod:`gtcompress.preprocess.layouts`)."""
     if "pad_mask" in layout:
         ctx.layout = DenseLayout.from_slots(layout["node_slot"], layout["pad_mask"], ctx.batch)
-    if "nbr_src" in layout:
-        ctx.nbr = (layout["nbr_src"], layout["nbr_edge"], layout["nbr_mask"])
+    if "nbr_src" in layout:  # one bucket, nodes in order (models exported before degree buckets)
+        ctx.nbr = NeighbourLists([(None, layout["nbr_src"], layout["nbr_edge"], layout["nbr_mask"])])
+    if "nbr_inv" in layout:
+        buckets = []
+        while f"nbr_src_{len(buckets)}" in layout:
+            b = len(buckets)
+            buckets.append(tuple(layout[f"nbr_{what}_{b}"] for what in ("node", "src", "edge", "mask")))
+        ctx.nbr = NeighbourLists(buckets, layout["nbr_inv"])
     if "rowptr" in layout:
         ctx.csr = (layout["rowptr"], layout["col"], layout["perm"])
 

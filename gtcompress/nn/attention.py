@@ -24,7 +24,7 @@ exact. Models use whichever layout is cheaper; tests check both against each oth
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -117,25 +117,41 @@ def padded_attention(
     bias: Tensor | None = None,
     scale: float | None = None,
 ) -> Tensor:
-    """Neighbour-list (ELL) layout: ``nbr_src [N,K]`` incoming sources per node, ``nbr_mask [N,K]``,
-    ``bias [N,K,H]`` per slot. All dense ops (Gather + masked softmax over K)."""
-    d = q.shape[-1]
+    """Neighbour-list (ELL) layout: ``nbr_src [N,K]`` incoming sources per node, left-aligned
+    (slot 0 is valid iff the node has an incoming edge), ``nbr_mask [N,K]``, ``bias [N,K,H]`` per slot.
+
+    Laid out for ONNX Runtime: keys and values are gathered per (node, head) row straight into
+    ``[N,H,K,D]`` (row ``src * H + h`` of ``[N*H, D]``), so both contractions are batched MatMuls with
+    no Transpose of a gathered tensor (``kn @ q`` and ``alpha @ vn``), instead of broadcast Mul +
+    ReduceSum over ``[N,K,H,D]``. Padding enters as the finite additive :data:`MASK` and the
+    softmax is one ``Softmax`` node; nodes without incoming edges are zeroed by a multiplication.
+    """
+    n, h, d = q.shape
     tau = scale if scale is not None else 1.0 / math.sqrt(d)
-    n, kk = nbr_src.shape
-    flat = nbr_src.reshape(-1)
-    kn = k.index_select(0, flat).view(n, kk, *k.shape[1:])  # [N,K,H,D]
-    vn = v.index_select(0, flat).view(n, kk, *v.shape[1:])
-    score = (q.unsqueeze(1) * kn).sum(-1) * tau  # [N,K,H]
+    heads = torch.arange(h, dtype=nbr_src.dtype, device=nbr_src.device).view(1, h, 1)
+    rows = (nbr_src.unsqueeze(1) * h + heads).reshape(-1)  # [N*H*K] rows of [N*H, D]
+    kn = k.reshape(-1, d).index_select(0, rows).view(n, h, -1, d)  # [N,H,K,D]
+    vn = v.reshape(-1, d).index_select(0, rows).view(n, h, -1, d)
+    score = torch.matmul(kn, (q * tau).unsqueeze(-1)).squeeze(-1)  # [N,H,K]
+    pad = torch.where(nbr_mask, 0.0, MASK).to(score.dtype).unsqueeze(1)  # [N,1,K]
     if bias is not None:
-        score = score + bias
-    ninf = torch.full((), float("-inf"), dtype=score.dtype, device=score.device)
-    score = torch.where(nbr_mask.unsqueeze(-1), score, ninf)
-    row_max = score.amax(dim=1, keepdim=True).detach()
-    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
-    ex = torch.exp(score - row_max)
-    denom = ex.sum(dim=1, keepdim=True)
-    alpha = ex / torch.where(denom > 0, denom, torch.ones_like(denom))
-    return (alpha.unsqueeze(-1) * vn).sum(1)
+        score = score + bias.transpose(1, 2)
+    alpha = torch.softmax(score + pad, dim=-1)
+    row_valid = nbr_mask[:, :1].to(score.dtype).unsqueeze(-1)  # [N,1,1]
+    out = torch.matmul(alpha.unsqueeze(2), vn).squeeze(2)  # [N,H,D]
+    return out * row_valid
+
+
+class NeighbourLists(NamedTuple):
+    """The ``padded`` lowering's layout (see :func:`gtcompress.preprocess.layouts.bucketed_layout`).
+
+    ``buckets``: per degree bucket ``(node [R_b] | None, src [R_b,K_b], edge [R_b,K_b], mask [R_b,K_b])``
+    (``node`` is None for a single bucket holding every node in order); ``inv [N]``: row of each node
+    in the concatenated bucket outputs (None for a single unpermuted bucket).
+    """
+
+    buckets: list[tuple[Tensor | None, Tensor, Tensor, Tensor]]
+    inv: Tensor | None = None
 
 
 class MultiHeadAttention(nn.Module):
@@ -177,10 +193,44 @@ class MultiHeadAttention(nn.Module):
         out = sparse_attention(q, k, v, edge_index, bias, dropout=self.dropout, training=self.training)
         return self.o(out.reshape(h.shape[0], -1))
 
-    def padded(self, h: Tensor, nbr_src: Tensor, nbr_mask: Tensor, bias: Tensor | None = None) -> Tensor:
-        """Attention over neighbour lists (``bias [N,K,H]`` already gathered per slot)."""
-        q, k, v = self.project(h)
-        return self.o(padded_attention(q, k, v, nbr_src, nbr_mask, bias).reshape(h.shape[0], -1))
+    def padded(self, h: Tensor, nbr: NeighbourLists, bias: Tensor | None = None) -> Tensor:
+        """Attention over (degree-bucketed) neighbour lists; ``bias [E,H]`` in edge order.
+
+        The key and value projections are folded out of the per-slot work: with ``q_h = W_q,h h + b_q,h``,
+        ``tau q_h . k_j = (tau W_k,h^T q_h) . h_j + const`` (the constant ``tau q_h . b_k,h`` is the same
+        for every key of a row and cancels in the softmax) and ``W_o sum_h W_v,h sum_j alpha_hj h_j + ..``,
+        so each slot gathers one row of ``h`` (shared by keys and values, ``[N,C]``) instead of a key
+        and a value row per head: one Gather per bucket and layer, two batched MatMuls over ``[H,C]``
+        per row, and two Gemms (``h -> tau W_k^T q`` per head and ``aggregate -> W_o W_v``) whose folded
+        weights ONNX Runtime computes once (constant folding). Each bucket works on its own rows; the
+        outputs return to node order by one Gather with ``nbr.inv``. Same function as :meth:`sparse`
+        (up to float rounding): every slot of a row without incoming edge is padding, the row is zeroed
+        before ``W_o``'s bias.
+        """
+        hh, d, c = self.heads, self.head_dim, h.shape[-1]
+        tau = 1.0 / math.sqrt(d)
+        wq, wk, wv = (lin.weight.view(hh, d, c) for lin in (self.q, self.k, self.v))
+        wo = self.o.weight.view(-1, hh, d)  # [C',H,D]
+        m_q = (torch.matmul(wq.transpose(1, 2), wk) * tau).transpose(0, 1).reshape(c, hh * c)  # h -> [H*C]
+        m_o = torch.matmul(wv.transpose(1, 2), wo.permute(1, 2, 0)).reshape(hh * c, -1)  # [H*C] -> C'
+        b_q = None if self.q.bias is None else (torch.matmul(self.q.bias.view(hh, 1, d), wk) * tau).reshape(hh * c)
+        b_o = None if self.v.bias is None else torch.matmul(self.o.weight, self.v.bias)
+        outs = []
+        for node, src, edge, mask in nbr.buckets:
+            r, kk = src.shape
+            hq = h if node is None else h.index_select(0, node)
+            qf = torch.matmul(hq, m_q) if b_q is None else torch.addmm(b_q, hq, m_q)
+            hn = h.index_select(0, src.reshape(-1)).view(r, kk, c)  # [R,K,C]: keys and values in one
+            score = torch.matmul(qf.view(r, hh, c), hn.transpose(1, 2))  # [R,H,K]
+            if bias is not None:
+                score = score + bias.index_select(0, edge.reshape(-1)).view(r, kk, hh).transpose(1, 2)
+            pad = torch.where(mask, 0.0, MASK).to(score.dtype).unsqueeze(1)  # [R,1,K]
+            alpha = torch.softmax(score + pad, dim=-1)
+            agg = torch.matmul(alpha, hn).reshape(r, hh * c)  # [R,H*C]
+            o = torch.matmul(agg, m_o) if b_o is None else torch.addmm(b_o, agg, m_o)
+            outs.append(o * mask[:, :1].to(o.dtype))  # rows without incoming edge -> 0
+        out = outs[0] if nbr.inv is None else torch.cat(outs).index_select(0, nbr.inv)
+        return out if self.o.bias is None else out + self.o.bias
 
     def fused(self, h: Tensor, csr: tuple[Tensor, Tensor, Tensor], bias: Tensor | None = None) -> Tensor:
         """Attention through the fused op on CSR ``(rowptr, col, perm)``; ``bias`` in edge order."""

@@ -17,16 +17,33 @@ from typing import Any
 import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph, graph_ptr
-from gtcompress.preprocess.layouts import csr_layout, dense_layout, node_counts, padded_layout
+from gtcompress.preprocess.layouts import bucketed_layout, csr_layout, dense_layout, node_counts, padded_layout
 from gtcompress.preprocess.pe import laplacian_pe, rwse
 
 LOWERINGS = ("scatter", "padded", "dense", "plugin")
 LAYOUT_INPUTS = {
     "scatter": [],
     "dense": ["node_slot", "pad_mask"],
-    "padded": ["nbr_src", "nbr_edge", "nbr_mask"],
+    "padded": ["nbr_src", "nbr_edge", "nbr_mask"],  # a spec with "buckets": see bucket_inputs
     "plugin": ["rowptr", "col", "perm"],
 }
+
+
+def bucket_inputs(buckets: int) -> list[str]:
+    """Inputs of the degree-bucketed ``padded`` layout (:func:`bucketed_layout`)."""
+    per = [f"nbr_{what}_{b}" for b in range(buckets) for what in ("node", "src", "edge", "mask")]
+    return [*per, "nbr_inv"]
+
+
+def layout_input_base(name: str) -> str:
+    """``nbr_src_2`` -> ``nbr_src``: the kind of a (possibly per-bucket) layout input."""
+    head, _, tail = name.rpartition("_")
+    return head if head.startswith("nbr_") and tail.isdigit() else name
+
+
+def is_layout_input(name: str) -> bool:
+    base = layout_input_base(name)
+    return base in ("nbr_node", "nbr_inv") or any(base in names for names in LAYOUT_INPUTS.values())
 
 
 def input_names(spec: dict[str, Any]) -> list[str]:
@@ -37,6 +54,8 @@ def input_names(spec: dict[str, Any]) -> list[str]:
     names += ["batch", "node_counts"]
     names += [f"pe_{k}" for k in sorted(spec.get("pe", {}))]
     layout = list(LAYOUT_INPUTS[spec["lowering"]])
+    if spec["lowering"] == "padded" and spec.get("buckets"):
+        layout = bucket_inputs(int(spec["buckets"]))
     if spec.get("global_attention") and "pad_mask" not in layout:
         layout = ["node_slot", "pad_mask", *layout]
     return names + layout
@@ -72,6 +91,8 @@ def build_inputs(g: NumpyGraph, spec: dict[str, Any]) -> dict[str, np.ndarray]:
         out.update(dense_layout(batch, n, len(counts)))
     if "nbr_src" in names:
         out.update(padded_layout(edge_index, n))
+    if "nbr_inv" in names:
+        out.update(bucketed_layout(edge_index, n, int(spec["buckets"])))
     if "rowptr" in names:
         out.update(csr_layout(edge_index, n))
     return {k: out[k] for k in names}

@@ -85,6 +85,7 @@ def test_optimisation_profile_shapes() -> None:
     dense = optimisation_profile(_spec("dense", "gps"), lo, opt, hi)
     assert dense["pad_mask"] == ((1, 1), (32, 150), (256, 400))
     padded = optimisation_profile(_spec("padded"), lo, opt, hi)
-    assert padded["nbr_src"] == ((1, 1), (4000, 120), (20_000, 900))
+    assert padded["nbr_src_0"] == ((1, 1), (4000, 120), (20_000, 900))  # every degree bucket up to the maxima
+    assert padded["nbr_node_3"] == ((1,), (4000,), (20_000,)) and padded["nbr_inv"] == ((1,), (4000,), (20_000,))
     with pytest.raises(ConfigError, match="profile nodes: need 1 <= min <= opt <= max"):
         optimisation_profile(_spec("dense"), GraphSize(10, 1, 1), GraphSize(5, 1, 1), hi)
