@@ -56,8 +56,12 @@ IR_VERSION = 10  # ONNX Runtime 1.31 rejects newer IR versions
 # thread on the bench/export.py SBM batch after the dense lowering got its Softmax node: attention
 # time = total - ~13 ms of per-node layers; scatter 952 ms / 147k edges, padded 186 ms / 241k
 # slots, dense 43 ms / 769k pairs. The molecule batch agrees (dense 18.3 ms < padded 21.6 ms).
+# Padded re-measured after degree buckets and the folded K/V gather (1 thread, same SBM batch):
+# 78 ms / 163k bucketed slots; its 4 buckets x layers of small ops cost a few ms whatever the size
+# (molecule batch: padded 21.8 ms > dense 18.8 ms), hence the fixed term.
 COST_PER_EDGE_SCATTER = 6.4e-3
-COST_PER_SLOT_PADDED = 7.2e-4
+COST_PER_SLOT_PADDED = 4.0e-4
+COST_FIXED_PADDED = 5.0
 COST_PER_PAIR_DENSE = 3.9e-5
 
 
@@ -110,7 +114,7 @@ def estimate_costs(graph: NumpyGraph) -> dict[str, float]:
     slots = sum(lay[f"nbr_src_{b}"].size for b in range(NBR_BUCKETS))
     return {
         "scatter": COST_PER_EDGE_SCATTER * graph.num_edges,
-        "padded": COST_PER_SLOT_PADDED * slots,
+        "padded": COST_FIXED_PADDED + COST_PER_SLOT_PADDED * slots,
         "dense": COST_PER_PAIR_DENSE * len(counts) * max_nodes**2,
     }
 
