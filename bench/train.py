@@ -63,8 +63,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=200, help="upper bound on epochs (the budget usually stops first)")
     ap.add_argument("--only", nargs="*", default=None, help="runs as ARCH:DATASET, e.g. gps:tu:NCI1")
     ap.add_argument("--out", type=Path, default=RESULTS / "train.json")
-    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default); use 1 "
-                    "when another process shares the CPU: OpenMP spin-waits make 2 threads ~15x slower then")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0 = torch's default); use 1 "
+        "when another process shares the CPU: OpenMP spin-waits make 2 threads ~15x slower then",
+    )
     args = ap.parse_args()
     if args.threads:
         import torch

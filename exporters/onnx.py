@@ -235,8 +235,10 @@ def export_onnx(
     if model.config.arch != "gt" and lowering != "dense":
         raise ConfigError(f"{model.config.arch} uses full attention per graph: only the 'dense' lowering applies")
     if has_token_pruning(model) and lowering != "dense":
-        raise ConfigError("a token-pruned model exports with the 'dense' lowering only (its per-graph top-k ranks "
-                          f"nodes on the padded per-graph layout); got {lowering!r}")
+        raise ConfigError(
+            "a token-pruned model exports with the 'dense' lowering only (its per-graph top-k ranks "
+            f"nodes on the padded per-graph layout); got {lowering!r}"
+        )
     # torch.onnx logs a warning per missing torchvision op on every export; irrelevant here.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     model = model.eval()

@@ -40,9 +40,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(
-    path: str | os.PathLike[str], model: GraphModel, meta: dict[str, Any] | None = None
-) -> Path:
+def save_checkpoint(path: str | os.PathLike[str], model: GraphModel, meta: dict[str, Any] | None = None) -> Path:
     """Write ``path/{model.safetensors,config.json}`` atomically; ``meta`` is stored alongside."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -82,9 +80,7 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not root.exists():
         raise CheckpointError(f"{root}: checkpoint directory does not exist")
     if not cfg_path.is_file():
-        raise CheckpointError(
-            f"{cfg_path}: missing (a checkpoint is a directory with {CONFIG} and {WEIGHTS})"
-        )
+        raise CheckpointError(f"{cfg_path}: missing (a checkpoint is a directory with {CONFIG} and {WEIGHTS})")
     try:
         doc = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:
@@ -108,9 +104,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[GraphModel, dict[str,
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing")
     if doc.get("weights_sha256") and doc["weights_sha256"] != _sha256(weights):
-        raise CheckpointError(
-            f"{weights}: SHA-256 does not match {root / CONFIG} (weights from another run?)"
-        )
+        raise CheckpointError(f"{weights}: SHA-256 does not match {root / CONFIG} (weights from another run?)")
     try:
         config = ModelConfig.from_dict(doc["model"])
     except (TypeError, ValueError) as e:
@@ -144,8 +138,6 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
             f"unexpected {len(unexpected)}: {', '.join(unexpected[:8])}{' …' if len(unexpected) > 8 else ''}"
         )
     if shapes:
-        problems.append(
-            f"shape mismatch {len(shapes)}: {'; '.join(shapes[:8])}{' …' if len(shapes) > 8 else ''}"
-        )
+        problems.append(f"shape mismatch {len(shapes)}: {'; '.join(shapes[:8])}{' …' if len(shapes) > 8 else ''}")
     if problems:
         raise CheckpointError(f"{source}: weights do not match the model config — " + " | ".join(problems))

@@ -82,13 +82,9 @@ class GraphBatch:
             bad = int((~torch.isfinite(x)).any(dim=1).nonzero()[0, 0])
             raise GraphValidationError(f"{name}.x: contains NaN or Inf (first at node {bad})")
         if not x.is_floating_point() and x.dtype not in (torch.int64, torch.int32):
-            raise GraphValidationError(
-                f"{name}.x: expected float or integer (categorical) dtype, got {x.dtype}"
-            )
+            raise GraphValidationError(f"{name}.x: expected float or integer (categorical) dtype, got {x.dtype}")
         if not isinstance(ei, Tensor) or ei.dim() != 2 or ei.shape[0] != 2:
-            raise GraphValidationError(
-                f"{name}.edge_index: expected shape [2, num_edges], got {_describe(ei)}"
-            )
+            raise GraphValidationError(f"{name}.edge_index: expected shape [2, num_edges], got {_describe(ei)}")
         if ei.dtype != torch.int64:
             raise GraphValidationError(f"{name}.edge_index: expected dtype int64, got {ei.dtype}")
         n = self.num_nodes
@@ -211,9 +207,7 @@ def collate(graphs: Sequence[GraphBatch]) -> GraphBatch:
     n = torch.tensor([g.num_nodes for g in graphs], dtype=torch.long)
     offsets = torch.cat([n.new_zeros(1), n.cumsum(0)[:-1]])
     e = torch.tensor([g.num_edges for g in graphs], dtype=torch.long)
-    edge_index = torch.cat([g.edge_index for g in graphs], dim=1) + torch.repeat_interleave(offsets, e).to(
-        device
-    )
+    edge_index = torch.cat([g.edge_index for g in graphs], dim=1) + torch.repeat_interleave(offsets, e).to(device)
     gcount = [g.num_graphs for g in graphs]
     goffsets = np.concatenate([[0], np.cumsum(gcount)[:-1]])
     batch = torch.cat([g.batch_vector + int(o) for g, o in zip(graphs, goffsets, strict=True)])
@@ -249,9 +243,7 @@ def split(batch: GraphBatch, as_pyg: bool = False) -> list[Any]:
     order = torch.argsort(edge_graph, stable=True)
     ecounts = torch.bincount(edge_graph, minlength=batch.num_graphs).tolist()
     eptr = np.concatenate([[0], np.cumsum(ecounts)]).tolist()
-    y_graph_level = (
-        batch.y is not None and batch.y.shape[0] == batch.num_graphs and batch.y.shape[0] != batch.num_nodes
-    )
+    y_graph_level = batch.y is not None and batch.y.shape[0] == batch.num_graphs and batch.y.shape[0] != batch.num_nodes
     out = []
     for g in range(batch.num_graphs):
         ns, ne = slice(ptr[g], ptr[g + 1]), order[eptr[g] : eptr[g + 1]]

@@ -33,9 +33,7 @@ class FeatureSpec:
 
     def __post_init__(self) -> None:
         if self.kind == "categorical" and len(self.cardinalities) != self.dim:
-            raise ValueError(
-                f"categorical FeatureSpec needs {self.dim} cardinalities, got {self.cardinalities}"
-            )
+            raise ValueError(f"categorical FeatureSpec needs {self.dim} cardinalities, got {self.cardinalities}")
 
 
 @dataclass

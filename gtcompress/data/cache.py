@@ -165,9 +165,7 @@ def _unpack_split(d: dict[str, Any]) -> list[GraphBatch]:
         ys = torch.split(y, y_ptr.diff().tolist())
     pes = {k: torch.split(_unpack(v), n_counts) for k, v in d.get("pe", {}).items()}
     return [
-        GraphBatch(
-            x=xs[i], edge_index=eis[i], edge_attr=attrs[i], y=ys[i], pe={k: v[i] for k, v in pes.items()}
-        )
+        GraphBatch(x=xs[i], edge_index=eis[i], edge_attr=attrs[i], y=ys[i], pe={k: v[i] for k, v in pes.items()})
         for i in range(g_count)
     ]
 

@@ -94,9 +94,7 @@ def _upper_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
-def sample_sbm(
-    rng: np.random.Generator, blocks: np.ndarray, prob: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def sample_sbm(rng: np.random.Generator, blocks: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Undirected SBM edges ``(i, j)`` with ``i < j``, each kept with ``prob[blocks[i], blocks[j]]``.
 
     ``blocks`` is the community of every node, ``prob`` the symmetric block-probability matrix.
@@ -112,9 +110,7 @@ def _block_prob(num_blocks: int, p: float, q: float) -> np.ndarray:
     return prob
 
 
-def _make_graph(
-    src: np.ndarray, dst: np.ndarray, x: np.ndarray, y: np.ndarray, perm: np.ndarray
-) -> GraphBatch:
+def _make_graph(src: np.ndarray, dst: np.ndarray, x: np.ndarray, y: np.ndarray, perm: np.ndarray) -> GraphBatch:
     """Relabel node ``perm[k]`` as ``k`` (the notebooks' ``W[idx][:, idx]``) and store both directions."""
     n = int(perm.shape[0])
     new_id = np.empty(n, dtype=np.int64)

@@ -71,9 +71,7 @@ def read_table(path: Path, dtype: type[np.generic] = np.int64, ncols: int | None
     if arr.size == 0:
         return np.empty((0, ncols or 1), dtype=dtype)
     if ncols is not None and arr.shape[1] != ncols:
-        raise DataFormatError(
-            f"{path}, line 1: expected {ncols} comma-separated value(s) per line, got {arr.shape[1]}"
-        )
+        raise DataFormatError(f"{path}, line 1: expected {ncols} comma-separated value(s) per line, got {arr.shape[1]}")
     return arr
 
 
@@ -203,8 +201,7 @@ def load_tu(root: Path, name: str, seed: int = 0, split: Sequence[float] = (0.8,
         edge_labels = read_table(path_el, np.int64)
         if edge_labels.shape[0] != edges.shape[0]:
             raise DataFormatError(
-                f"{path_el}: {edge_labels.shape[0]} lines, expected one per edge "
-                f"({edges.shape[0]}, as {path_a.name})"
+                f"{path_el}: {edge_labels.shape[0]} lines, expected one per edge ({edges.shape[0]}, as {path_a.name})"
             )
     bad = np.flatnonzero(((edges < 0) | (edges >= num_nodes)).any(axis=1))
     if bad.size:

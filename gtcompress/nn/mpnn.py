@@ -22,9 +22,7 @@ from gtcompress.nn.scatter import scatter_sum
 class GINEConv(nn.Module):
     """GINE when ``use_edges`` (edge embedding added to messages), else GIN."""
 
-    def __init__(
-        self, mlp: nn.Module, use_edges: bool = True, edge_dim: int | None = None, eps: float = 0.0
-    ) -> None:
+    def __init__(self, mlp: nn.Module, use_edges: bool = True, edge_dim: int | None = None, eps: float = 0.0) -> None:
         super().__init__()
         self.nn = mlp
         self.use_edges = use_edges

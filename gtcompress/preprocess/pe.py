@@ -101,8 +101,7 @@ def laplacian_pe(edge_index: np.ndarray, ptr: np.ndarray, k: int) -> np.ndarray:
     edge_index = np.asarray(edge_index, dtype=np.int64)
     ptr = np.asarray(ptr, dtype=np.int64)
     parts = [
-        _lap_single(ei, int(ptr[g + 1] - ptr[g]), int(ptr[g]), k)
-        for g, ei in enumerate(_graph_slices(edge_index, ptr))
+        _lap_single(ei, int(ptr[g + 1] - ptr[g]), int(ptr[g]), k) for g, ei in enumerate(_graph_slices(edge_index, ptr))
     ]
     return np.concatenate(parts, axis=0) if parts else np.zeros((0, k), np.float32)
 

@@ -82,9 +82,7 @@ def predict(model: nn.Module, graphs: list[GraphBatch], batch_size: int = 128) -
     return torch.cat(outs), torch.cat(ys)
 
 
-def evaluate(
-    model: nn.Module, graphs: list[GraphBatch], info: DatasetInfo, batch_size: int = 128
-) -> dict[str, float]:
+def evaluate(model: nn.Module, graphs: list[GraphBatch], info: DatasetInfo, batch_size: int = 128) -> dict[str, float]:
     """Loss and the dataset's metric on one split."""
     logits, y = predict(model, graphs, batch_size)
     return {"loss": float(task_loss(logits, y, info)), info.metric: compute_metric(info.metric, logits, y)}
@@ -179,7 +177,5 @@ def train(
                 break
     model.load_state_dict(best_state)
     elapsed = time.perf_counter() - start
-    test_metric = (
-        evaluate(model, test_graphs, info, cfg.eval_batch_size)[info.metric] if test_graphs else math.nan
-    )
+    test_metric = evaluate(model, test_graphs, info, cfg.eval_batch_size)[info.metric] if test_graphs else math.nan
     return TrainResult(best_epoch, best_val, test_metric, elapsed, epochs_run, history)
