@@ -226,6 +226,8 @@ class MultiHeadAttention(nn.Module):
                 score = score + bias.index_select(0, edge.reshape(-1)).view(r, kk, hh).transpose(1, 2)
             pad = torch.where(mask, 0.0, MASK).to(score.dtype).unsqueeze(1)  # [R,1,K]
             alpha = torch.softmax(score + pad, dim=-1)
+            if self.dropout > 0.0 and self.training:  # on the weights, as in sparse_attention
+                alpha = F.dropout(alpha, p=self.dropout, training=True)
             agg = torch.matmul(alpha, hn).reshape(r, hh * c)  # [R,H*C]
             o = torch.matmul(agg, m_o) if b_o is None else torch.addmm(b_o, agg, m_o)
             outs.append(o * mask[:, :1].to(o.dtype))  # rows without incoming edge -> 0
