@@ -372,9 +372,10 @@ def _ort_session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def _request_graphs(ds: Any, teddy: dict[str, Any] | None) -> list[Any]:
-    """Test graphs as a deployment receives them: no stored PE (computed per request), TEDDY applied."""
-    graphs = [g.to_numpy() for g in ds["test"]]
+def _request_graphs(ds: Any, teddy: dict[str, Any] | None, limit: int | None = None) -> list[Any]:
+    """(The first ``limit``) test graphs as a deployment receives them: no stored PE (computed per
+    request), TEDDY applied."""
+    graphs = [g.to_numpy() for g in ds["test"][:limit]]
     for g in graphs:
         g.pe = {}
     if teddy:
@@ -421,10 +422,14 @@ def time_side_by_side(
     from gtcompress.preprocess.inputs import build_inputs
 
     size = pcfg["batch_graphs"]
+    shared: dict[tuple[int, str], list[Any]] = {}  # models on the same data share the batch objects
     runs = []
     for path, ds, teddy in models:
-        graphs = _request_graphs(ds, teddy)[: size * pcfg["batches"]]
-        batches = [union_graphs(graphs[i : i + size]) for i in range(0, len(graphs), size)]
+        key = (id(ds), json.dumps(teddy, sort_keys=True))
+        if key not in shared:
+            graphs = _request_graphs(ds, teddy, size * pcfg["batches"])
+            shared[key] = [union_graphs(graphs[i : i + size]) for i in range(0, len(graphs), size)]
+        batches = shared[key]
         sess = _ort_session(path, pcfg["threads"])
         spec = json.loads(_meta(path)["input_spec"])
         for b in batches[: pcfg["warmup"]]:
