@@ -87,3 +87,11 @@ def test_user_mistakes_give_one_line_and_exit_2(args: tuple[str, ...], message: 
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize(("load", "busy"), [(0.1, False), (0.8, True), (3.0, True)])
+def test_passive_openmp_only_on_a_busy_machine(monkeypatch, load: float, busy: bool) -> None:
+    import cli
+
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (load, 0.0, 0.0))
+    assert cli._busy_machine() is busy

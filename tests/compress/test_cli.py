@@ -128,3 +128,11 @@ def test_clear_errors(ckpt: Path, args: list[str], message: str, monkeypatch) ->
     res = runner.invoke(_app(), [a.format(**names) for a in args])
     assert res.exit_code == 2, res.output
     assert message in res.output
+
+
+def test_default_axes_keep_gt_tokens() -> None:
+    """GT's attention is its message passing: auto never prunes its tokens; GPS's global attention may."""
+    from gtcompress.compress.prune import default_axes
+
+    assert "tokens" not in default_axes("gt").split(",")
+    assert default_axes("gps").split(",") == ["tokens", "heads", "layers", "ffn"]

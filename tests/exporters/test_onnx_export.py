@@ -88,6 +88,23 @@ def test_export_parity_and_tensorrt_ops(tmp_path, arch: str, lowering: str, comp
     assert meta["gtcompress_version"]
 
 
+def test_verify_parity_reports_error_and_output_scale(tmp_path) -> None:
+    """Export checks the error against atol x max(1, |output|): verify_parity reports both."""
+    from exporters.onnx import _Traced, to_torch, verify_parity
+    from gtcompress.preprocess.inputs import build_inputs
+    from gtcompress.preprocess.random_graphs import random_batches
+
+    model = _model("gt", False).eval()
+    res = export_onnx(model, tmp_path / "m.onnx", "dense", verify_batches=2)
+    batches = random_batches(res.spec["x"], res.spec["edge_attr"], 3)
+    err, scale, n = verify_parity(res.path, model, res.spec, batches)
+    traced = _Traced(model, res.spec["inputs"])
+    with torch.no_grad():
+        ref = max(float(traced(*to_torch(build_inputs(g, res.spec))).abs().max()) for g in batches)
+    assert n == 3 and 0.0 <= err <= 1e-4
+    assert scale == pytest.approx(ref, rel=1e-6)
+
+
 def test_failed_verification_writes_nothing(tmp_path) -> None:
     path = tmp_path / "model.onnx"
     with pytest.raises(ExportError, match="differs from PyTorch"):

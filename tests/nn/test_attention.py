@@ -215,3 +215,21 @@ def test_multihead_padded_matches_sparse(buckets, with_bias: bool) -> None:
         ref = m.sparse(h, ei, bias)
         out = m.padded(h, _neighbour_lists(ei, n, buckets), bias)
         assert torch.allclose(out, ref, atol=1e-9), (n, e, (out - ref).abs().max())
+
+
+def test_multihead_padded_applies_attention_dropout_in_training() -> None:
+    """The folded padded path drops attention weights in training (as the sparse path does), and
+    only there."""
+    from gtcompress.nn.attention import MultiHeadAttention
+
+    torch.manual_seed(0)
+    n, e = 40, 160
+    m = MultiHeadAttention(16, 2, 8, dropout=0.5).double()
+    h = torch.randn(n, 16, dtype=torch.float64)
+    _, _, _, ei, _ = _case(n, e, 1, 1, seed=3)
+    nbr = _neighbour_lists(ei, n, 2)
+    m.eval()
+    ref = m.sparse(h, ei)
+    assert torch.allclose(m.padded(h, nbr), ref, atol=1e-9)
+    m.train()
+    assert not torch.allclose(m.padded(h, nbr), ref, atol=1e-3)
