@@ -3,8 +3,15 @@
 Triton's dynamic batcher stacks requests along dimension 0, which for graphs is wrong (a batch of
 graphs is one big graph with offset node ids). Here each queued item is a request's validated
 graphs; the batcher takes items in arrival order while the union stays within ``max_nodes``,
-``max_edges``, ``max_graphs`` and ``max_requests``, waiting at most ``max_delay_ms`` after the
-oldest item arrived, then runs the union once and hands every request its own slice of the output.
+``max_edges``, ``max_graphs`` and ``max_requests``, then runs the union once and hands every request
+its own slice of the output.
+
+When to fire: a batch whose queue has run dry waits for more only while it holds fewer requests than
+were recently in flight at once (the peak over the last ``CONCURRENCY_WINDOW_S``), and never longer
+than ``max_delay_ms`` after its oldest item arrived. A lone client thus pays no batching delay (a
+fixed 2 ms wait cut its throughput 3x), and under load a batch fires as soon as every client that
+has been waiting is in it. (The event loop decodes a small request without yielding, so requests not
+yet decoded cannot be counted directly; recent concurrency is the signal that is available.)
 
 Batches are formed *and* run by one worker thread that blocks on a thread-safe queue, so the event
 loop keeps accepting requests and its per-request cost is one ``put`` and one future: no asyncio
@@ -39,7 +46,7 @@ from gtcompress.preprocess.batching import NumpyGraph
 
 @dataclass(frozen=True)
 class BatchConfig:
-    """Soft limits of one merged model call; ``max_delay_ms`` bounds the wait for company."""
+    """Soft limits of one merged model call; ``max_delay_ms`` bounds the wait for more requests."""
 
     max_nodes: int = 8192
     max_edges: int = 65536
@@ -75,6 +82,7 @@ class BatchItem:
 
 
 RunBatch = Callable[[Sequence[BatchItem]], list[np.ndarray]]
+CONCURRENCY_WINDOW_S = 0.5
 _STOP = object()
 log = logging.getLogger("gtcompress.serve")
 
@@ -99,6 +107,8 @@ class DynamicBatcher:
         self._stopped: asyncio.Future[None] | None = None
         self._closing = False
         self._inflight = 0
+        self._peak = 0  # most requests in flight at once since _peak_since (see _concurrency)
+        self._peak_since = time.perf_counter()
         self.batches = 0
         self.items = 0
 
@@ -127,6 +137,7 @@ class DynamicBatcher:
         fut: asyncio.Future[np.ndarray] = self._loop.create_future()
         self._queue.put(BatchItem(graph, num_graphs, fut))
         self._inflight += 1
+        self._peak = max(self._peak, self._inflight)
         try:
             return await fut
         finally:
@@ -147,6 +158,15 @@ class DynamicBatcher:
             self._thread.join()
 
     # ------------------------------------------------------------------ worker thread
+    def _concurrency(self) -> int:
+        """Recent peak of requests in flight at once; the window restarts from the current count,
+        so the estimate follows the load down within about ``CONCURRENCY_WINDOW_S``."""
+        now = time.perf_counter()
+        peak = self._peak
+        if now - self._peak_since > CONCURRENCY_WINDOW_S:
+            self._peak, self._peak_since = self._inflight, now  # racy with submit: at worst one late update
+        return peak
+
     def _fits(self, items: list[BatchItem], nxt: BatchItem, totals: list[int]) -> bool:
         c = self.config
         return (
@@ -163,12 +183,13 @@ class DynamicBatcher:
         items = [first]
         totals = [first.nodes, first.edges, first.num_graphs]
         deadline = first.arrival + delay
+        expected = self._concurrency()
         while len(items) < self.config.max_requests:
             try:
                 nxt = q.get_nowait()
             except queue.Empty:
                 wait = deadline - time.perf_counter()
-                if stop or wait <= 0:
+                if stop or wait <= 0 or len(items) >= expected:
                     break
                 try:
                     nxt = q.get(timeout=wait)

@@ -97,6 +97,23 @@ def test_batcher_merges_within_limits_and_returns_each_its_own() -> None:
         assert isinstance(r, np.ndarray) and np.all(r == i)
 
 
+def test_batcher_does_not_make_a_lone_client_wait() -> None:
+    """One request at a time: each runs at once, not after max_delay_ms (nobody else is coming)."""
+
+    async def main() -> tuple[float, int]:
+        b = DynamicBatcher(lambda items: [it.graph.x[:, 0] for it in items], BatchConfig(max_delay_ms=2000))
+        b.start()
+        start = time.perf_counter()
+        for i in range(3):
+            assert int((await b.submit(_item_graph(2, float(i)), 1))[0]) == i
+        elapsed = time.perf_counter() - start
+        await b.close()
+        return elapsed, b.batches
+
+    elapsed, batches = asyncio.run(main())
+    assert batches == 3 and elapsed < 2.0  # waiting for company would take 3 x 2 s
+
+
 def test_batcher_disabled_runs_one_request_per_call() -> None:
     calls, results = asyncio.run(_drive(BatchConfig.disabled(), [2, 2, 2, 2]))
     assert calls == [[2], [2], [2], [2]]

@@ -343,7 +343,7 @@ def test_metrics_endpoint(server, client, exported) -> None:
     assert "gtc_batch_requests_bucket" in text and "gtc_queue_pending" in text
 
 
-def test_no_batching_and_drain_on_shutdown(sessions, exported) -> None:
+def test_no_batching_and_drain_on_shutdown(sessions, exported, monkeypatch) -> None:
     sess = sessions["gt_node"]
     ex = exported["node"]
     jobs = [ex.graphs(1, seed=200 + i)[0] for i in range(12)]
@@ -356,7 +356,14 @@ def test_no_batching_and_drain_on_shutdown(sessions, exported) -> None:
             np.testing.assert_allclose(infer_graphs(c, "m", g, sess.spec)[0], want, atol=1e-5)
         assert app.state.models["m"].batcher.batches == 4
         assert c.get_model_config("m")["dynamic_batching"] is None
-    # with a long batching delay, requests are still queued when shutdown starts: all must finish
+    # with a slow model, requests are still queued when shutdown starts: all must finish
+    run_inputs = sess.run_inputs
+
+    def slow(inputs: dict) -> dict:
+        time.sleep(0.5)
+        return run_inputs(inputs)
+
+    monkeypatch.setattr(sess, "run_inputs", slow)
     app = create_app([ServedModel("m", sess, BatchConfig(max_delay_ms=1500))])
     srv = BackgroundServer(app).start()
     results: list = [None] * len(jobs)
