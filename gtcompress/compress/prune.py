@@ -35,11 +35,13 @@ import torch
 from torch import nn
 
 from gtcompress.compress.budget import (
+    ALLOCATIONS,
     BudgetError,
     CostModel,
     Lagrangian,
     fit_budget,
     gate_scores,
+    importance_scores,
     random_scores,
     select_plan,
 )
@@ -93,6 +95,7 @@ class PruneConfig:
     target_warmup: float = 0.5  # fraction of mask-training steps over which the target goes 1 → t
     gate_init: float = 0.95  # initial open probability of every gate
     importance_batches: int = 8  # order the gates' start by first-order (Taylor) importance; 0 = off
+    allocation: str = "uniform"  # how the FLOP target is split between heads and FFN units (ALLOCATIONS)
     tolerance: float = 0.03  # relative: the measured FLOP ratio lands within ±3 % of the target
     cost_graphs: int = 32  # reference batch: the first graphs of `cost_split`
     cost_split: str = "val"
@@ -111,6 +114,8 @@ class PruneConfig:
                 raise ConfigError(f"--keep {k}={v}: ratios must lie in (0, 1]")
             if k not in self.axes:
                 raise ConfigError(f"--keep {k}=…: axis {k!r} is not in --axes {','.join(self.axes)}")
+        if self.allocation not in ALLOCATIONS:
+            raise ConfigError(f"allocation {self.allocation!r}: expected one of {', '.join(ALLOCATIONS)}")
         if "tokens" in self.keep:
             self.token_keep = self.keep["tokens"]
         structural = [k for k in self.keep if k != "tokens"]
@@ -284,7 +289,9 @@ def train_gates(
         return 1.0 - (1.0 - target) * min(1.0, step / max(total, 1.0))
 
     def eval_plan() -> Plan:
-        return select_plan(cm, gate_scores(gates), cfg.structured_axes, target=target, axis_keep=cfg.keep or None)
+        return select_plan(
+            cm, gate_scores(gates), cfg.structured_axes, target, cfg.keep or None, allocation=cfg.allocation
+        )
 
     handle = attach_gates(student, gates, eval_plan)
     kd = distillation_loss(info, cfg.kd_weight, cfg.kd_temperature)
@@ -567,9 +574,12 @@ def prune_model(
     timings["mask_training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     scores = gate_scores(gates)
+    if cfg.allocation == "global" and axes:  # ranks heads against FFN units: weigh them by cost
+        imp = gate_importance(student, gates, data_kd, cfg, max(cfg.importance_batches, 1))
+        scores = importance_scores(imp, cm, scores)
     fit = None
     if cfg.target_flops is not None and axes:
-        fit = fit_budget(student, scores, cm, ref, axes, cfg.target_flops, cfg.tolerance)
+        fit = fit_budget(student, scores, cm, ref, axes, cfg.target_flops, cfg.tolerance, allocation=cfg.allocation)
         plan, small = fit.plan, fit.model
     else:
         plan = select_plan(cm, scores, axes, axis_keep=cfg.keep or None)
@@ -628,7 +638,7 @@ def random_prune(
     scores = random_scores(cm, cfg.seed)
     fit = None
     if cfg.target_flops is not None and axes:
-        fit = fit_budget(student, scores, cm, ref, axes, cfg.target_flops, cfg.tolerance)
+        fit = fit_budget(student, scores, cm, ref, axes, cfg.target_flops, cfg.tolerance, allocation=cfg.allocation)
         plan, small = fit.plan, fit.model
     else:
         plan = select_plan(cm, scores, axes, axis_keep=cfg.keep or None)

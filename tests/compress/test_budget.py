@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from gtcompress.compress.budget import BudgetError, CostModel, fit_budget, random_scores, select_plan
+from gtcompress.compress.budget import (
+    BudgetError,
+    CostModel,
+    Scores,
+    fit_budget,
+    importance_scores,
+    random_scores,
+    select_plan,
+)
 from gtcompress.compress.gates import GateSet
 from gtcompress.compress.materialise import materialise, with_token_keep
 from gtcompress.compress.prune import PruneConfig, prune_model, random_prune
@@ -33,15 +41,39 @@ def test_cost_model_agrees_with_measured_flops(arch: str, node_data) -> None:
     assert float(cm.expected(gates).detach()) == pytest.approx(cm.dense, rel=1e-6)
 
 
+def test_importance_per_flop_ranks_cheap_units_against_expensive_heads() -> None:
+    """A head costs 32 FFN units; with equal gate priors the choice must weigh importance by cost:
+    the head worth 10 units' loss goes before units worth 1 each, not the other way round."""
+    cm = CostModel(dense=168.0, base=0.0, head=[32.0], attn_fixed=[4.0], unit=[1.0], ffn_fixed=[4.0],
+                   heads=[4], widths=[32])  # fmt: skip
+    prior = Scores(head={0: np.full(4, -0.01)}, unit={0: np.full(32, -0.02)})  # all gates still open
+    imp = {("heads", 0): torch.tensor([10.0, 10.0, 10.0, 500.0]), ("ffn", 0): torch.ones(32)}
+    scores = importance_scores(imp, cm, prior)
+    np.testing.assert_allclose(scores.head[0][:3], np.log(10 / 32) - 0.01)
+    np.testing.assert_allclose(scores.unit[0], -0.02)
+    plan = select_plan(cm, scores, ("heads", "ffn"), target=(168 - 64) / 168)
+    assert plan.layers[0].heads == [2, 3] and len(plan.layers[0].ffn) == 32  # two weak heads gone
+    # a gate the mask training closed stays closed: its prior dominates
+    prior.unit[0][5] = -50.0
+    assert 5 not in select_plan(cm, importance_scores(imp, cm, prior), ("heads", "ffn"), target=0.99).layers[0].ffn
+    with pytest.raises(ConfigError, match="allocation"):
+        PruneConfig(allocation="magnitude")
+
+
+@pytest.mark.parametrize("allocation", ["uniform", "global"])
 @pytest.mark.parametrize("target", [0.6, 0.45, 0.3])
-def test_budget_met_within_3_percent_measured(target: float, node_data) -> None:
+def test_budget_met_within_3_percent_measured(target: float, allocation: str, node_data) -> None:
     model = tiny_model("gt", node_data.info, num_layers=3, hidden=32, attention_layout="sparse")
     ref = reference_batch(node_data["val"], 8)
     dense = count_flops(model, ref)[0]
     cm = CostModel.calibrate(model, ref)
-    fit = fit_budget(model, random_scores(cm, 1), cm, ref, AXES, target)
+    fit = fit_budget(model, random_scores(cm, 1), cm, ref, AXES, target, allocation=allocation)
     assert fit.ratio == pytest.approx(count_flops(fit.model, ref)[0] / dense)
     assert abs(fit.ratio / target - 1) <= 0.03
+    if allocation == "uniform":  # heads and FFN units shrink alike (one head is the coarsest step)
+        heads = sum(len(lp.heads) for lp in fit.plan.layers) / sum(cm.heads)
+        units = sum(len(lp.ffn) for lp in fit.plan.layers) / sum(cm.widths)
+        assert abs(heads - units) <= 1.5 / sum(cm.heads)
 
 
 def test_impossible_budgets_and_bad_settings(node_data) -> None:
