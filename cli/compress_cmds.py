@@ -157,6 +157,13 @@ def prune_cmd(
         str | None, typer.Option(help="Per-axis ratios instead of a FLOP target, e.g. heads=0.5,ffn=0.5,tokens=0.7.")
     ] = None,
     token_keep: Annotated[float, typer.Option(help="tokens axis: nodes kept per graph in each attention layer.")] = 0.7,
+    allocation: Annotated[
+        str,
+        typer.Option(
+            help="How --target-flops is split: uniform (about the same fraction of heads and of FFN units kept, "
+            "each ranked by its gates) or global (heads and units ranked together by importance per FLOP)."
+        ),
+    ] = "uniform",
     weight_sparsity: Annotated[float, typer.Option(help="weights axis: fraction of weights zeroed.")] = 0.0,
     epochs: Annotated[int, typer.Option(min=0, help="Mask-training epochs.")] = 10,
     finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs after materialising.")] = 10,
@@ -183,6 +190,7 @@ def prune_cmd(
         target_flops=target_flops,
         keep=keep_d,
         token_keep=token_keep,
+        allocation=allocation,
         weight_sparsity=weight_sparsity,
         epochs=epochs,
         finetune_epochs=finetune_epochs,

@@ -94,7 +94,14 @@ def serve_cmd(
     name: Annotated[str | None, typer.Option(help="Model name in the API (default: the file's stem).")] = None,
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
-    max_delay_ms: Annotated[float, typer.Option(min=0.0, help="Longest wait for requests to batch with.")] = 2.0,
+    max_delay_ms: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Longest wait for more requests to batch with; a batch waits only while it holds fewer "
+            "requests than were recently in flight at once, so a lone client never waits.",
+        ),
+    ] = 2.0,
     max_nodes: Annotated[int, typer.Option(min=1, help="Nodes per merged model call.")] = 8192,
     max_edges: Annotated[int, typer.Option(min=1, help="Edges per merged model call.")] = 65536,
     max_graphs: Annotated[int, typer.Option(min=1, help="Graphs per merged model call.")] = 1024,

@@ -115,6 +115,7 @@ def test_sparsify_writes_checkpoint_and_report(ckpt: Path, tmp_path: Path, monke
         (["prune", "{ckpt}", "--target-flops", "0.01", "--axes", "heads", "--epochs", "0"], "impossible"),
         (["prune", "{ckpt}", "--target-flops", "1.2"], "target-flops"),
         (["prune", "{ckpt}", "--keep", "heads=abc"], "--keep"),
+        (["prune", "{ckpt}", "--target-flops", "0.5", "--allocation", "even"], "allocation"),
         (["prune", "{no_attn}", "--target-flops", "0.5"], "no attention"),
         (["prune", "{missing}", "--target-flops", "0.5"], "does not exist"),
         (["sparsify", "{ckpt}"], "nothing to do"),
