@@ -160,10 +160,11 @@ def prune_cmd(
     allocation: Annotated[
         str,
         typer.Option(
-            help="How --target-flops is split: uniform (about the same fraction of heads and of FFN units kept, "
-            "each ranked by its gates) or global (heads and units ranked together by importance per FLOP)."
+            help="How --target-flops is split: uniform (about the same fraction of heads and of FFN units kept), "
+            "global (heads and units ranked together by their gates), auto (uniform for GT, global for GPS and "
+            "graphormer, whose local path lets global attention go)."
         ),
-    ] = "uniform",
+    ] = "auto",
     weight_sparsity: Annotated[float, typer.Option(help="weights axis: fraction of weights zeroed.")] = 0.0,
     epochs: Annotated[int, typer.Option(min=0, help="Mask-training epochs.")] = 10,
     finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs after materialising.")] = 10,

@@ -55,7 +55,6 @@ __all__ = [
     "Scores",
     "fit_budget",
     "gate_scores",
-    "importance_scores",
     "random_scores",
     "select_plan",
 ]
@@ -220,46 +219,6 @@ def gate_scores(gates: GateSet) -> Scores:
     return s
 
 
-def importance_scores(importance: dict[tuple[str, int], Tensor], cost: CostModel, prior: Scores) -> Scores:
-    """``prior`` (the gates' log open-probabilities) plus log(importance / FLOPs) of every head and
-    FFN unit, for the ``global`` allocation: it then closes the units that buy the least loss per
-    FLOP first.
-
-    Ranking by gates alone ignores cost: after a short mask training most gates are still open, so
-    their order is the per-layer importance order, and one FFN unit (1/128 of a sublayer) then
-    ranks with one head (1/4 of one, ~30x its FLOPs). On CLUSTER that kept 12 of 16 heads and 71 of
-    512 FFN units at 60 % of the FLOPs, 2.3 points behind random pruning. ``importance`` is
-    first-order (Fisher) loss sensitivity per gate (:func:`gtcompress.compress.prune.gate_importance`),
-    which is in loss units for a head and a unit alike. Whole-sublayer gates keep their prior score
-    unless their per-unit axis is off, in which case the sublayer's importance per FLOP is added."""
-
-    def log_ratio(kind: str, layer: int, flops: float) -> np.ndarray | None:
-        imp = importance.get((kind, layer))
-        if imp is None:
-            return None
-        return np.log(imp.detach().double().clamp_min(1e-30).numpy()) - math.log(max(flops, 1e-30))
-
-    s = Scores(dict(prior.head), dict(prior.attn), dict(prior.unit), dict(prior.ffn))
-    for i, (h, f) in enumerate(zip(cost.heads, cost.widths, strict=True)):
-        if h:
-            heads = log_ratio("heads", i, cost.head[i])
-            if heads is not None:
-                s.head[i] = s.head.get(i, np.zeros(h)) + heads
-            else:
-                layer = log_ratio("attn", i, cost.attn_fixed[i] + h * cost.head[i])
-                if layer is not None:
-                    s.attn[i] = s.attn.get(i, 0.0) + float(layer[0])
-        if f:
-            units = log_ratio("ffn", i, cost.unit[i])
-            if units is not None:
-                s.unit[i] = s.unit.get(i, np.zeros(f)) + units
-            else:
-                layer = log_ratio("ffn_layer", i, cost.ffn_fixed[i] + f * cost.unit[i])
-                if layer is not None:
-                    s.ffn[i] = s.ffn.get(i, 0.0) + float(layer[0])
-    return s
-
-
 def random_scores(cost: CostModel, seed: int) -> Scores:
     """Uniformly random ranking (the random-pruning baseline)."""
     rng = np.random.default_rng(seed)
@@ -409,13 +368,10 @@ def select_plan(
     ``slack`` (relative) where the units allow — or keep the given fraction per axis (``axis_keep``:
     heads / ffn / layers).
 
-    ``allocation="global"`` closes units weakest first across axes (``scores`` must then weigh
-    importance by cost, see :func:`importance_scores`), passing over one whose removal would fall
-    below the window for smaller ones; ``"uniform"`` keeps about the same fraction of the heads as of
-    the FFN units, each axis ranked by ``scores`` across layers. Uniform is the default because short
-    fine-tuning recovers from it best: on CLUSTER (2-minute runs) global rankings, by gates or by
-    Fisher importance per FLOP, kept most heads, stripped the FFNs and trailed uniform by up to 2
-    points (GT at 45 % of the FLOPs: 56.7 global vs 58.8 uniform)."""
+    ``allocation="global"`` closes units weakest first across axes, passing over one whose removal
+    would fall below the window for smaller ones; ``"uniform"`` keeps about the same fraction of the
+    heads as of the FFN units, each axis ranked by ``scores`` across layers (see
+    :func:`gtcompress.compress.prune.default_allocation` for which suits which model)."""
     state = _State(cost, axes)
     units = _units(cost, scores, axes)
     if target is not None and allocation == "uniform":

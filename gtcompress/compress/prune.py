@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -41,7 +41,6 @@ from gtcompress.compress.budget import (
     Lagrangian,
     fit_budget,
     gate_scores,
-    importance_scores,
     random_scores,
     select_plan,
 )
@@ -70,6 +69,24 @@ __all__ = [
 ]
 
 
+def default_allocation(arch: str) -> str:
+    """How to split a FLOP target between heads and FFN units (``select_plan``'s ``allocation``).
+
+    GT: ``uniform`` — its attention is its only message passing and its FFN its only per-node
+    capacity; ranked together by their gates (``global``), the gates kept the heads and stripped the
+    FFNs, and lost to uniform (NCI1, 2-minute runs: −2.2/+2.4/−3.7 vs +1.0/+0.7/−0.7 points at
+    0.6/0.45/0.3 of the FLOPs; CLUSTER at 0.45: 56.7 vs 58.8). GPS and Graphormer: ``global`` — a
+    local path carries the messages, so dropping global attention wholesale is often right (GPS on
+    NCI1: −0.2/+0.2/±0.0 global vs +1.9/−1.7/−4.1 uniform)."""
+    return "uniform" if arch == "gt" else "global"
+
+
+def _resolved(cfg: PruneConfig, model: GraphModel) -> PruneConfig:
+    if cfg.allocation != "auto":
+        return cfg
+    return replace(cfg, allocation=default_allocation(model.config.arch))
+
+
 def default_axes(arch: str) -> str:
     """Axes that suit the architecture. GT's attention *is* its message passing, so dropping tokens
     from it cuts nodes off their neighbours (CLUSTER, 3+3 epochs at 40 % FLOPs: 33 % accuracy with
@@ -95,7 +112,7 @@ class PruneConfig:
     target_warmup: float = 0.5  # fraction of mask-training steps over which the target goes 1 → t
     gate_init: float = 0.95  # initial open probability of every gate
     importance_batches: int = 8  # order the gates' start by first-order (Taylor) importance; 0 = off
-    allocation: str = "uniform"  # how the FLOP target is split between heads and FFN units (ALLOCATIONS)
+    allocation: str = "auto"  # how the FLOP target is split between axes: uniform, global, auto (by arch)
     tolerance: float = 0.03  # relative: the measured FLOP ratio lands within ±3 % of the target
     cost_graphs: int = 32  # reference batch: the first graphs of `cost_split`
     cost_split: str = "val"
@@ -114,8 +131,8 @@ class PruneConfig:
                 raise ConfigError(f"--keep {k}={v}: ratios must lie in (0, 1]")
             if k not in self.axes:
                 raise ConfigError(f"--keep {k}=…: axis {k!r} is not in --axes {','.join(self.axes)}")
-        if self.allocation not in ALLOCATIONS:
-            raise ConfigError(f"allocation {self.allocation!r}: expected one of {', '.join(ALLOCATIONS)}")
+        if self.allocation not in ("auto", *ALLOCATIONS):
+            raise ConfigError(f"allocation {self.allocation!r}: expected auto, {' or '.join(ALLOCATIONS)}")
         if "tokens" in self.keep:
             self.token_keep = self.keep["tokens"]
         structural = [k for k in self.keep if k != "tokens"]
@@ -552,6 +569,7 @@ def prune_model(
     ``dataset`` may already carry the teacher's logits (:func:`~gtcompress.compress.distill.attach_teacher`
     with ``model``) and ``dense_metrics`` the dense model's ``{"val", "test"}`` metric, to save
     recomputing them when several runs start from the same model."""
+    cfg = _resolved(cfg, model)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     seed_everything(cfg.seed)
@@ -574,9 +592,6 @@ def prune_model(
     timings["mask_training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     scores = gate_scores(gates)
-    if cfg.allocation == "global" and axes:  # ranks heads against FFN units: weigh them by cost
-        imp = gate_importance(student, gates, data_kd, cfg, max(cfg.importance_batches, 1))
-        scores = importance_scores(imp, cm, scores)
     fit = None
     if cfg.target_flops is not None and axes:
         fit = fit_budget(student, scores, cm, ref, axes, cfg.target_flops, cfg.tolerance, allocation=cfg.allocation)
@@ -625,6 +640,7 @@ def random_prune(
     """Random pruning at the same budget: random unit ranking (and a fresh random token scorer),
     the same measured selection, then KD fine-tuning for ``epochs`` (default: the GTSP run's mask
     training + fine-tuning epochs, so both get the same training)."""
+    cfg = _resolved(cfg, model)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     seed_everything(cfg.seed)

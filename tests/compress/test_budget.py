@@ -5,15 +5,13 @@ import torch
 from gtcompress.compress.budget import (
     BudgetError,
     CostModel,
-    Scores,
     fit_budget,
-    importance_scores,
     random_scores,
     select_plan,
 )
 from gtcompress.compress.gates import GateSet
 from gtcompress.compress.materialise import materialise, with_token_keep
-from gtcompress.compress.prune import PruneConfig, prune_model, random_prune
+from gtcompress.compress.prune import PruneConfig, default_allocation, prune_model, random_prune
 from gtcompress.cost import count_flops, reference_batch
 from gtcompress.errors import ConfigError, UnsupportedModelError
 from gtcompress.models import LayerSpec
@@ -39,25 +37,6 @@ def test_cost_model_agrees_with_measured_flops(arch: str, node_data) -> None:
         for g in gates.parameters():
             g.fill_(20.0)
     assert float(cm.expected(gates).detach()) == pytest.approx(cm.dense, rel=1e-6)
-
-
-def test_importance_per_flop_ranks_cheap_units_against_expensive_heads() -> None:
-    """A head costs 32 FFN units; with equal gate priors the choice must weigh importance by cost:
-    the head worth 10 units' loss goes before units worth 1 each, not the other way round."""
-    cm = CostModel(dense=168.0, base=0.0, head=[32.0], attn_fixed=[4.0], unit=[1.0], ffn_fixed=[4.0],
-                   heads=[4], widths=[32])  # fmt: skip
-    prior = Scores(head={0: np.full(4, -0.01)}, unit={0: np.full(32, -0.02)})  # all gates still open
-    imp = {("heads", 0): torch.tensor([10.0, 10.0, 10.0, 500.0]), ("ffn", 0): torch.ones(32)}
-    scores = importance_scores(imp, cm, prior)
-    np.testing.assert_allclose(scores.head[0][:3], np.log(10 / 32) - 0.01)
-    np.testing.assert_allclose(scores.unit[0], -0.02)
-    plan = select_plan(cm, scores, ("heads", "ffn"), target=(168 - 64) / 168)
-    assert plan.layers[0].heads == [2, 3] and len(plan.layers[0].ffn) == 32  # two weak heads gone
-    # a gate the mask training closed stays closed: its prior dominates
-    prior.unit[0][5] = -50.0
-    assert 5 not in select_plan(cm, importance_scores(imp, cm, prior), ("heads", "ffn"), target=0.99).layers[0].ffn
-    with pytest.raises(ConfigError, match="allocation"):
-        PruneConfig(allocation="magnitude")
 
 
 @pytest.mark.parametrize("allocation", ["uniform", "global"])
@@ -123,6 +102,10 @@ def test_prune_end_to_end_meets_budget_and_reports(node_data) -> None:
     rnd = random_prune(model, node_data, cfg, show_progress=False)
     assert abs(rnd.report["cost"]["flops_ratio"] / 0.5 - 1) <= 0.03
     assert rnd.report["method"] == "random"
+    assert rep["settings"]["allocation"] == rnd.report["settings"]["allocation"] == "global"  # auto for GPS
+    assert default_allocation("gt") == "uniform"
+    with pytest.raises(ConfigError, match="allocation"):
+        PruneConfig(allocation="even")
 
 
 def test_weights_axis_reports_sparsity_not_flops(node_data) -> None:
