@@ -44,7 +44,6 @@ RUNS: list[tuple[str, str, str, dict[str, Any], int]] = [
     ("gt", "tu:NCI1", "full", {"hidden": 64, "num_layers": 4, "heads": 4, "readout": "mean"}, 64),
     ("gps", "tu:NCI1", "full", {"hidden": 64, "num_layers": 4, "heads": 4, "readout": "mean"}, 64),
 ]
-DEFAULT_AXES = {"gt": "heads,layers,ffn", "gps": "tokens,heads,layers,ffn"}
 QUICK_MODEL = {"hidden": 16, "num_layers": 2, "heads": 4}
 QUICK_SIZES = {"cluster": "48,16,16", "tu:NCI1": (96, 32, 32)}
 
@@ -156,8 +155,8 @@ def main() -> None:
     ap.add_argument(
         "--axes",
         default=None,
-        help="GTSP axes (default: heads,layers,ffn for GT, whose attention is local message passing; "
-        "tokens,heads,layers,ffn for GPS, whose global attention is what token pruning targets)",
+        help="GTSP axes (default: gtcompress.compress.prune.default_axes: tokens only for GPS on graph-level "
+        "tasks, i.e. NCI1)",
     )
     ap.add_argument("--token-keep", type=float, default=0.8)
     ap.add_argument("--teddy-edges", type=float, default=0.3)
@@ -188,7 +187,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from gtcompress.compress.distill import attach_teacher
-    from gtcompress.compress.prune import PruneConfig, prune_model, random_prune
+    from gtcompress.compress.prune import PruneConfig, default_axes, prune_model, random_prune
     from gtcompress.compress.teddy import SparsifyConfig, sparsify_model
     from gtcompress.cost import measure_cost, reference_batch
     from gtcompress.train.loop import evaluate
@@ -250,7 +249,7 @@ def main() -> None:
         for b in args.budgets:
             common = {
                 "target_flops": b,
-                "axes": args.axes or DEFAULT_AXES[arch],
+                "axes": args.axes or default_axes(arch, model.config.task_level),
                 "token_keep": args.token_keep,
                 "epochs": args.epochs,
                 "finetune_epochs": args.epochs,

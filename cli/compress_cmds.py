@@ -149,8 +149,9 @@ def prune_cmd(
     axes: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: tokens, heads, layers, ffn, weights. auto: heads,layers,ffn for GT (its "
-            "attention is local message passing), tokens,heads,layers,ffn for GPS and graphormer."
+            help="Comma-separated: tokens, heads, layers, ffn, weights. auto: tokens,heads,layers,ffn for GPS and "
+            "graphormer on graph-level tasks; heads,layers,ffn for GT (its attention is its message passing) and "
+            "for node-level tasks (every node needs its full context)."
         ),
     ] = "auto",
     keep: Annotated[
@@ -207,7 +208,7 @@ def prune_cmd(
     PruneConfig(axes=default_axes("gps") if axes == "auto" else axes, **settings)  # type: ignore[arg-type]  # fail fast
     model, meta, ds = _load(checkpoint, data_root)
     if axes == "auto":
-        axes = default_axes(model.config.arch)
+        axes = default_axes(model.config.arch, model.config.task_level)
     cfg = PruneConfig(axes=axes, **settings)  # type: ignore[arg-type]
     res = (random_prune if random else prune_model)(model, ds, cfg)
     _save(out, res.model, meta, res.report, {})

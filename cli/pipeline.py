@@ -332,7 +332,7 @@ def _prune_stage(
         model, meta = load_checkpoint(parent["ckpt"])
         pc = PruneConfig(
             target_flops=b,
-            axes=default_axes(model.config.arch) if pcfg["axes"] == "auto" else pcfg["axes"],
+            axes=default_axes(model.config.arch, model.config.task_level) if pcfg["axes"] == "auto" else pcfg["axes"],
             token_keep=pcfg["token_keep"],
             epochs=pcfg["epochs"],
             finetune_epochs=pcfg["finetune_epochs"],

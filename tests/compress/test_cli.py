@@ -132,8 +132,11 @@ def test_clear_errors(ckpt: Path, args: list[str], message: str, monkeypatch) ->
 
 
 def test_default_axes_keep_gt_tokens() -> None:
-    """GT's attention is its message passing: auto never prunes its tokens; GPS's global attention may."""
+    """GT's attention is its message passing, and node-level tasks need every node's context: auto
+    prunes tokens only from GPS's (or graphormer's) global attention on graph-level tasks."""
     from gtcompress.compress.prune import default_axes
 
     assert "tokens" not in default_axes("gt").split(",")
-    assert default_axes("gps").split(",") == ["tokens", "heads", "layers", "ffn"]
+    assert "tokens" not in default_axes("gt", "graph").split(",")
+    assert default_axes("gps", "graph").split(",") == ["tokens", "heads", "layers", "ffn"]
+    assert default_axes("gps", "node").split(",") == ["heads", "layers", "ffn"]
