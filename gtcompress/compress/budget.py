@@ -336,7 +336,7 @@ def _uniform_plan(cost: CostModel, scores: Scores, axes: tuple[str, ...], budget
 
     n_heads, n_units = sum(cost.heads), sum(cost.widths)
     head_counts: list[int | None] = list(range(n_heads, 0, -1)) if "heads" in axes and n_heads else [None]
-    best: tuple[float, Plan] | None = None
+    best: tuple[float, int | None, int] | None = None  # (imbalance, heads, units)
     for k in head_counts:
         if "ffn" not in axes or not n_units:
             plan = plan_at(k, None)
@@ -351,8 +351,8 @@ def _uniform_plan(cost: CostModel, scores: Scores, axes: tuple[str, ...], budget
             lo, hi = (mid, hi) if cost.cost(plan_at(k, mid)) <= budget else (lo, mid - 1)
         gap = abs((k / n_heads if k is not None else 1.0) - lo / n_units)
         if best is None or gap < best[0]:
-            best = (gap, plan_at(k, lo))
-    return None if best is None else best[1]
+            best = (gap, k, lo)
+    return None if best is None else plan_at(best[1], best[2])
 
 
 def select_plan(
@@ -372,12 +372,12 @@ def select_plan(
     would fall below the window for smaller ones; ``"uniform"`` keeps about the same fraction of the
     heads as of the FFN units, each axis ranked by ``scores`` across layers (see
     :func:`gtcompress.compress.prune.default_allocation` for which suits which model)."""
-    state = _State(cost, axes)
-    units = _units(cost, scores, axes)
     if target is not None and allocation == "uniform":
         plan = _uniform_plan(cost, scores, axes, target * cost.dense)
         if plan is not None:
             return plan
+    state = _State(cost, axes)
+    units = _units(cost, scores, axes)
     if target is not None:
         budget = target * cost.dense
         floor = budget * (1.0 - slack)
