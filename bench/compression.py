@@ -187,7 +187,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from gtcompress.compress.distill import attach_teacher
-    from gtcompress.compress.prune import PruneConfig, default_axes, prune_model, random_prune
+    from gtcompress.compress.prune import PruneConfig, prune_model, random_prune
     from gtcompress.compress.teddy import SparsifyConfig, sparsify_model
     from gtcompress.cost import measure_cost, reference_batch
     from gtcompress.train.loop import evaluate
@@ -249,7 +249,7 @@ def main() -> None:
         for b in args.budgets:
             common = {
                 "target_flops": b,
-                "axes": args.axes or default_axes(arch, model.config.task_level),
+                "axes": args.axes or "auto",
                 "token_keep": args.token_keep,
                 "epochs": args.epochs,
                 "finetune_epochs": args.epochs,

@@ -185,11 +185,12 @@ def prune_cmd(
 
     Example: gtc prune runs/gt-cluster --target-flops 0.4 --axes heads,layers,ffn --epochs 5 --out runs/gt-p40
     """
-    from gtcompress.compress.prune import PruneConfig, default_axes, prune_model, random_prune
+    from gtcompress.compress.prune import PruneConfig, prune_model, random_prune
 
     keep_d = _parse_keep(keep)
-    settings = dict(
+    cfg = PruneConfig(
         target_flops=target_flops,
+        axes=axes,
         keep=keep_d,
         token_keep=token_keep,
         allocation=allocation,
@@ -204,12 +205,8 @@ def prune_cmd(
         finetune_time_budget_s=finetune_time_budget,
         cost_graphs=cost_graphs,
         seed=seed,
-    )
-    PruneConfig(axes=default_axes("gps") if axes == "auto" else axes, **settings)  # type: ignore[arg-type]  # fail fast
+    )  # validated before the checkpoint is loaded; auto settings are resolved for its model
     model, meta, ds = _load(checkpoint, data_root)
-    if axes == "auto":
-        axes = default_axes(model.config.arch, model.config.task_level)
-    cfg = PruneConfig(axes=axes, **settings)  # type: ignore[arg-type]
     res = (random_prune if random else prune_model)(model, ds, cfg)
     _save(out, res.model, meta, res.report, {})
     _summary(f"{'random' if random else 'GTSP'} {checkpoint} → {out}", res.report)

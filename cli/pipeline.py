@@ -322,7 +322,7 @@ def _prune_stage(
 ) -> dict[str, dict[str, Any]]:
     """GTSP (or the random baseline) at ``b`` of the FLOPs, as a resumable stage."""
     from gtcompress.checkpoint import load_checkpoint, save_checkpoint
-    from gtcompress.compress.prune import PruneConfig, default_axes, prune_model, random_prune
+    from gtcompress.compress.prune import PruneConfig, prune_model, random_prune
 
     arch = parent["arch"]
     ckpt = out / "models" / f"{arch}-{method}-{b}"
@@ -332,7 +332,7 @@ def _prune_stage(
         model, meta = load_checkpoint(parent["ckpt"])
         pc = PruneConfig(
             target_flops=b,
-            axes=default_axes(model.config.arch, model.config.task_level) if pcfg["axes"] == "auto" else pcfg["axes"],
+            axes=pcfg["axes"],
             token_keep=pcfg["token_keep"],
             epochs=pcfg["epochs"],
             finetune_epochs=pcfg["finetune_epochs"],

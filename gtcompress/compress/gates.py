@@ -35,13 +35,15 @@ __all__ = ["AXES", "GateSet", "HardConcrete", "parse_axes"]
 AXES = ("tokens", "heads", "layers", "ffn", "weights")
 
 
-def parse_axes(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """``"tokens,heads"`` → ``("tokens", "heads")``; unknown names raise :class:`ConfigError`."""
+def parse_axes(text: str | list[str] | tuple[str, ...], allow_auto: bool = False) -> tuple[str, ...]:
+    """``"tokens,heads"`` → ``("tokens", "heads")``; unknown names raise :class:`ConfigError`.
+    With ``allow_auto``, ``"auto"`` stays in the result for the caller to expand once it knows the model."""
     items = [a.strip().lower() for a in (text.split(",") if isinstance(text, str) else text)]
     items = [a for a in items if a]
-    bad = [a for a in items if a not in AXES]
+    known = (*AXES, "auto") if allow_auto else AXES
+    bad = [a for a in items if a not in known]
     if bad:
-        raise ConfigError(f"unknown axis {', '.join(map(repr, bad))}; expected some of {', '.join(AXES)}")
+        raise ConfigError(f"unknown axis {', '.join(map(repr, bad))}; expected some of {', '.join(known)}")
     if not items:
         raise ConfigError(f"no compression axis given; expected some of {', '.join(AXES)}")
     return tuple(dict.fromkeys(items))

@@ -82,9 +82,16 @@ def default_allocation(arch: str) -> str:
 
 
 def _resolved(cfg: PruneConfig, model: GraphModel) -> PruneConfig:
-    if cfg.allocation != "auto":
-        return cfg
-    return replace(cfg, allocation=default_allocation(model.config.arch))
+    """``cfg`` with ``auto`` axes and allocation made concrete for ``model`` (validated again)."""
+    changes: dict[str, Any] = {}
+    if cfg.allocation == "auto":
+        changes["allocation"] = default_allocation(model.config.arch)
+    if "auto" in cfg.axes:
+        chosen = parse_axes(default_axes(model.config.arch, model.config.task_level))
+        # an axis the user gave a ratio for is wanted, whatever the default says
+        wanted = (*chosen, *cfg.keep, *(a for a in cfg.axes if a != "auto"))
+        changes["axes"] = tuple(dict.fromkeys(wanted))
+    return replace(cfg, **changes) if changes else cfg
 
 
 def default_axes(arch: str, task_level: str = "graph") -> str:
@@ -104,7 +111,7 @@ def default_axes(arch: str, task_level: str = "graph") -> str:
 @dataclass
 class PruneConfig:
     target_flops: float | None = 0.5  # keep this fraction of the measured FLOPs
-    axes: tuple[str, ...] = ("tokens", "heads", "layers", "ffn")
+    axes: str | tuple[str, ...] = "auto"  # auto: default_axes(arch, task_level) of the model pruned
     keep: dict[str, float] = field(default_factory=dict)  # per-axis ratios: heads, ffn, layers, tokens
     token_keep: float = 0.7  # tokens axis: nodes kept per graph in every attention layer
     weight_sparsity: float = 0.0  # weights axis: fraction of weights zeroed (unstructured)
@@ -128,7 +135,7 @@ class PruneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self.axes = parse_axes(self.axes)
+        self.axes = parse_axes(self.axes, allow_auto=True)
         self.keep = {k.lower(): float(v) for k, v in (self.keep or {}).items()}
         bad = [k for k in self.keep if k not in ("heads", "ffn", "layers", "tokens")]
         if bad:
@@ -136,7 +143,7 @@ class PruneConfig:
         for k, v in self.keep.items():
             if not 0.0 < v <= 1.0:
                 raise ConfigError(f"--keep {k}={v}: ratios must lie in (0, 1]")
-            if k not in self.axes:
+            if k not in self.axes and "auto" not in self.axes:  # auto adds the axes given ratios
                 raise ConfigError(f"--keep {k}=…: axis {k!r} is not in --axes {','.join(self.axes)}")
         if self.allocation not in ("auto", *ALLOCATIONS):
             raise ConfigError(f"allocation {self.allocation!r}: expected auto, {' or '.join(ALLOCATIONS)}")

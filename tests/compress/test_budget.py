@@ -11,7 +11,7 @@ from gtcompress.compress.budget import (
 )
 from gtcompress.compress.gates import GateSet
 from gtcompress.compress.materialise import materialise, with_token_keep
-from gtcompress.compress.prune import PruneConfig, default_allocation, prune_model, random_prune
+from gtcompress.compress.prune import PruneConfig, _resolved, default_allocation, prune_model, random_prune
 from gtcompress.cost import count_flops, reference_batch
 from gtcompress.errors import ConfigError, UnsupportedModelError
 from gtcompress.models import LayerSpec
@@ -87,7 +87,15 @@ def test_per_axis_keep_ratios(node_data) -> None:
 
 def test_prune_end_to_end_meets_budget_and_reports(node_data) -> None:
     model = tiny_model("gps", node_data.info, num_layers=2)
-    cfg = PruneConfig(target_flops=0.5, epochs=2, finetune_epochs=1, batch_size=8, cost_graphs=8, token_keep=0.8)
+    cfg = PruneConfig(
+        target_flops=0.5,
+        axes="tokens,heads,layers,ffn",
+        epochs=2,
+        finetune_epochs=1,
+        batch_size=8,
+        cost_graphs=8,
+        token_keep=0.8,
+    )
     res = prune_model(model, node_data, cfg, show_progress=False)
     rep = res.report
     assert rep["budget"]["within_tolerance"]
@@ -106,6 +114,18 @@ def test_prune_end_to_end_meets_budget_and_reports(node_data) -> None:
     assert default_allocation("gt") == "uniform"
     with pytest.raises(ConfigError, match="allocation"):
         PruneConfig(allocation="even")
+
+
+def test_auto_axes_resolve_per_model(node_data) -> None:
+    """``axes="auto"`` (the default) becomes :func:`default_axes` of the model pruned, plus axes given ratios."""
+    gps, gt = tiny_model("gps", node_data.info, num_layers=2), tiny_model("gt", node_data.info)
+    assert _resolved(PruneConfig(), gps).axes == ("heads", "layers", "ffn")  # node-level task: no tokens
+    assert _resolved(PruneConfig(), gt).allocation == "uniform"
+    cfg = _resolved(PruneConfig(target_flops=0.5, axes="auto,weights", keep={"tokens": 0.6}), gt)
+    assert cfg.axes == ("heads", "layers", "ffn", "tokens", "weights") and cfg.token_keep == 0.6
+    assert _resolved(PruneConfig(axes="heads"), gt).axes == ("heads",)
+    with pytest.raises(ConfigError, match="unknown axis 'tokes'"):
+        PruneConfig(axes="auto,tokes")
 
 
 def test_weights_axis_reports_sparsity_not_flops(node_data) -> None:
