@@ -123,15 +123,44 @@ def _row(arch: str, name: str, method: str, budget: float | None, report: dict, 
     }
 
 
+def _seed(r: dict) -> int:
+    return int(r.get("seed", 0))  # rows written before --seeds existed are seed 0
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    m = sum(xs) / len(xs)
+    return m, (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
+
+
+def _by_budget(rows: list[dict], method: str) -> dict[float, dict[str, Any]]:
+    """Per budget: mean and std over seeds of the test metric and the drop, mean FLOPs kept, seeds."""
+    out: dict[float, dict[str, Any]] = {}
+    for b in sorted({r["budget"] for r in rows if r["method"] == method}, reverse=True):
+        mine = [r for r in rows if r["method"] == method and r["budget"] == b]
+        test, test_sd = _mean_std([r["test"] for r in mine])
+        drop, _ = _mean_std([r["drop"] for r in mine])
+        out[b] = {
+            "test": test,
+            "test_std": test_sd,
+            "drop": drop,
+            "flops_ratio": sum(r["flops_ratio"] for r in mine) / len(mine),
+            "seeds": sorted(_seed(r) for r in mine),
+            "within_budget": all(bool(r["within_budget"]) for r in mine),
+        }
+    return out
+
+
 def _targets(rows: list[dict]) -> dict[str, Any]:
+    """The issue's targets per (arch, dataset), on means over seeds where several were run."""
     out: dict[str, Any] = {}
     for key in sorted({(r["arch"], r["dataset"]) for r in rows}):
         mine = [r for r in rows if (r["arch"], r["dataset"]) == key and "error" not in r]
-        gtsp = {r["budget"]: r for r in mine if r["method"] == "gtsp"}
-        rnd = {r["budget"]: r for r in mine if r["method"] == "random"}
+        gtsp, rnd = _by_budget(mine, "gtsp"), _by_budget(mine, "random")
         half = [r for r in gtsp.values() if r["flops_ratio"] <= 0.5]
         ft = [r["test"] for r in mine if r["method"] == "dense-ft"]
         out[f"{key[0]}:{key[1]}"] = {
+            "gtsp": {str(b): v for b, v in gtsp.items()},
+            "random": {str(b): v for b, v in rnd.items()},
             "min_drop_vs_dense_ft_at_half_flops_or_less": min((ft[0] - r["test"] for r in half), default=None)
             if ft
             else None,
@@ -140,7 +169,7 @@ def _targets(rows: list[dict]) -> dict[str, Any]:
             "beats_random_at_every_budget": all(gtsp[b]["test"] > rnd[b]["test"] for b in gtsp if b in rnd)
             if rnd
             else None,
-            "budgets_within_3pct": all(bool(r["within_budget"]) for r in gtsp.values()) if gtsp else None,
+            "budgets_within_3pct": all(r["within_budget"] for r in gtsp.values()) if gtsp else None,
         }
     return out
 
@@ -152,6 +181,14 @@ def main() -> None:
     ap.add_argument("--dense-minutes", type=float, default=None, help="wall time of dense training (default --minutes)")
     ap.add_argument("--epochs", type=int, default=200, help="upper bound on epochs per run (time usually stops first)")
     ap.add_argument("--budgets", type=float, nargs="+", default=[0.6, 0.45, 0.3], help="FLOP fractions kept")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="GTSP and random runs per seed (gate init, data order, random ranking); targets use the mean. "
+        "Rows of other seeds already in --out are kept, so seeds can be added run by run.",
+    )
     ap.add_argument(
         "--axes",
         default=None,
@@ -196,7 +233,16 @@ def main() -> None:
     selected = {f"{a}:{n}" for a, n, *_ in RUNS if not args.only or f"{a}:{n}" in args.only}
     redo = {"dense", *args.methods}
     old = json.loads(args.out.read_text()).get("rows", []) if args.out.exists() else []
-    rows: list[dict] = [r for r in old if f"{r['arch']}:{r['dataset']}" not in selected or r["method"] not in redo]
+    seeded = ("gtsp", "random")  # methods run once per --seeds entry; the others once
+
+    def rerun(r: dict) -> bool:
+        return (
+            f"{r['arch']}:{r['dataset']}" in selected
+            and r["method"] in redo
+            and (r["method"] not in seeded or _seed(r) in args.seeds)
+        )
+
+    rows: list[dict] = [r for r in old if not rerun(r)]
     started = time.perf_counter()
 
     def save() -> None:
@@ -246,8 +292,9 @@ def main() -> None:
         )
         save()
         third = args.minutes * 20.0  # GTSP: a third for mask training, two thirds for fine-tuning
-        for b in args.budgets:
+        for seed, b in ((seed, b) for seed in args.seeds for b in args.budgets):
             common = {
+                "seed": seed,
                 "target_flops": b,
                 "axes": args.axes or "auto",
                 "token_keep": args.token_keep,
@@ -271,13 +318,15 @@ def main() -> None:
                     )
                 except Exception as e:  # a failed budget is a result too
                     print(f"   {method} @ {b}: failed: {e}", flush=True)
-                    rows.append({"arch": arch, "dataset": name, "method": method, "budget": b, "error": str(e)})
+                    rows.append(
+                        {"arch": arch, "dataset": name, "method": method, "budget": b, "seed": seed, "error": str(e)}
+                    )
                     save()
                     continue
-                row = _row(arch, name, method, b, res.report, time.perf_counter() - t0, dense)
+                row = {**_row(arch, name, method, b, res.report, time.perf_counter() - t0, dense), "seed": seed}
                 rows.append(row)
                 print(
-                    f"   {method:6s} @ {b:.2f}: FLOPs {row['flops_ratio']:.3f}  test {row['test']:.2f} "
+                    f"   {method:6s} @ {b:.2f} seed {seed}: FLOPs {row['flops_ratio']:.3f}  test {row['test']:.2f} "
                     f"(dense {dense['test']:.2f})  {row['seconds']:.0f}s",
                     flush=True,
                 )
@@ -354,16 +403,19 @@ def _dense_ft(model: Any, ds: Any, name: str, batch: int, args: argparse.Namespa
 
 def _table(rows: list[dict]) -> str:
     lines = [
-        "| arch | dataset | method | budget | FLOPs kept | params kept | non-zero kept | test | Δ vs dense |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| arch | dataset | method | budget | seed | FLOPs kept | params kept | non-zero kept | test | Δ vs dense |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['arch']} | {r['dataset']} | {r['method']} | {r['budget']} | failed: {r['error']} |")
+            lines.append(
+                f"| {r['arch']} | {r['dataset']} | {r['method']} | {r['budget']} | {_seed(r)} | failed: {r['error']} |"
+            )
             continue
         b = "—" if r["budget"] is None else f"{r['budget']:.2f}"
         lines.append(
-            f"| {r['arch']} | {r['dataset']} | {r['method']} | {b} | {r['flops_ratio']:.3f} | "
+            f"| {r['arch']} | {r['dataset']} | {r['method']} | {b} | {_seed(r) if 'seed' in r else '—'} | "
+            f"{r['flops_ratio']:.3f} | "
             f"{r['params_ratio']:.3f} | {r['nonzero_params_ratio']:.3f} | {r['test']:.2f} | {-r['drop']:+.2f} |"
         )
     return "\n".join(lines)
@@ -390,12 +442,17 @@ def _plot(rows: list[dict], path: Path, quick: bool) -> None:
     for ax, key in zip(axes[0], keys, strict=True):
         mine = [r for r in rows if (r["arch"], r["dataset"]) == key]
         for method, (color, marker) in style.items():
-            pts = sorted((r["flops_ratio"], r["test"]) for r in mine if r["method"] == method)
-            if not pts:
+            if method in ("gtsp", "random"):  # mean ± std over seeds, one point per budget
+                agg = _by_budget(mine, method)
+                if agg:
+                    n = max(len(v["seeds"]) for v in agg.values())
+                    xs, ys, es = zip(*((v["flops_ratio"], v["test"], v["test_std"]) for v in agg.values()), strict=True)
+                    label = method if n == 1 else f"{method} (mean ± std, {n} seeds)"
+                    ax.errorbar(xs, ys, yerr=es, color=color, marker=marker, capsize=3, label=label)
                 continue
-            xs, ys = zip(*pts, strict=True)
-            ls = "-" if method in ("gtsp", "random") and len(pts) > 1 else ""
-            ax.plot(xs, ys, color=color, marker=marker, linestyle=ls, label=method)
+            pts = sorted((r["flops_ratio"], r["test"]) for r in mine if r["method"] == method)
+            if pts:
+                ax.plot(*zip(*pts, strict=True), color=color, marker=marker, linestyle="", label=method)
         ax.set_xlabel("measured FLOPs kept (fraction of dense)")
         ax.set_ylabel("test metric (%)")
         ax.set_title(f"{key[0]} on {key[1].split(':')[-1]}")
