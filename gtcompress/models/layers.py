@@ -183,8 +183,11 @@ class GraphormerLayer(_Layer):
                 flat = eb.new_zeros((lay.num_graphs * lay.max_nodes * lay.max_nodes, eb.shape[1]))
                 flat = flat.scatter_add(0, ctx.pair_index.unsqueeze(-1).expand_as(eb), eb)
                 bias = bias + flat.view(lay.num_graphs, lay.max_nodes, lay.max_nodes, -1).permute(0, 3, 1, 2)
-            a = self._dense(lay.pad(self.norm_attn(h)), bias, lay.valid)
-            h = h + self.drop(lay.unpad(a))
+            if self.tokens is None:
+                a = self.attn.dense_nodes(self.norm_attn(h), lay, bias)
+            else:
+                a = lay.unpad(self._dense(lay.pad(self.norm_attn(h)), bias, lay.valid))
+            h = h + self.drop(a)
         if self.ffn is not None:
             h = h + self.ffn(self.norm_ffn(h))
         return h

@@ -253,11 +253,8 @@ class MultiHeadAttention(nn.Module):
 
     def dense_nodes(self, h: Tensor, layout: DenseLayout, attn_bias: Tensor, row_valid: Tensor | None = None) -> Tensor:
         """:meth:`dense` on node rows ``h [N, dim]`` -> ``[N, dim]``: Q, K, V are projected per node and
-        then padded, and O after unpadding, so no projection runs on padding rows (same result: padded
-        keys are masked, padded queries dropped)."""
-        b, l_ = layout.num_graphs, layout.max_nodes
-        q, k, v = (
-            layout.pad(f(h)).view(b, l_, self.heads, self.head_dim).transpose(1, 2) for f in (self.q, self.k, self.v)
-        )
+        then padded (straight into the head-major layout), and O after unpadding, so no projection runs
+        on padding rows (same result: padded keys are masked, padded queries dropped)."""
+        q, k, v = (layout.pad_heads(f(h), self.heads) for f in (self.q, self.k, self.v))
         out = dense_attention(q, k, v, attn_bias, dropout=self.dropout, training=self.training, row_valid=row_valid)
-        return self.o(layout.unpad(out.transpose(1, 2).reshape(b, l_, -1)))
+        return self.o(layout.unpad_heads(out))

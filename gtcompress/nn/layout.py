@@ -23,6 +23,7 @@ class DenseLayout:
     num_graphs: int
     max_nodes: int
     _node_at_slot: Tensor | None = field(default=None, repr=False)  # [B*L] node id, N on padding
+    _head_rows: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)  # per head count
 
     @classmethod
     def from_batch(cls, batch: Tensor, num_graphs: int) -> DenseLayout:
@@ -39,19 +40,47 @@ class DenseLayout:
         num_graphs, max_nodes = pad_mask.shape[0], pad_mask.shape[1]
         return cls(node_slot, node_slot - batch * max_nodes, pad_mask, num_graphs, max_nodes)
 
+    def node_at_slot(self, n: int) -> Tensor:
+        """``[B*L]`` node of each padded row, ``n`` (= N) on padding."""
+        if self._node_at_slot is None:
+            idx = torch.full((self.num_graphs * self.max_nodes,), 0, dtype=torch.long, device=self.slot.device) + n
+            self._node_at_slot = idx.scatter(0, self.slot, torch.arange(n, device=self.slot.device))
+        return self._node_at_slot
+
     def pad(self, h: Tensor) -> Tensor:
         """``[N, F] -> [B, L, F]`` with zeros on padding: one Gather from ``h`` plus a zero row
         (a Gather is several times cheaper than a ScatterElements in ONNX Runtime)."""
-        if self._node_at_slot is None:
-            n = h.shape[0]
-            idx = torch.full((self.num_graphs * self.max_nodes,), 0, dtype=torch.long, device=h.device) + n
-            self._node_at_slot = idx.scatter(0, self.slot, torch.arange(n, device=h.device))
-        padded = torch.cat([h, h.new_zeros((1, h.shape[-1]))]).index_select(0, self._node_at_slot)
+        padded = torch.cat([h, h.new_zeros((1, h.shape[-1]))]).index_select(0, self.node_at_slot(h.shape[0]))
         return padded.view(self.num_graphs, self.max_nodes, h.shape[-1])
 
     def unpad(self, hd: Tensor) -> Tensor:
         """``[B, L, F] -> [N, F]``."""
         return hd.reshape(-1, hd.shape[-1]).index_select(0, self.slot)
+
+    def _rows(self, n: int, heads: int) -> tuple[Tensor, Tensor]:
+        """Gather indices between node rows ``[N*H, D]`` and head-major padded rows ``[B*H*L, D]``."""
+        if heads not in self._head_rows:
+            b, l_, dev = self.num_graphs, self.max_nodes, self.slot.device
+            hs = torch.arange(heads, dtype=torch.long, device=dev)
+            # padding (node n) lands on rows n*H.. and is clamped onto the zero row n*H
+            pad = (self.node_at_slot(n).view(b, 1, l_) * heads + hs.view(1, heads, 1)).clamp(max=n * heads)
+            # node i of graph g at position p sits in row (g*H + h)*L + p = (slot - p)*H + p + h*L
+            unpad = ((self.slot - self.pos) * heads + self.pos).unsqueeze(1) + hs.unsqueeze(0) * l_
+            self._head_rows[heads] = (pad.reshape(-1), unpad.reshape(-1))
+        return self._head_rows[heads]
+
+    def pad_heads(self, x: Tensor, heads: int) -> Tensor:
+        """``[N, H*D] -> [B, H, L, D]`` (zeros on padding) by one Gather of (node, head) rows, so
+        the head-major layout attention needs costs no Transpose (several times a Gather's cost in
+        ONNX Runtime CPU for rows of a few floats)."""
+        n, d = x.shape[0], x.shape[1] // heads
+        rows = torch.cat([x.reshape(n * heads, d), x.new_zeros((1, d))])
+        return rows.index_select(0, self._rows(n, heads)[0]).view(self.num_graphs, heads, self.max_nodes, d)
+
+    def unpad_heads(self, xd: Tensor) -> Tensor:
+        """``[B, H, L, D] -> [N, H*D]``: the inverse of :meth:`pad_heads` on real nodes, one Gather."""
+        heads, d, n = xd.shape[1], xd.shape[3], self.slot.shape[0]
+        return xd.reshape(-1, d).index_select(0, self._rows(n, heads)[1]).view(n, heads * d)
 
     def key_padding_bias(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """``[B, 1, 1, L]``: 0 for real keys, :data:`~gtcompress.nn.attention.MASK` for padding

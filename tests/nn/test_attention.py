@@ -120,6 +120,18 @@ def test_dense_fast_path_with_row_mask_matches_sparse() -> None:
     assert isolated.any() and torch.equal(out[isolated], torch.zeros_like(out[isolated]))
 
 
+def test_head_major_padding_is_pad_then_transpose_and_inverts() -> None:
+    """``pad_heads`` gathers straight into ``[B,H,L,D]`` (zeros on padding); ``unpad_heads`` undoes it."""
+    q, _, _, _, _, lay, pad, _ = _padded_case()
+    n, h, d = q.shape
+    x = q.reshape(n, h * d)
+    got = lay.pad_heads(x, h)
+    assert torch.equal(got, pad(q))
+    assert torch.equal(got.transpose(1, 2)[~lay.valid], torch.zeros((int((~lay.valid).sum()), h, d), dtype=q.dtype))
+    assert torch.equal(lay.unpad_heads(got), x)
+    assert torch.equal(lay.pad_heads(x[:, :d], 1), lay.pad(q[:, 0]).unsqueeze(1))  # one head: its own indices
+
+
 def test_dense_key_padding_bias_is_complete_graph_attention() -> None:
     """GPS's per-key bias (folded into the score MatMul) equals sparse attention over all pairs of a graph."""
     q, k, v, _, batch, lay, pad, unpad = _padded_case()
