@@ -180,7 +180,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=None, help="wall time per training run (default 4, quick 0.05)")
     ap.add_argument("--dense-minutes", type=float, default=None, help="wall time of dense training (default --minutes)")
     ap.add_argument("--epochs", type=int, default=200, help="upper bound on epochs per run (time usually stops first)")
-    ap.add_argument("--budgets", type=float, nargs="+", default=[0.6, 0.45, 0.3], help="FLOP fractions kept")
+    ap.add_argument("--budgets", type=float, nargs="+", default=[0.6, 0.5, 0.45, 0.3], help="FLOP fractions kept")
     ap.add_argument(
         "--seeds",
         type=int,
@@ -196,6 +196,7 @@ def main() -> None:
         "tasks, i.e. NCI1)",
     )
     ap.add_argument("--token-keep", type=float, default=0.8)
+    ap.add_argument("--allocation", default="auto", help="GTSP/random allocation: auto, uniform or global")
     ap.add_argument(
         "--mask-share",
         type=float,
@@ -239,13 +240,13 @@ def main() -> None:
     selected = {f"{a}:{n}" for a, n, *_ in RUNS if not args.only or f"{a}:{n}" in args.only}
     redo = {"dense", *args.methods}
     old = json.loads(args.out.read_text()).get("rows", []) if args.out.exists() else []
-    seeded = ("gtsp", "random")  # methods run once per --seeds entry; the others once
+    seeded = ("gtsp", "random")  # run per --seeds entry and budget (other seeds' and budgets' rows stay)
 
     def rerun(r: dict) -> bool:
         return (
             f"{r['arch']}:{r['dataset']}" in selected
             and r["method"] in redo
-            and (r["method"] not in seeded or _seed(r) in args.seeds)
+            and (r["method"] not in seeded or (_seed(r) in args.seeds and r["budget"] in args.budgets))
         )
 
     rows: list[dict] = [r for r in old if not rerun(r)]
@@ -303,6 +304,7 @@ def main() -> None:
                 "seed": seed,
                 "target_flops": b,
                 "axes": args.axes or "auto",
+                "allocation": args.allocation,
                 "token_keep": args.token_keep,
                 "epochs": args.epochs,
                 "finetune_epochs": args.epochs,
