@@ -151,7 +151,8 @@ def prune_cmd(
         typer.Option(
             help="Comma-separated: tokens, heads, layers, ffn, weights. auto: tokens,heads,layers,ffn for GPS and "
             "graphormer on graph-level tasks; heads,layers,ffn for GT (its attention is its message passing) and "
-            "for node-level tasks (every node needs its full context)."
+            "for node-level tasks (every node needs its full context); plus any axis given a --keep ratio. "
+            "auto may be combined, e.g. auto,weights."
         ),
     ] = "auto",
     keep: Annotated[
