@@ -7,6 +7,7 @@ GT and GPS on CLUSTER (reduced split) and NCI1.
     python bench/compression.py --only gt:cluster --budgets 0.6 0.45 0.3
     python bench/compression.py --checkpoint gt:cluster=runs/gt-cluster   # reuse a trained model
     python bench/compression.py --only gps:cluster --methods teddy-attn  # add rows to the last run
+    python bench/compression.py --only gt:tu:NCI1 --methods gtsp random --seeds 1 2  # add seeds: means ± std
 
 Every number is measured: FLOPs with :mod:`gtcompress.cost` on the same reference batch (first
 32 validation graphs) for the dense and the compressed model; metrics on the test split (in
@@ -14,8 +15,8 @@ percent). Writes ``bench/results/compression.json`` (``compression_quick.json`` 
 and the accuracy–FLOPs Pareto plot next to it (``.png``). Dense checkpoints are kept under
 ``--workdir`` and reused by later runs (``--retrain`` to train again).
 
-Time per training run is capped by ``--minutes``: GTSP spends a third on mask training and two
-thirds on fine-tuning, random pruning, TEDDY and ``dense-ft`` (the dense model trained on for the
+Time per training run is capped by ``--minutes``: GTSP spends a third (``--mask-share``) on mask
+training and the rest on fine-tuning, random pruning, TEDDY and ``dense-ft`` (the dense model trained on for the
 same time with the same distillation recipe — the fair reference, since a briefly trained dense
 model keeps improving with any extra training) get the same total; dense training gets
 ``--dense-minutes``. On a 2-core CPU these are *reduced* runs; published full-scale numbers come
