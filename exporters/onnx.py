@@ -98,6 +98,8 @@ def input_spec(model: GraphModel, lowering: str) -> dict[str, Any]:
     }
     if lowering == "padded":
         spec["buckets"] = NBR_BUCKETS  # degree buckets of the neighbour lists (sliced ELL)
+    if lowering == "dense" and c.arch == "gt" and not has_token_pruning(model):
+        spec["packed"] = True  # small graphs share padded rows (attention over input edges only)
     spec["inputs"] = input_names(spec)
     return spec
 
@@ -149,10 +151,11 @@ class _Traced(nn.Module):
         return self.model.compute(a["x"], a["edge_index"], a.get("edge_attr"), a["batch"], pe, num_graphs, layout)
 
 
-def _dynamic_shapes(names: list[str]) -> tuple[dict[str, Any], ...]:
+def _dynamic_shapes(names: list[str], packed: bool = False) -> tuple[dict[str, Any], ...]:
     dim = torch.export.Dim
     n, e, b = dim("num_nodes"), dim("num_edges"), dim("num_graphs")
     lmax, kmax = dim("max_nodes"), dim("max_in_degree")
+    rows = dim("pad_rows") if packed else b  # packed: fewer padded rows than graphs
     table: dict[str, dict[int, Any]] = {
         "x": {0: n},
         "edge_index": {1: e},
@@ -160,7 +163,7 @@ def _dynamic_shapes(names: list[str]) -> tuple[dict[str, Any], ...]:
         "batch": {0: n},
         "node_counts": {0: b},
         "node_slot": {0: n},
-        "pad_mask": {0: b, 1: lmax},
+        "pad_mask": {0: rows, 1: lmax},
         "nbr_src": {0: n, 1: kmax},
         "nbr_edge": {0: n, 1: kmax},
         "nbr_mask": {0: n, 1: kmax},
@@ -184,7 +187,9 @@ def _example(spec: dict[str, Any]) -> NumpyGraph:
     rng = np.random.default_rng(0)
     if spec.get("buckets"):
         return _bucket_example(rng, int(spec["buckets"]), spec)
-    graphs = [random_graph(rng, n, 3 * n, spec["x"], spec["edge_attr"], self_loops=1, duplicates=2) for n in (7, 5, 9)]
+    # four graphs; packed into rows of 9 slots they take three (9 | 7+2 | 5), all sizes distinct
+    sizes = (7, 5, 9, 2)
+    graphs = [random_graph(rng, n, 3 * n, spec["x"], spec["edge_attr"], self_loops=1, duplicates=2) for n in sizes]
     return union_graphs(graphs)
 
 
@@ -253,7 +258,7 @@ def export_onnx(
         program = torch.onnx.export(
             traced,
             tuple(to_torch(example)),
-            dynamic_shapes=(_dynamic_shapes(names),),
+            dynamic_shapes=(_dynamic_shapes(names, bool(spec.get("packed"))),),
             input_names=names,
             output_names=["output"],
             dynamo=True,

@@ -226,17 +226,23 @@ def request_graph(req: InferRequest, model: ServedModel, limits: ServerLimits) -
 
 
 _LAYOUT_DIMS = {"node_slot": "n", "nbr_src": "n", "nbr_edge": "n", "nbr_mask": "n", "rowptr": "n+1"}
-_LAYOUT_DIMS.update({"col": "e", "perm": "e", "pad_mask": "b", "node_counts": "b"})
+_LAYOUT_DIMS.update({"col": "e", "perm": "e", "pad_mask": "rows", "node_counts": "b"})
 
 
 def _check_layout(inputs: dict[str, np.ndarray], n: int, e: int, b: int) -> None:
-    """Sizes of supplied layout tensors must agree with the graph (they are rebuilt, not trusted)."""
+    """Sizes of supplied layout tensors must agree with the graph (they are rebuilt, not trusted).
+    ``pad_mask`` has one row per graph, or fewer when small graphs share rows (packed)."""
     for name, what in _LAYOUT_DIMS.items():
         a = inputs.get(name)
-        if a is not None:
-            size = n if what == "n" else n + 1 if what == "n+1" else e if what == "e" else b
-            if a.shape[0] != size:
-                raise ShapeError(name, f"dimension 0 is {a.shape[0]} but the graph implies {size}")
+        if a is None:
+            continue
+        if what == "rows":
+            if not 1 <= a.shape[0] <= b:
+                raise ShapeError(name, f"dimension 0 is {a.shape[0]} but the graph implies 1 to {b} rows")
+            continue
+        size = n if what == "n" else n + 1 if what == "n+1" else e if what == "e" else b
+        if a.shape[0] != size:
+            raise ShapeError(name, f"dimension 0 is {a.shape[0]} but the graph implies {size}")
 
 
 def ensure_pe(g: NumpyGraph, spec: dict[str, Any], num_graphs: int) -> NumpyGraph:

@@ -141,7 +141,7 @@ class GraphModel(nn.Module):
 def apply_layout(ctx: GraphContext, layout: dict[str, Tensor]) -> None:
     """Install pre-computed layout tensors (names as in :mod:`gtcompress.preprocess.layouts`)."""
     if "pad_mask" in layout:
-        ctx.layout = DenseLayout.from_slots(layout["node_slot"], layout["pad_mask"], ctx.batch)
+        ctx.layout = DenseLayout.from_slots(layout["node_slot"], layout["pad_mask"])
     if "nbr_src" in layout:  # one bucket, nodes in order (models exported before degree buckets)
         ctx.nbr = NeighbourLists([(None, layout["nbr_src"], layout["nbr_edge"], layout["nbr_mask"])])
     if "nbr_inv" in layout:

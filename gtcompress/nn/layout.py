@@ -35,10 +35,13 @@ class DenseLayout:
         return cls(batch * max_nodes + pos, pos, valid, num_graphs, max_nodes)
 
     @classmethod
-    def from_slots(cls, node_slot: Tensor, pad_mask: Tensor, batch: Tensor) -> DenseLayout:
-        """From pre-computed ``node_slot [N]`` and ``pad_mask [B, L]`` (export: shapes stay symbolic)."""
-        num_graphs, max_nodes = pad_mask.shape[0], pad_mask.shape[1]
-        return cls(node_slot, node_slot - batch * max_nodes, pad_mask, num_graphs, max_nodes)
+    def from_slots(cls, node_slot: Tensor, pad_mask: Tensor) -> DenseLayout:
+        """From pre-computed ``node_slot [N]`` and ``pad_mask [R, L]`` (export: shapes stay symbolic). Rows
+        may hold several graphs (:func:`gtcompress.preprocess.layouts.dense_layout` with ``pack``), so a
+        node's position is its slot modulo ``L``, not counted from its graph's start."""
+        rows, max_nodes = pad_mask.shape[0], pad_mask.shape[1]
+        pos = node_slot - torch.div(node_slot, max_nodes, rounding_mode="floor") * max_nodes
+        return cls(node_slot, pos, pad_mask, rows, max_nodes)
 
     def node_at_slot(self, n: int) -> Tensor:
         """``[B*L]`` node of each padded row, ``n`` (= N) on padding."""

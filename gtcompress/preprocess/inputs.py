@@ -88,7 +88,7 @@ def build_inputs(g: NumpyGraph, spec: dict[str, Any]) -> dict[str, np.ndarray]:
         out[f"pe_{kind}"] = fn(edge_index, ptr, k)
     names = input_names(spec)
     if "pad_mask" in names:
-        out.update(dense_layout(batch, n, len(counts)))
+        out.update(dense_layout(batch, n, len(counts), pack=bool(spec.get("packed"))))
     if "nbr_src" in names:
         out.update(padded_layout(edge_index, n))
     if "nbr_inv" in names:

@@ -4,8 +4,9 @@ An exported model cannot compute data-dependent shapes cheaply (largest graph, l
 so the deployed pre-processing computes them and passes them as inputs whose *shapes* carry the
 symbolic sizes:
 
-* ``dense``:  ``node_slot [N]`` (row of each node in the flattened ``[B*L]`` padding) and
-  ``pad_mask [B, L]`` (True on real nodes) — per-graph padded batch.
+* ``dense``:  ``node_slot [N]`` (slot of each node in the flattened ``[R*L]`` padding) and
+  ``pad_mask [R, L]`` (True on real nodes) — per-graph padded batch, R = B rows, or fewer when small
+  graphs share rows (``packed`` in the input spec: GT).
 * ``padded``: degree-bucketed neighbour lists (sliced ELL, :func:`bucketed_layout`): destinations
   sorted by in-degree and cut into a few buckets, each bucket ``b`` with ``nbr_node_b [R_b]``,
   ``nbr_src_b``, ``nbr_edge_b``, ``nbr_mask_b [R_b, K_b]`` (incoming edges padded to the bucket's own
@@ -29,15 +30,45 @@ def node_counts(batch: np.ndarray | None, num_nodes: int, num_graphs: int | None
     return np.bincount(batch, minlength=b).astype(np.int64)
 
 
-def dense_layout(batch: np.ndarray | None, num_nodes: int, num_graphs: int | None = None) -> dict[str, np.ndarray]:
-    """``node_slot [N]`` and ``pad_mask [B, L]`` for a sorted ``batch`` vector."""
+def dense_layout(
+    batch: np.ndarray | None, num_nodes: int, num_graphs: int | None = None, pack: bool = False
+) -> dict[str, np.ndarray]:
+    """``node_slot [N]`` and ``pad_mask [R, L]`` for a sorted ``batch`` vector: one row per graph, or with
+    ``pack`` several small graphs per row (:func:`pack_rows`). Packing is for attention over input edges
+    only (GT): edges never cross graphs, so graphs sharing a row never attend to each other, and the
+    score matrices shrink with the row count (molecule batches: 128 graphs in 94 rows of 35 slots)."""
     counts = node_counts(batch, num_nodes, num_graphs)
     b = np.zeros(num_nodes, dtype=np.int64) if batch is None else batch.astype(np.int64)
     ptr = np.concatenate([[0], np.cumsum(counts)])
     pos = np.arange(num_nodes, dtype=np.int64) - ptr[b]
     max_nodes = max(int(counts.max()) if counts.size else 0, 1)
-    pad_mask = np.arange(max_nodes)[None, :] < counts[:, None]
-    return {"node_slot": b * max_nodes + pos, "pad_mask": pad_mask}
+    if not pack:
+        pad_mask = np.arange(max_nodes)[None, :] < counts[:, None]
+        return {"node_slot": b * max_nodes + pos, "pad_mask": pad_mask}
+    row, offset = pack_rows(counts, max_nodes)
+    slot = row[b] * max_nodes + offset[b] + pos
+    pad_mask = np.zeros((int(row.max()) + 1 if row.size else 1, max_nodes), dtype=bool)
+    pad_mask.reshape(-1)[slot] = True
+    return {"node_slot": slot, "pad_mask": pad_mask}
+
+
+def pack_rows(counts: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and offset of each graph when graphs of ``counts`` nodes share rows of ``capacity`` slots:
+    largest first, each row topped up with the smallest graphs that still fit (two pointers, O(B))."""
+    order = np.argsort(-counts, kind="stable")
+    row = np.zeros(counts.size, dtype=np.int64)
+    offset = np.zeros(counts.size, dtype=np.int64)
+    lo, hi, r = 0, counts.size - 1, 0
+    while lo <= hi:
+        used = int(counts[order[lo]])
+        row[order[lo]] = r
+        lo += 1
+        while lo <= hi and used + int(counts[order[hi]]) <= capacity:
+            row[order[hi]], offset[order[hi]] = r, used
+            used += int(counts[order[hi]])
+            hi -= 1
+        r += 1
+    return row, offset
 
 
 def stable_argsort(keys: np.ndarray) -> np.ndarray:
