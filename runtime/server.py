@@ -232,17 +232,13 @@ _LAYOUT_DIMS.update({"col": "e", "perm": "e", "pad_mask": "rows", "node_counts":
 def _check_layout(inputs: dict[str, np.ndarray], n: int, e: int, b: int) -> None:
     """Sizes of supplied layout tensors must agree with the graph (they are rebuilt, not trusted).
     ``pad_mask`` has one row per graph, or fewer when small graphs share rows (packed)."""
+    sizes = {"n": (n, n), "n+1": (n + 1, n + 1), "e": (e, e), "b": (b, b), "rows": (1, b)}
     for name, what in _LAYOUT_DIMS.items():
         a = inputs.get(name)
-        if a is None:
-            continue
-        if what == "rows":
-            if not 1 <= a.shape[0] <= b:
-                raise ShapeError(name, f"dimension 0 is {a.shape[0]} but the graph implies 1 to {b} rows")
-            continue
-        size = n if what == "n" else n + 1 if what == "n+1" else e if what == "e" else b
-        if a.shape[0] != size:
-            raise ShapeError(name, f"dimension 0 is {a.shape[0]} but the graph implies {size}")
+        lo, hi = sizes[what]
+        if a is not None and not lo <= a.shape[0] <= hi:
+            implied = f"1 to {b} rows" if what == "rows" else str(hi)
+            raise ShapeError(name, f"dimension 0 is {a.shape[0]} but the graph implies {implied}")
 
 
 def ensure_pe(g: NumpyGraph, spec: dict[str, Any], num_graphs: int) -> NumpyGraph:

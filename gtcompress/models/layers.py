@@ -65,22 +65,13 @@ class _Layer(nn.Module):
         # so dense checkpoints are unchanged.
         self.tokens = TokenSelector(d, spec.token_keep) if spec.heads > 0 and spec.token_keep < 1.0 else None
 
-    def _dense(self, hd: Tensor, bias: Tensor, valid: Tensor) -> Tensor:
-        """Padded attention ``[B, L, d]``; with token pruning over the kept tokens only (0 elsewhere)."""
+    def _dense(self, h: Tensor, lay: DenseLayout, bias: Tensor, row_valid: Tensor | None = None) -> Tensor:
+        """Attention of node rows ``h [N, d]`` on the padded layout; with token pruning over the kept
+        tokens only (0 elsewhere), which ranks nodes per padded graph."""
         assert self.attn is not None
         if self.tokens is None:
-            return self.attn.dense(hd, bias)
-        return self.tokens.attend_dense(self.attn, hd, bias, valid)
-
-    def _token_attention(self, h: Tensor, ctx: GraphContext, bias: Tensor | None) -> Tensor:
-        """GT attention over the input edges among the kept tokens (dense or scatter layout)."""
-        assert self.attn is not None and self.tokens is not None
-        lay = ctx.layout
-        if ctx.edge_dense is not None and lay is not None:
-            dense_bias = ctx.edge_dense if bias is None else lay.edge_bias(ctx.edge_index, ctx.batch, bias)
-            return lay.unpad(self.tokens.attend_dense(self.attn, lay.pad(h), dense_bias, lay.valid))
-        lay = lay if lay is not None else DenseLayout.from_batch(ctx.batch, ctx.num_graphs)
-        return self.tokens.attend_sparse(self.attn, h, ctx.edge_index, bias, lay)
+            return self.attn.dense_nodes(h, lay, bias, row_valid)
+        return lay.unpad(self.tokens.attend_dense(self.attn, lay.pad(h), bias, lay.valid))
 
 
 class GTLayer(_Layer):
@@ -99,17 +90,19 @@ class GTLayer(_Layer):
             bias = None
             if self.attn.edge_bias is not None and ctx.edge_emb is not None:
                 bias = self.attn.edge_bias(ctx.edge_emb)
-            # The same function on whichever layout the context carries (see GraphTransformer).
-            if self.tokens is not None:  # token pruning: attention among the kept nodes only
-                a = self._token_attention(h, ctx, bias)
+            # The same function on whichever layout the context carries (see GraphTransformer); with
+            # token pruning, attention among the kept nodes only.
+            if ctx.edge_dense is not None and ctx.layout is not None:
+                lay = ctx.layout
+                dense_bias = ctx.edge_dense if bias is None else lay.edge_bias(ctx.edge_index, ctx.batch, bias)
+                a = self._dense(h, lay, dense_bias, ctx.edge_rows)
+            elif self.tokens is not None:
+                lay = ctx.layout if ctx.layout is not None else DenseLayout.from_batch(ctx.batch, ctx.num_graphs)
+                a = self.tokens.attend_sparse(self.attn, h, ctx.edge_index, bias, lay)
             elif ctx.csr is not None:
                 a = self.attn.fused(h, ctx.csr, bias)
             elif ctx.nbr is not None:
                 a = self.attn.padded(h, ctx.nbr, bias)
-            elif ctx.edge_dense is not None and ctx.layout is not None:
-                lay = ctx.layout
-                dense_bias = ctx.edge_dense if bias is None else lay.edge_bias(ctx.edge_index, ctx.batch, bias)
-                a = self.attn.dense_nodes(h, lay, dense_bias, ctx.edge_rows)
             else:
                 a = self.attn.sparse(h, ctx.edge_index, bias)
             h = h + self.drop(a)
@@ -152,11 +145,7 @@ class GPSLayer(_Layer):
             a = h + self.drop(att)
         elif self.attn is not None:
             assert ctx.layout is not None and ctx.pad_bias is not None
-            if self.tokens is None:
-                att = self.attn.dense_nodes(h, ctx.layout, ctx.pad_bias)
-            else:
-                att = ctx.layout.unpad(self._dense(ctx.layout.pad(h), ctx.pad_bias, ctx.layout.valid))
-            a = h + self.drop(att)
+            a = h + self.drop(self._dense(h, ctx.layout, ctx.pad_bias))
         out = out + self.norm_attn(a)
         if self.ffn is not None:
             out = out + self.ffn(out)
@@ -183,11 +172,7 @@ class GraphormerLayer(_Layer):
                 flat = eb.new_zeros((lay.num_graphs * lay.max_nodes * lay.max_nodes, eb.shape[1]))
                 flat = flat.scatter_add(0, ctx.pair_index.unsqueeze(-1).expand_as(eb), eb)
                 bias = bias + flat.view(lay.num_graphs, lay.max_nodes, lay.max_nodes, -1).permute(0, 3, 1, 2)
-            if self.tokens is None:
-                a = self.attn.dense_nodes(self.norm_attn(h), lay, bias)
-            else:
-                a = lay.unpad(self._dense(lay.pad(self.norm_attn(h)), bias, lay.valid))
-            h = h + self.drop(a)
+            h = h + self.drop(self._dense(self.norm_attn(h), lay, bias))
         if self.ffn is not None:
             h = h + self.ffn(self.norm_ffn(h))
         return h

@@ -20,7 +20,7 @@ class DenseLayout:
     slot: Tensor  # [N] int64 row in the flattened [B*L] padded tensor
     pos: Tensor  # [N] int64 position of each node within its graph
     valid: Tensor  # [B, L] bool, False on padding
-    num_graphs: int
+    num_graphs: int  # padded rows: one per graph, fewer when small graphs share rows (from_slots, packed)
     max_nodes: int
     _node_at_slot: Tensor | None = field(default=None, repr=False)  # [B*L] node id, N on padding
     _head_rows: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)  # per head count
