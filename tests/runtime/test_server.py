@@ -386,3 +386,17 @@ def test_no_batching_and_drain_on_shutdown(sessions, exported, monkeypatch) -> N
         assert got is not None
         np.testing.assert_allclose(got, want, atol=1e-5)
     assert not app.state.models["m"].batcher.running
+
+
+def test_supplied_layout_sizes_are_checked_and_packed_rows_accepted() -> None:
+    """``pad_mask`` may have fewer rows than graphs (small graphs packed into shared rows), never more."""
+    from runtime.errors import ShapeError
+    from runtime.server import _check_layout
+
+    n, e, b = 10, 20, 4
+    for rows in (1, 3, 4):
+        _check_layout({"pad_mask": np.zeros((rows, 5), bool), "node_slot": np.zeros(n, np.int64)}, n, e, b)
+    with pytest.raises(ShapeError, match="1 to 4 rows"):
+        _check_layout({"pad_mask": np.zeros((5, 5), bool)}, n, e, b)
+    with pytest.raises(ShapeError, match="implies 10"):
+        _check_layout({"node_slot": np.zeros(9, np.int64)}, n, e, b)
