@@ -56,9 +56,9 @@ def _top_nodes(edge_index: Tensor, layout: DenseLayout, k: int, kind: str) -> tu
     kk = min(k, layout.max_nodes)
     order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :kk]
     valid = layout.valid.gather(1, order)
-    node_of_slot = torch.full((layout.num_graphs * layout.max_nodes,), -1, dtype=torch.long, device=s.device)
+    node_of_slot = torch.full((layout.num_rows * layout.max_nodes,), -1, dtype=torch.long, device=s.device)
     node_of_slot = node_of_slot.scatter(0, layout.slot, torch.arange(n, device=s.device))
-    rows = torch.arange(layout.num_graphs, device=s.device).unsqueeze(1) * layout.max_nodes
+    rows = torch.arange(layout.num_rows, device=s.device).unsqueeze(1) * layout.max_nodes
     return node_of_slot.index_select(0, (rows + order).reshape(-1)).view(order.shape), valid
 
 

@@ -169,9 +169,9 @@ class GraphormerLayer(_Layer):
             bias = self.attn.spd_bias(ctx.spd).permute(0, 3, 1, 2) + ctx.pad_bias  # [B,H,L,L]
             if self.attn.edge_bias is not None and ctx.edge_emb is not None and ctx.pair_index is not None:
                 eb = self.attn.edge_bias(ctx.edge_emb)  # [E,H]
-                flat = eb.new_zeros((lay.num_graphs * lay.max_nodes * lay.max_nodes, eb.shape[1]))
+                flat = eb.new_zeros((lay.num_rows * lay.max_nodes * lay.max_nodes, eb.shape[1]))
                 flat = flat.scatter_add(0, ctx.pair_index.unsqueeze(-1).expand_as(eb), eb)
-                bias = bias + flat.view(lay.num_graphs, lay.max_nodes, lay.max_nodes, -1).permute(0, 3, 1, 2)
+                bias = bias + flat.view(lay.num_rows, lay.max_nodes, lay.max_nodes, -1).permute(0, 3, 1, 2)
             h = h + self.drop(self._dense(self.norm_attn(h), lay, bias))
         if self.ffn is not None:
             h = h + self.ffn(self.norm_ffn(h))

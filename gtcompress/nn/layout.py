@@ -20,10 +20,10 @@ class DenseLayout:
     slot: Tensor  # [N] int64 row in the flattened [B*L] padded tensor
     pos: Tensor  # [N] int64 position of each node within its graph
     valid: Tensor  # [B, L] bool, False on padding
-    num_graphs: int  # padded rows: one per graph, fewer when small graphs share rows (from_slots, packed)
+    num_rows: int  # padded rows B: one per graph, fewer when small graphs share rows (from_slots, packed)
     max_nodes: int
     _node_at_slot: Tensor | None = field(default=None, repr=False)  # [B*L] node id, N on padding
-    _head_rows: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)  # per head count
+    _head_indices: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)  # per head count
 
     @classmethod
     def from_batch(cls, batch: Tensor, num_graphs: int) -> DenseLayout:
@@ -46,7 +46,7 @@ class DenseLayout:
     def node_at_slot(self, n: int) -> Tensor:
         """``[B*L]`` node of each padded row, ``n`` (= N) on padding."""
         if self._node_at_slot is None:
-            idx = torch.full((self.num_graphs * self.max_nodes,), 0, dtype=torch.long, device=self.slot.device) + n
+            idx = torch.full((self.num_rows * self.max_nodes,), 0, dtype=torch.long, device=self.slot.device) + n
             self._node_at_slot = idx.scatter(0, self.slot, torch.arange(n, device=self.slot.device))
         return self._node_at_slot
 
@@ -54,23 +54,23 @@ class DenseLayout:
         """``[N, F] -> [B, L, F]`` with zeros on padding: one Gather from ``h`` plus a zero row
         (a Gather is several times cheaper than a ScatterElements in ONNX Runtime)."""
         padded = torch.cat([h, h.new_zeros((1, h.shape[-1]))]).index_select(0, self.node_at_slot(h.shape[0]))
-        return padded.view(self.num_graphs, self.max_nodes, h.shape[-1])
+        return padded.view(self.num_rows, self.max_nodes, h.shape[-1])
 
     def unpad(self, hd: Tensor) -> Tensor:
         """``[B, L, F] -> [N, F]``."""
         return hd.reshape(-1, hd.shape[-1]).index_select(0, self.slot)
 
-    def _rows(self, n: int, heads: int) -> tuple[Tensor, Tensor]:
+    def _head_index(self, n: int, heads: int) -> tuple[Tensor, Tensor]:
         """Gather indices between node rows ``[N*H, D]`` and head-major padded rows ``[B*H*L, D]``."""
-        if heads not in self._head_rows:
-            b, l_, dev = self.num_graphs, self.max_nodes, self.slot.device
+        if heads not in self._head_indices:
+            b, l_, dev = self.num_rows, self.max_nodes, self.slot.device
             hs = torch.arange(heads, dtype=torch.long, device=dev)
             # padding (node n) lands on rows n*H.. and is clamped onto the zero row n*H
             pad = (self.node_at_slot(n).view(b, 1, l_) * heads + hs.view(1, heads, 1)).clamp(max=n * heads)
             # node i of graph g at position p sits in row (g*H + h)*L + p = (slot - p)*H + p + h*L
             unpad = ((self.slot - self.pos) * heads + self.pos).unsqueeze(1) + hs.unsqueeze(0) * l_
-            self._head_rows[heads] = (pad.reshape(-1), unpad.reshape(-1))
-        return self._head_rows[heads]
+            self._head_indices[heads] = (pad.reshape(-1), unpad.reshape(-1))
+        return self._head_indices[heads]
 
     def pad_heads(self, x: Tensor, heads: int) -> Tensor:
         """``[N, H*D] -> [B, H, L, D]`` (zeros on padding) by one Gather of (node, head) rows, so
@@ -78,12 +78,12 @@ class DenseLayout:
         ONNX Runtime CPU for rows of a few floats)."""
         n, d = x.shape[0], x.shape[1] // heads
         rows = torch.cat([x.reshape(n * heads, d), x.new_zeros((1, d))])
-        return rows.index_select(0, self._rows(n, heads)[0]).view(self.num_graphs, heads, self.max_nodes, d)
+        return rows.index_select(0, self._head_index(n, heads)[0]).view(self.num_rows, heads, self.max_nodes, d)
 
     def unpad_heads(self, xd: Tensor) -> Tensor:
         """``[B, H, L, D] -> [N, H*D]``: the inverse of :meth:`pad_heads` on real nodes, one Gather."""
         heads, d, n = xd.shape[1], xd.shape[3], self.slot.shape[0]
-        return xd.reshape(-1, d).index_select(0, self._rows(n, heads)[1]).view(n, heads * d)
+        return xd.reshape(-1, d).index_select(0, self._head_index(n, heads)[1]).view(n, heads * d)
 
     def key_padding_bias(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """``[B, 1, 1, L]``: 0 for real keys, :data:`~gtcompress.nn.attention.MASK` for padding
@@ -110,7 +110,7 @@ class DenseLayout:
         if bias is None:
             return self.log_count_bias(self.edge_counts(edge_index, batch))
         flat = self.pair_index(edge_index, batch)
-        n = self.num_graphs * self.max_nodes * self.max_nodes
+        n = self.num_rows * self.max_nodes * self.max_nodes
         idx = flat.unsqueeze(-1).expand_as(bias)
         peak = bias.new_full((n, bias.shape[1]), float("-inf"))
         peak = peak.scatter_reduce(0, idx, bias.detach(), reduce="amax", include_self=True)
@@ -118,7 +118,7 @@ class DenseLayout:
         total = bias.new_zeros((n, bias.shape[1])).scatter_add(0, idx, torch.exp(bias - peak_e))
         dense = torch.log(total) + torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
         dense = dense.clamp(min=MASK)
-        return dense.view(self.num_graphs, self.max_nodes, self.max_nodes, -1).permute(0, 3, 1, 2)
+        return dense.view(self.num_rows, self.max_nodes, self.max_nodes, -1).permute(0, 3, 1, 2)
 
     @staticmethod
     def log_count_bias(counts: Tensor) -> Tensor:
@@ -130,12 +130,12 @@ class DenseLayout:
         taken per edge (``E`` values) and scattered, instead of over all ``B*L*L`` pairs: ``Log`` is
         not vectorised in ONNX Runtime CPU (~1.7 ns per element). Duplicate edges write the same value."""
         flat = self.pair_index(edge_index, batch)
-        n = self.num_graphs * self.max_nodes * self.max_nodes
+        n = self.num_rows * self.max_nodes * self.max_nodes
         counts = torch.zeros(n, dtype=torch.float32, device=flat.device)
         counts = counts.scatter_add(0, flat, torch.ones(flat.shape[0], dtype=torch.float32, device=flat.device))
         bias = torch.full((n,), MASK, dtype=torch.float32, device=flat.device)
         bias = bias.scatter(0, flat, torch.log(counts.gather(0, flat)))
-        shape = (self.num_graphs, self.max_nodes, self.max_nodes)
+        shape = (self.num_rows, self.max_nodes, self.max_nodes)
         return bias.view(shape).unsqueeze(1), self.rows_with_edges(counts.view(shape))
 
     @staticmethod
@@ -146,7 +146,7 @@ class DenseLayout:
     def edge_counts(self, edge_index: Tensor, batch: Tensor) -> Tensor:
         """``[B, L, L]`` multiplicity of each (dst, src) pair (duplicates counted)."""
         flat = self.pair_index(edge_index, batch)
-        n = self.num_graphs * self.max_nodes * self.max_nodes
+        n = self.num_rows * self.max_nodes * self.max_nodes
         counts = torch.zeros(n, dtype=torch.float32, device=flat.device)
         counts = counts.scatter_add(0, flat, torch.ones(flat.shape[0], dtype=torch.float32, device=flat.device))
-        return counts.view(self.num_graphs, self.max_nodes, self.max_nodes)
+        return counts.view(self.num_rows, self.max_nodes, self.max_nodes)
