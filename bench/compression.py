@@ -139,15 +139,34 @@ def _by_budget(rows: list[dict], method: str) -> dict[float, dict[str, Any]]:
     for b in sorted({r["budget"] for r in rows if r["method"] == method}, reverse=True):
         mine = [r for r in rows if r["method"] == method and r["budget"] == b]
         test, test_sd = _mean_std([r["test"] for r in mine])
+        val, _ = _mean_std([r["val"] for r in mine])
         drop, _ = _mean_std([r["drop"] for r in mine])
         out[b] = {
             "test": test,
             "test_std": test_sd,
+            "val": val,
             "drop": drop,
             "flops_ratio": sum(r["flops_ratio"] for r in mine) / len(mine),
             "seeds": sorted(_seed(r) for r in mine),
             "within_budget": all(bool(r["within_budget"]) for r in mine),
         }
+    return out
+
+
+def _paired(rows: list[dict]) -> dict[float, dict[str, Any]]:
+    """Per budget: GTSP − random test metric over the seeds both ran (same seed = same data order
+    and starting model), mean ± standard error — the noise a single-seed comparison hides."""
+    out: dict[float, dict[str, Any]] = {}
+    pick = {(r["method"], r["budget"], _seed(r)): r["test"] for r in rows if r["method"] in ("gtsp", "random")}
+    for b in sorted({b for m, b, _ in pick if m == "gtsp"}, reverse=True):
+        diffs = [
+            pick[("gtsp", b, s)] - pick[("random", b, s)]
+            for m, bb, s in pick
+            if (m, bb) == ("gtsp", b) and ("random", b, s) in pick
+        ]
+        if diffs:
+            mean, sd = _mean_std(diffs)
+            out[b] = {"mean": mean, "se": sd / len(diffs) ** 0.5, "n": len(diffs)}
     return out
 
 
@@ -162,6 +181,7 @@ def _targets(rows: list[dict]) -> dict[str, Any]:
         out[f"{key[0]}:{key[1]}"] = {
             "gtsp": {str(b): v for b, v in gtsp.items()},
             "random": {str(b): v for b, v in rnd.items()},
+            "gtsp_minus_random": {str(b): v for b, v in _paired(mine).items()},
             "min_drop_vs_dense_ft_at_half_flops_or_less": min((ft[0] - r["test"] for r in half), default=None)
             if ft
             else None,
@@ -333,6 +353,8 @@ def main() -> None:
                     save()
                     continue
                 row = {**_row(arch, name, method, b, res.report, time.perf_counter() - t0, dense), "seed": seed}
+                if method == "gtsp":
+                    row["mask_share"] = args.mask_share
                 rows.append(row)
                 print(
                     f"   {method:6s} @ {b:.2f} seed {seed}: FLOPs {row['flops_ratio']:.3f}  test {row['test']:.2f} "
@@ -437,11 +459,14 @@ def _cell(v: dict[str, Any]) -> str:
 
 def _seed_table(targets: dict[str, Any]) -> str:
     """GTSP vs random per budget: test metric mean ± std over seeds (Δ vs dense in brackets)."""
-    lines = ["| arch:dataset | budget | seeds | GTSP test | random test | GTSP − random |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| arch:dataset | budget | seeds | GTSP test | random test | GTSP − random (paired, ± s.e.) |",
+        "|---|---|---|---|---|---|",
+    ]
     for key, t in targets.items():
         for b, g in t["gtsp"].items():
-            r = t["random"].get(b)
-            diff = f"{g['test'] - r['test']:+.2f}" if r else "—"
+            r, p = t["random"].get(b), t.get("gtsp_minus_random", {}).get(b)
+            diff = "—" if not p else f"{p['mean']:+.2f}" + (f" ± {p['se']:.2f}" if p["n"] > 1 else " (1 seed)")
             lines.append(f"| {key} | {b} | {len(g['seeds'])} | {_cell(g)} | {_cell(r) if r else '—'} | {diff} |")
     return "\n".join(lines)
 
