@@ -159,11 +159,8 @@ def _paired(rows: list[dict]) -> dict[float, dict[str, Any]]:
     out: dict[float, dict[str, Any]] = {}
     pick = {(r["method"], r["budget"], _seed(r)): r["test"] for r in rows if r["method"] in ("gtsp", "random")}
     for b in sorted({b for m, b, _ in pick if m == "gtsp"}, reverse=True):
-        diffs = [
-            pick[("gtsp", b, s)] - pick[("random", b, s)]
-            for m, bb, s in pick
-            if (m, bb) == ("gtsp", b) and ("random", b, s) in pick
-        ]
+        seeds = [s for m, bb, s in pick if (m, bb) == ("gtsp", b) and ("random", b, s) in pick]
+        diffs = [pick[("gtsp", b, s)] - pick[("random", b, s)] for s in seeds]
         if diffs:
             mean, sd = _mean_std(diffs)
             out[b] = {"mean": mean, "se": sd / len(diffs) ** 0.5, "n": len(diffs)}
@@ -465,7 +462,7 @@ def _seed_table(targets: dict[str, Any]) -> str:
     ]
     for key, t in targets.items():
         for b, g in t["gtsp"].items():
-            r, p = t["random"].get(b), t.get("gtsp_minus_random", {}).get(b)
+            r, p = t["random"].get(b), t["gtsp_minus_random"].get(b)
             diff = "—" if not p else f"{p['mean']:+.2f}" + (f" ± {p['se']:.2f}" if p["n"] > 1 else " (1 seed)")
             lines.append(f"| {key} | {b} | {len(g['seeds'])} | {_cell(g)} | {_cell(r) if r else '—'} | {diff} |")
     return "\n".join(lines)
