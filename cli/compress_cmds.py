@@ -150,8 +150,9 @@ def prune_cmd(
         str,
         typer.Option(
             help="Comma-separated: tokens, heads, layers, ffn, weights. auto: tokens,heads,layers,ffn for GPS and "
-            "graphormer on graph-level tasks; heads,layers,ffn for GT (its attention is its message passing) and "
-            "for node-level tasks (every node needs its full context); plus any axis given a --keep ratio. "
+            "graphormer on graph-level tasks, heads,layers,ffn on node-level tasks (every node needs its full "
+            "context); heads,ffn for GT (its attention is its message passing: every attention layer is a hop), "
+            "plus layers only when the target is below what heads,ffn reach; plus any axis given a --keep ratio. "
             "auto may be combined, e.g. auto,weights."
         ),
     ] = "auto",

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -122,10 +124,27 @@ def test_auto_axes_resolve_per_model(node_data) -> None:
     assert _resolved(PruneConfig(), gps).axes == ("heads", "layers", "ffn")  # node-level task: no tokens
     assert _resolved(PruneConfig(), gt).allocation == "uniform"
     cfg = _resolved(PruneConfig(target_flops=0.5, axes="auto,weights", keep={"tokens": 0.6}), gt)
-    assert cfg.axes == ("heads", "layers", "ffn", "tokens", "weights") and cfg.token_keep == 0.6
+    assert cfg.axes == ("heads", "ffn", "tokens", "weights") and cfg.token_keep == 0.6  # GT keeps its depth
     assert _resolved(PruneConfig(axes="heads"), gt).axes == ("heads",)
     with pytest.raises(ConfigError, match="unknown axis 'tokes'"):
         PruneConfig(axes="auto,tokes")
+
+
+def test_auto_gt_keeps_depth_until_the_budget_needs_layers(node_data) -> None:
+    """GT's auto axes keep every attention sublayer while heads,ffn reach the target, and add the
+    layers axis (instead of failing) when the target is below that."""
+    gt = tiny_model("gt", node_data.info, num_layers=3, hidden=32, attention_layout="sparse")
+    cm = CostModel.calibrate(gt, reference_batch(node_data["val"], 32))
+    floor = cm.min_cost(("heads", "ffn")) / cm.dense
+    cfg = PruneConfig(epochs=0, finetune_epochs=0, batch_size=8)
+    for target, layers in ((min(0.9, floor * 1.5), False), (floor * 0.6, True)):
+        res = random_prune(gt, node_data, replace(cfg, target_flops=target), show_progress=False)
+        assert ("layers" in res.report["settings"]["axes"]) is layers
+        assert abs(res.report["cost"]["flops_ratio"] / target - 1) <= 0.03
+        if not layers:
+            assert all(lp.heads for lp in res.plan.layers)  # every attention sublayer kept
+    with pytest.raises(BudgetError, match="impossible with axes heads,ffn"):  # explicit axes stay as given
+        random_prune(gt, node_data, replace(cfg, axes="heads,ffn", target_flops=floor * 0.6), show_progress=False)
 
 
 def test_weights_axis_reports_sparsity_not_flops(node_data) -> None:
