@@ -475,6 +475,29 @@ def _prepare(
     return ref, cost_before, metrics_before, data_kd
 
 
+def _setup(
+    model: GraphModel,
+    dataset: GraphDataset,
+    cfg: PruneConfig,
+    dense_metrics: dict[str, float] | None,
+    student_seed: int,
+) -> tuple[PruneConfig, GraphBatch, Cost, dict[str, float], GraphDataset, GraphModel, CostModel, dict[str, float]]:
+    """What GTSP and random pruning share before ranking units: the config made concrete for
+    ``model`` (auto axes and allocation, plus layers where the target needs them), the reference
+    batch and dense cost, the teacher, the student (token scorer seeded ``cfg.seed + student_seed``)
+    and its calibrated cost model, checked for feasibility."""
+    auto, cfg = "auto" in cfg.axes, _resolved(cfg, model)
+    seed_everything(cfg.seed)
+    ref, cost_before, metrics_before, data_kd = _prepare(model, dataset, cfg, dense_metrics)
+    student = _student(model, cfg, cfg.seed + student_seed)
+    t0 = time.perf_counter()
+    cm = CostModel.calibrate(student, ref, dense_flops=cost_before.flops)
+    timings = {"calibrate": time.perf_counter() - t0}
+    cfg = _with_depth_budget(cfg, cm, auto)
+    _feasibility(cm, cfg)
+    return cfg, ref, cost_before, metrics_before, data_kd, student, cm, timings
+
+
 def _student(model: GraphModel, cfg: PruneConfig, seed: int) -> GraphModel:
     if "tokens" in cfg.axes and cfg.token_keep < 1.0:
         return with_token_keep(model, cfg.token_keep, seed=seed)
@@ -598,17 +621,10 @@ def prune_model(
     ``dataset`` may already carry the teacher's logits (:func:`~gtcompress.compress.distill.attach_teacher`
     with ``model``) and ``dense_metrics`` the dense model's ``{"val", "test"}`` metric, to save
     recomputing them when several runs start from the same model."""
-    auto, cfg = "auto" in cfg.axes, _resolved(cfg, model)
-    timings: dict[str, float] = {}
     t_all = time.perf_counter()
-    seed_everything(cfg.seed)
-    ref, cost_before, metrics_before, data_kd = _prepare(model, dataset, cfg, dense_metrics)
-    student = _student(model, cfg, cfg.seed)
-    t0 = time.perf_counter()
-    cm = CostModel.calibrate(student, ref, dense_flops=cost_before.flops)
-    timings["calibrate"] = time.perf_counter() - t0
-    cfg = _with_depth_budget(cfg, cm, auto)
-    _feasibility(cm, cfg)
+    cfg, ref, cost_before, metrics_before, data_kd, student, cm, timings = _setup(
+        model, dataset, cfg, dense_metrics, student_seed=0
+    )
     axes = cfg.structured_axes
     gates = GateSet.for_model(student, axes, cfg.gate_init)
     if cfg.importance_batches > 0 and axes:
@@ -670,17 +686,10 @@ def random_prune(
     """Random pruning at the same budget: random unit ranking (and a fresh random token scorer),
     the same measured selection, then KD fine-tuning for ``epochs`` (default: the GTSP run's mask
     training + fine-tuning epochs, so both get the same training)."""
-    auto, cfg = "auto" in cfg.axes, _resolved(cfg, model)
-    timings: dict[str, float] = {}
     t_all = time.perf_counter()
-    seed_everything(cfg.seed)
-    ref, cost_before, metrics_before, data_kd = _prepare(model, dataset, cfg, dense_metrics)
-    student = _student(model, cfg, cfg.seed + 12345)
-    t0 = time.perf_counter()
-    cm = CostModel.calibrate(student, ref, dense_flops=cost_before.flops)
-    timings["calibrate"] = time.perf_counter() - t0
-    cfg = _with_depth_budget(cfg, cm, auto)
-    _feasibility(cm, cfg)
+    cfg, ref, cost_before, metrics_before, data_kd, student, cm, timings = _setup(
+        model, dataset, cfg, dense_metrics, student_seed=12345
+    )
     axes = cfg.structured_axes
     scores = random_scores(cm, cfg.seed)
     fit = None
