@@ -4,6 +4,8 @@ Each stage writes its artifacts into the run directory (atomically) and records 
 ``manifest.json`` a key of everything it depends on (its settings and the keys of its inputs).
 Re-running skips every stage whose key is unchanged and whose outputs exist, so an interrupted
 run (Ctrl-C, kill) resumes where it stopped and a changed setting re-runs only what it affects.
+Every key also holds a fingerprint of gtcompress's own source: a run directory made by other code
+(an upgrade, a changed default such as the axes ``auto`` picks) is redone, not silently reused.
 
 The accuracy reported for every model is measured on the *exported ONNX file* run by ONNX
 Runtime on the test split, and its latency on the same real test batches, side by side.
@@ -12,6 +14,7 @@ Runtime on the test split, and its latency on the same real test batches, side b
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import time
@@ -101,6 +104,24 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+@functools.cache
+def code_fingerprint() -> str:
+    """Hash of the source of every package the stages run, this one included."""
+    import cli
+    import exporters
+    import gtcompress
+    import runtime
+    import trt_plugins
+
+    h = hashlib.sha256()
+    for pkg in (gtcompress, exporters, trt_plugins, runtime, cli):
+        root = Path(pkg.__file__).parent
+        for f in sorted(root.rglob("*.py")):
+            h.update(f.relative_to(root.parent).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 @dataclass
 class Runner:
     """Runs stages with manifest-based skipping; ``log`` reports each stage's fate."""
@@ -150,7 +171,7 @@ def run_pipeline(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = pr
     dcfg = cfg["data"]
     spec = DataSpec(dcfg["name"], dcfg["root"], dcfg["size"], dcfg["seed"])
     tcfg = cfg["train"]
-    data_key = _key(spec.to_dict())
+    data_key = _key(spec.to_dict(), code_fingerprint())
     datasets: dict[str, Any] = {}
 
     def dataset(pe: dict[str, int]) -> Any:
@@ -165,7 +186,7 @@ def run_pipeline(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = pr
         ckpt = out / "models" / f"{arch}-dense"
         if tcfg["checkpoint"]:
             src = Path(tcfg["checkpoint"])
-            key = _key("given", str(src.resolve()), src.stat().st_mtime if src.exists() else 0)
+            key = _key("given", str(src.resolve()), src.stat().st_mtime if src.exists() else 0, data_key)
 
             def given(src: Path = src, ckpt: Path = ckpt) -> dict[str, Any]:
                 model, meta = load_checkpoint(src)

@@ -93,6 +93,25 @@ def test_rerun_skips_every_stage(run) -> None:
     assert before == {p: p.stat().st_mtime_ns for p in (out / "onnx").iterdir()}
 
 
+def test_a_run_made_by_other_code_is_redone(run, monkeypatch) -> None:
+    """After an upgrade (or a changed default) the cached models are stale: training starts over."""
+    out, _ = run
+    import gtcompress.train.recipe as recipe
+
+    class Retrained(Exception):
+        pass
+
+    def fit(*args, **kwargs):
+        raise Retrained
+
+    monkeypatch.setattr(pipeline, "code_fingerprint", lambda: "other code")
+    monkeypatch.setattr(recipe, "fit", fit)
+    logs: list[str] = []
+    with pytest.raises(Retrained):
+        run_pipeline(load_config(None, TINY), out, log=logs.append)
+    assert [line for line in logs if line.startswith("▶")] == ["▶ train:gt"]
+
+
 def test_interrupted_stage_leaves_nothing_half_written_and_resumes(run, monkeypatch) -> None:
     out, _ = run
     cfg = load_config(
