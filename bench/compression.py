@@ -120,6 +120,7 @@ def _row(arch: str, name: str, method: str, budget: float | None, report: dict, 
         "drop": dense["test"] - test,
         "within_budget": report.get("budget", {}).get("within_tolerance"),
         "layers": report.get("layers_after"),
+        "axes": report.get("settings", {}).get("axes"),  # as resolved: rows of runs with other axes can mix
         "seconds": seconds,
     }
 
