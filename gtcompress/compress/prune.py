@@ -55,7 +55,7 @@ from gtcompress.data.base import GraphDataset, iterate_batches
 from gtcompress.errors import ConfigError, UnsupportedModelError
 from gtcompress.graph import GraphBatch, random_sign_flip
 from gtcompress.models.model import GraphModel
-from gtcompress.train.loop import TrainConfig, epoch_progress, evaluate, seed_everything, train
+from gtcompress.train.loop import TrainConfig, epoch_progress, epochs_in_budget, evaluate, seed_everything, train
 from gtcompress.train.metrics import higher_is_better, task_loss
 
 __all__ = [
@@ -346,6 +346,7 @@ def train_gates(
     best_state = (copy.deepcopy(student.state_dict()), copy.deepcopy(gates.state_dict()))
     history: list[dict[str, float]] = []
     start, step = time.perf_counter(), 0
+    epoch_times: list[float] = []
     try:
         with epoch_progress(disable=not show_progress) as progress:
             task = progress.add_task("GTSP masks", total=cfg.epochs, status="")
@@ -397,9 +398,9 @@ def train_gates(
                     status=f"loss {row['loss']:.4f}  val {info.metric} {val:.4f}  "
                     f"exp. cost {row['expected_cost']:.3f}  plan {row['plan_cost']:.3f}",
                 )
-                if cfg.time_budget_s and epoch == 0:
-                    fit = int(cfg.time_budget_s / max(time.perf_counter() - start, 1e-9))
-                    planned["epochs"] = max(1, min(cfg.epochs, fit))
+                epoch_times.append(time.perf_counter() - start - sum(epoch_times))
+                if cfg.time_budget_s:
+                    planned["epochs"] = epochs_in_budget(cfg.time_budget_s, epoch_times, planned["epochs"], cfg.epochs)
                     progress.update(task, total=planned["epochs"])
                 if cfg.time_budget_s and time.perf_counter() - start > cfg.time_budget_s:
                     break

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -103,6 +104,18 @@ class _Schedule:
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def epochs_in_budget(budget_s: float, epoch_times: list[float], planned: int, cap: int, slack: float = 0.1) -> int:
+    """Epochs that fit in a wall-time budget, re-estimated after every epoch from the median epoch
+    so far. Sizing the LR schedule from the first epoch alone let one slow epoch (a busy machine)
+    end a run at a third of its budget; the slack keeps the plan, and so the schedule, steady while
+    the estimate moves by less than 10 %."""
+    done, per = len(epoch_times), max(statistics.median(epoch_times), 1e-9)
+    fit = max(1, min(cap, done + int(max(0.0, budget_s - sum(epoch_times)) / per)))
+    if done > 1 and abs(fit - planned) <= slack * planned:
+        return planned
+    return fit
+
+
 def train(
     model: nn.Module,
     dataset: GraphDataset,
@@ -127,6 +140,7 @@ def train(
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     epochs_run = 0
+    epoch_times: list[float] = []
     with epoch_progress(disable=not show_progress) as progress:
         task = progress.add_task(description, total=cfg.epochs, status="")
         for epoch in range(cfg.epochs):
@@ -167,10 +181,11 @@ def train(
                 advance=1,
                 status=f"loss {row['train_loss']:.4f}  val {info.metric} {v:.4f}  best {best_val:.4f}@{best_epoch}",
             )
-            if cfg.time_budget_s and epoch == 0:
-                fit_epochs = int(cfg.time_budget_s / max(time.perf_counter() - start, 1e-9))
-                planned_epochs = max(1, min(cfg.epochs, fit_epochs))
-                schedule.warmup = min(schedule.warmup, max(1, planned_epochs // 10) * steps_per_epoch)
+            epoch_times.append(time.perf_counter() - start - sum(epoch_times))
+            if cfg.time_budget_s:
+                planned_epochs = epochs_in_budget(cfg.time_budget_s, epoch_times, planned_epochs, cfg.epochs)
+                if epoch == 0:
+                    schedule.warmup = min(schedule.warmup, max(1, planned_epochs // 10) * steps_per_epoch)
                 schedule.total = planned_epochs * steps_per_epoch
                 progress.update(task, total=planned_epochs)
             if cfg.time_budget_s and time.perf_counter() - start > cfg.time_budget_s:

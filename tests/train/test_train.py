@@ -7,6 +7,7 @@ from gtcompress.data import load_dataset
 from gtcompress.data.base import DatasetInfo, FeatureSpec
 from gtcompress.models import ModelConfig, build_model
 from gtcompress.train import TrainConfig, compute_metric, evaluate, task_loss, train
+from gtcompress.train.loop import epochs_in_budget
 from gtcompress.train.metrics import roc_auc
 
 
@@ -37,6 +38,23 @@ def test_training_is_reproducible_and_restores_best_epoch(tiny) -> None:
 def test_time_budget_stops_early(tiny) -> None:
     res = train(_model(tiny.info), tiny, TrainConfig(epochs=500, batch_size=8, time_budget_s=1e-6), show_progress=False)
     assert res.epochs_run == 1
+
+
+def test_epochs_in_budget_recovers_from_a_slow_first_epoch() -> None:
+    # steady 1 s epochs in 10 s: 10 epochs, and the plan stays put
+    assert epochs_in_budget(10.0, [1.0], 500, 500) == 10
+    assert epochs_in_budget(10.0, [1.0, 1.0, 1.0], 10, 500) == 10
+    # a 5 s first epoch (busy machine) plans 4 of 20 s; fast epochs after it win the plan back
+    assert epochs_in_budget(20.0, [5.0], 500, 500) == 4
+    assert epochs_in_budget(20.0, [5.0, 1.0], 4, 500) == 2 + int(14.0 / 3.0)  # median 3 s
+    assert epochs_in_budget(20.0, [5.0, 1.0, 1.0], 6, 500) == 3 + 13
+    # slack: an estimate within 10 % of the plan keeps it (the LR schedule does not wobble)
+    assert epochs_in_budget(10.0, [1.0, 1.05], 10, 500) == 10
+    # slower epochs later shrink the plan so the cosine schedule still ends inside the budget
+    assert epochs_in_budget(10.0, [1.0, 3.0, 3.0], 10, 500) == 3 + int(3.0 / 3.0)
+    # the epoch cap and at least one epoch
+    assert epochs_in_budget(1000.0, [1.0], 500, 50) == 50
+    assert epochs_in_budget(1.0, [5.0], 500, 500) == 1
 
 
 def test_class_average_accuracy_and_weighted_loss() -> None:
