@@ -398,12 +398,13 @@ def train_gates(
                     status=f"loss {row['loss']:.4f}  val {info.metric} {val:.4f}  "
                     f"exp. cost {row['expected_cost']:.3f}  plan {row['plan_cost']:.3f}",
                 )
-                epoch_times.append(time.perf_counter() - start - sum(epoch_times))
                 if cfg.time_budget_s:
+                    elapsed = time.perf_counter() - start
+                    epoch_times.append(elapsed - sum(epoch_times))
                     planned["epochs"] = epochs_in_budget(cfg.time_budget_s, epoch_times, planned["epochs"], cfg.epochs)
                     progress.update(task, total=planned["epochs"])
-                if cfg.time_budget_s and time.perf_counter() - start > cfg.time_budget_s:
-                    break
+                    if elapsed > cfg.time_budget_s:
+                        break
     finally:
         handle.remove()
     student.load_state_dict(best_state[0])

@@ -181,15 +181,16 @@ def train(
                 advance=1,
                 status=f"loss {row['train_loss']:.4f}  val {info.metric} {v:.4f}  best {best_val:.4f}@{best_epoch}",
             )
-            epoch_times.append(time.perf_counter() - start - sum(epoch_times))
             if cfg.time_budget_s:
+                elapsed = time.perf_counter() - start
+                epoch_times.append(elapsed - sum(epoch_times))
                 planned_epochs = epochs_in_budget(cfg.time_budget_s, epoch_times, planned_epochs, cfg.epochs)
                 if epoch == 0:
                     schedule.warmup = min(schedule.warmup, max(1, planned_epochs // 10) * steps_per_epoch)
                 schedule.total = planned_epochs * steps_per_epoch
                 progress.update(task, total=planned_epochs)
-            if cfg.time_budget_s and time.perf_counter() - start > cfg.time_budget_s:
-                break
+                if elapsed > cfg.time_budget_s:
+                    break
     model.load_state_dict(best_state)
     elapsed = time.perf_counter() - start
     test_metric = evaluate(model, test_graphs, info, cfg.eval_batch_size)[info.metric] if test_graphs else math.nan
