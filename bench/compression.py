@@ -156,7 +156,11 @@ def _by_budget(rows: list[dict], method: str) -> dict[float, dict[str, Any]]:
 
 def _paired(rows: list[dict]) -> dict[float, dict[str, Any]]:
     """Per budget: GTSP − random test metric over the seeds both ran (same seed = same data order
-    and starting model), mean ± standard error — the noise a single-seed comparison hides."""
+    and starting model), mean ± standard error and the two-sided paired t-test's p-value. With 3
+    seeds the t-test has 2 degrees of freedom: a difference of 2 s.e. is p ≈ 0.18, not evidence;
+    ``verdict`` calls a budget ahead or behind only at p < 0.05."""
+    from scipy import stats
+
     out: dict[float, dict[str, Any]] = {}
     pick = {(r["method"], r["budget"], _seed(r)): r["test"] for r in rows if r["method"] in ("gtsp", "random")}
     for b in sorted({b for m, b, _ in pick if m == "gtsp"}, reverse=True):
@@ -164,7 +168,10 @@ def _paired(rows: list[dict]) -> dict[float, dict[str, Any]]:
         diffs = [pick[("gtsp", b, s)] - pick[("random", b, s)] for s in seeds]
         if diffs:
             mean, sd = _mean_std(diffs)
-            out[b] = {"mean": mean, "se": sd / len(diffs) ** 0.5, "n": len(diffs)}
+            se = sd / len(diffs) ** 0.5
+            p = float(2 * stats.t.sf(abs(mean) / se, len(diffs) - 1)) if se > 0 else math.nan
+            verdict = "ahead" if mean > 0 else "behind"
+            out[b] = {"mean": mean, "se": se, "n": len(diffs), "p": p, "verdict": verdict if p < 0.05 else "level"}
     return out
 
 
@@ -188,6 +195,7 @@ def _targets(rows: list[dict]) -> dict[str, Any]:
             "beats_random_at_every_budget": all(gtsp[b]["test"] > rnd[b]["test"] for b in gtsp if b in rnd)
             if rnd
             else None,
+            "significantly_behind_random_at": [b for b, p in _paired(mine).items() if p["verdict"] == "behind"],
             "budgets_within_3pct": all(r["within_budget"] for r in gtsp.values()) if gtsp else None,
         }
     return out
@@ -458,13 +466,18 @@ def _cell(v: dict[str, Any]) -> str:
 def _seed_table(targets: dict[str, Any]) -> str:
     """GTSP vs random per budget: test metric mean ± std over seeds (Δ vs dense in brackets)."""
     lines = [
-        "| arch:dataset | budget | seeds | GTSP test | random test | GTSP − random (paired, ± s.e.) |",
+        "| arch:dataset | budget | seeds | GTSP test | random test | GTSP − random (paired, ± s.e., t-test p) |",
         "|---|---|---|---|---|---|",
     ]
     for key, t in targets.items():
         for b, g in t["gtsp"].items():
             r, p = t["random"].get(b), t["gtsp_minus_random"].get(b)
-            diff = "—" if not p else f"{p['mean']:+.2f}" + (f" ± {p['se']:.2f}" if p["n"] > 1 else " (1 seed)")
+            diff = "—" if not p else f"{p['mean']:+.2f}"
+            if p and p["n"] > 1:
+                tag = "" if p["verdict"] == "level" else f" ({p['verdict']})"
+                diff += f" ± {p['se']:.2f}, p = {p['p']:.2f}{tag}"
+            elif p:
+                diff += " (1 seed)"
             lines.append(f"| {key} | {b} | {len(g['seeds'])} | {_cell(g)} | {_cell(r) if r else '—'} | {diff} |")
     return "\n".join(lines)
 
