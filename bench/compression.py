@@ -180,13 +180,13 @@ def _targets(rows: list[dict]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in sorted({(r["arch"], r["dataset"]) for r in rows}):
         mine = [r for r in rows if (r["arch"], r["dataset"]) == key and "error" not in r]
-        gtsp, rnd = _by_budget(mine, "gtsp"), _by_budget(mine, "random")
+        gtsp, rnd, paired = _by_budget(mine, "gtsp"), _by_budget(mine, "random"), _paired(mine)
         half = [r for r in gtsp.values() if r["flops_ratio"] <= 0.5]
         ft = [r["test"] for r in mine if r["method"] == "dense-ft"]
         out[f"{key[0]}:{key[1]}"] = {
             "gtsp": {str(b): v for b, v in gtsp.items()},
             "random": {str(b): v for b, v in rnd.items()},
-            "gtsp_minus_random": {str(b): v for b, v in _paired(mine).items()},
+            "gtsp_minus_random": {str(b): v for b, v in paired.items()},
             "min_drop_vs_dense_ft_at_half_flops_or_less": min((ft[0] - r["test"] for r in half), default=None)
             if ft
             else None,
@@ -195,7 +195,7 @@ def _targets(rows: list[dict]) -> dict[str, Any]:
             "beats_random_at_every_budget": all(gtsp[b]["test"] > rnd[b]["test"] for b in gtsp if b in rnd)
             if rnd
             else None,
-            "significantly_behind_random_at": [b for b, p in _paired(mine).items() if p["verdict"] == "behind"],
+            "significantly_behind_random_at": [str(b) for b, p in paired.items() if p["verdict"] == "behind"],
             "budgets_within_3pct": all(r["within_budget"] for r in gtsp.values()) if gtsp else None,
         }
     return out
