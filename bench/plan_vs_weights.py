@@ -43,9 +43,8 @@ def main() -> None:
     from gtcompress.checkpoint import load_checkpoint
     from gtcompress.compress.budget import fit_budget, gate_scores, random_scores
     from gtcompress.compress.distill import attach_teacher
-    from gtcompress.compress.gates import GateSet
     from gtcompress.compress.materialise import plain_copy
-    from gtcompress.compress.prune import PruneConfig, _finetune, _metrics, _setup, gate_importance, train_gates
+    from gtcompress.compress.prune import PruneConfig, _finetune, _metrics, _setup, mask_training
 
     run = next((r for r in RUNS if f"{r[0]}:{r[1]}" == args.model), None)
     if run is None:
@@ -59,7 +58,7 @@ def main() -> None:
     data_kd, dense = attach_teacher(ds, model), _metrics(model, ds)
     mask_s, ft_s = args.mask_share * args.minutes * 60, (1 - args.mask_share) * args.minutes * 60
     rows: list[dict[str, Any]] = []
-    started = time.perf_counter()
+    started, host = time.perf_counter(), machine()
     for seed in args.seeds:
         cfg = PruneConfig(
             seed=seed,
@@ -70,11 +69,9 @@ def main() -> None:
             time_budget_s=mask_s,
             finetune_time_budget_s=ft_s,
         )
-        cfg, ref, _, _, data_kd, student, cm, _ = _setup(model, data_kd, cfg, dense, 0)
+        cfg, ref, _, _, data_kd, student, cm, timings = _setup(model, data_kd, cfg, dense, 0)
         axes = cfg.structured_axes
-        gates = GateSet.for_model(student, axes, cfg.gate_init)
-        gates.init_from_importance(gate_importance(student, gates, data_kd, cfg, cfg.importance_batches))
-        train_gates(student, gates, data_kd, cm, cfg, show_progress=False)
+        gates, _ = mask_training(student, data_kd, cm, cfg, False, timings)
         scores = {"gtsp": gate_scores(gates), "random": random_scores(cm, seed)}
         for plan, start in CELLS:
             src = student if start == "masktrained" else plain_copy(model)
@@ -94,7 +91,7 @@ def main() -> None:
             )
             print(f"seed {seed}  plan {plan:6s} start {start:11s} test {rows[-1]['test']:.2f}", flush=True)
             summary = _summary(rows)
-            doc = {"machine": machine(), "settings": vars(args), "dense": dense, "rows": rows, "summary": summary}
+            doc = {"machine": host, "settings": vars(args), "dense": dense, "rows": rows, "summary": summary}
             write_json(args.out, {**doc, "wall_time_s": time.perf_counter() - started})
     _plot(rows, 100 * dense["test"], args)
     for cell, v in summary.items():

@@ -63,6 +63,7 @@ __all__ = [
     "PruneResult",
     "check_prunable",
     "default_axes",
+    "mask_training",
     "prune_model",
     "random_prune",
     "train_gates",
@@ -414,6 +415,30 @@ def train_gates(
     return history
 
 
+def mask_training(
+    student: GraphModel,
+    data_kd: GraphDataset,
+    cm: CostModel,
+    cfg: PruneConfig,
+    show_progress: bool,
+    timings: dict[str, float],
+) -> tuple[GateSet, list[dict[str, float]]]:
+    """GTSP's gates for ``student`` (trained in place with them): importance-ordered start, then
+    :func:`train_gates`; ``timings`` gains ``importance`` and ``mask_training``."""
+    axes = cfg.structured_axes
+    gates = GateSet.for_model(student, axes, cfg.gate_init)
+    if cfg.importance_batches > 0 and axes:
+        t0 = time.perf_counter()
+        gates.init_from_importance(gate_importance(student, gates, data_kd, cfg, cfg.importance_batches))
+        timings["importance"] = time.perf_counter() - t0
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    if cfg.epochs > 0 and (axes or "tokens" in cfg.axes):
+        history = train_gates(student, gates, data_kd, cm, cfg, show_progress)
+    timings["mask_training"] = time.perf_counter() - t0
+    return gates, history
+
+
 # ----------------------------------------------------------------------------------------- pipeline
 def _finetune(
     small: GraphModel,
@@ -628,16 +653,7 @@ def prune_model(
         model, dataset, cfg, dense_metrics, student_seed=0
     )
     axes = cfg.structured_axes
-    gates = GateSet.for_model(student, axes, cfg.gate_init)
-    if cfg.importance_batches > 0 and axes:
-        t0 = time.perf_counter()
-        gates.init_from_importance(gate_importance(student, gates, data_kd, cfg, cfg.importance_batches))
-        timings["importance"] = time.perf_counter() - t0
-    history: list[dict[str, float]] = []
-    t0 = time.perf_counter()
-    if cfg.epochs > 0 and (axes or "tokens" in cfg.axes):
-        history = train_gates(student, gates, data_kd, cm, cfg, show_progress)
-    timings["mask_training"] = time.perf_counter() - t0
+    gates, history = mask_training(student, data_kd, cm, cfg, show_progress, timings)
     t0 = time.perf_counter()
     scores = gate_scores(gates)
     fit = None

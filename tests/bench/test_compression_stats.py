@@ -1,0 +1,36 @@
+"""The compression benchmark's GTSP-vs-random verdicts: a paired t-test, not a count of standard errors."""
+
+import pytest
+from scipy import stats
+
+from bench.compression import _paired
+
+
+def _rows(gtsp: list[float], random: list[float], budget: float = 0.5) -> list[dict]:
+    return [
+        {"method": m, "budget": budget, "seed": s, "test": t}
+        for m, tests in (("gtsp", gtsp), ("random", random))
+        for s, t in enumerate(tests)
+    ]
+
+
+def test_paired_p_value_is_the_paired_t_test() -> None:
+    g, r = [80.0, 81.5, 79.0, 82.0], [82.0, 82.5, 81.5, 83.0]
+    out = _paired(_rows(g, r))[0.5]
+    assert out["n"] == 4
+    assert out["mean"] == pytest.approx(-1.625)
+    assert out["p"] == pytest.approx(stats.ttest_rel(g, r).pvalue)
+    assert out["verdict"] == "behind"  # p ≈ 0.02
+
+
+def test_two_standard_errors_with_three_seeds_is_level() -> None:
+    # differences 1, 2, 3: mean 2, s.e. 0.577 (3.5 s.e.) but p ≈ 0.07 with 2 degrees of freedom
+    out = _paired(_rows([81.0, 82.0, 83.0], [80.0, 80.0, 80.0]))[0.5]
+    assert out["mean"] / out["se"] > 2
+    assert 0.05 < out["p"] < 0.1
+    assert out["verdict"] == "level"
+
+
+def test_one_seed_has_no_verdict() -> None:
+    out = _paired(_rows([85.0], [80.0]))[0.5]
+    assert out["n"] == 1 and out["verdict"] == "level"
