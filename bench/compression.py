@@ -72,10 +72,22 @@ def _load(arch: str, name: str, size: str, quick: bool, pe: dict[str, int]) -> A
     return spec, ds
 
 
+def _dense_config(batch: int, args: argparse.Namespace) -> Any:
+    """Dense training: ``--dense-epochs`` with no wall-time cap unless ``--dense-minutes`` sets one
+    (``--quick`` keeps its few-second cap), so the model being compressed is a trained one."""
+    from gtcompress.train.loop import TrainConfig
+
+    return TrainConfig(
+        epochs=args.dense_epochs,
+        batch_size=batch,
+        time_budget_s=60.0 * (args.dense_minutes or (args.minutes if args.quick else 0.0)),
+        warmup_epochs=1 if args.quick else 5,
+    )
+
+
 def _dense(arch: str, name: str, size: str, model_kw: dict, batch: int, args: argparse.Namespace, ckpts: dict) -> Any:
     """(model, dataset, seconds): a given checkpoint, a cached one, or a fresh time-budgeted fit."""
     from gtcompress.checkpoint import load_checkpoint, save_checkpoint
-    from gtcompress.train.loop import TrainConfig
     from gtcompress.train.recipe import default_pe, fit
 
     key = f"{arch}:{name}"
@@ -90,14 +102,8 @@ def _dense(arch: str, name: str, size: str, model_kw: dict, batch: int, args: ar
         _, ds = _load(arch, name, size, args.quick, model.config.pe)
         return model, ds, 0.0
     spec, ds = _load(arch, name, size, args.quick, kw["pe"])
-    cfg = TrainConfig(
-        epochs=args.dense_epochs,
-        batch_size=batch,
-        time_budget_s=60.0 * (args.dense_minutes or (args.minutes if args.quick else 0.0)),
-        warmup_epochs=1 if args.quick else 5,
-    )
     t0 = time.perf_counter()
-    res = fit(spec, arch, kw, cfg, dataset=ds, show_progress=not args.no_progress)
+    res = fit(spec, arch, kw, _dense_config(batch, args), dataset=ds, show_progress=not args.no_progress)
     save_checkpoint(path, res.model, res.meta)
     return res.model, ds, time.perf_counter() - t0
 

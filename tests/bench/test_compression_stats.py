@@ -1,4 +1,5 @@
-"""The compression benchmark's GTSP-vs-random verdicts: a paired t-test, not a count of standard errors."""
+"""The compression benchmark: GTSP-vs-random verdicts by a paired t-test (not a count of standard
+errors), and dense training by epochs, not wall time."""
 
 import pytest
 from scipy import stats
@@ -34,3 +35,15 @@ def test_two_standard_errors_with_three_seeds_is_level() -> None:
 def test_one_seed_has_no_verdict() -> None:
     out = _paired(_rows([85.0], [80.0]))[0.5]
     assert out["n"] == 1 and out["verdict"] == "level"
+
+
+def test_dense_training_is_a_fixed_epoch_count_without_a_wall_time_cap() -> None:
+    from argparse import Namespace
+
+    from bench.compression import _dense_config
+
+    args = Namespace(dense_epochs=200, dense_minutes=None, minutes=2.0, quick=False)
+    cfg = _dense_config(64, args)
+    assert (cfg.epochs, cfg.time_budget_s, cfg.batch_size) == (200, 0.0, 64)
+    assert _dense_config(64, Namespace(**{**vars(args), "dense_minutes": 10.0})).time_budget_s == 600.0
+    assert _dense_config(64, Namespace(**{**vars(args), "quick": True})).time_budget_s == 120.0
