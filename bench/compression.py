@@ -31,12 +31,15 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, data_root, machine
 from gtcompress.io import write_atomic, write_json
+
+if TYPE_CHECKING:
+    from gtcompress.train.loop import TrainConfig
 
 # (arch, dataset, size, model overrides, batch size)
 RUNS: list[tuple[str, str, str, dict[str, Any], int]] = [
@@ -72,7 +75,7 @@ def _load(arch: str, name: str, size: str, quick: bool, pe: dict[str, int]) -> A
     return spec, ds
 
 
-def _dense_config(batch: int, args: argparse.Namespace) -> Any:
+def _dense_config(batch: int, args: argparse.Namespace) -> TrainConfig:
     """Dense training: ``--dense-epochs`` with no wall-time cap unless ``--dense-minutes`` sets one
     (``--quick`` keeps its few-second cap), so the model being compressed is a trained one."""
     from gtcompress.train.loop import TrainConfig
@@ -86,7 +89,7 @@ def _dense_config(batch: int, args: argparse.Namespace) -> Any:
 
 
 def _dense(arch: str, name: str, size: str, model_kw: dict, batch: int, args: argparse.Namespace, ckpts: dict) -> Any:
-    """(model, dataset, seconds): a given checkpoint, a cached one, or a fresh time-budgeted fit."""
+    """(model, dataset, seconds): a given checkpoint, a cached one, or a fresh fit (``_dense_config``)."""
     from gtcompress.checkpoint import load_checkpoint, save_checkpoint
     from gtcompress.train.recipe import default_pe, fit
 
