@@ -47,3 +47,15 @@ def test_dense_training_is_a_fixed_epoch_count_without_a_wall_time_cap() -> None
     assert (cfg.epochs, cfg.time_budget_s, cfg.batch_size) == (200, 0.0, 64)
     assert _dense_config(64, Namespace(**{**vars(args), "dense_minutes": 10.0})).time_budget_s == 600.0
     assert _dense_config(64, Namespace(**{**vars(args), "quick": True})).time_budget_s == 120.0
+
+
+def test_rows_from_another_dense_model_are_told_apart() -> None:
+    from bench.compression import _same_dense
+
+    now = {"test": 80.54, "val": 85.64, "weights_sha256": "a" * 64}
+    assert _same_dense({**now}, now)
+    assert not _same_dense({**now, "weights_sha256": "b" * 64}, now)
+    # rows written before the hash was recorded: the same test score is not enough (GPS NCI1 retrained
+    # to test 80.54 with validation 85.64 instead of 85.40)
+    assert _same_dense({"test": 80.54, "val": 85.64}, now)
+    assert not _same_dense({"test": 80.54, "val": 85.40}, now)
