@@ -39,6 +39,7 @@ from bench._common import RESULTS, data_root, machine
 from gtcompress.io import write_atomic, write_json
 
 if TYPE_CHECKING:
+    from gtcompress.cost import Cost
     from gtcompress.train.loop import TrainConfig
 
 # (arch, dataset, size, model overrides, batch size)
@@ -121,6 +122,21 @@ def _same_dense(earlier: dict, now: dict) -> bool:
     if earlier.get("weights_sha256") and now.get("weights_sha256"):
         return earlier["weights_sha256"] == now["weights_sha256"]
     return (earlier["test"], earlier["val"]) == (now["test"], now["val"])
+
+
+def _full_size_row(arch: str, name: str, method: str, cost: Cost) -> dict:
+    """The leading fields of a row for a model at full size (dense, dense-ft)."""
+    return {
+        "arch": arch,
+        "dataset": name,
+        "method": method,
+        "budget": 1.0,
+        "flops_ratio": 1.0,
+        "params_ratio": 1.0,
+        "nonzero_params_ratio": 1.0,
+        "gflops": cost.flops / 1e9,
+        "params": cost.params,
+    }
 
 
 def _row(arch: str, name: str, method: str, budget: float | None, report: dict, seconds: float, dense: dict) -> dict:
@@ -337,15 +353,7 @@ def main() -> None:
         data_kd = attach_teacher(ds, model)
         dense_frac = {k: v / scale for k, v in dense.items()}
         dense_row = {
-            "arch": arch,
-            "dataset": name,
-            "method": "dense",
-            "budget": 1.0,
-            "flops_ratio": 1.0,
-            "params_ratio": 1.0,
-            "nonzero_params_ratio": 1.0,
-            "gflops": cost.flops / 1e9,
-            "params": cost.params,
+            **_full_size_row(arch, name, "dense", cost),
             "test": dense["test"],
             "val": dense["val"],
             "drop": 0.0,
@@ -462,15 +470,7 @@ def _dense_ft(model: Any, ds: Any, name: str, batch: int, args: argparse.Namespa
     train(student, data, cfg, extra_loss=distillation_loss(ds.info), show_progress=not args.no_progress)
     test = 100.0 * evaluate(student, ds["test"], ds.info)[ds.info.metric]
     return {
-        "arch": model.config.arch,
-        "dataset": name,
-        "method": "dense-ft",
-        "budget": 1.0,
-        "flops_ratio": 1.0,
-        "params_ratio": 1.0,
-        "nonzero_params_ratio": 1.0,
-        "gflops": cost.flops / 1e9,
-        "params": cost.params,
+        **_full_size_row(model.config.arch, name, "dense-ft", cost),
         "test": test,
         "val": 100.0 * evaluate(student, ds["val"], ds.info)[ds.info.metric],
         "drop": dense["test"] - test,
