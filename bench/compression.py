@@ -311,8 +311,7 @@ def main() -> None:
 
     ckpts = dict(item.rsplit("=", 1) for item in args.checkpoint)
     selected = {f"{a}:{n}" for a, n, *_ in RUNS if not args.only or f"{a}:{n}" in args.only}
-    redo = set(args.methods)  # the dense row is replaced below, once its model is known to be the same
-    old = json.loads(args.out.read_text()).get("rows", []) if args.out.exists() else []
+    redo = {"dense", *args.methods}
     seeded = ("gtsp", "random")  # run per --seeds entry and budget (other seeds' and budgets' rows stay)
 
     def rerun(r: dict) -> bool:
@@ -322,8 +321,8 @@ def main() -> None:
             and (r["method"] not in seeded or (_seed(r) in args.seeds and r["budget"] in args.budgets))
         )
 
-    rows: list[dict] = [r for r in old if not rerun(r)]
-    earlier_dense = {(r["arch"], r["dataset"]): r for r in old if r["method"] == "dense"}
+    # earlier rows of a model are replaced (``rerun``) only once its dense model is known to be the same
+    rows: list[dict] = json.loads(args.out.read_text()).get("rows", []) if args.out.exists() else []
     started = time.perf_counter()
 
     def save() -> None:
@@ -364,14 +363,14 @@ def main() -> None:
             "best_epoch": trained.get("best_epoch"),
             "weights_sha256": trained["weights_sha256"],
         }
-        earlier = earlier_dense.get((arch, name))
+        earlier = next((r for r in rows if (r["arch"], r["dataset"], r["method"]) == (arch, name, "dense")), None)
         if earlier is not None and not _same_dense(earlier, dense_row):
             raise SystemExit(
                 f"{args.out}: its {arch} on {name} rows were made from another dense model (test/val "
                 f"{earlier['test']:.2f}/{earlier['val']:.2f}, now {dense['test']:.2f}/{dense['val']:.2f} from "
                 f"{trained.get('path')}); adding rows would mix the two. Write to another --out or remove those rows."
             )
-        rows[:] = [r for r in rows if (r["arch"], r["dataset"], r["method"]) != (arch, name, "dense")]
+        rows[:] = [r for r in rows if not rerun(r) or (r["arch"], r["dataset"]) != (arch, name)]
         rows.append(dense_row)
         save()
         run_s = args.minutes * 60.0  # GTSP: --mask-share of it for mask training, the rest for fine-tuning
