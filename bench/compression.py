@@ -39,6 +39,8 @@ from bench._common import RESULTS, data_root, machine
 from gtcompress.io import write_atomic, write_json
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from gtcompress.cost import Cost
     from gtcompress.train.loop import TrainConfig
 
@@ -122,6 +124,21 @@ def _same_dense(earlier: dict, now: dict) -> bool:
     if earlier.get("weights_sha256") and now.get("weights_sha256"):
         return earlier["weights_sha256"] == now["weights_sha256"]
     return (earlier["test"], earlier["val"]) == (now["test"], now["val"])
+
+
+def _replace_dense(rows: list[dict], dense_row: dict, rerun: Callable[[dict], bool], out: str, checkpoint: str) -> None:
+    """Put a model's new dense row into ``rows`` in place, dropping that model's rows this run redoes; if
+    its earlier rows came from another dense model, stop before touching anything (mixing them would
+    compare compressed models against the wrong reference)."""
+    key = (dense_row["arch"], dense_row["dataset"])
+    earlier = next((r for r in rows if (r["arch"], r["dataset"], r["method"]) == (*key, "dense")), None)
+    if earlier is not None and not _same_dense(earlier, dense_row):
+        raise SystemExit(
+            f"{out}: its {key[0]} on {key[1]} rows were made from another dense model (test/val "
+            f"{earlier['test']:.2f}/{earlier['val']:.2f}, now {dense_row['test']:.2f}/{dense_row['val']:.2f} "
+            f"from {checkpoint}); adding rows would mix the two. Write to another --out or remove those rows."
+        )
+    rows[:] = [r for r in rows if (r["arch"], r["dataset"]) != key or not rerun(r)] + [dense_row]
 
 
 def _full_size_row(arch: str, name: str, method: str, cost: Cost) -> dict:
@@ -363,15 +380,7 @@ def main() -> None:
             "best_epoch": trained.get("best_epoch"),
             "weights_sha256": trained["weights_sha256"],
         }
-        earlier = next((r for r in rows if (r["arch"], r["dataset"], r["method"]) == (arch, name, "dense")), None)
-        if earlier is not None and not _same_dense(earlier, dense_row):
-            raise SystemExit(
-                f"{args.out}: its {arch} on {name} rows were made from another dense model (test/val "
-                f"{earlier['test']:.2f}/{earlier['val']:.2f}, now {dense['test']:.2f}/{dense['val']:.2f} from "
-                f"{trained.get('path')}); adding rows would mix the two. Write to another --out or remove those rows."
-            )
-        rows[:] = [r for r in rows if not rerun(r) or (r["arch"], r["dataset"]) != (arch, name)]
-        rows.append(dense_row)
+        _replace_dense(rows, dense_row, rerun, str(args.out), trained["path"])
         save()
         run_s = args.minutes * 60.0  # GTSP: --mask-share of it for mask training, the rest for fine-tuning
         for seed, b in ((seed, b) for seed in args.seeds for b in args.budgets):

@@ -59,3 +59,21 @@ def test_rows_from_another_dense_model_are_told_apart() -> None:
     # to test 80.54 with validation 85.64 instead of 85.40)
     assert _same_dense({"test": 80.54, "val": 85.64}, now)
     assert not _same_dense({"test": 80.54, "val": 85.40}, now)
+
+
+def test_rows_of_another_dense_model_are_refused_and_left_untouched() -> None:
+    from bench.compression import _replace_dense
+
+    def row(method: str, **kw: object) -> dict:
+        return {"arch": "gps", "dataset": "tu:NCI1", "method": method, "test": 80.54, "val": 85.40, **kw}
+
+    rows = [row("dense", weights_sha256="a" * 64), row("gtsp", seed=0), row("teddy"), {**row("dense"), "arch": "gt"}]
+    before = [dict(r) for r in rows]
+    with pytest.raises(SystemExit, match=r"out\.json: its gps on tu:NCI1 rows were made from another dense model"):
+        _replace_dense(rows, row("dense", weights_sha256="b" * 64), lambda r: True, "out.json", "runs/x")
+    assert rows == before
+
+    new = row("dense", weights_sha256="a" * 64, epochs=200)
+    _replace_dense(rows, new, lambda r: r["method"] in ("dense", "gtsp"), "out.json", "runs/x")
+    assert [r["method"] for r in rows] == ["teddy", "dense", "dense"] and rows[-1] is new
+    assert rows[1]["arch"] == "gt"  # another model's rows are never touched
