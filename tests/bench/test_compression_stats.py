@@ -2,9 +2,10 @@
 errors), and dense training by epochs, not wall time."""
 
 import pytest
+import torch
 from scipy import stats
 
-from bench.compression import _paired
+from bench.compression import _paired, _targets
 
 
 def _rows(gtsp: list[float], random: list[float], budget: float = 0.5) -> list[dict]:
@@ -35,6 +36,23 @@ def test_two_standard_errors_with_three_seeds_is_level() -> None:
 def test_one_seed_has_no_verdict() -> None:
     out = _paired(_rows([85.0], [80.0]))[0.5]
     assert out["n"] == 1 and out["verdict"] == "level"
+
+
+def test_equal_means_are_a_tie_not_a_win() -> None:
+    # GT NCI1 at 0.60: 337/335/327 vs 332/328/339 of 411 test graphs right, stored as float32 accuracies;
+    # the means are equal but their float sums are not
+    def acc(k: int) -> float:
+        return float(torch.tensor(k / 411, dtype=torch.float32)) * 100
+
+    g, r = [acc(k) for k in (337, 335, 327)], [acc(k) for k in (332, 328, 339)]
+    rows = [
+        {**row, "arch": "gt", "dataset": "tu:NCI1", "val": 0.0, "drop": 0.0, "flops_ratio": 0.6, "within_budget": True}
+        for row in _rows(g, r, budget=0.6)
+    ]
+    assert sum(g) / 3 != sum(r) / 3  # the trap: a raw comparison calls one of them ahead
+    assert _targets(rows)["gt:tu:NCI1"]["beats_random_at_every_budget"] is False
+    rows[0]["test"] = acc(338)  # one more graph right: a real win
+    assert _targets(rows)["gt:tu:NCI1"]["beats_random_at_every_budget"] is True
 
 
 def test_dense_training_is_a_fixed_epoch_count_without_a_wall_time_cap() -> None:
