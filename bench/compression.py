@@ -8,6 +8,7 @@ GT and GPS on CLUSTER (reduced split) and NCI1.
     python bench/compression.py --checkpoint gt:cluster=runs/gt-cluster   # reuse a trained model
     python bench/compression.py --only gps:cluster --methods teddy-attn  # add rows to the last run
     python bench/compression.py --only gt:tu:NCI1 --methods gtsp random --seeds 1 2  # add seeds: means ± std
+    python bench/compression.py --merge bench/results/compression_{gt,gps}_{cluster,nci1}_converged_6min.json
 
 Every number is measured: FLOPs with :mod:`gtcompress.cost` on the same reference batch (first
 32 validation graphs) for the dense and the compressed model; metrics on the test split (in
@@ -139,6 +140,54 @@ def _replace_dense(rows: list[dict], dense_row: dict, rerun: Callable[[dict], bo
             f"from {checkpoint}); adding rows would mix the two. Write to another --out or remove those rows."
         )
     rows[:] = [r for r in rows if (r["arch"], r["dataset"]) != key or not rerun(r)] + [dense_row]
+
+
+def _row_key(r: dict) -> tuple:
+    """What makes a row one result: per seed and budget for GTSP/random, one per model for the rest."""
+    seeded = r["method"] in ("gtsp", "random")
+    return (r["arch"], r["dataset"], r["method"], r["budget"] if seeded else None, _seed(r) if seeded else None)
+
+
+def _merge(paths: list[Path], out: Path) -> list[dict]:
+    """Write the rows of several result files as one (``out`` + its plot) and return them. Refuses files
+    that cannot be read, a quick run mixed with a full one, one model's rows from two dense models, and
+    a result present in two files, so the merged table means what each file meant."""
+    docs: list[tuple[Path, dict]] = []
+    for p in paths:
+        try:
+            doc = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise SystemExit(f"--merge: cannot read {p}: {e}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
+            raise SystemExit(f"--merge: {p} is not a compression result (expected a JSON object with a 'rows' list)")
+        docs.append((p, doc))
+    if len({bool(d.get("quick")) for _, d in docs}) > 1:
+        quick = [str(p) for p, d in docs if d.get("quick")]
+        raise SystemExit(f"--merge: --quick smoke runs do not merge with full ones: {', '.join(quick)}")
+    rows: list[dict] = []
+    first: dict[tuple, tuple[Path, dict]] = {}
+    for p, doc in docs:
+        for r in doc["rows"]:
+            key = _row_key(r)
+            if key in first:
+                where, earlier = first[key]
+                if key[2] == "dense" and _same_dense(earlier, r):
+                    continue  # one dense model, its methods' rows split over files
+                what = "rows from two dense models" if key[2] == "dense" else "the same result"
+                at = "" if key[3] is None else f" at budget {key[3]} seed {key[4]}"
+                raise SystemExit(f"--merge: {p} and {where} hold {what} for {key[0]} {key[2]} on {key[1]}{at}")
+            first[key] = (p, r)
+            rows.append(r)
+    doc = {
+        "quick": bool(docs[0][1].get("quick")),
+        "machine": docs[0][1].get("machine"),
+        "settings": {"merged_from": [{"file": p.name, "settings": d.get("settings")} for p, d in docs]},
+        "rows": rows,
+        "targets": _targets(rows),
+    }
+    write_json(out, doc)
+    _plot([r for r in rows if "error" not in r], out.with_suffix(".png"), doc["quick"])
+    return rows
 
 
 def _full_size_row(arch: str, name: str, method: str, cost: Cost) -> dict:
@@ -316,10 +365,24 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="run nothing: put these result files' rows into --out (targets, tables and plot recomputed), e.g. "
+        "the per-model files a long table was built from one model at a time",
+    )
     args = ap.parse_args()
     if args.minutes is None:
         args.minutes = 0.05 if args.quick else 6.0
     args.out = args.out or RESULTS / ("compression_quick.json" if args.quick else "compression.json")
+    if args.merge:
+        rows = _merge(args.merge, args.out)
+        print(_table(rows))
+        print(_seed_table(_targets(rows)))
+        return
 
     import torch
 
