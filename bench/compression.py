@@ -167,8 +167,11 @@ def _merge(paths: list[Path], out: Path) -> list[dict]:
     rows: list[dict] = []
     first: dict[tuple, tuple[Path, dict]] = {}
     for p, doc in docs:
-        for r in doc["rows"]:
-            key = _row_key(r)
+        for i, r in enumerate(doc["rows"]):
+            try:
+                key = _row_key(r)
+            except (KeyError, TypeError, ValueError) as e:
+                raise SystemExit(f"--merge: {p}: row {i} is not a result row ({type(e).__name__}: {e})") from None
             if key in first:
                 where, earlier = first[key]
                 if key[2] == "dense" and _same_dense(earlier, r):

@@ -102,6 +102,9 @@ def test_unreadable_or_foreign_files_are_named(tmp_path: Path) -> None:
     (tmp_path / "list.json").write_text("[]")
     with pytest.raises(SystemExit, match=r"list\.json is not a compression result"):
         _merge([good, tmp_path / "list.json"], tmp_path / "o.json")
+    broken = _file(tmp_path / "broken.json", [{"arch": "gt", "dataset": "tu:NCI1", "budget": 0.5}])
+    with pytest.raises(SystemExit, match=r"broken\.json: row 0 is not a result row \(KeyError: 'method'\)"):
+        _merge([good, broken], tmp_path / "o.json")
     quick = _file(tmp_path / "q.json", _model("gps", 70.0, [69.0], [71.0]), quick=True)
     with pytest.raises(SystemExit, match=re.escape(f"do not merge with full ones: {quick}")):
         _merge([good, quick], tmp_path / "o.json")
