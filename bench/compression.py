@@ -54,6 +54,7 @@ RUNS: list[tuple[str, str, str, dict[str, Any], int]] = [
 ]
 QUICK_MODEL = {"hidden": 16, "num_layers": 2, "heads": 4}
 QUICK_SIZES = {"cluster": "48,16,16", "tu:NCI1": (96, 32, 32)}
+SEEDED = ("gtsp", "random")  # methods run per seed and budget; the others once per model
 
 
 def _root(name: str) -> str | None:
@@ -144,12 +145,12 @@ def _replace_dense(rows: list[dict], dense_row: dict, rerun: Callable[[dict], bo
 
 def _row_key(r: dict) -> tuple:
     """What makes a row one result: per seed and budget for GTSP/random, one per model for the rest."""
-    seeded = r["method"] in ("gtsp", "random")
+    seeded = r["method"] in SEEDED
     return (r["arch"], r["dataset"], r["method"], r["budget"] if seeded else None, _seed(r) if seeded else None)
 
 
-def _merge(paths: list[Path], out: Path) -> list[dict]:
-    """Write the rows of several result files as one (``out`` + its plot) and return them. Refuses files
+def _merge(paths: list[Path], out: Path) -> dict[str, Any]:
+    """Write the rows of several result files as one (``out`` + its plot) and return that document. Refuses files
     that cannot be read, a quick run mixed with a full one, one model's rows from two dense models, and
     a result present in two files, so the merged table means what each file meant."""
     docs: list[tuple[Path, dict]] = []
@@ -190,7 +191,7 @@ def _merge(paths: list[Path], out: Path) -> list[dict]:
     }
     write_json(out, doc)
     _plot([r for r in rows if "error" not in r], out.with_suffix(".png"), doc["quick"])
-    return rows
+    return doc
 
 
 def _full_size_row(arch: str, name: str, method: str, cost: Cost) -> dict:
@@ -268,7 +269,7 @@ def _paired(rows: list[dict]) -> dict[float, dict[str, Any]]:
     from scipy import stats
 
     out: dict[float, dict[str, Any]] = {}
-    pick = {(r["method"], r["budget"], _seed(r)): r["test"] for r in rows if r["method"] in ("gtsp", "random")}
+    pick = {(r["method"], r["budget"], _seed(r)): r["test"] for r in rows if r["method"] in SEEDED}
     for b in sorted({b for m, b, _ in pick if m == "gtsp"}, reverse=True):
         seeds = [s for m, bb, s in pick if (m, bb) == ("gtsp", b) and ("random", b, s) in pick]
         diffs = [pick[("gtsp", b, s)] - pick[("random", b, s)] for s in seeds]
@@ -382,9 +383,9 @@ def main() -> None:
         args.minutes = 0.05 if args.quick else 6.0
     args.out = args.out or RESULTS / ("compression_quick.json" if args.quick else "compression.json")
     if args.merge:
-        rows = _merge(args.merge, args.out)
-        print(_table(rows))
-        print(_seed_table(_targets(rows)))
+        merged = _merge(args.merge, args.out)
+        print(_table(merged["rows"]))
+        print(_seed_table(merged["targets"]))
         return
 
     import torch
@@ -400,13 +401,12 @@ def main() -> None:
     ckpts = dict(item.rsplit("=", 1) for item in args.checkpoint)
     selected = {f"{a}:{n}" for a, n, *_ in RUNS if not args.only or f"{a}:{n}" in args.only}
     redo = {"dense", *args.methods}
-    seeded = ("gtsp", "random")  # run per --seeds entry and budget (other seeds' and budgets' rows stay)
 
     def rerun(r: dict) -> bool:
         return (
             f"{r['arch']}:{r['dataset']}" in selected
             and r["method"] in redo
-            and (r["method"] not in seeded or (_seed(r) in args.seeds and r["budget"] in args.budgets))
+            and (r["method"] not in SEEDED or (_seed(r) in args.seeds and r["budget"] in args.budgets))
         )
 
     # earlier rows of a model are replaced (``rerun``) only once its dense model is known to be the same
@@ -623,7 +623,7 @@ def _plot(rows: list[dict], path: Path, quick: bool) -> None:
     for ax, key in zip(axes[0], keys, strict=True):
         mine = [r for r in rows if (r["arch"], r["dataset"]) == key]
         for method, (color, marker) in style.items():
-            if method in ("gtsp", "random"):  # mean ± std over seeds, one point per budget
+            if method in SEEDED:  # mean ± std over seeds, one point per budget
                 agg = _by_budget(mine, method)
                 if agg:
                     n = max(len(v["seeds"]) for v in agg.values())

@@ -55,7 +55,7 @@ def test_rows_of_every_file_make_one_table_with_targets_and_plot(tmp_path: Path)
     a = _file(tmp_path / "gt.json", _model("gt", 80.0, [81.0, 82.0], [79.0, 80.0]))
     b = _file(tmp_path / "gps.json", _model("gps", 70.0, [69.0, 70.0], [71.0, 72.0]))
     out = tmp_path / "all.json"
-    rows = _merge([a, b], out)
+    rows = _merge([a, b], out)["rows"]
     doc = json.loads(out.read_text())
     assert len(rows) == len(doc["rows"]) == 10
     assert [f["file"] for f in doc["settings"]["merged_from"]] == ["gt.json", "gps.json"]
@@ -69,7 +69,7 @@ def test_rows_of_every_file_make_one_table_with_targets_and_plot(tmp_path: Path)
 def test_seeds_of_one_model_split_over_files_merge(tmp_path: Path) -> None:
     first = _model("gt", 80.0, [81.0], [79.0])
     more = [_dense("gt", 80.0, "a"), _pruned("gt", "gtsp", 1, 83.0, 80.0), _pruned("gt", "random", 1, 80.0, 80.0)]
-    rows = _merge([_file(tmp_path / "a.json", first), _file(tmp_path / "b.json", more)], tmp_path / "o.json")
+    rows = _merge([_file(tmp_path / "a.json", first), _file(tmp_path / "b.json", more)], tmp_path / "o.json")["rows"]
     assert [r["method"] for r in rows].count("dense") == 1
     assert sorted(r.get("seed", -1) for r in rows if r["method"] == "gtsp") == [0, 1]
 
