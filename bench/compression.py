@@ -499,6 +499,9 @@ def main() -> None:
                     save()
                     continue
                 row = {**_row(arch, name, method, b, res.report, time.perf_counter() - t0, dense), "seed": seed}
+                # with ``seconds`` these show whether the time or the --epochs cap ended each phase
+                row["mask_epochs"] = len(res.report["mask_training"])
+                row["finetune_epochs"] = res.report["finetune"]["epochs_run"]
                 if method == "gtsp":
                     row["mask_share"] = mask_share
                 rows.append(row)
