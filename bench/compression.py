@@ -57,7 +57,7 @@ QUICK_MODEL = {"hidden": 16, "num_layers": 2, "heads": 4}
 QUICK_SIZES = {"cluster": "48,16,16", "tu:NCI1": (96, 32, 32)}
 SEEDED = ("gtsp", "random")  # methods run per seed and budget; the others once per model
 # GTSP's share of --minutes for mask training when --mask-share is not given. NCI1: 0.15, adopted by a rule
-# fixed before its runs (pooled validation, 0.15 vs 1/3; bench/README "Mask-training share on NCI1").
+# fixed before its runs (pooled validation, 0.15 vs 1/3; bench/README "GTSP's mask-training share on NCI1").
 MASK_SHARE = {"tu:NCI1": 0.15}
 
 
