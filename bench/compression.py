@@ -61,6 +61,11 @@ SEEDED = ("gtsp", "random")  # methods run per seed and budget; the others once 
 MASK_SHARE = {"tu:NCI1": 0.15}
 
 
+def _mask_share(given: float | None, dataset: str) -> float:
+    """GTSP's share of the run for mask training: ``--mask-share`` if given, else the dataset's (1/3 by default)."""
+    return given if given is not None else MASK_SHARE.get(dataset, 1 / 3)
+
+
 def _root(name: str) -> str | None:
     return str(data_root() / "TU") if name.startswith("tu:") else None
 
@@ -465,7 +470,7 @@ def main() -> None:
         _replace_dense(rows, dense_row, rerun, str(args.out), trained["path"])
         save()
         run_s = args.minutes * 60.0  # GTSP: mask_share of it for mask training, the rest for fine-tuning
-        mask_share = args.mask_share if args.mask_share is not None else MASK_SHARE.get(name, 1 / 3)
+        mask_share = _mask_share(args.mask_share, name)
         for seed, b in ((seed, b) for seed in args.seeds for b in args.budgets):
             common = {
                 "seed": seed,

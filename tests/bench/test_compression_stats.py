@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import stats
 
-from bench.compression import _paired, _targets
+from bench.compression import _mask_share, _paired, _targets
 
 
 def _rows(gtsp: list[float], random: list[float], budget: float = 0.5) -> list[dict]:
@@ -95,3 +95,11 @@ def test_rows_of_another_dense_model_are_refused_and_left_untouched() -> None:
     _replace_dense(rows, new, lambda r: r["method"] in ("dense", "gtsp"), "out.json", "runs/x")
     assert [r["method"] for r in rows] == ["teddy", "dense", "dense"] and rows[-1] is new
     assert rows[1]["arch"] == "gt"  # another model's rows are never touched
+
+
+def test_mask_share_is_the_datasets_unless_given() -> None:
+    """NCI1 adopted 0.15 (bench/README); every other dataset keeps a third; --mask-share overrides both."""
+    assert _mask_share(None, "tu:NCI1") == 0.15
+    assert _mask_share(None, "cluster") == pytest.approx(1 / 3)
+    assert _mask_share(0.5, "tu:NCI1") == 0.5
+    assert _mask_share(1 / 3, "tu:NCI1") == pytest.approx(1 / 3)
