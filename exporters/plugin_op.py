@@ -1,11 +1,15 @@
-"""The plugin lowering: one ``sparse_graph_attention`` node per attention, runnable everywhere.
+"""The plugin lowering: one ``SparseGraphAttention`` node per attention, runnable everywhere.
 
-TensorRT's ONNX parser imports a node as a registered plugin when its ``op_type`` equals the
-plugin's name and it carries the string attribute ``plugin_namespace`` (DESIGN.md); attributes are
-passed when named like the plugin's ``register()`` parameters (``trt_plugins.spec.ATTRIBUTES``).
-ONNX Runtime knows no such op, so the same model also carries a *model-local ONNX function* of that
-name and domain, built from standard ops (Gather, ScatterElements add/max, CumSum), which ORT
-inlines. One file, TensorRT picks the plugin, everything else runs the function.
+The exported file carries the op as one node in the ``gtcompress`` domain. ONNX Runtime knows no
+such op, so the model also carries a *model-local ONNX function* of that name and domain, built
+from standard ops (Gather, ScatterElements add/max, CumSum), which ORT inlines. TensorRT runs the
+op as two plugins (the kernel's partials, then its in-place combine): before parsing,
+:func:`trt_plugins.onnx_op.split_for_tensorrt` rewrites each node into that chain
+(:mod:`trt_plugins.engine` does it), and the parser imports each node as a registered plugin
+because its ``op_type`` equals the plugin's name and it carries the string attribute
+``plugin_namespace``; attributes are passed when named like the plugin's ``register()`` parameters
+(``trt_plugins.spec.ATTRIBUTES``). One file, one meaning; TensorRT gets the kernel, everything else
+the function.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Sparse graph attention as a TensorRT plugin: Triton kernel, AOT PTX, TensorRT and ONNX registration.
+"""Sparse graph attention as TensorRT plugins: Triton kernels, AOT PTX, TensorRT and ONNX registration.
 
 Imports nothing else of ours, so an engine-building or serving image needs only this package.
 Names are re-exported flat and loaded on first access: ``import trt_plugins`` costs no torch,
@@ -7,10 +7,12 @@ only when called.
 
 * :mod:`trt_plugins.spec` -- names, attributes, shapes, kernel configs, launch grid (pure Python).
 * :mod:`trt_plugins.csr` -- ``edge_index`` -> CSR by destination (torch and numpy).
-* :mod:`trt_plugins.kernels` -- the Triton kernel launched from torch (CUDA, or CPU interpreter).
+* :mod:`trt_plugins.kernels` -- the two Triton kernels launched from torch (CUDA, or CPU interpreter).
 * :mod:`trt_plugins.aot` -- PTX for named GPUs without a GPU, cached; ``compile_all`` for shipping.
-* :mod:`trt_plugins.onnx_op` -- the ONNX node and ``OpSchema`` of the op.
-* :mod:`trt_plugins.tensorrt_plugin` -- ``tensorrt.plugin`` registration (the only TensorRT import).
+* :mod:`trt_plugins.onnx_op` -- the ONNX nodes and ``OpSchema``\\s; ``split_for_tensorrt`` rewrites a
+  model for TensorRT, which runs the op as two plugins.
+* :mod:`trt_plugins.tensorrt_plugin` -- ``tensorrt.plugin`` registration of those two plugins (the
+  only TensorRT import).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from typing import Any
 
 from trt_plugins.spec import (
     ATTRIBUTE_NAMES,
+    COMBINE_PLUGIN_ID,
     INPUT_NAMES,
     OUTPUT_NAMES,
+    PARTIALS_PLUGIN_ID,
     PLUGIN_ID,
     PLUGIN_NAME,
     PLUGIN_NAMESPACE,
@@ -49,9 +53,12 @@ _LAZY = {
     "compile_kernel": "trt_plugins.aot",
     "DOMAIN": "trt_plugins.onnx_op",
     "OP_TYPE": "trt_plugins.onnx_op",
+    "PARTIALS_OP_TYPE": "trt_plugins.onnx_op",
+    "COMBINE_OP_TYPE": "trt_plugins.onnx_op",
     "make_node": "trt_plugins.onnx_op",
     "node_attributes": "trt_plugins.onnx_op",
     "register_onnx_schema": "trt_plugins.onnx_op",
+    "split_for_tensorrt": "trt_plugins.onnx_op",
     "TensorRTNotAvailableError": "trt_plugins.tensorrt_plugin",
     "import_tensorrt": "trt_plugins.tensorrt_plugin",
     "register_plugin": "trt_plugins.tensorrt_plugin",
@@ -60,8 +67,10 @@ _LAZY = {
 
 __all__ = [
     "ATTRIBUTE_NAMES",
+    "COMBINE_PLUGIN_ID",
     "INPUT_NAMES",
     "OUTPUT_NAMES",
+    "PARTIALS_PLUGIN_ID",
     "PLUGIN_ID",
     "PLUGIN_NAME",
     "PLUGIN_NAMESPACE",

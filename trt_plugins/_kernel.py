@@ -1,23 +1,43 @@
-"""The Triton kernel source, undecorated, using only Triton *builtins*.
+"""Sparse graph attention, kernel v2: work split by edges, not by destinations. Source only.
 
-Triton 3.9 decides between compiler and interpreter when ``@triton.jit`` decorates
-(``knobs.runtime.interpret``, read from ``TRITON_INTERPRET`` at that moment). Two consequences
-shape this module:
+Two kernels, run one after the other on the same stream:
 
-* the kernel is not decorated here; :mod:`trt_plugins.kernels` wraps it explicitly, as a
-  ``JITFunction`` (AOT compilation, CUDA) or an ``InterpretedFunction`` (CPU tensors);
-* it calls no ``@jit`` helper of ``triton.language`` (``tl.max``, ``tl.sum``, ``tl.zeros`` are
-  decorated once, when triton is first imported, in whichever mode the environment said then).
-  Reductions go through the builtin ``tl.reduce`` with the combine functions below, wrapped as
-  ``JITFunction``: the compiler inlines them and the interpreter calls their ``.fn``.
+``sga_partials`` -- grid ``(n_chunks,)``, ``n_chunks = max(1, cdiv(E, CHUNK))``. Program ``c`` owns
+the CSR edges ``[c*CHUNK, (c+1)*CHUNK)``, whatever rows they belong to, so no program's work grows
+with the largest in-degree. It walks them in tiles of ``TILE_E`` edges and reads, per edge, the
+whole ``[HEADS, HEAD_DIM]`` row of K and V (one contiguous ``H*D`` read; all heads in one program).
+Per tile it finds each edge's destination by a binary search over ``rowptr`` and does a segmented
+softmax over the destination runs with ``tl.associative_scan``. A row whose edges all lie in the
+chunk is written to ``out`` as it ends. At most two rows per chunk are cut by the chunk's borders;
+their partial state ``(acc, max, sum)`` goes to ``part`` (record ``2c`` for the row that started
+in an earlier chunk, ``2c + 1`` for the row that goes on past the chunk), and a row cut by a tile
+border inside the chunk is carried to the next tile in registers.
 
-So the same process can interpret the kernel on CPU and compile it to PTX, whatever
-``TRITON_INTERPRET`` said when triton was imported. The module holds kernel code only, because
-Triton's interpreter writes its own names into the kernel's globals.
+``sga_combine`` -- grid ``(max(cdiv(N, BLOCK_R), n_chunks, 1), HEADS)``. Program ``(p, h)`` writes
+zeros for head ``h`` of the destinations in row block ``p`` that have no incoming edge, and, if
+chunk ``p``'s first row started in an earlier chunk, merges that row's partial records (the
+flash-decoding combine) and writes it. Only that program touches the row.
+
+Both grids are functions of ``(N, E, HEADS)`` alone; no host value is read at launch; neither
+kernel uses Triton scratch memory, so both can be compiled ahead of time for TensorRT
+(:mod:`trt_plugins.aot`) and captured in a CUDA graph.
+
+Scores live in log2 units (``exp2``), accumulation is float32 for every input dtype. A row with no
+incoming edge gives 0; duplicate edges count once each (they are separate CSR entries).
+
+The functions are undecorated and call only Triton builtins (``tl.where``, ``tl.reduce``,
+``tl.associative_scan``...): :mod:`trt_plugins.kernels` wraps them as ``JITFunction`` (GPU, AOT)
+or ``InterpretedFunction`` (CPU), which works in one process whatever ``TRITON_INTERPRET`` said
+when triton was imported (Triton's own ``tl.max``/``tl.sum`` are decorated at import time, in
+whichever mode). The combine functions are wrapped as ``JITFunction`` here: the compiler inlines
+them and the interpreter calls their ``.fn``. Segment combines key on the destination id, which
+grows along the CSR, so they are commutative and the scan's operand order cannot matter.
 """
 
 import triton.language as tl
 from triton.runtime.jit import JITFunction
+
+LOG2E = tl.constexpr(1.4426950408889634)
 
 
 def _maximum(a, b):
@@ -28,11 +48,32 @@ def _add(a, b):
     return a + b
 
 
+def _seg_max_fwd(ia, va, ib, vb):
+    """Max over the elements of the latest segment seen (segment id = destination row)."""
+    v = tl.where(ia == ib, tl.maximum(va, vb), tl.where(ia > ib, va, vb))
+    return tl.maximum(ia, ib), v
+
+
+def _seg_max_bwd(ia, va, ib, vb):
+    """The same, scanning from the end: the latest segment is the one with the smallest id."""
+    v = tl.where(ia == ib, tl.maximum(va, vb), tl.where(ia < ib, va, vb))
+    return tl.minimum(ia, ib), v
+
+
+def _seg_sum_fwd(ia, va, ib, vb):
+    """Sum over the elements of the latest segment seen."""
+    v = tl.where(ia == ib, va + vb, tl.where(ia > ib, va, vb))
+    return tl.maximum(ia, ib), v
+
+
 _max_combine = JITFunction(_maximum)
 _sum_combine = JITFunction(_add)
+_seg_max_fwd_combine = JITFunction(_seg_max_fwd)
+_seg_max_bwd_combine = JITFunction(_seg_max_bwd)
+_seg_sum_fwd_combine = JITFunction(_seg_sum_fwd)
 
 
-def sparse_graph_attention_fwd(
+def sga_partials(
     q,
     k,
     v,
@@ -40,72 +81,219 @@ def sparse_graph_attention_fwd(
     col,
     bias,
     n_nodes,
-    n_heads,
+    n_edges,
     out,
+    part,
+    HEADS: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     SCALE: tl.constexpr,
     HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_E: tl.constexpr,
+    TILE_E: tl.constexpr,
+    TILES: tl.constexpr,
+    HEAD_GROUP: tl.constexpr,
+    BLOCK_H: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    """One program per (block of BLOCK_M destinations, head).
+    """Kernel 1. ``q, k, v, out``: contiguous ``[N, HEADS, HEAD_DIM]``; ``rowptr [N+1]``, ``col [E]``;
+    ``bias [E, HEADS]`` in CSR order (read only if ``HAS_BIAS``); ``part``: float32
+    ``[2 * n_chunks, HEADS, HEAD_DIM + 2]`` (acc, then max and sum in log2 units). Program
+    ``(c, g)`` handles heads ``g*HEAD_GROUP ..`` of chunk ``c``: all heads when a row is small, a
+    group of at least 256 contiguous bytes when rows are wide (so K/V/Q tiles fit in registers)."""
+    chunk = tl.program_id(0)
+    head0 = tl.program_id(1) * HEAD_GROUP
+    CHUNK: tl.constexpr = TILE_E * TILES
+    ROW: tl.constexpr = HEADS * HEAD_DIM
+    PREC: tl.constexpr = HEADS * (HEAD_DIM + 2)
+    c_start = chunk * CHUNK
+    c_end = tl.minimum(c_start + CHUNK, n_edges)
 
-    The block's incoming edges are contiguous in CSR order (``rowptr[m0] .. rowptr[m0 + BLOCK_M]``),
-    so the program walks them in tiles of BLOCK_E with an online softmax per destination row:
-    scores ``S = Q K^T`` for the tile ([BLOCK_M, BLOCK_E], entries outside a row's own edge range
-    masked to -inf), running max/sum per row, ``acc += P V``. Work is proportional to the block's
-    edge count and no [E, H] score tensor is ever stored. Pointers are to contiguous
-    ``[n_nodes, n_heads, HEAD_DIM]`` (q, k, v, out), ``[E, n_heads]`` (bias, CSR order).
-    """
-    pid_m = tl.program_id(0)
-    head = tl.program_id(1)
-    row_stride = n_heads * HEAD_DIM
-
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < n_nodes
+    heads = head0 + tl.arange(0, BLOCK_H)
     dims = tl.arange(0, BLOCK_D)
-    dim_ok = dims < HEAD_DIM
+    h_ok = (tl.arange(0, BLOCK_H) < HEAD_GROUP) & (heads < HEADS)
+    hd_ok = h_ok[:, None] & (dims < HEAD_DIM)[None, :]
+    hd_off = heads[:, None] * HEAD_DIM + dims[None, :]
+    lanes = tl.arange(0, TILE_E)
+    qk_scale = SCALE * LOG2E
 
-    row_start = tl.load(rowptr + rows, mask=row_ok, other=0).to(tl.int32)
-    row_end = tl.load(rowptr + rows + 1, mask=row_ok, other=0).to(tl.int32)
-    first_row = tl.minimum(pid_m * BLOCK_M, n_nodes)
-    last_row = tl.minimum(pid_m * BLOCK_M + BLOCK_M, n_nodes)
-    edge_begin = tl.load(rowptr + first_row).to(tl.int32)
-    edge_end = tl.load(rowptr + last_row).to(tl.int32)
+    # The sources of the first tile; each iteration prefetches the next tile's, so that its K/V
+    # gathers can start before the row search of that tile (they do not depend on it).
+    src = tl.load(col + c_start + lanes, mask=c_start + lanes < c_end, other=0).to(tl.int64)
 
-    q_off = rows.to(tl.int64)[:, None] * row_stride + head * HEAD_DIM + dims[None, :]
-    q_tile = tl.load(q + q_off, mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
+    # Row of the chunk's first edge: the largest r with rowptr[r] <= c_start (rowptr[N] = E > c_start).
+    lo_row = n_nodes * 0
+    hi_row = n_nodes + 0
+    while hi_row - lo_row > 1:
+        mid = (lo_row + hi_row) // 2
+        go = tl.load(rowptr + mid).to(tl.int32) <= c_start
+        lo_row = tl.where(go, mid, lo_row)
+        hi_row = tl.where(go, hi_row, mid)
 
-    # Scores live in log2 units so that exp2 can be used: s2 = s * log2(e).
-    qk_scale = SCALE * 1.4426950408889634
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_i = tl.full([BLOCK_M], 0.0, dtype=tl.float32)
-    acc = tl.full([BLOCK_M, BLOCK_D], 0.0, dtype=tl.float32)
+    carry_row = lo_row * 0 - 1  # the row cut by the previous tile border (-1: none yet)
+    carry_m = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    carry_l = tl.full([BLOCK_H], 0.0, tl.float32)
+    carry_acc = tl.full([BLOCK_H, BLOCK_D], 0.0, tl.float32)
 
-    for e0 in range(edge_begin, edge_end, BLOCK_E):
-        edges = e0 + tl.arange(0, BLOCK_E)
-        edge_ok = edges < edge_end
-        src = tl.load(col + edges, mask=edge_ok, other=0).to(tl.int64)
-        kv_off = src[:, None] * row_stride + head * HEAD_DIM + dims[None, :]
-        kv_mask = edge_ok[:, None] & dim_ok[None, :]
-        k_tile = tl.load(k + kv_off, mask=kv_mask, other=0.0)
-        v_tile = tl.load(v + kv_off, mask=kv_mask, other=0.0)
+    for t_start in range(c_start, c_end, TILE_E):
+        t_end = tl.minimum(t_start + TILE_E, c_end)
+        edges = t_start + lanes
+        e_ok = edges < t_end
+        m3 = e_ok[:, None, None] & hd_ok[None, :, :]
+        kv_off = src[:, None, None] * ROW + hd_off[None, :, :]
+        k_t = tl.load(k + kv_off, mask=m3, other=0.0).to(tl.float32)
+        v_t = tl.load(v + kv_off, mask=m3, other=0.0).to(tl.float32)
+        nxt = edges + TILE_E
+        src = tl.load(col + nxt, mask=nxt < c_end, other=0).to(tl.int64)
 
-        s = tl.dot(q_tile, tl.trans(k_tile), input_precision="ieee") * qk_scale
+        # Upper bound for the tile's rows by galloping from lo_row, then each edge's row by a
+        # binary search inside [lo_row, hi_row): rowptr[lo] <= e < rowptr[hi] throughout.
+        step = lo_row * 0 + 1
+        hi_row = tl.minimum(lo_row + step, n_nodes)
+        while (hi_row < n_nodes) & (tl.load(rowptr + hi_row).to(tl.int32) <= t_end - 1):
+            step = step * 2
+            hi_row = tl.minimum(lo_row + step, n_nodes)
+        lo = tl.full([TILE_E], 0, tl.int32) + lo_row
+        hi = tl.full([TILE_E], 0, tl.int32) + hi_row
+        span = hi_row - lo_row
+        while span > 1:
+            mid = (lo + hi) // 2
+            go = tl.load(rowptr + mid).to(tl.int32) <= edges
+            lo = tl.where(go, mid, lo)
+            hi = tl.where(go, hi, mid)
+            span = (span + 1) // 2
+        # Lanes past the tile end get distinct ids past every row, so they form segments of their own.
+        dst = tl.where(e_ok, lo, n_nodes + lanes)
+        row_beg = tl.load(rowptr + lo).to(tl.int32)
+        row_end = tl.load(rowptr + lo + 1).to(tl.int32)
+        q_off = lo.to(tl.int64)[:, None, None] * ROW + hd_off[None, :, :]
+        q_t = tl.load(q + q_off, mask=m3, other=0.0).to(tl.float32)
+
+        s = tl.reduce(q_t * k_t, 2, _sum_combine) * qk_scale  # [TILE_E, BLOCK_H]
         if HAS_BIAS:
-            b = tl.load(bias + edges.to(tl.int64) * n_heads + head, mask=edge_ok, other=0.0)
-            s = s + b.to(tl.float32)[None, :] * 1.4426950408889634
-        own = (edges[None, :] >= row_start[:, None]) & (edges[None, :] < row_end[:, None])
-        s = tl.where(own, s, float("-inf"))
+            b_off = edges.to(tl.int64)[:, None] * HEADS + heads[None, :]
+            b = tl.load(bias + b_off, mask=e_ok[:, None] & h_ok[None, :], other=0.0)
+            s = s + b.to(tl.float32) * LOG2E
+        s = tl.where(e_ok[:, None], s, float("-inf"))
 
-        m_new = tl.maximum(m_i, tl.reduce(s, 1, _max_combine))
-        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no edge yet stay at 0
-        alpha = tl.exp2(m_i - m_ref)
-        p = tl.exp2(s - m_ref[:, None])
-        l_i = l_i * alpha + tl.reduce(p, 1, _sum_combine)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v_tile.dtype), v_tile, input_precision="ieee")
-        m_i = m_new
+        ids = tl.broadcast_to(dst[:, None], [TILE_E, BLOCK_H])
+        _, m_fwd = tl.associative_scan((ids, s), 0, _seg_max_fwd_combine)
+        _, m_bwd = tl.associative_scan((ids, s), 0, _seg_max_bwd_combine, reverse=True)
+        m_row = tl.maximum(m_fwd, m_bwd)  # the max of each edge's row within the tile
+        m_ref = tl.where(m_row == float("-inf"), 0.0, m_row)
+        p = tl.exp2(s - m_ref)
+        _, l_row = tl.associative_scan((ids, p), 0, _seg_sum_fwd_combine)
+        ids3 = tl.broadcast_to(dst[:, None, None], [TILE_E, BLOCK_H, BLOCK_D])
+        _, acc = tl.associative_scan((ids3, p[:, :, None] * v_t), 0, _seg_sum_fwd_combine)
 
-    result = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]  # zero in-degree: acc == 0 -> 0
-    tl.store(out + q_off, result.to(out.dtype.element_ty), mask=row_ok[:, None] & dim_ok[None, :])
+        # Fold in the state carried over from the previous tile (the tile's first row only).
+        cont = (dst == carry_row)[:, None]
+        m_new = tl.where(cont, tl.maximum(m_row, carry_m[None, :]), m_row)
+        m_new_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        a_old = tl.where(cont, tl.exp2(carry_m[None, :] - m_new_ref), 0.0)
+        a_cur = tl.exp2(m_ref - m_new_ref)
+        l_fin = l_row * a_cur + carry_l[None, :] * a_old
+        acc = acc * a_cur[:, :, None] + carry_acc[None, :, :] * a_old[:, :, None]
+
+        # Each row's totals sit at its last edge in the tile.
+        is_end = e_ok & ((row_end == edges + 1) | (edges == t_end - 1))
+        done_here = row_end <= t_end
+        started_before = row_beg < c_start
+        final = is_end & done_here & (row_beg >= c_start)
+        o_off = lo.to(tl.int64)[:, None, None] * ROW + hd_off[None, :, :]
+        res = acc / tl.where(l_fin > 0.0, l_fin, 1.0)[:, :, None]
+        tl.store(out + o_off, res.to(out.dtype.element_ty), mask=final[:, None, None] & hd_ok[None, :, :])
+
+        # Rows going on past the chunk are cut at its last tile (a scalar select: the interpreter
+        # mis-types scalar-bool & vector-bool).
+        cut_at = tl.where(t_end == c_end, c_end, 2147483647)
+        cut = is_end & ((started_before & done_here) | (row_end > cut_at))
+        rec = chunk.to(tl.int64) * 2 + tl.where(started_before, 0, 1)
+        p_off = rec[:, None] * PREC + heads[None, :] * (HEAD_DIM + 2)
+        p_mask = cut[:, None] & h_ok[None, :]
+        tl.store(part + p_off[:, :, None] + dims[None, None, :], acc, mask=p_mask[:, :, None] & hd_ok[None, :, :])
+        tl.store(part + p_off + HEAD_DIM, m_new, mask=p_mask)
+        tl.store(part + p_off + HEAD_DIM + 1, l_fin, mask=p_mask)
+
+        # Carry the tile's last row (it may go on in the next tile; if not, no later edge matches it).
+        last = edges == t_end - 1
+        carry_row = tl.reduce(tl.where(last, dst, -1), 0, _max_combine)
+        carry_m = tl.reduce(tl.where(last[:, None], m_new, float("-inf")), 0, _max_combine)
+        carry_l = tl.reduce(tl.where(last[:, None], l_fin, 0.0), 0, _sum_combine)
+        carry_acc = tl.reduce(tl.where(last[:, None, None], acc, 0.0), 0, _sum_combine)
+        lo_row = carry_row
+
+
+def sga_combine(
+    out_in,
+    part,
+    rowptr,
+    n_nodes,
+    n_edges,
+    out,
+    HEADS: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    TILE_E: tl.constexpr,
+    TILES: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    """Kernel 2: zero rows without incoming edge, merge rows cut by chunk borders. ``out`` is
+    ``out_in`` (TensorRT aliases them; ``out_in`` is never read and is only here because a plugin's
+    kernel receives its inputs before its outputs)."""
+    pid = tl.program_id(0)
+    head = tl.program_id(1)
+    CHUNK: tl.constexpr = TILE_E * TILES
+    ROW: tl.constexpr = HEADS * HEAD_DIM
+    PREC: tl.constexpr = HEADS * (HEAD_DIM + 2)
+    dims = tl.arange(0, BLOCK_D)
+    d_ok = dims < HEAD_DIM
+
+    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    r_ok = rows < n_nodes
+    beg = tl.load(rowptr + rows, mask=r_ok, other=0)
+    end = tl.load(rowptr + rows + 1, mask=r_ok, other=0)
+    empty = r_ok & (beg == end)
+    z_off = rows.to(tl.int64)[:, None] * ROW + head * HEAD_DIM + dims[None, :]
+    zeros = tl.full([BLOCK_R, BLOCK_D], 0.0, tl.float32)
+    tl.store(out + z_off, zeros.to(out.dtype.element_ty), mask=empty[:, None] & d_ok[None, :])
+
+    n_chunks = (n_edges + CHUNK - 1) // CHUNK
+    if (pid > 0) & (pid < n_chunks):
+        c_start = pid * CHUNK
+        lo_row = n_nodes * 0
+        hi_row = n_nodes + 0
+        while hi_row - lo_row > 1:
+            mid = (lo_row + hi_row) // 2
+            go = tl.load(rowptr + mid).to(tl.int32) <= c_start
+            lo_row = tl.where(go, mid, lo_row)
+            hi_row = tl.where(go, hi_row, mid)
+        first = tl.load(rowptr + lo_row).to(tl.int32)
+        if first < c_start:  # this chunk's first row began in chunk c_a < pid: merge its records
+            c_a = first // CHUNK
+            m_i = tl.full([BLOCK_P], float("-inf"), tl.float32)
+            l_i = tl.full([BLOCK_P], 0.0, tl.float32)
+            acc = tl.full([BLOCK_P, BLOCK_D], 0.0, tl.float32)
+            for c0 in range(c_a, pid + 1, BLOCK_P):
+                cs = c0 + tl.arange(0, BLOCK_P)
+                ok = cs <= pid
+                rec = cs.to(tl.int64) * 2 + tl.where(cs == c_a, 1, 0)
+                base = rec * PREC + head * (HEAD_DIM + 2)
+                pm = tl.load(part + base + HEAD_DIM, mask=ok, other=float("-inf"))
+                pl = tl.load(part + base + HEAD_DIM + 1, mask=ok, other=0.0)
+                pa = tl.load(part + base[:, None] + dims[None, :], mask=ok[:, None] & d_ok[None, :], other=0.0)
+                # Lane-wise online merge; the lanes are merged once at the end.
+                m_new = tl.maximum(m_i, pm)
+                m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+                a = tl.exp2(m_i - m_ref)
+                b = tl.exp2(pm - m_ref)
+                l_i = l_i * a + pl * b
+                acc = acc * a[:, None] + pa * b[:, None]
+                m_i = m_new
+            m = tl.reduce(m_i, 0, _max_combine)
+            m = tl.where(m == float("-inf"), 0.0, m)
+            w = tl.exp2(m_i - m)
+            l_tot = tl.reduce(l_i * w, 0, _sum_combine)
+            acc_tot = tl.reduce(acc * w[:, None], 0, _sum_combine)
+            res = acc_tot / tl.where(l_tot > 0.0, l_tot, 1.0)
+            o_off = lo_row.to(tl.int64) * ROW + head * HEAD_DIM + dims
+            tl.store(out + o_off, res.to(out.dtype.element_ty), mask=d_ok)

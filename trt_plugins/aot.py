@@ -8,8 +8,10 @@ given an explicit ``GPUTarget("cuda", cc, 32)``.
 Choices made here, and why:
 
 * **PTX ISA pinned per target** (:data:`PTX_VERSIONS`): Triton 3.9 emits ``.version 8.8`` by
-  default, which only recent drivers load. Each target gets the ISA that introduced it, with 7.0
-  (CUDA 11.0) as the floor: sm_75/sm_80 7.0, sm_86 7.1, sm_89 7.8, sm_90 8.0. Triton compiles
+  default, which only recent drivers load. Each target gets the ISA that introduced it, with 7.8
+  (CUDA 11.8) as the floor: sm_75/sm_80/sm_86/sm_89 7.8, sm_90 8.0. The floor is what Triton's
+  shared-memory code for the kernels' scans needs (``st.shared::cta``), and costs nothing: TensorRT
+  10 itself needs a CUDA 11.8 driver. Triton compiles
   cc 90 for ``sm_90a``, whose minimum is 8.0; LLVM *aborts the process* on a version below a
   target's minimum, so versions are checked here before Triton is called.
 * **Trailing scratch parameters removed**: Triton >= 3.3 appends ``global_scratch`` and
@@ -44,13 +46,14 @@ from trt_plugins import spec
 #: GPU targets we ship PTX for (compute capability x10).
 TARGETS: tuple[int, ...] = (75, 80, 86, 89, 90)
 #: Pinned PTX ISA per target, as Triton's ``ptx_version`` option (80 -> ``.version 8.0``).
-PTX_VERSIONS: dict[int, int] = {75: 70, 80: 70, 86: 71, 89: 78, 90: 80}
+PTX_VERSIONS: dict[int, int] = {75: 78, 80: 78, 86: 78, 89: 78, 90: 80}
 #: Lowest PTX ISA that LLVM accepts for a Triton target (sm_90 is compiled as sm_90a).
 _MIN_PTX_VERSION: dict[int, int] = {75: 63, 80: 70, 86: 71, 87: 74, 89: 78, 90: 80}
-#: Head sizes :func:`compile_all` ships by default (scale = 1/sqrt(head_dim)).
-DEFAULT_HEAD_DIMS: tuple[int, ...] = (16, 32, 64, 128)
+#: Head shapes ``(heads, head_dim)`` :func:`compile_all` ships by default (scale = 1/sqrt(head_dim));
+#: other shapes are compiled on demand by the TensorRT plugin (and cached).
+DEFAULT_HEAD_SHAPES: tuple[tuple[int, int], ...] = ((1, 64), (4, 16), (4, 32), (8, 64), (1, 128))
 
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 _SCRATCH_METADATA = ("global_scratch_size", "profile_scratch_size")
 
 
@@ -73,6 +76,7 @@ class RawCompiled:
 class CompiledKernel:
     """One kernel variant compiled for one GPU: everything TensorRT's ``aot_impl`` returns."""
 
+    kernel: str
     kernel_name: str
     ptx: str
     target: str
@@ -81,20 +85,24 @@ class CompiledKernel:
     dtype: str
     num_warps: int
     shared_mem: int
-    block_m: int
+    config: dict[str, int]
     constexprs: dict[str, int | float | bool]
     signature: dict[str, str]
     cache_key: str
-    grid: str = spec.GRID_FORMULA
+    grid: str
     from_cache: bool = dataclasses.field(default=False, compare=False)
 
     @property
     def threads_per_block(self) -> int:
         return self.num_warps * 32
 
-    def launch_grid(self, n_nodes: int, heads: int) -> tuple[int, int, int]:
-        """Concrete grid for ``n_nodes`` destinations and ``heads`` heads (:data:`spec.GRID_FORMULA`)."""
-        return spec.grid(n_nodes, heads, self.block_m)
+    @property
+    def kernel_config(self) -> spec.KernelConfig:
+        return spec.KernelConfig(**self.config)
+
+    def launch_grid(self, n_nodes: int, n_edges: int, heads: int) -> tuple[int, int, int]:
+        """Concrete grid (:data:`spec.GRID_FORMULAS`) for a graph of ``n_nodes`` and ``n_edges``."""
+        return spec.grid(self.kernel, n_nodes, n_edges, heads, self.kernel_config)
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -155,6 +163,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def triton_compile(
+    kernel: str,
     signature: dict[str, str],
     constexprs: dict[str, int | float | bool],
     cc: int,
@@ -174,7 +183,7 @@ def triton_compile(
     if ptx_version is not None:
         options["ptx_version"] = ptx_version
     compiled = triton.compile(
-        ASTSource(jit_kernel(), full_signature, constexprs), target=GPUTarget("cuda", cc, 32), options=options
+        ASTSource(jit_kernel(kernel), full_signature, constexprs), target=GPUTarget("cuda", cc, 32), options=options
     )
     meta = compiled.metadata
     scratch = sum(int(getattr(meta, name, 0) or 0) for name in _SCRATCH_METADATA)
@@ -256,7 +265,9 @@ def _cache_key(payload: dict[str, Any]) -> str:
 
 
 def compile_kernel(
+    kernel: str,
     dtype: str,
+    heads: int,
     head_dim: int,
     cc: int,
     scale: float | None = None,
@@ -266,20 +277,26 @@ def compile_kernel(
     cache_root: Path | None = None,
     verify: bool = True,
 ) -> CompiledKernel:
-    """PTX of the kernel variant for ``(dtype, head_dim, scale, has_bias)`` on compute capability ``cc``.
+    """PTX of ``kernel`` (``"partials"`` or ``"combine"``) for ``(dtype, heads, head_dim, scale,
+    has_bias)`` on compute capability ``cc``.
 
     ``scale`` defaults to ``1/sqrt(head_dim)``; it is a compile-time constant. Results are cached
     on disk (:func:`cache_dir`); ``verify`` assembles fresh PTX with ``ptxas`` when one is available.
     """
-    attrs = spec.validate_attributes(1, head_dim, spec.default_scale(head_dim) if scale is None else scale, has_bias)
-    config = spec.select_config(head_dim, dtype)
-    constexprs = spec.constexprs(attrs, config)
-    signature = spec.kernel_signature(dtype)
+    if kernel not in spec.KERNELS:
+        raise AOTCompileError(f"kernel must be one of {spec.KERNELS}, got {kernel!r}")
+    attrs = spec.validate_attributes(
+        heads, head_dim, spec.default_scale(head_dim) if scale is None else scale, has_bias
+    )
+    config = spec.select_config(heads, head_dim, dtype)
+    constexprs = spec.constexprs(kernel, attrs, config)
+    signature = spec.kernel_signature(kernel, dtype)
     ptx_version = ptx_version_for(cc)
     _check_ptx_version(cc, ptx_version)
     payload = {
         "format": _CACHE_FORMAT,
-        "kernel": kernel_source_hash(),
+        "kernel": kernel,
+        "source": kernel_source_hash(),
         "signature": signature,
         "constexprs": {k: repr(v) for k, v in constexprs.items()},
         "target": ["cuda", cc, 32],
@@ -289,7 +306,7 @@ def compile_kernel(
         "triton": _triton_version(),
     }
     key = _cache_key(payload)
-    path = (cache_root or cache_dir()) / f"sparse_graph_attention-{key[:32]}.json"
+    path = (cache_root or cache_dir()) / f"sparse_graph_attention_{kernel}-{key[:32]}.json"
     if use_cache and path.is_file():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -298,17 +315,18 @@ def compile_kernel(
         except (OSError, ValueError, TypeError):
             pass  # unreadable or stale entry: compile again and overwrite it
 
-    raw = triton_compile(signature, constexprs, cc, ptx_version, config.num_warps, config.num_stages)
+    raw = triton_compile(kernel, signature, constexprs, cc, ptx_version, config.num_warps, config.num_stages)
     if raw.scratch_bytes:
         raise AOTCompileError(
-            f"kernel needs {raw.scratch_bytes} bytes of Triton scratch memory, "
+            f"kernel {kernel} needs {raw.scratch_bytes} bytes of Triton scratch memory, "
             "which TensorRT's AOT launch cannot provide"
         )
-    ptx = strip_unused_trailing_params(raw.ptx, raw.kernel_name, len(spec.KERNEL_ARG_NAMES))
+    ptx = strip_unused_trailing_params(raw.ptx, raw.kernel_name, len(spec.KERNEL_ARGS[kernel]))
     target = _ptx_header(ptx, "target")
     if verify:
         verify_ptx(ptx, target)
-    kernel = CompiledKernel(
+    compiled = CompiledKernel(
+        kernel=kernel,
         kernel_name=raw.kernel_name,
         ptx=ptx,
         target=target,
@@ -317,14 +335,15 @@ def compile_kernel(
         dtype=dtype,
         num_warps=raw.num_warps,
         shared_mem=raw.shared_mem,
-        block_m=config.block_m,
+        config=dataclasses.asdict(config),
         constexprs=constexprs,
         signature=signature,
         cache_key=key,
+        grid=spec.GRID_FORMULAS[kernel],
     )
     if use_cache:
-        _atomic_write_text(path, json.dumps(kernel.to_json(), indent=1))
-    return kernel
+        _atomic_write_text(path, json.dumps(compiled.to_json(), indent=1))
+    return compiled
 
 
 def current_compute_capability() -> int:
@@ -349,53 +368,57 @@ def compile_all(
     out_dir: str | os.PathLike[str],
     targets: Iterable[int] = TARGETS,
     dtypes: Iterable[str] = spec.FLOAT_DTYPES,
-    head_dims: Iterable[int] = DEFAULT_HEAD_DIMS,
+    head_shapes: Iterable[tuple[int, int]] = DEFAULT_HEAD_SHAPES,
     has_bias: Iterable[bool] = (False, True),
     *,
     use_cache: bool = True,
 ) -> Path:
-    """Write one ``.ptx`` per (target, dtype, head_dim, has_bias) plus ``manifest.json``; returns the manifest path.
-
-    The scale of each variant is ``1/sqrt(head_dim)``; other scales are compiled on demand by the
-    TensorRT plugin (and cached).
-    """
+    """Write one ``.ptx`` per (kernel, target, dtype, head shape, has_bias) plus ``manifest.json``;
+    returns the manifest path. The scale of each variant is ``1/sqrt(head_dim)``. ``combine`` does
+    not depend on the bias or the scale, so it is written once per (target, dtype, head shape)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     entries = []
     for cc in targets:
         for dtype in dtypes:
-            for head_dim in head_dims:
-                for bias in has_bias:
-                    k = compile_kernel(dtype, head_dim, cc, None, bias, use_cache=use_cache)
-                    name = f"sparse_graph_attention_{dtype}_d{head_dim}_{'bias' if bias else 'nobias'}_sm{cc}.ptx"
-                    _atomic_write_text(out / name, k.ptx)
-                    entries.append(
-                        {
-                            "file": name,
-                            "sha256": hashlib.sha256(k.ptx.encode()).hexdigest(),
-                            "kernel_name": k.kernel_name,
-                            "target": k.target,
-                            "compute_capability": cc,
-                            "ptx_version": k.ptx_version,
-                            "dtype": dtype,
-                            "head_dim": head_dim,
-                            "scale": k.constexprs["SCALE"],
-                            "has_bias": bool(bias),
-                            "constexprs": k.constexprs,
-                            "num_warps": k.num_warps,
-                            "threads_per_block": k.threads_per_block,
-                            "shared_mem": k.shared_mem,
-                            "block_m": k.block_m,
-                        }
-                    )
+            for heads, head_dim in head_shapes:
+                for kernel in spec.KERNELS:
+                    for bias in has_bias if kernel == "partials" else (False,):
+                        k = compile_kernel(kernel, dtype, heads, head_dim, cc, None, bias, use_cache=use_cache)
+                        tag = ("_bias" if bias else "_nobias") if kernel == "partials" else ""
+                        name = f"sga_{kernel}_{dtype}_h{heads}d{head_dim}{tag}_sm{cc}.ptx"
+                        _atomic_write_text(out / name, k.ptx)
+                        entries.append(
+                            {
+                                "file": name,
+                                "kernel": kernel,
+                                "sha256": hashlib.sha256(k.ptx.encode()).hexdigest(),
+                                "kernel_name": k.kernel_name,
+                                "target": k.target,
+                                "compute_capability": cc,
+                                "ptx_version": k.ptx_version,
+                                "dtype": dtype,
+                                "heads": heads,
+                                "head_dim": head_dim,
+                                "scale": spec.default_scale(head_dim),
+                                "has_bias": bool(bias),
+                                "config": k.config,
+                                "constexprs": k.constexprs,
+                                "num_warps": k.num_warps,
+                                "threads_per_block": k.threads_per_block,
+                                "shared_mem": k.shared_mem,
+                                "grid": k.grid,
+                            }
+                        )
     manifest = {
         "format": _CACHE_FORMAT,
-        "plugin_id": spec.PLUGIN_ID,
+        "plugin_ids": [spec.PARTIALS_PLUGIN_ID, spec.COMBINE_PLUGIN_ID],
         "triton_version": _triton_version(),
         "kernel_source_sha256": kernel_source_hash(),
-        "kernel_args": list(spec.KERNEL_ARG_NAMES),
+        "kernel_args": {name: list(args) for name, args in spec.KERNEL_ARGS.items()},
         "scalar_args": list(spec.KERNEL_SCALAR_ARGS),
-        "grid": spec.GRID_FORMULA,
+        "grids": spec.GRID_FORMULAS,
+        "part_shape": spec.PART_SHAPE_FORMULA,
         "entries": entries,
     }
     path = out / "manifest.json"
@@ -407,15 +430,26 @@ def _ints(text: str) -> list[int]:
     return [int(x.removeprefix("sm_")) for x in text.split(",") if x]
 
 
+def _shapes(text: str) -> list[tuple[int, int]]:
+    """``"4x16,8x64"`` -> ``[(4, 16), (8, 64)]``."""
+    shapes = []
+    for item in text.split(","):
+        heads, _, head_dim = item.strip().partition("x")
+        if not (heads.isdigit() and head_dim.isdigit()):
+            raise argparse.ArgumentTypeError(f"head shape must look like HEADSxHEAD_DIM (e.g. 4x16), got {item!r}")
+        shapes.append((int(heads), int(head_dim)))
+    return shapes
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m trt_plugins.aot OUT_DIR [--targets 80,90] [--head-dims 32,64]``."""
-    parser = argparse.ArgumentParser(description="Compile the sparse graph attention kernel to PTX.")
+    """``python -m trt_plugins.aot OUT_DIR [--targets 80,90] [--head-shapes 4x16,8x64] [--dtypes float16]``."""
+    parser = argparse.ArgumentParser(description="Compile the sparse graph attention kernels to PTX.")
     parser.add_argument("out_dir")
     parser.add_argument("--targets", type=_ints, default=list(TARGETS))
-    parser.add_argument("--head-dims", type=_ints, default=list(DEFAULT_HEAD_DIMS))
+    parser.add_argument("--head-shapes", type=_shapes, default=list(DEFAULT_HEAD_SHAPES))
     parser.add_argument("--dtypes", type=lambda s: s.split(","), default=list(spec.FLOAT_DTYPES))
     args = parser.parse_args(argv)
-    path = compile_all(args.out_dir, args.targets, args.dtypes, args.head_dims)
+    path = compile_all(args.out_dir, args.targets, args.dtypes, args.head_shapes)
     print(path)
     return 0
 

@@ -33,6 +33,18 @@ def _write_atomic(path: Path, data: bytes) -> None:
             os.unlink(tmp)
 
 
+def _split_model_bytes(onnx_path: Path) -> bytes:
+    """The ONNX file with every attention node split into the two plugin nodes TensorRT runs
+    (:func:`trt_plugins.onnx_op.split_for_tensorrt`), serialized. External weights stay where they
+    are: the parser finds them from the ``path`` it is given, as it would for the file itself."""
+    import onnx
+
+    from trt_plugins.onnx_op import split_for_tensorrt
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return split_for_tensorrt(model).SerializeToString()
+
+
 def build_serialized_engine(
     onnx_path: Path,
     engine_path: Path,
@@ -44,6 +56,9 @@ def build_serialized_engine(
     plugin: bool = True,
 ) -> Path:
     """Parse ``onnx_path``, add one optimisation profile (``shapes``: input → (min, opt, max)), build.
+
+    With ``plugin``, registers the two plugins and parses the model rewritten for them (each
+    ``SparseGraphAttention`` node split in two) from memory; the file itself is not changed.
 
     Strongly typed network (types come from the ONNX file) unless ``fp16``, which builds a weakly
     typed network with the FP16 builder flag. A timing cache is read from / written back to
@@ -57,7 +72,11 @@ def build_serialized_engine(
     flags = 0 if fp16 else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    if plugin:
+        parsed = parser.parse(_split_model_bytes(onnx_path), path=str(onnx_path))
+    else:
+        parsed = parser.parse_from_file(str(onnx_path))
+    if not parsed:
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineBuildError(f"{onnx_path}: TensorRT's ONNX parser failed: {errors}")
     config = builder.create_builder_config()

@@ -1,16 +1,18 @@
 """Fused sparse graph attention on CSR, launched from torch: CUDA via Triton, CPU via Triton's interpreter.
 
-This is the same kernel TensorRT runs (compiled ahead of time in :mod:`trt_plugins.aot`); the
-launcher here exists so that the kernel can be checked against the reference on any machine and
-used from torch on a GPU without TensorRT.
+The same two kernels TensorRT runs (:mod:`trt_plugins._kernel`, compiled ahead of time in
+:mod:`trt_plugins.aot`). The launcher reads no value from the device: grids and buffer sizes
+come from shapes alone, so a call can be captured in a CUDA graph and costs no synchronisation.
+Checks that need the values (``rowptr`` runs from 0 to E and never decreases, ``col`` in range)
+are :func:`check_csr`, a separate step for callers that do not build the CSR themselves.
 
 Interpreter vs compiler: Triton 3.9 reads ``TRITON_INTERPRET`` when ``@triton.jit`` *decorates*
-(``triton.knobs.runtime.interpret``), neither at import nor at launch -- and its own ``tl.max``,
+(``triton.knobs.runtime.interpret``), neither at import nor at launch, and its own ``tl.max``,
 ``tl.sum``... are decorated when triton is first imported. The kernel source is therefore kept
-undecorated and free of those helpers (:mod:`trt_plugins._kernel`) and wrapped here on demand:
-CPU tensors always go through an ``InterpretedFunction``, CUDA tensors through a ``JITFunction``
-unless ``TRITON_INTERPRET=1`` asks for the interpreter. Both work in one process whatever the
-variable said when triton was imported, so tests need no environment set-up or subprocess.
+undecorated and free of those helpers, and wrapped here on demand: CPU tensors always go through
+an ``InterpretedFunction``, CUDA tensors through a ``JITFunction`` unless ``TRITON_INTERPRET=1``
+asks for the interpreter. Both work in one process whatever the variable said when triton was
+imported, so tests need no environment set-up or subprocess.
 """
 
 from __future__ import annotations
@@ -23,22 +25,28 @@ import triton
 from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
 
-from trt_plugins import spec
-from trt_plugins._kernel import sparse_graph_attention_fwd
+from trt_plugins import _kernel, spec
 
-_TORCH_DTYPE_NAME = {torch.float32: "float32", torch.float16: "float16", torch.int32: "int32", torch.int64: "int64"}
+_TORCH_DTYPE_NAME = {
+    torch.float32: "float32",
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",
+    torch.int32: "int32",
+    torch.int64: "int64",
+}
+_SOURCES = {"partials": _kernel.sga_partials, "combine": _kernel.sga_combine}
 
 
 @functools.cache
-def jit_kernel() -> JITFunction:
-    """The kernel as a Triton ``JITFunction`` (compiler path; also what the AOT compiler takes)."""
-    return JITFunction(sparse_graph_attention_fwd)
+def jit_kernel(name: str) -> JITFunction:
+    """Kernel ``name`` (``"partials"`` or ``"combine"``) as a Triton ``JITFunction`` (GPU, AOT)."""
+    return JITFunction(_SOURCES[name])
 
 
 @functools.cache
-def interpreted_kernel() -> InterpretedFunction:
-    """The kernel as a Triton ``InterpretedFunction`` (runs on CPU torch tensors)."""
-    return InterpretedFunction(sparse_graph_attention_fwd)
+def interpreted_kernel(name: str) -> InterpretedFunction:
+    """Kernel ``name`` as a Triton ``InterpretedFunction`` (runs on CPU torch tensors)."""
+    return InterpretedFunction(_SOURCES[name])
 
 
 def _use_interpreter(device: torch.device) -> bool:
@@ -50,6 +58,30 @@ def _dtype_name(t: torch.Tensor, what: str) -> str:
         return _TORCH_DTYPE_NAME[t.dtype]
     except KeyError:
         raise spec.PluginSpecError(f"input '{what}' has unsupported dtype {t.dtype}") from None
+
+
+def check_csr(rowptr: torch.Tensor, col: torch.Tensor, num_nodes: int) -> None:
+    """Raise :class:`~trt_plugins.spec.PluginSpecError` unless ``(rowptr, col)`` is a CSR of
+    ``num_nodes`` rows: ``rowptr [N+1]`` from 0 to ``E = len(col)``, never decreasing, and every
+    ``col`` in ``[0, N)``. Reads the values (a device-to-host copy on a GPU): call it where the CSR
+    comes from outside, not per launch."""
+    if rowptr.dim() != 1 or rowptr.numel() != num_nodes + 1:
+        raise spec.PluginSpecError(
+            f"input 'rowptr' must have n_nodes + 1 = {num_nodes + 1} entries, got {tuple(rowptr.shape)}"
+        )
+    e = col.numel()
+    first, last = int(rowptr[0]), int(rowptr[-1])
+    if first != 0 or last != e:
+        raise spec.PluginSpecError(
+            f"input 'rowptr' must run from 0 to E = {e} (the length of 'col'), got {first} .. {last}"
+        )
+    if num_nodes and bool((rowptr[1:] < rowptr[:-1]).any()):
+        i = int(torch.nonzero(rowptr[1:] < rowptr[:-1])[0])
+        raise spec.PluginSpecError(f"input 'rowptr' decreases at row {i}: {int(rowptr[i])} -> {int(rowptr[i + 1])}")
+    if e:
+        lo, hi = int(col.min()), int(col.max())
+        if lo < 0 or hi >= num_nodes:
+            raise spec.PluginSpecError(f"input 'col' has node ids in [{lo}, {hi}], outside [0, {num_nodes - 1}]")
 
 
 def sparse_graph_attention(
@@ -66,7 +98,9 @@ def sparse_graph_attention(
 
     ``rowptr [N+1]`` and ``col [E]`` (source of each edge, edges sorted by destination; see
     :func:`trt_plugins.csr.edge_index_to_csr`) are int32 or int64; ``bias [E, H]`` is in CSR order.
-    ``scale`` defaults to ``1/sqrt(D)``. Forward only (no autograd).
+    ``q, k, v, bias`` are float32, float16 or bfloat16 (one dtype); the output has that dtype and
+    is accumulated in float32. ``scale`` defaults to ``1/sqrt(D)``. Forward only (no autograd).
+    Shapes, dtypes and devices are checked; values are not (see :func:`check_csr`).
     """
     if q.dim() != 3:
         raise spec.PluginSpecError(f"input 'q' must have shape [N, H, D], got {tuple(q.shape)}")
@@ -84,26 +118,23 @@ def sparse_graph_attention(
     for name, t in tensors.items():
         if t.device != q.device:
             raise spec.PluginSpecError(f"input '{name}' is on {t.device}, 'q' on {q.device}")
-    if int(rowptr[0]) != 0 or int(rowptr[-1]) != col.numel():
-        raise spec.PluginSpecError(
-            f"input 'rowptr' must run from 0 to E = {col.numel()} (the length of 'col'), "
-            f"got {int(rowptr[0])} .. {int(rowptr[-1])}"
-        )
 
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     if n == 0:
         return out
-    config = config or spec.select_config(d, dtypes[0])
-    kernel: Any = interpreted_kernel() if _use_interpreter(q.device) else jit_kernel()
+    e = col.numel()
+    config = config or spec.select_config(h, d, dtypes[0])
+    part = torch.empty(spec.part_shape(e, h, d, config), dtype=torch.float32, device=q.device)
+    interpret = _use_interpreter(q.device)
+    partials: Any = interpreted_kernel("partials") if interpret else jit_kernel("partials")
+    combine: Any = interpreted_kernel("combine") if interpret else jit_kernel("combine")
+    launch = {"num_warps": config.num_warps, "num_stages": config.num_stages}
     args = [t.contiguous() for t in tensors.values()]
-    kernel[spec.grid(n, h, config.block_m)](
-        *args,
-        n,
-        h,
-        out,
-        **spec.constexprs(attrs, config),
-        num_warps=config.num_warps,
-        num_stages=config.num_stages,
+    partials[spec.grid("partials", n, e, h, config)](
+        *args, n, e, out, part, **spec.partials_constexprs(attrs, config), **launch
+    )
+    combine[spec.grid("combine", n, e, h, config)](
+        out, part, args[3], n, e, out, **spec.combine_constexprs(attrs, config), **launch
     )
     return out
 

@@ -37,24 +37,41 @@ OUTPUT_NAMES: tuple[str, ...] = ("out",)
 ATTRIBUTES: tuple[tuple[str, type], ...] = (("heads", int), ("head_dim", int), ("scale", float), ("has_bias", int))
 ATTRIBUTE_NAMES: tuple[str, ...] = tuple(name for name, _ in ATTRIBUTES)
 
-FLOAT_DTYPES: tuple[str, ...] = ("float32", "float16")
+FLOAT_DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
 #: ``rowptr`` and ``col`` are int32: TensorRT plugins take int32 indices natively and a graph batch
 #: with 2**31 edges does not fit one engine call anyway.
 INDEX_DTYPE = "int32"
 MAX_HEAD_DIM = 256
 INT32_MAX = 2**31 - 1
 
-#: Kernel parameters in order: TensorRT's AOT launch passes input pointers, then the ``extra_args``
-#: (int32 scalars), then output pointers; the Triton kernel is written in exactly that order.
-KERNEL_POINTER_INPUTS: tuple[str, ...] = INPUT_NAMES
-KERNEL_SCALAR_ARGS: tuple[str, ...] = ("n_nodes", "n_heads")
-KERNEL_OUTPUTS: tuple[str, ...] = OUTPUT_NAMES
-KERNEL_ARG_NAMES: tuple[str, ...] = KERNEL_POINTER_INPUTS + KERNEL_SCALAR_ARGS + KERNEL_OUTPUTS
+#: Two kernels run the op (:mod:`trt_plugins._kernel`): ``partials`` splits the edges into fixed
+#: chunks and writes every row that lies inside one chunk, plus partial states for the rows cut by a
+#: chunk border; ``combine`` merges those and zeroes rows without incoming edges, in place. TensorRT
+#: runs each as a plugin of its own (:data:`PARTIALS_PLUGIN_ID` then :data:`COMBINE_PLUGIN_ID`, output
+#: aliased to its first input). Kernel parameters follow TensorRT's AOT launch order: input pointers,
+#: then the ``extra_args`` (int32 scalars), then output pointers.
+KERNEL_SCALAR_ARGS: tuple[str, ...] = ("n_nodes", "n_edges")
+PARTIALS_OUTPUTS: tuple[str, ...] = ("out", "part")
+COMBINE_INPUTS: tuple[str, ...] = ("out_in", "part", "rowptr")
+COMBINE_OUTPUTS: tuple[str, ...] = ("out",)
+KERNEL_ARGS: dict[str, tuple[str, ...]] = {
+    "partials": INPUT_NAMES + KERNEL_SCALAR_ARGS + PARTIALS_OUTPUTS,
+    "combine": COMBINE_INPUTS + KERNEL_SCALAR_ARGS + COMBINE_OUTPUTS,
+}
+KERNELS: tuple[str, ...] = tuple(KERNEL_ARGS)
+PARTIALS_PLUGIN_NAME = f"{PLUGIN_NAME}Partials"
+COMBINE_PLUGIN_NAME = f"{PLUGIN_NAME}Combine"
+PARTIALS_PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{PARTIALS_PLUGIN_NAME}"
+COMBINE_PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{COMBINE_PLUGIN_NAME}"
 
-GRID_FORMULA = "(max(1, ceil(n_nodes / BLOCK_M)), n_heads, 1)"
+GRID_FORMULAS: dict[str, str] = {
+    "partials": "(max(1, cdiv(n_edges, CHUNK)), cdiv(heads, HEAD_GROUP), 1)",
+    "combine": "(max(1, cdiv(n_nodes, BLOCK_R), cdiv(n_edges, CHUNK)), heads, 1)",
+}
+PART_SHAPE_FORMULA = "[2 * max(1, cdiv(n_edges, CHUNK)), heads, head_dim + 2] float32"
 
-_TRITON_TYPE = {"float32": "fp32", "float16": "fp16", "int32": "i32", "int64": "i64"}
-_AUTOTUNE_TYPE = {"float32": "FP32", "float16": "FP16", "int32": "INT32"}
+_TRITON_TYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int32": "i32", "int64": "i64"}
+_AUTOTUNE_TYPE = {"float32": "FP32", "float16": "FP16", "bfloat16": "BF16", "int32": "INT32"}
 
 Dim = int | None
 """A dimension: an int when known, ``None`` when symbolic (TensorRT build time)."""
@@ -80,19 +97,35 @@ class Attributes:
 
 @dataclass(frozen=True)
 class KernelConfig:
-    """Tile sizes and launch shape of one kernel variant.
+    """Tile sizes and launch shape of one kernel variant (both kernels share it).
 
-    ``block_m`` destinations share a program and walk their (contiguous) CSR edge range in tiles of
-    ``block_e`` edges; ``block_d`` is ``head_dim`` rounded up to a power of two. All three are >= 16
-    because both products in the kernel are ``tl.dot`` (fp16 needs K >= 16 on the GPU; the
-    interpreter would accept less, the AOT compile would not).
+    ``partials``: a program owns ``chunk = tile_e * tiles`` consecutive CSR edges and ``head_group``
+    heads, and walks the edges ``tile_e`` at a time, each tile a ``[tile_e, block_h, block_d]``
+    register block of gathered K/V rows (``block_h``, ``block_d``: the head group and head size
+    rounded up to powers of two). ``combine``: ``block_r`` destinations per program for the zero
+    rows, ``block_p`` partial records per step.
     """
 
-    block_m: int
-    block_e: int
+    tile_e: int
+    tiles: int
+    block_h: int
     block_d: int
-    num_warps: int
-    num_stages: int
+    block_r: int = 128
+    block_p: int = 32
+    num_warps: int = 4
+    num_stages: int = 1
+    head_group: int = 0  # 0: block_h (every head of a row in one program, as long as block_h covers them)
+
+    def __post_init__(self) -> None:
+        if self.head_group == 0:
+            object.__setattr__(self, "head_group", self.block_h)
+        if self.head_group > self.block_h:
+            raise PluginSpecError(f"head_group {self.head_group} does not fit block_h {self.block_h}")
+
+    @property
+    def chunk(self) -> int:
+        """Edges per ``partials`` program: the unit of work balance."""
+        return self.tile_e * self.tiles
 
     @property
     def threads_per_block(self) -> int:
@@ -181,71 +214,155 @@ def output_dtype(q_dtype: str) -> str:
     return q_dtype
 
 
-def block_d_for(head_dim: int) -> int:
-    """``head_dim`` rounded up to a power of two, at least 16 (the ``tl.dot`` minimum)."""
-    return max(16, 1 << (head_dim - 1).bit_length())
+def next_pow2(x: int) -> int:
+    """Smallest power of two >= ``x`` (>= 1)."""
+    return 1 << max(0, x - 1).bit_length()
 
 
-def select_config(head_dim: int, dtype: str) -> KernelConfig:
-    """The kernel variant for a head size and dtype (one config per pair; no autotuning)."""
+#: Elements of one ``[tile_e, block_h, block_d]`` register block, per warp: 8 float32 registers per
+#: thread and gathered tensor. Q, K, V, the products and the scans then take about 120 registers,
+#: so four programs share a multiprocessor and their gathers overlap each other's searches and scans
+#: (measured with ptxas: 224 registers and two programs per SM at 16 per thread).
+TILE_ELEMENTS_PER_WARP = 256
+#: Contiguous bytes of a K/V row one program reads: two 128-byte cache lines. Narrow rows (4 heads of
+#: 16 floats) are read whole; wide rows (8 heads of 64) are split into head groups of this size over
+#: programs, which keeps a tile in registers without shrinking it to a few edges.
+GROUP_BYTES = 256
+_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
+#: Target edges per ``partials`` program. Larger chunks mean fewer partial records for hub rows
+#: (``combine`` reads ``in_degree / CHUNK`` of them for a row) but fewer programs on small graphs.
+TARGET_CHUNK = 512
+
+
+#: Configs measured best for a ``(heads, head_dim, dtype)`` by ``bench/kernel.py``'s sweep (see
+#: ``bench/results/kernel.json``); every other shape takes the rule in :func:`select_config`.
+TUNED: dict[tuple[int, int, str], KernelConfig] = {}
+
+
+def select_config(heads: int, head_dim: int, dtype: str) -> KernelConfig:
+    """The kernel variant for a head shape and dtype (one per triple; no run-time autotuning, so the
+    TensorRT plugin, the AOT manifest and the torch launcher always agree)."""
+    if (heads, head_dim, dtype) in TUNED:
+        return TUNED[(heads, head_dim, dtype)]
     if dtype not in FLOAT_DTYPES:
         raise PluginSpecError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype}")
     if not 1 <= head_dim <= MAX_HEAD_DIM:
         raise PluginSpecError(f"head_dim must be in [1, {MAX_HEAD_DIM}], got {head_dim}")
-    block_d = block_d_for(head_dim)
-    # K and V tiles are [block_e, block_d]; keep them at <= 4096 elements (32 fp32 registers per
-    # thread with 4 warps) so wide heads do not spill.
-    block_e = 32 if block_d <= 64 else 16
-    return KernelConfig(block_m=16, block_e=block_e, block_d=block_d, num_warps=4, num_stages=1)
+    if heads < 1:
+        raise PluginSpecError(f"heads must be >= 1, got {heads}")
+    head_group = min(heads, max(1, -(-GROUP_BYTES // (head_dim * _ITEMSIZE[dtype]))))
+    block_h, block_d = next_pow2(head_group), next_pow2(head_dim)
+    num_warps = 4
+    tile_e = max(4, min(64, TILE_ELEMENTS_PER_WARP * num_warps // (block_h * block_d)))
+    tiles = max(1, TARGET_CHUNK // tile_e)
+    block_p = max(8, min(64, 4096 // block_d))
+    return KernelConfig(
+        tile_e, tiles, block_h, block_d, block_r=128, block_p=block_p, num_warps=num_warps, head_group=head_group
+    )
 
 
-def constexprs(attrs: Attributes, config: KernelConfig) -> dict[str, int | float | bool]:
-    """The compile-time constants of one kernel variant (the scale is compiled in: TensorRT's AOT
+def partials_constexprs(attrs: Attributes, config: KernelConfig) -> dict[str, int | float | bool]:
+    """Compile-time constants of the ``partials`` kernel (the scale is compiled in: TensorRT's AOT
     launch passes only int32 scalars)."""
     return {
+        "HEADS": attrs.heads,
         "HEAD_DIM": attrs.head_dim,
         "SCALE": float(attrs.scale),
         "HAS_BIAS": bool(attrs.has_bias),
-        "BLOCK_M": config.block_m,
-        "BLOCK_E": config.block_e,
+        "TILE_E": config.tile_e,
+        "TILES": config.tiles,
+        "HEAD_GROUP": config.head_group,
+        "BLOCK_H": config.block_h,
         "BLOCK_D": config.block_d,
     }
 
 
-def kernel_signature(dtype: str, index_dtype: str = INDEX_DTYPE) -> dict[str, str]:
-    """Triton signature of the runtime arguments (``ASTSource`` form) for a float and index dtype."""
+def combine_constexprs(attrs: Attributes, config: KernelConfig) -> dict[str, int | float | bool]:
+    """Compile-time constants of the ``combine`` kernel."""
+    return {
+        "HEADS": attrs.heads,
+        "HEAD_DIM": attrs.head_dim,
+        "TILE_E": config.tile_e,
+        "TILES": config.tiles,
+        "BLOCK_R": config.block_r,
+        "BLOCK_P": config.block_p,
+        "BLOCK_D": config.block_d,
+    }
+
+
+def constexprs(kernel: str, attrs: Attributes, config: KernelConfig) -> dict[str, int | float | bool]:
+    """Compile-time constants of ``kernel`` (``"partials"`` or ``"combine"``)."""
+    if kernel == "partials":
+        return partials_constexprs(attrs, config)
+    if kernel == "combine":
+        return combine_constexprs(attrs, config)
+    raise PluginSpecError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+
+
+def kernel_signature(kernel: str, dtype: str, index_dtype: str = INDEX_DTYPE) -> dict[str, str]:
+    """Triton signature of ``kernel``'s runtime arguments (``ASTSource`` form)."""
     if dtype not in FLOAT_DTYPES:
         raise PluginSpecError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype}")
     if index_dtype not in ("int32", "int64"):
         raise PluginSpecError(f"index dtype must be int32 or int64, got {index_dtype}")
+    if kernel not in KERNEL_ARGS:
+        raise PluginSpecError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     f, i = _TRITON_TYPE[dtype], _TRITON_TYPE[index_dtype]
-    return {
+    kinds = {
         "q": f"*{f}",
         "k": f"*{f}",
         "v": f"*{f}",
+        "bias": f"*{f}",
+        "out": f"*{f}",
+        "out_in": f"*{f}",
         "rowptr": f"*{i}",
         "col": f"*{i}",
-        "bias": f"*{f}",
+        "part": "*fp32",
         "n_nodes": "i32",
-        "n_heads": "i32",
-        "out": f"*{f}",
+        "n_edges": "i32",
     }
+    return {name: kinds[name] for name in KERNEL_ARGS[kernel]}
 
 
-def grid(n_nodes: int, heads: int, block_m: int) -> tuple[int, int, int]:
-    """Launch grid :data:`GRID_FORMULA`; never empty, so a zero-node call is still a valid launch
-    (the kernel masks every row of a program past ``n_nodes``)."""
-    if n_nodes < 0 or heads < 1 or block_m < 1:
-        raise PluginSpecError(f"grid needs n_nodes >= 0, heads >= 1, block_m >= 1; got {n_nodes}, {heads}, {block_m}")
-    return (max(1, -(-n_nodes // block_m)), heads, 1)
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
 
-def autotune_io_types() -> str:
-    """TensorRT ``AutoTuneCombination`` type string: the float I/O are all fp32 or all fp16
-    (dependent ``|``), the index inputs int32."""
+def n_chunks(n_edges: int, chunk: int) -> int:
+    """``partials`` programs (and pairs of partial records): ``max(1, cdiv(E, chunk))``."""
+    if n_edges < 0 or chunk < 1:
+        raise PluginSpecError(f"n_chunks needs n_edges >= 0 and chunk >= 1; got {n_edges}, {chunk}")
+    return max(1, _cdiv(n_edges, chunk))
+
+
+def part_shape(n_edges: int, heads: int, head_dim: int, config: KernelConfig) -> tuple[int, int, int]:
+    """Shape of the float32 partial-state buffer :data:`PART_SHAPE_FORMULA`."""
+    return (2 * n_chunks(n_edges, config.chunk), heads, head_dim + 2)
+
+
+def grid(kernel: str, n_nodes: int, n_edges: int, heads: int, config: KernelConfig) -> tuple[int, int, int]:
+    """Launch grid of ``kernel`` (:data:`GRID_FORMULAS`): a function of ``(N, E, heads)`` only, never
+    empty, so a graph with no node or no edge is still a valid launch."""
+    if n_nodes < 0 or n_edges < 0 or heads < 1:
+        raise PluginSpecError(f"grid needs n_nodes >= 0, n_edges >= 0, heads >= 1; got {n_nodes}, {n_edges}, {heads}")
+    chunks = n_chunks(n_edges, config.chunk)
+    if kernel == "partials":
+        return (chunks, _cdiv(heads, config.head_group), 1)
+    if kernel == "combine":
+        return (max(1, _cdiv(n_nodes, config.block_r), chunks), heads, 1)
+    raise PluginSpecError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+
+
+def autotune_io_types(plugin: str = "partials") -> str:
+    """TensorRT ``AutoTuneCombination`` type string of a plugin's inputs then outputs: the float
+    tensors all fp32, all fp16 or all bf16 (dependent ``|``), indices int32, ``part`` float32."""
     floats = "|".join(_AUTOTUNE_TYPE[d] for d in FLOAT_DTYPES)
-    kinds = {"q": floats, "k": floats, "v": floats, "rowptr": "INT32", "col": "INT32", "bias": floats, "out": floats}
-    return ", ".join(kinds[name] for name in INPUT_NAMES + OUTPUT_NAMES)
+    kinds = {"q": floats, "k": floats, "v": floats, "bias": floats, "out": floats, "out_in": floats}
+    kinds.update({"rowptr": "INT32", "col": "INT32", "part": "FP32"})
+    names = {"partials": INPUT_NAMES + PARTIALS_OUTPUTS, "combine": COMBINE_INPUTS + COMBINE_OUTPUTS}
+    if plugin not in names:
+        raise PluginSpecError(f"plugin must be one of {tuple(names)}, got {plugin!r}")
+    return ", ".join(kinds[name] for name in names[plugin])
 
 
 def attributes_from_mapping(values: Mapping[str, object]) -> Attributes:

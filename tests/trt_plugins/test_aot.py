@@ -15,8 +15,9 @@ import pytest
 from trt_plugins import aot, spec
 from trt_plugins.aot import AOTCompileError
 
-KERNEL = "sparse_graph_attention_fwd"
 MAX_STATIC_SHARED = 48 * 1024  # above this a launch needs an opt-in TensorRT does not make
+#: TensorRT ABI of each kernel: (pointer params, int32 params); Triton's scratch params are stripped.
+ABI = {"partials": (8, 2), "combine": (4, 2)}
 
 
 @pytest.fixture
@@ -29,33 +30,48 @@ def _version(ptx_version: int) -> str:
     return f"{ptx_version // 10}.{ptx_version % 10}"
 
 
+@pytest.mark.parametrize("kernel", spec.KERNELS)
 @pytest.mark.parametrize("cc", aot.TARGETS)
-def test_every_target_gets_pinned_ptx(cc: int, cache: Path) -> None:
-    k = aot.compile_kernel("float16", 64, cc, None, True)
+def test_every_target_gets_pinned_ptx(kernel: str, cc: int, cache: Path) -> None:
+    k = aot.compile_kernel(kernel, "float16", 8, 64, cc, None, True)
     target = f"sm_{cc}a" if cc >= 90 else f"sm_{cc}"  # Triton compiles cc 90 for sm_90a
     assert re.search(rf"^\.target {target}\s*$", k.ptx, re.M)
     assert re.search(rf"^\.version {re.escape(_version(aot.PTX_VERSIONS[cc]))}\s*$", k.ptx, re.M)
     assert (k.target, k.ptx_version, k.compute_capability) == (target, _version(aot.PTX_VERSIONS[cc]), cc)
-    assert k.kernel_name == KERNEL and f".entry {KERNEL}(" in k.ptx
-    # exactly the TensorRT ABI: 6 input pointers, 2 int32 scalars, 1 output pointer
-    params = aot.ptx_entry_params(k.ptx, KERNEL)
-    assert len(params) == len(spec.KERNEL_ARG_NAMES)
-    decls = k.ptx[k.ptx.index(f".entry {KERNEL}(") :].split(")", 1)[0]
-    assert decls.count(".u64") == 7 and decls.count(".u32") == 2
-    assert k.num_warps == 4 and k.threads_per_block == 128 and 0 < k.shared_mem <= MAX_STATIC_SHARED
-    assert k.constexprs["SCALE"] == 0.125 and k.block_m == 16 and k.grid == spec.GRID_FORMULA
+    name = f"sga_{kernel}"
+    assert k.kernel_name == name and f".entry {name}(" in k.ptx
+    # exactly the TensorRT ABI: input pointers, int32 scalars, output pointers; no scratch pointers
+    params = aot.ptx_entry_params(k.ptx, name)
+    assert len(params) == len(spec.KERNEL_ARGS[kernel])
+    decls = k.ptx[k.ptx.index(f".entry {name}(") :].split(")", 1)[0]
+    assert (decls.count(".u64"), decls.count(".u32")) == ABI[kernel]
+    assert k.threads_per_block == 32 * k.num_warps and 0 <= k.shared_mem <= MAX_STATIC_SHARED
+    assert k.grid == spec.GRID_FORMULAS[kernel] and k.kernel_config == spec.select_config(8, 64, "float16")
     assert aot.verify_ptx(k.ptx, k.target)  # the edited PTX still assembles (Triton's bundled ptxas)
 
 
 @pytest.mark.parametrize("cc", [75, 80, 90])
 @pytest.mark.parametrize("dtype", spec.FLOAT_DTYPES)
 def test_every_tile_config_compiles(cc: int, dtype: str, cache: Path) -> None:
-    """One variant per head-size bucket (BLOCK_D 16..256) and dtype, on each code-generation path:
-    sm_75 (mma m16n8k8), sm_80 (mma m16n8k16, shared by sm_86/sm_89), sm_90a (wgmma)."""
-    for head_dim in (16, 24, 64, 128, 256):
-        k = aot.compile_kernel(dtype, head_dim, cc, 0.5, True, verify=False)
-        assert k.shared_mem <= MAX_STATIC_SHARED, (dtype, head_dim, k.shared_mem)
-        assert k.constexprs["BLOCK_D"] == spec.block_d_for(head_dim)
+    """Both kernels for one head shape per config bucket, dtype and code-generation path (sm_75,
+    sm_80 shared by sm_86/sm_89, sm_90a), with no Triton scratch memory (compile_kernel refuses it)."""
+    for heads, head_dim in ((1, 1), (4, 16), (3, 24), (8, 64), (1, 128), (2, 256)):
+        for kernel in spec.KERNELS:
+            k = aot.compile_kernel(kernel, dtype, heads, head_dim, cc, 0.5, True, verify=False)
+            assert k.shared_mem <= MAX_STATIC_SHARED, (kernel, dtype, heads, head_dim, k.shared_mem)
+            assert k.constexprs["BLOCK_D"] == spec.next_pow2(head_dim)
+
+
+def test_scratch_memory_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = aot.triton_compile
+
+    def with_scratch(*args: object, **kwargs: object) -> aot.RawCompiled:
+        raw = real(*args, **kwargs)  # type: ignore[arg-type]
+        return aot.RawCompiled(raw.ptx, raw.kernel_name, raw.num_warps, raw.shared_mem, scratch_bytes=256)
+
+    monkeypatch.setattr(aot, "triton_compile", with_scratch)
+    with pytest.raises(AOTCompileError, match="kernel combine needs 256 bytes of Triton scratch memory"):
+        aot.compile_kernel("combine", "float32", 1, 16, 80, use_cache=False)
 
 
 def test_cache_is_hit_the_second_time(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,22 +83,23 @@ def test_cache_is_hit_the_second_time(cache: Path, monkeypatch: pytest.MonkeyPat
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(aot, "triton_compile", counting)
-    first = aot.compile_kernel("float32", 32, 80, 0.2, False)
+    first = aot.compile_kernel("partials", "float32", 2, 32, 80, 0.2, False)
     assert len(calls) == 1 and not first.from_cache
     files = list(cache.iterdir())
     assert len(files) == 1 and files[0].suffix == ".json"  # no temp files left behind
     assert json.loads(files[0].read_text())["cache_key"] == first.cache_key
 
-    second = aot.compile_kernel("float32", 32, 80, 0.2, False)
+    second = aot.compile_kernel("partials", "float32", 2, 32, 80, 0.2, False)
     assert len(calls) == 1 and second.from_cache and second == first
 
-    aot.compile_kernel("float32", 32, 80, 0.25, False)  # another scale is another kernel
-    aot.compile_kernel("float32", 32, 86, 0.2, False)  # another target too
-    assert len(calls) == 3
+    aot.compile_kernel("partials", "float32", 2, 32, 80, 0.25, False)  # another scale is another kernel
+    aot.compile_kernel("partials", "float32", 2, 32, 86, 0.2, False)  # another target too
+    aot.compile_kernel("combine", "float32", 2, 32, 80, 0.2, False)  # and the other kernel
+    assert len(calls) == 4
 
     files[0].write_text("{not json")  # a damaged entry is recompiled and replaced
-    third = aot.compile_kernel("float32", 32, 80, 0.2, False)
-    assert len(calls) == 4 and not third.from_cache and third == first
+    third = aot.compile_kernel("partials", "float32", 2, 32, 80, 0.2, False)
+    assert len(calls) == 5 and not third.from_cache and third == first
     assert json.loads(files[0].read_text())["cache_key"] == first.cache_key
 
 
@@ -95,23 +112,32 @@ def test_cache_dir_follows_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 def test_compile_all_writes_ptx_and_manifest(cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "ptx_out"
-    assert aot.main([str(out), "--targets", "sm_80,90", "--head-dims", "32", "--dtypes", "float16"]) == 0
+    argv = [str(out), "--targets", "sm_80,90", "--head-shapes", "2x32", "--dtypes", "float16"]
+    assert aot.main(argv) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["plugin_id"] == spec.PLUGIN_ID and manifest["grid"] == spec.GRID_FORMULA
-    assert manifest["kernel_args"] == list(spec.KERNEL_ARG_NAMES)
+    assert manifest["plugin_ids"] == [spec.PARTIALS_PLUGIN_ID, spec.COMBINE_PLUGIN_ID]
+    assert manifest["grids"] == spec.GRID_FORMULAS
+    assert manifest["kernel_args"] == {k: list(v) for k, v in spec.KERNEL_ARGS.items()}
     entries = manifest["entries"]
-    assert {(e["compute_capability"], e["has_bias"]) for e in entries} == {
-        (80, False),
-        (80, True),
-        (90, False),
-        (90, True),
-    }
+    assert sorted((e["kernel"], e["compute_capability"], e["has_bias"]) for e in entries) == [
+        ("combine", 80, False),
+        ("combine", 90, False),
+        ("partials", 80, False),
+        ("partials", 80, True),
+        ("partials", 90, False),
+        ("partials", 90, True),
+    ]
     for e in entries:
         ptx = (out / e["file"]).read_text()
         assert f".target {e['target']}" in ptx and f".version {e['ptx_version']}" in ptx
-        assert e["kernel_name"] in ptx and e["dtype"] == "float16" and e["head_dim"] == 32
-        assert e["scale"] == pytest.approx(32**-0.5) and e["threads_per_block"] == 128
+        assert e["kernel_name"] in ptx and e["dtype"] == "float16" and (e["heads"], e["head_dim"]) == (2, 32)
+        assert e["scale"] == pytest.approx(32**-0.5) and e["threads_per_block"] == 32 * e["num_warps"]
     assert sorted(p.name for p in out.iterdir()) == sorted([*(e["file"] for e in entries), "manifest.json"])
+
+
+def test_bad_head_shape_argument_is_named(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        aot.main([str(tmp_path), "--head-shapes", "4-16"])
 
 
 PTX_STUB = """.version 8.0
@@ -158,8 +184,10 @@ def test_ptx_versions_are_guarded_before_llvm() -> None:
 
 
 def test_launch_grid_and_json_round_trip(cache: Path) -> None:
-    k = aot.compile_kernel("float32", 8, 80, None, False)
-    assert k.launch_grid(0, 2) == (1, 2, 1) and k.launch_grid(33, 2) == (3, 2, 1)
+    k = aot.compile_kernel("combine", "float32", 2, 8, 80, None, False)
+    c = k.kernel_config
+    assert k.launch_grid(0, 0, 2) == (1, 2, 1)
+    assert k.launch_grid(c.block_r * 3, 1, 2) == (3, 2, 1) and k.launch_grid(1, c.chunk * 5, 2) == (5, 2, 1)
     assert aot.CompiledKernel(**k.to_json()) == k
 
 

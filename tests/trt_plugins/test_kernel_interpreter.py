@@ -1,6 +1,7 @@
 """The Triton kernel, run on CPU by Triton's interpreter, against two references.
 
-``reference`` below restates the math with gather/scatter on the CSR (trt_plugins may not import
+Kernel v2 (edge chunks, :mod:`trt_plugins._kernel`) is what the op runs. ``reference`` below
+restates the math with gather/scatter on the CSR (trt_plugins may not import
 gtcompress); every case is also checked against the project's one definition,
 ``gtcompress.nn.attention.sparse_attention``, on the original (unsorted) ``edge_index``.
 
@@ -25,7 +26,7 @@ import torch
 from gtcompress.nn.attention import sparse_attention
 from trt_plugins import PluginSpecError, spec
 from trt_plugins.csr import edge_index_to_csr
-from trt_plugins.kernels import sparse_graph_attention, sparse_graph_attention_coo
+from trt_plugins.kernels import check_csr, sparse_graph_attention, sparse_graph_attention_coo
 
 
 def reference(
@@ -68,22 +69,41 @@ def make_graph(n: int, e: int, seed: int, hub: bool = False) -> torch.Tensor:
     return ei
 
 
+#: Small tiles keep the interpreter fast (its scans run element by element in Python) and make
+#: every border case happen on small graphs: tile borders inside a chunk (the carried row), chunk
+#: borders (partial records), rows spanning many chunks.
+SMALL = spec.KernelConfig(tile_e=4, tiles=2, block_h=4, block_d=32, block_r=8, block_p=4)
+
+
+def small(heads: int, head_dim: int) -> spec.KernelConfig:
+    """:data:`SMALL` with the block sizes for the head shape."""
+    return spec.KernelConfig(
+        tile_e=SMALL.tile_e,
+        tiles=SMALL.tiles,
+        block_h=spec.next_pow2(heads),
+        block_d=spec.next_pow2(head_dim),
+        block_r=SMALL.block_r,
+        block_p=SMALL.block_p,
+    )
+
+
 CASES = [
     # n, e, heads, head_dim, dtype, bias, hub
     (1, 0, 1, 4, torch.float32, False, False),  # one node, no edges
     (1, 1, 2, 8, torch.float32, True, False),  # one node with a self-loop
     (5, 0, 2, 16, torch.float32, True, False),  # no edges at all: zeros
-    (7, 12, 2, 5, torch.float32, True, False),  # head_dim not a power of two, below 16
-    (20, 60, 3, 24, torch.float32, False, True),  # two row blocks, a hub with > BLOCK_E in-edges
-    (33, 90, 1, 64, torch.float32, True, False),  # three row blocks, wide head
-    (9, 30, 2, 128, torch.float32, True, False),  # widest shipped head size (BLOCK_E = 16)
+    (7, 12, 2, 5, torch.float32, True, False),  # head_dim not a power of two
+    (20, 60, 3, 24, torch.float32, False, True),  # a hub whose 70+ edges span many chunks
+    (33, 90, 1, 64, torch.float32, True, False),  # one head, wide
+    (9, 30, 2, 128, torch.float32, True, False),  # widest shipped head size
     (18, 50, 2, 16, torch.float16, True, True),
+    (18, 50, 4, 16, torch.bfloat16, True, True),
     (6, 20, 4, 32, torch.float16, False, False),
 ]
 
 
 def _check(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> None:
-    tol = 1e-5 if dtype == torch.float32 else 5e-3
+    tol = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}[dtype]
     torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)
 
 
@@ -99,13 +119,89 @@ def test_matches_references(
     bias_csr = None if bias is None else bias[perm]
     scale = spec.default_scale(head_dim)
 
-    out = sparse_graph_attention(q, k, v, rowptr, col, bias_csr)
+    out = sparse_graph_attention(q, k, v, rowptr, col, bias_csr, config=small(heads, head_dim))
     assert out.dtype == dtype and out.shape == (n, heads, head_dim)
     _check(out, reference(q, k, v, rowptr, col, bias_csr, scale), dtype)
     project = sparse_attention(q.double(), k.double(), v.double(), ei, None if bias is None else bias.double())
     _check(out, project, dtype)
     indegree = rowptr[1:] - rowptr[:-1]
     assert torch.equal(out[indegree == 0], torch.zeros_like(out[indegree == 0]))
+
+
+@pytest.mark.parametrize(
+    ("tile_e", "tiles"),
+    [(4, 1), (4, 3), (8, 2), (16, 4)],  # chunks of 4, 12, 16 and 64 edges over the same graph
+)
+def test_chunk_and_tile_borders_anywhere(tile_e: int, tiles: int) -> None:
+    """Rows that start exactly at a chunk start, end exactly at a chunk end, span many chunks, and
+    long runs of rows without edges between them, over several chunk and tile sizes."""
+    degrees = [0, 4, 4, 0, 0, 0, 1, 12, 3, 0, 17, 1, 1, 0, 8, 0]
+    n = len(degrees)
+    dst = torch.repeat_interleave(torch.arange(n), torch.tensor(degrees))
+    g = torch.Generator().manual_seed(tile_e * 10 + tiles)
+    ei = torch.stack([torch.randint(0, n, (dst.numel(),), generator=g), dst])
+    q, k, v = (torch.randn(n, 2, 8, generator=g) * 3 for _ in range(3))
+    bias = torch.randn(dst.numel(), 2, generator=g)
+    rowptr, col, perm = edge_index_to_csr(ei, n)
+    config = spec.KernelConfig(tile_e=tile_e, tiles=tiles, block_h=2, block_d=8, block_r=4, block_p=2)
+    out = sparse_graph_attention(q, k, v, rowptr, col, bias[perm], config=config)
+    _check(out, reference(q, k, v, rowptr, col, bias[perm], spec.default_scale(8)), torch.float32)
+
+
+@pytest.mark.parametrize(("heads", "group"), [(4, 1), (4, 2), (3, 2), (8, 4)])
+def test_head_groups_split_over_programs(heads: int, group: int) -> None:
+    """Wide rows are read in head groups, one program per group (the grid's second axis)."""
+    g = torch.Generator().manual_seed(heads * 10 + group)
+    n, d = 14, 8
+    ei = make_graph(n, 40, seed=heads + group, hub=True)
+    q, k, v = (torch.randn(n, heads, d, generator=g) for _ in range(3))
+    bias = torch.randn(ei.shape[1], heads, generator=g)
+    rowptr, col, perm = edge_index_to_csr(ei, n)
+    config = spec.KernelConfig(
+        tile_e=4, tiles=3, block_h=spec.next_pow2(group), block_d=8, block_r=4, block_p=2, head_group=group
+    )
+    assert spec.grid("partials", n, col.numel(), heads, config)[1] == -(-heads // group)
+    out = sparse_graph_attention(q, k, v, rowptr, col, bias[perm], config=config)
+    _check(out, reference(q, k, v, rowptr, col, bias[perm], spec.default_scale(d)), torch.float32)
+
+
+def test_partial_records_are_those_of_the_partition() -> None:
+    """The partials kernel writes exactly the records :mod:`trt_plugins.partition` names, and the
+    combine kernel then reproduces the reference (it reads only those records)."""
+    from trt_plugins import kernels
+    from trt_plugins.partition import partition
+
+    degrees = [3, 0, 9, 2, 0, 0, 14, 1]
+    n = len(degrees)
+    dst = torch.repeat_interleave(torch.arange(n), torch.tensor(degrees))
+    g = torch.Generator().manual_seed(5)
+    ei = torch.stack([torch.randint(0, n, (dst.numel(),), generator=g), dst])
+    q, k, v = (torch.randn(n, 1, 4, generator=g) for _ in range(3))
+    rowptr, col, _ = edge_index_to_csr(ei, n)
+    config = spec.KernelConfig(tile_e=2, tiles=2, block_h=1, block_d=4, block_r=4, block_p=2)
+    attrs = spec.validate_attributes(1, 4, 0.5, False)
+    e = col.numel()
+    out = torch.zeros_like(q)
+    part = torch.full(spec.part_shape(e, 1, 4, config), float("nan"))
+    kernels.interpreted_kernel("partials")[spec.grid("partials", n, e, 1, config)](
+        q, k, v, rowptr, col, q.new_empty(0, 1), n, e, out, part, **spec.partials_constexprs(attrs, config)
+    )
+    written = {r for r in range(part.shape[0]) if not torch.isnan(part[r]).any()}
+    assert written == partition(rowptr.numpy(), config.chunk).written_records()
+    kernels.interpreted_kernel("combine")[spec.grid("combine", n, e, 1, config)](
+        out, part, rowptr, n, e, out, **spec.combine_constexprs(attrs, config)
+    )
+    _check(out, reference(q, k, v, rowptr, col, None, 0.5), torch.float32)
+
+
+def test_default_config_and_large_tiles() -> None:
+    """The shipped config for the head shape (large tiles, many tiles per chunk) on a graph with a hub."""
+    g = torch.Generator().manual_seed(9)
+    n, h, d = 40, 4, 16
+    ei = make_graph(n, 300, seed=9, hub=True)
+    q, k, v = (torch.randn(n, h, d, generator=g) for _ in range(3))
+    rowptr, col, _ = edge_index_to_csr(ei, n)
+    _check(sparse_graph_attention(q, k, v, rowptr, col), reference(q, k, v, rowptr, col, None, 0.25), torch.float32)
 
 
 def test_custom_scale_int64_indices_and_coo_entry_point() -> None:
@@ -117,7 +213,7 @@ def test_custom_scale_int64_indices_and_coo_entry_point() -> None:
     ref = sparse_attention(q.double(), k.double(), v.double(), ei, bias.double(), scale=0.3)
     _check(sparse_graph_attention_coo(q, k, v, ei, bias, scale=0.3), ref, torch.float32)
     rowptr, col, perm = edge_index_to_csr(ei, n, dtype=torch.int64)
-    _check(sparse_graph_attention(q, k, v, rowptr, col, bias[perm], scale=0.3), ref, torch.float32)
+    _check(sparse_graph_attention(q, k, v, rowptr, col, bias[perm], scale=0.3, config=small(h, d)), ref, torch.float32)
 
 
 def test_duplicate_edges_count_twice() -> None:
@@ -135,15 +231,42 @@ def test_zero_nodes() -> None:
     assert out.shape == (0, 2, 8)
 
 
-def test_inconsistent_csr_is_rejected_before_launch() -> None:
+def test_shape_and_dtype_errors_name_the_input() -> None:
     q = torch.zeros(3, 1, 4)
     rowptr = torch.tensor([0, 1, 2, 5], dtype=torch.int32)
-    with pytest.raises(PluginSpecError, match="rowptr"):
-        sparse_graph_attention(q, q, q, rowptr, torch.zeros(4, dtype=torch.int32))
-    with pytest.raises(PluginSpecError, match="'bias'"):
+    with pytest.raises(PluginSpecError, match="'bias' must have shape"):
         sparse_graph_attention(q, q, q, rowptr, torch.zeros(5, dtype=torch.int32), torch.zeros(4, 1))
-    with pytest.raises(PluginSpecError, match="'col'"):
+    with pytest.raises(PluginSpecError, match="'col' must have the dtype of 'rowptr'"):
         sparse_graph_attention(q, q, q, rowptr, torch.zeros(5, dtype=torch.int64))
+    with pytest.raises(PluginSpecError, match="'rowptr' must have n_nodes \\+ 1 = 4 entries"):
+        sparse_graph_attention(q, q, q, rowptr[:3], torch.zeros(5, dtype=torch.int32))
+
+
+def test_check_csr_is_a_separate_step() -> None:
+    """The launcher reads no device value (so it can be captured in a CUDA graph); value checks are
+    :func:`check_csr`, which names what is wrong."""
+    col = torch.zeros(4, dtype=torch.int32)
+    with pytest.raises(PluginSpecError, match=r"must run from 0 to E = 4 .* got 0 \.\. 5"):
+        check_csr(torch.tensor([0, 1, 2, 5], dtype=torch.int32), col, 3)
+    with pytest.raises(PluginSpecError, match="decreases at row 1: 3 -> 2"):
+        check_csr(torch.tensor([0, 3, 2, 4]), col, 3)
+    with pytest.raises(PluginSpecError, match=r"node ids in \[0, 7\], outside \[0, 2\]"):
+        check_csr(torch.tensor([0, 1, 2, 4]), torch.tensor([0, 7, 1, 1]), 3)
+    with pytest.raises(PluginSpecError, match="n_nodes \\+ 1 = 4 entries"):
+        check_csr(torch.tensor([0, 4]), col, 3)
+    check_csr(torch.tensor([0, 1, 1, 4]), col, 3)
+
+
+def test_kernel_v1_still_matches_for_the_benchmark() -> None:
+    """v1 stays callable (``bench/kernel.py`` times it next to v2) and correct."""
+    from trt_plugins.kernels_v1 import sparse_graph_attention_v1
+
+    g = torch.Generator().manual_seed(4)
+    n, h, d = 20, 2, 16
+    ei = make_graph(n, 60, seed=4, hub=True)
+    q, k, v = (torch.randn(n, h, d, generator=g) for _ in range(3))
+    rowptr, col, _ = edge_index_to_csr(ei, n)
+    _check(sparse_graph_attention_v1(q, k, v, rowptr, col), reference(q, k, v, rowptr, col, None, 0.25), torch.float32)
 
 
 _CHILD = """
@@ -154,14 +277,15 @@ from gtcompress.nn.attention import sparse_attention
 from trt_plugins import aot
 from trt_plugins.kernels import sparse_graph_attention_coo
 g = torch.Generator().manual_seed(0)
-for n, e, h, d in [(1, 0, 1, 4), (20, 70, 2, 24)]:
+for n, e, h, d in [(1, 0, 1, 4), (12, 40, 2, 24)]:
     q, k, v = (torch.randn(n, h, d, generator=g) for _ in range(3))
     ei = torch.randint(0, n, (2, e), generator=g)
     bias = torch.randn(e, h, generator=g)
     out = sparse_graph_attention_coo(q, k, v, ei, bias)
     ref = sparse_attention(q.double(), k.double(), v.double(), ei, bias.double())
     torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
-kernel = aot.compile_kernel("float16", 32, 80, None, True, cache_root=__import__("pathlib").Path(sys.argv[1]))
+root = __import__("pathlib").Path(sys.argv[1])
+kernel = aot.compile_kernel("partials", "float16", 2, 32, 80, None, True, cache_root=root)
 assert ".target sm_80" in kernel.ptx
 print("child ok")
 """
@@ -191,9 +315,9 @@ def test_kernel_calls_only_triton_builtins() -> None:
 
     import triton.language as tl
 
-    from trt_plugins import _kernel
+    from trt_plugins import _kernel, _kernel_v1
 
-    tree = ast.parse(inspect.getsource(_kernel))
+    tree = ast.parse(inspect.getsource(_kernel) + inspect.getsource(_kernel_v1))
     called = {
         node.func.attr
         for node in ast.walk(tree)
@@ -203,5 +327,6 @@ def test_kernel_calls_only_triton_builtins() -> None:
         and node.func.value.id == "tl"
     }
     assert called, "no tl.* calls found"
-    not_builtin = sorted(name for name in called if not tl.core.is_builtin(getattr(tl, name)))
+    # tl.constexpr(...) wraps a module-level constant (a class, not a jit helper).
+    not_builtin = sorted(n for n in called - {"constexpr"} if not tl.core.is_builtin(getattr(tl, n)))
     assert not not_builtin, f"kernel calls non-builtin triton.language helpers: {not_builtin}"

@@ -9,7 +9,7 @@ import pytest
 import triton.language as tl
 
 from trt_plugins import spec
-from trt_plugins._kernel import sparse_graph_attention_fwd
+from trt_plugins._kernel import sga_combine, sga_partials
 from trt_plugins.spec import PluginSpecError
 
 ATTRS = spec.validate_attributes(4, 16, 0.25, 1)
@@ -108,58 +108,116 @@ def test_output_shape_and_dtype() -> None:
         spec.output_dtype("int32")
 
 
+CFG = spec.KernelConfig(tile_e=32, tiles=16, block_h=4, block_d=16, block_r=128, block_p=64)
+
+
 @pytest.mark.parametrize(
-    ("n", "heads", "expected"),
-    [(0, 1, (1, 1, 1)), (1, 2, (1, 2, 1)), (16, 3, (1, 3, 1)), (17, 3, (2, 3, 1)), (1000, 8, (63, 8, 1))],
+    ("n", "e", "heads", "partials", "combine"),
+    [
+        (0, 0, 1, (1, 1, 1), (1, 1, 1)),  # nothing at all: still a valid launch
+        (5, 0, 2, (1, 1, 1), (1, 2, 1)),
+        (1, 512, 3, (1, 1, 1), (1, 3, 1)),  # heads 3 fit one group of block_h 4
+        (1, 513, 3, (2, 1, 1), (2, 3, 1)),  # a single hub row: two chunks
+        (1000, 600, 4, (2, 1, 1), (8, 4, 1)),  # more row blocks than chunks
+        (100_000, 1_000_000, 4, (1954, 1, 1), (1954, 4, 1)),
+    ],
 )
-def test_grid(n: int, heads: int, expected: tuple[int, int, int]) -> None:
-    assert spec.grid(n, heads, 16) == expected
+def test_grids_depend_on_shapes_only(
+    n: int, e: int, heads: int, partials: tuple[int, int, int], combine: tuple[int, int, int]
+) -> None:
+    assert CFG.chunk == 512
+    assert spec.grid("partials", n, e, heads, CFG) == partials
+    assert spec.grid("combine", n, e, heads, CFG) == combine
+    assert spec.part_shape(e, heads, 16, CFG) == (2 * partials[0], heads, 18)
 
 
 def test_grid_rejects_nonsense() -> None:
-    with pytest.raises(PluginSpecError):
-        spec.grid(-1, 1, 16)
-    with pytest.raises(PluginSpecError):
-        spec.grid(4, 0, 16)
+    with pytest.raises(PluginSpecError, match="n_nodes >= 0"):
+        spec.grid("partials", -1, 0, 1, CFG)
+    with pytest.raises(PluginSpecError, match="heads >= 1"):
+        spec.grid("combine", 4, 4, 0, CFG)
+    with pytest.raises(PluginSpecError, match="kernel must be one of"):
+        spec.grid("fused", 4, 4, 1, CFG)
 
 
 @pytest.mark.parametrize("dtype", spec.FLOAT_DTYPES)
-@pytest.mark.parametrize("head_dim", [1, 5, 16, 17, 24, 64, 100, 128, 256])
-def test_select_config_respects_dot_minimums(dtype: str, head_dim: int) -> None:
-    c = spec.select_config(head_dim, dtype)
+@pytest.mark.parametrize(("heads", "head_dim"), [(1, 1), (1, 5), (4, 16), (3, 24), (8, 64), (1, 128), (2, 256)])
+def test_select_config_fits_registers(dtype: str, heads: int, head_dim: int) -> None:
+    c = spec.select_config(heads, head_dim, dtype)
+    assert 1 <= c.head_group <= heads and c.block_h >= c.head_group and c.block_h & (c.block_h - 1) == 0
+    itemsize = 4 if dtype == "float32" else 2
+    # a program reads all heads of a row, or a group of at least GROUP_BYTES contiguous bytes
+    assert c.head_group == heads or c.head_group * head_dim * itemsize >= spec.GROUP_BYTES
     assert c.block_d >= head_dim and c.block_d & (c.block_d - 1) == 0
-    assert min(c.block_m, c.block_e, c.block_d) >= 16  # tl.dot: fp16 needs K >= 16, M, N >= 16
-    assert c.block_e * c.block_d <= 4096
+    assert c.tile_e & (c.tile_e - 1) == 0 and c.tile_e >= 4
+    assert c.tile_e * c.block_h * c.block_d <= spec.TILE_ELEMENTS_PER_WARP * c.num_warps or c.tile_e == 4
+    assert c.chunk >= spec.TARGET_CHUNK // 2 and c.block_p * c.block_d <= 4096
     assert c.threads_per_block == 32 * c.num_warps
 
 
+def test_head_groups_of_the_issue_shapes() -> None:
+    assert spec.select_config(4, 16, "float32").head_group == 4  # 256 bytes: the whole row in one program
+    assert spec.select_config(4, 16, "float16").head_group == 4
+    assert spec.select_config(8, 64, "float16").head_group == 2  # 1 KiB rows: 256-byte groups
+    assert spec.select_config(8, 64, "float32").head_group == 1
+    assert spec.grid("partials", 10, 5000, 8, spec.select_config(8, 64, "float16")) == (
+        spec.n_chunks(5000, spec.select_config(8, 64, "float16").chunk),
+        4,
+        1,
+    )
+    with pytest.raises(PluginSpecError, match="head_group 4 does not fit block_h 2"):
+        spec.KernelConfig(tile_e=4, tiles=1, block_h=2, block_d=16, head_group=4)
+
+
+def test_tuned_configs_override_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    tuned = spec.KernelConfig(tile_e=8, tiles=4, block_h=4, block_d=16)
+    monkeypatch.setitem(spec.TUNED, (4, 16, "float32"), tuned)
+    assert spec.select_config(4, 16, "float32") is tuned
+    assert spec.select_config(4, 16, "float16") is not tuned
+
+
 def test_select_config_rejects_unsupported() -> None:
-    with pytest.raises(PluginSpecError):
-        spec.select_config(300, "float32")
-    with pytest.raises(PluginSpecError):
-        spec.select_config(64, "bfloat16")
+    with pytest.raises(PluginSpecError, match="head_dim must be in"):
+        spec.select_config(1, 300, "float32")
+    with pytest.raises(PluginSpecError, match="dtype must be one of"):
+        spec.select_config(1, 64, "float64")
+    with pytest.raises(PluginSpecError, match="heads must be >= 1"):
+        spec.select_config(0, 64, "float32")
 
 
-def test_kernel_parameters_match_spec() -> None:
-    """The kernel's runtime parameters are the TensorRT ABI order; its constexprs are what spec fills."""
-    params = inspect.signature(sparse_graph_attention_fwd).parameters
+@pytest.mark.parametrize(("name", "fn"), [("partials", sga_partials), ("combine", sga_combine)])
+def test_kernel_parameters_match_spec(name: str, fn: object) -> None:
+    """Each kernel's runtime parameters are its TensorRT ABI order; its constexprs are what spec fills."""
+    params = inspect.signature(fn).parameters  # type: ignore[arg-type]
     runtime = [n for n, p in params.items() if p.annotation is not tl.constexpr]
-    assert tuple(runtime) == spec.KERNEL_ARG_NAMES
-    assert spec.KERNEL_ARG_NAMES == spec.INPUT_NAMES + spec.KERNEL_SCALAR_ARGS + spec.OUTPUT_NAMES
-    cx = spec.constexprs(ATTRS, spec.select_config(16, "float32"))
+    assert tuple(runtime) == spec.KERNEL_ARGS[name]
+    cx = spec.constexprs(name, ATTRS, spec.select_config(4, 16, "float32"))
     assert set(cx) == set(params) - set(runtime)
-    assert cx["SCALE"] == 0.25 and cx["HAS_BIAS"] is True and cx["HEAD_DIM"] == 16
-    assert tuple(spec.kernel_signature("float16")) == spec.KERNEL_ARG_NAMES
-    assert spec.kernel_signature("float16")["q"] == "*fp16"
-    assert spec.kernel_signature("float32", "int64")["rowptr"] == "*i64"
+    assert tuple(spec.kernel_signature(name, "float16")) == spec.KERNEL_ARGS[name]
+    assert spec.kernel_signature(name, "float32", "int64")["rowptr"] == "*i64"
+    assert spec.kernel_signature(name, "bfloat16")["out"] == "*bf16"
+    assert spec.kernel_signature(name, "float16")["part"] == "*fp32"
+
+
+def test_kernel_abi_order() -> None:
+    assert spec.KERNEL_ARGS["partials"] == spec.INPUT_NAMES + spec.KERNEL_SCALAR_ARGS + ("out", "part")
+    assert spec.KERNEL_ARGS["combine"] == ("out_in", "part", "rowptr", *spec.KERNEL_SCALAR_ARGS, "out")
+    cx = spec.partials_constexprs(ATTRS, CFG)
+    assert cx["SCALE"] == 0.25 and cx["HAS_BIAS"] is True and cx["HEAD_DIM"] == 16 and cx["HEADS"] == 4
 
 
 def test_autotune_types_cover_every_io() -> None:
-    types = [t.strip() for t in spec.autotune_io_types().split(",")]
-    assert len(types) == len(spec.INPUT_NAMES) + len(spec.OUTPUT_NAMES)
-    assert types == ["FP32|FP16"] * 3 + ["INT32"] * 2 + ["FP32|FP16"] * 2
+    types = [t.strip() for t in spec.autotune_io_types("partials").split(",")]
+    floats = "FP32|FP16|BF16"
+    assert types == [floats] * 3 + ["INT32"] * 2 + [floats] * 2 + ["FP32"]
+    types = [t.strip() for t in spec.autotune_io_types("combine").split(",")]
+    assert types == [floats, "FP32", "INT32", floats]
+    with pytest.raises(PluginSpecError, match="plugin must be one of"):
+        spec.autotune_io_types("fused")
 
 
 def test_plugin_identity() -> None:
     assert spec.PLUGIN_ID == "gtcompress::SparseGraphAttention"
+    assert spec.PARTIALS_PLUGIN_ID == "gtcompress::SparseGraphAttentionPartials"
+    assert spec.COMBINE_PLUGIN_ID == "gtcompress::SparseGraphAttentionCombine"
     assert spec.ATTRIBUTE_NAMES == ("heads", "head_dim", "scale", "has_bias")

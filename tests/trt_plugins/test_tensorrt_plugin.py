@@ -1,28 +1,55 @@
-"""TensorRT wiring, checked against a stand-in for ``tensorrt.plugin`` (TensorRT cannot be installed here).
+"""TensorRT wiring of the two plugins, checked against a stand-in for ``tensorrt.plugin`` (TensorRT
+cannot be installed here).
 
 The stand-in enforces the rules of the real module that our code depends on, as read from
 NVIDIA/TensorRT ``python/packaging/bindings_wheel/tensorrt/plugin`` (``_validate.py``, ``_lib.py``,
-``_plugin_class.py``, ``_tensor.py``): annotations are classes, tensors come first, no defaults,
+``_plugin_class.py``, ``_tensor.py``, ``_top_level.py``): annotations are classes, tensors come
+first, no defaults, ``register`` returns a ``TensorDesc`` or a tuple of them as annotated,
 ``aot_impl`` takes ``(inputs..., attributes..., outputs, tactic)`` and must annotate its 4-tuple
-return, extra kernel arguments must be ``SymInt32``, a plugin id is registered once. It then calls
-our functions the way TensorRT's ``_TemplateAOTPlugin`` does. The real thing is exercised by
+return, ``KernelLaunchParams`` fields and extra kernel arguments are ``SymInt32``, a plugin id is
+registered once, ``trtp.cdiv``/``trtp.max`` refuse two ints, an aliased output is found by the
+identity of the input descriptor it was made from, and shape expressions support ``+ - * //`` with
+the expression on the left only. The module-level helpers below call our functions the way
+``_TemplatePluginBase``/``_TemplateAOTPlugin`` do: ``register`` first with placeholder ("fake")
+shapes for the output dtypes and aliases, then with real (constant or symbolic) shapes, then
+``aot_impl`` with the attributes positionally in ``register()`` order.
+
+One rule is stricter than TensorRT on purpose: while the fake shapes are out, building a shape
+expression from an int raises. TensorRT would then call a stale expression builder (or make another
+fake), and an operation mixing a real and a fake expression hands ``None`` to the builder; so our
+code keeps an input's expression as the left operand everywhere. The real module is exercised by
 ``test_tensorrt_real.py`` wherever TensorRT is installed.
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 import types
 import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import onnx
 import pytest
+import torch
+from onnx import TensorProto, helper
 
-from trt_plugins import spec, tensorrt_plugin
+from trt_plugins import aot, engine, kernels, onnx_op, spec, tensorrt_plugin
 from trt_plugins.spec import PluginSpecError
-from trt_plugins.tensorrt_plugin import TensorRTNotAvailableError, register_plugin, tensorrt_available
+from trt_plugins.tensorrt_plugin import (
+    TensorRTNotAvailableError,
+    combine_n_edges,
+    part_chunk,
+    register_plugin,
+    tensorrt_available,
+    validate_combine_inputs,
+)
+
+FLOATS = "FP32|FP16|BF16"
 
 
 class FakeDataType:
@@ -36,13 +63,33 @@ class FakeDataType:
 def make_fake_tensorrt() -> tuple[types.ModuleType, types.ModuleType]:
     trt = types.ModuleType("tensorrt")
     trt.__version__ = "10.9.0-fake"  # type: ignore[attr-defined]
-    for name, trt_name in [("float32", "FLOAT"), ("float16", "HALF"), ("int32", "INT32"), ("int64", "INT64")]:
+    for name, trt_name in [
+        ("float32", "FLOAT"),
+        ("float16", "HALF"),
+        ("bfloat16", "BF16"),
+        ("int32", "INT32"),
+        ("int64", "INT64"),
+    ]:
         setattr(trt, name, FakeDataType(trt_name))
     trtp = types.ModuleType("tensorrt.plugin")
+    phase = {"fake_shapes": False}  # True while register() runs for get_output_data_types
 
     class ShapeExpr:
-        def __init__(self, value: int | None = None, text: str | None = None, fake: bool = False) -> None:
-            self.value, self.text, self._fake = value, text if text is not None else str(value), fake
+        """A dimension: fake (no value, no formula), constant, or symbolic (a formula of named sizes)."""
+
+        def __init__(self, value: int | None = None) -> None:
+            self._fake = value is None
+            if isinstance(value, int) and phase["fake_shapes"]:
+                raise RuntimeError(f"ShapeExpr({value}) built while TensorRT only has fake shape expressions")
+            self.value = value
+            self._fn: Callable[[Mapping[str, int]], int] | None = None if value is None else (lambda env: value)
+            self.text = "?" if value is None else str(value)
+
+        @classmethod
+        def symbol(cls, name: str) -> ShapeExpr:
+            expr = cls(0)
+            expr.value, expr._fn, expr.text = None, (lambda env: env[name]), name
+            return expr
 
         @property
         def is_fake(self) -> bool:
@@ -56,27 +103,81 @@ def make_fake_tensorrt() -> tuple[types.ModuleType, types.ModuleType]:
 
         def constant_value(self) -> int:
             if not self.is_constant:
-                raise RuntimeError("not constant")
+                raise RuntimeError("Not accessible for non-constant shape expressions")
             assert self.value is not None
             return self.value
 
-        def _op(self, sym: str, fn: Any, other: Any) -> ShapeExpr:
+        def evaluate(self, **env: int) -> int:
+            """The value of a symbolic expression for concrete sizes (a stand-in helper, not TensorRT's)."""
+            assert self._fn is not None, "fake expressions have no value"
+            return self._fn(env)
+
+        def _op(self, sym: str, fn: Callable[[int, int], int], other: Any) -> ShapeExpr:
+            if self._fake:
+                return ShapeExpr()  # TensorRT: an operation on a fake expression is fake
             other = other if isinstance(other, ShapeExpr) else ShapeExpr(other)
+            if other._fake:
+                raise TypeError(f"{sym}: a fake operand reaches IExprBuilder.operation")
+            out = ShapeExpr(0)
+            a, b = self._fn, other._fn
+            assert a is not None and b is not None
             both = self.value is not None and other.value is not None
-            return ShapeExpr(fn(self.value, other.value) if both else None, f"{sym}({self.text}, {other.text})")
+            out.value = fn(self.value, other.value) if both else None  # type: ignore[arg-type]
+            out._fn, out.text = (lambda env: fn(a(env), b(env))), f"{sym}({self.text}, {other.text})"
+            return out
+
+        def __add__(self, other: Any) -> ShapeExpr:
+            return self._op("add", lambda x, y: x + y, other)
+
+        def __sub__(self, other: Any) -> ShapeExpr:
+            return self._op("sub", lambda x, y: x - y, other)
+
+        def __mul__(self, other: Any) -> ShapeExpr:
+            return self._op("mul", lambda x, y: x * y, other)
+
+        def __floordiv__(self, other: Any) -> ShapeExpr:
+            return self._op("floordiv", lambda x, y: x // y, other)
 
     class TensorDesc:
-        def __init__(self, shape: list[ShapeExpr], dtype: FakeDataType) -> None:
-            self.shape_expr, self.dtype = shape, dtype
+        def __init__(self, shape_expr: list[ShapeExpr] | None = None, dtype: FakeDataType | None = None) -> None:
+            self.shape_expr = None if shape_expr is None else list(shape_expr)
+            self.dtype = dtype
+            self._aliased_to: TensorDesc | None = None
+            self._immutable = False
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            if getattr(self, "_immutable", False) and name != "_immutable":
+                raise ValueError("Cannot modify immutable TensorDesc properties")
+            super().__setattr__(name, value)
+
+        def _clone(self) -> TensorDesc:
+            return TensorDesc(self.shape_expr, self.dtype)
 
         def like(self) -> TensorDesc:
-            return TensorDesc(list(self.shape_expr), self.dtype)
+            return self._clone()
+
+        def aliased(self) -> TensorDesc:
+            cloned = self._clone()
+            cloned._aliased_to = self
+            cloned._immutable = True
+            return cloned
+
+        def get_aliased(self) -> TensorDesc | None:
+            return self._aliased_to
+
+        @property
+        def is_aliased(self) -> bool:
+            return self._aliased_to is not None
 
     class SymExprs:
         pass
 
     class SymInt32:
-        def __init__(self, value: Any) -> None:
+        def __init__(self, value: Any = None) -> None:
+            if isinstance(value, SymInt32):
+                value = value.expr
+            if not isinstance(value, ShapeExpr | int):
+                raise TypeError(f"SymInt32 takes an int or a symbolic expression, got {type(value).__name__}")
             self.expr = value if isinstance(value, ShapeExpr) else ShapeExpr(value)
 
     class SymIntExprs(SymExprs):
@@ -86,6 +187,8 @@ def make_fake_tensorrt() -> tuple[types.ModuleType, types.ModuleType]:
         def __setitem__(self, i: int, value: Any) -> None:
             if i >= len(self._items):
                 raise IndexError("Index out of range")
+            if not isinstance(value, SymInt32 | int):
+                raise ValueError(f"Value should be int or SymIntExpr. Got '{type(value)}'")
             self._items[i] = value
 
         def __len__(self) -> int:
@@ -94,31 +197,40 @@ def make_fake_tensorrt() -> tuple[types.ModuleType, types.ModuleType]:
         def __iter__(self) -> typing.Iterator[Any]:
             return iter(self._items)
 
+    launch_fields = ("grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z", "shared_mem")
+
     class KernelLaunchParams:
         def __init__(self) -> None:
-            self.grid_x: Any = 1
-            self.grid_y: Any = 1
-            self.grid_z: Any = 1
-            self.block_x: Any = 1
-            self.block_y: Any = 1
-            self.block_z: Any = 1
-            self.shared_mem: Any = 0
+            for name in launch_fields:
+                setattr(self, name, 0 if name == "shared_mem" else 1)
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name not in launch_fields:
+                raise AttributeError(f"KernelLaunchParams object has no attribute '{name}'")
+            self.__dict__[name] = SymInt32(value)
 
     class AutoTuneCombination:
         def __init__(self, io_types: str | None = None, layouts: str | None = None, tactics: Any = None) -> None:
             self.io_types = [t.strip() for t in (io_types or "").split(",") if t.strip()]
             self.layouts, self.tactics = layouts, tactics
 
-    def cdiv(a: Any, b: Any) -> ShapeExpr:
-        return a._op("cdiv", lambda x, y: -(-x // y), b)
+    def _binary(sym: str, fn: Callable[[int, int], int]) -> Callable[[Any, Any], ShapeExpr]:
+        def top_level(first: Any, second: Any) -> ShapeExpr:
+            if isinstance(first, int):
+                if isinstance(second, int):
+                    raise ValueError("Both arguments cannot be 'int's")
+                first = ShapeExpr(first)
+            return first._op(sym, fn, second)
 
-    def max_(a: Any, b: Any) -> ShapeExpr:
-        return a._op("max", max, b)
+        return top_level
+
+    def from_shape_expr(shape_expr: Any, dtype: FakeDataType) -> TensorDesc:
+        return TensorDesc([e if isinstance(e, ShapeExpr) else ShapeExpr(e) for e in shape_expr], dtype)
 
     registry: dict[str, dict[str, Any]] = {}
     op = types.ModuleType("tensorrt.plugin.op")
 
-    def _check_annotation(fn: Any) -> inspect.Signature:
+    def _signature(fn: Any) -> inspect.Signature:
         sig = inspect.signature(fn)
         for name, p in sig.parameters.items():
             if isinstance(p.annotation, str):
@@ -127,12 +239,19 @@ def make_fake_tensorrt() -> tuple[types.ModuleType, types.ModuleType]:
                 raise ValueError(f"Argument {name} has a default value")
         return sig
 
+    def _check_outputs_annotation(sig: inspect.Signature) -> None:
+        ann = sig.parameters["outputs"].annotation
+        if ann is not inspect.Parameter.empty and (
+            typing.get_origin(ann) is not tuple or not all(issubclass(a, TensorDesc) for a in typing.get_args(ann))
+        ):
+            raise ValueError(f"'outputs' should be of type Tuple[TensorDesc]. Received {ann}.")
+
     def register(plugin_id: str) -> Any:
         def deco(fn: Any) -> Any:
             ns, name = plugin_id.split("::")
             if hasattr(op, ns) and hasattr(getattr(op, ns), name):
                 raise ValueError(f"already has a definition for '{name}'")
-            sig = _check_annotation(fn)
+            sig = _signature(fn)
             tensors, attrs, seen_attr = [], {}, False
             for pname, p in sig.parameters.items():
                 if inspect.isclass(p.annotation) and issubclass(p.annotation, TensorDesc):
@@ -144,9 +263,16 @@ def make_fake_tensorrt() -> tuple[types.ModuleType, types.ModuleType]:
                         raise ValueError(f"Attribute '{pname}' of type {p.annotation} is not supported")
                     attrs[pname] = p.annotation
                     seen_attr = True
-            if sig.return_annotation is not TensorDesc:
+            ret = sig.return_annotation
+            if typing.get_origin(ret) is tuple:
+                if not all(inspect.isclass(a) and issubclass(a, TensorDesc) for a in typing.get_args(ret)):
+                    raise ValueError("Return types can only be TensorDesc or Tuple[TensorDesc]")
+                num_outputs = len(typing.get_args(ret))
+            elif ret is TensorDesc:
+                num_outputs = 1
+            else:
                 raise ValueError("Return types can only be TensorDesc or Tuple[TensorDesc]")
-            registry[plugin_id] = {"register": fn, "tensors": tensors, "attrs": attrs}
+            registry[plugin_id] = {"register": fn, "tensors": tensors, "attrs": attrs, "num_outputs": num_outputs}
             if not hasattr(op, ns):
                 setattr(op, ns, types.ModuleType(f"tensorrt.plugin.op.{ns}"))
             setattr(getattr(op, ns), name, registry[plugin_id])
@@ -157,17 +283,23 @@ def make_fake_tensorrt() -> tuple[types.ModuleType, types.ModuleType]:
     def aot_impl(plugin_id: str) -> Any:
         def deco(fn: Any) -> Any:
             d = registry[plugin_id]
-            sig = _check_annotation(fn)
+            sig = _signature(fn)
             expected = [*d["tensors"], *d["attrs"], "outputs", "tactic"]  # TRT passes every attribute
             if list(sig.parameters) != expected:
                 raise ValueError(f"aot_impl signature {list(sig.parameters)} != {expected}")
             for name, kind in d["attrs"].items():
                 if sig.parameters[name].annotation is not kind:
                     raise ValueError(f"Attribute '{name}' has a type annotation different from the one registered")
+            _check_outputs_annotation(sig)
             ret = sig.return_annotation
             args = typing.get_args(ret)
             if typing.get_origin(ret) is not tuple or len(args) != 4:
                 raise ValueError("aot_impl must annotate its return as a 4-tuple")
+            for i in (0, 1):
+                if not set(typing.get_args(args[i]) or (args[i],)) <= {str, bytes}:
+                    raise ValueError(
+                        f"Return annotation for argument at {i} is '{args[i]}'. Expected 'str' or 'bytes'."
+                    )
             if not (issubclass(args[2], KernelLaunchParams) and issubclass(args[3], SymExprs)):
                 raise ValueError("aot_impl return annotation must end with KernelLaunchParams, SymExprs")
             d["aot_impl"] = fn
@@ -178,9 +310,16 @@ def make_fake_tensorrt() -> tuple[types.ModuleType, types.ModuleType]:
     def autotune(plugin_id: str) -> Any:
         def deco(fn: Any) -> Any:
             d = registry[plugin_id]
-            names = list(_check_annotation(fn).parameters)
-            if names[: len(d["tensors"])] != d["tensors"] or names[-1] != "outputs":
-                raise ValueError(f"autotune signature {names} inconsistent with {d['tensors']}")
+            sig = _signature(fn)
+            names = list(sig.parameters)
+            middle = names[len(d["tensors"]) : -1]
+            if (
+                names[: len(d["tensors"])] != d["tensors"]
+                or names[-1:] != ["outputs"]
+                or middle != [a for a in d["attrs"] if a in middle]
+            ):
+                raise ValueError(f"autotune signature {names} inconsistent with {d['tensors']}, {list(d['attrs'])}")
+            _check_outputs_annotation(sig)
             d["autotune"] = fn
             return fn
 
@@ -188,110 +327,535 @@ def make_fake_tensorrt() -> tuple[types.ModuleType, types.ModuleType]:
 
     for obj in (ShapeExpr, TensorDesc, SymExprs, SymInt32, SymIntExprs, KernelLaunchParams, AutoTuneCombination):
         setattr(trtp, obj.__name__, obj)
-    trtp.cdiv, trtp.max = cdiv, max_  # type: ignore[attr-defined]
+    trtp.cdiv = _binary("cdiv", lambda x, y: -(-x // y))  # type: ignore[attr-defined]
+    trtp.max = _binary("max", max)  # type: ignore[attr-defined]
+    trtp.from_shape_expr = from_shape_expr  # type: ignore[attr-defined]
     trtp.register, trtp.aot_impl, trtp.autotune, trtp.op = register, aot_impl, autotune, op  # type: ignore[attr-defined]
-    trtp.REGISTRY = registry  # type: ignore[attr-defined]
+    trtp.REGISTRY, trtp.PHASE = registry, phase  # type: ignore[attr-defined]
     trt.plugin = trtp  # type: ignore[attr-defined]
     return trt, trtp
 
 
+# --- how TensorRT's _TemplatePluginBase / _TemplateAOTPlugin call the decorated functions ---------
+
+
+def output_dtypes_and_aliases(
+    trtp: Any, plugin_id: str, dtypes: list[Any], ranks: list[int], attrs: Mapping[str, Any]
+) -> tuple[list[Any], dict[int, int]]:
+    """``get_output_data_types``: ``register`` on fake shapes; an output aliased to an input is found
+    by the identity of the input's descriptor (-1: not aliased)."""
+    d = trtp.REGISTRY[plugin_id]
+    descs = []
+    for dtype, rank in zip(dtypes, ranks, strict=True):
+        desc = trtp.TensorDesc([trtp.ShapeExpr() for _ in range(rank)], dtype)
+        desc._immutable = True
+        descs.append(desc)
+    trtp.PHASE["fake_shapes"] = True
+    try:
+        outs = d["register"](*descs, **attrs)
+    finally:
+        trtp.PHASE["fake_shapes"] = False
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    assert len(outs) == d["num_outputs"], "register() returned another number of outputs than it annotates"
+    ids = {id(desc): i for i, desc in enumerate(descs)}
+    aliases = {i: -1 if o.get_aliased() is None else ids[id(o.get_aliased())] for i, o in enumerate(outs)}
+    return [o.dtype for o in outs], aliases
+
+
+def output_descs(trtp: Any, plugin_id: str, descs: list[Any], attrs: Mapping[str, Any]) -> tuple[Any, ...]:
+    """``get_output_shapes``: ``register`` on the inputs' real shape expressions."""
+    outs = trtp.REGISTRY[plugin_id]["register"](*descs, **attrs)
+    return outs if isinstance(outs, tuple) else (outs,)
+
+
+def launch(trtp: Any, plugin_id: str, descs: list[Any], attrs: Mapping[str, Any]) -> tuple[str, str, Any, list[Any]]:
+    """``get_launch_params``: ``aot_impl`` with every attribute positionally, in ``register()`` order,
+    then TensorRT's checks of what comes back."""
+    d = trtp.REGISTRY[plugin_id]
+    outs = output_descs(trtp, plugin_id, descs, attrs)
+    name, ptx, params, extra = d["aot_impl"](*descs, *(attrs[a] for a in d["attrs"]), outs, 0)
+    assert isinstance(name, str | bytes) and isinstance(ptx, str | bytes)
+    assert isinstance(params, trtp.KernelLaunchParams) and isinstance(extra, trtp.SymExprs)
+    assert all(isinstance(a, trtp.SymInt32) for a in extra)
+    return name, ptx, params, list(extra)
+
+
+# --- fixtures and descriptors ------------------------------------------------------------------------
+
+H, D = 4, 32
+CONFIG = spec.select_config(H, D, "float16")
+CHUNK = CONFIG.chunk  # 512
+ATTRS = {"heads": H, "head_dim": D, "scale": 0.5, "has_bias": 1}
+COMBINE = {"heads": H, "head_dim": D}
+
+
+@pytest.fixture(scope="module")
+def ptx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One PTX cache for the module: each kernel variant is compiled once (a few seconds)."""
+    return tmp_path_factory.mktemp("gtcompress-cache")
+
+
 @pytest.fixture
-def fake_trt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> types.ModuleType:
+def fake_trt(monkeypatch: pytest.MonkeyPatch, ptx_cache: Path) -> types.ModuleType:
     trt, trtp = make_fake_tensorrt()
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setitem(sys.modules, "tensorrt.plugin", trtp)
     monkeypatch.setattr(tensorrt_plugin, "_REGISTERED", False)
     monkeypatch.setenv("GTCOMPRESS_CUDA_ARCH", "80")
-    monkeypatch.setenv("GTCOMPRESS_CACHE", str(tmp_path))
+    monkeypatch.setenv("GTCOMPRESS_CACHE", str(ptx_cache))
     return trtp
 
 
-def _descs(trtp: Any, n: int | None, e: int | None, h: int, d: int, dtype: str = "float32") -> list[Any]:
+def _dim(trtp: Any, value: int | None, name: str) -> Any:
+    return trtp.ShapeExpr.symbol(name) if value is None else trtp.ShapeExpr(value)
+
+
+def _descs(trtp: Any, n: int | None, e: int | None, h: int = H, d: int = D, dtype: str = "float32") -> list[Any]:
+    """``q, k, v, rowptr, col, bias``; ``None`` sizes are symbols ``N`` and ``E``."""
     trt = sys.modules["tensorrt"]
     f, i = getattr(trt, dtype), trt.int32
-
-    def dim(v: int | None, name: str) -> Any:
-        return trtp.ShapeExpr(v, name if v is None else str(v))
-
-    nn, ee = dim(n, "N"), dim(e, "E")
-    rp = nn._op("add", lambda a, b: a + b, 1)
+    nn, ee = _dim(trtp, n, "N"), _dim(trtp, e, "E")
+    hh, dd = trtp.ShapeExpr(h), trtp.ShapeExpr(d)
     return [
-        trtp.TensorDesc([nn, dim(h, ""), dim(d, "")], f),
-        trtp.TensorDesc([nn, dim(h, ""), dim(d, "")], f),
-        trtp.TensorDesc([nn, dim(h, ""), dim(d, "")], f),
-        trtp.TensorDesc([rp], i),
+        trtp.TensorDesc([nn, hh, dd], f),
+        trtp.TensorDesc([nn, hh, dd], f),
+        trtp.TensorDesc([nn, hh, dd], f),
+        trtp.TensorDesc([nn + 1], i),
         trtp.TensorDesc([ee], i),
-        trtp.TensorDesc([ee, dim(h, "")], f),
+        trtp.TensorDesc([ee, hh], f),
     ]
 
 
-def test_registers_once_with_the_documented_schema(fake_trt: Any) -> None:
+def _combine_descs(trtp: Any, n: int | None, e: int | None, dtype: str = "float16") -> list[Any]:
+    """``out_in, part, rowptr`` as the partials plugin hands them on."""
+    descs = _descs(trtp, n, e, dtype=dtype)
+    out, part = output_descs(trtp, spec.PARTIALS_PLUGIN_ID, descs, ATTRS)
+    return [out, part, descs[3]]
+
+
+def _value(expr: Any, n: int, e: int) -> int:
+    return expr.value if expr.value is not None else expr.evaluate(N=n, E=e)
+
+
+SIZES = [(0, 0), (1, 0), (5, 1), (37, CHUNK - 1), (37, CHUNK), (300, CHUNK + 1), (40_000, 10 * CHUNK + 7)]
+
+
+# --- registration ------------------------------------------------------------------------------------
+
+
+def test_registers_both_plugins_once_with_their_schemas(fake_trt: Any) -> None:
     register_plugin()
     register_plugin()  # idempotent: the fake registry would raise on a second definition
-    d = fake_trt.REGISTRY[spec.PLUGIN_ID]
-    assert d["tensors"] == list(spec.INPUT_NAMES)
-    assert list(d["attrs"].items()) == list(spec.ATTRIBUTES)
-    assert {"register", "aot_impl", "autotune"} <= set(d)
+    partials, combine = fake_trt.REGISTRY[spec.PARTIALS_PLUGIN_ID], fake_trt.REGISTRY[spec.COMBINE_PLUGIN_ID]
+    assert partials["tensors"] == ["q", "k", "v", "rowptr", "col", "bias"]
+    assert list(partials["attrs"].items()) == [("heads", int), ("head_dim", int), ("scale", float), ("has_bias", int)]
+    assert combine["tensors"] == ["out_in", "part", "rowptr"]
+    assert list(combine["attrs"].items()) == [("heads", int), ("head_dim", int)]
+    assert (partials["num_outputs"], combine["num_outputs"]) == (2, 1)
+    assert {"register", "aot_impl", "autotune"} <= set(partials) & set(combine)
+    assert spec.PLUGIN_ID not in fake_trt.REGISTRY  # the single-kernel plugin is gone
     assert tensorrt_plugin.is_registered() and tensorrt_available()
 
 
 def test_reregistration_after_module_state_loss_is_skipped(fake_trt: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     register_plugin()
     monkeypatch.setattr(tensorrt_plugin, "_REGISTERED", False)
-    register_plugin()  # finds gtcompress.SparseGraphAttention in trtp.op and does not redefine it
+    register_plugin()  # finds both in trtp.op.gtcompress and does not redefine them
     assert tensorrt_plugin.is_registered()
 
 
-def test_output_desc_and_validation(fake_trt: Any) -> None:
+def test_a_half_registered_pair_is_completed(fake_trt: Any) -> None:
+    tensorrt_plugin._register_partials(sys.modules["tensorrt"], fake_trt)  # e.g. an earlier failed attempt
     register_plugin()
-    reg = fake_trt.REGISTRY[spec.PLUGIN_ID]["register"]
-    attrs = {"heads": 4, "head_dim": 16, "scale": 0.25, "has_bias": 1}
-    # build time: placeholder shapes (like get_output_data_types) and symbolic ones
-    fake_descs = [
-        fake_trt.TensorDesc([fake_trt.ShapeExpr(fake=True)] * len(x.shape_expr), x.dtype)
-        for x in _descs(fake_trt, 5, 9, 4, 16)
-    ]
-    assert reg(*fake_descs, **attrs).dtype.name == "FLOAT"
-    out = reg(*_descs(fake_trt, None, None, 4, 16, "float16"), **attrs)
-    assert out.dtype.name == "HALF" and [e.text for e in out.shape_expr] == ["N", "4", "16"]
-    with pytest.raises(PluginSpecError, match="heads=3"):
-        reg(*_descs(fake_trt, None, None, 4, 16), **{**attrs, "heads": 3})
-    bad = _descs(fake_trt, 10, 30, 4, 16)
-    bad[5] = fake_trt.TensorDesc([fake_trt.ShapeExpr(29), fake_trt.ShapeExpr(4)], bad[5].dtype)
-    with pytest.raises(PluginSpecError, match="'bias'"):
-        reg(*bad, **attrs)
-    bad = _descs(fake_trt, 10, 30, 4, 16)
+    assert {spec.PARTIALS_PLUGIN_ID, spec.COMBINE_PLUGIN_ID} <= set(fake_trt.REGISTRY)
+
+
+# --- output descriptors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", spec.FLOAT_DTYPES)
+def test_output_dtypes_and_aliasing_on_fake_shapes(fake_trt: Any, dtype: str) -> None:
+    """What TensorRT asks first, with no shapes yet: dtypes, and which output aliases which input.
+    The stand-in would raise if either register function built an expression from an int here."""
+    register_plugin()
+    trt = sys.modules["tensorrt"]
+    f = getattr(trt, dtype)
+    types_, aliases = output_dtypes_and_aliases(
+        fake_trt, spec.PARTIALS_PLUGIN_ID, [f, f, f, trt.int32, trt.int32, f], [3, 3, 3, 1, 1, 2], ATTRS
+    )
+    assert types_ == [f, trt.float32] and aliases == {0: -1, 1: -1}
+    types_, aliases = output_dtypes_and_aliases(
+        fake_trt, spec.COMBINE_PLUGIN_ID, [f, trt.float32, trt.int32], [3, 3, 1], COMBINE
+    )
+    assert types_ == [f] and aliases == {0: 0}  # combine writes out_in in place
+
+
+def test_the_stand_in_rejects_int_first_expressions_on_fake_shapes(fake_trt: Any) -> None:
+    """The rule that makes the test above meaningful: ``trtp.max(1, fake)`` fails, ``trtp.max(fake, 1)`` not."""
+    fake = fake_trt.ShapeExpr()
+    fake_trt.PHASE["fake_shapes"] = True
+    try:
+        with pytest.raises(RuntimeError, match=r"ShapeExpr\(1\) built while TensorRT only has fake"):
+            fake_trt.max(1, fake)
+        assert fake_trt.max(fake_trt.cdiv(fake, CHUNK), 1).is_fake
+    finally:
+        fake_trt.PHASE["fake_shapes"] = False
+    with pytest.raises(TypeError, match=r"a fake operand reaches IExprBuilder\.operation"):
+        fake_trt.ShapeExpr(3) * fake
+    with pytest.raises(ValueError, match="Both arguments cannot be 'int's"):
+        fake_trt.cdiv(3, 2)
+
+
+@pytest.mark.parametrize(("n", "e"), SIZES)
+def test_partials_outputs_concrete_shapes(fake_trt: Any, n: int, e: int) -> None:
+    register_plugin()
+    out, part = output_descs(fake_trt, spec.PARTIALS_PLUGIN_ID, _descs(fake_trt, n, e, dtype="float16"), ATTRS)
+    assert out.dtype.name == "HALF" and [x.constant_value() for x in out.shape_expr] == [n, H, D]
+    assert part.dtype.name == "FLOAT" and not part.is_aliased and not out.is_aliased
+    assert tuple(x.constant_value() for x in part.shape_expr) == spec.part_shape(e, H, D, CONFIG)
+    assert part.shape_expr[0].constant_value() == 2 * max(1, -(-e // 512))  # spec.PART_SHAPE_FORMULA, CHUNK 512
+
+
+def test_partials_outputs_symbolic_shapes(fake_trt: Any) -> None:
+    register_plugin()
+    out, part = output_descs(fake_trt, spec.PARTIALS_PLUGIN_ID, _descs(fake_trt, None, None), ATTRS)
+    assert [x.text for x in out.shape_expr] == ["N", "4", "32"]
+    rows, heads, width = part.shape_expr
+    assert rows.value is None and rows.text == "mul(max(cdiv(E, 512), 1), 2)"
+    assert (heads.constant_value(), width.constant_value()) == (H, D + 2)
+    for n, e in SIZES:
+        assert rows.evaluate(N=n, E=e) == spec.part_shape(e, H, D, CONFIG)[0]
+
+
+def test_combine_output_is_out_in_aliased(fake_trt: Any) -> None:
+    register_plugin()
+    for n, e in ((37, 1000), (None, None)):
+        descs = _combine_descs(fake_trt, n, e)
+        (out,) = output_descs(fake_trt, spec.COMBINE_PLUGIN_ID, descs, COMBINE)
+        assert out.get_aliased() is descs[0] and out.dtype is descs[0].dtype
+        assert [x.text for x in out.shape_expr] == [x.text for x in descs[0].shape_expr]
+        with pytest.raises(ValueError, match="immutable"):
+            out.dtype = sys.modules["tensorrt"].float32
+
+
+# --- validation ------------------------------------------------------------------------------------------
+
+
+def test_partials_validation_names_the_input(fake_trt: Any) -> None:
+    register_plugin()
+    reg = fake_trt.REGISTRY[spec.PARTIALS_PLUGIN_ID]["register"]
+    with pytest.raises(PluginSpecError, match=re.escape("input 'q' has 4 heads (dim 1) but attribute heads=3")):
+        reg(*_descs(fake_trt, None, None), **{**ATTRS, "heads": 3})
+    bad = _descs(fake_trt, 10, 30)
+    bad[5] = fake_trt.TensorDesc([fake_trt.ShapeExpr(29), fake_trt.ShapeExpr(H)], bad[5].dtype)
+    with pytest.raises(PluginSpecError, match=re.escape("input 'bias' must have shape [E=30, heads=4], got (29, 4)")):
+        reg(*bad, **ATTRS)
+    bad = _descs(fake_trt, 10, 30)
     bad[3] = fake_trt.TensorDesc(bad[3].shape_expr, sys.modules["tensorrt"].int64)
-    with pytest.raises(PluginSpecError, match="'rowptr' must be int32"):
-        reg(*bad, **attrs)
+    with pytest.raises(PluginSpecError, match=re.escape("input 'rowptr' must be int32, got int64")):
+        reg(*bad, **ATTRS)
 
 
-def test_autotune_lists_fp32_and_fp16(fake_trt: Any) -> None:
+@pytest.mark.parametrize(
+    ("shapes", "dtypes", "message"),
+    [
+        (
+            [(10, H, D), (2, H, D + 2)],
+            ["float16", "float32"],
+            "expected 3 inputs ('out_in', 'part', 'rowptr'), got 2 shapes and 2 dtypes",
+        ),
+        (
+            [(10, H, D), (2, H), (11,)],
+            ["float16", "float32", "int32"],
+            "input 'part' must have rank 3, got shape (2, 4)",
+        ),
+        (
+            [(10, H, D), (2, H, D + 2), (11,)],
+            ["int32", "float32", "int32"],
+            "input 'out_in' must be one of ('float32', 'float16', 'bfloat16'), got int32",
+        ),
+        (
+            [(10, H, D), (2, H, D + 2), (11,)],
+            ["float16", "float16", "int32"],
+            "input 'part' must be float32, got float16",
+        ),
+        (
+            [(10, H, D), (2, H, D + 2), (11,)],
+            ["float16", "float32", "int64"],
+            "input 'rowptr' must be int32, got int64",
+        ),
+        (
+            [(10, 2, D), (2, H, D + 2), (11,)],
+            ["float16", "float32", "int32"],
+            "input 'out_in' must have shape [N, heads=4, head_dim=32], got (10, 2, 32)",
+        ),
+        (
+            [(10, H, D), (3, H, D + 2), (11,)],
+            ["float16", "float32", "int32"],
+            "input 'part' must have shape [2 * n_chunks >= 2, heads=4, head_dim + 2=34], got (3, 4, 34)",
+        ),
+        (
+            [(10, H, D), (0, H, D + 2), (11,)],
+            ["float16", "float32", "int32"],
+            "input 'part' must have shape [2 * n_chunks >= 2, heads=4, head_dim + 2=34], got (0, 4, 34)",
+        ),
+        (
+            [(10, H, D), (2, H, D), (11,)],
+            ["float16", "float32", "int32"],
+            "input 'part' must have shape [2 * n_chunks >= 2, heads=4, head_dim + 2=34], got (2, 4, 32)",
+        ),
+        (
+            [(10, H, D), (2, H, D + 2), (12,)],
+            ["float16", "float32", "int32"],
+            "input 'rowptr' must have n_nodes + 1 = 11 entries, got 12",
+        ),
+    ],
+)
+def test_combine_validation_names_the_input(shapes: list[tuple], dtypes: list[str], message: str) -> None:
+    with pytest.raises(PluginSpecError, match=re.escape(message)):
+        validate_combine_inputs(shapes, dtypes, H, D)
+
+
+def test_combine_validation_accepts_unknown_dims() -> None:
+    validate_combine_inputs([(None, H, D), (None, H, D + 2), (None,)], ["bfloat16", "float32", "int32"], H, D)
+    validate_combine_inputs([(None, None, None), (None, None, None), (None,)], ["float32", "float32", "int32"], H, D)
+
+
+def test_combine_register_validates(fake_trt: Any) -> None:
     register_plugin()
-    tune = fake_trt.REGISTRY[spec.PLUGIN_ID]["autotune"]
-    (combo,) = tune(*_descs(fake_trt, 5, 9, 4, 16), outputs=(None,))
-    assert combo.io_types == ["FP32|FP16"] * 3 + ["INT32"] * 2 + ["FP32|FP16"] * 2 and combo.layouts == "LINEAR"
+    reg = fake_trt.REGISTRY[spec.COMBINE_PLUGIN_ID]["register"]
+    descs = _combine_descs(fake_trt, 10, 30)
+    with pytest.raises(PluginSpecError, match=re.escape("attribute 'heads' must be an int >= 1, got 0")):
+        reg(*descs, heads=0, head_dim=D)
+    with pytest.raises(PluginSpecError, match=re.escape("input 'out_in' must have shape [N, heads=4, head_dim=16]")):
+        reg(*descs, heads=H, head_dim=16)
 
 
-@pytest.mark.parametrize(("n", "grid_x"), [(37, 3), (0, 1), (None, None)])
-def test_aot_impl_returns_ptx_launch_params_and_int32_args(fake_trt: Any, n: int | None, grid_x: int | None) -> None:
+# --- autotune ------------------------------------------------------------------------------------------
+
+
+def test_autotune_lists_every_float_dtype_and_fp32_partial_states(fake_trt: Any) -> None:
     register_plugin()
-    aot_fn = fake_trt.REGISTRY[spec.PLUGIN_ID]["aot_impl"]
-    descs = _descs(fake_trt, n, 9, 4, 32, "float16")
-    name, ptx, launch, extra = aot_fn(*descs, 4, 32, 0.5, 1, (descs[0].like(),), 0)  # as _TemplateAOTPlugin calls
-    assert name == "sparse_graph_attention_fwd" and isinstance(ptx, str)
-    assert ".target sm_80" in ptx and ".version 7.0" in ptx and f".entry {name}(" in ptx
-    assert launch.block_x == 128 and launch.grid_z == 1 and 0 < launch.shared_mem <= 48 * 1024
-    assert launch.grid_x.value == grid_x and launch.grid_y.value == 4
+    descs = _descs(fake_trt, 5, 9)
+    outs = output_descs(fake_trt, spec.PARTIALS_PLUGIN_ID, descs, ATTRS)
+    (combo,) = fake_trt.REGISTRY[spec.PARTIALS_PLUGIN_ID]["autotune"](*descs, outs)
+    # q, k, v, rowptr, col, bias, then out, part
+    assert combo.io_types == [FLOATS] * 3 + ["INT32"] * 2 + [FLOATS] + [FLOATS, "FP32"] and combo.layouts == "LINEAR"
+    descs = [*outs, descs[3]]
+    outs = output_descs(fake_trt, spec.COMBINE_PLUGIN_ID, descs, COMBINE)
+    (combo,) = fake_trt.REGISTRY[spec.COMBINE_PLUGIN_ID]["autotune"](*descs, outs)
+    assert (
+        combo.io_types == [FLOATS, "FP32", "INT32", FLOATS] and combo.layouts == "LINEAR"
+    )  # out_in, part, rowptr; out
+
+
+# --- aot_impl ------------------------------------------------------------------------------------------
+
+
+def _ptx_header(ptx: str, name: str) -> None:
+    assert re.search(r"^\.target sm_80\s*$", ptx, re.M) and re.search(r"^\.version 7\.8\s*$", ptx, re.M)
+    assert f".entry {name}(" in ptx
+
+
+@pytest.mark.parametrize(("n", "e"), [(37, 1000), (0, 0), (None, None)])
+def test_partials_aot_impl(fake_trt: Any, n: int | None, e: int | None) -> None:
+    register_plugin()
+    name, ptx, params, extra = launch(fake_trt, spec.PARTIALS_PLUGIN_ID, _descs(fake_trt, n, e, dtype="float16"), ATTRS)
+    compiled = aot.compile_kernel("partials", "float16", H, D, 80, 0.5, True)
+    assert name == "sga_partials" == compiled.kernel_name and ptx == compiled.ptx
+    _ptx_header(ptx, name)
+    assert params.block_x.expr.value == compiled.threads_per_block == 128
+    assert (params.block_y.expr.value, params.block_z.expr.value) == (1, 1)
+    assert params.shared_mem.expr.value == compiled.shared_mem <= 48 * 1024
+    assert (params.grid_y.expr.value, params.grid_z.expr.value) == (1, 1)
+    assert len(extra) == len(spec.KERNEL_SCALAR_ARGS) == 2
+    grid_x = params.grid_x.expr
     if n is None:
-        assert launch.grid_x.text == "max(cdiv(N, 16), 1)"
-    assert len(extra) == len(spec.KERNEL_SCALAR_ARGS)
-    assert all(isinstance(a, fake_trt.SymInt32) for a in extra)
-    assert [a.expr.value for a in extra] == [n, 4]  # n_nodes, n_heads: kernel scalar order
-    with pytest.raises(PluginSpecError, match="'q' must be one of"):
-        aot_fn(*_descs(fake_trt, n, 9, 4, 32, "int64"), 4, 32, 0.5, 1, (None,), 0)
-    with pytest.raises(PluginSpecError, match="heads=32"):  # attributes arriving out of order
-        aot_fn(*descs, 32, 4, 0.5, 1, (None,), 0)
+        assert grid_x.value is None and grid_x.text == "max(cdiv(E, 512), 1)"
+        assert [a.expr.text for a in extra] == ["N", "E"]  # n_nodes, n_edges: the kernel's scalar order
+    for nn, ee in SIZES if n is None else [(n, e)]:
+        assert _value(grid_x, nn, ee) == spec.grid("partials", nn, ee, H, CONFIG)[0]
+        assert [_value(a.expr, nn, ee) for a in extra] == [nn, ee]
+
+
+def test_partials_aot_impl_rejects_bad_inputs(fake_trt: Any) -> None:
+    register_plugin()
+    aot_fn = fake_trt.REGISTRY[spec.PARTIALS_PLUGIN_ID]["aot_impl"]
+    descs = _descs(fake_trt, 10, 30, dtype="int64")
+    with pytest.raises(PluginSpecError, match=re.escape("input 'q' must be one of ('float32', 'float16', 'bfloat16')")):
+        aot_fn(*descs, H, D, 0.5, 1, (None, None), 0)
+    descs = _descs(fake_trt, 10, 30)
+    with pytest.raises(PluginSpecError, match=re.escape("input 'q' has 4 heads (dim 1) but attribute heads=32")):
+        aot_fn(*descs, D, H, 0.5, 1, (None, None), 0)  # attributes arriving out of order
+
+
+@pytest.mark.parametrize(("n", "e"), [(37, 1000), (300, 0), (None, None)])
+def test_combine_aot_impl(fake_trt: Any, n: int | None, e: int | None) -> None:
+    register_plugin()
+    name, ptx, params, extra = launch(fake_trt, spec.COMBINE_PLUGIN_ID, _combine_descs(fake_trt, n, e), COMBINE)
+    compiled = aot.compile_kernel("combine", "float16", H, D, 80)
+    assert name == "sga_combine" == compiled.kernel_name and ptx == compiled.ptx
+    _ptx_header(ptx, name)
+    assert params.block_x.expr.value == compiled.threads_per_block == 128
+    assert params.shared_mem.expr.value == compiled.shared_mem <= 48 * 1024
+    assert (params.grid_y.expr.value, params.grid_z.expr.value) == (H, 1)
+    assert len(extra) == 2
+    if n is None:
+        assert params.grid_x.expr.value is None and extra[0].expr.text == "N"
+    for nn, ee in SIZES if n is None else [(n, e)]:
+        # the grid of spec.GRID_FORMULAS["combine"] for the true edge count, though the plugin has no 'col'
+        assert _value(params.grid_x.expr, nn, ee) == spec.grid("combine", nn, ee, H, CONFIG)[0]
+        n_nodes, n_edges = (_value(a.expr, nn, ee) for a in extra)
+        assert n_nodes == nn and n_edges == combine_n_edges(2 * spec.n_chunks(ee, CHUNK), CHUNK)
+
+
+def test_combine_aot_impl_rejects_bad_inputs(fake_trt: Any) -> None:
+    register_plugin()
+    aot_fn = fake_trt.REGISTRY[spec.COMBINE_PLUGIN_ID]["aot_impl"]
+    out_in, part, rowptr = _combine_descs(fake_trt, 10, 30)
+    half_part = fake_trt.TensorDesc(part.shape_expr, sys.modules["tensorrt"].float16)
+    with pytest.raises(PluginSpecError, match=re.escape("input 'part' must be float32, got float16")):
+        aot_fn(out_in, half_part, rowptr, H, D, (None,), 0)
+    with pytest.raises(PluginSpecError, match=re.escape("input 'out_in' must have shape [N, heads=32, head_dim=4]")):
+        aot_fn(out_in, part, rowptr, D, H, (None,), 0)  # attributes arriving out of order
+
+
+# --- the edge count the combine plugin derives from 'part' -----------------------------------------------
+
+
+def test_part_chunk_is_the_kernels_chunk_for_every_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    for heads, head_dim in ((1, 1), (4, 16), (3, 24), (8, 64), (1, 128), (2, 256)):
+        assert {spec.select_config(heads, head_dim, d).chunk for d in spec.FLOAT_DTYPES} == {
+            part_chunk(heads, head_dim)
+        }
+    real = spec.select_config
+
+    def by_dtype(heads: int, head_dim: int, dtype: str) -> spec.KernelConfig:
+        config = real(heads, head_dim, dtype)
+        return spec.KernelConfig(config.tile_e, config.tiles * (2 if dtype == "float32" else 1), 4, 32)
+
+    monkeypatch.setattr(spec, "select_config", by_dtype)
+    with pytest.raises(
+        PluginSpecError, match=re.escape("the chunk size for heads=4, head_dim=32 depends on the dtype")
+    ):
+        part_chunk(H, D)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 8, 512])
+def test_combine_n_edges_gives_the_kernel_the_same_chunks(chunk: int) -> None:
+    """The combine kernel reads n_edges only as ``n_chunks = cdiv(n_edges, CHUNK)`` and merges in
+    programs ``0 < pid < n_chunks``; its grid has ``cdiv(n_edges, CHUNK)`` too. Both are unchanged,
+    and the derived count never exceeds the true one (no new int32 overflow)."""
+    for e in [*range(0, 6 * chunk + 2), 2**31 - 1 - chunk, 2**31 - 1]:
+        rows = 2 * spec.n_chunks(e, chunk)  # dim 0 of 'part'
+        derived = combine_n_edges(rows, chunk)
+        assert 1 <= derived <= max(e, 1)
+        true_chunks, derived_chunks = -(-e // chunk), -(-derived // chunk)
+        assert derived_chunks == true_chunks or (e == 0 and derived_chunks == 1)
+        assert max(1, true_chunks) == max(1, derived_chunks)  # the grid term
+        if e < 2**20:  # the programs that merge, spelled out (the grid is a chunk count)
+            pids = range(max(1, true_chunks) + 2)
+            assert {p for p in pids if 0 < p < true_chunks} == {p for p in pids if 0 < p < derived_chunks}
+
+
+@pytest.mark.parametrize("degrees", [[], [0, 0, 0], [3, 0, 5], [0, 4, 4, 0, 1, 12, 3, 0, 17, 1, 1, 0, 8, 0]])
+def test_combine_with_the_derived_edge_count_writes_the_same_output(degrees: list[int]) -> None:
+    """The two kernels in Triton's interpreter, chunks of 8 edges: combine with the edge count the
+    plugin derives from 'part' gives bit for bit the output combine gives with the true count."""
+    n, heads, head_dim = len(degrees), 2, 8
+    config = spec.KernelConfig(tile_e=4, tiles=2, block_h=2, block_d=8, block_r=8, block_p=4)
+    g = torch.Generator().manual_seed(n)
+    rowptr = torch.tensor([0, *torch.tensor(degrees, dtype=torch.int64).cumsum(0).tolist()], dtype=torch.int32)
+    e = int(rowptr[-1])
+    col = torch.randint(0, max(n, 1), (e,), generator=g, dtype=torch.int32)
+    q, k, v = (torch.randn(n, heads, head_dim, generator=g) for _ in range(3))
+    bias = torch.randn(e, heads, generator=g)
+    attrs = spec.validate_attributes(heads, head_dim, spec.default_scale(head_dim), True)
+    run = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+    outputs = []
+    for n_edges in (e, combine_n_edges(spec.part_shape(e, heads, head_dim, config)[0], config.chunk)):
+        out = torch.full_like(q, float("nan"))
+        part = torch.full(spec.part_shape(e, heads, head_dim, config), float("nan"))
+        if n:
+            kernels.interpreted_kernel("partials")[spec.grid("partials", n, e, heads, config)](
+                q, k, v, rowptr, col, bias, n, e, out, part, **spec.partials_constexprs(attrs, config), **run
+            )
+            kernels.interpreted_kernel("combine")[spec.grid("combine", n, n_edges, heads, config)](
+                out, part, rowptr, n, n_edges, out, **spec.combine_constexprs(attrs, config), **run
+            )
+        outputs.append(out)
+    assert spec.grid("combine", n, e, heads, config) == spec.grid(
+        "combine", n, combine_n_edges(spec.part_shape(e, heads, head_dim, config)[0], config.chunk), heads, config
+    )
+    assert torch.equal(outputs[0], outputs[1]) and not outputs[0].isnan().any()
+    expected = kernels.sparse_graph_attention(q, k, v, rowptr, col, bias, config=config)
+    assert torch.equal(outputs[0], expected)
+
+
+# --- engine building: the split model, parsed from memory ---------------------------------------------
+
+
+def _attention_model(path: Path) -> Path:
+    def vi(name: str, elem: int, shape: list) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, elem, shape)
+
+    node = onnx_op.make_node(["q", "k", "v", "rowptr", "col", "bias"], ["out"], 2, 8, has_bias=True, name="att")
+    inputs = [vi(x, TensorProto.FLOAT, ["N", 2, 8]) for x in "qkv"]
+    inputs += [vi("rowptr", TensorProto.INT32, ["N1"]), vi("col", TensorProto.INT32, ["E"])]
+    inputs += [vi("bias", TensorProto.FLOAT, ["E", 2])]
+    graph = helper.make_graph([node], "g", inputs, [vi("out", TensorProto.FLOAT, ["N", 2, 8])])
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid(onnx_op.DOMAIN, onnx_op.OPSET_VERSION)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=10), str(path))
+    return path
+
+
+@pytest.mark.parametrize("plugin", [True, False])
+def test_engine_parses_the_split_model_from_memory(fake_trt: Any, tmp_path: Path, plugin: bool) -> None:
+    """``build_serialized_engine`` with a stand-in for the TensorRT builder: with ``plugin`` the parser
+    gets the two-plugin model as bytes (and the file's path, for external weights), else the file."""
+    trt = sys.modules["tensorrt"]
+    calls: list[tuple[str, Any, Any]] = []
+
+    class Parser:
+        num_errors = 0
+
+        def __init__(self, network: Any, logger: Any) -> None:
+            pass
+
+        def parse(self, model: bytes, path: str | None = None) -> bool:
+            calls.append(("parse", bytes(model), path))
+            return True
+
+        def parse_from_file(self, model: str) -> bool:
+            calls.append(("parse_from_file", model, None))
+            return True
+
+    builder = mock.MagicMock()
+    builder.build_serialized_network.return_value = b"serialized engine"
+    for name in ("Logger", "NetworkDefinitionCreationFlag", "MemoryPoolType", "BuilderFlag", "init_libnvinfer_plugins"):
+        setattr(trt, name, mock.MagicMock())
+    trt.Builder = mock.MagicMock(return_value=builder)  # type: ignore[attr-defined]
+    trt.OnnxParser = Parser  # type: ignore[attr-defined]
+    onnx_path = _attention_model(tmp_path / "model.onnx")
+    before = onnx_path.read_bytes()
+
+    shapes = {"q": ((1, 2, 8), (4, 2, 8), (8, 2, 8))}
+    plan = engine.build_serialized_engine(onnx_path, tmp_path / "model.plan", shapes, plugin=plugin)
+    assert plan.read_bytes() == b"serialized engine" and onnx_path.read_bytes() == before
+    ((kind, model, path),) = calls
+    if not plugin:
+        assert (kind, model) == ("parse_from_file", str(onnx_path))
+        return
+    assert kind == "parse" and path == str(onnx_path)
+    parsed = onnx.load_from_string(model)
+    assert [(n.op_type, n.name) for n in parsed.graph.node] == [
+        ("SparseGraphAttentionPartials", "att/partials"),
+        ("SparseGraphAttentionCombine", "att/combine"),
+    ]
+    assert tensorrt_plugin.is_registered()
+
+
+# --- TensorRT missing or too old ----------------------------------------------------------------------
 
 
 def test_missing_tensorrt_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
