@@ -45,7 +45,7 @@ class ModelConfig:
     pe_norm: bool = False  # BatchNorm on the raw PE before its projection (PyG GPS example)
     readout: str = "mean"
     head_layers: int = 2
-    attention_layout: str = "auto"  # gt: "sparse", "dense" or "auto" (by size; same function)
+    attention_layout: str = "auto"  # gt: "sparse", "dense", "fused" or "auto" (fused on CUDA, else by size)
     max_spd: int = 8  # graphormer: shortest-path distances clipped here
     max_degree: int = 64  # graphormer: degree embedding size
     # gps: >0 sparsifies global attention to input edges + self + the k top-scoring nodes of each
@@ -74,8 +74,8 @@ class ModelConfig:
             self.local_conv = "gin"  # GINE needs edge features; without them it is GIN
         if self.local_conv not in ("gine", "gin", "none"):
             raise ConfigError(f"local_conv must be 'gine', 'gin' or 'none', got {self.local_conv!r}")
-        if self.attention_layout not in ("auto", "sparse", "dense"):
-            raise ConfigError(f"attention_layout must be auto, sparse or dense, got {self.attention_layout!r}")
+        if self.attention_layout not in ("auto", "sparse", "dense", "fused"):
+            raise ConfigError(f"attention_layout must be auto, sparse, dense or fused, got {self.attention_layout!r}")
         if len(self.pe) > 1 and self.pe_dim:
             raise ConfigError("concatenated PE (pe_dim > 0) supports one PE kind; use pe_dim=0 to add several")
         if self.pe_dim >= self.hidden:

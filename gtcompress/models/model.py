@@ -11,6 +11,7 @@ from gtcompress.models.config import ModelConfig
 from gtcompress.models.layers import LAYER_TYPES, GraphContext
 from gtcompress.nn.attention import NeighbourLists
 from gtcompress.nn.blocks import FeatureEncoder, mlp_head, readout
+from gtcompress.nn.fused import csr_from_edge_index
 from gtcompress.nn.layout import DenseLayout
 
 
@@ -117,6 +118,8 @@ class GraphModel(nn.Module):
         ctx = GraphContext(edge_index, batch, num_graphs, edge_emb)
         if layout is not None:
             apply_layout(ctx, layout)
+        elif self.wants_csr(edge_index):
+            ctx.csr = csr_from_edge_index(edge_index, h.shape[0])
         elif self.wants_dense(edge_index, batch, num_graphs):
             ctx.layout = DenseLayout.from_batch(batch, num_graphs)
         if self.needs_dense and ctx.layout is None:
@@ -129,6 +132,10 @@ class GraphModel(nn.Module):
     def wants_dense(self, edge_index: Tensor, batch: Tensor, num_graphs: int) -> bool:
         """Whether to build the padded per-graph layout when none is supplied."""
         return self.needs_dense
+
+    def wants_csr(self, edge_index: Tensor) -> bool:
+        """Whether to build the CSR layout for the fused attention op when none is supplied."""
+        return False
 
     def prepare(self, ctx: GraphContext) -> None:
         """Architecture-specific additions to a context whose layout is set (none by default)."""
@@ -158,13 +165,18 @@ class GraphTransformer(GraphModel):
     """Dwivedi & Bresson (2020) sparse graph transformer: attention over input edges only.
 
     Its attention can run on four layouts computing the same function: scatter (reference),
-    dense per-graph padding, neighbour lists, or the fused plugin op. Without a supplied layout,
-    ``attention_layout="auto"`` picks dense when the padded score matrix is at most
-    :data:`DENSE_FACTOR` times the edge count: on small dense graphs (SBMs, molecules) batched
-    MatMuls beat gather/scatter by an order of magnitude on CPU.
+    dense per-graph padding, neighbour lists, or the fused op on CSR. Without a supplied layout,
+    ``attention_layout="auto"`` picks the fused op on a CUDA device (the Triton kernel, which reads
+    each edge's K/V row once and balances work by edges) and, on CPU, dense when the padded score
+    matrix is at most :data:`DENSE_FACTOR` times the edge count: on small dense graphs (SBMs,
+    molecules) batched MatMuls beat gather/scatter by an order of magnitude there.
     """
 
     DENSE_FACTOR = 8
+
+    def wants_csr(self, edge_index: Tensor) -> bool:
+        mode = self.config.attention_layout
+        return mode == "fused" or (mode == "auto" and edge_index.is_cuda)
 
     def wants_dense(self, edge_index: Tensor, batch: Tensor, num_graphs: int) -> bool:
         mode = self.config.attention_layout
