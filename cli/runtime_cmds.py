@@ -1,4 +1,10 @@
-"""``gtc profile`` (latency/memory on edge-class CPUs) and ``gtc serve`` (KServe v2 server)."""
+"""``gtc profile`` (latency/memory on edge-class CPUs) and ``gtc serve`` (KServe v2 server).
+
+Both take ``--device cuda`` (``cpu``, ``cuda:N``) for a *checkpoint* directory: torch and our Triton
+kernel on a GPU without TensorRT, with ``--cuda-graphs`` for CUDA-graph replay of small batches
+(:mod:`runtime.torch_backend`). Exported ``.onnx``/``.plan`` files keep running on ONNX Runtime or
+TensorRT (``--providers``); mixing the two up is a one-line error, as is a GPU that is not there.
+"""
 
 from __future__ import annotations
 
@@ -31,9 +37,48 @@ def _providers(text: str | None) -> list[str] | None:
     return None if not text else [p.strip() for p in text.split(",") if p.strip()]
 
 
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Torch device for checkpoint directories: cpu, cuda or cuda:N (default: a GPU if torch sees one)."
+    ),
+]
+CudaGraphsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--cuda-graphs/--no-cuda-graphs",
+        help="With --device cuda: replay captured CUDA graphs, inputs padded to power-of-two size buckets (GT only).",
+    ),
+]
+
+
+def _check_device(models: list[Path], device: str | None, cuda_graphs: bool, *, all_checkpoints: bool) -> None:
+    """The user mistakes of --device/--cuda-graphs, each as one sentence (before any model is loaded)."""
+    from gtcompress.errors import GTCompressError
+    from runtime.session import is_checkpoint
+
+    if cuda_graphs and not (device or "").strip().lower().startswith("cuda"):
+        got = f"--device {device}" if device else "no --device"
+        raise GTCompressError(f"--cuda-graphs needs --device cuda (CUDA graphs replay on a GPU only); got {got}")
+    if device is None:
+        return
+    exported = [m for m in models if not is_checkpoint(m) and m.exists()]
+    if exported and (all_checkpoints or len(exported) == len(models)):
+        raise GTCompressError(
+            f"--device {device}: {exported[0]} is an exported model, which runs on ONNX Runtime or TensorRT; "
+            "--device takes a checkpoint directory (for ONNX Runtime on a GPU use --providers cuda)"
+        )
+    from runtime.torch_backend import resolve_device  # imports torch, which --device needs anyway
+
+    resolve_device(device)  # a GPU that is not there fails now, not under a progress bar
+
+
 @user_errors
 def profile_cmd(
-    models: Annotated[list[Path], typer.Argument(help="Exported models (.onnx or .plan), compared side by side.")],
+    models: Annotated[
+        list[Path],
+        typer.Argument(help="Exported models (.onnx, .plan) and/or checkpoint directories (torch), side by side."),
+    ],
     out: Annotated[Path, typer.Option(help="Directory for report.json and the PNG plots.")] = Path("profile"),
     threads: Annotated[str, typer.Option(help="Intra-op thread counts (each pinned to that many cores).")] = "1,2,4",
     sizes: Annotated[str, typer.Option(help="Nodes per graph.")] = "32,128,512",
@@ -46,10 +91,17 @@ def profile_cmd(
     op_profile: Annotated[bool, typer.Option(help="Per-op breakdown from ONNX Runtime's profiler.")] = True,
     isolate: Annotated[bool, typer.Option(help="One pinned process per model and thread count.")] = True,
     seed: int = 0,
+    device: DeviceOpt = None,
+    cuda_graphs: CudaGraphsOpt = False,
 ) -> None:
     """Latency (mean, std, p50/p90/p99), graphs/s and peak RSS of one or more models on this CPU.
 
+    Checkpoint directories run with torch on --device (CUDA rows: once per size, thread counts do not
+    apply); next to them, ONNX models run on ONNX Runtime CPU unless --providers says otherwise.
+
     Example: gtc profile dense.onnx pruned.onnx --threads 1,2,4 --sizes 32,128,512 --out profile/
+
+    Example: gtc profile pruned.onnx runs/gt-pruned --device cuda --cuda-graphs --sizes 32,128 --out profile/
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -59,6 +111,7 @@ def profile_cmd(
     labels = [n.strip() for n in names.split(",")] if names else None
     if labels is not None and len(labels) != len(models):
         raise GTCompressError(f"--names: {len(labels)} labels for {len(models)} models")
+    _check_device(models, device, cuda_graphs, all_checkpoints=False)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as bar:
@@ -81,6 +134,8 @@ def profile_cmd(
             isolate=isolate,
             names=labels,
             progress=progress,
+            device=device,
+            cuda_graphs=cuda_graphs,
         )
     for t in report_tables(report):
         console.print(t)
@@ -90,7 +145,10 @@ def profile_cmd(
 
 @user_errors
 def serve_cmd(
-    model: Annotated[Path, typer.Argument(help="Exported model (.onnx, .plan) or a Triton repository model dir.")],
+    model: Annotated[
+        Path,
+        typer.Argument(help="Exported model (.onnx, .plan), a Triton repository model dir, or a checkpoint (torch)."),
+    ],
     name: Annotated[str | None, typer.Option(help="Model name in the API (default: the file's stem).")] = None,
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
@@ -111,10 +169,14 @@ def serve_cmd(
     threads: Annotated[int | None, typer.Option(min=1, help="ONNX Runtime intra-op threads.")] = None,
     providers: Annotated[str | None, typer.Option(help="ONNX Runtime providers in order, e.g. cuda,cpu.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    device: DeviceOpt = None,
+    cuda_graphs: CudaGraphsOpt = False,
 ) -> None:
     """Serve a model over KServe v2 / Open Inference Protocol (HTTP; tritonclient works, binary or JSON).
 
     Example: gtc serve gt.onnx --name gt_cluster --port 8000 --max-delay-ms 2 --metrics
+
+    Example: gtc serve runs/gt-pruned --device cuda --cuda-graphs --port 8000
     """
     import re
 
@@ -131,7 +193,10 @@ def serve_cmd(
         if batching
         else BatchConfig.disabled()
     )
-    session = GraphSession(model, _providers(providers), threads=threads, spinning=False)
+    _check_device([model], device, cuda_graphs, all_checkpoints=True)
+    session = GraphSession(
+        model, _providers(providers), threads=threads, spinning=False, device=device, cuda_graphs=cuda_graphs
+    )
     console.print(
         f"serving [bold]{model_name}[/] from {session.path} ({session.providers[0]}) on http://{host}:{port} "
         f"({'batching ≤ ' + str(max_delay_ms) + ' ms' if batching else 'no batching'}"

@@ -1,5 +1,9 @@
 """``gtc profile``: latency and memory of exported models on edge-class CPUs, side by side.
 
+Checkpoint directories are profiled with torch on ``device`` (a GPU without TensorRT, optionally
+with CUDA-graph replay) by :mod:`runtime.profile_torch`, next to the ONNX rows (then ONNX Runtime
+CPU unless ``providers`` says otherwise); every entry carries ``backend`` and ``device``.
+
 For every model (dense vs compressed, ONNX vs engine…), every intra-op thread count and every
 (graph size, batch size): warm-up, then N timed iterations of the whole deployed path —
 pre-processing (:meth:`GraphSession.prepare`: validation, TEDDY, union, PE, layout) and the model
@@ -382,13 +386,15 @@ def profile_models(
     isolate: bool = True,
     names: Sequence[str] | None = None,
     progress: Progress | None = None,
+    device: str | None = None,
+    cuda_graphs: bool = False,
 ) -> dict[str, Any]:
     """Profile every model over threads × graph sizes × batch sizes; returns the report dict.
 
     ``isolate`` runs each (model, thread count) in its own pinned process (accurate RSS, no
     interference); ``isolate=False`` measures in this process and restores the CPU affinity."""
     from runtime.errors import SessionError
-    from runtime.session import resolve_model_path
+    from runtime.session import is_checkpoint, resolve_model_path
 
     if iterations < 2 or warmup < 0:
         raise SessionError("profile: need at least 2 iterations and a non-negative warm-up")
@@ -400,10 +406,29 @@ def profile_models(
     labels = list(names) if names else _labels(resolved)
     configs = [(int(n), int(b)) for n in graph_sizes for b in batch_sizes]
     op_config = (int(sorted(graph_sizes)[len(graph_sizes) // 2]), int(max(batch_sizes)))
-    total = len(resolved) * (len(threads) * len(configs) + (1 if op_profile else 0))
+    ckpts, tp = {p for p in resolved if is_checkpoint(p)}, None
+    if (device is not None or cuda_graphs) and not ckpts:
+        raise SessionError("profile: device/cuda_graphs apply to checkpoint directories (torch); none was given")
+    providers = ["CPUExecutionProvider"] if ckpts and providers is None else providers  # torch rows vs ORT CPU
+    if ckpts:  # torch rows (runtime.profile_torch imports torch)
+        from runtime.profile_torch import CheckpointProfiler
+
+        tp = CheckpointProfiler(device, cuda_graphs, threads, configs, iterations, warmup, avg_degree, seed)
+    per_model = len(threads) * len(configs) + (1 if op_profile else 0)
+    total = sum(tp.steps if tp is not None and p in ckpts else per_model for p in resolved)
     done = 0
     models = []
+
+    def tick(what: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total, what)
+
     for label, path in zip(labels, resolved, strict=True):
+        if tp is not None and path in ckpts:
+            models.append(tp.profile(label, path, tick))
+            continue
         entry = _model_entry(label, path)
         for t in threads:
             kwargs = {
@@ -420,16 +445,14 @@ def profile_models(
             }
 
             def on_event(msg: dict[str, Any], entry: dict[str, Any] = entry, t: int = int(t)) -> None:
-                nonlocal done
                 kind = msg.pop("kind")
                 if kind == "result":
                     entry["results"].append(msg)
                     entry["providers"] = msg.pop("providers")
+                    entry["device"] = "cpu" if entry["providers"] == ["CPUExecutionProvider"] else "gpu"
                 elif kind == "ops":
                     entry["ops"] = msg
-                done += 1
-                if progress is not None:
-                    progress(done, total, f"{entry['name']} · {t} thread{'s' if t > 1 else ''}")
+                tick(f"{entry['name']} · {t} thread{'s' if t > 1 else ''}")
 
             if isolate:
                 _run_isolated(kwargs, on_event)
@@ -443,7 +466,7 @@ def profile_models(
     return {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine_info(),
+        "machine": {**machine_info(), **(tp.machine() if tp is not None else {})},
         "settings": {
             "graph_sizes": [int(n) for n in graph_sizes],
             "batch_sizes": [int(b) for b in batch_sizes],
@@ -455,6 +478,9 @@ def profile_models(
             "providers": providers,
             "isolated_processes": bool(isolate),
             "op_profile_config": {"graph_nodes": op_config[0], "batch_size": op_config[1]} if op_profile else None,
+            "device": device,
+            "cuda_graphs": bool(cuda_graphs),
+            "notes": tp.notes if tp is not None else [],
         },
         "models": models,
     }
@@ -482,6 +508,7 @@ def _model_entry(label: str, path: str) -> dict[str, Any]:
         "path": path,
         "bytes": p.stat().st_size,
         "format": "tensorrt" if p.suffix in PLAN_SUFFIXES else "onnx",
+        "backend": "tensorrt" if p.suffix in PLAN_SUFFIXES else "onnxruntime",
         "arch": m.spec.get("arch"),
         "task_level": m.spec.get("task_level"),
         "lowering": m.spec.get("lowering"),
@@ -541,7 +568,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(s["batch_sizes"]), figsize=(5.5 * len(s["batch_sizes"]), 4), squeeze=False)
     for ax, b in zip(axes[0], s["batch_sizes"], strict=True):
         for m in models:
-            for t in s["threads"]:
+            for t in dict.fromkeys(r["threads"] for r in m["results"]):  # a torch-CUDA model: one run, None
                 rows = sorted(
                     (r for r in m["results"] if r["batch_size"] == b and r["threads"] == t),
                     key=lambda r: r["graph_nodes"],
@@ -551,7 +578,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
                     y = [r["latency_ms"]["p50"] for r in rows]
                     lo = [r["latency_ms"]["p50"] - r["latency_ms"]["min"] for r in rows]
                     hi = [r["latency_ms"]["p90"] - r["latency_ms"]["p50"] for r in rows]
-                    ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=f"{m['name']} · {t}T")
+                    ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=_run_label(m, t))
         ax.set(xscale="log", yscale="log", xlabel="nodes per graph", ylabel="latency p50 (ms), bars min–p90")
         ax.set_xticks(s["graph_sizes"], [str(n) for n in s["graph_sizes"]])
         ax.minorticks_off()
@@ -570,7 +597,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
         for r in m["results"]:
             if r["graph_nodes"] == ref_nodes and r["batch_size"] == ref_batch:
                 data.append(r["samples_ms"])
-                labels.append(f"{m['name']}\n{r['threads']}T")
+                labels.append(_run_label(m, r["threads"], "\n"))
     if data:
         ax.boxplot(data, whis=(1, 99), showfliers=True)
         ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
@@ -607,12 +634,13 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
 
-    # 4. models side by side (dense vs compressed…) at the reference configuration per thread count
-    fig, ax = plt.subplots(figsize=(max(5, 1.5 * len(s["threads"]) * max(1, len(models)) / 2), 4))
+    # 4. models side by side (dense vs compressed…) at the reference configuration per thread count (+ GPU runs)
+    groups = [*s["threads"], *([None] if any(r["threads"] is None for m in models for r in m["results"]) else [])]
+    fig, ax = plt.subplots(figsize=(max(5, 1.5 * len(groups) * max(1, len(models)) / 2), 4))
     width = 0.8 / max(1, len(models))
     for i, m in enumerate(models):
         vals = []
-        for t in s["threads"]:
+        for t in groups:
             r = next(
                 (
                     r
@@ -622,10 +650,10 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
                 None,
             )
             vals.append(r["latency_ms"]["mean"] if r else 0.0)
-        xs = [k + (i - (len(models) - 1) / 2) * width for k in range(len(s["threads"]))]
+        xs = [k + (i - (len(models) - 1) / 2) * width for k in range(len(groups))]
         bars = ax.bar(xs, vals, width, label=m["name"])
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax.set_xticks(range(len(s["threads"])), [f"{t} thread{'s' if t > 1 else ''}" for t in s["threads"]])
+    ax.set_xticks(range(len(groups)), [f"{t} thread{'s' if t > 1 else ''}" if t else "GPU" for t in groups])
     ax.set(ylabel="mean latency (ms)", title=f"models side by side · {ref_nodes} nodes × {ref_batch}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
@@ -636,6 +664,11 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     return paths
 
 
+def _run_label(m: dict[str, Any], threads: int | None, sep: str = " · ") -> str:
+    """``name · 2T`` for a CPU run; ``name · cuda:0`` for a GPU run, where thread counts do not apply."""
+    return f"{m['name']}{sep}{threads}T" if threads is not None else f"{m['name']}{sep}{m.get('device', 'gpu')}"
+
+
 def report_tables(report: dict[str, Any]) -> list[Any]:
     """Rich tables: machine, one latency table per model, and the top ops."""
     from rich.table import Table
@@ -644,6 +677,9 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
     head = Table(title="machine", title_justify="left", show_header=False)
     head.add_row("cpu", f"{mi['cpu']} · {mi['usable_cores']}/{mi['logical_cores']} cores · {mi['memory_gib']} GiB")
     head.add_row("os", f"{mi['os']} · Python {mi['python']} · onnxruntime {mi['onnxruntime']}")
+    if mi.get("gpu"):
+        g = mi["gpu"]
+        head.add_row("gpu", f"{g['name']} · {g['memory_gib']} GiB · torch {mi['torch']} · CUDA {g['cuda']}")
     tables: list[Any] = [head]
     for m in report["models"]:
         t = Table(
@@ -655,7 +691,7 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
         for r in m["results"]:
             lat = r["latency_ms"]
             t.add_row(
-                f"{r['threads']}{'*' if r.get('oversubscribed') else ''}",
+                "–" if r["threads"] is None else f"{r['threads']}{'*' if r.get('oversubscribed') else ''}",
                 f"{r['graph_nodes']}×{r['batch_size']}",
                 f"{lat['mean']:.3f}",
                 f"{lat['std']:.3f}",

@@ -131,7 +131,7 @@ class ServedModel:
         return {
             "name": self.name,
             "platform": self.session.platform,
-            "backend": "onnxruntime" if self.session.platform == "onnxruntime_onnx" else "tensorrt",
+            "backend": self.session.platform.split("_")[0],  # onnxruntime, tensorrt or pytorch (a checkpoint)
             "max_batch_size": 0,
             "input": [tensor(t) for t in self.session.get_inputs()],
             "output": [tensor(t) for t in self.session.get_outputs()],

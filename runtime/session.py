@@ -6,6 +6,7 @@ graphs, not tensors::
     sess = GraphSession("gt.onnx")                      # TensorRT EP > CUDA EP > CPU
     outs = sess.run([g1, g2, g3])                       # one output array per graph
     sess = GraphSession("gt.plan")                      # a TensorRT engine (needs TensorRT + GPU)
+    sess = GraphSession("runs/gt", device="cuda")       # a checkpoint on a GPU with torch (+ our kernel)
 
 Per call: each graph is validated against the input spec in the model's metadata (dtype, shape,
 edge ids in range, finite features, categorical values in range — :mod:`runtime.errors`),
@@ -18,6 +19,11 @@ expose the two halves (the profiler times them separately).
 
 ``threads``/``inter_op_threads`` set ONNX Runtime's thread pools; ``spinning=False`` stops idle
 intra-op threads from busy-waiting, which a server (whose event loop needs the same cores) wants.
+
+A gtcompress *checkpoint* (the directory ``gtc train``/``gtc prune`` write), or any path given
+with ``device=``, runs on :class:`runtime.torch_backend.TorchBackend` — torch and our kernel on a
+GPU without TensorRT (``cuda_graphs=True`` replays captured CUDA graphs per padded size bucket).
+That module, and with it torch, is imported only then: this module never imports torch.
 """
 
 from __future__ import annotations
@@ -36,11 +42,31 @@ from runtime.graphs import Limits, Prepared, as_numpy_graph, prepare, split_outp
 from runtime.spec import ModelSpec, model_spec, plan_metadata
 
 PLAN_SUFFIXES = (".plan", ".engine", ".trt")
+# gtcompress.checkpoint's file names and format tag, repeated here because that module imports torch
+CHECKPOINT_FILES = ("config.json", "model.safetensors")
+CHECKPOINT_FORMAT = "gtcompress-checkpoint"
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a gtcompress checkpoint: a directory (or one of its two files) whose
+    ``config.json`` says ``"format": "gtcompress-checkpoint"``. Reads only that JSON file."""
+    p = Path(path)
+    if p.is_file() and p.name in CHECKPOINT_FILES:
+        p = p.parent
+    cfg = p / CHECKPOINT_FILES[0]
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("format") == CHECKPOINT_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def resolve_model_path(path: str | Path) -> Path:
     """A model file, or the newest ``model.onnx``/``model.plan`` of a Triton repository model directory."""
     p = Path(path)
+    if is_checkpoint(p):
+        return p if p.is_dir() else p.parent
     if p.is_dir():
         versions = sorted((d for d in p.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name))
         for d in reversed(versions):
@@ -54,7 +80,7 @@ def resolve_model_path(path: str | Path) -> Path:
 
 
 class GraphSession:
-    """A model exported by gtcompress, run on graphs. See the module docstring."""
+    """A model exported by gtcompress (or a checkpoint, with torch), run on graphs. See the module docstring."""
 
     def __init__(
         self,
@@ -69,13 +95,23 @@ class GraphSession:
         validate: bool = True,
         profile_prefix: str | None = None,
         spinning: bool | None = None,
+        device: str | None = None,
+        cuda_graphs: bool = False,
     ) -> None:
-        self.path = resolve_model_path(path)
         self.validate = validate
         self.backend: Backend
-        if self.path.suffix in PLAN_SUFFIXES:
+        self.model: ModelSpec
+        on_torch = device is not None or cuda_graphs or is_checkpoint(path)
+        self.path = Path(path) if on_torch else resolve_model_path(path)
+        if on_torch:
+            if providers is not None:
+                raise SessionError(
+                    f"{self.path}: providers apply to ONNX Runtime; a checkpoint runs with torch (device=)"
+                )
+            self.model = self._torch_backend(device, cuda_graphs, threads, spec)
+        elif self.path.suffix in PLAN_SUFFIXES:
             meta = {"input_spec": json.dumps(spec)} if spec is not None else plan_metadata(self.path)
-            self.model: ModelSpec = model_spec(meta, str(self.path))
+            self.model = model_spec(meta, str(self.path))
             self.backend = TensorRTBackend(self.path, plugin=self.model.spec.get("lowering") == "plugin")
         else:
             ort_backend = OrtBackend(
@@ -96,6 +132,25 @@ class GraphSession:
         if sorted(got) != sorted(self.model.inputs):
             raise SessionError(f"{self.path}: model inputs {got} do not match its input spec {self.model.inputs}")
         self.limits = _tighter(limits, self.backend.limits)
+
+    def _torch_backend(
+        self, device: str | None, cuda_graphs: bool, threads: int | None, spec: dict[str, Any] | None
+    ) -> ModelSpec:
+        """Open the checkpoint at ``self.path`` with torch; refuse an exported model (ONNX Runtime's job)."""
+        if self.path.is_file() and self.path.name not in CHECKPOINT_FILES:
+            raise SessionError(
+                f"{self.path}: device={device!r} runs gtcompress checkpoints with torch, and this file is not one "
+                "(an exported model runs on ONNX Runtime or TensorRT: choose its providers instead)"
+            )
+        from runtime.torch_backend import TorchBackend  # imports torch: only when a checkpoint is opened
+
+        backend = TorchBackend(self.path, device, cuda_graphs=cuda_graphs, threads=threads)
+        self.path = backend.path if backend.path.is_dir() else backend.path.parent
+        self.backend = backend
+        meta = dict(backend.metadata)
+        if spec is not None:
+            meta["input_spec"] = json.dumps(spec)
+        return model_spec(meta, str(self.path))
 
     # ------------------------------------------------------------------ description
     @property

@@ -1,0 +1,165 @@
+"""``gtc profile`` rows for checkpoints run with torch (:class:`runtime.torch_backend.TorchBackend`).
+
+:func:`runtime.profile.profile_models` hands every checkpoint directory here and every exported
+model to ONNX Runtime/TensorRT, so one report holds torch-on-CUDA rows next to ONNX Runtime CPU
+rows. The measured path is the deployed one — :meth:`GraphSession.prepare` (numpy) then
+:meth:`GraphSession.run_inputs` (host → device copies, the model, the output back on the host) —
+with the same statistics as the ONNX rows, plus the GPU's peak allocated memory.
+
+What differs from the CPU rows, and why:
+
+* **Timing synchronises.** CUDA kernels run asynchronously, so ``torch.cuda.synchronize`` brackets
+  every timed call; the backend's blocking output copy already waits, the explicit calls make
+  sure no earlier work leaks into a measurement.
+* **One run per configuration on CUDA.** Intra-op thread counts do not apply to a GPU: CUDA rows are
+  measured once, with ``threads: null``, and the report's ``settings.notes`` says so. On CPU the
+  torch rows follow ``--threads`` through ``torch.set_num_threads`` (restored afterwards).
+* **In this process.** The pinned-process isolation of the ONNX rows emulates small CPUs; it does
+  not apply to a GPU, and CUDA would have to initialise in every child. ``peak_rss_mb`` is then the
+  whole profiler's high-water mark; ``peak_gpu_mb`` is per configuration.
+* **At least one warm-up call**, whatever ``warmup`` says: the first call on a new shape compiles
+  the Triton kernels and, with CUDA graphs, captures the bucket's graph.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from runtime.profile import make_graphs, peak_rss_mb, summarize
+
+CUDA_NOTE = (
+    "rows with threads null ran on a CUDA device with torch (backend 'torch'): intra-op thread counts do not "
+    "apply there, so each configuration ran once; their timings synchronise the device"
+)
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+class CheckpointProfiler:
+    """Measures checkpoints for :func:`runtime.profile.profile_models` with its settings."""
+
+    def __init__(
+        self,
+        device: str | None,
+        cuda_graphs: bool,
+        threads: Sequence[int],
+        configs: Sequence[tuple[int, int]],
+        iterations: int,
+        warmup: int,
+        avg_degree: float,
+        seed: int,
+    ) -> None:
+        from runtime.torch_backend import resolve_device
+
+        self.device = resolve_device(device)  # a missing GPU fails here, before any measurement
+        self.cuda_graphs = bool(cuda_graphs)
+        self.threads: list[int | None] = [None] if self.device.type == "cuda" else [int(t) for t in threads]
+        self.configs = [(int(n), int(b)) for n, b in configs]
+        self.iterations, self.warmup = int(iterations), max(int(warmup), 1)
+        self.avg_degree, self.seed = float(avg_degree), int(seed)
+
+    @property
+    def steps(self) -> int:
+        """Measured configurations per checkpoint (progress bar)."""
+        return len(self.threads) * len(self.configs)
+
+    @property
+    def notes(self) -> list[str]:
+        return [CUDA_NOTE] if self.device.type == "cuda" else []
+
+    def machine(self) -> dict[str, Any]:
+        """The GPU's name, memory, compute capability and the torch/CUDA versions (report ``machine.gpu``)."""
+        if self.device.type != "cuda":
+            return {"torch": torch.__version__}
+        props = torch.cuda.get_device_properties(self.device)
+        gpu = {
+            "device": str(self.device),
+            "name": props.name,
+            "memory_gib": round(props.total_memory / 1024**3, 2),
+            "capability": f"{props.major}.{props.minor}",
+            "cuda": torch.version.cuda,
+        }
+        return {"torch": torch.__version__, "gpu": gpu}
+
+    def profile(self, label: str, path: str, tick: Callable[[str], None]) -> dict[str, Any]:
+        """The report's model entry for one checkpoint; ``tick(what)`` after each measured configuration."""
+        from runtime.session import GraphSession
+
+        sess = GraphSession(path, device=str(self.device), cuda_graphs=self.cuda_graphs)
+        weights = Path(sess.path) / "model.safetensors"
+        entry: dict[str, Any] = {
+            "name": label,
+            "path": str(sess.path),
+            "bytes": weights.stat().st_size if weights.is_file() else None,
+            "format": "checkpoint",
+            "backend": "torch",
+            "device": str(self.device),
+            "cuda_graphs": self.cuda_graphs,
+            "arch": sess.spec.get("arch"),
+            "task_level": sess.spec.get("task_level"),
+            "lowering": sess.spec.get("lowering"),
+            "pe": sess.spec.get("pe"),
+            "teddy": None if sess.model.teddy is None else sess.model.teddy.to_dict(),
+            "providers": sess.providers,
+            "results": [],
+            "ops": None,  # ONNX Runtime's profiler only
+        }
+        before = torch.get_num_threads()
+        try:
+            for t in self.threads:
+                if t is not None:
+                    torch.set_num_threads(t)
+                for nodes, batch in self.configs:
+                    entry["results"].append(self._measure(sess, t, nodes, batch))
+                    tick(f"{label} · {self.device}" + (f" · {t} thread{'s' if t > 1 else ''}" if t else ""))
+        finally:
+            torch.set_num_threads(before)
+        return entry
+
+    def _measure(self, sess: Any, threads: int | None, nodes: int, batch: int) -> dict[str, Any]:
+        dev, iterations, warmup = self.device, self.iterations, self.warmup
+        graphs = make_graphs(sess.spec, nodes, batch, self.avg_degree, self.seed)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        prep_ms, model_ms = [], []
+        for i in range(warmup + iterations):
+            _sync(dev)
+            t0 = time.perf_counter()
+            prepared = sess.prepare(graphs)
+            t1 = time.perf_counter()
+            sess.run_inputs(prepared.inputs)
+            _sync(dev)
+            t2 = time.perf_counter()
+            if i >= warmup:
+                prep_ms.append((t1 - t0) * 1e3)
+                model_ms.append((t2 - t1) * 1e3)
+        total = [a + b for a, b in zip(prep_ms, model_ms, strict=True)]
+        lat = summarize(total)
+        return {
+            "threads": threads,
+            "graph_nodes": nodes,
+            "batch_size": batch,
+            "nodes": int(prepared.num_nodes),
+            "edges": int(prepared.inputs["edge_index"].shape[1]),
+            "iterations": iterations,
+            "latency_ms": lat,
+            "preprocess_ms": summarize(prep_ms),
+            "model_ms": summarize(model_ms),
+            "preprocess_share": float(sum(prep_ms) / sum(total)) if sum(total) else 0.0,
+            "graphs_per_s": batch / (lat["mean"] / 1e3) if lat["mean"] > 0 else math.inf,
+            "peak_rss_mb": peak_rss_mb(),
+            "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 1024**2 if dev.type == "cuda" else None,
+            "cuda_graphs_captured": len(sess.backend.captured) if sess.backend.cuda_graphs else None,
+            "cpus": None,
+            "oversubscribed": False,
+            "samples_ms": [round(v, 4) for v in total],
+        }

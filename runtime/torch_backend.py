@@ -1,0 +1,353 @@
+"""``TorchBackend``: a gtcompress checkpoint run with torch on a device — the GPU path without TensorRT.
+
+On a CUDA device a GT model's attention is ``torch.ops.gtcompress.sparse_graph_attention``, whose
+CUDA kernel is the same Triton kernel TensorRT runs as a plugin (:mod:`gtcompress.nn.fused`); on
+CPU the op runs the torch reference, which is what CI tests. It plugs into
+:class:`runtime.session.GraphSession` like the ONNX Runtime and TensorRT backends, so validation,
+TEDDY, batching, PE and the server stay the numpy code every deployment runs.
+
+**Input spec.** The spec the ONNX exporter would write for the checkpoint
+(:func:`exporters.onnx.input_spec`): the CSR (``plugin``) lowering for GT, so ``prepare`` builds
+``rowptr``/``col``/``perm`` in numpy and the model receives them as its layout; ``dense`` for the
+models the exporter only lowers that way (GPS, Graphormer, token-pruned GT). A TEDDY-fine-tuned
+checkpoint's ``teddy`` entry goes into the spec as the exporter puts it, so incoming graphs are
+sparsified the same way.
+
+**Transfers.** Inputs are staged in pinned host memory and copied with ``non_blocking=True``; the
+output comes back with a blocking copy, so :meth:`TorchBackend.run` returns only when the result
+is on the host (a timer around it measures real latency).
+
+**CUDA graphs** (``cuda_graphs=True``, CUDA only). A model call is a few dozen small kernels, so
+for small batches launch overhead dominates; replaying a captured graph removes it. A graph
+fixes every shape, and requests vary, so inputs are padded up to a *bucket*: nodes ``N``, edges
+``E`` and graphs ``B`` rounded up to powers of two (at least :data:`MIN_BUCKET`). Padding is exact
+for the CSR GT model because every layer is per node (encoders, BatchNorm in eval mode, FFN) or
+over edges (attention), and the readout is per graph:
+
+* padded nodes are isolated dummies (zero features and PE) in one extra dummy graph with id ``B``,
+  so they never share a readout with a real graph;
+* padded edges are self-loops on the *first* dummy node (the bucket always leaves one when edges
+  are padded), sorted after every real edge in CSR order, so no real node gains an incoming edge;
+  their ``perm`` entries point at the padded (zero) rows of ``edge_attr``;
+* ``node_counts`` gets the dummy graph's count and zeros for further empty graphs (its length is
+  all the model reads), and the output is sliced back to the real ``N`` nodes / ``B`` graphs.
+
+Captured graphs are kept in a small LRU (:data:`MAX_GRAPHS` buckets); each is captured on first use
+after warm-up calls on a side stream, as ``torch.cuda.graph``'s documentation prescribes (this also
+JIT-compiles the Triton kernels before capture). Any other model — dense lowering (GPS,
+Graphormer, their TEDDY-on-attention ``attention_topk``) or token pruning (per-graph top-k that
+padding would change) — is **refused** with a :class:`SessionError` saying why, rather than silently
+falling back to eager: a caller who asked for graph replay gets it or knows they did not.
+The padding functions (:func:`bucket_for`, :func:`pad_inputs`, :func:`unpad_output`) are plain numpy
+and are tested on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from gtcompress.preprocess.inputs import is_layout_input
+from runtime.backends import TensorInfo
+from runtime.errors import SessionError
+from runtime.graphs import Limits
+
+MIN_BUCKET = 16
+MAX_GRAPHS = 8  # captured CUDA graphs kept (LRU), one per (nodes, edges, graphs) bucket
+WARMUP_CALLS = 2  # eager calls on a side stream before a capture
+METADATA_KEYS = ("dataset", "metrics", "compression", "teddy")  # what `gtc export` keeps
+
+
+# ---------------------------------------------------------------------------------- devices
+def resolve_device(device: str | None) -> torch.device:
+    """``None`` → ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` → the current CUDA device.
+
+    Raises :class:`SessionError` with one sentence for a device that is not there."""
+    text = str(device).strip().lower() if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise SessionError(f"device {text!r}: expected cpu, cuda or cuda:N")
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        why = (
+            f"this torch {torch.__version__} is built without CUDA"
+            if torch.version.cuda is None
+            else "no GPU or driver found; check CUDA_VISIBLE_DEVICES"
+        )
+        raise SessionError(f"device {text!r}: no CUDA device is visible to torch ({why})")
+    count = torch.cuda.device_count()
+    index = torch.cuda.current_device() if dev.index is None else dev.index
+    if index >= count:
+        raise SessionError(
+            f"device {text!r}: torch sees {count} CUDA device{'s' if count > 1 else ''} (cuda:0..{count - 1})"
+        )
+    return torch.device("cuda", index)
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+def load_for_serving(path: str | Path) -> tuple[Any, dict[str, Any], dict[str, str]]:
+    """``(model in eval mode, input spec, ONNX-like metadata)`` of a checkpoint directory."""
+    from exporters.onnx import has_token_pruning, input_spec  # lazy: exporters imports onnx
+    from gtcompress.checkpoint import load_checkpoint
+    from gtcompress.errors import CheckpointError
+
+    try:
+        model, meta = load_checkpoint(path)
+    except (CheckpointError, OSError) as e:
+        raise SessionError(f"cannot load checkpoint: {e}") from None  # CheckpointError names the file
+    lowering = "plugin" if model.config.arch == "gt" and not has_token_pruning(model) else "dense"
+    spec = input_spec(model, lowering)
+    if meta.get("teddy"):
+        spec["teddy"] = meta["teddy"]  # as export_onnx does: incoming graphs are sparsified the same way
+    metadata = {
+        "gtcompress_version": str(meta.get("gtcompress_version", "")),
+        "model_config": json.dumps(model.config.to_dict()),
+        "input_spec": json.dumps(spec),
+        **{k: json.dumps(meta[k], default=str) for k in METADATA_KEYS if k in meta},
+    }
+    return model, spec, metadata
+
+
+def cuda_graphs_refusal(spec: dict[str, Any]) -> str | None:
+    """Why padding to a bucket would not be exact for this model (``None``: CUDA graphs apply)."""
+    if spec.get("lowering") != "plugin":
+        what = spec.get("arch") if spec.get("arch") != "gt" else "a token-pruned GT"
+        return (
+            f"{what} runs on the per-graph dense layout, whose shapes (largest graph) and per-graph "
+            "attention (top-k tokens, attention_topk) change with padding; only GT on the CSR layout is padded exactly"
+        )
+    return None
+
+
+# ---------------------------------------------------------------------------------- padding
+@dataclass(frozen=True)
+class Bucket:
+    """Padded sizes of one captured graph."""
+
+    nodes: int
+    edges: int
+    graphs: int
+
+
+def bucket_size(value: int, minimum: int = MIN_BUCKET) -> int:
+    """The power of two ≥ ``value`` (and ≥ ``minimum``)."""
+    return max(int(minimum), 1 << max(int(value) - 1, 0).bit_length())
+
+
+def bucket_for(nodes: int, edges: int, graphs: int, minimum: int = MIN_BUCKET) -> Bucket:
+    """Bucket of a batch: each size rounded up to a power of two; padded edges need a dummy node to
+    point at, so a batch with no spare node slot moves to the next node bucket; dummy nodes need the
+    dummy graph ``B``, so a batch with dummy nodes gets at least ``B + 1`` graph slots."""
+    n, e = bucket_size(nodes, minimum), bucket_size(edges, minimum)
+    if e > edges and n == nodes:
+        n = bucket_size(nodes + 1, minimum)
+    b = bucket_size(graphs + 1 if n > nodes else graphs, minimum)
+    return Bucket(n, e, b)
+
+
+def _pad_rows(a: np.ndarray, rows: int, value: int | float = 0) -> np.ndarray:
+    if rows == 0:
+        return a
+    return np.concatenate([a, np.full((rows, *a.shape[1:]), value, dtype=a.dtype)])
+
+
+def pad_inputs(inputs: dict[str, np.ndarray], bucket: Bucket) -> dict[str, np.ndarray]:
+    """The inputs of a CSR GT model padded to ``bucket`` (see the module docstring); same dtypes."""
+    n, e, b = inputs["x"].shape[0], inputs["edge_index"].shape[1], inputs["node_counts"].shape[0]
+    dn, de, db = bucket.nodes - n, bucket.edges - e, bucket.graphs - b
+    if dn < 0 or de < 0 or db < 0 or (de and not dn) or (dn and not db):
+        raise ValueError(f"batch of {n} nodes, {e} edges, {b} graphs does not fit {bucket}")
+    out: dict[str, np.ndarray] = {}
+    for name, a in inputs.items():
+        if name in ("x", "edge_attr") or name.startswith("pe_"):
+            out[name] = _pad_rows(a, de if name == "edge_attr" else dn)  # zeros (category 0 for int features)
+        elif name == "edge_index":
+            out[name] = np.concatenate([a, np.full((2, de), n, dtype=a.dtype)], axis=1)  # loops on dummy n
+        elif name == "batch":
+            out[name] = _pad_rows(a, dn, b)  # every dummy node in the dummy graph b
+        elif name == "node_counts":
+            extra = np.zeros(db, dtype=a.dtype)
+            if dn:
+                extra[0] = dn
+            out[name] = np.concatenate([a, extra])
+        elif name == "rowptr":
+            out[name] = _pad_rows(a, dn, bucket.edges)  # dummy n has the de loops; later dummies none
+        elif name == "col":
+            out[name] = _pad_rows(a, de, n)
+        elif name == "perm":
+            out[name] = np.concatenate([a, np.arange(e, bucket.edges, dtype=a.dtype)])
+        else:
+            raise ValueError(f"input {name!r} cannot be padded to a bucket (CSR GT models only)")
+    return out
+
+
+T = TypeVar("T", np.ndarray, torch.Tensor)
+
+
+def unpad_output(output: T, nodes: int, graphs: int, node_level: bool) -> T:
+    """The real rows of a padded run's output (numpy or torch)."""
+    return output[: nodes if node_level else graphs]
+
+
+# ---------------------------------------------------------------------------------- running
+def forward(model: Any, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """:meth:`GraphModel.compute` on a full input set (names as in the input spec), like the exporter's wrapper."""
+    layout = {k: v for k, v in tensors.items() if is_layout_input(k)}
+    pe = {k[3:]: v for k, v in tensors.items() if k.startswith("pe_")}
+    num_graphs = tensors["node_counts"].shape[0]
+    return model.compute(
+        tensors["x"], tensors["edge_index"], tensors.get("edge_attr"), tensors["batch"], pe, num_graphs, layout
+    )
+
+
+@dataclass
+class _Captured:
+    graph: Any  # torch.cuda.CUDAGraph
+    inputs: dict[str, torch.Tensor]  # static device inputs the graph reads
+    host: dict[str, torch.Tensor]  # pinned staging buffers of the same shapes
+    output: torch.Tensor  # static device output the graph writes
+
+
+def _numpy_dtype(name: str, spec: dict[str, Any]) -> str:
+    if name in ("x", "edge_attr"):
+        return str(spec[name]["dtype"])
+    if name.startswith("pe_"):
+        return "float32"
+    return "bool" if name in ("pad_mask", "nbr_mask") else "int64"
+
+
+def _shape(name: str, spec: dict[str, Any]) -> list[int]:
+    if name in ("x", "edge_attr"):
+        return [-1, int(spec[name]["dim"])]
+    if name.startswith("pe_"):
+        return [-1, int(spec["pe"][name[3:]])]
+    if name == "edge_index":
+        return [2, -1]
+    return [-1, -1] if name == "pad_mask" else [-1]
+
+
+class TorchBackend:
+    """A checkpoint on a torch device behind the :class:`runtime.backends.Backend` protocol.
+
+    ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``None`` (a GPU when torch sees one);
+    ``cuda_graphs``: replay captured graphs per padded bucket (CUDA, CSR GT only);
+    ``threads``: torch's intra-op threads on CPU (process-wide, as ``torch.set_num_threads``)."""
+
+    platform = "pytorch_libtorch"  # Triton's platform name for torch models
+
+    def __init__(
+        self,
+        path: str | Path,
+        device: str | None = None,
+        *,
+        cuda_graphs: bool = False,
+        threads: int | None = None,
+        max_graphs: int = MAX_GRAPHS,
+    ) -> None:
+        self.device = resolve_device(device)
+        if cuda_graphs and self.device.type != "cuda":
+            raise SessionError(f"cuda_graphs: CUDA graphs replay on a GPU only; device is {self.device}")
+        self.path = Path(path)
+        model, self.spec, self.metadata = load_for_serving(self.path)
+        if cuda_graphs and (why := cuda_graphs_refusal(self.spec)):
+            raise SessionError(f"{self.path}: cuda_graphs refused: {why}")
+        if threads and self.device.type == "cpu":
+            torch.set_num_threads(int(threads))
+        self.model = model.to(self.device).eval()
+        self.cuda_graphs = bool(cuda_graphs)
+        self.max_graphs = max(1, int(max_graphs))
+        self.node_level = self.spec["output"]["per"] == "node"
+        kind = f"torch:{self.device}" + (" (cuda graphs)" if self.cuda_graphs else "")
+        self.providers = [kind]
+        self.inputs = [TensorInfo(n, _numpy_dtype(n, self.spec), _shape(n, self.spec)) for n in self.spec["inputs"]]
+        out = self.spec["output"]
+        self.outputs = [TensorInfo(str(out["name"]), "float32", [-1, int(out["dim"])])]
+        self.limits = Limits()
+        self._graphs: OrderedDict[Bucket, _Captured] = OrderedDict()
+        self._lock = threading.Lock()  # the server's model thread and a profiler may share a session
+
+    def check_shapes(self, inputs: dict[str, np.ndarray]) -> None:
+        return None
+
+    def end_profiling(self) -> str | None:
+        return None
+
+    @property
+    def captured(self) -> list[Bucket]:
+        """Buckets with a captured CUDA graph, least recently used first."""
+        return list(self._graphs)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        name = self.outputs[0].name
+        # The device context matters for cuda:N: Triton launches on the current device, not the tensors'.
+        on_device = torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
+        with self._lock, torch.inference_mode(), on_device:
+            if self.cuda_graphs:
+                return {name: self._replay(inputs)}
+            out = forward(self.model, {k: self._to_device(v) for k, v in inputs.items()})
+            return {name: out.to("cpu").numpy()}  # blocking copy: the result is on the host
+
+    def _to_device(self, a: np.ndarray) -> torch.Tensor:
+        a = np.ascontiguousarray(a)
+        if self.device.type == "cpu":
+            return torch.from_numpy(a if a.flags.writeable else a.copy())
+        host = torch.empty(a.shape, dtype=_TORCH_DTYPES[a.dtype.name], pin_memory=True)
+        host.numpy()[...] = a
+        return host.to(self.device, non_blocking=True)  # the caching host allocator keeps `host` until done
+
+    def _replay(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        n, e, b = inputs["x"].shape[0], inputs["edge_index"].shape[1], inputs["node_counts"].shape[0]
+        key = bucket_for(n, e, b)
+        padded = pad_inputs(inputs, key)
+        cap = self._graphs.get(key)
+        if cap is None:
+            cap = self._capture(padded)
+            self._graphs[key] = cap
+            while len(self._graphs) > self.max_graphs:
+                self._graphs.popitem(last=False)  # frees that graph's private memory pool
+        else:
+            self._graphs.move_to_end(key)
+            for k, a in padded.items():
+                cap.host[k].numpy()[...] = a  # the previous replay's copies finished (blocking output copy)
+                cap.inputs[k].copy_(cap.host[k], non_blocking=True)
+        cap.graph.replay()
+        return unpad_output(cap.output, n, b, self.node_level).to("cpu").numpy()
+
+    def _capture(self, padded: dict[str, np.ndarray]) -> _Captured:
+        host = {k: torch.from_numpy(np.ascontiguousarray(a)).pin_memory() for k, a in padded.items()}
+        static = {k: h.to(self.device, non_blocking=True) for k, h in host.items()}
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):  # warm-up: lazy init, Triton JIT, cuBLAS handles
+            for _ in range(WARMUP_CALLS):
+                forward(self.model, static)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            output = forward(self.model, static)
+        return _Captured(graph, static, host, output)
+
+    def __repr__(self) -> str:
+        return f"TorchBackend({str(self.path)!r}, device={str(self.device)!r}, cuda_graphs={self.cuda_graphs})"
+
+
+_TORCH_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "float64": torch.float64,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "bool": torch.bool,
+}

@@ -1,0 +1,407 @@
+"""TorchBackend: a checkpoint run with torch through GraphSession — parity with its ONNX export on CPU,
+the CUDA-graph padding (exact on CPU), errors, profiling and serving; CUDA-only checks when a GPU is there."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from exporters.onnx import export_onnx
+from gtcompress.checkpoint import save_checkpoint
+from gtcompress.data.base import FeatureSpec
+from gtcompress.models import ModelConfig, build_model
+from gtcompress.models.model import GraphModel
+from gtcompress.preprocess import NumpyGraph
+from gtcompress.preprocess.random_graphs import random_batches, random_graph
+from runtime.errors import SessionError
+from runtime.graphs import apply_teddy
+from runtime.session import GraphSession, is_checkpoint
+from runtime.torch_backend import (
+    Bucket,
+    bucket_for,
+    bucket_size,
+    cuda_graphs_refusal,
+    forward,
+    pad_inputs,
+    unpad_output,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+TEDDY = {"edges": 0.3, "per_graph": True}
+
+CONFIGS = {
+    # categorical x, float edge features, RWSE, node-level
+    "node": ModelConfig(
+        arch="gt",
+        node_features=FeatureSpec("categorical", 2, [5, 3]),
+        edge_features=FeatureSpec("float", 2),
+        out_dim=3,
+        hidden=16,
+        heads=2,
+        num_layers=2,
+        pe={"rwse": 4},
+        task_level="node",
+    ),
+    # float x, no edge features, LapPE, graph-level
+    "graph": ModelConfig(
+        arch="gt",
+        node_features=FeatureSpec("float", 3),
+        out_dim=2,
+        hidden=16,
+        heads=2,
+        num_layers=2,
+        pe={"lap": 2},
+        task_level="graph",
+    ),
+    # categorical edge features, graph-level, sum readout
+    "graph_ef": ModelConfig(
+        arch="gt",
+        node_features=FeatureSpec("float", 3),
+        edge_features=FeatureSpec("categorical", 1, [4]),
+        out_dim=2,
+        hidden=16,
+        heads=2,
+        num_layers=1,
+        readout="sum",
+        task_level="graph",
+    ),
+    "gps": ModelConfig(arch="gps", node_features=FeatureSpec("float", 3), out_dim=2, hidden=16, heads=2, num_layers=1),
+}
+
+
+def _model(cfg: ModelConfig) -> GraphModel:
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("torch-ckpts")
+    out = {key: save_checkpoint(root / key, _model(cfg)) for key, cfg in CONFIGS.items()}
+    out["teddy"] = save_checkpoint(root / "teddy", _model(CONFIGS["node"]), {"teddy": TEDDY})
+    return out
+
+
+@pytest.fixture(scope="module")
+def onnx_files(ckpts, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The ONNX exports of the same checkpoints: plugin (CSR) and dense lowering."""
+    from gtcompress.checkpoint import load_checkpoint
+
+    root = tmp_path_factory.mktemp("torch-onnx")
+    out = {}
+    for key, lowering in (("node", "plugin"), ("graph", "dense")):
+        model, _ = load_checkpoint(ckpts[key])
+        out[key] = export_onnx(model, root / f"{key}.onnx", lowering, verify_batches=1).path
+    return out
+
+
+def _graphs(spec: dict, count: int, seed: int = 0) -> list[NumpyGraph]:
+    rng = np.random.default_rng(seed)
+    sizes = [int(rng.integers(1, 14)) for _ in range(count)]
+    return [
+        random_graph(rng, n, int(rng.integers(0, 3 * n)), spec["x"], spec["edge_attr"], i % 2, i % 3)
+        for i, n in enumerate(sizes)
+    ]
+
+
+def _tensors(inputs: dict[str, np.ndarray], device: str = "cpu") -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in inputs.items()}
+
+
+# ---------------------------------------------------------------------------------- no torch in runtime
+def test_runtime_imports_without_torch() -> None:
+    code = "import runtime, runtime.session, runtime.server, runtime.profile, sys; assert 'torch' not in sys.modules"
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+def test_checkpoint_recognised_without_torch(ckpts, onnx_files) -> None:
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from runtime.session import is_checkpoint, resolve_model_path\n"
+        f"assert is_checkpoint({str(ckpts['node'])!r}) and is_checkpoint({str(ckpts['node'] / 'config.json')!r})\n"
+        f"assert not is_checkpoint({str(onnx_files['node'])!r})\n"
+        f"assert str(resolve_model_path({str(ckpts['node'] / 'model.safetensors')!r})) == {str(ckpts['node'])!r}\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+# ---------------------------------------------------------------------------------- CPU parity
+@pytest.mark.parametrize("key", ["node", "graph"])
+def test_cpu_parity_with_the_onnx_export(ckpts, onnx_files, key: str) -> None:
+    torch_sess = GraphSession(ckpts[key], device="cpu")
+    ort_sess = GraphSession(onnx_files[key], ["cpu"])
+    assert torch_sess.platform == "pytorch_libtorch" and torch_sess.providers == ["torch:cpu"]
+    assert torch_sess.spec["lowering"] == "plugin" and torch_sess.path == ckpts[key]
+    if key == "node":  # same spec as the plugin export: same inputs, dtypes and shapes
+        want = {t.name: (t.dtype, t.shape) for t in ort_sess.get_inputs()}
+        assert {t.name: (t.dtype, t.shape) for t in torch_sess.get_inputs()} == want
+        assert torch_sess.get_outputs()[0].shape == ort_sess.get_outputs()[0].shape
+        assert torch_sess.spec == ort_sess.spec
+    graphs = _graphs(torch_sess.spec, 7, seed=3)
+    for per_graph in (False, True):  # one merged call, and one call per graph
+        got = torch_sess.run(graphs) if not per_graph else [torch_sess.run(g)[0] for g in graphs]
+        ref = ort_sess.run(graphs) if not per_graph else [ort_sess.run(g)[0] for g in graphs]
+        for a, b in zip(got, ref, strict=True):
+            assert a.shape == b.shape and a.dtype == np.float32
+            np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_checkpoint_without_device_and_teddy(ckpts) -> None:
+    sess = GraphSession(ckpts["teddy"] / "config.json")  # a checkpoint is recognised; default device
+    assert sess.path == ckpts["teddy"] and sess.providers == [f"torch:{'cuda:0' if CUDA else 'cpu'}"]
+    assert sess.model.teddy is not None and sess.model.teddy.ratio == 0.3 and sess.spec["teddy"] == TEDDY
+    assert json.loads(sess.metadata["teddy"]) == TEDDY and json.loads(sess.metadata["input_spec"]) == sess.spec
+    plain = GraphSession(ckpts["node"], device="cpu")  # the same weights (same seed) without TEDDY
+    graphs = _graphs(plain.spec, 4, seed=5)
+    sparse = [apply_teddy(g, sess.model.teddy, sess.spec) for g in graphs]
+    for a, b in zip(GraphSession(ckpts["teddy"], device="cpu").run(graphs), plain.run(sparse), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_dense_lowering_for_other_architectures(ckpts) -> None:
+    sess = GraphSession(ckpts["gps"], device="cpu")
+    assert sess.spec["lowering"] == "dense" and "pad_mask" in sess.input_names
+    graphs = _graphs(sess.spec, 3)
+    outs = sess.run(graphs)
+    assert [o.shape for o in outs] == [(g.num_nodes, 2) for g in graphs] and all(np.isfinite(o).all() for o in outs)
+
+
+# ---------------------------------------------------------------------------------- padding
+def test_bucket_sizes() -> None:
+    assert [bucket_size(v) for v in (0, 1, 16, 17, 32, 33)] == [16, 16, 16, 32, 32, 64]
+    assert bucket_for(16, 16, 16) == Bucket(16, 16, 16)  # exact: no dummy node, no dummy graph
+    assert bucket_for(16, 10, 3) == Bucket(32, 16, 16)  # padded edges need a dummy node
+    assert bucket_for(10, 16, 16) == Bucket(16, 16, 32)  # dummy nodes need the dummy graph
+    assert bucket_for(40, 0, 1) == Bucket(64, 16, 16)
+    with pytest.raises(ValueError, match="does not fit"):
+        pad_inputs(
+            {"x": np.zeros((20, 1)), "edge_index": np.zeros((2, 3), np.int64), "node_counts": np.ones(1)},
+            Bucket(16, 16, 16),
+        )
+
+
+@pytest.mark.parametrize("key", ["node", "graph"])
+def test_padded_inputs_are_a_consistent_csr_batch(ckpts, key: str) -> None:
+    sess = GraphSession(ckpts[key], device="cpu")
+    for seed, count in ((0, 1), (1, 4), (2, 9)):
+        inputs = sess.prepare(_graphs(sess.spec, count, seed)).inputs
+        n, e, b = inputs["x"].shape[0], inputs["edge_index"].shape[1], inputs["node_counts"].shape[0]
+        bk = bucket_for(n, e, b)
+        p = pad_inputs(inputs, bk)
+        assert {k: v.dtype for k, v in p.items()} == {k: v.dtype for k, v in inputs.items()}
+        assert p["x"].shape[0] == p["batch"].shape[0] == bk.nodes and p["node_counts"].shape == (bk.graphs,)
+        assert p["edge_index"].shape == (2, bk.edges) and p["rowptr"].shape == (bk.nodes + 1,)
+        for name in inputs:  # the real rows are untouched
+            real = inputs[name].shape[1] if name == "edge_index" else inputs[name].shape[0]
+            got = p[name][:, :real] if name == "edge_index" else p[name][:real]
+            np.testing.assert_array_equal(got, inputs[name])
+        src, dst = p["edge_index"]
+        assert (dst[e:] == n).all() and (src[e:] == n).all()  # self-loops on the first dummy node
+        assert sorted(p["perm"]) == list(range(bk.edges)) and (np.diff(p["rowptr"]) >= 0).all()
+        np.testing.assert_array_equal(p["col"], src[p["perm"]])
+        np.testing.assert_array_equal(dst[p["perm"]], np.repeat(np.arange(bk.nodes), np.diff(p["rowptr"])))
+        assert (p["batch"][n:] == b).all() and p["node_counts"].sum() == bk.nodes
+
+
+@pytest.mark.parametrize("key", ["node", "graph", "graph_ef"])
+def test_padded_run_equals_unpadded_run_on_cpu(ckpts, key: str) -> None:
+    sess = GraphSession(ckpts[key], device="cpu")
+    model = sess.backend.model  # type: ignore[attr-defined]
+    node_level = sess.node_level
+    for g in random_batches(sess.spec["x"], sess.spec["edge_attr"], 5, seed=1):
+        inputs = sess.prepare([g]).inputs
+        n, e, b = inputs["x"].shape[0], inputs["edge_index"].shape[1], inputs["node_counts"].shape[0]
+        with torch.inference_mode():
+            ref = forward(model, _tensors(inputs)).numpy()
+            out = forward(model, _tensors(pad_inputs(inputs, bucket_for(n, e, b)))).numpy()
+        assert np.isfinite(out).all()
+        np.testing.assert_allclose(unpad_output(out, n, b, node_level), ref, atol=1e-6)
+
+
+def test_replay_bookkeeping_on_cpu(ckpts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replay path — bucket, pad, capture or reuse (LRU), copy into the static inputs, replay, slice —
+    with a stand-in for ``torch.cuda.graph`` whose replay re-runs the model on the static inputs (CPU)."""
+    from runtime.torch_backend import _Captured
+
+    sess, eager = GraphSession(ckpts["node"], device="cpu"), GraphSession(ckpts["node"], device="cpu")
+    backend = sess.backend
+    captured: list[int] = []
+
+    def fake_capture(padded: dict[str, np.ndarray]) -> _Captured:
+        static = {k: torch.from_numpy(a.copy()) for k, a in padded.items()}
+        host = {k: v.clone() for k, v in static.items()}
+        output = forward(backend.model, static)  # type: ignore[attr-defined]
+
+        class Graph:
+            def replay(self) -> None:
+                output.copy_(forward(backend.model, static))  # type: ignore[attr-defined]
+
+        captured.append(padded["x"].shape[0])
+        return _Captured(Graph(), static, host, output)
+
+    monkeypatch.setattr(backend, "_capture", fake_capture)
+    backend.cuda_graphs, backend.max_graphs = True, 2  # type: ignore[attr-defined]
+    lru: list[Bucket] = []
+    misses = 0
+    for seed, count in ((0, 1), (1, 3), (2, 3), (0, 1), (3, 12), (4, 30), (1, 3), (1, 3)):
+        graphs = _graphs(sess.spec, count, seed)
+        inputs = sess.prepare(graphs).inputs
+        key = bucket_for(inputs["x"].shape[0], inputs["edge_index"].shape[1], inputs["node_counts"].shape[0])
+        misses += key not in lru
+        lru = [*(k for k in lru if k != key), key][-2:]
+        for a, b in zip(sess.run(graphs), eager.run(graphs), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+    assert len(captured) == misses < 8 and backend.captured == lru  # type: ignore[attr-defined]
+
+
+def test_cuda_graphs_refusals() -> None:
+    gt = {"arch": "gt", "lowering": "plugin"}
+    assert cuda_graphs_refusal(gt) is None
+    assert "gps runs on the per-graph dense layout" in str(cuda_graphs_refusal({"arch": "gps", "lowering": "dense"}))
+    assert "a token-pruned GT" in str(cuda_graphs_refusal({"arch": "gt", "lowering": "dense"}))
+
+
+# ---------------------------------------------------------------------------------- errors
+def test_errors(ckpts, onnx_files, tmp_path: Path) -> None:
+    with pytest.raises(SessionError, match=r"^device 'gpu': expected cpu, cuda or cuda:N$"):
+        GraphSession(ckpts["node"], device="gpu")
+    with pytest.raises(SessionError, match=r"cuda_graphs: CUDA graphs replay on a GPU only; device is cpu"):
+        GraphSession(ckpts["node"], device="cpu", cuda_graphs=True)
+    with pytest.raises(SessionError, match="this file is not one"):
+        GraphSession(onnx_files["node"], device="cpu")
+    with pytest.raises(SessionError, match=r"providers apply to ONNX Runtime"):
+        GraphSession(ckpts["node"], ["cpu"])
+    with pytest.raises(SessionError, match=r"^cannot load checkpoint: .*missing: checkpoint directory does not exist$"):
+        GraphSession(tmp_path / "missing", device="cpu")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((ckpts["node"] / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    assert is_checkpoint(broken)
+    with pytest.raises(SessionError, match=r"^cannot load checkpoint: .*broken.model.safetensors: "):
+        GraphSession(broken)
+
+
+@pytest.mark.skipif(CUDA, reason="checks the message on a machine without CUDA")
+def test_no_cuda_is_one_sentence(ckpts) -> None:
+    with pytest.raises(SessionError, match=r"^device 'cuda': no CUDA device is visible to torch \("):
+        GraphSession(ckpts["node"], device="cuda")
+
+
+# ---------------------------------------------------------------------------------- profile and serve
+def test_profile_puts_torch_rows_next_to_onnx_rows(ckpts, onnx_files, tmp_path: Path) -> None:
+    from runtime.profile import profile_models, report_tables, validate_report, write_report
+
+    rep = profile_models(
+        [onnx_files["graph"], ckpts["graph"]],
+        graph_sizes=(6,),
+        batch_sizes=(1, 3),
+        threads=(1,),
+        iterations=3,
+        warmup=0,
+        op_profile=False,
+        isolate=False,
+        device="cpu",
+    )
+    validate_report(rep)
+    ort, tch = rep["models"]
+    assert (ort["backend"], ort["device"], ort["providers"]) == ("onnxruntime", "cpu", ["CPUExecutionProvider"])
+    assert (tch["backend"], tch["device"], tch["format"], tch["providers"]) == (
+        "torch",
+        "cpu",
+        "checkpoint",
+        ["torch:cpu"],
+    )
+    assert [(r["threads"], r["batch_size"]) for r in tch["results"]] == [(1, 1), (1, 3)]
+    assert rep["settings"]["device"] == "cpu" and rep["settings"]["notes"] == [] and "gpu" not in rep["machine"]
+    assert len(write_report(rep, tmp_path / "out")) == 5 and len(report_tables(rep)) == 3
+    with pytest.raises(SessionError, match="apply to checkpoint directories"):
+        profile_models([onnx_files["graph"]], device="cpu")
+
+
+def test_served_checkpoint_answers_like_the_session(ckpts) -> None:
+    import tritonclient.http as triton
+
+    from runtime.client import fetch_spec, infer_graphs
+    from runtime.server import BackgroundServer, ServedModel, create_app
+
+    sess = GraphSession(ckpts["node"], device="cpu")
+    assert ServedModel("ck", sess).config()["backend"] == "pytorch"
+    graphs = _graphs(sess.spec, 3, seed=8)
+    expected = sess.run(graphs)
+    with BackgroundServer(create_app({"ck": sess})) as srv:
+        client = triton.InferenceServerClient(srv.url)
+        try:
+            got = infer_graphs(client, "ck", graphs, fetch_spec(client, "ck"))
+        finally:
+            client.close()
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------- CUDA only
+@needs_cuda
+@pytest.mark.parametrize("key", ["node", "graph", "graph_ef"])
+def test_cuda_graph_replay_equals_eager(ckpts, key: str) -> None:
+    eager = GraphSession(ckpts[key], device="cuda")
+    replay = GraphSession(ckpts[key], device="cuda", cuda_graphs=True)
+    replay.backend.max_graphs = 2  # type: ignore[attr-defined]  # exercise eviction
+    assert replay.providers == ["torch:cuda:0 (cuda graphs)"]
+    for seed, count in ((0, 1), (1, 3), (2, 3), (3, 12), (4, 1), (5, 30)):
+        graphs = _graphs(eager.spec, count, seed)
+        for a, b in zip(replay.run(graphs), eager.run(graphs), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    assert 1 <= len(replay.backend.captured) <= 2  # type: ignore[attr-defined]
+
+
+@needs_cuda
+def test_cuda_matches_cpu_and_refuses_what_it_cannot_pad(ckpts) -> None:
+    cpu = GraphSession(ckpts["node"], device="cpu")
+    graphs = _graphs(cpu.spec, 5, seed=9)
+    for a, b in zip(GraphSession(ckpts["node"], device="cuda").run(graphs), cpu.run(graphs), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+    with pytest.raises(SessionError, match="cuda_graphs refused: gps runs on the per-graph dense layout"):
+        GraphSession(ckpts["gps"], device="cuda", cuda_graphs=True)
+    with pytest.raises(SessionError, match=r"^device 'cuda:99': torch sees \d+ CUDA device"):
+        GraphSession(ckpts["node"], device="cuda:99")
+
+
+@needs_cuda
+def test_profile_on_cuda_writes_rows(ckpts, onnx_files, tmp_path: Path) -> None:
+    from runtime.profile import profile_models, validate_report, write_report
+
+    rep = profile_models(
+        [onnx_files["graph"], ckpts["graph"]],
+        graph_sizes=(8, 32),
+        batch_sizes=(1, 4),
+        threads=(1, 2),
+        iterations=5,
+        warmup=1,
+        op_profile=False,
+        isolate=False,
+        device="cuda",
+        cuda_graphs=True,
+    )
+    validate_report(rep)
+    ort, tch = rep["models"]
+    assert ort["providers"] == ["CPUExecutionProvider"] and len(ort["results"]) == 2 * 4
+    assert tch["device"] == "cuda:0" and tch["cuda_graphs"] and len(tch["results"]) == 4
+    assert all(r["threads"] is None and r["peak_gpu_mb"] > 0 and r["cuda_graphs_captured"] >= 1 for r in tch["results"])
+    assert rep["settings"]["notes"] and rep["machine"]["gpu"]["name"]
+    write_report(rep, tmp_path / "out")
