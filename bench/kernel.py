@@ -1,0 +1,526 @@
+"""Sparse graph attention on a GPU: our kernel v2 against v1, PyG and ``torch.compile``, op and model.
+
+    python bench/kernel.py                     # the committed table (GPU; about 5 minutes on an H200)
+    python bench/kernel.py --quick             # small sizes only
+    python bench/kernel.py --no-sweep --levels op
+
+Writes ``bench/results/kernel.json`` (every row, the command, commit and machine, the measured
+device copy bandwidth) and ``kernel.png``, and prints the ratios the GPU issue sets targets for,
+all measured side by side in this one process on the same data: op speed against
+``torch.compile`` of the PyG-style op, bandwidth as a fraction of the copy bandwidth, power-law
+over uniform time, model speed against PyG eager and ``torch.compile(PyG model)``, and the latency
+of one molecule through 4 layers with CUDA-graph replay.
+
+Timing: CUDA events around each call, median of ``--reps`` (at least 10) runs after warm-up.
+A peer whose first run exceeds ``--slow-ms`` is timed once and marked so (v1 on big power-law
+graphs takes seconds). Rows are written to the JSON as they finish, so an interrupted run keeps
+what it measured. Without a GPU the script says so, runs a small parity check of the kernel under
+Triton's interpreter and exits 0 without touching the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.kernel_report import plot, summarize
+from bench.kernel_workloads import (
+    BenchGT,
+    Graph,
+    min_bytes,
+    molecule_batch,
+    power_law_graph,
+    pyg_attention,
+    sbm_batch,
+    uniform_graph,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().upper()
+    scale = {"K": 1_000, "M": 1_000_000}.get(text[-1:], 1)
+    return int(float(text.rstrip("KM")) * scale)
+
+
+def _empty_cache() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def git_commit() -> str:
+    if os.environ.get("GTC_COMMIT"):
+        return os.environ["GTC_COMMIT"]
+    try:
+        root = Path(__file__).resolve().parents[1]
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
+        return out.stdout.strip() + ("+dirty" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> dict[str, Any]:
+    import triton
+
+    info: dict[str, Any] = {
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+    }
+    try:
+        import torch_geometric
+
+        info["torch_geometric"] = torch_geometric.__version__
+    except ImportError:
+        info["torch_geometric"] = None
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        info.update(gpu=p.name, sms=p.multi_processor_count, gpu_memory_gib=round(p.total_memory / 2**30, 1))
+    return info
+
+
+# ---------------------------------------------------------------- timing
+
+
+DEVICE = torch.device("cuda")
+
+
+class _WallEvent:
+    """``torch.cuda.Event`` stand-in for ``--cpu-dry-run`` (wall clock; checks the script, times nothing)."""
+
+    def __init__(self, enable_timing: bool = True) -> None:
+        self.t = 0.0
+
+    def record(self) -> None:
+        self.t = time.perf_counter()
+
+    def elapsed_time(self, end: _WallEvent) -> float:
+        return (end.t - self.t) * 1e3
+
+
+def _event() -> Any:
+    return torch.cuda.Event(enable_timing=True) if DEVICE.type == "cuda" else _WallEvent()
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_cuda(fn: Callable[[], Any], reps: int, warmup: int, slow_ms: float) -> dict[str, Any]:
+    """Median/min/max milliseconds of ``fn`` over ``reps`` runs (CUDA events), after ``warmup`` runs."""
+    start, end = _event(), _event()
+    start.record()
+    fn()
+    end.record()
+    _sync()
+    first = start.elapsed_time(end)
+    if first > slow_ms:
+        return {"ms": first, "min_ms": first, "max_ms": first, "runs": 1, "note": f"one run took {first:.0f} ms"}
+    for _ in range(max(0, warmup - 1)):
+        fn()
+    events = [(_event(), _event()) for _ in range(reps)]
+    for a, b in events:
+        a.record()
+        fn()
+        b.record()
+    _sync()
+    times = [a.elapsed_time(b) for a, b in events]
+    return {"ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "runs": reps}
+
+
+def copy_bandwidth(gib: float = 2.0) -> float:
+    """Device-to-device copy bandwidth in GB/s (bytes read + bytes written over the time)."""
+    n = int(gib * 2**30) // 4
+    a = torch.empty(n, dtype=torch.float32, device=DEVICE).normal_()
+    b = torch.empty_like(a)
+    t = time_cuda(lambda: b.copy_(a), reps=20, warmup=3, slow_ms=1e9)
+    return 2 * n * 4 / (t["ms"] * 1e-3) / 1e9
+
+
+# ---------------------------------------------------------------- runner
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.rows: list[dict[str, Any]] = []
+        self.deadline = time.monotonic() + args.max_minutes * 60
+        self.doc: dict[str, Any] = {
+            "bench": "kernel",
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "commit": git_commit(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": machine(),
+            "timing": f"CUDA events, median of {args.reps} runs after {args.warmup} warm-up runs",
+            "rows": self.rows,
+        }
+        self.compiled: dict[str, Any] = {}
+
+    def save(self) -> None:
+        out = Path(self.args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps(self.doc, indent=1))
+        os.replace(tmp, out)
+
+    def out_of_time(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def measure(self, row: dict[str, Any], fn: Callable[[], Any], slow_ms: float | None = None) -> None:
+        """Time ``fn`` into ``row`` and append it; a failure is recorded, not raised."""
+        if "error" in row:
+            pass
+        elif self.out_of_time():
+            row["skipped"] = f"--max-minutes {self.args.max_minutes} reached"
+        else:
+            try:
+                row.update(time_cuda(fn, self.args.reps, self.args.warmup, slow_ms or self.args.slow_ms))
+            except Exception as e:  # an OOM or a compile failure of one peer must not end the run
+                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+                _empty_cache()
+        if "ms" in row and row.get("bytes"):
+            row["gbps"] = row["bytes"] / (row["ms"] * 1e-3) / 1e9
+            row["bw_fraction"] = row["gbps"] / self.doc["copy_gbps"]
+        self.rows.append(row)
+        self.save()
+        shown = f"{row['ms']:.3f} ms" if "ms" in row else row.get("error") or row.get("skipped")
+        frac = f"  {100 * row['bw_fraction']:.0f}% of copy bw" if "bw_fraction" in row else ""
+        print(
+            f"  {row['level']:5} {row['workload']:18} {row.get('dtype', ''):4} {row.get('hd', ''):5} "
+            f"{row['peer']:22} {shown}{frac}",
+            flush=True,
+        )
+
+    def compiled_fn(self, key: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """One ``torch.compile`` (dynamic shapes) per key, reused across workloads."""
+        if key not in self.compiled:
+            self.compiled[key] = torch.compile(fn, dynamic=True)
+        return self.compiled[key]
+
+
+def op_rows(b: Bench, g: Graph, dtype_name: str, heads: int, head_dim: int, peers: set[str]) -> None:
+    from gtcompress.nn.attention import sparse_attention
+    from trt_plugins.kernels_v1 import sparse_graph_attention_v1
+
+    dtype = DTYPES[dtype_name]
+    n, e = g.num_nodes, g.num_edges
+    gen = torch.Generator(device=DEVICE).manual_seed(1)
+    q, k, v = (torch.randn(n, heads, head_dim, device=DEVICE, dtype=dtype, generator=gen) for _ in range(3))
+    scale = 1.0 / math.sqrt(head_dim)
+    from trt_plugins import spec
+
+    base = {
+        "level": "op",
+        "workload": g.name,
+        "kind": g.kind,
+        "N": n,
+        "E": e,
+        "max_in_degree": g.max_in_degree(),
+        "dtype": dtype_name,
+        "hd": f"{heads}x{head_dim}",
+        "bytes": min_bytes(n, e, heads, head_dim, q.element_size()),
+    }
+    ours = lambda: torch.ops.gtcompress.sparse_graph_attention(q, k, v, g.rowptr, g.col, None, scale)  # noqa: E731
+    ref = pyg_attention(q.float(), k.float(), v.float(), g.src, g.dst, n) if e <= 20_000_000 else None
+    err = None if ref is None else float((ours().float() - ref).abs().max())
+    cfg = _config_dict(spec.select_config(heads, head_dim, _SPEC_DTYPE[dtype_name]))
+    b.measure({**base, "peer": "ours v2", "max_abs_err_vs_pyg_fp32": err, "config": cfg}, ours)
+    del ref
+    if "v1" in peers and dtype_name != "bf16":
+        b.measure({**base, "peer": "ours v1"}, lambda: sparse_graph_attention_v1(q, k, v, g.rowptr, g.col))
+    if "pyg" in peers:
+        b.measure({**base, "peer": "PyG eager"}, lambda: pyg_attention(q, k, v, g.src, g.dst, n))
+    if "compile" in peers:
+        fn = b.compiled_fn(f"op-{dtype_name}-{heads}x{head_dim}", pyg_attention)
+        b.measure({**base, "peer": "PyG torch.compile"}, lambda: fn(q, k, v, g.src, g.dst, n), slow_ms=60_000)
+    if "reference" in peers:
+        ei = g.edge_index
+        b.measure({**base, "peer": "gtcompress reference"}, lambda: sparse_attention(q, k, v, ei, scale=scale))
+
+
+class Models:
+    """The benchmark GT twice with the same weights (PyG attention, our op), built once so that
+    ``torch.compile`` compiles each once for every workload (dynamic shapes), plus our own model."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        from gtcompress.data.base import FeatureSpec
+        from gtcompress.models import ModelConfig, build_model
+
+        torch.manual_seed(0)
+        self.dtype = dtype
+        self.pyg = BenchGT().to(DEVICE).eval().to(dtype)
+        self.ours = BenchGT(ours=True).to(DEVICE).eval().to(dtype)
+        self.ours.load_state_dict(self.pyg.state_dict())  # the same weights in every variant
+        cfg = ModelConfig(arch="gt", node_features=FeatureSpec("float", 64), out_dim=64, hidden=64, heads=4)
+        self.own = build_model(cfg).to(DEVICE).eval().to(dtype)
+        self.pyg_compiled = torch.compile(self.pyg, dynamic=True)
+        self.ours_compiled = torch.compile(self.ours, dynamic=True)
+
+
+def model_rows(b: Bench, m: Models, g: Graph, dtype_name: str, small: bool) -> None:
+    pyg_model, ours_model = m.pyg, m.ours
+    x = torch.randn(g.num_nodes, 64, device=DEVICE, dtype=m.dtype)
+    base = {
+        "level": "model",
+        "workload": g.name,
+        "kind": g.kind,
+        "N": g.num_nodes,
+        "E": g.num_edges,
+        "dtype": dtype_name,
+        "hd": "4x16",
+    }
+    with torch.inference_mode():
+        diff = float((ours_model(x, g).float() - pyg_model(x, g).float()).abs().max())
+        b.measure({**base, "peer": "PyG eager"}, lambda: pyg_model(x, g))
+        b.measure({**base, "peer": "PyG torch.compile"}, lambda: m.pyg_compiled(x, g), slow_ms=60_000)
+        b.measure({**base, "peer": "ours eager", "max_abs_diff_vs_pyg": diff}, lambda: ours_model(x, g))
+        b.measure({**base, "peer": "ours torch.compile"}, lambda: m.ours_compiled(x, g), slow_ms=60_000)
+        if small and DEVICE.type == "cuda":
+            replay, captured = cuda_graph(lambda: ours_model(x, g))
+            if replay is None:
+                b.measure({**base, "peer": "ours CUDA graph", "error": captured}, lambda: None)
+            else:
+                b.measure({**base, "peer": "ours CUDA graph"}, replay)
+        # gtcompress's own GraphTransformer: model.cuda() alone, no layout supplied (CSR built per call)
+        batch = g.batch if g.batch is not None else torch.zeros(g.num_nodes, dtype=torch.long, device=DEVICE)
+        own = lambda: m.own.compute(x, g.edge_index, None, batch, {}, g.num_graphs)  # noqa: E731
+        b.measure({**base, "peer": "gtcompress GT eager"}, own)
+        if small and DEVICE.type == "cuda":
+            replay, captured = cuda_graph(own)
+            if replay is None:
+                b.measure({**base, "peer": "gtcompress GT CUDA graph", "error": captured}, lambda: None)
+            else:
+                b.measure({**base, "peer": "gtcompress GT CUDA graph"}, replay)
+
+
+def cuda_graph(fn: Callable[[], Any]) -> tuple[Callable[[], Any] | None, str]:
+    """Capture ``fn`` in a CUDA graph (after warm-up on a side stream); the replay, or the error."""
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        return graph.replay, "captured"
+    except Exception as e:
+        return None, f"capture failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+
+
+SWEEP_FAMILIES = (("fp32", 4, 16), ("fp16", 8, 64))
+_SPEC_DTYPE = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
+    """The rule's config plus variants of tile size, head group, warps and chunk length."""
+    from trt_plugins import spec
+
+    base = spec.select_config(heads, head_dim, dtype)
+    out = {"rule": base}
+    for tile, group, warps, chunk in (
+        (base.tile_e // 2, base.head_group, 4, 512),
+        (base.tile_e * 2, base.head_group, 4, 512),
+        (base.tile_e * 2, base.head_group, 8, 512),
+        (base.tile_e, base.head_group, 8, 512),
+        (base.tile_e * 2, max(1, base.head_group // 2), 4, 512),
+        (base.tile_e, max(1, base.head_group // 2), 4, 512),
+        (base.tile_e, min(heads, base.head_group * 2), 4, 512),
+        (base.tile_e, base.head_group, 4, 1024),
+        (base.tile_e, base.head_group, 4, 256),
+    ):
+        tile = max(4, tile)
+        cfg = spec.KernelConfig(
+            tile,
+            max(1, chunk // tile),
+            spec.next_pow2(group),
+            base.block_d,
+            base.block_r,
+            base.block_p,
+            warps,
+            head_group=group,
+        )
+        out.setdefault(f"tile {tile} group {group} warps {warps} chunk {cfg.chunk}", cfg)
+    return out
+
+
+def sweep_and_tune(b: Bench, graphs: list[Graph]) -> None:
+    """Time every variant on the given graphs; the fastest (summed over them) becomes ``spec.TUNED``
+    for its head shape and dtype for the rest of this run, and is recorded in the results."""
+    from trt_plugins import spec
+
+    b.doc["tuned"] = {}
+    for dtype_name, heads, head_dim in SWEEP_FAMILIES:
+        dtype = _SPEC_DTYPE[dtype_name]
+        variants = sweep_variants(heads, head_dim, dtype)
+        totals = dict.fromkeys(variants, 0.0)
+        for g in graphs:
+            for label, ms in _sweep_graph(b, g, dtype_name, heads, head_dim, variants).items():
+                totals[label] += ms
+            _empty_cache()
+        best = min(totals, key=lambda label: totals[label])
+        if math.isfinite(totals[best]):
+            spec.TUNED[(heads, head_dim, dtype)] = variants[best]
+            b.doc["tuned"][f"{heads}x{head_dim} {dtype}"] = {
+                "variant": best,
+                "config": _config_dict(variants[best]),
+                "summed_ms": totals[best],
+                "rule_ms": totals["rule"],
+            }
+            print(f"  tuned {heads}x{head_dim} {dtype}: {best} ({totals[best]:.3f} ms vs rule {totals['rule']:.3f})")
+
+
+def _sweep_graph(
+    b: Bench, g: Graph, dtype_name: str, heads: int, head_dim: int, variants: dict[str, Any]
+) -> dict[str, float]:
+    """Milliseconds of every variant on one graph (inf where it failed or was skipped)."""
+    from trt_plugins.kernels import sparse_graph_attention
+
+    gen = torch.Generator(device=DEVICE).manual_seed(1)
+    dt = DTYPES[dtype_name]
+    q, k, v = (torch.randn(g.num_nodes, heads, head_dim, device=DEVICE, dtype=dt, generator=gen) for _ in range(3))
+    nbytes = min_bytes(g.num_nodes, g.num_edges, heads, head_dim, q.element_size())
+    out = {}
+    for label, cfg in variants.items():
+        row = {
+            "level": "sweep",
+            "workload": g.name,
+            "kind": g.kind,
+            "N": g.num_nodes,
+            "E": g.num_edges,
+            "dtype": dtype_name,
+            "hd": f"{heads}x{head_dim}",
+            "peer": f"v2 {label}",
+            "config": _config_dict(cfg),
+            "bytes": nbytes,
+        }
+        b.measure(row, lambda cfg=cfg: sparse_graph_attention(q, k, v, g.rowptr, g.col, None, config=cfg))
+        out[label] = row.get("ms", math.inf)
+    return out
+
+
+def _config_dict(cfg: Any) -> dict[str, int]:
+    return {**cfg.__dict__, "chunk": cfg.chunk}
+
+
+def small_graphs(dev: torch.device, dry: bool) -> list[Graph]:
+    """One molecule, a batch of 128 molecules, a batch of 32 CLUSTER-size SBMs (tiny in a dry run)."""
+    return [molecule_batch(1, dev), molecule_batch(4 if dry else 128, dev), sbm_batch(1 if dry else 32, dev)]
+
+
+def smoke_without_gpu() -> int:
+    """No GPU: say so, check the kernel under Triton's interpreter on a small graph, exit 0."""
+    from gtcompress.nn.attention import sparse_attention
+    from trt_plugins import spec
+    from trt_plugins.csr import edge_index_to_csr
+    from trt_plugins.kernels import sparse_graph_attention
+
+    print("no CUDA GPU visible to torch: nothing is timed and bench/results is left as it is.")
+    g = torch.Generator().manual_seed(0)
+    n, h, d = 24, 2, 8
+    ei = torch.randint(0, n, (2, 90), generator=g)
+    ei = torch.cat([ei, torch.stack([torch.randint(0, n, (40,), generator=g), torch.full((40,), 3)])], dim=1)
+    q, k, v = (torch.randn(n, h, d, generator=g) for _ in range(3))
+    rowptr, col, _ = edge_index_to_csr(ei, n)
+    cfg = spec.KernelConfig(tile_e=8, tiles=2, block_h=2, block_d=8, block_r=8, block_p=4)
+    out = sparse_graph_attention(q, k, v, rowptr, col, config=cfg)
+    err = float((out.double() - sparse_attention(q.double(), k.double(), v.double(), ei)).abs().max())
+    print(f"interpreter parity of kernel v2 (hub spanning chunks, isolated nodes): max |diff| = {err:.2e}")
+    return 0 if err < 1e-5 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default=str(RESULTS / "kernel.json"))
+    p.add_argument("--sizes", default="1M,10M,50M", help="edge counts of the uniform and power-law graphs")
+    p.add_argument("--model-sizes", default="1M,10M")
+    p.add_argument("--dtypes", default="fp32,fp16,bf16")
+    p.add_argument("--levels", default="op,model")
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--slow-ms", type=float, default=500.0, help="time a peer once if its first run is slower")
+    p.add_argument("--max-minutes", type=float, default=7.0, help="skip the remaining rows after this long")
+    p.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--quick", action="store_true", help="sizes 1M only, no sweep")
+    p.add_argument("--cpu-dry-run", action="store_true", help="run every code path on tiny CPU graphs; times nothing")
+    args = p.parse_args(argv)
+    if args.reps < 10:
+        p.error("--reps must be at least 10 (the median of at least 10 runs is what the results report)")
+    global DEVICE
+    if args.cpu_dry_run:
+        DEVICE = torch.device("cpu")
+        args.sizes, args.model_sizes, args.reps, args.warmup, args.dtypes = "2K", "2K", 10, 1, "fp32"
+        if args.out == str(RESULTS / "kernel.json"):
+            p.error("--cpu-dry-run needs --out elsewhere than the committed results")
+    elif not torch.cuda.is_available():
+        return smoke_without_gpu()
+    if args.quick:
+        args.sizes, args.model_sizes, args.sweep = "1M", "1M", False
+    import gtcompress.nn.fused  # noqa: F401  (registers torch.ops.gtcompress.sparse_graph_attention)
+
+    torch._dynamo.config.cache_size_limit = 64
+    b = Bench(args)
+    b.doc["copy_gbps"] = copy_bandwidth(0.05 if args.cpu_dry_run else 2.0)
+    print(f"device copy bandwidth: {b.doc['copy_gbps']:.0f} GB/s on {b.doc['machine'].get('gpu')}", flush=True)
+    dev = DEVICE
+    if args.sweep:  # first, so that every later row runs the config this run measured best
+        e = 40 if args.cpu_dry_run else 10_000_000
+        sweep_and_tune(b, [uniform_graph(e // 10, e, dev), power_law_graph(e // 10, e, dev)])
+    levels = set(args.levels.split(","))
+    dtypes = args.dtypes.split(",")
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    if "op" in levels:
+        for kind in ("uniform", "power-law"):
+            for e in sizes:
+                g = (uniform_graph if kind == "uniform" else power_law_graph)(e // 10, e, dev)
+                for dt in dtypes:
+                    peers = {"v1", "pyg", "compile"} | ({"reference"} if e <= 10_000_000 else set())
+                    op_rows(b, g, dt, 4, 16, peers)
+                if e <= 10_000_000:  # wide heads: torch.compile only in fp16, the dtype of its bandwidth target
+                    for dt in dtypes:
+                        op_rows(b, g, dt, 8, 64, {"v1", "pyg"} | ({"compile"} if dt == "fp16" else set()))
+                del g
+                _empty_cache()
+        for g in small_graphs(dev, args.cpu_dry_run):
+            for dt in dtypes:
+                op_rows(b, g, dt, 4, 16, {"v1", "pyg", "compile", "reference"})
+    if "model" in levels:
+        models = Models(torch.float32)
+        for g in small_graphs(dev, args.cpu_dry_run):
+            model_rows(b, models, g, "fp32", small=True)
+        for e in (parse_size(s) for s in args.model_sizes.split(",")):
+            for maker in (uniform_graph, power_law_graph):
+                model_rows(b, models, maker(e // 10, e, dev), "fp32", small=False)
+    b.doc["summary"] = summarize(b.rows, b.doc["copy_gbps"])
+    b.save()
+    png = plot(b.doc, Path(args.out).with_suffix(".png"))
+    for line in b.doc["summary"]["lines"]:
+        print(line)
+    print(f"wrote {args.out} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
