@@ -8,7 +8,7 @@ copy: the config is inferred from the PyG modules, our model is built with
 ``load_state_dict(strict=True)`` so that a missed or extra tensor fails loudly. Any pattern we
 cannot reproduce exactly raises :class:`~gtcompress.errors.UnsupportedModelError` naming the module
 (qualified name and type) and what was expected, rather than importing something that merely
-looks right.
+looks right. One concept, the import and its checks, hence one module longer than most.
 
 The canonical source is PyG's ``examples/graph_gps.py``::
 
@@ -19,7 +19,13 @@ The canonical source is PyG's ``examples/graph_gps.py``::
 
 The model's ``forward`` cannot be read, so these facts are *assumed* and must hold: the node
 encoding comes first in the concatenation, every layer receives the same encoded edge features,
-the readout is ``readout`` (not visible in modules) and the head follows it.
+and the head follows the readout. The readout itself is not assumed: a graph-level model's
+pooling lives in ``forward`` (``global_add_pool`` vs ``global_mean_pool`` differ by a factor of the
+graph size), so it is read from a pooling module when the model has one (``SumAggregation``,
+``MeanAggregation``), taken from ``readout=``, or found by running both models on ``example=``;
+without any of these the import refuses rather than guess. ``example=`` also checks whatever
+``readout`` says: an import that differs from the PyG model on it by more than
+:data:`EXAMPLE_TOLERANCE` is refused, naming the difference.
 
 ``GINEConv(edge_dim=k)`` owns a per-layer edge ``Linear(k, channels)``; it maps to
 ``ModelConfig.gine_edge_dim = channels`` with the edge encoding zero-padded from ``k`` to
@@ -30,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +46,11 @@ from gtcompress.errors import UnsupportedModelError
 from gtcompress.models.config import ModelConfig
 from gtcompress.models.model import GPS, build_model
 
-__all__ = ["from_pyg"]
+__all__ = ["EXAMPLE_TOLERANCE", "from_pyg"]
+
+#: Largest |difference| between the PyG model and its import on ``example=`` (eval mode, float32).
+EXAMPLE_TOLERANCE = 1e-4
+_POOL_NAMES = ("pool", "readout", "global_pool", "pooling", "aggr")
 
 #: A submodule: a (dotted) attribute path in the model, the module itself, ``None`` to
 #: auto-detect it, or ``False`` to say the model has none.
@@ -459,10 +469,11 @@ def from_pyg(
     pe_norm: Spec = None,
     edge_encoder: Spec = None,
     head: Spec = None,
-    readout: str = "sum",
+    readout: str | None = None,
     pe_kind: str = "rwse",
     task_level: str = "graph",
     ignore: Sequence[str] = (),
+    example: tuple[Any, Tensor] | None = None,
 ) -> GPS:
     """Convert a PyG model made of ``GPSConv`` layers into our :class:`GPS` with the same outputs.
 
@@ -479,7 +490,14 @@ def from_pyg(
       concatenated after the node encoding when ``p < channels``, added when ``p == channels``.
     * ``edge_encoder``: as ``node_encoder`` for ``edge_attr`` (used by GINE layers only).
     * ``head``: ``Linear`` / ``ReLU`` alternation whose widths halve (our ``mlp_head``), applied
-      after ``readout`` (``"sum"`` = ``global_add_pool``, ``"mean"``) when ``task_level="graph"``.
+      after the readout when ``task_level="graph"``.
+    * ``readout``: ``"sum"`` (``global_add_pool``) or ``"mean"`` (``global_mean_pool``). Required for
+      a graph-level model unless the model holds a ``SumAggregation``/``MeanAggregation`` module
+      (then it must agree) or ``example`` is given (then both are tried).
+    * ``example``: ``(batch, expected)``, a PyG ``Batch`` and the PyG model's own output on it in
+      eval mode (``forward``'s signature is yours, so you run it). The import is run on ``batch``
+      (PE from ``batch.pe`` or PyG's PE attribute names) and refused if it differs by more than
+      :data:`EXAMPLE_TOLERANCE`.
     * ``ignore``: attribute paths of modules the forward does not use.
 
     The result is in the source model's train/eval mode, dtype and device. Training-only settings
@@ -489,7 +507,7 @@ def from_pyg(
 
     if task_level not in ("graph", "node"):
         raise ValueError(f"task_level must be 'graph' or 'node', got {task_level!r}")
-    if readout not in ("sum", "mean"):
+    if readout is not None and readout not in ("sum", "mean"):
         raise ValueError(f"readout must be 'sum' or 'mean', got {readout!r}")
     if pe_kind not in ("rwse", "lap"):
         raise ValueError(f"pe_kind must be 'rwse' or 'lap', got {pe_kind!r}")
@@ -521,7 +539,8 @@ def from_pyg(
     pe_norm_p = _resolve(model, pe_norm, "pe_norm", _PE_NORM_NAMES, auto)
     edge_p = _resolve(model, edge_encoder, "edge_encoder", _EDGE_NAMES, auto)
     head_p = _resolve(model, head, "head", _HEAD_NAMES, auto)
-    parts = [*layers, *(p for p in (node_p, pe_p, pe_norm_p, edge_p, head_p) if p is not None)]
+    pool_p, pooled = _pooling(model) if auto else (None, None)
+    parts = [*layers, *(p for p in (node_p, pe_p, pe_norm_p, edge_p, head_p, pool_p) if p is not None)]
     _check_covered(model, parts, ignore)
 
     # Positional encoding: Linear(k, p), optionally after BatchNorm1d(k).
@@ -569,31 +588,10 @@ def from_pyg(
 
     head_layers, out_dim, head_state = _head(head_p, c)
 
-    cfg = ModelConfig(
-        arch="gps",
-        node_features=node.spec,
-        out_dim=out_dim,
-        task_level=task_level,
-        edge_features=edge.spec if edge is not None else None,
-        hidden=c,
-        num_layers=len(layers),
-        heads=info0.heads,
-        head_dim=c // info0.heads,
-        ffn_dim=info0.ffn_dim,
-        dropout=info0.dropout,
-        attn_dropout=info0.attn_dropout,
-        norm=info0.norm,
-        local_conv=info0.local,
-        pe=pe,
-        pe_dim=pe_dim,
-        pe_norm=pe_norm_p is not None,
-        readout=readout,
-        head_layers=head_layers,
-        gine_edge_dim=c if info0.edge_lin_in else 0,
-    )
-    ours = build_model(cfg)
-    assert isinstance(ours, GPS)
-
+    candidates = _readouts(task_level, readout, pooled, pool_p, example is not None)
+    ref = next((t for t in first.parameters() if t.is_floating_point()), None)
+    dtype = ref.dtype if ref is not None else torch.float32
+    device = ref.device if ref is not None else torch.device("cpu")
     state: dict[str, Tensor] = {f"node_encoder.{k}": v for k, v in node.state.items()}
     if edge is not None:
         # An edge encoding narrower than channels (GINE edge_dim) is zero-padded; `lin` ignores the pad.
@@ -605,9 +603,113 @@ def from_pyg(
     for i, info in enumerate(infos):
         state |= {f"layers.{i}.{k}": v for k, v in info.state.items()}
     state |= {f"head.{k}": v for k, v in head_state.items()}
-    ref = next((t for t in first.parameters() if t.is_floating_point()), None)
-    dtype = ref.dtype if ref is not None else torch.float32
-    device = ref.device if ref is not None else torch.device("cpu")
-    ours.to(device=device, dtype=dtype)
-    ours.load_state_dict(state, strict=True)  # a missed or extra tensor is a mapping bug: fail loudly
-    return ours.train(model.training)
+
+    diffs: dict[str, float] = {}
+    for pool in candidates:
+        cfg = ModelConfig(
+            arch="gps",
+            node_features=node.spec,
+            out_dim=out_dim,
+            task_level=task_level,
+            edge_features=edge.spec if edge is not None else None,
+            hidden=c,
+            num_layers=len(layers),
+            heads=info0.heads,
+            head_dim=c // info0.heads,
+            ffn_dim=info0.ffn_dim,
+            dropout=info0.dropout,
+            attn_dropout=info0.attn_dropout,
+            norm=info0.norm,
+            local_conv=info0.local,
+            pe=pe,
+            pe_dim=pe_dim,
+            pe_norm=pe_norm_p is not None,
+            readout=pool,
+            head_layers=head_layers,
+            gine_edge_dim=c if info0.edge_lin_in else 0,
+        )
+        ours = build_model(cfg)
+        assert isinstance(ours, GPS)
+        ours.to(device=device, dtype=dtype)
+        ours.load_state_dict(state, strict=True)  # a missed or extra tensor is a mapping bug: fail loudly
+        ours.train(model.training)
+        if example is None:
+            return ours
+        diffs[pool] = _example_diff(ours, example, pe_kind)
+        if diffs[pool] <= EXAMPLE_TOLERANCE:
+            return ours
+    raise UnsupportedModelError(_mismatch(type(model).__name__, diffs, readout, pooled))
+
+
+def _pooling(model: nn.Module) -> tuple[_Part | None, str | None]:
+    """A pooling module held by the model (``SumAggregation`` -> ``"sum"``, ``MeanAggregation`` ->
+    ``"mean"``), found by type among its direct children or by the usual attribute names."""
+    from torch_geometric.nn import aggr
+
+    kinds = {aggr.SumAggregation: "sum", aggr.MeanAggregation: "mean"}
+    for name, mod in model.named_children():
+        kind = next((k for cls, k in kinds.items() if type(mod) is cls), None)
+        if kind is not None:
+            return _Part(mod, name, True), kind
+        if name in _POOL_NAMES and isinstance(mod, aggr.Aggregation):
+            raise _err(name, mod, "a SumAggregation or MeanAggregation readout (global_add_pool / global_mean_pool)")
+    return None, None
+
+
+def _readouts(
+    task_level: str, readout: str | None, pooled: str | None, pool_p: _Part | None, example: bool
+) -> list[str]:
+    """The readouts to build, in order: the one known, or both when an example will decide."""
+    if task_level == "node":
+        return [readout or "sum"]  # no pooling: the value is never used
+    if pooled is not None:
+        if readout is not None and readout != pooled:
+            assert pool_p is not None
+            raise _err(
+                pool_p.path,
+                pool_p.module,
+                f"readout={pooled!r} (the model pools so), not readout={readout!r} as passed",
+            )
+        return [pooled]
+    if readout is not None:
+        return [readout]
+    if example:
+        return ["sum", "mean"]
+    raise ValueError(
+        "readout is required for a graph-level model: its pooling happens in forward(), which cannot be read; "
+        "pass readout='sum' (global_add_pool) or readout='mean' (global_mean_pool), or example=(batch, output) "
+        "to detect it"
+    )
+
+
+def _example_diff(ours: GPS, example: tuple[Any, Tensor], pe_kind: str) -> float:
+    """max |ours(batch) - expected| in eval mode; ``inf`` when the shapes differ."""
+    from gtcompress.graph import GraphBatch
+
+    batch, expected = example
+    gb = GraphBatch.from_pyg(batch)
+    if ours.config.pe and pe_kind not in gb.pe and getattr(batch, "pe", None) is not None:
+        gb.pe = {**gb.pe, pe_kind: batch.pe}
+    was_training = ours.training
+    ours.eval()
+    with torch.no_grad():
+        got = ours(gb)
+    ours.train(was_training)
+    if got.shape != expected.shape:
+        return float("inf")
+    return float((got.to(expected.dtype) - expected).abs().max())
+
+
+def _mismatch(name: str, diffs: dict[str, float], readout: str | None, pooled: str | None) -> str:
+    tried = ", ".join(f"readout={k!r}: max |diff| {v:.3g}" for k, v in diffs.items())
+    if readout is not None or pooled is not None:
+        cause = (
+            "the pooling (the forward may pool with another function than the readout given) or a forward that "
+            "does more than encoders -> GPSConv layers -> pooling -> head"
+        )
+    else:
+        cause = "a forward that does more than encoders -> GPSConv layers -> sum/mean pooling -> head"
+    return (
+        f"{name}: the import differs from the PyG model on example= ({tried}; tolerance {EXAMPLE_TOLERANCE}); "
+        f"likely cause: {cause}. Was the PyG model's output taken in eval mode?"
+    )

@@ -141,7 +141,7 @@ def test_example_model_matches() -> None:
     torch.manual_seed(0)
     src = ExampleGPS()
     warm_up(src, pyg_run)
-    ours = from_pyg(src)
+    ours = from_pyg(src, readout="sum")
     assert not ours.training
     cfg = ours.config
     assert (cfg.hidden, cfg.heads, cfg.pe, cfg.pe_dim) == (32, 4, {"rwse": 20}, 8)
@@ -167,7 +167,7 @@ def test_imported_model_round_trips_through_a_checkpoint(tmp_path: Path) -> None
     torch.manual_seed(4)
     src = ExampleGPS()
     warm_up(src, pyg_run)
-    ours = from_pyg(src)
+    ours = from_pyg(src, readout="sum")
     save_checkpoint(tmp_path / "ckpt", ours)
     back, _ = load_checkpoint(tmp_path / "ckpt")
     back.eval()
@@ -234,7 +234,7 @@ def test_gine_edge_dim_raw_edges_and_no_local_conv(tmp_path: Path) -> None:
         for s in range(3):
             run(convs, molecules([6, 7, 9], seed=10 + s, float_x=5, edge_float=fe))
     convs.eval()
-    ours = from_pyg(convs, node_encoder=node, edge_encoder=False)
+    ours = from_pyg(convs, node_encoder=node, edge_encoder=False, readout="sum")
     assert ours.config.edge_features is not None and ours.config.edge_features.dim == fe
     b = molecules(SIZES, seed=4, float_x=5, edge_float=fe)
     with torch.no_grad():
@@ -245,10 +245,82 @@ def test_gine_edge_dim_raw_edges_and_no_local_conv(tmp_path: Path) -> None:
         assert max_diff(run(convs, b), ours_run(back, b, pe=False)) <= TOL
 
     attn_only = nn.ModuleList(GPSConv(c, None, heads=2) for _ in range(2)).eval()
-    ours2 = from_pyg(attn_only, node_encoder=node)
+    ours2 = from_pyg(attn_only, node_encoder=node, readout="sum")
     assert ours2.config.local_conv == "none"
     with torch.no_grad():
         assert max_diff(run(attn_only, b, edges=False), ours_run(ours2, b, pe=False, edges=False)) <= TOL
+
+
+# ---------------------------------------------------------------- the readout
+def test_graph_level_model_needs_a_readout() -> None:
+    """A model pooling with global_mean_pool used to import as sum without a word (wrong by the graph size)."""
+    src = GinLapGPS().eval()
+    with pytest.raises(
+        ValueError, match=r"readout is required for a graph-level model: its pooling happens in forward"
+    ):
+        from_pyg(src, pe_kind="lap")
+    assert from_pyg(src, pe_kind="lap", task_level="node").config.task_level == "node"  # no pooling to know
+
+
+def test_example_detects_mean_pooling_and_refuses_a_wrong_readout() -> None:
+    torch.manual_seed(5)
+    src = GinLapGPS()
+    warm_up(src, pyg_run, float_x=7, k=5)
+    b = molecules(SIZES, seed=6, float_x=7, k=5)
+    with torch.no_grad():
+        want = pyg_run(src, b)
+    ours = from_pyg(src, pe_kind="lap", example=(b, want))
+    assert ours.config.readout == "mean"
+    with torch.no_grad():
+        assert max_diff(want, ours_run(ours, b, "lap", edges=False)) <= TOL
+    with pytest.raises(
+        UnsupportedModelError,
+        match=r"GinLapGPS: the import differs from the PyG model on example= "
+        r"\(readout='sum': max \|diff\| [0-9.e+-]+; tolerance 0\.0001\); likely cause: the pooling",
+    ):
+        from_pyg(src, pe_kind="lap", readout="sum", example=(b, want))
+
+
+class PoolModuleGPS(GinLapGPS):
+    """The pooling as a module: it can be read."""
+
+    def __init__(self, pool: nn.Module) -> None:
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        x = torch.cat((self.node_lin(x), self.pe_lin(self.pe_norm(pe))), 1)
+        for conv in self.convs:
+            x = conv(x, edge_index, batch)
+        return self.head(self.pool(x, batch))
+
+
+def test_pooling_module_is_read() -> None:
+    from torch_geometric.nn import aggr
+
+    torch.manual_seed(7)
+    src = PoolModuleGPS(aggr.MeanAggregation())
+    warm_up(src, pyg_run, float_x=7, k=5)
+    ours = from_pyg(src, pe_kind="lap")
+    assert ours.config.readout == "mean"
+    b = molecules(SIZES, seed=8, float_x=7, k=5)
+    with torch.no_grad():
+        assert max_diff(pyg_run(src, b), ours_run(ours, b, "lap", edges=False)) <= TOL
+    _raises(
+        src,
+        "pool",
+        "MeanAggregation",
+        "expected readout='mean' (the model pools so), not readout='sum' as passed",
+        pe_kind="lap",
+        readout="sum",
+    )
+    _raises(
+        PoolModuleGPS(aggr.MaxAggregation()),
+        "pool",
+        "MaxAggregation",
+        "SumAggregation or MeanAggregation",
+        pe_kind="lap",
+    )
 
 
 # ---------------------------------------------------------------- refusals
@@ -311,7 +383,7 @@ def test_refuses_unknown_modules_and_bad_widths() -> None:
     torch.manual_seed(0)
     src = ExampleGPS().eval()
     src.extra = nn.Linear(3, 3)
-    assert isinstance(from_pyg(src, ignore=["extra"]), GPS)
+    assert isinstance(from_pyg(src, ignore=["extra"], readout="sum"), GPS)
     m = ExampleGPS()
     m.node_emb = nn.Embedding(28, 30)
     _raises(m, "node_emb", "Embedding", "width 24")
