@@ -1,10 +1,18 @@
 r"""Positional / structural encodings, computed per graph in numpy.
 
 * **LapPE** (Dwivedi & Bresson 2020): the ``k`` eigenvectors of the symmetric normalised
-  Laplacian :math:`L = I - D^{-1/2} A D^{-1/2}` with the smallest non-trivial eigenvalues. The sign
-  of each eigenvector is arbitrary, so training flips signs at random
-  (:func:`gtcompress.graph.random_sign_flip`). Graphs with fewer than ``k + 1`` nodes are
-  zero-padded.
+  Laplacian :math:`L = I - D^{-1/2} A D^{-1/2}` with the smallest non-trivial eigenvalues. Graphs
+  with fewer than ``k + 1`` nodes are zero-padded. An eigenvector's sign is arbitrary: the solver
+  may return ``v`` for one node order and ``-v`` for another, and a model then answers differently
+  for the same molecule with its atoms relabelled (up to 0.22 on CLUSTER models). So the sign is
+  made canonical (:func:`canonical_signs`) from quantities that do not depend on the node order:
+  the third moment ``sum(v^3)``, else the sum ``sum(v)``. What stays arbitrary: an eigenvector whose
+  entries are symmetric about zero (``v`` and ``-v`` hold the same values, which a graph symmetry
+  can cause; no order-free rule can pick a sign then), and the basis of a *repeated* eigenvalue's
+  eigenspace, which any rotation of changes (no sign rule can fix that; this includes the ``k``-th
+  eigenvalue equal to the next one). Relabelling a graph whose first ``k + 2`` eigenvalues are
+  distinct and whose eigenvectors are not symmetric gives the same encoding, rows permuted. Training still flips signs at random
+  (:func:`gtcompress.graph.random_sign_flip`), so models do not lean on the canonical choice.
 * **RWSE** (Dwivedi et al. 2022): random-walk return probabilities
   :math:`[(D^{-1}A)^t]_{ii}` for :math:`t = 1..k`. Isolated nodes get zeros.
 
@@ -59,6 +67,40 @@ def _graph_slices(edge_index: np.ndarray, ptr: np.ndarray) -> list[np.ndarray]:
     return [edge_index[:, order[bounds[g] : bounds[g + 1]]] for g in range(len(ptr) - 1)]
 
 
+#: A statistic decides a sign only if it is this far from zero relative to its scale (float32 vectors).
+SIGN_TOLERANCE = 1e-3
+
+
+def order_free_signs(vecs: np.ndarray, adjacency: np.ndarray | sp.spmatrix | None = None) -> np.ndarray:
+    """Per column of ``vecs``: +1 or -1 where a node-order-free statistic decides the sign, 0 where
+    none does (see :func:`canonical_signs`)."""
+    v = vecs.astype(np.float64)
+    stats = [v**3, v]
+    if adjacency is not None:
+        deg = np.asarray(adjacency.sum(axis=1), dtype=np.float64).ravel()
+        nbr = np.asarray(adjacency @ deg, dtype=np.float64).ravel()
+        stats += [v * deg[:, None], v**3 * deg[:, None], v * nbr[:, None]]
+    sign = np.zeros(v.shape[1])
+    for values in stats:
+        total = values.sum(axis=0)
+        scale = np.abs(values).sum(axis=0)
+        decided = (sign == 0) & (np.abs(total) > SIGN_TOLERANCE * np.maximum(scale, 1e-30))
+        sign = np.where(decided, np.sign(total), sign)
+    return sign
+
+
+def canonical_signs(vecs: np.ndarray, adjacency: np.ndarray | sp.spmatrix | None = None) -> np.ndarray:
+    """Each column ``v`` of ``vecs`` multiplied by +1 or -1 so that the first of these sums that is
+    not zero (within :data:`SIGN_TOLERANCE` of its scale) is positive: ``sum(v^3)``, ``sum(v)`` and,
+    given the (symmetric) adjacency, ``sum(v * deg)``, ``sum(v^3 * deg)``, ``sum(v * A deg)``. Each is
+    a sum over nodes of ``v`` times a quantity the node order does not change, so neither is the
+    choice. Columns where all vanish keep their sign: then ``v`` and ``-v`` agree on every such
+    statistic, which is what an automorphism mapping ``v`` to ``-v`` implies (two symmetric pendant
+    atoms, say); their nodes are structurally equivalent, and a graph-level readout is unaffected."""
+    sign = order_free_signs(vecs, adjacency)
+    return vecs * np.where(sign == 0, 1.0, sign).astype(vecs.dtype)[None, :]
+
+
 def _lap_single(ei: np.ndarray, n: int, offset: int, k: int) -> np.ndarray:
     out = np.zeros((n, k), dtype=np.float32)
     if n <= 1 or k == 0:
@@ -78,6 +120,7 @@ def _lap_single(ei: np.ndarray, n: int, offset: int, k: int) -> np.ndarray:
         lap = -(inv_sqrt[:, None] * a * inv_sqrt[None, :])
         lap[np.diag_indices(n)] += 1.0
         vals, vecs = sla.eigh(lap, subset_by_index=[0, m - 1], driver="evx", check_finite=False)
+        adjacency: np.ndarray | sp.spmatrix = a
     else:
         a = _adjacency(ei, n, offset)
         a = ((a + a.T) > 0).astype(np.float64)
@@ -89,8 +132,9 @@ def _lap_single(ei: np.ndarray, n: int, offset: int, k: int) -> np.ndarray:
         d = sp.diags(inv_sqrt)
         lap = sp.eye(n) - d @ a @ d
         vals, vecs = spla.eigsh(lap.tocsc(), k=m, sigma=-1e-3, which="LM")
+        adjacency = a
     order = np.argsort(vals, kind="stable")[:m]
-    vecs = vecs[:, order[1:]]  # drop the trivial eigenvector
+    vecs = canonical_signs(vecs[:, order[1:]], adjacency)  # drop the trivial eigenvector; order-free signs
     out[:, : vecs.shape[1]] = vecs.astype(np.float32)
     return out
 

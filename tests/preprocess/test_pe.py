@@ -65,3 +65,59 @@ def test_preprocess_imports_without_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def _relabelled(ei: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The same graph with node i renamed new[i]; returns (edges, new)."""
+    new = rng.permutation(n)
+    return new[ei], new
+
+
+def _laplacian(ei: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    a = np.zeros((n, n))
+    a[ei[1], ei[0]] = 1.0
+    a = np.maximum(a, a.T)
+    np.fill_diagonal(a, 0.0)
+    deg = a.sum(axis=1)
+    inv = np.where(deg > 0, 1.0 / np.sqrt(np.maximum(deg, 1e-300)), 0.0)
+    return np.eye(n) - inv[:, None] * a * inv[None, :], a
+
+
+def test_lap_pe_does_not_depend_on_the_node_order() -> None:
+    """Relabelling a graph whose first k+1 eigenvalues are distinct gives the same LapPE, rows
+    permuted, wherever an order-free statistic fixes the sign (before: 124 of the 125 such graphs changed)."""
+    from gtcompress.preprocess.pe import order_free_signs
+
+    rng = np.random.default_rng(0)
+    k, checked = 8, 0
+    for _ in range(150):
+        n = int(rng.integers(6, 60))
+        ei = rng.integers(0, n, (2, int(rng.integers(n, 4 * n))))
+        lap, a = _laplacian(ei, n)
+        vals, vecs = np.linalg.eigh(lap)
+        if np.min(np.diff(vals[: k + 2])) < 1e-3:
+            continue  # a repeated eigenvalue: its eigenspace basis is arbitrary, not only its signs
+        if np.any(order_free_signs(vecs[:, 1 : k + 1], a) == 0):
+            continue  # an automorphism maps an eigenvector to its negative: no order-free sign exists
+        ptr = np.array([0, n])
+        pe = laplacian_pe(ei, ptr, k)
+        ei2, new = _relabelled(ei, n, rng)
+        pe2 = laplacian_pe(ei2, ptr, k)
+        np.testing.assert_allclose(pe2[new], pe, atol=1e-4)  # float32 eigensolver noise: ~2e-5
+        checked += 1
+    assert checked >= 100  # the rule covers most random graphs; the test is not vacuous
+
+
+def test_graph_symmetry_leaves_the_sign_open_and_says_so() -> None:
+    """A star's leaves are interchangeable: an eigenvector antisymmetric on two leaves has no
+    order-free sign (order_free_signs gives 0), and canonical_signs leaves it as the solver gave it."""
+    from gtcompress.preprocess.pe import canonical_signs, order_free_signs
+
+    v = np.array([[0.0, 0.5, -0.5, 0.0]]).T
+    a = np.zeros((4, 4))
+    a[0, 1:] = a[1:, 0] = 1.0
+    assert order_free_signs(v, a).tolist() == [0.0]
+    np.testing.assert_array_equal(canonical_signs(v, a), v)
+    w = np.array([[0.1, 0.6, -0.2, 0.3]]).T
+    assert order_free_signs(w, a).tolist() == [1.0]
+    np.testing.assert_array_equal(canonical_signs(-w, a), w)
