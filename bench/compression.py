@@ -555,27 +555,27 @@ def main() -> None:
 def _dense_ft(model: Any, ds: Any, name: str, batch: int, args: argparse.Namespace, dense: dict, cost: Any) -> dict:
     """The dense model trained ``--minutes`` more with CE + KL to its own starting point (the recipe
     the compressed models are fine-tuned with), as the reference for their extra training time."""
-    import copy
+    from gtcompress.compress.finetune import finetune_dense
 
-    from gtcompress.compress.distill import attach_teacher, distillation_loss, has_teacher
-    from gtcompress.train.loop import TrainConfig, evaluate, train
-
-    t0 = time.perf_counter()
-    student = copy.deepcopy(model)
-    data = ds if has_teacher(ds) else attach_teacher(ds, copy.deepcopy(model).eval())
-    cfg = TrainConfig(
-        epochs=args.epochs, batch_size=batch, lr=5e-4, warmup_epochs=1, seed=1, time_budget_s=args.minutes * 60
+    ft = finetune_dense(
+        model,
+        ds,
+        args.epochs,
+        lr=5e-4,
+        batch_size=batch,
+        seed=1,
+        time_budget_s=args.minutes * 60,
+        show_progress=not args.no_progress,
     )
-    train(student, data, cfg, extra_loss=distillation_loss(ds.info), show_progress=not args.no_progress)
-    test = 100.0 * evaluate(student, ds["test"], ds.info)[ds.info.metric]
+    test = 100.0 * ft.report["test"]
     return {
         **_full_size_row(model.config.arch, name, "dense-ft", cost),
         "test": test,
-        "val": 100.0 * evaluate(student, ds["val"], ds.info)[ds.info.metric],
+        "val": 100.0 * ft.report["val"],
         "drop": dense["test"] - test,
         "within_budget": None,
         "layers": None,
-        "seconds": time.perf_counter() - t0,
+        "seconds": ft.report["seconds"],
     }
 
 

@@ -55,7 +55,15 @@ def test_every_artifact_exists_and_is_consistent(run) -> None:
     for png in ("latency_vs_size.png", "op_breakdown.png"):
         assert (out / "profile" / png).stat().st_size > 1000
     models = {r["model"] for r in report["rows"]}
-    assert models == {"gt-dense", "gt-teddy", "gt-gtsp-0.5", "gt-random-0.5"}
+    assert models == {"gt-dense", "gt-dense-ft", "gt-teddy", "gt-gtsp-0.5", "gt-random-0.5"}
+    # the dense-ft control: the dense model with the compressed models' extra epochs; deltas against it
+    control = next(r for r in report["rows"] if r["model"] == "gt-dense-ft")
+    assert control["method"] == "dense-ft" and control["delta_vs_dense_ft"] == 0.0
+    for r in report["rows"]:
+        assert r["delta_vs_dense_ft"] == pytest.approx(r["test"] - control["test"])
+    ft_meta = json.loads(read_metadata(out / control["file"])["compression"])
+    assert ft_meta["method"] == "dense-ft" and ft_meta["epochs_run"] == 2  # prune.epochs + finetune_epochs
+    assert "| model | lowering | test | Δ vs dense-ft | Δ vs dense |" in (out / "report.md").read_text()
     for r in report["rows"]:
         path = out / r["file"]
         onnx.checker.check_model(onnx.load(str(path)), full_check=True)
