@@ -1,0 +1,58 @@
+"""The fused op ``gtcompress::sparse_graph_attention`` on CPU (its reference fallback), its CUDA
+kernel registration, the device-side CSR builder, and the GT model's fused layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gtcompress.data.base import FeatureSpec
+from gtcompress.models import ModelConfig, build_model
+from gtcompress.nn.fused import csr_from_edge_index
+from tests.nn.test_attention import _case, brute_force
+from trt_plugins.csr import edge_index_to_csr
+
+
+@pytest.mark.parametrize(("n", "e", "h", "d"), [(1, 0, 1, 4), (5, 0, 2, 8), (1, 1, 2, 8), (30, 90, 4, 16)])
+def test_cpu_fallback_equals_the_reference(n: int, e: int, h: int, d: int) -> None:
+    q, k, v, ei, bias = _case(n, e, h, d, seed=n + e)
+    rowptr, col, perm = csr_from_edge_index(ei, n)
+    out = torch.ops.gtcompress.sparse_graph_attention(q, k, v, rowptr, col, bias[perm], d**-0.5)
+    torch.testing.assert_close(out, brute_force(q, k, v, ei, bias))
+
+
+def test_csr_builder_matches_the_plugin_csr() -> None:
+    g = torch.Generator().manual_seed(0)
+    ei = torch.randint(0, 50, (2, 400), generator=g)
+    ei[1, :60] = 7  # a hub, and the last nodes without incoming edges
+    ei[1] = torch.where(ei[1] >= 45, 3, ei[1])
+    rowptr, col, perm = csr_from_edge_index(ei, 50)
+    want = edge_index_to_csr(ei, 50, dtype=torch.int64)
+    for got, ref in zip((rowptr, col, perm), want, strict=True):
+        assert torch.equal(got, ref)
+
+
+def test_the_op_has_a_cuda_kernel_and_no_separate_cpu_one() -> None:
+    """CUDA dispatches to the Triton kernel (tests/gpu runs it); CPU uses the op's own definition."""
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    assert has("gtcompress::sparse_graph_attention", "CUDA")
+    assert not has("gtcompress::sparse_graph_attention", "CPU")
+
+
+def test_gt_fused_layout_equals_sparse_on_cpu() -> None:
+    torch.manual_seed(0)
+    kw = {"node_features": FeatureSpec("float", 6), "edge_features": FeatureSpec("float", 2), "out_dim": 3}
+    sparse = build_model(ModelConfig(arch="gt", attention_layout="sparse", hidden=16, heads=2, **kw)).eval()
+    fused = build_model(ModelConfig(arch="gt", attention_layout="fused", hidden=16, heads=2, **kw)).eval()
+    fused.load_state_dict(sparse.state_dict())
+    g = torch.Generator().manual_seed(1)
+    x, ea = torch.randn(40, 6, generator=g), torch.randn(150, 2, generator=g)
+    ei = torch.randint(0, 38, (2, 150), generator=g)  # nodes 38, 39 have no edges
+    batch = torch.zeros(40, dtype=torch.long)
+    with torch.no_grad():
+        a = sparse.compute(x, ei, ea, batch, {}, 1)
+        b = fused.compute(x, ei, ea, batch, {}, 1)
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    assert fused.wants_csr(ei) and not sparse.wants_csr(ei)
+    auto = build_model(ModelConfig(arch="gt", hidden=16, heads=2, **kw))
+    assert not auto.wants_csr(ei)  # auto picks the fused layout on a CUDA device only
