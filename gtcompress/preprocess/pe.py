@@ -5,13 +5,13 @@ r"""Positional / structural encodings, computed per graph in numpy.
   with fewer than ``k + 1`` nodes are zero-padded. An eigenvector's sign is arbitrary: the solver
   may return ``v`` for one node order and ``-v`` for another, and a model then answers differently
   for the same molecule with its atoms relabelled (up to 0.22 on CLUSTER models). So the sign is
-  made canonical (:func:`canonical_signs`) from quantities that do not depend on the node order:
-  the third moment ``sum(v^3)``, else the sum ``sum(v)``. What stays arbitrary: an eigenvector whose
-  entries are symmetric about zero (``v`` and ``-v`` hold the same values, which a graph symmetry
-  can cause; no order-free rule can pick a sign then), and the basis of a *repeated* eigenvalue's
-  eigenspace, which any rotation of changes (no sign rule can fix that; this includes the ``k``-th
-  eigenvalue equal to the next one). Relabelling a graph whose first ``k + 2`` eigenvalues are
-  distinct and whose eigenvectors are not symmetric gives the same encoding, rows permuted. Training still flips signs at random
+  made canonical (:func:`canonical_signs`) from sums over nodes that do not depend on the node
+  order (``sum(v^3)``, ``sum(v)``, degree-weighted sums). What stays arbitrary: an eigenvector that
+  a graph automorphism maps to its negative (its nodes are interchangeable; a graph-level readout
+  does not see the difference), and the basis of a *repeated* eigenvalue's eigenspace, which no
+  sign rule can fix (this includes the ``k``-th eigenvalue equal to the next one). Relabelling a
+  graph whose first ``k + 2`` eigenvalues are distinct and that has no such automorphism gives the
+  same encoding, rows permuted. Training still flips signs at random
   (:func:`gtcompress.graph.random_sign_flip`), so models do not lean on the canonical choice.
 * **RWSE** (Dwivedi et al. 2022): random-walk return probabilities
   :math:`[(D^{-1}A)^t]_{ii}` for :math:`t = 1..k`. Isolated nodes get zeros.
