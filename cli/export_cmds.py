@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 @user_errors
 def export_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory (dense or compressed).")],
-    out: Annotated[Path, typer.Option(help="ONNX file to write.")] = Path("model.onnx"),
+    out: Annotated[Path, typer.Option(help="ONNX file to write (a file, not a directory).")] = Path("model.onnx"),
     attention: Annotated[str, typer.Option(help="auto, scatter, padded, dense or plugin.")] = "auto",
     triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository here.")] = None,
     name: Annotated[str | None, typer.Option(help="Model name in the Triton repository.")] = None,
@@ -28,11 +28,19 @@ def export_cmd(
     """Export a checkpoint to ONNX with symbolic graph sizes, verified against PyTorch.
 
     Example: gtc export runs/gt-cluster --out gt.onnx --attention auto --triton-repo triton_models
+
+    --out names the file to write: an existing directory is refused before the checkpoint is loaded (as
+    gtc build refuses one) rather than a file name chosen inside it.
     """
-    from exporters.onnx import export_onnx
+    from exporters.onnx import check_output_path, export_onnx
     from exporters.triton_repo import write_model_repository
     from gtcompress.checkpoint import load_checkpoint
+    from gtcompress.errors import ConfigError
 
+    try:
+        check_output_path(out)
+    except ConfigError as e:
+        raise ConfigError(f"--out {e}") from None
     model, meta = load_checkpoint(checkpoint)
     profile = None
     if attention == "auto" and model.config.arch == "gt":
@@ -45,6 +53,7 @@ def export_cmd(
             "lowering": res.lowering,
             "max |ORT-torch|": f"{res.max_abs_err:.2e}",
             "batches": res.batches_checked,
+            "edge cases": len(res.edge_cases),
             "TensorRT ops": "ok" if not res.tensorrt_problems else "see below",
             "seconds": res.seconds,
         }
@@ -73,7 +82,7 @@ def _profile_batch(meta: dict, graphs: int):  # type: ignore[no-untyped-def]
 
 @user_errors
 def build_cmd(
-    onnx_file: Annotated[Path, typer.Argument(help="ONNX file written by gtc export.", exists=True, dir_okay=False)],
+    onnx_file: Annotated[Path, typer.Argument(help="ONNX file written by gtc export.")],
     out: Annotated[Path, typer.Option(help="Engine file to write.")] = Path("model.plan"),
     min_nodes: int = 1,
     opt_nodes: int = 4096,
@@ -84,8 +93,8 @@ def build_cmd(
     min_graphs: int = 1,
     opt_graphs: int = 32,
     max_graphs: int = 1024,
-    max_graph_nodes: Annotated[int, typer.Option(help="Largest single graph (dense layout).")] = 512,
-    max_in_degree: Annotated[int, typer.Option(help="Largest in-degree (padded layout).")] = 512,
+    max_graph_nodes: Annotated[int, typer.Option(min=1, help="Largest single graph (dense layout).")] = 512,
+    max_in_degree: Annotated[int, typer.Option(min=1, help="Largest in-degree (padded layout).")] = 512,
     fp16: Annotated[bool, typer.Option(help="Allow FP16 kernels (weakly typed network).")] = False,
     timing_cache: Annotated[Path | None, typer.Option(help="Timing cache file, read and updated.")] = None,
 ) -> None:
@@ -94,8 +103,19 @@ def build_cmd(
     Example: gtc build gt.onnx --out gt.plan --opt-nodes 4000 --opt-edges 150000 --fp16
     """
     from exporters.tensorrt import GraphSize, build_engine
-    from gtcompress.errors import GTCompressError
+    from gtcompress.errors import ConfigError, GTCompressError
 
+    # Everything the user can get wrong is reported before TensorRT is needed: these paths here, then
+    # in build_engine the ONNX file (missing, truncated, not ours...) and the profile ranges. Checking
+    # them first means a CPU machine already tells what would fail on the GPU one.
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a directory; give the engine file to write, e.g. {out / 'model.plan'}")
+    if out.exists() and onnx_file.exists() and out.resolve() == onnx_file.resolve():
+        raise ConfigError(f"--out {out}: is the ONNX file itself; the engine needs another name, e.g. model.plan")
+    if timing_cache is not None and timing_cache.is_dir():
+        raise ConfigError(
+            f"--timing-cache {timing_cache}: is a directory; give a file (read if present, written after the build)"
+        )
     lo = GraphSize(min_nodes, min_edges, min_graphs, 1, 1)
     opt = GraphSize(opt_nodes, opt_edges, opt_graphs, min(max_graph_nodes, opt_nodes), min(max_in_degree, opt_edges))
     hi = GraphSize(max_nodes, max_edges, max_graphs, max_graph_nodes, max_in_degree)

@@ -6,8 +6,10 @@
 (:func:`gtcompress.preprocess.inputs.build_inputs`), and their spec is stored in the model's
 ``metadata_props`` so ``runtime/`` needs nothing else.
 
-Attention lowerings (GT; GPS/Graphormer global attention is always ``dense``) compute the same
-function (:mod:`gtcompress.nn.attention`) on different layouts:
+Attention lowerings (GT) compute the same function (:mod:`gtcompress.nn.attention`) on different
+layouts. GPS and Graphormer export with ``dense`` only: their global attention needs the per-graph
+padded layout, for full attention, or, for GPS with ``attention_topk``, to build its sparsified
+attention graph (:mod:`gtcompress.nn.attention_edges`), which then runs as Gather + ScatterElements.
 
 ========  ==========================================  ======================================
 scatter   Gather + ScatterElements (add/max)          general; slow on CPU
@@ -21,8 +23,11 @@ costs measured on ONNX Runtime CPU (see the constants; DESIGN.md: a 149k-edge SB
 scattered, 137 ms padded, 36 ms dense).
 
 Every export is checked before the file appears: ``onnx.checker`` (full check), ONNX Runtime
-parity against PyTorch on random batches with isolated nodes, self-loops, duplicate edges, a
-1-node graph and an edgeless graph, and TensorRT operator support.
+parity against PyTorch on each edge case *as a batch of its own* (a batch of edgeless graphs, a lone
+edgeless graph, a lone 1-node graph, a 1-node graph with a self-loop, isolated nodes, duplicate edges
+and self-loops: :func:`gtcompress.preprocess.random_graphs.edge_case_batches`) and on random batches
+mixing them with ordinary graphs, and TensorRT operator support. A file that fails a check is never
+written; the error names the lowering, the case and the max |difference| (or ONNX Runtime's error).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from gtcompress.models.model import GraphModel
 from gtcompress.preprocess.batching import NumpyGraph
 from gtcompress.preprocess.inputs import LOWERINGS, build_inputs, input_names, is_layout_input
 from gtcompress.preprocess.layouts import NBR_BUCKETS, bucketed_layout
-from gtcompress.preprocess.random_graphs import random_batches
+from gtcompress.preprocess.random_graphs import edge_case_batches, random_batches
 
 OPSET = 18  # ScatterElements max/min needs 18 in ONNX Runtime
 IR_VERSION = 10  # ONNX Runtime 1.31 rejects newer IR versions
@@ -71,6 +76,9 @@ class ExportError(GTCompressError):
 
 @dataclass
 class ExportResult:
+    """What :func:`export_onnx` wrote and how it was checked: ``batches_checked`` random batches plus
+    every case of ``edge_cases`` (names from :data:`~gtcompress.preprocess.random_graphs.EDGE_CASES`)."""
+
     path: Path
     lowering: str
     spec: dict[str, Any]
@@ -78,6 +86,7 @@ class ExportResult:
     batches_checked: int
     tensorrt_problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    edge_cases: list[str] = field(default_factory=list)
 
 
 def input_spec(model: GraphModel, lowering: str) -> dict[str, Any]:
@@ -119,6 +128,24 @@ def estimate_costs(graph: NumpyGraph) -> dict[str, float]:
         "padded": COST_FIXED_PADDED + COST_PER_SLOT_PADDED * slots,
         "dense": COST_PER_PAIR_DENSE * len(counts) * max_nodes**2,
     }
+
+
+def attention_description(model: GraphModel) -> str:
+    """What a GPS or Graphormer model's attention really attends over, for refusals that explain why only
+    the ``dense`` lowering applies (a GPS sparsified by ``gtc sparsify --attention-topk`` no longer uses
+    full attention, and saying so would send its user the wrong way)."""
+    c = model.config
+    if not any(s.heads > 0 for s in c.layers):
+        return f"{c.arch} has no attention sublayer left, and its layers still need the per-graph padded layout"
+    if c.arch == "gps" and c.attention_topk > 0:
+        return (
+            f"gps with attention_topk={c.attention_topk} attends over a sparsified attention graph (input edges, "
+            f"self-loops and each graph's top-{c.attention_topk} nodes by {c.attention_score} score) that it builds "
+            "inside the model on the per-graph padded layout"
+        )
+    if c.arch == "graphormer":
+        return "graphormer uses full attention per graph with shortest-path biases, on the per-graph padded layout"
+    return f"{c.arch} uses full attention per graph, on the per-graph padded layout"
 
 
 def has_token_pruning(model: GraphModel) -> bool:
@@ -218,6 +245,21 @@ def to_torch(inputs: dict[str, np.ndarray]) -> list[Tensor]:
     return [torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()]
 
 
+def check_output_path(path: str | Path) -> Path:
+    """Refuse, before any tracing, a ``path`` that no file can be written to: an existing directory (an
+    export writes one file and does not choose its name; ``gtc build`` refuses a directory the same way)
+    or a path below a file. Whatever else can fail (permissions, a full disk) fails at the write."""
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"{target}: is a directory; give the ONNX file to write, e.g. {target / 'model.onnx'}")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{target}: {parent} is a file, not a directory")
+            break
+    return target
+
+
 def export_onnx(
     model: GraphModel,
     path: str | Path,
@@ -229,16 +271,18 @@ def export_onnx(
     verify_batches: int = 10,
     atol: float = 1e-4,
 ) -> ExportResult:
-    """Export ``model`` to ``path`` (atomically, only after every check passes)."""
+    """Export ``model`` to the file ``path`` (atomically, only after every check passes; a directory is
+    refused, see :func:`check_output_path`)."""
     from gtcompress.io import atomic_path
 
     start = time.perf_counter()
+    check_output_path(path)
     if lowering not in (*LOWERINGS, "auto"):
         raise ConfigError(f"unknown attention lowering {lowering!r}; expected auto, {', '.join(LOWERINGS)}")
     if lowering == "auto":
         lowering = choose_lowering(model, profile)
     if model.config.arch != "gt" and lowering != "dense":
-        raise ConfigError(f"{model.config.arch} uses full attention per graph: only the 'dense' lowering applies")
+        raise ConfigError(f"{attention_description(model)}: only the 'dense' lowering applies; got {lowering!r}")
     if has_token_pruning(model) and lowering != "dense":
         raise ConfigError(
             "a token-pruned model exports with the 'dense' lowering only (its per-graph top-k ranks "
@@ -284,17 +328,79 @@ def export_onnx(
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
-        err, checked = 0.0, 0
+        err, checked, edge_cases = 0.0, 0, []
         if verify:
+            edge = edge_case_batches(spec["x"], spec["edge_attr"])
             batches = random_batches(spec["x"], spec["edge_attr"], verify_batches)
-            err, scale, checked = verify_parity(tmp, model, spec, batches)
-            if err > atol * max(1.0, scale):
-                raise ExportError(
-                    f"{path}: ONNX Runtime differs from PyTorch by {err:.3g} (> {atol} x max(1, |output| = "
-                    f"{scale:.3g})) — not written"
-                )
+            cases = [*edge, *((f"random batch {i + 1} of {len(batches)}", g) for i, g in enumerate(batches))]
+            try:
+                err = check_parity(tmp, model, spec, cases, atol, label=path)
+            except ExportError as e:
+                raise ExportError(f"{e} — not written") from None
+            checked, edge_cases = len(batches), [case for case, _ in edge]
         problems = tensorrt_problems(proto, _plugin_ops() if lowering == "plugin" else frozenset())
-    return ExportResult(Path(path), lowering, spec, err, checked, problems, time.perf_counter() - start)
+    return ExportResult(
+        Path(path), lowering, spec, err, checked, problems, time.perf_counter() - start, edge_cases=edge_cases
+    )
+
+
+def check_parity(
+    path: str | Path,
+    model: GraphModel,
+    spec: dict[str, Any],
+    cases: list[tuple[str, NumpyGraph]],
+    atol: float = 1e-4,
+    *,
+    label: str | Path | None = None,
+) -> float:
+    """Run every named case on ONNX Runtime (CPU) and PyTorch; return the largest max |difference|.
+
+    Raises :class:`ExportError` at the first case that fails, naming the file (``label``, default
+    ``path``: export checks a temp file but reports its target), the lowering, the case and either the
+    max |difference| or the exception: a case on which ONNX Runtime *raises* is as much a failed check
+    as a wrong number (a server would answer 500 there). The tolerance is ``atol`` times max(1, the
+    case's largest |PyTorch output|), since float32 rounding grows with the output's magnitude; a NaN
+    or infinite difference always fails."""
+    sess, traced = _ort_session(path), _Traced(model.eval(), spec["inputs"])
+    worst = 0.0
+    for case, g in cases:
+        head = f"{label or path}: the {spec['lowering']!r} lowering fails its check on {case}"
+        inputs = build_inputs(g, spec)
+        try:
+            with torch.no_grad():
+                ref = traced(*to_torch(inputs)).numpy()
+        except Exception as e:  # the reference itself failed: still a refusal, with the reason in one line
+            raise ExportError(f"{head}: PyTorch raised {type(e).__name__}: {_first_line(e)}") from e
+        try:
+            out = sess.run(None, inputs)[0]
+        except Exception as e:  # onnxruntime's pybind errors share no public base class
+            raise ExportError(f"{head}: ONNX Runtime raised {_first_line(e)}") from e
+        if out.shape != ref.shape:
+            raise ExportError(f"{head}: output shape {out.shape} != PyTorch {ref.shape}")
+        err = float(np.max(np.abs(out.astype(np.float64) - ref), initial=0.0))
+        scale = float(np.max(np.abs(ref), initial=0.0))
+        if not np.isfinite(err) or err > atol * max(1.0, scale):
+            raise ExportError(
+                f"{head}: max |ONNX Runtime - PyTorch| = {err:.3g} > {atol:g} x max(1, max |PyTorch output| = "
+                f"{scale:.3g})"
+            )
+        worst = max(worst, err)
+    return worst
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def _ort_session(path: str | Path) -> Any:
+    """A CPU ``InferenceSession`` (parity is defined on the CPU provider) that logs only fatal errors: a
+    failing case is reported once, in the :class:`ExportError`, not also as ONNX Runtime's log lines."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def verify_parity(
@@ -302,12 +408,9 @@ def verify_parity(
 ) -> tuple[float, float, int]:
     """Max absolute difference between ONNX Runtime (CPU) and PyTorch over ``batches``, and the
     largest |output|: float32 rounding grows with the output's magnitude, so export checks the
-    error against ``atol`` times that scale (at least 1)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    error against ``atol`` times that scale (at least 1). :func:`export_onnx` checks with
+    :func:`check_parity` instead, which stops at the first failing case and names it."""
+    sess = _ort_session(path)
     traced = _Traced(model.eval(), spec["inputs"])
     worst, scale = 0.0, 0.0
     for g in batches:

@@ -69,7 +69,14 @@ def _ref(node: onnx.NodeProto, attr: str, ref: str, kind: int) -> onnx.NodeProto
 
 
 def plugin_function() -> onnx.FunctionProto:
-    """Reference semantics on CSR in standard ops (see :mod:`gtcompress.nn.attention`)."""
+    """Reference semantics on CSR in standard ops (see :mod:`gtcompress.nn.attention`).
+
+    Total on every valid input, ``E = 0`` and ``N = 1`` included (a request of one edgeless graph is
+    ordinary traffic for a server): every shape is derived from an input's shape, never assumed
+    non-empty, and the per-edge dot product reduces over axis ``2``, not ``-1``, because ONNX Runtime
+    (1.31, CPU) ignores a negative ReduceSum axis on an empty tensor and returns ``[0, H, D]``
+    unreduced, which the bias ``Add`` and the ScatterElements then reject. For ``E > 0`` the two axes
+    are the same axis of the rank-3 product, so the function computes exactly what it did before."""
     n = helper.make_node
     i64 = TensorProto.INT64
     nodes = [
@@ -78,6 +85,7 @@ def plugin_function() -> onnx.FunctionProto:
         n("Shape", ["q"], ["q_shape"]),
         n("Constant", [], ["c0"], value_ints=[0]),
         n("Constant", [], ["c1"], value_ints=[1]),
+        n("Constant", [], ["c2"], value_ints=[2]),
         n("Constant", [], ["cm1"], value_ints=[-1]),
         n("Gather", ["q_shape", "c0"], ["num_nodes"], axis=0),
         n("Shape", ["src"], ["num_edges"]),
@@ -95,7 +103,7 @@ def plugin_function() -> onnx.FunctionProto:
         n("Gather", ["k", "src"], ["k_e"], axis=0),
         n("Gather", ["v", "src"], ["v_e"], axis=0),
         n("Mul", ["q_e", "k_e"], ["qk"]),
-        n("ReduceSum", ["qk", "cm1"], ["dot"], keepdims=0),
+        n("ReduceSum", ["qk", "c2"], ["dot"], keepdims=0),  # axis 2, not -1: see the docstring
         _ref(n("Constant", [], ["scale_c"]), "value_float", "scale", onnx.AttributeProto.FLOAT),
         n("Mul", ["dot", "scale_c"], ["score0"]),
         _ref(n("Constant", [], ["has_bias_i"]), "value_int", "has_bias", onnx.AttributeProto.INT),

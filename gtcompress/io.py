@@ -1,22 +1,107 @@
-"""Atomic file writes: an interrupted run must never leave a half-written artifact behind."""
+"""Atomic file writes: an interrupted run must never leave a half-written artifact behind.
+
+A write goes to a temp file beside the target, ``.NAME.PID-RANDOM.tmp``, renamed over the target only
+when the block succeeds (an export first verifies the file). An exception removes the temp; a process
+*killed* inside the block (``kill -9``, OOM killer, power loss) cannot, and leaves a complete but
+unchecked file. So every write first removes the stale temps of its own target
+(:func:`remove_stale_temps`): the PID in the name says whether the writer still runs.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+#: A temp without a PID in its name (written before the PID was put there: ``.NAME.XXXXXXXX.tmp`` from
+#: ``mkstemp``) is removed once untouched for this long: nothing can tell whether its writer still runs,
+#: and no write keeps a temp open for a day (an export writes it once, then verifies it for seconds to
+#: minutes).
+LEGACY_TEMP_MAX_AGE_S = 24 * 3600
+
+#: When this process started, near enough (the module is imported before any write): a temp modified
+#: after it cannot be a leftover of a process that died before it.
+_PROCESS_START = time.time()
+
+
+def pid_running(pid: int) -> bool:
+    """Whether process ``pid`` exists here; ``True`` when that cannot be told, so a live write is never hit."""
+    if pid == os.getpid():
+        return True  # our own: another thread's write in progress
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # PermissionError: someone else's live process; others: cannot tell
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temps that dead writes to ``path`` left beside it; return what was removed.
+
+    Only names of this module's own patterns *for this target* are considered, never another file:
+
+    * ``.NAME.PID-RANDOM.tmp``: removed when process PID no longer runs and the file was last modified
+      before this process started. The PID decides rather than an age because an export's temp sits
+      unmodified while the export verifies it, for as long as that takes, so no age tells a slow live
+      writer from a dead one, while a PID does; our own PID and PIDs we may not signal count as
+      running. The age condition also keeps a temp whose PID was reused by a newer process, or was
+      written by another machine on a shared filesystem after we started (PIDs are per machine).
+    * ``.NAME.XXXXXXXX.tmp`` (eight ``mkstemp`` characters, no PID: temps of earlier versions):
+      removed once not modified for :data:`LEGACY_TEMP_MAX_AGE_S`.
+    """
+    target = Path(path)
+    name = re.escape(target.name)
+    with_pid = re.compile(rf"\.{name}\.(\d+)-[0-9a-z_]+\.tmp")
+    legacy = re.compile(rf"\.{name}\.[0-9a-z_]{{8}}\.tmp")
+    removed: list[Path] = []
+    try:
+        candidates = sorted(target.parent.glob(f".{_glob_escape(target.name)}.*.tmp"))
+    except OSError:  # the directory is unreadable: the write itself will say so
+        return removed
+    now = time.time()
+    for p in candidates:
+        try:
+            st = p.lstat()
+        except OSError:  # gone meanwhile (its writer finished)
+            continue
+        if not os.path.isfile(p) or os.path.islink(p):
+            continue
+        m = with_pid.fullmatch(p.name)
+        if m is not None:
+            stale = st.st_mtime < _PROCESS_START and not pid_running(int(m.group(1)))
+        else:
+            stale = legacy.fullmatch(p.name) is not None and now - st.st_mtime > LEGACY_TEMP_MAX_AGE_S
+        if stale:
+            try:
+                p.unlink()
+                removed.append(p)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def _glob_escape(text: str) -> str:
+    """``glob.escape`` for one name: ``*``, ``?`` and ``[`` matched literally."""
+    return re.sub(r"([*?[])", r"[\1]", text)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it over ``path`` only if the block succeeds."""
+    """Yield a temporary path next to ``path``; rename it over ``path`` only if the block succeeds.
+
+    Stale temps of ``path`` from killed writes are removed first (see :func:`remove_stale_temps`)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_stale_temps(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}-", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -12,8 +12,9 @@ graph and head. The key score is TEDDY's degree-based node score :math:`s_j = \b
 (``"teddy"``: low-degree nodes with low-degree neighbours first) or the degree (``"degree"``:
 hubs first). TEDDY's edge score factorises, :math:`s(i, j) = s_i s_j`, so every query of a graph
 ranks the keys the same way and the top-k keys per query are the graph's :math:`k` top nodes —
-global tokens. Everything is computed inside the model from ``edge_index`` with scatter / sort /
-gather ops (no pre-processing input, exportable).
+global tokens. Everything is computed inside the model from ``edge_index`` (no pre-processing
+input) by :mod:`gtcompress.nn.attention_edges`, with ops that export to ONNX; the model side lives
+there because models must not import compression, and its names are re-exported here.
 
 :func:`calibrate_attention_topk` chooses the score and the smallest :math:`k` whose graph keeps a
 target share (``coverage``) of the dense model's attention probability mass on calibration
@@ -30,60 +31,10 @@ from torch import Tensor, nn
 
 from gtcompress.errors import UnsupportedModelError
 from gtcompress.graph import GraphBatch
+from gtcompress.nn.attention_edges import attention_edges, attention_mask, node_scores
 from gtcompress.nn.layout import DenseLayout
-from gtcompress.nn.scatter import scatter_sum
 
 __all__ = ["attention_edges", "attention_mask", "calibrate_attention_topk", "node_scores", "with_attention_topk"]
-
-
-def node_scores(edge_index: Tensor, num_nodes: int, kind: str = "teddy") -> Tensor:
-    """TEDDY node score ``ḡ/d`` (see :mod:`gtcompress.preprocess.teddy`) or the degree, ``[N]``."""
-    src, dst = edge_index[0], edge_index[1]
-    ones = torch.ones(src.shape[0], dtype=torch.float64, device=src.device)
-    deg = scatter_sum(ones, src, num_nodes)
-    if kind == "degree":
-        return deg
-    inv_sqrt = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg))
-    nb = scatter_sum(inv_sqrt.index_select(0, dst), src, num_nodes)
-    return torch.where(deg > 0, nb / (deg * deg).clamp_min(1e-12), torch.zeros_like(deg))
-
-
-def _top_nodes(edge_index: Tensor, layout: DenseLayout, k: int, kind: str) -> tuple[Tensor, Tensor]:
-    """Per graph the node ids ``[B, k']`` of its ``k`` best-scoring nodes and their validity."""
-    n = layout.slot.shape[0]
-    s = layout.pad(node_scores(edge_index, n, kind).unsqueeze(-1)).squeeze(-1)
-    s = s.masked_fill(~layout.valid, float("-inf"))
-    kk = min(k, layout.max_nodes)
-    order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :kk]
-    valid = layout.valid.gather(1, order)
-    node_of_slot = torch.full((layout.num_rows * layout.max_nodes,), -1, dtype=torch.long, device=s.device)
-    node_of_slot = node_of_slot.scatter(0, layout.slot, torch.arange(n, device=s.device))
-    rows = torch.arange(layout.num_rows, device=s.device).unsqueeze(1) * layout.max_nodes
-    return node_of_slot.index_select(0, (rows + order).reshape(-1)).view(order.shape), valid
-
-
-def attention_edges(edge_index: Tensor, batch: Tensor, layout: DenseLayout, k: int, kind: str = "teddy") -> Tensor:
-    """The sparsified attention graph ``[2, E']`` (unique pairs, sorted by (src, dst))."""
-    n = layout.slot.shape[0]
-    top, valid = _top_nodes(edge_index, layout, k, kind)
-    src = top.index_select(0, batch)  # [N, k'] keys of each query's graph
-    ok = valid.index_select(0, batch)
-    dst = torch.arange(n, device=batch.device).unsqueeze(1).expand_as(src)
-    keys = torch.cat(
-        [
-            edge_index[0] * n + edge_index[1],
-            torch.arange(n, device=batch.device) * (n + 1),  # self-loops
-            (src * n + dst)[ok],
-        ]
-    )
-    uniq = torch.unique(keys)
-    return torch.stack([uniq // n, uniq % n])
-
-
-def attention_mask(edge_index: Tensor, batch: Tensor, layout: DenseLayout, k: int, kind: str) -> Tensor:
-    """``[B, L, L]`` bool (query, key): the pairs :func:`attention_edges` keeps."""
-    ae = attention_edges(edge_index, batch, layout, k, kind)
-    return layout.edge_counts(ae, batch) > 0
 
 
 def with_attention_topk(model: nn.Module, k: int, kind: str = "teddy") -> nn.Module:

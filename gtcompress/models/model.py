@@ -10,6 +10,7 @@ from gtcompress.graph import GraphBatch
 from gtcompress.models.config import ModelConfig
 from gtcompress.models.layers import LAYER_TYPES, GraphContext
 from gtcompress.nn.attention import NeighbourLists
+from gtcompress.nn.attention_edges import attention_edges
 from gtcompress.nn.blocks import FeatureEncoder, mlp_head, readout
 from gtcompress.nn.fused import csr_from_edge_index
 from gtcompress.nn.layout import DenseLayout
@@ -202,9 +203,7 @@ class GPS(GraphModel):
             # GIN's sum over incoming edges as one batched MatMul with the edge-count matrix: on
             # dense small graphs far cheaper than a ScatterElements over E x hidden (ONNX Runtime).
             ctx.adj_counts = ctx.layout.edge_counts(ctx.edge_index, ctx.batch)
-        if self.config.attention_topk > 0:  # TEDDY on attention edges (gtcompress.compress.attention_graph)
-            from gtcompress.compress.attention_graph import attention_edges
-
+        if self.config.attention_topk > 0:  # TEDDY on attention edges (gtcompress.nn.attention_edges)
             assert ctx.layout is not None
             ctx.attn_edges = attention_edges(
                 ctx.edge_index, ctx.batch, ctx.layout, self.config.attention_topk, self.config.attention_score

@@ -50,7 +50,9 @@ def sparse_attention(
     n, _, d = q.shape
     src, dst = edge_index[0], edge_index[1]
     tau = scale if scale is not None else 1.0 / math.sqrt(d)
-    score = (q.index_select(0, dst) * k.index_select(0, src)).sum(-1) * tau  # [E,H]
+    # Reduce over dim 2, not -1: with E = 0 ONNX Runtime (1.31 CPU) ignores a negative ReduceSum axis on an
+    # empty tensor and returns [0,H,D] unreduced, which then breaks the bias Add and the ScatterElements.
+    score = (q.index_select(0, dst) * k.index_select(0, src)).sum(dim=2) * tau  # [E,H]
     if bias is not None:
         score = score + bias
     smax = scatter_max(score.detach(), dst, n)
@@ -215,6 +217,10 @@ class MultiHeadAttention(nn.Module):
         m_o = torch.matmul(wv.transpose(1, 2), wo.permute(1, 2, 0)).reshape(hh * c, -1)  # [H*C] -> C'
         b_q = None if self.q.bias is None else (torch.matmul(self.q.bias.view(hh, 1, d), wk) * tau).reshape(hh * c)
         b_o = None if self.v.bias is None else torch.matmul(self.o.weight, self.v.bias)
+        if bias is not None:
+            # Padding slots hold edge id 0, which does not exist when E = 0: gather from the biases plus one
+            # zero row (padding is masked, so real slots read exactly the rows they read before).
+            bias = torch.cat([bias, bias.new_zeros((1, bias.shape[1]))])
         outs = []
         for node, src, edge, mask in nbr.buckets:
             r, kk = src.shape

@@ -1,18 +1,32 @@
 """Export parity (ONNX Runtime vs PyTorch) for every model and lowering, dense and compressed."""
 
 import json
+import re
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import onnx
 import pytest
 import torch
 
-from exporters.onnx import ExportError, choose_lowering, estimate_costs, export_onnx, read_metadata
+from exporters.onnx import (
+    ExportError,
+    ExportResult,
+    _Traced,
+    choose_lowering,
+    estimate_costs,
+    export_onnx,
+    read_metadata,
+    to_torch,
+)
 from exporters.opsupport import tensorrt_problems
 from gtcompress.data.base import FeatureSpec
 from gtcompress.errors import ConfigError
 from gtcompress.models import LayerSpec, ModelConfig, build_model
 from gtcompress.preprocess import NumpyGraph, union_graphs
+from gtcompress.preprocess.inputs import build_inputs
+from gtcompress.preprocess.random_graphs import EDGE_CASES, edge_case_batches
 
 CAT = FeatureSpec("categorical", 2, [5, 3])
 FLOAT_EDGES = FeatureSpec("float", 2)
@@ -43,26 +57,51 @@ def _model(arch: str, compressed: bool, task_level: str = "node", edge=FLOAT_EDG
     return model.eval()
 
 
+#: (arch, lowering, compressed, task level, edge features): models without edge features take the
+#: attention paths without a score bias (the ``E = 0`` failure of scatter once differed there).
 CASES = [
-    ("gt", "scatter", False, "node"),
-    ("gt", "padded", True, "graph"),
-    ("gt", "dense", False, "graph"),
-    ("gt", "dense", True, "node"),
-    ("gt", "plugin", False, "node"),
-    ("gt", "plugin", True, "graph"),
-    ("gps", "dense", False, "graph"),
-    ("gps", "dense", True, "node"),
-    ("graphormer", "dense", False, "node"),
-    ("graphormer", "dense", True, "graph"),
+    ("gt", "scatter", False, "node", True),
+    ("gt", "scatter", True, "graph", False),
+    ("gt", "padded", True, "graph", True),
+    ("gt", "dense", False, "graph", True),
+    ("gt", "dense", True, "node", True),
+    ("gt", "plugin", False, "node", False),
+    ("gt", "plugin", True, "graph", True),
+    ("gps", "dense", False, "graph", True),
+    ("gps", "dense", True, "node", True),
+    ("graphormer", "dense", False, "node", True),
+    ("graphormer", "dense", True, "graph", True),
 ]
+PARAMS = ("arch", "lowering", "compressed", "level", "edges")
 
 
-@pytest.mark.parametrize(("arch", "lowering", "compressed", "level"), CASES)
-def test_export_parity_and_tensorrt_ops(tmp_path, arch: str, lowering: str, compressed: bool, level: str) -> None:
-    model = _model(arch, compressed, level)
-    path = tmp_path / "model.onnx"
-    res = export_onnx(model, path, lowering, metadata={"compression": {"kept": 0.5}})
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Callable[..., tuple[torch.nn.Module, ExportResult]]:
+    """Each of CASES exported once per module run, shared by every test that reads the files (an export
+    takes seconds on 2 cores; the suite must stay about a minute)."""
+    cache: dict[tuple, tuple[torch.nn.Module, ExportResult]] = {}
+
+    def get(
+        arch: str, lowering: str, compressed: bool, level: str, edges: bool = True
+    ) -> tuple[torch.nn.Module, ExportResult]:
+        key = (arch, lowering, compressed, level, edges)
+        if key not in cache:
+            model = _model(arch, compressed, level, FLOAT_EDGES if edges else None)
+            path = tmp_path_factory.mktemp("export") / "model.onnx"
+            cache[key] = model, export_onnx(model, path, lowering, metadata={"compression": {"kept": 0.5}})
+        return cache[key]
+
+    return get
+
+
+@pytest.mark.parametrize(PARAMS, CASES)
+def test_export_parity_and_tensorrt_ops(
+    exported, arch: str, lowering: str, compressed: bool, level: str, edges: bool
+) -> None:
+    model, res = exported(arch, lowering, compressed, level, edges)
+    path = res.path
     assert res.batches_checked >= 10 and res.max_abs_err <= 1e-4
+    assert res.edge_cases == list(EDGE_CASES)  # every lowering ran on every edge case before the file appeared
     assert res.tensorrt_problems == []
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
@@ -88,10 +127,48 @@ def test_export_parity_and_tensorrt_ops(tmp_path, arch: str, lowering: str, comp
     assert meta["gtcompress_version"]
 
 
+@pytest.mark.parametrize(PARAMS, CASES)
+def test_edge_case_requests_match_pytorch(
+    exported, arch: str, lowering: str, compressed: bool, level: str, edges: bool
+) -> None:
+    """What ``gtc serve`` runs: a whole request without edges (5 nodes, ``edge_index [2, 0]``), a lone
+    1-node graph, isolated nodes, duplicates and self-loops, through :class:`GraphSession` on ONNX
+    Runtime, equal to PyTorch on the same inputs. The scatter and plugin lowerings once failed here
+    (ONNX Runtime ignores a negative ReduceSum axis on an empty tensor)."""
+    from runtime.session import GraphSession
+
+    model, res = exported(arch, lowering, compressed, level, edges)
+    sess = GraphSession(res.path, ["CPUExecutionProvider"])
+    traced = _Traced(model, res.spec["inputs"])
+    for case, g in edge_case_batches(res.spec["x"], res.spec["edge_attr"]):
+        inputs = sess.prepare([g]).inputs
+        out = sess.run_inputs(inputs)["output"]
+        with torch.no_grad():
+            ref = traced(*to_torch(inputs)).numpy()
+        assert out.shape == ref.shape, case
+        assert np.abs(out - ref).max() <= 1e-4, case
+
+
+def test_issue_request_edgeless_five_nodes(exported) -> None:
+    """The reported request itself (5 nodes, ``edge_index [2, 0]``) per graph through ``GraphSession.run``
+    on every scatter and plugin export (with and without edge features), equal to PyTorch."""
+    from runtime.session import GraphSession
+
+    rng = np.random.default_rng(3)
+    x = np.stack([rng.integers(0, 5, 5), rng.integers(0, 3, 5)], axis=1)
+    for case in (c for c in CASES if c[1] in ("scatter", "plugin")):
+        model, res = exported(*case)
+        attr = np.zeros((0, 2), np.float32) if res.spec["edge_attr"] else None
+        g = NumpyGraph(x=x, edge_index=np.zeros((2, 0), np.int64), edge_attr=attr)
+        (out,) = GraphSession(res.path, ["CPUExecutionProvider"]).run(g)
+        with torch.no_grad():
+            ref = _Traced(model, res.spec["inputs"])(*to_torch(build_inputs(g, res.spec))).numpy()
+        np.testing.assert_allclose(out, ref[0] if res.spec["task_level"] == "graph" else ref, atol=1e-5, err_msg=case)
+
+
 def test_verify_parity_reports_error_and_output_scale(tmp_path) -> None:
     """Export checks the error against atol x max(1, |output|): verify_parity reports both."""
-    from exporters.onnx import _Traced, to_torch, verify_parity
-    from gtcompress.preprocess.inputs import build_inputs
+    from exporters.onnx import verify_parity
     from gtcompress.preprocess.random_graphs import random_batches
 
     model = _model("gt", False).eval()
@@ -106,17 +183,97 @@ def test_verify_parity_reports_error_and_output_scale(tmp_path) -> None:
 
 
 def test_failed_verification_writes_nothing(tmp_path) -> None:
+    """A file that fails its check never appears (nor its temp); the error names the target, the lowering,
+    the first case checked (a batch of edgeless graphs) and the max |difference|."""
     path = tmp_path / "model.onnx"
-    with pytest.raises(ExportError, match="differs from PyTorch"):
+    with pytest.raises(ExportError) as info:
         export_onnx(_model("gt", False), path, "scatter", atol=-1.0, verify_batches=2)
+    number = r"(?:\d+(?:\.\d+)?(?:e[-+]\d+)?)"
+    expected = (
+        re.escape(f"{path}: the 'scatter' lowering fails its check on a batch of edgeless graphs: ")
+        + re.escape("max |ONNX Runtime - PyTorch| = ")
+        + number
+        + re.escape(" > -1 x max(1, max |PyTorch output| = ")
+        + number
+        + re.escape(") — not written")
+    )
+    assert re.fullmatch(expected, str(info.value)), str(info.value)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_lowering_errors() -> None:
+def test_check_names_the_case_onnx_runtime_raises_on(exported, monkeypatch) -> None:
+    """A case ONNX Runtime cannot run fails the check with its error, named (a server would answer 500)."""
+    import onnxruntime as ort
+
+    from exporters.onnx import check_parity
+
+    model, res = exported("gt", "scatter", False, "node")
+    real_run = ort.InferenceSession.run
+
+    def run(self: ort.InferenceSession, output_names: Any, feed: dict[str, np.ndarray], *args: Any, **kw: Any) -> Any:
+        if feed["x"].shape[0] == 1 and feed["edge_index"].shape[1] == 0:
+            raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : injected\nsecond line")
+        return real_run(self, output_names, feed, *args, **kw)
+
+    monkeypatch.setattr(ort.InferenceSession, "run", run)
+    cases = edge_case_batches(res.spec["x"], res.spec["edge_attr"])
+    assert check_parity(res.path, model, res.spec, cases[:2]) <= 1e-4  # edgeless batches of 9 and 5 nodes pass
+    with pytest.raises(ExportError) as info:
+        check_parity(res.path, model, res.spec, cases, label="gt.onnx")
+    assert str(info.value) == (
+        "gt.onnx: the 'scatter' lowering fails its check on a lone 1-node graph: "
+        "ONNX Runtime raised [ONNXRuntimeError] : 1 : FAIL : injected"
+    )
+
+
+def test_edge_case_batches_are_what_they_say() -> None:
+    spec = {"kind": "categorical", "dim": 2, "cardinalities": [5, 3]}
+    cases = dict(edge_case_batches(spec, {"kind": "float", "dim": 2, "cardinalities": []}))
+    assert list(cases) == list(EDGE_CASES)
+    edgeless = cases["a batch of edgeless graphs"]
+    assert edgeless.num_edges == 0 and edgeless.num_graphs > 1 and edgeless.edge_attr.shape == (0, 2)
+    assert (cases["a lone edgeless graph"].num_nodes, cases["a lone edgeless graph"].num_edges) == (5, 0)
+    assert (cases["a lone 1-node graph"].num_nodes, cases["a lone 1-node graph"].num_edges) == (1, 0)
+    assert cases["a 1-node graph with a self-loop"].edge_index.tolist() == [[0], [0]]
+    iso = cases["isolated nodes"]
+    assert iso.num_edges > 0 and set(range(iso.num_nodes)) - set(iso.edge_index.ravel().tolist())
+    rep = cases["duplicate edges and self-loops"]
+    pairs = [tuple(e) for e in rep.edge_index.T.tolist()]
+    assert len(set(pairs)) < len(pairs) and any(s == d for s, d in pairs)
+    assert all(g.batch is None for name, g in cases.items() if name != "a batch of edgeless graphs")
+
+
+def test_lowering_errors(tmp_path) -> None:
+    """Refusals say what the model really uses (a sparsified GPS does not use full attention)."""
+    from gtcompress.compress.attention_graph import with_attention_topk
+
+    never = tmp_path / "never.onnx"
     with pytest.raises(ConfigError, match="unknown attention lowering 'sparse'"):
-        export_onnx(_model("gt", False), "/tmp/never.onnx", "sparse")
-    with pytest.raises(ConfigError, match="only the 'dense' lowering"):
-        export_onnx(_model("gps", False), "/tmp/never.onnx", "scatter")
+        export_onnx(_model("gt", False), never, "sparse")
+    cases = [
+        (_model("gps", False), "gps uses full attention per graph, on the per-graph padded layout"),
+        (
+            _model("graphormer", False),
+            "graphormer uses full attention per graph with shortest-path biases, on the per-graph padded layout",
+        ),
+        (
+            with_attention_topk(_model("gps", True), 4, "degree"),
+            "gps with attention_topk=4 attends over a sparsified attention graph (input edges, self-loops and each "
+            "graph's top-4 nodes by degree score) that it builds inside the model on the per-graph padded layout",
+        ),
+    ]
+    for model, uses in cases:
+        with pytest.raises(ConfigError) as info:
+            export_onnx(model, never, "plugin")
+        assert str(info.value) == f"{uses}: only the 'dense' lowering applies; got 'plugin'"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_directory_is_not_an_output_file(tmp_path) -> None:
+    with pytest.raises(ConfigError) as info:
+        export_onnx(_model("gt", False), tmp_path, "dense")
+    assert str(info.value) == f"{tmp_path}: is a directory; give the ONNX file to write, e.g. {tmp_path}/model.onnx"
+    assert list(tmp_path.iterdir()) == []
 
 
 def _sbm_like(rng) -> NumpyGraph:

@@ -1,0 +1,93 @@
+r"""The sparsified attention graph of full-attention GPS (``ModelConfig.attention_topk = k``).
+
+Its global attention runs, through the one reference sparse attention, over the set
+
+.. math::
+    \mathcal A = E \cup \{(i \to i)\} \cup \{(j \to i) : j \in \mathrm{top}_k(s, \mathrm{graph}(i))\}
+
+of unique (key → query) pairs, a subgraph of the complete per-graph graph the dense attention used.
+The key score is TEDDY's degree-based node score :math:`s_j = \bar g_j / d_j` (``"teddy"``) or the
+out-degree (``"degree"``); ties go to the node that comes first in its graph. How ``k`` and the
+score are chosen, and why, is compression's business (:mod:`gtcompress.compress.attention_graph`);
+this module only builds the graph, inside the model's forward, from ``edge_index`` and the padded
+per-graph layout the model has anyway (GPS needs it).
+
+Everything here exports to ONNX with symbolic sizes and is exact (no float tie-breaking):
+
+* the top ``k`` per graph come from each node's *rank* in its graph, counted by pairwise comparisons
+  on the padded ``[B, L, L]`` layout — the position a stable descending sort would give it — instead
+  of ``torch.sort(stable=True)``, which has no ONNX conversion, or ``topk``, whose tie order is not
+  specified in torch;
+* the pairs are a boolean ``[B, L, L]`` mask (edge counts, the diagonal and the top-k columns), so
+  each pair appears once without ``unique``, and ``nonzero`` over it in (graph, key, query) order
+  lists them sorted by (src, dst), as a sort of ``src * N + dst`` would.
+
+Both are ``O(B L^2)`` boolean work once per forward, independent of heads, layers and width: the
+order of the ``[B, L, L]`` edge-count matrix GPS's GIN layer already builds, and far below the dense
+attention it replaces (``O(B H L^2 D)`` per layer).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from gtcompress.nn.layout import DenseLayout
+from gtcompress.nn.scatter import scatter_sum
+
+__all__ = ["attention_edges", "attention_mask", "node_scores", "top_node_mask"]
+
+
+def node_scores(edge_index: Tensor, num_nodes: int, kind: str = "teddy") -> Tensor:
+    """TEDDY node score ``ḡ/d`` (see :mod:`gtcompress.preprocess.teddy`) or the degree, ``[N]`` float64
+    (float64 so that scores equal in exact arithmetic compare equal and tie-break by position)."""
+    src, dst = edge_index[0], edge_index[1]
+    ones = torch.ones(src.shape[0], dtype=torch.float64, device=src.device)
+    deg = scatter_sum(ones, src, num_nodes)
+    if kind == "degree":
+        return deg
+    inv_sqrt = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg))
+    nb = scatter_sum(inv_sqrt.index_select(0, dst), src, num_nodes)
+    return torch.where(deg > 0, nb / (deg * deg).clamp_min(1e-12), torch.zeros_like(deg))
+
+
+def top_node_mask(edge_index: Tensor, layout: DenseLayout, k: int, kind: str = "teddy") -> Tensor:
+    """``[B, L]`` bool: the slot holds one of its graph's ``k`` best-scoring nodes (all of them when the
+    graph has at most ``k``); among equal scores the node first in its graph wins, exactly as the first
+    ``k`` of a stable descending sort.
+
+    A node's rank is the number of nodes of its graph that a stable descending sort puts before it:
+    those with a higher score, and those with the same score at a lower position. Padding scores
+    ``-inf`` and ranks after every real node; it is masked out anyway."""
+    n = layout.slot.shape[0]
+    s = layout.pad(node_scores(edge_index, n, kind).unsqueeze(-1)).squeeze(-1)  # [B, L]
+    s = s.masked_fill(~layout.valid, float("-inf"))
+    pos = torch.arange(layout.max_nodes, device=s.device)
+    mine, other = s.unsqueeze(2), s.unsqueeze(1)  # [B, L (node), 1], [B, 1, L (other node)]
+    ahead = (other > mine) | ((other == mine) & (pos.view(1, 1, -1) < pos.view(1, -1, 1)))
+    rank = ahead.sum(dim=2)  # a positive axis: ONNX Runtime mishandles negative ones on empty tensors
+    return (rank < k) & layout.valid
+
+
+def attention_mask(edge_index: Tensor, batch: Tensor, layout: DenseLayout, k: int, kind: str = "teddy") -> Tensor:
+    """``[B, L, L]`` bool (query, key): the pairs of the sparsified attention graph — input edges,
+    every real node's self-loop, and from each graph's top-``k`` nodes to every real node of it."""
+    valid = layout.valid
+    length = layout.max_nodes
+    edges = layout.edge_counts(edge_index, batch) > 0  # [B, L (dst), L (src)]
+    eye = torch.eye(length, dtype=torch.bool, device=valid.device).unsqueeze(0)
+    top = top_node_mask(edge_index, layout, k, kind)
+    return edges | ((eye | top.unsqueeze(1)) & valid.unsqueeze(2))
+
+
+def attention_edges(edge_index: Tensor, batch: Tensor, layout: DenseLayout, k: int, kind: str = "teddy") -> Tensor:
+    """The sparsified attention graph ``[2, E']`` (src, dst): unique pairs, sorted by (src, dst).
+
+    The mask is read in (graph, key position, query position) order; node ids grow with the graph and
+    with the position inside it (``batch`` is sorted), so that order is the (src, dst) order."""
+    n = layout.slot.shape[0]
+    length = layout.max_nodes
+    pairs = attention_mask(edge_index, batch, layout, k, kind).transpose(1, 2).nonzero()  # [E', 3] (b, key, query)
+    row = pairs[:, 0] * length
+    node = layout.node_at_slot(n)
+    return torch.stack([node.index_select(0, row + pairs[:, 1]), node.index_select(0, row + pairs[:, 2])])

@@ -1,0 +1,76 @@
+"""``gtc export`` on the cases the reliability issue reported: ``--out`` an existing directory, and a GPS
+whose global attention ``gtc sparsify --attention-topk`` sparsified (exported, and refused for the other
+lowerings with what the model really uses). Checkpoints are saved straight from built models (no
+training); only one test exports."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner, Result
+
+from cli.main import app
+from gtcompress.checkpoint import save_checkpoint
+from gtcompress.compress.attention_graph import with_attention_topk
+from gtcompress.data.base import FeatureSpec
+from gtcompress.models import ModelConfig, build_model
+
+runner = CliRunner()
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _checkpoint(root: Path, arch: str, topk: int = 0) -> Path:
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        arch=arch, node_features=FeatureSpec("categorical", 1, [4]), out_dim=2, hidden=16, heads=2, num_layers=1
+    )
+    model = build_model(cfg).eval()
+    if topk:
+        model = with_attention_topk(model, topk).eval()
+    return save_checkpoint(root / f"{arch}-{topk}", model, {})
+
+
+def _error_line(res: Result) -> str:
+    """The one ``error: …`` line on stderr, after checking nothing else was printed and the exit code is 2."""
+    assert res.exit_code == 2, res.output
+    assert ANSI.sub("", res.stdout) == ""
+    lines = ANSI.sub("", res.stderr).splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    return lines[0].removeprefix("error: ")
+
+
+def test_out_an_existing_directory_is_one_error_line(tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path, "gt")
+    out = tmp_path / "exports"
+    out.mkdir()
+    res = runner.invoke(app, ["export", str(ckpt), "--out", str(out)], prog_name="gtc")
+    assert _error_line(res) == f"--out {out}: is a directory; give the ONNX file to write, e.g. {out}/model.onnx"
+    assert list(out.iterdir()) == []
+    below_a_file = tmp_path / "notes.txt"
+    below_a_file.write_text("")
+    res = runner.invoke(app, ["export", str(ckpt), "--out", str(below_a_file / "m.onnx")], prog_name="gtc")
+    assert _error_line(res) == f"--out {below_a_file}/m.onnx: {below_a_file} is a file, not a directory"
+
+
+@pytest.mark.parametrize("lowering", ["scatter", "padded", "plugin"])
+def test_refusals_say_what_a_sparsified_gps_uses(tmp_path: Path, lowering: str) -> None:
+    ckpt = _checkpoint(tmp_path, "gps", topk=3)
+    res = runner.invoke(app, ["export", str(ckpt), "--out", str(tmp_path / "m.onnx"), "--attention", lowering])
+    assert _error_line(res) == (
+        "gps with attention_topk=3 attends over a sparsified attention graph (input edges, self-loops and each "
+        "graph's top-3 nodes by teddy score) that it builds inside the model on the per-graph padded layout: only "
+        f"the 'dense' lowering applies; got {lowering!r}"
+    )
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_sparsified_gps_exports_verified(tmp_path: Path) -> None:
+    """Was: exit 1, ``DispatchError: No ONNX function found for aten.sort.stable``."""
+    ckpt = _checkpoint(tmp_path, "gps", topk=2)
+    out = tmp_path / "gps.onnx"
+    res = runner.invoke(app, ["export", str(ckpt), "--out", str(out)], prog_name="gtc")
+    assert res.exit_code == 0, res.output
+    assert out.is_file() and "dense" in res.stdout

@@ -1,0 +1,86 @@
+"""The sparsified GPS attention graph: the exportable construction equals the sort + unique definition."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from gtcompress.nn.layout import DenseLayout
+
+
+def _reference_edges(edge_index: Tensor, batch: Tensor, layout: DenseLayout, k: int, kind: str) -> Tensor:
+    """The definition as first written (stable sort, boolean indexing, ``unique``; not exportable)."""
+    from gtcompress.nn.attention_edges import node_scores
+
+    n = layout.slot.shape[0]
+    s = layout.pad(node_scores(edge_index, n, kind).unsqueeze(-1)).squeeze(-1)
+    s = s.masked_fill(~layout.valid, float("-inf"))
+    order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, : min(k, layout.max_nodes)]
+    valid = layout.valid.gather(1, order)
+    node_of_slot = torch.full((layout.num_rows * layout.max_nodes,), -1, dtype=torch.long)
+    node_of_slot = node_of_slot.scatter(0, layout.slot, torch.arange(n))
+    rows = torch.arange(layout.num_rows).unsqueeze(1) * layout.max_nodes
+    top = node_of_slot.index_select(0, (rows + order).reshape(-1)).view(order.shape)
+    src, ok = top.index_select(0, batch), valid.index_select(0, batch)
+    dst = torch.arange(n).unsqueeze(1).expand_as(src)
+    keys = torch.cat([edge_index[0] * n + edge_index[1], torch.arange(n) * (n + 1), (src * n + dst)[ok]])
+    uniq = torch.unique(keys)
+    return torch.stack([uniq // n, uniq % n])
+
+
+def _batch(seed: int) -> tuple[Tensor, Tensor, int]:
+    """Graphs with many tied scores (rings, stars, edgeless graphs, a 1-node graph, duplicate edges)."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = [6, 1, 4, 9, 3, 7]
+    edges, off = [], 0
+    for i, n in enumerate(sizes):
+        if i == 1 or n == 4:
+            pass  # the 1-node graph and an edgeless 4-node graph
+        elif i % 2:  # a star: every leaf ties
+            e = torch.stack([torch.zeros(n - 1, dtype=torch.long), torch.arange(1, n)])
+            edges.append(torch.cat([e, e.flip(0)], 1) + off)
+        else:  # a ring with random chords, a self-loop and a duplicate edge
+            ring = torch.stack([torch.arange(n), (torch.arange(n) + 1) % n])
+            chords = torch.randint(0, n, (2, 3), generator=g)
+            e = torch.cat([ring, ring.flip(0), chords, torch.tensor([[0, 1], [0, 2]])], 1)
+            edges.append(e + off)
+        off += n
+    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    return torch.cat(edges, 1), batch, len(sizes)
+
+
+@pytest.mark.parametrize("kind", ["teddy", "degree"])
+@pytest.mark.parametrize("k", [1, 2, 3, 64])
+def test_attention_edges_equal_the_sort_and_unique_definition(kind: str, k: int) -> None:
+    from gtcompress.nn.attention_edges import attention_edges, attention_mask
+
+    for seed in range(3):
+        ei, batch, b = _batch(seed)
+        lay = DenseLayout.from_batch(batch, b)
+        ref = _reference_edges(ei, batch, lay, k, kind)
+        got = attention_edges(ei, batch, lay, k, kind)
+        assert torch.equal(got, ref)  # same pairs, same (src, dst) order
+        assert torch.equal(attention_mask(ei, batch, lay, k, kind), lay.edge_counts(ref, batch) > 0)
+
+
+def test_edgeless_and_single_node_batches() -> None:
+    """No edge at all: self-loops plus each graph's first k nodes (every score ties at 0)."""
+    from gtcompress.nn.attention_edges import attention_edges
+
+    batch = torch.tensor([0, 0, 0, 1])
+    lay = DenseLayout.from_batch(batch, 2)
+    got = attention_edges(torch.zeros((2, 0), dtype=torch.long), batch, lay, 2)
+    assert got.tolist() == [[0, 0, 0, 1, 1, 1, 2, 3], [0, 1, 2, 0, 1, 2, 2, 3]]
+    one = torch.zeros(1, dtype=torch.long)
+    lone = DenseLayout.from_batch(one, 1)
+    assert attention_edges(torch.zeros((2, 0), dtype=torch.long), one, lone, 3).tolist() == [[0], [0]]
+
+
+def test_old_import_path_re_exports_the_model_side_construction() -> None:
+    """Models build the graph from ``gtcompress.nn`` (no import from ``compress``); the old names stay."""
+    from gtcompress.compress import attention_graph
+    from gtcompress.nn import attention_edges
+
+    for name in ("attention_edges", "attention_mask", "node_scores"):
+        assert getattr(attention_graph, name) is getattr(attention_edges, name)
