@@ -5,13 +5,24 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from gtcompress.errors import GTCompressError
+
+try:  # typer >= 0.26 parses with its own copy of click; older versions with click itself
+    from typer._click import exceptions as _click_errors
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as _click_errors  # type: ignore[no-redef]
+
+_UsageProblem = _click_errors.ClickException
+# A bare `gtc` / `gtc data` "fails" with the help text itself (click >= 8.2): that must stay as it is.
+_HelpInstead: type[Exception] | tuple[()] = getattr(_click_errors, "NoArgsIsHelpError", ())
 
 console = Console()
 err_console = Console(stderr=True)
@@ -19,22 +30,86 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def print_error(message: str) -> None:
+    """``error: MESSAGE`` as exactly one line on stderr.
+
+    Messages that quote a library (a YAML parser's caret diagram, a protobuf error) may hold line
+    breaks; they are joined, because the rule is one line per mistake, which scripts and logs rely on."""
+    one_line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    err_console.print("[bold red]error:[/]", end=" ")
+    err_console.print(one_line, markup=False, highlight=False, soft_wrap=True)
+
+
 def user_errors(fn: F) -> F:
-    """Turn a :class:`GTCompressError` (a user mistake) into ``error: …`` on stderr and exit 2."""
+    """Turn a :class:`GTCompressError` (a user mistake), or an ``OSError`` naming a file, into
+    ``error: …`` on stderr and exit 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except GTCompressError as e:
-            err_console.print("[bold red]error:[/]", end=" ")
-            err_console.print(str(e), markup=False, highlight=False, soft_wrap=True)
+            print_error(str(e))
+            raise typer.Exit(2) from None
+        except OSError as e:
+            # A file the system refused (permission denied, not a directory, disk full...): the user's
+            # to fix, and the file is named. Without a file name it is more likely a bug: traceback.
+            if e.filename is None:
+                raise
+            where = str(e.filename) + (f" -> {e.filename2}" if e.filename2 is not None else "")
+            print_error(f"{where}: {e.strerror or e}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _usage_error_line(e: Exception) -> NoReturn:
+    """Print click's parse error (unknown command/option, bad or missing value) as one ``error:`` line
+    pointing at the command's help, and exit 2 like every other user mistake."""
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    print_error(e.format_message() + hint)  # type: ignore[attr-defined]
+    raise typer.Exit(2)
+
+
+class OneLineErrorsGroup(TyperGroup):
+    """The ``gtc`` group: click's usage errors become one ``error:`` line instead of a usage block and
+    a boxed panel, so that every user mistake, ours or click's, looks and exits the same.
+
+    Errors of the top-level arguments surface in :meth:`make_context`; those of a subcommand (its
+    name, options and arguments, nested groups included) in :meth:`invoke`. ``NoArgsIsHelpError`` (a
+    bare ``gtc`` or ``gtc data``) still prints the help it stands for."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except _HelpInstead:
+            raise
+        except _UsageProblem as e:
+            _usage_error_line(e)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _HelpInstead:
+            raise
+        except _UsageProblem as e:
+            _usage_error_line(e)
+
+
+def check_checkpoint_out(out: Path) -> None:
+    """Refuse ``--out`` now, before minutes of training, when a checkpoint may not be written there
+    (a file, someone's non-empty directory, a path below a file: see ``check_checkpoint_target``)."""
+    from gtcompress.checkpoint import check_checkpoint_target
+    from gtcompress.errors import CheckpointError
+
+    try:
+        check_checkpoint_target(out)
+    except CheckpointError as e:
+        raise CheckpointError(f"--out {e}") from None
 
 
 def parse_pe(text: str) -> dict[str, int]:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import console, table, user_errors
+from cli.common import check_checkpoint_out, console, table, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -44,8 +44,11 @@ def _load(checkpoint: Path, data_root: Path | None) -> tuple[Any, dict[str, Any]
 
 
 def _save(out: Path, model: Any, meta: dict[str, Any], report: dict[str, Any], extra: dict[str, Any]) -> None:
+    """The compressed checkpoint, its report inside it: one atomic save, so no checkpoint lacks its report."""
+    import json
+
     from gtcompress.checkpoint import save_checkpoint
-    from gtcompress.io import write_json
+    from gtcompress.io import _json_default
 
     keep = {k: v for k, v in meta.items() if k in ("dataset", "train")}
     m = report["metric"]
@@ -55,8 +58,13 @@ def _save(out: Path, model: Any, meta: dict[str, Any], report: dict[str, Any], e
         "test": m["after"].get("test"),
         "params": report["cost"]["after"]["params"],
     }
-    save_checkpoint(out, model, {**keep, "metrics": metrics, "compression": report, **extra})
-    write_json(out / "compression_report.json", report)
+    report_text = json.dumps(report, indent=2, default=_json_default) + "\n"
+    save_checkpoint(
+        out,
+        model,
+        {**keep, "metrics": metrics, "compression": report, **extra},
+        files={"compression_report.json": report_text},
+    )
 
 
 def _summary(title: str, report: dict[str, Any]) -> None:
@@ -129,6 +137,7 @@ def sparsify_cmd(
         attention_topk=attention_topk,
         attention_coverage=attention_coverage,
     )
+    check_checkpoint_out(out)
     model, meta, ds = _load(checkpoint, data_root)
     res = sparsify_model(model, ds, cfg)
     _save(out, res.model, meta, res.report, {"teddy": res.transform.to_dict()})
@@ -208,6 +217,7 @@ def prune_cmd(
         cost_graphs=cost_graphs,
         seed=seed,
     )  # validated before the checkpoint is loaded; auto settings are resolved for its model
+    check_checkpoint_out(out)
     model, meta, ds = _load(checkpoint, data_root)
     res = (random_prune if random else prune_model)(model, ds, cfg)
     _save(out, res.model, meta, res.report, {})

@@ -16,9 +16,10 @@ from typing import Annotated
 import typer
 
 from cli import compress_cmds, export_cmds, runtime_cmds
-from cli.common import console, parse_pe, table, user_errors
+from cli.common import OneLineErrorsGroup, check_checkpoint_out, console, parse_pe, table, user_errors
 
 app = typer.Typer(
+    cls=OneLineErrorsGroup,
     help="gtcompress: make a trained graph transformer smaller and faster, then ship it.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -93,6 +94,8 @@ def train(
     from gtcompress.train.loop import TrainConfig
     from gtcompress.train.recipe import DataSpec, fit
 
+    check_checkpoint_out(out)
+    _check_train_options(size, hidden, heads)
     spec = DataSpec(data, str(data_root) if data_root else None, size, seed)
     overrides = {"hidden": hidden, "num_layers": layers, "heads": heads, "dropout": dropout}
     if pe is not None:
@@ -116,6 +119,20 @@ def train(
             ],
         )
     )
+
+
+def _check_train_options(size: str, hidden: int, heads: int) -> None:
+    """Option combinations the library would reject late or with advice the CLI cannot follow: a bad
+    ``--size`` (an empty split is refused by ``parse_size``), and heads that do not divide
+    ``--hidden`` (the library's "set head_dim" names no ``gtc train`` option)."""
+    from gtcompress.data import parse_size
+    from gtcompress.errors import ConfigError
+
+    parse_size(size)
+    if hidden % heads:
+        raise ConfigError(
+            f"--hidden {hidden} must be a multiple of --heads {heads} (each head gets hidden/heads channels)"
+        )
 
 
 @app.command("eval")

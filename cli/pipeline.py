@@ -82,7 +82,9 @@ def load_config(path: Path | None, overrides: list[str]) -> dict[str, Any]:
         try:
             doc = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
         except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
-            raise ConfigError(f"{path}: cannot parse ({e})") from e
+            raise ConfigError(f"{path}: cannot parse ({' '.join(str(e).split())})") from e
+        if doc is not None and not isinstance(doc, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(cfg)}), got a {type(doc).__name__}")
         for section, values in (doc or {}).items():
             _merge(cfg, section, values, str(path))
     for item in overrides:

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exporters.onnx import read_metadata
 from exporters.triton_repo import input_dims
-from gtcompress.errors import ConfigError, GTCompressError
+from gtcompress.errors import ConfigError, ModelFileError
 from gtcompress.preprocess.inputs import layout_input_base
 
 
@@ -68,6 +67,41 @@ def optimisation_profile(
     }
 
 
+def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+    """``metadata_props`` of an ONNX file that is checked to be a complete model, weights not loaded.
+
+    Every way the file can be wrong is one :class:`ModelFileError` naming it: missing, a directory,
+    unreadable, empty, not protobuf or cut short (a decode error), or decoding to something that is
+    not a model (no graph, no operator set: what a file cut between two fields decodes to). Checked
+    before TensorRT is even imported, so that a bad file is reported as such on every machine."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    p = Path(path)
+    if not p.exists():
+        raise ModelFileError(f"{p}: file does not exist")
+    if p.is_dir():
+        raise ModelFileError(f"{p}: is a directory, not an ONNX file")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ModelFileError(f"{p}: cannot be read ({e.strerror or e})") from None
+    if not data:
+        raise ModelFileError(f"{p}: not a valid ONNX model (the file is empty)")
+    try:
+        proto = onnx.load_model_from_string(data)
+    except DecodeError as e:
+        raise ModelFileError(f"{p}: not a valid ONNX model (protobuf decode failed: {e})") from None
+    if not proto.HasField("graph") or not proto.graph.node:
+        raise ModelFileError(f"{p}: not a valid ONNX model (it holds no graph)")
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    try:  # by path when weights live in other files: the checker then looks for those too
+        onnx.checker.check_model(str(p) if external else proto)
+    except (onnx.checker.ValidationError, ValueError) as e:
+        raise ModelFileError(f"{p}: not a valid ONNX model ({e})") from None
+    return {prop.key: prop.value for prop in proto.metadata_props}
+
+
 def build_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
@@ -78,11 +112,22 @@ def build_engine(
     timing_cache: str | Path | None = None,
     workspace_gib: float = 4.0,
 ) -> Path:
-    """Parse the ONNX file, register our plugin, build and write a serialized engine."""
-    meta = read_metadata(onnx_path)
+    """Parse the ONNX file, register our plugin, build and write a serialized engine.
+
+    What the user can get wrong is checked first, in this order: the file (:func:`read_onnx_metadata`),
+    its gtcompress metadata, the profile ranges; only then is TensorRT imported
+    (``TensorRTNotAvailableError``, an ``ImportError``, when it is missing)."""
+    meta = read_onnx_metadata(onnx_path)
     if "input_spec" not in meta:
-        raise GTCompressError(f"{onnx_path}: no gtcompress input_spec in metadata (export it with gtc export)")
-    spec = json.loads(meta["input_spec"])
+        raise ModelFileError(
+            f"{onnx_path}: no gtcompress input_spec in its metadata (export the checkpoint with gtc export)"
+        )
+    try:
+        spec = json.loads(meta["input_spec"])
+        plugin = spec["lowering"] == "plugin"
+        input_dims(spec)  # every input named, with a known layout
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ModelFileError(f"{onnx_path}: its gtcompress input_spec is malformed ({e!r}); export it again") from None
     shapes = optimisation_profile(spec, lo, opt, hi)
     from gtcompress.io import write_json
     from trt_plugins.engine import build_serialized_engine
@@ -94,7 +139,7 @@ def build_engine(
         fp16=fp16,
         timing_cache=timing_cache,
         workspace_bytes=int(workspace_gib * (1 << 30)),
-        plugin=spec["lowering"] == "plugin",
+        plugin=plugin,
     )
     # A .plan carries no metadata: the ONNX file's travels next to it (runtime.spec.plan_metadata).
     write_json(path.with_name(path.name + ".json"), meta)

@@ -2,8 +2,15 @@
 
 ``config.json`` holds the model config, the dataset spec it was trained on, training settings,
 metrics and (after compression) the compression report, plus the SHA-256 of the weights so a
-weights file from another run is caught. The directory is written to a temporary sibling and
-renamed into place, so an interrupted save leaves the previous checkpoint (or nothing).
+weights file from another run is caught.
+
+Saving is atomic: the directory is written to a temporary sibling ``.NAME.tmp-PID-…`` and renamed into
+place. An existing checkpoint cannot be renamed over (a non-empty directory), so it is first renamed
+aside to ``.NAME.old-PID``, removed once the new one is in place and renamed back if that fails. A
+process killed between the two renames leaves the aside as the only copy, so the next save restores
+it (when the checkpoint is missing) or removes it, once that PID is no longer running. Only a
+checkpoint directory (or an empty one) is ever replaced: a file or another directory at the target is
+the user's and an error.
 """
 
 from __future__ import annotations
@@ -11,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from gtcompress import __version__
 from gtcompress.errors import CheckpointError
+from gtcompress.io import pid_running
 from gtcompress.models.config import ModelConfig
 from gtcompress.models.model import GraphModel, build_model
 
@@ -40,11 +50,61 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: GraphModel, meta: dict[str, Any] | None = None) -> Path:
-    """Write ``path/{model.safetensors,config.json}`` atomically; ``meta`` is stored alongside."""
+def is_checkpoint_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a directory whose ``config.json`` says it is a gtcompress checkpoint."""
+    cfg = Path(path) / CONFIG
+    try:
+        return Path(path).is_dir() and json.loads(cfg.read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_checkpoint_target(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`CheckpointError` unless a checkpoint may be written to ``path``.
+
+    Allowed: a path that does not exist (below directories, existing or not), an empty directory and
+    an existing checkpoint (overwritten). Refused, before any work that would be lost: a file, a
+    non-empty directory that is not a checkpoint (someone's data), a path below a file. Cheap, so
+    commands call it before training and :func:`save_checkpoint` calls it again before writing."""
     target = Path(path)
+    if target.is_symlink() and not target.exists():
+        raise CheckpointError(f"{target}: is a broken symbolic link; refusing to replace it")
+    if target.exists():
+        if not target.is_dir():
+            raise CheckpointError(f"{target}: exists and is a file, not a checkpoint directory; refusing to replace it")
+        if any(target.iterdir()) and not is_checkpoint_dir(target):
+            raise CheckpointError(
+                f"{target}: exists and is not a gtcompress checkpoint (a non-empty directory with no checkpoint "
+                f"{CONFIG}); refusing to replace it"
+            )
+    # The temporary directory and the renames happen in the parent: the nearest existing ancestor
+    # must be a directory we may write to.
+    existing = next(p for p in target.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise CheckpointError(f"{target}: cannot be created, {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{target}: cannot be written, {existing} is not writable")
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: GraphModel,
+    meta: dict[str, Any] | None = None,
+    files: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``path/{model.safetensors,config.json}`` atomically; ``meta`` is stored alongside.
+
+    ``files`` (name → text) are written into the same directory before it is renamed into place, so
+    a report that belongs to the checkpoint is never missing from it. See the module docstring for
+    what may be replaced and how a save interrupted at any point is recovered."""
+    target = Path(path)
+    reserved = sorted(set(files or ()) & {CONFIG, WEIGHTS})
+    if reserved or any(Path(name).name != name for name in files or ()):
+        raise CheckpointError(f"extra checkpoint files must be plain names other than {CONFIG}, {WEIGHTS} (reserved)")
+    check_checkpoint_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    _recover_dead_saves(target)
+    tmp = _make_temp_dir(target)
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS))
@@ -58,17 +118,71 @@ def save_checkpoint(path: str | os.PathLike[str], model: GraphModel, meta: dict[
             "weights_sha256": _sha256(tmp / WEIGHTS),
         }
         (tmp / CONFIG).write_text(json.dumps(doc, indent=2, default=str) + "\n")
-        backup = None
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, backup)
-        os.replace(tmp, target)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text)
+        check_checkpoint_target(target)  # again: the target may have changed while we wrote
+        _swap_into_place(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _make_temp_dir(target: Path) -> Path:
+    """``.NAME.tmp-PID-RANDOM`` next to ``target``, with the umask's permissions (``mkdtemp`` would
+    give 0700, and the renamed checkpoint would be unreadable to everyone else); the PID lets a later
+    save tell a dead process's leftover from a running save's."""
+    while True:
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            tmp.mkdir()
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` to ``target``; an existing ``target`` goes aside first and comes back on failure."""
+    aside = None
+    if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
+        target.rmdir()  # an empty directory holds nothing to restore
+    elif target.exists() or target.is_symlink():
+        aside = target.with_name(f".{target.name}.old-{os.getpid()}")
+        _remove(aside)
+        os.replace(target, aside)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if aside is not None:
+            os.replace(aside, target)
+        raise
+    if aside is not None:
+        _remove(aside)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def _recover_dead_saves(target: Path) -> None:
+    """Clean up after saves to ``target`` whose process died: temporary directories are removed; an
+    aside is renamed back when ``target`` is missing (it is the last complete checkpoint), else removed."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(old|tmp)-(\d+)(-[0-9a-f]+)?")
+    for leftover in sorted(target.parent.iterdir()):
+        m = pattern.fullmatch(leftover.name)
+        if m is None or pid_running(int(m.group(2))):
+            continue
+        kind, suffix = m.group(1), m.group(3)
+        if kind == "old" and suffix is None:
+            if target.exists() or target.is_symlink():
+                _remove(leftover)
+            else:
+                os.replace(leftover, target)
+        elif kind == "tmp" and suffix is not None:
+            _remove(leftover)
 
 
 def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -79,6 +193,10 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     cfg_path = root / CONFIG
     if not root.exists():
         raise CheckpointError(f"{root}: checkpoint directory does not exist")
+    if not root.is_dir():
+        raise CheckpointError(
+            f"{root}: not a checkpoint directory (a checkpoint is a directory with {CONFIG} and {WEIGHTS})"
+        )
     if not cfg_path.is_file():
         raise CheckpointError(f"{cfg_path}: missing (a checkpoint is a directory with {CONFIG} and {WEIGHTS})")
     try:
@@ -103,6 +221,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[GraphModel, dict[str,
     weights = root / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing")
+    # Read before hashing: a truncated or corrupt file is "unreadable", not "from another run".
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({e})") from e
     if doc.get("weights_sha256") and doc["weights_sha256"] != _sha256(weights):
         raise CheckpointError(f"{weights}: SHA-256 does not match {root / CONFIG} (weights from another run?)")
     try:
@@ -110,10 +233,6 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[GraphModel, dict[str,
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{root / CONFIG}: invalid model config ({e})") from e
     model = build_model(config)
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{weights}: unreadable safetensors file ({e})") from e
     check_state_dict(model, state, str(weights))
     model.load_state_dict(state, strict=True)
     model.eval()

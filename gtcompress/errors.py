@@ -25,3 +25,7 @@ class UnsupportedModelError(GTCompressError):
 
 class ConfigError(GTCompressError, ValueError):
     """An option or configuration value is invalid (names the option and the accepted values)."""
+
+
+class ModelFileError(GTCompressError):
+    """A model file given as input (ONNX, engine) is missing, unreadable, truncated or not a model."""

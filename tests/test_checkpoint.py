@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,11 +84,20 @@ def test_weights_from_another_run_are_caught(tmp_path) -> None:
         load_checkpoint(path)
 
 
+def test_truncated_weights_are_unreadable_not_from_another_run(tmp_path) -> None:
+    path = save_checkpoint(tmp_path / "ckpt", _model())
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: unreadable safetensors file \(.*header"):
+        load_checkpoint(path)
+
+
 @pytest.mark.parametrize(
     ("setup", "match"),
     [
         (lambda p: None, "checkpoint directory does not exist"),
         (lambda p: p.mkdir(), "config.json: missing"),
+        (lambda p: p.write_text("weights?"), "ckpt: not a checkpoint directory"),
         (lambda p: (p.mkdir(), (p / "config.json").write_text("{")), "not valid JSON"),
         (
             lambda p: (p.mkdir(), (p / "config.json").write_text('{"format": "x"}')),
@@ -109,3 +119,132 @@ def test_meta_copied_from_a_parent_cannot_override_reserved_keys(tmp_path) -> No
     save_checkpoint(tmp_path / "child", child, {**meta, "note": "derived"})
     loaded, child_meta = load_checkpoint(tmp_path / "child")  # sha and config are the child's own
     assert loaded.config.dropout == 0.2 and child_meta["note"] == "derived"
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited (and been reaped), as a crashed save's would be."""
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _siblings(path) -> list[str]:
+    return sorted(p.name for p in path.parent.iterdir())
+
+
+def test_save_refuses_to_replace_a_file(tmp_path) -> None:
+    target = tmp_path / "ckpt"
+    target.write_text("precious")
+    with pytest.raises(CheckpointError, match=r"ckpt: exists and is a file, not a checkpoint directory"):
+        save_checkpoint(target, _model())
+    assert target.read_text() == "precious" and _siblings(target) == ["ckpt"]
+
+
+def test_save_refuses_to_replace_a_directory_that_is_not_a_checkpoint(tmp_path) -> None:
+    target = tmp_path / "results"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match=r"results: exists and is not a gtcompress checkpoint"):
+        save_checkpoint(target, _model())
+    assert [p.name for p in target.iterdir()] == ["notes.txt"] and _siblings(target) == ["results"]
+
+
+def test_save_refuses_a_path_below_a_file(tmp_path) -> None:
+    (tmp_path / "runs").write_text("x")
+    with pytest.raises(CheckpointError, match=r"runs/ckpt: cannot be created, .*runs is a file"):
+        save_checkpoint(tmp_path / "runs" / "ckpt", _model())
+
+
+def test_save_into_an_empty_directory_is_allowed(tmp_path) -> None:
+    (tmp_path / "ckpt").mkdir()
+    save_checkpoint(tmp_path / "ckpt", _model(), {"round": 1})
+    assert read_checkpoint_meta(tmp_path / "ckpt")["round"] == 1 and _siblings(tmp_path / "ckpt") == ["ckpt"]
+
+
+def test_checkpoint_directory_follows_the_umask(tmp_path) -> None:
+    """Not the 0700 of a ``mkdtemp`` directory: a checkpoint is as readable as any file the user writes."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "ckpt", _model())
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o755
+
+
+def test_failed_swap_restores_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
+    """The old directory is renamed aside before the new one moves in; if that move fails, the old one
+    goes back and neither the aside nor the temporary directory is left behind."""
+    import gtcompress.checkpoint as ckpt_mod
+
+    target = save_checkpoint(tmp_path / "ckpt", _model(), {"round": 1})
+    real_replace = ckpt_mod.os.replace
+
+    def replace(src, dst) -> None:
+        if Path(dst) == target and ".old-" not in str(src):  # the new directory moving in
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt_mod.os, "replace", replace)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(target, _model(), {"round": 2})
+    assert read_checkpoint_meta(target)["round"] == 1 and _siblings(target) == ["ckpt"]
+
+
+def test_stale_leftovers_of_a_dead_save_are_cleaned(tmp_path) -> None:
+    """A save killed between its two renames leaves ``.NAME.old-PID`` (and maybe ``.NAME.tmp-PID-…``);
+    the next save removes them when that process is gone."""
+    target = save_checkpoint(tmp_path / "ckpt", _model(), {"round": 1})
+    pid = _dead_pid()
+    save_checkpoint(tmp_path / "scratch", _model())
+    (tmp_path / "scratch").rename(tmp_path / f".ckpt.old-{pid}")
+    (tmp_path / f".ckpt.tmp-{pid}-abcd").mkdir()
+    save_checkpoint(target, _model(), {"round": 2})
+    assert read_checkpoint_meta(target)["round"] == 2 and _siblings(target) == ["ckpt"]
+
+
+def test_a_dead_saves_aside_is_restored_when_the_checkpoint_is_gone(tmp_path, monkeypatch) -> None:
+    """Killed between the renames, the old checkpoint exists only as the aside: the next save puts it
+    back first, so that a failure of that save too still leaves the old checkpoint in place."""
+    import gtcompress.checkpoint as ckpt_mod
+
+    target = save_checkpoint(tmp_path / "ckpt", _model(), {"round": 1})
+    target.rename(tmp_path / f".ckpt.old-{_dead_pid()}")
+
+    def full_disk(*a, **k) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt_mod, "save_file", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(target, _model(), {"round": 2})
+    assert read_checkpoint_meta(target)["round"] == 1 and _siblings(target) == ["ckpt"]
+
+
+def test_a_running_saves_aside_is_left_alone(tmp_path) -> None:
+    """Another live process's aside may be the only copy of its checkpoint mid-swap: not ours to delete."""
+    import os
+
+    aside = tmp_path / f".ckpt.old-{os.getppid()}"
+    aside.mkdir()
+    save_checkpoint(tmp_path / "ckpt", _model())
+    assert aside.is_dir()
+
+
+def test_extra_files_are_part_of_the_atomic_save(tmp_path) -> None:
+    path = save_checkpoint(tmp_path / "ckpt", _model(), files={"compression_report.json": '{"a": 1}\n'})
+    assert json.loads((path / "compression_report.json").read_text()) == {"a": 1}
+    with pytest.raises(CheckpointError, match="reserved"):
+        save_checkpoint(tmp_path / "other", _model(), files={"config.json": "{}"})
+
+
+def test_save_refuses_a_directory_it_cannot_write_to(tmp_path, monkeypatch) -> None:
+    """Checked up front (commands call it before training), not found out by the final rename."""
+    import gtcompress.checkpoint as ckpt_mod
+
+    monkeypatch.setattr(ckpt_mod.os, "access", lambda path, mode: Path(path) != tmp_path)
+    with pytest.raises(CheckpointError, match=r"runs/ckpt: cannot be written, .* is not writable"):
+        save_checkpoint(tmp_path / "runs" / "ckpt", _model())
+    assert list(tmp_path.iterdir()) == []

@@ -74,6 +74,8 @@ def parse_size(size: str) -> tuple[str, tuple[int, int, int] | None]:
     parts = [p.strip() for p in text.split(",")]
     if len(parts) == 3 and all(p.isdigit() for p in parts):
         a, b, c = (int(p) for p in parts)
+        if min(a, b, c) < 1:  # an empty split trains, validates or tests nothing: say so here, not later
+            raise GTCompressError(f"size {size!r}: every split needs at least one graph (TRAIN,VAL,TEST >= 1)")
         return "custom", (a, b, c)
     raise GTCompressError(f"size must be 'small', 'full' or 'TRAIN,VAL,TEST' graph counts, got {size!r}")
 

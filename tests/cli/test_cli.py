@@ -95,3 +95,43 @@ def test_passive_openmp_only_on_a_busy_machine(monkeypatch, load: float, busy: b
 
     monkeypatch.setattr(cli.os, "getloadavg", lambda: (load, 0.0, 0.0))
     assert cli._busy_machine() is busy
+
+
+def test_train_may_overwrite_a_checkpoint_and_leaves_nothing_beside_it(tmp_path: Path) -> None:
+    """--out naming an existing checkpoint replaces it (as it always has); no ``.ckpt.old-PID`` or
+    temporary directory is left next to it."""
+    runs = tmp_path / "runs"
+    args = ["train", "--size", "10,5,5", "--hidden", "16", "--layers", "1", "--heads", "2", "--epochs", "1"]
+    for seed in ("0", "1"):
+        res = _run(*args, "--seed", seed, "--out", str(runs / "ckpt"))
+        assert res.exit_code == 0, res.output
+    assert [p.name for p in runs.iterdir()] == ["ckpt"]
+    assert json.loads((runs / "ckpt" / "config.json").read_text())["train"]["seed"] == 1
+
+
+@pytest.mark.parametrize(("args", "listed"), [((), "pipeline"), (("data",), "generate")])
+def test_no_arguments_still_print_the_help(args: tuple[str, ...], listed: str) -> None:
+    """The one-line usage errors (cli.common.OneLineErrorsGroup) leave click's "no arguments: help" alone."""
+    res = _run(*args)
+    assert "Usage:" in res.output and listed in res.output
+    assert "error:" not in res.output
+
+
+def test_os_errors_naming_a_file_are_one_line_others_are_bugs() -> None:
+    """Permission denied, not a directory, disk full on a named file: the user's to fix, one line.
+    An OSError without a file name stays a traceback: nothing tells the user what to fix."""
+    import typer
+
+    from cli.common import user_errors
+
+    mini = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+    @mini.command()
+    @user_errors
+    def write(named: bool = True) -> None:
+        raise PermissionError(13, "Permission denied", "/srv/models/m.onnx") if named else OSError(5, "I/O error")
+
+    res = runner.invoke(mini, [])
+    assert res.exit_code == 2 and res.stderr == "error: /srv/models/m.onnx: Permission denied\n"
+    res = runner.invoke(mini, ["--no-named"])
+    assert res.exit_code == 1 and isinstance(res.exception, OSError)

@@ -1,0 +1,412 @@
+"""A catalogue of user mistakes on every ``gtc`` command: each is exactly one ``error: …`` line on
+stderr, nothing on stdout, exit code 2 and no traceback.
+
+The rule is the project's (``cli/common.py``): a mistake the user can fix is one sentence naming the
+file or option and what was expected. The cases run through the real ``gtc`` app (``cli.main.app``)
+with typer's ``CliRunner``; they share one tiny checkpoint (1 epoch on 12 CLUSTER graphs) and a few
+hand-made files (ONNX models built with ``onnx.helper``, not exported). No case trains, exports or
+serves; one profiles the tiny checkpoint for a few milliseconds. The module runs in about 10 s.
+
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from typer.testing import CliRunner, Result
+
+from cli.main import app
+from gtcompress.checkpoint import save_checkpoint
+from gtcompress.train.loop import TrainConfig
+from gtcompress.train.recipe import DataSpec, fit
+
+runner = CliRunner()
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+# What `gtc export` writes for a GT on CLUSTER (dense lowering), enough for `gtc build` to size a profile.
+INPUT_SPEC = {
+    "arch": "gt",
+    "task_level": "node",
+    "lowering": "dense",
+    "global_attention": False,
+    "pe": {"lap": 8},
+    "x": {"dtype": "int64", "kind": "categorical", "dim": 1, "cardinalities": [7]},
+    "edge_attr": None,
+    "output": {"name": "output", "dim": 6, "per": "node"},
+    "packed": True,
+    "inputs": ["x", "edge_index", "batch", "node_counts", "pe_lap", "node_slot", "pad_mask"],
+}
+
+
+def _onnx_model(metadata: dict[str, str]) -> onnx.ModelProto:
+    """A valid ONNX model (``y = x + w``) with 256 weights, so that cutting it in half cuts a tensor."""
+    w = numpy_helper.from_array(np.arange(256, dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["output"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [256])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [256])],
+        [w],
+    )
+    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 18)])
+    helper.set_model_props(model, metadata)
+    return model
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Every file and directory the cases name, by placeholder (``{ckpt}``, ``{truncated_onnx}``...)."""
+    root = tmp_path_factory.mktemp("catalogue")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GTCOMPRESS_CACHE", str(root / "cache"))
+    res = fit(
+        DataSpec("cluster", size="12,6,6", seed=0),
+        "gt",
+        {"hidden": 16, "num_layers": 1, "heads": 2, "pe": {"rwse": 4}},
+        TrainConfig(epochs=1, batch_size=6),
+        show_progress=False,
+    )
+    ckpt = save_checkpoint(root / "ckpt", res.model, res.meta)
+    mp.undo()
+
+    (root / "file.txt").write_text("not a checkpoint\n")
+    (root / "empty_dir").mkdir()
+    (root / "junk_dir").mkdir()
+    (root / "junk_dir" / "notes.txt").write_text("mine\n")
+    (root / "other_format").mkdir()
+    (root / "other_format" / "config.json").write_text('{"format": "something-else"}')
+    (root / "bad_json").mkdir()
+    (root / "bad_json" / "config.json").write_text('{"format": "gtcompress-checkpoint", "model"')
+    shutil.copytree(ckpt, root / "truncated_weights")
+    weights = root / "truncated_weights" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])
+
+    onnx.save(_onnx_model({"input_spec": json.dumps(INPUT_SPEC)}), root / "spec.onnx")
+    onnx.save(_onnx_model({}), root / "nospec.onnx")
+    onnx.save(_onnx_model({"input_spec": '{"lowering": "dense"'}), root / "badspec.onnx")
+    data = (root / "spec.onnx").read_bytes()
+    (root / "truncated.onnx").write_bytes(data[: len(data) // 2])
+    (root / "empty.onnx").write_bytes(b"")
+    (root / "text.onnx").write_text("not a model\n")
+    (root / "bad.yaml").write_text("prune: [1,\n  2\n x: {\n")
+    (root / "list.yaml").write_text("- prune\n- export\n")
+    names = {p.name.replace(".", "_"): str(p) for p in root.iterdir()}
+    return {**names, "root": str(root), "missing": str(root / "missing")}
+
+
+@dataclass(frozen=True)
+class Case:
+    """``gtc ARGS`` and its one error line: an exact text, or a regular expression it must match in full."""
+
+    args: str
+    error: str
+    regex: bool = False
+
+
+def _case(args: str, error: str, *, regex: bool = False, xfail: str | None = None):  # type: ignore[no-untyped-def]
+    marks = [pytest.mark.xfail(reason=xfail, strict=True)] if xfail else []
+    return pytest.param(Case(args, error, regex), id=args.replace("{", "").replace("}", ""), marks=marks)
+
+
+NOT_A_CKPT = "(a checkpoint is a directory with config.json and model.safetensors)"
+NO_TRT = "TensorRT is not installed (the Python package 'tensorrt' cannot be imported). Install it with "
+
+CASES = [
+    # the command line itself (click's parsing, made one line by cli.common.OneLineErrorsGroup)
+    _case("nosuchcommand", "No such command 'nosuchcommand'. (see 'gtc --help')"),
+    _case("data frobnicate", "No such command 'frobnicate'. (see 'gtc data --help')"),
+    _case("train --bogus-option", "No such option: --bogus-option (see 'gtc train --help')"),
+    _case(
+        "train --epochs 0",
+        "Invalid value for '--epochs': Input should be greater than or equal to 1 (see 'gtc train --help')",
+    ),
+    _case(
+        "train --dropout 1.5",
+        "Invalid value for '--dropout': Input should be less than or equal to 0.9 (see 'gtc train --help')",
+    ),
+    _case(
+        "train --data tu:NCI1 --data-root {file_txt}",
+        "Invalid value for '--data-root': dir '{file_txt}' is a file. (see 'gtc train --help')",
+    ),
+    _case(
+        "data generate cluster --seed x",
+        "Invalid value for '--seed': Input should be a valid integer, unable to parse string as an integer "
+        "(see 'gtc data generate --help')",
+    ),
+    _case("eval", r"Missing argument '(checkpoint|CHECKPOINT)'\. \(see 'gtc eval --help'\)", regex=True),
+    _case(
+        "serve {spec_onnx} --port 70000",
+        "Invalid value for '--port': Input should be less than or equal to 65535 (see 'gtc serve --help')",
+    ),
+    _case(
+        "profile {spec_onnx} --iterations 1",
+        "Invalid value for '--iterations': Input should be greater than or equal to 2 (see 'gtc profile --help')",
+    ),
+    # train
+    _case(
+        "train --data nope --epochs 1 --out {root}/t",
+        "unknown dataset 'nope'; valid names: pattern, cluster, csl, molhiv, tu:<NAME>, ogb:<NAME>",
+    ),
+    _case(
+        "train --arch bert --size 10,5,5 --epochs 1 --out {root}/t",
+        "unknown arch 'bert'; expected one of gt, gps, graphormer",
+    ),
+    _case(
+        "train --pe lap8 --epochs 1 --out {root}/t",
+        "--pe: expected entries like 'lap:8' or 'rwse:20' (comma-separated), got 'lap8'",
+    ),
+    _case(
+        "train --size big --out {root}/t", "size must be 'small', 'full' or 'TRAIN,VAL,TEST' graph counts, got 'big'"
+    ),
+    _case(
+        "train --size 5,0,5 --epochs 1 --out {root}/t",
+        "size '5,0,5': every split needs at least one graph (TRAIN,VAL,TEST >= 1)",
+    ),
+    _case(
+        "train --hidden 30 --heads 4 --size 10,5,5 --epochs 1 --out {root}/t",
+        "--hidden 30 must be a multiple of --heads 4 (each head gets hidden/heads channels)",
+    ),
+    _case(
+        "train --data tu:NOPE --data-root {junk_dir} --epochs 1 --out {root}/t",
+        "TU dataset folder not found: {junk_dir}/NOPE (nor {junk_dir}/TU/NOPE)",
+    ),
+    _case(
+        "train --epochs 1 --out {file_txt}",
+        "--out {file_txt}: exists and is a file, not a checkpoint directory; refusing to replace it",
+    ),
+    _case(
+        "train --epochs 1 --out {junk_dir}",
+        "--out {junk_dir}: exists and is not a gtcompress checkpoint (a non-empty directory with no checkpoint "
+        "config.json); refusing to replace it",
+    ),
+    _case(
+        "train --epochs 1 --out {file_txt}/run",
+        "--out {file_txt}/run: cannot be created, {file_txt} is a file",
+    ),
+    # eval, info
+    _case("eval {missing}", "{missing}: checkpoint directory does not exist"),
+    _case("eval {file_txt}", f"{{file_txt}}: not a checkpoint directory {NOT_A_CKPT}"),
+    _case("eval {ckpt} --split bogus", "unknown split 'bogus'; this dataset has train, val, test"),
+    _case(
+        "eval {ckpt} --data mnist",
+        "unknown dataset 'mnist'; valid names: pattern, cluster, csl, molhiv, tu:<NAME>, ogb:<NAME>",
+    ),
+    _case(
+        "eval {bad_json}",
+        "{bad_json}/config.json: not valid JSON (Expecting ':' delimiter: line 1 column 44 (char 43))",
+    ),
+    _case(
+        "eval {truncated_weights}",
+        r"{truncated_weights}/model\.safetensors: unreadable safetensors file \(.+\)",
+        regex=True,
+    ),
+    _case("info {empty_dir}", f"{{empty_dir}}/config.json: missing {NOT_A_CKPT}"),
+    _case("info {other_format}", "{other_format}/config.json: not a gtcompress checkpoint (format='something-else')"),
+    # sparsify
+    _case("sparsify {ckpt}", "nothing to do: give --edges, --weights and/or --attention-topk"),
+    _case("sparsify {ckpt} --edges 1.5", "--edges must lie in [0, 1) (fraction of edges removed), got 1.5"),
+    _case("sparsify {ckpt} --weights -0.1", "--weights must lie in [0, 1) (fraction of weights zeroed), got -0.1"),
+    _case(
+        "sparsify {ckpt} --attention-topk 3",
+        "GT attention already runs over the input edges only: sparsify those with --edges instead",
+    ),
+    _case(
+        "sparsify {ckpt} --edges 0.3 --out {file_txt}",
+        "--out {file_txt}: exists and is a file, not a checkpoint directory; refusing to replace it",
+    ),
+    # prune
+    _case("prune {ckpt}", "no budget: give --target-flops or per-axis --keep ratios"),
+    _case("prune {ckpt} --target-flops 1.2", "--target-flops must lie in (0, 1) (fraction of FLOPs kept), got 1.2"),
+    _case(
+        "prune {ckpt} --target-flops 0.4 --axes heads,neurons",
+        "unknown axis 'neurons'; expected some of tokens, heads, layers, ffn, weights, auto",
+    ),
+    _case(
+        "prune {ckpt} --keep heads=abc", "--keep: expected entries like heads=0.5 (comma-separated), got 'heads=abc'"
+    ),
+    _case(
+        "prune {ckpt} --target-flops 0.5 --keep heads=0.5",
+        "give either --target-flops or per-axis --keep ratios (heads/ffn/layers), not both",
+    ),
+    _case(
+        "prune {ckpt} --target-flops 0.5 --allocation even",
+        "allocation 'even': expected auto, uniform or global",
+    ),
+    _case(
+        "prune {ckpt} --target-flops 0.01 --axes heads --epochs 0",
+        r"target 0\.010 of the FLOPs is impossible with axes heads: the least reachable is 0\.\d+ \(.+\)",
+        regex=True,
+    ),
+    _case(
+        "prune {ckpt} --target-flops 0.5 --out {junk_dir}",
+        "--out {junk_dir}: exists and is not a gtcompress checkpoint (a non-empty directory with no checkpoint "
+        "config.json); refusing to replace it",
+    ),
+    # export
+    _case("export {missing}", "{missing}: checkpoint directory does not exist"),
+    _case("export {file_txt}", f"{{file_txt}}: not a checkpoint directory {NOT_A_CKPT}"),
+    _case(
+        "export {ckpt} --attention bogus --out {root}/x.onnx",
+        "unknown attention lowering 'bogus'; expected auto, scatter, padded, dense, plugin",
+    ),
+    # build: the paths, the ONNX file and the profile are all checked before TensorRT is needed
+    _case(
+        "build {truncated_onnx}",
+        r"{truncated_onnx}: not a valid ONNX model \(protobuf decode failed: .+\)",
+        regex=True,
+    ),
+    _case("build {text_onnx}", r"{text_onnx}: not a valid ONNX model \(protobuf decode failed: .+\)", regex=True),
+    _case("build {empty_onnx}", "{empty_onnx}: not a valid ONNX model (the file is empty)"),
+    _case("build {missing}.onnx", "{missing}.onnx: file does not exist"),
+    _case("build {junk_dir}", "{junk_dir}: is a directory, not an ONNX file"),
+    _case(
+        "build {nospec_onnx}",
+        "{nospec_onnx}: no gtcompress input_spec in its metadata (export the checkpoint with gtc export)",
+    ),
+    _case(
+        "build {badspec_onnx}",
+        r"{badspec_onnx}: its gtcompress input_spec is malformed \(JSONDecodeError\(.+\)\); export it again",
+        regex=True,
+    ),
+    _case(
+        "build {spec_onnx} --min-nodes 10 --opt-nodes 5",
+        "profile nodes: need 1 <= min <= opt <= max, got 10, 5, 65536",
+    ),
+    _case(
+        "build {spec_onnx} --out {junk_dir}",
+        "--out {junk_dir}: is a directory; give the engine file to write, e.g. {junk_dir}/model.plan",
+    ),
+    _case(
+        "build {spec_onnx} --out {spec_onnx}",
+        "--out {spec_onnx}: is the ONNX file itself; the engine needs another name, e.g. model.plan",
+    ),
+    _case(
+        "build {spec_onnx} --max-in-degree 0",
+        "Invalid value for '--max-in-degree': Input should be greater than or equal to 1 (see 'gtc build --help')",
+    ),
+    _case(
+        "build {spec_onnx} --timing-cache {junk_dir}",
+        "--timing-cache {junk_dir}: is a directory; give a file (read if present, written after the build)",
+    ),
+    # profile
+    _case("profile {missing}.onnx", "model file does not exist: {missing}.onnx"),
+    _case("profile {spec_onnx} --threads 1,x", "--threads: expected comma-separated positive integers, got '1,x'"),
+    _case("profile {spec_onnx} --names a,b", "--names: 2 labels for 1 models"),
+    _case(
+        "profile {ckpt} --device cpu --out {file_txt} --sizes 8 --batch-sizes 1 --threads 1 --iterations 2 "
+        "--warmup 0 --no-isolate --no-op-profile",
+        "--out {file_txt}: exists and is not a directory (the report is a folder)",
+    ),
+    _case(
+        "profile {spec_onnx} --cuda-graphs",
+        "--cuda-graphs needs --device cuda (CUDA graphs replay on a GPU only); got no --device",
+    ),
+    # serve
+    _case("serve {missing}.onnx", "model file does not exist: {missing}.onnx"),
+    _case("serve {spec_onnx} --name 'bad name'", "--name 'bad name': use letters, digits, '_', '-' and '.' only"),
+    _case(
+        "serve {truncated_onnx}",
+        r"{truncated_onnx}: ONNX Runtime cannot load it: .*INVALID_PROTOBUF.*",
+        regex=True,
+    ),
+    # data
+    _case("data generate mnist", "unknown generated dataset 'mnist'; expected pattern, cluster or csl"),
+    _case(
+        "data generate cluster --size 4,0,4", "size '4,0,4': every split needs at least one graph (TRAIN,VAL,TEST >= 1)"
+    ),
+    _case(
+        "data generate cluster --size big", "size must be 'small', 'full' or 'TRAIN,VAL,TEST' graph counts, got 'big'"
+    ),
+    # pipeline (configuration errors, before any stage runs)
+    _case(
+        "pipeline --set prune.budget=0.5 --out {root}/run",
+        r"--set prune\.budget=0\.5: unknown key prune\.budget; expected one of budgets, .+",
+        regex=True,
+    ),
+    _case(
+        "pipeline --set noequals --out {root}/run",
+        "--set 'noequals': expected SECTION.KEY=VALUE, e.g. prune.budgets=[0.5,0.3]",
+    ),
+    _case("pipeline --config {missing}.yaml --out {root}/run", "{missing}.yaml: config file not found"),
+    _case("pipeline --config {bad_yaml} --out {root}/run", r"{bad_yaml}: cannot parse \(.+\)", regex=True),
+    _case(
+        "pipeline --config {list_yaml} --out {root}/run",
+        "{list_yaml}: expected a mapping of sections (data, train, control, sparsify, prune, export, tensorrt, "
+        "profile, triton), got a list",
+    ),
+]
+
+
+def _invoke(args: str, paths: dict[str, str]) -> Result:
+    import shlex
+
+    return runner.invoke(app, shlex.split(args.format(**paths)), prog_name="gtc")
+
+
+def _the_error_line(res: Result) -> str:
+    """The one ``error: …`` line the command printed, after checking it printed nothing else."""
+    out, err = ANSI.sub("", res.stdout), ANSI.sub("", res.stderr)
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert res.exit_code == 2, res.output
+    assert out == "", f"stdout should be empty, got {out!r}"
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0].removeprefix("error: ")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_user_mistake_is_one_error_line(case: Case, paths: dict[str, str], tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("GTCOMPRESS_CACHE", str(Path(paths["root"]) / "cache"))
+    monkeypatch.chdir(tmp_path)  # a command that wrongly succeeded would write its default --out here
+    line = _the_error_line(_invoke(case.args, paths))
+    if case.regex:
+        pattern = case.error.format(**{k: re.escape(v) for k, v in paths.items()})
+        assert re.fullmatch(pattern, line), line
+    else:
+        assert line == case.error.format(**paths)
+
+
+def test_catalogue_covers_every_command() -> None:
+    commands = {c.values[0].args.split()[0] for c in CASES}
+    assert {"train", "eval", "info", "sparsify", "prune", "export", "build", "profile", "serve", "data"} <= commands
+    assert "pipeline" in commands and len(CASES) >= 30
+
+
+def test_build_a_valid_file_without_tensorrt_says_how_to_install_it(paths: dict[str, str]) -> None:
+    """The file is checked first; a good file on a machine without TensorRT gets the install hint."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("TensorRT is installed here")
+    out = Path(paths["root"]) / "m.plan"
+    line = _the_error_line(_invoke(f"build {{spec_onnx}} --out {out}", paths))
+    assert line.startswith(NO_TRT) and "gtcompress[tensorrt]" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("target", ["file_txt", "junk_dir"])
+def test_train_out_that_is_not_a_checkpoint_is_left_untouched(target: str, paths: dict[str, str], monkeypatch) -> None:
+    """Refused before any training, and the file/directory is exactly as it was: no ``.NAME.old-PID``
+    aside, no temporary directory next to it."""
+    import gtcompress.train.recipe
+
+    def no_training(*a: object, **k: object) -> None:
+        raise AssertionError("gtc train trained although --out is refused")
+
+    monkeypatch.setattr(gtcompress.train.recipe, "fit", no_training)
+    path = Path(paths[target])
+    before = sorted(p.name for p in path.parent.iterdir())
+    content = path.read_text() if path.is_file() else sorted(p.name for p in path.iterdir())
+    _the_error_line(_invoke(f"train --out {path}", paths))
+    assert sorted(p.name for p in path.parent.iterdir()) == before
+    assert (path.read_text() if path.is_file() else sorted(p.name for p in path.iterdir())) == content
