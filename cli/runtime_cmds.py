@@ -111,6 +111,17 @@ def profile_cmd(
     labels = [n.strip() for n in names.split(",")] if names else None
     if labels is not None and len(labels) != len(models):
         raise GTCompressError(f"--names: {len(labels)} labels for {len(models)} models")
+    # Every mistake the user can see before profiling is reported before the progress bar opens.
+    graph_sizes, batch_counts, thread_counts = (
+        _ints(sizes, "--sizes"),
+        _ints(batch_sizes, "--batch-sizes"),
+        _ints(threads, "--threads"),
+    )
+    for m in models:
+        if not m.exists():
+            raise GTCompressError(f"model file does not exist: {m}")
+    if out.exists() and not out.is_dir():
+        raise GTCompressError(f"--out {out}: exists and is not a directory (the report is a folder)")
     _check_device(models, device, cuda_graphs, all_checkpoints=False)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
@@ -122,9 +133,9 @@ def profile_cmd(
 
         report = profile_models(
             [str(m) for m in models],
-            graph_sizes=_ints(sizes, "--sizes"),
-            batch_sizes=_ints(batch_sizes, "--batch-sizes"),
-            threads=_ints(threads, "--threads"),
+            graph_sizes=graph_sizes,
+            batch_sizes=batch_counts,
+            threads=thread_counts,
             iterations=iterations,
             warmup=warmup,
             avg_degree=degree,
@@ -169,6 +180,14 @@ def serve_cmd(
     threads: Annotated[int | None, typer.Option(min=1, help="ONNX Runtime intra-op threads.")] = None,
     providers: Annotated[str | None, typer.Option(help="ONNX Runtime providers in order, e.g. cuda,cpu.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    max_body_mib: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            help="Largest request body in MiB, as sent and once gzip/deflate-decoded; a larger one gets 413 "
+            "as soon as it passes the limit, without being held in memory.",
+        ),
+    ] = 512.0,
     device: DeviceOpt = None,
     cuda_graphs: CudaGraphsOpt = False,
 ) -> None:
@@ -182,7 +201,7 @@ def serve_cmd(
 
     from gtcompress.errors import GTCompressError
     from runtime.batcher import BatchConfig
-    from runtime.server import default_model_name, serve
+    from runtime.server import ServerLimits, default_model_name, serve
     from runtime.session import GraphSession
 
     model_name = name or default_model_name(model)
@@ -202,4 +221,5 @@ def serve_cmd(
         f"({'batching ≤ ' + str(max_delay_ms) + ' ms' if batching else 'no batching'}"
         f"{', metrics at /metrics' if metrics else ''}) — Ctrl-C drains and stops"
     )
-    serve(session, model_name, host=host, port=port, batch=cfg, metrics=metrics, log_level=log_level)
+    limits = ServerLimits(max_body_bytes=int(max_body_mib * 1024 * 1024))
+    serve(session, model_name, host=host, port=port, batch=cfg, metrics=metrics, limits=limits, log_level=log_level)

@@ -1,8 +1,8 @@
 """Errors of the deployed runtime, each naming the tensor and the expectation.
 
 Every class is a :class:`gtcompress.errors.GTCompressError`, so the CLI prints it as one line, and
-the server maps :class:`InputError`/:class:`ProtocolError` to HTTP 400 and
-:class:`ModelNotFoundError` to 404 with the message as the KServe ``{"error": ...}`` body.
+the server maps :class:`InputError`/:class:`ProtocolError` to HTTP 400, :class:`BodyTooLargeError` to
+413 and :class:`ModelNotFoundError` to 404 with the message as the KServe ``{"error": ...}`` body.
 """
 
 from __future__ import annotations
@@ -48,6 +48,21 @@ class GraphTooLargeError(InputError):
 
 class ProtocolError(GTCompressError):
     """A malformed inference request (JSON, binary sizes, datatypes, names)."""
+
+
+class BodyTooLargeError(ProtocolError):
+    """A request body passed the server's size limit as sent or once decoded (HTTP 413, not 400).
+
+    ``limit`` is the limit in bytes, ``encoding`` the body's ``Content-Encoding``."""
+
+    def __init__(self, limit: int, encoding: str, *, decoded: bool = False, declared: int | None = None) -> None:
+        self.limit, self.encoding = limit, encoding
+        limit_text = f"this server's limit of {limit} bytes (max_body_bytes)"
+        if declared is not None:  # refused from the header, before any of the body is read
+            what = f"request body of {declared} bytes (Content-Length) exceeds {limit_text}"
+        else:
+            what = f"request body exceeds {limit_text} {'once decoded' if decoded else 'as sent'}"
+        super().__init__(f"{what}; Content-Encoding: {encoding}")
 
 
 class ModelNotFoundError(GTCompressError):

@@ -164,9 +164,29 @@ def check_batch_vector(batch: Any, n: int, name: str = "batch") -> np.ndarray:
     return b
 
 
+def check_edges_within_graphs(edge_index: np.ndarray, batch: np.ndarray, where: str = "") -> None:
+    """Every edge of a disjoint union must join two nodes of the same graph.
+
+    ``edge_index`` holds in-range int64 ids and ``batch`` passed :func:`check_batch_vector`. An edge
+    between graphs would make messages cross between unrelated graphs of one request (silently, or a
+    crash in the per-graph PE), so it is refused here, where the session and the server both pass."""
+    n = batch.shape[0]
+    if not edge_index.shape[1] or not n or batch[n - 1] == 0:  # one graph: nothing can cross
+        return
+    src, dst = batch[edge_index[0]], batch[edge_index[1]]
+    cross = src != dst
+    if cross.any():
+        i = int(np.flatnonzero(cross)[0])
+        u, v = int(edge_index[0, i]), int(edge_index[1, i])
+        raise EdgeIndexError(
+            "edge_index", f"{where}edge {i} ({u} -> {v}) joins graph {int(src[i])} and graph {int(dst[i])}"
+        )
+
+
 def validate_graph(g: NumpyGraph, spec: dict[str, Any], where: str = "", *, batch_checked: bool = False) -> NumpyGraph:
     """Check one graph (or a disjoint union with ``batch``) against the model's input spec.
 
+    Edges of a union (``batch`` given) must stay inside one graph (:func:`check_edges_within_graphs`).
     Returns the graph in the model's dtypes (int64 indices, float32 or int64 features); PE kinds
     the model does not use and ``edge_attr`` of a model without edge features are dropped.
     ``batch_checked``: ``g.batch`` already went through :func:`check_batch_vector` (the server)."""
@@ -199,6 +219,8 @@ def validate_graph(g: NumpyGraph, spec: dict[str, Any], where: str = "", *, batc
             raise ShapeError("edge_attr", f"{where}the model needs edge features; the graph has none")
         ea = _check_features(_array(g.edge_attr, "edge_attr"), spec["edge_attr"], "edge_attr", e, "edges")
     batch = g.batch if g.batch is None or batch_checked else check_batch_vector(g.batch, n)
+    if batch is not None:
+        check_edges_within_graphs(ei, batch, where)
     pe = {}
     for kind, k in (spec.get("pe") or {}).items():
         if kind not in g.pe or g.pe[kind] is None:

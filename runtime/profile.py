@@ -239,6 +239,41 @@ def op_breakdown(profile_json: str, model_path: str, skip_first_run: bool = True
 
 
 # ---------------------------------------------------------------------------------- measuring
+def time_session(
+    sess: Any, graphs: list[NumpyGraph], iterations: int, warmup: int, sync: Callable[[], None] | None = None
+) -> dict[str, Any]:
+    """Pre-processing and model time of ``sess`` on ``graphs``, ``iterations`` times after ``warmup``;
+    ``sync`` (a device synchronisation) is called around the model call so that its time is real."""
+    prep_ms, model_ms = [], []
+    for i in range(warmup + iterations):
+        if sync is not None:
+            sync()
+        t0 = time.perf_counter()
+        prepared = sess.prepare(graphs)
+        t1 = time.perf_counter()
+        sess.run_inputs(prepared.inputs)
+        if sync is not None:
+            sync()
+        t2 = time.perf_counter()
+        if i >= warmup:
+            prep_ms.append((t1 - t0) * 1e3)
+            model_ms.append((t2 - t1) * 1e3)
+    total = [a + b for a, b in zip(prep_ms, model_ms, strict=True)]
+    lat = summarize(total)
+    return {
+        "nodes": int(prepared.num_nodes),
+        "edges": int(prepared.inputs["edge_index"].shape[1]),
+        "iterations": iterations,
+        "latency_ms": lat,
+        "preprocess_ms": summarize(prep_ms),
+        "model_ms": summarize(model_ms),
+        "preprocess_share": float(sum(prep_ms) / sum(total)) if sum(total) else 0.0,
+        "graphs_per_s": len(graphs) / (lat["mean"] / 1e3) if lat["mean"] > 0 else math.inf,
+        "peak_rss_mb": peak_rss_mb(),
+        "samples_ms": [round(v, 4) for v in total],
+    }
+
+
 def measure_model(
     path: str,
     threads: int,
@@ -260,38 +295,18 @@ def measure_model(
         base_rss = peak_rss_mb()
         for nodes, batch in configs:
             graphs = make_graphs(sess.spec, nodes, batch, avg_degree, seed)
-            prep_ms, model_ms = [], []
-            for i in range(warmup + iterations):
-                t0 = time.perf_counter()
-                prepared = sess.prepare(graphs)
-                t1 = time.perf_counter()
-                sess.run_inputs(prepared.inputs)
-                t2 = time.perf_counter()
-                if i >= warmup:
-                    prep_ms.append((t1 - t0) * 1e3)
-                    model_ms.append((t2 - t1) * 1e3)
-            total = [a + b for a, b in zip(prep_ms, model_ms, strict=True)]
-            lat = summarize(total)
+            row = time_session(sess, graphs, iterations, warmup)
             emit(
                 {
                     "kind": "result",
                     "threads": threads,
                     "graph_nodes": nodes,
                     "batch_size": batch,
-                    "nodes": int(prepared.num_nodes),
-                    "edges": int(prepared.inputs["edge_index"].shape[1]),
-                    "iterations": iterations,
-                    "latency_ms": lat,
-                    "preprocess_ms": summarize(prep_ms),
-                    "model_ms": summarize(model_ms),
-                    "preprocess_share": float(sum(prep_ms) / sum(total)) if sum(total) else 0.0,
-                    "graphs_per_s": batch / (lat["mean"] / 1e3) if lat["mean"] > 0 else math.inf,
-                    "peak_rss_mb": peak_rss_mb(),
+                    **row,
                     "model_rss_mb": base_rss,
                     "cpus": cpus,
                     "oversubscribed": oversubscribed,
                     "providers": sess.providers,
-                    "samples_ms": [round(v, 4) for v in total],
                 }
             )
         if op_config is not None:

@@ -23,15 +23,13 @@ What differs from the CPU rows, and why:
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from runtime.profile import make_graphs, peak_rss_mb, summarize
+from runtime.profile import make_graphs, time_session
 
 CUDA_NOTE = (
     "rows with threads null ran on a CUDA device with torch (backend 'torch'): intra-op thread counts do not "
@@ -130,36 +128,14 @@ class CheckpointProfiler:
         graphs = make_graphs(sess.spec, nodes, batch, self.avg_degree, self.seed)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
-        prep_ms, model_ms = [], []
-        for i in range(warmup + iterations):
-            _sync(dev)
-            t0 = time.perf_counter()
-            prepared = sess.prepare(graphs)
-            t1 = time.perf_counter()
-            sess.run_inputs(prepared.inputs)
-            _sync(dev)
-            t2 = time.perf_counter()
-            if i >= warmup:
-                prep_ms.append((t1 - t0) * 1e3)
-                model_ms.append((t2 - t1) * 1e3)
-        total = [a + b for a, b in zip(prep_ms, model_ms, strict=True)]
-        lat = summarize(total)
+        row = time_session(sess, graphs, iterations, warmup, sync=lambda: _sync(dev))
         return {
             "threads": threads,
             "graph_nodes": nodes,
             "batch_size": batch,
-            "nodes": int(prepared.num_nodes),
-            "edges": int(prepared.inputs["edge_index"].shape[1]),
-            "iterations": iterations,
-            "latency_ms": lat,
-            "preprocess_ms": summarize(prep_ms),
-            "model_ms": summarize(model_ms),
-            "preprocess_share": float(sum(prep_ms) / sum(total)) if sum(total) else 0.0,
-            "graphs_per_s": batch / (lat["mean"] / 1e3) if lat["mean"] > 0 else math.inf,
-            "peak_rss_mb": peak_rss_mb(),
+            **row,
             "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 1024**2 if dev.type == "cuda" else None,
             "cuda_graphs_captured": len(sess.backend.captured) if sess.backend.cuda_graphs else None,
             "cpus": None,
             "oversubscribed": False,
-            "samples_ms": [round(v, 4) for v in total],
         }

@@ -14,16 +14,16 @@ default); the response then carries ``Inference-Header-Content-Length`` too. Err
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import struct
-import zlib
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from runtime.body import BodyDecoder
 from runtime.errors import ProtocolError
 
 try:  # about 3x faster than json for request headers; json stays the reference (and the fallback)
@@ -79,18 +79,12 @@ class InferRequest:
         return self.binary_output
 
 
-def decode_body(body: bytes, content_encoding: str | None) -> bytes:
-    enc = (content_encoding or "identity").strip().lower()
-    try:
-        if enc == "gzip":
-            return gzip.decompress(body)
-        if enc == "deflate":
-            return zlib.decompress(body)
-    except (OSError, zlib.error, EOFError) as e:
-        raise ProtocolError(f"request body is not valid {enc} data ({e})") from None
-    if enc != "identity":
-        raise ProtocolError(f"unsupported Content-Encoding {content_encoding!r}; use gzip, deflate or none")
-    return body
+def decode_body(body: bytes, content_encoding: str | None, limit: int | None = None) -> bytearray:
+    """A whole body decoded per its ``Content-Encoding`` (identity, gzip, deflate); with ``limit``,
+    :class:`runtime.errors.BodyTooLargeError` past it. The server streams instead (:mod:`runtime.body`)."""
+    decoder = BodyDecoder(content_encoding, sys.maxsize if limit is None else limit)
+    decoder.feed(body)
+    return decoder.finish()
 
 
 def _bytes_tensor(buf: memoryview, count: int, name: str) -> np.ndarray:
@@ -131,7 +125,7 @@ def _json_data(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
         raise ProtocolError(f"input '{name}': a value does not fit {datatype}") from None
 
 
-def parse_infer_request(body: bytes, header_length: str | None = None) -> InferRequest:
+def parse_infer_request(body: bytes | bytearray, header_length: str | None = None) -> InferRequest:
     """Decode a (decompressed) request body; every problem is a :class:`ProtocolError` naming its input."""
     if header_length is not None:
         try:
@@ -145,6 +139,8 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
         head, binary = body, memoryview(b"")
     try:
         req = _loads(head)
+    except RecursionError:  # json's reader recurses per nesting level (orjson stops at 1024 and defers to it)
+        raise ProtocolError("request JSON is nested too deeply") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         hint = (
             ""
@@ -172,7 +168,7 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
         if name in inputs:
             raise ProtocolError(f"input '{name}' appears twice")
         datatype = t.get("datatype")
-        if datatype not in KNOWN_DATATYPES:
+        if not isinstance(datatype, str) or datatype not in KNOWN_DATATYPES:
             raise ProtocolError(f"input '{name}': unknown datatype {datatype!r}")
         shape = t.get("shape")
         if type(shape) is not list:
@@ -218,7 +214,10 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
             arr = _json_data(t["data"], datatype, count, name)
         else:
             raise ProtocolError(f"input '{name}': neither 'data' nor parameters.binary_data_size given")
-        inputs[name] = arr.reshape(shape)
+        try:  # an empty tensor may still declare dimensions numpy cannot hold (2**63, or more than 32 of them)
+            inputs[name] = arr.reshape(shape)
+        except (ValueError, OverflowError):
+            raise ProtocolError(f"input '{name}': shape {shape} is not a valid array shape") from None
         datatypes[name] = datatype
     if pos != len(binary):
         raise ProtocolError(

@@ -15,17 +15,20 @@ Request format — the same model, inputs and output as Triton serving the repos
   ``pe_*`` and the attention layout tensors. It is taken as already pre-processed (TEDDY applied,
   PE computed) exactly as Triton would take it. The layout tensors are checked for consistent
   sizes but rebuilt after merging, since merging requests renumbers nodes and graphs.
-* **Raw graphs** (our server only, for clients without the spec): any subset holding ``x``,
-  ``edge_index`` and ``edge_attr`` (if the model has edge features), optionally ``batch`` and/or
-  ``node_counts`` (several graphs in one request) and ``pe_*``. The server runs the deployed
-  pre-processing: TEDDY if the model was fine-tuned on sparsified graphs, PE, layout.
+* **Raw graphs** (our server only, for clients without the spec): ``x``, ``edge_index`` and
+  ``edge_attr`` (if the model has edge features), optionally ``batch`` and/or ``node_counts``
+  (several graphs in one request). The server runs the deployed pre-processing: TEDDY if the
+  model was fine-tuned on sparsified graphs, PE, layout.
+* Anything in between (a ``pe_*`` or layout tensor, but not every input) is a 400 naming the
+  missing inputs (:func:`is_preprocessed`): guessing would apply TEDDY twice.
 
 So one tritonclient program (``make_inputs`` → ``InferInput`` → ``infer``) gets the same answer
 from both servers, and batching still works because ``x``/``edge_index``/``batch`` are always among
 the inputs. The output ``output`` is per node ``[N, out]`` or per graph ``[B, out]`` of the request.
 
 Every request is decoded and validated before it is queued (a bad one gets HTTP 400 naming the
-input and the problem, and never reaches the model); accepted requests are merged by
+input and the problem, and never reaches the model; a body larger than ``max_body_bytes`` as sent
+or once decoded gets 413 while it streams in, :mod:`runtime.body`); accepted requests are merged by
 :class:`runtime.batcher.DynamicBatcher`; on shutdown uvicorn stops accepting, in-flight requests
 finish, then the batcher drains.
 """
@@ -51,13 +54,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from gtcompress.preprocess.batching import NumpyGraph, graph_ptr
 from gtcompress.preprocess.layouts import node_counts as count_nodes
 from gtcompress.preprocess.pe import laplacian_pe, rwse
 from runtime.batcher import BatchConfig, BatchItem, DynamicBatcher
+from runtime.body import ClientDisconnected, read_body, receive_chunks
 from runtime.errors import (
     BatchVectorError,
+    BodyTooLargeError,
     DTypeError,
     GraphTooLargeError,
     InputError,
@@ -66,7 +72,7 @@ from runtime.errors import (
     ShapeError,
 )
 from runtime.graphs import apply_teddy, check_batch_vector, prepare_validated, validate_graph
-from runtime.protocol import HEADER_LENGTH, InferRequest, decode_body, encode_infer_response, parse_infer_request
+from runtime.protocol import HEADER_LENGTH, InferRequest, encode_infer_response, parse_infer_request
 from runtime.session import GraphSession
 from runtime.spec import NUMPY_TO_KSERVE
 
@@ -75,11 +81,15 @@ log = logging.getLogger("gtcompress.serve")
 SERVER_NAME = "gtcompress"
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "parameters"]
 INLINE_BODY_BYTES = 64 * 1024  # smaller requests are decoded on the event loop, larger in a thread
+RAW_INPUTS = ("x", "edge_index", "edge_attr", "batch", "node_counts")  # what a raw-graph request may carry
 
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """Hard per-request maxima: a request above them gets 400 (soft batch limits only split batches)."""
+    """Hard per-request maxima: a request above them gets 400 (soft batch limits only split batches).
+
+    ``max_body_bytes`` bounds the request body both as received and once ``Content-Encoding``
+    decoded; a body past it gets 413 as soon as that is known (:mod:`runtime.body`)."""
 
     max_nodes: int = 1_000_000
     max_edges: int = 10_000_000
@@ -109,6 +119,7 @@ class ServedModel:
         self.expect = {t.name: (NUMPY_TO_KSERVE[t.dtype], tuple(t.shape)) for t in self.inputs.values()}
         self.output_names = frozenset(t.name for t in self.session.get_outputs())
         self.required = [n for n in ("x", "edge_index", "edge_attr") if n in self.inputs]
+        self.raw_inputs = frozenset(n for n in RAW_INPUTS if n in self.inputs)
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -172,7 +183,7 @@ def request_graph(req: InferRequest, model: ServedModel, limits: ServerLimits) -
             if o.name not in outs:
                 have = ", ".join(sorted(outs))
                 raise ProtocolError(f"output '{o.name}' is not an output of model '{model.name}'; it has {have}")
-    full = len(inputs) == len(expect)  # every name is a model input (checked above), so: all of them
+    full = is_preprocessed(inputs, model)
     x = inputs["x"]
     n = int(x.shape[0])
     e = int(inputs["edge_index"].shape[1])
@@ -202,6 +213,9 @@ def request_graph(req: InferRequest, model: ServedModel, limits: ServerLimits) -
         else:
             if (counts <= 0).any():
                 raise BatchVectorError("node_counts", "every graph needs at least one node (a count is <= 0)")
+            if (counts > n).any():  # bounded first, so the sum below cannot wrap around int64
+                i = int(np.flatnonzero(counts > n)[0])
+                raise BatchVectorError("node_counts", f"graph {i} has {int(counts[i])} nodes but x has only {n}")
             if int(counts.sum()) != n:
                 raise BatchVectorError("node_counts", f"counts sum to {int(counts.sum())} but x has {n} nodes")
             if batch is None:
@@ -223,6 +237,37 @@ def request_graph(req: InferRequest, model: ServedModel, limits: ServerLimits) -
         g = apply_teddy(g, model.session.model.teddy, spec)
     model.session.limits.check(g.num_nodes, g.num_edges, num_graphs, what="request")
     return g, num_graphs, full
+
+
+def is_preprocessed(inputs: dict[str, np.ndarray], model: ServedModel) -> bool:
+    """Whether a request (whose names are all inputs of ``model``) is pre-processed or a raw graph.
+
+    ``pe_*`` and the attention layout tensors are made only by pre-processing (what
+    :func:`runtime.client.make_inputs` and Triton clients compute), so they mark a pre-processed set:
+
+    * **raw graph** — only ``x``, ``edge_index``, ``edge_attr`` (when the model has edge features)
+      and, for several graphs, ``batch`` and/or ``node_counts``: the server runs the pre-processing
+      (TEDDY, PE, layout);
+    * **pre-processed** — every input of the model: taken as is (TEDDY already applied), as Triton
+      takes it;
+    * anything in between — some pre-processing output but not every model input — is refused
+      with a :class:`ProtocolError` (HTTP 400) naming the missing inputs: it is a pre-processed set
+      with a tensor dropped, and running TEDDY on it would sparsify the graph a second time.
+
+    A model whose inputs are all raw ones (scatter lowering, no PE) cannot tell the two apart when
+    both ``batch`` and ``node_counts`` are sent; that request counts as pre-processed, so raw
+    requests to such a model send one of the two."""
+    if len(inputs) == len(model.expect):
+        return True
+    carried = [n for n in model.inputs if n in inputs and n not in model.raw_inputs]
+    if not carried:
+        return False
+    missing = [n for n in model.inputs if n not in inputs]
+    raise ProtocolError(
+        f"model '{model.name}': incomplete pre-processed request: it carries {', '.join(carried)} but lacks "
+        f"{', '.join(missing)}; send every model input (as runtime.client.make_inputs builds them) or only the raw "
+        f"graph: {', '.join(model.required)}, optionally batch and/or node_counts"
+    )
 
 
 _LAYOUT_DIMS = {"node_slot": "n", "nbr_src": "n", "nbr_edge": "n", "nbr_mask": "n", "rowptr": "n+1"}
@@ -441,16 +486,17 @@ def create_app(
         return ok(lookup(name, version).config())
 
     async def handle_infer(
-        name: str, version: str | None, body: bytes, headers: dict[str, str]
-    ) -> tuple[int, bytes, dict[str, str]]:
-        """One inference request → (status, body, headers); shared by the fast path and the route."""
+        name: str, version: str | None, chunks: AsyncIterator[bytes], headers: dict[str, str]
+    ) -> tuple[int, bytes, dict[str, str]] | None:
+        """One inference request → (status, body, headers), or None if the client left before its body
+        was complete; shared by the fast path and the route. ``headers`` have lower-case names."""
         start = time.perf_counter()
         outcome = "error"
         try:
             m = lookup(name, version)
-            if len(body) > limits.max_body_bytes:
-                return _error(413, f"request body of {len(body)} bytes exceeds {limits.max_body_bytes}")
-            body = decode_body(body, headers.get("content-encoding"))
+            body = await read_body(
+                chunks, limits.max_body_bytes, headers.get("content-encoding"), headers.get("content-length")
+            )
             header_len = headers.get(HEADER_LENGTH.lower())
 
             def decode() -> tuple[InferRequest, NumpyGraph, int]:
@@ -469,8 +515,12 @@ def create_app(
             payload, resp_headers = encode_infer_response(m.name, m.version, req.id, outs)
             outcome = "success"
             return 200, payload, resp_headers
+        except ClientDisconnected:
+            return None
         except ModelNotFoundError as e:
             return _error(404, str(e))
+        except BodyTooLargeError as e:
+            return _error(413, str(e))
         except (ProtocolError, InputError) as e:
             return _error(400, str(e))
         except RuntimeError as e:
@@ -490,7 +540,10 @@ def create_app(
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
-        status, payload, headers = await handle_infer(name, version, await request.body(), dict(request.headers))
+        result = await handle_infer(name, version, _stream(request), dict(request.headers))
+        if result is None:  # the client is gone: nobody reads this
+            return Response(status_code=400)
+        status, payload, headers = result
         return Response(payload, status_code=status, headers=headers)
 
     if mx is not None:
@@ -522,17 +575,12 @@ class FastInferApp:
         if scope["type"] == "http" and scope["method"] == "POST":
             match = self._PATH.fullmatch(scope["path"])
             if match:
-                chunks = []
-                more = True
-                while more:
-                    msg = await receive()
-                    if msg["type"] == "http.disconnect":
-                        return
-                    chunks.append(msg.get("body", b""))
-                    more = msg.get("more_body", False)
                 headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
                 name, version = urllib.parse.unquote(match[1]), match[2] and urllib.parse.unquote(match[2])
-                status, body, out_headers = await self.handle(name, version, b"".join(chunks), headers)
+                result = await self.handle(name, version, receive_chunks(receive), headers)
+                if result is None:  # the client left before its body was complete
+                    return
+                status, body, out_headers = result
                 raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in out_headers.items()]
                 raw.append((b"content-length", str(len(body)).encode()))
                 await send({"type": "http.response.start", "status": status, "headers": raw})
@@ -541,11 +589,20 @@ class FastInferApp:
         await self.app(scope, receive, send)
 
 
+async def _stream(request: Request) -> AsyncIterator[bytes]:
+    """Starlette's body stream, with its disconnect exception as ours (the handler knows no Starlette)."""
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        raise ClientDisconnected from None
+
+
 def _error(status: int, message: str) -> tuple[int, bytes, dict[str, str]]:
     return status, json.dumps({"error": message}).encode(), {"content-type": "application/json"}
 
 
-def _needs_work_cheap(body: bytes, m: ServedModel) -> bool:
+def _needs_work_cheap(body: bytes | bytearray, m: ServedModel) -> bool:
     """Whether decoding may compute PE or TEDDY, judged from the JSON header alone (no parse)."""
     spec = m.session.spec
     head = body[:4096]

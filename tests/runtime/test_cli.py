@@ -55,3 +55,16 @@ def test_errors_are_one_line(app, exported, args: list[str], message: str) -> No
 def test_help_has_an_example(app, command: str) -> None:
     res = runner.invoke(app, [command, "--help"])
     assert res.exit_code == 0 and f"Example: gtc {command}" in res.output
+
+
+def test_serve_passes_the_body_limit(app, exported, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--max-body-mib reaches the server's ServerLimits (the 413 behaviour is tests/runtime/test_server_limits.py)."""
+    import runtime.server
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(runtime.server, "serve", lambda *a, **kw: seen.update(kw))
+    res = runner.invoke(app, ["serve", str(exported["node"].path), "--max-body-mib", "2"])
+    assert res.exit_code == 0, res.output
+    assert seen["limits"].max_body_bytes == 2 * 1024 * 1024  # type: ignore[attr-defined]
+    res = runner.invoke(app, ["serve", str(exported["node"].path), "--max-body-mib", "0"])
+    assert res.exit_code == 2 and "--max-body-mib" in res.output

@@ -105,3 +105,37 @@ def test_binary_request_errors() -> None:
     new_head = json.dumps(head).encode()
     with pytest.raises(ProtocolError, match="needs 48"):
         parse_infer_request(new_head + body[json_size:], str(len(new_head)))
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"inputs": [{"name": "x", "datatype": ["FP32"], "shape": [1], "data": [1.0]}]},
+            "input 'x': unknown datatype ['FP32']",
+        ),
+        (
+            {"inputs": [{"name": "x", "datatype": "INT64", "shape": [0, 2**63], "data": []}]},
+            f"input 'x': shape [0, {2**63}] is not a valid array shape",
+        ),
+        (b"[" * 100_000, "request JSON is nested too deeply"),
+    ],
+)
+def test_hostile_requests_are_protocol_errors_not_crashes(body, message: str) -> None:
+    """Found by tests/runtime/test_protocol_fuzz.py: each raised TypeError, ValueError or RecursionError (a 500)."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    with pytest.raises(ProtocolError) as info:
+        parse_infer_request(raw)
+    assert str(info.value) == message
+
+
+def test_decode_body_with_a_limit() -> None:
+    from runtime.errors import BodyTooLargeError
+
+    packed = gzip.compress(b" " * 1000)
+    assert decode_body(packed, "gzip", limit=1000) == b" " * 1000
+    with pytest.raises(BodyTooLargeError) as info:
+        decode_body(packed, "gzip", limit=999)
+    assert str(info.value) == (
+        "request body exceeds this server's limit of 999 bytes (max_body_bytes) once decoded; Content-Encoding: gzip"
+    )

@@ -400,3 +400,101 @@ def test_supplied_layout_sizes_are_checked_and_packed_rows_accepted() -> None:
         _check_layout({"pad_mask": np.zeros((5, 5), bool)}, n, e, b)
     with pytest.raises(ShapeError, match="implies 10"):
         _check_layout({"node_slot": np.zeros(9, np.int64)}, n, e, b)
+
+
+def _binary_post(url: str, name: str, inputs: dict[str, np.ndarray]) -> httpx.Response:
+    """POST ``inputs`` the way tritonclient sends them (binary tensor data extension)."""
+    body, jl = triton._utils._get_inference_request(triton_inputs(inputs), "", None, 0, False, False, 0, None, None)
+    return _post(url, body, {"Inference-Header-Content-Length": str(jl)}, name)
+
+
+def _output(r: httpx.Response) -> np.ndarray:
+    jl = r.headers.get("Inference-Header-Content-Length")
+    return triton.InferResult.from_response_body(r.content, header_length=None if jl is None else int(jl)).as_numpy(
+        "output"
+    )
+
+
+@pytest.mark.parametrize("missing", ["batch", "node_counts", "pe_rwse", "pad_mask"])
+def test_an_incomplete_preprocessed_set_is_refused_not_sparsified_twice(server, sessions, exported, missing) -> None:
+    """A request that carries any tensor only pre-processing makes (``pe_*``, layout) must carry all of
+    them: TEDDY was applied by the client, and running it again on the server changes the answer."""
+    name = "gt_teddy"
+    graphs = [g for g in exported["teddy"].graphs(10, seed=21, lo=8, hi=14) if g.num_edges >= 8][:3]
+    full = make_inputs(graphs, sessions[name].spec, teddy=sessions[name].model.teddy)
+    expected = np.concatenate(sessions[name].run(graphs))
+    r = _binary_post(server.url, name, full)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(_output(r), expected, atol=1e-5)
+    partial = {k: v for k, v in full.items() if k != missing}
+    r = _binary_post(server.url, name, partial)
+    carried = ", ".join(k for k in partial if k in ("pe_rwse", "node_slot", "pad_mask"))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == (
+        f"model 'gt_teddy': incomplete pre-processed request: it carries {carried} but lacks {missing}; send every "
+        "model input (as runtime.client.make_inputs builds them) or only the raw graph: x, edge_index, edge_attr, "
+        "optionally batch and/or node_counts"
+    )
+
+
+@pytest.mark.parametrize("ids", [("batch",), ("node_counts",), ("batch", "node_counts")])
+def test_raw_graphs_with_batch_or_node_counts_are_sparsified_once(server, sessions, exported, ids) -> None:
+    name = "gt_teddy"
+    graphs = [g for g in exported["teddy"].graphs(10, seed=22, lo=8, hi=14) if g.num_edges >= 8][:3]
+    union = union_graphs(graphs)
+    raw = {"x": union.x, "edge_index": union.edge_index, "edge_attr": union.edge_attr}
+    if "batch" in ids:
+        raw["batch"] = union.batch
+    if "node_counts" in ids:
+        raw["node_counts"] = np.array([g.num_nodes for g in graphs], dtype=np.int64)
+    r = _binary_post(server.url, name, raw)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(_output(r), np.concatenate(sessions[name].run(graphs)), atol=1e-5)
+
+
+def _two_graphs_joined(spec: dict) -> dict[str, np.ndarray]:
+    """12 nodes in two graphs of 6 and one edge pair 0 <-> 7 that joins them (the review's example)."""
+    rng = np.random.default_rng(0)
+    if spec["x"]["kind"] == "categorical":
+        x = np.stack([rng.integers(0, c, 12) for c in spec["x"]["cardinalities"]], axis=1).astype(np.int64)
+    else:
+        x = rng.standard_normal((12, spec["x"]["dim"])).astype(np.float32)
+    inputs = {"x": x, "edge_index": np.array([[0, 7], [7, 0]], dtype=np.int64)}
+    if spec.get("edge_attr"):
+        inputs["edge_attr"] = np.ones((2, spec["edge_attr"]["dim"]), np.float32)
+    inputs["batch"] = np.repeat(np.arange(2, dtype=np.int64), 6)
+    return inputs
+
+
+@pytest.mark.parametrize("name", ["gt_node", "gt_graph"])
+@pytest.mark.parametrize("form", ["raw", "node_counts", "full"])
+def test_an_edge_joining_two_graphs_of_a_request_is_a_400(server, sessions, name, form) -> None:
+    spec = sessions[name].spec
+    inputs = _two_graphs_joined(spec)
+    if form == "node_counts":
+        inputs["node_counts"] = np.array([6, 6], dtype=np.int64)
+        del inputs["batch"]
+    elif form == "full":  # pre-processed: PE given, so nothing on the server would trip over the edge
+        inputs["node_counts"] = np.array([6, 6], dtype=np.int64)
+        for kind, k in spec["pe"].items():
+            inputs[f"pe_{kind}"] = np.zeros((12, k), np.float32)
+        ea = np.zeros((0, spec["edge_attr"]["dim"]), np.float32) if spec.get("edge_attr") else None
+        layout = make_inputs([NumpyGraph(inputs["x"][:6], np.zeros((2, 0), np.int64), ea)] * 2, spec, teddy=False)
+        inputs.update({k: v for k, v in layout.items() if k not in inputs and k != "edge_attr"})
+        inputs = {k: inputs[k] for k in spec["inputs"]}
+    r = _binary_post(server.url, name, inputs)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "input 'edge_index': edge 0 (0 -> 7) joins graph 0 and graph 1"
+    assert httpx.get(f"http://{server.url}/v2/health/ready").status_code == 200
+
+
+def test_node_counts_whose_sum_overflows_are_a_400(server, exported) -> None:
+    """Counts that wrap around int64 to the node count must not reach ``np.repeat`` (a 500 before)."""
+    g = exported["node"].graphs(1, seed=4, lo=5)[0]
+    n = g.num_nodes
+    counts = np.array([2**62, 2**62, 2**62, 2**62 + n], dtype=np.int64)
+    assert int(counts.sum()) == n  # int64 arithmetic wraps
+    raw = {"x": g.x, "edge_index": g.edge_index, "edge_attr": g.edge_attr, "node_counts": counts}
+    r = _binary_post(server.url, "gt_node", raw)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == f"input 'node_counts': graph 0 has {2**62} nodes but x has only {n}"

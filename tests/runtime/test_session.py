@@ -130,6 +130,29 @@ def test_validation_errors_are_specific(exported, node_sess) -> None:
         node_sess.run([g, _bad(g, edge_index=g.edge_index + n)])
 
 
+def test_an_edge_joining_two_graphs_of_a_union_is_an_edge_index_error(exported, node_sess) -> None:
+    """A union item's edges must stay inside one graph of its ``batch``: with PE such an edge crashed
+    the per-graph eigendecomposition, without PE messages silently crossed between graphs."""
+    from runtime.graphs import validate_graph
+
+    g = exported["node"].graphs(2, seed=8, lo=6, hi=7)
+    x = np.concatenate([g[0].x, g[1].x])
+    joined = NumpyGraph(x, np.array([[0, 7], [7, 0]]), np.ones((2, 2), np.float32), np.repeat([0, 1], 6))
+    message = "input 'edge_index': edge 0 (0 -> 7) joins graph 0 and graph 1"
+    with pytest.raises(EdgeIndexError) as info:
+        node_sess.run(joined)
+    assert str(info.value) == message
+    with pytest.raises(EdgeIndexError) as info:
+        node_sess.run([g[0], joined])
+    assert str(info.value) == "input 'edge_index': graph 1: edge 0 (0 -> 7) joins graph 0 and graph 1"
+    no_pe = {**exported["node"].spec, "pe": {}}  # nothing downstream would notice: the check must
+    with pytest.raises(EdgeIndexError) as info:
+        validate_graph(joined, no_pe)
+    assert str(info.value) == message
+    inside = NumpyGraph(x, np.array([[0, 7, 5], [5, 11, 0]]), np.ones((3, 2), np.float32), np.repeat([0, 1], 6))
+    assert validate_graph(inside, no_pe).num_edges == 3
+
+
 def test_limits_give_graph_too_large(exported) -> None:
     sess = GraphSession(exported["node"].path, limits=Limits(max_nodes=10))
     graphs = exported["node"].graphs(3, lo=8)

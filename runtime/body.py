@@ -1,0 +1,135 @@
+"""Request bodies read as they stream in, decoded incrementally, refused the moment they are too big.
+
+One limit (``ServerLimits.max_body_bytes``) bounds both the bytes received and the bytes after
+``Content-Encoding`` decoding: a declared ``Content-Length`` above it is refused before the body is
+read; otherwise each chunk is counted as it arrives and decompressed with a bounded output size
+(``zlib.decompressobj(...).decompress(data, max_length)``), so a 1 MiB gzip body that would expand
+to 1 GiB stops after ``limit + 1`` decoded bytes. The decoded body lives in one ``bytearray`` that
+grows in place, so a request costs about the limit in memory, not the decoded size (and not twice
+the body, as collecting chunks and joining them would).
+
+Encodings: ``identity``, ``gzip`` (concatenated members too, as :func:`gzip.decompress` reads
+them) and ``deflate`` — the zlib format HTTP specifies, or the raw deflate stream some clients send
+under that name (told apart by the zlib header check bits).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from runtime.errors import BodyTooLargeError, ProtocolError
+
+ENCODINGS = ("identity", "gzip", "deflate")
+DECODE_STEP = 1 << 20  # most bytes one decompress call may produce: bounds the overshoot past the limit
+_GZIP, _ZLIB, _RAW = 31, 15, -15  # zlib wbits of the three stream formats
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its request body was complete."""
+
+
+class BodyDecoder:
+    """Decode a request body chunk by chunk (:meth:`feed`), then :meth:`finish` for the decoded bytes.
+
+    Raises :class:`BodyTooLargeError` as soon as more than ``limit`` bytes were fed or decoded, and
+    :class:`ProtocolError` for an unknown encoding or a corrupt or truncated compressed stream."""
+
+    def __init__(self, content_encoding: str | None, limit: int) -> None:
+        enc = (content_encoding or "identity").strip().lower()
+        if enc not in ENCODINGS:
+            raise ProtocolError(f"unsupported Content-Encoding {content_encoding!r}; use gzip, deflate or none")
+        self.encoding, self.limit = enc, limit
+        self.received = 0
+        self._out = bytearray()
+        self._head = b""  # deflate: the first bytes, until the format can be told
+        self._z: Any = zlib.decompressobj(_GZIP) if enc == "gzip" else None
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next chunk of the body as received."""
+        self.received += len(chunk)
+        if self.received > self.limit:
+            raise BodyTooLargeError(self.limit, self.encoding)
+        if self.encoding == "identity":
+            self._out += chunk
+            return
+        if self._z is None:  # deflate: zlib (RFC 1950) if the first two bytes are a valid zlib header
+            self._head += chunk
+            if len(self._head) < 2:
+                return
+            b0, b1 = self._head[0], self._head[1]
+            zlib_format = b0 & 0x0F == 8 and b0 >> 4 <= 7 and (b0 << 8 | b1) % 31 == 0
+            self._z = zlib.decompressobj(_ZLIB if zlib_format else _RAW)
+            chunk, self._head = self._head, b""
+        self._inflate(chunk)
+
+    def _inflate(self, data: bytes) -> None:
+        try:
+            while True:
+                room = self.limit - len(self._out) + 1  # one byte past the limit is enough to refuse
+                piece = self._z.decompress(data, min(DECODE_STEP, room))
+                self._out += piece
+                if len(self._out) > self.limit:
+                    raise BodyTooLargeError(self.limit, self.encoding, decoded=True)
+                data = self._z.unconsumed_tail
+                if self._z.eof and self._z.unused_data:
+                    data = self._next_member()
+                    continue
+                if not data and len(piece) < min(DECODE_STEP, room):  # input used up, no output pending
+                    return
+        except zlib.error as e:
+            raise ProtocolError(f"request body is not valid {self.encoding} data ({e})") from None
+
+    def _next_member(self) -> bytes:
+        """Bytes after the end of a compressed stream: the next gzip member, an error for deflate."""
+        rest = self._z.unused_data
+        if self.encoding != "gzip":
+            raise ProtocolError(
+                f"request body is not valid {self.encoding} data ({len(rest)} bytes after the end of the compressed "
+                "stream)"
+            )
+        self._z = zlib.decompressobj(_GZIP)
+        return rest
+
+    def finish(self) -> bytearray:
+        """The decoded body, once every chunk was fed (an empty body decodes to nothing)."""
+        if self.encoding != "identity" and self.received:
+            if self._z is None:  # a one-byte deflate body
+                raise ProtocolError(f"request body is not valid {self.encoding} data (it is a single byte)")
+            if not self._z.eof:
+                raise ProtocolError(
+                    f"request body is not valid {self.encoding} data (it ends inside the compressed stream)"
+                )
+        return self._out
+
+
+async def read_body(
+    chunks: AsyncIterable[bytes],
+    limit: int,
+    content_encoding: str | None = None,
+    content_length: str | None = None,
+) -> bytearray:
+    """The decoded body of a request whose raw chunks ``chunks`` yields, refused as early as possible:
+    an unknown encoding or a declared ``content_length`` over ``limit`` before reading anything,
+    then at the chunk that takes the received or decoded size past ``limit``."""
+    decoder = BodyDecoder(content_encoding, limit)
+    declared = (content_length or "").strip()
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:  # the HTTP server checked its syntax
+        raise BodyTooLargeError(limit, decoder.encoding, declared=int(declared))
+    async for chunk in chunks:
+        if chunk:
+            decoder.feed(chunk)
+    return decoder.finish()
+
+
+async def receive_chunks(receive: Callable[[], Awaitable[dict[str, Any]]]) -> AsyncIterator[bytes]:
+    """The body chunks of an ASGI HTTP request, as they arrive; :class:`ClientDisconnected` if the
+    client leaves first."""
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        yield message.get("body", b"")
+        more = message.get("more_body", False)
