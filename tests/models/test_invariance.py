@@ -22,6 +22,7 @@ from gtcompress.preprocess.batching import NumpyGraph, split_by_graph, union_gra
 from gtcompress.preprocess.inputs import build_inputs
 from gtcompress.preprocess.pe import order_free_signs
 from runtime.torch_backend import forward
+from tests.preprocess.test_pe import _laplacian
 
 CASES = [
     ("gt", "scatter"),
@@ -60,13 +61,8 @@ def _model(arch: str, task_level: str) -> GraphModel:
 def _signs_fixed(ei: np.ndarray, n: int) -> bool:
     """Distinct first K+2 Laplacian eigenvalues (the K-th must not share the next one's eigenspace)
     and every eigenvector's sign fixed order-free."""
-    a = np.zeros((n, n))
-    a[ei[1], ei[0]] = 1.0
-    a = np.maximum(a, a.T)
-    np.fill_diagonal(a, 0.0)
-    deg = a.sum(axis=1)
-    inv = np.where(deg > 0, 1.0 / np.sqrt(np.maximum(deg, 1e-300)), 0.0)
-    vals, vecs = np.linalg.eigh(np.eye(n) - inv[:, None] * a * inv[None, :])
+    lap, a = _laplacian(ei, n)
+    vals, vecs = np.linalg.eigh(lap)
     return bool(np.min(np.diff(vals[: K + 2])) > 1e-3 and np.all(order_free_signs(vecs[:, 1 : K + 1], a) != 0))
 
 
