@@ -182,7 +182,7 @@ def request_graph(req: InferRequest, model: ServedModel, limits: ServerLimits) -
         for o in req.outputs:
             if o.name not in outs:
                 have = ", ".join(sorted(outs))
-                raise ProtocolError(f"output '{o.name}' is not an output of model '{model.name}'; it has {have}")
+                raise ProtocolError(f"output '{o.name}' is not an output of model '{model.name}'; its outputs are {have}")
     full = is_preprocessed(inputs, model)
     x = inputs["x"]
     n = int(x.shape[0])
