@@ -175,10 +175,10 @@ class TensorRTBackend:
     platform = "tensorrt_plan"
 
     def __init__(self, path: Path, plugin: bool) -> None:
-        from trt_plugins.tensorrt_plugin import TensorRTNotAvailableError, _import_tensorrt, register_plugin
+        from trt_plugins.tensorrt_plugin import TensorRTNotAvailableError, import_tensorrt, register_plugin
 
         try:
-            trt, _ = _import_tensorrt()
+            trt, _ = import_tensorrt()
             if plugin:
                 register_plugin()
         except TensorRTNotAvailableError as e:

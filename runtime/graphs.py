@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gtcompress.preprocess.batching import NumpyGraph
+from gtcompress.preprocess.batching import NumpyGraph, split_by_graph, union_graphs
 from gtcompress.preprocess.inputs import build_inputs
 from runtime.errors import (
     BatchVectorError,
@@ -260,40 +260,13 @@ def apply_teddy(g: NumpyGraph, cfg: TeddyConfig, spec: dict[str, Any]) -> NumpyG
     )
 
 
-def graph_count(g: NumpyGraph) -> int:
-    return 1 if g.batch is None or g.batch.size == 0 else int(g.batch[-1]) + 1
-
-
 def merge_graphs(graphs: Sequence[NumpyGraph]) -> NumpyGraph:
-    """Disjoint union of graphs that may themselves be unions: node ids offset by the nodes before,
-    graph ids by the graphs before. One concatenate per array."""
-    if len(graphs) == 1:
-        g = graphs[0]
-        batch = g.batch if g.batch is not None else np.zeros(g.num_nodes, dtype=np.int64)
-        return NumpyGraph(g.x, g.edge_index, g.edge_attr, batch, dict(g.pe))
-    n = np.array([g.num_nodes for g in graphs], dtype=np.int64)
-    e = np.array([g.num_edges for g in graphs], dtype=np.int64)
-    b = np.array([graph_count(g) for g in graphs], dtype=np.int64)
-    node_off = np.concatenate([[0], np.cumsum(n)[:-1]])
-    graph_off = np.concatenate([[0], np.cumsum(b)[:-1]])
-    edge_index = np.concatenate([g.edge_index for g in graphs], axis=1) + np.repeat(node_off, e)[None, :]
-    batch = np.concatenate(
-        [
-            (g.batch if g.batch is not None else np.zeros(g.num_nodes, dtype=np.int64)) + off
-            for g, off in zip(graphs, graph_off, strict=True)
-        ]
-    )
+    """Disjoint union of validated items (each may be a union itself); PE kinds some item lacks are
+    dropped, since :func:`~gtcompress.preprocess.inputs.build_inputs` then computes them for all."""
     has_attr = [g.edge_attr is not None for g in graphs]
     if any(has_attr) and not all(has_attr):
         raise ShapeError("edge_attr", "either every graph has edge features or none does")
-    pe_keys = set.intersection(*(set(g.pe) for g in graphs))  # a kind some graph lacks is computed for all
-    return NumpyGraph(
-        x=np.concatenate([g.x for g in graphs]),
-        edge_index=edge_index,
-        edge_attr=np.concatenate([g.edge_attr for g in graphs]) if all(has_attr) else None,
-        batch=batch,
-        pe={k: np.concatenate([g.pe[k] for g in graphs]) for k in sorted(pe_keys)},
-    )
+    return union_graphs(graphs, common_pe=True)
 
 
 def prepare(
@@ -320,7 +293,7 @@ def prepare(
 def prepare_validated(items: Sequence[NumpyGraph], model: ModelSpec, limits: Limits | None = None) -> Prepared:
     """:func:`prepare` for items already validated (and sparsified): merge and build inputs."""
     nodes = [g.num_nodes for g in items]
-    graphs = [graph_count(g) for g in items]
+    graphs = [g.num_graphs for g in items]
     merged = merge_graphs(items)
     if limits is not None:
         limits.check(merged.num_nodes, merged.num_edges, sum(graphs))
@@ -329,6 +302,4 @@ def prepare_validated(items: Sequence[NumpyGraph], model: ModelSpec, limits: Lim
 
 def split_output(output: np.ndarray, prepared: Prepared, node_level: bool) -> list[np.ndarray]:
     """One array per item: node-level ``[n_i, out]``; graph-level ``[g_i, out]``."""
-    sizes = prepared.nodes if node_level else prepared.graphs
-    bounds = np.cumsum(np.asarray(sizes, dtype=np.int64))[:-1]
-    return np.split(output, bounds)
+    return split_by_graph(output, prepared.nodes if node_level else prepared.graphs)

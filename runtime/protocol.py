@@ -287,4 +287,5 @@ def encode_infer_response(
 
 
 def error_body(message: str) -> bytes:
+    """The KServe v2 error response body, ``{"error": message}``: the one encoder of every 4xx/5xx."""
     return json.dumps({"error": message}).encode()

@@ -44,7 +44,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,7 @@ from runtime.errors import (
     ShapeError,
 )
 from runtime.graphs import apply_teddy, check_batch_vector, prepare_validated, validate_graph
-from runtime.protocol import HEADER_LENGTH, InferRequest, encode_infer_response, parse_infer_request
+from runtime.protocol import HEADER_LENGTH, InferRequest, encode_infer_response, error_body, parse_infer_request
 from runtime.session import GraphSession
 from runtime.spec import NUMPY_TO_KSERVE
 
@@ -182,7 +182,9 @@ def request_graph(req: InferRequest, model: ServedModel, limits: ServerLimits) -
         for o in req.outputs:
             if o.name not in outs:
                 have = ", ".join(sorted(outs))
-                raise ProtocolError(f"output '{o.name}' is not an output of model '{model.name}'; its outputs are {have}")
+                raise ProtocolError(
+                    f"output '{o.name}' is not an output of model '{model.name}'; its outputs are {have}"
+                )
     full = is_preprocessed(inputs, model)
     x = inputs["x"]
     n = int(x.shape[0])
@@ -436,7 +438,7 @@ def create_app(
     app.state.models = served
 
     def error(status: int, message: str) -> Response:
-        return Response(json.dumps({"error": message}), status_code=status, media_type="application/json")
+        return Response(error_body(message), status_code=status, media_type="application/json")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -599,7 +601,7 @@ async def _stream(request: Request) -> AsyncIterator[bytes]:
 
 
 def _error(status: int, message: str) -> tuple[int, bytes, dict[str, str]]:
-    return status, json.dumps({"error": message}).encode(), {"content-type": "application/json"}
+    return status, error_body(message), {"content-type": "application/json"}
 
 
 def _needs_work_cheap(body: bytes | bytearray, m: ServedModel) -> bool:
@@ -731,9 +733,3 @@ class BackgroundServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def background_server(app: Any, host: str = "127.0.0.1") -> Iterator[BackgroundServer]:
-    with BackgroundServer(app, host) as s:
-        yield s

@@ -76,9 +76,6 @@ def import_tensorrt() -> tuple[ModuleType, ModuleType]:
     return trt, trtp
 
 
-_import_tensorrt = import_tensorrt  # older name, still imported by runtime.backends
-
-
 def tensorrt_available() -> bool:
     """Whether ``tensorrt`` and ``tensorrt.plugin`` can be imported."""
     try:

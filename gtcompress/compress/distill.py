@@ -112,14 +112,3 @@ def distillation_loss(info: DatasetInfo, weight: float = 1.0, temperature: float
         return weight * kd_loss(logits, teacher_logits(batch, info), info, temperature)
 
     return loss
-
-
-def strip_teacher(dataset: GraphDataset) -> GraphDataset:
-    """The dataset without stored teacher logits."""
-    splits = {
-        k: [
-            replace(g, pe={n: v for n, v in g.pe.items() if n != TEACHER_KEY}) if TEACHER_KEY in g.pe else g for g in gs
-        ]
-        for k, gs in dataset.splits.items()
-    }
-    return GraphDataset(dataset.info, splits)

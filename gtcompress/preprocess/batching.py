@@ -7,6 +7,7 @@ edges).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,28 +47,44 @@ def graph_ptr(batch: np.ndarray | None, num_nodes: int, num_graphs: int | None =
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
-def union_graphs(graphs: list[NumpyGraph]) -> NumpyGraph:
-    """Disjoint union: node ids of graph ``g`` are offset by the node count of graphs ``< g``."""
+def union_graphs(graphs: Sequence[NumpyGraph], *, common_pe: bool = False) -> NumpyGraph:
+    """Disjoint union: node ids of item ``i`` are offset by the nodes of the items before it, and its
+    graph ids (an item may itself be a union with a ``batch`` vector) by their graphs.
+
+    Every item has edge features or none does. Positional encodings: every item must carry the same
+    kinds, or with ``common_pe`` only the kinds all items carry are kept (a deployment computes the
+    others for the whole union). One concatenate per array."""
     if not graphs:
         raise ValueError("union_graphs needs at least one graph")
     n = np.array([g.num_nodes for g in graphs], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(n)[:-1]])
     e = np.array([g.num_edges for g in graphs], dtype=np.int64)
+    b = np.array([g.num_graphs for g in graphs], dtype=np.int64)
+    node_off = np.concatenate([[0], np.cumsum(n)[:-1]])
+    graph_off = np.concatenate([[0], np.cumsum(b)[:-1]])
     edge_index = np.concatenate([g.edge_index.astype(np.int64) for g in graphs], axis=1)
-    edge_index = edge_index + np.repeat(offsets, e)[None, :]
+    edge_index = edge_index + np.repeat(node_off, e)[None, :]
     has_attr = [g.edge_attr is not None for g in graphs]
     if any(has_attr) and not all(has_attr):
         raise ValueError("either every graph has edge_attr or none does")
-    edge_attr = np.concatenate([g.edge_attr for g in graphs]) if all(has_attr) else None
-    pe_keys = set(graphs[0].pe)
-    for i, g in enumerate(graphs):
-        if set(g.pe) != pe_keys:
-            raise ValueError(f"graph {i} has positional encodings {sorted(g.pe)}, expected {sorted(pe_keys)}")
+    edge_attr = np.concatenate([g.edge_attr for g in graphs]) if all(has_attr) else None  # type: ignore[misc]
+    if common_pe:
+        pe_keys = set.intersection(*(set(g.pe) for g in graphs))
+    else:
+        pe_keys = set(graphs[0].pe)
+        for i, g in enumerate(graphs):
+            if set(g.pe) != pe_keys:
+                raise ValueError(f"graph {i} has positional encodings {sorted(g.pe)}, expected {sorted(pe_keys)}")
+    batch = np.concatenate(
+        [
+            (g.batch.astype(np.int64) if g.batch is not None else np.zeros(g.num_nodes, dtype=np.int64)) + off
+            for g, off in zip(graphs, graph_off, strict=True)
+        ]
+    )
     return NumpyGraph(
         x=np.concatenate([g.x for g in graphs]),
         edge_index=edge_index,
         edge_attr=edge_attr,
-        batch=np.repeat(np.arange(len(graphs), dtype=np.int64), n),
+        batch=batch,
         pe={k: np.concatenate([g.pe[k] for g in graphs]) for k in sorted(pe_keys)},
     )
 
