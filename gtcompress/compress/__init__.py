@@ -13,8 +13,14 @@ Split the way Torch-Pruning splits it (DESIGN.md):
   compression report). Cost accounting is :mod:`gtcompress.cost`; the numpy-only TEDDY
   pre-processing step is :mod:`gtcompress.preprocess.teddy`.
 
-Names are re-exported flat and loaded lazily: :mod:`gtcompress.models.layers` imports
-:mod:`.tokens` and must not pull the rest in.
+Names are re-exported flat and loaded on first access, for import cost only. Any
+``gtcompress.compress.<module>`` import runs this file first, and eager re-exports would load every
+submodule — torch, the models, the training loop with its metrics (scipy.stats), the data sets:
+``python -X importtime -c "import gtcompress.compress"`` measures under 1 ms lazily against about
+2 s eagerly, and ``import gtcompress.compress.gates`` (torch alone, about 1.2 s) would grow by
+0.8–1.3 s. It dodges no import loop: models and :mod:`gtcompress.nn` import nothing of
+compression (the token selector a model runs is :mod:`gtcompress.nn.tokens`), and
+``tests/test_import_rules.py`` checks that this table, counted as eager imports, closes no cycle.
 """
 
 from __future__ import annotations

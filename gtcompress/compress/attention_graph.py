@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from gtcompress.errors import UnsupportedModelError
 from gtcompress.graph import GraphBatch
+from gtcompress.models.model import build_model
 from gtcompress.nn.attention_edges import attention_edges, attention_mask, node_scores
 from gtcompress.nn.layout import DenseLayout
 
@@ -39,8 +40,6 @@ __all__ = ["attention_edges", "attention_mask", "calibrate_attention_topk", "nod
 
 def with_attention_topk(model: nn.Module, k: int, kind: str = "teddy") -> nn.Module:
     """A copy of a GPS ``model`` whose global attention runs on the sparsified graph (same weights)."""
-    from gtcompress.models.model import build_model
-
     check_full_attention(model)
     cfg = copy.deepcopy(model.config)  # type: ignore[attr-defined]
     cfg.attention_topk, cfg.attention_score = int(k), kind

@@ -29,6 +29,7 @@ from torch import nn
 
 from gtcompress.models.config import LayerSpec, ModelConfig
 from gtcompress.models.model import GraphModel, build_model
+from gtcompress.nn.tokens import TokenSelector
 
 __all__ = ["LayerPlan", "Plan", "full_plan", "materialise", "plain_copy", "with_token_keep"]
 
@@ -199,8 +200,6 @@ def materialise(model: GraphModel, plan: Plan, drop_identity_layers: bool = True
         if heads == 0 or token_keep >= 1.0:
             layer.tokens = None
         elif layer.tokens is None:
-            from gtcompress.compress.tokens import TokenSelector
-
             layer.tokens = TokenSelector(work.config.hidden, token_keep)
         else:
             layer.tokens.keep_ratio = token_keep

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from gtcompress.compress.tokens import TokenSelector
 from gtcompress.models.config import LayerSpec, ModelConfig
-from gtcompress.nn.attention import MultiHeadAttention, NeighbourLists
 from gtcompress.nn.blocks import FeedForward, make_norm
-from gtcompress.nn.layout import DenseLayout
+from gtcompress.nn.layout import DenseLayout, NeighbourLists
+from gtcompress.nn.mha import MultiHeadAttention
 from gtcompress.nn.mpnn import GINEConv, gin_mlp
+from gtcompress.nn.tokens import TokenSelector
 
 
 @dataclass

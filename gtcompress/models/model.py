@@ -9,11 +9,10 @@ from torch import Tensor, nn
 from gtcompress.graph import GraphBatch
 from gtcompress.models.config import ModelConfig
 from gtcompress.models.layers import LAYER_TYPES, GraphContext
-from gtcompress.nn.attention import NeighbourLists
 from gtcompress.nn.attention_edges import attention_edges
 from gtcompress.nn.blocks import FeatureEncoder, mlp_head, readout
 from gtcompress.nn.fused import csr_from_edge_index
-from gtcompress.nn.layout import DenseLayout
+from gtcompress.nn.layout import DenseLayout, NeighbourLists
 
 
 class PEEncoder(nn.Module):

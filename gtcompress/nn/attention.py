@@ -1,4 +1,4 @@
-r"""The one definition of graph attention, and the multi-head module built on it.
+r"""The one definition of graph attention, and the functions of its layouts.
 
 For queries :math:`q_i`, keys :math:`k_j`, values :math:`v_j` (per head) and an attention graph
 given as edges :math:`j \to i`, the output at node :math:`i` is
@@ -18,22 +18,25 @@ Semantics every lowering must reproduce exactly:
 :func:`sparse_attention` is the reference (Gather + scatter). :func:`dense_attention` is the same
 function on a padded per-graph layout, where the multiplicity of each (dst, src) pair enters as
 an additive :math:`\log(\text{count})` bias (``-inf`` where there is no edge), so duplicates stay
-exact. Models use whichever layout is cheaper; tests check both against each other.
+exact. :func:`padded_attention` is the same function on neighbour lists. Models use whichever
+layout is cheaper; tests check all of them against each other.
+
+This module is the bottom of :mod:`gtcompress.nn`'s attention stack and imports nothing of it but
+:mod:`~gtcompress.nn.scatter`: the layouts (:mod:`~gtcompress.nn.layout`, which takes :data:`MASK`
+from here), the fused op (:mod:`~gtcompress.nn.fused`, whose CPU implementation is
+:func:`sparse_attention`) and the multi-head module (:mod:`~gtcompress.nn.mha`) all import it, so
+the order ``attention → layout, fused → mha`` has no circle (``tests/test_import_rules.py``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
 from gtcompress.nn.scatter import scatter_max, scatter_sum
-
-if TYPE_CHECKING:
-    from gtcompress.nn.layout import DenseLayout
 
 
 def sparse_attention(
@@ -142,125 +145,3 @@ def padded_attention(
     row_valid = nbr_mask[:, :1].to(score.dtype).unsqueeze(-1)  # [N,1,1]
     out = torch.matmul(alpha.unsqueeze(2), vn).squeeze(2)  # [N,H,D]
     return out * row_valid
-
-
-class NeighbourLists(NamedTuple):
-    """The ``padded`` lowering's layout (see :func:`gtcompress.preprocess.layouts.bucketed_layout`).
-
-    ``buckets``: per degree bucket ``(node [R_b] | None, src [R_b,K_b], edge [R_b,K_b], mask [R_b,K_b])``
-    (``node`` is None for a single bucket holding every node in order); ``inv [N]``: row of each node
-    in the concatenated bucket outputs (None for a single unpermuted bucket).
-    """
-
-    buckets: list[tuple[Tensor | None, Tensor, Tensor, Tensor]]
-    inv: Tensor | None = None
-
-
-class MultiHeadAttention(nn.Module):
-    """Q/K/V/O projections around the reference attention.
-
-    Heads are explicit (separate ``q``, ``k``, ``v`` linears of width ``heads * head_dim``) so that
-    compression can slice a head out of all four projections; ``heads`` may differ per layer after
-    materialisation while ``head_dim`` stays fixed. ``heads == 0`` is a removed sublayer.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        heads: int,
-        head_dim: int,
-        dropout: float = 0.0,
-        edge_dim: int = 0,
-        num_spd: int = 0,
-        bias: bool = True,
-    ) -> None:
-        super().__init__()
-        self.dim, self.heads, self.head_dim, self.dropout = dim, heads, head_dim, dropout
-        inner = heads * head_dim
-        self.q = nn.Linear(dim, inner, bias=bias)
-        self.k = nn.Linear(dim, inner, bias=bias)
-        self.v = nn.Linear(dim, inner, bias=bias)
-        self.o = nn.Linear(inner, dim, bias=bias)
-        # Per-head score biases live here too, so that slicing a head touches one module only.
-        self.edge_bias = nn.Linear(edge_dim, heads) if edge_dim else None
-        self.spd_bias = nn.Embedding(num_spd, heads) if num_spd else None
-
-    def project(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        shape = (*h.shape[:-1], self.heads, self.head_dim)
-        return self.q(h).view(shape), self.k(h).view(shape), self.v(h).view(shape)
-
-    def sparse(self, h: Tensor, edge_index: Tensor, bias: Tensor | None = None) -> Tensor:
-        """Attention over the edges of ``edge_index``; ``h [N, dim]``."""
-        q, k, v = self.project(h)
-        out = sparse_attention(q, k, v, edge_index, bias, dropout=self.dropout, training=self.training)
-        return self.o(out.reshape(h.shape[0], -1))
-
-    def padded(self, h: Tensor, nbr: NeighbourLists, bias: Tensor | None = None) -> Tensor:
-        """Attention over (degree-bucketed) neighbour lists; ``bias [E,H]`` in edge order.
-
-        The key and value projections are folded out of the per-slot work: with ``q_h = W_q,h h + b_q,h``,
-        ``tau q_h . k_j = (tau W_k,h^T q_h) . h_j + const`` (the constant ``tau q_h . b_k,h`` is the same
-        for every key of a row and cancels in the softmax) and ``W_o sum_h W_v,h sum_j alpha_hj h_j + ..``,
-        so each slot gathers one row of ``h`` (shared by keys and values, ``[N,C]``) instead of a key
-        and a value row per head: one Gather per bucket and layer, two batched MatMuls over ``[H,C]``
-        per row, and two Gemms (``h -> tau W_k^T q`` per head and ``aggregate -> W_o W_v``) whose folded
-        weights ONNX Runtime computes once (constant folding). Each bucket works on its own rows; the
-        outputs return to node order by one Gather with ``nbr.inv``. Same function as :meth:`sparse`
-        (up to float rounding): every slot of a row without incoming edge is padding, the row is zeroed
-        before ``W_o``'s bias.
-        """
-        hh, d, c = self.heads, self.head_dim, h.shape[-1]
-        tau = 1.0 / math.sqrt(d)
-        wq, wk, wv = (lin.weight.view(hh, d, c) for lin in (self.q, self.k, self.v))
-        wo = self.o.weight.view(-1, hh, d)  # [C',H,D]
-        m_q = (torch.matmul(wq.transpose(1, 2), wk) * tau).transpose(0, 1).reshape(c, hh * c)  # h -> [H*C]
-        m_o = torch.matmul(wv.transpose(1, 2), wo.permute(1, 2, 0)).reshape(hh * c, -1)  # [H*C] -> C'
-        b_q = None if self.q.bias is None else (torch.matmul(self.q.bias.view(hh, 1, d), wk) * tau).reshape(hh * c)
-        b_o = None if self.v.bias is None else torch.matmul(self.o.weight, self.v.bias)
-        if bias is not None:
-            # Padding slots hold edge id 0, which does not exist when E = 0: gather from the biases plus one
-            # zero row (padding is masked, so real slots read exactly the rows they read before).
-            bias = torch.cat([bias, bias.new_zeros((1, bias.shape[1]))])
-        outs = []
-        for node, src, edge, mask in nbr.buckets:
-            r, kk = src.shape
-            hq = h if node is None else h.index_select(0, node)
-            qf = torch.matmul(hq, m_q) if b_q is None else torch.addmm(b_q, hq, m_q)
-            hn = h.index_select(0, src.reshape(-1)).view(r, kk, c)  # [R,K,C]: keys and values in one
-            score = torch.matmul(qf.view(r, hh, c), hn.transpose(1, 2))  # [R,H,K]
-            if bias is not None:
-                score = score + bias.index_select(0, edge.reshape(-1)).view(r, kk, hh).transpose(1, 2)
-            pad = torch.where(mask, 0.0, MASK).to(score.dtype).unsqueeze(1)  # [R,1,K]
-            alpha = torch.softmax(score + pad, dim=-1)
-            if self.dropout > 0.0 and self.training:  # on the weights, as in sparse_attention
-                alpha = F.dropout(alpha, p=self.dropout, training=True)
-            agg = torch.matmul(alpha, hn).reshape(r, hh * c)  # [R,H*C]
-            o = torch.matmul(agg, m_o) if b_o is None else torch.addmm(b_o, agg, m_o)
-            outs.append(o * mask[:, :1].to(o.dtype))  # rows without incoming edge -> 0
-        out = outs[0] if nbr.inv is None else torch.cat(outs).index_select(0, nbr.inv)
-        return out if self.o.bias is None else out + self.o.bias
-
-    def fused(self, h: Tensor, csr: tuple[Tensor, Tensor, Tensor], bias: Tensor | None = None) -> Tensor:
-        """Attention through the fused op on CSR ``(rowptr, col, perm)``; ``bias`` in edge order."""
-        from gtcompress.nn.fused import sparse_graph_attention
-
-        rowptr, col, perm = csr
-        q, k, v = self.project(h)
-        b = None if bias is None else bias.index_select(0, perm)
-        out = sparse_graph_attention(q, k, v, rowptr, col, b, 1.0 / math.sqrt(self.head_dim))
-        return self.o(out.reshape(h.shape[0], -1))
-
-    def dense(self, h: Tensor, attn_bias: Tensor, row_valid: Tensor | None = None) -> Tensor:
-        """Attention on a padded batch ``h [B, L, dim]`` with ``attn_bias [B, 1|H, L, L]`` (see
-        :func:`dense_attention` for ``row_valid``)."""
-        q, k, v = (t.transpose(1, 2) for t in self.project(h))  # [B,H,L,D]
-        out = dense_attention(q, k, v, attn_bias, dropout=self.dropout, training=self.training, row_valid=row_valid)
-        return self.o(out.transpose(1, 2).reshape(h.shape[0], h.shape[1], -1))
-
-    def dense_nodes(self, h: Tensor, layout: DenseLayout, attn_bias: Tensor, row_valid: Tensor | None = None) -> Tensor:
-        """:meth:`dense` on node rows ``h [N, dim]`` -> ``[N, dim]``: Q, K, V are projected per node and
-        then padded (straight into the head-major layout), and O after unpadding, so no projection runs
-        on padding rows (same result: padded keys are masked, padded queries dropped)."""
-        q, k, v = (layout.pad_heads(f(h), self.heads) for f in (self.q, self.k, self.v))
-        out = dense_attention(q, k, v, attn_bias, dropout=self.dropout, training=self.training, row_valid=row_valid)
-        return self.o(layout.unpad_heads(out))

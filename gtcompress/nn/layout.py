@@ -1,18 +1,37 @@
-"""Padded per-graph layout ``[B, L, ·]`` (L = largest graph) for dense attention.
+"""The attention layouts a model's layers read: padded per-graph rows and neighbour lists.
 
-Built from the sorted ``batch`` vector; ``slot[i] = batch[i] * L + position of i in its graph``
-maps each node to its row of the flattened padded tensor, so padding and unpadding are one
-scatter / one gather.
+:class:`DenseLayout` is the padded per-graph layout ``[B, L, ·]`` (L = largest graph) for dense
+attention. Built from the sorted ``batch`` vector; ``slot[i] = batch[i] * L + position of i in its
+graph`` maps each node to its row of the flattened padded tensor, so padding and unpadding are one
+scatter / one gather. :class:`NeighbourLists` carries the ``padded`` lowering's degree-bucketed
+neighbour lists.
+
+Both are data, used by :mod:`gtcompress.nn.mha` and the models; this module imports only
+:data:`~gtcompress.nn.attention.MASK` from the attention definition, never the multi-head module,
+so no import circle runs through it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from gtcompress.nn.attention import MASK
+
+
+class NeighbourLists(NamedTuple):
+    """The ``padded`` lowering's layout (see :func:`gtcompress.preprocess.layouts.bucketed_layout`).
+
+    ``buckets``: per degree bucket ``(node [R_b] | None, src [R_b,K_b], edge [R_b,K_b], mask [R_b,K_b])``
+    (``node`` is None for a single bucket holding every node in order); ``inv [N]``: row of each node
+    in the concatenated bucket outputs (None for a single unpermuted bucket).
+    """
+
+    buckets: list[tuple[Tensor | None, Tensor, Tensor, Tensor]]
+    inv: Tensor | None = None
 
 
 @dataclass

@@ -2,7 +2,7 @@ import torch
 
 from gtcompress.cost import count_flops, measure_cost
 from gtcompress.graph import collate
-from gtcompress.nn.attention import MultiHeadAttention
+from gtcompress.nn.mha import MultiHeadAttention
 
 from .conftest import tiny_model
 

@@ -4,7 +4,7 @@ import torch
 from gtcompress.compress.gates import GateSet, HardConcrete, parse_axes
 from gtcompress.compress.tokens import TokenSelector, keep_counts, topk_per_graph
 from gtcompress.errors import ConfigError
-from gtcompress.nn.attention import MultiHeadAttention
+from gtcompress.nn.mha import MultiHeadAttention
 
 
 def test_hard_concrete_is_differentiable_and_exactly_binary_in_eval() -> None:

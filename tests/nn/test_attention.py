@@ -155,7 +155,7 @@ def test_dense_gradients_are_finite_with_padding_and_isolated_nodes(key_bias: bo
 
 
 def _neighbour_lists(ei: torch.Tensor, n: int, buckets: int | None):
-    from gtcompress.nn.attention import NeighbourLists
+    from gtcompress.nn.layout import NeighbourLists
     from gtcompress.preprocess.layouts import bucketed_layout, padded_layout
 
     if buckets is None:  # the single-bucket layout of models exported before degree buckets
@@ -213,7 +213,7 @@ def test_padded_skewed_degrees_float32() -> None:
 def test_multihead_padded_matches_sparse(buckets, with_bias: bool) -> None:
     """The module's folded padded path (keys/values through one gathered ``h``) equals its sparse path:
     edge bias, duplicates, self-loops, isolated nodes, linears with and without bias terms."""
-    from gtcompress.nn.attention import MultiHeadAttention
+    from gtcompress.nn.mha import MultiHeadAttention
 
     torch.manual_seed(0)
     for n, e, heads in [(1, 0, 2), (1, 2, 1), (2, 0, 3), (40, 90, 4), (80, 50, 3)]:
@@ -232,7 +232,7 @@ def test_multihead_padded_matches_sparse(buckets, with_bias: bool) -> None:
 def test_multihead_padded_applies_attention_dropout_in_training() -> None:
     """The folded padded path drops attention weights in training (as the sparse path does), and
     only there."""
-    from gtcompress.nn.attention import MultiHeadAttention
+    from gtcompress.nn.mha import MultiHeadAttention
 
     torch.manual_seed(0)
     n, e = 40, 160

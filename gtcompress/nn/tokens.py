@@ -1,0 +1,175 @@
+r"""Token (node) pruning for attention: a per-layer scorer and per-graph top-k.
+
+It lives in :mod:`gtcompress.nn`, not in :mod:`gtcompress.compress`, because a token-pruned model
+runs it at inference (every layer with ``token_keep < 1`` owns a :class:`TokenSelector`), and
+models and their building blocks never import compression: the dependency order is
+``nn → models → compress``. Compression only drives it — :mod:`gtcompress.compress.masks` turns
+on ``gumbel`` during mask training, :mod:`gtcompress.compress.materialise` sets ``keep_ratio`` — and
+:mod:`gtcompress.compress.tokens` re-exports these names for its older importers.
+
+A layer built with ``LayerSpec.token_keep = r < 1`` owns a :class:`TokenSelector`. Each graph of
+the batch keeps its :math:`k_b = \max(1, \lfloor r\, n_b + 1/2 \rfloor)` highest-scoring nodes
+(score :math:`s_i = w^\top h_i + b`) for that layer's attention; the other nodes are *removed* from
+it — they are neither queries nor keys, their attention output is 0, so they keep their residual
+stream (and, for node-level tasks, still get a prediction from the later sublayers).
+
+**Inference (deterministic, export-friendly).** Scores are laid out as the padded ``[B, L]``
+tensor, sorted per row (TopK), and the first ``L' = max_b k_b`` columns of the sort order gather
+the kept tokens into a smaller padded batch ``[B, L', d]``; attention runs there (so its cost
+falls with :math:`r^2`), and a scatter puts the outputs back. The sparse (edge-list) layout keeps
+the sub-graph induced by the kept nodes instead.
+
+**Training.** Queries stay complete, keys are masked by the hard top-k (so the forward equals the
+gathered one), and the attention output of node :math:`i` is multiplied by the straight-through
+mask :math:`m_i = \mathrm{hard}_i + \sigma_i - \mathrm{sg}(\sigma_i)`, with
+:math:`\sigma_i = \mathrm{sigmoid}((\tilde s_i - t_b)/\tau)` and :math:`t_b` half-way between the
+:math:`k_b`-th and :math:`(k_b+1)`-th score of graph :math:`b`. With ``gumbel`` on (set by
+:mod:`gtcompress.compress.masks` during mask training) the scores are perturbed by Gumbel noise,
+:math:`\tilde s = s + G`: straight-through Gumbel top-k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from gtcompress.nn.layout import DenseLayout
+from gtcompress.nn.mha import MultiHeadAttention
+
+__all__ = ["Selection", "TokenSelector", "keep_counts", "topk_per_graph"]
+
+
+def keep_counts(valid: Tensor, ratio: float) -> Tensor:
+    """``k_b = clamp(round_half_up(ratio · n_b), 1, n_b)`` per graph (``[B]`` int64), in integer
+    arithmetic: in floating point, float32 (ONNX) and float64 (PyTorch) disagree on cases such as
+    5 · 0.7 + 0.5, which would keep a different number of tokens after export."""
+    n = valid.sum(dim=1)
+    k = torch.div(n * _per_10k(ratio) + 5000, 10000, rounding_mode="floor").clamp(min=1)
+    return torch.minimum(k, n)
+
+
+def _per_10k(ratio: float) -> int:
+    return round(ratio * 10000)
+
+
+@dataclass
+class Selection:
+    order: Tensor  # [B, L] positions sorted by decreasing score
+    counts: Tensor  # [B] tokens kept per graph
+    ranked_valid: Tensor  # [B, L] bool: column j of `order` is kept
+    keep: Tensor  # [B, L] bool in original positions
+    sorted_scores: Tensor  # [B, L] scores in `order` (padding at -inf)
+
+
+def topk_per_graph(scores: Tensor, valid: Tensor, ratio: float) -> Selection:
+    """Per-graph top-``k_b`` of padded ``scores [B, L]`` (``valid`` marks real nodes)."""
+    # Every node gets a distinct int64 key: its score quantised to 2^-12, then its position (lower
+    # first). Identical nodes can get scores an ulp apart in two GEMM implementations (PyTorch vs
+    # ONNX Runtime) and TopK's tie order is not specified everywhere; distinct keys on a grid make
+    # the discrete choice identical in eager mode, ONNX Runtime and TensorRT (TopK on INT64, K < 3840).
+    length = scores.shape[1]
+    quantised = torch.round(scores * 4096.0)
+    pos = torch.arange(length, device=scores.device).unsqueeze(0)
+    key = quantised.to(torch.long) * 65536 + (65535 - pos)
+    key = key.masked_fill(~valid, -(2**62))
+    order = torch.topk(key, k=length, dim=1, largest=True, sorted=True).indices
+    masked = (quantised / 4096.0).masked_fill(~valid, float("-inf"))
+    sorted_scores = masked.gather(1, order)
+    counts = keep_counts(valid, ratio)
+    ranked_valid = torch.arange(scores.shape[1], device=scores.device).unsqueeze(0) < counts.unsqueeze(1)
+    keep = torch.zeros_like(valid).scatter(1, order, ranked_valid)
+    return Selection(order, counts, ranked_valid, keep, sorted_scores)
+
+
+def _gather_bias(bias: Tensor, idx: Tensor) -> Tensor:
+    """``bias [B, Hb, Lq|1, L]`` restricted to the tokens ``idx [B, L']`` on both axes."""
+    b, hb, lq, _lk = bias.shape
+    lp = idx.shape[1]
+    out = bias.gather(3, idx[:, None, None, :].expand(b, hb, lq, lp))
+    if lq > 1:
+        out = out.gather(2, idx[:, None, :, None].expand(b, hb, lp, lp))
+    return out
+
+
+class TokenSelector(nn.Module):
+    """Node scorer ``Linear(dim, 1)`` plus the keep ratio of its layer (see the module docstring)."""
+
+    def __init__(self, dim: int, keep_ratio: float) -> None:
+        super().__init__()
+        if not 0.0 < keep_ratio <= 1.0:
+            raise ValueError(f"token keep ratio must lie in (0, 1], got {keep_ratio}")
+        self.score = nn.Linear(dim, 1)
+        self.keep_ratio = float(keep_ratio)
+        self.gumbel = False  # stochastic Gumbel top-k while training (mask training only)
+        self.tau = 1.0
+
+    def extra_repr(self) -> str:
+        return f"keep_ratio={self.keep_ratio}"
+
+    # ------------------------------------------------------------------ selection
+    def select(self, hd: Tensor, valid: Tensor) -> tuple[Selection, Tensor | None]:
+        """Top-k on the padded input ``hd [B, L, d]``; in training also the straight-through
+        multiplier ``[B, L]`` (``None`` at inference)."""
+        scores = self.score(hd).squeeze(-1)
+        if self.training and self.gumbel:
+            u = torch.rand_like(scores).clamp(1e-9, 1.0 - 1e-9)
+            scores = scores - torch.log(-torch.log(u))
+        sel = topk_per_graph(scores, valid, self.keep_ratio)
+        if not self.training:
+            return sel, None
+        srt = sel.sorted_scores.detach()
+        last = (sel.counts - 1).clamp(min=0).unsqueeze(1)
+        nxt = sel.counts.clamp(max=hd.shape[1] - 1).unsqueeze(1)
+        kth, k1 = srt.gather(1, last), srt.gather(1, nxt)
+        gap = torch.where(
+            (sel.counts.unsqueeze(1) < valid.sum(1, keepdim=True)) & torch.isfinite(k1), kth - k1, torch.ones_like(kth)
+        )
+        thr = kth - 0.5 * gap
+        soft = torch.sigmoid((scores - thr) / self.tau)
+        mult = sel.keep.to(hd.dtype) + (soft - soft.detach())
+        return sel, mult * valid.to(hd.dtype)
+
+    # ------------------------------------------------------------------ attention
+    def attend_dense(self, attn: MultiHeadAttention, hd: Tensor, bias: Tensor, valid: Tensor) -> Tensor:
+        """``attn.dense`` over the kept tokens of ``hd [B, L, d]``; dropped tokens get 0."""
+        sel, mult = self.select(hd, valid)
+        if mult is not None:  # training: complete queries, keys masked by the hard selection
+            key_mask = torch.zeros_like(hd[..., 0]).masked_fill(~sel.keep, float("-inf"))
+            out = attn.dense(hd, bias + key_mask[:, None, None, :])
+            return out * mult.unsqueeze(-1)
+        # max_b k_b = k of the largest graph, i.e. a function of the padded length alone: computed
+        # from the shape rather than read from data, so an export keeps it symbolic (reading
+        # counts.max() made two layers with different ratios share one data-dependent size).
+        length = hd.shape[1]
+        lp = torch.sym_min(torch.sym_max((length * _per_10k(self.keep_ratio) + 5000) // 10000, 1), length)
+        idx = sel.order[:, :lp]
+        valid_k = sel.ranked_valid[:, :lp]
+        hk = hd.gather(1, idx.unsqueeze(-1).expand(-1, -1, hd.shape[-1]))
+        key_pad = torch.zeros_like(hk[..., 0]).masked_fill(~valid_k, float("-inf"))
+        out_k = attn.dense(hk, _gather_bias(bias, idx) + key_pad[:, None, None, :])
+        out_k = out_k * valid_k.unsqueeze(-1).to(out_k.dtype)
+        out = out_k.new_zeros((hd.shape[0], hd.shape[1], out_k.shape[-1]))
+        return out.scatter(1, idx.unsqueeze(-1).expand(-1, -1, out_k.shape[-1]), out_k)
+
+    def attend_sparse(
+        self, attn: MultiHeadAttention, h: Tensor, edge_index: Tensor, bias: Tensor | None, layout: DenseLayout
+    ) -> Tensor:
+        """``attn.sparse`` on the sub-graph induced by the kept nodes; ``layout`` is the
+        :class:`~gtcompress.nn.layout.DenseLayout` of the batch (used to rank per graph)."""
+        sel, mult = self.select(layout.pad(h), layout.valid)
+        node_keep = layout.unpad(sel.keep.unsqueeze(-1)).squeeze(-1)
+        src, dst = edge_index[0], edge_index[1]
+        if mult is not None:
+            emask = node_keep.index_select(0, src)
+            out = attn.sparse(h, edge_index[:, emask], None if bias is None else bias[emask])
+            m = layout.unpad(mult.unsqueeze(-1))
+            return out * m
+        kept = torch.nonzero(node_keep).squeeze(-1)
+        remap = torch.cumsum(node_keep.to(torch.long), 0) - 1
+        emask = node_keep.index_select(0, src) & node_keep.index_select(0, dst)
+        ei_k = remap.index_select(0, edge_index[:, emask].reshape(-1)).view(2, -1)
+        out_k = attn.sparse(h.index_select(0, kept), ei_k, None if bias is None else bias[emask])
+        out = out_k.new_zeros((h.shape[0], out_k.shape[-1]))
+        return out.scatter(0, kept.unsqueeze(-1).expand(-1, out_k.shape[-1]), out_k)
