@@ -42,11 +42,14 @@ def export_cmd(
     except ConfigError as e:
         raise ConfigError(f"--out {e}") from None
     model, meta = load_checkpoint(checkpoint)
-    profile = None
-    if attention == "auto" and model.config.arch == "gt":
-        profile = _profile_batch(meta, profile_graphs)
     keep = ("dataset", "metrics", "compression", "teddy")
-    res = export_onnx(model, out, attention, profile=profile, metadata={k: meta[k] for k in keep if k in meta})
+    res = export_onnx(
+        model,
+        out,
+        attention,
+        profile=lambda: _profile_batch(meta, profile_graphs),  # loaded only if the lowering rule needs it
+        metadata={k: meta[k] for k in keep if k in meta},
+    )
     rows = [
         {
             "file": str(out),

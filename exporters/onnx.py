@@ -18,9 +18,11 @@ dense     per-graph padded batch + log-count mask     small dense graphs (molecu
 plugin    one ``SparseGraphAttention`` node           TensorRT plugin; ORT runs its function
 ========  ==========================================  ======================================
 
-``auto`` picks the cheapest of scatter/padded/dense by :func:`estimate_costs`, with per-element
-costs measured on ONNX Runtime CPU (see the constants; DESIGN.md: a 149k-edge SBM batch took 953 ms
-scattered, 137 ms padded, 36 ms dense).
+``auto`` asks :func:`gtcompress.preprocess.spec.choose_lowering`, the one rule (also what a model
+given no layout uses): the cheapest of scatter/padded/dense for the profile batch by per-element
+costs measured on ONNX Runtime CPU (a 149k-edge SBM batch took 953 ms scattered, 137 ms padded,
+36 ms dense). The input spec the exporter writes is a
+:class:`~gtcompress.preprocess.spec.InputSpec`, stored as JSON (with its version) in the metadata.
 
 Every export is checked before the file appears: ``onnx.checker`` (full check), ONNX Runtime
 parity against PyTorch on each edge case *as a batch of its own* (a batch of edgeless graphs, a lone
@@ -36,6 +38,7 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,24 +53,13 @@ from gtcompress import __version__
 from gtcompress.errors import ConfigError, GTCompressError
 from gtcompress.models.model import GraphModel
 from gtcompress.preprocess.batching import NumpyGraph
-from gtcompress.preprocess.inputs import LOWERINGS, build_inputs, input_names, is_layout_input
-from gtcompress.preprocess.layouts import NBR_BUCKETS, bucketed_layout
+from gtcompress.preprocess.inputs import build_inputs
+from gtcompress.preprocess.layouts import NBR_BUCKETS
 from gtcompress.preprocess.random_graphs import edge_case_batches, random_batches
+from gtcompress.preprocess.spec import FeatureInput, InputSpec, Lowering, OutputSpec, choose_lowering
 
 OPSET = 18  # ScatterElements max/min needs 18 in ONNX Runtime
 IR_VERSION = 10  # ONNX Runtime 1.31 rejects newer IR versions
-
-# Milliseconds per unit of work on ONNX Runtime CPU (d=64, 4 heads, 4 layers), re-measured with 1
-# thread on the bench/export.py SBM batch after the dense lowering got its Softmax node: attention
-# time = total - ~13 ms of per-node layers; scatter 952 ms / 147k edges, padded 186 ms / 241k
-# slots, dense 43 ms / 769k pairs. The molecule batch agrees (dense 18.3 ms < padded 21.6 ms).
-# Padded re-measured after degree buckets and the folded K/V gather (1 thread, same SBM batch):
-# 78 ms / 163k bucketed slots; its 4 buckets x layers of small ops cost a few ms whatever the size
-# (molecule batch: padded 21.8 ms > dense 18.8 ms), hence the fixed term.
-COST_PER_EDGE_SCATTER = 6.4e-3
-COST_PER_SLOT_PADDED = 4.0e-4
-COST_FIXED_PADDED = 5.0
-COST_PER_PAIR_DENSE = 3.9e-5
 
 
 class ExportError(GTCompressError):
@@ -80,8 +72,8 @@ class ExportResult:
     every case of ``edge_cases`` (names from :data:`~gtcompress.preprocess.random_graphs.EDGE_CASES`)."""
 
     path: Path
-    lowering: str
-    spec: dict[str, Any]
+    lowering: Lowering
+    spec: InputSpec
     max_abs_err: float
     batches_checked: int
     tensorrt_problems: list[str] = field(default_factory=list)
@@ -89,45 +81,24 @@ class ExportResult:
     edge_cases: list[str] = field(default_factory=list)
 
 
-def input_spec(model: GraphModel, lowering: str) -> dict[str, Any]:
-    """The JSON-able description of an exported model's inputs and output."""
+def input_spec(model: GraphModel, lowering: str | Lowering) -> InputSpec:
+    """What an export of ``model`` with ``lowering`` takes and returns."""
     c = model.config
     nf, ef = c.node_features, c.edge_features
-    spec: dict[str, Any] = {
-        "arch": c.arch,
-        "task_level": c.task_level,
-        "lowering": lowering,
-        "global_attention": c.arch in ("gps", "graphormer"),
-        "pe": dict(c.pe),
-        "x": {"dtype": "int64" if nf.kind == "categorical" else "float32", **_feature_dict(nf)},
-        "edge_attr": None
-        if ef is None
-        else {"dtype": "int64" if ef.kind == "categorical" else "float32", **_feature_dict(ef)},
-        "output": {"name": "output", "dim": c.out_dim, "per": "graph" if c.task_level == "graph" else "node"},
-    }
-    if lowering == "padded":
-        spec["buckets"] = NBR_BUCKETS  # degree buckets of the neighbour lists (sliced ELL)
-    if lowering == "dense" and c.arch == "gt" and not has_token_pruning(model):
-        spec["packed"] = True  # small graphs share padded rows (attention over input edges only)
-    spec["inputs"] = input_names(spec)
-    return spec
-
-
-def _feature_dict(f: Any) -> dict[str, Any]:
-    return {"kind": f.kind, "dim": f.dim, "cardinalities": list(f.cardinalities)}
-
-
-def estimate_costs(graph: NumpyGraph) -> dict[str, float]:
-    """Estimated attention milliseconds per lowering for a batch shaped like ``graph``."""
-    counts = np.bincount(graph.batch, minlength=graph.num_graphs) if graph.batch is not None else [graph.num_nodes]
-    max_nodes = int(np.max(counts)) if len(counts) else 1
-    lay = bucketed_layout(graph.edge_index, graph.num_nodes, NBR_BUCKETS)
-    slots = sum(lay[f"nbr_src_{b}"].size for b in range(NBR_BUCKETS))
-    return {
-        "scatter": COST_PER_EDGE_SCATTER * graph.num_edges,
-        "padded": COST_FIXED_PADDED + COST_PER_SLOT_PADDED * slots,
-        "dense": COST_PER_PAIR_DENSE * len(counts) * max_nodes**2,
-    }
+    low = Lowering(lowering)
+    return InputSpec(
+        arch=c.arch,
+        task_level=c.task_level,
+        lowering=low,
+        x=FeatureInput(nf.kind, nf.dim, tuple(nf.cardinalities)),
+        edge_attr=None if ef is None else FeatureInput(ef.kind, ef.dim, tuple(ef.cardinalities)),
+        output=OutputSpec("output", c.out_dim, "graph" if c.task_level == "graph" else "node"),
+        pe=dict(c.pe),
+        global_attention=c.arch in ("gps", "graphormer"),
+        buckets=NBR_BUCKETS if low is Lowering.PADDED else 0,  # degree buckets of the neighbour lists
+        # small graphs share padded rows (attention over input edges only)
+        packed=low is Lowering.DENSE and c.arch == "gt" and not has_token_pruning(model),
+    )
 
 
 def attention_description(model: GraphModel) -> str:
@@ -152,23 +123,13 @@ def has_token_pruning(model: GraphModel) -> bool:
     return any(s.heads > 0 and s.token_keep < 1.0 for s in model.config.layers)
 
 
-def choose_lowering(model: GraphModel, profile: NumpyGraph | None) -> str:
-    """``dense`` for full-attention and token-pruned models; for GT the cheapest layout for ``profile``."""
-    if model.config.arch != "gt" or has_token_pruning(model):
-        return "dense"
-    if profile is None:
-        return "dense"
-    costs = estimate_costs(profile)
-    return min(costs, key=costs.__getitem__)
-
-
 class _Traced(nn.Module):
     """Positional-input wrapper that maps the spec's inputs onto :meth:`GraphModel.compute`."""
 
-    def __init__(self, model: GraphModel, names: list[str]) -> None:
+    def __init__(self, model: GraphModel, spec: InputSpec) -> None:
         super().__init__()
-        self.model, self.names = model, names
-        self.layout_names = {n for n in names if is_layout_input(n)}
+        self.model, self.names, self.lowering = model, spec.inputs, spec.lowering
+        self.layout_names = set(spec.layout_inputs)
 
     def forward(self, *args: Tensor) -> Tensor:
         a = dict(zip(self.names, args, strict=True))
@@ -206,21 +167,21 @@ def _dynamic_shapes(names: list[str], packed: bool = False) -> tuple[dict[str, A
     return tuple(table.get(name, {0: n}) for name in names)  # pe_* and nbr_inv are [N, ...]
 
 
-def _example(spec: dict[str, Any]) -> NumpyGraph:
+def _example(spec: InputSpec) -> NumpyGraph:
     """A batch whose every symbolic dimension is >= 2 (size-1 dims get specialised by export)."""
     from gtcompress.preprocess.batching import union_graphs
     from gtcompress.preprocess.random_graphs import random_graph
 
     rng = np.random.default_rng(0)
-    if spec.get("buckets"):
-        return _bucket_example(rng, int(spec["buckets"]), spec)
+    if spec.buckets:
+        return _bucket_example(rng, spec.buckets, spec)
     # four graphs; packed into rows of 9 slots they take three (9 | 7+2 | 5), all sizes distinct
     sizes = (7, 5, 9, 2)
-    graphs = [random_graph(rng, n, 3 * n, spec["x"], spec["edge_attr"], self_loops=1, duplicates=2) for n in sizes]
+    graphs = [random_graph(rng, n, 3 * n, spec.x, spec.edge_attr, self_loops=1, duplicates=2) for n in sizes]
     return union_graphs(graphs)
 
 
-def _bucket_example(rng: np.random.Generator, buckets: int, spec: dict[str, Any]) -> NumpyGraph:
+def _bucket_example(rng: np.random.Generator, buckets: int, spec: InputSpec) -> NumpyGraph:
     """Two graphs whose in-degrees take exactly ``buckets`` values, so that every degree bucket gets its
     own rows and width, all >= 2 and pairwise different (rows 5, 9, 13, …; widths 3, 7, 11, …; two
     graphs): equal example sizes could be traced as one symbol, size 1 would be specialised."""
@@ -236,7 +197,7 @@ def _bucket_example(rng: np.random.Generator, buckets: int, spec: dict[str, Any]
     for part in (deg[:half], deg[half:]):
         n = part.size
         dst = np.repeat(np.arange(n), part)
-        g = random_graph(rng, n, dst.size, spec["x"], spec["edge_attr"])
+        g = random_graph(rng, n, dst.size, spec.x, spec.edge_attr)
         graphs.append(replace(g, edge_index=np.stack([rng.integers(0, n, dst.size), dst])))
     return union_graphs(graphs)
 
@@ -263,9 +224,9 @@ def check_output_path(path: str | Path) -> Path:
 def export_onnx(
     model: GraphModel,
     path: str | Path,
-    lowering: str = "auto",
+    lowering: str | Lowering = "auto",
     *,
-    profile: NumpyGraph | None = None,
+    profile: NumpyGraph | Callable[[], NumpyGraph | None] | None = None,
     metadata: dict[str, Any] | None = None,
     verify: bool = True,
     verify_batches: int = 10,
@@ -277,32 +238,33 @@ def export_onnx(
 
     start = time.perf_counter()
     check_output_path(path)
-    if lowering not in (*LOWERINGS, "auto"):
-        raise ConfigError(f"unknown attention lowering {lowering!r}; expected auto, {', '.join(LOWERINGS)}")
     if lowering == "auto":
-        lowering = choose_lowering(model, profile)
-    if model.config.arch != "gt" and lowering != "dense":
-        raise ConfigError(f"{attention_description(model)}: only the 'dense' lowering applies; got {lowering!r}")
-    if has_token_pruning(model) and lowering != "dense":
+        lowering = choose_lowering(model.config.arch, token_pruned=has_token_pruning(model), profile=profile)
+    if lowering not in set(Lowering):
+        raise ConfigError(f"unknown attention lowering {lowering!r}; expected auto, {', '.join(Lowering)}")
+    lowering = Lowering(lowering)
+    if model.config.arch != "gt" and lowering is not Lowering.DENSE:
+        raise ConfigError(f"{attention_description(model)}: only the 'dense' lowering applies; got {str(lowering)!r}")
+    if has_token_pruning(model) and lowering is not Lowering.DENSE:
         raise ConfigError(
             "a token-pruned model exports with the 'dense' lowering only (its per-graph top-k ranks "
-            f"nodes on the padded per-graph layout); got {lowering!r}"
+            f"nodes on the padded per-graph layout); got {str(lowering)!r}"
         )
     # torch.onnx logs a warning per missing torchvision op on every export; irrelevant here.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     model = model.eval()
     spec = input_spec(model, lowering)
     if metadata and metadata.get("teddy"):
-        spec["teddy"] = metadata["teddy"]  # deployments must sparsify incoming graphs the same way
-    names = spec["inputs"]
-    traced = _Traced(model, names)
+        spec = spec.with_teddy(metadata["teddy"])  # deployments must sparsify incoming graphs the same way
+    names = spec.inputs
+    traced = _Traced(model, spec)
     example = build_inputs(_example(spec), spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             traced,
             tuple(to_torch(example)),
-            dynamic_shapes=(_dynamic_shapes(names, bool(spec.get("packed"))),),
+            dynamic_shapes=(_dynamic_shapes(names, spec.packed),),
             input_names=names,
             output_names=["output"],
             dynamo=True,
@@ -319,7 +281,7 @@ def export_onnx(
     meta = {
         "gtcompress_version": __version__,
         "model_config": json.dumps(model.config.to_dict()),
-        "input_spec": json.dumps(spec),
+        "input_spec": json.dumps(spec.to_json()),
         **{k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in (metadata or {}).items()},
     }
     del proto.metadata_props[:]
@@ -330,8 +292,8 @@ def export_onnx(
         onnx.checker.check_model(str(tmp), full_check=True)
         err, checked, edge_cases = 0.0, 0, []
         if verify:
-            edge = edge_case_batches(spec["x"], spec["edge_attr"])
-            batches = random_batches(spec["x"], spec["edge_attr"], verify_batches)
+            edge = edge_case_batches(spec.x, spec.edge_attr)
+            batches = random_batches(spec.x, spec.edge_attr, verify_batches)
             cases = [*edge, *((f"random batch {i + 1} of {len(batches)}", g) for i, g in enumerate(batches))]
             try:
                 err = check_parity(tmp, model, spec, cases, atol, label=path)
@@ -347,7 +309,7 @@ def export_onnx(
 def check_parity(
     path: str | Path,
     model: GraphModel,
-    spec: dict[str, Any],
+    spec: InputSpec,
     cases: list[tuple[str, NumpyGraph]],
     atol: float = 1e-4,
     *,
@@ -361,10 +323,10 @@ def check_parity(
     as a wrong number (a server would answer 500 there). The tolerance is ``atol`` times max(1, the
     case's largest |PyTorch output|), since float32 rounding grows with the output's magnitude; a NaN
     or infinite difference always fails."""
-    sess, traced = _ort_session(path), _Traced(model.eval(), spec["inputs"])
+    sess, traced = _ort_session(path), _Traced(model.eval(), spec)
     worst = 0.0
     for case, g in cases:
-        head = f"{label or path}: the {spec['lowering']!r} lowering fails its check on {case}"
+        head = f"{label or path}: the {str(spec.lowering)!r} lowering fails its check on {case}"
         inputs = build_inputs(g, spec)
         try:
             with torch.no_grad():
@@ -404,14 +366,14 @@ def _ort_session(path: str | Path) -> Any:
 
 
 def verify_parity(
-    path: str | Path, model: GraphModel, spec: dict[str, Any], batches: list[NumpyGraph]
+    path: str | Path, model: GraphModel, spec: InputSpec, batches: list[NumpyGraph]
 ) -> tuple[float, float, int]:
     """Max absolute difference between ONNX Runtime (CPU) and PyTorch over ``batches``, and the
     largest |output|: float32 rounding grows with the output's magnitude, so export checks the
     error against ``atol`` times that scale (at least 1). :func:`export_onnx` checks with
     :func:`check_parity` instead, which stops at the first failing case and names it."""
     sess = _ort_session(path)
-    traced = _Traced(model.eval(), spec["inputs"])
+    traced = _Traced(model.eval(), spec)
     worst, scale = 0.0, 0.0
     for g in batches:
         inputs = build_inputs(g, spec)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from exporters.triton_repo import input_dims
 from gtcompress.errors import ConfigError, ModelFileError
 from gtcompress.preprocess.inputs import layout_input_base
+from gtcompress.preprocess.spec import InputSpec, Lowering
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def input_shape(name: str, dims: list[int], size: GraphSize) -> tuple[int, ...]:
 
 
 def optimisation_profile(
-    spec: dict[str, Any], lo: GraphSize, opt: GraphSize, hi: GraphSize
+    spec: InputSpec, lo: GraphSize, opt: GraphSize, hi: GraphSize
 ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
     """``{input: (min, opt, max) shape}`` for one TensorRT optimisation profile."""
     for field in ("nodes", "edges", "graphs"):
@@ -123,8 +123,8 @@ def build_engine(
             f"{onnx_path}: no gtcompress input_spec in its metadata (export the checkpoint with gtc export)"
         )
     try:
-        spec = json.loads(meta["input_spec"])
-        plugin = spec["lowering"] == "plugin"
+        spec = InputSpec.from_json(json.loads(meta["input_spec"]))
+        plugin = spec.lowering is Lowering.PLUGIN
         input_dims(spec)  # every input named, with a known layout
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ModelFileError(f"{onnx_path}: its gtcompress input_spec is malformed ({e!r}); export it again") from None

@@ -13,11 +13,11 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any
 
 from gtcompress.errors import ConfigError
 from gtcompress.io import atomic_path
 from gtcompress.preprocess.inputs import layout_input_base
+from gtcompress.preprocess.spec import InputSpec
 
 PLATFORMS = {
     ".onnx": ("onnxruntime_onnx", "model.onnx", "KIND_CPU"),
@@ -32,11 +32,10 @@ _TRITON_TYPES = {
 }
 
 
-def input_dims(spec: dict[str, Any]) -> dict[str, tuple[str, list[int]]]:
+def input_dims(spec: InputSpec) -> dict[str, tuple[str, list[int]]]:
     """``{input: (numpy dtype, dims with -1 for graph-dependent sizes)}`` of an input spec."""
-    x_dim = spec["x"]["dim"]
     table: dict[str, tuple[str, list[int]]] = {
-        "x": (spec["x"]["dtype"], [-1, x_dim]),
+        "x": (spec.x.dtype, [-1, spec.x.dim]),
         "edge_index": ("int64", [2, -1]),
         "batch": ("int64", [-1]),
         "node_counts": ("int64", [-1]),
@@ -51,14 +50,14 @@ def input_dims(spec: dict[str, Any]) -> dict[str, tuple[str, list[int]]]:
         "col": ("int64", [-1]),
         "perm": ("int64", [-1]),
     }
-    if spec.get("edge_attr"):
-        table["edge_attr"] = (spec["edge_attr"]["dtype"], [-1, spec["edge_attr"]["dim"]])
-    for kind, k in spec.get("pe", {}).items():
+    if spec.edge_attr is not None:
+        table["edge_attr"] = (spec.edge_attr.dtype, [-1, spec.edge_attr.dim])
+    for kind, k in spec.pe.items():
         table[f"pe_{kind}"] = ("float32", [-1, k])
-    return {name: table[layout_input_base(name)] for name in spec["inputs"]}
+    return {name: table[layout_input_base(name)] for name in spec.inputs}
 
 
-def config_pbtxt(name: str, spec: dict[str, Any], platform: str, kind: str) -> str:
+def config_pbtxt(name: str, spec: InputSpec, platform: str, kind: str) -> str:
     """The ``config.pbtxt`` text (protobuf text format of Triton's ``ModelConfig``)."""
 
     def tensor(n: str, dtype: str, dims: list[int]) -> str:
@@ -66,9 +65,8 @@ def config_pbtxt(name: str, spec: dict[str, Any], platform: str, kind: str) -> s
         return f'  {{\n    name: "{n}"\n    data_type: {_TRITON_TYPES[dtype]}\n    dims: [ {shape} ]\n  }}'
 
     inputs = ",\n".join(tensor(n, d, dims) for n, (d, dims) in input_dims(spec).items())
-    out = spec["output"]
-    output = tensor(out["name"], "float32", [-1, out["dim"]])
-    spec_json = json.dumps(spec).replace("\\", "\\\\").replace('"', '\\"')
+    output = tensor(spec.output.name, "float32", [-1, spec.output.dim])
+    spec_json = json.dumps(spec.to_json()).replace("\\", "\\\\").replace('"', '\\"')
     return (
         f'name: "{name}"\nplatform: "{platform}"\nmax_batch_size: 0\n'
         f"input [\n{inputs}\n]\noutput [\n{output}\n]\n"
@@ -78,7 +76,7 @@ def config_pbtxt(name: str, spec: dict[str, Any], platform: str, kind: str) -> s
 
 
 def write_model_repository(
-    repo: str | Path, name: str, model_file: str | Path, spec: dict[str, Any], version: int = 1
+    repo: str | Path, name: str, model_file: str | Path, spec: InputSpec, version: int = 1
 ) -> Path:
     """Copy ``model_file`` (.onnx or .plan) into ``repo/name/version/`` and write ``config.pbtxt``."""
     model_file = Path(model_file)

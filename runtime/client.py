@@ -23,28 +23,31 @@ from typing import Any
 
 import numpy as np
 
+from gtcompress.preprocess.spec import InputSpec
 from runtime.graphs import Prepared, as_numpy_graph, prepare, split_output
 from runtime.spec import ModelSpec, TeddyConfig, teddy_config
 
 SPEC_PARAMETER = "gtcompress_input_spec"
 
 
-def _model(spec: dict[str, Any], teddy: TeddyConfig | bool | None) -> ModelSpec:
+SpecArg = InputSpec | dict[str, Any]  # the typed spec, or its JSON form as a configuration holds it
+
+
+def _model(spec: SpecArg, teddy: TeddyConfig | bool | None) -> ModelSpec:
+    typed = InputSpec.from_json(spec)
     if teddy is None or teddy is True:
-        return ModelSpec(spec, {}, teddy_config({}, spec))
-    return ModelSpec(spec, {}, teddy or None)
+        return ModelSpec(typed, {}, teddy_config({}, typed))
+    return ModelSpec(typed, {}, teddy or None)
 
 
-def prepare_request(
-    graphs: Any | Sequence[Any], spec: dict[str, Any], *, teddy: TeddyConfig | bool | None = None
-) -> Prepared:
+def prepare_request(graphs: Any | Sequence[Any], spec: SpecArg, *, teddy: TeddyConfig | bool | None = None) -> Prepared:
     """:func:`make_inputs` plus the per-graph sizes needed to split the output back."""
     items = list(graphs) if isinstance(graphs, (list, tuple)) else [graphs]
     return prepare(items, _model(spec, teddy))
 
 
 def make_inputs(
-    graphs: Any | Sequence[Any], spec: dict[str, Any], *, teddy: TeddyConfig | bool | None = None
+    graphs: Any | Sequence[Any], spec: SpecArg, *, teddy: TeddyConfig | bool | None = None
 ) -> dict[str, np.ndarray]:
     """Every input of the exported model for ``graphs`` as one disjoint union, in model input order.
 
@@ -67,21 +70,22 @@ def triton_inputs(inputs: dict[str, np.ndarray], binary: bool = True) -> list[An
     return out
 
 
-def fetch_spec(client: Any, model_name: str) -> dict[str, Any]:
+def fetch_spec(client: Any, model_name: str) -> InputSpec:
     """The model's input spec from its configuration (works against our server and Triton)."""
     cfg = client.get_model_config(model_name)
     cfg = cfg.get("config", cfg)  # Triton's gRPC-style wrapper, if any
     try:
-        return json.loads(cfg["parameters"][SPEC_PARAMETER]["string_value"])
+        raw = json.loads(cfg["parameters"][SPEC_PARAMETER]["string_value"])
     except (KeyError, TypeError, json.JSONDecodeError):
         raise ValueError(f"model {model_name!r} has no {SPEC_PARAMETER} parameter in its configuration") from None
+    return InputSpec.from_json(raw)
 
 
 def infer_graphs(
     client: Any,
     model_name: str,
     graphs: Any | Sequence[Any],
-    spec: dict[str, Any] | None = None,
+    spec: SpecArg | None = None,
     *,
     binary: bool = True,
 ) -> list[np.ndarray]:
@@ -89,14 +93,14 @@ def infer_graphs(
     graph-level ``[out]``)."""
     from tritonclient.http import InferRequestedOutput
 
-    spec = spec if spec is not None else fetch_spec(client, model_name)
+    typed = InputSpec.from_json(spec) if spec is not None else fetch_spec(client, model_name)
     items = list(graphs) if isinstance(graphs, (list, tuple)) else [graphs]
-    prepared = prepare_request(items, spec)
-    name = spec["output"]["name"]
+    prepared = prepare_request(items, typed)
+    name = typed.output.name
     result = client.infer(
         model_name, triton_inputs(prepared.inputs, binary), outputs=[InferRequestedOutput(name, binary_data=binary)]
     )
-    node_level = spec["output"]["per"] == "node"
+    node_level = typed.node_level
     outs = split_output(result.as_numpy(name), prepared, node_level)
     if not node_level:
         outs = [o[0] if as_numpy_graph(g).batch is None else o for o, g in zip(outs, items, strict=True)]

@@ -18,6 +18,7 @@ import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph, split_by_graph, union_graphs
 from gtcompress.preprocess.inputs import build_inputs
+from gtcompress.preprocess.spec import FeatureInput, InputSpec
 from runtime.errors import (
     BatchVectorError,
     CategoryError,
@@ -97,9 +98,9 @@ def _array(value: Any, name: str) -> np.ndarray:
     return value
 
 
-def _check_features(a: np.ndarray, fspec: dict[str, Any], name: str, rows: int, rows_name: str) -> np.ndarray:
+def _check_features(a: np.ndarray, fspec: FeatureInput, name: str, rows: int, rows_name: str) -> np.ndarray:
     """dtype, shape ``[rows, dim]``, finiteness or categorical range; returns the array in the spec dtype."""
-    dim = int(fspec["dim"])
+    dim = fspec.dim
     if a.ndim == 1 and dim == 1:
         a = a[:, None]
     if a.ndim != 2:
@@ -108,11 +109,11 @@ def _check_features(a: np.ndarray, fspec: dict[str, Any], name: str, rows: int, 
         raise ShapeError(name, f"has {a.shape[0]} rows but the graph has {rows} {rows_name}")
     if a.shape[1] != dim:
         raise ShapeError(name, f"expected {dim} feature columns, got {a.shape[1]}")
-    if fspec["kind"] == "categorical":
+    if fspec.kind == "categorical":
         if a.dtype.kind not in "iu":
             raise DTypeError(name, f"categorical features must be integers (int64), got {a.dtype}")
         if a.size:
-            cards = _cardinalities(fspec["cardinalities"])
+            cards = _cardinalities(fspec.cardinalities)
             if a.min() < 0 or (a >= cards).any():
                 bad = (a < 0) | (a >= cards[None, :])
                 r, c = (int(v[0]) for v in np.nonzero(bad))
@@ -183,7 +184,7 @@ def check_edges_within_graphs(edge_index: np.ndarray, batch: np.ndarray, where: 
         )
 
 
-def validate_graph(g: NumpyGraph, spec: dict[str, Any], where: str = "", *, batch_checked: bool = False) -> NumpyGraph:
+def validate_graph(g: NumpyGraph, spec: InputSpec, where: str = "", *, batch_checked: bool = False) -> NumpyGraph:
     """Check one graph (or a disjoint union with ``batch``) against the model's input spec.
 
     Edges of a union (``batch`` given) must stay inside one graph (:func:`check_edges_within_graphs`).
@@ -193,11 +194,11 @@ def validate_graph(g: NumpyGraph, spec: dict[str, Any], where: str = "", *, batc
     g = as_numpy_graph(g)
     x = _array(g.x, "x")
     if x.ndim == 0:
-        raise ShapeError("x", f"{where}expected [num_nodes, {spec['x']['dim']}], got a scalar")
+        raise ShapeError("x", f"{where}expected [num_nodes, {spec.x.dim}], got a scalar")
     n = int(x.shape[0])
     if n == 0:
         raise ShapeError("x", f"{where}a graph needs at least one node")
-    x = _check_features(x, spec["x"], "x", n, "nodes")
+    x = _check_features(x, spec.x, "x", n, "nodes")
     ei = _array(g.edge_index, "edge_index")
     if ei.dtype.kind not in "iu":
         raise DTypeError("edge_index", f"{where}expected integer node ids (int64), got {ei.dtype}")
@@ -214,15 +215,15 @@ def validate_graph(g: NumpyGraph, spec: dict[str, Any], where: str = "", *, batc
             col = int(np.flatnonzero((ei >= n).any(axis=0))[0])
             raise EdgeIndexError("edge_index", f"{where}node id {hi} out of range for {n} nodes (edge {col})")
     ea = None
-    if spec.get("edge_attr"):
+    if spec.edge_attr is not None:
         if g.edge_attr is None:
             raise ShapeError("edge_attr", f"{where}the model needs edge features; the graph has none")
-        ea = _check_features(_array(g.edge_attr, "edge_attr"), spec["edge_attr"], "edge_attr", e, "edges")
+        ea = _check_features(_array(g.edge_attr, "edge_attr"), spec.edge_attr, "edge_attr", e, "edges")
     batch = g.batch if g.batch is None or batch_checked else check_batch_vector(g.batch, n)
     if batch is not None:
         check_edges_within_graphs(ei, batch, where)
     pe = {}
-    for kind, k in (spec.get("pe") or {}).items():
+    for kind, k in spec.pe.items():
         if kind not in g.pe or g.pe[kind] is None:
             continue
         name = f"pe_{kind}"
@@ -238,7 +239,7 @@ def validate_graph(g: NumpyGraph, spec: dict[str, Any], where: str = "", *, batc
     return NumpyGraph(x=x, edge_index=ei, edge_attr=ea, batch=batch, pe=pe)
 
 
-def apply_teddy(g: NumpyGraph, cfg: TeddyConfig, spec: dict[str, Any]) -> NumpyGraph:
+def apply_teddy(g: NumpyGraph, cfg: TeddyConfig, spec: InputSpec) -> NumpyGraph:
     """TEDDY on one graph (or union): drop its lowest-scoring non-loop edges, forget stale PE."""
     from gtcompress.preprocess.teddy import teddy_edge_scores, teddy_keep_mask
 
@@ -250,7 +251,7 @@ def apply_teddy(g: NumpyGraph, cfg: TeddyConfig, spec: dict[str, Any]) -> NumpyG
     else:
         batch = g.batch if g.batch is not None else np.zeros(g.num_nodes, dtype=np.int64)
         keep = teddy_keep_mask(g.edge_index, g.num_nodes, cfg.ratio, batch, per_graph=cfg.per_graph)
-    stale = set(spec.get("pe") or {}) if cfg.recompute_pe is None else set(cfg.recompute_pe)
+    stale = set(spec.pe) if cfg.recompute_pe is None else set(cfg.recompute_pe)
     return NumpyGraph(
         x=g.x,
         edge_index=np.ascontiguousarray(g.edge_index[:, keep]),

@@ -49,6 +49,7 @@ import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph
 from gtcompress.preprocess.random_graphs import random_graph
+from gtcompress.preprocess.spec import InputSpec
 
 SCHEMA = "gtcompress.profile/1"
 ATTENTION_OPS = {
@@ -150,13 +151,10 @@ def summarize(samples_ms: Sequence[float]) -> dict[str, float]:
     }
 
 
-def make_graphs(spec: dict[str, Any], nodes: int, count: int, avg_degree: float, seed: int) -> list[NumpyGraph]:
+def make_graphs(spec: InputSpec, nodes: int, count: int, avg_degree: float, seed: int) -> list[NumpyGraph]:
     """``count`` random graphs of ``nodes`` nodes and ``avg_degree * nodes`` edges matching ``spec``."""
     rng = np.random.default_rng(seed)
-    return [
-        random_graph(rng, nodes, max(1, round(avg_degree * nodes)), spec["x"], spec.get("edge_attr"))
-        for _ in range(count)
-    ]
+    return [random_graph(rng, nodes, max(1, round(avg_degree * nodes)), spec.x, spec.edge_attr) for _ in range(count)]
 
 
 # ---------------------------------------------------------------------------------- per-op profile
@@ -524,10 +522,10 @@ def _model_entry(label: str, path: str) -> dict[str, Any]:
         "bytes": p.stat().st_size,
         "format": "tensorrt" if p.suffix in PLAN_SUFFIXES else "onnx",
         "backend": "tensorrt" if p.suffix in PLAN_SUFFIXES else "onnxruntime",
-        "arch": m.spec.get("arch"),
-        "task_level": m.spec.get("task_level"),
-        "lowering": m.spec.get("lowering"),
-        "pe": m.spec.get("pe"),
+        "arch": m.spec.arch,
+        "task_level": m.spec.task_level,
+        "lowering": str(m.spec.lowering),
+        "pe": dict(m.spec.pe),
         "teddy": None if m.teddy is None else m.teddy.to_dict(),
         "providers": None,
         "results": [],

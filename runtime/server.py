@@ -59,6 +59,7 @@ from starlette.requests import ClientDisconnect
 from gtcompress.preprocess.batching import NumpyGraph, graph_ptr
 from gtcompress.preprocess.layouts import node_counts as count_nodes
 from gtcompress.preprocess.pe import laplacian_pe, rwse
+from gtcompress.preprocess.spec import InputSpec
 from runtime.batcher import BatchConfig, BatchItem, DynamicBatcher
 from runtime.body import ClientDisconnected, read_body, receive_chunks
 from runtime.errors import (
@@ -136,7 +137,7 @@ class ServedModel:
         def tensor(t: Any) -> dict[str, Any]:
             return {"name": t.name, "data_type": f"TYPE_{NUMPY_TO_KSERVE[t.dtype]}", "dims": list(t.shape)}
 
-        spec = dict(self.session.spec)
+        spec = self.session.spec.to_json()
         if self.session.model.teddy is not None:  # clients building full input sets must sparsify too
             spec.setdefault("teddy", self.session.model.teddy.to_dict())
         return {
@@ -288,16 +289,16 @@ def _check_layout(inputs: dict[str, np.ndarray], n: int, e: int, b: int) -> None
             raise ShapeError(name, f"dimension 0 is {a.shape[0]} but the graph implies {implied}")
 
 
-def ensure_pe(g: NumpyGraph, spec: dict[str, Any], num_graphs: int) -> NumpyGraph:
+def ensure_pe(g: NumpyGraph, spec: InputSpec, num_graphs: int) -> NumpyGraph:
     """Compute the model's PE kinds the graph does not carry (per request, so merging just concatenates)."""
-    missing = [k for k in sorted(spec.get("pe") or {}) if k not in g.pe]
+    missing = [k for k in spec.pe if k not in g.pe]
     if not missing:
         return g
     ptr = graph_ptr(g.batch, g.num_nodes, num_graphs)
     pe = dict(g.pe)
     for kind in missing:
         fn = laplacian_pe if kind == "lap" else rwse
-        pe[kind] = fn(g.edge_index, ptr, int(spec["pe"][kind]))
+        pe[kind] = fn(g.edge_index, ptr, spec.pe[kind])
     return NumpyGraph(g.x, g.edge_index, g.edge_attr, g.batch, pe)
 
 
@@ -608,7 +609,7 @@ def _needs_work_cheap(body: bytes | bytearray, m: ServedModel) -> bool:
     """Whether decoding may compute PE or TEDDY, judged from the JSON header alone (no parse)."""
     spec = m.session.spec
     head = body[:4096]
-    if any(f'"pe_{k}"'.encode() not in head for k in spec.get("pe") or {}):
+    if any(f'"pe_{k}"'.encode() not in head for k in spec.pe):
         return True
     return m.session.model.teddy is not None and b'"node_counts"' not in head
 
@@ -633,7 +634,7 @@ def _warmup(m: ServedModel) -> None:
     from gtcompress.preprocess.random_graphs import random_graph
 
     spec = m.session.spec
-    g = random_graph(np.random.default_rng(0), 4, 8, spec["x"], spec.get("edge_attr"))
+    g = random_graph(np.random.default_rng(0), 4, 8, spec.x, spec.edge_attr)
     try:
         m.session.run([g])
     except Exception as e:  # a warm-up failure is not fatal; requests will report it

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph
+from gtcompress.preprocess.spec import InputSpec, Lowering
 from runtime.backends import Backend, OrtBackend, ProviderArg, TensorInfo, TensorRTBackend
 from runtime.errors import SessionError, ShapeError
 from runtime.graphs import Limits, Prepared, as_numpy_graph, prepare, split_output
@@ -87,7 +88,7 @@ class GraphSession:
         path: str | Path,
         providers: list[ProviderArg] | None = None,
         *,
-        spec: dict[str, Any] | None = None,
+        spec: InputSpec | dict[str, Any] | None = None,
         threads: int | None = None,
         inter_op_threads: int | None = None,
         session_options: Any = None,
@@ -110,9 +111,9 @@ class GraphSession:
                 )
             self.model = self._torch_backend(device, cuda_graphs, threads, spec)
         elif self.path.suffix in PLAN_SUFFIXES:
-            meta = {"input_spec": json.dumps(spec)} if spec is not None else plan_metadata(self.path)
+            meta = {"input_spec": _spec_json(spec)} if spec is not None else plan_metadata(self.path)
             self.model = model_spec(meta, str(self.path))
-            self.backend = TensorRTBackend(self.path, plugin=self.model.spec.get("lowering") == "plugin")
+            self.backend = TensorRTBackend(self.path, plugin=self.model.spec.lowering is Lowering.PLUGIN)
         else:
             ort_backend = OrtBackend(
                 self.path,
@@ -125,7 +126,7 @@ class GraphSession:
             )
             meta = dict(ort_backend.metadata)
             if spec is not None:
-                meta["input_spec"] = json.dumps(spec)
+                meta["input_spec"] = _spec_json(spec)
             self.model = model_spec(meta, str(self.path))
             self.backend = ort_backend
         got = [i.name for i in self.backend.inputs]
@@ -134,7 +135,7 @@ class GraphSession:
         self.limits = _tighter(limits, self.backend.limits)
 
     def _torch_backend(
-        self, device: str | None, cuda_graphs: bool, threads: int | None, spec: dict[str, Any] | None
+        self, device: str | None, cuda_graphs: bool, threads: int | None, spec: InputSpec | dict[str, Any] | None
     ) -> ModelSpec:
         """Open the checkpoint at ``self.path`` with torch; refuse an exported model (ONNX Runtime's job)."""
         if self.path.is_file() and self.path.name not in CHECKPOINT_FILES:
@@ -149,12 +150,12 @@ class GraphSession:
         self.backend = backend
         meta = dict(backend.metadata)
         if spec is not None:
-            meta["input_spec"] = json.dumps(spec)
+            meta["input_spec"] = _spec_json(spec)
         return model_spec(meta, str(self.path))
 
     # ------------------------------------------------------------------ description
     @property
-    def spec(self) -> dict[str, Any]:
+    def spec(self) -> InputSpec:
         return self.model.spec
 
     @property
@@ -219,7 +220,12 @@ class GraphSession:
         return self.backend.end_profiling()
 
     def __repr__(self) -> str:
-        return f"GraphSession({str(self.path)!r}, providers={self.providers}, lowering={self.spec.get('lowering')!r})"
+        return f"GraphSession({str(self.path)!r}, providers={self.providers}, lowering={str(self.spec.lowering)!r})"
+
+
+def _spec_json(spec: InputSpec | dict[str, Any]) -> str:
+    """A spec passed by the caller (typed or its JSON form), as the metadata string it overrides."""
+    return json.dumps(spec.to_json() if isinstance(spec, InputSpec) else spec)
 
 
 def _as_list(graphs: Any) -> list[Any]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gtcompress.preprocess.spec import InputSpec
 from runtime.errors import SessionError
 
 # KServe v2 / Triton tensor datatypes of the numpy dtypes an exported model uses.
@@ -73,21 +74,21 @@ class TeddyConfig:
 class ModelSpec:
     """The input spec plus everything else of the metadata the runtime uses."""
 
-    spec: dict[str, Any]
+    spec: InputSpec
     metadata: dict[str, str] = field(default_factory=dict)
     teddy: TeddyConfig | None = None
 
     @property
     def inputs(self) -> list[str]:
-        return list(self.spec["inputs"])
+        return self.spec.inputs
 
     @property
     def output_name(self) -> str:
-        return str(self.spec["output"]["name"])
+        return self.spec.output.name
 
     @property
     def node_level(self) -> bool:
-        return self.spec["output"]["per"] == "node"
+        return self.spec.node_level
 
 
 def _json(value: Any) -> Any:
@@ -99,11 +100,11 @@ def _json(value: Any) -> Any:
     return value
 
 
-def teddy_config(metadata: dict[str, Any], spec: dict[str, Any] | None = None) -> TeddyConfig | None:
+def teddy_config(metadata: dict[str, Any], spec: InputSpec | None = None) -> TeddyConfig | None:
     """TEDDY settings from model metadata (or the spec itself); ``None`` when edges are not removed."""
     candidates: list[Any] = []
-    if spec:
-        candidates += [spec.get("teddy"), (spec.get("preprocess") or {}).get("teddy")]
+    if spec is not None:
+        candidates.append(None if spec.teddy is None else dict(spec.teddy))
     candidates.append(_json(metadata.get("teddy")))
     pre = _json(metadata.get("preprocess"))
     if isinstance(pre, dict):
@@ -133,9 +134,13 @@ def model_spec(metadata: dict[str, str], source: str) -> ModelSpec:
     """A :class:`ModelSpec` from ``metadata_props``; ``source`` names the file in errors."""
     if "input_spec" not in metadata:
         raise SessionError(f"{source}: no gtcompress input_spec in its metadata (export it with `gtc export`)")
-    spec = _json(metadata["input_spec"])
-    if not isinstance(spec, dict) or "inputs" not in spec or "x" not in spec:
+    raw = _json(metadata["input_spec"])
+    if not isinstance(raw, dict):
         raise SessionError(f"{source}: metadata input_spec is not a gtcompress input spec")
+    try:
+        spec = InputSpec.from_json(raw)
+    except (ValueError, KeyError, TypeError) as e:
+        raise SessionError(f"{source}: metadata input_spec is not a gtcompress input spec ({e})") from None
     return ModelSpec(spec, dict(metadata), teddy_config(metadata, spec))
 
 

@@ -56,6 +56,7 @@ import numpy as np
 import torch
 
 from gtcompress.preprocess.inputs import is_layout_input
+from gtcompress.preprocess.spec import InputSpec, Lowering, choose_lowering
 from runtime.backends import TensorInfo
 from runtime.errors import SessionError
 from runtime.graphs import Limits
@@ -97,7 +98,7 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 # ---------------------------------------------------------------------------------- checkpoints
-def load_for_serving(path: str | Path) -> tuple[Any, dict[str, Any], dict[str, str]]:
+def load_for_serving(path: str | Path) -> tuple[Any, InputSpec, dict[str, str]]:
     """``(model in eval mode, input spec, ONNX-like metadata)`` of a checkpoint directory."""
     from exporters.onnx import has_token_pruning, input_spec  # lazy: exporters imports onnx
     from gtcompress.checkpoint import load_checkpoint
@@ -107,23 +108,25 @@ def load_for_serving(path: str | Path) -> tuple[Any, dict[str, Any], dict[str, s
         model, meta = load_checkpoint(path)
     except (CheckpointError, OSError) as e:
         raise SessionError(f"cannot load checkpoint: {e}") from None  # CheckpointError names the file
-    lowering = "plugin" if model.config.arch == "gt" and not has_token_pruning(model) else "dense"
+    # GT runs on the CSR layout on every device (our kernel on CUDA, the same op's reference on CPU),
+    # so CPU runs test what GPUs run and CUDA-graph padding applies: the rule's CUDA branch.
+    lowering = choose_lowering(model.config.arch, token_pruned=has_token_pruning(model), device="cuda")
     spec = input_spec(model, lowering)
     if meta.get("teddy"):
-        spec["teddy"] = meta["teddy"]  # as export_onnx does: incoming graphs are sparsified the same way
+        spec = spec.with_teddy(meta["teddy"])  # as export_onnx does: incoming graphs are sparsified the same way
     metadata = {
         "gtcompress_version": str(meta.get("gtcompress_version", "")),
         "model_config": json.dumps(model.config.to_dict()),
-        "input_spec": json.dumps(spec),
+        "input_spec": json.dumps(spec.to_json()),
         **{k: json.dumps(meta[k], default=str) for k in METADATA_KEYS if k in meta},
     }
     return model, spec, metadata
 
 
-def cuda_graphs_refusal(spec: dict[str, Any]) -> str | None:
+def cuda_graphs_refusal(spec: InputSpec) -> str | None:
     """Why padding to a bucket would not be exact for this model (``None``: CUDA graphs apply)."""
-    if spec.get("lowering") != "plugin":
-        what = spec.get("arch") if spec.get("arch") != "gt" else "a token-pruned GT"
+    if spec.lowering is not Lowering.PLUGIN:
+        what = spec.arch if spec.arch != "gt" else "a token-pruned GT"
         return (
             f"{what} runs on the per-graph dense layout, whose shapes (largest graph) and per-graph "
             "attention (top-k tokens, attention_topk) change with padding; only GT on the CSR layout is padded exactly"
@@ -220,19 +223,23 @@ class _Captured:
     output: torch.Tensor  # static device output the graph writes
 
 
-def _numpy_dtype(name: str, spec: dict[str, Any]) -> str:
-    if name in ("x", "edge_attr"):
-        return str(spec[name]["dtype"])
+def _numpy_dtype(name: str, spec: InputSpec) -> str:
+    if name == "x":
+        return spec.x.dtype
+    if name == "edge_attr" and spec.edge_attr is not None:
+        return spec.edge_attr.dtype
     if name.startswith("pe_"):
         return "float32"
     return "bool" if name in ("pad_mask", "nbr_mask") else "int64"
 
 
-def _shape(name: str, spec: dict[str, Any]) -> list[int]:
-    if name in ("x", "edge_attr"):
-        return [-1, int(spec[name]["dim"])]
+def _shape(name: str, spec: InputSpec) -> list[int]:
+    if name == "x":
+        return [-1, spec.x.dim]
+    if name == "edge_attr" and spec.edge_attr is not None:
+        return [-1, spec.edge_attr.dim]
     if name.startswith("pe_"):
-        return [-1, int(spec["pe"][name[3:]])]
+        return [-1, spec.pe[name[3:]]]
     if name == "edge_index":
         return [2, -1]
     return [-1, -1] if name == "pad_mask" else [-1]
@@ -268,12 +275,11 @@ class TorchBackend:
         self.model = model.to(self.device).eval()
         self.cuda_graphs = bool(cuda_graphs)
         self.max_graphs = max(1, int(max_graphs))
-        self.node_level = self.spec["output"]["per"] == "node"
+        self.node_level = self.spec.node_level
         kind = f"torch:{self.device}" + (" (cuda graphs)" if self.cuda_graphs else "")
         self.providers = [kind]
-        self.inputs = [TensorInfo(n, _numpy_dtype(n, self.spec), _shape(n, self.spec)) for n in self.spec["inputs"]]
-        out = self.spec["output"]
-        self.outputs = [TensorInfo(str(out["name"]), "float32", [-1, int(out["dim"])])]
+        self.inputs = [TensorInfo(n, _numpy_dtype(n, self.spec), _shape(n, self.spec)) for n in self.spec.inputs]
+        self.outputs = [TensorInfo(self.spec.output.name, "float32", [-1, self.spec.output.dim])]
         self.limits = Limits()
         self._graphs: OrderedDict[Bucket, _Captured] = OrderedDict()
         self._lock = threading.Lock()  # the server's model thread and a profiler may share a session

@@ -1,7 +1,8 @@
 """The exported model's inputs, built from a graph in numpy: what a deployment runs per request.
 
-An *input spec* (a JSON-able dict stored in every exported model's metadata) says which tensors
-the model takes; :func:`build_inputs` makes them from a :class:`NumpyGraph`:
+An :class:`~gtcompress.preprocess.spec.InputSpec` (stored as JSON in every exported model's
+metadata) says which tensors the model takes; :func:`build_inputs` makes them from a
+:class:`NumpyGraph`:
 
 * always ``x``, ``edge_index``, ``batch`` and ``node_counts [B]`` (its length carries the number
   of graphs), ``edge_attr`` if the model uses edge features;
@@ -12,27 +13,12 @@ the model takes; :func:`build_inputs` makes them from a :class:`NumpyGraph`:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph, graph_ptr
 from gtcompress.preprocess.layouts import bucketed_layout, csr_layout, dense_layout, node_counts, padded_layout
 from gtcompress.preprocess.pe import laplacian_pe, rwse
-
-LOWERINGS = ("scatter", "padded", "dense", "plugin")
-LAYOUT_INPUTS = {
-    "scatter": [],
-    "dense": ["node_slot", "pad_mask"],
-    "padded": ["nbr_src", "nbr_edge", "nbr_mask"],  # a spec with "buckets": see bucket_inputs
-    "plugin": ["rowptr", "col", "perm"],
-}
-
-
-def bucket_inputs(buckets: int) -> list[str]:
-    """Inputs of the degree-bucketed ``padded`` layout (:func:`bucketed_layout`)."""
-    per = [f"nbr_{what}_{b}" for b in range(buckets) for what in ("node", "src", "edge", "mask")]
-    return [*per, "nbr_inv"]
+from gtcompress.preprocess.spec import LAYOUT_INPUTS, InputSpec
 
 
 def layout_input_base(name: str) -> str:
@@ -46,53 +32,38 @@ def is_layout_input(name: str) -> bool:
     return base in ("nbr_node", "nbr_inv") or any(base in names for names in LAYOUT_INPUTS.values())
 
 
-def input_names(spec: dict[str, Any]) -> list[str]:
-    """Input order of an exported model with this spec."""
-    names = ["x", "edge_index"]
-    if spec.get("edge_attr"):
-        names.append("edge_attr")
-    names += ["batch", "node_counts"]
-    names += [f"pe_{k}" for k in sorted(spec.get("pe", {}))]
-    layout = list(LAYOUT_INPUTS[spec["lowering"]])
-    if spec["lowering"] == "padded" and spec.get("buckets"):
-        layout = bucket_inputs(int(spec["buckets"]))
-    if spec.get("global_attention") and "pad_mask" not in layout:
-        layout = ["node_slot", "pad_mask", *layout]
-    return names + layout
-
-
-def build_inputs(g: NumpyGraph, spec: dict[str, Any]) -> dict[str, np.ndarray]:
+def build_inputs(g: NumpyGraph, spec: InputSpec) -> dict[str, np.ndarray]:
     """Every input of the spec for graph (or disjoint union) ``g``, with the dtypes the model expects."""
     n = g.num_nodes
-    x = np.ascontiguousarray(g.x, dtype=np.dtype(spec["x"]["dtype"]))
+    x = np.ascontiguousarray(g.x, dtype=np.dtype(spec.x.dtype))
     if x.ndim == 1:
         x = x[:, None]
     batch = np.zeros(n, dtype=np.int64) if g.batch is None else np.ascontiguousarray(g.batch, dtype=np.int64)
     counts = node_counts(batch, n, g.num_graphs)
     edge_index = np.ascontiguousarray(g.edge_index, dtype=np.int64)
     out: dict[str, np.ndarray] = {"x": x, "edge_index": edge_index}
-    if spec.get("edge_attr"):
+    if spec.edge_attr is not None:
         if g.edge_attr is None:
             raise ValueError("edge_attr: the model needs edge features but the graph has none")
-        ea = np.asarray(g.edge_attr, dtype=np.dtype(spec["edge_attr"]["dtype"]))
+        ea = np.asarray(g.edge_attr, dtype=np.dtype(spec.edge_attr.dtype))
         out["edge_attr"] = np.ascontiguousarray(ea[:, None] if ea.ndim == 1 else ea)
     out["batch"] = batch
     out["node_counts"] = counts
     ptr = None
-    for kind, k in sorted(spec.get("pe", {}).items()):
+    for kind, k in spec.pe.items():
         if kind in g.pe:
             out[f"pe_{kind}"] = np.ascontiguousarray(g.pe[kind], dtype=np.float32)
             continue
         ptr = graph_ptr(batch, n, len(counts)) if ptr is None else ptr
         fn = laplacian_pe if kind == "lap" else rwse
         out[f"pe_{kind}"] = fn(edge_index, ptr, k)
-    names = input_names(spec)
+    names = spec.inputs
     if "pad_mask" in names:
-        out.update(dense_layout(batch, n, len(counts), pack=bool(spec.get("packed"))))
+        out.update(dense_layout(batch, n, len(counts), pack=spec.packed))
     if "nbr_src" in names:
         out.update(padded_layout(edge_index, n))
     if "nbr_inv" in names:
-        out.update(bucketed_layout(edge_index, n, int(spec["buckets"])))
+        out.update(bucketed_layout(edge_index, n, spec.buckets))
     if "rowptr" in names:
         out.update(csr_layout(edge_index, n))
     return {k: out[k] for k in names}

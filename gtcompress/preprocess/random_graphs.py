@@ -8,26 +8,30 @@ over graph sizes without needing the training data.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph, union_graphs
+from gtcompress.preprocess.spec import FeatureInput
+
+FeatureArg = FeatureInput | Mapping[str, Any]
 
 
-def _features(rng: np.random.Generator, count: int, spec: dict[str, Any]) -> np.ndarray:
-    if spec["kind"] == "categorical":
-        cards = spec["cardinalities"]
-        return np.stack([rng.integers(0, c, count) for c in cards], axis=1).astype(np.int64)
-    return rng.standard_normal((count, spec["dim"])).astype(np.float32)
+def _features(rng: np.random.Generator, count: int, spec: FeatureArg) -> np.ndarray:
+    fs = FeatureInput.from_json(spec) if isinstance(spec, Mapping) else spec  # JSON form at the boundary
+    if fs.kind == "categorical":
+        return np.stack([rng.integers(0, c, count) for c in fs.cardinalities], axis=1).astype(np.int64)
+    return rng.standard_normal((count, fs.dim)).astype(np.float32)
 
 
 def random_graph(
     rng: np.random.Generator,
     num_nodes: int,
     num_edges: int,
-    node_spec: dict[str, Any],
-    edge_spec: dict[str, Any] | None,
+    node_spec: FeatureArg,
+    edge_spec: FeatureArg | None,
     self_loops: int = 0,
     duplicates: int = 0,
 ) -> NumpyGraph:
@@ -47,7 +51,7 @@ def random_graph(
 
 
 def random_batches(
-    node_spec: dict[str, Any], edge_spec: dict[str, Any] | None, count: int = 10, seed: int = 0
+    node_spec: FeatureArg, edge_spec: FeatureArg | None, count: int = 10, seed: int = 0
 ) -> list[NumpyGraph]:
     """``count`` disjoint-union batches of different sizes; together they contain isolated nodes,
     self-loops, duplicate edges, a 1-node graph and a graph with no edges."""
@@ -79,7 +83,7 @@ EDGE_CASES = (
 
 
 def edge_case_batches(
-    node_spec: dict[str, Any], edge_spec: dict[str, Any] | None, seed: int = 0
+    node_spec: FeatureArg, edge_spec: FeatureArg | None, seed: int = 0
 ) -> list[tuple[str, NumpyGraph]]:
     """The batches on which lowerings have broken, each on its own and named (see :data:`EDGE_CASES`).
 

@@ -14,8 +14,6 @@ from exporters.onnx import (
     ExportError,
     ExportResult,
     _Traced,
-    choose_lowering,
-    estimate_costs,
     export_onnx,
     read_metadata,
     to_torch,
@@ -139,8 +137,8 @@ def test_edge_case_requests_match_pytorch(
 
     model, res = exported(arch, lowering, compressed, level, edges)
     sess = GraphSession(res.path, ["CPUExecutionProvider"])
-    traced = _Traced(model, res.spec["inputs"])
-    for case, g in edge_case_batches(res.spec["x"], res.spec["edge_attr"]):
+    traced = _Traced(model, res.spec)
+    for case, g in edge_case_batches(res.spec.x, res.spec.edge_attr):
         inputs = sess.prepare([g]).inputs
         out = sess.run_inputs(inputs)["output"]
         with torch.no_grad():
@@ -158,12 +156,12 @@ def test_issue_request_edgeless_five_nodes(exported) -> None:
     x = np.stack([rng.integers(0, 5, 5), rng.integers(0, 3, 5)], axis=1)
     for case in (c for c in CASES if c[1] in ("scatter", "plugin")):
         model, res = exported(*case)
-        attr = np.zeros((0, 2), np.float32) if res.spec["edge_attr"] else None
+        attr = np.zeros((0, 2), np.float32) if res.spec.edge_attr else None
         g = NumpyGraph(x=x, edge_index=np.zeros((2, 0), np.int64), edge_attr=attr)
         (out,) = GraphSession(res.path, ["CPUExecutionProvider"]).run(g)
         with torch.no_grad():
-            ref = _Traced(model, res.spec["inputs"])(*to_torch(build_inputs(g, res.spec))).numpy()
-        np.testing.assert_allclose(out, ref[0] if res.spec["task_level"] == "graph" else ref, atol=1e-5, err_msg=case)
+            ref = _Traced(model, res.spec)(*to_torch(build_inputs(g, res.spec))).numpy()
+        np.testing.assert_allclose(out, ref[0] if res.spec.task_level == "graph" else ref, atol=1e-5, err_msg=case)
 
 
 def test_verify_parity_reports_error_and_output_scale(tmp_path) -> None:
@@ -173,9 +171,9 @@ def test_verify_parity_reports_error_and_output_scale(tmp_path) -> None:
 
     model = _model("gt", False).eval()
     res = export_onnx(model, tmp_path / "m.onnx", "dense", verify_batches=2)
-    batches = random_batches(res.spec["x"], res.spec["edge_attr"], 3)
+    batches = random_batches(res.spec.x, res.spec.edge_attr, 3)
     err, scale, n = verify_parity(res.path, model, res.spec, batches)
-    traced = _Traced(model, res.spec["inputs"])
+    traced = _Traced(model, res.spec)
     with torch.no_grad():
         ref = max(float(traced(*to_torch(build_inputs(g, res.spec))).abs().max()) for g in batches)
     assert n == 3 and 0.0 <= err <= 1e-4
@@ -216,7 +214,7 @@ def test_check_names_the_case_onnx_runtime_raises_on(exported, monkeypatch) -> N
         return real_run(self, output_names, feed, *args, **kw)
 
     monkeypatch.setattr(ort.InferenceSession, "run", run)
-    cases = edge_case_batches(res.spec["x"], res.spec["edge_attr"])
+    cases = edge_case_batches(res.spec.x, res.spec.edge_attr)
     assert check_parity(res.path, model, res.spec, cases[:2]) <= 1e-4  # edgeless batches of 9 and 5 nodes pass
     with pytest.raises(ExportError) as info:
         check_parity(res.path, model, res.spec, cases, label="gt.onnx")
@@ -287,15 +285,19 @@ def _sbm_like(rng) -> NumpyGraph:
 
 
 def test_auto_picks_dense_for_small_dense_graphs_and_padded_for_big_sparse_ones() -> None:
+    from gtcompress.preprocess.spec import Lowering, choose_lowering, estimate_costs
+
     rng = np.random.default_rng(0)
-    model = _model("gt", False)
-    assert choose_lowering(model, _sbm_like(rng)) == "dense"
+    assert choose_lowering("gt", profile=_sbm_like(rng)) is Lowering.DENSE
     n = 100_000
     big = NumpyGraph(np.zeros((n, 2), np.int64), rng.integers(0, n, (2, 10 * n)))
     costs = estimate_costs(big)
-    assert costs["padded"] < costs["scatter"] < costs["dense"]
-    assert choose_lowering(model, big) == "padded"
-    assert choose_lowering(_model("gps", False), big) == "dense"
+    assert costs[Lowering.PADDED] < costs[Lowering.SCATTER] < costs[Lowering.DENSE]
+    assert choose_lowering("gt", profile=big) is Lowering.PADDED
+    assert choose_lowering("gt", profile=lambda: big) is Lowering.PADDED  # a profile loaded only when needed
+    assert choose_lowering("gps", profile=big) is Lowering.DENSE
+    assert choose_lowering("gt", token_pruned=True, profile=big) is Lowering.DENSE
+    assert choose_lowering("gt", device="cuda:0", profile=big) is Lowering.PLUGIN
 
 
 def test_op_support_check_flags_scatternd_reduction() -> None:

@@ -10,6 +10,7 @@ from exporters.triton_repo import write_model_repository
 from gtcompress.data.base import FeatureSpec
 from gtcompress.errors import ConfigError
 from gtcompress.models import ModelConfig, build_model
+from gtcompress.preprocess.spec import InputSpec
 
 
 def _spec(lowering: str, arch: str = "gt"):
@@ -52,13 +53,13 @@ def test_config_pbtxt_parses_as_triton_model_config(tmp_path, lowering: str, suf
     pb2 = _model_config_pb2()
     cfg = text_format.Parse((root / "config.pbtxt").read_text(), pb2.ModelConfig())
     assert cfg.name == "gt_cluster" and cfg.platform == platform and cfg.max_batch_size == 0
-    assert [i.name for i in cfg.input] == spec["inputs"]
+    assert [i.name for i in cfg.input] == spec.inputs
     types = {i.name: pb2.DataType.Name(i.data_type) for i in cfg.input}
     assert types["x"] == "TYPE_FP32" and types["edge_index"] == "TYPE_INT64" and types["edge_attr"] == "TYPE_INT64"
     assert list(next(i for i in cfg.input if i.name == "x").dims) == [-1, 5]
     assert list(next(i for i in cfg.input if i.name == "pe_lap").dims) == [-1, 3]
     assert [o.name for o in cfg.output] == ["output"] and list(cfg.output[0].dims) == [-1, 2]
-    assert json.loads(cfg.parameters["gtcompress_input_spec"].string_value) == spec
+    assert InputSpec.from_json(json.loads(cfg.parameters["gtcompress_input_spec"].string_value)) == spec
     assert (root / "1" / f"model{suffix}").read_bytes() == b"model bytes"
 
 

@@ -40,14 +40,14 @@ class Exported:
         for i in range(count):
             n = int(rng.integers(lo, hi))
             out.append(
-                random_graph(rng, n, int(rng.integers(0, 3 * n)), self.spec["x"], self.spec["edge_attr"], i % 2, i % 3)
+                random_graph(rng, n, int(rng.integers(0, 3 * n)), self.spec.x, self.spec.edge_attr, i % 2, i % 3)
             )
         return out
 
     def torch_output(self, g: NumpyGraph) -> np.ndarray:
         """PyTorch forward on one graph alone (PE computed by the shared numpy functions)."""
         ptr = np.array([0, g.num_nodes], dtype=np.int64)
-        pe = {k: (laplacian_pe if k == "lap" else rwse)(g.edge_index, ptr, v) for k, v in self.spec["pe"].items()}
+        pe = {k: (laplacian_pe if k == "lap" else rwse)(g.edge_index, ptr, v) for k, v in self.spec.pe.items()}
         gb = GraphBatch.from_numpy(NumpyGraph(g.x, g.edge_index, g.edge_attr, None, pe))
         with torch.no_grad():
             return self.model.eval()(gb).numpy()

@@ -136,7 +136,7 @@ def _graphs(draw: st.DrawFn, spec: dict[str, Any]) -> list[NumpyGraph]:
     sizes = draw(st.lists(st.integers(1, 7), min_size=1, max_size=3))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     return [
-        random_graph(rng, n, int(rng.integers(0, 2 * n + 1)), spec["x"], spec.get("edge_attr"), int(rng.integers(0, 2)))
+        random_graph(rng, n, int(rng.integers(0, 2 * n + 1)), spec.x, spec.edge_attr, int(rng.integers(0, 2)))
         for n in sizes
     ]
 
@@ -151,7 +151,7 @@ def _tensors(draw: st.DrawFn, sess: GraphSession, graphs: list[NumpyGraph]) -> d
         "x": np.concatenate([g.x for g in graphs]),
         "edge_index": np.concatenate([g.edge_index + o for g, o in zip(graphs, offsets, strict=True)], axis=1),
     }
-    if sess.spec.get("edge_attr"):
+    if sess.spec.edge_attr:
         out["edge_attr"] = np.concatenate([g.edge_attr for g in graphs])
     if form in ("batch", "both"):
         out["batch"] = np.repeat(np.arange(len(graphs), dtype=np.int64), n)

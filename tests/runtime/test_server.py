@@ -16,6 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from exporters.triton_repo import config_pbtxt, input_dims
 from gtcompress.preprocess import NumpyGraph, union_graphs
+from gtcompress.preprocess.spec import InputSpec
 from runtime.batcher import BatchConfig
 from runtime.client import fetch_spec, infer_graphs, make_inputs, triton_inputs
 from runtime.server import BackgroundServer, ServedModel, ServerLimits, create_app
@@ -56,12 +57,13 @@ def test_health_metadata_and_triton_compatible_io(client, sessions, exported) ->
         # exactly the inputs/outputs of the Triton repository `gtc export --triton-repo` writes
         want = {n: [NUMPY_TO_KSERVE[d], dims] for n, (d, dims) in input_dims(spec).items()}
         assert {i["name"]: [i["datatype"], i["shape"]] for i in md["inputs"]} == want
-        assert [i["name"] for i in md["inputs"]] == spec["inputs"]
-        assert md["outputs"] == [{"name": "output", "datatype": "FP32", "shape": [-1, spec["output"]["dim"]]}]
+        assert [i["name"] for i in md["inputs"]] == spec.inputs
+        assert md["outputs"] == [{"name": "output", "datatype": "FP32", "shape": [-1, spec.output.dim]}]
         served = fetch_spec(client, name)
         triton_spec = spec_from_pbtxt(config_pbtxt(name, spec, "onnxruntime_onnx", "KIND_CPU"))
-        assert {k: v for k, v in served.items() if k != "teddy"} == triton_spec == spec
-    assert fetch_spec(client, "gt_teddy")["teddy"]["edges"] == 0.3
+        assert served.with_teddy(None) == InputSpec.from_json(triton_spec) == spec
+        assert triton_spec == spec.to_json()  # the JSON form Triton's configuration carries
+    assert fetch_spec(client, "gt_teddy").teddy["edges"] == 0.3
     assert not client.is_model_ready("nope")
 
 
@@ -455,13 +457,13 @@ def test_raw_graphs_with_batch_or_node_counts_are_sparsified_once(server, sessio
 def _two_graphs_joined(spec: dict) -> dict[str, np.ndarray]:
     """12 nodes in two graphs of 6 and one edge pair 0 <-> 7 that joins them (the review's example)."""
     rng = np.random.default_rng(0)
-    if spec["x"]["kind"] == "categorical":
-        x = np.stack([rng.integers(0, c, 12) for c in spec["x"]["cardinalities"]], axis=1).astype(np.int64)
+    if spec.x.kind == "categorical":
+        x = np.stack([rng.integers(0, c, 12) for c in spec.x.cardinalities], axis=1).astype(np.int64)
     else:
-        x = rng.standard_normal((12, spec["x"]["dim"])).astype(np.float32)
+        x = rng.standard_normal((12, spec.x.dim)).astype(np.float32)
     inputs = {"x": x, "edge_index": np.array([[0, 7], [7, 0]], dtype=np.int64)}
-    if spec.get("edge_attr"):
-        inputs["edge_attr"] = np.ones((2, spec["edge_attr"]["dim"]), np.float32)
+    if spec.edge_attr:
+        inputs["edge_attr"] = np.ones((2, spec.edge_attr.dim), np.float32)
     inputs["batch"] = np.repeat(np.arange(2, dtype=np.int64), 6)
     return inputs
 
@@ -476,12 +478,12 @@ def test_an_edge_joining_two_graphs_of_a_request_is_a_400(server, sessions, name
         del inputs["batch"]
     elif form == "full":  # pre-processed: PE given, so nothing on the server would trip over the edge
         inputs["node_counts"] = np.array([6, 6], dtype=np.int64)
-        for kind, k in spec["pe"].items():
+        for kind, k in spec.pe.items():
             inputs[f"pe_{kind}"] = np.zeros((12, k), np.float32)
-        ea = np.zeros((0, spec["edge_attr"]["dim"]), np.float32) if spec.get("edge_attr") else None
+        ea = np.zeros((0, spec.edge_attr.dim), np.float32) if spec.edge_attr else None
         layout = make_inputs([NumpyGraph(inputs["x"][:6], np.zeros((2, 0), np.int64), ea)] * 2, spec, teddy=False)
         inputs.update({k: v for k, v in layout.items() if k not in inputs and k != "edge_attr"})
-        inputs = {k: inputs[k] for k in spec["inputs"]}
+        inputs = {k: inputs[k] for k in spec.inputs}
     r = _binary_post(server.url, name, inputs)
     assert r.status_code == 400, r.text
     assert r.json()["error"] == "input 'edge_index': edge 0 (0 -> 7) joins graph 0 and graph 1"

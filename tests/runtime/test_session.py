@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -145,7 +146,7 @@ def test_an_edge_joining_two_graphs_of_a_union_is_an_edge_index_error(exported, 
     with pytest.raises(EdgeIndexError) as info:
         node_sess.run([g[0], joined])
     assert str(info.value) == "input 'edge_index': graph 1: edge 0 (0 -> 7) joins graph 0 and graph 1"
-    no_pe = {**exported["node"].spec, "pe": {}}  # nothing downstream would notice: the check must
+    no_pe = dataclasses.replace(exported["node"].spec, pe={})  # nothing downstream would notice: the check must
     with pytest.raises(EdgeIndexError) as info:
         validate_graph(joined, no_pe)
     assert str(info.value) == message
@@ -205,10 +206,10 @@ def test_plan_without_spec_or_tensorrt(tmp_path: Path, exported) -> None:
     from runtime.spec import plan_metadata
 
     spec = exported["node"].spec
-    (tmp_path / "m.plan.json").write_text(json.dumps({"input_spec": spec, "teddy": {"edges": 0.2}}))
-    assert json.loads(plan_metadata(plan)["input_spec"]) == spec
+    (tmp_path / "m.plan.json").write_text(json.dumps({"input_spec": spec.to_json(), "teddy": {"edges": 0.2}}))
+    assert json.loads(plan_metadata(plan)["input_spec"]) == spec.to_json()
     repo = write_model_repository(tmp_path / "repo", "gt_plan", plan, spec)
-    assert json.loads(plan_metadata(repo / "1" / "model.plan")["input_spec"]) == spec
+    assert json.loads(plan_metadata(repo / "1" / "model.plan")["input_spec"]) == spec.to_json()
     try:
         import tensorrt  # noqa: F401
     except ImportError:
@@ -240,7 +241,7 @@ def test_runtime_imports_without_torch(exported) -> None:
         "from gtcompress.preprocess.random_graphs import random_graph\n"
         "import numpy as np\n"
         f"s = GraphSession({str(exported['teddy'].path)!r})\n"
-        "g = random_graph(np.random.default_rng(0), 6, 12, s.spec['x'], s.spec['edge_attr'])\n"
+        "g = random_graph(np.random.default_rng(0), 6, 12, s.spec.x, s.spec.edge_attr)\n"
         "print(s.run([g, g])[1].shape)\n"
         "assert not any(m == 'torch' or m.startswith('torch.') for m, v in sys.modules.items() if v is not None)\n"
     )

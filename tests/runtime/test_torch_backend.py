@@ -113,7 +113,7 @@ def _graphs(spec: dict, count: int, seed: int = 0) -> list[NumpyGraph]:
     rng = np.random.default_rng(seed)
     sizes = [int(rng.integers(1, 14)) for _ in range(count)]
     return [
-        random_graph(rng, n, int(rng.integers(0, 3 * n)), spec["x"], spec["edge_attr"], i % 2, i % 3)
+        random_graph(rng, n, int(rng.integers(0, 3 * n)), spec.x, spec.edge_attr, i % 2, i % 3)
         for i, n in enumerate(sizes)
     ]
 
@@ -147,7 +147,7 @@ def test_cpu_parity_with_the_onnx_export(ckpts, onnx_files, key: str) -> None:
     torch_sess = GraphSession(ckpts[key], device="cpu")
     ort_sess = GraphSession(onnx_files[key], ["cpu"])
     assert torch_sess.platform == "pytorch_libtorch" and torch_sess.providers == ["torch:cpu"]
-    assert torch_sess.spec["lowering"] == "plugin" and torch_sess.path == ckpts[key]
+    assert torch_sess.spec.lowering == "plugin" and torch_sess.path == ckpts[key]
     if key == "node":  # same spec as the plugin export: same inputs, dtypes and shapes
         want = {t.name: (t.dtype, t.shape) for t in ort_sess.get_inputs()}
         assert {t.name: (t.dtype, t.shape) for t in torch_sess.get_inputs()} == want
@@ -165,8 +165,9 @@ def test_cpu_parity_with_the_onnx_export(ckpts, onnx_files, key: str) -> None:
 def test_checkpoint_without_device_and_teddy(ckpts) -> None:
     sess = GraphSession(ckpts["teddy"] / "config.json")  # a checkpoint is recognised; default device
     assert sess.path == ckpts["teddy"] and sess.providers == [f"torch:{'cuda:0' if CUDA else 'cpu'}"]
-    assert sess.model.teddy is not None and sess.model.teddy.ratio == 0.3 and sess.spec["teddy"] == TEDDY
-    assert json.loads(sess.metadata["teddy"]) == TEDDY and json.loads(sess.metadata["input_spec"]) == sess.spec
+    assert sess.model.teddy is not None and sess.model.teddy.ratio == 0.3 and sess.spec.teddy == TEDDY
+    assert json.loads(sess.metadata["teddy"]) == TEDDY
+    assert json.loads(sess.metadata["input_spec"]) == sess.spec.to_json()
     plain = GraphSession(ckpts["node"], device="cpu")  # the same weights (same seed) without TEDDY
     graphs = _graphs(plain.spec, 4, seed=5)
     sparse = [apply_teddy(g, sess.model.teddy, sess.spec) for g in graphs]
@@ -176,7 +177,7 @@ def test_checkpoint_without_device_and_teddy(ckpts) -> None:
 
 def test_dense_lowering_for_other_architectures(ckpts) -> None:
     sess = GraphSession(ckpts["gps"], device="cpu")
-    assert sess.spec["lowering"] == "dense" and "pad_mask" in sess.input_names
+    assert sess.spec.lowering == "dense" and "pad_mask" in sess.input_names
     graphs = _graphs(sess.spec, 3)
     outs = sess.run(graphs)
     assert [o.shape for o in outs] == [(g.num_nodes, 2) for g in graphs] and all(np.isfinite(o).all() for o in outs)
@@ -224,7 +225,7 @@ def test_padded_run_equals_unpadded_run_on_cpu(ckpts, key: str) -> None:
     sess = GraphSession(ckpts[key], device="cpu")
     model = sess.backend.model  # type: ignore[attr-defined]
     node_level = sess.node_level
-    for g in random_batches(sess.spec["x"], sess.spec["edge_attr"], 5, seed=1):
+    for g in random_batches(sess.spec.x, sess.spec.edge_attr, 5, seed=1):
         inputs = sess.prepare([g]).inputs
         n, e, b = inputs["x"].shape[0], inputs["edge_index"].shape[1], inputs["node_counts"].shape[0]
         with torch.inference_mode():
@@ -271,10 +272,14 @@ def test_replay_bookkeeping_on_cpu(ckpts, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_cuda_graphs_refusals() -> None:
-    gt = {"arch": "gt", "lowering": "plugin"}
-    assert cuda_graphs_refusal(gt) is None
-    assert "gps runs on the per-graph dense layout" in str(cuda_graphs_refusal({"arch": "gps", "lowering": "dense"}))
-    assert "a token-pruned GT" in str(cuda_graphs_refusal({"arch": "gt", "lowering": "dense"}))
+    from gtcompress.preprocess.spec import FeatureInput, InputSpec, OutputSpec
+
+    def spec(arch: str, lowering: str) -> InputSpec:
+        return InputSpec(arch, "graph", lowering, FeatureInput("float", 3), OutputSpec("output", 2, "graph"))
+
+    assert cuda_graphs_refusal(spec("gt", "plugin")) is None
+    assert "gps runs on the per-graph dense layout" in str(cuda_graphs_refusal(spec("gps", "dense")))
+    assert "a token-pruned GT" in str(cuda_graphs_refusal(spec("gt", "dense")))
 
 
 # ---------------------------------------------------------------------------------- errors
