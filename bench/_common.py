@@ -1,24 +1,104 @@
-"""Shared helpers for benchmarks: machine description, results folder, data root."""
+"""Shared helpers for benchmarks: results folders, provenance (command, commit, machine, date), data root."""
 
 from __future__ import annotations
 
 import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+#: ``bench/results``: ``bench/<bench>.py`` writes its current result into ``RESULTS / "<bench>"``; superseded and
+#: exploratory runs are kept in that folder's ``archive/`` (bench/README.md).
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def data_root() -> Path:
     """``$GTCOMPRESS_DATA`` or the ``shared/data`` folder next to the repository."""
     env = os.environ.get("GTCOMPRESS_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(env) if env else ROOT.parent / "shared" / "data"
 
 
 def machine() -> dict[str, Any]:
-    """The runtime's machine description plus the torch side (version, intra-op threads)."""
+    """The runtime's machine description plus the torch side (version, intra-op threads) and the GPU torch
+    sees, if any. Without ONNX Runtime (a GPU image may lack it) the platform part only."""
     import torch
 
-    from runtime.profile import machine_info
+    try:
+        from runtime.profile import machine_info
 
-    return {**machine_info(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+        info = machine_info()
+    except ImportError:
+        info = {
+            "cpu": platform.processor() or platform.machine(),
+            "machine": platform.machine(),
+            "logical_cores": os.cpu_count(),
+            "os": f"{platform.system()} {platform.release()}",
+            "python": platform.python_version(),
+        }
+    info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        info.update(
+            cuda=torch.version.cuda,
+            gpu=p.name,
+            sms=p.multi_processor_count,
+            gpu_memory_gib=round(p.total_memory / 2**30, 1),
+        )
+    return info
+
+
+def git_commit() -> str:
+    """The commit measured: ``$GTC_COMMIT`` (for a copy of the tree without ``.git``), else ``git rev-parse
+    HEAD`` with ``+dirty`` when the working tree differs from it, else ``"unknown"``."""
+    if os.environ.get("GTC_COMMIT"):
+        return os.environ["GTC_COMMIT"]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        status = subprocess.run(
+            ["git", "--no-optional-locks", "status", "--porcelain"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
+
+
+def provenance(argv: list[str] | None = None) -> dict[str, Any]:
+    """What made a result, for the top of every bench JSON: ``command`` (the argv as run, ``sys.argv`` unless
+    given), ``commit`` (:func:`git_commit`), ``machine`` (:func:`machine`) and ``date`` (UTC, ISO 8601).
+    Call it once when the run starts: the run's own writes would make the tree look dirty later."""
+    args = sys.argv if argv is None else argv
+    return {
+        "command": shlex.join([Path(sys.executable).name, *args]),
+        "commit": git_commit(),
+        "machine": machine(),
+        "date": utc_now(),
+    }
+
+
+def utc_now() -> str:
+    """The time as a result records it: UTC, ISO 8601, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def earlier_runs(old: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """For a run that adds rows to (or replaces rows of) an earlier result ``old``: the provenance of the runs
+    that wrote ``old``, oldest first (``old``'s own ``earlier_runs``, then its command, commit and date, or its
+    reconstructed ``provenance``). Empty when there is no earlier result."""
+    if not isinstance(old, dict):
+        return []
+    own = recorded_provenance(old)
+    return [*old.get("earlier_runs", []), *([own] if own else [])]
+
+
+def recorded_provenance(doc: dict[str, Any]) -> dict[str, Any]:
+    """The command, commit and date a result records, or its reconstructed ``provenance`` object; ``{}`` if none."""
+    return doc.get("provenance") or {k: doc[k] for k in ("command", "commit", "date") if k in doc}

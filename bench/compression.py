@@ -8,13 +8,14 @@ GT and GPS on CLUSTER (reduced split) and NCI1.
     python bench/compression.py --checkpoint gt:cluster=runs/gt-cluster   # reuse a trained model
     python bench/compression.py --only gps:cluster --methods teddy-attn  # add rows to the last run
     python bench/compression.py --only gt:tu:NCI1 --methods gtsp random --seeds 1 2  # add seeds: means ± std
-    python bench/compression.py --merge bench/results/compression_{gt,gps}_{cluster,nci1}_converged_6min.json
+    python bench/compression.py --merge bench/results/compression/inputs/*.json   # the committed table
 
 Every number is measured: FLOPs with :mod:`gtcompress.cost` on the same reference batch (first
 32 validation graphs) for the dense and the compressed model; metrics on the test split (in
-percent). Writes ``bench/results/compression.json`` (``compression_quick.json`` with ``--quick``)
-and the accuracy–FLOPs Pareto plot next to it (``.png``). Dense checkpoints are kept under
-``--workdir`` and reused by later runs (``--retrain`` to train again).
+percent). Writes ``bench/results/compression/compression.json`` (``compression_quick.json`` with
+``--quick``) with the command, commit, machine and date of the run, and the accuracy–FLOPs Pareto plot
+next to it (``.png``). Dense checkpoints are kept under ``--workdir`` and reused by later runs
+(``--retrain`` to train again).
 
 Time per training run is capped by ``--minutes``: GTSP spends a share of it (``--mask-share``; a
 third, 0.15 on NCI1) on mask training and the rest on fine-tuning, random pruning, TEDDY and
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, data_root, machine
+from bench._common import RESULTS, data_root, earlier_runs, provenance, recorded_provenance
 from gtcompress.io import write_atomic, write_json
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ QUICK_MODEL = {"hidden": 16, "num_layers": 2, "heads": 4}
 QUICK_SIZES = {"cluster": "48,16,16", "tu:NCI1": (96, 32, 32)}
 SEEDED = ("gtsp", "random")  # methods run per seed and budget; the others once per model
 # GTSP's share of --minutes for mask training when --mask-share is not given. NCI1: 0.15, adopted by a rule
-# fixed before its runs (pooled validation, 0.15 vs 1/3; bench/README "GTSP's mask-training share on NCI1").
+# fixed before its runs (pooled validation, 0.15 vs 1/3; bench/HISTORY.md "GTSP's mask-training share on NCI1").
 MASK_SHARE = {"tu:NCI1": 0.15}
 
 
@@ -158,10 +159,12 @@ def _row_key(r: dict) -> tuple:
     return (r["arch"], r["dataset"], r["method"], r["budget"] if seeded else None, _seed(r) if seeded else None)
 
 
-def _merge(paths: list[Path], out: Path) -> dict[str, Any]:
+def _merge(paths: list[Path], out: Path, prov: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the rows of several result files as one (``out`` + its plot) and return that document. Refuses files
     that cannot be read, a quick run mixed with a full one, one model's rows from two dense models, and
-    a result present in two files, so the merged table means what each file meant."""
+    a result present in two files, so the merged table means what each file meant. The document records the
+    merge's command, commit and date (``prov``, default :func:`~bench._common.provenance`), the machine of the
+    first file (where rows were measured, not merged) and each file's own provenance under ``merged_from``."""
     docs: list[tuple[Path, dict]] = []
     for p in paths:
         try:
@@ -191,10 +194,20 @@ def _merge(paths: list[Path], out: Path) -> dict[str, Any]:
                 raise SystemExit(f"--merge: {p} and {where} hold {what} for {key[0]} {key[2]} on {key[1]}{at}")
             first[key] = (p, r)
             rows.append(r)
+    merged_from = [
+        {
+            "file": p.name,
+            "provenance": recorded_provenance(d),
+            "machine": d.get("machine"),
+            "settings": d.get("settings"),
+        }
+        for p, d in docs
+    ]
     doc = {
-        "quick": bool(docs[0][1].get("quick")),
+        **(provenance() if prov is None else prov),
         "machine": docs[0][1].get("machine"),
-        "settings": {"merged_from": [{"file": p.name, "settings": d.get("settings")} for p, d in docs]},
+        "quick": bool(docs[0][1].get("quick")),
+        "settings": {"merged_from": merged_from},
         "rows": rows,
         "targets": _targets(rows),
     }
@@ -395,11 +408,12 @@ def main() -> None:
         "the per-model files a long table was built from one model at a time",
     )
     args = ap.parse_args()
+    prov = provenance()
     if args.minutes is None:
         args.minutes = 0.05 if args.quick else 6.0
-    args.out = args.out or RESULTS / ("compression_quick.json" if args.quick else "compression.json")
+    args.out = args.out or RESULTS / "compression" / ("compression_quick.json" if args.quick else "compression.json")
     if args.merge:
-        merged = _merge(args.merge, args.out)
+        merged = _merge(args.merge, args.out, prov)
         print(_table(merged["rows"]))
         print(_seed_table(merged["targets"]))
         return
@@ -426,13 +440,16 @@ def main() -> None:
         )
 
     # earlier rows of a model are replaced (``rerun``) only once its dense model is known to be the same
-    rows: list[dict] = json.loads(args.out.read_text()).get("rows", []) if args.out.exists() else []
+    old: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    rows: list[dict] = old.get("rows", [])
+    before = earlier_runs(old) if rows else []  # runs whose rows this one may keep
     started = time.perf_counter()
 
     def save() -> None:
         doc = {
+            **prov,
+            **({"earlier_runs": before} if before else {}),
             "quick": args.quick,
-            "machine": machine(),
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "rows": rows,
             "targets": _targets(rows),

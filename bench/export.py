@@ -1,13 +1,13 @@
 """Latency of exported models (ONNX Runtime CPU) vs PyTorch eager vs the PyG equivalent.
 
     python bench/export.py                 # full sweep (1k → 1M edges), ~10 min on 2 cores
-    python bench/export.py --quick         # small sizes only
+    python bench/export.py --quick         # small sizes only (writes export_quick.json)
 
 Same batch, same thread count, measured side by side in one run. For each workload:
 GT (every lowering) and GPS (dense), each with a PyG model of the same sizes built from
 ``TransformerConv`` / ``GPSConv``. ONNX numbers include the numpy pre-processing a deployment runs
-per request (layout construction), reported separately too. Writes ``bench/results/export.json``
-and ``export.png``.
+per request (layout construction), reported separately too. Writes ``bench/results/export/export.json``
+(with the command, commit, machine and date of the run; ``export_quick.json`` with ``--quick``) and ``.png``.
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, machine
-from exporters.onnx import choose_lowering, export_onnx
+from bench._common import RESULTS, earlier_runs, provenance
+from exporters.onnx import export_onnx, has_token_pruning
 from gtcompress.data.base import FeatureSpec
 from gtcompress.graph import GraphBatch
 from gtcompress.io import write_atomic, write_json
 from gtcompress.models import ModelConfig, build_model
 from gtcompress.preprocess import NumpyGraph, union_graphs
 from gtcompress.preprocess.inputs import build_inputs
+from gtcompress.preprocess.spec import InputSpec, choose_lowering
 
 HIDDEN, LAYERS, HEADS, CARD = 64, 4, 4, 7
 
@@ -158,8 +159,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--only", nargs="*", default=None, help="architectures to run (gt, gps)")
     ap.add_argument("--workloads", nargs="*", default=None, help="workload names, e.g. sbm molecules sparse-1000")
-    ap.add_argument("--out", type=Path, default=RESULTS / "export.json")
+    ap.add_argument("--out", type=Path, default=None, help="default bench/results/export/export[_quick].json")
     args = ap.parse_args()
+    prov = provenance()
+    args.out = args.out or RESULTS / "export" / ("export_quick.json" if args.quick else "export.json")
     import onnxruntime as ort
 
     torch.set_num_threads(args.threads)
@@ -178,11 +181,15 @@ def main() -> None:
     rows: list[dict] = []
     # A partial run (--only/--workloads) replaces its own (workload, arch) rows in --out, keeps the rest.
     kept: list[dict] = []
+    before: list[dict] = []  # provenance of the runs whose rows are kept
     if (args.only or args.workloads) and args.out.exists():
         ran = {(w, a) for (w, _), a in itertools.product(workloads, models)}
-        kept = [r for r in json.loads(args.out.read_text()).get("rows", []) if (r["workload"], r["arch"]) not in ran]
+        old = json.loads(args.out.read_text())
+        kept = [r for r in old.get("rows", []) if (r["workload"], r["arch"]) not in ran]
+        before = earlier_runs(old) if kept else []
+    head = {**prov, **({"earlier_runs": before} if before else {})}
     tmp = Path(tempfile.mkdtemp(prefix="gtc-bench-export-"))
-    sessions: dict[tuple[str, str], tuple[ort.InferenceSession, dict]] = {}
+    sessions: dict[tuple[str, str], tuple[ort.InferenceSession, InputSpec]] = {}
     for wname, g in workloads:
         batch = GraphBatch.from_numpy(g)
         counts = np.bincount(g.batch) if g.batch is not None else np.array([g.num_nodes])
@@ -190,7 +197,7 @@ def main() -> None:
             if arch == "gps" and counts.max() > 5000:
                 continue  # global attention over 100k+ nodes of one graph is quadratic: not a GPS workload
             lowerings = ["scatter", "padded", "dense", "plugin"] if arch == "gt" else ["dense"]
-            auto = choose_lowering(model, g)
+            auto = str(choose_lowering(arch, token_pruned=has_token_pruning(model), profile=g))
             ei, x, b = batch.edge_index, batch.x, batch.batch_vector
             with torch.no_grad():
                 pyg_ms = timeit(lambda pyg=pyg, x=x, ei=ei, b=b: pyg(x, ei, b), args.repeat)
@@ -238,9 +245,9 @@ def main() -> None:
                     f"onnx {total:9.1f} ms (prep {row['prep_ms']:.1f})  x{row['speedup_vs_pyg']:.1f} vs PyG",
                     flush=True,
                 )
-                write_json(args.out, {"machine": machine(), "rows": kept + rows, "note": "* = auto's choice"})
+                write_json(args.out, {**head, "rows": kept + rows, "note": "* = auto's choice"})
     rows = _ordered(kept + rows, [w for w, _ in workloads])
-    write_json(args.out, {"machine": machine(), "rows": rows, "linearity": _linearity(rows)})
+    write_json(args.out, {**head, "rows": rows, "linearity": _linearity(rows)})
     _plot(rows, args.out.with_suffix(".png"))
 
 

@@ -4,8 +4,8 @@
     python bench/kernel.py --quick             # small sizes only
     python bench/kernel.py --no-sweep --levels op
 
-Writes ``bench/results/kernel.json`` (every row, the command, commit and machine, the measured
-device copy bandwidth) and ``kernel.png``, and prints the ratios the GPU issue sets targets for,
+Writes ``bench/results/kernel/kernel.json`` (every row, the command, commit, machine and date of the run,
+the measured device copy bandwidth) and ``kernel.png``, and prints the ratios the GPU issue sets targets for,
 all measured side by side in this one process on the same data: op speed against
 ``torch.compile`` of the PyG-style op, bandwidth as a fraction of the copy bandwidth, power-law
 over uniform time, model speed against PyG eager and ``torch.compile(PyG model)``, and the latency
@@ -26,7 +26,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._common import RESULTS, provenance
 from bench.kernel_report import plot, summarize
 from bench.kernel_workloads import (
     BenchGT,
@@ -49,7 +49,7 @@ from bench.kernel_workloads import (
     uniform_graph,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
+OUT = RESULTS / "kernel" / "kernel.json"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -64,37 +64,17 @@ def _empty_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def git_commit() -> str:
-    if os.environ.get("GTC_COMMIT"):
-        return os.environ["GTC_COMMIT"]
-    try:
-        root = Path(__file__).resolve().parents[1]
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
-        return out.stdout.strip() + ("+dirty" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def machine() -> dict[str, Any]:
+def kernel_stack() -> dict[str, Any]:
+    """What this bench adds to :func:`bench._common.machine`: the host and the Triton / PyG / CUDA versions."""
     import triton
 
-    info: dict[str, Any] = {
-        "host": platform.node(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "cuda": torch.version.cuda,
-    }
+    info: dict[str, Any] = {"host": platform.node(), "triton": triton.__version__, "cuda": torch.version.cuda}
     try:
         import torch_geometric
 
         info["torch_geometric"] = torch_geometric.__version__
     except ImportError:
         info["torch_geometric"] = None
-    if torch.cuda.is_available():
-        p = torch.cuda.get_device_properties(0)
-        info.update(gpu=p.name, sms=p.multi_processor_count, gpu_memory_gib=round(p.total_memory / 2**30, 1))
     return info
 
 
@@ -165,12 +145,11 @@ class Bench:
         self.args = args
         self.rows: list[dict[str, Any]] = []
         self.deadline = time.monotonic() + args.max_minutes * 60
+        prov = provenance()
+        prov["machine"].update(kernel_stack())
         self.doc: dict[str, Any] = {
             "bench": "kernel",
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "commit": git_commit(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": machine(),
+            **prov,
             "timing": f"CUDA events, median of {args.reps} runs after {args.warmup} warm-up runs",
             "rows": self.rows,
         }
@@ -437,7 +416,7 @@ def smoke_without_gpu() -> int:
     from trt_plugins.csr import edge_index_to_csr
     from trt_plugins.kernels import sparse_graph_attention
 
-    print("no CUDA GPU visible to torch: nothing is timed and bench/results is left as it is.")
+    print("no CUDA GPU visible to torch: nothing is timed and bench/results/kernel is left as it is.")
     g = torch.Generator().manual_seed(0)
     n, h, d = 24, 2, 8
     ei = torch.randint(0, n, (2, 90), generator=g)
@@ -453,7 +432,7 @@ def smoke_without_gpu() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default=str(RESULTS / "kernel.json"))
+    p.add_argument("--out", default=str(OUT))
     p.add_argument("--sizes", default="1M,10M,50M", help="edge counts of the uniform and power-law graphs")
     p.add_argument("--model-sizes", default="1M,10M")
     p.add_argument("--dtypes", default="fp32,fp16,bf16")
@@ -472,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cpu_dry_run:
         DEVICE = torch.device("cpu")
         args.sizes, args.model_sizes, args.reps, args.warmup, args.dtypes = "2K", "2K", 10, 1, "fp32"
-        if args.out == str(RESULTS / "kernel.json"):
+        if Path(args.out).resolve() == OUT:
             p.error("--cpu-dry-run needs --out elsewhere than the committed results")
     elif not torch.cuda.is_available():
         return smoke_without_gpu()

@@ -9,7 +9,8 @@ same KD fine-tuning, so the cells differ only in plan and start:
 ``gtsp × masktrained`` is GTSP as :func:`~gtcompress.compress.prune.prune_model` runs it;
 ``random × dense`` is random pruning given GTSP's fine-tuning time. Settings (batch size, time
 split) are those of ``bench/compression.py``, whose cached dense checkpoint is reused (run it
-first). Writes ``bench/results/plan_vs_weights.json`` and ``.png``.
+first). Writes ``bench/results/plan_vs_weights/plan_vs_weights.json`` (with the command, commit, machine and
+date of the run) and ``.png``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, machine
+from bench._common import RESULTS, provenance
 from bench.compression import RUNS, _load, _mean_std
 from gtcompress.io import write_atomic, write_json
 
@@ -37,8 +38,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=2.0, help="as bench/compression.py: mask training + fine-tuning")
     ap.add_argument("--mask-share", type=float, default=1 / 3)
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench_compression"))
-    ap.add_argument("--out", type=Path, default=RESULTS / "plan_vs_weights.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "plan_vs_weights" / "plan_vs_weights.json")
     args = ap.parse_args()
+    prov = provenance()
 
     from gtcompress.checkpoint import load_checkpoint
     from gtcompress.compress.budget import fit_budget, gate_scores, random_scores
@@ -58,7 +60,7 @@ def main() -> None:
     data_kd, dense = attach_teacher(ds, model), _metrics(model, ds)
     mask_s, ft_s = args.mask_share * args.minutes * 60, (1 - args.mask_share) * args.minutes * 60
     rows: list[dict[str, Any]] = []
-    started, host = time.perf_counter(), machine()
+    started = time.perf_counter()
     for seed in args.seeds:
         cfg = PruneConfig(
             seed=seed,
@@ -91,7 +93,7 @@ def main() -> None:
             )
             print(f"seed {seed}  plan {plan:6s} start {start:11s} test {rows[-1]['test']:.2f}", flush=True)
             summary = _summary(rows)
-            doc = {"machine": host, "settings": vars(args), "dense": dense, "rows": rows, "summary": summary}
+            doc = {**prov, "settings": vars(args), "dense": dense, "rows": rows, "summary": summary}
             write_json(args.out, {**doc, "wall_time_s": time.perf_counter() - started})
     _plot(rows, 100 * dense["test"], args)
     for cell, v in summary.items():

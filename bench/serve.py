@@ -16,7 +16,8 @@ response is checked against a direct ``GraphSession`` run, so "0 errors" means 0
 them, so drifting background load on a shared machine hits both alike; with ``--repeats`` the run
 with the median throughput is reported (every run is kept under ``runs``). Each run stops early
 at ``--time-limit`` seconds. Writes
-``bench/results/serve.json`` and ``serve.png`` (``serve_reduced.*`` below 10 000 requests).
+``bench/results/serve/serve.json`` (with the command, commit, machine and date of the run) and ``serve.png``
+(``serve_reduced.*`` below 10 000 requests).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS
+from bench._common import RESULTS, provenance
 
 CARD, NODE_COLUMNS = 7, 2
 
@@ -68,7 +69,7 @@ def export_small_gt(path: Path) -> Path:
     return path
 
 
-def molecule(rng: np.random.Generator, spec: dict[str, Any]) -> Any:
+def molecule(rng: np.random.Generator, spec: Any) -> Any:
     """A molecule-size graph: a chain of 12–35 atoms plus a few ring closures, bonds both ways."""
     from gtcompress.preprocess import NumpyGraph
     from gtcompress.preprocess.random_graphs import _features
@@ -79,8 +80,8 @@ def molecule(rng: np.random.Generator, spec: dict[str, Any]) -> Any:
     e = np.concatenate([np.stack([src, src + 1]), extra], axis=1)
     e = e[:, e[0] != e[1]]
     ei = np.concatenate([e, e[::-1]], axis=1).astype(np.int64)
-    ea = None if spec.get("edge_attr") is None else _features(rng, ei.shape[1], spec["edge_attr"])
-    return NumpyGraph(_features(rng, n, spec["x"]), ei, ea)
+    ea = None if spec.edge_attr is None else _features(rng, ei.shape[1], spec.edge_attr)
+    return NumpyGraph(_features(rng, n, spec.x), ei, ea)
 
 
 def make_pool(path: Path, count: int, seed: int) -> tuple[list[dict[str, np.ndarray]], list[np.ndarray], dict]:
@@ -334,8 +335,7 @@ def process_cpu_s(pid: int) -> float | None:
 
 # ---------------------------------------------------------------------------------- main
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from runtime.profile import machine_info
-
+    prov = provenance()
     with tempfile.TemporaryDirectory(prefix="gtc-bench-serve-") as tmp:
         path = Path(args.model) if args.model else export_small_gt(Path(tmp) / "gt_small.onnx")
         inputs, expected, spec = make_pool(path, args.pool, args.seed)
@@ -409,11 +409,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             off = next(r for r in results if r["clients"] == c and not r["batching"])
             speedup[str(c)] = on["throughput_rps"] / off["throughput_rps"] if off["throughput_rps"] else None
         return {
-            "machine": machine_info(),
+            **prov,
             "model": {
                 "path": str(args.model) if args.model else "built-in small GT (hidden 64, 4 layers, 4 heads, RWSE 8)",
-                "lowering": spec["lowering"],
-                "task_level": spec["task_level"],
+                "lowering": str(spec.lowering),
+                "task_level": spec.task_level,
             },
             "settings": {
                 "requests_per_config": args.requests,
@@ -483,7 +483,7 @@ def main() -> None:
     p.add_argument("--time-limit", type=float, default=240.0, help="seconds per configuration at most")
     p.add_argument("--repeats", type=int, default=1, help="runs per configuration (median reported)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, default=RESULTS / "serve", help="folder for serve[_reduced].json and .png")
     args = p.parse_args()
     report = run(args)
     stem = "serve" if args.requests >= 10_000 else "serve_reduced"

@@ -4,7 +4,8 @@ metric, parameter count and wall time next to the published full-scale results.
     python bench/train.py                     # all runs, 4 min each
     python bench/train.py --minutes 20 --only gps:tu:NCI1
 
-Writes ``bench/results/train.json`` and ``train.png``. The budgets make these *reduced* runs on a
+Writes ``bench/results/train/train.json`` (with the command, commit, machine and date of the run) and
+``train.png``. The budgets make these *reduced* runs on a
 2-core CPU; the published numbers come from full splits, 100+ epochs and GPUs.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, data_root, machine
+from bench._common import RESULTS, data_root, earlier_runs, provenance
 from gtcompress.io import write_atomic, write_json
 from gtcompress.train.loop import TrainConfig
 from gtcompress.train.recipe import DataSpec, fit
@@ -62,7 +63,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=4.0, help="wall-time budget per run")
     ap.add_argument("--epochs", type=int, default=200, help="upper bound on epochs (the budget usually stops first)")
     ap.add_argument("--only", nargs="*", default=None, help="runs as ARCH:DATASET, e.g. gps:tu:NCI1")
-    ap.add_argument("--out", type=Path, default=RESULTS / "train.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "train" / "train.json")
     ap.add_argument(
         "--threads",
         type=int,
@@ -71,6 +72,7 @@ def main() -> None:
         "when another process shares the CPU: OpenMP spin-waits make 2 threads ~15x slower then",
     )
     args = ap.parse_args()
+    prov = provenance()
     if args.threads:
         import torch
 
@@ -78,8 +80,9 @@ def main() -> None:
 
     # Runs not selected by --only keep their earlier results, so the file always holds the full table.
     selected = {f"{a}:{n}" for a, n, *_ in RUNS if not args.only or f"{a}:{n}" in args.only}
-    old = json.loads(args.out.read_text())["runs"] if args.out.exists() else []
-    rows = [r for r in old if f"{r['arch']}:{r['dataset']}" not in selected]
+    old = json.loads(args.out.read_text()) if args.out.exists() else {}
+    rows = [r for r in old.get("runs", []) if f"{r['arch']}:{r['dataset']}" not in selected]
+    before = earlier_runs(old) if rows else []
     for arch, name, size, model_kw, train_kw in RUNS:
         if args.only and f"{arch}:{name}" not in args.only:
             continue
@@ -114,7 +117,8 @@ def main() -> None:
             f"params {row['params']} epochs {row['epochs']} time {row['train_time_s']:.0f}s",
             flush=True,
         )
-        write_json(args.out, {"machine": machine(), "minutes_per_run": args.minutes, "runs": rows})
+        doc = {**prov, **({"earlier_runs": before} if before else {}), "minutes_per_run": args.minutes, "runs": rows}
+        write_json(args.out, doc)
     _plot(rows, args.out.with_suffix(".png"))
 
 

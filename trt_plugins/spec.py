@@ -235,7 +235,7 @@ TARGET_CHUNK = 512
 
 
 #: Configs measured best for a ``(heads, head_dim, dtype)`` by ``bench/kernel.py``'s sweep (see
-#: ``bench/results/kernel.json``); every other shape takes the rule in :func:`select_config`.
+#: ``bench/results/kernel/kernel.json``); every other shape takes the rule in :func:`select_config`.
 TUNED: dict[tuple[int, int, str], KernelConfig] = {}
 
 

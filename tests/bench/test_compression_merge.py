@@ -59,6 +59,7 @@ def test_rows_of_every_file_make_one_table_with_targets_and_plot(tmp_path: Path)
     doc = json.loads(out.read_text())
     assert len(rows) == len(doc["rows"]) == 10
     assert [f["file"] for f in doc["settings"]["merged_from"]] == ["gt.json", "gps.json"]
+    assert doc["command"] and doc["commit"] and doc["date"] and doc["machine"] == {"cpu": "x"}  # rows' machine
     gt, gps = doc["targets"]["gt:tu:NCI1"], doc["targets"]["gps:tu:NCI1"]
     assert gt["gtsp_minus_random"]["0.5"]["mean"] == pytest.approx(2.0)
     assert gps["gtsp_minus_random"]["0.5"]["mean"] == pytest.approx(-2.0)
@@ -109,3 +110,18 @@ def test_unreadable_or_foreign_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=re.escape(f"do not merge with full ones: {quick}")):
         _merge([good, quick], tmp_path / "o.json")
     assert not (tmp_path / "o.json").exists()
+
+
+def test_the_committed_table_is_the_merge_of_its_inputs(tmp_path: Path) -> None:
+    """``compression.json`` is what ``--merge bench/results/compression/inputs/*.json`` makes of the files kept
+    next to it: the same rows and targets, so the inputs are complete and nothing else went into the table."""
+    results = Path(__file__).resolve().parents[2] / "bench" / "results" / "compression"
+    inputs = sorted((results / "inputs").glob("*.json"))
+    prov = {"command": "test", "commit": "test", "machine": None, "date": "test"}
+    merged = _merge(inputs, tmp_path / "compression.json", prov)
+    committed = json.loads((results / "compression.json").read_text())
+    assert sorted(map(json.dumps, merged["rows"])) == sorted(map(json.dumps, committed["rows"]))
+    assert merged["targets"] == committed["targets"]
+    assert [f["provenance"]["original_path"] for f in merged["settings"]["merged_from"]] == [
+        json.loads(p.read_text())["provenance"]["original_path"] for p in inputs
+    ]

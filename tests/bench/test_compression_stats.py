@@ -98,7 +98,7 @@ def test_rows_of_another_dense_model_are_refused_and_left_untouched() -> None:
 
 
 def test_mask_share_is_the_datasets_unless_given() -> None:
-    """NCI1 adopted 0.15 (bench/README); every other dataset keeps a third; --mask-share overrides both."""
+    """NCI1 adopted 0.15 (bench/HISTORY.md); every other dataset keeps a third; --mask-share overrides both."""
     assert _mask_share(None, "tu:NCI1") == 0.15
     assert _mask_share(None, "cluster") == pytest.approx(1 / 3)
     assert _mask_share(0.5, "tu:NCI1") == 0.5

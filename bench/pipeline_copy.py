@@ -1,0 +1,59 @@
+"""Copy the report of a ``gtc pipeline`` run into ``bench/results/pipeline/``, with its provenance.
+
+    gtc pipeline && python bench/pipeline_copy.py          # runs/pipeline -> bench/results/pipeline
+    python bench/pipeline_copy.py --run runs/other --command "gtc pipeline --out runs/other"
+
+Copies ``report.md``, ``report.json``, ``pareto.png`` and ``profile/latency_vs_size.png``,
+``profile/op_breakdown.png`` in the run's own layout (so the report's image links work) and adds to
+``report.json`` what the pipeline does not record: ``command`` (``--command``: what the run was started
+with), ``commit`` and ``date`` (of the copy: copy right after the run, from the same tree). ``machine`` is
+the report's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import RESULTS, git_commit, utc_now
+from gtcompress.io import write_json
+
+FILES = ("report.md", "report.json", "pareto.png", "profile/latency_vs_size.png", "profile/op_breakdown.png")
+
+
+def copy_report(run: Path, out: Path, command: str) -> list[Path]:
+    """Copy ``FILES`` from ``run`` to ``out``; ``report.json`` gets ``command``, ``commit`` and ``date`` first."""
+    missing = [f for f in FILES if not (run / f).is_file()]
+    if missing:
+        raise SystemExit(f"{run}: no {', '.join(missing)} (run gtc pipeline first)")
+    report = json.loads((run / "report.json").read_text())
+    stamp = {"command": command, "commit": git_commit(), "date": utc_now()}
+    written = []
+    for f in FILES:
+        dst = out / f
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if f == "report.json":
+            write_json(dst, {**stamp, **{k: v for k, v in report.items() if k not in stamp}})
+        else:
+            shutil.copyfile(run / f, dst)
+        written.append(dst)
+    return written
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", type=Path, default=Path("runs/pipeline"), help="the pipeline's output folder")
+    ap.add_argument("--out", type=Path, default=RESULTS / "pipeline")
+    ap.add_argument("--command", default="gtc pipeline", help="the command the run was made with")
+    args = ap.parse_args()
+    for p in copy_report(args.run, args.out, args.command):
+        print(f"wrote {p}")
+
+
+if __name__ == "__main__":
+    main()

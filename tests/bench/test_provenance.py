@@ -1,0 +1,55 @@
+"""Every bench result records what made it: ``bench/_common.py:provenance()`` (command, commit, machine,
+date), the runs whose rows a partial run keeps, and the stamped copy of a pipeline report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import _common
+from bench.pipeline_copy import FILES, copy_report
+
+
+def test_provenance_records_command_commit_machine_and_date(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GTC_COMMIT", "abc123")
+    prov = _common.provenance(["bench/train.py", "--only", "gt:tu:NCI1", "--out", "a b.json"])
+    assert list(prov) == ["command", "commit", "machine", "date"]
+    assert prov["command"] == f"{Path(sys.executable).name} bench/train.py --only gt:tu:NCI1 --out 'a b.json'"
+    assert prov["commit"] == "abc123"
+    assert {"cpu", "logical_cores", "python", "torch", "torch_threads"} <= prov["machine"].keys()
+    assert len(prov["date"]) == 20 and prov["date"].endswith("Z")
+
+
+def test_the_commit_comes_from_git_without_gtc_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GTC_COMMIT", raising=False)
+    commit = _common.git_commit()
+    assert commit == "unknown" or len(commit.removesuffix("+dirty")) == 40
+
+
+def test_earlier_runs_chain_oldest_first() -> None:
+    first = {"command": "python bench/export.py", "commit": "a", "date": "d1", "machine": {}, "rows": []}
+    second = {"command": "python bench/export.py --only gt", "commit": "b", "date": "d2", "rows": []}
+    second["earlier_runs"] = _common.earlier_runs(first)
+    assert [r["commit"] for r in _common.earlier_runs(second)] == ["a", "b"]
+    reconstructed = {"provenance": {"reconstructed": True, "commit": "c", "command": None}, "rows": []}
+    assert _common.earlier_runs(reconstructed) == [reconstructed["provenance"]]
+    assert _common.earlier_runs({}) == [] and _common.earlier_runs(None) == []
+
+
+def test_a_pipeline_report_is_copied_in_its_layout_and_stamped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GTC_COMMIT", "abc123")
+    run, out = tmp_path / "run", tmp_path / "out"
+    for f in FILES:
+        (run / f).parent.mkdir(parents=True, exist_ok=True)
+        (run / f).write_text(json.dumps({"machine": {"cpu": "x"}, "rows": []}) if f.endswith(".json") else f)
+    copy_report(run, out, "gtc pipeline")
+    report = json.loads((out / "report.json").read_text())
+    assert list(report)[:3] == ["command", "commit", "date"] and report["commit"] == "abc123"
+    assert report["machine"] == {"cpu": "x"}
+    assert (out / "profile" / "op_breakdown.png").read_text() == "profile/op_breakdown.png"
+    (run / "pareto.png").unlink()
+    with pytest.raises(SystemExit, match=r"no pareto\.png"):
+        copy_report(run, out, "gtc pipeline")
