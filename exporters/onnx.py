@@ -120,7 +120,7 @@ def attention_description(model: GraphModel) -> str:
 
 
 def has_token_pruning(model: GraphModel) -> bool:
-    return any(s.heads > 0 and s.token_keep < 1.0 for s in model.config.layers)
+    return model.token_pruned
 
 
 class _Traced(nn.Module):
@@ -136,7 +136,9 @@ class _Traced(nn.Module):
         layout = {k: v for k, v in a.items() if k in self.layout_names}
         pe = {k[3:]: v for k, v in a.items() if k.startswith("pe_")}
         num_graphs = a["node_counts"].shape[0]
-        return self.model.compute(a["x"], a["edge_index"], a.get("edge_attr"), a["batch"], pe, num_graphs, layout)
+        return self.model.compute(
+            a["x"], a["edge_index"], a.get("edge_attr"), a["batch"], pe, num_graphs, layout, self.lowering
+        )
 
 
 def _dynamic_shapes(names: list[str], packed: bool = False) -> tuple[dict[str, Any], ...]:

@@ -205,13 +205,21 @@ def unpad_output(output: T, nodes: int, graphs: int, node_level: bool) -> T:
 
 
 # ---------------------------------------------------------------------------------- running
-def forward(model: Any, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-    """:meth:`GraphModel.compute` on a full input set (names as in the input spec), like the exporter's wrapper."""
+def forward(model: Any, tensors: dict[str, torch.Tensor], lowering: Lowering) -> torch.Tensor:
+    """:meth:`GraphModel.compute` on a full input set of an input spec with ``lowering`` (names as in
+    the spec), like the exporter's wrapper."""
     layout = {k: v for k, v in tensors.items() if is_layout_input(k)}
     pe = {k[3:]: v for k, v in tensors.items() if k.startswith("pe_")}
     num_graphs = tensors["node_counts"].shape[0]
     return model.compute(
-        tensors["x"], tensors["edge_index"], tensors.get("edge_attr"), tensors["batch"], pe, num_graphs, layout
+        tensors["x"],
+        tensors["edge_index"],
+        tensors.get("edge_attr"),
+        tensors["batch"],
+        pe,
+        num_graphs,
+        layout,
+        lowering,
     )
 
 
@@ -302,7 +310,7 @@ class TorchBackend:
         with self._lock, torch.inference_mode(), on_device:
             if self.cuda_graphs:
                 return {name: self._replay(inputs)}
-            out = forward(self.model, {k: self._to_device(v) for k, v in inputs.items()})
+            out = forward(self.model, {k: self._to_device(v) for k, v in inputs.items()}, self.spec.lowering)
             return {name: out.to("cpu").numpy()}  # blocking copy: the result is on the host
 
     def _to_device(self, a: np.ndarray) -> torch.Tensor:
@@ -338,11 +346,11 @@ class TorchBackend:
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):  # warm-up: lazy init, Triton JIT, cuBLAS handles
             for _ in range(WARMUP_CALLS):
-                forward(self.model, static)
+                forward(self.model, static, self.spec.lowering)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            output = forward(self.model, static)
+            output = forward(self.model, static, self.spec.lowering)
         return _Captured(graph, static, host, output)
 
     def __repr__(self) -> str:

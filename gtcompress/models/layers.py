@@ -2,7 +2,7 @@
 
 Every layer exposes the same handles, which is all compression needs to find its axes:
 
-* ``layer.attn`` — :class:`~gtcompress.nn.attention.MultiHeadAttention` or ``None`` (removed);
+* ``layer.attn`` — :class:`~gtcompress.nn.mha.MultiHeadAttention` or ``None`` (removed);
 * ``layer.ffn`` — :class:`~gtcompress.nn.blocks.FeedForward` or ``None`` (removed);
 * ``layer.spec`` — the :class:`~gtcompress.models.config.LayerSpec` it was built from.
 
@@ -24,6 +24,7 @@ from gtcompress.nn.layout import DenseLayout, NeighbourLists
 from gtcompress.nn.mha import MultiHeadAttention
 from gtcompress.nn.mpnn import GINEConv, gin_mlp
 from gtcompress.nn.tokens import TokenSelector
+from gtcompress.preprocess.spec import Lowering
 
 
 @dataclass
@@ -33,6 +34,7 @@ class GraphContext:
     edge_index: Tensor
     batch: Tensor
     num_graphs: int
+    lowering: Lowering  # how GT's edge attention is laid out (the layers dispatch on it)
     edge_emb: Tensor | None = None
     layout: DenseLayout | None = None
     pad_bias: Tensor | None = None  # [B,1,1,L] key padding for complete-graph attention
@@ -61,7 +63,7 @@ class _Layer(nn.Module):
         activation = "gelu" if cfg.arch == "graphormer" else "relu"
         self.ffn = FeedForward(d, spec.ffn_dim, activation, cfg.dropout) if spec.ffn_dim > 0 else None
         self.drop = nn.Dropout(cfg.dropout)
-        # Token pruning (gtcompress.compress.tokens): only layers with token_keep < 1 own a scorer,
+        # Token pruning (gtcompress.nn.tokens): only layers with token_keep < 1 own a scorer,
         # so dense checkpoints are unchanged.
         self.tokens = TokenSelector(d, spec.token_keep) if spec.heads > 0 and spec.token_keep < 1.0 else None
 
@@ -90,18 +92,21 @@ class GTLayer(_Layer):
             bias = None
             if self.attn.edge_bias is not None and ctx.edge_emb is not None:
                 bias = self.attn.edge_bias(ctx.edge_emb)
-            # The same function on whichever layout the context carries (see GraphTransformer); with
-            # token pruning, attention among the kept nodes only.
-            if ctx.edge_dense is not None and ctx.layout is not None:
+            # The same function on the context's lowering (see GraphTransformer); with token pruning,
+            # attention among the kept nodes only.
+            if ctx.lowering is Lowering.DENSE:
                 lay = ctx.layout
+                assert lay is not None and ctx.edge_dense is not None
                 dense_bias = ctx.edge_dense if bias is None else lay.edge_bias(ctx.edge_index, ctx.batch, bias)
                 a = self._dense(h, lay, dense_bias, ctx.edge_rows)
             elif self.tokens is not None:
                 lay = ctx.layout if ctx.layout is not None else DenseLayout.from_batch(ctx.batch, ctx.num_graphs)
                 a = self.tokens.attend_sparse(self.attn, h, ctx.edge_index, bias, lay)
-            elif ctx.csr is not None:
+            elif ctx.lowering is Lowering.PLUGIN:
+                assert ctx.csr is not None
                 a = self.attn.fused(h, ctx.csr, bias)
-            elif ctx.nbr is not None:
+            elif ctx.lowering is Lowering.PADDED:
+                assert ctx.nbr is not None
                 a = self.attn.padded(h, ctx.nbr, bias)
             else:
                 a = self.attn.sparse(h, ctx.edge_index, bias)

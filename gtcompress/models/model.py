@@ -13,6 +13,7 @@ from gtcompress.nn.attention_edges import attention_edges
 from gtcompress.nn.blocks import FeatureEncoder, mlp_head, readout
 from gtcompress.nn.fused import csr_from_edge_index
 from gtcompress.nn.layout import DenseLayout, NeighbourLists
+from gtcompress.preprocess.spec import Lowering, choose_lowering
 
 
 class PEEncoder(nn.Module):
@@ -50,8 +51,10 @@ class GraphModel(nn.Module):
         self.head = mlp_head(c.hidden, c.out_dim, c.head_layers)
 
     # ---------------------------------------------------------------- forward
-    def forward(self, g: GraphBatch, layout: dict[str, Tensor] | None = None) -> Tensor:
-        return self.compute(g.x, g.edge_index, g.edge_attr, g.batch_vector, g.pe, g.num_graphs, layout)
+    def forward(
+        self, g: GraphBatch, layout: dict[str, Tensor] | None = None, lowering: Lowering | str | None = None
+    ) -> Tensor:
+        return self.compute(g.x, g.edge_index, g.edge_attr, g.batch_vector, g.pe, g.num_graphs, layout, lowering)
 
     def compute(
         self,
@@ -62,13 +65,15 @@ class GraphModel(nn.Module):
         pe: dict[str, Tensor],
         num_graphs: int,
         layout: dict[str, Tensor] | None = None,
+        lowering: Lowering | str | None = None,
     ) -> Tensor:
         """Forward on plain tensors (what an exporter traces).
 
-        ``layout`` optionally supplies pre-computed attention layouts (see
-        :mod:`gtcompress.preprocess.layouts`); without it the model builds what it needs from
-        ``batch``. Either way the function computed is the same."""
-        h = self.embed(x, edge_index, edge_attr, batch, pe, num_graphs, layout)
+        ``layout`` optionally supplies the pre-computed attention layout of ``lowering`` (the input
+        spec's; see :mod:`gtcompress.preprocess.layouts`); without it the model picks a lowering with
+        :meth:`choose_lowering` and builds the layout from ``batch``. Either way the function
+        computed is the same."""
+        h = self.embed(x, edge_index, edge_attr, batch, pe, num_graphs, layout, lowering)
         if self.config.task_level == "graph":
             h = readout(h, batch, num_graphs, self.config.readout)
         return self.head(h)
@@ -82,10 +87,11 @@ class GraphModel(nn.Module):
         pe: dict[str, Tensor],
         num_graphs: int,
         layout: dict[str, Tensor] | None = None,
+        lowering: Lowering | str | None = None,
     ) -> Tensor:
         """Node embeddings after the last layer (before readout and head)."""
         h = self.encode_nodes(x, pe)
-        ctx = self.context(h, edge_index, edge_attr, batch, num_graphs, layout)
+        ctx = self.context(h, edge_index, edge_attr, batch, num_graphs, layout, lowering)
         h = self.add_structure(h, ctx)
         for layer in self.layers:
             h = layer(h, ctx)
@@ -108,6 +114,7 @@ class GraphModel(nn.Module):
         batch: Tensor,
         num_graphs: int,
         layout: dict[str, Tensor] | None = None,
+        lowering: Lowering | str | None = None,
     ) -> GraphContext:
         """Everything the layers share: encoded edges, the attention layout, structural biases."""
         edge_emb = None
@@ -115,13 +122,15 @@ class GraphModel(nn.Module):
             if edge_attr is None:
                 raise ValueError("model was built with edge features but edge_attr is None")
             edge_emb = self.edge_encoder(edge_attr)
-        ctx = GraphContext(edge_index, batch, num_graphs, edge_emb)
         if layout is not None:
+            if lowering is None:
+                raise ValueError("a supplied layout needs its lowering (the input spec's InputSpec.lowering)")
+            ctx = GraphContext(edge_index, batch, num_graphs, Lowering(lowering), edge_emb)
             apply_layout(ctx, layout)
-        elif self.wants_csr(edge_index):
-            ctx.csr = csr_from_edge_index(edge_index, h.shape[0])
-        elif self.wants_dense(edge_index, batch, num_graphs):
-            ctx.layout = DenseLayout.from_batch(batch, num_graphs)
+        else:
+            low = Lowering(lowering) if lowering is not None else self.choose_lowering(edge_index, batch, num_graphs)
+            ctx = GraphContext(edge_index, batch, num_graphs, low, edge_emb)
+            build_layout(ctx, h.shape[0], dense=self.needs_dense)
         if self.needs_dense and ctx.layout is None:
             raise ValueError(f"{self.config.arch} needs the dense layout (node_slot, pad_mask)")
         if ctx.layout is not None:
@@ -129,13 +138,22 @@ class GraphModel(nn.Module):
         self.prepare(ctx)
         return ctx
 
-    def wants_dense(self, edge_index: Tensor, batch: Tensor, num_graphs: int) -> bool:
-        """Whether to build the padded per-graph layout when none is supplied."""
-        return self.needs_dense
+    @property
+    def token_pruned(self) -> bool:
+        """Whether some attention layer keeps only part of its tokens (then only the dense layout applies)."""
+        return any(s.heads > 0 and s.token_keep < 1.0 for s in self.config.layers)
 
-    def wants_csr(self, edge_index: Tensor) -> bool:
-        """Whether to build the CSR layout for the fused attention op when none is supplied."""
-        return False
+    def choose_lowering(self, edge_index: Tensor, batch: Tensor, num_graphs: int) -> Lowering:
+        """The lowering when none is supplied: ``config.attention_layout`` if it names one, else
+        :func:`gtcompress.preprocess.spec.choose_lowering` for this device and batch."""
+        named = _NAMED_LAYOUTS.get(self.config.attention_layout)
+        if named is not None:
+            return named
+        if self.config.arch != "gt" or self.token_pruned or edge_index.is_cuda:
+            return choose_lowering(self.config.arch, token_pruned=self.token_pruned, device=edge_index.device.type)
+        counts = torch.bincount(batch, minlength=num_graphs)
+        max_nodes = int(counts.max()) if counts.numel() else 0
+        return choose_lowering("gt", sizes=(num_graphs, max_nodes, int(edge_index.shape[1])))
 
     def prepare(self, ctx: GraphContext) -> None:
         """Architecture-specific additions to a context whose layout is set (none by default)."""
@@ -145,49 +163,57 @@ class GraphModel(nn.Module):
         return h
 
 
+#: ``ModelConfig.attention_layout`` values that name a lowering ("auto" asks the rule).
+_NAMED_LAYOUTS = {"sparse": Lowering.SCATTER, "dense": Lowering.DENSE, "fused": Lowering.PLUGIN}
+
+
 def apply_layout(ctx: GraphContext, layout: dict[str, Tensor]) -> None:
-    """Install pre-computed layout tensors (names as in :mod:`gtcompress.preprocess.layouts`)."""
+    """Install the pre-computed layout tensors of ``ctx.lowering`` (names as in
+    :mod:`gtcompress.preprocess.layouts`); models with global attention also get their per-graph
+    padded layout, which their input spec always carries."""
     if "pad_mask" in layout:
         ctx.layout = DenseLayout.from_slots(layout["node_slot"], layout["pad_mask"])
-    if "nbr_src" in layout:  # one bucket, nodes in order (models exported before degree buckets)
-        ctx.nbr = NeighbourLists([(None, layout["nbr_src"], layout["nbr_edge"], layout["nbr_mask"])])
-    if "nbr_inv" in layout:
-        buckets = []
-        while f"nbr_src_{len(buckets)}" in layout:
-            b = len(buckets)
-            buckets.append(tuple(layout[f"nbr_{what}_{b}"] for what in ("node", "src", "edge", "mask")))
-        ctx.nbr = NeighbourLists(buckets, layout["nbr_inv"])
-    if "rowptr" in layout:
+    if ctx.lowering is Lowering.PADDED:
+        if "nbr_inv" in layout:  # degree buckets: nbr_{node,src,edge,mask}_b and the inverse order
+            buckets = []
+            while f"nbr_src_{len(buckets)}" in layout:
+                b = len(buckets)
+                buckets.append(tuple(layout[f"nbr_{what}_{b}"] for what in ("node", "src", "edge", "mask")))
+            ctx.nbr = NeighbourLists(buckets, layout["nbr_inv"])
+        else:  # one bucket, nodes in order (an input spec with buckets = 0)
+            ctx.nbr = NeighbourLists([(None, layout["nbr_src"], layout["nbr_edge"], layout["nbr_mask"])])
+    elif ctx.lowering is Lowering.PLUGIN:
         ctx.csr = (layout["rowptr"], layout["col"], layout["perm"])
+
+
+def build_layout(ctx: GraphContext, num_nodes: int, dense: bool) -> None:
+    """Build the layout of ``ctx.lowering`` from the batch (no layout supplied); ``dense``: the model
+    needs the per-graph padded layout whatever its lowering (global attention)."""
+    if ctx.lowering is Lowering.DENSE or dense:
+        ctx.layout = DenseLayout.from_batch(ctx.batch, ctx.num_graphs)
+    if ctx.lowering is Lowering.PLUGIN:
+        ctx.csr = csr_from_edge_index(ctx.edge_index, num_nodes)
+    elif ctx.lowering is Lowering.PADDED:
+        raise ValueError(
+            "the padded lowering needs its neighbour lists supplied (gtcompress.preprocess.inputs.build_inputs)"
+        )
 
 
 class GraphTransformer(GraphModel):
     """Dwivedi & Bresson (2020) sparse graph transformer: attention over input edges only.
 
     Its attention can run on four layouts computing the same function: scatter (reference),
-    dense per-graph padding, neighbour lists, or the fused op on CSR. Without a supplied layout,
-    ``attention_layout="auto"`` picks the fused op on a CUDA device (the Triton kernel, which reads
-    each edge's K/V row once and balances work by edges) and, on CPU, dense when the padded score
-    matrix is at most :data:`DENSE_FACTOR` times the edge count: on small dense graphs (SBMs,
-    molecules) batched MatMuls beat gather/scatter by an order of magnitude there.
+    dense per-graph padding, neighbour lists, or the fused op on CSR, and dispatches on the
+    context's :class:`~gtcompress.preprocess.spec.Lowering`. Without a supplied layout,
+    ``attention_layout="auto"`` asks :func:`~gtcompress.preprocess.spec.choose_lowering`: the fused
+    op on a CUDA device (the Triton kernel, which reads each edge's K/V row once and balances work by
+    edges) and, on CPU, dense when the padded score matrix is at most
+    :data:`~gtcompress.preprocess.spec.TORCH_DENSE_FACTOR` times the edge count: on small dense
+    graphs (SBMs, molecules) batched MatMuls beat gather/scatter by an order of magnitude there.
     """
 
-    DENSE_FACTOR = 8
-
-    def wants_csr(self, edge_index: Tensor) -> bool:
-        mode = self.config.attention_layout
-        return mode == "fused" or (mode == "auto" and edge_index.is_cuda)
-
-    def wants_dense(self, edge_index: Tensor, batch: Tensor, num_graphs: int) -> bool:
-        mode = self.config.attention_layout
-        if mode != "auto":
-            return mode == "dense"
-        counts = torch.bincount(batch, minlength=num_graphs)
-        padded = num_graphs * int(counts.max()) ** 2 if counts.numel() else 0
-        return padded <= self.DENSE_FACTOR * max(edge_index.shape[1], 1)
-
     def prepare(self, ctx: GraphContext) -> None:
-        if ctx.layout is not None and ctx.nbr is None and ctx.csr is None:
+        if ctx.lowering is Lowering.DENSE:
             # Once per forward, shared by every layer: the log-count bias and which rows have edges.
             ctx.edge_dense, ctx.edge_rows = ctx.layout.count_bias_and_rows(ctx.edge_index, ctx.batch)
 

@@ -98,7 +98,7 @@ def _run(model: GraphModel, spec: dict, graphs: list[NumpyGraph]) -> list[np.nda
     """Per-graph outputs of one batched call, as a deployment computes them."""
     inputs = build_inputs(union_graphs(graphs), spec)
     with torch.no_grad():
-        out = forward(model, {k: torch.from_numpy(v) for k, v in inputs.items()}).numpy()
+        out = forward(model, {k: torch.from_numpy(v) for k, v in inputs.items()}, spec.lowering).numpy()
     if spec.task_level == "graph":
         return list(out)
     return split_by_graph(out, [g.num_nodes for g in graphs])

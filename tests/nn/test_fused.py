@@ -9,6 +9,7 @@ import torch
 from gtcompress.data.base import FeatureSpec
 from gtcompress.models import ModelConfig, build_model
 from gtcompress.nn.fused import csr_from_edge_index
+from gtcompress.preprocess.spec import Lowering
 from tests.nn.test_attention import _case, brute_force
 from trt_plugins.csr import edge_index_to_csr
 
@@ -53,6 +54,7 @@ def test_gt_fused_layout_equals_sparse_on_cpu() -> None:
         a = sparse.compute(x, ei, ea, batch, {}, 1)
         b = fused.compute(x, ei, ea, batch, {}, 1)
     torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
-    assert fused.wants_csr(ei) and not sparse.wants_csr(ei)
+    assert fused.choose_lowering(ei, batch, 1) is Lowering.PLUGIN
+    assert sparse.choose_lowering(ei, batch, 1) is Lowering.SCATTER
     auto = build_model(ModelConfig(arch="gt", hidden=16, heads=2, **kw))
-    assert not auto.wants_csr(ei)  # auto picks the fused layout on a CUDA device only
+    assert auto.choose_lowering(ei, batch, 1) is not Lowering.PLUGIN  # the fused layout: on a CUDA device only

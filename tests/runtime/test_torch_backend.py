@@ -229,8 +229,8 @@ def test_padded_run_equals_unpadded_run_on_cpu(ckpts, key: str) -> None:
         inputs = sess.prepare([g]).inputs
         n, e, b = inputs["x"].shape[0], inputs["edge_index"].shape[1], inputs["node_counts"].shape[0]
         with torch.inference_mode():
-            ref = forward(model, _tensors(inputs)).numpy()
-            out = forward(model, _tensors(pad_inputs(inputs, bucket_for(n, e, b)))).numpy()
+            ref = forward(model, _tensors(inputs), sess.spec.lowering).numpy()
+            out = forward(model, _tensors(pad_inputs(inputs, bucket_for(n, e, b))), sess.spec.lowering).numpy()
         assert np.isfinite(out).all()
         np.testing.assert_allclose(unpad_output(out, n, b, node_level), ref, atol=1e-6)
 
@@ -247,11 +247,11 @@ def test_replay_bookkeeping_on_cpu(ckpts, monkeypatch: pytest.MonkeyPatch) -> No
     def fake_capture(padded: dict[str, np.ndarray]) -> _Captured:
         static = {k: torch.from_numpy(a.copy()) for k, a in padded.items()}
         host = {k: v.clone() for k, v in static.items()}
-        output = forward(backend.model, static)  # type: ignore[attr-defined]
+        output = forward(backend.model, static, backend.spec.lowering)  # type: ignore[attr-defined]
 
         class Graph:
             def replay(self) -> None:
-                output.copy_(forward(backend.model, static))  # type: ignore[attr-defined]
+                output.copy_(forward(backend.model, static, backend.spec.lowering))  # type: ignore[attr-defined]
 
         captured.append(padded["x"].shape[0])
         return _Captured(Graph(), static, host, output)
