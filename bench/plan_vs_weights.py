@@ -46,7 +46,8 @@ def main() -> None:
     from gtcompress.compress.budget import fit_budget, gate_scores, random_scores
     from gtcompress.compress.distill import attach_teacher
     from gtcompress.compress.materialise import plain_copy
-    from gtcompress.compress.prune import PruneConfig, _finetune, _metrics, _setup, mask_training
+    from gtcompress.compress.prune import PruneConfig, PruneRun, mask_training
+    from gtcompress.compress.prune_run import evaluate_splits, finetune_pruned
 
     run = next((r for r in RUNS if f"{r[0]}:{r[1]}" == args.model), None)
     if run is None:
@@ -57,7 +58,7 @@ def main() -> None:
         sys.exit(f"no dense checkpoint at {path}: run bench/compression.py --only {args.model} first")
     model, _ = load_checkpoint(path)
     _, ds = _load(arch, name, size, False, model.config.pe)
-    data_kd, dense = attach_teacher(ds, model), _metrics(model, ds)
+    data_kd, dense = attach_teacher(ds, model), evaluate_splits(model, ds)
     mask_s, ft_s = args.mask_share * args.minutes * 60, (1 - args.mask_share) * args.minutes * 60
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -71,15 +72,15 @@ def main() -> None:
             time_budget_s=mask_s,
             finetune_time_budget_s=ft_s,
         )
-        cfg, ref, _, _, data_kd, student, cm, timings = _setup(model, data_kd, cfg, dense, 0)
-        axes = cfg.structured_axes
-        gates, _ = mask_training(student, data_kd, cm, cfg, False, timings)
+        pr = PruneRun.start("gtsp", model, data_kd, cfg, dense_metrics=dense, show_progress=False)
+        cfg, ref, student, cm, axes = pr.cfg, pr.ref, pr.student, pr.cost_model, pr.axes
+        gates, _ = mask_training(pr)
         scores = {"gtsp": gate_scores(gates), "random": random_scores(cm, seed)}
         for plan, start in CELLS:
             src = student if start == "masktrained" else plain_copy(model)
             fit = fit_budget(src, scores[plan], cm, ref, axes, args.budget, cfg.tolerance, allocation=cfg.allocation)
-            res = _finetune(fit.model, data_kd, cfg, cfg.finetune_epochs, ft_s, False, "fine-tune")
-            m = _metrics(fit.model, ds)
+            res = finetune_pruned(fit.model, data_kd, cfg, cfg.finetune_epochs, ft_s, False, "fine-tune")
+            m = evaluate_splits(fit.model, ds)
             rows.append(
                 {
                     "seed": seed,

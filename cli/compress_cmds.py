@@ -8,6 +8,9 @@ whose ``config.json`` holds the report under ``compression``, and the same repor
 
 from __future__ import annotations
 
+import ast
+import functools
+import importlib.util
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +23,40 @@ def register(app: typer.Typer) -> None:
     """Add ``sparsify`` and ``prune`` to the ``gtc`` app."""
     app.command("sparsify")(sparsify_cmd)
     app.command("prune")(prune_cmd)
+
+
+@functools.cache
+def library_defaults(module: str, cls: str) -> dict[str, Any]:
+    """The field defaults of the library's config dataclass ``module.cls``, read from its source.
+
+    The commands' options take their defaults from here, so each default is written once, in the
+    library's config class. The class is not imported because its module imports torch, and then
+    every ``gtc`` command (``gtc serve`` and ``gtc --help`` included) would load it at start-up:
+    0.3 s becomes 3.3 s. Literal defaults only; a ``default_factory`` field is left out (no option
+    takes one). ``tests/compress/test_cli_defaults.py`` checks the result against
+    :func:`dataclasses.fields` of the imported class, and the options against it."""
+    top, *rest = module.split(".")
+    spec = importlib.util.find_spec(top)  # the package's location; importing ``module`` would load torch
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"cannot locate package {top!r}")
+    path = Path(next(iter(spec.submodule_search_locations)), *rest).with_suffix(".py")
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    node = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls), None)
+    if node is None:
+        raise ImportError(f"{path}: no class {cls}")
+    out: dict[str, Any] = {}
+    for stmt in node.body:
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value is not None:
+            try:
+                out[stmt.target.id] = ast.literal_eval(stmt.value)
+            except ValueError:  # field(default_factory=...): not an option's default
+                continue
+    return out
+
+
+#: The library's defaults for ``gtc sparsify`` and ``gtc prune``.
+SPARSIFY = library_defaults("gtcompress.compress.teddy", "SparsifyConfig")
+PRUNE = library_defaults("gtcompress.compress.prune_config", "PruneConfig")
 
 
 CheckpointArg = Annotated[Path, typer.Argument(help="Trained checkpoint directory.")]
@@ -91,26 +128,34 @@ def _summary(title: str, report: dict[str, Any]) -> None:
 @user_errors
 def sparsify_cmd(
     checkpoint: CheckpointArg,
-    edges: Annotated[float, typer.Option(help="Fraction of edges to remove (TEDDY scores; self-loops kept).")] = 0.0,
-    weights: Annotated[float, typer.Option(help="Fraction of weights to zero (ℓ0-projected gradient descent).")] = 0.0,
+    edges: Annotated[
+        float, typer.Option(help="Fraction of edges to remove (TEDDY scores; self-loops kept).")
+    ] = SPARSIFY["edges"],
+    weights: Annotated[
+        float, typer.Option(help="Fraction of weights to zero (ℓ0-projected gradient descent).")
+    ] = SPARSIFY["weights"],
     global_: Annotated[
         bool, typer.Option("--global", help="One score threshold for the dataset instead of the ratio per graph.")
-    ] = False,
+    ] = not SPARSIFY["per_graph"],
     attention_topk: Annotated[
         int,
         typer.Option(help="GPS: global attention over input edges + self + top-k nodes per graph (-1: calibrate k)."),
-    ] = 0,
+    ] = SPARSIFY["attention_topk"],
     attention_coverage: Annotated[
         float, typer.Option(help="Calibration: share of the dense attention mass the sparse graph keeps.")
-    ] = 0.9,
-    kd_weight: Annotated[float, typer.Option(help="λ of CE + λ·KL(student ‖ teacher).")] = 1.0,
-    kd_temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 1.0,
-    epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs.")] = 10,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    lr: Annotated[float, typer.Option(min=0.0)] = 5e-4,
-    time_budget: Annotated[float, typer.Option(help="Stop fine-tuning after this many seconds (0 = none).")] = 0.0,
-    cost_graphs: Annotated[int, typer.Option(min=1, help="Validation graphs FLOPs are measured on.")] = 32,
-    seed: int = 0,
+    ] = SPARSIFY["attention_coverage"],
+    kd_weight: Annotated[float, typer.Option(help="λ of CE + λ·KL(student ‖ teacher).")] = SPARSIFY["kd_weight"],
+    kd_temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = SPARSIFY["kd_temperature"],
+    epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs.")] = SPARSIFY["epochs"],
+    batch_size: Annotated[int, typer.Option(min=1)] = SPARSIFY["batch_size"],
+    lr: Annotated[float, typer.Option(min=0.0)] = SPARSIFY["lr"],
+    time_budget: Annotated[float, typer.Option(help="Stop fine-tuning after this many seconds (0 = none).")] = SPARSIFY[
+        "time_budget_s"
+    ],
+    cost_graphs: Annotated[int, typer.Option(min=1, help="Validation graphs FLOPs are measured on.")] = SPARSIFY[
+        "cost_graphs"
+    ],
+    seed: int = SPARSIFY["seed"],
     data_root: RootOpt = None,
     out: Annotated[Path, typer.Option(help="Compressed checkpoint directory to write.")] = Path("runs/sparsified"),
 ) -> None:
@@ -154,7 +199,7 @@ def prune_cmd(
     checkpoint: CheckpointArg,
     target_flops: Annotated[
         float | None, typer.Option(help="Keep this fraction of the measured FLOPs, e.g. 0.4.")
-    ] = None,
+    ] = None,  # not PruneConfig's 0.5: --keep ratios (or the weights axis alone) are the budget without it
     axes: Annotated[
         str,
         typer.Option(
@@ -164,11 +209,13 @@ def prune_cmd(
             "plus layers only when the target is below what heads,ffn reach; plus any axis given a --keep ratio. "
             "auto may be combined, e.g. auto,weights."
         ),
-    ] = "auto",
+    ] = PRUNE["axes"],
     keep: Annotated[
         str | None, typer.Option(help="Per-axis ratios instead of a FLOP target, e.g. heads=0.5,ffn=0.5,tokens=0.7.")
     ] = None,
-    token_keep: Annotated[float, typer.Option(help="tokens axis: nodes kept per graph in each attention layer.")] = 0.7,
+    token_keep: Annotated[
+        float, typer.Option(help="tokens axis: nodes kept per graph in each attention layer.")
+    ] = PRUNE["token_keep"],
     allocation: Annotated[
         str,
         typer.Option(
@@ -176,19 +223,29 @@ def prune_cmd(
             "global (heads and units ranked together by their gates), auto (uniform for GT, global for GPS and "
             "graphormer, whose local path lets global attention go)."
         ),
-    ] = "auto",
-    weight_sparsity: Annotated[float, typer.Option(help="weights axis: fraction of weights zeroed.")] = 0.0,
-    epochs: Annotated[int, typer.Option(min=0, help="Mask-training epochs.")] = 10,
-    finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs after materialising.")] = 10,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    lr: Annotated[float, typer.Option(min=0.0)] = 5e-4,
-    gate_lr: Annotated[float, typer.Option(min=0.0, help="Learning rate of gates and multipliers.")] = 0.05,
-    kd_weight: Annotated[float, typer.Option(help="λ of the distillation term.")] = 1.0,
-    time_budget: Annotated[float, typer.Option(help="Mask-training wall time in seconds (0 = none).")] = 0.0,
-    finetune_time_budget: Annotated[float, typer.Option(help="Fine-tuning wall time in seconds.")] = 0.0,
-    cost_graphs: Annotated[int, typer.Option(min=1, help="Validation graphs FLOPs are measured on.")] = 32,
+    ] = PRUNE["allocation"],
+    weight_sparsity: Annotated[float, typer.Option(help="weights axis: fraction of weights zeroed.")] = PRUNE[
+        "weight_sparsity"
+    ],
+    epochs: Annotated[int, typer.Option(min=0, help="Mask-training epochs.")] = PRUNE["epochs"],
+    finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs after materialising.")] = PRUNE[
+        "finetune_epochs"
+    ],
+    batch_size: Annotated[int, typer.Option(min=1)] = PRUNE["batch_size"],
+    lr: Annotated[float, typer.Option(min=0.0)] = PRUNE["lr"],
+    gate_lr: Annotated[float, typer.Option(min=0.0, help="Learning rate of gates and multipliers.")] = PRUNE["gate_lr"],
+    kd_weight: Annotated[float, typer.Option(help="λ of the distillation term.")] = PRUNE["kd_weight"],
+    time_budget: Annotated[float, typer.Option(help="Mask-training wall time in seconds (0 = none).")] = PRUNE[
+        "time_budget_s"
+    ],
+    finetune_time_budget: Annotated[float, typer.Option(help="Fine-tuning wall time in seconds.")] = PRUNE[
+        "finetune_time_budget_s"
+    ],
+    cost_graphs: Annotated[int, typer.Option(min=1, help="Validation graphs FLOPs are measured on.")] = PRUNE[
+        "cost_graphs"
+    ],
     random: Annotated[bool, typer.Option("--random", help="Random pruning baseline at the same budget.")] = False,
-    seed: int = 0,
+    seed: int = PRUNE["seed"],
     data_root: RootOpt = None,
     out: Annotated[Path, typer.Option(help="Compressed checkpoint directory to write.")] = Path("runs/pruned"),
 ) -> None:

@@ -7,10 +7,10 @@ import numpy as np
 import onnx
 import pytest
 
-from cli import pipeline
-from cli.pipeline import load_config, run_pipeline
 from exporters.onnx import read_metadata
 from gtcompress.errors import ConfigError
+from gtcompress.pipeline import load_config, run_pipeline
+from gtcompress.pipeline import run as pipeline
 
 TINY = [
     "data.size=40,12,12",

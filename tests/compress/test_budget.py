@@ -13,7 +13,8 @@ from gtcompress.compress.budget import (
 )
 from gtcompress.compress.gates import GateSet
 from gtcompress.compress.materialise import materialise, with_token_keep
-from gtcompress.compress.prune import PruneConfig, _resolved, default_allocation, prune_model, random_prune
+from gtcompress.compress.prune import PruneConfig, default_allocation, prune_model, random_prune
+from gtcompress.compress.prune_config import resolve_auto as _resolved
 from gtcompress.cost import count_flops, reference_batch
 from gtcompress.errors import ConfigError, UnsupportedModelError
 from gtcompress.models import LayerSpec

@@ -1,0 +1,352 @@
+"""One pruning run's state, :class:`PruneRun`: what GTSP and the random baseline share.
+
+Both methods take the same steps around their one difference, how units are ranked:
+
+* :meth:`PruneRun.start` — resolve the config for the model (``auto`` axes and allocation, plus
+  ``layers`` where the target needs it), measure the dense model on the reference batch, attach the
+  teacher, make the student (the copy that is ranked and sliced) and calibrate its cost model, and
+  refuse a budget the axes cannot reach;
+* :meth:`PruneRun.select` — the plan that meets the budget for given unit scores, materialised;
+* :meth:`PruneRun.finish` — fine-tune the small model with distillation, measure it, and write
+  the compression report.
+
+The budget (``target``, the FLOP fraction kept) is read from the config once, in ``start``; every
+later step takes it from the run. The state lives in one object so that the steps pass the run,
+not an eight-tuple one way and nineteen arguments the other.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from gtcompress.compress.budget import BudgetError, CostModel, Scores, fit_budget, select_plan
+from gtcompress.compress.distill import attach_teacher, distillation_loss, has_teacher
+from gtcompress.compress.gates import GateSet
+from gtcompress.compress.masks import attach_gates
+from gtcompress.compress.materialise import LayerPlan, Plan, materialise, plain_copy, with_token_keep
+from gtcompress.compress.prune_config import PruneConfig, resolve_auto
+from gtcompress.compress.report import compression_report, layer_table
+from gtcompress.compress.sparsity import cubic_sparsity, l0_project_, projected, prunable_weights
+from gtcompress.cost import Cost, measure_cost, reference_batch
+from gtcompress.data.base import GraphDataset
+from gtcompress.errors import ConfigError, UnsupportedModelError
+from gtcompress.graph import GraphBatch
+from gtcompress.models.model import GraphModel
+from gtcompress.train.loop import TrainConfig, evaluate, seed_everything, train
+
+__all__ = ["PruneResult", "PruneRun", "Selection", "check_prunable", "evaluate_splits", "finetune_pruned"]
+
+#: Offset of the student's token-scorer seed from ``cfg.seed``: random pruning gets a fresh random
+#: scorer rather than GTSP's initial one.
+STUDENT_SEED = {"gtsp": 0, "random": 12345}
+
+
+@dataclass
+class PruneResult:
+    model: GraphModel
+    plan: Plan
+    report: dict[str, Any]
+    gates: GateSet | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Selection:
+    """The units kept (``plan``), the plain smaller model they make, and how many measured rounds
+    :func:`~gtcompress.compress.budget.fit_budget` took to land on the target (0: no FLOP target)."""
+
+    plan: Plan
+    model: GraphModel
+    iterations: int = 0
+
+
+@dataclass
+class PruneRun:
+    """Everything one GTSP or random-pruning run carries from :meth:`start` to :meth:`finish`."""
+
+    method: str  # "gtsp" or "random": names the report and the fine-tuning progress bar
+    model: GraphModel  # the dense model, never modified
+    dataset: GraphDataset
+    data_kd: GraphDataset  # ``dataset`` with the teacher's logits, when distilling
+    cfg: PruneConfig  # resolved for ``model``: concrete axes and allocation
+    target: float | None  # FLOP fraction to keep; None: per-axis ratios (``cfg.keep``) or weights only
+    ref: GraphBatch  # the reference batch every cost is measured on
+    cost_before: Cost
+    metrics_before: dict[str, float]
+    student: GraphModel  # the copy that is ranked (and, for GTSP, trained) and then sliced
+    cost_model: CostModel  # calibrated on ``student`` and ``ref``
+    show_progress: bool = True
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step, reported as ``timings_s``
+    started: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def start(
+        cls,
+        method: str,
+        model: GraphModel,
+        dataset: GraphDataset,
+        cfg: PruneConfig,
+        *,
+        dense_metrics: dict[str, float] | None = None,
+        show_progress: bool = True,
+    ) -> PruneRun:
+        """Set up a run of ``method`` on ``model`` (see the module docstring); raises
+        :class:`~gtcompress.compress.budget.BudgetError` for a budget out of the axes' reach before
+        any training. ``dense_metrics`` (the dense model's ``{"val", "test"}``) saves evaluating it
+        again when several runs start from one model."""
+        started = time.perf_counter()
+        auto, cfg = "auto" in cfg.axes, resolve_auto(cfg, model)
+        target = cfg.target_flops  # the budget's one read: every later step takes it from the run
+        seed_everything(cfg.seed)
+        check_prunable(model, cfg.axes)
+        if cfg.cost_split not in dataset.splits or not dataset[cfg.cost_split]:
+            raise ConfigError(f"cost split {cfg.cost_split!r} is missing or empty in this dataset")
+        ref = reference_batch(dataset[cfg.cost_split], cfg.cost_graphs)
+        dense = plain_copy(model).eval()
+        cost_before = measure_cost(dense, ref)
+        metrics_before = dict(dense_metrics) if dense_metrics is not None else evaluate_splits(dense, dataset)
+        data_kd = attach_teacher(dataset, dense) if cfg.kd_weight > 0 and not has_teacher(dataset) else dataset
+        student = _student(model, cfg, cfg.seed + STUDENT_SEED[method])
+        t0 = time.perf_counter()
+        cm = CostModel.calibrate(student, ref, dense_flops=cost_before.flops)
+        timings = {"calibrate": time.perf_counter() - t0}
+        cfg = with_depth_budget(cfg, cm, auto, target)
+        check_feasible(cm, cfg, target)
+        return cls(
+            method=method,
+            model=model,
+            dataset=dataset,
+            data_kd=data_kd,
+            cfg=cfg,
+            target=target,
+            ref=ref,
+            cost_before=cost_before,
+            metrics_before=metrics_before,
+            student=student,
+            cost_model=cm,
+            show_progress=show_progress,
+            timings=timings,
+            started=started,
+        )
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """The structured axes (heads, layers, ffn) units are ranked and removed on."""
+        return self.cfg.structured_axes
+
+    def select(self, scores: Scores) -> Selection:
+        """The plan for ``scores`` that meets the budget and the model it materialises: with a FLOP
+        target, selected, sliced and *measured* until within tolerance; else by the per-axis ratios."""
+        if self.target is not None and self.axes:
+            cfg = self.cfg
+            fit = fit_budget(
+                self.student,
+                scores,
+                self.cost_model,
+                self.ref,
+                self.axes,
+                self.target,
+                cfg.tolerance,
+                allocation=cfg.allocation,
+            )
+            return Selection(fit.plan, fit.model, fit.iterations)
+        plan = select_plan(self.cost_model, scores, self.axes, axis_keep=self.cfg.keep or None)
+        return Selection(plan, materialise(self.student, plan))
+
+    def exactness(self, gates: GateSet, sel: Selection) -> float:
+        """Largest difference between the gated student (eval: gates exactly 0/1, deterministic
+        top-k) and the materialised model on the reference batch: slicing must not change the function."""
+        with attach_gates(self.student, gates, lambda: sel.plan):
+            return _max_diff(self.student, sel.model, self.ref)
+
+    def finish(
+        self,
+        sel: Selection,
+        exact_diff: float,
+        *,
+        finetune_epochs: int,
+        finetune_time_s: float,
+        history: list[dict[str, float]],
+    ) -> PruneResult:
+        """Fine-tune ``sel.model`` (distillation; ``weights`` axis: gradual magnitude pruning),
+        measure it and report. ``history`` is the mask training's, if any."""
+        cfg, small = self.cfg, sel.model
+        metrics_materialised = evaluate_splits(small, self.dataset, splits=("val",))
+        t0 = time.perf_counter()
+        ft = finetune_pruned(
+            small, self.data_kd, cfg, finetune_epochs, finetune_time_s, self.show_progress, f"{self.method} fine-tune"
+        )
+        self.timings["finetune"] = time.perf_counter() - t0
+        small.eval()
+        cost_after = measure_cost(small, self.ref)
+        removed = sel.plan.summary(self.student)
+        removed["weights_sparsity"] = cost_after.sparsity
+        measured = cost_after.flops / max(self.cost_before.flops, 1)
+        budget = {
+            "target_flops": self.target,
+            "measured_flops_ratio": measured,
+            "tolerance": cfg.tolerance,
+            "within_tolerance": None if self.target is None else abs(measured / self.target - 1.0) <= cfg.tolerance,
+            "selection_iterations": sel.iterations,
+            "cost_model": self.cost_model.to_dict(),
+        }
+        report = compression_report(
+            method=self.method,
+            settings=cfg.to_dict(),
+            seed=cfg.seed,
+            metric=self.dataset.info.metric,
+            metrics_before=self.metrics_before,
+            metrics_after=evaluate_splits(small, self.dataset),
+            cost_before=self.cost_before,
+            cost_after=cost_after,
+            removed=removed,
+            model_before=layer_table(self.model.config),
+            model_after=layer_table(small.config),
+            timings=self.timings,
+            extra={
+                "budget": budget,
+                "plan": sel.plan.to_dict(),
+                "metric_after_materialise": metrics_materialised,
+                "materialise_max_abs_diff": exact_diff,
+                "finetune": ft,
+                "mask_training": history,
+                "reference_batch": {"split": cfg.cost_split, "graphs": self.ref.num_graphs},
+            },
+        )
+        report["timings_s"]["total"] = time.perf_counter() - self.started
+        return PruneResult(small, sel.plan, report, None, history)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def evaluate_splits(
+    model: nn.Module, dataset: GraphDataset, batch_size: int = 128, splits: tuple[str, ...] = ("val", "test")
+) -> dict[str, float]:
+    """The dataset's metric on each of ``splits`` that exists and is not empty."""
+    info = dataset.info
+    out = {}
+    for split in splits:
+        if split in dataset.splits and dataset[split]:
+            out[split] = evaluate(model, dataset[split], info, batch_size)[info.metric]
+    return out
+
+
+def check_prunable(model: GraphModel, axes: tuple[str, ...]) -> None:
+    """Clear errors for models the axes cannot apply to."""
+    has_attn = any(layer.attn is not None for layer in model.layers)
+    has_ffn = any(layer.ffn is not None for layer in model.layers)
+    if ("heads" in axes or "tokens" in axes) and not has_attn:
+        raise UnsupportedModelError(
+            "the model has no attention sublayer left (every layer has heads=0): axes 'heads' and "
+            "'tokens' do not apply; use --axes ffn,layers,weights"
+        )
+    if "ffn" in axes and not has_ffn:
+        raise UnsupportedModelError("the model has no FFN sublayer (every layer has ffn_dim=0): drop axis 'ffn'")
+    if "layers" in axes and not (has_attn or has_ffn):
+        raise UnsupportedModelError("the model has no attention or FFN sublayer to remove")
+
+
+def finetune_pruned(
+    small: GraphModel,
+    data_kd: GraphDataset,
+    cfg: PruneConfig,
+    epochs: int,
+    time_budget_s: float,
+    show_progress: bool,
+    description: str,
+) -> dict[str, Any]:
+    """KD fine-tuning of the materialised model (+ gradual magnitude pruning for ``weights``)."""
+    info = data_kd.info
+    if epochs <= 0:
+        return {"epochs_run": 0}
+    tcfg = TrainConfig(
+        epochs=epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_epochs=min(1, epochs),
+        seed=cfg.seed + 1,
+        time_budget_s=time_budget_s,
+    )
+    kd = distillation_loss(info, cfg.kd_weight, cfg.kd_temperature)
+    if cfg.weight_sparsity > 0:
+        params = [p for _, p in prunable_weights(small)]
+        total = sum(p.numel() for p in params)
+        steps = epochs * max(1, math.ceil(len(data_kd["train"]) / cfg.batch_size))
+
+        def k_at(step: int) -> int:
+            return round(total * (1.0 - cubic_sparsity(step, steps, cfg.weight_sparsity, 0.0, 0.5)))
+
+        with projected(params, k_at):
+            res = train(small, data_kd, tcfg, extra_loss=kd, show_progress=show_progress, description=description)
+        l0_project_(params, round(total * (1.0 - cfg.weight_sparsity)))
+    else:
+        res = train(small, data_kd, tcfg, extra_loss=kd, show_progress=show_progress, description=description)
+    return {"epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "train_time_s": res.train_time_s}
+
+
+@torch.no_grad()
+def _max_diff(a: nn.Module, b: nn.Module, batch: GraphBatch) -> float:
+    a.eval()
+    b.eval()
+    return float((a(batch) - b(batch)).abs().max())
+
+
+def _student(model: GraphModel, cfg: PruneConfig, seed: int) -> GraphModel:
+    if "tokens" in cfg.axes and cfg.token_keep < 1.0:
+        return with_token_keep(model, cfg.token_keep, seed=seed)
+    return plain_copy(model)
+
+
+def with_depth_budget(cfg: PruneConfig, cm: CostModel, auto: bool, target: float | None) -> PruneConfig:
+    """Auto axes without ``layers`` (GT) gain it when the FLOP target is below what they reach:
+    depth is kept while the budget allows, and an aggressive target still works."""
+    axes = cfg.structured_axes
+    if not auto or target is None or not axes or "layers" in cfg.axes or cm.min_cost(axes) <= target * cm.dense:
+        return cfg
+    return replace(cfg, axes=(*cfg.axes, "layers"))
+
+
+def check_feasible(cm: CostModel, cfg: PruneConfig, target: float | None) -> None:
+    """Refuse, before any training, a FLOP target the axes cannot reach (or that token pruning
+    alone already undershoots)."""
+    if target is None:
+        return
+    axes = cfg.structured_axes
+    full = cm.cost(full_plan_from_cost(cm)) / cm.dense
+    if not axes:
+        if abs(full / target - 1.0) > cfg.tolerance:
+            raise BudgetError(
+                f"with only the tokens axis the FLOPs are set by --token-keep {cfg.token_keep}: "
+                f"{full:.3f} of the dense model, not the target {target:.3f}; add heads/ffn/layers axes"
+            )
+        return
+    lo = cm.min_cost(axes) / cm.dense
+    if lo > target * (1.0 + cfg.tolerance):
+        raise BudgetError(
+            f"target {target:.3f} of the FLOPs is impossible with axes {','.join(cfg.axes)}: the least reachable is "
+            f"{lo:.3f} (what no axis removes: encoders, structural encodings such as graphormer's shortest "
+            f"paths, local MPNN, prediction head"
+            f"{', every sublayer keeps one unit without the layers axis' if 'layers' not in axes else ''})"
+        )
+    if full < target * (1.0 - cfg.tolerance):
+        raise BudgetError(
+            f"token pruning alone (keep {cfg.token_keep}) already gives {full:.3f} of the FLOPs, below the "
+            f"target {target:.3f}; raise --token-keep or lower --target-flops"
+        )
+
+
+def full_plan_from_cost(cm: CostModel) -> Plan:
+    """The plan that keeps every unit, with the token ratios the cost model was calibrated with."""
+    tk = cm.token_keep or [1.0] * len(cm.heads)
+    return Plan(
+        [
+            LayerPlan(list(range(h)), list(range(f)), tk[i])
+            for i, (h, f) in enumerate(zip(cm.heads, cm.widths, strict=True))
+        ]
+    )

@@ -1,0 +1,185 @@
+"""The pipeline's settings: :class:`PipelineConfig`, its defaults and how files and overrides load.
+
+A config is nine sections of keys (``data``, ``train``, ``control``, ``sparsify``, ``prune``,
+``export``, ``tensorrt``, ``profile``, ``triton``). Defaults, then a YAML or TOML file, then
+``section.key=value`` overrides (values parsed as YAML), each layer checked for unknown sections
+and keys so that a typo fails before minutes of training rather than being silently ignored.
+
+Each default is written once. Keys that mean what a library config field means (model width,
+learning rate, the token keep ratio...) take the library's value from its config class
+(:class:`~gtcompress.train.recipe.DataSpec`, :class:`~gtcompress.models.config.ModelConfig`,
+:class:`~gtcompress.train.loop.TrainConfig`, :class:`~gtcompress.compress.prune_config.PruneConfig`);
+the values written here are the pipeline's own: settings the library has no notion of, and
+:data:`RECIPE`, where the default run deliberately trains less than the library would so that it
+fits in about ten minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gtcompress.errors import ConfigError
+
+__all__ = ["RECIPE", "PipelineConfig", "load_config"]
+
+#: Where the default run departs from a library default, with the library's value for comparison.
+#: Short runs on purpose: the dense models get 15 epochs instead of TrainConfig's 50, and each
+#: compressed model 2 epochs of mask training (or TEDDY fine-tuning) instead of 10; pruning then
+#: fine-tunes 12 epochs at twice PruneConfig's learning rate to recover within that time.
+RECIPE: dict[str, dict[str, Any]] = {
+    "train": {"epochs": 15},  # TrainConfig.epochs: 50
+    "sparsify": {"edges": 0.3, "epochs": 2},  # SparsifyConfig.edges: 0.0 (off), .epochs: 10
+    "prune": {"epochs": 2, "finetune_epochs": 12, "lr": 1e-3},  # PruneConfig: 10, 10, 5e-4
+}
+
+
+def _defaults() -> dict[str, dict[str, Any]]:
+    """Every section and key, in the order errors list them. Library values are read here, when a
+    config is first built, so that importing this module stays torch-free."""
+    from gtcompress.compress.prune_config import PruneConfig
+    from gtcompress.models.config import ModelConfig
+    from gtcompress.train.loop import TrainConfig
+    from gtcompress.train.recipe import DataSpec
+
+    return {
+        "data": {"name": "cluster", "root": DataSpec.root, "size": DataSpec.size, "seed": DataSpec.seed},
+        "train": {
+            "archs": ["gt", "gps"],
+            "checkpoint": None,  # a trained checkpoint to start from instead of training archs
+            "hidden": ModelConfig.hidden,
+            "layers": ModelConfig.num_layers,
+            "heads": ModelConfig.heads,
+            "epochs": RECIPE["train"]["epochs"],
+            "batch_size": TrainConfig.batch_size,
+            "lr": TrainConfig.lr,
+            "seed": TrainConfig.seed,
+        },
+        # dense-ft: the dense model trained as many extra epochs as the compressed ones get (prune epochs +
+        # fine-tuning), with the same distillation recipe; every delta in the report is also against it
+        "control": {"dense_ft": True},
+        "sparsify": {"enabled": True, **RECIPE["sparsify"]},
+        "prune": {
+            "budgets": [0.5, 0.3, 0.2],  # a budget out of an architecture's reach is skipped with a note
+            **RECIPE["prune"],
+            "axes": PruneConfig.axes,
+            "token_keep": PruneConfig.token_keep,
+            "random_baseline": True,
+        },
+        "export": {"lowerings": ["auto", "plugin"], "verify_batches": 4},
+        "tensorrt": {"enabled": True, "fp16": False},
+        "profile": {
+            "threads": 1,  # measured: 2 ONNX Runtime threads are slower than 1 on these batches (68.8 vs 63.7 ms)
+            "batch_graphs": 32,
+            "batches": 8,
+            "warmup": 2,
+            "repeat": 3,
+            "max_seconds": 10.0,
+            "graph_sizes": [32, 128, 512],  # the size sweep and per-op breakdown of dense vs compressed
+            "sweep_iterations": 10,
+        },
+        "triton": {"enabled": True, "max_metric_drop": 1.0},
+    }
+
+
+class PipelineConfig(Mapping[str, dict[str, Any]]):
+    """The settings of one pipeline run: ``config["prune"]["budgets"]``.
+
+    Immutable: :meth:`with_file` and :meth:`with_overrides` return new configs, and indexing returns
+    a copy of the section, so a config handed to :func:`~gtcompress.pipeline.run_pipeline` is the
+    config its report records. Build one with :meth:`default` or :meth:`load`::
+
+        PipelineConfig.default().with_overrides(["prune.budgets=[0.5]", "train.archs=[gt]"])
+        PipelineConfig.load("pipeline.yaml", ["profile.threads=2"])
+    """
+
+    __slots__ = ("_sections",)
+
+    def __init__(self, sections: Mapping[str, Mapping[str, Any]]) -> None:
+        """Prefer :meth:`default`: this takes every section and key as given, unchecked."""
+        self._sections = {name: dict(copy.deepcopy(values)) for name, values in sections.items()}
+
+    @classmethod
+    def default(cls) -> PipelineConfig:
+        """The default run (see the module docstring for where the values come from)."""
+        return cls(_defaults())
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: Iterable[str] = ()) -> PipelineConfig:
+        """Defaults, then the YAML/TOML file ``path`` (if any), then ``SECTION.KEY=VALUE`` overrides."""
+        cfg = cls.default()
+        if path is not None:
+            cfg = cfg.with_file(path)
+        return cfg.with_overrides(overrides)
+
+    def with_file(self, path: str | Path) -> PipelineConfig:
+        """This config with the sections of a YAML or TOML (``.toml``) file merged in."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        text = path.read_text()
+        try:
+            doc = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path}: cannot parse ({' '.join(str(e).split())})") from e
+        if doc is not None and not isinstance(doc, dict):
+            raise ConfigError(
+                f"{path}: expected a mapping of sections ({', '.join(self._sections)}), got a {type(doc).__name__}"
+            )
+        sections = self.to_dict()
+        for section, values in (doc or {}).items():
+            _merge(sections, section, values, str(path))
+        return PipelineConfig(sections)
+
+    def with_overrides(self, overrides: Iterable[str] | Mapping[str, Mapping[str, Any]]) -> PipelineConfig:
+        """This config with overrides: ``"section.key=value"`` strings (the value parsed as YAML, as
+        ``gtc pipeline --set`` takes them) or a mapping of sections, ``{"prune": {"budgets": [0.5]}}``."""
+        sections = self.to_dict()
+        if isinstance(overrides, str):  # one override, not a sequence of one-character ones
+            overrides = [overrides]
+        if isinstance(overrides, Mapping):
+            for section, values in overrides.items():
+                _merge(sections, section, values, "overrides")
+            return PipelineConfig(sections)
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            if not sep or "." not in key:
+                raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. prune.budgets=[0.5,0.3]")
+            section, name = key.split(".", 1)
+            _merge(sections, section, {name: yaml.safe_load(raw)}, f"--set {item}")
+        return PipelineConfig(sections)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """A plain, deep copy (what the report records as ``config``)."""
+        return copy.deepcopy(self._sections)
+
+    def __getitem__(self, section: str) -> dict[str, Any]:
+        return copy.deepcopy(self._sections[section])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sections)
+
+    def __len__(self) -> int:
+        return len(self._sections)
+
+    def __repr__(self) -> str:
+        return f"PipelineConfig({self._sections!r})"
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> PipelineConfig:
+    """``gtc pipeline``'s ``--config`` and ``--set``: :meth:`PipelineConfig.load`."""
+    return PipelineConfig.load(path, overrides)
+
+
+def _merge(cfg: dict[str, dict[str, Any]], section: str, values: Any, where: str) -> None:
+    if section not in cfg or not isinstance(values, dict):
+        raise ConfigError(f"{where}: unknown section {section!r}; expected one of {', '.join(cfg)}")
+    for k, v in values.items():
+        if k not in cfg[section]:
+            raise ConfigError(f"{where}: unknown key {section}.{k}; expected one of {', '.join(cfg[section])}")
+        cfg[section][k] = v

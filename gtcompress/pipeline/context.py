@@ -1,0 +1,93 @@
+"""What the stages of one run share (:class:`RunContext`) and what they hand each other
+(:class:`ModelArtifact`, :class:`OnnxArtifact`).
+
+A stage reads its settings from the context's config, loads data through it (each dataset once
+per positional-encoding setting, however many stages use it), and runs under its stage cache. The
+artifacts carry the cache key of what made them, so a stage's key is its settings plus its inputs'
+keys and a changed setting re-runs exactly what depends on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gtcompress.pipeline.cache import StageCache
+from gtcompress.pipeline.config import PipelineConfig
+
+if TYPE_CHECKING:  # torch-side: imported when a stage loads data, not with this module
+    from gtcompress.data.base import GraphDataset
+    from gtcompress.train.recipe import DataSpec
+
+__all__ = ["ModelArtifact", "OnnxArtifact", "RunContext", "data_spec"]
+
+
+def data_spec(config: PipelineConfig) -> DataSpec:
+    """The dataset of ``config``'s ``data`` section."""
+    from gtcompress.train.recipe import DataSpec
+
+    d = config["data"]
+    return DataSpec(d["name"], d["root"], d["size"], d["seed"])
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A checkpoint a stage wrote: ``models/<name>``."""
+
+    name: str  # e.g. "gt-dense", "gt-gtsp-0.5"
+    ckpt: Path
+    key: str  # cache key of the stage that wrote it
+    arch: str
+    method: str  # "dense", "dense-ft", "teddy", "gtsp" or "random"
+    budget: float | None  # FLOP fraction kept: 1.0 for dense models, None for TEDDY
+    teddy: dict[str, Any] | None = None  # TEDDY settings its inputs need, if any
+
+
+@dataclass(frozen=True)
+class OnnxArtifact:
+    """A verified ONNX export of a model: ``onnx/<model>-<requested>.onnx``."""
+
+    model: ModelArtifact
+    requested: str  # the lowering asked for ("auto", "plugin", ...)
+    lowering: str  # the lowering written ("auto" resolved)
+    path: Path
+    max_abs_err: float  # ONNX Runtime vs PyTorch, over the verification batches
+
+    @property
+    def key(self) -> str:
+        """The key later stages (evaluation, timing, TensorRT, profiling) depend on: the *model's*.
+        Export settings that do not change the model (verification batches) leave them cached."""
+        return self.model.key
+
+
+@dataclass
+class RunContext:
+    """One run's config, directory, stage cache and datasets."""
+
+    config: PipelineConfig
+    out: Path
+    cache: StageCache
+    data_key: str  # the dataset's and the code's key: the root of every stage key
+    _datasets: dict[str, GraphDataset] = field(default_factory=dict)
+
+    @property
+    def log(self) -> Callable[[str], None]:
+        return self.cache.log
+
+    def stage(self, name: str, key: str, outputs: list[Path], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run ``fn`` as the cached stage ``name`` (:meth:`StageCache.stage`)."""
+        return self.cache.stage(name, key, outputs, fn)
+
+    def data_spec(self) -> DataSpec:
+        """The configured dataset (``data`` section)."""
+        return data_spec(self.config)
+
+    def dataset(self, pe: Mapping[str, int]) -> GraphDataset:
+        """The configured dataset with positional encodings ``pe``, loaded once per ``pe``."""
+        k = json.dumps(dict(pe), sort_keys=True)
+        if k not in self._datasets:
+            self._datasets[k] = self.data_spec().load(dict(pe))
+        return self._datasets[k]

@@ -1,0 +1,163 @@
+"""The stages on deployable artifacts: ONNX export (verified), TensorRT engines where TensorRT
+exists, the profile of dense vs compressed models, and the Triton model repository of the model
+picked for serving.
+
+They drive :mod:`exporters` and :mod:`runtime`, which import ``gtcompress``; so they are imported
+here inside the stages only, never at module level (see :mod:`gtcompress.pipeline`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gtcompress.pipeline.cache import stage_key
+from gtcompress.pipeline.context import ModelArtifact, OnnxArtifact, RunContext
+from gtcompress.pipeline.measure import read_spec, union_batches
+from gtcompress.pipeline.report import choose_for_serving
+
+__all__ = ["export_stages", "profile_stage", "tensorrt_stages", "triton_stage"]
+
+#: Methods whose models export with the dense lowering only: the plugin lowering is for GT's edge
+#: attention, and token-pruned (or otherwise retrained) models are compared on the default lowering.
+_DENSE_ONLY = ("gtsp", "random", "dense-ft")
+
+
+def export_stages(ctx: RunContext, models: list[ModelArtifact]) -> list[OnnxArtifact]:
+    """Every model in every ``export.lowerings`` that applies to it, each verified against PyTorch."""
+    ecfg = ctx.config["export"]
+    exported = []
+    for m in models:
+        for lowering in ecfg["lowerings"]:
+            if lowering == "plugin" and (m.arch != "gt" or m.method in _DENSE_ONLY):
+                continue
+            exported.append(_export(ctx, m, lowering, ecfg["verify_batches"]))
+    return exported
+
+
+def _export(ctx: RunContext, m: ModelArtifact, lowering: str, verify_batches: int) -> OnnxArtifact:
+    path = ctx.out / "onnx" / f"{m.name}-{lowering}.onnx"
+    key = stage_key(m.key, lowering, verify_batches)
+    batch_graphs = ctx.config["profile"]["batch_graphs"]
+
+    def export() -> dict[str, Any]:
+        from exporters.onnx import export_onnx
+        from gtcompress.checkpoint import load_checkpoint
+
+        model, meta = load_checkpoint(m.ckpt)
+
+        def profile() -> Any:  # real validation batches, loaded only if the lowering rule needs them
+            return union_batches(ctx.dataset(model.config.pe)["val"], batch_graphs, 1)[0]
+
+        keep = {k: meta[k] for k in ("dataset", "metrics", "compression", "teddy") if k in meta}
+        res = export_onnx(model, path, lowering, profile=profile, metadata=keep, verify_batches=verify_batches)
+        return {
+            "lowering": res.lowering,
+            "max_abs_err": res.max_abs_err,
+            "batches": res.batches_checked,
+            "tensorrt_problems": res.tensorrt_problems,
+        }
+
+    r = ctx.stage(f"export:{m.name}:{lowering}", key, [path], export)
+    return OnnxArtifact(m, lowering, str(r["lowering"]), path, r["max_abs_err"])
+
+
+def tensorrt_stages(ctx: RunContext, exported: list[OnnxArtifact]) -> str:
+    """An engine (``.plan`` next to the ONNX file) per export, where TensorRT is installed; returns
+    the note the report prints."""
+    tcfg = ctx.config["tensorrt"]
+    if not tcfg["enabled"]:
+        return "disabled in the config"
+    try:
+        from trt_plugins.tensorrt_plugin import tensorrt_available
+    except ImportError:
+        return "trt_plugins unavailable"
+    if not tensorrt_available():
+        note = "skipped: TensorRT is not installed on this machine (no engines built; ONNX Runtime numbers only)"
+        ctx.log(f"[yellow]TensorRT {note}[/]")
+        return note
+    from exporters.tensorrt import GraphSize, build_engine
+
+    for e in exported:
+        plan = e.path.with_suffix(".plan")
+
+        def build(e: OnnxArtifact = e, plan: Any = plan) -> dict[str, Any]:
+            engine = build_engine(
+                e.path,
+                plan,
+                GraphSize(1, 1, 1),
+                GraphSize(4096, 65536, 32, 256, 256),
+                GraphSize(65536, 1 << 20, 1024, 512, 512),
+                fp16=tcfg["fp16"],
+            )
+            return {"engine": str(engine)}
+
+        ctx.stage(f"tensorrt:{e.model.name}:{e.requested}", stage_key(e.key, tcfg), [plan], build)
+    return "built"
+
+
+def profile_stage(
+    ctx: RunContext, report: dict[str, Any], keys: dict[str, str], degree: float
+) -> dict[str, Any] | None:
+    """``gtc profile`` on each dense model and its best compressed one (the fastest within the
+    serving drop, else the fastest GTSP): latency vs graph size, distribution, per-op breakdown.
+    ``keys``: each model's cache key; ``degree``: the test set's mean degree, for the random graphs."""
+    pcfg, max_drop = ctx.config["profile"], ctx.config["triton"]["max_metric_drop"]
+    if not pcfg["graph_sizes"]:
+        return None
+    rows = [r for r in report["rows"] if r["lowering"] != "plugin"]
+    picked = []
+    for arch in sorted({r["arch"] for r in rows}):
+        mine = [r for r in rows if r["arch"] == arch]
+        dense = [r for r in mine if r["method"] == "dense"]
+        small = [r for r in mine if r["method"] != "dense" and r.get("metric_drop", 0.0) <= max_drop]
+        small = small or [r for r in mine if r["method"] == "gtsp"]
+        picked += dense[:1] + sorted(small, key=lambda r: r["latency_ms_p50"])[:1]
+    if not picked:
+        return None
+    settings = {
+        "graph_sizes": pcfg["graph_sizes"],
+        "batch_sizes": sorted({1, min(8, pcfg["batch_graphs"])}),
+        "threads": [pcfg["threads"]],
+        "iterations": pcfg["sweep_iterations"],
+        "avg_degree": degree,
+    }
+    target = ctx.out / "profile"
+
+    def profile() -> dict[str, Any]:
+        from runtime.profile import profile_models, write_report
+
+        rep = profile_models(
+            [ctx.out / r["file"] for r in picked],
+            warmup=2,
+            isolate=False,
+            names=[r["model"] for r in picked],
+            **settings,
+        )
+        write_report(rep, target)
+        return {"dir": str(target), "models": [r["model"] for r in picked], "avg_degree": degree}
+
+    key = stage_key([keys[r["model"]] for r in picked], settings)
+    return ctx.stage("profile", key, [target / "report.json"], profile)
+
+
+def triton_stage(ctx: RunContext, report: dict[str, Any]) -> None:
+    """A Triton model repository (``triton/``) for the model :func:`choose_for_serving` picks;
+    recorded in ``report["triton"]`` (``None`` when no model qualifies)."""
+    tcfg = ctx.config["triton"]
+    if not tcfg["enabled"]:
+        return
+    best = choose_for_serving(report, tcfg["max_metric_drop"])
+    if best is None:
+        report["triton"] = None
+        return
+    src = ctx.out / best["file"]
+    name = best["model"].replace(".", "_")
+    repo = ctx.out / "triton"
+
+    def write() -> dict[str, Any]:
+        from exporters.triton_repo import write_model_repository
+
+        return {"path": str(write_model_repository(repo, name, src, read_spec(src)))}
+
+    ctx.stage("triton-repo", stage_key(best["file"], src.stat().st_mtime), [repo / name / "config.pbtxt"], write)
+    report["triton"] = {"model": name, "repository": str(repo), "source": best["file"]}

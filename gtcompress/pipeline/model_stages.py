@@ -1,0 +1,178 @@
+"""The stages that write checkpoints: train (or take) the dense models, then the dense-ft control,
+TEDDY sparsification and GTSP pruning (plus the random baseline) of each.
+
+Every stage is a thin wrapper over the library call that does the work (:func:`~gtcompress.train.recipe.fit`,
+:func:`~gtcompress.compress.finetune.finetune_dense`, :func:`~gtcompress.compress.teddy.sparsify_model`,
+:func:`~gtcompress.compress.prune.prune_model` / :func:`~gtcompress.compress.prune.random_prune`): it
+builds the library config from the pipeline's section, runs the call as a cached stage and saves
+the checkpoint under ``models/``. Library modules are imported inside the stages, which need torch,
+so that building a config does not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gtcompress.pipeline.cache import stage_key
+from gtcompress.pipeline.context import ModelArtifact, RunContext
+
+__all__ = ["compress_stages", "dense_models"]
+
+
+def dense_models(ctx: RunContext) -> list[ModelArtifact]:
+    """``<arch>-dense`` for every ``train.archs``, trained; or the one ``train.checkpoint`` given."""
+    tcfg = ctx.config["train"]
+    if tcfg["checkpoint"]:
+        return [_given(ctx, Path(tcfg["checkpoint"]))]
+    return [_train(ctx, arch) for arch in tcfg["archs"]]
+
+
+def _given(ctx: RunContext, src: Path) -> ModelArtifact:
+    from gtcompress.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = ctx.out / "models" / "given-dense"
+    key = stage_key("given", str(src.resolve()), src.stat().st_mtime if src.exists() else 0, ctx.data_key)
+
+    def given() -> dict[str, Any]:
+        model, meta = load_checkpoint(src)
+        save_checkpoint(ckpt, model, meta)
+        return {"arch": model.config.arch}
+
+    arch = ctx.stage("train:given", key, [ckpt], given)["arch"]
+    # named by the architecture it turned out to be; the checkpoint keeps its first name
+    return ModelArtifact(f"{arch}-dense", ckpt, key, arch, "dense", 1.0)
+
+
+def _train(ctx: RunContext, arch: str) -> ModelArtifact:
+    tcfg = ctx.config["train"]
+    ckpt = ctx.out / "models" / f"{arch}-dense"
+    key = stage_key(ctx.data_key, arch, tcfg)
+
+    def train_one() -> dict[str, Any]:
+        from gtcompress.checkpoint import save_checkpoint
+        from gtcompress.train.loop import TrainConfig
+        from gtcompress.train.recipe import default_pe, fit
+
+        overrides = {
+            "hidden": tcfg["hidden"],
+            "num_layers": tcfg["layers"],
+            "heads": tcfg["heads"],
+            "pe": default_pe(ctx.config["data"]["name"]),
+        }
+        tc = TrainConfig(
+            epochs=tcfg["epochs"],
+            batch_size=tcfg["batch_size"],
+            lr=tcfg["lr"],
+            seed=tcfg["seed"],
+            warmup_epochs=min(2, tcfg["epochs"]),
+        )
+        res = fit(ctx.data_spec(), arch, overrides, tc, dataset=ctx.dataset(overrides["pe"]))
+        save_checkpoint(ckpt, res.model, res.meta)
+        return {"val": res.result.val_metric, "test": res.result.test_metric}
+
+    ctx.stage(f"train:{arch}", key, [ckpt], train_one)
+    return ModelArtifact(f"{arch}-dense", ckpt, key, arch, "dense", 1.0)
+
+
+def compress_stages(ctx: RunContext, parent: ModelArtifact) -> tuple[list[ModelArtifact], list[str]]:
+    """Everything made from one dense model, in report order: its dense-ft control, TEDDY, GTSP at
+    each budget from the largest (one out of reach skips it and every smaller one, with a note,
+    the second list) and the random baseline at the smallest budget GTSP reached."""
+    from gtcompress.compress.budget import BudgetError
+
+    made: list[ModelArtifact] = []
+    skipped: list[str] = []
+    if ctx.config["control"]["dense_ft"]:
+        made.append(_dense_ft(ctx, parent))
+    if ctx.config["sparsify"]["enabled"]:
+        made.append(_sparsify(ctx, parent))
+    pcfg = ctx.config["prune"]
+    done: list[float] = []
+    for b in sorted(pcfg["budgets"], reverse=True):
+        try:
+            made.append(_prune(ctx, parent, b, "gtsp"))
+        except BudgetError as e:  # out of reach for this architecture: so is every smaller budget
+            skipped.append(f"{parent.arch} at {b:g} of the FLOPs: {e}")
+            ctx.log(f"[yellow]skipped {parent.arch}-gtsp-{b:g}: {e}[/]")
+            break
+        done.append(b)
+    if pcfg["random_baseline"] and done:
+        made.append(_prune(ctx, parent, min(done), "random"))
+    return made, skipped
+
+
+def _dense_ft(ctx: RunContext, parent: ModelArtifact) -> ModelArtifact:
+    """The dense-ft control (:mod:`gtcompress.compress.finetune`): the dense model trained for the
+    epochs a pruned model gets after it (mask training + fine-tuning), with the same distillation."""
+    pcfg, batch_size = ctx.config["prune"], ctx.config["train"]["batch_size"]
+    ckpt = ctx.out / "models" / f"{parent.arch}-dense-ft"
+    epochs = pcfg["epochs"] + pcfg["finetune_epochs"]
+    key = stage_key(parent.key, "dense-ft", epochs, pcfg["lr"], batch_size)
+
+    def finetune() -> dict[str, Any]:
+        from gtcompress.checkpoint import load_checkpoint, save_checkpoint
+        from gtcompress.compress.finetune import finetune_dense
+
+        model, meta = load_checkpoint(parent.ckpt)
+        res = finetune_dense(model, ctx.dataset(model.config.pe), epochs, lr=pcfg["lr"], batch_size=batch_size)
+        save_checkpoint(ckpt, res.model, {**meta, "compression": res.report})
+        return {"epochs": res.report["epochs_run"]}
+
+    ctx.stage(f"control:{parent.arch}:dense-ft", key, [ckpt], finetune)
+    return ModelArtifact(f"{parent.arch}-dense-ft", ckpt, key, parent.arch, "dense-ft", 1.0)
+
+
+def _sparsify(ctx: RunContext, parent: ModelArtifact) -> ModelArtifact:
+    """TEDDY: edges removed per graph (a deployment applies the same to every request), then
+    distillation; the checkpoint records the settings its inputs need."""
+    scfg = ctx.config["sparsify"]
+    ckpt = ctx.out / "models" / f"{parent.arch}-teddy"
+    key = stage_key(parent.key, scfg)
+
+    def teddy() -> dict[str, Any]:
+        from gtcompress.checkpoint import load_checkpoint, save_checkpoint
+        from gtcompress.compress.teddy import SparsifyConfig, sparsify_model
+
+        model, meta = load_checkpoint(parent.ckpt)
+        sc = SparsifyConfig(edges=scfg["edges"], epochs=scfg["epochs"])
+        res = sparsify_model(model, ctx.dataset(model.config.pe), sc)
+        save_checkpoint(
+            ckpt,
+            res.model,
+            {**meta, "compression": res.report, "teddy": {"edges": sc.edges, "per_graph": sc.per_graph}},
+        )
+        return {"flops_kept": res.report["cost"]["flops_ratio"]}
+
+    ctx.stage(f"sparsify:{parent.arch}", key, [ckpt], teddy)
+    teddy_inputs = {"edges": scfg["edges"], "per_graph": True}
+    return ModelArtifact(f"{parent.arch}-teddy", ckpt, key, parent.arch, "teddy", None, teddy_inputs)
+
+
+def _prune(ctx: RunContext, parent: ModelArtifact, b: float, method: str) -> ModelArtifact:
+    """GTSP (or the random baseline) at ``b`` of the FLOPs; raises ``BudgetError`` when ``b`` is out
+    of the architecture's reach, before any training."""
+    pcfg = ctx.config["prune"]
+    name = f"{parent.arch}-{method}-{b}"
+    ckpt = ctx.out / "models" / name
+    key = stage_key(parent.key, pcfg, b, method)
+
+    def prune() -> dict[str, Any]:
+        from gtcompress.checkpoint import load_checkpoint, save_checkpoint
+        from gtcompress.compress.prune import PruneConfig, prune_model, random_prune
+
+        model, meta = load_checkpoint(parent.ckpt)
+        pc = PruneConfig(
+            target_flops=b,
+            axes=pcfg["axes"],
+            token_keep=pcfg["token_keep"],
+            epochs=pcfg["epochs"],
+            finetune_epochs=pcfg["finetune_epochs"],
+            lr=pcfg["lr"],
+        )
+        res = (prune_model if method == "gtsp" else random_prune)(model, ctx.dataset(model.config.pe), pc)
+        save_checkpoint(ckpt, res.model, {**meta, "compression": res.report})
+        return {"flops_kept": res.report["cost"]["flops_ratio"]}
+
+    ctx.stage(f"prune:{parent.arch}:{method}:{b}", key, [ckpt], prune)
+    return ModelArtifact(name, ckpt, key, parent.arch, method, b)

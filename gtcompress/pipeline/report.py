@@ -1,0 +1,154 @@
+"""The pipeline's report: one row per exported model, with deltas against its dense parent and the
+dense-ft control, written as ``report.json``, ``report.md`` and ``pareto.png`` (accuracy vs latency).
+
+The format is what the committed results (``bench/results``, the README table) were made with; a
+change here changes how every earlier run reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gtcompress.io import write_atomic, write_json
+
+__all__ = ["build_report", "choose_for_serving", "markdown", "write_report"]
+
+
+def build_report(rows: list[dict[str, Any]], cfg: dict[str, Any], trt_note: str, out: Path) -> dict[str, Any]:
+    """The report of ``rows`` (one per exported model: metric, latency, file): each row gains
+    ``metric_drop`` and ``speedup_vs_dense`` against its dense parent and ``delta_vs_dense_ft``
+    against the dense-ft control, when those exist; plus the config, TensorRT note and machine."""
+    import platform
+
+    from runtime.profile import machine_info
+
+    dense = {r["arch"]: r for r in rows if r["method"] == "dense" and r["lowering"] != "plugin"}
+    control = {r["arch"]: r for r in rows if r["method"] == "dense-ft"}
+    for r in rows:
+        sign = -1 if r["metric"] == "mae" else 1
+        d, c = dense.get(r["arch"]), control.get(r["arch"])
+        if d:
+            r["metric_drop"] = sign * (d["test"] - r["test"])
+            r["speedup_vs_dense"] = d["latency_ms_p50"] / r["latency_ms_p50"]
+        if c:  # what compression cost, with the extra training of the compressed models taken out
+            r["delta_vs_dense_ft"] = sign * (r["test"] - c["test"])
+    return {
+        "config": cfg,
+        "rows": rows,
+        "tensorrt": trt_note,
+        "machine": machine_info(),
+        "python": platform.python_version(),
+        "run_dir": str(out),
+    }
+
+
+def choose_for_serving(report: dict[str, Any], max_drop: float) -> dict[str, Any] | None:
+    """The fastest exported model whose test metric is within ``max_drop`` points of its dense parent."""
+    ok = [r for r in report["rows"] if r.get("metric_drop", 0.0) <= max_drop and r["lowering"] != "plugin"]
+    return min(ok, key=lambda r: r["latency_ms_p50"]) if ok else None
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """``report.md``: the table of every row, the notes (skipped budgets, TensorRT, machine,
+    Triton), the fastest compressed model within a point of its parent, and the plots."""
+    rows = report["rows"]
+    metric = rows[0]["metric"] if rows else "metric"
+    lines = [
+        "# gtcompress pipeline report",
+        "",
+        f"Dataset: `{report['config']['data']['name']}` ({report['config']['data']['size']}). "
+        f"Metric: {metric} on the test split, computed from the **exported ONNX model** under ONNX Runtime. "
+        f"Latency: ONNX Runtime CPU, {rows[0]['threads'] if rows else '?'} threads, batches of "
+        f"{rows[0]['graphs_per_batch'] if rows else '?'} test graphs, pre-processing "
+        "(positional encodings, layouts) included; p50 of all models timed round-robin on the same batches.",
+        "",
+        "Δ vs dense-ft compares with the dense model trained for the same extra epochs, with the same "
+        "distillation, as the compressed models (the `dense-ft` row): it is what compression cost; Δ vs dense "
+        "also counts that extra training.",
+        "",
+        "| model | lowering | test | Δ vs dense-ft | Δ vs dense | latency p50 (ms) | speed-up | prep (ms) "
+        "| max abs err | MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        ft = f"{r['delta_vs_dense_ft']:+.2f}" if "delta_vs_dense_ft" in r else "–"
+        lines.append(
+            f"| {r['model']} | {r['lowering']} | {r['test']:.2f} | {ft} | {-r.get('metric_drop', 0.0):+.2f} | "
+            f"{r['latency_ms_p50']:.1f} | {r.get('speedup_vs_dense', 1.0):.2f}x | {r['prep_ms_p50']:.1f} | "
+            f"{r['max_abs_err']:.1e} | {r['file_mb']:.2f} |"
+        )
+    m = report["machine"]
+    lines += [
+        "",
+        *(f"Skipped: {note}." for note in report.get("skipped", [])),
+        f"TensorRT: {report['tensorrt']}.",
+        f"Machine: {m.get('cpu', '?')}, {m.get('logical_cores', '?')} cores, onnxruntime {m.get('onnxruntime', '?')}.",
+    ]
+    if report.get("triton"):
+        t = report["triton"]
+        lines.append(f"Triton model repository: `{t['repository']}` (model `{t['model']}` from `{t['source']}`).")
+    best = [
+        r
+        for r in rows
+        if r["method"] not in ("dense", "dense-ft") and r["lowering"] != "plugin" and r.get("metric_drop", 9e9) <= 1.0
+    ]
+    if best:
+        b = max(best, key=lambda r: r["speedup_vs_dense"])
+        vs_ft = f" ({b['delta_vs_dense_ft']:+.2f} vs dense-ft)" if "delta_vs_dense_ft" in b else ""
+        lines.append(
+            f"Fastest compressed model within 1 point of its dense parent: `{b['model']}`, "
+            f"{b['speedup_vs_dense']:.2f}x lower latency at {-b['metric_drop']:+.2f} points{vs_ft}."
+        )
+    else:
+        lines.append("No compressed model stayed within 1 point of its dense parent.")
+    lines += ["", "![Pareto front](pareto.png)", ""]
+    if report.get("profile"):
+        lines += [
+            f"Profiled side by side ({', '.join(report['profile']['models'])}; random graphs with the test set's "
+            f"mean degree {report['profile']['avg_degree']:.1f}, `profile/report.json`):",
+            "",
+            "![Latency vs graph size](profile/latency_vs_size.png)",
+            "![Per-op breakdown](profile/op_breakdown.png)",
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _plots(report: dict[str, Any], out: Path) -> None:
+    """``pareto.png``: test metric vs latency per architecture and method (plugin rows left out)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["rows"] if r["lowering"] != "plugin"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = {"dense": "o", "dense-ft": "D", "teddy": "s", "gtsp": "^", "random": "x"}
+    for arch in sorted({r["arch"] for r in rows}):
+        for method, marker in markers.items():
+            pts = [r for r in rows if r["arch"] == arch and r["method"] == method]
+            if pts:
+                ax.scatter(
+                    [p["latency_ms_p50"] for p in pts],
+                    [p["test"] for p in pts],
+                    marker=marker,
+                    s=60,
+                    label=f"{arch} {method}",
+                )
+                for p in pts:
+                    ax.annotate(str(p["budget"] or ""), (p["latency_ms_p50"], p["test"]), fontsize=7)
+    ax.set_xlabel("ONNX Runtime CPU latency p50 (ms, lower is better)")
+    ax.set_ylabel(f"test {rows[0]['metric'] if rows else ''} (from the ONNX model)")
+    ax.set_title("Accuracy vs latency: what compression bought")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    write_atomic(out / "pareto.png", lambda p: fig.savefig(p, format="png", dpi=120))
+    plt.close(fig)
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """``report.json``, ``report.md`` and ``pareto.png`` in ``out``, each written atomically."""
+    write_json(out / "report.json", report)
+    write_atomic(out / "report.md", lambda p: p.write_text(markdown(report)))
+    _plots(report, out)

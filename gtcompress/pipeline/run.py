@@ -1,0 +1,125 @@
+"""``run_pipeline``: every stage in order, from the dense models to the report.
+
+The order and what each stage hands the next (see :mod:`gtcompress.pipeline` for the artifacts):
+
+1. dense models, trained or given (:mod:`.model_stages`); then per dense model its dense-ft
+   control, TEDDY model, GTSP models per budget and the random baseline;
+2. every model exported to ONNX in the configured lowerings and verified (:mod:`.deploy_stages`),
+   TensorRT engines where TensorRT exists;
+3. every ONNX file evaluated on the test split, then all timed side by side (:mod:`.measure`);
+4. the report (:mod:`.report`), the profile of dense vs compressed models and the Triton model
+   repository of the model picked for serving; ``report.json``, ``report.md``, ``pareto.png``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gtcompress.pipeline import DEFAULT_OUT
+from gtcompress.pipeline.cache import StageCache, code_fingerprint, stage_key
+from gtcompress.pipeline.config import PipelineConfig
+from gtcompress.pipeline.context import ModelArtifact, OnnxArtifact, RunContext, data_spec
+from gtcompress.pipeline.deploy_stages import export_stages, profile_stage, tensorrt_stages, triton_stage
+from gtcompress.pipeline.measure import evaluate_onnx, read_spec, time_side_by_side
+from gtcompress.pipeline.model_stages import compress_stages, dense_models
+from gtcompress.pipeline.report import build_report, write_report
+
+__all__ = ["run_pipeline"]
+
+
+def run_pipeline(
+    config: PipelineConfig | Mapping[str, Mapping[str, Any]] | None = None,
+    out: str | Path = DEFAULT_OUT,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) every stage into ``out``; returns the report also written to ``out/report.json``.
+
+    ``config``: a :class:`PipelineConfig`, or sections to override the defaults with (``None``: the
+    default run). ``log`` gets one line per stage (rich markup; default: printed with rich). Re-running
+    with the same ``out`` skips every finished stage whose inputs did not change."""
+    if not isinstance(config, PipelineConfig):
+        config = PipelineConfig.default().with_overrides(config or {})
+    out = Path(out)
+    ctx = RunContext(config, out, StageCache(out, log or _rich_print), _data_key(config))
+
+    models: list[ModelArtifact] = dense_models(ctx)
+    skipped: list[str] = []
+    for parent in list(models):
+        made, skipped_here = compress_stages(ctx, parent)
+        models += made
+        skipped += skipped_here
+
+    exported = export_stages(ctx, models)
+    trt_note = tensorrt_stages(ctx, exported)
+    rows = _measure(ctx, exported)
+
+    report = build_report(rows, config.to_dict(), trt_note, out)
+    report["skipped"] = skipped
+    test = _dataset_of(ctx, exported[0])["test"] if exported else []
+    degree = float(np.mean([g.num_edges / max(g.num_nodes, 1) for g in test])) if test else 4.0
+    report["profile"] = profile_stage(ctx, report, {e.model.name: e.key for e in exported}, degree)
+    triton_stage(ctx, report)
+    write_report(report, out)
+    return report
+
+
+def _data_key(config: PipelineConfig) -> str:
+    """The root of every stage key: the dataset and the code that runs the stages."""
+    return stage_key(data_spec(config).to_dict(), code_fingerprint())
+
+
+def _dataset_of(ctx: RunContext, e: OnnxArtifact) -> Any:
+    """The dataset with the positional encodings the exported file takes."""
+    return ctx.dataset(read_spec(e.path).pe)
+
+
+def _measure(ctx: RunContext, exported: list[OnnxArtifact]) -> list[dict[str, Any]]:
+    """One report row per export: its test metric from the ONNX file (a stage each), then the
+    latency of all of them timed side by side (one stage, so they share the machine's load)."""
+    pcfg, out = ctx.config["profile"], ctx.out
+    rows = []
+    for e in exported:
+        r = ctx.stage(
+            f"evaluate:{e.model.name}:{e.requested}",
+            stage_key(e.key, pcfg["threads"], pcfg["batch_graphs"]),
+            [e.path],
+            lambda e=e: evaluate_onnx(e.path, _dataset_of(ctx, e), pcfg, e.model.teddy),
+        )
+        m = e.model
+        rows.append(
+            {
+                "model": m.name,
+                "arch": m.arch,
+                "method": m.method,
+                "budget": m.budget,
+                "lowering": e.lowering,
+                "file": str(e.path.relative_to(out)),
+                "max_abs_err": e.max_abs_err,
+                **r,
+            }
+        )
+    timings = ctx.stage(
+        "latency",
+        stage_key([e.key for e in exported], pcfg),
+        [e.path for e in exported],
+        lambda: {"rows": time_side_by_side([(e.path, _dataset_of(ctx, e), e.model.teddy) for e in exported], pcfg)},
+    )["rows"]
+    for row, t in zip(rows, timings, strict=True):
+        row.update(t)
+    return rows
+
+
+@functools.cache
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def _rich_print(message: str) -> None:
+    _console().print(message)
