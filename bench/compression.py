@@ -1,6 +1,7 @@
 """Compression benchmark: dense vs GTSP (several FLOP budgets) vs random pruning at the same
 budgets vs TEDDY (edges + weights; for GPS also TEDDY on the attention graph, ``teddy-attn``), for
-GT and GPS on CLUSTER (reduced split) and NCI1.
+GT and GPS on CLUSTER (reduced split) and NCI1. One benchmark protocol (runs, per-model files,
+merging, paired statistics, the plot) in one module, hence its length.
 
     python bench/compression.py                      # the committed table: 4 models, 3 budgets, 3 seeds (~10 h)
     python bench/compression.py --quick              # smoke run: tiny splits and models (~minutes)

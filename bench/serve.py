@@ -1,4 +1,5 @@
-"""Serving throughput: graph-aware dynamic batching on vs off, driven by tritonclient over loopback.
+"""Serving throughput: graph-aware dynamic batching on vs off, driven by tritonclient over loopback
+(one protocol: server process, load generator, checks and plot, hence one module of ~500 lines).
 
     python bench/serve.py                     # 16 and 32 clients, 10 000 requests each, ~10 min on 2 cores
     python bench/serve.py --requests 2000 --repeats 3   # reduced run, median of 3

@@ -106,7 +106,8 @@ def profile_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from gtcompress.errors import GTCompressError
-    from runtime.profile import profile_models, report_tables, write_report
+    from runtime.profile import profile_models
+    from runtime.profile_report import report_tables, write_report
 
     labels = [n.strip() for n in names.split(",")] if names else None
     if labels is not None and len(labels) != len(models):

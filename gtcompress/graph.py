@@ -1,6 +1,6 @@
 """The graph batch every gtcompress model, transform and exporter speaks.
 
-Conventions (DESIGN.md): ``x [N, F]``; ``edge_index [2, E]`` int64 as (src, dst), messages flow
+Conventions (docs/architecture.md): ``x [N, F]``; ``edge_index [2, E]`` int64 as (src, dst), messages flow
 src → dst and attention is a softmax over the *incoming* edges of each dst; optional
 ``edge_attr [E, Fe]``; ``batch [N]`` sorted graph ids; ``y`` node- or graph-level targets;
 ``pe`` named positional encodings (``"lap"``, ``"rwse"``), each ``[N, k]``.

@@ -36,7 +36,6 @@ import json
 import math
 import os
 import platform
-import re
 import resource
 import sys
 import tempfile
@@ -50,25 +49,12 @@ import numpy as np
 from gtcompress.preprocess.batching import NumpyGraph
 from gtcompress.preprocess.random_graphs import random_graph
 from gtcompress.preprocess.spec import InputSpec
+from runtime.profile_ops import op_breakdown
 
 SCHEMA = "gtcompress.profile/1"
-ATTENTION_OPS = {
-    "MatMul",
-    "Softmax",
-    "Exp",
-    "ReduceMax",
-    "ReduceSum",
-    "Where",
-    "Div",
-    "Gather",
-    "GatherElements",
-    "ScatterElements",
-}
-FALLBACK_ATTENTION_OPS = {"Softmax", "ScatterElements", "GatherElements", "MatMul"}
 Progress = Callable[[int, int, str], None]
 
 
-# ---------------------------------------------------------------------------------- the machine
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, memory, OS, Python and ONNX Runtime (version and providers)."""
     import onnxruntime as ort
@@ -158,85 +144,6 @@ def make_graphs(spec: InputSpec, nodes: int, count: int, avg_degree: float, seed
 
 
 # ---------------------------------------------------------------------------------- per-op profile
-def _node_scopes(path: str) -> dict[str, tuple[str, str]] | None:
-    """``{node name: (exporter scope, op type)}`` from the ONNX file (``None`` without ``onnx``)."""
-    try:
-        import onnx
-    except ImportError:
-        return None
-    try:
-        proto = onnx.load(path, load_external_data=False)
-    except Exception:
-        return None
-    scopes = {}
-    for n in proto.graph.node:
-        meta = {p.key: p.value for p in n.metadata_props}
-        scopes[n.name] = (meta.get("namespace", ""), n.op_type)
-    return scopes
-
-
-def _base_node(name: str) -> str:
-    """The exported node behind an ONNX Runtime kernel: ``fused node_linear_6`` and
-    ``node_matmul/MatMulScaleFusion/`` are graph-optimiser renames of ``node_linear_6``/``node_matmul``."""
-    if name.startswith("fused "):
-        name = name[len("fused ") :]
-    return name.split("/", 1)[0]
-
-
-def _is_attention(name: str, op: str, scope: str) -> bool:
-    """The attention-share heuristic of the module docstring, for one node."""
-    if "attention" in name.lower():
-        return True
-    modules = [m for m in (part.split(":")[0].strip() for part in scope.split("/")) if m]
-    if any(m.split(".")[-1] in ("attn", "attention", "self_attn") or ".attn." in f"{m}." for m in modules):
-        return True
-    layers = [i for i, m in enumerate(modules) if re.search(r"(^|\.)layers\.\d+$", m)]
-    if not layers or op not in ATTENTION_OPS:
-        return False
-    layer = modules[layers[-1]]
-    return not any(m.startswith(layer + ".") for m in modules[layers[-1] + 1 :])  # not in ffn/norm/… children
-
-
-def op_breakdown(profile_json: str, model_path: str, skip_first_run: bool = True) -> dict[str, Any]:
-    """Kernel time by op type from an ONNX Runtime profile file, plus the attention share."""
-    events = json.loads(Path(profile_json).read_text())
-    runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
-    start = runs[0]["ts"] + runs[0]["dur"] if skip_first_run and len(runs) > 1 else -1
-    scopes = _node_scopes(model_path)
-    by_op: dict[str, list[float]] = {}
-    attention = 0.0
-    total = 0.0
-    for e in events:
-        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time") or e["ts"] < start:
-            continue
-        op = e.get("args", {}).get("op_name", "?")
-        node = e["name"][: -len("_kernel_time")]
-        dur = e["dur"] / 1000.0
-        total += dur
-        acc = by_op.setdefault(op, [0.0, 0])
-        acc[0] += dur
-        acc[1] += 1
-        if scopes is not None:
-            scope, base_op = scopes.get(_base_node(node), ("", op))
-            if _is_attention(node, base_op, scope):
-                attention += dur
-        elif op in FALLBACK_ATTENTION_OPS or "attention" in node.lower():
-            attention += dur
-    timed_runs = max(1, len(runs) - (1 if start >= 0 else 0))
-    rows = [
-        {"op_type": op, "ms_per_run": v[0] / timed_runs, "share": v[0] / total if total else 0.0, "calls": v[1]}
-        for op, v in sorted(by_op.items(), key=lambda kv: -kv[1][0])
-    ]
-    return {
-        "runs": timed_runs,
-        "kernel_ms_per_run": total / timed_runs,
-        "by_op_type": rows,
-        "attention_share": attention / total if total else 0.0,
-        "attention_method": "scope" if scopes is not None else "op_type",
-    }
-
-
-# ---------------------------------------------------------------------------------- measuring
 def time_session(
     sess: Any, graphs: list[NumpyGraph], iterations: int, warmup: int, sync: Callable[[], None] | None = None
 ) -> dict[str, Any]:
@@ -316,7 +223,7 @@ def _op_profile(
     path: str,
     threads: int,
     providers: list[str] | None,
-    spec: dict[str, Any],
+    spec: InputSpec,
     config: tuple[int, int],
     iterations: int,
     avg_degree: float,
@@ -533,199 +440,13 @@ def _model_entry(label: str, path: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- reporting
-def validate_report(report: dict[str, Any]) -> None:
-    """Raise ``ValueError`` if ``report`` does not follow :data:`SCHEMA` (used by the tests and readers)."""
-    if report.get("schema") != SCHEMA:
-        raise ValueError(f"not a {SCHEMA} report")
-    for key in ("created", "machine", "settings", "models"):
-        if key not in report:
-            raise ValueError(f"report lacks {key!r}")
-    for m in report["models"]:
-        for key in ("name", "path", "results"):
-            if key not in m:
-                raise ValueError(f"model entry lacks {key!r}")
-        for r in m["results"]:
-            for key in ("threads", "graph_nodes", "batch_size", "latency_ms", "graphs_per_s", "peak_rss_mb"):
-                if key not in r:
-                    raise ValueError(f"result lacks {key!r}")
-            lat = r["latency_ms"]
-            if not 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]:
-                raise ValueError(f"latency percentiles out of order: {lat}")
 
 
-def _reference(report: dict[str, Any]) -> tuple[int, int]:
-    s = report["settings"]
-    sizes = sorted(s["graph_sizes"])
-    return sizes[len(sizes) // 2], min(s["batch_sizes"])
+def __getattr__(name: str) -> Any:
+    """``write_report``, ``report_tables`` and ``validate_report`` live in :mod:`runtime.profile_report`;
+    loaded on first use (they import matplotlib and rich, which measuring does not need)."""
+    if name in ("write_report", "report_tables", "validate_report"):
+        from runtime import profile_report
 
-
-def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """``report.json`` and four PNGs (latency vs graph size, latency distribution, per-op
-    breakdown, models side by side) in ``out_dir``; returns the paths written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "report.json"]
-    tmp = paths[0].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, paths[0])
-    models = report["models"]
-    s = report["settings"]
-    ref_nodes, ref_batch = _reference(report)
-
-    # 1. latency vs graph size: one panel per batch size, a line per (model, threads)
-    fig, axes = plt.subplots(1, len(s["batch_sizes"]), figsize=(5.5 * len(s["batch_sizes"]), 4), squeeze=False)
-    for ax, b in zip(axes[0], s["batch_sizes"], strict=True):
-        for m in models:
-            for t in dict.fromkeys(r["threads"] for r in m["results"]):  # a torch-CUDA model: one run, None
-                rows = sorted(
-                    (r for r in m["results"] if r["batch_size"] == b and r["threads"] == t),
-                    key=lambda r: r["graph_nodes"],
-                )
-                if rows:
-                    x = [r["graph_nodes"] for r in rows]
-                    y = [r["latency_ms"]["p50"] for r in rows]
-                    lo = [r["latency_ms"]["p50"] - r["latency_ms"]["min"] for r in rows]
-                    hi = [r["latency_ms"]["p90"] - r["latency_ms"]["p50"] for r in rows]
-                    ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=_run_label(m, t))
-        ax.set(xscale="log", yscale="log", xlabel="nodes per graph", ylabel="latency p50 (ms), bars min–p90")
-        ax.set_xticks(s["graph_sizes"], [str(n) for n in s["graph_sizes"]])
-        ax.minorticks_off()
-        ax.set_title(f"batch of {b} graph{'s' if b > 1 else ''}")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "latency_vs_size.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-
-    # 2. latency distribution at the reference configuration
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(models) * len(s["threads"])), 4))
-    data, labels = [], []
-    for m in models:
-        for r in m["results"]:
-            if r["graph_nodes"] == ref_nodes and r["batch_size"] == ref_batch:
-                data.append(r["samples_ms"])
-                labels.append(_run_label(m, r["threads"], "\n"))
-    if data:
-        ax.boxplot(data, whis=(1, 99), showfliers=True)
-        ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
-    ax.set(ylabel="latency (ms), whiskers p1–p99", title=f"latency distribution · {ref_nodes} nodes × {ref_batch}")
-    ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    paths.append(out / "latency_distribution.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-
-    # 3. per-op breakdown: top op types per model, stacked shares
-    fig, ax = plt.subplots(figsize=(8, 2.4 + 0.6 * len(models)))
-    top_ops: list[str] = []
-    for m in models:
-        for row in ((m.get("ops") or {}).get("by_op_type") or [])[:6]:
-            if row["op_type"] not in top_ops:
-                top_ops.append(row["op_type"])
-    cmap = plt.get_cmap("tab20")
-    for i, m in enumerate(models):
-        shares = {r["op_type"]: r["share"] for r in ((m.get("ops") or {}).get("by_op_type") or [])}
-        left = 0.0
-        for j, op in enumerate([*top_ops, "other"]):
-            w = shares.get(op, 0.0) if op != "other" else max(0.0, 1.0 - sum(shares.get(o, 0.0) for o in top_ops))
-            ax.barh(i, w, left=left, color=cmap(j % 20), label=op if i == 0 else None)
-            left += w
-        att = (m.get("ops") or {}).get("attention_share")
-        if att is not None:
-            ax.text(1.01, i, f"attention {att:.0%}", va="center", fontsize=8)
-    ax.set_yticks(range(len(models)), [m["name"] for m in models])
-    ax.set(xlim=(0, 1.25), xlabel="share of kernel time", title="per-op breakdown (ONNX Runtime profiler)")
-    fig.legend(ncol=5, fontsize=7, loc="lower center")
-    fig.tight_layout(rect=(0, 0.18, 1, 1))
-    paths.append(out / "op_breakdown.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-
-    # 4. models side by side (dense vs compressed…) at the reference configuration per thread count (+ GPU runs)
-    groups = [*s["threads"], *([None] if any(r["threads"] is None for m in models for r in m["results"]) else [])]
-    fig, ax = plt.subplots(figsize=(max(5, 1.5 * len(groups) * max(1, len(models)) / 2), 4))
-    width = 0.8 / max(1, len(models))
-    for i, m in enumerate(models):
-        vals = []
-        for t in groups:
-            r = next(
-                (
-                    r
-                    for r in m["results"]
-                    if r["threads"] == t and r["graph_nodes"] == ref_nodes and r["batch_size"] == ref_batch
-                ),
-                None,
-            )
-            vals.append(r["latency_ms"]["mean"] if r else 0.0)
-        xs = [k + (i - (len(models) - 1) / 2) * width for k in range(len(groups))]
-        bars = ax.bar(xs, vals, width, label=m["name"])
-        ax.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax.set_xticks(range(len(groups)), [f"{t} thread{'s' if t > 1 else ''}" if t else "GPU" for t in groups])
-    ax.set(ylabel="mean latency (ms)", title=f"models side by side · {ref_nodes} nodes × {ref_batch}")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    paths.append(out / "models.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    return paths
-
-
-def _run_label(m: dict[str, Any], threads: int | None, sep: str = " · ") -> str:
-    """``name · 2T`` for a CPU run; ``name · cuda:0`` for a GPU run, where thread counts do not apply."""
-    return f"{m['name']}{sep}{threads}T" if threads is not None else f"{m['name']}{sep}{m.get('device', 'gpu')}"
-
-
-def report_tables(report: dict[str, Any]) -> list[Any]:
-    """Rich tables: machine, one latency table per model, and the top ops."""
-    from rich.table import Table
-
-    mi = report["machine"]
-    head = Table(title="machine", title_justify="left", show_header=False)
-    head.add_row("cpu", f"{mi['cpu']} · {mi['usable_cores']}/{mi['logical_cores']} cores · {mi['memory_gib']} GiB")
-    head.add_row("os", f"{mi['os']} · Python {mi['python']} · onnxruntime {mi['onnxruntime']}")
-    if mi.get("gpu"):
-        g = mi["gpu"]
-        head.add_row("gpu", f"{g['name']} · {g['memory_gib']} GiB · torch {mi['torch']} · CUDA {g['cuda']}")
-    tables: list[Any] = [head]
-    for m in report["models"]:
-        t = Table(
-            title=f"{m['name']} ({m.get('arch')}, {m.get('lowering')}, {(m.get('providers') or ['?'])[0]})",
-            title_justify="left",
-        )
-        for col in ("threads", "nodes×batch", "mean ms", "std", "p50", "p90", "p99", "graphs/s", "prep %", "RSS MB"):
-            t.add_column(col, justify="right")
-        for r in m["results"]:
-            lat = r["latency_ms"]
-            t.add_row(
-                "–" if r["threads"] is None else f"{r['threads']}{'*' if r.get('oversubscribed') else ''}",
-                f"{r['graph_nodes']}×{r['batch_size']}",
-                f"{lat['mean']:.3f}",
-                f"{lat['std']:.3f}",
-                f"{lat['p50']:.3f}",
-                f"{lat['p90']:.3f}",
-                f"{lat['p99']:.3f}",
-                f"{r['graphs_per_s']:.1f}",
-                f"{100 * r.get('preprocess_share', 0):.0f}",
-                f"{r['peak_rss_mb']:.0f}",
-            )
-        tables.append(t)
-        ops = m.get("ops")
-        if ops and ops.get("by_op_type"):
-            o = Table(
-                title=f"{m['name']}: top ops ({ops['graph_nodes']}×{ops['batch_size']}, {ops['threads']}T) · "
-                f"attention {ops['attention_share']:.0%} ({ops['attention_method']})",
-                title_justify="left",
-            )
-            for col in ("op type", "ms/run", "share", "calls"):
-                o.add_column(col, justify="right" if col != "op type" else "left")
-            for row in ops["by_op_type"][:8]:
-                o.add_row(row["op_type"], f"{row['ms_per_run']:.3f}", f"{row['share']:.1%}", str(row["calls"]))
-            tables.append(o)
-    return tables
+        return getattr(profile_report, name)
+    raise AttributeError(f"module 'runtime.profile' has no attribute {name!r}")

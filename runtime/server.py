@@ -1,4 +1,5 @@
-"""``gtc serve``: a KServe v2 / Open Inference Protocol server with graph-aware dynamic batching.
+"""``gtc serve``: a KServe v2 / Open Inference Protocol server with graph-aware dynamic batching (the HTTP
+application; a served model and request validation are :mod:`runtime.served`, metrics :mod:`runtime.metrics`).
 
 Endpoints (HTTP, FastAPI + uvicorn): ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2``,
 ``/v2/models/{name}``, ``/v2/models/{name}/ready``, ``/v2/models/{name}/config`` (Triton's model
@@ -45,7 +46,6 @@ import threading
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,330 +56,33 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from gtcompress.preprocess.batching import NumpyGraph, graph_ptr
-from gtcompress.preprocess.layouts import node_counts as count_nodes
-from gtcompress.preprocess.pe import laplacian_pe, rwse
-from gtcompress.preprocess.spec import InputSpec
+from gtcompress.preprocess.batching import NumpyGraph
 from runtime.batcher import BatchConfig, BatchItem, DynamicBatcher
 from runtime.body import ClientDisconnected, read_body, receive_chunks
 from runtime.errors import (
-    BatchVectorError,
     BodyTooLargeError,
-    DTypeError,
-    GraphTooLargeError,
     InputError,
     ModelNotFoundError,
     ProtocolError,
-    ShapeError,
 )
-from runtime.graphs import apply_teddy, check_batch_vector, prepare_validated, validate_graph
+from runtime.metrics import Metrics, ModelMetrics
 from runtime.protocol import HEADER_LENGTH, InferRequest, encode_infer_response, error_body, parse_infer_request
+from runtime.served import (
+    ServedModel,
+    ServerLimits,
+    ensure_pe,
+    request_graph,
+    run_items,
+)
 from runtime.session import GraphSession
-from runtime.spec import NUMPY_TO_KSERVE
 
 log = logging.getLogger("gtcompress.serve")
 
 SERVER_NAME = "gtcompress"
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "parameters"]
 INLINE_BODY_BYTES = 64 * 1024  # smaller requests are decoded on the event loop, larger in a thread
-RAW_INPUTS = ("x", "edge_index", "edge_attr", "batch", "node_counts")  # what a raw-graph request may carry
 
 
-@dataclass(frozen=True)
-class ServerLimits:
-    """Hard per-request maxima: a request above them gets 400 (soft batch limits only split batches).
-
-    ``max_body_bytes`` bounds the request body both as received and once ``Content-Encoding``
-    decoded; a body past it gets 413 as soon as that is known (:mod:`runtime.body`)."""
-
-    max_nodes: int = 1_000_000
-    max_edges: int = 10_000_000
-    max_graphs: int = 100_000
-    max_body_bytes: int = 512 * 1024 * 1024
-
-
-@dataclass
-class ServedModel:
-    """A session under a name, with its batcher and the metadata the protocol reports."""
-
-    name: str
-    session: GraphSession
-    batch: BatchConfig = field(default_factory=BatchConfig)
-    version: str = "1"
-    batcher: DynamicBatcher | None = None
-
-    def __post_init__(self) -> None:
-        lim = self.session.limits  # a TensorRT profile bounds what one merged call may hold
-        self.batch = replace(
-            self.batch,
-            max_nodes=min(self.batch.max_nodes, lim.max_nodes or self.batch.max_nodes),
-            max_edges=min(self.batch.max_edges, lim.max_edges or self.batch.max_edges),
-            max_graphs=min(self.batch.max_graphs, lim.max_graphs or self.batch.max_graphs),
-        )
-        self.inputs = {t.name: t for t in self.session.get_inputs()}
-        self.expect = {t.name: (NUMPY_TO_KSERVE[t.dtype], tuple(t.shape)) for t in self.inputs.values()}
-        self.output_names = frozenset(t.name for t in self.session.get_outputs())
-        self.required = [n for n in ("x", "edge_index", "edge_attr") if n in self.inputs]
-        self.raw_inputs = frozenset(n for n in RAW_INPUTS if n in self.inputs)
-
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "versions": [self.version],
-            "platform": self.session.platform,
-            "inputs": [_tensor_meta(t.name, t.dtype, t.shape) for t in self.session.get_inputs()],
-            "outputs": [_tensor_meta(t.name, t.dtype, t.shape) for t in self.session.get_outputs()],
-        }
-
-    def config(self) -> dict[str, Any]:
-        """Triton's model configuration JSON for the same model (as ``GET .../config`` returns it)."""
-
-        def tensor(t: Any) -> dict[str, Any]:
-            return {"name": t.name, "data_type": f"TYPE_{NUMPY_TO_KSERVE[t.dtype]}", "dims": list(t.shape)}
-
-        spec = self.session.spec.to_json()
-        if self.session.model.teddy is not None:  # clients building full input sets must sparsify too
-            spec.setdefault("teddy", self.session.model.teddy.to_dict())
-        return {
-            "name": self.name,
-            "platform": self.session.platform,
-            "backend": self.session.platform.split("_")[0],  # onnxruntime, tensorrt or pytorch (a checkpoint)
-            "max_batch_size": 0,
-            "input": [tensor(t) for t in self.session.get_inputs()],
-            "output": [tensor(t) for t in self.session.get_outputs()],
-            "parameters": {"gtcompress_input_spec": {"string_value": json.dumps(spec)}},
-            "dynamic_batching": None
-            if not self.batch.enabled
-            else {"graph_aware": True, "max_queue_delay_microseconds": int(self.batch.max_delay_ms * 1000)},
-        }
-
-
-def _tensor_meta(name: str, dtype: str, shape: list[int]) -> dict[str, Any]:
-    return {"name": name, "datatype": NUMPY_TO_KSERVE.get(dtype, dtype.upper()), "shape": list(shape)}
-
-
-# ---------------------------------------------------------------------------------- request → graph
-def request_graph(req: InferRequest, model: ServedModel, limits: ServerLimits) -> tuple[NumpyGraph, int, bool]:
-    """The request's graphs as one validated union, its graph count, and whether it came pre-processed."""
-    inputs = req.inputs
-    expect = model.expect
-    for name, arr in inputs.items():
-        want = expect.get(name)
-        if want is None:
-            raise ProtocolError(
-                f"input '{name}' is not an input of model '{model.name}'; its inputs are {', '.join(model.inputs)}"
-            )
-        dtype, shape = want
-        if req.datatypes[name] != dtype:
-            raise DTypeError(name, f"datatype {req.datatypes[name]} does not match the model's {dtype}")
-        if arr.ndim != len(shape) or any(d >= 0 and d != a for d, a in zip(shape, arr.shape, strict=True)):
-            raise ShapeError(name, f"shape {list(arr.shape)} does not match the model's {list(shape)} (-1: any)")
-    for name in model.required:
-        if name not in inputs:
-            needs = ", ".join(model.required)
-            raise ShapeError(name, f"required input is missing (model '{model.name}' needs {needs})")
-    if req.outputs is not None:
-        outs = model.output_names
-        for o in req.outputs:
-            if o.name not in outs:
-                have = ", ".join(sorted(outs))
-                raise ProtocolError(
-                    f"output '{o.name}' is not an output of model '{model.name}'; its outputs are {have}"
-                )
-    full = is_preprocessed(inputs, model)
-    x = inputs["x"]
-    n = int(x.shape[0])
-    e = int(inputs["edge_index"].shape[1])
-    counts = inputs.get("node_counts")
-    b_hint = 1 if counts is None else int(counts.shape[0])
-    for what, value, limit in (("nodes", n, limits.max_nodes), ("edges", e, limits.max_edges)):
-        if value > limit:
-            raise GraphTooLargeError(
-                "x" if what == "nodes" else "edge_index", f"request has {value} {what}, above this server's {limit}"
-            )
-    if b_hint > limits.max_graphs:
-        raise GraphTooLargeError("node_counts", f"request has {b_hint} graphs, above this server's {limits.max_graphs}")
-    batch = inputs.get("batch")
-    if batch is not None:
-        batch = check_batch_vector(batch, n)
-    if counts is not None:
-        counts = np.asarray(counts, dtype=np.int64)
-        if b_hint == 1:  # one graph (the common request): a scalar check each
-            if counts[0] <= 0:
-                raise BatchVectorError("node_counts", "every graph needs at least one node (a count is <= 0)")
-            if counts[0] != n:
-                raise BatchVectorError("node_counts", f"counts sum to {int(counts[0])} but x has {n} nodes")
-            if batch is None:
-                batch = np.zeros(n, dtype=np.int64)
-            elif n and batch[n - 1] != 0:
-                raise BatchVectorError("node_counts", "does not match the graph sizes given by 'batch'")
-        else:
-            if (counts <= 0).any():
-                raise BatchVectorError("node_counts", "every graph needs at least one node (a count is <= 0)")
-            if (counts > n).any():  # bounded first, so the sum below cannot wrap around int64
-                i = int(np.flatnonzero(counts > n)[0])
-                raise BatchVectorError("node_counts", f"graph {i} has {int(counts[i])} nodes but x has only {n}")
-            if int(counts.sum()) != n:
-                raise BatchVectorError("node_counts", f"counts sum to {int(counts.sum())} but x has {n} nodes")
-            if batch is None:
-                batch = np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts)
-            elif not np.array_equal(count_nodes(batch, n, counts.shape[0]), counts):
-                raise BatchVectorError("node_counts", "does not match the graph sizes given by 'batch'")
-    num_graphs = 1 if batch is None else (int(batch[-1]) + 1 if batch.size else 1)
-    _check_layout(inputs, n, e, num_graphs)
-    spec = model.session.spec
-    g = NumpyGraph(
-        x=x,
-        edge_index=inputs["edge_index"],
-        edge_attr=inputs.get("edge_attr"),
-        batch=batch,
-        pe={k[3:]: v for k, v in inputs.items() if k.startswith("pe_")},
-    )
-    g = validate_graph(g, spec, batch_checked=True)
-    if not full and model.session.model.teddy is not None:
-        g = apply_teddy(g, model.session.model.teddy, spec)
-    model.session.limits.check(g.num_nodes, g.num_edges, num_graphs, what="request")
-    return g, num_graphs, full
-
-
-def is_preprocessed(inputs: dict[str, np.ndarray], model: ServedModel) -> bool:
-    """Whether a request (whose names are all inputs of ``model``) is pre-processed or a raw graph.
-
-    ``pe_*`` and the attention layout tensors are made only by pre-processing (what
-    :func:`runtime.client.make_inputs` and Triton clients compute), so they mark a pre-processed set:
-
-    * **raw graph** — only ``x``, ``edge_index``, ``edge_attr`` (when the model has edge features)
-      and, for several graphs, ``batch`` and/or ``node_counts``: the server runs the pre-processing
-      (TEDDY, PE, layout);
-    * **pre-processed** — every input of the model: taken as is (TEDDY already applied), as Triton
-      takes it;
-    * anything in between — some pre-processing output but not every model input — is refused
-      with a :class:`ProtocolError` (HTTP 400) naming the missing inputs: it is a pre-processed set
-      with a tensor dropped, and running TEDDY on it would sparsify the graph a second time.
-
-    A model whose inputs are all raw ones (scatter lowering, no PE) cannot tell the two apart when
-    both ``batch`` and ``node_counts`` are sent; that request counts as pre-processed, so raw
-    requests to such a model send one of the two."""
-    if len(inputs) == len(model.expect):
-        return True
-    carried = [n for n in model.inputs if n in inputs and n not in model.raw_inputs]
-    if not carried:
-        return False
-    missing = [n for n in model.inputs if n not in inputs]
-    raise ProtocolError(
-        f"model '{model.name}': incomplete pre-processed request: it carries {', '.join(carried)} but lacks "
-        f"{', '.join(missing)}; send every model input (as runtime.client.make_inputs builds them) or only the raw "
-        f"graph: {', '.join(model.required)}, optionally batch and/or node_counts"
-    )
-
-
-_LAYOUT_DIMS = {"node_slot": "n", "nbr_src": "n", "nbr_edge": "n", "nbr_mask": "n", "rowptr": "n+1"}
-_LAYOUT_DIMS.update({"col": "e", "perm": "e", "pad_mask": "rows", "node_counts": "b"})
-
-
-def _check_layout(inputs: dict[str, np.ndarray], n: int, e: int, b: int) -> None:
-    """Sizes of supplied layout tensors must agree with the graph (they are rebuilt, not trusted).
-    ``pad_mask`` has one row per graph, or fewer when small graphs share rows (packed)."""
-    sizes = {"n": (n, n), "n+1": (n + 1, n + 1), "e": (e, e), "b": (b, b), "rows": (1, b)}
-    for name, what in _LAYOUT_DIMS.items():
-        a = inputs.get(name)
-        lo, hi = sizes[what]
-        if a is not None and not lo <= a.shape[0] <= hi:
-            implied = f"1 to {b} rows" if what == "rows" else str(hi)
-            raise ShapeError(name, f"dimension 0 is {a.shape[0]} but the graph implies {implied}")
-
-
-def ensure_pe(g: NumpyGraph, spec: InputSpec, num_graphs: int) -> NumpyGraph:
-    """Compute the model's PE kinds the graph does not carry (per request, so merging just concatenates)."""
-    missing = [k for k in spec.pe if k not in g.pe]
-    if not missing:
-        return g
-    ptr = graph_ptr(g.batch, g.num_nodes, num_graphs)
-    pe = dict(g.pe)
-    for kind in missing:
-        fn = laplacian_pe if kind == "lap" else rwse
-        pe[kind] = fn(g.edge_index, ptr, spec.pe[kind])
-    return NumpyGraph(g.x, g.edge_index, g.edge_attr, g.batch, pe)
-
-
-# ---------------------------------------------------------------------------------- the model call
-def run_items(model: ServedModel, items: Sequence[BatchItem]) -> list[np.ndarray]:
-    """One model call over the union of ``items``; one output slice per item (worker thread)."""
-    prepared = prepare_validated([it.graph for it in items], model.session.model)
-    prepared.graphs = [it.num_graphs for it in items]
-    out = model.session.run_inputs(prepared.inputs)[model.session.output_name]
-    if len(items) == 1:
-        return [out]
-    sizes = prepared.nodes if model.session.node_level else prepared.graphs
-    bounds = np.cumsum(np.asarray(sizes, dtype=np.int64))[:-1]
-    return np.split(out, bounds)
-
-
-# ---------------------------------------------------------------------------------- metrics
-class Metrics:
-    """Prometheus metrics in a registry of this app's own (several servers can share a process)."""
-
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "gtc_inference_requests", "Inference requests by outcome", ["model", "outcome"], registry=self.registry
-        )
-        self.latency = Histogram(
-            "gtc_inference_request_seconds",
-            "Inference request latency (decode to response)",
-            ["model"],
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
-            registry=self.registry,
-        )
-        self.batch_requests = Histogram(
-            "gtc_batch_requests",
-            "Requests merged into one model call",
-            ["model"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-            registry=self.registry,
-        )
-        self.batch_graphs = Histogram(
-            "gtc_batch_graphs",
-            "Graphs in one model call",
-            ["model"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
-            registry=self.registry,
-        )
-        self.model_seconds = Histogram(
-            "gtc_model_call_seconds", "Merge + layout + model run per batch", ["model"], registry=self.registry
-        )
-        self.pending = Gauge("gtc_queue_pending", "Requests waiting for the model", ["model"], registry=self.registry)
-
-    def for_model(self, name: str) -> ModelMetrics:
-        """The labelled children of one model, resolved once (``labels()`` is a dict lookup under a lock)."""
-        return ModelMetrics(
-            success=self.requests.labels(name, "success"),
-            error=self.requests.labels(name, "error"),
-            latency=self.latency.labels(name),
-            batch_requests=self.batch_requests.labels(name),
-            batch_graphs=self.batch_graphs.labels(name),
-            model_seconds=self.model_seconds.labels(name),
-        )
-
-    def render(self) -> tuple[bytes, str]:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-
-@dataclass(frozen=True)
-class ModelMetrics:
-    success: Any
-    error: Any
-    latency: Any
-    batch_requests: Any
-    batch_graphs: Any
-    model_seconds: Any
-
-
-# ---------------------------------------------------------------------------------- the app
 def create_app(
     models: dict[str, GraphSession] | Sequence[ServedModel],
     batch: BatchConfig | None = None,

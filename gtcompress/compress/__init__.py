@@ -1,6 +1,6 @@
 """Compression: GTSP four-axis mask pruning, TEDDY sparsification, materialisation.
 
-Split the way Torch-Pruning splits it (DESIGN.md):
+Split the way Torch-Pruning splits it (docs/architecture.md, Conventions):
 
 * what is coupled / how to slice — :mod:`.materialise` (heads out of q/k/v/o and the per-head
   biases, FFN channels through torch-pruning's dependency graph, removed sublayers, smaller config);

@@ -1,7 +1,7 @@
 """Scatter primitives written with ``scatter_add``/``scatter_reduce`` only.
 
 ``index_add`` is avoided on purpose: it exports to ONNX as ScatterND with a reduction, which
-TensorRT's parser rejects, whereas these become ScatterElements (DESIGN.md).
+TensorRT's parser rejects, whereas these become ScatterElements (docs/architecture.md, Conventions).
 """
 
 from __future__ import annotations

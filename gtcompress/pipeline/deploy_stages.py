@@ -124,7 +124,8 @@ def profile_stage(
     target = ctx.out / "profile"
 
     def profile() -> dict[str, Any]:
-        from runtime.profile import profile_models, write_report
+        from runtime.profile import profile_models
+        from runtime.profile_report import write_report
 
         rep = profile_models(
             [ctx.out / r["file"] for r in picked],

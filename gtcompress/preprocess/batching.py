@@ -15,7 +15,7 @@ import numpy as np
 
 @dataclass
 class NumpyGraph:
-    """One graph or a disjoint union of graphs, as plain arrays (see DESIGN.md conventions)."""
+    """One graph or a disjoint union of graphs, as plain arrays (see docs/architecture.md, Conventions)."""
 
     x: np.ndarray
     edge_index: np.ndarray

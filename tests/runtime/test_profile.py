@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import SessionError
-from runtime.profile import SCHEMA, _is_attention, machine_info, profile_models, validate_report, write_report
+from runtime.profile import SCHEMA, machine_info, profile_models, validate_report, write_report
+from runtime.profile_ops import _is_attention
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,8 @@ from gtcompress.preprocess.random_graphs import random_graph
 from runtime.batcher import BatchConfig
 from runtime.client import make_inputs
 from runtime.protocol import HEADER_LENGTH, KNOWN_DATATYPES, decode_body, parse_infer_request
-from runtime.server import RAW_INPUTS, BackgroundServer, ServerLimits, create_app
+from runtime.served import RAW_INPUTS
+from runtime.server import BackgroundServer, ServerLimits, create_app
 from runtime.session import GraphSession
 from runtime.spec import KSERVE_TO_NUMPY, NUMPY_TO_KSERVE
 

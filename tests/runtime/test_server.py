@@ -393,7 +393,7 @@ def test_no_batching_and_drain_on_shutdown(sessions, exported, monkeypatch) -> N
 def test_supplied_layout_sizes_are_checked_and_packed_rows_accepted() -> None:
     """``pad_mask`` may have fewer rows than graphs (small graphs packed into shared rows), never more."""
     from runtime.errors import ShapeError
-    from runtime.server import _check_layout
+    from runtime.served import _check_layout
 
     n, e, b = 10, 20, 4
     for rows in (1, 3, 4):
