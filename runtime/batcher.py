@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -61,6 +61,48 @@ class BatchConfig:
     @property
     def enabled(self) -> bool:
         return self.max_requests > 1
+
+
+class Sized(Protocol):
+    """What packing needs of an item: its size (a :class:`BatchItem`, or a Triton request's graph)."""
+
+    @property
+    def nodes(self) -> int: ...
+
+    @property
+    def edges(self) -> int: ...
+
+    @property
+    def num_graphs(self) -> int: ...
+
+
+SizedT = TypeVar("SizedT", bound=Sized)
+
+
+def fits(config: BatchConfig, count: int, totals: Sequence[int], item: Sized) -> bool:
+    """Whether ``item`` may join a batch of ``count`` items holding ``totals`` (nodes, edges, graphs)."""
+    return (
+        count < config.max_requests
+        and totals[0] + item.nodes <= config.max_nodes
+        and totals[1] + item.edges <= config.max_edges
+        and totals[2] + item.num_graphs <= config.max_graphs
+    )
+
+
+def pack(items: Sequence[SizedT], config: BatchConfig) -> list[list[SizedT]]:
+    """``items`` in order, cut into consecutive batches within the soft limits (an item larger than
+    them alone): what the worker does with a queue that is already full."""
+    batches: list[list[SizedT]] = []
+    totals = [0, 0, 0]
+    for it in items:
+        if not batches or not fits(config, len(batches[-1]), totals, it):
+            batches.append([])
+            totals = [0, 0, 0]
+        batches[-1].append(it)
+        totals[0] += it.nodes
+        totals[1] += it.edges
+        totals[2] += it.num_graphs
+    return batches
 
 
 @dataclass(slots=True)
@@ -167,15 +209,6 @@ class DynamicBatcher:
             self._peak, self._peak_since = self._inflight, now  # racy with submit: at worst one late update
         return peak
 
-    def _fits(self, items: list[BatchItem], nxt: BatchItem, totals: list[int]) -> bool:
-        c = self.config
-        return (
-            len(items) < c.max_requests
-            and totals[0] + nxt.nodes <= c.max_nodes
-            and totals[1] + nxt.edges <= c.max_edges
-            and totals[2] + nxt.num_graphs <= c.max_graphs
-        )
-
     def _collect(self, first: BatchItem, stop: bool) -> tuple[list[BatchItem], BatchItem | None, bool]:
         """The batch starting with ``first``, the item that did not fit (if any), and whether the
         stop marker was seen (after it the queue is empty: nothing is worth waiting for)."""
@@ -198,7 +231,7 @@ class DynamicBatcher:
             if nxt is _STOP:
                 stop = True
                 continue
-            if not self._fits(items, nxt, totals):
+            if not fits(self.config, len(items), totals, nxt):
                 return items, nxt, stop
             items.append(nxt)
             totals[0] += nxt.nodes

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from gtcompress.preprocess.batching import NumpyGraph, graph_ptr
 from gtcompress.preprocess.layouts import node_counts as count_nodes
 from gtcompress.preprocess.pe import laplacian_pe, rwse
 from gtcompress.preprocess.spec import InputSpec
-from runtime.batcher import BatchConfig, BatchItem, DynamicBatcher
+from runtime.batcher import BatchConfig, DynamicBatcher
 from runtime.errors import (
     BatchVectorError,
     DTypeError,
@@ -98,7 +98,10 @@ class ServedModel:
             "max_batch_size": 0,
             "input": [tensor(t) for t in self.session.get_inputs()],
             "output": [tensor(t) for t in self.session.get_outputs()],
-            "parameters": {"gtcompress_input_spec": {"string_value": json.dumps(spec)}},
+            "parameters": {
+                "gtcompress_input_spec": {"string_value": json.dumps(spec)},
+                "gtcompress_preprocessing": {"string_value": "either"},  # raw graphs or full input sets
+            },
             "dynamic_batching": None
             if not self.batch.enabled
             else {"graph_aware": True, "max_queue_delay_microseconds": int(self.batch.max_delay_ms * 1000)},
@@ -110,8 +113,13 @@ def _tensor_meta(name: str, dtype: str, shape: list[int]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- request → graph
-def request_graph(req: InferRequest, model: ServedModel, limits: ServerLimits) -> tuple[NumpyGraph, int, bool]:
-    """The request's graphs as one validated union, its graph count, and whether it came pre-processed."""
+def request_graph(
+    req: InferRequest, model: ServedModel, limits: ServerLimits, *, raw_only: bool = False
+) -> tuple[NumpyGraph, int, bool]:
+    """The request's graphs as one validated union, its graph count, and whether it came pre-processed.
+
+    ``raw_only``: the request is a raw graph whatever it carries (a Triton Python-backend model
+    declares only the raw inputs), so TEDDY always runs."""
     inputs = req.inputs
     expect = model.expect
     for name, arr in inputs.items():
@@ -137,7 +145,7 @@ def request_graph(req: InferRequest, model: ServedModel, limits: ServerLimits) -
                 raise ProtocolError(
                     f"output '{o.name}' is not an output of model '{model.name}'; its outputs are {have}"
                 )
-    full = is_preprocessed(inputs, model)
+    full = False if raw_only else is_preprocessed(inputs, model)
     x = inputs["x"]
     n = int(x.shape[0])
     e = int(inputs["edge_index"].shape[1])
@@ -254,9 +262,29 @@ def ensure_pe(g: NumpyGraph, spec: InputSpec, num_graphs: int) -> NumpyGraph:
 
 
 # ---------------------------------------------------------------------------------- the model call
-def run_items(model: ServedModel, items: Sequence[BatchItem]) -> list[np.ndarray]:
-    """One model call over the union of ``items``; one output slice per item (worker thread)."""
-    prepared = prepare_validated([it.graph for it in items], model.session.model)
+class GraphItem(Protocol):
+    """A request's validated graphs: a :class:`runtime.batcher.BatchItem`, or a Triton request's."""
+
+    graph: NumpyGraph
+    num_graphs: int
+
+
+def run_items(model: ServedModel, items: Sequence[GraphItem]) -> list[np.ndarray]:
+    """One model call over the union of ``items``; one output slice per item (worker thread).
+
+    PE an item lacks is computed here for the whole union at once (small raw requests come without
+    it: per request, its fixed costs outweigh the encoding itself); when only some items lack it,
+    for those alone, so the others' are not computed twice."""
+    graphs = [it.graph for it in items]
+    spec = model.session.spec
+    if spec.pe and len(items) > 1:
+        lacking = [any(k not in g.pe for k in spec.pe) for g in graphs]
+        if any(lacking) and not all(lacking):
+            graphs = [
+                ensure_pe(g, spec, it.num_graphs) if lack else g
+                for g, it, lack in zip(graphs, items, lacking, strict=True)
+            ]
+    prepared = prepare_validated(graphs, model.session.model)
     prepared.graphs = [it.num_graphs for it in items]
     out = model.session.run_inputs(prepared.inputs)[model.session.output_name]
     if len(items) == 1:

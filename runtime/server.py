@@ -205,12 +205,16 @@ def create_app(
             )
             header_len = headers.get(HEADER_LENGTH.lower())
 
+            inline = len(body) <= INLINE_BODY_BYTES and not _needs_teddy(body, m)
+
             def decode() -> tuple[InferRequest, NumpyGraph, int]:
                 req = parse_infer_request(body, header_len)
                 g, num_graphs, _ = request_graph(req, m, limits)
-                return req, ensure_pe(g, m.session.spec, num_graphs), num_graphs
+                if not inline:  # a large graph's PE here, in parallel with the model; small ones: per batch
+                    g = ensure_pe(g, m.session.spec, num_graphs)
+                return req, g, num_graphs
 
-            if len(body) <= INLINE_BODY_BYTES and not _needs_work_cheap(body, m):
+            if inline:
                 req, g, num_graphs = decode()  # small and cheap: faster than a thread hop
             else:
                 req, g, num_graphs = await asyncio.to_thread(decode)
@@ -308,13 +312,12 @@ def _error(status: int, message: str) -> tuple[int, bytes, dict[str, str]]:
     return status, error_body(message), {"content-type": "application/json"}
 
 
-def _needs_work_cheap(body: bytes | bytearray, m: ServedModel) -> bool:
-    """Whether decoding may compute PE or TEDDY, judged from the JSON header alone (no parse)."""
-    spec = m.session.spec
+def _needs_teddy(body: bytes | bytearray, m: ServedModel) -> bool:
+    """Whether decoding may run TEDDY (a raw graph to a TEDDY model), judged from the JSON header alone."""
+    if m.session.model.teddy is None:
+        return False
     head = body[:4096]
-    if any(f'"pe_{k}"'.encode() not in head for k in spec.pe):
-        return True
-    return m.session.model.teddy is not None and b'"node_counts"' not in head
+    return b'"node_counts"' not in head or any(f'"pe_{k}"'.encode() not in head for k in m.session.spec.pe)
 
 
 def _output_names(req: InferRequest, m: ServedModel) -> list[str]:
