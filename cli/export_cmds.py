@@ -23,17 +23,35 @@ def export_cmd(
     attention: Annotated[str, typer.Option(help="auto, scatter, padded, dense or plugin.")] = "auto",
     triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository here.")] = None,
     name: Annotated[str | None, typer.Option(help="Model name in the Triton repository.")] = None,
+    triton_backend: Annotated[
+        str,
+        typer.Option(
+            help="python: raw graphs in, pre-processing and ragged batching in the server (the default when the "
+            "model needs pre-processing); onnxruntime: clients send every pre-processed input; auto: choose."
+        ),
+    ] = "auto",
+    triton_max_batch: Annotated[int, typer.Option(help="python: requests Triton may queue into one call.")] = 64,
+    triton_delay_us: Annotated[
+        int, typer.Option(help="python: Triton's max_queue_delay_microseconds; -1: no dynamic batching.")
+    ] = 2000,
+    triton_instances: Annotated[int, typer.Option(help="python: model instances (instance_group count).")] = 1,
+    triton_threads: Annotated[
+        int, typer.Option(help="python: ONNX Runtime threads per instance (0: its default).")
+    ] = 1,
     profile_graphs: Annotated[int, typer.Option(help="auto: graphs per batch to size the cost estimate.")] = 32,
 ) -> None:
     """Export a checkpoint to ONNX with symbolic graph sizes, verified against PyTorch.
 
     Example: gtc export runs/gt-cluster --out gt.onnx --attention auto --triton-repo triton_models
 
+    --triton-repo writes an NVIDIA Triton model repository (serve it with gtc tritonserver, or copy it
+    into a Triton container whose Python has gtcompress installed).
+
     --out names the file to write: an existing directory is refused before the checkpoint is loaded (as
     gtc build refuses one) rather than a file name chosen inside it.
     """
     from exporters.onnx import check_output_path, export_onnx
-    from exporters.triton_repo import write_model_repository
+    from exporters.triton_repo import BACKENDS, PythonModelOptions, write_model_repository
     from gtcompress.checkpoint import load_checkpoint
     from gtcompress.errors import ConfigError
 
@@ -41,6 +59,22 @@ def export_cmd(
         check_output_path(out)
     except ConfigError as e:
         raise ConfigError(f"--out {e}") from None
+    if triton_backend not in BACKENDS or triton_backend == "tensorrt":
+        raise ConfigError(f"--triton-backend {triton_backend!r}: expected auto, python or onnxruntime")
+    for opt, value, low in (
+        ("--triton-max-batch", triton_max_batch, 1),
+        ("--triton-delay-us", triton_delay_us, -1),
+        ("--triton-instances", triton_instances, 1),
+        ("--triton-threads", triton_threads, 0),
+    ):
+        if value < low:  # checked now, not after a minute of export
+            raise ConfigError(f"{opt} {value}: expected at least {low}")
+    options = PythonModelOptions(
+        max_batch_size=triton_max_batch,
+        max_queue_delay_us=None if triton_delay_us == -1 else triton_delay_us,
+        instances=triton_instances,
+        threads=triton_threads,
+    )
     model, meta = load_checkpoint(checkpoint)
     keep = ("dataset", "metrics", "compression", "teddy")
     res = export_onnx(
@@ -66,8 +100,9 @@ def export_cmd(
         console.print(f"[yellow]TensorRT:[/] {p}")
     if triton_repo is not None:
         model_name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", Path(checkpoint).resolve().name)
-        root = write_model_repository(triton_repo, model_name, out, res.spec)
-        console.print(f"Triton model repository: {root}")
+        root = write_model_repository(triton_repo, model_name, out, res.spec, backend=triton_backend, options=options)
+        variant = "python backend: clients send raw graphs" if (root / "1" / "model.py").is_file() else "onnxruntime"
+        console.print(f"Triton model repository: {root} ({variant})")
 
 
 def _profile_batch(meta: dict, graphs: int):  # type: ignore[no-untyped-def]

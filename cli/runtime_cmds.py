@@ -1,4 +1,5 @@
-"""``gtc profile`` (latency/memory on edge-class CPUs) and ``gtc serve`` (KServe v2 server).
+"""``gtc profile`` (latency/memory on edge-class CPUs), ``gtc serve`` (our KServe v2 server) and
+``gtc tritonserver`` (NVIDIA Triton Inference Server on a repository ``gtc export`` wrote).
 
 Both take ``--device cuda`` (``cpu``, ``cuda:N``) for a *checkpoint* directory: torch and our Triton
 kernel on a GPU without TensorRT, with ``--cuda-graphs`` for CUDA-graph replay of small batches
@@ -19,6 +20,7 @@ from cli.common import console, user_errors
 def register(app: typer.Typer) -> None:
     app.command("profile")(profile_cmd)
     app.command("serve")(serve_cmd)
+    app.command("tritonserver")(tritonserver_cmd)
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -224,3 +226,50 @@ def serve_cmd(
     )
     limits = ServerLimits(max_body_bytes=int(max_body_mib * 1024 * 1024))
     serve(session, model_name, host=host, port=port, batch=cfg, metrics=metrics, limits=limits, log_level=log_level)
+
+
+@user_errors
+def tritonserver_cmd(
+    repository: Annotated[Path, typer.Argument(help="Triton model repository (gtc export --triton-repo).")],
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port (0: a free one).")] = 8000,
+    log: Annotated[Path | None, typer.Option(help="Append the server's own log here (default: discarded).")] = None,
+    startup_timeout: Annotated[float, typer.Option(min=1.0, help="Seconds to wait for the models to load.")] = 120.0,
+) -> None:
+    """Run NVIDIA Triton Inference Server (the binary of the nvidia-pytriton wheel) in the foreground.
+
+    Example: gtc tritonserver triton_models --port 8000
+
+    Needs pip install 'gtcompress[triton]'. HTTP only (tritonclient.http; no gRPC, no metrics port);
+    Ctrl-C or SIGTERM stops it. A model that fails to load stops the server with the log's last lines.
+    """
+    import signal
+
+    from gtcompress.errors import GTCompressError
+    from runtime.tritonserver import TritonServer
+
+    srv = TritonServer(repository, host=host, http_port=port, log=log, startup_timeout=startup_timeout)
+    with console.status(f"starting tritonserver on {repository} …"):
+        srv.start()
+    models = sorted(p.name for p in srv.repository.iterdir() if (p / "config.pbtxt").is_file())
+    console.print(
+        f"Triton serving {', '.join(models) or 'no models'} on http://{srv.url}"
+        f"{f' (log: {log})' if log else ''} — Ctrl-C stops"
+    )
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        assert srv.process is not None
+        code = srv.process.wait()
+        tail = srv.log_tail()
+        srv.stop()
+        raise GTCompressError(f"tritonserver exited with code {code}:\n{tail}")
+    except KeyboardInterrupt:
+        code = srv.stop()
+        console.print(f"tritonserver stopped (exit code {code})")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        srv.stop()

@@ -1,10 +1,20 @@
-"""NVIDIA Triton Inference Server model repository for an exported model.
+"""NVIDIA Triton Inference Server model repository for an exported model, in one of two variants.
 
-Layout: ``REPO/<name>/config.pbtxt`` and ``REPO/<name>/1/model.onnx`` (platform
-``onnxruntime_onnx``) or ``1/model.plan`` (``tensorrt_plan``). Every dimension that depends on
-the graph is ``-1`` and ``max_batch_size`` is 0: graphs are batched as one disjoint union by the
-client or by our server (Triton's own batching stacks along dim 0, which a graph batch is not).
-The input spec travels as a model parameter so clients can build inputs from the repository alone.
+* **python** (the default when the model needs pre-processing: PE, an attention layout, TEDDY):
+  ``REPO/<name>/1/model.py`` (Triton's Python backend running :mod:`runtime.triton_python`) next
+  to ``1/model.onnx`` or ``1/model.plan``. Clients send raw graphs; the model validates them,
+  computes PE, TEDDY and layouts, and merges every request Triton's dynamic batcher queued into
+  one disjoint union (``max_batch_size > 0``, ``allow_ragged_batch`` on every input, so requests
+  of different sizes batch together). The server's Python needs gtcompress installed.
+* **native** (``onnxruntime_onnx`` for ``.onnx``, ``tensorrt_plan`` for ``.plan``): Triton runs
+  the model file as it is, so clients send the full pre-processed input set
+  (:func:`runtime.client.make_inputs`). Every graph-dependent dimension is ``-1`` and
+  ``max_batch_size`` is 0: Triton's own batching stacks along dim 0, which a graph batch is not.
+
+Either way the model file lives in the version directory (the repository loads unchanged when
+copied into a Triton container) and the input spec travels as the parameter
+``gtcompress_input_spec``, so clients can build inputs from the repository alone;
+``gtcompress_preprocessing`` says who pre-processes (``server`` or ``client``).
 """
 
 from __future__ import annotations
@@ -12,12 +22,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from gtcompress.errors import ConfigError
 from gtcompress.io import atomic_path
 from gtcompress.preprocess.inputs import layout_input_base
 from gtcompress.preprocess.spec import InputSpec
+
+BACKENDS = ("auto", "python", "onnxruntime", "tensorrt")
+RAW_INPUTS = ("x", "edge_index", "edge_attr", "batch", "node_counts")  # what a raw-graph request carries
 
 PLATFORMS = {
     ".onnx": ("onnxruntime_onnx", "model.onnx", "KIND_CPU"),
@@ -57,37 +71,168 @@ def input_dims(spec: InputSpec) -> dict[str, tuple[str, list[int]]]:
     return {name: table[layout_input_base(name)] for name in spec.inputs}
 
 
-def config_pbtxt(name: str, spec: InputSpec, platform: str, kind: str) -> str:
-    """The ``config.pbtxt`` text (protobuf text format of Triton's ``ModelConfig``)."""
+def _tensor(name: str, dtype: str, dims: list[int], extra: str = "") -> str:
+    shape = ", ".join(map(str, dims))
+    return f'  {{\n    name: "{name}"\n    data_type: {_TRITON_TYPES[dtype]}\n    dims: [ {shape} ]\n{extra}  }}'
 
-    def tensor(n: str, dtype: str, dims: list[int]) -> str:
-        shape = ", ".join(map(str, dims))
-        return f'  {{\n    name: "{n}"\n    data_type: {_TRITON_TYPES[dtype]}\n    dims: [ {shape} ]\n  }}'
 
-    inputs = ",\n".join(tensor(n, d, dims) for n, (d, dims) in input_dims(spec).items())
-    output = tensor(spec.output.name, "float32", [-1, spec.output.dim])
-    spec_json = json.dumps(spec.to_json()).replace("\\", "\\\\").replace('"', '\\"')
-    return (
-        f'name: "{name}"\nplatform: "{platform}"\nmax_batch_size: 0\n'
-        f"input [\n{inputs}\n]\noutput [\n{output}\n]\n"
-        f"instance_group [\n  {{\n    kind: {kind}\n    count: 1\n  }}\n]\n"
-        f'parameters {{\n  key: "gtcompress_input_spec"\n  value {{\n    string_value: "{spec_json}"\n  }}\n}}\n'
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _parameters(values: dict[str, str]) -> str:
+    return "".join(
+        f'parameters {{\n  key: "{k}"\n  value {{\n    string_value: "{_quote(v)}"\n  }}\n}}\n'
+        for k, v in values.items()
     )
 
 
+def _instances(kind: str, count: int) -> str:
+    return f"instance_group [\n  {{\n    kind: {kind}\n    count: {count}\n  }}\n]\n"
+
+
+def config_pbtxt(name: str, spec: InputSpec, platform: str, kind: str) -> str:
+    """The native variant's ``config.pbtxt`` (protobuf text format of Triton's ``ModelConfig``)."""
+    inputs = ",\n".join(_tensor(n, d, dims) for n, (d, dims) in input_dims(spec).items())
+    output = _tensor(spec.output.name, "float32", [-1, spec.output.dim])
+    return (
+        f'name: "{name}"\nplatform: "{platform}"\nmax_batch_size: 0\n'
+        f"input [\n{inputs}\n]\noutput [\n{output}\n]\n"
+        + _instances(kind, 1)
+        + _parameters({"gtcompress_input_spec": json.dumps(spec.to_json()), "gtcompress_preprocessing": "client"})
+    )
+
+
+@dataclass(frozen=True)
+class PythonModelOptions:
+    """Serving settings of the python variant (Triton's batcher, instances, our limits).
+
+    ``max_queue_delay_us=None`` writes no ``dynamic_batching``: Triton then runs each request
+    alone (what the benchmark compares against). ``threads``: ONNX Runtime intra-op threads per
+    instance (0: its default), so ``instances`` x ``threads`` should not exceed the cores."""
+
+    max_batch_size: int = 64
+    max_queue_delay_us: int | None = 2000
+    instances: int = 1
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        for what, value, low in (
+            ("max_batch_size", self.max_batch_size, 1),
+            ("instances", self.instances, 1),
+            ("threads", self.threads, 0),
+            ("max_queue_delay_us", 0 if self.max_queue_delay_us is None else self.max_queue_delay_us, 0),
+        ):
+            if value < low:
+                raise ConfigError(f"Triton {what} is {value}; expected at least {low}")
+
+
+def raw_input_dims(spec: InputSpec) -> dict[str, tuple[str, list[int]]]:
+    """The python variant's inputs (a raw graph), per request, without the batch dimension."""
+    dims = {n: d for n, d in input_dims(spec).items() if n in RAW_INPUTS}
+    return {n: dims[n] for n in RAW_INPUTS if n in dims}
+
+
+def python_config_pbtxt(
+    name: str, spec: InputSpec, model_filename: str, options: PythonModelOptions | None = None
+) -> str:
+    """The python variant's ``config.pbtxt``: raw-graph inputs, ragged dynamic batching."""
+    o = options or PythonModelOptions()
+    inputs = []
+    for n, (dtype, dims) in raw_input_dims(spec).items():
+        extra = "    allow_ragged_batch: true\n" + ("    optional: true\n" if n in ("batch", "node_counts") else "")
+        inputs.append(_tensor(n, dtype, dims, extra))
+    output = _tensor(spec.output.name, "float32", [-1, spec.output.dim])
+    batching = (
+        ""
+        if o.max_queue_delay_us is None
+        else f"dynamic_batching {{\n  max_queue_delay_microseconds: {o.max_queue_delay_us}\n}}\n"
+    )
+    kind = PLATFORMS[Path(model_filename).suffix][2]
+    joined = ",\n".join(inputs)
+    return (
+        f'name: "{name}"\nbackend: "python"\nmax_batch_size: {o.max_batch_size}\n{batching}'
+        f"input [\n{joined}\n]\noutput [\n{output}\n]\n"
+        + _instances(kind, o.instances)
+        + _parameters(
+            {
+                "gtcompress_input_spec": json.dumps(spec.to_json()),
+                "gtcompress_preprocessing": "server",
+                "gtcompress_model_file": model_filename,
+                "gtcompress_threads": str(o.threads),
+            }
+        )
+    )
+
+
+MODEL_PY = '''"""gtcompress graph model for NVIDIA Triton Inference Server's Python backend.
+
+Runs the model file beside it with gtcompress's torch-free runtime: requests carry raw graphs
+(x, edge_index, optional edge_attr, batch, node_counts, each with a leading batch dimension of 1);
+pre-processing and graph-aware batching happen here. The Python that Triton's stub runs needs
+gtcompress installed. See runtime/triton_python.py in gtcompress.
+"""
+
+from runtime.triton_python import TritonPythonModel
+
+__all__ = ["TritonPythonModel"]
+'''
+
+
+def needs_preprocessing(spec: InputSpec) -> bool:
+    """Whether a client of the native variant would have to compute more than the raw graph."""
+    return spec.teddy is not None or any(n not in RAW_INPUTS for n in spec.inputs)
+
+
+def resolve_backend(backend: str, model_file: Path, spec: InputSpec) -> str:
+    """``python``, ``onnxruntime`` or ``tensorrt`` for ``backend`` (``auto``: python when the model
+    needs pre-processing, else the native one of the file)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"Triton backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    native = "onnxruntime" if model_file.suffix == ".onnx" else "tensorrt"
+    if backend == "auto":
+        return "python" if needs_preprocessing(spec) else native
+    if backend != "python" and backend != native:
+        raise ConfigError(f"Triton backend {backend!r} cannot run {model_file.name}; its backend is {native!r}")
+    return backend
+
+
 def write_model_repository(
-    repo: str | Path, name: str, model_file: str | Path, spec: InputSpec, version: int = 1
+    repo: str | Path,
+    name: str,
+    model_file: str | Path,
+    spec: InputSpec,
+    version: int = 1,
+    *,
+    backend: str = "auto",
+    options: PythonModelOptions | None = None,
 ) -> Path:
-    """Copy ``model_file`` (.onnx or .plan) into ``repo/name/version/`` and write ``config.pbtxt``."""
+    """Copy ``model_file`` (.onnx or .plan) into ``repo/name/version/`` and write ``config.pbtxt``
+    (and, for the python variant, ``model.py``); returns ``repo/name``.
+
+    Files are written atomically; a model directory left by another variant loses the files of
+    that variant (a stale ``model.py`` would make Triton load the wrong backend)."""
     model_file = Path(model_file)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ConfigError(f"model name {name!r}: use letters, digits, '_', '-' and '.' only")
     if model_file.suffix not in PLATFORMS:
         raise ConfigError(f"{model_file}: expected a .onnx or .plan file")
+    chosen = resolve_backend(backend, model_file, spec)
     platform, filename, kind = PLATFORMS[model_file.suffix]
     root = Path(repo) / name
-    with atomic_path(root / str(version) / filename) as tmp:
+    vdir = root / str(version)
+    with atomic_path(vdir / filename) as tmp:
         shutil.copyfile(model_file, tmp)
+    for other in PLATFORMS.values():  # one model file per version: the model reads whichever it finds
+        if other[1] != filename:
+            (vdir / other[1]).unlink(missing_ok=True)
+    if chosen == "python":
+        with atomic_path(vdir / "model.py") as tmp:
+            tmp.write_text(MODEL_PY)
+        text = python_config_pbtxt(name, spec, filename, options)
+    else:
+        (vdir / "model.py").unlink(missing_ok=True)
+        text = config_pbtxt(name, spec, platform, kind)
     with atomic_path(root / "config.pbtxt") as tmp:
-        tmp.write_text(config_pbtxt(name, spec, platform, kind))
+        tmp.write_text(text)
     return root

@@ -1,18 +1,24 @@
-"""Client helpers: the same ``tritonclient.http`` code for our server and NVIDIA Triton.
+"""Client helpers: the same ``tritonclient.http`` code for ``gtc serve`` and NVIDIA Triton.
 
-Triton runs the exported ONNX model as it is, so it needs the full input set — PE, attention
-layout and TEDDY sparsification computed on the client. :func:`make_inputs` builds exactly that
-(the pre-processing :class:`runtime.session.GraphSession` runs), and our server accepts the same
-set (see :mod:`runtime.server`)::
+Three kinds of server, one call::
 
     import tritonclient.http as http
-    from runtime.client import fetch_spec, infer_graphs
+    from runtime.client import infer_graphs
 
     client = http.InferenceServerClient("127.0.0.1:8000")
-    spec = fetch_spec(client, "gt_cluster")             # from GET /v2/models/<name>/config
-    outs = infer_graphs(client, "gt_cluster", graphs, spec)  # one array per graph
+    outs = infer_graphs(client, "gt_cluster", graphs)   # one array per graph
 
-Only :func:`triton_inputs`, :func:`fetch_spec` and :func:`infer_graphs` import ``tritonclient``.
+* ``gtc serve`` takes raw graphs or the full pre-processed input set; Triton's Python-backend
+  variant (``gtc export --triton-backend python``) takes raw graphs, each input with a leading
+  batch dimension of 1; Triton's native variant (``onnxruntime_onnx``/``tensorrt_plan``) runs the
+  exported file as it is, so it needs the full input set — PE, attention layout and TEDDY computed
+  on the client by :func:`make_inputs` (the pre-processing :class:`runtime.session.GraphSession`
+  runs).
+* :func:`infer_graphs` reads the model's configuration (the ``gtcompress_preprocessing`` and
+  ``gtcompress_input_spec`` parameters and ``max_batch_size``) and does what that model needs.
+
+Only :func:`triton_inputs`, :func:`fetch_config`/:func:`fetch_spec` (through the client passed
+in) and :func:`infer_graphs` use ``tritonclient``.
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from gtcompress.preprocess.batching import split_by_graph, union_graphs
 from gtcompress.preprocess.spec import InputSpec
-from runtime.graphs import Prepared, as_numpy_graph, prepare, split_output
+from runtime.graphs import Prepared, as_numpy_graph, prepare
 from runtime.spec import ModelSpec, TeddyConfig, teddy_config
 
 SPEC_PARAMETER = "gtcompress_input_spec"
+PREPROCESSING_PARAMETER = "gtcompress_preprocessing"  # who pre-processes: client, server or either
 
 
 SpecArg = InputSpec | dict[str, Any]  # the typed spec, or its JSON form as a configuration holds it
@@ -70,15 +78,48 @@ def triton_inputs(inputs: dict[str, np.ndarray], binary: bool = True) -> list[An
     return out
 
 
-def fetch_spec(client: Any, model_name: str) -> InputSpec:
-    """The model's input spec from its configuration (works against our server and Triton)."""
+def fetch_config(client: Any, model_name: str) -> dict[str, Any]:
+    """The model's configuration JSON (``GET /v2/models/<name>/config``; our server and Triton)."""
     cfg = client.get_model_config(model_name)
-    cfg = cfg.get("config", cfg)  # Triton's gRPC-style wrapper, if any
+    return dict(cfg.get("config", cfg))  # Triton's gRPC-style wrapper, if any
+
+
+def _spec_of(cfg: dict[str, Any], model_name: str) -> InputSpec:
     try:
         raw = json.loads(cfg["parameters"][SPEC_PARAMETER]["string_value"])
     except (KeyError, TypeError, json.JSONDecodeError):
         raise ValueError(f"model {model_name!r} has no {SPEC_PARAMETER} parameter in its configuration") from None
     return InputSpec.from_json(raw)
+
+
+def fetch_spec(client: Any, model_name: str) -> InputSpec:
+    """The model's input spec from its configuration (works against our server and Triton)."""
+    return _spec_of(fetch_config(client, model_name), model_name)
+
+
+def server_preprocesses(cfg: dict[str, Any]) -> bool:
+    """Whether the model takes raw graphs: ``gtc serve`` (``either``) and the Python-backend Triton
+    variant (``server``); a native Triton model (``client``, or no parameter) needs the full input set."""
+    value = ((cfg.get("parameters") or {}).get(PREPROCESSING_PARAMETER) or {}).get("string_value", "client")
+    return value in ("server", "either")
+
+
+def raw_request(graphs: Sequence[Any], spec: SpecArg) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
+    """A raw-graph request (``x``, ``edge_index``, ``edge_attr``; ``batch`` for several graphs) and the
+    node and graph counts of each item, to split the answer back."""
+    typed = InputSpec.from_json(spec)
+    items = [as_numpy_graph(g) for g in graphs]
+    nodes = [g.num_nodes for g in items]
+    counts = [g.num_graphs for g in items]
+    merged = items[0] if len(items) == 1 else union_graphs(items)
+    inputs = {"x": merged.x, "edge_index": merged.edge_index.astype(np.int64, copy=False)}
+    if typed.edge_attr is not None:
+        if merged.edge_attr is None:
+            raise ValueError("the model takes edge_attr and a graph has none")
+        inputs["edge_attr"] = merged.edge_attr
+    if merged.batch is not None and sum(counts) > 1:
+        inputs["batch"] = merged.batch.astype(np.int64, copy=False)
+    return inputs, nodes, counts
 
 
 def infer_graphs(
@@ -88,20 +129,40 @@ def infer_graphs(
     spec: SpecArg | None = None,
     *,
     binary: bool = True,
+    preprocess: bool | None = None,
 ) -> list[np.ndarray]:
     """Send ``graphs`` as one request; one output array per graph (node-level ``[n_i, out]``,
-    graph-level ``[out]``)."""
+    graph-level ``[out]``).
+
+    The same call works against ``gtc serve`` and NVIDIA Triton, whichever variant it serves: it
+    reads the model's configuration once, sends raw graphs when the server pre-processes them
+    (``preprocess=None``; ``True`` forces pre-processing here, which a Python-backend Triton model
+    cannot take), and adds and strips the leading batch dimension of a model with
+    ``max_batch_size > 0``."""
     from tritonclient.http import InferRequestedOutput
 
-    typed = InputSpec.from_json(spec) if spec is not None else fetch_spec(client, model_name)
+    cfg = fetch_config(client, model_name)
+    typed = InputSpec.from_json(spec) if spec is not None else _spec_of(cfg, model_name)
     items = list(graphs) if isinstance(graphs, (list, tuple)) else [graphs]
-    prepared = prepare_request(items, typed)
+    if preprocess is None:
+        preprocess = not server_preprocesses(cfg)
+    if preprocess:
+        prepared = prepare_request(items, typed)
+        inputs, nodes, counts = prepared.inputs, prepared.nodes, prepared.graphs
+    else:
+        inputs, nodes, counts = raw_request(items, typed)
+    batched = int(cfg.get("max_batch_size") or 0) > 0
+    if batched:
+        inputs = {k: v[None] for k, v in inputs.items()}
     name = typed.output.name
     result = client.infer(
-        model_name, triton_inputs(prepared.inputs, binary), outputs=[InferRequestedOutput(name, binary_data=binary)]
+        model_name, triton_inputs(inputs, binary), outputs=[InferRequestedOutput(name, binary_data=binary)]
     )
+    out = result.as_numpy(name)
+    if batched:
+        out = out[0]
     node_level = typed.node_level
-    outs = split_output(result.as_numpy(name), prepared, node_level)
+    outs = split_by_graph(out, nodes if node_level else counts)
     if not node_level:
         outs = [o[0] if as_numpy_graph(g).batch is None else o for o, g in zip(outs, items, strict=True)]
     return outs

@@ -83,7 +83,8 @@ def _defaults() -> dict[str, dict[str, Any]]:
             "graph_sizes": [32, 128, 512],  # the size sweep and per-op breakdown of dense vs compressed
             "sweep_iterations": 10,
         },
-        "triton": {"enabled": True, "max_metric_drop": 1.0},
+        # backend: auto (python, raw graphs in, when the model needs pre-processing), python or onnxruntime
+        "triton": {"enabled": True, "max_metric_drop": 1.0, "backend": "auto"},
     }
 
 
@@ -182,4 +183,11 @@ def _merge(cfg: dict[str, dict[str, Any]], section: str, values: Any, where: str
     for k, v in values.items():
         if k not in cfg[section]:
             raise ConfigError(f"{where}: unknown key {section}.{k}; expected one of {', '.join(cfg[section])}")
+        choices = _CHOICES.get((section, k))
+        if choices is not None and v not in choices:
+            raise ConfigError(f"{where}: {section}.{k} is {v!r}; expected one of {', '.join(choices)}")
         cfg[section][k] = v
+
+
+#: Keys whose value is one of a few names, checked when read rather than when the stage runs.
+_CHOICES = {("triton", "backend"): ("auto", "python", "onnxruntime")}

@@ -158,7 +158,9 @@ def triton_stage(ctx: RunContext, report: dict[str, Any]) -> None:
     def write() -> dict[str, Any]:
         from exporters.triton_repo import write_model_repository
 
-        return {"path": str(write_model_repository(repo, name, src, read_spec(src)))}
+        root = write_model_repository(repo, name, src, read_spec(src), backend=tcfg["backend"])
+        return {"path": str(root), "backend": "python" if (root / "1" / "model.py").is_file() else "onnxruntime"}
 
-    ctx.stage("triton-repo", stage_key(best["file"], src.stat().st_mtime), [repo / name / "config.pbtxt"], write)
-    report["triton"] = {"model": name, "repository": str(repo), "source": best["file"]}
+    key = stage_key(best["file"], src.stat().st_mtime, tcfg["backend"], "raw-graph-variant")
+    made = ctx.stage("triton-repo", key, [repo / name / "config.pbtxt"], write)
+    report["triton"] = {"model": name, "repository": str(repo), "source": best["file"], "backend": made.get("backend")}

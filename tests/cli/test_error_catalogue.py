@@ -257,6 +257,20 @@ CASES = [
         "export {ckpt} --attention bogus --out {root}/x.onnx",
         "unknown attention lowering 'bogus'; expected auto, scatter, padded, dense, plugin",
     ),
+    _case(
+        "export {ckpt} --out {root}/x.onnx --triton-repo {root}/repo --triton-backend tensorrt",
+        "--triton-backend 'tensorrt': expected auto, python or onnxruntime",
+    ),
+    _case(
+        "export {ckpt} --out {root}/x.onnx --triton-repo {root}/repo --triton-max-batch 0",
+        "--triton-max-batch 0: expected at least 1",
+    ),
+    _case(
+        "export {ckpt} --out {root}/x.onnx --triton-repo {root}/repo --triton-delay-us -5",
+        "--triton-delay-us -5: expected at least -1",
+    ),
+    # tritonserver
+    _case("tritonserver {missing}", "{missing}: model repository directory does not exist"),
     # build: the paths, the ONNX file and the profile are all checked before TensorRT is needed
     _case(
         "build {truncated_onnx}",
@@ -342,6 +356,10 @@ CASES = [
         "{list_yaml}: expected a mapping of sections (data, train, control, sparsify, prune, export, tensorrt, "
         "profile, triton), got a list",
     ),
+    _case(
+        "pipeline --set triton.backend=tf --out {root}/run",
+        "--set triton.backend=tf: triton.backend is 'tf'; expected one of auto, python, onnxruntime",
+    ),
 ]
 
 
@@ -377,6 +395,7 @@ def test_user_mistake_is_one_error_line(case: Case, paths: dict[str, str], tmp_p
 def test_catalogue_covers_every_command() -> None:
     commands = {c.values[0].args.split()[0] for c in CASES}
     assert {"train", "eval", "info", "sparsify", "prune", "export", "build", "profile", "serve", "data"} <= commands
+    assert "tritonserver" in commands
     assert "pipeline" in commands and len(CASES) >= 30
 
 

@@ -1,12 +1,10 @@
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from exporters.onnx import input_spec
 from exporters.tensorrt import GraphSize, optimisation_profile
-from exporters.triton_repo import write_model_repository
+from exporters.triton_repo import PythonModelOptions, needs_preprocessing, resolve_backend, write_model_repository
 from gtcompress.data.base import FeatureSpec
 from gtcompress.errors import ConfigError
 from gtcompress.models import ModelConfig, build_model
@@ -28,29 +26,20 @@ def _spec(lowering: str, arch: str = "gt"):
     return input_spec(build_model(cfg), lowering)
 
 
-def _model_config_pb2():
-    """Triton's own ModelConfig protobuf, loaded from tritonclient without its grpc extra."""
-    tc = importlib.util.find_spec("tritonclient")
-    if tc is None or tc.origin is None:
-        pytest.skip("tritonclient is not installed (pip install 'gtcompress[serve]')")
-    path = Path(tc.origin).parent / "grpc" / "model_config_pb2.py"
-    spec = importlib.util.spec_from_file_location("triton_model_config_pb2", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.parametrize(
     ("lowering", "suffix", "platform"), [("plugin", ".plan", "tensorrt_plan"), ("dense", ".onnx", "onnxruntime_onnx")]
 )
-def test_config_pbtxt_parses_as_triton_model_config(tmp_path, lowering: str, suffix: str, platform: str) -> None:
+def test_config_pbtxt_parses_as_triton_model_config(
+    tmp_path, model_config_pb2, lowering: str, suffix: str, platform: str
+) -> None:
     from google.protobuf import text_format
 
     spec = _spec(lowering)
     model_file = tmp_path / f"m{suffix}"
     model_file.write_bytes(b"model bytes")
-    root = write_model_repository(tmp_path / "repo", "gt_cluster", model_file, spec)
-    pb2 = _model_config_pb2()
+    backend = platform.split("_")[0]
+    root = write_model_repository(tmp_path / "repo", "gt_cluster", model_file, spec, backend=backend)
+    pb2 = model_config_pb2
     cfg = text_format.Parse((root / "config.pbtxt").read_text(), pb2.ModelConfig())
     assert cfg.name == "gt_cluster" and cfg.platform == platform and cfg.max_batch_size == 0
     assert [i.name for i in cfg.input] == spec.inputs
@@ -61,6 +50,74 @@ def test_config_pbtxt_parses_as_triton_model_config(tmp_path, lowering: str, suf
     assert [o.name for o in cfg.output] == ["output"] and list(cfg.output[0].dims) == [-1, 2]
     assert InputSpec.from_json(json.loads(cfg.parameters["gtcompress_input_spec"].string_value)) == spec
     assert (root / "1" / f"model{suffix}").read_bytes() == b"model bytes"
+
+
+@pytest.mark.parametrize(("suffix", "kind"), [(".onnx", "KIND_CPU"), (".plan", "KIND_GPU")])
+def test_python_variant_config_takes_raw_graphs_with_ragged_batching(
+    tmp_path, model_config_pb2, suffix: str, kind: str
+) -> None:
+    from google.protobuf import text_format
+
+    spec = _spec("dense")
+    model_file = tmp_path / f"m{suffix}"
+    model_file.write_bytes(b"model bytes")
+    opts = PythonModelOptions(max_batch_size=16, max_queue_delay_us=500, instances=2, threads=3)
+    root = write_model_repository(tmp_path / "repo", "gt", model_file, spec, backend="python", options=opts)
+    pb2 = model_config_pb2
+    cfg = text_format.Parse((root / "config.pbtxt").read_text(), pb2.ModelConfig())
+    assert cfg.backend == "python" and cfg.platform == "" and cfg.max_batch_size == 16
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 500
+    assert [i.name for i in cfg.input] == ["x", "edge_index", "edge_attr", "batch", "node_counts"]
+    assert all(i.allow_ragged_batch for i in cfg.input)
+    assert [i.name for i in cfg.input if i.optional] == ["batch", "node_counts"]
+    assert {i.name: list(i.dims) for i in cfg.input} == {
+        "x": [-1, 5],
+        "edge_index": [2, -1],
+        "edge_attr": [-1, 1],
+        "batch": [-1],
+        "node_counts": [-1],
+    }
+    assert list(cfg.output[0].dims) == [-1, 2]
+    assert pb2.ModelInstanceGroup.Kind.Name(cfg.instance_group[0].kind) == kind and cfg.instance_group[0].count == 2
+    params = {k: v.string_value for k, v in cfg.parameters.items()}
+    assert params["gtcompress_preprocessing"] == "server" and params["gtcompress_threads"] == "3"
+    assert params["gtcompress_model_file"] == f"model{suffix}"
+    assert InputSpec.from_json(json.loads(params["gtcompress_input_spec"])) == spec
+    assert (root / "1" / f"model{suffix}").read_bytes() == b"model bytes"
+    assert "from runtime.triton_python import TritonPythonModel" in (root / "1" / "model.py").read_text()
+    no_batching = PythonModelOptions(max_queue_delay_us=None)
+    root = write_model_repository(tmp_path / "repo", "gt", model_file, spec, backend="python", options=no_batching)
+    cfg = text_format.Parse((root / "config.pbtxt").read_text(), pb2.ModelConfig())
+    assert not cfg.HasField("dynamic_batching") and cfg.max_batch_size == 64
+
+
+def test_auto_backend_is_python_exactly_when_the_model_needs_preprocessing(tmp_path) -> None:
+    f = tmp_path / "m.onnx"
+    f.write_bytes(b"m")
+    needs = _spec("dense")  # LapPE and a dense layout
+    assert needs_preprocessing(needs) and resolve_backend("auto", f, needs) == "python"
+    cfg = ModelConfig(arch="gt", node_features=FeatureSpec("float", 5), out_dim=2, hidden=16, heads=2, num_layers=1)
+    plain = input_spec(build_model(cfg), "scatter")  # no PE, scatter: the raw graph is the whole input
+    assert not needs_preprocessing(plain) and resolve_backend("auto", f, plain) == "onnxruntime"
+    assert (
+        needs_preprocessing(plain.with_teddy({"edges": 0.3}))
+        and resolve_backend("auto", f.with_suffix(".plan"), plain) == "tensorrt"
+    )
+    # one variant replaces the other's files: a stale model.py would make Triton load the wrong backend
+    root = write_model_repository(tmp_path / "repo", "m", f, needs)
+    assert (root / "1" / "model.py").is_file()
+    root = write_model_repository(tmp_path / "repo", "m", f, needs, backend="onnxruntime")
+    assert (
+        not (root / "1" / "model.py").exists() and 'platform: "onnxruntime_onnx"' in (root / "config.pbtxt").read_text()
+    )
+    with pytest.raises(
+        ConfigError, match=r"Triton backend 'tensorrt' cannot run m\.onnx; its backend is 'onnxruntime'"
+    ):
+        write_model_repository(tmp_path / "repo", "m", f, needs, backend="tensorrt")
+    with pytest.raises(ConfigError, match="Triton backend 'tf': expected one of auto, python, onnxruntime, tensorrt"):
+        write_model_repository(tmp_path / "repo", "m", f, needs, backend="tf")
+    with pytest.raises(ConfigError, match="Triton instances is 0; expected at least 1"):
+        PythonModelOptions(instances=0)
 
 
 def test_repository_rejects_bad_names(tmp_path) -> None:

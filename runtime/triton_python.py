@@ -1,0 +1,251 @@
+"""Our model inside NVIDIA Triton Inference Server's Python backend: raw graphs in, one disjoint union per batch.
+
+A Triton user sends raw graphs, not the pre-processed tensors an exported model takes (``pe_*``,
+attention layouts, TEDDY-sparsified edges). The repository ``gtc export --triton-repo`` writes for
+such a model therefore holds a Python-backend ``model.py`` that re-exports
+:class:`TritonPythonModel` from here, next to the ONNX file or TensorRT plan it runs with our
+torch-free runtime (:class:`runtime.session.GraphSession`).
+
+**Requests.** Every input is declared with ``allow_ragged_batch`` and the model has
+``max_batch_size > 0``, so Triton's dynamic batcher queues requests of *different* node and edge
+counts together and hands them to one ``execute(requests)`` call. Each request carries a leading
+batch dimension of 1 (Triton's rule for ``max_batch_size > 0``): ``x [1, N, F]``,
+``edge_index [1, 2, E]``, optional ``edge_attr [1, E, Fe]``, and for a request that is itself a
+union of graphs ``batch [1, N]`` and/or ``node_counts [1, G]``. The answer is ``[1, N, out]``
+(node-level) or ``[1, G, out]`` (graph-level). :func:`runtime.client.infer_graphs` adds and strips
+that dimension when the model's configuration asks for it, so the same client code runs against
+``gtc serve``.
+
+**Batching.** ``execute`` validates every request exactly as ``gtc serve`` does
+(:func:`runtime.served.request_graph`: dtypes, edge ids in range, finite features, categories,
+batch vectors, per-request size limits), sparsifies it with TEDDY when the model was fine-tuned
+that way, then packs the valid ones into disjoint unions within the soft limits
+(:func:`runtime.batcher.pack`), runs each union once and splits the output back per request. A bad
+request gets an ``INVALID_ARG`` error (HTTP 400) naming its input, and the others in its batch are
+answered; if a merged call fails, every request in it is retried alone, so one cannot fail the rest.
+
+**Configuration** (``parameters`` in ``config.pbtxt``, all optional): ``gtcompress_model_file``
+(file in the version directory), ``gtcompress_threads`` (ONNX Runtime intra-op threads per
+instance; 0: its default), ``gtcompress_max_nodes``/``_edges``/``_graphs`` (hard per-request limits)
+and ``gtcompress_batch_nodes``/``_edges``/``_graphs`` (soft limits of one merged model call).
+
+:class:`GraphBatchModel` holds all of this without ``triton_python_backend_utils``, which exists
+only inside Triton's Python stub, so it is tested directly as well as through a real server.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gtcompress.errors import GTCompressError
+from gtcompress.preprocess.batching import NumpyGraph
+from runtime.batcher import BatchConfig, pack
+from runtime.errors import InputError, ProtocolError, SessionError, ShapeError
+from runtime.protocol import InferRequest
+from runtime.served import ServedModel, ServerLimits, request_graph, run_items
+from runtime.session import GraphSession
+from runtime.spec import NUMPY_TO_KSERVE
+
+log = logging.getLogger("gtcompress.triton")
+
+MODEL_FILES = ("model.onnx", "model.plan")
+_BATCH = BatchConfig()
+_LIMITS = ServerLimits()
+PARAMETER_DEFAULTS: dict[str, int] = {
+    "gtcompress_threads": 1,
+    "gtcompress_max_nodes": _LIMITS.max_nodes,
+    "gtcompress_max_edges": _LIMITS.max_edges,
+    "gtcompress_max_graphs": _LIMITS.max_graphs,
+    "gtcompress_batch_nodes": _BATCH.max_nodes,
+    "gtcompress_batch_edges": _BATCH.max_edges,
+    "gtcompress_batch_graphs": _BATCH.max_graphs,
+}
+
+
+@functools.cache
+def _kserve_type(dtype: np.dtype) -> str:
+    return NUMPY_TO_KSERVE.get(str(dtype), str(dtype).upper())
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One request's error: ``invalid`` for a bad request (HTTP 400), else a failure of ours (500)."""
+
+    message: str
+    invalid: bool
+
+
+@dataclass
+class _Item:
+    index: int
+    graph: NumpyGraph
+    num_graphs: int
+
+    @property
+    def nodes(self) -> int:
+        return self.graph.num_nodes
+
+    @property
+    def edges(self) -> int:
+        return self.graph.num_edges
+
+
+def config_parameters(config: Mapping[str, Any]) -> dict[str, str]:
+    """``parameters`` of a Triton model configuration (JSON form) as plain strings."""
+    out: dict[str, str] = {}
+    for key, value in (config.get("parameters") or {}).items():
+        out[key] = value.get("string_value", "") if isinstance(value, Mapping) else str(value)
+    return out
+
+
+def _int_parameter(params: Mapping[str, str], key: str, where: str) -> int:
+    raw = params.get(key)
+    if raw is None or raw == "":
+        return PARAMETER_DEFAULTS[key]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SessionError(f"{where}: parameter {key} is {raw!r}; expected an integer") from None
+    if value < (0 if key == "gtcompress_threads" else 1):
+        raise SessionError(f"{where}: parameter {key} is {value}; expected at least {0 if 'threads' in key else 1}")
+    return value
+
+
+def model_file(version_dir: Path, params: Mapping[str, str]) -> Path:
+    """The ONNX file or TensorRT plan this version runs (``gtcompress_model_file``, else the one present)."""
+    named = params.get("gtcompress_model_file")
+    candidates = [named] if named else list(MODEL_FILES)
+    for name in candidates:
+        if (version_dir / name).is_file():
+            return version_dir / name
+    want = named or " or ".join(MODEL_FILES)
+    raise SessionError(f"{version_dir}: holds no {want} (the model this Python-backend model runs)")
+
+
+class GraphBatchModel:
+    """The model behind :class:`TritonPythonModel`, without Triton: requests as ``{name: array}``."""
+
+    def __init__(self, model_dir: str | Path, version: str | int, config: Mapping[str, Any]) -> None:
+        self.name = str(config.get("name") or Path(model_dir).name)
+        version_dir = Path(model_dir) / str(version)
+        params = config_parameters(config)
+        where = f"model '{self.name}'"
+
+        def get(key: str) -> int:
+            return _int_parameter(params, key, where)
+
+        threads = get("gtcompress_threads")
+        self.limits = ServerLimits(
+            max_nodes=get("gtcompress_max_nodes"),
+            max_edges=get("gtcompress_max_edges"),
+            max_graphs=get("gtcompress_max_graphs"),
+        )
+        batch = BatchConfig(
+            max_nodes=get("gtcompress_batch_nodes"),
+            max_edges=get("gtcompress_batch_edges"),
+            max_graphs=get("gtcompress_batch_graphs"),
+            max_requests=max(1, int(config.get("max_batch_size") or 1)),
+        )
+        session = GraphSession(model_file(version_dir, params), threads=threads or None, spinning=False)
+        self.served = ServedModel(self.name, session, batch=batch, version=str(version))
+        self.batch = self.served.batch  # tightened by a TensorRT profile's maxima
+        self.output_name = session.output_name
+        self.calls = 0  # merged model calls so far
+
+    @property
+    def session(self) -> GraphSession:
+        return self.served.session
+
+    def _item(self, index: int, inputs: Mapping[str, np.ndarray]) -> _Item:
+        """One request (leading batch dimension 1) as validated, sparsified graphs."""
+        if "x" not in inputs:  # Triton enforces required inputs; a direct caller may not
+            raise ShapeError("x", "required input is missing")
+        unbatched: dict[str, np.ndarray] = {}
+        datatypes: dict[str, str] = {}
+        for name, arr in inputs.items():
+            arr = np.asarray(arr)
+            if arr.ndim == 0 or arr.shape[0] != 1:
+                got = "a scalar" if arr.ndim == 0 else f"{arr.shape[0]}"
+                raise ShapeError(
+                    name,
+                    f"batch dimension is {got}; send one graph, or one union of graphs with 'batch', per request, "
+                    f"with a leading dimension of 1 (shape {[1, *arr.shape[1:]]})",
+                )
+            unbatched[name] = arr[0]
+            datatypes[name] = _kserve_type(arr.dtype)
+        req = InferRequest(unbatched, datatypes)
+        g, num_graphs, _ = request_graph(req, self.served, self.limits, raw_only=True)
+        return _Item(index, g, num_graphs)  # PE: once for the whole union (build_inputs), not per request
+
+    def answer(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[np.ndarray | Failure]:
+        """One output ``[1, rows, out]`` or :class:`Failure` per request, in order."""
+        results: list[np.ndarray | Failure | None] = [None] * len(requests)
+        items: list[_Item] = []
+        for k, inputs in enumerate(requests):
+            try:
+                items.append(self._item(k, inputs))
+            except (InputError, ProtocolError) as e:
+                results[k] = Failure(str(e), invalid=True)
+            except Exception as e:  # a bug of ours: this request fails, the rest are answered
+                log.exception("request validation failed")
+                results[k] = Failure(f"{type(e).__name__}: {e}", invalid=False)
+        for batch in pack(items, self.batch):
+            for item, out in zip(batch, self._run(batch), strict=True):
+                results[item.index] = out
+        return [r if r is not None else Failure("request was not answered", invalid=False) for r in results]
+
+    def _run(self, batch: list[_Item]) -> list[np.ndarray | Failure]:
+        """One merged call; if it fails, every request alone, so one cannot fail the others."""
+        try:
+            self.calls += 1
+            return [np.ascontiguousarray(out)[None] for out in run_items(self.served, batch)]
+        except Exception as e:
+            if len(batch) > 1:
+                return [self._run([it])[0] for it in batch]
+            if isinstance(e, (InputError, ProtocolError)):
+                return [Failure(str(e), invalid=True)]
+            log.exception("inference failed")
+            detail = str(e) if isinstance(e, GTCompressError) else f"{type(e).__name__}: {e}"
+            return [Failure(f"inference failed: {detail}", invalid=False)]
+
+
+class TritonPythonModel:
+    """The class Triton's Python backend instantiates (``model.py`` re-exports it)."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        import triton_python_backend_utils as pb_utils  # only inside Triton's Python stub
+
+        self._pb = pb_utils
+        config = json.loads(args["model_config"])
+        self.model = GraphBatchModel(args["model_repository"], args["model_version"], config)
+        self.input_names = [i["name"] for i in config.get("input", [])]
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        pb = self._pb
+        decoded = []
+        for r in requests:
+            inputs = {}
+            for name in self.input_names:
+                t = pb.get_input_tensor_by_name(r, name)
+                if t is not None:
+                    inputs[name] = t.as_numpy()
+            decoded.append(inputs)
+        responses = []
+        for out in self.model.answer(decoded):
+            if isinstance(out, Failure):
+                code = pb.TritonError.INVALID_ARG if out.invalid else pb.TritonError.INTERNAL
+                responses.append(pb.InferenceResponse(error=pb.TritonError(out.message, code)))
+            else:
+                responses.append(pb.InferenceResponse([pb.Tensor(self.model.output_name, out)]))
+        return responses
+
+    def finalize(self) -> None:
+        self.model = None  # type: ignore[assignment]

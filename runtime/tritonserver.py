@@ -1,0 +1,280 @@
+"""Start and stop a real NVIDIA Triton Inference Server on this machine, from the ``nvidia-pytriton`` wheel.
+
+The wheel (``pip install 'gtcompress[triton]'``) ships the ``tritonserver`` binary with the Python
+backend; PyTriton's own ``bind`` API cannot do ragged batching and adds a proxy hop, so the raw
+binary is launched here, with what it needs and the wheel does not set up:
+
+* a backend directory holding ``python/`` with ``libtriton_python.so``,
+  ``triton_python_backend_utils.py`` and the ``triton_python_backend_stub`` built for the running
+  Python version (links into the wheel, made in a temporary directory);
+* ``LD_LIBRARY_PATH`` with the wheel's ``nvidia_pytriton.libs`` and the running interpreter's own
+  ``lib`` directory: without the latter the stub may load a system ``libpython`` of another patch
+  release, and model loading fails inside ``multiprocessing``;
+* ``PATH`` starting with this environment's ``bin`` and ``PYTHONPATH`` with its package
+  directories and gtcompress's source root, so a model's ``import runtime`` finds the same code;
+* HTTP on loopback only, no gRPC, no metrics ports (several servers can run side by side).
+
+:class:`TritonServer` is a context manager (the pytest fixture and ``bench/serve.py`` use it);
+``gtc tritonserver REPO`` runs one in the foreground. It stops the server with SIGTERM to its PID
+(then SIGKILL if it has not exited after ``stop_timeout`` seconds). On a machine without a GPU the
+server logs CUDA driver messages at start-up; they are harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import importlib.util
+import os
+import re
+import signal
+import site
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from runtime.errors import SessionError
+
+# Triton logs a model's load failure as: failed to load 'NAME' version N: Internal: Error: message\n\nAt: ...
+_LOAD_ERROR = re.compile(r"failed to load '([^']+)' version (\d+): (?:\w+: )?(.*?)(?:\\n|\"$)", re.MULTILINE)
+INSTALL_HINT = "pip install 'gtcompress[triton]' (the nvidia-pytriton wheel ships tritonserver)"
+BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
+STUB = "triton_python_backend_stub"
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """Where the ``nvidia-pytriton`` wheel put the server: ``root`` is its ``pytriton/tritonserver``."""
+
+    root: Path
+    libs: Path
+
+    @property
+    def binary(self) -> Path:
+        return self.root / "bin" / "tritonserver"
+
+    def stub(self, version: str | None = None) -> Path:
+        version = version or f"{sys.version_info.major}.{sys.version_info.minor}"
+        return self.root / "python_backend_stubs" / version / STUB
+
+
+def find_tritonserver() -> TritonInstall:
+    """The installed server, or a :class:`SessionError` saying what is missing and how to install it."""
+    spec = importlib.util.find_spec("pytriton")  # finds the package without importing it (and numpy)
+    if spec is None or not spec.submodule_search_locations:
+        raise SessionError(f"NVIDIA Triton Inference Server is not installed: {INSTALL_HINT}")
+    pkg = Path(next(iter(spec.submodule_search_locations)))
+    install = TritonInstall(pkg / "tritonserver", pkg.parent / "nvidia_pytriton.libs")
+    if not install.binary.is_file():
+        raise SessionError(f"{install.binary}: missing from the nvidia-pytriton install; reinstall: {INSTALL_HINT}")
+    for f in BACKEND_FILES:
+        if not (install.root / "backends" / "python" / f).is_file():
+            raise SessionError(f"{install.root / 'backends' / 'python' / f}: missing; reinstall: {INSTALL_HINT}")
+    if not install.stub().is_file():
+        have = sorted(p.name for p in (install.root / "python_backend_stubs").glob("*") if (p / STUB).is_file())
+        raise SessionError(
+            f"nvidia-pytriton has no Python-backend stub for Python {sys.version_info.major}."
+            f"{sys.version_info.minor} (it has {', '.join(have) or 'none'}); run with one of those"
+        )
+    return install
+
+
+def python_backend_dir(install: TritonInstall, dest: Path) -> Path:
+    """``dest`` made into a ``--backend-directory`` holding the Python backend for this interpreter."""
+    py = dest / "python"
+    py.mkdir(parents=True, exist_ok=True)
+    sources = [install.root / "backends" / "python" / f for f in BACKEND_FILES] + [install.stub()]
+    for src in sources:
+        link = py / src.name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(src)
+    return dest
+
+
+def server_env(install: TritonInstall, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment the server and its Python stubs need (see the module docstring)."""
+    env = dict(os.environ if base is None else base)
+
+    def prepend(key: str, parts: list[str]) -> None:
+        old = [p for p in env.get(key, "").split(os.pathsep) if p]
+        env[key] = os.pathsep.join(dict.fromkeys(parts + old))
+
+    libdir = sysconfig.get_config_var("LIBDIR") or str(Path(sys.base_prefix) / "lib")
+    prepend("LD_LIBRARY_PATH", [str(install.libs), libdir])
+    prepend("PATH", [str(Path(sys.executable).parent)])
+    source_root = str(Path(__file__).resolve().parents[1])  # gtcompress's packages, installed or not
+    prepend("PYTHONPATH", [source_root, *site.getsitepackages()])
+    return env
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class TritonServer:
+    """A ``tritonserver`` process serving ``repository`` over HTTP on ``host:http_port`` (0: a free port).
+
+    ``log``: file for the server's output (default: a file in the server's temporary directory,
+    whose tail is quoted when it fails to start). Use as ``with TritonServer(repo) as srv:``."""
+
+    def __init__(
+        self,
+        repository: str | Path,
+        *,
+        host: str = "127.0.0.1",
+        http_port: int = 0,
+        log: str | Path | None = None,
+        startup_timeout: float = 120.0,
+        stop_timeout: float = 30.0,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.repository = Path(repository).resolve()
+        if not self.repository.is_dir():
+            raise SessionError(f"{repository}: model repository directory does not exist")
+        self.install = find_tritonserver()
+        self.host = host
+        self.http_port = http_port or free_port(host)
+        self.log_path = Path(log) if log is not None else None
+        self.startup_timeout, self.stop_timeout = startup_timeout, stop_timeout
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[bytes] | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def url(self) -> str:
+        """``host:port`` as ``tritonclient.http.InferenceServerClient`` takes it."""
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def command(self, backend_dir: Path) -> list[str]:
+        return [
+            str(self.install.binary),
+            "--model-repository",
+            str(self.repository),
+            "--backend-directory",
+            str(backend_dir),
+            "--http-address",
+            self.host,
+            "--http-port",
+            str(self.http_port),
+            "--allow-grpc",
+            "false",
+            "--allow-metrics",
+            "false",
+            "--allow-gpu-metrics",
+            "false",
+            *self.extra_args,
+        ]
+
+    def start(self) -> TritonServer:
+        """Launch the server and wait until it reports ready (its models loaded)."""
+        if self.process is not None:
+            return self
+        self._tmp = tempfile.TemporaryDirectory(prefix="gtc-tritonserver-")
+        tmp = Path(self._tmp.name)
+        backend_dir = python_backend_dir(self.install, tmp / "backends")
+        if self.log_path is None:
+            self.log_path = tmp / "tritonserver.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            self.process = subprocess.Popen(
+                self.command(backend_dir),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=server_env(self.install),
+                start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
+            )
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def ready(self) -> bool:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            conn = http.client.HTTPConnection(self.host, self.http_port, timeout=2)
+            try:
+                conn.request("GET", "/v2/health/ready")
+                return conn.getresponse().status == 200
+            finally:
+                conn.close()
+        return False
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise SessionError(f"tritonserver exited (code {code}) before it was ready: {self.failure()}")
+            if self.ready():
+                return
+            time.sleep(0.2)
+        raise SessionError(f"tritonserver was not ready after {self.startup_timeout:.0f} s:\n{self.log_tail()}")
+
+    def failure(self) -> str:
+        """Why the server did not come up: each model's load error from the log, else the log's tail."""
+        if self.log_path is None or not self.log_path.is_file():
+            return "(no log)"
+        text = self.log_path.read_text(errors="replace")
+        loads = [f"model '{m}' version {v}: {why}" for m, v, why in _LOAD_ERROR.findall(text)]
+        return "; ".join(dict.fromkeys(loads)) if loads else "\n" + self.log_tail()
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.is_file():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> int | None:
+        """SIGTERM to the server's PID (SIGKILL after ``stop_timeout``); its exit code."""
+        proc, self.process = self.process, None
+        code = None
+        if proc is not None:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(self.stop_timeout)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)  # the server and its Python stubs
+                    proc.wait(10)
+            code = proc.returncode
+        if self._tmp is not None:
+            if self.log_path is not None and self.log_path.is_relative_to(self._tmp.name):
+                self.log_path = None  # goes with the directory
+            self._tmp.cleanup()
+            self._tmp = None
+        return code
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def which_tritonserver() -> str | None:
+    """Path of the binary if installed, else None (for skips and messages)."""
+    try:
+        return str(find_tritonserver().binary)
+    except SessionError:
+        return None
+
+
+__all__ = ["TritonInstall", "TritonServer", "find_tritonserver", "free_port", "server_env", "which_tritonserver"]
