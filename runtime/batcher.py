@@ -106,13 +106,11 @@ def pack(items: Sequence[SizedT], config: BatchConfig) -> list[list[SizedT]]:
 
 
 @dataclass(slots=True)
-class BatchItem:
-    """One request's graphs (already validated) and the future its handler awaits."""
+class GraphRequest:
+    """One request's graphs, already validated: a :class:`Sized` item for either server's batcher."""
 
     graph: NumpyGraph
     num_graphs: int
-    future: asyncio.Future[np.ndarray] = field(repr=False)
-    arrival: float = field(default_factory=time.perf_counter)
 
     @property
     def nodes(self) -> int:
@@ -121,6 +119,14 @@ class BatchItem:
     @property
     def edges(self) -> int:
         return self.graph.num_edges
+
+
+@dataclass(slots=True)
+class BatchItem(GraphRequest):
+    """A request of ``gtc serve`` and the future its handler awaits."""
+
+    future: asyncio.Future[np.ndarray] = field(repr=False)
+    arrival: float = field(default_factory=time.perf_counter)
 
 
 RunBatch = Callable[[Sequence[BatchItem]], list[np.ndarray]]

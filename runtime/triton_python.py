@@ -46,8 +46,7 @@ from typing import Any
 import numpy as np
 
 from gtcompress.errors import GTCompressError
-from gtcompress.preprocess.batching import NumpyGraph
-from runtime.batcher import BatchConfig, pack
+from runtime.batcher import BatchConfig, GraphRequest, pack
 from runtime.errors import InputError, ProtocolError, SessionError, ShapeError
 from runtime.protocol import InferRequest
 from runtime.served import ServedModel, ServerLimits, request_graph, run_items
@@ -83,19 +82,11 @@ class Failure:
     invalid: bool
 
 
-@dataclass
-class _Item:
+@dataclass(slots=True)
+class _Item(GraphRequest):
+    """A request of one ``execute`` call, by its position there (where its answer goes)."""
+
     index: int
-    graph: NumpyGraph
-    num_graphs: int
-
-    @property
-    def nodes(self) -> int:
-        return self.graph.num_nodes
-
-    @property
-    def edges(self) -> int:
-        return self.graph.num_edges
 
 
 def config_parameters(config: Mapping[str, Any]) -> dict[str, str]:
@@ -183,7 +174,7 @@ class GraphBatchModel:
             datatypes[name] = _kserve_type(arr.dtype)
         req = InferRequest(unbatched, datatypes)
         g, num_graphs, _ = request_graph(req, self.served, self.limits, raw_only=True)
-        return _Item(index, g, num_graphs)  # PE: once for the whole union (build_inputs), not per request
+        return _Item(g, num_graphs, index)  # PE: once for the whole union (build_inputs), not per request
 
     def answer(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[np.ndarray | Failure]:
         """One output ``[1, rows, out]`` or :class:`Failure` per request, in order."""
