@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import copy
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
-from gtcompress.errors import ConfigError
+from gtcompress.errors import ConfigError, GTCompressError
 
 __all__ = ["RECIPE", "PipelineConfig", "load_config"]
 
@@ -155,6 +155,16 @@ class PipelineConfig(Mapping[str, dict[str, Any]]):
             _merge(sections, section, {name: yaml.safe_load(raw)}, f"--set {item}")
         return PipelineConfig(sections)
 
+    def check(self) -> None:
+        """What no single key shows: settings that contradict each other. Each key's own type and
+        range were checked when it was read; :func:`~gtcompress.pipeline.run_pipeline` calls this."""
+        t = self._sections["train"]
+        if t["checkpoint"] is None and t["hidden"] % t["heads"]:
+            raise ConfigError(
+                f"train.hidden {t['hidden']} must be a multiple of train.heads {t['heads']} "
+                "(each head gets hidden/heads channels)"
+            )
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """A plain, deep copy (what the report records as ``config``)."""
         return copy.deepcopy(self._sections)
@@ -183,11 +193,123 @@ def _merge(cfg: dict[str, dict[str, Any]], section: str, values: Any, where: str
     for k, v in values.items():
         if k not in cfg[section]:
             raise ConfigError(f"{where}: unknown key {section}.{k}; expected one of {', '.join(cfg[section])}")
-        choices = _CHOICES.get((section, k))
-        if choices is not None and v not in choices:
-            raise ConfigError(f"{where}: {section}.{k} is {v!r}; expected one of {', '.join(choices)}")
-        cfg[section][k] = v
+        cfg[section][k] = _checked(section, k, v, cfg[section][k], where)
 
 
-#: Keys whose value is one of a few names, checked when read rather than when the stage runs.
-_CHOICES = {("triton", "backend"): ("auto", "python", "onnxruntime")}
+def _checked(section: str, key: str, value: Any, default: Any, where: str) -> Any:
+    """``value`` for ``section.key`` if it has the default's type (an int where a float is due is
+    taken as that float), lies in the key's range and is one of its choices; else a ConfigError that
+    says what was expected, raised when the config is read rather than minutes later by a stage."""
+    name = f"{section}.{key}"
+    if isinstance(default, list):
+        kind = f"a non-empty list of {_PLURAL[type(default[0])]}, e.g. {name}={_yaml(default)}"
+        if isinstance(value, list) and value:
+            checked = [_scalar(name, v, default[0]) for v in value]
+            if None not in checked:
+                return checked
+        _bad(where, name, value, kind, each=True)
+    if default is None:  # a path, or none
+        if value is not None and not isinstance(value, str):
+            _bad(where, name, value, "a path or null")
+        return value
+    checked = _scalar(name, value, default)
+    if checked is None:
+        _bad(where, name, value, _KIND[type(default)])
+    parse = _PARSED.get(name)
+    if parse is not None:
+        try:
+            parse()(checked)
+        except GTCompressError as e:
+            raise ConfigError(f"{where}: {name}: {e}") from e
+    return checked
+
+
+def _scalar(name: str, value: Any, default: Any) -> Any:
+    """``value`` as the default's type if it is one, in range and among the choices; else None."""
+    if isinstance(default, bool | str):
+        ok = type(value) is type(default)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    rule = _RANGES.get(name)
+    if not ok or (rule is not None and not rule[0](value)):
+        return None
+    return None if name in _CHOICES and value not in _CHOICES[name] else value
+
+
+def _bad(where: str, name: str, value: Any, kind: str, each: bool = False) -> NoReturn:
+    """Raise the error for ``name``: its type (``kind``) with its range or choices."""
+    if name in _CHOICES:  # names: the choices say it all
+        condition = f"one of {', '.join(_CHOICES[name])}"
+        kind = kind.replace(", e.g.", f", each {condition}, e.g.") if each else condition
+    elif name in _RANGES:
+        condition = _RANGES[name][1]
+        kind = kind.replace(", e.g.", f", each {condition}, e.g.") if each else f"{kind} {condition}"
+    raise ConfigError(f"{where}: {name} is {value!r}; expected {kind}")
+
+
+def _yaml(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip()
+
+
+_KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_PLURAL = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
+_POSITIVE = (lambda v: v > 0), "> 0"
+_FRACTION = (lambda v: 0 < v <= 1), "in (0, 1]"
+
+
+def _at_least(low: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v >= low), f">= {low}"
+
+
+#: Ranges of numeric keys (a list's range applies to each item).
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "train.hidden": _at_least(8),
+    "train.layers": _at_least(1),
+    "train.heads": _at_least(1),
+    "train.epochs": _at_least(1),
+    "train.batch_size": _at_least(1),
+    "train.lr": _POSITIVE,
+    "sparsify.edges": ((lambda v: 0 <= v < 1), "in [0, 1) (the share of edges TEDDY removes)"),
+    "sparsify.epochs": _at_least(0),
+    "prune.budgets": _FRACTION,
+    "prune.epochs": _at_least(0),
+    "prune.finetune_epochs": _at_least(0),
+    "prune.lr": _POSITIVE,
+    "prune.token_keep": _FRACTION,
+    "export.verify_batches": _at_least(0),
+    "profile.threads": _at_least(1),
+    "profile.batch_graphs": _at_least(1),
+    "profile.batches": _at_least(1),
+    "profile.warmup": _at_least(0),
+    "profile.repeat": _at_least(1),
+    "profile.max_seconds": _POSITIVE,
+    "profile.graph_sizes": _at_least(2),
+    "profile.sweep_iterations": _at_least(1),
+    "triton.max_metric_drop": ((lambda v: v >= 0), ">= 0"),
+}
+
+
+def _parse_size() -> Callable[[str], Any]:
+    from gtcompress.data import parse_size
+
+    return parse_size
+
+
+def _parse_axes() -> Callable[[str], Any]:
+    from gtcompress.compress.gates import parse_axes
+
+    return lambda text: parse_axes(text, allow_auto=True)
+
+
+#: Keys whose string the library parses: checked by the library's own parser when read.
+_PARSED: dict[str, Callable[[], Callable[[str], Any]]] = {"data.size": _parse_size, "prune.axes": _parse_axes}
+
+#: Keys whose value is one of a few names (a list's choices apply to each item).
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "triton.backend": ("auto", "python", "onnxruntime"),
+    "train.archs": ("gt", "gps", "graphormer"),
+    "export.lowerings": ("auto", "scatter", "padded", "dense", "plugin"),
+}

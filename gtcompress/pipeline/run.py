@@ -44,6 +44,7 @@ def run_pipeline(
     with the same ``out`` skips every finished stage whose inputs did not change."""
     if not isinstance(config, PipelineConfig):
         config = PipelineConfig.default().with_overrides(config or {})
+    config.check()
     out = Path(out)
     ctx = RunContext(config, out, StageCache(out, log or _rich_print), _data_key(config))
 

@@ -360,6 +360,19 @@ CASES = [
         "pipeline --set triton.backend=tf --out {root}/run",
         "--set triton.backend=tf: triton.backend is 'tf'; expected one of auto, python, onnxruntime",
     ),
+    _case(
+        "pipeline --set train.epochs=2.5 --out {root}/run",
+        "--set train.epochs=2.5: train.epochs is 2.5; expected an integer >= 1",
+    ),
+    _case(
+        "pipeline --set sparsify.edges=1.5 --out {root}/run",
+        "--set sparsify.edges=1.5: sparsify.edges is 1.5; expected a number in [0, 1) (the share of edges TEDDY "
+        "removes)",
+    ),
+    _case(
+        "pipeline --set train.heads=3 --out {root}/run",
+        "train.hidden 64 must be a multiple of train.heads 3 (each head gets hidden/heads channels)",
+    ),
 ]
 
 

@@ -1,6 +1,7 @@
 """End to end: the pipeline on a tiny config, its artifacts, resumption and interruption."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -154,11 +155,46 @@ def test_interrupted_stage_leaves_nothing_half_written_and_resumes(run, monkeypa
         (["prune.budget=0.5"], "unknown key prune.budget"),
         (["nope.x=1"], "unknown section 'nope'"),
         (["prune"], "expected SECTION.KEY=VALUE"),
+        (["train.epochs=-3"], "train.epochs is -3; expected an integer >= 1$"),
+        (["train.epochs=2.5"], "train.epochs is 2.5; expected an integer >= 1$"),
+        (["train.epochs=true"], "train.epochs is True; expected an integer >= 1$"),
+        (["sparsify.edges=1.5"], re.escape("sparsify.edges is 1.5; expected a number in [0, 1)")),
+        (["control.dense_ft=maybe"], "control.dense_ft is 'maybe'; expected true or false$"),
+        (["train.checkpoint=3"], "train.checkpoint is 3; expected a path or null$"),
+        (["data.size=3"], "data.size is 3; expected a string$"),
+        (["data.size=big"], "data.size: size must be 'small', 'full' or 'TRAIN,VAL,TEST' graph counts, got 'big'"),
+        (["prune.axes=heads,bogus"], "prune.axes: unknown axis 'bogus'"),
+        (
+            ["prune.budgets=[0.5,1.5]"],
+            re.escape("prune.budgets is [0.5, 1.5]; expected a non-empty list of numbers, each in (0, 1], e.g. "),
+        ),
+        (["prune.budgets=0.5"], "prune.budgets is 0.5; expected a non-empty list of numbers"),
+        (["prune.budgets=[]"], re.escape("prune.budgets is []; expected a non-empty list of numbers")),
+        (["train.archs=[gt,foo]"], "expected a non-empty list of strings, each one of gt, gps, graphormer"),
+        (["export.lowerings=[auto,foo]"], "each one of auto, scatter, padded, dense, plugin"),
+        (["profile.graph_sizes=[1,4]"], "expected a non-empty list of integers, each >= 2"),
     ],
 )
 def test_config_errors(overrides, message) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
+
+
+def test_config_values_are_typed_when_read(tmp_path) -> None:
+    """An integer where a number is due becomes that number; a file's values are checked as --set's."""
+    cfg = load_config(None, ["train.lr=1", "prune.budgets=[1, 0.5]", "train.checkpoint=null"])
+    assert cfg["train"]["lr"] == 1.0 and isinstance(cfg["train"]["lr"], float)
+    assert cfg["prune"]["budgets"] == [1.0, 0.5] and all(isinstance(b, float) for b in cfg["prune"]["budgets"])
+    (tmp_path / "c.yaml").write_text("profile: {threads: 0}\n")
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(tmp_path / 'c.yaml'))}: profile.threads is 0; expected"):
+        load_config(tmp_path / "c.yaml", [])
+
+
+def test_contradicting_settings_fail_before_any_stage(tmp_path) -> None:
+    cfg = load_config(None, ["train.heads=3"])  # each key is fine on its own
+    with pytest.raises(ConfigError, match=r"^train\.hidden 64 must be a multiple of train\.heads 3"):
+        run_pipeline(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_toml_and_yaml_configs(tmp_path) -> None:
