@@ -9,12 +9,17 @@ TensorRT (``--providers``); mixing the two up is a one-line error, as is a GPU t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from cli.common import console, user_errors
+from cli.compress_cmds import library_defaults
+
+#: ``gtc serve``'s limits default to the server's (read from source: runtime.served imports numpy).
+_LIMITS = library_defaults("runtime.served", "ServerLimits")
 
 
 def register(app: typer.Typer) -> None:
@@ -191,6 +196,15 @@ def serve_cmd(
             "as soon as it passes the limit, without being held in memory.",
         ),
     ] = 512.0,
+    max_attention_mib: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            help="For a model that attends densely within each graph (GPS, Graphormer, GT's dense lowering): "
+            "largest attention score memory of one request per layer, in MiB, its graphs padded to the "
+            "largest; a request above it gets 400. A merged call stays under 256 MiB, or this if lower.",
+        ),
+    ] = _LIMITS["max_attention_mib"],
     device: DeviceOpt = None,
     cuda_graphs: CudaGraphsOpt = False,
 ) -> None:
@@ -224,7 +238,8 @@ def serve_cmd(
         f"({'batching ≤ ' + str(max_delay_ms) + ' ms' if batching else 'no batching'}"
         f"{', metrics at /metrics' if metrics else ''}) — Ctrl-C drains and stops"
     )
-    limits = ServerLimits(max_body_bytes=int(max_body_mib * 1024 * 1024))
+    limits = ServerLimits(max_body_bytes=int(max_body_mib * 1024 * 1024), max_attention_mib=max_attention_mib)
+    cfg = replace(cfg, max_attention_mib=min(cfg.max_attention_mib, max_attention_mib))
     serve(session, model_name, host=host, port=port, batch=cfg, metrics=metrics, limits=limits, log_level=log_level)
 
 

@@ -41,7 +41,9 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from gtcompress.preprocess.batching import NumpyGraph
+from gtcompress.preprocess.batching import NumpyGraph, largest_graph
+
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,12 @@ class BatchConfig:
     max_graphs: int = 1024
     max_requests: int = 256
     max_delay_ms: float = 2.0
+    #: A merged call of a model that attends densely within each graph pads every graph to the
+    #: largest: its scores take graphs x largest^2 x ``attention_cell_bytes`` per layer, and one large
+    #: graph merged with many small ones can take far more than either alone. Merging stops at this
+    #: many MiB (a request above it alone runs alone); ``attention_cell_bytes`` 0: no dense attention.
+    max_attention_mib: float = 256.0
+    attention_cell_bytes: int = 0
 
     @classmethod
     def disabled(cls) -> BatchConfig:
@@ -75,33 +83,47 @@ class Sized(Protocol):
     @property
     def num_graphs(self) -> int: ...
 
+    @property
+    def largest(self) -> int: ...
+
 
 SizedT = TypeVar("SizedT", bound=Sized)
 
 
 def fits(config: BatchConfig, count: int, totals: Sequence[int], item: Sized) -> bool:
-    """Whether ``item`` may join a batch of ``count`` items holding ``totals`` (nodes, edges, graphs)."""
-    return (
+    """Whether ``item`` may join a batch of ``count`` items holding ``totals`` (nodes, edges, graphs,
+    largest graph's nodes)."""
+    ok = (
         count < config.max_requests
         and totals[0] + item.nodes <= config.max_nodes
         and totals[1] + item.edges <= config.max_edges
         and totals[2] + item.num_graphs <= config.max_graphs
     )
+    if ok and config.attention_cell_bytes:
+        cells = (totals[2] + item.num_graphs) * max(totals[3], item.largest) ** 2
+        ok = cells * config.attention_cell_bytes <= config.max_attention_mib * MIB
+    return ok
+
+
+def add(totals: list[int], item: Sized) -> None:
+    """``totals`` (see :func:`fits`) with ``item`` merged in."""
+    totals[0] += item.nodes
+    totals[1] += item.edges
+    totals[2] += item.num_graphs
+    totals[3] = max(totals[3], item.largest)
 
 
 def pack(items: Sequence[SizedT], config: BatchConfig) -> list[list[SizedT]]:
     """``items`` in order, cut into consecutive batches within the soft limits (an item larger than
     them alone): what the worker does with a queue that is already full."""
     batches: list[list[SizedT]] = []
-    totals = [0, 0, 0]
+    totals = [0, 0, 0, 0]
     for it in items:
         if not batches or not fits(config, len(batches[-1]), totals, it):
             batches.append([])
-            totals = [0, 0, 0]
+            totals = [0, 0, 0, 0]
         batches[-1].append(it)
-        totals[0] += it.nodes
-        totals[1] += it.edges
-        totals[2] += it.num_graphs
+        add(totals, it)
     return batches
 
 
@@ -111,6 +133,10 @@ class GraphRequest:
 
     graph: NumpyGraph
     num_graphs: int
+    largest: int = field(init=False)  # nodes of its largest graph
+
+    def __post_init__(self) -> None:
+        self.largest = largest_graph(self.graph.batch, self.graph.num_nodes, self.num_graphs)[0]
 
     @property
     def nodes(self) -> int:
@@ -220,7 +246,8 @@ class DynamicBatcher:
         stop marker was seen (after it the queue is empty: nothing is worth waiting for)."""
         q, delay = self._queue, self.config.max_delay_ms / 1000.0
         items = [first]
-        totals = [first.nodes, first.edges, first.num_graphs]
+        totals = [0, 0, 0, 0]
+        add(totals, first)
         deadline = first.arrival + delay
         expected = self._concurrency()
         while len(items) < self.config.max_requests:
@@ -240,9 +267,7 @@ class DynamicBatcher:
             if not fits(self.config, len(items), totals, nxt):
                 return items, nxt, stop
             items.append(nxt)
-            totals[0] += nxt.nodes
-            totals[1] += nxt.edges
-            totals[2] += nxt.num_graphs
+            add(totals, nxt)
         return items, None, stop
 
     def _work(self) -> None:

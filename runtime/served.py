@@ -16,11 +16,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gtcompress.preprocess.batching import NumpyGraph, graph_ptr
+from gtcompress.preprocess.batching import NumpyGraph, graph_ptr, largest_graph
 from gtcompress.preprocess.layouts import node_counts as count_nodes
 from gtcompress.preprocess.pe import laplacian_pe, rwse
-from gtcompress.preprocess.spec import InputSpec
-from runtime.batcher import BatchConfig, DynamicBatcher
+from gtcompress.preprocess.spec import InputSpec, Lowering
+from runtime.batcher import MIB, BatchConfig, DynamicBatcher
 from runtime.errors import (
     BatchVectorError,
     DTypeError,
@@ -47,6 +47,11 @@ class ServerLimits:
     max_edges: int = 10_000_000
     max_graphs: int = 100_000
     max_body_bytes: int = 512 * 1024 * 1024
+    #: One layer's dense attention scores for one request, for a model that attends densely within
+    #: each graph (GPS, Graphormer, GT on the dense lowering): its graphs padded to the largest, so
+    #: memory grows with the square of the largest graph. Past this a request gets 400 rather than
+    #: the server's memory (a 40,000-node graph on a 4-head GPS would need 24 GiB per layer).
+    max_attention_mib: float = 2048.0
 
 
 @dataclass
@@ -66,6 +71,7 @@ class ServedModel:
             max_nodes=min(self.batch.max_nodes, lim.max_nodes or self.batch.max_nodes),
             max_edges=min(self.batch.max_edges, lim.max_edges or self.batch.max_edges),
             max_graphs=min(self.batch.max_graphs, lim.max_graphs or self.batch.max_graphs),
+            attention_cell_bytes=attention_cell_bytes(self.session),
         )
         self.inputs = {t.name: t for t in self.session.get_inputs()}
         self.expect = {t.name: (NUMPY_TO_KSERVE[t.dtype], tuple(t.shape)) for t in self.inputs.values()}
@@ -186,6 +192,7 @@ def request_graph(
                 raise BatchVectorError("node_counts", "does not match the graph sizes given by 'batch'")
     num_graphs = 1 if batch is None else (int(batch[-1]) + 1 if batch.size else 1)
     _check_layout(inputs, n, e, num_graphs)
+    _check_attention(model, limits, batch, n, num_graphs)
     spec = model.session.spec
     g = NumpyGraph(
         x=x,
@@ -199,6 +206,36 @@ def request_graph(
         g = apply_teddy(g, model.session.model.teddy, spec)
     model.session.limits.check(g.num_nodes, g.num_edges, num_graphs, what="request")
     return g, num_graphs, full
+
+
+def attention_cell_bytes(session: GraphSession) -> int:
+    """Bytes per padded cell of one layer's dense attention scores (float32, every head), for a model
+    that attends densely within each graph; 0 for one that does not (edge lowerings, no heads left).
+    Heads come from the exported model config; a model file without one counts 8."""
+    spec = session.spec
+    if spec.lowering is not Lowering.DENSE and not spec.global_attention:
+        return 0
+    cfg = json.loads(session.metadata.get("model_config") or "{}")
+    layers = cfg.get("layers") or []
+    heads = max((int(layer.get("heads", 0)) for layer in layers), default=int(cfg.get("heads", 8)))
+    return 4 * heads
+
+
+def _check_attention(model: ServedModel, limits: ServerLimits, batch: np.ndarray | None, n: int, graphs: int) -> None:
+    cell = model.batch.attention_cell_bytes
+    if not cell:
+        return
+    largest, at = largest_graph(batch, n, graphs)
+    need = graphs * largest**2 * cell
+    if need > limits.max_attention_mib * MIB:
+        alone = largest**2 * cell <= limits.max_attention_mib * MIB
+        advice = f"send graph {at} in a request of its own" if alone and graphs > 1 else "send smaller graphs"
+        raise GraphTooLargeError(
+            "x",
+            f"graph {at} has {largest} nodes; model '{model.name}' attends densely within each graph, so this "
+            f"request's {graphs} graph(s) padded to {largest} nodes need {need / MIB:,.1f} MiB of attention "
+            f"scores per layer, above this server's {limits.max_attention_mib:,g} MiB ({advice})",
+        )
 
 
 def is_preprocessed(inputs: dict[str, np.ndarray], model: ServedModel) -> bool:

@@ -26,8 +26,10 @@ answered; if a merged call fails, every request in it is retried alone, so one c
 
 **Configuration** (``parameters`` in ``config.pbtxt``, all optional): ``gtcompress_model_file``
 (file in the version directory), ``gtcompress_threads`` (ONNX Runtime intra-op threads per
-instance; 0: its default), ``gtcompress_max_nodes``/``_edges``/``_graphs`` (hard per-request limits)
-and ``gtcompress_batch_nodes``/``_edges``/``_graphs`` (soft limits of one merged model call).
+instance; 0: its default), ``gtcompress_max_nodes``/``_edges``/``_graphs``/``_attention_mib`` (hard
+per-request limits) and ``gtcompress_batch_nodes``/``_edges``/``_graphs``/``_attention_mib`` (soft
+limits of one merged model call; ``attention_mib`` bounds dense attention scores per layer,
+:class:`runtime.served.ServerLimits`).
 
 :class:`GraphBatchModel` holds all of this without ``triton_python_backend_utils``, which exists
 only inside Triton's Python stub, so it is tested directly as well as through a real server.
@@ -66,6 +68,8 @@ PARAMETER_DEFAULTS: dict[str, int] = {
     "gtcompress_batch_nodes": _BATCH.max_nodes,
     "gtcompress_batch_edges": _BATCH.max_edges,
     "gtcompress_batch_graphs": _BATCH.max_graphs,
+    "gtcompress_max_attention_mib": int(_LIMITS.max_attention_mib),
+    "gtcompress_batch_attention_mib": int(_BATCH.max_attention_mib),
 }
 
 
@@ -138,11 +142,13 @@ class GraphBatchModel:
             max_nodes=get("gtcompress_max_nodes"),
             max_edges=get("gtcompress_max_edges"),
             max_graphs=get("gtcompress_max_graphs"),
+            max_attention_mib=get("gtcompress_max_attention_mib"),
         )
         batch = BatchConfig(
             max_nodes=get("gtcompress_batch_nodes"),
             max_edges=get("gtcompress_batch_edges"),
             max_graphs=get("gtcompress_batch_graphs"),
+            max_attention_mib=get("gtcompress_batch_attention_mib"),
             max_requests=max(1, int(config.get("max_batch_size") or 1)),
         )
         session = GraphSession(model_file(version_dir, params), threads=threads or None, spinning=False)

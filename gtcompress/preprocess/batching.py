@@ -47,6 +47,15 @@ def graph_ptr(batch: np.ndarray | None, num_nodes: int, num_graphs: int | None =
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
+def largest_graph(batch: np.ndarray | None, num_nodes: int, num_graphs: int = 1) -> tuple[int, int]:
+    """Nodes of the largest graph of a sorted ``batch`` vector, and its index (the first of the largest)."""
+    if batch is None or num_graphs <= 1:
+        return num_nodes, 0
+    counts = np.bincount(batch, minlength=num_graphs)
+    at = int(np.argmax(counts))
+    return int(counts[at]), at
+
+
 def union_graphs(graphs: Sequence[NumpyGraph], *, common_pe: bool = False) -> NumpyGraph:
     """Disjoint union: node ids of item ``i`` are offset by the nodes of the items before it, and its
     graph ids (an item may itself be a union with a ``batch`` vector) by their graphs.

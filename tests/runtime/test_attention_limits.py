@@ -1,0 +1,112 @@
+"""Dense attention memory: a model that attends densely within each graph pads every graph of a call to
+the largest, so its score memory grows with graphs x largest^2. The server refuses a request past
+``ServerLimits.max_attention_mib`` with a 400 naming the graph, and the batcher never merges requests
+into a call past ``BatchConfig.max_attention_mib`` (one large graph with many small ones)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import httpx
+import numpy as np
+import pytest
+
+from gtcompress.preprocess import NumpyGraph
+from gtcompress.preprocess.batching import largest_graph, union_graphs
+from runtime.batcher import BatchConfig, fits, pack
+from runtime.served import attention_cell_bytes
+from runtime.server import BackgroundServer, ServedModel, ServerLimits, create_app
+from runtime.session import GraphSession
+
+LIMIT_MIB = 0.5  # the node model has 2 heads: 8 bytes a cell, so one graph of up to 256 nodes
+
+
+@pytest.fixture(scope="module")
+def session(exported) -> GraphSession:
+    return GraphSession(exported["node"].path)
+
+
+@pytest.fixture(scope="module")
+def server(session) -> Iterator[BackgroundServer]:
+    app = create_app([ServedModel("m", session)], limits=ServerLimits(max_attention_mib=LIMIT_MIB), warmup=False)
+    with BackgroundServer(app) as srv:
+        yield srv
+
+
+def _graph(exported, nodes: int, seed: int = 0) -> NumpyGraph:
+    return exported["node"].graphs(1, seed=seed, lo=nodes, hi=nodes + 1)[0]
+
+
+def _post(srv: BackgroundServer, g: NumpyGraph) -> httpx.Response:
+    tensors = {"x": ("INT64", g.x), "edge_index": ("INT64", g.edge_index), "edge_attr": ("FP32", g.edge_attr)}
+    if g.batch is not None:
+        tensors["batch"] = ("INT64", g.batch)
+    inputs = [
+        {"name": n, "datatype": d, "shape": list(a.shape), "data": a.ravel().tolist()} for n, (d, a) in tensors.items()
+    ]
+    return httpx.post(f"http://{srv.url}/v2/models/m/infer", content=json.dumps({"inputs": inputs}), timeout=60)
+
+
+def test_cell_bytes_follow_the_lowering_and_the_heads(exported) -> None:
+    assert attention_cell_bytes(GraphSession(exported["node"].path)) == 4 * 2  # dense GT, 2 heads, float32
+    assert attention_cell_bytes(GraphSession(exported["graph"].path)) == 0  # padded: edges only
+
+
+def test_a_graph_whose_dense_attention_passes_the_limit_gets_a_400(server, session, exported) -> None:
+    small = _graph(exported, 250)  # 250^2 x 8 B = 0.48 MiB
+    r = _post(server, small)
+    assert r.status_code == 200, r.text
+    big = _graph(exported, 300)  # 0.69 MiB
+    r = _post(server, big)
+    assert r.status_code == 400
+    assert r.json()["error"] == (
+        "input 'x': graph 0 has 300 nodes; model 'm' attends densely within each graph, so this request's 1 "
+        "graph(s) padded to 300 nodes need 0.7 MiB of attention scores per layer, above this server's 0.5 MiB "
+        "(send smaller graphs)"
+    )
+    assert httpx.get(f"http://{server.url}/v2/health/ready").status_code == 200
+
+
+def test_graphs_that_fit_alone_but_not_together_are_told_to_come_apart(server, session, exported) -> None:
+    g = union_graphs([_graph(exported, 100, seed=1), _graph(exported, 200, seed=2)])  # 2 x 200^2 x 8 B
+    r = _post(server, g)
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("input 'x': graph 1 has 200 nodes;")
+    assert r.json()["error"].endswith("(send graph 1 in a request of its own)")
+    assert _post(server, _graph(exported, 200, seed=2)).status_code == 200  # graph 1 alone
+
+
+def test_an_edge_lowering_has_no_attention_limit(exported) -> None:
+    s = GraphSession(exported["graph"].path)
+    m = ServedModel("g", s)
+    assert m.batch.attention_cell_bytes == 0
+
+
+@dataclass
+class _Item:
+    nodes: int
+    num_graphs: int
+    largest: int
+    edges: int = 0
+
+
+def test_the_batcher_does_not_merge_a_large_graph_into_many_small_ones() -> None:
+    cfg = replace(BatchConfig(), max_attention_mib=1.0, attention_cell_bytes=16)  # 65,536 cells
+    small = [_Item(10, 1, 10) for _ in range(100)]  # 100 x 10^2 = 10,000 cells
+    big = _Item(200, 1, 200)  # 40,000 cells alone; 101 x 200^2 with the small ones
+    assert fits(cfg, 1, [10, 0, 1, 10], small[1])
+    assert not fits(cfg, 100, [1000, 0, 100, 10], big)
+    assert fits(replace(cfg, attention_cell_bytes=0), 100, [1000, 0, 100, 10], big)  # no dense attention
+    batches = pack([*small, big, *small[:2]], cfg)
+    assert [len(b) for b in batches] == [100, 1, 2]  # the big graph runs alone; the next two wait for it
+    for b in batches:
+        cells = sum(i.num_graphs for i in b) * max(i.largest for i in b) ** 2
+        assert cells * 16 <= 1 << 20 or len(b) == 1
+
+
+def test_largest_graph_finds_the_first_of_the_largest() -> None:
+    assert largest_graph(None, 7) == (7, 0)
+    assert largest_graph(np.array([0, 0, 1, 1, 1, 2, 2, 2]), 8, 3) == (3, 1)
+    assert largest_graph(np.zeros(0, dtype=np.int64), 0, 1) == (0, 0)
