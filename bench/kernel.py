@@ -1,5 +1,6 @@
 """Sparse graph attention on a GPU: our kernel v2 against v1, PyG and ``torch.compile``, op and model
-(the run's driver; workloads and peers are in ``kernel_workloads``, targets and plot in ``kernel_report``).
+(the run's driver: options, GPU probe, levels, tile sweep, writing, hence a little over 500 lines;
+workloads and peers are in ``kernel_workloads``, targets and plot in ``kernel_report``).
 
     python bench/kernel.py                     # the committed table (GPU; about 5 minutes on an H200)
     python bench/kernel.py --quick             # small sizes only
