@@ -494,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
         for e in (parse_size(s) for s in args.model_sizes.split(",")):
             for maker in (uniform_graph, power_law_graph):
                 model_rows(b, models, maker(e // 10, e, dev), "fp32", small=False)
-    b.doc["summary"] = summarize(b.rows, b.doc["copy_gbps"])
+    b.doc["cpu_dry_run"] = args.cpu_dry_run
+    b.doc["summary"] = summarize(b.rows, b.doc["copy_gbps"], judged=not args.cpu_dry_run)
     b.save()
     png = plot(b.doc, Path(args.out).with_suffix(".png"))
     for line in b.doc["summary"]["lines"]:
