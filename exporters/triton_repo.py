@@ -5,7 +5,9 @@
   to ``1/model.onnx`` or ``1/model.plan``. Clients send raw graphs; the model validates them,
   computes PE, TEDDY and layouts, and merges every request Triton's dynamic batcher queued into
   one disjoint union (``max_batch_size > 0``, ``allow_ragged_batch`` on every input, so requests
-  of different sizes batch together). The server's Python needs gtcompress installed.
+  of different sizes batch together). ``1/vendor/`` holds a copy of the code ``model.py`` runs
+  (gtcompress's torch-free runtime and numpy-only pre-processing, :data:`VENDORED`), so the
+  server's Python needs no gtcompress, only numpy, scipy, threadpoolctl and onnxruntime.
 * **native** (``onnxruntime_onnx`` for ``.onnx``, ``tensorrt_plan`` for ``.plan``): Triton runs
   the model file as it is, so clients send the full pre-processed input set
   (:func:`runtime.client.make_inputs`). Every graph-dependent dimension is ``-1`` and
@@ -19,9 +21,12 @@ copied into a Triton container) and the input spec travels as the parameter
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,14 +174,70 @@ MODEL_PY = '''"""gtcompress graph model for NVIDIA Triton Inference Server's Pyt
 
 Runs the model file beside it with gtcompress's torch-free runtime: requests carry raw graphs
 (x, edge_index, optional edge_attr, batch, node_counts, each with a leading batch dimension of 1);
-pre-processing and graph-aware batching happen here. The Python that Triton's stub runs needs
-gtcompress installed. See runtime/triton_python.py in gtcompress.
+pre-processing and graph-aware batching happen here. The runtime is the copy in vendor/, made
+when this repository was exported, so it matches the model file whatever else is installed; the
+Python that Triton's stub runs needs numpy, scipy, threadpoolctl and onnxruntime (a TensorRT
+plan: tensorrt and cuda-python). See runtime/triton_python.py in gtcompress.
 """
 
-from runtime.triton_python import TritonPythonModel
+import sys
+from pathlib import Path
+
+_VENDOR = str(Path(__file__).resolve().parent / "vendor")
+if _VENDOR not in sys.path:
+    sys.path.insert(0, _VENDOR)
+
+from runtime.triton_python import TritonPythonModel  # noqa: E402
 
 __all__ = ["TritonPythonModel"]
 '''
+
+#: What the python variant's ``model.py`` imports, as paths below the source root, copied into the
+#: version directory's ``vendor/``: the torch-free runtime and the numpy-only pre-processing. A
+#: TensorRT plan also takes ``trt_plugins`` (the plugins it was built with). tests/exporters checks
+#: that ``model.py`` runs from this copy alone, so a new import of the runtime cannot be missed here.
+VENDORED = ("runtime", "gtcompress/__init__.py", "gtcompress/errors.py", "gtcompress/preprocess")
+VENDOR_DIR = "vendor"
+
+
+def _source_root() -> Path:
+    """The directory holding our packages (the checkout, or site-packages), found without importing."""
+    spec = importlib.util.find_spec("runtime")
+    if spec is None or spec.origin is None:
+        raise ConfigError("cannot locate gtcompress's runtime package to copy into the Triton repository")
+    return Path(spec.origin).parent.parent
+
+
+def write_vendor(vdir: Path, plan: bool = False) -> Path:
+    """``vdir/vendor/``: :data:`VENDORED` (and ``trt_plugins`` for a plan), ``.py`` files only,
+    replaced as a whole: built beside it under a temporary name, then renamed into place."""
+    src = _source_root()
+    for stale in vdir.glob(f".{VENDOR_DIR}.*"):  # an export killed half-way
+        shutil.rmtree(stale, ignore_errors=True)
+    vdir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{VENDOR_DIR}.", dir=vdir))
+    try:
+        for rel in (*VENDORED, *(("trt_plugins",) if plan else ())):
+            path = src / rel
+            files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+            for f in files:
+                if "__pycache__" in f.parts:
+                    continue
+                dest = tmp / f.relative_to(src)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, dest)
+        final = vdir / VENDOR_DIR
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{VENDOR_DIR}.old.", dir=vdir))
+            os.replace(final, old / VENDOR_DIR)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
 
 
 def needs_preprocessing(spec: InputSpec) -> bool:
@@ -208,7 +269,7 @@ def write_model_repository(
     options: PythonModelOptions | None = None,
 ) -> Path:
     """Copy ``model_file`` (.onnx or .plan) into ``repo/name/version/`` and write ``config.pbtxt``
-    (and, for the python variant, ``model.py``); returns ``repo/name``.
+    (and, for the python variant, ``model.py`` and ``vendor/``); returns ``repo/name``.
 
     Files are written atomically; a model directory left by another variant loses the files of
     that variant (a stale ``model.py`` would make Triton load the wrong backend)."""
@@ -227,11 +288,13 @@ def write_model_repository(
         if other[1] != filename:
             (vdir / other[1]).unlink(missing_ok=True)
     if chosen == "python":
+        write_vendor(vdir, plan=model_file.suffix == ".plan")
         with atomic_path(vdir / "model.py") as tmp:
             tmp.write_text(MODEL_PY)
         text = python_config_pbtxt(name, spec, filename, options)
     else:
         (vdir / "model.py").unlink(missing_ok=True)
+        shutil.rmtree(vdir / VENDOR_DIR, ignore_errors=True)
         text = config_pbtxt(name, spec, platform, kind)
     with atomic_path(root / "config.pbtxt") as tmp:
         tmp.write_text(text)

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,8 @@ from gtcompress.data.base import FeatureSpec
 from gtcompress.errors import ConfigError
 from gtcompress.models import ModelConfig, build_model
 from gtcompress.preprocess.spec import InputSpec
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _spec(lowering: str, arch: str = "gt"):
@@ -85,6 +88,12 @@ def test_python_variant_config_takes_raw_graphs_with_ragged_batching(
     assert InputSpec.from_json(json.loads(params["gtcompress_input_spec"])) == spec
     assert (root / "1" / f"model{suffix}").read_bytes() == b"model bytes"
     assert "from runtime.triton_python import TritonPythonModel" in (root / "1" / "model.py").read_text()
+    vendor = root / "1" / "vendor"
+    assert (vendor / "runtime" / "triton_python.py").read_text() == (ROOT / "runtime" / "triton_python.py").read_text()
+    assert (vendor / "gtcompress" / "preprocess" / "pe.py").is_file()
+    assert (vendor / "gtcompress" / "errors.py").is_file()
+    assert not (vendor / "gtcompress" / "models").exists()  # torch-side code stays out
+    assert (vendor / "trt_plugins" / "tensorrt_plugin.py").is_file() == (suffix == ".plan")
     no_batching = PythonModelOptions(max_queue_delay_us=None)
     root = write_model_repository(tmp_path / "repo", "gt", model_file, spec, backend="python", options=no_batching)
     cfg = text_format.Parse((root / "config.pbtxt").read_text(), pb2.ModelConfig())
@@ -106,10 +115,17 @@ def test_auto_backend_is_python_exactly_when_the_model_needs_preprocessing(tmp_p
     # one variant replaces the other's files: a stale model.py would make Triton load the wrong backend
     root = write_model_repository(tmp_path / "repo", "m", f, needs)
     assert (root / "1" / "model.py").is_file()
+    (root / "1" / ".vendor.abc123").mkdir()  # left by an export killed half-way: the next one removes it
+    (root / "1" / "vendor" / "runtime" / "stale.py").write_text("")
+    root = write_model_repository(tmp_path / "repo", "m", f, needs)
+    assert not (root / "1" / ".vendor.abc123").exists()
+    assert not (root / "1" / "vendor" / "runtime" / "stale.py").exists()
+    assert sorted(p.name for p in (root / "1").iterdir()) == ["model.onnx", "model.py", "vendor"]
     root = write_model_repository(tmp_path / "repo", "m", f, needs, backend="onnxruntime")
     assert (
         not (root / "1" / "model.py").exists() and 'platform: "onnxruntime_onnx"' in (root / "config.pbtxt").read_text()
     )
+    assert sorted(p.name for p in (root / "1").iterdir()) == ["model.onnx"]
     with pytest.raises(
         ConfigError, match=r"Triton backend 'tensorrt' cannot run m\.onnx; its backend is 'onnxruntime'"
     ):

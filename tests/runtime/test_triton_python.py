@@ -119,3 +119,41 @@ def test_bad_parameters_and_a_missing_model_file_name_what_is_wrong(config, node
         GraphBatchModel(node_repo, 1, config(node_repo, gtcompress_max_nodes="0"))
     with pytest.raises(SessionError, match=r"/2: holds no model\.onnx or model\.plan \(the model this Python-backend"):
         GraphBatchModel(node_repo, 2, config(node_repo, gtcompress_model_file=""))
+
+
+def test_the_repository_runs_from_its_own_copy_of_the_runtime(config, node_repo, exported, tmp_path) -> None:
+    """``model.py`` imports the runtime copied into ``1/vendor/``: in a Python that has numpy, scipy
+    and onnxruntime but no gtcompress (``-S``: no .pth, so no editable install), it loads from there
+    alone, without torch, and answers as GraphSession does."""
+    import site
+    import subprocess
+    import sys
+
+    graphs = exported["teddy"].graphs(3, seed=8)
+    np.savez(tmp_path / "req.npz", **{f"{i}_{k}": v for i, g in enumerate(graphs) for k, v in _request(g).items()})
+    (tmp_path / "cfg.json").write_text(json.dumps(config(node_repo)))
+    code = f"""
+import json, sys
+sys.path[:0] = [{str(node_repo / "1")!r}, *{site.getsitepackages()!r}]
+import numpy as np
+import model
+from runtime.triton_python import GraphBatchModel
+ours = sorted(m.__file__ for n, m in sys.modules.items() if n.split(".")[0] in ("runtime", "gtcompress"))
+assert all(f.startswith({str(node_repo / "1" / "vendor")!r}) for f in ours), ours
+assert "torch" not in sys.modules
+m = GraphBatchModel({str(node_repo)!r}, 1, json.load(open("cfg.json")))
+req = np.load("req.npz")
+outs = m.answer([{{k.split("_", 1)[1]: req[k] for k in req.files if k.startswith(f"{{i}}_")}} for i in range(3)])
+np.savez("out.npz", *outs)
+print(len(ours), m.calls)
+"""
+    proc = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded, calls = map(int, proc.stdout.split())
+    assert loaded >= 10 and calls == 1
+    outs = np.load(tmp_path / "out.npz")
+    sess = GraphSession(exported["teddy"].path)
+    for i, g in enumerate(graphs):
+        np.testing.assert_allclose(outs[f"arr_{i}"], sess.run(g)[0][None], atol=1e-6)
+    vendor = node_repo / "1" / "vendor"
+    assert (vendor / "runtime" / "triton_python.py").is_file() and not (vendor / "trt_plugins").exists()
