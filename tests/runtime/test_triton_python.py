@@ -121,10 +121,15 @@ def test_bad_parameters_and_a_missing_model_file_name_what_is_wrong(config, node
         GraphBatchModel(node_repo, 2, config(node_repo, gtcompress_model_file=""))
 
 
+#: What the README tells a Triton container to install (orjson: used when present, else json).
+THIRD_PARTY = ("numpy", "scipy", "threadpoolctl", "onnxruntime", "orjson")
+
+
 def test_the_repository_runs_from_its_own_copy_of_the_runtime(config, node_repo, exported, tmp_path) -> None:
     """``model.py`` imports the runtime copied into ``1/vendor/``: in a Python that has numpy, scipy
     and onnxruntime but no gtcompress (``-S``: no .pth, so no editable install), it loads from there
-    alone, without torch, and answers as GraphSession does."""
+    alone, imports no third-party package but those the README lists (torch least of all), and
+    answers as GraphSession does."""
     import site
     import subprocess
     import sys
@@ -140,11 +145,12 @@ import model
 from runtime.triton_python import GraphBatchModel
 ours = sorted(m.__file__ for n, m in sys.modules.items() if n.split(".")[0] in ("runtime", "gtcompress"))
 assert all(f.startswith({str(node_repo / "1" / "vendor")!r}) for f in ours), ours
-assert "torch" not in sys.modules
 m = GraphBatchModel({str(node_repo)!r}, 1, json.load(open("cfg.json")))
 req = np.load("req.npz")
 outs = m.answer([{{k.split("_", 1)[1]: req[k] for k in req.files if k.startswith(f"{{i}}_")}} for i in range(3)])
 np.savez("out.npz", *outs)
+third = {{n.split(".")[0] for n in sys.modules if not n.startswith("_")}} - set(sys.stdlib_module_names)
+assert third <= {{*{THIRD_PARTY!r}, "cython_runtime", "model", "runtime", "gtcompress"}}, third
 print(len(ours), m.calls)
 """
     proc = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
