@@ -38,6 +38,11 @@ def test_the_dry_run_writes_every_level_and_judges_no_target(tmp_path: Path) -> 
     assert all(r["ms"] > 0 and (r["runs"] >= 10 or "note" in r) for r in rows), [r for r in rows if "ms" not in r]
     workloads = {r["workload"] for r in rows if r["level"] == "model"}
     assert {"molecule", "uniform E=2k", "power-law E=2k"} <= workloads
+    # the rows the targets read come first: fp32 4x16 ops, then the model level, then 8x64 and small graphs
+    order = [(r["level"], r["hd"], r["workload"]) for r in rows]
+    last_model = max(i for i, (level, _, _) in enumerate(order) if level == "model")
+    first_rest = min(i for i, (level, hd, w) in enumerate(order) if level == "op" and (hd == "8x64" or "E=" not in w))
+    assert order[0][:2] == ("op", "4x16") and last_model < first_rest
     ours = [r for r in rows if r["peer"] == "ours v2"]
     assert ours and all(r["max_abs_err_vs_pyg_fp32"] < 1e-5 for r in ours)
     summary = doc["summary"]
