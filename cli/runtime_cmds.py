@@ -218,7 +218,7 @@ def serve_cmd(
 
     from gtcompress.errors import GTCompressError
     from runtime.batcher import BatchConfig
-    from runtime.server import ServerLimits, default_model_name, serve
+    from runtime.served import ServerLimits, default_model_name
     from runtime.session import GraphSession
 
     model_name = name or default_model_name(model)
@@ -233,6 +233,13 @@ def serve_cmd(
     session = GraphSession(
         model, _providers(providers), threads=threads, spinning=False, device=device, cuda_graphs=cuda_graphs
     )
+    try:
+        from runtime.server import serve
+    except ModuleNotFoundError as e:  # the HTTP stack is the optional 'serve' extra
+        raise GTCompressError(
+            f"gtc serve needs the 'serve' extra (fastapi, uvicorn; {e.name or e} is missing): "
+            "python3 -m pip install -e '.[serve]'"
+        ) from None
     console.print(
         f"serving [bold]{model_name}[/] from {session.path} ({session.providers[0]}) on http://{host}:{port} "
         f"({'batching ≤ ' + str(max_delay_ms) + ' ms' if batching else 'no batching'}"

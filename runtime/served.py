@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -119,6 +120,15 @@ def _tensor_meta(name: str, dtype: str, shape: list[int]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- request → graph
+def default_model_name(path: str | Path) -> str:
+    """The name a model file is served under when none is given: its stem, or the model's directory
+    in a Triton repository layout (``<name>/<version>/model.onnx``)."""
+    p = Path(path)
+    if p.name in ("model.onnx", "model.plan") and p.parent.name.isdigit():
+        return p.parent.parent.name
+    return p.stem if p.is_file() or p.suffix else p.name
+
+
 def request_graph(
     req: InferRequest, model: ServedModel, limits: ServerLimits, *, raw_only: bool = False
 ) -> tuple[NumpyGraph, int, bool]:

@@ -70,6 +70,7 @@ from runtime.protocol import HEADER_LENGTH, InferRequest, encode_infer_response,
 from runtime.served import (
     ServedModel,
     ServerLimits,
+    default_model_name,
     ensure_pe,
     request_graph,
     run_items,
@@ -389,13 +390,6 @@ def serve(
     model_name = name or default_model_name(sess.path)
     app = create_app([ServedModel(model_name, sess, batch or BatchConfig())], metrics=metrics, limits=limits)
     _uvicorn_server(app, host, port, log_level, graceful_s).run()
-
-
-def default_model_name(path: str | Path) -> str:
-    p = Path(path)
-    if p.name in ("model.onnx", "model.plan") and p.parent.name.isdigit():
-        return p.parent.parent.name  # Triton repository layout: <name>/<version>/model.onnx
-    return p.stem if p.is_file() or p.suffix else p.name
 
 
 class BackgroundServer:

@@ -84,6 +84,20 @@ def test_device_mistakes_are_one_line(models, args: list[str], message: str) -> 
     assert _error_line(res.output) == message.format(**{k: str(v) for k, v in models.items()})
 
 
+def test_serve_without_the_serve_extra_is_one_line(models, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HTTP stack is optional (GPU images often lack fastapi): the command says which extra to install."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi -> ModuleNotFoundError
+    monkeypatch.delitem(sys.modules, "runtime.server", raising=False)
+    res = _invoke(["serve", "{onnx}"], models)
+    assert res.exit_code == 2, res.output
+    assert _error_line(res.output) == (
+        "error: gtc serve needs the 'serve' extra (fastapi, uvicorn; fastapi is missing): "
+        "python3 -m pip install -e '.[serve]'"
+    )
+
+
 @pytest.mark.skipif(CUDA, reason="checks the message on a machine without CUDA")
 @pytest.mark.parametrize("command", ["serve", "profile"])
 def test_no_cuda_is_one_line(models, command: str) -> None:

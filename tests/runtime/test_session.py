@@ -252,7 +252,7 @@ def test_runtime_imports_without_torch(exported) -> None:
 
 def test_triton_repository_model_dir(tmp_path: Path, exported) -> None:
     from exporters.triton_repo import write_model_repository
-    from runtime.server import default_model_name
+    from runtime.served import default_model_name
 
     root = write_model_repository(tmp_path / "repo", "gt_demo", exported["node"].path, exported["node"].spec)
     sess = GraphSession(root)
