@@ -151,13 +151,16 @@ def _schema(
     )
 
 
+#: Type constraint of each input in both schemas: T the float type, I the index type.
+_INPUT_KINDS = {"q": "T", "k": "T", "v": "T", "rowptr": "I", "col": "I", "bias": "T"}
+
+
 def op_schema() -> OpSchema:
     """The ``OpSchema`` of the op in :data:`DOMAIN` (not registered; see :func:`register_onnx_schema`)."""
-    kinds = {"q": "T", "k": "T", "v": "T", "rowptr": "I", "col": "I", "bias": "T"}
     return _schema(
         OP_TYPE,
         _DOC,
-        [(n, kinds[n]) for n in INPUT_NAMES],
+        [(n, _INPUT_KINDS[n]) for n in INPUT_NAMES],
         [("out", "T", "attention output [N, H, D], dtype of q")],
         ["tensor(float)", "tensor(float16)"],
         ATTRIBUTE_SPEC,
@@ -166,11 +169,10 @@ def op_schema() -> OpSchema:
 
 def partials_op_schema() -> OpSchema:
     """The ``OpSchema`` of ``SparseGraphAttentionPartials`` (inputs and attributes of the op)."""
-    kinds = {"q": "T", "k": "T", "v": "T", "rowptr": "I", "col": "I", "bias": "T"}
     return _schema(
         PARTIALS_OP_TYPE,
         _PARTIALS_DOC,
-        [(n, kinds[n]) for n in INPUT_NAMES],
+        [(n, _INPUT_KINDS[n]) for n in INPUT_NAMES],
         [
             ("out", "T", "rows complete within one chunk [N, H, D], dtype of q; the rest is left to Combine"),
             ("part", "tensor(float)", _INPUT_DOCS["part"]),

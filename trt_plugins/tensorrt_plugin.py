@@ -255,17 +255,8 @@ def _register_partials(trt: ModuleType, trtp: ModuleType) -> None:
         chunk = part_chunk(attrs.heads, attrs.head_dim)
         kernel = _compile("partials", spec.output_dtype(_dtype_name(trt, q.dtype)), attrs, chunk)
         n_nodes, n_edges = q.shape_expr[0], col.shape_expr[0]
-        launch = trtp.KernelLaunchParams()
-        launch.grid_x = trtp.max(trtp.cdiv(n_edges, chunk), 1)  # spec.GRID_FORMULAS["partials"]
-        launch.grid_y = 1
-        launch.grid_z = 1
-        launch.block_x = kernel.threads_per_block
-        launch.shared_mem = kernel.shared_mem
-        scalars = {"n_nodes": n_nodes, "n_edges": n_edges}
-        extra_args = trtp.SymIntExprs(len(spec.KERNEL_SCALAR_ARGS))
-        for i, name in enumerate(spec.KERNEL_SCALAR_ARGS):
-            extra_args[i] = trtp.SymInt32(scalars[name])
-        return kernel.kernel_name, kernel.ptx, launch, extra_args
+        grid_x = trtp.max(trtp.cdiv(n_edges, chunk), 1)  # spec.GRID_FORMULAS["partials"]
+        return _launch(trtp, kernel, grid_x, 1, n_nodes, n_edges)
 
 
 def _register_combine(trt: ModuleType, trtp: ModuleType) -> None:
@@ -313,20 +304,27 @@ def _register_combine(trt: ModuleType, trtp: ModuleType) -> None:
         kernel = _compile("combine", spec.output_dtype(_dtype_name(trt, out_in.dtype)), attrs, chunk)
         n_nodes = out_in.shape_expr[0]
         n_edges = combine_n_edges(part.shape_expr[0], chunk)
-        launch = trtp.KernelLaunchParams()
         # spec.GRID_FORMULAS["combine"]: max(1, cdiv(n_nodes, BLOCK_R), cdiv(n_edges, CHUNK)), heads
-        launch.grid_x = trtp.max(
-            trtp.max(trtp.cdiv(n_nodes, kernel.kernel_config.block_r), 1), trtp.cdiv(n_edges, chunk)
-        )
-        launch.grid_y = attrs.heads
-        launch.grid_z = 1
-        launch.block_x = kernel.threads_per_block
-        launch.shared_mem = kernel.shared_mem
-        scalars = {"n_nodes": n_nodes, "n_edges": n_edges}
-        extra_args = trtp.SymIntExprs(len(spec.KERNEL_SCALAR_ARGS))
-        for i, name in enumerate(spec.KERNEL_SCALAR_ARGS):
-            extra_args[i] = trtp.SymInt32(scalars[name])
-        return kernel.kernel_name, kernel.ptx, launch, extra_args
+        grid_x = trtp.max(trtp.max(trtp.cdiv(n_nodes, kernel.kernel_config.block_r), 1), trtp.cdiv(n_edges, chunk))
+        return _launch(trtp, kernel, grid_x, attrs.heads, n_nodes, n_edges)
+
+
+def _launch(
+    trtp: ModuleType, kernel: Any, grid_x: Any, grid_y: Any, n_nodes: Any, n_edges: Any
+) -> tuple[str | bytes, str | bytes, Any, Any]:
+    """What ``aot_impl`` returns for one compiled kernel: name, PTX, launch parameters (a 1-D block
+    of the kernel's threads) and the kernel's scalar arguments in :data:`spec.KERNEL_SCALAR_ARGS` order."""
+    launch = trtp.KernelLaunchParams()
+    launch.grid_x = grid_x
+    launch.grid_y = grid_y
+    launch.grid_z = 1
+    launch.block_x = kernel.threads_per_block
+    launch.shared_mem = kernel.shared_mem
+    scalars = {"n_nodes": n_nodes, "n_edges": n_edges}
+    extra_args = trtp.SymIntExprs(len(spec.KERNEL_SCALAR_ARGS))
+    for i, name in enumerate(spec.KERNEL_SCALAR_ARGS):
+        extra_args[i] = trtp.SymInt32(scalars[name])
+    return kernel.kernel_name, kernel.ptx, launch, extra_args
 
 
 def register_plugin() -> None:

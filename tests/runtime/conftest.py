@@ -53,7 +53,8 @@ class Exported:
             return self.model.eval()(gb).numpy()
 
 
-def _model(cfg: ModelConfig) -> GraphModel:
+def seeded_model(cfg: ModelConfig) -> GraphModel:
+    """``cfg``'s model, seeded, with non-trivial BatchNorm statistics, in eval mode (shared by the runtime tests)."""
     torch.manual_seed(0)
     model = build_model(cfg)
     model.train()
@@ -94,7 +95,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Exported]:
         task_level="graph",
     )
     for key, cfg, lowering in (("node", node_cfg, "dense"), ("graph", graph_cfg, "padded")):
-        model = _model(cfg)
+        model = seeded_model(cfg)
         res = export_onnx(model, root / f"{key}.onnx", lowering, verify_batches=2)
         out[key] = Exported(model, res.path, res.spec)
     teddy_path = root / "teddy.onnx"

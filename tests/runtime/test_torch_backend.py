@@ -15,8 +15,7 @@ import torch
 from exporters.onnx import export_onnx
 from gtcompress.checkpoint import save_checkpoint
 from gtcompress.data.base import FeatureSpec
-from gtcompress.models import ModelConfig, build_model
-from gtcompress.models.model import GraphModel
+from gtcompress.models import ModelConfig
 from gtcompress.preprocess import NumpyGraph
 from gtcompress.preprocess.random_graphs import random_batches, random_graph
 from runtime.errors import SessionError
@@ -31,6 +30,7 @@ from runtime.torch_backend import (
     pad_inputs,
     unpad_output,
 )
+from tests.runtime.conftest import seeded_model
 
 ROOT = Path(__file__).resolve().parents[2]
 CUDA = torch.cuda.is_available()
@@ -77,22 +77,11 @@ CONFIGS = {
 }
 
 
-def _model(cfg: ModelConfig) -> GraphModel:
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    with torch.no_grad():  # non-trivial BatchNorm statistics
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("torch-ckpts")
-    out = {key: save_checkpoint(root / key, _model(cfg)) for key, cfg in CONFIGS.items()}
-    out["teddy"] = save_checkpoint(root / "teddy", _model(CONFIGS["node"]), {"teddy": TEDDY})
+    out = {key: save_checkpoint(root / key, seeded_model(cfg)) for key, cfg in CONFIGS.items()}
+    out["teddy"] = save_checkpoint(root / "teddy", seeded_model(CONFIGS["node"]), {"teddy": TEDDY})
     return out
 
 
