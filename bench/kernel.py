@@ -1,6 +1,6 @@
 """Sparse graph attention on a GPU: our kernel v2 against v1, PyG and ``torch.compile``, op and model
-(the run's driver: options, GPU probe, levels, tile sweep, writing, hence a little over 500 lines;
-workloads and peers are in ``kernel_workloads``, targets and plot in ``kernel_report``).
+(the run's driver: options, GPU probe, timing, levels, writing; workloads and peers are in
+``kernel_workloads``, the tile sweep in ``kernel_sweep``, targets and plot in ``kernel_report``).
 
     python bench/kernel.py                     # the committed table (GPU; about 5 minutes on an H200)
     python bench/kernel.py --quick             # small sizes only
@@ -41,7 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, provenance
 from bench.kernel_report import plot, summarize
+from bench.kernel_sweep import config_dict, sweep_and_tune
 from bench.kernel_workloads import (
+    DTYPES,
+    SPEC_DTYPE,
     BenchGT,
     Graph,
     min_bytes,
@@ -53,7 +56,6 @@ from bench.kernel_workloads import (
 )
 
 OUT = RESULTS / "kernel" / "kernel.json"
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def parse_size(text: str) -> int:
@@ -226,7 +228,7 @@ def op_rows(b: Bench, g: Graph, dtype_name: str, heads: int, head_dim: int, peer
     ours = lambda: torch.ops.gtcompress.sparse_graph_attention(q, k, v, g.rowptr, g.col, None, scale)  # noqa: E731
     ref = pyg_attention(q.float(), k.float(), v.float(), g.src, g.dst, n) if e <= 20_000_000 else None
     err = None if ref is None else float((ours().float() - ref).abs().max())
-    cfg = _config_dict(spec.select_config(heads, head_dim, _SPEC_DTYPE[dtype_name]))
+    cfg = config_dict(spec.select_config(heads, head_dim, SPEC_DTYPE[dtype_name]))
     b.measure({**base, "peer": "ours v2", "max_abs_err_vs_pyg_fp32": err, "config": cfg}, ours)
     del ref
     if "v1" in peers and dtype_name != "bf16":
@@ -313,111 +315,6 @@ def cuda_graph(fn: Callable[[], Any]) -> tuple[Callable[[], Any] | None, str]:
         return None, f"capture failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
 
 
-SWEEP_FAMILIES = (("fp32", 4, 16), ("fp16", 8, 64))
-SWEEP_SHARE = 0.3
-_SPEC_DTYPE = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-
-
-def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
-    """The rule's config plus variants of tile size, head group, warps and chunk length."""
-    from trt_plugins import spec
-
-    base = spec.select_config(heads, head_dim, dtype)
-    out = {"rule": base}
-    for tile, group, warps, chunk in (
-        (base.tile_e // 2, base.head_group, 4, 512),
-        (base.tile_e * 2, base.head_group, 4, 512),
-        (base.tile_e * 2, base.head_group, 8, 512),
-        (base.tile_e, base.head_group, 8, 512),
-        (base.tile_e * 2, max(1, base.head_group // 2), 4, 512),
-        (base.tile_e, max(1, base.head_group // 2), 4, 512),
-        (base.tile_e, min(heads, base.head_group * 2), 4, 512),
-        (base.tile_e, base.head_group, 4, 1024),
-        (base.tile_e, base.head_group, 4, 256),
-    ):
-        tile = max(4, tile)
-        cfg = spec.KernelConfig(
-            tile,
-            max(1, chunk // tile),
-            spec.next_pow2(group),
-            base.block_d,
-            base.block_r,
-            base.block_p,
-            warps,
-            head_group=group,
-        )
-        out.setdefault(f"tile {tile} group {group} warps {warps} chunk {cfg.chunk}", cfg)
-    return out
-
-
-def sweep_and_tune(b: Bench, graphs: list[Graph]) -> None:
-    """Time every variant on the given graphs; the fastest (summed over them) becomes ``spec.TUNED``
-    for its head shape and dtype for the rest of this run, and is recorded in the results."""
-
-    b.doc["tuned"] = {}
-    # each variant is a fresh JIT compile: the sweep gets a share of the run, so that the rows the
-    # targets read are still reached; a variant past it is skipped (and cannot win)
-    whole, reason = b.deadline, b.skip_reason
-    b.deadline = min(whole, time.monotonic() + SWEEP_SHARE * b.args.max_minutes * 60)
-    b.skip_reason = f"the sweep's share ({SWEEP_SHARE:.0%}) of --max-minutes {b.args.max_minutes} reached"
-    try:
-        _sweep_families(b, graphs)
-    finally:
-        b.deadline, b.skip_reason = whole, reason
-
-
-def _sweep_families(b: Bench, graphs: list[Graph]) -> None:
-    from trt_plugins import spec
-
-    for dtype_name, heads, head_dim in SWEEP_FAMILIES:
-        dtype = _SPEC_DTYPE[dtype_name]
-        variants = sweep_variants(heads, head_dim, dtype)
-        totals = dict.fromkeys(variants, 0.0)
-        for g in graphs:
-            for label, ms in _sweep_graph(b, g, dtype_name, heads, head_dim, variants).items():
-                totals[label] += ms
-            _empty_cache()
-        best = min(totals, key=lambda label: totals[label])
-        if math.isfinite(totals[best]):
-            spec.TUNED[(heads, head_dim, dtype)] = variants[best]
-            b.doc["tuned"][f"{heads}x{head_dim} {dtype}"] = {
-                "variant": best,
-                "config": _config_dict(variants[best]),
-                "summed_ms": totals[best],
-                "rule_ms": totals["rule"],
-            }
-            print(f"  tuned {heads}x{head_dim} {dtype}: {best} ({totals[best]:.3f} ms vs rule {totals['rule']:.3f})")
-
-
-def _sweep_graph(
-    b: Bench, g: Graph, dtype_name: str, heads: int, head_dim: int, variants: dict[str, Any]
-) -> dict[str, float]:
-    """Milliseconds of every variant on one graph (inf where it failed or was skipped)."""
-    from trt_plugins.kernels import sparse_graph_attention
-
-    gen = torch.Generator(device=DEVICE).manual_seed(1)
-    dt = DTYPES[dtype_name]
-    q, k, v = (torch.randn(g.num_nodes, heads, head_dim, device=DEVICE, dtype=dt, generator=gen) for _ in range(3))
-    nbytes = min_bytes(g.num_nodes, g.num_edges, heads, head_dim, q.element_size())
-    out = {}
-    for label, cfg in variants.items():
-        row = {
-            "level": "sweep",
-            "workload": g.name,
-            "kind": g.kind,
-            "N": g.num_nodes,
-            "E": g.num_edges,
-            "dtype": dtype_name,
-            "hd": f"{heads}x{head_dim}",
-            "peer": f"v2 {label}",
-            "config": _config_dict(cfg),
-            "bytes": nbytes,
-        }
-        b.measure(row, lambda cfg=cfg: sparse_graph_attention(q, k, v, g.rowptr, g.col, None, config=cfg))
-        out[label] = row.get("ms", math.inf)
-    return out
-
-
 def _core(e: int, dtype: str, heads: int) -> bool:
     """Whether an op row is one the targets read: E up to 10M, fp32/fp16 at 4x16, fp16 at 8x64."""
     return e <= 10_000_000 and (dtype in ("fp32", "fp16") if heads == 4 else dtype == "fp16")
@@ -439,10 +336,6 @@ def op_level(b: Bench, sizes: list[int], dtypes: list[str], dev: torch.device, c
                 op_rows(b, g, dt, heads, head_dim, peers)
             del g
             _empty_cache()
-
-
-def _config_dict(cfg: Any) -> dict[str, int]:
-    return {**cfg.__dict__, "chunk": cfg.chunk}
 
 
 def small_graphs(dev: torch.device, dry: bool) -> list[Graph]:

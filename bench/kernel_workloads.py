@@ -22,6 +22,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+#: The dtypes a row can name, and their names in ``trt_plugins.spec``.
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+SPEC_DTYPE = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
 
 @dataclass
 class Graph:

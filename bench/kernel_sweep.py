@@ -1,0 +1,130 @@
+"""The tile sweep of ``bench/kernel.py``: kernel v2's rule config against variants of tile size,
+head group, warps and chunk length, timed on the run's graphs; the fastest becomes ``spec.TUNED``
+for the rest of the run and is recorded in its results (then copied into ``trt_plugins/spec.py``)."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from bench.kernel_workloads import DTYPES, SPEC_DTYPE, Graph, min_bytes
+
+if TYPE_CHECKING:
+    from bench.kernel import Bench
+
+SWEEP_FAMILIES = (("fp32", 4, 16), ("fp16", 8, 64))
+SWEEP_SHARE = 0.3
+
+
+def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
+    """The rule's config plus variants of tile size, head group, warps and chunk length."""
+    from trt_plugins import spec
+
+    base = spec.select_config(heads, head_dim, dtype)
+    out = {"rule": base}
+    for tile, group, warps, chunk in (
+        (base.tile_e // 2, base.head_group, 4, 512),
+        (base.tile_e * 2, base.head_group, 4, 512),
+        (base.tile_e * 2, base.head_group, 8, 512),
+        (base.tile_e, base.head_group, 8, 512),
+        (base.tile_e * 2, max(1, base.head_group // 2), 4, 512),
+        (base.tile_e, max(1, base.head_group // 2), 4, 512),
+        (base.tile_e, min(heads, base.head_group * 2), 4, 512),
+        (base.tile_e, base.head_group, 4, 1024),
+        (base.tile_e, base.head_group, 4, 256),
+    ):
+        tile = max(4, tile)
+        cfg = spec.KernelConfig(
+            tile,
+            max(1, chunk // tile),
+            spec.next_pow2(group),
+            base.block_d,
+            base.block_r,
+            base.block_p,
+            warps,
+            head_group=group,
+        )
+        out.setdefault(f"tile {tile} group {group} warps {warps} chunk {cfg.chunk}", cfg)
+    return out
+
+
+def sweep_and_tune(b: Bench, graphs: list[Graph]) -> None:
+    """Time every variant on the given graphs; the fastest (summed over them) becomes ``spec.TUNED``
+    for its head shape and dtype for the rest of this run, and is recorded in the results."""
+
+    b.doc["tuned"] = {}
+    # each variant is a fresh JIT compile: the sweep gets a share of the run, so that the rows the
+    # targets read are still reached; a variant past it is skipped (and cannot win)
+    whole, reason = b.deadline, b.skip_reason
+    b.deadline = min(whole, time.monotonic() + SWEEP_SHARE * b.args.max_minutes * 60)
+    b.skip_reason = f"the sweep's share ({SWEEP_SHARE:.0%}) of --max-minutes {b.args.max_minutes} reached"
+    try:
+        _sweep_families(b, graphs)
+    finally:
+        b.deadline, b.skip_reason = whole, reason
+
+
+def _sweep_families(b: Bench, graphs: list[Graph]) -> None:
+    from trt_plugins import spec
+
+    for dtype_name, heads, head_dim in SWEEP_FAMILIES:
+        dtype = SPEC_DTYPE[dtype_name]
+        variants = sweep_variants(heads, head_dim, dtype)
+        totals = dict.fromkeys(variants, 0.0)
+        for g in graphs:
+            for label, ms in _sweep_graph(b, g, dtype_name, heads, head_dim, variants).items():
+                totals[label] += ms
+            empty_cache(g)
+        best = min(totals, key=lambda label: totals[label])
+        if math.isfinite(totals[best]):
+            spec.TUNED[(heads, head_dim, dtype)] = variants[best]
+            b.doc["tuned"][f"{heads}x{head_dim} {dtype}"] = {
+                "variant": best,
+                "config": config_dict(variants[best]),
+                "summed_ms": totals[best],
+                "rule_ms": totals["rule"],
+            }
+            print(f"  tuned {heads}x{head_dim} {dtype}: {best} ({totals[best]:.3f} ms vs rule {totals['rule']:.3f})")
+
+
+def _sweep_graph(
+    b: Bench, g: Graph, dtype_name: str, heads: int, head_dim: int, variants: dict[str, Any]
+) -> dict[str, float]:
+    """Milliseconds of every variant on one graph (inf where it failed or was skipped)."""
+    from trt_plugins.kernels import sparse_graph_attention
+
+    gen = torch.Generator(device=g.rowptr.device).manual_seed(1)
+    dt = DTYPES[dtype_name]
+    q, k, v = (
+        torch.randn(g.num_nodes, heads, head_dim, device=g.rowptr.device, dtype=dt, generator=gen) for _ in range(3)
+    )
+    nbytes = min_bytes(g.num_nodes, g.num_edges, heads, head_dim, q.element_size())
+    out = {}
+    for label, cfg in variants.items():
+        row = {
+            "level": "sweep",
+            "workload": g.name,
+            "kind": g.kind,
+            "N": g.num_nodes,
+            "E": g.num_edges,
+            "dtype": dtype_name,
+            "hd": f"{heads}x{head_dim}",
+            "peer": f"v2 {label}",
+            "config": config_dict(cfg),
+            "bytes": nbytes,
+        }
+        b.measure(row, lambda cfg=cfg: sparse_graph_attention(q, k, v, g.rowptr, g.col, None, config=cfg))
+        out[label] = row.get("ms", math.inf)
+    return out
+
+
+def config_dict(cfg: Any) -> dict[str, int]:
+    return {**cfg.__dict__, "chunk": cfg.chunk}
+
+
+def empty_cache(g: Graph) -> None:
+    if g.rowptr.is_cuda:
+        torch.cuda.empty_cache()
