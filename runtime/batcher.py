@@ -105,12 +105,13 @@ def fits(config: BatchConfig, count: int, totals: Sequence[int], item: Sized) ->
     return ok
 
 
-def add(totals: list[int], item: Sized) -> None:
-    """``totals`` (see :func:`fits`) with ``item`` merged in."""
+def add(config: BatchConfig, totals: list[int], item: Sized) -> None:
+    """``totals`` (see :func:`fits`) with ``item`` merged in (the largest graph only where it counts)."""
     totals[0] += item.nodes
     totals[1] += item.edges
     totals[2] += item.num_graphs
-    totals[3] = max(totals[3], item.largest)
+    if config.attention_cell_bytes:
+        totals[3] = max(totals[3], item.largest)
 
 
 def pack(items: Sequence[SizedT], config: BatchConfig) -> list[list[SizedT]]:
@@ -123,7 +124,7 @@ def pack(items: Sequence[SizedT], config: BatchConfig) -> list[list[SizedT]]:
             batches.append([])
             totals = [0, 0, 0, 0]
         batches[-1].append(it)
-        add(totals, it)
+        add(config, totals, it)
     return batches
 
 
@@ -133,10 +134,14 @@ class GraphRequest:
 
     graph: NumpyGraph
     num_graphs: int
-    largest: int = field(init=False)  # nodes of its largest graph
+    _largest: int = field(init=False, default=-1, repr=False)
 
-    def __post_init__(self) -> None:
-        self.largest = largest_graph(self.graph.batch, self.graph.num_nodes, self.num_graphs)[0]
+    @property
+    def largest(self) -> int:
+        """Nodes of its largest graph, counted when first asked (only models with dense attention ask)."""
+        if self._largest < 0:
+            self._largest = largest_graph(self.graph.batch, self.graph.num_nodes, self.num_graphs)[0]
+        return self._largest
 
     @property
     def nodes(self) -> int:
@@ -247,7 +252,7 @@ class DynamicBatcher:
         q, delay = self._queue, self.config.max_delay_ms / 1000.0
         items = [first]
         totals = [0, 0, 0, 0]
-        add(totals, first)
+        add(self.config, totals, first)
         deadline = first.arrival + delay
         expected = self._concurrency()
         while len(items) < self.config.max_requests:
@@ -267,7 +272,7 @@ class DynamicBatcher:
             if not fits(self.config, len(items), totals, nxt):
                 return items, nxt, stop
             items.append(nxt)
-            add(totals, nxt)
+            add(self.config, totals, nxt)
         return items, None, stop
 
     def _work(self) -> None:
