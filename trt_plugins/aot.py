@@ -20,6 +20,10 @@ Choices made here, and why:
   of the argument array. Our kernel uses neither (both sizes are 0 in the metadata), so they are
   deleted from the ``.entry`` declaration after checking that the body never references them; the
   edited PTX is then assembled with Triton's bundled ``ptxas`` to prove it is still valid.
+* **Pointer alignment promised** (:data:`spec.POINTER_ALIGNMENT`, ``tt.divisibility`` 16 on every
+  pointer argument): Triton's JIT infers it from the tensors it is launched with, but an AOT compile
+  sees no tensor, and without the hint every K/V row is read one 32-bit element at a time. TensorRT's
+  buffers are 256-byte aligned, so the promise holds wherever the PTX runs.
 * **Disk cache** keyed by kernel source hash, signature, constexprs, target, PTX version, launch
   options and Triton version; entries are written atomically (temp file + ``os.replace``).
 """
@@ -33,8 +37,6 @@ import inspect
 import json
 import os
 import re
-import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from trt_plugins import spec
+from trt_plugins.ptxas import PtxasError, ptxas_usage
 
 #: GPU targets we ship PTX for (compute capability x10).
 TARGETS: tuple[int, ...] = (75, 80, 86, 89, 90)
@@ -53,7 +56,7 @@ _MIN_PTX_VERSION: dict[int, int] = {75: 63, 80: 70, 86: 71, 87: 74, 89: 78, 90: 
 #: other shapes are compiled on demand by the TensorRT plugin (and cached).
 DEFAULT_HEAD_SHAPES: tuple[tuple[int, int], ...] = ((1, 64), (4, 16), (4, 32), (8, 64), (1, 128))
 
-_CACHE_FORMAT = 2
+_CACHE_FORMAT = 3
 _SCRATCH_METADATA = ("global_scratch_size", "profile_scratch_size")
 
 
@@ -178,12 +181,15 @@ def triton_compile(
 
     from trt_plugins.kernels import jit_kernel
 
+    fn = jit_kernel(kernel)
     full_signature = {**signature, **{name: "constexpr" for name in constexprs}}
+    aligned = [["tt.divisibility", spec.POINTER_ALIGNMENT]]
+    attrs = {(fn.arg_names.index(name),): aligned for name in spec.pointer_args(kernel)}
     options: dict[str, Any] = {"num_warps": num_warps, "num_stages": num_stages, "enable_fp_fusion": True}
     if ptx_version is not None:
         options["ptx_version"] = ptx_version
     compiled = triton.compile(
-        ASTSource(jit_kernel(kernel), full_signature, constexprs), target=GPUTarget("cuda", cc, 32), options=options
+        ASTSource(fn, full_signature, constexprs, attrs), target=GPUTarget("cuda", cc, 32), options=options
     )
     meta = compiled.metadata
     scratch = sum(int(getattr(meta, name, 0) or 0) for name in _SCRATCH_METADATA)
@@ -233,31 +239,12 @@ def _ptx_header(ptx: str, directive: str) -> str:
 
 
 def verify_ptx(ptx: str, target: str) -> bool:
-    """Assemble ``ptx`` for ``target`` (e.g. ``sm_90a``) with Triton's bundled ``ptxas``.
-
-    Returns ``False`` when no ``ptxas`` is available (nothing verified); raises
-    :class:`AOTCompileError` when assembly fails.
-    """
+    """Assemble ``ptx`` for ``target`` (e.g. ``sm_90a``) with Triton's bundled ``ptxas``: ``False``
+    when no ``ptxas`` is available (nothing verified); raises :class:`AOTCompileError` when assembly fails."""
     try:
-        import triton
-
-        ptxas = triton.knobs.nvidia.ptxas.path
-    except Exception:  # the NVIDIA backend or its tools are missing
-        ptxas = shutil.which("ptxas")
-    if not ptxas:
-        return False
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "kernel.ptx"
-        src.write_text(ptx, encoding="utf-8")
-        proc = subprocess.run(
-            [ptxas, f"-arch={target}", str(src), "-o", str(Path(tmp) / "kernel.cubin")],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    if proc.returncode != 0:
-        raise AOTCompileError(f"ptxas rejected the PTX for {target}: {proc.stderr.strip()[:2000]}")
-    return True
+        return ptxas_usage(ptx, target) is not None
+    except PtxasError as exc:
+        raise AOTCompileError(str(exc)) from None
 
 
 def _cache_key(payload: dict[str, Any]) -> str:
@@ -303,6 +290,7 @@ def compile_kernel(
         "ptx_version": ptx_version,
         "num_warps": config.num_warps,
         "num_stages": config.num_stages,
+        "pointer_alignment": spec.POINTER_ALIGNMENT,
         "triton": _triton_version(),
     }
     key = _cache_key(payload)

@@ -14,6 +14,7 @@ import pytest
 
 from trt_plugins import aot, spec
 from trt_plugins.aot import AOTCompileError
+from trt_plugins.ptxas import PtxasError, ptxas_usage
 
 MAX_STATIC_SHARED = 48 * 1024  # above this a launch needs an opt-in TensorRT does not make
 #: TensorRT ABI of each kernel: (pointer params, int32 params); Triton's scratch params are stripped.
@@ -196,3 +197,25 @@ def test_current_compute_capability_override(monkeypatch: pytest.MonkeyPatch) ->
     assert aot.current_compute_capability() == 90
     monkeypatch.setenv("GTCOMPRESS_CUDA_ARCH", "86")
     assert aot.current_compute_capability() == 86
+
+
+@pytest.mark.parametrize(("dtype", "heads", "head_dim"), [("float32", 4, 16), ("float16", 8, 64)])
+def test_rows_are_moved_in_128_bit_pieces(dtype: str, heads: int, head_dim: int, cache: Path) -> None:
+    """The AOT PTX reads the K, V and Q rows and writes ``out`` with
+    vector instructions: the pointers are declared 16-byte aligned (``spec.POINTER_ALIGNMENT``).
+    Without that promise Triton emits only scalar ``ld.global.b32``/``.b16`` loads, and ptxas needs
+    about half again as many registers."""
+    k = aot.compile_kernel("partials", dtype, heads, head_dim, 90, None, False)
+    assert k.ptx.count("ld.global.v4.b32") >= 3, k.ptx.count("ld.global.v4.b32")
+    assert "st.global.v4.b32" in k.ptx
+    usage = ptxas_usage(k.ptx, k.target)
+    assert usage is not None and usage.spill_store_bytes == usage.spill_load_bytes == 0
+    assert usage.registers <= 128  # at least four programs of 4 warps share an SM
+
+
+def test_ptxas_usage_reads_the_resource_report() -> None:
+    valid = PTX_STUB.replace("{\n", "{\n\t.reg .b64 %rd<3>;\n", 1)
+    usage = ptxas_usage(valid, "sm_80")
+    assert usage is not None and usage.registers > 0 and usage.stack_bytes == 0 and usage.spill_store_bytes == 0
+    with pytest.raises(PtxasError, match="ptxas rejected the PTX for sm_80"):
+        ptxas_usage(PTX_STUB.replace("ret;", "bogus.instruction;"), "sm_80")

@@ -1,0 +1,75 @@
+"""Triton's bundled ``ptxas``: the proof that edited PTX still assembles, and the resource report
+(``ptxas -v``) that is the one thing a machine without a GPU can say about the kernel's speed --
+registers per thread decide how many programs share a multiprocessor, and so how many gathers are in
+flight."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class PtxasError(RuntimeError):
+    """``ptxas`` rejected the PTX, or printed no resource report."""
+
+
+@dataclass(frozen=True)
+class PtxasUsage:
+    """What ``ptxas -v`` reports for one kernel: per-thread registers, spill traffic and stack bytes."""
+
+    registers: int
+    spill_store_bytes: int
+    spill_load_bytes: int
+    stack_bytes: int
+
+
+def ptxas_path() -> str | None:
+    """Triton's bundled ``ptxas``, else one on ``PATH``, else ``None``."""
+    try:
+        import triton
+
+        return triton.knobs.nvidia.ptxas.path
+    except Exception:  # the NVIDIA backend or its tools are missing
+        return shutil.which("ptxas")
+
+
+def ptxas_usage(ptx: str, target: str) -> PtxasUsage | None:
+    """Assemble ``ptx`` for ``target`` (e.g. ``sm_90a``) with Triton's bundled ``ptxas -v``.
+
+    Returns ``None`` when no ``ptxas`` is available (nothing verified); raises
+    :class:`PtxasError` when assembly fails. Registers decide how many programs share a
+    multiprocessor, and so how many gathers are in flight: the one figure a GPU-less machine can
+    give about the kernel's speed.
+    """
+    ptxas = ptxas_path()
+    if not ptxas:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "kernel.ptx"
+        src.write_text(ptx, encoding="utf-8")
+        proc = subprocess.run(
+            [ptxas, "-v", f"-arch={target}", str(src), "-o", str(Path(tmp) / "kernel.cubin")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if proc.returncode != 0:
+        raise PtxasError(f"ptxas rejected the PTX for {target}: {proc.stderr.strip()[:2000]}")
+    report = proc.stdout + proc.stderr
+
+    def number(pattern: str) -> int:
+        m = re.search(pattern, report)
+        if m is None:
+            raise PtxasError(f"ptxas -v printed no {pattern!r} for {target}: {report.strip()[:2000]}")
+        return int(m.group(1))
+
+    return PtxasUsage(
+        registers=number(r"Used (\d+) registers"),
+        spill_store_bytes=number(r"(\d+) bytes spill stores"),
+        spill_load_bytes=number(r"(\d+) bytes spill loads"),
+        stack_bytes=number(r"(\d+) bytes stack frame"),
+    )
