@@ -93,12 +93,15 @@ def sga_partials(
     HEAD_GROUP: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     """Kernel 1. ``q, k, v, out``: contiguous ``[N, HEADS, HEAD_DIM]``; ``rowptr [N+1]``, ``col [E]``;
     ``bias [E, HEADS]`` in CSR order (read only if ``HAS_BIAS``); ``part``: float32
     ``[2 * n_chunks, HEADS, HEAD_DIM + 2]`` (acc, then max and sum in log2 units). Program
     ``(c, g)`` handles heads ``g*HEAD_GROUP ..`` of chunk ``c``: all heads when a row is small, a
-    group of at least 256 contiguous bytes when rows are wide (so K/V/Q tiles fit in registers)."""
+    group of at least 256 contiguous bytes when rows are wide (so K/V/Q tiles fit in registers).
+    ``PREFETCH``: gather the next tile's K/V rows before working on this one, so that a program keeps
+    two tiles of gathers in flight (more registers, fewer programs per SM: the sweep decides)."""
     chunk = tl.program_id(0)
     head0 = tl.program_id(1) * HEAD_GROUP
     CHUNK: tl.constexpr = TILE_E * TILES
@@ -116,8 +119,15 @@ def sga_partials(
     qk_scale = SCALE * LOG2E
 
     # The sources of the first tile; each iteration prefetches the next tile's, so that its K/V
-    # gathers can start before the row search of that tile (they do not depend on it).
+    # gathers can start before the row search of that tile (they do not depend on it). With
+    # PREFETCH, the gathers run one tile ahead and the sources two.
     src = tl.load(col + c_start + lanes, mask=c_start + lanes < c_end, other=0).to(tl.int64)
+    if PREFETCH:
+        first_ok = (c_start + lanes < c_end)[:, None, None] & hd_ok[None, :, :]
+        k_nxt = tl.load(k + src[:, None, None] * ROW + hd_off[None, :, :], mask=first_ok, other=0.0)
+        v_nxt = tl.load(v + src[:, None, None] * ROW + hd_off[None, :, :], mask=first_ok, other=0.0)
+        nxt = c_start + TILE_E + lanes
+        src = tl.load(col + nxt, mask=nxt < c_end, other=0).to(tl.int64)
 
     # Row of the chunk's first edge: the largest r with rowptr[r] <= c_start (rowptr[N] = E > c_start).
     lo_row = n_nodes * 0
@@ -139,9 +149,17 @@ def sga_partials(
         e_ok = edges < t_end
         m3 = e_ok[:, None, None] & hd_ok[None, :, :]
         kv_off = src[:, None, None] * ROW + hd_off[None, :, :]
-        k_t = tl.load(k + kv_off, mask=m3, other=0.0).to(tl.float32)
-        v_t = tl.load(v + kv_off, mask=m3, other=0.0).to(tl.float32)
-        nxt = edges + TILE_E
+        if PREFETCH:  # this tile's rows arrived during the last one; start the next tile's
+            k_t = k_nxt.to(tl.float32)
+            v_t = v_nxt.to(tl.float32)
+            m3_nxt = (edges + TILE_E < c_end)[:, None, None] & hd_ok[None, :, :]
+            k_nxt = tl.load(k + kv_off, mask=m3_nxt, other=0.0)
+            v_nxt = tl.load(v + kv_off, mask=m3_nxt, other=0.0)
+            nxt = edges + 2 * TILE_E
+        else:
+            k_t = tl.load(k + kv_off, mask=m3, other=0.0).to(tl.float32)
+            v_t = tl.load(v + kv_off, mask=m3, other=0.0).to(tl.float32)
+            nxt = edges + TILE_E
         src = tl.load(col + nxt, mask=nxt < c_end, other=0).to(tl.int64)
 
         # Upper bound for the tile's rows by galloping from lo_row, then each edge's row by a

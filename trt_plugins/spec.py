@@ -121,6 +121,7 @@ class KernelConfig:
     num_warps: int = 4
     num_stages: int = 1
     head_group: int = 0  # 0: block_h (every head of a row in one program, as long as block_h covers them)
+    prefetch: bool = False  # partials gathers the next tile's K/V rows while it works on this one
 
     def __post_init__(self) -> None:
         if self.head_group == 0:
@@ -226,9 +227,10 @@ def next_pow2(x: int) -> int:
 
 
 #: Elements of one ``[tile_e, block_h, block_d]`` register block, per warp: 8 float32 registers per
-#: thread and gathered tensor. Q, K, V, the products and the scans then take about 120 registers,
-#: so four programs share a multiprocessor and their gathers overlap each other's searches and scans
-#: (measured with ptxas: 224 registers and two programs per SM at 16 per thread).
+#: thread and gathered tensor. With the next tile's K/V prefetched, ptxas (sm_90a, 16-byte aligned
+#: pointers) gives 96 registers for fp32 4x16 and 80 for fp16 8x64, so five or six programs share a
+#: multiprocessor and keep 80 or 48 KB of gathers in flight; at 16 elements per thread it is 160
+#: registers and three programs (``python bench/kernel_static.py`` prints the table).
 TILE_ELEMENTS_PER_WARP = 256
 #: Contiguous bytes of a K/V row one program reads: two 128-byte cache lines. Narrow rows (4 heads of
 #: 16 floats) are read whole; wide rows (8 heads of 64) are split into head groups of this size over
@@ -263,7 +265,15 @@ def select_config(heads: int, head_dim: int, dtype: str) -> KernelConfig:
     tiles = max(1, TARGET_CHUNK // tile_e)
     block_p = max(8, min(64, 4096 // block_d))
     return KernelConfig(
-        tile_e, tiles, block_h, block_d, block_r=128, block_p=block_p, num_warps=num_warps, head_group=head_group
+        tile_e,
+        tiles,
+        block_h,
+        block_d,
+        block_r=128,
+        block_p=block_p,
+        num_warps=num_warps,
+        head_group=head_group,
+        prefetch=True,
     )
 
 
@@ -280,6 +290,7 @@ def partials_constexprs(attrs: Attributes, config: KernelConfig) -> dict[str, in
         "HEAD_GROUP": config.head_group,
         "BLOCK_H": config.block_h,
         "BLOCK_D": config.block_d,
+        "PREFETCH": bool(config.prefetch),
     }
 
 

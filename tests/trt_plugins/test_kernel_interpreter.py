@@ -75,7 +75,7 @@ def make_graph(n: int, e: int, seed: int, hub: bool = False) -> torch.Tensor:
 SMALL = spec.KernelConfig(tile_e=4, tiles=2, block_h=4, block_d=32, block_r=8, block_p=4)
 
 
-def small(heads: int, head_dim: int) -> spec.KernelConfig:
+def small(heads: int, head_dim: int, prefetch: bool = False) -> spec.KernelConfig:
     """:data:`SMALL` with the block sizes for the head shape."""
     return spec.KernelConfig(
         tile_e=SMALL.tile_e,
@@ -84,7 +84,12 @@ def small(heads: int, head_dim: int) -> spec.KernelConfig:
         block_d=spec.next_pow2(head_dim),
         block_r=SMALL.block_r,
         block_p=SMALL.block_p,
+        prefetch=prefetch,
     )
+
+
+#: Both ways the partials kernel walks its tiles: K/V gathered per tile, or one tile ahead.
+PREFETCH = pytest.mark.parametrize("prefetch", [False, True], ids=["gather", "prefetch"])
 
 
 CASES = [
@@ -107,9 +112,10 @@ def _check(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> None:
     torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)
 
 
+@PREFETCH
 @pytest.mark.parametrize(("n", "e", "heads", "head_dim", "dtype", "with_bias", "hub"), CASES)
 def test_matches_references(
-    n: int, e: int, heads: int, head_dim: int, dtype: torch.dtype, with_bias: bool, hub: bool
+    n: int, e: int, heads: int, head_dim: int, dtype: torch.dtype, with_bias: bool, hub: bool, prefetch: bool
 ) -> None:
     g = torch.Generator().manual_seed(n * 100 + e)
     ei = make_graph(n, e, seed=n + e, hub=hub)
@@ -119,7 +125,7 @@ def test_matches_references(
     bias_csr = None if bias is None else bias[perm]
     scale = spec.default_scale(head_dim)
 
-    out = sparse_graph_attention(q, k, v, rowptr, col, bias_csr, config=small(heads, head_dim))
+    out = sparse_graph_attention(q, k, v, rowptr, col, bias_csr, config=small(heads, head_dim, prefetch))
     assert out.dtype == dtype and out.shape == (n, heads, head_dim)
     _check(out, reference(q, k, v, rowptr, col, bias_csr, scale), dtype)
     project = sparse_attention(q.double(), k.double(), v.double(), ei, None if bias is None else bias.double())
@@ -128,11 +134,12 @@ def test_matches_references(
     assert torch.equal(out[indegree == 0], torch.zeros_like(out[indegree == 0]))
 
 
+@PREFETCH
 @pytest.mark.parametrize(
     ("tile_e", "tiles"),
     [(4, 1), (4, 3), (8, 2), (16, 4)],  # chunks of 4, 12, 16 and 64 edges over the same graph
 )
-def test_chunk_and_tile_borders_anywhere(tile_e: int, tiles: int) -> None:
+def test_chunk_and_tile_borders_anywhere(tile_e: int, tiles: int, prefetch: bool) -> None:
     """Rows that start exactly at a chunk start, end exactly at a chunk end, span many chunks, and
     long runs of rows without edges between them, over several chunk and tile sizes."""
     degrees = [0, 4, 4, 0, 0, 0, 1, 12, 3, 0, 17, 1, 1, 0, 8, 0]
@@ -143,13 +150,16 @@ def test_chunk_and_tile_borders_anywhere(tile_e: int, tiles: int) -> None:
     q, k, v = (torch.randn(n, 2, 8, generator=g) * 3 for _ in range(3))
     bias = torch.randn(dst.numel(), 2, generator=g)
     rowptr, col, perm = edge_index_to_csr(ei, n)
-    config = spec.KernelConfig(tile_e=tile_e, tiles=tiles, block_h=2, block_d=8, block_r=4, block_p=2)
+    config = spec.KernelConfig(
+        tile_e=tile_e, tiles=tiles, block_h=2, block_d=8, block_r=4, block_p=2, prefetch=prefetch
+    )
     out = sparse_graph_attention(q, k, v, rowptr, col, bias[perm], config=config)
     _check(out, reference(q, k, v, rowptr, col, bias[perm], spec.default_scale(8)), torch.float32)
 
 
+@PREFETCH
 @pytest.mark.parametrize(("heads", "group"), [(4, 1), (4, 2), (3, 2), (8, 4)])
-def test_head_groups_split_over_programs(heads: int, group: int) -> None:
+def test_head_groups_split_over_programs(heads: int, group: int, prefetch: bool) -> None:
     """Wide rows are read in head groups, one program per group (the grid's second axis)."""
     g = torch.Generator().manual_seed(heads * 10 + group)
     n, d = 14, 8
@@ -158,7 +168,14 @@ def test_head_groups_split_over_programs(heads: int, group: int) -> None:
     bias = torch.randn(ei.shape[1], heads, generator=g)
     rowptr, col, perm = edge_index_to_csr(ei, n)
     config = spec.KernelConfig(
-        tile_e=4, tiles=3, block_h=spec.next_pow2(group), block_d=8, block_r=4, block_p=2, head_group=group
+        tile_e=4,
+        tiles=3,
+        block_h=spec.next_pow2(group),
+        block_d=8,
+        block_r=4,
+        block_p=2,
+        head_group=group,
+        prefetch=prefetch,
     )
     assert spec.grid("partials", n, col.numel(), heads, config)[1] == -(-heads // group)
     out = sparse_graph_attention(q, k, v, rowptr, col, bias[perm], config=config)
