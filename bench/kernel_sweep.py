@@ -20,21 +20,29 @@ SWEEP_SHARE = 0.3
 
 
 def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
-    """The rule's config plus variants of tile size, head group, warps and chunk length."""
+    """The rule's config plus variants of tile size, head group, warps, chunk length and K/V prefetch.
+
+    ``bench/kernel_static.py`` gives each one's registers and gathers in flight (ptxas, no GPU):
+    the sweep then says which of those the GPU rewards.
+    """
     from trt_plugins import spec
 
     base = spec.select_config(heads, head_dim, dtype)
     out = {"rule": base}
-    for tile, group, warps, chunk in (
-        (base.tile_e // 2, base.head_group, 4, 512),
-        (base.tile_e * 2, base.head_group, 4, 512),
-        (base.tile_e * 2, base.head_group, 8, 512),
-        (base.tile_e, base.head_group, 8, 512),
-        (base.tile_e * 2, max(1, base.head_group // 2), 4, 512),
-        (base.tile_e, max(1, base.head_group // 2), 4, 512),
-        (base.tile_e, min(heads, base.head_group * 2), 4, 512),
-        (base.tile_e, base.head_group, 4, 1024),
-        (base.tile_e, base.head_group, 4, 256),
+    half_group, double_group = max(1, base.head_group // 2), min(heads, base.head_group * 2)
+    for tile, group, warps, chunk, prefetch in (
+        (base.tile_e, base.head_group, 4, 512, not base.prefetch),
+        (base.tile_e // 2, base.head_group, 4, 512, base.prefetch),
+        (base.tile_e * 2, base.head_group, 4, 512, base.prefetch),
+        (base.tile_e * 2, base.head_group, 4, 512, not base.prefetch),
+        (base.tile_e * 2, base.head_group, 8, 512, base.prefetch),
+        (base.tile_e, base.head_group, 8, 512, base.prefetch),
+        (base.tile_e, base.head_group, 2, 512, base.prefetch),
+        (base.tile_e * 2, half_group, 4, 512, base.prefetch),
+        (base.tile_e, half_group, 4, 512, base.prefetch),
+        (base.tile_e, double_group, 4, 512, base.prefetch),
+        (base.tile_e, base.head_group, 4, 1024, base.prefetch),
+        (base.tile_e, base.head_group, 4, 256, base.prefetch),
     ):
         tile = max(4, tile)
         cfg = spec.KernelConfig(
@@ -46,8 +54,11 @@ def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
             base.block_p,
             warps,
             head_group=group,
+            prefetch=prefetch,
         )
-        out.setdefault(f"tile {tile} group {group} warps {warps} chunk {cfg.chunk}", cfg)
+        label = f"tile {tile} group {group} warps {warps} chunk {cfg.chunk}" + (" prefetch" if prefetch else "")
+        if cfg != base:
+            out.setdefault(label, cfg)
     return out
 
 
