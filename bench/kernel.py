@@ -133,6 +133,32 @@ def time_cuda(fn: Callable[[], Any], reps: int, warmup: int, slow_ms: float) -> 
     return {"ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "runs": reps}
 
 
+def kernel_split(fn: Callable[[], Any], reps: int = 5) -> dict[str, Any]:
+    """Milliseconds per call of each kernel ``fn`` runs, from ``torch.profiler``: where v2's time goes
+    (``sga_partials`` against ``sga_combine``), which CUDA events around the whole op cannot say.
+    On CPU (the dry run) the same code reads CPU op times, so the path is exercised before a GPU runs
+    it. A profiler failure is returned, not raised: it must not cost the row."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = DEVICE.type == "cuda"
+    try:
+        fn()
+        _sync()
+        with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+            for _ in range(reps):
+                fn()
+            _sync()
+        out: dict[str, float] = {}
+        for evt in prof.key_averages():
+            us = getattr(evt, "self_device_time_total" if cuda else "self_cpu_time_total", 0) or 0
+            if us > 0:
+                out[evt.key] = out.get(evt.key, 0.0) + us / 1e3 / reps
+    except Exception as e:  # CUPTI missing or busy: keep the row, say why the split is absent
+        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+    top = sorted(out.items(), key=lambda kv: -kv[1])[:6]
+    return {"source": "torch.profiler, CUDA" if cuda else "torch.profiler, CPU ops", "ms_per_call": dict(top)}
+
+
 def copy_bandwidth(gib: float = 2.0) -> float:
     """Device-to-device copy bandwidth in GB/s (bytes read + bytes written over the time)."""
     n = int(gib * 2**30) // 4
@@ -229,7 +255,10 @@ def op_rows(b: Bench, g: Graph, dtype_name: str, heads: int, head_dim: int, peer
     ref = pyg_attention(q.float(), k.float(), v.float(), g.src, g.dst, n) if e <= 20_000_000 else None
     err = None if ref is None else float((ours().float() - ref).abs().max())
     cfg = config_dict(spec.select_config(heads, head_dim, SPEC_DTYPE[dtype_name]))
-    b.measure({**base, "peer": "ours v2", "max_abs_err_vs_pyg_fp32": err, "config": cfg}, ours)
+    row = {**base, "peer": "ours v2", "max_abs_err_vs_pyg_fp32": err, "config": cfg}
+    if (e >= 1_000_000 or DEVICE.type == "cpu") and not b.out_of_time():
+        row["kernels"] = kernel_split(ours)
+    b.measure(row, ours)
     del ref
     if "v1" in peers and dtype_name != "bf16":
         b.measure({**base, "peer": "ours v1"}, lambda: sparse_graph_attention_v1(q, k, v, g.rowptr, g.col))

@@ -45,6 +45,10 @@ def test_the_dry_run_writes_every_level_and_judges_no_target(tmp_path: Path) -> 
     assert order[0][:2] == ("op", "4x16") and last_model < first_rest
     ours = [r for r in rows if r["peer"] == "ours v2"]
     assert ours and all(r["max_abs_err_vs_pyg_fp32"] < 1e-5 for r in ours)
+    # where v2's time goes (partials vs combine on a GPU): the profiler path runs here on CPU ops
+    for r in ours:
+        assert r["kernels"]["source"] == "torch.profiler, CPU ops", r["kernels"]
+        assert r["kernels"]["ms_per_call"] and all(ms > 0 for ms in r["kernels"]["ms_per_call"].values())
     summary = doc["summary"]
     assert summary["lines"][0].endswith("(CPU dry run: no GPU figure, no target judged)")
     verdicts = {e["verdict"] for entries in summary["results"].values() for e in entries}
