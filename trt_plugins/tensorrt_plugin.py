@@ -20,7 +20,9 @@ The combine plugin has no ``col`` input, so it derives the edge count its kernel
 ``part`` (:func:`combine_n_edges`). Only an AOT implementation (``@trtp.aot_impl``) is registered:
 the PTX is baked into the engine, which then runs without Python (``trtexec``, the C++ runtime,
 Triton Inference Server). Registering a JIT ``@trtp.impl`` as well would force every network to
-choose with ``PREFER_AOT_PYTHON_PLUGINS``/``PREFER_JIT_PYTHON_PLUGINS``.
+choose with ``PREFER_AOT_PYTHON_PLUGINS``/``PREFER_JIT_PYTHON_PLUGINS``. The PTX assumes every
+tensor address is a multiple of :data:`spec.POINTER_ALIGNMENT` (16) bytes, which TensorRT's 256-byte
+aligned buffers satisfy; that is what lets it read rows in 128-bit pieces.
 
 Shape expressions: every ``trtp.max``/``trtp.cdiv``/arithmetic has an input's shape expression as
 its *left* operand. TensorRT first calls the register function with placeholder ("fake")
