@@ -155,6 +155,8 @@ def kernel_split(fn: Callable[[], Any], reps: int = 5) -> dict[str, Any]:
                 out[evt.key] = out.get(evt.key, 0.0) + us / 1e3 / reps
     except Exception as e:  # CUPTI missing or busy: keep the row, say why the split is absent
         return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+    if not out:
+        return {"error": "the profiler recorded no time"}
     top = sorted(out.items(), key=lambda kv: -kv[1])[:6]
     return {"source": "torch.profiler, CUDA" if cuda else "torch.profiler, CPU ops", "ms_per_call": dict(top)}
 
