@@ -228,9 +228,10 @@ def next_pow2(x: int) -> int:
 
 #: Elements of one ``[tile_e, block_h, block_d]`` register block, per warp: 8 float32 registers per
 #: thread and gathered tensor. With the next tile's K/V prefetched, ptxas (sm_90a, 16-byte aligned
-#: pointers) gives 96 registers for fp32 4x16 and 80 for fp16 8x64, so five or six programs share a
-#: multiprocessor and keep 80 or 48 KB of gathers in flight; at 16 elements per thread it is 160
-#: registers and three programs (``python bench/kernel_static.py`` prints the table).
+#: pointers, Triton 3.9) gives 96 registers for fp32 4x16 and 80 for fp16 8x64, so five or six
+#: programs share a multiprocessor and keep 80 or 48 KiB of gathers in flight (Triton 3.6: 127 and
+#: 96 registers); at 16 elements per thread it is 160 registers and three programs
+#: (``python bench/kernel_static.py`` prints the table).
 TILE_ELEMENTS_PER_WARP = 256
 #: Contiguous bytes of a K/V row one program reads: two 128-byte cache lines. Narrow rows (4 heads of
 #: 16 floats) are read whole; wide rows (8 heads of 64) are split into head groups of this size over
