@@ -19,6 +19,7 @@ import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph, graph_ptr, largest_graph
 from gtcompress.preprocess.layouts import node_counts as count_nodes
+from gtcompress.preprocess.layouts import padded_rows
 from gtcompress.preprocess.pe import laplacian_pe, rwse
 from gtcompress.preprocess.spec import InputSpec, Lowering
 from runtime.batcher import MIB, BatchConfig, DynamicBatcher
@@ -236,14 +237,18 @@ def _check_attention(model: ServedModel, limits: ServerLimits, batch: np.ndarray
     if not cell:
         return
     largest, at = largest_graph(batch, n, graphs)
-    need = graphs * largest**2 * cell
+    rows = graphs
+    if model.session.spec.packed and batch is not None and graphs > 1:  # small graphs share rows (GT)
+        rows = padded_rows(count_nodes(batch, n, graphs), pack=True)
+    need = rows * largest**2 * cell
     if need > limits.max_attention_mib * MIB:
         alone = largest**2 * cell <= limits.max_attention_mib * MIB
         advice = f"send graph {at} in a request of its own" if alone and graphs > 1 else "send smaller graphs"
+        layout = f"padded to {largest} nodes" if rows == graphs else f"packed into {rows} rows of {largest} slots"
         raise GraphTooLargeError(
             "x",
             f"graph {at} has {largest} nodes; model '{model.name}' attends densely within each graph, so this "
-            f"request's {graphs} graph(s) padded to {largest} nodes need {need / MIB:,.1f} MiB of attention "
+            f"request's {graphs} graph(s) {layout} need {need / MIB:,.1f} MiB of attention "
             f"scores per layer, above this server's {limits.max_attention_mib:,g} MiB ({advice})",
         )
 

@@ -52,6 +52,16 @@ def dense_layout(
     return {"node_slot": slot, "pad_mask": pad_mask}
 
 
+def padded_rows(counts: np.ndarray, pack: bool) -> int:
+    """Rows of :func:`dense_layout`'s ``pad_mask`` for graphs of ``counts`` nodes, each row as long as
+    the largest graph. Dense attention's score memory grows with rows x largest^2, so this is what a
+    memory bound must count: with packing, one large graph and many small ones take a few rows, not
+    one row per graph."""
+    if not pack or counts.size <= 1:
+        return max(int(counts.size), 1)
+    return int(pack_rows(counts, max(int(counts.max()), 1))[0].max()) + 1
+
+
 def pack_rows(counts: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and offset of each graph when graphs of ``counts`` nodes share rows of ``capacity`` slots:
     largest first, each row topped up with the smallest graphs that still fit (two pointers, O(B))."""

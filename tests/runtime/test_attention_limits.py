@@ -15,6 +15,7 @@ import pytest
 
 from gtcompress.preprocess import NumpyGraph
 from gtcompress.preprocess.batching import largest_graph, union_graphs
+from gtcompress.preprocess.layouts import dense_layout, padded_rows
 from runtime.batcher import BatchConfig, fits, pack
 from runtime.served import attention_cell_bytes
 from runtime.server import BackgroundServer, ServedModel, ServerLimits, create_app
@@ -76,6 +77,38 @@ def test_graphs_that_fit_alone_but_not_together_are_told_to_come_apart(server, s
     assert r.json()["error"].startswith("input 'x': graph 1 has 200 nodes;")
     assert r.json()["error"].endswith("(send graph 1 in a request of its own)")
     assert _post(server, _graph(exported, 200, seed=2)).status_code == 200  # graph 1 alone
+
+
+def test_packed_rows_are_counted_not_one_row_per_graph(server, session, exported) -> None:
+    """GT packs small graphs into rows as long as the largest: a 150-node graph with 15 graphs of 10
+    nodes is 2 rows (0.34 MiB), not 16 (2.7 MiB), so it is served, and answered as a direct run answers."""
+    assert session.spec.packed
+    g = union_graphs([_graph(exported, 150, seed=3), *(_graph(exported, 10, seed=10 + i) for i in range(15))])
+    r = _post(server, g)
+    assert r.status_code == 200, r.text
+    out = r.json()["outputs"][0]
+    direct = session.run(g)[0]  # node-level: one row per node of the union
+    np.testing.assert_allclose(np.asarray(out["data"], dtype=np.float32).reshape(out["shape"]), direct, atol=1e-5)
+    # 250 + 30 x 10 nodes: 3 rows of 250 slots, 1.4 MiB; the 250-node graph alone would fit
+    g = union_graphs([_graph(exported, 250, seed=4), *(_graph(exported, 10, seed=40 + i) for i in range(30))])
+    r = _post(server, g)
+    assert r.status_code == 400
+    assert r.json()["error"] == (
+        "input 'x': graph 0 has 250 nodes; model 'm' attends densely within each graph, so this request's 31 "
+        "graph(s) packed into 3 rows of 250 slots need 1.4 MiB of attention scores per layer, above this "
+        "server's 0.5 MiB (send graph 0 in a request of its own)"
+    )
+
+
+def test_padded_rows_follow_the_layout() -> None:
+    counts = np.array([250] + [10] * 30)
+    assert (
+        padded_rows(counts, pack=True)
+        == 3
+        == dense_layout(np.repeat(np.arange(31), counts), 550, 31, True)["pad_mask"].shape[0]
+    )
+    assert padded_rows(counts, pack=False) == 31
+    assert padded_rows(np.array([7]), pack=True) == 1
 
 
 def test_an_edge_lowering_has_no_attention_limit(exported) -> None:
