@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gtcompress.preprocess.batching import NumpyGraph, graph_ptr, largest_graph
+from gtcompress.preprocess.batching import NumpyGraph, graph_ptr
 from gtcompress.preprocess.layouts import node_counts as count_nodes
 from gtcompress.preprocess.layouts import padded_rows
 from gtcompress.preprocess.pe import laplacian_pe, rwse
@@ -236,11 +236,15 @@ def _check_attention(model: ServedModel, limits: ServerLimits, batch: np.ndarray
     cell = model.batch.attention_cell_bytes
     if not cell:
         return
-    largest, at = largest_graph(batch, n, graphs)
-    rows = graphs
-    if model.session.spec.packed and batch is not None and graphs > 1:  # small graphs share rows (GT)
-        rows = padded_rows(count_nodes(batch, n, graphs), pack=True)
+    counts = count_nodes(batch, n, graphs)
+    at = int(np.argmax(counts))
+    largest, rows = int(counts[at]), graphs
     need = rows * largest**2 * cell
+    if need > limits.max_attention_mib * MIB and model.session.spec.packed:
+        # one row per graph is only an upper bound when small graphs share rows (GT): pack them, as the
+        # layout will, only for the few requests the bound would refuse
+        rows = padded_rows(counts, pack=True)
+        need = rows * largest**2 * cell
     if need > limits.max_attention_mib * MIB:
         alone = largest**2 * cell <= limits.max_attention_mib * MIB
         advice = f"send graph {at} in a request of its own" if alone and graphs > 1 else "send smaller graphs"
