@@ -56,7 +56,6 @@ SM_LIMITS: dict[int, SmLimits] = {
     89: SmLimits(warps=48, blocks=24, shared_kib=100, reserved_kib=1),
     90: SmLimits(warps=64, blocks=32, shared_kib=228, reserved_kib=1),
 }
-_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 def programs_per_sm(registers: int, num_warps: int, shared_bytes: int, cc: int) -> tuple[int, str]:
@@ -88,12 +87,12 @@ def analyse(dtype: str, heads: int, head_dim: int, label: str, cfg: Any, cc: int
         cfg.num_warps,
         cfg.num_stages,
     )
-    target = f"sm_{cc}a" if cc >= 90 else f"sm_{cc}"
+    target = aot.ptx_header(raw.ptx, "target")
     usage = ptxas_usage(raw.ptx, target)
     if usage is None:
         raise SystemExit("error: no ptxas found (Triton's NVIDIA backend ships one); nothing to report")
     programs, limiter = programs_per_sm(usage.registers, cfg.num_warps, raw.shared_mem, cc)
-    row_bytes = cfg.head_group * head_dim * _ITEMSIZE[dtype]
+    row_bytes = cfg.head_group * head_dim * spec.ITEMSIZE[dtype]
     tiles_in_flight = 2 if cfg.prefetch else 1
     return {
         "dtype": dtype,

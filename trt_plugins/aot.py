@@ -231,7 +231,8 @@ def strip_unused_trailing_params(ptx: str, kernel_name: str, keep: int) -> str:
     raise AOTCompileError(f"PTX has no .entry named {kernel_name!r}")
 
 
-def _ptx_header(ptx: str, directive: str) -> str:
+def ptx_header(ptx: str, directive: str) -> str:
+    """The value of a PTX header directive (``target`` -> ``sm_90a``, ``version`` -> ``8.0``)."""
     m = re.search(rf"^\s*\.{directive}\s+(\S+)", ptx, re.M)
     if not m:
         raise AOTCompileError(f"PTX has no .{directive} directive")
@@ -310,7 +311,7 @@ def compile_kernel(
             "which TensorRT's AOT launch cannot provide"
         )
     ptx = strip_unused_trailing_params(raw.ptx, raw.kernel_name, len(spec.KERNEL_ARGS[kernel]))
-    target = _ptx_header(ptx, "target")
+    target = ptx_header(ptx, "target")
     if verify:
         verify_ptx(ptx, target)
     compiled = CompiledKernel(
@@ -319,7 +320,7 @@ def compile_kernel(
         ptx=ptx,
         target=target,
         compute_capability=cc,
-        ptx_version=_ptx_header(ptx, "version"),
+        ptx_version=ptx_header(ptx, "version"),
         dtype=dtype,
         num_warps=raw.num_warps,
         shared_mem=raw.shared_mem,

@@ -237,7 +237,8 @@ TILE_ELEMENTS_PER_WARP = 256
 #: 16 floats) are read whole; wide rows (8 heads of 64) are split into head groups of this size over
 #: programs, which keeps a tile in registers without shrinking it to a few edges.
 GROUP_BYTES = 256
-_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
+#: Bytes per element of each float dtype the kernels take.
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 #: Target edges per ``partials`` program. Larger chunks mean fewer partial records for hub rows
 #: (``combine`` reads ``in_degree / CHUNK`` of them for a row) but fewer programs on small graphs.
 TARGET_CHUNK = 512
@@ -259,7 +260,7 @@ def select_config(heads: int, head_dim: int, dtype: str) -> KernelConfig:
         raise PluginSpecError(f"head_dim must be in [1, {MAX_HEAD_DIM}], got {head_dim}")
     if heads < 1:
         raise PluginSpecError(f"heads must be >= 1, got {heads}")
-    head_group = min(heads, max(1, -(-GROUP_BYTES // (head_dim * _ITEMSIZE[dtype]))))
+    head_group = min(heads, max(1, -(-GROUP_BYTES // (head_dim * ITEMSIZE[dtype]))))
     block_h, block_d = next_pow2(head_group), next_pow2(head_dim)
     num_warps = 4
     tile_e = max(4, min(64, TILE_ELEMENTS_PER_WARP * num_warps // (block_h * block_d)))
