@@ -1,5 +1,6 @@
 """Kernel v2's sweep variants as ``ptxas`` sees them, without a GPU: registers, spills, shared memory,
-128-bit loads, and the programs per multiprocessor and K/V gathers in flight they allow on a target.
+128-bit loads, PTX instruction count, and the programs per multiprocessor and K/V gathers in flight
+they allow on a target.
 
     python bench/kernel_static.py              # sm_90a (H100/H200), the sweep's two families
     python bench/kernel_static.py --cc 80 --families fp32:4x16
@@ -7,7 +8,8 @@
 Why: the tile sweep (``bench/kernel_sweep.py``) times these variants on a GPU, which this project gets
 for minutes at a time. This table is what can be known before: the partials kernel is a gather loop,
 and how many K/V bytes a multiprocessor keeps in flight is set by registers (programs per SM), tile
-size and prefetch. It lets the rule (``spec.select_config``) and the sweep's variants be chosen from
+size and prefetch; the instruction count compares the work per tile of a segmented scan against a
+tensor-core product. It lets the rule (``spec.select_config``) and the sweep's variants be chosen from
 facts, and a GPU result be read against them. It predicts no time; only the sweep measures.
 
 Writes ``bench/results/kernel/static-triton<version>.json`` (the command, commit, machine, date and Triton
@@ -31,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, provenance
-from bench.kernel_sweep import SWEEP_FAMILIES, sweep_variants
+from bench.kernel_sweep import SWEEP_FAMILIES, sweep_variants, variant_label
 from bench.kernel_workloads import SPEC_DTYPE
 
 OUT_DIR = RESULTS / "kernel"
@@ -104,12 +106,22 @@ def analyse(dtype: str, heads: int, head_dim: int, label: str, cfg: Any, cc: int
         "spill_bytes": usage.spill_store_bytes + usage.spill_load_bytes,
         "shared_bytes": raw.shared_mem,
         "vector_loads": raw.ptx.count("ld.global.v4."),
+        "instructions": ptx_instructions(raw.ptx),
         "scratch_bytes": raw.scratch_bytes,
         "programs_per_sm": programs,
         "limited_by": limiter,
         # K and V rows of every tile a program has issued and not yet used, summed over the SM
         "kv_bytes_in_flight_per_sm": programs * cfg.tile_e * tiles_in_flight * row_bytes * 2,
     }
+
+
+def ptx_instructions(ptx: str) -> int:
+    """Instructions in the PTX text, each counted once (a loop body is not multiplied by its trips).
+
+    Almost all of the kernel is its tile loop, so this compares the work per tile of two variants
+    (a scan against a product, say); it is not a time."""
+    skip = (".", "//", "$", "{", "}", "(", ")")
+    return sum(1 for line in ptx.splitlines() if (text := line.strip()) and not text.startswith(skip))
 
 
 def parse_families(text: str) -> list[tuple[str, int, int]]:
@@ -130,10 +142,10 @@ def _name(row: dict[str, Any]) -> str:
     """The variant's label; the rule's spelled out like the others'."""
     if row["variant"] != "rule":
         return row["variant"]
-    c = row["config"]
-    return f"rule: tile {c['tile_e']} group {c['head_group']} warps {c['num_warps']} chunk {c['chunk']}" + (
-        " prefetch" if c["prefetch"] else ""
-    )
+    from trt_plugins import spec
+
+    config = {k: v for k, v in row["config"].items() if k != "chunk"}
+    return f"rule: {variant_label(spec.KernelConfig(**config))}"
 
 
 def plot(doc: dict[str, Any], path: Path) -> Path:
@@ -150,7 +162,10 @@ def plot(doc: dict[str, Any], path: Path) -> Path:
         ys = range(len(rows))
         ax.barh(list(ys), [r["kv_bytes_in_flight_per_sm"] / 1024 for r in rows], color="tab:blue")
         for y, r in zip(ys, rows, strict=True):
-            note = f" {r['registers']} regs, {r['programs_per_sm']} programs/SM ({r['limited_by']})"
+            note = (
+                f" {r['registers']} regs, {r['programs_per_sm']} programs/SM ({r['limited_by']}),"
+                f" {r['instructions']} PTX instructions"
+            )
             ax.text(r["kv_bytes_in_flight_per_sm"] / 1024, y, note, va="center", fontsize=7)
         ax.set_yticks(list(ys), [_name(r) for r in rows], fontsize=7)
         ax.invert_yaxis()
@@ -207,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['dtype']:8s} {r['hd']:5s} {_name(r):48s} {r['registers']:3d} regs  spills {r['spill_bytes']:4d} B"
             f"  {r['programs_per_sm']:2d} programs/SM ({r['limited_by']})"
             f"  {r['kv_bytes_in_flight_per_sm'] / 1024:5.1f} KiB K/V in flight per SM"
+            f"  {r['instructions']:5d} PTX instructions"
         )
     print(f"wrote {out} and {png}")
     return 0

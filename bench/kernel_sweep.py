@@ -20,46 +20,66 @@ SWEEP_SHARE = 0.3
 
 
 def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
-    """The rule's config plus variants of tile size, head group, warps, chunk length and K/V prefetch.
+    """The rule's config plus variants of tile size, head group, warps, chunk length, K/V prefetch
+    and how ``p * v`` is summed per destination (segmented scan or tensor-core product).
 
-    ``bench/kernel_static.py`` gives each one's registers and gathers in flight (ptxas, no GPU):
-    the sweep then says which of those the GPU rewards.
+    ``bench/kernel_static.py`` gives each one's registers, gathers in flight and instruction count
+    (ptxas, no GPU): the sweep then says which of those the GPU rewards. The product variants come
+    right after the rule, so that a sweep cut short by its time share still times them.
     """
     from trt_plugins import spec
 
     base = spec.select_config(heads, head_dim, dtype)
     out = {"rule": base}
     half_group, double_group = max(1, base.head_group // 2), min(heads, base.head_group * 2)
-    for tile, group, warps, chunk, prefetch in (
-        (base.tile_e, base.head_group, 4, 512, not base.prefetch),
-        (base.tile_e // 2, base.head_group, 4, 512, base.prefetch),
-        (base.tile_e * 2, base.head_group, 4, 512, base.prefetch),
-        (base.tile_e * 2, base.head_group, 4, 512, not base.prefetch),
-        (base.tile_e * 2, base.head_group, 8, 512, base.prefetch),
-        (base.tile_e, base.head_group, 8, 512, base.prefetch),
-        (base.tile_e, base.head_group, 2, 512, base.prefetch),
-        (base.tile_e * 2, half_group, 4, 512, base.prefetch),
-        (base.tile_e, half_group, 4, 512, base.prefetch),
-        (base.tile_e, double_group, 4, 512, base.prefetch),
-        (base.tile_e, base.head_group, 4, 1024, base.prefetch),
-        (base.tile_e, base.head_group, 4, 256, base.prefetch),
+    dot_tile = max(spec.MIN_DOT, base.tile_e)
+    pf = base.prefetch
+    for tile, group, warps, chunk, prefetch, aggregate in (
+        (base.tile_e, base.head_group, 4, 512, not pf, "scan"),
+        (dot_tile, base.head_group, 4, 512, pf, "dot"),
+        (dot_tile, base.head_group, 4, 512, not pf, "dot"),
+        (dot_tile, half_group, 4, 512, pf, "dot"),
+        (dot_tile * 2, half_group, 4, 512, not pf, "dot"),
+        (base.tile_e // 2, base.head_group, 4, 512, pf, "scan"),
+        (base.tile_e * 2, base.head_group, 4, 512, pf, "scan"),
+        (base.tile_e * 2, base.head_group, 4, 512, not pf, "scan"),
+        (base.tile_e * 2, base.head_group, 8, 512, pf, "scan"),
+        (base.tile_e, base.head_group, 8, 512, pf, "scan"),
+        (base.tile_e, base.head_group, 2, 512, pf, "scan"),
+        (base.tile_e * 2, half_group, 4, 512, pf, "scan"),
+        (base.tile_e, half_group, 4, 512, pf, "scan"),
+        (base.tile_e, double_group, 4, 512, pf, "scan"),
+        (base.tile_e, base.head_group, 4, 1024, pf, "scan"),
+        (base.tile_e, base.head_group, 4, 256, pf, "scan"),
     ):
         tile = max(4, tile)
-        cfg = spec.KernelConfig(
-            tile,
-            max(1, chunk // tile),
-            spec.next_pow2(group),
-            base.block_d,
-            base.block_r,
-            base.block_p,
-            warps,
-            head_group=group,
-            prefetch=prefetch,
-        )
-        label = f"tile {tile} group {group} warps {warps} chunk {cfg.chunk}" + (" prefetch" if prefetch else "")
+        try:
+            cfg = spec.KernelConfig(
+                tile,
+                max(1, chunk // tile),
+                spec.next_pow2(group),
+                base.block_d,
+                base.block_r,
+                base.block_p,
+                warps,
+                head_group=group,
+                prefetch=prefetch,
+                aggregate=aggregate,
+            )
+        except spec.PluginSpecError:  # a product needs 16 x 16 operands; tiny head groups have none
+            continue
         if cfg != base:
-            out.setdefault(label, cfg)
+            out.setdefault(variant_label(cfg), cfg)
     return out
+
+
+def variant_label(cfg: Any) -> str:
+    """A config as the sweep's tables name it: ``tile 16 group 4 warps 4 chunk 512 prefetch dot``."""
+    return (
+        f"tile {cfg.tile_e} group {cfg.head_group} warps {cfg.num_warps} chunk {cfg.chunk}"
+        + (" prefetch" if cfg.prefetch else "")
+        + (" dot" if cfg.aggregate == "dot" else "")
+    )
 
 
 def sweep_and_tune(b: Bench, graphs: list[Graph]) -> None:

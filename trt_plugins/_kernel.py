@@ -94,6 +94,7 @@ def sga_partials(
     BLOCK_H: tl.constexpr,
     BLOCK_D: tl.constexpr,
     PREFETCH: tl.constexpr,
+    DOT_AGG: tl.constexpr,
 ):
     """Kernel 1. ``q, k, v, out``: contiguous ``[N, HEADS, HEAD_DIM]``; ``rowptr [N+1]``, ``col [E]``;
     ``bias [E, HEADS]`` in CSR order (read only if ``HAS_BIAS``); ``part``: float32
@@ -101,7 +102,9 @@ def sga_partials(
     ``(c, g)`` handles heads ``g*HEAD_GROUP ..`` of chunk ``c``: all heads when a row is small, a
     group of at least 256 contiguous bytes when rows are wide (so K/V/Q tiles fit in registers).
     ``PREFETCH``: gather the next tile's K/V rows before working on this one, so that a program keeps
-    two tiles of gathers in flight (more registers, fewer programs per SM: the sweep decides)."""
+    two tiles of gathers in flight (more registers, fewer programs per SM: the sweep decides).
+    ``DOT_AGG``: sum ``p * v`` over each destination's edges with a matrix product (tensor cores)
+    instead of a segmented scan over the ``[TILE_E, BLOCK_H, BLOCK_D]`` block."""
     chunk = tl.program_id(0)
     head0 = tl.program_id(1) * HEAD_GROUP
     CHUNK: tl.constexpr = TILE_E * TILES
@@ -199,8 +202,24 @@ def sga_partials(
         m_ref = tl.where(m_row == float("-inf"), 0.0, m_row)
         p = tl.exp2(s - m_ref)
         _, l_row = tl.associative_scan((ids, p), 0, _seg_sum_fwd_combine)
-        ids3 = tl.broadcast_to(dst[:, None, None], [TILE_E, BLOCK_H, BLOCK_D])
-        _, acc = tl.associative_scan((ids3, p[:, :, None] * v_t), 0, _seg_sum_fwd_combine)
+        # acc and l_row are read only at a row's last edge in the tile, where a segmented prefix sum
+        # and the row's whole sum agree, so either way of summing gives the same result there.
+        if DOT_AGG:
+            # same[i, j] = 1 where edges i and j have one destination: same @ (p * v) is every row's sum.
+            # The 0/1 matrix is exact in TF32. float32 inputs keep float32 accuracy with three TF32
+            # products; for 16-bit inputs one TF32 product rounds p * v no more than their own 10 or
+            # 7-bit mantissa would, in float32's range (Triton's interpreter also cannot multiply
+            # bfloat16 matrices: it multiplies their bit patterns).
+            same = (dst[:, None] == dst[None, :]).to(tl.float32)
+            pv = tl.reshape(p[:, :, None] * v_t, [TILE_E, BLOCK_H * BLOCK_D])
+            if v.dtype.element_ty == tl.float32:
+                tot = tl.dot(same, pv, input_precision="tf32x3")
+            else:
+                tot = tl.dot(same, pv, input_precision="tf32")
+            acc = tl.reshape(tot, [TILE_E, BLOCK_H, BLOCK_D])
+        else:
+            ids3 = tl.broadcast_to(dst[:, None, None], [TILE_E, BLOCK_H, BLOCK_D])
+            _, acc = tl.associative_scan((ids3, p[:, :, None] * v_t), 0, _seg_sum_fwd_combine)
 
         # Fold in the state carried over from the previous tile (the tile's first row only).
         cont = (dst == carry_row)[:, None]

@@ -49,6 +49,11 @@ POINTER_ALIGNMENT = 16
 INDEX_DTYPE = "int32"
 MAX_HEAD_DIM = 256
 INT32_MAX = 2**31 - 1
+#: Ways ``partials`` sums ``p * v`` over a destination's edges in a tile: a segmented scan over the
+#: ``[tile_e, block_h, block_d]`` block (any tile), or a product of the tile's 0/1 same-destination
+#: matrix with it, which runs on tensor cores (each operand dimension at least :data:`MIN_DOT`).
+AGGREGATES: tuple[str, ...] = ("scan", "dot")
+MIN_DOT = 16
 
 #: Two kernels run the op (:mod:`trt_plugins._kernel`): ``partials`` splits the edges into fixed
 #: chunks and writes every row that lies inside one chunk, plus partial states for the rows cut by a
@@ -122,12 +127,21 @@ class KernelConfig:
     num_stages: int = 1
     head_group: int = 0  # 0: block_h (every head of a row in one program, as long as block_h covers them)
     prefetch: bool = False  # partials gathers the next tile's K/V rows while it works on this one
+    aggregate: str = "scan"  # how partials sums p * v per destination: "scan" or "dot" (tensor cores)
 
     def __post_init__(self) -> None:
         if self.head_group == 0:
             object.__setattr__(self, "head_group", self.block_h)
         if self.head_group > self.block_h:
             raise PluginSpecError(f"head_group {self.head_group} does not fit block_h {self.block_h}")
+        if self.aggregate not in AGGREGATES:
+            raise PluginSpecError(f"aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")
+        if self.aggregate == "dot" and min(self.tile_e, self.block_h * self.block_d) < MIN_DOT:
+            raise PluginSpecError(
+                f"aggregate 'dot' needs tile_e >= {MIN_DOT} and block_h * block_d >= {MIN_DOT} "
+                f"(tl.dot's smallest operand), got tile_e {self.tile_e}, block_h * block_d "
+                f"{self.block_h * self.block_d}"
+            )
 
     @property
     def chunk(self) -> int:
@@ -293,6 +307,7 @@ def partials_constexprs(attrs: Attributes, config: KernelConfig) -> dict[str, in
         "BLOCK_H": config.block_h,
         "BLOCK_D": config.block_d,
         "PREFETCH": bool(config.prefetch),
+        "DOT_AGG": config.aggregate == "dot",
     }
 
 

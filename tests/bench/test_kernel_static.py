@@ -50,6 +50,7 @@ def test_a_run_writes_rows_that_follow_from_ptxas(tmp_path: Path, monkeypatch: p
     for row in doc["rows"]:
         assert row["target"] == "sm_90a" and row["spill_bytes"] == 0 and row["scratch_bytes"] == 0
         assert row["vector_loads"] >= 3  # K, V and Q rows in 128-bit pieces
+        assert 300 < row["instructions"] < 3000  # a tile loop of scans, not a stub and not unrolled away
         assert (row["programs_per_sm"], row["limited_by"]) == kernel_static.programs_per_sm(
             row["registers"], row["config"]["num_warps"], row["shared_bytes"], 90
         )
@@ -57,3 +58,8 @@ def test_a_run_writes_rows_that_follow_from_ptxas(tmp_path: Path, monkeypatch: p
     assert rule["kv_bytes_in_flight_per_sm"] == rule["programs_per_sm"] * 16 * 2 * row_bytes * 2
     assert plain["kv_bytes_in_flight_per_sm"] == plain["programs_per_sm"] * 16 * row_bytes * 2
     assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_ptx_instructions_skip_directives_labels_comments_and_braces() -> None:
+    ptx = ".version 8.0\n.target sm_90a\n// a comment\n\tadd.s32 \t%r1, %r2, 1;\n$L__BB0_1:\n\t{\n\tret;\n}\n"
+    assert kernel_static.ptx_instructions(ptx) == 2

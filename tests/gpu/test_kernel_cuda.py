@@ -7,6 +7,7 @@ under Triton's interpreter and by AOT compilation.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -77,6 +78,29 @@ def test_v2_matches_reference(n: int, e: int, heads: int, head_dim: int, dtype: 
     out = sparse_graph_attention(q, k, v, rowptr, col, None if bias is None else bias[perm])
     ref = reference(q, k, v, ei, bias)
     torch.testing.assert_close(out.double().cpu(), ref, atol=TOL[dtype], rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize(("n", "e", "heads", "head_dim", "dtype", "with_bias"), [c for c in CASES if c[1] >= 2000])
+def test_dot_aggregation_matches_reference(
+    n: int, e: int, heads: int, head_dim: int, dtype: torch.dtype, with_bias: bool
+) -> None:
+    """The sweep's tensor-core variant (TF32 products; three of them for float32) keeps each dtype's
+    tolerance: float32 must not degrade to TF32's 10-bit mantissa."""
+    ei = graph(n, e, seed=n + e, hub=3000)
+    g = torch.Generator().manual_seed(e)
+    q, k, v = (torch.randn(n, heads, head_dim, generator=g).to(dtype).cuda() for _ in range(3))
+    bias = torch.randn(ei.shape[1], heads, generator=g).to(dtype).cuda() if with_bias else None
+    rowptr, col, perm = edge_index_to_csr(ei.cuda(), n)
+    rule = spec.select_config(heads, head_dim, spec_dtype(dtype))
+    tile = max(spec.MIN_DOT, rule.tile_e)
+    config = dataclasses.replace(rule, tile_e=tile, tiles=max(1, rule.chunk // tile), aggregate="dot")
+    out = sparse_graph_attention(q, k, v, rowptr, col, None if bias is None else bias[perm], config=config)
+    ref = reference(q, k, v, ei, bias)
+    torch.testing.assert_close(out.double().cpu(), ref, atol=TOL[dtype], rtol=TOL[dtype])
+
+
+def spec_dtype(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def test_power_law_hub_of_a_million_edges() -> None:

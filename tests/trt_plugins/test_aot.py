@@ -6,6 +6,7 @@ These tests are what catch kernel configs the GPU compiler rejects (the interpre
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -212,6 +213,27 @@ def test_rows_are_moved_in_128_bit_pieces(dtype: str, heads: int, head_dim: int,
     usage = ptxas_usage(k.ptx, k.target)
     assert usage is not None and usage.spill_store_bytes == usage.spill_load_bytes == 0
     assert usage.registers <= 128  # at least four programs of 4 warps share an SM
+
+
+@pytest.mark.parametrize("cc", aot.TARGETS)
+@pytest.mark.parametrize(("dtype", "heads", "head_dim"), [("float32", 4, 16), ("float16", 8, 64), ("bfloat16", 2, 256)])
+def test_dot_aggregation_compiles_for_every_target(
+    dtype: str, heads: int, head_dim: int, cc: int, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tuned config that sums ``p * v`` with ``tl.dot`` is AOT-compilable like the scan: no scratch,
+    the TensorRT ABI, static shared memory a plugin launch gets without opt-in. From sm_80 the
+    product runs on tensor cores (TF32 ``mma``); sm_75 has no TF32 and gets float32 FMAs."""
+    rule = spec.select_config(heads, head_dim, dtype)
+    tile = max(spec.MIN_DOT, rule.tile_e)
+    config = dataclasses.replace(rule, tile_e=tile, tiles=max(1, rule.chunk // tile), aggregate="dot")
+    monkeypatch.setitem(spec.TUNED, (heads, head_dim, dtype), config)
+    k = aot.compile_kernel("partials", dtype, heads, head_dim, cc, None, True)
+    assert k.kernel_config == config and k.constexprs["DOT_AGG"] is True
+    decls = k.ptx[k.ptx.index(".entry sga_partials(") :].split(")", 1)[0]
+    assert (decls.count(".u64"), decls.count(".u32")) == ABI["partials"]
+    assert 0 < k.shared_mem <= MAX_STATIC_SHARED
+    mma = re.findall(r"^\s*mma\.sync\.aligned\.\S+\.tf32\.tf32", k.ptx, re.M)
+    assert (len(mma) > 0) == (cc >= 80), (cc, len(mma))
 
 
 def test_ptxas_usage_reads_the_resource_report() -> None:

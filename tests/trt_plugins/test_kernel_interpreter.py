@@ -14,6 +14,7 @@ before triton is imported -- in a fresh interpreter, together with an AOT compil
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -180,6 +181,53 @@ def test_head_groups_split_over_programs(heads: int, group: int, prefetch: bool)
     assert spec.grid("partials", n, col.numel(), heads, config)[1] == -(-heads // group)
     out = sparse_graph_attention(q, k, v, rowptr, col, bias[perm], config=config)
     _check(out, reference(q, k, v, rowptr, col, bias[perm], spec.default_scale(d)), torch.float32)
+
+
+def dot(config: spec.KernelConfig, tile_e: int = spec.MIN_DOT) -> spec.KernelConfig:
+    """``config`` summing ``p * v`` with a matrix product, on tiles of ``tile_e`` edges."""
+    return dataclasses.replace(config, tile_e=tile_e, aggregate="dot")
+
+
+@PREFETCH
+@pytest.mark.parametrize(
+    ("n", "e", "heads", "head_dim", "dtype", "with_bias", "hub"),
+    [case for case in CASES if spec.next_pow2(case[2]) * spec.next_pow2(case[3]) >= spec.MIN_DOT],
+)
+def test_dot_aggregation_matches_references(
+    n: int, e: int, heads: int, head_dim: int, dtype: torch.dtype, with_bias: bool, hub: bool, prefetch: bool
+) -> None:
+    """The tensor-core way of summing each destination's ``p * v`` gives what the scan gives: the
+    rows inside a tile, the row carried over a tile border and the rows cut by chunk borders."""
+    g = torch.Generator().manual_seed(n * 100 + e)
+    ei = make_graph(n, e, seed=n + e, hub=hub)
+    q, k, v = (torch.randn(n, heads, head_dim, generator=g).to(dtype) for _ in range(3))
+    bias = torch.randn(ei.shape[1], heads, generator=g).to(dtype) if with_bias else None
+    rowptr, col, perm = edge_index_to_csr(ei, n)
+    bias_csr = None if bias is None else bias[perm]
+    config = dot(small(heads, head_dim, prefetch))
+    assert config.chunk == 2 * spec.MIN_DOT  # the 70-edge hub spans several chunks
+    out = sparse_graph_attention(q, k, v, rowptr, col, bias_csr, config=config)
+    _check(out, reference(q, k, v, rowptr, col, bias_csr, spec.default_scale(head_dim)), dtype)
+    indegree = rowptr[1:] - rowptr[:-1]
+    assert torch.equal(out[indegree == 0], torch.zeros_like(out[indegree == 0]))
+
+
+@pytest.mark.parametrize(("tiles", "heads", "group"), [(1, 2, 2), (3, 2, 2), (2, 4, 2), (2, 3, 2)])
+def test_dot_aggregation_at_borders_and_in_head_groups(tiles: int, heads: int, group: int) -> None:
+    """Rows starting and ending at chunk borders, spanning chunks, with head groups split over programs."""
+    degrees = [0, 16, 4, 0, 0, 1, 40, 3, 0, 17, 1, 1, 0, 15, 0, 2]
+    n = len(degrees)
+    dst = torch.repeat_interleave(torch.arange(n), torch.tensor(degrees))
+    g = torch.Generator().manual_seed(tiles * 10 + heads)
+    ei = torch.stack([torch.randint(0, n, (dst.numel(),), generator=g), dst])
+    q, k, v = (torch.randn(n, heads, 8, generator=g) * 3 for _ in range(3))
+    bias = torch.randn(dst.numel(), heads, generator=g)
+    rowptr, col, perm = edge_index_to_csr(ei, n)
+    config = spec.KernelConfig(
+        tile_e=16, tiles=tiles, block_h=2, block_d=8, block_r=4, block_p=2, head_group=group, aggregate="dot"
+    )
+    out = sparse_graph_attention(q, k, v, rowptr, col, bias[perm], config=config)
+    _check(out, reference(q, k, v, rowptr, col, bias[perm], spec.default_scale(8)), torch.float32)
 
 
 def test_partial_records_are_those_of_the_partition() -> None:

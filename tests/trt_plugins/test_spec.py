@@ -169,6 +169,22 @@ def test_head_groups_of_the_issue_shapes() -> None:
         spec.KernelConfig(tile_e=4, tiles=1, block_h=2, block_d=16, head_group=4)
 
 
+def test_aggregate_is_named_and_the_product_needs_its_operand_sizes() -> None:
+    assert spec.select_config(4, 16, "float32").aggregate == "scan"
+    dot = spec.KernelConfig(tile_e=16, tiles=2, block_h=2, block_d=8, aggregate="dot")
+    assert spec.partials_constexprs(spec.validate_attributes(2, 8, 0.5, False), dot)["DOT_AGG"] is True
+    with pytest.raises(PluginSpecError, match=r"aggregate must be one of \('scan', 'dot'\), got 'sum'"):
+        spec.KernelConfig(tile_e=16, tiles=2, block_h=2, block_d=8, aggregate="sum")
+    with pytest.raises(
+        PluginSpecError,
+        match=r"aggregate 'dot' needs tile_e >= 16 and block_h \* block_d >= 16 \(tl.dot's smallest operand\), "
+        r"got tile_e 8, block_h \* block_d 16",
+    ):
+        spec.KernelConfig(tile_e=8, tiles=2, block_h=2, block_d=8, aggregate="dot")
+    with pytest.raises(PluginSpecError, match=r"got tile_e 16, block_h \* block_d 8"):
+        spec.KernelConfig(tile_e=16, tiles=2, block_h=1, block_d=8, aggregate="dot")
+
+
 def test_tuned_configs_override_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     tuned = spec.KernelConfig(tile_e=8, tiles=4, block_h=4, block_d=16)
     monkeypatch.setitem(spec.TUNED, (4, 16, "float32"), tuned)
