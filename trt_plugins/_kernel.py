@@ -213,7 +213,12 @@ def sga_partials(
             same = (dst[:, None] == dst[None, :]).to(tl.float32)
             pv = tl.reshape(p[:, :, None] * v_t, [TILE_E, BLOCK_H * BLOCK_D])
             if v.dtype.element_ty == tl.float32:
-                tot = tl.dot(same, pv, input_precision="tf32x3")
+                # pv = hi + lo with hi exact in TF32 (mantissa cut to 10 bits) and lo exact in float32;
+                # same is exact in TF32, so two TF32 products give float32 accuracy ("tf32x3" would
+                # also multiply same's residual, which is zero).
+                hi = (pv.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
+                tot = tl.dot(same, hi, input_precision="tf32")
+                tot = tl.dot(same, pv - hi, tot, input_precision="tf32")
             else:
                 tot = tl.dot(same, pv, input_precision="tf32")
             acc = tl.reshape(tot, [TILE_E, BLOCK_H, BLOCK_D])
@@ -236,19 +241,25 @@ def sga_partials(
         started_before = row_beg < c_start
         final = is_end & done_here & (row_beg >= c_start)
         o_off = lo.to(tl.int64)[:, None, None] * ROW + hd_off[None, :, :]
-        res = acc / tl.where(l_fin > 0.0, l_fin, 1.0)[:, :, None]
+        inv_l = 1.0 / tl.where(l_fin > 0.0, l_fin, 1.0)  # one division per row and head, not per element
+        res = acc * inv_l[:, :, None]
         tl.store(out + o_off, res.to(out.dtype.element_ty), mask=final[:, None, None] & hd_ok[None, :, :])
 
-        # Rows going on past the chunk are cut at its last tile (a scalar select: the interpreter
-        # mis-types scalar-bool & vector-bool).
-        cut_at = tl.where(t_end == c_end, c_end, 2147483647)
-        cut = is_end & ((started_before & done_here) | (row_end > cut_at))
-        rec = chunk.to(tl.int64) * 2 + tl.where(started_before, 0, 1)
-        p_off = rec[:, None] * PREC + heads[None, :] * (HEAD_DIM + 2)
-        p_mask = cut[:, None] & h_ok[None, :]
-        tl.store(part + p_off[:, :, None] + dims[None, None, :], acc, mask=p_mask[:, :, None] & hd_ok[None, :, :])
-        tl.store(part + p_off + HEAD_DIM, m_new, mask=p_mask)
-        tl.store(part + p_off + HEAD_DIM + 1, l_fin, mask=p_mask)
+        # Partial records, for the row that began before the chunk and the row going on past it:
+        # only the chunk's first tiles (while the tile's first row began before it) and its last
+        # tile can hold one, so the other tiles branch past these stores.
+        if (tl.load(rowptr + lo_row).to(tl.int32) < c_start) | (t_end == c_end):
+            # rows going on past the chunk are cut at its last tile (a scalar select: the
+            # interpreter mis-types scalar-bool & vector-bool)
+            cut_at = tl.where(t_end == c_end, c_end, 2147483647)
+            cut = is_end & ((started_before & done_here) | (row_end > cut_at))
+            rec = chunk.to(tl.int64) * 2 + tl.where(started_before, 0, 1)
+            p_off = rec[:, None] * PREC + heads[None, :] * (HEAD_DIM + 2)
+            p_mask = cut[:, None] & h_ok[None, :]
+            p_acc = part + p_off[:, :, None] + dims[None, None, :]
+            tl.store(p_acc, acc, mask=p_mask[:, :, None] & hd_ok[None, :, :])
+            tl.store(part + p_off + HEAD_DIM, m_new, mask=p_mask)
+            tl.store(part + p_off + HEAD_DIM + 1, l_fin, mask=p_mask)
 
         # Carry the tile's last row (it may go on in the next tile; if not, no later edge matches it).
         last = edges == t_end - 1

@@ -289,7 +289,7 @@ def compile_kernel(
         "constexprs": {k: repr(v) for k, v in constexprs.items()},
         "target": ["cuda", cc, 32],
         "ptx_version": ptx_version,
-        "num_warps": config.num_warps,
+        "num_warps": spec.kernel_warps(kernel, config),
         "num_stages": config.num_stages,
         "pointer_alignment": spec.POINTER_ALIGNMENT,
         "triton": _triton_version(),
@@ -304,7 +304,8 @@ def compile_kernel(
         except (OSError, ValueError, TypeError):
             pass  # unreadable or stale entry: compile again and overwrite it
 
-    raw = triton_compile(kernel, signature, constexprs, cc, ptx_version, config.num_warps, config.num_stages)
+    warps = spec.kernel_warps(kernel, config)
+    raw = triton_compile(kernel, signature, constexprs, cc, ptx_version, warps, config.num_stages)
     if raw.scratch_bytes:
         raise AOTCompileError(
             f"kernel {kernel} needs {raw.scratch_bytes} bytes of Triton scratch memory, "

@@ -128,13 +128,28 @@ def sparse_graph_attention(
     interpret = _use_interpreter(q.device)
     partials: Any = interpreted_kernel("partials") if interpret else jit_kernel("partials")
     combine: Any = interpreted_kernel("combine") if interpret else jit_kernel("combine")
-    launch = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+    stages = config.num_stages
     args = [t.contiguous() for t in tensors.values()]
     partials[spec.grid("partials", n, e, h, config)](
-        *args, n, e, out, part, **spec.partials_constexprs(attrs, config), **launch
+        *args,
+        n,
+        e,
+        out,
+        part,
+        **spec.partials_constexprs(attrs, config),
+        num_warps=spec.kernel_warps("partials", config),
+        num_stages=stages,
     )
     combine[spec.grid("combine", n, e, h, config)](
-        out, part, args[3], n, e, out, **spec.combine_constexprs(attrs, config), **launch
+        out,
+        part,
+        args[3],
+        n,
+        e,
+        out,
+        **spec.combine_constexprs(attrs, config),
+        num_warps=spec.kernel_warps("combine", config),
+        num_stages=stages,
     )
     return out
 

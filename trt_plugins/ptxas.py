@@ -1,7 +1,8 @@
-"""Triton's bundled ``ptxas``: the proof that edited PTX still assembles, and the resource report
-(``ptxas -v``) that is the one thing a machine without a GPU can say about the kernel's speed --
-registers per thread decide how many programs share a multiprocessor, and so how many gathers are in
-flight."""
+"""Triton's bundled ``ptxas`` and ``nvdisasm``: the proof that edited PTX still assembles, the
+resource report (``ptxas -v``) and the machine code (SASS), which are what a machine without a GPU
+can say about the kernel's speed -- registers per thread decide how many programs share a
+multiprocessor, and so how many gathers are in flight; the instructions of the tile loop decide how
+many edges per second the multiprocessors can issue."""
 
 from __future__ import annotations
 
@@ -73,3 +74,27 @@ def ptxas_usage(ptx: str, target: str) -> PtxasUsage | None:
         spill_load_bytes=number(r"(\d+) bytes spill loads"),
         stack_bytes=number(r"(\d+) bytes stack frame"),
     )
+
+
+def sass(ptx: str, target: str) -> str | None:
+    """The SASS of ``ptx`` assembled for ``target``, with source lines (``ptxas -lineinfo``, then
+    ``nvdisasm -g -c``): what the GPU executes, as opposed to PTX, which ptxas still rewrites.
+
+    Returns ``None`` when ``ptxas`` or ``nvdisasm`` is missing; raises :class:`PtxasError` when
+    either fails.
+    """
+    ptxas = ptxas_path()
+    nvdisasm = shutil.which("nvdisasm", path=str(Path(ptxas).parent)) if ptxas else None
+    if not ptxas or not nvdisasm:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        src, cubin = Path(tmp) / "kernel.ptx", Path(tmp) / "kernel.cubin"
+        src.write_text(ptx, encoding="utf-8")
+        for cmd, what in (
+            ([ptxas, "-lineinfo", f"-arch={target}", str(src), "-o", str(cubin)], "ptxas rejected the PTX"),
+            ([nvdisasm, "-g", "-c", str(cubin)], "nvdisasm could not read the cubin"),
+        ):
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise PtxasError(f"{what} for {target}: {proc.stderr.strip()[:2000]}")
+    return proc.stdout

@@ -113,8 +113,8 @@ class KernelConfig:
     ``partials``: a program owns ``chunk = tile_e * tiles`` consecutive CSR edges and ``head_group``
     heads, and walks the edges ``tile_e`` at a time, each tile a ``[tile_e, block_h, block_d]``
     register block of gathered K/V rows (``block_h``, ``block_d``: the head group and head size
-    rounded up to powers of two). ``combine``: ``block_r`` destinations per program for the zero
-    rows, ``block_p`` partial records per step.
+    rounded up to powers of two), with ``num_warps`` warps. ``combine``: ``block_r`` destinations per
+    program for the zero rows, ``block_p`` partial records per step, :data:`COMBINE_WARPS` warps.
     """
 
     tile_e: int
@@ -150,6 +150,7 @@ class KernelConfig:
 
     @property
     def threads_per_block(self) -> int:
+        """Threads of a ``partials`` program."""
         return self.num_warps * 32
 
 
@@ -242,10 +243,12 @@ def next_pow2(x: int) -> int:
 
 #: Elements of one ``[tile_e, block_h, block_d]`` register block, per warp: 8 float32 registers per
 #: thread and gathered tensor. With the next tile's K/V prefetched, ptxas (sm_90a, 16-byte aligned
-#: pointers, Triton 3.9) gives 96 registers for fp32 4x16 and 80 for fp16 8x64, so five or six
-#: programs share a multiprocessor and keep 80 or 48 KiB of gathers in flight (Triton 3.6: 127 and
-#: 96 registers); at 16 elements per thread it is 160 registers and three programs
-#: (``python bench/kernel_static.py`` prints the table).
+#: pointers, Triton 3.9) gives 96 registers for fp32 4x16 and 72 for fp16 8x64, so five or seven
+#: programs share a multiprocessor and keep 80 or 56 KiB of gathers in flight (Triton 3.6: 127 and
+#: 95 registers); at 16 elements per thread it is 160 registers and three programs. The same count
+#: says the rule's tile loop costs 236 and 1,626 warp instructions per edge, more than an H200
+#: issues while its memory delivers the K/V rows; one- and two-warp programs and ``aggregate="dot"``
+#: halve that, and the sweep decides between them (``python bench/kernel_static.py``).
 TILE_ELEMENTS_PER_WARP = 256
 #: Contiguous bytes of a K/V row one program reads: two 128-byte cache lines. Narrow rows (4 heads of
 #: 16 floats) are read whole; wide rows (8 heads of 64) are split into head groups of this size over
@@ -322,6 +325,23 @@ def combine_constexprs(attrs: Attributes, config: KernelConfig) -> dict[str, int
         "BLOCK_P": config.block_p,
         "BLOCK_D": config.block_d,
     }
+
+
+#: Warps of every ``combine`` program. Its record merge holds ``block_p x block_d`` float32 values,
+#: which one or two warps cannot keep in registers (ptxas, fp16 8x64: 255 registers and spills at
+#: one warp, 124 at four), and its work is a small share of the op's, so it does not follow
+#: ``partials``' warps.
+COMBINE_WARPS = 4
+
+
+def kernel_warps(kernel: str, config: KernelConfig) -> int:
+    """Warps per program of ``kernel``: ``config.num_warps`` for ``partials``, :data:`COMBINE_WARPS`
+    for ``combine``."""
+    if kernel == "partials":
+        return config.num_warps
+    if kernel == "combine":
+        return COMBINE_WARPS
+    raise PluginSpecError(f"kernel must be one of {KERNELS}, got {kernel!r}")
 
 
 def constexprs(kernel: str, attrs: Attributes, config: KernelConfig) -> dict[str, int | float | bool]:

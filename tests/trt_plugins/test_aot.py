@@ -15,7 +15,7 @@ import pytest
 
 from trt_plugins import aot, spec
 from trt_plugins.aot import AOTCompileError
-from trt_plugins.ptxas import PtxasError, ptxas_usage
+from trt_plugins.ptxas import PtxasError, ptxas_usage, sass
 
 MAX_STATIC_SHARED = 48 * 1024  # above this a launch needs an opt-in TensorRT does not make
 #: TensorRT ABI of each kernel: (pointer params, int32 params); Triton's scratch params are stripped.
@@ -234,6 +234,28 @@ def test_dot_aggregation_compiles_for_every_target(
     assert 0 < k.shared_mem <= MAX_STATIC_SHARED
     mma = re.findall(r"^\s*mma\.sync\.aligned\.\S+\.tf32\.tf32", k.ptx, re.M)
     assert (len(mma) > 0) == (cc >= 80), (cc, len(mma))
+
+
+def test_a_one_warp_partials_leaves_combine_at_four_warps(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep's one- and two-warp variants change only ``partials``: ``combine`` holds a
+    ``block_p x block_d`` merge that one warp cannot keep in registers (it would spill)."""
+    rule = spec.select_config(8, 64, "float16")
+    monkeypatch.setitem(spec.TUNED, (8, 64, "float16"), dataclasses.replace(rule, num_warps=1))
+    partials = aot.compile_kernel("partials", "float16", 8, 64, 90, None, False)
+    combine = aot.compile_kernel("combine", "float16", 8, 64, 90, None, False)
+    assert (partials.num_warps, partials.threads_per_block) == (1, 32)
+    assert (combine.num_warps, combine.threads_per_block) == (spec.COMBINE_WARPS, 32 * spec.COMBINE_WARPS)
+    for k in (partials, combine):
+        usage = ptxas_usage(k.ptx, k.target)
+        assert usage is not None and usage.spill_store_bytes == usage.spill_load_bytes == 0, (k.kernel, usage)
+
+
+def test_sass_is_the_assembled_machine_code() -> None:
+    valid = PTX_STUB.replace("{\n", "{\n\t.reg .b64 %rd<3>;\n", 1)
+    text = sass(valid, "sm_80")
+    assert text is not None and re.search(r"^\s*/\*[0-9a-f]{4}\*/\s+EXIT\s*;", text, re.M), text
+    with pytest.raises(PtxasError, match="ptxas rejected the PTX for sm_80"):
+        sass(PTX_STUB.replace("ret;", "bogus.instruction;"), "sm_80")
 
 
 def test_ptxas_usage_reads_the_resource_report() -> None:

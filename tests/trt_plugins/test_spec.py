@@ -185,6 +185,14 @@ def test_aggregate_is_named_and_the_product_needs_its_operand_sizes() -> None:
         spec.KernelConfig(tile_e=16, tiles=2, block_h=1, block_d=8, aggregate="dot")
 
 
+def test_combine_keeps_its_own_warps() -> None:
+    one_warp = spec.KernelConfig(tile_e=16, tiles=32, block_h=4, block_d=16, num_warps=1)
+    assert spec.kernel_warps("partials", one_warp) == 1
+    assert spec.kernel_warps("combine", one_warp) == spec.COMBINE_WARPS == 4
+    with pytest.raises(PluginSpecError, match="kernel must be one of \\('partials', 'combine'\\), got 'fused'"):
+        spec.kernel_warps("fused", one_warp)
+
+
 def test_tuned_configs_override_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     tuned = spec.KernelConfig(tile_e=8, tiles=4, block_h=4, block_d=16)
     monkeypatch.setitem(spec.TUNED, (4, 16, "float32"), tuned)
