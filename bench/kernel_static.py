@@ -1,6 +1,6 @@
 """Kernel v2's sweep variants as ``ptxas`` sees them, without a GPU: registers, spills, shared memory,
-128-bit loads, PTX instruction count, and the programs per multiprocessor and K/V gathers in flight
-they allow on a target.
+128-bit loads, the tile loop's machine instructions per edge, and the programs per multiprocessor
+and K/V gathers in flight they allow on a target.
 
     python bench/kernel_static.py              # sm_90a (H100/H200), the sweep's two families
     python bench/kernel_static.py --cc 80 --families fp32:4x16
@@ -8,9 +8,11 @@ they allow on a target.
 Why: the tile sweep (``bench/kernel_sweep.py``) times these variants on a GPU, which this project gets
 for minutes at a time. This table is what can be known before: the partials kernel is a gather loop,
 and how many K/V bytes a multiprocessor keeps in flight is set by registers (programs per SM), tile
-size and prefetch; the instruction count compares the work per tile of a segmented scan against a
-tensor-core product. It lets the rule (``spec.select_config``) and the sweep's variants be chosen from
-facts, and a GPU result be read against them. It predicts no time; only the sweep measures.
+size and prefetch; the warp instructions each edge costs (the tile loop's SASS, times warps and head
+groups, over the tile's edges) say whether the multiprocessors can issue the work as fast as memory
+delivers the rows, and which source lines cost the most (``loop_by_line``). It lets the rule
+(``spec.select_config``) and the sweep's variants be chosen from facts, and a GPU result be read
+against them. It predicts no time; only the sweep measures.
 
 Writes ``bench/results/kernel/static-triton<version>.json`` (the command, commit, machine, date and Triton
 version, one row per variant) and its PNG: register counts move between Triton releases (the H200 image
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -39,6 +42,11 @@ from bench.kernel_workloads import SPEC_DTYPE
 OUT_DIR = RESULTS / "kernel"
 REGISTERS_PER_SM = 65536
 REGISTER_UNIT = 256  # registers are allocated per warp in units of 256
+BY_LINE = 12  # source lines kept per row, the costliest first
+#: Warp instructions an H200 issues per byte of copy bandwidth: 132 SMs x 4 schedulers x 1.98 GHz
+#: = 1.05e12 per second, over the 4.2 TB/s its copy reaches (measured in the GPU issue). A kernel
+#: whose tile loop costs more per K/V byte is bound by instruction issue before memory.
+H200_ISSUE_PER_BYTE = 0.25
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,7 @@ def analyse(dtype: str, heads: int, head_dim: int, label: str, cfg: Any, cc: int
         "spill_bytes": usage.spill_store_bytes + usage.spill_load_bytes,
         "shared_bytes": raw.shared_mem,
         "vector_loads": raw.ptx.count("ld.global.v4."),
-        "instructions": ptx_instructions(raw.ptx),
+        **loop_figures(raw.ptx, target, cfg, heads, head_dim, dtype),
         "scratch_bytes": raw.scratch_bytes,
         "programs_per_sm": programs,
         "limited_by": limiter,
@@ -115,13 +123,69 @@ def analyse(dtype: str, heads: int, head_dim: int, label: str, cfg: Any, cc: int
     }
 
 
-def ptx_instructions(ptx: str) -> int:
-    """Instructions in the PTX text, each counted once (a loop body is not multiplied by its trips).
+@dataclass(frozen=True)
+class SassLoop:
+    """The outermost loop of a kernel's SASS (the partials kernel's tile loop): its instructions,
+    inner loops (the row searches) counted once, and how many of them each source line made."""
 
-    Almost all of the kernel is its tile loop, so this compares the work per tile of two variants
-    (a scan against a product, say); it is not a time."""
-    skip = (".", "//", "$", "{", "}", "(", ")")
-    return sum(1 for line in ptx.splitlines() if (text := line.strip()) and not text.startswith(skip))
+    instructions: int
+    by_line: dict[int, int]
+
+
+def sass_loop(sass_text: str) -> SassLoop:
+    """Find the loop whose backward branch spans the most instructions and count what it holds
+    (``NOP`` padding left out). Line numbers come from ``nvdisasm -g``'s ``//## File ..., line N``."""
+    instructions: list[tuple[str, int | None]] = []
+    labels: dict[str, int] = {}
+    line: int | None = None
+    for raw in sass_text.splitlines():
+        text = raw.strip()
+        if text.startswith("//##"):
+            m = re.search(r"line (\d+)", text)
+            line = int(m.group(1)) if m else line
+        elif m := re.match(r"^(\.L_x_\d+):", text):
+            labels[m.group(1)] = len(instructions)
+        elif m := re.match(r"^/\*[0-9a-f]{4,}\*/\s+(.*?)\s*;", text):
+            instructions.append((m.group(1), line))
+    loops = [
+        (labels[m.group(1)], i)
+        for i, (ins, _) in enumerate(instructions)
+        if (m := re.search(r"\bBRA\b.*?(\.L_x_\d+)", ins)) and labels.get(m.group(1), len(instructions)) <= i
+    ]
+    if not loops:
+        raise ValueError("no loop in the SASS: a backward branch (BRA to an earlier label) was expected")
+    first, last = max(loops, key=lambda span: span[1] - span[0])
+    body = [(ins, ln) for ins, ln in instructions[first : last + 1] if not ins.startswith("NOP")]
+    by_line: dict[int, int] = {}
+    for _, ln in body:
+        if ln is not None:
+            by_line[ln] = by_line.get(ln, 0) + 1
+    return SassLoop(len(body), dict(sorted(by_line.items(), key=lambda kv: -kv[1])))
+
+
+def loop_figures(ptx: str, target: str, cfg: Any, heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
+    """The tile loop's SASS instructions, the warp instructions each edge costs, and per byte read.
+
+    Every warp of a program runs the loop once per ``tile_e`` edges, for each head group; an edge
+    reads its K and V rows (the minimum the op must move). Where this exceeds a GPU's ratio of
+    instruction issue to bandwidth (:data:`H200_ISSUE_PER_BYTE`), the kernel cannot reach the
+    bandwidth: it is bound by issue, not by memory.
+    """
+    from trt_plugins import spec
+    from trt_plugins.ptxas import sass
+
+    text = sass(ptx, target)
+    if text is None:
+        raise SystemExit("error: no nvdisasm next to ptxas (Triton's NVIDIA backend ships both); nothing to report")
+    loop = sass_loop(text)
+    per_edge = loop.instructions * cfg.num_warps * -(-heads // cfg.head_group) / cfg.tile_e
+    kv_bytes = 2 * heads * head_dim * spec.ITEMSIZE[dtype]
+    return {
+        "loop_instructions": loop.instructions,
+        "warp_instructions_per_edge": round(per_edge, 1),
+        "warp_instructions_per_kv_byte": round(per_edge / kv_bytes, 3),
+        "loop_by_line": {str(k): v for k, v in list(loop.by_line.items())[:BY_LINE]},
+    }
 
 
 def parse_families(text: str) -> list[tuple[str, int, int]]:
@@ -149,30 +213,47 @@ def _name(row: dict[str, Any]) -> str:
 
 
 def plot(doc: dict[str, Any], path: Path) -> Path:
-    """Per family: K/V bytes in flight per SM for each variant, labelled with registers and programs."""
+    """Per family: K/V bytes in flight per SM for each variant (labelled with registers and programs),
+    and warp instructions per K/V byte against an H200's issue-to-bandwidth ratio."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     families = list(dict.fromkeys((r["dtype"], r["hd"]) for r in doc["rows"]))
-    fig, axes = plt.subplots(len(families), 1, figsize=(11, 0.45 * len(doc["rows"]) + 2.5), squeeze=False)
-    for ax, (dtype, hd) in zip(axes[:, 0], families, strict=True):
+    fig, axes = plt.subplots(
+        len(families), 2, figsize=(15, 0.45 * len(doc["rows"]) + 2.5), squeeze=False, width_ratios=(3, 2)
+    )
+    for (ax, ax_issue), (dtype, hd) in zip(axes, families, strict=True):
         rows = [r for r in doc["rows"] if (r["dtype"], r["hd"]) == (dtype, hd)]
-        ys = range(len(rows))
-        ax.barh(list(ys), [r["kv_bytes_in_flight_per_sm"] / 1024 for r in rows], color="tab:blue")
+        ys = list(range(len(rows)))
+        ax.barh(ys, [r["kv_bytes_in_flight_per_sm"] / 1024 for r in rows], color="tab:blue")
         for y, r in zip(ys, rows, strict=True):
-            note = (
-                f" {r['registers']} regs, {r['programs_per_sm']} programs/SM ({r['limited_by']}),"
-                f" {r['instructions']} PTX instructions"
-            )
+            note = f" {r['registers']} regs, {r['programs_per_sm']} programs/SM ({r['limited_by']})"
             ax.text(r["kv_bytes_in_flight_per_sm"] / 1024, y, note, va="center", fontsize=7)
-        ax.set_yticks(list(ys), [_name(r) for r in rows], fontsize=7)
+        ax.set_yticks(ys, [_name(r) for r in rows], fontsize=7)
         ax.invert_yaxis()
         ax.set_xlabel("K/V bytes in flight per SM (KiB)")
         ax.set_title(f"{dtype}, H x D = {hd}, {rows[0]['target']}")
         ax.margins(x=0.35)
-    fig.suptitle(f"Kernel v2 partials, ptxas -v, Triton {doc['triton']} (commit {str(doc.get('commit', ''))[:10]})")
+        ax_issue.barh(ys, [r["warp_instructions_per_kv_byte"] for r in rows], color="tab:orange")
+        ax_issue.axvline(H200_ISSUE_PER_BYTE, color="black", linestyle="--", linewidth=1)
+        ax_issue.text(H200_ISSUE_PER_BYTE, -0.8, " H200: issue = copy bandwidth", fontsize=7)
+        for y, r in zip(ys, rows, strict=True):
+            ax_issue.text(
+                r["warp_instructions_per_kv_byte"],
+                y,
+                f" {r['warp_instructions_per_edge']:.0f}/edge",
+                va="center",
+                fontsize=7,
+            )
+        ax_issue.set_yticks(ys, [])
+        ax_issue.invert_yaxis()
+        ax_issue.set_xlabel("tile-loop warp instructions per K/V byte (SASS)")
+        ax_issue.margins(x=0.25)
+    fig.suptitle(
+        f"Kernel v2 partials, ptxas -v and SASS, Triton {doc['triton']} (commit {str(doc.get('commit', ''))[:10]})"
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
@@ -222,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['dtype']:8s} {r['hd']:5s} {_name(r):48s} {r['registers']:3d} regs  spills {r['spill_bytes']:4d} B"
             f"  {r['programs_per_sm']:2d} programs/SM ({r['limited_by']})"
             f"  {r['kv_bytes_in_flight_per_sm'] / 1024:5.1f} KiB K/V in flight per SM"
-            f"  {r['instructions']:5d} PTX instructions"
+            f"  {r['warp_instructions_per_edge']:6.0f} warp instructions per edge"
+            f" ({r['warp_instructions_per_kv_byte']:.2f} per K/V byte)"
         )
     print(f"wrote {out} and {png}")
     return 0

@@ -50,7 +50,15 @@ def test_a_run_writes_rows_that_follow_from_ptxas(tmp_path: Path, monkeypatch: p
     for row in doc["rows"]:
         assert row["target"] == "sm_90a" and row["spill_bytes"] == 0 and row["scratch_bytes"] == 0
         assert row["vector_loads"] >= 3  # K, V and Q rows in 128-bit pieces
-        assert 300 < row["instructions"] < 3000  # a tile loop of scans, not a stub and not unrolled away
+        assert 300 < row["loop_instructions"] < 3000  # a tile loop of scans, not a stub and not unrolled away
+        per_edge = row["loop_instructions"] * 4 * 1 / 16  # 4 warps, one head group, 16 edges per tile
+        assert row["warp_instructions_per_edge"] == round(per_edge, 1)
+        assert row["warp_instructions_per_kv_byte"] == round(per_edge / (2 * 4 * 16 * 4), 3)
+        # the costliest source lines are lines of the kernel, and there are the most kept
+        kernel_lines = len(Path("trt_plugins/_kernel.py").read_text().splitlines())
+        by_line = {int(k): v for k, v in row["loop_by_line"].items()}
+        assert len(by_line) == kernel_static.BY_LINE and all(1 <= ln <= kernel_lines for ln in by_line)
+        assert list(by_line.values()) == sorted(by_line.values(), reverse=True)
         assert (row["programs_per_sm"], row["limited_by"]) == kernel_static.programs_per_sm(
             row["registers"], row["config"]["num_warps"], row["shared_bytes"], 90
         )
@@ -60,6 +68,31 @@ def test_a_run_writes_rows_that_follow_from_ptxas(tmp_path: Path, monkeypatch: p
     assert out.with_suffix(".png").stat().st_size > 10_000
 
 
-def test_ptx_instructions_skip_directives_labels_comments_and_braces() -> None:
-    ptx = ".version 8.0\n.target sm_90a\n// a comment\n\tadd.s32 \t%r1, %r2, 1;\n$L__BB0_1:\n\t{\n\tret;\n}\n"
-    assert kernel_static.ptx_instructions(ptx) == 2
+SASS = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+.L_x_0:
+        //## File "/x/_kernel.py", line 150 inlined at "/x/_kernel.py", line 9
+        //## File "/x/_kernel.py", line 150
+        /*0010*/                   IADD3 R2, R2, 0x1, RZ ;
+.L_x_1:
+        //## File "/x/_kernel.py", line 172
+        /*0020*/                   ISETP.GE.AND P0, PT, R2, R3, PT ;
+        /*0030*/              @!P0 BRA `(.L_x_1) ;
+        /*0040*/                   NOP ;
+        //## File "/x/_kernel.py", line 191
+        /*0050*/                   FADD R4, R4, R5 ;
+        /*0060*/                   BRA `(.L_x_0) ;
+        /*0070*/                   BRA `(.L_x_2) ;
+.L_x_2:
+        /*0080*/                   EXIT ;
+"""
+
+
+def test_sass_loop_is_the_widest_backward_branch() -> None:
+    """The tile loop (``.L_x_0`` .. its ``BRA``) holds the inner search loop, which counts once; the
+    forward branch is no loop, ``NOP`` padding is no work, and each instruction goes to its line."""
+    loop = kernel_static.sass_loop(SASS)
+    assert loop.instructions == 5
+    assert loop.by_line == {172: 2, 191: 2, 150: 1}
+    with pytest.raises(ValueError, match="no loop in the SASS"):
+        kernel_static.sass_loop(SASS.replace("BRA `(.L_x_0)", "EXIT").replace("@!P0 BRA `(.L_x_1)", "EXIT"))
