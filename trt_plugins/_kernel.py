@@ -199,23 +199,26 @@ def sga_partials(
         _, m_fwd = tl.associative_scan((ids, s), 0, _seg_max_fwd_combine)
         _, m_bwd = tl.associative_scan((ids, s), 0, _seg_max_bwd_combine, reverse=True)
         m_row = tl.maximum(m_fwd, m_bwd)  # the max of each edge's row within the tile
-        m_ref = tl.where(m_row == float("-inf"), 0.0, m_row)
+        # The row carried over from the previous tile (only ever the tile's first) takes the larger
+        # of its two maxima as reference from the start, so only the carried state is rescaled.
+        cont = (dst == carry_row)[:, None]
+        m_new = tl.where(cont, tl.maximum(m_row, carry_m[None, :]), m_row)
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
         p = tl.exp2(s - m_ref)
         _, l_row = tl.associative_scan((ids, p), 0, _seg_sum_fwd_combine)
         # acc and l_row are read only at a row's last edge in the tile, where a segmented prefix sum
         # and the row's whole sum agree, so either way of summing gives the same result there.
         if DOT_AGG:
-            # same[i, j] = 1 where edges i and j have one destination: same @ (p * v) is every row's sum.
-            # The 0/1 matrix is exact in TF32. float32 inputs keep float32 accuracy with three TF32
-            # products; for 16-bit inputs one TF32 product rounds p * v no more than their own 10 or
-            # 7-bit mantissa would, in float32's range (Triton's interpreter also cannot multiply
-            # bfloat16 matrices: it multiplies their bit patterns).
+            # same[i, j] = 1 where edges i and j have one destination: same @ (p * v) is every row's
+            # sum. The 0/1 matrix is exact in TF32. For float32, p * v = hi + lo with hi exact in
+            # TF32 (mantissa cut to 10 bits) and lo exact in float32: two TF32 products keep float32
+            # accuracy ("tf32x3" would also multiply same's residual, which is zero). For 16-bit
+            # inputs one TF32 product rounds p * v no more than their own 10 or 7-bit mantissa would,
+            # in float32's range (Triton's interpreter also cannot multiply bfloat16 matrices: it
+            # multiplies their bit patterns).
             same = (dst[:, None] == dst[None, :]).to(tl.float32)
             pv = tl.reshape(p[:, :, None] * v_t, [TILE_E, BLOCK_H * BLOCK_D])
             if v.dtype.element_ty == tl.float32:
-                # pv = hi + lo with hi exact in TF32 (mantissa cut to 10 bits) and lo exact in float32;
-                # same is exact in TF32, so two TF32 products give float32 accuracy ("tf32x3" would
-                # also multiply same's residual, which is zero).
                 hi = (pv.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
                 tot = tl.dot(same, hi, input_precision="tf32")
                 tot = tl.dot(same, pv - hi, tot, input_precision="tf32")
@@ -225,15 +228,9 @@ def sga_partials(
         else:
             ids3 = tl.broadcast_to(dst[:, None, None], [TILE_E, BLOCK_H, BLOCK_D])
             _, acc = tl.associative_scan((ids3, p[:, :, None] * v_t), 0, _seg_sum_fwd_combine)
-
-        # Fold in the state carried over from the previous tile (the tile's first row only).
-        cont = (dst == carry_row)[:, None]
-        m_new = tl.where(cont, tl.maximum(m_row, carry_m[None, :]), m_row)
-        m_new_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-        a_old = tl.where(cont, tl.exp2(carry_m[None, :] - m_new_ref), 0.0)
-        a_cur = tl.exp2(m_ref - m_new_ref)
-        l_fin = l_row * a_cur + carry_l[None, :] * a_old
-        acc = acc * a_cur[:, :, None] + carry_acc[None, :, :] * a_old[:, :, None]
+        a_old = tl.where(cont, tl.exp2(carry_m[None, :] - m_ref), 0.0)
+        l_fin = l_row + carry_l[None, :] * a_old
+        acc = acc + carry_acc[None, :, :] * a_old[:, :, None]
 
         # Each row's totals sit at its last edge in the tile.
         is_end = e_ok & ((row_end == edges + 1) | (edges == t_end - 1))
