@@ -2,7 +2,7 @@
 128-bit loads, the tile loop's machine instructions per edge, and the programs per multiprocessor
 and K/V gathers in flight they allow on a target.
 
-    python bench/kernel_static.py              # sm_90a (H100/H200), the sweep's two families
+    python bench/kernel_static.py              # sm_90a (H100/H200), the sweep's families
     python bench/kernel_static.py --cc 80 --families fp32:4x16
 
 Why: the tile sweep (``bench/kernel_sweep.py``) times these variants on a GPU, which this project gets

@@ -1,0 +1,66 @@
+"""``bench/kernel_sweep.py``: which variants the sweep times, in which order, and what it keeps.
+
+The timing itself needs a GPU (``bench/gpu_check.sh``); here ``_time_variant`` is replaced by a
+record of the calls, so that the order a sweep cut short relies on and the choice of winners are
+checked without one."""
+
+from __future__ import annotations
+
+import math
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from bench import kernel_sweep
+from bench.kernel_workloads import SPEC_DTYPE, uniform_graph
+from trt_plugins import spec
+
+
+@pytest.mark.parametrize(("dtype", "heads", "head_dim"), kernel_sweep.SWEEP_FAMILIES)
+def test_variants_start_with_the_rule_then_few_warps_and_are_distinct(dtype: str, heads: int, head_dim: int) -> None:
+    variants = kernel_sweep.sweep_variants(heads, head_dim, SPEC_DTYPE[dtype])
+    labels, configs = list(variants), list(variants.values())
+    assert labels[0] == "rule" and configs[0] == spec.select_config(heads, head_dim, SPEC_DTYPE[dtype])
+    assert len(set(configs)) == len(configs) and len(labels) >= 10
+    assert all(kernel_sweep.variant_label(c) == label for label, c in variants.items() if label != "rule")
+    # the statically cheapest per edge come first: one or two warps, the tensor-core sum among them
+    assert all(c.num_warps <= 2 for c in configs[1:6]) and any(c.aggregate == "dot" for c in configs[1:3])
+    assert any(c.aggregate == "scan" and c.num_warps == 1 for c in configs[1:6])
+
+
+def test_the_sweep_times_families_in_rounds_and_keeps_each_fastest(monkeypatch: pytest.MonkeyPatch) -> None:
+    families = (("fp32", 4, 16), ("fp16", 8, 64))
+    monkeypatch.setattr(kernel_sweep, "SWEEP_FAMILIES", families)
+    monkeypatch.setattr(spec, "TUNED", {})
+    calls: list[tuple[str, str, str]] = []
+    fastest = {"fp32": "tile 16 group 4 warps 1 chunk 512", "fp16": "tile 16 group 2 warps 2 chunk 512 dot"}
+
+    def fake_time(b: Any, g: Any, d: str, h: int, hd: int, label: str, cfg: Any, qkv: Any) -> float:
+        calls.append((d, label, g.name))
+        if len(calls) > 12:  # the share runs out: later variants are skipped and cannot win
+            return math.inf
+        return 1.0 if label == fastest[d] else 2.0
+
+    monkeypatch.setattr(kernel_sweep, "_time_variant", fake_time)
+    # the variants as the sweep sees them: relative to the rule, before any winner is kept
+    variants = {d: kernel_sweep.sweep_variants(h, hd, SPEC_DTYPE[d]) for d, h, hd in families}
+    graphs = [uniform_graph(20, 60, torch.device("cpu"))]
+    b = SimpleNamespace(doc={}, deadline=time.monotonic() + 60, skip_reason="", args=SimpleNamespace(max_minutes=5))
+    kernel_sweep.sweep_and_tune(b, graphs)  # type: ignore[arg-type]
+
+    # rounds: the rule of each family, then each family's second variant, ...
+    assert [(d, label) for d, label, _ in calls[:4]] == [
+        ("fp32", "rule"),
+        ("fp16", "rule"),
+        ("fp32", "tile 16 group 4 warps 2 chunk 512 dot"),
+        ("fp16", "tile 16 group 2 warps 2 chunk 512 dot"),
+    ]
+    assert len(calls) == sum(len(v) for v in variants.values())
+    for d, h, hd in families:
+        key = (h, hd, SPEC_DTYPE[d])
+        assert spec.TUNED[key] == variants[d][fastest[d]]
+        assert b.doc["tuned"][f"{h}x{hd} {SPEC_DTYPE[d]}"]["variant"] == fastest[d]
+        assert b.doc["tuned"][f"{h}x{hd} {SPEC_DTYPE[d]}"]["rule_ms"] == 2.0
