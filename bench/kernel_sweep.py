@@ -1,6 +1,7 @@
-"""The tile sweep of ``bench/kernel.py``: kernel v2's rule config against variants of tile size,
-head group, warps and chunk length, timed on the run's graphs; the fastest becomes ``spec.TUNED``
-for the rest of the run and is recorded in its results (then copied into ``trt_plugins/spec.py``)."""
+"""The tile sweep of ``bench/kernel.py``: kernel v2's rule config against variants of warps, tile
+size, head group, prefetch, aggregation and chunk length, timed on the run's graphs; the fastest
+whose output equals the rule's becomes ``spec.TUNED`` for the rest of the run and is recorded in its
+results (then copied into ``trt_plugins/spec.py``)."""
 
 from __future__ import annotations
 
@@ -105,7 +106,6 @@ def sweep_and_tune(b: Bench, graphs: list[Graph]) -> None:
 def _sweep_families(b: Bench, graphs: list[Graph]) -> None:
     """Variants are timed in rounds, one per family at a time in the order of ``sweep_variants``,
     so that a sweep cut short by its share has timed each family's most promising variants alike."""
-    from trt_plugins import spec
 
     families = [(d, h, hd, sweep_variants(h, hd, SPEC_DTYPE[d])) for d, h, hd in SWEEP_FAMILIES]
     inputs = {(d, h, hd, g.name): _qkv(g, d, h, hd) for d, h, hd, _ in families for g in graphs}
@@ -117,21 +117,58 @@ def _sweep_families(b: Bench, graphs: list[Graph]) -> None:
             label, cfg = list(variants.items())[rank]
             for g in graphs:
                 totals[(d, h, hd)][label] += _time_variant(b, g, d, h, hd, label, cfg, inputs[(d, h, hd, g.name)])
+    for d, h, hd, variants in families:
+        _keep_fastest_that_agrees(
+            b, d, h, hd, variants, totals[(d, h, hd)], graphs[0], inputs[(d, h, hd, graphs[0].name)]
+        )
     del inputs
     for g in graphs:
         empty_cache(g)
-    for d, h, hd, variants in families:
-        dtype, family = SPEC_DTYPE[d], totals[(d, h, hd)]
-        best = min(family, key=lambda label: family[label])
-        if math.isfinite(family[best]):
-            spec.TUNED[(h, hd, dtype)] = variants[best]
-            b.doc["tuned"][f"{h}x{hd} {dtype}"] = {
-                "variant": best,
-                "config": config_dict(variants[best]),
-                "summed_ms": family[best],
-                "rule_ms": family["rule"],
-            }
-            print(f"  tuned {h}x{hd} {dtype}: {best} ({family[best]:.3f} ms vs rule {family['rule']:.3f})")
+
+
+#: How far a variant's output may be from the rule's on the sweep's graph (as in ``tests/gpu``).
+AGREE_TOL = {"fp32": 2e-5, "fp16": 5e-3, "bf16": 3e-2}
+
+
+def _keep_fastest_that_agrees(
+    b: Bench,
+    dtype_name: str,
+    heads: int,
+    head_dim: int,
+    variants: dict[str, Any],
+    totals: dict[str, float],
+    g: Graph,
+    qkv: tuple[torch.Tensor, ...],
+) -> None:
+    """The fastest variant whose output equals the rule's (within :data:`AGREE_TOL`) becomes
+    ``spec.TUNED`` for the rest of the run, so that no later row runs a config that was fast and
+    wrong; a rejected one is recorded with its difference."""
+    from trt_plugins import spec
+    from trt_plugins.kernels import sparse_graph_attention
+
+    dtype, key = SPEC_DTYPE[dtype_name], f"{heads}x{head_dim} {SPEC_DTYPE[dtype_name]}"
+    q, k, v = qkv
+    tol = AGREE_TOL[dtype_name]
+    expected = sparse_graph_attention(q, k, v, g.rowptr, g.col, None, config=variants["rule"]).float()
+    rejected = {}
+    for label in sorted((lb for lb in totals if math.isfinite(totals[lb])), key=lambda lb: totals[lb]):
+        if label != "rule":
+            out = sparse_graph_attention(q, k, v, g.rowptr, g.col, None, config=variants[label]).float()
+            diff = float((out - expected).abs().max()) if out.numel() else 0.0
+            if not torch.allclose(out, expected, atol=tol, rtol=tol):
+                rejected[label] = diff
+                print(f"  {key}: {label} is fast but differs from the rule by {diff:.3g}: not kept")
+                continue
+        spec.TUNED[(heads, head_dim, dtype)] = variants[label]
+        b.doc["tuned"][key] = {
+            "variant": label,
+            "config": config_dict(variants[label]),
+            "summed_ms": totals[label],
+            "rule_ms": totals["rule"],
+            "rejected_max_abs_diff": rejected,
+        }
+        print(f"  tuned {key}: {label} ({totals[label]:.3f} ms vs rule {totals['rule']:.3f})")
+        return
 
 
 def _qkv(g: Graph, dtype_name: str, heads: int, head_dim: int) -> tuple[torch.Tensor, ...]:

@@ -64,3 +64,29 @@ def test_the_sweep_times_families_in_rounds_and_keeps_each_fastest(monkeypatch: 
         assert spec.TUNED[key] == variants[d][fastest[d]]
         assert b.doc["tuned"][f"{h}x{hd} {SPEC_DTYPE[d]}"]["variant"] == fastest[d]
         assert b.doc["tuned"][f"{h}x{hd} {SPEC_DTYPE[d]}"]["rule_ms"] == 2.0
+        assert b.doc["tuned"][f"{h}x{hd} {SPEC_DTYPE[d]}"]["rejected_max_abs_diff"] == {}
+
+
+def test_a_fast_variant_whose_output_differs_from_the_rule_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kept configs run every later row of the benchmark: one that is fast and wrong is refused and
+    recorded, and the next fastest that agrees is kept."""
+    from trt_plugins import kernels
+
+    monkeypatch.setattr(kernel_sweep, "SWEEP_FAMILIES", (("fp32", 4, 16),))
+    monkeypatch.setattr(spec, "TUNED", {})
+    variants = kernel_sweep.sweep_variants(4, 16, "float32")
+    wrong, right = list(variants)[1], list(variants)[2]
+    speed = {wrong: 1.0, right: 1.5}
+    monkeypatch.setattr(kernel_sweep, "_time_variant", lambda b, g, d, h, hd, label, *_: speed.get(label, 3.0))
+    real = kernels.sparse_graph_attention
+
+    def broken_for_one(*args: Any, config: Any = None, **kw: Any) -> torch.Tensor:
+        out = real(*args, config=config, **kw)
+        return out + 1e-3 if config == variants[wrong] else out
+
+    monkeypatch.setattr(kernels, "sparse_graph_attention", broken_for_one)
+    b = SimpleNamespace(doc={}, deadline=time.monotonic() + 60, skip_reason="", args=SimpleNamespace(max_minutes=5))
+    kernel_sweep.sweep_and_tune(b, [uniform_graph(20, 60, torch.device("cpu"))])  # type: ignore[arg-type]
+    kept = b.doc["tuned"]["4x16 float32"]
+    assert kept["variant"] == right and spec.TUNED[(4, 16, "float32")] == variants[right]
+    assert kept["rejected_max_abs_diff"] == {wrong: pytest.approx(1e-3, rel=1e-3)}
