@@ -15,8 +15,9 @@ border inside the chunk is carried to the next tile in registers.
 
 ``sga_combine`` -- grid ``(max(cdiv(N, BLOCK_R), n_chunks, 1), HEADS)``. Program ``(p, h)`` writes
 zeros for head ``h`` of the destinations in row block ``p`` that have no incoming edge, and, if
-chunk ``p``'s first row started in an earlier chunk, merges that row's partial records (the
-flash-decoding combine) and writes it. Only that program touches the row.
+chunk ``p``'s first row started in an earlier chunk and ends in chunk ``p``, merges that row's
+partial records (the flash-decoding combine) and writes it. Only that program touches the row, and
+each record is read once, however many chunks a hub row spans.
 
 Both grids are functions of ``(N, E, HEADS)`` alone; no host value is read at launch; neither
 kernel uses Triton scratch memory, so both can be compiled ahead of time for TensorRT
@@ -313,7 +314,11 @@ def sga_combine(
             lo_row = tl.where(go, mid, lo_row)
             hi_row = tl.where(go, hi_row, mid)
         first = tl.load(rowptr + lo_row).to(tl.int32)
-        if first < c_start:  # this chunk's first row began in chunk c_a < pid: merge its records
+        last = tl.load(rowptr + lo_row + 1).to(tl.int32)
+        # This chunk's first row began in chunk c_a < pid and ends in this chunk: merge its records.
+        # A row that goes on past the chunk is merged by the program of its last chunk only, so that
+        # one program writes it (programs run in any order) and reads each record once.
+        if (first < c_start) & (last <= c_start + CHUNK):
             c_a = first // CHUNK
             m_i = tl.full([BLOCK_P], float("-inf"), tl.float32)
             l_i = tl.full([BLOCK_P], 0.0, tl.float32)

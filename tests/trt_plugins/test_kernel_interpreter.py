@@ -230,6 +230,43 @@ def test_dot_aggregation_at_borders_and_in_head_groups(tiles: int, heads: int, g
     _check(out, reference(q, k, v, rowptr, col, bias[perm], spec.default_scale(8)), torch.float32)
 
 
+@pytest.fixture
+def programs_in_reverse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every kernel's programs last to first. The interpreter runs them in order, one at a time; a
+    GPU runs them in any order, at once, so two programs writing one output must not depend on which
+    finishes last (with ascending order, the program that should write a row often simply writes last)."""
+    from triton.runtime import interpreter
+
+    builder = interpreter.interpreter_builder
+    set_dim, set_idx = builder.set_grid_dim, builder.set_grid_idx
+    grid: dict[str, int] = {}
+
+    def remember(x: int, y: int, z: int) -> None:
+        grid["x"] = x
+        set_dim(x, y, z)
+
+    monkeypatch.setattr(builder, "set_grid_dim", remember)
+    monkeypatch.setattr(builder, "set_grid_idx", lambda x, y, z: set_idx(grid["x"] - 1 - x, y, z))
+
+
+@pytest.mark.parametrize("aggregate", ["scan", "dot"])
+def test_program_order_does_not_matter(programs_in_reverse: None, aggregate: str) -> None:
+    """A hub row spanning many chunks is merged and written by one combine program only: with the
+    programs in reverse order, a program that merged only a prefix of its records would write last."""
+    degrees = [2, 70, 0, 5, 40, 1, 0, 3]
+    n = len(degrees)
+    dst = torch.repeat_interleave(torch.arange(n), torch.tensor(degrees))
+    g = torch.Generator().manual_seed(11)
+    ei = torch.stack([torch.randint(0, n, (dst.numel(),), generator=g), dst])
+    q, k, v = (torch.randn(n, 2, 8, generator=g) * 2 for _ in range(3))
+    rowptr, col, _ = edge_index_to_csr(ei, n)
+    tile = 16 if aggregate == "dot" else 4
+    config = spec.KernelConfig(tile_e=tile, tiles=1, block_h=2, block_d=8, block_r=4, block_p=2, aggregate=aggregate)
+    assert spec.n_chunks(col.numel(), config.chunk) >= 7  # the 70-edge hub spans five or more chunks
+    out = sparse_graph_attention(q, k, v, rowptr, col, config=config)
+    _check(out, reference(q, k, v, rowptr, col, None, spec.default_scale(8)), torch.float32)
+
+
 def test_partial_records_are_those_of_the_partition() -> None:
     """The partials kernel writes exactly the records :mod:`trt_plugins.partition` names, and the
     combine kernel then reproduces the reference (it reads only those records)."""
