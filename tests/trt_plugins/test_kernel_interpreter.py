@@ -267,6 +267,29 @@ def test_program_order_does_not_matter(programs_in_reverse: None, aggregate: str
     _check(out, reference(q, k, v, rowptr, col, None, spec.default_scale(8)), torch.float32)
 
 
+@pytest.mark.parametrize(
+    ("n", "e", "heads", "head_dim", "dtype", "with_bias", "hub"), [case for case in CASES if case[-1]]
+)
+def test_hub_cases_with_programs_in_reverse(
+    programs_in_reverse: None,
+    n: int,
+    e: int,
+    heads: int,
+    head_dim: int,
+    dtype: torch.dtype,
+    with_bias: bool,
+    hub: bool,
+) -> None:
+    g = torch.Generator().manual_seed(n * 100 + e)
+    ei = make_graph(n, e, seed=n + e, hub=hub)
+    q, k, v = (torch.randn(n, heads, head_dim, generator=g).to(dtype) for _ in range(3))
+    bias = torch.randn(ei.shape[1], heads, generator=g).to(dtype) if with_bias else None
+    rowptr, col, perm = edge_index_to_csr(ei, n)
+    bias_csr = None if bias is None else bias[perm]
+    out = sparse_graph_attention(q, k, v, rowptr, col, bias_csr, config=small(heads, head_dim, True))
+    _check(out, reference(q, k, v, rowptr, col, bias_csr, spec.default_scale(head_dim)), dtype)
+
+
 def test_partial_records_are_those_of_the_partition() -> None:
     """The partials kernel writes exactly the records :mod:`trt_plugins.partition` names, and the
     combine kernel then reproduces the reference (it reads only those records)."""
