@@ -49,6 +49,12 @@ POINTER_ALIGNMENT = 16
 INDEX_DTYPE = "int32"
 MAX_HEAD_DIM = 256
 INT32_MAX = 2**31 - 1
+#: Headroom the kernels' int32 index arithmetic needs past the last edge and node: a chunk end
+#: (``c_start + chunk``), the prefetch two tiles ahead, and ids ``n_nodes + lane`` for the lanes past
+#: a tile's end. Graphs up to :data:`MAX_INDEX` edges and nodes fit; ``KernelConfig`` keeps its
+#: chunk within the headroom.
+INDEX_HEADROOM = 2**16
+MAX_INDEX = INT32_MAX - INDEX_HEADROOM
 #: Ways ``partials`` sums ``p * v`` over a destination's edges in a tile: a segmented scan over the
 #: ``[tile_e, block_h, block_d]`` block (any tile), or a product of the tile's 0/1 same-destination
 #: matrix with it, which runs on tensor cores (each operand dimension at least :data:`MIN_DOT`).
@@ -134,6 +140,11 @@ class KernelConfig:
             object.__setattr__(self, "head_group", self.block_h)
         if self.head_group > self.block_h:
             raise PluginSpecError(f"head_group {self.head_group} does not fit block_h {self.block_h}")
+        if self.chunk + 2 * self.tile_e > INDEX_HEADROOM:
+            raise PluginSpecError(
+                f"chunk {self.chunk} (tile_e {self.tile_e} x tiles {self.tiles}) exceeds the int32 "
+                f"headroom of {INDEX_HEADROOM} edges"
+            )
         if self.aggregate not in AGGREGATES:
             raise PluginSpecError(f"aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")
         if self.aggregate == "dot" and min(self.tile_e, self.block_h * self.block_d) < MIN_DOT:
@@ -213,9 +224,11 @@ def validate_inputs(shapes: Sequence[Sequence[Dim]], dtypes: Sequence[str], attr
     if n is not None and not _same(rp, n + 1):
         raise PluginSpecError(f"input 'rowptr' must have n_nodes + 1 = {n + 1} entries, got {rp}")
     (e,) = shape["col"]
-    for name, value in (("q", n), ("col", e)):
-        if value is not None and value > INT32_MAX:
-            raise PluginSpecError(f"input '{name}' is too large for int32 indexing ({value})")
+    for name, what, value in (("q", "nodes", n), ("col", "edges", e)):
+        if value is not None and value > MAX_INDEX:
+            raise PluginSpecError(
+                f"input '{name}' has {value} {what}; the kernels index with int32 and take at most {MAX_INDEX}"
+            )
     if attrs.has_bias:
         eb, hb = shape["bias"]
         if not _same(eb, e) or not _same(hb, attrs.heads):

@@ -185,6 +185,27 @@ def test_aggregate_is_named_and_the_product_needs_its_operand_sizes() -> None:
         spec.KernelConfig(tile_e=16, tiles=2, block_h=1, block_d=8, aggregate="dot")
 
 
+def test_index_limits_leave_the_kernels_int32_headroom() -> None:
+    """The kernels add a chunk and two tiles to edge indices and a lane to node ids in int32: graphs
+    within INT32_MAX but inside that headroom would wrap silently, so they are refused by name."""
+    attrs = spec.validate_attributes(2, 8, 0.5, False)
+    dtypes = ["float32"] * 3 + ["int32"] * 2 + ["float32"]
+
+    def shapes(n: int, e: int) -> list[tuple[int, ...]]:
+        return [(n, 2, 8)] * 3 + [(n + 1,), (e,), (0, 2)]
+
+    spec.validate_inputs(shapes(spec.MAX_INDEX, spec.MAX_INDEX), dtypes, attrs)
+    assert spec.MAX_INDEX == 2**31 - 1 - 2**16
+    with pytest.raises(
+        PluginSpecError, match=rf"input 'col' has {spec.MAX_INDEX + 1} edges; the kernels index with int32 and take"
+    ):
+        spec.validate_inputs(shapes(10, spec.MAX_INDEX + 1), dtypes, attrs)
+    with pytest.raises(PluginSpecError, match=rf"input 'q' has {spec.INT32_MAX} nodes; .* at most {spec.MAX_INDEX}"):
+        spec.validate_inputs(shapes(spec.INT32_MAX, 10), dtypes, attrs)
+    with pytest.raises(PluginSpecError, match=r"chunk 65536 \(tile_e 64 x tiles 1024\) exceeds the int32 headroom"):
+        spec.KernelConfig(tile_e=64, tiles=1024, block_h=1, block_d=16)
+
+
 def test_combine_keeps_its_own_warps() -> None:
     one_warp = spec.KernelConfig(tile_e=16, tiles=32, block_h=4, block_d=16, num_warps=1)
     assert spec.kernel_warps("partials", one_warp) == 1
