@@ -23,8 +23,9 @@ SWEEP_SHARE = 0.35
 
 
 def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
-    """The rule's config plus variants of warps, tile size, head group, K/V prefetch, how ``p * v`` is
-    summed per destination (segmented scan or tensor-core product) and chunk length.
+    """The rule's config plus variants of warps, tile size, head group, K/V prefetch, how a tile is
+    worked (segmented scan, the sum as one tensor-core product, or scores and sums as per-head
+    products: ``spec.AGGREGATES``) and chunk length.
 
     ``bench/kernel_static.py`` gives each one's registers, gathers in flight and tile-loop
     instructions per edge (ptxas and SASS, no GPU). By that count every variant is bound by
@@ -42,7 +43,16 @@ def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
     g, half, double = base.head_group, max(1, base.head_group // 2), min(heads, base.head_group * 2)
     dot_tile = max(spec.MIN_DOT, base.tile_e)
     pf = base.prefetch
-    for tile, group, warps, chunk, prefetch, aggregate in (
+    # per-head products pay where a head is wide and its rows arrive as 16-bit (fp16 8x64: 390-500
+    # instructions per edge against 500-600 for the sum as one product); they lead those families
+    wide_16bit = dtype != "float32" and base.block_d >= 2 * spec.MIN_DOT
+    mma = [
+        (dot_tile, g, 1, 512, False, "mma"),
+        (dot_tile, double, 2, 512, False, "mma"),
+        (dot_tile, g, 2, 512, False, "mma"),
+        (dot_tile, half, 1, 512, False, "mma"),
+    ]
+    for tile, group, warps, chunk, prefetch, aggregate in (mma if wide_16bit else []) + [
         (dot_tile, g, 2, 512, False, "dot"),
         (dot_tile, g, 1, 512, False, "dot"),
         (base.tile_e, g, 1, 512, False, "scan"),
@@ -56,7 +66,7 @@ def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
         (base.tile_e, g, 4, 512, not pf, "scan"),
         (base.tile_e, g, 4, 1024, pf, "scan"),
         (base.tile_e, g, 4, 256, pf, "scan"),
-    ):
+    ]:
         tile = max(4, tile)
         try:
             cfg = spec.KernelConfig(
@@ -71,7 +81,7 @@ def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
                 prefetch=prefetch,
                 aggregate=aggregate,
             )
-        except spec.PluginSpecError:  # a product needs 16 x 16 operands; tiny head groups have none
+        except spec.PluginSpecError:  # a product needs 16 x 16 operands; tiny heads have none
             continue
         if cfg != base:
             out.setdefault(variant_label(cfg), cfg)
@@ -80,11 +90,9 @@ def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
 
 def variant_label(cfg: Any) -> str:
     """A config as the sweep's tables name it: ``tile 16 group 4 warps 4 chunk 512 prefetch dot``."""
-    return (
-        f"tile {cfg.tile_e} group {cfg.head_group} warps {cfg.num_warps} chunk {cfg.chunk}"
-        + (" prefetch" if cfg.prefetch else "")
-        + (" dot" if cfg.aggregate == "dot" else "")
-    )
+    prefetch = " prefetch" if cfg.prefetch else ""
+    aggregate = "" if cfg.aggregate == "scan" else f" {cfg.aggregate}"
+    return f"tile {cfg.tile_e} group {cfg.head_group} warps {cfg.num_warps} chunk {cfg.chunk}{prefetch}{aggregate}"
 
 
 def sweep_and_tune(b: Bench, graphs: list[Graph]) -> None:

@@ -96,6 +96,7 @@ def sga_partials(
     BLOCK_D: tl.constexpr,
     PREFETCH: tl.constexpr,
     DOT_AGG: tl.constexpr,
+    MMA: tl.constexpr,
 ):
     """Kernel 1. ``q, k, v, out``: contiguous ``[N, HEADS, HEAD_DIM]``; ``rowptr [N+1]``, ``col [E]``;
     ``bias [E, HEADS]`` in CSR order (read only if ``HAS_BIAS``); ``part``: float32
@@ -105,7 +106,9 @@ def sga_partials(
     ``PREFETCH``: gather the next tile's K/V rows before working on this one, so that a program keeps
     two tiles of gathers in flight (more registers, fewer programs per SM: the sweep decides).
     ``DOT_AGG``: sum ``p * v`` over each destination's edges with a matrix product (tensor cores)
-    instead of a segmented scan over the ``[TILE_E, BLOCK_H, BLOCK_D]`` block."""
+    instead of a segmented scan over the ``[TILE_E, BLOCK_H, BLOCK_D]`` block. ``MMA``: compute the
+    scores and the sums as per-head tensor-core products on K, Q and V as loaded (pays for 16-bit
+    inputs with wide heads)."""
     chunk = tl.program_id(0)
     head0 = tl.program_id(1) * HEAD_GROUP
     CHUNK: tl.constexpr = TILE_E * TILES
@@ -154,16 +157,18 @@ def sga_partials(
         m3 = e_ok[:, None, None] & hd_ok[None, :, :]
         kv_off = src[:, None, None] * ROW + hd_off[None, :, :]
         if PREFETCH:  # this tile's rows arrived during the last one; start the next tile's
-            k_t = k_nxt.to(tl.float32)
-            v_t = v_nxt.to(tl.float32)
+            k_raw = k_nxt
+            v_raw = v_nxt
             m3_nxt = (edges + TILE_E < c_end)[:, None, None] & hd_ok[None, :, :]
             k_nxt = tl.load(k + kv_off, mask=m3_nxt, other=0.0)
             v_nxt = tl.load(v + kv_off, mask=m3_nxt, other=0.0)
             nxt = edges + 2 * TILE_E
         else:
-            k_t = tl.load(k + kv_off, mask=m3, other=0.0).to(tl.float32)
-            v_t = tl.load(v + kv_off, mask=m3, other=0.0).to(tl.float32)
+            k_raw = tl.load(k + kv_off, mask=m3, other=0.0)
+            v_raw = tl.load(v + kv_off, mask=m3, other=0.0)
             nxt = edges + TILE_E
+        k_t = k_raw.to(tl.float32)
+        v_t = v_raw.to(tl.float32)
         src = tl.load(col + nxt, mask=nxt < c_end, other=0).to(tl.int64)
 
         # Upper bound for the tile's rows by galloping from lo_row, then each edge's row by a
@@ -187,9 +192,26 @@ def sga_partials(
         row_beg = tl.load(rowptr + lo).to(tl.int32)
         row_end = tl.load(rowptr + lo + 1).to(tl.int32)
         q_off = lo.to(tl.int64)[:, None, None] * ROW + hd_off[None, :, :]
-        q_t = tl.load(q + q_off, mask=m3, other=0.0).to(tl.float32)
-
-        s = tl.reduce(q_t * k_t, 2, _sum_combine) * qk_scale  # [TILE_E, BLOCK_H]
+        q_raw = tl.load(q + q_off, mask=m3, other=0.0)
+        if MMA:
+            # Per head, K [tile, dim] @ Q^T [dim, tile] on tensor cores, as loaded: its diagonal is
+            # the scores. The tensor cores idle anyway; what this saves is the per-element convert,
+            # multiply and cross-lane sum. fp16 products are exact in the float32 accumulator;
+            # bf16 values are exact in TF32 (7-bit mantissa; Triton's interpreter cannot multiply
+            # bf16 matrices); float32 takes three TF32 products.
+            kh = tl.permute(k_raw, (1, 0, 2))
+            qh = tl.permute(q_raw, (1, 2, 0))
+            if v.dtype.element_ty == tl.float32:
+                sm = tl.dot(kh, qh, input_precision="tf32x3")
+            elif v.dtype.element_ty == tl.float16:
+                sm = tl.dot(kh, qh)
+            else:
+                sm = tl.dot(kh.to(tl.float32), qh.to(tl.float32), input_precision="tf32")
+            eye = lanes[:, None] == lanes[None, :]
+            s = tl.permute(tl.reduce(tl.where(eye[None, :, :], sm, 0.0), 2, _sum_combine), (1, 0)) * qk_scale
+        else:
+            q_t = q_raw.to(tl.float32)
+            s = tl.reduce(q_t * k_t, 2, _sum_combine) * qk_scale  # [TILE_E, BLOCK_H]
         if HAS_BIAS:
             b_off = edges.to(tl.int64)[:, None] * HEADS + heads[None, :]
             b = tl.load(bias + b_off, mask=e_ok[:, None] & h_ok[None, :], other=0.0)
@@ -209,7 +231,21 @@ def sga_partials(
         _, l_row = tl.associative_scan((ids, p), 0, _seg_sum_fwd_combine)
         # acc and l_row are read only at a row's last edge in the tile, where a segmented prefix sum
         # and the row's whole sum agree, so either way of summing gives the same result there.
-        if DOT_AGG:
+        if MMA:
+            # Per head, (same * p) [tile, tile] @ V [tile, dim] (same: see below): p folds into the
+            # 0/1 matrix, so V goes to the tensor cores as loaded. fp16 rounds p to fp16 (11 bits,
+            # as fine as the output's own rounding); bf16 and float32 as for the scores.
+            same = (dst[:, None] == dst[None, :]).to(tl.float32)
+            w = same[None, :, :] * tl.permute(p, (1, 0))[:, None, :]
+            vh = tl.permute(v_raw, (1, 0, 2))
+            if v.dtype.element_ty == tl.float32:
+                tot = tl.dot(w, vh, input_precision="tf32x3")
+            elif v.dtype.element_ty == tl.float16:
+                tot = tl.dot(w.to(tl.float16), vh)
+            else:
+                tot = tl.dot(w, vh.to(tl.float32), input_precision="tf32")
+            acc = tl.permute(tot, (1, 0, 2))
+        elif DOT_AGG:
             # same[i, j] = 1 where edges i and j have one destination: same @ (p * v) is every row's
             # sum. The 0/1 matrix is exact in TF32. For float32, p * v = hi + lo with hi exact in
             # TF32 (mantissa cut to 10 bits) and lo exact in float32: two TF32 products keep float32

@@ -55,10 +55,13 @@ INT32_MAX = 2**31 - 1
 #: chunk within the headroom.
 INDEX_HEADROOM = 2**16
 MAX_INDEX = INT32_MAX - INDEX_HEADROOM
-#: Ways ``partials`` sums ``p * v`` over a destination's edges in a tile: a segmented scan over the
-#: ``[tile_e, block_h, block_d]`` block (any tile), or a product of the tile's 0/1 same-destination
-#: matrix with it, which runs on tensor cores (each operand dimension at least :data:`MIN_DOT`).
-AGGREGATES: tuple[str, ...] = ("scan", "dot")
+#: Ways ``partials`` works a tile: ``scan`` sums ``p * v`` over a destination's edges with a
+#: segmented scan over the ``[tile_e, block_h, block_d]`` block (any tile); ``dot`` with a product of
+#: the tile's 0/1 same-destination matrix and that block, on tensor cores (``tile_e`` and
+#: ``block_h * block_d`` at least :data:`MIN_DOT`); ``mma`` computes the scores and the sums as
+#: per-head tensor-core products on K, Q and V as loaded (``tile_e`` and ``block_d`` at least
+#: :data:`MIN_DOT`), which saves the per-element work of 16-bit inputs with wide heads.
+AGGREGATES: tuple[str, ...] = ("scan", "dot", "mma")
 MIN_DOT = 16
 
 #: Two kernels run the op (:mod:`trt_plugins._kernel`): ``partials`` splits the edges into fixed
@@ -133,7 +136,7 @@ class KernelConfig:
     num_stages: int = 1
     head_group: int = 0  # 0: block_h (every head of a row in one program, as long as block_h covers them)
     prefetch: bool = False  # partials gathers the next tile's K/V rows while it works on this one
-    aggregate: str = "scan"  # how partials sums p * v per destination: "scan" or "dot" (tensor cores)
+    aggregate: str = "scan"  # how partials works a tile: "scan", "dot" or "mma" (AGGREGATES)
 
     def __post_init__(self) -> None:
         if self.head_group == 0:
@@ -147,6 +150,11 @@ class KernelConfig:
             )
         if self.aggregate not in AGGREGATES:
             raise PluginSpecError(f"aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")
+        if self.aggregate == "mma" and min(self.tile_e, self.block_d) < MIN_DOT:
+            raise PluginSpecError(
+                f"aggregate 'mma' needs tile_e >= {MIN_DOT} and block_d >= {MIN_DOT} (tl.dot's smallest "
+                f"operand, per head), got tile_e {self.tile_e}, block_d {self.block_d}"
+            )
         if self.aggregate == "dot" and min(self.tile_e, self.block_h * self.block_d) < MIN_DOT:
             raise PluginSpecError(
                 f"aggregate 'dot' needs tile_e >= {MIN_DOT} and block_h * block_d >= {MIN_DOT} "
@@ -324,6 +332,7 @@ def partials_constexprs(attrs: Attributes, config: KernelConfig) -> dict[str, in
         "BLOCK_D": config.block_d,
         "PREFETCH": bool(config.prefetch),
         "DOT_AGG": config.aggregate == "dot",
+        "MMA": config.aggregate == "mma",
     }
 
 

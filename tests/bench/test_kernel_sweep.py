@@ -26,9 +26,11 @@ def test_variants_start_with_the_rule_then_few_warps_and_are_distinct(dtype: str
     assert labels[0] == "rule" and configs[0] == spec.select_config(heads, head_dim, SPEC_DTYPE[dtype])
     assert len(set(configs)) == len(configs) and len(labels) >= 10
     assert all(kernel_sweep.variant_label(c) == label for label, c in variants.items() if label != "rule")
-    # the statically cheapest per edge come first: one or two warps, the tensor-core sum among them
-    assert all(c.num_warps <= 2 for c in configs[1:6]) and any(c.aggregate == "dot" for c in configs[1:3])
-    assert any(c.aggregate == "scan" and c.num_warps == 1 for c in configs[1:6])
+    # the statically cheapest per edge come first: one or two warps, tensor-core products leading,
+    # per-head ones for wide 16-bit heads only, and a one-warp scan among the first eight
+    assert all(c.num_warps <= 2 for c in configs[1:6]) and all(c.aggregate != "scan" for c in configs[1:3])
+    assert any(c.aggregate == "scan" and c.num_warps == 1 for c in configs[1:9])
+    assert any(c.aggregate == "mma" for c in configs) == (dtype == "fp16" and head_dim == 64)
 
 
 def test_the_sweep_times_families_in_rounds_and_keeps_each_fastest(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,7 +38,7 @@ def test_the_sweep_times_families_in_rounds_and_keeps_each_fastest(monkeypatch: 
     monkeypatch.setattr(kernel_sweep, "SWEEP_FAMILIES", families)
     monkeypatch.setattr(spec, "TUNED", {})
     calls: list[tuple[str, str, str]] = []
-    fastest = {"fp32": "tile 16 group 4 warps 1 chunk 512", "fp16": "tile 16 group 2 warps 2 chunk 512 dot"}
+    fastest = {"fp32": "tile 16 group 4 warps 1 chunk 512", "fp16": "tile 16 group 2 warps 2 chunk 512 mma"}
 
     def fake_time(b: Any, g: Any, d: str, h: int, hd: int, label: str, cfg: Any, qkv: Any) -> float:
         calls.append((d, label, g.name))
@@ -56,7 +58,7 @@ def test_the_sweep_times_families_in_rounds_and_keeps_each_fastest(monkeypatch: 
         ("fp32", "rule"),
         ("fp16", "rule"),
         ("fp32", "tile 16 group 4 warps 2 chunk 512 dot"),
-        ("fp16", "tile 16 group 2 warps 2 chunk 512 dot"),
+        ("fp16", "tile 16 group 2 warps 1 chunk 512 mma"),
     ]
     assert len(calls) == sum(len(v) for v in variants.values())
     for d, h, hd in families:

@@ -84,12 +84,15 @@ def test_v2_matches_reference(n: int, e: int, heads: int, head_dim: int, dtype: 
 DOT_CASES = [CASES[i] for i in (3, 5, 7, 10, 13, 15)]
 
 
+@pytest.mark.parametrize("aggregate", ["dot", "mma"])
 @pytest.mark.parametrize(("n", "e", "heads", "head_dim", "dtype", "with_bias"), DOT_CASES)
-def test_dot_aggregation_matches_reference(
-    n: int, e: int, heads: int, head_dim: int, dtype: torch.dtype, with_bias: bool
+def test_tensor_core_products_match_reference(
+    n: int, e: int, heads: int, head_dim: int, dtype: torch.dtype, with_bias: bool, aggregate: str
 ) -> None:
-    """The sweep's tensor-core variant (TF32 products; two of them, split at the TF32 mantissa, for
-    float32) keeps each dtype's tolerance: float32 must not degrade to TF32's 10-bit mantissa."""
+    """The sweep's tensor-core variants keep each dtype's tolerance: "dot" (the sum as TF32 products,
+    two of them split at the TF32 mantissa for float32) and "mma" (scores and sums as per-head
+    products: fp16 as loaded, bf16 and float32 in TF32, three products for float32). Float32 must
+    not degrade to TF32's 10-bit mantissa."""
     ei = graph(n, e, seed=n + e, hub=3000)
     g = torch.Generator().manual_seed(e)
     q, k, v = (torch.randn(n, heads, head_dim, generator=g).to(dtype).cuda() for _ in range(3))
@@ -98,7 +101,7 @@ def test_dot_aggregation_matches_reference(
     rule = spec.select_config(heads, head_dim, spec_dtype(dtype))
     tile = max(spec.MIN_DOT, rule.tile_e)
     # two warps, as the sweep's first variant (the rule's four are covered above)
-    config = dataclasses.replace(rule, tile_e=tile, tiles=max(1, rule.chunk // tile), num_warps=2, aggregate="dot")
+    config = dataclasses.replace(rule, tile_e=tile, tiles=max(1, rule.chunk // tile), num_warps=2, aggregate=aggregate)
     out = sparse_graph_attention(q, k, v, rowptr, col, None if bias is None else bias[perm], config=config)
     ref = reference(q, k, v, ei, bias)
     torch.testing.assert_close(out.double().cpu(), ref, atol=TOL[dtype], rtol=TOL[dtype])

@@ -215,25 +215,40 @@ def test_rows_are_moved_in_128_bit_pieces(dtype: str, heads: int, head_dim: int,
     assert usage.registers <= 128  # at least four programs of 4 warps share an SM
 
 
+#: The tensor-core instructions a product compiles to on sm_80 and later, per input dtype: "dot"
+#: multiplies in TF32 whatever the input; "mma" takes fp16 as loaded and bf16 and float32 as TF32.
+PRODUCT_MMA = {
+    ("dot", "float32"): "tf32.tf32",
+    ("dot", "float16"): "tf32.tf32",
+    ("dot", "bfloat16"): "tf32.tf32",
+    ("mma", "float32"): "tf32.tf32",
+    ("mma", "float16"): "f16.f16",
+    ("mma", "bfloat16"): "tf32.tf32",
+}
+
+
 @pytest.mark.parametrize("cc", aot.TARGETS)
+@pytest.mark.parametrize("aggregate", ["dot", "mma"])
 @pytest.mark.parametrize(("dtype", "heads", "head_dim"), [("float32", 4, 16), ("float16", 8, 64), ("bfloat16", 2, 256)])
-def test_dot_aggregation_compiles_for_every_target(
-    dtype: str, heads: int, head_dim: int, cc: int, cache: Path, monkeypatch: pytest.MonkeyPatch
+def test_tensor_core_products_compile_for_every_target(
+    dtype: str, heads: int, head_dim: int, aggregate: str, cc: int, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A tuned config that sums ``p * v`` with ``tl.dot`` is AOT-compilable like the scan: no scratch,
-    the TensorRT ABI, static shared memory a plugin launch gets without opt-in. From sm_80 the
-    product runs on tensor cores (TF32 ``mma``); sm_75 has no TF32 and gets float32 FMAs."""
+    """A tuned config that works its tiles with ``tl.dot`` is AOT-compilable like the scan: no
+    scratch, the TensorRT ABI, static shared memory a plugin launch gets without opt-in. From sm_80
+    the products run on tensor cores; for sm_75 (no TF32) Triton emits FMAs, for fp16 as well."""
     rule = spec.select_config(heads, head_dim, dtype)
     tile = max(spec.MIN_DOT, rule.tile_e)
-    config = dataclasses.replace(rule, tile_e=tile, tiles=max(1, rule.chunk // tile), aggregate="dot")
+    config = dataclasses.replace(rule, tile_e=tile, tiles=max(1, rule.chunk // tile), aggregate=aggregate)
     monkeypatch.setitem(spec.TUNED, (heads, head_dim, dtype), config)
     k = aot.compile_kernel("partials", dtype, heads, head_dim, cc, None, True)
-    assert k.kernel_config == config and k.constexprs["DOT_AGG"] is True
+    assert k.kernel_config == config
+    assert (k.constexprs["DOT_AGG"], k.constexprs["MMA"]) == (aggregate == "dot", aggregate == "mma")
     decls = k.ptx[k.ptx.index(".entry sga_partials(") :].split(")", 1)[0]
     assert (decls.count(".u64"), decls.count(".u32")) == ABI["partials"]
     assert 0 < k.shared_mem <= MAX_STATIC_SHARED
-    mma = re.findall(r"^\s*mma\.sync\.aligned\.\S+\.tf32\.tf32", k.ptx, re.M)
-    assert (len(mma) > 0) == (cc >= 80), (cc, len(mma))
+    kind = PRODUCT_MMA[(aggregate, dtype)]
+    mma = re.findall(rf"^\s*mma\.sync\.aligned\.\S+\.{re.escape(kind)}", k.ptx, re.M)
+    assert (len(mma) > 0) == (cc >= 80), (cc, kind, len(mma))
 
 
 def test_a_one_warp_partials_leaves_combine_at_four_warps(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -183,28 +183,46 @@ def test_head_groups_split_over_programs(heads: int, group: int, prefetch: bool)
     _check(out, reference(q, k, v, rowptr, col, bias[perm], spec.default_scale(d)), torch.float32)
 
 
-def dot(config: spec.KernelConfig, tile_e: int = spec.MIN_DOT) -> spec.KernelConfig:
-    """``config`` summing ``p * v`` with a matrix product, on tiles of ``tile_e`` edges."""
-    return dataclasses.replace(config, tile_e=tile_e, aggregate="dot")
+def products(config: spec.KernelConfig, aggregate: str) -> spec.KernelConfig:
+    """``config`` working its tiles with tensor-core products (``aggregate`` "dot" or "mma"), on
+    tiles of the smallest edge count a product takes."""
+    return dataclasses.replace(config, tile_e=spec.MIN_DOT, aggregate=aggregate)
+
+
+def takes_products(aggregate: str, heads: int, head_dim: int) -> bool:
+    """Whether a head shape has operands big enough for ``aggregate``'s products."""
+    width = spec.next_pow2(head_dim) * (spec.next_pow2(heads) if aggregate == "dot" else 1)
+    return width >= spec.MIN_DOT
+
+
+PRODUCT_CASES = [
+    (aggregate, *case) for aggregate in ("dot", "mma") for case in CASES if takes_products(aggregate, case[2], case[3])
+]
 
 
 @PREFETCH
-@pytest.mark.parametrize(
-    ("n", "e", "heads", "head_dim", "dtype", "with_bias", "hub"),
-    [case for case in CASES if spec.next_pow2(case[2]) * spec.next_pow2(case[3]) >= spec.MIN_DOT],
-)
-def test_dot_aggregation_matches_references(
-    n: int, e: int, heads: int, head_dim: int, dtype: torch.dtype, with_bias: bool, hub: bool, prefetch: bool
+@pytest.mark.parametrize(("aggregate", "n", "e", "heads", "head_dim", "dtype", "with_bias", "hub"), PRODUCT_CASES)
+def test_tensor_core_products_match_references(
+    aggregate: str,
+    n: int,
+    e: int,
+    heads: int,
+    head_dim: int,
+    dtype: torch.dtype,
+    with_bias: bool,
+    hub: bool,
+    prefetch: bool,
 ) -> None:
-    """The tensor-core way of summing each destination's ``p * v`` gives what the scan gives: the
-    rows inside a tile, the row carried over a tile border and the rows cut by chunk borders."""
+    """The tensor-core ways of working a tile (the sum as one product over all heads; the scores and
+    sums as per-head products) give what the scan gives: the rows inside a tile, the row carried over
+    a tile border and the rows cut by chunk borders, in float32, fp16 and bf16."""
     g = torch.Generator().manual_seed(n * 100 + e)
     ei = make_graph(n, e, seed=n + e, hub=hub)
     q, k, v = (torch.randn(n, heads, head_dim, generator=g).to(dtype) for _ in range(3))
     bias = torch.randn(ei.shape[1], heads, generator=g).to(dtype) if with_bias else None
     rowptr, col, perm = edge_index_to_csr(ei, n)
     bias_csr = None if bias is None else bias[perm]
-    config = dot(small(heads, head_dim, prefetch))
+    config = products(small(heads, head_dim, prefetch), aggregate)
     assert config.chunk == 2 * spec.MIN_DOT  # the 70-edge hub spans several chunks
     out = sparse_graph_attention(q, k, v, rowptr, col, bias_csr, config=config)
     _check(out, reference(q, k, v, rowptr, col, bias_csr, spec.default_scale(head_dim)), dtype)
@@ -212,22 +230,23 @@ def test_dot_aggregation_matches_references(
     assert torch.equal(out[indegree == 0], torch.zeros_like(out[indegree == 0]))
 
 
+@pytest.mark.parametrize("aggregate", ["dot", "mma"])
 @pytest.mark.parametrize(("tiles", "heads", "group"), [(1, 2, 2), (3, 2, 2), (2, 4, 2), (2, 3, 2)])
-def test_dot_aggregation_at_borders_and_in_head_groups(tiles: int, heads: int, group: int) -> None:
+def test_tensor_core_products_at_borders_and_in_head_groups(aggregate: str, tiles: int, heads: int, group: int) -> None:
     """Rows starting and ending at chunk borders, spanning chunks, with head groups split over programs."""
     degrees = [0, 16, 4, 0, 0, 1, 40, 3, 0, 17, 1, 1, 0, 15, 0, 2]
-    n = len(degrees)
+    n, d = len(degrees), 8 if aggregate == "dot" else 16
     dst = torch.repeat_interleave(torch.arange(n), torch.tensor(degrees))
     g = torch.Generator().manual_seed(tiles * 10 + heads)
     ei = torch.stack([torch.randint(0, n, (dst.numel(),), generator=g), dst])
-    q, k, v = (torch.randn(n, heads, 8, generator=g) * 3 for _ in range(3))
+    q, k, v = (torch.randn(n, heads, d, generator=g) * 3 for _ in range(3))
     bias = torch.randn(dst.numel(), heads, generator=g)
     rowptr, col, perm = edge_index_to_csr(ei, n)
     config = spec.KernelConfig(
-        tile_e=16, tiles=tiles, block_h=2, block_d=8, block_r=4, block_p=2, head_group=group, aggregate="dot"
+        tile_e=16, tiles=tiles, block_h=2, block_d=d, block_r=4, block_p=2, head_group=group, aggregate=aggregate
     )
     out = sparse_graph_attention(q, k, v, rowptr, col, bias[perm], config=config)
-    _check(out, reference(q, k, v, rowptr, col, bias[perm], spec.default_scale(8)), torch.float32)
+    _check(out, reference(q, k, v, rowptr, col, bias[perm], spec.default_scale(d)), torch.float32)
 
 
 @pytest.fixture
@@ -249,7 +268,7 @@ def programs_in_reverse(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(builder, "set_grid_idx", lambda x, y, z: set_idx(grid["x"] - 1 - x, y, z))
 
 
-@pytest.mark.parametrize("aggregate", ["scan", "dot"])
+@pytest.mark.parametrize("aggregate", spec.AGGREGATES)
 def test_program_order_does_not_matter(programs_in_reverse: None, aggregate: str) -> None:
     """A hub row spanning many chunks is merged and written by one combine program only: with the
     programs in reverse order, a program that merged only a prefix of its records would write last."""
@@ -258,13 +277,14 @@ def test_program_order_does_not_matter(programs_in_reverse: None, aggregate: str
     dst = torch.repeat_interleave(torch.arange(n), torch.tensor(degrees))
     g = torch.Generator().manual_seed(11)
     ei = torch.stack([torch.randint(0, n, (dst.numel(),), generator=g), dst])
-    q, k, v = (torch.randn(n, 2, 8, generator=g) * 2 for _ in range(3))
+    d = 16 if aggregate == "mma" else 8
+    q, k, v = (torch.randn(n, 2, d, generator=g) * 2 for _ in range(3))
     rowptr, col, _ = edge_index_to_csr(ei, n)
-    tile = 16 if aggregate == "dot" else 4
-    config = spec.KernelConfig(tile_e=tile, tiles=1, block_h=2, block_d=8, block_r=4, block_p=2, aggregate=aggregate)
+    tile = 4 if aggregate == "scan" else 16
+    config = spec.KernelConfig(tile_e=tile, tiles=1, block_h=2, block_d=d, block_r=4, block_p=2, aggregate=aggregate)
     assert spec.n_chunks(col.numel(), config.chunk) >= 7  # the 70-edge hub spans five or more chunks
     out = sparse_graph_attention(q, k, v, rowptr, col, config=config)
-    _check(out, reference(q, k, v, rowptr, col, None, spec.default_scale(8)), torch.float32)
+    _check(out, reference(q, k, v, rowptr, col, None, spec.default_scale(d)), torch.float32)
 
 
 @pytest.mark.parametrize(

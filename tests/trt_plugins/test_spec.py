@@ -173,7 +173,13 @@ def test_aggregate_is_named_and_the_product_needs_its_operand_sizes() -> None:
     assert spec.select_config(4, 16, "float32").aggregate == "scan"
     dot = spec.KernelConfig(tile_e=16, tiles=2, block_h=2, block_d=8, aggregate="dot")
     assert spec.partials_constexprs(spec.validate_attributes(2, 8, 0.5, False), dot)["DOT_AGG"] is True
-    with pytest.raises(PluginSpecError, match=r"aggregate must be one of \('scan', 'dot'\), got 'sum'"):
+    mma = spec.KernelConfig(tile_e=16, tiles=2, block_h=1, block_d=16, aggregate="mma")
+    assert spec.partials_constexprs(spec.validate_attributes(1, 16, 0.5, False), mma)["MMA"] is True
+    with pytest.raises(
+        PluginSpecError, match=r"aggregate 'mma' needs tile_e >= 16 and block_d >= 16 .* got tile_e 16, block_d 8"
+    ):
+        spec.KernelConfig(tile_e=16, tiles=2, block_h=4, block_d=8, aggregate="mma")
+    with pytest.raises(PluginSpecError, match=r"aggregate must be one of \('scan', 'dot', 'mma'\), got 'sum'"):
         spec.KernelConfig(tile_e=16, tiles=2, block_h=2, block_d=8, aggregate="sum")
     with pytest.raises(
         PluginSpecError,
