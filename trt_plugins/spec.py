@@ -267,9 +267,10 @@ def next_pow2(x: int) -> int:
 #: pointers, Triton 3.9) gives 96 registers for fp32 4x16 and 72 for fp16 8x64, so five or seven
 #: programs share a multiprocessor and keep 80 or 56 KiB of gathers in flight (Triton 3.6: 127 and
 #: 95 registers); at 16 elements per thread it is 160 registers and three programs. The same count
-#: says the rule's tile loop costs 236 and 1,626 warp instructions per edge, more than an H200
-#: issues while its memory delivers the K/V rows; one- and two-warp programs and ``aggregate="dot"``
-#: halve that, and the sweep decides between them (``python bench/kernel_static.py``).
+#: says the rule's tile loop costs 232 and 1,602 warp instructions per edge, more than an H200
+#: issues while its memory delivers the K/V rows; one- and two-warp programs and tensor-core
+#: products (``aggregate``) cut that to a half or a quarter, and the sweep decides between them
+#: (``python bench/kernel_static.py``).
 TILE_ELEMENTS_PER_WARP = 256
 #: Contiguous bytes of a K/V row one program reads: two 128-byte cache lines. Narrow rows (4 heads of
 #: 16 floats) are read whole; wide rows (8 heads of 64) are split into head groups of this size over
