@@ -93,6 +93,30 @@ def small(heads: int, head_dim: int, prefetch: bool = False) -> spec.KernelConfi
 PREFETCH = pytest.mark.parametrize("prefetch", [False, True], ids=["gather", "prefetch"])
 
 
+@dataclasses.dataclass
+class CaseInputs:
+    ei: torch.Tensor
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    bias: torch.Tensor | None
+    rowptr: torch.Tensor
+    col: torch.Tensor
+    bias_csr: torch.Tensor | None
+
+
+def case_inputs(
+    n: int, e: int, heads: int, head_dim: int, dtype: torch.dtype, with_bias: bool, hub: bool
+) -> CaseInputs:
+    """One :data:`CASES` row's graph (:func:`make_graph`), q/k/v, bias and CSR, seeded by its size."""
+    g = torch.Generator().manual_seed(n * 100 + e)
+    ei = make_graph(n, e, seed=n + e, hub=hub)
+    q, k, v = (torch.randn(n, heads, head_dim, generator=g).to(dtype) for _ in range(3))
+    bias = torch.randn(ei.shape[1], heads, generator=g).to(dtype) if with_bias else None
+    rowptr, col, perm = edge_index_to_csr(ei, n)
+    return CaseInputs(ei, q, k, v, bias, rowptr, col, None if bias is None else bias[perm])
+
+
 CASES = [
     # n, e, heads, head_dim, dtype, bias, hub
     (1, 0, 1, 4, torch.float32, False, False),  # one node, no edges
@@ -118,12 +142,8 @@ def _check(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> None:
 def test_matches_references(
     n: int, e: int, heads: int, head_dim: int, dtype: torch.dtype, with_bias: bool, hub: bool, prefetch: bool
 ) -> None:
-    g = torch.Generator().manual_seed(n * 100 + e)
-    ei = make_graph(n, e, seed=n + e, hub=hub)
-    q, k, v = (torch.randn(n, heads, head_dim, generator=g).to(dtype) for _ in range(3))
-    bias = torch.randn(ei.shape[1], heads, generator=g).to(dtype) if with_bias else None
-    rowptr, col, perm = edge_index_to_csr(ei, n)
-    bias_csr = None if bias is None else bias[perm]
+    c = case_inputs(n, e, heads, head_dim, dtype, with_bias, hub)
+    ei, q, k, v, bias, rowptr, col, bias_csr = c.ei, c.q, c.k, c.v, c.bias, c.rowptr, c.col, c.bias_csr
     scale = spec.default_scale(head_dim)
 
     out = sparse_graph_attention(q, k, v, rowptr, col, bias_csr, config=small(heads, head_dim, prefetch))
@@ -196,32 +216,19 @@ def takes_products(aggregate: str, heads: int, head_dim: int) -> bool:
 
 
 PRODUCT_CASES = [
-    (aggregate, *case) for aggregate in ("dot", "mma") for case in CASES if takes_products(aggregate, case[2], case[3])
+    (aggregate, case) for aggregate in ("dot", "mma") for case in CASES if takes_products(aggregate, case[2], case[3])
 ]
 
 
 @PREFETCH
-@pytest.mark.parametrize(("aggregate", "n", "e", "heads", "head_dim", "dtype", "with_bias", "hub"), PRODUCT_CASES)
-def test_tensor_core_products_match_references(
-    aggregate: str,
-    n: int,
-    e: int,
-    heads: int,
-    head_dim: int,
-    dtype: torch.dtype,
-    with_bias: bool,
-    hub: bool,
-    prefetch: bool,
-) -> None:
+@pytest.mark.parametrize(("aggregate", "case"), PRODUCT_CASES)
+def test_tensor_core_products_match_references(aggregate: str, case: tuple, prefetch: bool) -> None:
     """The tensor-core ways of working a tile (the sum as one product over all heads; the scores and
     sums as per-head products) give what the scan gives: the rows inside a tile, the row carried over
     a tile border and the rows cut by chunk borders, in float32, fp16 and bf16."""
-    g = torch.Generator().manual_seed(n * 100 + e)
-    ei = make_graph(n, e, seed=n + e, hub=hub)
-    q, k, v = (torch.randn(n, heads, head_dim, generator=g).to(dtype) for _ in range(3))
-    bias = torch.randn(ei.shape[1], heads, generator=g).to(dtype) if with_bias else None
-    rowptr, col, perm = edge_index_to_csr(ei, n)
-    bias_csr = None if bias is None else bias[perm]
+    c = case_inputs(*case)
+    q, k, v, rowptr, col, bias_csr = c.q, c.k, c.v, c.rowptr, c.col, c.bias_csr
+    heads, head_dim, dtype = case[2], case[3], case[4]
     config = products(small(heads, head_dim, prefetch), aggregate)
     assert config.chunk == 2 * spec.MIN_DOT  # the 70-edge hub spans several chunks
     out = sparse_graph_attention(q, k, v, rowptr, col, bias_csr, config=config)
@@ -287,25 +294,11 @@ def test_program_order_does_not_matter(programs_in_reverse: None, aggregate: str
     _check(out, reference(q, k, v, rowptr, col, None, spec.default_scale(d)), torch.float32)
 
 
-@pytest.mark.parametrize(
-    ("n", "e", "heads", "head_dim", "dtype", "with_bias", "hub"), [case for case in CASES if case[-1]]
-)
-def test_hub_cases_with_programs_in_reverse(
-    programs_in_reverse: None,
-    n: int,
-    e: int,
-    heads: int,
-    head_dim: int,
-    dtype: torch.dtype,
-    with_bias: bool,
-    hub: bool,
-) -> None:
-    g = torch.Generator().manual_seed(n * 100 + e)
-    ei = make_graph(n, e, seed=n + e, hub=hub)
-    q, k, v = (torch.randn(n, heads, head_dim, generator=g).to(dtype) for _ in range(3))
-    bias = torch.randn(ei.shape[1], heads, generator=g).to(dtype) if with_bias else None
-    rowptr, col, perm = edge_index_to_csr(ei, n)
-    bias_csr = None if bias is None else bias[perm]
+@pytest.mark.parametrize("case", [case for case in CASES if case[-1]])
+def test_hub_cases_with_programs_in_reverse(programs_in_reverse: None, case: tuple) -> None:
+    c = case_inputs(*case)
+    q, k, v, rowptr, col, bias_csr = c.q, c.k, c.v, c.rowptr, c.col, c.bias_csr
+    heads, head_dim, dtype = case[2], case[3], case[4]
     out = sparse_graph_attention(q, k, v, rowptr, col, bias_csr, config=small(heads, head_dim, True))
     _check(out, reference(q, k, v, rowptr, col, bias_csr, spec.default_scale(head_dim)), dtype)
 
