@@ -232,9 +232,10 @@ def sga_partials(
         # acc and l_row are read only at a row's last edge in the tile, where a segmented prefix sum
         # and the row's whole sum agree, so either way of summing gives the same result there.
         if MMA:
-            # Per head, (same * p) [tile, tile] @ V [tile, dim] (same: see below): p folds into the
-            # 0/1 matrix, so V goes to the tensor cores as loaded. fp16 rounds p to fp16 (11 bits,
-            # as fine as the output's own rounding); bf16 and float32 as for the scores.
+            # Per head, (same * p) [tile, tile] @ V [tile, dim], with same[i, j] = 1 where edges i
+            # and j have one destination: p folds into the 0/1 matrix, so V goes to the tensor cores
+            # as loaded. fp16 rounds p to fp16 (11 bits, as fine as the output's own rounding); bf16
+            # and float32 as for the scores.
             same = (dst[:, None] == dst[None, :]).to(tl.float32)
             w = same[None, :, :] * tl.permute(p, (1, 0))[:, None, :]
             vh = tl.permute(v_raw, (1, 0, 2))
