@@ -5,6 +5,7 @@
     python bench/kernel.py                     # the committed table (GPU; about 5 minutes on an H200)
     python bench/kernel.py --quick             # small sizes only
     python bench/kernel.py --no-sweep --levels op
+    python bench/kernel.py --sweep-families bf16:8x32 --levels op   # tune a model's own head shape
 
 Writes ``bench/results/kernel/kernel.json`` (every row, the command, commit, machine and date of the run,
 the measured device copy bandwidth) and ``kernel.png``, and prints the ratios the GPU issue sets targets for,
@@ -41,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, provenance
 from bench.kernel_report import plot, summarize
-from bench.kernel_sweep import config_dict, sweep_and_tune
+from bench.kernel_sweep import SWEEP_FAMILIES, config_dict, parse_families, sweep_and_tune
 from bench.kernel_workloads import (
     DTYPES,
     SPEC_DTYPE,
@@ -407,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slow-ms", type=float, default=500.0, help="time a peer once if its first run is slower")
     p.add_argument("--max-minutes", type=float, default=7.0, help="skip the remaining rows after this long")
     p.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--sweep-families",
+        type=parse_families,
+        default=list(SWEEP_FAMILIES),
+        help="DTYPE:HEADSxHEAD_DIM list to tune (default: the targets' shapes); name your model's to tune it",
+    )
     p.add_argument("--quick", action="store_true", help="sizes 1M only, no sweep")
     p.add_argument("--cpu-dry-run", action="store_true", help="run every code path on tiny CPU graphs; times nothing")
     args = p.parse_args(argv)
@@ -431,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     dev = DEVICE
     if args.sweep:  # first, so that every later row runs the config this run measured best
         e = 40 if args.cpu_dry_run else 10_000_000
-        sweep_and_tune(b, [uniform_graph(e // 10, e, dev), power_law_graph(e // 10, e, dev)])
+        graphs = [uniform_graph(e // 10, e, dev), power_law_graph(e // 10, e, dev)]
+        sweep_and_tune(b, graphs, args.sweep_families)
     levels = set(args.levels.split(","))
     dtypes = args.dtypes.split(",")
     sizes = [parse_size(s) for s in args.sizes.split(",")]

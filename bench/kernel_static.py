@@ -36,7 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, provenance
-from bench.kernel_sweep import SWEEP_FAMILIES, sweep_variants, variant_label
+from bench.kernel_sweep import SWEEP_FAMILIES, parse_families, sweep_variants, variant_label
 from bench.kernel_workloads import SPEC_DTYPE
 
 OUT_DIR = RESULTS / "kernel"
@@ -186,20 +186,6 @@ def loop_figures(ptx: str, target: str, cfg: Any, heads: int, head_dim: int, dty
         "warp_instructions_per_kv_byte": round(per_edge / kv_bytes, 3),
         "loop_by_line": {str(k): v for k, v in list(loop.by_line.items())[:BY_LINE]},
     }
-
-
-def parse_families(text: str) -> list[tuple[str, int, int]]:
-    """``"fp32:4x16,fp16:8x64"`` -> ``[("fp32", 4, 16), ("fp16", 8, 64)]``."""
-    out = []
-    for item in text.split(","):
-        dtype, _, shape = item.strip().partition(":")
-        heads, _, head_dim = shape.partition("x")
-        if dtype not in SPEC_DTYPE or not (heads.isdigit() and head_dim.isdigit()):
-            raise argparse.ArgumentTypeError(
-                f"a family looks like DTYPE:HEADSxHEAD_DIM with DTYPE in {sorted(SPEC_DTYPE)}, got {item!r}"
-            )
-        out.append((dtype, int(heads), int(head_dim)))
-    return out
 
 
 def _name(row: dict[str, Any]) -> str:

@@ -5,8 +5,10 @@ results (then copied into ``trt_plugins/spec.py``)."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -95,9 +97,32 @@ def variant_label(cfg: Any) -> str:
     return f"tile {cfg.tile_e} group {cfg.head_group} warps {cfg.num_warps} chunk {cfg.chunk}{prefetch}{aggregate}"
 
 
-def sweep_and_tune(b: Bench, graphs: list[Graph]) -> None:
-    """Time every variant on the given graphs; the fastest (summed over them) becomes ``spec.TUNED``
-    for its head shape and dtype for the rest of this run, and is recorded in the results."""
+def parse_families(text: str) -> list[tuple[str, int, int]]:
+    """``"fp32:4x16,fp16:8x64"`` -> ``[("fp32", 4, 16), ("fp16", 8, 64)]``: the head shapes and dtypes
+    to sweep (``bench/kernel.py --sweep-families``, to tune a model's own shape) or to compile
+    (``bench/kernel_static.py --families``). A shape the kernel does not take is refused by name."""
+    from trt_plugins import spec
+
+    out = []
+    for item in text.split(","):
+        dtype, _, shape = item.strip().partition(":")
+        heads, _, head_dim = shape.partition("x")
+        if dtype not in SPEC_DTYPE or not (heads.isdigit() and head_dim.isdigit()):
+            raise argparse.ArgumentTypeError(
+                f"a family looks like DTYPE:HEADSxHEAD_DIM with DTYPE in {sorted(SPEC_DTYPE)}, got {item!r}"
+            )
+        try:
+            spec.select_config(int(heads), int(head_dim), SPEC_DTYPE[dtype])
+        except spec.PluginSpecError as e:
+            raise argparse.ArgumentTypeError(f"family {item.strip()!r}: {e}") from None
+        out.append((dtype, int(heads), int(head_dim)))
+    return out
+
+
+def sweep_and_tune(b: Bench, graphs: list[Graph], families: Sequence[tuple[str, int, int]] = SWEEP_FAMILIES) -> None:
+    """Time every variant of each family (dtype, heads, head_dim) on the given graphs; the fastest
+    (summed over them) that agrees with the rule becomes ``spec.TUNED`` for its head shape and dtype
+    for the rest of this run, and is recorded in the results."""
 
     b.doc["tuned"] = {}
     # each variant is a fresh JIT compile: the sweep gets a share of the run, so that the rows the
@@ -106,16 +131,16 @@ def sweep_and_tune(b: Bench, graphs: list[Graph]) -> None:
     b.deadline = min(whole, time.monotonic() + SWEEP_SHARE * b.args.max_minutes * 60)
     b.skip_reason = f"the sweep's share ({SWEEP_SHARE:.0%}) of --max-minutes {b.args.max_minutes} reached"
     try:
-        _sweep_families(b, graphs)
+        _sweep_families(b, graphs, families)
     finally:
         b.deadline, b.skip_reason = whole, reason
 
 
-def _sweep_families(b: Bench, graphs: list[Graph]) -> None:
+def _sweep_families(b: Bench, graphs: list[Graph], family_names: Sequence[tuple[str, int, int]]) -> None:
     """Variants are timed in rounds, one per family at a time in the order of ``sweep_variants``,
     so that a sweep cut short by its share has timed each family's most promising variants alike."""
 
-    families = [(d, h, hd, sweep_variants(h, hd, SPEC_DTYPE[d])) for d, h, hd in SWEEP_FAMILIES]
+    families = [(d, h, hd, sweep_variants(h, hd, SPEC_DTYPE[d])) for d, h, hd in family_names]
     inputs = {(d, h, hd, g.name): _qkv(g, d, h, hd) for d, h, hd, _ in families for g in graphs}
     totals = {(d, h, hd): dict.fromkeys(variants, 0.0) for d, h, hd, variants in families}
     for rank in range(max(len(variants) for *_, variants in families)):

@@ -28,12 +28,6 @@ def test_programs_per_sm(registers: int, warps: int, shared: int, cc: int, expec
     assert kernel_static.programs_per_sm(registers, warps, shared, cc) == expected
 
 
-def test_families_are_parsed_or_named() -> None:
-    assert kernel_static.parse_families("fp32:4x16, fp16:8x64") == [("fp32", 4, 16), ("fp16", 8, 64)]
-    with pytest.raises(Exception, match="a family looks like DTYPE:HEADSxHEAD_DIM"):
-        kernel_static.parse_families("fp64:4x16")
-
-
 def test_a_run_writes_rows_that_follow_from_ptxas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def two_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
         rule = spec.select_config(heads, head_dim, dtype)

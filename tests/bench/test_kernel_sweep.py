@@ -6,6 +6,7 @@ checked without one."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from types import SimpleNamespace
@@ -33,9 +34,18 @@ def test_variants_start_with_the_rule_then_few_warps_and_are_distinct(dtype: str
     assert any(c.aggregate == "mma" for c in configs) == (dtype == "fp16" and head_dim == 64)
 
 
+def test_families_are_parsed_or_named() -> None:
+    assert kernel_sweep.parse_families("fp32:4x16, fp16:8x64") == [("fp32", 4, 16), ("fp16", 8, 64)]
+    with pytest.raises(argparse.ArgumentTypeError, match="a family looks like DTYPE:HEADSxHEAD_DIM"):
+        kernel_sweep.parse_families("fp64:4x16")
+    with pytest.raises(
+        argparse.ArgumentTypeError, match=r"family 'bf16:2x300': head_dim must be in \[1, 256\], got 300"
+    ):
+        kernel_sweep.parse_families("fp32:4x16,bf16:2x300")
+
+
 def test_the_sweep_times_families_in_rounds_and_keeps_each_fastest(monkeypatch: pytest.MonkeyPatch) -> None:
     families = (("fp32", 4, 16), ("fp16", 8, 64))
-    monkeypatch.setattr(kernel_sweep, "SWEEP_FAMILIES", families)
     monkeypatch.setattr(spec, "TUNED", {})
     calls: list[tuple[str, str, str]] = []
     fastest = {"fp32": "tile 16 group 4 warps 1 chunk 512", "fp16": "tile 16 group 2 warps 2 chunk 512 mma"}
@@ -51,7 +61,7 @@ def test_the_sweep_times_families_in_rounds_and_keeps_each_fastest(monkeypatch: 
     variants = {d: kernel_sweep.sweep_variants(h, hd, SPEC_DTYPE[d]) for d, h, hd in families}
     graphs = [uniform_graph(20, 60, torch.device("cpu"))]
     b = SimpleNamespace(doc={}, deadline=time.monotonic() + 60, skip_reason="", args=SimpleNamespace(max_minutes=5))
-    kernel_sweep.sweep_and_tune(b, graphs)  # type: ignore[arg-type]
+    kernel_sweep.sweep_and_tune(b, graphs, families)  # type: ignore[arg-type]
 
     # rounds: the rule of each family, then each family's second variant, ...
     assert [(d, label) for d, label, _ in calls[:4]] == [
@@ -74,7 +84,6 @@ def test_a_fast_variant_whose_output_differs_from_the_rule_is_not_kept(monkeypat
     recorded, and the next fastest that agrees is kept."""
     from trt_plugins import kernels
 
-    monkeypatch.setattr(kernel_sweep, "SWEEP_FAMILIES", (("fp32", 4, 16),))
     monkeypatch.setattr(spec, "TUNED", {})
     variants = kernel_sweep.sweep_variants(4, 16, "float32")
     wrong, right = list(variants)[1], list(variants)[2]
@@ -88,7 +97,7 @@ def test_a_fast_variant_whose_output_differs_from_the_rule_is_not_kept(monkeypat
 
     monkeypatch.setattr(kernels, "sparse_graph_attention", broken_for_one)
     b = SimpleNamespace(doc={}, deadline=time.monotonic() + 60, skip_reason="", args=SimpleNamespace(max_minutes=5))
-    kernel_sweep.sweep_and_tune(b, [uniform_graph(20, 60, torch.device("cpu"))])  # type: ignore[arg-type]
+    kernel_sweep.sweep_and_tune(b, [uniform_graph(20, 60, torch.device("cpu"))], [("fp32", 4, 16)])  # type: ignore[arg-type]
     kept = b.doc["tuned"]["4x16 float32"]
     assert kept["variant"] == right and spec.TUNED[(4, 16, "float32")] == variants[right]
     assert kept["rejected_max_abs_diff"] == {wrong: pytest.approx(1e-3, rel=1e-3)}
