@@ -240,7 +240,7 @@ def plot(doc: dict[str, Any], path: Path) -> Path:
     fig.suptitle(
         f"Kernel v2 partials, ptxas -v and SASS, Triton {doc['triton']} (commit {str(doc.get('commit', ''))[:10]})"
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.01, 0, 1, 0.985))  # room for the suptitle and the longest labels
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
     os.close(fd)
