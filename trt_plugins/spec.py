@@ -422,6 +422,12 @@ def part_shape(n_edges: int, heads: int, head_dim: int, config: KernelConfig) ->
     return (2 * n_chunks(n_edges, config.chunk), heads, head_dim + 2)
 
 
+def head_programs(heads: int, config: KernelConfig) -> int:
+    """``partials`` programs per chunk, one per head group (the grid's second axis): a function of the
+    attributes alone, so TensorRT's launch takes it as a constant."""
+    return _cdiv(heads, config.head_group)
+
+
 def grid(kernel: str, n_nodes: int, n_edges: int, heads: int, config: KernelConfig) -> tuple[int, int, int]:
     """Launch grid of ``kernel`` (:data:`GRID_FORMULAS`): a function of ``(N, E, heads)`` only, never
     empty, so a graph with no node or no edge is still a valid launch."""
@@ -429,7 +435,7 @@ def grid(kernel: str, n_nodes: int, n_edges: int, heads: int, config: KernelConf
         raise PluginSpecError(f"grid needs n_nodes >= 0, n_edges >= 0, heads >= 1; got {n_nodes}, {n_edges}, {heads}")
     chunks = n_chunks(n_edges, config.chunk)
     if kernel == "partials":
-        return (chunks, _cdiv(heads, config.head_group), 1)
+        return (chunks, head_programs(heads, config), 1)
     if kernel == "combine":
         return (max(1, _cdiv(n_nodes, config.block_r), chunks), heads, 1)
     raise PluginSpecError(f"kernel must be one of {KERNELS}, got {kernel!r}")

@@ -258,7 +258,8 @@ def _register_partials(trt: ModuleType, trtp: ModuleType) -> None:
         kernel = _compile("partials", spec.output_dtype(_dtype_name(trt, q.dtype)), attrs, chunk)
         n_nodes, n_edges = q.shape_expr[0], col.shape_expr[0]
         grid_x = trtp.max(trtp.cdiv(n_edges, chunk), 1)  # spec.GRID_FORMULAS["partials"]
-        return _launch(trtp, kernel, grid_x, 1, n_nodes, n_edges)
+        grid_y = spec.head_programs(attrs.heads, kernel.kernel_config)
+        return _launch(trtp, kernel, grid_x, grid_y, n_nodes, n_edges)
 
 
 def _register_combine(trt: ModuleType, trtp: ModuleType) -> None:

@@ -332,6 +332,18 @@ def test_partials_aot_impl(fake_trt: Any, n: int | None, e: int | None) -> None:
         assert [_value(a.expr, nn, ee) for a in extra] == [nn, ee]
 
 
+def test_partials_aot_impl_launches_every_head_group(fake_trt: Any) -> None:
+    """Wide rows are split into head groups over the grid's second axis (fp16 8x64: four groups of
+    two heads); a launch of one group would leave six heads of every row unwritten."""
+    register_plugin()
+    attrs = {"heads": 8, "head_dim": 64, "scale": 0.125, "has_bias": 0}
+    descs = _descs(fake_trt, 37, 1000, h=8, d=64, dtype="float16")
+    _, _, params, _ = launch(fake_trt, spec.PARTIALS_PLUGIN_ID, descs, attrs)
+    config = spec.select_config(8, 64, "float16")
+    assert config.head_group == 2
+    assert params.grid_y.expr.value == spec.grid("partials", 37, 1000, 8, config)[1] == 4
+
+
 def test_partials_aot_impl_rejects_bad_inputs(fake_trt: Any) -> None:
     register_plugin()
     aot_fn = fake_trt.REGISTRY[spec.PARTIALS_PLUGIN_ID]["aot_impl"]
