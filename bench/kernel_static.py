@@ -83,9 +83,10 @@ def programs_per_sm(registers: int, num_warps: int, shared_bytes: int, cc: int) 
 
 
 def analyse(dtype: str, heads: int, head_dim: int, label: str, cfg: Any, cc: int) -> dict[str, Any]:
-    """One variant's row: compile the partials kernel for ``cc`` as the AOT path does, run ``ptxas -v``."""
+    """One variant's row: compile the partials kernel for ``cc`` as the AOT path does, assemble it once
+    (``ptxas -v``) and read its SASS."""
     from trt_plugins import aot, spec
-    from trt_plugins.ptxas import ptxas_usage
+    from trt_plugins.ptxas import sass
 
     attrs = spec.validate_attributes(heads, head_dim, spec.default_scale(head_dim), False)
     raw = aot.triton_compile(
@@ -98,9 +99,10 @@ def analyse(dtype: str, heads: int, head_dim: int, label: str, cfg: Any, cc: int
         cfg.num_stages,
     )
     target = aot.ptx_header(raw.ptx, "target")
-    usage = ptxas_usage(raw.ptx, target)
-    if usage is None:
-        raise SystemExit("error: no ptxas found (Triton's NVIDIA backend ships one); nothing to report")
+    code = sass(raw.ptx, target)
+    if code is None:
+        raise SystemExit("error: no ptxas and nvdisasm (Triton's NVIDIA backend ships both); nothing to report")
+    usage = code.usage
     programs, limiter = programs_per_sm(usage.registers, cfg.num_warps, raw.shared_mem, cc)
     row_bytes = cfg.head_group * head_dim * spec.ITEMSIZE[dtype]
     tiles_in_flight = 2 if cfg.prefetch else 1
@@ -108,13 +110,14 @@ def analyse(dtype: str, heads: int, head_dim: int, label: str, cfg: Any, cc: int
         "dtype": dtype,
         "hd": f"{heads}x{head_dim}",
         "variant": label,
+        "name": f"rule: {variant_label(cfg)}" if label == "rule" else label,
         "config": {**cfg.__dict__, "chunk": cfg.chunk},
         "target": target,
         "registers": usage.registers,
         "spill_bytes": usage.spill_store_bytes + usage.spill_load_bytes,
         "shared_bytes": raw.shared_mem,
         "vector_loads": raw.ptx.count("ld.global.v4."),
-        **loop_figures(raw.ptx, target, cfg, heads, head_dim, dtype),
+        **loop_figures(sass_loop(code.text), cfg, heads, head_dim, dtype),
         "scratch_bytes": raw.scratch_bytes,
         "programs_per_sm": programs,
         "limited_by": limiter,
@@ -163,7 +166,7 @@ def sass_loop(sass_text: str) -> SassLoop:
     return SassLoop(len(body), dict(sorted(by_line.items(), key=lambda kv: -kv[1])))
 
 
-def loop_figures(ptx: str, target: str, cfg: Any, heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
+def loop_figures(loop: SassLoop, cfg: Any, heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
     """The tile loop's SASS instructions, the warp instructions each edge costs, and per byte read.
 
     Every warp of a program runs the loop once per ``tile_e`` edges, for each head group; an edge
@@ -172,13 +175,8 @@ def loop_figures(ptx: str, target: str, cfg: Any, heads: int, head_dim: int, dty
     bandwidth: it is bound by issue, not by memory.
     """
     from trt_plugins import spec
-    from trt_plugins.ptxas import sass
 
-    text = sass(ptx, target)
-    if text is None:
-        raise SystemExit("error: no nvdisasm next to ptxas (Triton's NVIDIA backend ships both); nothing to report")
-    loop = sass_loop(text)
-    per_edge = loop.instructions * cfg.num_warps * -(-heads // cfg.head_group) / cfg.tile_e
+    per_edge = loop.instructions * cfg.num_warps * spec.head_programs(heads, cfg) / cfg.tile_e
     kv_bytes = 2 * heads * head_dim * spec.ITEMSIZE[dtype]
     return {
         "loop_instructions": loop.instructions,
@@ -186,16 +184,6 @@ def loop_figures(ptx: str, target: str, cfg: Any, heads: int, head_dim: int, dty
         "warp_instructions_per_kv_byte": round(per_edge / kv_bytes, 3),
         "loop_by_line": {str(k): v for k, v in list(loop.by_line.items())[:BY_LINE]},
     }
-
-
-def _name(row: dict[str, Any]) -> str:
-    """The variant's label; the rule's spelled out like the others'."""
-    if row["variant"] != "rule":
-        return row["variant"]
-    from trt_plugins import spec
-
-    config = {k: v for k, v in row["config"].items() if k != "chunk"}
-    return f"rule: {variant_label(spec.KernelConfig(**config))}"
 
 
 def plot(doc: dict[str, Any], path: Path) -> Path:
@@ -217,7 +205,7 @@ def plot(doc: dict[str, Any], path: Path) -> Path:
         for y, r in zip(ys, rows, strict=True):
             note = f" {r['registers']} regs, {r['programs_per_sm']} programs/SM ({r['limited_by']})"
             ax.text(r["kv_bytes_in_flight_per_sm"] / 1024, y, note, va="center", fontsize=7)
-        ax.set_yticks(ys, [_name(r) for r in rows], fontsize=7)
+        ax.set_yticks(ys, [r["name"] for r in rows], fontsize=7)
         ax.invert_yaxis()
         ax.set_xlabel("K/V bytes in flight per SM (KiB)")
         ax.set_title(f"{dtype}, H x D = {hd}, {rows[0]['target']}")
@@ -286,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     png = plot(doc, out.with_suffix(".png"))
     for r in doc["rows"]:
         print(
-            f"{r['dtype']:8s} {r['hd']:5s} {_name(r):48s} {r['registers']:3d} regs  spills {r['spill_bytes']:4d} B"
+            f"{r['dtype']:8s} {r['hd']:5s} {r['name']:48s} {r['registers']:3d} regs  spills {r['spill_bytes']:4d} B"
             f"  {r['programs_per_sm']:2d} programs/SM ({r['limited_by']})"
             f"  {r['kv_bytes_in_flight_per_sm'] / 1024:5.1f} KiB K/V in flight per SM"
             f"  {r['warp_instructions_per_edge']:6.0f} warp instructions per edge"

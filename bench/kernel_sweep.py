@@ -33,10 +33,10 @@ def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
     instructions per edge (ptxas and SASS, no GPU). By that count every variant is bound by
     instruction issue on an H200, and the per-edge work of a row (its search, scans and carry) is
     repeated by every thread that holds a piece of the row, so fewer warps per program and the
-    product halve the instructions per edge (fp32 4x16: 236 for the rule, 98-113 with one or two
-    warps; fp16 8x64: 1626 against 520-609). Those come first, so that a sweep cut short by its time
-    share still times them; whether the GPU hides latency with so few warps per program is what the
-    sweep measures.
+    products cut the instructions per edge (Triton 3.9, fp32 4x16: 232 for the rule, 96-110 with one
+    or two warps; fp16 8x64: 1,602 against 390-505). Those come first, so that a sweep cut short by
+    its time share still times them; whether the GPU hides latency with so few warps per program is
+    what the sweep measures.
     """
     from trt_plugins import spec
 
@@ -141,13 +141,14 @@ def _sweep_families(b: Bench, graphs: list[Graph], family_names: Sequence[tuple[
     so that a sweep cut short by its share has timed each family's most promising variants alike."""
 
     families = [(d, h, hd, sweep_variants(h, hd, SPEC_DTYPE[d])) for d, h, hd in family_names]
+    ordered = {(d, h, hd): list(variants.items()) for d, h, hd, variants in families}
     inputs = {(d, h, hd, g.name): _qkv(g, d, h, hd) for d, h, hd, _ in families for g in graphs}
     totals = {(d, h, hd): dict.fromkeys(variants, 0.0) for d, h, hd, variants in families}
     for rank in range(max(len(variants) for *_, variants in families)):
         for d, h, hd, variants in families:
             if rank >= len(variants):
                 continue
-            label, cfg = list(variants.items())[rank]
+            label, cfg = ordered[(d, h, hd)][rank]
             for g in graphs:
                 totals[(d, h, hd)][label] += _time_variant(b, g, d, h, hd, label, cfg, inputs[(d, h, hd, g.name)])
     for d, h, hd, variants in families:

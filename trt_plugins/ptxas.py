@@ -38,30 +38,22 @@ def ptxas_path() -> str | None:
         return shutil.which("ptxas")
 
 
-def ptxas_usage(ptx: str, target: str) -> PtxasUsage | None:
-    """Assemble ``ptx`` for ``target`` (e.g. ``sm_90a``) with Triton's bundled ``ptxas -v``.
-
-    Returns ``None`` when no ``ptxas`` is available (nothing verified); raises
-    :class:`PtxasError` when assembly fails. Registers decide how many programs share a
-    multiprocessor, and so how many gathers are in flight: the one figure a GPU-less machine can
-    give about the kernel's speed.
-    """
-    ptxas = ptxas_path()
-    if not ptxas:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "kernel.ptx"
-        src.write_text(ptx, encoding="utf-8")
-        proc = subprocess.run(
-            [ptxas, "-v", f"-arch={target}", str(src), "-o", str(Path(tmp) / "kernel.cubin")],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+def _assemble(ptx: str, target: str, tmp: Path, *flags: str) -> tuple[Path, str]:
+    """Run ``ptxas -v`` on ``ptx`` for ``target`` in ``tmp``: the cubin's path and the report."""
+    src, cubin = tmp / "kernel.ptx", tmp / "kernel.cubin"
+    src.write_text(ptx, encoding="utf-8")
+    proc = subprocess.run(
+        [str(ptxas_path()), "-v", *flags, f"-arch={target}", str(src), "-o", str(cubin)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise PtxasError(f"ptxas rejected the PTX for {target}: {proc.stderr.strip()[:2000]}")
-    report = proc.stdout + proc.stderr
+    return cubin, proc.stdout + proc.stderr
 
+
+def _usage(report: str, target: str) -> PtxasUsage:
     def number(pattern: str) -> int:
         m = re.search(pattern, report)
         if m is None:
@@ -76,9 +68,33 @@ def ptxas_usage(ptx: str, target: str) -> PtxasUsage | None:
     )
 
 
-def sass(ptx: str, target: str) -> str | None:
+def ptxas_usage(ptx: str, target: str) -> PtxasUsage | None:
+    """Assemble ``ptx`` for ``target`` (e.g. ``sm_90a``) with Triton's bundled ``ptxas -v``.
+
+    Returns ``None`` when no ``ptxas`` is available (nothing verified); raises
+    :class:`PtxasError` when assembly fails. Registers decide how many programs share a
+    multiprocessor, and so how many gathers are in flight: the one figure a GPU-less machine can
+    give about the kernel's speed.
+    """
+    if not ptxas_path():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        _, report = _assemble(ptx, target, Path(tmp))
+    return _usage(report, target)
+
+
+@dataclass(frozen=True)
+class Sass:
+    """One assembly's resource report and machine code."""
+
+    usage: PtxasUsage
+    text: str
+
+
+def sass(ptx: str, target: str) -> Sass | None:
     """The SASS of ``ptx`` assembled for ``target``, with source lines (``ptxas -lineinfo``, then
-    ``nvdisasm -g -c``): what the GPU executes, as opposed to PTX, which ptxas still rewrites.
+    ``nvdisasm -g -c``), and the resource report of that one assembly: what the GPU executes, as
+    opposed to PTX, which ptxas still rewrites.
 
     Returns ``None`` when ``ptxas`` or ``nvdisasm`` is missing; raises :class:`PtxasError` when
     either fails.
@@ -88,13 +104,8 @@ def sass(ptx: str, target: str) -> str | None:
     if not ptxas or not nvdisasm:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        src, cubin = Path(tmp) / "kernel.ptx", Path(tmp) / "kernel.cubin"
-        src.write_text(ptx, encoding="utf-8")
-        for cmd, what in (
-            ([ptxas, "-lineinfo", f"-arch={target}", str(src), "-o", str(cubin)], "ptxas rejected the PTX"),
-            ([nvdisasm, "-g", "-c", str(cubin)], "nvdisasm could not read the cubin"),
-        ):
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                raise PtxasError(f"{what} for {target}: {proc.stderr.strip()[:2000]}")
-    return proc.stdout
+        cubin, report = _assemble(ptx, target, Path(tmp), "-lineinfo")
+        proc = subprocess.run([nvdisasm, "-g", "-c", str(cubin)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise PtxasError(f"nvdisasm could not read the cubin for {target}: {proc.stderr.strip()[:2000]}")
+    return Sass(_usage(report, target), proc.stdout)

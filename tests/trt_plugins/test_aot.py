@@ -267,8 +267,9 @@ def test_a_one_warp_partials_leaves_combine_at_four_warps(cache: Path, monkeypat
 
 def test_sass_is_the_assembled_machine_code() -> None:
     valid = PTX_STUB.replace("{\n", "{\n\t.reg .b64 %rd<3>;\n", 1)
-    text = sass(valid, "sm_80")
-    assert text is not None and re.search(r"^\s*/\*[0-9a-f]{4}\*/\s+EXIT\s*;", text, re.M), text
+    code = sass(valid, "sm_80")
+    assert code is not None and re.search(r"^\s*/\*[0-9a-f]{4}\*/\s+EXIT\s*;", code.text, re.M), code
+    assert code.usage == ptxas_usage(valid, "sm_80")  # the report of that same assembly
     with pytest.raises(PtxasError, match="ptxas rejected the PTX for sm_80"):
         sass(PTX_STUB.replace("ret;", "bogus.instruction;"), "sm_80")
 
