@@ -20,6 +20,10 @@ TARGETS = {
     "molecule_ms": 0.3,  # one molecule through 4 layers with CUDA-graph replay
 }
 
+#: The rows the latency target reads: the 4-layer GT replayed from a CUDA graph, eager layers or
+#: inductor's fused ones around our op; the faster is what a deployment would run.
+MOLECULE_PEERS = ("ours CUDA graph", "ours torch.compile CUDA graph")
+
 
 def _index(rows: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
     return {(r["level"], r["workload"], r.get("dtype"), r.get("hd"), r["peer"]): r for r in rows if "ms" in r}
@@ -71,9 +75,12 @@ def summarize(rows: list[dict[str, Any]], copy_gbps: float, judged: bool = True)
                 entry = _entry(r, idx[(*key, peer)]["ms"] / best, TARGETS[name], True)
                 entry["ours"] = r["peer"]
                 out[name].append(entry)
-    for r in rows:
-        if r["level"] == "model" and r["workload"] == "molecule" and r["peer"] == "ours CUDA graph" and "ms" in r:
-            out["molecule_ms"].append(_entry(r, r["ms"], TARGETS["molecule_ms"], False))
+    replays = [r for r in rows if r["level"] == "model" and r["workload"] == "molecule" and r["peer"] in MOLECULE_PEERS]
+    best_replay = min((r for r in replays if "ms" in r), key=lambda r: r["ms"], default=None)
+    if best_replay is not None:
+        entry = _entry(best_replay, best_replay["ms"], TARGETS["molecule_ms"], False)
+        entry["ours"] = best_replay["peer"]
+        out["molecule_ms"].append(entry)
     lines = [f"device copy bandwidth {copy_gbps:.0f} GB/s"]
     if not judged:
         lines[0] += " (CPU dry run: no GPU figure, no target judged)"
