@@ -25,9 +25,10 @@ SWEEP_SHARE = 0.35
 
 
 def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
-    """The rule's config plus variants of warps, tile size, head group, K/V prefetch, how a tile is
-    worked (segmented scan, the sum as one tensor-core product, or scores and sums as per-head
-    products: ``spec.AGGREGATES``) and chunk length.
+    """The rule's config, the :data:`~trt_plugins.spec.TUNED` entry if there is one, plus variants of
+    warps, tile size, head group, K/V prefetch, how a tile is worked (segmented scan, the sum as one
+    tensor-core product, or scores and sums as per-head products: ``spec.AGGREGATES``) and chunk
+    length.
 
     ``bench/kernel_static.py`` gives each one's registers, gathers in flight and tile-loop
     instructions per edge (ptxas and SASS, no GPU). By that count every variant is bound by
@@ -40,8 +41,11 @@ def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
     """
     from trt_plugins import spec
 
-    base = spec.select_config(heads, head_dim, dtype)
+    base = spec.rule_config(heads, head_dim, dtype)
     out = {"rule": base}
+    tuned = spec.TUNED.get((heads, head_dim, dtype))
+    if tuned is not None and tuned != base:  # an earlier run's winner (bench/kernel_tuned.py) is timed again
+        out[variant_label(tuned)] = tuned
     g, half, double = base.head_group, max(1, base.head_group // 2), min(heads, base.head_group * 2)
     dot_tile = max(spec.MIN_DOT, base.tile_e)
     pf = base.prefetch

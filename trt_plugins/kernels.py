@@ -119,11 +119,11 @@ def sparse_graph_attention(
         if t.device != q.device:
             raise spec.PluginSpecError(f"input '{name}' is on {t.device}, 'q' on {q.device}")
 
+    config = spec.select_config(h, d, dtypes[0]) if config is None else spec.check_config(h, d, config)
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     if n == 0:
         return out
     e = col.numel()
-    config = config or spec.select_config(h, d, dtypes[0])
     part = torch.empty(spec.part_shape(e, h, d, config), dtype=torch.float32, device=q.device)
     interpret = _use_interpreter(q.device)
     partials: Any = interpreted_kernel("partials") if interpret else jit_kernel("partials")

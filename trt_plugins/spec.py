@@ -21,6 +21,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from trt_plugins.tuned import MEASURED
+
 PLUGIN_NAMESPACE = "gtcompress"
 #: The plugin's name is also the ONNX ``op_type``: TensorRT's ONNX parser imports a node as a plugin
 #: only when its ``op_type`` equals the registered plugin name (plus a ``plugin_namespace`` attribute).
@@ -139,6 +141,17 @@ class KernelConfig:
     aggregate: str = "scan"  # how partials works a tile: "scan", "dot" or "mma" (AGGREGATES)
 
     def __post_init__(self) -> None:
+        # tl.arange takes powers of two only; a block's size is a power of two or Triton fails in
+        # its compiler with a message that names none of these fields
+        for name in ("tile_e", "block_h", "block_d", "block_r", "block_p", "num_warps"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1 and value & (value - 1) == 0):
+                raise PluginSpecError(f"{name} must be a power of two >= 1, got {value!r}")
+        for name in ("tiles", "num_stages"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise PluginSpecError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.head_group < 0:
+            raise PluginSpecError(f"head_group must be >= 1 (or 0: block_h), got {self.head_group}")
         if self.head_group == 0:
             object.__setattr__(self, "head_group", self.block_h)
         if self.head_group > self.block_h:
@@ -283,16 +296,34 @@ ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 TARGET_CHUNK = 512
 
 
-#: Configs measured best for a ``(heads, head_dim, dtype)`` by ``bench/kernel.py``'s sweep (see
-#: ``bench/results/kernel/kernel.json``); every other shape takes the rule in :func:`select_config`.
-TUNED: dict[tuple[int, int, str], KernelConfig] = {}
+#: Configs measured best for a ``(heads, head_dim, dtype)`` by ``bench/kernel.py``'s sweep
+#: (:mod:`trt_plugins.tuned`, written by ``bench/kernel_tuned.py``); every other shape takes the rule
+#: in :func:`rule_config`.
+TUNED: dict[tuple[int, int, str], KernelConfig] = {key: KernelConfig(**fields) for key, fields in MEASURED.items()}
+
+
+def check_config(heads: int, head_dim: int, config: KernelConfig) -> KernelConfig:
+    """``config`` if the kernels compute a ``[heads, head_dim]`` row right with it. A ``block_d``
+    below ``head_dim`` would leave the row's last dims out of every score: a wrong answer, not an
+    error, so it is refused here (for a config passed in, and for a :data:`TUNED` entry)."""
+    if config.block_d < head_dim:
+        raise PluginSpecError(
+            f"config block_d {config.block_d} is smaller than head_dim {head_dim}: the kernels would skip "
+            f"dims {config.block_d}..{head_dim - 1} (block_d must be a power of two >= head_dim)"
+        )
+    return config
 
 
 def select_config(heads: int, head_dim: int, dtype: str) -> KernelConfig:
     """The kernel variant for a head shape and dtype (one per triple; no run-time autotuning, so the
     TensorRT plugin, the AOT manifest and the torch launcher always agree)."""
     if (heads, head_dim, dtype) in TUNED:
-        return TUNED[(heads, head_dim, dtype)]
+        return check_config(heads, head_dim, TUNED[(heads, head_dim, dtype)])
+    return rule_config(heads, head_dim, dtype)
+
+
+def rule_config(heads: int, head_dim: int, dtype: str) -> KernelConfig:
+    """The variant the rule picks for a head shape and dtype, whatever :data:`TUNED` holds."""
     if dtype not in FLOAT_DTYPES:
         raise PluginSpecError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype}")
     if not 1 <= head_dim <= MAX_HEAD_DIM:

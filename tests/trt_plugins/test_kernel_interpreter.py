@@ -378,6 +378,9 @@ def test_shape_and_dtype_errors_name_the_input() -> None:
         sparse_graph_attention(q, q, q, rowptr, torch.zeros(5, dtype=torch.int64))
     with pytest.raises(PluginSpecError, match="'rowptr' must have n_nodes \\+ 1 = 4 entries"):
         sparse_graph_attention(q, q, q, rowptr[:3], torch.zeros(5, dtype=torch.int32))
+    # a config narrower than the head would give a wrong answer (it ran, before the check), not an error
+    with pytest.raises(PluginSpecError, match="config block_d 2 is smaller than head_dim 4"):
+        sparse_graph_attention(q, q, q, rowptr, torch.zeros(5, dtype=torch.int32), config=small(1, 2))
 
 
 def test_check_csr_is_a_separate_step() -> None:

@@ -227,6 +227,49 @@ def test_tuned_configs_override_the_rule(monkeypatch: pytest.MonkeyPatch) -> Non
     assert spec.select_config(4, 16, "float16") is not tuned
 
 
+def test_rule_ignores_tuned_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    tuned = spec.KernelConfig(tile_e=8, tiles=4, block_h=4, block_d=16)
+    monkeypatch.setitem(spec.TUNED, (4, 16, "float32"), tuned)
+    assert spec.rule_config(4, 16, "float32") != tuned
+    assert spec.rule_config(4, 16, "float32").num_warps == 4
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"tile_e": 12}, "tile_e must be a power of two >= 1, got 12"),
+        ({"block_d": 24}, "block_d must be a power of two >= 1, got 24"),
+        ({"block_h": 0}, "block_h must be a power of two >= 1, got 0"),
+        ({"num_warps": 3}, "num_warps must be a power of two >= 1, got 3"),
+        ({"block_p": 2.0}, "block_p must be a power of two >= 1, got 2.0"),
+        ({"tiles": 0}, "tiles must be an integer >= 1, got 0"),
+        ({"head_group": -1}, r"head_group must be >= 1 \(or 0: block_h\), got -1"),
+    ],
+)
+def test_config_fields_are_checked_by_name(fields: dict[str, object], message: str) -> None:
+    """Triton's own error for a block that is not a power of two comes from deep in its compiler and
+    names no field; a config from a JSON or a user is refused where it is built."""
+    base = {"tile_e": 16, "tiles": 4, "block_h": 4, "block_d": 16}
+    with pytest.raises(PluginSpecError, match=f"^{message}$"):
+        spec.KernelConfig(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_a_config_narrower_than_the_head_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """block_d < head_dim would drop the head's last dims from every score: a wrong answer, not a
+    crash, so a config passed in or tuned is checked against the head it runs."""
+    narrow = spec.KernelConfig(tile_e=16, tiles=4, block_h=2, block_d=16)
+    assert spec.check_config(2, 16, narrow) is narrow
+    message = (
+        r"^config block_d 16 is smaller than head_dim 32: the kernels would skip dims 16..31 "
+        r"\(block_d must be a power of two >= head_dim\)$"
+    )
+    with pytest.raises(PluginSpecError, match=message):
+        spec.check_config(2, 32, narrow)
+    monkeypatch.setitem(spec.TUNED, (2, 32, "float16"), narrow)
+    with pytest.raises(PluginSpecError, match=message):
+        spec.select_config(2, 32, "float16")
+
+
 def test_select_config_rejects_unsupported() -> None:
     with pytest.raises(PluginSpecError, match="head_dim must be in"):
         spec.select_config(1, 300, "float32")
