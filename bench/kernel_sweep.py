@@ -1,7 +1,7 @@
 """The tile sweep of ``bench/kernel.py``: kernel v2's rule config against variants of warps, tile
-size, head group, prefetch, aggregation and chunk length, timed on the run's graphs; the fastest
-whose output equals the rule's becomes ``spec.TUNED`` for the rest of the run and is recorded in its
-results (then copied into ``trt_plugins/spec.py``)."""
+size, head group, prefetch and aggregation, timed on the run's graphs; the fastest whose output
+equals the rule's becomes ``spec.TUNED`` for the rest of the run and is recorded in its results
+(then carried into ``trt_plugins/tuned.py`` by ``bench/kernel_tuned.py``)."""
 
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ SWEEP_SHARE = 0.35
 def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
     """The rule's config, the :data:`~trt_plugins.spec.TUNED` entry if there is one, plus variants of
     warps, tile size, head group, K/V prefetch, how a tile is worked (segmented scan, the sum as one
-    tensor-core product, or scores and sums as per-head products: ``spec.AGGREGATES``) and chunk
-    length.
+    tensor-core product, or scores and sums as per-head products: ``spec.AGGREGATES``). Every
+    variant keeps the rule's chunk, which a tuned config must (``spec.check_tuned``: the TensorRT
+    plugins size their ``part`` buffer by it before the dtype is known).
 
     ``bench/kernel_static.py`` gives each one's registers, gathers in flight and tile-loop
     instructions per edge (ptxas and SASS, no GPU). By that count every variant is bound by
@@ -53,31 +54,29 @@ def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
     # instructions per edge against 500-600 for the sum as one product); they lead those families
     wide_16bit = dtype != "float32" and base.block_d >= 2 * spec.MIN_DOT
     mma = [
-        (dot_tile, g, 1, 512, False, "mma"),
-        (dot_tile, double, 2, 512, False, "mma"),
-        (dot_tile, g, 2, 512, False, "mma"),
-        (dot_tile, half, 1, 512, False, "mma"),
+        (dot_tile, g, 1, False, "mma"),
+        (dot_tile, double, 2, False, "mma"),
+        (dot_tile, g, 2, False, "mma"),
+        (dot_tile, half, 1, False, "mma"),
     ]
-    for tile, group, warps, chunk, prefetch, aggregate in (mma if wide_16bit else []) + [
-        (dot_tile, g, 2, 512, False, "dot"),
-        (dot_tile, g, 1, 512, False, "dot"),
-        (base.tile_e, g, 1, 512, False, "scan"),
-        (base.tile_e // 2, g, 1, 512, False, "scan"),
-        (dot_tile, half, 1, 512, False, "dot"),
-        (dot_tile, double, 2, 512, False, "dot"),
-        (dot_tile, g, 2, 512, True, "dot"),
-        (base.tile_e, g, 1, 512, True, "scan"),
-        (dot_tile, g, 4, 512, pf, "dot"),
-        (base.tile_e, g, 2, 512, pf, "scan"),
-        (base.tile_e, g, 4, 512, not pf, "scan"),
-        (base.tile_e, g, 4, 1024, pf, "scan"),
-        (base.tile_e, g, 4, 256, pf, "scan"),
+    for tile, group, warps, prefetch, aggregate in (mma if wide_16bit else []) + [
+        (dot_tile, g, 2, False, "dot"),
+        (dot_tile, g, 1, False, "dot"),
+        (base.tile_e, g, 1, False, "scan"),
+        (base.tile_e // 2, g, 1, False, "scan"),
+        (dot_tile, half, 1, False, "dot"),
+        (dot_tile, double, 2, False, "dot"),
+        (dot_tile, g, 2, True, "dot"),
+        (base.tile_e, g, 1, True, "scan"),
+        (dot_tile, g, 4, pf, "dot"),
+        (base.tile_e, g, 2, pf, "scan"),
+        (base.tile_e, g, 4, not pf, "scan"),
     ]:
         tile = max(4, tile)
         try:
             cfg = spec.KernelConfig(
                 tile,
-                max(1, chunk // tile),
+                max(1, base.chunk // tile),
                 spec.next_pow2(group),
                 base.block_d,
                 base.block_r,

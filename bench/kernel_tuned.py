@@ -61,7 +61,7 @@ def tuned_entries(doc: dict[str, Any], source: str) -> dict[tuple[int, int, str]
         if dtype not in spec.FLOAT_DTYPES:
             raise TunedError(f"{source}: tuned entry {key!r} has dtype {dtype!r}, not one of {spec.FLOAT_DTYPES}")
         try:
-            spec.check_config(heads, head_dim, config)
+            spec.check_tuned(heads, head_dim, dtype, config)
         except spec.PluginSpecError as e:
             raise TunedError(f"{source}: tuned entry {key!r}: {e}") from None
         comment = f"{entry.get('variant', '?')}: {ms:.4g} ms vs rule {rule_ms:.4g} ms\n    # ({source}: {where})"

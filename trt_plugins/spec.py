@@ -314,11 +314,26 @@ def check_config(heads: int, head_dim: int, config: KernelConfig) -> KernelConfi
     return config
 
 
+def check_tuned(heads: int, head_dim: int, dtype: str, config: KernelConfig) -> KernelConfig:
+    """``config`` if it may stand in :data:`TUNED` for ``(heads, head_dim, dtype)``: it fits the head
+    (:func:`check_config`) and keeps the rule's chunk. The TensorRT plugins declare the ``part``
+    buffer before TensorRT picks the dtype they run in, so a head shape needs one chunk for every
+    dtype; the rule's is :data:`TARGET_CHUNK` for all."""
+    check_config(heads, head_dim, config)
+    rule = rule_config(heads, head_dim, dtype)
+    if config.chunk != rule.chunk:
+        raise PluginSpecError(
+            f"tuned config for heads={heads}, head_dim={head_dim}, {dtype} has chunk {config.chunk}, the rule "
+            f"{rule.chunk}: the TensorRT plugins need one part buffer shape for every dtype of a head shape"
+        )
+    return config
+
+
 def select_config(heads: int, head_dim: int, dtype: str) -> KernelConfig:
     """The kernel variant for a head shape and dtype (one per triple; no run-time autotuning, so the
     TensorRT plugin, the AOT manifest and the torch launcher always agree)."""
     if (heads, head_dim, dtype) in TUNED:
-        return check_config(heads, head_dim, TUNED[(heads, head_dim, dtype)])
+        return check_tuned(heads, head_dim, dtype, TUNED[(heads, head_dim, dtype)])
     return rule_config(heads, head_dim, dtype)
 
 

@@ -24,14 +24,26 @@ from trt_plugins import spec
 def test_variants_start_with_the_rule_then_few_warps_and_are_distinct(dtype: str, heads: int, head_dim: int) -> None:
     variants = kernel_sweep.sweep_variants(heads, head_dim, SPEC_DTYPE[dtype])
     labels, configs = list(variants), list(variants.values())
-    assert labels[0] == "rule" and configs[0] == spec.select_config(heads, head_dim, SPEC_DTYPE[dtype])
+    assert labels[0] == "rule" and configs[0] == spec.rule_config(heads, head_dim, SPEC_DTYPE[dtype])
     assert len(set(configs)) == len(configs) and len(labels) >= 10
+    # any of them may be carried into spec.TUNED: none changes the chunk the TensorRT plugins size by
+    assert {c.chunk for c in configs} == {spec.TARGET_CHUNK}
+    for c in configs:
+        spec.check_tuned(heads, head_dim, SPEC_DTYPE[dtype], c)
     assert all(kernel_sweep.variant_label(c) == label for label, c in variants.items() if label != "rule")
     # the statically cheapest per edge come first: one or two warps, tensor-core products leading,
     # per-head ones for wide 16-bit heads only, and a one-warp scan among the first eight
     assert all(c.num_warps <= 2 for c in configs[1:6]) and all(c.aggregate != "scan" for c in configs[1:3])
     assert any(c.aggregate == "scan" and c.num_warps == 1 for c in configs[1:9])
     assert any(c.aggregate == "mma" for c in configs) == (dtype == "fp16" and head_dim == 64)
+
+
+def test_an_earlier_winner_is_timed_again_right_after_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    rule = spec.rule_config(4, 16, "float32")
+    earlier = spec.KernelConfig(tile_e=32, tiles=16, block_h=4, block_d=16, num_warps=1, aggregate="dot")
+    monkeypatch.setitem(spec.TUNED, (4, 16, "float32"), earlier)
+    variants = kernel_sweep.sweep_variants(4, 16, "float32")
+    assert list(variants.items())[:2] == [("rule", rule), (kernel_sweep.variant_label(earlier), earlier)]
 
 
 def test_families_are_parsed_or_named() -> None:

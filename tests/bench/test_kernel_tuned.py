@@ -97,6 +97,11 @@ def test_winners_become_tuned_and_other_shapes_stay(
             "'4x16 float32': tile_e must be a power of two",
         ),
         ({}, {"4by16 float32": entry(ONE_WARP)}, "tuned entry '4by16 float32' is not a kernel config"),
+        (
+            {},
+            {"4x16 float32": entry(spec.KernelConfig(tile_e=16, tiles=16, block_h=4, block_d=16))},
+            "'4x16 float32': tuned config for heads=4, head_dim=16, float32 has chunk 256, the rule 512",
+        ),
     ],
 )
 def test_what_was_not_measured_right_is_refused(

@@ -221,14 +221,14 @@ def test_combine_keeps_its_own_warps() -> None:
 
 
 def test_tuned_configs_override_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
-    tuned = spec.KernelConfig(tile_e=8, tiles=4, block_h=4, block_d=16)
+    tuned = spec.KernelConfig(tile_e=8, tiles=64, block_h=4, block_d=16)
     monkeypatch.setitem(spec.TUNED, (4, 16, "float32"), tuned)
     assert spec.select_config(4, 16, "float32") is tuned
     assert spec.select_config(4, 16, "float16") is not tuned
 
 
 def test_rule_ignores_tuned_entries(monkeypatch: pytest.MonkeyPatch) -> None:
-    tuned = spec.KernelConfig(tile_e=8, tiles=4, block_h=4, block_d=16)
+    tuned = spec.KernelConfig(tile_e=8, tiles=64, block_h=4, block_d=16)
     monkeypatch.setitem(spec.TUNED, (4, 16, "float32"), tuned)
     assert spec.rule_config(4, 16, "float32") != tuned
     assert spec.rule_config(4, 16, "float32").num_warps == 4
@@ -268,6 +268,21 @@ def test_a_config_narrower_than_the_head_is_refused(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(spec.TUNED, (2, 32, "float16"), narrow)
     with pytest.raises(PluginSpecError, match=message):
         spec.select_config(2, 32, "float16")
+
+
+def test_a_tuned_config_keeps_the_rules_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TensorRT plugins size ``part`` by the chunk before TensorRT picks the dtype they run in,
+    so a tuned fp32 config with a longer chunk would make the fp16 plugin's buffer wrong."""
+    longer = spec.KernelConfig(tile_e=16, tiles=64, block_h=4, block_d=16)
+    monkeypatch.setitem(spec.TUNED, (4, 16, "float32"), longer)
+    with pytest.raises(
+        PluginSpecError,
+        match=r"^tuned config for heads=4, head_dim=16, float32 has chunk 1024, the rule 512: the TensorRT "
+        r"plugins need one part buffer shape for every dtype of a head shape$",
+    ):
+        spec.select_config(4, 16, "float32")
+    same = spec.KernelConfig(tile_e=32, tiles=16, block_h=4, block_d=16, num_warps=1)
+    assert spec.check_tuned(4, 16, "float32", same) is same
 
 
 def test_select_config_rejects_unsupported() -> None:
