@@ -17,6 +17,7 @@ and :math:`o_{ih} = 0` where the range is empty (gtcompress's one attention defi
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -314,6 +315,7 @@ def check_config(heads: int, head_dim: int, config: KernelConfig) -> KernelConfi
     return config
 
 
+@functools.cache  # the launcher selects a config per call; a tuned entry is checked once
 def check_tuned(heads: int, head_dim: int, dtype: str, config: KernelConfig) -> KernelConfig:
     """``config`` if it may stand in :data:`TUNED` for ``(heads, head_dim, dtype)``: it fits the head
     (:func:`check_config`) and keeps the rule's chunk. The TensorRT plugins declare the ``part``
@@ -337,6 +339,7 @@ def select_config(heads: int, head_dim: int, dtype: str) -> KernelConfig:
     return rule_config(heads, head_dim, dtype)
 
 
+@functools.cache  # pure; the launcher asks per call
 def rule_config(heads: int, head_dim: int, dtype: str) -> KernelConfig:
     """The variant the rule picks for a head shape and dtype, whatever :data:`TUNED` holds."""
     if dtype not in FLOAT_DTYPES:
