@@ -94,7 +94,6 @@ GRID_FORMULAS: dict[str, str] = {
 PART_SHAPE_FORMULA = "[2 * max(1, cdiv(n_edges, CHUNK)), heads, head_dim + 2] float32"
 
 _TRITON_TYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int32": "i32", "int64": "i64"}
-_AUTOTUNE_TYPE = {"float32": "FP32", "float16": "FP16", "bfloat16": "BF16", "int32": "INT32"}
 
 Dim = int | None
 """A dimension: an int when known, ``None`` when symbolic (TensorRT build time)."""
@@ -180,11 +179,6 @@ class KernelConfig:
     def chunk(self) -> int:
         """Edges per ``partials`` program: the unit of work balance."""
         return self.tile_e * self.tiles
-
-    @property
-    def threads_per_block(self) -> int:
-        """Threads of a ``partials`` program."""
-        return self.num_warps * 32
 
 
 def default_scale(head_dim: int) -> float:
@@ -488,18 +482,6 @@ def grid(kernel: str, n_nodes: int, n_edges: int, heads: int, config: KernelConf
     if kernel == "combine":
         return (max(1, _cdiv(n_nodes, config.block_r), chunks), heads, 1)
     raise PluginSpecError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-
-
-def autotune_io_types(plugin: str = "partials") -> str:
-    """TensorRT ``AutoTuneCombination`` type string of a plugin's inputs then outputs: the float
-    tensors all fp32, all fp16 or all bf16 (dependent ``|``), indices int32, ``part`` float32."""
-    floats = "|".join(_AUTOTUNE_TYPE[d] for d in FLOAT_DTYPES)
-    kinds = {"q": floats, "k": floats, "v": floats, "bias": floats, "out": floats, "out_in": floats}
-    kinds.update({"rowptr": "INT32", "col": "INT32", "part": "FP32"})
-    names = {"partials": INPUT_NAMES + PARTIALS_OUTPUTS, "combine": COMBINE_INPUTS + COMBINE_OUTPUTS}
-    if plugin not in names:
-        raise PluginSpecError(f"plugin must be one of {tuple(names)}, got {plugin!r}")
-    return ", ".join(kinds[name] for name in names[plugin])
 
 
 def attributes_from_mapping(values: Mapping[str, object]) -> Attributes:

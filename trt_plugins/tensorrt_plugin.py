@@ -92,6 +92,24 @@ def is_registered() -> bool:
     return _REGISTERED
 
 
+_AUTOTUNE_TYPE = {"float32": "FP32", "float16": "FP16", "bfloat16": "BF16", "int32": "INT32"}
+
+
+def autotune_io_types(plugin: str = "partials") -> str:
+    """TensorRT ``AutoTuneCombination`` type string of a plugin's inputs then outputs: the float
+    tensors all fp32, all fp16 or all bf16 (dependent ``|``), indices int32, ``part`` float32."""
+    floats = "|".join(_AUTOTUNE_TYPE[d] for d in spec.FLOAT_DTYPES)
+    kinds = {"q": floats, "k": floats, "v": floats, "bias": floats, "out": floats, "out_in": floats}
+    kinds.update({"rowptr": "INT32", "col": "INT32", "part": "FP32"})
+    names = {
+        "partials": spec.INPUT_NAMES + spec.PARTIALS_OUTPUTS,
+        "combine": spec.COMBINE_INPUTS + spec.COMBINE_OUTPUTS,
+    }
+    if plugin not in names:
+        raise spec.PluginSpecError(f"plugin must be one of {tuple(names)}, got {plugin!r}")
+    return ", ".join(kinds[name] for name in names[plugin])
+
+
 def part_chunk(heads: int, head_dim: int) -> int:
     """Edges per chunk (``CHUNK``) of the kernels for a head shape, whatever the float dtype.
 
@@ -236,7 +254,7 @@ def _register_partials(trt: ModuleType, trtp: ModuleType) -> None:
         bias: trtp.TensorDesc,
         outputs: tuple[trtp.TensorDesc, trtp.TensorDesc],
     ) -> list[trtp.AutoTuneCombination]:
-        return [trtp.AutoTuneCombination(spec.autotune_io_types("partials"), "LINEAR")]
+        return [trtp.AutoTuneCombination(autotune_io_types("partials"), "LINEAR")]
 
     @trtp.aot_impl(spec.PARTIALS_PLUGIN_ID)
     def partials_aot(
@@ -290,7 +308,7 @@ def _register_combine(trt: ModuleType, trtp: ModuleType) -> None:
         rowptr: trtp.TensorDesc,
         outputs: tuple[trtp.TensorDesc],
     ) -> list[trtp.AutoTuneCombination]:
-        return [trtp.AutoTuneCombination(spec.autotune_io_types("combine"), "LINEAR")]
+        return [trtp.AutoTuneCombination(autotune_io_types("combine"), "LINEAR")]
 
     @trtp.aot_impl(spec.COMBINE_PLUGIN_ID)
     def combine_aot(

@@ -24,6 +24,7 @@ from trt_plugins import aot, engine, kernels, onnx_op, spec, tensorrt_plugin
 from trt_plugins.spec import PluginSpecError
 from trt_plugins.tensorrt_plugin import (
     TensorRTNotAvailableError,
+    autotune_io_types,
     combine_n_edges,
     part_chunk,
     register_plugin,
@@ -553,3 +554,13 @@ def test_tensorrt_without_aot_impl_is_too_old(monkeypatch: pytest.MonkeyPatch) -
         TensorRTNotAvailableError, match=r"TensorRT 10\.7\.0 has no 'tensorrt.plugin' with ahead-of-time"
     ):
         register_plugin()
+
+
+def test_autotune_types_cover_every_io() -> None:
+    types = [t.strip() for t in autotune_io_types("partials").split(",")]
+    floats = "FP32|FP16|BF16"
+    assert types == [floats] * 3 + ["INT32"] * 2 + [floats] * 2 + ["FP32"]
+    types = [t.strip() for t in autotune_io_types("combine").split(",")]
+    assert types == [floats, "FP32", "INT32", floats]
+    with pytest.raises(PluginSpecError, match="plugin must be one of"):
+        autotune_io_types("fused")
