@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
+import triton
 
+from bench.kernel_precompile import jobs_for, precompile
 from bench.kernel_workloads import DTYPES, SPEC_DTYPE, Graph, min_bytes
 
 if TYPE_CHECKING:
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 #: at 8x64 (fp16 bandwidth). Every other shape runs the rule.
 SWEEP_FAMILIES = (("fp32", 4, 16), ("fp16", 4, 16), ("fp16", 8, 64))
 SWEEP_SHARE = 0.35
+#: Of the sweep's share, at most this much for compiling its variants in parallel first.
+PRECOMPILE_SHARE = 0.5
 
 
 def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
@@ -145,6 +149,13 @@ def _sweep_families(b: Bench, graphs: list[Graph], family_names: Sequence[tuple[
 
     families = [(d, h, hd, sweep_variants(h, hd, SPEC_DTYPE[d])) for d, h, hd in family_names]
     ordered = {(d, h, hd): list(variants.items()) for d, h, hd, variants in families}
+    if graphs[0].rowptr.is_cuda and not triton.knobs.runtime.interpret:  # the interpreter compiles nothing
+        variants = [(d, h, hd, cfg) for d, h, hd, vs in families for cfg in vs.values()]
+        sizes = [(g.num_nodes, g.num_edges, str(g.rowptr.dtype).removeprefix("torch.")) for g in graphs]
+        # most of the share, so that a slow pool still leaves the rounds time to time the first variants
+        budget = max(10.0, PRECOMPILE_SHARE * (b.deadline - time.monotonic()))
+        b.doc["sweep_precompile"] = report = precompile(jobs_for(variants, sizes), budget)
+        print(f"  precompiled the sweep: {report}", flush=True)
     inputs = {(d, h, hd, g.name): _qkv(g, d, h, hd) for d, h, hd, _ in families for g in graphs}
     totals = {(d, h, hd): dict.fromkeys(variants, 0.0) for d, h, hd, variants in families}
     for rank in range(max(len(variants) for *_, variants in families)):

@@ -126,32 +126,60 @@ def sparse_graph_attention(
     e = col.numel()
     part = torch.empty(spec.part_shape(e, h, d, config), dtype=torch.float32, device=q.device)
     interpret = _use_interpreter(q.device)
-    partials: Any = interpreted_kernel("partials") if interpret else jit_kernel("partials")
-    combine: Any = interpreted_kernel("combine") if interpret else jit_kernel("combine")
-    stages = config.num_stages
-    args = [t.contiguous() for t in tensors.values()]
-    partials[spec.grid("partials", n, e, h, config)](
-        *args,
-        n,
-        e,
-        out,
-        part,
-        **spec.partials_constexprs(attrs, config),
-        num_warps=spec.kernel_warps("partials", config),
-        num_stages=stages,
-    )
-    combine[spec.grid("combine", n, e, h, config)](
-        out,
-        part,
-        args[3],
-        n,
-        e,
-        out,
-        **spec.combine_constexprs(attrs, config),
-        num_warps=spec.kernel_warps("combine", config),
-        num_stages=stages,
-    )
+    q, k, v, rowptr, col, bias_arg = (t.contiguous() for t in tensors.values())
+    by_name = {"q": q, "k": k, "v": v, "rowptr": rowptr, "col": col, "bias": bias_arg}
+    by_name.update({"n_nodes": n, "n_edges": e, "out": out, "out_in": out, "part": part})
+    for kernel in spec.KERNELS:  # partials, then combine, on the same stream
+        fn = interpreted_kernel(kernel) if interpret else jit_kernel(kernel)
+        _launch(kernel, fn, by_name, attrs, config, warmup=False)
     return out
+
+
+def _launch(
+    kernel: str, fn: Any, by_name: dict[str, Any], attrs: spec.Attributes, config: spec.KernelConfig, warmup: bool
+) -> None:
+    """Launch ``kernel`` (or, with ``warmup``, only compile it) with its arguments in the plugin's
+    order: the launcher and :func:`warm_up` share this, so both ask Triton for the same binary."""
+    n, e = by_name["n_nodes"], by_name["n_edges"]
+    grid = spec.grid(kernel, n, e, attrs.heads, config)
+    args = [by_name[name] for name in spec.KERNEL_ARGS[kernel]]
+    options = {
+        **spec.constexprs(kernel, attrs, config),
+        "num_warps": spec.kernel_warps(kernel, config),
+        "num_stages": config.num_stages,
+    }
+    if warmup:
+        fn.warmup(*args, grid=grid, **options)
+    else:
+        fn[grid](*args, **options)
+
+
+def warm_up(
+    dtype: torch.dtype,
+    index_dtype: torch.dtype,
+    heads: int,
+    head_dim: int,
+    n_nodes: int,
+    n_edges: int,
+    config: spec.KernelConfig,
+    has_bias: bool = False,
+    scale: float | None = None,
+) -> None:
+    """Compile both kernels for a later :func:`sparse_graph_attention` call on a GPU, without
+    launching them and without tensors: Triton keeps the binaries in its on-disk cache, so a process
+    that launches them later loads instead of compiling (a benchmark compiles its variants in
+    parallel this way). Triton specializes on the dtypes, on pointer alignment (dtypes stand for
+    aligned tensors) and on whether ``n_nodes``/``n_edges`` are 1 or multiples of 16, so pass the
+    sizes of the graph that will run."""
+    attrs = spec.validate_attributes(
+        heads, head_dim, spec.default_scale(head_dim) if scale is None else scale, has_bias
+    )
+    spec.check_config(heads, head_dim, config)
+    by_name: dict[str, Any] = dict.fromkeys(("q", "k", "v", "bias", "out", "out_in"), dtype)
+    by_name.update({"rowptr": index_dtype, "col": index_dtype, "part": torch.float32})
+    by_name.update({"n_nodes": n_nodes, "n_edges": n_edges})
+    for kernel in spec.KERNELS:
+        _launch(kernel, jit_kernel(kernel), by_name, attrs, config, warmup=True)
 
 
 def sparse_graph_attention_coo(
