@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import torch
 import triton
@@ -17,8 +17,17 @@ import triton
 from bench.kernel_precompile import jobs_for, precompile
 from bench.kernel_workloads import DTYPES, SPEC_DTYPE, Graph, min_bytes
 
-if TYPE_CHECKING:
-    from bench.kernel import Bench
+
+class Bench(Protocol):
+    """What the sweep needs of ``bench.kernel.Bench``: its clock, its results, its way of timing."""
+
+    deadline: float
+    skip_reason: str
+    args: argparse.Namespace
+    doc: dict[str, Any]
+
+    def measure(self, row: dict[str, Any], fn: Callable[[], Any], slow_ms: float | None = None) -> None: ...
+
 
 #: The head shapes and dtypes the targets read: fp32 and fp16 at 4x16 (op speed, fp32 bandwidth), fp16
 #: at 8x64 (fp16 bandwidth). Every other shape runs the rule.
