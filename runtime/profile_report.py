@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from runtime.profile import SCHEMA
+#: The ``schema`` field of every report ``gtc profile`` writes.
+SCHEMA = "gtcompress.profile/1"
 
 
 def validate_report(report: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from runtime.profile import make_graphs, time_session
+from runtime.measure import make_graphs, time_session
 
 CUDA_NOTE = (
     "rows with threads null ran on a CUDA device with torch (backend 'torch'): intra-op thread counts do not "
