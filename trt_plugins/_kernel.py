@@ -31,7 +31,8 @@ The functions are undecorated and call only Triton builtins (``tl.where``, ``tl.
 or ``InterpretedFunction`` (CPU), which works in one process whatever ``TRITON_INTERPRET`` said
 when triton was imported (Triton's own ``tl.max``/``tl.sum`` are decorated at import time, in
 whichever mode). The combine functions are wrapped as ``JITFunction`` here: the compiler inlines
-them and the interpreter calls their ``.fn``. Segment combines key on the destination id, which
+them and the interpreter calls their ``.fn``; the row search both kernels share is a
+``_DeviceFunction``, which the interpreter may call directly. Segment combines key on the destination id, which
 grows along the CSR, so they are commutative and the scan's operand order cannot matter.
 """
 
@@ -67,6 +68,28 @@ def _seg_sum_fwd(ia, va, ib, vb):
     return tl.maximum(ia, ib), v
 
 
+def _first_row(rowptr, n_nodes, e):
+    """The row of CSR edge ``e``: the largest ``r`` with ``rowptr[r] <= e`` (``e < rowptr[N] = E``)."""
+    lo = n_nodes * 0
+    hi = n_nodes + 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        go = tl.load(rowptr + mid).to(tl.int32) <= e
+        lo = tl.where(go, mid, lo)
+        hi = tl.where(go, hi, mid)
+    return lo
+
+
+class _DeviceFunction(JITFunction):
+    """A helper the kernels call directly, both ways: the compiler inlines a ``JITFunction``, and
+    Triton's interpreter calls the object, which a plain ``JITFunction`` refuses ("Cannot call
+    @triton.jit'd outside of the scope of a kernel"), so this one runs its function."""
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+_row_of_edge = _DeviceFunction(_first_row)
 _max_combine = JITFunction(_maximum)
 _sum_combine = JITFunction(_add)
 _seg_max_fwd_combine = JITFunction(_seg_max_fwd)
@@ -136,14 +159,7 @@ def sga_partials(
         nxt = c_start + TILE_E + lanes
         src = tl.load(col + nxt, mask=nxt < c_end, other=0).to(tl.int64)
 
-    # Row of the chunk's first edge: the largest r with rowptr[r] <= c_start (rowptr[N] = E > c_start).
-    lo_row = n_nodes * 0
-    hi_row = n_nodes + 0
-    while hi_row - lo_row > 1:
-        mid = (lo_row + hi_row) // 2
-        go = tl.load(rowptr + mid).to(tl.int32) <= c_start
-        lo_row = tl.where(go, mid, lo_row)
-        hi_row = tl.where(go, hi_row, mid)
+    lo_row = _row_of_edge(rowptr, n_nodes, c_start)  # the row of the chunk's first edge
 
     carry_row = lo_row * 0 - 1  # the row cut by the previous tile border (-1: none yet)
     carry_m = tl.full([BLOCK_H], float("-inf"), tl.float32)
@@ -343,13 +359,7 @@ def sga_combine(
     n_chunks = (n_edges + CHUNK - 1) // CHUNK
     if (pid > 0) & (pid < n_chunks):
         c_start = pid * CHUNK
-        lo_row = n_nodes * 0
-        hi_row = n_nodes + 0
-        while hi_row - lo_row > 1:
-            mid = (lo_row + hi_row) // 2
-            go = tl.load(rowptr + mid).to(tl.int32) <= c_start
-            lo_row = tl.where(go, mid, lo_row)
-            hi_row = tl.where(go, hi_row, mid)
+        lo_row = _row_of_edge(rowptr, n_nodes, c_start)
         first = tl.load(rowptr + lo_row).to(tl.int32)
         last = tl.load(rowptr + lo_row + 1).to(tl.int32)
         # This chunk's first row began in chunk c_a < pid and ends in this chunk: merge its records.
