@@ -192,6 +192,35 @@ def test_op_under_torch_compile_and_cuda_graph() -> None:
     torch.testing.assert_close(out, attend(*new), atol=1e-5, rtol=1e-5)
 
 
+def test_a_variant_warmed_up_in_another_process_launches_from_triton_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``bench/kernel.py`` compiles its sweep's variants in worker processes (``kernels.warm_up``);
+    a launch here must then load both kernels from Triton's on-disk cache, compiling none anew.
+    A head shape no other test uses keeps this process's in-memory cache out of it."""
+    from bench.kernel_precompile import jobs_for, precompile
+
+    cache = tmp_path / "triton"
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(cache))  # read by Triton at each compile, and by the worker
+    n, e, heads, head_dim = 2000, 16000, 5, 20
+    config = spec.rule_config(heads, head_dim, "float32")
+    report = precompile(jobs_for([("fp32", heads, head_dim, config)], [(n, e, "int32")]), timeout_s=120, workers=1)
+    assert report.get("compiled") == 1, report
+
+    def binaries() -> list[str]:
+        return sorted(str(p.relative_to(cache)) for p in cache.rglob("sga_*.cubin"))
+
+    warmed = binaries()
+    assert len(warmed) == 2, warmed  # partials and combine
+    g = torch.Generator().manual_seed(5)
+    ei = torch.stack([torch.randint(0, n, (e,), generator=g), torch.randint(0, n, (e,), generator=g)])
+    q, k, v = (torch.randn(n, heads, head_dim, generator=g).cuda() for _ in range(3))
+    rowptr, col, _ = edge_index_to_csr(ei.cuda(), n)
+    out = sparse_graph_attention(q, k, v, rowptr.int(), col.int(), config=config)
+    assert binaries() == warmed
+    torch.testing.assert_close(out.double().cpu(), reference(q, k, v, ei, None), atol=2e-5, rtol=2e-5)
+
+
 def test_gtcompress_model_on_cuda_uses_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     import trt_plugins.kernels as kernels
     from gtcompress.data.base import FeatureSpec
