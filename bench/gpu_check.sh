@@ -5,8 +5,9 @@
 # row in flight (a torch.compile can take a minute), the summary and the PNG still fit.
 # Run from the repository root on a machine with a CUDA GPU; results land in $OUT (default /tmp/gtc_gpu):
 #   gpu_tests.log, kernel.json, kernel.png, kernel.log, nvidia-smi.txt.
-# Commit kernel.json/png and gpu_tests.log into bench/results/kernel/ afterwards (bench/README.md, "GPU kernel"). GTC_COMMIT names
-# the commit measured (the device copy of the tree has no .git); kernel.json records it with the command and machine.
+# Commit kernel.json/png and gpu_tests.log into bench/results/kernel/ afterwards (bench/README.md, "GPU kernel").
+# GTC_COMMIT names the commit measured (the device copy of the tree has no .git); kernel.json records it with the
+# command and machine.
 set -o pipefail
 OUT=${OUT:-/tmp/gtc_gpu}
 TOTAL_S=${TOTAL_S:-480}
