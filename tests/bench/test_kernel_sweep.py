@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from bench import kernel_sweep
-from bench.kernel_workloads import SPEC_DTYPE, uniform_graph
+from bench.kernel_workloads import SPEC_DTYPE, power_law_graph, uniform_graph
 from trt_plugins import spec
 
 
@@ -112,4 +112,30 @@ def test_a_fast_variant_whose_output_differs_from_the_rule_is_not_kept(monkeypat
     kernel_sweep.sweep_and_tune(b, [uniform_graph(20, 60, torch.device("cpu"))], [("fp32", 4, 16)])  # type: ignore[arg-type]
     kept = b.doc["tuned"]["4x16 float32"]
     assert kept["variant"] == right and spec.TUNED[(4, 16, "float32")] == variants[right]
+    assert kept["rejected_max_abs_diff"] == {wrong: pytest.approx(1e-3, rel=1e-3)}
+
+
+def test_a_variant_wrong_only_where_a_hub_spans_chunks_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agreement check runs on every sweep graph: a variant that is right on the uniform graph
+    but wrong on the power-law one (as a combine race would be) is refused."""
+    from trt_plugins import kernels
+
+    monkeypatch.setattr(spec, "TUNED", {})
+    variants = kernel_sweep.sweep_variants(4, 16, "float32")
+    wrong, right = list(variants)[1], list(variants)[2]
+    speed = {wrong: 1.0, right: 1.5}
+    monkeypatch.setattr(kernel_sweep, "_time_variant", lambda b, g, d, h, hd, label, *_: speed.get(label, 3.0))
+    uniform = uniform_graph(20, 60, torch.device("cpu"))
+    skewed = power_law_graph(20, 60, torch.device("cpu"))
+    real = kernels.sparse_graph_attention
+
+    def broken_on_the_hub(*args: Any, config: Any = None, **kw: Any) -> torch.Tensor:
+        out = real(*args, config=config, **kw)
+        return out + 1e-3 if config == variants[wrong] and args[3] is skewed.rowptr else out
+
+    monkeypatch.setattr(kernels, "sparse_graph_attention", broken_on_the_hub)
+    b = SimpleNamespace(doc={}, deadline=time.monotonic() + 60, skip_reason="", args=SimpleNamespace(max_minutes=5))
+    kernel_sweep.sweep_and_tune(b, [uniform, skewed], [("fp32", 4, 16)])  # type: ignore[arg-type]
+    kept = b.doc["tuned"]["4x16 float32"]
+    assert kept["variant"] == right
     assert kept["rejected_max_abs_diff"] == {wrong: pytest.approx(1e-3, rel=1e-3)}
