@@ -41,7 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, provenance
-from bench.kernel_report import plot, summarize
+from bench.kernel_report import MOLECULE_PEERS, plot, summarize
 from bench.kernel_sweep import SWEEP_FAMILIES, config_dict, parse_families, sweep_and_tune
 from bench.kernel_workloads import (
     DTYPES,
@@ -314,7 +314,7 @@ def model_rows(b: Bench, m: Models, g: Graph, dtype_name: str, small: bool) -> N
         b.measure({**base, "peer": "ours torch.compile"}, lambda: m.ours_compiled(x, g), slow_ms=60_000)
         if small and DEVICE.type == "cuda":
             # Replay of the eager layers, and of what inductor fused around our op (fewer launches).
-            for peer, fn in (("ours CUDA graph", ours_model), ("ours torch.compile CUDA graph", m.ours_compiled)):
+            for peer, fn in zip(MOLECULE_PEERS, (ours_model, m.ours_compiled), strict=True):
                 replay, captured = cuda_graph(lambda fn=fn: fn(x, g))
                 if replay is None:
                     b.measure({**base, "peer": peer, "error": captured}, lambda: None)

@@ -21,7 +21,8 @@ TARGETS = {
 }
 
 #: The rows the latency target reads: the 4-layer GT replayed from a CUDA graph, eager layers or
-#: inductor's fused ones around our op; the faster is what a deployment would run.
+#: inductor's fused ones around our op (``bench/kernel.py`` names its rows by this); the faster is what a
+#: deployment would run.
 MOLECULE_PEERS = ("ours CUDA graph", "ours torch.compile CUDA graph")
 
 

@@ -159,11 +159,11 @@ def _sweep_families(b: Bench, graphs: list[Graph], family_names: Sequence[tuple[
     families = [(d, h, hd, sweep_variants(h, hd, SPEC_DTYPE[d])) for d, h, hd in family_names]
     ordered = {(d, h, hd): list(variants.items()) for d, h, hd, variants in families}
     if graphs[0].rowptr.is_cuda and not triton.knobs.runtime.interpret:  # the interpreter compiles nothing
-        variants = [(d, h, hd, cfg) for d, h, hd, vs in families for cfg in vs.values()]
+        to_compile = [(d, h, hd, cfg) for d, h, hd, vs in families for cfg in vs.values()]
         sizes = [(g.num_nodes, g.num_edges, str(g.rowptr.dtype).removeprefix("torch.")) for g in graphs]
         # most of the share, so that a slow pool still leaves the rounds time to time the first variants
         budget = max(10.0, PRECOMPILE_SHARE * (b.deadline - time.monotonic()))
-        b.doc["sweep_precompile"] = report = precompile(jobs_for(variants, sizes), budget)
+        b.doc["sweep_precompile"] = report = precompile(jobs_for(to_compile, sizes), budget)
         print(f"  precompiled the sweep: {report}", flush=True)
     inputs = {(d, h, hd, g.name): _qkv(g, d, h, hd) for d, h, hd, _ in families for g in graphs}
     totals = {(d, h, hd): dict.fromkeys(variants, 0.0) for d, h, hd, variants in families}
