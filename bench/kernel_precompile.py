@@ -52,8 +52,14 @@ def warm_job(job: Job) -> str | None:
 
 
 def job_label(job: Job) -> str:
-    d, h, hd, fields, n, e, _ = job
-    return f"{d} {h}x{hd} tile {fields['tile_e']} warps {fields['num_warps']} {fields['aggregate']} N={n} E={e}"
+    """A job as the report's ``errors`` name it: the variant as the sweep's tables do
+    (``kernel_sweep.variant_label``, not imported: workers stay free of torch), and the graph size, so
+    that no two jobs share a label."""
+    d, h, hd, f, n, e, _ = job
+    prefetch = " prefetch" if f["prefetch"] else ""
+    aggregate = "" if f["aggregate"] == "scan" else f" {f['aggregate']}"
+    variant = f"tile {f['tile_e']} group {f['head_group']} warps {f['num_warps']} chunk {f['tile_e'] * f['tiles']}"
+    return f"{d} {h}x{hd} {variant}{prefetch}{aggregate} N={n} E={e}"
 
 
 def precompile(

@@ -24,7 +24,21 @@ def test_one_job_per_variant_and_distinct_graph_size() -> None:
     assert len(jobs) == 4
     assert jobs[0] == ("fp16", 8, 64, dataclasses.asdict(RULE), 1_000_000, 10_000_000, "int32")
     assert spec.KernelConfig(**jobs[0][3]) == RULE
-    assert job_label(jobs[1]) == "fp16 8x64 tile 8 warps 4 scan N=32 E=48"
+    assert job_label(jobs[1]) == "fp16 8x64 tile 8 group 2 warps 4 chunk 512 prefetch N=32 E=48"
+
+
+def test_every_sweep_variant_has_its_own_label() -> None:
+    """The report keys its errors by label: two variants of one family must not share one."""
+    from bench.kernel_sweep import SWEEP_FAMILIES, sweep_variants, variant_label
+    from bench.kernel_workloads import SPEC_DTYPE
+
+    for d, h, hd in SWEEP_FAMILIES:
+        variants = sweep_variants(h, hd, SPEC_DTYPE[d])
+        jobs = jobs_for([(d, h, hd, cfg) for cfg in variants.values()], [(32, 48, "int32")])
+        labels = [job_label(job) for job in jobs]
+        assert len(set(labels)) == len(variants)
+        for label, cfg in zip(labels, variants.values(), strict=True):
+            assert label == f"{d} {h}x{hd} {variant_label(cfg)} N=32 E=48"
 
 
 def test_failures_are_recorded_per_job_and_never_raised() -> None:
