@@ -4,6 +4,7 @@ and K/V gathers in flight they allow on a target.
 
     python bench/kernel_static.py              # sm_90a (H100/H200), the sweep's families
     python bench/kernel_static.py --cc 80 --families fp32:4x16
+    python bench/kernel_static.py --grid       # the rule against four warps, 33 head shapes and dtypes
 
 Why: the tile sweep (``bench/kernel_sweep.py``) times these variants on a GPU, which this project gets
 for minutes at a time. This table is what can be known before: the partials kernel is a gather loop,
@@ -15,7 +16,9 @@ delivers the rows, and which source lines cost the most (``loop_by_line``). It l
 against them. It predicts no time; only the sweep measures.
 
 Writes ``bench/results/kernel/static-triton<version>.json`` (the command, commit, machine, date and Triton
-version, one row per variant) and its PNG: register counts move between Triton releases (the H200 image
+version, one row per variant) and its PNG (``--grid``: ``static-grid-triton<version>``, the rule and
+the four-warp prefetching variant of every head shape in :data:`GRID_SHAPES` and dtype, which is
+what the rule, chosen before any GPU run, rests on): register counts move between Triton releases (the H200 image
 has 3.6, our CI 3.9), so each version's table is kept. The occupancy arithmetic follows the CUDA
 programming guide's per-architecture limits (:data:`SM_LIMITS`): 64K registers per SM allocated per
 warp in units of 256, a warp and block cap, and shared memory with 1 KiB reserved per block.
@@ -47,6 +50,8 @@ BY_LINE = 12  # source lines kept per row, the costliest first
 #: = 1.05e12 per second, over the 4.2 TB/s its copy reaches (measured in the GPU issue). A kernel
 #: whose tile loop costs more per K/V byte is bound by instruction issue before memory.
 H200_ISSUE_PER_BYTE = 0.25
+#: Head shapes (heads, head_dim) of ``--grid``: narrow and wide rows, odd head sizes, many heads.
+GRID_SHAPES = ((1, 16), (2, 16), (4, 16), (8, 16), (4, 32), (2, 64), (8, 64), (1, 128), (3, 24), (8, 32), (16, 16))
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,77 @@ def loop_figures(loop: SassLoop, cfg: Any, heads: int, head_dim: int, dtype: str
     }
 
 
+def grid_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
+    """The rule and, of the sweep's variants, the one with the rule's tile and head group run by four
+    warps with prefetch (the rule before the SASS counts): the pair ``--grid`` compares per shape."""
+    variants = sweep_variants(heads, head_dim, dtype)
+    rule = variants["rule"]
+    four = [
+        label
+        for label, c in variants.items()
+        if (c.tile_e, c.head_group, c.num_warps, c.prefetch, c.aggregate)
+        == (rule.tile_e, rule.head_group, 4, True, "scan")
+    ]
+    return {"rule": rule, **{label: variants[label] for label in four}}
+
+
+def plot_grid(doc: dict[str, Any], path: Path) -> Path:
+    """Per dtype: warp instructions per K/V byte of the rule and of four warps, per head shape,
+    against an H200's issue-to-bandwidth ratio."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dtypes = list(dict.fromkeys(r["dtype"] for r in doc["rows"]))
+    fig, axes = plt.subplots(len(dtypes), 1, figsize=(12, 3.2 * len(dtypes)), squeeze=False)
+    for ax, dtype in zip(axes[:, 0], dtypes, strict=True):
+        rows = [r for r in doc["rows"] if r["dtype"] == dtype]
+        shapes = list(dict.fromkeys(r["hd"] for r in rows))
+        for i, (name, color) in enumerate((("rule", "tab:blue"), ("four warps, prefetch", "tab:gray"))):
+            picked = {r["hd"]: r for r in rows if (r["variant"] == "rule") == (name == "rule")}
+            xs = [j + (i - 0.5) * 0.38 for j, hd in enumerate(shapes) if hd in picked]
+            ys = [picked[hd]["warp_instructions_per_kv_byte"] for hd in shapes if hd in picked]
+            ax.bar(xs, ys, width=0.38, color=color, label=name)
+            for x, hd in zip(xs, [hd for hd in shapes if hd in picked], strict=True):
+                r = picked[hd]
+                ax.text(
+                    x,
+                    r["warp_instructions_per_kv_byte"],
+                    f"{r['registers']}r\n{r['programs_per_sm']}p",
+                    ha="center",
+                    va="bottom",
+                    fontsize=6,
+                )
+        ax.axhline(
+            H200_ISSUE_PER_BYTE, color="black", linestyle="--", linewidth=1, label="H200: issue = copy bandwidth"
+        )
+        ax.set_xticks(range(len(shapes)), shapes)
+        ax.set_ylabel("warp instructions per K/V byte")
+        ax.set_title(f"{dtype} (labels: registers, programs per SM)", fontsize=9)
+        ax.margins(y=0.2)
+        ax.legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("heads x head_dim")
+    fig.suptitle(
+        f"Kernel v2 partials tile loop, SASS, Triton {doc['triton']} (commit {str(doc.get('commit', ''))[:10]})"
+    )
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write a figure by temp file and rename, so that a run cut short leaves no half-written PNG."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
 def plot(doc: dict[str, Any], path: Path) -> Path:
     """Per family: K/V bytes in flight per SM for each variant (labelled with registers and programs),
     and warp instructions per K/V byte against an H200's issue-to-bandwidth ratio."""
@@ -229,13 +305,7 @@ def plot(doc: dict[str, Any], path: Path) -> Path:
         f"Kernel v2 partials, ptxas -v and SASS, Triton {doc['triton']} (commit {str(doc.get('commit', ''))[:10]})"
     )
     fig.tight_layout(rect=(0.01, 0, 1, 0.985))  # room for the suptitle and the longest labels
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,19 +317,28 @@ def main(argv: list[str] | None = None) -> int:
         default=[(d, h, hd) for d, h, hd in SWEEP_FAMILIES],
         help="DTYPE:HEADSxHEAD_DIM list (default: the sweep's)",
     )
-    parser.add_argument("--out", type=Path, help="JSON path (default: results/kernel/static-triton<version>.json)")
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="the rule and its four-warp prefetching variant for every shape in GRID_SHAPES, fp32/fp16/bf16",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="JSON path (default: results/kernel/static[-grid]-triton<version>.json)"
+    )
     args = parser.parse_args(argv)
     import triton
     from rich.progress import Progress
 
-    out = args.out or OUT_DIR / f"static-triton{triton.__version__}.json"
+    out = args.out or OUT_DIR / f"static{'-grid' if args.grid else ''}-triton{triton.__version__}.json"
+    families = [(d, h, hd) for d in SPEC_DTYPE for h, hd in GRID_SHAPES] if args.grid else args.families
+    variants = grid_variants if args.grid else sweep_variants
     doc: dict[str, Any] = {**provenance(sys.argv if argv is None else ["bench/kernel_static.py", *argv])}
     doc["triton"] = triton.__version__
     doc["rows"] = []
     jobs = [
         (SPEC_DTYPE[d], h, hd, label, cfg)
-        for d, h, hd in args.families
-        for label, cfg in sweep_variants(h, hd, SPEC_DTYPE[d]).items()
+        for d, h, hd in families
+        for label, cfg in variants(h, hd, SPEC_DTYPE[d]).items()
     ]
     with Progress() as bar:
         task = bar.add_task("compiling variants", total=len(jobs))
@@ -271,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=1)
     os.replace(tmp_json, out)
-    png = plot(doc, out.with_suffix(".png"))
+    png = (plot_grid if args.grid else plot)(doc, out.with_suffix(".png"))
     for r in doc["rows"]:
         print(
             f"{r['dtype']:8s} {r['hd']:5s} {r['name']:48s} {r['registers']:3d} regs  spills {r['spill_bytes']:4d} B"

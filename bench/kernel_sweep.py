@@ -45,13 +45,14 @@ def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
     plugins size their ``part`` buffer by it before the dtype is known).
 
     ``bench/kernel_static.py`` gives each one's registers, gathers in flight and tile-loop
-    instructions per edge (ptxas and SASS, no GPU). By that count every variant is bound by
-    instruction issue on an H200, and the per-edge work of a row (its search, scans and carry) is
-    repeated by every thread that holds a piece of the row, so fewer warps per program and the
-    products cut the instructions per edge (Triton 3.9, fp32 4x16: 232 for the rule, 96-110 with one
-    or two warps; fp16 8x64: 1,602 against 390-505). Those come first, so that a sweep cut short by
-    its time share still times them; whether the GPU hides latency with so few warps per program is
-    what the sweep measures.
+    instructions per edge (ptxas and SASS, no GPU). The per-edge work of a row (its search, scans and
+    carry) is repeated by every thread that holds a piece of the row, so the rule runs one warp per
+    program, and tensor-core products cut the per-element work (Triton 3.9, fp32 4x16: 96 warp
+    instructions per edge for the rule and the one-warp products, 232 for four warps with prefetch,
+    the rule before these counts; fp16 8x64: 565 for the rule, 390-500 for per-head products). The
+    products come first, so that a sweep cut short by its time share still times them; whether the
+    GPU hides the gathers' latency with one warp per program is what the four-warp variants, the old
+    rule last, are timed against.
     """
     from trt_plugins import spec
 
@@ -62,7 +63,6 @@ def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
         out[variant_label(tuned)] = tuned
     g, half, double = base.head_group, max(1, base.head_group // 2), min(heads, base.head_group * 2)
     dot_tile = max(spec.MIN_DOT, base.tile_e)
-    pf = base.prefetch
     # per-head products pay where a head is wide and its rows arrive as 16-bit (fp16 8x64: 390-500
     # instructions per edge against 500-600 for the sum as one product); they lead those families
     wide_16bit = dtype != "float32" and base.block_d >= 2 * spec.MIN_DOT
@@ -81,9 +81,9 @@ def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
         (dot_tile, double, 2, False, "dot"),
         (dot_tile, g, 2, True, "dot"),
         (base.tile_e, g, 1, True, "scan"),
-        (dot_tile, g, 4, pf, "dot"),
-        (base.tile_e, g, 2, pf, "scan"),
-        (base.tile_e, g, 4, not pf, "scan"),
+        (dot_tile, g, 4, False, "dot"),
+        (base.tile_e, g, 2, False, "scan"),
+        (base.tile_e, g, 4, True, "scan"),  # the rule before the SASS counts
     ]:
         tile = max(4, tile)
         try:

@@ -270,16 +270,20 @@ def next_pow2(x: int) -> int:
     return 1 << max(0, x - 1).bit_length()
 
 
-#: Elements of one ``[tile_e, block_h, block_d]`` register block, per warp: 8 float32 registers per
-#: thread and gathered tensor. With the next tile's K/V prefetched, ptxas (sm_90a, 16-byte aligned
-#: pointers, Triton 3.9) gives 96 registers for fp32 4x16 and 72 for fp16 8x64, so five or seven
-#: programs share a multiprocessor and keep 80 or 56 KiB of gathers in flight (Triton 3.6: 127 and
-#: 95 registers); at 16 elements per thread it is 160 registers and three programs. The same count
-#: says the rule's tile loop costs 232 and 1,602 warp instructions per edge, more than an H200
-#: issues while its memory delivers the K/V rows; one- and two-warp programs and tensor-core
-#: products (``aggregate``) cut that to a half or a quarter, and the sweep decides between them
-#: (``python bench/kernel_static.py``).
-TILE_ELEMENTS_PER_WARP = 256
+#: Elements of one ``[tile_e, block_h, block_d]`` register block, per warp: 32 float32 registers per
+#: thread and gathered tensor, in one-warp programs (:data:`RULE_WARPS`). The work of an edge's row
+#: (its search, the segmented scans, the carry) is repeated by every thread that holds a piece of the
+#: row, so the tile loop's warp instructions per edge fall with the warps per program: ptxas and the
+#: SASS (sm_90a, ``python bench/kernel_static.py``) count 0.14-0.30 warp instructions per K/V byte for
+#: float32 across 11 head shapes from 1x16 to 16x16 and 1x128 (Triton 3.9 and 3.6; 0.27-0.61 for
+#: 16-bit rows, half as many bytes), where four-warp programs with prefetch cost 0.36-0.70 (0.68-1.4),
+#: and an H200 issues about 0.25 per byte its memory delivers. One-warp programs take 127-244
+#: registers, no spill, 8-16 per multiprocessor, 27-128 KiB of K/V gathers in flight per SM (the
+#: four-warp ones 27-80). Counts, not time: the sweep (``bench/kernel.py``) times the rule against
+#: four-warp, prefetching and tensor-core variants.
+TILE_ELEMENTS_PER_WARP = 1024
+#: Warps per ``partials`` program under the rule (see :data:`TILE_ELEMENTS_PER_WARP`).
+RULE_WARPS = 1
 #: Contiguous bytes of a K/V row one program reads: two 128-byte cache lines. Narrow rows (4 heads of
 #: 16 floats) are read whole; wide rows (8 heads of 64) are split into head groups of this size over
 #: programs, which keeps a tile in registers without shrinking it to a few edges.
@@ -344,7 +348,7 @@ def rule_config(heads: int, head_dim: int, dtype: str) -> KernelConfig:
         raise PluginSpecError(f"heads must be >= 1, got {heads}")
     head_group = min(heads, max(1, -(-GROUP_BYTES // (head_dim * ITEMSIZE[dtype]))))
     block_h, block_d = next_pow2(head_group), next_pow2(head_dim)
-    num_warps = 4
+    num_warps = RULE_WARPS
     tile_e = max(4, min(64, TILE_ELEMENTS_PER_WARP * num_warps // (block_h * block_d)))
     tiles = max(1, TARGET_CHUNK // tile_e)
     block_p = max(8, min(64, 4096 // block_d))
@@ -357,7 +361,6 @@ def rule_config(heads: int, head_dim: int, dtype: str) -> KernelConfig:
         block_p=block_p,
         num_warps=num_warps,
         head_group=head_group,
-        prefetch=True,
     )
 
 

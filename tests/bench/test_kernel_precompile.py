@@ -24,7 +24,7 @@ def test_one_job_per_variant_and_distinct_graph_size() -> None:
     assert len(jobs) == 4
     assert jobs[0] == ("fp16", 8, 64, dataclasses.asdict(RULE), 1_000_000, 10_000_000, "int32")
     assert spec.KernelConfig(**jobs[0][3]) == RULE
-    assert job_label(jobs[1]) == "fp16 8x64 tile 8 group 2 warps 4 chunk 512 prefetch N=32 E=48"
+    assert job_label(jobs[1]) == "fp16 8x64 tile 8 group 2 warps 1 chunk 512 N=32 E=48"
 
 
 def test_every_sweep_variant_has_its_own_label() -> None:

@@ -31,21 +31,24 @@ def test_programs_per_sm(registers: int, warps: int, shared: int, cc: int, expec
 def test_a_run_writes_rows_that_follow_from_ptxas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def two_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
         rule = spec.select_config(heads, head_dim, dtype)
-        plain = spec.KernelConfig(rule.tile_e, rule.tiles, rule.block_h, rule.block_d, head_group=rule.head_group)
-        return {"rule": rule, "no prefetch": plain}
+        four = spec.KernelConfig(
+            rule.tile_e, rule.tiles, rule.block_h, rule.block_d, num_warps=4, head_group=rule.head_group, prefetch=True
+        )
+        return {"rule": rule, "four warps, prefetch": four}
 
     monkeypatch.setattr(kernel_static, "sweep_variants", two_variants)
     out = tmp_path / "static.json"
     assert kernel_static.main(["--families", "fp32:4x16", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert {"command", "commit", "machine", "date", "triton"} <= doc.keys()
-    rule, plain = doc["rows"]
-    assert (rule["variant"], plain["variant"]) == ("rule", "no prefetch")
+    rule, four = doc["rows"]
+    assert (rule["variant"], four["variant"]) == ("rule", "four warps, prefetch")
     for row in doc["rows"]:
         assert row["target"] == "sm_90a" and row["spill_bytes"] == 0 and row["scratch_bytes"] == 0
         assert row["vector_loads"] >= 3  # K, V and Q rows in 128-bit pieces
         assert 300 < row["loop_instructions"] < 3000  # a tile loop of scans, not a stub and not unrolled away
-        per_edge = row["loop_instructions"] * 4 * 1 / 16  # 4 warps, one head group, 16 edges per tile
+        # every warp runs the loop, one head group, 16 edges per tile
+        per_edge = row["loop_instructions"] * row["config"]["num_warps"] * 1 / 16
         assert row["warp_instructions_per_edge"] == round(per_edge, 1)
         assert row["warp_instructions_per_kv_byte"] == round(per_edge / (2 * 4 * 16 * 4), 3)
         # the costliest source lines are lines of the kernel, and there are the most kept
@@ -57,8 +60,10 @@ def test_a_run_writes_rows_that_follow_from_ptxas(tmp_path: Path, monkeypatch: p
             row["registers"], row["config"]["num_warps"], row["shared_bytes"], 90
         )
     row_bytes = 4 * 16 * 4  # four heads of 16 floats
-    assert rule["kv_bytes_in_flight_per_sm"] == rule["programs_per_sm"] * 16 * 2 * row_bytes * 2
-    assert plain["kv_bytes_in_flight_per_sm"] == plain["programs_per_sm"] * 16 * row_bytes * 2
+    assert rule["kv_bytes_in_flight_per_sm"] == rule["programs_per_sm"] * 16 * row_bytes * 2
+    assert four["kv_bytes_in_flight_per_sm"] == four["programs_per_sm"] * 16 * 2 * row_bytes * 2
+    # the rule's one-warp loop costs fewer warp instructions per edge than four warps' (SASS count)
+    assert rule["warp_instructions_per_edge"] < four["warp_instructions_per_edge"]
     assert out.with_suffix(".png").stat().st_size > 10_000
 
 
@@ -90,3 +95,24 @@ def test_sass_loop_is_the_widest_backward_branch() -> None:
     assert loop.by_line == {172: 2, 191: 2, 150: 1}
     with pytest.raises(ValueError, match="no loop in the SASS"):
         kernel_static.sass_loop(SASS.replace("BRA `(.L_x_0)", "EXIT").replace("@!P0 BRA `(.L_x_1)", "EXIT"))
+
+
+def test_the_grid_pairs_the_rule_with_four_warps_for_every_shape() -> None:
+    for dtype in ("float32", "float16", "bfloat16"):
+        for heads, head_dim in kernel_static.GRID_SHAPES:
+            pair = kernel_static.grid_variants(heads, head_dim, dtype)
+            rule, four = pair.values()
+            assert next(iter(pair)) == "rule" and rule == spec.rule_config(heads, head_dim, dtype)
+            assert (four.num_warps, four.prefetch, four.aggregate) == (4, True, "scan")
+            assert (four.tile_e, four.head_group, four.chunk) == (rule.tile_e, rule.head_group, rule.chunk)
+
+
+def test_a_grid_run_writes_its_own_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernel_static, "GRID_SHAPES", ((2, 16),))
+    out = tmp_path / "grid.json"
+    assert kernel_static.main(["--grid", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert [(r["dtype"], r["hd"], r["variant"] == "rule") for r in doc["rows"]] == [
+        (dtype, "2x16", is_rule) for dtype in ("float32", "float16", "bfloat16") for is_rule in (True, False)
+    ]
+    assert out.with_suffix(".png").stat().st_size > 10_000

@@ -60,7 +60,7 @@ def test_the_sweep_times_families_in_rounds_and_keeps_each_fastest(monkeypatch: 
     families = (("fp32", 4, 16), ("fp16", 8, 64))
     monkeypatch.setattr(spec, "TUNED", {})
     calls: list[tuple[str, str, str]] = []
-    fastest = {"fp32": "tile 16 group 4 warps 1 chunk 512", "fp16": "tile 16 group 2 warps 2 chunk 512 mma"}
+    fastest = {"fp32": "tile 8 group 4 warps 1 chunk 512", "fp16": "tile 16 group 2 warps 2 chunk 512 mma"}
 
     def fake_time(b: Any, g: Any, d: str, h: int, hd: int, label: str, cfg: Any, qkv: Any) -> float:
         calls.append((d, label, g.name))

@@ -100,11 +100,27 @@ def test_tensor_core_products_match_reference(
     rowptr, col, perm = edge_index_to_csr(ei.cuda(), n)
     rule = spec.select_config(heads, head_dim, spec_dtype(dtype))
     tile = max(spec.MIN_DOT, rule.tile_e)
-    # two warps, as the sweep's first variant (the rule's four are covered above)
+    # two warps, as the sweep's first variant (the rule's one warp is covered above)
     config = dataclasses.replace(rule, tile_e=tile, tiles=max(1, rule.chunk // tile), num_warps=2, aggregate=aggregate)
     out = sparse_graph_attention(q, k, v, rowptr, col, None if bias is None else bias[perm], config=config)
     ref = reference(q, k, v, ei, bias)
     torch.testing.assert_close(out.double().cpu(), ref, atol=TOL[dtype], rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize(("n", "e", "heads", "head_dim", "dtype", "with_bias"), [CASES[i] for i in (3, 13, 15)])
+def test_four_warps_with_prefetch_match_reference(
+    n: int, e: int, heads: int, head_dim: int, dtype: torch.dtype, with_bias: bool
+) -> None:
+    """The rule runs one warp per program; the sweep also times four warps with prefetch (the rule
+    before), where the scans and reductions cross warps: they must agree as well."""
+    ei = graph(n, e, seed=n + e, hub=3000)
+    g = torch.Generator().manual_seed(e)
+    q, k, v = (torch.randn(n, heads, head_dim, generator=g).to(dtype).cuda() for _ in range(3))
+    bias = torch.randn(ei.shape[1], heads, generator=g).to(dtype).cuda() if with_bias else None
+    rowptr, col, perm = edge_index_to_csr(ei.cuda(), n)
+    config = dataclasses.replace(spec.rule_config(heads, head_dim, spec_dtype(dtype)), num_warps=4, prefetch=True)
+    out = sparse_graph_attention(q, k, v, rowptr, col, None if bias is None else bias[perm], config=config)
+    torch.testing.assert_close(out.double().cpu(), reference(q, k, v, ei, bias), atol=TOL[dtype], rtol=TOL[dtype])
 
 
 def spec_dtype(dtype: torch.dtype) -> str:

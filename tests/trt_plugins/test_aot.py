@@ -202,17 +202,18 @@ def test_current_compute_capability_override(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.mark.parametrize(("dtype", "heads", "head_dim"), [("float32", 4, 16), ("float16", 8, 64)])
 def test_rows_are_moved_in_128_bit_pieces(dtype: str, heads: int, head_dim: int, cache: Path) -> None:
-    """The AOT PTX reads the K, V and Q rows (twice for K/V with prefetch) and writes ``out`` with
+    """The AOT PTX reads the K, V and Q rows and writes ``out`` with
     vector instructions: the pointers are declared 16-byte aligned (``spec.POINTER_ALIGNMENT``).
     Without that promise Triton emits only scalar ``ld.global.b32``/``.b16`` loads, and ptxas needs
     about half again as many registers."""
     k = aot.compile_kernel("partials", dtype, heads, head_dim, 90, None, False)
-    assert k.constexprs["PREFETCH"]  # the rule gathers one tile ahead: K and V loads before and inside the loop
-    assert k.ptx.count("ld.global.v4.b32") >= 5, k.ptx.count("ld.global.v4.b32")
+    assert not k.constexprs["PREFETCH"] and k.num_warps == spec.RULE_WARPS  # one-warp programs
+    assert k.ptx.count("ld.global.v4.b32") >= 3, k.ptx.count("ld.global.v4.b32")
     assert "st.global.v4.b32" in k.ptx
     usage = ptxas_usage(k.ptx, k.target)
     assert usage is not None and usage.spill_store_bytes == usage.spill_load_bytes == 0
-    assert usage.registers <= 128  # at least four programs of 4 warps share an SM
+    # below ptxas's cap of 255, where it would start spilling: eight or more one-warp programs per SM
+    assert usage.registers < 255
 
 
 #: The tensor-core instructions a product compiles to on sm_80 and later, per input dtype: "dot"

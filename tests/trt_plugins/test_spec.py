@@ -230,7 +230,7 @@ def test_rule_ignores_tuned_entries(monkeypatch: pytest.MonkeyPatch) -> None:
     tuned = spec.KernelConfig(tile_e=8, tiles=64, block_h=4, block_d=16)
     monkeypatch.setitem(spec.TUNED, (4, 16, "float32"), tuned)
     assert spec.rule_config(4, 16, "float32") != tuned
-    assert spec.rule_config(4, 16, "float32").num_warps == 4
+    assert spec.rule_config(4, 16, "float32").num_warps == spec.RULE_WARPS == 1
 
 
 @pytest.mark.parametrize(

@@ -319,7 +319,7 @@ def test_partials_aot_impl(fake_trt: Any, n: int | None, e: int | None) -> None:
     compiled = aot.compile_kernel("partials", "float16", H, D, 80, 0.5, True)
     assert name == "sga_partials" == compiled.kernel_name and ptx == compiled.ptx
     _ptx_header(ptx, name)
-    assert params.block_x.expr.value == compiled.threads_per_block == 128
+    assert params.block_x.expr.value == compiled.threads_per_block == 32 * spec.RULE_WARPS
     assert (params.block_y.expr.value, params.block_z.expr.value) == (1, 1)
     assert params.shared_mem.expr.value == compiled.shared_mem <= 48 * 1024
     assert (params.grid_y.expr.value, params.grid_z.expr.value) == (1, 1)
@@ -363,7 +363,7 @@ def test_combine_aot_impl(fake_trt: Any, n: int | None, e: int | None) -> None:
     compiled = aot.compile_kernel("combine", "float16", H, D, 80)
     assert name == "sga_combine" == compiled.kernel_name and ptx == compiled.ptx
     _ptx_header(ptx, name)
-    assert params.block_x.expr.value == compiled.threads_per_block == 128
+    assert params.block_x.expr.value == compiled.threads_per_block == 32 * spec.COMBINE_WARPS
     assert params.shared_mem.expr.value == compiled.shared_mem <= 48 * 1024
     assert (params.grid_y.expr.value, params.grid_z.expr.value) == (H, 1)
     assert len(extra) == 2
