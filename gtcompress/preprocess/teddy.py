@@ -21,7 +21,9 @@ Removal rules:
 * on a symmetric edge list (every ``(i, j)`` has its ``(j, i)``, the usual undirected storage) the
   unit is the unordered pair: both directions (and any duplicates) stay or go together, so the
   result stays undirected, and the ratio counts distinct pairs; otherwise every edge instance is a
-  unit. Ties are broken by position (stable sort), so the result is deterministic.
+  unit. With ``per_graph`` this is decided for each graph of a union, so a graph keeps the same
+  edges alone or batched with directed graphs. Ties are broken by position (stable sort), so the
+  result is deterministic.
 
 The same function runs at training time (dataset transform,
 :class:`gtcompress.compress.teddy.TeddyEdges`) and on every incoming graph of a deployed model, so
@@ -58,18 +60,22 @@ def teddy_edge_scores(edge_index: np.ndarray, num_nodes: int) -> np.ndarray:
     return node[ei[0]] * node[ei[1]]
 
 
-def _is_symmetric(ei: np.ndarray, n: int) -> tuple[bool, np.ndarray]:
-    """Whether every edge has its reverse (with the same multiplicity), and for each edge the
-    canonical key of its unordered pair."""
-    src, dst = ei[0], ei[1]
-    fwd = src * n + dst
-    lo, hi = np.minimum(src, dst), np.maximum(src, dst)
-    pair = lo * n + hi
-    rev = dst * n + src
-    a, ca = np.unique(fwd, return_counts=True)
-    b, cb = np.unique(rev, return_counts=True)
-    sym = a.shape == b.shape and bool(np.array_equal(a, b) and np.array_equal(ca, cb))
-    return sym, pair
+def _symmetric_graphs(ei: np.ndarray, n: int, gid: np.ndarray, num_graphs: int) -> np.ndarray:
+    """Boolean ``[num_graphs]``: which graphs of a disjoint union have a symmetric edge list.
+
+    Decided per graph, not for the union, so a graph is sparsified the same whether it comes alone
+    or batched with directed graphs (the server sparsifies a whole multi-graph request at once,
+    training one graph at a time). Vectorised: an edge ``(i, j)`` is unmatched when ``(i, j)`` and
+    ``(j, i)`` occur a different number of times; a graph is symmetric when none of its edges is
+    unmatched. ``gid`` is the graph of every edge."""
+    fwd = ei[0] * n + ei[1]
+    rev = ei[1] * n + ei[0]
+    keys, counts = np.unique(fwd, return_counts=True)
+    at = np.minimum(np.searchsorted(keys, rev), keys.shape[0] - 1)
+    rev_count = np.where(keys[at] == rev, counts[at], 0)
+    fwd_count = counts[np.searchsorted(keys, fwd)]
+    unmatched = fwd_count != rev_count
+    return np.bincount(gid[unmatched], minlength=num_graphs) == 0
 
 
 def teddy_keep_mask(
@@ -83,7 +89,9 @@ def teddy_keep_mask(
     """Boolean ``[E]``: which edges survive removing the lowest-scoring ``ratio`` of non-loop edges.
 
     ``batch`` (sorted graph id per node) defines the graphs for ``per_graph``; ``undirected=None``
-    detects a symmetric edge list and then removes pairs (both directions) together.
+    detects a symmetric edge list and then removes pairs (both directions) together. With
+    ``per_graph`` and a ``batch`` the detection is per graph, so every graph of a union keeps
+    exactly the edges it keeps alone; otherwise it is one decision for the whole edge list.
     """
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"edge removal ratio must lie in [0, 1], got {ratio}")
@@ -94,37 +102,42 @@ def teddy_keep_mask(
         return keep
     score = teddy_edge_scores(ei, num_nodes)
     loop = ei[0] == ei[1]
-    sym, pair = _is_symmetric(ei, max(num_nodes, 1))
-    if undirected is None:
-        undirected = sym
-    # Units: one per non-loop edge, or one per unordered pair (first occurrence) when undirected.
-    cand = np.flatnonzero(~loop)
-    if undirected:
-        _, first = np.unique(pair[cand], return_index=True)
-        cand = cand[np.sort(first)]
-    if batch is None or not per_graph:
-        groups = [cand]
-    else:
+    n = max(num_nodes, 1)
+    grouped = batch is not None and per_graph
+    if grouped:
         b = np.asarray(batch, dtype=np.int64)
-        gid = b[ei[0, cand]]
-        order = np.argsort(gid, kind="stable")
+        gid = b[ei[0]]  # graph of every edge (a disjoint union: its source's graph)
         num_graphs = int(b.max()) + 1 if b.size else 1
-        bounds = np.searchsorted(gid[order], np.arange(num_graphs + 1))
-        groups = [cand[order[bounds[g] : bounds[g + 1]]] for g in range(num_graphs)]
-    drop_units = []
-    for units in groups:
-        n_drop = int(np.floor(ratio * units.shape[0] + 0.5))
-        if n_drop:
-            ranked = units[np.argsort(score[units], kind="stable")]
-            drop_units.append(ranked[:n_drop])
-    if not drop_units:
-        return keep
-    dropped = np.concatenate(drop_units)
-    if undirected:
-        gone = np.isin(pair, pair[dropped]) & ~loop
     else:
-        gone = np.zeros(e, dtype=bool)
-        gone[dropped] = True
+        gid = np.zeros(e, dtype=np.int64)
+        num_graphs = 1
+    pair = np.minimum(ei[0], ei[1]) * n + np.maximum(ei[0], ei[1])  # key of the unordered pair
+    # Whether each edge's graph is undirected: detected per graph (one graph, or each of a union).
+    detected = undirected is None
+    und_edge = _symmetric_graphs(ei, n, gid, num_graphs)[gid] if detected else np.full(e, bool(undirected))
+    # Units: one per non-loop edge of a directed graph, one per unordered pair (its first
+    # occurrence) of an undirected one. Pair keys of different graphs never collide (disjoint ids).
+    directed_units = np.flatnonzero(~loop & ~und_edge)
+    pair_edges = np.flatnonzero(~loop & und_edge)
+    _, first = np.unique(pair[pair_edges], return_index=True)
+    cand = np.sort(np.concatenate([directed_units, pair_edges[first]]))
+    # Rank within each graph by score, ties by position (lexsort is stable), and drop the first
+    # round(ratio · units) of every graph: one sort for the whole batch, no loop over graphs.
+    cg = gid[cand]
+    ranked = cand[np.lexsort((score[cand], cg))]
+    rg = gid[ranked]
+    units = np.bincount(cg, minlength=num_graphs)
+    n_drop = np.floor(ratio * units + 0.5).astype(np.int64)
+    start = np.concatenate([[0], np.cumsum(units)[:-1]])
+    rank = np.arange(ranked.shape[0]) - start[rg]
+    dropped = ranked[rank < n_drop[rg]]
+    if dropped.size == 0:
+        return keep
+    gone = np.zeros(e, dtype=bool)
+    gone[dropped] = True
+    und_dropped = dropped[und_edge[dropped]]
+    if und_dropped.size:
+        gone |= np.isin(pair, pair[und_dropped]) & ~loop & und_edge
     keep[gone] = False
     return keep
 

@@ -86,6 +86,60 @@ def test_numpy_graph_without_batch() -> None:
     assert teddy_sparsify(g, 0.5).num_edges == 5
 
 
+def _edges(g: NumpyGraph, keep: np.ndarray | None = None) -> list[tuple[int, int]]:
+    ei = g.edge_index if keep is None else g.edge_index[:, keep]
+    return [tuple(p) for p in ei.T.tolist()]
+
+
+def test_per_graph_symmetry_is_decided_per_graph_not_for_the_batch() -> None:
+    # The audit's case: a symmetric path + triangle batched with one directed edge. Before, the
+    # directed graph made the whole union directed: A lost reverse edges (no longer undirected)
+    # and kept a different edge set than alone — a server batching requests answered differently.
+    und = [(0, 1), (1, 2), (2, 3), (1, 4), (2, 4)]
+    a = NumpyGraph(x=np.zeros((5, 1), np.float32), edge_index=np.array([p for i, j in und for p in ((i, j), (j, i))]).T)
+    b = NumpyGraph(x=np.zeros((2, 1), np.float32), edge_index=np.array([[0], [1]]))
+    alone = teddy_sparsify(a, 0.3)
+    assert sorted(_edges(alone)) == [(0, 1), (1, 0), (2, 3), (2, 4), (3, 2), (4, 2)]
+    u = teddy_sparsify(union_graphs([a, b]), 0.3)
+    in_a = u.batch[u.edge_index[0]] == 0
+    assert sorted(_edges(u, in_a)) == sorted(_edges(alone))
+    assert _edges(u, ~in_a) == [(5, 6)]  # round(0.3 · 1) = 0 edges go from the directed graph
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.3, 0.5, 0.8, 1.0])
+def test_every_graph_of_a_mixed_union_keeps_what_it_keeps_alone(ratio: float) -> None:
+    rng = np.random.default_rng(7)
+    graphs = []
+    for k in range(40):
+        n = int(rng.integers(1, 9))
+        ei = rng.integers(0, n, size=(2, int(rng.integers(0, 14))))
+        if k % 2:  # odd graphs undirected (both directions, shuffled), even ones directed
+            ei = np.concatenate([ei, ei[::-1]], axis=1)[:, rng.permutation(2 * ei.shape[1])]
+        graphs.append(NumpyGraph(x=np.zeros((n, 1), np.float32), edge_index=ei))
+    assert any(
+        not np.array_equal(
+            teddy_keep_mask(g.edge_index, g.num_nodes, 0.5, undirected=False),
+            teddy_keep_mask(g.edge_index, g.num_nodes, 0.5),
+        )
+        for g in graphs[1::2]
+    )
+    u = union_graphs(graphs)
+    keep = teddy_keep_mask(u.edge_index, u.num_nodes, ratio, u.batch)
+    start = 0
+    for g in graphs:
+        alone = teddy_keep_mask(g.edge_index, g.num_nodes, ratio, np.zeros(g.num_nodes, np.int64))
+        assert keep[start : start + g.num_edges].tolist() == alone.tolist()
+        start += g.num_edges
+    # whatever the order of the union, too
+    rev = union_graphs(graphs[::-1])
+    keep_rev = teddy_keep_mask(rev.edge_index, rev.num_nodes, ratio, rev.batch)
+    start = 0
+    for g in graphs[::-1]:
+        alone = teddy_keep_mask(g.edge_index, g.num_nodes, ratio)
+        assert keep_rev[start : start + g.num_edges].tolist() == alone.tolist()
+        start += g.num_edges
+
+
 def test_l0_projection_keeps_exactly_k() -> None:
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(7, 5)), torch.nn.Parameter(torch.randn(11))]
