@@ -134,6 +134,7 @@ class GraphBatch:
             edge_attr=None if self.edge_attr is None else self.edge_attr.detach().cpu().numpy(),
             batch=None if self.batch is None else self.batch.detach().cpu().numpy(),
             pe={k: v.detach().cpu().numpy() for k, v in self.pe.items()},
+            graphs=self.num_graphs,
         )
 
     @classmethod

@@ -22,6 +22,15 @@ class NumpyGraph:
     edge_attr: np.ndarray | None = None
     batch: np.ndarray | None = None
     pe: dict[str, np.ndarray] = field(default_factory=dict)
+    #: How many graphs, where ``batch`` cannot tell: graphs without nodes at the end of a union leave
+    #: no trace in it. ``None``: one past the last graph id in ``batch``.
+    graphs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.graphs is not None:
+            named = int(self.batch[-1]) + 1 if self.batch is not None and self.batch.size else 1
+            if self.graphs < named:
+                raise ValueError(f"graphs: {self.graphs} graphs, but the batch vector names {named}")
 
     @property
     def num_nodes(self) -> int:
@@ -33,6 +42,8 @@ class NumpyGraph:
 
     @property
     def num_graphs(self) -> int:
+        if self.graphs is not None:
+            return self.graphs
         if self.batch is None or self.batch.size == 0:
             return 1
         return int(self.batch[-1]) + 1
@@ -95,6 +106,7 @@ def union_graphs(graphs: Sequence[NumpyGraph], *, common_pe: bool = False) -> Nu
         edge_attr=edge_attr,
         batch=batch,
         pe={k: np.concatenate([g.pe[k] for g in graphs]) for k in sorted(pe_keys)},
+        graphs=int(b.sum()),  # a graph without nodes at the end leaves no id in batch
     )
 
 

@@ -155,4 +155,5 @@ def teddy_sparsify(graph: NumpyGraph, ratio: float, per_graph: bool = True) -> N
         edge_attr=None if graph.edge_attr is None else graph.edge_attr[keep],
         batch=graph.batch,
         pe=dict(graph.pe),
+        graphs=graph.graphs,
     )
