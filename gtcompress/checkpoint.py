@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gtcompress import __version__
-from gtcompress.errors import CheckpointError
+from gtcompress.errors import CheckpointError, ConfigError
 from gtcompress.io import pid_running
 from gtcompress.models.config import ModelConfig
 from gtcompress.models.model import GraphModel, build_model
@@ -185,6 +185,14 @@ def _recover_dead_saves(target: Path) -> None:
             _remove(leftover)
 
 
+def _json_kind(v: object) -> str:
+    """The JSON name of a parsed value's type, for messages about a hand-edited config.json."""
+    if v is None:
+        return "null"
+    kinds = {bool: "a boolean", dict: "an object", list: "an array", str: "a string", int: "a number"}
+    return kinds.get(type(v), "a number")
+
+
 def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The parsed ``config.json`` of a checkpoint directory (validated, weights not loaded)."""
     root = Path(path)
@@ -200,13 +208,27 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not cfg_path.is_file():
         raise CheckpointError(f"{cfg_path}: missing (a checkpoint is a directory with {CONFIG} and {WEIGHTS})")
     try:
-        doc = json.loads(cfg_path.read_text())
+        raw = cfg_path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{cfg_path}: unreadable ({e.strerror or e})") from e
+    # JSON is UTF-8 (RFC 8259); decode explicitly so a binary or mis-encoded file is named, not a
+    # UnicodeDecodeError from the locale's codec.
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{cfg_path}: not valid JSON (not UTF-8 text: {e})") from e
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from e
+    if not isinstance(doc, dict):
+        raise CheckpointError(
+            f"{cfg_path}: not a gtcompress checkpoint (expected a JSON object, got {_json_kind(doc)})"
+        )
     if doc.get("format") != FORMAT:
         raise CheckpointError(f"{cfg_path}: not a gtcompress checkpoint (format={doc.get('format')!r})")
     if "model" not in doc:
         raise CheckpointError(f"{cfg_path}: has no 'model' section")
+    if not isinstance(doc["model"], dict):
+        raise CheckpointError(f"{cfg_path}: the 'model' section must be a JSON object, got {_json_kind(doc['model'])}")
     doc["_root"] = str(root)
     return doc
 
@@ -230,7 +252,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[GraphModel, dict[str,
         raise CheckpointError(f"{weights}: SHA-256 does not match {root / CONFIG} (weights from another run?)")
     try:
         config = ModelConfig.from_dict(doc["model"])
-    except (TypeError, ValueError) as e:
+    except (ConfigError, TypeError, ValueError) as e:  # ConfigError: a field out of range
         raise CheckpointError(f"{root / CONFIG}: invalid model config ({e})") from e
     model = build_model(config)
     check_state_dict(model, state, str(weights))

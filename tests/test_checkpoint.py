@@ -112,6 +112,59 @@ def test_bad_checkpoint_directories(tmp_path, setup, match: str) -> None:
         load_checkpoint(p)
 
 
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        # before: a raw UnicodeDecodeError / AttributeError ('list' object has no attribute 'get')
+        (
+            b"\xff\xfe\x00garbage\x9c",
+            r"ckpt/config\.json: not valid JSON \(not UTF-8 text: 'utf-8' codec can't decode byte 0xff",
+        ),
+        (b"[1, 2]", r"ckpt/config\.json: not a gtcompress checkpoint \(expected a JSON object, got an array\)$"),
+        (b'"gtcompress"', r"ckpt/config\.json: not a gtcompress checkpoint \(expected a JSON object, got a string\)$"),
+        (
+            b'{"format": "gtcompress-checkpoint", "model": [1]}',
+            r"ckpt/config\.json: the 'model' section must be a JSON object, got an array$",
+        ),
+    ],
+)
+def test_config_json_that_is_not_a_json_object_is_named(tmp_path, content: bytes, match: str) -> None:
+    path = save_checkpoint(tmp_path / "ckpt", _model())
+    (path / "config.json").write_bytes(content)
+    with pytest.raises(CheckpointError, match=match):
+        read_checkpoint_meta(path)
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        # before: ZeroDivisionError from hidden % heads, escaping load_checkpoint
+        ("heads", 0, r"invalid model config \(heads must be a positive integer, got 0\)$"),
+        ("hidden", -16, r"invalid model config \(hidden must be a positive integer, got -16\)$"),
+        ("out_dim", 0, r"invalid model config \(out_dim must be a positive integer, got 0\)$"),
+        ("head_layers", 0, r"invalid model config \(head_layers must be a positive integer, got 0\)$"),
+        ("hidden", "16", r"invalid model config \(hidden must be a positive integer, got '16'\)$"),
+        ("dropout", 1.5, r"invalid model config \(dropout must be a probability in \[0, 1\], got 1\.5\)$"),
+        (
+            "node_features",
+            {"kind": "float"},
+            r"invalid model config \(node_features: \{'kind': 'float'\} is not a valid FeatureSpec \(.*'dim'\)\)$",
+        ),
+    ],
+)
+def test_out_of_range_model_config_is_a_checkpoint_error(tmp_path, field: str, value, match: str) -> None:
+    path = save_checkpoint(tmp_path / "ckpt", _model())
+    doc = json.loads((path / "config.json").read_text())
+    doc["model"][field] = value
+    if field == "heads":
+        doc["model"]["head_dim"] = 0  # derived again: hidden // heads
+    (path / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match=r"ckpt/config\.json: " + match):
+        load_checkpoint(path)
+
+
 def test_meta_copied_from_a_parent_cannot_override_reserved_keys(tmp_path) -> None:
     parent = save_checkpoint(tmp_path / "parent", _model())
     _, meta = load_checkpoint(parent)

@@ -8,12 +8,53 @@ per layer, how many attention heads remain (0 = attention sublayer removed), the
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from numbers import Integral, Real
 from typing import Any
 
 from gtcompress.data.base import DatasetInfo, FeatureSpec
 from gtcompress.errors import ConfigError
 
 ARCHS = ("gt", "gps", "graphormer")
+
+# Integer fields and the least value that builds a model. A config read from a checkpoint's
+# config.json or a CLI option can hold anything; a zero or negative size must be a ConfigError
+# naming the field here, not a ZeroDivisionError, an empty layer stack or a torch error later.
+_MIN_INT = {
+    "out_dim": 1,
+    "hidden": 1,
+    "heads": 1,  # the default per-layer head count and hidden // heads; 0 heads is a LayerSpec matter
+    "head_dim": 0,  # 0 → hidden // heads
+    "ffn_dim": 0,  # 0 → 2 * hidden
+    "gine_edge_dim": 0,
+    "pe_dim": 0,
+    "head_layers": 1,
+    "max_spd": 0,
+    "max_degree": 0,
+    "attention_topk": 0,
+}
+
+
+def _nested(cls: type, name: str, value: Any) -> Any:
+    """``cls(**value)`` for a dict read from JSON, with a missing or unknown key reported as a
+    ConfigError naming the field (not a TypeError about ``__init__`` arguments)."""
+    if not isinstance(value, dict):
+        return value
+    try:
+        return cls(**value)
+    except TypeError as e:
+        raise ConfigError(f"{name}: {value!r} is not a valid {cls.__name__} ({e})") from e
+    except ValueError as e:
+        raise ConfigError(f"{name}: {e}") from e
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, Integral) and not isinstance(v, bool)
+
+
+def _check_int(name: str, v: object, least: int) -> None:
+    if not _is_int(v) or v < least:  # type: ignore[operator]
+        want = "a positive integer" if least == 1 else f"an integer >= {least}"
+        raise ConfigError(f"{name} must be {want}, got {v!r}")
 
 
 @dataclass
@@ -55,11 +96,12 @@ class ModelConfig:
     layers: list[LayerSpec] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if isinstance(self.node_features, dict):
-            self.node_features = FeatureSpec(**self.node_features)
-        if isinstance(self.edge_features, dict):
-            self.edge_features = FeatureSpec(**self.edge_features)
-        self.layers = [LayerSpec(**s) if isinstance(s, dict) else s for s in self.layers]
+        self.node_features = _nested(FeatureSpec, "node_features", self.node_features)
+        self.edge_features = _nested(FeatureSpec, "edge_features", self.edge_features)
+        if not isinstance(self.layers, list):
+            raise ConfigError(f"layers must be a list of per-layer specs, got {self.layers!r}")
+        self.layers = [_nested(LayerSpec, f"layers[{i}]", s) for i, s in enumerate(self.layers)]
+        self._check_values()
         if self.arch not in ARCHS:
             raise ConfigError(f"unknown arch {self.arch!r}; expected one of {', '.join(ARCHS)}")
         if self.task_level not in ("node", "graph"):
@@ -87,6 +129,44 @@ class ModelConfig:
         if not self.layers:
             self.layers = [LayerSpec(self.heads, self.ffn_dim) for _ in range(self.num_layers)]
         self.num_layers = len(self.layers)
+
+    def _check_values(self) -> None:
+        """Types and ranges of the numeric fields, checked before any arithmetic uses them."""
+        for name, least in _MIN_INT.items():
+            _check_int(name, getattr(self, name), least)
+        if not self.layers:  # with explicit layers, num_layers is their count
+            _check_int("num_layers", self.num_layers, 1)
+        for name in ("dropout", "attn_dropout"):
+            p = getattr(self, name)
+            if not isinstance(p, Real) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
+                raise ConfigError(f"{name} must be a probability in [0, 1], got {p!r}")
+        for name in ("node_features", "edge_features"):
+            spec = getattr(self, name)
+            if spec is None and name == "edge_features":
+                continue
+            if not isinstance(spec, FeatureSpec):
+                raise ConfigError(f"{name} must be a feature spec ({{'kind': ..., 'dim': ...}}), got {spec!r}")
+            if spec.kind not in ("categorical", "float"):
+                raise ConfigError(f"{name}.kind must be 'categorical' or 'float', got {spec.kind!r}")
+            _check_int(f"{name}.dim", spec.dim, 1)
+            if not isinstance(spec.cardinalities, list):
+                raise ConfigError(f"{name}.cardinalities must be a list, got {spec.cardinalities!r}")
+            for c in spec.cardinalities:
+                _check_int(f"{name}.cardinalities", c, 1)
+        if not isinstance(self.pe, dict):
+            raise ConfigError(f"pe must map a PE kind to its dimension (e.g. {{'lap': 8}}), got {self.pe!r}")
+        for kind, dim in self.pe.items():
+            _check_int(f"pe[{kind!r}]", dim, 1)
+        for i, spec in enumerate(self.layers):
+            if not isinstance(spec, LayerSpec):
+                raise ConfigError(
+                    f"layers[{i}] must be {{'heads': ..., 'ffn_dim': ..., 'token_keep': ...}}, got {spec!r}"
+                )
+            _check_int(f"layers[{i}].heads", spec.heads, 0)
+            _check_int(f"layers[{i}].ffn_dim", spec.ffn_dim, 0)
+            keep = spec.token_keep
+            if not isinstance(keep, Real) or isinstance(keep, bool) or not 0.0 < keep <= 1.0:
+                raise ConfigError(f"layers[{i}].token_keep must lie in (0, 1], got {keep!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from gtcompress.data.base import DatasetInfo, FeatureSpec
+from gtcompress.errors import ConfigError
 from gtcompress.graph import GraphBatch, collate
 from gtcompress.models import LayerSpec, ModelConfig, build_model
 from gtcompress.models.model import shortest_path_bins
@@ -105,6 +106,54 @@ def test_config_errors_are_specific() -> None:
     cfg = ModelConfig(arch="gt", node_features=NODE, out_dim=2, pe={"lap": 4})
     with pytest.raises(ValueError, match="expects positional encoding 'lap'"):
         build_model(cfg)(_graphs(1, 0)[0])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"heads": 0}, "heads must be a positive integer, got 0"),  # before: ZeroDivisionError
+        ({"heads": 0, "head_dim": 8}, "heads must be a positive integer, got 0"),  # before: silently no attention
+        ({"hidden": 0}, "hidden must be a positive integer, got 0"),
+        ({"out_dim": -1}, "out_dim must be a positive integer, got -1"),
+        ({"head_layers": 0}, "head_layers must be a positive integer, got 0"),
+        ({"num_layers": 0}, "num_layers must be a positive integer, got 0"),  # before: a model without layers
+        ({"num_layers": 2.5}, "num_layers must be a positive integer, got 2.5"),
+        ({"head_dim": -4}, "head_dim must be an integer >= 0, got -4"),
+        ({"ffn_dim": -1}, "ffn_dim must be an integer >= 0, got -1"),
+        ({"max_spd": -2}, "max_spd must be an integer >= 0, got -2"),
+        ({"max_degree": -1}, "max_degree must be an integer >= 0, got -1"),
+        ({"hidden": True}, "hidden must be a positive integer, got True"),
+        ({"attn_dropout": -0.1}, "attn_dropout must be a probability in [0, 1], got -0.1"),
+        ({"pe": {"lap": 0}}, "pe['lap'] must be a positive integer, got 0"),
+        ({"node_features": FeatureSpec("float", 0)}, "node_features.dim must be a positive integer, got 0"),
+        (
+            {"node_features": {"kind": "float", "dim": 1, "cardinalities": 5}},
+            "node_features.cardinalities must be a list, got 5",
+        ),
+        (
+            {"edge_features": {"kind": "categorical", "dim": 1, "cardinalities": [0]}},
+            "edge_features.cardinalities must be a positive integer, got 0",
+        ),
+        ({"layers": [{"heads": -1, "ffn_dim": 8}]}, "layers[0].heads must be an integer >= 0, got -1"),
+        (
+            {"layers": [{"heads": 1, "ffn_dim": 8, "token_keep": 0.0}]},
+            "layers[0].token_keep must lie in (0, 1], got 0.0",
+        ),
+        ({"layers": [{"heads": 1}]}, "layers[0]: {'heads': 1} is not a valid LayerSpec ("),
+    ],
+)
+def test_sizes_out_of_range_are_config_errors(overrides: dict, message: str) -> None:
+    kw = {"arch": "gt", "node_features": NODE, "out_dim": 2, "hidden": 16, "heads": 2, **overrides}
+    with pytest.raises(ConfigError) as e:
+        ModelConfig(**kw)
+    assert str(e.value).startswith(message) and (message.endswith("(") or str(e.value) == message)
+
+
+def test_a_saved_config_still_validates() -> None:
+    layers = [LayerSpec(heads=2, ffn_dim=8), LayerSpec(heads=0, ffn_dim=0, token_keep=1.0)]
+    cfg = ModelConfig(arch="gps", node_features=NODE, edge_features=EDGE, out_dim=2, hidden=16, heads=4, layers=layers)
+    again = ModelConfig.from_dict(cfg.to_dict())
+    assert again == cfg and again.num_layers == 2
 
 
 def test_shortest_path_bins_on_a_path() -> None:
