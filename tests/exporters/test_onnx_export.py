@@ -326,3 +326,40 @@ def test_token_pruned_models_export_with_ties(tmp_path, arch: str) -> None:
     if arch == "gt":
         with pytest.raises(ConfigError, match="token-pruned model exports with the 'dense' lowering only"):
             export_onnx(model, tmp_path / "n.onnx", "plugin")
+
+
+def _tiny_onnx_bytes() -> bytes:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [x])
+    graph.output[0].name = "y"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    helper.set_model_props(model, {"input_spec": "{}"})
+    return model.SerializeToString()
+
+
+def test_read_metadata_names_a_bad_file_instead_of_a_protobuf_error(tmp_path) -> None:
+    """Before: a truncated or non-ONNX file raised google.protobuf DecodeError without the path."""
+    from gtcompress.errors import ModelFileError
+
+    data = _tiny_onnx_bytes()
+    good = tmp_path / "good.onnx"
+    good.write_bytes(data)
+    assert read_metadata(good) == {"input_spec": "{}"}
+    cases = {
+        "trunc.onnx": (data[:-3], "not a valid ONNX model (protobuf decode failed: Error parsing message"),
+        "junk.onnx": (b"\xff" * 15, "not a valid ONNX model (protobuf decode failed: Error parsing message"),
+        "empty.onnx": (b"", "not a valid ONNX model (the file is empty)"),
+        # cut after the first field: decodes, but to a model with no graph (and no metadata)
+        "head.onnx": (data[:2], "not a valid ONNX model (it holds no graph; truncated?)"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ModelFileError) as e:
+            read_metadata(tmp_path / name)
+        assert str(e.value).startswith(f"{tmp_path / name}: {message}"), name
+    with pytest.raises(ModelFileError, match=re.escape(f"{tmp_path / 'missing.onnx'}: file does not exist")):
+        read_metadata(tmp_path / "missing.onnx")
+    with pytest.raises(ModelFileError, match=re.escape(f"{tmp_path}: is a directory, not an ONNX file")):
+        read_metadata(tmp_path)
