@@ -48,9 +48,10 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from exporters.onnx_file import load_model_proto
 from exporters.opsupport import tensorrt_problems
 from gtcompress import __version__
-from gtcompress.errors import ConfigError, GTCompressError, ModelFileError
+from gtcompress.errors import ConfigError, GTCompressError
 from gtcompress.models.model import GraphModel
 from gtcompress.preprocess.batching import NumpyGraph
 from gtcompress.preprocess.inputs import build_inputs
@@ -391,33 +392,9 @@ def verify_parity(
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """``metadata_props`` of an ONNX file, without loading its external weights.
-
-    Its callers (``gtc measure``, serving) take the file from the user, so every way it can be
-    wrong is one :class:`ModelFileError` naming it, not a protobuf ``DecodeError`` without a path:
-    missing, a directory, unreadable, empty, not protobuf or cut short, or decoding to something
-    that is not a model (no graph or no operator set: what a file cut between two fields decodes
-    to, and then its metadata would be silently missing too)."""
-    from google.protobuf.message import DecodeError
-
-    p = Path(path)
-    if not p.exists():
-        raise ModelFileError(f"{p}: file does not exist")
-    if p.is_dir():
-        raise ModelFileError(f"{p}: is a directory, not an ONNX file")
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise ModelFileError(f"{p}: cannot be read ({e.strerror or e})") from None
-    if not data:
-        raise ModelFileError(f"{p}: not a valid ONNX model (the file is empty)")
-    try:
-        proto = onnx.load_model_from_string(data)
-    except DecodeError as e:
-        raise ModelFileError(f"{p}: not a valid ONNX model (protobuf decode failed: {e})") from None
-    if not proto.HasField("graph") or not proto.graph.node or not proto.opset_import:
-        raise ModelFileError(f"{p}: not a valid ONNX model (it holds no graph; truncated?)")
-    return {prop.key: prop.value for prop in proto.metadata_props}
+    """``metadata_props`` of an ONNX file, without loading its external weights; a file that is not
+    a whole ONNX model is a :class:`ModelFileError` naming it (:func:`load_model_proto`)."""
+    return {prop.key: prop.value for prop in load_model_proto(path).metadata_props}
 
 
 def _plugin_translations() -> dict[Any, Any]:

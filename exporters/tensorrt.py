@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporters.onnx_file import load_model_proto
 from exporters.triton_repo import input_dims
 from gtcompress.errors import ConfigError, ModelFileError
 from gtcompress.preprocess.inputs import layout_input_base
@@ -68,32 +69,14 @@ def optimisation_profile(
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:
-    """``metadata_props`` of an ONNX file that is checked to be a complete model, weights not loaded.
-
-    Every way the file can be wrong is one :class:`ModelFileError` naming it: missing, a directory,
-    unreadable, empty, not protobuf or cut short (a decode error), or decoding to something that is
-    not a model (no graph, no operator set: what a file cut between two fields decodes to). Checked
-    before TensorRT is even imported, so that a bad file is reported as such on every machine."""
+    """``metadata_props`` of an ONNX file that is checked to be a complete model, weights not loaded:
+    every way the file can be wrong is one :class:`ModelFileError` naming it
+    (:func:`~exporters.onnx_file.load_model_proto`, then ONNX's checker), before TensorRT is even
+    imported, so that a bad file is reported as such on every machine."""
     import onnx
-    from google.protobuf.message import DecodeError
 
     p = Path(path)
-    if not p.exists():
-        raise ModelFileError(f"{p}: file does not exist")
-    if p.is_dir():
-        raise ModelFileError(f"{p}: is a directory, not an ONNX file")
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise ModelFileError(f"{p}: cannot be read ({e.strerror or e})") from None
-    if not data:
-        raise ModelFileError(f"{p}: not a valid ONNX model (the file is empty)")
-    try:
-        proto = onnx.load_model_from_string(data)
-    except DecodeError as e:
-        raise ModelFileError(f"{p}: not a valid ONNX model (protobuf decode failed: {e})") from None
-    if not proto.HasField("graph") or not proto.graph.node:
-        raise ModelFileError(f"{p}: not a valid ONNX model (it holds no graph)")
+    proto = load_model_proto(p)
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
     try:  # by path when weights live in other files: the checker then looks for those too
         onnx.checker.check_model(str(p) if external else proto)
