@@ -14,6 +14,7 @@ from gtcompress.graph import GraphBatch, collate
 from gtcompress.models import ModelConfig, build_model
 from gtcompress.preprocess import NumpyGraph, union_graphs
 from gtcompress.preprocess.inputs import build_inputs
+from gtcompress.preprocess.spec import InputSpec
 from gtcompress.preprocess.teddy import teddy_sparsify
 from runtime.torch_backend import forward
 
@@ -39,7 +40,9 @@ def test_a_union_counts_graphs_without_nodes(sizes: tuple[int, ...]) -> None:
 
 def test_a_graph_level_model_answers_every_graph_sent() -> None:
     torch.manual_seed(0)
-    cfg = ModelConfig(arch="gt", node_features=FeatureSpec("float", 5), out_dim=3, task_level="graph", hidden=16, heads=2)
+    cfg = ModelConfig(
+        arch="gt", node_features=FeatureSpec("float", 5), out_dim=3, task_level="graph", hidden=16, heads=2
+    )
     model = build_model(cfg).eval()
     graphs = [_g(4, 8, 0), _g(3, 6, 1), _g(0, 0, 2)]
     spec = input_spec(model, "scatter")
@@ -56,7 +59,7 @@ def test_a_count_below_the_batch_vector_is_refused() -> None:
         NumpyGraph(np.zeros((2, 5), np.float32), np.zeros((2, 0), np.int64), batch=np.array([0, 1]), graphs=1)
 
 
-def _spec():  # noqa: ANN202  (the exporter's InputSpec)
+def _spec() -> InputSpec:
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch="gt", node_features=FeatureSpec("float", 5), out_dim=2, hidden=8, heads=2))
     return input_spec(model.eval(), "scatter")
