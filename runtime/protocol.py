@@ -3,8 +3,9 @@
 Request body: a JSON object, optionally followed by raw tensor bytes. With binary data the HTTP
 header ``Inference-Header-Content-Length`` gives the JSON's byte length; every binary input carries
 ``"parameters": {"binary_data_size": n}`` and its bytes follow in input order, little-endian,
-row-major (BOOL one byte per element, BYTES a 4-byte length before each element). An input
-without that parameter carries ``"data"`` (flat or nested, row-major).
+row-major, BOOL one byte per element. An input without that parameter carries ``"data"``: flat
+row-major, or nested exactly as its ``shape``. BYTES and BF16 are refused before their data is read
+(no exported model takes them, and BYTES would cost a Python object per element).
 
 Response: outputs are binary when the request's output entry asks ``"binary_data": true`` or the
 request parameters say ``"binary_data_output": true`` (what ``tritonclient.http`` sends by
@@ -15,10 +16,10 @@ default); the response then carries ``Inference-Header-Content-Length`` too. Err
 from __future__ import annotations
 
 import json
-import math
-import struct
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,13 @@ from runtime.spec import KSERVE_TO_NUMPY, NUMPY_TO_KSERVE
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 KNOWN_DATATYPES = frozenset((*KSERVE_TO_NUMPY, "BYTES", "BF16"))
+#: numpy's most dimensions (NPY_MAXDIMS of numpy 1.x): a longer shape is refused before any arithmetic
+#: on it, since the product of 100,000 large dimensions takes seconds and holds the GIL.
+MAX_DIMS = 32
+INT64_MAX = 2**63 - 1
+#: Called with each input's name and datatype before its data is decoded (the server checks them
+#: against the model there, so a tensor the model cannot take costs nothing to refuse).
+InputCheck = Callable[[str, str], None]
 _WIRE_DTYPES = {k: np.dtype(v).newbyteorder("<") for k, v in KSERVE_TO_NUMPY.items()}  # little-endian on the wire
 
 
@@ -87,25 +95,46 @@ def decode_body(body: bytes, content_encoding: str | None, limit: int | None = N
     return decoder.finish()
 
 
-def _bytes_tensor(buf: memoryview, count: int, name: str) -> np.ndarray:
-    out, pos = [], 0
-    for _ in range(count):
-        if pos + 4 > len(buf):
-            raise ProtocolError(f"input '{name}': BYTES binary data ends inside an element length")
-        (n,) = struct.unpack_from("<I", buf, pos)
-        pos += 4
-        if pos + n > len(buf):
-            raise ProtocolError(f"input '{name}': BYTES element of {n} bytes runs past its binary data")
-        out.append(bytes(buf[pos : pos + n]))
-        pos += n
-    if pos != len(buf):
-        raise ProtocolError(f"input '{name}': {len(buf) - pos} bytes left after its {count} BYTES elements")
-    return np.array(out, dtype=np.object_)
+def _element_count(shape: Any, name: str) -> int:
+    """The element count of a declared shape, checked before any arithmetic: at most :data:`MAX_DIMS`
+    non-negative integer dimensions, each and their product (zeros aside, as numpy counts) within
+    int64. Unchecked, a huge dimension made a bignum whose formatting raised (a 500), and a long
+    shape stalled the whole server in ``math.prod``."""
+    if type(shape) is not list:
+        raise ProtocolError(f"input '{name}': 'shape' must be a list of integers, got {shape!r:.200}")
+    if len(shape) > MAX_DIMS:
+        raise ProtocolError(f"input '{name}': 'shape' has {len(shape)} dimensions, more than the {MAX_DIMS} allowed")
+    for i, d in enumerate(shape):
+        if type(d) is not int:  # bool is no int here
+            raise ProtocolError(f"input '{name}': 'shape' must be a list of integers, got {shape!r:.200}")
+        if d < 0:
+            raise ProtocolError(f"input '{name}': negative dimension in shape {shape}")
+        if d > INT64_MAX:
+            raise ProtocolError(f"input '{name}': dimension {i} of 'shape' is larger than 2**63-1 ({INT64_MAX})")
+    count, nonzero = 1, 1
+    for d in shape:
+        count *= d
+        nonzero *= d or 1
+        if nonzero > INT64_MAX:  # at most 32 factors below 2**63 each: cheap, and refused at once
+            raise ProtocolError(f"input '{name}': shape {shape} is not a valid array shape")
+    return count
 
 
-def _json_data(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
-    if datatype in ("BYTES", "BF16"):
-        raise ProtocolError(f"input '{name}': datatype {datatype} is not supported in JSON by this server")
+def _leaf_types(data: Any, ndim: int) -> set[type]:
+    """The Python types of a rectangular JSON ``data`` array's numbers (``ndim`` levels deep), which
+    numpy's dtype hides: true/false next to numbers become 1/0, and integers past int64 make a float
+    array. Level by level, in C loops."""
+    if not ndim:
+        return {type(data)}
+    items = data
+    for _ in range(ndim - 1):
+        items = list(chain.from_iterable(items))
+    return set(map(type, items))
+
+
+def _json_data(data: Any, datatype: str, shape: list[int], count: int, name: str) -> np.ndarray:
+    """JSON ``data`` as a flat array of ``datatype``: numbers only (true/false only for BOOL, never
+    numpy's silent 1/0), within the datatype's range (never wrapped), flat or nested exactly as ``shape``."""
     target = np.dtype(KSERVE_TO_NUMPY[datatype])
     try:
         arr = np.asarray(data)
@@ -113,20 +142,46 @@ def _json_data(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
         raise ProtocolError(f"input '{name}': 'data' is not a rectangular array of numbers ({e})") from None
     if arr.size and arr.dtype.kind not in "biuf":
         raise ProtocolError(f"input '{name}': 'data' must hold numbers (or true/false for BOOL)")
-    if arr.size and target.kind in "iu" and arr.dtype.kind == "f":
-        raise ProtocolError(f"input '{name}': datatype {datatype} needs integers in 'data', got non-integers")
     if arr.size and target.kind == "b" and arr.dtype.kind != "b":
         raise ProtocolError(f"input '{name}': datatype BOOL needs true/false in 'data'")
+    if arr.size and target.kind != "b":
+        leaves = _leaf_types(data, arr.ndim)
+        if bool in leaves:
+            raise ProtocolError(f"input '{name}': datatype {datatype} needs numbers in 'data', got true/false")
+        if target.kind in "iu" and arr.dtype.kind == "f":
+            if float in leaves:
+                raise ProtocolError(f"input '{name}': datatype {datatype} needs integers in 'data', got non-integers")
+            raise ProtocolError(f"input '{name}': a value does not fit {datatype}")  # ints past int64 and uint64
+    if arr.ndim > 1 and list(arr.shape) != shape:  # nested: a 3x2 array is no [2, 3] tensor
+        raise ProtocolError(
+            f"input '{name}': nested 'data' has shape {list(arr.shape)} but 'shape' is {shape}; "
+            "nest it as the shape or send it flat"
+        )
     if arr.size != count:
         raise ProtocolError(f"input '{name}': 'data' has {arr.size} elements but shape needs {count}")
+    if arr.size and arr.dtype.kind in "iu" and target.kind in "iu":  # astype would wrap 2**64-1 to -1 silently
+        info = np.iinfo(target)
+        if int(arr.min()) < info.min or int(arr.max()) > info.max:  # Python ints: exact at 2**63
+            raise ProtocolError(f"input '{name}': a value does not fit {datatype}")
     try:
         return arr.astype(target, copy=False).reshape(-1)
     except OverflowError:
         raise ProtocolError(f"input '{name}': a value does not fit {datatype}") from None
 
 
-def parse_infer_request(body: bytes | bytearray, header_length: str | None = None) -> InferRequest:
-    """Decode a (decompressed) request body; every problem is a :class:`ProtocolError` naming its input."""
+def _flag(value: Any, what: str) -> bool:
+    """A JSON boolean parameter: ``bool("false")`` is True, so anything but true/false is refused."""
+    if type(value) is not bool:
+        raise ProtocolError(f"{what} must be true or false, got {value!r:.80}")
+    return value
+
+
+def parse_infer_request(
+    body: bytes | bytearray, header_length: str | None = None, check: InputCheck | None = None
+) -> InferRequest:
+    """Decode a (decompressed) request body; every problem is a :class:`ProtocolError` naming its input.
+
+    ``check`` sees each input's name and datatype before its data is decoded (see :data:`InputCheck`)."""
     if header_length is not None:
         try:
             hl = int(header_length)
@@ -141,13 +196,17 @@ def parse_infer_request(body: bytes | bytearray, header_length: str | None = Non
         req = _loads(head)
     except RecursionError:  # json's reader recurses per nesting level (orjson stops at 1024 and defers to it)
         raise ProtocolError("request JSON is nested too deeply") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # before ValueError: both are ValueErrors
         hint = (
             ""
             if header_length is not None or b"binary_data_size" not in body[:4096]
             else (f" (binary tensor data needs the {HEADER_LENGTH} header)")
         )
         raise ProtocolError(f"request JSON is malformed: {e}{hint}") from None
+    except ValueError:  # json's reader refuses integers past sys.get_int_max_str_digits() (4300 digits)
+        raise ProtocolError(
+            f"request JSON is malformed: a number has more than {sys.get_int_max_str_digits()} digits"
+        ) from None
     if not isinstance(req, dict):
         raise ProtocolError("request JSON must be an object with an 'inputs' list")
     raw_inputs = req.get("inputs")
@@ -170,15 +229,12 @@ def parse_infer_request(body: bytes | bytearray, header_length: str | None = Non
         datatype = t.get("datatype")
         if not isinstance(datatype, str) or datatype not in KNOWN_DATATYPES:
             raise ProtocolError(f"input '{name}': unknown datatype {datatype!r}")
+        if check is not None:
+            check(name, datatype)
+        if datatype in ("BYTES", "BF16"):
+            raise ProtocolError(f"input '{name}': datatype {datatype} is not supported by this server")
         shape = t.get("shape")
-        if type(shape) is not list:
-            raise ProtocolError(f"input '{name}': 'shape' must be a list of integers, got {shape!r}")
-        for d in shape:
-            if type(d) is not int:  # bool is no int here
-                raise ProtocolError(f"input '{name}': 'shape' must be a list of integers, got {shape!r}")
-            if d < 0:
-                raise ProtocolError(f"input '{name}': negative dimension in shape {shape}")
-        count = math.prod(shape)
+        count = _element_count(shape, name)
         tparams = t.get("parameters") or {}
         if not isinstance(tparams, dict):
             raise ProtocolError(f"input '{name}': 'parameters' must be an object")
@@ -194,24 +250,19 @@ def parse_infer_request(body: bytes | bytearray, header_length: str | None = Non
                 )
             chunk = binary[pos : pos + size]
             pos += size
-            if datatype == "BYTES":
-                arr = _bytes_tensor(chunk, count, name)
-            elif datatype == "BF16":
-                raise ProtocolError(f"input '{name}': datatype BF16 is not supported by this server")
-            else:
-                dt = _WIRE_DTYPES[datatype]
-                if size != count * dt.itemsize:
-                    raise ProtocolError(
-                        f"input '{name}': binary_data_size is {size} bytes but shape {shape} of {datatype} "
-                        f"needs {count * dt.itemsize}"
-                    )
-                arr = np.frombuffer(chunk, dtype=dt)
-                if dt.kind == "b":
-                    arr = np.frombuffer(chunk, dtype=np.uint8) != 0
-                elif not dt.isnative:
-                    arr = arr.astype(dt.newbyteorder("="))
+            dt = _WIRE_DTYPES[datatype]
+            if size != count * dt.itemsize:
+                raise ProtocolError(
+                    f"input '{name}': binary_data_size is {size} bytes but shape {shape} of {datatype} "
+                    f"needs {count * dt.itemsize}"
+                )
+            arr = np.frombuffer(chunk, dtype=dt)
+            if dt.kind == "b":
+                arr = np.frombuffer(chunk, dtype=np.uint8) != 0
+            elif not dt.isnative:
+                arr = arr.astype(dt.newbyteorder("="))
         elif "data" in t:
-            arr = _json_data(t["data"], datatype, count, name)
+            arr = _json_data(t["data"], datatype, shape, count, name)
         else:
             raise ProtocolError(f"input '{name}': neither 'data' nor parameters.binary_data_size given")
         try:  # an empty tensor may still declare dimensions numpy cannot hold (2**63, or more than 32 of them)
@@ -240,14 +291,15 @@ def parse_infer_request(body: bytes | bytearray, header_length: str | None = Non
                 raise ProtocolError(f"output '{o['name']}': the classification extension is not supported")
             if "shared_memory_region" in op:
                 raise ProtocolError(f"output '{o['name']}': shared-memory outputs are not supported by this server")
-            outputs.append(RequestedOutput(o["name"], bool(op.get("binary_data", False))))
+            binary_out = _flag(op.get("binary_data", False), f"output '{o['name']}': parameter 'binary_data'")
+            outputs.append(RequestedOutput(o["name"], binary_out))
     rid = req.get("id")
     return InferRequest(
         inputs=inputs,
         datatypes=datatypes,
         id=None if rid is None else str(rid),
         outputs=outputs,
-        binary_output=bool(params.get("binary_data_output", False)),
+        binary_output=_flag(params.get("binary_data_output", False), "request parameter 'binary_data_output'"),
         parameters=params,
     )
 

@@ -81,6 +81,18 @@ class ServedModel:
         self.required = [n for n in ("x", "edge_index", "edge_attr") if n in self.inputs]
         self.raw_inputs = frozenset(n for n in RAW_INPUTS if n in self.inputs)
 
+    def check_input(self, name: str, datatype: str) -> None:
+        """Refuse an input this model does not have, or of another datatype: called by the decoder
+        before the input's data is read (:func:`runtime.protocol.parse_infer_request`), so a tensor
+        the model could never take (BYTES, an unknown name) costs no memory to refuse."""
+        want = self.expect.get(name)
+        if want is None:
+            raise ProtocolError(
+                f"input '{name}' is not an input of model '{self.name}'; its inputs are {', '.join(self.inputs)}"
+            )
+        if datatype != want[0]:
+            raise DTypeError(name, f"datatype {datatype} does not match the model's {want[0]}")
+
     def metadata(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -140,14 +152,8 @@ def request_graph(
     inputs = req.inputs
     expect = model.expect
     for name, arr in inputs.items():
-        want = expect.get(name)
-        if want is None:
-            raise ProtocolError(
-                f"input '{name}' is not an input of model '{model.name}'; its inputs are {', '.join(model.inputs)}"
-            )
-        dtype, shape = want
-        if req.datatypes[name] != dtype:
-            raise DTypeError(name, f"datatype {req.datatypes[name]} does not match the model's {dtype}")
+        model.check_input(name, req.datatypes[name])  # again: a request may come from elsewhere than HTTP
+        shape = expect[name][1]
         if arr.ndim != len(shape) or any(d >= 0 and d != a for d, a in zip(shape, arr.shape, strict=True)):
             raise ShapeError(name, f"shape {list(arr.shape)} does not match the model's {list(shape)} (-1: any)")
     for name in model.required:
@@ -202,6 +208,8 @@ def request_graph(
             elif not np.array_equal(count_nodes(batch, n, counts.shape[0]), counts):
                 raise BatchVectorError("node_counts", "does not match the graph sizes given by 'batch'")
     num_graphs = 1 if batch is None else (int(batch[-1]) + 1 if batch.size else 1)
+    if num_graphs > limits.max_graphs:  # 'batch' alone (no node_counts) names as many graphs as nodes
+        raise GraphTooLargeError("batch", f"request has {num_graphs} graphs, above this server's {limits.max_graphs}")
     _check_layout(inputs, n, e, num_graphs)
     _check_attention(model, limits, batch, n, num_graphs)
     spec = model.session.spec

@@ -209,7 +209,7 @@ def create_app(
             inline = len(body) <= INLINE_BODY_BYTES and not _needs_teddy(body, m)
 
             def decode() -> tuple[InferRequest, NumpyGraph, int]:
-                req = parse_infer_request(body, header_len)
+                req = parse_infer_request(body, header_len, m.check_input)
                 g, num_graphs, _ = request_graph(req, m, limits)
                 if not inline:  # a large graph's PE here, in parallel with the model; small ones: per batch
                     g = ensure_pe(g, m.session.spec, num_graphs)

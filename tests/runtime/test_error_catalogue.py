@@ -186,6 +186,16 @@ def _binary_short() -> tuple[bytes, dict[str, str]]:
     return head + b"\0" * 3, {"Inference-Header-Content-Length": str(len(head))}
 
 
+def _bytes_x() -> tuple[bytes, dict[str, str]]:
+    """``x`` as a BYTES tensor of 2N elements in binary (the model's x is INT64), its last element cut
+    short: refused for its datatype, since its data is no longer decoded before the check."""
+    ok = _ok()
+    size = 6 * 2 * N - 1
+    entry = {"name": "x", "datatype": "BYTES", "shape": [N, 2], "parameters": {"binary_data_size": size}}
+    head = json.dumps({"inputs": [entry, *ok[1:]]}).encode()
+    return head + (b"\x02\x00\x00\x00ab" * (2 * N))[:size], {"Inference-Header-Content-Length": str(len(head))}
+
+
 INCOMPLETE = (
     "model 'gt_node': incomplete pre-processed request: it carries pe_rwse but lacks batch, node_counts, "
     "node_slot, pad_mask; send every model input (as runtime.client.make_inputs builds them) or only the raw "
@@ -226,6 +236,19 @@ SERVER_CASES: list[tuple[str, Callable[[], tuple[bytes, dict[str, str]]], int, s
      "request body is not valid gzip data (it ends inside the compressed stream)"),
     ("unsupported encoding", lambda: (_body(_ok()), {"Content-Encoding": "br"}), 400,
      "unsupported Content-Encoding 'br'; use gzip, deflate or none"),
+    ("BYTES input (refused before its data is decoded)", lambda: _bytes_x(), 400,
+     "input 'x': datatype BYTES does not match the model's INT64"),
+    ("integer of 5000 digits", lambda: (b'{"id": ' + b"1" * 5000 + b', "inputs": []}', {}), 400,
+     "request JSON is malformed: a number has more than 4300 digits"),
+    ("dimension above int64", lambda: (_body([{**_ok()[0], "shape": [2**63, 2]}, *_ok()[1:]]), {}), 400,
+     "input 'x': dimension 0 of 'shape' is larger than 2**63-1 (9223372036854775807)"),
+    ("nested data of another shape", lambda: (_body([{**_ok()[0], "shape": [2, N], "data": _good().x.tolist()},
+                                                    *_ok()[1:]]), {}), 400,
+     f"input 'x': nested 'data' has shape [{N}, 2] but 'shape' is [2, {N}]; nest it as the shape or send it flat"),
+    ("booleans as INT64", lambda: (_body([{**_ok()[0], "data": [True] * 2 * N}, *_ok()[1:]]), {}), 400,
+     "input 'x': datatype INT64 needs numbers in 'data', got true/false"),
+    ("binary_data_output as a string", lambda: (_body(_ok(), parameters={"binary_data_output": "false"}), {}), 400,
+     "request parameter 'binary_data_output' must be true or false, got 'false'"),
     ("body over the limit", lambda: (b"x" * (2 * 1024 * 1024), {}), 413,
      "request body of 2097152 bytes (Content-Length) exceeds this server's limit of 1048576 bytes "
      "(max_body_bytes); Content-Encoding: identity"),
@@ -257,3 +280,19 @@ def test_server_unknown_model_and_version(http: Any) -> None:
     assert (r.status_code, r.json()) == (404, {"error": "model 'gt_node' has no version '7' (served: 1)"})
     r = http.get("/v2/models/nope")
     assert r.status_code == 404
+
+
+def test_batch_alone_is_held_to_max_graphs(exported: dict) -> None:
+    """Only node_counts was checked against max_graphs: 'batch' alone named as many graphs as nodes."""
+    from runtime.protocol import InferRequest
+    from runtime.served import ServedModel, request_graph
+
+    model = ServedModel("gt_graph", GraphSession(exported["graph"].path))
+    x, ei = np.zeros((5, 3), np.float32), np.zeros((2, 0), np.int64)
+    for extra in ({"batch": np.arange(5, dtype=np.int64)}, {"node_counts": np.ones(5, np.int64)}):
+        inputs = {"x": x, "edge_index": ei, **extra}
+        req = InferRequest(inputs, {k: "FP32" if k == "x" else "INT64" for k in inputs})
+        with pytest.raises(GraphTooLargeError) as info:
+            request_graph(req, model, ServerLimits(max_graphs=2))
+        assert str(info.value) == f"input '{next(iter(extra))}': request has 5 graphs, above this server's 2"
+        assert request_graph(req, model, ServerLimits(max_graphs=5))[1] == 5

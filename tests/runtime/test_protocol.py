@@ -116,7 +116,11 @@ def test_binary_request_errors() -> None:
         ),
         (
             {"inputs": [{"name": "x", "datatype": "INT64", "shape": [0, 2**63], "data": []}]},
-            f"input 'x': shape [0, {2**63}] is not a valid array shape",
+            "input 'x': dimension 1 of 'shape' is larger than 2**63-1 (9223372036854775807)",
+        ),
+        (
+            {"inputs": [{"name": "x", "datatype": "INT64", "shape": [0, 2**62, 2], "data": []}]},
+            f"input 'x': shape [0, {2**62}, 2] is not a valid array shape",
         ),
         (b"[" * 100_000, "request JSON is nested too deeply"),
     ],
@@ -139,3 +143,109 @@ def test_decode_body_with_a_limit() -> None:
     assert str(info.value) == (
         "request body exceeds this server's limit of 999 bytes (max_body_bytes) once decoded; Content-Encoding: gzip"
     )
+
+
+# ------------------------------------------------------------------ found by the runtime audit
+def _one(**tensor: object) -> bytes:
+    return json.dumps({"inputs": [{"name": "x", "datatype": "INT64", "shape": [3, 2], **tensor}]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (  # json's reader raised ValueError (int max str digits) past the JSONDecodeError handler: a 500
+            b'{"inputs": [{"name": "x", "datatype": "INT64", "shape": [1], "data": [' + b"1" * 5000 + b"]}]}",
+            "request JSON is malformed: a number has more than 4300 digits",
+        ),
+        (  # the element count, a bignum of 5400 digits, could not even be formatted into the error: a 500
+            json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [10**18] * 300, "data": []}]}).encode(),
+            "input 'x': 'shape' has 300 dimensions, more than the 32 allowed",
+        ),
+        (
+            json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1] * 33, "data": [1.0]}]}).encode(),
+            "input 'x': 'shape' has 33 dimensions, more than the 32 allowed",
+        ),
+        (  # refused before any product is taken, with no 4000-digit number in the message
+            json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [10**4000, 0], "data": []}]}).encode(),
+            "input 'x': dimension 0 of 'shape' is larger than 2**63-1 (9223372036854775807)",
+        ),
+        (  # counted to 2**120 before; now bounded to int64 as numpy's own shapes are
+            json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2**40] * 3, "data": []}]}).encode(),
+            f"input 'x': shape {[2**40] * 3} is not a valid array shape",
+        ),
+        (_one(data=[[0, 1, 2], [3, 4, 5]]), "input 'x': nested 'data' has shape [2, 3] but 'shape' is [3, 2]; "
+         "nest it as the shape or send it flat"),
+        (_one(data=[[True, False]] * 3), "input 'x': datatype INT64 needs numbers in 'data', got true/false"),
+        (_one(data=[[1, 2], [3, True], [5, 6]]), "input 'x': datatype INT64 needs numbers in 'data', got true/false"),
+        (
+            json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [0.5, False]}]}).encode(),
+            "input 'x': datatype FP32 needs numbers in 'data', got true/false",
+        ),
+        (_one(data=[2**64 - 1, 0, 0, 0, 0, 0]), "input 'x': a value does not fit INT64"),  # was read as -1
+        (_one(data=[2**63] + [0] * 5), "input 'x': a value does not fit INT64"),  # was "non-integers"
+        (_one(data=[2**64 - 1] * 6), "input 'x': a value does not fit INT64"),  # a uint64 array
+        (
+            json.dumps({"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [2**31]}]}).encode(),
+            "input 'x': a value does not fit INT32",
+        ),
+        (
+            json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}],
+                        "parameters": {"binary_data_output": "false"}}).encode(),
+            "request parameter 'binary_data_output' must be true or false, got 'false'",
+        ),
+        (
+            json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}],
+                        "outputs": [{"name": "output", "parameters": {"binary_data": 1}}]}).encode(),
+            "output 'output': parameter 'binary_data' must be true or false, got 1",
+        ),
+    ],
+)  # fmt: skip
+def test_audit_requests_are_protocol_errors(body: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_infer_request(body)
+    assert str(info.value) == message
+
+
+def test_json_data_flat_or_nested_as_the_shape() -> None:
+    for data in ([0, 1, 2, 3, 4, 5], [[0, 1], [2, 3], [4, 5]]):
+        req = parse_infer_request(_one(data=data))
+        np.testing.assert_array_equal(req.inputs["x"], np.arange(6).reshape(3, 2))
+    body = json.dumps({"inputs": [{"name": "m", "datatype": "BOOL", "shape": [1, 2], "data": [[True, False]]}]})
+    req = parse_infer_request(body.encode())
+    np.testing.assert_array_equal(req.inputs["m"], [[True, False]])
+    assert parse_infer_request(_one(data=list(range(6)))).binary_output is False
+
+
+def _bytes_body(count: int, name: str = "x") -> tuple[bytes, str]:
+    entry = {"name": name, "datatype": "BYTES", "shape": [count], "parameters": {"binary_data_size": 6 * count}}
+    head = json.dumps({"inputs": [entry]}).encode()
+    return head + b"\x02\x00\x00\x00ab" * count, str(len(head))
+
+
+def test_bytes_and_unknown_inputs_are_refused_before_their_data_is_decoded() -> None:
+    """BYTES used to be decoded into one Python object per element before the model's inputs were
+    checked: an 11 MB body cost the server 120 MB. Now refused with nothing decoded."""
+    import tracemalloc
+
+    body, hl = _bytes_body(200_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProtocolError) as info:
+            parse_infer_request(body, hl)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(info.value) == "input 'x': datatype BYTES is not supported by this server"
+    assert peak < 256 * 1024  # decoding the elements took 10+ MB
+
+    seen: list[tuple[str, str]] = []
+
+    def check(name: str, datatype: str) -> None:
+        seen.append((name, datatype))
+        if name != "x":
+            raise ProtocolError(f"input '{name}' is not an input of the model")
+
+    body, hl = _bytes_body(3, name="y")
+    with pytest.raises(ProtocolError) as info:
+        parse_infer_request(body[:-1], hl, check)  # its data is broken too: never looked at
+    assert (str(info.value), seen) == ("input 'y' is not an input of the model", [("y", "BYTES")])
