@@ -28,12 +28,13 @@ from runtime.errors import (
     DTypeError,
     GraphTooLargeError,
     ProtocolError,
+    SessionError,
     ShapeError,
 )
 from runtime.graphs import apply_teddy, check_batch_vector, prepare_validated, validate_graph
 from runtime.protocol import InferRequest
 from runtime.session import GraphSession
-from runtime.spec import NUMPY_TO_KSERVE
+from runtime.spec import NUMPY_TO_KSERVE, metadata_json
 
 RAW_INPUTS = ("x", "edge_index", "edge_attr", "batch", "node_counts")  # what a raw-graph request may carry
 
@@ -234,9 +235,12 @@ def attention_cell_bytes(session: GraphSession) -> int:
     spec = session.spec
     if spec.lowering is not Lowering.DENSE and not spec.global_attention:
         return 0
-    cfg = json.loads(session.metadata.get("model_config") or "{}")
-    layers = cfg.get("layers") or []
-    heads = max((int(layer.get("heads", 0)) for layer in layers), default=int(cfg.get("heads", 8)))
+    cfg = metadata_json(session.metadata, "model_config", str(session.path)) or {}
+    try:  # a hand-edited entry: refused at load, where a wrong count would let requests past the memory limit
+        layers = cfg.get("layers") or []
+        heads = max((int(layer.get("heads", 0)) for layer in layers), default=int(cfg.get("heads", 8)))
+    except (AttributeError, TypeError, ValueError) as e:
+        raise SessionError(f"{session.path}: metadata 'model_config' has no usable head counts ({e})") from None
     return 4 * heads
 
 

@@ -10,7 +10,9 @@ entry, or the compression report's ``preprocess.teddy``.
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,42 +93,77 @@ class ModelSpec:
         return self.spec.node_level
 
 
-def _json(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return None
-    return value
+def metadata_json(metadata: dict[str, Any], key: str, source: str) -> Any:
+    """Metadata entry ``key`` decoded from JSON (``None`` when absent). Invalid JSON is a
+    :class:`SessionError` naming the file and the key: read as absent, a corrupt ``teddy`` entry
+    would serve the model without its sparsification, a silently wrong answer to every request."""
+    value = metadata.get(key)
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as e:
+        raise SessionError(f"{source}: metadata '{key}' is not valid JSON ({e})") from None
 
 
-def teddy_config(metadata: dict[str, Any], spec: InputSpec | None = None) -> TeddyConfig | None:
-    """TEDDY settings from model metadata (or the spec itself); ``None`` when edges are not removed."""
-    candidates: list[Any] = []
+def _number(c: Mapping[str, Any], key: str, where: str) -> float | None:
+    """``c[key]`` as a finite float, ``None`` when absent or null; JSON true/false are no numbers."""
+    v = c.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise SessionError(f"{where} '{key}' must be a number, got {v!r:.80}")
+    return float(v)
+
+
+def _teddy(c: Any, where: str) -> TeddyConfig | None:
+    """One TEDDY entry checked at load time (``where`` names the file and the key in errors): a bad
+    value found only by the first request would turn every request into a 500."""
+    if not isinstance(c, Mapping):
+        raise SessionError(f'{where} must be a JSON object like {{"edges": 0.3, "per_graph": true}}, got {c!r:.80}')
+    key = "edges" if "edges" in c else "ratio"
+    ratio = _number(c, key, where) or 0.0
+    if not 0.0 <= ratio <= 1.0:
+        raise SessionError(f"{where} '{key}' is the fraction of edges TEDDY removes, in [0, 1]; got {c[key]!r}")
+    threshold = _number(c, "threshold", where)
+    per_graph = c.get("per_graph", True)
+    if not isinstance(per_graph, bool):
+        raise SessionError(f"{where} 'per_graph' must be true or false, got {per_graph!r:.80}")
+    pe = c.get("pe")
+    if isinstance(pe, Mapping) and all(isinstance(k, str) for k in pe):  # {"lap": true, "rwse": false}
+        recompute: tuple[str, ...] | None = tuple(sorted(k for k, v in pe.items() if v))
+    elif isinstance(pe, (list, tuple)) and all(isinstance(k, str) for k in pe):  # as TeddyConfig.to_dict writes it
+        recompute = tuple(sorted(pe))
+    elif pe is None:
+        recompute = None
+    else:
+        raise SessionError(f"{where} 'pe' must list the PE kinds to recompute, got {pe!r:.80}")
+    if ratio <= 0.0:
+        return None
+    return TeddyConfig(ratio=ratio, per_graph=per_graph, threshold=threshold, recompute_pe=recompute)
+
+
+def teddy_config(
+    metadata: dict[str, Any], spec: InputSpec | None = None, source: str = "model metadata"
+) -> TeddyConfig | None:
+    """TEDDY settings from model metadata (or the spec itself); ``None`` when edges are not removed.
+
+    The first entry present wins: the spec's own, metadata ``teddy``, ``preprocess.teddy``, then the
+    compression report's ``preprocess.teddy``. Any entry that is not valid JSON, or whose values are
+    of the wrong type or range, is a :class:`SessionError` naming ``source`` (the file) and the key."""
+    candidates: list[tuple[str, Any]] = []
     if spec is not None:
-        candidates.append(None if spec.teddy is None else dict(spec.teddy))
-    candidates.append(_json(metadata.get("teddy")))
-    pre = _json(metadata.get("preprocess"))
-    if isinstance(pre, dict):
-        candidates.append(pre.get("teddy"))
-    comp = _json(metadata.get("compression"))
-    if isinstance(comp, dict):
-        candidates.append((comp.get("preprocess") or {}).get("teddy"))
-    for c in candidates:
-        if not isinstance(c, dict):
-            continue
-        ratio = float(c.get("edges", c.get("ratio", 0.0)) or 0.0)
-        threshold = c.get("threshold")
-        if ratio <= 0.0:
-            return None
-        pe = c.get("pe")
-        recompute = None if pe is None else tuple(sorted(k for k, v in dict(pe).items() if v))
-        return TeddyConfig(
-            ratio=ratio,
-            per_graph=bool(c.get("per_graph", True)),
-            threshold=None if threshold is None else float(threshold),
-            recompute_pe=recompute,
-        )
+        candidates.append(("input_spec.teddy", spec.teddy))
+    candidates.append(("teddy", metadata_json(metadata, "teddy", source)))
+    pre = metadata_json(metadata, "preprocess", source)
+    if isinstance(pre, Mapping):
+        candidates.append(("preprocess.teddy", pre.get("teddy")))
+    comp = metadata_json(metadata, "compression", source)
+    if isinstance(comp, Mapping) and isinstance(comp.get("preprocess"), Mapping):
+        candidates.append(("compression.preprocess.teddy", comp["preprocess"].get("teddy")))
+    for key, c in candidates:
+        if c is not None:
+            return _teddy(c, f"{source}: metadata {key}")
     return None
 
 
@@ -134,14 +171,14 @@ def model_spec(metadata: dict[str, str], source: str) -> ModelSpec:
     """A :class:`ModelSpec` from ``metadata_props``; ``source`` names the file in errors."""
     if "input_spec" not in metadata:
         raise SessionError(f"{source}: no gtcompress input_spec in its metadata (export it with `gtc export`)")
-    raw = _json(metadata["input_spec"])
+    raw = metadata_json(metadata, "input_spec", source)
     if not isinstance(raw, dict):
         raise SessionError(f"{source}: metadata input_spec is not a gtcompress input spec")
     try:
         spec = InputSpec.from_json(raw)
     except (ValueError, KeyError, TypeError) as e:
         raise SessionError(f"{source}: metadata input_spec is not a gtcompress input spec ({e})") from None
-    return ModelSpec(spec, dict(metadata), teddy_config(metadata, spec))
+    return ModelSpec(spec, dict(metadata), teddy_config(metadata, spec, source))
 
 
 def spec_from_pbtxt(text: str) -> dict[str, Any] | None:
@@ -160,14 +197,23 @@ def plan_metadata(path: Path) -> dict[str, str]:
     object), ``<stem>.onnx`` (its metadata), and a Triton repository's ``../config.pbtxt``."""
     side = path.with_name(path.name + ".json")
     if side.is_file():
-        data = json.loads(side.read_text())
+        try:
+            data = json.loads(side.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            why = f"not valid JSON ({e}); it holds the ONNX metadata_props as a JSON object"
+            raise SessionError(f"{side}: {why}") from None
+        if not isinstance(data, dict):
+            raise SessionError(f"{side}: must be a JSON object (the ONNX metadata_props), got {type(data).__name__}")
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
     onnx_file = path.with_suffix(".onnx")
     if onnx_file.is_file():
         return onnx_metadata(onnx_file)
     pbtxt = path.parent.parent / "config.pbtxt"
     if pbtxt.is_file():
-        spec = spec_from_pbtxt(pbtxt.read_text())
+        try:
+            spec = spec_from_pbtxt(pbtxt.read_text())
+        except json.JSONDecodeError as e:
+            raise SessionError(f"{pbtxt}: parameter gtcompress_input_spec is not valid JSON ({e})") from None
         if spec is not None:
             return {"input_spec": json.dumps(spec)}
     raise SessionError(

@@ -11,12 +11,14 @@ from dataclasses import dataclass, replace
 
 import httpx
 import numpy as np
+import onnx
 import pytest
 
 from gtcompress.preprocess import NumpyGraph
 from gtcompress.preprocess.batching import largest_graph, union_graphs
 from gtcompress.preprocess.layouts import dense_layout, padded_rows
 from runtime.batcher import BatchConfig, fits, pack
+from runtime.errors import SessionError
 from runtime.served import attention_cell_bytes
 from runtime.server import BackgroundServer, ServedModel, ServerLimits, create_app
 from runtime.session import GraphSession
@@ -53,6 +55,28 @@ def _post(srv: BackgroundServer, g: NumpyGraph) -> httpx.Response:
 def test_cell_bytes_follow_the_lowering_and_the_heads(exported) -> None:
     assert attention_cell_bytes(GraphSession(exported["node"].path)) == 4 * 2  # dense GT, 2 heads, float32
     assert attention_cell_bytes(GraphSession(exported["graph"].path)) == 0  # padded: edges only
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("{bad", "metadata 'model_config' is not valid JSON (Expecting property name enclosed in double quotes: "
+         "line 1 column 2 (char 1))"),
+        ('{"layers": [{"heads": "two"}]}',
+         "metadata 'model_config' has no usable head counts (invalid literal for int() with base 10: 'two')"),
+        ('{"layers": [3]}', "metadata 'model_config' has no usable head counts ('int' object has no attribute 'get')"),
+    ],
+)  # fmt: skip
+def test_a_model_config_without_usable_heads_is_refused_at_load(tmp_path, exported, value: str, message: str) -> None:
+    """The dense attention limit is sized by the heads: a corrupt entry must not load (it was a
+    traceback from ``json``), nor be read as some default that lets requests past the limit."""
+    path = tmp_path / "m.onnx"
+    proto = onnx.load(str(exported["node"].path))
+    next(p for p in proto.metadata_props if p.key == "model_config").value = value
+    onnx.save(proto, str(path))
+    with pytest.raises(SessionError) as info:
+        ServedModel("m", GraphSession(path))
+    assert str(info.value) == f"{path}: {message}"
 
 
 def test_a_graph_whose_dense_attention_passes_the_limit_gets_a_400(server, session, exported) -> None:

@@ -197,6 +197,51 @@ def test_session_errors(tmp_path: Path, exported) -> None:
         GraphSession(tmp_path / "junk.onnx")
 
 
+JSON_ERROR = "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"  # json's, for "{bad"
+BAD_JSON = f"is not valid JSON ({JSON_ERROR})"
+TEDDY_METADATA_ERRORS = [  # a corrupt entry was read as "no TEDDY" (silently wrong answers) or failed per request
+    ("teddy", "{bad", f"metadata 'teddy' {BAD_JSON}"),
+    ("preprocess", "{bad", f"metadata 'preprocess' {BAD_JSON}"),
+    ("compression", "{bad", f"metadata 'compression' {BAD_JSON}"),
+    ("input_spec", "{bad", f"metadata 'input_spec' {BAD_JSON}"),
+    ("teddy", '{"edges": "x"}', "metadata teddy 'edges' must be a number, got 'x'"),
+    ("teddy", '{"edges": 5}', "metadata teddy 'edges' is the fraction of edges TEDDY removes, in [0, 1]; got 5"),
+    ("teddy", '{"edges": true}', "metadata teddy 'edges' must be a number, got True"),
+    ("teddy", '{"edges": 0.3, "threshold": "low"}', "metadata teddy 'threshold' must be a number, got 'low'"),
+    ("teddy", '{"edges": 0.3, "per_graph": "no"}', "metadata teddy 'per_graph' must be true or false, got 'no'"),
+    ("teddy", '{"edges": 0.3, "pe": 5}', "metadata teddy 'pe' must list the PE kinds to recompute, got 5"),
+    ("teddy", "0.3", 'metadata teddy must be a JSON object like {"edges": 0.3, "per_graph": true}, got 0.3'),
+    ("preprocess", '{"teddy": {"edges": -1}}',
+     "metadata preprocess.teddy 'edges' is the fraction of edges TEDDY removes, in [0, 1]; got -1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("key", "value", "message"), TEDDY_METADATA_ERRORS)
+def test_corrupt_metadata_is_a_session_error_naming_file_and_key(
+    tmp_path: Path, exported, key: str, value: str, message: str
+) -> None:
+    path = tmp_path / "m.onnx"
+    proto = onnx.load(str(exported["node"].path))
+    entry = next((p for p in proto.metadata_props if p.key == key), None) or proto.metadata_props.add(key=key)
+    entry.value = value
+    onnx.save(proto, str(path))
+    with pytest.raises(SessionError) as info:
+        GraphSession(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_teddy_config_reads_what_it_writes() -> None:
+    """``ServedModel.config`` publishes ``TeddyConfig.to_dict`` (``pe`` a list) for clients to read back."""
+    from runtime.spec import TeddyConfig, teddy_config
+
+    cfg = TeddyConfig(0.3, per_graph=False, threshold=0.5, recompute_pe=("lap",))
+    assert teddy_config({"teddy": json.dumps(cfg.to_dict())}) == cfg
+    assert teddy_config({"teddy": '{"edges": 0.3, "pe": {"lap": true, "rwse": false}}'}) == TeddyConfig(
+        0.3, recompute_pe=("lap",)
+    )
+    assert teddy_config({"teddy": '{"edges": 0}'}) is None and teddy_config({"teddy": "null"}) is None
+
+
 def test_plan_without_spec_or_tensorrt(tmp_path: Path, exported) -> None:
     plan = tmp_path / "m.plan"
     plan.write_bytes(b"\0" * 16)
@@ -206,7 +251,16 @@ def test_plan_without_spec_or_tensorrt(tmp_path: Path, exported) -> None:
     from runtime.spec import plan_metadata
 
     spec = exported["node"].spec
-    (tmp_path / "m.plan.json").write_text(json.dumps({"input_spec": spec.to_json(), "teddy": {"edges": 0.2}}))
+    side = tmp_path / "m.plan.json"
+    for text, why in (
+        ("{bad", f"not valid JSON ({JSON_ERROR}); it holds the ONNX metadata_props as a JSON object"),
+        ("[1]", "must be a JSON object (the ONNX metadata_props), got list"),
+    ):
+        side.write_text(text)  # was a raw JSONDecodeError (a traceback from `gtc serve`)
+        with pytest.raises(SessionError) as info:
+            GraphSession(plan)
+        assert str(info.value) == f"{side}: {why}"
+    side.write_text(json.dumps({"input_spec": spec.to_json(), "teddy": {"edges": 0.2}}))
     assert json.loads(plan_metadata(plan)["input_spec"]) == spec.to_json()
     repo = write_model_repository(tmp_path / "repo", "gt_plan", plan, spec)
     assert json.loads(plan_metadata(repo / "1" / "model.plan")["input_spec"]) == spec.to_json()
