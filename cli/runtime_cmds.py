@@ -9,6 +9,7 @@ TensorRT (``--providers``); mixing the two up is a one-line error, as is a GPU t
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +21,9 @@ from cli.compress_cmds import library_defaults
 
 #: ``gtc serve``'s limits default to the server's (read from source: runtime.served imports numpy).
 _LIMITS = library_defaults("runtime.served", "ServerLimits")
+#: uvicorn's log levels: checked before the model loads, since uvicorn itself fails on another with a
+#: KeyError traceback after the "serving" line.
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 def register(app: typer.Typer) -> None:
@@ -38,6 +42,22 @@ def _ints(text: str, option: str) -> list[int]:
     if not values or min(values) < 1:
         raise GTCompressError(f"{option}: expected comma-separated positive integers, got {text!r}")
     return values
+
+
+def _check_out_dir(out: Path) -> None:
+    """Refuse a report folder that cannot be made (a file, or a path below one) before minutes of
+    profiling rather than after: its nearest existing ancestor must be a writable directory."""
+    from gtcompress.errors import GTCompressError
+
+    if out.exists() and not out.is_dir():
+        raise GTCompressError(f"--out {out}: exists and is not a directory (the report is a folder)")
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise GTCompressError(f"--out {out}: {parent} is a file, so the report folder cannot be made below it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise GTCompressError(f"--out {out}: {parent} is not writable")
 
 
 def _providers(text: str | None) -> list[str] | None:
@@ -128,8 +148,7 @@ def profile_cmd(
     for m in models:
         if not m.exists():
             raise GTCompressError(f"model file does not exist: {m}")
-    if out.exists() and not out.is_dir():
-        raise GTCompressError(f"--out {out}: exists and is not a directory (the report is a folder)")
+    _check_out_dir(out)
     _check_device(models, device, cuda_graphs, all_checkpoints=False)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
@@ -187,7 +206,7 @@ def serve_cmd(
     metrics: Annotated[bool, typer.Option(help="Prometheus metrics at /metrics.")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help="ONNX Runtime intra-op threads.")] = None,
     providers: Annotated[str | None, typer.Option(help="ONNX Runtime providers in order, e.g. cuda,cpu.")] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    log_level: Annotated[str, typer.Option(help=f"uvicorn log level: {', '.join(LOG_LEVELS)}.")] = "warning",
     max_body_mib: Annotated[
         float,
         typer.Option(
@@ -224,6 +243,8 @@ def serve_cmd(
     model_name = name or default_model_name(model)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", model_name):
         raise GTCompressError(f"--name {model_name!r}: use letters, digits, '_', '-' and '.' only")
+    if log_level.lower() not in LOG_LEVELS:
+        raise GTCompressError(f"--log-level {log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
     cfg = (
         BatchConfig(max_nodes, max_edges, max_graphs, max_requests, max_delay_ms)
         if batching
@@ -234,20 +255,39 @@ def serve_cmd(
         model, _providers(providers), threads=threads, spinning=False, device=device, cuda_graphs=cuda_graphs
     )
     try:
-        from runtime.server import serve
+        from runtime.server import listen_sockets, serve
     except ModuleNotFoundError as e:  # the HTTP stack is the optional 'serve' extra
         raise GTCompressError(
             f"gtc serve needs the 'serve' extra (fastapi, uvicorn; {e.name or e} is missing): "
             "python3 -m pip install -e '.[serve]'"
         ) from None
-    console.print(
-        f"serving [bold]{model_name}[/] from {session.path} ({session.providers[0]}) on http://{host}:{port} "
-        f"({'batching ≤ ' + str(max_delay_ms) + ' ms' if batching else 'no batching'}"
-        f"{', metrics at /metrics' if metrics else ''}) — Ctrl-C drains and stops"
-    )
-    limits = ServerLimits(max_body_bytes=int(max_body_mib * 1024 * 1024), max_attention_mib=max_attention_mib)
-    cfg = replace(cfg, max_attention_mib=min(cfg.max_attention_mib, max_attention_mib))
-    serve(session, model_name, host=host, port=port, batch=cfg, metrics=metrics, limits=limits, log_level=log_level)
+    # Bound before the banner: a port in use or a host that does not resolve is one error line, not
+    # "serving ..." followed by uvicorn's failure.
+    sockets = listen_sockets(host, port)
+    try:
+        bound = sockets[0].getsockname()[1]  # --port 0: the port the system chose
+        shown = f"[{host}]" if ":" in host else host
+        console.print(
+            f"serving [bold]{model_name}[/] from {session.path} ({session.providers[0]}) on http://{shown}:{bound} "
+            f"({'batching ≤ ' + str(max_delay_ms) + ' ms' if batching else 'no batching'}"
+            f"{', metrics at /metrics' if metrics else ''}) — Ctrl-C drains and stops"
+        )
+        limits = ServerLimits(max_body_bytes=int(max_body_mib * 1024 * 1024), max_attention_mib=max_attention_mib)
+        cfg = replace(cfg, max_attention_mib=min(cfg.max_attention_mib, max_attention_mib))
+        serve(
+            session,
+            model_name,
+            host=host,
+            port=bound,
+            batch=cfg,
+            metrics=metrics,
+            limits=limits,
+            log_level=log_level.lower(),
+            sockets=sockets,
+        )
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @user_errors

@@ -71,3 +71,7 @@ class ModelNotFoundError(GTCompressError):
 
 class SessionError(GTCompressError):
     """A model file cannot be served: missing, not exported by gtcompress, or its backend is absent."""
+
+
+class AddressError(GTCompressError):
+    """The server cannot listen where it was asked: the host does not resolve, or the port is taken."""

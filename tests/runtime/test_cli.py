@@ -63,8 +63,80 @@ def test_serve_passes_the_body_limit(app, exported, monkeypatch: pytest.MonkeyPa
 
     seen: dict[str, object] = {}
     monkeypatch.setattr(runtime.server, "serve", lambda *a, **kw: seen.update(kw))
-    res = runner.invoke(app, ["serve", str(exported["node"].path), "--max-body-mib", "2"])
+    res = runner.invoke(app, ["serve", str(exported["node"].path), "--max-body-mib", "2", "--port", "0"])
     assert res.exit_code == 0, res.output
     assert seen["limits"].max_body_bytes == 2 * 1024 * 1024  # type: ignore[attr-defined]
+    assert f"on http://127.0.0.1:{seen['port']} " in res.output and seen["port"] != 0  # the port bound
     res = runner.invoke(app, ["serve", str(exported["node"].path), "--max-body-mib", "0"])
     assert res.exit_code == 2 and "--max-body-mib" in res.output
+
+
+def _must_not_run(*args: object, **kwargs: object) -> None:
+    raise AssertionError("reached before the mistake was reported")
+
+
+def _one_error_line(output: str) -> str:
+    lines = [ln for ln in output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in output and "serving" not in output, output
+    return " ".join(lines[0].split())
+
+
+def test_serve_refuses_a_bad_log_level_before_anything(app, exported, monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn raised KeyError('bogus') after the "serving" banner."""
+    import runtime.server
+
+    monkeypatch.setattr(runtime.server, "serve", _must_not_run)
+    res = runner.invoke(app, ["serve", str(exported["node"].path), "--log-level", "bogus"])
+    assert res.exit_code == 2
+    assert _one_error_line(res.output) == (
+        "error: --log-level 'bogus': expected one of critical, error, warning, info, debug, trace"
+    )
+
+
+def test_serve_on_a_port_in_use_is_one_line_before_the_banner(app, exported, monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn printed its own error and exited 3 after the "serving" banner."""
+    import socket
+
+    import runtime.server
+
+    monkeypatch.setattr(runtime.server, "serve", _must_not_run)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = runner.invoke(app, ["serve", str(exported["node"].path), "--port", str(port)])
+    assert res.exit_code == 2
+    assert _one_error_line(res.output) == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_serve_on_a_host_that_does_not_resolve_is_one_line(app, exported, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import runtime.server
+
+    def no_such_host(*args: object, **kwargs: object) -> None:  # DNS, without the network
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(runtime.server, "serve", _must_not_run)
+    monkeypatch.setattr(runtime.server.socket, "getaddrinfo", no_such_host)
+    res = runner.invoke(app, ["serve", str(exported["node"].path), "--host", "no-such-host.invalid"])
+    assert res.exit_code == 2
+    assert _one_error_line(res.output) == (
+        "error: cannot listen on no-such-host.invalid:8000: the host does not resolve (Name or service not known)"
+    )
+
+
+def test_profile_refuses_an_out_below_a_file_before_profiling(
+    app, exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole profile ran, then writing the report failed."""
+    import runtime.profile
+
+    monkeypatch.setattr(runtime.profile, "profile_models", _must_not_run)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    res = runner.invoke(app, ["profile", str(exported["node"].path), "--out", str(blocker / "sub" / "prof")])
+    assert res.exit_code == 2
+    assert _one_error_line(res.output) == (
+        f"error: --out {blocker / 'sub' / 'prof'}: {blocker} is a file, so the report folder cannot be made below it"
+    )
