@@ -31,6 +31,7 @@ import numpy as np
 
 from gtcompress.preprocess.batching import split_by_graph, union_graphs
 from gtcompress.preprocess.spec import InputSpec
+from runtime.errors import ShapeError
 from runtime.graphs import Prepared, as_numpy_graph, prepare
 from runtime.spec import ModelSpec, TeddyConfig, teddy_config
 
@@ -109,6 +110,9 @@ def raw_request(graphs: Sequence[Any], spec: SpecArg) -> tuple[dict[str, np.ndar
     node and graph counts of each item, to split the answer back."""
     typed = InputSpec.from_json(spec)
     items = [as_numpy_graph(g) for g in graphs]
+    for i, g in enumerate(items):  # as validate_graph says it: the server would answer fewer rows than sent
+        if g.num_nodes == 0:
+            raise ShapeError("x", f"{f'graph {i}: ' if len(items) > 1 else ''}a graph needs at least one node")
     nodes = [g.num_nodes for g in items]
     counts = [g.num_graphs for g in items]
     merged = items[0] if len(items) == 1 else union_graphs(items)

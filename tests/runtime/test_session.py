@@ -18,6 +18,7 @@ from onnx import TensorProto, helper
 from gtcompress.errors import GraphValidationError, GTCompressError
 from gtcompress.preprocess import NumpyGraph, union_graphs
 from gtcompress.preprocess.teddy import teddy_sparsify
+from runtime.client import prepare_request, raw_request
 from runtime.errors import (
     BatchVectorError,
     CategoryError,
@@ -77,6 +78,19 @@ def test_prepare_then_run_inputs_equals_run(exported, node_sess) -> None:
     assert prepared.nodes == [g.num_nodes for g in graphs] and prepared.graphs == [1, 1, 1]
     out = node_sess.run_inputs(prepared.inputs)["output"]
     np.testing.assert_allclose(out, np.concatenate(node_sess.run(graphs)), atol=1e-6)
+
+
+def test_a_graph_without_nodes_is_refused_on_both_request_paths(exported) -> None:
+    """A raw-graph request (the server pre-processes) refuses a graph without nodes as the
+    pre-processing path does, instead of sending a union the server reads as fewer graphs."""
+    ex = exported["graph"]
+    empty = NumpyGraph(
+        np.zeros((0, ex.spec.x.dim), np.float32), np.zeros((2, 0), np.int64), np.zeros((0, 2), np.float32)
+    )
+    graphs = [*ex.graphs(2, seed=6), empty]
+    for make in (raw_request, prepare_request):
+        with pytest.raises(ShapeError, match=r"^input 'x': graph 2: a graph needs at least one node$"):
+            make(graphs, ex.spec)
 
 
 def test_accepts_pyg_like_objects_with_torch_tensors(exported, node_sess) -> None:
