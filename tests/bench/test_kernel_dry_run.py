@@ -35,6 +35,7 @@ def test_the_dry_run_writes_every_level_and_judges_no_target(tmp_path: Path) -> 
     peers = Counter((r["level"], r["peer"]) for r in rows)
     assert {p for lv, p in peers if lv == "op"} == OP_PEERS
     assert {p for lv, p in peers if lv == "model"} == MODEL_PEERS
+    assert peers[("op", "ours v1")] == 1  # under the interpreter, v1's path is checked once
     assert all(r["ms"] > 0 and (r["runs"] >= 10 or "note" in r) for r in rows), [r for r in rows if "ms" not in r]
     workloads = {r["workload"] for r in rows if r["level"] == "model"}
     assert {"molecule", "uniform E=2k", "power-law E=2k"} <= workloads
