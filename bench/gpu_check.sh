@@ -15,6 +15,9 @@ BENCH_RESERVE_S=${BENCH_RESERVE_S:-75}
 start=$(date +%s)
 mkdir -p "$OUT"
 export PYTHONPATH=".:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+# The benchmark profiles kernels (torch.profiler, CUPTI) after capturing CUDA graphs by hand; torch's own
+# note: "CUDA Graph does not work well with CUPTI teardown" (it sets this only for inductor's graphs).
+export TEARDOWN_CUPTI=0
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name(0))" 2>&1 | tee "$OUT/versions.txt"
 # tests/gpu: the kernel, the op's CUDA registration, compile / CUDA graphs, AOT PTX via cupy.

@@ -29,7 +29,7 @@ import json
 import math
 import os
 import platform
-import statistics
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import RESULTS, provenance
 from bench.kernel_report import MOLECULE_PEERS, plot, summarize
 from bench.kernel_sweep import SWEEP_FAMILIES, config_dict, parse_families, sweep_and_tune
+from bench.kernel_timing import copy_bandwidth, cuda_graph, kernel_split, time_cuda
 from bench.kernel_workloads import (
     DTYPES,
     SPEC_DTYPE,
@@ -84,91 +85,8 @@ def kernel_stack() -> dict[str, Any]:
     return info
 
 
-# ---------------------------------------------------------------- timing
-
-
+#: Where every row runs (``--cpu-dry-run``: the CPU); rows are timed by :mod:`bench.kernel_timing`.
 DEVICE = torch.device("cuda")
-
-
-class _WallEvent:
-    """``torch.cuda.Event`` stand-in for ``--cpu-dry-run`` (wall clock; checks the script, times nothing)."""
-
-    def __init__(self, enable_timing: bool = True) -> None:
-        self.t = 0.0
-
-    def record(self) -> None:
-        self.t = time.perf_counter()
-
-    def elapsed_time(self, end: _WallEvent) -> float:
-        return (end.t - self.t) * 1e3
-
-
-def _event() -> Any:
-    return torch.cuda.Event(enable_timing=True) if DEVICE.type == "cuda" else _WallEvent()
-
-
-def _sync() -> None:
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_cuda(fn: Callable[[], Any], reps: int, warmup: int, slow_ms: float) -> dict[str, Any]:
-    """Median/min/max milliseconds of ``fn`` over ``reps`` runs (CUDA events), after ``warmup`` runs."""
-    start, end = _event(), _event()
-    start.record()
-    fn()
-    end.record()
-    _sync()
-    first = start.elapsed_time(end)
-    if first > slow_ms:
-        return {"ms": first, "min_ms": first, "max_ms": first, "runs": 1, "note": f"one run took {first:.0f} ms"}
-    for _ in range(max(0, warmup - 1)):
-        fn()
-    events = [(_event(), _event()) for _ in range(reps)]
-    for a, b in events:
-        a.record()
-        fn()
-        b.record()
-    _sync()
-    times = [a.elapsed_time(b) for a, b in events]
-    return {"ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "runs": reps}
-
-
-def kernel_split(fn: Callable[[], Any], reps: int = 5) -> dict[str, Any]:
-    """Milliseconds per call of each kernel ``fn`` runs, from ``torch.profiler``: where v2's time goes
-    (``sga_partials`` against ``sga_combine``), which CUDA events around the whole op cannot say.
-    On CPU (the dry run) the same code reads CPU op times, so the path is exercised before a GPU runs
-    it. A profiler failure is returned, not raised: it must not cost the row."""
-    from torch.profiler import ProfilerActivity, profile
-
-    cuda = DEVICE.type == "cuda"
-    try:
-        fn()
-        _sync()
-        with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
-            for _ in range(reps):
-                fn()
-            _sync()
-        out: dict[str, float] = {}
-        for evt in prof.key_averages():
-            us = getattr(evt, "self_device_time_total" if cuda else "self_cpu_time_total", 0) or 0
-            if us > 0:
-                out[evt.key] = out.get(evt.key, 0.0) + us / 1e3 / reps
-    except Exception as e:  # CUPTI missing or busy: keep the row, say why the split is absent
-        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
-    if not out:
-        return {"error": "the profiler recorded no time"}
-    top = sorted(out.items(), key=lambda kv: -kv[1])[:6]
-    return {"source": "torch.profiler, CUDA" if cuda else "torch.profiler, CPU ops", "ms_per_call": dict(top)}
-
-
-def copy_bandwidth(gib: float = 2.0) -> float:
-    """Device-to-device copy bandwidth in GB/s (bytes read + bytes written over the time)."""
-    n = int(gib * 2**30) // 4
-    a = torch.empty(n, dtype=torch.float32, device=DEVICE).normal_()
-    b = torch.empty_like(a)
-    t = time_cuda(lambda: b.copy_(a), reps=20, warmup=3, slow_ms=1e9)
-    return 2 * n * 4 / (t["ms"] * 1e-3) / 1e9
 
 
 # ---------------------------------------------------------------- runner
@@ -208,7 +126,7 @@ class Bench:
             row["skipped"] = self.skip_reason
         else:
             try:
-                row.update(time_cuda(fn, self.args.reps, self.args.warmup, slow_ms or self.args.slow_ms))
+                row.update(time_cuda(fn, self.args.reps, self.args.warmup, slow_ms or self.args.slow_ms, DEVICE))
             except Exception as e:  # an OOM or a compile failure of one peer must not end the run
                 row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
                 _empty_cache()
@@ -230,6 +148,10 @@ class Bench:
         if key not in self.compiled:
             self.compiled[key] = torch.compile(fn, dynamic=True)
         return self.compiled[key]
+
+
+#: The op-level peers ``op_rows`` takes, by the names its rows carry.
+PEER_NAMES = {"v1": "ours v1", "pyg": "PyG eager", "compile": "PyG torch.compile", "reference": "gtcompress reference"}
 
 
 def op_rows(b: Bench, g: Graph, dtype_name: str, heads: int, head_dim: int, peers: set[str]) -> None:
@@ -255,27 +177,32 @@ def op_rows(b: Bench, g: Graph, dtype_name: str, heads: int, head_dim: int, peer
         "bytes": min_bytes(n, e, heads, head_dim, q.element_size()),
     }
     ours = lambda: torch.ops.gtcompress.sparse_graph_attention(q, k, v, g.rowptr, g.col, None, scale)  # noqa: E731
+    if b.out_of_time():  # no compile or reference for rows that would be skipped: the summary needs the time
+        named = [PEER_NAMES[p] for p in sorted(peers) if not (p == "v1" and dtype_name == "bf16")]
+        for peer in ("ours v2", *named):
+            b.measure({**base, "peer": peer}, ours)  # recorded as skipped, never run
+        return
     ref = pyg_attention(q.float(), k.float(), v.float(), g.src, g.dst, n) if e <= 20_000_000 else None
     err = None if ref is None else float((ours().float() - ref).abs().max())
     cfg = config_dict(spec.select_config(heads, head_dim, SPEC_DTYPE[dtype_name]))
     row = {**base, "peer": "ours v2", "max_abs_err_vs_pyg_fp32": err, "config": cfg}
     if (e >= 1_000_000 or DEVICE.type == "cpu") and not b.out_of_time():
-        row["kernels"] = kernel_split(ours)
+        row["kernels"] = kernel_split(ours, DEVICE)
     b.measure(row, ours)
     del ref
     # Triton's interpreter walks v1's edges one at a time (10-30 s a row even on the dry run's 2k-edge
     # graphs, most of the dry run): a dry run checks its path on the first workload only
-    v1_checked = b.args.cpu_dry_run and any(r["peer"] == "ours v1" for r in b.rows)
+    v1_checked = b.args.cpu_dry_run and any(r["peer"] == PEER_NAMES["v1"] for r in b.rows)
     if "v1" in peers and dtype_name != "bf16" and not v1_checked:
-        b.measure({**base, "peer": "ours v1"}, lambda: sparse_graph_attention_v1(q, k, v, g.rowptr, g.col))
+        b.measure({**base, "peer": PEER_NAMES["v1"]}, lambda: sparse_graph_attention_v1(q, k, v, g.rowptr, g.col))
     if "pyg" in peers:
-        b.measure({**base, "peer": "PyG eager"}, lambda: pyg_attention(q, k, v, g.src, g.dst, n))
+        b.measure({**base, "peer": PEER_NAMES["pyg"]}, lambda: pyg_attention(q, k, v, g.src, g.dst, n))
     if "compile" in peers:
         fn = b.compiled_fn(f"op-{dtype_name}-{heads}x{head_dim}", pyg_attention)
-        b.measure({**base, "peer": "PyG torch.compile"}, lambda: fn(q, k, v, g.src, g.dst, n), slow_ms=60_000)
+        b.measure({**base, "peer": PEER_NAMES["compile"]}, lambda: fn(q, k, v, g.src, g.dst, n), slow_ms=60_000)
     if "reference" in peers:
         ei = g.edge_index
-        b.measure({**base, "peer": "gtcompress reference"}, lambda: sparse_attention(q, k, v, ei, scale=scale))
+        b.measure({**base, "peer": PEER_NAMES["reference"]}, lambda: sparse_attention(q, k, v, ei, scale=scale))
 
 
 class Models:
@@ -318,6 +245,9 @@ def model_rows(b: Bench, m: Models, g: Graph, dtype_name: str, small: bool) -> N
         if small and DEVICE.type == "cuda":
             # Replay of the eager layers, and of what inductor fused around our op (fewer launches).
             for peer, fn in zip(MOLECULE_PEERS, (ours_model, m.ours_compiled), strict=True):
+                if b.out_of_time():  # capturing warms up (a first inductor compile) for a row then skipped
+                    b.measure({**base, "peer": peer}, lambda: None)
+                    continue
                 replay, captured = cuda_graph(lambda fn=fn: fn(x, g))
                 if replay is None:
                     b.measure({**base, "peer": peer, "error": captured}, lambda: None)
@@ -327,29 +257,14 @@ def model_rows(b: Bench, m: Models, g: Graph, dtype_name: str, small: bool) -> N
         batch = g.batch if g.batch is not None else torch.zeros(g.num_nodes, dtype=torch.long, device=DEVICE)
         own = lambda: m.own.compute(x, g.edge_index, None, batch, {}, g.num_graphs)  # noqa: E731
         b.measure({**base, "peer": "gtcompress GT eager"}, own)
-        if small and DEVICE.type == "cuda":
+        if small and DEVICE.type == "cuda" and b.out_of_time():
+            b.measure({**base, "peer": "gtcompress GT CUDA graph"}, lambda: None)
+        elif small and DEVICE.type == "cuda":
             replay, captured = cuda_graph(own)
             if replay is None:
                 b.measure({**base, "peer": "gtcompress GT CUDA graph", "error": captured}, lambda: None)
             else:
                 b.measure({**base, "peer": "gtcompress GT CUDA graph"}, replay)
-
-
-def cuda_graph(fn: Callable[[], Any]) -> tuple[Callable[[], Any] | None, str]:
-    """Capture ``fn`` in a CUDA graph (after warm-up on a side stream); the replay, or the error."""
-    try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                fn()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            fn()
-        return graph.replay, "captured"
-    except Exception as e:
-        return None, f"capture failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
 
 
 def _core(e: int, dtype: str, heads: int) -> bool:
@@ -366,7 +281,7 @@ def op_level(b: Bench, sizes: list[int], dtypes: list[str], dev: torch.device, c
             if e <= 10_000_000:  # wide heads: torch.compile only in fp16, the dtype of its bandwidth target
                 jobs += [(dt, 8, 64, {"v1", "pyg"} | ({"compile"} if dt == "fp16" else set())) for dt in dtypes]
             jobs = [j for j in jobs if _core(e, j[0], j[1]) == core]
-            if not jobs:
+            if not jobs or b.out_of_time():  # a 50M-edge graph takes seconds to build, for skipped rows
                 continue
             g = (uniform_graph if kind == "uniform" else power_law_graph)(e // 10, e, dev)
             for dt, heads, head_dim, peers in jobs:
@@ -399,6 +314,44 @@ def smoke_without_gpu() -> int:
     err = float((out.double() - sparse_attention(q.double(), k.double(), v.double(), ei)).abs().max())
     print(f"interpreter parity of kernel v2 (hub spanning chunks, isolated nodes): max |diff| = {err:.2e}")
     return 0 if err < 1e-5 else 1
+
+
+class Stopped(BaseException):
+    """The run was told to stop (SIGTERM: the device run's ``timeout``); a BaseException, as
+    KeyboardInterrupt, so that no row's ``except Exception`` records it as that row's error."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise Stopped(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def run_rows(b: Bench, args: argparse.Namespace, dev: torch.device) -> None:
+    """Every row, the sweep first: what the targets read comes before the rest, so that
+    ``--max-minutes`` (or a SIGTERM) cuts only the rest."""
+    if args.sweep:  # first, so that every later row runs the config this run measured best
+        e = 40 if args.cpu_dry_run else 10_000_000
+        graphs = [uniform_graph(e // 10, e, dev), power_law_graph(e // 10, e, dev)]
+        sweep_and_tune(b, graphs, args.sweep_families)
+    levels = set(args.levels.split(","))
+    dtypes = args.dtypes.split(",")
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    # What the targets read comes first, so that --max-minutes cuts only the rest: the core op rows,
+    # then the model level, then every other op row (bf16, the other widths, 50M edges, small graphs).
+    if "op" in levels:
+        op_level(b, sizes, dtypes, dev, core=True)
+    if "model" in levels:
+        models = Models(torch.float32)
+        for g in small_graphs(dev, args.cpu_dry_run):
+            model_rows(b, models, g, "fp32", small=True)
+        for e in (parse_size(s) for s in args.model_sizes.split(",")):
+            for maker in (uniform_graph, power_law_graph):
+                if not b.out_of_time():  # building a 10M-edge graph for skipped rows costs the summary's time
+                    model_rows(b, models, maker(e // 10, e, dev), "fp32", small=False)
+    if "op" in levels:
+        op_level(b, sizes, dtypes, dev, core=False)
+        for g in small_graphs(dev, args.cpu_dry_run):
+            for dt in dtypes:
+                op_rows(b, g, dt, 4, 16, {"v1", "pyg", "compile", "reference"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,32 +391,14 @@ def main(argv: list[str] | None = None) -> int:
 
     torch._dynamo.config.cache_size_limit = 64
     b = Bench(args)
-    b.doc["copy_gbps"] = copy_bandwidth(0.05 if args.cpu_dry_run else 2.0)
+    b.doc["copy_gbps"] = copy_bandwidth(DEVICE, 0.05 if args.cpu_dry_run else 2.0)
     print(f"device copy bandwidth: {b.doc['copy_gbps']:.0f} GB/s on {b.doc['machine'].get('gpu')}", flush=True)
-    dev = DEVICE
-    if args.sweep:  # first, so that every later row runs the config this run measured best
-        e = 40 if args.cpu_dry_run else 10_000_000
-        graphs = [uniform_graph(e // 10, e, dev), power_law_graph(e // 10, e, dev)]
-        sweep_and_tune(b, graphs, args.sweep_families)
-    levels = set(args.levels.split(","))
-    dtypes = args.dtypes.split(",")
-    sizes = [parse_size(s) for s in args.sizes.split(",")]
-    # What the targets read comes first, so that --max-minutes cuts only the rest: the core op rows,
-    # then the model level, then every other op row (bf16, the other widths, 50M edges, small graphs).
-    if "op" in levels:
-        op_level(b, sizes, dtypes, dev, core=True)
-    if "model" in levels:
-        models = Models(torch.float32)
-        for g in small_graphs(dev, args.cpu_dry_run):
-            model_rows(b, models, g, "fp32", small=True)
-        for e in (parse_size(s) for s in args.model_sizes.split(",")):
-            for maker in (uniform_graph, power_law_graph):
-                model_rows(b, models, maker(e // 10, e, dev), "fp32", small=False)
-    if "op" in levels:
-        op_level(b, sizes, dtypes, dev, core=False)
-        for g in small_graphs(dev, args.cpu_dry_run):
-            for dt in dtypes:
-                op_rows(b, g, dt, 4, 16, {"v1", "pyg", "compile", "reference"})
+    signal.signal(signal.SIGTERM, _stop)  # `timeout` in gpu_check.sh: still write the summary and PNG
+    try:
+        run_rows(b, args, DEVICE)
+    except Stopped as e:
+        b.doc["stopped"] = f"{e}: the rows after the last one recorded were not run"
+        print(b.doc["stopped"], flush=True)
     b.doc["cpu_dry_run"] = args.cpu_dry_run
     b.doc["summary"] = summarize(b.rows, b.doc["copy_gbps"], judged=not args.cpu_dry_run)
     b.save()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -54,4 +55,27 @@ def test_the_dry_run_writes_every_level_and_judges_no_target(tmp_path: Path) -> 
     assert summary["lines"][0].endswith("(CPU dry run: no GPU figure, no target judged)")
     verdicts = {e["verdict"] for entries in summary["results"].values() for e in entries}
     assert verdicts <= {"not judged"}
+    assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_a_run_stopped_by_sigterm_still_writes_its_summary_and_png(tmp_path: Path) -> None:
+    """The device run ends the benchmark with ``timeout`` (SIGTERM): the rows so far, the summary and
+    the PNG must still be written, since the device time is not there to run it again."""
+    out = tmp_path / "kernel.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    cmd = [sys.executable, "bench/kernel.py", "--cpu-dry-run", "--no-sweep", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:  # the first row written: v1 comes next, seconds under the interpreter
+        seen.append(line)
+        if "ours v2" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, "".join(seen) + rest[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["stopped"] == "stopped by signal SIGTERM: the rows after the last one recorded were not run"
+    assert doc["rows"][0]["peer"] == "ours v2" and len(doc["rows"]) <= 2  # v2, perhaps v1: then stopped
+    assert doc["summary"]["lines"][0].endswith("(CPU dry run: no GPU figure, no target judged)")
     assert out.with_suffix(".png").stat().st_size > 10_000
