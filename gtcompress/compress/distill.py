@@ -19,6 +19,7 @@ TEDDY the student sees the sparsified graph while the teacher saw the original, 
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import torch
@@ -26,13 +27,32 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from gtcompress.data.base import DatasetInfo, GraphDataset, iterate_batches
+from gtcompress.errors import ConfigError
 from gtcompress.graph import GraphBatch
 from gtcompress.nn.scatter import scatter_mean
 from gtcompress.train.loop import ExtraLoss
 
-__all__ = ["TEACHER_KEY", "attach_teacher", "distillation_loss", "has_teacher", "kd_loss"]
+__all__ = ["TEACHER_KEY", "attach_teacher", "check_distillation", "distillation_loss", "has_teacher", "kd_loss"]
 
 TEACHER_KEY = "kd_teacher"
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_distillation(weight: float, temperature: float, weight_option: str, temperature_option: str) -> None:
+    """Refuse distillation settings that poison the loss instead of waiting for it to happen.
+
+    :func:`kd_loss` divides the logits by the temperature: 0 gives inf/inf = NaN in the first step,
+    and every weight after it is NaN (``gtc sparsify --kd-temperature 0`` wrote such a checkpoint
+    and exited 0); a negative temperature flips the softmax, so the student learns the teacher's
+    *least* likely class. A negative weight rewards diverging from the teacher, and a NaN weight
+    is NaN loss again."""
+    if not _finite_number(weight) or weight < 0:
+        raise ConfigError(f"{weight_option} must be a finite number >= 0 (0 = no distillation), got {weight!r}")
+    if not _finite_number(temperature) or temperature <= 0:
+        raise ConfigError(f"{temperature_option} must be a finite number > 0 (1 = plain softmax), got {temperature!r}")
 
 
 def kd_loss(student: Tensor, teacher: Tensor, info: DatasetInfo, temperature: float = 1.0) -> Tensor:

@@ -29,7 +29,7 @@ from gtcompress.compress.prune_run import PruneRun
 from gtcompress.data.base import GraphDataset, iterate_batches
 from gtcompress.graph import random_sign_flip
 from gtcompress.models.model import GraphModel
-from gtcompress.train.loop import epoch_progress, epochs_in_budget, evaluate, seed_everything
+from gtcompress.train.loop import check_finite_loss, epoch_progress, epochs_in_budget, evaluate, seed_everything
 from gtcompress.train.metrics import higher_is_better, task_loss
 
 __all__ = ["gate_importance", "mask_training", "train_gates"]
@@ -167,7 +167,7 @@ def train_gates(
                 student.train()
                 total, count = 0.0, 0
                 c = torch.tensor(1.0)
-                for batch in iterate_batches(train_graphs, cfg.batch_size, shuffle=True, generator=gen):
+                for i, batch in enumerate(iterate_batches(train_graphs, cfg.batch_size, shuffle=True, generator=gen)):
                     if "lap" in batch.pe:
                         batch.pe["lap"] = random_sign_flip(batch.pe["lap"], gen)
                     logits = student(batch)
@@ -181,6 +181,8 @@ def train_gates(
                         for axis, ratio in cfg.keep.items():
                             if axis in fr and axis in lagr:
                                 loss = loss + lagr[axis](fr[axis], ratio)
+                    # NaN gates and weights would otherwise be masked, fine-tuned and saved, exit 0
+                    check_finite_loss(loss, "GTSP masks", epoch, i, steps_per_epoch, cfg.lr)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     nn.utils.clip_grad_norm_(student.parameters(), 1.0)

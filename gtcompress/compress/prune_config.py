@@ -13,9 +13,11 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from gtcompress.compress.budget import ALLOCATIONS
+from gtcompress.compress.distill import check_distillation
 from gtcompress.compress.gates import parse_axes
 from gtcompress.errors import ConfigError
 from gtcompress.models.model import GraphModel
+from gtcompress.train.loop import check_time_budget
 
 __all__ = ["PruneConfig", "default_allocation", "default_axes", "resolve_auto"]
 
@@ -106,6 +108,14 @@ class PruneConfig:
             raise ConfigError("no budget: give --target-flops or per-axis --keep ratios")
         if self.target_flops is not None and not 0.0 < self.target_flops < 1.0:
             raise ConfigError(f"--target-flops must lie in (0, 1) (fraction of FLOPs kept), got {self.target_flops}")
+        flop_axes = ("auto", "heads", "ffn", "layers", "tokens")
+        if self.target_flops is not None and not any(a in flop_axes for a in self.axes):
+            # refused here, before the checkpoint is loaded and its cost measured (check_feasible)
+            raise ConfigError(
+                f"--target-flops {self.target_flops:g} cannot be met with --axes {','.join(self.axes)}: "
+                "the weights axis does not reduce FLOPs (it zeroes weights; every matmul still runs): "
+                "--target-flops needs heads, ffn, layers or tokens in --axes"
+            )
         if not 0.0 < self.token_keep <= 1.0:
             raise ConfigError(f"token keep ratio must lie in (0, 1], got {self.token_keep}")
         if not 0.0 <= self.weight_sparsity < 1.0:
@@ -114,6 +124,11 @@ class PruneConfig:
             self.axes = (*self.axes, "weights")
         if "weights" in self.axes and self.weight_sparsity == 0.0:
             self.weight_sparsity = 0.5
+        # a zero temperature or NaN weight makes every weight NaN in the first step, and a NaN or
+        # negative time budget silently cuts training to one epoch: refused before any work starts
+        check_distillation(self.kd_weight, self.kd_temperature, "--kd-weight", "kd_temperature")
+        check_time_budget(self.time_budget_s, "--time-budget")
+        check_time_budget(self.finetune_time_budget_s, "--finetune-time-budget")
 
     @property
     def structured_axes(self) -> tuple[str, ...]:

@@ -318,6 +318,12 @@ def check_feasible(cm: CostModel, cfg: PruneConfig, target: float | None) -> Non
     if target is None:
         return
     axes = cfg.structured_axes
+    if not axes and "tokens" not in cfg.axes:  # weights only: tokens were never asked for, so not their message
+        raise BudgetError(
+            f"--target-flops {target:g} cannot be met with --axes {','.join(cfg.axes)}: "
+            "the weights axis does not reduce FLOPs (it zeroes weights; every matmul still runs): "
+            "--target-flops needs heads, ffn, layers or tokens in --axes"
+        )
     full = cm.cost(full_plan_from_cost(cm)) / cm.dense
     if not axes:
         if abs(full / target - 1.0) > cfg.tolerance:

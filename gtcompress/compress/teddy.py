@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from gtcompress.compress.attention_graph import calibrate_attention_topk, check_full_attention, with_attention_topk
-from gtcompress.compress.distill import attach_teacher, distillation_loss, has_teacher
+from gtcompress.compress.distill import attach_teacher, check_distillation, distillation_loss, has_teacher
 from gtcompress.compress.report import compression_report, layer_table
 from gtcompress.compress.sparsity import l0_project_, projected, prunable_weights
 from gtcompress.cost import measure_cost, reference_batch
@@ -44,7 +44,7 @@ from gtcompress.graph import GraphBatch
 from gtcompress.models.model import GraphModel
 from gtcompress.preprocess.pe import laplacian_pe, rwse
 from gtcompress.preprocess.teddy import teddy_edge_scores, teddy_keep_mask
-from gtcompress.train.loop import TrainConfig, evaluate, seed_everything, train
+from gtcompress.train.loop import TrainConfig, check_time_budget, evaluate, seed_everything, train
 
 __all__ = ["SparsifyConfig", "SparsifyResult", "TeddyEdges", "sparsify_dataset", "sparsify_model"]
 
@@ -154,6 +154,9 @@ class SparsifyConfig:
             raise ConfigError(f"attention score must be auto, teddy or degree, got {self.attention_score!r}")
         if not 0.0 < self.attention_coverage <= 1.0:
             raise ConfigError(f"attention coverage must lie in (0, 1], got {self.attention_coverage}")
+        # checked here, before the checkpoint is loaded, not by the NaN weights fine-tuning would write
+        check_distillation(self.kd_weight, self.kd_temperature, "--kd-weight", "--kd-temperature")
+        check_time_budget(self.time_budget_s, "--time-budget")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

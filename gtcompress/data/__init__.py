@@ -24,6 +24,7 @@ from gtcompress.data.base import (
     TaskLevel,
     TaskType,
     add_pe,
+    check_seed,
     iterate_batches,
 )
 from gtcompress.data.cache import cache_path, cached, default_cache_dir
@@ -97,6 +98,7 @@ def load_dataset(
     key = name.strip()
     lower = key.lower()
     preset, counts = parse_size(size)
+    seed = check_seed(seed)  # before a cache lookup, a generator or a file is touched
 
     if lower in ("pattern", "cluster"):
         sizes = counts if counts is not None else SBM_PRESETS[preset][lower]

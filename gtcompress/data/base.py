@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from gtcompress.errors import ConfigError
 from gtcompress.graph import GraphBatch, collate
 from gtcompress.preprocess.pe import laplacian_pe, rwse
 
@@ -80,6 +81,15 @@ class GraphDataset:
                 "avg_edges": float(np.mean(e)) if e else 0.0,
             }
         return out
+
+
+def check_seed(seed: Any, option: str = "seed") -> int:
+    """``seed`` if it is an integer >= 0, else a ConfigError naming ``option``. numpy's seeding
+    (``SeedSequence``, ``default_rng``) refuses negative seeds with a bare ValueError traceback, and
+    only once a dataset is generated or split: here it is one line, before any work."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"{option} must be an integer >= 0 (it seeds the data generator and split), got {seed!r}")
+    return int(seed)
 
 
 def add_pe(dataset: GraphDataset, lap: int = 0, rwse_steps: int = 0) -> GraphDataset:

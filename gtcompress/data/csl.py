@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gtcompress.data.base import DatasetInfo, FeatureSpec, GraphDataset
+from gtcompress.data.base import DatasetInfo, FeatureSpec, GraphDataset, check_seed
 from gtcompress.errors import GTCompressError
 from gtcompress.graph import GraphBatch
 
@@ -57,7 +57,7 @@ def generate_csl(seed: int = 0, permutations: int = 15) -> GraphDataset:
     """CSL: ``10 * permutations`` graphs, split per class into train/val/test (see module doc)."""
     if permutations < 1:
         raise GTCompressError(f"permutations must be >= 1, got {permutations}")
-    streams = np.random.SeedSequence([int(seed), _TAG_CSL]).spawn(2)
+    streams = np.random.SeedSequence([check_seed(seed), _TAG_CSL]).spawn(2)
     perm_rng, split_rng = (np.random.default_rng(s) for s in streams)
     n_hold = round(0.2 * permutations)
     splits: dict[str, list[GraphBatch]] = {"train": [], "val": [], "test": []}

@@ -470,6 +470,8 @@ def _read_splits(paths: dict[str, Path], num_rows: int, csv_path: Path) -> dict[
     seen = np.zeros(num_rows, dtype=bool)
     for name, path in paths.items():
         idx = read_table(path, np.int64, ncols=1)[:, 0]
+        if idx.size == 0:  # else training fails at its first evaluation, inside torch.cat(), naming nothing
+            raise DataFormatError(f"{path}: no row ids, so the {name} split is empty; every split needs at least one")
         bad = np.flatnonzero((idx < 0) | (idx >= num_rows))
         if bad.size:
             raise DataFormatError(

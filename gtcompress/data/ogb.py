@@ -175,6 +175,8 @@ def load_ogb(root: Path, name: str | None = None, split: str = "scaffold") -> Gr
     for ours, theirs in _SPLIT_FILES:
         path = split_dir / f"{theirs}.csv.gz"
         idx = read_table(path, np.int64, ncols=1)[:, 0]
+        if idx.size == 0:  # else training fails at its first evaluation, inside torch.cat(), naming nothing
+            raise DataFormatError(f"{path}: no graph ids, so the {ours} split is empty; every split needs at least one")
         bad = np.flatnonzero((idx < 0) | (idx >= num_graphs))
         if bad.size:
             raise DataFormatError(f"{path}, line {bad[0] + 1}: graph id {idx[bad[0]]} outside 0..{num_graphs - 1}")

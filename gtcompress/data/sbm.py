@@ -45,7 +45,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from gtcompress.data.base import DatasetInfo, FeatureSpec, GraphDataset
+from gtcompress.data.base import DatasetInfo, FeatureSpec, GraphDataset, check_seed
 from gtcompress.errors import GTCompressError
 from gtcompress.graph import GraphBatch
 
@@ -138,7 +138,7 @@ def _check_sizes(sizes: Sequence[int]) -> tuple[int, int, int]:
 
 def _split_rngs(seed: int, tag: int, extra: int = 0) -> list[np.random.Generator]:
     """Independent streams (one per split, plus ``extra``): a split does not depend on other sizes."""
-    children = np.random.SeedSequence([int(seed), tag]).spawn(len(SPLITS) + extra)
+    children = np.random.SeedSequence([check_seed(seed), tag]).spawn(len(SPLITS) + extra)
     return [np.random.default_rng(c) for c in children]
 
 

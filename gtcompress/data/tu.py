@@ -30,7 +30,7 @@ from typing import IO
 import numpy as np
 import torch
 
-from gtcompress.data.base import DatasetInfo, FeatureSpec, GraphDataset
+from gtcompress.data.base import DatasetInfo, FeatureSpec, GraphDataset, check_seed
 from gtcompress.errors import DataFormatError
 from gtcompress.graph import GraphBatch
 
@@ -125,7 +125,7 @@ def random_split_indices(
     """
     if len(split) != 3 or any(f < 0 for f in split) or abs(sum(split) - 1.0) > 1e-6:
         raise ValueError(f"split must be three non-negative fractions summing to 1, got {tuple(split)}")
-    perm = np.random.default_rng(seed).permutation(num_graphs)
+    perm = np.random.default_rng(check_seed(seed)).permutation(num_graphs)
     bounds = [0, *(round(float(c) * num_graphs) for c in np.cumsum(split)[:2]), num_graphs]
     return {k: np.sort(perm[bounds[i] : bounds[i + 1]]) for i, k in enumerate(SPLIT_NAMES)}
 
@@ -287,4 +287,13 @@ def load_tu(root: Path, name: str, seed: int = 0, split: Sequence[float] = (0.8,
         edge_features=edge_spec,
     )
     parts_idx = random_split_indices(num_graphs, seed, split)
+    # a split given a share but left empty by rounding (too few graphs): else training fails at its
+    # first evaluation, inside torch.cat(), naming nothing. A share of 0 asks for an empty split.
+    empty = [k for (k, idx), f in zip(parts_idx.items(), split, strict=True) if idx.size == 0 and f > 0]
+    if empty:
+        sizes = "/".join(f"{round(100 * f)}" for f in split)
+        raise DataFormatError(
+            f"{folder}: {num_graphs} graph(s) leave the {' and '.join(empty)} split(s) empty under the "
+            f"seeded {sizes} random split; every split needs at least one graph"
+        )
     return GraphDataset(info=info, splits={k: [graphs[i] for i in idx] for k, idx in parts_idx.items()})

@@ -258,6 +258,9 @@ _KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a st
 _PLURAL = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
 _POSITIVE = (lambda v: v > 0), "> 0"
 _FRACTION = (lambda v: 0 < v <= 1), "in (0, 1]"
+#: PruneConfig's --target-flops range: a budget of 1 keeps every FLOP, and the library refuses it,
+#: but only when the prune stage starts, minutes into the run and naming an option gtc pipeline lacks.
+_BUDGET = (lambda v: 0 < v < 1), "in (0, 1) (the fraction of the dense model's FLOPs kept)"
 
 
 def _at_least(low: int) -> tuple[Callable[[Any], bool], str]:
@@ -266,6 +269,7 @@ def _at_least(low: int) -> tuple[Callable[[Any], bool], str]:
 
 #: Ranges of numeric keys (a list's range applies to each item).
 _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "data.seed": _at_least(0),  # numpy's generators refuse a negative seed (DataSpec does too, later)
     "train.hidden": _at_least(8),
     "train.layers": _at_least(1),
     "train.heads": _at_least(1),
@@ -274,7 +278,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.lr": _POSITIVE,
     "sparsify.edges": ((lambda v: 0 <= v < 1), "in [0, 1) (the share of edges TEDDY removes)"),
     "sparsify.epochs": _at_least(0),
-    "prune.budgets": _FRACTION,
+    "prune.budgets": _BUDGET,
     "prune.epochs": _at_least(0),
     "prune.finetune_epochs": _at_least(0),
     "prune.lr": _POSITIVE,
@@ -287,7 +291,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "profile.repeat": _at_least(1),
     "profile.max_seconds": _POSITIVE,
     "profile.graph_sizes": _at_least(2),
-    "profile.sweep_iterations": _at_least(1),
+    "profile.sweep_iterations": _at_least(2),  # the size sweep's own minimum (runtime.profile), checked at the end
     "triton.max_metric_drop": ((lambda v: v >= 0), ">= 0"),
 }
 

@@ -8,6 +8,11 @@ here inside the stages only, never at module level (see :mod:`gtcompress.pipelin
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
 from typing import Any
 
 from gtcompress.pipeline.cache import stage_key
@@ -143,24 +148,66 @@ def profile_stage(
 
 def triton_stage(ctx: RunContext, report: dict[str, Any]) -> None:
     """A Triton model repository (``triton/``) for the model :func:`choose_for_serving` picks;
-    recorded in ``report["triton"]`` (``None`` when no model qualifies)."""
+    recorded in ``report["triton"]`` (``None`` when no model qualifies).
+
+    The repository holds exactly the model the report names, and nothing when it names none
+    (no model qualifies, or ``triton.enabled`` is false): ``gtc tritonserver`` serves every model
+    in the folder, so a model left by an earlier run that picked another one would be served
+    though the report no longer mentions it. Hence the repository is built whole in a temporary
+    folder and swapped in (:func:`_swap_in`), never updated model by model."""
     tcfg = ctx.config["triton"]
-    if not tcfg["enabled"]:
-        return
-    best = choose_for_serving(report, tcfg["max_metric_drop"])
+    repo = ctx.out / "triton"
+    for stale in (*ctx.out.glob(".triton-new-*"), *ctx.out.glob(".triton-old-*"), *ctx.out.glob(".triton-del-*")):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a run killed inside a swap
+    best = choose_for_serving(report, tcfg["max_metric_drop"]) if tcfg["enabled"] else None
     if best is None:
-        report["triton"] = None
+        _remove_tree(repo)
+        if tcfg["enabled"]:
+            report["triton"] = None
         return
     src = ctx.out / best["file"]
     name = best["model"].replace(".", "_")
-    repo = ctx.out / "triton"
+    if repo.exists() and sorted(p.name for p in repo.iterdir()) != [name]:
+        _remove_tree(repo)  # anything besides this model (e.g. left by older code): rebuilt, not kept
 
     def write() -> dict[str, Any]:
         from exporters.triton_repo import write_model_repository
 
-        root = write_model_repository(repo, name, src, read_spec(src), backend=tcfg["backend"])
-        return {"path": str(root), "backend": "python" if (root / "1" / "model.py").is_file() else "onnxruntime"}
+        tmp = Path(tempfile.mkdtemp(prefix=".triton-new-", dir=ctx.out))
+        try:
+            root = write_model_repository(tmp, name, src, read_spec(src), backend=tcfg["backend"])
+            backend = "python" if (root / "1" / "model.py").is_file() else "onnxruntime"
+            _swap_in(tmp, repo)
+        finally:
+            _remove_tree(tmp)
+        return {"path": str(repo / name), "backend": backend}
 
     key = stage_key(best["file"], src.stat().st_mtime, tcfg["backend"], "raw-graph-variant")
     made = ctx.stage("triton-repo", key, [repo / name / "config.pbtxt"], write)
     report["triton"] = {"model": name, "repository": str(repo), "source": best["file"], "backend": made.get("backend")}
+
+
+def _swap_in(new: Path, repo: Path) -> None:
+    """Make the complete folder ``new`` the folder ``repo`` by renames (same file system): a reader
+    sees the old repository or the new one, never a mix; the old one is deleted only after. A
+    crash between the two renames leaves no ``repo`` (the next run rebuilds it), never a stale one."""
+    old = None
+    if repo.exists():
+        old = repo.with_name(f".triton-old-{uuid.uuid4().hex[:8]}")
+        os.replace(repo, old)
+    os.replace(new, repo)
+    if old is not None:
+        _remove_tree(old)
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove ``path`` if it exists, by first renaming it aside, so that no half-deleted
+    repository is ever visible under its own name."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+        return
+    aside = path.with_name(f".{path.name}-del-{uuid.uuid4().hex[:8]}")
+    os.replace(path, aside)
+    shutil.rmtree(aside, ignore_errors=True)

@@ -16,11 +16,36 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch import Tensor, nn
 
 from gtcompress.data.base import DatasetInfo, GraphDataset, iterate_batches
+from gtcompress.errors import ConfigError, GTCompressError
 from gtcompress.graph import GraphBatch, random_sign_flip
 from gtcompress.train.metrics import compute_metric, higher_is_better, task_loss
 
 # Extra loss term added to the task loss, e.g. distillation or a budget penalty: (model, batch, logits) -> loss.
 ExtraLoss = Callable[[nn.Module, GraphBatch, Tensor], Tensor]
+
+
+class TrainingDivergedError(GTCompressError):
+    """The loss became NaN or infinite. Raised instead of carrying on: every later step would feed
+    NaN gradients to the optimiser, and the checkpoint written at the end would hold NaN weights
+    while the run still exited 0."""
+
+
+def check_time_budget(value: float, option: str) -> None:
+    """Refuse a time budget that is not a finite number >= 0 (0 = no limit). A negative budget is
+    already spent after the first epoch and NaN compares false with everything: both silently cut
+    training to one epoch (and NaN was also written to the checkpoint's config)."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{option} must be a finite number of seconds >= 0 (0 = no limit), got {value!r}")
+
+
+def check_finite_loss(loss: Tensor, where: str, epoch: int, step: int, steps: int, lr: float) -> None:
+    """Stop at the first non-finite loss (see :class:`TrainingDivergedError`), naming where it
+    happened and the usual cure."""
+    if not bool(torch.isfinite(loss.detach()).all()):
+        raise TrainingDivergedError(
+            f"{where}: the loss became {float(loss.detach()):g} at epoch {epoch + 1}, step {step + 1} of {steps}; "
+            f"training diverged, so no weights were written: lower the learning rate (--lr, now {lr:g})"
+        )
 
 
 @dataclass
@@ -35,6 +60,9 @@ class TrainConfig:
     eval_batch_size: int = 128
     time_budget_s: float = 0.0  # stop after the epoch that crosses this wall time (0 = no limit)
     lap_sign_flip: bool = True
+
+    def __post_init__(self) -> None:
+        check_time_budget(self.time_budget_s, "--time-budget")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +102,8 @@ def seed_everything(seed: int) -> torch.Generator:
 @torch.no_grad()
 def predict(model: nn.Module, graphs: list[GraphBatch], batch_size: int = 128) -> tuple[Tensor, Tensor]:
     """Concatenated (logits, targets) of a split in eval mode."""
+    if not graphs:  # torch.cat() would fail with a message that names neither split nor cause
+        raise ConfigError("nothing to evaluate: the split holds no graphs")
     model.eval()
     outs, ys = [], []
     for batch in iterate_batches(graphs, batch_size):
@@ -126,6 +156,11 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch."""
     info = dataset.info
+    for split in ("train", "val"):  # an empty one fails later as torch.cat() on an empty list
+        if not dataset.splits.get(split):
+            raise ConfigError(
+                f"dataset {info.name!r}: the {split} split is empty; training needs graphs in train and val"
+            )
     gen = seed_everything(cfg.seed)
     train_graphs, val_graphs = dataset["train"], dataset["val"]
     test_graphs = dataset.splits.get("test", [])
@@ -148,7 +183,7 @@ def train(
                 break
             model.train()
             total, count = 0.0, 0
-            for batch in iterate_batches(train_graphs, cfg.batch_size, shuffle=True, generator=gen):
+            for step, batch in enumerate(iterate_batches(train_graphs, cfg.batch_size, shuffle=True, generator=gen)):
                 if cfg.lap_sign_flip and "lap" in batch.pe:
                     batch.pe["lap"] = random_sign_flip(batch.pe["lap"], gen)
                 logits = model(batch)
@@ -156,6 +191,7 @@ def train(
                 loss = task_loss(logits, batch.y, info)
                 if extra_loss is not None:
                     loss = loss + extra_loss(model, batch, logits)
+                check_finite_loss(loss, description, epoch, step, steps_per_epoch, cfg.lr)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gtcompress.data.base import GraphDataset, add_pe
+from gtcompress.data.base import GraphDataset, add_pe, check_seed
 from gtcompress.errors import ConfigError
 from gtcompress.models.config import ARCHS, ModelConfig
 from gtcompress.models.model import GraphModel, build_model
@@ -23,6 +23,11 @@ class DataSpec:
     root: str | None = None  # directory for file-based datasets
     size: str = "small"  # "small", "full" or "TRAIN,VAL,TEST" (generated datasets and molhiv)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # stored in every checkpoint and used by numpy to generate and split the data, which
+        # refuses a negative seed only when the dataset is built: refuse it on construction
+        check_seed(self.seed, "--seed")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -160,7 +160,8 @@ def test_molhiv_limit_keeps_a_positive(tmp_path: Path) -> None:
 
 
 def test_molhiv_bad_smiles_names_row(tmp_path: Path) -> None:
-    root = _toy_hiv(tmp_path / "hiv", ["CCO", "C1CC(("], [0, 1], {"train": [0, 1], "valid": [], "test": []})
+    splits = {"train": [0, 1], "valid": [2], "test": [3]}  # no split empty: that is an error of its own
+    root = _toy_hiv(tmp_path / "hiv", ["CCO", "C1CC((", "C", "CC"], [0, 1, 0, 1], splits)
     with pytest.raises(DataFormatError, match=r"HIV\.csv\.gz, row 1 \(line 3\): unparsable SMILES 'C1CC\(\('"):
         load_molhiv(root, cache=False)
 
@@ -177,6 +178,15 @@ def test_molhiv_bad_split_files(tmp_path: Path) -> None:
         load_molhiv(root, cache=False)
     with pytest.raises(DataFormatError, match=r"missing file: .*HIV\.csv\.gz"):
         load_molhiv(tmp_path / "nowhere")
+
+
+def test_molhiv_split_file_without_rows_is_an_error(tmp_path: Path) -> None:
+    """An empty split failed only in training, as ``torch.cat(): expected a non-empty list``."""
+    root = _toy_hiv(tmp_path / "hiv", ["C", "CC"], [0, 1], {"train": [0], "valid": [], "test": [1]})
+    with pytest.raises(DataFormatError) as err:
+        load_molhiv(root, cache=False)
+    path = root / "split_recomputed" / "scaffold" / "valid.csv.gz"
+    assert str(err.value) == f"{path}: no row ids, so the val split is empty; every split needs at least one"
 
 
 def test_molhiv_real_limit_and_cache(hiv_root: Path, tmp_path: Path) -> None:

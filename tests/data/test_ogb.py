@@ -93,15 +93,16 @@ def _gz(path: Path, text: str) -> None:
 
 
 def _toy(root: Path, labels: str = "1,\n0,1\n", edges: str = "0,1\n0,1\n1,2\n") -> Path:
-    """Two molecules (2 and 3 atoms, 1 and 2 bonds), two tasks with one missing label."""
+    """Two molecules (2 and 3 atoms, 1 and 2 bonds), two tasks with one missing label; ``labels``
+    and ``edges`` are theirs. A third, the first again, fills the test split (an empty one is an error)."""
     raw = root / "raw"
-    _gz(raw / "edge.csv.gz", edges)
-    _gz(raw / "edge-feat.csv.gz", "0,0,0\n1,0,0\n0,0,1\n")
-    _gz(raw / "node-feat.csv.gz", "5,0,1,5,3,0,2,0,0\n" * 2 + "7,0,2,5,1,0,2,0,0\n" * 3)
-    _gz(raw / "num-node-list.csv.gz", "2\n3\n")
-    _gz(raw / "num-edge-list.csv.gz", "1\n2\n")
-    _gz(raw / "graph-label.csv.gz", labels)
-    for name, ids in (("train", "0\n"), ("valid", "1\n"), ("test", "")):
+    _gz(raw / "edge.csv.gz", edges + "0,1\n")
+    _gz(raw / "edge-feat.csv.gz", "0,0,0\n1,0,0\n0,0,1\n0,0,0\n")
+    _gz(raw / "node-feat.csv.gz", "5,0,1,5,3,0,2,0,0\n" * 2 + "7,0,2,5,1,0,2,0,0\n" * 3 + "5,0,1,5,3,0,2,0,0\n" * 2)
+    _gz(raw / "num-node-list.csv.gz", "2\n3\n2\n")
+    _gz(raw / "num-edge-list.csv.gz", "1\n2\n1\n")
+    _gz(raw / "graph-label.csv.gz", labels + "1,1\n")
+    for name, ids in (("train", "0\n"), ("valid", "1\n"), ("test", "2\n")):
         _gz(root / "split" / "scaffold" / f"{name}.csv.gz", ids)
     return root
 
@@ -111,7 +112,7 @@ def test_synthetic_inverse_edges_and_nan_labels(tmp_path: Path) -> None:
     assert ds.info.name == "ogbg-moltoy"
     assert (ds.info.task, ds.info.out_dim) == ("binary", 2)  # unknown name: inferred from 0/1 labels
     (g0,), (g1,) = ds["train"], ds["val"]
-    assert ds["test"] == []
+    assert len(ds["test"]) == 1
     assert g0.edge_index.tolist() == [[0, 1], [1, 0]]
     assert g1.edge_index.tolist() == [[0, 1, 1, 2], [1, 0, 2, 1]]
     assert g1.edge_attr.tolist() == [[1, 0, 0], [1, 0, 0], [0, 0, 1], [0, 0, 1]]
@@ -129,7 +130,7 @@ def test_synthetic_errors(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match=r"edge\.csv\.gz, line 3: edge \[1, 3\] of graph 1 outside its 3 nodes"):
         load_ogb(root)
     root = _toy(tmp_path / "b")
-    _gz(root / "raw" / "node-feat.csv.gz", "5,0,1,5,3,0,2,0,0\n" * 4 + "5,9,1,5,3,0,2,0,0\n")
+    _gz(root / "raw" / "node-feat.csv.gz", "5,0,1,5,3,0,2,0,0\n" * 4 + "5,9,1,5,3,0,2,0,0\n" * 3)
     with pytest.raises(DataFormatError, match=r"node-feat\.csv\.gz, line 5: .* outside the OGB feature cardinalities"):
         load_ogb(root)
     root = _toy(tmp_path / "c")
@@ -151,6 +152,16 @@ def test_split_overlap_is_an_error(tmp_path: Path) -> None:
     _gz(root / "split" / "scaffold" / "test.csv.gz", "0\n")
     with pytest.raises(DataFormatError, match=r"test\.csv\.gz: a graph id is listed twice or also in another split"):
         load_ogb(root)
+
+
+def test_a_split_file_without_rows_is_an_error(tmp_path: Path) -> None:
+    """An empty split failed only in training, as ``torch.cat(): expected a non-empty list``."""
+    root = _toy(tmp_path / "toy")
+    _gz(root / "split" / "scaffold" / "valid.csv.gz", "")
+    path = root / "split" / "scaffold" / "valid.csv.gz"
+    with pytest.raises(DataFormatError) as err:
+        load_ogb(root)
+    assert str(err.value) == f"{path}: no graph ids, so the val split is empty; every split needs at least one"
 
 
 def test_gzip_is_required_format(tmp_path: Path) -> None:

@@ -288,3 +288,22 @@ def test_data_root_with_tu_subfolder(tu_root: Path) -> None:
     """``load_dataset`` passes the data root; the TU/ subfolder is found from there."""
     ds = load_tu(tu_root.parent, "MUTAG")
     assert len(_all(ds.splits)) == 188
+
+
+def test_a_split_left_empty_by_too_few_graphs_is_an_error(tmp_path: Path) -> None:
+    """Two graphs at 80/10/10 leave val and test empty: refused at load, naming the folder and the
+    splits, instead of ``torch.cat(): expected a non-empty list of Tensors`` at the first evaluation."""
+    from gtcompress.data import load_dataset
+
+    folder = _toy(tmp_path)
+    expected = (
+        f"{folder}: 2 graph(s) leave the val and test split(s) empty under the seeded 80/10/10 random split; "
+        "every split needs at least one graph"
+    )
+    with pytest.raises(DataFormatError) as err:
+        load_tu(tmp_path, "TOY")
+    assert str(err.value) == expected
+    with pytest.raises(DataFormatError) as err:
+        load_dataset("tu:TOY", tmp_path)
+    assert str(err.value) == expected
+    assert len(load_tu(tmp_path, "TOY", split=(1.0, 0.0, 0.0))["train"]) == 2  # asked-for empty splits stay allowed

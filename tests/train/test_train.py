@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from gtcompress.data import load_dataset
-from gtcompress.data.base import DatasetInfo, FeatureSpec
+from gtcompress.data.base import DatasetInfo, FeatureSpec, GraphDataset
+from gtcompress.errors import ConfigError
 from gtcompress.models import ModelConfig, build_model
 from gtcompress.train import TrainConfig, compute_metric, evaluate, task_loss, train
-from gtcompress.train.loop import epochs_in_budget
+from gtcompress.train.loop import TrainingDivergedError, epochs_in_budget
 from gtcompress.train.metrics import roc_auc
 
 
@@ -86,3 +87,35 @@ def test_binary_loss_ignores_missing_labels() -> None:
     y = torch.tensor([[1.0], [float("nan")]])
     expected = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor([0.3]), torch.tensor([1.0]))
     assert task_loss(logits, y, info) == pytest.approx(float(expected))
+
+
+@pytest.mark.parametrize("budget", [-1.0, math.nan, math.inf])
+def test_a_negative_or_non_finite_time_budget_is_refused(budget) -> None:
+    """Each silently cut training to one epoch (and NaN was written into config.json)."""
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(time_budget_s=budget)
+    assert str(err.value) == f"--time-budget must be a finite number of seconds >= 0 (0 = no limit), got {budget!r}"
+
+
+def test_a_non_finite_loss_stops_training_with_a_clear_error(tiny) -> None:
+    """Instead of carrying on and returning (to be saved) NaN weights."""
+    model = _model(tiny.info)
+    nan_loss = lambda m, b, logits: logits.sum() * math.nan  # noqa: E731
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=0.01)
+    with pytest.raises(TrainingDivergedError) as err:
+        train(model, tiny, cfg, extra_loss=nan_loss, show_progress=False, description="gt on cluster")
+    assert str(err.value) == (
+        "gt on cluster: the loss became nan at epoch 1, step 1 of 5; training diverged, "
+        "so no weights were written: lower the learning rate (--lr, now 0.01)"
+    )
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())  # no NaN step was taken
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_an_empty_split_is_named_instead_of_torch_cat_failing(tiny, split) -> None:
+    ds = GraphDataset(tiny.info, {**tiny.splits, split: []})
+    with pytest.raises(ConfigError) as err:
+        train(_model(tiny.info), ds, TrainConfig(epochs=1, batch_size=8), show_progress=False)
+    assert str(err.value) == (f"dataset 'CLUSTER': the {split} split is empty; training needs graphs in train and val")
+    with pytest.raises(ConfigError, match=r"^nothing to evaluate: the split holds no graphs$"):
+        evaluate(_model(tiny.info), [], tiny.info)
