@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -110,6 +111,17 @@ def check_checkpoint_out(out: Path) -> None:
         check_checkpoint_target(out)
     except CheckpointError as e:
         raise CheckpointError(f"--out {e}") from None
+
+
+def seconds(value: float | None) -> float | None:
+    """Callback of every time-budget option: a finite number of seconds >= 0 (0 = no limit).
+
+    ``min=0`` alone lets NaN through (no comparison with NaN is true), and a negative or NaN
+    budget made training stop after its first epoch without a word; ``inf`` is no number of
+    seconds (0 already means no limit)."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise typer.BadParameter(f"{value} is not a number of seconds >= 0 (0 = no limit)")
+    return value
 
 
 def parse_pe(text: str) -> dict[str, int]:

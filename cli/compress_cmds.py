@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import check_checkpoint_out, console, table, user_errors
+from cli.common import check_checkpoint_out, console, seconds, table, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -66,18 +66,19 @@ RootOpt = Annotated[
 
 
 def _load(checkpoint: Path, data_root: Path | None) -> tuple[Any, dict[str, Any], Any]:
+    """The checkpoint, its meta and its dataset, split as when it was trained and, for a TEDDY
+    checkpoint, sparsified as its inputs were: pruning it on the original graphs would train and
+    measure it on inputs it is never served."""
     from gtcompress.checkpoint import load_checkpoint
+    from gtcompress.checkpoint_data import checkpoint_data_spec, sparsified, teddy_transform
     from gtcompress.errors import GTCompressError
-    from gtcompress.train.recipe import DataSpec
 
     model, meta = load_checkpoint(checkpoint)
-    ds_meta = {k: v for k, v in (meta.get("dataset") or {}).items() if k != "info"}
-    if data_root is not None:
-        ds_meta["root"] = str(data_root)
-    if "name" not in ds_meta:
+    spec = checkpoint_data_spec(meta, root=str(data_root) if data_root is not None else None)
+    if spec is None:
         raise GTCompressError(f"{checkpoint}: no dataset recorded in the checkpoint (train it with gtc train)")
-    ds = DataSpec(**ds_meta).load(model.config.pe)
-    return model, meta, ds
+    ds = spec.load(model.config.pe)
+    return model, meta, sparsified(ds, teddy_transform(meta, model.config))
 
 
 def _save(out: Path, model: Any, meta: dict[str, Any], report: dict[str, Any], extra: dict[str, Any]) -> None:
@@ -149,13 +150,13 @@ def sparsify_cmd(
     epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs.")] = SPARSIFY["epochs"],
     batch_size: Annotated[int, typer.Option(min=1)] = SPARSIFY["batch_size"],
     lr: Annotated[float, typer.Option(min=0.0)] = SPARSIFY["lr"],
-    time_budget: Annotated[float, typer.Option(help="Stop fine-tuning after this many seconds (0 = none).")] = SPARSIFY[
-        "time_budget_s"
-    ],
+    time_budget: Annotated[
+        float, typer.Option(callback=seconds, help="Stop fine-tuning after this many seconds (0 = none).")
+    ] = SPARSIFY["time_budget_s"],
     cost_graphs: Annotated[int, typer.Option(min=1, help="Validation graphs FLOPs are measured on.")] = SPARSIFY[
         "cost_graphs"
     ],
-    seed: int = SPARSIFY["seed"],
+    seed: Annotated[int, typer.Option(min=0)] = SPARSIFY["seed"],
     data_root: RootOpt = None,
     out: Annotated[Path, typer.Option(help="Compressed checkpoint directory to write.")] = Path("runs/sparsified"),
 ) -> None:
@@ -183,6 +184,7 @@ def sparsify_cmd(
         attention_coverage=attention_coverage,
     )
     check_checkpoint_out(out)
+    _refuse_resparsifying(checkpoint)
     model, meta, ds = _load(checkpoint, data_root)
     res = sparsify_model(model, ds, cfg)
     _save(out, res.model, meta, res.report, {"teddy": res.transform.to_dict()})
@@ -235,17 +237,17 @@ def prune_cmd(
     lr: Annotated[float, typer.Option(min=0.0)] = PRUNE["lr"],
     gate_lr: Annotated[float, typer.Option(min=0.0, help="Learning rate of gates and multipliers.")] = PRUNE["gate_lr"],
     kd_weight: Annotated[float, typer.Option(help="λ of the distillation term.")] = PRUNE["kd_weight"],
-    time_budget: Annotated[float, typer.Option(help="Mask-training wall time in seconds (0 = none).")] = PRUNE[
-        "time_budget_s"
-    ],
-    finetune_time_budget: Annotated[float, typer.Option(help="Fine-tuning wall time in seconds.")] = PRUNE[
-        "finetune_time_budget_s"
-    ],
+    time_budget: Annotated[
+        float, typer.Option(callback=seconds, help="Mask-training wall time in seconds (0 = none).")
+    ] = PRUNE["time_budget_s"],
+    finetune_time_budget: Annotated[
+        float, typer.Option(callback=seconds, help="Fine-tuning wall time in seconds (0 = none).")
+    ] = PRUNE["finetune_time_budget_s"],
     cost_graphs: Annotated[int, typer.Option(min=1, help="Validation graphs FLOPs are measured on.")] = PRUNE[
         "cost_graphs"
     ],
     random: Annotated[bool, typer.Option("--random", help="Random pruning baseline at the same budget.")] = False,
-    seed: int = PRUNE["seed"],
+    seed: Annotated[int, typer.Option(min=0)] = PRUNE["seed"],
     data_root: RootOpt = None,
     out: Annotated[Path, typer.Option(help="Compressed checkpoint directory to write.")] = Path("runs/pruned"),
 ) -> None:
@@ -277,7 +279,8 @@ def prune_cmd(
     check_checkpoint_out(out)
     model, meta, ds = _load(checkpoint, data_root)
     res = (random_prune if random else prune_model)(model, ds, cfg)
-    _save(out, res.model, meta, res.report, {})
+    # a pruned TEDDY model still takes TEDDY-sparsified inputs: its checkpoint says so
+    _save(out, res.model, meta, res.report, {"teddy": meta["teddy"]} if meta.get("teddy") else {})
     _summary(f"{'random' if random else 'GTSP'} {checkpoint} → {out}", res.report)
     console.print(
         table(
@@ -285,6 +288,22 @@ def prune_cmd(
             [{"layer": i, **row} for i, row in enumerate(res.report["layers_after"])],
         )
     )
+
+
+def _refuse_resparsifying(checkpoint: Path) -> None:
+    """A checkpoint whose inputs are already TEDDY-sparsified cannot be sparsified again: its
+    ``teddy`` record would describe only the second step, so the graphs it is served would keep
+    edges it never saw. Checked before the data is loaded; sparsify the dense parent instead."""
+    from gtcompress.checkpoint import read_checkpoint_meta
+    from gtcompress.errors import ConfigError
+
+    teddy = read_checkpoint_meta(checkpoint).get("teddy") or {}
+    edges = teddy.get("edges", teddy.get("ratio", 0.0))
+    if edges > 0:
+        raise ConfigError(
+            f"{checkpoint}: already TEDDY-sparsified (config.json teddy.edges {edges}); "
+            "sparsify the dense checkpoint it was made from instead"
+        )
 
 
 def _parse_keep(text: str | None) -> dict[str, float]:

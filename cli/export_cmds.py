@@ -38,7 +38,7 @@ def export_cmd(
     triton_threads: Annotated[
         int, typer.Option(help="python: ONNX Runtime threads per instance (0: its default).")
     ] = 1,
-    profile_graphs: Annotated[int, typer.Option(help="auto: graphs per batch to size the cost estimate.")] = 32,
+    profile_graphs: Annotated[int, typer.Option(min=1, help="auto: graphs per batch to size the cost estimate.")] = 32,
 ) -> None:
     """Export a checkpoint to ONNX with symbolic graph sizes, verified against PyTorch.
 
@@ -107,13 +107,13 @@ def export_cmd(
 
 def _profile_batch(meta: dict, graphs: int):  # type: ignore[no-untyped-def]
     """The first ``graphs`` validation graphs of the checkpoint's dataset, as one numpy batch."""
+    from gtcompress.checkpoint_data import checkpoint_data_spec
     from gtcompress.preprocess import union_graphs
-    from gtcompress.train.recipe import DataSpec
 
-    ds_meta = {k: v for k, v in (meta.get("dataset") or {}).items() if k != "info"}
-    if "name" not in ds_meta:
+    spec = checkpoint_data_spec(meta)  # the section was validated when the checkpoint was read
+    if spec is None:
         return None
-    split = DataSpec(**ds_meta).load()
+    split = spec.load()
     sample = split.splits.get("val") or split.splits["train"]
     return union_graphs([g.to_numpy() for g in sample[:graphs]])
 

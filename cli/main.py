@@ -17,7 +17,7 @@ import typer
 
 from cli import compress_cmds, export_cmds, runtime_cmds
 from cli import pipeline as cli_pipeline
-from cli.common import OneLineErrorsGroup, check_checkpoint_out, console, parse_pe, table, user_errors
+from cli.common import OneLineErrorsGroup, check_checkpoint_out, console, parse_pe, seconds, table, user_errors
 from cli.compress_cmds import library_defaults
 
 app = typer.Typer(
@@ -52,7 +52,7 @@ SizeOpt = Annotated[str, typer.Option(help="small, full or TRAIN,VAL,TEST counts
 def data_generate(
     name: Annotated[str, typer.Argument(help="pattern, cluster or csl")],
     size: SizeOpt = "small",
-    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Generator seed.")] = 0,
 ) -> None:
     """Generate a synthetic benchmark (cached on disk) and print its statistics.
 
@@ -77,7 +77,7 @@ _DATA = library_defaults("gtcompress.train.recipe", "DataSpec")
 #: ``gtc train``'s epochs, kept at what the command always used rather than TrainConfig.epochs (50):
 #: the one option whose default departs from the library's (tests/compress/test_cli_defaults.py).
 TRAIN_EPOCHS = 30
-TimeBudgetOpt = Annotated[float, typer.Option(help="Stop after this many seconds (0 = none).")]
+TimeBudgetOpt = Annotated[float, typer.Option(callback=seconds, help="Stop after this many seconds (0 = none).")]
 
 
 @app.command()
@@ -96,7 +96,9 @@ def train(
     epochs: Annotated[int, typer.Option(min=1)] = TRAIN_EPOCHS,
     batch_size: Annotated[int, typer.Option(min=1)] = _TRAIN["batch_size"],
     lr: Annotated[float, typer.Option(min=0.0)] = _TRAIN["lr"],
-    seed: int = _TRAIN["seed"],
+    seed: Annotated[int, typer.Option(min=0, help="Seeds the model, the training and the data split.")] = _TRAIN[
+        "seed"
+    ],
     time_budget: TimeBudgetOpt = _TRAIN["time_budget_s"],
 ) -> None:
     """Train a graph transformer and write a checkpoint (model.safetensors + config.json).
@@ -158,27 +160,40 @@ def eval_cmd(
 ) -> None:
     """Evaluate a checkpoint on a split of its dataset (or another with the same inputs).
 
+    Its own dataset is split as when it was trained; a TEDDY checkpoint is fed graphs sparsified as
+    its config.json records, the inputs it was trained and measured on.
+
     Example: gtc eval runs/gt-cluster --split val
     """
     from gtcompress.checkpoint import load_checkpoint
+    from gtcompress.checkpoint_data import checkpoint_data_spec, sparsified, teddy_transform
     from gtcompress.errors import GTCompressError
     from gtcompress.train.loop import evaluate
-    from gtcompress.train.recipe import DataSpec
 
     model, meta = load_checkpoint(checkpoint)
-    ds_meta = dict(meta.get("dataset") or {})
-    ds_meta.pop("info", None)
-    if data is not None:
-        ds_meta.update(name=data, root=str(data_root) if data_root else None)
-    elif data_root is not None:
-        ds_meta["root"] = str(data_root)
-    if "name" not in ds_meta:
+    # the checkpoint's own dataset, split as when it was trained; --data another: that one's defaults
+    spec = checkpoint_data_spec(meta, data, str(data_root) if data_root else None)
+    if spec is None:
         raise GTCompressError(f"{checkpoint}: no dataset recorded in the checkpoint; pass --data")
-    ds = DataSpec(**ds_meta).load(model.config.pe)
+    ds = spec.load(model.config.pe)
+    _check_inputs(checkpoint, model.config, ds.info, f"--data {data}" if data is not None else f"dataset {spec.name}")
     if split not in ds.splits:
         raise GTCompressError(f"unknown split {split!r}; this dataset has {', '.join(ds.splits)}")
+    # a TEDDY model was trained on sparsified graphs: evaluate it on the graphs it will be served
+    ds = sparsified(ds, teddy_transform(meta, model.config))
     res = evaluate(model, ds[split], ds.info)
     console.print(table(f"{checkpoint} on {ds.info.name}/{split}", [{"graphs": len(ds[split]), **res}]))
+
+
+def _check_inputs(checkpoint: Path, config: object, info: object, what: str) -> None:
+    """Refuse a dataset whose inputs or targets the model cannot take, before evaluating: an
+    IndexError (a category it has no embedding for) or a shape error mid-run otherwise."""
+    from gtcompress.checkpoint_data import input_mismatch
+    from gtcompress.errors import ConfigError
+
+    problem = input_mismatch(config, info)  # type: ignore[arg-type]
+    if problem is not None:
+        raise ConfigError(f"{what} does not fit the model of {checkpoint}: {problem}")
 
 
 @app.command()

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli.common import console, table, user_errors
 from gtcompress.pipeline import DEFAULT_OUT
+
+if TYPE_CHECKING:
+    from gtcompress.pipeline import PipelineConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +35,10 @@ def pipeline_cmd(
             "--data-root", help="Directory of a file-based dataset (e.g. ../shared/data/TU).", file_okay=False
         ),
     ] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="Start from this trained checkpoint.")] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Start from this trained checkpoint, on the dataset and split it records."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Run directory (re-running resumes).")] = DEFAULT_OUT,
 ) -> None:
     """The main job: train (or take) a GT, TEDDY-sparsify, GTSP-prune, export, verify, profile, serve.
@@ -40,7 +46,7 @@ def pipeline_cmd(
     Default: CLUSTER-small, GT and GPS, three FLOP budgets plus a random baseline; about 10 minutes on
     2 CPU cores. Example: gtc pipeline --set prune.budgets=[0.5] --out runs/demo
     """
-    from gtcompress.pipeline import load_config, run_pipeline
+    from gtcompress.pipeline import run_pipeline
 
     overrides = list(set_ or [])
     if data:
@@ -49,7 +55,7 @@ def pipeline_cmd(
         overrides.append(f"data.root={data_root}")
     if checkpoint:
         overrides.append(f"train.checkpoint={checkpoint}")
-    report = run_pipeline(load_config(config, overrides), out, log=console.print)
+    report = run_pipeline(_with_checkpoint_data(config, overrides), out, log=console.print)
     rows = [
         {
             "model": r["model"],
@@ -62,3 +68,40 @@ def pipeline_cmd(
         for r in report["rows"]
     ]
     console.print(table(f"pipeline → {out}/report.md", rows))
+
+
+def _with_checkpoint_data(path: Path | None, overrides: list[str]) -> PipelineConfig:
+    """The run's config; with a checkpoint given (``--checkpoint``, ``train.checkpoint``), its
+    ``data`` section is the dataset the checkpoint records, split as when it was trained.
+
+    The model must be compressed and measured on its own dataset and split: another split's test
+    graphs may be its training graphs (a leaked metric), another dataset's inputs it cannot read.
+    So the recorded dataset is the default, laid under the config file and ``--set``/``--data``;
+    what they set must agree with it (``data.root`` aside, which only says where the files are
+    now), else one error names both. A checkpoint that records no dataset takes the configured
+    one, which the pipeline checks against the model's inputs."""
+    from gtcompress.checkpoint import read_checkpoint_meta
+    from gtcompress.checkpoint_data import data_spec_conflicts
+    from gtcompress.errors import ConfigError
+    from gtcompress.pipeline import PipelineConfig, load_config
+    from gtcompress.pipeline.context import data_spec
+
+    cfg = load_config(path, overrides)
+    ckpt = cfg["train"]["checkpoint"]
+    if ckpt is None:
+        return cfg
+    meta = read_checkpoint_meta(ckpt)
+    recorded = {k: v for k, v in (meta.get("dataset") or {}).items() if k != "info"}
+    if not recorded.get("name"):
+        return cfg
+    base = PipelineConfig.default().with_overrides({"data": recorded})
+    cfg = (base.with_file(path) if path is not None else base).with_overrides(overrides)
+    conflicts = data_spec_conflicts(meta, data_spec(cfg))
+    if conflicts:
+        key, was, now = conflicts[0]
+        raise ConfigError(
+            f"data.{key} {now!r} (from --data, --set or --config) conflicts with the dataset of checkpoint {ckpt} "
+            f"(config.json dataset.{key} {was!r}); the model is measured on the dataset and split it was trained "
+            f"on: leave data.{key} out to use the checkpoint's"
+        )
+    return cfg

@@ -117,7 +117,7 @@ def profile_cmd(
     providers: Annotated[str | None, typer.Option(help="ONNX Runtime providers in order, e.g. cuda,cpu.")] = None,
     op_profile: Annotated[bool, typer.Option(help="Per-op breakdown from ONNX Runtime's profiler.")] = True,
     isolate: Annotated[bool, typer.Option(help="One pinned process per model and thread count.")] = True,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the random graphs.")] = 0,
     device: DeviceOpt = None,
     cuda_graphs: CudaGraphsOpt = False,
 ) -> None:

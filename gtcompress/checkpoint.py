@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gtcompress import __version__
+from gtcompress.checkpoint_data import check_dataset_section, check_teddy_section, json_kind
 from gtcompress.errors import CheckpointError, ConfigError
 from gtcompress.io import pid_running
 from gtcompress.models.config import ModelConfig
@@ -185,14 +186,6 @@ def _recover_dead_saves(target: Path) -> None:
             _remove(leftover)
 
 
-def _json_kind(v: object) -> str:
-    """The JSON name of a parsed value's type, for messages about a hand-edited config.json."""
-    if v is None:
-        return "null"
-    kinds = {bool: "a boolean", dict: "an object", list: "an array", str: "a string", int: "a number"}
-    return kinds.get(type(v), "a number")
-
-
 def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The parsed ``config.json`` of a checkpoint directory (validated, weights not loaded)."""
     root = Path(path)
@@ -220,15 +213,15 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from e
     if not isinstance(doc, dict):
-        raise CheckpointError(
-            f"{cfg_path}: not a gtcompress checkpoint (expected a JSON object, got {_json_kind(doc)})"
-        )
+        raise CheckpointError(f"{cfg_path}: not a gtcompress checkpoint (expected a JSON object, got {json_kind(doc)})")
     if doc.get("format") != FORMAT:
         raise CheckpointError(f"{cfg_path}: not a gtcompress checkpoint (format={doc.get('format')!r})")
     if "model" not in doc:
         raise CheckpointError(f"{cfg_path}: has no 'model' section")
     if not isinstance(doc["model"], dict):
-        raise CheckpointError(f"{cfg_path}: the 'model' section must be a JSON object, got {_json_kind(doc['model'])}")
+        raise CheckpointError(f"{cfg_path}: the 'model' section must be a JSON object, got {json_kind(doc['model'])}")
+    check_dataset_section(doc.get("dataset"), cfg_path)
+    check_teddy_section(doc.get("teddy"), cfg_path)
     doc["_root"] = str(root)
     return doc
 

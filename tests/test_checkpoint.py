@@ -301,3 +301,124 @@ def test_save_refuses_a_directory_it_cannot_write_to(tmp_path, monkeypatch) -> N
     with pytest.raises(CheckpointError, match=r"runs/ckpt: cannot be written, .* is not writable"):
         save_checkpoint(tmp_path / "runs" / "ckpt", _model())
     assert list(tmp_path.iterdir()) == []
+
+
+def _with_section(tmp_path, key: str, value) -> Path:
+    """A checkpoint whose config.json holds ``key: value`` (as a hand edit or another tool would)."""
+    path = save_checkpoint(tmp_path / "ckpt", _model())
+    doc = json.loads((path / "config.json").read_text())
+    doc[key] = value
+    (path / "config.json").write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("cluster", 'the \'dataset\' section must be a JSON object like {"name": "cluster", "size": "small", '),
+        ({"name": "cluster", "split": 1}, "dataset.split: unknown key; expected name, root, size, seed, info"),
+        ({"name": "cluster", "size": 5}, "dataset.size must be a string ('small', 'full' or 'TRAIN,VAL,TEST'), got a"),
+        ({"name": "cluster", "size": "big"}, "dataset.size: size must be 'small', 'full' or 'TRAIN,VAL,TEST' graph"),
+        ({"name": "mnist"}, "dataset.name 'mnist' is not a dataset; expected one of pattern, cluster, csl, molhiv,"),
+        ({"name": "tu:"}, "dataset.name 'tu:' is not a dataset"),
+        ({"name": 3}, "dataset.name must be a dataset name (a non-empty string), got 3"),
+        (
+            {"name": "cluster", "seed": -1},
+            "dataset.seed must be an integer >= 0 (the generator and split seed), got -1",
+        ),
+        ({"name": "cluster", "seed": True}, "dataset.seed must be an integer >= 0"),
+        ({"name": "cluster", "root": 7}, "dataset.root must be a directory (a string) or null, got a number"),
+        ({"name": "cluster", "info": []}, "dataset.info must be a JSON object, got an array"),
+    ],
+)
+def test_a_bad_dataset_section_is_named(tmp_path, value, message: str) -> None:
+    """Every command builds DataSpec(**section): an unknown key was a TypeError traceback, a number
+    as size an AttributeError. Now read_checkpoint_meta names config.json and the key."""
+    path = _with_section(tmp_path, "dataset", value)
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint_meta(path)
+    assert str(e.value).startswith(f"{path / 'config.json'}: {message}")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0.3, "the 'teddy' section must be a JSON object"),
+        ({"edge": 0.3}, "teddy.edge: unknown key; expected edges, per_graph, threshold, pe"),
+        ({"edges": 1.5}, "teddy.edges must be the fraction of edges removed, a number in [0, 1), got 1.5"),
+        ({"edges": 0.3, "per_graph": "yes"}, "teddy.per_graph must be true or false, got 'yes'"),
+        ({"edges": 0.3, "per_graph": False}, "teddy.threshold is missing: global TEDDY (per_graph false)"),
+        ({"edges": 0.3, "pe": 4}, "teddy.pe must list the PE kinds recomputed on the sparsified graph, got 4"),
+    ],
+)
+def test_a_bad_teddy_section_is_named(tmp_path, value, message: str) -> None:
+    """Read as absent, a misspelt teddy section would feed the model graphs it was not trained on."""
+    path = _with_section(tmp_path, "teddy", value)
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint_meta(path)
+    assert str(e.value).startswith(f"{path / 'config.json'}: {message}")
+
+
+def test_data_spec_is_the_recorded_one_and_another_dataset_starts_from_its_defaults() -> None:
+    """The recorded split (size, seed) belongs to the recorded dataset: --data naming the same one
+    keeps it, another one does not inherit it (a TU dataset refuses explicit sizes); the root of a
+    file-based family is kept for another dataset of that family."""
+    from gtcompress.checkpoint_data import checkpoint_data_spec
+
+    meta = {"dataset": {"name": "tu:MUTAG", "root": "/d/TU", "size": "small", "seed": 3, "info": {}}}
+    assert checkpoint_data_spec(meta).to_dict() == {"name": "tu:MUTAG", "root": "/d/TU", "size": "small", "seed": 3}
+    assert checkpoint_data_spec(meta, "TU:MUTAG").seed == 3
+    assert checkpoint_data_spec(meta, "tu:PTC_MR").to_dict() == {
+        "name": "tu:PTC_MR",
+        "root": "/d/TU",
+        "size": "small",
+        "seed": 0,
+    }
+    meta = {"dataset": {"name": "cluster", "root": None, "size": "12,6,6", "seed": 3}}
+    assert checkpoint_data_spec(meta, "tu:MUTAG", "/e").to_dict() == {
+        "name": "tu:MUTAG",
+        "root": "/e",
+        "size": "small",
+        "seed": 0,
+    }
+    assert checkpoint_data_spec({}) is None
+
+
+def test_teddy_transform_recomputes_the_models_pe() -> None:
+    """An absent ``pe`` (what the pipeline wrote before) means every PE kind of the model, as the
+    runtime reads it; a listed one only those kinds; no removed edges, no transform."""
+    from gtcompress.checkpoint_data import teddy_transform
+
+    config = _model(pe={"rwse": 4, "lap": 2}).config
+    assert teddy_transform({"teddy": {"edges": 0.3, "per_graph": True}}, config).pe == {"rwse": 4, "lap": 2}
+    assert teddy_transform({"teddy": {"edges": 0.3, "pe": {"rwse": 4}}}, config).pe == {"rwse": 4}
+    assert teddy_transform({"teddy": {"edges": 0.3, "pe": []}}, config).pe == {}
+    assert teddy_transform({"teddy": {"edges": 0.0}}, config) is None
+    assert teddy_transform({}, config) is None
+
+
+def test_input_mismatch_names_both_sides() -> None:
+    """Categories beyond the model's embeddings were an IndexError mid-evaluation; edge features
+    the model does not read are no obstacle."""
+    import dataclasses
+
+    from gtcompress.checkpoint_data import input_mismatch
+    from gtcompress.data.base import DatasetInfo
+
+    cat = FeatureSpec("categorical", 1, [7])
+    info = DatasetInfo("A", "graph", "multiclass", 2, "accuracy", cat, FeatureSpec("categorical", 1, [4]))
+    config = ModelConfig(arch="gt", node_features=cat, edge_features=None, out_dim=2, task_level="graph", hidden=16)
+    assert input_mismatch(config, info) is None
+    assert input_mismatch(config, dataclasses.replace(info, node_features=FeatureSpec("categorical", 1, [5]))) is None
+    bigger = dataclasses.replace(info, name="B", node_features=FeatureSpec("categorical", 1, [18]))
+    assert input_mismatch(config, bigger) == (
+        "node features: the model takes categorical, cardinalities [7], B has categorical, cardinalities [18]"
+    )
+    with_edges = dataclasses.replace(config, edge_features=FeatureSpec("float", 3))
+    assert (
+        input_mismatch(with_edges, info)
+        == "edge features: the model takes float, 3 columns, A has categorical, cardinalities [4]"
+    )
+    assert (
+        input_mismatch(config, dataclasses.replace(info, out_dim=3)) == "outputs (out_dim): the model takes 2, A has 3"
+    )

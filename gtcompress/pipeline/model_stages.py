@@ -29,19 +29,56 @@ def dense_models(ctx: RunContext) -> list[ModelArtifact]:
 
 
 def _given(ctx: RunContext, src: Path) -> ModelArtifact:
-    from gtcompress.checkpoint import load_checkpoint, save_checkpoint
+    """The checkpoint ``train.checkpoint`` names, copied in as the run's dense model.
 
+    It must be measured on the dataset and split it was trained on, which the ``data`` section
+    must name (``gtc pipeline`` fills it from the checkpoint): another seed's or size's test graphs
+    may be its training graphs, a leaked metric, and another dataset's inputs it cannot read. A
+    mismatch is refused before any stage runs, as is a TEDDY model (every stage here feeds the
+    original graphs, not the sparsified ones it takes)."""
+    from gtcompress.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+
+    _check_given(ctx, src, read_checkpoint_meta(src))
     ckpt = ctx.out / "models" / "given-dense"
     key = stage_key("given", str(src.resolve()), src.stat().st_mtime if src.exists() else 0, ctx.data_key)
 
     def given() -> dict[str, Any]:
+        from gtcompress.checkpoint_data import input_mismatch
+        from gtcompress.errors import ConfigError
+
         model, meta = load_checkpoint(src)
+        problem = input_mismatch(model.config, ctx.dataset(model.config.pe).info)
+        if problem is not None:  # a checkpoint that records no dataset: the configured one must fit
+            raise ConfigError(
+                f"data.name {ctx.config['data']['name']!r} does not fit train.checkpoint {src}: {problem}"
+            )
         save_checkpoint(ckpt, model, meta)
         return {"arch": model.config.arch}
 
     arch = ctx.stage("train:given", key, [ckpt], given)["arch"]
     # named by the architecture it turned out to be; the checkpoint keeps its first name
     return ModelArtifact(f"{arch}-dense", ckpt, key, arch, "dense", 1.0)
+
+
+def _check_given(ctx: RunContext, src: Path, meta: dict[str, Any]) -> None:
+    """Refuse a given checkpoint whose recorded dataset the ``data`` section contradicts (name,
+    size or seed; ``root`` only says where the files are), or whose inputs are TEDDY-sparsified."""
+    from gtcompress.checkpoint_data import data_spec_conflicts
+    from gtcompress.errors import ConfigError
+
+    conflicts = data_spec_conflicts(meta, ctx.data_spec())
+    if conflicts:
+        key, was, now = conflicts[0]
+        raise ConfigError(
+            f"data.{key} {now!r} conflicts with the dataset of train.checkpoint {src} (config.json dataset.{key} "
+            f"{was!r}); set data to the dataset and split the checkpoint was trained on"
+        )
+    teddy = meta.get("teddy") or {}
+    if teddy.get("edges", teddy.get("ratio", 0.0)) > 0:
+        raise ConfigError(
+            f"train.checkpoint {src}: a TEDDY-sparsified model (config.json teddy); the pipeline starts from a dense "
+            "checkpoint, give the one it was made from"
+        )
 
 
 def _train(ctx: RunContext, arch: str) -> ModelArtifact:
@@ -140,7 +177,7 @@ def _sparsify(ctx: RunContext, parent: ModelArtifact) -> ModelArtifact:
         save_checkpoint(
             ckpt,
             res.model,
-            {**meta, "compression": res.report, "teddy": {"edges": sc.edges, "per_graph": sc.per_graph}},
+            {**meta, "compression": res.report, "teddy": res.transform.to_dict()},  # its PE recomputation too
         )
         return {"flops_kept": res.report["cost"]["flops_ratio"]}
 

@@ -135,3 +135,105 @@ def test_os_errors_naming_a_file_are_one_line_others_are_bugs() -> None:
     assert res.exit_code == 2 and res.stderr == "error: /srv/models/m.onnx: Permission denied\n"
     res = runner.invoke(mini, ["--no-named"])
     assert res.exit_code == 1 and isinstance(res.exception, OSError)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("train", "--seed", "-1"), "error: Invalid value for '--seed'"),
+        (("data", "generate", "cluster", "--seed", "-2"), "error: Invalid value for '--seed'"),
+        (("sparsify", "ck", "--edges", "0.3", "--seed", "-1"), "error: Invalid value for '--seed'"),
+        (("prune", "ck", "--seed", "-1"), "error: Invalid value for '--seed'"),
+        (("profile", "m.onnx", "--seed", "-1"), "error: Invalid value for '--seed'"),
+        (("train", "--time-budget", "nan"), "error: Invalid value for '--time-budget': nan is not a number of seconds"),
+        (("train", "--time-budget", "-5"), "error: Invalid value for '--time-budget': -5.0 is not a number of seconds"),
+        (("sparsify", "ck", "--time-budget", "-1"), "error: Invalid value for '--time-budget': -1.0 is not a number"),
+        (("prune", "ck", "--time-budget", "nan"), "error: Invalid value for '--time-budget': nan is not a number"),
+        (("prune", "ck", "--finetune-time-budget", "inf"), "error: Invalid value for '--finetune-time-budget': inf "),
+        (("export", "ck", "--profile-graphs", "0"), "error: Invalid value for '--profile-graphs'"),
+        (("export", "ck", "--profile-graphs", "-3"), "error: Invalid value for '--profile-graphs'"),
+    ],
+)
+def test_out_of_range_options_are_refused_when_parsed(args: tuple[str, ...], message: str) -> None:
+    """A negative seed was a ValueError traceback from numpy; a negative or NaN time budget cut
+    training to one epoch without a word; --profile-graphs 0 a traceback from union_graphs (and a
+    negative count silently sliced the list). Refused before anything is loaded."""
+    res = _run(*args)
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith(message) and res.stderr.count("\n") == 1, res.stderr
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    """An untrained GT on CLUSTER (12,6,6 graphs, split seed 3) and its TEDDY sparsification (half
+    the edges of every graph, no fine-tuning): enough to check which graphs a command reads."""
+    import torch
+
+    from gtcompress.checkpoint import save_checkpoint
+    from gtcompress.compress.teddy import SparsifyConfig, sparsify_model
+    from gtcompress.models import ModelConfig, build_model
+    from gtcompress.train.recipe import DataSpec
+
+    root = tmp_path_factory.mktemp("ckpts")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GTCOMPRESS_CACHE", str(root / "cache"))
+    spec = DataSpec("cluster", size="12,6,6", seed=3)
+    ds = spec.load({"rwse": 4})
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.for_dataset("gt", ds.info, hidden=16, num_layers=1, heads=2, pe={"rwse": 4}))
+    meta = {"dataset": {**spec.to_dict(), "info": ds.info.to_dict()}}
+    save_checkpoint(root / "dense", model.eval(), meta)
+    res = sparsify_model(model, ds, SparsifyConfig(edges=0.5, epochs=0, cost_graphs=2), show_progress=False)
+    m = res.report["metric"]["after"]
+    teddy_meta = {**meta, "metrics": {"val": m["val"], "test": m["test"]}, "compression": res.report}
+    save_checkpoint(root / "teddy", res.model, {**teddy_meta, "teddy": res.transform.to_dict()})
+    yield root
+    mp.undo()
+
+
+def _edges_evaluated(monkeypatch) -> list[int]:
+    """The number of edges of the graphs each ``evaluate`` call gets."""
+    import gtcompress.train.loop as loop
+
+    seen: list[int] = []
+    real = loop.evaluate
+
+    def evaluate(model, graphs, info, *args, **kwargs):
+        seen.append(sum(g.num_edges for g in graphs))
+        return real(model, graphs, info, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate", evaluate)
+    return seen
+
+
+def test_eval_of_a_teddy_checkpoint_reads_sparsified_graphs(ckpts: Path, monkeypatch) -> None:
+    """The model was trained and measured on TEDDY-sparsified graphs (config.json ``teddy``): gtc
+    eval feeds the same, so it reproduces the recorded metric (it read the original graphs)."""
+    seen = _edges_evaluated(monkeypatch)
+    res = _run("eval", str(ckpts / "teddy"))
+    assert res.exit_code == 0, res.output
+    meta = json.loads((ckpts / "teddy" / "config.json").read_text())
+    assert seen == [meta["compression"]["removed"]["edges"]["counts"]["test"]["after"]]
+    assert f"{meta['metrics']['test']:.4f}" in res.output
+
+
+def test_eval_on_another_dataset_checks_the_models_inputs(ckpts: Path, tmp_path: Path) -> None:
+    """--data naming another dataset: its own defaults (the recorded size 12,6,6 is not carried to
+    a TU dataset, which refuses explicit sizes), and inputs the model cannot take are one line
+    naming both sides instead of an IndexError or a shape error mid-evaluation."""
+    tu = tmp_path / "TU" / "TINY"
+    tu.mkdir(parents=True)
+    lines = {  # ten graphs of two linked nodes (a split needs at least one graph)
+        "A": [f"{a}, {b}" for i in range(10) for a, b in ((2 * i + 1, 2 * i + 2), (2 * i + 2, 2 * i + 1))],
+        "graph_indicator": [str(i + 1) for i in range(10) for _ in range(2)],
+        "graph_labels": [str(i % 2) for i in range(10)],
+        "node_labels": ["0", "1"] * 10,
+    }
+    for part, rows in lines.items():
+        (tu / f"TINY_{part}.txt").write_text("\n".join(rows) + "\n")
+    res = _run("eval", str(ckpts / "dense"), "--data", "tu:TINY", "--data-root", str(tmp_path / "TU"))
+    assert res.exit_code == 2, res.output
+    assert res.stderr == (
+        f"error: --data tu:TINY does not fit the model of {ckpts / 'dense'}: task level: the model takes node, "
+        "TINY has graph\n"
+    )

@@ -166,8 +166,24 @@ def test_interrupted_stage_leaves_nothing_half_written_and_resumes(run, monkeypa
         (["prune.axes=heads,bogus"], "prune.axes: unknown axis 'bogus'"),
         (
             ["prune.budgets=[0.5,1.5]"],
-            re.escape("prune.budgets is [0.5, 1.5]; expected a non-empty list of numbers, each in (0, 1], e.g. "),
+            re.escape(
+                "prune.budgets is [0.5, 1.5]; expected a non-empty list of numbers, each in (0, 1) "
+                "(the fraction of the dense model's FLOPs kept), e.g. prune.budgets=[0.5, 0.3, 0.2]"
+            ),
         ),
+        # the library's range, checked when read: 1 failed minutes later naming --target-flops
+        (
+            ["prune.budgets=[1, 0.5]"],
+            re.escape(
+                "--set prune.budgets=[1, 0.5]: prune.budgets is [1, 0.5]; expected a non-empty list of numbers, "
+                "each in (0, 1) (the fraction of the dense model's FLOPs kept), e.g. prune.budgets=[0.5, 0.3, 0.2]"
+            )
+            + "$",
+        ),
+        # the size sweep needs 2 iterations: 1 failed only at the end of the run
+        (["profile.sweep_iterations=1"], "profile.sweep_iterations is 1; expected an integer >= 2$"),
+        # numpy refuses a negative seed with a traceback when the data is generated
+        (["data.seed=-1"], "data.seed is -1; expected an integer >= 0$"),
         (["prune.budgets=0.5"], "prune.budgets is 0.5; expected a non-empty list of numbers"),
         (["prune.budgets=[]"], re.escape("prune.budgets is []; expected a non-empty list of numbers")),
         (["train.archs=[gt,foo]"], "expected a non-empty list of strings, each one of gt, gps, graphormer"),
@@ -182,9 +198,10 @@ def test_config_errors(overrides, message) -> None:
 
 def test_config_values_are_typed_when_read(tmp_path) -> None:
     """An integer where a number is due becomes that number; a file's values are checked as --set's."""
-    cfg = load_config(None, ["train.lr=1", "prune.budgets=[1, 0.5]", "train.checkpoint=null"])
+    cfg = load_config(None, ["train.lr=1", "profile.max_seconds=5", "prune.budgets=[0.5]", "train.checkpoint=null"])
     assert cfg["train"]["lr"] == 1.0 and isinstance(cfg["train"]["lr"], float)
-    assert cfg["prune"]["budgets"] == [1.0, 0.5] and all(isinstance(b, float) for b in cfg["prune"]["budgets"])
+    assert cfg["profile"]["max_seconds"] == 5.0 and isinstance(cfg["profile"]["max_seconds"], float)
+    assert cfg["prune"]["budgets"] == [0.5] and all(isinstance(b, float) for b in cfg["prune"]["budgets"])
     (tmp_path / "c.yaml").write_text("profile: {threads: 0}\n")
     with pytest.raises(ConfigError, match=f"^{re.escape(str(tmp_path / 'c.yaml'))}: profile.threads is 0; expected"):
         load_config(tmp_path / "c.yaml", [])
@@ -213,3 +230,151 @@ def test_unreachable_budget_is_skipped_with_a_note(run) -> None:
     assert {"gt-gtsp-0.5", "gt-random-0.5"} <= models  # the baseline moves to the smallest reached budget
     assert not any("0.001" in m for m in models)
     assert "Skipped: gt at 0.001 of the FLOPs" in (out / "report.md").read_text()
+
+
+def test_triton_repository_holds_exactly_the_model_the_report_names(run, tmp_path) -> None:
+    """A second run that picked another model (or none, or had triton disabled) left the earlier
+    model in ``triton/``, where ``gtc tritonserver`` would serve it though the report named one."""
+    import shutil
+
+    from gtcompress.pipeline.cache import StageCache
+    from gtcompress.pipeline.context import RunContext
+    from gtcompress.pipeline.deploy_stages import triton_stage
+
+    out, _ = run
+    named = json.loads((out / "report.json").read_text())["triton"]["model"]  # the latest run's, on disk
+    assert sorted(p.name for p in (out / "triton").iterdir()) == [named]
+    (tmp_path / "onnx").mkdir()
+    for name in ("gt-dense-auto.onnx", "gt-gtsp-0.5-auto.onnx"):
+        shutil.copy(out / "onnx" / name, tmp_path / "onnx" / name)
+
+    def stage(fast: str, dense_drop: float = 0.0, **triton) -> dict:
+        rows = [
+            {"model": m, "file": f"onnx/{m}-auto.onnx", "lowering": "auto", "metric_drop": drop}
+            | {"latency_ms_p50": 1.0 if m == fast else 2.0}
+            for m, drop in (("gt-dense", dense_drop), ("gt-gtsp-0.5", 0.5))
+        ]
+        cfg = load_config(None, [f"triton.{k}={v}" for k, v in triton.items()])
+        rep = {"rows": rows}
+        triton_stage(RunContext(cfg, tmp_path, StageCache(tmp_path, lambda _: None), "k"), rep)
+        repo = tmp_path / "triton"
+        held = sorted(p.name for p in repo.iterdir()) if repo.exists() else []
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folder left
+        return {"held": held, "triton": rep.get("triton", "absent")}
+
+    assert stage("gt-dense")["held"] == ["gt-dense"]
+    second = stage("gt-gtsp-0.5")
+    assert second["held"] == ["gt-gtsp-0_5"] and second["triton"]["model"] == "gt-gtsp-0_5"
+    assert second["triton"]["repository"] == str(tmp_path / "triton")
+    assert stage("gt-gtsp-0.5", max_metric_drop=0.1)["held"] == ["gt-dense"]  # gtsp no longer qualifies
+    assert stage("gt-dense", max_metric_drop=0.1)["held"] == ["gt-dense"]  # cached: the same repository
+    assert stage("gt-dense", dense_drop=0.5, max_metric_drop=0.1) == {"held": [], "triton": None}  # none qualifies
+    assert stage("gt-gtsp-0.5")["held"] == ["gt-gtsp-0_5"]
+    assert stage("gt-gtsp-0.5", enabled="false") == {"held": [], "triton": "absent"}
+    # a repository that other code left with an extra model is rebuilt, though the stage's key matches
+    assert stage("gt-dense")["held"] == ["gt-dense"]
+    (tmp_path / "triton" / "stale").mkdir()
+    assert stage("gt-dense")["held"] == ["gt-dense"]
+
+
+@pytest.fixture(scope="module")
+def given(tmp_path_factory):
+    """Untrained GT checkpoints on CLUSTER (12,6,6 graphs, split seed 3): ``dense``; ``teddy`` (its
+    inputs TEDDY-sparsified); ``nodata`` (no dataset recorded, two outputs where CLUSTER has six)."""
+    import dataclasses
+    import os
+
+    import torch
+
+    from gtcompress.checkpoint import save_checkpoint
+    from gtcompress.models import ModelConfig, build_model
+    from gtcompress.train.recipe import DataSpec
+
+    root = tmp_path_factory.mktemp("given")
+    os.environ["GTCOMPRESS_CACHE"] = str(root / "cache")
+    spec = DataSpec("cluster", size="12,6,6", seed=3)
+    info = spec.load().info
+    torch.manual_seed(0)
+    kw = {"hidden": 16, "num_layers": 1, "heads": 2, "pe": {}}
+    model = build_model(ModelConfig.for_dataset("gt", info, **kw)).eval()
+    meta = {"dataset": {**spec.to_dict(), "info": info.to_dict()}}
+    save_checkpoint(root / "dense", model, meta)
+    save_checkpoint(root / "teddy", model, {**meta, "teddy": {"edges": 0.3, "per_graph": True}})
+    other = build_model(ModelConfig.for_dataset("gt", dataclasses.replace(info, out_dim=2), **kw)).eval()
+    save_checkpoint(root / "nodata", other, {})
+    return root
+
+
+def test_a_given_checkpoint_brings_its_dataset_and_split(given) -> None:
+    """gtc pipeline --checkpoint: the data section is the checkpoint's (a MUTAG model trained on
+    split seed 3 was measured on seed 0's split, its test graphs partly its training graphs)."""
+    from cli.pipeline import _with_checkpoint_data
+
+    ck = given / "dense"
+    cfg = _with_checkpoint_data(None, [f"train.checkpoint={ck}"])
+    assert cfg["data"] == {"name": "cluster", "root": None, "size": "12,6,6", "seed": 3}
+    cfg = _with_checkpoint_data(None, [f"train.checkpoint={ck}", "data.seed=3", "data.root=/elsewhere"])
+    assert cfg["data"] == {"name": "cluster", "root": "/elsewhere", "size": "12,6,6", "seed": 3}
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"), [("data.seed=0", "data.seed 0"), ("data.name=pattern", "data.name 'pattern'")]
+)
+def test_a_setting_that_contradicts_the_given_checkpoint_is_refused(given, setting: str, message: str) -> None:
+    from cli.pipeline import _with_checkpoint_data
+
+    ck = given / "dense"
+    key = setting.split("=")[0].split(".")[1]
+    was = {"seed": "3", "name": "'cluster'"}[key]
+    with pytest.raises(ConfigError) as e:
+        _with_checkpoint_data(None, [f"train.checkpoint={ck}", setting])
+    assert str(e.value) == (
+        f"{message} (from --data, --set or --config) conflicts with the dataset of checkpoint {ck} "
+        f"(config.json dataset.{key} {was}); the model is measured on the dataset and split it was trained on: "
+        f"leave data.{key} out to use the checkpoint's"
+    )
+
+
+def test_gtc_pipeline_with_a_contradicting_data_option_is_one_line(given) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    res = CliRunner().invoke(app, ["pipeline", "--checkpoint", str(given / "dense"), "--data", "pattern"])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1, res.output
+    assert res.stderr.startswith("error: data.name 'pattern' (from --data, --set or --config) conflicts with")
+
+
+def test_run_pipeline_refuses_data_other_than_the_given_checkpoints(given, tmp_path) -> None:
+    """The library does not guess which setting the caller meant: a mismatch fails before any stage."""
+    ck = given / "dense"
+    with pytest.raises(ConfigError) as e:
+        run_pipeline(load_config(None, [f"train.checkpoint={ck}"]), tmp_path / "run", log=lambda _: None)
+    assert str(e.value) == (
+        f"data.size 'small' conflicts with the dataset of train.checkpoint {ck} (config.json dataset.size "
+        "'12,6,6'); set data to the dataset and split the checkpoint was trained on"
+    )
+    assert not (tmp_path / "run" / "models").exists()
+
+
+def test_run_pipeline_refuses_a_teddy_checkpoint(given, tmp_path) -> None:
+    ck = given / "teddy"
+    cfg = load_config(None, [f"train.checkpoint={ck}", "data.size=12,6,6", "data.seed=3"])
+    with pytest.raises(ConfigError) as e:
+        run_pipeline(cfg, tmp_path / "run", log=lambda _: None)
+    assert str(e.value) == (
+        f"train.checkpoint {ck}: a TEDDY-sparsified model (config.json teddy); the pipeline starts from a dense "
+        "checkpoint, give the one it was made from"
+    )
+
+
+def test_a_given_checkpoint_without_a_dataset_must_fit_the_configured_one(given, tmp_path) -> None:
+    """Nothing recorded to compare: the configured dataset's inputs and outputs are checked against
+    the model (it was a ValueError traceback from the first stage that used the data)."""
+    ck = given / "nodata"
+    cfg = load_config(None, [f"train.checkpoint={ck}", "data.size=12,6,6"])
+    with pytest.raises(ConfigError) as e:
+        run_pipeline(cfg, tmp_path / "run", log=lambda _: None)
+    assert str(e.value) == (
+        f"data.name 'cluster' does not fit train.checkpoint {ck}: outputs (out_dim): the model takes 2, CLUSTER has 6"
+    )

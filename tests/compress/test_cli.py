@@ -140,3 +140,55 @@ def test_default_axes_keep_gt_tokens() -> None:
     assert "tokens" not in default_axes("gt", "graph").split(",")
     assert default_axes("gps", "graph").split(",") == ["tokens", "heads", "layers", "ffn"]
     assert default_axes("gps", "node").split(",") == ["heads", "layers", "ffn"]
+
+
+@pytest.fixture(scope="module")
+def teddy_ckpt(ckpt: Path) -> Path:
+    """``ckpt`` TEDDY-sparsified (half the edges of every graph, no fine-tuning), as gtc sparsify saves it."""
+    from gtcompress.compress.teddy import SparsifyConfig, sparsify_model
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GTCOMPRESS_CACHE", str(ckpt.parent / "cache"))
+    model, meta = load_checkpoint(ckpt)
+    ds = DataSpec(**{k: v for k, v in meta["dataset"].items() if k != "info"}).load(model.config.pe)
+    res = sparsify_model(model, ds, SparsifyConfig(edges=0.5, epochs=0, cost_graphs=4), show_progress=False)
+    path = save_checkpoint(
+        ckpt.parent / "teddy", res.model, {**meta, "compression": res.report, "teddy": res.transform.to_dict()}
+    )
+    mp.undo()
+    return path
+
+
+def test_prune_of_a_teddy_checkpoint_keeps_its_sparsified_inputs(teddy_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+    """The TEDDY model is pruned on the sparsified graphs it takes (not the original ones), and the
+    pruned checkpoint still says its inputs must be sparsified (config.json ``teddy``)."""
+    import gtcompress.compress.prune as prune
+
+    monkeypatch.setenv("GTCOMPRESS_CACHE", str(teddy_ckpt.parent / "cache"))
+    seen: list[int] = []
+    real = prune.prune_model
+
+    def prune_model(model, ds, cfg, *args, **kwargs):
+        seen.append(sum(g.num_edges for g in ds["test"]))
+        return real(model, ds, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(prune, "prune_model", prune_model)
+    out = tmp_path / "pruned"
+    args = ["prune", str(teddy_ckpt), "--target-flops", "0.6", "--axes", "heads,ffn", "--epochs", "0"]
+    res = runner.invoke(_app(), [*args, "--finetune-epochs", "0", "--cost-graphs", "4", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    source = json.loads((teddy_ckpt / "config.json").read_text())
+    assert seen == [source["compression"]["removed"]["edges"]["counts"]["test"]["after"]]
+    assert json.loads((out / "config.json").read_text())["teddy"] == source["teddy"]
+
+
+def test_sparsify_refuses_a_teddy_checkpoint(teddy_ckpt: Path, tmp_path: Path) -> None:
+    """Its teddy record would describe only the second sparsification: served graphs would keep
+    edges the model never saw."""
+    res = runner.invoke(_app(), ["sparsify", str(teddy_ckpt), "--edges", "0.3", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2, res.output
+    assert res.stderr == (
+        f"error: {teddy_ckpt}: already TEDDY-sparsified (config.json teddy.edges 0.5); sparsify the dense "
+        "checkpoint it was made from instead\n"
+    )
+    assert not (tmp_path / "x").exists()
