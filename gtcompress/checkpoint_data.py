@@ -31,6 +31,21 @@ DATASET_KEYS = ("name", "root", "size", "seed", "info")
 _GENERATED = ("pattern", "cluster", "csl", "molhiv")
 
 
+def _object_section(
+    section: Any, cfg_path: Path, name: str, example: str, allowed: tuple[str, ...], shown: tuple[str, ...] = ()
+) -> str:
+    """Refuse a section that is not a JSON object or holds a key outside ``allowed`` (the message
+    lists ``shown``, default ``allowed``); the prefix its other messages name it by."""
+    if not isinstance(section, dict):
+        raise CheckpointError(
+            f"{cfg_path}: the '{name}' section must be a JSON object like {example}, got {json_kind(section)}"
+        )
+    unknown = sorted(set(section) - set(allowed))
+    if unknown:
+        raise CheckpointError(f"{cfg_path}: {name}.{unknown[0]}: unknown key; expected {', '.join(shown or allowed)}")
+    return f"{cfg_path}: {name}"
+
+
 def check_dataset_section(section: Any, cfg_path: Path) -> None:
     """Refuse a ``dataset`` section a ``DataSpec`` cannot be built from, naming the file and key.
 
@@ -40,15 +55,9 @@ def check_dataset_section(section: Any, cfg_path: Path) -> None:
     commands then ask for ``--data``."""
     if section is None:
         return
-    where = f"{cfg_path}: dataset"
-    if not isinstance(section, dict):
-        raise CheckpointError(
-            f"{cfg_path}: the 'dataset' section must be a JSON object like "
-            f'{{"name": "cluster", "size": "small", "seed": 0}}, got {json_kind(section)}'
-        )
-    unknown = sorted(set(section) - set(DATASET_KEYS))
-    if unknown:
-        raise CheckpointError(f"{where}.{unknown[0]}: unknown key; expected {', '.join(DATASET_KEYS)}")
+    where = _object_section(
+        section, cfg_path, "dataset", '{"name": "cluster", "size": "small", "seed": 0}', DATASET_KEYS
+    )
     name = section.get("name")
     if name is not None:
         if not isinstance(name, str) or not name.strip():
@@ -95,15 +104,8 @@ def check_teddy_section(section: Any, cfg_path: Path) -> None:
     and the runtime (``TeddyConfig.to_dict``, ``ratio`` for ``edges``) write."""
     if section is None:
         return
-    where = f"{cfg_path}: teddy"
-    if not isinstance(section, dict):
-        raise CheckpointError(
-            f'{cfg_path}: the \'teddy\' section must be a JSON object like {{"edges": 0.3, "per_graph": true}}, '
-            f"got {json_kind(section)}"
-        )
-    unknown = sorted(set(section) - {"edges", "ratio", "per_graph", "threshold", "pe"})
-    if unknown:
-        raise CheckpointError(f"{where}.{unknown[0]}: unknown key; expected edges, per_graph, threshold, pe")
+    keys = ("edges", "per_graph", "threshold", "pe")  # and "ratio" for "edges" (the runtime's name)
+    where = _object_section(section, cfg_path, "teddy", '{"edges": 0.3, "per_graph": true}', (*keys, "ratio"), keys)
     key = "edges" if "edges" in section else "ratio"
     ratio = section.get(key)
     if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0.0 <= ratio < 1.0:
