@@ -269,6 +269,8 @@ class DynamicBatcher:
             if nxt is _STOP:
                 stop = True
                 continue
+            if nxt.future.done():  # its caller gave up (a timeout, a cancelled task): not run for nobody
+                continue
             if not fits(self.config, len(items), totals, nxt):
                 return items, nxt, stop
             items.append(nxt)
@@ -283,6 +285,9 @@ class DynamicBatcher:
                 first = carry if carry is not None else self._queue.get()
                 if first is _STOP:
                     stop = True
+                    continue
+                if first.future.done():  # abandoned while queued (see _collect)
+                    carry = None
                     continue
                 items, carry, stop = self._collect(first, stop)
                 self._run(items)

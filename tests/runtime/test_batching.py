@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import threading
 import time
 
 import numpy as np
@@ -119,6 +120,35 @@ def test_batcher_does_not_make_a_lone_client_wait() -> None:
 
     assert asyncio.run(main()) == 3
     assert waits == []
+
+
+def test_requests_their_callers_gave_up_on_are_not_run() -> None:
+    """A caller that times out (or is cancelled) while its request is queued leaves nothing to
+    answer: the model must not spend a call on it before the requests still waited for."""
+    calls: list[int] = []
+    gate = threading.Event()
+
+    def run(items: list[BatchItem]) -> list[np.ndarray]:
+        calls.append(len(items))
+        gate.wait(5)  # the first call holds the worker until every abandoned request has timed out
+        return [it.graph.x[:, 0] for it in items]
+
+    async def main() -> float:
+        b = DynamicBatcher(run, BatchConfig(max_requests=1, max_delay_ms=0))
+        b.start()
+        first = asyncio.create_task(b.submit(_item_graph(2, 0.0), 1))
+        await asyncio.sleep(0.05)  # the worker is inside the first call
+        waits = [asyncio.wait_for(b.submit(_item_graph(2, 1.0), 1), 0.01) for _ in range(8)]
+        gave_up = await asyncio.gather(*waits, return_exceptions=True)
+        assert all(isinstance(r, TimeoutError) for r in gave_up)
+        gate.set()
+        await first
+        fresh = await b.submit(_item_graph(2, 7.0), 1)
+        await b.close()
+        return float(fresh[0])
+
+    assert asyncio.run(main()) == 7.0
+    assert calls == [1, 1]  # the first request and the fresh one; none of the eight abandoned
 
 
 def test_batcher_disabled_runs_one_request_per_call() -> None:
