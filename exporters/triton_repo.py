@@ -274,8 +274,9 @@ def write_model_repository(
     Files are written atomically; a model directory left by another variant loses the files of
     that variant (a stale ``model.py`` would make Triton load the wrong backend)."""
     model_file = Path(model_file)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ConfigError(f"model name {name!r}: use letters, digits, '_', '-' and '.' only")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not name.strip("."):
+        # "." and ".." are path steps: the model would land in the repository root or above it
+        raise ConfigError(f"model name {name!r}: use letters, digits, '_', '-' and '.' only, not only dots")
     if model_file.suffix not in PLATFORMS:
         raise ConfigError(f"{model_file}: expected a .onnx or .plan file")
     chosen = resolve_backend(backend, model_file, spec)

@@ -143,6 +143,12 @@ def test_repository_rejects_bad_names(tmp_path) -> None:
         write_model_repository(tmp_path, "bad name/..", f, _spec("dense"))
     with pytest.raises(ConfigError, match=r"expected a \.onnx or \.plan"):
         write_model_repository(tmp_path, "ok", tmp_path / "m.pt", _spec("dense"))
+    repo = tmp_path / "repo"
+    for dots in (".", ".."):  # path steps: the model would land in the repository root, or above it
+        with pytest.raises(ConfigError) as info:
+            write_model_repository(repo, dots, f, _spec("dense"))
+        assert str(info.value) == f"model name {dots!r}: use letters, digits, '_', '-' and '.' only, not only dots"
+    assert not repo.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
 def test_optimisation_profile_shapes() -> None:
