@@ -398,9 +398,16 @@ def _resolve_convs(root: nn.Module, spec: str | nn.Module | Sequence[str | nn.Mo
         if isinstance(m, GPSConv):
             return [part]
         kids = list(m.named_children())
-        if isinstance(m, nn.ModuleList | nn.Sequential) or (kids and all(isinstance(k, GPSConv) for _, k in kids)):
+        if isinstance(m, nn.ModuleList | nn.Sequential):
             pre = f"{part.path}." if part.path else ""
             return [_Part(k, f"{pre}{n}", part.in_root) for n, k in kids]
+        if kids and all(isinstance(k, GPSConv) for _, k in kids):
+            # a module of its own: its forward may call them in any order, not the registration order
+            raise UnsupportedModelError(
+                f"{part.path or '<model>'} ({type(m).__name__}): its GPSConv layers "
+                f"{', '.join(n for n, _ in kids)} are not in a ModuleList/Sequential, so their call order "
+                "is unknown; pass convs=[...] in call order"
+            )
         raise _err(part.path or "<model>", m, "a GPSConv or a ModuleList/Sequential of GPSConv")
 
     if spec is None:
@@ -520,11 +527,12 @@ def from_pyg(
         raise _err(layers[0].path, first, "torch_geometric.nn.GPSConv")
     c = int(first.channels)
     infos = [_convert_layer(p.module, p.path, c) for p in layers]
-    for attr in ("heads", "dropout", "attn_dropout", "local", "norm", "edge_lin_in"):
+    for attr in ("heads", "ffn_dim", "dropout", "attn_dropout", "local", "norm", "edge_lin_in"):
         ref = getattr(infos[0], attr)
         for p, info in zip(layers, infos, strict=True):
             if getattr(info, attr) != ref:
-                what = {"local": "local conv kind", "edge_lin_in": "GINE edge_dim"}.get(attr, attr)
+                names = {"local": "local conv kind", "edge_lin_in": "GINE edge_dim", "ffn_dim": "MLP width"}
+                what = names.get(attr, attr)
                 raise _err(
                     p.path,
                     p.module,

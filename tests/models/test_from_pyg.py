@@ -376,6 +376,26 @@ def test_refuses_heads_not_dividing_and_mixed_layers() -> None:
     _raises(m, "convs.1", "local conv kind")
 
 
+def test_refuses_layers_whose_call_order_or_widths_it_cannot_know() -> None:
+    """GPSConv layers registered in a module of its own may be called in any order (its forward
+    decides), and a per-layer MLP width is not one model config: both are refused by name, not
+    converted into a model that answers differently (a reversed pair gave 0.59 off PyG)."""
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = GPSConv(32, GINEConv(gin_nn(32)), heads=4)
+            self.b = GPSConv(32, GINEConv(gin_nn(32)), heads=4)
+
+    m = ExampleGPS()
+    del m.convs
+    m.block = Block()
+    _raises(m, "block (Block): its GPSConv layers a, b are not in a ModuleList/Sequential", "pass convs=[...]")
+    m = ExampleGPS()
+    m.convs[1].mlp[0], m.convs[1].mlp[3] = nn.Linear(32, 96), nn.Linear(96, 32)
+    _raises(m, "convs.1", "the same MLP width in every layer (64 in convs.0), got 96")
+
+
 def test_refuses_unknown_modules_and_bad_widths() -> None:
     m = ExampleGPS()
     m.extra = nn.Linear(3, 3)
