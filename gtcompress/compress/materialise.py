@@ -29,7 +29,6 @@ from torch import nn
 
 from gtcompress.models.config import LayerSpec, ModelConfig
 from gtcompress.models.model import GraphModel, build_model
-from gtcompress.nn.tokens import TokenSelector
 
 __all__ = ["LayerPlan", "Plan", "full_plan", "materialise", "plain_copy", "with_token_keep"]
 
@@ -200,7 +199,11 @@ def materialise(model: GraphModel, plan: Plan, drop_identity_layers: bool = True
         if heads == 0 or token_keep >= 1.0:
             layer.tokens = None
         elif layer.tokens is None:
-            layer.tokens = TokenSelector(work.config.hidden, token_keep)
+            # a new scorer would be random (and differ per call): the tokens kept would be noise
+            raise ValueError(
+                f"plan layer {i} keeps {token_keep} of the tokens but the model's layer {i} has no token "
+                "scorer: attach one with with_token_keep(model, ratio, seed) and train it before materialising"
+            )
         else:
             layer.tokens.keep_ratio = token_keep
         if layer.ffn is not None:

@@ -113,3 +113,15 @@ def test_graph_level_tokens(node_data) -> None:
     batch = collate(random_graphs(6, 9, "graph"))
     with attach_gates(model, GateSet.for_model(model, AXES), lambda: plan), torch.no_grad():
         assert (model(batch) - small(batch)).abs().max() <= 1e-5
+
+
+def test_a_plan_that_keeps_tokens_needs_a_trained_scorer(node_data) -> None:
+    """Without a token scorer in the model, materialise would have made a random one (another per
+    call): the kept tokens would be noise, unlike the gated model it materialises."""
+    model = tiny_model("gt", node_data.info, num_layers=3).eval()
+    with pytest.raises(ValueError) as info:
+        materialise(model, _plan(0.5))
+    assert str(info.value) == (
+        "plan layer 0 keeps 0.5 of the tokens but the model's layer 0 has no token scorer: attach one with "
+        "with_token_keep(model, ratio, seed) and train it before materialising"
+    )
