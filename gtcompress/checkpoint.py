@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import secrets
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from gtcompress import __version__
 from gtcompress.checkpoint_data import check_dataset_section, check_teddy_section, json_kind
 from gtcompress.errors import CheckpointError, ConfigError
-from gtcompress.io import pid_running
+from gtcompress.io import make_temp_dir, recover_dead_dir_swaps, swap_dir_into_place
 from gtcompress.models.config import ModelConfig
 from gtcompress.models.model import GraphModel, build_model
 
@@ -104,8 +102,8 @@ def save_checkpoint(
         raise CheckpointError(f"extra checkpoint files must be plain names other than {CONFIG}, {WEIGHTS} (reserved)")
     check_checkpoint_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _recover_dead_saves(target)
-    tmp = _make_temp_dir(target)
+    recover_dead_dir_swaps(target)
+    tmp = make_temp_dir(target)
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS))
@@ -122,68 +120,11 @@ def save_checkpoint(
         for name, text in (files or {}).items():
             (tmp / name).write_text(text)
         check_checkpoint_target(target)  # again: the target may have changed while we wrote
-        _swap_into_place(tmp, target)
+        swap_dir_into_place(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def _make_temp_dir(target: Path) -> Path:
-    """``.NAME.tmp-PID-RANDOM`` next to ``target``, with the umask's permissions (``mkdtemp`` would
-    give 0700, and the renamed checkpoint would be unreadable to everyone else); the PID lets a later
-    save tell a dead process's leftover from a running save's."""
-    while True:
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-        try:
-            tmp.mkdir()
-            return tmp
-        except FileExistsError:
-            continue
-
-
-def _swap_into_place(tmp: Path, target: Path) -> None:
-    """Rename ``tmp`` to ``target``; an existing ``target`` goes aside first and comes back on failure."""
-    aside = None
-    if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
-        target.rmdir()  # an empty directory holds nothing to restore
-    elif target.exists() or target.is_symlink():
-        aside = target.with_name(f".{target.name}.old-{os.getpid()}")
-        _remove(aside)
-        os.replace(target, aside)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        if aside is not None:
-            os.replace(aside, target)
-        raise
-    if aside is not None:
-        _remove(aside)
-
-
-def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
-
-
-def _recover_dead_saves(target: Path) -> None:
-    """Clean up after saves to ``target`` whose process died: temporary directories are removed; an
-    aside is renamed back when ``target`` is missing (it is the last complete checkpoint), else removed."""
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.(old|tmp)-(\d+)(-[0-9a-f]+)?")
-    for leftover in sorted(target.parent.iterdir()):
-        m = pattern.fullmatch(leftover.name)
-        if m is None or pid_running(int(m.group(2))):
-            continue
-        kind, suffix = m.group(1), m.group(3)
-        if kind == "old" and suffix is None:
-            if target.exists() or target.is_symlink():
-                _remove(leftover)
-            else:
-                os.replace(leftover, target)
-        elif kind == "tmp" and suffix is not None:
-            _remove(leftover)
 
 
 def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -1,10 +1,14 @@
-"""Atomic file writes: an interrupted run must never leave a half-written artifact behind.
+"""Atomic file and directory writes: an interrupted run must never leave a half-written artifact behind.
 
 A write goes to a temp file beside the target, ``.NAME.PID-RANDOM.tmp``, renamed over the target only
 when the block succeeds (an export first verifies the file). An exception removes the temp; a process
 *killed* inside the block (``kill -9``, OOM killer, power loss) cannot, and leaves a complete but
 unchecked file. So every write first removes the stale temps of its own target
 (:func:`remove_stale_temps`): the PID in the name says whether the writer still runs.
+
+A directory (a checkpoint, a Triton model repository) is written whole into ``.NAME.tmp-PID-RANDOM``
+and swapped in by renames (:func:`swap_dir_into_place`); :func:`recover_dead_dir_swaps` cleans up
+after a writer that died, by the same PID rule.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -130,3 +136,79 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ---------------------------------------------------------------- directories
+
+
+def make_temp_dir(target: Path) -> Path:
+    """``.NAME.tmp-PID-RANDOM`` next to ``target``, with the umask's permissions (``mkdtemp`` would
+    give 0700, and the renamed directory would be unreadable to everyone else); the PID lets a later
+    write tell a dead process's leftover from a running one's (:func:`recover_dead_dir_swaps`)."""
+    while True:
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            tmp.mkdir()
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def swap_dir_into_place(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` to ``target``; an existing ``target`` goes aside first and comes back on failure."""
+    aside = None
+    if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
+        target.rmdir()  # an empty directory holds nothing to restore
+    elif target.exists() or target.is_symlink():
+        aside = target.with_name(f".{target.name}.old-{os.getpid()}")
+        remove_path(aside)
+        os.replace(target, aside)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if aside is not None:
+            os.replace(aside, target)
+        raise
+    if aside is not None:
+        remove_path(aside)
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, link or directory tree, if there is one."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def recover_dead_dir_swaps(target: Path) -> None:
+    """Clean up after directory writes to ``target`` whose process died: temporary directories are
+    removed; an aside is renamed back when ``target`` is missing (it is the last complete one), else
+    removed."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(old|tmp)-(\d+)(-[0-9a-f]+)?")
+    for leftover in sorted(target.parent.iterdir()):
+        m = pattern.fullmatch(leftover.name)
+        if m is None or pid_running(int(m.group(2))):
+            continue
+        kind, suffix = m.group(1), m.group(3)
+        if kind == "old" and suffix is None:
+            if target.exists() or target.is_symlink():
+                remove_path(leftover)
+            else:
+                os.replace(leftover, target)
+        elif kind == "tmp" and suffix is not None:
+            remove_path(leftover)
+
+
+def remove_dir(target: Path) -> None:
+    """Remove the directory ``target`` so that no half-deleted one is ever seen under its name: it
+    is renamed to a temporary name first (one :func:`recover_dead_dir_swaps` removes if this process
+    dies during the deletion)."""
+    if not (target.exists() or target.is_symlink()):
+        return
+    if target.is_symlink() or not target.is_dir():
+        target.unlink()
+        return
+    aside = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    os.replace(target, aside)
+    remove_path(aside)

@@ -8,13 +8,9 @@ here inside the stages only, never at module level (see :mod:`gtcompress.pipelin
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import uuid
-from pathlib import Path
 from typing import Any
 
+from gtcompress.io import make_temp_dir, recover_dead_dir_swaps, remove_dir, remove_path, swap_dir_into_place
 from gtcompress.pipeline.cache import stage_key
 from gtcompress.pipeline.context import ModelArtifact, OnnxArtifact, RunContext
 from gtcompress.pipeline.measure import read_spec, union_batches
@@ -154,60 +150,34 @@ def triton_stage(ctx: RunContext, report: dict[str, Any]) -> None:
     (no model qualifies, or ``triton.enabled`` is false): ``gtc tritonserver`` serves every model
     in the folder, so a model left by an earlier run that picked another one would be served
     though the report no longer mentions it. Hence the repository is built whole in a temporary
-    folder and swapped in (:func:`_swap_in`), never updated model by model."""
+    folder and swapped in as checkpoints are (:func:`gtcompress.io.swap_dir_into_place`), never
+    updated model by model."""
     tcfg = ctx.config["triton"]
     repo = ctx.out / "triton"
-    for stale in (*ctx.out.glob(".triton-new-*"), *ctx.out.glob(".triton-old-*"), *ctx.out.glob(".triton-del-*")):
-        shutil.rmtree(stale, ignore_errors=True)  # left by a run killed inside a swap
+    recover_dead_dir_swaps(repo)
     best = choose_for_serving(report, tcfg["max_metric_drop"]) if tcfg["enabled"] else None
     if best is None:
-        _remove_tree(repo)
+        remove_dir(repo)
         if tcfg["enabled"]:
             report["triton"] = None
         return
     src = ctx.out / best["file"]
     name = best["model"].replace(".", "_")
     if repo.exists() and sorted(p.name for p in repo.iterdir()) != [name]:
-        _remove_tree(repo)  # anything besides this model (e.g. left by older code): rebuilt, not kept
+        remove_dir(repo)  # anything besides this model (e.g. left by older code): rebuilt, not kept
 
     def write() -> dict[str, Any]:
         from exporters.triton_repo import write_model_repository
 
-        tmp = Path(tempfile.mkdtemp(prefix=".triton-new-", dir=ctx.out))
+        tmp = make_temp_dir(repo)
         try:
             root = write_model_repository(tmp, name, src, read_spec(src), backend=tcfg["backend"])
             backend = "python" if (root / "1" / "model.py").is_file() else "onnxruntime"
-            _swap_in(tmp, repo)
+            swap_dir_into_place(tmp, repo)
         finally:
-            _remove_tree(tmp)
+            remove_path(tmp)
         return {"path": str(repo / name), "backend": backend}
 
     key = stage_key(best["file"], src.stat().st_mtime, tcfg["backend"], "raw-graph-variant")
     made = ctx.stage("triton-repo", key, [repo / name / "config.pbtxt"], write)
     report["triton"] = {"model": name, "repository": str(repo), "source": best["file"], "backend": made.get("backend")}
-
-
-def _swap_in(new: Path, repo: Path) -> None:
-    """Make the complete folder ``new`` the folder ``repo`` by renames (same file system): a reader
-    sees the old repository or the new one, never a mix; the old one is deleted only after. A
-    crash between the two renames leaves no ``repo`` (the next run rebuilds it), never a stale one."""
-    old = None
-    if repo.exists():
-        old = repo.with_name(f".triton-old-{uuid.uuid4().hex[:8]}")
-        os.replace(repo, old)
-    os.replace(new, repo)
-    if old is not None:
-        _remove_tree(old)
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove ``path`` if it exists, by first renaming it aside, so that no half-deleted
-    repository is ever visible under its own name."""
-    if not path.exists() and not path.is_symlink():
-        return
-    if path.is_symlink() or not path.is_dir():
-        path.unlink()
-        return
-    aside = path.with_name(f".{path.name}-del-{uuid.uuid4().hex[:8]}")
-    os.replace(path, aside)
-    shutil.rmtree(aside, ignore_errors=True)
