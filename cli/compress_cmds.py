@@ -295,10 +295,10 @@ def _refuse_resparsifying(checkpoint: Path) -> None:
     ``teddy`` record would describe only the second step, so the graphs it is served would keep
     edges it never saw. Checked before the data is loaded; sparsify the dense parent instead."""
     from gtcompress.checkpoint import read_checkpoint_meta
+    from gtcompress.checkpoint_data import teddy_ratio
     from gtcompress.errors import ConfigError
 
-    teddy = read_checkpoint_meta(checkpoint).get("teddy") or {}
-    edges = teddy.get("edges", teddy.get("ratio", 0.0))
+    edges = teddy_ratio(read_checkpoint_meta(checkpoint))
     if edges > 0:
         raise ConfigError(
             f"{checkpoint}: already TEDDY-sparsified (config.json teddy.edges {edges}); "

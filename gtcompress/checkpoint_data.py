@@ -228,6 +228,13 @@ def _features_fit(model: Any, data: Any) -> bool:
     )
 
 
+def teddy_ratio(meta: Mapping[str, Any]) -> float:
+    """The fraction of edges the checkpoint's inputs lose to TEDDY (0 for a dense checkpoint):
+    ``edges`` as ``gtc sparsify`` writes it, ``ratio`` as the runtime does."""
+    t = meta.get("teddy") or {}
+    return float(t.get("edges", t.get("ratio", 0.0)))
+
+
 def teddy_transform(meta: Mapping[str, Any], config: ModelConfig) -> Any:
     """The :class:`~gtcompress.compress.teddy.TeddyEdges` a TEDDY checkpoint's inputs need (its
     recorded ``teddy`` section), or ``None`` when it removes no edges.
@@ -238,12 +245,10 @@ def teddy_transform(meta: Mapping[str, Any], config: ModelConfig) -> Any:
     the runtime reads an absent ``pe`` the same way)."""
     from gtcompress.compress.teddy import TeddyEdges
 
-    t = meta.get("teddy")
-    if not t:
-        return None
-    ratio = float(t.get("edges", t.get("ratio", 0.0)))
+    ratio = teddy_ratio(meta)
     if ratio <= 0.0:
         return None
+    t = meta["teddy"]
     listed = t.get("pe")
     if listed is None:
         kinds = set(config.pe)

@@ -63,7 +63,7 @@ def _given(ctx: RunContext, src: Path) -> ModelArtifact:
 def _check_given(ctx: RunContext, src: Path, meta: dict[str, Any]) -> None:
     """Refuse a given checkpoint whose recorded dataset the ``data`` section contradicts (name,
     size or seed; ``root`` only says where the files are), or whose inputs are TEDDY-sparsified."""
-    from gtcompress.checkpoint_data import data_spec_conflicts
+    from gtcompress.checkpoint_data import data_spec_conflicts, teddy_ratio
     from gtcompress.errors import ConfigError
 
     conflicts = data_spec_conflicts(meta, ctx.data_spec())
@@ -73,8 +73,7 @@ def _check_given(ctx: RunContext, src: Path, meta: dict[str, Any]) -> None:
             f"data.{key} {now!r} conflicts with the dataset of train.checkpoint {src} (config.json dataset.{key} "
             f"{was!r}); set data to the dataset and split the checkpoint was trained on"
         )
-    teddy = meta.get("teddy") or {}
-    if teddy.get("edges", teddy.get("ratio", 0.0)) > 0:
+    if teddy_ratio(meta) > 0:
         raise ConfigError(
             f"train.checkpoint {src}: a TEDDY-sparsified model (config.json teddy); the pipeline starts from a dense "
             "checkpoint, give the one it was made from"
