@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 #: A variant to compile: dtype name (``fp16``...), heads, head_dim, ``KernelConfig`` fields,
@@ -51,15 +52,20 @@ def warm_job(job: Job) -> str | None:
         return f"{type(ex).__name__}: {first}"
 
 
+def variant_label(cfg: Any) -> str:
+    """A config (a ``KernelConfig``, or its fields as attributes) as the sweep's tables and this
+    report name it: ``tile 16 group 4 warps 4 chunk 512 prefetch dot``."""
+    prefetch = " prefetch" if cfg.prefetch else ""
+    aggregate = "" if cfg.aggregate == "scan" else f" {cfg.aggregate}"
+    chunk = cfg.tile_e * cfg.tiles
+    return f"tile {cfg.tile_e} group {cfg.head_group} warps {cfg.num_warps} chunk {chunk}{prefetch}{aggregate}"
+
+
 def job_label(job: Job) -> str:
-    """A job as the report's ``errors`` name it: the variant as the sweep's tables do
-    (``kernel_sweep.variant_label``, not imported: workers stay free of torch), and the graph size, so
-    that no two jobs share a label."""
-    d, h, hd, f, n, e, _ = job
-    prefetch = " prefetch" if f["prefetch"] else ""
-    aggregate = "" if f["aggregate"] == "scan" else f" {f['aggregate']}"
-    variant = f"tile {f['tile_e']} group {f['head_group']} warps {f['num_warps']} chunk {f['tile_e'] * f['tiles']}"
-    return f"{d} {h}x{hd} {variant}{prefetch}{aggregate} N={n} E={e}"
+    """A job as the report's ``errors`` name it: its variant and graph size, so that no two jobs share
+    a label."""
+    d, h, hd, fields, n, e, _ = job
+    return f"{d} {h}x{hd} {variant_label(SimpleNamespace(**fields))} N={n} E={e}"
 
 
 def precompile(

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 import triton
 
-from bench.kernel_precompile import jobs_for, precompile
+from bench.kernel_precompile import jobs_for, precompile, variant_label
 from bench.kernel_workloads import DTYPES, SPEC_DTYPE, Graph, min_bytes
 
 
@@ -104,13 +104,6 @@ def sweep_variants(heads: int, head_dim: int, dtype: str) -> dict[str, Any]:
         if cfg != base:
             out.setdefault(variant_label(cfg), cfg)
     return out
-
-
-def variant_label(cfg: Any) -> str:
-    """A config as the sweep's tables name it: ``tile 16 group 4 warps 4 chunk 512 prefetch dot``."""
-    prefetch = " prefetch" if cfg.prefetch else ""
-    aggregate = "" if cfg.aggregate == "scan" else f" {cfg.aggregate}"
-    return f"tile {cfg.tile_e} group {cfg.head_group} warps {cfg.num_warps} chunk {cfg.chunk}{prefetch}{aggregate}"
 
 
 def parse_families(text: str) -> list[tuple[str, int, int]]:
