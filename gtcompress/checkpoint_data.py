@@ -15,6 +15,7 @@ from typing import Any
 
 from gtcompress.errors import CheckpointError
 from gtcompress.models.config import ModelConfig
+from gtcompress.preprocess.teddy import recompute_kinds
 
 
 def json_kind(v: object) -> str:
@@ -121,8 +122,12 @@ def check_teddy_section(section: Any, cfg_path: Path) -> None:
     if not per_graph and ratio > 0 and threshold is None:
         raise CheckpointError(f"{where}.threshold is missing: global TEDDY (per_graph false) removes edges below it")
     pe = section.get("pe")
-    if pe is not None and not (isinstance(pe, dict | list) and all(isinstance(k, str) for k in pe)):
-        raise CheckpointError(f"{where}.pe must list the PE kinds recomputed on the sparsified graph, got {pe!r:.80}")
+    try:
+        recompute_kinds(pe)
+    except ValueError:
+        raise CheckpointError(
+            f"{where}.pe must list the PE kinds recomputed on the sparsified graph, got {pe!r:.80}"
+        ) from None
 
 
 def checkpoint_data_spec(meta: Mapping[str, Any], data: str | None = None, root: str | None = None) -> Any:
@@ -249,14 +254,8 @@ def teddy_transform(meta: Mapping[str, Any], config: ModelConfig) -> Any:
     if ratio <= 0.0:
         return None
     t = meta["teddy"]
-    listed = t.get("pe")
-    if listed is None:
-        kinds = set(config.pe)
-    elif isinstance(listed, dict):
-        kinds = {k for k, v in listed.items() if v}
-    else:
-        kinds = set(listed)
-    pe = {k: v for k, v in config.pe.items() if k in kinds}
+    listed = recompute_kinds(t.get("pe"))  # checked when the checkpoint was read
+    pe = {k: v for k, v in config.pe.items() if listed is None or k in listed}
     return TeddyEdges(ratio, bool(t.get("per_graph", True)), t.get("threshold"), pe)
 
 

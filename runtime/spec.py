@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gtcompress.preprocess.spec import InputSpec
+from gtcompress.preprocess.teddy import recompute_kinds
 from runtime.errors import SessionError
 
 # KServe v2 / Triton tensor datatypes of the numpy dtypes an exported model uses.
@@ -130,14 +131,10 @@ def _teddy(c: Any, where: str) -> TeddyConfig | None:
     if not isinstance(per_graph, bool):
         raise SessionError(f"{where} 'per_graph' must be true or false, got {per_graph!r:.80}")
     pe = c.get("pe")
-    if isinstance(pe, Mapping) and all(isinstance(k, str) for k in pe):  # {"lap": true, "rwse": false}
-        recompute: tuple[str, ...] | None = tuple(sorted(k for k, v in pe.items() if v))
-    elif isinstance(pe, (list, tuple)) and all(isinstance(k, str) for k in pe):  # as TeddyConfig.to_dict writes it
-        recompute = tuple(sorted(pe))
-    elif pe is None:
-        recompute = None
-    else:
-        raise SessionError(f"{where} 'pe' must list the PE kinds to recompute, got {pe!r:.80}")
+    try:
+        recompute = recompute_kinds(pe)
+    except ValueError:
+        raise SessionError(f"{where} 'pe' must list the PE kinds to recompute, got {pe!r:.80}") from None
     if ratio <= 0.0:
         return None
     return TeddyConfig(ratio=ratio, per_graph=per_graph, threshold=threshold, recompute_pe=recompute)

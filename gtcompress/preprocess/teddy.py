@@ -157,3 +157,17 @@ def teddy_sparsify(graph: NumpyGraph, ratio: float, per_graph: bool = True) -> N
         pe=dict(graph.pe),
         graphs=graph.graphs,
     )
+
+
+def recompute_kinds(pe: object) -> tuple[str, ...] | None:
+    """The positional-encoding kinds a TEDDY record says to recompute on the sparsified graph, as
+    every writer of the record spells them: ``{"lap": true, "rwse": false}`` (``TeddyEdges``) or
+    ``["lap"]`` (the runtime's ``TeddyConfig``); ``None`` when the record names none. Anything else
+    is a ``ValueError``, which each reader turns into its own error naming the file."""
+    if pe is None:
+        return None
+    if isinstance(pe, dict) and all(isinstance(k, str) for k in pe):
+        return tuple(sorted(k for k, v in pe.items() if v))
+    if isinstance(pe, list | tuple) and all(isinstance(k, str) for k in pe):
+        return tuple(sorted(pe))
+    raise ValueError(f"not a list of PE kinds: {pe!r:.80}")
