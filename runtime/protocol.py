@@ -16,6 +16,7 @@ default); the response then carries ``Inference-Header-Content-Length`` too. Err
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,11 +27,19 @@ import numpy as np
 
 from runtime.body import BodyDecoder
 from runtime.errors import ProtocolError
+from runtime.spec import KSERVE_TO_NUMPY, NUMPY_TO_KSERVE
+
+#: A run of 19 or more digits may be an integer past int64/uint64, which orjson reads as a float
+#: without a word (an id of 10**29 would come back as "1e+29", an INT64 value of 2**64 would read
+#: as "not an integer"); such bodies go to json, which keeps integers exact.
+_LONG_DIGITS = re.compile(rb"\d{19,}")
 
 try:  # about 3x faster than json for request headers; json stays the reference (and the fallback)
     import orjson
 
     def _loads(data: bytes) -> Any:
+        if _LONG_DIGITS.search(data):
+            return json.loads(data)
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:  # NaN/Infinity, >64-bit integers...: json's reading and messages
@@ -47,8 +56,6 @@ except ImportError:  # pragma: no cover - orjson is optional
     def _dumps(obj: Any) -> bytes:
         return json.dumps(obj, separators=(",", ":")).encode()
 
-
-from runtime.spec import KSERVE_TO_NUMPY, NUMPY_TO_KSERVE
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 KNOWN_DATATYPES = frozenset((*KSERVE_TO_NUMPY, "BYTES", "BF16"))
@@ -140,6 +147,13 @@ def _json_data(data: Any, datatype: str, shape: list[int], count: int, name: str
         arr = np.asarray(data)
     except (ValueError, TypeError) as e:
         raise ProtocolError(f"input '{name}': 'data' is not a rectangular array of numbers ({e})") from None
+    if arr.size and arr.dtype.kind == "O" and _leaf_types(data, arr.ndim) <= {int, float}:  # ints past uint64
+        if target.kind != "f":
+            raise ProtocolError(f"input '{name}': a value does not fit {datatype}")
+        try:
+            arr = np.asarray(data, dtype=np.float64)
+        except OverflowError:
+            raise ProtocolError(f"input '{name}': a value does not fit {datatype}") from None
     if arr.size and arr.dtype.kind not in "biuf":
         raise ProtocolError(f"input '{name}': 'data' must hold numbers (or true/false for BOOL)")
     if arr.size and target.kind == "b" and arr.dtype.kind != "b":

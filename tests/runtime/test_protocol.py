@@ -188,6 +188,14 @@ def _one(**tensor: object) -> bytes:
             json.dumps({"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [2**31]}]}).encode(),
             "input 'x': a value does not fit INT32",
         ),
+        # orjson read integers past 64 bits as floats: "non-integers" / "must hold numbers" before
+        (_one(data=[2**64] + [0] * 5), "input 'x': a value does not fit INT64"),
+        (_one(data=[-(2**63) - 1] + [0] * 5), "input 'x': a value does not fit INT64"),
+        (_one(data=[[10**29, 0]] + [[0, 0]] * 2), "input 'x': a value does not fit INT64"),
+        (
+            json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [10**400]}]}).encode(),
+            "input 'x': a value does not fit FP32",
+        ),
         (
             json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}],
                         "parameters": {"binary_data_output": "false"}}).encode(),
@@ -214,6 +222,15 @@ def test_json_data_flat_or_nested_as_the_shape() -> None:
     req = parse_infer_request(body.encode())
     np.testing.assert_array_equal(req.inputs["m"], [[True, False]])
     assert parse_infer_request(_one(data=list(range(6)))).binary_output is False
+
+
+def test_integers_past_64_bits_stay_exact() -> None:
+    """orjson turns integers past int64/uint64 into floats without a word: a request id of 10**29
+    came back as "1e+29". Such bodies are read by json, which keeps them exact."""
+    body = {"id": 10**29, "inputs": [{"name": "x", "datatype": "FP64", "shape": [2], "data": [-(2**63) - 1, 2**70]}]}
+    req = parse_infer_request(json.dumps(body).encode())
+    assert req.id == "100000000000000000000000000000"
+    np.testing.assert_array_equal(req.inputs["x"], [-(2.0**63), 2.0**70])
 
 
 def _bytes_body(count: int, name: str = "x") -> tuple[bytes, str]:
