@@ -13,7 +13,9 @@ The order and what each stage hands the next (see :mod:`gtcompress.pipeline` for
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,17 @@ def run_pipeline(
         config = PipelineConfig.default().with_overrides(config or {})
     config.check()
     out = Path(out)
-    ctx = RunContext(config, out, StageCache(out, log or _rich_print), _data_key(config))
+    created = not out.exists()
+    try:
+        return _run(config, out, log or _rich_print)
+    except BaseException:
+        if created:  # a run refused before any stage wrote a file leaves no empty --out behind
+            _remove_empty_dirs(out)
+        raise
+
+
+def _run(config: PipelineConfig, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    ctx = RunContext(config, out, StageCache(out, log), _data_key(config))
 
     models: list[ModelArtifact] = dense_models(ctx)
     skipped: list[str] = []
@@ -67,6 +79,16 @@ def run_pipeline(
     triton_stage(ctx, report)
     write_report(report, out)
     return report
+
+
+def _remove_empty_dirs(root: Path) -> None:
+    """Remove ``root`` and the directories under it that hold no file; files and what holds them stay
+    (a finished stage's result is resumable)."""
+    if root.is_symlink() or not root.is_dir():
+        return
+    for here, _, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
+        with contextlib.suppress(OSError):  # not empty
+            os.rmdir(here)
 
 
 def _data_key(config: PipelineConfig) -> str:

@@ -354,7 +354,7 @@ def test_run_pipeline_refuses_data_other_than_the_given_checkpoints(given, tmp_p
         f"data.size 'small' conflicts with the dataset of train.checkpoint {ck} (config.json dataset.size "
         "'12,6,6'); set data to the dataset and split the checkpoint was trained on"
     )
-    assert not (tmp_path / "run" / "models").exists()
+    assert not (tmp_path / "run").exists()  # the run made it, and leaves no empty directory behind
 
 
 def test_run_pipeline_refuses_a_teddy_checkpoint(given, tmp_path) -> None:
@@ -366,6 +366,15 @@ def test_run_pipeline_refuses_a_teddy_checkpoint(given, tmp_path) -> None:
         f"train.checkpoint {ck}: a TEDDY-sparsified model (config.json teddy); the pipeline starts from a dense "
         "checkpoint, give the one it was made from"
     )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_refused_run_keeps_a_directory_it_did_not_make(given, tmp_path) -> None:
+    (out := tmp_path / "run" / "mine").mkdir(parents=True)
+    cfg = load_config(None, [f"train.checkpoint={given / 'teddy'}", "data.size=12,6,6", "data.seed=3"])
+    with pytest.raises(ConfigError):
+        run_pipeline(cfg, out.parent, log=lambda _: None)
+    assert out.is_dir()
 
 
 def test_a_given_checkpoint_without_a_dataset_must_fit_the_configured_one(given, tmp_path) -> None:
@@ -378,3 +387,4 @@ def test_a_given_checkpoint_without_a_dataset_must_fit_the_configured_one(given,
     assert str(e.value) == (
         f"data.name 'cluster' does not fit train.checkpoint {ck}: outputs (out_dim): the model takes 2, CLUSTER has 6"
     )
+    assert not (tmp_path / "run").exists()
