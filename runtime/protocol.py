@@ -178,9 +178,13 @@ def _json_data(data: Any, datatype: str, shape: list[int], count: int, name: str
         if int(arr.min()) < info.min or int(arr.max()) > info.max:  # Python ints: exact at 2**63
             raise ProtocolError(f"input '{name}': a value does not fit {datatype}")
     try:
-        return arr.astype(target, copy=False).reshape(-1)
+        with np.errstate(over="ignore"):
+            out = arr.astype(target, copy=False).reshape(-1)
     except OverflowError:
         raise ProtocolError(f"input '{name}': a value does not fit {datatype}") from None
+    if target.kind == "f" and (np.isinf(out) & np.isfinite(arr.reshape(-1))).any():  # 1e39 as FP32; Infinity stays
+        raise ProtocolError(f"input '{name}': a value does not fit {datatype}")
+    return out
 
 
 def _flag(value: Any, what: str) -> bool:

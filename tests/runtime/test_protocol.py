@@ -196,6 +196,14 @@ def _one(**tensor: object) -> bytes:
             json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [10**400]}]}).encode(),
             "input 'x': a value does not fit FP32",
         ),
+        (  # became inf silently
+            json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1.0, 1e39]}]}).encode(),
+            "input 'x': a value does not fit FP32",
+        ),
+        (
+            json.dumps({"inputs": [{"name": "x", "datatype": "FP16", "shape": [1], "data": [70000]}]}).encode(),
+            "input 'x': a value does not fit FP16",
+        ),
         (
             json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}],
                         "parameters": {"binary_data_output": "false"}}).encode(),
@@ -231,6 +239,10 @@ def test_integers_past_64_bits_stay_exact() -> None:
     req = parse_infer_request(json.dumps(body).encode())
     assert req.id == "100000000000000000000000000000"
     np.testing.assert_array_equal(req.inputs["x"], [-(2.0**63), 2.0**70])
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [3], "data": [float("inf"), float("nan"), 3e38]}]}
+    np.testing.assert_array_equal(
+        parse_infer_request(json.dumps(body).encode()).inputs["x"], np.array([np.inf, np.nan, 3e38], np.float32)
+    )
 
 
 def _bytes_body(count: int, name: str = "x") -> tuple[bytes, str]:
