@@ -279,8 +279,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         runs.append(res)
                         print(
                             f"{t.label:<26} clients={clients:3d} run {rep + 1}: "
-                            f"{res['throughput_rps']:8.1f} req/s  p50 {res['latency_ms']['p50']:7.2f} ms  "
-                            f"p99 {res['latency_ms']['p99']:7.2f} ms  errors {res['errors']}  "
+                            f"{res['throughput_rps']:8.1f} req/s  p50 {_ms(res, 'p50')} ms  "
+                            f"p99 {_ms(res, 'p99')} ms  errors {res['errors']}  "
                             f"({res['requests']} requests, {res['requests_per_model_call']:.1f} per model call; "
                             f"CPU per request: server {res.get('server_cpu_ms_per_request', float('nan')):.3f} ms, "
                             f"load {res['load_cpu_ms_per_request']:.3f} ms)",
@@ -338,6 +338,16 @@ def _batched(values: list[Any], t: Target) -> list[Any]:
     return [{k: v[None] for k, v in x.items()} if isinstance(x, dict) else x[None] for x in values]
 
 
+def _ms(res: dict[str, Any], stat: str) -> str:
+    """A latency percentile for the log; ``n/a`` when no request was answered right."""
+    lat = res["latency_ms"]
+    return "    n/a" if lat is None else f"{lat[stat]:7.2f}"
+
+
+def _lat(row: dict[str, Any], stat: str) -> float:
+    return float("nan") if row["latency_ms"] is None else row["latency_ms"][stat]
+
+
 def ratios(results: list[dict[str, Any]], clients: list[int]) -> dict[str, dict[str, float | None]]:
     """Per client count: batching on over off for each server, and Triton (batching) over gtc serve."""
     out: dict[str, dict[str, float | None]] = {}
@@ -370,8 +380,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         xs = [i + (k - (len(labels) - 1) / 2) * width for i in range(len(clients))]
         bars = a1.bar(xs, [r["throughput_rps"] for r in rows], width, label=label)
         a1.bar_label(bars, fmt="%.0f", fontsize=8)
-        a2.bar(xs, [r["latency_ms"]["p50"] for r in rows], width, label=f"{label} p50")
-        a2.scatter(xs, [r["latency_ms"]["p99"] for r in rows], marker="_", s=300, color="k", zorder=3)
+        a2.bar(xs, [_lat(r, "p50") for r in rows], width, label=f"{label} p50")
+        a2.scatter(xs, [_lat(r, "p99") for r in rows], marker="_", s=300, color="k", zorder=3)
     for ax in (a1, a2):
         ax.set_xticks(range(len(clients)), [f"{c} clients" for c in clients])
         ax.grid(alpha=0.3, axis="y")
