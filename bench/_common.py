@@ -84,6 +84,16 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
     }
 
 
+def set_threads(prov: dict[str, Any], threads: int) -> None:
+    """Set torch's intra-op threads (0: keep torch's default) and record the count in ``prov``'s machine,
+    which :func:`provenance` took before (it must run first, while the tree is clean)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    prov["machine"]["torch_threads"] = torch.get_num_threads()
+
+
 def utc_now() -> str:
     """The time as a result records it: UTC, ISO 8601, to the second."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, data_root, earlier_runs, provenance, recorded_provenance
+from bench._common import RESULTS, data_root, earlier_runs, provenance, recorded_provenance, set_threads
 from gtcompress.io import write_atomic, write_json
 
 if TYPE_CHECKING:
@@ -419,10 +419,7 @@ def main() -> None:
         print(_seed_table(merged["targets"]))
         return
 
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(prov, args.threads)
     from gtcompress.compress.distill import attach_teacher
     from gtcompress.compress.prune import PruneConfig, prune_model, random_prune
     from gtcompress.compress.teddy import SparsifyConfig, sparsify_model

@@ -28,7 +28,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, earlier_runs, provenance
+from bench._common import RESULTS, earlier_runs, provenance, set_threads
 from exporters.onnx import export_onnx, has_token_pruning
 from gtcompress.data.base import FeatureSpec
 from gtcompress.graph import GraphBatch
@@ -165,7 +165,7 @@ def main() -> None:
     args.out = args.out or RESULTS / "export" / ("export_quick.json" if args.quick else "export.json")
     import onnxruntime as ort
 
-    torch.set_num_threads(args.threads)
+    set_threads(prov, args.threads)
     rng = np.random.default_rng(0)
     sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000, 1_000_000]
     workloads = [("sbm", sbm_batch(rng, 8 if args.quick else 32)), ("molecules", molecule_batch(rng))]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, data_root, earlier_runs, provenance
+from bench._common import RESULTS, data_root, earlier_runs, provenance, set_threads
 from gtcompress.io import write_atomic, write_json
 from gtcompress.train.loop import TrainConfig
 from gtcompress.train.recipe import DataSpec, fit
@@ -73,10 +73,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     prov = provenance()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(prov, args.threads)
 
     # Runs not selected by --only keep their earlier results, so the file always holds the full table.
     selected = {f"{a}:{n}" for a, n, *_ in RUNS if not args.only or f"{a}:{n}" in args.only}

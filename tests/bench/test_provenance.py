@@ -53,3 +53,20 @@ def test_a_pipeline_report_is_copied_in_its_layout_and_stamped(tmp_path: Path, m
     (run / "pareto.png").unlink()
     with pytest.raises(SystemExit, match=r"no pareto\.png"):
         copy_report(run, out, "gtc pipeline")
+
+
+def test_set_threads_records_the_count_the_run_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """provenance() runs first (before the run writes anything); the thread count set after it was
+    not in the record: a --threads 1 run said torch's default."""
+    import torch
+
+    monkeypatch.setenv("GTC_COMMIT", "abc123")
+    before = torch.get_num_threads()
+    try:
+        prov = _common.provenance(["bench/train.py"])
+        _common.set_threads(prov, 1)
+        assert prov["machine"]["torch_threads"] == 1 == torch.get_num_threads()
+        _common.set_threads(prov, 0)  # 0: torch's default, left as it is
+        assert prov["machine"]["torch_threads"] == 1
+    finally:
+        torch.set_num_threads(before)
