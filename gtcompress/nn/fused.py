@@ -39,7 +39,8 @@ def _(q: Tensor, k: Tensor, v: Tensor, rowptr: Tensor, col: Tensor, bias: Tensor
 def _cuda(q: Tensor, k: Tensor, v: Tensor, rowptr: Tensor, col: Tensor, bias: Tensor | None, scale: float) -> Tensor:
     from trt_plugins.kernels import sparse_graph_attention as triton_attention
 
-    return triton_attention(q, k, v, rowptr, col, bias, scale)
+    with torch.cuda.device(q.device):  # Triton launches on the current device, not the tensors' (cuda:1)
+        return triton_attention(q, k, v, rowptr, col, bias, scale)
 
 
 def csr_from_edge_index(edge_index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -33,6 +33,30 @@ def test_csr_builder_matches_the_plugin_csr() -> None:
         assert torch.equal(got, ref)
 
 
+def test_the_cuda_kernel_launches_on_the_tensors_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Triton launches on the current device: ``model.to("cuda:1")`` with cuda:0 current would give
+    the kernel cuda:1 pointers on cuda:0. The registration makes the tensors' device current."""
+    import contextlib
+
+    import trt_plugins.kernels
+    from gtcompress.nn import fused
+
+    current: list[object] = []
+
+    @contextlib.contextmanager
+    def device(d: object):  # stands in for torch.cuda.device on a machine without one
+        current.append(d)
+        yield
+        current.pop()
+
+    launched: list[object] = []
+    monkeypatch.setattr(torch.cuda, "device", device)
+    monkeypatch.setattr(trt_plugins.kernels, "sparse_graph_attention", lambda q, *a: launched.append(current[-1]))
+    q = torch.zeros(2, 1, 4, device="meta")
+    fused._cuda(q, q, q, torch.zeros(3, dtype=torch.long), torch.zeros(0, dtype=torch.long), None, 0.5)
+    assert launched == [q.device]
+
+
 def test_the_op_has_a_cuda_kernel_and_no_separate_cpu_one() -> None:
     """CUDA dispatches to the Triton kernel (tests/gpu runs it); CPU uses the op's own definition."""
     has = torch._C._dispatch_has_kernel_for_dispatch_key
