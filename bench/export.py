@@ -262,7 +262,7 @@ def _ordered(rows: list[dict], names: list[str]) -> list[dict]:
 
 
 def _linearity(rows: list[dict]) -> dict[str, float]:
-    """Time ratio per 10x edges on the sparse sweep, per lowering (1.0 = linear... 10x edges → 10x time)."""
+    """Time ratio per 10x edges on the sparse sweep, per lowering (10.0 = linear: 10x edges, 10x time)."""
     out = {}
     for low in ("scatter", "padded", "plugin"):
         pts = sorted(
