@@ -128,6 +128,7 @@ class CheckpointProfiler:
         graphs = make_graphs(sess.spec, nodes, batch, self.avg_degree, self.seed)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
+        captures = sess.backend.captures if sess.backend.cuda_graphs else 0
         row = time_session(sess, graphs, iterations, warmup, sync=lambda: _sync(dev))
         return {
             "threads": threads,
@@ -135,7 +136,9 @@ class CheckpointProfiler:
             "batch_size": batch,
             **row,
             "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 1024**2 if dev.type == "cuda" else None,
-            "cuda_graphs_captured": len(sess.backend.captured) if sess.backend.cuda_graphs else None,
+            # captured during this row (its peak memory includes them), and held after it (all rows')
+            "cuda_graphs_captured": sess.backend.captures - captures if sess.backend.cuda_graphs else None,
+            "cuda_graphs_held": len(sess.backend.captured) if sess.backend.cuda_graphs else None,
             "cpus": None,
             "oversubscribed": False,
         }

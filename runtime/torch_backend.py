@@ -290,6 +290,7 @@ class TorchBackend:
         self.outputs = [TensorInfo(self.spec.output.name, "float32", [-1, self.spec.output.dim])]
         self.limits = Limits()
         self._graphs: OrderedDict[Bucket, _Captured] = OrderedDict()
+        self.captures = 0  # CUDA graphs captured so far, evicted ones included
         self._lock = threading.Lock()  # the server's model thread and a profiler may share a session
 
     def check_shapes(self, inputs: dict[str, np.ndarray]) -> None:
@@ -328,6 +329,7 @@ class TorchBackend:
         cap = self._graphs.get(key)
         if cap is None:
             cap = self._capture(padded)
+            self.captures += 1
             self._graphs[key] = cap
             while len(self._graphs) > self.max_graphs:
                 self._graphs.popitem(last=False)  # frees that graph's private memory pool

@@ -396,6 +396,8 @@ def test_profile_on_cuda_writes_rows(ckpts, onnx_files, tmp_path: Path) -> None:
     ort, tch = rep["models"]
     assert ort["providers"] == ["CPUExecutionProvider"] and len(ort["results"]) == 2 * 4
     assert tch["device"] == "cuda:0" and tch["cuda_graphs"] and len(tch["results"]) == 4
-    assert all(r["threads"] is None and r["peak_gpu_mb"] > 0 and r["cuda_graphs_captured"] >= 1 for r in tch["results"])
+    assert all(r["threads"] is None and r["peak_gpu_mb"] > 0 and r["cuda_graphs_held"] >= 1 for r in tch["results"])
+    captured = [r["cuda_graphs_captured"] for r in tch["results"]]  # per row: the first row captures its bucket
+    assert captured[0] >= 1 and sum(captured) == tch["results"][-1]["cuda_graphs_held"]  # no eviction
     assert rep["settings"]["notes"] and rep["machine"]["gpu"]["name"]
     write_report(rep, tmp_path / "out")
