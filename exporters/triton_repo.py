@@ -26,12 +26,11 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from gtcompress.errors import ConfigError
-from gtcompress.io import atomic_path
+from gtcompress.io import make_temp_dir, recover_dead_dir_swaps, remove_path, swap_dir_into_place
 from gtcompress.preprocess.inputs import layout_input_base
 from gtcompress.preprocess.spec import InputSpec
 
@@ -209,34 +208,19 @@ def _source_root() -> Path:
 
 
 def write_vendor(vdir: Path, plan: bool = False) -> Path:
-    """``vdir/vendor/``: :data:`VENDORED` (and ``trt_plugins`` for a plan), ``.py`` files only,
-    replaced as a whole: built beside it under a temporary name, then renamed into place."""
+    """``vdir/vendor/``: :data:`VENDORED` (and ``trt_plugins`` for a plan), ``.py`` files only.
+    ``vdir`` is a new version directory (:func:`write_model_repository` swaps it in whole)."""
     src = _source_root()
-    for stale in vdir.glob(f".{VENDOR_DIR}.*"):  # an export killed half-way
-        shutil.rmtree(stale, ignore_errors=True)
-    vdir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{VENDOR_DIR}.", dir=vdir))
-    try:
-        for rel in (*VENDORED, *(("trt_plugins",) if plan else ())):
-            path = src / rel
-            files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-            for f in files:
-                if "__pycache__" in f.parts:
-                    continue
-                dest = tmp / f.relative_to(src)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(f, dest)
-        final = vdir / VENDOR_DIR
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{VENDOR_DIR}.old.", dir=vdir))
-            os.replace(final, old / VENDOR_DIR)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    final = vdir / VENDOR_DIR
+    for rel in (*VENDORED, *(("trt_plugins",) if plan else ())):
+        path = src / rel
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for f in files:
+            if "__pycache__" in f.parts:
+                continue
+            dest = final / f.relative_to(src)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, dest)
     return final
 
 
@@ -271,8 +255,10 @@ def write_model_repository(
     """Copy ``model_file`` (.onnx or .plan) into ``repo/name/version/`` and write ``config.pbtxt``
     (and, for the python variant, ``model.py`` and ``vendor/``); returns ``repo/name``.
 
-    Files are written atomically; a model directory left by another variant loses the files of
-    that variant (a stale ``model.py`` would make Triton load the wrong backend)."""
+    ``repo/name`` is replaced as a whole: built beside it (its other versions and files of its own
+    hard-linked in), then swapped in, so a write that fails part-way (a full disk) leaves the old
+    model as it was, never a new model file under the old ``config.pbtxt``. The new version holds
+    only the chosen variant's files (a stale ``model.py`` would make Triton load the wrong backend)."""
     model_file = Path(model_file)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not name.strip("."):
         # "." and ".." are path steps: the model would land in the repository root or above it
@@ -282,21 +268,61 @@ def write_model_repository(
     chosen = resolve_backend(backend, model_file, spec)
     platform, filename, kind = PLATFORMS[model_file.suffix]
     root = Path(repo) / name
-    vdir = root / str(version)
-    with atomic_path(vdir / filename) as tmp:
-        shutil.copyfile(model_file, tmp)
-    for other in PLATFORMS.values():  # one model file per version: the model reads whichever it finds
-        if other[1] != filename:
-            (vdir / other[1]).unlink(missing_ok=True)
-    if chosen == "python":
-        write_vendor(vdir, plan=model_file.suffix == ".plan")
-        with atomic_path(vdir / "model.py") as tmp:
-            tmp.write_text(MODEL_PY)
-        text = python_config_pbtxt(name, spec, filename, options)
-    else:
-        (vdir / "model.py").unlink(missing_ok=True)
-        shutil.rmtree(vdir / VENDOR_DIR, ignore_errors=True)
-        text = config_pbtxt(name, spec, platform, kind)
-    with atomic_path(root / "config.pbtxt") as tmp:
-        tmp.write_text(text)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    recover_dead_dir_swaps(root)
+    tmp = make_temp_dir(root)
+    try:
+        _keep_unmanaged(root, tmp, str(version))
+        vdir = tmp / str(version)
+        vdir.mkdir(exist_ok=True)
+        shutil.copyfile(model_file, vdir / filename)
+        if chosen == "python":
+            write_vendor(vdir, plan=model_file.suffix == ".plan")
+            (vdir / "model.py").write_text(MODEL_PY)
+            text = python_config_pbtxt(name, spec, filename, options)
+        else:
+            text = config_pbtxt(name, spec, platform, kind)
+        (tmp / "config.pbtxt").write_text(text)
+        swap_dir_into_place(tmp, root)
+    except BaseException:
+        remove_path(tmp)
+        raise
     return root
+
+
+#: What :func:`write_model_repository` writes in a version directory; everything else there is kept.
+MANAGED = frozenset({*(p[1] for p in PLATFORMS.values()), "model.py", VENDOR_DIR})
+
+
+def _keep_unmanaged(root: Path, tmp: Path, version: str) -> None:
+    """Hard-link (copy across file systems) into ``tmp`` what ``root`` holds that this write does not
+    replace: other versions and the model's own files (labels), and in ``version`` all but :data:`MANAGED`."""
+    if not root.is_dir():
+        return
+    for entry in root.iterdir():
+        if entry.name == "config.pbtxt":
+            continue
+        if entry.name == version and entry.is_dir() and not entry.is_symlink():
+            (tmp / version).mkdir()
+            for inner in entry.iterdir():
+                if inner.name not in MANAGED and not inner.name.startswith(f".{VENDOR_DIR}."):  # old half-writes
+                    _link_copy(inner, tmp / version / inner.name)
+        else:
+            _link_copy(entry, tmp / entry.name)
+
+
+def _link_copy(src: Path, dst: Path) -> None:
+    if src.is_dir() and not src.is_symlink():
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(src, dst)
+
+
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
+    if Path(src).is_symlink():
+        os.symlink(os.readlink(src), dst)
+        return
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or no hard links there
+        shutil.copy2(src, dst)

@@ -169,3 +169,47 @@ def test_optimisation_profile_shapes() -> None:
     assert padded["nbr_node_3"] == ((1,), (4000,), (20_000,)) and padded["nbr_inv"] == ((1,), (4000,), (20_000,))
     with pytest.raises(ConfigError, match="profile nodes: need 1 <= min <= opt <= max"):
         optimisation_profile(_spec("dense"), GraphSize(10, 1, 1), GraphSize(5, 1, 1), hi)
+
+
+def test_a_failed_write_leaves_the_old_model_whole(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new model file used to be renamed in first: a write that failed later (a full disk) left
+    it under the old config.pbtxt, a scatter config for a dense model. Now the old model stays."""
+    import exporters.triton_repo as tr
+
+    cfg = ModelConfig(arch="gt", node_features=FeatureSpec("float", 5), out_dim=2, hidden=16, heads=2, num_layers=1)
+    plain = input_spec(build_model(cfg), "scatter")
+    old, new = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    old.write_bytes(b"old model")
+    new.write_bytes(b"new model")
+    root = write_model_repository(tmp_path / "repo", "m", old, plain)
+    before = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tr, "write_vendor", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_model_repository(tmp_path / "repo", "m", new, _spec("dense"))
+    assert {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["m"]  # no temporary left
+
+
+def test_other_versions_and_own_files_are_kept_and_readable_by_all(tmp_path) -> None:
+    import os
+
+    f = tmp_path / "m.onnx"
+    f.write_bytes(b"m")
+    root = write_model_repository(tmp_path / "repo", "m", f, _spec("dense"), version=1)
+    (root / "labels.txt").write_text("a\nb\n")
+    (root / "1" / "notes.txt").write_text("mine")
+    write_model_repository(tmp_path / "repo", "m", f, _spec("dense"), version=2)
+    write_model_repository(tmp_path / "repo", "m", f, _spec("dense"), version=1, backend="onnxruntime")
+    assert (root / "labels.txt").read_text() == "a\nb\n"
+    assert sorted(p.name for p in (root / "1").iterdir()) == ["model.onnx", "notes.txt"]
+    assert sorted(p.name for p in (root / "2").iterdir()) == ["model.onnx", "model.py", "vendor"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    # mkstemp/mkdtemp made 0600/0700: a Triton server running as another user could not read them
+    for p in [root, *root.rglob("*")]:
+        want = (0o777 if p.is_dir() else 0o666) & ~umask
+        assert p.stat().st_mode & 0o777 == want, p
