@@ -37,13 +37,13 @@ import inspect
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trt_plugins import spec
+from trt_plugins.files import write_atomic
 from trt_plugins.ptxas import PtxasError, ptxas_usage
 
 #: GPU targets we ship PTX for (compute capability x10).
@@ -149,20 +149,6 @@ def _triton_version() -> str:
     import triton
 
     return str(triton.__version__)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def triton_compile(
@@ -332,7 +318,7 @@ def compile_kernel(
         grid=spec.GRID_FORMULAS[kernel],
     )
     if use_cache:
-        _atomic_write_text(path, json.dumps(compiled.to_json(), indent=1))
+        write_atomic(path, json.dumps(compiled.to_json(), indent=1))
     return compiled
 
 
@@ -377,7 +363,7 @@ def compile_all(
                         k = compile_kernel(kernel, dtype, heads, head_dim, cc, None, bias, use_cache=use_cache)
                         tag = ("_bias" if bias else "_nobias") if kernel == "partials" else ""
                         name = f"sga_{kernel}_{dtype}_h{heads}d{head_dim}{tag}_sm{cc}.ptx"
-                        _atomic_write_text(out / name, k.ptx)
+                        write_atomic(out / name, k.ptx)
                         entries.append(
                             {
                                 "file": name,
@@ -412,7 +398,7 @@ def compile_all(
         "entries": entries,
     }
     path = out / "manifest.json"
-    _atomic_write_text(path, json.dumps(manifest, indent=1))
+    write_atomic(path, json.dumps(manifest, indent=1))
     return path
 
 

@@ -7,11 +7,10 @@ arrives as plain tuples. Nothing here can run on a machine without TensorRT and 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from trt_plugins.files import write_atomic
 from trt_plugins.tensorrt_plugin import import_tensorrt, register_plugin
 
 Shape = tuple[int, ...]
@@ -19,18 +18,6 @@ Shape = tuple[int, ...]
 
 class EngineBuildError(RuntimeError):
     """TensorRT's parser or builder rejected the network; the message carries its errors."""
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _split_model_bytes(onnx_path: Path) -> bytes:
@@ -93,7 +80,7 @@ def build_serialized_engine(
     engine = builder.build_serialized_network(network, config)
     if engine is None:
         raise EngineBuildError(f"{onnx_path}: TensorRT could not build an engine (see the log above)")
-    _write_atomic(Path(engine_path), bytes(engine))
+    write_atomic(Path(engine_path), bytes(engine))
     if cache_path is not None:
-        _write_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+        write_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
     return Path(engine_path)

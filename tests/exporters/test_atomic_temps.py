@@ -115,3 +115,21 @@ def test_a_failed_block_leaves_nothing(tmp_path: Path) -> None:
         tmp.write_text("x")
         raise RuntimeError("check failed")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_an_atomic_write_gets_the_umasks_permissions(tmp_path: Path, umask: int) -> None:
+    """mkstemp makes its temp 0600 and the rename kept it: ONNX files, caches and JSON written
+    through atomic_path were unreadable to a server or teammate running as another user."""
+    from gtcompress.io import current_umask, write_json
+
+    before = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        write_json(tmp_path / "r.json", {"a": 1})
+        with atomic_path(tmp_path / "m.onnx") as tmp:
+            tmp.write_bytes(b"model")
+    finally:
+        os.umask(before)
+    for name in ("r.json", "m.onnx"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
