@@ -20,7 +20,7 @@ import numpy as np
 from gtcompress.preprocess.batching import NumpyGraph, graph_ptr
 from gtcompress.preprocess.layouts import node_counts as count_nodes
 from gtcompress.preprocess.layouts import padded_rows
-from gtcompress.preprocess.pe import laplacian_pe, rwse
+from gtcompress.preprocess.pe import pe_function
 from gtcompress.preprocess.spec import InputSpec, Lowering
 from runtime.batcher import MIB, BatchConfig, DynamicBatcher
 from runtime.errors import (
@@ -324,7 +324,7 @@ def ensure_pe(g: NumpyGraph, spec: InputSpec, num_graphs: int) -> NumpyGraph:
     ptr = graph_ptr(g.batch, g.num_nodes, num_graphs)
     pe = dict(g.pe)
     for kind in missing:
-        fn = laplacian_pe if kind == "lap" else rwse
+        fn = pe_function(kind)
         pe[kind] = fn(g.edge_index, ptr, spec.pe[kind])
     return NumpyGraph(g.x, g.edge_index, g.edge_attr, g.batch, pe)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from gtcompress.data.base import DatasetInfo, FeatureSpec
 from gtcompress.errors import ConfigError
+from gtcompress.preprocess.spec import PE_KINDS
 
 ARCHS = ("gt", "gps", "graphormer")
 
@@ -156,6 +157,8 @@ class ModelConfig:
         if not isinstance(self.pe, dict):
             raise ConfigError(f"pe must map a PE kind to its dimension (e.g. {{'lap': 8}}), got {self.pe!r}")
         for kind, dim in self.pe.items():
+            if kind not in PE_KINDS:  # deployments compute each kind by name: another would get RWSE's values
+                raise ConfigError(f"pe kind {kind!r}: expected {' or '.join(PE_KINDS)}")
             _check_int(f"pe[{kind!r}]", dim, 1)
         for i, spec in enumerate(self.layers):
             if not isinstance(spec, LayerSpec):

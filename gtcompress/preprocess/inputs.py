@@ -17,7 +17,7 @@ import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph, graph_ptr
 from gtcompress.preprocess.layouts import bucketed_layout, csr_layout, dense_layout, node_counts, padded_layout
-from gtcompress.preprocess.pe import laplacian_pe, rwse
+from gtcompress.preprocess.pe import pe_function
 from gtcompress.preprocess.spec import LAYOUT_INPUTS, InputSpec
 
 
@@ -55,7 +55,7 @@ def build_inputs(g: NumpyGraph, spec: InputSpec) -> dict[str, np.ndarray]:
             out[f"pe_{kind}"] = np.ascontiguousarray(g.pe[kind], dtype=np.float32)
             continue
         ptr = graph_ptr(batch, n, len(counts)) if ptr is None else ptr
-        fn = laplacian_pe if kind == "lap" else rwse
+        fn = pe_function(kind)
         out[f"pe_{kind}"] = fn(edge_index, ptr, k)
     names = spec.inputs
     if "pad_mask" in names:

@@ -200,3 +200,12 @@ def rwse(edge_index: np.ndarray, ptr: np.ndarray, k: int) -> np.ndarray:
         for g, ei in enumerate(_graph_slices(edge_index, ptr))
     ]
     return np.concatenate(parts, axis=0) if parts else np.zeros((0, k), np.float32)
+
+
+def pe_function(kind: str) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
+    """The encoding of ``kind`` (``lap`` or ``rwse``, :data:`~gtcompress.preprocess.spec.PE_KINDS`),
+    ``(edge_index, ptr, k) -> [N, k]``; a ``ValueError`` for any other name, never a silent default."""
+    try:
+        return {"lap": laplacian_pe, "rwse": rwse}[kind]
+    except KeyError:
+        raise ValueError(f"unknown PE kind {kind!r}; expected lap or rwse") from None

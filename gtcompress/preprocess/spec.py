@@ -85,6 +85,10 @@ class OutputSpec:
     per: str  # "node" or "graph"
 
 
+#: The positional-encoding kinds deployments compute per request (:mod:`gtcompress.preprocess.pe`).
+PE_KINDS = ("lap", "rwse")
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """What an exported model takes and returns. Frozen; :meth:`with_teddy` returns a copy."""
@@ -104,6 +108,9 @@ class InputSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "lowering", Lowering(self.lowering))
         object.__setattr__(self, "pe", dict(sorted(self.pe.items())))
+        unknown = [k for k in self.pe if k not in PE_KINDS]
+        if unknown:  # each kind is computed per request by name: another name has no computation
+            raise ValueError(f"input spec: unknown PE kind {unknown[0]!r}; expected {' or '.join(PE_KINDS)}")
 
     @property
     def node_level(self) -> bool:

@@ -121,3 +121,25 @@ def test_graph_symmetry_leaves_the_sign_open_and_says_so() -> None:
     w = np.array([[0.1, 0.6, -0.2, 0.3]]).T
     assert order_free_signs(w, a).tolist() == [1.0]
     np.testing.assert_array_equal(canonical_signs(-w, a), w)
+
+
+def test_an_unknown_pe_kind_is_refused_at_every_door() -> None:
+    """A model with pe {"laplacian": 4} exported and was served RWSE under that name (everything that
+    was not "lap" was computed as RWSE); the export's parity check could not see it, both sides got
+    the same wrong input."""
+    from gtcompress.data.base import FeatureSpec
+    from gtcompress.errors import ConfigError
+    from gtcompress.models import ModelConfig
+    from gtcompress.preprocess.pe import pe_function
+    from gtcompress.preprocess.spec import FeatureInput, InputSpec, OutputSpec
+
+    assert pe_function("lap") is laplacian_pe and pe_function("rwse") is rwse
+    with pytest.raises(ValueError) as info:
+        pe_function("laplacian")
+    assert str(info.value) == "unknown PE kind 'laplacian'; expected lap or rwse"
+    with pytest.raises(ConfigError) as info:
+        ModelConfig(arch="gt", node_features=FeatureSpec("float", 5), out_dim=2, pe={"laplacian": 4})
+    assert str(info.value) == "pe kind 'laplacian': expected lap or rwse"
+    with pytest.raises(ValueError) as info:
+        InputSpec("gt", "graph", "scatter", FeatureInput("float", 5), OutputSpec("output", 2, "graph"), pe={"lpe": 4})
+    assert str(info.value) == "input spec: unknown PE kind 'lpe'; expected lap or rwse"
