@@ -374,7 +374,8 @@ def verify_parity(
     """Max absolute difference between ONNX Runtime (CPU) and PyTorch over ``batches``, and the
     largest |output|: float32 rounding grows with the output's magnitude, so export checks the
     error against ``atol`` times that scale (at least 1). :func:`export_onnx` checks with
-    :func:`check_parity` instead, which stops at the first failing case and names it."""
+    :func:`check_parity` instead, which stops at the first failing case and names it. A NaN output
+    on either side makes the difference NaN."""
     sess = _ort_session(path)
     traced = _Traced(model.eval(), spec)
     worst, scale = 0.0, 0.0
@@ -385,9 +386,9 @@ def verify_parity(
         out = sess.run(None, inputs)[0]
         if out.shape != ref.shape:
             raise ExportError(f"{path}: output shape {out.shape} != PyTorch {ref.shape}")
-        if out.size:
-            worst = max(worst, float(np.abs(out - ref).max()))
-            scale = max(scale, float(np.abs(ref).max()))
+        if out.size:  # np.maximum keeps a NaN (max(0.0, nan) is 0.0: a NaN output read as a perfect match)
+            worst = float(np.maximum(worst, np.abs(out.astype(np.float64) - ref).max()))
+            scale = float(np.maximum(scale, np.abs(ref).max()))
     return worst, scale, len(batches)
 
 

@@ -120,7 +120,7 @@ def load_dataset(
         from gtcompress.data.molecules import load_molhiv
 
         limit = None if preset == "full" else (counts if counts is not None else MOLHIV_SMALL_LIMIT)
-        return load_molhiv(data_root, limit)
+        return load_molhiv(data_root, limit, cache_dir=cache_dir)
     if lower.startswith(("tu:", "ogb:")):
         prefix, _, dataset = key.partition(":")
         if not dataset:

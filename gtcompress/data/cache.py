@@ -81,7 +81,7 @@ def cached(
     dataset = build()
     try:
         save_packed(dataset, path, name=name, params=params)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
         warnings.warn(f"could not write dataset cache {path}: {exc}", RuntimeWarning, stacklevel=2)
     return dataset
 

@@ -114,6 +114,22 @@ def test_unwritable_cache_dir_only_warns(tmp_path: Path) -> None:
     _assert_same(_toy(), ds)
 
 
+def test_a_full_disk_only_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.save reports ENOSPC/EFBIG as a RuntimeError ("unexpected pos"): the built dataset was
+    lost with a traceback. It is returned, with a warning, and no temp stays behind."""
+    import torch
+
+    def full(obj: object, f: object) -> None:
+        Path(f).write_bytes(b"partial")  # type: ignore[arg-type]
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 8128 vs 8019")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.warns(RuntimeWarning, match="could not write dataset cache .*unexpected pos"):
+        ds = cached("toy", PARAMS, _toy, tmp_path)
+    _assert_same(_toy(), ds)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("GTCOMPRESS_CACHE", str(tmp_path / "c"))
     assert default_cache_dir() == tmp_path / "c"
@@ -168,7 +184,10 @@ def test_file_based_datasets_dispatch_lazily(tmp_path: Path, monkeypatch: pytest
     fakes = {
         "gtcompress.data.tu": ("load_tu", lambda root, name, seed: calls.append(("tu", root, name, seed))),
         "gtcompress.data.ogb": ("load_ogb", lambda root, name: calls.append(("ogb", root, name))),
-        "gtcompress.data.molecules": ("load_molhiv", lambda root, limit: calls.append(("hiv", root, limit))),
+        "gtcompress.data.molecules": (
+            "load_molhiv",
+            lambda root, limit, cache_dir=None: calls.append(("hiv", root, limit, cache_dir)),
+        ),
     }
     for module_name, (attr, fn) in fakes.items():
         module = types.ModuleType(module_name)
@@ -178,11 +197,11 @@ def test_file_based_datasets_dispatch_lazily(tmp_path: Path, monkeypatch: pytest
     load_dataset("ogb:ogbg-molpcba", root=tmp_path)
     load_dataset("molhiv", root=tmp_path, size="full")
     load_dataset("molhiv", root=tmp_path)
-    load_dataset("molhiv", root=tmp_path, size="10,5,5")
+    load_dataset("molhiv", root=tmp_path, size="10,5,5", cache_dir=tmp_path / "c")  # was dropped: ~/.cache
     assert calls == [
         ("tu", tmp_path, "PROTEINS", 7),
         ("ogb", tmp_path, "ogbg-molpcba"),
-        ("hiv", tmp_path, None),
-        ("hiv", tmp_path, data.MOLHIV_SMALL_LIMIT),
-        ("hiv", tmp_path, (10, 5, 5)),
+        ("hiv", tmp_path, None, None),
+        ("hiv", tmp_path, data.MOLHIV_SMALL_LIMIT, None),
+        ("hiv", tmp_path, (10, 5, 5), tmp_path / "c"),
     ]

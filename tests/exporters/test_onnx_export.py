@@ -179,6 +179,16 @@ def test_verify_parity_reports_error_and_output_scale(tmp_path) -> None:
     assert n == 3 and 0.0 <= err <= 1e-4
     assert scale == pytest.approx(ref, rel=1e-6)
 
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(res.path))  # a weight corrupted to NaN: the error was max(0.0, nan) = 0.0
+    init = max(proto.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    init.CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(init), np.nan), init.name))
+    onnx.save(proto, str(tmp_path / "nan.onnx"))
+    err, _, _ = verify_parity(tmp_path / "nan.onnx", model, res.spec, batches)
+    assert np.isnan(err)
+
 
 def test_failed_verification_writes_nothing(tmp_path) -> None:
     """A file that fails its check never appears (nor its temp); the error names the target, the lowering,
