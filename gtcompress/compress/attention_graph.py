@@ -87,7 +87,7 @@ def calibrate_attention_topk(
         def grab(name: str, store: dict[str, Tensor] = store, heads: int = layer.attn.heads):
             def hook(mod: nn.Module, args: Any, out: Tensor) -> None:
                 store[name] = out
-                if name == "k" and out.dim() == 3:
+                if name == "k":  # [N, H·Dh] node rows (dense_nodes), or [B, L, H·Dh] already padded
                     captured.append((store["q"], out, heads))
 
             return hook
@@ -104,7 +104,11 @@ def calibrate_attention_topk(
     valid = layout.valid
     pair_ok = valid.unsqueeze(2) & valid.unsqueeze(1)
     probs = []
-    for q, kt, heads in captured:  # [B, L, H·Dh] from the dense path
+    for q, kt, heads in captured:
+        if q.dim() == 2:  # node rows: padded here; a token-pruned layer projects fewer rows, not all pairs
+            if q.shape[0] != bvec.shape[0]:
+                continue
+            q, kt = layout.pad(q), layout.pad(kt)
         b, length, _ = q.shape
         if length != layout.max_nodes:  # token-pruned layer (gathered): not a full-attention layer
             continue
@@ -114,7 +118,9 @@ def calibrate_attention_topk(
         score = score.masked_fill(~valid[:, None, None, :], float("-inf"))
         p = torch.softmax(score, -1).nan_to_num(0.0)
         probs.append(p.mean(1))  # [B, L, L] averaged over heads
-    dense = torch.stack(probs).mean(0) if probs else torch.zeros_like(pair_ok, dtype=torch.float32)
+    if not probs:  # nothing to measure the mass on: a silent all-zero table would pick the largest k
+        raise UnsupportedModelError("attention top-k calibration found no full-attention layer on the batch")
+    dense = torch.stack(probs).mean(0)
     queries = valid.sum().clamp_min(1)
     table = []
     for kind in kinds:
