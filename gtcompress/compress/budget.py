@@ -332,7 +332,7 @@ def _uniform_plan(cost: CostModel, scores: Scores, axes: tuple[str, ...], budget
             keep["heads"] = heads / n_heads
         if units is not None:
             keep["ffn"] = units / n_units
-        return select_plan(cost, scores, axes, axis_keep=keep)
+        return select_plan(cost, scores, axes, axis_keep=keep, clamp=True)  # the search asks for 0 too
 
     n_heads, n_units = sum(cost.heads), sum(cost.widths)
     head_counts: list[int | None] = list(range(n_heads, 0, -1)) if "heads" in axes and n_heads else [None]
@@ -363,6 +363,7 @@ def select_plan(
     axis_keep: dict[str, float] | None = None,
     slack: float = 0.01,
     allocation: str = "global",
+    clamp: bool = False,
 ) -> Plan:
     """The discrete plan: meet ``target`` (fraction of ``cost.dense``) from below, within
     ``slack`` (relative) where the units allow — or keep the given fraction per axis (``axis_keep``:
@@ -371,7 +372,10 @@ def select_plan(
     ``allocation="global"`` closes units weakest first across axes, passing over one whose removal
     would fall below the window for smaller ones; ``"uniform"`` keeps about the same fraction of the
     heads as of the FFN units, each axis ranked by ``scores`` across layers (see
-    :func:`gtcompress.compress.prune.default_allocation` for which suits which model)."""
+    :func:`gtcompress.compress.prune.default_allocation` for which suits which model).
+
+    A per-axis fraction the axes cannot reach (each sublayer keeps one unit without the layers
+    axis) is a :class:`BudgetError`; ``clamp`` keeps what they allow instead (the uniform search)."""
     if target is not None and allocation == "uniform":
         plan = _uniform_plan(cost, scores, axes, target * cost.dense)
         if plan is not None:
@@ -427,6 +431,13 @@ def select_plan(
             if state.removable(u):
                 state.remove(u)
                 n_drop -= 1
+        if n_drop > 0 and not clamp:  # every sublayer keeps one unit without the layers axis
+            least = n_drop + math.floor(axis_keep[axis] * len(pool) + 0.5)
+            raise BudgetError(
+                f"keep {axis}={axis_keep[axis]:g} is out of reach with axes {','.join(axes)}: at least {least} of "
+                f"{len(pool)} ({least / len(pool):.3f}) stay, one per sublayer without the layers axis (add layers "
+                "or raise the ratio)"
+            )
     state.cost = cost.cost(state.plan())
     return state.plan()
 

@@ -145,9 +145,10 @@ def train_gates(
         total = planned["epochs"] * steps_per_epoch * cfg.target_warmup
         return 1.0 - (1.0 - target) * min(1.0, step / max(total, 1.0))
 
-    def eval_plan() -> Plan:
+    def eval_plan() -> Plan:  # tokens only: --token-keep sets the FLOPs, there is no unit to select for a target
+        axes = cfg.structured_axes
         return select_plan(
-            cm, gate_scores(gates), cfg.structured_axes, target, cfg.keep or None, allocation=cfg.allocation
+            cm, gate_scores(gates), axes, target if axes else None, cfg.keep or None, allocation=cfg.allocation
         )
 
     handle = attach_gates(student, gates, eval_plan)

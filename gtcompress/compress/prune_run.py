@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gtcompress.compress.budget import BudgetError, CostModel, Scores, fit_budget, select_plan
+from gtcompress.compress.budget import BudgetError, CostModel, Scores, fit_budget, random_scores, select_plan
 from gtcompress.compress.distill import attach_teacher, distillation_loss, has_teacher
 from gtcompress.compress.gates import GateSet
 from gtcompress.compress.masks import attach_gates
@@ -314,8 +314,10 @@ def with_depth_budget(cfg: PruneConfig, cm: CostModel, auto: bool, target: float
 
 def check_feasible(cm: CostModel, cfg: PruneConfig, target: float | None) -> None:
     """Refuse, before any training, a FLOP target the axes cannot reach (or that token pruning
-    alone already undershoots)."""
+    alone already undershoots), or per-axis ``keep`` ratios they cannot meet."""
     if target is None:
+        if cfg.keep and cfg.structured_axes:  # the selection the run makes, on any scores: raises as it would
+            select_plan(cm, random_scores(cm, 0), cfg.structured_axes, axis_keep=cfg.keep)
         return
     axes = cfg.structured_axes
     if not axes and "tokens" not in cfg.axes:  # weights only: tokens were never asked for, so not their message
@@ -333,7 +335,7 @@ def check_feasible(cm: CostModel, cfg: PruneConfig, target: float | None) -> Non
             )
         return
     lo = cm.min_cost(axes) / cm.dense
-    if lo > target * (1.0 + cfg.tolerance):
+    if lo > target * (1.0 + 1e-9):  # as select_plan: no plan above the target is chosen, tolerance or not
         raise BudgetError(
             f"target {target:.3f} of the FLOPs is impossible with axes {','.join(cfg.axes)}: the least reachable is "
             f"{lo:.3f} (what no axis removes: encoders, structural encodings such as graphormer's shortest "

@@ -15,7 +15,8 @@ from gtcompress.compress.gates import GateSet
 from gtcompress.compress.materialise import materialise, with_token_keep
 from gtcompress.compress.prune import PruneConfig, default_allocation, prune_model, random_prune
 from gtcompress.compress.prune_config import resolve_auto as _resolved
-from gtcompress.cost import count_flops, reference_batch
+from gtcompress.compress.prune_run import full_plan_from_cost
+from gtcompress.cost import count_flops, measure_cost, reference_batch
 from gtcompress.errors import ConfigError, UnsupportedModelError
 from gtcompress.models import LayerSpec
 
@@ -146,6 +147,50 @@ def test_auto_gt_keeps_depth_until_the_budget_needs_layers(node_data) -> None:
             assert all(lp.heads for lp in res.plan.layers)  # every attention sublayer kept
     with pytest.raises(BudgetError, match="impossible with axes heads,ffn"):  # explicit axes stay as given
         random_prune(gt, node_data, replace(cfg, axes="heads,ffn", target_flops=floor * 0.6), show_progress=False)
+
+
+def test_a_target_just_below_the_least_reachable_is_refused_before_training(node_data) -> None:
+    """check_feasible let targets within tolerance below the least reachable cost through, which
+    select_plan then refused after set-up and mask training; both now draw the line at the target."""
+    gps = tiny_model("gps", node_data.info, num_layers=2)
+    cm = CostModel.calibrate(gps, reference_batch(node_data["val"], 32))
+    floor = cm.min_cost(("heads", "ffn")) / cm.dense
+    cfg = PruneConfig(axes="heads,ffn", target_flops=floor / 1.02, epochs=1, finetune_epochs=0, batch_size=8)
+    with pytest.raises(BudgetError, match=f"impossible with axes heads,ffn: the least reachable is {floor:.3f}"):
+        prune_model(gps, node_data, cfg, show_progress=False)
+
+
+def test_gtsp_with_only_the_tokens_axis_meets_a_target_within_tolerance(node_data) -> None:
+    """--token-keep sets the FLOPs; mask training's evaluation asked for a plan meeting the target
+    exactly and failed with 'out of reach with axes ' after its first epoch."""
+    gps = tiny_model("gps", node_data.info, num_layers=2)
+    cfg = PruneConfig(axes="tokens", token_keep=0.7, epochs=1, finetune_epochs=0, batch_size=8)
+    ref = reference_batch(node_data[cfg.cost_split], cfg.cost_graphs)  # the cost model the run calibrates
+    cm = CostModel.calibrate(with_token_keep(gps, 0.7), ref, dense_flops=measure_cost(gps.eval(), ref).flops)
+    ratio = cm.cost(full_plan_from_cost(cm)) / cm.dense
+    target = ratio / 1.01  # the tokens give 1 % more than the target, within the 3 % tolerance
+    res = prune_model(gps, node_data, replace(cfg, target_flops=target), show_progress=False)
+    assert res.report["budget"]["within_tolerance"] is True
+    assert abs(res.report["cost"]["flops_ratio"] / target - 1) <= cfg.tolerance
+
+
+def test_per_axis_keep_out_of_reach_is_refused_before_training(node_data) -> None:
+    """Without the layers axis each sublayer keeps a head and an FFN unit: keep heads=0.1 of 12 heads
+    kept 3 (0.25) and the report said nothing."""
+    gt = tiny_model("gt", node_data.info, num_layers=3, attention_layout="sparse")
+    cm = CostModel.calibrate(gt, reference_batch(node_data["val"], 32))
+    heads = sum(cm.heads)
+    with pytest.raises(BudgetError) as info:
+        select_plan(cm, random_scores(cm, 0), ("heads", "ffn"), axis_keep={"heads": 0.1})
+    assert str(info.value) == (
+        f"keep heads=0.1 is out of reach with axes heads,ffn: at least 3 of {heads} ({3 / heads:.3f}) stay, one per "
+        "sublayer without the layers axis (add layers or raise the ratio)"
+    )
+    cfg = PruneConfig(target_flops=None, axes="heads,ffn", keep={"heads": 0.1}, epochs=1, finetune_epochs=0)
+    with pytest.raises(BudgetError, match=r"keep heads=0\.1 is out of reach"):
+        prune_model(gt, node_data, cfg, show_progress=False)
+    plan = select_plan(cm, random_scores(cm, 0), ("heads", "ffn", "layers"), axis_keep={"heads": 0.1})
+    assert sum(len(lp.heads) for lp in plan.layers) == round(0.1 * heads)  # the layers axis lets them all go
 
 
 def test_weights_axis_reports_sparsity_not_flops(node_data) -> None:
