@@ -115,13 +115,16 @@ def _explicit_counts(model: nn.Module, counts: dict[str, int]) -> Iterator[None]
                 patched.append((mod, fn_name, fn))
                 setattr(mod, fn_name, make(fn_name, fn))
 
-    def gine_hook(module: nn.Module, args: tuple[Any, ...], out: Tensor) -> None:
+    def gine_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Tensor) -> None:
         x, edge_index = args[0], args[1]
+        dense = args[3] if len(args) > 3 else kwargs.get("dense")
+        if dense is not None and not getattr(module, "use_edges", False):
+            return  # GIN's sum ran as counts @ x, a matmul the FLOP counter already counted
         e, d = int(edge_index.shape[1]), int(x.shape[-1])
         extra = 2 * e * d if getattr(module, "use_edges", False) else e * d
         counts["message_passing"] = counts.get("message_passing", 0) + extra
 
-    handles = [m.register_forward_hook(gine_hook) for m in model.modules() if isinstance(m, GINEConv)]
+    handles = [m.register_forward_hook(gine_hook, with_kwargs=True) for m in model.modules() if isinstance(m, GINEConv)]
     try:
         yield
     finally:

@@ -36,6 +36,11 @@ def test_same_function_for_dense_and_sparse_layouts_and_mpnn(node_data) -> None:
     assert ks["sparse_attention"] > 0 and "sparse_attention" not in kd and kd["bmm"] > 0
     _, kg = count_flops(tiny_model("gps", node_data.info), batch)
     assert kg["message_passing"] == 2 * 2 * batch.num_edges * 16  # 2 layers, GINE: add + aggregate
+    # GIN (no edge features) with global attention sums neighbours as counts @ x, a bmm the counter
+    # sees: the E·d scatter it does not run was counted on top
+    gin = tiny_model("gps", node_data.info, local_conv="gin")
+    flops_gin, kn = count_flops(gin, batch)
+    assert "message_passing" not in kn and flops_gin == sum(kn.values())
     c = measure_cost(sparse, batch)
     assert c.params == sum(p.numel() for p in sparse.parameters()) >= c.nonzero_params  # zero-init biases
     assert c.weight_bytes >= 4 * c.params and c.batch["graphs"] == batch.num_graphs
