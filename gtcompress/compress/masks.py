@@ -29,6 +29,9 @@ from torch import Tensor, nn
 
 from gtcompress.compress.gates import GateSet
 from gtcompress.compress.materialise import Plan
+from gtcompress.errors import UnsupportedModelError
+from gtcompress.models.layers import GTLayer
+from gtcompress.preprocess.spec import Lowering
 
 __all__ = ["GateHandle", "attach_gates", "plan_values"]
 
@@ -95,9 +98,18 @@ def attach_gates(
 
     handles.append(model.register_forward_pre_hook(before_forward))
 
+    def not_padded(module: nn.Module, args: tuple[Any, ...]) -> None:
+        if len(args) > 1 and getattr(args[1], "lowering", None) is Lowering.PADDED:
+            raise UnsupportedModelError(
+                "pruning gates need the scatter, dense or plugin lowering: the padded one folds the output "
+                "projection the head gates act on into its own matmuls"
+            )
+
     for i, layer in enumerate(model.layers):  # type: ignore[attr-defined]
         if layer.attn is not None:
             dh = layer.attn.head_dim
+            if isinstance(layer, GTLayer) and layer.tokens is None:  # the one layer that runs attn.padded
+                handles.append(layer.register_forward_pre_hook(not_padded))
 
             def head_pre(mod: nn.Module, args: tuple[Tensor, ...], i: int = i, dh: int = dh) -> Any:
                 z = gates.value("heads", i)

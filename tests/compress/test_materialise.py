@@ -125,3 +125,23 @@ def test_a_plan_that_keeps_tokens_needs_a_trained_scorer(node_data) -> None:
         "plan layer 0 keeps 0.5 of the tokens but the model's layer 0 has no token scorer: attach one with "
         "with_token_keep(model, ratio, seed) and train it before materialising"
     )
+
+
+def test_gates_refuse_the_padded_lowering(node_data) -> None:
+    """The padded lowering folds attn.o into its own matmuls, so the head and attention-sublayer
+    gates (hooks on attn.o) did nothing there: the gated model was the ungated one."""
+    from gtcompress.errors import UnsupportedModelError
+    from gtcompress.preprocess.layouts import bucketed_layout
+    from gtcompress.preprocess.spec import Lowering
+
+    model = tiny_model("gt", node_data.info, num_layers=2).eval()
+    batch = collate(node_data["val"])
+    lay = {k: torch.from_numpy(v) for k, v in bucketed_layout(batch.edge_index.numpy(), batch.num_nodes).items()}
+    plan = full_plan(model)
+    plan.layers[1].heads = []
+    with attach_gates(model, GateSet.for_model(model, ("heads", "layers", "ffn")), lambda: plan), torch.no_grad():
+        model(batch, lowering=Lowering.SCATTER)  # the gates' lowerings still run
+        with pytest.raises(UnsupportedModelError, match="the padded one folds the output projection"):
+            model(batch, layout=lay, lowering=Lowering.PADDED)
+    with torch.no_grad():
+        model(batch, layout=lay, lowering=Lowering.PADDED)  # detached: the hook is gone
