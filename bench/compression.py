@@ -61,6 +61,8 @@ SEEDED = ("gtsp", "random")  # methods run per seed and budget; the others once 
 # GTSP's share of --minutes for mask training when --mask-share is not given. NCI1: 0.15, adopted by a rule
 # fixed before its runs (pooled validation, 0.15 vs 1/3; bench/HISTORY.md "GTSP's mask-training share on NCI1").
 MASK_SHARE = {"tu:NCI1": 0.15}
+EPOCHS = 1000  # --epochs: an upper bound per training phase, so that --minutes decides
+TOKEN_KEEP = 0.8  # --token-keep
 
 
 def _mask_share(given: float | None, dataset: str) -> float:
@@ -353,7 +355,7 @@ def main() -> None:
     ap.add_argument(
         "--epochs",
         type=int,
-        default=1000,
+        default=EPOCHS,
         help="upper bound on epochs per training phase, set high so that --minutes decides: GTSP's "
         "fine-tuning is one phase, and at 200 a small GT NCI1 plan ran out of epochs before its time",
     )
@@ -372,7 +374,7 @@ def main() -> None:
         help="GTSP axes (default: gtcompress.compress.prune.default_axes: tokens only for GPS on graph-level "
         "tasks, i.e. NCI1)",
     )
-    ap.add_argument("--token-keep", type=float, default=0.8)
+    ap.add_argument("--token-keep", type=float, default=TOKEN_KEEP)
     ap.add_argument("--allocation", default="auto", help="GTSP/random allocation: auto, uniform or global")
     ap.add_argument(
         "--mask-share",

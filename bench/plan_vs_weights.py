@@ -7,9 +7,10 @@ same KD fine-tuning, so the cells differ only in plan and start:
     python bench/plan_vs_weights.py --budget 0.5 --seeds 0 1 2 3
 
 ``gtsp × masktrained`` is GTSP as :func:`~gtcompress.compress.prune.prune_model` runs it;
-``random × dense`` is random pruning given GTSP's fine-tuning time. Settings (batch size, time
-split) are those of ``bench/compression.py``, whose cached dense checkpoint is reused (run it
-first). Writes ``bench/results/plan_vs_weights/plan_vs_weights.json`` (with the command, commit, machine and
+``random × dense`` is random pruning given GTSP's fine-tuning time. Settings (batch size, mask
+share of the time, epoch cap, token keep) are those of ``bench/compression.py``, whose cached dense
+checkpoint is reused (run it first); only ``--minutes`` defaults shorter (2 against 6).
+Writes ``bench/results/plan_vs_weights/plan_vs_weights.json`` (with the command, commit, machine and
 date of the run) and ``.png``.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, provenance
-from bench.compression import RUNS, _load, _mean_std
+from bench.compression import EPOCHS, RUNS, TOKEN_KEEP, _load, _mask_share, _mean_std
 from gtcompress.io import write_atomic, write_json
 
 CELLS = [(plan, start) for plan in ("gtsp", "random") for start in ("masktrained", "dense")]
@@ -36,7 +37,7 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=0.6, help="FLOP fraction kept")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--minutes", type=float, default=2.0, help="as bench/compression.py: mask training + fine-tuning")
-    ap.add_argument("--mask-share", type=float, default=1 / 3)
+    ap.add_argument("--mask-share", type=float, default=None, help="default: bench/compression.py's for the dataset")
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench_compression"))
     ap.add_argument("--out", type=Path, default=RESULTS / "plan_vs_weights" / "plan_vs_weights.json")
     args = ap.parse_args()
@@ -59,6 +60,7 @@ def main() -> None:
     model, _ = load_checkpoint(path)
     _, ds = _load(arch, name, size, False, model.config.pe)
     data_kd, dense = attach_teacher(ds, model), evaluate_splits(model, ds)
+    args.mask_share = _mask_share(args.mask_share, name)
     mask_s, ft_s = args.mask_share * args.minutes * 60, (1 - args.mask_share) * args.minutes * 60
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -66,8 +68,9 @@ def main() -> None:
         cfg = PruneConfig(
             seed=seed,
             target_flops=args.budget,
-            epochs=200,
-            finetune_epochs=200,
+            epochs=EPOCHS,
+            finetune_epochs=EPOCHS,
+            token_keep=TOKEN_KEEP,
             batch_size=batch,
             time_budget_s=mask_s,
             finetune_time_budget_s=ft_s,
@@ -94,7 +97,8 @@ def main() -> None:
             )
             print(f"seed {seed}  plan {plan:6s} start {start:11s} test {rows[-1]['test']:.2f}", flush=True)
             summary = _summary(rows)
-            doc = {**prov, "settings": vars(args), "dense": dense, "rows": rows, "summary": summary}
+            settings = {**vars(args), "epochs": EPOCHS, "token_keep": TOKEN_KEEP}
+            doc = {**prov, "settings": settings, "dense": dense, "rows": rows, "summary": summary}
             write_json(args.out, {**doc, "wall_time_s": time.perf_counter() - started})
     _plot(rows, 100 * dense["test"], args)
     for cell, v in summary.items():
