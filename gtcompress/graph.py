@@ -216,7 +216,7 @@ def collate(graphs: Sequence[GraphBatch]) -> GraphBatch:
     if any(a is None for a in attrs) and not all(a is None for a in attrs):
         raise GraphValidationError("collate: some graphs have edge_attr and some do not")
     y = None
-    if graphs[0].y is not None:
+    if any(g.y is not None for g in graphs):  # not graphs[0] alone: [unlabelled, labelled] dropped the labels
         if any(g.y is None for g in graphs):
             raise GraphValidationError("collate: some graphs have y and some do not")
         ys = [g.y.reshape(1) if g.y.dim() == 0 else g.y for g in graphs]  # type: ignore[union-attr]
@@ -236,15 +236,28 @@ def collate(graphs: Sequence[GraphBatch]) -> GraphBatch:
     )
 
 
-def split(batch: GraphBatch, as_pyg: bool = False) -> list[Any]:
-    """Inverse of :func:`collate` for a batch of single graphs."""
+def split(batch: GraphBatch, as_pyg: bool = False, y_per: str | None = None) -> list[Any]:
+    """Inverse of :func:`collate` for a batch of single graphs.
+
+    ``y_per``: ``"graph"`` or ``"node"`` labels; ``None`` tells them by ``y``'s length, which fails
+    (GraphValidationError) only when it cannot: one row per graph and per node, and not every graph
+    has exactly one node (then both readings agree)."""
     ptr = batch.ptr.tolist()
     b = batch.batch_vector
     edge_graph = b[batch.edge_index[0]] if batch.num_edges else b.new_zeros(0)
     order = torch.argsort(edge_graph, stable=True)
     ecounts = torch.bincount(edge_graph, minlength=batch.num_graphs).tolist()
     eptr = np.concatenate([[0], np.cumsum(ecounts)]).tolist()
-    y_graph_level = batch.y is not None and batch.y.shape[0] == batch.num_graphs and batch.y.shape[0] != batch.num_nodes
+    y_graph_level = y_per == "graph"
+    if y_per not in ("graph", "node") and batch.y is not None:
+        if y_per is not None:
+            raise ValueError(f"split: y_per must be 'graph', 'node' or None, got {y_per!r}")
+        rows, one_node_each = batch.y.shape[0], all(ptr[g + 1] - ptr[g] == 1 for g in range(batch.num_graphs))
+        if rows == batch.num_graphs == batch.num_nodes and not one_node_each:
+            raise GraphValidationError(
+                f"split: y has {rows} rows, one per graph and one per node; pass y_per='graph' or 'node'"
+            )
+        y_graph_level = rows == batch.num_graphs and (rows != batch.num_nodes or one_node_each)
     out = []
     for g in range(batch.num_graphs):
         ns, ne = slice(ptr[g], ptr[g + 1]), order[eptr[g] : eptr[g + 1]]

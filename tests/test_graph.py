@@ -94,3 +94,22 @@ def test_collate_rejects_mixed_inputs() -> None:
         collate([a, b])
     with pytest.raises(GraphValidationError, match="empty"):
         collate([])
+    a, b = _graph(3, 2, 0), _graph(3, 2, 1)
+    a.y = None  # the first graph unlabelled: b's label was dropped without a word
+    with pytest.raises(GraphValidationError, match="some graphs have y and some do not"):
+        collate([a, b])
+
+
+def test_split_refuses_labels_it_cannot_place() -> None:
+    """Graph sizes 3, 0, 0 with three labels: one per graph and one per node. Graph 0 got all three."""
+    from gtcompress.graph import split
+
+    a, e1, e2 = _graph(3, 2, 0), _graph(0, 0, 1), _graph(0, 0, 2)
+    for g, label in ((a, 1.0), (e1, 2.0), (e2, 3.0)):
+        g.y = torch.tensor([label])
+    batch = collate([a, e1, e2])
+    with pytest.raises(GraphValidationError) as info:
+        split(batch)
+    assert str(info.value) == "split: y has 3 rows, one per graph and one per node; pass y_per='graph' or 'node'"
+    assert [float(g.y) for g in split(batch, y_per="graph")] == [1.0, 2.0, 3.0]
+    assert [g.y.tolist() for g in split(batch, y_per="node")] == [[1.0, 2.0, 3.0], [], []]

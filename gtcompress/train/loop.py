@@ -128,9 +128,12 @@ class _Schedule:
         self.warmup, self.total = warmup, total
 
     def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        progress = (step - self.warmup) / max(1, self.total - self.warmup)
+        # a warm-up as long as the run (gtc train --epochs 3 with 5 warm-up epochs) would end it at a
+        # high rate, never decayed: a tenth of the run warms up instead
+        warmup = self.warmup if self.warmup < self.total else max(1, self.total // 10)
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, self.total - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
@@ -208,6 +211,12 @@ def train(
             }
             history.append(row)
             v = val[info.metric]
+            if math.isnan(v):  # never "better": the untrained weights would come back as the best
+                raise ConfigError(
+                    f"dataset {info.name!r}: the val {info.metric} is undefined (NaN) at epoch {epoch}, so no best "
+                    "epoch can be chosen"
+                    + (": ROC-AUC needs both classes among a task's val labels" if info.metric == "rocauc" else "")
+                )
             if (better and v > best_val) or (not better and v < best_val):
                 best_val, best_epoch = v, epoch
                 best_state = copy.deepcopy(model.state_dict())

@@ -3,7 +3,9 @@
 * SBMs (PATTERN/CLUSTER): class-averaged accuracy and a cross-entropy whose class weights are
   recomputed per batch, ``w_c = (V - n_c) / V`` for classes present (GraphGPS
   ``weighted_cross_entropy``), so the majority class does not dominate.
-* Binary (ogbg-mol*): BCE with logits; labels that are NaN (missing) are ignored; ROC-AUC.
+* Binary (ogbg-mol*): BCE with logits; labels that are NaN (missing) are ignored; ROC-AUC, per
+  task and averaged over the tasks with both classes (OGB's evaluator: pooling the tasks would score
+  the gap between their base rates).
 * Regression: L1 loss and MAE.
 """
 
@@ -32,6 +34,8 @@ def task_loss(logits: Tensor, y: Tensor, info: DatasetInfo) -> Tensor:
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target, weight=weight)
     target = y.reshape(logits.shape).to(logits.dtype)
     keep = ~torch.isnan(target)
+    if not keep.any():  # a batch with every label missing teaches nothing (the mean of nothing is NaN)
+        return (logits * 0.0).sum()
     if info.task == "binary":
         return F.binary_cross_entropy_with_logits(logits[keep], target[keep])
     return F.l1_loss(logits[keep], target[keep])
@@ -55,7 +59,11 @@ def compute_metric(metric: str, logits: Tensor, y: Tensor) -> float:
         keep = ~torch.isnan(target)
         return float((logits[keep] - target[keep]).abs().mean())
     if metric == "rocauc":
-        return roc_auc(logits.reshape(-1).double().numpy(), y.reshape(-1).double().numpy())
+        scores = logits.reshape(logits.shape[0], -1).double().numpy()
+        labels = y.reshape(scores.shape).double().numpy()
+        per_task = [roc_auc(scores[:, t], labels[:, t]) for t in range(scores.shape[1])]
+        defined = [a for a in per_task if not math.isnan(a)]
+        return float(np.mean(defined)) if defined else math.nan
     raise ValueError(f"unknown metric {metric!r}")
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -119,3 +120,50 @@ def test_an_empty_split_is_named_instead_of_torch_cat_failing(tiny, split) -> No
     assert str(err.value) == (f"dataset 'CLUSTER': the {split} split is empty; training needs graphs in train and val")
     with pytest.raises(ConfigError, match=r"^nothing to evaluate: the split holds no graphs$"):
         evaluate(_model(tiny.info), [], tiny.info)
+
+
+def test_multi_task_roc_auc_is_the_mean_of_the_tasks() -> None:
+    """The tasks were pooled into one ROC-AUC: two perfectly ranked tasks with offset scores gave 0.75
+    (the gap between their base rates), OGB's evaluator 1.0. A single-class task is skipped."""
+    logits = torch.tensor([[0.1, 5.0], [0.2, 6.0], [0.3, 7.0], [0.4, 8.0]])
+    y = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, float("nan")], [1.0, 1.0]])
+    assert compute_metric("rocauc", logits, y) == pytest.approx(1.0)
+    y3 = torch.cat([y, torch.zeros(4, 1)], 1)  # a third task with one class: undefined, skipped
+    assert compute_metric("rocauc", torch.cat([logits, torch.rand(4, 1)], 1), y3) == pytest.approx(1.0)
+    assert math.isnan(compute_metric("rocauc", logits[:, :1], torch.zeros(4, 1)))
+
+
+def test_a_batch_with_every_label_missing_adds_no_loss() -> None:
+    """The mean over no labels is NaN, which stopped training as 'diverged'."""
+    for task in ("binary", "regression"):
+        info = DatasetInfo("m", "graph", task, 2, "rocauc" if task == "binary" else "mae", FeatureSpec("float", 1))
+        logits = torch.randn(3, 2, requires_grad=True)
+        loss = task_loss(logits, torch.full((3, 2), float("nan")), info)
+        loss.backward()
+        assert float(loss) == 0.0 and torch.equal(logits.grad, torch.zeros(3, 2))
+
+
+def test_an_undefined_validation_metric_is_an_error_not_the_untrained_weights(tiny) -> None:
+    """NaN is never better than -inf: train() returned the initial weights with best_epoch -1."""
+    info = DatasetInfo("one-class", "graph", "binary", 1, "rocauc", tiny.info.node_features)
+    graphs = {k: [dataclasses.replace(g, y=torch.zeros(1, 1)) for g in v] for k, v in tiny.splits.items()}
+    ds = GraphDataset(info, graphs)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.for_dataset("gt", info, hidden=16, num_layers=1, heads=2))
+    with pytest.raises(ConfigError) as err:
+        train(model, ds, TrainConfig(epochs=2, batch_size=8), show_progress=False)
+    assert str(err.value) == (
+        "dataset 'one-class': the val rocauc is undefined (NaN) at epoch 0, so no best epoch can be chosen: "
+        "ROC-AUC needs both classes among a task's val labels"
+    )
+
+
+@pytest.mark.parametrize(("epochs", "warmup"), [(3, 5), (1, 1), (2, 2)])
+def test_a_run_no_longer_than_its_warm_up_still_ends_decayed(epochs: int, warmup: int) -> None:
+    """gtc train --epochs 3 with 5 warm-up epochs ended at 0.6 x lr, never peaking or decaying."""
+    from gtcompress.train.loop import _Schedule
+
+    steps = 4
+    sched = _Schedule(warmup * steps, epochs * steps)
+    factors = [sched(s) for s in range(epochs * steps)]
+    assert max(factors) == pytest.approx(1.0) and factors[-1] < 0.26  # the last step: decayed, not at the peak
