@@ -73,7 +73,7 @@ def _first_row(rowptr, n_nodes, e):
     lo = n_nodes * 0
     hi = n_nodes + 0
     while hi - lo > 1:
-        mid = (lo + hi) // 2
+        mid = lo + (hi - lo) // 2  # (lo + hi) // 2 wraps past 2**31 on graphs of more than 2**30 nodes
         go = tl.load(rowptr + mid).to(tl.int32) <= e
         lo = tl.where(go, mid, lo)
         hi = tl.where(go, hi, mid)
@@ -189,16 +189,18 @@ def sga_partials(
 
         # Upper bound for the tile's rows by galloping from lo_row, then each edge's row by a
         # binary search inside [lo_row, hi_row): rowptr[lo] <= e < rowptr[hi] throughout.
+        # The step doubles but never past the rows left (n_nodes - lo_row), so it cannot wrap in
+        # int32 after a run of more than 2**30 rows without edges.
         step = lo_row * 0 + 1
         hi_row = tl.minimum(lo_row + step, n_nodes)
         while (hi_row < n_nodes) & (tl.load(rowptr + hi_row).to(tl.int32) <= t_end - 1):
-            step = step * 2
-            hi_row = tl.minimum(lo_row + step, n_nodes)
+            step = step + tl.minimum(step, n_nodes - lo_row - step)
+            hi_row = lo_row + step
         lo = tl.full([TILE_E], 0, tl.int32) + lo_row
         hi = tl.full([TILE_E], 0, tl.int32) + hi_row
         span = hi_row - lo_row
         while span > 1:
-            mid = (lo + hi) // 2
+            mid = lo + (hi - lo) // 2
             go = tl.load(rowptr + mid).to(tl.int32) <= edges
             lo = tl.where(go, mid, lo)
             hi = tl.where(go, hi, mid)
