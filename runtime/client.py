@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ import numpy as np
 from gtcompress.preprocess.batching import split_by_graph, union_graphs
 from gtcompress.preprocess.spec import InputSpec
 from runtime.errors import ShapeError
-from runtime.graphs import Prepared, as_numpy_graph, prepare
+from runtime.graphs import Prepared, as_numpy_graph, prepare, validate_graph
 from runtime.spec import ModelSpec, TeddyConfig, teddy_config
 
 SPEC_PARAMETER = "gtcompress_input_spec"
@@ -109,10 +110,17 @@ def raw_request(graphs: Sequence[Any], spec: SpecArg) -> tuple[dict[str, np.ndar
     """A raw-graph request (``x``, ``edge_index``, ``edge_attr``; ``batch`` for several graphs) and the
     node and graph counts of each item, to split the answer back."""
     typed = InputSpec.from_json(spec)
-    items = [as_numpy_graph(g) for g in graphs]
-    for i, g in enumerate(items):  # as validate_graph says it: the server would answer fewer rows than sent
-        if g.num_nodes == 0:
-            raise ShapeError("x", f"{f'graph {i}: ' if len(items) > 1 else ''}a graph needs at least one node")
+    if not graphs:
+        raise ShapeError("x", "no graphs given")
+    # Checked and put in the model's dtypes as the pre-processed path does (float64 features or lists,
+    # which GraphSession takes, were refused by the server as FP64 for an FP32 input, or crashed); a
+    # graph without nodes is refused: the server would answer fewer rows than sent. The PE is the
+    # server's to compute; a union keeps its count of graphs (empty ones at its end included).
+    raw = [as_numpy_graph(g) for g in graphs]
+    items = [
+        replace(validate_graph(g, typed, f"graph {i}: " if len(raw) > 1 else ""), pe={}, graphs=g.graphs)
+        for i, g in enumerate(raw)
+    ]
     nodes = [g.num_nodes for g in items]
     counts = [g.num_graphs for g in items]
     merged = items[0] if len(items) == 1 else union_graphs(items)

@@ -93,6 +93,23 @@ def test_a_graph_without_nodes_is_refused_on_both_request_paths(exported) -> Non
             make(graphs, ex.spec)
 
 
+def test_raw_requests_are_in_the_models_dtypes_like_the_preprocessed_ones(exported) -> None:
+    """raw_request (the Python-backend Triton variant and gtc serve) sent x and edge_attr as given:
+    float64 features were refused by the server (FP64 for an FP32 input) and lists crashed, while
+    GraphSession and the native variant's request took the same graphs."""
+    ex = exported["node"]
+    g = ex.graphs(1, seed=3)[0]
+    as64 = {"x": g.x.tolist(), "edge_index": g.edge_index.tolist(), "edge_attr": g.edge_attr.astype(np.float64)}
+    raw, _, _ = raw_request([as64, as64], ex.spec)
+    pre = prepare_request([as64, as64], ex.spec)
+    assert {k: raw[k].dtype for k in raw} == {"x": np.int64, "edge_index": np.int64, "edge_attr": np.float32,
+                                              "batch": np.int64}  # fmt: skip
+    for name in ("x", "edge_attr"):
+        assert raw[name].dtype == pre.inputs[name].dtype
+    with pytest.raises(ShapeError, match=r"^input 'x': no graphs given$"):
+        raw_request([], ex.spec)
+
+
 def test_accepts_pyg_like_objects_with_torch_tensors(exported, node_sess) -> None:
     g = exported["node"].graphs(1, seed=4)[0]
     data = SimpleNamespace(
