@@ -311,19 +311,21 @@ def tritonserver_cmd(
     from runtime.tritonserver import TritonServer
 
     srv = TritonServer(repository, host=host, http_port=port, log=log, startup_timeout=startup_timeout)
-    with console.status(f"starting tritonserver on {repository} …"):
-        srv.start()
-    models = sorted(p.name for p in srv.repository.iterdir() if (p / "config.pbtxt").is_file())
-    console.print(
-        f"Triton serving {', '.join(models) or 'no models'} on http://{srv.url}"
-        f"{f' (log: {log})' if log else ''} — Ctrl-C stops"
-    )
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    # Before the server starts: it runs in its own session, so a SIGTERM during loading, or a SIGHUP
+    # (the terminal closed), that killed us outright left it serving under PID 1.
+    previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
+        with console.status(f"starting tritonserver on {repository} …"):
+            srv.start()  # stops the server itself on any exception, KeyboardInterrupt included
+        models = sorted(p.name for p in srv.repository.iterdir() if (p / "config.pbtxt").is_file())
+        console.print(
+            f"Triton serving {', '.join(models) or 'no models'} on http://{srv.url}"
+            f"{f' (log: {log})' if log else ''} — Ctrl-C stops"
+        )
         assert srv.process is not None
         code = srv.process.wait()
         tail = srv.log_tail()
@@ -333,5 +335,6 @@ def tritonserver_cmd(
         code = srv.stop()
         console.print(f"tritonserver stopped (exit code {code})")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         srv.stop()

@@ -148,6 +148,7 @@ class TritonServer:
         self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._log_start = 0  # offset of this run in the log file
 
     @property
     def url(self) -> str:
@@ -189,6 +190,7 @@ class TritonServer:
             self.log_path = tmp / "tritonserver.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
+            self._log_start = out.tell()  # an appended --log holds earlier runs: read only this one's
             self.process = subprocess.Popen(
                 self.command(backend_dir),
                 stdout=out,
@@ -229,14 +231,20 @@ class TritonServer:
         """Why the server did not come up: each model's load error from the log, else the log's tail."""
         if self.log_path is None or not self.log_path.is_file():
             return "(no log)"
-        text = self.log_path.read_text(errors="replace")
-        loads = [f"model '{m}' version {v}: {why}" for m, v, why in _LOAD_ERROR.findall(text)]
+        loads = [f"model '{m}' version {v}: {why}" for m, v, why in _LOAD_ERROR.findall(self._log_text())]
         return "; ".join(dict.fromkeys(loads)) if loads else "\n" + self.log_tail()
 
     def log_tail(self, lines: int = 30) -> str:
         if self.log_path is None or not self.log_path.is_file():
             return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(self._log_text().splitlines()[-lines:])
+
+    def _log_text(self) -> str:
+        """What this run wrote to the log (from where it started)."""
+        assert self.log_path is not None
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_start)
+            return f.read().decode(errors="replace")
 
     def stop(self) -> int | None:
         """SIGTERM to the server's PID (SIGKILL after ``stop_timeout``); its exit code."""

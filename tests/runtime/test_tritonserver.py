@@ -249,3 +249,63 @@ def test_a_model_that_cannot_load_stops_the_server_with_its_log(exported, tmp_pa
     with pytest.raises(SessionError, match="exited") as err, TritonServer(repo, startup_timeout=60):
         pass
     assert "model 'broken' version 1: SessionError: " in str(err.value) and "holds no model.onnx" in str(err.value)
+
+
+def test_a_failed_start_reports_this_runs_errors_only(exported, tmp_path) -> None:
+    """With --log appended across runs, a failed start reported every model that ever failed to load
+    into that file, other repositories' included."""
+    from runtime.errors import SessionError
+
+    log = tmp_path / "triton.log"
+    log.write_text("E1204 failed to load 'old_broken' version 1: Internal: SessionError: gone\"\n")
+    repo = tmp_path / "repo"
+    root = write_model_repository(repo, "broken", exported["node"].path, exported["node"].spec, backend="python")
+    (root / "1" / "model.onnx").unlink()
+    with pytest.raises(SessionError) as err, TritonServer(repo, log=log, startup_timeout=60):
+        pass
+    assert "model 'broken' version 1" in str(err.value) and "old_broken" not in str(err.value)
+    assert log.read_text().startswith("E1204 failed to load 'old_broken'")  # appended to, not replaced
+
+
+def test_gtc_tritonserver_stops_its_server_on_sighup(exported, tmp_path) -> None:
+    """The server runs in its own session; SIGHUP (the terminal closed) killed gtc outright and left
+    tritonserver serving under PID 1, its temporary backend folder behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    repo = tmp_path / "repo"
+    write_model_repository(repo, "m", exported["graph"].path, exported["graph"].spec, backend="python")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "tritonserver", str(repo), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    server: list[psutil.Process] = []
+    try:
+        assert proc.stdout is not None
+        seen = ""
+        while "Triton serving" not in seen:
+            line = proc.stdout.readline()
+            assert line, f"gtc tritonserver ended before serving: {seen}"
+            seen += line
+        server = [c for c in psutil.Process(proc.pid).children(recursive=True) if "tritonserver" in c.name()]
+        assert len(server) == 1
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(60) == 0
+        deadline = time.monotonic() + 30
+        while server[0].is_running() and server[0].status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not server[0].is_running() or server[0].status() == psutil.STATUS_ZOMBIE
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for c in server:  # a server left running is this test's to stop
+            if c.is_running():
+                c.kill()
