@@ -388,3 +388,43 @@ def test_a_given_checkpoint_without_a_dataset_must_fit_the_configured_one(given,
         f"data.name 'cluster' does not fit train.checkpoint {ck}: outputs (out_dim): the model takes 2, CLUSTER has 6"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_side_by_side_latency_includes_teddy(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """TEDDY ran once while the batches were built, outside the timer: a TEDDY model's latency,
+    speed-up and serving pick counted the sparsification a server pays per request as free. Now each
+    timed call sparsifies the union (the same edges as per graph) before the model runs."""
+    from pathlib import Path
+
+    import gtcompress.pipeline.measure as measure
+    import gtcompress.preprocess.inputs as inputs_mod
+    import gtcompress.preprocess.teddy as teddy_mod
+    from gtcompress.data import load_dataset
+
+    ds = load_dataset("cluster", size="4,2,6", seed=0, cache_dir=tmp_path)
+    seen: dict[str, list[int]] = {"dense.onnx": [], "teddy.onnx": []}
+    calls = []
+
+    class Session:
+        def __init__(self, path: Path) -> None:
+            self.name = path.name
+
+        def run(self, outputs: object, inputs: dict[str, int]) -> None:
+            seen[self.name].append(inputs["edges"])
+
+    sparsify = teddy_mod.teddy_sparsify
+    monkeypatch.setattr(measure, "_ort_session", lambda path, threads: Session(path))
+    monkeypatch.setattr(measure, "read_spec", lambda path: None)
+    monkeypatch.setattr(inputs_mod, "build_inputs", lambda b, spec: {"edges": b.num_edges})
+    monkeypatch.setattr(teddy_mod, "teddy_sparsify", lambda *a, **k: calls.append(1) or sparsify(*a, **k))
+    pcfg = {"batch_graphs": 3, "batches": 2, "warmup": 1, "repeat": 2, "max_seconds": 60, "threads": 1}
+    rows = measure.time_side_by_side(
+        [(Path("dense.onnx"), ds, None), (Path("teddy.onnx"), ds, {"edges": 0.3, "per_graph": True})], pcfg
+    )
+    assert [r["timed_batches"] for r in rows] == [4, 4]  # 2 batches x 2 passes each
+    assert len(calls) == 1 + 4  # the warm-up batch and every timed one
+    dense, teddy = seen["dense.onnx"], seen["teddy.onnx"]
+    assert all(t < d for t, d in zip(teddy, dense, strict=True))
+    graphs = [g.to_numpy() for g in ds["test"][:3]]
+    want = sum(sparsify(g, 0.3, True).num_edges for g in graphs)  # as evaluate_onnx sparsifies: per graph
+    assert teddy[1] == want
