@@ -428,3 +428,29 @@ def test_side_by_side_latency_includes_teddy(monkeypatch: pytest.MonkeyPatch, tm
     graphs = [g.to_numpy() for g in ds["test"][:3]]
     want = sum(sparsify(g, 0.3, True).num_edges for g in graphs)  # as evaluate_onnx sparsifies: per graph
     assert teddy[1] == want
+
+
+def test_the_report_does_not_call_a_slower_model_the_fastest() -> None:
+    """report.md named the largest speed-up over its own dense parent "fastest compressed model": a
+    50 ms GPS model beside the 40 ms GT one the repository serves."""
+    from pathlib import Path
+
+    from gtcompress.pipeline.report import build_report, choose_for_serving, markdown
+
+    def row(model: str, arch: str, method: str, p50: float) -> dict:
+        test = 60.0 - 0.1 * (method != "dense")
+        return {"model": model, "arch": arch, "method": method, "budget": None, "lowering": "dense",
+                "file": f"{model}.onnx", "max_abs_err": 1e-5, "metric": "accuracy", "test": test, "file_mb": 1.0,
+                "latency_ms_p50": p50, "latency_ms_mean": p50, "latency_ms_p90": p50, "prep_ms_p50": 1.0,
+                "timed_batches": 8, "graphs_per_batch": 32, "threads": 1}  # fmt: skip
+
+    rows = [row("gt-dense", "gt", "dense", 60.0), row("gt-gtsp-0.5", "gt", "gtsp", 40.0),
+            row("gps-dense", "gps", "dense", 100.0), row("gps-gtsp-0.5", "gps", "gtsp", 50.0)]  # fmt: skip
+    rep = build_report(rows, {"data": {"name": "CLUSTER", "size": "small"}}, "n/a", Path("/tmp/run"))
+    assert choose_for_serving(rep, 1.0)["model"] == "gt-gtsp-0.5"
+    text = markdown(rep)
+    assert "Fastest" not in text
+    assert (
+        "Largest speed-up of a compressed model within 1 point of its dense parent: `gps-gtsp-0.5`, 2.00x lower "
+        "latency (50.0 ms p50) at -0.10 points." in text
+    )
