@@ -107,7 +107,9 @@ def profile_cmd(
         typer.Argument(help="Exported models (.onnx, .plan) and/or checkpoint directories (torch), side by side."),
     ],
     out: Annotated[Path, typer.Option(help="Directory for report.json and the PNG plots.")] = Path("profile"),
-    threads: Annotated[str, typer.Option(help="Intra-op thread counts (each pinned to that many cores).")] = "1,2,4",
+    threads: Annotated[
+        str, typer.Option(help="Intra-op thread counts (ONNX files: each pinned to that many cores; checkpoints: not).")
+    ] = "1,2,4",
     sizes: Annotated[str, typer.Option(help="Nodes per graph.")] = "32,128,512",
     batch_sizes: Annotated[str, typer.Option(help="Graphs per call.")] = "1,16",
     iterations: Annotated[int, typer.Option(min=2, help="Timed iterations per configuration.")] = 50,

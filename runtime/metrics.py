@@ -8,6 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+#: Latency buckets (seconds) of the request and model-call histograms: requests and model calls of
+#: small graphs take a few milliseconds, so the buckets start at 0.5 ms (Prometheus's start at 5 ms).
+SECONDS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5)
+
 
 class Metrics:
     """Prometheus metrics in a registry of this app's own (several servers can share a process)."""
@@ -23,7 +27,7 @@ class Metrics:
             "gtc_inference_request_seconds",
             "Inference request latency (decode to response)",
             ["model"],
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+            buckets=SECONDS_BUCKETS,
             registry=self.registry,
         )
         self.batch_requests = Histogram(
@@ -40,8 +44,12 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
             registry=self.registry,
         )
-        self.model_seconds = Histogram(
-            "gtc_model_call_seconds", "Merge + layout + model run per batch", ["model"], registry=self.registry
+        self.model_seconds = Histogram(  # model calls take 1-4 ms: the default buckets start at 5 ms
+            "gtc_model_call_seconds",
+            "Merge + layout + model run per batch",
+            ["model"],
+            buckets=SECONDS_BUCKETS,
+            registry=self.registry,
         )
         self.pending = Gauge("gtc_queue_pending", "Requests waiting for the model", ["model"], registry=self.registry)
 

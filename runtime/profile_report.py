@@ -144,10 +144,10 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
                 ),
                 None,
             )
-            vals.append(r["latency_ms"]["mean"] if r else 0.0)
+            vals.append(r["latency_ms"]["mean"] if r else float("nan"))  # not measured: no bar (0 read as instant)
         xs = [k + (i - (len(models) - 1) / 2) * width for k in range(len(groups))]
         bars = ax.bar(xs, vals, width, label=m["name"])
-        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax.bar_label(bars, labels=["" if v != v else f"{v:.2f}" for v in vals], fontsize=7)
     ax.set_xticks(range(len(groups)), [f"{t} thread{'s' if t > 1 else ''}" if t else "GPU" for t in groups])
     ax.set(ylabel="mean latency (ms)", title=f"models side by side · {ref_nodes} nodes × {ref_batch}")
     ax.legend(fontsize=8)

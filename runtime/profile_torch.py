@@ -14,6 +14,10 @@ What differs from the CPU rows, and why:
 * **One run per configuration on CUDA.** Intra-op thread counts do not apply to a GPU: CUDA rows are
   measured once, with ``threads: null``, and the report's ``settings.notes`` says so. On CPU the
   torch rows follow ``--threads`` through ``torch.set_num_threads`` (restored afterwards).
+* **Torch CPU rows are not pinned.** ONNX Runtime rows run in a child process pinned to ``threads``
+  cores before its thread pool exists; in this process torch's pool already runs, and pinning the
+  calling thread would not move its workers. So these rows set the thread count only (``cpus:
+  null``), and ``settings.notes`` says they are not like for like with the pinned rows.
 * **In this process.** The pinned-process isolation of the ONNX rows emulates small CPUs; it does
   not apply to a GPU, and CUDA would have to initialise in every child. ``peak_rss_mb`` is then the
   whole profiler's high-water mark; ``peak_gpu_mb`` is per configuration.
@@ -34,6 +38,10 @@ from runtime.measure import make_graphs, time_session
 CUDA_NOTE = (
     "rows with threads null ran on a CUDA device with torch (backend 'torch'): intra-op thread counts do not "
     "apply there, so each configuration ran once; their timings synchronise the device"
+)
+CPU_NOTE = (
+    "torch CPU rows (checkpoints) set torch's intra-op threads but are not pinned to that many cores as the "
+    "ONNX Runtime rows are: they may use every core, so compare them with the pinned rows with care"
 )
 
 
@@ -72,7 +80,7 @@ class CheckpointProfiler:
 
     @property
     def notes(self) -> list[str]:
-        return [CUDA_NOTE] if self.device.type == "cuda" else []
+        return [CUDA_NOTE] if self.device.type == "cuda" else [CPU_NOTE]
 
     def machine(self) -> dict[str, Any]:
         """The GPU's name, memory, compute capability and the torch/CUDA versions (report ``machine.gpu``)."""

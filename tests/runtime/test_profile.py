@@ -93,3 +93,55 @@ def test_attention_heuristic() -> None:
     assert not _is_attention("node_add", "Add", layer + "/add_75: aten.add.Tensor")
     assert not _is_attention("node_linear", "Gemm", ": T/model.node_encoder: FeatureEncoder")
     assert _is_attention("SparseGraphAttention_3", "Exp", "")
+
+
+def test_models_png_draws_no_bar_for_a_configuration_not_measured(tmp_path: Path, monkeypatch) -> None:
+    """An ONNX file (1 and 2 threads) beside a CUDA checkpoint (threads null): each model's missing
+    groups were drawn as bars of 0.00 ms, which read as instant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    drawn: dict[str, list[float]] = {}
+    bar = Axes.bar
+
+    def spy(self, x, height, *args, label=None, **kwargs):
+        if label in ("dense.onnx", "ckpt") and isinstance(height, list):  # models.png's grouped bars
+            drawn[label] = list(height)
+        return bar(self, x, height, *args, label=label, **kwargs)
+
+    monkeypatch.setattr(Axes, "bar", spy)
+
+    def res(threads: int | None, ms: float) -> dict:
+        lat = {"mean": ms, "std": 0.1, "min": ms, "p50": ms, "p90": ms, "p99": ms, "max": ms}
+        return {"threads": threads, "graph_nodes": 32, "batch_size": 1, "latency_ms": lat, "graphs_per_s": 1e3 / ms,
+                "peak_rss_mb": 100.0, "samples_ms": [ms] * 5, "preprocess_share": 0.2}  # fmt: skip
+
+    rep = {
+        "schema": SCHEMA,
+        "created": "2026-12-05T00:00:00Z",
+        "machine": {},
+        "settings": {"graph_sizes": [32], "batch_sizes": [1], "threads": [1, 2], "iterations": 5, "warmup": 1},
+        "models": [
+            {"name": "dense.onnx", "path": "a", "device": "cpu", "results": [res(1, 4.0), res(2, 3.0)], "ops": None},
+            {"name": "ckpt", "path": "b", "device": "cuda:0", "results": [res(None, 1.0)], "ops": None},
+        ],
+    }
+    write_report(rep, tmp_path / "out")
+    nan = float("nan")
+    assert str(drawn["dense.onnx"]) == str([4.0, 3.0, nan]) and str(drawn["ckpt"]) == str([nan, nan, 1.0])
+
+
+def test_model_call_histogram_resolves_milliseconds() -> None:
+    """gtc_model_call_seconds had Prometheus's default buckets, which start at 5 ms: every 1-4 ms call
+    fell into the first bucket and its quantiles were meaningless."""
+    from prometheus_client import generate_latest
+
+    from runtime.metrics import Metrics
+
+    m = Metrics()
+    m.model_seconds.labels("g").observe(0.0015)
+    text = generate_latest(m.registry).decode()
+    assert 'gtc_model_call_seconds_bucket{le="0.001",model="g"} 0.0' in text
+    assert 'gtc_model_call_seconds_bucket{le="0.002",model="g"} 1.0' in text

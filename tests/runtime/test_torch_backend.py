@@ -20,6 +20,7 @@ from gtcompress.preprocess import NumpyGraph
 from gtcompress.preprocess.random_graphs import random_batches, random_graph
 from runtime.errors import SessionError
 from runtime.graphs import apply_teddy
+from runtime.profile_torch import CPU_NOTE
 from runtime.session import GraphSession, is_checkpoint
 from runtime.torch_backend import (
     Bucket,
@@ -323,7 +324,7 @@ def test_profile_puts_torch_rows_next_to_onnx_rows(ckpts, onnx_files, tmp_path: 
         ["torch:cpu"],
     )
     assert [(r["threads"], r["batch_size"]) for r in tch["results"]] == [(1, 1), (1, 3)]
-    assert rep["settings"]["device"] == "cpu" and rep["settings"]["notes"] == [] and "gpu" not in rep["machine"]
+    assert rep["settings"]["device"] == "cpu" and rep["settings"]["notes"] == [CPU_NOTE] and "gpu" not in rep["machine"]
     assert len(write_report(rep, tmp_path / "out")) == 5 and len(report_tables(rep)) == 3
     with pytest.raises(SessionError, match="apply to checkpoint directories"):
         profile_models([onnx_files["graph"]], device="cpu")
