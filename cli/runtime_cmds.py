@@ -257,7 +257,8 @@ def serve_cmd(
         model, _providers(providers), threads=threads, spinning=False, device=device, cuda_graphs=cuda_graphs
     )
     try:
-        from runtime.server import listen_sockets, serve
+        from runtime.net import listen_sockets
+        from runtime.server import serve
     except ModuleNotFoundError as e:  # the HTTP stack is the optional 'serve' extra
         raise GTCompressError(
             f"gtc serve needs the 'serve' extra (fastapi, uvicorn; {e.name or e} is missing): "

@@ -40,6 +40,7 @@ from pathlib import Path
 from types import TracebackType
 
 from runtime.errors import SessionError
+from runtime.net import check_port_free
 
 # Triton logs a model's load failure as: failed to load 'NAME' version N: Internal: Error: message\n\nAt: ...
 _LOAD_ERROR = re.compile(r"failed to load '([^']+)' version (\d+): (?:\w+: )?(.*?)(?:\\n|\"$)", re.MULTILINE)
@@ -140,6 +141,11 @@ class TritonServer:
         self.repository = Path(repository).resolve()
         if not self.repository.is_dir():
             raise SessionError(f"{repository}: model repository directory does not exist")
+        if not any(_looks_like_model(d) for d in self.repository.iterdir()):  # Triton would serve nothing
+            raise SessionError(
+                f"{repository}: not a Triton model repository (no NAME/config.pbtxt or NAME/1/ in it); write one "
+                "with gtc export --triton-repo"
+            )
         self.install = find_tritonserver()
         self.host = host
         self.http_port = http_port or free_port(host)
@@ -180,9 +186,13 @@ class TritonServer:
         ]
 
     def start(self) -> TritonServer:
-        """Launch the server and wait until it reports ready (its models loaded)."""
+        """Launch the server and wait until it reports ready (its models loaded).
+
+        The port is checked free first: Triton binds it only after loading every model, and another
+        server on it would answer the readiness poll in its stead."""
         if self.process is not None:
             return self
+        check_port_free(self.host, self.http_port)
         self._tmp = tempfile.TemporaryDirectory(prefix="gtc-tritonserver-")
         tmp = Path(self._tmp.name)
         backend_dir = python_backend_dir(self.install, tmp / "backends")
@@ -283,6 +293,12 @@ def which_tritonserver() -> str | None:
         return str(find_tritonserver().binary)
     except SessionError:
         return None
+
+
+def _looks_like_model(d: Path) -> bool:
+    """A model directory of a repository: its config, or a numeric version folder (Triton can
+    complete an ONNX model's config itself)."""
+    return d.is_dir() and ((d / "config.pbtxt").is_file() or any(v.is_dir() and v.name.isdigit() for v in d.iterdir()))
 
 
 __all__ = ["TritonInstall", "TritonServer", "find_tritonserver", "free_port", "server_env", "which_tritonserver"]

@@ -309,3 +309,28 @@ def test_gtc_tritonserver_stops_its_server_on_sighup(exported, tmp_path) -> None
         for c in server:  # a server left running is this test's to stop
             if c.is_running():
                 c.kill()
+
+
+def test_a_port_in_use_or_a_folder_without_models_is_refused_before_starting(exported, tmp_path) -> None:
+    """Triton binds its port only after loading the models, and the readiness poll was answered by
+    whatever server held the port: "Triton serving ... " then a 5 KB error. A checkpoint folder
+    given as the repository served nothing and kept running."""
+    import socket
+
+    from runtime.errors import AddressError, SessionError
+
+    repo = tmp_path / "repo"
+    write_model_repository(repo, "m", exported["graph"].path, exported["graph"].spec, backend="python")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        srv = TritonServer(repo, http_port=port)
+        with pytest.raises(AddressError) as err:
+            srv.start()
+        assert str(err.value) == f"cannot listen on 127.0.0.1:{port}: Address already in use"
+        assert srv.process is None
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text("{}")
+    with pytest.raises(SessionError, match=r"not a Triton model repository \(no NAME/config.pbtxt or NAME/1/"):
+        TritonServer(tmp_path / "ckpt")
