@@ -85,6 +85,11 @@ def resolve_providers(requested: list[ProviderArg] | None) -> list[ProviderArg]:
     return out
 
 
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(e).__name__
+
+
 def _symbolic(shape: list[Any]) -> list[int]:
     return [d if isinstance(d, int) and d >= 0 else -1 for d in shape]
 
@@ -118,13 +123,27 @@ class OrtBackend:
         if profile_prefix:
             so.enable_profiling = True
             so.profile_file_prefix = profile_prefix
-        try:
-            self.session = ort.InferenceSession(str(path), so, providers=resolve_providers(providers))
+        resolved = resolve_providers(providers)
+        asked = [p if isinstance(p, str) else p[0] for p in resolved] if providers is not None else []
+        try:  # providers asked for by name do not fall back to CPU: the user would get CPU numbers unknowingly
+            self.session = ort.InferenceSession(str(path), so, providers=resolved, enable_fallback=0 if asked else 1)
         except SessionError:
             raise
         except Exception as e:  # ORT's own exception types (InvalidProtobuf, Fail, NoSuchFile…)
+            gpu = [p for p in asked if p != "CPUExecutionProvider"]
+            if gpu and ("EP" in str(e) or "provider" in str(e).lower() or ".so" in str(e)):
+                raise SessionError(
+                    f"{path}: execution provider {' / '.join(gpu)} cannot run here ({_first_line(e)}); ONNX Runtime "
+                    "lists it, but its libraries or device are missing: use --providers cpu, or install CUDA/TensorRT"
+                ) from None
             raise SessionError(f"{path}: ONNX Runtime cannot load it: {e}") from None
         self.providers = list(self.session.get_providers())
+        dropped = [p for p in asked if p not in self.providers]
+        if dropped:
+            raise SessionError(
+                f"{path}: execution provider {' / '.join(dropped)} could not be used here (ONNX Runtime runs it on "
+                f"{', '.join(self.providers)}): use --providers cpu, or install what it needs"
+            )
         self.inputs = [
             TensorInfo(i.name, ORT_TO_NUMPY.get(i.type, i.type), _symbolic(i.shape)) for i in self.session.get_inputs()
         ]

@@ -356,3 +356,19 @@ def test_package_exports_resolve() -> None:
         assert getattr(runtime, name) is not None
     with pytest.raises(AttributeError):
         _ = runtime.nothing_here
+
+
+@pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
+def test_a_gpu_provider_that_cannot_run_is_an_error_not_cpu(exported, provider: str) -> None:
+    """onnxruntime-gpu lists the CUDA and TensorRT providers on any machine; asked for one without
+    its libraries or a GPU, ONNX Runtime fell back to CPU and `gtc serve --providers cuda` served
+    CPU numbers with exit 0."""
+    import onnxruntime as ort
+
+    from runtime.backends import PROVIDER_ALIASES, nvidia_gpu_present
+
+    if nvidia_gpu_present() or PROVIDER_ALIASES[provider] not in ort.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu on a machine without a GPU (there the provider runs)")
+    with pytest.raises(SessionError) as err:
+        GraphSession(exported["node"].path, [provider])
+    assert PROVIDER_ALIASES[provider] in str(err.value) and "use --providers cpu" in str(err.value)
