@@ -135,11 +135,16 @@ def _tensor_meta(name: str, dtype: str, shape: list[int]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------- request → graph
 def default_model_name(path: str | Path) -> str:
-    """The name a model file is served under when none is given: its stem, or the model's directory
-    in a Triton repository layout (``<name>/<version>/model.onnx``)."""
+    """The name a model file is served under when none is given: its stem, the model's directory in
+    a Triton repository layout (``<name>/<version>/model.onnx``), or a checkpoint's directory (named
+    by the directory or one of its files)."""
+    from runtime.session import is_checkpoint
+
     p = Path(path)
     if p.name in ("model.onnx", "model.plan") and p.parent.name.isdigit():
         return p.parent.parent.name
+    if p.is_file() and is_checkpoint(p):  # runs/gt/config.json is the checkpoint runs/gt, not a model "config"
+        return p.parent.resolve().name
     return p.stem if p.is_file() or p.suffix else p.name
 
 

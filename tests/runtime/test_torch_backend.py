@@ -402,3 +402,13 @@ def test_profile_on_cuda_writes_rows(ckpts, onnx_files, tmp_path: Path) -> None:
     assert captured[0] >= 1 and sum(captured) == tch["results"][-1]["cuda_graphs_held"]  # no eviction
     assert rep["settings"]["notes"] and rep["machine"]["gpu"]["name"]
     write_report(rep, tmp_path / "out")
+
+
+def test_a_checkpoint_named_by_one_of_its_files_is_served_under_the_directorys_name(ckpts) -> None:
+    """gtc serve runs/gt/config.json served a model 'config' (and model.safetensors a model 'model'):
+    requests to /v2/models/gt got 404s."""
+    from runtime.served import default_model_name
+
+    for f in ("config.json", "model.safetensors"):
+        assert default_model_name(ckpts["node"] / f) == ckpts["node"].name
+    assert default_model_name(ckpts["node"]) == ckpts["node"].name
