@@ -44,14 +44,15 @@ def export_cmd(
 
     Example: gtc export runs/gt-cluster --out gt.onnx --attention auto --triton-repo triton_models
 
-    --triton-repo writes an NVIDIA Triton model repository (serve it with gtc tritonserver, or copy it
-    into a Triton container whose Python has gtcompress installed).
+    --triton-repo writes an NVIDIA Triton model repository: serve it with gtc tritonserver (the python
+    variant), or copy it into a Triton container; the repository carries the gtcompress code it runs,
+    and the python variant needs numpy, scipy, threadpoolctl and onnxruntime in the container's Python.
 
     --out names the file to write: an existing directory is refused before the checkpoint is loaded (as
     gtc build refuses one) rather than a file name chosen inside it.
     """
     from exporters.onnx import check_output_path, export_onnx
-    from exporters.triton_repo import BACKENDS, PythonModelOptions, write_model_repository
+    from exporters.triton_repo import BACKENDS, PythonModelOptions, check_model_name, write_model_repository
     from gtcompress.checkpoint import load_checkpoint
     from gtcompress.errors import ConfigError
 
@@ -69,6 +70,14 @@ def export_cmd(
     ):
         if value < low:  # checked now, not after a minute of export
             raise ConfigError(f"{opt} {value}: expected at least {low}")
+    if triton_repo is not None:  # checked now, not after the export it would follow
+        if triton_repo.exists() and not triton_repo.is_dir():
+            raise ConfigError(f"--triton-repo {triton_repo}: is a file; expected a directory (a model repository)")
+        model_name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", Path(checkpoint).resolve().name)
+        try:
+            check_model_name(model_name)
+        except ConfigError as e:
+            raise ConfigError(f"--name: {e}") from None
     options = PythonModelOptions(
         max_batch_size=triton_max_batch,
         max_queue_delay_us=None if triton_delay_us == -1 else triton_delay_us,
@@ -99,7 +108,6 @@ def export_cmd(
     for p in res.tensorrt_problems:
         console.print(f"[yellow]TensorRT:[/] {p}")
     if triton_repo is not None:
-        model_name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", Path(checkpoint).resolve().name)
         root = write_model_repository(triton_repo, model_name, out, res.spec, backend=triton_backend, options=options)
         variant = "python backend: clients send raw graphs" if (root / "1" / "model.py").is_file() else "onnxruntime"
         console.print(f"Triton model repository: {root} ({variant})")

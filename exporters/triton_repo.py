@@ -242,6 +242,13 @@ def resolve_backend(backend: str, model_file: Path, spec: InputSpec) -> str:
     return backend
 
 
+def check_model_name(name: str) -> None:
+    """Refuse a Triton model name that is not a plain folder name."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not name.strip("."):
+        # "." and ".." are path steps: the model would land in the repository root or above it
+        raise ConfigError(f"model name {name!r}: use letters, digits, '_', '-' and '.' only, not only dots")
+
+
 def write_model_repository(
     repo: str | Path,
     name: str,
@@ -260,9 +267,7 @@ def write_model_repository(
     model as it was, never a new model file under the old ``config.pbtxt``. The new version holds
     only the chosen variant's files (a stale ``model.py`` would make Triton load the wrong backend)."""
     model_file = Path(model_file)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not name.strip("."):
-        # "." and ".." are path steps: the model would land in the repository root or above it
-        raise ConfigError(f"model name {name!r}: use letters, digits, '_', '-' and '.' only, not only dots")
+    check_model_name(name)
     if model_file.suffix not in PLATFORMS:
         raise ConfigError(f"{model_file}: expected a .onnx or .plan file")
     chosen = resolve_backend(backend, model_file, spec)

@@ -269,6 +269,15 @@ CASES = [
         "export {ckpt} --out {root}/x.onnx --triton-repo {root}/repo --triton-delay-us -5",
         "--triton-delay-us -5: expected at least -1",
     ),
+    # checked before the export (a minute of work), not after it
+    _case(
+        "export {ckpt} --out {root}/x.onnx --triton-repo {file_txt}",
+        "--triton-repo {file_txt}: is a file; expected a directory (a model repository)",
+    ),
+    _case(
+        "export {ckpt} --out {root}/x.onnx --triton-repo {root}/repo --name bad/name",
+        "--name: model name 'bad/name': use letters, digits, '_', '-' and '.' only, not only dots",
+    ),
     # tritonserver
     _case("tritonserver {missing}", "{missing}: model repository directory does not exist"),
     # build: the paths, the ONNX file and the profile are all checked before TensorRT is needed
