@@ -246,7 +246,14 @@ def prune_cmd(
     cost_graphs: Annotated[int, typer.Option(min=1, help="Validation graphs FLOPs are measured on.")] = PRUNE[
         "cost_graphs"
     ],
-    random: Annotated[bool, typer.Option("--random", help="Random pruning baseline at the same budget.")] = False,
+    random: Annotated[
+        bool,
+        typer.Option(
+            "--random",
+            help="Random pruning baseline at the same budget; it fine-tunes for --epochs + --finetune-epochs, "
+            "the training GTSP gets in all.",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(min=0)] = PRUNE["seed"],
     data_root: RootOpt = None,
     out: Annotated[Path, typer.Option(help="Compressed checkpoint directory to write.")] = Path("runs/pruned"),

@@ -27,7 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Generate or inspect benchmark datasets.", no_args_is_help=True)
+data_app = typer.Typer(help="Generate benchmark datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 compress_cmds.register(app)
 export_cmds.register(app)

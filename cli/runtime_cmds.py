@@ -305,7 +305,7 @@ def tritonserver_cmd(
 
     Example: gtc tritonserver triton_models --port 8000
 
-    Needs pip install 'gtcompress[triton]'. HTTP only (tritonclient.http; no gRPC, no metrics port);
+    Needs pip install 'gtcompress\\[triton]'. HTTP only (tritonclient.http; no gRPC, no metrics port);
     Ctrl-C or SIGTERM stops it. A model that fails to load stops the server with the log's last lines.
     """
     import signal

@@ -177,9 +177,12 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
         head.add_row("gpu", f"{g['name']} · {g['memory_gib']} GiB · torch {mi['torch']} · CUDA {g['cuda']}")
     tables: list[Any] = [head]
     for m in report["models"]:
+        over = any(r.get("oversubscribed") for r in m["results"])
         t = Table(
             title=f"{m['name']} ({m.get('arch')}, {m.get('lowering')}, {(m.get('providers') or ['?'])[0]})",
             title_justify="left",
+            caption="* more threads than the cores it may use (oversubscribed)" if over else None,
+            caption_justify="left",
         )
         for col in ("threads", "nodes×batch", "mean ms", "std", "p50", "p90", "p99", "graphs/s", "prep %", "RSS MB"):
             t.add_column(col, justify="right")
