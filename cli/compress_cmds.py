@@ -189,6 +189,15 @@ def sparsify_cmd(
     res = sparsify_model(model, ds, cfg)
     _save(out, res.model, meta, res.report, {"teddy": res.transform.to_dict()})
     _summary(f"TEDDY {checkpoint} → {out}", res.report)
+    att = res.report["removed"].get("attention")
+    if att:  # what the calibration chose, and that a FLOP count is no latency
+        kept = f", {100 * att['coverage']:.1f} % of the dense attention mass kept" if "coverage" in att else ""
+        target = f" (target {100 * att['target']:.0f} %)" if att.get("target") is not None else ""
+        console.print(
+            f"attention: input edges + self + top-{att['k']} nodes by {att['kind']} score{kept}{target}. "
+            "[yellow]Its FLOPs are fewer, not its time:[/] gather/scatter attention can be slower than the dense "
+            "one; compare both with gtc profile."
+        )
     if edges > 0:
         console.print(
             "[yellow]note:[/] this model expects TEDDY-sparsified inputs "
