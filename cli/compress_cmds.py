@@ -63,21 +63,47 @@ CheckpointArg = Annotated[Path, typer.Argument(help="Trained checkpoint director
 RootOpt = Annotated[
     Path | None, typer.Option("--data-root", help="Where the checkpoint's dataset files are (file-based datasets).")
 ]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(help="The dataset of a checkpoint that records none (imported from PyG), e.g. cluster or tu:NCI1."),
+]
 
 
-def _load(checkpoint: Path, data_root: Path | None) -> tuple[Any, dict[str, Any], Any]:
+def _load(checkpoint: Path, data_root: Path | None, data: str | None = None) -> tuple[Any, dict[str, Any], Any]:
     """The checkpoint, its meta and its dataset, split as when it was trained and, for a TEDDY
     checkpoint, sparsified as its inputs were: pruning it on the original graphs would train and
-    measure it on inputs it is never served."""
+    measure it on inputs it is never served.
+
+    ``data`` (``--data``) names the dataset of a checkpoint that records none (one imported from
+    PyG); it is then recorded in the meta, so the compressed checkpoint records it."""
     from gtcompress.checkpoint import load_checkpoint
-    from gtcompress.checkpoint_data import checkpoint_data_spec, sparsified, teddy_transform
-    from gtcompress.errors import GTCompressError
+    from gtcompress.checkpoint_data import (
+        checkpoint_data_spec,
+        input_mismatch,
+        same_dataset,
+        sparsified,
+        teddy_transform,
+    )
+    from gtcompress.errors import ConfigError, GTCompressError
 
     model, meta = load_checkpoint(checkpoint)
-    spec = checkpoint_data_spec(meta, root=str(data_root) if data_root is not None else None)
+    recorded = (meta.get("dataset") or {}).get("name")
+    if data is not None and recorded and not same_dataset(recorded, data):
+        raise ConfigError(
+            f"--data {data!r}: {checkpoint} was trained on {recorded!r}, and it is compressed on the dataset and "
+            "split it was trained on; leave --data out"
+        )
+    spec = checkpoint_data_spec(meta, data, root=str(data_root) if data_root is not None else None)
     if spec is None:
-        raise GTCompressError(f"{checkpoint}: no dataset recorded in the checkpoint (train it with gtc train)")
+        raise GTCompressError(
+            f"{checkpoint}: no dataset recorded in the checkpoint (one imported from PyG): pass --data NAME"
+        )
     ds = spec.load(model.config.pe)
+    if not recorded:
+        problem = input_mismatch(model.config, ds.info)
+        if problem is not None:
+            raise ConfigError(f"--data {data} does not fit the model of {checkpoint}: {problem}")
+        meta = {**meta, "dataset": {**spec.to_dict(), "info": ds.info.to_dict()}}
     return model, meta, sparsified(ds, teddy_transform(meta, model.config))
 
 
@@ -157,6 +183,7 @@ def sparsify_cmd(
         "cost_graphs"
     ],
     seed: Annotated[int, typer.Option(min=0)] = SPARSIFY["seed"],
+    data: DataOpt = None,
     data_root: RootOpt = None,
     out: Annotated[Path, typer.Option(help="Compressed checkpoint directory to write.")] = Path("runs/sparsified"),
 ) -> None:
@@ -185,7 +212,7 @@ def sparsify_cmd(
     )
     check_checkpoint_out(out)
     _refuse_resparsifying(checkpoint)
-    model, meta, ds = _load(checkpoint, data_root)
+    model, meta, ds = _load(checkpoint, data_root, data)
     res = sparsify_model(model, ds, cfg)
     _save(out, res.model, meta, res.report, {"teddy": res.transform.to_dict()})
     _summary(f"TEDDY {checkpoint} → {out}", res.report)
@@ -264,6 +291,7 @@ def prune_cmd(
         ),
     ] = False,
     seed: Annotated[int, typer.Option(min=0)] = PRUNE["seed"],
+    data: DataOpt = None,
     data_root: RootOpt = None,
     out: Annotated[Path, typer.Option(help="Compressed checkpoint directory to write.")] = Path("runs/pruned"),
 ) -> None:
@@ -293,7 +321,7 @@ def prune_cmd(
         seed=seed,
     )  # validated before the checkpoint is loaded; auto settings are resolved for its model
     check_checkpoint_out(out)
-    model, meta, ds = _load(checkpoint, data_root)
+    model, meta, ds = _load(checkpoint, data_root, data)
     res = (random_prune if random else prune_model)(model, ds, cfg)
     # a pruned TEDDY model still takes TEDDY-sparsified inputs: its checkpoint says so
     _save(out, res.model, meta, res.report, {"teddy": meta["teddy"]} if meta.get("teddy") else {})

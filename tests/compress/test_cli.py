@@ -212,3 +212,31 @@ def test_sparsify_attention_says_what_it_chose_and_that_flops_are_not_time(ckpt:
         r"mass kept \(target 90 %\)\. Its FLOPs are fewer, not its time"
     )
     assert re.search(want, text), text
+
+
+def test_a_checkpoint_without_a_dataset_is_compressed_on_the_one_data_names(tmp_path: Path, monkeypatch) -> None:
+    """A model imported from PyG records no dataset, and prune/sparsify had no --data: the README's
+    PyG starting point could not be compressed from the CLI."""
+    from gtcompress.data import load_dataset
+    from gtcompress.models import ModelConfig, build_model
+
+    monkeypatch.setenv("GTCOMPRESS_CACHE", str(tmp_path / "cache"))
+    info = load_dataset("cluster", size="small").info
+    model = build_model(ModelConfig.for_dataset("gt", info, hidden=16, num_layers=1, heads=2))
+    save_checkpoint(tmp_path / "pyg", model, {})
+    src = str(tmp_path / "pyg")
+    opts = ["--random", "--target-flops", "0.5", "--epochs", "1", "--finetune-epochs", "0"]
+
+    def run(*extra: str) -> tuple[int, str]:
+        res = runner.invoke(_app(), ["prune", src, *opts, *extra])
+        return res.exit_code, " ".join(res.output.split())
+
+    code, text = run("--out", str(tmp_path / "none"))
+    assert code == 2 and "no dataset recorded in the checkpoint (one imported from PyG): pass --data NAME" in text
+    code, text = run("--data", "cluster", "--out", str(tmp_path / "pruned"))
+    assert code == 0, text
+    recorded = json.loads((tmp_path / "pruned" / "config.json").read_text())["dataset"]
+    assert (recorded["name"], recorded["size"], recorded["info"]["name"]) == ("cluster", "small", "CLUSTER")
+    src = str(tmp_path / "pruned")
+    code, text = run("--data", "pattern", "--out", str(tmp_path / "other"))
+    assert code == 2 and "--data 'pattern': " in text and "leave --data out" in text
