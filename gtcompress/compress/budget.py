@@ -480,8 +480,9 @@ def fit_budget(
         cm.base += flops - cm.cost(plan)
     assert best is not None
     if abs(best.ratio / target - 1.0) > tolerance:
+        finer = " or ".join(f"'{a}'" for a in ("ffn", "tokens") if a not in axes)  # not one already given
         raise BudgetError(
             f"could not meet the target {target:.3f} within ±{tolerance:.0%}: measured {best.ratio:.3f} "
-            f"(the units of axes {','.join(axes)} are too coarse; add 'ffn' or 'tokens')"
+            f"(the units of axes {','.join(axes)} are too coarse; add {finer} or choose another target)"
         )
     return best

@@ -206,3 +206,18 @@ def test_weights_axis_reports_sparsity_not_flops(node_data) -> None:
     frac = sum(int(torch.count_nonzero(p)) for p in w) / sum(p.numel() for p in w)
     assert frac == pytest.approx(0.5, abs=1e-3)
     assert np.isfinite(res.report["metric"]["after"]["val"])
+
+
+def test_a_target_between_the_units_names_only_axes_not_given(tmp_path) -> None:
+    """The hint said "add 'ffn' or 'tokens'" to a run whose axes were heads,ffn."""
+    from gtcompress.data import load_dataset
+    from gtcompress.models import ModelConfig, build_model
+
+    ds = load_dataset("cluster", size="60,20,20", seed=0, cache_dir=tmp_path)
+    model = build_model(ModelConfig.for_dataset("gt", ds.info, hidden=16, num_layers=1, heads=2))
+    cfg = PruneConfig(axes="heads,ffn", target_flops=0.8, epochs=0, finetune_epochs=0, batch_size=8)
+    with pytest.raises(BudgetError) as err:
+        random_prune(model, ds, cfg, show_progress=False)
+    assert str(err.value).endswith(
+        "(the units of axes heads,ffn are too coarse; add 'tokens' or choose another target)"
+    )
