@@ -74,8 +74,8 @@ SOURCES: dict[str, dict[str, tuple[type, str, Any]]] = {
     },
 }
 CLI_ONLY = {
-    "sparsify": {"checkpoint", "data_root", "out"},
-    "prune": {"checkpoint", "data_root", "out", "random", "keep"},  # keep: None, i.e. PruneConfig's {}
+    "sparsify": {"checkpoint", "data", "data_root", "out"},  # data: for a checkpoint that records none
+    "prune": {"checkpoint", "data", "data_root", "out", "random", "keep"},  # keep: None, i.e. PruneConfig's {}
     "train": {"data", "out", "data_root", "arch", "pe"},
 }
 DEPARTURES = {
