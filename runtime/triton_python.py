@@ -128,7 +128,17 @@ def model_file(version_dir: Path, params: Mapping[str, str]) -> Path:
 class GraphBatchModel:
     """The model behind :class:`TritonPythonModel`, without Triton: requests as ``{name: array}``."""
 
-    def __init__(self, model_dir: str | Path, version: str | int, config: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        version: str | int,
+        config: Mapping[str, Any],
+        instance: tuple[str, int] | None = None,
+    ) -> None:
+        """``instance``: Triton's ``(model_instance_kind, model_instance_device_id)`` for this
+        instance. An ONNX model runs where the config's instance group puts it: on CPU for
+        ``KIND_CPU`` (what the repository writer declares), on that GPU for ``KIND_GPU``, never on
+        whatever ONNX Runtime finds first (N CPU instances all on GPU 0 otherwise)."""
         self.name = str(config.get("name") or Path(model_dir).name)
         version_dir = Path(model_dir) / str(version)
         params = config_parameters(config)
@@ -151,7 +161,15 @@ class GraphBatchModel:
             max_attention_mib=get("gtcompress_batch_attention_mib"),
             max_requests=max(1, int(config.get("max_batch_size") or 1)),
         )
-        session = GraphSession(model_file(version_dir, params), threads=threads or None, spinning=False)
+        path = model_file(version_dir, params)
+        providers = None
+        if instance is not None and path.suffix == ".onnx":
+            kind, device = instance
+            if kind == "CPU":
+                providers = ["CPUExecutionProvider"]
+            elif kind == "GPU":
+                providers = [("CUDAExecutionProvider", {"device_id": int(device)}), "CPUExecutionProvider"]
+        session = GraphSession(path, providers, threads=threads or None, spinning=False)
         self.served = ServedModel(self.name, session, batch=batch, version=str(version))
         self.batch = self.served.batch  # tightened by a TensorRT profile's maxima
         self.output_name = session.output_name
@@ -222,7 +240,9 @@ class TritonPythonModel:
 
         self._pb = pb_utils
         config = json.loads(args["model_config"])
-        self.model = GraphBatchModel(args["model_repository"], args["model_version"], config)
+        kind = args.get("model_instance_kind")
+        instance = (kind, int(args.get("model_instance_device_id") or 0)) if kind else None
+        self.model = GraphBatchModel(args["model_repository"], args["model_version"], config, instance)
         self.input_names = [i["name"] for i in config.get("input", [])]
 
     def execute(self, requests: list[Any]) -> list[Any]:

@@ -163,3 +163,19 @@ print(len(ours), m.calls)
         np.testing.assert_allclose(outs[f"arr_{i}"], sess.run(g)[0][None], atol=1e-6)
     vendor = node_repo / "1" / "vendor"
     assert (vendor / "runtime" / "triton_python.py").is_file() and not (vendor / "trt_plugins").exists()
+
+
+def test_an_onnx_instance_runs_where_its_instance_group_puts_it(config, node_repo) -> None:
+    """A KIND_CPU instance (what the writer declares) took whatever ONNX Runtime found first: with
+    onnxruntime-gpu and a GPU, every CPU instance ran on GPU 0."""
+    import onnxruntime as ort
+
+    from runtime.backends import nvidia_gpu_present
+    from runtime.errors import SessionError
+
+    cpu = GraphBatchModel(node_repo, 1, config(node_repo), ("CPU", 0))
+    assert cpu.session.providers == ["CPUExecutionProvider"]
+    if nvidia_gpu_present() or "CUDAExecutionProvider" not in ort.get_available_providers():
+        return  # KIND_GPU would run here; its failure mode needs onnxruntime-gpu without a GPU
+    with pytest.raises(SessionError, match="CUDAExecutionProvider"):
+        GraphBatchModel(node_repo, 1, config(node_repo), ("GPU", 0))
