@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gtcompress.pipeline.cache import StageCache
+from gtcompress.pipeline.cache import StageCache, stage_key
 from gtcompress.pipeline.config import PipelineConfig
 
 if TYPE_CHECKING:  # torch-side: imported when a stage loads data, not with this module
@@ -58,9 +58,10 @@ class OnnxArtifact:
 
     @property
     def key(self) -> str:
-        """The key later stages (evaluation, timing, TensorRT, profiling) depend on: the *model's*.
-        Export settings that do not change the model (verification batches) leave them cached."""
-        return self.model.key
+        """The key later stages (evaluation, timing, TensorRT, profiling) depend on: the model's and
+        the file's lowering (the same model in another lowering is another file, timed anew), not
+        the export settings that do not change the file's function (verification batches)."""
+        return stage_key(self.model.key, self.requested, self.lowering, self.path.name)
 
 
 @dataclass

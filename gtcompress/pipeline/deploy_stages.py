@@ -101,7 +101,8 @@ def profile_stage(
 ) -> dict[str, Any] | None:
     """``gtc profile`` on each dense model and its best compressed one (the fastest within the
     serving drop, else the fastest GTSP): latency vs graph size, distribution, per-op breakdown.
-    ``keys``: each model's cache key; ``degree``: the test set's mean degree, for the random graphs."""
+    ``keys``: each exported file's cache key (by its path in the run, as the rows name it);
+    ``degree``: the test set's mean degree, for the random graphs."""
     pcfg, max_drop = ctx.config["profile"], ctx.config["triton"]["max_metric_drop"]
     if not pcfg["graph_sizes"]:
         return None
@@ -138,7 +139,7 @@ def profile_stage(
         write_report(rep, target)
         return {"dir": str(target), "models": [r["model"] for r in picked], "avg_degree": degree}
 
-    key = stage_key([keys[r["model"]] for r in picked], settings)
+    key = stage_key([keys[r["file"]] for r in picked], settings)
     return ctx.stage("profile", key, [target / "report.json"], profile)
 
 

@@ -75,7 +75,8 @@ def _run(config: PipelineConfig, out: Path, log: Callable[[str], None]) -> dict[
     report["skipped"] = skipped
     test = _dataset_of(ctx, exported[0])["test"] if exported else []
     degree = float(np.mean([g.num_edges / max(g.num_nodes, 1) for g in test])) if test else 4.0
-    report["profile"] = profile_stage(ctx, report, {e.model.name: e.key for e in exported}, degree)
+    keys = {str(e.path.relative_to(ctx.out)): e.key for e in exported}  # per file: a model has one per lowering
+    report["profile"] = profile_stage(ctx, report, keys, degree)
     triton_stage(ctx, report)
     write_report(report, out)
     return report

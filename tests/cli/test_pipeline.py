@@ -454,3 +454,23 @@ def test_the_report_does_not_call_a_slower_model_the_fastest() -> None:
         "Largest speed-up of a compressed model within 1 point of its dense parent: `gps-gtsp-0.5`, 2.00x lower "
         "latency (50.0 ms p50) at -0.10 points." in text
     )
+
+
+def test_latency_is_retimed_when_the_exported_files_change(run, tmp_path) -> None:
+    """The latency and profile keys held only the models' keys: with export.lowerings reordered, the
+    cached timings were zipped onto the new row order (the auto files given the plugin files'
+    latencies); with a lowering changed, the old files' timings were reported for the new ones."""
+    import shutil
+
+    out, first = run
+    again = tmp_path / "run"
+    shutil.copytree(out, again)
+    logs: list[str] = []
+    cfg = load_config(None, [*TINY, "export.lowerings=[plugin, auto]"])
+    report = run_pipeline(cfg, again, log=logs.append)
+    ran = [line for line in logs if line.startswith("▶")]
+    assert "▶ latency" in ran and not [r for r in ran if r.startswith(("▶ export", "▶ train", "▶ evaluate"))]
+    for rep in (first, report):  # the fallback of the fused op is several times slower than auto's lowering
+        p50 = {(r["model"], r["lowering"] == "plugin"): r["latency_ms_p50"] for r in rep["rows"]}
+        both = {m for m, plugin in p50 if plugin and (m, False) in p50}
+        assert both and all(p50[m, True] > p50[m, False] for m in both), p50
