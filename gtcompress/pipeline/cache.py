@@ -79,6 +79,8 @@ class StageCache:
             return entry["result"]
         t = time.perf_counter()
         self.log(f"▶ {name}")
+        if self.manifest.pop(name, None) is not None:  # a run killed inside fn() leaves no old key over new outputs
+            write_json(self.root / "manifest.json", self.manifest)
         result = fn()
         self.manifest[name] = {
             "key": key,

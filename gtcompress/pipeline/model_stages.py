@@ -40,7 +40,8 @@ def _given(ctx: RunContext, src: Path) -> ModelArtifact:
 
     _check_given(ctx, src, read_checkpoint_meta(src))
     ckpt = ctx.out / "models" / "given-dense"
-    key = stage_key("given", str(src.resolve()), src.stat().st_mtime if src.exists() else 0, ctx.data_key)
+    # by content: a directory's mtime stays when its files are overwritten in place (or copied with cp -a)
+    key = stage_key("given", str(src.resolve()), _content_digest(src), ctx.data_key)
 
     def given() -> dict[str, Any]:
         from gtcompress.checkpoint_data import input_mismatch
@@ -58,6 +59,19 @@ def _given(ctx: RunContext, src: Path) -> ModelArtifact:
     arch = ctx.stage("train:given", key, [ckpt], given)["arch"]
     # named by the architecture it turned out to be; the checkpoint keeps its first name
     return ModelArtifact(f"{arch}-dense", ckpt, key, arch, "dense", 1.0)
+
+
+def _content_digest(src: Path) -> str:
+    """SHA-256 of a checkpoint's files (``config.json`` and the weights), read in blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in src.iterdir() if p.is_file()) if src.is_dir() else []:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def _check_given(ctx: RunContext, src: Path, meta: dict[str, Any]) -> None:

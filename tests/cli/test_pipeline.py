@@ -470,3 +470,42 @@ def test_latency_is_retimed_when_the_exported_files_change(tmp_path) -> None:
         p50 = {(r["model"], r["lowering"] == "plugin"): r["latency_ms_p50"] for r in rep["rows"]}
         both = {m for m, plugin in p50 if plugin and (m, False) in p50}
         assert both and all(p50[m, True] > p50[m, False] for m in both), p50
+
+
+def test_a_given_checkpoint_is_keyed_by_its_content(given, tmp_path) -> None:
+    """The key held the directory's mtime, which stays when its files are overwritten in place (or
+    copied with cp -a): a run on another model at the same path reused every cached stage."""
+    import os
+    import shutil
+
+    from gtcompress.pipeline.model_stages import _content_digest
+
+    ck = tmp_path / "ck"
+    shutil.copytree(given / "dense", ck)
+    before, stamp = _content_digest(ck), os.stat(ck).st_mtime_ns
+    for f in (given / "nodata").iterdir():
+        shutil.copyfile(f, ck / f.name)
+    os.utime(ck, ns=(stamp, stamp))
+    assert os.stat(ck).st_mtime_ns == stamp and _content_digest(ck) != before
+
+
+def test_a_stage_killed_inside_leaves_no_old_key_over_its_new_outputs(tmp_path) -> None:
+    """The manifest was rewritten only after a stage: killed between writing its outputs and that,
+    the previous run's entry vouched for the new outputs, and going back to the old settings reused them."""
+    from gtcompress.pipeline.cache import StageCache
+
+    out = tmp_path / "model.txt"
+    cache = StageCache(tmp_path, log=lambda _: None)
+    cache.stage("train", "key-seed-0", [out], lambda: out.write_text("seed 0") and {})
+
+    def killed() -> dict:
+        out.write_text("seed 1")
+        raise KeyboardInterrupt  # stands in for the kill
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.stage("train", "key-seed-1", [out], killed)
+    reread = StageCache(tmp_path, log=lambda _: None)
+    assert "train" not in reread.manifest
+    ran = []
+    reread.stage("train", "key-seed-0", [out], lambda: ran.append(1) or {})
+    assert ran == [1]  # redone, not "seed 0" cached over seed 1's file
