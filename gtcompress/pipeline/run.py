@@ -93,8 +93,40 @@ def _remove_empty_dirs(root: Path) -> None:
 
 
 def _data_key(config: PipelineConfig) -> str:
-    """The root of every stage key: the dataset and the code that runs the stages."""
-    return stage_key(data_spec(config).to_dict(), code_fingerprint())
+    """The root of every stage key: the dataset (for a file-based one, its files too) and the code
+    that runs the stages."""
+    spec = data_spec(config)
+    return stage_key(spec.to_dict(), _data_files(spec.name, spec.root), code_fingerprint())
+
+
+def _data_files(name: str, root: str | None) -> list[Any]:
+    """Where a file-based dataset (``tu:``, ``ogb:``, ``molhiv``) is read from and each of its files'
+    path, size and mtime: a dataset changed on disk under the same name is a new dataset (its cached
+    models and metrics are not). Generated datasets have none; a folder not found gives none (the
+    load fails with its own error)."""
+    from gtcompress.data import default_data_root
+
+    base = Path(root).expanduser() if root else default_data_root()
+    kind, _, sub = name.strip().partition(":")
+    kind = kind.lower()
+    if kind == "tu":
+        folders = [f for f in (base / sub, base / "TU" / sub) if f.is_dir()][:1]
+    elif kind == "ogb":
+        from gtcompress.data.ogb import _resolve
+        from gtcompress.errors import DataFormatError
+
+        try:
+            folders = [_resolve(base, sub)]
+        except DataFormatError:
+            folders = []
+    elif kind == "molhiv":  # the data root holds other datasets too: the CSV and the split folders only
+        folders = [d for d in (base / "split", base / "split_recomputed") if d.is_dir()]
+    else:
+        return []
+    files = sorted(f for d in folders for f in d.rglob("*") if f.is_file())
+    if kind == "molhiv":
+        files += [f for f in (base / "HIV.csv.gz", base / "HIV.csv") if f.is_file()]
+    return [str(base.resolve()), *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)]
 
 
 def _dataset_of(ctx: RunContext, e: OnnxArtifact) -> Any:

@@ -509,3 +509,28 @@ def test_a_stage_killed_inside_leaves_no_old_key_over_its_new_outputs(tmp_path) 
     ran = []
     reread.stage("train", "key-seed-0", [out], lambda: ran.append(1) or {})
     assert ran == [1]  # redone, not "seed 0" cached over seed 1's file
+
+
+def test_a_dataset_changed_on_disk_is_a_new_dataset(tmp_path, monkeypatch) -> None:
+    """The data key held the name, root, size and seed only: MUTAG with every label flipped reused the
+    cached models and metrics; so did another GTCOMPRESS_DATA with root unset."""
+    import os
+
+    from gtcompress.pipeline.run import _data_key
+
+    for d in ("a", "b"):
+        (tmp_path / d / "TU" / "FAKE").mkdir(parents=True)
+        (tmp_path / d / "TU" / "FAKE" / "FAKE_graph_labels.txt").write_text("1\n0\n")
+    monkeypatch.setenv("GTCOMPRESS_DATA", str(tmp_path / "a"))
+    cfg = load_config(None, ["data.name=tu:FAKE"])
+    before = _data_key(cfg)
+    assert _data_key(cfg) == before  # stable while nothing changes
+    labels = tmp_path / "a" / "TU" / "FAKE" / "FAKE_graph_labels.txt"
+    stamp = labels.stat().st_mtime_ns
+    labels.write_text("0\n1\n")
+    os.utime(labels, ns=(stamp + 1_000_000, stamp + 1_000_000))
+    assert _data_key(cfg) != before
+    changed = _data_key(cfg)
+    monkeypatch.setenv("GTCOMPRESS_DATA", str(tmp_path / "b"))
+    assert _data_key(cfg) != changed
+    assert _data_key(load_config(None, ["data.name=cluster"])) == _data_key(load_config(None, ["data.name=cluster"]))
