@@ -338,14 +338,15 @@ def _batched(values: list[Any], t: Target) -> list[Any]:
     return [{k: v[None] for k, v in x.items()} if isinstance(x, dict) else x[None] for x in values]
 
 
-def _ms(res: dict[str, Any], stat: str) -> str:
-    """A latency percentile for the log; ``n/a`` when no request was answered right."""
-    lat = res["latency_ms"]
-    return "    n/a" if lat is None else f"{lat[stat]:7.2f}"
-
-
 def _lat(row: dict[str, Any], stat: str) -> float:
+    """A latency percentile (ms); NaN when no request was answered right."""
     return float("nan") if row["latency_ms"] is None else row["latency_ms"][stat]
+
+
+def _ms(res: dict[str, Any], stat: str) -> str:
+    """:func:`_lat` for the log, ``n/a`` for NaN."""
+    v = _lat(res, stat)
+    return "    n/a" if v != v else f"{v:7.2f}"
 
 
 def ratios(results: list[dict[str, Any]], clients: list[int]) -> dict[str, dict[str, float | None]]:

@@ -22,6 +22,7 @@ Two deliberate deviations, both for molecules OGB's own code would crash on:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import gzip
@@ -370,6 +371,14 @@ def _per_split_limits(limit: int | Sequence[int] | None) -> list[int] | None:
     if len(limits) != 3 or min(limits) < 0:
         raise ValueError(f"limit must be a count >= 0 or three counts (train, val, test), got {limit!r}")
     return limits
+
+
+def molhiv_files(root: Path) -> list[Path]:
+    """The files :func:`load_molhiv` reads under ``root``: the CSV and the scaffold split (what is there)."""
+    files = [root / f for f in _HIV_FILES if (root / f).is_file()][:1]
+    with contextlib.suppress(DataFormatError):
+        files += sorted(f for f in _find_split_dir(root).rglob("*") if f.is_file())
+    return files
 
 
 def _find_split_dir(root: Path) -> Path:

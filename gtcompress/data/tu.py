@@ -139,6 +139,17 @@ def _zero_based(labels: np.ndarray) -> tuple[np.ndarray, list[int]]:
     return shifted, [int(c) + 1 for c in shifted.max(axis=0)]
 
 
+def tu_folder(root: Path, name: str) -> Path:
+    """The folder of TU dataset ``name``: ``root/name/``, or ``root/TU/name/`` when ``root`` is the
+    data root holding ``TU/``."""
+    folder = Path(root) / name
+    if not folder.is_dir() and (Path(root) / "TU" / name).is_dir():
+        folder = Path(root) / "TU" / name
+    if not folder.is_dir():
+        raise DataFormatError(f"TU dataset folder not found: {folder} (nor {Path(root) / 'TU' / name})")
+    return folder
+
+
 def load_tu(root: Path, name: str, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1)) -> GraphDataset:
     """Load TU dataset ``name`` from ``root/name/`` (or ``root/TU/name/``) with a seeded random
     80/10/10 split.
@@ -154,11 +165,7 @@ def load_tu(root: Path, name: str, seed: int = 0, split: Sequence[float] = (0.8,
     Edge labels become categorical ``edge_attr [E, k]``. Self loops and duplicate edges are
     removed and edges sorted by (src, dst), like PyG's ``remove_self_loops`` + ``coalesce``.
     """
-    folder = Path(root) / name
-    if not folder.is_dir() and (Path(root) / "TU" / name).is_dir():
-        folder = Path(root) / "TU" / name  # root is the data root holding TU/
-    if not folder.is_dir():
-        raise DataFormatError(f"TU dataset folder not found: {folder} (nor {Path(root) / 'TU' / name})")
+    folder = tu_folder(root, name)
     path_a = _find(folder, name, "A", required=True)
     path_gi = _find(folder, name, "graph_indicator", required=True)
     path_gl = _find(folder, name, "graph_labels", required=True)

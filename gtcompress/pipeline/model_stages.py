@@ -62,16 +62,11 @@ def _given(ctx: RunContext, src: Path) -> ModelArtifact:
 
 
 def _content_digest(src: Path) -> str:
-    """SHA-256 of a checkpoint's files (``config.json`` and the weights), read in blocks."""
-    import hashlib
+    """SHA-256 over a checkpoint's files (``config.json`` and the weights), each by name and hash."""
+    from gtcompress.checkpoint import _sha256
 
-    h = hashlib.sha256()
-    for f in sorted(p for p in src.iterdir() if p.is_file()) if src.is_dir() else []:
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+    files = sorted(p for p in src.iterdir() if p.is_file()) if src.is_dir() else []
+    return stage_key(*((f.name, _sha256(f)) for f in files))
 
 
 def _check_given(ctx: RunContext, src: Path, meta: dict[str, Any]) -> None:

@@ -101,31 +101,31 @@ def _data_key(config: PipelineConfig) -> str:
 
 def _data_files(name: str, root: str | None) -> list[Any]:
     """Where a file-based dataset (``tu:``, ``ogb:``, ``molhiv``) is read from and each of its files'
-    path, size and mtime: a dataset changed on disk under the same name is a new dataset (its cached
-    models and metrics are not). Generated datasets have none; a folder not found gives none (the
-    load fails with its own error)."""
+    path, size and mtime (the loaders say which files): a dataset changed on disk under the same
+    name is a new dataset (its cached models and metrics are not). Generated datasets have none; a
+    folder not found gives none (the load fails with its own error)."""
     from gtcompress.data import default_data_root
+    from gtcompress.errors import DataFormatError
 
     base = Path(root).expanduser() if root else default_data_root()
     kind, _, sub = name.strip().partition(":")
-    kind = kind.lower()
-    if kind == "tu":
-        folders = [f for f in (base / sub, base / "TU" / sub) if f.is_dir()][:1]
-    elif kind == "ogb":
-        from gtcompress.data.ogb import _resolve
-        from gtcompress.errors import DataFormatError
+    try:
+        if kind.lower() == "tu":
+            from gtcompress.data.tu import tu_folder
 
-        try:
-            folders = [_resolve(base, sub)]
-        except DataFormatError:
-            folders = []
-    elif kind == "molhiv":  # the data root holds other datasets too: the CSV and the split folders only
-        folders = [d for d in (base / "split", base / "split_recomputed") if d.is_dir()]
-    else:
-        return []
-    files = sorted(f for d in folders for f in d.rglob("*") if f.is_file())
-    if kind == "molhiv":
-        files += [f for f in (base / "HIV.csv.gz", base / "HIV.csv") if f.is_file()]
+            files = sorted(f for f in tu_folder(base, sub).rglob("*") if f.is_file())
+        elif kind.lower() == "ogb":
+            from gtcompress.data.ogb import _resolve
+
+            files = sorted(f for f in _resolve(base, sub).rglob("*") if f.is_file())
+        elif kind.lower() == "molhiv":
+            from gtcompress.data.molecules import molhiv_files
+
+            files = molhiv_files(base)
+        else:
+            return []
+    except DataFormatError:
+        files = []
     return [str(base.resolve()), *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)]
 
 
