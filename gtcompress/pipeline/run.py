@@ -16,12 +16,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
+from gtcompress.errors import ConfigError
 from gtcompress.pipeline import DEFAULT_OUT
 from gtcompress.pipeline.cache import StageCache, code_fingerprint, stage_key
 from gtcompress.pipeline.config import PipelineConfig
@@ -31,7 +33,10 @@ from gtcompress.pipeline.measure import evaluate_onnx, read_spec, time_side_by_s
 from gtcompress.pipeline.model_stages import compress_stages, dense_models
 from gtcompress.pipeline.report import build_report, write_report
 
-__all__ = ["run_pipeline"]
+__all__ = ["LOCK_NAME", "run_pipeline"]
+
+#: The file in ``--out`` a run holds locked (``filelock``), so that two runs never share a folder.
+LOCK_NAME = ".pipeline.lock"
 
 
 def run_pipeline(
@@ -48,9 +53,12 @@ def run_pipeline(
         config = PipelineConfig.default().with_overrides(config or {})
     config.check()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; the pipeline writes its run into a folder")
     created = not out.exists()
     try:
-        return _run(config, out, log or _rich_print)
+        with _only_run(out):
+            return _run(config, out, log or _rich_print)
     except BaseException:
         if created:  # a run refused before any stage wrote a file leaves no empty --out behind
             _remove_empty_dirs(out)
@@ -82,11 +90,33 @@ def _run(config: PipelineConfig, out: Path, log: Callable[[str], None]) -> dict[
     return report
 
 
+@contextlib.contextmanager
+def _only_run(out: Path) -> Iterator[None]:
+    """Hold ``out/.pipeline.lock`` for the run: two runs writing one folder would interleave their
+    stages' files under one manifest, so the second is refused while the first holds the lock. The OS
+    drops the lock when its process dies, so a killed run never blocks the next one."""
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(out / LOCK_NAME, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(
+            f"--out {out}: another `gtc pipeline` is running into this folder; wait for it to finish, "
+            "or give another --out"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _remove_empty_dirs(root: Path) -> None:
-    """Remove ``root`` and the directories under it that hold no file; files and what holds them stay
-    (a finished stage's result is resumable)."""
+    """Remove ``root`` and the directories under it that hold no file (but the run's lock); files and
+    what holds them stay (a finished stage's result is resumable)."""
     if root.is_symlink() or not root.is_dir():
         return
+    with contextlib.suppress(OSError):
+        (root / LOCK_NAME).unlink()
     for here, _, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
         with contextlib.suppress(OSError):  # not empty
             os.rmdir(here)

@@ -534,3 +534,32 @@ def test_a_dataset_changed_on_disk_is_a_new_dataset(tmp_path, monkeypatch) -> No
     monkeypatch.setenv("GTCOMPRESS_DATA", str(tmp_path / "b"))
     assert _data_key(cfg) != changed
     assert _data_key(load_config(None, ["data.name=cluster"])) == _data_key(load_config(None, ["data.name=cluster"]))
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path) -> None:
+    """Two runs into one --out would interleave stage files under one manifest: while one holds the
+    folder's lock, another is refused before any stage, and leaves the folder as it was."""
+    from filelock import FileLock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with FileLock(out / pipeline.LOCK_NAME, timeout=0), pytest.raises(ConfigError) as e:
+        run_pipeline(load_config(None, TINY), out, log=lambda _: None)
+    assert str(e.value) == (
+        f"--out {out}: another `gtc pipeline` is running into this folder; wait for it to finish, or give another --out"
+    )
+    assert sorted(p.name for p in out.iterdir()) == [pipeline.LOCK_NAME]
+
+
+def test_the_lock_of_a_finished_run_does_not_block_the_next(run) -> None:
+    out, report = run
+    assert (out / pipeline.LOCK_NAME).exists()
+    assert run_pipeline(load_config(None, TINY), out, log=lambda _: None) == report
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path) -> None:
+    (out := tmp_path / "run").write_text("mine")
+    with pytest.raises(ConfigError) as e:
+        run_pipeline(load_config(None, TINY), out, log=lambda _: None)
+    assert str(e.value) == f"--out {out}: is a file; the pipeline writes its run into a folder"
+    assert out.read_text() == "mine"
