@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "report.json"]
-    tmp = paths[0].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, paths[0])
+    paths = [out / "report.json"]  # written last: a report.json beside plots means they are its own
     models = report["models"]
     s = report["settings"]
     ref_nodes, ref_batch = _reference(report)
@@ -82,8 +80,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
         ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(out / "latency_vs_size.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    _save(fig, paths[-1])
 
     # 2. latency distribution at the reference configuration
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(models) * len(s["threads"])), 4))
@@ -100,8 +97,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     paths.append(out / "latency_distribution.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    _save(fig, paths[-1])
 
     # 3. per-op breakdown: top op types per model, stacked shares
     fig, ax = plt.subplots(figsize=(8, 2.4 + 0.6 * len(models)))
@@ -126,8 +122,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     fig.legend(ncol=5, fontsize=7, loc="lower center")
     fig.tight_layout(rect=(0, 0.18, 1, 1))
     paths.append(out / "op_breakdown.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    _save(fig, paths[-1])
 
     # 4. models side by side (dense vs compressed…) at the reference configuration per thread count (+ GPU runs)
     groups = [*s["threads"], *([None] if any(r["threads"] is None for m in models for r in m["results"]) else [])]
@@ -154,9 +149,29 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     paths.append(out / "models.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    _save(fig, paths[-1])
+    _write_atomic(paths[0], lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     return paths
+
+
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    try:
+        _write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` a temp file beside ``path``, then rename it over ``path``: a killed run leaves the
+    old file or the new one, never half a PNG (the temp is removed on failure)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _run_label(m: dict[str, Any], threads: int | None, sep: str = " · ") -> str:

@@ -66,6 +66,34 @@ def test_write_report(report, tmp_path: Path) -> None:
     validate_report(json.loads((tmp_path / "out" / "report.json").read_text()))
 
 
+def test_a_report_killed_while_plotting_leaves_the_old_one_whole(report, tmp_path: Path, monkeypatch) -> None:
+    """Plots are renamed into place and report.json is written last: a run that dies on the third
+    plot leaves the previous report.json and PNGs as they were, and no temp file."""
+    from matplotlib.figure import Figure
+
+    report.pop("_events", None)
+    out = tmp_path / "out"
+    write_report(report, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    calls = {"n": 0}
+    savefig = Figure.savefig
+
+    def dies_third(self, fname, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            Path(fname).write_bytes(b"half a png")
+            raise KeyboardInterrupt
+        return savefig(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", dies_third)
+    changed = {**report, "created": "later"}
+    with pytest.raises(KeyboardInterrupt):
+        write_report(changed, out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+    assert (out / "report.json").read_bytes() == before["report.json"]
+    assert (out / "op_breakdown.png").read_bytes() == before["op_breakdown.png"]
+
+
 def test_in_process_and_errors(exported) -> None:
     rep = profile_models(
         [exported["graph"].path],
