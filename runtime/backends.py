@@ -193,7 +193,10 @@ class TensorRTBackend:
 
     platform = "tensorrt_plan"
 
-    def __init__(self, path: Path, plugin: bool) -> None:
+    def __init__(self, path: Path, plugin: bool, device: int = 0) -> None:
+        """``device``: the GPU the engine lives on. CUDA's current device is per thread and an engine
+        and its buffers belong to the device current when they were made, so it is made current
+        here and again in every :meth:`run` (Triton calls ``execute`` from its own threads)."""
         from trt_plugins.tensorrt_plugin import TensorRTNotAvailableError, import_tensorrt, register_plugin
 
         try:
@@ -203,6 +206,8 @@ class TensorRTBackend:
         except TensorRTNotAvailableError as e:
             raise SessionError(str(e)) from None
         self.trt, self.cudart = trt, _load_cudart()
+        self.device = device
+        _cuda(self.cudart.cudaSetDevice(device))
         self.logger = trt.Logger(trt.Logger.WARNING)
         trt.init_libnvinfer_plugins(self.logger, "")  # ScatterElements with a reduction is a built-in plugin
         self.runtime = trt.Runtime(self.logger)
@@ -264,6 +269,7 @@ class TensorRTBackend:
         h2d = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         with self._lock:
+            _cuda(self.cudart.cudaSetDevice(self.device))
             host = {}
             for info in self.inputs:
                 a = np.ascontiguousarray(inputs[info.name], dtype=info.dtype)
@@ -294,6 +300,8 @@ class TensorRTBackend:
 
     def __del__(self) -> None:
         cudart = getattr(self, "cudart", None)
+        if cudart is not None and getattr(self, "_buffers", None):
+            cudart.cudaSetDevice(self.device)
         for ptr, _ in getattr(self, "_buffers", {}).values():
             if cudart is not None and ptr:
                 cudart.cudaFree(ptr)

@@ -6,6 +6,7 @@ graphs, not tensors::
     sess = GraphSession("gt.onnx")                      # TensorRT EP > CUDA EP > CPU
     outs = sess.run([g1, g2, g3])                       # one output array per graph
     sess = GraphSession("gt.plan")                      # a TensorRT engine (needs TensorRT + GPU)
+    sess = GraphSession("gt.plan", device="cuda:1")     # ... on the second GPU
     sess = GraphSession("runs/gt", device="cuda")       # a checkpoint on a GPU with torch (+ our kernel)
 
 Per call: each graph is validated against the input spec in the model's metadata (dtype, shape,
@@ -20,8 +21,8 @@ expose the two halves (the profiler times them separately).
 ``threads``/``inter_op_threads`` set ONNX Runtime's thread pools; ``spinning=False`` stops idle
 intra-op threads from busy-waiting, which a server (whose event loop needs the same cores) wants.
 
-A gtcompress *checkpoint* (the directory ``gtc train``/``gtc prune`` write), or any path given
-with ``device=``, runs on :class:`runtime.torch_backend.TorchBackend` — torch and our kernel on a
+A gtcompress *checkpoint* (the directory ``gtc train``/``gtc prune`` write), or any path but a
+TensorRT plan given with ``device=``, runs on :class:`runtime.torch_backend.TorchBackend` — torch and our kernel on a
 GPU without TensorRT (``cuda_graphs=True`` replays captured CUDA graphs per padded size bucket).
 That module, and with it torch, is imported only then: this module never imports torch.
 """
@@ -80,6 +81,16 @@ def resolve_model_path(path: str | Path) -> Path:
     return p
 
 
+def _gpu_index(device: str | None, path: Path) -> int:
+    """The GPU a TensorRT plan runs on: ``None``/``"cuda"`` is GPU 0, ``"cuda:N"`` is GPU N."""
+    if device is None or device == "cuda":
+        return 0
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or not index.isdigit():
+        raise SessionError(f"{path}: a TensorRT plan runs on a GPU; device must be 'cuda' or 'cuda:N', got {device!r}")
+    return int(index)
+
+
 class GraphSession:
     """A model exported by gtcompress (or a checkpoint, with torch), run on graphs. See the module docstring."""
 
@@ -102,7 +113,8 @@ class GraphSession:
         self.validate = validate
         self.backend: Backend
         self.model: ModelSpec
-        on_torch = device is not None or cuda_graphs or is_checkpoint(path)
+        is_plan = Path(path).suffix in PLAN_SUFFIXES
+        on_torch = (device is not None and not is_plan) or cuda_graphs or is_checkpoint(path)
         self.path = Path(path) if on_torch else resolve_model_path(path)
         if on_torch:
             if providers is not None:
@@ -113,7 +125,9 @@ class GraphSession:
         elif self.path.suffix in PLAN_SUFFIXES:
             meta = {"input_spec": _spec_json(spec)} if spec is not None else plan_metadata(self.path)
             self.model = model_spec(meta, str(self.path))
-            self.backend = TensorRTBackend(self.path, plugin=self.model.spec.lowering is Lowering.PLUGIN)
+            self.backend = TensorRTBackend(
+                self.path, plugin=self.model.spec.lowering is Lowering.PLUGIN, device=_gpu_index(device, self.path)
+            )
         else:
             ort_backend = OrtBackend(
                 self.path,

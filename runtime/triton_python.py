@@ -138,7 +138,8 @@ class GraphBatchModel:
         """``instance``: Triton's ``(model_instance_kind, model_instance_device_id)`` for this
         instance. An ONNX model runs where the config's instance group puts it: on CPU for
         ``KIND_CPU`` (what the repository writer declares), on that GPU for ``KIND_GPU``, never on
-        whatever ONNX Runtime finds first (N CPU instances all on GPU 0 otherwise)."""
+        whatever ONNX Runtime finds first (N CPU instances all on GPU 0 otherwise). A TensorRT plan
+        runs on the instance's GPU for ``KIND_GPU``, on GPU 0 otherwise."""
         self.name = str(config.get("name") or Path(model_dir).name)
         version_dir = Path(model_dir) / str(version)
         params = config_parameters(config)
@@ -162,14 +163,16 @@ class GraphBatchModel:
             max_requests=max(1, int(config.get("max_batch_size") or 1)),
         )
         path = model_file(version_dir, params)
-        providers = None
+        providers, gpu = None, None
         if instance is not None and path.suffix == ".onnx":
             kind, device = instance
             if kind == "CPU":
                 providers = ["CPUExecutionProvider"]
             elif kind == "GPU":
                 providers = [("CUDAExecutionProvider", {"device_id": int(device)}), "CPUExecutionProvider"]
-        session = GraphSession(path, providers, threads=threads or None, spinning=False)
+        elif instance is not None and instance[0] == "GPU":  # a plan: on this instance's GPU, not GPU 0
+            gpu = f"cuda:{int(instance[1])}"
+        session = GraphSession(path, providers, threads=threads or None, spinning=False, device=gpu)
         self.served = ServedModel(self.name, session, batch=batch, version=str(version))
         self.batch = self.served.batch  # tightened by a TensorRT profile's maxima
         self.output_name = session.output_name

@@ -165,6 +165,34 @@ print(len(ours), m.calls)
     assert (vendor / "runtime" / "triton_python.py").is_file() and not (vendor / "trt_plugins").exists()
 
 
+@pytest.mark.parametrize(("instance", "gpu"), [(("GPU", 1), 1), (("CPU", 0), 0), (None, 0)])
+def test_a_plan_instance_runs_on_its_instance_gpu(
+    config, node_repo, exported, tmp_path, monkeypatch, instance, gpu
+) -> None:
+    """A TensorRT plan in a KIND_GPU instance on GPU 1 ran on GPU 0 (CUDA's default device), so N
+    instances over N GPUs all loaded GPU 0. TensorRT and CUDA are fakes here (see test_tensorrt_backend)."""
+    import shutil
+
+    import trt_plugins.tensorrt_plugin as trt_plugin
+    from runtime import backends
+    from tests.runtime.test_tensorrt_backend import FakeCuda, fake_tensorrt
+
+    repo = tmp_path / node_repo.name
+    shutil.copytree(node_repo, repo)
+    (repo / "1" / "model.plan").write_bytes(b"engine")
+    cuda = FakeCuda(gpus=2)
+    trt = fake_tensorrt(repo / "1" / "model.onnx", cuda)
+    monkeypatch.setattr(trt_plugin, "import_tensorrt", lambda: (trt, None))
+    monkeypatch.setattr(backends, "_load_cudart", lambda: cuda)
+    model = GraphBatchModel(repo, 1, config(repo, gtcompress_model_file="model.plan"), instance)
+    assert model.session.path.name == "model.plan" and model.session.backend.device == gpu
+    graphs = exported["teddy"].graphs(2, seed=4)
+    outs = model.answer([_request(g) for g in graphs])
+    sess = GraphSession(exported["teddy"].path)
+    for out, g in zip(outs, graphs, strict=True):
+        np.testing.assert_allclose(out, sess.run(g)[0][None], atol=1e-6)
+
+
 def test_an_onnx_instance_runs_where_its_instance_group_puts_it(config, node_repo) -> None:
     """A KIND_CPU instance (what the writer declares) took whatever ONNX Runtime found first: with
     onnxruntime-gpu and a GPU, every CPU instance ran on GPU 0."""
