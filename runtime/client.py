@@ -115,7 +115,7 @@ def raw_request(graphs: Sequence[Any], spec: SpecArg) -> tuple[dict[str, np.ndar
     # Checked and put in the model's dtypes as the pre-processed path does (float64 features or lists,
     # which GraphSession takes, were refused by the server as FP64 for an FP32 input, or crashed); a
     # graph without nodes is refused: the server would answer fewer rows than sent. The PE is the
-    # server's to compute; a union keeps its count of graphs (empty ones at its end included).
+    # server's to compute; a union ending in graphs without nodes is refused by validate_graph.
     raw = [as_numpy_graph(g) for g in graphs]
     items = [
         replace(validate_graph(g, typed, f"graph {i}: " if len(raw) > 1 else ""), pe={}, graphs=g.graphs)

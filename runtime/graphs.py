@@ -86,7 +86,13 @@ def as_numpy_graph(obj: Any) -> NumpyGraph:
     pe = {}
     if isinstance(pe_raw, dict):
         pe = {k: (v.numpy() if hasattr(v, "numpy") and not isinstance(v, np.ndarray) else v) for k, v in pe_raw.items()}
-    return NumpyGraph(x=x, edge_index=ei, edge_attr=get("edge_attr"), batch=get("batch"), pe=pe)
+    batch = get("batch")
+    # A batch object's count of graphs (GraphBatch, PyG Batch: num_graphs) is kept where its batch vector
+    # names fewer, so that validate_graph refuses the graphs without nodes at its end, not loses them.
+    count = None if isinstance(obj, dict) or batch is None else getattr(obj, "num_graphs", None)
+    named = int(np.asarray(batch)[-1]) + 1 if count is not None and np.size(batch) else 1
+    graphs = int(count) if isinstance(count, int | np.integer) and count > named else None
+    return NumpyGraph(x=x, edge_index=ei, edge_attr=get("edge_attr"), batch=batch, pe=pe, graphs=graphs)
 
 
 def _array(value: Any, name: str) -> np.ndarray:
@@ -222,6 +228,16 @@ def validate_graph(g: NumpyGraph, spec: InputSpec, where: str = "", *, batch_che
     batch = g.batch if g.batch is None or batch_checked else check_batch_vector(g.batch, n)
     if batch is not None:
         check_edges_within_graphs(ei, batch, where)
+    named = int(batch[n - 1]) + 1 if batch is not None else 1
+    if g.graphs is not None and g.graphs > named:
+        # A union counting graphs past its batch vector's last id ends in graphs without nodes
+        # (union_graphs, GraphBatch.to_numpy keep them). The returned graph cannot carry them on, so a
+        # graph-level answer had fewer rows than graphs sent; refused like an empty graph in a list.
+        raise ShapeError(
+            "x",
+            f"{where}graph {named} of the union has no nodes (it counts {g.graphs} graphs, its batch vector "
+            f"names {named}); a graph needs at least one node",
+        )
     pe = {}
     for kind, k in spec.pe.items():
         if kind not in g.pe or g.pe[kind] is None:

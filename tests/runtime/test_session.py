@@ -16,6 +16,7 @@ import torch
 from onnx import TensorProto, helper
 
 from gtcompress.errors import GraphValidationError, GTCompressError
+from gtcompress.graph import GraphBatch
 from gtcompress.preprocess import NumpyGraph, union_graphs
 from gtcompress.preprocess.teddy import teddy_sparsify
 from runtime.client import prepare_request, raw_request
@@ -91,6 +92,26 @@ def test_a_graph_without_nodes_is_refused_on_both_request_paths(exported) -> Non
     for make in (raw_request, prepare_request):
         with pytest.raises(ShapeError, match=r"^input 'x': graph 2: a graph needs at least one node$"):
             make(graphs, ex.spec)
+
+
+def test_a_union_ending_in_a_graph_without_nodes_is_refused(exported) -> None:
+    """union_graphs and GraphBatch.to_numpy count graphs without nodes at a union's end, which its batch
+    vector cannot name; validation dropped the count, and a graph-level model answered 1 row for 2 graphs."""
+    ex = exported["graph"]
+    sess = GraphSession(ex.path, ["cpu"])
+    empty = NumpyGraph(np.zeros((0, ex.spec.x.dim), np.float32), np.zeros((2, 0), np.int64))
+    union = union_graphs([ex.graphs(1, seed=7)[0], empty])
+    assert union.num_graphs == 2
+    msg = r"^input 'x': graph 1 of the union has no nodes \(it counts 2 graphs, its batch vector names 1\); "
+    for make in (sess.run, lambda u: prepare_request(u, ex.spec), lambda u: raw_request([u], ex.spec)):
+        with pytest.raises(ShapeError, match=msg):
+            make(union)
+    as_torch = GraphBatch.from_numpy(union)  # a batch object's num_graphs counts the empty graph too
+    with pytest.raises(ShapeError, match=msg):
+        sess.run(as_torch)
+    with pytest.raises(ShapeError, match=r"^input 'x': graph 1: graph 1 of the union has no nodes"):
+        sess.run([ex.graphs(1, seed=8)[0], union])
+    assert len(sess.run(union_graphs([ex.graphs(1, seed=7)[0], ex.graphs(1, seed=8)[0]]))[0]) == 2
 
 
 def test_raw_requests_are_in_the_models_dtypes_like_the_preprocessed_ones(exported) -> None:
