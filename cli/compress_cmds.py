@@ -228,7 +228,8 @@ def sparsify_cmd(
     if edges > 0:
         console.print(
             "[yellow]note:[/] this model expects TEDDY-sparsified inputs "
-            "(gtcompress.preprocess.teddy.teddy_sparsify, recorded under 'teddy' in config.json)"
+            "(gtcompress.preprocess.teddy.teddy_sparsify with the edges, per_graph and threshold recorded under "
+            "'teddy' in config.json)"
         )
 
 

@@ -257,13 +257,12 @@ def validate_graph(g: NumpyGraph, spec: InputSpec, where: str = "", *, batch_che
 
 def apply_teddy(g: NumpyGraph, cfg: TeddyConfig, spec: InputSpec) -> NumpyGraph:
     """TEDDY on one graph (or union): drop its lowest-scoring non-loop edges, forget stale PE."""
-    from gtcompress.preprocess.teddy import teddy_edge_scores, teddy_keep_mask
+    from gtcompress.preprocess.teddy import teddy_keep_mask, teddy_threshold_mask
 
     if g.num_edges == 0:
         return g
     if cfg.threshold is not None:  # TEDDY's global rule: one score threshold fixed at training time
-        score = teddy_edge_scores(g.edge_index, g.num_nodes)
-        keep = (score >= cfg.threshold) | (g.edge_index[0] == g.edge_index[1])
+        keep = teddy_threshold_mask(g.edge_index, g.num_nodes, cfg.threshold)
     else:
         batch = g.batch if g.batch is not None else np.zeros(g.num_nodes, dtype=np.int64)
         keep = teddy_keep_mask(g.edge_index, g.num_nodes, cfg.ratio, batch, per_graph=cfg.per_graph)

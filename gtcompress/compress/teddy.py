@@ -46,7 +46,7 @@ from gtcompress.errors import ConfigError
 from gtcompress.graph import GraphBatch
 from gtcompress.models.model import GraphModel
 from gtcompress.preprocess.pe import laplacian_pe, rwse
-from gtcompress.preprocess.teddy import teddy_edge_scores, teddy_keep_mask
+from gtcompress.preprocess.teddy import teddy_edge_scores, teddy_keep_mask, teddy_threshold_mask
 from gtcompress.train.loop import TrainConfig, check_time_budget, evaluate, seed_everything, train
 
 __all__ = ["SparsifyConfig", "SparsifyResult", "TeddyEdges", "sparsify_dataset", "sparsify_model"]
@@ -72,8 +72,7 @@ class TeddyEdges:
         batch = g.batch.cpu().numpy() if g.batch is not None else None
         if self.per_graph:
             return teddy_keep_mask(ei, g.num_nodes, self.ratio, batch, per_graph=True)
-        score = teddy_edge_scores(ei, g.num_nodes)
-        return (score >= float(self.threshold)) | (ei[0] == ei[1])  # type: ignore[arg-type]
+        return teddy_threshold_mask(ei, g.num_nodes, float(self.threshold))  # type: ignore[arg-type]
 
     def __call__(self, g: GraphBatch) -> GraphBatch:
         if self.ratio == 0.0:

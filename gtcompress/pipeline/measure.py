@@ -64,7 +64,9 @@ def _request_graphs(ds: GraphDataset, teddy: Mapping[str, Any] | None, limit: in
     if teddy:
         from gtcompress.preprocess.teddy import teddy_sparsify
 
-        graphs = [teddy_sparsify(g, teddy["edges"], teddy.get("per_graph", True)) for g in graphs]
+        graphs = [
+            teddy_sparsify(g, teddy["edges"], teddy.get("per_graph", True), teddy.get("threshold")) for g in graphs
+        ]
     return graphs
 
 
@@ -154,5 +156,5 @@ def _prepare(batch: NumpyGraph, spec: InputSpec, teddy: Mapping[str, Any] | None
     if teddy:
         from gtcompress.preprocess.teddy import teddy_sparsify
 
-        batch = teddy_sparsify(batch, teddy["edges"], teddy.get("per_graph", True))
+        batch = teddy_sparsify(batch, teddy["edges"], teddy.get("per_graph", True), teddy.get("threshold"))
     return build_inputs(batch, spec)

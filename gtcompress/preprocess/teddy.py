@@ -36,7 +36,7 @@ import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph
 
-__all__ = ["teddy_edge_scores", "teddy_keep_mask", "teddy_node_scores", "teddy_sparsify"]
+__all__ = ["teddy_edge_scores", "teddy_keep_mask", "teddy_node_scores", "teddy_sparsify", "teddy_threshold_mask"]
 
 
 def teddy_node_scores(edge_index: np.ndarray, num_nodes: int) -> np.ndarray:
@@ -142,13 +142,31 @@ def teddy_keep_mask(
     return keep
 
 
-def teddy_sparsify(graph: NumpyGraph, ratio: float, per_graph: bool = True) -> NumpyGraph:
+def teddy_threshold_mask(edge_index: np.ndarray, num_nodes: int, threshold: float) -> np.ndarray:
+    """Boolean ``[E]`` of TEDDY's global rule: an edge stays when its score is at least ``threshold``
+    (fixed on the training split, :func:`gtcompress.compress.teddy.global_threshold`) or it is a
+    self-loop. Scores are per graph even over a disjoint union (see :func:`teddy_edge_scores`)."""
+    ei = np.asarray(edge_index, dtype=np.int64)
+    return (teddy_edge_scores(ei, num_nodes) >= threshold) | (ei[0] == ei[1])
+
+
+def teddy_sparsify(
+    graph: NumpyGraph, ratio: float, per_graph: bool = True, threshold: float | None = None
+) -> NumpyGraph:
     """A copy of ``graph`` (one graph or a disjoint union) without its lowest-scoring edges.
+
+    ``ratio``, ``per_graph`` and ``threshold`` are a TEDDY record's ``edges``, ``per_graph`` and
+    ``threshold`` (a checkpoint's ``teddy`` section). A ``threshold`` (``gtc sparsify --global``)
+    decides alone, as in training and in the runtime: ranking a graph's own edges by ``ratio``
+    instead kept other edges than the model was fine-tuned on.
 
     Node arrays are shared, edge arrays are filtered; positional encodings are *not* recomputed
     (call :mod:`gtcompress.preprocess.pe` afterwards if the model uses them)."""
-    batch = graph.batch if graph.batch is not None else np.zeros(graph.num_nodes, dtype=np.int64)
-    keep = teddy_keep_mask(graph.edge_index, graph.num_nodes, ratio, batch, per_graph)
+    if threshold is not None:
+        keep = teddy_threshold_mask(graph.edge_index, graph.num_nodes, threshold)
+    else:
+        batch = graph.batch if graph.batch is not None else np.zeros(graph.num_nodes, dtype=np.int64)
+        keep = teddy_keep_mask(graph.edge_index, graph.num_nodes, ratio, batch, per_graph)
     return NumpyGraph(
         x=graph.x,
         edge_index=graph.edge_index[:, keep],

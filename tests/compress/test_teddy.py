@@ -4,7 +4,7 @@ import torch
 
 from gtcompress.compress.distill import kd_loss
 from gtcompress.compress.sparsity import cubic_sparsity, l0_project_, projected, prunable_weights
-from gtcompress.compress.teddy import SparsifyConfig, TeddyEdges, sparsify_dataset, sparsify_model
+from gtcompress.compress.teddy import SparsifyConfig, TeddyEdges, global_threshold, sparsify_dataset, sparsify_model
 from gtcompress.data.base import DatasetInfo, FeatureSpec
 from gtcompress.errors import ConfigError
 from gtcompress.graph import collate
@@ -79,6 +79,21 @@ def test_global_mode_uses_one_threshold_and_transform_recomputes_pe() -> None:
     assert single.num_edges == out["train"][0].num_edges  # deployment applies the same rule
     with pytest.raises(ConfigError):
         TeddyEdges(1.0)
+
+
+def test_teddy_sparsify_with_a_global_record_keeps_what_training_kept() -> None:
+    """gtc sparsify --global records edges, per_graph=false and the threshold; teddy_sparsify (what its note
+    points users to) ignored the threshold and ranked each graph's own edges by the ratio instead."""
+    graphs = random_graphs(8, 3)
+    tf = TeddyEdges(0.3, per_graph=False, threshold=global_threshold(graphs, 0.3))
+    rec = tf.to_dict()
+    union = union_graphs([g.to_numpy() for g in graphs])
+    got = teddy_sparsify(union, rec["edges"], rec["per_graph"], rec["threshold"])
+    want = collate([tf(g) for g in graphs])
+    np.testing.assert_array_equal(got.edge_index, want.edge_index.numpy())
+    np.testing.assert_array_equal(got.edge_attr, want.edge_attr.numpy())
+    alone = teddy_sparsify(graphs[0].to_numpy(), rec["edges"], rec["per_graph"], rec["threshold"])
+    np.testing.assert_array_equal(alone.edge_index, tf(graphs[0]).edge_index.numpy())
 
 
 def test_numpy_graph_without_batch() -> None:
