@@ -256,7 +256,13 @@ def validate_graph(g: NumpyGraph, spec: InputSpec, where: str = "", *, batch_che
 
 
 def apply_teddy(g: NumpyGraph, cfg: TeddyConfig, spec: InputSpec) -> NumpyGraph:
-    """TEDDY on one graph (or union): drop its lowest-scoring non-loop edges, forget stale PE."""
+    """TEDDY on one graph (or union): drop its lowest-scoring non-loop edges, forget stale PE.
+
+    A PE kind the record does not recompute (``recompute_pe``) was the original graph's in training
+    (the dataset's PE, which ``TeddyEdges`` leaves alone), so one the graph lacks is computed here,
+    before the edges go: computed later, with the other inputs, it would be the sparsified graph's."""
+    from gtcompress.preprocess.batching import graph_ptr
+    from gtcompress.preprocess.pe import pe_function
     from gtcompress.preprocess.teddy import teddy_keep_mask, teddy_threshold_mask
 
     if g.num_edges == 0:
@@ -267,12 +273,17 @@ def apply_teddy(g: NumpyGraph, cfg: TeddyConfig, spec: InputSpec) -> NumpyGraph:
         batch = g.batch if g.batch is not None else np.zeros(g.num_nodes, dtype=np.int64)
         keep = teddy_keep_mask(g.edge_index, g.num_nodes, cfg.ratio, batch, per_graph=cfg.per_graph)
     stale = set(spec.pe) if cfg.recompute_pe is None else set(cfg.recompute_pe)
+    pe = {k: v for k, v in g.pe.items() if k not in stale}
+    unsparsified = [k for k in spec.pe if k not in stale and k not in pe]
+    if unsparsified:
+        ptr = graph_ptr(g.batch, g.num_nodes, g.num_graphs)
+        pe.update({k: pe_function(k)(g.edge_index, ptr, spec.pe[k]) for k in unsparsified})
     return NumpyGraph(
         x=g.x,
         edge_index=np.ascontiguousarray(g.edge_index[:, keep]),
         edge_attr=None if g.edge_attr is None else np.ascontiguousarray(g.edge_attr[keep]),
         batch=g.batch,
-        pe={k: v for k, v in g.pe.items() if k not in stale},
+        pe=pe,
     )
 
 

@@ -16,7 +16,7 @@ import torch
 from onnx import TensorProto, helper
 
 from gtcompress.errors import GraphValidationError, GTCompressError
-from gtcompress.graph import GraphBatch
+from gtcompress.graph import GraphBatch, collate
 from gtcompress.preprocess import NumpyGraph, union_graphs
 from gtcompress.preprocess.teddy import teddy_sparsify
 from runtime.client import prepare_request, raw_request
@@ -228,6 +228,33 @@ def test_teddy_from_metadata_sparsifies_incoming_graphs(exported) -> None:
     prepared = sess.prepare(graphs)
     assert prepared.inputs["edge_index"].shape[1] < sum(g.num_edges for g in graphs)
     assert sess.prepare(graphs, teddy=False).inputs["edge_index"].shape[1] == sum(g.num_edges for g in graphs)
+
+
+def test_teddy_keeps_the_original_graphs_pe_where_training_did_not_recompute_it() -> None:
+    """SparsifyConfig(recompute_pe=False) trains on the dataset's PE of the original graphs and records
+    'pe': {}; deployments computed the missing PE after TEDDY, on the sparsified graph (|diff| 0.42)."""
+    from gtcompress.compress.teddy import TeddyEdges
+    from gtcompress.preprocess.pe import rwse
+    from gtcompress.preprocess.spec import FeatureInput, InputSpec, OutputSpec
+
+    rng = np.random.default_rng(0)
+    graphs, trained = [], []
+    for n in (12, 9):
+        a = np.triu(rng.random((n, n)) < 0.4, 1)
+        ei = np.stack(np.nonzero(a | a.T))
+        graphs.append(NumpyGraph(np.zeros((n, 1), np.float32), ei))
+        pe = {"rwse": torch.from_numpy(rwse(ei, np.array([0, n]), 4))}  # data.base.add_pe, then TEDDY
+        trained.append(GraphBatch(torch.zeros(n, 1), torch.from_numpy(ei), pe=pe))
+    tf = TeddyEdges(0.3, pe={})
+    spec = InputSpec(
+        "gt", "node", "scatter", FeatureInput("float", 1), OutputSpec("out", 2, "node"), pe={"rwse": 4},
+        teddy=tf.to_dict(),
+    )  # fmt: skip
+    want = [tf(g) for g in trained]
+    for items, ref in (([graphs[0]], want[:1]), (graphs, want), ([union_graphs(graphs)], want)):
+        got, batch = prepare_request(items, spec).inputs, collate(ref)
+        np.testing.assert_array_equal(got["edge_index"], batch.edge_index.numpy())
+        np.testing.assert_array_equal(got["pe_rwse"], batch.pe["rwse"].numpy())
 
 
 def test_session_errors(tmp_path: Path, exported) -> None:
