@@ -107,6 +107,10 @@ def _array(value: Any, name: str) -> np.ndarray:
 def _check_features(a: np.ndarray, fspec: FeatureInput, name: str, rows: int, rows_name: str) -> np.ndarray:
     """dtype, shape ``[rows, dim]``, finiteness or categorical range; returns the array in the spec dtype."""
     dim = fspec.dim
+    if rows == 0 and a.size == 0 and a.shape in ((0,), (0, dim)):
+        # No rows, e.g. the edge features of a graph without edges written as a list ([]): numpy reads
+        # an empty list as float64, which says nothing of the dtype meant.
+        return np.zeros((0, dim), dtype=np.dtype(fspec.dtype))
     if a.ndim == 1 and dim == 1:
         a = a[:, None]
     if a.ndim != 2:
@@ -206,6 +210,10 @@ def validate_graph(g: NumpyGraph, spec: InputSpec, where: str = "", *, batch_che
         raise ShapeError("x", f"{where}a graph needs at least one node")
     x = _check_features(x, spec.x, "x", n, "nodes")
     ei = _array(g.edge_index, "edge_index")
+    if ei.size == 0 and ei.dtype.kind in "fiu":
+        # A graph without edges written as lists ([[], []] or []): numpy reads an empty list as float64,
+        # which carries no dtype; refusing it as "not integer node ids" blamed the user for numpy's default.
+        ei = np.zeros((2, 0), dtype=np.int64) if ei.shape == (0,) else ei.astype(np.int64)
     if ei.dtype.kind not in "iu":
         raise DTypeError("edge_index", f"{where}expected integer node ids (int64), got {ei.dtype}")
     if ei.ndim != 2 or ei.shape[0] != 2:

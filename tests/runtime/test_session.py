@@ -131,6 +131,26 @@ def test_raw_requests_are_in_the_models_dtypes_like_the_preprocessed_ones(export
         raw_request([], ex.spec)
 
 
+def test_a_graph_without_edges_may_be_written_as_lists(exported, node_sess) -> None:
+    """numpy reads an empty list as float64: a graph without edges sent as lists ([[], []] or [], edge
+    features []) was refused with "expected integer node ids (int64), got float64"."""
+    ex = exported["node"]
+    x = [[1, 2], [0, 1], [4, 0]]
+    typed = NumpyGraph(np.array(x), np.zeros((2, 0), np.int64), np.zeros((0, 2), np.float32))
+    want = node_sess.run(typed)[0]
+    for ei in ([[], []], []):
+        for ea in ([], np.zeros((0, 2))):
+            listed = {"x": x, "edge_index": ei, "edge_attr": ea}
+            np.testing.assert_array_equal(node_sess.run(listed)[0], want)
+            inputs = prepare_request([listed, listed], ex.spec).inputs
+            assert inputs["edge_index"].dtype == np.int64 and inputs["edge_index"].shape == (2, 0)
+            assert inputs["edge_attr"].dtype == np.float32 and inputs["edge_attr"].shape == (0, 2)
+    with pytest.raises(ShapeError, match=r"^input 'edge_index': expected shape \[2, num_edges\], got \[3, 0\]$"):
+        node_sess.run({"x": x, "edge_index": np.zeros((3, 0)), "edge_attr": []})
+    with pytest.raises(DTypeError, match=r"^input 'edge_index': expected integer node ids \(int64\), got float64$"):
+        node_sess.run({"x": x, "edge_index": [[0.0], [1.0]], "edge_attr": [[0.5, 0.5]]})
+
+
 def test_accepts_pyg_like_objects_with_torch_tensors(exported, node_sess) -> None:
     g = exported["node"].graphs(1, seed=4)[0]
     data = SimpleNamespace(
