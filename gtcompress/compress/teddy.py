@@ -97,6 +97,14 @@ class TeddyEdges:
         return {"edges": self.ratio, "per_graph": self.per_graph, "threshold": self.threshold, "pe": self.pe}
 
 
+#: Thresholds for "keep every edge" and "remove every non-loop edge". Both are finite: the threshold is
+#: recorded as JSON in the checkpoint and the model's metadata, where ``-inf``/``inf`` were written as
+#: ``-Infinity``/``Infinity`` (no JSON number) and the runtime refused to load the model. TEDDY scores
+#: are products of two node scores in [0, 1] (ḡ_i / d_i <= 1 / d_i), so these two act as -inf and inf.
+KEEP_ALL_THRESHOLD = 0.0
+DROP_ALL_THRESHOLD = 2.0
+
+
 def global_threshold(graphs: list[GraphBatch], ratio: float) -> float:
     """Score below which ``ratio`` of all non-loop edges of ``graphs`` fall (TEDDY's global rule)."""
     scores = []
@@ -107,9 +115,9 @@ def global_threshold(graphs: list[GraphBatch], ratio: float) -> float:
     allv = np.sort(np.concatenate(scores)) if scores else np.zeros(0)
     n_drop = math.floor(ratio * allv.shape[0] + 0.5)
     if n_drop == 0:
-        return -math.inf
+        return KEEP_ALL_THRESHOLD
     if n_drop >= allv.shape[0]:
-        return math.inf
+        return DROP_ALL_THRESHOLD
     return float(allv[n_drop])  # edges strictly below the (n_drop)-th smallest score go
 
 

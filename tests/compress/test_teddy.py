@@ -96,6 +96,30 @@ def test_teddy_sparsify_with_a_global_record_keeps_what_training_kept() -> None:
     np.testing.assert_array_equal(alone.edge_index, tf(graphs[0]).edge_index.numpy())
 
 
+@pytest.mark.parametrize(("ratio", "kept"), [(0.005, "all"), (0.99, "loops")])
+def test_a_global_threshold_that_keeps_or_drops_every_edge_is_a_json_number(ratio: float, kept: str) -> None:
+    """With ratio x edges rounding to none (or all) of the training split's edges, the threshold was
+    -inf (inf): recorded as -Infinity, no JSON number, and the runtime refused to load the model."""
+    import json
+
+    from runtime.spec import teddy_config
+
+    g = collate(random_graphs(3, 4))
+    graphs = [g]
+    ei = g.edge_index.numpy()
+    loops = np.array([[0, 1], [0, 1]])
+    g.edge_index = torch.from_numpy(np.concatenate([ei, loops], axis=1))
+    g.edge_attr = torch.cat([g.edge_attr, g.edge_attr[:2]])
+    tf = TeddyEdges(ratio, per_graph=False, threshold=global_threshold(graphs, ratio))
+    cfg = teddy_config({"teddy": json.dumps(tf.to_dict(), allow_nan=False)})
+    assert cfg is not None and cfg.threshold == tf.threshold
+    out = tf(g).edge_index.numpy()
+    want = np.concatenate([ei, loops], axis=1) if kept == "all" else loops
+    np.testing.assert_array_equal(out, want)
+    got = teddy_sparsify(g.to_numpy(), cfg.ratio, cfg.per_graph, cfg.threshold)
+    np.testing.assert_array_equal(got.edge_index, want)
+
+
 def test_numpy_graph_without_batch() -> None:
     g = NumpyGraph(x=np.zeros((4, 1), np.float32), edge_index=EI)
     assert teddy_sparsify(g, 0.5).num_edges == 5
