@@ -111,6 +111,9 @@ class InputSpec:
         unknown = [k for k in self.pe if k not in PE_KINDS]
         if unknown:  # each kind is computed per request by name: another name has no computation
             raise ValueError(f"input spec: unknown PE kind {unknown[0]!r}; expected {' or '.join(PE_KINDS)}")
+        for kind, width in self.pe.items():  # a width is an array dimension of every request's PE
+            if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+                raise ValueError(f"input spec: PE {kind!r} width must be a positive integer, got {width!r}")
 
     @property
     def node_level(self) -> bool:

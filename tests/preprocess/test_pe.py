@@ -143,3 +143,9 @@ def test_an_unknown_pe_kind_is_refused_at_every_door() -> None:
     with pytest.raises(ValueError) as info:
         InputSpec("gt", "graph", "scatter", FeatureInput("float", 5), OutputSpec("output", 2, "graph"), pe={"lpe": 4})
     assert str(info.value) == "input spec: unknown PE kind 'lpe'; expected lap or rwse"
+    for width in (-1, 0, 2.5, "4", True):  # a hand-written spec: every request failed in numpy instead
+        with pytest.raises(ValueError) as info:
+            InputSpec(
+                "gt", "graph", "scatter", FeatureInput("float", 5), OutputSpec("output", 2, "graph"), pe={"lap": width}
+            )
+        assert str(info.value) == f"input spec: PE 'lap' width must be a positive integer, got {width!r}"
