@@ -218,6 +218,9 @@ def validate_graph(g: NumpyGraph, spec: InputSpec, where: str = "", *, batch_che
         raise DTypeError("edge_index", f"{where}expected integer node ids (int64), got {ei.dtype}")
     if ei.ndim != 2 or ei.shape[0] != 2:
         raise ShapeError("edge_index", f"{where}expected shape [2, num_edges], got {list(ei.shape)}")
+    if ei.dtype.kind == "u" and ei.size and int(ei.max()) >= n:  # before int64, where >= 2**63 wraps negative
+        col = int(np.flatnonzero((ei >= n).any(axis=0))[0])
+        raise EdgeIndexError("edge_index", f"{where}node id {int(ei.max())} out of range for {n} nodes (edge {col})")
     ei = np.ascontiguousarray(ei, dtype=np.int64)
     e = int(ei.shape[1])
     if e:

@@ -57,8 +57,8 @@ def _with(**kw: Any) -> Callable[[], NumpyGraph]:
     return make
 
 
-def _set_first_source(g: NumpyGraph, node: int) -> np.ndarray:
-    ei = g.edge_index.copy()
+def _set_first_source(g: NumpyGraph, node: int, dtype: type = np.int64) -> np.ndarray:
+    ei = g.edge_index.astype(dtype)
     ei[0, 0] = node
     return ei
 
@@ -91,6 +91,8 @@ SESSION_CASES = [
      "input 'edge_index': node id 11 out of range for 8 nodes (edge 0)"),
     ("negative node id", _with(edge_index=lambda g: _set_first_source(g, -2)), EdgeIndexError,
      "input 'edge_index': negative node id -2 (edge 0)"),
+    ("uint64 node id past 2**63", _with(edge_index=lambda g: _set_first_source(g, 2**64 - 2, np.uint64)),
+     EdgeIndexError, "input 'edge_index': node id 18446744073709551614 out of range for 8 nodes (edge 0)"),
     ("edge features missing", _with(edge_attr=None), ShapeError,
      "input 'edge_attr': the model needs edge features; the graph has none"),
     ("edge features, one row too many", _with(edge_attr=np.ones((E + 1, 2), np.float32)), ShapeError,
