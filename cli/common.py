@@ -124,6 +124,18 @@ def seconds(value: float | None) -> float | None:
     return value
 
 
+def learning_rate(value: float | None) -> float | None:
+    """Callback of every learning-rate option: a finite number >= 0.
+
+    ``min=0`` alone lets ``inf`` through, and an infinite learning rate turns every weight NaN in the
+    first optimiser step: when that step is the run's last, no later loss is there to catch it, and
+    ``gtc train``/``gtc sparsify`` wrote a checkpoint of NaN weights and exited 0 (NaN itself is
+    refused by ``min``, as no comparison with it is true; it is refused here as well)."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise typer.BadParameter(f"{value} is not a learning rate (a finite number >= 0)")
+    return value
+
+
 def parse_pe(text: str) -> dict[str, int]:
     """``"lap:8,rwse:20"`` → ``{"lap": 8, "rwse": 20}``; ``"none"`` → ``{}``."""
     if text.strip().lower() in ("", "none"):

@@ -17,7 +17,16 @@ import typer
 
 from cli import compress_cmds, export_cmds, runtime_cmds
 from cli import pipeline as cli_pipeline
-from cli.common import OneLineErrorsGroup, check_checkpoint_out, console, parse_pe, seconds, table, user_errors
+from cli.common import (
+    OneLineErrorsGroup,
+    check_checkpoint_out,
+    console,
+    learning_rate,
+    parse_pe,
+    seconds,
+    table,
+    user_errors,
+)
 from cli.compress_cmds import library_defaults
 
 app = typer.Typer(
@@ -95,7 +104,7 @@ def train(
     dropout: Annotated[float, typer.Option(min=0.0, max=0.9)] = _MODEL["dropout"],
     epochs: Annotated[int, typer.Option(min=1)] = TRAIN_EPOCHS,
     batch_size: Annotated[int, typer.Option(min=1)] = _TRAIN["batch_size"],
-    lr: Annotated[float, typer.Option(min=0.0)] = _TRAIN["lr"],
+    lr: Annotated[float, typer.Option(min=0.0, callback=learning_rate)] = _TRAIN["lr"],
     seed: Annotated[int, typer.Option(min=0, help="Seeds the model, the training and the data split.")] = _TRAIN[
         "seed"
     ],

@@ -17,6 +17,7 @@ fits in about ten minutes on two CPU cores.
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -257,6 +258,8 @@ def _yaml(value: Any) -> str:
 _KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 _PLURAL = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
 _POSITIVE = (lambda v: v > 0), "> 0"
+#: A learning rate: YAML's ``.inf`` passed ``> 0``, and the run trained on it (NaN weights) until a loss caught it.
+_LEARNING_RATE = (lambda v: 0 < v < math.inf), "> 0 (a finite number)"
 _FRACTION = (lambda v: 0 < v <= 1), "in (0, 1]"
 #: PruneConfig's --target-flops range: a budget of 1 keeps every FLOP, and the library refuses it,
 #: but only when the prune stage starts, minutes into the run and naming an option gtc pipeline lacks.
@@ -275,13 +278,13 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.heads": _at_least(1),
     "train.epochs": _at_least(1),
     "train.batch_size": _at_least(1),
-    "train.lr": _POSITIVE,
+    "train.lr": _LEARNING_RATE,
     "sparsify.edges": ((lambda v: 0 <= v < 1), "in [0, 1) (the share of edges TEDDY removes)"),
     "sparsify.epochs": _at_least(0),
     "prune.budgets": _BUDGET,
     "prune.epochs": _at_least(0),
     "prune.finetune_epochs": _at_least(0),
-    "prune.lr": _POSITIVE,
+    "prune.lr": _LEARNING_RATE,
     "prune.token_keep": _FRACTION,
     "export.verify_batches": _at_least(0),
     "profile.threads": _at_least(1),

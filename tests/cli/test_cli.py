@@ -150,14 +150,20 @@ def test_os_errors_naming_a_file_are_one_line_others_are_bugs() -> None:
         (("sparsify", "ck", "--time-budget", "-1"), "error: Invalid value for '--time-budget': -1.0 is not a number"),
         (("prune", "ck", "--time-budget", "nan"), "error: Invalid value for '--time-budget': nan is not a number"),
         (("prune", "ck", "--finetune-time-budget", "inf"), "error: Invalid value for '--finetune-time-budget': inf "),
+        # --out /dev/null: were --lr inf let through, the command would stop there at once, not train
+        (("train", "--lr", "inf", "--out", "/dev/null"), "error: Invalid value for '--lr': inf is not a learning rate"),
+        (("sparsify", "ck", "--edges", "0.3", "--lr", "inf"), "error: Invalid value for '--lr': inf is not a learning"),
+        (("prune", "ck", "--lr", "inf"), "error: Invalid value for '--lr': inf is not a learning rate"),
+        (("prune", "ck", "--gate-lr", "inf"), "error: Invalid value for '--gate-lr': inf is not a learning rate"),
         (("export", "ck", "--profile-graphs", "0"), "error: Invalid value for '--profile-graphs'"),
         (("export", "ck", "--profile-graphs", "-3"), "error: Invalid value for '--profile-graphs'"),
     ],
 )
 def test_out_of_range_options_are_refused_when_parsed(args: tuple[str, ...], message: str) -> None:
     """A negative seed was a ValueError traceback from numpy; a negative or NaN time budget cut
-    training to one epoch without a word; --profile-graphs 0 a traceback from union_graphs (and a
-    negative count silently sliced the list). Refused before anything is loaded."""
+    training to one epoch without a word; an infinite learning rate (``min=0`` lets ``inf`` through)
+    made every weight NaN, and a one-epoch run wrote that checkpoint and exited 0; --profile-graphs 0
+    a traceback from union_graphs (and a negative count silently sliced the list). Refused before anything is loaded."""
     res = _run(*args)
     assert res.exit_code == 2, res.output
     assert res.stderr.startswith(message) and res.stderr.count("\n") == 1, res.stderr

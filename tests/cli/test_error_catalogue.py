@@ -379,6 +379,10 @@ CASES = [
         "removes)",
     ),
     _case(
+        "pipeline --set train.lr=.inf --out {root}/run",
+        "--set train.lr=.inf: train.lr is inf; expected a number > 0 (a finite number)",
+    ),
+    _case(
         "pipeline --set train.heads=3 --out {root}/run",
         "train.hidden 64 must be a multiple of train.heads 3 (each head gets hidden/heads channels)",
     ),
