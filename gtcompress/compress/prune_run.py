@@ -260,9 +260,18 @@ def finetune_pruned(
     show_progress: bool,
     description: str,
 ) -> dict[str, Any]:
-    """KD fine-tuning of the materialised model (+ gradual magnitude pruning for ``weights``)."""
+    """KD fine-tuning of the materialised model (+ gradual magnitude pruning for ``weights``).
+
+    With no fine-tuning epochs the ``weights`` axis is still applied, in one shot (the magnitude
+    projection that ends the gradual schedule, as ``gtc sparsify --epochs 0`` does): returning
+    early left every weight in place while the report and ``config.json`` recorded the requested
+    ``weight_sparsity``."""
     info = data_kd.info
     if epochs <= 0:
+        if cfg.weight_sparsity > 0:
+            params = [p for _, p in prunable_weights(small)]
+            with torch.no_grad():
+                l0_project_(params, round(sum(p.numel() for p in params) * (1.0 - cfg.weight_sparsity)))
         return {"epochs_run": 0}
     tcfg = TrainConfig(
         epochs=epochs,

@@ -208,6 +208,22 @@ def test_weights_axis_reports_sparsity_not_flops(node_data) -> None:
     assert np.isfinite(res.report["metric"]["after"]["val"])
 
 
+@pytest.mark.parametrize("method", [prune_model, random_prune])
+def test_weights_axis_without_finetuning_still_zeroes_weights(node_data, method) -> None:
+    """``gtc prune --weight-sparsity 0.5 --finetune-epochs 0`` zeroed no weight (the projection ran
+    only inside fine-tuning), while config.json recorded weight_sparsity 0.5; ``gtc sparsify
+    --weights 0.5 --epochs 0`` projects in one shot, and so does prune now."""
+    model = tiny_model("gt", node_data.info, attention_layout="sparse")
+    cfg = PruneConfig(
+        target_flops=None, axes=("weights",), weight_sparsity=0.5, epochs=0, finetune_epochs=0, batch_size=8
+    )
+    res = method(model, node_data, cfg, show_progress=False)
+    w = [p for p in res.model.parameters() if p.dim() >= 2]
+    assert sum(int(torch.count_nonzero(p)) for p in w) / sum(p.numel() for p in w) == pytest.approx(0.5, abs=1e-3)
+    assert res.report["settings"]["weight_sparsity"] == 0.5
+    assert 0.3 < res.report["cost"]["after"]["sparsity"] < 0.5
+
+
 def test_a_target_between_the_units_names_only_axes_not_given(tmp_path) -> None:
     """The hint said "add 'ffn' or 'tokens'" to a run whose axes were heads,ffn."""
     from gtcompress.data import load_dataset
