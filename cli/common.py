@@ -136,6 +136,15 @@ def learning_rate(value: float | None) -> float | None:
     return value
 
 
+def finite(value: float | None) -> float | None:
+    """Callback of a float option whose ``min=`` bound lets ``inf`` through, where infinity is no
+    setting: ``gtc serve --max-body-mib inf`` was an OverflowError traceback after the "serving"
+    banner (the limit in bytes), and an infinite batching delay or attention budget means nothing."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 def parse_pe(text: str) -> dict[str, int]:
     """``"lap:8,rwse:20"`` → ``{"lap": 8, "rwse": 20}``; ``"none"`` → ``{}``."""
     if text.strip().lower() in ("", "none"):

@@ -10,13 +10,14 @@ TensorRT (``--providers``); mixing the two up is a one-line error, as is a GPU t
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cli.common import console, user_errors
+from cli.common import console, finite, user_errors
 from cli.compress_cmds import library_defaults
 
 #: ``gtc serve``'s limits default to the server's (read from source: runtime.served imports numpy).
@@ -195,6 +196,7 @@ def serve_cmd(
     max_delay_ms: Annotated[
         float,
         typer.Option(
+            callback=finite,
             min=0.0,
             help="Longest wait for more requests to batch with; a batch waits only while it holds fewer "
             "requests than were recently in flight at once, so a lone client never waits.",
@@ -212,6 +214,7 @@ def serve_cmd(
     max_body_mib: Annotated[
         float,
         typer.Option(
+            callback=finite,
             min=0.001,
             help="Largest request body in MiB, as sent and once gzip/deflate-decoded; a larger one gets 413 "
             "as soon as it passes the limit, without being held in memory.",
@@ -220,6 +223,7 @@ def serve_cmd(
     max_attention_mib: Annotated[
         float,
         typer.Option(
+            callback=finite,
             min=1.0,
             help="For a model that attends densely within each graph (GPS, Graphormer, GT's dense lowering): "
             "largest attention score memory of one request per layer, in MiB, its graphs padded to the "
@@ -252,6 +256,10 @@ def serve_cmd(
         if batching
         else BatchConfig.disabled()
     )
+    # a limit above what a byte count can hold is that many bytes (int(inf) was a traceback)
+    max_body_bytes = int(min(max_body_mib * 1024 * 1024, sys.maxsize))
+    limits = ServerLimits(max_body_bytes=max_body_bytes, max_attention_mib=max_attention_mib)
+    cfg = replace(cfg, max_attention_mib=min(cfg.max_attention_mib, max_attention_mib))
     _check_device([model], device, cuda_graphs, all_checkpoints=True)
     session = GraphSession(
         model, _providers(providers), threads=threads, spinning=False, device=device, cuda_graphs=cuda_graphs
@@ -275,8 +283,6 @@ def serve_cmd(
             f"({'batching ≤ ' + str(max_delay_ms) + ' ms' if batching else 'no batching'}"
             f"{', metrics at /metrics' if metrics else ''}) — Ctrl-C drains and stops"
         )
-        limits = ServerLimits(max_body_bytes=int(max_body_mib * 1024 * 1024), max_attention_mib=max_attention_mib)
-        cfg = replace(cfg, max_attention_mib=min(cfg.max_attention_mib, max_attention_mib))
         serve(
             session,
             model_name,

@@ -140,3 +140,30 @@ def test_profile_refuses_an_out_below_a_file_before_profiling(
     assert _one_error_line(res.output) == (
         f"error: --out {blocker / 'sub' / 'prof'}: {blocker} is a file, so the report folder cannot be made below it"
     )
+
+
+@pytest.mark.parametrize("option", ["--max-body-mib", "--max-delay-ms", "--max-attention-mib"])
+def test_serve_refuses_an_infinite_limit_before_anything(app, exported, option: str, monkeypatch) -> None:
+    """``min=`` lets ``inf`` through: --max-body-mib inf was an OverflowError traceback (int(inf)
+    bytes) after the "serving" banner; an infinite delay or attention budget is no setting either."""
+    import runtime.server
+    from cli.main import app as gtc  # the one-line errors of the real app
+
+    monkeypatch.setattr(runtime.server, "serve", _must_not_run)
+    res = runner.invoke(gtc, ["serve", str(exported["node"].path), option, "inf", "--port", "0"])
+    assert res.exit_code == 2
+    assert f"Invalid value for '{option}': inf is not a finite number" in _one_error_line(res.output)
+
+
+def test_serve_body_limit_beyond_a_byte_count_is_the_largest_one(app, exported, monkeypatch) -> None:
+    """--max-body-mib 1e306 is finite, but not in bytes (x 2**20 overflows to inf): the OverflowError
+    traceback came after the banner; such a limit is the largest byte count, i.e. no limit."""
+    import sys
+
+    import runtime.server
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(runtime.server, "serve", lambda *a, **kw: seen.update(kw))
+    res = runner.invoke(app, ["serve", str(exported["node"].path), "--max-body-mib", "1e306", "--port", "0"])
+    assert res.exit_code == 0, res.output
+    assert seen["limits"].max_body_bytes == sys.maxsize  # type: ignore[attr-defined]
