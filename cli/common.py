@@ -139,7 +139,8 @@ def learning_rate(value: float | None) -> float | None:
 def finite(value: float | None) -> float | None:
     """Callback of a float option whose ``min=`` bound lets ``inf`` through, where infinity is no
     setting: ``gtc serve --max-body-mib inf`` was an OverflowError traceback after the "serving"
-    banner (the limit in bytes), and an infinite batching delay or attention budget means nothing."""
+    banner (the limit in bytes), ``gtc profile --degree inf`` one under the progress bar (edges per
+    graph), and an infinite batching delay or attention budget means nothing."""
     if value is not None and not math.isfinite(value):
         raise typer.BadParameter(f"{value} is not a finite number")
     return value

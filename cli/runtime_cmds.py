@@ -61,6 +61,27 @@ def _check_out_dir(out: Path) -> None:
         raise GTCompressError(f"--out {out}: {parent} is not writable")
 
 
+def _check_graph_memory(nodes: int, graphs: int, degree: float) -> None:
+    """Refuse sizes whose random graphs alone cannot fit in this machine's memory, before any model
+    is loaded: ``--sizes 100000000000`` or ``--degree 1e12`` was a numpy ArrayMemoryError traceback
+    ("Unable to allocate 5.82 TiB") under the progress bar. Counted: the int64 edge index of one
+    call's graphs (16 bytes an edge), far less than the model then needs, so no working size is refused."""
+    from gtcompress.errors import GTCompressError
+
+    edges = max(1, round(degree * nodes))
+    need = 16 * edges * graphs
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (not POSIX): nothing to compare with
+        return
+    if need > memory:
+        raise GTCompressError(
+            f"--sizes {nodes} x --degree {degree:g} x --batch-sizes {graphs}: the random graphs of one call "
+            f"({graphs} x {edges} edges) would take {need / 2**30:.1f} GiB for their edge index alone, more than "
+            f"this machine's {memory / 2**30:.1f} GiB of memory; choose smaller --sizes, --degree or --batch-sizes"
+        )
+
+
 def _providers(text: str | None) -> list[str] | None:
     return None if not text else [p.strip() for p in text.split(",") if p.strip()]
 
@@ -115,7 +136,9 @@ def profile_cmd(
     batch_sizes: Annotated[str, typer.Option(help="Graphs per call.")] = "1,16",
     iterations: Annotated[int, typer.Option(min=2, help="Timed iterations per configuration.")] = 50,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed iterations first.")] = 5,
-    degree: Annotated[float, typer.Option(min=0.0, help="Average edges per node of the random graphs.")] = 4.0,
+    degree: Annotated[
+        float, typer.Option(min=0.0, callback=finite, help="Average edges per node of the random graphs.")
+    ] = 4.0,
     names: Annotated[str | None, typer.Option(help="Comma-separated labels for the models.")] = None,
     providers: Annotated[str | None, typer.Option(help="ONNX Runtime providers in order, e.g. cuda,cpu.")] = None,
     op_profile: Annotated[bool, typer.Option(help="Per-op breakdown from ONNX Runtime's profiler.")] = True,
@@ -151,6 +174,7 @@ def profile_cmd(
     for m in models:
         if not m.exists():
             raise GTCompressError(f"model file does not exist: {m}")
+    _check_graph_memory(max(graph_sizes), max(batch_counts), degree)
     _check_out_dir(out)
     _check_device(models, device, cuda_graphs, all_checkpoints=False)
     with Progress(

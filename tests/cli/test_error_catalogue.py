@@ -329,6 +329,18 @@ CASES = [
         "--out {file_txt}: exists and is not a directory (the report is a folder)",
     ),
     _case(
+        "profile {spec_onnx} --degree inf",
+        "Invalid value for '--degree': inf is not a finite number (see 'gtc profile --help')",
+    ),
+    # was numpy's ArrayMemoryError traceback ("Unable to allocate 5.82 TiB") under the progress bar
+    _case(
+        "profile {spec_onnx} --sizes 100000000000 --batch-sizes 1",
+        r"--sizes 100000000000 x --degree 4 x --batch-sizes 1: the random graphs of one call \(1 x 400000000000 "
+        r"edges\) would take 5960\.5 GiB for their edge index alone, more than this machine's [0-9.]+ GiB of "
+        r"memory; choose smaller --sizes, --degree or --batch-sizes",
+        regex=True,
+    ),
+    _case(
         "profile {spec_onnx} --cuda-graphs",
         "--cuda-graphs needs --device cuda (CUDA graphs replay on a GPU only); got no --device",
     ),
