@@ -354,6 +354,8 @@ def _refuse_resparsifying(checkpoint: Path) -> None:
 
 
 def _parse_keep(text: str | None) -> dict[str, float]:
+    """``"heads=0.5,ffn=0.7"`` → ``{"heads": 0.5, "ffn": 0.7}``. An axis given twice is refused: the
+    last ratio silently won (``heads=0.5,heads=0.7`` pruned to 0.7)."""
     from gtcompress.errors import ConfigError
 
     if not text:
@@ -361,10 +363,14 @@ def _parse_keep(text: str | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for part in text.split(","):
         name, sep, value = part.partition("=")
+        name = name.strip().lower()
         try:
-            out[name.strip().lower()] = float(value)
+            ratio = float(value)
         except ValueError:
             sep = ""
         if not sep:
             raise ConfigError(f"--keep: expected entries like heads=0.5 (comma-separated), got {part!r}")
+        if name in out:
+            raise ConfigError(f"--keep: {name} given twice ({name}={out[name]:g} and {name}={ratio:g}); give it once")
+        out[name] = ratio
     return out

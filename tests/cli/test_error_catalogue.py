@@ -232,6 +232,10 @@ CASES = [
     _case(
         "prune {ckpt} --keep heads=abc", "--keep: expected entries like heads=0.5 (comma-separated), got 'heads=abc'"
     ),
+    _case(  # the last ratio silently won
+        "prune {ckpt} --keep heads=0.5,ffn=0.5,Heads=0.7",
+        "--keep: heads given twice (heads=0.5 and heads=0.7); give it once",
+    ),
     _case(
         "prune {ckpt} --target-flops 0.5 --keep heads=0.5",
         "give either --target-flops or per-axis --keep ratios (heads/ffn/layers), not both",
