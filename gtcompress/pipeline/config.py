@@ -122,9 +122,16 @@ class PipelineConfig(Mapping[str, dict[str, Any]]):
     def with_file(self, path: str | Path) -> PipelineConfig:
         """This config with the sections of a YAML or TOML (``.toml``) file merged in."""
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder; a config is a YAML or TOML (.toml) file")
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        text = path.read_text()
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not a YAML or TOML config (not UTF-8 text: {e})") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: unreadable ({e.strerror or e})") from None
         try:
             doc = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
         except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:

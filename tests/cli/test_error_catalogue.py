@@ -375,7 +375,13 @@ CASES = [
         "--set 'noequals': expected SECTION.KEY=VALUE, e.g. prune.budgets=[0.5,0.3]",
     ),
     _case("pipeline --config {missing}.yaml --out {root}/run", "{missing}.yaml: config file not found"),
+    _case("pipeline --config {root} --out {root}/run", "{root}: is a folder; a config is a YAML or TOML (.toml) file"),
     _case("pipeline --config {bad_yaml} --out {root}/run", r"{bad_yaml}: cannot parse \(.+\)", regex=True),
+    _case(
+        "pipeline --config {spec_onnx} --out {root}/run",
+        r"{spec_onnx}: not a YAML or TOML config \(not UTF-8 text: .+\)",
+        regex=True,
+    ),
     _case(
         "pipeline --config {list_yaml} --out {root}/run",
         "{list_yaml}: expected a mapping of sections (data, train, control, sparsify, prune, export, tensorrt, "
