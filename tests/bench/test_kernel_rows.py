@@ -1,0 +1,64 @@
+"""``bench/kernel.py``'s rows: a failure while a row checks its parity (our op against the PyG reference,
+our model against PyG's) is recorded on that row, as a timed failure is, and the run goes on. On the
+device run one exception there (an OOM of the float32 reference on a large graph, a kernel that does
+not compile) would otherwise end the benchmark without its summary, on a GPU slot that cannot be rerun."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from bench import kernel
+from bench.kernel_workloads import molecule_batch
+
+
+def _bench(tmp_path: Path) -> kernel.Bench:
+    args = argparse.Namespace(
+        out=str(tmp_path / "kernel.json"), max_minutes=5.0, reps=10, warmup=1, slow_ms=500.0, cpu_dry_run=True
+    )
+    b = kernel.Bench(args)
+    b.doc["copy_gbps"] = 1.0
+    return b
+
+
+def _raise_oom(*args: Any, **kwargs: Any) -> Any:
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
+def test_a_failing_op_parity_check_is_recorded_and_the_row_still_timed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gtcompress.nn.fused  # noqa: F401  (registers the op the row times)
+
+    monkeypatch.setattr(kernel, "DEVICE", torch.device("cpu"))
+    monkeypatch.setattr(kernel, "pyg_attention", _raise_oom)
+    b = _bench(tmp_path)
+    kernel.op_rows(b, molecule_batch(1, torch.device("cpu")), "fp32", 4, 16, {"pyg"})
+    ours, pyg = b.rows
+    assert ours["peer"] == "ours v2" and ours["ms"] > 0 and ours["max_abs_err_vs_pyg_fp32"] is None
+    assert ours["parity_error"] == "OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB"
+    assert pyg["peer"] == "PyG eager" and pyg["error"].startswith("OutOfMemoryError: CUDA out of memory")
+
+
+def test_a_failing_model_parity_check_is_recorded_and_the_rows_still_timed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kernel, "DEVICE", torch.device("cpu"))
+    b = _bench(tmp_path)
+
+    class Models:
+        dtype = torch.float32
+        pyg = ours = staticmethod(_raise_oom)
+        pyg_compiled = ours_compiled = staticmethod(lambda x, g: x)
+        own = argparse.Namespace(compute=lambda *a: a[0])
+
+    kernel.model_rows(b, Models(), molecule_batch(1, torch.device("cpu")), "fp32", small=False)  # type: ignore[arg-type]
+    by_peer = {r["peer"]: r for r in b.rows}
+    assert by_peer["ours eager"]["parity_error"].startswith("OutOfMemoryError: CUDA out of memory")
+    assert by_peer["ours eager"]["max_abs_diff_vs_pyg"] is None
+    assert by_peer["PyG eager"]["error"].startswith("OutOfMemoryError")
+    assert by_peer["ours torch.compile"]["ms"] > 0 and by_peer["gtcompress GT eager"]["ms"] > 0
