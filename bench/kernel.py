@@ -379,6 +379,30 @@ def run_rows(b: Bench, args: argparse.Namespace, dev: torch.device) -> None:
                 op_rows(b, g, dt, 4, 16, {"v1", "pyg", "compile", "reference"})
 
 
+#: What ``--levels`` may name.
+LEVELS = ("op", "model")
+
+
+def argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the list options, or ``None``. They are read only when their rows come up, so
+    a typo (``--dtypes fp32,f16``, ``--model-sizes 1G``) would end the GPU run with a traceback after the
+    sweep and the rows before it, without the summary; ``--levels op,modle`` would skip a level silently."""
+    for option, text in (("--sizes", args.sizes), ("--model-sizes", args.model_sizes)):
+        for item in text.split(","):
+            try:
+                edges = parse_size(item)
+            except ValueError:
+                return f"{option}: {item!r} is not an edge count such as 500K, 1M or 2000000"
+            if edges < 10:
+                return f"{option}: {item!r} is below 10 edges (its graphs have E/10 nodes)"
+    for option, text, known in (("--dtypes", args.dtypes, tuple(DTYPES)), ("--levels", args.levels, LEVELS)):
+        unknown = [item for item in text.split(",") if item not in known]
+        if unknown:
+            names = ", ".join(map(repr, unknown))
+            return f"{option}: {names} not among {', '.join(known)} (comma-separated, no spaces)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(OUT))
@@ -402,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.reps < 10:
         p.error("--reps must be at least 10 (the median of at least 10 runs is what the results report)")
+    if problem := argument_problem(args):
+        p.error(problem)
     global DEVICE
     if args.cpu_dry_run:
         DEVICE = torch.device("cpu")

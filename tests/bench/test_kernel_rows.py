@@ -62,3 +62,26 @@ def test_a_failing_model_parity_check_is_recorded_and_the_rows_still_timed(
     assert by_peer["ours eager"]["max_abs_diff_vs_pyg"] is None
     assert by_peer["PyG eager"]["error"].startswith("OutOfMemoryError")
     assert by_peer["ours torch.compile"]["ms"] > 0 and by_peer["gtcompress GT eager"]["ms"] > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--dtypes", "fp32,f16"], "--dtypes: 'f16' not among fp32, fp16, bf16 (comma-separated, no spaces)"),
+        (["--levels", "op, model"], "--levels: ' model' not among op, model (comma-separated, no spaces)"),
+        (["--model-sizes", "1M,1G"], "--model-sizes: '1G' is not an edge count such as 500K, 1M or 2000000"),
+        (["--sizes", "1M,5"], "--sizes: '5' is below 10 edges (its graphs have E/10 nodes)"),
+    ],
+)
+def test_list_options_are_checked_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    """The list options were read only when their rows came up: on a GPU, ``--dtypes fp32,f16`` ended the
+    run with a KeyError after the sweep and the fp32 rows (no summary, no PNG), ``--levels op,modle``
+    skipped the model level without a word. Here they are one usage error before the GPU is touched
+    (without a GPU, main used to print its no-GPU note and exit 0 whatever they said)."""
+    with pytest.raises(SystemExit) as exc:
+        kernel.main([*argv, "--out", str(tmp_path / "kernel.json")])
+    assert exc.value.code == 2
+    assert f"error: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "kernel.json").exists()
