@@ -403,16 +403,42 @@ def compile_all(
 
 
 def _ints(text: str) -> list[int]:
-    return [int(x.removeprefix("sm_")) for x in text.split(",") if x]
+    """``"sm_80,90"`` -> ``[80, 90]``; a target the compiler refuses is refused here, by name, so that
+    a mistyped list ends in one usage error instead of a traceback after the first targets compiled."""
+    targets = []
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        digits = item.removeprefix("sm_")
+        if not digits.isdigit():
+            raise argparse.ArgumentTypeError(f"a target is a compute capability such as 80 or sm_90, got {item!r}")
+        try:
+            _check_ptx_version(int(digits), ptx_version_for(int(digits)))
+        except AOTCompileError as err:
+            raise argparse.ArgumentTypeError(f"target {item!r}: {err}") from None
+        targets.append(int(digits))
+    return targets
+
+
+def _dtypes(text: str) -> list[str]:
+    """``"float16,bfloat16"`` -> ``["float16", "bfloat16"]``, each one of :data:`spec.FLOAT_DTYPES`."""
+    dtypes = [x.strip() for x in text.split(",") if x.strip()]
+    for dtype in dtypes:
+        if dtype not in spec.FLOAT_DTYPES:
+            raise argparse.ArgumentTypeError(f"dtype must be one of {spec.FLOAT_DTYPES}, got {dtype!r}")
+    return dtypes
 
 
 def _shapes(text: str) -> list[tuple[int, int]]:
-    """``"4x16,8x64"`` -> ``[(4, 16), (8, 64)]``."""
+    """``"4x16,8x64"`` -> ``[(4, 16), (8, 64)]``; a shape the kernels do not take (``4x0``: no scale
+    ``1/sqrt(head_dim)``; ``1x512``: wider than :data:`spec.MAX_HEAD_DIM`) is refused with the reason."""
     shapes = []
     for item in text.split(","):
         heads, _, head_dim = item.strip().partition("x")
         if not (heads.isdigit() and head_dim.isdigit()):
             raise argparse.ArgumentTypeError(f"head shape must look like HEADSxHEAD_DIM (e.g. 4x16), got {item!r}")
+        try:
+            spec.validate_attributes(int(heads), int(head_dim), 1.0, 0)
+        except spec.PluginSpecError as err:
+            raise argparse.ArgumentTypeError(f"head shape {item.strip()!r}: {err}") from None
         shapes.append((int(heads), int(head_dim)))
     return shapes
 
@@ -423,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out_dir")
     parser.add_argument("--targets", type=_ints, default=list(TARGETS))
     parser.add_argument("--head-shapes", type=_shapes, default=list(DEFAULT_HEAD_SHAPES))
-    parser.add_argument("--dtypes", type=lambda s: s.split(","), default=list(spec.FLOAT_DTYPES))
+    parser.add_argument("--dtypes", type=_dtypes, default=list(spec.FLOAT_DTYPES))
     args = parser.parse_args(argv)
     path = compile_all(args.out_dir, args.targets, args.dtypes, args.head_shapes)
     print(path)

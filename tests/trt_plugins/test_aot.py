@@ -142,6 +142,30 @@ def test_bad_head_shape_argument_is_named(tmp_path: Path) -> None:
         aot.main([str(tmp_path), "--head-shapes", "4-16"])
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--head-shapes", "4x0"], "argument --head-shapes: head shape '4x0': attribute 'head_dim' must be an int in"),
+        (["--head-shapes", "2x512"], "argument --head-shapes: head shape '2x512': attribute 'head_dim' must be an int"),
+        (["--head-shapes", "0x16"], "argument --head-shapes: head shape '0x16': attribute 'heads' must be an int >= 1"),
+        (["--dtypes", "float16,float64"], "argument --dtypes: dtype must be one of ('float32', 'float16', 'bfloat16')"),
+        (["--targets", "80,sm_70"], "argument --targets: target 'sm_70': compute capability 70 is not supported"),
+        (["--targets", "80x"], "argument --targets: a target is a compute capability such as 80 or sm_90, got '80x'"),
+    ],
+)
+def test_arguments_the_compiler_refuses_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    """``python -m trt_plugins.aot`` (README) refuses what it cannot compile before compiling anything:
+    one ``error:`` line naming the argument and exit 2, not a traceback (``4x0`` was a ZeroDivisionError
+    from the default scale, ``float64`` and ``sm_70`` tracebacks from the compiler)."""
+    with pytest.raises(SystemExit) as exc:
+        aot.main([str(tmp_path / "out"), *argv])
+    assert exc.value.code == 2
+    assert f"error: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 PTX_STUB = """.version 8.0
 .target sm_80
 .address_size 64
