@@ -4,7 +4,11 @@ On CPU it runs the reference (:func:`~gtcompress.nn.attention.sparse_attention`)
 on CUDA it runs the Triton kernels of :mod:`trt_plugins.kernels` (the ones TensorRT runs as a
 plugin), registered as the op's CUDA kernel. Exported, it becomes a single ONNX node that TensorRT
 maps to the plugin while ONNX Runtime runs the model-local function fallback (``exporters.onnx``).
-It is inference-only: no autograd formula is registered.
+
+Its gradient is the reference's, recomputed in the backward pass (:func:`_backward`): a GT picks
+this op on every CUDA device (``choose_lowering``), so a model trained or fine-tuned there (the
+README's DistributedDataParallel recipe, gradient-based gate training) differentiates through it.
+The kernels stay forward-only; the backward costs what the scatter lowering's would.
 
 The op is a ``custom_op`` with a fake implementation, not a ``triton_op``: ``torch.compile`` and
 ``torch.export`` keep it as one opaque node (the exporter maps that node to the plugin), and
@@ -25,6 +29,13 @@ def sparse_graph_attention(
 ) -> Tensor:
     """``q,k,v [N,H,D]``; edges sorted by destination: ``rowptr [N+1]``, ``col [E]`` sources;
     ``bias [E,H]`` in the same (CSR) order or None."""
+    return _reference(q, k, v, rowptr, col, bias, scale)
+
+
+def _reference(
+    q: Tensor, k: Tensor, v: Tensor, rowptr: Tensor, col: Tensor, bias: Tensor | None, scale: float
+) -> Tensor:
+    """The op as the reference attention on the CSR's edges (differentiable torch ops)."""
     deg = rowptr[1:] - rowptr[:-1]
     dst = torch.repeat_interleave(torch.arange(q.shape[0], device=q.device), deg)
     return sparse_attention(q, k, v, torch.stack([col.long(), dst]), bias, scale=scale).contiguous()
@@ -41,6 +52,36 @@ def _cuda(q: Tensor, k: Tensor, v: Tensor, rowptr: Tensor, col: Tensor, bias: Te
 
     with torch.cuda.device(q.device):  # Triton launches on the current device, not the tensors' (cuda:1)
         return triton_attention(q, k, v, rowptr, col, bias, scale)
+
+
+def _setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: Tensor) -> None:
+    """Keep the inputs, not the output: the backward recomputes the reference from them."""
+    q, k, v, rowptr, col, bias, scale = inputs
+    ctx.save_for_backward(q, k, v, rowptr, col, bias)
+    ctx.scale = scale  # type: ignore[attr-defined]
+
+
+def _backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
+    """Gradients of ``q, k, v, bias``: the vector-Jacobian product of :func:`_reference`, recomputed
+    from the saved inputs (the output is the same function, so this is its exact gradient)."""
+    q, k, v, rowptr, col, bias = ctx.saved_tensors  # type: ignore[attr-defined]
+    needs = ctx.needs_input_grad  # type: ignore[attr-defined]
+    with torch.enable_grad():
+        leaves = [
+            None if t is None else t.detach().requires_grad_(bool(need))
+            for t, need in ((q, needs[0]), (k, needs[1]), (v, needs[2]), (bias, needs[5]))
+        ]
+        out = _reference(leaves[0], leaves[1], leaves[2], rowptr, col, leaves[3], ctx.scale)  # type: ignore[arg-type,attr-defined]
+        wanted = [t for t in leaves if t is not None and t.requires_grad]
+        got: list[Tensor | None] = [None] * len(wanted)
+        if wanted and out.requires_grad:  # without edges the output (zeros) depends on no input
+            got = list(torch.autograd.grad(out, wanted, grad, allow_unused=True))
+    grads = iter(torch.zeros_like(t) if g is None else g for t, g in zip(wanted, got, strict=True))
+    gq, gk, gv, gbias = (next(grads) if t is not None and t.requires_grad else None for t in leaves)
+    return gq, gk, gv, None, None, gbias, None
+
+
+sparse_graph_attention.register_autograd(_backward, setup_context=_setup_context)
 
 
 def csr_from_edge_index(edge_index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor, Tensor]:

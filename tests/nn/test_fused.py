@@ -82,3 +82,45 @@ def test_gt_fused_layout_equals_sparse_on_cpu() -> None:
     assert sparse.choose_lowering(ei, batch, 1) is Lowering.SCATTER
     auto = build_model(ModelConfig(arch="gt", hidden=16, heads=2, **kw))
     assert auto.choose_lowering(ei, batch, 1) is not Lowering.PLUGIN  # the fused layout: on a CUDA device only
+
+
+@pytest.mark.parametrize(("n", "e", "with_bias"), [(30, 90, True), (6, 0, True), (12, 40, False)])
+def test_the_op_has_the_gradient_of_the_reference(n: int, e: int, with_bias: bool) -> None:
+    """A GT picks the op on every CUDA device, so training there differentiates through it: the op
+    had no autograd formula, and backward raised "Trying to backward through
+    gtcompress.sparse_graph_attention.default but no autograd formula was registered"."""
+    q, k, v, ei, bias = _case(n, e, 2, 4, seed=n + e)  # float64; scale 0.5 is brute_force's 1/sqrt(4)
+    rowptr, col, perm = csr_from_edge_index(ei, n)
+    b = bias[perm].contiguous() if with_bias else None
+    leaves = [t.requires_grad_() for t in (q, k, v, *([b] if b is not None else []))]
+
+    def op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        return torch.ops.gtcompress.sparse_graph_attention(q, k, v, rowptr, col, rest[0] if rest else None, 0.5)
+
+    assert torch.autograd.gradcheck(op, tuple(leaves))
+    got = torch.autograd.grad(op(*leaves).square().sum(), leaves)
+    ref = brute_force(q, k, v, ei[:, perm], b)  # the edges in CSR order, as b
+    if e == 0:  # no edges: zeros, whatever the inputs
+        assert not ref.requires_grad and all(torch.equal(g, torch.zeros_like(g)) for g in got)
+        return
+    want = torch.autograd.grad(ref.square().sum(), leaves)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+
+
+def test_a_gt_trains_through_the_fused_layout_as_through_the_sparse_one() -> None:
+    torch.manual_seed(0)
+    kw = {"node_features": FeatureSpec("float", 6), "edge_features": FeatureSpec("float", 2), "out_dim": 3}
+    sparse = build_model(ModelConfig(arch="gt", attention_layout="sparse", hidden=16, heads=2, **kw)).train()
+    fused = build_model(ModelConfig(arch="gt", attention_layout="fused", hidden=16, heads=2, **kw)).train()
+    fused.load_state_dict(sparse.state_dict())
+    g = torch.Generator().manual_seed(1)
+    x, ea = torch.randn(40, 6, generator=g), torch.randn(150, 2, generator=g)
+    ei = torch.randint(0, 38, (2, 150), generator=g)
+    batch = torch.zeros(40, dtype=torch.long)
+    for model in (sparse, fused):
+        model.compute(x, ei, ea, batch, {}, 1).square().sum().backward()
+    grads = {name: p.grad for name, p in sparse.named_parameters()}
+    for name, p in fused.named_parameters():
+        assert p.grad is not None, name
+        torch.testing.assert_close(p.grad, grads[name], atol=1e-5, rtol=1e-4, msg=name)
