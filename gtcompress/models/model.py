@@ -145,11 +145,21 @@ class GraphModel(nn.Module):
 
     def choose_lowering(self, edge_index: Tensor, batch: Tensor, num_graphs: int) -> Lowering:
         """The lowering when none is supplied: ``config.attention_layout`` if it names one, else
-        :func:`gtcompress.preprocess.spec.choose_lowering` for this device and batch."""
+        :func:`gtcompress.preprocess.spec.choose_lowering` for this device and batch.
+
+        The fused op has no attention dropout, so while dropout on the attention weights is active
+        (training with ``attn_dropout > 0``) a GT on CUDA takes the rule for eager torch instead, and
+        a ``"fused"`` layout named for it is refused: it would train without the dropout configured."""
         named = _NAMED_LAYOUTS.get(self.config.attention_layout)
+        attn_dropout = self.training and self.config.attn_dropout > 0
+        if named is Lowering.PLUGIN and attn_dropout:
+            raise ValueError(
+                f"attention_layout 'fused' has no attention dropout, but attn_dropout={self.config.attn_dropout} "
+                "is active in training; use 'auto', 'sparse' or 'dense' to train (or 'fused' in eval mode)"
+            )
         if named is not None:
             return named
-        if self.config.arch != "gt" or self.token_pruned or edge_index.is_cuda:
+        if self.config.arch != "gt" or self.token_pruned or (edge_index.is_cuda and not attn_dropout):
             return choose_lowering(self.config.arch, token_pruned=self.token_pruned, device=edge_index.device.type)
         counts = torch.bincount(batch, minlength=num_graphs)
         max_nodes = int(counts.max()) if counts.numel() else 0

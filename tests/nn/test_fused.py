@@ -124,3 +124,33 @@ def test_a_gt_trains_through_the_fused_layout_as_through_the_sparse_one() -> Non
     for name, p in fused.named_parameters():
         assert p.grad is not None, name
         torch.testing.assert_close(p.grad, grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+class _CudaLooking(torch.Tensor):
+    """An edge_index that says it is on CUDA: what ``choose_lowering`` reads of it."""
+
+    @property
+    def is_cuda(self) -> bool:  # type: ignore[override]
+        return True
+
+    @property
+    def device(self) -> torch.device:  # type: ignore[override]
+        return torch.device("cuda")
+
+
+def test_attention_dropout_in_training_keeps_a_gt_off_the_fused_op() -> None:
+    """The fused op has no attention dropout: a GT trained on CUDA (layout "auto") with attn_dropout
+    ran through it and trained without the dropout its config asked for, unlike the same model on CPU."""
+    kw = {"node_features": FeatureSpec("float", 6), "out_dim": 3, "hidden": 16, "heads": 2}
+    ei = torch.randint(0, 40, (2, 150), generator=torch.Generator().manual_seed(1))
+    on_cuda, batch = ei.as_subclass(_CudaLooking), torch.zeros(40, dtype=torch.long)
+    plain = build_model(ModelConfig(arch="gt", **kw))
+    dropped = build_model(ModelConfig(arch="gt", attn_dropout=0.2, **kw))
+    assert plain.train().choose_lowering(on_cuda, batch, 1) is Lowering.PLUGIN  # no dropout: the kernel
+    assert dropped.eval().choose_lowering(on_cuda, batch, 1) is Lowering.PLUGIN  # inference: the kernel
+    assert dropped.train().choose_lowering(on_cuda, batch, 1) is dropped.choose_lowering(ei, batch, 1)
+    assert dropped.choose_lowering(ei, batch, 1) is not Lowering.PLUGIN
+    named = build_model(ModelConfig(arch="gt", attn_dropout=0.2, attention_layout="fused", **kw)).train()
+    with pytest.raises(ValueError, match=r"attention_layout 'fused' has no attention dropout, but attn_dropout=0\.2"):
+        named.choose_lowering(ei, batch, 1)
+    assert named.eval().choose_lowering(ei, batch, 1) is Lowering.PLUGIN
