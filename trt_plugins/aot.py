@@ -323,10 +323,18 @@ def compile_kernel(
 
 
 def current_compute_capability() -> int:
-    """Compute capability (x10) of the GPU Triton would launch on; ``$GTCOMPRESS_CUDA_ARCH`` overrides."""
-    override = os.environ.get("GTCOMPRESS_CUDA_ARCH")
+    """Compute capability (x10) of the GPU Triton would launch on; ``$GTCOMPRESS_CUDA_ARCH`` overrides
+    (``80``, ``sm_90a``, or ``8.6`` as ``TORCH_CUDA_ARCH_LIST`` writes it)."""
+    override = os.environ.get("GTCOMPRESS_CUDA_ARCH", "").strip()
     if override:
-        return int(override.removeprefix("sm_").rstrip("a"))
+        # The TensorRT plugin reads this inside the engine build, where a bare ValueError from int()
+        # surfaces as an unexplained plugin failure; a mistyped value is named here instead.
+        m = re.fullmatch(r"(?:sm_)?(\d+)a?|(\d+)\.(\d)", override)
+        if m is None:
+            raise AOTCompileError(
+                f"GTCOMPRESS_CUDA_ARCH={override!r}: expected a compute capability such as 80, sm_90a or 8.6"
+            )
+        return int(m.group(1)) if m.group(1) else int(m.group(2)) * 10 + int(m.group(3))
     try:
         from triton.runtime import driver
 

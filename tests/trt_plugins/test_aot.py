@@ -222,6 +222,17 @@ def test_current_compute_capability_override(monkeypatch: pytest.MonkeyPatch) ->
     assert aot.current_compute_capability() == 90
     monkeypatch.setenv("GTCOMPRESS_CUDA_ARCH", "86")
     assert aot.current_compute_capability() == 86
+    monkeypatch.setenv("GTCOMPRESS_CUDA_ARCH", "8.9")  # TORCH_CUDA_ARCH_LIST's way of writing it
+    assert aot.current_compute_capability() == 89
+
+
+@pytest.mark.parametrize("value", ["sm86", "8.6.1", "ampere", "sm_"])
+def test_a_mistyped_compute_capability_override_is_named(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """The TensorRT plugin reads the override inside the engine build: it was a bare ``ValueError:
+    invalid literal for int()`` (and ``8.6`` one too) that did not say where the value came from."""
+    monkeypatch.setenv("GTCOMPRESS_CUDA_ARCH", value)
+    with pytest.raises(aot.AOTCompileError, match=rf"^GTCOMPRESS_CUDA_ARCH='{value}': expected a compute capability"):
+        aot.current_compute_capability()
 
 
 @pytest.mark.parametrize(("dtype", "heads", "head_dim"), [("float32", 4, 16), ("float16", 8, 64)])
