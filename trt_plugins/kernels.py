@@ -17,6 +17,7 @@ imported, so tests need no environment set-up or subprocess.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -129,9 +130,12 @@ def sparse_graph_attention(
     q, k, v, rowptr, col, bias_arg = (t.contiguous() for t in tensors.values())
     by_name = {"q": q, "k": k, "v": v, "rowptr": rowptr, "col": col, "bias": bias_arg}
     by_name.update({"n_nodes": n, "n_edges": e, "out": out, "out_in": out, "part": part})
-    for kernel in spec.KERNELS:  # partials, then combine, on the same stream
-        fn = interpreted_kernel(kernel) if interpret else jit_kernel(kernel)
-        _launch(kernel, fn, by_name, attrs, config, warmup=False)
+    # Triton launches on the current device, not the tensors': cuda:1 tensors with cuda:0 current
+    # would hand cuda:1 pointers to a kernel running on cuda:0.
+    with contextlib.nullcontext() if interpret else torch.cuda.device(q.device):
+        for kernel in spec.KERNELS:  # partials, then combine, on the same stream
+            fn = interpreted_kernel(kernel) if interpret else jit_kernel(kernel)
+            _launch(kernel, fn, by_name, attrs, config, warmup=False)
     return out
 
 

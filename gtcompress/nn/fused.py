@@ -50,8 +50,7 @@ def _(q: Tensor, k: Tensor, v: Tensor, rowptr: Tensor, col: Tensor, bias: Tensor
 def _cuda(q: Tensor, k: Tensor, v: Tensor, rowptr: Tensor, col: Tensor, bias: Tensor | None, scale: float) -> Tensor:
     from trt_plugins.kernels import sparse_graph_attention as triton_attention
 
-    with torch.cuda.device(q.device):  # Triton launches on the current device, not the tensors' (cuda:1)
-        return triton_attention(q, k, v, rowptr, col, bias, scale)
+    return triton_attention(q, k, v, rowptr, col, bias, scale)  # on q's device (the launcher sees to it)
 
 
 def _setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: Tensor) -> None:

@@ -34,11 +34,12 @@ def test_csr_builder_matches_the_plugin_csr() -> None:
 
 
 def test_the_cuda_kernel_launches_on_the_tensors_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Triton launches on the current device: ``model.to("cuda:1")`` with cuda:0 current would give
-    the kernel cuda:1 pointers on cuda:0. The registration makes the tensors' device current."""
+    """Triton launches on the current device: ``model.to("cuda:1")`` with cuda:0 current, or a direct
+    call of the public launcher with cuda:1 tensors, would give the kernels cuda:1 pointers on
+    cuda:0. The launcher makes the tensors' device current around both launches."""
     import contextlib
 
-    import trt_plugins.kernels
+    import trt_plugins.kernels as kernels
     from gtcompress.nn import fused
 
     current: list[object] = []
@@ -49,12 +50,14 @@ def test_the_cuda_kernel_launches_on_the_tensors_device(monkeypatch: pytest.Monk
         yield
         current.pop()
 
-    launched: list[object] = []
+    launched: list[tuple[str, object]] = []
     monkeypatch.setattr(torch.cuda, "device", device)
-    monkeypatch.setattr(trt_plugins.kernels, "sparse_graph_attention", lambda q, *a: launched.append(current[-1]))
+    monkeypatch.setattr(kernels, "jit_kernel", lambda kernel: kernel)
+    monkeypatch.setattr(kernels, "_launch", lambda kernel, *a, **k: launched.append((kernel, current[-1])))
     q = torch.zeros(2, 1, 4, device="meta")
-    fused._cuda(q, q, q, torch.zeros(3, dtype=torch.long), torch.zeros(0, dtype=torch.long), None, 0.5)
-    assert launched == [q.device]
+    rowptr, col = torch.zeros(3, dtype=torch.long, device="meta"), torch.zeros(1, dtype=torch.long, device="meta")
+    fused._cuda(q, q, q, rowptr, col, None, 0.5)
+    assert launched == [(k, q.device) for k in kernels.spec.KERNELS] and not current
 
 
 def test_the_op_has_a_cuda_kernel_and_no_separate_cpu_one() -> None:
