@@ -16,6 +16,8 @@ from gtcompress.errors import ConfigError
 from gtcompress.preprocess.spec import PE_KINDS
 
 ARCHS = ("gt", "gps", "graphormer")
+NORMS = ("batch", "layer", "none")  # gtcompress.nn.blocks.make_norm
+READOUTS = ("mean", "sum")  # gtcompress.nn.blocks.readout
 
 # Integer fields and the least value that builds a model. A config read from a checkpoint's
 # config.json or a CLI option can hold anything; a zero or negative size must be a ConfigError
@@ -113,6 +115,13 @@ class ModelConfig:
             self.head_dim = self.hidden // self.heads
         self.ffn_dim = self.ffn_dim or 2 * self.hidden
         self.norm = self.norm or ("layer" if self.arch == "graphormer" else "batch")
+        # Read by make_norm and readout only when the model is built or first run: an unknown value was a
+        # ValueError from build_model (outside load_checkpoint's error handling) or, for the readout, an
+        # error deep inside torch.onnx's tracing, instead of a ConfigError naming the field.
+        if self.norm not in NORMS:
+            raise ConfigError(f"norm must be {', '.join(map(repr, NORMS))} (or '' for the default), got {self.norm!r}")
+        if self.readout not in READOUTS:
+            raise ConfigError(f"readout must be {' or '.join(map(repr, READOUTS))}, got {self.readout!r}")
         if self.arch == "gps" and self.local_conv == "gine" and self.edge_features is None:
             self.local_conv = "gin"  # GINE needs edge features; without them it is GIN
         if self.local_conv not in ("gine", "gin", "none"):
@@ -121,6 +130,11 @@ class ModelConfig:
             raise ConfigError(f"attention_layout must be auto, sparse, dense or fused, got {self.attention_layout!r}")
         if len(self.pe) > 1 and self.pe_dim:
             raise ConfigError("concatenated PE (pe_dim > 0) supports one PE kind; use pe_dim=0 to add several")
+        if self.pe_dim and not self.pe:  # the node encoding would be pe_dim columns short of hidden
+            raise ConfigError(
+                f"pe_dim={self.pe_dim} concatenates a positional encoding, but pe names none; "
+                "set pe (e.g. {'rwse': 20}) or pe_dim=0"
+            )
         if self.pe_dim >= self.hidden:
             raise ConfigError(f"pe_dim={self.pe_dim} must be smaller than hidden={self.hidden}")
         if self.attention_topk < 0 or (self.attention_topk and self.arch != "gps"):

@@ -140,6 +140,14 @@ def test_config_errors_are_specific() -> None:
             "layers[0].token_keep must lie in (0, 1], got 0.0",
         ),
         ({"layers": [{"heads": 1}]}, "layers[0]: {'heads': 1} is not a valid LayerSpec ("),
+        # before: a ValueError from build_model (norm) or from the first forward / ONNX tracing (readout)
+        ({"norm": "group"}, "norm must be 'batch', 'layer', 'none' (or '' for the default), got 'group'"),
+        ({"readout": "max"}, "readout must be 'mean' or 'sum', got 'max'"),
+        # before: a shape error in the first forward (the node encoding was pe_dim columns short)
+        (
+            {"pe_dim": 8},
+            "pe_dim=8 concatenates a positional encoding, but pe names none; set pe (e.g. {'rwse': 20}) or pe_dim=0",
+        ),
     ],
 )
 def test_sizes_out_of_range_are_config_errors(overrides: dict, message: str) -> None:
@@ -147,6 +155,25 @@ def test_sizes_out_of_range_are_config_errors(overrides: dict, message: str) -> 
     with pytest.raises(ConfigError) as e:
         ModelConfig(**kw)
     assert str(e.value).startswith(message) and (message.endswith("(") or str(e.value) == message)
+
+
+@pytest.mark.parametrize(("field", "value"), [("readout", "max"), ("norm", "group")])
+def test_an_edited_checkpoint_config_is_a_checkpoint_error(tmp_path, field: str, value: str) -> None:
+    """``gtc export``/``eval`` of a checkpoint whose config.json names an unknown readout or norm: one
+    CheckpointError naming the file and the field (the CLI's ``error:`` line), not a traceback."""
+    import json
+
+    from gtcompress.checkpoint import load_checkpoint, save_checkpoint
+    from gtcompress.errors import CheckpointError
+
+    cfg = ModelConfig(arch="gt", node_features=NODE, out_dim=2, hidden=16, heads=2, task_level="graph")
+    path = save_checkpoint(tmp_path / "ckpt", build_model(cfg))
+    doc = json.loads((path / "config.json").read_text())
+    doc["model"][field] = value
+    (path / "config.json").write_text(json.dumps(doc))
+    want = rf"config.json: invalid model config \({field} must be .*got '{value}'\)"
+    with pytest.raises(CheckpointError, match=want):
+        load_checkpoint(path)
 
 
 def test_a_saved_config_still_validates() -> None:
