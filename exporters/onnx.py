@@ -38,7 +38,8 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,20 @@ def _bucket_example(rng: np.random.Generator, buckets: int, spec: InputSpec) -> 
     return union_graphs(graphs)
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block, and afterwards every submodule back in its own former mode
+    (``train(mode)`` would also flip submodules a training loop keeps in eval, e.g. frozen BatchNorms).
+    Export and parity checks need eval mode; the model is the caller's, who may go on training it."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def to_torch(inputs: dict[str, np.ndarray]) -> list[Tensor]:
     return [torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()]
 
@@ -236,9 +251,8 @@ def export_onnx(
     atol: float = 1e-4,
 ) -> ExportResult:
     """Export ``model`` to the file ``path`` (atomically, only after every check passes; a directory is
-    refused, see :func:`check_output_path`)."""
-    from gtcompress.io import atomic_path
-
+    refused, see :func:`check_output_path`). ``model`` is traced and checked in eval mode and left in
+    the mode it was in (a model exported between training epochs keeps training as before)."""
     start = time.perf_counter()
     check_output_path(path)
     if lowering == "auto":
@@ -255,7 +269,23 @@ def export_onnx(
         )
     # torch.onnx logs a warning per missing torchvision op on every export; irrelevant here.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    model = model.eval()
+    with eval_mode(model):  # the caller's model comes back in the mode it was in
+        return _export_eval(model, Path(path), lowering, metadata, verify, verify_batches, atol, start)
+
+
+def _export_eval(
+    model: GraphModel,
+    path: Path,
+    lowering: Lowering,
+    metadata: dict[str, Any] | None,
+    verify: bool,
+    verify_batches: int,
+    atol: float,
+    start: float,
+) -> ExportResult:
+    """:func:`export_onnx` after its checks of the arguments, with ``model`` in eval mode."""
+    from gtcompress.io import atomic_path
+
     spec = input_spec(model, lowering)
     if metadata and metadata.get("teddy"):
         spec = spec.with_teddy(metadata["teddy"])  # deployments must sparsify incoming graphs the same way
@@ -326,7 +356,20 @@ def check_parity(
     as a wrong number (a server would answer 500 there). The tolerance is ``atol`` times max(1, the
     case's largest |PyTorch output|), since float32 rounding grows with the output's magnitude; a NaN
     or infinite difference always fails."""
-    sess, traced = _ort_session(path), _Traced(model.eval(), spec)
+    with eval_mode(model):
+        return _check_parity_eval(path, model, spec, cases, atol, label)
+
+
+def _check_parity_eval(
+    path: str | Path,
+    model: GraphModel,
+    spec: InputSpec,
+    cases: list[tuple[str, NumpyGraph]],
+    atol: float,
+    label: str | Path | None,
+) -> float:
+    """:func:`check_parity` with ``model`` in eval mode."""
+    sess, traced = _ort_session(path), _Traced(model, spec)
     worst = 0.0
     for case, g in cases:
         head = f"{label or path}: the {str(spec.lowering)!r} lowering fails its check on {case}"
@@ -377,11 +420,11 @@ def verify_parity(
     :func:`check_parity` instead, which stops at the first failing case and names it. A NaN output
     on either side makes the difference NaN."""
     sess = _ort_session(path)
-    traced = _Traced(model.eval(), spec)
+    traced = _Traced(model, spec)
     worst, scale = 0.0, 0.0
     for g in batches:
         inputs = build_inputs(g, spec)
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):
             ref = traced(*to_torch(inputs)).numpy()
         out = sess.run(None, inputs)[0]
         if out.shape != ref.shape:

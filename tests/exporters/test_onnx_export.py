@@ -373,3 +373,23 @@ def test_read_metadata_names_a_bad_file_instead_of_a_protobuf_error(tmp_path) ->
         read_metadata(tmp_path / "missing.onnx")
     with pytest.raises(ModelFileError, match=re.escape(f"{tmp_path}: is a directory, not an ONNX file")):
         read_metadata(tmp_path)
+
+
+def test_export_leaves_the_model_in_the_mode_it_was_in(tmp_path) -> None:
+    """Export traces and checks in eval mode, but the model is the caller's: one exported between
+    training epochs must go on training (BatchNorm statistics, dropout), and a submodule the caller
+    keeps in eval (a frozen norm) must stay so. Export used to leave every module in eval mode."""
+    from exporters.onnx import check_parity, verify_parity
+    from gtcompress.preprocess.random_graphs import random_batches
+
+    model = _model("gt", compressed=False).train()
+    frozen = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    frozen.eval()
+    before = {name: m.training for name, m in model.named_modules()}
+    assert any(before.values()) and not all(before.values())
+    res = export_onnx(model, tmp_path / "m.onnx", "scatter", verify_batches=1)
+    assert {name: m.training for name, m in model.named_modules()} == before
+    batches = random_batches(res.spec.x, res.spec.edge_attr, 1)
+    assert check_parity(res.path, model, res.spec, [("b", batches[0])]) <= 1e-4
+    assert verify_parity(res.path, model, res.spec, batches)[0] <= 1e-4
+    assert {name: m.training for name, m in model.named_modules()} == before
