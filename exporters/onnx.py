@@ -239,6 +239,18 @@ def check_output_path(path: str | Path) -> Path:
     return target
 
 
+def check_float32(model: nn.Module) -> None:
+    """Refuse, before tracing, a model with floating-point weights other than float32. The exported file
+    takes float32 features and PE (its input spec says so), so a float64 model (``from_pyg`` keeps a PyG
+    model's dtype) or a half-precision one failed deep inside ONNX shape inference, naming a Gemm node."""
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and t.dtype != torch.float32:
+            raise ConfigError(
+                f"{name} is {str(t.dtype).removeprefix('torch.')}: ONNX export writes float32 models "
+                "(inputs, weights and output); convert the model first with model.float()"
+            )
+
+
 def export_onnx(
     model: GraphModel,
     path: str | Path,
@@ -267,6 +279,7 @@ def export_onnx(
             "a token-pruned model exports with the 'dense' lowering only (its per-graph top-k ranks "
             f"nodes on the padded per-graph layout); got {str(lowering)!r}"
         )
+    check_float32(model)
     # torch.onnx logs a warning per missing torchvision op on every export; irrelevant here.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with eval_mode(model):  # the caller's model comes back in the mode it was in

@@ -393,3 +393,20 @@ def test_export_leaves_the_model_in_the_mode_it_was_in(tmp_path) -> None:
     assert check_parity(res.path, model, res.spec, [("b", batches[0])]) <= 1e-4
     assert verify_parity(res.path, model, res.spec, batches)[0] <= 1e-4
     assert {name: m.training for name, m in model.named_modules()} == before
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_a_model_that_is_not_float32_is_refused_by_name(tmp_path, dtype: torch.dtype) -> None:
+    """from_pyg keeps a PyG model's dtype; exporting a float64 model failed inside ONNX shape inference
+    ("B has inconsistent type tensor(double)" on a Gemm node). Now one ConfigError, before tracing."""
+    model = _model("gt", compressed=False).to(dtype)
+    with pytest.raises(ConfigError) as e:
+        export_onnx(model, tmp_path / "m.onnx", "scatter", verify_batches=1)
+    name = str(dtype).removeprefix("torch.")
+    assert str(e.value) == (
+        f"node_encoder.embeddings.0.weight is {name}: ONNX export writes float32 models (inputs, weights and "
+        "output); convert the model first with model.float()"
+    )
+    assert not (tmp_path / "m.onnx").exists()
+    res = export_onnx(model.float(), tmp_path / "m.onnx", "scatter", verify_batches=1)
+    assert res.max_abs_err <= 1e-4
