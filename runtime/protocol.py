@@ -233,6 +233,16 @@ def parse_infer_request(
     params = req.get("parameters") or {}
     if not isinstance(params, dict):
         raise ProtocolError("request 'parameters' must be an object")
+    rid = None if req.get("id") is None else str(req["id"])
+    if rid is not None and not rid.isascii():
+        # JSON may escape a lone surrogate ("\\ud800"), which no UTF-8 response can echo (a 500
+        # once the model had run): refused here, before any tensor is decoded
+        try:
+            rid.encode()
+        except UnicodeEncodeError:
+            raise ProtocolError(
+                f"request 'id' is not valid Unicode (it holds a lone surrogate escape): {rid!r:.80}"
+            ) from None
     inputs: dict[str, np.ndarray] = {}
     datatypes: dict[str, str] = {}
     pos = 0
@@ -311,11 +321,10 @@ def parse_infer_request(
                 raise ProtocolError(f"output '{o['name']}': shared-memory outputs are not supported by this server")
             binary_out = _flag(op.get("binary_data", False), f"output '{o['name']}': parameter 'binary_data'")
             outputs.append(RequestedOutput(o["name"], binary_out))
-    rid = req.get("id")
     return InferRequest(
         inputs=inputs,
         datatypes=datatypes,
-        id=None if rid is None else str(rid),
+        id=rid,
         outputs=outputs,
         binary_output=_flag(params.get("binary_data_output", False), "request parameter 'binary_data_output'"),
         parameters=params,

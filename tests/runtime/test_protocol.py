@@ -214,6 +214,11 @@ def _one(**tensor: object) -> bytes:
                         "outputs": [{"name": "output", "parameters": {"binary_data": 1}}]}).encode(),
             "output 'output': parameter 'binary_data' must be true or false, got 1",
         ),
+        (  # JSON's escape of a lone surrogate: no UTF-8 response could echo the id (orjson raised: a 500)
+            json.dumps({"id": "a\udc80", "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]})
+            .encode(),
+            "request 'id' is not valid Unicode (it holds a lone surrogate escape): 'a\\udc80'",
+        ),
     ],
 )  # fmt: skip
 def test_audit_requests_are_protocol_errors(body: bytes, message: str) -> None:

@@ -324,6 +324,13 @@ def test_bad_requests_get_4xx_and_the_server_stays_ready(server, exported) -> No
             "gt_graph",
         ),
         (404, "has no version '7'", json.dumps(ok), None, "gt_node/versions/7"),
+        (  # a lone surrogate escape in the id: orjson could not encode the response, a 500 after the model ran
+            400,
+            "request 'id' is not valid Unicode (it holds a lone surrogate escape)",
+            json.dumps(dict(ok, id="req-\ud800")),
+            None,
+            "gt_node",
+        ),
     ]
     assert len(cases) >= 15
     for status, fragment, body_, headers, name in cases:
