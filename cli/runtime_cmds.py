@@ -254,6 +254,15 @@ def serve_cmd(
             "largest; a request above it gets 400. A merged call stays under 256 MiB, or this if lower.",
         ),
     ] = _LIMITS["max_attention_mib"],
+    max_inflight_mib: Annotated[
+        float,
+        typer.Option(
+            callback=finite,
+            min=0.001,
+            help="Request bytes the server holds at once, all requests together (bodies from the first byte "
+            "read until the answer); past it a request gets 503 instead of being read. At least --max-body-mib.",
+        ),
+    ] = _LIMITS["max_inflight_mib"],
     device: DeviceOpt = None,
     cuda_graphs: CudaGraphsOpt = False,
 ) -> None:
@@ -273,6 +282,11 @@ def serve_cmd(
     model_name = name or default_model_name(model)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", model_name):
         raise GTCompressError(f"--name {model_name!r}: use letters, digits, '_', '-' and '.' only")
+    if max_inflight_mib < max_body_mib:  # the largest body allowed could never be read
+        raise GTCompressError(
+            f"--max-inflight-mib {max_inflight_mib:g} is below --max-body-mib {max_body_mib:g}: a request of the "
+            "largest allowed size would always get 503"
+        )
     if log_level.lower() not in LOG_LEVELS:
         raise GTCompressError(f"--log-level {log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
     cfg = (
@@ -282,7 +296,9 @@ def serve_cmd(
     )
     # a limit above what a byte count can hold is that many bytes (int(inf) was a traceback)
     max_body_bytes = int(min(max_body_mib * 1024 * 1024, sys.maxsize))
-    limits = ServerLimits(max_body_bytes=max_body_bytes, max_attention_mib=max_attention_mib)
+    limits = ServerLimits(
+        max_body_bytes=max_body_bytes, max_attention_mib=max_attention_mib, max_inflight_mib=max_inflight_mib
+    )
     cfg = replace(cfg, max_attention_mib=min(cfg.max_attention_mib, max_attention_mib))
     _check_device([model], device, cuda_graphs, all_checkpoints=True)
     session = GraphSession(

@@ -19,7 +19,7 @@ import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from runtime.errors import BodyTooLargeError, ProtocolError
+from runtime.errors import BodyTooLargeError, ProtocolError, ServerBusyError
 
 ENCODINGS = ("identity", "gzip", "deflate")
 DECODE_STEP = 1 << 20  # most bytes one decompress call may produce: bounds the overshoot past the limit
@@ -92,6 +92,11 @@ class BodyDecoder:
         self._z = zlib.decompressobj(_GZIP)
         return rest
 
+    @property
+    def decoded(self) -> int:
+        """Bytes decoded so far (what the body will hold)."""
+        return len(self._out)
+
     def finish(self) -> bytearray:
         """The decoded body, once every chunk was fed (an empty body decodes to nothing)."""
         if self.encoding != "identity" and self.received:
@@ -104,15 +109,67 @@ class BodyDecoder:
         return self._out
 
 
+class InflightBudget:
+    """Bytes of request bodies the whole server holds at once, from the first byte read until the
+    answer is built (the body, and the tensors viewing it, live that long: queued, batched, run).
+
+    ``max_body_bytes`` bounds one request; this bounds all of them together, so a thousand clients
+    (or a few that send most of a large body and then stall) cannot take the server's memory: past
+    the budget a request gets :class:`ServerBusyError` (HTTP 503) instead of being read. Used from
+    the event loop only, so the counts need no lock."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def lease(self) -> Lease:
+        """An empty share of the budget for one request; :meth:`Lease.release` gives it back."""
+        return Lease(self)
+
+
+class Lease:
+    """One request's share of an :class:`InflightBudget`, grown as its body arrives."""
+
+    def __init__(self, budget: InflightBudget) -> None:
+        self.budget = budget
+        self.held = 0
+
+    def grow_to(self, size: int) -> None:
+        """Hold ``size`` bytes in all, or raise :class:`ServerBusyError` (holding what was held)."""
+        more = size - self.held
+        if more <= 0:
+            return
+        b = self.budget
+        if b.held + more > b.limit:
+            others = b.held - self.held
+            raise ServerBusyError(
+                f"server is busy: requests in flight hold {others} bytes, and this one's {size} would take them "
+                f"past this server's limit of {b.limit} bytes (max_inflight_mib); retry later"
+            )
+        b.held += more
+        self.held = size
+
+    def release(self) -> None:
+        """Give the whole share back (once the answer is built, or the request failed)."""
+        self.budget.held -= self.held
+        self.held = 0
+
+
 async def read_body(
     chunks: AsyncIterable[bytes],
     limit: int,
     content_encoding: str | None = None,
     content_length: str | None = None,
+    lease: Lease | None = None,
 ) -> bytearray:
     """The decoded body of a request whose raw chunks ``chunks`` yields, refused as early as possible:
     an unknown encoding or a declared ``content_length`` over ``limit`` before reading anything,
-    then at the chunk that takes the received or decoded size past ``limit``."""
+    then at the chunk that takes the received or decoded size past ``limit``.
+
+    ``lease``: the request's share of the server's :class:`InflightBudget`, grown to the bytes
+    received or decoded, whichever is larger, as they arrive (:class:`ServerBusyError` past it); the
+    caller releases it. Bytes are counted once they arrive, not as declared: a client that declares
+    a large body and sends nothing must not hold the budget the others need."""
     decoder = BodyDecoder(content_encoding, limit)
     declared = (content_length or "").strip()
     if declared.isascii() and declared.isdigit() and int(declared) > limit:  # the HTTP server checked its syntax
@@ -120,6 +177,8 @@ async def read_body(
     async for chunk in chunks:
         if chunk:
             decoder.feed(chunk)
+            if lease is not None:
+                lease.grow_to(max(decoder.received, decoder.decoded))
     return decoder.finish()
 
 

@@ -2,7 +2,8 @@
 
 Every class is a :class:`gtcompress.errors.GTCompressError`, so the CLI prints it as one line, and
 the server maps :class:`InputError`/:class:`ProtocolError` to HTTP 400, :class:`BodyTooLargeError` to
-413 and :class:`ModelNotFoundError` to 404 with the message as the KServe ``{"error": ...}`` body.
+413, :class:`ServerBusyError` to 503 and :class:`ModelNotFoundError` to 404 with the message as the
+KServe ``{"error": ...}`` body.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ class BodyTooLargeError(ProtocolError):
         else:
             what = f"request body exceeds {limit_text} {'once decoded' if decoded else 'as sent'}"
         super().__init__(f"{what}; Content-Encoding: {encoding}")
+
+
+class ServerBusyError(GTCompressError):
+    """The server already holds as many bytes of requests as it may (``ServerLimits.max_inflight_mib``):
+    HTTP 503, the client may retry later. Without it, memory grew with every concurrent request."""
 
 
 class ModelNotFoundError(GTCompressError):

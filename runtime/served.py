@@ -55,6 +55,16 @@ class ServerLimits:
     #: memory grows with the square of the largest graph. Past this a request gets 400 rather than
     #: the server's memory (a 40,000-node graph on a 4-head GPS would need 24 GiB per layer).
     max_attention_mib: float = 2048.0
+    #: Request bytes (bodies as received or decoded, whichever is larger) the server holds at once,
+    #: from the first byte read to the answer: past it a request gets 503 instead of being read, so
+    #: memory stays bounded however many clients send at once or stall mid-body. Never less than
+    #: ``max_body_bytes`` in effect (the largest request allowed is served when it is alone).
+    max_inflight_mib: float = 2048.0
+
+    @property
+    def inflight_bytes(self) -> int:
+        """The budget of :attr:`max_inflight_mib` in bytes, at least one largest body."""
+        return max(int(self.max_inflight_mib * MIB), self.max_body_bytes)
 
 
 @dataclass

@@ -29,7 +29,8 @@ the inputs. The output ``output`` is per node ``[N, out]`` or per graph ``[B, ou
 
 Every request is decoded and validated before it is queued (a bad one gets HTTP 400 naming the
 input and the problem, and never reaches the model; a body larger than ``max_body_bytes`` as sent
-or once decoded gets 413 while it streams in, :mod:`runtime.body`); accepted requests are merged by
+or once decoded gets 413 while it streams in, :mod:`runtime.body`; one that would take the bytes
+held by all requests in flight past ``max_inflight_mib`` gets 503); accepted requests are merged by
 :class:`runtime.batcher.DynamicBatcher`; on shutdown uvicorn stops accepting, in-flight requests
 finish, then the batcher drains.
 """
@@ -58,12 +59,13 @@ from starlette.requests import ClientDisconnect
 
 from gtcompress.preprocess.batching import NumpyGraph
 from runtime.batcher import BatchConfig, BatchItem, DynamicBatcher
-from runtime.body import ClientDisconnected, read_body, receive_chunks
+from runtime.body import ClientDisconnected, InflightBudget, read_body, receive_chunks
 from runtime.errors import (
     BodyTooLargeError,
     InputError,
     ModelNotFoundError,
     ProtocolError,
+    ServerBusyError,
 )
 from runtime.metrics import Metrics, ModelMetrics
 from runtime.net import listen_sockets
@@ -105,6 +107,7 @@ def create_app(
     mx = Metrics() if metrics else None
     per_model = {name: mx.for_model(name) for name in served} if mx is not None else {}
     state = {"ready": False}
+    budget = InflightBudget(limits.inflight_bytes)  # every infer request's bytes together (503 past it)
 
     def lookup(name: str, version: str | None = None) -> ServedModel:
         m = served.get(name)
@@ -141,6 +144,7 @@ def create_app(
 
     app = FastAPI(title="gtcompress inference server", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gtc = state
+    app.state.inflight = budget
     app.state.models = served
 
     def error(status: int, message: str) -> Response:
@@ -200,10 +204,11 @@ def create_app(
         was complete; shared by the fast path and the route. ``headers`` have lower-case names."""
         start = time.perf_counter()
         outcome = "error"
+        lease = budget.lease()
         try:
             m = lookup(name, version)
             body = await read_body(
-                chunks, limits.max_body_bytes, headers.get("content-encoding"), headers.get("content-length")
+                chunks, limits.max_body_bytes, headers.get("content-encoding"), headers.get("content-length"), lease
             )
             header_len = headers.get(HEADER_LENGTH.lower())
 
@@ -233,6 +238,8 @@ def create_app(
             return _error(404, str(e))
         except BodyTooLargeError as e:
             return _error(413, str(e))
+        except ServerBusyError as e:
+            return _error(503, str(e))
         except (ProtocolError, InputError) as e:
             return _error(400, str(e))
         except RuntimeError as e:
@@ -244,6 +251,7 @@ def create_app(
             log.exception("inference failed")
             return _error(500, f"inference failed: {type(e).__name__}: {e}")
         finally:
+            lease.release()
             mm = per_model.get(name)
             if mm is not None:
                 (mm.success if outcome == "success" else mm.error).inc()

@@ -71,6 +71,27 @@ def test_serve_passes_the_body_limit(app, exported, monkeypatch: pytest.MonkeyPa
     assert res.exit_code == 2 and "--max-body-mib" in res.output
 
 
+def test_serve_passes_the_inflight_limit_and_refuses_one_below_the_body_limit(
+    app, exported, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--max-inflight-mib bounds all requests together (503 past it: tests/runtime/test_server_limits.py)."""
+    import runtime.server
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(runtime.server, "serve", lambda *a, **kw: seen.update(kw))
+    res = runner.invoke(app, ["serve", str(exported["node"].path), "--max-inflight-mib", "1024", "--port", "0"])
+    assert res.exit_code == 0, res.output
+    assert seen["limits"].inflight_bytes == 1024 * 1024 * 1024  # type: ignore[attr-defined]
+    monkeypatch.setattr(runtime.server, "serve", _must_not_run)
+    path = str(exported["node"].path)
+    res = runner.invoke(app, ["serve", path, "--max-inflight-mib", "64", "--max-body-mib", "128"])
+    assert res.exit_code == 2
+    assert _one_error_line(res.output) == (
+        "error: --max-inflight-mib 64 is below --max-body-mib 128: a request of the largest allowed size would "
+        "always get 503"
+    )
+
+
 def _must_not_run(*args: object, **kwargs: object) -> None:
     raise AssertionError("reached before the mistake was reported")
 

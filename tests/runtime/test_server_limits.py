@@ -7,6 +7,7 @@ import gzip
 import json
 import re
 import socket
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,8 @@ import numpy as np
 import pytest
 
 from gtcompress.preprocess import NumpyGraph
-from runtime.body import BodyDecoder
-from runtime.errors import BodyTooLargeError, ProtocolError
+from runtime.body import BodyDecoder, InflightBudget
+from runtime.errors import BodyTooLargeError, ProtocolError, ServerBusyError
 from runtime.server import BackgroundServer, ServedModel, ServerLimits, create_app
 from runtime.session import GraphSession
 
@@ -200,6 +201,73 @@ def test_the_fastapi_route_streams_under_the_same_limit(session) -> None:
     r = asyncio.run(post())
     assert r.status_code == 413
     assert r.json()["error"] == _too_large("once decoded", "gzip")
+
+
+def _stall(srv: BackgroundServer, declared: int, sent: int) -> socket.socket:
+    """A client that declares a ``declared``-byte body, sends ``sent`` bytes of it and stalls."""
+    host, port = srv.url.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10)
+    head = f"POST /v2/models/m/infer HTTP/1.1\r\nHost: {srv.url}\r\nContent-Length: {declared}\r\n\r\n"
+    s.sendall(head.encode() + b" " * sent)
+    return s
+
+
+def test_requests_in_flight_together_are_bounded_and_past_it_get_503(session, graph) -> None:
+    """Each body was bounded, all of them together were not: clients that sent most of a large body
+    and stalled held it in the server forever (8 of 64 MiB took its RSS from 120 to 650 MB), and every
+    further one added as much. Past max_inflight_mib a request is now a 503 and is read no further;
+    what a request held is given back when it is answered or its client leaves."""
+    limits = ServerLimits(max_body_bytes=LIMIT, max_inflight_mib=2.5)
+    app = create_app([ServedModel("m", session)], limits=limits, warmup=False)
+    held = 2 * (LIMIT - 1)
+    with BackgroundServer(app) as srv:
+        declared_only = _stall(srv, LIMIT, 0)  # declares 1 MiB, sends nothing: holds nothing
+        stalled = [_stall(srv, LIMIT, LIMIT - 1) for _ in range(2)]  # all but the last byte
+        try:
+            for _ in range(200):
+                if app.state.inflight.held == held:
+                    break
+                time.sleep(0.05)
+            assert app.state.inflight.held == held
+            r = _post(srv, _request(graph))  # a few hundred bytes: within the 0.5 MiB left
+            assert r.status_code == 200, r.text
+            big = MiB // 2 + 3
+            r = _post(srv, _request(graph, big))
+            assert r.status_code == 503, r.text
+            assert r.json()["error"] == (
+                f"server is busy: requests in flight hold {held} bytes, and this one's {big} would take them past "
+                f"this server's limit of {int(2.5 * MiB)} bytes (max_inflight_mib); retry later"
+            )
+            assert _ready(srv)
+        finally:
+            for s in [declared_only, *stalled]:
+                s.close()
+        for _ in range(200):  # the server sees the clients leave and gives their shares back
+            if app.state.inflight.held == 0:
+                break
+            time.sleep(0.05)
+        assert app.state.inflight.held == 0
+        assert _post(srv, _request(graph, MiB)).status_code == 200
+
+
+def test_a_lease_grows_within_the_budget_and_gives_everything_back() -> None:
+    budget = InflightBudget(100)
+    a, b = budget.lease(), budget.lease()
+    a.grow_to(60)
+    a.grow_to(40)  # never shrinks before release
+    assert (a.held, budget.held) == (60, 60)
+    with pytest.raises(ServerBusyError) as info:
+        b.grow_to(41)
+    assert str(info.value) == (
+        "server is busy: requests in flight hold 60 bytes, and this one's 41 would take them past this server's "
+        "limit of 100 bytes (max_inflight_mib); retry later"
+    )
+    b.grow_to(40)
+    assert budget.held == 100
+    a.release()
+    b.release()
+    assert budget.held == 0
+    assert ServerLimits(max_body_bytes=8 * MiB, max_inflight_mib=1.0).inflight_bytes == 8 * MiB  # one largest body
 
 
 # ------------------------------------------------------------------------------------------ decoder
