@@ -9,7 +9,9 @@ row-major, or nested exactly as its ``shape``. BYTES and BF16 are refused before
 
 Response: outputs are binary when the request's output entry asks ``"binary_data": true`` or the
 request parameters say ``"binary_data_output": true`` (what ``tritonclient.http`` sends by
-default); the response then carries ``Inference-Header-Content-Length`` too. Errors are
+default); the response then carries ``Inference-Header-Content-Length`` too. A JSON output holding
+NaN or ±inf writes them as the literals ``NaN``/``Infinity`` (what the request parser and
+tritonclient read), not as ``null``. Errors are
 ``{"error": "<message>"}`` with a 4xx/5xx status — what tritonclient turns into an exception.
 """
 
@@ -339,6 +341,7 @@ def encode_infer_response(
 ) -> tuple[bytes, dict[str, str]]:
     """Body and headers of an inference response; ``outputs`` are ``(name, array, binary)``."""
     entries, blobs = [], []
+    finite = True  # orjson writes NaN and ±Infinity as null: a client read +inf as nan, or None
     for name, arr, binary in outputs:
         arr = np.ascontiguousarray(arr)
         entry: dict[str, Any] = {
@@ -351,12 +354,15 @@ def encode_infer_response(
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         else:
+            if finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                finite = False
             entry["data"] = arr.reshape(-1).tolist()
         entries.append(entry)
     resp: dict[str, Any] = {"model_name": model_name, "model_version": model_version, "outputs": entries}
     if request_id is not None:
         resp["id"] = request_id
-    head = _dumps(resp)
+    # NaN/Infinity literals, as the request parser reads them and tritonclient's rapidjson does too
+    head = _dumps(resp) if finite else json.dumps(resp, separators=(",", ":")).encode()
     if not blobs:
         return head, {"Content-Type": "application/json"}
     return b"".join([head, *blobs]), {

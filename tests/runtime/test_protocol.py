@@ -57,6 +57,20 @@ def test_response_decodes_in_tritonclient(binary: bool) -> None:
     assert result.get_response()["id"] == "req-1"
 
 
+def test_non_finite_json_outputs_reach_tritonclient_as_they_are() -> None:
+    """orjson writes NaN and ±Infinity as null: in JSON mode tritonclient read +inf and -inf as nan,
+    and other JSON clients got None. They are now written as the literals NaN/Infinity, which
+    tritonclient's reader (and this server's request parser) take."""
+    out = np.array([[np.nan, np.inf], [-np.inf, 1.5]], dtype=np.float32)
+    payload, headers = encode_infer_response("m", "1", "r", [("output", out, False)])
+    assert HEADER_LENGTH not in headers
+    assert json.loads(payload)["outputs"][0]["data"][1] == float("inf")
+    result = InferResult.from_response_body(payload)
+    np.testing.assert_array_equal(result.as_numpy("output"), out)
+    payload, _ = encode_infer_response("m", "1", None, [("output", out[1:, 1:], False)])  # finite: unchanged
+    assert json.loads(payload)["outputs"][0]["data"] == [1.5] and b" " not in payload  # orjson's, compact
+
+
 def test_gzip_and_bad_encodings() -> None:
     body, _ = _request(True)
     assert decode_body(gzip.compress(body), "gzip") == body
