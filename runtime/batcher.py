@@ -246,11 +246,12 @@ class DynamicBatcher:
             self._peak, self._peak_since = self._inflight, now  # racy with submit: at worst one late update
         return peak
 
-    def _collect(self, first: BatchItem, stop: bool) -> tuple[list[BatchItem], BatchItem | None, bool]:
-        """The batch starting with ``first``, the item that did not fit (if any), and whether the
-        stop marker was seen (after it the queue is empty: nothing is worth waiting for)."""
+    def _collect(self, items: list[BatchItem], stop: bool) -> tuple[BatchItem | None, bool]:
+        """Fill the batch ``items`` (its first item already in it) from the queue; the item that did not
+        fit (if any), and whether the stop marker was seen (after it the queue is empty: nothing is
+        worth waiting for). ``items`` is the caller's list, so items taken are never lost to an error."""
         q, delay = self._queue, self.config.max_delay_ms / 1000.0
-        items = [first]
+        first = items[0]
         totals = [0, 0, 0, 0]
         add(self.config, totals, first)
         deadline = first.arrival + delay
@@ -271,29 +272,35 @@ class DynamicBatcher:
                 continue
             if nxt.future.done():  # its caller gave up (a timeout, a cancelled task): not run for nobody
                 continue
-            if not fits(self.config, len(items), totals, nxt):
-                return items, nxt, stop
-            items.append(nxt)
+            items.append(nxt)  # in the caller's list before anything else can fail
+            if not fits(self.config, len(items) - 1, totals, nxt):
+                return items.pop(), stop
             add(self.config, totals, nxt)
-        return items, None, stop
+        return None, stop
 
     def _work(self) -> None:
         carry: BatchItem | None = None
+        items: list[BatchItem] = []  # taken from the queue and not yet answered
         stop = False
         try:
             while carry is not None or not stop:
                 first = carry if carry is not None else self._queue.get()
+                carry = None
                 if first is _STOP:
                     stop = True
                     continue
                 if first.future.done():  # abandoned while queued (see _collect)
-                    carry = None
                     continue
-                items, carry, stop = self._collect(first, stop)
-                self._run(items)
+                items = [first]
+                carry, stop = self._collect(items, stop)
+                self._run(items)  # answers every item, whatever happens in the model
+                items = []
         except BaseException:  # a bug here must not leave requests waiting forever
             log.exception("batcher worker failed")
-            self._fail_queued(RuntimeError("the batcher failed; see the server log"))
+            failed = RuntimeError("the batcher failed; see the server log")
+            taken = [*items, *([carry] if carry is not None else [])]
+            self._post(_settle_all, [(it.future, None, failed) for it in taken])
+            self._fail_queued(failed)
         finally:
             self._post(_resolve_stopped, self._stopped)
 

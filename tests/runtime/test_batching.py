@@ -187,3 +187,26 @@ def test_batcher_drains_on_close_and_refuses_afterwards() -> None:
     done, results = asyncio.run(main())
     assert sorted(done) == list(range(7))
     assert [int(r[0]) for r in results] == list(range(7))
+
+
+def test_a_failing_worker_answers_the_requests_it_had_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's last-resort handler failed only the requests still queued: those it had already
+    taken into a batch waited forever (gtc serve --max-delay-ms inf made the wait for more requests
+    raise OverflowError, and the request in hand hung while later ones got 503)."""
+    import runtime.batcher as batcher
+
+    def broken_fits(*args: object) -> bool:
+        raise OverflowError("timestamp out of range for platform time_t")
+
+    monkeypatch.setattr(batcher, "fits", broken_fits)
+
+    async def main() -> list[object]:
+        b = DynamicBatcher(lambda items: [it.graph.x[:, 0] for it in items], BatchConfig(max_delay_ms=50))
+        b.start()
+        tasks = [asyncio.ensure_future(b.submit(_item_graph(1, float(i)), 1)) for i in range(3)]
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
+        await b.close()
+        return results
+
+    results = asyncio.run(main())
+    assert [str(r) for r in results] == ["the batcher failed; see the server log"] * 3
