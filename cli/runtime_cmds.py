@@ -222,8 +222,9 @@ def serve_cmd(
         typer.Option(
             callback=finite,
             min=0.0,
-            help="Longest wait for more requests to batch with; a batch waits only while it holds fewer "
-            "requests than were recently in flight at once, so a lone client never waits.",
+            max=60_000.0,  # runtime.batcher.MAX_DELAY_MS (tests/runtime/test_cli.py checks they agree)
+            help="Longest wait for more requests to batch with (at most a minute); a batch waits only while it "
+            "holds fewer requests than were recently in flight at once, so a lone client never waits.",
         ),
     ] = 2.0,
     max_nodes: Annotated[int, typer.Option(min=1, help="Nodes per merged model call.")] = 8192,

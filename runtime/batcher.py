@@ -44,6 +44,9 @@ import numpy as np
 from gtcompress.preprocess.batching import NumpyGraph, largest_graph
 
 MIB = 1024 * 1024
+#: Longest batching delay: the worker waits with a queue timeout, which cannot take infinity (or
+#: anything past ~292 years), and a longer wait would only hold requests back.
+MAX_DELAY_MS = 60_000.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,13 @@ class BatchConfig:
     #: many MiB (a request above it alone runs alone); ``attention_cell_bytes`` 0: no dense attention.
     max_attention_mib: float = 256.0
     attention_cell_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        # inf (or nan) passed every check until the worker's first wait for company raised OverflowError
+        if not 0.0 <= self.max_delay_ms <= MAX_DELAY_MS:
+            raise ValueError(
+                f"BatchConfig.max_delay_ms must be between 0 and {MAX_DELAY_MS:g}, got {self.max_delay_ms}"
+            )
 
     @classmethod
     def disabled(cls) -> BatchConfig:

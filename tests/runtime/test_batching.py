@@ -210,3 +210,11 @@ def test_a_failing_worker_answers_the_requests_it_had_taken(monkeypatch: pytest.
 
     results = asyncio.run(main())
     assert [str(r) for r in results] == ["the batcher failed; see the server log"] * 3
+
+
+@pytest.mark.parametrize("delay", [float("inf"), float("nan"), -1.0, 60_001.0])
+def test_a_batching_delay_the_worker_cannot_wait_is_refused(delay: float) -> None:
+    """max_delay_ms=inf was accepted, and the worker's first wait for company raised OverflowError."""
+    with pytest.raises(ValueError, match=r"^BatchConfig.max_delay_ms must be between 0 and 60000, got "):
+        BatchConfig(max_delay_ms=delay)
+    assert BatchConfig(max_delay_ms=60_000.0).max_delay_ms == 60_000.0

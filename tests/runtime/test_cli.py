@@ -92,6 +92,20 @@ def test_serve_passes_the_inflight_limit_and_refuses_one_below_the_body_limit(
     )
 
 
+def test_serve_refuses_a_batching_delay_the_batcher_cannot_wait(app, exported, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--max-delay-ms inf was accepted, and the batcher's worker died on the first burst of requests."""
+    import typer
+
+    import runtime.server
+    from runtime.batcher import MAX_DELAY_MS
+
+    monkeypatch.setattr(runtime.server, "serve", _must_not_run)
+    res = runner.invoke(app, ["serve", str(exported["node"].path), "--max-delay-ms", "inf"])
+    assert res.exit_code == 2 and "--max-delay-ms" in res.output and "Traceback" not in res.output
+    option = next(p for p in typer.main.get_command(app).commands["serve"].params if p.name == "max_delay_ms")
+    assert option.max == MAX_DELAY_MS  # type: ignore[attr-defined]
+
+
 def _must_not_run(*args: object, **kwargs: object) -> None:
     raise AssertionError("reached before the mistake was reported")
 
