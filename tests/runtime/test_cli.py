@@ -106,6 +106,23 @@ def test_serve_refuses_a_batching_delay_the_batcher_cannot_wait(app, exported, m
     assert option.max == MAX_DELAY_MS  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("flag", ["--max-body-mib", "--max-inflight-mib"])
+def test_serve_refuses_an_infinite_byte_limit_before_the_banner(
+    app, exported, monkeypatch: pytest.MonkeyPatch, flag: str
+) -> None:
+    """--max-body-mib inf printed the banner, then int(inf) raised OverflowError with a traceback."""
+    import runtime.server
+
+    monkeypatch.setattr(runtime.server, "serve", _must_not_run)
+    args = ["--max-body-mib", "inf", "--max-inflight-mib", "inf"]
+    res = runner.invoke(app, ["serve", str(exported["node"].path), *args, "--port", "0"])
+    assert res.exit_code == 2
+    assert _one_error_line(res.output) == "error: --max-body-mib inf: expected a finite number of MiB"
+    res = runner.invoke(app, ["serve", str(exported["node"].path), flag, "inf", "--port", "0"])
+    assert res.exit_code == 2
+    assert _one_error_line(res.output) == f"error: {flag} inf: expected a finite number of MiB"
+
+
 def _must_not_run(*args: object, **kwargs: object) -> None:
     raise AssertionError("reached before the mistake was reported")
 
