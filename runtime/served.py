@@ -10,6 +10,7 @@ the HTTP application around them.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -64,7 +65,7 @@ class ServerLimits:
     @property
     def inflight_bytes(self) -> int:
         """The budget of :attr:`max_inflight_mib` in bytes, at least one largest body."""
-        return max(int(self.max_inflight_mib * MIB), self.max_body_bytes)
+        return max(int(min(self.max_inflight_mib * MIB, sys.maxsize)), self.max_body_bytes)  # 1e306 MiB: no limit
 
 
 @dataclass
