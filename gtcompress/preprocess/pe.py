@@ -185,9 +185,42 @@ def _rwse_single(ei: np.ndarray, n: int, offset: int, k: int) -> np.ndarray:
         pk = p = (sp.diags(inv) @ a).tocsr()
         for t in range(k):
             out[:, t] = pk.diagonal()
-            if t + 1 < k:
-                pk = (pk @ p).tocsr()
+            if t + 1 == k:
+                break
+            if _product_nnz_bound(pk, p) > _RWSE_MAX_NNZ:
+                _rwse_by_columns(p, pk, t, k, out)
+                break
+            pk = (pk @ p).tocsr()
     return out
+
+
+#: Powers of a large graph's walk matrix fill in (20k nodes, 200k edges: 2 GB at t = 4, 9 GB at 6),
+#: so a server computing RWSE per request could be made to take all its memory by one valid graph.
+#: Past this many nonzeros the remaining steps are computed by columns (:func:`_rwse_by_columns`).
+_RWSE_MAX_NNZ = 4_000_000
+#: Bytes of one block of dense columns there.
+_RWSE_BLOCK_BYTES = 64 * 2**20
+
+
+def _product_nnz_bound(a: sp.csr_matrix, b: sp.csr_matrix) -> int:
+    """An upper bound on the nonzeros of ``a @ b``: each stored ``a[i, j]`` adds at most row ``j`` of ``b``."""
+    row_nnz = np.diff(b.indptr)
+    return int(row_nnz[a.indices].sum())
+
+
+def _rwse_by_columns(p: sp.csr_matrix, pk: sp.csr_matrix, t: int, k: int, out: np.ndarray) -> None:
+    """Columns ``t+1..k-1`` of ``out`` (``pk`` is ``P^(t+1)``, column ``t`` done) in blocks of dense
+    columns: ``P^(s+1)[:, B] = P @ P^s[:, B]``, whose rows ``B`` hold the diagonal. Exact, and its
+    memory is one block, where the next sparse power would have exceeded :data:`_RWSE_MAX_NNZ`."""
+    n = p.shape[0]
+    width = max(1, _RWSE_BLOCK_BYTES // (8 * n))
+    pk = pk.tocsc()
+    for lo in range(0, n, width):
+        cols = np.arange(lo, min(n, lo + width))
+        x = pk[:, cols].toarray()
+        for s in range(t + 1, k):
+            x = p @ x
+            out[cols, s] = x[cols, np.arange(cols.size)]
 
 
 @_one_blas_thread

@@ -3,6 +3,7 @@ import sys
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from gtcompress.preprocess import NumpyGraph, graph_ptr, laplacian_pe, rwse, split_by_graph, union_graphs
 
@@ -45,6 +46,47 @@ def test_rwse_on_a_cycle() -> None:
 def test_rwse_isolated_node_is_zero() -> None:
     pe = rwse(np.array([[0, 1], [1, 0]]), np.array([0, 3]), k=3)
     assert np.all(pe[2] == 0) and pe[0, 1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("cap", [1, 30_000, 120_000])
+def test_rwse_of_a_large_graph_is_exact_when_its_powers_would_fill_in(monkeypatch, cap: int) -> None:
+    """Past _RWSE_MAX_NNZ the powers are not formed (a 20k-node graph's took 9 GB at t = 6): the
+    remaining steps go by blocks of columns and give the same return probabilities; the largest
+    sparse matrix formed stays under the cap."""
+    from gtcompress.preprocess import pe
+
+    rng = np.random.default_rng(0)
+    n = pe._DENSE_EIG_MAX + 300  # the sparse path
+    ei = rng.integers(0, n, (2, 6 * n))
+    ei = np.concatenate([ei, ei[::-1]], axis=1)
+    ptr = np.array([0, n])
+    want = rwse(ei, ptr, k=7)
+    formed: list[int] = []
+    matmul = sp.csr_matrix.__matmul__
+
+    def tracked(a, b):
+        r = matmul(a, b)
+        if sp.issparse(r):
+            formed.append(r.nnz)
+        return r
+
+    monkeypatch.setattr(pe, "_RWSE_MAX_NNZ", cap)
+    monkeypatch.setattr(pe, "_RWSE_BLOCK_BYTES", 8 * n * 97)  # blocks of 97 columns, the last one short
+    monkeypatch.setattr(sp.csr_matrix, "__matmul__", tracked)
+    got = rwse(ei, ptr, k=7)
+    np.testing.assert_array_equal(got, want)
+    assert max(formed, default=0) <= max(cap, 2 * ei.shape[1])  # P itself is formed once (D^-1 A)
+    assert want[:, 1].min() > 0  # walks of two steps return: the check covers non-zero values
+
+
+def test_the_product_nnz_bound_is_an_upper_bound() -> None:
+    from gtcompress.preprocess.pe import _product_nnz_bound
+
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        a = sp.random(300, 300, density=0.02, random_state=rng, format="csr")
+        b = sp.random(300, 300, density=0.03, random_state=rng, format="csr")
+        assert _product_nnz_bound(a, b) >= (a @ b).nnz
 
 
 def test_union_and_split_round_trip() -> None:
