@@ -203,10 +203,9 @@ def parse_infer_request(
 
     ``check`` sees each input's name and datatype before its data is decoded (see :data:`InputCheck`)."""
     if header_length is not None:
-        try:
-            hl = int(header_length)
-        except ValueError:
-            raise ProtocolError(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+        if not (header_length.isascii() and header_length.isdigit()):  # int() also reads "1_0", " 10", "+10"
+            raise ProtocolError(f"{HEADER_LENGTH} must be an integer, got {header_length!r}")
+        hl = int(header_length)
         if not 0 < hl <= len(body):
             raise ProtocolError(f"{HEADER_LENGTH} is {hl} but the body has {len(body)} bytes")
         head, binary = body[:hl], memoryview(body)[hl:]
@@ -232,10 +231,11 @@ def parse_infer_request(
     raw_inputs = req.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise ProtocolError("request JSON needs a non-empty 'inputs' list")
-    params = req.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise ProtocolError("request 'parameters' must be an object")
-    rid = None if req.get("id") is None else str(req["id"])
+    params = _object(req.get("parameters"), "request 'parameters'")
+    rid = req.get("id")
+    if isinstance(rid, bool) or not isinstance(rid, str | int | float | None):  # an object came back as its repr
+        raise ProtocolError(f"request 'id' must be a string, got {_json_kind(rid)}")
+    rid = None if rid is None else str(rid)  # a number is taken as its text
     if rid is not None and not rid.isascii():
         # JSON may escape a lone surrogate ("\\ud800"), which no UTF-8 response can echo (a 500
         # once the model had run): refused here, before any tensor is decoded
@@ -265,9 +265,7 @@ def parse_infer_request(
             raise ProtocolError(f"input '{name}': datatype {datatype} is not supported by this server")
         shape = t.get("shape")
         count = _element_count(shape, name)
-        tparams = t.get("parameters") or {}
-        if not isinstance(tparams, dict):
-            raise ProtocolError(f"input '{name}': 'parameters' must be an object")
+        tparams = _object(t.get("parameters"), f"input '{name}': 'parameters'")
         if "shared_memory_region" in tparams:
             raise ProtocolError(f"input '{name}': shared-memory inputs are not supported by this server")
         size = tparams.get("binary_data_size")
@@ -314,9 +312,9 @@ def parse_infer_request(
         for j, o in enumerate(raw_out):
             if not isinstance(o, dict) or not isinstance(o.get("name"), str):
                 raise ProtocolError(f"outputs[{j}] must be an object with a 'name'")
-            op = o.get("parameters") or {}
-            if not isinstance(op, dict):
-                raise ProtocolError(f"output '{o['name']}': 'parameters' must be an object")
+            op = _object(o.get("parameters"), f"output '{o['name']}': 'parameters'")
+            if any(r.name == o["name"] for r in outputs):
+                raise ProtocolError(f"output '{o['name']}' is requested twice")
             if op.get("classification"):
                 raise ProtocolError(f"output '{o['name']}': the classification extension is not supported")
             if "shared_memory_region" in op:
@@ -374,3 +372,23 @@ def encode_infer_response(
 def error_body(message: str) -> bytes:
     """The KServe v2 error response body, ``{"error": message}``: the one encoder of every 4xx/5xx."""
     return json.dumps({"error": message}).encode()
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    """A ``parameters`` object; absent or null is none. ``0``, ``""`` or ``[]`` were read as ``{}``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{what} must be an object, got {_json_kind(value)}")
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)

@@ -105,8 +105,10 @@ def test_json_request_errors(mutate, message: str) -> None:
 
 def test_binary_request_errors() -> None:
     body, json_size = _request(True)
-    with pytest.raises(ProtocolError, match="must be an integer"):
-        parse_infer_request(body, "abc")
+    for bad in ("abc", "1_0", " 10", "+10", "١٠"):  # int() reads all but the first
+        with pytest.raises(ProtocolError) as info:
+            parse_infer_request(body, bad)
+        assert str(info.value) == f"Inference-Header-Content-Length must be an integer, got {bad!r}"
     with pytest.raises(ProtocolError, match="after the declared inputs"):
         parse_infer_request(body + b"\0\0", str(json_size))
     with pytest.raises(ProtocolError, match="runs past"):
@@ -227,6 +229,22 @@ def _one(**tensor: object) -> bytes:
             json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}],
                         "outputs": [{"name": "output", "parameters": {"binary_data": 1}}]}).encode(),
             "output 'output': parameter 'binary_data' must be true or false, got 1",
+        ),
+        (  # echoed back as the Python repr of the object
+            json.dumps({"id": {"a": 1}, "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]}).encode(),
+            "request 'id' must be a string, got an object",
+        ),
+        (  # 0, "" or [] were read as no parameters
+            json.dumps({"parameters": 0, "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]}).encode(),
+            "request 'parameters' must be an object, got a number",
+        ),
+        (
+            json.dumps({"inputs": [{**{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}, "parameters": []}]}).encode(),
+            "input 'x': 'parameters' must be an object, got a list",
+        ),
+        (  # the output came back twice
+            json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}], "outputs": [{"name": "output"}, {"name": "output"}]}).encode(),
+            "output 'output' is requested twice",
         ),
         (  # JSON's escape of a lone surrogate: no UTF-8 response could echo the id (orjson raised: a 500)
             json.dumps({"id": "a\udc80", "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]})
