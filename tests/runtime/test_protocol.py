@@ -80,6 +80,9 @@ def test_gzip_and_bad_encodings() -> None:
         decode_body(body, "gzip")
 
 
+ONE_INPUT = {"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
@@ -231,19 +234,19 @@ def _one(**tensor: object) -> bytes:
             "output 'output': parameter 'binary_data' must be true or false, got 1",
         ),
         (  # echoed back as the Python repr of the object
-            json.dumps({"id": {"a": 1}, "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]}).encode(),
+            json.dumps({"id": {"a": 1}, "inputs": [ONE_INPUT]}).encode(),
             "request 'id' must be a string, got an object",
         ),
         (  # 0, "" or [] were read as no parameters
-            json.dumps({"parameters": 0, "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]}).encode(),
+            json.dumps({"parameters": 0, "inputs": [ONE_INPUT]}).encode(),
             "request 'parameters' must be an object, got a number",
         ),
         (
-            json.dumps({"inputs": [{**{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}, "parameters": []}]}).encode(),
+            json.dumps({"inputs": [{**ONE_INPUT, "parameters": []}]}).encode(),
             "input 'x': 'parameters' must be an object, got a list",
         ),
         (  # the output came back twice
-            json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}], "outputs": [{"name": "output"}, {"name": "output"}]}).encode(),
+            json.dumps({"inputs": [ONE_INPUT], "outputs": [{"name": "output"}, {"name": "output"}]}).encode(),
             "output 'output' is requested twice",
         ),
         (  # JSON's escape of a lone surrogate: no UTF-8 response could echo the id (orjson raised: a 500)
