@@ -34,6 +34,7 @@ written; the error names the lowering, the case and the max |difference| (or ONN
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -251,6 +252,15 @@ def check_float32(model: nn.Module) -> None:
             )
 
 
+def on_cpu(model: nn.Module) -> nn.Module:
+    """``model``, or a CPU copy of it when any weight is elsewhere: the export traces and verifies with
+    CPU inputs (ONNX Runtime's), so a model on a GPU (``from_pyg`` keeps a PyG model's device) failed
+    with a device mismatch. The caller's model stays where it is."""
+    if all(t.device.type == "cpu" for t in [*model.parameters(), *model.buffers()]):
+        return model
+    return copy.deepcopy(model).cpu()
+
+
 def export_onnx(
     model: GraphModel,
     path: str | Path,
@@ -280,6 +290,7 @@ def export_onnx(
             f"nodes on the padded per-graph layout); got {str(lowering)!r}"
         )
     check_float32(model)
+    model = on_cpu(model)
     # torch.onnx logs a warning per missing torchvision op on every export; irrelevant here.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with eval_mode(model):  # the caller's model comes back in the mode it was in
@@ -369,6 +380,7 @@ def check_parity(
     as a wrong number (a server would answer 500 there). The tolerance is ``atol`` times max(1, the
     case's largest |PyTorch output|), since float32 rounding grows with the output's magnitude; a NaN
     or infinite difference always fails."""
+    model = on_cpu(model)
     with eval_mode(model):
         return _check_parity_eval(path, model, spec, cases, atol, label)
 
@@ -433,6 +445,7 @@ def verify_parity(
     :func:`check_parity` instead, which stops at the first failing case and names it. A NaN output
     on either side makes the difference NaN."""
     sess = _ort_session(path)
+    model = on_cpu(model)
     traced = _Traced(model, spec)
     worst, scale = 0.0, 0.0
     for g in batches:
