@@ -28,8 +28,10 @@ Every export is checked before the file appears: ``onnx.checker`` (full check), 
 parity against PyTorch on each edge case *as a batch of its own* (a batch of edgeless graphs, a lone
 edgeless graph, a lone 1-node graph, a 1-node graph with a self-loop, isolated nodes, duplicate edges
 and self-loops: :func:`gtcompress.preprocess.random_graphs.edge_case_batches`) and on random batches
-mixing them with ordinary graphs, and TensorRT operator support. A file that fails a check is never
-written; the error names the lowering, the case and the max |difference| (or ONNX Runtime's error).
+mixing them with ordinary graphs. A file that fails one of these is never written; the error names
+the lowering, the case and the max |difference| (or ONNX Runtime's error). TensorRT operator support
+is checked too, but only reported (``ExportResult.tensorrt_problems``, a warning in ``gtc export``):
+the file is right for ONNX Runtime whatever TensorRT can build.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ IR_VERSION = 10  # ONNX Runtime 1.31 rejects newer IR versions
 
 
 class ExportError(GTCompressError):
-    """The exported graph failed a check (checker, parity or operator support)."""
+    """The exported graph failed a check (the ONNX checker or parity); nothing was written."""
 
 
 @dataclass
