@@ -113,17 +113,20 @@ def build_engine(
         raise ModelFileError(f"{onnx_path}: its gtcompress input_spec is malformed ({e!r}); export it again") from None
     shapes = optimisation_profile(spec, lo, opt, hi)
     from gtcompress.io import write_json
-    from trt_plugins.engine import build_serialized_engine
+    from trt_plugins.engine import EngineBuildError, build_serialized_engine
 
-    path = build_serialized_engine(
-        Path(onnx_path),
-        Path(engine_path),
-        shapes,
-        fp16=fp16,
-        timing_cache=timing_cache,
-        workspace_bytes=int(workspace_gib * (1 << 30)),
-        plugin=plugin,
-    )
+    try:
+        path = build_serialized_engine(
+            Path(onnx_path),
+            Path(engine_path),
+            shapes,
+            fp16=fp16,
+            timing_cache=timing_cache,
+            workspace_bytes=int(workspace_gib * (1 << 30)),
+            plugin=plugin,
+        )
+    except EngineBuildError as e:  # a model TensorRT cannot take is the user's to change: no traceback
+        raise ModelFileError(f"{e}; no engine was written (gtc export lists the operators TensorRT lacks)") from None
     # A .plan carries no metadata: the ONNX file's travels next to it (runtime.spec.plan_metadata).
     write_json(path.with_name(path.name + ".json"), meta)
     return path

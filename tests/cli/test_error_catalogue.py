@@ -478,3 +478,20 @@ def test_train_out_that_is_not_a_checkpoint_is_left_untouched(target: str, paths
     _the_error_line(_invoke(f"train --out {path}", paths))
     assert sorted(p.name for p in path.parent.iterdir()) == before
     assert (path.read_text() if path.is_file() else sorted(p.name for p in path.iterdir())) == content
+
+
+def test_an_engine_tensorrt_cannot_build_is_one_error_line(paths: dict[str, str], monkeypatch, tmp_path: Path) -> None:
+    """TensorRT refusing the model (its parser, or the builder) was an EngineBuildError traceback."""
+    import trt_plugins.engine
+    from trt_plugins.engine import EngineBuildError
+
+    def refuse(onnx_path: Path, *args: object, **kwargs: object) -> Path:
+        raise EngineBuildError(f"{onnx_path}: TensorRT's ONNX parser failed: no importer for op Foo")
+
+    monkeypatch.setattr(trt_plugins.engine, "build_serialized_engine", refuse)
+    line = _the_error_line(_invoke(f"build {{spec_onnx}} --out {tmp_path}/m.plan", paths))
+    assert line == (
+        f"{paths['spec_onnx']}: TensorRT's ONNX parser failed: no importer for op Foo; no engine was written "
+        "(gtc export lists the operators TensorRT lacks)"
+    )
+    assert not (tmp_path / "m.plan").exists()
