@@ -77,7 +77,9 @@ def tensorrt_stages(ctx: RunContext, exported: list[OnnxArtifact]) -> str:
         ctx.log(f"[yellow]TensorRT {note}[/]")
         return note
     from exporters.tensorrt import GraphSize, build_engine
+    from gtcompress.errors import ModelFileError
 
+    failed: list[str] = []
     for e in exported:
         plan = e.path.with_suffix(".plan")
 
@@ -92,7 +94,13 @@ def tensorrt_stages(ctx: RunContext, exported: list[OnnxArtifact]) -> str:
             )
             return {"engine": str(engine)}
 
-        ctx.stage(f"tensorrt:{e.model.name}:{e.requested}", stage_key(e.key, tcfg), [plan], build)
+        try:
+            ctx.stage(f"tensorrt:{e.model.name}:{e.requested}", stage_key(e.key, tcfg), [plan], build)
+        except ModelFileError as err:  # one model TensorRT cannot take does not stop the others
+            failed.append(f"{e.path.name} ({err})")
+            ctx.log(f"[yellow]TensorRT: no engine for {e.path.name}: {err}[/]")
+    if failed:
+        return f"built {len(exported) - len(failed)} of {len(exported)} engines; not built: {'; '.join(failed)}"
     return "built"
 
 

@@ -563,3 +563,38 @@ def test_an_out_that_is_a_file_is_refused(tmp_path) -> None:
         run_pipeline(load_config(None, TINY), out, log=lambda _: None)
     assert str(e.value) == f"--out {out}: is a file; the pipeline writes its run into a folder"
     assert out.read_text() == "mine"
+
+
+def test_a_model_tensorrt_cannot_build_leaves_the_other_engines(monkeypatch, tmp_path) -> None:
+    """One export TensorRT refuses (an operator it lacks) stopped the whole run; it is now a note in the
+    report and the other engines are built."""
+    from types import SimpleNamespace
+
+    import exporters.tensorrt
+    import trt_plugins.tensorrt_plugin
+    from gtcompress.errors import ModelFileError
+    from gtcompress.pipeline.cache import StageCache
+    from gtcompress.pipeline.deploy_stages import tensorrt_stages
+
+    def build(onnx_path: Path, plan: Path, *args: object, **kwargs: object) -> Path:
+        if onnx_path.stem == "bad":
+            raise ModelFileError(f"{onnx_path}: TensorRT's ONNX parser failed: no importer for op Foo")
+        plan.write_bytes(b"engine")
+        return plan
+
+    monkeypatch.setattr(trt_plugins.tensorrt_plugin, "tensorrt_available", lambda: True)
+    monkeypatch.setattr(exporters.tensorrt, "build_engine", build)
+    logs: list[str] = []
+    cache = StageCache(tmp_path, logs.append)
+    ctx = SimpleNamespace(config={"tensorrt": {"enabled": True, "fp16": False}}, log=logs.append, stage=cache.stage)
+    exported = [
+        SimpleNamespace(path=tmp_path / f"{n}.onnx", key=n, requested="auto", model=SimpleNamespace(name=n))
+        for n in ("bad", "good")
+    ]
+    note = tensorrt_stages(ctx, exported)  # type: ignore[arg-type]
+    assert note == (
+        f"built 1 of 2 engines; not built: bad.onnx ({tmp_path / 'bad.onnx'}: TensorRT's ONNX parser failed: "
+        "no importer for op Foo)"
+    )
+    assert (tmp_path / "good.plan").read_bytes() == b"engine" and not (tmp_path / "bad.plan").exists()
+    assert "tensorrt:bad:auto" not in cache.manifest and "tensorrt:good:auto" in cache.manifest
