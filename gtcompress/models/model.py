@@ -10,18 +10,19 @@ from gtcompress.graph import GraphBatch
 from gtcompress.models.config import ModelConfig
 from gtcompress.models.layers import LAYER_TYPES, GraphContext
 from gtcompress.nn.attention_edges import attention_edges
-from gtcompress.nn.blocks import FeatureEncoder, mlp_head, readout
+from gtcompress.nn.blocks import FeatureEncoder, NodeBatchNorm, mlp_head, readout
 from gtcompress.nn.fused import csr_from_edge_index
 from gtcompress.nn.layout import DenseLayout, NeighbourLists
 from gtcompress.preprocess.spec import Lowering, choose_lowering
 
 
 class PEEncoder(nn.Module):
-    """Optional BatchNorm on the raw encoding, then a linear projection."""
+    """Optional BatchNorm on the raw encoding (one that takes a single-node batch, see
+    :class:`~gtcompress.nn.blocks.NodeBatchNorm`), then a linear projection."""
 
     def __init__(self, k: int, out_dim: int, norm: bool) -> None:
         super().__init__()
-        self.norm = nn.BatchNorm1d(k) if norm else nn.Identity()
+        self.norm = NodeBatchNorm(k) if norm else nn.Identity()
         self.lin = nn.Linear(k, out_dim)
 
     def forward(self, pe: Tensor) -> Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from gtcompress.nn.scatter import scatter_mean, scatter_sum
 
@@ -24,10 +25,29 @@ class FeedForward(nn.Module):
         return self.drop(self.lin2(self.drop(self.act(self.lin1(h)))))
 
 
+class NodeBatchNorm(nn.BatchNorm1d):
+    """``BatchNorm1d`` over node rows that also takes a training batch of a single row.
+
+    A batch of one graph of one node is ordinary data (ogbg-molfreesolv's train split holds three
+    one-atom molecules and 513 graphs, so with ``--batch-size 32`` the last batch of an epoch is one
+    graph, now and then one of those): ``BatchNorm1d`` in training mode refuses it ("Expected more
+    than 1 value per channel when training"), and ``gtc train`` died with that traceback mid-run.
+    Such a batch is normalised with the running statistics, as in eval mode, and leaves them
+    unchanged (PyG's ``BatchNorm(allow_single_element=True)``). Same parameters and buffers as
+    ``BatchNorm1d``, so checkpoints and exports are unchanged; every other batch is ``BatchNorm1d``'s.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.shape[0] == 1:
+            assert self.running_mean is not None and self.running_var is not None
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
 def make_norm(kind: str, dim: int) -> nn.Module:
-    """``batch`` (BatchNorm1d over nodes, as GT/GraphGPS), ``layer`` (LayerNorm) or ``none``."""
+    """``batch`` (:class:`NodeBatchNorm` over nodes, as GT/GraphGPS), ``layer`` (LayerNorm) or ``none``."""
     if kind == "batch":
-        return nn.BatchNorm1d(dim)
+        return NodeBatchNorm(dim)
     if kind == "layer":
         return nn.LayerNorm(dim)
     if kind == "none":

@@ -239,3 +239,59 @@ def test_gps_gin_dense_aggregation_equals_scatter() -> None:
         dense = layer.local(h, batch.edge_index, None, (ctx.layout, ctx.adj_counts))
         scatter = layer.local(h, batch.edge_index, None)
     assert torch.allclose(dense, scatter, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gt", "gps", "graphormer"])
+def test_a_training_batch_of_one_single_node_graph_uses_the_running_statistics(arch: str) -> None:
+    """BatchNorm1d refuses one row in training mode ("Expected more than 1 value per channel"): a last
+    batch holding one one-atom molecule (ogbg-molfreesolv) stopped ``gtc train`` with that traceback.
+    Such a batch is normalised as in eval mode, with the running statistics, which it leaves alone."""
+    torch.manual_seed(0)
+    info = DatasetInfo("toy", "graph", "regression", 1, "mae", NODE, EDGE)
+    cfg = ModelConfig.for_dataset(
+        arch, info, hidden=16, num_layers=2, heads=2, norm="batch", pe={"rwse": 3}, pe_norm=True
+    )
+    model = build_model(cfg)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(norms) >= 3  # the layers' and the PE encoder's
+    with torch.no_grad():
+        for m in norms:
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    one = collate(
+        [
+            GraphBatch(
+                x=torch.tensor([[2]]),
+                edge_index=torch.zeros(2, 0, dtype=torch.long),
+                edge_attr=torch.zeros(0, 1, dtype=torch.long),
+                pe={"rwse": torch.tensor([[1.0, 0.0, 1.0]])},
+            )
+        ]
+    )
+    model.train()
+    out = model(one)
+    out.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # running statistics (and their counter) unchanged
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(out.detach(), model(one))
+    # two nodes in training mode: still BatchNorm1d's batch statistics, which move the running ones
+    model.train()
+    model(collate([_two_nodes()]))
+    assert not torch.equal(norms[0].running_mean, before[_key(model, norms[0]) + ".running_mean"])
+
+
+def _two_nodes() -> GraphBatch:
+    return GraphBatch(
+        x=torch.tensor([[1], [3]]),
+        edge_index=torch.tensor([[0], [1]]),
+        edge_attr=torch.tensor([[2]]),
+        pe={"rwse": torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.5, 0.0]])},
+    )
+
+
+def _key(model: torch.nn.Module, module: torch.nn.Module) -> str:
+    return next(name for name, m in model.named_modules() if m is module)
