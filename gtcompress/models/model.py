@@ -123,6 +123,8 @@ class GraphModel(nn.Module):
             if edge_attr is None:
                 raise ValueError("model was built with edge features but edge_attr is None")
             edge_emb = self.edge_encoder(edge_attr)
+        if lowering is not None:
+            self._check_attention_dropout(Lowering(lowering))
         if layout is not None:
             if lowering is None:
                 raise ValueError("a supplied layout needs its lowering (the input spec's InputSpec.lowering)")
@@ -138,6 +140,26 @@ class GraphModel(nn.Module):
             ctx.pad_bias = ctx.layout.key_padding_bias(h.dtype)
         self.prepare(ctx)
         return ctx
+
+    def _check_attention_dropout(self, lowering: Lowering) -> None:
+        """Refuse a GT forward that is handed the ``plugin`` lowering while attention dropout is active.
+
+        The fused op has no attention dropout. :meth:`choose_lowering` keeps a training GT off it, but a
+        lowering passed in (``model(batch, lowering="plugin")``, or ``compute`` with a CSR layout) skipped
+        that rule: the model trained silently without the ``attn_dropout`` its config asks for, while
+        every other lowering applies it."""
+        if (
+            lowering is Lowering.PLUGIN
+            and self.config.arch == "gt"
+            and self.training
+            and self.config.attn_dropout > 0
+            and any(s.heads > 0 for s in self.config.layers)
+        ):
+            raise ValueError(
+                f"the plugin lowering (the fused op) has no attention dropout, but attn_dropout="
+                f"{self.config.attn_dropout} is active in training; train on the scatter, padded or dense "
+                "lowering (or run plugin in eval mode)"
+            )
 
     @property
     def token_pruned(self) -> bool:

@@ -157,3 +157,32 @@ def test_attention_dropout_in_training_keeps_a_gt_off_the_fused_op() -> None:
     with pytest.raises(ValueError, match=r"attention_layout 'fused' has no attention dropout, but attn_dropout=0\.2"):
         named.choose_lowering(ei, batch, 1)
     assert named.eval().choose_lowering(ei, batch, 1) is Lowering.PLUGIN
+
+
+def test_a_plugin_lowering_passed_in_is_refused_while_attention_dropout_trains() -> None:
+    """``model(batch, lowering="plugin")`` (or ``compute`` with a CSR layout) skipped choose_lowering's
+    refusal: a GT with attn_dropout trained through the fused op without any attention dropout, every
+    training forward identical, where the other lowerings drop attention weights."""
+    kw = {"node_features": FeatureSpec("float", 6), "out_dim": 3, "hidden": 16, "heads": 2, "attn_dropout": 0.5}
+    g = torch.Generator().manual_seed(1)
+    x, ei = torch.randn(40, 6, generator=g), torch.randint(0, 40, (2, 150), generator=g)
+    batch = torch.zeros(40, dtype=torch.long)
+    model = build_model(ModelConfig(arch="gt", **kw)).train()
+    torch.manual_seed(0)
+    a, b = (model.compute(x, ei, None, batch, {}, 1, lowering="scatter") for _ in range(2))
+    assert not torch.allclose(a, b)  # the scatter lowering applies attention dropout
+    want = (
+        r"^the plugin lowering \(the fused op\) has no attention dropout, but attn_dropout=0\.5 is active in "
+        r"training; train on the scatter, padded or dense lowering \(or run plugin in eval mode\)$"
+    )
+    for lowering in ("plugin", Lowering.PLUGIN):
+        with pytest.raises(ValueError, match=want):
+            model.compute(x, ei, None, batch, {}, 1, lowering=lowering)
+    csr = dict(zip(("rowptr", "col", "perm"), csr_from_edge_index(ei, 40), strict=True))
+    with pytest.raises(ValueError, match=want):
+        model.compute(x, ei, None, batch, {}, 1, layout=csr, lowering="plugin")
+    model.eval()  # inference has no dropout: the fused op is the GT's own
+    torch.testing.assert_close(
+        model.compute(x, ei, None, batch, {}, 1, layout=csr, lowering="plugin"),
+        model.compute(x, ei, None, batch, {}, 1, lowering="scatter"),
+    )
