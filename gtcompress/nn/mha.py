@@ -75,7 +75,9 @@ class MultiHeadAttention(nn.Module):
         weights ONNX Runtime computes once (constant folding). Each bucket works on its own rows; the
         outputs return to node order by one Gather with ``nbr.inv``. Same function as :meth:`sparse`
         (up to float rounding): every slot of a row without incoming edge is padding, the row is zeroed
-        before ``W_o``'s bias.
+        before ``W_o``'s bias. Folding ``b_v`` into one constant ``W_o b_v`` relies on each row's weights
+        summing to 1 per head; attention dropout (training) breaks that, so there each head's
+        ``W_o,h b_v,h`` is weighted by its row's surviving weight, as the sparse path's ``alpha' v`` does.
         """
         hh, d, c = self.heads, self.head_dim, h.shape[-1]
         tau = 1.0 / math.sqrt(d)
@@ -85,6 +87,9 @@ class MultiHeadAttention(nn.Module):
         m_o = torch.matmul(wv.transpose(1, 2), wo.permute(1, 2, 0)).reshape(hh * c, -1)  # [H*C] -> C'
         b_q = None if self.q.bias is None else (torch.matmul(self.q.bias.view(hh, 1, d), wk) * tau).reshape(hh * c)
         b_o = None if self.v.bias is None else torch.matmul(self.o.weight, self.v.bias)
+        drop = self.dropout > 0.0 and self.training
+        # per head W_o,h b_v,h [H,C'] (b_o is their sum), for rows whose weights dropout rescaled
+        b_oh = None if self.v.bias is None or not drop else (wo * self.v.bias.view(1, hh, d)).sum(-1).transpose(0, 1)
         if bias is not None:
             # Padding slots hold edge id 0, which does not exist when E = 0: gather from the biases plus one
             # zero row (padding is masked, so real slots read exactly the rows they read before).
@@ -100,10 +105,13 @@ class MultiHeadAttention(nn.Module):
                 score = score + bias.index_select(0, edge.reshape(-1)).view(r, kk, hh).transpose(1, 2)
             pad = torch.where(mask, 0.0, MASK).to(score.dtype).unsqueeze(1)  # [R,1,K]
             alpha = torch.softmax(score + pad, dim=-1)
-            if self.dropout > 0.0 and self.training:  # on the weights, as in sparse_attention
+            if drop:  # on the weights, as in sparse_attention
                 alpha = F.dropout(alpha, p=self.dropout, training=True)
             agg = torch.matmul(alpha, hn).reshape(r, hh * c)  # [R,H*C]
-            o = torch.matmul(agg, m_o) if b_o is None else torch.addmm(b_o, agg, m_o)
+            if b_oh is not None:  # sum_h (sum_k alpha'_hk) W_o,h b_v,h: b_v is dropped with its weights
+                o = torch.matmul(agg, m_o) + torch.matmul(alpha.sum(-1), b_oh)
+            else:
+                o = torch.matmul(agg, m_o) if b_o is None else torch.addmm(b_o, agg, m_o)
             outs.append(o * mask[:, :1].to(o.dtype))  # rows without incoming edge -> 0
         out = outs[0] if nbr.inv is None else torch.cat(outs).index_select(0, nbr.inv)
         return out if self.o.bias is None else out + self.o.bias

@@ -245,3 +245,35 @@ def test_multihead_padded_applies_attention_dropout_in_training() -> None:
     assert torch.allclose(m.padded(h, nbr), ref, atol=1e-9)
     m.train()
     assert not torch.allclose(m.padded(h, nbr), ref, atol=1e-3)
+
+
+@pytest.mark.parametrize("buckets", [None, 2])
+def test_multihead_padded_drops_the_value_bias_with_its_weights(buckets, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folded padded path added ``W_o b_v`` whole to every row with edges, as if the weights still
+    summed to 1 after attention dropout: with ``attn_dropout=1`` it returned ``o.bias + W_o b_v`` where
+    the sparse path (``sum alpha' (W_v h + b_v)``) returns ``o.bias``, and at 0.5 its outputs varied
+    about a third as much. Under the same dropped weights both paths now compute the same function."""
+    from gtcompress.nn.mha import MultiHeadAttention
+
+    torch.manual_seed(0)
+    n, e = 40, 160
+    m = MultiHeadAttention(16, 2, 8, dropout=1.0).double().train()
+    with torch.no_grad():
+        m.v.bias.normal_()
+    h = torch.randn(n, 16, dtype=torch.float64)
+    _, _, _, ei, _ = _case(n, e, 1, 1, seed=3)
+    nbr = _neighbour_lists(ei, n, buckets)
+    everything_dropped = m.o.bias.expand(n, -1)
+    assert torch.allclose(m.sparse(h, ei), everything_dropped, atol=1e-12)
+    assert torch.allclose(m.padded(h, nbr), everything_dropped, atol=1e-12)
+
+    # a deterministic stand-in for dropout, the same in both layouts: head 0 dropped, head 1 doubled
+    # (heads are dim 1 of the sparse [E,H] and of the padded [R,H,K] weights)
+    def per_head(x: torch.Tensor, p: float = 0.5, training: bool = False, inplace: bool = False) -> torch.Tensor:
+        return x * torch.tensor([0.0, 2.0], dtype=x.dtype).view(1, 2, *[1] * (x.dim() - 2))
+
+    monkeypatch.setattr(torch.nn.functional, "dropout", per_head)
+    m.dropout = 0.5
+    assert torch.allclose(m.padded(h, nbr), m.sparse(h, ei), atol=1e-9)
+    m.eval()  # no dropout: the folded constant, unchanged
+    assert torch.allclose(m.padded(h, nbr), m.sparse(h, ei), atol=1e-9)
