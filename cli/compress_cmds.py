@@ -112,16 +112,11 @@ def _save(out: Path, model: Any, meta: dict[str, Any], report: dict[str, Any], e
     import json
 
     from gtcompress.checkpoint import save_checkpoint
+    from gtcompress.compress.report import checkpoint_metrics
     from gtcompress.io import _json_default
 
     keep = {k: v for k, v in meta.items() if k in ("dataset", "train")}
-    m = report["metric"]
-    metrics = {
-        "metric": m["name"],
-        "val": m["after"].get("val"),
-        "test": m["after"].get("test"),
-        "params": report["cost"]["after"]["params"],
-    }
+    metrics = checkpoint_metrics(report)
     report_text = json.dumps(report, indent=2, default=_json_default) + "\n"
     save_checkpoint(
         out,

@@ -13,7 +13,7 @@ from typing import Any
 from gtcompress import __version__
 from gtcompress.cost import Cost
 
-__all__ = ["compression_report", "cost_summary", "layer_table"]
+__all__ = ["checkpoint_metrics", "compression_report", "cost_summary", "layer_table"]
 
 
 def cost_summary(before: Cost, after: Cost) -> dict[str, Any]:
@@ -67,3 +67,19 @@ def compression_report(
 def layer_table(config: Any) -> list[dict[str, Any]]:
     """``[{heads, ffn_dim, token_keep}]`` per layer of a :class:`ModelConfig`."""
     return [{"heads": s.heads, "ffn_dim": s.ffn_dim, "token_keep": s.token_keep} for s in config.layers]
+
+
+def checkpoint_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """The ``metrics`` entry a compressed checkpoint records, from its compression report: the
+    compressed model's own metric and parameter count (what ``gtc info`` shows as recorded).
+
+    A checkpoint written with its parent's meta copied would carry the *dense* model's metrics
+    (val, test and params) next to a smaller model, so every writer of a compressed checkpoint
+    (``gtc prune``/``gtc sparsify``, the pipeline's stages) takes them from here."""
+    m = report["metric"]
+    return {
+        "metric": m["name"],
+        "val": m["after"].get("val"),
+        "test": m["after"].get("test"),
+        "params": report["cost"]["after"]["params"],
+    }

@@ -161,7 +161,15 @@ def _dense_ft(ctx: RunContext, parent: ModelArtifact) -> ModelArtifact:
 
         model, meta = load_checkpoint(parent.ckpt)
         res = finetune_dense(model, ctx.dataset(model.config.pe), epochs, lr=pcfg["lr"], batch_size=batch_size)
-        save_checkpoint(ckpt, res.model, {**meta, "compression": res.report})
+        rep = res.report
+        # its own metrics, not the parent's copied with the meta (gtc info shows these)
+        metrics = {
+            "metric": rep["metric"],
+            "val": rep["val"],
+            "test": rep["test"],
+            "params": sum(p.numel() for p in res.model.parameters()),
+        }
+        save_checkpoint(ckpt, res.model, {**meta, "metrics": metrics, "compression": rep})
         return {"epochs": res.report["epochs_run"]}
 
     ctx.stage(f"control:{parent.arch}:dense-ft", key, [ckpt], finetune)
@@ -177,6 +185,7 @@ def _sparsify(ctx: RunContext, parent: ModelArtifact) -> ModelArtifact:
 
     def teddy() -> dict[str, Any]:
         from gtcompress.checkpoint import load_checkpoint, save_checkpoint
+        from gtcompress.compress.report import checkpoint_metrics
         from gtcompress.compress.teddy import SparsifyConfig, sparsify_model
 
         model, meta = load_checkpoint(parent.ckpt)
@@ -185,7 +194,13 @@ def _sparsify(ctx: RunContext, parent: ModelArtifact) -> ModelArtifact:
         save_checkpoint(
             ckpt,
             res.model,
-            {**meta, "compression": res.report, "teddy": res.transform.to_dict()},  # its PE recomputation too
+            # its own metrics, not the dense parent's; the transform with its PE recomputation too
+            {
+                **meta,
+                "metrics": checkpoint_metrics(res.report),
+                "compression": res.report,
+                "teddy": res.transform.to_dict(),
+            },
         )
         return {"flops_kept": res.report["cost"]["flops_ratio"]}
 
@@ -205,6 +220,7 @@ def _prune(ctx: RunContext, parent: ModelArtifact, b: float, method: str) -> Mod
     def prune() -> dict[str, Any]:
         from gtcompress.checkpoint import load_checkpoint, save_checkpoint
         from gtcompress.compress.prune import PruneConfig, prune_model, random_prune
+        from gtcompress.compress.report import checkpoint_metrics
 
         model, meta = load_checkpoint(parent.ckpt)
         pc = PruneConfig(
@@ -216,7 +232,7 @@ def _prune(ctx: RunContext, parent: ModelArtifact, b: float, method: str) -> Mod
             lr=pcfg["lr"],
         )
         res = (prune_model if method == "gtsp" else random_prune)(model, ctx.dataset(model.config.pe), pc)
-        save_checkpoint(ckpt, res.model, {**meta, "compression": res.report})
+        save_checkpoint(ckpt, res.model, {**meta, "metrics": checkpoint_metrics(res.report), "compression": res.report})
         return {"flops_kept": res.report["cost"]["flops_ratio"]}
 
     ctx.stage(f"prune:{parent.arch}:{method}:{b}", key, [ckpt], prune)

@@ -81,6 +81,20 @@ def test_every_artifact_exists_and_is_consistent(run) -> None:
     assert (Path(report["triton"]["repository"]) / report["triton"]["model"] / "config.pbtxt").is_file()
 
 
+def test_compressed_checkpoints_record_their_own_metrics(run) -> None:
+    """The stages saved the dense parent's meta with the report added, so ``gtc info`` on a pruned
+    checkpoint showed the dense model's params, val and test as its recorded metrics."""
+    from gtcompress.checkpoint import load_checkpoint
+
+    out, _ = run
+    for name in ("gt-dense-ft", "gt-teddy", "gt-gtsp-0.5", "gt-random-0.5"):
+        model, meta = load_checkpoint(out / "models" / name)
+        m, rep = meta["metrics"], meta["compression"]
+        assert m["params"] == sum(p.numel() for p in model.parameters()), name
+        after = rep["metric"]["after"] if "cost" in rep else rep  # dense-ft's report holds val/test itself
+        assert (m["val"], m["test"]) == (after["val"], after["test"]), name
+
+
 def test_report_metric_matches_the_onnx_artifact(run) -> None:
     out, report = run
     from gtcompress.train.recipe import DataSpec
