@@ -46,7 +46,6 @@ def main() -> None:
     from gtcompress.checkpoint import load_checkpoint
     from gtcompress.compress.budget import fit_budget, gate_scores, random_scores
     from gtcompress.compress.distill import attach_teacher
-    from gtcompress.compress.materialise import plain_copy
     from gtcompress.compress.prune import PruneConfig, PruneRun, mask_training
     from gtcompress.compress.prune_run import evaluate_splits, finetune_pruned
 
@@ -80,7 +79,7 @@ def main() -> None:
         gates, _ = mask_training(pr)
         scores = {"gtsp": gate_scores(gates), "random": random_scores(cm, seed)}
         for plan, start in CELLS:
-            src = student if start == "masktrained" else plain_copy(model)
+            src = _start(start, plan, student, model, cfg)
             fit = fit_budget(src, scores[plan], cm, ref, axes, args.budget, cfg.tolerance, allocation=cfg.allocation)
             res = finetune_pruned(fit.model, data_kd, cfg, cfg.finetune_epochs, ft_s, False, "fine-tune")
             m = evaluate_splits(fit.model, ds)
@@ -103,6 +102,16 @@ def main() -> None:
     _plot(rows, 100 * dense["test"], args)
     for cell, v in summary.items():
         print(f"{cell:20s} {v['test']:.2f} ± {v['std']:.2f} ({v['test'] - 100 * dense['test']:+.2f} vs dense)")
+
+
+def _start(start: str, plan: str, student: Any, model: Any, cfg: Any) -> Any:
+    """The model a cell's plan is cut from: GTSP's mask-trained student, or the dense weights as a
+    ``plan`` run starts from them (:func:`~gtcompress.compress.prune_run.student_copy`: with the
+    tokens axis, plus that run's fresh node scorers). The plain dense model has no scorer, and a plan
+    keeping ``token_keep < 1`` (GPS on NCI1: tokens,heads,layers,ffn) cannot be materialised from it."""
+    from gtcompress.compress.prune_run import student_copy
+
+    return student if start == "masktrained" else student_copy(model, cfg, plan)
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

@@ -40,7 +40,15 @@ from gtcompress.graph import GraphBatch
 from gtcompress.models.model import GraphModel
 from gtcompress.train.loop import TrainConfig, evaluate, seed_everything, train
 
-__all__ = ["PruneResult", "PruneRun", "Selection", "check_prunable", "evaluate_splits", "finetune_pruned"]
+__all__ = [
+    "PruneResult",
+    "PruneRun",
+    "Selection",
+    "check_prunable",
+    "evaluate_splits",
+    "finetune_pruned",
+    "student_copy",
+]
 
 #: Offset of the student's token-scorer seed from ``cfg.seed``: random pruning gets a fresh random
 #: scorer rather than GTSP's initial one.
@@ -112,7 +120,7 @@ class PruneRun:
         cost_before = measure_cost(dense, ref)
         metrics_before = dict(dense_metrics) if dense_metrics is not None else evaluate_splits(dense, dataset)
         data_kd = attach_teacher(dataset, dense) if cfg.kd_weight > 0 and not has_teacher(dataset) else dataset
-        student = _student(model, cfg, cfg.seed + STUDENT_SEED[method])
+        student = student_copy(model, cfg, method)
         t0 = time.perf_counter()
         cm = CostModel.calibrate(student, ref, dense_flops=cost_before.flops)
         timings = {"calibrate": time.perf_counter() - t0}
@@ -306,9 +314,13 @@ def _max_diff(a: nn.Module, b: nn.Module, batch: GraphBatch) -> float:
     return float((a(batch) - b(batch)).abs().max())
 
 
-def _student(model: GraphModel, cfg: PruneConfig, seed: int) -> GraphModel:
+def student_copy(model: GraphModel, cfg: PruneConfig, method: str) -> GraphModel:
+    """The copy of ``model`` that a ``method`` ("gtsp" or "random") run ranks and slices: the dense
+    weights plus, with the tokens axis, a node scorer per attention layer seeded by ``cfg.seed +
+    STUDENT_SEED[method]``. A plan with ``token_keep < 1`` materialises only from such a model
+    (the plain dense one has no scorer), so whatever starts a run from the dense weights starts here."""
     if "tokens" in cfg.axes and cfg.token_keep < 1.0:
-        return with_token_keep(model, cfg.token_keep, seed=seed)
+        return with_token_keep(model, cfg.token_keep, seed=cfg.seed + STUDENT_SEED[method])
     return plain_copy(model)
 
 

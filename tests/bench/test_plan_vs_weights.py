@@ -1,0 +1,30 @@
+"""bench/plan_vs_weights.py: every cell's plan is cut from a model it can be materialised from."""
+
+import pytest
+import torch
+
+from bench.plan_vs_weights import CELLS, _start
+from gtcompress.compress.budget import fit_budget, random_scores
+from gtcompress.compress.prune import PruneConfig, PruneRun
+from tests.compress.conftest import tiny_dataset, tiny_model
+
+
+def test_dense_start_with_the_tokens_axis_is_materialised() -> None:
+    """GPS on a graph-level task prunes tokens by default (bench's gps:tu:NCI1): the dense-start cells
+    cut a plan keeping 0.8 of the tokens from the plain dense model, which has no token scorer, and
+    the run died with ``ValueError: plan layer 0 keeps 0.8 of the tokens but ... has no token scorer``."""
+    ds = tiny_dataset("graph")
+    model = tiny_model("gps", ds.info, num_layers=2)
+    cfg = PruneConfig(target_flops=0.6, token_keep=0.8, epochs=0, finetune_epochs=0, batch_size=8, cost_graphs=8)
+    run = PruneRun.start("gtsp", model, ds, cfg, show_progress=False)
+    assert "tokens" in run.cfg.axes
+    dense_weights = model.state_dict()
+    for plan, start in CELLS:
+        src = _start(start, plan, run.student, model, run.cfg)
+        if start == "dense":  # the dense weights, whatever was trained in the student
+            state = src.state_dict()
+            assert all(torch.equal(state[k], v) for k, v in dense_weights.items())
+        scores = random_scores(run.cost_model, 0)
+        fit = fit_budget(src, scores, run.cost_model, run.ref, run.axes, 0.6, run.cfg.tolerance)
+        assert fit.ratio == pytest.approx(0.6, rel=run.cfg.tolerance)
+        assert all(s.token_keep == 0.8 for s in fit.model.config.layers if s.heads)
