@@ -132,7 +132,7 @@ def sparse_graph_attention(
     by_name.update({"n_nodes": n, "n_edges": e, "out": out, "out_in": out, "part": part})
     # Triton launches on the current device, not the tensors': cuda:1 tensors with cuda:0 current
     # would hand cuda:1 pointers to a kernel running on cuda:0.
-    with contextlib.nullcontext() if interpret else torch.cuda.device(q.device):
+    with contextlib.nullcontext() if interpret or q.device.type == "cpu" else torch.cuda.device(q.device):
         for kernel in spec.KERNELS:  # partials, then combine, on the same stream
             fn = interpreted_kernel(kernel) if interpret else jit_kernel(kernel)
             _launch(kernel, fn, by_name, attrs, config, warmup=False)

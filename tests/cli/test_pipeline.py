@@ -566,9 +566,12 @@ def test_a_second_run_into_the_same_folder_is_refused(tmp_path) -> None:
 
 
 def test_the_lock_of_a_finished_run_does_not_block_the_next(run) -> None:
-    out, report = run
+    from filelock import FileLock
+
+    out, _ = run
     assert (out / pipeline.LOCK_NAME).exists()
-    assert run_pipeline(load_config(None, TINY), out, log=lambda _: None) == report
+    with FileLock(out / pipeline.LOCK_NAME, timeout=0):  # free: a next run takes it
+        pass
 
 
 def test_an_out_that_is_a_file_is_refused(tmp_path) -> None:
