@@ -52,7 +52,13 @@ def export_cmd(
     gtc build refuses one) rather than a file name chosen inside it.
     """
     from exporters.onnx import check_output_path, export_onnx
-    from exporters.triton_repo import BACKENDS, PythonModelOptions, check_model_name, write_model_repository
+    from exporters.triton_repo import (
+        BACKENDS,
+        PythonModelOptions,
+        check_model_dir,
+        check_model_name,
+        write_model_repository,
+    )
     from gtcompress.checkpoint import load_checkpoint
     from gtcompress.errors import ConfigError
 
@@ -78,6 +84,7 @@ def export_cmd(
             check_model_name(model_name)
         except ConfigError as e:
             raise ConfigError(f"--name: {e}") from None
+        check_model_dir(triton_repo / model_name)
     options = PythonModelOptions(
         max_batch_size=triton_max_batch,
         max_queue_delay_us=None if triton_delay_us == -1 else triton_delay_us,

@@ -249,6 +249,15 @@ def check_model_name(name: str) -> None:
         raise ConfigError(f"model name {name!r}: use letters, digits, '_', '-' and '.' only, not only dots")
 
 
+def check_model_dir(root: Path) -> None:
+    """Refuse a model directory ``root`` (``REPO/NAME``) that exists but is not a directory: the write
+    replaces ``root`` whole, so a file of the user's (or a link to one, or a broken link) there would
+    be deleted without a word."""
+    if (root.exists() or root.is_symlink()) and not root.is_dir():
+        kind = "a broken symbolic link" if not root.exists() else "a file"
+        raise ConfigError(f"{root}: exists and is {kind}, not a Triton model directory; refusing to replace it")
+
+
 def write_model_repository(
     repo: str | Path,
     name: str,
@@ -265,7 +274,8 @@ def write_model_repository(
     ``repo/name`` is replaced as a whole: built beside it (its other versions and files of its own
     hard-linked in), then swapped in, so a write that fails part-way (a full disk) leaves the old
     model as it was, never a new model file under the old ``config.pbtxt``. The new version holds
-    only the chosen variant's files (a stale ``model.py`` would make Triton load the wrong backend)."""
+    only the chosen variant's files (a stale ``model.py`` would make Triton load the wrong backend).
+    A file at ``repo/name`` is the user's and a :class:`ConfigError`, never replaced."""
     model_file = Path(model_file)
     check_model_name(name)
     if model_file.suffix not in PLATFORMS:
@@ -273,6 +283,7 @@ def write_model_repository(
     chosen = resolve_backend(backend, model_file, spec)
     platform, filename, kind = PLATFORMS[model_file.suffix]
     root = Path(repo) / name
+    check_model_dir(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     recover_dead_dir_swaps(root)
     tmp = make_temp_dir(root)

@@ -74,3 +74,16 @@ def test_sparsified_gps_exports_verified(tmp_path: Path) -> None:
     res = runner.invoke(app, ["export", str(ckpt), "--out", str(out)], prog_name="gtc")
     assert res.exit_code == 0, res.output
     assert out.is_file() and "dense" in res.stdout
+
+
+def test_a_file_where_the_triton_model_directory_goes_is_kept(tmp_path: Path) -> None:
+    """``REPO/NAME`` is replaced whole; a file of the user's there was deleted without a word. It is
+    refused before the export, and the file stays."""
+    ckpt = _checkpoint(tmp_path, "gt")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "gt").write_text("my notes")
+    args = ["export", str(ckpt), "--out", str(tmp_path / "m.onnx"), "--triton-repo", str(repo), "--name", "gt"]
+    res = runner.invoke(app, args, prog_name="gtc")
+    assert _error_line(res) == f"{repo}/gt: exists and is a file, not a Triton model directory; refusing to replace it"
+    assert (repo / "gt").read_text() == "my notes" and not (tmp_path / "m.onnx").exists()

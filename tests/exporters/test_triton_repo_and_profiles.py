@@ -213,3 +213,19 @@ def test_other_versions_and_own_files_are_kept_and_readable_by_all(tmp_path) -> 
     for p in [root, *root.rglob("*")]:
         want = (0o777 if p.is_dir() else 0o666) & ~umask
         assert p.stat().st_mode & 0o777 == want, p
+
+
+def test_a_file_or_broken_link_at_the_model_directory_is_refused_and_kept(tmp_path) -> None:
+    """The model directory is swapped in whole: a file there (the user's) was renamed aside and deleted."""
+    f = tmp_path / "m.onnx"
+    f.write_bytes(b"m")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "notes").write_text("mine")
+    (repo / "gone").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match=r"repo/notes: exists and is a file, not a Triton model directory; refusing"):
+        write_model_repository(repo, "notes", f, _spec("dense"))
+    with pytest.raises(ConfigError, match=r"repo/gone: exists and is a broken symbolic link, not a Triton model"):
+        write_model_repository(repo, "gone", f, _spec("dense"))
+    assert (repo / "notes").read_text() == "mine" and (repo / "gone").is_symlink()
+    assert sorted(p.name for p in repo.iterdir()) == ["gone", "notes"]
