@@ -11,7 +11,10 @@ runs when reading a cache). Per split, the graphs are stored concatenated with p
 Integer tensors are stored in the narrowest integer dtype that holds their values (SBM node ids
 fit in ``uint8``: 8x less disk than int64) together with the dtype to restore.
 Files are written atomically (:func:`gtcompress.io.atomic_path`); an unreadable, truncated or
-mismatching file is rebuilt with a warning instead of failing the run.
+mismatching file is rebuilt with a warning instead of failing the run. The payload carries the
+SHA-256 of its own contents (``sha256``, see :func:`_digest`): ``torch.load`` does not check the zip
+entries' CRCs, so a damaged byte inside a tensor (a bad disk, a file edited by hand) would otherwise
+load as different data without a word.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from gtcompress.io import atomic_path
 
 __all__ = ["CACHE_FORMAT", "cache_path", "cached", "default_cache_dir", "load_packed", "save_packed"]
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the payload carries its SHA-256 (files of format 1 are not trusted)
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
@@ -87,6 +90,33 @@ def cached(
 
 
 # ------------------------------------------------------------------------------------ file format
+def _digest(obj: Any) -> str:
+    """SHA-256 of a payload: its structure, plain values, and every tensor's dtype, shape and bytes."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def _feed(h: Any, obj: Any) -> None:
+    """Add ``obj`` to the hash ``h``, each item tagged with its kind so that no two payloads collide."""
+    if isinstance(obj, Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())  # the raw bytes, without a copy
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)};".encode())
+        for key in sorted(obj, key=repr):
+            h.update(f"{key!r};".encode())
+            _feed(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)};".encode())
+        for item in obj:
+            _feed(h, item)
+    else:
+        h.update(f"V{obj!r};".encode())
+
+
 def _narrow(t: Tensor) -> Tensor:
     """``t`` in the smallest integer dtype that holds its values (floats unchanged)."""
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool or t.numel() == 0:
@@ -181,6 +211,7 @@ def save_packed(
         "info": dataset.info.to_dict(),
         "splits": {split: _pack_split(graphs) for split, graphs in dataset.splits.items()},
     }
+    payload["sha256"] = _digest(payload)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
@@ -189,10 +220,14 @@ def save_packed(
 def load_packed(
     path: Path | str, *, expect_name: str | None = None, expect_params: dict[str, Any] | None = None
 ) -> GraphDataset:
-    """Read a file written by :func:`save_packed`; raise ``ValueError`` if it is not the one expected."""
+    """Read a file written by :func:`save_packed`; raise ``ValueError`` if it is not the one expected
+    or its contents are not what was written."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT:
         raise ValueError(f"not a gtcompress dataset cache of format {CACHE_FORMAT}")
+    recorded = payload.pop("sha256", None)
+    if recorded != _digest(payload):
+        raise ValueError("contents do not match the SHA-256 recorded when the file was written (a damaged file)")
     if expect_name is not None and payload["name"] != expect_name:
         raise ValueError(f"cache holds dataset {payload['name']!r}, expected {expect_name!r}")
     if expect_params is not None and payload["params"] != _params_json(expect_params):

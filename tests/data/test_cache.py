@@ -205,3 +205,21 @@ def test_file_based_datasets_dispatch_lazily(tmp_path: Path, monkeypatch: pytest
         ("hiv", tmp_path, data.MOLHIV_SMALL_LIMIT, None),
         ("hiv", tmp_path, (10, 5, 5), tmp_path / "c"),
     ]
+
+
+def test_a_damaged_byte_inside_a_tensor_is_caught_not_loaded(tmp_path: Path) -> None:
+    """torch.load does not check the zip CRCs: one flipped byte in the stored node features loaded as
+    different features without a warning. The recorded SHA-256 catches it and the file is rebuilt."""
+    cached("toy", PARAMS, _toy, tmp_path)
+    path = cache_path("toy", PARAMS, tmp_path)
+    blob = bytearray(path.read_bytes())
+    x = torch.cat([g.x for g in _toy()["train"]]).numpy().tobytes()
+    at = bytes(blob).find(x[:64])
+    assert at > 0  # the float features are stored as they are
+    blob[at + 10] ^= 0x5A
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="do not match the SHA-256 recorded when the file was written"):
+        load_packed(path, expect_name="toy", expect_params=PARAMS)
+    with pytest.warns(RuntimeWarning, match="regenerating"):
+        _assert_same(_toy(), cached("toy", PARAMS, _toy, tmp_path))
+    _assert_same(_toy(), cached("toy", PARAMS, _fail, tmp_path))  # the file was rewritten
