@@ -5,10 +5,12 @@ metrics and (after compression) the compression report, plus the SHA-256 of the 
 weights file from another run is caught.
 
 Saving is atomic: the directory is written to a temporary sibling ``.NAME.tmp-PID-…`` and renamed into
-place. An existing checkpoint cannot be renamed over (a non-empty directory), so it is first renamed
-aside to ``.NAME.old-PID``, removed once the new one is in place and renamed back if that fails. A
-process killed between the two renames leaves the aside as the only copy, so the next save restores
-it (when the checkpoint is missing) or removes it, once that PID is no longer running. Only a
+place. An existing checkpoint cannot be renamed over (a non-empty directory): on Linux the two
+directories trade names in one step (``NAME`` is never missing for a reader) and the old one is then
+removed; elsewhere it is first renamed aside to ``.NAME.old-PID``, removed once the new one is in place
+and renamed back if that fails. A process killed between the two renames leaves the aside as the only
+copy, so the next save restores it (when the checkpoint is missing) or removes it, once that PID is no
+longer running. A load that a save overtook between its reads of the two files reads again. Only a
 checkpoint directory (or an empty one) is ever replaced: a file or another directory at the target is
 the user's and an error.
 """
@@ -19,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -167,11 +170,46 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     return doc
 
 
+#: Reads of a checkpoint that another process's save replaced meanwhile, before giving up.
+_READ_ATTEMPTS = 5
+
+
+def _dir_identity(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
+    """Which directory ``path`` (a checkpoint, or a file in one) names now; ``None`` if none. A save
+    swaps a new directory in, so this changes whenever a save lands."""
+    root = Path(path)
+    if root.name in (CONFIG, WEIGHTS) and root.is_file():
+        root = root.parent
+    try:
+        st = os.stat(root)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_ctime_ns
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[GraphModel, dict[str, Any]]:
     """Rebuild the model from ``config.json`` and load the weights, checking every key and shape.
 
     Returns ``(model in eval mode, meta)``. Mismatches raise :class:`CheckpointError` listing the
-    missing, unexpected and wrongly shaped tensors."""
+    missing, unexpected and wrongly shaped tensors.
+
+    ``config.json`` and the weights are two reads: a save by another process (training writing the
+    best checkpoint while it is evaluated) can swap the directory between them, and the two files
+    then come from different saves. A failed read is retried when the directory changed during it,
+    so it reports the checkpoint's own problem, never "weights from another run" made by the race."""
+    for attempt in range(1, _READ_ATTEMPTS + 1):
+        before = _dir_identity(path)
+        try:
+            return _load_checkpoint_once(path)
+        except CheckpointError:
+            if attempt == _READ_ATTEMPTS or _dir_identity(path) == before:
+                raise
+            time.sleep(0.01 * attempt)  # a save between its two renames (no atomic exchange here)
+    raise AssertionError("unreachable")
+
+
+def _load_checkpoint_once(path: str | os.PathLike[str]) -> tuple[GraphModel, dict[str, Any]]:
+    """One read of :func:`load_checkpoint`."""
     doc = read_checkpoint_meta(path)
     root = Path(doc["_root"])
     weights = root / WEIGHTS
@@ -180,7 +218,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[GraphModel, dict[str,
     # Read before hashing: a truncated or corrupt file is "unreadable", not "from another run".
     try:
         state = load_file(str(weights))
-    except (SafetensorError, OSError) as e:
+    except (SafetensorError, OSError, RuntimeError) as e:  # RuntimeError: torch's mmap of a vanished file
         raise CheckpointError(f"{weights}: unreadable safetensors file ({e})") from e
     if doc.get("weights_sha256") and doc["weights_sha256"] != _sha256(weights):
         raise CheckpointError(f"{weights}: SHA-256 does not match {root / CONFIG} (weights from another run?)")

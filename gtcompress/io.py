@@ -7,17 +7,21 @@ unchecked file. So every write first removes the stale temps of its own target
 (:func:`remove_stale_temps`): the PID in the name says whether the writer still runs.
 
 A directory (a checkpoint, a Triton model repository) is written whole into ``.NAME.tmp-PID-RANDOM``
-and swapped in by renames (:func:`swap_dir_into_place`); :func:`recover_dead_dir_swaps` cleans up
-after a writer that died, by the same PID rule.
+and swapped in (:func:`swap_dir_into_place`): on Linux by one atomic exchange of the two names, so
+that ``NAME`` always names a complete directory, elsewhere by two renames;
+:func:`recover_dead_dir_swaps` cleans up after a writer that died, by the same PID rule.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import re
 import secrets
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -172,15 +176,63 @@ def make_temp_dir(target: Path) -> Path:
             continue
 
 
+#: ``renameat2`` flag: swap the two names in one step (Linux >= 3.15; ext4, xfs, btrfs, tmpfs, overlayfs).
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Swap the names ``a`` and ``b`` atomically (``renameat2(RENAME_EXCHANGE)``); ``False`` where the
+    system or file system cannot (nothing changed then). Both must exist: ``FileNotFoundError`` else."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM):
+        return False  # an old kernel or a file system without the flag (NFS, FUSE...): two renames instead
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+_RENAMEAT2: list[Any] = []
+
+
+def _renameat2() -> Any:
+    """libc's ``renameat2``, or ``None`` (not Linux, or a libc without it: glibc < 2.28)."""
+    if not _RENAMEAT2:
+        fn = None
+        if sys.platform.startswith("linux"):
+            try:
+                fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+            except OSError:
+                fn = None
+            if fn is not None:
+                fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+                fn.restype = ctypes.c_int
+        _RENAMEAT2.append(fn)
+    return _RENAMEAT2[0]
+
+
 def swap_dir_into_place(tmp: Path, target: Path) -> None:
-    """Rename ``tmp`` to ``target``; an existing ``target`` goes aside first and comes back on failure."""
+    """Rename ``tmp`` to ``target``. An existing ``target`` is exchanged with ``tmp`` in one step where
+    the system can (a reader, or another writer, never finds ``target`` missing), then removed; else it
+    goes aside first and comes back on failure."""
     aside = None
     if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
         target.rmdir()  # an empty directory holds nothing to restore
     elif target.exists() or target.is_symlink():
-        aside = target.with_name(f".{target.name}.old-{os.getpid()}")
-        remove_path(aside)
-        os.replace(target, aside)
+        try:
+            exchanged = exchange_paths(tmp, target)
+        except FileNotFoundError:  # moved away this instant by another writer's renames: nothing to set aside
+            exchanged = None
+        if exchanged:
+            remove_path(tmp)  # the old one now; a kill before this leaves a temp that recovery removes
+            return
+        if exchanged is not None:
+            aside = target.with_name(f".{target.name}.old-{os.getpid()}")
+            remove_path(aside)
+            os.replace(target, aside)
     try:
         os.replace(tmp, target)
     except BaseException:

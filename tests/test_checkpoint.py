@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -229,9 +230,13 @@ def test_checkpoint_directory_follows_the_umask(tmp_path) -> None:
 
 
 def test_failed_swap_restores_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
-    """The old directory is renamed aside before the new one moves in; if that move fails, the old one
-    goes back and neither the aside nor the temporary directory is left behind."""
+    """Without an atomic exchange (a file system that lacks it), the old directory is renamed aside
+    before the new one moves in; if that move fails, the old one goes back and neither the aside nor
+    the temporary directory is left behind."""
     import gtcompress.checkpoint as ckpt_mod
+    import gtcompress.io as io_mod
+
+    monkeypatch.setattr(io_mod, "exchange_paths", lambda a, b: False)
 
     target = save_checkpoint(tmp_path / "ckpt", _model(), {"round": 1})
     real_replace = ckpt_mod.os.replace
@@ -422,3 +427,80 @@ def test_input_mismatch_names_both_sides() -> None:
     assert (
         input_mismatch(config, dataclasses.replace(info, out_dim=3)) == "outputs (out_dim): the model takes 2, A has 3"
     )
+
+
+def _exchange_supported(tmp_path: Path) -> bool:
+    from gtcompress.io import exchange_paths
+
+    (tmp_path / "probe-a").mkdir()
+    (tmp_path / "probe-b").mkdir()
+    try:
+        return exchange_paths(tmp_path / "probe-a", tmp_path / "probe-b")
+    finally:
+        (tmp_path / "probe-a").rmdir()
+        (tmp_path / "probe-b").rmdir()
+
+
+def test_an_overwrite_never_leaves_the_checkpoint_missing(tmp_path, monkeypatch) -> None:
+    """The old checkpoint was renamed aside before the new one moved in: a reader in between (gtc eval
+    of the best checkpoint while training saves it) got "checkpoint directory does not exist". Where
+    the system can, the two directories now trade names in one step."""
+    import gtcompress.io as io_mod
+
+    if not _exchange_supported(tmp_path):
+        pytest.skip("this file system cannot exchange two names atomically")
+    target = save_checkpoint(tmp_path / "ckpt", _model(), {"round": 1})
+    seen: list[bool] = []
+    real_replace = io_mod.os.replace
+
+    def replace(src, dst) -> None:
+        real_replace(src, dst)
+        seen.append(target.is_dir())
+
+    monkeypatch.setattr(io_mod.os, "replace", replace)
+    monkeypatch.setattr(io_mod, "remove_path", lambda p: (seen.append(target.is_dir()), shutil.rmtree(p)))
+    save_checkpoint(target, _model(), {"round": 2})
+    assert seen and all(seen)
+    assert read_checkpoint_meta(target)["round"] == 2 and _siblings(target) == ["ckpt"]
+
+
+def test_a_save_landing_between_the_two_reads_of_a_load_is_not_another_run(tmp_path, monkeypatch) -> None:
+    """load_checkpoint reads config.json, then the weights: a save in between (another process) gave
+    config.json of one save and weights of the next, reported as "SHA-256 does not match (weights from
+    another run?)". The load now reads again when the directory changed under it."""
+    import gtcompress.checkpoint as ckpt_mod
+
+    target = save_checkpoint(tmp_path / "ckpt", _model(), {"round": 1})
+    torch.manual_seed(5)
+    other = build_model(_model().config)
+    real_load = ckpt_mod.load_file
+    calls: list[str] = []
+
+    def load_file(name: str):
+        if not calls:
+            save_checkpoint(target, other, {"round": 2})  # the other process's save lands now
+        calls.append(name)
+        return real_load(name)
+
+    monkeypatch.setattr(ckpt_mod, "load_file", load_file)
+    loaded, meta = load_checkpoint(target)
+    assert meta["round"] == 2 and len(calls) == 2
+    assert all(
+        torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), other.state_dict().values(), strict=True)
+    )
+
+
+def test_weights_from_another_run_are_still_caught_at_once(tmp_path, monkeypatch) -> None:
+    """The retry is for a directory that changed during the read, not for a checkpoint that is wrong."""
+    import gtcompress.checkpoint as ckpt_mod
+
+    path = save_checkpoint(tmp_path / "ckpt", _model())
+    save_file(
+        {k: v + 1 for k, v in load_file(str(path / "model.safetensors")).items()}, str(path / "model.safetensors")
+    )
+    calls: list[str] = []
+    real_load = ckpt_mod.load_file
+    monkeypatch.setattr(ckpt_mod, "load_file", lambda name: (calls.append(name), real_load(name))[1])
+    with pytest.raises(CheckpointError, match="SHA-256 does not match"):
+        load_checkpoint(path)
+    assert len(calls) == 1
