@@ -1,20 +1,81 @@
 """Atomic file writes for the PTX, manifests, engines and timing caches this package makes.
 
 ``trt_plugins`` imports nothing of gtcompress's, so it keeps this small writer of its own. A temp
-file next to the target is renamed over it once complete, with the umask's permissions (``mkstemp``
-makes 0600, and a Triton server running as another user could not read the engine)."""
+file next to the target, ``.NAME.PID-RANDOM.tmp`` (the names ``gtcompress.io`` uses), is renamed over
+it once complete, with the umask's permissions (``mkstemp`` makes 0600, and a Triton server running
+as another user could not read the engine). A process killed mid-write (an engine is hundreds of
+megabytes) cannot remove its temp, so every write first removes the temps of its target whose writer
+is dead, by the rule of ``gtcompress.io.remove_stale_temps``."""
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
+
+#: A temp without a PID in its name (``.NAME.XXXXXXXX.tmp``, from before the PID was put there) goes
+#: once untouched for this long: nothing tells whether its writer still runs, and no write takes a day.
+LEGACY_TEMP_MAX_AGE_S = 24 * 3600
+
+#: When this process started, near enough: a temp modified after it is no leftover of a writer that
+#: died before it (a reused PID, or a writer on another machine sharing the directory).
+_PROCESS_START = time.time()
+
+
+def _pid_running(pid: int) -> bool:
+    """Whether process ``pid`` exists; ``True`` when that cannot be told, so a live write is never hit."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove the temps that killed writes to ``path`` left beside it; return what was removed."""
+    name = re.escape(path.name)
+    with_pid = re.compile(rf"\.{name}\.(\d+)-[0-9a-z_]+\.tmp")
+    legacy = re.compile(rf"\.{name}\.[0-9a-z_]{{8}}\.tmp")
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:  # unreadable: the write itself will say so
+        return removed
+    now = time.time()
+    for entry in entries:
+        m = with_pid.fullmatch(entry.name)
+        if m is None and legacy.fullmatch(entry.name) is None:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            mtime = entry.stat(follow_symlinks=False).st_mtime
+        except OSError:  # gone meanwhile (its writer finished)
+            continue
+        if m is not None:
+            stale = mtime < _PROCESS_START and not _pid_running(int(m.group(1)))
+        else:
+            stale = now - mtime > LEGACY_TEMP_MAX_AGE_S
+        if stale:
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write ``data`` (text as UTF-8) to ``path`` by temp file, fsync and rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
     try:
         mask = os.umask(0o022)
         os.umask(mask)

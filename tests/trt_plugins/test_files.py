@@ -28,3 +28,58 @@ def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         write_atomic(tmp_path / "m.plan", 3)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_next_write_removes_the_temps_of_killed_writers_only(tmp_path: Path) -> None:
+    """An engine write killed mid-way (kill -9, OOM) left ``.m.plan.XXXXXXXX.tmp``, hundreds of MB,
+    that no later write removed. Now a temp names its writer's PID, and the next write to the same
+    target removes those of dead writers; a live writer's temp and other files stay."""
+    import time
+
+    old = time.time() - 3600
+    dead = tmp_path / f".m.plan.{_dead_pid()}-abc123.tmp"
+    live = tmp_path / f".m.plan.{os.getppid()}-abc123.tmp"
+    legacy_old, legacy_new = tmp_path / ".m.plan.abcdefgh.tmp", tmp_path / ".m.plan.ijklmnop.tmp"
+    other = tmp_path / f".k.ptx.{_dead_pid()}-abc123.tmp"
+    for p in (dead, live, legacy_old, legacy_new, other):
+        p.write_bytes(b"partial engine")
+        os.utime(p, (old, old))
+    os.utime(legacy_old, (old - 2 * 86400, old - 2 * 86400))
+    write_atomic(tmp_path / "m.plan", b"engine")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (live, legacy_new, other, tmp_path / "m.plan")
+    )
+    assert (tmp_path / "m.plan").read_bytes() == b"engine"
+
+
+def test_a_killed_writer_leaves_a_temp_the_next_write_removes(tmp_path: Path) -> None:
+    """The same, with a real kill: the writer is stopped while it writes (SIGKILL), its temp stays."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import sys, os, signal; from pathlib import Path; import trt_plugins.files as f\n"
+        "def stop(fd): os.kill(os.getpid(), signal.SIGKILL)\n"
+        "f.os.fsync = stop\n"
+        "f.write_atomic(Path(sys.argv[1]), b'x' * 4096)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.plan")], env=env, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    (temp,) = tmp_path.iterdir()
+    old = time.time() - 60
+    os.utime(temp, (old, old))  # written before this process started, as a temp of an earlier run is
+    write_atomic(tmp_path / "m.plan", b"engine")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.plan"]
