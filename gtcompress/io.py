@@ -254,11 +254,17 @@ def remove_path(path: Path) -> None:
 def recover_dead_dir_swaps(target: Path) -> None:
     """Clean up after directory writes to ``target`` whose process died: temporary directories are
     removed; an aside is renamed back when ``target`` is missing (it is the last complete one), else
-    removed."""
+    removed.
+
+    Dead means, as for :func:`remove_stale_temps`, that its PID does not run *and* nothing in it
+    changed since this process started (:func:`_last_change`): a PID is only meaningful on this
+    machine and in this PID namespace, so a live writer in another container sharing the directory
+    (or on another machine) looks dead by its PID alone, and its half-written directory was deleted
+    under it."""
     pattern = re.compile(rf"\.{re.escape(target.name)}\.(old|tmp)-(\d+)(-[0-9a-f]+)?")
     for leftover in sorted(target.parent.iterdir()):
         m = pattern.fullmatch(leftover.name)
-        if m is None or pid_running(int(m.group(2))):
+        if m is None or pid_running(int(m.group(2))) or _last_change(leftover) >= _PROCESS_START:
             continue
         kind, suffix = m.group(1), m.group(3)
         if kind == "old" and suffix is None:
@@ -268,6 +274,25 @@ def recover_dead_dir_swaps(target: Path) -> None:
                 os.replace(leftover, target)
         elif kind == "tmp" and suffix is not None:
             remove_path(leftover)
+
+
+def _last_change(path: Path) -> float:
+    """The latest ``st_ctime`` in the tree ``path`` (symbolic links not followed): a file being written,
+    an entry created or removed and a rename all change one, so a live writer's directory has a recent
+    one. ``inf`` when the tree cannot be read, so that it counts as live."""
+    try:
+        latest = path.lstat().st_ctime
+        if path.is_dir() and not path.is_symlink():
+            for parent, dirs, files in os.walk(path, onerror=_raise):
+                for name in (*dirs, *files):
+                    latest = max(latest, os.lstat(os.path.join(parent, name)).st_ctime)
+    except OSError:  # removed meanwhile (by its writer, or a recovery beside us), or unreadable
+        return float("inf")
+    return latest
+
+
+def _raise(err: OSError) -> None:
+    raise err
 
 
 def remove_dir(target: Path) -> None:

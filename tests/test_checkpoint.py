@@ -252,7 +252,16 @@ def test_failed_swap_restores_the_previous_checkpoint(tmp_path, monkeypatch) -> 
     assert read_checkpoint_meta(target)["round"] == 1 and _siblings(target) == ["ckpt"]
 
 
-def test_stale_leftovers_of_a_dead_save_are_cleaned(tmp_path) -> None:
+def _later_process(monkeypatch) -> None:
+    """Make what the test wrote so far look older than this process, as an earlier run's leftovers are."""
+    import time
+
+    import gtcompress.io as io_mod
+
+    monkeypatch.setattr(io_mod, "_PROCESS_START", time.time() + 1)
+
+
+def test_stale_leftovers_of_a_dead_save_are_cleaned(tmp_path, monkeypatch) -> None:
     """A save killed between its two renames leaves ``.NAME.old-PID`` (and maybe ``.NAME.tmp-PID-…``);
     the next save removes them when that process is gone."""
     target = save_checkpoint(tmp_path / "ckpt", _model(), {"round": 1})
@@ -260,6 +269,7 @@ def test_stale_leftovers_of_a_dead_save_are_cleaned(tmp_path) -> None:
     save_checkpoint(tmp_path / "scratch", _model())
     (tmp_path / "scratch").rename(tmp_path / f".ckpt.old-{pid}")
     (tmp_path / f".ckpt.tmp-{pid}-abcd").mkdir()
+    _later_process(monkeypatch)
     save_checkpoint(target, _model(), {"round": 2})
     assert read_checkpoint_meta(target)["round"] == 2 and _siblings(target) == ["ckpt"]
 
@@ -271,6 +281,7 @@ def test_a_dead_saves_aside_is_restored_when_the_checkpoint_is_gone(tmp_path, mo
 
     target = save_checkpoint(tmp_path / "ckpt", _model(), {"round": 1})
     target.rename(tmp_path / f".ckpt.old-{_dead_pid()}")
+    _later_process(monkeypatch)
 
     def full_disk(*a, **k) -> None:
         raise OSError(28, "No space left on device")
@@ -504,3 +515,25 @@ def test_weights_from_another_run_are_still_caught_at_once(tmp_path, monkeypatch
     with pytest.raises(CheckpointError, match="SHA-256 does not match"):
         load_checkpoint(path)
     assert len(calls) == 1
+
+
+def test_a_live_save_in_another_pid_namespace_is_not_taken_for_dead(tmp_path, monkeypatch) -> None:
+    """A PID means something only in its own PID namespace: a save running in another container on
+    the same volume looks dead by its PID, and a save here deleted its temporary directory (its save
+    then failed with FileNotFoundError). A leftover that changed since this process started is kept."""
+    import time
+
+    import gtcompress.io as io_mod
+
+    target = save_checkpoint(tmp_path / "ckpt", _model(), {"round": 1})
+    monkeypatch.setattr(io_mod, "_PROCESS_START", time.time() - 1)
+    pid = _dead_pid()  # as another namespace's PID looks from here
+    live = tmp_path / f".ckpt.tmp-{pid}-abcd"
+    live.mkdir()
+    (live / "model.safetensors").write_bytes(b"being written")
+    save_checkpoint(target, _model(), {"round": 2})
+    assert (live / "model.safetensors").read_bytes() == b"being written"
+    assert read_checkpoint_meta(target)["round"] == 2
+    _later_process(monkeypatch)  # a later run, after that writer died: now it is a leftover
+    save_checkpoint(target, _model(), {"round": 3})
+    assert _siblings(target) == ["ckpt"]
