@@ -312,13 +312,17 @@ MANAGED = frozenset({*(p[1] for p in PLATFORMS.values()), "model.py", VENDOR_DIR
 
 def _keep_unmanaged(root: Path, tmp: Path, version: str) -> None:
     """Hard-link (copy across file systems) into ``tmp`` what ``root`` holds that this write does not
-    replace: other versions and the model's own files (labels), and in ``version`` all but :data:`MANAGED`."""
+    replace: other versions and the model's own files (labels), and in ``version`` all but :data:`MANAGED`.
+
+    ``version`` becomes a real directory even where it was a symbolic link to one: kept as a link,
+    the new model file was written through it, in place into the link's target, so a write that
+    failed part-way left a half-copied model under the old ``config.pbtxt``."""
     if not root.is_dir():
         return
     for entry in root.iterdir():
         if entry.name == "config.pbtxt":
             continue
-        if entry.name == version and entry.is_dir() and not entry.is_symlink():
+        if entry.name == version and entry.is_dir():  # a link to a directory too: never written through
             (tmp / version).mkdir()
             for inner in entry.iterdir():
                 if inner.name not in MANAGED and not inner.name.startswith(f".{VENDOR_DIR}."):  # old half-writes

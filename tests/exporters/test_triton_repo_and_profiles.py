@@ -229,3 +229,40 @@ def test_a_file_or_broken_link_at_the_model_directory_is_refused_and_kept(tmp_pa
         write_model_repository(repo, "gone", f, _spec("dense"))
     assert (repo / "notes").read_text() == "mine" and (repo / "gone").is_symlink()
     assert sorted(p.name for p in repo.iterdir()) == ["gone", "notes"]
+
+
+def test_a_version_directory_linked_elsewhere_is_never_written_through(tmp_path, monkeypatch) -> None:
+    """``REPO/m/1`` a symbolic link to a model store: the new model file was copied through the link,
+    over the stored one in place, and a copy that failed part-way (a full disk) left half a model under
+    the old config.pbtxt. The store is now left as it was; the new version is a real directory that
+    keeps the store's own files."""
+    import os
+    import shutil
+
+    import exporters.triton_repo as tr
+
+    old, new = tmp_path / "old.onnx", tmp_path / "new.onnx"
+    old.write_bytes(b"old model")
+    new.write_bytes(b"new model")
+    root = write_model_repository(tmp_path / "repo", "m", old, _spec("dense"), backend="onnxruntime")
+    store = tmp_path / "store"
+    shutil.move(root / "1", store)
+    (store / "labels.txt").write_text("mine")
+    os.symlink(store, root / "1")
+    real_copy = shutil.copyfile
+
+    def full_disk(src, dst, **kw):  # type: ignore[no-untyped-def]
+        if Path(dst).name == "model.onnx":
+            Path(dst).write_bytes(b"new mo")
+            raise OSError(28, "No space left on device")
+        return real_copy(src, dst, **kw)
+
+    monkeypatch.setattr(tr.shutil, "copyfile", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_model_repository(tmp_path / "repo", "m", new, _spec("dense"), backend="onnxruntime")
+    assert (store / "model.onnx").read_bytes() == b"old model" and (root / "1").is_symlink()
+    monkeypatch.setattr(tr.shutil, "copyfile", real_copy)
+    write_model_repository(tmp_path / "repo", "m", new, _spec("dense"), backend="onnxruntime")
+    assert (store / "model.onnx").read_bytes() == b"old model"
+    assert not (root / "1").is_symlink() and (root / "1" / "model.onnx").read_bytes() == b"new model"
+    assert (root / "1" / "labels.txt").read_text() == "mine"
