@@ -25,7 +25,9 @@ Choices made here, and why:
   sees no tensor, and without the hint every K/V row is read one 32-bit element at a time. TensorRT's
   buffers are 256-byte aligned, so the promise holds wherever the PTX runs.
 * **Disk cache** keyed by kernel source hash, signature, constexprs, target, PTX version, launch
-  options and Triton version; entries are written atomically (temp file + ``os.replace``).
+  options and Triton version; entries are written atomically (temp file + ``os.replace``) and carry
+  the SHA-256 of their own contents (``sha256``): a damaged character inside the PTX text is still
+  valid JSON, and was launched as a different kernel; an entry that does not match is compiled again.
 """
 
 from __future__ import annotations
@@ -238,6 +240,11 @@ def _cache_key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def _entry_digest(entry: dict[str, Any]) -> str:
+    """SHA-256 of a cache entry's contents (its ``sha256`` field aside), as stored in that field."""
+    return hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()
+
+
 def compile_kernel(
     kernel: str,
     dtype: str,
@@ -285,10 +292,11 @@ def compile_kernel(
     if use_cache and path.is_file():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("cache_key") == key:
+            recorded = data.pop("sha256", None)
+            if data.get("cache_key") == key and recorded == _entry_digest(data):
                 return CompiledKernel(**data, from_cache=True)
-        except (OSError, ValueError, TypeError):
-            pass  # unreadable or stale entry: compile again and overwrite it
+        except (OSError, ValueError, TypeError, AttributeError):  # AttributeError: JSON but not an object
+            pass  # unreadable, damaged or stale entry: compile again and overwrite it
 
     warps = spec.kernel_warps(kernel, config)
     raw = triton_compile(kernel, signature, constexprs, cc, ptx_version, warps, config.num_stages)
@@ -318,7 +326,8 @@ def compile_kernel(
         grid=spec.GRID_FORMULAS[kernel],
     )
     if use_cache:
-        write_atomic(path, json.dumps(compiled.to_json(), indent=1))
+        entry = compiled.to_json()
+        write_atomic(path, json.dumps({**entry, "sha256": _entry_digest(entry)}, indent=1))
     return compiled
 
 

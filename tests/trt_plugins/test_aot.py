@@ -316,3 +316,34 @@ def test_ptxas_usage_reads_the_resource_report() -> None:
     assert usage is not None and usage.registers > 0 and usage.stack_bytes == 0 and usage.spill_store_bytes == 0
     with pytest.raises(PtxasError, match="ptxas rejected the PTX for sm_80"):
         ptxas_usage(PTX_STUB.replace("ret;", "bogus.instruction;"), "sm_80")
+
+
+@pytest.mark.parametrize("damage", ["ptx", "warps", "not an object"])
+def test_a_damaged_cache_entry_that_is_still_json_is_compiled_again(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    """One changed character inside the PTX text (or a changed number) is still valid JSON: the entry
+    was returned as it was, a different kernel for TensorRT to launch. The recorded SHA-256 catches it."""
+    calls: list[int] = []
+    real = aot.triton_compile
+
+    def counting(*args: object, **kwargs: object) -> aot.RawCompiled:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aot, "triton_compile", counting)
+    first = aot.compile_kernel("partials", "float32", 2, 32, 80, 0.2, False)
+    (entry,) = cache.iterdir()
+    data = json.loads(entry.read_text())
+    if damage == "ptx":
+        at = data["ptx"].index(".entry")
+        data["ptx"] = data["ptx"][:at] + ".entrz" + data["ptx"][at + 6 :]
+    elif damage == "warps":
+        data["num_warps"] += 1
+    else:
+        data = [data]
+    entry.write_text(json.dumps(data))
+    again = aot.compile_kernel("partials", "float32", 2, 32, 80, 0.2, False)
+    assert len(calls) == 2 and not again.from_cache and again == first and again.ptx == first.ptx
+    third = aot.compile_kernel("partials", "float32", 2, 32, 80, 0.2, False)
+    assert len(calls) == 2 and third.from_cache and third == first  # the entry was rewritten
