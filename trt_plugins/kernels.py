@@ -199,5 +199,5 @@ def sparse_graph_attention_coo(
     from trt_plugins.csr import edge_index_to_csr
 
     rowptr, col, perm = edge_index_to_csr(edge_index, q.shape[0])
-    bias_csr = None if bias is None else bias.index_select(0, perm)
+    bias_csr = None if bias is None else bias.index_select(0, perm.to(bias.device))  # edge_index may be on CPU
     return sparse_graph_attention(q, k, v, rowptr.to(q.device), col.to(q.device), bias_csr, scale)
