@@ -23,8 +23,9 @@ encodings are per-graph quantities; inputs are treated as undirected for LapPE.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.linalg as sla
@@ -40,19 +41,67 @@ F = TypeVar("F", bound=Callable[..., np.ndarray])
 def _blas_controller() -> object:
     """The process's BLAS libraries, found once: finding them reads ``/proc/self/maps`` (1.3 ms, more
     than the RWSE of a molecule), so a per-call ``threadpool_limits`` cost servers 60 % of their
-    per-request time. numpy's and scipy's BLAS are loaded by this module's imports, so none is missed."""
+    per-request time. numpy's and scipy's BLAS are loaded by this module's imports, so none is missed.
+    Only the BLAS ones: the limit is set and restored on them alone."""
     from threadpoolctl import ThreadpoolController
 
-    return ThreadpoolController()
+    return ThreadpoolController().select(user_api="blas")
+
+
+class _OneBlasThread:
+    """One BLAS thread while any thread of the process computes an encoding, the caller's count after.
+
+    BLAS's thread count is process-wide, and ``threadpoolctl``'s ``limit`` saves the current count on
+    entry and restores it on exit: two threads nesting that way (A enters, B enters and saves A's 1,
+    A leaves and restores the original, B leaves and restores 1) left the whole process on one BLAS
+    thread for good, and gave B the full pool halfway through. So the limit is taken by the first
+    thread in and given back by the last one out, under a lock. While it holds, the process's other
+    BLAS calls also run on one thread: that is what a process-wide setting means.
+
+    threadpoolctl 3.8 lets one thread at a time set OpenBLAS's count: the first to set it, until a
+    ``with`` block of that thread's ends, and it ignores the others. The first and last threads here
+    may differ, so each ends its claim right after setting (:meth:`_release`): else the last one's
+    restore, or the next first one's limit, would be ignored while the first one lives."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limiter: Any = None  # threadpoolctl's limiter: the counts it found, to restore
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._limiter = _blas_controller().limit(limits=1)  # type: ignore[attr-defined]
+                self._release()
+            self._users += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._limiter is not None:
+                limiter, self._limiter = self._limiter, None
+                limiter.restore_original_limits()
+                self._release()
+
+    @staticmethod
+    def _release() -> None:
+        """End this thread's claim on setting BLAS's count (threadpoolctl >= 3.8; a no-op before):
+        a ``with`` block that sets nothing, whose end clears the claim."""
+        with _blas_controller().limit(limits=None):  # type: ignore[attr-defined]
+            pass
+
+
+_ONE_BLAS_THREAD = _OneBlasThread()
 
 
 def _one_blas_thread(fn: F) -> F:
     """Run with one BLAS thread: these are many small matrices, where OpenBLAS's thread pool only
-    adds contention (measured here: 234 ms vs 2.1 ms per 128-node graph on a busy 2-core CPU)."""
+    adds contention (measured here: 234 ms vs 2.1 ms per 128-node graph on a busy 2-core CPU).
+    Safe to call from several threads at once (:class:`_OneBlasThread`)."""
 
     @functools.wraps(fn)
     def wrapper(*args: object, **kwargs: object) -> np.ndarray:
-        with _blas_controller().limit(limits=1, user_api="blas"):  # type: ignore[attr-defined]
+        with _ONE_BLAS_THREAD:
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -191,3 +191,70 @@ def test_an_unknown_pe_kind_is_refused_at_every_door() -> None:
                 "gt", "graph", "scatter", FeatureInput("float", 5), OutputSpec("output", 2, "graph"), pe={"lap": width}
             )
         assert str(info.value) == f"input spec: PE 'lap' width must be a positive integer, got {width!r}"
+
+
+def test_one_blas_thread_nested_across_threads_restores_the_process_count() -> None:
+    """BLAS's thread count is process-wide: with two threads inside an encoding, the one that leaves
+    first must not give the other the full pool, and the last one out must restore the process's count
+    (a save/restore per call left the process on one BLAS thread for good: A in, B in, A out, B out).
+    Then a third thread's encoding must still get its one thread (threadpoolctl 3.8 ignores a thread's
+    limit while another still claims the right to set it)."""
+    import threading
+
+    from threadpoolctl import ThreadpoolController, threadpool_info
+
+    from gtcompress.preprocess import pe
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    def set_blas(count: int) -> None:  # in a thread that ends, so that it leaves no claim behind
+        t = threading.Thread(target=lambda: ThreadpoolController().limit(limits=count, user_api="blas"))
+        t.start()
+        t.join()
+
+    a_in, b_in, a_out, b_out, done = (threading.Event() for _ in range(5))
+    seen: dict[str, set[int]] = {}
+
+    @pe._one_blas_thread
+    def a() -> np.ndarray:
+        a_in.set()
+        assert b_in.wait(10)
+        return np.zeros(0)
+
+    @pe._one_blas_thread
+    def b() -> np.ndarray:
+        b_in.set()
+        assert a_out.wait(10)
+        seen["b after a left"] = blas_threads()
+        return np.zeros(0)
+
+    @pe._one_blas_thread
+    def c() -> np.ndarray:
+        seen["c"] = blas_threads()
+        return np.zeros(0)
+
+    # the threads live on after their encodings: a thread that ended holds no claim to BLAS's count
+    ta = threading.Thread(target=lambda: (a(), a_out.set(), done.wait(10)))
+    tb = threading.Thread(target=lambda: (b(), b_out.set(), done.wait(10)))
+    before = min(blas_threads())
+    set_blas(2)  # a known count above 1, whatever this machine's cores
+    try:
+        assert blas_threads() == {2}
+        ta.start()
+        assert a_in.wait(10)
+        tb.start()
+        assert b_out.wait(10)
+        assert seen["b after a left"] == {1}
+        assert blas_threads() == {2}
+        tc = threading.Thread(target=c)
+        tc.start()
+        tc.join(10)
+        assert seen["c"] == {1}
+        assert blas_threads() == {2}
+    finally:
+        done.set()
+        for t in (ta, tb):
+            if t.is_alive():
+                t.join(10)
+        set_blas(before)
