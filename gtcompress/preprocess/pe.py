@@ -71,8 +71,11 @@ class _OneBlasThread:
     def __enter__(self) -> None:
         with self._lock:
             if self._users == 0:
-                self._limiter = _blas_controller().limit(limits=1)  # type: ignore[attr-defined]
+                blas: Any = _blas_controller()
+                self._limiter = blas.limit(limits=1)
                 self._release()
+                if any(lib["num_threads"] != 1 for lib in blas.info()):
+                    self._limiter = None  # another thread holds its own limit (threadpoolctl 3.8): it restores
             self._users += 1
 
     def __exit__(self, *exc: object) -> None:

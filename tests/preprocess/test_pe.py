@@ -258,3 +258,56 @@ def test_one_blas_thread_nested_across_threads_restores_the_process_count() -> N
             if t.is_alive():
                 t.join(10)
         set_blas(before)
+
+
+def test_one_blas_thread_leaves_another_threads_limit_to_that_thread() -> None:
+    """With threadpoolctl 3.8 a thread inside its own ``threadpool_limits`` block owns BLAS's count and
+    an encoding's limit is ignored meanwhile; the encoding must then not restore, once that block has
+    ended, the count that block had set (it would undo the block's own restore)."""
+    import threading
+
+    import threadpoolctl
+    from threadpoolctl import ThreadpoolController, threadpool_info, threadpool_limits
+
+    from gtcompress.preprocess import pe
+
+    if tuple(int(p) for p in threadpoolctl.__version__.split(".")[:2]) < (3, 8):
+        pytest.skip("threadpoolctl < 3.8 has no per-thread claim on OpenBLAS's count")
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    def set_blas(count: int) -> None:  # in a thread that ends, so that it leaves no claim behind
+        t = threading.Thread(target=lambda: ThreadpoolController().limit(limits=count, user_api="blas"))
+        t.start()
+        t.join()
+
+    held, pe_in, user_out, done = (threading.Event() for _ in range(4))
+
+    def user() -> None:
+        with threadpool_limits(limits=3, user_api="blas"):
+            held.set()
+            assert pe_in.wait(10)
+        user_out.set()
+        done.wait(10)
+
+    @pe._one_blas_thread
+    def encoding() -> np.ndarray:
+        pe_in.set()
+        assert user_out.wait(10)
+        return np.zeros(0)
+
+    tu = threading.Thread(target=user)
+    te = threading.Thread(target=encoding)
+    before = min(blas_threads())
+    set_blas(2)
+    try:
+        tu.start()
+        assert held.wait(10)
+        te.start()
+        te.join(10)
+        assert blas_threads() == {2}
+    finally:
+        done.set()
+        tu.join(10)
+        set_blas(before)
