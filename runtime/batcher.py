@@ -322,24 +322,31 @@ class DynamicBatcher:
             if len(outs) != len(items):
                 raise RuntimeError(f"run_batch returned {len(outs)} outputs for {len(items)} requests")
             results = [(it.future, out, None) for it, out in zip(items, outs, strict=True)]
-            self.batches += 1
-            self.items += len(items)
-            if self.on_batch is not None:
-                try:
-                    self.on_batch(items, time.perf_counter() - start)
-                except Exception:  # metrics must never fail a request
-                    log.exception("batch observer failed")
+            self._observe(items, start)
         except Exception as e:
             if len(items) == 1:
                 results = [(items[0].future, None, e)]
             else:
                 results = []
                 for it in items:  # isolate the failure: every item alone
+                    alone = time.perf_counter()
                     try:
                         results.append((it.future, self.run_batch([it])[0], None))
                     except Exception as e1:
                         results.append((it.future, None, e1))
+                    else:  # a successful call like any other: counted and observed (metrics)
+                        self._observe([it], alone)
         self._post(_settle_all, results)
+
+    def _observe(self, items: list[BatchItem], start: float) -> None:
+        """Count one successful model call and show it to ``on_batch``."""
+        self.batches += 1
+        self.items += len(items)
+        if self.on_batch is not None:
+            try:
+                self.on_batch(items, time.perf_counter() - start)
+            except Exception:  # metrics must never fail a request
+                log.exception("batch observer failed")
 
     def _fail_queued(self, exc: BaseException) -> None:
         while True:

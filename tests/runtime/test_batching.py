@@ -165,6 +165,42 @@ def test_batcher_isolates_a_failing_item() -> None:
     assert len(calls[0]) > 1  # merged first, then retried alone
 
 
+def test_calls_retried_alone_after_a_failed_merge_are_counted_and_observed() -> None:
+    """After a merged call fails, each request runs alone: those that succeed are model calls like any
+    other, so ``on_batch`` (the server's batch and model-time metrics) and the counters see them (they
+    saw none: 3 answered requests, 0 batches)."""
+
+    async def main() -> tuple[list[list[float]], list[list[float]], list, DynamicBatcher]:
+        calls: list[list[float]] = []
+        observed: list[list[float]] = []
+
+        def run(items: list[BatchItem]) -> list[np.ndarray]:
+            tags = [float(it.graph.x[0, 0]) for it in items]
+            calls.append(tags)
+            if 2.0 in tags:
+                raise ValueError("poisoned")
+            return [it.graph.x[:, 0].copy() for it in items]
+
+        def on_batch(items: object, seconds: float) -> None:
+            assert seconds >= 0
+            observed.append([float(it.graph.x[0, 0]) for it in items])  # type: ignore[attr-defined]
+
+        b = DynamicBatcher(run, BatchConfig(max_delay_ms=50), on_batch)
+        b.start()
+        tasks = [asyncio.ensure_future(b.submit(_item_graph(2, float(i)), 1)) for i in range(4)]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await b.close()
+        return calls, observed, results, b
+
+    calls, observed, results, b = asyncio.run(main())
+    assert isinstance(results[2], ValueError)
+    assert any(len(c) > 1 for c in calls)  # a merged call failed, then its requests ran alone
+    succeeded = [c for c in calls if 2.0 not in c]
+    assert observed == succeeded
+    assert sorted(t for c in observed for t in c) == [0.0, 1.0, 3.0]
+    assert (b.batches, b.items) == (len(succeeded), 3)
+
+
 def test_batcher_drains_on_close_and_refuses_afterwards() -> None:
     async def main() -> tuple[list, list]:
         done: list[int] = []
