@@ -208,7 +208,10 @@ def _check_inputs(checkpoint: Path, config: object, info: object, what: str) -> 
 @app.command()
 @user_errors
 def info(checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.")]) -> None:
-    """Show a checkpoint's architecture, per-layer sizes, parameters and recorded metrics."""
+    """Show a checkpoint's architecture, per-layer sizes, parameters and recorded metrics.
+
+    Example: gtc info runs/gt-cluster
+    """
     from gtcompress.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(checkpoint)
