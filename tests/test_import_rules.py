@@ -19,7 +19,9 @@ The rules:
 5. nothing imports ``cli``, except ``cli`` itself (and tests, which are not scanned);
 6. no import cycle among the modules of ``gtcompress`` counting module-level imports; and the lazy
    re-export tables (``_LAZY``) close none either when counted as eager imports, so laziness there
-   is for import cost only, never to dodge a loop.
+   is for import cost only, never to dodge a loop;
+7. the order of ``gtcompress``'s modules that the page writes out names every one of them, and no
+   module-level import points to a module later in it; the package table has a row per package.
 
 Each failure names the file, the line and the import.
 """
@@ -360,6 +362,49 @@ def test_no_import_cycle_in_gtcompress() -> None:
 
 def test_lazy_reexports_are_for_import_cost_not_a_loop() -> None:
     _check(cycle_violations(_repo(), count_lazy=True))
+
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def documented_order(text: str) -> list[list[str]]:
+    """The ranks of architecture.md's "Inside `gtcompress` the order is `a`, `b` → `c` → …:" sentence."""
+    start = text.index("Inside `gtcompress` the order is")
+    sentence = text[start : text.index(":", start)]
+    body = sentence.removeprefix("Inside `gtcompress` the order is").split("(")[0]
+    return [[n.strip("` \n") for n in rank.split(",")] for rank in body.split("→")]
+
+
+def order_violations(repo: Repo, order: list[list[str]]) -> list[str]:
+    """Every top-level module of ``gtcompress`` (but ``pipeline``, which has its own row) is named in
+    the documented order, and no module-level import points to a later rank."""
+    tops = {m.split(".")[1] for m in repo.modules if m.startswith("gtcompress.")} - {"pipeline"}
+    rank = {name: i for i, names in enumerate(order) for name in names}
+    out = [f"gtcompress.{t} is missing from docs/architecture.md's order" for t in sorted(tops - set(rank))]
+    out += [f"docs/architecture.md names gtcompress.{n}, which does not exist" for n in sorted(set(rank) - tops)]
+    for imp in repo.imports:
+        parts = imp.importer.split(".")
+        if parts[0] != "gtcompress" or len(parts) < 2 or not imp.module_level or parts[1] not in rank:
+            continue
+        for t in imp.targets:
+            tp = t.split(".")
+            if tp[0] == "gtcompress" and len(tp) > 1 and tp[1] in rank and rank[tp[1]] > rank[parts[1]]:
+                out.append(f"{imp.where()}  (gtcompress.{parts[1]} imports gtcompress.{tp[1]}, later in the order)")
+    return out
+
+
+def test_the_documented_order_names_every_module_and_holds() -> None:
+    """architecture.md's order of ``gtcompress`` lacked ``checkpoint_data``, which ``checkpoint`` imports."""
+    order = documented_order(ARCHITECTURE.read_text(encoding="utf-8"))
+    assert order[0] == ["errors", "io"] and order[-1] == ["compress"]
+    _check(order_violations(_repo(), order))
+
+
+def test_the_package_table_names_every_package() -> None:
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    packages = (*OURS, "gtcompress/preprocess", "gtcompress/pipeline")
+    missing = [pkg for pkg in packages if f"| `{pkg}/` |" not in text]
+    assert not missing, f"docs/architecture.md's package table lacks {missing}"
 
 
 # ---------------------------------------------------------------------------- the checker, on a fake tree
