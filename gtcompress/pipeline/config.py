@@ -196,8 +196,15 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
 
 
 def _merge(cfg: dict[str, dict[str, Any]], section: str, values: Any, where: str) -> None:
-    if section not in cfg or not isinstance(values, dict):
+    if section not in cfg:
         raise ConfigError(f"{where}: unknown section {section!r}; expected one of {', '.join(cfg)}")
+    if values is None:  # a YAML section whose keys are all commented out: nothing to change
+        return
+    if not isinstance(values, dict):  # ``prune: 0.5``: the section is known, its value is not keys
+        raise ConfigError(
+            f"{where}: section {section!r} is {values!r}; expected a mapping of its keys "
+            f"({', '.join(cfg[section])}), e.g. {section}: {{{next(iter(cfg[section]))}: ...}}"
+        )
     for k, v in values.items():
         if k not in cfg[section]:
             raise ConfigError(f"{where}: unknown key {section}.{k}; expected one of {', '.join(cfg[section])}")

@@ -10,7 +10,7 @@ import pytest
 
 from exporters.onnx import read_metadata
 from gtcompress.errors import ConfigError
-from gtcompress.pipeline import load_config, run_pipeline
+from gtcompress.pipeline import PipelineConfig, load_config, run_pipeline
 from gtcompress.pipeline import run as pipeline
 
 TINY = [
@@ -226,6 +226,26 @@ def test_contradicting_settings_fail_before_any_stage(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"^train\.hidden 64 must be a multiple of train\.heads 3"):
         run_pipeline(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_known_section_that_is_not_a_mapping_is_named_as_such(tmp_path) -> None:
+    """``prune: 0.5`` was reported as "unknown section 'prune'; expected one of ..., prune, ...";
+    a section whose keys are all commented out (YAML null) changes nothing instead of being refused."""
+    (tmp_path / "c.yaml").write_text("prune: 0.5\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "c.yaml", [])
+    assert str(err.value) == (
+        f"{tmp_path / 'c.yaml'}: section 'prune' is 0.5; expected a mapping of its keys "
+        "(budgets, epochs, finetune_epochs, lr, axes, token_keep, random_baseline), e.g. prune: {budgets: ...}"
+    )
+    with pytest.raises(ConfigError, match=r"^overrides: section 'train' is \[1\]; expected a mapping"):
+        PipelineConfig.default().with_overrides({"train": [1]})
+    (tmp_path / "c.yaml").write_text("prune:\n#  budgets: [0.5]\ntrain: {epochs: 3}\n")
+    cfg = load_config(tmp_path / "c.yaml", [])
+    assert cfg["prune"] == PipelineConfig.default()["prune"] and cfg["train"]["epochs"] == 3
+    (tmp_path / "c.yaml").write_text("nope: {x: 1}\n")
+    with pytest.raises(ConfigError, match="unknown section 'nope'; expected one of data, train"):
+        load_config(tmp_path / "c.yaml", [])
 
 
 def test_toml_and_yaml_configs(tmp_path) -> None:
