@@ -8,6 +8,10 @@ Copies ``report.md``, ``report.json``, ``pareto.png`` and ``profile/latency_vs_s
 ``report.json`` what the pipeline does not record: ``command`` (``--command``: what the run was started
 with), ``commit`` and ``date`` (of the copy: copy right after the run, from the same tree). ``machine`` is
 the report's own.
+
+Each file is written to a temp file and renamed into place, ``report.json`` last: a copy that fails or is
+killed part-way leaves no truncated file in ``bench/results/pipeline/`` and no new ``report.json`` (the
+stamp of what the folder holds) over the previous run's plots.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, git_commit, utc_now
-from gtcompress.io import write_json
+from gtcompress.io import write_atomic, write_json
 
-FILES = ("report.md", "report.json", "pareto.png", "profile/latency_vs_size.png", "profile/op_breakdown.png")
+#: What is copied, in the order it is written: ``report.json`` last (see the module docstring).
+FILES = ("report.md", "pareto.png", "profile/latency_vs_size.png", "profile/op_breakdown.png", "report.json")
 
 
 def copy_report(run: Path, out: Path, command: str) -> list[Path]:
-    """Copy ``FILES`` from ``run`` to ``out``; ``report.json`` gets ``command``, ``commit`` and ``date`` first."""
+    """Copy ``FILES`` from ``run`` to ``out``, each atomically; ``report.json`` gets ``command``,
+    ``commit`` and ``date`` first."""
     missing = [f for f in FILES if not (run / f).is_file()]
     if missing:
         raise SystemExit(f"{run}: no {', '.join(missing)} (run gtc pipeline first)")
@@ -36,11 +42,10 @@ def copy_report(run: Path, out: Path, command: str) -> list[Path]:
     written = []
     for f in FILES:
         dst = out / f
-        dst.parent.mkdir(parents=True, exist_ok=True)
         if f == "report.json":
             write_json(dst, {**stamp, **{k: v for k, v in report.items() if k not in stamp}})
         else:
-            shutil.copyfile(run / f, dst)
+            write_atomic(dst, lambda tmp, src=run / f: shutil.copyfile(src, tmp))
         written.append(dst)
     return written
 

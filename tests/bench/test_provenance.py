@@ -55,6 +55,41 @@ def test_a_pipeline_report_is_copied_in_its_layout_and_stamped(tmp_path: Path, m
         copy_report(run, out, "gtc pipeline")
 
 
+def test_a_copy_that_fails_part_way_leaves_the_previous_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """shutil.copyfile wrote each file in place, report.json second: a copy failing on a plot (a full
+    disk, Ctrl-C) left a truncated PNG in bench/results/pipeline and the new run's report.json over the
+    old run's plots."""
+    import shutil
+
+    import bench.pipeline_copy as pc
+
+    monkeypatch.setenv("GTC_COMMIT", "abc123")
+    run, out = tmp_path / "run", tmp_path / "out"
+    for f in FILES:
+        (run / f).parent.mkdir(parents=True, exist_ok=True)
+        (out / f).parent.mkdir(parents=True, exist_ok=True)
+        (run / f).write_text(json.dumps({"rows": ["new"]}) if f.endswith(".json") else f"new {f}")
+        (out / f).write_text(json.dumps({"rows": ["old"]}) if f.endswith(".json") else f"old {f}")
+    real = shutil.copyfile
+
+    def fails_half_way(src: Path, dst: Path) -> None:
+        if Path(src).name == "latency_vs_size.png":
+            Path(dst).write_text("ne")  # the first bytes of the new file, then the disk is full
+            raise OSError(28, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(pc.shutil, "copyfile", fails_half_way)
+    with pytest.raises(OSError, match="No space left"):
+        copy_report(run, out, "gtc pipeline")
+    assert (out / "profile" / "latency_vs_size.png").read_text() == "old profile/latency_vs_size.png"
+    assert json.loads((out / "report.json").read_text()) == {"rows": ["old"]}
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == sorted(Path(f).name for f in FILES)
+    monkeypatch.setattr(pc.shutil, "copyfile", real)
+    copy_report(run, out, "gtc pipeline")
+    assert (out / "profile" / "latency_vs_size.png").read_text() == "new profile/latency_vs_size.png"
+    assert json.loads((out / "report.json").read_text())["rows"] == ["new"]
+
+
 def test_set_threads_records_the_count_the_run_uses(monkeypatch: pytest.MonkeyPatch) -> None:
     """provenance() runs first (before the run writes anything); the thread count set after it was
     not in the record: a --threads 1 run said torch's default."""
