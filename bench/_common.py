@@ -109,6 +109,18 @@ def earlier_runs(old: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [*old.get("earlier_runs", []), *([own] if own else [])]
 
 
+def unknown_names(option: str, given: list[str] | None, known: list[str]) -> str | None:
+    """The error for names in ``given`` (a ``--only``-style list option) that are not in ``known``, or ``None``.
+
+    A run selects its rows by these names, so a mistyped one (``--only gps:NCI1`` for ``gps:tu:NCI1``)
+    selected nothing: the run trained nothing, wrote an empty result and exited 0. Callers pass the
+    message to ``parser.error`` right after parsing, before any work starts."""
+    unknown = [name for name in given or () if name not in known]
+    if not unknown:
+        return None
+    return f"{option}: {', '.join(map(repr, unknown))} not among {', '.join(known)}"
+
+
 def recorded_provenance(doc: dict[str, Any]) -> dict[str, Any]:
     """The command, commit and date a result records, or its reconstructed ``provenance`` object; ``{}`` if none."""
     return doc.get("provenance") or {k: doc[k] for k in ("command", "commit", "date") if k in doc}

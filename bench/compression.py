@@ -39,7 +39,15 @@ from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, data_root, earlier_runs, provenance, recorded_provenance, set_threads
+from bench._common import (
+    RESULTS,
+    data_root,
+    earlier_runs,
+    provenance,
+    recorded_provenance,
+    set_threads,
+    unknown_names,
+)
 from gtcompress.io import write_atomic, write_json
 
 if TYPE_CHECKING:
@@ -338,7 +346,11 @@ def _targets(rows: list[dict]) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
+#: What ``--methods`` may name (besides the dense model, which every run has).
+METHODS = ("gtsp", "random", "teddy", "teddy-attn", "dense-ft")
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke mode: tiny splits and models, a few seconds per run")
     ap.add_argument("--minutes", type=float, default=None, help="wall time per training run (default 6, quick 0.05)")
@@ -390,7 +402,7 @@ def main() -> None:
     ap.add_argument(
         "--methods",
         nargs="+",
-        default=["gtsp", "random", "teddy", "teddy-attn", "dense-ft"],
+        default=list(METHODS),
         help="what to run besides the dense model: gtsp, random, teddy (edges + weights), teddy-attn "
         "(GPS: calibrated sparse global attention + weights), dense-ft (the dense model trained for the same "
         "extra time with the same distillation recipe: the fair reference for the compressed models' extra "
@@ -410,7 +422,13 @@ def main() -> None:
         help="run nothing: put these result files' rows into --out (targets, tables and plot recomputed), e.g. "
         "the per-model files a long table was built from one model at a time",
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    for problem in (
+        unknown_names("--only", args.only, [f"{a}:{n}" for a, n, *_ in RUNS]),
+        unknown_names("--methods", args.methods, list(METHODS)),
+    ):
+        if problem:
+            ap.error(problem)
     prov = provenance()
     if args.minutes is None:
         args.minutes = 0.05 if args.quick else 6.0

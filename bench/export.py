@@ -28,7 +28,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, earlier_runs, provenance, set_threads
+from bench._common import RESULTS, earlier_runs, provenance, set_threads, unknown_names
 from exporters.onnx import export_onnx, has_token_pruning
 from gtcompress.data.base import FeatureSpec
 from gtcompress.graph import GraphBatch
@@ -152,7 +152,7 @@ def ours(arch: str) -> nn.Module:
     return build_model(cfg).eval()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes only (smoke run)")
     ap.add_argument("--threads", type=int, default=2)
@@ -160,14 +160,21 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, help="architectures to run (gt, gps)")
     ap.add_argument("--workloads", nargs="*", default=None, help="workload names, e.g. sbm molecules sparse-1000")
     ap.add_argument("--out", type=Path, default=None, help="default bench/results/export/export[_quick].json")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000, 1_000_000]
+    names = ["sbm", "molecules", *(f"sparse-{e}" for e in sizes)]  # the workloads built below, in order
+    for problem in (
+        unknown_names("--only", args.only, ["gt", "gps"]),
+        unknown_names("--workloads", args.workloads, names),
+    ):
+        if problem:
+            ap.error(problem)
     prov = provenance()
     args.out = args.out or RESULTS / "export" / ("export_quick.json" if args.quick else "export.json")
     import onnxruntime as ort
 
     set_threads(prov, args.threads)
     rng = np.random.default_rng(0)
-    sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000, 1_000_000]
     workloads = [("sbm", sbm_batch(rng, 8 if args.quick else 32)), ("molecules", molecule_batch(rng))]
     workloads += [(f"sparse-{e}", sparse_graph(rng, e)) for e in sizes]
     if args.workloads:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, data_root, earlier_runs, provenance, set_threads
+from bench._common import RESULTS, data_root, earlier_runs, provenance, set_threads, unknown_names
 from gtcompress.io import write_atomic, write_json
 from gtcompress.train.loop import TrainConfig
 from gtcompress.train.recipe import DataSpec, fit
@@ -58,7 +58,7 @@ def _root(name: str) -> str | None:
     return None
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=4.0, help="wall-time budget per run")
     ap.add_argument("--epochs", type=int, default=200, help="upper bound on epochs (the budget usually stops first)")
@@ -71,7 +71,9 @@ def main() -> None:
         help="torch intra-op threads (0 = torch's default); use 1 "
         "when another process shares the CPU: OpenMP spin-waits make 2 threads ~15x slower then",
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if problem := unknown_names("--only", args.only, [f"{a}:{n}" for a, n, *_ in RUNS]):
+        ap.error(problem)
     prov = provenance()
     set_threads(prov, args.threads)
 

@@ -1,0 +1,56 @@
+"""The list options that select a benchmark's rows (``--only``, ``--workloads``, ``--methods``) refuse a
+name they do not know before any work starts: a mistyped one selected nothing, so the run exited 0
+having trained nothing and written an empty result (``bench/train.py --only gps:NCI1``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import compression, export, train
+from bench._common import unknown_names
+
+
+def test_unknown_names_lists_the_unknown_and_the_known() -> None:
+    assert unknown_names("--only", None, ["a"]) is None
+    assert unknown_names("--only", ["a"], ["a", "b"]) is None
+    assert unknown_names("--only", ["a", "x", "y"], ["a", "b"]) == "--only: 'x', 'y' not among a, b"
+
+
+@pytest.mark.parametrize(
+    ("main", "args", "message"),
+    [
+        (
+            train.main,
+            ["--only", "gps:NCI1"],
+            "--only: 'gps:NCI1' not among gt:cluster, gps:cluster, gt:pattern, gps:pattern, gt:tu:NCI1, "
+            "gps:tu:NCI1, gt:molhiv, gps:molhiv",
+        ),
+        (
+            compression.main,
+            ["--quick", "--only", "gt:nci1"],
+            "--only: 'gt:nci1' not among gt:cluster, gps:cluster, gt:tu:NCI1, gps:tu:NCI1",
+        ),
+        (
+            compression.main,
+            ["--quick", "--methods", "gtsp", "teddy_attn"],
+            "--methods: 'teddy_attn' not among gtsp, random, teddy, teddy-attn, dense-ft",
+        ),
+        (export.main, ["--quick", "--only", "gtx"], "--only: 'gtx' not among gt, gps"),
+        (
+            export.main,
+            ["--quick", "--workloads", "sbm", "sparse-1000000"],  # --quick builds sparse graphs up to 10k edges
+            "--workloads: 'sparse-1000000' not among sbm, molecules, sparse-1000, sparse-10000",
+        ),
+    ],
+)
+def test_a_mistyped_selection_is_one_error_before_any_work(
+    main, args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "result.json"
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--out", str(out)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {message}")
+    assert list(tmp_path.iterdir()) == []  # no result, no plot
