@@ -8,24 +8,27 @@ configuration extension, carrying ``gtcompress_input_spec``), ``POST /v2/models/
 travel as JSON or with Triton's binary tensor data extension (:mod:`runtime.protocol`), so
 ``tritonclient.http`` works in its default binary mode and in JSON mode.
 
-Request format — the same model, inputs and output as Triton serving the repository written by
-``gtc export --triton-repo`` (our model metadata lists exactly the exported ONNX inputs):
+Request format — what either variant of the Triton repository ``gtc export --triton-repo`` writes
+takes: the native one's inputs (our model metadata lists exactly the exported ONNX inputs), or the
+python one's raw graphs:
 
 * **Full input set** (what :func:`runtime.client.make_inputs` builds and what Triton needs): every
   input of the model metadata — ``x``, ``edge_index``, [``edge_attr``], ``batch``, ``node_counts``,
   ``pe_*`` and the attention layout tensors. It is taken as already pre-processed (TEDDY applied,
   PE computed) exactly as Triton would take it. The layout tensors are checked for consistent
   sizes but rebuilt after merging, since merging requests renumbers nodes and graphs.
-* **Raw graphs** (our server only, for clients without the spec): ``x``, ``edge_index`` and
-  ``edge_attr`` (if the model has edge features), optionally ``batch`` and/or ``node_counts``
-  (several graphs in one request). The server runs the deployed pre-processing: TEDDY if the
-  model was fine-tuned on sparsified graphs, PE, layout.
+* **Raw graphs** (for clients without the spec; Triton's python variant takes the same tensors, each
+  with a leading batch dimension of 1): ``x``, ``edge_index`` and ``edge_attr`` (if the model has
+  edge features), optionally ``batch`` and/or ``node_counts`` (several graphs in one request). The
+  server runs the deployed pre-processing: TEDDY if the model was fine-tuned on sparsified graphs,
+  PE, layout.
 * Anything in between (a ``pe_*`` or layout tensor, but not every input) is a 400 naming the
   missing inputs (:func:`is_preprocessed`): guessing would apply TEDDY twice.
 
-So one tritonclient program (``make_inputs`` → ``InferInput`` → ``infer``) gets the same answer
-from both servers, and batching still works because ``x``/``edge_index``/``batch`` are always among
-the inputs. The output ``output`` is per node ``[N, out]`` or per graph ``[B, out]`` of the request.
+So one tritonclient program gets the same answer from this server and from Triton
+(:func:`runtime.client.infer_graphs` reads which inputs a model takes), and batching still works
+because ``x``/``edge_index``/``batch`` are always among the inputs. The output ``output`` is per
+node ``[N, out]`` or per graph ``[B, out]`` of the request.
 
 Every request is decoded and validated before it is queued (a bad one gets HTTP 400 naming the
 input and the problem, and never reaches the model; a body larger than ``max_body_bytes`` as sent
