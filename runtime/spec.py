@@ -214,8 +214,8 @@ def plan_metadata(path: Path) -> dict[str, str]:
         if spec is not None:
             return {"input_spec": json.dumps(spec)}
     raise SessionError(
-        f"{path}: a TensorRT engine carries no input spec; put {side.name} (the ONNX metadata_props as JSON) "
-        f"or {onnx_file.name} next to it, or pass spec="
+        f"{path}: a TensorRT engine carries no input spec; put {side.name} (the ONNX metadata_props as JSON, "
+        f"which gtc build writes) or {onnx_file.name} next to it (from Python, GraphSession(..., spec=) also works)"
     )
 
 

@@ -344,8 +344,12 @@ def test_teddy_config_reads_what_it_writes() -> None:
 def test_plan_without_spec_or_tensorrt(tmp_path: Path, exported) -> None:
     plan = tmp_path / "m.plan"
     plan.write_bytes(b"\0" * 16)
-    with pytest.raises(SessionError, match="carries no input spec"):
+    with pytest.raises(SessionError) as e:
         GraphSession(plan)
+    assert str(e.value) == (  # the CLI prints it too: no Python-only advice alone
+        f"{plan}: a TensorRT engine carries no input spec; put m.plan.json (the ONNX metadata_props as JSON, "
+        "which gtc build writes) or m.onnx next to it (from Python, GraphSession(..., spec=) also works)"
+    )
     from exporters.triton_repo import write_model_repository
     from runtime.spec import plan_metadata
 
