@@ -66,7 +66,6 @@ def test_a_killed_writer_leaves_a_temp_the_next_write_removes(tmp_path: Path) ->
     import signal
     import subprocess
     import sys
-    import time
 
     code = (
         "import sys, os, signal; from pathlib import Path; import trt_plugins.files as f\n"
@@ -79,7 +78,9 @@ def test_a_killed_writer_leaves_a_temp_the_next_write_removes(tmp_path: Path) ->
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.plan")], env=env, check=False)
     assert proc.returncode == -signal.SIGKILL
     (temp,) = tmp_path.iterdir()
-    old = time.time() - 60
+    import trt_plugins.files
+
+    old = trt_plugins.files._PROCESS_START - 60  # not now - 60: this process may have started minutes ago
     os.utime(temp, (old, old))  # written before this process started, as a temp of an earlier run is
     write_atomic(tmp_path / "m.plan", b"engine")
     assert [p.name for p in tmp_path.iterdir()] == ["m.plan"]
