@@ -221,7 +221,8 @@ def test_weights_axis_without_finetuning_still_zeroes_weights(node_data, method)
     w = [p for p in res.model.parameters() if p.dim() >= 2]
     assert sum(int(torch.count_nonzero(p)) for p in w) / sum(p.numel() for p in w) == pytest.approx(0.5, abs=1e-3)
     assert res.report["settings"]["weight_sparsity"] == 0.5
-    assert 0.3 < res.report["cost"]["after"]["sparsity"] < 0.5
+    assert 0.3 < res.report["cost"]["after"]["sparsity"] < 0.5  # all parameters, biases and norms too
+    assert res.report["removed"]["weights_sparsity"] == pytest.approx(0.5, abs=1e-3)  # the weights asked for
 
 
 def test_a_target_between_the_units_names_only_axes_not_given(tmp_path) -> None:
