@@ -82,6 +82,20 @@ def _check_graph_memory(nodes: int, graphs: int, degree: float) -> None:
         )
 
 
+def _check_exported_models(models: list[Path]) -> None:
+    """Open each exported model's file and input spec once before the progress bar: a folder without a
+    model, a truncated file or a foreign ONNX file is then one error line, not a bar and then the line.
+    Checkpoints are left to torch (``--device`` checks them)."""
+    from runtime.session import PLAN_SUFFIXES, is_checkpoint, resolve_model_path
+    from runtime.spec import model_spec, onnx_metadata, plan_metadata
+
+    for m in models:
+        if is_checkpoint(m):
+            continue
+        path = resolve_model_path(m)
+        model_spec(plan_metadata(path) if path.suffix in PLAN_SUFFIXES else onnx_metadata(path), str(path))
+
+
 def _providers(text: str | None) -> list[str] | None:
     return None if not text else [p.strip() for p in text.split(",") if p.strip()]
 
@@ -177,6 +191,7 @@ def profile_cmd(
     _check_graph_memory(max(graph_sizes), max(batch_counts), degree)
     _check_out_dir(out)
     _check_device(models, device, cuda_graphs, all_checkpoints=False)
+    _check_exported_models(models)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as bar:

@@ -325,6 +325,16 @@ CASES = [
     ),
     # profile
     _case("profile {missing}.onnx", "model file does not exist: {missing}.onnx"),
+    # before the progress bar (it was printed first, then the line)
+    _case(
+        "profile {empty_dir} --out {root}/p",
+        "{empty_dir}: directory holds no <version>/model.onnx or <version>/model.plan",
+    ),
+    _case("profile {truncated_onnx} --out {root}/p", r"{truncated_onnx}: ONNX Runtime cannot load it: .+", regex=True),
+    _case(
+        "profile {nospec_onnx} --out {root}/p",
+        "{nospec_onnx}: no gtcompress input_spec in its metadata (export it with `gtc export`)",
+    ),
     _case("profile {spec_onnx} --threads 1,x", "--threads: expected comma-separated positive integers, got '1,x'"),
     _case("profile {spec_onnx} --names a,b", "--names: 2 labels for 1 models"),
     _case(
