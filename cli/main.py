@@ -216,8 +216,11 @@ def info(checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory."
 
     model, meta = load_checkpoint(checkpoint)
     c = model.config
-    params = sum(p.numel() for p in model.parameters())
-    nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    from gtcompress.cost import param_stats
+
+    # the figures of the compression report (weight bytes hold the buffers too), and the non-zero
+    # parameters a weight-sparsified checkpoint keeps
+    params, nonzero, nbytes = param_stats(model)
     console.print(
         table(
             f"{checkpoint}",
@@ -229,6 +232,7 @@ def info(checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory."
                     "layers": c.num_layers,
                     "pe": ",".join(f"{k}:{v}" for k, v in c.pe.items()) or "none",
                     "params": params,
+                    "non-zero": nonzero,
                     "weight MB": nbytes / 1e6,
                 }
             ],

@@ -87,6 +87,7 @@ def test_generate_train_eval_info(tmp_path: Path) -> None:
     res = _run("info", str(ckpt))
     assert res.exit_code == 0, res.output
     assert "gps" in res.output and "rwse:4" in res.output
+    assert "non-zero" in res.output  # what a weight-sparsified checkpoint keeps, as the report counts it
 
 
 @pytest.mark.parametrize(
