@@ -274,15 +274,11 @@ def apply_teddy(g: NumpyGraph, cfg: TeddyConfig, spec: InputSpec) -> NumpyGraph:
     before the edges go: computed later, with the other inputs, it would be the sparsified graph's."""
     from gtcompress.preprocess.batching import graph_ptr
     from gtcompress.preprocess.pe import pe_function
-    from gtcompress.preprocess.teddy import teddy_keep_mask, teddy_threshold_mask
+    from gtcompress.preprocess.teddy import teddy_mask
 
     if g.num_edges == 0:
         return g
-    if cfg.threshold is not None:  # TEDDY's global rule: one score threshold fixed at training time
-        keep = teddy_threshold_mask(g.edge_index, g.num_nodes, cfg.threshold)
-    else:
-        batch = g.batch if g.batch is not None else np.zeros(g.num_nodes, dtype=np.int64)
-        keep = teddy_keep_mask(g.edge_index, g.num_nodes, cfg.ratio, batch, per_graph=cfg.per_graph)
+    keep = teddy_mask(g.edge_index, g.num_nodes, cfg.ratio, g.batch, cfg.per_graph, cfg.threshold)
     stale = set(spec.pe) if cfg.recompute_pe is None else set(cfg.recompute_pe)
     pe = {k: v for k, v in g.pe.items() if k not in stale}
     unsparsified = [k for k in spec.pe if k not in stale and k not in pe]

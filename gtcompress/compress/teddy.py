@@ -46,7 +46,7 @@ from gtcompress.errors import ConfigError
 from gtcompress.graph import GraphBatch
 from gtcompress.models.model import GraphModel
 from gtcompress.preprocess.pe import laplacian_pe, rwse
-from gtcompress.preprocess.teddy import teddy_edge_scores, teddy_keep_mask, teddy_threshold_mask
+from gtcompress.preprocess.teddy import teddy_edge_scores, teddy_mask
 from gtcompress.train.loop import TrainConfig, check_time_budget, evaluate, seed_everything, train
 
 __all__ = ["SparsifyConfig", "SparsifyResult", "TeddyEdges", "sparsify_dataset", "sparsify_model"]
@@ -70,9 +70,8 @@ class TeddyEdges:
     def keep_mask(self, g: GraphBatch) -> np.ndarray:
         ei = g.edge_index.cpu().numpy()
         batch = g.batch.cpu().numpy() if g.batch is not None else None
-        if self.per_graph:
-            return teddy_keep_mask(ei, g.num_nodes, self.ratio, batch, per_graph=True)
-        return teddy_threshold_mask(ei, g.num_nodes, float(self.threshold))  # type: ignore[arg-type]
+        threshold = None if self.per_graph else float(self.threshold)  # type: ignore[arg-type]
+        return teddy_mask(ei, g.num_nodes, self.ratio, batch, self.per_graph, threshold)
 
     def __call__(self, g: GraphBatch) -> GraphBatch:
         if self.ratio == 0.0:

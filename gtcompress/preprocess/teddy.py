@@ -36,7 +36,14 @@ import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph
 
-__all__ = ["teddy_edge_scores", "teddy_keep_mask", "teddy_node_scores", "teddy_sparsify", "teddy_threshold_mask"]
+__all__ = [
+    "teddy_edge_scores",
+    "teddy_keep_mask",
+    "teddy_mask",
+    "teddy_node_scores",
+    "teddy_sparsify",
+    "teddy_threshold_mask",
+]
 
 
 def teddy_node_scores(edge_index: np.ndarray, num_nodes: int) -> np.ndarray:
@@ -150,6 +157,24 @@ def teddy_threshold_mask(edge_index: np.ndarray, num_nodes: int, threshold: floa
     return (teddy_edge_scores(ei, num_nodes) >= threshold) | (ei[0] == ei[1])
 
 
+def teddy_mask(
+    edge_index: np.ndarray,
+    num_nodes: int,
+    ratio: float,
+    batch: np.ndarray | None = None,
+    per_graph: bool = True,
+    threshold: float | None = None,
+) -> np.ndarray:
+    """Boolean ``[E]`` of a TEDDY record (``edges``, ``per_graph``, ``threshold``): the one rule that
+    training, :func:`teddy_sparsify` and the runtime apply. A ``threshold`` (the global rule) decides
+    alone; else the lowest-scoring ``ratio`` of each graph's (``batch``; none: one graph) edges go."""
+    if threshold is not None:
+        return teddy_threshold_mask(edge_index, num_nodes, threshold)
+    if batch is None:
+        batch = np.zeros(num_nodes, dtype=np.int64)
+    return teddy_keep_mask(edge_index, num_nodes, ratio, batch, per_graph)
+
+
 def teddy_sparsify(
     graph: NumpyGraph, ratio: float, per_graph: bool = True, threshold: float | None = None
 ) -> NumpyGraph:
@@ -162,11 +187,7 @@ def teddy_sparsify(
 
     Node arrays are shared, edge arrays are filtered; positional encodings are *not* recomputed
     (call :mod:`gtcompress.preprocess.pe` afterwards if the model uses them)."""
-    if threshold is not None:
-        keep = teddy_threshold_mask(graph.edge_index, graph.num_nodes, threshold)
-    else:
-        batch = graph.batch if graph.batch is not None else np.zeros(graph.num_nodes, dtype=np.int64)
-        keep = teddy_keep_mask(graph.edge_index, graph.num_nodes, ratio, batch, per_graph)
+    keep = teddy_mask(graph.edge_index, graph.num_nodes, ratio, graph.batch, per_graph, threshold)
     return NumpyGraph(
         x=graph.x,
         edge_index=graph.edge_index[:, keep],
