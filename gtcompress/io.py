@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import json
 import os
 import re
@@ -195,23 +196,19 @@ def exchange_paths(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(a), None, str(b))
 
 
-_RENAMEAT2: list[Any] = []
-
-
+@functools.cache
 def _renameat2() -> Any:
-    """libc's ``renameat2``, or ``None`` (not Linux, or a libc without it: glibc < 2.28)."""
-    if not _RENAMEAT2:
-        fn = None
-        if sys.platform.startswith("linux"):
-            try:
-                fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-            except OSError:
-                fn = None
-            if fn is not None:
-                fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
-                fn.restype = ctypes.c_int
-        _RENAMEAT2.append(fn)
-    return _RENAMEAT2[0]
+    """libc's ``renameat2``, or ``None`` (not Linux, or a libc without it: glibc < 2.28); looked up once."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    except OSError:
+        return None
+    if fn is not None:
+        fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+        fn.restype = ctypes.c_int
+    return fn
 
 
 def swap_dir_into_place(tmp: Path, target: Path) -> None:
