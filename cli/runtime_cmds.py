@@ -10,7 +10,6 @@ TensorRT (``--providers``); mixing the two up is a one-line error, as is a GPU t
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -292,7 +291,7 @@ def serve_cmd(
 
     from gtcompress.errors import GTCompressError
     from runtime.batcher import BatchConfig
-    from runtime.served import ServerLimits, default_model_name
+    from runtime.served import ServerLimits, default_model_name, mib_bytes
     from runtime.session import GraphSession
 
     model_name = name or default_model_name(model)
@@ -310,10 +309,8 @@ def serve_cmd(
         if batching
         else BatchConfig.disabled()
     )
-    # a limit above what a byte count can hold is that many bytes (int(inf) was a traceback)
-    max_body_bytes = int(min(max_body_mib * 1024 * 1024, sys.maxsize))
     limits = ServerLimits(
-        max_body_bytes=max_body_bytes, max_attention_mib=max_attention_mib, max_inflight_mib=max_inflight_mib
+        max_body_bytes=mib_bytes(max_body_mib), max_attention_mib=max_attention_mib, max_inflight_mib=max_inflight_mib
     )
     cfg = replace(cfg, max_attention_mib=min(cfg.max_attention_mib, max_attention_mib))
     _check_device([model], device, cuda_graphs, all_checkpoints=True)

@@ -40,6 +40,11 @@ from runtime.spec import NUMPY_TO_KSERVE, metadata_json
 RAW_INPUTS = ("x", "edge_index", "edge_attr", "batch", "node_counts")  # what a raw-graph request may carry
 
 
+def mib_bytes(mib: float) -> int:
+    """``mib`` MiB as a byte count; one past what a byte count holds (1e306 MiB) is no limit."""
+    return int(min(mib * MIB, sys.maxsize))
+
+
 @dataclass(frozen=True)
 class ServerLimits:
     """Hard per-request maxima: a request above them gets 400 (soft batch limits only split batches).
@@ -65,7 +70,7 @@ class ServerLimits:
     @property
     def inflight_bytes(self) -> int:
         """The budget of :attr:`max_inflight_mib` in bytes, at least one largest body."""
-        return max(int(min(self.max_inflight_mib * MIB, sys.maxsize)), self.max_body_bytes)  # 1e306 MiB: no limit
+        return max(mib_bytes(self.max_inflight_mib), self.max_body_bytes)
 
 
 @dataclass
