@@ -236,13 +236,10 @@ def verify_ptx(ptx: str, target: str) -> bool:
         raise AOTCompileError(str(exc)) from None
 
 
-def _cache_key(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _entry_digest(entry: dict[str, Any]) -> str:
-    """SHA-256 of a cache entry's contents (its ``sha256`` field aside), as stored in that field."""
-    return hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()
+def _sha256_json(obj: dict[str, Any]) -> str:
+    """SHA-256 of ``obj`` as canonical JSON: a cache entry's key (of what it was compiled from) and
+    its ``sha256`` field (of its own contents, that field aside)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
 def compile_kernel(
@@ -287,13 +284,13 @@ def compile_kernel(
         "pointer_alignment": spec.POINTER_ALIGNMENT,
         "triton": _triton_version(),
     }
-    key = _cache_key(payload)
+    key = _sha256_json(payload)
     path = (cache_root or cache_dir()) / f"sparse_graph_attention_{kernel}-{key[:32]}.json"
     if use_cache and path.is_file():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             recorded = data.pop("sha256", None)
-            if data.get("cache_key") == key and recorded == _entry_digest(data):
+            if data.get("cache_key") == key and recorded == _sha256_json(data):
                 return CompiledKernel(**data, from_cache=True)
         except (OSError, ValueError, TypeError, AttributeError):  # AttributeError: JSON but not an object
             pass  # unreadable, damaged or stale entry: compile again and overwrite it
@@ -327,7 +324,7 @@ def compile_kernel(
     )
     if use_cache:
         entry = compiled.to_json()
-        write_atomic(path, json.dumps({**entry, "sha256": _entry_digest(entry)}, indent=1))
+        write_atomic(path, json.dumps({**entry, "sha256": _sha256_json(entry)}, indent=1))
     return compiled
 
 
