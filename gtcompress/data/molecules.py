@@ -28,6 +28,7 @@ import functools
 import gzip
 import io
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -344,7 +345,7 @@ def _read_hiv_csv(path: Path) -> tuple[list[str], np.ndarray]:
                     raise DataFormatError(f"{path}, line {lineno}: HIV_active must be 0 or 1, got {lab!r}")
                 smiles.append(smi)
                 labels.append(int(lab))
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error) as exc:  # zlib: a damaged .gz
         raise DataFormatError(f"{path}: unreadable ({exc})") from exc
     return smiles, np.array(labels, dtype=np.int64)
 

@@ -18,6 +18,7 @@ import gzip
 import io
 import math
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,7 @@ def _read_labels(path: Path) -> np.ndarray:
     try:
         with io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8") as fh:
             return np.loadtxt(fh, delimiter=",", dtype=np.float64, ndmin=2, converters=field)
-    except (ValueError, OSError, EOFError):
+    except (ValueError, OSError, EOFError, zlib.error):
         raise first_error from None  # names the file and line
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import io
 import warnings
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -66,7 +67,9 @@ def read_table(path: Path, dtype: type[np.generic] = np.int64, ncols: int | None
         with _open_text(path) as fh, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
             arr = np.loadtxt(fh, delimiter=",", dtype=dtype, ndmin=2, comments=None)
-    except (ValueError, UnicodeDecodeError, EOFError, OSError) as exc:
+    except (ValueError, UnicodeDecodeError, EOFError, OSError, zlib.error) as exc:
+        # zlib.error (a damaged deflate stream in a .gz) is not an OSError: without it here the
+        # user got gzip's traceback, naming no file
         raise _locate_error(path, dtype, ncols, exc) from exc
     if arr.size == 0:
         return np.empty((0, ncols or 1), dtype=dtype)
@@ -98,7 +101,7 @@ def _locate_error(path: Path, dtype: type[np.generic], ncols: int | None, exc: E
                         convert(f)
                     except ValueError:
                         return DataFormatError(f"{path}, line {lineno}: {f.strip()!r} is not an {kind}")
-    except (UnicodeDecodeError, EOFError, OSError) as read_exc:
+    except (UnicodeDecodeError, EOFError, OSError, zlib.error) as read_exc:
         return DataFormatError(f"{path}: unreadable ({read_exc})")
     return DataFormatError(f"{path}: malformed ({exc})")
 

@@ -180,6 +180,16 @@ def test_molhiv_bad_split_files(tmp_path: Path) -> None:
         load_molhiv(tmp_path / "nowhere")
 
 
+def test_molhiv_damaged_gzip_names_the_file(tmp_path: Path) -> None:
+    """A broken deflate stream raises ``zlib.error`` (not an OSError): it escaped as a traceback."""
+    root = _toy_hiv(tmp_path / "hiv", ["C", "CC", "CCC"], [0, 1, 0], {"train": [0], "valid": [1], "test": [2]})
+    data = bytearray(gzip.compress(b"smiles,activity,HIV_active\nC,CI,0\n", compresslevel=0))
+    data[11] ^= 0xFF  # the first stored block's length no longer matches its complement
+    (root / "HIV.csv.gz").write_bytes(bytes(data))
+    with pytest.raises(DataFormatError, match=r"HIV\.csv\.gz: unreadable \(.*invalid stored block lengths"):
+        load_molhiv(root, cache=False)
+
+
 def test_molhiv_split_file_without_rows_is_an_error(tmp_path: Path) -> None:
     """An empty split failed only in training, as ``torch.cat(): expected a non-empty list``."""
     root = _toy_hiv(tmp_path / "hiv", ["C", "CC"], [0, 1], {"train": [0], "valid": [], "test": [1]})

@@ -169,3 +169,13 @@ def test_gzip_is_required_format(tmp_path: Path) -> None:
     (root / "raw" / "edge.csv.gz").write_bytes(b"not gzip")
     with pytest.raises(DataFormatError, match=r"edge\.csv\.gz: unreadable"):
         load_ogb(root)
+
+
+def test_a_damaged_gzip_label_file_names_the_file(tmp_path: Path) -> None:
+    """A broken deflate stream raises ``zlib.error`` (not an OSError): it escaped as a traceback."""
+    root = _toy(tmp_path / "toy")
+    data = bytearray(gzip.compress(b"1,\n0,1\n1,1\n", compresslevel=0))
+    data[11] ^= 0xFF  # the first stored block's length no longer matches its complement
+    (root / "raw" / "graph-label.csv.gz").write_bytes(bytes(data))
+    with pytest.raises(DataFormatError, match=r"graph-label\.csv\.gz: unreadable \(.*invalid stored block lengths"):
+        load_ogb(root)

@@ -180,6 +180,26 @@ def test_read_table_float_error_and_empty(tmp_path: Path) -> None:
     assert read_table(empty, np.int64, ncols=2).shape == (0, 2)
 
 
+def _damaged_gzip(text: str) -> bytes:
+    """A gzip file whose deflate stream is broken (a stored block's length and its complement
+    disagree): reading it raises ``zlib.error``, which is not an ``OSError``."""
+    data = bytearray(gzip.compress(text.encode(), compresslevel=0))
+    data[11] ^= 0xFF  # LEN of the first stored block, right after the 10-byte gzip header
+    return bytes(data)
+
+
+def test_a_damaged_gzip_names_the_file_instead_of_a_zlib_traceback(tmp_path: Path) -> None:
+    folder = _toy(tmp_path)
+    (folder / "TOY_A.txt").unlink()
+    path = folder / "TOY_A.txt.gz"
+    path.write_bytes(_damaged_gzip("1, 2\n2, 1\n"))
+    with pytest.raises(DataFormatError) as err:
+        read_table(path, np.int64, ncols=2)
+    assert str(err.value) == f"{path}: unreadable (Error -3 while decompressing data: invalid stored block lengths)"
+    with pytest.raises(DataFormatError, match=r"TOY_A\.txt\.gz: unreadable"):
+        load_tu(tmp_path, "TOY")
+
+
 def test_random_split_indices() -> None:
     parts = random_split_indices(188, seed=3)
     assert [len(v) for v in parts.values()] == [150, 19, 19]
