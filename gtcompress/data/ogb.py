@@ -77,12 +77,36 @@ def _read_labels(path: Path) -> np.ndarray:
         raise first_error from None  # names the file and line
 
 
-def _task_of(name: str, labels: np.ndarray) -> TaskType:
-    """OGB's declared task type when the dataset is known, else binary iff every label is 0/1."""
-    if name in OGB_MOL_TASKS:
-        return OGB_MOL_TASKS[name]
+def _task_of(name: str, labels: np.ndarray, label_path: Path) -> TaskType:
+    """OGB's declared task type when the dataset is known, else binary iff every label is 0/1.
+
+    A known binary dataset whose labels are not all 0/1 is refused: those are another dataset's
+    (regression) targets, and training on them would run BCE on log-solubilities and report a
+    ROC-AUC of targets thresholded at 0.5, without a word."""
     seen = labels[~np.isnan(labels)]
-    return "binary" if np.isin(seen, (0.0, 1.0)).all() else "regression"
+    binary = bool(np.isin(seen, (0.0, 1.0)).all())
+    if name not in OGB_MOL_TASKS:
+        return "binary" if binary else "regression"
+    task = OGB_MOL_TASKS[name]
+    if task == "binary" and not binary:
+        other = seen[~np.isin(seen, (0.0, 1.0))][0]
+        raise DataFormatError(
+            f"{label_path}: label {other:g} is not 0 or 1, but {name} is a binary classification dataset; "
+            "is the data root the folder of another (regression) dataset?"
+        )
+    return task
+
+
+def _check_folder_name(root: Path, name: str) -> None:
+    """Refuse a dataset folder named after another known OGB dataset than the one asked for
+    (``--data ogb:ogbg_molbace --data-root .../ogbg_molbbbp``): both are binary with one task, so
+    nothing else in the files tells them apart, and the run would train and report on the wrong
+    molecules under the asked-for name."""
+    held = root.name.lower().replace("_", "-")
+    if held in OGB_MOL_TASKS and held != name.lower():
+        raise DataFormatError(
+            f"{root} holds {held}, not the requested {name}; point the data root at the {name} folder"
+        )
 
 
 def _resolve(root: Path, name: str | None) -> Path:
@@ -107,9 +131,12 @@ def load_ogb(root: Path, name: str | None = None, split: str = "scaffold") -> Gr
     with ``_`` turned into ``-`` (``ogbg_molbace`` -> ``ogbg-molbace``). ``y`` is float32
     ``[1, T]`` per graph; it may hold NaN where a multi-task dataset lacks a label (the loss must
     mask those). Splits ``train/valid/test`` from ``split/<split>/`` become ``train/val/test``.
+    A folder named after another known OGB dataset, or a known binary dataset whose labels are not
+    0/1, is refused (the data root points at the wrong dataset).
     """
     root = _resolve(Path(root), name)
     name = (name or root.name).replace("_", "-")
+    _check_folder_name(root, name)
     raw = root / "raw"
 
     edges = read_table(raw / "edge.csv.gz", np.int64, ncols=2)
@@ -188,7 +215,7 @@ def load_ogb(root: Path, name: str | None = None, split: str = "scaffold") -> Gr
     if not seen.all():
         warnings.warn(f"{split_dir}: {int((~seen).sum())} graphs are in no split", stacklevel=2)
 
-    task = _task_of(name, labels)
+    task = _task_of(name, labels, raw / "graph-label.csv.gz")
     info = DatasetInfo(
         name=name,
         task_level="graph",

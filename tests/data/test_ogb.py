@@ -179,3 +179,31 @@ def test_a_damaged_gzip_label_file_names_the_file(tmp_path: Path) -> None:
     (root / "raw" / "graph-label.csv.gz").write_bytes(bytes(data))
     with pytest.raises(DataFormatError, match=r"graph-label\.csv\.gz: unreadable \(.*invalid stored block lengths"):
         load_ogb(root)
+
+
+def test_a_dataset_folder_of_another_known_dataset_is_refused(tmp_path: Path) -> None:
+    """``--data ogb:ogbg_molbace --data-root .../ogbg_molbbbp`` trained and reported on BBBP's
+    molecules under BACE's name: both binary, one task, nothing in the files tells them apart."""
+    root = _toy(tmp_path / "ogbg_molbbbp", labels="1,0\n0,1\n")
+    with pytest.raises(DataFormatError) as err:
+        load_ogb(root, "ogbg-molbace")
+    assert str(err.value) == (
+        f"{root} holds ogbg-molbbbp, not the requested ogbg-molbace; point the data root at the ogbg-molbace folder"
+    )
+    assert load_ogb(root, "ogbg_molbbbp").info.name == "ogbg-molbbbp"  # its own name, either spelling
+
+
+def test_a_known_binary_dataset_with_real_valued_labels_is_refused(tmp_path: Path) -> None:
+    """ESOL's log-solubilities loaded as ogbg-molbace trained BCE on them and reported a ROC-AUC."""
+    root = _toy(tmp_path / "mine", labels="-2.06,0\n0,1\n")
+    with pytest.raises(DataFormatError) as err:
+        load_ogb(root, "ogbg-molbace")
+    assert str(err.value) == (
+        f"{root / 'raw' / 'graph-label.csv.gz'}: label -2.06 is not 0 or 1, but ogbg-molbace is a binary "
+        "classification dataset; is the data root the folder of another (regression) dataset?"
+    )
+
+
+def test_the_real_esol_folder_asked_for_as_molbace_is_refused(ogb_root: Path) -> None:
+    with pytest.raises(DataFormatError, match=r"holds ogbg-molesol, not the requested ogbg-molbace"):
+        load_ogb(ogb_root / "ogbg_molesol", "ogbg_molbace")
