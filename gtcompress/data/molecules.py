@@ -374,8 +374,19 @@ def _per_split_limits(limit: int | Sequence[int] | None) -> list[int] | None:
     return limits
 
 
+def _molhiv_folder(root: Path) -> Path:
+    """The folder holding ``HIV.csv(.gz)``: ``root`` itself, or ``root/ogbg_molhiv`` when ``root``
+    is a data root holding it. One rule for :func:`load_molhiv` and :func:`molhiv_files`, so that
+    the files a run's cache key lists are the files the loader reads."""
+    root = Path(root)
+    if not any((root / f).is_file() for f in _HIV_FILES) and (root / "ogbg_molhiv").is_dir():
+        return root / "ogbg_molhiv"
+    return root
+
+
 def molhiv_files(root: Path) -> list[Path]:
     """The files :func:`load_molhiv` reads under ``root``: the CSV and the scaffold split (what is there)."""
+    root = _molhiv_folder(root)
     files = [root / f for f in _HIV_FILES if (root / f).is_file()][:1]
     with contextlib.suppress(DataFormatError):
         files += sorted(f for f in _find_split_dir(root).rglob("*") if f.is_file())
@@ -416,9 +427,7 @@ def load_molhiv(
     The featurised dataset is cached with :func:`gtcompress.data.cache.cached` (key: the files'
     path, size and mtime, the limits and the RDKit version); ``cache=False`` rebuilds it.
     """
-    root = Path(root)
-    if not any((root / f).is_file() for f in _HIV_FILES) and (root / "ogbg_molhiv").is_dir():
-        root = root / "ogbg_molhiv"
+    root = _molhiv_folder(root)
     csv_path = next((root / f for f in _HIV_FILES if (root / f).is_file()), root / "HIV.csv.gz")
     if not csv_path.is_file():
         raise DataFormatError(f"missing file: {csv_path}")

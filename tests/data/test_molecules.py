@@ -18,6 +18,7 @@ from gtcompress.data.molecules import (
     ATOM_FEATURE_DIMS,
     BOND_FEATURE_DIMS,
     load_molhiv,
+    molhiv_files,
     smiles_to_graph,
     smiles_to_graphs,
 )
@@ -188,6 +189,23 @@ def test_molhiv_damaged_gzip_names_the_file(tmp_path: Path) -> None:
     (root / "HIV.csv.gz").write_bytes(bytes(data))
     with pytest.raises(DataFormatError, match=r"HIV\.csv\.gz: unreadable \(.*invalid stored block lengths"):
         load_molhiv(root, cache=False)
+
+
+def test_molhiv_files_of_a_data_root_are_the_files_the_loader_reads(tmp_path: Path) -> None:
+    """``load_molhiv(data_root)`` reads ``data_root/ogbg_molhiv``, but ``molhiv_files(data_root)``
+    listed nothing there: ``gtc pipeline``'s cache key then held no molhiv file, and a changed CSV or
+    split file reused the models and metrics of the old one."""
+    folder = _toy_hiv(
+        tmp_path / "ogbg_molhiv", ["C", "CC", "CCC"], [0, 1, 0], {"train": [0], "valid": [1], "test": [2]}
+    )
+    split = folder / "split_recomputed" / "scaffold"
+    expected = [folder / "HIV.csv.gz", split / "test.csv.gz", split / "train.csv.gz", split / "valid.csv.gz"]
+    assert molhiv_files(folder) == expected
+    assert molhiv_files(tmp_path) == expected  # the data root, as load_molhiv takes it
+    from gtcompress.pipeline.run import _data_files
+
+    listed = [entry[0] for entry in _data_files("molhiv", str(tmp_path))[1:]]
+    assert listed == [str(p) for p in expected]
 
 
 def test_molhiv_split_file_without_rows_is_an_error(tmp_path: Path) -> None:
