@@ -89,22 +89,54 @@ def _err(part_path: str, module: object, expected: str) -> UnsupportedModelError
     return UnsupportedModelError(f"{part_path or '<model>'} ({type(module).__name__}): expected {expected}")
 
 
+#: Appended to a refusal of a subclass of a supported class.
+_NOT_SUBCLASS = " itself, not a subclass (a subclass may add parameters or change forward, which the import cannot see)"
+
+
+def _own_type(m: object) -> type:
+    """The class whose forward runs: a module's own class, seen through ``torch.nn.utils.parametrize``
+    (which swaps in a generated subclass whose ``weight`` is still the effective weight)."""
+    from torch.nn.utils import parametrize
+
+    cls = type(m)
+    if isinstance(m, nn.Module) and parametrize.is_parametrized(m):
+        return cls.__bases__[0]
+    return cls
+
+
+def _is_a(m: object, *classes: type) -> bool:
+    """``m`` is an instance of one of ``classes`` exactly. ``isinstance`` would also accept a subclass,
+    whose extra parameters (a LoRA Linear's ``lora_A``, a gate) or overridden forward the weight copy
+    drops without a word: such a layer imported silently, its outputs off by 0.6-5.7."""
+    return _own_type(m) in classes
+
+
+def _require(m: object, path: str, classes: tuple[type, ...], expected: str) -> None:
+    """Refuse ``m`` unless it is exactly one of ``classes``, saying so when it is a subclass."""
+    if not _is_a(m, *classes):
+        raise _err(path, m, expected + (_NOT_SUBCLASS if isinstance(m, classes) else ""))
+
+
 def _sub(path: str, name: str) -> str:
     """Qualified name of child ``name`` of the module at ``path`` (``""`` = the root)."""
     return f"{path}.{name}" if path else name
 
 
 # ---------------------------------------------------------------- leaf converters
-def _is_linear(m: nn.Module) -> bool:
+def _linear_types() -> tuple[type, ...]:
+    from torch.nn.modules.linear import NonDynamicallyQuantizableLinear  # MultiheadAttention's out_proj
     from torch_geometric.nn.dense.linear import Linear as PygLinear
 
-    return isinstance(m, nn.Linear | PygLinear)
+    return (nn.Linear, NonDynamicallyQuantizableLinear, PygLinear)
+
+
+def _is_linear(m: nn.Module) -> bool:
+    return _is_a(m, *_linear_types())
 
 
 def _linear(m: nn.Module, path: str, in_f: int | None = None, out_f: int | None = None) -> dict[str, Tensor]:
     """``weight``/``bias`` of a torch or PyG Linear; a missing bias becomes zeros (same function)."""
-    if not _is_linear(m):
-        raise _err(path, m, "torch.nn.Linear or torch_geometric.nn.Linear")
+    _require(m, path, _linear_types(), "torch.nn.Linear or torch_geometric.nn.Linear")
     w = m.weight
     if isinstance(w, nn.parameter.UninitializedParameter):
         raise _err(path, m, "an initialised (non-lazy) Linear; run one forward pass first")
@@ -124,9 +156,9 @@ def _batchnorm(m: nn.Module, path: str, dim: int) -> dict[str, Tensor]:
     """State of a ``BatchNorm1d`` (or PyG's ``BatchNorm`` wrapper around one at ``.module``)."""
     from torch_geometric.nn.norm import BatchNorm as PygBatchNorm
 
+    _require(m, path, (nn.BatchNorm1d, PygBatchNorm), "torch.nn.BatchNorm1d or torch_geometric.nn.BatchNorm")
     bn = m.module if isinstance(m, PygBatchNorm) else m
-    if type(bn) is not nn.BatchNorm1d:
-        raise _err(path, m, "torch.nn.BatchNorm1d or torch_geometric.nn.BatchNorm")
+    _require(bn, path, (nn.BatchNorm1d,), "torch.nn.BatchNorm1d or torch_geometric.nn.BatchNorm")
     if bn.num_features != dim:
         raise _err(path, m, f"BatchNorm over {dim} features, got {bn.num_features}")
     if not bn.track_running_stats or bn.running_mean is None or bn.running_var is None:
@@ -173,6 +205,7 @@ def _feature_encoder(part: _Part | None, role: str, identity_width: int) -> _Enc
         )
     m, path = part.module, part.path
     if isinstance(m, nn.Embedding):
+        _require(m, path, (nn.Embedding,), "torch.nn.Embedding")
         if m.max_norm is not None:
             raise _err(path, m, "an Embedding without max_norm (it rescales rows in forward)")
         return _Encoder(
@@ -185,7 +218,7 @@ def _feature_encoder(part: _Part | None, role: str, identity_width: int) -> _Enc
         out_w, in_w = st["weight"].shape
         return _Encoder(FeatureSpec("float", in_w), out_w, {f"linear.{k}": v for k, v in st.items()})
     embs = getattr(m, "atom_embedding_list", None) or getattr(m, "bond_embedding_list", None)
-    if isinstance(embs, nn.ModuleList) and len(embs) and all(isinstance(e, nn.Embedding) for e in embs):
+    if isinstance(embs, nn.ModuleList) and len(embs) and all(_is_a(e, nn.Embedding) for e in embs):
         widths = {e.embedding_dim for e in embs}
         if len(widths) != 1 or any(e.max_norm is not None for e in embs):
             raise _err(path, m, "embeddings of one width without max_norm")
@@ -244,6 +277,7 @@ def _convert_gin(conv: nn.Module, path: str, c: int) -> tuple[str, int, dict[str
 
     if not isinstance(conv, GINConv | GINEConv):
         raise _err(path, conv, "GINEConv, GINConv or None as GPSConv's local conv")
+    _require(conv, path, (GINConv, GINEConv), "GINEConv" if isinstance(conv, GINEConv) else "GINConv")
     if type(conv.aggr_module) is not SumAggregation or conv.flow != "source_to_target":
         raise _err(
             path,
@@ -278,8 +312,7 @@ def _convert_gin(conv: nn.Module, path: str, c: int) -> tuple[str, int, dict[str
 
 
 def _convert_attn(attn: nn.Module, path: str, c: int) -> tuple[int, float, dict[str, Tensor]]:
-    if not isinstance(attn, nn.MultiheadAttention):
-        raise _err(path, attn, "torch.nn.MultiheadAttention (GPSConv attn_type='multihead')")
+    _require(attn, path, (nn.MultiheadAttention,), "torch.nn.MultiheadAttention (GPSConv attn_type='multihead')")
     heads = attn.num_heads
     if heads <= 0 or c % heads:
         raise _err(path, attn, f"a number of heads dividing channels={c}, got heads={heads}")
@@ -310,8 +343,7 @@ def _convert_attn(attn: nn.Module, path: str, c: int) -> tuple[int, float, dict[
 def _convert_layer(layer: nn.Module, path: str, c: int) -> _LayerInfo:
     from torch_geometric.nn import GPSConv
 
-    if not isinstance(layer, GPSConv):
-        raise _err(path, layer, "torch_geometric.nn.GPSConv")
+    _require(layer, path, (GPSConv,), "torch_geometric.nn.GPSConv")
     if layer.channels != c:
         raise _err(path, layer, f"channels={c} like the first layer, got {layer.channels}")
     heads, attn_dropout, attn_state = _convert_attn(layer.attn, _sub(path, "attn"), c)
@@ -347,7 +379,7 @@ def _convert_layer(layer: nn.Module, path: str, c: int) -> _LayerInfo:
 
         norm = "batch"
         for i, (ours, n) in enumerate(zip(("norm_local", "norm_attn", "norm_ffn"), norms, strict=True), 1):
-            if not isinstance(n, PygBatchNorm | nn.BatchNorm1d):
+            if not isinstance(n, PygBatchNorm | nn.BatchNorm1d):  # (a subclass is refused by _batchnorm)
                 raise _err(_sub(path, f"norm{i}"), n, "GPSConv norm='batch_norm' or None")
             state |= {f"{ours}.{k}": v for k, v in _batchnorm(n, _sub(path, f"norm{i}"), c).items()}
 

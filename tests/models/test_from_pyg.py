@@ -408,3 +408,76 @@ def test_refuses_unknown_modules_and_bad_widths() -> None:
     m.node_emb = nn.Embedding(28, 30)
     _raises(m, "node_emb", "Embedding", "width 24")
     _raises(ExampleGPS(), "nope", convs="nope")
+
+
+class _ScaledGPS(GPSConv):
+    """A GPSConv with a learned output scale (a 'layer scale'): an extra parameter and a new forward."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__(c, GINEConv(gin_nn(c)), heads=4, attn_kwargs={"dropout": 0.5})
+        self.scale = nn.Parameter(torch.full((c,), 0.5))
+
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, **kw: object) -> Tensor:
+        return super().forward(x, edge_index, batch, **kw) * self.scale
+
+
+class _GatedGINE(GINEConv):
+    """A GINEConv whose message gates the edge features: an extra Linear the weight copy cannot see."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__(gin_nn(c))
+        self.gate = nn.Linear(c, c)
+
+    def message(self, x_j: Tensor, edge_attr: Tensor) -> Tensor:
+        return (x_j + torch.sigmoid(self.gate(edge_attr)) * edge_attr).relu()
+
+
+class _LoraLinear(nn.Linear):
+    """A LoRA-style Linear (as loralib's): ``W x + B A x``; the low-rank update lives in extra parameters."""
+
+    def __init__(self, i: int, o: int) -> None:
+        super().__init__(i, o)
+        self.lora_a = nn.Parameter(torch.randn(2, i))
+        self.lora_b = nn.Parameter(torch.randn(o, 2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) + x @ self.lora_a.T @ self.lora_b.T
+
+
+def test_refuses_subclasses_whose_extra_parameters_or_forward_it_cannot_see() -> None:
+    """A subclass of a supported class used to pass the isinstance checks and import silently, its
+    extra parameters dropped (outputs off by 5.7 for the scaled layer, 0.64 for the gated GINE)."""
+    sub = "itself, not a subclass (a subclass may add parameters or change forward"
+    m = ExampleGPS()
+    m.convs[1] = _ScaledGPS(32)
+    _raises(m, "convs.1 (_ScaledGPS): expected torch_geometric.nn.GPSConv " + sub, readout="sum")
+    m = ExampleGPS()
+    m.convs[0].conv = _GatedGINE(32)
+    _raises(m, "convs.0.conv (_GatedGINE): expected GINEConv " + sub, readout="sum")
+    m = ExampleGPS()
+    m.mlp[4] = _LoraLinear(8, 1)
+    _raises(
+        m, "mlp (Sequential): expected a head of Linear, ReLU, Linear, ..., Linear (got", "_LoraLinear", readout="sum"
+    )
+    m = ExampleGPS()
+    m.pe_lin = _LoraLinear(20, 8)
+    _raises(m, "pe_lin (_LoraLinear): expected torch.nn.Linear or torch_geometric.nn.Linear " + sub, readout="sum")
+    m = ExampleGPS()
+    m.convs[0].attn = type("MyAttention", (nn.MultiheadAttention,), {})(32, 4, batch_first=True)
+    _raises(m, "convs.0.attn (MyAttention): expected torch.nn.MultiheadAttention", sub, readout="sum")
+
+
+def test_parametrized_linear_is_imported_with_its_effective_weight() -> None:
+    """torch.nn.utils.parametrize swaps in a generated subclass whose ``weight`` is the effective one:
+    that is the class itself as far as the forward goes, and it imports exactly."""
+    from torch.nn.utils.parametrizations import weight_norm
+
+    torch.manual_seed(9)
+    src = ExampleGPS()
+    src.pe_lin = weight_norm(src.pe_lin)
+    src.mlp[0] = weight_norm(src.mlp[0])
+    warm_up(src, pyg_run)
+    ours = from_pyg(src, readout="sum")
+    b = molecules(SIZES, seed=10)
+    with torch.no_grad():
+        assert max_diff(pyg_run(src, b), ours_run(ours, b)) <= TOL
