@@ -536,7 +536,8 @@ def from_pyg(
     * ``example``: ``(batch, expected)``, a PyG ``Batch`` and the PyG model's own output on it in
       eval mode (``forward``'s signature is yours, so you run it). The import is run on ``batch``
       (PE from ``batch.pe`` or PyG's PE attribute names) and refused if it differs by more than
-      :data:`EXAMPLE_TOLERANCE`.
+      :data:`EXAMPLE_TOLERANCE`. An output without the trailing axis of width 1 (a forward ending in
+      ``.view(-1)``) is compared as is; another shape than the import's is refused, naming both.
     * ``ignore``: attribute paths of modules the forward does not use.
 
     The result is in the source model's train/eval mode, dtype and device. Training-only settings
@@ -723,7 +724,8 @@ def _readouts(
 
 
 def _example_diff(ours: GPS, example: tuple[Any, Tensor], pe_kind: str) -> float:
-    """max |ours(batch) - expected| in eval mode; ``inf`` when the shapes differ."""
+    """max |ours(batch) - expected| in eval mode. An ``expected`` without the import's trailing
+    ``out_dim=1`` axis is compared as is; any other shape is refused, naming both shapes."""
     from gtcompress.graph import GraphBatch
 
     batch, expected = example
@@ -735,8 +737,17 @@ def _example_diff(ours: GPS, example: tuple[Any, Tensor], pe_kind: str) -> float
     with torch.no_grad():
         got = ours(gb)
     ours.train(was_training)
+    if got.shape[-1:] == (1,) and expected.shape == got.shape[:-1]:
+        got = got.squeeze(-1)  # a forward ending in .view(-1) / .squeeze(-1): the same values
     if got.shape != expected.shape:
-        return float("inf")
+        # Not a difference of values: reported as one, it read "max |diff| inf ... likely cause: a
+        # forward that does more than ...", blaming a model that imports fine for a shape.
+        per = "graph" if ours.config.task_level == "graph" else "node"
+        raise UnsupportedModelError(
+            f"example=: the expected output has shape {list(expected.shape)}, the import's output on the "
+            f"batch has shape {list(got.shape)} (one row per {per}, out_dim={ours.config.out_dim} columns); "
+            "pass the PyG model's own output on the same batch (and task_level='node' for a node-level model)"
+        )
     return float((got.to(expected.dtype) - expected).abs().max())
 
 

@@ -481,3 +481,26 @@ def test_parametrized_linear_is_imported_with_its_effective_weight() -> None:
     b = molecules(SIZES, seed=10)
     with torch.no_grad():
         assert max_diff(pyg_run(src, b), ours_run(ours, b)) <= TOL
+
+
+def test_example_output_shape_is_a_shape_error_not_a_value_difference() -> None:
+    """A forward ending in ``.view(-1)`` (common for one-target regression) gave 'max |diff| inf ...
+    likely cause: a forward that does more than encoders -> GPSConv layers -> pooling -> head' for a
+    model that imports exactly; it is compared as is now, and a real shape mismatch names both shapes."""
+    torch.manual_seed(11)
+    src = GinLapGPS()
+    src.head[2] = nn.Linear(12, 1)
+    warm_up(src, pyg_run, float_x=7, k=5)
+    b = molecules(SIZES, seed=12, float_x=7, k=5)
+    with torch.no_grad():
+        want = pyg_run(src, b)
+    ours = from_pyg(src, pe_kind="lap", example=(b, want.view(-1)))
+    assert ours.config.readout == "mean"
+    with torch.no_grad():
+        assert max_diff(want, ours_run(ours, b, "lap", edges=False)) <= TOL
+    with pytest.raises(
+        UnsupportedModelError,
+        match=r"^example=: the expected output has shape \[3, 1\], the import's output on the batch has shape "
+        r"\[6, 1\] \(one row per graph, out_dim=1 columns\)",
+    ):
+        from_pyg(src, pe_kind="lap", example=(b, want[:3]))
