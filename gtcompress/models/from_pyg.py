@@ -400,7 +400,36 @@ def _path_of(root: nn.Module, module: nn.Module) -> str | None:
     return None
 
 
-def _resolve(root: nn.Module, spec: Spec, role: str, names: Sequence[str], auto: bool) -> _Part | None:
+def _under(path: str, prefixes: Sequence[str]) -> bool:
+    """``path`` is one of ``prefixes`` or inside one of them (dotted paths)."""
+    return any(path == q or path.startswith(q + ".") for q in prefixes)
+
+
+def _check_not_ignored(role: str, parts: Sequence[_Part], ignore: Sequence[str]) -> None:
+    """``ignore=`` says the forward does not use a module; a module the import runs cannot be one.
+    Auto-detection skips ignored paths, so this catches a part named explicitly, a layer of an
+    auto-detected list, or an ignored piece inside a converted part: importing it anyway used to
+    contradict the user silently (``ignore=["pe_norm"]`` still normalised the PE, 0.18 off)."""
+    for part in parts:
+        if not part.in_root:
+            continue
+        for q in ignore:
+            if part.path == "" or _under(part.path, [q]) or q.startswith(part.path + "."):
+                instead = (
+                    "pass convs=[...] naming only the layers the forward calls"
+                    if role == "convs"
+                    else f"pass {role}=False if the forward does not use it"
+                )
+                what = "a layer" if role == "convs" else f"the {role}"
+                raise UnsupportedModelError(
+                    f"ignore={q!r}: {part.path or '<model>'} ({type(part.module).__name__}) is {what} the "
+                    f"import runs, so it cannot be ignored; {instead}"
+                )
+
+
+def _resolve(
+    root: nn.Module, spec: Spec, role: str, names: Sequence[str], auto: bool, ignore: Sequence[str] = ()
+) -> _Part | None:
     if spec is False:
         return None
     if isinstance(spec, str):
@@ -417,12 +446,14 @@ def _resolve(root: nn.Module, spec: Spec, role: str, names: Sequence[str], auto:
         return None
     children = dict(root.named_children())
     for name in names:
-        if name in children:
+        if name in children and not _under(name, ignore):
             return _Part(children[name], name, True)
     return None
 
 
-def _resolve_convs(root: nn.Module, spec: str | nn.Module | Sequence[str | nn.Module] | None) -> list[_Part]:
+def _resolve_convs(
+    root: nn.Module, spec: str | nn.Module | Sequence[str | nn.Module] | None, ignore: Sequence[str] = ()
+) -> list[_Part]:
     from torch_geometric.nn import GPSConv
 
     def members(part: _Part) -> list[_Part]:
@@ -445,9 +476,9 @@ def _resolve_convs(root: nn.Module, spec: str | nn.Module | Sequence[str | nn.Mo
     if spec is None:
         for name in _CONVS_NAMES:  # the example's attribute name first
             child = dict(root.named_children()).get(name)
-            if child is not None and any(isinstance(m, GPSConv) for m in child.modules()):
+            if child is not None and not _under(name, ignore) and any(isinstance(m, GPSConv) for m in child.modules()):
                 return members(_Part(child, name, True))
-        found = [(n, m) for n, m in root.named_modules() if isinstance(m, GPSConv)]
+        found = [(n, m) for n, m in root.named_modules() if isinstance(m, GPSConv) and not (n and _under(n, ignore))]
         if not found:
             raise _err("<model>", root, "a model containing torch_geometric.nn.GPSConv layers")
         parents = {n.rpartition(".")[0] for n, _ in found}
@@ -538,7 +569,8 @@ def from_pyg(
       (PE from ``batch.pe`` or PyG's PE attribute names) and refused if it differs by more than
       :data:`EXAMPLE_TOLERANCE`. An output without the trailing axis of width 1 (a forward ending in
       ``.view(-1)``) is compared as is; another shape than the import's is refused, naming both.
-    * ``ignore``: attribute paths of modules the forward does not use.
+    * ``ignore``: attribute paths of modules the forward does not use: never auto-detected, and
+      refused when named by a keyword or inside the layers the import runs.
 
     The result is in the source model's train/eval mode, dtype and device. Training-only settings
     (BatchNorm momentum, ``train_eps`` trainability, Embedding ``padding_idx``) are not carried.
@@ -552,7 +584,8 @@ def from_pyg(
     if pe_kind not in ("rwse", "lap"):
         raise ValueError(f"pe_kind must be 'rwse' or 'lap', got {pe_kind!r}")
 
-    layers = _resolve_convs(model, convs)
+    layers = _resolve_convs(model, convs, ignore)
+    _check_not_ignored("convs", layers, ignore)
     if not layers:
         raise _err("<convs>", model, "at least one GPSConv")
     first = layers[0].module
@@ -575,12 +608,21 @@ def from_pyg(
 
     # Encoders and head: auto-detected only on a whole model, never inside a bare layer list.
     auto = not (isinstance(model, nn.ModuleList | nn.Sequential | GPSConv))
-    node_p = _resolve(model, node_encoder, "node_encoder", _NODE_NAMES, auto)
-    pe_p = _resolve(model, pe_encoder, "pe_encoder", _PE_NAMES, auto)
-    pe_norm_p = _resolve(model, pe_norm, "pe_norm", _PE_NORM_NAMES, auto)
-    edge_p = _resolve(model, edge_encoder, "edge_encoder", _EDGE_NAMES, auto)
-    head_p = _resolve(model, head, "head", _HEAD_NAMES, auto)
-    pool_p, pooled = _pooling(model) if auto else (None, None)
+    node_p = _resolve(model, node_encoder, "node_encoder", _NODE_NAMES, auto, ignore)
+    pe_p = _resolve(model, pe_encoder, "pe_encoder", _PE_NAMES, auto, ignore)
+    pe_norm_p = _resolve(model, pe_norm, "pe_norm", _PE_NORM_NAMES, auto, ignore)
+    edge_p = _resolve(model, edge_encoder, "edge_encoder", _EDGE_NAMES, auto, ignore)
+    head_p = _resolve(model, head, "head", _HEAD_NAMES, auto, ignore)
+    pool_p, pooled = _pooling(model, ignore) if auto else (None, None)
+    for role, part in (
+        ("node_encoder", node_p),
+        ("pe_encoder", pe_p),
+        ("pe_norm", pe_norm_p),
+        ("edge_encoder", edge_p),
+        ("head", head_p),
+        ("pooling", pool_p),
+    ):
+        _check_not_ignored(role, [part] if part is not None else [], ignore)
     parts = [*layers, *(p for p in (node_p, pe_p, pe_norm_p, edge_p, head_p, pool_p) if p is not None)]
     _check_covered(model, parts, ignore)
 
@@ -682,13 +724,15 @@ def from_pyg(
     raise UnsupportedModelError(_mismatch(type(model).__name__, diffs, readout, pooled))
 
 
-def _pooling(model: nn.Module) -> tuple[_Part | None, str | None]:
+def _pooling(model: nn.Module, ignore: Sequence[str] = ()) -> tuple[_Part | None, str | None]:
     """A pooling module held by the model (``SumAggregation`` -> ``"sum"``, ``MeanAggregation`` ->
     ``"mean"``), found by type among its direct children or by the usual attribute names."""
     from torch_geometric.nn import aggr
 
     kinds = {aggr.SumAggregation: "sum", aggr.MeanAggregation: "mean"}
     for name, mod in model.named_children():
+        if _under(name, ignore):
+            continue
         kind = next((k for cls, k in kinds.items() if type(mod) is cls), None)
         if kind is not None:
             return _Part(mod, name, True), kind

@@ -504,3 +504,47 @@ def test_example_output_shape_is_a_shape_error_not_a_value_difference() -> None:
         r"\[6, 1\] \(one row per graph, out_dim=1 columns\)",
     ):
         from_pyg(src, pe_kind="lap", example=(b, want[:3]))
+
+
+class _PeNormUnused(ExampleGPS):
+    """``pe_norm`` kept as a module (an old checkpoint's key) but no longer applied in forward."""
+
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        x = torch.cat((self.node_emb(x.squeeze(-1)), self.pe_lin(pe)), 1)
+        edge_attr = self.edge_emb(edge_attr)
+        for conv in self.convs:
+            x = conv(x, edge_index, batch, edge_attr=edge_attr)
+        return self.mlp(global_add_pool(x, batch))
+
+
+def test_ignored_modules_are_never_used_by_the_import() -> None:
+    """``ignore=["pe_norm"]`` used to be contradicted without a word: the auto-detected pe_norm was
+    still applied (0.18 off the PyG model). Ignored paths are now skipped by auto-detection, and a
+    module the import runs (a layer, an explicitly named part) is refused when ignored."""
+    torch.manual_seed(13)
+    src = _PeNormUnused()
+    warm_up(src, pyg_run)
+    with torch.no_grad():
+        src.pe_norm.running_mean.fill_(0.7)
+        src.pe_norm.running_var.fill_(3.0)
+    ours = from_pyg(src, readout="sum", ignore=["pe_norm"])
+    assert not ours.config.pe_norm
+    b = molecules(SIZES, seed=14)
+    with torch.no_grad():
+        assert max_diff(pyg_run(src, b), ours_run(ours, b)) <= TOL
+    _raises(
+        src,
+        "ignore='convs.1': convs.1 (GPSConv) is a layer the import runs, so it cannot be ignored; "
+        "pass convs=[...] naming only the layers the forward calls",
+        readout="sum",
+        ignore=["convs.1"],
+    )
+    _raises(
+        src,
+        "ignore='pe_norm': pe_norm (BatchNorm1d) is the pe_norm the import runs, so it cannot be ignored; "
+        "pass pe_norm=False if the forward does not use it",
+        readout="sum",
+        pe_norm="pe_norm",
+        ignore=["pe_norm"],
+    )
+    _raises(src, "ignore='convs.0.attn': convs.0 (GPSConv) is a layer", readout="sum", ignore=["convs.0.attn"])
