@@ -50,7 +50,6 @@ __all__ = ["EXAMPLE_TOLERANCE", "from_pyg"]
 
 #: Largest |difference| between the PyG model and its import on ``example=`` (eval mode, float32).
 EXAMPLE_TOLERANCE = 1e-4
-_POOL_NAMES = ("pool", "readout", "global_pool", "pooling", "aggr")
 
 #: A submodule: a (dotted) attribute path in the model, the module itself, ``None`` to
 #: auto-detect it, or ``False`` to say the model has none.
@@ -726,7 +725,9 @@ def from_pyg(
 
 def _pooling(model: nn.Module, ignore: Sequence[str] = ()) -> tuple[_Part | None, str | None]:
     """A pooling module held by the model (``SumAggregation`` -> ``"sum"``, ``MeanAggregation`` ->
-    ``"mean"``), found by type among its direct children or by the usual attribute names."""
+    ``"mean"``), found by type among its direct children. Any other aggregation held there is
+    refused whatever its name: only ``pool``/``readout``/... were, so a ``MaxAggregation`` at
+    ``graph_pool`` imported as the ``readout=`` passed (0.57 off the PyG model)."""
     from torch_geometric.nn import aggr
 
     kinds = {aggr.SumAggregation: "sum", aggr.MeanAggregation: "mean"}
@@ -736,8 +737,13 @@ def _pooling(model: nn.Module, ignore: Sequence[str] = ()) -> tuple[_Part | None
         kind = next((k for cls, k in kinds.items() if type(mod) is cls), None)
         if kind is not None:
             return _Part(mod, name, True), kind
-        if name in _POOL_NAMES and isinstance(mod, aggr.Aggregation):
-            raise _err(name, mod, "a SumAggregation or MeanAggregation readout (global_add_pool / global_mean_pool)")
+        if isinstance(mod, aggr.Aggregation):  # held by the model itself: its readout, whatever its name
+            raise _err(
+                name,
+                mod,
+                "a SumAggregation or MeanAggregation readout (global_add_pool / global_mean_pool), "
+                "or ignore=[...] if the forward does not use it",
+            )
     return None, None
 
 

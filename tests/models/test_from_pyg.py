@@ -321,6 +321,17 @@ def test_pooling_module_is_read() -> None:
         "SumAggregation or MeanAggregation",
         pe_kind="lap",
     )
+    # whatever its attribute name: a MaxAggregation at `graph_pool` used to import as readout='mean' (0.57 off)
+    other = PoolModuleGPS(aggr.MeanAggregation())
+    del other.pool
+    other.graph_pool = aggr.MaxAggregation()
+    _raises(
+        other,
+        "graph_pool (MaxAggregation): expected a SumAggregation or MeanAggregation readout",
+        "or ignore=[...] if the forward does not use it",
+        pe_kind="lap",
+        readout="mean",
+    )
 
 
 # ---------------------------------------------------------------- refusals
