@@ -74,6 +74,17 @@ def sparse_attention(
 MASK = -1e30
 
 
+def mask_value(dtype: torch.dtype) -> float:
+    """:data:`MASK` as a finite value of ``dtype``: ``-1e30`` where it is finite (float32, float64,
+    bfloat16), else half the most negative finite value (float16: -32752).
+
+    In float16, ``-1e30`` rounds to ``-inf``: a row of masked scores (a node without incoming edge,
+    padding) is then all ``-inf``, its softmax NaN, and the zeroing multiplication keeps the NaN.
+    Half of the range leaves room for real scores and biases added to it without overflowing, and
+    ``exp(mask - m)`` is still exactly 0 there for any real row maximum ``m``."""
+    return max(MASK, torch.finfo(dtype).min / 2)
+
+
 def dense_attention(
     q: Tensor,
     k: Tensor,
@@ -84,7 +95,8 @@ def dense_attention(
     training: bool = False,
     row_valid: Tensor | None = None,
 ) -> Tensor:
-    """Padded attention: ``q,k,v [B,H,L,D]``, ``attn_bias [B,1|H,L,L]`` (``-inf`` or :data:`MASK` = no edge).
+    """Padded attention: ``q,k,v [B,H,L,D]``, ``attn_bias [B,1|H,L,L]`` (``-inf`` or :data:`MASK` = no edge;
+    cast to the dtype of ``q`` with masked entries at :func:`mask_value`).
 
     Rows without any key (padding, or nodes with no incoming edge) give zeros. ``row_valid``
     (``[B,1|H,L|1,1]``, 1.0 / 0.0 in the dtype of ``q``) says which rows have one; callers that
@@ -96,9 +108,19 @@ def dense_attention(
     """
     d = q.shape[-1]
     tau = scale if scale is not None else 1.0 / math.sqrt(d)
+    mask = mask_value(q.dtype)
     if row_valid is None:
-        row_valid = (attn_bias.amax(dim=-1, keepdim=True) > MASK).to(q.dtype)
-        attn_bias = attn_bias.clamp(min=MASK)
+        row_valid = (attn_bias.amax(dim=-1, keepdim=True) > mask).to(q.dtype)
+        attn_bias = attn_bias.clamp(min=mask)
+    elif attn_bias.dtype != q.dtype:
+        attn_bias = attn_bias.clamp(min=mask)  # a float32 MASK would become -inf in float16
+    # Biases built in float32 (edge counts) meet half-precision scores in the scores' dtype: added as
+    # they were, they promoted the scores (and the output) to float32, which the next half-precision
+    # Linear refused. Python-level checks: a float32 model traces no Cast.
+    if attn_bias.dtype != q.dtype:
+        attn_bias = attn_bias.to(q.dtype)
+    if row_valid.dtype != q.dtype:
+        row_valid = row_valid.to(q.dtype)
     if attn_bias.shape[-2] == 1:
         # A per-key bias (key padding: GPS) rides in the score MatMul as one more dimension,
         # [tau q, 1] . [k, b] = tau q.k + b, instead of a broadcast Add over the whole score matrix.
@@ -138,7 +160,7 @@ def padded_attention(
     kn = k.reshape(-1, d).index_select(0, rows).view(n, h, -1, d)  # [N,H,K,D]
     vn = v.reshape(-1, d).index_select(0, rows).view(n, h, -1, d)
     score = torch.matmul(kn, (q * tau).unsqueeze(-1)).squeeze(-1)  # [N,H,K]
-    pad = torch.where(nbr_mask, 0.0, MASK).to(score.dtype).unsqueeze(1)  # [N,1,K]
+    pad = torch.where(nbr_mask, 0.0, mask_value(score.dtype)).to(score.dtype).unsqueeze(1)  # [N,1,K]
     if bias is not None:
         score = score + bias.transpose(1, 2)
     alpha = torch.softmax(score + pad, dim=-1)

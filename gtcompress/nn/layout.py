@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from gtcompress.nn.attention import MASK
+from gtcompress.nn.attention import MASK, mask_value
 
 
 class NeighbourLists(NamedTuple):
@@ -105,10 +105,10 @@ class DenseLayout:
         return xd.reshape(-1, d).index_select(0, self._head_index(n, heads)[1]).view(n, heads * d)
 
     def key_padding_bias(self, dtype: torch.dtype = torch.float32) -> Tensor:
-        """``[B, 1, 1, L]``: 0 for real keys, :data:`~gtcompress.nn.attention.MASK` for padding
-        (complete-graph attention)."""
+        """``[B, 1, 1, L]``: 0 for real keys, :func:`~gtcompress.nn.attention.mask_value` of ``dtype``
+        for padding (complete-graph attention; float16 has no -1e30)."""
         zero = torch.zeros((), dtype=dtype, device=self.valid.device)
-        mask = torch.full((), MASK, dtype=dtype, device=self.valid.device)
+        mask = torch.full((), mask_value(dtype), dtype=dtype, device=self.valid.device)
         return torch.where(self.valid, zero, mask)[:, None, None, :]
 
     def pair_index(self, edge_index: Tensor, batch: Tensor) -> Tensor:
@@ -136,7 +136,7 @@ class DenseLayout:
         peak_e = peak.gather(0, idx)
         total = bias.new_zeros((n, bias.shape[1])).scatter_add(0, idx, torch.exp(bias - peak_e))
         dense = torch.log(total) + torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-        dense = dense.clamp(min=MASK)
+        dense = dense.clamp(min=mask_value(dense.dtype))  # finite in float16 too (no NaN rows)
         return dense.view(self.num_rows, self.max_nodes, self.max_nodes, -1).permute(0, 3, 1, 2)
 
     @staticmethod

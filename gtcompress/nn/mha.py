@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from gtcompress.nn.attention import MASK, dense_attention, sparse_attention
+from gtcompress.nn.attention import dense_attention, mask_value, sparse_attention
 from gtcompress.nn.fused import sparse_graph_attention
 from gtcompress.nn.layout import DenseLayout, NeighbourLists
 
@@ -103,7 +103,7 @@ class MultiHeadAttention(nn.Module):
             score = torch.matmul(qf.view(r, hh, c), hn.transpose(1, 2))  # [R,H,K]
             if bias is not None:
                 score = score + bias.index_select(0, edge.reshape(-1)).view(r, kk, hh).transpose(1, 2)
-            pad = torch.where(mask, 0.0, MASK).to(score.dtype).unsqueeze(1)  # [R,1,K]
+            pad = torch.where(mask, 0.0, mask_value(score.dtype)).to(score.dtype).unsqueeze(1)  # [R,1,K]
             alpha = torch.softmax(score + pad, dim=-1)
             if drop:  # on the weights, as in sparse_attention
                 alpha = F.dropout(alpha, p=self.dropout, training=True)

@@ -1,0 +1,93 @@
+"""Half precision (float16, bfloat16) on every attention layout: finite, and close to float32.
+
+The dense and neighbour-list layouts mask with a large negative constant; float16 has no -1e30 (it
+rounds to -inf, so a masked row's softmax is NaN), and biases built in float32 must not promote
+half-precision scores (the next Linear refuses a float32 input)."""
+
+import copy
+
+import pytest
+import torch
+
+from gtcompress.data.base import FeatureSpec
+from gtcompress.graph import GraphBatch, collate
+from gtcompress.models import LayerSpec, ModelConfig, build_model
+from gtcompress.nn.attention import mask_value, sparse_attention
+from gtcompress.nn.mha import MultiHeadAttention
+
+NODE = FeatureSpec("categorical", 1, [4])
+EDGE = FeatureSpec("categorical", 1, [3])
+HALF = [torch.float16, torch.bfloat16]
+
+
+def _batch() -> GraphBatch:
+    """A one-node graph, a two-node one and a 15-node one with isolated nodes: padding of every size."""
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for n in (1, 2, 15, 3):
+        ei = torch.randint(0, n, (2, 2 * n), generator=g) % min(n, 10)
+        x = torch.randint(0, 4, (n, 1), generator=g)
+        ea = torch.randint(0, 3, (ei.shape[1], 1), generator=g)
+        out.append(GraphBatch(x=x, edge_index=ei, edge_attr=ea, pe={"rwse": torch.rand(n, 4, generator=g)}))
+    return collate(out)
+
+
+CASES = [
+    ("gt", {"attention_layout": "dense"}),
+    ("gt", {"layers": [LayerSpec(2, 32, 0.5), LayerSpec(2, 32, 1.0)]}),
+    ("gps", {}),
+    ("gps", {"local_conv": "none"}),
+    ("gps", {"layers": [LayerSpec(2, 32, 0.5), LayerSpec(2, 32, 1.0)]}),
+    ("graphormer", {}),
+]
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize(("arch", "extra"), CASES)
+def test_half_model_matches_float32(arch: str, extra: dict, dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    kw = {"hidden": 16, "num_layers": 2, "heads": 2, "pe": {"rwse": 4}, "norm": "layer", **extra}
+    model = build_model(ModelConfig(arch=arch, node_features=NODE, edge_features=EDGE, out_dim=3, **kw)).eval()
+    batch = _batch()
+    with torch.no_grad():
+        ref = model(batch)
+        half = copy.deepcopy(model).to(dtype)
+        batch.pe = {k: v.to(dtype) for k, v in batch.pe.items()}
+        out = half(batch)
+    assert out.dtype == dtype
+    assert torch.isfinite(out).all()
+    tol = 2e-2 if dtype == torch.bfloat16 else 5e-3
+    assert (out.float() - ref).abs().max() <= tol
+
+
+def test_mask_value_is_finite_in_every_float_dtype() -> None:
+    assert mask_value(torch.float32) == -1e30
+    assert mask_value(torch.bfloat16) == -1e30
+    assert mask_value(torch.float16) == -32752.0
+    for dt in (torch.float16, torch.bfloat16, torch.float32):
+        assert torch.isfinite(torch.tensor(mask_value(dt), dtype=dt))
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_padded_layout_in_half_precision_zeroes_nodes_without_edges(dtype: torch.dtype) -> None:
+    """The neighbour-list layout (module and function) on float16/bfloat16: nodes 3 and 4 have no
+    incoming edge and get exactly zero (the module: its output bias), not NaN."""
+    from tests.nn.test_attention import _neighbour_lists, _padded
+
+    torch.manual_seed(0)
+    ei = torch.tensor([[0, 1, 2, 1, 0], [1, 2, 0, 0, 0]])
+    n = 5
+    m = MultiHeadAttention(8, 2, 4).eval()
+    h = torch.randn(n, 8)
+    with torch.no_grad():
+        for buckets in (None, 2):
+            nbr = _neighbour_lists(ei, n, buckets)
+            ref = m.sparse(h, ei)
+            out = copy.deepcopy(m).to(dtype).padded(h.to(dtype), nbr)
+            assert torch.isfinite(out).all()
+            assert torch.equal(out[3:], m.o.bias.to(dtype).expand(2, -1))
+            assert (out.float() - ref).abs().max() <= 3e-2
+            q, k, v = (torch.randn(n, 2, 4) for _ in range(3))
+            fn = _padded(q.to(dtype), k.to(dtype), v.to(dtype), nbr)
+            assert torch.equal(fn[3:], torch.zeros(2, 2, 4, dtype=dtype))
+            assert (fn.float() - sparse_attention(q, k, v, ei)).abs().max() <= 3e-2
