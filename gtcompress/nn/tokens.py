@@ -70,12 +70,14 @@ def topk_per_graph(scores: Tensor, valid: Tensor, ratio: float) -> Selection:
     # ONNX Runtime) and TopK's tie order is not specified everywhere; distinct keys on a grid make
     # the discrete choice identical in eager mode, ONNX Runtime and TensorRT (TopK on INT64, K < 3840).
     length = scores.shape[1]
-    quantised = torch.round(scores * 4096.0)
+    # The grid in float32 whatever the scores' dtype: in float16, scores * 4096 overflows to inf from
+    # |score| >= 16 and inf's int64 cast is garbage, so the top-k kept the lowest scores instead.
+    quantised = torch.round((scores if scores.dtype == torch.float32 else scores.float()) * 4096.0)
     pos = torch.arange(length, device=scores.device).unsqueeze(0)
     key = quantised.to(torch.long) * 65536 + (65535 - pos)
     key = key.masked_fill(~valid, -(2**62))
     order = torch.topk(key, k=length, dim=1, largest=True, sorted=True).indices
-    masked = (quantised / 4096.0).masked_fill(~valid, float("-inf"))
+    masked = (quantised / 4096.0).to(scores.dtype).masked_fill(~valid, float("-inf"))
     sorted_scores = masked.gather(1, order)
     counts = keep_counts(valid, ratio)
     ranked_valid = torch.arange(scores.shape[1], device=scores.device).unsqueeze(0) < counts.unsqueeze(1)

@@ -91,3 +91,19 @@ def test_padded_layout_in_half_precision_zeroes_nodes_without_edges(dtype: torch
             fn = _padded(q.to(dtype), k.to(dtype), v.to(dtype), nbr)
             assert torch.equal(fn[3:], torch.zeros(2, 2, 4, dtype=dtype))
             assert (fn.float() - sparse_attention(q, k, v, ei)).abs().max() <= 3e-2
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_token_topk_in_half_precision_keeps_the_highest_scores(dtype: torch.dtype) -> None:
+    """float16 scores of 16 or more used to overflow the 2^-12 grid to inf (int64 garbage): the
+    top-k then kept the lowest-scoring nodes."""
+    from gtcompress.nn.tokens import topk_per_graph
+
+    scores = torch.tensor([[20.0, 30.0, 1.0, 25.0], [-20.0, 300.0, 2.5, 0.0]])
+    valid = torch.ones(2, 4, dtype=torch.bool)
+    ref = topk_per_graph(scores, valid, 0.5)
+    sel = topk_per_graph(scores.to(dtype), valid, 0.5)
+    assert sel.keep.tolist() == ref.keep.tolist() == [[False, True, False, True], [False, True, True, False]]
+    assert torch.equal(sel.order, ref.order)
+    assert sel.sorted_scores.dtype == dtype
+    assert torch.equal(sel.sorted_scores, ref.sorted_scores.to(dtype))
