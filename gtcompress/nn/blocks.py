@@ -70,6 +70,12 @@ class FeatureEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.linear is not None:
+            w = self.linear.weight
+            if x.is_floating_point() and x.dtype != w.dtype:
+                # Float features in the model's precision, as PE is (GraphModel.encode_nodes): a model.half()
+                # fed its float32 dataset (or float16 features to a float32 model) failed in this Linear with
+                # "mat1 and mat2 must have the same dtype". A Python check: float32 models trace no Cast.
+                x = x.to(w.dtype)
             return self.linear(x if x.dim() == 2 else x.unsqueeze(-1))
         if x.dim() == 1:
             x = x.unsqueeze(-1)

@@ -107,3 +107,31 @@ def test_token_topk_in_half_precision_keeps_the_highest_scores(dtype: torch.dtyp
     assert torch.equal(sel.order, ref.order)
     assert sel.sorted_scores.dtype == dtype
     assert torch.equal(sel.sorted_scores, ref.sorted_scores.to(dtype))
+
+
+@pytest.mark.parametrize("arch", ["gt", "gps", "graphormer"])
+def test_float_features_meet_the_model_in_its_precision(arch: str) -> None:
+    """model.half() fed the float32 dataset, and a float32 model fed float16 features, both run (they
+    failed in the input encoder's Linear: 'mat1 and mat2 must have the same dtype')."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        arch=arch,
+        node_features=FeatureSpec("float", 3),
+        edge_features=FeatureSpec("float", 2),
+        out_dim=2,
+        hidden=8,
+        heads=2,
+        num_layers=1,
+        norm="layer",
+    )
+    model = build_model(cfg).eval()
+    g = GraphBatch(x=torch.randn(4, 3), edge_index=torch.tensor([[0, 1, 2], [1, 2, 3]]), edge_attr=torch.randn(3, 2))
+    half_in = GraphBatch(x=g.x.half(), edge_index=g.edge_index, edge_attr=g.edge_attr.half())
+    rounded = GraphBatch(x=g.x.half().float(), edge_index=g.edge_index, edge_attr=g.edge_attr.half().float())
+    with torch.no_grad():
+        ref = model(g)
+        assert torch.equal(model(half_in), model(rounded))
+        for dtype in HALF:
+            out = copy.deepcopy(model).to(dtype)(g)
+            assert out.dtype == dtype
+            assert (out.float() - ref).abs().max() <= 3e-2
