@@ -162,7 +162,7 @@ def op_schema() -> OpSchema:
         _DOC,
         [(n, _INPUT_KINDS[n]) for n in INPUT_NAMES],
         [("out", "T", "attention output [N, H, D], dtype of q")],
-        ["tensor(float)", "tensor(float16)"],
+        _PLUGIN_FLOAT_TYPES,  # as the split ops: the node they replace takes what they take
         ATTRIBUTE_SPEC,
     )
 

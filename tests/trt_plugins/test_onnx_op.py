@@ -53,8 +53,9 @@ def test_register_is_idempotent_and_schema_matches() -> None:
     assert {a for a in schema.attributes if schema.attributes[a].required} == {"heads", "head_dim", "scale"}
 
 
-@pytest.mark.parametrize("dtype", [TensorProto.FLOAT, TensorProto.FLOAT16])
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16])
 def test_checker_accepts_a_node(dtype: int) -> None:
+    """Every dtype of spec.FLOAT_DTYPES, as the two split ops (bfloat16 was refused by this schema only)."""
     onnx_op.register_onnx_schema()
     node = onnx_op.make_node(["q", "k", "v", "rowptr", "col", "bias"], ["out"], 2, 8, has_bias=True)
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -123,7 +124,8 @@ def test_schemas_of_the_split_ops() -> None:
     ]
     assert [(o.name, o.type_str) for o in combine.outputs] == [("out", "T")]
     assert set(combine.attributes) == {"heads", "head_dim", *PARSER_ATTRIBUTES}
-    for schema in (partials, combine):  # the plugins take every float dtype of spec.FLOAT_DTYPES
+    single = onnx.defs.get_schema(onnx_op.OP_TYPE, onnx_op.OPSET_VERSION, onnx_op.DOMAIN)
+    for schema in (single, partials, combine):  # the plugins take every float dtype of spec.FLOAT_DTYPES
         (floats,) = [c for c in schema.type_constraints if c.type_param_str == "T"]
         assert sorted(floats.allowed_type_strs) == ["tensor(bfloat16)", "tensor(float)", "tensor(float16)"]
 
