@@ -116,8 +116,10 @@ class TokenSelector(nn.Module):
         multiplier ``[B, L]`` (``None`` at inference)."""
         scores = self.score(hd).squeeze(-1)
         if self.training and self.gumbel:
-            u = torch.rand_like(scores).clamp(1e-9, 1.0 - 1e-9)
-            scores = scores - torch.log(-torch.log(u))
+            # Noise drawn in float32: in float16 the clamp's 1e-9 is 0 and rand_like gives u = 0 once in
+            # ~4096 draws, so that node's noise was -inf (and its int64 sort key garbage that ranked it first).
+            u = torch.rand_like(scores, dtype=torch.float32).clamp(1e-9, 1.0 - 1e-9)
+            scores = scores - torch.log(-torch.log(u)).to(scores.dtype)
         sel = topk_per_graph(scores, valid, self.keep_ratio)
         if not self.training:
             return sel, None

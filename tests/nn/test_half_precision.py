@@ -135,3 +135,26 @@ def test_float_features_meet_the_model_in_its_precision(arch: str) -> None:
             out = copy.deepcopy(model).to(dtype)(g)
             assert out.dtype == dtype
             assert (out.float() - ref).abs().max() <= 3e-2
+
+
+def test_gumbel_noise_in_float16_stays_finite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A uniform draw of 0 (float16's rand_like gives one in ~4096) is clamped to 1e-9, which float16
+    rounds to 0: the node's noise was -inf and its sort key wrapped around, so it was kept first."""
+    from gtcompress.nn.tokens import TokenSelector
+
+    sel_mod = TokenSelector(4, 0.25).half().train()
+    sel_mod.gumbel = True
+    with torch.no_grad():
+        sel_mod.score.weight.zero_()
+        sel_mod.score.bias.fill_(-5.0)
+
+    def draws(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        u = torch.full_like(t, 0.5, dtype=dtype or t.dtype)
+        u[:, 0] = 0.0
+        return u
+
+    monkeypatch.setattr(torch, "rand_like", draws)
+    sel, mult = sel_mod.select(torch.zeros(1, 4, 4, dtype=torch.float16), torch.ones(1, 4, dtype=torch.bool))
+    assert torch.isfinite(sel.sorted_scores).all()
+    assert sel.keep.tolist() == [[False, True, False, False]]
+    assert mult is not None and torch.isfinite(mult).all()
