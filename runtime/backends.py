@@ -150,11 +150,27 @@ class OrtBackend:
         self.outputs = [
             TensorInfo(o.name, ORT_TO_NUMPY.get(o.type, o.type), _symbolic(o.shape)) for o in self.session.get_outputs()
         ]
+        unknown = [f"{i.name} ({i.dtype})" for i in self.inputs if i.dtype not in ORT_TO_NUMPY.values()]
+        if unknown:  # bfloat16 and the float8 types have no numpy dtype to build these inputs in
+            raise SessionError(
+                f"{path}: inputs {', '.join(unknown)} have no numpy dtype; export float32 inputs "
+                "(a model converted to a lower precision keeps float32 inputs with keep_io_types=True)"
+            )
+        # Float inputs the model declares in another float dtype (a model converted to float16 with
+        # float16 inputs): pre-processing builds float32, which ONNX Runtime refused on every call
+        # ("Unexpected input data type") and `gtc profile` died with its traceback. Cast, as the
+        # TensorRT backend casts to its engine's dtypes.
+        self._float_casts = {i.name: np.dtype(i.dtype) for i in self.inputs if i.dtype in ("float16", "float64")}
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.limits = Limits()
         self._names = [o.name for o in self.outputs]
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._float_casts:
+            inputs = {
+                k: a.astype(self._float_casts[k], copy=False) if k in self._float_casts and a.dtype.kind == "f" else a
+                for k, a in inputs.items()
+            }
         return dict(zip(self._names, self.session.run(self._names, inputs), strict=True))
 
     def check_shapes(self, inputs: dict[str, np.ndarray]) -> None:

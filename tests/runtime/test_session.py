@@ -444,3 +444,38 @@ def test_a_gpu_provider_that_cannot_run_is_an_error_not_cpu(exported, provider: 
     with pytest.raises(SessionError) as err:
         GraphSession(exported["node"].path, [provider])
     assert PROVIDER_ALIASES[provider] in str(err.value) and "use --providers cpu" in str(err.value)
+
+
+def _with_x_input_as(src: Path, dst: Path, elem_type: int) -> Path:
+    """``src`` with its float ``x`` input declared as ``elem_type`` and cast to float32 inside: the
+    shape of a model converted to a lower precision with low-precision inputs (keep_io_types=False)."""
+    proto = onnx.load(str(src))
+    graph = proto.graph
+    (x,) = [i for i in graph.input if i.name == "x"]
+    x.type.tensor_type.elem_type = elem_type
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == "x":
+                node.input[i] = "x_as_float32"
+    graph.node.insert(0, helper.make_node("Cast", ["x"], ["x_as_float32"], to=TensorProto.FLOAT))
+    onnx.save(proto, str(dst))
+    return dst
+
+
+def test_float16_inputs_are_cast_and_bfloat16_ones_refused(exported, tmp_path: Path) -> None:
+    """A model taking float16 features ran on none of its calls ('Unexpected input data type. Actual:
+    (tensor(float)), expected: (tensor(float16))', a traceback from gtc profile): inputs are cast to
+    the model's float dtype. bfloat16 has no numpy dtype: refused when the session opens, by name."""
+    e = exported["graph"]
+    graphs = e.graphs(3, seed=4)
+    ref = GraphSession(e.path).run(graphs)
+    sess = GraphSession(_with_x_input_as(e.path, tmp_path / "fp16.onnx", TensorProto.FLOAT16))
+    assert [i.dtype for i in sess.get_inputs() if i.name == "x"] == ["float16"]
+    rounded = [dataclasses.replace(g, x=g.x.astype(np.float16).astype(np.float32)) for g in graphs]
+    for got, want in zip(sess.run(graphs), GraphSession(e.path).run(rounded), strict=True):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(sess.run(graphs), ref, strict=True):
+        np.testing.assert_allclose(got, want, atol=5e-3)
+    bf16 = _with_x_input_as(e.path, tmp_path / "bf16.onnx", TensorProto.BFLOAT16)
+    with pytest.raises(SessionError, match=r"inputs x \(tensor\(bfloat16\)\) have no numpy dtype"):
+        GraphSession(bf16)
