@@ -31,6 +31,7 @@ GatherElements and non-Gemm MatMul ops; the report says which method was used.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -112,21 +113,38 @@ def _op_profile(
     return {"threads": threads, "graph_nodes": config[0], "batch_size": config[1], "available": bool(res), **res}
 
 
+class _ParentGone(Exception):
+    """The parent closed the event stream: it stopped reading (Ctrl-C, or it gave up on an error)."""
+
+
 def _child_main() -> None:
-    """Entry of an isolated measurement process: kwargs as JSON on stdin, events as JSON lines."""
+    """Entry of an isolated measurement process: kwargs as JSON on stdin, events as JSON lines.
+
+    Ctrl-C reaches the whole process group, so the parent stops on its own ``KeyboardInterrupt``:
+    the child then ends quietly, and so it does when the parent has stopped reading, instead of
+    printing a ``KeyboardInterrupt``/``BrokenPipeError`` traceback under the parent's one error line."""
     kwargs = json.loads(sys.stdin.read())
     out = sys.stdout
     sys.stdout = sys.stderr  # nothing else may write to the event stream
 
     def emit(msg: dict[str, Any]) -> None:
-        out.write(json.dumps(msg) + "\n")
-        out.flush()
+        try:
+            out.write(json.dumps(msg) + "\n")
+            out.flush()
+        except BrokenPipeError:
+            raise _ParentGone from None
 
     try:
-        measure_model(**kwargs, emit=emit)
-    except BaseException as e:  # report to the parent instead of dying silently
-        emit({"kind": "error", "error": f"{type(e).__name__}: {e}"})
-    emit({"kind": "done"})
+        try:
+            measure_model(**kwargs, emit=emit)
+        except (KeyboardInterrupt, _ParentGone):
+            raise
+        except BaseException as e:  # report to the parent instead of dying silently
+            emit({"kind": "error", "error": f"{type(e).__name__}: {e}"})
+        emit({"kind": "done"})
+    except (KeyboardInterrupt, _ParentGone):
+        with contextlib.suppress(OSError):  # nobody reads fd 1 now: its last flush at exit must not fail
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
 
 
 def _run_isolated(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], None]) -> None:
@@ -145,16 +163,19 @@ def _run_isolated(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], N
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(json.dumps(kwargs))
         proc.stdin.close()
-        finished = False
+        finished, error = False, None
         for line in proc.stdout:
             msg = json.loads(line)
             if msg["kind"] == "done":
                 finished = True
                 break
-            if msg["kind"] == "error":
-                raise SessionError(f"profiling {kwargs['path']} with {kwargs['threads']} threads: {msg['error']}")
-            on_event(msg)
+            if msg["kind"] == "error":  # read on to "done": closing the pipe now breaks the child's last write
+                error = msg["error"]
+            elif error is None:
+                on_event(msg)
         proc.wait(60)
+    if error is not None:
+        raise SessionError(f"profiling {kwargs['path']} with {kwargs['threads']} threads: {error}")
     if not finished:
         raise SessionError(f"profiling process for {kwargs['path']} died (exit code {proc.returncode})")
 

@@ -173,3 +173,56 @@ def test_model_call_histogram_resolves_milliseconds() -> None:
     text = generate_latest(m.registry).decode()
     assert 'gtc_model_call_seconds_bucket{le="0.001",model="g"} 0.0' in text
     assert 'gtc_model_call_seconds_bucket{le="0.002",model="g"} 1.0' in text
+
+
+def test_a_child_whose_parent_stopped_reading_ends_quietly(monkeypatch) -> None:
+    """Ctrl-C reaches the measuring child too, and the parent stops reading its events: the child's
+    next write broke the pipe, and the user saw a KeyboardInterrupt + BrokenPipeError traceback
+    under the parent's ``interrupted`` line. Now it ends without raising."""
+    import io
+    import os
+
+    import runtime.profile as prof
+
+    class Broken(io.StringIO):
+        def fileno(self) -> int:
+            return self.fd
+
+        def write(self, s: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    read, write = os.pipe()
+    os.close(read)
+    broken = Broken()
+    broken.fd = write
+    try:
+        for failure in (KeyboardInterrupt(), SessionError("no such provider")):
+
+            def measure(emit, failure=failure, **kwargs) -> None:
+                raise failure
+
+            monkeypatch.setattr(prof, "measure_model", measure)
+            monkeypatch.setattr("sys.stdin", io.StringIO("{}"))
+            monkeypatch.setattr("sys.stdout", broken)
+            prof._child_main()  # neither KeyboardInterrupt nor BrokenPipeError
+    finally:
+        os.close(write)
+
+
+def test_an_error_in_the_child_is_one_error_without_a_traceback(exported, capfd) -> None:
+    """The parent raised on the child's error event and closed the pipe while the child still wrote
+    ``done``: a BrokenPipeError traceback (most runs) printed before ``error: …``."""
+    for _ in range(3):  # the child's write raced the parent's close
+        with pytest.raises(SessionError, match="bogus"):
+            profile_models(
+                [exported["graph"].path],
+                graph_sizes=(4,),
+                batch_sizes=(1,),
+                threads=(1,),
+                iterations=2,
+                warmup=0,
+                op_profile=False,
+                providers=["bogus"],
+            )
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "BrokenPipeError" not in err
