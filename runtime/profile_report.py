@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +43,34 @@ def _reference(report: dict[str, Any]) -> tuple[int, int]:
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """``report.json`` and four PNGs (latency vs graph size, latency distribution, per-op
-    breakdown, models side by side) in ``out_dir``; returns the paths written."""
+    breakdown, models side by side) in ``out_dir``; returns the paths written.
+
+    Every file is rendered to a temp file first and the five are renamed into place only once all
+    exist, ``report.json`` last: a run killed while plotting (seconds) leaves the previous report
+    and its plots as they were, not new plots beside the old ``report.json``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[Path, Path]] = []  # (temp, final), renamed in this order
+    try:
+        paths = _draw(report, out, staged)
+        staged.append((_temp(paths[0]), paths[0]))
+        staged[-1][0].write_text(json.dumps(report, indent=2))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+    return paths
+
+
+def _draw(report: dict[str, Any], out: Path, staged: list[tuple[Path, Path]]) -> list[Path]:
+    """The four plots of :func:`write_report`, each rendered to a temp file added to ``staged``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "report.json"]  # written last: a report.json beside plots means they are its own
+    paths = [out / "report.json"]
     models = report["models"]
     s = report["settings"]
     ref_nodes, ref_batch = _reference(report)
@@ -80,7 +98,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
         ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(out / "latency_vs_size.png")
-    _save(fig, paths[-1])
+    _save(fig, paths[-1], staged)
 
     # 2. latency distribution at the reference configuration
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(models) * len(s["threads"])), 4))
@@ -97,7 +115,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     paths.append(out / "latency_distribution.png")
-    _save(fig, paths[-1])
+    _save(fig, paths[-1], staged)
 
     # 3. per-op breakdown: top op types per model, stacked shares
     fig, ax = plt.subplots(figsize=(8, 2.4 + 0.6 * len(models)))
@@ -122,7 +140,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     fig.legend(ncol=5, fontsize=7, loc="lower center")
     fig.tight_layout(rect=(0, 0.18, 1, 1))
     paths.append(out / "op_breakdown.png")
-    _save(fig, paths[-1])
+    _save(fig, paths[-1], staged)
 
     # 4. models side by side (dense vs compressed…) at the reference configuration per thread count (+ GPU runs)
     groups = [*s["threads"], *([None] if any(r["threads"] is None for m in models for r in m["results"]) else [])]
@@ -149,29 +167,24 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     paths.append(out / "models.png")
-    _save(fig, paths[-1])
-    _write_atomic(paths[0], lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+    _save(fig, paths[-1], staged)
     return paths
 
 
-def _save(fig: Any, path: Path) -> None:
+def _save(fig: Any, path: Path, staged: list[tuple[Path, Path]]) -> None:
+    """Render ``fig`` to a temp file beside ``path`` (renamed by :func:`write_report`) and close it."""
     import matplotlib.pyplot as plt
 
     try:
-        _write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+        staged.append((_temp(path), path))
+        fig.savefig(staged[-1][0], dpi=120, format="png")
     finally:
         plt.close(fig)
 
 
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """``write`` a temp file beside ``path``, then rename it over ``path``: a killed run leaves the
-    old file or the new one, never half a PNG (the temp is removed on failure)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _temp(path: Path) -> Path:
+    """The hidden temp file beside ``path`` a new version of it is written to before the rename."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def _run_label(m: dict[str, Any], threads: int | None, sep: str = " · ") -> str:

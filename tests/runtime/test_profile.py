@@ -67,8 +67,11 @@ def test_write_report(report, tmp_path: Path) -> None:
 
 
 def test_a_report_killed_while_plotting_leaves_the_old_one_whole(report, tmp_path: Path, monkeypatch) -> None:
-    """Plots are renamed into place and report.json is written last: a run that dies on the third
-    plot leaves the previous report.json and PNGs as they were, and no temp file."""
+    """All five files are renamed into place once all are rendered, report.json last: a run that dies
+    on the third plot leaves the previous report.json and *every* PNG as they were, and no temp file.
+    (The first two plots of the new numbers used to be renamed in already, beside the old report.json.)"""
+    import copy
+
     from matplotlib.figure import Figure
 
     report.pop("_events", None)
@@ -86,12 +89,18 @@ def test_a_report_killed_while_plotting_leaves_the_old_one_whole(report, tmp_pat
         return savefig(self, fname, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", dies_third)
-    changed = {**report, "created": "later"}
+    changed = copy.deepcopy({**report, "created": "later"})
+    for m in changed["models"]:  # other numbers, so that new plots differ from the old ones
+        for r in m["results"]:
+            r["latency_ms"] = {k: 10 * v for k, v in r["latency_ms"].items()}
+            r["samples_ms"] = [10 * v for v in r["samples_ms"]]
     with pytest.raises(KeyboardInterrupt):
         write_report(changed, out)
     assert sorted(p.name for p in out.iterdir()) == sorted(before)
-    assert (out / "report.json").read_bytes() == before["report.json"]
-    assert (out / "op_breakdown.png").read_bytes() == before["op_breakdown.png"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    write_report(changed, out)  # the same call, not interrupted, does change the plots
+    assert (out / "latency_vs_size.png").read_bytes() != before["latency_vs_size.png"]
 
 
 def test_in_process_and_errors(exported) -> None:
