@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,20 @@ def unknown_names(option: str, given: list[str] | None, known: list[str]) -> str
 def recorded_provenance(doc: dict[str, Any]) -> dict[str, Any]:
     """The command, commit and date a result records, or its reconstructed ``provenance`` object; ``{}`` if none."""
     return doc.get("provenance") or {k: doc[k] for k in ("command", "commit", "date") if k in doc}
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer of at least ``minimum``. A count the run cannot use (``--repeat
+    0``, ``--threads -1``) is then the usual one ``error:`` line and exit 2 before any work, not a
+    traceback once models are built (or a result of nothing written over the last one)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (
     RESULTS,
+    at_least,
     data_root,
     earlier_runs,
     provenance,
@@ -411,7 +412,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--retrain", action="store_true", help="train dense models even if cached in --workdir")
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench_compression"))
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--threads", type=at_least(0), default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument(
         "--merge",

@@ -28,7 +28,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, earlier_runs, provenance, set_threads, unknown_names
+from bench._common import RESULTS, at_least, earlier_runs, provenance, set_threads, unknown_names
 from exporters.onnx import export_onnx, has_token_pruning
 from gtcompress.data.base import FeatureSpec
 from gtcompress.graph import GraphBatch
@@ -155,8 +155,8 @@ def ours(arch: str) -> nn.Module:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes only (smoke run)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=at_least(1), default=2, help="ONNX Runtime and torch intra-op threads")
+    ap.add_argument("--repeat", type=at_least(1), default=5, help="timed runs per measurement (median)")
     ap.add_argument("--only", nargs="*", default=None, help="architectures to run (gt, gps)")
     ap.add_argument("--workloads", nargs="*", default=None, help="workload names, e.g. sbm molecules sparse-1000")
     ap.add_argument("--out", type=Path, default=None, help="default bench/results/export/export[_quick].json")

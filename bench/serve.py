@@ -35,7 +35,6 @@ import multiprocessing as mp
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, provenance
+from bench._common import RESULTS, at_least, provenance
 from bench.serve_load import drive, process_cpu_s
 from gtcompress.io import write_atomic, write_json
 from runtime.tritonserver import free_port
@@ -400,25 +399,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
         plt.close(fig)
 
 
-def _count(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least ``minimum``, else the usual ``error:`` line and exit 2."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def _client_counts(text: str) -> list[int]:
     """``--clients``: comma-separated client counts, each at least 1 (0 clients send nothing and
     wrote a result of 0 requests, exit 0, over the last one)."""
-    return [_count(1)(v.strip()) for v in text.split(",")]
+    return [at_least(1)(v.strip()) for v in text.split(",")]
 
 
 def _positive_seconds(text: str) -> float:
@@ -440,23 +424,25 @@ def main(argv: list[str] | None = None) -> None:
         help="gtc: gtc serve, batching on vs off; triton: gtc serve vs Triton (python variant), batching on vs off",
     )
     p.add_argument("--model", help="exported .onnx (default: export a small GT)")
-    p.add_argument("--requests", type=_count(1), default=10_000, help="requests per configuration")
+    p.add_argument("--requests", type=at_least(1), default=10_000, help="requests per configuration")
     p.add_argument("--clients", type=_client_counts, default=[16, 32], help="concurrent clients, e.g. 16,32")
     p.add_argument("--max-delay-ms", type=float, default=2.0, help="batching delay (gtc serve and Triton)")
-    p.add_argument("--triton-max-batch", type=_count(1), default=64, help="Triton's max_batch_size (requests per call)")
     p.add_argument(
-        "--threads", type=_count(0), default=1, help="ONNX Runtime intra-op threads in the server (0: its default)"
+        "--triton-max-batch", type=at_least(1), default=64, help="Triton's max_batch_size (requests per call)"
     )
-    p.add_argument("--load-procs", type=_count(0), default=0, help="load processes (0: 2 for >=16 clients)")
+    p.add_argument(
+        "--threads", type=at_least(0), default=1, help="ONNX Runtime intra-op threads in the server (0: its default)"
+    )
+    p.add_argument("--load-procs", type=at_least(0), default=0, help="load processes (0: 2 for >=16 clients)")
     p.add_argument(
         "--client",
         choices=("raw", "tritonclient"),
         default="raw",
         help="raw: tritonclient's request bytes over keep-alive sockets (cheap); tritonclient: the client itself",
     )
-    p.add_argument("--pool", type=_count(1), default=256, help="distinct graphs cycled through")
+    p.add_argument("--pool", type=at_least(1), default=256, help="distinct graphs cycled through")
     p.add_argument("--time-limit", type=_positive_seconds, default=240.0, help="seconds per configuration at most")
-    p.add_argument("--repeats", type=_count(1), default=1, help="runs per configuration (median reported)")
+    p.add_argument("--repeats", type=at_least(1), default=1, help="runs per configuration (median reported)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS / "serve", help="folder for the JSON and PNG")
     args = p.parse_args(argv)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, data_root, earlier_runs, provenance, set_threads, unknown_names
+from bench._common import RESULTS, at_least, data_root, earlier_runs, provenance, set_threads, unknown_names
 from gtcompress.io import write_atomic, write_json
 from gtcompress.train.loop import TrainConfig
 from gtcompress.train.recipe import DataSpec, fit
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "train" / "train.json")
     ap.add_argument(
         "--threads",
-        type=int,
+        type=at_least(0),
         default=0,
         help="torch intra-op threads (0 = torch's default); use 1 "
         "when another process shares the CPU: OpenMP spin-waits make 2 threads ~15x slower then",

@@ -54,3 +54,25 @@ def test_a_mistyped_selection_is_one_error_before_any_work(
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {message}")
     assert list(tmp_path.iterdir()) == []  # no result, no plot
+
+
+@pytest.mark.parametrize(
+    ("main", "args", "message"),
+    [
+        # statistics.median([]) once the models were built: StatisticsError traceback
+        (export.main, ["--quick", "--repeat", "0"], "argument --repeat: must be at least 1, got 0"),
+        # torch.set_num_threads(-1): RuntimeError traceback
+        (export.main, ["--quick", "--threads", "-1"], "argument --threads: must be at least 1, got -1"),
+        (export.main, ["--quick", "--threads", "two"], "argument --threads: expected an integer, got 'two'"),
+        (train.main, ["--threads", "-1"], "argument --threads: must be at least 0, got -1"),
+        (compression.main, ["--quick", "--threads", "-2"], "argument --threads: must be at least 0, got -2"),
+    ],
+)
+def test_a_count_the_run_cannot_use_is_one_error_before_any_work(
+    main, args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--out", str(tmp_path / "result.json")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {message}")
+    assert list(tmp_path.iterdir()) == []
