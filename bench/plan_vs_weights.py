@@ -31,7 +31,7 @@ from gtcompress.io import write_atomic, write_json
 CELLS = [(plan, start) for plan in ("gtsp", "random") for start in ("masktrained", "dense")]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="gt:tu:NCI1", help="ARCH:DATASET of bench/compression.py")
     ap.add_argument("--budget", type=float, default=0.6, help="FLOP fraction kept")
@@ -40,7 +40,13 @@ def main() -> None:
     ap.add_argument("--mask-share", type=float, default=None, help="default: bench/compression.py's for the dataset")
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench_compression"))
     ap.add_argument("--out", type=Path, default=RESULTS / "plan_vs_weights" / "plan_vs_weights.json")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    run = next((r for r in RUNS if f"{r[0]}:{r[1]}" == args.model), None)
+    if run is None:  # one error line and exit 2 before any work, as every bench script's mistakes
+        ap.error(f"--model {args.model}: expected one of {', '.join(f'{r[0]}:{r[1]}' for r in RUNS)}")
+    path = args.workdir / "full" / args.model.replace(":", "-")
+    if not path.exists():
+        ap.error(f"no dense checkpoint at {path}: run bench/compression.py --only {args.model} first")
     prov = provenance()
 
     from gtcompress.checkpoint import load_checkpoint
@@ -49,13 +55,7 @@ def main() -> None:
     from gtcompress.compress.prune import PruneConfig, PruneRun, mask_training
     from gtcompress.compress.prune_run import evaluate_splits, finetune_pruned
 
-    run = next((r for r in RUNS if f"{r[0]}:{r[1]}" == args.model), None)
-    if run is None:
-        sys.exit(f"--model {args.model}: expected one of {', '.join(f'{r[0]}:{r[1]}' for r in RUNS)}")
     arch, name, size, _, batch = run
-    path = args.workdir / "full" / args.model.replace(":", "-")
-    if not path.exists():
-        sys.exit(f"no dense checkpoint at {path}: run bench/compression.py --only {args.model} first")
     model, _ = load_checkpoint(path)
     _, ds = _load(arch, name, size, False, model.config.pe)
     data_kd, dense = attach_teacher(ds, model), evaluate_splits(model, ds)

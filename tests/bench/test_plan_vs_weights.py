@@ -1,5 +1,7 @@
 """bench/plan_vs_weights.py: every cell's plan is cut from a model it can be materialised from."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -28,3 +30,24 @@ def test_dense_start_with_the_tokens_axis_is_materialised() -> None:
         fit = fit_budget(src, scores, run.cost_model, run.ref, run.axes, 0.6, run.cfg.tolerance)
         assert fit.ratio == pytest.approx(0.6, rel=run.cfg.tolerance)
         assert all(s.token_keep == 0.8 for s in fit.model.config.layers if s.heads)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "gt:nope"], "--model gt:nope: expected one of gt:cluster, gps:cluster, gt:tu:NCI1, gps:tu:NCI1"),
+        (["--model", "gt:cluster"], "run bench/compression.py --only gt:cluster first"),
+    ],
+)
+def test_a_mistake_is_one_error_line_and_exit_2(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both were sys.exit(message): exit 1 and no 'error:' prefix, unlike every other bench script."""
+    from bench import plan_vs_weights
+
+    with pytest.raises(SystemExit) as exit_:
+        plan_vs_weights.main([*args, "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "r.json")])
+    assert exit_.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ": error: " in last and last.endswith(message)
+    assert list(tmp_path.iterdir()) == []
