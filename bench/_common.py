@@ -56,11 +56,16 @@ def machine() -> dict[str, Any]:
 
 def git_commit() -> str:
     """The commit measured: ``$GTC_COMMIT`` (for a copy of the tree without ``.git``), else ``git rev-parse
-    HEAD`` with ``+dirty`` when the working tree differs from it, else ``"unknown"``."""
+    HEAD`` with ``+dirty`` when the working tree differs from it, else ``"unknown"``.
+
+    Only a checkout whose top level is this tree counts: a copy without ``.git`` (``git archive``, an
+    unpacked sdist) inside some other repository would otherwise record that repository's commit."""
     if os.environ.get("GTC_COMMIT"):
         return os.environ["GTC_COMMIT"]
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        head = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
         status = subprocess.run(
             ["git", "--no-optional-locks", "status", "--porcelain"],
             cwd=ROOT,
@@ -70,7 +75,10 @@ def git_commit() -> str:
         )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
+    top, _, sha = head.stdout.strip().partition("\n")
+    if Path(top).resolve() != ROOT.resolve():
+        return "unknown"
+    return sha.strip() + ("+dirty" if status.stdout.strip() else "")
 
 
 def provenance(argv: list[str] | None = None) -> dict[str, Any]:

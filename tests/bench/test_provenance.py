@@ -29,6 +29,29 @@ def test_the_commit_comes_from_git_without_gtc_commit(monkeypatch: pytest.Monkey
     assert commit == "unknown" or len(commit.removesuffix("+dirty")) == 40
 
 
+def _git(cwd: Path, *args: str) -> str:
+    import subprocess
+
+    cmd = ["git", "-c", "user.name=t", "-c", "user.email=t@x", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_a_copy_inside_another_repository_records_no_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of the tree without .git (git archive, an unpacked sdist) under another repository recorded
+    that repository's HEAD (+dirty for the copy itself) as the commit measured."""
+    monkeypatch.delenv("GTC_COMMIT", raising=False)
+    outer = tmp_path / "outer"
+    (outer / "vendor" / "gtc").mkdir(parents=True)
+    _git(outer, "init", "-q")
+    (outer / "a").write_text("x")
+    _git(outer, "add", "a")
+    _git(outer, "commit", "-qm", "outer")
+    monkeypatch.setattr(_common, "ROOT", outer / "vendor" / "gtc")
+    assert _common.git_commit() == "unknown"
+    monkeypatch.setattr(_common, "ROOT", outer)  # the checkout itself still records its commit
+    assert _common.git_commit() == _git(outer, "rev-parse", "HEAD")
+
+
 def test_earlier_runs_chain_oldest_first() -> None:
     first = {"command": "python bench/export.py", "commit": "a", "date": "d1", "machine": {}, "rows": []}
     second = {"command": "python bench/export.py --only gt", "commit": "b", "date": "d2", "rows": []}
