@@ -85,6 +85,8 @@ def _defaults() -> dict[str, dict[str, Any]]:
             "sweep_iterations": 10,
         },
         # backend: auto (python, raw graphs in, when the model needs pre-processing), python or onnxruntime
+        # max_metric_drop: in points for accuracy and ROC-AUC (reported in percent), in percent of the dense
+        # parent's MAE for regression (pipeline.report.tolerance_drop)
         "triton": {"enabled": True, "max_metric_drop": 1.0, "backend": "auto"},
     }
 

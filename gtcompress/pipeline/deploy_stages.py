@@ -14,7 +14,7 @@ from gtcompress.io import make_temp_dir, recover_dead_dir_swaps, remove_dir, rem
 from gtcompress.pipeline.cache import stage_key
 from gtcompress.pipeline.context import ModelArtifact, OnnxArtifact, RunContext
 from gtcompress.pipeline.measure import read_spec, union_batches
-from gtcompress.pipeline.report import choose_for_serving
+from gtcompress.pipeline.report import choose_for_serving, tolerance_drop
 
 __all__ = ["export_stages", "profile_stage", "tensorrt_stages", "triton_stage"]
 
@@ -119,7 +119,7 @@ def profile_stage(
     for arch in sorted({r["arch"] for r in rows}):
         mine = [r for r in rows if r["arch"] == arch]
         dense = [r for r in mine if r["method"] == "dense"]
-        small = [r for r in mine if r["method"] != "dense" and r.get("metric_drop", 0.0) <= max_drop]
+        small = [r for r in mine if r["method"] != "dense" and tolerance_drop(r) <= max_drop]
         small = small or [r for r in mine if r["method"] == "gtsp"]
         picked += dense[:1] + sorted(small, key=lambda r: r["latency_ms_p50"])[:1]
     if not picked:

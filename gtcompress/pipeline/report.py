@@ -7,18 +7,25 @@ change here changes how every earlier run reads.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from gtcompress.io import write_atomic, write_json
 
-__all__ = ["build_report", "choose_for_serving", "markdown", "write_report"]
+__all__ = ["build_report", "choose_for_serving", "markdown", "tolerance_drop", "write_report"]
 
 
 def build_report(rows: list[dict[str, Any]], cfg: dict[str, Any], trt_note: str, out: Path) -> dict[str, Any]:
     """The report of ``rows`` (one per exported model: metric, latency, file): each row gains
     ``metric_drop`` and ``speedup_vs_dense`` against its dense parent and ``delta_vs_dense_ft``
-    against the dense-ft control, when those exist; plus the config, TensorRT note and machine."""
+    against the dense-ft control, when those exist; plus the config, TensorRT note and machine.
+
+    ``metric_drop`` is in the metric's own units, positive when the row is worse (a higher MAE, a
+    lower accuracy). An MAE row also gains ``metric_drop_pct``, that rise in percent of the dense
+    parent's MAE: MAE has the target's units, so "1.0" is no tolerance at all for one dataset and
+    everything for another, while accuracy and ROC-AUC are already in points of a percentage
+    (:func:`tolerance_drop`)."""
     import platform
 
     from runtime.profile import machine_info
@@ -30,6 +37,8 @@ def build_report(rows: list[dict[str, Any]], cfg: dict[str, Any], trt_note: str,
         d, c = dense.get(r["arch"]), control.get(r["arch"])
         if d:
             r["metric_drop"] = sign * (d["test"] - r["test"])
+            if r["metric"] == "mae":
+                r["metric_drop_pct"] = _percent_of(r["metric_drop"], d["test"])
             r["speedup_vs_dense"] = d["latency_ms_p50"] / r["latency_ms_p50"]
         if c:  # what compression cost, with the extra training of the compressed models taken out
             r["delta_vs_dense_ft"] = sign * (r["test"] - c["test"])
@@ -43,10 +52,32 @@ def build_report(rows: list[dict[str, Any]], cfg: dict[str, Any], trt_note: str,
     }
 
 
+def _percent_of(drop: float, dense: float) -> float:
+    """``drop`` in percent of the dense model's ``dense`` MAE (a perfect dense model: any rise is
+    infinitely many percent, none is 0)."""
+    if dense > 0:
+        return 100.0 * drop / dense
+    return drop * math.inf if drop else 0.0  # NaN stays NaN: never within a tolerance
+
+
+def tolerance_drop(row: dict[str, Any], default: float = 0.0) -> float:
+    """The drop ``triton.max_metric_drop`` (and the report's "within 1 point") bounds: points for a
+    metric reported in percent (accuracy, ROC-AUC), percent of the dense parent's MAE for MAE.
+    Comparing a raw MAE rise with 1.0 served a model with 2.8 times its dense parent's MAE (0.5 ->
+    1.4) as "within 1 point". ``default`` for a row with no dense parent."""
+    return row.get("metric_drop_pct", row.get("metric_drop", default))
+
+
 def choose_for_serving(report: dict[str, Any], max_drop: float) -> dict[str, Any] | None:
-    """The fastest exported model whose test metric is within ``max_drop`` points of its dense parent."""
-    ok = [r for r in report["rows"] if r.get("metric_drop", 0.0) <= max_drop and r["lowering"] != "plugin"]
+    """The fastest exported model whose test metric is within ``max_drop`` of its dense parent
+    (:func:`tolerance_drop`: points, or percent of the dense MAE)."""
+    ok = [r for r in report["rows"] if tolerance_drop(r) <= max_drop and r["lowering"] != "plugin"]
     return min(ok, key=lambda r: r["latency_ms_p50"]) if ok else None
+
+
+def _within(mae: bool) -> str:
+    """How the report names its 1.0 tolerance for the metric (:func:`tolerance_drop`)."""
+    return "within 1 % of its dense parent's MAE" if mae else "within 1 point of its dense parent"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -55,6 +86,7 @@ def markdown(report: dict[str, Any]) -> str:
     it, and the plots."""
     rows = report["rows"]
     metric = rows[0]["metric"] if rows else "metric"
+    mae = metric == "mae"
     lines = [
         "# gtcompress pipeline report",
         "",
@@ -90,23 +122,28 @@ def markdown(report: dict[str, Any]) -> str:
         t = report["triton"]
         lines.append(
             f"Triton model repository: `{t['repository']}` (model `{t['model']}` from `{t['source']}`: the lowest "
-            "latency p50 within `triton.max_metric_drop` of its dense parent)."
+            "latency p50 within `triton.max_metric_drop` of its dense parent"
+            + (", in percent of its MAE)." if mae else ", in points).")
         )
     best = [
         r
         for r in rows
-        if r["method"] not in ("dense", "dense-ft") and r["lowering"] != "plugin" and r.get("metric_drop", 9e9) <= 1.0
+        if r["method"] not in ("dense", "dense-ft") and r["lowering"] != "plugin" and tolerance_drop(r, 9e9) <= 1.0
     ]
     if best:
         b = max(best, key=lambda r: r["speedup_vs_dense"])
         vs_ft = f" ({b['delta_vs_dense_ft']:+.2f} vs dense-ft)" if "delta_vs_dense_ft" in b else ""
+        if mae:
+            pct = b["metric_drop_pct"]
+            at = f"MAE {b['test']:.2f}, {abs(pct):.1f} % {'above' if pct > 0 else 'below'} its dense parent's"
+        else:
+            at = f"{-b['metric_drop']:+.2f} points"
         lines.append(  # against its own dense parent: not the serving pick, which is the lowest latency overall
-            f"Largest speed-up of a compressed model within 1 point of its dense parent: `{b['model']}`, "
-            f"{b['speedup_vs_dense']:.2f}x lower latency ({b['latency_ms_p50']:.1f} ms p50) at "
-            f"{-b['metric_drop']:+.2f} points{vs_ft}."
+            f"Largest speed-up of a compressed model {_within(mae)}: `{b['model']}`, "
+            f"{b['speedup_vs_dense']:.2f}x lower latency ({b['latency_ms_p50']:.1f} ms p50) at {at}{vs_ft}."
         )
     else:
-        lines.append("No compressed model stayed within 1 point of its dense parent.")
+        lines.append(f"No compressed model stayed {_within(mae)}.")
     lines += ["", "![Pareto front](pareto.png)", ""]
     if report.get("profile"):
         lines += [

@@ -490,6 +490,45 @@ def test_the_report_does_not_call_a_slower_model_the_fastest() -> None:
     )
 
 
+def _mae_report(dense: float, tests: dict[str, float]) -> dict:
+    """A report of MAE rows: ``gt-dense`` at ``dense`` (60 ms) and compressed GT models, each faster."""
+    from pathlib import Path
+
+    from gtcompress.pipeline.report import build_report
+
+    def row(model: str, method: str, test: float, p50: float) -> dict:
+        return {"model": model, "arch": "gt", "method": method, "budget": 0.5, "lowering": "dense",
+                "file": f"{model}.onnx", "max_abs_err": 1e-5, "metric": "mae", "test": test, "file_mb": 1.0,
+                "latency_ms_p50": p50, "latency_ms_mean": p50, "latency_ms_p90": p50, "prep_ms_p50": 1.0,
+                "timed_batches": 8, "graphs_per_batch": 32, "threads": 1}  # fmt: skip
+
+    rows = [row("gt-dense", "dense", dense, 60.0)]
+    rows += [row(m, "gtsp", t, 30.0 - i) for i, (m, t) in enumerate(tests.items())]
+    return build_report(rows, {"data": {"name": "ogb:ogbg_molesol", "size": "small"}}, "n/a", Path("/tmp/run"))
+
+
+def test_an_mae_tolerance_is_relative_to_the_dense_models_mae() -> None:
+    """max_metric_drop 1.0 was compared with the raw rise in MAE: a model with 2.8 times its dense
+    parent's MAE (0.5 -> 1.4) was served and reported "within 1 point of its dense parent"."""
+    from gtcompress.pipeline.report import choose_for_serving, markdown
+
+    rep = _mae_report(0.5, {"gt-gtsp-0.5": 1.4})
+    worse = rep["rows"][1]
+    assert worse["metric_drop"] == pytest.approx(0.9) and worse["metric_drop_pct"] == pytest.approx(180.0)
+    assert choose_for_serving(rep, 1.0)["model"] == "gt-dense"
+    assert choose_for_serving(rep, 200.0)["model"] == "gt-gtsp-0.5"
+    assert "No compressed model stayed within 1 % of its dense parent's MAE." in markdown(rep)
+
+    rep = _mae_report(2.0, {"gt-gtsp-0.5": 2.01, "gt-gtsp-0.3": 1.9})  # +0.5 %: within; lower MAE: a gain
+    assert [r["metric_drop_pct"] for r in rep["rows"][1:]] == pytest.approx([0.5, -5.0])
+    assert choose_for_serving(rep, 1.0)["model"] == "gt-gtsp-0.3"
+    assert choose_for_serving(rep, 0.0)["model"] == "gt-gtsp-0.3"
+    assert (
+        "Largest speed-up of a compressed model within 1 % of its dense parent's MAE: `gt-gtsp-0.3`, 2.07x lower "
+        "latency (29.0 ms p50) at MAE 1.90, 5.0 % below its dense parent's." in markdown(rep)
+    )
+
+
 def test_latency_is_retimed_when_the_exported_files_change(tmp_path) -> None:
     """The latency and profile keys held only the models' keys: with export.lowerings reordered, the
     cached timings were zipped onto the new row order (the auto files given the plugin files'
