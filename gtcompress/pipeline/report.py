@@ -142,6 +142,13 @@ def markdown(report: dict[str, Any]) -> str:
             f"Largest speed-up of a compressed model {_within(mae)}: `{b['model']}`, "
             f"{b['speedup_vs_dense']:.2f}x lower latency ({b['latency_ms_p50']:.1f} ms p50) at {at}{vs_ft}."
         )
+    elif undefined := sorted({r["model"] for r in rows if math.isnan(r["test"])}):
+        # NaN compares false with any tolerance: none qualified, but not for being too far from dense
+        why = ": ROC-AUC needs both classes among the test labels" if metric == "rocauc" else ""
+        lines.append(
+            f"The test {metric} is undefined (NaN) for {', '.join(f'`{m}`' for m in undefined)}{why}; a model "
+            "without a defined metric, or whose dense parent has none, is never compared, picked or served."
+        )
     else:
         lines.append(f"No compressed model stayed {_within(mae)}.")
     lines += ["", "![Pareto front](pareto.png)", ""]

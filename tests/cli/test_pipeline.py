@@ -1,6 +1,7 @@
 """End to end: the pipeline on a tiny config, its artifacts, resumption and interruption."""
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -490,15 +491,15 @@ def test_the_report_does_not_call_a_slower_model_the_fastest() -> None:
     )
 
 
-def _mae_report(dense: float, tests: dict[str, float]) -> dict:
-    """A report of MAE rows: ``gt-dense`` at ``dense`` (60 ms) and compressed GT models, each faster."""
+def _mae_report(dense: float, tests: dict[str, float], metric: str = "mae") -> dict:
+    """A report of ``metric`` rows: ``gt-dense`` at ``dense`` (60 ms) and compressed GT models, each faster."""
     from pathlib import Path
 
     from gtcompress.pipeline.report import build_report
 
     def row(model: str, method: str, test: float, p50: float) -> dict:
         return {"model": model, "arch": "gt", "method": method, "budget": 0.5, "lowering": "dense",
-                "file": f"{model}.onnx", "max_abs_err": 1e-5, "metric": "mae", "test": test, "file_mb": 1.0,
+                "file": f"{model}.onnx", "max_abs_err": 1e-5, "metric": metric, "test": test, "file_mb": 1.0,
                 "latency_ms_p50": p50, "latency_ms_mean": p50, "latency_ms_p90": p50, "prep_ms_p50": 1.0,
                 "timed_batches": 8, "graphs_per_batch": 32, "threads": 1}  # fmt: skip
 
@@ -526,6 +527,22 @@ def test_an_mae_tolerance_is_relative_to_the_dense_models_mae() -> None:
     assert (
         "Largest speed-up of a compressed model within 1 % of its dense parent's MAE: `gt-gtsp-0.3`, 2.07x lower "
         "latency (29.0 ms p50) at MAE 1.90, 5.0 % below its dense parent's." in markdown(rep)
+    )
+
+
+def test_an_undefined_test_metric_is_not_called_a_drop() -> None:
+    """With a test split of one class every ROC-AUC is NaN: nothing can be served (NaN is within no
+    tolerance), but report.md said "No compressed model stayed within 1 point of its dense parent"."""
+    from gtcompress.pipeline.report import choose_for_serving, markdown
+
+    rep = _mae_report(math.nan, {"gt-gtsp-0.5": math.nan}, "rocauc")
+    assert choose_for_serving(rep, 1.0) is None
+    text = markdown(rep)
+    assert "No compressed model stayed" not in text
+    assert (
+        "The test rocauc is undefined (NaN) for `gt-dense`, `gt-gtsp-0.5`: ROC-AUC needs both classes among the "
+        "test labels; a model without a defined metric, or whose dense parent has none, is never compared, picked "
+        "or served." in text
     )
 
 
