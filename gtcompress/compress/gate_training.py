@@ -29,7 +29,14 @@ from gtcompress.compress.prune_run import PruneRun
 from gtcompress.data.base import GraphDataset, iterate_batches
 from gtcompress.graph import random_sign_flip
 from gtcompress.models.model import GraphModel
-from gtcompress.train.loop import check_finite_loss, epoch_progress, epochs_in_budget, evaluate, seed_everything
+from gtcompress.train.loop import (
+    check_defined_metric,
+    check_finite_loss,
+    epoch_progress,
+    epochs_in_budget,
+    evaluate,
+    seed_everything,
+)
 from gtcompress.train.metrics import higher_is_better, task_loss
 
 __all__ = ["gate_importance", "mask_training", "train_gates"]
@@ -193,6 +200,7 @@ def train_gates(
                     total += loss.item() * batch.num_graphs
                     count += batch.num_graphs
                 val = evaluate(student, val_graphs, info)[info.metric]
+                check_defined_metric(val, info, epoch)  # NaN: the untrained gates would come back as the best
                 plan = eval_plan()
                 row = {
                     "epoch": epoch,

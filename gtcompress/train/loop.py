@@ -48,6 +48,18 @@ def check_finite_loss(loss: Tensor, where: str, epoch: int, step: int, steps: in
         )
 
 
+def check_defined_metric(value: float, info: DatasetInfo, epoch: int) -> None:
+    """Stop at a validation metric that is NaN (ROC-AUC of a val split with one class). NaN is never
+    "better" than the starting best, so a loop that selects its best epoch on it would restore the
+    weights it started from, every epoch of training thrown away, and still exit 0."""
+    if math.isnan(value):
+        raise ConfigError(
+            f"dataset {info.name!r}: the val {info.metric} is undefined (NaN) at epoch {epoch}, so no best "
+            "epoch can be chosen"
+            + (": ROC-AUC needs both classes among a task's val labels" if info.metric == "rocauc" else "")
+        )
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 50
@@ -211,12 +223,7 @@ def train(
             }
             history.append(row)
             v = val[info.metric]
-            if math.isnan(v):  # never "better": the untrained weights would come back as the best
-                raise ConfigError(
-                    f"dataset {info.name!r}: the val {info.metric} is undefined (NaN) at epoch {epoch}, so no best "
-                    "epoch can be chosen"
-                    + (": ROC-AUC needs both classes among a task's val labels" if info.metric == "rocauc" else "")
-                )
+            check_defined_metric(v, info, epoch)
             if (better and v > best_val) or (not better and v < best_val):
                 best_val, best_epoch = v, epoch
                 best_state = copy.deepcopy(model.state_dict())

@@ -89,3 +89,35 @@ def test_a_nan_loss_in_mask_training_stops_the_run(node_data, monkeypatch) -> No
         "GTSP masks: the loss became nan at epoch 1, step 1 of 3; training diverged, so no weights were "
         "written: lower the learning rate (--lr, now 0.0005)"
     )
+
+
+def test_an_undefined_validation_metric_in_mask_training_is_an_error_not_the_untrained_gates() -> None:
+    """NaN is never better than -inf: with every val label of one class (ROC-AUC undefined) no mask
+    epoch was "best", so GTSP restored the gates and weights it started from, threw the mask training
+    away and, with no fine-tuning epochs, wrote that model and exited 0."""
+    import dataclasses
+
+    import torch
+
+    from gtcompress.data.base import DatasetInfo, GraphDataset
+
+    from .conftest import EDGE, NODE, random_graphs
+
+    def labelled(split: str, count: int, seed: int) -> list:
+        graphs = random_graphs(count, seed, "graph")
+        return [
+            dataclasses.replace(g, y=torch.tensor([[float(i % 2) * (split != "val")]])) for i, g in enumerate(graphs)
+        ]
+
+    info = DatasetInfo("one-class-val", "graph", "binary", 1, "rocauc", NODE, EDGE)
+    data = GraphDataset(
+        info, {"train": labelled("train", 24, 0), "val": labelled("val", 10, 1), "test": labelled("test", 10, 2)}
+    )
+    model = tiny_model("gt", info, attention_layout="sparse")
+    cfg = PruneConfig(target_flops=None, keep={"heads": 0.5}, epochs=2, finetune_epochs=0, batch_size=8)
+    with pytest.raises(ConfigError) as err:
+        prune_model(model, data, cfg, show_progress=False)
+    assert str(err.value) == (
+        "dataset 'one-class-val': the val rocauc is undefined (NaN) at epoch 0, so no best epoch can be chosen: "
+        "ROC-AUC needs both classes among a task's val labels"
+    )
