@@ -374,8 +374,11 @@ def select_plan(
     heads as of the FFN units, each axis ranked by ``scores`` across layers (see
     :func:`gtcompress.compress.prune.default_allocation` for which suits which model).
 
-    A per-axis fraction the axes cannot reach (each sublayer keeps one unit without the layers
-    axis) is a :class:`BudgetError`; ``clamp`` keeps what they allow instead (the uniform search)."""
+    Every per-axis fraction holds at once: the layers ratio is applied first, passing over sublayers
+    whose units a heads or ffn ratio still needs, and the unit ratios then count what it took and
+    empty no further sublayer. A per-axis fraction the axes cannot reach (each sublayer keeps one
+    unit without the layers axis, or each one the layers ratio keeps) is a :class:`BudgetError`;
+    ``clamp`` keeps what they allow instead (the uniform search)."""
     if target is not None and allocation == "uniform":
         plan = _uniform_plan(cost, scores, axes, target * cost.dense)
         if plan is not None:
@@ -413,33 +416,70 @@ def select_plan(
             if state.cost + state.delta_add(units[k]) <= budget:
                 state.add(units[k])
         return state.plan()
-    for axis, kinds in (("heads", ("head",)), ("ffn", ("unit",)), ("layers", ("attn", "ffn"))):
-        if not axis_keep or axis not in axis_keep:
+    keep = axis_keep or {}
+    want = {
+        axis: _round_half_up(keep[axis] * n)
+        for axis, n in (("heads", sum(cost.heads)), ("ffn", sum(cost.widths)))
+        if axis in keep
+    }
+    if "layers" in keep:  # first, so the unit ratios below count what the dropped sublayers took with them
+        _drop_sublayers(state, cost, scores, keep, want, clamp)
+    for axis, kind in (("heads", "head"), ("ffn", "unit")):
+        if axis not in keep or axis not in axes:
             continue
-        if axis == "layers":
-            subs = [(i, "attn", scores.attn.get(i, 0.0)) for i, h in enumerate(cost.heads) if h]
-            subs += [(i, "ffn", scores.ffn.get(i, 0.0)) for i, f in enumerate(cost.widths) if f]
-            n_drop = len(subs) - math.floor(axis_keep[axis] * len(subs) + 0.5)
-            for i, kind, _ in sorted(subs, key=lambda t: t[2])[: max(0, n_drop)]:
-                (state.heads if kind == "attn" else state.units)[i].clear()
-            continue
-        pool = [u for u in units if u.kind in kinds]
-        n_drop = len(pool) - math.floor(axis_keep[axis] * len(pool) + 0.5)
-        for u in sorted(pool, key=lambda u: u.score):
+        kept_sets = state.heads if axis == "heads" else state.units
+        n_drop = sum(len(s) for s in kept_sets) - want[axis]
+        for u in sorted((u for u in units if u.kind == kind), key=lambda u: u.score):
             if n_drop <= 0:
                 break
-            if state.removable(u):
+            # with a layers ratio the sublayers kept are fixed: a unit pass must not empty one more
+            if state.removable(u) and ("layers" not in keep or len(kept_sets[u.layer]) > 1):
                 state.remove(u)
                 n_drop -= 1
-        if n_drop > 0 and not clamp:  # every sublayer keeps one unit without the layers axis
-            least = n_drop + math.floor(axis_keep[axis] * len(pool) + 0.5)
+        if n_drop > 0 and not clamp:  # every sublayer kept holds one unit
+            least = n_drop + want[axis]
+            total = sum(cost.heads) if axis == "heads" else sum(cost.widths)
+            why = (
+                f"one per sublayer that --keep layers={keep['layers']:g} keeps (lower it or raise the ratio)"
+                if "layers" in keep
+                else "one per sublayer without the layers axis (add layers or raise the ratio)"
+            )
             raise BudgetError(
-                f"keep {axis}={axis_keep[axis]:g} is out of reach with axes {','.join(axes)}: at least {least} of "
-                f"{len(pool)} ({least / len(pool):.3f}) stay, one per sublayer without the layers axis (add layers "
-                "or raise the ratio)"
+                f"keep {axis}={keep[axis]:g} is out of reach with axes {','.join(axes)}: at least {least} of "
+                f"{total} ({least / total:.3f}) stay, {why}"
             )
     state.cost = cost.cost(state.plan())
     return state.plan()
+
+
+def _round_half_up(x: float) -> int:
+    return math.floor(x + 0.5)
+
+
+def _drop_sublayers(
+    state: _State, cost: CostModel, scores: Scores, keep: dict[str, float], want: dict[str, int], clamp: bool
+) -> None:
+    """Remove the weakest sublayers until ``keep["layers"]`` of them stay, passing over one whose heads
+    (FFN units) the ``want``-ed count of a heads (ffn) ratio still needs: dropping sublayers and then
+    units independently kept fewer heads than ``--keep heads`` asked, or fewer sublayers than
+    ``--keep layers`` (the unit pass emptied more of them)."""
+    subs = [(i, "attn", scores.attn.get(i, 0.0)) for i, h in enumerate(cost.heads) if h]
+    subs += [(i, "ffn", scores.ffn.get(i, 0.0)) for i, f in enumerate(cost.widths) if f]
+    n_drop = len(subs) - _round_half_up(keep["layers"] * len(subs))
+    for i, kind, _ in sorted(subs, key=lambda t: t[2]):
+        if n_drop <= 0:
+            break
+        axis, sets = ("heads", state.heads) if kind == "attn" else ("ffn", state.units)
+        if axis in want and sum(len(s) for s in sets) - len(sets[i]) < want[axis]:
+            continue
+        sets[i].clear()
+        n_drop -= 1
+    if n_drop > 0 and not clamp:
+        raise BudgetError(
+            f"keep layers={keep['layers']:g} cannot be met together with "
+            f"{', '.join(f'{a}={keep[a]:g}' for a in want)}: the sublayers left to remove hold the heads or FFN "
+            "units those ratios keep (lower a unit ratio or raise the layers ratio)"
+        )
 
 
 @dataclass

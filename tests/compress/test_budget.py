@@ -89,6 +89,43 @@ def test_per_axis_keep_ratios(node_data) -> None:
     assert sum(len(lp.ffn) for lp in plan.layers) == 16
 
 
+@pytest.mark.parametrize(
+    "keep",
+    [{"heads": 0.5, "layers": 0.5}, {"heads": 0.25, "layers": 0.75}, {"ffn": 0.1, "layers": 0.5}, {"layers": 0.5}],
+)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_per_axis_keep_ratios_together_with_layers(node_data, keep: dict[str, float], seed: int) -> None:
+    """Each ratio holds when layers has one too: the layers pass took heads with the sublayers it dropped
+    (heads=0.5,layers=0.5 kept 6 of 16 heads) and the heads pass emptied more sublayers than the
+    layers ratio allows (heads=0.25,layers=0.75 kept 4 of 8 sublayers), and nothing said so."""
+    cm = CostModel.calibrate(tiny_model("gps", node_data.info, num_layers=4), reference_batch(node_data["val"], 8))
+    plan = select_plan(cm, random_scores(cm, seed), AXES, axis_keep=keep)
+    heads = sum(len(lp.heads) for lp in plan.layers)
+    units = sum(len(lp.ffn) for lp in plan.layers)
+    subs = sum(bool(lp.heads) + bool(lp.ffn) for lp in plan.layers)
+    assert subs == round(keep["layers"] * 8)
+    if "heads" in keep:
+        assert heads == round(keep["heads"] * 16)
+    if "ffn" in keep:
+        assert units == round(keep["ffn"] * 128)
+
+
+def test_per_axis_keep_ratios_that_exclude_each_other_are_refused(node_data) -> None:
+    cm = CostModel.calibrate(tiny_model("gps", node_data.info, num_layers=4), reference_batch(node_data["val"], 8))
+    with pytest.raises(BudgetError) as info:
+        select_plan(cm, random_scores(cm, 0), AXES, axis_keep={"heads": 1.0, "ffn": 1.0, "layers": 0.5})
+    assert str(info.value) == (
+        "keep layers=0.5 cannot be met together with heads=1, ffn=1: the sublayers left to remove hold the heads "
+        "or FFN units those ratios keep (lower a unit ratio or raise the layers ratio)"
+    )
+    with pytest.raises(BudgetError) as info:
+        select_plan(cm, random_scores(cm, 0), AXES, axis_keep={"heads": 0.125, "layers": 1.0})
+    assert str(info.value) == (
+        "keep heads=0.125 is out of reach with axes heads,layers,ffn: at least 4 of 16 (0.250) stay, one per "
+        "sublayer that --keep layers=1 keeps (lower it or raise the ratio)"
+    )
+
+
 def test_prune_end_to_end_meets_budget_and_reports(node_data) -> None:
     model = tiny_model("gps", node_data.info, num_layers=2)
     cfg = PruneConfig(
