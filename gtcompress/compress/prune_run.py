@@ -321,8 +321,12 @@ def student_copy(model: GraphModel, cfg: PruneConfig, method: str) -> GraphModel
     """The copy of ``model`` that a ``method`` ("gtsp" or "random") run ranks and slices: the dense
     weights plus, with the tokens axis, a node scorer per attention layer seeded by ``cfg.seed +
     STUDENT_SEED[method]``. A plan with ``token_keep < 1`` materialises only from such a model
-    (the plain dense one has no scorer), so whatever starts a run from the dense weights starts here."""
-    if "tokens" in cfg.axes and cfg.token_keep < 1.0:
+    (the plain dense one has no scorer), so whatever starts a run from the dense weights starts here.
+
+    With the tokens axis the ratio is set whatever ``model`` keeps, 1.0 included: re-pruning a
+    token-pruned checkpoint with ``--token-keep 1.0`` (``--keep tokens=1``) kept its old ratio and
+    scorers while the report's settings said 1.0. Without the axis the model's own ratios stay."""
+    if "tokens" in cfg.axes:
         return with_token_keep(model, cfg.token_keep, seed=cfg.seed + STUDENT_SEED[method])
     return plain_copy(model)
 

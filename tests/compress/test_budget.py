@@ -275,3 +275,16 @@ def test_a_target_between_the_units_names_only_axes_not_given(tmp_path) -> None:
     assert str(err.value).endswith(
         "(the units of axes heads,ffn are too coarse; add 'tokens' or choose another target)"
     )
+
+
+@pytest.mark.parametrize("method", [prune_model, random_prune])
+def test_token_keep_one_undoes_the_token_pruning_of_a_pruned_checkpoint(node_data, method) -> None:
+    """Re-pruning a token-pruned model with ``--keep tokens=1`` kept its 0.7 (and its scorers) while the
+    report's settings said 1.0: the student was the plain copy whenever the ratio asked was 1."""
+    pruned = with_token_keep(tiny_model("gps", node_data.info, num_layers=2), 0.7).eval()
+    cfg = PruneConfig(target_flops=None, axes="tokens", keep={"tokens": 1.0}, epochs=0, finetune_epochs=0)
+    res = method(pruned, node_data, cfg, show_progress=False)
+    assert [s.token_keep for s in res.model.config.layers] == [1.0, 1.0]
+    assert all(layer.tokens is None for layer in res.model.layers)
+    assert res.report["removed"]["token_keep"] == [1.0, 1.0]
+    assert res.report["cost"]["flops_ratio"] > 1.0  # every node attends again: more FLOPs than the 0.7 model
