@@ -418,7 +418,7 @@ def select_plan(
         return state.plan()
     keep = axis_keep or {}
     want = {
-        axis: _round_half_up(keep[axis] * n)
+        axis: _keep_count(keep[axis], n)
         for axis, n in (("heads", sum(cost.heads)), ("ffn", sum(cost.widths)))
         if axis in keep
     }
@@ -452,8 +452,13 @@ def select_plan(
     return state.plan()
 
 
-def _round_half_up(x: float) -> int:
-    return math.floor(x + 0.5)
+def _keep_count(ratio: float, n: int) -> int:
+    """Units a per-axis ratio keeps of ``n``: rounded half up, but at least one for a positive ratio
+    (as tokens keep one node per graph). ``--keep`` refuses 0, yet ``layers=0.05`` of 8 sublayers
+    rounded to 0 and removed every one, leaving encoders and head only, with exit 0. Only the
+    uniform search asks for 0 (an axis emptied), and gets it."""
+    k = math.floor(ratio * n + 0.5)
+    return max(k, 1) if ratio > 0 and n > 0 else k
 
 
 def _drop_sublayers(
@@ -465,7 +470,7 @@ def _drop_sublayers(
     ``--keep layers`` (the unit pass emptied more of them)."""
     subs = [(i, "attn", scores.attn.get(i, 0.0)) for i, h in enumerate(cost.heads) if h]
     subs += [(i, "ffn", scores.ffn.get(i, 0.0)) for i, f in enumerate(cost.widths) if f]
-    n_drop = len(subs) - _round_half_up(keep["layers"] * len(subs))
+    n_drop = len(subs) - _keep_count(keep["layers"], len(subs))
     for i, kind, _ in sorted(subs, key=lambda t: t[2]):
         if n_drop <= 0:
             break

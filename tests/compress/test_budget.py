@@ -110,6 +110,23 @@ def test_per_axis_keep_ratios_together_with_layers(node_data, keep: dict[str, fl
         assert units == round(keep["ffn"] * 128)
 
 
+@pytest.mark.parametrize(
+    ("keep", "heads", "units", "subs"),
+    [({"layers": 0.05}, None, None, 1), ({"heads": 0.01}, 1, 128, None), ({"ffn": 0.001, "heads": 0.01}, 1, 1, None)],
+)
+def test_a_positive_keep_ratio_keeps_at_least_one(node_data, keep, heads, units, subs) -> None:
+    """``--keep`` refuses 0, but layers=0.05 of 8 sublayers rounded to 0 and removed them all (heads=0.01
+    every head): a model of encoders and prediction head, exit 0."""
+    cm = CostModel.calibrate(tiny_model("gps", node_data.info, num_layers=4), reference_batch(node_data["val"], 8))
+    plan = select_plan(cm, random_scores(cm, 0), AXES, axis_keep=keep)
+    if heads is not None:
+        assert sum(len(lp.heads) for lp in plan.layers) == heads
+    if units is not None:
+        assert sum(len(lp.ffn) for lp in plan.layers) == units
+    if subs is not None:
+        assert sum(bool(lp.heads) + bool(lp.ffn) for lp in plan.layers) == subs
+
+
 def test_per_axis_keep_ratios_that_exclude_each_other_are_refused(node_data) -> None:
     cm = CostModel.calibrate(tiny_model("gps", node_data.info, num_layers=4), reference_batch(node_data["val"], 8))
     with pytest.raises(BudgetError) as info:
