@@ -230,6 +230,7 @@ def sparsify_cmd(
 
 @user_errors
 def prune_cmd(
+    ctx: typer.Context,
     checkpoint: CheckpointArg,
     target_flops: Annotated[
         float | None, typer.Option(help="Keep this fraction of the measured FLOPs, e.g. 0.4.")
@@ -248,7 +249,11 @@ def prune_cmd(
         str | None, typer.Option(help="Per-axis ratios instead of a FLOP target, e.g. heads=0.5,ffn=0.5,tokens=0.7.")
     ] = None,
     token_keep: Annotated[
-        float, typer.Option(help="tokens axis: nodes kept per graph in each attention layer.")
+        float,
+        typer.Option(
+            help="tokens axis: nodes kept per graph in each attention layer; given, it is the tokens ratio "
+            "(auto then adds the tokens axis, as --keep tokens= does)."
+        ),
     ] = PRUNE["token_keep"],
     allocation: Annotated[
         str,
@@ -299,7 +304,7 @@ def prune_cmd(
     """
     from gtcompress.compress.prune import PruneConfig, prune_model, random_prune
 
-    keep_d = _parse_keep(keep)
+    keep_d = _token_keep_as_ratio(_parse_keep(keep), axes, token_keep, ctx)
     cfg = PruneConfig(
         target_flops=target_flops,
         axes=axes,
@@ -346,6 +351,31 @@ def _refuse_resparsifying(checkpoint: Path) -> None:
             f"{checkpoint}: already TEDDY-sparsified (config.json teddy.edges {edges}); "
             "sparsify the dense checkpoint it was made from instead"
         )
+
+
+def _token_keep_as_ratio(keep: dict[str, float], axes: str, token_keep: float, ctx: typer.Context) -> dict[str, float]:
+    """``keep`` with a ``--token-keep`` given on the command line as its ``tokens`` ratio, so that it
+    adds the tokens axis under ``auto`` as ``--keep tokens=`` does. Without this, ``--token-keep 0.5``
+    on a model whose auto axes have no tokens (GT; GPS and graphormer on node-level tasks), or
+    next to ``--axes`` without tokens, was ignored: no token was pruned while the report's settings
+    said token_keep 0.5. A ``--token-keep`` the axes cannot use is refused instead."""
+    from gtcompress.compress.gates import parse_axes
+    from gtcompress.errors import ConfigError
+
+    source = ctx.get_parameter_source("token_keep")  # typer may ship its own click: compare by name
+    if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
+        return keep
+    named = parse_axes(axes, allow_auto=True)
+    if "tokens" not in named and "auto" not in named:
+        raise ConfigError(
+            f"--token-keep {token_keep:g} sets the tokens axis, which --axes {','.join(named)} does not name; "
+            "add tokens to --axes or leave --token-keep out"
+        )
+    if "tokens" in keep and keep["tokens"] != token_keep:
+        raise ConfigError(
+            f"--token-keep {token_keep:g} and --keep tokens={keep['tokens']:g} give two token ratios; give one"
+        )
+    return {**keep, "tokens": token_keep}
 
 
 def _parse_keep(text: str | None) -> dict[str, float]:

@@ -121,6 +121,15 @@ def test_sparsify_writes_checkpoint_and_report(ckpt: Path, tmp_path: Path, monke
         (["sparsify", "{ckpt}"], "nothing to do"),
         (["prune", "{ckpt}"], "no budget"),
         (["sparsify", "{ckpt}", "--edges", "1.5"], "--edges"),
+        (
+            ["prune", "{ckpt}", "--target-flops", "0.6", "--axes", "heads,ffn", "--token-keep", "0.5"],
+            "--token-keep 0.5 sets the tokens axis, which --axes heads,ffn does not name; add tokens to --axes or "
+            "leave --token-keep out",
+        ),
+        (
+            ["prune", "{ckpt}", "--keep", "tokens=0.6", "--token-keep", "0.5"],
+            "--token-keep 0.5 and --keep tokens=0.6 give two token ratios; give one",
+        ),
     ],
 )
 def test_clear_errors(ckpt: Path, args: list[str], message: str, monkeypatch) -> None:
@@ -129,6 +138,21 @@ def test_clear_errors(ckpt: Path, args: list[str], message: str, monkeypatch) ->
     res = runner.invoke(_app(), [a.format(**names) for a in args])
     assert res.exit_code == 2, res.output
     assert message in res.output
+
+
+def test_a_token_keep_given_is_applied_not_ignored(ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+    """GT's auto axes have no tokens: ``--token-keep 0.5`` pruned no token while the report's settings
+    said token_keep 0.5. Given on the command line it is the tokens ratio, as ``--keep tokens=0.5``."""
+    monkeypatch.setenv("GTCOMPRESS_CACHE", str(ckpt.parent / "cache"))
+    out = tmp_path / "p"
+    args = ["prune", str(ckpt), "--target-flops", "0.3", "--token-keep", "0.5", "--epochs", "0", "--out", str(out)]
+    res = runner.invoke(_app(), [*args, "--finetune-epochs", "0"])
+    assert res.exit_code == 0, res.output
+    model, meta = load_checkpoint(out)
+    assert [s.token_keep for s in model.config.layers if s.heads] == [0.5] * sum(
+        1 for s in model.config.layers if s.heads
+    )
+    assert "tokens" in meta["compression"]["settings"]["axes"]
 
 
 def test_default_axes_keep_gt_tokens() -> None:
