@@ -263,9 +263,13 @@ def prune_cmd(
             "graphormer, whose local path lets global attention go)."
         ),
     ] = PRUNE["allocation"],
-    weight_sparsity: Annotated[float, typer.Option(help="weights axis: fraction of weights zeroed.")] = PRUNE[
-        "weight_sparsity"
-    ],
+    weight_sparsity: Annotated[
+        float,
+        typer.Option(
+            help="weights axis: fraction of weights zeroed; above 0 it adds the weights axis, and 0 with weights "
+            "in --axes zeroes 0.5."
+        ),
+    ] = PRUNE["weight_sparsity"],
     epochs: Annotated[int, typer.Option(min=0, help="Mask-training epochs.")] = PRUNE["epochs"],
     finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs after materialising.")] = PRUNE[
         "finetune_epochs"

@@ -155,6 +155,20 @@ def test_a_token_keep_given_is_applied_not_ignored(ckpt: Path, tmp_path: Path, m
     assert "tokens" in meta["compression"]["settings"]["axes"]
 
 
+def test_weight_sparsity_help_says_what_the_weights_axis_zeroes(ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+    """``--axes ...,weights`` without ``--weight-sparsity`` zeroed half the weights while the help gave
+    the option as "fraction of weights zeroed [default: 0.0]" and nothing said 0.5."""
+    monkeypatch.setenv("GTCOMPRESS_CACHE", str(ckpt.parent / "cache"))
+    out = tmp_path / "w"
+    args = ["prune", str(ckpt), "--axes", "heads,ffn,weights", "--keep", "heads=1", "--epochs", "0", "--out", str(out)]
+    res = runner.invoke(_app(), [*args, "--finetune-epochs", "0"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "compression_report.json").read_text())
+    assert report["removed"]["weights_sparsity"] == pytest.approx(0.5, abs=1e-3)
+    params = {p.name: p for p in typer.main.get_command(_app()).commands["prune"].params}  # type: ignore[attr-defined]
+    assert "0 with weights in --axes zeroes 0.5" in params["weight_sparsity"].help
+
+
 def test_default_axes_keep_gt_tokens() -> None:
     """GT's attention is its message passing, and node-level tasks need every node's context: auto
     prunes tokens only from GPS's (or graphormer's) global attention on graph-level tasks."""
