@@ -25,6 +25,8 @@ loop with one ``call_soon_threadsafe`` per batch.
 * ``max_requests=1`` disables batching: one model call per request, in arrival order (what Triton
   does for a model without a dynamic batcher and one instance).
 * :meth:`DynamicBatcher.close` drains: it finishes every queued item before the worker stops.
+* :meth:`DynamicBatcher.hurry` (shutdown has begun, no request will join any more): a batch waiting
+  for company fires at once instead of at ``max_delay_ms``.
 """
 
 from __future__ import annotations
@@ -173,6 +175,7 @@ class BatchItem(GraphRequest):
 RunBatch = Callable[[Sequence[BatchItem]], list[np.ndarray]]
 CONCURRENCY_WINDOW_S = 0.5
 _STOP = object()
+_WAKE = object()  # queued by hurry(): wakes a worker waiting for company, carries no request
 log = logging.getLogger("gtcompress.serve")
 
 
@@ -195,6 +198,7 @@ class DynamicBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._closing = False
+        self._hurry = False  # no request will come any more: never wait for company
         self._inflight = 0
         self._peak = 0  # most requests in flight at once since _peak_since (see _concurrency)
         self._peak_since = time.perf_counter()
@@ -215,7 +219,7 @@ class DynamicBatcher:
             return
         self._loop = asyncio.get_running_loop()
         self._stopped = self._loop.create_future()
-        self._closing = False
+        self._closing = self._hurry = False
         self._thread = threading.Thread(target=self._work, name="gtc-model", daemon=True)
         self._thread.start()
 
@@ -231,6 +235,17 @@ class DynamicBatcher:
             return await fut
         finally:
             self._inflight -= 1
+
+    def hurry(self) -> None:
+        """Stop waiting for company: a batch being collected fires now, later ones do not wait.
+
+        For the start of a shutdown, when the server accepts no more requests. Without it a batch
+        that waits for company (up to ``max_delay_ms``, at most a minute) waits for requests that can
+        no longer come: the shutdown took that long, and past uvicorn's graceful timeout the waiting
+        requests were cancelled (HTTP 500 and a traceback) instead of answered. Thread-safe (a signal
+        handler or another thread may call it); ``submit`` still works after it, without the wait."""
+        self._hurry = True
+        self._queue.put(_WAKE)
 
     async def close(self) -> None:
         """Finish every queued item, then stop the worker (items submitted before ``close`` precede
@@ -271,7 +286,7 @@ class DynamicBatcher:
                 nxt = q.get_nowait()
             except queue.Empty:
                 wait = deadline - time.perf_counter()
-                if stop or wait <= 0 or len(items) >= expected:
+                if stop or self._hurry or wait <= 0 or len(items) >= expected:
                     break
                 try:
                     nxt = q.get(timeout=wait)
@@ -279,6 +294,8 @@ class DynamicBatcher:
                     break
             if nxt is _STOP:
                 stop = True
+                continue
+            if nxt is _WAKE:  # hurry(): the next empty queue ends the batch
                 continue
             if nxt.future.done():  # its caller gave up (a timeout, a cancelled task): not run for nobody
                 continue
@@ -298,6 +315,8 @@ class DynamicBatcher:
                 carry = None
                 if first is _STOP:
                     stop = True
+                    continue
+                if first is _WAKE:
                     continue
                 if first.future.done():  # abandoned while queued (see _collect)
                     continue
@@ -354,7 +373,7 @@ class DynamicBatcher:
                 it = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if it is not _STOP:
+            if it is not _STOP and it is not _WAKE:
                 self._post(_settle_all, [(it.future, None, exc)])
 
     def _post(self, fn: Callable[..., None], arg: Any) -> None:

@@ -35,7 +35,7 @@ input and the problem, and never reaches the model; a body larger than ``max_bod
 or once decoded gets 413 while it streams in, :mod:`runtime.body`; one that would take the bytes
 held by all requests in flight past ``max_inflight_mib`` gets 503); accepted requests are merged by
 :class:`runtime.batcher.DynamicBatcher`; on shutdown uvicorn stops accepting, in-flight requests
-finish, then the batcher drains.
+finish (a batch waiting for company fires at once), then the batcher drains.
 """
 
 from __future__ import annotations
@@ -145,8 +145,18 @@ def create_app(
                 if m.batcher is not None:
                     await m.batcher.close()
 
+    def begin_shutdown() -> None:
+        """Readiness drops at once and no batch waits for company any more: after this no request is
+        queued (new ones get 503), so a batch waiting up to ``max_delay_ms`` for more would only hold
+        the shutdown back, past uvicorn's graceful timeout when the delay is longer."""
+        state["ready"] = False
+        for m in served.values():
+            if m.batcher is not None:
+                m.batcher.hurry()
+
     app = FastAPI(title="gtcompress inference server", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gtc = state
+    app.state.begin_shutdown = begin_shutdown
     app.state.inflight = budget
     app.state.models = served
 
@@ -366,7 +376,7 @@ def _uvicorn_server(app: Any, host: str, port: int, log_level: str, graceful_s: 
 
     class _Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
-            app.state.gtc["ready"] = False  # readiness drops at once; in-flight requests still finish
+            app.state.begin_shutdown()  # readiness drops at once; in-flight requests still finish
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(
@@ -440,7 +450,7 @@ class BackgroundServer:
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        self.app.state.gtc["ready"] = False
+        self.app.state.begin_shutdown()
         self.server.should_exit = True
         self.thread.join(timeout)
         with contextlib.suppress(OSError):

@@ -508,3 +508,50 @@ def test_node_counts_whose_sum_overflows_are_a_400(server, exported) -> None:
     r = _binary_post(server.url, "gt_node", raw)
     assert r.status_code == 400, r.text
     assert r.json()["error"] == f"input 'node_counts': graph 0 has {2**62} nodes but x has only {n}"
+
+
+def test_shutdown_does_not_wait_for_company(sessions, exported, monkeypatch) -> None:
+    """A batch waiting for more requests (up to max_delay_ms) fires as soon as shutdown begins.
+
+    It used to wait for requests that could no longer come: shutdown took the whole delay, and with a
+    delay past uvicorn's graceful timeout the request was cancelled (HTTP 500, a traceback) unanswered."""
+    sess = sessions["gt_node"]
+    jobs = exported["node"].graphs(2, seed=300)
+    expected = [sess.run(g)[0] for g in jobs]
+    run_inputs = sess.run_inputs
+
+    def slow(inputs: dict) -> dict:  # the first request is still running when the second arrives
+        time.sleep(0.3)
+        return run_inputs(inputs)
+
+    monkeypatch.setattr(sess, "run_inputs", slow)
+    app = create_app([ServedModel("m", sess, BatchConfig(max_delay_ms=60_000))], warmup=False)
+    srv = BackgroundServer(app).start()
+    batcher = app.state.models["m"].batcher
+    results: list = [None, None]
+    errors: list = []
+
+    def call(i: int) -> None:
+        try:
+            c = triton.InferenceServerClient(srv.url, network_timeout=120)
+            results[i] = infer_graphs(c, "m", jobs[i], sess.spec)[0]
+        except Exception as e:  # reported by the assertions below
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+    try:
+        for i, t in enumerate(threads):
+            t.start()
+            deadline = time.monotonic() + 20
+            while batcher.pending < i + 1 and time.monotonic() < deadline:
+                time.sleep(0.005)
+        threads[0].join(20)
+        # two were in flight at once, so the second now waits for a companion (up to a minute)
+        assert results[0] is not None and batcher.pending == 1 and batcher.batches == 1
+    finally:
+        srv.stop()  # graceful timeout 10 s: far below the batch delay
+    threads[1].join(20)
+    assert errors == []
+    for got, want in zip(results, expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert batcher.batches == 2
