@@ -278,6 +278,15 @@ def serve_cmd(
             "read until the answer); past it a request gets 503 instead of being read. At least --max-body-mib.",
         ),
     ] = _LIMITS["max_inflight_mib"],
+    body_timeout_s: Annotated[
+        float,
+        typer.Option(
+            callback=finite,
+            min=0.001,
+            help="Seconds a request body may stop arriving (before its first byte or between two chunks); "
+            "past it the request gets 408 and its connection closes, so a stalled client holds no memory.",
+        ),
+    ] = _LIMITS["body_timeout_s"],
     device: DeviceOpt = None,
     cuda_graphs: CudaGraphsOpt = False,
 ) -> None:
@@ -310,7 +319,10 @@ def serve_cmd(
         else BatchConfig.disabled()
     )
     limits = ServerLimits(
-        max_body_bytes=mib_bytes(max_body_mib), max_attention_mib=max_attention_mib, max_inflight_mib=max_inflight_mib
+        max_body_bytes=mib_bytes(max_body_mib),
+        max_attention_mib=max_attention_mib,
+        max_inflight_mib=max_inflight_mib,
+        body_timeout_s=body_timeout_s,
     )
     cfg = replace(cfg, max_attention_mib=min(cfg.max_attention_mib, max_attention_mib))
     _check_device([model], device, cuda_graphs, all_checkpoints=True)

@@ -15,11 +15,12 @@ under that name (told apart by the zlib header check bits).
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from runtime.errors import BodyTooLargeError, ProtocolError, ServerBusyError
+from runtime.errors import BodyTimeoutError, BodyTooLargeError, ProtocolError, ServerBusyError
 
 ENCODINGS = ("identity", "gzip", "deflate")
 DECODE_STEP = 1 << 20  # most bytes one decompress call may produce: bounds the overshoot past the limit
@@ -161,6 +162,7 @@ async def read_body(
     content_encoding: str | None = None,
     content_length: str | None = None,
     lease: Lease | None = None,
+    idle_timeout: float | None = None,
 ) -> bytearray:
     """The decoded body of a request whose raw chunks ``chunks`` yields, refused as early as possible:
     an unknown encoding or a declared ``content_length`` over ``limit`` before reading anything,
@@ -169,16 +171,32 @@ async def read_body(
     ``lease``: the request's share of the server's :class:`InflightBudget`, grown to the bytes
     received or decoded, whichever is larger, as they arrive (:class:`ServerBusyError` past it); the
     caller releases it. Bytes are counted once they arrive, not as declared: a client that declares
-    a large body and sends nothing must not hold the budget the others need."""
+    a large body and sends nothing must not hold the budget the others need.
+
+    ``idle_timeout``: seconds the body may stop arriving (before its first chunk or between two) before
+    :class:`BodyTimeoutError`; the HTTP server has no such timeout, so without it a client that
+    stalls mid-body holds its connection and its share of the budget for as long as it stays
+    connected. One timer per request, moved on at each chunk."""
     decoder = BodyDecoder(content_encoding, limit)
     declared = (content_length or "").strip()
     if declared.isascii() and declared.isdigit() and int(declared) > limit:  # the HTTP server checked its syntax
         raise BodyTooLargeError(limit, decoder.encoding, declared=int(declared))
-    async for chunk in chunks:
-        if chunk:
-            decoder.feed(chunk)
-            if lease is not None:
-                lease.grow_to(max(decoder.received, decoder.decoded))
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout_at(None if idle_timeout is None else loop.time() + idle_timeout) as timer:
+            async for chunk in chunks:
+                if idle_timeout is not None:
+                    timer.reschedule(loop.time() + idle_timeout)
+                if chunk:
+                    decoder.feed(chunk)
+                    if lease is not None:
+                        lease.grow_to(max(decoder.received, decoder.decoded))
+    except TimeoutError:
+        of = f" of {declared}" if declared.isascii() and declared.isdigit() else ""
+        raise BodyTimeoutError(
+            f"request body stalled: nothing arrived for {idle_timeout:g} s after {decoder.received}{of} bytes "
+            "(this server's body_timeout_s); send the body without pauses"
+        ) from None
     return decoder.finish()
 
 

@@ -2,8 +2,8 @@
 
 Every class is a :class:`gtcompress.errors.GTCompressError`, so the CLI prints it as one line, and
 the server maps :class:`InputError`/:class:`ProtocolError` to HTTP 400, :class:`BodyTooLargeError` to
-413, :class:`ServerBusyError` to 503 and :class:`ModelNotFoundError` to 404 with the message as the
-KServe ``{"error": ...}`` body.
+413, :class:`BodyTimeoutError` to 408, :class:`ServerBusyError` to 503 and :class:`ModelNotFoundError`
+to 404 with the message as the KServe ``{"error": ...}`` body.
 """
 
 from __future__ import annotations
@@ -69,6 +69,12 @@ class BodyTooLargeError(ProtocolError):
 class ServerBusyError(GTCompressError):
     """The server already holds as many bytes of requests as it may (``ServerLimits.max_inflight_mib``):
     HTTP 503, the client may retry later. Without it, memory grew with every concurrent request."""
+
+
+class BodyTimeoutError(GTCompressError):
+    """A request body stopped arriving for ``ServerLimits.body_timeout_s`` (HTTP 408): the client
+    stalled mid-body. Without it a stalled client held its connection and its share of
+    ``max_inflight_mib`` forever, and a few of them kept every other request at 503."""
 
 
 class ModelNotFoundError(GTCompressError):

@@ -66,6 +66,11 @@ class ServerLimits:
     #: memory stays bounded however many clients send at once or stall mid-body. Never less than
     #: ``max_body_bytes`` in effect (the largest request allowed is served when it is alone).
     max_inflight_mib: float = 2048.0
+    #: Seconds a request body may stop arriving (before its first byte or between two chunks) before
+    #: the request gets 408 and its connection is closed. The HTTP server times out neither headers
+    #: nor bodies: a client that stalled mid-body held its share of ``max_inflight_mib`` for as long
+    #: as it stayed connected, and a few such clients kept every other request at 503.
+    body_timeout_s: float = 60.0
 
     @property
     def inflight_bytes(self) -> int:

@@ -32,7 +32,8 @@ node ``[N, out]`` or per graph ``[B, out]`` of the request.
 
 Every request is decoded and validated before it is queued (a bad one gets HTTP 400 naming the
 input and the problem, and never reaches the model; a body larger than ``max_body_bytes`` as sent
-or once decoded gets 413 while it streams in, :mod:`runtime.body`; one that would take the bytes
+or once decoded gets 413 while it streams in, :mod:`runtime.body`, and one that stops arriving for
+``body_timeout_s`` gets 408; one that would take the bytes
 held by all requests in flight past ``max_inflight_mib`` gets 503); accepted requests are merged by
 :class:`runtime.batcher.DynamicBatcher`; on shutdown uvicorn stops accepting, in-flight requests
 finish (a batch waiting for company fires at once), then the batcher drains.
@@ -64,6 +65,7 @@ from gtcompress.preprocess.batching import NumpyGraph
 from runtime.batcher import BatchConfig, BatchItem, DynamicBatcher
 from runtime.body import ClientDisconnected, InflightBudget, read_body, receive_chunks
 from runtime.errors import (
+    BodyTimeoutError,
     BodyTooLargeError,
     InputError,
     ModelNotFoundError,
@@ -221,7 +223,12 @@ def create_app(
         try:
             m = lookup(name, version)
             body = await read_body(
-                chunks, limits.max_body_bytes, headers.get("content-encoding"), headers.get("content-length"), lease
+                chunks,
+                limits.max_body_bytes,
+                headers.get("content-encoding"),
+                headers.get("content-length"),
+                lease,
+                limits.body_timeout_s,
             )
             header_len = headers.get(HEADER_LENGTH.lower())
 
@@ -251,6 +258,8 @@ def create_app(
             return _error(404, str(e))
         except BodyTooLargeError as e:
             return _error(413, str(e))
+        except BodyTimeoutError as e:  # the rest of the body may still come: the connection must close
+            return 408, error_body(str(e)), {"content-type": "application/json", "connection": "close"}
         except ServerBusyError as e:
             return _error(503, str(e))
         except (ProtocolError, InputError) as e:

@@ -92,6 +92,25 @@ def test_serve_passes_the_inflight_limit_and_refuses_one_below_the_body_limit(
     )
 
 
+def test_serve_passes_the_body_timeout(app, exported, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--body-timeout-s reaches ServerLimits (the 408 is tests/runtime/test_server_limits.py); the
+    default is the library's, and no timeout at all is no setting."""
+    import runtime.server
+    from runtime.served import ServerLimits
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(runtime.server, "serve", lambda *a, **kw: seen.update(kw))
+    path = str(exported["node"].path)
+    res = runner.invoke(app, ["serve", path, "--body-timeout-s", "2.5", "--port", "0"])
+    assert res.exit_code == 0, res.output
+    assert seen["limits"].body_timeout_s == 2.5  # type: ignore[attr-defined]
+    res = runner.invoke(app, ["serve", path, "--port", "0"])
+    assert res.exit_code == 0, res.output
+    assert seen["limits"].body_timeout_s == ServerLimits().body_timeout_s == 60.0  # type: ignore[attr-defined]
+    res = runner.invoke(app, ["serve", path, "--body-timeout-s", "0"])
+    assert res.exit_code == 2 and "--body-timeout-s" in res.output
+
+
 def test_serve_refuses_a_batching_delay_the_batcher_cannot_wait(app, exported, monkeypatch: pytest.MonkeyPatch) -> None:
     """--max-delay-ms inf was accepted, and the batcher's worker died on the first burst of requests."""
     import typer
@@ -177,7 +196,9 @@ def test_profile_refuses_an_out_below_a_file_before_profiling(
     )
 
 
-@pytest.mark.parametrize("option", ["--max-body-mib", "--max-inflight-mib", "--max-delay-ms", "--max-attention-mib"])
+@pytest.mark.parametrize(
+    "option", ["--max-body-mib", "--max-inflight-mib", "--max-delay-ms", "--max-attention-mib", "--body-timeout-s"]
+)
 def test_serve_refuses_an_infinite_limit_before_anything(app, exported, option: str, monkeypatch) -> None:
     """``min=`` lets ``inf`` through: --max-body-mib inf was an OverflowError traceback (int(inf)
     bytes) after the "serving" banner; an infinite delay or attention budget is no setting either."""

@@ -250,6 +250,40 @@ def test_requests_in_flight_together_are_bounded_and_past_it_get_503(session, gr
         assert _post(srv, _request(graph, MiB)).status_code == 200
 
 
+def _read_response(s: socket.socket) -> tuple[bytes, bytes]:
+    """The head and body of the one response a raw client gets, read until the server closes."""
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.parametrize("sent", [0, LIMIT - 1])
+def test_a_body_that_stops_arriving_gets_408_and_gives_its_share_back(session, graph, sent: int) -> None:
+    """No timeout covered a request body: a client that sent all but the last byte and stalled held
+    its share of max_inflight_mib for as long as it stayed connected, and every other request got 503
+    meanwhile. Now the body may pause for body_timeout_s: then 408, the connection closes, and the
+    share is given back."""
+    limits = ServerLimits(max_body_bytes=LIMIT, max_inflight_mib=1.0, body_timeout_s=0.5)
+    app = create_app([ServedModel("m", session)], limits=limits, warmup=False)
+    with BackgroundServer(app) as srv:
+        s = _stall(srv, LIMIT, sent)
+        try:
+            head, body = _read_response(s)  # the server answers, then closes the connection
+        finally:
+            s.close()
+        assert head.startswith(b"HTTP/1.1 408 "), head
+        assert b"connection: close" in head.lower()
+        assert json.loads(body)["error"] == (
+            f"request body stalled: nothing arrived for 0.5 s after {sent} of {LIMIT} bytes "
+            "(this server's body_timeout_s); send the body without pauses"
+        )
+        assert app.state.inflight.held == 0
+        r = _post(srv, _request(graph, LIMIT))  # the whole budget is free again
+        assert r.status_code == 200, r.text
+
+
 def test_a_lease_grows_within_the_budget_and_gives_everything_back() -> None:
     budget = InflightBudget(100)
     a, b = budget.lease(), budget.lease()
