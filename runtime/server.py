@@ -90,6 +90,12 @@ log = logging.getLogger("gtcompress.serve")
 SERVER_NAME = "gtcompress"
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "parameters"]
 INLINE_BODY_BYTES = 64 * 1024  # smaller requests are decoded on the event loop, larger in a thread
+#: Bytes of one request head (request line and headers) read before the request gets 431 and its
+#: connection closes. uvicorn's httptools protocol has no such bound: it collected an endless header
+#: section in memory (205 MiB of header lines took a server from 117 to 463 MiB). 64 KiB is more
+#: than any client of this API sends and four times nginx's default.
+MAX_HEAD_BYTES = 64 * 1024
+HEAD_LINGER_S = 2.0  # how long a refused head's connection is still read (and dropped) before it closes
 
 
 def create_app(
@@ -380,6 +386,64 @@ def _warmup(m: ServedModel) -> None:
 
 
 # ---------------------------------------------------------------------------------- running it
+def _http_protocol() -> Any:
+    """uvicorn's httptools protocol with a request head bounded by :data:`MAX_HEAD_BYTES`; without
+    httptools, uvicorn's h11 protocol ("h11"), which bounds a head itself (16 KiB by default)."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return "h11"
+
+    class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc]
+        """Counts the bytes of the request head being read (from the end of the previous request until
+        its headers are complete) and refuses a head past the limit: 431, then the connection closes.
+        Counted after parsing each chunk, so a chunk that also carries a body counts only when its head
+        did not end in it; the parser holds at most one chunk past the limit."""
+
+        _in_head = True
+        _head_bytes = 0
+        _refused = False
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused or self.transport.is_closing():  # refused: read and dropped, never parsed
+                return
+            if self._in_head:
+                self._head_bytes += len(data)
+            super().data_received(data)
+            if self._in_head and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                self._refuse_head()
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._in_head, self._head_bytes = True, 0
+
+        def _refuse_head(self) -> None:
+            """431, then a lingering close: closing at once with the client's bytes unread would reset
+            the connection, and the client would see the reset instead of the answer. The rest is read
+            and dropped until the client closes or :data:`HEAD_LINGER_S` has passed."""
+            if self.cycle is not None and not self.cycle.response_complete:  # a response is under way
+                self.transport.close()
+                return
+            body = error_body(
+                f"request head (request line and headers) exceeds this server's limit of {MAX_HEAD_BYTES} bytes"
+            )
+            head = (
+                "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+                f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+            )
+            self.transport.write(head.encode("latin-1") + body)
+            self._refused = True
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(HEAD_LINGER_S, self.transport.close)
+
+    return BoundedHeadProtocol
+
+
 def _uvicorn_server(app: Any, host: str, port: int, log_level: str, graceful_s: float) -> Any:
     import uvicorn
 
@@ -397,6 +461,7 @@ def _uvicorn_server(app: Any, host: str, port: int, log_level: str, graceful_s: 
         timeout_graceful_shutdown=graceful_s,
         lifespan="on",
         backlog=2048,
+        http=_http_protocol(),
     )
     return _Server(config)
 

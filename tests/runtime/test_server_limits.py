@@ -284,6 +284,55 @@ def test_a_body_that_stops_arriving_gets_408_and_gives_its_share_back(session, g
         assert r.status_code == 200, r.text
 
 
+@pytest.mark.parametrize("head", ["many-headers", "one-endless-value", "endless-url"])
+def test_a_request_head_past_the_limit_gets_431_and_is_read_no_further(server, head: str) -> None:
+    """uvicorn's httptools protocol collected a request head of any size: 205 MiB of header lines
+    took the server from 117 to 463 MiB, one connection at a time. A head past MAX_HEAD_BYTES now
+    gets 431 and its connection is closed (sent in pieces, as a client streaming headers would)."""
+    from runtime.server import MAX_HEAD_BYTES
+
+    host, port = server.url.rsplit(":", 1)
+    start = {
+        "many-headers": b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n",
+        "one-endless-value": b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Pad: ",
+        "endless-url": b"GET /v2/health/live?pad=",
+    }[head]
+    piece = b"X-Pad: " + b"a" * 1000 + b"\r\n" if head == "many-headers" else b"a" * 1000
+    s = socket.create_connection((host, int(port)), timeout=10)
+    try:
+        s.sendall(start)
+        for _ in range(4 * MAX_HEAD_BYTES // len(piece)):  # read and dropped after the refusal, no reset
+            s.sendall(piece)
+        got, body = _read_response(s)
+    finally:
+        s.close()
+    assert got.startswith(b"HTTP/1.1 431 "), got
+    assert json.loads(body)["error"] == (
+        f"request head (request line and headers) exceeds this server's limit of {MAX_HEAD_BYTES} bytes"
+    )
+    assert _ready(server)
+
+
+def test_a_body_in_the_same_packets_as_its_head_is_not_counted_as_head(server, graph) -> None:
+    """Heads are counted per chunk read: a large body sent with its head, and pipelined requests on
+    one connection, must not be taken for a long head."""
+    from runtime.server import MAX_HEAD_BYTES
+
+    body = _request(graph, 4 * MAX_HEAD_BYTES)
+    one = f"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    last = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    host, port = server.url.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=30)
+    try:
+        s.sendall(one * 3 + last)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    finally:
+        s.close()
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"200"] * 4
+
+
 def test_a_lease_grows_within_the_budget_and_gives_everything_back() -> None:
     budget = InflightBudget(100)
     a, b = budget.lease(), budget.lease()
