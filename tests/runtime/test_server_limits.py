@@ -333,6 +333,42 @@ def test_a_body_in_the_same_packets_as_its_head_is_not_counted_as_head(server, g
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"200"] * 4
 
 
+def test_a_request_head_that_takes_too_long_gets_408_and_an_idle_connection_closes(
+    server, graph, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing timed out a request head: a connection that sent nothing, or a head a byte now and
+    then (slowloris), was held open forever (20 s and counting). Now a head has HEAD_TIMEOUT_S from
+    the connection's start or the previous response; a body's time is not the head's."""
+    import runtime.server
+
+    monkeypatch.setattr(runtime.server, "HEAD_TIMEOUT_S", 0.5)
+    host, port = server.url.rsplit(":", 1)
+    request = _request(graph)
+    full = f"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(request)}\r\n\r\n".encode()
+    partial = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"
+    idle = socket.create_connection((host, int(port)), timeout=10)
+    slow = socket.create_connection((host, int(port)), timeout=10)
+    try:
+        slow.sendall(full)  # the head at once, the body in pieces over more than the head's time
+        for i in range(0, len(request), len(request) // 4 + 1):
+            slow.sendall(request[i : i + len(request) // 4 + 1])
+            time.sleep(0.2)
+        slow.sendall(partial)  # then half a head after the answer: 408 once its time is up
+        data = b""
+        while chunk := slow.recv(65536):
+            data += chunk
+        assert idle.recv(100) == b""  # sent nothing: closed without an answer
+    finally:
+        idle.close()
+        slow.close()
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"200", b"408"]
+    assert json.loads(data.rpartition(b"\r\n\r\n")[2])["error"] == (
+        "request head (request line and headers) not complete 0.5 s after the connection opened or the previous "
+        "response; send it without pauses"
+    )
+    assert _ready(server)
+
+
 def test_a_lease_grows_within_the_budget_and_gives_everything_back() -> None:
     budget = InflightBudget(100)
     a, b = budget.lease(), budget.lease()
