@@ -156,13 +156,36 @@ class Lease:
         self.held = 0
 
 
+class BodyClock:
+    """How long a request body may stop arriving, and the timers of the bodies being read.
+
+    The server's shutdown shortens both (:meth:`hurry`): otherwise a client stalled mid-body held
+    the shutdown until uvicorn's graceful timeout (30 s) cancelled its request, which the client saw
+    as a 500 and the log as a traceback. Used on the event loop only."""
+
+    def __init__(self, idle: float) -> None:
+        self.idle = idle
+        self.stopping = False
+        self.timers: set[asyncio.Timeout] = set()
+
+    def hurry(self, idle: float) -> None:
+        """The server is shutting down: from now a body may pause ``idle`` seconds at most, those
+        already pausing included."""
+        self.stopping = True
+        self.idle = min(self.idle, idle)
+        deadline = asyncio.get_running_loop().time() + self.idle
+        for timer in self.timers:
+            when = timer.when()
+            timer.reschedule(deadline if when is None else min(when, deadline))
+
+
 async def read_body(
     chunks: AsyncIterable[bytes],
     limit: int,
     content_encoding: str | None = None,
     content_length: str | None = None,
     lease: Lease | None = None,
-    idle_timeout: float | None = None,
+    clock: BodyClock | None = None,
 ) -> bytearray:
     """The decoded body of a request whose raw chunks ``chunks`` yields, refused as early as possible:
     an unknown encoding or a declared ``content_length`` over ``limit`` before reading anything,
@@ -173,7 +196,7 @@ async def read_body(
     caller releases it. Bytes are counted once they arrive, not as declared: a client that declares
     a large body and sends nothing must not hold the budget the others need.
 
-    ``idle_timeout``: seconds the body may stop arriving (before its first chunk or between two) before
+    ``clock``: how long the body may stop arriving (before its first chunk or between two) before
     :class:`BodyTimeoutError`; the HTTP server has no such timeout, so without it a client that
     stalls mid-body holds its connection and its share of the budget for as long as it stays
     connected. One timer per request, moved on at each chunk."""
@@ -182,19 +205,33 @@ async def read_body(
     if declared.isascii() and declared.isdigit() and int(declared) > limit:  # the HTTP server checked its syntax
         raise BodyTooLargeError(limit, decoder.encoding, declared=int(declared))
     loop = asyncio.get_running_loop()
+    idle = None if clock is None else clock.idle
     try:
-        async with asyncio.timeout_at(None if idle_timeout is None else loop.time() + idle_timeout) as timer:
-            async for chunk in chunks:
-                if idle_timeout is not None:
-                    timer.reschedule(loop.time() + idle_timeout)
-                if chunk:
-                    decoder.feed(chunk)
-                    if lease is not None:
-                        lease.grow_to(max(decoder.received, decoder.decoded))
+        async with asyncio.timeout_at(None if clock is None else loop.time() + clock.idle) as timer:
+            if clock is not None:
+                clock.timers.add(timer)
+            try:
+                async for chunk in chunks:
+                    if clock is not None:
+                        idle = clock.idle
+                        timer.reschedule(loop.time() + idle)
+                    if chunk:
+                        decoder.feed(chunk)
+                        if lease is not None:
+                            lease.grow_to(max(decoder.received, decoder.decoded))
+            finally:
+                if clock is not None:
+                    clock.timers.discard(timer)
     except TimeoutError:
         of = f" of {declared}" if declared.isascii() and declared.isdigit() else ""
+        if clock is not None and clock.stopping:
+            raise BodyTimeoutError(
+                f"server is shutting down and the request body stopped arriving after {decoder.received}{of} bytes; "
+                "retry",
+                shutting_down=True,
+            ) from None
         raise BodyTimeoutError(
-            f"request body stalled: nothing arrived for {idle_timeout:g} s after {decoder.received}{of} bytes "
+            f"request body stalled: nothing arrived for {idle:g} s after {decoder.received}{of} bytes "
             "(this server's body_timeout_s); send the body without pauses"
         ) from None
     return decoder.finish()

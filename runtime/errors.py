@@ -74,7 +74,12 @@ class ServerBusyError(GTCompressError):
 class BodyTimeoutError(GTCompressError):
     """A request body stopped arriving for ``ServerLimits.body_timeout_s`` (HTTP 408): the client
     stalled mid-body. Without it a stalled client held its connection and its share of
-    ``max_inflight_mib`` forever, and a few of them kept every other request at 503."""
+    ``max_inflight_mib`` forever, and a few of them kept every other request at 503.
+    ``shutting_down``: cut short because the server is stopping (HTTP 503, the client may retry)."""
+
+    def __init__(self, message: str, *, shutting_down: bool = False) -> None:
+        super().__init__(message)
+        self.shutting_down = shutting_down
 
 
 class ModelNotFoundError(GTCompressError):

@@ -63,7 +63,7 @@ from starlette.requests import ClientDisconnect
 
 from gtcompress.preprocess.batching import NumpyGraph
 from runtime.batcher import BatchConfig, BatchItem, DynamicBatcher
-from runtime.body import ClientDisconnected, InflightBudget, read_body, receive_chunks
+from runtime.body import BodyClock, ClientDisconnected, InflightBudget, read_body, receive_chunks
 from runtime.errors import (
     BodyTimeoutError,
     BodyTooLargeError,
@@ -97,7 +97,9 @@ INLINE_BODY_BYTES = 64 * 1024  # smaller requests are decoded on the event loop,
 MAX_HEAD_BYTES = 64 * 1024
 #: Seconds a request head may take, from the connection's start or the previous response (408 past it).
 HEAD_TIMEOUT_S = 30.0
-HEAD_LINGER_S = 2.0  # how long a refused head's connection is still read (and dropped) before it closes
+HEAD_LINGER_S = 2.0
+#: Once shutdown begins, how long a request body still being read may pause before it gets 503.
+SHUTDOWN_BODY_S = 1.0  # how long a refused head's connection is still read (and dropped) before it closes
 
 
 def create_app(
@@ -121,6 +123,8 @@ def create_app(
     per_model = {name: mx.for_model(name) for name in served} if mx is not None else {}
     state = {"ready": False}
     budget = InflightBudget(limits.inflight_bytes)  # every infer request's bytes together (503 past it)
+    clock = BodyClock(limits.body_timeout_s)  # bodies being read (shutdown shortens their timeout)
+    loops: list[asyncio.AbstractEventLoop] = []  # the app's event loop, once it runs
 
     def lookup(name: str, version: str | None = None) -> ServedModel:
         m = served.get(name)
@@ -132,6 +136,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
+        loops[:] = [asyncio.get_running_loop()]
         for m in served.values():
             if warmup:
                 _warmup(m)
@@ -158,11 +163,16 @@ def create_app(
     def begin_shutdown() -> None:
         """Readiness drops at once and no batch waits for company any more: after this no request is
         queued (new ones get 503), so a batch waiting up to ``max_delay_ms`` for more would only hold
-        the shutdown back, past uvicorn's graceful timeout when the delay is longer."""
+        the shutdown back, past uvicorn's graceful timeout when the delay is longer. Bodies still being
+        read may pause :data:`SHUTDOWN_BODY_S` from now on: a stalled one gets 503 at once rather
+        than holding the shutdown until the graceful timeout cancels it (a 500 and a traceback)."""
         state["ready"] = False
         for m in served.values():
             if m.batcher is not None:
                 m.batcher.hurry()
+        if loops and not loops[0].is_closed():  # from a signal handler or another thread: on the loop
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loops[0].call_soon_threadsafe(clock.hurry, SHUTDOWN_BODY_S)
 
     app = FastAPI(title="gtcompress inference server", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gtc = state
@@ -236,7 +246,7 @@ def create_app(
                 headers.get("content-encoding"),
                 headers.get("content-length"),
                 lease,
-                limits.body_timeout_s,
+                clock,
             )
             header_len = headers.get(HEADER_LENGTH.lower())
 
@@ -267,7 +277,8 @@ def create_app(
         except BodyTooLargeError as e:
             return _error(413, str(e))
         except BodyTimeoutError as e:  # the rest of the body may still come: the connection must close
-            return 408, error_body(str(e)), {"content-type": "application/json", "connection": "close"}
+            status = 503 if e.shutting_down else 408
+            return status, error_body(str(e)), {"content-type": "application/json", "connection": "close"}
         except ServerBusyError as e:
             return _error(503, str(e))
         except (ProtocolError, InputError) as e:

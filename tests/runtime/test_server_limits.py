@@ -369,6 +369,30 @@ def test_a_request_head_that_takes_too_long_gets_408_and_an_idle_connection_clos
     assert _ready(server)
 
 
+def test_a_body_stalled_at_shutdown_gets_503_and_does_not_hold_the_shutdown(session) -> None:
+    """A client stalled mid-body held the shutdown until uvicorn's graceful timeout cancelled its
+    request: the client got a bare 500, the log a CancelledError traceback. Once shutdown begins a
+    body may pause SHUTDOWN_BODY_S; past it the request gets 503 (retry elsewhere) and the server stops."""
+    app = create_app([ServedModel("m", session)], limits=ServerLimits(max_body_bytes=LIMIT), warmup=False)
+    srv = BackgroundServer(app).start()
+    s = _stall(srv, 1000, 10)
+    try:
+        for _ in range(200):  # the request is being read
+            if app.state.inflight.held == 10:
+                break
+            time.sleep(0.05)
+        assert app.state.inflight.held == 10
+        srv.stop()
+        head, body = _read_response(s)
+    finally:
+        s.close()
+    assert not srv.thread.is_alive()
+    assert head.startswith(b"HTTP/1.1 503 "), head
+    assert json.loads(body)["error"] == (
+        "server is shutting down and the request body stopped arriving after 10 of 1000 bytes; retry"
+    )
+
+
 def test_a_lease_grows_within_the_budget_and_gives_everything_back() -> None:
     budget = InflightBudget(100)
     a, b = budget.lease(), budget.lease()
