@@ -289,7 +289,7 @@ def test_a_request_head_past_the_limit_gets_431_and_is_read_no_further(server, h
     """uvicorn's httptools protocol collected a request head of any size: 205 MiB of header lines
     took the server from 117 to 463 MiB, one connection at a time. A head past MAX_HEAD_BYTES now
     gets 431 and its connection is closed (sent in pieces, as a client streaming headers would)."""
-    from runtime.server import MAX_HEAD_BYTES
+    from runtime.http_head import MAX_HEAD_BYTES
 
     host, port = server.url.rsplit(":", 1)
     start = {
@@ -316,7 +316,7 @@ def test_a_request_head_past_the_limit_gets_431_and_is_read_no_further(server, h
 def test_a_body_in_the_same_packets_as_its_head_is_not_counted_as_head(server, graph) -> None:
     """Heads are counted per chunk read: a large body sent with its head, and pipelined requests on
     one connection, must not be taken for a long head."""
-    from runtime.server import MAX_HEAD_BYTES
+    from runtime.http_head import MAX_HEAD_BYTES
 
     body = _request(graph, 4 * MAX_HEAD_BYTES)
     one = f"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
@@ -339,9 +339,9 @@ def test_a_request_head_that_takes_too_long_gets_408_and_an_idle_connection_clos
     """Nothing timed out a request head: a connection that sent nothing, or a head a byte now and
     then (slowloris), was held open forever (20 s and counting). Now a head has HEAD_TIMEOUT_S from
     the connection's start or the previous response; a body's time is not the head's."""
-    import runtime.server
+    import runtime.http_head
 
-    monkeypatch.setattr(runtime.server, "HEAD_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(runtime.http_head, "HEAD_TIMEOUT_S", 0.5)
     host, port = server.url.rsplit(":", 1)
     request = _request(graph)
     full = f"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(request)}\r\n\r\n".encode()

@@ -1,0 +1,135 @@
+"""uvicorn's HTTP protocol with the request *head* bounded, in bytes and in time.
+
+``gtc serve`` bounds what a request costs once its head is parsed (body size, in-flight bytes,
+body pauses: :mod:`runtime.body`), but uvicorn's httptools protocol reads the head itself with no
+limit at all: an endless header section was collected in memory, and a connection that sent
+nothing, or a byte now and then (slowloris), was held open forever. This module is the one place
+that knows uvicorn's protocol internals (``cycle``, ``pipeline``, ``loop``, ``transport``), so that a
+uvicorn upgrade that moves them breaks here and in ``tests/runtime/test_server_limits.py`` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from runtime.protocol import error_body
+
+#: Bytes of one request head (request line and headers) read before the request gets 431 and its
+#: connection closes. uvicorn's httptools protocol has no such bound: it collected an endless header
+#: section in memory (205 MiB of header lines took a server from 117 to 463 MiB). 64 KiB is more
+#: than any client of this API sends and four times nginx's default.
+MAX_HEAD_BYTES = 64 * 1024
+#: Seconds a request head may take, from the connection's start or the previous response (408 past it).
+HEAD_TIMEOUT_S = 30.0
+#: Seconds a refused head's connection is still read (and dropped) before it closes, so that the
+#: client reads the answer instead of a connection reset.
+HEAD_LINGER_S = 2.0
+#: Once shutdown begins, how long a request body still being read may pause before it gets 503.
+
+
+def bounded_head_protocol() -> Any:
+    """uvicorn's httptools protocol with a request head bounded by :data:`MAX_HEAD_BYTES` and
+    :data:`HEAD_TIMEOUT_S`; without httptools, uvicorn's h11 protocol ("h11"), which bounds a head's
+    size itself (16 KiB by default) but not its time."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return "h11"
+
+    class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc]
+        """Bounds the request head being read (from the connection's start or the previous response
+        until its headers are complete) in bytes and in time.
+
+        Bytes: counted after parsing each chunk, so a chunk that also carries a body counts only when
+        its head did not end in it (the parser holds at most one chunk past the limit); past
+        :data:`MAX_HEAD_BYTES`, 431. Time: a head not complete :data:`HEAD_TIMEOUT_S` after the
+        connection opened or the previous response went out gets 408 (a connection that sent nothing
+        is closed quietly); uvicorn times out neither, so a client that sent nothing, or a byte now
+        and then, held its connection forever. Either way the connection then closes."""
+
+        _in_head = True
+        _head_bytes = 0
+        _refused = False
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_head_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_head_timer()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused or self.transport.is_closing():  # refused: read and dropped, never parsed
+                return
+            if self._in_head:
+                self._head_bytes += len(data)
+            super().data_received(data)
+            if self._in_head and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                self._refuse(
+                    431,
+                    "Request Header Fields Too Large",
+                    f"request head (request line and headers) exceeds this server's limit of {MAX_HEAD_BYTES} bytes",
+                )
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            self._disarm_head_timer()
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._in_head, self._head_bytes = True, 0
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self._in_head and not self.pipeline and not self.transport.is_closing():  # awaiting a head
+                self._arm_head_timer()
+
+        def _arm_head_timer(self) -> None:
+            self._disarm_head_timer()
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timed_out)
+
+        def _disarm_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            busy = self.cycle is not None and not self.cycle.response_complete
+            if not self._in_head or busy or self.transport.is_closing():
+                return
+            if not self._head_bytes:  # nothing of a request came: an idle connection, closed quietly
+                self.transport.close()
+                return
+            self._refuse(
+                408,
+                "Request Timeout",
+                f"request head (request line and headers) not complete {HEAD_TIMEOUT_S:g} s after the connection "
+                "opened or the previous response; send it without pauses",
+            )
+
+        def _refuse(self, status: int, reason: str, message: str) -> None:
+            """``status`` with a KServe error body, then a lingering close: closing at once with the
+            client's bytes unread would reset the connection, and the client would see the reset
+            instead of the answer. The rest is read and dropped until the client closes or
+            :data:`HEAD_LINGER_S` has passed."""
+            self._disarm_head_timer()
+            if self.cycle is not None and not self.cycle.response_complete:  # a response is under way
+                self.transport.close()
+                return
+            body = error_body(message)
+            head = (
+                f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+                f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+            )
+            self.transport.write(head.encode("latin-1") + body)
+            self._refused = True
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(HEAD_LINGER_S, self.transport.close)
+
+    return BoundedHeadProtocol
