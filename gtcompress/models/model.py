@@ -279,7 +279,15 @@ class Graphormer(GraphModel):
         self.out_degree = nn.Embedding(config.max_degree + 1, config.hidden)
 
     def prepare(self, ctx: GraphContext) -> None:
+        """Shortest-path bins and edge pairs for the attention biases, only when some layer attends.
+
+        A model whose every attention sublayer was pruned away reads neither, but computing them
+        costs ``max_spd`` MatMuls of ``[B, L, L]`` and several such buffers: eager torch (the torch
+        backend of ``gtc serve``) spent seconds and hundreds of MiB per large graph on them, outside
+        the server's dense-attention limit (0 heads: no limit), while the ONNX export drops them."""
         assert ctx.layout is not None
+        if all(layer.attn is None for layer in self.layers):
+            return
         ctx.pair_index = ctx.layout.pair_index(ctx.edge_index, ctx.batch)
         ctx.spd = shortest_path_bins(ctx.layout.edge_counts(ctx.edge_index, ctx.batch) > 0, self.config.max_spd)
 

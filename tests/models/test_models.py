@@ -193,6 +193,30 @@ def test_shortest_path_bins_on_a_path() -> None:
     assert d[0, 4].tolist() == [4, 3, 2, 1, 0]
 
 
+def test_graphormer_without_attention_computes_no_shortest_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Graphormer whose attention was pruned away reads no spatial bias; eager torch still ran
+    ``max_spd`` [B,L,L] MatMuls for it (15 s and 680 MiB for one 4000-node graph on the torch backend,
+    with the server's dense-attention limit off for 0 heads). The output is unchanged: only the
+    degree encoding, which is per node, enters."""
+    torch.manual_seed(0)
+    layers = [LayerSpec(heads=0, ffn_dim=8), LayerSpec(heads=0, ffn_dim=8)]
+    cfg = ModelConfig(arch="graphormer", node_features=NODE, edge_features=EDGE, out_dim=2, hidden=16, layers=layers)
+    model = build_model(cfg).eval()
+    batch = collate(_graphs(4, 2))
+    with torch.no_grad():
+        before = model(batch)
+
+    def refuse(adj: torch.Tensor, max_spd: int) -> torch.Tensor:
+        raise AssertionError("shortest paths computed for a model without attention")
+
+    monkeypatch.setattr("gtcompress.models.model.shortest_path_bins", refuse)
+    with torch.no_grad():
+        after = model(batch)
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+    ctx = model.context(torch.zeros(batch.num_nodes, 16), batch.edge_index, batch.edge_attr, batch.batch, 4)
+    assert ctx.spd is None and ctx.pair_index is None
+
+
 @pytest.mark.parametrize("edge_features", [True, False])
 def test_gt_dense_and_sparse_layouts_agree(edge_features: bool) -> None:
     torch.manual_seed(3)
