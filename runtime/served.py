@@ -58,7 +58,8 @@ class ServerLimits:
     max_body_bytes: int = 512 * 1024 * 1024
     #: One layer's dense attention scores for one request, for a model that attends densely within
     #: each graph (GPS, Graphormer, GT on the dense lowering): its graphs padded to the largest, so
-    #: memory grows with the square of the largest graph. Past this a request gets 400 rather than
+    #: memory grows with the square of the largest graph (a Graphormer's biases and shortest-path
+    #: distances included, :func:`attention_cell_bytes`). Past this a request gets 400 rather than
     #: the server's memory (a 40,000-node graph on a 4-head GPS would need 24 GiB per layer).
     max_attention_mib: float = 2048.0
     #: Request bytes (bodies as received or decoded, whichever is larger) the server holds at once,
@@ -254,10 +255,25 @@ def request_graph(
     return g, num_graphs, full
 
 
+#: Graphormer's per-head additions to one padded cell, in bytes: its spatial bias ``[B,L,L,H]`` and the
+#: biased scores ``[B,H,L,L]`` (float32), plus, with edge features, the scattered edge bias and its sum.
+GRAPHORMER_HEAD_BYTES = 8
+GRAPHORMER_EDGE_HEAD_BYTES = 8
+#: Graphormer's head-independent bytes per padded cell: the shortest-path bins (int64, twice while
+#: updated) and the float32 adjacency, reach and product matrices of their MatMuls (about 48 B a
+#: cell measured on ONNX Runtime CPU), held whatever the head count.
+GRAPHORMER_DISTANCE_BYTES = 48
+
+
 def attention_cell_bytes(session: GraphSession) -> int:
     """Bytes per padded cell of one layer's dense attention scores (float32, every head), for a model
     that attends densely within each graph; 0 for one that does not (edge lowerings, no heads left).
-    Heads come from the exported model config; a model file without one counts 8."""
+    Heads come from the exported model config; a model file without one counts 8.
+
+    A Graphormer also holds per-head biases and its shortest-path distances for every cell, which
+    outweigh the scores when few heads remain: counted at 4 B a head, a 1-head Graphormer was let
+    through with a 23,000-node graph at the default 2 GiB, which needs over 30 GiB (measured 68 B a
+    cell, see :data:`GRAPHORMER_DISTANCE_BYTES`)."""
     spec = session.spec
     if spec.lowering is not Lowering.DENSE and not spec.global_attention:
         return 0
@@ -267,6 +283,9 @@ def attention_cell_bytes(session: GraphSession) -> int:
         heads = max((int(layer.get("heads", 0)) for layer in layers), default=int(cfg.get("heads", 8)))
     except (AttributeError, TypeError, ValueError) as e:
         raise SessionError(f"{session.path}: metadata 'model_config' has no usable head counts ({e})") from None
+    if cfg.get("arch") == "graphormer" and heads > 0:
+        per_head = 4 + GRAPHORMER_HEAD_BYTES + (GRAPHORMER_EDGE_HEAD_BYTES if cfg.get("edge_features") else 0)
+        return per_head * heads + GRAPHORMER_DISTANCE_BYTES
     return 4 * heads
 
 

@@ -167,3 +167,52 @@ def test_largest_graph_finds_the_first_of_the_largest() -> None:
     assert largest_graph(None, 7) == (7, 0)
     assert largest_graph(np.array([0, 0, 1, 1, 1, 2, 2, 2]), 8, 3) == (3, 1)
     assert largest_graph(np.zeros(0, dtype=np.int64), 0, 1) == (0, 0)
+
+
+def _graphormer(tmp_path, heads: int, edges: bool) -> GraphSession:
+    import torch
+
+    from exporters.onnx import export_onnx
+    from gtcompress.data.base import FeatureSpec
+    from gtcompress.models import LayerSpec, ModelConfig, build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        arch="graphormer",
+        node_features=FeatureSpec("categorical", 1, [4]),
+        edge_features=FeatureSpec("float", 2) if edges else None,
+        out_dim=2,
+        hidden=16,
+        heads=4,
+        layers=[LayerSpec(heads=heads, ffn_dim=8)],
+    )
+    path = tmp_path / f"graphormer-{heads}-{edges}.onnx"
+    export_onnx(build_model(cfg).eval(), path, "dense", verify=False)
+    return GraphSession(path)
+
+
+def test_graphormer_counts_its_biases_and_shortest_paths(tmp_path) -> None:
+    """Besides its scores (4 B a head), a Graphormer holds a spatial bias and the biased scores per head
+    (8 B, and 8 B more for the edge bias) and the shortest-path bins and their MatMul buffers (48 B)
+    for every padded cell: measured on ONNX Runtime CPU, 68 B a cell at 1 head, where 4 B were counted,
+    so a graph 4x wider than the limit allowed was let in. Without heads nothing is computed."""
+    assert attention_cell_bytes(_graphormer(tmp_path, 1, False)) == 4 + 8 + 48
+    session = _graphormer(tmp_path, 2, True)
+    assert attention_cell_bytes(session) == 2 * (4 + 8 + 8) + 48
+    assert attention_cell_bytes(_graphormer(tmp_path, 0, True)) == 0
+    app = create_app([ServedModel("m", session)], limits=ServerLimits(max_attention_mib=LIMIT_MIB), warmup=False)
+    rng = np.random.default_rng(0)
+    g = NumpyGraph(
+        x=rng.integers(0, 4, (90, 1)),
+        edge_index=rng.integers(0, 90, (2, 180)),
+        edge_attr=rng.standard_normal((180, 2)).astype(np.float32),
+    )
+    with BackgroundServer(app) as srv:
+        r = _post(srv, g)  # 90^2 x 88 B = 0.68 MiB (0.06 MiB counted as 2 heads' scores)
+    assert r.status_code == 400
+    assert r.json()["error"] == (
+        "input 'x': graph 0 has 90 nodes; model 'm' attends densely within each graph, so this request's 1 "
+        "graph(s) padded to 90 nodes need 0.7 MiB of attention scores per layer, above this server's 0.5 MiB "
+        "(send smaller graphs)"
+    )
+    np.testing.assert_equal(session.run(g)[0].shape, (90, 2))  # the session itself still runs it
