@@ -297,11 +297,17 @@ def finetune_pruned(
     if cfg.weight_sparsity > 0:
         params = [p for _, p in prunable_weights(small)]
         total = sum(p.numel() for p in params)
-        steps = epochs * max(1, math.ceil(len(data_kd["train"]) / cfg.batch_size))
+        per_epoch = max(1, math.ceil(len(data_kd["train"]) / cfg.batch_size))
+        steps = epochs * per_epoch
+        final_k = round(total * (1.0 - cfg.weight_sparsity))
 
         def k_at(step: int) -> int:
             return round(total * (1.0 - cubic_sparsity(step, steps, cfg.weight_sparsity, 0.0, 0.5)))
 
+        # The best epoch is chosen among those that end at the final sparsity: an earlier one, denser and
+        # so better on validation, won, and the one-shot projection below then cut it to the sparsity
+        # with no training after it (worse than the last epoch, which had trained at that sparsity).
+        tcfg = replace(tcfg, select_from_epoch=next(e for e in range(epochs) if k_at((e + 1) * per_epoch) <= final_k))
         with projected(params, k_at):
             res = train(small, data_kd, tcfg, extra_loss=kd, show_progress=show_progress, description=description)
         l0_project_(params, round(total * (1.0 - cfg.weight_sparsity)))

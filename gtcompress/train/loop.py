@@ -72,6 +72,9 @@ class TrainConfig:
     eval_batch_size: int = 128
     time_budget_s: float = 0.0  # stop after the epoch that crosses this wall time (0 = no limit)
     lap_sign_flip: bool = True
+    # Epochs before this one do not compete for the best: their weights are not yet what the run is
+    # for (a gradual pruning schedule still below its sparsity). None reached: the last epoch is kept.
+    select_from_epoch: int = 0
 
     def __post_init__(self) -> None:
         check_time_budget(self.time_budget_s, "--time-budget")
@@ -169,7 +172,8 @@ def train(
     show_progress: bool = True,
     description: str = "train",
 ) -> TrainResult:
-    """Train ``model`` in place; on return it holds the weights of the best validation epoch."""
+    """Train ``model`` in place; on return it holds the weights of the best validation epoch from
+    ``cfg.select_from_epoch`` on (the last epoch run if the run stopped before that one)."""
     info = dataset.info
     for split in ("train", "val"):  # an empty one fails later as torch.cat() on an empty list
         if not dataset.splits.get(split):
@@ -224,7 +228,7 @@ def train(
             history.append(row)
             v = val[info.metric]
             check_defined_metric(v, info, epoch)
-            if (better and v > best_val) or (not better and v < best_val):
+            if epoch >= cfg.select_from_epoch and ((better and v > best_val) or (not better and v < best_val)):
                 best_val, best_epoch = v, epoch
                 best_state = copy.deepcopy(model.state_dict())
             epochs_run = epoch + 1
@@ -243,7 +247,10 @@ def train(
                 progress.update(task, total=planned_epochs)
                 if elapsed > cfg.time_budget_s:
                     break
-    model.load_state_dict(best_state)
+    if best_epoch < 0 and 0 < epochs_run <= cfg.select_from_epoch:  # stopped before any selectable epoch: the last
+        best_epoch, best_val = epochs_run - 1, history[-1][f"val_{info.metric}"]
+    else:
+        model.load_state_dict(best_state)
     elapsed = time.perf_counter() - start
     test_metric = evaluate(model, test_graphs, info, cfg.eval_batch_size)[info.metric] if test_graphs else math.nan
     return TrainResult(best_epoch, best_val, test_metric, elapsed, epochs_run, history)

@@ -262,6 +262,35 @@ def test_weights_axis_reports_sparsity_not_flops(node_data) -> None:
     assert np.isfinite(res.report["metric"]["after"]["val"])
 
 
+def test_gradual_weight_pruning_keeps_an_epoch_trained_at_the_final_sparsity(node_data, monkeypatch) -> None:
+    """Fine-tuning with the weights axis raises the sparsity along the cubic schedule (final after half
+    the steps: epoch 2 of 6 here), but kept its best validation epoch: the denser epoch 0 won, and the
+    one-shot projection to 0.9 that follows cut it with no training after (val 0.738 against 0.787 for
+    the epochs trained at 0.9). The model returned must be one that was validated at its sparsity."""
+    from gtcompress.compress import prune_run
+    from gtcompress.compress.sparsity import nonzero, prunable_weights
+    from gtcompress.train.loop import TrainConfig, evaluate, train
+
+    torch.set_num_threads(1)
+    dense = tiny_model("gt", node_data.info).train()
+    train(dense, node_data, TrainConfig(epochs=30, batch_size=8, lr=3e-3, warmup_epochs=1), show_progress=False)
+    runs = []
+
+    def recording_train(*args, **kwargs):
+        runs.append(train(*args, **kwargs))
+        return runs[-1]
+
+    monkeypatch.setattr(prune_run, "train", recording_train)
+    cfg = PruneConfig(target_flops=None, axes="weights", weight_sparsity=0.9, batch_size=8, kd_weight=0.0, lr=1e-3)
+    ft = prune_run.finetune_pruned(dense, node_data, cfg, 6, 0.0, False, "ft")
+    (res,) = runs
+    assert ft["best_epoch"] == res.best_epoch >= 2  # 24 graphs / 8 = 3 steps an epoch; final at step 9
+    weights = [p for _, p in prunable_weights(dense)]
+    assert 1 - nonzero(weights) / sum(p.numel() for p in weights) == pytest.approx(0.9, abs=1e-3)
+    val = evaluate(dense, node_data["val"], node_data.info)["accuracy"]
+    assert val == pytest.approx(res.history[res.best_epoch]["val_accuracy"])  # the model validated is returned
+
+
 @pytest.mark.parametrize("method", [prune_model, random_prune])
 def test_weights_axis_without_finetuning_still_zeroes_weights(node_data, method) -> None:
     """``gtc prune --weight-sparsity 0.5 --finetune-epochs 0`` zeroed no weight (the projection ran

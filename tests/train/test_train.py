@@ -37,6 +37,20 @@ def test_training_is_reproducible_and_restores_best_epoch(tiny) -> None:
     assert 0.0 <= ra.test_metric <= 1.0
 
 
+def test_epochs_before_select_from_epoch_never_become_the_best(tiny) -> None:
+    """``select_from_epoch``: earlier epochs are not candidates; a run that stops before it keeps its last."""
+    cfg = TrainConfig(epochs=3, batch_size=8, warmup_epochs=1, seed=5)
+    ref = train(_model(tiny.info), tiny, cfg, show_progress=False)
+    m = _model(tiny.info)
+    res = train(m, tiny, dataclasses.replace(cfg, select_from_epoch=2), show_progress=False)
+    assert res.history == ref.history and res.best_epoch == 2
+    assert evaluate(m, tiny["val"], tiny.info)["class_avg_acc"] == pytest.approx(res.history[2]["val_class_avg_acc"])
+    m = _model(tiny.info)
+    res = train(m, tiny, dataclasses.replace(cfg, select_from_epoch=5), show_progress=False)
+    assert res.best_epoch == 2 and res.val_metric == res.history[2]["val_class_avg_acc"]  # the last epoch run
+    assert evaluate(m, tiny["val"], tiny.info)["class_avg_acc"] == pytest.approx(res.val_metric)
+
+
 def test_time_budget_stops_early(tiny) -> None:
     res = train(_model(tiny.info), tiny, TrainConfig(epochs=500, batch_size=8, time_budget_s=1e-6), show_progress=False)
     assert res.epochs_run == 1
