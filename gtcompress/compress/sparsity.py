@@ -44,9 +44,14 @@ def l0_project_(params: list[nn.Parameter] | list[torch.Tensor], k: int) -> None
     if k >= total:
         return
     flat = torch.cat([p.detach().reshape(-1).abs() for p in params])
-    keep = torch.zeros(total, dtype=torch.bool)
+    keep = torch.zeros(total, dtype=torch.bool, device=flat.device)
     if k > 0:
-        keep[torch.topk(flat, k, sorted=False).indices] = True
+        # topk alone picks an unspecified subset of equal magnitudes (on CPU from the middle of the
+        # tensor: of 10 equal entries, k = 3 kept positions 6-8), so tied weights such as norm scales
+        # at 1.0 were zeroed arbitrarily; its k-th value is the threshold, and ties at it go by position.
+        thr = torch.topk(flat, k, sorted=False).values.min()
+        above, tied = flat > thr, flat == thr
+        keep = above | (tied & (torch.cumsum(tied, 0) <= k - int(above.sum())))
     offset = 0
     for p in params:
         n = p.numel()

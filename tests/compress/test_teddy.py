@@ -189,6 +189,18 @@ def test_l0_projection_keeps_exactly_k() -> None:
     assert kept.min() >= flat[flat == 0].max() if (flat == 0).any() else True
 
 
+def test_l0_projection_breaks_ties_by_position() -> None:
+    """Equal magnitudes (norm scales at 1.0 with ``include_1d``): the first ones stay, as documented.
+    ``topk`` kept positions 6-8 of ten ones for k = 3, and from the middle of larger tensors."""
+    for n, k in [(10, 3), (1000, 300)]:
+        p = torch.ones(n)
+        l0_project_([p], k)
+        assert torch.equal(torch.nonzero(p).squeeze(-1), torch.arange(k))
+    a, b = torch.tensor([0.5, -2.0, 0.5]), torch.tensor([0.5, 3.0, -0.5, 0.1])
+    l0_project_([a, b], 4)  # 3.0 and -2.0, then two of the four 0.5s: the first two by position
+    assert a.tolist() == [0.5, -2.0, 0.5] and b.tolist() == [0.0, 3.0, 0.0, 0.0]
+
+
 def test_projected_descent_stays_on_the_ball() -> None:
     torch.manual_seed(0)
     lin = torch.nn.Linear(8, 8)
