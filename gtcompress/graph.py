@@ -18,10 +18,7 @@ import torch
 from torch import Tensor
 
 from gtcompress.errors import GraphValidationError
-from gtcompress.preprocess.batching import NumpyGraph
-
-# PyG attribute names of the encodings its transforms write, mapped to our keys.
-_PYG_PE_NAMES = {"laplacian_eigenvector_pe": "lap", "random_walk_pe": "rwse", "lap_pe": "lap", "rwse": "rwse"}
+from gtcompress.preprocess.batching import PYG_PE_NAMES, NumpyGraph
 
 
 @dataclass
@@ -159,7 +156,7 @@ class GraphBatch:
             x = x.unsqueeze(-1)
         batch = getattr(data, "batch", None)
         num_graphs = int(getattr(data, "num_graphs", 1) or 1) if batch is not None else 1
-        pe = {ours: data[name] for name, ours in _PYG_PE_NAMES.items() if name in data}
+        pe = {ours: data[name] for name, ours in PYG_PE_NAMES.items() if name in data}
         return cls(
             x=x,
             edge_index=data.edge_index,

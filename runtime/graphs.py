@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gtcompress.preprocess.batching import NumpyGraph, split_by_graph, union_graphs
+from gtcompress.preprocess.batching import PYG_PE_NAMES, NumpyGraph, split_by_graph, union_graphs
 from gtcompress.preprocess.inputs import build_inputs
 from gtcompress.preprocess.spec import FeatureInput, InputSpec
 from runtime.errors import (
@@ -69,7 +69,10 @@ class Prepared:
 
 def as_numpy_graph(obj: Any) -> NumpyGraph:
     """A :class:`NumpyGraph` from itself, a mapping, or any object with ``x``/``edge_index`` attributes
-    (a PyTorch Geometric ``Data``: tensors are converted with ``.numpy()``, torch is never imported)."""
+    (a PyTorch Geometric ``Data``: tensors are converted with ``.numpy()``, torch is never imported).
+
+    Positional encodings come from a ``pe`` dict, or else from PyG's attribute names
+    (:data:`~gtcompress.preprocess.batching.PYG_PE_NAMES`, as ``GraphBatch.from_pyg`` reads them)."""
     if isinstance(obj, NumpyGraph):
         return obj
 
@@ -86,6 +89,13 @@ def as_numpy_graph(obj: Any) -> NumpyGraph:
     pe = {}
     if isinstance(pe_raw, dict):
         pe = {k: (v.numpy() if hasattr(v, "numpy") and not isinstance(v, np.ndarray) else v) for k, v in pe_raw.items()}
+    elif not isinstance(obj, dict):
+        # A PyG object keeps its encodings under its transforms' names (``random_walk_pe``, ...), which
+        # GraphBatch.from_pyg reads: ignored here, the runtime computed its own, and the same Data got
+        # another answer from GraphSession than from the torch model it was evaluated with.
+        for name, ours in PYG_PE_NAMES.items():
+            if (v := get(name)) is not None:
+                pe[ours] = v
     batch = get("batch")
     # A batch object's count of graphs (GraphBatch, PyG Batch: num_graphs) is kept where its batch vector
     # names fewer, so that validate_graph refuses the graphs without nodes at its end, not loses them.

@@ -12,6 +12,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+#: PyTorch Geometric attribute names of the positional encodings its transforms write
+#: (``AddLaplacianEigenvectorPE``, ``AddRandomWalkPE``) and common aliases, mapped to our PE kinds.
+#: One table for both doors a PyG object comes through: :meth:`gtcompress.graph.GraphBatch.from_pyg`
+#: (torch side) and :func:`runtime.graphs.as_numpy_graph` (deployment), so both give a model the same
+#: encoding for the same object; later names win where an object carries two of one kind.
+PYG_PE_NAMES = {"laplacian_eigenvector_pe": "lap", "random_walk_pe": "rwse", "lap_pe": "lap", "rwse": "rwse"}
+
 
 @dataclass
 class NumpyGraph:

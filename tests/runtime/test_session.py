@@ -159,6 +159,30 @@ def test_accepts_pyg_like_objects_with_torch_tensors(exported, node_sess) -> Non
     np.testing.assert_allclose(node_sess.run(data)[0], node_sess.run(g)[0], atol=1e-6)
 
 
+def test_a_pyg_data_gives_its_own_pe_to_the_session_as_to_the_torch_model(exported, node_sess) -> None:
+    """A PyG ``Data`` keeps its encoding as ``random_walk_pe`` (PyG's ``AddRandomWalkPE``; PyG's differs from
+    ours on duplicate edges). ``GraphBatch.from_pyg`` reads it; the session ignored it and computed its own,
+    so the same object got another answer from ``GraphSession.run`` than from the torch model."""
+    from torch_geometric.data import Data
+
+    from runtime.graphs import as_numpy_graph
+
+    ex = exported["node"]
+    g = ex.graphs(1, seed=5, lo=7, hi=8)[0]
+    pe = np.random.default_rng(0).uniform(0.0, 1.0, (g.num_nodes, 4)).astype(np.float32)
+    data = Data(
+        x=torch.from_numpy(g.x),
+        edge_index=torch.from_numpy(g.edge_index),
+        edge_attr=torch.from_numpy(g.edge_attr),
+        random_walk_pe=torch.from_numpy(pe),
+    )
+    np.testing.assert_array_equal(as_numpy_graph(data).pe["rwse"], pe)
+    with torch.no_grad():
+        ref = ex.model.eval()(GraphBatch.from_pyg(data)).numpy()
+    np.testing.assert_allclose(node_sess.run(data)[0], ref, atol=1e-5)
+    assert np.abs(node_sess.run(g)[0] - ref).max() > 1e-3  # the session's own RWSE: another answer
+
+
 def test_description(node_sess) -> None:
     assert node_sess.providers == ["CPUExecutionProvider"]  # no NVIDIA device here → CPU only
     assert node_sess.platform == "onnxruntime_onnx"
