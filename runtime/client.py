@@ -34,6 +34,7 @@ from gtcompress.preprocess.batching import split_by_graph, union_graphs
 from gtcompress.preprocess.spec import InputSpec
 from runtime.errors import ShapeError
 from runtime.graphs import Prepared, as_numpy_graph, prepare, validate_graph
+from runtime.protocol import PREPROCESSED_PARAMETER
 from runtime.spec import ModelSpec, TeddyConfig, teddy_config
 
 SPEC_PARAMETER = "gtcompress_input_spec"
@@ -102,8 +103,12 @@ def fetch_spec(client: Any, model_name: str) -> InputSpec:
 def server_preprocesses(cfg: dict[str, Any]) -> bool:
     """Whether the model takes raw graphs: ``gtc serve`` (``either``) and the Python-backend Triton
     variant (``server``); a native Triton model (``client``, or no parameter) needs the full input set."""
-    value = ((cfg.get("parameters") or {}).get(PREPROCESSING_PARAMETER) or {}).get("string_value", "client")
-    return value in ("server", "either")
+    return _preprocessing(cfg) in ("server", "either")
+
+
+def _preprocessing(cfg: dict[str, Any]) -> str:
+    """Who pre-processes, by the model's configuration: ``client``, ``server`` or ``either``."""
+    return ((cfg.get("parameters") or {}).get(PREPROCESSING_PARAMETER) or {}).get("string_value", "client")
 
 
 def raw_request(graphs: Sequence[Any], spec: SpecArg) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
@@ -167,8 +172,14 @@ def infer_graphs(
     if batched:
         inputs = {k: v[None] for k, v in inputs.items()}
     name = typed.output.name
+    # gtc serve ("either") takes raw graphs and full input sets; where a model's inputs cannot tell the two
+    # apart (TEDDY on a model whose inputs are all raw ones), the request says which it is
+    either = _preprocessing(cfg) == "either"
     result = client.infer(
-        model_name, triton_inputs(inputs, binary), outputs=[InferRequestedOutput(name, binary_data=binary)]
+        model_name,
+        triton_inputs(inputs, binary),
+        outputs=[InferRequestedOutput(name, binary_data=binary)],
+        parameters={PREPROCESSED_PARAMETER: bool(preprocess)} if either else None,
     )
     out = result.as_numpy(name)
     if batched:

@@ -60,6 +60,9 @@ except ImportError:  # pragma: no cover - orjson is optional
 
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+#: Request parameter (a boolean) by which a request says it is a pre-processed input set (true) or a
+#: raw graph (false), where the inputs alone cannot tell (:func:`runtime.served.is_preprocessed`).
+PREPROCESSED_PARAMETER = "gtcompress_preprocessed"
 KNOWN_DATATYPES = frozenset((*KSERVE_TO_NUMPY, "BYTES", "BF16"))
 #: numpy's most dimensions (NPY_MAXDIMS of numpy 1.x): a longer shape is refused before any arithmetic
 #: on it, since the product of 100,000 large dimensions takes seconds and holds the GIL.

@@ -33,7 +33,7 @@ from runtime.errors import (
     ShapeError,
 )
 from runtime.graphs import apply_teddy, check_batch_vector, prepare_validated, validate_graph
-from runtime.protocol import InferRequest
+from runtime.protocol import PREPROCESSED_PARAMETER, InferRequest
 from runtime.session import GraphSession
 from runtime.spec import NUMPY_TO_KSERVE, metadata_json
 
@@ -196,7 +196,7 @@ def request_graph(
                 raise ProtocolError(
                     f"output '{o.name}' is not an output of model '{model.name}'; its outputs are {have}"
                 )
-    full = False if raw_only else is_preprocessed(inputs, model)
+    full = False if raw_only else is_preprocessed(inputs, model, declared_preprocessed(req))
     x = inputs["x"]
     n = int(x.shape[0])
     e = int(inputs["edge_index"].shape[1])
@@ -314,7 +314,16 @@ def _check_attention(model: ServedModel, limits: ServerLimits, batch: np.ndarray
         )
 
 
-def is_preprocessed(inputs: dict[str, np.ndarray], model: ServedModel) -> bool:
+def declared_preprocessed(req: InferRequest) -> bool | None:
+    """The request's own word on whether it is pre-processed (request parameter
+    :data:`PREPROCESSED_PARAMETER`, a boolean), or None when it does not say."""
+    value = req.parameters.get(PREPROCESSED_PARAMETER)
+    if value is None or isinstance(value, bool):
+        return value
+    raise ProtocolError(f"request parameter '{PREPROCESSED_PARAMETER}' must be true or false, got {json.dumps(value)}")
+
+
+def is_preprocessed(inputs: dict[str, np.ndarray], model: ServedModel, declared: bool | None = None) -> bool:
     """Whether a request (whose names are all inputs of ``model``) is pre-processed or a raw graph.
 
     ``pe_*`` and the attention layout tensors are made only by pre-processing (what
@@ -330,9 +339,33 @@ def is_preprocessed(inputs: dict[str, np.ndarray], model: ServedModel) -> bool:
       with a tensor dropped, and running TEDDY on it would sparsify the graph a second time.
 
     A model whose inputs are all raw ones (scatter lowering, no PE) cannot tell the two apart when
-    both ``batch`` and ``node_counts`` are sent; that request counts as pre-processed, so raw
-    requests to such a model send one of the two."""
+    both ``batch`` and ``node_counts`` are sent. Without TEDDY both readings give the same answer;
+    with TEDDY they do not (TEDDY runs or not), so such a request must say which with the request
+    parameter ``gtcompress_preprocessed`` (``declared``; :func:`runtime.client.infer_graphs` sends
+    it when it pre-processes) or send only one of the two; otherwise it gets a 400 rather than a
+    guess. Taking it as pre-processed, the Python-backend Triton model (which always runs TEDDY)
+    and ``gtc serve`` answered the same raw request differently."""
+    if declared is not None:
+        if declared and len(inputs) != len(model.expect):
+            missing = [n for n in model.inputs if n not in inputs]
+            raise ProtocolError(
+                f"model '{model.name}': the request says '{PREPROCESSED_PARAMETER}': true but lacks "
+                f"{', '.join(missing)}; a pre-processed request carries every model input"
+            )
+        if not declared and any(n not in model.raw_inputs for n in inputs):
+            made = [n for n in inputs if n not in model.raw_inputs]
+            raise ProtocolError(
+                f"model '{model.name}': the request says '{PREPROCESSED_PARAMETER}': false but carries "
+                f"{', '.join(made)}, which only pre-processing makes; send the raw graph only"
+            )
+        return declared
     if len(inputs) == len(model.expect):
+        if model.session.model.teddy is not None and all(n in model.raw_inputs for n in inputs):
+            raise ProtocolError(
+                f"model '{model.name}' runs TEDDY on raw graphs, and a request with both batch and node_counts "
+                "could be a raw graph or a TEDDY-sparsified input set: send batch or node_counts alone for a raw "
+                f"graph, or say which with the request parameter '{PREPROCESSED_PARAMETER}' (true or false)"
+            )
         return True
     carried = [n for n in model.inputs if n in inputs and n not in model.raw_inputs]
     if not carried:

@@ -23,7 +23,9 @@ python one's raw graphs:
   server runs the deployed pre-processing: TEDDY if the model was fine-tuned on sparsified graphs,
   PE, layout.
 * Anything in between (a ``pe_*`` or layout tensor, but not every input) is a 400 naming the
-  missing inputs (:func:`is_preprocessed`): guessing would apply TEDDY twice.
+  missing inputs (:func:`is_preprocessed`): guessing would apply TEDDY twice. Where a raw graph and
+  a full input set look alike (TEDDY, all inputs raw ones, ``batch`` and ``node_counts`` both sent),
+  the request parameter ``gtcompress_preprocessed`` says which, or the request gets a 400.
 
 So one tritonclient program gets the same answer from this server and from Triton
 (:func:`runtime.client.infer_graphs` reads which inputs a model takes), and batching still works
