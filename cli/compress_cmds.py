@@ -284,7 +284,13 @@ def prune_cmd(
         float, typer.Option(callback=seconds, help="Mask-training wall time in seconds (0 = none).")
     ] = PRUNE["time_budget_s"],
     finetune_time_budget: Annotated[
-        float, typer.Option(callback=seconds, help="Fine-tuning wall time in seconds (0 = none).")
+        float,
+        typer.Option(
+            callback=seconds,
+            help="Fine-tuning wall time in seconds (0 = none): the epochs that fit are run, and the learning "
+            "rate and the weights axis's sparsity schedule end with them (a budget shorter than one epoch cuts "
+            "to --weight-sparsity in one shot after it).",
+        ),
     ] = PRUNE["finetune_time_budget_s"],
     cost_graphs: Annotated[int, typer.Option(min=1, help="Validation graphs FLOPs are measured on.")] = PRUNE[
         "cost_graphs"

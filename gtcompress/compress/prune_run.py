@@ -298,19 +298,38 @@ def finetune_pruned(
         params = [p for _, p in prunable_weights(small)]
         total = sum(p.numel() for p in params)
         per_epoch = max(1, math.ceil(len(data_kd["train"]) / cfg.batch_size))
-        steps = epochs * per_epoch
         final_k = round(total * (1.0 - cfg.weight_sparsity))
+        # The schedule spans the steps the run plans: `epochs` at first, then, under a time budget, the
+        # epochs that fit (as the learning rate's does). Sized by `epochs` alone, a run cut short by the
+        # budget stopped at e.g. 0.84 of 0.9 asked and the final projection below jumped to 0.9 with no
+        # training after it. k only ever falls, should a later estimate plan more epochs again.
+        sched = {"steps": epochs * per_epoch, "k": total}
 
         def k_at(step: int) -> int:
-            return round(total * (1.0 - cubic_sparsity(step, steps, cfg.weight_sparsity, 0.0, 0.5)))
+            k = round(total * (1.0 - cubic_sparsity(step, sched["steps"], cfg.weight_sparsity, 0.0, 0.5)))
+            sched["k"] = min(sched["k"], k)
+            return sched["k"]
+
+        def replan(planned_epochs: int) -> None:
+            sched["steps"] = planned_epochs * per_epoch
 
         # The best epoch is chosen among those that end at the final sparsity: an earlier one, denser and
         # so better on validation, won, and the one-shot projection below then cut it to the sparsity
-        # with no training after it (worse than the last epoch, which had trained at that sparsity).
-        tcfg = replace(tcfg, select_from_epoch=next(e for e in range(epochs) if k_at((e + 1) * per_epoch) <= final_k))
+        # with no training after it (worse than the last epoch, which had trained at that sparsity). A
+        # run stopped before the schedule ends (a budget shorter than the first epoch's estimate) keeps
+        # its last epoch, and only it is cut in one shot.
         with projected(params, k_at):
-            res = train(small, data_kd, tcfg, extra_loss=kd, show_progress=show_progress, description=description)
-        l0_project_(params, round(total * (1.0 - cfg.weight_sparsity)))
+            res = train(
+                small,
+                data_kd,
+                tcfg,
+                extra_loss=kd,
+                show_progress=show_progress,
+                description=description,
+                on_plan=replan,
+                selectable=lambda _epoch: sched["k"] <= final_k,
+            )
+        l0_project_(params, final_k)
     else:
         res = train(small, data_kd, tcfg, extra_loss=kd, show_progress=show_progress, description=description)
     return {"epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "train_time_s": res.train_time_s}

@@ -171,9 +171,17 @@ def train(
     extra_loss: ExtraLoss | None = None,
     show_progress: bool = True,
     description: str = "train",
+    *,
+    on_plan: Callable[[int], None] | None = None,
+    selectable: Callable[[int], bool] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch from
-    ``cfg.select_from_epoch`` on (the last epoch run if the run stopped before that one)."""
+    ``cfg.select_from_epoch`` on (the last epoch run if the run stopped before that one).
+
+    ``on_plan`` is told the number of epochs the run now plans whenever a time budget re-estimates
+    it (after each epoch), so that a schedule riding along (gradual pruning) can end with the run,
+    as the learning rate does. ``selectable(epoch)``, if given, also decides which epochs compete
+    for the best (asked right after the epoch, so it may look at state the epoch left behind)."""
     info = dataset.info
     for split in ("train", "val"):  # an empty one fails later as torch.cat() on an empty list
         if not dataset.splits.get(split):
@@ -228,7 +236,8 @@ def train(
             history.append(row)
             v = val[info.metric]
             check_defined_metric(v, info, epoch)
-            if epoch >= cfg.select_from_epoch and ((better and v > best_val) or (not better and v < best_val)):
+            candidate = epoch >= cfg.select_from_epoch and (selectable is None or selectable(epoch))
+            if candidate and ((better and v > best_val) or (not better and v < best_val)):
                 best_val, best_epoch = v, epoch
                 best_state = copy.deepcopy(model.state_dict())
             epochs_run = epoch + 1
@@ -244,10 +253,12 @@ def train(
                 if epoch == 0:
                     schedule.warmup = min(schedule.warmup, max(1, planned_epochs // 10) * steps_per_epoch)
                 schedule.total = planned_epochs * steps_per_epoch
+                if on_plan is not None:
+                    on_plan(planned_epochs)
                 progress.update(task, total=planned_epochs)
                 if elapsed > cfg.time_budget_s:
                     break
-    if best_epoch < 0 and 0 < epochs_run <= cfg.select_from_epoch:  # stopped before any selectable epoch: the last
+    if best_epoch < 0 and epochs_run > 0:  # stopped before any selectable epoch (a NaN metric raised): the last
         best_epoch, best_val = epochs_run - 1, history[-1][f"val_{info.metric}"]
     else:
         model.load_state_dict(best_state)

@@ -291,6 +291,32 @@ def test_gradual_weight_pruning_keeps_an_epoch_trained_at_the_final_sparsity(nod
     assert val == pytest.approx(res.history[res.best_epoch]["val_accuracy"])  # the model validated is returned
 
 
+def test_a_time_budget_ends_gradual_weight_pruning_within_the_epochs_that_fit(node_data, monkeypatch) -> None:
+    """``--finetune-time-budget`` stopped fine-tuning after the epochs that fit, but the cubic sparsity
+    schedule was sized by ``--finetune-epochs``: with 3 of 10 epochs fitting, the last training step ran
+    at 0.842 and the final projection then jumped to 0.9 with no training after it. The schedule now
+    follows the epochs the budget plans, as the learning rate does (the estimate is pinned to 3 here)."""
+    from gtcompress.compress import prune_run, sparsity
+    from gtcompress.train import loop
+
+    monkeypatch.setattr(loop, "epochs_in_budget", lambda *args, **kwargs: 3)
+    applied: list[float] = []
+    project = sparsity.l0_project_
+
+    def recording_project(params, k):
+        applied.append(1.0 - k / sum(p.numel() for p in params))
+        project(params, k)
+
+    monkeypatch.setattr(sparsity, "l0_project_", recording_project)
+    torch.manual_seed(0)
+    model = tiny_model("gt", node_data.info).train()
+    cfg = PruneConfig(target_flops=None, axes="weights", weight_sparsity=0.9, batch_size=8, kd_weight=0.0)
+    ft = prune_run.finetune_pruned(model, node_data, cfg, 10, 1e6, False, "ft")
+    assert ft["epochs_run"] == 3 and len(applied) == 9  # 24 graphs / 8: 3 steps an epoch
+    assert applied[5] == pytest.approx(0.9, abs=1e-3)  # the schedule ended at step 4.5 of 9: epoch 1 is at 0.9
+    assert ft["best_epoch"] >= 1  # an epoch trained at the final sparsity is the one returned
+
+
 @pytest.mark.parametrize("method", [prune_model, random_prune])
 def test_weights_axis_without_finetuning_still_zeroes_weights(node_data, method) -> None:
     """``gtc prune --weight-sparsity 0.5 --finetune-epochs 0`` zeroed no weight (the projection ran
