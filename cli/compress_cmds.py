@@ -299,8 +299,9 @@ def prune_cmd(
         bool,
         typer.Option(
             "--random",
-            help="Random pruning baseline at the same budget; it fine-tunes for --epochs + --finetune-epochs, "
-            "the training GTSP gets in all.",
+            help="Random pruning baseline at the same budget; it fine-tunes for --epochs + --finetune-epochs "
+            "(or --time-budget + --finetune-time-budget seconds), the training GTSP gets in all; with only one of "
+            "the two budgets, in GTSP's two phases, each with its epochs or seconds.",
         ),
     ] = False,
     seed: Annotated[int, typer.Option(min=0)] = PRUNE["seed"],

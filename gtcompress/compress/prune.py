@@ -23,7 +23,7 @@ r"""GTSP (Liu et al. 2023): four-axis differentiable-mask pruning under one budg
    as sparsity, not FLOPs).
 
 :func:`random_prune` (:mod:`.random_baseline`) is the baseline: same budget, same measured
-selection, random ranking, the same total number of training epochs. The settings are
+selection, random ranking, the same total training (epochs, or seconds under time budgets). The settings are
 :class:`PruneConfig` (:mod:`.prune_config`); this module re-exports the public names of all four.
 """
 

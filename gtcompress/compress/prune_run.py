@@ -181,15 +181,25 @@ class PruneRun:
         finetune_epochs: int,
         finetune_time_s: float,
         history: list[dict[str, float]],
+        lead_in: tuple[int, float] | None = None,
     ) -> PruneResult:
         """Fine-tune ``sel.model`` (distillation; ``weights`` axis: gradual magnitude pruning),
-        measure it and report. ``history`` is the mask training's, if any."""
+        measure it and report. ``history`` is the mask training's, if any. ``lead_in`` (epochs,
+        seconds) is a first distillation phase without the weights axis, in place of GTSP's mask
+        training (the random baseline when only one phase is timed); reported as ``finetune.lead_in``."""
         cfg, small = self.cfg, sel.model
         metrics_materialised = evaluate_splits(small, self.dataset, splits=("val",))
         t0 = time.perf_counter()
+        first = None
+        if lead_in is not None and lead_in[0] > 0:
+            first = finetune_pruned(
+                small, self.data_kd, cfg, *lead_in, self.show_progress, f"{self.method} lead-in", weight_sparsity=0.0
+            )
         ft = finetune_pruned(
             small, self.data_kd, cfg, finetune_epochs, finetune_time_s, self.show_progress, f"{self.method} fine-tune"
         )
+        if first is not None:
+            ft["lead_in"] = first
         self.timings["finetune"] = time.perf_counter() - t0
         small.eval()
         cost_after = measure_cost(small, self.ref)
@@ -270,19 +280,22 @@ def finetune_pruned(
     time_budget_s: float,
     show_progress: bool,
     description: str,
+    weight_sparsity: float | None = None,
 ) -> dict[str, Any]:
-    """KD fine-tuning of the materialised model (+ gradual magnitude pruning for ``weights``).
+    """KD fine-tuning of the materialised model (+ gradual magnitude pruning for ``weights``, to
+    ``weight_sparsity`` if given, else ``cfg``'s: 0 trains without it).
 
     With no fine-tuning epochs the ``weights`` axis is still applied, in one shot (the magnitude
     projection that ends the gradual schedule, as ``gtc sparsify --epochs 0`` does): returning
     early left every weight in place while the report and ``config.json`` recorded the requested
     ``weight_sparsity``."""
     info = data_kd.info
+    sparsity = cfg.weight_sparsity if weight_sparsity is None else weight_sparsity
     if epochs <= 0:
-        if cfg.weight_sparsity > 0:
+        if sparsity > 0:
             params = [p for _, p in prunable_weights(small)]
             with torch.no_grad():
-                l0_project_(params, round(sum(p.numel() for p in params) * (1.0 - cfg.weight_sparsity)))
+                l0_project_(params, round(sum(p.numel() for p in params) * (1.0 - sparsity)))
         return {"epochs_run": 0}
     tcfg = TrainConfig(
         epochs=epochs,
@@ -294,11 +307,11 @@ def finetune_pruned(
         time_budget_s=time_budget_s,
     )
     kd = distillation_loss(info, cfg.kd_weight, cfg.kd_temperature)
-    if cfg.weight_sparsity > 0:
+    if sparsity > 0:
         params = [p for _, p in prunable_weights(small)]
         total = sum(p.numel() for p in params)
         per_epoch = max(1, math.ceil(len(data_kd["train"]) / cfg.batch_size))
-        final_k = round(total * (1.0 - cfg.weight_sparsity))
+        final_k = round(total * (1.0 - sparsity))
         # The schedule spans the steps the run plans: `epochs` at first, then, under a time budget, the
         # epochs that fit (as the learning rate's does). Sized by `epochs` alone, a run cut short by the
         # budget stopped at e.g. 0.84 of 0.9 asked and the final projection below jumped to 0.9 with no
@@ -306,7 +319,7 @@ def finetune_pruned(
         sched = {"steps": epochs * per_epoch, "k": total}
 
         def k_at(step: int) -> int:
-            k = round(total * (1.0 - cubic_sparsity(step, sched["steps"], cfg.weight_sparsity, 0.0, 0.5)))
+            k = round(total * (1.0 - cubic_sparsity(step, sched["steps"], sparsity, 0.0, 0.5)))
             sched["k"] = min(sched["k"], k)
             return sched["k"]
 

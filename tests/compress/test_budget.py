@@ -317,6 +317,59 @@ def test_a_time_budget_ends_gradual_weight_pruning_within_the_epochs_that_fit(no
     assert ft["best_epoch"] >= 1  # an epoch trained at the final sparsity is the one returned
 
 
+@pytest.mark.parametrize(("mask_s", "finetune_s", "phases"), [(0.0, 1e-6, [3, 1]), (1e-6, 0.0, [1, 3])])
+def test_random_baseline_trains_as_gtsp_does_when_one_phase_is_timed(
+    node_data, monkeypatch, mask_s, finetune_s, phases
+) -> None:
+    """``--epochs 3 --finetune-epochs 3 --finetune-time-budget 1e-6``: GTSP trains its 3 mask epochs and
+    the one fine-tuning epoch that fits, but the baseline ran one merged run of 6 epochs under the one
+    budget and stopped after 1 epoch in all, so "GTSP beats random" was partly more training. The
+    baseline now trains in GTSP's two phases, each with its own epochs or seconds."""
+    from gtcompress.compress import prune_run
+    from gtcompress.train.loop import train
+
+    runs: list[int] = []
+    monkeypatch.setattr(prune_run, "train", _recorder(train, runs))
+    cfg = PruneConfig(
+        target_flops=0.6,
+        axes="heads,ffn",
+        epochs=3,
+        finetune_epochs=3,
+        time_budget_s=mask_s,
+        finetune_time_budget_s=finetune_s,
+        batch_size=8,
+    )
+    gtsp = prune_model(tiny_model("gt", node_data.info), node_data, cfg, show_progress=False)
+    assert [len(gtsp.history), gtsp.report["finetune"]["epochs_run"]] == phases
+    runs.clear()
+    res = random_prune(tiny_model("gt", node_data.info), node_data, cfg, show_progress=False)
+    assert runs == phases
+    assert [res.report["finetune"]["lead_in"]["epochs_run"], res.report["finetune"]["epochs_run"]] == phases
+
+
+def test_random_baseline_with_both_phases_timed_or_untimed_trains_once(node_data, monkeypatch) -> None:
+    """Without a time budget the baseline fine-tunes once for epochs + finetune_epochs (no lead-in)."""
+    from gtcompress.compress import prune_run
+    from gtcompress.train.loop import train
+
+    runs: list[int] = []
+    monkeypatch.setattr(prune_run, "train", _recorder(train, runs))
+    cfg = PruneConfig(target_flops=0.6, axes="heads,ffn", epochs=1, finetune_epochs=2, batch_size=8)
+    res = random_prune(tiny_model("gt", node_data.info), node_data, cfg, show_progress=False)
+    assert runs == [3] and "lead_in" not in res.report["finetune"]
+
+
+def _recorder(fn, runs: list[int]):
+    """``fn`` (``train``) that appends each run's ``epochs_run`` to ``runs``."""
+
+    def recording(*args, **kwargs):
+        res = fn(*args, **kwargs)
+        runs.append(res.epochs_run)
+        return res
+
+    return recording
+
+
 @pytest.mark.parametrize("method", [prune_model, random_prune])
 def test_weights_axis_without_finetuning_still_zeroes_weights(node_data, method) -> None:
     """``gtc prune --weight-sparsity 0.5 --finetune-epochs 0`` zeroed no weight (the projection ran
