@@ -119,6 +119,48 @@ class CostModel:
             lp.append(LayerPlan(heads, units))
         return self.cost(Plan(lp))
 
+    def nearest_reachable(
+        self, axes: tuple[str, ...], lo: float, hi: float
+    ) -> tuple[float | None, float | None] | None:
+        """Whether some plan on ``axes`` costs within ``[lo, hi]`` (FLOPs), without enumerating plans:
+        None if one does, else the nearest reachable costs below and above (None: none that side).
+
+        A plan's cost is a sum over sublayers, each kept whole, with some of its units (heads / ffn
+        axes) or removed (layers axis), so the reachable costs are the sums of one option per
+        sublayer. They are built sublayer by sublayer as sorted intervals, joining
+        costs less than ``hi - lo`` apart: a window that wide meets such an interval only if it
+        holds one of its costs, so the answer is exact, and the list stays short (sublayers'
+        many-unit options and the 2^n subsets of whole sublayers collapse into a few intervals)."""
+        gap = max(hi - lo, 0.0)
+
+        def merged(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+            out: list[tuple[float, float]] = []
+            for a, b in sorted(points):
+                if out and a - out[-1][1] <= gap:
+                    out[-1] = (out[-1][0], max(out[-1][1], b))
+                else:
+                    out.append((a, b))
+            return out
+
+        def options(n: int, per: float, fixed: float, unit_axis: str) -> list[tuple[float, float]]:
+            counts = range(1, n + 1) if unit_axis in axes else [n]
+            opts = [(fixed + k * per, fixed + k * per) for k in counts]
+            return merged(opts + ([(0.0, 0.0)] if "layers" in axes else []))
+
+        sums = [(self.base, self.base)]
+        for i in range(len(self.heads)):
+            for n, per, fixed, axis in (
+                (self.heads[i], self.head[i], self.attn_fixed[i], "heads"),
+                (self.widths[i], self.unit[i], self.ffn_fixed[i], "ffn"),
+            ):
+                if n:
+                    sums = merged([(a + c, b + d) for a, b in sums for c, d in options(n, per, fixed, axis)])
+        if any(a <= hi and b >= lo for a, b in sums):
+            return None
+        below = [b for _, b in sums if b < lo]
+        above = [a for a, _ in sums if a > hi]
+        return (max(below) if below else None), (min(above) if above else None)
+
     @classmethod
     def calibrate(cls, model: GraphModel, batch: GraphBatch, dense_flops: float | None = None) -> CostModel:
         """Measure the coefficients on ``batch`` (see module docstring). ``dense_flops`` is the

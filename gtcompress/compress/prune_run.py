@@ -379,8 +379,9 @@ def with_depth_budget(cfg: PruneConfig, cm: CostModel, auto: bool, target: float
 
 
 def check_feasible(cm: CostModel, cfg: PruneConfig, target: float | None) -> None:
-    """Refuse, before any training, a FLOP target the axes cannot reach (or that token pruning
-    alone already undershoots), or per-axis ``keep`` ratios they cannot meet."""
+    """Refuse, before any training, a FLOP target the axes cannot reach (below their least cost, or
+    between the costs their coarse units allow), or that token pruning alone already undershoots,
+    or per-axis ``keep`` ratios they cannot meet."""
     if target is None:
         if cfg.keep and cfg.structured_axes:  # the selection the run makes, on any scores: raises as it would
             select_plan(cm, random_scores(cm, 0), cfg.structured_axes, axis_keep=cfg.keep)
@@ -407,6 +408,21 @@ def check_feasible(cm: CostModel, cfg: PruneConfig, target: float | None) -> Non
             f"{lo:.3f} (what no axis removes: encoders, structural encodings such as graphormer's shortest "
             f"paths, local MPNN, prediction head"
             f"{', every sublayer keeps one unit without the layers axis' if 'layers' not in axes else ''})"
+        )
+    # Only after mask training did fit_budget find that no plan of these (coarse) units lands within the
+    # tolerance (GPS, --axes layers, --target-flops 0.4: 0.369 or 0.444, minutes of training later).
+    # The costs a plan can reach are known now. A plan is chosen at or below the target (select_plan),
+    # measured and modelled costs agree (calibrated), and a hair of slack absorbs rounding.
+    window = (target * (1.0 - cfg.tolerance) - 1e-6, target + 1e-6)
+    nearest = cm.nearest_reachable(axes, window[0] * cm.dense, window[1] * cm.dense)
+    if nearest is not None:
+        near = " and ".join(f"{c / cm.dense:.3f}" for c in nearest if c is not None)
+        finer = " or ".join(f"'{a}'" for a in ("heads", "ffn", "tokens") if a not in cfg.axes)
+        raise BudgetError(
+            f"target {target:.3f} of the FLOPs cannot be met within -{cfg.tolerance:.0%} with axes "
+            f"{','.join(cfg.axes)} (a plan is chosen at or below the target): the units are too coarse, the "
+            f"nearest reachable FLOP ratios are {near}; {f'add {finer} or ' if finer else ''}choose a target "
+            f"from one of them to {cfg.tolerance:.0%} above it"
         )
     if full < target * (1.0 - cfg.tolerance):
         raise BudgetError(

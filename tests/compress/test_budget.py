@@ -395,11 +395,41 @@ def test_a_target_between_the_units_names_only_axes_not_given(tmp_path) -> None:
     ds = load_dataset("cluster", size="60,20,20", seed=0, cache_dir=tmp_path)
     model = build_model(ModelConfig.for_dataset("gt", ds.info, hidden=16, num_layers=1, heads=2))
     cfg = PruneConfig(axes="heads,ffn", target_flops=0.8, epochs=0, finetune_epochs=0, batch_size=8)
-    with pytest.raises(BudgetError) as err:
+    with pytest.raises(BudgetError) as err:  # refused before any training: see the next test
         random_prune(model, ds, cfg, show_progress=False)
+    assert str(err.value).endswith("; add 'tokens' or choose a target from one of them to 3% above it")
+    ref = reference_batch(ds["val"], 32)
+    cm = CostModel.calibrate(model, ref)
+    with pytest.raises(BudgetError) as err:  # fit_budget's own message, for a selection that misses
+        fit_budget(model, random_scores(cm, 0), cm, ref, ("heads", "ffn"), 0.8)
     assert str(err.value).endswith(
         "(the units of axes heads,ffn are too coarse; add 'tokens' or choose another target)"
     )
+
+
+def test_a_target_between_coarse_units_is_refused_before_mask_training(node_data, monkeypatch) -> None:
+    """GPS with ``--axes layers --target-flops 0.4``: whole sublayers reach 0.369 or 0.444 of the FLOPs,
+    never 0.4 ± 3 %, but ``check_feasible`` only checked the least reachable cost, so fit_budget said
+    so after every mask-training epoch (minutes on a real run). The costs a plan can reach are summed
+    sublayer by sublayer and the target is refused at the start, naming the nearest ones."""
+    from gtcompress.compress import gate_training
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("mask training started")
+
+    monkeypatch.setattr(gate_training, "train_gates", no_training)
+    model = tiny_model("gps", node_data.info)
+    cfg = PruneConfig(target_flops=0.4, axes="layers", epochs=2, finetune_epochs=0, batch_size=8)
+    with pytest.raises(BudgetError) as err:
+        prune_model(model, node_data, cfg, show_progress=False)
+    assert str(err.value) == (
+        "target 0.400 of the FLOPs cannot be met within -3% with axes layers (a plan is chosen at or below the "
+        "target): the units are too coarse, the nearest reachable FLOP ratios are 0.369 and 0.444; add 'heads' "
+        "or 'ffn' or 'tokens' or choose a target from one of them to 3% above it"
+    )
+    # as it says: a target a little above the one it names is met, measured
+    res = prune_model(model, node_data, replace(cfg, target_flops=0.45, epochs=0), show_progress=False)
+    assert res.report["budget"]["within_tolerance"] and 0.444 <= res.report["budget"]["measured_flops_ratio"] <= 0.45
 
 
 @pytest.mark.parametrize("method", [prune_model, random_prune])

@@ -113,6 +113,7 @@ def test_sparsify_writes_checkpoint_and_report(ckpt: Path, tmp_path: Path, monke
     [
         (["prune", "{ckpt}", "--target-flops", "0.4", "--axes", "heads,neurons"], "unknown axis"),
         (["prune", "{ckpt}", "--target-flops", "0.01", "--axes", "heads", "--epochs", "0"], "impossible"),
+        (["prune", "{ckpt}", "--target-flops", "0.7", "--axes", "layers"], "(a plan is chosen at or below the target)"),
         (["prune", "{ckpt}", "--target-flops", "1.2"], "target-flops"),
         (["prune", "{ckpt}", "--keep", "heads=abc"], "--keep"),
         (["prune", "{ckpt}", "--target-flops", "0.5", "--allocation", "even"], "allocation"),
