@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     prov = provenance()
 
     from gtcompress.checkpoint import load_checkpoint
-    from gtcompress.compress.budget import fit_budget, gate_scores, random_scores
     from gtcompress.compress.distill import attach_teacher
+    from gtcompress.compress.plan_choice import fit_budget, gate_scores, random_scores
     from gtcompress.compress.prune import PruneConfig, PruneRun, mask_training
     from gtcompress.compress.prune_run import evaluate_splits, finetune_pruned
 

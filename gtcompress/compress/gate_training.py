@@ -19,11 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from gtcompress.compress.budget import CostModel, Lagrangian, gate_scores, select_plan
+from gtcompress.compress.budget import CostModel, Lagrangian
 from gtcompress.compress.distill import distillation_loss
 from gtcompress.compress.gates import GateSet
 from gtcompress.compress.masks import attach_gates
 from gtcompress.compress.materialise import Plan
+from gtcompress.compress.plan_choice import gate_scores, select_plan
 from gtcompress.compress.prune_config import PruneConfig
 from gtcompress.compress.prune_run import PruneRun
 from gtcompress.data.base import GraphDataset, iterate_batches

@@ -14,7 +14,7 @@ r"""GTSP (Liu et al. 2023): four-axis differentiable-mask pruning under one budg
    expected FLOP ratio and the target ``t`` warms up from 1; the multipliers ascend. The progress
    bar shows loss, the validation metric of the discrete (budget-meeting) model and ``c``.
 3. **Discrete choice + materialise** (:meth:`~.prune_run.PruneRun.select`) — the plan that meets
-   the target, *measured* (:func:`.budget.fit_budget`), sliced into a plain smaller model
+   the target, *measured* (:func:`.plan_choice.fit_budget`), sliced into a plain smaller model
    (:func:`.materialise.materialise`); its eval output equals the gated model's (checked, recorded
    as ``max_abs_diff``).
 4. **Fine-tune and report** (:meth:`~.prune_run.PruneRun.finish`) — the small model with
@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import time
 
-from gtcompress.compress.budget import gate_scores
 from gtcompress.compress.gate_training import gate_importance, mask_training, train_gates
+from gtcompress.compress.plan_choice import gate_scores
 from gtcompress.compress.prune_config import PruneConfig, default_allocation, default_axes, resolve_auto
 from gtcompress.compress.prune_run import PruneResult, PruneRun, check_prunable
 from gtcompress.compress.random_baseline import random_prune

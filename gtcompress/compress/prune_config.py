@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from gtcompress.compress.budget import ALLOCATIONS
 from gtcompress.compress.distill import check_distillation
 from gtcompress.compress.gates import parse_axes
+from gtcompress.compress.plan_choice import ALLOCATIONS
 from gtcompress.errors import ConfigError
 from gtcompress.models.model import GraphModel
 from gtcompress.train.loop import check_time_budget

@@ -25,11 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from gtcompress.compress.budget import BudgetError, CostModel, Scores, fit_budget, random_scores, select_plan
+from gtcompress.compress.budget import BudgetError, CostModel
 from gtcompress.compress.distill import attach_teacher, distillation_loss, has_teacher
 from gtcompress.compress.gates import GateSet
 from gtcompress.compress.masks import attach_gates
 from gtcompress.compress.materialise import LayerPlan, Plan, materialise, plain_copy, with_token_keep
+from gtcompress.compress.plan_choice import Scores, fit_budget, random_scores, select_plan
 from gtcompress.compress.prune_config import PruneConfig, resolve_auto
 from gtcompress.compress.report import compression_report, layer_table
 from gtcompress.compress.sparsity import cubic_sparsity, l0_project_, nonzero, projected, prunable_weights
@@ -67,7 +68,7 @@ class PruneResult:
 @dataclass
 class Selection:
     """The units kept (``plan``), the plain smaller model they make, and how many measured rounds
-    :func:`~gtcompress.compress.budget.fit_budget` took to land on the target (0: no FLOP target)."""
+    :func:`~gtcompress.compress.plan_choice.fit_budget` took to land on the target (0: no FLOP target)."""
 
     plan: Plan
     model: GraphModel

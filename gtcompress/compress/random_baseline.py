@@ -16,8 +16,8 @@ fine-tuning for ``finetune_epochs`` (or ``finetune_time_budget_s``), the weights
 
 from __future__ import annotations
 
-from gtcompress.compress.budget import random_scores
 from gtcompress.compress.gates import GateSet
+from gtcompress.compress.plan_choice import random_scores
 from gtcompress.compress.prune_config import PruneConfig
 from gtcompress.compress.prune_run import PruneResult, PruneRun
 from gtcompress.data.base import GraphDataset

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench.plan_vs_weights import CELLS, _start
-from gtcompress.compress.budget import fit_budget, random_scores
+from gtcompress.compress.plan_choice import fit_budget, random_scores
 from gtcompress.compress.prune import PruneConfig, PruneRun
 from tests.compress.conftest import tiny_dataset, tiny_model
 

@@ -4,15 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from gtcompress.compress.budget import (
-    BudgetError,
-    CostModel,
-    fit_budget,
-    random_scores,
-    select_plan,
-)
+from gtcompress.compress.budget import BudgetError, CostModel
 from gtcompress.compress.gates import GateSet
 from gtcompress.compress.materialise import materialise, with_token_keep
+from gtcompress.compress.plan_choice import fit_budget, random_scores, select_plan
 from gtcompress.compress.prune import PruneConfig, default_allocation, prune_model, random_prune
 from gtcompress.compress.prune_config import resolve_auto as _resolved
 from gtcompress.compress.prune_run import full_plan_from_cost
