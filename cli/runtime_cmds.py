@@ -270,6 +270,16 @@ def serve_cmd(
             "A merged call stays under 256 MiB, or this if lower.",
         ),
     ] = _LIMITS["max_attention_mib"],
+    max_pe_work: Annotated[
+        float,
+        typer.Option(
+            callback=finite,
+            min=1.0,
+            help="Positional encodings (LapPE, RWSE) the server computes for one raw request, in steps of the "
+            "cube of each graph's nodes (LapPE 1 a graph, RWSE k-1; about 30e9 a second on one core); a request "
+            "above it gets 400 before any is computed. Requests carrying their pe_* are not charged.",
+        ),
+    ] = _LIMITS["max_pe_work"],
     max_inflight_mib: Annotated[
         float,
         typer.Option(
@@ -322,6 +332,7 @@ def serve_cmd(
     limits = ServerLimits(
         max_body_bytes=mib_bytes(max_body_mib),
         max_attention_mib=max_attention_mib,
+        max_pe_work=max_pe_work,
         max_inflight_mib=max_inflight_mib,
         body_timeout_s=body_timeout_s,
     )

@@ -21,7 +21,7 @@ import numpy as np
 from gtcompress.preprocess.batching import NumpyGraph, graph_ptr
 from gtcompress.preprocess.layouts import node_counts as count_nodes
 from gtcompress.preprocess.layouts import padded_rows
-from gtcompress.preprocess.pe import pe_function
+from gtcompress.preprocess.pe import pe_function, pe_work
 from gtcompress.preprocess.spec import InputSpec, Lowering
 from runtime.batcher import MIB, BatchConfig, DynamicBatcher
 from runtime.errors import (
@@ -62,6 +62,14 @@ class ServerLimits:
     #: distances included, :func:`attention_cell_bytes`). Past this a request gets 400 rather than
     #: the server's memory (a 40,000-node graph on a 4-head GPS would need 24 GiB per layer).
     max_attention_mib: float = 2048.0
+    #: Work of the positional encodings the server computes for one raw request, in ``n^3`` steps of
+    #: its graphs (:func:`~gtcompress.preprocess.pe.pe_work`: LapPE ``n^3`` a graph, RWSE ``(k-1) n^3``;
+    #: about 30 G a second on one core). Past this a request gets 400 before any is computed: within the
+    #: node and edge limits, one 8,000-node random graph's LapPE took 60 s, a 100,000-node path's
+    #: minutes, a 20,000-node star's RWSE 44 s, and 500 graphs of 2,000 nodes 2 minutes of LapPE (40 of
+    #: RWSE). 1.5e11 lets one 2,000-node graph with 16 RWSE steps through (about 5 s), or 5,300 nodes
+    #: of LapPE. A request carrying its ``pe_*`` (pre-processed) costs nothing here.
+    max_pe_work: float = 1.5e11
     #: Request bytes (bodies as received or decoded, whichever is larger) the server holds at once,
     #: from the first byte read to the answer: past it a request gets 503 instead of being read, so
     #: memory stays bounded however many clients send at once or stall mid-body. Never less than
@@ -241,6 +249,8 @@ def request_graph(
     _check_layout(inputs, n, e, num_graphs)
     _check_attention(model, limits, batch, n, num_graphs)
     spec = model.session.spec
+    if not full:
+        _check_pe_work(model, limits, inputs, batch, n, num_graphs)
     g = NumpyGraph(
         x=x,
         edge_index=inputs["edge_index"],
@@ -311,6 +321,33 @@ def _check_attention(model: ServedModel, limits: ServerLimits, batch: np.ndarray
             f"graph {at} has {largest} nodes; model '{model.name}' attends densely within each graph, so this "
             f"request's {graphs} graph(s) {layout} need {need / MIB:,.1f} MiB of attention "
             f"scores per layer, above this server's {limits.max_attention_mib:,g} MiB ({advice})",
+        )
+
+
+def _check_pe_work(
+    model: ServedModel,
+    limits: ServerLimits,
+    inputs: dict[str, np.ndarray],
+    batch: np.ndarray | None,
+    n: int,
+    graphs: int,
+) -> None:
+    """Refuse a raw request whose positional encodings (those it does not carry) would cost more than
+    :attr:`ServerLimits.max_pe_work`, before TEDDY or the encodings run (both may compute them)."""
+    kinds = {kind: k for kind, k in model.session.spec.pe.items() if f"pe_{kind}" not in inputs}
+    if not kinds:
+        return
+    counts = count_nodes(batch, n, graphs)
+    work = sum(pe_work(kind, counts, k) for kind, k in kinds.items())
+    if work > limits.max_pe_work:
+        at = int(np.argmax(counts))
+        names = ", ".join(f"pe_{kind}" for kind in kinds)
+        raise GraphTooLargeError(
+            "x",
+            f"computing {names} for this request's {graphs} graph(s) (the largest, graph {at}, has "
+            f"{int(counts[at])} nodes) takes {work:.3g} steps of work, above this server's max_pe_work "
+            f"{limits.max_pe_work:.3g}; send smaller graphs, or {names} computed by the client with every "
+            f"model input (a pre-processed request, as runtime.client.make_inputs builds it)",
         )
 
 

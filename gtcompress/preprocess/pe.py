@@ -287,6 +287,24 @@ def rwse(edge_index: np.ndarray, ptr: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate(parts, axis=0) if parts else np.zeros((0, k), np.float32)
 
 
+def pe_work(kind: str, counts: np.ndarray, k: int) -> float:
+    """The work of computing ``kind`` with ``k`` columns for graphs of ``counts`` nodes, in units of
+    one ``n^3`` step (about 30 G a second on one core), so that a server can refuse a request before
+    spending it: LapPE is a partial eigendecomposition, ``n^3`` per graph; RWSE ``k - 1`` products of
+    ``n x n`` walk matrices, ``(k - 1) n^3``. That is what the dense paths (up to
+    :data:`_DENSE_EIG_MAX` nodes) cost; larger graphs are counted the same, as no smaller bound holds
+    for the sparse ones (shift-invert LU fills in on random graphs, ARPACK converges slowly on long
+    paths, walk powers fill in around a hub: 60 s for an 8,000-node random graph's LapPE, minutes
+    for a 100,000-node path's, 44 s for a 20,000-node star's RWSE). Graphs of one node cost 0."""
+    if kind not in ("lap", "rwse"):
+        pe_function(kind)  # the same ValueError for an unknown kind
+    n = np.asarray(counts, dtype=np.float64)
+    if k <= 0 or n.size == 0:
+        return 0.0
+    cubes = float((n[n > 1] ** 3).sum())
+    return cubes if kind == "lap" else max(k - 1, 1) * cubes
+
+
 def pe_function(kind: str) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
     """The encoding of ``kind`` (``lap`` or ``rwse``, :data:`~gtcompress.preprocess.spec.PE_KINDS`),
     ``(edge_index, ptr, k) -> [N, k]``; a ``ValueError`` for any other name, never a silent default."""

@@ -197,7 +197,15 @@ def test_profile_refuses_an_out_below_a_file_before_profiling(
 
 
 @pytest.mark.parametrize(
-    "option", ["--max-body-mib", "--max-inflight-mib", "--max-delay-ms", "--max-attention-mib", "--body-timeout-s"]
+    "option",
+    [
+        "--max-body-mib",
+        "--max-inflight-mib",
+        "--max-delay-ms",
+        "--max-attention-mib",
+        "--max-pe-work",
+        "--body-timeout-s",
+    ],
 )
 def test_serve_refuses_an_infinite_limit_before_anything(app, exported, option: str, monkeypatch) -> None:
     """``min=`` lets ``inf`` through: --max-body-mib inf was an OverflowError traceback (int(inf)
@@ -226,3 +234,16 @@ def test_serve_body_limit_beyond_a_byte_count_is_the_largest_one(app, exported, 
     assert res.exit_code == 0, res.output
     assert seen["limits"].max_body_bytes == sys.maxsize  # type: ignore[attr-defined]
     assert seen["limits"].inflight_bytes == sys.maxsize  # type: ignore[attr-defined]
+
+
+def test_serve_passes_its_pe_work_limit_to_the_server(app, exported, monkeypatch) -> None:
+    """--max-pe-work is the server's ServerLimits.max_pe_work; left out, the library's default."""
+    import runtime.server
+    from runtime.served import ServerLimits
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(runtime.server, "serve", lambda *a, **kw: seen.update(kw))
+    for extra, want in (([], ServerLimits().max_pe_work), (["--max-pe-work", "1e13"], 1e13)):
+        res = runner.invoke(app, ["serve", str(exported["node"].path), *extra, "--port", "0"])
+        assert res.exit_code == 0, res.output
+        assert seen["limits"].max_pe_work == want  # type: ignore[attr-defined]
