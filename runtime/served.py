@@ -63,12 +63,13 @@ class ServerLimits:
     #: the server's memory (a 40,000-node graph on a 4-head GPS would need 24 GiB per layer).
     max_attention_mib: float = 2048.0
     #: Work of the positional encodings the server computes for one raw request, in ``n^3`` steps of
-    #: its graphs (:func:`~gtcompress.preprocess.pe.pe_work`: LapPE ``n^3`` a graph, RWSE ``(k-1) n^3``;
-    #: about 30 G a second on one core). Past this a request gets 400 before any is computed: within the
-    #: node and edge limits, one 8,000-node random graph's LapPE took 60 s, a 100,000-node path's
-    #: minutes, a 20,000-node star's RWSE 44 s, and 500 graphs of 2,000 nodes 2 minutes of LapPE (40 of
-    #: RWSE). 1.5e11 lets one 2,000-node graph with 16 RWSE steps through (about 5 s), or 5,300 nodes
-    #: of LapPE. A request carrying its ``pe_*`` (pre-processed) costs nothing here.
+    #: its graphs (:func:`~gtcompress.preprocess.pe.pe_work`: LapPE ``n^3`` a graph, RWSE ``(k-1) n^3``,
+    #: plus a fixed cost per graph; about 30 G a second on one core). Past this a request gets 400
+    #: before any is computed: within the node and edge limits, one 8,000-node random graph's LapPE
+    #: took 60 s, a 100,000-node path's minutes, a 20,000-node star's RWSE 44 s, 500 graphs of 2,000
+    #: nodes 2 minutes of LapPE (40 of RWSE), 100,000 graphs of 10 nodes 15 s of LapPE. 1.5e11 lets
+    #: one 2,000-node graph with 16 RWSE steps through (about 5 s), or 5,300 nodes of LapPE. A
+    #: request carrying its ``pe_*`` (pre-processed) costs nothing here.
     max_pe_work: float = 1.5e11
     #: Request bytes (bodies as received or decoded, whichever is larger) the server holds at once,
     #: from the first byte read to the answer: past it a request gets 503 instead of being read, so
@@ -345,8 +346,8 @@ def _check_pe_work(
         raise GraphTooLargeError(
             "x",
             f"computing {names} for this request's {graphs} graph(s) (the largest, graph {at}, has "
-            f"{int(counts[at])} nodes) takes {work:.3g} steps of work, above this server's max_pe_work "
-            f"{limits.max_pe_work:.3g}; send smaller graphs, or {names} computed by the client with every "
+            f"{int(counts[at])} nodes) takes {work:.4g} steps of work, above this server's max_pe_work "
+            f"{limits.max_pe_work:.4g}; send fewer or smaller graphs, or {names} computed by the client with every "
             f"model input (a pre-processed request, as runtime.client.make_inputs builds it)",
         )
 

@@ -14,23 +14,33 @@ import pytest
 
 from gtcompress.preprocess import NumpyGraph
 from gtcompress.preprocess import pe as pe_module
-from gtcompress.preprocess.pe import pe_work
+from gtcompress.preprocess.pe import PE_GRAPH_WORK, pe_work
 from runtime.client import make_inputs
 from runtime.server import BackgroundServer, ServedModel, ServerLimits, create_app
 from runtime.session import GraphSession
 from runtime.spec import NUMPY_TO_KSERVE
 
-LIMIT = 10_000.0  # the 'graph' model's LapPE (k = 2): one graph of up to 21 nodes (21^3 = 9,261)
+LAP = PE_GRAPH_WORK["lap"]
+LIMIT = LAP + 10_000  # the 'graph' model's LapPE (k = 2): one graph of up to 21 nodes (21^3 = 9,261)
 
 
 def test_pe_work_counts_a_cube_per_graph_and_a_step_per_walk_length() -> None:
     counts = np.array([1, 2, 3], dtype=np.int64)
-    assert pe_work("lap", counts, 4) == 8 + 27  # a one-node graph has nothing to compute
-    assert pe_work("rwse", counts, 4) == 3 * (8 + 27)  # k - 1 products of n x n walk matrices
-    assert pe_work("rwse", counts, 1) == 8 + 27
+    assert pe_work("lap", counts, 4) == 8 + 27 + 2 * LAP  # a one-node graph has nothing to compute
+    assert pe_work("rwse", counts, 4) == 3 * (8 + 27) + 2 * PE_GRAPH_WORK["rwse"]  # k - 1 n x n products
+    assert pe_work("rwse", counts, 1) == 8 + 27 + 2 * PE_GRAPH_WORK["rwse"]
     assert pe_work("lap", counts, 0) == 0.0
     with pytest.raises(ValueError, match="unknown PE kind 'spd'; expected lap or rwse"):
         pe_work("spd", counts, 4)
+
+
+def test_many_tiny_graphs_are_charged_their_fixed_cost() -> None:
+    """100,000 graphs of 10 nodes (within max_graphs) took 15 s of LapPE, all of it per-graph overhead:
+    their cubes alone (1e8 steps) passed the default limit."""
+    tiny = np.full(100_000, 10, dtype=np.int64)
+    assert pe_work("lap", tiny, 8) == 100_000 * (1000 + LAP)
+    assert pe_work("lap", tiny, 8) > ServerLimits().max_pe_work
+    assert pe_work("lap", tiny[:10_000], 8) < ServerLimits().max_pe_work  # 1.5 s
 
 
 @pytest.fixture(scope="module")
@@ -65,20 +75,22 @@ def test_a_raw_request_past_max_pe_work_is_a_400_before_any_encoding(server, mon
     r = _post(server, {"x": g.x, "edge_index": g.edge_index})
     assert r.status_code == 400, r.text
     assert r.json()["error"] == (
-        "input 'x': computing pe_lap for this request's 1 graph(s) (the largest, graph 0, has 22 nodes) takes 1.06e+04 "
-        "steps of work, above this server's max_pe_work 1e+04; send smaller graphs, or pe_lap computed by the "
-        "client with every model input (a pre-processed request, as runtime.client.make_inputs builds it)"
+        "input 'x': computing pe_lap for this request's 1 graph(s) (the largest, graph 0, has 22 nodes) takes "
+        f"{LAP + 22**3:.4g} steps of work, above this server's max_pe_work {LIMIT:.4g}; send fewer or smaller "
+        "graphs, or pe_lap computed by the client with every model input (a pre-processed request, as "
+        "runtime.client.make_inputs builds it)"
     )
 
 
 def test_many_graphs_add_up_and_smaller_requests_are_served(server, exported) -> None:
-    graphs = [_path(14) for _ in range(4)]  # 4 x 14^3 = 10,976: each alone is served, together refused
+    graphs = [_path(14) for _ in range(4)]  # 4 x (LAP + 14^3): each alone is served, together refused
     x = np.concatenate([g.x for g in graphs])
     ei = np.concatenate([g.edge_index + 14 * i for i, g in enumerate(graphs)], axis=1)
     batch = np.repeat(np.arange(4, dtype=np.int64), 14)
     r = _post(server, {"x": x, "edge_index": ei, "batch": batch})
     assert r.status_code == 400, r.text
-    assert "this request's 4 graph(s) (the largest, graph 0, has 14 nodes) takes 1.1e+04 steps" in r.json()["error"]
+    took = f"this request's 4 graph(s) (the largest, graph 0, has 14 nodes) takes {4 * (LAP + 14**3):.4g} steps"
+    assert took in r.json()["error"]
     want = GraphSession(exported["graph"].path).run(graphs[0])[0]
     r = _post(server, {"x": graphs[0].x, "edge_index": graphs[0].edge_index})
     assert r.status_code == 200, r.text
@@ -87,7 +99,7 @@ def test_many_graphs_add_up_and_smaller_requests_are_served(server, exported) ->
 
 
 def test_a_preprocessed_request_carries_its_own_encodings_and_is_not_charged(server, exported) -> None:
-    g = _path(40)  # 64,000 steps if the server computed its LapPE
+    g = _path(40)  # LAP + 64,000 steps if the server computed its LapPE
     inputs = make_inputs(g, exported["graph"].spec)
     r = _post(server, inputs)
     assert r.status_code == 200, r.text
