@@ -74,14 +74,25 @@ def _symmetric_graphs(ei: np.ndarray, n: int, gid: np.ndarray, num_graphs: int) 
     or batched with directed graphs (the server sparsifies a whole multi-graph request at once,
     training one graph at a time). Vectorised: an edge ``(i, j)`` is unmatched when ``(i, j)`` and
     ``(j, i)`` occur a different number of times; a graph is symmetric when none of its edges is
-    unmatched. ``gid`` is the graph of every edge."""
+    unmatched. ``gid`` is the graph of every edge.
+
+    The counts are compared per distinct key, both key lists sorted, and mapped back to the edges
+    through the sort order: looking every edge's key up in the sorted keys (unsorted needles, one
+    cache miss a step) took 24 of 33 s on a request of 10M edges, this about 3 s."""
+    if ei.shape[1] == 0:
+        return np.ones(num_graphs, dtype=bool)
     fwd = ei[0] * n + ei[1]
-    rev = ei[1] * n + ei[0]
-    keys, counts = np.unique(fwd, return_counts=True)
-    at = np.minimum(np.searchsorted(keys, rev), keys.shape[0] - 1)
-    rev_count = np.where(keys[at] == rev, counts[at], 0)
-    fwd_count = counts[np.searchsorted(keys, fwd)]
-    unmatched = fwd_count != rev_count
+    order = np.argsort(fwd)
+    sf = fwd[order]
+    sr = np.sort(ei[1] * n + ei[0])  # every reversed key, i.e. the keys (j, i) of the edges (i, j)
+    starts_f = np.flatnonzero(np.r_[True, sf[1:] != sf[:-1]])
+    starts_r = np.flatnonzero(np.r_[True, sr[1:] != sr[:-1]])
+    keys_f, keys_r = sf[starts_f], sr[starts_r]
+    count_f = np.diff(np.r_[starts_f, sf.shape[0]])
+    count_r = np.diff(np.r_[starts_r, sr.shape[0]])
+    at = np.minimum(np.searchsorted(keys_r, keys_f), keys_r.shape[0] - 1)  # sorted needles: fast
+    count_back = np.where(keys_r[at] == keys_f, count_r[at], 0)  # of key (i, j): how many (j, i)
+    unmatched = order[np.repeat(count_f != count_back, count_f)]  # edges whose key's counts differ
     return np.bincount(gid[unmatched], minlength=num_graphs) == 0
 
 
