@@ -68,7 +68,7 @@ class ServerLimits:
     #: before any is computed: within the node and edge limits, one 8,000-node random graph's LapPE
     #: took 60 s, a 100,000-node path's minutes, a 20,000-node star's RWSE 44 s, 500 graphs of 2,000
     #: nodes 2 minutes of LapPE (40 of RWSE), 100,000 graphs of 10 nodes 15 s of LapPE. 1.5e11 lets
-    #: one 2,000-node graph with 16 RWSE steps through (about 5 s), or 5,300 nodes of LapPE. A
+    #: one 2,000-node graph with 16 RWSE steps through (about 5 s), or 3,300 nodes of LapPE. A
     #: request carrying its ``pe_*`` (pre-processed) costs nothing here.
     max_pe_work: float = 1.5e11
     #: Request bytes (bodies as received or decoded, whichever is larger) the server holds at once,

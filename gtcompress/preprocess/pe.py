@@ -306,6 +306,10 @@ def rwse(edge_index: np.ndarray, ptr: np.ndarray, k: int) -> np.ndarray:
 #: its RWSE, at about 30 G steps a second), which outweighs the cube on small graphs: 100,000 graphs
 #: of 10 nodes took 15 s of LapPE while their cubes sum to 1e8 steps (3 ms).
 PE_GRAPH_WORK = {"lap": 4.5e6, "rwse": 1e6}
+#: :func:`pe_work` counts LapPE of a graph past :data:`_DENSE_EIG_MAX` nodes (the sparse solver) at this
+#: many times its cube: measured 8 G steps a second on random graphs (4,200 nodes: 10-12 s, 5,300: 18 s)
+#: against LAPACK's 17-30 G (2,000 nodes: 0.26 s, 5,300: 8.5 s).
+LAP_SPARSE_FACTOR = 4.0
 
 
 def pe_work(kind: str, counts: np.ndarray, k: int) -> float:
@@ -314,10 +318,11 @@ def pe_work(kind: str, counts: np.ndarray, k: int) -> float:
     spending it: LapPE is a partial eigendecomposition, ``n^3`` per graph; RWSE ``k - 1`` products of
     ``n x n`` walk matrices, ``(k - 1) n^3``. That is what the dense paths (up to
     :data:`_DENSE_EIG_MAX` nodes) cost; larger graphs are counted the same, as no smaller bound holds
-    for the sparse ones (shift-invert LU fills in on random graphs, ARPACK converges slowly on long
-    paths, walk powers fill in around a hub: 60 s for an 8,000-node random graph's LapPE, minutes
-    for a 100,000-node path's, 44 s for a 20,000-node star's RWSE). Each graph of two nodes or more
-    also costs :data:`PE_GRAPH_WORK` (many tiny graphs); graphs of one node cost 0."""
+    for the sparse ones (shift-invert LU fills in on random graphs and ARPACK converges slowly on
+    long paths, so LapPE there counts :data:`LAP_SPARSE_FACTOR` times; walk powers fill in around a
+    hub): 60 s for an 8,000-node random graph's LapPE, minutes for a 100,000-node path's, 44 s for
+    a 20,000-node star's RWSE. Each graph of two nodes or more also costs :data:`PE_GRAPH_WORK`
+    (many tiny graphs); graphs of one node cost 0."""
     if kind not in ("lap", "rwse"):
         pe_function(kind)  # the same ValueError for an unknown kind
     n = np.asarray(counts, dtype=np.float64)
@@ -325,7 +330,10 @@ def pe_work(kind: str, counts: np.ndarray, k: int) -> float:
         return 0.0
     big = n[n > 1]
     cubes = float((big**3).sum())
-    return (cubes if kind == "lap" else max(k - 1, 1) * cubes) + PE_GRAPH_WORK[kind] * big.size
+    if kind == "lap":  # the sparse eigensolver's steps are slower than LAPACK's
+        cubes += (LAP_SPARSE_FACTOR - 1) * float((big[big > _DENSE_EIG_MAX] ** 3).sum())
+        return cubes + PE_GRAPH_WORK[kind] * big.size
+    return max(k - 1, 1) * cubes + PE_GRAPH_WORK[kind] * big.size
 
 
 def pe_function(kind: str) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
