@@ -211,18 +211,24 @@ def laplacian_pe(edge_index: np.ndarray, ptr: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate(parts, axis=0) if parts else np.zeros((0, k), np.float32)
 
 
-#: RWSE's dense path also takes a graph of up to this many nodes (its walk matrix, float64: 256 MiB)
-#: when its edges are dense (:func:`_rwse_dense`).
+#: RWSE's dense path takes every graph of up to this many nodes: below it the sparse powers' per-call
+#: overhead and fill-in cost more than ``n^3`` BLAS steps (measured with k = 16: 512 nodes, 2k edges,
+#: 84 ms dense, 133 ms sparse; 1,000 nodes, 10k edges: 600 ms dense, 83 ms sparse).
+_RWSE_DENSE_MIN = 512
+#: ... and a graph of up to this many nodes (its walk matrix, float64: 256 MiB) when its edges are
+#: dense (:func:`_rwse_dense`).
 _RWSE_DENSE_MAX = 5792
 
 
 def _rwse_dense(n: int, e: int) -> bool:
-    """Whether RWSE of a graph of ``n`` nodes and ``e`` edges takes the dense path: always up to
-    :data:`_DENSE_EIG_MAX` nodes, and up to :data:`_RWSE_DENSE_MAX` when ``e >= n^2 / 32``. A dense
-    product is ``n^3`` at BLAS speed; the sparse path's powers fill in on such a graph and its column
-    blocks cost ``e * n`` a step at sparse speed, some 30 times slower: a 2,100-node graph of 4M edges
-    took 86 s where a 2,000-node one took 4.7 s dense."""
-    return n <= _DENSE_EIG_MAX or (n <= _RWSE_DENSE_MAX and 32 * e >= n * n)
+    """Whether RWSE of a graph of ``n`` nodes and ``e`` edges takes the dense path: up to
+    :data:`_RWSE_DENSE_MIN` nodes always, up to :data:`_RWSE_DENSE_MAX` when ``e >= n^2 / 32``.
+
+    A dense product is ``n^3`` at BLAS speed whatever the edges; the sparse path's column blocks
+    cost at most ``e * n`` a step at sparse speed, some 20 times slower, which wins only on sparse
+    edges. Chosen by LapPE's 2,000-node threshold, a 2,000-node path took 4.5 s dense (0.3 s
+    sparse, the same values), and a 2,100-node graph of 4M edges 86 s sparse (6 s dense)."""
+    return n <= _RWSE_DENSE_MIN or (n <= _RWSE_DENSE_MAX and 32 * e >= n * n)
 
 
 def _rwse_single(ei: np.ndarray, n: int, offset: int, k: int) -> np.ndarray:
