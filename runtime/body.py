@@ -164,9 +164,18 @@ class BodyClock:
     as a 500 and the log as a traceback. Used on the event loop only."""
 
     def __init__(self, idle: float) -> None:
+        self._configured = idle
         self.idle = idle
         self.stopping = False
         self.timers: set[asyncio.Timeout] = set()
+
+    def resume(self) -> None:
+        """The server (re)starts: bodies may pause the configured time again. An app stopped once
+        and served again (a second :class:`~runtime.server.BackgroundServer` on it) kept the
+        shutdown's short pause, and every body that paused past it got 503 "server is shutting
+        down" from a server that was running."""
+        self.idle = self._configured
+        self.stopping = False
 
     def hurry(self, idle: float) -> None:
         """The server is shutting down: from now a body may pause ``idle`` seconds at most, those

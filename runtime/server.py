@@ -133,6 +133,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         loops[:] = [asyncio.get_running_loop()]
+        clock.resume()  # a previous run's shutdown shortened the body timeout
         for m in served.values():
             if warmup:
                 _warmup(m)

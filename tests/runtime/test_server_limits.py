@@ -393,6 +393,34 @@ def test_a_body_stalled_at_shutdown_gets_503_and_does_not_hold_the_shutdown(sess
     )
 
 
+def test_an_app_served_again_after_a_shutdown_gets_its_body_timeout_back(
+    session, graph, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shutdown shortens the body timeout to SHUTDOWN_BODY_S, and nothing gave it back: the same
+    app served again (a second BackgroundServer on it) answered a body that paused past that short
+    timeout with 503 "server is shutting down" while it was running, not shutting down."""
+    import runtime.server
+
+    monkeypatch.setattr(runtime.server, "SHUTDOWN_BODY_S", 0.2)
+    app = create_app([ServedModel("m", session)], limits=ServerLimits(max_body_bytes=LIMIT), warmup=False)
+    body = _request(graph)
+    for _ in range(2):
+        with BackgroundServer(app) as srv:
+            host, port = srv.url.rsplit(":", 1)
+            s = socket.create_connection((host, int(port)), timeout=10)
+            try:
+                s.sendall(
+                    f"POST /v2/models/m/infer HTTP/1.1\r\nHost: {srv.url}\r\nContent-Length: {len(body)}\r\n"
+                    "Connection: close\r\n\r\n".encode()
+                )
+                time.sleep(0.6)  # a pause longer than the shutdown's, far shorter than body_timeout_s
+                s.sendall(body)
+                head, _ = _read_response(s)
+            finally:
+                s.close()
+            assert head.startswith(b"HTTP/1.1 200 "), head
+
+
 def test_a_lease_grows_within_the_budget_and_gives_everything_back() -> None:
     budget = InflightBudget(100)
     a, b = budget.lease(), budget.lease()
