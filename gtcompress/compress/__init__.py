@@ -6,8 +6,8 @@ Split the way Torch-Pruning splits it (docs/architecture.md, Conventions):
   biases, FFN channels through torch-pruning's dependency graph, removed sublayers, smaller config);
 * what to remove — :mod:`.gates` (hard-concrete L0 gates), :mod:`.tokens` (node scorer, Gumbel
   top-k), :mod:`.sparsity` (magnitude / ℓ0 projection), :mod:`.teddy` (edge scores);
-* how much, when — :mod:`.budget` (measured-and-calibrated cost model, Lagrangian, discrete
-  selection that meets the budget by construction);
+* how much, when — :mod:`.budget` (measured-and-calibrated cost model, Lagrangian) and
+  :mod:`.plan_choice` (ranking scores, the discrete selection that meets the budget by construction);
 * the loops — :mod:`.prune` (GTSP), :mod:`.teddy` (TEDDY, with :mod:`.attention_graph` for
   full-attention models), :mod:`.distill` (knowledge distillation), :mod:`.report` (the
   compression report). Cost accounting is :mod:`gtcompress.cost`; the numpy-only TEDDY
@@ -38,8 +38,8 @@ _LAZY = {
     "GateHandle": "masks",
     "CostModel": "budget",
     "Lagrangian": "budget",
-    "select_plan": "budget",
-    "fit_budget": "budget",
+    "select_plan": "plan_choice",
+    "fit_budget": "plan_choice",
     "BudgetError": "budget",
     "Plan": "materialise",
     "LayerPlan": "materialise",
@@ -66,8 +66,8 @@ _LAZY = {
     "calibrate_attention_topk": "attention_graph",
     "with_attention_topk": "attention_graph",
     "parse_axes": "gates",
-    "gate_scores": "budget",
-    "random_scores": "budget",
+    "gate_scores": "plan_choice",
+    "random_scores": "plan_choice",
     "TEACHER_KEY": "distill",
     "plain_copy": "materialise",
 }
