@@ -8,7 +8,9 @@ FLOPs of a (materialised) model on a fixed reference batch are exactly
 
 because q/k/v/o and the attention itself are linear in the number of heads, the FFN is linear in
 its width, and nothing else changes (:math:`a^{fix}` is the token scorer; at a fixed token keep
-ratio). :meth:`CostModel.calibrate` *measures* the coefficients with
+ratio) — except what every attention sublayer needs and none computes once all are gone (a
+Graphormer's shortest paths), :math:`C_{any}`, subtracted from a plan that keeps no attention.
+:meth:`CostModel.calibrate` *measures* the coefficients with
 :func:`gtcompress.cost.count_flops` on materialised variants (one sublayer removed, one head / half
 the units kept), so the model agrees with measurement by construction. Its expectation under the
 gates' open probabilities (head ``h`` open with :math:`p_{l,h}`, sublayer with :math:`\pi_l`),
@@ -28,6 +30,7 @@ The discrete choice the budget is met with is :mod:`gtcompress.compress.plan_cho
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -59,22 +62,28 @@ class CostModel:
     heads: list[int]
     widths: list[int]
     token_keep: list[float] = field(default_factory=list)
+    # FLOPs spent only while some layer still attends: a Graphormer's shortest paths, which neither the
+    # model nor its export computes once every attention sublayer is gone. Part of ``base`` otherwise.
+    attn_any: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def cost(self, plan: Plan) -> float:
         c = self.base
+        attends = False
         for i, lp in enumerate(plan.layers):
             if lp.heads and self.heads[i]:
                 c += self.attn_fixed[i] + len(lp.heads) * self.head[i]
+                attends = True
             if lp.ffn and self.widths[i]:
                 c += self.ffn_fixed[i] + len(lp.ffn) * self.unit[i]
-        return c
+        return c if attends else c - self.attn_any
 
     def expected(self, gates: GateSet) -> Tensor:
         """Differentiable expected FLOPs under the gates' open probabilities."""
         total = torch.tensor(self.base, dtype=torch.float64)
+        none_attends = torch.ones((), dtype=torch.float64)
         for i in range(len(self.heads)):
             if self.heads[i]:
                 ph = gates.prob_open("heads", i)
@@ -83,6 +92,7 @@ class CostModel:
                 pa = pa.double().reshape(()) if pa is not None else torch.ones((), dtype=torch.float64)
                 any_open = 1.0 - torch.prod(1.0 - ph)
                 total = total + pa * (any_open * self.attn_fixed[i] + self.head[i] * ph.sum())
+                none_attends = none_attends * (1.0 - pa * any_open)
             if self.widths[i]:
                 pu = gates.prob_open("ffn", i)
                 pu = pu.double() if pu is not None else torch.ones(self.widths[i], dtype=torch.float64)
@@ -90,6 +100,8 @@ class CostModel:
                 pf = pf.double().reshape(()) if pf is not None else torch.ones((), dtype=torch.float64)
                 any_open = 1.0 - torch.prod(1.0 - pu)
                 total = total + pf * (any_open * self.ffn_fixed[i] + self.unit[i] * pu.sum())
+        if self.attn_any:
+            total = total - self.attn_any * none_attends
         return total
 
     def min_cost(self, axes: tuple[str, ...]) -> float:
@@ -114,7 +126,11 @@ class CostModel:
         sublayer. They are built sublayer by sublayer as sorted intervals, joining
         costs less than ``hi - lo`` apart: a window that wide meets such an interval only if it
         holds one of its costs, so the answer is exact, and the list stays short (sublayers'
-        many-unit options and the 2^n subsets of whole sublayers collapse into a few intervals)."""
+        many-unit options and the 2^n subsets of whole sublayers collapse into a few intervals).
+
+        With :attr:`attn_any` (a Graphormer's shortest paths) and the layers axis, a plan that keeps
+        no attention costs that much less than the sum: such plans are summed apart from those that
+        keep some, which are split by their first attending layer (so each sum is exact)."""
         gap = max(hi - lo, 0.0)
 
         def merged(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -126,19 +142,36 @@ class CostModel:
                     out.append((a, b))
             return out
 
-        def options(n: int, per: float, fixed: float, unit_axis: str) -> list[tuple[float, float]]:
+        def options(
+            n: int, per: float, fixed: float, unit_axis: str, kept: bool | None = None
+        ) -> list[tuple[float, float]]:
+            """A sublayer's costs: kept with its units (``kept`` True), removed (False), or either as
+            the axes allow (None)."""
+            if kept is False:
+                return [(0.0, 0.0)]
             counts = range(1, n + 1) if unit_axis in axes else [n]
             opts = [(fixed + k * per, fixed + k * per) for k in counts]
-            return merged(opts + ([(0.0, 0.0)] if "layers" in axes else []))
+            return merged(opts + ([(0.0, 0.0)] if "layers" in axes and kept is None else []))
 
-        sums = [(self.base, self.base)]
-        for i in range(len(self.heads)):
-            for n, per, fixed, axis in (
-                (self.heads[i], self.head[i], self.attn_fixed[i], "heads"),
-                (self.widths[i], self.unit[i], self.ffn_fixed[i], "ffn"),
-            ):
-                if n:
-                    sums = merged([(a + c, b + d) for a, b in sums for c, d in options(n, per, fixed, axis)])
+        def sums_from(base: float, attn: Callable[[int], bool | None]) -> list[tuple[float, float]]:
+            sums = [(base, base)]
+            for i in range(len(self.heads)):
+                if self.heads[i]:
+                    opts = options(self.heads[i], self.head[i], self.attn_fixed[i], "heads", attn(i))
+                    sums = merged([(a + c, b + d) for a, b in sums for c, d in opts])
+                if self.widths[i]:
+                    opts = options(self.widths[i], self.unit[i], self.ffn_fixed[i], "ffn")
+                    sums = merged([(a + c, b + d) for a, b in sums for c, d in opts])
+            return sums
+
+        attending = [i for i, h in enumerate(self.heads) if h]
+        if self.attn_any and "layers" in axes and attending:
+            sums = sums_from(self.base - self.attn_any, lambda i: False)  # no attention left
+            for first in attending:  # the first layer that keeps its attention
+                sums += sums_from(self.base, lambda i, f=first: None if i > f else i == f)
+            sums = merged(sums)
+        else:
+            sums = sums_from(self.base, lambda i: None)
         if any(a <= hi and b >= lo for a, b in sums):
             return None
         below = [b for _, b in sums if b < lo]
@@ -187,6 +220,16 @@ class CostModel:
                     unit[i] = c_full - c_none
                 ffix[i] = c_full - c_none - widths[i] * unit[i]
         removable = sum(afix[i] + heads[i] * head[i] for i in range(n) if heads[i])
+        # With one attention sublayer its removal measured everything attention costs; with several,
+        # removing them all also drops what any one of them needs (a Graphormer's shortest paths).
+        attn_any = 0.0
+        if sum(1 for h in heads if h) > 1:
+            rng = torch.random.get_rng_state()  # materialising draws initial weights: the run's stream stays
+            bare = measure(Plan([LayerPlan([], list(lp.ffn), lp.token_keep) for lp in full.layers]))
+            torch.random.set_rng_state(rng)
+            attn_any = (c_full - removable) - bare
+            if abs(attn_any) <= 1e-9 * c_full:  # linear (GT, GPS): rounding only
+                attn_any = 0.0
         removable += sum(ffix[i] + widths[i] * unit[i] for i in range(n) if widths[i])
         return cls(
             dense=float(dense_flops) if dense_flops is not None else c_full,
@@ -198,6 +241,7 @@ class CostModel:
             heads=heads,
             widths=widths,
             token_keep=[lp.token_keep for lp in full.layers],
+            attn_any=attn_any,
         )
 
 

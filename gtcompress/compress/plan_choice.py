@@ -130,11 +130,16 @@ class _State:
             return len(kept) > 1  # without the layers axis a sublayer keeps one unit
         return True
 
+    def _attends_elsewhere(self, layer: int) -> bool:
+        return any(h for j, h in enumerate(self.heads) if j != layer)
+
     def delta_remove(self, u: _Unit) -> float:
         kept, members, per, fixed = self._members(u)
         d = per * len(members)
         if len(kept) == len(members):
             d += fixed
+            if u.kind in ("head", "attn") and not self._attends_elsewhere(u.layer):  # the last attention goes
+                d += self.cm.attn_any
         return d
 
     def delta_add(self, u: _Unit) -> float:
@@ -142,6 +147,8 @@ class _State:
         d = per * len(members)
         if not kept:
             d += fixed
+            if u.kind in ("head", "attn") and not self._attends_elsewhere(u.layer):  # the first attention back
+                d += self.cm.attn_any
         return d
 
     def remove(self, u: _Unit) -> None:

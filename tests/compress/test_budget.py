@@ -1,3 +1,4 @@
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -6,7 +7,7 @@ import torch
 
 from gtcompress.compress.budget import BudgetError, CostModel
 from gtcompress.compress.gates import GateSet
-from gtcompress.compress.materialise import materialise, with_token_keep
+from gtcompress.compress.materialise import LayerPlan, Plan, materialise, with_token_keep
 from gtcompress.compress.plan_choice import fit_budget, random_scores, select_plan
 from gtcompress.compress.prune import PruneConfig, default_allocation, prune_model, random_prune
 from gtcompress.compress.prune_config import resolve_auto as _resolved
@@ -18,6 +19,37 @@ from gtcompress.models import LayerSpec
 from .conftest import tiny_model
 
 AXES = ("heads", "layers", "ffn")
+
+
+def test_a_graphormer_plan_without_attention_costs_what_it_measures() -> None:
+    """A Graphormer computes its shortest paths only while some layer attends (bd21df9), but the cost
+    model, calibrated one sublayer at a time, kept their FLOPs in the base: a plan removing every
+    attention sublayer was modelled at 0.480 of the FLOPs and measured 0.331. So check_feasible named
+    0.480 as reachable (a target there then failed after mask training), and fit_budget's offset
+    correction accepted plans above the target that the pre-check had refused. Every plan of the
+    layers axis is now modelled as measured, and the pre-check names reachable ratios only."""
+    from gtcompress.compress.prune_run import check_feasible
+
+    from .conftest import tiny_dataset
+
+    data = tiny_dataset("graph")
+    model = tiny_model("graphormer", data.info)
+    ref = reference_batch(data["val"], 32)
+    cm = CostModel.calibrate(model, ref)
+    ratios = {}
+    for a0, a1, f0, f1 in itertools.product([False, True], repeat=4):
+        plan = Plan(
+            [LayerPlan([0, 1, 2, 3] if a else [], list(range(32)) if f else []) for a, f in ((a0, f0), (a1, f1))]
+        )
+        measured = count_flops(materialise(model, plan), ref)[0]
+        assert cm.cost(plan) == pytest.approx(measured, rel=1e-9), (a0, a1, f0, f1)
+        ratios[a0, a1, f0, f1] = measured / cm.dense
+    cfg = PruneConfig(target_flops=0.575, axes="layers")
+    with pytest.raises(BudgetError, match=r"nearest reachable FLOP ratios are 0\.420 and 0\.580;"):
+        check_feasible(cm, cfg, 0.575)
+    bare = ratios[False, False, True, True]  # every attention sublayer removed: 0.331
+    assert bare == pytest.approx(0.3307, abs=1e-4)
+    check_feasible(cm, replace(cfg, target_flops=bare), bare)
 
 
 @pytest.mark.parametrize("arch", ["gt", "gps"])
