@@ -26,9 +26,10 @@ answered; if a merged call fails, every request in it is retried alone, so one c
 
 **Configuration** (``parameters`` in ``config.pbtxt``, all optional): ``gtcompress_model_file``
 (file in the version directory), ``gtcompress_threads`` (ONNX Runtime intra-op threads per
-instance; 0: its default), ``gtcompress_max_nodes``/``_edges``/``_graphs``/``_attention_mib`` (hard
-per-request limits) and ``gtcompress_batch_nodes``/``_edges``/``_graphs``/``_attention_mib`` (soft
-limits of one merged model call; ``attention_mib`` bounds dense attention scores per layer,
+instance; 0: its default), ``gtcompress_max_nodes``/``_edges``/``_graphs``/``_attention_mib`` and
+``gtcompress_max_pe_work`` (hard per-request limits; ``max_pe_work`` a number such as ``1.5e11``)
+and ``gtcompress_batch_nodes``/``_edges``/``_graphs``/``_attention_mib`` (soft limits of one
+merged model call; ``attention_mib`` bounds dense attention scores per layer,
 :class:`runtime.served.ServerLimits`).
 
 :class:`GraphBatchModel` holds all of this without ``triton_python_backend_utils``, which exists
@@ -40,6 +41,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +73,8 @@ PARAMETER_DEFAULTS: dict[str, int] = {
     "gtcompress_max_attention_mib": int(_LIMITS.max_attention_mib),
     "gtcompress_batch_attention_mib": int(_BATCH.max_attention_mib),
 }
+#: Parameters that take any finite number of at least 1 (``1.5e11``), not only an integer.
+NUMBER_PARAMETER_DEFAULTS: dict[str, float] = {"gtcompress_max_pe_work": _LIMITS.max_pe_work}
 
 
 @functools.cache
@@ -114,6 +118,21 @@ def _int_parameter(params: Mapping[str, str], key: str, where: str) -> int:
     return value
 
 
+def _number_parameter(params: Mapping[str, str], key: str, where: str) -> float:
+    """A parameter counted in large units (``max_pe_work``'s steps, 1.5e11 by default), so it may be
+    written as ``1.5e11``; refused at load when not a finite number of at least 1."""
+    raw = params.get(key)
+    if raw is None or raw == "":
+        return NUMBER_PARAMETER_DEFAULTS[key]
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SessionError(f"{where}: parameter {key} is {raw!r}; expected a number") from None
+    if not math.isfinite(value) or value < 1:
+        raise SessionError(f"{where}: parameter {key} is {raw}; expected at least 1, finite")
+    return value
+
+
 def model_file(version_dir: Path, params: Mapping[str, str]) -> Path:
     """The ONNX file or TensorRT plan this version runs (``gtcompress_model_file``, else the one present)."""
     named = params.get("gtcompress_model_file")
@@ -154,6 +173,7 @@ class GraphBatchModel:
             max_edges=get("gtcompress_max_edges"),
             max_graphs=get("gtcompress_max_graphs"),
             max_attention_mib=get("gtcompress_max_attention_mib"),
+            max_pe_work=_number_parameter(params, "gtcompress_max_pe_work", where),
         )
         batch = BatchConfig(
             max_nodes=get("gtcompress_batch_nodes"),

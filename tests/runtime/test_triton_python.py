@@ -121,6 +121,32 @@ def test_bad_parameters_and_a_missing_model_file_name_what_is_wrong(config, node
         GraphBatchModel(node_repo, 2, config(node_repo, gtcompress_model_file=""))
 
 
+def test_max_pe_work_is_read_from_the_parameters(config, node_repo, exported) -> None:
+    """README: the per-request limits are read from ``parameters`` ("add a key there to change one").
+    max_pe_work is one of them; it was silently ignored (always 1.5e11), so a Triton user could neither
+    lower it nor let larger graphs through."""
+    from gtcompress.preprocess.pe import PE_GRAPH_WORK
+
+    g = exported["teddy"].graphs(1, seed=6, lo=10, hi=11)[0]  # RWSE k = 4: 3 * 10^3 + the fixed cost
+    need = 3 * 10**3 + PE_GRAPH_WORK["rwse"]
+    model = GraphBatchModel(node_repo, 1, config(node_repo, gtcompress_max_pe_work=str(int(need) - 1)))
+    assert model.limits.max_pe_work == need - 1
+    (out,) = model.answer([_request(g)])
+    assert isinstance(out, Failure) and out.invalid
+    assert out.message.startswith(
+        f"input 'x': computing pe_rwse for this request's 1 graph(s) (the largest, graph 0, has 10 nodes) takes "
+        f"{need:.4g} steps of work, above this server's max_pe_work {need - 1:.4g}; "
+    )
+    model = GraphBatchModel(node_repo, 1, config(node_repo, gtcompress_max_pe_work="1.5e12"))
+    assert model.limits.max_pe_work == 1.5e12
+    (out,) = model.answer([_request(g)])
+    np.testing.assert_allclose(out[0], GraphSession(exported["teddy"].path).run(g)[0], atol=1e-6)
+    assert GraphBatchModel(node_repo, 1, config(node_repo)).limits.max_pe_work == 1.5e11  # the default
+    for bad, why in (("lots", "'lots'; expected a number"), ("0", "0; expected at least 1"), ("inf", "inf; expected")):
+        with pytest.raises(SessionError, match=rf"^model 'gt_node': parameter gtcompress_max_pe_work is {why}"):
+            GraphBatchModel(node_repo, 1, config(node_repo, gtcompress_max_pe_work=bad))
+
+
 #: What the README tells a Triton container to install (orjson: used when present, else json).
 THIRD_PARTY = ("numpy", "scipy", "threadpoolctl", "onnxruntime", "orjson")
 
