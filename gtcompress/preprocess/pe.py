@@ -218,17 +218,24 @@ _RWSE_DENSE_MIN = 512
 #: ... and a graph of up to this many nodes (its walk matrix, float64: 256 MiB) when its edges are
 #: dense (:func:`_rwse_dense`).
 _RWSE_DENSE_MAX = 5792
+#: ... dense meaning at least ``n^2`` over this many edges: where the two paths cost the same.
+_RWSE_DENSE_SHARE = 20
 
 
 def _rwse_dense(n: int, e: int) -> bool:
     """Whether RWSE of a graph of ``n`` nodes and ``e`` edges takes the dense path: up to
-    :data:`_RWSE_DENSE_MIN` nodes always, up to :data:`_RWSE_DENSE_MAX` when ``e >= n^2 / 32``.
+    :data:`_RWSE_DENSE_MIN` nodes always, up to :data:`_RWSE_DENSE_MAX` when
+    ``e >= n^2 /`` :data:`_RWSE_DENSE_SHARE`.
 
     A dense product is ``n^3`` at BLAS speed whatever the edges; the sparse path's column blocks
     cost at most ``e * n`` a step at sparse speed, some 20 times slower, which wins only on sparse
     edges. Chosen by LapPE's 2,000-node threshold, a 2,000-node path took 4.5 s dense (0.3 s
-    sparse, the same values), and a 2,100-node graph of 4M edges 86 s sparse (6 s dense)."""
-    return n <= _RWSE_DENSE_MIN or (n <= _RWSE_DENSE_MAX and 32 * e >= n * n)
+    sparse, the same values), and a 2,100-node graph of 4M edges 86 s sparse (6 s dense). At
+    ``n^2 / 32`` edges the dense path was still the slower one, and holds five ``n x n`` arrays
+    (3,000 nodes, k = 4: 3.7 s dense, 2.2 s sparse; 5,300 nodes, k = 2: 7.5 s and 900 MB dense,
+    4.5 s and 230 MB sparse); at ``n^2 / 20`` they take the same time (3.5 s, 3.4 s), at
+    ``n^2 / 14`` dense wins (3.5 s, 4.7 s)."""
+    return n <= _RWSE_DENSE_MIN or (n <= _RWSE_DENSE_MAX and _RWSE_DENSE_SHARE * e >= n * n)
 
 
 def _rwse_single(ei: np.ndarray, n: int, offset: int, k: int) -> np.ndarray:

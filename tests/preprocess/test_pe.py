@@ -88,7 +88,7 @@ def test_rwse_of_a_graph_with_dense_edges_takes_the_dense_path(monkeypatch) -> N
     rng = np.random.default_rng(2)
     n = 60
     ei = rng.integers(0, n, (2, 300))
-    ei = np.concatenate([ei, ei[::-1]], axis=1)  # 600 edges >= 60^2 / 32
+    ei = np.concatenate([ei, ei[::-1]], axis=1)  # 600 edges >= 60^2 / 20
     ptr = np.array([0, n])
     want = rwse(ei, ptr, k=6)  # the dense path: 60 nodes <= _RWSE_DENSE_MIN
 
@@ -99,9 +99,38 @@ def test_rwse_of_a_graph_with_dense_edges_takes_the_dense_path(monkeypatch) -> N
     monkeypatch.setattr(pe, "_RWSE_MAX_NNZ", 1)  # the sparse path would go by columns at once
     monkeypatch.setattr(pe, "_rwse_by_columns", no_sparse)
     np.testing.assert_array_equal(rwse(ei, ptr, k=6), want)
-    sparse_edges = ei[:, :40]  # 40 edges < 60^2 / 32: still the sparse path
+    sparse_edges = ei[:, :40]  # 40 edges < 60^2 / 20: still the sparse path
     with pytest.raises(AssertionError, match="the sparse path ran"):
         rwse(sparse_edges, ptr, k=6)
+
+
+def test_rwse_between_a_32nd_and_a_20th_of_dense_edges_takes_the_sparse_path(monkeypatch) -> None:
+    """Edges of n^2 / 32 sent a graph to the dense path, where the sparse one was faster up to about
+    n^2 / 20 (5,300 nodes, k = 2: 7.5 s and 900 MB dense, 4.5 s and 230 MB sparse). Shrunk: 60 nodes,
+    150 edges (60^2 / 24) take the sparse path with the dense path's values; 180 (60^2 / 20) the dense."""
+    from gtcompress.preprocess import pe
+
+    rng = np.random.default_rng(4)
+    n = 60
+    half = rng.integers(0, n, (2, 90))
+    ptr = np.array([0, n])
+    between = np.concatenate([half[:, :75], half[::-1, :75]], axis=1)  # 150 edges
+    dense = np.concatenate([half, half[::-1]], axis=1)  # 180 edges
+    want = {e.shape[1]: rwse(e, ptr, k=6) for e in (between, dense)}  # dense path: 60 <= _RWSE_DENSE_MIN
+    columns: list[int] = []
+
+    def by_columns(*args: object) -> None:
+        columns.append(1)
+        real(*args)
+
+    real = pe._rwse_by_columns
+    monkeypatch.setattr(pe, "_RWSE_DENSE_MIN", 50)
+    monkeypatch.setattr(pe, "_RWSE_MAX_NNZ", 1)  # the sparse path goes by columns at once
+    monkeypatch.setattr(pe, "_rwse_by_columns", by_columns)
+    np.testing.assert_allclose(rwse(between, ptr, k=6), want[150], atol=1e-7)
+    assert columns == [1]
+    np.testing.assert_array_equal(rwse(dense, ptr, k=6), want[180])
+    assert columns == [1]  # the dense path
 
 
 def test_rwse_of_a_mid_sized_graph_with_sparse_edges_takes_the_sparse_path(monkeypatch) -> None:
