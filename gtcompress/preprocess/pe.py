@@ -215,8 +215,8 @@ def laplacian_pe(edge_index: np.ndarray, ptr: np.ndarray, k: int) -> np.ndarray:
 #: overhead and fill-in cost more than ``n^3`` BLAS steps (measured with k = 16: 512 nodes, 2k edges,
 #: 84 ms dense, 133 ms sparse; 1,000 nodes, 10k edges: 600 ms dense, 83 ms sparse).
 _RWSE_DENSE_MIN = 512
-#: ... and a graph of up to this many nodes (its walk matrix, float64: 256 MiB) when its edges are
-#: dense (:func:`_rwse_dense`).
+#: ... and a graph of up to this many nodes (its walk matrix, float64: 256 MiB; three such arrays at
+#: once, 768 MiB) when its edges are dense (:func:`_rwse_dense`).
 _RWSE_DENSE_MAX = 5792
 #: ... dense meaning at least ``n^2`` over this many edges: where the two paths cost the same.
 _RWSE_DENSE_SHARE = 20
@@ -231,8 +231,8 @@ def _rwse_dense(n: int, e: int) -> bool:
     cost at most ``e * n`` a step at sparse speed, some 20 times slower, which wins only on sparse
     edges. Chosen by LapPE's 2,000-node threshold, a 2,000-node path took 4.5 s dense (0.3 s
     sparse, the same values), and a 2,100-node graph of 4M edges 86 s sparse (6 s dense). At
-    ``n^2 / 32`` edges the dense path was still the slower one, and holds five ``n x n`` arrays
-    (3,000 nodes, k = 4: 3.7 s dense, 2.2 s sparse; 5,300 nodes, k = 2: 7.5 s and 900 MB dense,
+    ``n^2 / 32`` edges the dense path was still the slower one (3,000 nodes, k = 4: 3.7 s dense,
+    2.2 s sparse; 5,300 nodes, k = 2: 7.5 s and 900 MB dense when it held five ``n x n`` arrays,
     4.5 s and 230 MB sparse); at ``n^2 / 20`` they take the same time (3.5 s, 3.4 s), at
     ``n^2 / 14`` dense wins (3.5 s, 4.7 s)."""
     return n <= _RWSE_DENSE_MIN or (n <= _RWSE_DENSE_MAX and _RWSE_DENSE_SHARE * e >= n * n)
@@ -245,17 +245,22 @@ def _rwse_single(ei: np.ndarray, n: int, offset: int, k: int) -> np.ndarray:
     if _rwse_dense(n, ei.shape[1]):
         # Dense from the start: duplicate edges counted by bincount, the same float64 values scipy's
         # sum_duplicates gives, without its per-call overhead (0.45 of 0.6 ms for a molecule).
+        # At most three n x n float64 arrays live at once (P, its power, the next power): counted
+        # in float64 directly (weights) and scaled in place, where an int64 count, its float copy and
+        # the scaled copy made five (1.3 GB at _RWSE_DENSE_MAX nodes); the products reuse two buffers.
         src, dst = ei[0] - offset, ei[1] - offset
-        a = np.bincount(src * n + dst, minlength=n * n).reshape(n, n).astype(np.float64)  # a[src, dst]
-        deg = a.sum(axis=1)
+        p = np.bincount(src * n + dst, weights=np.ones(src.shape[0]), minlength=n * n).reshape(n, n)  # a[src, dst]
+        deg = p.sum(axis=1)
         inv = np.zeros_like(deg)
         inv[deg > 0] = 1.0 / deg[deg > 0]
-        p = inv[:, None] * a  # P[i, j] = prob of stepping i -> j
-        pk = p.copy()
-        for t in range(k):
-            out[:, t] = np.diagonal(pk)
-            if t + 1 < k:
-                pk = pk @ p
+        p *= inv[:, None]  # P[i, j] = prob of stepping i -> j
+        out[:, 0] = np.diagonal(p)
+        if k > 1:
+            pk, nxt = p.copy(), np.empty_like(p)
+            for t in range(1, k):
+                np.matmul(pk, p, out=nxt)
+                pk, nxt = nxt, pk
+                out[:, t] = np.diagonal(pk)
     else:
         a = _adjacency(ei, n, offset).T.tocsr()  # row = source
         deg = np.asarray(a.sum(axis=1)).ravel()
