@@ -44,6 +44,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph, largest_graph
+from gtcompress.preprocess.layouts import degree_histogram, merge_histograms, padded_slots
 
 MIB = 1024 * 1024
 #: Longest batching delay: the worker waits with a queue timeout, which cannot take infinity (or
@@ -66,6 +67,12 @@ class BatchConfig:
     #: many MiB (a request above it alone runs alone); ``attention_cell_bytes`` 0: no dense attention.
     max_attention_mib: float = 256.0
     attention_cell_bytes: int = 0
+    #: A model on the ``padded`` lowering pads each node's incoming edges to its degree bucket's largest
+    #: in-degree: a merged call's layout is cut from the union's in-degrees (``slot_buckets`` buckets,
+    #: 0: one list), and its slots x ``slot_bytes`` count against the same ``max_attention_mib``;
+    #: ``slot_bytes`` 0: no neighbour lists (:func:`runtime.served.slot_bytes`).
+    slot_bytes: int = 0
+    slot_buckets: int = 0
 
     def __post_init__(self) -> None:
         # inf (or nan) passed every check until the worker's first wait for company raised OverflowError
@@ -98,13 +105,16 @@ class Sized(Protocol):
     @property
     def largest(self) -> int: ...
 
+    @property
+    def degrees(self) -> tuple[np.ndarray, np.ndarray]: ...
+
 
 SizedT = TypeVar("SizedT", bound=Sized)
 
 
-def fits(config: BatchConfig, count: int, totals: Sequence[int], item: Sized) -> bool:
+def fits(config: BatchConfig, count: int, totals: Sequence[Any], item: Sized) -> bool:
     """Whether ``item`` may join a batch of ``count`` items holding ``totals`` (nodes, edges, graphs,
-    largest graph's nodes)."""
+    largest graph's nodes, and with neighbour lists the in-degree histogram, None before the first)."""
     ok = (
         count < config.max_requests
         and totals[0] + item.nodes <= config.max_nodes
@@ -114,27 +124,32 @@ def fits(config: BatchConfig, count: int, totals: Sequence[int], item: Sized) ->
     if ok and config.attention_cell_bytes:
         cells = (totals[2] + item.num_graphs) * max(totals[3], item.largest) ** 2
         ok = cells * config.attention_cell_bytes <= config.max_attention_mib * MIB
+    if ok and config.slot_bytes and len(totals) > 4 and totals[4] is not None:
+        slots = padded_slots(*merge_histograms(totals[4], item.degrees), config.slot_buckets)
+        ok = slots * config.slot_bytes <= config.max_attention_mib * MIB
     return ok
 
 
-def add(config: BatchConfig, totals: list[int], item: Sized) -> None:
+def add(config: BatchConfig, totals: list[Any], item: Sized) -> None:
     """``totals`` (see :func:`fits`) with ``item`` merged in (the largest graph only where it counts)."""
     totals[0] += item.nodes
     totals[1] += item.edges
     totals[2] += item.num_graphs
     if config.attention_cell_bytes:
         totals[3] = max(totals[3], item.largest)
+    if config.slot_bytes:
+        totals[4] = item.degrees if totals[4] is None else merge_histograms(totals[4], item.degrees)
 
 
 def pack(items: Sequence[SizedT], config: BatchConfig) -> list[list[SizedT]]:
     """``items`` in order, cut into consecutive batches within the soft limits (an item larger than
     them alone): what the worker does with a queue that is already full."""
     batches: list[list[SizedT]] = []
-    totals = [0, 0, 0, 0]
+    totals: list[Any] = [0, 0, 0, 0, None]
     for it in items:
         if not batches or not fits(config, len(batches[-1]), totals, it):
             batches.append([])
-            totals = [0, 0, 0, 0]
+            totals = [0, 0, 0, 0, None]
         batches[-1].append(it)
         add(config, totals, it)
     return batches
@@ -147,6 +162,7 @@ class GraphRequest:
     graph: NumpyGraph
     num_graphs: int
     _largest: int = field(init=False, default=-1, repr=False)
+    _degrees: tuple[np.ndarray, np.ndarray] | None = field(init=False, default=None, repr=False)
 
     @property
     def largest(self) -> int:
@@ -154,6 +170,14 @@ class GraphRequest:
         if self._largest < 0:
             self._largest = largest_graph(self.graph.batch, self.graph.num_nodes, self.num_graphs)[0]
         return self._largest
+
+    @property
+    def degrees(self) -> tuple[np.ndarray, np.ndarray]:
+        """In-degree histogram (:func:`degree_histogram`), counted when first asked (only models on the
+        ``padded`` lowering ask): a merged call's neighbour-list slots are cut from its union."""
+        if self._degrees is None:
+            self._degrees = degree_histogram(self.graph.edge_index[1], self.graph.num_nodes)
+        return self._degrees
 
     @property
     def nodes(self) -> int:
@@ -277,7 +301,7 @@ class DynamicBatcher:
         worth waiting for). ``items`` is the caller's list, so items taken are never lost to an error."""
         q, delay = self._queue, self.config.max_delay_ms / 1000.0
         first = items[0]
-        totals = [0, 0, 0, 0]
+        totals: list[Any] = [0, 0, 0, 0, None]
         add(self.config, totals, first)
         deadline = first.arrival + delay
         expected = self._concurrency()

@@ -19,8 +19,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph, graph_ptr
+from gtcompress.preprocess.layouts import degree_histogram, padded_rows, padded_slots
 from gtcompress.preprocess.layouts import node_counts as count_nodes
-from gtcompress.preprocess.layouts import padded_rows
 from gtcompress.preprocess.pe import pe_function, pe_work
 from gtcompress.preprocess.spec import InputSpec, Lowering
 from runtime.batcher import MIB, BatchConfig, DynamicBatcher
@@ -60,7 +60,10 @@ class ServerLimits:
     #: each graph (GPS, Graphormer, GT on the dense lowering): its graphs padded to the largest, so
     #: memory grows with the square of the largest graph (a Graphormer's biases and shortest-path
     #: distances included, :func:`attention_cell_bytes`). Past this a request gets 400 rather than
-    #: the server's memory (a 40,000-node graph on a 4-head GPS would need 24 GiB per layer).
+    #: the server's memory (a 40,000-node graph on a 4-head GPS would need 24 GiB per layer). A model
+    #: on the ``padded`` lowering is held to it too: its neighbour lists' slots (each node's incoming
+    #: edges padded to its degree bucket's largest in-degree) times :func:`slot_bytes`; a heavy-tailed
+    #: 1M-node graph within the node and edge limits takes 88M slots, tens of GiB on a 64-wide model.
     max_attention_mib: float = 2048.0
     #: Work of the positional encodings the server computes for one raw request, in ``n^3`` steps of
     #: its graphs (:func:`~gtcompress.preprocess.pe.pe_work`: LapPE ``n^3`` a graph, RWSE ``(k-1) n^3``,
@@ -106,6 +109,8 @@ class ServedModel:
             max_edges=min(self.batch.max_edges, lim.max_edges or self.batch.max_edges),
             max_graphs=min(self.batch.max_graphs, lim.max_graphs or self.batch.max_graphs),
             attention_cell_bytes=attention_cell_bytes(self.session),
+            slot_bytes=slot_bytes(self.session),
+            slot_buckets=self.session.spec.buckets,
         )
         self.inputs = {t.name: t for t in self.session.get_inputs()}
         self.expect = {t.name: (NUMPY_TO_KSERVE[t.dtype], tuple(t.shape)) for t in self.inputs.values()}
@@ -249,6 +254,7 @@ def request_graph(
         raise GraphTooLargeError("batch", f"request has {num_graphs} graphs, above this server's {limits.max_graphs}")
     _check_layout(inputs, n, e, num_graphs)
     _check_attention(model, limits, batch, n, num_graphs)
+    _check_slots(model, limits, inputs["edge_index"], n)
     spec = model.session.spec
     if not full:
         _check_pe_work(model, limits, inputs, batch, n, num_graphs)
@@ -288,16 +294,71 @@ def attention_cell_bytes(session: GraphSession) -> int:
     spec = session.spec
     if spec.lowering is not Lowering.DENSE and not spec.global_attention:
         return 0
+    cfg, heads = _config_heads(session)
+    if cfg.get("arch") == "graphormer" and heads > 0:
+        per_head = 4 + GRAPHORMER_HEAD_BYTES + (GRAPHORMER_EDGE_HEAD_BYTES if cfg.get("edge_features") else 0)
+        return per_head * heads + GRAPHORMER_DISTANCE_BYTES
+    return 4 * heads
+
+
+def _config_heads(session: GraphSession) -> tuple[dict[str, Any], int]:
+    """The exported model config (empty without one) and its largest head count (8 without one)."""
     cfg = metadata_json(session.metadata, "model_config", str(session.path)) or {}
     try:  # a hand-edited entry: refused at load, where a wrong count would let requests past the memory limit
         layers = cfg.get("layers") or []
         heads = max((int(layer.get("heads", 0)) for layer in layers), default=int(cfg.get("heads", 8)))
     except (AttributeError, TypeError, ValueError) as e:
         raise SessionError(f"{session.path}: metadata 'model_config' has no usable head counts ({e})") from None
-    if cfg.get("arch") == "graphormer" and heads > 0:
-        per_head = 4 + GRAPHORMER_HEAD_BYTES + (GRAPHORMER_EDGE_HEAD_BYTES if cfg.get("edge_features") else 0)
-        return per_head * heads + GRAPHORMER_DISTANCE_BYTES
-    return 4 * heads
+    return cfg, heads
+
+
+def slot_bytes(session: GraphSession) -> int:
+    """Peak bytes per neighbour-list slot of one call of a model on the ``padded`` lowering; 0 for
+    another lowering or no heads left. Each slot gathers a hidden-wide row of ``h`` shared by keys
+    and values, and its score, mask and weights per head; the layout's int64 source and edge ids and
+    its mask come on top.
+
+    Measured on ONNX Runtime CPU (1 thread, 2-layer GT exported ``padded``, heavy-tailed graphs of
+    0.2M-1.2M slots, peak RSS over the slots): hidden 64 / 4 heads 626-696 B a slot, 32 / 8 heads
+    445 B, 16 / 2 heads 191-213 B, 64 / 4 heads with edge features 720-785 B. A least-squares fit is
+    8 B per hidden channel (two float32 ``[R, K, C]`` copies) + 20 B a head (+ about 20 more with
+    edge biases) + 18 B; counted here with a margin as ``8 C + 24 H (+ 24 H) + 32``.
+    A model file without a config counts 64 channels and 8 heads."""
+    if session.spec.lowering is not Lowering.PADDED:
+        return 0
+    cfg, heads = _config_heads(session)
+    if heads <= 0:
+        return 0
+    try:
+        hidden = int(cfg.get("hidden", 64))
+    except (TypeError, ValueError) as e:
+        raise SessionError(f"{session.path}: metadata 'model_config' has no usable hidden width ({e})") from None
+    return 8 * hidden + 24 * heads * (2 if cfg.get("edge_features") else 1) + 32
+
+
+def _check_slots(model: ServedModel, limits: ServerLimits, edge_index: np.ndarray, n: int) -> None:
+    """Refuse a request whose neighbour lists would take more than ``max_attention_mib``, counted from
+    its in-degree histogram before TEDDY, PE or the layout run (building the layout alone of a
+    heavy-tailed 1M-node graph took 1.45 GiB). Edge ids outside ``[0, n)`` are left to
+    :func:`validate_graph`, which names them."""
+    cost = model.batch.slot_bytes
+    dst = edge_index[1] if edge_index.ndim == 2 and edge_index.shape[0] == 2 else None
+    if not cost or dst is None or (dst.size and (int(dst.min()) < 0 or int(dst.max()) >= n)):
+        return
+    vals, counts = degree_histogram(dst, n)
+    buckets = model.batch.slot_buckets
+    slots = padded_slots(vals, counts, buckets)
+    need = slots * cost
+    if need > limits.max_attention_mib * MIB:
+        top = int(vals[-1]) if vals.size else 0
+        lists = f"{buckets} degree buckets" if buckets else "one list"
+        raise GraphTooLargeError(
+            "edge_index",
+            f"model '{model.name}' pads each node's incoming edges to its degree bucket's largest in-degree "
+            f"({lists}), so this request's {n} nodes and {dst.size} edges (largest in-degree {top}) take "
+            f"{slots:,} neighbour-list slots, {need / MIB:,.1f} MiB at {cost} B a slot, above this server's "
+            f"{limits.max_attention_mib:,g} MiB (send smaller graphs, or fewer high in-degree nodes)",
+        )
 
 
 def _check_attention(model: ServedModel, limits: ServerLimits, batch: np.ndarray | None, n: int, graphs: int) -> None:

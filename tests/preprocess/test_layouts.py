@@ -8,7 +8,15 @@ import torch
 
 from gtcompress.nn.attention import dense_attention, sparse_attention
 from gtcompress.nn.layout import DenseLayout
-from gtcompress.preprocess.layouts import bucketed_layout, dense_layout, pack_rows, padded_layout
+from gtcompress.preprocess.layouts import (
+    bucketed_layout,
+    degree_histogram,
+    dense_layout,
+    merge_histograms,
+    pack_rows,
+    padded_layout,
+    padded_slots,
+)
 
 
 def _check(ei: np.ndarray, n: int, buckets: int) -> dict[str, np.ndarray]:
@@ -95,3 +103,40 @@ def test_packed_dense_layout_is_the_same_attention() -> None:
     out = lay.unpad_heads(dense_attention(*(lay.pad_heads(t, h) for t in (q, k, v)), bias, row_valid=rows))
     ref = sparse_attention(*(t.view(n, h, d) for t in (q, k, v)), eit).reshape(n, -1)
     assert torch.allclose(out, ref, atol=1e-12)
+
+
+def _heavy_tailed(rng: np.random.Generator, n: int, scale: float) -> np.ndarray:
+    """In-degree of node i about ``scale / (i + 1)``: hundreds of distinct degrees (the bucket rule's
+    quantile cut) and a long tail that padding to the largest in-degree blows up."""
+    dst = np.repeat(np.arange(n), np.floor(scale / (np.arange(n) + 1)).astype(np.int64))
+    return np.stack([rng.integers(0, n, dst.size), rng.permutation(dst)])
+
+
+@pytest.mark.parametrize("buckets", [0, 1, 2, 4, 7])
+def test_padded_slots_count_the_layout_without_building_it(buckets: int) -> None:
+    """The server refuses a request by this count before pre-processing: it must be exactly the
+    built layout's slots, for the single list (0) and any bucket count, sparse and heavy-tailed."""
+    rng = np.random.default_rng(buckets)
+    graphs = [np.zeros((2, 0), dtype=np.int64)]  # no edge: every bucket one masked slot
+    for n in (1, 5, 40, 300):
+        graphs.append(rng.integers(0, n, (2, int(rng.integers(0, 4 * n)))))
+    graphs.append(_heavy_tailed(rng, 3000, 2000.0))  # > 256 distinct degrees
+    for ei in graphs:
+        n = max(int(ei.max()) + 1 if ei.size else 3, 1)
+        if buckets:
+            lay = bucketed_layout(ei, n, buckets)
+            built = sum(lay[f"nbr_src_{b}"].size for b in range(buckets))
+        else:
+            built = padded_layout(ei, n)["nbr_src"].size
+        assert padded_slots(*degree_histogram(ei[1], n), buckets) == built
+
+
+def test_merged_histograms_count_the_union() -> None:
+    """The batcher counts a merged call's slots from its requests' histograms: the union's layout."""
+    rng = np.random.default_rng(3)
+    a, b = _heavy_tailed(rng, 500, 300.0), rng.integers(0, 40, (2, 90))
+    union = np.concatenate([a, b + 500], axis=1)
+    merged = merge_histograms(degree_histogram(a[1], 500), degree_histogram(b[1], 40))
+    assert [m.tolist() for m in merged] == [h.tolist() for h in degree_histogram(union[1], 540)]
+    lay = bucketed_layout(union, 540, 4)
+    assert padded_slots(*merged, 4) == sum(lay[f"nbr_src_{b}"].size for b in range(4))

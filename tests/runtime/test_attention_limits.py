@@ -16,10 +16,11 @@ import pytest
 
 from gtcompress.preprocess import NumpyGraph
 from gtcompress.preprocess.batching import largest_graph, union_graphs
-from gtcompress.preprocess.layouts import dense_layout, padded_rows
-from runtime.batcher import BatchConfig, fits, pack
+from gtcompress.preprocess.layouts import bucketed_layout, dense_layout, padded_rows
+from runtime.batcher import BatchConfig, GraphRequest, fits, pack
 from runtime.errors import SessionError
-from runtime.served import attention_cell_bytes
+from runtime.protocol import InferRequest
+from runtime.served import attention_cell_bytes, request_graph
 from runtime.server import BackgroundServer, ServedModel, ServerLimits, create_app
 from runtime.session import GraphSession
 
@@ -216,3 +217,69 @@ def test_graphormer_counts_its_biases_and_shortest_paths(tmp_path) -> None:
         "(send smaller graphs)"
     )
     np.testing.assert_equal(session.run(g)[0].shape, (90, 2))  # the session itself still runs it
+
+
+def _post_graph(srv: BackgroundServer, x: np.ndarray, edge_index: np.ndarray) -> httpx.Response:
+    inputs = [
+        {"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()},
+        {
+            "name": "edge_index",
+            "datatype": "INT64",
+            "shape": list(edge_index.shape),
+            "data": edge_index.ravel().tolist(),
+        },
+    ]
+    return httpx.post(f"http://{srv.url}/v2/models/g/infer", content=json.dumps({"inputs": inputs}), timeout=60)
+
+
+def test_padded_neighbour_lists_past_the_limit_get_a_400(exported) -> None:
+    """The padded lowering pads each node's incoming edges to its degree bucket's largest in-degree: a
+    heavy-tailed graph takes many times its edges in slots. It was let through whatever the limit
+    (``Edge lowerings have no such term``); now it is refused, naming slots, bytes and the limit,
+    while a CLUSTER-sized graph (120 nodes, ~40 in-degree) is served."""
+    s = GraphSession(exported["graph"].path)
+    m = ServedModel("g", s)
+    assert m.batch.slot_bytes == 8 * 16 + 24 * 2 + 32 and m.batch.slot_buckets == 4  # hidden 16, 2 heads
+    rng = np.random.default_rng(0)
+    n = 400
+    dst = np.repeat(np.arange(n), np.floor(300 / (np.arange(n) + 1)).astype(np.int64))  # 1,767 edges
+    heavy = np.stack([rng.integers(0, n, dst.size), dst])
+    lay = bucketed_layout(heavy, n, 4)
+    slots = sum(lay[f"nbr_src_{b}"].size for b in range(4))
+    assert slots == 3_847
+    cluster = rng.integers(0, 120, (2, 120 * 40))
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    req = InferRequest({"x": x[:120], "edge_index": cluster}, {"x": "FP32", "edge_index": "INT64"})
+    assert request_graph(req, m, ServerLimits())[0].num_edges == 4_800  # 5,168 slots, 1 MiB: far within 2 GiB
+    app = create_app([m], limits=ServerLimits(max_attention_mib=0.5), warmup=False)  # 2,520 slots
+    with BackgroundServer(app) as srv:
+        r = _post_graph(srv, x, heavy)
+        assert r.status_code == 400
+        assert r.json()["error"] == (
+            "input 'edge_index': model 'g' pads each node's incoming edges to its degree bucket's largest in-degree "
+            "(4 degree buckets), so this request's 400 nodes and 1767 edges (largest in-degree 300) take 3,847 "
+            "neighbour-list slots, 0.8 MiB at 208 B a slot, above this server's 0.5 MiB (send smaller graphs, or "
+            "fewer high in-degree nodes)"
+        )
+        small = rng.integers(0, 30, (2, 90))
+        r = _post_graph(srv, x[:30], small)
+        assert r.status_code == 200, r.text
+        out = r.json()["outputs"][0]
+        direct = s.run(NumpyGraph(x[:30], small, None, None, {}))
+        np.testing.assert_allclose(np.asarray(out["data"], dtype=np.float32).reshape(out["shape"]), direct, atol=1e-5)
+
+
+def test_the_batcher_counts_the_union_s_neighbour_list_slots(exported) -> None:
+    """Merged requests share one layout cut from the union's in-degrees: the batcher stops merging
+    when its slots pass ``max_attention_mib``, as it does for dense scores."""
+    rng = np.random.default_rng(1)
+    small = [GraphRequest(NumpyGraph(np.zeros((20, 3), np.float32), rng.integers(0, 20, (2, 40))), 1) for _ in range(4)]
+    dst = np.repeat(np.arange(200), np.floor(150 / (np.arange(200) + 1)).astype(np.int64))
+    hub = GraphRequest(NumpyGraph(np.zeros((200, 3), np.float32), np.stack([dst * 0, dst])), 1)
+    union = union_graphs([it.graph for it in [*small, hub]])
+    lay = bucketed_layout(union.edge_index, union.num_nodes, 4)
+    together = sum(lay[f"nbr_src_{b}"].size for b in range(4))
+    cfg = replace(BatchConfig(), slot_bytes=256, slot_buckets=4, max_attention_mib=(together - 1) * 256 / 2**20)
+    assert [len(b) for b in pack([*small, hub], cfg)] == [4, 1]  # the hub alone: the union is one slot over
+    assert [len(b) for b in pack([*small, hub], replace(cfg, max_attention_mib=together * 256 / 2**20))] == [5]
+    assert [len(b) for b in pack([*small, hub], replace(cfg, slot_bytes=0))] == [5]  # not a padded model
