@@ -70,7 +70,7 @@ class BatchConfig:
     #: A model on the ``padded`` lowering pads each node's incoming edges to its degree bucket's largest
     #: in-degree: a merged call's layout is cut from the union's in-degrees (``slot_buckets`` buckets,
     #: 0: one list), and its slots x ``slot_bytes`` count against the same ``max_attention_mib``;
-    #: ``slot_bytes`` 0: no neighbour lists (:func:`runtime.served.slot_bytes`).
+    #: ``slot_bytes`` 0: no neighbour lists (:func:`runtime.request_cost.slot_bytes`).
     slot_bytes: int = 0
     slot_buckets: int = 0
 

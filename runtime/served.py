@@ -22,20 +22,20 @@ from gtcompress.preprocess.batching import NumpyGraph, graph_ptr
 from gtcompress.preprocess.layouts import degree_histogram, padded_rows, padded_slots
 from gtcompress.preprocess.layouts import node_counts as count_nodes
 from gtcompress.preprocess.pe import pe_function, pe_work
-from gtcompress.preprocess.spec import InputSpec, Lowering
+from gtcompress.preprocess.spec import InputSpec
 from runtime.batcher import MIB, BatchConfig, DynamicBatcher
 from runtime.errors import (
     BatchVectorError,
     DTypeError,
     GraphTooLargeError,
     ProtocolError,
-    SessionError,
     ShapeError,
 )
 from runtime.graphs import apply_teddy, check_batch_vector, prepare_validated, validate_graph
 from runtime.protocol import PREPROCESSED_PARAMETER, InferRequest
+from runtime.request_cost import attention_cell_bytes, slot_bytes
 from runtime.session import GraphSession
-from runtime.spec import NUMPY_TO_KSERVE, metadata_json
+from runtime.spec import NUMPY_TO_KSERVE
 
 RAW_INPUTS = ("x", "edge_index", "edge_attr", "batch", "node_counts")  # what a raw-graph request may carry
 
@@ -59,11 +59,12 @@ class ServerLimits:
     #: One layer's dense attention scores for one request, for a model that attends densely within
     #: each graph (GPS, Graphormer, GT on the dense lowering): its graphs padded to the largest, so
     #: memory grows with the square of the largest graph (a Graphormer's biases and shortest-path
-    #: distances included, :func:`attention_cell_bytes`). Past this a request gets 400 rather than
-    #: the server's memory (a 40,000-node graph on a 4-head GPS would need 24 GiB per layer). A model
-    #: on the ``padded`` lowering is held to it too: its neighbour lists' slots (each node's incoming
-    #: edges padded to its degree bucket's largest in-degree) times :func:`slot_bytes`; a heavy-tailed
-    #: 1M-node graph within the node and edge limits takes 88M slots, tens of GiB on a 64-wide model.
+    #: distances included, :func:`~runtime.request_cost.attention_cell_bytes`). Past this a request
+    #: gets 400 rather than the server's memory (a 40,000-node graph on a 4-head GPS would need 24 GiB
+    #: per layer). A model on the ``padded`` lowering is held to it too: its neighbour lists' slots
+    #: (each node's incoming edges padded to its degree bucket's largest in-degree) times
+    #: :func:`~runtime.request_cost.slot_bytes`; a heavy-tailed 1M-node graph within the node and edge
+    #: limits takes 88M slots, tens of GiB on a 64-wide model.
     max_attention_mib: float = 2048.0
     #: Work of the positional encodings the server computes for one raw request, in ``n^3`` steps of
     #: its graphs (:func:`~gtcompress.preprocess.pe.pe_work`: LapPE ``n^3`` a graph, RWSE ``(k-1) n^3``,
@@ -270,70 +271,6 @@ def request_graph(
         g = apply_teddy(g, model.session.model.teddy, spec)
     model.session.limits.check(g.num_nodes, g.num_edges, num_graphs, what="request")
     return g, num_graphs, full
-
-
-#: Graphormer's per-head additions to one padded cell, in bytes: its spatial bias ``[B,L,L,H]`` and the
-#: biased scores ``[B,H,L,L]`` (float32), plus, with edge features, the scattered edge bias and its sum.
-GRAPHORMER_HEAD_BYTES = 8
-GRAPHORMER_EDGE_HEAD_BYTES = 8
-#: Graphormer's head-independent bytes per padded cell: the shortest-path bins (int64, twice while
-#: updated) and the float32 adjacency, reach and product matrices of their MatMuls (about 48 B a
-#: cell measured on ONNX Runtime CPU), held whatever the head count.
-GRAPHORMER_DISTANCE_BYTES = 48
-
-
-def attention_cell_bytes(session: GraphSession) -> int:
-    """Bytes per padded cell of one layer's dense attention scores (float32, every head), for a model
-    that attends densely within each graph; 0 for one that does not (edge lowerings, no heads left).
-    Heads come from the exported model config; a model file without one counts 8.
-
-    A Graphormer also holds per-head biases and its shortest-path distances for every cell, which
-    outweigh the scores when few heads remain: counted at 4 B a head, a 1-head Graphormer was let
-    through with a 23,000-node graph at the default 2 GiB, which needs over 30 GiB (measured 68 B a
-    cell, see :data:`GRAPHORMER_DISTANCE_BYTES`)."""
-    spec = session.spec
-    if spec.lowering is not Lowering.DENSE and not spec.global_attention:
-        return 0
-    cfg, heads = _config_heads(session)
-    if cfg.get("arch") == "graphormer" and heads > 0:
-        per_head = 4 + GRAPHORMER_HEAD_BYTES + (GRAPHORMER_EDGE_HEAD_BYTES if cfg.get("edge_features") else 0)
-        return per_head * heads + GRAPHORMER_DISTANCE_BYTES
-    return 4 * heads
-
-
-def _config_heads(session: GraphSession) -> tuple[dict[str, Any], int]:
-    """The exported model config (empty without one) and its largest head count (8 without one)."""
-    cfg = metadata_json(session.metadata, "model_config", str(session.path)) or {}
-    try:  # a hand-edited entry: refused at load, where a wrong count would let requests past the memory limit
-        layers = cfg.get("layers") or []
-        heads = max((int(layer.get("heads", 0)) for layer in layers), default=int(cfg.get("heads", 8)))
-    except (AttributeError, TypeError, ValueError) as e:
-        raise SessionError(f"{session.path}: metadata 'model_config' has no usable head counts ({e})") from None
-    return cfg, heads
-
-
-def slot_bytes(session: GraphSession) -> int:
-    """Peak bytes per neighbour-list slot of one call of a model on the ``padded`` lowering; 0 for
-    another lowering or no heads left. Each slot gathers a hidden-wide row of ``h`` shared by keys
-    and values, and its score, mask and weights per head; the layout's int64 source and edge ids and
-    its mask come on top.
-
-    Measured on ONNX Runtime CPU (1 thread, 2-layer GT exported ``padded``, heavy-tailed graphs of
-    0.2M-1.2M slots, peak RSS over the slots): hidden 64 / 4 heads 626-696 B a slot, 32 / 8 heads
-    445 B, 16 / 2 heads 191-213 B, 64 / 4 heads with edge features 720-785 B. A least-squares fit is
-    8 B per hidden channel (two float32 ``[R, K, C]`` copies) + 20 B a head (+ about 20 more with
-    edge biases) + 18 B; counted here with a margin as ``8 C + 24 H (+ 24 H) + 32``.
-    A model file without a config counts 64 channels and 8 heads."""
-    if session.spec.lowering is not Lowering.PADDED:
-        return 0
-    cfg, heads = _config_heads(session)
-    if heads <= 0:
-        return 0
-    try:
-        hidden = int(cfg.get("hidden", 64))
-    except (TypeError, ValueError) as e:
-        raise SessionError(f"{session.path}: metadata 'model_config' has no usable hidden width ({e})") from None
-    return 8 * hidden + 24 * heads * (2 if cfg.get("edge_features") else 1) + 32
 
 
 def _check_slots(model: ServedModel, limits: ServerLimits, edge_index: np.ndarray, n: int) -> None:

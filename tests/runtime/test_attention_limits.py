@@ -20,7 +20,8 @@ from gtcompress.preprocess.layouts import bucketed_layout, dense_layout, padded_
 from runtime.batcher import BatchConfig, GraphRequest, fits, pack
 from runtime.errors import SessionError
 from runtime.protocol import InferRequest
-from runtime.served import attention_cell_bytes, request_graph
+from runtime.request_cost import attention_cell_bytes
+from runtime.served import request_graph
 from runtime.server import BackgroundServer, ServedModel, ServerLimits, create_app
 from runtime.session import GraphSession
 
