@@ -36,6 +36,7 @@ from gtcompress.train.loop import (
     epoch_progress,
     epochs_in_budget,
     evaluate,
+    optimizer_step,
     seed_everything,
 )
 from gtcompress.train.metrics import higher_is_better, task_loss
@@ -195,7 +196,8 @@ def train_gates(
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-                    opt.step()
+                    rates = f"--lr, now {cfg.lr:g}" + (f"; --gate-lr, now {cfg.gate_lr:g}" if len(groups) > 1 else "")
+                    optimizer_step(opt, "GTSP masks", epoch, i, steps_per_epoch, rates)
                     sched.step()
                     step += 1
                     total += loss.item() * batch.num_graphs

@@ -48,6 +48,24 @@ def check_finite_loss(loss: Tensor, where: str, epoch: int, step: int, steps: in
         )
 
 
+def optimizer_step(opt: torch.optim.Optimizer, where: str, epoch: int, step: int, steps: int, rates: str) -> None:
+    """``opt.step()``, with a step too large for a float32 weight made a :class:`TrainingDivergedError`.
+
+    Adam's first step moves a weight by the learning rate over its bias correction (ten times the
+    rate): from about 3.4e37 up that no longer fits a float32, and torch refuses with "value cannot
+    be converted to type float without overflow", a traceback out of ``gtc train --lr 1e38``.
+    ``rates`` names the options that set the step sizes, as the user typed them (``--lr, now 1e+38``)."""
+    try:
+        opt.step()
+    except RuntimeError as e:
+        if "overflow" not in str(e):
+            raise
+        raise TrainingDivergedError(
+            f"{where}: the optimiser step overflowed float32 at epoch {epoch + 1}, step {step + 1} of {steps}; "
+            f"training diverged, so no weights were written: lower the learning rate ({rates})"
+        ) from None
+
+
 def check_defined_metric(value: float, info: DatasetInfo, epoch: int) -> None:
     """Stop at a validation metric that is NaN (ROC-AUC of a val split with one class). NaN is never
     "better" than the starting best, so a loop that selects its best epoch on it would restore the
@@ -223,7 +241,7 @@ def train(
                 loss.backward()
                 if cfg.grad_clip > 0:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
+                optimizer_step(opt, description, epoch, step, steps_per_epoch, f"--lr, now {cfg.lr:g}")
                 sched.step()
                 total += loss.item() * batch.num_graphs
                 count += batch.num_graphs

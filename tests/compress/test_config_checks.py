@@ -91,6 +91,23 @@ def test_a_nan_loss_in_mask_training_stops_the_run(node_data, monkeypatch) -> No
     )
 
 
+@pytest.mark.parametrize(
+    ("rates", "named"),
+    [({"lr": 1e38}, "1e+38; --gate-lr, now 0.05"), ({"gate_lr": 1e38}, "0.0005; --gate-lr, now 1e+38")],
+)
+def test_a_learning_rate_that_overflows_float32_in_mask_training_is_a_divergence(node_data, rates, named) -> None:
+    """``gtc prune --lr 1e38`` / ``--gate-lr 1e38`` was torch's "value cannot be converted to type
+    float without overflow" traceback from the optimiser's first step."""
+    model = tiny_model("gt", node_data.info, attention_layout="sparse")
+    cfg = PruneConfig(target_flops=0.6, epochs=1, finetune_epochs=0, batch_size=8, importance_batches=0, **rates)
+    with pytest.raises(TrainingDivergedError) as err:
+        prune_model(model, node_data, cfg, show_progress=False)
+    assert str(err.value) == (
+        "GTSP masks: the optimiser step overflowed float32 at epoch 1, step 1 of 3; training diverged, so no "
+        f"weights were written: lower the learning rate (--lr, now {named})"
+    )
+
+
 def test_an_undefined_validation_metric_in_mask_training_is_an_error_not_the_untrained_gates() -> None:
     """NaN is never better than -inf: with every val label of one class (ROC-AUC undefined) no mask
     epoch was "best", so GTSP restored the gates and weights it started from, threw the mask training

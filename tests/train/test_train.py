@@ -126,6 +126,18 @@ def test_a_non_finite_loss_stops_training_with_a_clear_error(tiny) -> None:
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())  # no NaN step was taken
 
 
+def test_an_optimiser_step_too_large_for_float32_is_a_divergence_not_a_torch_error(tiny) -> None:
+    """``gtc train --lr 1e38``: Adam's first step (ten times the rate) does not fit a float32, and
+    torch's "value cannot be converted to type float without overflow" came out as a traceback."""
+    model = _model(tiny.info)
+    with pytest.raises(TrainingDivergedError) as err:
+        train(model, tiny, TrainConfig(epochs=1, batch_size=8, lr=1e38), show_progress=False, description="gt")
+    assert str(err.value) == (
+        "gt: the optimiser step overflowed float32 at epoch 1, step 1 of 5; training diverged, "
+        "so no weights were written: lower the learning rate (--lr, now 1e+38)"
+    )
+
+
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_an_empty_split_is_named_instead_of_torch_cat_failing(tiny, split) -> None:
     ds = GraphDataset(tiny.info, {**tiny.splits, split: []})
