@@ -130,20 +130,31 @@ def learning_rate(value: float | None) -> float | None:
     ``min=0`` alone lets ``inf`` through, and an infinite learning rate turns every weight NaN in the
     first optimiser step: when that step is the run's last, no later loss is there to catch it, and
     ``gtc train``/``gtc sparsify`` wrote a checkpoint of NaN weights and exited 0 (NaN itself is
-    refused by ``min``, as no comparison with it is true; it is refused here as well)."""
+    refused here as well: the option has no ``min=``, which refused it with "Input should be greater
+    than or equal to 0")."""
     if value is not None and not (math.isfinite(value) and value >= 0):
         raise typer.BadParameter(f"{value} is not a learning rate (a finite number >= 0)")
     return value
 
 
-def finite(value: float | None) -> float | None:
-    """Callback of a float option whose ``min=`` bound lets ``inf`` through, where infinity is no
-    setting: ``gtc serve --max-body-mib inf`` was an OverflowError traceback after the "serving"
-    banner (the limit in bytes), ``gtc profile --degree inf`` one under the progress bar (edges per
-    graph), and an infinite batching delay or attention budget means nothing."""
-    if value is not None and not math.isfinite(value):
-        raise typer.BadParameter(f"{value} is not a finite number")
-    return value
+def finite_number(low: float, high: float | None = None) -> Callable[[float | None], float | None]:
+    """Callback of a float option that must be a finite number in ``[low, high]`` (``high=None``: no upper
+    bound), refused with one message that names the value and the range.
+
+    Neither ``min=``/``max=`` nor a callback behind them will do: ``min=`` lets ``inf`` through, where
+    infinity is no setting (``gtc serve --max-body-mib inf`` was an OverflowError traceback after the
+    "serving" banner, ``gtc profile --degree inf`` one under the progress bar, and ``gtc tritonserver
+    --startup-timeout inf`` waited for ever for a server that hangs), and it refuses NaN before any callback
+    runs with "Input should be greater than or equal to 1", as if NaN were a number below the bound.
+    The range is also in the option's help, which typer no longer shows without ``min=``."""
+    expected = f"a finite number >= {low:g}" if high is None else f"a finite number from {low:g} to {high:g}"
+
+    def check(value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and value >= low and (high is None or value <= high)):
+            raise typer.BadParameter(f"{value:g} is not {expected}")
+        return value
+
+    return check
 
 
 def parse_pe(text: str) -> dict[str, int]:

@@ -170,7 +170,7 @@ def sparsify_cmd(
     kd_temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = SPARSIFY["kd_temperature"],
     epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs.")] = SPARSIFY["epochs"],
     batch_size: Annotated[int, typer.Option(min=1)] = SPARSIFY["batch_size"],
-    lr: Annotated[float, typer.Option(min=0.0, callback=learning_rate)] = SPARSIFY["lr"],
+    lr: Annotated[float, typer.Option(callback=learning_rate, help="Peak learning rate (>= 0).")] = SPARSIFY["lr"],
     time_budget: Annotated[
         float, typer.Option(callback=seconds, help="Stop fine-tuning after this many seconds (0 = none).")
     ] = SPARSIFY["time_budget_s"],
@@ -275,9 +275,9 @@ def prune_cmd(
         "finetune_epochs"
     ],
     batch_size: Annotated[int, typer.Option(min=1)] = PRUNE["batch_size"],
-    lr: Annotated[float, typer.Option(min=0.0, callback=learning_rate)] = PRUNE["lr"],
+    lr: Annotated[float, typer.Option(callback=learning_rate, help="Peak learning rate (>= 0).")] = PRUNE["lr"],
     gate_lr: Annotated[
-        float, typer.Option(min=0.0, callback=learning_rate, help="Learning rate of gates and multipliers.")
+        float, typer.Option(callback=learning_rate, help="Learning rate of gates and multipliers (>= 0).")
     ] = PRUNE["gate_lr"],
     kd_weight: Annotated[float, typer.Option(help="λ of the distillation term.")] = PRUNE["kd_weight"],
     time_budget: Annotated[

@@ -21,6 +21,7 @@ from cli.common import (
     OneLineErrorsGroup,
     check_checkpoint_out,
     console,
+    finite_number,
     learning_rate,
     parse_pe,
     seconds,
@@ -101,10 +102,12 @@ def train(
     layers: Annotated[int, typer.Option(min=1)] = _MODEL["num_layers"],
     heads: Annotated[int, typer.Option(min=1)] = _MODEL["heads"],
     pe: Annotated[str | None, typer.Option(help="Positional encodings, e.g. lap:8 or rwse:20 or none.")] = None,
-    dropout: Annotated[float, typer.Option(min=0.0, max=0.9)] = _MODEL["dropout"],
+    dropout: Annotated[float, typer.Option(callback=finite_number(0.0, 0.9), help="Dropout rate, 0 to 0.9.")] = _MODEL[
+        "dropout"
+    ],
     epochs: Annotated[int, typer.Option(min=1)] = TRAIN_EPOCHS,
     batch_size: Annotated[int, typer.Option(min=1)] = _TRAIN["batch_size"],
-    lr: Annotated[float, typer.Option(min=0.0, callback=learning_rate)] = _TRAIN["lr"],
+    lr: Annotated[float, typer.Option(callback=learning_rate, help="Peak learning rate (>= 0).")] = _TRAIN["lr"],
     seed: Annotated[int, typer.Option(min=0, help="Seeds the model, the training and the data split.")] = _TRAIN[
         "seed"
     ],

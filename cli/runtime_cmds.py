@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import console, finite, user_errors
+from cli.common import console, finite_number, user_errors
 from cli.compress_cmds import library_defaults
 
 #: ``gtc serve``'s limits default to the server's (read from source: runtime.served imports numpy).
@@ -150,7 +150,7 @@ def profile_cmd(
     iterations: Annotated[int, typer.Option(min=2, help="Timed iterations per configuration.")] = 50,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed iterations first.")] = 5,
     degree: Annotated[
-        float, typer.Option(min=0.0, callback=finite, help="Average edges per node of the random graphs.")
+        float, typer.Option(callback=finite_number(0.0), help="Average edges per node of the random graphs (>= 0).")
     ] = 4.0,
     names: Annotated[str | None, typer.Option(help="Comma-separated labels for the models.")] = None,
     providers: Annotated[str | None, typer.Option(help="ONNX Runtime providers in order, e.g. cuda,cpu.")] = None,
@@ -234,10 +234,8 @@ def serve_cmd(
     max_delay_ms: Annotated[
         float,
         typer.Option(
-            callback=finite,
-            min=0.0,
-            max=60_000.0,  # runtime.batcher.MAX_DELAY_MS (tests/runtime/test_cli.py checks they agree)
-            help="Longest wait for more requests to batch with (at most a minute); a batch waits only while it "
+            callback=finite_number(0.0, 60_000.0),  # runtime.batcher.MAX_DELAY_MS (tests/runtime/test_cli.py checks)
+            help="Longest wait for more requests to batch with (0 to 60000, a minute); a batch waits only while it "
             "holds fewer requests than were recently in flight at once, so a lone client never waits.",
         ),
     ] = 2.0,
@@ -253,19 +251,17 @@ def serve_cmd(
     max_body_mib: Annotated[
         float,
         typer.Option(
-            callback=finite,
-            min=0.001,
-            help="Largest request body in MiB, as sent and once gzip/deflate-decoded; a larger one gets 413 "
-            "as soon as it passes the limit, without being held in memory.",
+            callback=finite_number(0.001),
+            help="Largest request body in MiB (>= 0.001), as sent and once gzip/deflate-decoded; a larger one "
+            "gets 413 as soon as it passes the limit, without being held in memory.",
         ),
     ] = 512.0,
     max_attention_mib: Annotated[
         float,
         typer.Option(
-            callback=finite,
-            min=1.0,
+            callback=finite_number(1.0),
             help="For a model that attends densely within each graph (GPS, Graphormer, GT's dense lowering): "
-            "largest attention score memory of one request per layer, in MiB, its graphs padded to the "
+            "largest attention score memory of one request per layer, in MiB (>= 1), its graphs padded to the "
             "largest (Graphormer: with its biases and shortest-path distances); for one on the padded lowering, "
             "its neighbour lists' slots (incoming edges padded to each degree bucket's largest in-degree) times "
             "the bytes a slot takes. A request above it gets 400. A merged call stays under 256 MiB, or this if lower.",
@@ -274,9 +270,8 @@ def serve_cmd(
     max_pe_work: Annotated[
         float,
         typer.Option(
-            callback=finite,
-            min=1.0,
-            help="Positional encodings (LapPE, RWSE) the server computes for one raw request, in steps of the "
+            callback=finite_number(1.0),
+            help="Positional encodings (LapPE, RWSE) the server computes for one raw request (>= 1), in steps of the "
             "cube of each graph's nodes (LapPE 1 a graph, RWSE k-1) plus a fixed cost per graph, about 30e9 a "
             "second on one core; a request above it gets 400 before any is computed. Requests carrying their "
             "pe_* are not charged.",
@@ -285,18 +280,17 @@ def serve_cmd(
     max_inflight_mib: Annotated[
         float,
         typer.Option(
-            callback=finite,
-            min=0.001,
-            help="Request bytes the server holds at once, all requests together (bodies from the first byte "
-            "read until the answer); past it a request gets 503 instead of being read. At least --max-body-mib.",
+            callback=finite_number(0.001),
+            help="Request bytes the server holds at once (MiB, >= 0.001), all requests together (bodies from the "
+            "first byte read until the answer); past it a request gets 503 instead of being read. At least "
+            "--max-body-mib.",
         ),
     ] = _LIMITS["max_inflight_mib"],
     body_timeout_s: Annotated[
         float,
         typer.Option(
-            callback=finite,
-            min=0.001,
-            help="Seconds a request body may stop arriving (before its first byte or between two chunks); "
+            callback=finite_number(0.001),
+            help="Seconds (>= 0.001) a request body may stop arriving (before its first byte or between two chunks); "
             "past it the request gets 408 and its connection closes, so a stalled client holds no memory.",
         ),
     ] = _LIMITS["body_timeout_s"],
@@ -384,7 +378,9 @@ def tritonserver_cmd(
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port (0: a free one).")] = 8000,
     log: Annotated[Path | None, typer.Option(help="Append the server's own log here (default: discarded).")] = None,
-    startup_timeout: Annotated[float, typer.Option(min=1.0, help="Seconds to wait for the models to load.")] = 120.0,
+    startup_timeout: Annotated[
+        float, typer.Option(callback=finite_number(1.0), help="Seconds to wait for the models to load (>= 1).")
+    ] = 120.0,
 ) -> None:
     """Run NVIDIA Triton Inference Server (the binary of the nvidia-pytriton wheel) in the foreground.
 

@@ -178,6 +178,41 @@ def test_os_errors_naming_a_file_are_one_line_others_are_bugs() -> None:
         (("sparsify", "ck", "--edges", "0.3", "--lr", "inf"), "error: Invalid value for '--lr': inf is not a learning"),
         (("prune", "ck", "--lr", "inf"), "error: Invalid value for '--lr': inf is not a learning rate"),
         (("prune", "ck", "--gate-lr", "inf"), "error: Invalid value for '--gate-lr': inf is not a learning rate"),
+        # NaN was refused by min=/max= as "Input should be greater than or equal to 1", as if it were too small
+        (
+            ("train", "--lr", "nan"),
+            "error: Invalid value for '--lr': nan is not a learning rate (a finite number >= 0)",
+        ),
+        (("prune", "ck", "--gate-lr", "nan"), "error: Invalid value for '--gate-lr': nan is not a learning rate"),
+        (
+            ("train", "--dropout", "nan"),
+            "error: Invalid value for '--dropout': nan is not a finite number from 0 to 0.9",
+        ),
+        (
+            ("profile", "m.onnx", "--degree", "nan"),
+            "error: Invalid value for '--degree': nan is not a finite number >= 0",
+        ),
+        (
+            ("serve", "m.onnx", "--max-pe-work", "nan"),
+            "error: Invalid value for '--max-pe-work': nan is not a finite number >= 1",
+        ),
+        (
+            ("serve", "m.onnx", "--max-delay-ms", "-inf"),
+            "error: Invalid value for '--max-delay-ms': -inf is not a finite number from 0 to 60000",
+        ),
+        (
+            ("serve", "m.onnx", "--body-timeout-s", "nan"),
+            "error: Invalid value for '--body-timeout-s': nan is not a finite number >= 0.001",
+        ),
+        (
+            ("serve", "m.onnx", "--max-body-mib", "0"),
+            "error: Invalid value for '--max-body-mib': 0 is not a finite number >= 0.001",
+        ),
+        # an infinite --startup-timeout waited for ever on a server that hangs
+        (
+            ("tritonserver", "repo", "--startup-timeout", "inf"),
+            "error: Invalid value for '--startup-timeout': inf is not a finite number >= 1",
+        ),
         (("export", "ck", "--profile-graphs", "0"), "error: Invalid value for '--profile-graphs'"),
         (("export", "ck", "--profile-graphs", "-3"), "error: Invalid value for '--profile-graphs'"),
     ],

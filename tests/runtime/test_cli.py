@@ -121,8 +121,13 @@ def test_serve_refuses_a_batching_delay_the_batcher_cannot_wait(app, exported, m
     monkeypatch.setattr(runtime.server, "serve", _must_not_run)
     res = runner.invoke(app, ["serve", str(exported["node"].path), "--max-delay-ms", "inf"])
     assert res.exit_code == 2 and "--max-delay-ms" in res.output and "Traceback" not in res.output
-    option = next(p for p in typer.main.get_command(app).commands["serve"].params if p.name == "max_delay_ms")
-    assert option.max == MAX_DELAY_MS  # type: ignore[attr-defined]
+    # the option's bound (its callback's) is the batcher's
+    command = typer.main.get_command(app).commands["serve"]
+    ctx = command.make_context("serve", [str(exported["node"].path)])
+    option = next(p for p in command.params if p.name == "max_delay_ms")
+    assert option.process_value(ctx, MAX_DELAY_MS) == MAX_DELAY_MS
+    with pytest.raises(typer.BadParameter, match=f"is not a finite number from 0 to {MAX_DELAY_MS:g}$"):
+        option.process_value(ctx, MAX_DELAY_MS * 1.001)
 
 
 def _must_not_run(*args: object, **kwargs: object) -> None:
