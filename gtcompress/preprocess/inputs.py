@@ -18,7 +18,7 @@ import numpy as np
 from gtcompress.preprocess.batching import NumpyGraph, graph_ptr
 from gtcompress.preprocess.layouts import bucketed_layout, csr_layout, dense_layout, node_counts, padded_layout
 from gtcompress.preprocess.pe import pe_function
-from gtcompress.preprocess.spec import LAYOUT_INPUTS, InputSpec
+from gtcompress.preprocess.spec import LAYOUT_INPUTS, FeatureInput, InputSpec
 
 
 def layout_input_base(name: str) -> str:
@@ -32,12 +32,32 @@ def is_layout_input(name: str) -> bool:
     return base in ("nbr_node", "nbr_inv") or any(base in names for names in LAYOUT_INPUTS.values())
 
 
+def _features(values: np.ndarray, fin: FeatureInput, name: str) -> np.ndarray:
+    """``x`` or ``edge_attr`` as ``[rows, dim]`` in the spec's dtype.
+
+    Categorical ids given as floats must be whole numbers: the cast to int64 truncates (1.7 became
+    id 1, NaN a huge negative id), so a wrong value gave a silently wrong embedding. Integer arrays,
+    the usual case, are passed as they are, without looking at their values."""
+    a = np.asarray(values)
+    if a.ndim == 1:
+        a = a[:, None]
+    if fin.kind == "categorical" and a.dtype.kind == "f":
+        whole = np.isfinite(a) & (a == np.trunc(a))
+        if not whole.all():
+            first = int(np.flatnonzero(~whole)[0])
+            pos = tuple(int(i) for i in np.unravel_index(first, a.shape))
+            where = f"row {pos[0]}, column {pos[1]}" if a.ndim == 2 else f"index {pos}"
+            raise ValueError(
+                f"{name}: categorical features must be whole numbers (ids of int64 embeddings), "
+                f"got {float(a.flat[first])!r} at {where}"
+            )
+    return np.ascontiguousarray(a, dtype=np.dtype(fin.dtype))
+
+
 def build_inputs(g: NumpyGraph, spec: InputSpec) -> dict[str, np.ndarray]:
     """Every input of the spec for graph (or disjoint union) ``g``, with the dtypes the model expects."""
     n = g.num_nodes
-    x = np.ascontiguousarray(g.x, dtype=np.dtype(spec.x.dtype))
-    if x.ndim == 1:
-        x = x[:, None]
+    x = _features(g.x, spec.x, "x")
     batch = np.zeros(n, dtype=np.int64) if g.batch is None else np.ascontiguousarray(g.batch, dtype=np.int64)
     counts = node_counts(batch, n, g.num_graphs)
     edge_index = np.ascontiguousarray(g.edge_index, dtype=np.int64)
@@ -45,8 +65,7 @@ def build_inputs(g: NumpyGraph, spec: InputSpec) -> dict[str, np.ndarray]:
     if spec.edge_attr is not None:
         if g.edge_attr is None:
             raise ValueError("edge_attr: the model needs edge features but the graph has none")
-        ea = np.asarray(g.edge_attr, dtype=np.dtype(spec.edge_attr.dtype))
-        out["edge_attr"] = np.ascontiguousarray(ea[:, None] if ea.ndim == 1 else ea)
+        out["edge_attr"] = _features(g.edge_attr, spec.edge_attr, "edge_attr")
     out["batch"] = batch
     out["node_counts"] = counts
     ptr = None

@@ -63,3 +63,58 @@ def _spec() -> InputSpec:
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch="gt", node_features=FeatureSpec("float", 5), out_dim=2, hidden=8, heads=2))
     return input_spec(model.eval(), "scatter")
+
+
+WHOLE = "categorical features must be whole numbers (ids of int64 embeddings), got"
+
+
+def _categorical_spec() -> InputSpec:
+    from gtcompress.preprocess.spec import FeatureInput, OutputSpec
+
+    cat = FeatureInput("categorical", 1, (5,))
+    return InputSpec(
+        "gt", "graph", "scatter", cat, OutputSpec("y", 1, "graph"), edge_attr=FeatureInput("categorical", 1, (3,))
+    )
+
+
+@pytest.mark.parametrize(
+    ("x", "edge_attr", "message"),
+    [
+        (
+            [[1.7], [2.0]],
+            [0.0, 2.0],
+            f"x: {WHOLE} 1.7 at row 0, column 0",
+        ),
+        (
+            [1, 2],
+            [0.0, 2.5],
+            f"edge_attr: {WHOLE} 2.5 at row 1, column 0",
+        ),
+        (
+            [1, 2],
+            [0.0, np.nan],
+            f"edge_attr: {WHOLE} nan at row 1, column 0",
+        ),
+        (
+            [[1.0], [np.inf]],
+            [0, 2],
+            f"x: {WHOLE} inf at row 1, column 0",
+        ),
+    ],
+)
+def test_categorical_features_given_as_fractions_are_refused(x: list, edge_attr: list, message: str) -> None:
+    """The cast to int64 truncated them: 1.7 became id 1 and the model answered for another input."""
+    g = NumpyGraph(np.array(x), np.array([[0, 1], [1, 0]]), edge_attr=np.array(edge_attr))
+    with pytest.raises(ValueError) as err:
+        build_inputs(g, _categorical_spec())
+    assert str(err.value) == message
+
+
+def test_categorical_features_as_whole_floats_or_integers_are_ids() -> None:
+    for x, ea in (([1.0, 4.0], [0.0, 2.0]), (np.array([[1], [4]]), np.array([0, 2], dtype=np.int32))):
+        out = build_inputs(
+            NumpyGraph(np.asarray(x), np.array([[0, 1], [1, 0]]), edge_attr=np.asarray(ea)), _categorical_spec()
+        )
+        assert out["x"].dtype == out["edge_attr"].dtype == np.int64
+        np.testing.assert_array_equal(out["x"], [[1], [4]])
+        np.testing.assert_array_equal(out["edge_attr"], [[0], [2]])
