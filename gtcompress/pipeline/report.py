@@ -1,5 +1,5 @@
 """The pipeline's report: one row per exported model, with deltas against its dense parent and the
-dense-ft control, written as ``report.json``, ``report.md`` and ``pareto.png`` (accuracy vs latency).
+dense-ft control, written as ``report.json``, ``report.md`` and ``pareto.png`` (test metric vs latency).
 
 The format is what the committed results (``bench/results``, the README table) were made with; a
 change here changes how every earlier run reads.
@@ -187,9 +187,12 @@ def _plots(report: dict[str, Any], out: Path) -> None:
                 )
                 for p in pts:
                     ax.annotate(str(p["budget"] or ""), (p["latency_ms_p50"], p["test"]), fontsize=7)
+    # the dataset's metric, and which way is better: an MAE plot titled "Accuracy" read upside down
+    metric = rows[0]["metric"] if rows else "metric"
+    better = "lower" if metric == "mae" else "higher"
     ax.set_xlabel("ONNX Runtime CPU latency p50 (ms, lower is better)")
-    ax.set_ylabel(f"test {rows[0]['metric'] if rows else ''} (from the ONNX model)")
-    ax.set_title("Accuracy vs latency: what compression bought")
+    ax.set_ylabel(f"test {metric} ({better} is better, from the ONNX model)")
+    ax.set_title(f"Test {metric} vs latency: what compression bought")
     ax.legend(fontsize=8)
     fig.tight_layout()
     write_atomic(out / "pareto.png", lambda p: fig.savefig(p, format="png", dpi=120))

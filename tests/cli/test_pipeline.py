@@ -530,6 +530,23 @@ def test_an_mae_tolerance_is_relative_to_the_dense_models_mae() -> None:
     )
 
 
+@pytest.mark.parametrize(("metric", "better"), [("mae", "lower"), ("accuracy", "higher")])
+def test_the_pareto_plot_names_the_datasets_metric(metric: str, better: str, tmp_path, monkeypatch) -> None:
+    """pareto.png was titled "Accuracy vs latency" over an MAE axis, where lower is better."""
+    import matplotlib.pyplot as plt
+
+    from gtcompress.pipeline.report import write_report
+
+    figures: list = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (figures.append(fig), real_close(fig)))
+    write_report(_mae_report(0.5, {"gt-gtsp-0.5": 0.6}, metric), tmp_path)
+    assert (tmp_path / "pareto.png").stat().st_size > 1000
+    (ax,) = figures[0].axes
+    assert ax.get_title() == f"Test {metric} vs latency: what compression bought"
+    assert ax.get_ylabel() == f"test {metric} ({better} is better, from the ONNX model)"
+
+
 def test_an_undefined_test_metric_is_not_called_a_drop() -> None:
     """With a test split of one class every ROC-AUC is NaN: nothing can be served (NaN is within no
     tolerance), but report.md said "No compressed model stayed within 1 point of its dense parent"."""
