@@ -133,23 +133,24 @@ class _State:
     def _attends_elsewhere(self, layer: int) -> bool:
         return any(h for j, h in enumerate(self.heads) if j != layer)
 
-    def delta_remove(self, u: _Unit) -> float:
-        kept, members, per, fixed = self._members(u)
+    def _delta(self, u: _Unit, whole: bool) -> float:
+        """Cost of ``u``'s members, plus its sublayer's fixed cost when ``whole`` (the sublayer closes
+        or opens with it), plus ``attn_any`` when that is the model's last (or first) attention."""
+        _, members, per, fixed = self._members(u)
         d = per * len(members)
-        if len(kept) == len(members):
+        if whole:
             d += fixed
-            if u.kind in ("head", "attn") and not self._attends_elsewhere(u.layer):  # the last attention goes
+            if u.kind in ("head", "attn") and not self._attends_elsewhere(u.layer):
                 d += self.cm.attn_any
         return d
 
+    def delta_remove(self, u: _Unit) -> float:
+        kept, members, _, _ = self._members(u)
+        return self._delta(u, len(kept) == len(members))
+
     def delta_add(self, u: _Unit) -> float:
-        kept, members, per, fixed = self._members(u)
-        d = per * len(members)
-        if not kept:
-            d += fixed
-            if u.kind in ("head", "attn") and not self._attends_elsewhere(u.layer):  # the first attention back
-                d += self.cm.attn_any
-        return d
+        kept, _, _, _ = self._members(u)
+        return self._delta(u, not kept)
 
     def remove(self, u: _Unit) -> None:
         kept, members, _, _ = self._members(u)
