@@ -3,7 +3,12 @@
 ``gtc serve`` bounds what a request costs once its head is parsed (body size, in-flight bytes,
 body pauses: :mod:`runtime.body`), but uvicorn's httptools protocol reads the head itself with no
 limit at all: an endless header section was collected in memory, and a connection that sent
-nothing, or a byte now and then (slowloris), was held open forever. This module is the one place
+nothing, or a byte now and then (slowloris), was held open forever. httptools also drops the body of a
+request that offers a protocol upgrade this server does not take (``Upgrade: h2c``, which ``curl --http2``
+and Java's ``RestClient`` send on plain http): llhttp treats everything after the head as the new
+protocol's bytes, so the app read an empty body and answered 400 "request JSON is malformed" to a valid
+request. RFC 9110 section 7.8 lets a server ignore an upgrade offer and answer in HTTP/1.1; this
+protocol does, with the body read as usual. This module is the one place
 that knows uvicorn's protocol internals (``cycle``, ``pipeline``, ``loop``, ``transport``), so that a
 uvicorn upgrade that moves them breaks here and in ``tests/runtime/test_server_limits.py`` only.
 """
@@ -11,6 +16,7 @@ uvicorn upgrade that moves them breaks here and in ``tests/runtime/test_server_l
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from runtime.protocol import error_body
@@ -33,9 +39,70 @@ def bounded_head_protocol() -> Any:
     :data:`HEAD_TIMEOUT_S`; without httptools, uvicorn's h11 protocol ("h11"), which bounds a head's
     size itself (16 KiB by default) but not its time."""
     try:
+        import httptools
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:
         return "h11"
+
+    class UpgradeIgnoringParser:
+        """A request parser that answers an upgrade offer the protocol does not take by going on in
+        HTTP/1.1: the rest of the bytes (the offer's body, then any pipelined requests) go to a
+        fresh parser, which is then the connection's parser. Everything else is the wrapped parser's."""
+
+        def __init__(self, inner: Any, protocol: BoundedHeadProtocol) -> None:
+            self._inner = inner
+            self._protocol = protocol
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+        def feed_data(self, data: bytes) -> None:
+            try:
+                self._inner.feed_data(data)
+            except httptools.HttpParserUpgrade as upgrade:
+                if self._protocol._should_upgrade():  # an upgrade the protocol takes (websocket)
+                    raise
+                self._protocol._ignore_upgrade(data[upgrade.args[0] :])
+
+    class AfterIgnoredUpgrade:
+        """Parser callbacks for the body of a request whose upgrade offer was ignored, then for the
+        connection's later requests. The fresh parser first reads a made-up head carrying only the
+        offer's framing headers (Content-Length or Transfer-Encoding): its callbacks are dropped, the
+        request's own head having been handled already. The body and everything after it go to the
+        protocol."""
+
+        def __init__(self, protocol: BoundedHeadProtocol, has_body: bool) -> None:
+            self._protocol = protocol
+            self._has_body = has_body
+            self._in_offer = True
+
+        def _forward(self, name: str, *args: Any) -> None:
+            if not self._in_offer:
+                callback: Callable[..., None] = getattr(self._protocol, name)
+                callback(*args)
+
+        def on_message_begin(self) -> None:
+            self._forward("on_message_begin")
+
+        def on_url(self, url: bytes) -> None:
+            self._forward("on_url", url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._forward("on_header", name, value)
+
+        def on_headers_complete(self) -> None:
+            self._forward("on_headers_complete")
+
+        def on_body(self, body: bytes) -> None:
+            self._protocol.on_body(body)
+
+        def on_message_complete(self) -> None:
+            if self._in_offer:
+                self._in_offer = False
+                if self._has_body:  # a body-less offer was completed by the first parser already
+                    self._protocol.on_message_complete()
+            else:
+                self._protocol.on_message_complete()
 
     class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc]
         """Bounds the request head being read (from the connection's start or the previous response
@@ -55,7 +122,21 @@ def bounded_head_protocol() -> Any:
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
+            self.parser = UpgradeIgnoringParser(self.parser, self)
             self._arm_head_timer()
+
+        def _ignore_upgrade(self, rest: bytes) -> None:
+            """Serves the request whose upgrade offer llhttp stopped at as plain HTTP/1.1: httptools
+            completed it with an empty body (the app has not read it yet: its task starts after this
+            ``data_received``), so the cycle is reopened and its body read by a fresh parser."""
+            framing = [(n, v) for n, v in self.headers if n in (b"content-length", b"transfer-encoding")]
+            has_body = any(n == b"transfer-encoding" or v.strip() not in (b"", b"0") for n, v in framing)
+            if has_body and self.cycle is not None:
+                self.cycle.more_body = True
+                self._in_head = False  # the body's bytes are not a head's
+            head = b"POST / HTTP/1.1\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in framing) + b"\r\n"
+            self.parser = UpgradeIgnoringParser(httptools.HttpRequestParser(AfterIgnoredUpgrade(self, has_body)), self)
+            self.parser.feed_data(head + rest)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm_head_timer()

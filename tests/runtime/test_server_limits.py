@@ -524,3 +524,62 @@ def test_a_bomb_never_costs_more_than_a_few_times_the_limit_in_memory(session, g
         assert r.status_code == 413, r.text
         assert r.json()["error"] == _too_large("once decoded", "gzip", limit)
         assert _ready(srv)
+
+
+def _upgrade_offer(body: bytes, chunked: bool) -> tuple[bytes, bytes]:
+    """A head offering ``Upgrade: h2c`` (as ``curl --http2`` and Java's RestClient send on plain http)
+    and its body, framed by Content-Length or in chunks."""
+    head = (
+        b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nContent-Type: application/json\r\n"
+    )
+    if not chunked:
+        return head + f"Content-Length: {len(body)}\r\n\r\n".encode(), body
+    third = len(body) // 3
+    parts = [body[:third], body[third : 2 * third], body[2 * third :]]
+    return head + b"Transfer-Encoding: chunked\r\n\r\n", b"".join(
+        f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in parts
+    ) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("split", [False, True], ids=["one-packet", "body-in-pieces"])
+def test_an_ignored_upgrade_offer_is_answered_in_http1_with_its_body_read(server, graph, chunked, split) -> None:
+    """httptools stops at an upgrade offer and drops the body after it: the app read an empty body
+    and answered 400 "request JSON is malformed" to a valid request. The offer is ignored (RFC 9110
+    section 7.8) and the request served as HTTP/1.1; the connection then serves a later request."""
+    body = _request(graph)
+    expected = _post(server, body).json()
+    head, framed = _upgrade_offer(body, chunked)
+    last = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    host, port = server.url.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        if split:
+            s.sendall(head)
+            for i in range(0, len(framed), 7):
+                s.sendall(framed[i : i + 7])
+                time.sleep(0.001)
+            s.sendall(last)
+        else:
+            s.sendall(head + framed + head + framed + last)  # pipelined: the parser after the offer serves the rest
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", data)
+    assert statuses == [b"200"] * (2 if split else 3), data[:300]
+    first = data.split(b"\r\n\r\n", 1)[1]
+    length = int(re.search(rb"(?i)content-length: *(\d+)", data)[1])
+    assert json.loads(first[:length]) == expected
+
+
+def test_an_upgrade_offer_without_a_body_is_served(server) -> None:
+    head = b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n"
+    last = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    host, port = server.url.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(head + last)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"200", b"200"]
+    assert b'{"ready": true}' in data or b'{"ready":true}' in data
