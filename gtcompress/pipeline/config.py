@@ -6,7 +6,7 @@ A config is nine sections of keys (``data``, ``train``, ``control``, ``sparsify`
 and keys so that a typo fails before minutes of training rather than being silently ignored.
 
 Each default is written once. Keys that mean what a library config field means (model width,
-learning rate, the token keep ratio...) take the library's value from its config class
+learning rate, the pruning axes...) take the library's value from its config class
 (:class:`~gtcompress.train.recipe.DataSpec`, :class:`~gtcompress.models.config.ModelConfig`,
 :class:`~gtcompress.train.loop.TrainConfig`, :class:`~gtcompress.compress.prune_config.PruneConfig`);
 the values written here are the pipeline's own: settings the library has no notion of, and
@@ -69,7 +69,9 @@ def _defaults() -> dict[str, dict[str, Any]]:
             "budgets": [0.5, 0.3, 0.2],  # a budget out of an architecture's reach is skipped with a note
             **RECIPE["prune"],
             "axes": PruneConfig.axes,
-            "token_keep": PruneConfig.token_keep,
+            # null: PruneConfig's ratio where the axes hold tokens (auto: GPS and Graphormer on graph-level
+            # tasks); a number is the tokens ratio, and auto then adds the tokens axis, as gtc prune --token-keep
+            "token_keep": None,
             "random_baseline": True,
         },
         "export": {"lowerings": ["auto", "plugin"], "verify_batches": 4},
@@ -168,7 +170,13 @@ class PipelineConfig(Mapping[str, dict[str, Any]]):
     def check(self) -> None:
         """What no single key shows: settings that contradict each other. Each key's own type and
         range were checked when it was read; :func:`~gtcompress.pipeline.run_pipeline` calls this."""
-        t = self._sections["train"]
+        t, p = self._sections["train"], self._sections["prune"]
+        axes = [a.strip().lower() for a in p["axes"].split(",")]
+        if p["token_keep"] is not None and "auto" not in axes and "tokens" not in axes:
+            raise ConfigError(
+                f"prune.token_keep {p['token_keep']:g} sets the tokens axis, which prune.axes {','.join(axes)} does "
+                "not name; add tokens to prune.axes, or set prune.token_keep to null"
+            )
         if t["checkpoint"] is None and t["hidden"] % t["heads"]:
             raise ConfigError(
                 f"train.hidden {t['hidden']} must be a multiple of train.heads {t['heads']} "
@@ -218,6 +226,10 @@ def _checked(section: str, key: str, value: Any, default: Any, where: str) -> An
     taken as that float), lies in the key's range and is one of its choices; else a ConfigError that
     says what was expected, raised when the config is read rather than minutes later by a stage."""
     name = f"{section}.{key}"
+    if name in _NULLABLE:  # null or a value of the exemplar's type, whichever the key holds now
+        if value is None:
+            return None
+        default = _NULLABLE[name]
     if isinstance(default, list):
         kind = f"a non-empty list of {_PLURAL[type(default[0])]}, e.g. {name}={_yaml(default)}"
         if isinstance(value, list) and value:
@@ -280,6 +292,10 @@ _FRACTION = (lambda v: 0 < v <= 1), "in (0, 1]"
 #: PruneConfig's --target-flops range: a budget of 1 keeps every FLOP, and the library refuses it,
 #: but only when the prune stage starts, minutes into the run and naming an option gtc pipeline lacks.
 _BUDGET = (lambda v: 0 < v < 1), "in (0, 1) (the fraction of the dense model's FLOPs kept)"
+
+
+#: Keys that may be null, with an exemplar of the type they hold otherwise.
+_NULLABLE: dict[str, Any] = {"prune.token_keep": 1.0}
 
 
 def _at_least(low: int) -> tuple[Callable[[Any], bool], str]:

@@ -226,7 +226,8 @@ def _prune(ctx: RunContext, parent: ModelArtifact, b: float, method: str) -> Mod
         pc = PruneConfig(
             target_flops=b,
             axes=pcfg["axes"],
-            token_keep=pcfg["token_keep"],
+            # a ratio given is the tokens axis's, as gtc prune --token-keep: auto then prunes tokens too
+            keep={} if pcfg["token_keep"] is None else {"tokens": pcfg["token_keep"]},
             epochs=pcfg["epochs"],
             finetune_epochs=pcfg["finetune_epochs"],
             lr=pcfg["lr"],

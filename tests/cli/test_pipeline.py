@@ -204,6 +204,8 @@ def test_interrupted_stage_leaves_nothing_half_written_and_resumes(run, monkeypa
         (["train.archs=[gt,foo]"], "expected a non-empty list of strings, each one of gt, gps, graphormer"),
         (["export.lowerings=[auto,foo]"], "each one of auto, scatter, padded, dense, plugin"),
         (["profile.graph_sizes=[1,4]"], "expected a non-empty list of integers, each >= 2"),
+        (["prune.token_keep=1.5"], re.escape("prune.token_keep is 1.5; expected a number in (0, 1]") + "$"),
+        (["prune.token_keep=most"], re.escape("prune.token_keep is 'most'; expected a number in (0, 1]") + "$"),
     ],
 )
 def test_config_errors(overrides, message) -> None:
@@ -220,6 +222,69 @@ def test_config_values_are_typed_when_read(tmp_path) -> None:
     (tmp_path / "c.yaml").write_text("profile: {threads: 0}\n")
     with pytest.raises(ConfigError, match=f"^{re.escape(str(tmp_path / 'c.yaml'))}: profile.threads is 0; expected"):
         load_config(tmp_path / "c.yaml", [])
+
+
+def test_prune_token_keep_is_null_by_default_and_a_ratio_when_given(tmp_path) -> None:
+    """Null leaves the tokens axis to auto; a ratio given may be taken back to null by a later layer."""
+    assert load_config(None, [])["prune"]["token_keep"] is None
+    (tmp_path / "c.yaml").write_text("prune: {token_keep: 0.5}\n")
+    assert load_config(tmp_path / "c.yaml", [])["prune"]["token_keep"] == 0.5
+    assert load_config(tmp_path / "c.yaml", ["prune.token_keep=null"])["prune"]["token_keep"] is None
+    assert load_config(None, ["prune.token_keep=1"])["prune"]["token_keep"] == 1.0
+
+
+def test_a_token_keep_the_axes_cannot_use_fails_before_any_stage(tmp_path) -> None:
+    cfg = load_config(None, ["prune.token_keep=0.5", "prune.axes=heads,ffn"])
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "prune.token_keep 0.5 sets the tokens axis, which prune.axes heads,ffn does not name; "
+            "add tokens to prune.axes, or set prune.token_keep to null"
+        ),
+    ):
+        run_pipeline(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("token_keep", "tokens_pruned"), [(None, False), (0.5, True)])
+def test_a_given_token_keep_prunes_tokens_as_gtc_prune_token_keep_does(token_keep, tokens_pruned, monkeypatch) -> None:
+    """GT's auto axes leave tokens out; ``prune.token_keep`` given was silently ignored for it, where
+    ``gtc prune --token-keep`` adds the tokens axis. The prune stage now passes it as that ratio."""
+    import gtcompress.checkpoint
+    import gtcompress.compress.prune
+    from gtcompress.compress.prune_config import resolve_auto
+    from gtcompress.data.base import FeatureSpec
+    from gtcompress.models import ModelConfig, build_model
+    from gtcompress.pipeline.context import ModelArtifact
+    from gtcompress.pipeline.model_stages import _prune
+
+    model = build_model(ModelConfig(arch="gt", node_features=FeatureSpec("float", 3), out_dim=2, hidden=16, heads=2))
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def prune_model(m, data, cfg):
+        seen.append(resolve_auto(cfg, m))
+        raise Stop
+
+    monkeypatch.setattr(gtcompress.checkpoint, "load_checkpoint", lambda path: (model, {}))
+    monkeypatch.setattr(gtcompress.compress.prune, "prune_model", prune_model)
+
+    class Context:
+        config = load_config(None, [f"prune.token_keep={'null' if token_keep is None else token_keep}"])
+        out = Path("unused")
+
+        def stage(self, name, key, outputs, fn):
+            return fn()
+
+        def dataset(self, pe):
+            return None
+
+    with pytest.raises(Stop):
+        _prune(Context(), ModelArtifact("gt-dense", Path("gt-dense"), "k", "gt", "dense", 1.0), 0.5, "gtsp")
+    assert ("tokens" in seen[0].axes) is tokens_pruned
+    assert seen[0].token_keep == (token_keep if tokens_pruned else 0.7)
 
 
 def test_contradicting_settings_fail_before_any_stage(tmp_path) -> None:
