@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from gtcompress.preprocess.batching import PYG_PE_NAMES, NumpyGraph, split_by_graph, union_graphs
+from gtcompress.preprocess.batching import PYG_PE_NAMES, NumpyGraph, graph_ptr, split_by_graph, union_graphs
 from gtcompress.preprocess.inputs import build_inputs
+from gtcompress.preprocess.pe import pe_function
 from gtcompress.preprocess.spec import FeatureInput, InputSpec
 from runtime.errors import (
     BatchVectorError,
@@ -334,11 +335,34 @@ def prepare(
     return prepare_validated(items, model, limits)
 
 
+def fill_partial_pe(items: Sequence[NumpyGraph], spec: InputSpec) -> list[NumpyGraph]:
+    """``items`` with each PE kind that some carry and others lack computed for the others.
+
+    The union keeps only the kinds every item carries (:func:`merge_graphs`) and computes the rest for
+    all of it, so without this an item's own encoding (a PyG ``Data``'s ``random_walk_pe``, or one
+    that :func:`apply_teddy` took from the graph before its edges went) was dropped and replaced
+    whenever it shared a call with an item lacking that kind: the same graph got another answer alone
+    than batched. Per kind: two items carrying one kind each keep theirs. Kinds no item carries are
+    left to the union (one call for all, cheaper than one per item)."""
+    out = list(items)
+    for kind, k in spec.pe.items():
+        carried = [kind in g.pe for g in out]
+        if not any(carried) or all(carried):
+            continue
+        for i, g in enumerate(out):
+            if not carried[i]:
+                ptr = graph_ptr(g.batch, g.num_nodes, g.num_graphs)
+                pe = {**g.pe, kind: pe_function(kind)(g.edge_index, ptr, k)}
+                out[i] = NumpyGraph(g.x, g.edge_index, g.edge_attr, g.batch, pe, g.graphs)
+    return out
+
+
 def prepare_validated(items: Sequence[NumpyGraph], model: ModelSpec, limits: Limits | None = None) -> Prepared:
-    """:func:`prepare` for items already validated (and sparsified): merge and build inputs."""
+    """:func:`prepare` for items already validated (and sparsified): merge and build inputs. A PE kind
+    some items carry is computed for the others first (:func:`fill_partial_pe`)."""
     nodes = [g.num_nodes for g in items]
     graphs = [g.num_graphs for g in items]
-    merged = merge_graphs(items)
+    merged = merge_graphs(fill_partial_pe(items, model.spec) if len(items) > 1 else items)
     if limits is not None:
         limits.check(merged.num_nodes, merged.num_edges, sum(graphs))
     return Prepared(build_inputs(merged, model.spec), nodes, graphs)

@@ -454,18 +454,10 @@ class GraphItem(Protocol):
 def run_items(model: ServedModel, items: Sequence[GraphItem]) -> list[np.ndarray]:
     """One model call over the union of ``items``; one output slice per item (worker thread).
 
-    PE an item lacks is computed here for the whole union at once (small raw requests come without
-    it: per request, its fixed costs outweigh the encoding itself); when only some items lack it,
-    for those alone, so the others' are not computed twice."""
+    PE no item carries is computed here for the whole union at once (small raw requests come without
+    it: per request, its fixed costs outweigh the encoding itself); a kind only some items carry, for
+    the others alone (:func:`runtime.graphs.fill_partial_pe`), so none is computed twice or replaced."""
     graphs = [it.graph for it in items]
-    spec = model.session.spec
-    if spec.pe and len(items) > 1:
-        lacking = [any(k not in g.pe for k in spec.pe) for g in graphs]
-        if any(lacking) and not all(lacking):
-            graphs = [
-                ensure_pe(g, spec, it.num_graphs) if lack else g
-                for g, it, lack in zip(graphs, items, lacking, strict=True)
-            ]
     prepared = prepare_validated(graphs, model.session.model)
     prepared.graphs = [it.num_graphs for it in items]
     out = model.session.run_inputs(prepared.inputs)[model.session.output_name]

@@ -183,6 +183,41 @@ def test_a_pyg_data_gives_its_own_pe_to_the_session_as_to_the_torch_model(export
     assert np.abs(node_sess.run(g)[0] - ref).max() > 1e-3  # the session's own RWSE: another answer
 
 
+def test_a_graphs_own_pe_is_kept_when_it_shares_a_call_with_a_graph_without(exported, node_sess) -> None:
+    """The union keeps only the PE kinds every item carries and computes the others for all of it: a
+    graph carrying its own RWSE (a PyG ``Data``'s ``random_walk_pe``) got the session's RWSE instead,
+    and another answer (0.06 off), as soon as it was run together with a graph carrying none."""
+    ex = exported["node"]
+    own, plain = ex.graphs(2, seed=9, lo=6, hi=9)
+    own.pe = {"rwse": np.random.default_rng(1).uniform(0.0, 1.0, (own.num_nodes, 4)).astype(np.float32)}
+    alone = node_sess.run(own)[0]
+    np.testing.assert_array_equal(node_sess.run([own, plain])[0], alone)
+    np.testing.assert_array_equal(node_sess.run([plain, own])[1], alone)
+    np.testing.assert_array_equal(node_sess.run([own, plain])[1], node_sess.run(plain)[0])
+
+
+def test_fill_partial_pe_computes_per_kind_only_for_the_items_lacking_it(exported) -> None:
+    """Two items carrying one kind each keep their own; a kind nobody carries is left to the union."""
+    from dataclasses import replace
+
+    from gtcompress.preprocess.pe import laplacian_pe, rwse
+    from runtime.graphs import fill_partial_pe
+
+    spec = replace(GraphSession(exported["node"].path).spec, pe={"lap": 2, "rwse": 3})
+    a, b = exported["node"].graphs(2, seed=4, lo=5, hi=8)
+    lap_a = np.full((a.num_nodes, 2), 7.0, np.float32)
+    rwse_b = np.full((b.num_nodes, 3), 9.0, np.float32)
+    a.pe, b.pe = {"lap": lap_a}, {"rwse": rwse_b}
+    fa, fb = fill_partial_pe([a, b], spec)
+    np.testing.assert_array_equal(fa.pe["lap"], lap_a)
+    np.testing.assert_array_equal(fb.pe["rwse"], rwse_b)
+    ptr_a, ptr_b = np.array([0, a.num_nodes]), np.array([0, b.num_nodes])
+    np.testing.assert_array_equal(fa.pe["rwse"], rwse(a.edge_index, ptr_a, 3))
+    np.testing.assert_array_equal(fb.pe["lap"], laplacian_pe(b.edge_index, ptr_b, 2))
+    a.pe, b.pe = {}, {}
+    assert [g.pe for g in fill_partial_pe([a, b], spec)] == [{}, {}]
+
+
 def test_description(node_sess) -> None:
     assert node_sess.providers == ["CPUExecutionProvider"]  # no NVIDIA device here → CPU only
     assert node_sess.platform == "onnxruntime_onnx"
