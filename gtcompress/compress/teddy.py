@@ -68,9 +68,13 @@ class TeddyEdges:
         self.ratio, self.per_graph, self.threshold, self.pe = ratio, per_graph, threshold, dict(pe or {})
 
     def keep_mask(self, g: GraphBatch) -> np.ndarray:
+        """Edges kept, by :func:`~gtcompress.preprocess.teddy.teddy_mask`'s rule: a ``threshold`` decides
+        alone whatever ``per_graph`` says. Ignoring it when ``per_graph`` was true made ``gtc eval``
+        (and pruning) rank each graph's edges by the ratio, while the runtime, reading the same
+        record, applied the threshold: other edges than the served model gets."""
         ei = g.edge_index.cpu().numpy()
         batch = g.batch.cpu().numpy() if g.batch is not None else None
-        threshold = None if self.per_graph else float(self.threshold)  # type: ignore[arg-type]
+        threshold = None if self.threshold is None else float(self.threshold)
         return teddy_mask(ei, g.num_nodes, self.ratio, batch, self.per_graph, threshold)
 
     def __call__(self, g: GraphBatch) -> GraphBatch:

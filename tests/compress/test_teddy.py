@@ -99,6 +99,34 @@ def test_teddy_sparsify_with_a_global_record_keeps_what_training_kept() -> None:
     np.testing.assert_array_equal(alone.edge_index, tf(graphs[0]).edge_index.numpy())
 
 
+def test_a_record_with_a_threshold_keeps_the_same_edges_in_eval_and_in_the_runtime() -> None:
+    """A ``teddy`` section with a threshold and ``per_graph: true`` passes check_teddy_section and the
+    runtime's reader, which applies the threshold (teddy_mask: a threshold decides alone); the
+    TeddyEdges ``gtc eval`` builds from it ignored the threshold and kept 166 of 240 edges where the
+    served model got 98."""
+    import json
+    from pathlib import Path
+
+    from gtcompress.checkpoint_data import check_teddy_section, teddy_transform
+    from gtcompress.models import ModelConfig
+    from runtime.spec import teddy_config
+
+    rng = np.random.default_rng(0)
+    ei = rng.integers(0, 30, (2, 120))
+    ei = np.concatenate([ei, ei[::-1]], axis=1).astype(np.int64)
+    g = GraphBatch(x=torch.zeros(30, 3), edge_index=torch.from_numpy(ei))
+    scores = np.sort(teddy_edge_scores(ei, 30))
+    section = {"edges": 0.3, "per_graph": True, "threshold": float(scores[int(0.6 * scores.shape[0])])}
+    check_teddy_section(section, Path("config.json"))
+    tf = teddy_transform({"teddy": section}, ModelConfig(arch="gt", node_features=FeatureSpec("float", 3), out_dim=2))
+    served = teddy_config({"teddy": json.dumps(section)})
+    assert served is not None
+    want = teddy_module.teddy_mask(ei, 30, served.ratio, None, served.per_graph, served.threshold)
+    assert int(want.sum()) == 98
+    np.testing.assert_array_equal(tf.keep_mask(g), want)
+    np.testing.assert_array_equal(tf(g).edge_index.numpy(), ei[:, want])
+
+
 @pytest.mark.parametrize(("ratio", "kept"), [(0.005, "all"), (0.99, "loops")])
 def test_a_global_threshold_that_keeps_or_drops_every_edge_is_a_json_number(ratio: float, kept: str) -> None:
     """With ratio x edges rounding to none (or all) of the training split's edges, the threshold was
