@@ -44,6 +44,9 @@ from runtime.net import check_port_free
 
 # Triton logs a model's load failure as: failed to load 'NAME' version N: Internal: Error: message\n\nAt: ...
 _LOAD_ERROR = re.compile(r"failed to load '([^']+)' version (\d+): (?:\w+: )?(.*?)(?:\\n|\"$)", re.MULTILINE)
+# ...and a model directory it cannot even read (a config.pbtxt that does not parse, a folder whose name
+# is not its model's) as: Poll failed for model directory 'NAME': message"
+_POLL_ERROR = re.compile(r"Poll failed for model directory '([^']+)': (.*?)(?:\\n|\"$)", re.MULTILINE)
 INSTALL_HINT = "pip install 'gtcompress[triton]' (the nvidia-pytriton wheel ships tritonserver)"
 BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
 STUB = "triton_python_backend_stub"
@@ -238,10 +241,14 @@ class TritonServer:
         raise SessionError(f"tritonserver was not ready after {self.startup_timeout:.0f} s:\n{self.log_tail()}")
 
     def failure(self) -> str:
-        """Why the server did not come up: each model's load error from the log, else the log's tail."""
+        """Why the server did not come up: each model's load error from the log (a model directory
+        Triton could not read included), else the log's tail. The tail alone is Triton's shutdown
+        tables, 5 KB without the cause, which it logs before them."""
         if self.log_path is None or not self.log_path.is_file():
             return "(no log)"
-        loads = [f"model '{m}' version {v}: {why}" for m, v, why in _LOAD_ERROR.findall(self._log_text())]
+        text = self._log_text()
+        loads = [f"model directory '{d}': {why}" for d, why in _POLL_ERROR.findall(text)]
+        loads += [f"model '{m}' version {v}: {why}" for m, v, why in _LOAD_ERROR.findall(text)]
         return "; ".join(dict.fromkeys(loads)) if loads else "\n" + self.log_tail()
 
     def log_tail(self, lines: int = 30) -> str:

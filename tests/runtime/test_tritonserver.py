@@ -251,6 +251,24 @@ def test_a_model_that_cannot_load_stops_the_server_with_its_log(exported, tmp_pa
     assert "model 'broken' version 1: SessionError: " in str(err.value) and "holds no model.onnx" in str(err.value)
 
 
+def test_a_config_that_does_not_parse_is_named_not_buried_under_the_shutdown_tables(exported, tmp_path) -> None:
+    """A config.pbtxt Triton cannot read (a user's edit of its parameters gone wrong) is logged as
+    "Poll failed for model directory", not as a failed load: the error was the log's last 30 lines,
+    5 KB of Triton's option tables without the cause."""
+    from runtime.errors import SessionError
+
+    repo = tmp_path / "repo"
+    root = write_model_repository(repo, "m", exported["graph"].path, exported["graph"].spec, backend="python")
+    with open(root / "config.pbtxt", "a") as f:
+        f.write('parameters { key: "gtcompress_max_nodes"\n')  # unclosed
+    with pytest.raises(SessionError) as err, TritonServer(repo, startup_timeout=60):
+        pass
+    message = str(err.value)
+    assert message.startswith("tritonserver exited (code 1) before it was ready: model directory 'm': ")
+    assert f"failed to read text proto from {root / 'config.pbtxt'}" in message
+    assert "server_version" not in message and len(message) < 500
+
+
 def test_a_failed_start_reports_this_runs_errors_only(exported, tmp_path) -> None:
     """With --log appended across runs, a failed start reported every model that ever failed to load
     into that file, other repositories' included."""
