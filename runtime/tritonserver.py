@@ -47,6 +47,11 @@ _LOAD_ERROR = re.compile(r"failed to load '([^']+)' version (\d+): (?:\w+: )?(.*
 # ...and a model directory it cannot even read (a config.pbtxt that does not parse, a folder whose name
 # is not its model's) as: Poll failed for model directory 'NAME': message"
 _POLL_ERROR = re.compile(r"Poll failed for model directory '([^']+)': (.*?)(?:\\n|\"$)", re.MULTILINE)
+#: What an interrupted write of model NAME leaves beside it in the repository: the new model's temporary
+#: folder ``.NAME.tmp-PID-RANDOM`` (``gtcompress.io.make_temp_dir``) or the old one set aside,
+#: ``.NAME.old-PID`` (``gtcompress.io.swap_dir_into_place`` where names cannot be exchanged). Triton
+#: takes every folder of the repository for a model, hidden ones too, and fails to start on these.
+_LEFTOVER = re.compile(r"\.(.+)\.(?:tmp-\d+-[0-9a-f]+|(old)-\d+)")
 INSTALL_HINT = "pip install 'gtcompress[triton]' (the nvidia-pytriton wheel ships tritonserver)"
 BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
 STUB = "triton_python_backend_stub"
@@ -144,6 +149,7 @@ class TritonServer:
         self.repository = Path(repository).resolve()
         if not self.repository.is_dir():
             raise SessionError(f"{repository}: model repository directory does not exist")
+        check_no_leftovers(self.repository)
         if not any(_looks_like_model(d) for d in self.repository.iterdir()):  # Triton would serve nothing
             raise SessionError(
                 f"{repository}: not a Triton model repository (no NAME/config.pbtxt or NAME/1/ in it); write one "
@@ -300,6 +306,27 @@ def which_tritonserver() -> str | None:
         return str(find_tritonserver().binary)
     except SessionError:
         return None
+
+
+def check_no_leftovers(repository: Path) -> None:
+    """Refuse a repository holding what an interrupted model write left (:data:`_LEFTOVER`): a
+    ``gtc export --triton-repo`` killed part-way (SIGTERM from ``timeout`` or a scheduler, the OOM
+    killer) left ``.NAME.tmp-...``, and Triton then failed to start with "model '.NAME.tmp-...'
+    version 1: unable to find backend library for backend 'onnxruntime'", or "unexpected directory
+    name", naming no cause a user would recognise."""
+    for d in sorted(repository.iterdir()):
+        m = _LEFTOVER.fullmatch(d.name)
+        if m is None or not d.is_dir():
+            continue
+        name = m.group(1)
+        if m.group(2) and not (repository / name).exists():
+            what = f"it holds model '{name}' as it was before that write: rename it back to {name}"
+        else:
+            what = f"remove it (the next gtc export of '{name}' does)"
+        raise SessionError(
+            f"{d}: left by an interrupted write of model '{name}' (gtc export --triton-repo stopped part-way, or one "
+            f"writing now); Triton would take it for a model and fail to start: {what}"
+        )
 
 
 def _looks_like_model(d: Path) -> bool:

@@ -352,3 +352,31 @@ def test_a_port_in_use_or_a_folder_without_models_is_refused_before_starting(exp
     (tmp_path / "ckpt" / "config.json").write_text("{}")
     with pytest.raises(SessionError, match=r"not a Triton model repository \(no NAME/config.pbtxt or NAME/1/"):
         TritonServer(tmp_path / "ckpt")
+
+
+def test_an_interrupted_exports_leftover_is_named_before_starting(exported, tmp_path) -> None:
+    """A gtc export --triton-repo killed part-way (SIGTERM) leaves ``.NAME.tmp-PID-RANDOM`` in the
+    repository; Triton took it for a model and failed to start with "model '.m.tmp-...' version 1:
+    unable to find backend library for backend 'onnxruntime'"."""
+    import shutil
+
+    from runtime.errors import SessionError
+
+    repo = tmp_path / "repo"
+    root = write_model_repository(repo, "m", exported["graph"].path, exported["graph"].spec, backend="python")
+    leftover = repo / ".m.tmp-999999-0123abcd"
+    shutil.copytree(root / "1", leftover / "1")  # the new version, its config.pbtxt not written yet
+    with pytest.raises(SessionError) as err:
+        TritonServer(repo)
+    assert str(err.value) == (
+        f"{leftover}: left by an interrupted write of model 'm' (gtc export --triton-repo stopped part-way, or one "
+        "writing now); Triton would take it for a model and fail to start: remove it (the next gtc export of 'm' "
+        "does)"
+    )
+    shutil.rmtree(leftover)
+    aside = repo / ".m.old-999999"  # the old model set aside, the new one not yet renamed in
+    root.rename(aside)
+    with pytest.raises(SessionError, match=r"it holds model 'm' as it was before that write: rename it back to m$"):
+        TritonServer(repo)
+    aside.rename(root)
+    TritonServer(repo)  # accepted now (not started)
