@@ -258,7 +258,7 @@ def request_graph(
     _check_slots(model, limits, inputs["edge_index"], n)
     spec = model.session.spec
     if not full:
-        _check_pe_work(model, limits, inputs, batch, n, num_graphs)
+        _check_pe_work(model, limits, inputs, batch, n, num_graphs, raw_only=raw_only)
     g = NumpyGraph(
         x=x,
         edge_index=inputs["edge_index"],
@@ -330,9 +330,15 @@ def _check_pe_work(
     batch: np.ndarray | None,
     n: int,
     graphs: int,
+    *,
+    raw_only: bool = False,
 ) -> None:
     """Refuse a raw request whose positional encodings (those it does not carry) would cost more than
-    :attr:`ServerLimits.max_pe_work`, before TEDDY or the encodings run (both may compute them)."""
+    :attr:`ServerLimits.max_pe_work`, before TEDDY or the encodings run (both may compute them).
+
+    ``raw_only`` (Triton's Python-backend model, whose configuration declares the raw inputs only):
+    the error does not suggest sending the encodings, which Triton would refuse as unknown inputs,
+    but the model's ``gtcompress_max_pe_work`` parameter."""
     kinds = {kind: k for kind, k in model.session.spec.pe.items() if f"pe_{kind}" not in inputs}
     if not kinds:
         return
@@ -341,12 +347,18 @@ def _check_pe_work(
     if work > limits.max_pe_work:
         at = int(np.argmax(counts))
         names = ", ".join(f"pe_{kind}" for kind in kinds)
+        other = (
+            "or raise the model's gtcompress_max_pe_work parameter in its config.pbtxt (this model takes raw "
+            "graphs only)"
+            if raw_only
+            else f"or {names} computed by the client with every model input (a pre-processed request, as "
+            "runtime.client.make_inputs builds it)"
+        )
         raise GraphTooLargeError(
             "x",
             f"computing {names} for this request's {graphs} graph(s) (the largest, graph {at}, has "
             f"{int(counts[at])} nodes) takes {work:.4g} steps of work, above this server's max_pe_work "
-            f"{limits.max_pe_work:.4g}; send fewer or smaller graphs, or {names} computed by the client with every "
-            f"model input (a pre-processed request, as runtime.client.make_inputs builds it)",
+            f"{limits.max_pe_work:.4g}; send fewer or smaller graphs, {other}",
         )
 
 
