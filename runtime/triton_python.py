@@ -75,6 +75,16 @@ PARAMETER_DEFAULTS: dict[str, int] = {
 }
 #: Parameters that take any finite number of at least 1 (``1.5e11``), not only an integer.
 NUMBER_PARAMETER_DEFAULTS: dict[str, float] = {"gtcompress_max_pe_work": _LIMITS.max_pe_work}
+#: Every ``gtcompress_*`` parameter a repository may hold: the limits above, what the exporter writes.
+KNOWN_PARAMETERS = frozenset(
+    {
+        *PARAMETER_DEFAULTS,
+        *NUMBER_PARAMETER_DEFAULTS,
+        "gtcompress_model_file",
+        "gtcompress_input_spec",
+        "gtcompress_preprocessing",
+    }
+)
 
 
 @functools.cache
@@ -103,6 +113,19 @@ def config_parameters(config: Mapping[str, Any]) -> dict[str, str]:
     for key, value in (config.get("parameters") or {}).items():
         out[key] = value.get("string_value", "") if isinstance(value, Mapping) else str(value)
     return out
+
+
+def check_parameter_names(params: Mapping[str, str], where: str) -> None:
+    """Refuse a ``gtcompress_*`` parameter this model does not read. The README has users add keys to
+    ``config.pbtxt`` to change a limit; a misspelt one (``gtcompress_max_node``) or one of ``gtc
+    serve``'s that has no parameter here (``gtcompress_max_requests``) loaded without a word and left
+    the limit at its default. Other keys (Triton's own, a user's) are not ours to judge."""
+    unknown = sorted(k for k in params if k.startswith("gtcompress_") and k not in KNOWN_PARAMETERS)
+    if unknown:
+        raise SessionError(
+            f"{where}: unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in config.pbtxt; "
+            f"the gtcompress parameters are {', '.join(sorted(KNOWN_PARAMETERS))}"
+        )
 
 
 def _int_parameter(params: Mapping[str, str], key: str, where: str) -> int:
@@ -163,6 +186,7 @@ class GraphBatchModel:
         version_dir = Path(model_dir) / str(version)
         params = config_parameters(config)
         where = f"model '{self.name}'"
+        check_parameter_names(params, where)
 
         def get(key: str) -> int:
             return _int_parameter(params, key, where)

@@ -121,6 +121,24 @@ def test_bad_parameters_and_a_missing_model_file_name_what_is_wrong(config, node
         GraphBatchModel(node_repo, 2, config(node_repo, gtcompress_model_file=""))
 
 
+def test_a_misspelt_or_unknown_gtcompress_parameter_is_refused_at_load(config, node_repo, exported) -> None:
+    """README: "add a key there to change one". A misspelt key (gtcompress_max_node) loaded silently
+    and the limit stayed at its default: a 10-node request was answered under a 5-node "limit"."""
+    known = ", ".join(sorted(tp.KNOWN_PARAMETERS))
+    with pytest.raises(SessionError) as err:
+        GraphBatchModel(node_repo, 1, config(node_repo, gtcompress_max_node="5"))
+    assert str(err.value) == (
+        f"model 'gt_node': unknown parameter gtcompress_max_node in config.pbtxt; the gtcompress parameters are {known}"
+    )
+    with pytest.raises(SessionError, match=r"unknown parameters gtcompress_max_requests, gtcompress_max_x in config"):
+        GraphBatchModel(node_repo, 1, config(node_repo, gtcompress_max_x="1", gtcompress_max_requests="2"))
+    assert "gtcompress_max_nodes" in known and "gtcompress_max_pe_work" in known
+    model = GraphBatchModel(node_repo, 1, config(node_repo, gtcompress_max_nodes="5", EXECUTION_ENV_PATH="x"))
+    g = exported["teddy"].graphs(1, seed=6, lo=10, hi=11)[0]
+    (out,) = model.answer([_request(g)])
+    assert isinstance(out, Failure) and out.message == "input 'x': request has 10 nodes, above this server's 5"
+
+
 def test_max_pe_work_is_read_from_the_parameters(config, node_repo, exported) -> None:
     """README: the per-request limits are read from ``parameters`` ("add a key there to change one").
     max_pe_work is one of them; it was silently ignored (always 1.5e11), so a Triton user could neither
