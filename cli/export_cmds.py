@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
 
 @user_errors
 def export_cmd(
+    ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory (dense or compressed).")],
     out: Annotated[Path, typer.Option(help="ONNX file to write (a file, not a directory).")] = Path("model.onnx"),
     attention: Annotated[str, typer.Option(help="auto, scatter, padded, dense or plugin.")] = "auto",
@@ -34,7 +35,7 @@ def export_cmd(
     triton_delay_us: Annotated[
         int, typer.Option(help="python: Triton's max_queue_delay_microseconds; -1: no dynamic batching.")
     ] = 2000,
-    triton_instances: Annotated[int, typer.Option(help="python: model instances (instance_group count).")] = 1,
+    triton_instances: Annotated[int, typer.Option(help="Model instances (instance_group count).")] = 1,
     triton_threads: Annotated[
         int, typer.Option(help="python: ONNX Runtime threads per instance (0: its default).")
     ] = 1,
@@ -57,6 +58,7 @@ def export_cmd(
         PythonModelOptions,
         check_model_dir,
         check_model_name,
+        resolve_backend,
         write_model_repository,
     )
     from gtcompress.checkpoint import load_checkpoint
@@ -76,6 +78,16 @@ def export_cmd(
     ):
         if value < low:  # checked now, not after a minute of export
             raise ConfigError(f"{opt} {value}: expected at least {low}")
+    given = _given_triton_options(ctx)
+    if triton_repo is None and given:
+        raise ConfigError(
+            f"{', '.join(given)}: set{'s' if len(given) == 1 else ''} the Triton repository, and "
+            "--triton-repo is not given; add --triton-repo DIR, or leave "
+            f"{'it' if len(given) == 1 else 'them'} out"
+        )
+    python_only = [o for o in given if o in _PYTHON_ONLY]
+    if triton_backend == "onnxruntime" and python_only:
+        raise ConfigError(_native_refusal(python_only, "--triton-backend onnxruntime writes the native variant"))
     if triton_repo is not None:  # checked now, not after the export it would follow
         if triton_repo.exists() and not triton_repo.is_dir():
             raise ConfigError(f"--triton-repo {triton_repo}: is a file; expected a directory (a model repository)")
@@ -115,9 +127,49 @@ def export_cmd(
     for p in res.tensorrt_problems:
         console.print(f"[yellow]TensorRT:[/] {p}")
     if triton_repo is not None:
+        if python_only and resolve_backend(triton_backend, out, res.spec) != "python":
+            why = "--triton-backend auto chose the native variant (this model needs no pre-processing)"
+            raise ConfigError(f"{_native_refusal(python_only, why)} (the ONNX file {out} is written)")
         root = write_model_repository(triton_repo, model_name, out, res.spec, backend=triton_backend, options=options)
         variant = "python backend: clients send raw graphs" if (root / "1" / "model.py").is_file() else "onnxruntime"
         console.print(f"Triton model repository: {root} ({variant})")
+
+
+#: gtc export's options that shape the Triton repository (--triton-repo aside), by parameter name.
+_TRITON_OPTIONS = {
+    "name": "--name",
+    "triton_backend": "--triton-backend",
+    "triton_max_batch": "--triton-max-batch",
+    "triton_delay_us": "--triton-delay-us",
+    "triton_instances": "--triton-instances",
+    "triton_threads": "--triton-threads",
+}
+#: Those the native (onnxruntime) variant has no use for: Triton does not batch a graph union, and its
+#: ONNX Runtime backend is not ours to give threads to.
+_PYTHON_ONLY = ("--triton-max-batch", "--triton-delay-us", "--triton-threads")
+
+
+def _given_triton_options(ctx: typer.Context) -> list[str]:
+    """The Triton options given on the command line (not left at their defaults). Written to a
+    repository that did not use them, or with no --triton-repo at all, they were ignored without a
+    word: ``--name gt --triton-backend python`` wrote no repository, ``--triton-max-batch 8`` on a
+    model auto chose the native variant for kept max_batch_size 0."""
+    out = []
+    for param, option in _TRITON_OPTIONS.items():
+        source = ctx.get_parameter_source(param)  # typer may ship its own click: compare by name
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            out.append(option)
+    return out
+
+
+def _native_refusal(options: list[str], why: str) -> str:
+    """The error for python-only options on a native variant (``why``: what chose that variant)."""
+    them = "it" if len(options) == 1 else "them"
+    return (
+        f"{', '.join(options)}: set{'s' if len(options) == 1 else ''} the python variant's batching and threads, "
+        f"and {why}, which has neither (Triton does not batch a graph union: max_batch_size 0); add "
+        f"--triton-backend python, or leave {them} out"
+    )
 
 
 def _profile_batch(meta: dict, graphs: int):  # type: ignore[no-untyped-def]

@@ -95,21 +95,23 @@ def _instances(kind: str, count: int) -> str:
     return f"instance_group [\n  {{\n    kind: {kind}\n    count: {count}\n  }}\n]\n"
 
 
-def config_pbtxt(name: str, spec: InputSpec, platform: str, kind: str) -> str:
-    """The native variant's ``config.pbtxt`` (protobuf text format of Triton's ``ModelConfig``)."""
+def config_pbtxt(name: str, spec: InputSpec, platform: str, kind: str, instances: int = 1) -> str:
+    """The native variant's ``config.pbtxt`` (protobuf text format of Triton's ``ModelConfig``);
+    ``instances``: its ``instance_group`` count, as for the python variant."""
     inputs = ",\n".join(_tensor(n, d, dims) for n, (d, dims) in input_dims(spec).items())
     output = _tensor(spec.output.name, "float32", [-1, spec.output.dim])
     return (
         f'name: "{name}"\nplatform: "{platform}"\nmax_batch_size: 0\n'
         f"input [\n{inputs}\n]\noutput [\n{output}\n]\n"
-        + _instances(kind, 1)
+        + _instances(kind, instances)
         + _parameters({"gtcompress_input_spec": json.dumps(spec.to_json()), "gtcompress_preprocessing": "client"})
     )
 
 
 @dataclass(frozen=True)
 class PythonModelOptions:
-    """Serving settings of the python variant (Triton's batcher, instances, our limits).
+    """Serving settings of the python variant (Triton's batcher, instances, our limits); the native
+    variant takes ``instances`` only (Triton does not batch it, and runs its ONNX Runtime itself).
 
     ``max_queue_delay_us=None`` writes no ``dynamic_batching``: Triton then runs each request
     alone (what the benchmark compares against). ``threads``: ONNX Runtime intra-op threads per
@@ -297,7 +299,7 @@ def write_model_repository(
             (vdir / "model.py").write_text(MODEL_PY)
             text = python_config_pbtxt(name, spec, filename, options)
         else:
-            text = config_pbtxt(name, spec, platform, kind)
+            text = config_pbtxt(name, spec, platform, kind, (options or PythonModelOptions()).instances)
         (tmp / "config.pbtxt").write_text(text)
         swap_dir_into_place(tmp, root)
     except BaseException:

@@ -282,6 +282,18 @@ CASES = [
         "export {ckpt} --out {root}/x.onnx --triton-repo {root}/repo --name bad/name",
         "--name: model name 'bad/name': use letters, digits, '_', '-' and '.' only, not only dots",
     ),
+    # Triton options without a repository, or for the native variant, were ignored without a word
+    _case(
+        "export {ckpt} --out {root}/x.onnx --name gt --triton-backend python",
+        "--name, --triton-backend: set the Triton repository, and --triton-repo is not given; add --triton-repo DIR, "
+        "or leave them out",
+    ),
+    _case(
+        "export {ckpt} --out {root}/x.onnx --triton-repo {root}/repo --triton-backend onnxruntime --triton-threads 4",
+        "--triton-threads: sets the python variant's batching and threads, and --triton-backend onnxruntime writes "
+        "the native variant, which has neither (Triton does not batch a graph union: max_batch_size 0); add "
+        "--triton-backend python, or leave it out",
+    ),
     # tritonserver
     _case("tritonserver {missing}", "{missing}: model repository directory does not exist"),
     # build: the paths, the ONNX file and the profile are all checked before TensorRT is needed

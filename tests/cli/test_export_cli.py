@@ -56,3 +56,29 @@ def test_export_auto_with_triton_repo_then_build_without_tensorrt(tmp_path: Path
 def test_export_errors(tmp_path: Path) -> None:
     res = runner.invoke(app, ["export", str(tmp_path / "none")])
     assert res.exit_code == 2 and "checkpoint directory does not exist" in res.output
+
+
+def test_triton_options_the_native_variant_cannot_use_are_refused_and_instances_kept(tmp_path: Path) -> None:
+    """A model that needs no pre-processing (no PE, scatter lowering) gets the native variant under
+    --triton-backend auto. Its --triton-max-batch 8 was ignored without a word (max_batch_size 0
+    written) and so was --triton-instances 3 (count 1 written)."""
+    ckpt = tmp_path / "ckpt"
+    train = ["train", "--data", "cluster", "--size", "12,8,8", "--hidden", "8", "--layers", "1", "--heads", "2"]
+    res = runner.invoke(app, [*train, "--epochs", "1", "--pe", "none", "--out", str(ckpt)])
+    assert res.exit_code == 0, res.output
+    repo, onnx_file = tmp_path / "repo", tmp_path / "m.onnx"
+    export = ["export", str(ckpt), "--out", str(onnx_file), "--attention", "scatter", "--triton-repo", str(repo)]
+    res = runner.invoke(app, [*export, "--triton-max-batch", "8", "--triton-instances", "3"])
+    assert res.exit_code == 2, res.output
+    assert " ".join(res.output.split()).endswith(
+        "error: --triton-max-batch: sets the python variant's batching and threads, and --triton-backend auto chose "
+        "the native variant (this model needs no pre-processing), which has neither (Triton does not batch a graph "
+        f"union: max_batch_size 0); add --triton-backend python, or leave it out (the ONNX file {onnx_file} is "
+        "written)"
+    )
+    assert onnx_file.is_file() and not repo.exists()
+    res = runner.invoke(app, [*export, "--triton-instances", "3"])
+    assert res.exit_code == 0, res.output
+    text = (repo / "ckpt" / "config.pbtxt").read_text()
+    assert 'platform: "onnxruntime_onnx"' in text and "max_batch_size: 0" in text
+    assert "instance_group [\n  {\n    kind: KIND_CPU\n    count: 3\n  }\n]" in text
