@@ -29,7 +29,6 @@ import os
 import re
 import signal
 import site
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -40,7 +39,7 @@ from pathlib import Path
 from types import TracebackType
 
 from runtime.errors import SessionError
-from runtime.net import check_port_free
+from runtime.net import check_port_free, listen_sockets
 
 # Triton logs a model's load failure as: failed to load 'NAME' version N: Internal: Error: message\n\nAt: ...
 _LOAD_ERROR = re.compile(r"failed to load '([^']+)' version (\d+): (?:\w+: )?(.*?)(?:\\n|\"$)", re.MULTILINE)
@@ -124,9 +123,16 @@ def server_env(install: TritonInstall, base: dict[str, str] | None = None) -> di
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port free on ``host`` now, as the system picks one. Bound as :func:`runtime.net.listen_sockets`
+    binds (every family ``host`` resolves to), so ``--port 0`` with an IPv6 address or a name that
+    does not resolve is the :class:`~runtime.errors.AddressError` a fixed port gets, not a
+    ``socket.gaierror`` traceback from an IPv4-only socket."""
+    socks = listen_sockets(host, 0)
+    try:
+        return int(socks[0].getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
 
 
 class TritonServer:
@@ -154,6 +160,13 @@ class TritonServer:
             raise SessionError(
                 f"{repository}: not a Triton model repository (no NAME/config.pbtxt or NAME/1/ in it); write one "
                 "with gtc export --triton-repo"
+            )
+        if ":" in host:
+            # Triton's HTTP server parses an IPv6 literal as 255.255.255.255 (seen with ::1): it listened
+            # there, never answered the readiness poll, and the start failed after --startup-timeout
+            raise SessionError(
+                f"--host {host}: tritonserver's HTTP endpoint takes an IPv4 address or a host name, not an IPv6 "
+                "address; use 127.0.0.1 (loopback) or 0.0.0.0 (every interface)"
             )
         self.install = find_tritonserver()
         self.host = host

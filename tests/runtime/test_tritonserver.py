@@ -380,3 +380,21 @@ def test_an_interrupted_exports_leftover_is_named_before_starting(exported, tmp_
         TritonServer(repo)
     aside.rename(root)
     TritonServer(repo)  # accepted now (not started)
+
+
+def test_a_host_tritonserver_cannot_serve_on_is_one_error(exported, tmp_path) -> None:
+    """--port 0 picked its port on an IPv4-only socket: a host name that does not resolve was a
+    socket.gaierror traceback (a fixed port got AddressError). An IPv6 address Triton bound as
+    255.255.255.255, never answered the readiness poll, and the start failed after the timeout."""
+    from runtime.errors import AddressError, SessionError
+
+    repo = tmp_path / "repo"
+    write_model_repository(repo, "m", exported["graph"].path, exported["graph"].spec, backend="python")
+    with pytest.raises(AddressError, match=r"^cannot listen on nosuchhost\.invalid:0: the host does not resolve \("):
+        TritonServer(repo, host="nosuchhost.invalid", http_port=0)
+    with pytest.raises(SessionError) as err:
+        TritonServer(repo, host="::1")
+    assert str(err.value) == (
+        "--host ::1: tritonserver's HTTP endpoint takes an IPv4 address or a host name, not an IPv6 address; use "
+        "127.0.0.1 (loopback) or 0.0.0.0 (every interface)"
+    )
