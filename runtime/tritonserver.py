@@ -154,6 +154,11 @@ class TritonServer:
     ) -> None:
         self.repository = Path(repository).resolve()
         if not self.repository.is_dir():
+            if self.repository.exists():  # a file (a model file given for its repository): it does exist
+                raise SessionError(
+                    f"{repository}: is a file, not a model repository directory (gtc export --triton-repo DIR writes "
+                    "one; gtc serve runs a model file)"
+                )
             raise SessionError(f"{repository}: model repository directory does not exist")
         check_no_leftovers(self.repository)
         if not any(_looks_like_model(d) for d in self.repository.iterdir()):  # Triton would serve nothing

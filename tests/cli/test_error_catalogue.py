@@ -296,6 +296,11 @@ CASES = [
     ),
     # tritonserver
     _case("tritonserver {missing}", "{missing}: model repository directory does not exist"),
+    _case(
+        "tritonserver {file_txt}",  # said "does not exist" of a file that does
+        "{file_txt}: is a file, not a model repository directory (gtc export --triton-repo DIR writes one; gtc serve "
+        "runs a model file)",
+    ),
     # build: the paths, the ONNX file and the profile are all checked before TensorRT is needed
     _case(
         "build {truncated_onnx}",
