@@ -226,8 +226,17 @@ def _load_checkpoint_once(path: str | os.PathLike[str]) -> tuple[GraphModel, dic
         config = ModelConfig.from_dict(doc["model"])
     except (ConfigError, TypeError, ValueError) as e:  # ConfigError: a field out of range
         raise CheckpointError(f"{root / CONFIG}: invalid model config ({e})") from e
+    # The shapes are checked on a skeleton on the meta device (no storage) before the model is built:
+    # config.json names the sizes, so a hand-edited or mismatched one ("hidden": 100000 beside small
+    # weights) made the real build allocate what it claims, gigabytes, or fail with torch's "can't
+    # allocate memory" traceback, before any check could say that the weights do not match it.
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(config)
+    except RuntimeError as e:  # a size whose element count overflows int64, even without storage
+        raise CheckpointError(f"{root / CONFIG}: invalid model config (sizes too large to build: {e})") from e
+    check_state_dict(skeleton, state, str(weights))
     model = build_model(config)
-    check_state_dict(model, state, str(weights))
     model.load_state_dict(state, strict=True)
     model.eval()
     return model, doc

@@ -537,3 +537,26 @@ def test_a_live_save_in_another_pid_namespace_is_not_taken_for_dead(tmp_path, mo
     _later_process(monkeypatch)  # a later run, after that writer died: now it is a leftover
     save_checkpoint(target, _model(), {"round": 3})
     assert _siblings(target) == ["ckpt"]
+
+
+@pytest.mark.parametrize(
+    ("hidden", "message"),
+    [
+        (10**6, "{weights}: weights do not match the model config — shape mismatch"),
+        (10**12, "{config}: invalid model config (sizes too large to build: "),
+    ],
+)
+def test_a_config_claiming_sizes_its_weights_lack_is_refused_before_it_is_allocated(
+    tmp_path, hidden: int, message: str
+) -> None:
+    """config.json's sizes are checked against the weights on a storage-less skeleton: a model of
+    ``hidden`` 10**6 (terabytes) was allocated first, torch's "can't allocate memory" traceback (and
+    one of gigabytes was allocated, then refused); 10**12 overflows even the skeleton's sizes."""
+    path = save_checkpoint(tmp_path / "ckpt", _model())
+    doc = json.loads((path / "config.json").read_text())
+    doc["model"].update(hidden=hidden, head_dim=0, ffn_dim=0, layers=[])
+    (path / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    expected = message.format(weights=path / "model.safetensors", config=path / "config.json")
+    assert str(e.value).startswith(expected)
