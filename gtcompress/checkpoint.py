@@ -164,6 +164,9 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{cfg_path}: has no 'model' section")
     if not isinstance(doc["model"], dict):
         raise CheckpointError(f"{cfg_path}: the 'model' section must be a JSON object, got {json_kind(doc['model'])}")
+    metrics = doc.get("metrics")
+    if metrics is not None and not isinstance(metrics, dict):  # gtc info tabulates it: an AttributeError
+        raise CheckpointError(f"{cfg_path}: the 'metrics' section must be a JSON object, got {json_kind(metrics)}")
     check_dataset_section(doc.get("dataset"), cfg_path)
     check_teddy_section(doc.get("teddy"), cfg_path)
     doc["_root"] = str(root)

@@ -127,6 +127,10 @@ def test_bad_checkpoint_directories(tmp_path, setup, match: str) -> None:
             b'{"format": "gtcompress-checkpoint", "model": [1]}',
             r"ckpt/config\.json: the 'model' section must be a JSON object, got an array$",
         ),
+        (  # before: `gtc info` tabulated it, an AttributeError traceback ('list' has no 'items')
+            b'{"format": "gtcompress-checkpoint", "model": {}, "metrics": [0.8, 0.7]}',
+            r"ckpt/config\.json: the 'metrics' section must be a JSON object, got an array$",
+        ),
     ],
 )
 def test_config_json_that_is_not_a_json_object_is_named(tmp_path, content: bytes, match: str) -> None:

@@ -89,6 +89,14 @@ def test_generate_train_eval_info(tmp_path: Path) -> None:
     assert "gps" in res.output and "rwse:4" in res.output
     assert "non-zero" in res.output  # what a weight-sparsified checkpoint keeps, as the report counts it
 
+    # a hand-edited metrics section that is no object: one error line, not gtc info's AttributeError
+    meta["metrics"] = [0.8, 0.7]
+    (ckpt / "config.json").write_text(json.dumps(meta))
+    res = _run("info", str(ckpt))
+    assert res.exit_code == 2, res.output
+    assert "config.json: the 'metrics' section must be a JSON object, got an array" in res.output
+    assert "Traceback" not in res.output
+
 
 @pytest.mark.parametrize(
     ("args", "message"),
