@@ -137,6 +137,20 @@ def learning_rate(value: float | None) -> float | None:
     return value
 
 
+def training_learning_rate(value: float | None) -> float | None:
+    """Callback of ``gtc train --lr``: a finite number > 0.
+
+    AdamW moves no weight at a learning rate of 0 (the decoupled weight decay is scaled by it too),
+    so ``gtc train --lr 0`` ran every epoch and wrote its random initialisation as a trained
+    checkpoint, exit 0. Fine-tuning commands keep :func:`learning_rate` (>= 0), as their other rates
+    (gates) may still train; the pipeline's ``train.lr`` is refused below or at 0 as here."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(
+            f"{value} is not a learning rate for training (a finite number > 0; at 0 no weight would change)"
+        )
+    return value
+
+
 def finite_number(low: float, high: float | None = None) -> Callable[[float | None], float | None]:
     """Callback of a float option that must be a finite number in ``[low, high]`` (``high=None``: no upper
     bound), refused with one message that names the value and the range.

@@ -22,10 +22,10 @@ from cli.common import (
     check_checkpoint_out,
     console,
     finite_number,
-    learning_rate,
     parse_pe,
     seconds,
     table,
+    training_learning_rate,
     user_errors,
 )
 from cli.compress_cmds import library_defaults
@@ -107,7 +107,9 @@ def train(
     ],
     epochs: Annotated[int, typer.Option(min=1)] = TRAIN_EPOCHS,
     batch_size: Annotated[int, typer.Option(min=1)] = _TRAIN["batch_size"],
-    lr: Annotated[float, typer.Option(callback=learning_rate, help="Peak learning rate (>= 0).")] = _TRAIN["lr"],
+    lr: Annotated[float, typer.Option(callback=training_learning_rate, help="Peak learning rate (> 0).")] = _TRAIN[
+        "lr"
+    ],
     seed: Annotated[int, typer.Option(min=0, help="Seeds the model, the training and the data split.")] = _TRAIN[
         "seed"
     ],

@@ -189,8 +189,15 @@ def test_os_errors_naming_a_file_are_one_line_others_are_bugs() -> None:
         # NaN was refused by min=/max= as "Input should be greater than or equal to 1", as if it were too small
         (
             ("train", "--lr", "nan"),
-            "error: Invalid value for '--lr': nan is not a learning rate (a finite number >= 0)",
+            "error: Invalid value for '--lr': nan is not a learning rate for training (a finite number > 0;",
         ),
+        # at 0 AdamW moves no weight: training wrote its random initialisation as a checkpoint, exit 0
+        (
+            ("train", "--lr", "0", "--out", "/dev/null"),
+            "error: Invalid value for '--lr': 0.0 is not a learning rate for training (a finite number > 0; at 0 no "
+            "weight would change)",
+        ),
+        (("train", "--lr", "-1e-3"), "error: Invalid value for '--lr': -0.001 is not a learning rate for training"),
         (("prune", "ck", "--gate-lr", "nan"), "error: Invalid value for '--gate-lr': nan is not a learning rate"),
         (
             ("train", "--dropout", "nan"),
