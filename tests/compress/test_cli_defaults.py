@@ -111,10 +111,11 @@ def test_pipeline_defaults_are_the_library_defaults_except_its_recipe() -> None:
         ("train", "lr"): TrainConfig.lr,
         ("train", "seed"): TrainConfig.seed,
         ("prune", "axes"): PruneConfig.axes,
-        ("prune", "token_keep"): PruneConfig.token_keep,
     }
     for (section, key), value in mirrored.items():
         assert cfg[section][key] == value, f"{section}.{key}"
+    # null: PruneConfig's own token_keep where the axes hold tokens (a number would add the tokens axis)
+    assert cfg["prune"]["token_keep"] is None
     # the recipe is where the pipeline departs from the library on purpose: each entry must depart
     library = {
         ("train", "epochs"): TrainConfig.epochs,
