@@ -68,12 +68,19 @@ class Prepared:
         return int(sum(self.graphs))
 
 
+#: Key of a graph's PE given as one array rather than a dict of kinds (a PyG ``Data.pe``): the model's
+#: one PE kind, once :func:`validate_graph` knows the model.
+UNNAMED_PE = "pe"
+
+
 def as_numpy_graph(obj: Any) -> NumpyGraph:
     """A :class:`NumpyGraph` from itself, a mapping, or any object with ``x``/``edge_index`` attributes
     (a PyTorch Geometric ``Data``: tensors are converted with ``.numpy()``, torch is never imported).
 
     Positional encodings come from a ``pe`` dict, or else from PyG's attribute names
-    (:data:`~gtcompress.preprocess.batching.PYG_PE_NAMES`, as ``GraphBatch.from_pyg`` reads them)."""
+    (:data:`~gtcompress.preprocess.batching.PYG_PE_NAMES`, as ``GraphBatch.from_pyg`` reads them). A
+    ``pe`` that is one array (PyG's GraphGPS example stores ``AddRandomWalkPE(attr_name="pe")`` there)
+    is kept under :data:`UNNAMED_PE` until :func:`validate_graph` knows the model's kind for it."""
     if isinstance(obj, NumpyGraph):
         return obj
 
@@ -90,7 +97,9 @@ def as_numpy_graph(obj: Any) -> NumpyGraph:
     pe = {}
     if isinstance(pe_raw, dict):
         pe = {k: (v.numpy() if hasattr(v, "numpy") and not isinstance(v, np.ndarray) else v) for k, v in pe_raw.items()}
-    elif not isinstance(obj, dict):
+    elif pe_raw is not None:  # one array: dropped, the runtime computed its own and answered otherwise
+        pe[UNNAMED_PE] = get("pe")
+    if not isinstance(pe_raw, dict) and not isinstance(obj, dict):
         # A PyG object keeps its encodings under its transforms' names (``random_walk_pe``, ...), which
         # GraphBatch.from_pyg reads: ignored here, the runtime computed its own, and the same Data got
         # another answer from GraphSession than from the torch model it was evaluated with.
@@ -260,12 +269,21 @@ def validate_graph(g: NumpyGraph, spec: InputSpec, where: str = "", *, batch_che
             f"{where}graph {named} of the union has no nodes (it counts {g.graphs} graphs, its batch vector "
             f"names {named}); a graph needs at least one node",
         )
+    given = dict(g.pe)
+    if given.get(UNNAMED_PE) is not None and spec.pe and not all(given.get(kind) is not None for kind in spec.pe):
+        if len(spec.pe) > 1:
+            raise ShapeError(
+                "pe",
+                f"{where}the graph's pe is one array and the model takes {' and '.join(spec.pe)}: give pe as a "
+                f"dict of kind to array, e.g. pe={{{next(iter(spec.pe))!r}: ...}}",
+            )
+        given[next(iter(spec.pe))] = given[UNNAMED_PE]  # the model's one kind, as from_pyg reads batch.pe
     pe = {}
     for kind, k in spec.pe.items():
-        if kind not in g.pe or g.pe[kind] is None:
+        if kind not in given or given[kind] is None:
             continue
         name = f"pe_{kind}"
-        p = _array(g.pe[kind], name)
+        p = _array(given[kind], name)
         if p.dtype.kind != "f":
             raise DTypeError(name, f"{where}expected float32, got {p.dtype}")
         if p.shape != (n, int(k)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -181,6 +182,54 @@ def test_a_pyg_data_gives_its_own_pe_to_the_session_as_to_the_torch_model(export
         ref = ex.model.eval()(GraphBatch.from_pyg(data)).numpy()
     np.testing.assert_allclose(node_sess.run(data)[0], ref, atol=1e-5)
     assert np.abs(node_sess.run(g)[0] - ref).max() > 1e-3  # the session's own RWSE: another answer
+
+
+def test_a_pe_given_as_one_array_is_the_models_one_kind(exported, node_sess) -> None:
+    """PyG's GraphGPS example stores its encoding as ``data.pe`` (``AddRandomWalkPE(attr_name="pe")``),
+    which ``from_pyg`` reads as the model's PE; the session dropped it and answered with its own."""
+    from torch_geometric.data import Data
+
+    ex = exported["node"]
+    g = ex.graphs(1, seed=5, lo=7, hi=8)[0]
+    pe = np.random.default_rng(0).uniform(0.0, 1.0, (g.num_nodes, 4)).astype(np.float32)
+    as_dict = node_sess.run(NumpyGraph(g.x, g.edge_index, g.edge_attr, None, {"rwse": pe}))[0]
+    data = Data(
+        x=torch.from_numpy(g.x), edge_index=torch.from_numpy(g.edge_index), edge_attr=torch.from_numpy(g.edge_attr)
+    )
+    data.pe = torch.from_numpy(pe)
+    np.testing.assert_array_equal(node_sess.run(data)[0], as_dict)
+    mapping = {"x": g.x, "edge_index": g.edge_index, "edge_attr": g.edge_attr, "pe": pe}
+    np.testing.assert_array_equal(node_sess.run(mapping)[0], as_dict)
+    assert np.abs(node_sess.run(g)[0] - as_dict).max() > 1e-3  # the session's own RWSE: another answer
+    with pytest.raises(ShapeError, match=re.escape("input 'pe_rwse': expected shape [7, 4], got [7, 3]")):
+        node_sess.run({**mapping, "pe": pe[:, :3]})
+
+
+def test_a_pe_array_for_a_model_with_two_kinds_must_name_its_kind() -> None:
+    from gtcompress.preprocess.spec import InputSpec
+    from runtime.graphs import as_numpy_graph, validate_graph
+
+    spec = InputSpec.from_json(
+        {
+            "x": {"dtype": "float32", "kind": "float", "dim": 2},
+            "output": {"name": "output", "dim": 1, "per": "graph"},
+            "pe": {"rwse": 3, "lap": 2},
+            "lowering": "scatter",
+            "arch": "gps",
+            "task_level": "graph",
+        }
+    )
+    g = as_numpy_graph(
+        {"x": np.ones((4, 2), np.float32), "edge_index": np.zeros((2, 0), np.int64), "pe": np.ones((4, 3))}
+    )
+    with pytest.raises(
+        ShapeError,
+        match=re.escape(
+            "the graph's pe is one array and the model takes lap and rwse: "
+            "give pe as a dict of kind to array, e.g. pe={'lap': ...}"
+        ),
+    ):
+        validate_graph(g, spec)
 
 
 def test_a_graphs_own_pe_is_kept_when_it_shares_a_call_with_a_graph_without(exported, node_sess) -> None:
