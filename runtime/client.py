@@ -33,7 +33,7 @@ import numpy as np
 from gtcompress.preprocess.batching import split_by_graph, union_graphs
 from gtcompress.preprocess.spec import InputSpec
 from runtime.errors import ShapeError
-from runtime.graphs import Prepared, as_numpy_graph, prepare, validate_graph
+from runtime.graphs import UNNAMED_PE, Prepared, as_numpy_graph, prepare, validate_graph
 from runtime.protocol import PREPROCESSED_PARAMETER
 from runtime.spec import ModelSpec, TeddyConfig, teddy_config
 
@@ -139,6 +139,14 @@ def raw_request(graphs: Sequence[Any], spec: SpecArg) -> tuple[dict[str, np.ndar
     return inputs, nodes, counts
 
 
+def _carries_pe(items: Sequence[Any], spec: InputSpec) -> bool:
+    """Whether a graph brings its own value of a PE kind the model takes."""
+    if not spec.pe:
+        return False
+    own = (as_numpy_graph(g).pe for g in items)
+    return any(v is not None and (k in spec.pe or k == UNNAMED_PE) for pe in own for k, v in pe.items())
+
+
 def infer_graphs(
     client: Any,
     model_name: str,
@@ -154,7 +162,9 @@ def infer_graphs(
     The same call works against ``gtc serve`` and NVIDIA Triton, whichever variant it serves: it
     reads the model's configuration once, sends raw graphs when the server pre-processes them
     (``preprocess=None``; ``True`` forces pre-processing here, which a Python-backend Triton model
-    cannot take), and adds and strips the leading batch dimension of a model with
+    cannot take; graphs carrying their own PE go pre-processed to ``gtc serve``, so that its answer
+    uses that PE, as :meth:`GraphSession.run` does, whereas a Python-backend Triton model computes its
+    own PE from the edges), and adds and strips the leading batch dimension of a model with
     ``max_batch_size > 0``."""
     from tritonclient.http import InferRequestedOutput
 
@@ -162,7 +172,10 @@ def infer_graphs(
     typed = InputSpec.from_json(spec) if spec is not None else _spec_of(cfg, model_name)
     items = list(graphs) if isinstance(graphs, (list, tuple)) else [graphs]
     if preprocess is None:
-        preprocess = not server_preprocesses(cfg)
+        # gtc serve takes either form: a graph carrying its own PE (a PyG Data's random_walk_pe) goes
+        # pre-processed, so that the server answers with that PE, as GraphSession.run(data) does; raw,
+        # the server computed its own (PyG's RWSE differs from ours on duplicate edges)
+        preprocess = not server_preprocesses(cfg) or (_preprocessing(cfg) == "either" and _carries_pe(items, typed))
     if preprocess:
         prepared = prepare_request(items, typed)
         inputs, nodes, counts = prepared.inputs, prepared.nodes, prepared.graphs

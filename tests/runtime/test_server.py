@@ -3,6 +3,7 @@ protocol end to end in one file (its limits are in test_server_limits.py and tes
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import threading
@@ -86,6 +87,19 @@ def test_infer_equals_direct_session_run(client, sessions, exported, name: str, 
     res = client.infer(name, triton_inputs(raw, binary), model_version="1")
     out = res.as_numpy("output")
     np.testing.assert_allclose(out, np.concatenate([np.atleast_2d(e) for e in expected]), atol=1e-5)
+
+
+def test_graphs_carrying_their_own_pe_get_the_sessions_answer(client, sessions, exported) -> None:
+    """infer_graphs sent raw graphs to gtc serve and dropped their PE (a PyG Data's random_walk_pe): the
+    server answered with its own RWSE, another answer than GraphSession.run gives the same objects."""
+    name, ex = "gt_node", exported["node"]
+    own, plain = ex.graphs(2, seed=21, lo=6)
+    own.pe = {"rwse": np.random.default_rng(2).uniform(0.0, 1.0, (own.num_nodes, 4)).astype(np.float32)}
+    expected = sessions[name].run([own, plain])
+    assert np.abs(expected[0] - sessions[name].run(dataclasses.replace(own, pe={}))[0]).max() > 1e-3
+    got = infer_graphs(client, name, [own, plain])
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_concurrent_requests_get_their_own_answers(server, sessions, exported) -> None:
