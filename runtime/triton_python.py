@@ -70,11 +70,14 @@ PARAMETER_DEFAULTS: dict[str, int] = {
     "gtcompress_batch_nodes": _BATCH.max_nodes,
     "gtcompress_batch_edges": _BATCH.max_edges,
     "gtcompress_batch_graphs": _BATCH.max_graphs,
-    "gtcompress_max_attention_mib": int(_LIMITS.max_attention_mib),
-    "gtcompress_batch_attention_mib": int(_BATCH.max_attention_mib),
 }
-#: Parameters that take any finite number of at least 1 (``1.5e11``), not only an integer.
-NUMBER_PARAMETER_DEFAULTS: dict[str, float] = {"gtcompress_max_pe_work": _LIMITS.max_pe_work}
+#: Parameters that take any finite number of at least 1 (``1.5e11``, ``2048.0``), not only an integer,
+#: as gtc serve's --max-attention-mib and --max-pe-work do.
+NUMBER_PARAMETER_DEFAULTS: dict[str, float] = {
+    "gtcompress_max_pe_work": _LIMITS.max_pe_work,
+    "gtcompress_max_attention_mib": _LIMITS.max_attention_mib,
+    "gtcompress_batch_attention_mib": _BATCH.max_attention_mib,
+}
 #: Every ``gtcompress_*`` parameter a repository may hold: the limits above, what the exporter writes.
 KNOWN_PARAMETERS = frozenset(
     {
@@ -142,8 +145,9 @@ def _int_parameter(params: Mapping[str, str], key: str, where: str) -> int:
 
 
 def _number_parameter(params: Mapping[str, str], key: str, where: str) -> float:
-    """A parameter counted in large units (``max_pe_work``'s steps, 1.5e11 by default), so it may be
-    written as ``1.5e11``; refused at load when not a finite number of at least 1."""
+    """A parameter that is a quantity rather than a count (``max_pe_work``'s steps, 1.5e11 by default,
+    may be written ``1.5e11``; MiB may be ``2048.0`` or ``0.5e4``); refused at load when not a finite
+    number of at least 1."""
     raw = params.get(key)
     if raw is None or raw == "":
         return NUMBER_PARAMETER_DEFAULTS[key]
@@ -196,14 +200,14 @@ class GraphBatchModel:
             max_nodes=get("gtcompress_max_nodes"),
             max_edges=get("gtcompress_max_edges"),
             max_graphs=get("gtcompress_max_graphs"),
-            max_attention_mib=get("gtcompress_max_attention_mib"),
+            max_attention_mib=_number_parameter(params, "gtcompress_max_attention_mib", where),
             max_pe_work=_number_parameter(params, "gtcompress_max_pe_work", where),
         )
         batch = BatchConfig(
             max_nodes=get("gtcompress_batch_nodes"),
             max_edges=get("gtcompress_batch_edges"),
             max_graphs=get("gtcompress_batch_graphs"),
-            max_attention_mib=get("gtcompress_batch_attention_mib"),
+            max_attention_mib=_number_parameter(params, "gtcompress_batch_attention_mib", where),
             max_requests=max(1, int(config.get("max_batch_size") or 1)),
         )
         path = model_file(version_dir, params)

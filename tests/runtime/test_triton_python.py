@@ -252,3 +252,19 @@ def test_an_onnx_instance_runs_where_its_instance_group_puts_it(config, node_rep
         return  # KIND_GPU would run here; its failure mode needs onnxruntime-gpu without a GPU
     with pytest.raises(SessionError, match="CUDAExecutionProvider"):
         GraphBatchModel(node_repo, 1, config(node_repo), ("GPU", 0))
+
+
+def test_attention_limits_take_the_numbers_gtc_serve_takes(config, node_repo) -> None:
+    """gtc serve --max-attention-mib takes 2048.0 (its help shows it so); the same value in config.pbtxt
+    failed the model's load with "expected an integer"."""
+    model = GraphBatchModel(
+        node_repo,
+        1,
+        config(node_repo, gtcompress_max_attention_mib="2048.0", gtcompress_batch_attention_mib="1.5e2"),
+    )
+    assert model.limits.max_attention_mib == 2048.0
+    assert model.batch.max_attention_mib == 150.0
+    with pytest.raises(
+        SessionError, match=r"^model 'gt_node': parameter gtcompress_max_attention_mib is 0\.5; expected at least 1"
+    ):
+        GraphBatchModel(node_repo, 1, config(node_repo, gtcompress_max_attention_mib="0.5"))
