@@ -31,6 +31,11 @@ def task_loss(logits: Tensor, y: Tensor, info: DatasetInfo) -> Tensor:
             v = target.numel()
             counts = torch.bincount(target, minlength=logits.shape[-1]).float()
             weight = (v - counts) / v * (counts > 0).float()
+            if int((counts > 0).sum()) < 2:
+                # one class present: its weight is 0 and the weighted mean 0/0 = NaN, which stopped training
+                # as a divergence. A constant weight cancels out of a weighted mean, so the unweighted one
+                # is this batch's loss (the limit of the class-balanced mean).
+                weight = None
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target, weight=weight)
     target = y.reshape(logits.shape).to(logits.dtype)
     keep = ~torch.isnan(target)

@@ -86,6 +86,18 @@ def test_class_average_accuracy_and_weighted_loss() -> None:
     assert task_loss(logits, target, info) == pytest.approx(float(expected))
 
 
+def test_a_weighted_loss_over_a_batch_of_one_class_is_its_plain_loss() -> None:
+    """Class weights (V - n_c)/V give the only class present weight 0, and the weighted mean 0/0 = NaN:
+    training stopped as if it had diverged, telling the user to lower the learning rate."""
+    logits = torch.tensor([[2.0, 0.0, 1.0], [0.5, 0.0, 1.0], [0.0, 2.0, -1.0]], requires_grad=True)
+    info = DatasetInfo("x", "node", "multiclass", 3, "class_avg_acc", FeatureSpec("float", 1), class_weighted_loss=True)
+    target = torch.tensor([1, 1, 1])
+    loss = task_loss(logits, target, info)
+    assert loss.item() == pytest.approx(float(torch.nn.functional.cross_entropy(logits, target)))
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
 def test_roc_auc_matches_pairwise_definition() -> None:
     g = torch.Generator().manual_seed(0)
     scores = torch.randint(0, 5, (60,), generator=g).double().numpy()  # many ties
