@@ -329,6 +329,46 @@ def test_gtc_tritonserver_stops_its_server_on_sighup(exported, tmp_path) -> None
                 c.kill()
 
 
+def test_a_killed_owner_does_not_leave_its_server_running(exported, tmp_path) -> None:
+    """An owner killed outright (SIGKILL, the OOM killer) cannot stop its server: tritonserver ran on
+    under PID 1, holding its port, until someone found it. It now gets SIGTERM when its owner dies."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    repo = tmp_path / "repo"
+    write_model_repository(repo, "m", exported["graph"].path, exported["graph"].spec, backend="python")
+    owner = (
+        "import sys, time\n"
+        "from runtime.tritonserver import TritonServer\n"
+        f"srv = TritonServer({str(repo)!r}).start()\n"
+        "print('pid', srv.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", owner], stdout=subprocess.PIPE, text=True, env=os.environ)
+    server = None
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("pid "), f"the owner ended before its server was ready: {line!r}"
+        server = psutil.Process(int(line.split()[1]))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        deadline = time.monotonic() + 30
+        while server.is_running() and server.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if server is not None and server.is_running():  # a server left running is this test's to stop
+            server.kill()
+
+
 def test_a_port_in_use_or_a_folder_without_models_is_refused_before_starting(exported, tmp_path) -> None:
     """Triton binds its port only after loading the models, and the readiness poll was answered by
     whatever server held the port: "Triton serving ... " then a 5 KB error. A checkpoint folder
