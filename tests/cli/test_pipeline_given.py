@@ -1,0 +1,136 @@
+"""The pipeline started from a given trained checkpoint: its dataset, split and content key."""
+
+import pytest
+
+from gtcompress.errors import ConfigError
+from gtcompress.pipeline import load_config, run_pipeline
+
+
+@pytest.fixture(scope="module")
+def given(tmp_path_factory):
+    """Untrained GT checkpoints on CLUSTER (12,6,6 graphs, split seed 3): ``dense``; ``teddy`` (its
+    inputs TEDDY-sparsified); ``nodata`` (no dataset recorded, two outputs where CLUSTER has six)."""
+    import dataclasses
+    import os
+
+    import torch
+
+    from gtcompress.checkpoint import save_checkpoint
+    from gtcompress.models import ModelConfig, build_model
+    from gtcompress.train.recipe import DataSpec
+
+    root = tmp_path_factory.mktemp("given")
+    os.environ["GTCOMPRESS_CACHE"] = str(root / "cache")
+    spec = DataSpec("cluster", size="12,6,6", seed=3)
+    info = spec.load().info
+    torch.manual_seed(0)
+    kw = {"hidden": 16, "num_layers": 1, "heads": 2, "pe": {}}
+    model = build_model(ModelConfig.for_dataset("gt", info, **kw)).eval()
+    meta = {"dataset": {**spec.to_dict(), "info": info.to_dict()}}
+    save_checkpoint(root / "dense", model, meta)
+    save_checkpoint(root / "teddy", model, {**meta, "teddy": {"edges": 0.3, "per_graph": True}})
+    other = build_model(ModelConfig.for_dataset("gt", dataclasses.replace(info, out_dim=2), **kw)).eval()
+    save_checkpoint(root / "nodata", other, {})
+    return root
+
+
+def test_a_given_checkpoint_brings_its_dataset_and_split(given) -> None:
+    """gtc pipeline --checkpoint: the data section is the checkpoint's (a MUTAG model trained on
+    split seed 3 was measured on seed 0's split, its test graphs partly its training graphs)."""
+    from cli.pipeline import _with_checkpoint_data
+
+    ck = given / "dense"
+    cfg = _with_checkpoint_data(None, [f"train.checkpoint={ck}"])
+    assert cfg["data"] == {"name": "cluster", "root": None, "size": "12,6,6", "seed": 3}
+    cfg = _with_checkpoint_data(None, [f"train.checkpoint={ck}", "data.seed=3", "data.root=/elsewhere"])
+    assert cfg["data"] == {"name": "cluster", "root": "/elsewhere", "size": "12,6,6", "seed": 3}
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"), [("data.seed=0", "data.seed 0"), ("data.name=pattern", "data.name 'pattern'")]
+)
+def test_a_setting_that_contradicts_the_given_checkpoint_is_refused(given, setting: str, message: str) -> None:
+    from cli.pipeline import _with_checkpoint_data
+
+    ck = given / "dense"
+    key = setting.split("=")[0].split(".")[1]
+    was = {"seed": "3", "name": "'cluster'"}[key]
+    with pytest.raises(ConfigError) as e:
+        _with_checkpoint_data(None, [f"train.checkpoint={ck}", setting])
+    assert str(e.value) == (
+        f"{message} (from --data, --set or --config) conflicts with the dataset of checkpoint {ck} "
+        f"(config.json dataset.{key} {was}); the model is measured on the dataset and split it was trained on: "
+        f"leave data.{key} out to use the checkpoint's"
+    )
+
+
+def test_gtc_pipeline_with_a_contradicting_data_option_is_one_line(given) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    res = CliRunner().invoke(app, ["pipeline", "--checkpoint", str(given / "dense"), "--data", "pattern"])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1, res.output
+    assert res.stderr.startswith("error: data.name 'pattern' (from --data, --set or --config) conflicts with")
+
+
+def test_run_pipeline_refuses_data_other_than_the_given_checkpoints(given, tmp_path) -> None:
+    """The library does not guess which setting the caller meant: a mismatch fails before any stage."""
+    ck = given / "dense"
+    with pytest.raises(ConfigError) as e:
+        run_pipeline(load_config(None, [f"train.checkpoint={ck}"]), tmp_path / "run", log=lambda _: None)
+    assert str(e.value) == (
+        f"data.size 'small' conflicts with the dataset of train.checkpoint {ck} (config.json dataset.size "
+        "'12,6,6'); set data to the dataset and split the checkpoint was trained on"
+    )
+    assert not (tmp_path / "run").exists()  # the run made it, and leaves no empty directory behind
+
+
+def test_run_pipeline_refuses_a_teddy_checkpoint(given, tmp_path) -> None:
+    ck = given / "teddy"
+    cfg = load_config(None, [f"train.checkpoint={ck}", "data.size=12,6,6", "data.seed=3"])
+    with pytest.raises(ConfigError) as e:
+        run_pipeline(cfg, tmp_path / "run", log=lambda _: None)
+    assert str(e.value) == (
+        f"train.checkpoint {ck}: a TEDDY-sparsified model (config.json teddy); the pipeline starts from a dense "
+        "checkpoint, give the one it was made from"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_refused_run_keeps_a_directory_it_did_not_make(given, tmp_path) -> None:
+    (out := tmp_path / "run" / "mine").mkdir(parents=True)
+    cfg = load_config(None, [f"train.checkpoint={given / 'teddy'}", "data.size=12,6,6", "data.seed=3"])
+    with pytest.raises(ConfigError):
+        run_pipeline(cfg, out.parent, log=lambda _: None)
+    assert out.is_dir()
+
+
+def test_a_given_checkpoint_without_a_dataset_must_fit_the_configured_one(given, tmp_path) -> None:
+    """Nothing recorded to compare: the configured dataset's inputs and outputs are checked against
+    the model (it was a ValueError traceback from the first stage that used the data)."""
+    ck = given / "nodata"
+    cfg = load_config(None, [f"train.checkpoint={ck}", "data.size=12,6,6"])
+    with pytest.raises(ConfigError) as e:
+        run_pipeline(cfg, tmp_path / "run", log=lambda _: None)
+    assert str(e.value) == (
+        f"data.name 'cluster' does not fit train.checkpoint {ck}: outputs (out_dim): the model takes 2, CLUSTER has 6"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_given_checkpoint_is_keyed_by_its_content(given, tmp_path) -> None:
+    """The key held the directory's mtime, which stays when its files are overwritten in place (or
+    copied with cp -a): a run on another model at the same path reused every cached stage."""
+    import os
+    import shutil
+
+    from gtcompress.pipeline.model_stages import _content_digest
+
+    ck = tmp_path / "ck"
+    shutil.copytree(given / "dense", ck)
+    before, stamp = _content_digest(ck), os.stat(ck).st_mtime_ns
+    for f in (given / "nodata").iterdir():
+        shutil.copyfile(f, ck / f.name)
+    os.utime(ck, ns=(stamp, stamp))
+    assert os.stat(ck).st_mtime_ns == stamp and _content_digest(ck) != before

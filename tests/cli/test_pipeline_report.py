@@ -1,0 +1,102 @@
+"""The pipeline's report: deltas, tolerances, the fastest model and the Pareto plot."""
+
+import math
+from pathlib import Path
+
+import pytest
+
+
+def test_the_report_does_not_call_a_slower_model_the_fastest() -> None:
+    """report.md named the largest speed-up over its own dense parent "fastest compressed model": a
+    50 ms GPS model beside the 40 ms GT one the repository serves."""
+
+    from gtcompress.pipeline.report import build_report, choose_for_serving, markdown
+
+    def row(model: str, arch: str, method: str, p50: float) -> dict:
+        test = 60.0 - 0.1 * (method != "dense")
+        return {"model": model, "arch": arch, "method": method, "budget": None, "lowering": "dense",
+                "file": f"{model}.onnx", "max_abs_err": 1e-5, "metric": "accuracy", "test": test, "file_mb": 1.0,
+                "latency_ms_p50": p50, "latency_ms_mean": p50, "latency_ms_p90": p50, "prep_ms_p50": 1.0,
+                "timed_batches": 8, "graphs_per_batch": 32, "threads": 1}  # fmt: skip
+
+    rows = [row("gt-dense", "gt", "dense", 60.0), row("gt-gtsp-0.5", "gt", "gtsp", 40.0),
+            row("gps-dense", "gps", "dense", 100.0), row("gps-gtsp-0.5", "gps", "gtsp", 50.0)]  # fmt: skip
+    rep = build_report(rows, {"data": {"name": "CLUSTER", "size": "small"}}, "n/a", Path("/tmp/run"))
+    assert choose_for_serving(rep, 1.0)["model"] == "gt-gtsp-0.5"
+    text = markdown(rep)
+    assert "Fastest" not in text
+    assert (
+        "Largest speed-up of a compressed model within 1 point of its dense parent: `gps-gtsp-0.5`, 2.00x lower "
+        "latency (50.0 ms p50) at -0.10 points." in text
+    )
+
+
+def _mae_report(dense: float, tests: dict[str, float], metric: str = "mae") -> dict:
+    """A report of ``metric`` rows: ``gt-dense`` at ``dense`` (60 ms) and compressed GT models, each faster."""
+
+    from gtcompress.pipeline.report import build_report
+
+    def row(model: str, method: str, test: float, p50: float) -> dict:
+        return {"model": model, "arch": "gt", "method": method, "budget": 0.5, "lowering": "dense",
+                "file": f"{model}.onnx", "max_abs_err": 1e-5, "metric": metric, "test": test, "file_mb": 1.0,
+                "latency_ms_p50": p50, "latency_ms_mean": p50, "latency_ms_p90": p50, "prep_ms_p50": 1.0,
+                "timed_batches": 8, "graphs_per_batch": 32, "threads": 1}  # fmt: skip
+
+    rows = [row("gt-dense", "dense", dense, 60.0)]
+    rows += [row(m, "gtsp", t, 30.0 - i) for i, (m, t) in enumerate(tests.items())]
+    return build_report(rows, {"data": {"name": "ogb:ogbg_molesol", "size": "small"}}, "n/a", Path("/tmp/run"))
+
+
+def test_an_mae_tolerance_is_relative_to_the_dense_models_mae() -> None:
+    """max_metric_drop 1.0 was compared with the raw rise in MAE: a model with 2.8 times its dense
+    parent's MAE (0.5 -> 1.4) was served and reported "within 1 point of its dense parent"."""
+    from gtcompress.pipeline.report import choose_for_serving, markdown
+
+    rep = _mae_report(0.5, {"gt-gtsp-0.5": 1.4})
+    worse = rep["rows"][1]
+    assert worse["metric_drop"] == pytest.approx(0.9) and worse["metric_drop_pct"] == pytest.approx(180.0)
+    assert choose_for_serving(rep, 1.0)["model"] == "gt-dense"
+    assert choose_for_serving(rep, 200.0)["model"] == "gt-gtsp-0.5"
+    assert "No compressed model stayed within 1 % of its dense parent's MAE." in markdown(rep)
+
+    rep = _mae_report(2.0, {"gt-gtsp-0.5": 2.01, "gt-gtsp-0.3": 1.9})  # +0.5 %: within; lower MAE: a gain
+    assert [r["metric_drop_pct"] for r in rep["rows"][1:]] == pytest.approx([0.5, -5.0])
+    assert choose_for_serving(rep, 1.0)["model"] == "gt-gtsp-0.3"
+    assert choose_for_serving(rep, 0.0)["model"] == "gt-gtsp-0.3"
+    assert (
+        "Largest speed-up of a compressed model within 1 % of its dense parent's MAE: `gt-gtsp-0.3`, 2.07x lower "
+        "latency (29.0 ms p50) at MAE 1.90, 5.0 % below its dense parent's." in markdown(rep)
+    )
+
+
+@pytest.mark.parametrize(("metric", "better"), [("mae", "lower"), ("accuracy", "higher")])
+def test_the_pareto_plot_names_the_datasets_metric(metric: str, better: str, tmp_path, monkeypatch) -> None:
+    """pareto.png was titled "Accuracy vs latency" over an MAE axis, where lower is better."""
+    import matplotlib.pyplot as plt
+
+    from gtcompress.pipeline.report import write_report
+
+    figures: list = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (figures.append(fig), real_close(fig)))
+    write_report(_mae_report(0.5, {"gt-gtsp-0.5": 0.6}, metric), tmp_path)
+    assert (tmp_path / "pareto.png").stat().st_size > 1000
+    (ax,) = figures[0].axes
+    assert ax.get_title() == f"Test {metric} vs latency: what compression bought"
+    assert ax.get_ylabel() == f"test {metric} ({better} is better, from the ONNX model)"
+
+
+def test_an_undefined_test_metric_is_not_called_a_drop() -> None:
+    """With a test split of one class every ROC-AUC is NaN: nothing can be served (NaN is within no
+    tolerance), but report.md said "No compressed model stayed within 1 point of its dense parent"."""
+    from gtcompress.pipeline.report import choose_for_serving, markdown
+
+    rep = _mae_report(math.nan, {"gt-gtsp-0.5": math.nan}, "rocauc")
+    assert choose_for_serving(rep, 1.0) is None
+    text = markdown(rep)
+    assert "No compressed model stayed" not in text
+    assert (
+        "The test rocauc is undefined (NaN) for `gt-dense`, `gt-gtsp-0.5`: ROC-AUC needs both classes among the "
+        "test labels; a model without a defined metric, or whose dense parent has none, is never compared, picked "
+        "or served." in text
+    )
