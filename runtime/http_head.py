@@ -10,7 +10,7 @@ protocol's bytes, so the app read an empty body and answered 400 "request JSON i
 request. RFC 9110 section 7.8 lets a server ignore an upgrade offer and answer in HTTP/1.1; this
 protocol does, with the body read as usual. This module is the one place
 that knows uvicorn's protocol internals (``cycle``, ``pipeline``, ``loop``, ``transport``), so that a
-uvicorn upgrade that moves them breaks here and in ``tests/runtime/test_server_limits.py`` only.
+uvicorn upgrade that moves them breaks here and in ``tests/runtime/test_http_head.py`` only.
 """
 
 from __future__ import annotations

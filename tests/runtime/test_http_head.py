@@ -1,0 +1,173 @@
+"""The request head, as runtime.http_head reads it: bounded in bytes (431) and in time (408), and
+upgrade offers (Upgrade: h2c) answered in HTTP/1.1 with their bodies read."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from gtcompress.preprocess import NumpyGraph
+from runtime.server import BackgroundServer, ServedModel, create_app
+from runtime.session import GraphSession
+from tests.runtime.test_server_limits import _post, _read_response, _ready, _request
+
+
+@pytest.fixture(scope="module")
+def server(exported) -> Iterator[BackgroundServer]:
+    app = create_app([ServedModel("m", GraphSession(exported["node"].path))], warmup=False)
+    with BackgroundServer(app) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def graph(exported) -> NumpyGraph:
+    return exported["node"].graphs(1, seed=5, lo=6)[0]
+
+
+@pytest.mark.parametrize("head", ["many-headers", "one-endless-value", "endless-url"])
+def test_a_request_head_past_the_limit_gets_431_and_is_read_no_further(server, head: str) -> None:
+    """uvicorn's httptools protocol collected a request head of any size: 205 MiB of header lines
+    took the server from 117 to 463 MiB, one connection at a time. A head past MAX_HEAD_BYTES now
+    gets 431 and its connection is closed (sent in pieces, as a client streaming headers would)."""
+    from runtime.http_head import MAX_HEAD_BYTES
+
+    host, port = server.url.rsplit(":", 1)
+    start = {
+        "many-headers": b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n",
+        "one-endless-value": b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Pad: ",
+        "endless-url": b"GET /v2/health/live?pad=",
+    }[head]
+    piece = b"X-Pad: " + b"a" * 1000 + b"\r\n" if head == "many-headers" else b"a" * 1000
+    s = socket.create_connection((host, int(port)), timeout=10)
+    try:
+        s.sendall(start)
+        for _ in range(4 * MAX_HEAD_BYTES // len(piece)):  # read and dropped after the refusal, no reset
+            s.sendall(piece)
+        got, body = _read_response(s)
+    finally:
+        s.close()
+    assert got.startswith(b"HTTP/1.1 431 "), got
+    assert json.loads(body)["error"] == (
+        f"request head (request line and headers) exceeds this server's limit of {MAX_HEAD_BYTES} bytes"
+    )
+    assert _ready(server)
+
+
+def test_a_body_in_the_same_packets_as_its_head_is_not_counted_as_head(server, graph) -> None:
+    """Heads are counted per chunk read: a large body sent with its head, and pipelined requests on
+    one connection, must not be taken for a long head."""
+    from runtime.http_head import MAX_HEAD_BYTES
+
+    body = _request(graph, 4 * MAX_HEAD_BYTES)
+    one = f"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    last = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    host, port = server.url.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=30)
+    try:
+        s.sendall(one * 3 + last)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    finally:
+        s.close()
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"200"] * 4
+
+
+def test_a_request_head_that_takes_too_long_gets_408_and_an_idle_connection_closes(
+    server, graph, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing timed out a request head: a connection that sent nothing, or a head a byte now and
+    then (slowloris), was held open forever (20 s and counting). Now a head has HEAD_TIMEOUT_S from
+    the connection's start or the previous response; a body's time is not the head's."""
+    import runtime.http_head
+
+    monkeypatch.setattr(runtime.http_head, "HEAD_TIMEOUT_S", 0.5)
+    host, port = server.url.rsplit(":", 1)
+    request = _request(graph)
+    full = f"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(request)}\r\n\r\n".encode()
+    partial = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"
+    idle = socket.create_connection((host, int(port)), timeout=10)
+    slow = socket.create_connection((host, int(port)), timeout=10)
+    try:
+        slow.sendall(full)  # the head at once, the body in pieces over more than the head's time
+        for i in range(0, len(request), len(request) // 4 + 1):
+            slow.sendall(request[i : i + len(request) // 4 + 1])
+            time.sleep(0.2)
+        slow.sendall(partial)  # then half a head after the answer: 408 once its time is up
+        data = b""
+        while chunk := slow.recv(65536):
+            data += chunk
+        assert idle.recv(100) == b""  # sent nothing: closed without an answer
+    finally:
+        idle.close()
+        slow.close()
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"200", b"408"]
+    assert json.loads(data.rpartition(b"\r\n\r\n")[2])["error"] == (
+        "request head (request line and headers) not complete 0.5 s after the connection opened or the previous "
+        "response; send it without pauses"
+    )
+    assert _ready(server)
+
+
+def _upgrade_offer(body: bytes, chunked: bool) -> tuple[bytes, bytes]:
+    """A head offering ``Upgrade: h2c`` (as ``curl --http2`` and Java's RestClient send on plain http)
+    and its body, framed by Content-Length or in chunks."""
+    head = (
+        b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nContent-Type: application/json\r\n"
+    )
+    if not chunked:
+        return head + f"Content-Length: {len(body)}\r\n\r\n".encode(), body
+    third = len(body) // 3
+    parts = [body[:third], body[third : 2 * third], body[2 * third :]]
+    return head + b"Transfer-Encoding: chunked\r\n\r\n", b"".join(
+        f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in parts
+    ) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("split", [False, True], ids=["one-packet", "body-in-pieces"])
+def test_an_ignored_upgrade_offer_is_answered_in_http1_with_its_body_read(server, graph, chunked, split) -> None:
+    """httptools stops at an upgrade offer and drops the body after it: the app read an empty body
+    and answered 400 "request JSON is malformed" to a valid request. The offer is ignored (RFC 9110
+    section 7.8) and the request served as HTTP/1.1; the connection then serves a later request."""
+    body = _request(graph)
+    expected = _post(server, body).json()
+    head, framed = _upgrade_offer(body, chunked)
+    last = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    host, port = server.url.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        if split:
+            s.sendall(head)
+            for i in range(0, len(framed), 7):
+                s.sendall(framed[i : i + 7])
+                time.sleep(0.001)
+            s.sendall(last)
+        else:
+            s.sendall(head + framed + head + framed + last)  # pipelined: the parser after the offer serves the rest
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", data)
+    assert statuses == [b"200"] * (2 if split else 3), data[:300]
+    first = data.split(b"\r\n\r\n", 1)[1]
+    length = int(re.search(rb"(?i)content-length: *(\d+)", data)[1])
+    assert json.loads(first[:length]) == expected
+
+
+def test_an_upgrade_offer_without_a_body_is_served(server) -> None:
+    head = b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n"
+    last = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    host, port = server.url.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(head + last)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"200", b"200"]
+    assert b'{"ready": true}' in data or b'{"ready":true}' in data
