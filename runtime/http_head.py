@@ -34,6 +34,11 @@ HEAD_LINGER_S = 2.0
 #: Once shutdown begins, how long a request body still being read may pause before it gets 503.
 
 
+def _head_too_large() -> str:
+    """The 431 message, one wording whether the head was caught while arriving or once parsed."""
+    return f"request head (request line and headers) exceeds this server's limit of {MAX_HEAD_BYTES} bytes"
+
+
 def bounded_head_protocol() -> Any:
     """uvicorn's httptools protocol with a request head bounded by :data:`MAX_HEAD_BYTES` and
     :data:`HEAD_TIMEOUT_S`; without httptools, uvicorn's h11 protocol ("h11"), which bounds a head's
@@ -109,11 +114,12 @@ def bounded_head_protocol() -> Any:
         until its headers are complete) in bytes and in time.
 
         Bytes: counted after parsing each chunk, so a chunk that also carries a body counts only when
-        its head did not end in it (the parser holds at most one chunk past the limit); past
-        :data:`MAX_HEAD_BYTES`, 431. Time: a head not complete :data:`HEAD_TIMEOUT_S` after the
-        connection opened or the previous response went out gets 408 (a connection that sent nothing
-        is closed quietly); uvicorn times out neither, so a client that sent nothing, or a byte now
-        and then, held its connection forever. Either way the connection then closes."""
+        its head did not end in it (the parser holds at most one chunk past the limit); the chunk a
+        head ends in is checked by the parsed head's own size instead; past :data:`MAX_HEAD_BYTES`, 431.
+        Time: a head not complete :data:`HEAD_TIMEOUT_S` after the connection opened or the previous
+        response went out gets 408 (a connection that sent nothing is closed quietly); uvicorn times
+        out neither, so a client that sent nothing, or a byte now and then, held its connection
+        forever. Either way the connection then closes."""
 
         _in_head = True
         _head_bytes = 0
@@ -149,18 +155,34 @@ def bounded_head_protocol() -> Any:
                 self._head_bytes += len(data)
             super().data_received(data)
             if self._in_head and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
-                self._refuse(
-                    431,
-                    "Request Header Fields Too Large",
-                    f"request head (request line and headers) exceeds this server's limit of {MAX_HEAD_BYTES} bytes",
-                )
+                self._refuse(431, "Request Header Fields Too Large", _head_too_large())
 
         def on_headers_complete(self) -> None:
+            if self._refused:  # a pipelined request after a refused head: dropped with it
+                return
             self._in_head = False
             self._disarm_head_timer()
+            if self._parsed_head_bytes() > MAX_HEAD_BYTES:
+                # The chunk count in data_received skips the chunk a head ends in (it may carry a body),
+                # so a head past the limit that arrived in one read (66 000 bytes in one send) was served.
+                self._refuse(431, "Request Header Fields Too Large", _head_too_large())
+                return
             super().on_headers_complete()
 
+        def _parsed_head_bytes(self) -> int:
+            """Bytes of the head just parsed: request line and header lines as sent, up to the
+            whitespace llhttp strips around header values."""
+            method = self.parser.get_method()
+            line = len(method) + len(self.url) + len(b"  HTTP/1.1\r\n")
+            return line + sum(len(n) + len(v) + 4 for n, v in self.headers) + 2
+
+        def on_body(self, body: bytes) -> None:
+            if not self._refused:
+                super().on_body(body)
+
         def on_message_complete(self) -> None:
+            if self._refused:
+                return
             super().on_message_complete()
             self._in_head, self._head_bytes = True, 0
 

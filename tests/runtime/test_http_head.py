@@ -58,6 +58,35 @@ def test_a_request_head_past_the_limit_gets_431_and_is_read_no_further(server, h
     assert _ready(server)
 
 
+@pytest.mark.parametrize("extra", [0, 1, 1000])
+def test_a_head_that_arrives_in_one_read_is_held_to_the_limit_too(server, extra: int) -> None:
+    """Heads were counted per chunk read, and the chunk a head ended in was never checked: a head of
+    64 KiB + 1000 bytes sent in one write was served with 200, not 431 as documented. Now the parsed
+    head's size is checked once it is complete: a head of exactly MAX_HEAD_BYTES is served, one byte
+    more is refused."""
+    from runtime.http_head import MAX_HEAD_BYTES
+
+    start = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: "
+    end = b"\r\n\r\n"
+    head = start + b"a" * (MAX_HEAD_BYTES + extra - len(start) - len(end)) + end
+    assert len(head) == MAX_HEAD_BYTES + extra
+    host, port = server.url.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10)
+    try:
+        s.sendall(head)  # one write: the server reads it in one chunk
+        got, body = _read_response(s)
+    finally:
+        s.close()
+    if extra == 0:
+        assert got.startswith(b"HTTP/1.1 200 "), got
+    else:
+        assert got.startswith(b"HTTP/1.1 431 "), got
+        assert json.loads(body)["error"] == (
+            f"request head (request line and headers) exceeds this server's limit of {MAX_HEAD_BYTES} bytes"
+        )
+    assert _ready(server)
+
+
 def test_a_body_in_the_same_packets_as_its_head_is_not_counted_as_head(server, graph) -> None:
     """Heads are counted per chunk read: a large body sent with its head, and pipelined requests on
     one connection, must not be taken for a long head."""
