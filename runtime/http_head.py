@@ -135,6 +135,8 @@ def bounded_head_protocol() -> Any:
             """Serves the request whose upgrade offer llhttp stopped at as plain HTTP/1.1: httptools
             completed it with an empty body (the app has not read it yet: its task starts after this
             ``data_received``), so the cycle is reopened and its body read by a fresh parser."""
+            if self._refused:  # its head was refused (431): the rest of the connection is dropped
+                return
             framing = [(n, v) for n, v in self.headers if n in (b"content-length", b"transfer-encoding")]
             has_body = any(n == b"transfer-encoding" or v.strip() not in (b"", b"0") for n, v in framing)
             if has_body and self.cycle is not None:
