@@ -1,0 +1,150 @@
+"""What from_pyg refuses to import, each with an error naming the module and why: a model it cannot
+read exactly is never half-imported."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+pyg_nn = pytest.importorskip("torch_geometric.nn")
+from torch_geometric.nn import GATConv, GINEConv, GPSConv  # noqa: E402
+
+from gtcompress.models import GPS  # noqa: E402
+from gtcompress.models.from_pyg import from_pyg  # noqa: E402
+from tests.models.test_from_pyg import ExampleGPS, _raises, gin_nn  # noqa: E402
+
+
+def test_refuses_performer_attention() -> None:
+    _raises(ExampleGPS(attn_type="performer"), "convs.0.attn", "PerformerAttention", "MultiheadAttention")
+
+
+def test_refuses_other_local_conv() -> None:
+    m = ExampleGPS()
+    m.convs[1].conv = GATConv(32, 32)
+    _raises(m, "convs.1.conv", "GATConv", "GINEConv")
+
+
+def test_refuses_gine_nn_pattern() -> None:
+    m = ExampleGPS()
+    m.convs[0].conv = GINEConv(nn.Sequential(nn.Linear(32, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 32)))
+    _raises(m, "convs.0.conv.nn", "Sequential", "BatchNorm1d")
+    m.convs[0].conv = GINEConv(nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 32)))
+    _raises(m, "convs.0.conv.nn.0", "Linear(32, 32)")
+
+
+def test_refuses_norm_and_act() -> None:
+    _raises(ExampleGPS(norm="layer_norm"), "convs.0.norm1", "LayerNorm", "batch_norm")
+    _raises(ExampleGPS(act="gelu"), "convs.0.mlp.1", "GELU", "ReLU")
+    _raises(ExampleGPS(norm_kwargs={"eps": 1e-3}), "convs.0.norm1", "BatchNorm", "eps=1e-05")
+
+
+def test_refuses_head_pattern_and_widths() -> None:
+    m = ExampleGPS()
+    m.mlp = nn.Sequential(nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 1))
+    _raises(m, "mlp", "Sequential", "Tanh")
+    m.mlp = nn.Sequential(nn.Linear(32, 20), nn.ReLU(), nn.Linear(20, 1))
+    _raises(m, "mlp.0", "Linear(32, 16)", "halves")
+
+
+def test_refuses_heads_not_dividing_and_mixed_layers() -> None:
+    m = ExampleGPS()
+    m.convs[0].attn.num_heads = 3
+    _raises(m, "convs.0.attn", "MultiheadAttention", "heads=3")
+    m = ExampleGPS()
+    m.convs[1].attn = nn.MultiheadAttention(32, 8, batch_first=True)
+    _raises(m, "convs.1", "GPSConv", "heads")
+    m = ExampleGPS()
+    m.convs[1].conv = None
+    _raises(m, "convs.1", "local conv kind")
+
+
+def test_refuses_layers_whose_call_order_or_widths_it_cannot_know() -> None:
+    """GPSConv layers registered in a module of its own may be called in any order (its forward
+    decides), and a per-layer MLP width is not one model config: both are refused by name, not
+    converted into a model that answers differently (a reversed pair gave 0.59 off PyG)."""
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = GPSConv(32, GINEConv(gin_nn(32)), heads=4)
+            self.b = GPSConv(32, GINEConv(gin_nn(32)), heads=4)
+
+    m = ExampleGPS()
+    del m.convs
+    m.block = Block()
+    _raises(m, "block (Block): its GPSConv layers a, b are not in a ModuleList/Sequential", "pass convs=[...]")
+    m = ExampleGPS()
+    m.convs[1].mlp[0], m.convs[1].mlp[3] = nn.Linear(32, 96), nn.Linear(96, 32)
+    _raises(m, "convs.1", "the same MLP width in every layer (64 in convs.0), got 96")
+
+
+def test_refuses_unknown_modules_and_bad_widths() -> None:
+    m = ExampleGPS()
+    m.extra = nn.Linear(3, 3)
+    _raises(m, "extra", "Linear", "ignore=")
+    torch.manual_seed(0)
+    src = ExampleGPS().eval()
+    src.extra = nn.Linear(3, 3)
+    assert isinstance(from_pyg(src, ignore=["extra"], readout="sum"), GPS)
+    m = ExampleGPS()
+    m.node_emb = nn.Embedding(28, 30)
+    _raises(m, "node_emb", "Embedding", "width 24")
+    _raises(ExampleGPS(), "nope", convs="nope")
+
+
+class _ScaledGPS(GPSConv):
+    """A GPSConv with a learned output scale (a 'layer scale'): an extra parameter and a new forward."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__(c, GINEConv(gin_nn(c)), heads=4, attn_kwargs={"dropout": 0.5})
+        self.scale = nn.Parameter(torch.full((c,), 0.5))
+
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, **kw: object) -> Tensor:
+        return super().forward(x, edge_index, batch, **kw) * self.scale
+
+
+class _GatedGINE(GINEConv):
+    """A GINEConv whose message gates the edge features: an extra Linear the weight copy cannot see."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__(gin_nn(c))
+        self.gate = nn.Linear(c, c)
+
+    def message(self, x_j: Tensor, edge_attr: Tensor) -> Tensor:
+        return (x_j + torch.sigmoid(self.gate(edge_attr)) * edge_attr).relu()
+
+
+class _LoraLinear(nn.Linear):
+    """A LoRA-style Linear (as loralib's): ``W x + B A x``; the low-rank update lives in extra parameters."""
+
+    def __init__(self, i: int, o: int) -> None:
+        super().__init__(i, o)
+        self.lora_a = nn.Parameter(torch.randn(2, i))
+        self.lora_b = nn.Parameter(torch.randn(o, 2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) + x @ self.lora_a.T @ self.lora_b.T
+
+
+def test_refuses_subclasses_whose_extra_parameters_or_forward_it_cannot_see() -> None:
+    """A subclass of a supported class used to pass the isinstance checks and import silently, its
+    extra parameters dropped (outputs off by 5.7 for the scaled layer, 0.64 for the gated GINE)."""
+    sub = "itself, not a subclass (a subclass may add parameters or change forward"
+    m = ExampleGPS()
+    m.convs[1] = _ScaledGPS(32)
+    _raises(m, "convs.1 (_ScaledGPS): expected torch_geometric.nn.GPSConv " + sub, readout="sum")
+    m = ExampleGPS()
+    m.convs[0].conv = _GatedGINE(32)
+    _raises(m, "convs.0.conv (_GatedGINE): expected GINEConv " + sub, readout="sum")
+    m = ExampleGPS()
+    m.mlp[4] = _LoraLinear(8, 1)
+    _raises(
+        m, "mlp (Sequential): expected a head of Linear, ReLU, Linear, ..., Linear (got", "_LoraLinear", readout="sum"
+    )
+    m = ExampleGPS()
+    m.pe_lin = _LoraLinear(20, 8)
+    _raises(m, "pe_lin (_LoraLinear): expected torch.nn.Linear or torch_geometric.nn.Linear " + sub, readout="sum")
+    m = ExampleGPS()
+    m.convs[0].attn = type("MyAttention", (nn.MultiheadAttention,), {})(32, 4, batch_first=True)
+    _raises(m, "convs.0.attn (MyAttention): expected torch.nn.MultiheadAttention", sub, readout="sum")
