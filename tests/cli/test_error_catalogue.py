@@ -6,7 +6,8 @@ file or option and what was expected. The cases run through the real ``gtc`` app
 with typer's ``CliRunner``; they share one tiny checkpoint (1 epoch on 12 CLUSTER graphs) and a few
 hand-made files (ONNX models built with ``onnx.helper``, not exported). No case trains, exports or
 serves; one profiles the tiny checkpoint for a few milliseconds. The module runs in about 10 s.
-
+The catalogue is one table so that ``test_catalogue_covers_every_command`` sees all of it: hence a
+little over 500 lines, most of them cases.
 """
 
 from __future__ import annotations
