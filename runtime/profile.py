@@ -298,7 +298,9 @@ def profile_models(
 
 def _labels(paths: Sequence[str]) -> list[str]:
     def stem(p: Path) -> str:
-        return p.parent.parent.name if p.name in ("model.onnx", "model.plan") else p.stem
+        if p.name in ("model.onnx", "model.plan"):
+            return p.parent.parent.name
+        return p.name if p.is_dir() else p.stem  # a checkpoint directory: runs/gt-keep0.5 is not "gt-keep0"
 
     stems = [stem(Path(p)) for p in paths]
     if len(set(stems)) == len(stems):

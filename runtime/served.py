@@ -182,7 +182,8 @@ def default_model_name(path: str | Path) -> str:
         return p.parent.parent.name
     if p.is_file() and is_checkpoint(p):  # runs/gt/config.json is the checkpoint runs/gt, not a model "config"
         return p.parent.resolve().name
-    return p.stem if p.is_file() or p.suffix else p.name
+    # a directory (a checkpoint, a Triton model directory) is its whole name: runs/gt-keep0.5 is not "gt-keep0"
+    return p.name if p.is_dir() else p.stem
 
 
 def request_graph(

@@ -412,3 +412,21 @@ def test_a_checkpoint_named_by_one_of_its_files_is_served_under_the_directorys_n
     for f in ("config.json", "model.safetensors"):
         assert default_model_name(ckpts["node"] / f) == ckpts["node"].name
     assert default_model_name(ckpts["node"]) == ckpts["node"].name
+
+
+def test_a_checkpoint_directory_with_a_dot_keeps_its_whole_name(ckpts, tmp_path: Path) -> None:
+    """A directory's name was read as a file's stem: gtc serve runs/gt-keep0.5 served a model
+    'gt-keep0', and gtc profile labelled runs/gt-keep0.5 and runs/gt-keep0.7 'gt-keep0#0' and
+    'gt-keep0#1' in its tables and plots."""
+    import shutil
+
+    from runtime.profile import _labels
+    from runtime.served import default_model_name
+
+    dirs = [tmp_path / "gt-keep0.5", tmp_path / "gt-keep0.7"]
+    for d in dirs:
+        shutil.copytree(ckpts["graph"], d)
+    assert [default_model_name(d) for d in dirs] == ["gt-keep0.5", "gt-keep0.7"]
+    assert default_model_name(dirs[0] / "config.json") == "gt-keep0.5"
+    assert _labels([str(d) for d in dirs]) == ["gt-keep0.5", "gt-keep0.7"]
+    assert _labels([str(tmp_path / "a.onnx"), str(tmp_path / "b" / "3" / "model.onnx")]) == ["a", "b"]
