@@ -127,6 +127,9 @@ def _draw(report: dict[str, Any], out: Path, staged: list[tuple[Path, Path]]) ->
     cmap = plt.get_cmap("tab20")
     for i, m in enumerate(models):
         shares = {r["op_type"]: r["share"] for r in ((m.get("ops") or {}).get("by_op_type") or [])}
+        if not shares:  # no breakdown measured: a full "other" bar would read as 100 % of an unseen kernel time
+            ax.text(0.01, i, _no_breakdown(m), va="center", fontsize=8, color="0.4")
+            continue
         left = 0.0
         for j, op in enumerate([*top_ops, "other"]):
             w = shares.get(op, 0.0) if op != "other" else max(0.0, 1.0 - sum(shares.get(o, 0.0) for o in top_ops))
@@ -136,8 +139,10 @@ def _draw(report: dict[str, Any], out: Path, staged: list[tuple[Path, Path]]) ->
         if att is not None:
             ax.text(1.01, i, f"attention {att:.0%}", va="center", fontsize=8)
     ax.set_yticks(range(len(models)), [m["name"] for m in models])
+    ax.set_ylim(-0.6, len(models) - 0.4)  # every model's row, those with a note instead of a bar too
     ax.set(xlim=(0, 1.25), xlabel="share of kernel time", title="per-op breakdown (ONNX Runtime profiler)")
-    fig.legend(ncol=5, fontsize=7, loc="lower center")
+    if any((m.get("ops") or {}).get("by_op_type") for m in models):  # else no bar, no legend
+        fig.legend(ncol=5, fontsize=7, loc="lower center")
     fig.tight_layout(rect=(0, 0.18, 1, 1))
     paths.append(out / "op_breakdown.png")
     _save(fig, paths[-1], staged)
@@ -185,6 +190,15 @@ def _save(fig: Any, path: Path, staged: list[tuple[Path, Path]]) -> None:
 def _temp(path: Path) -> Path:
     """The hidden temp file beside ``path`` a new version of it is written to before the rename."""
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _no_breakdown(m: dict[str, Any]) -> str:
+    """Why a model has no per-op row in ``op_breakdown.png``."""
+    if m.get("backend") == "torch":
+        return "no per-op breakdown: a checkpoint runs with torch (ONNX Runtime's profiler only)"
+    if m.get("backend") == "tensorrt":
+        return "no per-op breakdown: a TensorRT engine (ONNX Runtime's profiler only)"
+    return "no per-op breakdown (not profiled)"
 
 
 def _run_label(m: dict[str, Any], threads: int | None, sep: str = " · ") -> str:

@@ -235,3 +235,46 @@ def test_an_error_in_the_child_is_one_error_without_a_traceback(exported, capfd)
             )
     err = capfd.readouterr().err
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_op_breakdown_draws_no_bar_for_a_model_without_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """op_breakdown.png drew a torch checkpoint (and every model under --no-op-profile) as one full
+    bar of 'other': 100 % of a kernel time nobody measured, next to the ONNX model's real shares."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    bars: list[tuple[float, float, str | None]] = []
+    texts: list[tuple[float, str]] = []
+    barh, text = Axes.barh, Axes.text
+
+    def spy_barh(self, y, width, *args, label=None, **kwargs):
+        bars.append((float(y), float(width), label))
+        return barh(self, y, width, *args, label=label, **kwargs)
+
+    def spy_text(self, x, y, s, *args, **kwargs):
+        texts.append((float(y), str(s)))
+        return text(self, x, y, s, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "barh", spy_barh)
+    monkeypatch.setattr(Axes, "text", spy_text)
+    lat = {"mean": 1.0, "std": 0.1, "min": 1.0, "p50": 1.0, "p90": 1.0, "p99": 1.0, "max": 1.0}
+    res = {"threads": 1, "graph_nodes": 32, "batch_size": 1, "latency_ms": lat, "graphs_per_s": 1e3,
+           "peak_rss_mb": 100.0, "samples_ms": [1.0] * 3, "preprocess_share": 0.2}  # fmt: skip
+    ops = {"by_op_type": [{"op_type": "MatMul", "share": 0.75}, {"op_type": "Add", "share": 0.25}],
+           "attention_share": 0.5}  # fmt: skip
+    rep = {
+        "schema": SCHEMA,
+        "created": "2026-12-05T00:00:00Z",
+        "machine": {},
+        "settings": {"graph_sizes": [32], "batch_sizes": [1], "threads": [1], "iterations": 3, "warmup": 1},
+        "models": [
+            {"name": "gt.onnx", "path": "a", "backend": "onnxruntime", "results": [res], "ops": ops},
+            {"name": "gt", "path": "b", "backend": "torch", "results": [res], "ops": None},
+        ],
+    }
+    write_report(rep, tmp_path / "out")
+    assert [(y, w) for y, w, _ in bars if w > 0] == [(0.0, 0.75), (0.0, 0.25)]  # the ONNX row only
+    assert all(y == 0.0 for y, _, _ in bars)
+    assert (1.0, "no per-op breakdown: a checkpoint runs with torch (ONNX Runtime's profiler only)") in texts
