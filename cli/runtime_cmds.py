@@ -84,7 +84,7 @@ def _check_graph_memory(nodes: int, graphs: int, degree: float) -> None:
 def _check_exported_models(models: list[Path]) -> None:
     """Open each exported model's file and input spec once before the progress bar: a folder without a
     model, a truncated file or a foreign ONNX file is then one error line, not a bar and then the line.
-    Checkpoints are left to torch (``--device`` checks them)."""
+    Checkpoints are left to torch: ``profile_models`` loads each before it measures any row."""
     from runtime.session import PLAN_SUFFIXES, is_checkpoint, resolve_model_path
     from runtime.spec import model_spec, onnx_metadata, plan_metadata
 

@@ -224,6 +224,7 @@ def profile_models(
         from runtime.profile_torch import CheckpointProfiler
 
         tp = CheckpointProfiler(device, cuda_graphs, threads, configs, iterations, warmup, avg_degree, seed)
+        tp.check([p for p in resolved if p in ckpts])
     per_model = len(threads) * len(configs) + (1 if op_profile else 0)
     total = sum(tp.steps if tp is not None and p in ckpts else per_model for p in resolved)
     done = 0

@@ -73,6 +73,15 @@ class CheckpointProfiler:
         self.iterations, self.warmup = int(iterations), max(int(warmup), 1)
         self.avg_degree, self.seed = float(avg_degree), int(seed)
 
+    def check(self, paths: Sequence[str]) -> None:
+        """Load every checkpoint once (on the CPU, then dropped), so that a broken one is a
+        :class:`~runtime.errors.SessionError` before any row is measured: found when its turn
+        came, it threw away the minutes of rows measured for the models before it."""
+        from runtime.torch_backend import load_for_serving
+
+        for path in paths:
+            load_for_serving(path)
+
     @property
     def steps(self) -> int:
         """Measured configurations per checkpoint (progress bar)."""

@@ -430,3 +430,22 @@ def test_a_checkpoint_directory_with_a_dot_keeps_its_whole_name(ckpts, tmp_path:
     assert default_model_name(dirs[0] / "config.json") == "gt-keep0.5"
     assert _labels([str(d) for d in dirs]) == ["gt-keep0.5", "gt-keep0.7"]
     assert _labels([str(tmp_path / "a.onnx"), str(tmp_path / "b" / "3" / "model.onnx")]) == ["a", "b"]
+
+
+def test_profile_refuses_a_broken_checkpoint_before_measuring_anything(
+    ckpts, onnx_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gtc profile gt.onnx broken-ckpt measured every row of gt.onnx (minutes at the defaults) and only
+    then, at the checkpoint's turn, failed on its unreadable weights, throwing those rows away."""
+    import shutil
+
+    import runtime.profile as profile
+
+    broken = tmp_path / "broken"
+    shutil.copytree(ckpts["graph"], broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    measured: list[str] = []
+    monkeypatch.setattr(profile, "measure_model", lambda path, *a, **k: measured.append(path))
+    with pytest.raises(SessionError, match=r"^cannot load checkpoint: .*broken.model.safetensors: "):
+        profile.profile_models([onnx_files["graph"], broken], (6,), (1,), (1,), 2, 0, op_profile=False, isolate=False)
+    assert measured == []
