@@ -55,7 +55,7 @@ def machine_info() -> dict[str, Any]:
         "machine": platform.machine(),
         "logical_cores": os.cpu_count(),
         "physical_cores": physical,
-        "usable_cores": len(_allowed_cpus()) if _allowed_cpus() else os.cpu_count(),
+        "usable_cores": usable_cores(),
         "memory_gib": None if mem is None else round(mem, 2),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
@@ -70,6 +70,11 @@ def _allowed_cpus() -> list[int]:
     if hasattr(os, "sched_getaffinity"):
         return sorted(os.sched_getaffinity(0))
     return []
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one, else all)."""
+    return len(_allowed_cpus()) or os.cpu_count() or 1
 
 
 @contextlib.contextmanager

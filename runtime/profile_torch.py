@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from runtime.measure import make_graphs, time_session
+from runtime.measure import make_graphs, time_session, usable_cores
 
 CUDA_NOTE = (
     "rows with threads null ran on a CUDA device with torch (backend 'torch'): intra-op thread counts do not "
@@ -157,5 +157,7 @@ class CheckpointProfiler:
             "cuda_graphs_captured": sess.backend.captures - captures if sess.backend.cuda_graphs else None,
             "cuda_graphs_held": len(sess.backend.captured) if sess.backend.cuda_graphs else None,
             "cpus": None,
-            "oversubscribed": False,
+            # not pinned, but torch's pool still has more threads than the cores it may use, as the
+            # ONNX rows' flag says (the table marks such rows with '*')
+            "oversubscribed": threads is not None and threads > usable_cores(),
         }

@@ -449,3 +449,18 @@ def test_profile_refuses_a_broken_checkpoint_before_measuring_anything(
     with pytest.raises(SessionError, match=r"^cannot load checkpoint: .*broken.model.safetensors: "):
         profile.profile_models([onnx_files["graph"], broken], (6,), (1,), (1,), 2, 0, op_profile=False, isolate=False)
     assert measured == []
+
+
+def test_torch_cpu_rows_say_when_they_are_oversubscribed(ckpts, onnx_files) -> None:
+    """gtc profile --threads 4 on a 2-core machine marked the ONNX rows oversubscribed ('*' in the
+    table) but every torch CPU row 'oversubscribed': false, though torch ran 4 threads on 2 cores too."""
+    import os
+
+    from runtime.profile import profile_models
+
+    many = len(os.sched_getaffinity(0)) + 1
+    models = [onnx_files["graph"], ckpts["graph"]]
+    rep = profile_models(models, (6,), (1,), (1, many), 2, 0, op_profile=False, isolate=False, device="cpu")
+    ort, tch = rep["models"]
+    assert [(r["threads"], r["oversubscribed"]) for r in ort["results"]] == [(1, False), (many, True)]
+    assert [(r["threads"], r["oversubscribed"]) for r in tch["results"]] == [(1, False), (many, True)]
