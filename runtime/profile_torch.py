@@ -20,7 +20,8 @@ What differs from the CPU rows, and why:
   null``), and ``settings.notes`` says they are not like for like with the pinned rows.
 * **In this process.** The pinned-process isolation of the ONNX rows emulates small CPUs; it does
   not apply to a GPU, and CUDA would have to initialise in every child. ``peak_rss_mb`` is then the
-  whole profiler's high-water mark; ``peak_gpu_mb`` is per configuration.
+  whole profiler's high-water mark (``model_rss_mb`` that mark once the checkpoint is loaded, as in
+  the ONNX rows); ``peak_gpu_mb`` is per configuration.
 * **At least one warm-up call**, whatever ``warmup`` says: the first call on a new shape compiles
   the Triton kernels and, with CUDA graphs, captures the bucket's graph.
 """
@@ -33,7 +34,7 @@ from typing import Any
 
 import torch
 
-from runtime.measure import make_graphs, time_session, usable_cores
+from runtime.measure import make_graphs, peak_rss_mb, time_session, usable_cores
 
 CUDA_NOTE = (
     "rows with threads null ran on a CUDA device with torch (backend 'torch'): intra-op thread counts do not "
@@ -110,6 +111,7 @@ class CheckpointProfiler:
         from runtime.session import GraphSession
 
         sess = GraphSession(path, device=str(self.device), cuda_graphs=self.cuda_graphs)
+        model_rss = peak_rss_mb()
         weights = Path(sess.path) / "model.safetensors"
         entry: dict[str, Any] = {
             "name": label,
@@ -134,7 +136,7 @@ class CheckpointProfiler:
                 if t is not None:
                     torch.set_num_threads(t)
                 for nodes, batch in self.configs:
-                    entry["results"].append(self._measure(sess, t, nodes, batch))
+                    entry["results"].append({**self._measure(sess, t, nodes, batch), "model_rss_mb": model_rss})
                     tick(f"{label} · {self.device}" + (f" · {t} thread{'s' if t > 1 else ''}" if t else ""))
         finally:
             torch.set_num_threads(before)

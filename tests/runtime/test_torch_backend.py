@@ -464,3 +464,15 @@ def test_torch_cpu_rows_say_when_they_are_oversubscribed(ckpts, onnx_files) -> N
     ort, tch = rep["models"]
     assert [(r["threads"], r["oversubscribed"]) for r in ort["results"]] == [(1, False), (many, True)]
     assert [(r["threads"], r["oversubscribed"]) for r in tch["results"]] == [(1, False), (many, True)]
+
+
+def test_torch_rows_carry_the_fields_of_the_onnx_rows(ckpts, onnx_files) -> None:
+    """Every field of an ONNX Runtime row is in a torch row next to it: the torch rows lacked
+    model_rss_mb, so a reader of report.json comparing the two got a KeyError on the torch ones."""
+    from runtime.profile import profile_models
+
+    models = [onnx_files["graph"], ckpts["graph"]]
+    rep = profile_models(models, (6,), (1,), (1,), 2, 0, op_profile=False, isolate=False, device="cpu")
+    (ort_row,), (torch_row,) = (m["results"] for m in rep["models"])
+    assert set(ort_row) <= set(torch_row)
+    assert 0 < torch_row["model_rss_mb"] <= torch_row["peak_rss_mb"]
