@@ -245,7 +245,13 @@ def serve_cmd(
     max_requests: Annotated[int, typer.Option(min=1, help="Requests per merged model call.")] = 256,
     batching: Annotated[bool, typer.Option(help="Graph-aware dynamic batching (--no-batching: one call each).")] = True,
     metrics: Annotated[bool, typer.Option(help="Prometheus metrics at /metrics.")] = False,
-    threads: Annotated[int | None, typer.Option(min=1, help="ONNX Runtime intra-op threads.")] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Intra-op threads: ONNX Runtime's, or torch's for a checkpoint on the CPU (process-wide).",
+        ),
+    ] = None,
     providers: Annotated[str | None, typer.Option(help="ONNX Runtime providers in order, e.g. cuda,cpu.")] = None,
     log_level: Annotated[str, typer.Option(help=f"uvicorn log level: {', '.join(LOG_LEVELS)}.")] = "warning",
     max_body_mib: Annotated[

@@ -252,3 +252,32 @@ def test_serve_passes_its_pe_work_limit_to_the_server(app, exported, monkeypatch
         res = runner.invoke(app, ["serve", str(exported["node"].path), *extra, "--port", "0"])
         assert res.exit_code == 0, res.output
         assert seen["limits"].max_pe_work == want  # type: ignore[attr-defined]
+
+
+def test_serve_threads_reach_torch_for_a_checkpoint_and_its_help_says_so(
+    app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--threads said 'ONNX Runtime intra-op threads', but for a checkpoint on the CPU it sets torch's
+    intra-op pool (torch.set_num_threads, for the whole process)."""
+    import torch
+
+    import runtime.server
+    from gtcompress.checkpoint import save_checkpoint
+    from gtcompress.data.base import FeatureSpec
+    from gtcompress.models import ModelConfig, build_model
+
+    ckpt = save_checkpoint(
+        tmp_path / "gt",
+        build_model(ModelConfig(arch="gt", node_features=FeatureSpec("float", 3), out_dim=2, hidden=8, heads=2)),
+    )
+    monkeypatch.setattr(runtime.server, "serve", lambda *a, **kw: None)
+    before = torch.get_num_threads()
+    try:
+        res = runner.invoke(app, ["serve", str(ckpt), "--device", "cpu", "--threads", "1", "--port", "0"])
+        assert res.exit_code == 0, res.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    serve = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    (threads,) = (p for p in serve.params if p.name == "threads")
+    assert "torch's for a checkpoint on the CPU" in threads.help
