@@ -75,13 +75,17 @@ class CheckpointProfiler:
         self.avg_degree, self.seed = float(avg_degree), int(seed)
 
     def check(self, paths: Sequence[str]) -> None:
-        """Load every checkpoint once (on the CPU, then dropped), so that a broken one is a
-        :class:`~runtime.errors.SessionError` before any row is measured: found when its turn
-        came, it threw away the minutes of rows measured for the models before it."""
-        from runtime.torch_backend import load_for_serving
+        """Load every checkpoint once (on the CPU, then dropped), so that a broken one, or one that
+        CUDA graphs cannot pad, is a :class:`~runtime.errors.SessionError` before any row is
+        measured: found when its turn came, it threw away the minutes of rows measured for the
+        models before it."""
+        from runtime.errors import SessionError
+        from runtime.torch_backend import cuda_graphs_refusal, load_for_serving
 
         for path in paths:
-            load_for_serving(path)
+            _, spec, _ = load_for_serving(path)
+            if self.cuda_graphs and (why := cuda_graphs_refusal(spec)):
+                raise SessionError(f"{path}: cuda_graphs refused: {why}")  # as TorchBackend words it
 
     @property
     def steps(self) -> int:

@@ -476,3 +476,24 @@ def test_torch_rows_carry_the_fields_of_the_onnx_rows(ckpts, onnx_files) -> None
     (ort_row,), (torch_row,) = (m["results"] for m in rep["models"])
     assert set(ort_row) <= set(torch_row)
     assert 0 < torch_row["model_rss_mb"] <= torch_row["peak_rss_mb"]
+
+
+def test_profile_refuses_cuda_graphs_for_a_dense_checkpoint_before_measuring(
+    ckpts, onnx_files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gtc profile gt.onnx gps-ckpt --device cuda --cuda-graphs measured every row of gt.onnx before
+    the GPS checkpoint's session refused CUDA graphs (its dense layout cannot be padded). The device
+    is made to read as CUDA here (the refusal depends on the model alone)."""
+    import runtime.profile as profile
+    import runtime.torch_backend as torch_backend
+
+    monkeypatch.setattr(torch_backend, "resolve_device", lambda device: torch.device("cuda"))
+    measured: list[str] = []
+    monkeypatch.setattr(profile, "measure_model", lambda path, *a, **k: measured.append(path))
+    want = r"gps: cuda_graphs refused: gps runs on the per-graph dense layout"
+    with pytest.raises(SessionError, match=want):
+        profile.profile_models(
+            [onnx_files["graph"], ckpts["gps"]], (6,), (1,), (1,), 2, 0,
+            op_profile=False, isolate=False, device="cuda", cuda_graphs=True,
+        )  # fmt: skip
+    assert measured == []
