@@ -35,10 +35,20 @@ def sparse_graph_attention(
 def _reference(
     q: Tensor, k: Tensor, v: Tensor, rowptr: Tensor, col: Tensor, bias: Tensor | None, scale: float
 ) -> Tensor:
-    """The op as the reference attention on the CSR's edges (differentiable torch ops)."""
+    """The op as the reference attention on the CSR's edges (differentiable torch ops).
+
+    Half-precision inputs are computed in float32 and the output cast back, as the CUDA kernel
+    accumulates: in float16 a softmax denominator over 65,505 or more incoming edges overflows to
+    inf, and such a hub's output (and, in the backward recompute, its gradients) came out zero."""
     deg = rowptr[1:] - rowptr[:-1]
     dst = torch.repeat_interleave(torch.arange(q.shape[0], device=q.device), deg)
-    return sparse_attention(q, k, v, torch.stack([col.long(), dst]), bias, scale=scale).contiguous()
+    edges = torch.stack([col.long(), dst])
+    if q.dtype in (torch.float16, torch.bfloat16):
+        wide = sparse_attention(
+            q.float(), k.float(), v.float(), edges, None if bias is None else bias.float(), scale=scale
+        )
+        return wide.to(q.dtype).contiguous()
+    return sparse_attention(q, k, v, edges, bias, scale=scale).contiguous()
 
 
 @sparse_graph_attention.register_fake

@@ -186,3 +186,24 @@ def test_a_plugin_lowering_passed_in_is_refused_while_attention_dropout_trains()
         model.compute(x, ei, None, batch, {}, 1, layout=csr, lowering="plugin"),
         model.compute(x, ei, None, batch, {}, 1, lowering="scatter"),
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_hub_with_many_incoming_edges(dtype: torch.dtype) -> None:
+    """In float16 the CPU op summed a node's softmax weights in float16: over 65,505 or more incoming
+    edges the denominator overflowed to inf and the hub's output was exactly 0 (the CUDA kernel
+    accumulates in float32), and the backward, which recomputes the same reference, gave it zero
+    gradients. Equal scores and v = 1 must give 1."""
+    e = 70_000
+    n = e + 1
+    ei = torch.stack([torch.arange(1, n), torch.zeros(e, dtype=torch.long)])  # every node -> node 0
+    rowptr, col, _ = csr_from_edge_index(ei, n)
+    q = torch.zeros(n, 1, 4, dtype=dtype, requires_grad=True)
+    v = torch.ones(n, 1, 4, dtype=dtype, requires_grad=True)
+    out = torch.ops.gtcompress.sparse_graph_attention(q, q, v, rowptr, col, None, 0.5)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out[0].float(), torch.ones(1, 4), atol=4e-3, rtol=0)  # float32 sums, half output
+    assert torch.equal(out[1:], torch.zeros_like(out[1:]))  # no incoming edges
+    out[0].sum().backward()
+    assert v.grad is not None and torch.isfinite(v.grad.float()).all()
+    torch.testing.assert_close(v.grad[1:].float().sum(), torch.tensor(4.0), rtol=1e-2, atol=0)  # 4 dims x sum(alpha)=1
