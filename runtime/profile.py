@@ -301,7 +301,7 @@ def _labels(paths: Sequence[str]) -> list[str]:
     def stem(p: Path) -> str:
         if p.name in ("model.onnx", "model.plan"):
             return p.parent.parent.name
-        return p.name if p.is_dir() else p.stem  # a checkpoint directory: runs/gt-keep0.5 is not "gt-keep0"
+        return p.resolve().name if p.is_dir() else p.stem  # a checkpoint directory: gt-keep0.5, "." its name
 
     stems = [stem(Path(p)) for p in paths]
     if len(set(stems)) == len(stems):

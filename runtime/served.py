@@ -182,8 +182,9 @@ def default_model_name(path: str | Path) -> str:
         return p.parent.parent.name
     if p.is_file() and is_checkpoint(p):  # runs/gt/config.json is the checkpoint runs/gt, not a model "config"
         return p.parent.resolve().name
-    # a directory (a checkpoint, a Triton model directory) is its whole name: runs/gt-keep0.5 is not "gt-keep0"
-    return p.name if p.is_dir() else p.stem
+    # a directory (a checkpoint, a Triton model directory) is its whole name: runs/gt-keep0.5 is not "gt-keep0",
+    # and "." (gtc serve . in the checkpoint) is the directory's own name, not ""
+    return p.resolve().name if p.is_dir() else p.stem
 
 
 def request_graph(

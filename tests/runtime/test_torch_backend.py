@@ -497,3 +497,15 @@ def test_profile_refuses_cuda_graphs_for_a_dense_checkpoint_before_measuring(
             op_profile=False, isolate=False, device="cuda", cuda_graphs=True,
         )  # fmt: skip
     assert measured == []
+
+
+def test_a_checkpoint_given_as_dot_is_served_and_labelled_by_its_name(ckpts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cd runs/gt && gtc serve . failed with "--name '': use letters, digits, '_', '-' and '.' only"
+    (no --name was given), and gtc profile . labelled the model '' in its tables and plots."""
+    from runtime.profile import _labels
+    from runtime.served import default_model_name
+    from runtime.session import resolve_model_path
+
+    monkeypatch.chdir(ckpts["node"])
+    assert default_model_name(".") == ckpts["node"].name
+    assert _labels([str(resolve_model_path("."))]) == [ckpts["node"].name]
