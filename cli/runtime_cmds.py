@@ -114,6 +114,24 @@ CudaGraphsOpt = Annotated[
 ]
 
 
+def _is_exported(path: Path) -> bool:
+    """Whether ``path`` (not a checkpoint) is an exported model: a file, or a Triton model directory
+    holding one. Another directory (a checkpoint without its config.json, a runs/ folder) is not, and
+    is left to the checkpoint loader, which names what is missing."""
+    from runtime.errors import SessionError
+    from runtime.session import resolve_model_path
+
+    if path.is_file():
+        return True
+    if not path.is_dir():
+        return False
+    try:
+        resolve_model_path(path)
+    except SessionError:
+        return False
+    return True
+
+
 def _check_device(models: list[Path], device: str | None, cuda_graphs: bool, *, all_checkpoints: bool) -> None:
     """The user mistakes of --device/--cuda-graphs, each as one sentence (before any model is loaded)."""
     from gtcompress.errors import GTCompressError
@@ -124,7 +142,7 @@ def _check_device(models: list[Path], device: str | None, cuda_graphs: bool, *, 
         raise GTCompressError(f"--cuda-graphs needs --device cuda (CUDA graphs replay on a GPU only); got {got}")
     if device is None:
         return
-    exported = [m for m in models if not is_checkpoint(m) and m.exists()]
+    exported = [m for m in models if not is_checkpoint(m) and _is_exported(m)]
     if exported and (all_checkpoints or len(exported) == len(models)):
         raise GTCompressError(
             f"--device {device}: {exported[0]} is an exported model, which runs on ONNX Runtime or TensorRT; "

@@ -144,3 +144,25 @@ def test_profile_on_cuda_with_cuda_graphs(models, tmp_path: Path) -> None:
     assert ort["providers"] == ["CPUExecutionProvider"] and tch["device"].startswith("cuda")
     assert [r["threads"] for r in tch["results"]] == [None, None] and report["settings"]["notes"]
     assert "torch:cuda:0 (cuda graphs)" in res.output
+
+
+def test_a_directory_that_is_no_model_is_not_called_an_exported_one(models, tmp_path: Path) -> None:
+    """gtc serve runs/gt --device cpu, with runs/gt lacking its config.json (a typo'd path, a training
+    still writing it), said "runs/gt is an exported model, which runs on ONNX Runtime or TensorRT":
+    every existing non-checkpoint path was taken for an exported model. Such a directory now reaches
+    the checkpoint loader, which names the missing file; a Triton model directory is still refused."""
+    from exporters.triton_repo import write_model_repository
+    from runtime.session import GraphSession
+
+    empty = tmp_path / "gt"
+    empty.mkdir()
+    res = runner.invoke(app, ["serve", str(empty), "--device", "cpu"])
+    assert res.exit_code == 2, res.output
+    assert _error_line(res.output) == (
+        f"error: cannot load checkpoint: {empty}/config.json: missing (a checkpoint is a directory with "
+        "config.json and model.safetensors)"
+    )
+    spec = GraphSession(models["onnx"]).spec
+    repo_model = write_model_repository(tmp_path / "repo", "gt_demo", models["onnx"], spec)
+    res = runner.invoke(app, ["serve", str(repo_model), "--device", "cpu"])
+    assert res.exit_code == 2 and f"{repo_model} is an exported model" in _error_line(res.output)
