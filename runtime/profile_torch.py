@@ -65,9 +65,12 @@ class CheckpointProfiler:
         avg_degree: float,
         seed: int,
     ) -> None:
+        from runtime.errors import SessionError
         from runtime.torch_backend import resolve_device
 
         self.device = resolve_device(device)  # a missing GPU fails here, before any measurement
+        if cuda_graphs and self.device.type != "cuda":  # as TorchBackend refuses it, but before any ONNX row
+            raise SessionError(f"cuda_graphs: CUDA graphs replay on a GPU only; device is {self.device}")
         self.cuda_graphs = bool(cuda_graphs)
         self.threads: list[int | None] = [None] if self.device.type == "cuda" else [int(t) for t in threads]
         self.configs = [(int(n), int(b)) for n, b in configs]

@@ -509,3 +509,20 @@ def test_a_checkpoint_given_as_dot_is_served_and_labelled_by_its_name(ckpts, mon
     monkeypatch.chdir(ckpts["node"])
     assert default_model_name(".") == ckpts["node"].name
     assert _labels([str(resolve_model_path("."))]) == [ckpts["node"].name]
+
+
+def test_profile_refuses_cuda_graphs_on_the_cpu_before_measuring(
+    ckpts, onnx_files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """profile_models([gt.onnx, ckpt], device="cpu", cuda_graphs=True) measured every row of gt.onnx
+    before the checkpoint's session refused CUDA graphs on the CPU."""
+    import runtime.profile as profile
+
+    measured: list[str] = []
+    monkeypatch.setattr(profile, "measure_model", lambda path, *a, **k: measured.append(path))
+    with pytest.raises(SessionError, match=r"^cuda_graphs: CUDA graphs replay on a GPU only; device is cpu$"):
+        profile.profile_models(
+            [onnx_files["graph"], ckpts["graph"]], (6,), (1,), (1,), 2, 0,
+            op_profile=False, isolate=False, device="cpu", cuda_graphs=True,
+        )  # fmt: skip
+    assert measured == []
