@@ -24,6 +24,7 @@ graphs — the "calibrated score" of the sparsified attention.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -41,8 +42,9 @@ __all__ = ["attention_edges", "attention_mask", "calibrate_attention_topk", "nod
 def with_attention_topk(model: nn.Module, k: int, kind: str = "teddy") -> nn.Module:
     """A copy of a GPS ``model`` whose global attention runs on the sparsified graph (same weights)."""
     check_full_attention(model)
-    cfg = copy.deepcopy(model.config)  # type: ignore[attr-defined]
-    cfg.attention_topk, cfg.attention_score = int(k), kind
+    # replace() runs the config's checks: set in place, a bad kind ("top") was saved into a checkpoint
+    # that load_checkpoint then refused
+    cfg = replace(copy.deepcopy(model.config), attention_topk=int(k), attention_score=kind)  # type: ignore[attr-defined]
     out = build_model(cfg)
     out.load_state_dict(model.state_dict(), strict=True)
     out.train(model.training)

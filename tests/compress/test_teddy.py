@@ -391,3 +391,16 @@ def test_a_global_threshold_comes_as_near_the_ratio_as_tied_scores_allow() -> No
         best = min(abs(c - want) for c in cuts)
         assert abs(dropped(ratio) - want) == best, (ratio, dropped(ratio), want, cuts)
     assert len(cuts) < total + 1  # the graphs do tie, so the test can tell the rules apart
+
+
+def test_attention_topk_with_a_bad_kind_or_k_is_refused_before_a_model_is_built(node_data) -> None:
+    """The kind was set on the config in place, past its checks: with_attention_topk(gps, 2, "top")
+    gave a model that save_checkpoint wrote and load_checkpoint refused."""
+    from gtcompress.compress.attention_graph import with_attention_topk
+
+    model = tiny_model("gps", node_data.info)
+    with pytest.raises(ConfigError, match=r"^attention_score must be 'teddy' or 'degree', got 'top'$"):
+        with_attention_topk(model, 2, "top")
+    with pytest.raises(ConfigError, match=r"^attention_topk must be an integer >= 0, got -1$"):
+        with_attention_topk(model, -1)
+    assert with_attention_topk(model, 2, "degree").config.attention_score == "degree"
