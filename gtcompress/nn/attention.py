@@ -58,10 +58,18 @@ def sparse_attention(
     score = (q.index_select(0, dst) * k.index_select(0, src)).sum(dim=2) * tau  # [E,H]
     if bias is not None:
         score = score + bias
+    # Half precision softmaxes in float32, as the fused kernel does: a node with 65,505 or more in-edges
+    # summed its exp terms (each up to 1) past float16's largest value, and its output was 0. A float32
+    # model traces the same graph as before (the branch is on the dtype).
+    low = score.dtype in (torch.float16, torch.bfloat16)
+    if low:
+        score = score.float()
     smax = scatter_max(score.detach(), dst, n)
     ex = torch.exp(score - smax.index_select(0, dst))
     denom = scatter_sum(ex, dst, n)
     alpha = ex / denom.index_select(0, dst)
+    if low:
+        alpha = alpha.to(v.dtype)
     if dropout > 0.0 and training:
         alpha = F.dropout(alpha, p=dropout, training=True)
     msg = alpha.unsqueeze(-1) * v.index_select(0, src)  # [E,H,D]

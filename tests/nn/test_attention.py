@@ -277,3 +277,18 @@ def test_multihead_padded_drops_the_value_bias_with_its_weights(buckets, monkeyp
     assert torch.allclose(m.padded(h, nbr), m.sparse(h, ei), atol=1e-9)
     m.eval()  # no dropout: the folded constant, unchanged
     assert torch.allclose(m.padded(h, nbr), m.sparse(h, ei), atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_reference_softmax_over_a_hub_of_70000_edges(dtype: torch.dtype) -> None:
+    """The reference (the scatter lowering's attention) summed a node's exp terms in float16: past
+    65,504 incoming edges the sum overflowed and the hub's output was exactly 0. Equal scores, v = 1: 1."""
+    e = 70_000
+    n = e + 1
+    ei = torch.stack([torch.arange(1, n), torch.zeros(e, dtype=torch.long)])  # every node -> node 0
+    q = torch.zeros(n, 1, 4, dtype=dtype)
+    v = torch.ones(n, 1, 4, dtype=dtype)
+    out = sparse_attention(q, q, v, ei)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out[0].float(), torch.ones(1, 4), atol=4e-3, rtol=0)
+    assert torch.equal(out[1:], torch.zeros_like(out[1:]))
