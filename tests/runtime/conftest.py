@@ -25,6 +25,7 @@ from gtcompress.models.model import GraphModel
 from gtcompress.preprocess import NumpyGraph
 from gtcompress.preprocess.pe import laplacian_pe, rwse
 from gtcompress.preprocess.random_graphs import random_graph
+from runtime.session import GraphSession
 
 
 @dataclass
@@ -105,3 +106,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Exported]:
     onnx.save(proto, str(teddy_path))
     out["teddy"] = Exported(out["node"].model, teddy_path, out["node"].spec)
     return out
+
+
+@pytest.fixture(scope="module")
+def node_sess(exported: dict[str, Exported]) -> GraphSession:
+    """A session on the ``node`` model (shared by the session tests)."""
+    return GraphSession(exported["node"].path)
