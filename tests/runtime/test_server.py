@@ -1,6 +1,6 @@
 """The KServe v2 server on loopback, driven by tritonclient.http (binary and JSON) and raw httpx: the
-protocol end to end in one file (its limits are in test_server_limits.py, test_http_head.py and
-test_attention_limits.py)."""
+protocol end to end in one file, its catalogue of bad requests included, hence over 500 lines (its limits
+are in test_server_limits.py, test_http_head.py and test_attention_limits.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """TorchBackend: a checkpoint run with torch through GraphSession — parity with its ONNX export on CPU,
-the CUDA-graph padding (exact on CPU), errors, profiling and serving; CUDA-only checks when a GPU is there."""
+the CUDA-graph padding (exact on CPU), errors, profiling and serving; CUDA-only checks when a GPU is there.
+One backend's contract beside the ONNX one, kept together so the GPU run (bench/gpu_check.sh) names one file:
+hence a little over 500 lines."""
 
 from __future__ import annotations
 
