@@ -303,10 +303,16 @@ def _labels(paths: Sequence[str]) -> list[str]:
             return p.parent.parent.name
         return p.resolve().name if p.is_dir() else p.stem  # a checkpoint directory: gt-keep0.5, "." its name
 
-    stems = [stem(Path(p)) for p in paths]
-    if len(set(stems)) == len(stems):
-        return stems
-    return [f"{s}#{i}" for i, s in enumerate(stems)]
+    def full(p: Path) -> str:  # what tells gt.onnx from gt.plan and from the checkpoint gt/
+        if p.name in ("model.onnx", "model.plan"):
+            return f"{p.parent.parent.name}{p.suffix}"
+        return f"{p.resolve().name}/" if p.is_dir() else p.name
+
+    for label in (stem, full):
+        labels = [label(Path(p)) for p in paths]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"{s}#{i}" for i, s in enumerate(labels)]
 
 
 def _model_entry(label: str, path: str) -> dict[str, Any]:

@@ -432,6 +432,11 @@ def test_a_checkpoint_directory_with_a_dot_keeps_its_whole_name(ckpts, tmp_path:
     assert default_model_name(dirs[0] / "config.json") == "gt-keep0.5"
     assert _labels([str(d) for d in dirs]) == ["gt-keep0.5", "gt-keep0.7"]
     assert _labels([str(tmp_path / "a.onnx"), str(tmp_path / "b" / "3" / "model.onnx")]) == ["a", "b"]
+    # one stem, three models: gt#0, gt#1 and gt#2 did not say which was the checkpoint; their names do
+    shutil.copytree(ckpts["graph"], tmp_path / "gt")
+    same = [str(tmp_path / "gt.onnx"), str(tmp_path / "gt"), str(tmp_path / "gt.plan")]
+    assert _labels(same) == ["gt.onnx", "gt/", "gt.plan"]
+    assert _labels([str(tmp_path / "a" / "gt.onnx"), str(tmp_path / "b" / "gt.onnx")]) == ["gt.onnx#0", "gt.onnx#1"]
 
 
 def test_profile_refuses_a_broken_checkpoint_before_measuring_anything(
