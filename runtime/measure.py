@@ -145,6 +145,7 @@ def time_session(
         "nodes": int(prepared.num_nodes),
         "edges": int(prepared.inputs["edge_index"].shape[1]),
         "iterations": iterations,
+        "warmup": warmup,  # the calls made before timing: a torch row makes at least one, whatever was asked
         "latency_ms": lat,
         "preprocess_ms": summarize(prep_ms),
         "model_ms": summarize(model_ms),

@@ -326,6 +326,8 @@ def test_profile_puts_torch_rows_next_to_onnx_rows(ckpts, onnx_files, tmp_path: 
         ["torch:cpu"],
     )
     assert [(r["threads"], r["batch_size"]) for r in tch["results"]] == [(1, 1), (1, 3)]
+    # --warmup 0: a torch row still makes one call first (its first call on a shape builds it), and says so
+    assert [r["warmup"] for r in ort["results"]] == [0, 0] and [r["warmup"] for r in tch["results"]] == [1, 1]
     assert rep["settings"]["device"] == "cpu" and rep["settings"]["notes"] == [CPU_NOTE] and "gpu" not in rep["machine"]
     assert len(write_report(rep, tmp_path / "out")) == 5 and len(report_tables(rep)) == 3
     with pytest.raises(SessionError, match="apply to checkpoint directories"):
