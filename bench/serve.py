@@ -32,6 +32,7 @@ import contextlib
 import http.client
 import json
 import multiprocessing as mp
+import signal
 import sys
 import tempfile
 import time
@@ -415,6 +416,17 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM (``timeout``, ``kill``, a scheduler) ends the run the way Ctrl-C does: by unwinding through
+    :func:`run`'s ``finally``, which stops the ``gtc serve`` processes and leaves ``tritonserver`` and the
+    temporary model folder to their context managers. Python's default for SIGTERM ends the process at once,
+    skipping all of that: the spawned servers, which nothing else stops, went on serving on their ports with
+    no parent. Further SIGTERMs are ignored so that this clean-up is not cut short (nothing is started after
+    this, so no child inherits the ignored disposition)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -448,7 +460,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if not 0 <= args.max_delay_ms < float("inf"):
         p.error(f"argument --max-delay-ms: must be a finite number of milliseconds >= 0, got {args.max_delay_ms}")
-    report = run(args)
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        report = run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     stem = "serve" + ("_triton" if args.server == "triton" else "") + ("" if args.requests >= 10_000 else "_reduced")
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / f"{stem}.json", report)

@@ -1,8 +1,13 @@
-"""bench/serve.py: a mistaken option is one ``error:`` line and exit 2 before any server starts, and
-the plot is renamed into place."""
+"""bench/serve.py: a mistaken option is one ``error:`` line and exit 2 before any server starts, the
+plot is renamed into place, and SIGTERM stops the servers the run started."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +65,53 @@ def test_a_plot_killed_while_saving_leaves_the_previous_one(tmp_path: Path, monk
         serve.plot(report, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["serve.png"]
+
+
+#: Runs ``bench.serve.main`` with its servers replaced by sleeping child processes and sends the run SIGTERM
+#: once they are up (where the real run waits for them to get ready); the children's PIDs go to argv[2].
+_SIGTERM_DRIVER = """
+import multiprocessing as mp, os, signal, sys, time
+import bench.serve as serve
+
+def sleeper(path, port, batching, args):
+    proc = mp.get_context("spawn").Process(target=time.sleep, args=(600,))
+    proc.start()
+    with open(sys.argv[2], "a") as f:
+        print(proc.pid, file=f)
+    return proc
+
+def terminated(port, timeout=120.0):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)  # the signal arrives here
+
+serve.make_pool = lambda path, count, seed, raw=False: ([], [], None)
+serve.start_gtc = sleeper
+serve.wait_ready = terminated
+serve.main(["--model", "unused.onnx", "--out", sys.argv[1]])
+"""
+
+
+def test_sigterm_stops_the_servers_it_started(tmp_path: Path) -> None:
+    """Python's default SIGTERM ended the run at once, skipping ``run``'s ``finally``: both ``gtc serve``
+    processes went on serving with no parent (found after ``kill -TERM`` of a reduced run), and nothing
+    was written."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out, pid_file, log = tmp_path / "out", tmp_path / "pids", tmp_path / "log"
+    with log.open("w") as f:  # not a pipe: a child left running would hold it open
+        code = subprocess.run(
+            [sys.executable, "-c", _SIGTERM_DRIVER, str(out), str(pid_file)], cwd=root, env=env, stdout=f, stderr=f
+        ).returncode
+    pids = [int(line) for line in pid_file.read_text().split()] if pid_file.exists() else []
+    try:
+        assert len(pids) == 2, log.read_text()
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
+        assert code == 128 + 15, log.read_text()
+        assert not out.exists()
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
