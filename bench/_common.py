@@ -151,3 +151,31 @@ def at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def in_interval(interval: str) -> Callable[[str], float]:
+    """An argparse ``type``: a number in ``interval``, written as in the error (``"(0, 1)"``, ``"(0, 1]"``,
+    ``"[0, 1)"``; ``inf`` for no upper end). The library checks these values only when a run builds its
+    config, after dense training: a compression run then recorded every row as failed (``--budgets 1.5``,
+    ``--minutes -1``) over the good rows it was to redo, or a training run died with a traceback. NaN,
+    which every comparison lets through, is refused too."""
+    low, high = (float(v) for v in interval[1:-1].split(","))
+    low_open, high_open = interval[0] == "(", interval[-1] == ")"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        if not (above and below):
+            raise argparse.ArgumentTypeError(f"must lie in {interval}, got {text}")
+        return value
+
+    return parse
+
+
+#: ``--minutes`` of a training run: finite and above 0 (a budget of 0 is the trainer's "no limit": a
+#: ``--minutes 0`` run trained to its epoch cap, hours instead of none).
+positive_minutes = in_interval("(0, inf)")

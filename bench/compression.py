@@ -44,6 +44,8 @@ from bench._common import (
     at_least,
     data_root,
     earlier_runs,
+    in_interval,
+    positive_minutes,
     provenance,
     recorded_provenance,
     set_threads,
@@ -351,28 +353,45 @@ def _targets(rows: list[dict]) -> dict[str, Any]:
 METHODS = ("gtsp", "random", "teddy", "teddy-attn", "dense-ft")
 
 
+def _checkpoint_problem(item: str, models: list[str]) -> str | None:
+    """The error for a ``--checkpoint`` item that is not ``ARCH:DATASET=PATH`` of a known model, or ``None``.
+    Without an ``=`` the ``dict`` built from the items raised a ValueError traceback; with an unknown model
+    the path was silently never used and the dense model trained (or loaded from the cache) instead."""
+    key, eq, path = item.rpartition("=")
+    if not eq or not key or not path:
+        return f"--checkpoint: expected ARCH:DATASET=PATH, got {item!r}"
+    return unknown_names("--checkpoint", [key], models)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke mode: tiny splits and models, a few seconds per run")
-    ap.add_argument("--minutes", type=float, default=None, help="wall time per training run (default 6, quick 0.05)")
+    ap.add_argument(
+        "--minutes", type=positive_minutes, default=None, help="wall time per training run (default 6, quick 0.05)"
+    )
     ap.add_argument(
         "--dense-epochs",
-        type=int,
+        type=at_least(1),
         default=200,
         help="epochs of dense training: a fixed count, not wall time, so the model being compressed is trained to "
         "convergence whatever the machine's speed (5-minute budgets gave the NCI1 models 27-29 epochs)",
     )
     ap.add_argument(
-        "--dense-minutes", type=float, default=None, help="optional wall-time cap on dense training (default none)"
+        "--dense-minutes",
+        type=positive_minutes,
+        default=None,
+        help="optional wall-time cap on dense training (default none)",
     )
     ap.add_argument(
         "--epochs",
-        type=int,
+        type=at_least(1),
         default=EPOCHS,
         help="upper bound on epochs per training phase, set high so that --minutes decides: GTSP's "
         "fine-tuning is one phase, and at 200 a small GT NCI1 plan ran out of epochs before its time",
     )
-    ap.add_argument("--budgets", type=float, nargs="+", default=[0.6, 0.5, 0.3], help="FLOP fractions kept")
+    ap.add_argument(
+        "--budgets", type=in_interval("(0, 1)"), nargs="+", default=[0.6, 0.5, 0.3], help="FLOP fractions kept"
+    )
     ap.add_argument(
         "--seeds",
         type=int,
@@ -387,17 +406,17 @@ def main(argv: list[str] | None = None) -> None:
         help="GTSP axes (default: gtcompress.compress.prune.default_axes: tokens only for GPS on graph-level "
         "tasks, i.e. NCI1)",
     )
-    ap.add_argument("--token-keep", type=float, default=TOKEN_KEEP)
+    ap.add_argument("--token-keep", type=in_interval("(0, 1]"), default=TOKEN_KEEP)
     ap.add_argument("--allocation", default="auto", help="GTSP/random allocation: auto, uniform or global")
     ap.add_argument(
         "--mask-share",
-        type=float,
+        type=in_interval("(0, 1)"),
         default=None,
         help="fraction of --minutes GTSP spends on mask training (the rest fine-tunes the materialised model); "
         "default 1/3, 0.15 on NCI1",
     )
-    ap.add_argument("--teddy-edges", type=float, default=0.3)
-    ap.add_argument("--teddy-weights", type=float, default=0.5)
+    ap.add_argument("--teddy-edges", type=in_interval("[0, 1)"), default=0.3)
+    ap.add_argument("--teddy-weights", type=in_interval("[0, 1)"), default=0.5)
     ap.add_argument("--only", nargs="*", default=None, help="ARCH:DATASET, e.g. gt:cluster gps:tu:NCI1")
     ap.add_argument("--checkpoint", nargs="*", default=[], help="ARCH:DATASET=PATH of trained dense models")
     ap.add_argument(
@@ -424,9 +443,11 @@ def main(argv: list[str] | None = None) -> None:
         "the per-model files a long table was built from one model at a time",
     )
     args = ap.parse_args(argv)
+    models = [f"{a}:{n}" for a, n, *_ in RUNS]
     for problem in (
-        unknown_names("--only", args.only, [f"{a}:{n}" for a, n, *_ in RUNS]),
+        unknown_names("--only", args.only, models),
         unknown_names("--methods", args.methods, list(METHODS)),
+        *(_checkpoint_problem(item, models) for item in args.checkpoint),
     ):
         if problem:
             ap.error(problem)

@@ -66,6 +66,26 @@ def test_a_mistyped_selection_is_one_error_before_any_work(
         (export.main, ["--quick", "--threads", "two"], "argument --threads: expected an integer, got 'two'"),
         (train.main, ["--threads", "-1"], "argument --threads: must be at least 0, got -1"),
         (compression.main, ["--quick", "--threads", "-2"], "argument --threads: must be at least 0, got -2"),
+        # each of these trained the dense model, then recorded every GTSP/random row as failed (exit 0), in
+        # place of the rows of those seeds and budgets already in --out
+        (compression.main, ["--budgets", "0.5", "1.5"], "argument --budgets: must lie in (0, 1), got 1.5"),
+        (compression.main, ["--minutes", "-1"], "argument --minutes: must lie in (0, inf), got -1"),
+        (compression.main, ["--minutes", "nan"], "argument --minutes: must lie in (0, inf), got nan"),
+        (compression.main, ["--mask-share", "1"], "argument --mask-share: must lie in (0, 1), got 1"),
+        (compression.main, ["--token-keep", "0"], "argument --token-keep: must lie in (0, 1], got 0"),
+        (compression.main, ["--teddy-edges", "1"], "argument --teddy-edges: must lie in [0, 1), got 1"),
+        (compression.main, ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+        # a budget of 0 is the trainer's "no limit": --minutes 0 trained every run to the 1000-epoch cap
+        (compression.main, ["--minutes", "0"], "argument --minutes: must lie in (0, inf), got 0"),
+        (compression.main, ["--budgets", "half"], "argument --budgets: expected a number, got 'half'"),
+        # dict() of the items: ValueError traceback
+        (compression.main, ["--checkpoint", "runs/gt"], "--checkpoint: expected ARCH:DATASET=PATH, got 'runs/gt'"),
+        # an unknown model's checkpoint was never used: the dense model was trained instead
+        (
+            compression.main,
+            ["--checkpoint", "gt:NCI1=runs/gt"],
+            "--checkpoint: 'gt:NCI1' not among gt:cluster, gps:cluster, gt:tu:NCI1, gps:tu:NCI1",
+        ),
     ],
 )
 def test_a_count_the_run_cannot_use_is_one_error_before_any_work(
