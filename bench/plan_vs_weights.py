@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, provenance
+from bench._common import RESULTS, in_interval, positive_minutes, provenance
 from bench.compression import EPOCHS, RUNS, TOKEN_KEEP, _load, _mask_share, _mean_std
 from gtcompress.io import write_atomic, write_json
 
@@ -34,10 +34,14 @@ CELLS = [(plan, start) for plan in ("gtsp", "random") for start in ("masktrained
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="gt:tu:NCI1", help="ARCH:DATASET of bench/compression.py")
-    ap.add_argument("--budget", type=float, default=0.6, help="FLOP fraction kept")
+    ap.add_argument("--budget", type=in_interval("(0, 1)"), default=0.6, help="FLOP fraction kept")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--minutes", type=float, default=2.0, help="as bench/compression.py: mask training + fine-tuning")
-    ap.add_argument("--mask-share", type=float, default=None, help="default: bench/compression.py's for the dataset")
+    ap.add_argument(
+        "--minutes", type=positive_minutes, default=2.0, help="as bench/compression.py: mask training + fine-tuning"
+    )
+    ap.add_argument(
+        "--mask-share", type=in_interval("(0, 1)"), default=None, help="default: bench/compression.py's for the dataset"
+    )
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench_compression"))
     ap.add_argument("--out", type=Path, default=RESULTS / "plan_vs_weights" / "plan_vs_weights.json")
     args = ap.parse_args(argv)

@@ -20,7 +20,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, at_least, data_root, earlier_runs, provenance, set_threads, unknown_names
+from bench._common import (
+    RESULTS,
+    at_least,
+    data_root,
+    earlier_runs,
+    positive_minutes,
+    provenance,
+    set_threads,
+    unknown_names,
+)
 from gtcompress.io import write_atomic, write_json
 from gtcompress.train.loop import TrainConfig
 from gtcompress.train.recipe import DataSpec, fit
@@ -60,8 +69,10 @@ def _root(name: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=4.0, help="wall-time budget per run")
-    ap.add_argument("--epochs", type=int, default=200, help="upper bound on epochs (the budget usually stops first)")
+    ap.add_argument("--minutes", type=positive_minutes, default=4.0, help="wall-time budget per run")
+    ap.add_argument(
+        "--epochs", type=at_least(1), default=200, help="upper bound on epochs (the budget usually stops first)"
+    )
     ap.add_argument("--only", nargs="*", default=None, help="runs as ARCH:DATASET, e.g. gps:tu:NCI1")
     ap.add_argument("--out", type=Path, default=RESULTS / "train" / "train.json")
     ap.add_argument(

@@ -37,6 +37,11 @@ def test_dense_start_with_the_tokens_axis_is_materialised() -> None:
     [
         (["--model", "gt:nope"], "--model gt:nope: expected one of gt:cluster, gps:cluster, gt:tu:NCI1, gps:tu:NCI1"),
         (["--model", "gt:cluster"], "run bench/compression.py --only gt:cluster first"),
+        # these passed argparse and failed once the dense model, data and teacher were loaded (a
+        # ConfigError traceback from PruneConfig, or after the first mask training from fit_budget)
+        (["--budget", "1.5"], "argument --budget: must lie in (0, 1), got 1.5"),
+        (["--minutes", "-1"], "argument --minutes: must lie in (0, inf), got -1"),
+        (["--mask-share", "0"], "argument --mask-share: must lie in (0, 1), got 0"),
     ],
 )
 def test_a_mistake_is_one_error_line_and_exit_2(

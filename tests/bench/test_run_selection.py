@@ -65,6 +65,9 @@ def test_a_mistyped_selection_is_one_error_before_any_work(
         (export.main, ["--quick", "--threads", "-1"], "argument --threads: must be at least 1, got -1"),
         (export.main, ["--quick", "--threads", "two"], "argument --threads: expected an integer, got 'two'"),
         (train.main, ["--threads", "-1"], "argument --threads: must be at least 0, got -1"),
+        # TrainConfig's ConfigError traceback once the first dataset was loaded
+        (train.main, ["--minutes", "-1"], "argument --minutes: must lie in (0, inf), got -1"),
+        (train.main, ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
         (compression.main, ["--quick", "--threads", "-2"], "argument --threads: must be at least 0, got -2"),
         # each of these trained the dense model, then recorded every GTSP/random row as failed (exit 0), in
         # place of the rows of those seeds and budgets already in --out
