@@ -252,7 +252,10 @@ def main(argv: list[str] | None = None) -> None:
                     f"onnx {total:9.1f} ms (prep {row['prep_ms']:.1f})  x{row['speedup_vs_pyg']:.1f} vs PyG",
                     flush=True,
                 )
-                write_json(args.out, {**head, "rows": kept + rows, "note": "* = auto's choice"})
+    # Written once, when every row is measured: a run stopped part-way (Ctrl-C, SIGTERM, a crash) leaves the
+    # previous result and its PNG as they were, not a file of the rows so far, without ``linearity``, beside
+    # a PNG of other numbers. A partial run keeps rows by ``--only``/``--workloads``, so nothing resumes from
+    # such a file either.
     rows = _ordered(kept + rows, [w for w, _ in workloads])
     write_json(args.out, {**head, "rows": rows, "linearity": _linearity(rows)})
     _plot(rows, args.out.with_suffix(".png"))
