@@ -195,63 +195,66 @@ def main(argv: list[str] | None = None) -> None:
         kept = [r for r in old.get("rows", []) if (r["workload"], r["arch"]) not in ran]
         before = earlier_runs(old) if kept else []
     head = {**prov, **({"earlier_runs": before} if before else {})}
-    tmp = Path(tempfile.mkdtemp(prefix="gtc-bench-export-"))
-    sessions: dict[tuple[str, str], tuple[ort.InferenceSession, InputSpec]] = {}
-    for wname, g in workloads:
-        batch = GraphBatch.from_numpy(g)
-        counts = np.bincount(g.batch) if g.batch is not None else np.array([g.num_nodes])
-        for arch, (model, pyg) in models.items():
-            if arch == "gps" and counts.max() > 5000:
-                continue  # global attention over 100k+ nodes of one graph is quadratic: not a GPS workload
-            lowerings = ["scatter", "padded", "dense", "plugin"] if arch == "gt" else ["dense"]
-            auto = str(choose_lowering(arch, token_pruned=has_token_pruning(model), profile=g))
-            ei, x, b = batch.edge_index, batch.x, batch.batch_vector
-            with torch.no_grad():
-                pyg_ms = timeit(lambda pyg=pyg, x=x, ei=ei, b=b: pyg(x, ei, b), args.repeat)
-                eager_ms = timeit(lambda model=model, batch=batch: model(batch), args.repeat)
-            base = {
-                "workload": wname,
-                "arch": arch,
-                "nodes": g.num_nodes,
-                "edges": g.num_edges,
-                "graphs": int(counts.size),
-                "auto": auto,
-                "threads": args.threads,
-                "pyg_eager_ms": statistics.median(pyg_ms),
-                "ours_eager_ms": statistics.median(eager_ms),
-            }
-            for low in lowerings:
-                if low == "dense" and counts.size * int(counts.max()) ** 2 > 2e8:
-                    continue  # the padded score matrix would not fit in memory
-                key = (arch, low)
-                if key not in sessions:
-                    path = tmp / f"{arch}-{low}.onnx"
-                    res = export_onnx(model, path, low, verify_batches=3)
-                    sessions[key] = (
-                        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]),
-                        res.spec,
-                    )
-                sess, spec = sessions[key]
-                prep = timeit(lambda g=g, spec=spec: build_inputs(g, spec), args.repeat, warmup=1)
-                inputs = build_inputs(g, spec)
-                run = timeit(lambda sess=sess, inputs=inputs: sess.run(None, inputs), args.repeat)
-                total = statistics.median(prep) + statistics.median(run)
-                row = {
-                    **base,
-                    "lowering": low,
-                    "prep_ms": statistics.median(prep),
-                    "ort_ms": statistics.median(run),
-                    "ort_total_ms": total,
-                    "speedup_vs_pyg": base["pyg_eager_ms"] / total,
-                    "speedup_vs_eager": base["ours_eager_ms"] / total,
+    # the exported models, one per (arch, lowering); removed when the run ends, however it ends
+    # the exported models, one per (arch, lowering), removed when the run ends however it ends
+    with tempfile.TemporaryDirectory(prefix="gtc-bench-export-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        sessions: dict[tuple[str, str], tuple[ort.InferenceSession, InputSpec]] = {}
+        for wname, g in workloads:
+            batch = GraphBatch.from_numpy(g)
+            counts = np.bincount(g.batch) if g.batch is not None else np.array([g.num_nodes])
+            for arch, (model, pyg) in models.items():
+                if arch == "gps" and counts.max() > 5000:
+                    continue  # global attention over 100k+ nodes of one graph is quadratic: not a GPS workload
+                lowerings = ["scatter", "padded", "dense", "plugin"] if arch == "gt" else ["dense"]
+                auto = str(choose_lowering(arch, token_pruned=has_token_pruning(model), profile=g))
+                ei, x, b = batch.edge_index, batch.x, batch.batch_vector
+                with torch.no_grad():
+                    pyg_ms = timeit(lambda pyg=pyg, x=x, ei=ei, b=b: pyg(x, ei, b), args.repeat)
+                    eager_ms = timeit(lambda model=model, batch=batch: model(batch), args.repeat)
+                base = {
+                    "workload": wname,
+                    "arch": arch,
+                    "nodes": g.num_nodes,
+                    "edges": g.num_edges,
+                    "graphs": int(counts.size),
+                    "auto": auto,
+                    "threads": args.threads,
+                    "pyg_eager_ms": statistics.median(pyg_ms),
+                    "ours_eager_ms": statistics.median(eager_ms),
                 }
-                rows.append(row)
-                print(
-                    f"{wname:16s} {arch:4s} {low:8s}{'*' if low == auto else ' '} E={g.num_edges:>8d} "
-                    f"pyg {row['pyg_eager_ms']:9.1f} ms  eager {row['ours_eager_ms']:9.1f} ms  "
-                    f"onnx {total:9.1f} ms (prep {row['prep_ms']:.1f})  x{row['speedup_vs_pyg']:.1f} vs PyG",
-                    flush=True,
-                )
+                for low in lowerings:
+                    if low == "dense" and counts.size * int(counts.max()) ** 2 > 2e8:
+                        continue  # the padded score matrix would not fit in memory
+                    key = (arch, low)
+                    if key not in sessions:
+                        path = tmp / f"{arch}-{low}.onnx"
+                        res = export_onnx(model, path, low, verify_batches=3)
+                        sessions[key] = (
+                            ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]),
+                            res.spec,
+                        )
+                    sess, spec = sessions[key]
+                    prep = timeit(lambda g=g, spec=spec: build_inputs(g, spec), args.repeat, warmup=1)
+                    inputs = build_inputs(g, spec)
+                    run = timeit(lambda sess=sess, inputs=inputs: sess.run(None, inputs), args.repeat)
+                    total = statistics.median(prep) + statistics.median(run)
+                    row = {
+                        **base,
+                        "lowering": low,
+                        "prep_ms": statistics.median(prep),
+                        "ort_ms": statistics.median(run),
+                        "ort_total_ms": total,
+                        "speedup_vs_pyg": base["pyg_eager_ms"] / total,
+                        "speedup_vs_eager": base["ours_eager_ms"] / total,
+                    }
+                    rows.append(row)
+                    print(
+                        f"{wname:16s} {arch:4s} {low:8s}{'*' if low == auto else ' '} E={g.num_edges:>8d} "
+                        f"pyg {row['pyg_eager_ms']:9.1f} ms  eager {row['ours_eager_ms']:9.1f} ms  "
+                        f"onnx {total:9.1f} ms (prep {row['prep_ms']:.1f})  x{row['speedup_vs_pyg']:.1f} vs PyG",
+                        flush=True,
+                    )
     # Written once, when every row is measured: a run stopped part-way (Ctrl-C, SIGTERM, a crash) leaves the
     # previous result and its PNG as they were, not a file of the rows so far, without ``linearity``, beside
     # a PNG of other numbers. A partial run keeps rows by ``--only``/``--workloads``, so nothing resumes from
