@@ -88,11 +88,12 @@ def main(argv: list[str] | None = None) -> None:
     prov = provenance()
     set_threads(prov, args.threads)
 
-    # Runs not selected by --only keep their earlier results, so the file always holds the full table.
-    selected = {f"{a}:{n}" for a, n, *_ in RUNS if not args.only or f"{a}:{n}" in args.only}
+    # Every run keeps its earlier result until this one has its new row, which then takes the old row's
+    # place, so the file always holds the full table. Dropping the selected runs' rows up front (as this did)
+    # lost them for good when the run was stopped before reaching them: the file is rewritten after every row.
     old = json.loads(args.out.read_text()) if args.out.exists() else {}
-    rows = [r for r in old.get("runs", []) if f"{r['arch']}:{r['dataset']}" not in selected]
-    before = earlier_runs(old) if rows else []
+    rows: list[dict] = list(old.get("runs", []))
+    redone: set[str] = set()
     for arch, name, size, model_kw, train_kw in RUNS:
         if args.only and f"{arch}:{name}" not in args.only:
             continue
@@ -121,15 +122,23 @@ def main(argv: list[str] | None = None) -> None:
             "model": res.model.config.to_dict(),
             "train": cfg.to_dict(),
         }
-        rows.append(row)
+        key = f"{arch}:{name}"
+        at = next((i for i, r in enumerate(rows) if f"{r['arch']}:{r['dataset']}" == key), None)
+        if at is None:
+            rows.append(row)
+        else:
+            rows[at] = row
+        redone.add(key)
         print(
             f"{arch:4s} {name:10s} test {row['metric']} {row['test']:.2f} (published {row['published']}) "
             f"params {row['params']} epochs {row['epochs']} time {row['train_time_s']:.0f}s",
             flush=True,
         )
+        kept = any(f"{r['arch']}:{r['dataset']}" not in redone for r in rows)
+        before = earlier_runs(old) if kept else []  # the runs whose rows are still in the table
         doc = {**prov, **({"earlier_runs": before} if before else {}), "minutes_per_run": args.minutes, "runs": rows}
         write_json(args.out, doc)
-    _plot(rows, args.out.with_suffix(".png"))
+        _plot(rows, args.out.with_suffix(".png"))  # with the JSON, so that the two show the same rows
 
 
 def _plot(rows: list[dict], path: Path) -> None:
