@@ -54,8 +54,6 @@ from bench._common import (
 from gtcompress.io import write_atomic, write_json
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from gtcompress.cost import Cost
     from gtcompress.train.loop import TrainConfig
 
@@ -152,10 +150,11 @@ def _same_dense(earlier: dict, now: dict) -> bool:
     return (earlier["test"], earlier["val"]) == (now["test"], now["val"])
 
 
-def _replace_dense(rows: list[dict], dense_row: dict, rerun: Callable[[dict], bool], out: str, checkpoint: str) -> None:
-    """Put a model's new dense row into ``rows`` in place, dropping that model's rows this run redoes; if
-    its earlier rows came from another dense model, stop before touching anything (mixing them would
-    compare compressed models against the wrong reference)."""
+def _replace_dense(rows: list[dict], dense_row: dict, out: str, checkpoint: str) -> None:
+    """Put a model's new dense row into ``rows`` in place of its earlier one; if the model's earlier rows came
+    from another dense model, stop before touching anything (mixing them would compare compressed models
+    against the wrong reference). The rows this run redoes stay until :func:`_put` replaces each: the file
+    is saved after every row, and dropping them here lost them for good when a run stopped part-way."""
     key = (dense_row["arch"], dense_row["dataset"])
     earlier = next((r for r in rows if (r["arch"], r["dataset"], r["method"]) == (*key, "dense")), None)
     if earlier is not None and not _same_dense(earlier, dense_row):
@@ -164,7 +163,17 @@ def _replace_dense(rows: list[dict], dense_row: dict, rerun: Callable[[dict], bo
             f"{earlier['test']:.2f}/{earlier['val']:.2f}, now {dense_row['test']:.2f}/{dense_row['val']:.2f} "
             f"from {checkpoint}); adding rows would mix the two. Write to another --out or remove those rows."
         )
-    rows[:] = [r for r in rows if (r["arch"], r["dataset"]) != key or not rerun(r)] + [dense_row]
+    _put(rows, dense_row)
+
+
+def _put(rows: list[dict], row: dict) -> None:
+    """Add ``row`` to ``rows``, in the place of an earlier row of the same result (:func:`_row_key`) if any."""
+    key = _row_key(row)
+    at = next((i for i, r in enumerate(rows) if _row_key(r) == key), None)
+    if at is None:
+        rows.append(row)
+    else:
+        rows[at] = row
 
 
 def _row_key(r: dict) -> tuple:
@@ -469,17 +478,8 @@ def main(argv: list[str] | None = None) -> None:
     from gtcompress.train.loop import evaluate
 
     ckpts = dict(item.rsplit("=", 1) for item in args.checkpoint)
-    selected = {f"{a}:{n}" for a, n, *_ in RUNS if not args.only or f"{a}:{n}" in args.only}
-    redo = {"dense", *args.methods}
-
-    def rerun(r: dict) -> bool:
-        return (
-            f"{r['arch']}:{r['dataset']}" in selected
-            and r["method"] in redo
-            and (r["method"] not in SEEDED or (_seed(r) in args.seeds and r["budget"] in args.budgets))
-        )
-
-    # earlier rows of a model are replaced (``rerun``) only once its dense model is known to be the same
+    # earlier rows of a model are replaced (``_put``), one by one as this run redoes them, only once its
+    # dense model is known to be the same
     old: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
     rows: list[dict] = old.get("rows", [])
     before = earlier_runs(old) if rows else []  # runs whose rows this one may keep
@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> None:
             "best_epoch": trained.get("best_epoch"),
             "weights_sha256": trained["weights_sha256"],
         }
-        _replace_dense(rows, dense_row, rerun, str(args.out), trained["path"])
+        _replace_dense(rows, dense_row, str(args.out), trained["path"])
         save()
         run_s = args.minutes * 60.0  # GTSP: mask_share of it for mask training, the rest for fine-tuning
         mask_share = _mask_share(args.mask_share, name)
@@ -555,8 +555,9 @@ def main(argv: list[str] | None = None) -> None:
                     )
                 except Exception as e:  # a failed budget is a result too
                     print(f"   {method} @ {b}: failed: {e}", flush=True)
-                    rows.append(
-                        {"arch": arch, "dataset": name, "method": method, "budget": b, "seed": seed, "error": str(e)}
+                    _put(
+                        rows,
+                        {"arch": arch, "dataset": name, "method": method, "budget": b, "seed": seed, "error": str(e)},
                     )
                     save()
                     continue
@@ -566,7 +567,7 @@ def main(argv: list[str] | None = None) -> None:
                 row["finetune_epochs"] = res.report["finetune"]["epochs_run"]
                 if method == "gtsp":
                     row["mask_share"] = mask_share
-                rows.append(row)
+                _put(rows, row)
                 print(
                     f"   {method:6s} @ {b:.2f} seed {seed}: FLOPs {row['flops_ratio']:.3f}  test {row['test']:.2f} "
                     f"(dense {dense['test']:.2f})  {row['seconds']:.0f}s",
@@ -574,7 +575,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
                 save()
         if "dense-ft" in args.methods:
-            rows.append(_dense_ft(model, data_kd, name, batch, args, dense, cost))
+            _put(rows, _dense_ft(model, data_kd, name, batch, args, dense, cost))
             print(f"   dense-ft: test {rows[-1]['test']:.2f}", flush=True)
             save()
         teddy_runs = []
@@ -596,7 +597,7 @@ def main(argv: list[str] | None = None) -> None:
             att = res.report["removed"].get("attention")
             if att:
                 row["attention"] = {k: att[k] for k in ("kind", "k", "coverage", "target")}
-            rows.append(row)
+            _put(rows, row)
             print(
                 f"   {method}: FLOPs {row['flops_ratio']:.3f} nonzero params {row['nonzero_params_ratio']:.3f} "
                 f"test {row['test']:.2f}",

@@ -88,13 +88,41 @@ def test_rows_of_another_dense_model_are_refused_and_left_untouched() -> None:
     rows = [row("dense", weights_sha256="a" * 64), row("gtsp", seed=0), row("teddy"), {**row("dense"), "arch": "gt"}]
     before = [dict(r) for r in rows]
     with pytest.raises(SystemExit, match=r"out\.json: its gps on tu:NCI1 rows were made from another dense model"):
-        _replace_dense(rows, row("dense", weights_sha256="b" * 64), lambda r: True, "out.json", "runs/x")
+        _replace_dense(rows, row("dense", weights_sha256="b" * 64), "out.json", "runs/x")
     assert rows == before
 
     new = row("dense", weights_sha256="a" * 64, epochs=200)
-    _replace_dense(rows, new, lambda r: r["method"] in ("dense", "gtsp"), "out.json", "runs/x")
-    assert [r["method"] for r in rows] == ["teddy", "dense", "dense"] and rows[-1] is new
-    assert rows[1]["arch"] == "gt"  # another model's rows are never touched
+    _replace_dense(rows, new, "out.json", "runs/x")
+    assert [r["method"] for r in rows] == ["dense", "gtsp", "teddy", "dense"] and rows[0] is new
+    assert rows[1:] == before[1:]  # the compressed rows stay until redone; another model's are never touched
+
+
+def test_a_run_stopped_part_way_keeps_the_rows_it_had_not_redone() -> None:
+    """The model's rows a run was to redo were dropped when its dense row went in, and the file saved right
+    after: ``--only gt:cluster --methods gtsp --seeds 0 1`` stopped during seed 0's GTSP left only the dense
+    row, both seeds' earlier GTSP rows lost. Each now stays until its new row takes its place."""
+    from bench.compression import _put, _replace_dense
+
+    def row(method: str, **kw: object) -> dict:
+        return {"arch": "gt", "dataset": "cluster", "method": method, "test": 16.58, "val": 20.0, **kw}
+
+    rows = [row("dense", weights_sha256="a" * 64), row("gtsp", budget=0.5, seed=0), row("gtsp", budget=0.5, seed=1)]
+    _replace_dense(rows, row("dense", weights_sha256="a" * 64, epochs=1), "out.json", "runs/x")
+    assert [(r["method"], r.get("seed")) for r in rows] == [("dense", None), ("gtsp", 0), ("gtsp", 1)]
+    assert rows[0]["epochs"] == 1
+    _put(rows, row("gtsp", budget=0.5, seed=0, test=15.0))  # seed 0 redone, then the run stops
+    assert [(r["method"], r.get("seed"), r["test"]) for r in rows] == [
+        ("dense", None, 16.58),
+        ("gtsp", 0, 15.0),
+        ("gtsp", 1, 16.58),
+    ]
+    _put(rows, row("gtsp", budget=0.3, seed=0))  # another budget: a new result
+    _put(rows, row("gtsp", budget=0.5, seed=1, error="failed"))  # a failed redo is that result too
+    assert [(r["budget"], r["seed"], "error" in r) for r in rows[1:]] == [
+        (0.5, 0, False),
+        (0.5, 1, True),
+        (0.3, 0, False),
+    ]
 
 
 def test_mask_share_is_the_datasets_unless_given() -> None:
