@@ -460,6 +460,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if not 0 <= args.max_delay_ms < float("inf"):
         p.error(f"argument --max-delay-ms: must be a finite number of milliseconds >= 0, got {args.max_delay_ms}")
+    if args.model and not Path(args.model).is_file():  # else a SessionError traceback once the run had begun
+        p.error(f"argument --model: no such file: {args.model}")
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         report = run(args)

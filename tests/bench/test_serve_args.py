@@ -27,6 +27,8 @@ import bench.serve as serve
         (["--pool", "0"], "argument --pool: must be at least 1, got 0"),
         (["--time-limit", "0"], "argument --time-limit: must be a positive number of seconds, got 0"),
         (["--max-delay-ms", "-1"], "argument --max-delay-ms: must be a finite number of milliseconds >= 0, got -1.0"),
+        # runtime.errors.SessionError traceback from make_pool
+        (["--model", "no/such/gt.onnx"], "argument --model: no such file: no/such/gt.onnx"),
     ],
 )
 def test_a_mistaken_option_is_one_error_line_before_any_work(
@@ -87,7 +89,7 @@ def terminated(port, timeout=120.0):
 serve.make_pool = lambda path, count, seed, raw=False: ([], [], None)
 serve.start_gtc = sleeper
 serve.wait_ready = terminated
-serve.main(["--model", "unused.onnx", "--out", sys.argv[1]])
+serve.main(["--model", sys.argv[3], "--out", sys.argv[1]])
 """
 
 
@@ -97,10 +99,15 @@ def test_sigterm_stops_the_servers_it_started(tmp_path: Path) -> None:
     was written."""
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    out, pid_file, log = tmp_path / "out", tmp_path / "pids", tmp_path / "log"
+    out, pid_file, log, model = tmp_path / "out", tmp_path / "pids", tmp_path / "log", tmp_path / "gt.onnx"
+    model.write_bytes(b"")  # never loaded: make_pool is replaced
     with log.open("w") as f:  # not a pipe: a child left running would hold it open
         code = subprocess.run(
-            [sys.executable, "-c", _SIGTERM_DRIVER, str(out), str(pid_file)], cwd=root, env=env, stdout=f, stderr=f
+            [sys.executable, "-c", _SIGTERM_DRIVER, str(out), str(pid_file), str(model)],
+            cwd=root,
+            env=env,
+            stdout=f,
+            stderr=f,
         ).returncode
     pids = [int(line) for line in pid_file.read_text().split()] if pid_file.exists() else []
     try:
