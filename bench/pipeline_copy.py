@@ -31,12 +31,17 @@ from gtcompress.io import write_atomic, write_json
 FILES = ("report.md", "pareto.png", "profile/latency_vs_size.png", "profile/op_breakdown.png", "report.json")
 
 
+def missing_files(run: Path) -> str | None:
+    """What ``run`` lacks of ``FILES``, as the error line to show, or ``None``."""
+    missing = [f for f in FILES if not (run / f).is_file()]
+    return f"{run}: no {', '.join(missing)} (run gtc pipeline first)" if missing else None
+
+
 def copy_report(run: Path, out: Path, command: str) -> list[Path]:
     """Copy ``FILES`` from ``run`` to ``out``, each atomically; ``report.json`` gets ``command``,
     ``commit`` and ``date`` first."""
-    missing = [f for f in FILES if not (run / f).is_file()]
-    if missing:
-        raise SystemExit(f"{run}: no {', '.join(missing)} (run gtc pipeline first)")
+    if problem := missing_files(run):
+        raise SystemExit(problem)
     report = json.loads((run / "report.json").read_text())
     stamp = {"command": command, "commit": git_commit(), "date": utc_now()}
     written = []
@@ -50,12 +55,14 @@ def copy_report(run: Path, out: Path, command: str) -> list[Path]:
     return written
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, default=Path("runs/pipeline"), help="the pipeline's output folder")
     ap.add_argument("--out", type=Path, default=RESULTS / "pipeline")
     ap.add_argument("--command", default="gtc pipeline", help="the command the run was made with")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if problem := missing_files(args.run):  # a mistaken --run: one error line and exit 2, as every bench script
+        ap.error(problem)
     for p in copy_report(args.run, args.out, args.command):
         print(f"wrote {p}")
 

@@ -128,3 +128,17 @@ def test_set_threads_records_the_count_the_run_uses(monkeypatch: pytest.MonkeyPa
         assert prov["machine"]["torch_threads"] == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_run_folder_without_the_report_is_one_error_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``bench/pipeline_copy.py --run runs/typo`` was SystemExit(message): exit 1, no ``error:`` prefix."""
+    from bench import pipeline_copy
+
+    with pytest.raises(SystemExit) as exit_:
+        pipeline_copy.main(["--run", str(tmp_path / "typo"), "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.endswith(f"error: {tmp_path / 'typo'}: no {', '.join(FILES)} (run gtc pipeline first)")
+    assert list(tmp_path.iterdir()) == []
