@@ -122,3 +122,11 @@ def test_sigterm_stops_the_servers_it_started(tmp_path: Path) -> None:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
+
+
+def test_the_median_run_of_an_even_count_is_the_slower_middle_one() -> None:
+    """reps[len // 2] took the faster of the two middle runs: every even --repeats flattered the target."""
+    runs = [{"throughput_rps": v, "i": i} for i, v in enumerate([40.0, 10.0, 30.0, 20.0])]
+    assert serve.median_run(runs)["throughput_rps"] == 20.0
+    assert serve.median_run(runs[:3])["throughput_rps"] == 30.0
+    assert serve.median_run(runs[:1])["throughput_rps"] == 40.0
