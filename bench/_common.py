@@ -9,7 +9,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,18 @@ def data_root() -> Path:
     """``$GTCOMPRESS_DATA`` or the ``shared/data`` folder next to the repository."""
     env = os.environ.get("GTCOMPRESS_DATA")
     return Path(env) if env else ROOT.parent / "shared" / "data"
+
+
+def missing_data(roots: Iterable[str | None]) -> str | None:
+    """The error for the first dataset folder a run needs that does not exist (``None``: all there), so
+    that a clone without the data is one ``error:`` line, not a DataFormatError traceback minutes in."""
+    for root in roots:
+        if root is not None and not Path(root).is_dir():
+            return (
+                f"dataset folder {root} not found: set GTCOMPRESS_DATA to the folder that holds the datasets "
+                "(the project's shared/data, see its README)"
+            )
+    return None
 
 
 def machine() -> dict[str, Any]:

@@ -45,6 +45,7 @@ from bench._common import (
     data_root,
     earlier_runs,
     in_interval,
+    missing_data,
     positive_minutes,
     provenance,
     recorded_provenance,
@@ -457,6 +458,7 @@ def main(argv: list[str] | None = None) -> None:
         unknown_names("--only", args.only, models),
         unknown_names("--methods", args.methods, list(METHODS)),
         *(_checkpoint_problem(item, models) for item in args.checkpoint),
+        None if args.merge else missing_data(_root(n) for a, n, *_ in RUNS if not args.only or f"{a}:{n}" in args.only),
     ):
         if problem:
             ap.error(problem)

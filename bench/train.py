@@ -25,6 +25,7 @@ from bench._common import (
     at_least,
     data_root,
     earlier_runs,
+    missing_data,
     positive_minutes,
     provenance,
     set_threads,
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = ap.parse_args(argv)
     if problem := unknown_names("--only", args.only, [f"{a}:{n}" for a, n, *_ in RUNS]):
+        ap.error(problem)
+    if problem := missing_data(_root(n) for a, n, *_ in RUNS if not args.only or f"{a}:{n}" in args.only):
         ap.error(problem)
     prov = provenance()
     set_threads(prov, args.threads)

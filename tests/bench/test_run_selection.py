@@ -99,3 +99,20 @@ def test_a_count_the_run_cannot_use_is_one_error_before_any_work(
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {message}")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("main", [train.main, compression.main])
+def test_a_clone_without_the_datasets_is_one_error_before_any_work(
+    main, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside the project's folder (no ../shared/data) the TU run failed with a DataFormatError
+    traceback once it reached that dataset."""
+    monkeypatch.setenv("GTCOMPRESS_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["--only", "gt:tu:NCI1", "--out", str(tmp_path / "result.json")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"error: dataset folder {tmp_path / 'nowhere' / 'TU'} not found: set GTCOMPRESS_DATA to the folder that "
+        "holds the datasets (the project's shared/data, see its README)"
+    )
+    assert list(tmp_path.iterdir()) == []
