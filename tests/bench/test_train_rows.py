@@ -31,6 +31,14 @@ def _fake_fit(spec: object, arch: str, model_kw: dict, cfg: object, **kwargs: ob
     )
 
 
+def _fake_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dataset folders the runs name (fit is faked, so empty ones do): a clone outside the project's
+    folder has no ../shared/data, and the run refuses to start without them."""
+    for name in ("TU", "ogb", "ogbg_molhiv"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+    monkeypatch.setenv("GTCOMPRESS_DATA", str(tmp_path / "data"))
+
+
 def test_a_run_stopped_part_way_keeps_the_earlier_rows_it_did_not_reach(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -45,6 +53,7 @@ def test_a_run_stopped_part_way_keeps_the_earlier_rows_it_did_not_reach(
     out.write_text(json.dumps({"command": "earlier", "commit": "c0", "date": "d0", "runs": old_rows}))
     monkeypatch.setenv("GTC_COMMIT", "c1")
     monkeypatch.setattr(train, "fit", _fake_fit)
+    _fake_data(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train.main(["--only", "gt:tu:NCI1", "gps:tu:NCI1", "--minutes", "0.01", "--out", str(out)])
     doc = json.loads(out.read_text())
@@ -65,6 +74,7 @@ def test_a_run_that_redoes_every_row_records_no_earlier_run(tmp_path: Path, monk
     out.write_text(json.dumps({"command": "earlier", "commit": "c0", "date": "d0", "runs": old_rows}))
     monkeypatch.setenv("GTC_COMMIT", "c1")
     monkeypatch.setattr(train, "fit", _fake_fit)
+    _fake_data(tmp_path, monkeypatch)
     train.main(["--only", "gt:tu:NCI1", "--minutes", "0.01", "--out", str(out)])
     doc = json.loads(out.read_text())
     assert [(r["arch"], r["dataset"], r["test"]) for r in doc["runs"]] == [("gt", "tu:NCI1", 50.0)]
