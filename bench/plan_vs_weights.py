@@ -99,10 +99,13 @@ def main(argv: list[str] | None = None) -> None:
                 }
             )
             print(f"seed {seed}  plan {plan:6s} start {start:11s} test {rows[-1]['test']:.2f}", flush=True)
-            summary = _summary(rows)
-            settings = {**vars(args), "epochs": EPOCHS, "token_keep": TOKEN_KEEP}
-            doc = {**prov, "settings": settings, "dense": dense, "rows": rows, "summary": summary}
-            write_json(args.out, {**doc, "wall_time_s": time.perf_counter() - started})
+    # Written once, when every cell is measured: a run stopped part-way (Ctrl-C, SIGTERM, a crash) leaves the
+    # previous result and its PNG as they were, not this run's first cells beside a PNG of other numbers
+    # (nothing resumes from a partial file: a rerun redoes every cell).
+    summary = _summary(rows)
+    settings = {**vars(args), "epochs": EPOCHS, "token_keep": TOKEN_KEEP}
+    doc = {**prov, "settings": settings, "dense": dense, "rows": rows, "summary": summary}
+    write_json(args.out, {**doc, "wall_time_s": time.perf_counter() - started})
     _plot(rows, 100 * dense["test"], args)
     for cell, v in summary.items():
         print(f"{cell:20s} {v['test']:.2f} ± {v['std']:.2f} ({v['test'] - 100 * dense['test']:+.2f} vs dense)")

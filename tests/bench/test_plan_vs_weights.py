@@ -56,3 +56,34 @@ def test_a_mistake_is_one_error_line_and_exit_2(
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert ": error: " in last and last.endswith(message)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_stopped_part_way_leaves_the_previous_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The result was rewritten after every cell with this run's rows so far, and the PNG drawn only at
+    the end: a run stopped in its second seed replaced the last complete result with its first seed's cells."""
+    import json
+
+    import gtcompress.compress.prune as prune_module
+    from bench import plan_vs_weights
+    from gtcompress.checkpoint import save_checkpoint
+
+    ds = tiny_dataset("graph")
+    save_checkpoint(tmp_path / "w" / "full" / "gt-tu-NCI1", tiny_model("gt", ds.info))
+    monkeypatch.setattr(plan_vs_weights, "_load", lambda *a, **k: (None, ds))
+    real, calls = prune_module.mask_training, []
+
+    def mask_training(run):  # the second seed's: stopped
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(run)
+
+    monkeypatch.setattr(prune_module, "mask_training", mask_training)
+    out = tmp_path / "r.json"
+    out.write_text('{"rows": "the previous result"}')
+    args = ["--seeds", "0", "1", "--minutes", "0.01", "--workdir", str(tmp_path / "w"), "--out", str(out)]
+    with pytest.raises(KeyboardInterrupt):
+        plan_vs_weights.main(args)
+    assert len(calls) == 2  # seed 0's four cells were measured, then seed 1 stopped
+    assert json.loads(out.read_text()) == {"rows": "the previous result"}
+    assert not out.with_suffix(".png").exists()
