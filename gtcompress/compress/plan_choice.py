@@ -40,19 +40,15 @@ class Scores:
 def gate_scores(gates: GateSet) -> Scores:
     """Log open-probabilities of the gates."""
     s = Scores()
+    per_unit = {"heads": s.head, "ffn": s.unit}  # one score per head / FFN unit
+    per_sublayer = {"attn": s.attn, "ffn_layer": s.ffn}  # one score per whole sublayer
     for i in range(gates.num_layers):
-        lp = gates.log_prob_open("heads", i)
-        if lp is not None:
-            s.head[i] = lp.numpy().astype(np.float64)
-        lp = gates.log_prob_open("attn", i)
-        if lp is not None:
-            s.attn[i] = float(lp)
-        lp = gates.log_prob_open("ffn", i)
-        if lp is not None:
-            s.unit[i] = lp.numpy().astype(np.float64)
-        lp = gates.log_prob_open("ffn_layer", i)
-        if lp is not None:
-            s.ffn[i] = float(lp)
+        for kind, scores in per_unit.items():
+            if (lp := gates.log_prob_open(kind, i)) is not None:
+                scores[i] = lp.numpy().astype(np.float64)
+        for kind, scores in per_sublayer.items():
+            if (lp := gates.log_prob_open(kind, i)) is not None:
+                scores[i] = float(lp)
     return s
 
 
