@@ -132,31 +132,31 @@ def check_parameter_names(params: Mapping[str, str], where: str) -> None:
 
 
 def _int_parameter(params: Mapping[str, str], key: str, where: str) -> int:
-    raw = params.get(key)
-    if raw is None or raw == "":
-        return PARAMETER_DEFAULTS[key]
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SessionError(f"{where}: parameter {key} is {raw!r}; expected an integer") from None
-    if value < (0 if key == "gtcompress_threads" else 1):
-        raise SessionError(f"{where}: parameter {key} is {value}; expected at least {0 if 'threads' in key else 1}")
-    return value
+    return int(_parameter(params, key, where, number=False))
 
 
 def _number_parameter(params: Mapping[str, str], key: str, where: str) -> float:
     """A parameter that is a quantity rather than a count (``max_pe_work``'s steps, 1.5e11 by default,
-    may be written ``1.5e11``; MiB may be ``2048.0`` or ``0.5e4``); refused at load when not a finite
-    number of at least 1."""
+    may be written ``1.5e11``; MiB may be ``2048.0`` or ``0.5e4``)."""
+    return float(_parameter(params, key, where, number=True))
+
+
+def _parameter(params: Mapping[str, str], key: str, where: str, *, number: bool) -> float:
+    """``key`` from the config's parameters (its default when absent or empty), refused at load when
+    it is not an integer (``number``: a finite number) of at least 1 (threads: 0)."""
     raw = params.get(key)
     if raw is None or raw == "":
-        return NUMBER_PARAMETER_DEFAULTS[key]
+        return (NUMBER_PARAMETER_DEFAULTS if number else PARAMETER_DEFAULTS)[key]
     try:
-        value = float(raw)
+        value = float(raw) if number else int(raw)
     except ValueError:
-        raise SessionError(f"{where}: parameter {key} is {raw!r}; expected a number") from None
-    if not math.isfinite(value) or value < 1:
-        raise SessionError(f"{where}: parameter {key} is {raw}; expected at least 1, finite")
+        raise SessionError(
+            f"{where}: parameter {key} is {raw!r}; expected {'a number' if number else 'an integer'}"
+        ) from None
+    low = 0 if key == "gtcompress_threads" else 1
+    if not math.isfinite(value) or value < low:
+        shown, finite = (raw, ", finite") if number else (value, "")
+        raise SessionError(f"{where}: parameter {key} is {shown}; expected at least {low}{finite}")
     return value
 
 
