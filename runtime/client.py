@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from gtcompress.preprocess.batching import split_by_graph, union_graphs
+from gtcompress.preprocess.batching import NumpyGraph, split_by_graph, union_graphs
 from gtcompress.preprocess.spec import InputSpec
 from runtime.errors import ShapeError
 from runtime.graphs import UNNAMED_PE, Prepared, as_numpy_graph, prepare, validate_graph
@@ -139,12 +139,11 @@ def raw_request(graphs: Sequence[Any], spec: SpecArg) -> tuple[dict[str, np.ndar
     return inputs, nodes, counts
 
 
-def _carries_pe(items: Sequence[Any], spec: InputSpec) -> bool:
+def _carries_pe(items: Sequence[NumpyGraph], spec: InputSpec) -> bool:
     """Whether a graph brings its own value of a PE kind the model takes."""
     if not spec.pe:
         return False
-    own = (as_numpy_graph(g).pe for g in items)
-    return any(v is not None and (k in spec.pe or k == UNNAMED_PE) for pe in own for k, v in pe.items())
+    return any(v is not None and (k in spec.pe or k == UNNAMED_PE) for g in items for k, v in g.pe.items())
 
 
 def infer_graphs(
@@ -170,7 +169,8 @@ def infer_graphs(
 
     cfg = fetch_config(client, model_name)
     typed = InputSpec.from_json(spec) if spec is not None else _spec_of(cfg, model_name)
-    items = list(graphs) if isinstance(graphs, (list, tuple)) else [graphs]
+    # converted once here (a PyG Data's tensors to arrays), not again by each step below
+    items = [as_numpy_graph(g) for g in (graphs if isinstance(graphs, (list, tuple)) else [graphs])]
     if preprocess is None:
         # gtc serve takes either form: a graph carrying its own PE (a PyG Data's random_walk_pe) goes
         # pre-processed, so that the server answers with that PE, as GraphSession.run(data) does; raw,
@@ -200,5 +200,5 @@ def infer_graphs(
     node_level = typed.node_level
     outs = split_by_graph(out, nodes if node_level else counts)
     if not node_level:
-        outs = [o[0] if as_numpy_graph(g).batch is None else o for o, g in zip(outs, items, strict=True)]
+        outs = [o[0] if g.batch is None else o for o, g in zip(outs, items, strict=True)]
     return outs
