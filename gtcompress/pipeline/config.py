@@ -171,7 +171,7 @@ class PipelineConfig(Mapping[str, dict[str, Any]]):
         """What no single key shows: settings that contradict each other. Each key's own type and
         range were checked when it was read; :func:`~gtcompress.pipeline.run_pipeline` calls this."""
         t, p = self._sections["train"], self._sections["prune"]
-        axes = [a.strip().lower() for a in p["axes"].split(",")]
+        axes = _parse_axes()(p["axes"])  # checked when read: this cannot fail here
         if p["token_keep"] is not None and "auto" not in axes and "tokens" not in axes:
             raise ConfigError(
                 f"prune.token_keep {p['token_keep']:g} sets the tokens axis, which prune.axes {','.join(axes)} does "
