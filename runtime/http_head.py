@@ -102,12 +102,9 @@ def bounded_head_protocol() -> Any:
             self._protocol.on_body(body)
 
         def on_message_complete(self) -> None:
-            if self._in_offer:
-                self._in_offer = False
-                if self._has_body:  # a body-less offer was completed by the first parser already
-                    self._protocol.on_message_complete()
-            else:
+            if self._has_body or not self._in_offer:  # a body-less offer was completed by the first parser
                 self._protocol.on_message_complete()
+            self._in_offer = False
 
     class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc]
         """Bounds the request head being read (from the connection's start or the previous response
