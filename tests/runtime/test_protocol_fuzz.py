@@ -186,7 +186,13 @@ def _mutate(draw: st.DrawFn, case: Case, kind: str) -> None:
         with np.errstate(invalid="ignore", over="ignore"):
             flat[draw(st.integers(0, flat.size - 1))] = draw(st.sampled_from(special))
         t.array = flat.reshape(t.array.shape)
-    elif kind == "cross" and case.graphs > 1 and (ei := _find(tensors, "edge_index")) and ei.array.shape[-1]:
+    elif (
+        kind == "cross"
+        and case.graphs > 1
+        and (ei := _find(tensors, "edge_index"))
+        and ei.array.ndim == 2  # a "size" mutation before this one may have flattened it
+        and ei.array.shape[-1]
+    ):
         ei.array = ei.array.copy()  # edge 0 from node 0 (first graph) to the last node (last graph)
         ei.array[:, 0] = [0, case.nodes - 1]
     elif kind == "binary_size" and t.binary:
