@@ -192,11 +192,10 @@ def main(argv: list[str] | None = None) -> None:
     if (args.only or args.workloads) and args.out.exists():
         ran = {(w, a) for (w, _), a in itertools.product(workloads, models)}
         old = json.loads(args.out.read_text())
-        kept = [r for r in old.get("rows", []) if (r["workload"], r["arch"]) not in ran]
+        kept = [_run_tagged(r, old) for r in old.get("rows", []) if (r["workload"], r["arch"]) not in ran]
         before = earlier_runs(old) if kept else []
     head = {**prov, **({"earlier_runs": before} if before else {})}
     # the exported models, one per (arch, lowering); removed when the run ends, however it ends
-    # the exported models, one per (arch, lowering), removed when the run ends however it ends
     with tempfile.TemporaryDirectory(prefix="gtc-bench-export-") as tmp_dir:
         tmp = Path(tmp_dir)
         sessions: dict[tuple[str, str], tuple[ort.InferenceSession, InputSpec]] = {}
@@ -241,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
                     total = statistics.median(prep) + statistics.median(run)
                     row = {
                         **base,
+                        "run": prov["date"],
                         "lowering": low,
                         "prep_ms": statistics.median(prep),
                         "ort_ms": statistics.median(run),
@@ -274,17 +274,30 @@ def _ordered(rows: list[dict], names: list[str]) -> list[dict]:
     return sorted(rows, key=lambda r: rank.get(r["workload"], len(rank)))
 
 
+def _run_tagged(row: dict, old: dict) -> dict:
+    """A row kept from an earlier result, with ``run`` naming the run that measured it: its own tag, else the
+    earlier file's date when that file was one run (no ``earlier_runs``), else None (unknown)."""
+    if "run" in row:
+        return row
+    return {**row, "run": None if old.get("earlier_runs") else old.get("date")}
+
+
 def _linearity(rows: list[dict]) -> dict[str, float]:
-    """Time ratio per 10x edges on the sparse sweep, per lowering (10.0 = linear: 10x edges, 10x time)."""
+    """Time ratio per 10x edges on the sparse sweep, per lowering (10.0 = linear: 10x edges, 10x time).
+
+    Only sizes measured in the same run are paired: after a partial ``--workloads`` run the file holds
+    rows of several runs (another machine load, another commit), and a ratio across them measures the
+    difference between the runs as much as the scaling. Rows of an unknown run are not paired."""
     out = {}
     for low in ("scatter", "padded", "plugin"):
         pts = sorted(
-            (r["edges"], r["ort_total_ms"])
+            (r["edges"], r["ort_total_ms"], r.get("run"))
             for r in rows
             if r["workload"].startswith("sparse") and r["arch"] == "gt" and r["lowering"] == low
         )
-        for (e1, t1), (e2, t2) in itertools.pairwise(pts):
-            out[f"{low}: {e1}->{e2} edges"] = t2 / t1
+        for (e1, t1, run1), (e2, t2, run2) in itertools.pairwise(pts):
+            if run1 is not None and run1 == run2:
+                out[f"{low}: {e1}->{e2} edges"] = t2 / t1
     return out
 
 
