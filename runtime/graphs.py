@@ -10,8 +10,8 @@ failure is a specific :mod:`runtime.errors` class whose message names the tensor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -80,7 +80,7 @@ def as_numpy_graph(obj: Any) -> NumpyGraph:
     Positional encodings come from a ``pe`` dict, or else from PyG's attribute names
     (:data:`~gtcompress.preprocess.batching.PYG_PE_NAMES`, as ``GraphBatch.from_pyg`` reads them). A
     ``pe`` that is one array (PyG's GraphGPS example stores ``AddRandomWalkPE(attr_name="pe")`` there)
-    is kept under :data:`UNNAMED_PE` until :func:`validate_graph` knows the model's kind for it."""
+    is kept under :data:`UNNAMED_PE` until :func:`named_pe` knows the model's kind for it."""
     if isinstance(obj, NumpyGraph):
         return obj
 
@@ -214,6 +214,25 @@ def check_edges_within_graphs(edge_index: np.ndarray, batch: np.ndarray, where: 
         )
 
 
+def named_pe(pe: Mapping[str, Any], spec: InputSpec, where: str = "") -> dict[str, Any]:
+    """``pe`` with a value kept under :data:`UNNAMED_PE` (one array, PyG's ``Data.pe``) named as the
+    model's one PE kind, as ``from_pyg`` reads ``batch.pe``; a model with two kinds asks for a dict.
+
+    Both :func:`validate_graph` and :func:`prepare` without validation call it: with only the former
+    doing so, ``GraphSession(validate=False)`` dropped such a PE and answered with its own encoding."""
+    given = {k: v for k, v in pe.items() if k != UNNAMED_PE}
+    unnamed = pe.get(UNNAMED_PE)
+    if unnamed is not None and spec.pe and not all(given.get(kind) is not None for kind in spec.pe):
+        if len(spec.pe) > 1:
+            raise ShapeError(
+                "pe",
+                f"{where}the graph's pe is one array and the model takes {' and '.join(spec.pe)}: give pe as a "
+                f"dict of kind to array, e.g. pe={{{next(iter(spec.pe))!r}: ...}}",
+            )
+        given[next(iter(spec.pe))] = unnamed  # the model's one kind, as from_pyg reads batch.pe
+    return given
+
+
 def validate_graph(g: NumpyGraph, spec: InputSpec, where: str = "", *, batch_checked: bool = False) -> NumpyGraph:
     """Check one graph (or a disjoint union with ``batch``) against the model's input spec.
 
@@ -269,15 +288,7 @@ def validate_graph(g: NumpyGraph, spec: InputSpec, where: str = "", *, batch_che
             f"{where}graph {named} of the union has no nodes (it counts {g.graphs} graphs, its batch vector "
             f"names {named}); a graph needs at least one node",
         )
-    given = dict(g.pe)
-    if given.get(UNNAMED_PE) is not None and spec.pe and not all(given.get(kind) is not None for kind in spec.pe):
-        if len(spec.pe) > 1:
-            raise ShapeError(
-                "pe",
-                f"{where}the graph's pe is one array and the model takes {' and '.join(spec.pe)}: give pe as a "
-                f"dict of kind to array, e.g. pe={{{next(iter(spec.pe))!r}: ...}}",
-            )
-        given[next(iter(spec.pe))] = given[UNNAMED_PE]  # the model's one kind, as from_pyg reads batch.pe
+    given = named_pe(g.pe, spec, where)
     pe = {}
     for kind, k in spec.pe.items():
         if kind not in given or given[kind] is None:
@@ -346,7 +357,12 @@ def prepare(
     items: list[NumpyGraph] = []
     for i, g in enumerate(graphs):
         where = f"graph {i}: " if len(graphs) > 1 else ""
-        g = validate_graph(g, model.spec, where) if validate else as_numpy_graph(g)
+        if validate:
+            g = validate_graph(g, model.spec, where)
+        else:  # unchecked, but a PE given as one array is still the model's kind, not dropped
+            g = as_numpy_graph(g)
+            if UNNAMED_PE in g.pe:
+                g = replace(g, pe=named_pe(g.pe, model.spec, where))
         if teddy and model.teddy is not None:
             g = apply_teddy(g, model.teddy, model.spec)
         items.append(g)

@@ -60,6 +60,23 @@ def test_a_pe_given_as_one_array_is_the_models_one_kind(exported, node_sess) -> 
         node_sess.run({**mapping, "pe": pe[:, :3]})
 
 
+def test_a_pe_given_as_one_array_is_kept_without_validation_too(exported, node_sess) -> None:
+    """The one array was named as the model's kind by validate_graph only: ``GraphSession(validate=False)``
+    dropped it and answered with its own RWSE (0.11 max abs off the validated session's answer)."""
+    ex = exported["node"]
+    unchecked = GraphSession(ex.path, validate=False)
+    g = ex.graphs(1, seed=5, lo=7, hi=8)[0]
+    pe = np.random.default_rng(0).uniform(0.0, 1.0, (g.num_nodes, 4)).astype(np.float32)
+    mapping = {"x": g.x, "edge_index": g.edge_index, "edge_attr": g.edge_attr, "pe": pe}
+    want = node_sess.run(mapping)[0]
+    np.testing.assert_array_equal(
+        unchecked.run(NumpyGraph(g.x, g.edge_index, g.edge_attr, None, {"rwse": pe}))[0], want
+    )
+    np.testing.assert_array_equal(unchecked.run(mapping)[0], want)
+    np.testing.assert_array_equal(unchecked.run([mapping, g])[0], want)  # batched with a graph lacking it
+    assert np.abs(unchecked.run(g)[0] - want).max() > 1e-3  # the session's own RWSE: another answer
+
+
 def test_a_pe_array_for_a_model_with_two_kinds_must_name_its_kind() -> None:
     from gtcompress.preprocess.spec import InputSpec
     from runtime.graphs import as_numpy_graph, validate_graph
