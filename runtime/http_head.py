@@ -121,6 +121,7 @@ def bounded_head_protocol() -> Any:
         _in_head = True
         _head_bytes = 0
         _refused = False
+        _deferred: tuple[int, str, str] | None = None  # a refusal waiting for the responses before it
         _head_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: Any) -> None:
@@ -187,7 +188,13 @@ def bounded_head_protocol() -> Any:
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if self._in_head and not self.pipeline and not self.transport.is_closing():  # awaiting a head
+            if self._refused or self.transport.is_closing():
+                # self.cycle is the last request parsed: once it is answered, so are all before the refusal
+                last_answered = self.cycle is None or self.cycle.response_complete
+                if self._deferred is not None and last_answered and not self.transport.is_closing():
+                    self._write_refusal(*self._deferred)
+                return
+            if self._in_head and not self.pipeline:  # awaiting a head
                 self._arm_head_timer()
 
         def _arm_head_timer(self) -> None:
@@ -220,16 +227,25 @@ def bounded_head_protocol() -> Any:
             instead of the answer. The rest is read and dropped until the client closes or
             :data:`HEAD_LINGER_S` has passed."""
             self._disarm_head_timer()
-            if self.cycle is not None and not self.cycle.response_complete:  # a response is under way
-                self.transport.close()
+            self._refused = True
+            if self.cycle is not None and not self.cycle.response_complete:
+                # The head refused follows pipelined requests not yet answered (a head is refused before
+                # its own cycle exists): they are answered first, then the refusal
+                # (:meth:`on_response_complete`). Closing at once lost their answers: a valid GET sent with
+                # an oversized second request in one write got no response at all.
+                self._deferred = (status, reason, message)
                 return
+            self._write_refusal(status, reason, message)
+
+        def _write_refusal(self, status: int, reason: str, message: str) -> None:
+            """The refusal's response, then a lingering close (see :meth:`_refuse`)."""
+            self._deferred = None
             body = error_body(message)
             head = (
                 f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
                 f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
             )
             self.transport.write(head.encode("latin-1") + body)
-            self._refused = True
             if self.transport.can_write_eof():
                 self.transport.write_eof()
             self.loop.call_later(HEAD_LINGER_S, self.transport.close)

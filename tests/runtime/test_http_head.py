@@ -200,3 +200,37 @@ def test_an_upgrade_offer_without_a_body_is_served(server) -> None:
             data += chunk
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"200", b"200"]
     assert b'{"ready": true}' in data or b'{"ready":true}' in data
+
+
+@pytest.mark.parametrize("before", ["plain", "upgrade-offer"])
+def test_requests_pipelined_before_a_refused_head_are_answered_before_its_431(server, graph, before: str) -> None:
+    """A head refused while the requests pipelined before it were still unanswered closed the connection
+    at once: a valid request sent in one write with an oversized second one got no response at all
+    (nor did an upgrade offer's, whose body the first parser had handed on). They are answered, in order,
+    and then the 431."""
+    from runtime.http_head import MAX_HEAD_BYTES
+
+    body = _request(graph)
+    expected = _post(server, body).json()
+    if before == "plain":
+        head = f"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        first = head + body
+    else:
+        head, framed = _upgrade_offer(body, chunked=False)
+        first = head + framed
+    ready = b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n"
+    big = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (MAX_HEAD_BYTES + 1000) + b"\r\n\r\n"
+    host, port = server.url.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(first + ready + big)  # one write: the refused head is parsed before the others are answered
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"200", b"200", b"431"], data[:300]
+    answer = data.split(b"\r\n\r\n", 1)[1]
+    length = int(re.search(rb"(?i)content-length: *(\d+)", data)[1])
+    assert json.loads(answer[:length]) == expected
+    assert json.loads(data.rsplit(b"\r\n\r\n", 1)[1])["error"] == (
+        f"request head (request line and headers) exceeds this server's limit of {MAX_HEAD_BYTES} bytes"
+    )
+    assert _ready(server)
