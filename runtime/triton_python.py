@@ -154,7 +154,9 @@ def _parameter(params: Mapping[str, str], key: str, where: str, *, number: bool)
             f"{where}: parameter {key} is {raw!r}; expected {'a number' if number else 'an integer'}"
         ) from None
     low = 0 if key == "gtcompress_threads" else 1
-    if not math.isfinite(value) or value < low:
+    # isfinite for numbers only: on an integer past float's range (a count of 400 digits) it raised
+    # OverflowError, a traceback at load, where an integer is any size and was taken as given
+    if (number and not math.isfinite(value)) or value < low:
         shown, finite = (raw, ", finite") if number else (value, "")
         raise SessionError(f"{where}: parameter {key} is {shown}; expected at least {low}{finite}")
     return value

@@ -268,3 +268,13 @@ def test_attention_limits_take_the_numbers_gtc_serve_takes(config, node_repo) ->
         SessionError, match=r"^model 'gt_node': parameter gtcompress_max_attention_mib is 0\.5; expected at least 1"
     ):
         GraphBatchModel(node_repo, 1, config(node_repo, gtcompress_max_attention_mib="0.5"))
+
+
+def test_an_integer_parameter_past_floats_range_is_read_as_an_integer() -> None:
+    """The integer and number parameters share one parser, whose finiteness check converted an integer
+    to float: a count of 400 digits raised OverflowError (a traceback at load) instead of being read
+    as the integer it is, as before the parsers were merged; a number past float's range is refused."""
+    huge = "1" + "0" * 400
+    assert tp._int_parameter({"gtcompress_max_nodes": huge}, "gtcompress_max_nodes", "model 'm'") == 10**400
+    with pytest.raises(SessionError, match=r"^model 'm': parameter gtcompress_max_attention_mib is 1e400; expected"):
+        tp._number_parameter({"gtcompress_max_attention_mib": "1e400"}, "gtcompress_max_attention_mib", "model 'm'")
