@@ -298,15 +298,17 @@ def profile_models(
 
 
 def _labels(paths: Sequence[str]) -> list[str]:
+    from runtime.served import directory_name
+
     def stem(p: Path) -> str:
         if p.name in ("model.onnx", "model.plan"):
             return p.parent.parent.name
-        return p.resolve().name if p.is_dir() else p.stem  # a checkpoint directory: gt-keep0.5, "." its name
+        return directory_name(p) if p.is_dir() else p.stem  # a checkpoint directory: gt-keep0.5, "." its name
 
     def full(p: Path) -> str:  # what tells gt.onnx from gt.plan and from the checkpoint gt/
         if p.name in ("model.onnx", "model.plan"):
             return f"{p.parent.parent.name}{p.suffix}"
-        return f"{p.resolve().name}/" if p.is_dir() else p.name
+        return f"{directory_name(p)}/" if p.is_dir() else p.name
 
     for label in (stem, full):
         labels = [label(Path(p)) for p in paths]

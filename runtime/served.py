@@ -10,6 +10,7 @@ the HTTP application around them.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -181,10 +182,16 @@ def default_model_name(path: str | Path) -> str:
     if p.name in ("model.onnx", "model.plan") and p.parent.name.isdigit():
         return p.parent.parent.name
     if p.is_file() and is_checkpoint(p):  # runs/gt/config.json is the checkpoint runs/gt, not a model "config"
-        return p.parent.resolve().name
-    # a directory (a checkpoint, a Triton model directory) is its whole name: runs/gt-keep0.5 is not "gt-keep0",
-    # and "." (gtc serve . in the checkpoint) is the directory's own name, not ""
-    return p.resolve().name if p.is_dir() else p.stem
+        return directory_name(p.parent)
+    # a directory (a checkpoint, a Triton model directory) is its whole name: runs/gt-keep0.5 is not "gt-keep0"
+    return directory_name(p) if p.is_dir() else p.stem
+
+
+def directory_name(p: Path) -> str:
+    """A directory's name as the user gave it, with ``.`` and ``..`` read (``gtc serve .`` in the
+    checkpoint is its directory's name, not ""). Symbolic links are not followed: ``resolve()`` named
+    ``runs/best -> gt-2024`` "gt-2024", so ``gtc serve runs/best`` answered 404 on /v2/models/best."""
+    return Path(os.path.abspath(p)).name
 
 
 def request_graph(

@@ -278,3 +278,21 @@ def test_op_breakdown_draws_no_bar_for_a_model_without_one(tmp_path: Path, monke
     assert [(y, w) for y, w, _ in bars if w > 0] == [(0.0, 0.75), (0.0, 0.25)]  # the ONNX row only
     assert all(y == 0.0 for y, _, _ in bars)
     assert (1.0, "no per-op breakdown: a checkpoint runs with torch (ONNX Runtime's profiler only)") in texts
+
+
+def test_a_directory_given_through_a_symlink_is_named_by_the_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Directories were named by their resolved path (to read "." as the directory's own name), which
+    also followed symbolic links: gtc serve runs/best (-> gt-2024) served the model as 'gt-2024', so
+    requests to /v2/models/best got 404, and gtc profile labelled it 'gt-2024' (before, 'best')."""
+    from runtime.profile import _labels
+    from runtime.served import default_model_name
+
+    (tmp_path / "gt-2024").mkdir()
+    (tmp_path / "best").symlink_to("gt-2024")
+    assert default_model_name(tmp_path / "best") == "best"
+    assert _labels([str(tmp_path / "best"), str(tmp_path / "gt-2024")]) == ["best", "gt-2024"]
+    monkeypatch.chdir(tmp_path / "gt-2024")
+    assert default_model_name(".") == "gt-2024"  # "." is still the directory's own name
+    assert default_model_name("../best") == "best"
