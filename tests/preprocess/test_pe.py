@@ -416,3 +416,23 @@ def test_rwse_dense_path_holds_three_walk_matrices_and_gives_the_same_values() -
         tracemalloc.stop()
     np.testing.assert_array_equal(got, want)
     assert peak < 3.5 * n * n * 8, f"{peak / (n * n * 8):.2f} walk matrices at once"
+
+
+def test_lap_pe_of_a_large_disconnected_graph_is_the_same_on_every_call() -> None:
+    """Past _DENSE_EIG_MAX nodes LapPE uses ARPACK, which started from a random vector: for a graph of two
+    components (eigenvalue 0 twice) the returned basis followed it, so one graph got a different encoding
+    on each call (0.01-0.04 apart here, 0.044 on DD's largest protein) and a server answered one request
+    two ways."""
+    from gtcompress.preprocess import pe
+
+    def path(n: int, first: int) -> np.ndarray:
+        a = np.arange(first, first + n - 1)
+        return np.stack([np.concatenate([a, a + 1]), np.concatenate([a + 1, a])])
+
+    n1 = pe._DENSE_EIG_MAX // 2 + 50
+    n2 = pe._DENSE_EIG_MAX - n1 + 100  # together past _DENSE_EIG_MAX: the sparse solver
+    ei = np.concatenate([path(n1, 0), path(n2, n1)], axis=1)
+    ptr = np.array([0, n1 + n2])
+    first = laplacian_pe(ei, ptr, 3)
+    for _ in range(4):
+        np.testing.assert_array_equal(laplacian_pe(ei, ptr, 3), first)
