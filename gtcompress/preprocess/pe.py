@@ -30,10 +30,11 @@ from typing import Any, TypeVar
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
+import scipy.sparse.csgraph as csgraph
 import scipy.sparse.linalg as spla
 
 _DENSE_EIG_MAX = 2000  # above this many nodes use sparse eigsh instead of dense eigh
-#: Seed of the sparse eigensolver's start vector (:func:`_lap_single`): fixed, so that LapPE is
+#: Seed of the sparse eigensolver's start vector (:func:`_sparse_smallest`): fixed, so that LapPE is
 #: deterministic where an eigenvalue is repeated.
 _EIGSH_SEED = 0
 
@@ -195,17 +196,53 @@ def _lap_single(ei: np.ndarray, n: int, offset: int, k: int) -> np.ndarray:
         inv_sqrt[deg > 0] = deg[deg > 0] ** -0.5
         d = sp.diags(inv_sqrt)
         lap = sp.eye(n) - d @ a @ d
-        # ARPACK starts from a random vector unless given one: where an eigenvalue is repeated (a graph
-        # of several components has 0 once per component) the basis it returns followed that vector, so
-        # the same graph got a different encoding on every call (DD's 5,748-node protein: 0.044 apart,
-        # the served answer changing between two identical requests). A fixed start makes it a function.
-        v0 = np.random.default_rng(_EIGSH_SEED).standard_normal(n)
-        vals, vecs = spla.eigsh(lap.tocsc(), k=m, sigma=-1e-3, which="LM", v0=v0)
+        vals, vecs = _sparse_smallest(lap.tocsc(), a, deg, m)
         adjacency = a
     order = np.argsort(vals, kind="stable")[:m]
     vecs = canonical_signs(vecs[:, order[1:]], adjacency)  # drop the trivial eigenvector; order-free signs
     out[:, : vecs.shape[1]] = vecs.astype(np.float32)
     return out
+
+
+def _sparse_smallest(lap: sp.csc_matrix, a: sp.csr_matrix, deg: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``m`` smallest eigenpairs of a large graph's normalised Laplacian ``lap`` (adjacency ``a``,
+    degrees ``deg``), by ARPACK in shift-invert mode, with the null space taken out first.
+
+    Eigenvalue 0 has one eigenvector per connected component with edges, ``D^{1/2} 1_C`` (normalised):
+    known exactly, so it is not left to ARPACK. ARPACK finds one vector per distinct eigenvalue from a
+    start vector, and a 0 repeated once per component stalled it: a DD protein TEDDY-sparsified to 259
+    components ran 41,521 iterations and raised ``ArpackNoConvergence`` out of ``gtc sparsify`` (with a
+    random start it took 30 s on one call, 0.1 s on the next, and its basis changed every call). The
+    null vectors are returned in the order of each component's first node, and the rest of the ``m``
+    are found in their orthogonal complement (an invariant subspace of ``lap``), from a fixed start
+    vector (:data:`_EIGSH_SEED`), so the encoding is a function of the graph."""
+    n = lap.shape[0]
+    _, label = csgraph.connected_components(a, directed=False)
+    linked = deg > 0  # isolated nodes are rows of the identity in lap: eigenvalue 1, not 0
+    comps, col = np.unique(label[linked], return_inverse=True)  # components with edges, by first node
+    rows = np.flatnonzero(linked)
+    z = np.sqrt(deg[rows])
+    z /= np.sqrt(np.bincount(col, weights=z * z))[col]
+    null = sp.csc_matrix((z, (rows, col)), shape=(n, comps.size))  # orthonormal: disjoint supports
+    zero = min(comps.size, m)
+    vals = np.zeros(m)
+    vecs = np.zeros((n, m))
+    vecs[:, :zero] = null[:, :zero].toarray()
+    rest = m - zero
+    if rest == 0:
+        return vals, vecs
+
+    def project(v: np.ndarray) -> np.ndarray:
+        return v - null @ (null.T @ v)
+
+    sigma = -1e-3  # lap - sigma I is positive definite: lap's eigenvalues are >= 0
+    lu = spla.splu((lap - sigma * sp.eye(n)).tocsc())
+    op = spla.LinearOperator((n, n), matvec=lambda v: project(lu.solve(project(np.asarray(v, dtype=np.float64)))))
+    v0 = project(np.random.default_rng(_EIGSH_SEED).standard_normal(n))
+    mu, u = spla.eigsh(op, k=rest, which="LM", v0=v0)  # mu = 1 / (lambda - sigma), largest first
+    vals[zero:] = 1.0 / mu + sigma
+    vecs[:, zero:] = u
+    return vals, vecs
 
 
 @_one_blas_thread
