@@ -297,8 +297,9 @@ def serve_cmd(
             callback=finite_number(1.0),
             help="Positional encodings (LapPE, RWSE) the server computes for one raw request (>= 1), in steps of the "
             "cube of each graph's nodes (LapPE 1 a graph, RWSE k-1) plus a fixed cost per graph, about 30e9 a "
-            "second on one core; a request above it gets 400 before any is computed. Requests carrying their "
-            "pe_* are not charged.",
+            "second on one core, and a Graphormer's shortest-path distances (max_spd steps of the cube of the "
+            "largest graph, per graph); a request above it gets 400 before any is computed. Requests carrying "
+            "their pe_* are not charged for the encodings.",
         ),
     ] = _LIMITS["max_pe_work"],
     max_inflight_mib: Annotated[

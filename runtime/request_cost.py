@@ -1,18 +1,32 @@
-"""What one call of a served model costs in memory per unit of request size, read from the exported
-model: bytes per padded cell of dense attention (:func:`attention_cell_bytes`) and per
-neighbour-list slot of the padded lowering (:func:`slot_bytes`). :mod:`runtime.served` refuses a
-request past ``max_attention_mib`` with them, and :mod:`runtime.batcher` merges no more than they
-allow. The numbers are measurements on ONNX Runtime CPU, kept with the code that uses them.
+"""What one call of a served model costs per unit of request size, read from the exported model, and
+the refusal of a request that would cost more than the server's limits.
+
+Memory: bytes per padded cell of dense attention (:func:`attention_cell_bytes`) and per
+neighbour-list slot of the padded lowering (:func:`slot_bytes`), held to ``max_attention_mib``
+(:func:`check_attention`, :func:`check_slots`); :mod:`runtime.batcher` merges no more than they
+allow. Time: the positional encodings the server computes and a Graphormer's shortest-path
+distances (:func:`distance_hops`), held to ``max_pe_work`` (:func:`check_work`). The numbers are
+measurements on ONNX Runtime CPU, kept with the code that uses them. Every check runs before the
+work it bounds, so a refused request costs nothing but its validation.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from gtcompress.preprocess.layouts import degree_histogram, padded_rows, padded_slots
+from gtcompress.preprocess.layouts import node_counts as count_nodes
+from gtcompress.preprocess.pe import pe_work
 from gtcompress.preprocess.spec import Lowering
-from runtime.errors import SessionError
+from runtime.batcher import MIB
+from runtime.errors import GraphTooLargeError, SessionError
 from runtime.session import GraphSession
 from runtime.spec import metadata_json
+
+if TYPE_CHECKING:  # served.py imports this module: the types only, for the checks' signatures
+    from runtime.served import ServedModel, ServerLimits
 
 #: Graphormer's per-head additions to one padded cell, in bytes: its spatial bias ``[B,L,L,H]`` and the
 #: biased scores ``[B,H,L,L]`` (float32), plus, with edge features, the scattered edge bias and its sum.
@@ -41,6 +55,21 @@ def attention_cell_bytes(session: GraphSession) -> int:
         per_head = 4 + GRAPHORMER_HEAD_BYTES + (GRAPHORMER_EDGE_HEAD_BYTES if cfg.get("edge_features") else 0)
         return per_head * heads + GRAPHORMER_DISTANCE_BYTES
     return 4 * heads
+
+
+def distance_hops(session: GraphSession) -> int:
+    """The hops of a Graphormer's shortest-path bins (``max_spd``): each is a MatMul of the padded
+    ``[rows, L, L]`` adjacency, ``L^3`` multiply-adds a row, computed inside the model on every call
+    (:func:`gtcompress.models.model.shortest_path_bins`), so its time grows with the cube of the largest
+    graph while its memory, bounded by ``max_attention_mib``, grows with the square. 0 for any other
+    model and for a Graphormer whose attention was pruned away (it computes no bins)."""
+    cfg, heads = _config_heads(session)
+    if cfg.get("arch") != "graphormer" or heads <= 0:
+        return 0
+    try:
+        return max(int(cfg.get("max_spd", 8)), 0)
+    except (TypeError, ValueError) as e:
+        raise SessionError(f"{session.path}: metadata 'model_config' has no usable max_spd ({e})") from None
 
 
 def _config_heads(session: GraphSession) -> tuple[dict[str, Any], int]:
@@ -76,3 +105,117 @@ def slot_bytes(session: GraphSession) -> int:
     except (TypeError, ValueError) as e:
         raise SessionError(f"{session.path}: metadata 'model_config' has no usable hidden width ({e})") from None
     return 8 * hidden + 24 * heads * (2 if cfg.get("edge_features") else 1) + 32
+
+
+def check_slots(model: ServedModel, limits: ServerLimits, edge_index: np.ndarray, n: int) -> None:
+    """Refuse a request whose neighbour lists would take more than ``max_attention_mib``, counted from
+    its in-degree histogram before TEDDY, PE or the layout run (building the layout alone of a
+    heavy-tailed 1M-node graph took 1.45 GiB). Edge ids outside ``[0, n)`` are left to
+    :func:`validate_graph`, which names them."""
+    cost = model.batch.slot_bytes
+    dst = edge_index[1] if edge_index.ndim == 2 and edge_index.shape[0] == 2 else None
+    if not cost or dst is None or (dst.size and (int(dst.min()) < 0 or int(dst.max()) >= n)):
+        return
+    vals, counts = degree_histogram(dst, n)
+    buckets = model.batch.slot_buckets
+    slots = padded_slots(vals, counts, buckets)
+    need = slots * cost
+    if need > limits.max_attention_mib * MIB:
+        top = int(vals[-1]) if vals.size else 0
+        lists = f"{buckets} degree buckets" if buckets else "one list"
+        raise GraphTooLargeError(
+            "edge_index",
+            f"model '{model.name}' pads each node's incoming edges to its degree bucket's largest in-degree "
+            f"({lists}), so this request's {n} nodes and {dst.size} edges (largest in-degree {top}) take "
+            f"{slots:,} neighbour-list slots, {need / MIB:,.1f} MiB at {cost} B a slot, above this server's "
+            f"{limits.max_attention_mib:,g} MiB (send smaller graphs, or fewer high in-degree nodes)",
+        )
+
+
+def check_attention(model: ServedModel, limits: ServerLimits, batch: np.ndarray | None, n: int, graphs: int) -> None:
+    cell = model.batch.attention_cell_bytes
+    if not cell:
+        return
+    counts = count_nodes(batch, n, graphs)
+    at = int(np.argmax(counts))
+    largest, rows = int(counts[at]), graphs
+    need = rows * largest**2 * cell
+    if need > limits.max_attention_mib * MIB and model.session.spec.packed:
+        # one row per graph is only an upper bound when small graphs share rows (GT): pack them, as the
+        # layout will, only for the few requests the bound would refuse
+        rows = padded_rows(counts, pack=True)
+        need = rows * largest**2 * cell
+    if need > limits.max_attention_mib * MIB:
+        alone = largest**2 * cell <= limits.max_attention_mib * MIB
+        advice = f"send graph {at} in a request of its own" if alone and graphs > 1 else "send smaller graphs"
+        layout = f"padded to {largest} nodes" if rows == graphs else f"packed into {rows} rows of {largest} slots"
+        raise GraphTooLargeError(
+            "x",
+            f"graph {at} has {largest} nodes; model '{model.name}' attends densely within each graph, so this "
+            f"request's {graphs} graph(s) {layout} need {need / MIB:,.1f} MiB of attention "
+            f"scores per layer, above this server's {limits.max_attention_mib:,g} MiB ({advice})",
+        )
+
+
+def check_work(
+    model: ServedModel,
+    limits: ServerLimits,
+    inputs: dict[str, np.ndarray],
+    batch: np.ndarray | None,
+    n: int,
+    graphs: int,
+    *,
+    raw_only: bool = False,
+    full: bool = False,
+) -> None:
+    """Refuse a request whose positional encodings (those a raw request does not carry) and, for a
+    Graphormer, shortest-path distances would cost more than :attr:`ServerLimits.max_pe_work`, before
+    TEDDY or the encodings run (both may compute them).
+
+    The distances are computed inside the model whatever the request carries: ``max_spd`` MatMuls of
+    each padded row, cubic in the largest graph (:func:`runtime.request_cost.distance_hops`). Bounded
+    only through their memory, a 1-head Graphormer took about 27 s a request at the default limits.
+
+    ``raw_only`` (Triton's Python-backend model, whose configuration declares the raw inputs only):
+    the error does not suggest sending the encodings, which Triton would refuse as unknown inputs,
+    but the model's ``gtcompress_max_pe_work`` parameter."""
+    kinds = {} if full else {kind: k for kind, k in model.session.spec.pe.items() if f"pe_{kind}" not in inputs}
+    hops = model.distance_hops
+    if not kinds and not hops:
+        return
+    counts = count_nodes(batch, n, graphs)
+    at = int(np.argmax(counts))
+    largest = int(counts[at])
+    work = sum(pe_work(kind, counts, k) for kind, k in kinds.items())
+    rows = padded_rows(counts, pack=True) if model.session.spec.packed else graphs
+    spd = float(hops) * rows * float(largest) ** 3
+    if work + spd <= limits.max_pe_work:
+        return
+    raise_knob = (
+        "raise the model's gtcompress_max_pe_work parameter in its config.pbtxt"
+        if raw_only
+        else "start the server with a larger --max-pe-work"
+    )
+    if spd > limits.max_pe_work or not work:  # the encodings sent by the client would not be enough
+        raise GraphTooLargeError(
+            "x",
+            f"model '{model.name}' computes its shortest-path distances inside the model, {hops} products of "
+            f"{rows} padded {largest}x{largest} matrices for this request's {graphs} graph(s) (the largest, "
+            f"graph {at}), {spd:.4g} steps of work, above this server's max_pe_work {limits.max_pe_work:.4g}; "
+            f"send fewer or smaller graphs, or {raise_knob}",
+        )
+    names = ", ".join(f"pe_{kind}" for kind in kinds)
+    other = (
+        "or raise the model's gtcompress_max_pe_work parameter in its config.pbtxt (this model takes raw "
+        "graphs only)"
+        if raw_only
+        else f"or {names} computed by the client with every model input (a pre-processed request, as "
+        "runtime.client.make_inputs builds it)"
+    )
+    distances = f" (and the model's shortest-path distances {spd:.4g} more)" if spd else ""
+    raise GraphTooLargeError(
+        "x",
+        f"computing {names} for this request's {graphs} graph(s) (the largest, graph {at}, has "
+        f"{largest} nodes) takes {work:.4g} steps of work{distances}, above this server's max_pe_work "
+        f"{limits.max_pe_work:.4g}; send fewer or smaller graphs, {other}",
+    )

@@ -20,9 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph, graph_ptr
-from gtcompress.preprocess.layouts import degree_histogram, padded_rows, padded_slots
 from gtcompress.preprocess.layouts import node_counts as count_nodes
-from gtcompress.preprocess.pe import pe_function, pe_work
+from gtcompress.preprocess.pe import pe_function
 from gtcompress.preprocess.spec import InputSpec
 from runtime.batcher import MIB, BatchConfig, DynamicBatcher
 from runtime.errors import (
@@ -34,7 +33,14 @@ from runtime.errors import (
 )
 from runtime.graphs import apply_teddy, check_batch_vector, prepare_validated, validate_graph
 from runtime.protocol import PREPROCESSED_PARAMETER, InferRequest
-from runtime.request_cost import attention_cell_bytes, slot_bytes
+from runtime.request_cost import (
+    attention_cell_bytes,
+    check_attention,
+    check_slots,
+    check_work,
+    distance_hops,
+    slot_bytes,
+)
 from runtime.session import GraphSession
 from runtime.spec import NUMPY_TO_KSERVE
 
@@ -119,6 +125,7 @@ class ServedModel:
         self.output_names = frozenset(t.name for t in self.session.get_outputs())
         self.required = [n for n in ("x", "edge_index", "edge_attr") if n in self.inputs]
         self.raw_inputs = frozenset(n for n in RAW_INPUTS if n in self.inputs)
+        self.distance_hops = distance_hops(self.session)
 
     def check_input(self, name: str, datatype: str) -> None:
         """Refuse an input this model does not have, or of another datatype: called by the decoder
@@ -263,11 +270,10 @@ def request_graph(
     if num_graphs > limits.max_graphs:  # 'batch' alone (no node_counts) names as many graphs as nodes
         raise GraphTooLargeError("batch", f"request has {num_graphs} graphs, above this server's {limits.max_graphs}")
     _check_layout(inputs, n, e, num_graphs)
-    _check_attention(model, limits, batch, n, num_graphs)
-    _check_slots(model, limits, inputs["edge_index"], n)
+    check_attention(model, limits, batch, n, num_graphs)
+    check_slots(model, limits, inputs["edge_index"], n)
     spec = model.session.spec
-    if not full:
-        _check_pe_work(model, limits, inputs, batch, n, num_graphs, raw_only=raw_only)
+    check_work(model, limits, inputs, batch, n, num_graphs, raw_only=raw_only, full=full)
     g = NumpyGraph(
         x=x,
         edge_index=inputs["edge_index"],
@@ -280,95 +286,6 @@ def request_graph(
         g = apply_teddy(g, model.session.model.teddy, spec)
     model.session.limits.check(g.num_nodes, g.num_edges, num_graphs, what="request")
     return g, num_graphs, full
-
-
-def _check_slots(model: ServedModel, limits: ServerLimits, edge_index: np.ndarray, n: int) -> None:
-    """Refuse a request whose neighbour lists would take more than ``max_attention_mib``, counted from
-    its in-degree histogram before TEDDY, PE or the layout run (building the layout alone of a
-    heavy-tailed 1M-node graph took 1.45 GiB). Edge ids outside ``[0, n)`` are left to
-    :func:`validate_graph`, which names them."""
-    cost = model.batch.slot_bytes
-    dst = edge_index[1] if edge_index.ndim == 2 and edge_index.shape[0] == 2 else None
-    if not cost or dst is None or (dst.size and (int(dst.min()) < 0 or int(dst.max()) >= n)):
-        return
-    vals, counts = degree_histogram(dst, n)
-    buckets = model.batch.slot_buckets
-    slots = padded_slots(vals, counts, buckets)
-    need = slots * cost
-    if need > limits.max_attention_mib * MIB:
-        top = int(vals[-1]) if vals.size else 0
-        lists = f"{buckets} degree buckets" if buckets else "one list"
-        raise GraphTooLargeError(
-            "edge_index",
-            f"model '{model.name}' pads each node's incoming edges to its degree bucket's largest in-degree "
-            f"({lists}), so this request's {n} nodes and {dst.size} edges (largest in-degree {top}) take "
-            f"{slots:,} neighbour-list slots, {need / MIB:,.1f} MiB at {cost} B a slot, above this server's "
-            f"{limits.max_attention_mib:,g} MiB (send smaller graphs, or fewer high in-degree nodes)",
-        )
-
-
-def _check_attention(model: ServedModel, limits: ServerLimits, batch: np.ndarray | None, n: int, graphs: int) -> None:
-    cell = model.batch.attention_cell_bytes
-    if not cell:
-        return
-    counts = count_nodes(batch, n, graphs)
-    at = int(np.argmax(counts))
-    largest, rows = int(counts[at]), graphs
-    need = rows * largest**2 * cell
-    if need > limits.max_attention_mib * MIB and model.session.spec.packed:
-        # one row per graph is only an upper bound when small graphs share rows (GT): pack them, as the
-        # layout will, only for the few requests the bound would refuse
-        rows = padded_rows(counts, pack=True)
-        need = rows * largest**2 * cell
-    if need > limits.max_attention_mib * MIB:
-        alone = largest**2 * cell <= limits.max_attention_mib * MIB
-        advice = f"send graph {at} in a request of its own" if alone and graphs > 1 else "send smaller graphs"
-        layout = f"padded to {largest} nodes" if rows == graphs else f"packed into {rows} rows of {largest} slots"
-        raise GraphTooLargeError(
-            "x",
-            f"graph {at} has {largest} nodes; model '{model.name}' attends densely within each graph, so this "
-            f"request's {graphs} graph(s) {layout} need {need / MIB:,.1f} MiB of attention "
-            f"scores per layer, above this server's {limits.max_attention_mib:,g} MiB ({advice})",
-        )
-
-
-def _check_pe_work(
-    model: ServedModel,
-    limits: ServerLimits,
-    inputs: dict[str, np.ndarray],
-    batch: np.ndarray | None,
-    n: int,
-    graphs: int,
-    *,
-    raw_only: bool = False,
-) -> None:
-    """Refuse a raw request whose positional encodings (those it does not carry) would cost more than
-    :attr:`ServerLimits.max_pe_work`, before TEDDY or the encodings run (both may compute them).
-
-    ``raw_only`` (Triton's Python-backend model, whose configuration declares the raw inputs only):
-    the error does not suggest sending the encodings, which Triton would refuse as unknown inputs,
-    but the model's ``gtcompress_max_pe_work`` parameter."""
-    kinds = {kind: k for kind, k in model.session.spec.pe.items() if f"pe_{kind}" not in inputs}
-    if not kinds:
-        return
-    counts = count_nodes(batch, n, graphs)
-    work = sum(pe_work(kind, counts, k) for kind, k in kinds.items())
-    if work > limits.max_pe_work:
-        at = int(np.argmax(counts))
-        names = ", ".join(f"pe_{kind}" for kind in kinds)
-        other = (
-            "or raise the model's gtcompress_max_pe_work parameter in its config.pbtxt (this model takes raw "
-            "graphs only)"
-            if raw_only
-            else f"or {names} computed by the client with every model input (a pre-processed request, as "
-            "runtime.client.make_inputs builds it)"
-        )
-        raise GraphTooLargeError(
-            "x",
-            f"computing {names} for this request's {graphs} graph(s) (the largest, graph {at}, has "
-            f"{int(counts[at])} nodes) takes {work:.4g} steps of work, above this server's max_pe_work "
-            f"{limits.max_pe_work:.4g}; send fewer or smaller graphs, {other}",
-        )
 
 
 def declared_preprocessed(req: InferRequest) -> bool | None:
