@@ -145,6 +145,20 @@ def _summary(title: str, report: dict[str, Any]) -> None:
         f"FLOPs kept {c['flops_ratio']:.3f}  params kept {c['params_ratio']:.3f}  "
         f"non-zero params kept {c['nonzero_params_ratio']:.3f}"
     )
+    if c["flops_ratio"] > 1:  # said, not only shown: a user who gave --keep ratios expects a smaller model
+        tokens = any(layer.get("token_keep", 1.0) < 1.0 for layer in report.get("layers_after", []))
+        why = (
+            " Pruned tokens make attention dense within each graph (every pair of kept tokens) instead of "
+            "along its edges, which costs more than it saves on graphs of many nodes and few edges; prune "
+            "without the tokens axis for such graphs."
+            if tokens
+            else ""
+        )
+        console.print(
+            f"[yellow]warning:[/yellow] the compressed model takes {c['flops_ratio']:.2f}x the FLOPs of the "
+            f"model it was made from on these graphs.{why}",
+            soft_wrap=True,
+        )
 
 
 @user_errors
