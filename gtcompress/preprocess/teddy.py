@@ -137,7 +137,9 @@ def teddy_keep_mask(
     # occurrence) of an undirected one. Pair keys of different graphs never collide (disjoint ids).
     directed_units = np.flatnonzero(~loop & ~und_edge)
     pair_edges = np.flatnonzero(~loop & und_edge)
-    _, first = np.unique(pair[pair_edges], return_index=True)
+    # one sort of the pair keys gives both each pair's first occurrence (its unit) and, for dropping a
+    # pair's every edge below, each edge's pair (np.isin sorted all E keys again: 2.5 of 11 s at 10M edges)
+    _, first, pair_of = np.unique(pair[pair_edges], return_index=True, return_inverse=True)
     cand = np.sort(np.concatenate([directed_units, pair_edges[first]]))
     # Rank within each graph by score, ties by position (lexsort is stable), and drop the first
     # round(ratio · units) of every graph: one sort for the whole batch, no loop over graphs.
@@ -154,8 +156,10 @@ def teddy_keep_mask(
     gone = np.zeros(e, dtype=bool)
     gone[dropped] = True
     und_dropped = dropped[und_edge[dropped]]
-    if und_dropped.size:
-        gone |= np.isin(pair, pair[und_dropped]) & ~loop & und_edge
+    if und_dropped.size:  # an undirected pair goes with all its edges (both directions, duplicates)
+        pair_gone = np.zeros(first.shape[0], dtype=bool)
+        pair_gone[pair_of[np.searchsorted(pair_edges, und_dropped)]] = True
+        gone[pair_edges[pair_gone[pair_of]]] = True
     keep[gone] = False
     return keep
 

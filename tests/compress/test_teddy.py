@@ -404,3 +404,39 @@ def test_attention_topk_with_a_bad_kind_or_k_is_refused_before_a_model_is_built(
     with pytest.raises(ConfigError, match=r"^attention_topk must be an integer >= 0, got -1$"):
         with_attention_topk(model, -1)
     assert with_attention_topk(model, 2, "degree").config.attention_score == "degree"
+
+
+def test_an_undirected_pair_goes_with_all_its_edges_and_each_graph_drops_its_share() -> None:
+    """Both directions and every duplicate of a dropped pair go; each graph drops round(ratio x units) units
+    (a unit: a pair of an undirected graph, an edge of a directed one), on shuffled unions."""
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        sizes = rng.integers(2, 12, rng.integers(1, 5))
+        ptr = np.r_[0, np.cumsum(sizes)]
+        batch = np.repeat(np.arange(sizes.size), sizes)
+        parts, undirected = [], []
+        for k, size in enumerate(sizes):
+            s, d = rng.integers(0, size, (2, rng.integers(1, 25))) + ptr[k]
+            und = bool(rng.random() < 0.6)
+            if und:
+                s, d = np.r_[s, d, s[:2], d[:2]], np.r_[d, s, d[:2], s[:2]]  # both directions, two pairs twice
+            else:
+                s, d = np.minimum(s, d), np.maximum(s, d)  # low to high only: never symmetric by chance
+            parts.append(np.stack([s, d]))
+            undirected.append(und)
+        ei = np.concatenate(parts, 1)
+        ei = ei[:, rng.permutation(ei.shape[1])]
+        keep = teddy_keep_mask(ei, int(ptr[-1]), 0.4, batch, per_graph=True)
+        gid = batch[ei[0]]
+        for k, und in enumerate(undirected):
+            mine = (gid == k) & (ei[0] != ei[1])
+            lo, hi = np.minimum(ei[0], ei[1])[mine], np.maximum(ei[0], ei[1])[mine]
+            units = {(a, b): set() for a, b in zip(lo, hi, strict=True)} if und else None
+            if und:
+                for a, b, kept in zip(lo, hi, keep[mine], strict=True):
+                    units[(a, b)].add(bool(kept))
+                assert all(len(v) == 1 for v in units.values())  # a pair is wholly kept or wholly gone
+                dropped, total = sum(v == {False} for v in units.values()), len(units)
+            else:
+                dropped, total = int((~keep[mine]).sum()), int(mine.sum())
+            assert dropped == int(np.floor(0.4 * total + 0.5))
