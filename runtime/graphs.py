@@ -405,3 +405,18 @@ def prepare_validated(items: Sequence[NumpyGraph], model: ModelSpec, limits: Lim
 def split_output(output: np.ndarray, prepared: Prepared, node_level: bool) -> list[np.ndarray]:
     """One array per item: node-level ``[n_i, out]``; graph-level ``[g_i, out]``."""
     return split_by_graph(output, prepared.nodes if node_level else prepared.graphs)
+
+
+def nonfinite_parts(outs: Sequence[np.ndarray]) -> list[int]:
+    """Indices of the per-item outputs of one merged model call that hold NaN or inf.
+
+    Merged graphs are meant to be independent, but they are not numerically isolated: GT's ``dense``
+    lowering packs small graphs into shared padded rows, where a graph that overflows the model (valid,
+    finite features of 1e30) has NaN keys and values, and ``0 * NaN`` (the zero attention weight across
+    graphs) is NaN, so its neighbours in the row come back NaN too. Callers run each index listed here
+    again on its own, so an item's answer is what it would be alone; items with finite outputs are kept
+    (what leaks across rows is NaN, which stays NaN), so one bad request costs one extra call per item it
+    poisoned, not a split of the whole batch."""
+    if len(outs) < 2:
+        return []
+    return [k for k, o in enumerate(outs) if o.dtype.kind == "f" and not np.isfinite(o).all()]

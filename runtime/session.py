@@ -15,8 +15,9 @@ sparsified with TEDDY if the model was fine-tuned that way, merged into one disj
 (offset edge ids, ``batch`` vector), turned into the model's inputs (PE, attention layout) by
 :func:`gtcompress.preprocess.inputs.build_inputs`, run once, and the output split back per graph:
 node-level ``[n_i, out]``, graph-level ``[out]`` (``[g_i, out]`` for an item that is itself a
-union with a ``batch`` vector). :meth:`GraphSession.prepare` and :meth:`GraphSession.run_inputs`
-expose the two halves (the profiler times them separately).
+union with a ``batch`` vector); a graph whose output holds NaN or inf is run again alone, so a graph the
+model overflows on cannot spread NaN to the graphs merged with it. :meth:`GraphSession.prepare` and
+:meth:`GraphSession.run_inputs` expose the two halves (the profiler times them separately).
 
 ``threads``/``inter_op_threads`` set ONNX Runtime's thread pools; ``spinning=False`` stops idle
 intra-op threads from busy-waiting, which a server (whose event loop needs the same cores) wants.
@@ -40,7 +41,7 @@ from gtcompress.preprocess.batching import NumpyGraph
 from gtcompress.preprocess.spec import InputSpec, Lowering
 from runtime.backends import Backend, OrtBackend, ProviderArg, TensorInfo, TensorRTBackend
 from runtime.errors import SessionError, ShapeError
-from runtime.graphs import Limits, Prepared, as_numpy_graph, prepare, split_output
+from runtime.graphs import Limits, Prepared, as_numpy_graph, nonfinite_parts, prepare, split_output
 from runtime.spec import ModelSpec, model_spec, plan_metadata
 
 PLAN_SUFFIXES = (".plan", ".engine", ".trt")
@@ -225,6 +226,8 @@ class GraphSession:
         items = _as_list(graphs)
         prepared = self.prepare(items)
         outs = self.run_prepared(prepared)
+        for k in nonfinite_parts(outs):  # NaN from one graph can spread to those merged with it: rerun alone
+            outs[k] = self.run_prepared(self.prepare([items[k]]))[0]
         if not self.node_level:  # graph-level: [out] for a plain graph, [g, out] for a union item
             outs = [o[0] if as_numpy_graph(g).batch is None else o for o, g in zip(outs, items, strict=True)]
         return outs
