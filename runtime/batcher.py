@@ -196,7 +196,8 @@ class BatchItem(GraphRequest):
     arrival: float = field(default_factory=time.perf_counter)
 
 
-RunBatch = Callable[[Sequence[BatchItem]], list[np.ndarray]]
+#: One output per item, or an exception in an item's place: that item fails, the others are answered.
+RunBatch = Callable[[Sequence[BatchItem]], Sequence[np.ndarray | BaseException]]
 CONCURRENCY_WINDOW_S = 0.5
 _STOP = object()
 _WAKE = object()  # queued by hurry(): wakes a worker waiting for company, carries no request
@@ -364,7 +365,7 @@ class DynamicBatcher:
             outs = self.run_batch(items)
             if len(outs) != len(items):
                 raise RuntimeError(f"run_batch returned {len(outs)} outputs for {len(items)} requests")
-            results = [(it.future, out, None) for it, out in zip(items, outs, strict=True)]
+            results = [_result(it.future, out) for it, out in zip(items, outs, strict=True)]
             self._observe(items, start)
         except Exception as e:
             if len(items) == 1:
@@ -374,7 +375,7 @@ class DynamicBatcher:
                 for it in items:  # isolate the failure: every item alone
                     alone = time.perf_counter()
                     try:
-                        results.append((it.future, self.run_batch([it])[0], None))
+                        results.append(_result(it.future, self.run_batch([it])[0]))
                     except Exception as e1:
                         results.append((it.future, None, e1))
                     else:  # a successful call like any other: counted and observed (metrics)
@@ -406,6 +407,12 @@ class DynamicBatcher:
             return
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting any more
             loop.call_soon_threadsafe(fn, arg)
+
+
+def _result(fut: asyncio.Future[Any], out: Any) -> tuple[asyncio.Future[Any], Any, BaseException | None]:
+    """An item's outcome from ``run_batch``: its output, or the error it returned in the output's place
+    (one item of a call refused, the others answered)."""
+    return (fut, None, out) if isinstance(out, BaseException) else (fut, out, None)
 
 
 def _settle_all(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:

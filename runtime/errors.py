@@ -35,6 +35,12 @@ class NonFiniteError(InputError):
     """A float feature is NaN or infinite."""
 
 
+class NonFiniteOutputError(InputError):
+    """The model's answer to a request with finite inputs holds NaN or infinity: its float features are
+    beyond what the model computes in float32 (``input`` names the one of largest magnitude). The
+    server answers 400 with this rather than the NaN a client would take for an answer."""
+
+
 class CategoryError(InputError):
     """A categorical feature value lies outside ``[0, cardinality)`` of its column."""
 

@@ -28,7 +28,9 @@ from runtime.errors import (
     BatchVectorError,
     DTypeError,
     GraphTooLargeError,
+    NonFiniteOutputError,
     ProtocolError,
+    SessionError,
     ShapeError,
 )
 from runtime.graphs import apply_teddy, check_batch_vector, nonfinite_parts, prepare_validated, validate_graph
@@ -389,12 +391,25 @@ class GraphItem(Protocol):
     num_graphs: int
 
 
-def run_items(model: ServedModel, items: Sequence[GraphItem]) -> list[np.ndarray]:
-    """One model call over the union of ``items``; one output slice per item (worker thread).
+def run_items(model: ServedModel, items: Sequence[GraphItem]) -> list[np.ndarray | NonFiniteOutputError]:
+    """One model call over the union of ``items``; one output slice per item (worker thread), or the
+    :class:`NonFiniteOutputError` of an item whose answer, computed alone, holds NaN or infinity.
 
     PE no item carries is computed here for the whole union at once (small raw requests come without
     it: per request, its fixed costs outweigh the encoding itself); a kind only some items carry, for
-    the others alone (:func:`runtime.graphs.fill_partial_pe`), so none is computed twice or replaced."""
+    the others alone (:func:`runtime.graphs.fill_partial_pe`), so none is computed twice or replaced.
+
+    A request the model overflows on (finite features of 1e30) turns NaN, and in a merged call can take
+    the requests packed beside it along (GT's dense rows: 0 * NaN): those are run again alone, and what
+    is still not finite is refused rather than answered, since a client reads NaN as an answer."""
+    outs = _run_merged(model, items)
+    if len(items) > 1:
+        for k in nonfinite_parts(outs):
+            outs[k] = _run_merged(model, [items[k]])[0]
+    return [_finite_or_error(model, it, out) for it, out in zip(items, outs, strict=True)]
+
+
+def _run_merged(model: ServedModel, items: Sequence[GraphItem]) -> list[np.ndarray]:
     graphs = [it.graph for it in items]
     prepared = prepare_validated(graphs, model.session.model)
     prepared.graphs = [it.num_graphs for it in items]
@@ -402,13 +417,32 @@ def run_items(model: ServedModel, items: Sequence[GraphItem]) -> list[np.ndarray
     if len(items) == 1:
         return [out]
     sizes = prepared.nodes if model.session.node_level else prepared.graphs
-    bounds = np.cumsum(np.asarray(sizes, dtype=np.int64))[:-1]
-    outs = np.split(out, bounds)
-    # A request the model overflows on (finite features of 1e30) turns NaN, and in a merged call can take
-    # the requests packed beside it along (GT's dense rows: 0 * NaN); those are answered from a call alone.
-    for k in nonfinite_parts(outs):
-        outs[k] = run_items(model, [items[k]])[0]
-    return outs
+    return np.split(out, np.cumsum(np.asarray(sizes, dtype=np.int64))[:-1])
+
+
+def _finite_or_error(model: ServedModel, item: GraphItem, out: np.ndarray) -> np.ndarray | NonFiniteOutputError:
+    if out.dtype.kind != "f" or np.isfinite(out).all():
+        return out
+    bad = int(out.size - np.isfinite(out).sum())
+    g = item.graph
+    floats = [(n, a) for n, a in (("x", g.x), ("edge_attr", g.edge_attr), *g.pe.items()) if _is_float(a)]
+    sizes = [(float(np.abs(a).max()), n) for n, a in floats if a.size]
+    if not sizes:  # no float input to blame: the model itself does not compute
+        raise SessionError(
+            f"model '{model.name}' answered with {bad} NaN or infinite values of {out.size} for a request "
+            "without float features; the model file is broken"
+        )
+    peak, name = max(sizes)
+    return NonFiniteOutputError(
+        name if name in ("x", "edge_attr") else f"pe_{name}",
+        f"model '{model.name}' answers this request with {bad} NaN or infinite values of {out.size}: its "
+        f"inputs are finite, but their largest magnitude, {peak:.3g} (here), is beyond what the model computes "
+        "in float32; send features on the scale the model was trained on",
+    )
+
+
+def _is_float(a: np.ndarray | None) -> bool:
+    return a is not None and np.asarray(a).dtype.kind == "f"
 
 
 # ---------------------------------------------------------------------------------- metrics

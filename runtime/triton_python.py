@@ -274,7 +274,11 @@ class GraphBatchModel:
         """One merged call; if it fails, every request alone, so one cannot fail the others."""
         try:
             self.calls += 1
-            return [np.ascontiguousarray(out)[None] for out in run_items(self.served, batch)]
+            outs = run_items(self.served, batch)
+            return [
+                Failure(str(o), invalid=True) if isinstance(o, Exception) else np.ascontiguousarray(o)[None]
+                for o in outs
+            ]
         except Exception as e:
             if len(batch) > 1:
                 return [self._run([it])[0] for it in batch]

@@ -89,6 +89,23 @@ async def _drive(cfg: BatchConfig, sizes: list[int], fail_tag: float | None = No
     return calls, results
 
 
+async def _drive_refusing(cfg: BatchConfig, sizes: list[int], refuse_tag: float) -> tuple[list, list]:
+    """Like :func:`_drive`, with ``run`` returning an error in the place of the item tagged ``refuse_tag``."""
+    calls: list[list[int]] = []
+
+    def run(items: list[BatchItem]) -> list[np.ndarray | Exception]:
+        calls.append([it.nodes for it in items])
+        refused = ValueError("refused")
+        return [refused if float(it.graph.x[0, 0]) == refuse_tag else it.graph.x[:, 0].copy() for it in items]
+
+    b = DynamicBatcher(run, cfg)
+    b.start()
+    tasks = [asyncio.ensure_future(b.submit(_item_graph(n, float(i)), 1)) for i, n in enumerate(sizes)]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    await b.close()
+    return calls, results
+
+
 def test_batcher_merges_within_limits_and_returns_each_its_own() -> None:
     cfg = BatchConfig(max_nodes=10, max_edges=100, max_graphs=100, max_requests=100, max_delay_ms=20)
     calls, results = asyncio.run(_drive(cfg, [3, 3, 3, 3, 25, 2]))
@@ -254,3 +271,14 @@ def test_a_batching_delay_the_worker_cannot_wait_is_refused(delay: float) -> Non
     with pytest.raises(ValueError, match=r"^BatchConfig.max_delay_ms must be between 0 and 60000, got "):
         BatchConfig(max_delay_ms=delay)
     assert BatchConfig(max_delay_ms=60_000.0).max_delay_ms == 60_000.0
+
+
+def test_an_error_returned_for_one_item_fails_that_item_only_without_rerunning_the_call() -> None:
+    """``run_items`` returns the error of an item it refuses (an answer of NaN) in its output's place: that
+    request fails, the others of the call get their outputs, and the call is not repeated item by item."""
+    cfg = BatchConfig(max_nodes=100, max_edges=100, max_graphs=100, max_requests=100, max_delay_ms=50)
+    calls, results = asyncio.run(_drive_refusing(cfg, [2, 2, 2, 2], refuse_tag=1.0))
+    assert sum(len(c) for c in calls) == 4  # every item ran once
+    assert isinstance(results[1], ValueError) and str(results[1]) == "refused"
+    for i in (0, 2, 3):
+        assert isinstance(results[i], np.ndarray) and np.all(results[i] == i)

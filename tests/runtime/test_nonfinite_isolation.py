@@ -1,4 +1,5 @@
-"""One graph whose (finite, valid) features overflow the model must not poison the graphs it is merged with.
+"""One graph whose (finite, valid) features overflow the model must not poison the graphs it is merged with,
+and its own NaN answer is refused (400) rather than served as an answer.
 
 GT's ``dense`` lowering packs small graphs into shared padded rows. A graph whose features are large
 enough that the model overflows on it (1e30: its scores reach inf, its softmax NaN) had NaN keys and
@@ -19,6 +20,7 @@ from exporters.onnx import export_onnx
 from gtcompress.data.base import FeatureSpec
 from gtcompress.models import ModelConfig
 from gtcompress.preprocess import NumpyGraph
+from runtime.errors import NonFiniteOutputError
 from runtime.served import ServedModel, run_items
 from runtime.session import GraphSession
 from tests.runtime.conftest import seeded_model
@@ -73,8 +75,57 @@ def test_run_items_keeps_other_requests_clean(packed_gt: Path) -> None:
     graphs, clean = _graphs()
     items = [SimpleNamespace(graph=g, num_graphs=1) for g in graphs]
     outs = run_items(model, items)
-    assert not np.isfinite(outs[1]).all()
+    assert isinstance(outs[1], NonFiniteOutputError)  # refused, not answered NaN (see the tests below)
     for k in clean:
         alone = run_items(model, [items[k]])[0]
         assert np.isfinite(alone).all()
         np.testing.assert_array_equal(outs[k], alone)
+
+
+BAD_MESSAGE = (
+    "input 'x': model 'm' answers this request with 4 NaN or infinite values of 4: its inputs are finite, but "
+    "their largest magnitude, 1e+30 (here), is beyond what the model computes in float32; send features on the "
+    "scale the model was trained on"
+)
+
+
+def test_a_request_the_model_overflows_on_is_refused_alone_or_merged(packed_gt: Path) -> None:
+    """A client reading ``[[nan, nan], [nan, nan]]`` from a 200 takes it for the model's answer (an argmax
+    of NaN is class 0); the answer is a 400 naming the input and its scale, and only for that request."""
+    model = ServedModel("m", GraphSession(packed_gt))
+    graphs, clean = _graphs()
+    items = [SimpleNamespace(graph=g, num_graphs=1) for g in graphs]
+    alone = run_items(model, [items[1]])
+    assert isinstance(alone[0], NonFiniteOutputError) and str(alone[0]) == BAD_MESSAGE
+    merged = run_items(model, items)
+    assert str(merged[1]) == BAD_MESSAGE
+    assert all(isinstance(merged[k], np.ndarray) and np.isfinite(merged[k]).all() for k in clean)
+
+
+def test_the_server_answers_400_and_the_triton_model_an_invalid_argument(packed_gt: Path) -> None:
+    import httpx
+
+    from runtime.server import BackgroundServer, create_app
+    from runtime.triton_python import Failure, GraphBatchModel
+
+    bad = _graphs()[0][1]
+    body = {
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": list(bad.x.shape), "data": bad.x.ravel().tolist()},
+            {"name": "edge_index", "datatype": "INT64", "shape": [2, 2], "data": bad.edge_index.ravel().tolist()},
+        ]
+    }
+    app = create_app([ServedModel("m", GraphSession(packed_gt))], warmup=False)
+    with BackgroundServer(app) as srv:
+        r = httpx.post(f"http://{srv.url}/v2/models/m/infer", json=body, timeout=60)
+    assert r.status_code == 400
+    assert r.json() == {"error": BAD_MESSAGE}
+
+    repo = packed_gt.parent / "repo" / "m"
+    (repo / "1").mkdir(parents=True)
+    (repo / "1" / "model.onnx").write_bytes(packed_gt.read_bytes())
+    triton = GraphBatchModel(repo, 1, {"name": "m", "max_batch_size": 8})
+    good = _graphs()[0][2]
+    answers = triton.answer([{"x": g.x[None], "edge_index": g.edge_index[None]} for g in (good, bad)])
+    assert isinstance(answers[0], np.ndarray) and np.isfinite(answers[0]).all()
+    assert answers[1] == Failure(BAD_MESSAGE, invalid=True)
