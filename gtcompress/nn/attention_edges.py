@@ -38,15 +38,29 @@ from gtcompress.nn.scatter import scatter_sum
 __all__ = ["attention_edges", "attention_mask", "node_scores", "top_node_mask"]
 
 
+#: TEDDY's neighbour terms ``d^-1/2`` are rounded to multiples of ``1 / SCORE_GRID`` before they are
+#: summed (:func:`node_scores`): sums of such terms are exact in float64 up to ``2^53 / SCORE_GRID``
+#: (8M) terms, so they do not depend on the order the edges are added in.
+SCORE_GRID = 2.0**30
+
+
 def node_scores(edge_index: Tensor, num_nodes: int, kind: str = "teddy") -> Tensor:
-    """TEDDY node score ``ḡ/d`` (see :mod:`gtcompress.preprocess.teddy`) or the degree, ``[N]`` float64
-    (float64 so that scores equal in exact arithmetic compare equal and tie-break by position)."""
+    """TEDDY node score ``ḡ/d`` (see :mod:`gtcompress.preprocess.teddy`) or the degree, ``[N]`` float64,
+    such that scores equal in exact arithmetic compare equal and tie-break by position.
+
+    Float64 alone did not give that: ``ḡ`` sums ``d_j^-1/2`` over a node's edges in edge-list order,
+    and two nodes with the same neighbour degrees listed in other orders got sums an ulp apart, so the
+    top ``k`` went to whichever rounding came out larger (the same graph with its edges in another order
+    got another GPS answer; on CUDA, where ``scatter_add`` adds in no fixed order, it could change from
+    call to call). The terms are therefore put on a grid (:data:`SCORE_GRID`, far finer than the gaps
+    between distinct degrees' terms) where float64 adds them exactly, in any order."""
     src, dst = edge_index[0], edge_index[1]
     ones = torch.ones(src.shape[0], dtype=torch.float64, device=src.device)
     deg = scatter_sum(ones, src, num_nodes)
     if kind == "degree":
         return deg
     inv_sqrt = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg))
+    inv_sqrt = torch.round(inv_sqrt * SCORE_GRID) / SCORE_GRID
     nb = scatter_sum(inv_sqrt.index_select(0, dst), src, num_nodes)
     return torch.where(deg > 0, nb / (deg * deg).clamp_min(1e-12), torch.zeros_like(deg))
 

@@ -84,3 +84,57 @@ def test_old_import_path_re_exports_the_model_side_construction() -> None:
 
     for name in ("attention_edges", "attention_mask", "node_scores"):
         assert getattr(attention_graph, name) is getattr(attention_edges, name)
+
+
+def _two_hub_graph() -> tuple[Tensor, Tensor, int]:
+    """Nodes 0 and 1 each adjacent to hubs of degrees 3, 4 and 8 (TEDDY scores equal in exact
+    arithmetic), as two edge lists of the same graph: node 1's edges listed forwards, then backwards.
+    Summed in those orders in float64, its neighbours' ``d^-1/2`` came out an ulp apart."""
+    pairs, n = [], 2
+    for d in (3, 4, 8):
+        hub = n
+        n += 1
+        pairs += [(0, hub), (1, hub)]
+        for _ in range(d - 2):
+            pairs.append((hub, n))
+            n += 1
+    und = torch.tensor(pairs + [(b, a) for a, b in pairs]).T
+    of0, of1, rest = [torch.nonzero(m).flatten() for m in (und[0] == 0, und[0] == 1, und[0] > 1)]
+    return und[:, torch.cat([of0, of1, rest])], und[:, torch.cat([of0, of1.flip(0), rest])], n
+
+
+def test_equal_teddy_scores_tie_whatever_the_edge_order() -> None:
+    """Scores equal in exact arithmetic compare equal however the edges are listed, so the top ``k``
+    takes the node first in its graph and the same graph with its edges in another order gets the
+    same GPS answer (the rounding of the sum decided before: 1.8e-3 apart on this graph)."""
+    from gtcompress.data.base import FeatureSpec
+    from gtcompress.graph import GraphBatch
+    from gtcompress.models import ModelConfig, build_model
+    from gtcompress.nn.attention_edges import node_scores, top_node_mask
+    from gtcompress.preprocess import NumpyGraph
+
+    fwd, bwd, n = _two_hub_graph()
+    batch = torch.zeros(n, dtype=torch.long)
+    layout = DenseLayout.from_batch(batch, 1)
+    for ei in (fwd, bwd):
+        s = node_scores(ei, n)
+        assert s[0].item() == s[1].item()
+        k = int((s > s[0]).sum()) + 1  # room for one of the two tied nodes
+        top = top_node_mask(ei, layout, k)[0]
+        assert top[0].item() and not top[1].item()
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        arch="gps",
+        node_features=FeatureSpec("float", 3),
+        out_dim=2,
+        hidden=16,
+        heads=2,
+        num_layers=1,
+        task_level="graph",
+        attention_topk=k,
+    )
+    model = build_model(cfg).eval()
+    x = torch.randn(n, 3, generator=torch.Generator().manual_seed(0)).numpy()
+    with torch.no_grad():
+        out = [model(GraphBatch.from_numpy(NumpyGraph(x, ei.numpy(), None, None, {}))) for ei in (fwd, bwd)]
+    assert torch.equal(out[0], out[1])
