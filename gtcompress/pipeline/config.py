@@ -59,6 +59,8 @@ def _defaults() -> dict[str, dict[str, Any]]:
             "epochs": RECIPE["train"]["epochs"],
             "batch_size": TrainConfig.batch_size,
             "lr": TrainConfig.lr,
+            # the run's seed: dense training, and the dense-ft control, TEDDY and pruning after it (a run per
+            # seed varies every stage, not only the dense model)
             "seed": TrainConfig.seed,
         },
         # dense-ft: the dense model trained as many extra epochs as the compressed ones get (prune epochs +

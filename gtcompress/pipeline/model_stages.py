@@ -153,14 +153,17 @@ def _dense_ft(ctx: RunContext, parent: ModelArtifact) -> ModelArtifact:
     pcfg, batch_size = ctx.config["prune"], ctx.config["train"]["batch_size"]
     ckpt = ctx.out / "models" / f"{parent.arch}-dense-ft"
     epochs = pcfg["epochs"] + pcfg["finetune_epochs"]
-    key = stage_key(parent.key, "dense-ft", epochs, pcfg["lr"], batch_size)
+    seed = ctx.config["train"]["seed"] + 1  # finetune_dense's own default (1) at the default train.seed (0)
+    key = stage_key(parent.key, "dense-ft", epochs, pcfg["lr"], batch_size, seed)
 
     def finetune() -> dict[str, Any]:
         from gtcompress.checkpoint import load_checkpoint, save_checkpoint
         from gtcompress.compress.finetune import finetune_dense
 
         model, meta = load_checkpoint(parent.ckpt)
-        res = finetune_dense(model, ctx.dataset(model.config.pe), epochs, lr=pcfg["lr"], batch_size=batch_size)
+        res = finetune_dense(
+            model, ctx.dataset(model.config.pe), epochs, lr=pcfg["lr"], batch_size=batch_size, seed=seed
+        )
         rep = res.report
         # its own metrics, not the parent's copied with the meta (gtc info shows these)
         metrics = {
@@ -181,7 +184,8 @@ def _sparsify(ctx: RunContext, parent: ModelArtifact) -> ModelArtifact:
     distillation; the checkpoint records the settings its inputs need."""
     scfg = ctx.config["sparsify"]
     ckpt = ctx.out / "models" / f"{parent.arch}-teddy"
-    key = stage_key(parent.key, scfg)
+    seed = ctx.config["train"]["seed"]
+    key = stage_key(parent.key, scfg, seed)
 
     def teddy() -> dict[str, Any]:
         from gtcompress.checkpoint import load_checkpoint, save_checkpoint
@@ -189,7 +193,7 @@ def _sparsify(ctx: RunContext, parent: ModelArtifact) -> ModelArtifact:
         from gtcompress.compress.teddy import SparsifyConfig, sparsify_model
 
         model, meta = load_checkpoint(parent.ckpt)
-        sc = SparsifyConfig(edges=scfg["edges"], epochs=scfg["epochs"])
+        sc = SparsifyConfig(edges=scfg["edges"], epochs=scfg["epochs"], seed=seed)
         res = sparsify_model(model, ctx.dataset(model.config.pe), sc)
         save_checkpoint(
             ckpt,
@@ -215,7 +219,8 @@ def _prune(ctx: RunContext, parent: ModelArtifact, b: float, method: str) -> Mod
     pcfg = ctx.config["prune"]
     name = f"{parent.arch}-{method}-{b}"
     ckpt = ctx.out / "models" / name
-    key = stage_key(parent.key, pcfg, b, method)
+    seed = ctx.config["train"]["seed"]
+    key = stage_key(parent.key, pcfg, b, method, seed)
 
     def prune() -> dict[str, Any]:
         from gtcompress.checkpoint import load_checkpoint, save_checkpoint
@@ -231,6 +236,7 @@ def _prune(ctx: RunContext, parent: ModelArtifact, b: float, method: str) -> Mod
             epochs=pcfg["epochs"],
             finetune_epochs=pcfg["finetune_epochs"],
             lr=pcfg["lr"],
+            seed=seed,
         )
         res = (prune_model if method == "gtsp" else random_prune)(model, ctx.dataset(model.config.pe), pc)
         save_checkpoint(ckpt, res.model, {**meta, "metrics": checkpoint_metrics(res.report), "compression": res.report})
