@@ -41,7 +41,10 @@ def _reference(
     accumulates: in float16 a softmax denominator over 65,505 or more incoming edges overflows to
     inf, and such a hub's output (and, in the backward recompute, its gradients) came out zero."""
     deg = rowptr[1:] - rowptr[:-1]
-    dst = torch.repeat_interleave(torch.arange(q.shape[0], device=q.device), deg)
+    # output_size: the edge count is col's length, a shape. Without it repeat_interleave reads its output
+    # size from device data: a host sync on a GPU, and a backward (which recomputes this) that AOTAutograd
+    # cannot trace with dynamic sizes, so torch.compile broke the graph around each attention layer.
+    dst = torch.repeat_interleave(torch.arange(q.shape[0], device=q.device), deg, output_size=col.shape[0])
     edges = torch.stack([col.long(), dst])
     if q.dtype in (torch.float16, torch.bfloat16):
         wide = sparse_attention(

@@ -207,3 +207,45 @@ def test_half_precision_hub_with_many_incoming_edges(dtype: torch.dtype) -> None
     out[0].sum().backward()
     assert v.grad is not None and torch.isfinite(v.grad.float()).all()
     torch.testing.assert_close(v.grad[1:].float().sum(), torch.tensor(4.0), rtol=1e-2, atol=0)  # 4 dims x sum(alpha)=1
+
+
+def test_the_op_trains_under_torch_compile_in_one_graph_whatever_the_graph_size() -> None:
+    """The backward recomputes the reference from the CSR; it expanded ``rowptr`` to per-edge
+    destinations with ``repeat_interleave`` and no ``output_size``, an op whose output size is read
+    from device data. AOTAutograd could not trace that backward with dynamic sizes
+    (DynamicOutputShapeException): ``torch.compile`` of a GT trained on the fused layout (every
+    CUDA device's default) fell back with a graph break around each attention layer, and on a GPU
+    each such backward synchronised with the host. The edge count is ``col``'s length."""
+    from torch._dynamo.utils import counters
+
+    def step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ei: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        rowptr, col, perm = csr_from_edge_index(ei, q.shape[0])
+        out = torch.ops.gtcompress.sparse_graph_attention(q, k, v, rowptr, col, bias.index_select(0, perm), 0.5)
+        return out.square().sum()
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(step, dynamic=True, backend="aot_eager")
+    for n, e in ((30, 90), (21, 50), (41, 130)):
+        q, k, v, ei, bias = _case(n, e, 2, 4, seed=n)
+        leaves = [t.requires_grad_() for t in (q, k, v, bias)]
+        got = torch.autograd.grad(compiled(q, k, v, ei, bias), leaves)
+        want = torch.autograd.grad(step(q, k, v, ei, bias), leaves)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w)
+    assert counters["stats"]["unique_graphs"] == 1  # one graph for every size, no fallback
+    assert not counters["graph_break"]
+    torch._dynamo.reset()
+
+
+def test_the_op_backward_traces_with_fake_tensors() -> None:
+    """What AOTAutograd does with the backward: no step of the reference may need a device value."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from gtcompress.nn.fused import _reference
+
+    q, k, v, ei, bias = _case(12, 30, 2, 4, seed=3)
+    rowptr, col, perm = csr_from_edge_index(ei, 12)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        out = _reference(q, k, v, rowptr, col, bias[perm], 0.5)
+    assert out.shape == q.shape and out.dtype == q.dtype
