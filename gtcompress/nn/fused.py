@@ -2,7 +2,8 @@
 
 On CPU it runs the reference (:func:`~gtcompress.nn.attention.sparse_attention`) on the CSR layout;
 on CUDA it runs the Triton kernels of :mod:`trt_plugins.kernels` (the ones TensorRT runs as a
-plugin), registered as the op's CUDA kernel. Exported, it becomes a single ONNX node that TensorRT
+plugin), registered as the op's CUDA kernel, and the same reference for inputs those kernels do not
+take (float64, ``head_dim`` above 256: see :func:`_cuda`). Exported, it becomes a single ONNX node that TensorRT
 maps to the plugin while ONNX Runtime runs the model-local function fallback (``exporters.onnx``).
 
 Its gradient is the reference's, recomputed in the backward pass (:func:`_backward`): a GT picks
@@ -59,11 +60,27 @@ def _(q: Tensor, k: Tensor, v: Tensor, rowptr: Tensor, col: Tensor, bias: Tensor
     return torch.empty_like(q, memory_format=torch.contiguous_format)
 
 
+#: Floating dtypes the Triton kernel takes (one for q, k, v and bias).
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
 @sparse_graph_attention.register_kernel("cuda")
 def _cuda(q: Tensor, k: Tensor, v: Tensor, rowptr: Tensor, col: Tensor, bias: Tensor | None, scale: float) -> Tensor:
+    """The Triton kernel where it takes the inputs, else the reference on the same device.
+
+    A GT picks this op on every CUDA device whatever its head size and precision, but the kernel
+    takes ``head_dim`` up to :data:`trt_plugins.spec.MAX_HEAD_DIM` and float32/float16/bfloat16 in
+    one dtype: a float64 model (``from_pyg`` keeps a PyG model's dtype) or one with wider heads ran
+    on CPU and raised ``PluginSpecError`` in its first forward on a GPU. Those run the reference
+    (torch ops, same function); the decision reads shapes and dtypes only, no device value."""
+    from trt_plugins import spec
     from trt_plugins.kernels import sparse_graph_attention as triton_attention
 
-    return triton_attention(q, k, v, rowptr, col, bias, scale)  # on q's device (the launcher sees to it)
+    dtypes = {t.dtype for t in (q, k, v, bias) if t is not None}
+    indices = rowptr.dtype == col.dtype and rowptr.dtype in (torch.int32, torch.int64)
+    if len(dtypes) == 1 and q.dtype in _KERNEL_DTYPES and indices and 1 <= q.shape[-1] <= spec.MAX_HEAD_DIM:
+        return triton_attention(q, k, v, rowptr, col, bias, scale)  # on q's device (the launcher sees to it)
+    return _reference(q, k, v, rowptr, col, bias, scale)
 
 
 def _setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: Tensor) -> None:

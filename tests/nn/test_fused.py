@@ -249,3 +249,28 @@ def test_the_op_backward_traces_with_fake_tensors() -> None:
     with FakeTensorMode(allow_non_fake_inputs=True):
         out = _reference(q, k, v, rowptr, col, bias[perm], 0.5)
     assert out.shape == q.shape and out.dtype == q.dtype
+
+
+@pytest.mark.parametrize(("dtype", "head_dim"), [(torch.float64, 8), (torch.float32, 300)])
+def test_the_cuda_registration_runs_the_reference_where_the_kernel_cannot(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, head_dim: int
+) -> None:
+    """A GT takes the fused op on every CUDA device, but the Triton kernel takes float32/16/bf16 and
+    ``head_dim <= 256``: a float64 model (``from_pyg`` keeps PyG's dtype) or one with wider heads
+    raised ``PluginSpecError`` in its first forward on a GPU, where CPU ran it. Such inputs run the
+    reference; the kernel itself is never handed them. (CPU tensors stand in for CUDA ones: the
+    registration only reads dtypes and shapes.)"""
+    import trt_plugins.kernels as kernels
+    from gtcompress.nn import fused
+
+    launched: list[int] = []
+    monkeypatch.setattr(kernels, "sparse_graph_attention", lambda *a, **k: launched.append(1))
+    q, k, v, ei, bias = _case(9, 20, 2, head_dim, seed=2)
+    q, k, v, bias = (t.to(dtype) for t in (q, k, v, bias))
+    rowptr, col, perm = csr_from_edge_index(ei, 9)
+    out = fused._cuda(q, k, v, rowptr, col, bias[perm], head_dim**-0.5)
+    assert not launched and out.dtype == dtype and out.shape == q.shape
+    want = brute_force(q.double(), k.double(), v.double(), ei, bias.double())
+    torch.testing.assert_close(out, want.to(dtype))
+    fused._cuda(q.float(), k.float(), v.float(), rowptr, col, None, 0.5)  # what the kernel takes goes to it
+    assert launched == ([1] if head_dim <= 256 else [])
