@@ -304,3 +304,30 @@ def test_aot_ptx_runs_with_the_plugin_arguments(dtype: str, tmp_path: Path) -> N
     ref = reference(q, k, v, ei, bias)
     torch.testing.assert_close(out.double().cpu(), ref, atol=TOL[tdt], rtol=TOL[tdt])
     assert math.isfinite(float(out.float().abs().max()))
+
+
+def test_backward_never_synchronises() -> None:
+    """The op's gradient (the reference, recomputed) takes no host value either: a training step stays
+    capturable and compiles without a graph break per layer (``repeat_interleave`` gets its size)."""
+    ei = graph(300, 2000, seed=4, hub=500).cuda()
+    q, k, v = (torch.randn(300, 2, 32, device="cuda", requires_grad=True) for _ in range(3))
+    rowptr, col, _ = fused.csr_from_edge_index(ei, 300)
+    torch.ops.gtcompress.sparse_graph_attention(q, k, v, rowptr, col, None, 0.2).sum().backward()  # warm
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        torch.ops.gtcompress.sparse_graph_attention(q, k, v, rowptr, col, None, 0.2).sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize(("dtype", "head_dim"), [(torch.float64, 16), (torch.float32, 300)])
+def test_inputs_the_kernel_does_not_take_run_the_reference(dtype: torch.dtype, head_dim: int) -> None:
+    """A float64 model (from_pyg keeps a PyG model's dtype) or heads wider than the kernel's 256 pick the
+    fused op on a GPU as any GT does; they get the reference's answer, not a PluginSpecError."""
+    ei = graph(200, 1000, seed=5).cuda()
+    q, k, v = (torch.randn(200, 2, head_dim, device="cuda", dtype=dtype) for _ in range(3))
+    rowptr, col, _ = fused.csr_from_edge_index(ei, 200)
+    out = torch.ops.gtcompress.sparse_graph_attention(q, k, v, rowptr, col, None, head_dim**-0.5)
+    assert out.dtype == dtype and out.device.type == "cuda"
+    torch.testing.assert_close(out.double().cpu(), reference(q, k, v, ei, None), atol=1e-4, rtol=1e-4)
