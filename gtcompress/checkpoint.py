@@ -36,6 +36,7 @@ from gtcompress.errors import CheckpointError, ConfigError
 from gtcompress.io import make_temp_dir, recover_dead_dir_swaps, swap_dir_into_place
 from gtcompress.models.config import ModelConfig
 from gtcompress.models.model import GraphModel, build_model
+from gtcompress.preprocess.teddy import finite_threshold
 
 FORMAT = "gtcompress-checkpoint"
 FORMAT_VERSION = 1
@@ -169,6 +170,11 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{cfg_path}: the 'metrics' section must be a JSON object, got {json_kind(metrics)}")
     check_dataset_section(doc.get("dataset"), cfg_path)
     check_teddy_section(doc.get("teddy"), cfg_path)
+    teddy = doc.get("teddy")
+    if teddy is not None and teddy.get("threshold") is not None:
+        # -Infinity/Infinity from an older gtcompress: the finite constant of the same rule, so that
+        # gtc export writes a JSON number into the model's metadata.
+        teddy["threshold"] = finite_threshold(teddy["threshold"])
     doc["_root"] = str(root)
     return doc
 

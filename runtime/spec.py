@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gtcompress.preprocess.spec import InputSpec
-from gtcompress.preprocess.teddy import recompute_kinds
+from gtcompress.preprocess.teddy import finite_threshold, recompute_kinds
 from runtime.errors import SessionError
 
 # KServe v2 / Triton tensor datatypes of the numpy dtypes an exported model uses.
@@ -107,12 +107,14 @@ def metadata_json(metadata: dict[str, Any], key: str, source: str) -> Any:
         raise SessionError(f"{source}: metadata '{key}' is not valid JSON ({e})") from None
 
 
-def _number(c: Mapping[str, Any], key: str, where: str) -> float | None:
-    """``c[key]`` as a finite float, ``None`` when absent or null; JSON true/false are no numbers."""
+def _number(c: Mapping[str, Any], key: str, where: str, infinite: bool = False) -> float | None:
+    """``c[key]`` as a finite float (``infinite``: or ±inf), ``None`` when absent or null; JSON
+    true/false are no numbers."""
     v = c.get(key)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    number = isinstance(v, (int, float)) and not isinstance(v, bool)
+    if not number or not (math.isfinite(v) or (infinite and math.isinf(v))):
         raise SessionError(f"{where} '{key}' must be a number, got {v!r:.80}")
     return float(v)
 
@@ -126,7 +128,10 @@ def _teddy(c: Any, where: str) -> TeddyConfig | None:
     ratio = _number(c, key, where) or 0.0
     if not 0.0 <= ratio <= 1.0:
         raise SessionError(f"{where} '{key}' is the fraction of edges TEDDY removes, in [0, 1]; got {c[key]!r}")
-    threshold = _number(c, "threshold", where)
+    # An older gtcompress recorded a threshold that keeps (drops) every edge as -Infinity (Infinity):
+    # the same rule as the finite constants written now, so such a model file is served, not refused.
+    threshold = _number(c, "threshold", where, infinite=True)
+    threshold = None if threshold is None else finite_threshold(threshold)
     per_graph = c.get("per_graph", True)
     if not isinstance(per_graph, bool):
         raise SessionError(f"{where} 'per_graph' must be true or false, got {per_graph!r:.80}")

@@ -227,6 +227,16 @@ def test_a_bad_teddy_section_is_named(tmp_path, value, message: str) -> None:
     assert str(e.value).startswith(f"{path / 'config.json'}: {message}")
 
 
+@pytest.mark.parametrize(("written", "read"), [(float("-inf"), 0.0), (float("inf"), 2.0)])
+def test_an_older_infinite_teddy_threshold_reads_as_its_finite_constant(tmp_path, written: float, read: float) -> None:
+    """gtc sparsify --global before the finite constants recorded a threshold keeping (dropping) every
+    edge as -Infinity (Infinity); such a checkpoint is read as 0.0 (2.0), the same rule, so gtc export
+    writes a JSON number the runtime loads."""
+    path = _with_section(tmp_path, "teddy", {"edges": 0.001, "per_graph": False, "threshold": written})
+    assert "Infinity" in (path / "config.json").read_text()
+    assert read_checkpoint_meta(path)["teddy"]["threshold"] == read
+
+
 def test_data_spec_is_the_recorded_one_and_another_dataset_starts_from_its_defaults() -> None:
     """The recorded split (size, seed) belongs to the recorded dataset: --data naming the same one
     keeps it, another one does not inherit it (a TU dataset refuses explicit sizes); the root of a

@@ -46,7 +46,7 @@ from gtcompress.errors import ConfigError
 from gtcompress.graph import GraphBatch
 from gtcompress.models.model import GraphModel
 from gtcompress.preprocess.pe import laplacian_pe, rwse
-from gtcompress.preprocess.teddy import teddy_edge_scores, teddy_mask
+from gtcompress.preprocess.teddy import DROP_ALL_THRESHOLD, KEEP_ALL_THRESHOLD, teddy_edge_scores, teddy_mask
 from gtcompress.train.loop import TrainConfig, check_time_budget, evaluate, seed_everything, train
 
 __all__ = ["SparsifyConfig", "SparsifyResult", "TeddyEdges", "sparsify_dataset", "sparsify_model"]
@@ -98,14 +98,6 @@ class TeddyEdges:
 
     def to_dict(self) -> dict[str, Any]:
         return {"edges": self.ratio, "per_graph": self.per_graph, "threshold": self.threshold, "pe": self.pe}
-
-
-#: Thresholds for "keep every edge" and "remove every non-loop edge". Both are finite: the threshold is
-#: recorded as JSON in the checkpoint and the model's metadata, where ``-inf``/``inf`` were written as
-#: ``-Infinity``/``Infinity`` (no JSON number) and the runtime refused to load the model. TEDDY scores
-#: are products of two node scores in [0, 1] (ḡ_i / d_i <= 1 / d_i), so these two act as -inf and inf.
-KEEP_ALL_THRESHOLD = 0.0
-DROP_ALL_THRESHOLD = 2.0
 
 
 def global_threshold(graphs: list[GraphBatch], ratio: float) -> float:

@@ -37,6 +37,9 @@ import numpy as np
 from gtcompress.preprocess.batching import NumpyGraph
 
 __all__ = [
+    "DROP_ALL_THRESHOLD",
+    "KEEP_ALL_THRESHOLD",
+    "finite_threshold",
     "teddy_edge_scores",
     "teddy_keep_mask",
     "teddy_mask",
@@ -44,6 +47,27 @@ __all__ = [
     "teddy_sparsify",
     "teddy_threshold_mask",
 ]
+
+#: Thresholds for "keep every edge" and "remove every non-loop edge". Both are finite: the threshold is
+#: recorded as JSON in the checkpoint and the model's metadata, where ``-inf``/``inf`` were written as
+#: ``-Infinity``/``Infinity`` (no JSON number) and the runtime refused to load the model. TEDDY scores
+#: are products of two node scores in [0, 1] (ḡ_i / d_i <= 1 / d_i), so these two act as -inf and inf.
+KEEP_ALL_THRESHOLD = 0.0
+DROP_ALL_THRESHOLD = 2.0
+
+
+def finite_threshold(threshold: float) -> float:
+    """A global TEDDY threshold as the finite number of the same meaning (NaN is returned as is).
+
+    gtcompress before the finite constants recorded ``-inf`` (keep every edge) and ``inf`` (drop every
+    non-loop edge), written to config.json and the ONNX metadata as ``-Infinity``/``Infinity``. Such a
+    checkpoint or model file still says exactly which edges go, so readers take it as the constant it
+    now is rather than refuse it (and a re-export writes a JSON number)."""
+    if threshold == -float("inf"):
+        return KEEP_ALL_THRESHOLD
+    if threshold == float("inf"):
+        return DROP_ALL_THRESHOLD
+    return threshold
 
 
 def teddy_node_scores(edge_index: np.ndarray, num_nodes: int) -> np.ndarray:
