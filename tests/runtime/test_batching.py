@@ -70,31 +70,23 @@ def _item_graph(n: int, tag: float) -> NumpyGraph:
     return NumpyGraph(np.full((n, 1), tag, np.float32), np.zeros((2, 0), np.int64))
 
 
-async def _drive(cfg: BatchConfig, sizes: list[int], fail_tag: float | None = None, delay: float = 0.0):
+async def _drive(
+    cfg: BatchConfig,
+    sizes: list[int],
+    fail_tag: float | None = None,
+    delay: float = 0.0,
+    refuse_tag: float | None = None,
+):
+    """Submit one item per size (tagged with its index) and gather the results. ``run`` raises for a call
+    holding ``fail_tag``, and returns an error in the place of the item tagged ``refuse_tag``."""
     calls: list[list[int]] = []
 
-    def run(items: list[BatchItem]) -> list[np.ndarray]:
+    def run(items: list[BatchItem]) -> list[np.ndarray | Exception]:
         calls.append([it.nodes for it in items])
         if delay:
             time.sleep(delay)
         if fail_tag is not None and any(float(it.graph.x[0, 0]) == fail_tag for it in items):
             raise ValueError("poisoned")
-        return [it.graph.x[:, 0].copy() for it in items]
-
-    b = DynamicBatcher(run, cfg)
-    b.start()
-    tasks = [asyncio.ensure_future(b.submit(_item_graph(n, float(i)), 1)) for i, n in enumerate(sizes)]
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    await b.close()
-    return calls, results
-
-
-async def _drive_refusing(cfg: BatchConfig, sizes: list[int], refuse_tag: float) -> tuple[list, list]:
-    """Like :func:`_drive`, with ``run`` returning an error in the place of the item tagged ``refuse_tag``."""
-    calls: list[list[int]] = []
-
-    def run(items: list[BatchItem]) -> list[np.ndarray | Exception]:
-        calls.append([it.nodes for it in items])
         refused = ValueError("refused")
         return [refused if float(it.graph.x[0, 0]) == refuse_tag else it.graph.x[:, 0].copy() for it in items]
 
@@ -277,7 +269,7 @@ def test_an_error_returned_for_one_item_fails_that_item_only_without_rerunning_t
     """``run_items`` returns the error of an item it refuses (an answer of NaN) in its output's place: that
     request fails, the others of the call get their outputs, and the call is not repeated item by item."""
     cfg = BatchConfig(max_nodes=100, max_edges=100, max_graphs=100, max_requests=100, max_delay_ms=50)
-    calls, results = asyncio.run(_drive_refusing(cfg, [2, 2, 2, 2], refuse_tag=1.0))
+    calls, results = asyncio.run(_drive(cfg, [2, 2, 2, 2], refuse_tag=1.0))
     assert sum(len(c) for c in calls) == 4  # every item ran once
     assert isinstance(results[1], ValueError) and str(results[1]) == "refused"
     for i in (0, 2, 3):
