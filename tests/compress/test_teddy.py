@@ -12,7 +12,13 @@ from gtcompress.errors import ConfigError
 from gtcompress.graph import GraphBatch, collate
 from gtcompress.preprocess import teddy as teddy_module
 from gtcompress.preprocess.batching import NumpyGraph, union_graphs
-from gtcompress.preprocess.teddy import teddy_edge_scores, teddy_keep_mask, teddy_node_scores, teddy_sparsify
+from gtcompress.preprocess.teddy import (
+    teddy_edge_scores,
+    teddy_keep_mask,
+    teddy_node_scores,
+    teddy_sparsify,
+    teddy_threshold_mask,
+)
 
 from .conftest import random_graphs, tiny_model
 
@@ -440,3 +446,22 @@ def test_an_undirected_pair_goes_with_all_its_edges_and_each_graph_drops_its_sha
             else:
                 dropped, total = int((~keep[mine]).sum()), int(mine.sum())
             assert dropped == int(np.floor(0.4 * total + 0.5))
+
+
+def _listed(first: list[int]) -> np.ndarray:
+    """One graph, node 0's edges listed in the order ``first``: node 0 (degree 3) next to nodes 1, 2
+    (degree 2) and 3 (degree 3), with leaves 4, 5 on 1, 2 and 6, 7 on 3 (a carbon's neighbourhood)."""
+    pairs = [(0, v) for v in first] + [(1, 4), (2, 5), (3, 6), (3, 7)]
+    return np.array([[a for a, _ in pairs] + [b for _, b in pairs], [b for _, b in pairs] + [a for a, _ in pairs]])
+
+
+def test_equal_scores_are_equal_whatever_the_edge_order() -> None:
+    """Node 0's neighbour terms summed 2-2-3 or 3-2-2 came out an ulp apart, so under a global
+    threshold equal to the score of its edges to 1 and 2 (a training score) the same graph kept them
+    in one edge order and dropped them in the other."""
+    g1, g2 = _listed([1, 2, 3]), _listed([3, 1, 2])
+    np.testing.assert_array_equal(teddy_node_scores(g1, 8), teddy_node_scores(g2, 8))
+    s1 = teddy_edge_scores(g1, 8)
+    threshold = float(s1[0])  # the edge 0-1
+    kept = [{tuple(sorted(p)) for p in g[:, teddy_threshold_mask(g, 8, threshold)].T.tolist()} for g in (g1, g2)]
+    assert kept[0] == kept[1] == {(0, 1), (0, 2), (1, 4), (2, 5), (3, 6), (3, 7)}
