@@ -417,6 +417,9 @@ def nonfinite_parts(outs: Sequence[np.ndarray]) -> list[int]:
     again on its own, so an item's answer is what it would be alone; items with finite outputs are kept
     (what leaks across rows is NaN, which stays NaN), so one bad request costs one extra call per item it
     poisoned, not a split of the whole batch."""
-    if len(outs) < 2:
-        return []
-    return [k for k, o in enumerate(outs) if o.dtype.kind == "f" and not np.isfinite(o).all()]
+    return [k for k, o in enumerate(outs) if not finite_output(o)]
+
+
+def finite_output(out: np.ndarray) -> bool:
+    """Whether a model output holds no NaN or infinity (a non-float output always does)."""
+    return out.dtype.kind != "f" or bool(np.isfinite(out).all())

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gtcompress.preprocess.layouts import degree_histogram, padded_rows, padded_slots
-from gtcompress.preprocess.layouts import node_counts as count_nodes
 from gtcompress.preprocess.pe import pe_work
 from gtcompress.preprocess.spec import Lowering
 from runtime.batcher import MIB
@@ -132,11 +131,13 @@ def check_slots(model: ServedModel, limits: ServerLimits, edge_index: np.ndarray
         )
 
 
-def check_attention(model: ServedModel, limits: ServerLimits, batch: np.ndarray | None, n: int, graphs: int) -> None:
+def check_attention(model: ServedModel, limits: ServerLimits, counts: np.ndarray) -> None:
+    """Refuse a request whose dense attention scores (graphs of ``counts`` nodes, each padded to the
+    largest) would take more than ``max_attention_mib`` a layer."""
     cell = model.batch.attention_cell_bytes
     if not cell:
         return
-    counts = count_nodes(batch, n, graphs)
+    graphs = int(counts.shape[0])
     at = int(np.argmax(counts))
     largest, rows = int(counts[at]), graphs
     need = rows * largest**2 * cell
@@ -161,9 +162,7 @@ def check_work(
     model: ServedModel,
     limits: ServerLimits,
     inputs: dict[str, np.ndarray],
-    batch: np.ndarray | None,
-    n: int,
-    graphs: int,
+    counts: np.ndarray,
     *,
     raw_only: bool = False,
     full: bool = False,
@@ -183,11 +182,11 @@ def check_work(
     hops = model.distance_hops
     if not kinds and not hops:
         return
-    counts = count_nodes(batch, n, graphs)
+    graphs = int(counts.shape[0])
     at = int(np.argmax(counts))
     largest = int(counts[at])
     work = sum(pe_work(kind, counts, k) for kind, k in kinds.items())
-    rows = padded_rows(counts, pack=True) if model.session.spec.packed else graphs
+    rows = (padded_rows(counts, pack=True) if model.session.spec.packed else graphs) if hops else 0
     spd = float(hops) * rows * float(largest) ** 3
     if work + spd <= limits.max_pe_work:
         return
@@ -206,8 +205,7 @@ def check_work(
         )
     names = ", ".join(f"pe_{kind}" for kind in kinds)
     other = (
-        "or raise the model's gtcompress_max_pe_work parameter in its config.pbtxt (this model takes raw "
-        "graphs only)"
+        f"or {raise_knob} (this model takes raw graphs only)"
         if raw_only
         else f"or {names} computed by the client with every model input (a pre-processed request, as "
         "runtime.client.make_inputs builds it)"

@@ -33,7 +33,14 @@ from runtime.errors import (
     SessionError,
     ShapeError,
 )
-from runtime.graphs import apply_teddy, check_batch_vector, nonfinite_parts, prepare_validated, validate_graph
+from runtime.graphs import (
+    apply_teddy,
+    check_batch_vector,
+    finite_output,
+    nonfinite_parts,
+    prepare_validated,
+    validate_graph,
+)
 from runtime.protocol import PREPROCESSED_PARAMETER, InferRequest
 from runtime.request_cost import (
     attention_cell_bytes,
@@ -272,10 +279,11 @@ def request_graph(
     if num_graphs > limits.max_graphs:  # 'batch' alone (no node_counts) names as many graphs as nodes
         raise GraphTooLargeError("batch", f"request has {num_graphs} graphs, above this server's {limits.max_graphs}")
     _check_layout(inputs, n, e, num_graphs)
-    check_attention(model, limits, batch, n, num_graphs)
+    counts = count_nodes(batch, n, num_graphs)  # graph sizes, for the attention and work bounds
+    check_attention(model, limits, counts)
     check_slots(model, limits, inputs["edge_index"], n)
     spec = model.session.spec
-    check_work(model, limits, inputs, batch, n, num_graphs, raw_only=raw_only, full=full)
+    check_work(model, limits, inputs, counts, raw_only=raw_only, full=full)
     g = NumpyGraph(
         x=x,
         edge_index=inputs["edge_index"],
@@ -403,10 +411,11 @@ def run_items(model: ServedModel, items: Sequence[GraphItem]) -> list[np.ndarray
     the requests packed beside it along (GT's dense rows: 0 * NaN): those are run again alone, and what
     is still not finite is refused rather than answered, since a client reads NaN as an answer."""
     outs = _run_merged(model, items)
-    if len(items) > 1:
-        for k in nonfinite_parts(outs):
-            outs[k] = _run_merged(model, [items[k]])[0]
-    return [_finite_or_error(model, it, out) for it, out in zip(items, outs, strict=True)]
+    answers: list[np.ndarray | NonFiniteOutputError] = list(outs)
+    for k in nonfinite_parts(outs):
+        alone = _run_merged(model, [items[k]])[0] if len(items) > 1 else outs[k]
+        answers[k] = alone if finite_output(alone) else _refusal(model, items[k], alone)
+    return answers
 
 
 def _run_merged(model: ServedModel, items: Sequence[GraphItem]) -> list[np.ndarray]:
@@ -420,9 +429,8 @@ def _run_merged(model: ServedModel, items: Sequence[GraphItem]) -> list[np.ndarr
     return np.split(out, np.cumsum(np.asarray(sizes, dtype=np.int64))[:-1])
 
 
-def _finite_or_error(model: ServedModel, item: GraphItem, out: np.ndarray) -> np.ndarray | NonFiniteOutputError:
-    if out.dtype.kind != "f" or np.isfinite(out).all():
-        return out
+def _refusal(model: ServedModel, item: GraphItem, out: np.ndarray) -> NonFiniteOutputError:
+    """The 400 for an item whose answer alone holds NaN or infinity, naming its largest float input."""
     bad = int(out.size - np.isfinite(out).sum())
     g = item.graph
     floats = [(n, a) for n, a in (("x", g.x), ("edge_attr", g.edge_attr), *g.pe.items()) if _is_float(a)]

@@ -226,7 +226,7 @@ class GraphSession:
         items = _as_list(graphs)
         prepared = self.prepare(items)
         outs = self.run_prepared(prepared)
-        for k in nonfinite_parts(outs):  # NaN from one graph can spread to those merged with it: rerun alone
+        for k in nonfinite_parts(outs) if len(items) > 1 else []:  # NaN spreads to graphs merged with it
             outs[k] = self.run_prepared(self.prepare([items[k]]))[0]
         if not self.node_level:  # graph-level: [out] for a plain graph, [g, out] for a union item
             outs = [o[0] if as_numpy_graph(g).batch is None else o for o, g in zip(outs, items, strict=True)]
