@@ -286,7 +286,8 @@ def serve_cmd(
             callback=finite_number(1.0),
             help="For a model that attends densely within each graph (GPS, Graphormer, GT's dense lowering): "
             "largest attention score memory of one request per layer, in MiB (>= 1), its graphs padded to the "
-            "largest (Graphormer: with its biases and shortest-path distances); for one on the padded lowering, "
+            "largest (Graphormer: with its biases and shortest-path distances; GT: with its softmax and edge biases); "
+            "for one on the padded lowering, "
             "its neighbour lists' slots (incoming edges padded to each degree bucket's largest in-degree) times "
             "the bytes a slot takes. A request above it gets 400. A merged call stays under 256 MiB, or this if lower.",
         ),

@@ -35,17 +35,38 @@ GRAPHORMER_EDGE_HEAD_BYTES = 8
 #: updated) and the float32 adjacency, reach and product matrices of their MatMuls (about 48 B a
 #: cell measured on ONNX Runtime CPU), held whatever the head count.
 GRAPHORMER_DISTANCE_BYTES = 48
+#: GT on the ``dense`` lowering, bytes a head per padded cell: its scores and their softmax (float32),
+#: alive together; measured 8.4 B a head.
+GT_HEAD_BYTES = 10
+#: ... plus, with edge features, each layer's dense edge bias ``[rows, H, L, L]``, built by a
+#: log-sum-exp over every (dst, src) pair (running maximum, sum of exponentials, logarithm, finiteness
+#: mask: several float32 ``[rows*L*L, H]`` buffers). Measured 20 B a head more for one layer and 38
+#: for two or more (the next layer's bias is built while the previous one's buffers are still held).
+GT_EDGE_HEAD_BYTES = 20
+GT_EDGE_HEAD_BYTES_LAYERS = 38
+#: ... plus the layer-shared ``log(count)`` bias ``[rows, 1, L, L]`` and the edge counts it is made
+#: from (float32 each), whatever the heads: measured 9 B.
+GT_CELL_BYTES = 12
 
 
 def attention_cell_bytes(session: GraphSession) -> int:
-    """Bytes per padded cell of one layer's dense attention scores (float32, every head), for a model
-    that attends densely within each graph; 0 for one that does not (edge lowerings, no heads left).
-    Heads come from the exported model config; a model file without one counts 8.
+    """Peak bytes per padded cell of one call's dense attention, for a model that attends densely within
+    each graph; 0 for one that does not (edge lowerings, no heads left). Heads come from the exported
+    model config; a model file without one counts 8.
 
-    A Graphormer also holds per-head biases and its shortest-path distances for every cell, which
-    outweigh the scores when few heads remain: counted at 4 B a head, a 1-head Graphormer was let
-    through with a 23,000-node graph at the default 2 GiB, which needs over 30 GiB (measured 68 B a
-    cell, see :data:`GRAPHORMER_DISTANCE_BYTES`)."""
+    The float32 scores alone are 4 B a head, but the scores are not all a call holds per cell, and
+    the limit is there to keep the server out of memory. A Graphormer also holds per-head biases and
+    its shortest-path distances for every cell, which outweigh the scores when few heads remain:
+    counted at 4 B a head, a 1-head Graphormer was let through with a 23,000-node graph at the
+    default 2 GiB, which needs over 30 GiB (measured 68 B a cell, see :data:`GRAPHORMER_DISTANCE_BYTES`).
+    A GT on the ``dense`` lowering holds the softmax beside the scores, its shared ``log(count)``
+    bias and, with edge features, a dense per-head edge bias a layer (:data:`GT_HEAD_BYTES` and
+    after): peak RSS over cells on ONNX Runtime CPU (one 3,000-node graph, 1 thread) was 17.5 B a cell
+    at 1 head, 76 at 8 heads, 27 / 53 / 108 / 228 at 1 / 2 / 4 / 8 heads with edge features (one
+    layer) and 86 / 94 / 185 at 2 heads 2 and 3 layers and 4 heads 4 layers. Counted at 4 B a head, an
+    8-head GT with edge features let a request through at the default 2 GiB that takes 14 GiB, and the
+    batcher merged calls of 1.7 GiB under its 256 MiB. GPS (scores and softmax, a per-key bias)
+    measured within a quarter of 4 B a head."""
     spec = session.spec
     if spec.lowering is not Lowering.DENSE and not spec.global_attention:
         return 0
@@ -53,7 +74,24 @@ def attention_cell_bytes(session: GraphSession) -> int:
     if cfg.get("arch") == "graphormer" and heads > 0:
         per_head = 4 + GRAPHORMER_HEAD_BYTES + (GRAPHORMER_EDGE_HEAD_BYTES if cfg.get("edge_features") else 0)
         return per_head * heads + GRAPHORMER_DISTANCE_BYTES
+    if cfg.get("arch") == "gt" and heads > 0:
+        per_head = GT_HEAD_BYTES
+        if cfg.get("edge_features"):
+            per_head += GT_EDGE_HEAD_BYTES_LAYERS if _attention_layers(session, cfg) > 1 else GT_EDGE_HEAD_BYTES
+        return per_head * heads + GT_CELL_BYTES
     return 4 * heads
+
+
+def _attention_layers(session: GraphSession, cfg: dict[str, Any]) -> int:
+    """Layers of the exported model config that attend (heads left; :func:`_config_heads` has checked
+    the ``layers`` entries), or its ``num_layers`` where it lists none."""
+    layers = cfg.get("layers") or []
+    if layers:
+        return sum(1 for layer in layers if int(layer.get("heads", 0)) > 0)
+    try:
+        return int(cfg.get("num_layers", 1))
+    except (TypeError, ValueError) as e:
+        raise SessionError(f"{session.path}: metadata 'model_config' has no usable num_layers ({e})") from None
 
 
 def distance_hops(session: GraphSession) -> int:

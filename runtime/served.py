@@ -75,10 +75,10 @@ class ServerLimits:
     #: One layer's dense attention scores for one request, for a model that attends densely within
     #: each graph (GPS, Graphormer, GT on the dense lowering): its graphs padded to the largest, so
     #: memory grows with the square of the largest graph (a Graphormer's biases and shortest-path
-    #: distances included, :func:`~runtime.request_cost.attention_cell_bytes`). Past this a request
-    #: gets 400 rather than the server's memory (a 40,000-node graph on a 4-head GPS would need 24 GiB
-    #: per layer). A model on the ``padded`` lowering is held to it too: its neighbour lists' slots
-    #: (each node's incoming edges padded to its degree bucket's largest in-degree) times
+    #: distances, a GT's softmax and edge biases included: :func:`~runtime.request_cost.attention_cell_bytes`).
+    #: Past this a request gets 400 rather than the server's memory (a 40,000-node graph on a 4-head
+    #: GPS would need 24 GiB per layer). A model on the ``padded`` lowering is held to it too: its
+    #: neighbour lists' slots (each node's incoming edges padded to its degree bucket's largest in-degree) times
     #: :func:`~runtime.request_cost.slot_bytes`; a heavy-tailed 1M-node graph within the node and edge
     #: limits takes 88M slots, tens of GiB on a 64-wide model.
     max_attention_mib: float = 2048.0

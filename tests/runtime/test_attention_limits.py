@@ -6,8 +6,12 @@ into a call past ``BatchConfig.max_attention_mib`` (one large graph with many sm
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -17,7 +21,7 @@ import pytest
 from gtcompress.preprocess import NumpyGraph
 from gtcompress.preprocess.batching import largest_graph, union_graphs
 from gtcompress.preprocess.layouts import bucketed_layout, dense_layout, padded_rows
-from runtime.batcher import BatchConfig, GraphRequest, fits, pack
+from runtime.batcher import MIB, BatchConfig, GraphRequest, fits, pack
 from runtime.errors import SessionError
 from runtime.protocol import InferRequest
 from runtime.request_cost import attention_cell_bytes
@@ -25,7 +29,8 @@ from runtime.served import request_graph
 from runtime.server import BackgroundServer, ServedModel, ServerLimits, create_app
 from runtime.session import GraphSession
 
-LIMIT_MIB = 0.5  # the node model has 2 heads: 8 bytes a cell, so one graph of up to 256 nodes
+LIMIT_MIB = 4.5  # the node model (GT, 2 heads, edge features): 72 bytes a cell, so one graph of up to 256 nodes
+GRAPHORMER_LIMIT_MIB = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +60,52 @@ def _post(srv: BackgroundServer, g: NumpyGraph) -> httpx.Response:
 
 
 def test_cell_bytes_follow_the_lowering_and_the_heads(exported) -> None:
-    assert attention_cell_bytes(GraphSession(exported["node"].path)) == 4 * 2  # dense GT, 2 heads, float32
+    assert attention_cell_bytes(GraphSession(exported["node"].path)) == 2 * (10 + 20) + 12  # dense GT, 2 heads
     assert attention_cell_bytes(GraphSession(exported["graph"].path)) == 0  # padded: edges only
+
+
+_PEAK_SCRIPT = """
+import sys
+import numpy as np
+from gtcompress.preprocess.random_graphs import random_graph
+from runtime.session import GraphSession
+
+def peak_kib():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+
+session = GraphSession(sys.argv[1], threads=1)
+n = int(sys.argv[2])
+spec = session.spec
+g = random_graph(np.random.default_rng(0), n, 3 * n, spec.x, spec.edge_attr)
+g.pe.update({k: np.zeros((n, d), np.float32) for k, d in spec.pe.items()})
+session.run([random_graph(np.random.default_rng(1), 4, 8, spec.x, spec.edge_attr)])  # lazy initialisation
+before = peak_kib()
+session.run([g])
+print(peak_kib() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc (Linux)")
+def test_dense_gt_cell_bytes_cover_what_a_call_takes(exported) -> None:
+    """The limit is there to keep the server out of memory, so a cell counts what a call holds for it,
+    not the float32 scores alone: a 2-head GT with edge features, counted at 8 B a cell, took 53 B a
+    cell (softmax beside the scores, the dense per-head edge bias's log-sum-exp buffers), so requests
+    within ``max_attention_mib`` took 7x that. Measured in a fresh process (peak RSS is per process)."""
+    path = exported["node"].path
+    n = 1500
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, str(path), str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    peak = int(out.stdout.split()[-1]) * 1024
+    counted = n * n * attention_cell_bytes(GraphSession(path))
+    assert peak > n * n * 4 * 2 * 4  # far above the 2 heads' scores: what made the old count wrong
+    assert peak <= counted, f"peak {peak / MIB:.0f} MiB for {n} nodes, counted {counted / MIB:.0f} MiB"
 
 
 @pytest.mark.parametrize(
@@ -82,22 +131,22 @@ def test_a_model_config_without_usable_heads_is_refused_at_load(tmp_path, export
 
 
 def test_a_graph_whose_dense_attention_passes_the_limit_gets_a_400(server, session, exported) -> None:
-    small = _graph(exported, 250)  # 250^2 x 8 B = 0.48 MiB
+    small = _graph(exported, 250)  # 250^2 x 72 B = 4.3 MiB
     r = _post(server, small)
     assert r.status_code == 200, r.text
-    big = _graph(exported, 300)  # 0.69 MiB
+    big = _graph(exported, 300)  # 6.2 MiB
     r = _post(server, big)
     assert r.status_code == 400
     assert r.json()["error"] == (
         "input 'x': graph 0 has 300 nodes; model 'm' attends densely within each graph, so this request's 1 "
-        "graph(s) padded to 300 nodes need 0.7 MiB of attention scores per layer, above this server's 0.5 MiB "
+        "graph(s) padded to 300 nodes need 6.2 MiB of attention scores per layer, above this server's 4.5 MiB "
         "(send smaller graphs)"
     )
     assert httpx.get(f"http://{server.url}/v2/health/ready").status_code == 200
 
 
 def test_graphs_that_fit_alone_but_not_together_are_told_to_come_apart(server, session, exported) -> None:
-    g = union_graphs([_graph(exported, 100, seed=1), _graph(exported, 200, seed=2)])  # 2 x 200^2 x 8 B
+    g = union_graphs([_graph(exported, 100, seed=1), _graph(exported, 200, seed=2)])  # 2 x 200^2 x 72 B
     r = _post(server, g)
     assert r.status_code == 400
     assert r.json()["error"].startswith("input 'x': graph 1 has 200 nodes;")
@@ -107,7 +156,7 @@ def test_graphs_that_fit_alone_but_not_together_are_told_to_come_apart(server, s
 
 def test_packed_rows_are_counted_not_one_row_per_graph(server, session, exported) -> None:
     """GT packs small graphs into rows as long as the largest: a 150-node graph with 15 graphs of 10
-    nodes is 2 rows (0.34 MiB), not 16 (2.7 MiB), so it is served, and answered as a direct run answers."""
+    nodes is 2 rows (3.1 MiB), not 16 (24.7 MiB), so it is served, and answered as a direct run answers."""
     assert session.spec.packed
     g = union_graphs([_graph(exported, 150, seed=3), *(_graph(exported, 10, seed=10 + i) for i in range(15))])
     r = _post(server, g)
@@ -115,14 +164,14 @@ def test_packed_rows_are_counted_not_one_row_per_graph(server, session, exported
     out = r.json()["outputs"][0]
     direct = session.run(g)[0]  # node-level: one row per node of the union
     np.testing.assert_allclose(np.asarray(out["data"], dtype=np.float32).reshape(out["shape"]), direct, atol=1e-5)
-    # 250 + 30 x 10 nodes: 3 rows of 250 slots, 1.4 MiB; the 250-node graph alone would fit
+    # 250 + 30 x 10 nodes: 3 rows of 250 slots, 12.9 MiB; the 250-node graph alone would fit
     g = union_graphs([_graph(exported, 250, seed=4), *(_graph(exported, 10, seed=40 + i) for i in range(30))])
     r = _post(server, g)
     assert r.status_code == 400
     assert r.json()["error"] == (
         "input 'x': graph 0 has 250 nodes; model 'm' attends densely within each graph, so this request's 31 "
-        "graph(s) packed into 3 rows of 250 slots need 1.4 MiB of attention scores per layer, above this "
-        "server's 0.5 MiB (send graph 0 in a request of its own)"
+        "graph(s) packed into 3 rows of 250 slots need 12.9 MiB of attention scores per layer, above this "
+        "server's 4.5 MiB (send graph 0 in a request of its own)"
     )
 
 
@@ -202,7 +251,9 @@ def test_graphormer_counts_its_biases_and_shortest_paths(tmp_path) -> None:
     session = _graphormer(tmp_path, 2, True)
     assert attention_cell_bytes(session) == 2 * (4 + 8 + 8) + 48
     assert attention_cell_bytes(_graphormer(tmp_path, 0, True)) == 0
-    app = create_app([ServedModel("m", session)], limits=ServerLimits(max_attention_mib=LIMIT_MIB), warmup=False)
+    app = create_app(
+        [ServedModel("m", session)], limits=ServerLimits(max_attention_mib=GRAPHORMER_LIMIT_MIB), warmup=False
+    )
     rng = np.random.default_rng(0)
     g = NumpyGraph(
         x=rng.integers(0, 4, (90, 1)),
