@@ -4,8 +4,10 @@ upgrade offers (Upgrade: h2c) answered in HTTP/1.1 with their bodies read."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -233,4 +235,60 @@ def test_requests_pipelined_before_a_refused_head_are_answered_before_its_431(se
     assert json.loads(data.rsplit(b"\r\n\r\n", 1)[1])["error"] == (
         f"request head (request line and headers) exceeds this server's limit of {MAX_HEAD_BYTES} bytes"
     )
+    assert _ready(server)
+
+
+def _infer_head(body: bytes) -> bytes:
+    return f"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+
+
+def test_a_client_pipelining_without_reading_answers_holds_one_read_of_requests(server, graph) -> None:
+    """uvicorn resumed reading on every answer, so a client sending requests back to back without
+    reading the answers had everything it sent parsed and held, outside ``max_inflight_mib`` (617 MiB
+    from one connection in 15 s: 117 MiB to 1.3 GiB). Reading now waits while a pipelined request
+    does: the server holds what its reads so far brought (one read: 256 KiB at most), the client's
+    sends block, and the requests are answered in order once it reads."""
+    request = _infer_head(body := _request(graph)) + body
+    count = 20 * (256 * 1024) // len(request)  # 20 reads' worth
+    host, port = server.url.rsplit(":", 1)
+    connections = server.server.server_state.connections
+    held = 0
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # answers back up soon
+        sender = threading.Thread(target=s.sendall, args=(request * count,), daemon=True)
+        sender.start()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            held = max(held, *(len(c.pipeline) for c in list(connections)), 0)
+            time.sleep(0.001)
+        assert held <= -(-256 * 1024 // len(request)) + 1, f"{held} requests of {len(request)} bytes held"
+        answers = 0
+        data = b""
+        while answers < count:  # reading the answers lets the rest in, and every request is answered
+            data += s.recv(1 << 20)
+            answers = data.count(b"HTTP/1.1 200 ")
+        sender.join(30)
+    assert answers == count and not sender.is_alive()
+    assert _ready(server)
+
+
+def test_a_client_leaving_with_requests_pipelined_logs_no_traceback(server, graph) -> None:
+    """uvicorn marks only the last request parsed as disconnected: the one being served wrote to the
+    closed connection and logged "Exception in ASGI application" with a traceback for each such client."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    log = logging.getLogger("uvicorn.error")
+    log.addHandler(handler)
+    request = _infer_head(body := _request(graph)) + body
+    host, port = server.url.rsplit(":", 1)
+    try:
+        for _ in range(5):
+            with socket.create_connection((host, int(port)), timeout=30) as s:
+                s.sendall(request * 50)
+                time.sleep(0.05)  # the first are being answered
+        time.sleep(1)
+    finally:
+        log.removeHandler(handler)
+    assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == []
     assert _ready(server)
