@@ -158,9 +158,10 @@ def create_app(
                     await m.batcher.close()
 
     def begin_shutdown() -> None:
-        """Readiness drops at once and no batch waits for company any more: after this no request is
-        queued (new ones get 503), so a batch waiting up to ``max_delay_ms`` for more would only hold
-        the shutdown back, past uvicorn's graceful timeout when the delay is longer. Bodies still being
+        """Readiness drops at once and no batch waits for company any more: uvicorn accepts no new
+        connection, and the requests still in flight are queued and answered, so a batch waiting up to
+        ``max_delay_ms`` for more would only hold the shutdown back, past uvicorn's graceful timeout
+        when the delay is longer. Bodies still being
         read may pause :data:`SHUTDOWN_BODY_S` from now on: a stalled one gets 503 at once rather
         than holding the shutdown until the graceful timeout cancels it (a 500 and a traceback)."""
         state["ready"] = False
@@ -260,8 +261,10 @@ def create_app(
                 req, g, num_graphs = decode()  # small and cheap: faster than a thread hop
             else:
                 req, g, num_graphs = await asyncio.to_thread(decode)
-            if not state["ready"] or m.batcher is None:
+            if m.batcher is None:
                 return _error(503, "server is shutting down")
+            # Not refused once shutdown has begun: a request whose body came before it is in flight, and
+            # uvicorn waits for it before the batcher closes (submit refuses from then on: a 503 below).
             out = await m.batcher.submit(g, num_graphs)
             outs = [(n, out, req.wants_binary(n)) for n in _output_names(req, m)]
             payload, resp_headers = encode_infer_response(m.name, m.version, req.id, outs)
