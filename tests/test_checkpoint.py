@@ -162,6 +162,27 @@ def test_out_of_range_model_config_is_a_checkpoint_error(tmp_path, field: str, v
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("num_layers", 10**6, r"num_layers must be at most 1024, got 1000000"),
+        ("head_layers", 10**7, r"head_layers must be at most 64, got 10000000"),
+        ("layers", [{"heads": 2, "ffn_dim": 8, "token_keep": 1.0}] * 2000, r"layers lists 2000 layers; at most 1024"),
+    ],
+)
+def test_absurd_layer_counts_are_refused_before_the_model_is_built(tmp_path, field: str, value, match: str) -> None:
+    """A config.json naming a million layers was built layer by layer (on the meta device, before the
+    weights check) for about 20 minutes and tens of GiB before it failed; now the config is refused."""
+    path = save_checkpoint(tmp_path / "ckpt", _model())
+    doc = json.loads((path / "config.json").read_text())
+    doc["model"][field] = value
+    if field == "num_layers":
+        doc["model"]["layers"] = []  # derived again from num_layers
+    (path / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match=r"ckpt/config\.json: invalid model config \(" + match):
+        load_checkpoint(path)
+
+
 def test_meta_copied_from_a_parent_cannot_override_reserved_keys(tmp_path) -> None:
     parent = save_checkpoint(tmp_path / "parent", _model())
     _, meta = load_checkpoint(parent)

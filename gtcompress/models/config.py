@@ -35,6 +35,13 @@ _MIN_INT = {
     "max_degree": 0,
     "attention_topk": 0,
 }
+#: The most transformer layers (``num_layers``, or the length of ``layers``) and prediction-head
+#: layers a config may name. The model is built (on the meta device, before the weights are checked
+#: against it) one module at a time: a checkpoint's config.json with ``"num_layers": 1000000`` or
+#: ``"head_layers": 10000000`` took 20 minutes and tens of GiB to build before any error, where
+#: 10**5 layers already took 13 s and 800 MiB. Far above any trained graph transformer.
+MAX_LAYERS = 1024
+MAX_HEAD_LAYERS = 64
 
 
 def _nested(cls: type, name: str, value: Any) -> Any:
@@ -54,10 +61,12 @@ def _is_int(v: object) -> bool:
     return isinstance(v, Integral) and not isinstance(v, bool)
 
 
-def _check_int(name: str, v: object, least: int) -> None:
+def _check_int(name: str, v: object, least: int, most: int | None = None) -> None:
     if not _is_int(v) or v < least:  # type: ignore[operator]
         want = "a positive integer" if least == 1 else f"an integer >= {least}"
         raise ConfigError(f"{name} must be {want}, got {v!r}")
+    if most is not None and v > most:  # type: ignore[operator]
+        raise ConfigError(f"{name} must be at most {most}, got {v!r}")
 
 
 @dataclass
@@ -103,6 +112,8 @@ class ModelConfig:
         self.edge_features = _nested(FeatureSpec, "edge_features", self.edge_features)
         if not isinstance(self.layers, list):
             raise ConfigError(f"layers must be a list of per-layer specs, got {self.layers!r}")
+        if len(self.layers) > MAX_LAYERS:  # before a LayerSpec is made for each
+            raise ConfigError(f"layers lists {len(self.layers)} layers; at most {MAX_LAYERS} are allowed")
         self.layers = [_nested(LayerSpec, f"layers[{i}]", s) for i, s in enumerate(self.layers)]
         self._check_values()
         if self.arch not in ARCHS:
@@ -148,9 +159,9 @@ class ModelConfig:
     def _check_values(self) -> None:
         """Types and ranges of the numeric fields, checked before any arithmetic uses them."""
         for name, least in _MIN_INT.items():
-            _check_int(name, getattr(self, name), least)
+            _check_int(name, getattr(self, name), least, MAX_HEAD_LAYERS if name == "head_layers" else None)
         if not self.layers:  # with explicit layers, num_layers is their count
-            _check_int("num_layers", self.num_layers, 1)
+            _check_int("num_layers", self.num_layers, 1, MAX_LAYERS)
         for name in ("dropout", "attn_dropout"):
             p = getattr(self, name)
             if not isinstance(p, Real) or isinstance(p, bool) or not 0.0 <= p <= 1.0:

@@ -118,6 +118,9 @@ def test_config_errors_are_specific() -> None:
         ({"head_layers": 0}, "head_layers must be a positive integer, got 0"),
         ({"num_layers": 0}, "num_layers must be a positive integer, got 0"),  # before: a model without layers
         ({"num_layers": 2.5}, "num_layers must be a positive integer, got 2.5"),
+        ({"num_layers": 10**6}, "num_layers must be at most 1024, got 1000000"),  # before: 20 min of building
+        ({"head_layers": 10**7}, "head_layers must be at most 64, got 10000000"),
+        ({"layers": [{"heads": 1, "ffn_dim": 1}] * 1025}, "layers lists 1025 layers; at most 1024 are allowed"),
         ({"head_dim": -4}, "head_dim must be an integer >= 0, got -4"),
         ({"ffn_dim": -1}, "ffn_dim must be an integer >= 0, got -1"),
         ({"max_spd": -2}, "max_spd must be an integer >= 0, got -2"),
