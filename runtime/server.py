@@ -52,7 +52,6 @@ import re
 import socket
 import threading
 import time
-import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -337,7 +336,10 @@ class FastInferApp:
             match = self._PATH.fullmatch(scope["path"])
             if match:
                 headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-                name, version = urllib.parse.unquote(match[1]), match[2] and urllib.parse.unquote(match[2])
+                # The ASGI path is percent-decoded already (as FastAPI's routes read it): decoding it again
+                # served /v2/models/g%2574/infer as model "gt", where GET /v2/models/g%2574 is a 404 for
+                # "g%74", and made a model named "a%41" unreachable (tritonclient quotes it to a%2541).
+                name, version = match[1], match[2]
                 result = await self.handle(name, version, receive_chunks(receive), headers)
                 if result is None:  # the client left before its body was complete
                     return
