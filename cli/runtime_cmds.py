@@ -317,7 +317,8 @@ def serve_cmd(
         typer.Option(
             callback=finite_number(0.001),
             help="Seconds (>= 0.001) a request body may stop arriving (before its first byte or between two chunks); "
-            "past it the request gets 408 and its connection closes, so a stalled client holds no memory.",
+            "past it the request gets 408 and its connection closes, so a stalled client holds no memory. A body "
+            "taking longer than this must average 500 bytes a second (408 otherwise).",
         ),
     ] = _LIMITS["body_timeout_s"],
     device: DeviceOpt = None,

@@ -23,6 +23,13 @@ from typing import Any
 from runtime.errors import BodyTimeoutError, BodyTooLargeError, ProtocolError, ServerBusyError
 
 ENCODINGS = ("identity", "gzip", "deflate")
+#: Least average rate, in bytes a second, at which a request body must arrive once it has taken longer
+#: than the body timeout (Apache's mod_reqtimeout default, ``MinRate=500``). The body timeout alone is
+#: a pause between chunks: a client that sent one byte a second never paused long enough, and held its
+#: connection for as long as its declared body lasted (days for a few MiB), so a few hundred such
+#: clients took every file descriptor. At this rate the largest default body (512 MiB) may take 12
+#: days; any real client is thousands of times faster.
+MIN_BODY_RATE = 500
 DECODE_STEP = 1 << 20  # most bytes one decompress call may produce: bounds the overshoot past the limit
 _GZIP, _ZLIB, _RAW = 31, 15, -15  # zlib wbits of the three stream formats
 
@@ -208,26 +215,33 @@ async def read_body(
     ``clock``: how long the body may stop arriving (before its first chunk or between two) before
     :class:`BodyTimeoutError`; the HTTP server has no such timeout, so without it a client that
     stalls mid-body holds its connection and its share of the budget for as long as it stays
-    connected. One timer per request, moved on at each chunk."""
+    connected. Past that time from the start the body must also have arrived at :data:`MIN_BODY_RATE`
+    on average (``idle + received / MIN_BODY_RATE`` seconds in all), so a client that trickles it
+    without ever pausing that long is refused too. One timer per request, moved on at each chunk."""
     decoder = BodyDecoder(content_encoding, limit)
     declared = (content_length or "").strip()
     if declared.isascii() and declared.isdigit() and int(declared) > limit:  # the HTTP server checked its syntax
         raise BodyTooLargeError(limit, decoder.encoding, declared=int(declared))
     loop = asyncio.get_running_loop()
+    start = loop.time()
     idle = None if clock is None else clock.idle
+    too_slow = False  # the timer is set by the average rate, not by a pause
     try:
-        async with asyncio.timeout_at(None if clock is None else loop.time() + clock.idle) as timer:
+        async with asyncio.timeout_at(None if clock is None else start + clock.idle) as timer:
             if clock is not None:
                 clock.timers.add(timer)
             try:
                 async for chunk in chunks:
-                    if clock is not None:
-                        idle = clock.idle
-                        timer.reschedule(loop.time() + idle)
                     if chunk:
                         decoder.feed(chunk)
                         if lease is not None:
                             lease.grow_to(max(decoder.received, decoder.decoded))
+                    if clock is not None:
+                        idle = clock.idle
+                        pause = loop.time() + idle
+                        rate = start + idle + decoder.received / MIN_BODY_RATE
+                        too_slow = rate < pause
+                        timer.reschedule(min(pause, rate))
             finally:
                 if clock is not None:
                     clock.timers.discard(timer)
@@ -238,6 +252,12 @@ async def read_body(
                 f"server is shutting down and the request body stopped arriving after {decoder.received}{of} bytes; "
                 "retry",
                 shutting_down=True,
+            ) from None
+        if too_slow:
+            raise BodyTimeoutError(
+                f"request body too slow: {decoder.received}{of} bytes in {loop.time() - start:.1f} s, below this "
+                f"server's minimum of {MIN_BODY_RATE} bytes a second for a body that takes longer than "
+                f"{idle:g} s (body_timeout_s); send the body without trickling it"
             ) from None
         raise BodyTimeoutError(
             f"request body stalled: nothing arrived for {idle:g} s after {decoder.received}{of} bytes "

@@ -284,6 +284,42 @@ def test_a_body_that_stops_arriving_gets_408_and_gives_its_share_back(session, g
         assert r.status_code == 200, r.text
 
 
+def test_a_body_trickled_below_the_minimum_rate_gets_408(session, graph) -> None:
+    """body_timeout_s bounded a pause, not the body: a client that sent a byte every 0.2 s never paused
+    for 0.5 s and held its connection until its declared megabyte had come (two days). Past
+    body_timeout_s the body must now average MIN_BODY_RATE: 408, and the connection closes."""
+    limits = ServerLimits(max_body_bytes=LIMIT, max_inflight_mib=1.0, body_timeout_s=0.5)
+    app = create_app([ServedModel("m", session)], limits=limits, warmup=False)
+    with BackgroundServer(app) as srv:
+        s = _stall(srv, LIMIT, 1)
+        sent, answer = 1, b""
+        try:
+            s.settimeout(0.2)
+            while sent < 300 and not answer:  # a minute of trickling at most; the server answers long before
+                try:
+                    answer = s.recv(65536)
+                except TimeoutError:
+                    s.sendall(b" ")
+                    sent += 1
+            s.settimeout(10)
+            while chunk := s.recv(65536):  # the rest of the answer, until the server closes
+                answer += chunk
+        finally:
+            s.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 "), head
+        assert b"connection: close" in head.lower()
+        error = json.loads(body)["error"]
+        assert re.fullmatch(
+            rf"request body too slow: \d+ of {LIMIT} bytes in [\d.]+ s, below this server's minimum of 500 bytes a "
+            r"second for a body that takes longer than 0\.5 s \(body_timeout_s\); send the body without trickling it",
+            error,
+        ), error
+        assert sent < 300
+        assert app.state.inflight.held == 0
+        assert _post(srv, _request(graph)).status_code == 200
+
+
 def test_a_body_stalled_at_shutdown_gets_503_and_does_not_hold_the_shutdown(session) -> None:
     """A client stalled mid-body held the shutdown until uvicorn's graceful timeout cancelled its
     request: the client got a bare 500, the log a CancelledError traceback. Once shutdown begins a
