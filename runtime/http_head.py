@@ -10,8 +10,10 @@ protocol's bytes, so the app read an empty body and answered 400 "request JSON i
 request. RFC 9110 section 7.8 lets a server ignore an upgrade offer and answer in HTTP/1.1; this
 protocol does, with the body read as usual. While a pipelined request (sent before the previous
 answer was read) waits, nothing more is read: uvicorn resumed reading on every answer, so a client
-that never read its answers had everything it sent held in memory. This module is the one place that
-knows uvicorn's protocol internals (``cycle``, ``pipeline``, ``flow``, ``loop``, ``transport``), so that a
+that never read its answers had everything it sent held in memory. A body the request was answered
+without (a 404, a 413 on its Content-Length) is dropped for :data:`DISCARD_S` at most, then the
+connection closes. This module is the one place that knows uvicorn's protocol internals (``cycle``,
+``pipeline``, ``flow``, ``loop``, ``transport``), so that a
 uvicorn upgrade that moves them breaks here and in ``tests/runtime/test_http_head.py`` only.
 """
 
@@ -33,7 +35,12 @@ HEAD_TIMEOUT_S = 30.0
 #: Seconds a refused head's connection is still read (and dropped) before it closes, so that the
 #: client reads the answer instead of a connection reset.
 HEAD_LINGER_S = 2.0
-#: Once shutdown begins, how long a request body still being read may pause before it gets 503.
+#: Seconds the rest of a request body is still read (and dropped) once the request was answered
+#: without it (413 for a declared size over the limit, 404 for an unknown model, 400 for an unknown
+#: encoding, a GET with a body), before the connection closes. uvicorn drops such a body for as long
+#: as it arrives, and no body timeout runs (the app reads nothing more): a client that declared a
+#: terabyte and sent a byte now and then held its connection forever. nginx's ``lingering_time``.
+DISCARD_S = 30.0
 
 
 def _head_too_large() -> str:
@@ -144,6 +151,7 @@ def bounded_head_protocol() -> Any:
         _refused = False
         _deferred: tuple[int, str, str] | None = None  # a refusal waiting for the responses before it
         _head_timer: asyncio.TimerHandle | None = None
+        _discard_timer: asyncio.TimerHandle | None = None  # a body answered before it was read
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -173,6 +181,7 @@ def bounded_head_protocol() -> Any:
             ("Exception in ASGI application") for each client that left with requests pipelined.
             Every unanswered request is marked, so their answers are dropped as a lone one's is."""
             self._disarm_head_timer()
+            self._disarm_discard_timer()
             for cycle in self._open:
                 if not cycle.response_complete:
                     cycle.disconnected = True
@@ -218,6 +227,7 @@ def bounded_head_protocol() -> Any:
                 return
             super().on_message_complete()
             self._in_head, self._head_bytes = True, 0
+            self._disarm_discard_timer()
 
         def on_response_complete(self) -> None:
             self._open = [c for c in self._open if not c.response_complete]
@@ -230,6 +240,23 @@ def bounded_head_protocol() -> Any:
                 return
             if self._in_head and not self.pipeline:  # awaiting a head
                 self._arm_head_timer()
+            elif not self._in_head and self.cycle is not None and self.cycle.response_complete:
+                # the last request parsed was answered while its body still arrives (not a pipelined
+                # request whose body its own handler is reading): dropped for DISCARD_S at most
+                self._disarm_discard_timer()
+                self._discard_timer = self.loop.call_later(DISCARD_S, self._stop_discarding)
+
+        def _disarm_discard_timer(self) -> None:
+            if self._discard_timer is not None:
+                self._discard_timer.cancel()
+                self._discard_timer = None
+
+        def _stop_discarding(self) -> None:
+            """The body of a request answered :data:`DISCARD_S` ago is still arriving: the connection
+            closes (the answer went out long ago, so the client has it)."""
+            self._discard_timer = None
+            if not self._in_head and not self.transport.is_closing():
+                self.transport.close()
 
         def _arm_head_timer(self) -> None:
             self._disarm_head_timer()

@@ -292,3 +292,45 @@ def test_a_client_leaving_with_requests_pipelined_logs_no_traceback(server, grap
         log.removeHandler(handler)
     assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == []
     assert _ready(server)
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        ("POST /v2/models/nope/infer HTTP/1.1\r\nContent-Length: 1000000000000", b"404"),  # unknown model
+        ("POST /v2/models/m/infer HTTP/1.1\r\nContent-Length: 1000000000000", b"413"),  # declared over the limit
+        ("GET /v2/health/live HTTP/1.1\r\nContent-Length: 1000000000000", b"200"),  # a body nobody reads
+    ],
+    ids=["404", "413", "get"],
+)
+def test_a_body_answered_before_it_was_read_is_dropped_for_a_bounded_time(
+    server, monkeypatch: pytest.MonkeyPatch, head: str, status: bytes
+) -> None:
+    """A request answered before its body was read (no body timeout runs then): uvicorn dropped the
+    body for as long as it arrived, so a client that declared a terabyte and sent a byte now and then
+    held its connection forever (20 s and counting). Now the connection closes DISCARD_S after the answer."""
+    import runtime.http_head
+
+    monkeypatch.setattr(runtime.http_head, "DISCARD_S", 0.5)
+    host, port = server.url.rsplit(":", 1)
+    data, closed = b"", False
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"{head}\r\nHost: x\r\n\r\n".encode() + b"x" * 10)
+        s.settimeout(0.1)
+        for _ in range(200):  # 20 s of a byte every 0.1 s at most; the server closes after 0.5 s
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                chunk = None
+            if chunk == b"":
+                closed = True
+                break
+            data += chunk or b""
+            try:
+                s.sendall(b"x")
+            except OSError:  # the server closed while the byte was on its way
+                closed = True
+                break
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [status]
+    assert closed
+    assert _ready(server)
