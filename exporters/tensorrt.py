@@ -109,7 +109,7 @@ def build_engine(
         spec = InputSpec.from_json(json.loads(meta["input_spec"]))
         plugin = spec.lowering is Lowering.PLUGIN
         input_dims(spec)  # every input named, with a known layout
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         raise ModelFileError(f"{onnx_path}: its gtcompress input_spec is malformed ({e!r}); export it again") from None
     shapes = optimisation_profile(spec, lo, opt, hi)
     from gtcompress.io import write_json

@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from gtcompress import __version__
 from gtcompress.checkpoint_data import check_dataset_section, check_teddy_section, json_kind
-from gtcompress.errors import CheckpointError, ConfigError
+from gtcompress.errors import CheckpointError, ConfigError, json_limit
 from gtcompress.io import make_temp_dir, recover_dead_dir_swaps, swap_dir_into_place
 from gtcompress.models.config import ModelConfig
 from gtcompress.models.model import GraphModel, build_model
@@ -58,7 +58,7 @@ def is_checkpoint_dir(path: str | os.PathLike[str]) -> bool:
     cfg = Path(path) / CONFIG
     try:
         return Path(path).is_dir() and json.loads(cfg.read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
 
 
@@ -157,6 +157,8 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{cfg_path}: not valid JSON (not UTF-8 text: {e})") from e
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from e
+    except (RecursionError, ValueError) as e:  # json's limits: deep nesting, an integer of 5000 digits
+        raise CheckpointError(f"{cfg_path}: not valid JSON ({json_limit(e)})") from None
     if not isinstance(doc, dict):
         raise CheckpointError(f"{cfg_path}: not a gtcompress checkpoint (expected a JSON object, got {json_kind(doc)})")
     if doc.get("format") != FORMAT:

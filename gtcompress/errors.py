@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 class GTCompressError(Exception):
     """Base class for every error caused by user input (bad file, bad tensor, bad option)."""
@@ -29,3 +31,13 @@ class ConfigError(GTCompressError, ValueError):
 
 class ModelFileError(GTCompressError):
     """A model file given as input (ONNX, engine) is missing, unreadable, truncated or not a model."""
+
+
+def json_limit(e: RecursionError | ValueError) -> str:
+    """What a JSON text that :func:`json.loads` cannot read, though well-formed, goes past: nesting
+    deeper than the interpreter's recursion limit, or an integer of more than
+    ``sys.get_int_max_str_digits()`` digits (4300). Both are ``json.loads`` exceptions that are no
+    ``JSONDecodeError``, so a file or metadata entry holding one escaped every reader as a traceback."""
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return f"a number has more than {sys.get_int_max_str_digits()} digits"

@@ -61,7 +61,7 @@ def is_checkpoint(path: str | Path) -> bool:
         return False
     try:
         return json.loads(cfg.read_text()).get("format") == CHECKPOINT_FORMAT
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):  # RecursionError: JSON nested too deeply
         return False
 
 

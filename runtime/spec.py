@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gtcompress.errors import json_limit
 from gtcompress.preprocess.spec import InputSpec
 from gtcompress.preprocess.teddy import finite_threshold, recompute_kinds
 from runtime.errors import SessionError
@@ -105,6 +106,8 @@ def metadata_json(metadata: dict[str, Any], key: str, source: str) -> Any:
         return json.loads(value)
     except json.JSONDecodeError as e:
         raise SessionError(f"{source}: metadata '{key}' is not valid JSON ({e})") from None
+    except (RecursionError, ValueError) as e:  # json's own limits: a raw traceback from `gtc serve` otherwise
+        raise SessionError(f"{source}: metadata '{key}' is not valid JSON ({json_limit(e)})") from None
 
 
 def _number(c: Mapping[str, Any], key: str, where: str, infinite: bool = False) -> float | None:

@@ -114,6 +114,15 @@ def test_bad_checkpoint_directories(tmp_path, setup, match: str) -> None:
             r"ckpt/config\.json: not valid JSON \(not UTF-8 text: 'utf-8' codec can't decode byte 0xff",
         ),
         (b"[1, 2]", r"ckpt/config\.json: not a gtcompress checkpoint \(expected a JSON object, got an array\)$"),
+        # before: json's RecursionError / ValueError escaped as a traceback from gtc info, export, serve
+        (
+            b'{"note": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            r"ckpt/config\.json: not valid JSON \(nested too deeply\)$",
+        ),
+        (
+            b'{"note": ' + b"1" * 5000 + b"}",
+            r"ckpt/config\.json: not valid JSON \(a number has more than 4300 digits\)$",
+        ),
         (b'"gtcompress"', r"ckpt/config\.json: not a gtcompress checkpoint \(expected a JSON object, got a string\)$"),
         (
             b'{"format": "gtcompress-checkpoint", "model": [1]}',

@@ -116,6 +116,10 @@ def test_dense_gt_cell_bytes_cover_what_a_call_takes(exported) -> None:
         ('{"layers": [{"heads": "two"}]}',
          "metadata 'model_config' has no usable head counts (invalid literal for int() with base 10: 'two')"),
         ('{"layers": [3]}', "metadata 'model_config' has no usable head counts ('int' object has no attribute 'get')"),
+        # before: json's RecursionError / ValueError, a traceback from `gtc serve`
+        ("[" * 100_000 + "]" * 100_000, "metadata 'model_config' is not valid JSON (nested too deeply)"),
+        ('{"hidden": ' + "1" * 5000 + "}",
+         "metadata 'model_config' is not valid JSON (a number has more than 4300 digits)"),
     ],
 )  # fmt: skip
 def test_a_model_config_without_usable_heads_is_refused_at_load(tmp_path, exported, value: str, message: str) -> None:

@@ -298,6 +298,10 @@ TEDDY_METADATA_ERRORS = [  # a corrupt entry was read as "no TEDDY" (silently wr
     ("preprocess", "{bad", f"metadata 'preprocess' {BAD_JSON}"),
     ("compression", "{bad", f"metadata 'compression' {BAD_JSON}"),
     ("input_spec", "{bad", f"metadata 'input_spec' {BAD_JSON}"),
+    # before: json's RecursionError / ValueError (not JSONDecodeError) as a traceback from `gtc serve`
+    ("input_spec", "[" * 100_000 + "]" * 100_000, "metadata 'input_spec' is not valid JSON (nested too deeply)"),
+    ("teddy", '{"edges": ' + "1" * 5000 + "}",
+     "metadata 'teddy' is not valid JSON (a number has more than 4300 digits)"),
     ("teddy", '{"edges": "x"}', "metadata teddy 'edges' must be a number, got 'x'"),
     ("teddy", '{"edges": 5}', "metadata teddy 'edges' is the fraction of edges TEDDY removes, in [0, 1]; got 5"),
     ("teddy", '{"edges": true}', "metadata teddy 'edges' must be a number, got True"),
