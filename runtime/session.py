@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from gtcompress.errors import json_limit
 from gtcompress.preprocess.batching import NumpyGraph
 from gtcompress.preprocess.spec import InputSpec, Lowering
 from runtime.backends import Backend, OrtBackend, ProviderArg, TensorInfo, TensorRTBackend
@@ -65,6 +66,25 @@ def is_checkpoint(path: str | Path) -> bool:
         return False
 
 
+def _not_checkpoint(cfg: Path) -> str:
+    """Why ``cfg``, a directory's ``config.json``, does not make it a checkpoint (:func:`is_checkpoint`
+    said so): a checkpoint whose config.json was cut short or hand-edited into invalid JSON was served
+    as "directory holds no <version>/model.onnx", which sent the user looking for an ONNX file."""
+    try:
+        doc = json.loads(cfg.read_bytes().decode("utf-8"))
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    except UnicodeDecodeError:
+        return "not valid JSON (not UTF-8 text)"
+    except json.JSONDecodeError as e:
+        return f"not valid JSON ({e})"
+    except (RecursionError, ValueError) as e:
+        return f"not valid JSON ({json_limit(e)})"
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    return f"its format is {doc.get('format')!r}, not {CHECKPOINT_FORMAT!r}"
+
+
 def resolve_model_path(path: str | Path) -> Path:
     """A model file, or the newest ``model.onnx``/``model.plan`` of a Triton repository model directory."""
     p = Path(path)
@@ -76,6 +96,12 @@ def resolve_model_path(path: str | Path) -> Path:
             for name in ("model.onnx", "model.plan"):
                 if (d / name).is_file():
                     return d / name
+        cfg = p / CHECKPOINT_FILES[0]
+        if cfg.is_file():  # a checkpoint whose config.json cannot be read: say why, not "no model.onnx"
+            raise SessionError(
+                f"{cfg}: {_not_checkpoint(cfg)}, so {p} is no gtcompress checkpoint (and it holds no "
+                "<version>/model.onnx or <version>/model.plan)"
+            )
         raise SessionError(f"{p}: directory holds no <version>/model.onnx or <version>/model.plan")
     if not p.is_file():
         raise SessionError(f"model file does not exist: {p}")

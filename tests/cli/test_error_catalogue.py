@@ -348,6 +348,12 @@ CASES = [
         "profile {empty_dir} --out {root}/p",
         "{empty_dir}: directory holds no <version>/model.onnx or <version>/model.plan",
     ),
+    # a checkpoint whose config.json is not one: was "directory holds no <version>/model.onnx ..."
+    _case(
+        "profile {other_format} --out {root}/p",
+        "{other_format}/config.json: its format is 'something-else', not 'gtcompress-checkpoint', so {other_format} "
+        "is no gtcompress checkpoint (and it holds no <version>/model.onnx or <version>/model.plan)",
+    ),
     _case("profile {truncated_onnx} --out {root}/p", r"{truncated_onnx}: ONNX Runtime cannot load it: .+", regex=True),
     _case(
         "profile {nospec_onnx} --out {root}/p",
@@ -378,6 +384,12 @@ CASES = [
     ),
     # serve
     _case("serve {missing}.onnx", "model file does not exist: {missing}.onnx"),
+    _case(
+        "serve {bad_json}",
+        r"{bad_json}/config\.json: not valid JSON \(Expecting .+\), so {bad_json} is no gtcompress checkpoint \(and "
+        r"it holds no <version>/model\.onnx or <version>/model\.plan\)",
+        regex=True,
+    ),
     _case("serve {spec_onnx} --name 'bad name'", "--name 'bad name': use letters, digits, '_', '-' and '.' only"),
     _case(
         "serve {truncated_onnx}",
