@@ -312,12 +312,14 @@ def parse_infer_request(
         if not isinstance(raw_out, list):
             raise ProtocolError("request 'outputs' must be a list")
         outputs = []
+        seen: set[str] = set()  # a scan of the list per output was quadratic: 40,000 outputs (692 KiB) took 47 s
         for j, o in enumerate(raw_out):
             if not isinstance(o, dict) or not isinstance(o.get("name"), str):
                 raise ProtocolError(f"outputs[{j}] must be an object with a 'name'")
             op = _object(o.get("parameters"), f"output '{o['name']}': 'parameters'")
-            if any(r.name == o["name"] for r in outputs):
+            if o["name"] in seen:
                 raise ProtocolError(f"output '{o['name']}' is requested twice")
+            seen.add(o["name"])
             if op.get("classification"):
                 raise ProtocolError(f"output '{o['name']}': the classification extension is not supported")
             if "shared_memory_region" in op:
