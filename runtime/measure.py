@@ -93,7 +93,16 @@ def pinned(threads: int) -> Iterator[tuple[list[int] | None, bool]]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
+    """Peak resident memory of this process so far (MB): Linux's ``VmHWM``, else ``ru_maxrss``.
+
+    Not ``ru_maxrss`` on Linux: it survives ``fork``/``execve``, so a measurement child started by
+    a profiler that had imported torch (checkpoint rows) or held large batches reported the
+    *parent's* high-water mark as its own — every ONNX row's ``peak_rss_mb`` the same ~300 MB,
+    whatever the model. ``VmHWM`` belongs to the address space the process runs in now."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / 1024**2 if sys.platform == "darwin" else r / 1024
 

@@ -296,3 +296,25 @@ def test_a_directory_given_through_a_symlink_is_named_by_the_link(
     monkeypatch.chdir(tmp_path / "gt-2024")
     assert default_model_name(".") == "gt-2024"  # "." is still the directory's own name
     assert default_model_name("../best") == "best"
+
+
+def test_an_isolated_rows_peak_rss_is_its_own_process_not_the_profilers(exported) -> None:
+    """``ru_maxrss`` survives fork/exec on Linux: each measurement child reported the profiler's own
+    high-water mark (torch imported for checkpoint rows, or anything else it held) as its peak RSS,
+    so every ONNX row read the same ~300 MB whatever the model. A 600 MB ballast in this process
+    must not show up in the child's rows."""
+    import numpy as np
+
+    from runtime.measure import peak_rss_mb
+
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("VmHWM is Linux's")
+    ballast = np.ones(600 * 2**20 // 8)  # touched: resident
+    assert peak_rss_mb() > 600
+    rep = profile_models(
+        [exported["node"].path], graph_sizes=(8,), batch_sizes=(1,), threads=(1,), iterations=2, warmup=0,
+        op_profile=False,
+    )  # fmt: skip
+    del ballast
+    row = rep["models"][0]["results"][0]
+    assert 0 < row["model_rss_mb"] <= row["peak_rss_mb"] < 400  # an interpreter, numpy, ONNX Runtime, a tiny model
