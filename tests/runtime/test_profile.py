@@ -318,3 +318,38 @@ def test_an_isolated_rows_peak_rss_is_its_own_process_not_the_profilers(exported
     del ballast
     row = rep["models"][0]["results"][0]
     assert 0 < row["model_rss_mb"] <= row["peak_rss_mb"] < 400  # an interpreter, numpy, ONNX Runtime, a tiny model
+
+
+def test_model_onnx_files_are_named_by_the_folder_that_tells_them_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``runs/dense/model.onnx`` and ``runs/scatter/model.onnx`` were both named by their grandparent
+    (``runs``, as in a Triton repository ``repo/<model>/<version>/model.onnx``) and came out as
+    ``runs.onnx#0``/``runs.onnx#1``, with ``#2`` even on a checkpoint whose name was unique; a bare
+    ``model.onnx`` in the current directory was named ``""``."""
+    from runtime.profile import _labels
+
+    for d in ("runs/dense", "runs/scatter", "repo/gt/1", "repo/gt/2", "runs/ckpt", "x/1", "y/x/1", "z/x/1"):
+        (tmp_path / d).mkdir(parents=True)
+    for f in ("runs/dense/model.onnx", "runs/scatter/model.onnx", "repo/gt/1/model.onnx", "repo/gt/2/model.plan"):
+        (tmp_path / f).write_bytes(b"")
+    runs = tmp_path / "runs"
+    assert _labels([str(runs / "dense/model.onnx"), str(runs / "scatter/model.onnx"), str(runs / "ckpt")]) == [
+        "dense",
+        "scatter",
+        "ckpt",
+    ]
+    assert _labels([str(tmp_path / "repo/gt/1/model.onnx"), str(tmp_path / "repo/gt/2/model.plan")]) == [
+        "gt.onnx",
+        "gt.plan",
+    ]
+    assert _labels([str(tmp_path / "x/1/model.onnx"), str(tmp_path / "y/x/1/model.onnx"), str(runs / "ckpt")]) == [
+        f"{tmp_path.name}/x.onnx",  # the folder above the model directory tells them apart
+        "y/x.onnx",
+        "runs/ckpt/",
+    ]
+    assert _labels([str(tmp_path / "y/x/1/model.onnx"), str(tmp_path / "z/x/1/model.onnx")]) == ["y/x.onnx", "z/x.onnx"]
+    clash = [str(tmp_path / "x/1/model.onnx"), str(tmp_path / "x/1/model.onnx"), str(runs / "ckpt")]
+    assert _labels(clash) == ["x.onnx#0", "x.onnx#1", "ckpt/"]  # numbered: only the two that clash
+    monkeypatch.chdir(runs / "dense")
+    assert _labels(["model.onnx"]) == ["dense"]

@@ -438,7 +438,7 @@ def test_a_checkpoint_directory_with_a_dot_keeps_its_whole_name(ckpts, tmp_path:
     shutil.copytree(ckpts["graph"], tmp_path / "gt")
     same = [str(tmp_path / "gt.onnx"), str(tmp_path / "gt"), str(tmp_path / "gt.plan")]
     assert _labels(same) == ["gt.onnx", "gt/", "gt.plan"]
-    assert _labels([str(tmp_path / "a" / "gt.onnx"), str(tmp_path / "b" / "gt.onnx")]) == ["gt.onnx#0", "gt.onnx#1"]
+    assert _labels([str(tmp_path / "a" / "gt.onnx"), str(tmp_path / "b" / "gt.onnx")]) == ["a/gt.onnx", "b/gt.onnx"]
 
 
 def test_profile_refuses_a_broken_checkpoint_before_measuring_anything(
