@@ -41,6 +41,9 @@ def _ints(text: str, option: str) -> list[int]:
         raise GTCompressError(f"{option}: expected comma-separated positive integers, got {text!r}") from None
     if not values or min(values) < 1:
         raise GTCompressError(f"{option}: expected comma-separated positive integers, got {text!r}")
+    twice = sorted({v for v in values if values.count(v) > 1})
+    if twice:  # measured twice: duplicate rows in report.json, a plot line doubling back, twice the minutes
+        raise GTCompressError(f"{option}: {', '.join(map(str, twice))} given more than once in {text!r}")
     return values
 
 

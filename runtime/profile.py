@@ -212,6 +212,9 @@ def profile_models(
         raise SessionError("profile: no model given")
     if not graph_sizes or not batch_sizes or not threads or min(*graph_sizes, *batch_sizes, *threads) < 1:
         raise SessionError("profile: graph sizes, batch sizes and thread counts must be positive")
+    for what, values in (("graph sizes", graph_sizes), ("batch sizes", batch_sizes), ("thread counts", threads)):
+        if len({int(v) for v in values}) != len(values):  # each configuration measured twice, rows duplicated
+            raise SessionError(f"profile: {what} {[int(v) for v in values]} repeat a value")
     resolved = [str(resolve_model_path(p)) for p in paths]
     labels = list(names) if names else _labels(resolved)
     configs = [(int(n), int(b)) for n in graph_sizes for b in batch_sizes]

@@ -125,7 +125,7 @@ def profile_stage(
     if not picked:
         return None
     settings = {
-        "graph_sizes": pcfg["graph_sizes"],
+        "graph_sizes": list(dict.fromkeys(pcfg["graph_sizes"])),  # profile_models refuses a size given twice
         "batch_sizes": sorted({1, min(8, pcfg["batch_graphs"])}),
         "threads": [pcfg["threads"]],
         "iterations": pcfg["sweep_iterations"],

@@ -38,6 +38,10 @@ def test_profile_command(app, exported, tmp_path: Path) -> None:
         (["profile", "missing.onnx"], "model file does not exist"),
         (["profile", "{node}", "--threads", "1,x"], "--threads: expected comma-separated positive integers"),
         (["profile", "{node}", "--sizes", "0"], "--sizes: expected"),
+        # each measured twice: duplicate rows in report.json and a latency line doubling back on itself
+        (["profile", "{node}", "--threads", "1,2,1"], "--threads: 1 given more than once in '1,2,1'"),
+        (["profile", "{node}", "--sizes", "8, 8,16"], "--sizes: 8 given more than once in '8, 8,16'"),
+        (["profile", "{node}", "--batch-sizes", "4,4"], "--batch-sizes: 4 given more than once in '4,4'"),
         (["profile", "{node}", "--names", "a,b"], "--names: 2 labels for 1 models"),
         (["serve", "missing.onnx"], "model file does not exist"),
         (["serve", "{node}", "--name", "bad name"], "--name 'bad name'"),

@@ -120,6 +120,8 @@ def test_in_process_and_errors(exported) -> None:
         profile_models([exported["graph"].path], iterations=1)
     with pytest.raises(SessionError, match="does not exist"):
         profile_models(["missing.onnx"])
+    with pytest.raises(SessionError, match=r"profile: thread counts \[1, 2, 1\] repeat a value"):
+        profile_models([exported["graph"].path], threads=(1, 2, 1))  # was measured twice, rows duplicated
 
 
 def test_attention_heuristic() -> None:
