@@ -199,6 +199,9 @@ def profile_cmd(
     labels = [n.strip() for n in names.split(",")] if names else None
     if labels is not None and len(labels) != len(models):
         raise GTCompressError(f"--names: {len(labels)} labels for {len(models)} models")
+    if labels is not None and (not all(labels) or len(set(labels)) != len(labels)):
+        # an empty name is a row titled "(gt, dense, …)"; a repeated one, two models no table or plot tells apart
+        raise GTCompressError(f"--names {names!r}: each model needs its own non-empty label")
     # Every mistake the user can see before profiling is reported before the progress bar opens.
     graph_sizes, batch_counts, thread_counts = (
         _ints(sizes, "--sizes"),

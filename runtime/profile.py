@@ -217,6 +217,8 @@ def profile_models(
             raise SessionError(f"profile: {what} {[int(v) for v in values]} repeat a value")
     resolved = [str(resolve_model_path(p)) for p in paths]
     labels = list(names) if names else _labels(resolved)
+    if len(labels) != len(resolved) or not all(labels) or len(set(labels)) != len(labels):
+        raise SessionError(f"profile: names {labels} must be {len(resolved)} distinct non-empty labels, one per model")
     configs = [(int(n), int(b)) for n in graph_sizes for b in batch_sizes]
     op_config = (int(sorted(graph_sizes)[len(graph_sizes) // 2]), int(max(batch_sizes)))
     ckpts, tp = {p for p in resolved if is_checkpoint(p)}, None

@@ -122,6 +122,10 @@ def test_in_process_and_errors(exported) -> None:
         profile_models(["missing.onnx"])
     with pytest.raises(SessionError, match=r"profile: thread counts \[1, 2, 1\] repeat a value"):
         profile_models([exported["graph"].path], threads=(1, 2, 1))  # was measured twice, rows duplicated
+    with pytest.raises(SessionError, match=r"names \['a'\] must be 2 distinct non-empty labels, one per model"):
+        profile_models([exported["graph"].path, exported["node"].path], names=["a"])  # was zip()'s ValueError
+    with pytest.raises(SessionError, match="distinct non-empty"):
+        profile_models([exported["graph"].path, exported["node"].path], names=["a", "a"])
 
 
 def test_attention_heuristic() -> None:
