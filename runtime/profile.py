@@ -48,6 +48,11 @@ from runtime.profile_report import SCHEMA, report_tables, validate_report, write
 
 Progress = Callable[[int, int, str], None]
 
+NOT_ISOLATED_NOTE = (
+    "ONNX rows measured in the calling process (isolate off): their peak_rss_mb and model_rss_mb are that "
+    "process's high-water mark, which includes the models profiled before them and whatever the caller holds"
+)
+
 
 def measure_model(
     path: str,
@@ -296,7 +301,10 @@ def profile_models(
             "op_profile_config": {"graph_nodes": op_config[0], "batch_size": op_config[1]} if op_profile else None,
             "device": device,
             "cuda_graphs": bool(cuda_graphs),
-            "notes": tp.notes if tp is not None else [],
+            "notes": [
+                *(tp.notes if tp is not None else []),
+                *([NOT_ISOLATED_NOTE] if not isolate and len(ckpts) < len(resolved) else []),
+            ],
         },
         "models": models,
     }

@@ -209,6 +209,7 @@ def _run_label(m: dict[str, Any], threads: int | None, sep: str = " · ") -> str
 def report_tables(report: dict[str, Any]) -> list[Any]:
     """Rich tables: machine, one latency table per model, and the top ops."""
     from rich.table import Table
+    from rich.text import Text
 
     mi = report["machine"]
     head = Table(title="machine", title_justify="left", show_header=False)
@@ -255,4 +256,7 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
             for row in ops["by_op_type"][:8]:
                 o.add_row(row["op_type"], f"{row['ms_per_run']:.3f}", f"{row['share']:.1%}", str(row["calls"]))
             tables.append(o)
+    # what makes rows not like for like (torch rows not pinned, RSS of a shared process): said where the
+    # numbers are read, not only in report.json
+    tables.extend(Text(f"note: {n}", style="dim") for n in report["settings"].get("notes") or [])
     return tables

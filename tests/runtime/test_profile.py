@@ -359,3 +359,22 @@ def test_model_onnx_files_are_named_by_the_folder_that_tells_them_apart(
     assert _labels(clash) == ["x.onnx#0", "x.onnx#1", "ckpt/"]  # numbered: only the two that clash
     monkeypatch.chdir(runs / "dense")
     assert _labels(["model.onnx"]) == ["dense"]
+
+
+def test_rows_measured_in_the_calling_process_say_whose_memory_they_report(exported) -> None:
+    """With isolate=False a row's peak RSS is the calling process's high-water mark: 300 MB the caller
+    held showed up as the model's peak RSS (90 MB alone, 390 MB after), and nothing said so; the note
+    is in report.json and printed under the tables (so are the torch rows' notes, once JSON-only)."""
+    from rich.console import Console
+
+    from runtime.profile import NOT_ISOLATED_NOTE
+    from runtime.profile_report import report_tables
+
+    kw = {"graph_sizes": (8,), "batch_sizes": (1,), "threads": (1,), "iterations": 2, "op_profile": False}
+    rep = profile_models([exported["node"].path], isolate=False, **kw)
+    assert rep["settings"]["notes"] == [NOT_ISOLATED_NOTE]
+    console = Console(record=True, width=400)
+    for t in report_tables(rep):
+        console.print(t)
+    assert f"note: {NOT_ISOLATED_NOTE}" in console.export_text()
+    assert profile_models([exported["node"].path], isolate=True, **kw)["settings"]["notes"] == []

@@ -303,7 +303,7 @@ def test_no_cuda_is_one_sentence(ckpts) -> None:
 
 # ---------------------------------------------------------------------------------- profile and serve
 def test_profile_puts_torch_rows_next_to_onnx_rows(ckpts, onnx_files, tmp_path: Path) -> None:
-    from runtime.profile import profile_models, report_tables, validate_report, write_report
+    from runtime.profile import NOT_ISOLATED_NOTE, profile_models, report_tables, validate_report, write_report
 
     rep = profile_models(
         [onnx_files["graph"], ckpts["graph"]],
@@ -328,8 +328,9 @@ def test_profile_puts_torch_rows_next_to_onnx_rows(ckpts, onnx_files, tmp_path: 
     assert [(r["threads"], r["batch_size"]) for r in tch["results"]] == [(1, 1), (1, 3)]
     # --warmup 0: a torch row still makes one call first (its first call on a shape builds it), and says so
     assert [r["warmup"] for r in ort["results"]] == [0, 0] and [r["warmup"] for r in tch["results"]] == [1, 1]
-    assert rep["settings"]["device"] == "cpu" and rep["settings"]["notes"] == [CPU_NOTE] and "gpu" not in rep["machine"]
-    assert len(write_report(rep, tmp_path / "out")) == 5 and len(report_tables(rep)) == 3
+    assert rep["settings"]["device"] == "cpu" and "gpu" not in rep["machine"]
+    assert rep["settings"]["notes"] == [CPU_NOTE, NOT_ISOLATED_NOTE]  # isolate=False: the ONNX rows' RSS is shared
+    assert len(write_report(rep, tmp_path / "out")) == 5 and len(report_tables(rep)) == 3 + 2  # the notes printed
     with pytest.raises(SessionError, match="apply to checkpoint directories"):
         profile_models([onnx_files["graph"]], device="cpu")
 
