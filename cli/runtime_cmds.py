@@ -195,6 +195,7 @@ def profile_cmd(
     from gtcompress.errors import GTCompressError
     from runtime.profile import profile_models
     from runtime.profile_report import report_tables, write_report
+    from runtime.session import is_checkpoint
 
     labels = [n.strip() for n in names.split(",")] if names else None
     if labels is not None and len(labels) != len(models):
@@ -215,6 +216,11 @@ def profile_cmd(
     _check_out_dir(out)
     _check_device(models, device, cuda_graphs, all_checkpoints=False)
     _check_exported_models(models)
+    if _providers(providers) and all(is_checkpoint(m) for m in models):  # ignored: torch rows, "cuda" in the report
+        raise GTCompressError(
+            f"--providers {providers}: applies to exported models (ONNX Runtime); every model given is a checkpoint "
+            "directory, which runs with torch: use --device cuda (or cpu) instead"
+        )
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as bar:

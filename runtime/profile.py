@@ -229,6 +229,11 @@ def profile_models(
     ckpts, tp = {p for p in resolved if is_checkpoint(p)}, None
     if (device is not None or cuda_graphs) and not ckpts:
         raise SessionError("profile: device/cuda_graphs apply to checkpoint directories (torch); none was given")
+    if providers is not None and len(ckpts) == len(resolved):  # else ignored: torch rows, 'providers: cuda' saved
+        raise SessionError(
+            "profile: providers apply to exported models (ONNX Runtime); every model given is a checkpoint "
+            "directory, which runs with torch: choose its device instead"
+        )
     providers = ["CPUExecutionProvider"] if ckpts and providers is None else providers  # torch rows vs ORT CPU
     if ckpts:  # torch rows (runtime.profile_torch imports torch)
         from runtime.profile_torch import CheckpointProfiler

@@ -166,3 +166,23 @@ def test_a_directory_that_is_no_model_is_not_called_an_exported_one(models, tmp_
     repo_model = write_model_repository(tmp_path / "repo", "gt_demo", models["onnx"], spec)
     res = runner.invoke(app, ["serve", str(repo_model), "--device", "cpu"])
     assert res.exit_code == 2 and f"{repo_model} is an exported model" in _error_line(res.output)
+
+
+def test_providers_for_checkpoints_only_is_one_line(models, tmp_path: Path) -> None:
+    """--providers names ONNX Runtime providers; with only checkpoints nothing runs on ONNX Runtime, and
+    'gtc profile CKPT --providers cuda' measured torch on the CPU without a word, its report.json saying
+    'providers: [cuda]' (gtc serve refuses the same mistake)."""
+    from runtime.errors import SessionError
+    from runtime.profile import profile_models
+
+    out = tmp_path / "prof"
+    small = ["--sizes", "8", "--batch-sizes", "1", "--threads", "1", "--iterations", "2", "--no-op-profile"]
+    res = _invoke(["profile", "{ckpt}", "--providers", "cuda", *small, "--out", str(out)], models)
+    assert res.exit_code == 2, res.output
+    assert _error_line(res.output) == (
+        "error: --providers cuda: applies to exported models (ONNX Runtime); every model given is a checkpoint "
+        "directory, which runs with torch: use --device cuda (or cpu) instead"
+    )
+    assert not out.exists()
+    with pytest.raises(SessionError, match=r"^profile: providers apply to exported models \(ONNX Runtime\)"):
+        profile_models([models["ckpt"]], providers=["CPUExecutionProvider"], op_profile=False)
