@@ -20,7 +20,10 @@ is the mark right after loading the model. Random graphs matching the model's in
 come from :mod:`gtcompress.preprocess.random_graphs` (``avg_degree`` edges per node).
 
 Per-op breakdown: ONNX Runtime's profiler (``enable_profiling``) on one configuration per model,
-kernel time summed by op type. *Attention share* heuristic: a node counts as attention when its
+kernel time summed by op type. The profiler slows every node, so those milliseconds add up to more
+than the model call the latency rows measured: ``profiled_run_ms`` (the whole profiled run) is kept
+beside them and the table's caption compares it with the unprofiled call; read the shares.
+*Attention share* heuristic: a node counts as attention when its
 exporter scope (the ``namespace`` node metadata that ``torch.onnx`` writes) lies in an ``attn``/
 ``attention`` module, or it sits directly in a transformer layer's scope (not in its FFN/norm
 children) and its op is one attention is made of (MatMul, Softmax, Exp, ReduceMax, ReduceSum,
