@@ -77,19 +77,41 @@ def usable_cores() -> int:
     return len(_allowed_cpus()) or os.cpu_count() or 1
 
 
+def _threads() -> list[int]:
+    """Ids of this process's threads (Linux ``/proc/self/task``); ``[0]`` (the calling thread) elsewhere."""
+    with contextlib.suppress(OSError):
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    return [0]
+
+
+def _set_affinity(tid: int, cpus: Sequence[int] | set[int]) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
+        os.sched_setaffinity(tid, cpus)
+
+
 @contextlib.contextmanager
 def pinned(threads: int) -> Iterator[tuple[list[int] | None, bool]]:
-    """Pin this process to ``threads`` CPUs (restored afterwards); yields (cpus, oversubscribed)."""
+    """Pin this process to ``threads`` CPUs (restored afterwards); yields (cpus, oversubscribed).
+
+    Every thread of the process is pinned, not only the calling one: Linux's affinity is per thread,
+    and the BLAS workers numpy started at import kept every core, so a ``--threads 1`` row's
+    pre-processing (LapPE's ``eigh``, RWSE's matrix powers) ran on all of them and read faster than
+    the one-core device it stands for. Threads started inside inherit the mask."""
     allowed = _allowed_cpus()
     if not allowed or not hasattr(os, "sched_setaffinity"):
         yield None, threads > (os.cpu_count() or 1)
         return
     cpus = allowed[: max(1, threads)]
-    os.sched_setaffinity(0, cpus)
+    before: dict[int, set[int]] = {}
+    for tid in _threads():
+        with contextlib.suppress(ProcessLookupError):
+            before[tid] = os.sched_getaffinity(tid)
+        _set_affinity(tid, cpus)
     try:
         yield cpus, threads > len(allowed)
     finally:
-        os.sched_setaffinity(0, allowed)
+        for tid in _threads():
+            _set_affinity(tid, before.get(tid, allowed))
 
 
 def peak_rss_mb() -> float:
