@@ -47,6 +47,18 @@ GT_EDGE_HEAD_BYTES_LAYERS = 38
 #: ... plus the layer-shared ``log(count)`` bias ``[rows, 1, L, L]`` and the edge counts it is made
 #: from (float32 each), whatever the heads: measured 9 B.
 GT_CELL_BYTES = 12
+#: GPS (any other dense attention), bytes a head per padded cell: its scores and their softmax,
+#: float32. Peak RSS over cells for one 3,000-node graph (1 thread, 1 to 3 layers, with and without
+#: GINE) was 4.4-4.9 B a head on ONNX Runtime CPU (counted 4 before, up to 1.24x under; 6 leaves room
+#: for the call's other buffers, which weigh more on smaller graphs) ...
+GPS_HEAD_BYTES = 6
+#: ... and 8.1-8.4 B a head from a checkpoint on the torch backend (CPU), whose eager softmax and
+#: padded-row zeroing each allocate a new score-sized tensor where ONNX Runtime reuses buffers: counted
+#: at 4 B a head, it took 2.1x what the limit let through (measured 16.4 B a cell at 2 heads, 65 at 8;
+#: 20.5 a cell at 2 heads on 1,500 and 2,000 nodes, where the other buffers weigh more).
+GPS_TORCH_HEAD_BYTES = 12
+#: The platform a checkpoint is served with (:attr:`runtime.torch_backend.TorchBackend.platform`).
+TORCH_PLATFORM = "pytorch_libtorch"
 
 
 def attention_cell_bytes(session: GraphSession) -> int:
@@ -65,8 +77,9 @@ def attention_cell_bytes(session: GraphSession) -> int:
     at 1 head, 76 at 8 heads, 27 / 53 / 108 / 228 at 1 / 2 / 4 / 8 heads with edge features (one
     layer) and 86 / 94 / 185 at 2 heads 2 and 3 layers and 4 heads 4 layers. Counted at 4 B a head, an
     8-head GT with edge features let a request through at the default 2 GiB that takes 14 GiB, and the
-    batcher merged calls of 1.7 GiB under its 256 MiB. GPS (scores and softmax, a per-key bias)
-    measured within a quarter of 4 B a head."""
+    batcher merged calls of 1.7 GiB under its 256 MiB. GPS holds its scores and their softmax, counted
+    per backend (:data:`GPS_HEAD_BYTES`, :data:`GPS_TORCH_HEAD_BYTES`): the same checkpoint takes
+    nearly twice the memory on torch as exported to ONNX Runtime."""
     spec = session.spec
     if spec.lowering is not Lowering.DENSE and not spec.global_attention:
         return 0
@@ -79,7 +92,7 @@ def attention_cell_bytes(session: GraphSession) -> int:
         if cfg.get("edge_features"):
             per_head += GT_EDGE_HEAD_BYTES_LAYERS if _attention_layers(session, cfg) > 1 else GT_EDGE_HEAD_BYTES
         return per_head * heads + GT_CELL_BYTES
-    return 4 * heads
+    return (GPS_TORCH_HEAD_BYTES if session.platform == TORCH_PLATFORM else GPS_HEAD_BYTES) * heads
 
 
 def _attention_layers(session: GraphSession, cfg: dict[str, Any]) -> int:

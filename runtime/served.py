@@ -77,7 +77,8 @@ class ServerLimits:
     #: memory grows with the square of the largest graph (a Graphormer's biases and shortest-path
     #: distances, a GT's softmax and edge biases included: :func:`~runtime.request_cost.attention_cell_bytes`).
     #: Past this a request gets 400 rather than the server's memory (a 40,000-node graph on a 4-head
-    #: GPS would need 24 GiB per layer). A model on the ``padded`` lowering is held to it too: its
+    #: GPS would need 36 GiB per layer on ONNX Runtime, 72 on torch). A model on the ``padded``
+    #: lowering is held to it too: its
     #: neighbour lists' slots (each node's incoming edges padded to its degree bucket's largest in-degree) times
     #: :func:`~runtime.request_cost.slot_bytes`; a heavy-tailed 1M-node graph within the node and edge
     #: limits takes 88M slots, tens of GiB on a 64-wide model.

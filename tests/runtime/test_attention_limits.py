@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import pytest
 
+from exporters.onnx import export_onnx
 from gtcompress.preprocess import NumpyGraph
 from gtcompress.preprocess.batching import largest_graph, union_graphs
 from gtcompress.preprocess.layouts import bucketed_layout, dense_layout, padded_rows
@@ -339,3 +340,35 @@ def test_the_batcher_counts_the_union_s_neighbour_list_slots(exported) -> None:
     assert [len(b) for b in pack([*small, hub], cfg)] == [4, 1]  # the hub alone: the union is one slot over
     assert [len(b) for b in pack([*small, hub], replace(cfg, max_attention_mib=together * 256 / 2**20))] == [5]
     assert [len(b) for b in pack([*small, hub], replace(cfg, slot_bytes=0))] == [5]  # not a padded model
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc (Linux)")
+def test_gps_cell_bytes_cover_what_a_call_takes_on_its_backend(tmp_path) -> None:
+    """A GPS checkpoint served on the torch backend held 16.4 B a cell at 2 heads (3,000 nodes, CPU),
+    where the limit counted 8 (the float32 scores): requests within ``max_attention_mib`` took twice
+    it. The same model exported to ONNX Runtime holds about 9. Each is counted for its backend, and a
+    call's peak (a fresh process, as peak RSS is per process) stays within the count."""
+    from gtcompress.checkpoint import save_checkpoint
+    from gtcompress.models import ModelConfig
+    from gtcompress.models.config import FeatureSpec
+    from tests.runtime.conftest import seeded_model
+
+    cfg = ModelConfig(arch="gps", node_features=FeatureSpec("float", 3), out_dim=2, hidden=16, heads=2, num_layers=1)
+    model = seeded_model(cfg)
+    ckpt = save_checkpoint(tmp_path / "gps", model)
+    onnx_path = export_onnx(model, tmp_path / "gps.onnx", "dense", verify_batches=1).path
+    assert attention_cell_bytes(GraphSession(onnx_path)) == 2 * 6
+    assert attention_cell_bytes(GraphSession(ckpt)) == 2 * 12
+    n = 2000
+    for path in (ckpt, onnx_path):
+        out = subprocess.run(
+            [sys.executable, "-c", _PEAK_SCRIPT, str(path), str(n)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        peak = int(out.stdout.split()[-1]) * 1024
+        counted = n * n * attention_cell_bytes(GraphSession(path))
+        assert peak <= counted, f"{path}: peak {peak / MIB:.0f} MiB for {n} nodes, counted {counted / MIB:.0f} MiB"
