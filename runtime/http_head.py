@@ -12,7 +12,8 @@ protocol does, with the body read as usual. While a pipelined request (sent befo
 answer was read) waits, nothing more is read: uvicorn resumed reading on every answer, so a client
 that never read its answers had everything it sent held in memory. A body the request was answered
 without (a 404, a 413 on its Content-Length) is dropped for :data:`DISCARD_S` at most, then the
-connection closes. This module is the one place that knows uvicorn's protocol internals (``cycle``,
+connection closes; one that ends sooner leaves the connection waiting for its next head, timed as after
+any answer. This module is the one place that knows uvicorn's protocol internals (``cycle``,
 ``pipeline``, ``flow``, ``loop``, ``transport``), so that a
 uvicorn upgrade that moves them breaks here and in ``tests/runtime/test_http_head.py`` only.
 """
@@ -228,6 +229,18 @@ def bounded_head_protocol() -> Any:
             super().on_message_complete()
             self._in_head, self._head_bytes = True, 0
             self._disarm_discard_timer()
+            if self.cycle is not None and self.cycle.response_complete and not self.pipeline:
+                self._await_next_head()
+
+        def _await_next_head(self) -> None:
+            """The body of a request answered before it was read has ended: the connection now waits
+            for a head, timed by the head timer as after any answer. The dropped body's reads had
+            cancelled uvicorn's keep-alive timer and the head timer is armed only at an answer, so a
+            connection idle after such a body (a 404 to a POST whose body came in a later packet, then
+            a pooled client's silence) was held open forever. Not uvicorn's keep-alive timer: armed
+            here, in the read that may also carry the next request's head, nothing would cancel it,
+            and it would close the connection under that request."""
+            self._arm_head_timer()
 
         def on_response_complete(self) -> None:
             self._open = [c for c in self._open if not c.response_complete]

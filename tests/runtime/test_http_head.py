@@ -334,3 +334,35 @@ def test_a_body_answered_before_it_was_read_is_dropped_for_a_bounded_time(
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [status]
     assert closed
     assert _ready(server)
+
+
+@pytest.mark.parametrize("then", ["idle", "next-request", "next-request-same-read"])
+def test_a_connection_waits_for_its_next_head_with_a_timer_once_a_dropped_body_ends(
+    server, monkeypatch: pytest.MonkeyPatch, then: str
+) -> None:
+    """A 404 sent before its body arrived, then the body: the body's reads cancelled uvicorn's
+    keep-alive timer and the head timer was armed only at an answer, so a client that went quiet
+    after the body (a pooled connection) was held open forever (still open after 3 s with a 0.5 s
+    head timeout). The next request on the connection is still served."""
+    import runtime.http_head
+
+    monkeypatch.setattr(runtime.http_head, "HEAD_TIMEOUT_S", 0.5)
+    host, port = server.url.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /v2/models/nope/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        data = s.recv(65536)  # the 404, sent before the body
+        nxt = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+        s.sendall(b"0123456789" + (nxt if then == "next-request-same-read" else b""))
+        if then == "next-request":
+            time.sleep(0.2)
+            s.sendall(nxt)
+        s.settimeout(3)
+        try:
+            while chunk := s.recv(65536):
+                data += chunk
+            closed = True
+        except TimeoutError:
+            closed = False
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"404"] + ([b"200"] if then != "idle" else [])
+    assert closed
+    assert _ready(server)
