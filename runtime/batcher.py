@@ -44,7 +44,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph, largest_graph
-from gtcompress.preprocess.layouts import degree_histogram, merge_histograms, padded_slots
+from gtcompress.preprocess.layouts import degree_histogram, merge_histograms, padded_rows, padded_slots
 
 MIB = 1024 * 1024
 #: Longest batching delay: the worker waits with a queue timeout, which cannot take infinity (or
@@ -67,6 +67,13 @@ class BatchConfig:
     #: many MiB (a request above it alone runs alone); ``attention_cell_bytes`` 0: no dense attention.
     max_attention_mib: float = 256.0
     attention_cell_bytes: int = 0
+    #: A model whose layout packs small graphs into shared rows as long as the largest (GT on the
+    #: ``dense`` lowering, :func:`~gtcompress.preprocess.layouts.padded_rows`): one row per graph is then
+    #: only an upper bound of a merged call's rows, and where it would stop a merge the packed rows are
+    #: counted instead, as the server's per-request check does. With a GT cell counted at what a call
+    #: holds (204 B for 4 heads, edge features, 4 layers), the bound alone stopped two 128-molecule
+    #: requests from merging: 303 MiB counted one row per graph, 109 MiB in their packed rows.
+    packed_rows: bool = False
     #: A model on the ``padded`` lowering pads each node's incoming edges to its degree bucket's largest
     #: in-degree: a merged call's layout is cut from the union's in-degrees (``slot_buckets`` buckets,
     #: 0: one list), and its slots x ``slot_bytes`` count against the same ``max_attention_mib``;
@@ -106,6 +113,9 @@ class Sized(Protocol):
     def largest(self) -> int: ...
 
     @property
+    def graph_nodes(self) -> np.ndarray: ...
+
+    @property
     def degrees(self) -> tuple[np.ndarray, np.ndarray]: ...
 
 
@@ -114,7 +124,8 @@ SizedT = TypeVar("SizedT", bound=Sized)
 
 def fits(config: BatchConfig, count: int, totals: Sequence[Any], item: Sized) -> bool:
     """Whether ``item`` may join a batch of ``count`` items holding ``totals`` (nodes, edges, graphs,
-    largest graph's nodes, and with neighbour lists the in-degree histogram, None before the first)."""
+    largest graph's nodes, with neighbour lists the in-degree histogram, and with packed rows each
+    graph's nodes; None before the first)."""
     ok = (
         count < config.max_requests
         and totals[0] + item.nodes <= config.max_nodes
@@ -122,8 +133,14 @@ def fits(config: BatchConfig, count: int, totals: Sequence[Any], item: Sized) ->
         and totals[2] + item.num_graphs <= config.max_graphs
     )
     if ok and config.attention_cell_bytes:
-        cells = (totals[2] + item.num_graphs) * max(totals[3], item.largest) ** 2
-        ok = cells * config.attention_cell_bytes <= config.max_attention_mib * MIB
+        largest = max(totals[3], item.largest)
+        cells = (totals[2] + item.num_graphs) * largest**2
+        limit = config.max_attention_mib * MIB
+        if cells * config.attention_cell_bytes > limit and len(totals) > 5 and totals[5] is not None:
+            # one row per graph is an upper bound where small graphs share rows: pack them, as the
+            # layout will, only for the merges the bound would stop
+            cells = padded_rows(np.concatenate([totals[5], item.graph_nodes]), pack=True) * largest**2
+        ok = cells * config.attention_cell_bytes <= limit
     if ok and config.slot_bytes and len(totals) > 4 and totals[4] is not None:
         slots = padded_slots(*merge_histograms(totals[4], item.degrees), config.slot_buckets)
         ok = slots * config.slot_bytes <= config.max_attention_mib * MIB
@@ -139,17 +156,19 @@ def add(config: BatchConfig, totals: list[Any], item: Sized) -> None:
         totals[3] = max(totals[3], item.largest)
     if config.slot_bytes:
         totals[4] = item.degrees if totals[4] is None else merge_histograms(totals[4], item.degrees)
+    if config.attention_cell_bytes and config.packed_rows:
+        totals[5] = item.graph_nodes if totals[5] is None else np.concatenate([totals[5], item.graph_nodes])
 
 
 def pack(items: Sequence[SizedT], config: BatchConfig) -> list[list[SizedT]]:
     """``items`` in order, cut into consecutive batches within the soft limits (an item larger than
     them alone): what the worker does with a queue that is already full."""
     batches: list[list[SizedT]] = []
-    totals: list[Any] = [0, 0, 0, 0, None]
+    totals: list[Any] = [0, 0, 0, 0, None, None]
     for it in items:
         if not batches or not fits(config, len(batches[-1]), totals, it):
             batches.append([])
-            totals = [0, 0, 0, 0, None]
+            totals = [0, 0, 0, 0, None, None]
         batches[-1].append(it)
         add(config, totals, it)
     return batches
@@ -163,6 +182,7 @@ class GraphRequest:
     num_graphs: int
     _largest: int = field(init=False, default=-1, repr=False)
     _degrees: tuple[np.ndarray, np.ndarray] | None = field(init=False, default=None, repr=False)
+    _graph_nodes: np.ndarray | None = field(init=False, default=None, repr=False)
 
     @property
     def largest(self) -> int:
@@ -178,6 +198,19 @@ class GraphRequest:
         if self._degrees is None:
             self._degrees = degree_histogram(self.graph.edge_index[1], self.graph.num_nodes)
         return self._degrees
+
+    @property
+    def graph_nodes(self) -> np.ndarray:
+        """Nodes of each of its graphs, counted when first asked (only a model whose layout packs
+        graphs into shared rows asks): a merged call's packed rows are cut from them."""
+        if self._graph_nodes is None:
+            batch = self.graph.batch
+            self._graph_nodes = (
+                np.array([self.graph.num_nodes], dtype=np.int64)
+                if batch is None
+                else np.bincount(batch, minlength=self.num_graphs).astype(np.int64)
+            )
+        return self._graph_nodes
 
     @property
     def nodes(self) -> int:
@@ -302,7 +335,7 @@ class DynamicBatcher:
         worth waiting for). ``items`` is the caller's list, so items taken are never lost to an error."""
         q, delay = self._queue, self.config.max_delay_ms / 1000.0
         first = items[0]
-        totals: list[Any] = [0, 0, 0, 0, None]
+        totals: list[Any] = [0, 0, 0, 0, None, None]
         add(self.config, totals, first)
         deadline = first.arrival + delay
         expected = self._concurrency()

@@ -127,6 +127,7 @@ class ServedModel:
             max_edges=min(self.batch.max_edges, lim.max_edges or self.batch.max_edges),
             max_graphs=min(self.batch.max_graphs, lim.max_graphs or self.batch.max_graphs),
             attention_cell_bytes=attention_cell_bytes(self.session),
+            packed_rows=self.session.spec.packed,
             slot_bytes=slot_bytes(self.session),
             slot_buckets=self.session.spec.buckets,
         )

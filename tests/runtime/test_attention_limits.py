@@ -372,3 +372,28 @@ def test_gps_cell_bytes_cover_what_a_call_takes_on_its_backend(tmp_path) -> None
         peak = int(out.stdout.split()[-1]) * 1024
         counted = n * n * attention_cell_bytes(GraphSession(path))
         assert peak <= counted, f"{path}: peak {peak / MIB:.0f} MiB for {n} nodes, counted {counted / MIB:.0f} MiB"
+
+
+def _molecules(sizes: list[int]) -> GraphRequest:
+    """One request of graphs of ``sizes`` nodes (no edges: only the sizes count here)."""
+    batch = np.repeat(np.arange(len(sizes)), sizes)
+    n = int(batch.size)
+    g = NumpyGraph(np.zeros((n, 1), np.float32), np.zeros((2, 0), np.int64), None, batch, {})
+    return GraphRequest(g, len(sizes))
+
+
+def test_the_batcher_counts_packed_rows_where_one_row_per_graph_would_stop_a_merge(exported) -> None:
+    """Two requests of 128 molecules (one of 132 nodes, the rest 24) on a 4-head, 4-layer GT with edge
+    features (204 B a cell): one row per graph counts 256 x 132^2 x 204 B = 868 MiB, past the 256 MiB
+    merge cap, so they never merged, though the layout packs them into 53 rows (180 MiB). Packed rows
+    are counted; a model that does not pack (GPS, Graphormer) keeps one row per graph."""
+    assert ServedModel("m", GraphSession(exported["node"].path)).batch.packed_rows  # a dense GT packs
+    sizes = [132] + [24] * 127
+    a, b = _molecules(sizes), _molecules(sizes)
+    assert a.graph_nodes.tolist() == sizes
+    cfg = replace(BatchConfig(max_nodes=1 << 20), attention_cell_bytes=204, packed_rows=True)
+    rows = padded_rows(np.array(sizes * 2), pack=True)
+    assert rows * 132**2 * 204 <= 256 << 20 < 256 * 132**2 * 204
+    assert [len(p) for p in pack([a, b], cfg)] == [2]
+    assert [len(p) for p in pack([a, b], replace(cfg, packed_rows=False))] == [1, 1]
+    assert [len(p) for p in pack([a, b], replace(cfg, max_attention_mib=rows * 132**2 * 204 / (1 << 20) - 1))] == [1, 1]
