@@ -207,6 +207,9 @@ def plan_metadata(path: Path) -> dict[str, str]:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             why = f"not valid JSON ({e}); it holds the ONNX metadata_props as a JSON object"
             raise SessionError(f"{side}: {why}") from None
+        except (RecursionError, ValueError) as e:  # json's own limits: a raw traceback from `gtc serve` otherwise
+            why = f"not valid JSON ({json_limit(e)}); it holds the ONNX metadata_props as a JSON object"
+            raise SessionError(f"{side}: {why}") from None
         if not isinstance(data, dict):
             raise SessionError(f"{side}: must be a JSON object (the ONNX metadata_props), got {type(data).__name__}")
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
@@ -219,6 +222,10 @@ def plan_metadata(path: Path) -> dict[str, str]:
             spec = spec_from_pbtxt(pbtxt.read_text())
         except json.JSONDecodeError as e:
             raise SessionError(f"{pbtxt}: parameter gtcompress_input_spec is not valid JSON ({e})") from None
+        except (RecursionError, ValueError) as e:  # nested too deeply, or a number of 5000 digits
+            raise SessionError(
+                f"{pbtxt}: parameter gtcompress_input_spec is not valid JSON ({json_limit(e)})"
+            ) from None
         if spec is not None:
             return {"input_spec": json.dumps(spec)}
     raise SessionError(

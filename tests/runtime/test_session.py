@@ -362,10 +362,29 @@ def test_plan_without_spec_or_tensorrt(tmp_path: Path, exported) -> None:
         with pytest.raises(SessionError) as info:
             GraphSession(plan)
         assert str(info.value) == f"{side}: {why}"
+    for text, why in (  # json's own limits were a RecursionError / ValueError traceback from `gtc serve`
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"input_spec": ' + "9" * 5000 + "}", "a number has more than 4300 digits"),
+    ):
+        side.write_text(text)
+        with pytest.raises(SessionError) as info:
+            GraphSession(plan)
+        assert str(info.value) == f"{side}: not valid JSON ({why}); it holds the ONNX metadata_props as a JSON object"
     side.write_text(json.dumps({"input_spec": spec.to_json(), "teddy": {"edges": 0.2}}))
     assert json.loads(plan_metadata(plan)["input_spec"]) == spec.to_json()
     repo = write_model_repository(tmp_path / "repo", "gt_plan", plan, spec)
     assert json.loads(plan_metadata(repo / "1" / "model.plan")["input_spec"]) == spec.to_json()
+    pbtxt = repo / "config.pbtxt"
+    good = pbtxt.read_text()
+    for value, why in (
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("9" * 5000, "a number has more than 4300 digits"),
+    ):
+        pbtxt.write_text(f'parameters {{ key: "gtcompress_input_spec" value {{ string_value: "{value}" }} }}\n')
+        with pytest.raises(SessionError) as info:
+            plan_metadata(repo / "1" / "model.plan")
+        assert str(info.value) == f"{pbtxt}: parameter gtcompress_input_spec is not valid JSON ({why})"
+    pbtxt.write_text(good)
     try:
         import tensorrt  # noqa: F401
     except ImportError:
