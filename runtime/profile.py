@@ -324,7 +324,9 @@ def _labels(paths: Sequence[str]) -> list[str]:
     (``repo/gt/1/model.onnx`` is ``gt``), else the folder holding the file (``dense/model.onnx`` is
     ``dense``: named by its grandparent, ``runs/dense/model.onnx`` and ``runs/scatter/model.onnx``
     were both ``runs``, told apart only as ``runs.onnx#0``/``runs.onnx#1``, and a bare ``model.onnx``
-    was named ``""``). Names that still clash get their folder (``a/gt.onnx``, ``b/gt.onnx``), then ``#i``."""
+    was named ``""``). Names that still clash get their version folder (``gt/1/model.onnx``,
+    ``gt/2/model.onnx``: two versions of one Triton model were ``gt.onnx#0``/``gt.onnx#1``, which said
+    neither version), then the folder above (``a/gt.onnx``, ``b/gt.onnx``), then ``#i``."""
     from runtime.served import directory_name
 
     def naming_dir(p: Path) -> Path:  # what names a model.onnx/model.plan: its Triton model dir, or its folder
@@ -341,11 +343,17 @@ def _labels(paths: Sequence[str]) -> list[str]:
             return f"{naming_dir(p).name}{p.suffix}"
         return f"{directory_name(p)}/" if p.is_dir() else p.name
 
+    def versioned(p: Path) -> str:  # gt/1/model.onnx and gt/2/model.onnx: the version folder tells them apart
+        named = naming_dir(p) if p.name in ("model.onnx", "model.plan") else None
+        if named is None or named == Path(os.path.abspath(p)).parent:
+            return full(p)
+        return f"{named.name}/{p.parent.name}/{p.name}"
+
     def qualified(p: Path) -> str:  # a/gt.onnx and b/gt.onnx: the folder above tells them apart
         named = naming_dir(p) if p.name in ("model.onnx", "model.plan") else Path(os.path.abspath(p))
         return f"{named.parent.name}/{full(p)}"
 
-    for label in (stem, full, qualified):
+    for label in (stem, full, versioned, qualified):
         labels = [label(Path(p)) for p in paths]
         if len(set(labels)) == len(labels):
             return labels

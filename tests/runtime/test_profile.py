@@ -355,6 +355,10 @@ def test_model_onnx_files_are_named_by_the_folder_that_tells_them_apart(
         "runs/ckpt/",
     ]
     assert _labels([str(tmp_path / "y/x/1/model.onnx"), str(tmp_path / "z/x/1/model.onnx")]) == ["y/x.onnx", "z/x.onnx"]
+    # two versions of one Triton model were gt.onnx#0 / gt.onnx#1, saying neither version
+    (tmp_path / "repo/gt/2/model.onnx").write_bytes(b"")
+    versions = [str(tmp_path / "repo/gt/1/model.onnx"), str(tmp_path / "repo/gt/2/model.onnx")]
+    assert _labels(versions) == ["gt/1/model.onnx", "gt/2/model.onnx"]
     clash = [str(tmp_path / "x/1/model.onnx"), str(tmp_path / "x/1/model.onnx"), str(runs / "ckpt")]
     assert _labels(clash) == ["x.onnx#0", "x.onnx#1", "ckpt/"]  # numbered: only the two that clash
     monkeypatch.chdir(runs / "dense")
