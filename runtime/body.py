@@ -162,6 +162,14 @@ class Lease:
         self.budget.held -= self.held
         self.held = 0
 
+    def shrink_to(self, size: int) -> None:
+        """Hold no more than ``size`` bytes in all (what the request still holds once a step's working
+        memory, such as its positional encodings', is freed); never grows the share."""
+        less = self.held - max(size, 0)
+        if less > 0:
+            self.budget.held -= less
+            self.held -= less
+
 
 class BodyClock:
     """How long a request body may stop arriving, and the timers of the bodies being read.

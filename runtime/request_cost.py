@@ -5,7 +5,9 @@ Memory: bytes per padded cell of dense attention (:func:`attention_cell_bytes`) 
 neighbour-list slot of the padded lowering (:func:`slot_bytes`), held to ``max_attention_mib``
 (:func:`check_attention`, :func:`check_slots`); :mod:`runtime.batcher` merges no more than they
 allow. Time: the positional encodings the server computes and a Graphormer's shortest-path
-distances (:func:`distance_hops`), held to ``max_pe_work`` (:func:`check_work`). The numbers are
+distances (:func:`distance_hops`), held to ``max_pe_work`` (:func:`check_work`). The encodings'
+working memory (:func:`pe_memory`) is charged against ``max_inflight_mib`` with the request's body
+(:func:`check_pe_memory`, :mod:`runtime.server`). The numbers are
 measurements on ONNX Runtime CPU, kept with the code that uses them. Every check runs before the
 work it bounds, so a refused request costs nothing but its validation.
 """
@@ -16,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gtcompress.preprocess.layouts import degree_histogram, padded_rows, padded_slots
-from gtcompress.preprocess.pe import pe_work
+from gtcompress.preprocess.batching import NumpyGraph
+from gtcompress.preprocess.layouts import degree_histogram, node_counts, padded_rows, padded_slots
+from gtcompress.preprocess.pe import pe_bytes, pe_work
 from gtcompress.preprocess.spec import Lowering
 from runtime.batcher import MIB
 from runtime.errors import GraphTooLargeError, SessionError
@@ -267,4 +270,49 @@ def check_work(
         f"computing {names} for this request's {graphs} graph(s) (the largest, graph {at}, has "
         f"{largest} nodes) takes {work:.4g} steps of work{distances}, above this server's max_pe_work "
         f"{limits.max_pe_work:.4g}; send fewer or smaller graphs, {other}",
+    )
+
+
+#: A request whose encodings :func:`pe_memory` counts at more than this is encoded in a worker thread of
+#: its own with the bytes charged to its lease (:mod:`runtime.server`), even when its body is small
+#: enough to be decoded on the event loop and encoded in the batcher with the others' (as one call for
+#: the whole batch): a 64 KiB body holds a 2,000-node graph, whose LapPE takes 78 MiB. Below it the
+#: encodings run where they did, uncharged and without a second thread hop: 32 CLUSTER graphs' RWSE
+#: (190 nodes, 4,000 edges each, k = 16) counts 7.7 MiB, a batch of 128 molecules' RWSE and LapPE 2.1
+#: MiB. What goes uncharged is bounded all the same: the batcher encodes one graph at a time, and the
+#: event loop's default executor runs a few threads (``min(32, cores + 4)``).
+INLINE_PE_BYTES = 16 * MIB
+
+
+def pe_memory(model: ServedModel, g: NumpyGraph, num_graphs: int, *, teddy: bool = False) -> int:
+    """Bytes the positional encodings the server still computes for ``g`` (those it does not carry)
+    take while computed and held (:func:`~gtcompress.preprocess.pe.pe_bytes`, summed over kinds);
+    0 for none. ``teddy``: TEDDY is still to run on ``g`` (its edges may drop before an encoding)."""
+    kinds = {kind: k for kind, k in model.session.spec.pe.items() if kind not in g.pe}
+    if not kinds:
+        return 0
+    counts = node_counts(g.batch, g.num_nodes, num_graphs)
+    src = g.edge_index[0]
+    if g.batch is None or num_graphs <= 1:
+        edges = np.array([src.shape[0]], dtype=np.int64)
+    else:
+        edges = np.bincount(g.batch[src], minlength=num_graphs)
+    return sum(pe_bytes(kind, counts, edges, k, fewer_edges=teddy) for kind, k in kinds.items())
+
+
+def check_pe_memory(model: ServedModel, limits: ServerLimits, g: NumpyGraph, need: int, body: int) -> None:
+    """Refuse (400) a request whose encodings' ``need`` bytes and ``body`` bytes together exceed the
+    server's whole in-flight budget (:attr:`ServerLimits.inflight_bytes`): no wait would let it through.
+    Within the budget but past what other requests leave, the lease refuses it with a 503 instead."""
+    budget = limits.inflight_bytes
+    if need + body <= budget:
+        return
+    names = ", ".join(f"pe_{kind}" for kind in model.session.spec.pe if kind not in g.pe)
+    raise GraphTooLargeError(
+        "x",
+        f"computing {names} for this request's graphs takes about {need:,} bytes of memory, which with its "
+        f"{body:,} bytes of body is more than this server's in-flight budget of {budget:,} bytes "
+        f"(--max-inflight-mib {limits.max_inflight_mib:g}); send fewer or smaller graphs, {names} computed by "
+        "the client with every model input (a pre-processed request), or start the server with a larger "
+        "--max-inflight-mib",
     )

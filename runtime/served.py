@@ -95,7 +95,9 @@ class ServerLimits:
     #: Request bytes (bodies as received or decoded, whichever is larger) the server holds at once,
     #: from the first byte read to the answer: past it a request gets 503 instead of being read, so
     #: memory stays bounded however many clients send at once or stall mid-body. Never less than
-    #: ``max_body_bytes`` in effect (the largest request allowed is served when it is alone).
+    #: ``max_body_bytes`` in effect (the largest request allowed is served when it is alone). The
+    #: positional encodings the server computes for a raw request are charged too while they run
+    #: (:func:`~runtime.request_cost.pe_memory`; 503 past what the others leave, 400 past it alone).
     max_inflight_mib: float = 2048.0
     #: Seconds a request body may stop arriving (before its first byte or between two chunks) before
     #: the request gets 408 and its connection is closed. The HTTP server times out neither headers
@@ -213,12 +215,14 @@ def directory_name(p: Path) -> str:
 
 
 def request_graph(
-    req: InferRequest, model: ServedModel, limits: ServerLimits, *, raw_only: bool = False
+    req: InferRequest, model: ServedModel, limits: ServerLimits, *, raw_only: bool = False, teddy: bool = True
 ) -> tuple[NumpyGraph, int, bool]:
     """The request's graphs as one validated union, its graph count, and whether it came pre-processed.
 
     ``raw_only``: the request is a raw graph whatever it carries (a Triton Python-backend model
-    declares only the raw inputs), so TEDDY always runs."""
+    declares only the raw inputs), so TEDDY always runs. ``teddy`` False: TEDDY (which may compute
+    encodings of the unsparsified graph) and the model's size check after it are left to the caller
+    (:func:`finish_graph`), which charges their memory first (:func:`runtime.request_cost.pe_memory`)."""
     inputs = req.inputs
     expect = model.expect
     for name, arr in inputs.items():
@@ -294,10 +298,19 @@ def request_graph(
         pe={k[3:]: v for k, v in inputs.items() if k.startswith("pe_")},
     )
     g = validate_graph(g, spec, batch_checked=True)
+    if teddy:
+        g = finish_graph(g, model, num_graphs, full)
+    return g, num_graphs, full
+
+
+def finish_graph(g: NumpyGraph, model: ServedModel, num_graphs: int, full: bool, *, pe: bool = False) -> NumpyGraph:
+    """A validated request's graph TEDDY-sparsified (a raw graph to a TEDDY model), checked against the
+    model's size limits, and with ``pe`` its missing encodings computed (:func:`ensure_pe`)."""
+    spec = model.session.spec
     if not full and model.session.model.teddy is not None:
         g = apply_teddy(g, model.session.model.teddy, spec)
     model.session.limits.check(g.num_nodes, g.num_edges, num_graphs, what="request")
-    return g, num_graphs, full
+    return ensure_pe(g, spec, num_graphs) if pe else g
 
 
 def declared_preprocessed(req: InferRequest) -> bool | None:

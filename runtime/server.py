@@ -37,7 +37,9 @@ Every request is decoded and validated before it is queued (a bad one gets HTTP 
 input and the problem, and never reaches the model; a body larger than ``max_body_bytes`` as sent
 or once decoded gets 413 while it streams in, :mod:`runtime.body`, and one that stops arriving for
 ``body_timeout_s`` gets 408; one that would take the bytes held by all requests in flight past
-``max_inflight_mib`` gets 503); accepted requests are merged by
+``max_inflight_mib`` gets 503, counting the working memory of the positional encodings the server
+computes for it, :func:`runtime.request_cost.pe_memory`, and one whose body and encodings alone
+exceed it gets 400); accepted requests are merged by
 :class:`runtime.batcher.DynamicBatcher`; on shutdown uvicorn stops accepting, in-flight requests
 finish (a batch waiting for company fires at once), then the batcher drains.
 """
@@ -78,11 +80,12 @@ from runtime.http_head import bounded_head_protocol
 from runtime.metrics import Metrics, ModelMetrics
 from runtime.net import listen_sockets
 from runtime.protocol import HEADER_LENGTH, InferRequest, encode_infer_response, error_body, parse_infer_request
+from runtime.request_cost import INLINE_PE_BYTES, check_pe_memory, pe_memory
 from runtime.served import (
     ServedModel,
     ServerLimits,
     default_model_name,
-    ensure_pe,
+    finish_graph,
     request_graph,
     run_items,
 )
@@ -249,17 +252,30 @@ def create_app(
 
             inline = len(body) <= INLINE_BODY_BYTES and not _needs_teddy(body, m)
 
-            def decode() -> tuple[InferRequest, NumpyGraph, int]:
+            def decode() -> tuple[InferRequest, NumpyGraph, int, bool, int]:
                 req = parse_infer_request(body, header_len, m.check_input)
-                g, num_graphs, _ = request_graph(req, m, limits)
-                if not inline:  # a large graph's PE here, in parallel with the model; small ones: per batch
-                    g = ensure_pe(g, m.session.spec, num_graphs)
-                return req, g, num_graphs
+                g, num_graphs, full = request_graph(req, m, limits, teddy=False)
+                teddy = not full and m.session.model.teddy is not None
+                need = pe_memory(m, g, num_graphs, teddy=teddy)
+                charge = need > INLINE_PE_BYTES
+                if not charge:  # a few MiB at most: a large body's PE here, a small one's per batch
+                    g = finish_graph(g, m, num_graphs, full, pe=not inline)
+                return req, g, num_graphs, full, need if charge else 0
 
             if inline:
-                req, g, num_graphs = decode()  # small and cheap: faster than a thread hop
+                req, g, num_graphs, full, need = decode()  # small and cheap: faster than a thread hop
             else:
-                req, g, num_graphs = await asyncio.to_thread(decode)
+                req, g, num_graphs, full, need = await asyncio.to_thread(decode)
+            if need:
+                # The encodings' working memory (TEDDY's included) is held while they are computed, in
+                # parallel with the model: charged to this request's lease first (here, on the event
+                # loop: the budget has no lock), a 400 past the whole budget and a 503 past what the
+                # others leave, as body bytes are; what the encodings keep stays charged until the answer.
+                held, before = lease.held, set(g.pe)
+                check_pe_memory(m, limits, g, need, held)
+                lease.grow_to(held + need)
+                g = await asyncio.to_thread(finish_graph, g, m, num_graphs, full, pe=True)
+                lease.shrink_to(held + sum(a.nbytes for kind, a in g.pe.items() if kind not in before))
             if m.batcher is None:
                 return _error(503, "server is shutting down")
             # Not refused once shutdown has begun: a request whose body came before it is in flight, and

@@ -406,3 +406,68 @@ def pe_function(kind: str) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray
         return {"lap": laplacian_pe, "rwse": rwse}[kind]
     except KeyError:
         raise ValueError(f"unknown PE kind {kind!r}; expected lap or rwse") from None
+
+
+#: :func:`pe_bytes`' peak working memory of one graph's encoding, in bytes per ``n^2`` (``n`` its nodes),
+#: measured as peak RSS over RSS before the call in a fresh process (random graphs, one BLAS thread):
+#: RWSE's dense path holds three ``n x n`` float64 arrays (24 B) and the count's temporaries, measured
+#: 27.2-31.8 B (5,300 nodes and 1.5M edges k = 2: 728 MiB; 3,000 / 450k k = 4: 237 MiB; 2,000 / 400k
+#: k = 16: 120 MiB; 512 / 2k k = 16: 7.9 MiB) ...
+RWSE_DENSE_CELL_BYTES = 32
+#: ... its sparse path, per stored value of a walk power (at most ``min(n^2,`` :data:`_RWSE_MAX_NNZ` ``)``,
+#: two powers and scipy's product temporaries: 1,000 nodes / 10k edges k = 16, 41.6 B per ``n^2``
+#: with every power about full) plus, for ``k >= 2``, three :data:`_RWSE_BLOCK_BYTES` column blocks
+#: (:func:`_rwse_by_columns`: 5,300 / 877k k = 2 and 8: 243 / 239 MiB; 20,000 / 200k k = 8: 243 MiB) ...
+RWSE_SPARSE_VALUE_BYTES = 36
+RWSE_SPARSE_BLOCKS = 3
+#: ... LapPE's dense ``eigh`` (float32 adjacency, Laplacian and LAPACK's work arrays), measured
+#: 20.3-21.2 B (1,000 and 2,000 nodes: 20 / 78 MiB) ...
+LAP_DENSE_CELL_BYTES = 24
+#: ... and its sparse solver past :data:`_DENSE_EIG_MAX` nodes, the shift-invert LU, whose fill-in on a
+#: random graph approaches ``n^2``: measured 12.2-17.6 B (2,500 nodes / 560k edges: 105 MiB; 3,300 /
+#: 50k: 132 MiB; 5,000: 292 MiB). A bound, not a prediction: a path fills in nothing, but no cheaper
+#: count of the fill-in exists before the factorisation.
+LAP_SPARSE_CELL_BYTES = 20
+#: Per edge of the request: the int64 copies :func:`_graph_slices` sorts the edges by graph with and
+#: the per-graph slices (about 40 B), the sparse adjacency's values and indices.
+PE_EDGE_BYTES = 48
+#: Per node and column of the output: each graph's float32 block and their concatenation (8 B): what
+#: many small graphs weigh (20,000 graphs of 30 nodes, 1.2M edges, RWSE k = 16: 80 MiB).
+PE_VALUE_BYTES = 8
+
+
+def pe_bytes(kind: str, counts: np.ndarray, edges: np.ndarray, k: int, *, fewer_edges: bool = False) -> int:
+    """An upper bound on the memory that computing ``kind`` with ``k`` columns takes for graphs of
+    ``counts`` nodes and ``edges`` edges (per graph), counted before any is computed, so that a server
+    can charge it against its memory budget: :func:`pe_work` bounds the time, and within it one
+    5,300-node graph's RWSE took 703 MiB for a 22 MiB request.
+
+    The graphs are encoded one after another, so the working memory is the largest graph's (the
+    ``*_BYTES`` constants above, per ``n^2`` on the path :func:`_rwse_dense` and
+    :data:`_DENSE_EIG_MAX` choose), plus what lives throughout: :data:`PE_EDGE_BYTES` an edge and
+    :data:`PE_VALUE_BYTES` a node and column. ``fewer_edges``: the edges may still drop before the
+    encoding runs (TEDDY), so RWSE counts the larger of its two paths wherever either may be taken.
+    Measured peaks stay within 1.0-2.0x under this bound (tests/runtime/test_pe_memory.py)."""
+    if kind not in ("lap", "rwse"):
+        pe_function(kind)  # the same ValueError for an unknown kind
+    n = np.asarray(counts, dtype=np.float64)
+    e = np.asarray(edges, dtype=np.float64)
+    if k <= 0 or n.size == 0:
+        return 0
+    cells = n * n
+    if kind == "lap":
+        per = np.where(n > _DENSE_EIG_MAX, LAP_SPARSE_CELL_BYTES, LAP_DENSE_CELL_BYTES) * cells
+        per[n <= 1] = 0.0
+    else:
+        dense = RWSE_DENSE_CELL_BYTES * cells
+        sparse = np.zeros_like(cells)
+        if k >= 2:
+            blocks = RWSE_SPARSE_BLOCKS * np.minimum(float(_RWSE_BLOCK_BYTES), 8.0 * cells)
+            sparse = RWSE_SPARSE_VALUE_BYTES * np.minimum(cells, float(_RWSE_MAX_NNZ)) + blocks
+        always = n <= _RWSE_DENSE_MIN
+        may_dense = n <= _RWSE_DENSE_MAX
+        takes_dense = always | (may_dense & (_RWSE_DENSE_SHARE * e >= cells))
+        per = np.where(takes_dense, dense, sparse)
+        if fewer_edges:
+            per = np.where(may_dense & ~always, np.maximum(dense, sparse), per)
+    return int(float(per.max()) + PE_EDGE_BYTES * float(e.sum()) + PE_VALUE_BYTES * k * float(n.sum()))
