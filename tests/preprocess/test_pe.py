@@ -28,6 +28,31 @@ def test_lap_pe_are_laplacian_eigenvectors() -> None:
         assert np.isclose(np.linalg.norm(v), 1.0, atol=1e-5)
 
 
+def test_lap_pe_of_a_graph_float32_eigh_fails_on_is_computed_in_float64() -> None:
+    """LAPACK's float32 ?syevx raised "1 eigenvectors failed to converge" on this 30-node graph
+    (4 isolated nodes, 3 components, eigenvalues 0.55 and 0.57 around the 9th) at k = 8: a served
+    request got a 500, a dataset's pre-processing a traceback."""
+    src = np.array(
+        [16, 20, 9, 18, 15, 4, 12, 10, 25, 6, 23, 7, 4, 22, 26, 27, 19, 11, 3, 2, 1, 9, 2, 2, 29, 10, 18, 15, 10, 11]
+    )
+    dst = np.array(
+        [1, 16, 1, 17, 15, 10, 12, 29, 3, 20, 4, 1, 29, 19, 12, 16, 3, 14, 22, 4, 14, 25, 22, 22, 13, 21, 17, 26, 29, 8]
+    )
+    ei = np.stack([np.concatenate([src, dst]), np.concatenate([dst, src])])
+    pe = laplacian_pe(ei, np.array([0, 30]), k=8)
+    a = np.zeros((30, 30))
+    a[ei[1], ei[0]] = 1
+    np.fill_diagonal(a, 0)
+    d = a.sum(1)
+    inv = np.where(d > 0, 1 / np.sqrt(np.maximum(d, 1)), 0.0)
+    lap = np.eye(30) - inv[:, None] * a * inv[None, :]
+    vals = np.linalg.eigvalsh(lap)
+    for j in range(8):
+        v = pe[:, j].astype(np.float64)
+        assert np.allclose(lap @ v, vals[j + 1] * v, atol=1e-5)
+        assert np.isclose(np.linalg.norm(v), 1.0, atol=1e-5)
+
+
 def test_lap_pe_pads_small_graphs_and_handles_batches() -> None:
     ei = np.concatenate([_cycle(3), np.array([[3], [4]])], axis=1)  # a triangle, then a 2-node graph
     pe = laplacian_pe(ei, np.array([0, 3, 5, 6]), k=4)
