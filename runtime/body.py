@@ -157,6 +157,15 @@ class Lease:
         b.held += more
         self.held = size
 
+    def resize(self, size: int) -> None:
+        """Hold ``size`` bytes in all: more as :meth:`grow_to` does, or fewer, giving the rest back (a
+        parsed JSON body keeps only its arrays of what its parsing held)."""
+        if size >= self.held:
+            self.grow_to(size)
+            return
+        self.budget.held -= self.held - size
+        self.held = size
+
     def release(self) -> None:
         """Give the whole share back (once the answer is built, or the request failed)."""
         self.budget.held -= self.held
@@ -165,10 +174,8 @@ class Lease:
     def shrink_to(self, size: int) -> None:
         """Hold no more than ``size`` bytes in all (what the request still holds once a step's working
         memory, such as its positional encodings', is freed); never grows the share."""
-        less = self.held - max(size, 0)
-        if less > 0:
-            self.budget.held -= less
-            self.held -= less
+        if max(size, 0) < self.held:
+            self.resize(max(size, 0))
 
 
 class BodyClock:

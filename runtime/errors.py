@@ -72,6 +72,26 @@ class BodyTooLargeError(ProtocolError):
         super().__init__(f"{what}; Content-Encoding: {encoding}")
 
 
+class JsonTooLargeError(BodyTooLargeError):
+    """A JSON request body whose parsing would hold more than the server's whole in-flight budget
+    (``ServerLimits.max_inflight_mib``): HTTP 413 like any body too large, since it could never be
+    served, however long the client waited. Parsing JSON holds a Python object per number (about 50
+    bytes), so a body within ``max_body_bytes`` may need 7-30 times its size to be read.
+
+    ``size`` is the body's byte count, ``charge`` what reading it is counted at, ``limit`` the budget."""
+
+    def __init__(self, size: int, charge: int, limit: int) -> None:
+        self.limit, self.encoding = limit, "identity"
+        self.size, self.charge = size, charge
+        ProtocolError.__init__(
+            self,
+            f"request JSON of {size} bytes would take about {charge} bytes of memory to parse (a number costs "
+            f"about 50 bytes parsed), more than this server's limit of {limit} bytes for all requests in flight "
+            "(max_inflight_mib); send the tensors as binary data (tritonclient: binary_data=True), or serve "
+            "with a larger --max-inflight-mib",
+        )
+
+
 class ServerBusyError(GTCompressError):
     """The server already holds as many bytes of requests as it may (``ServerLimits.max_inflight_mib``):
     HTTP 503, the client may retry later. Without it, memory grew with every concurrent request."""

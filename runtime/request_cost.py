@@ -300,18 +300,19 @@ def pe_memory(model: ServedModel, g: NumpyGraph, num_graphs: int, *, teddy: bool
     return sum(pe_bytes(kind, counts, edges, k, fewer_edges=teddy) for kind, k in kinds.items())
 
 
-def check_pe_memory(model: ServedModel, limits: ServerLimits, g: NumpyGraph, need: int, body: int) -> None:
-    """Refuse (400) a request whose encodings' ``need`` bytes and ``body`` bytes together exceed the
+def check_pe_memory(model: ServedModel, limits: ServerLimits, g: NumpyGraph, need: int, held: int) -> None:
+    """Refuse (400) a request whose encodings' ``need`` bytes and the ``held`` bytes of its body and
+    decoded arrays together exceed the
     server's whole in-flight budget (:attr:`ServerLimits.inflight_bytes`): no wait would let it through.
     Within the budget but past what other requests leave, the lease refuses it with a 503 instead."""
     budget = limits.inflight_bytes
-    if need + body <= budget:
+    if need + held <= budget:
         return
     names = ", ".join(f"pe_{kind}" for kind in model.session.spec.pe if kind not in g.pe)
     raise GraphTooLargeError(
         "x",
         f"computing {names} for this request's graphs takes about {need:,} bytes of memory, which with its "
-        f"{body:,} bytes of body is more than this server's in-flight budget of {budget:,} bytes "
+        f"{held:,} bytes of body and arrays is more than this server's in-flight budget of {budget:,} bytes "
         f"(--max-inflight-mib {limits.max_inflight_mib:g}); send fewer or smaller graphs, {names} computed by "
         "the client with every model input (a pre-processed request), or start the server with a larger "
         "--max-inflight-mib",

@@ -52,7 +52,6 @@ import json
 import logging
 import re
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -72,14 +71,22 @@ from runtime.errors import (
     BodyTimeoutError,
     BodyTooLargeError,
     InputError,
+    JsonTooLargeError,
     ModelNotFoundError,
     ProtocolError,
     ServerBusyError,
 )
-from runtime.http_head import bounded_head_protocol
 from runtime.metrics import Metrics, ModelMetrics
 from runtime.net import listen_sockets
-from runtime.protocol import HEADER_LENGTH, InferRequest, encode_infer_response, error_body, parse_infer_request
+from runtime.protocol import (
+    HEADER_LENGTH,
+    InferRequest,
+    encode_infer_response,
+    error_body,
+    json_parse_bytes,
+    parse_infer_request,
+    tensor_bytes,
+)
 from runtime.request_cost import INLINE_PE_BYTES, check_pe_memory, pe_memory
 from runtime.served import (
     ServedModel,
@@ -90,6 +97,8 @@ from runtime.served import (
     run_items,
 )
 from runtime.session import GraphSession
+from runtime.uvicorn_run import BackgroundServer as BackgroundServer  # where tests and notebooks look for it
+from runtime.uvicorn_run import uvicorn_server
 
 log = logging.getLogger("gtcompress.serve")
 
@@ -250,7 +259,18 @@ def create_app(
             )
             header_len = headers.get(HEADER_LENGTH.lower())
 
-            inline = len(body) <= INLINE_BODY_BYTES and not _needs_teddy(body, m)
+            # Parsing JSON holds several times its text (a Python object per number): held to the
+            # budget before it starts (413 if it never fits, 503 while others hold it), then only the arrays.
+            small = len(body) <= INLINE_BODY_BYTES
+            parse = (
+                json_parse_bytes(body, header_len)
+                if small
+                else await asyncio.to_thread(json_parse_bytes, body, header_len)
+            )
+            if len(body) + parse > budget.limit:
+                raise JsonTooLargeError(len(body), len(body) + parse, budget.limit)
+            lease.grow_to(len(body) + parse)
+            inline = small and not _needs_teddy(body, m)
 
             def decode() -> tuple[InferRequest, NumpyGraph, int, bool, int]:
                 req = parse_infer_request(body, header_len, m.check_input)
@@ -266,6 +286,7 @@ def create_app(
                 req, g, num_graphs, full, need = decode()  # small and cheap: faster than a thread hop
             else:
                 req, g, num_graphs, full, need = await asyncio.to_thread(decode)
+            lease.resize(len(body) + tensor_bytes(req))
             if need:
                 # The encodings' working memory (TEDDY's included) is held while they are computed, in
                 # parallel with the model: charged to this request's lease first (here, on the event
@@ -417,28 +438,6 @@ def _warmup(m: ServedModel) -> None:
 
 
 # ---------------------------------------------------------------------------------- running it
-def _uvicorn_server(app: Any, host: str, port: int, log_level: str, graceful_s: float) -> Any:
-    import uvicorn
-
-    class _Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            app.state.begin_shutdown()  # readiness drops at once; in-flight requests still finish
-            super().handle_exit(sig, frame)
-
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        timeout_graceful_shutdown=graceful_s,
-        lifespan="on",
-        backlog=2048,
-        http=bounded_head_protocol(),
-    )
-    return _Server(config)
-
-
 def serve(
     path: str | Path | GraphSession,
     name: str | None = None,
@@ -463,48 +462,4 @@ def serve(
     sess = path if isinstance(path, GraphSession) else GraphSession(path, providers, threads=threads, spinning=False)
     model_name = name or default_model_name(sess.path)
     app = create_app([ServedModel(model_name, sess, batch or BatchConfig())], metrics=metrics, limits=limits)
-    _uvicorn_server(app, host, port, log_level, graceful_s).run(sockets=socks)
-
-
-class BackgroundServer:
-    """Serve an app from a thread on loopback (tests, notebooks); ``with`` stops and drains it."""
-
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
-        self.app, self.host = app, host
-        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
-        # without it every response waits ~40 ms for a delayed ACK (headers and body are two writes).
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.port = int(self.sock.getsockname()[1])
-        self.server = _uvicorn_server(app, host, self.port, log_level, graceful_s=10.0)
-        self.thread = threading.Thread(target=self._run, name="gtc-serve", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def _run(self) -> None:
-        self.server.run(sockets=[self.sock])
-
-    def start(self, timeout: float = 30.0) -> BackgroundServer:
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not (self.server.started and self.app.state.gtc["ready"]):
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self.app.state.begin_shutdown()
-        self.server.should_exit = True
-        self.thread.join(timeout)
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-    def __enter__(self) -> BackgroundServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    uvicorn_server(app, host, port, log_level, graceful_s).run(sockets=socks)

@@ -137,6 +137,11 @@ def _body(tensors: dict[str, np.ndarray]) -> bytes:
     return json.dumps({"inputs": inputs}).encode()
 
 
+def _held(body: bytes, tensors: dict[str, np.ndarray]) -> int:
+    """What a parsed JSON request holds: its body and the arrays decoded from it."""
+    return len(body) + sum(a.nbytes for a in tensors.values())
+
+
 def _post(srv: BackgroundServer, body: bytes, model: str = "m") -> httpx.Response:
     return httpx.post(f"http://{srv.url}/v2/models/{model}/infer", content=body, timeout=120)
 
@@ -184,8 +189,9 @@ def test_the_encodings_working_memory_is_charged_while_they_are_computed(server,
     assert r.status_code == 200, r.text
     need = pe_bytes("lap", np.array([n]), np.array([2 * (n - 1)]), 2)
     assert need > INLINE_PE_BYTES
-    assert seen == [len(body) + need]  # computed once, in the charged step, not in the batcher
-    assert held_at_call == [len(body) + n * 2 * 4]  # the model call: the body and the float32 encoding kept
+    held = _held(body, {"x": g.x, "edge_index": g.edge_index})
+    assert seen == [held + need]  # computed once, in the charged step, not in the batcher
+    assert held_at_call == [held + n * 2 * 4]  # the model call: the body and the float32 encoding kept
     assert server.app.state.inflight.held == 0
 
 
@@ -195,7 +201,7 @@ def test_a_small_request_is_still_encoded_in_the_batcher_uncharged(server, monke
     seen = _spy(monkeypatch, server)
     r = _post(server, body)
     assert r.status_code == 200, r.text
-    assert seen == [len(body)]  # in the batcher: the request's body charged, its few KiB of PE not
+    assert seen == [_held(body, {"x": g.x, "edge_index": g.edge_index})]  # in the batcher: its few KiB of PE not
     want = GraphSession(exported["graph"].path).run(g)[0]
     np.testing.assert_allclose(np.asarray(r.json()["outputs"][0]["data"], np.float32), want.ravel(), atol=1e-5)
 
@@ -206,6 +212,7 @@ def test_a_request_whose_body_and_encodings_exceed_the_whole_budget_is_a_400(lap
     g = _path(2100)
     body = _body({"x": g.x, "edge_index": g.edge_index})
     need = pe_bytes("lap", np.array([2100]), np.array([4198]), 2)
+    held = _held(body, {"x": g.x, "edge_index": g.edge_index})
     with BackgroundServer(app) as srv:
         seen = _spy(monkeypatch, srv)
         r = _post(srv, body)
@@ -213,9 +220,9 @@ def test_a_request_whose_body_and_encodings_exceed_the_whole_budget_is_a_400(lap
         assert seen == []
         assert r.json()["error"] == (
             f"input 'x': computing pe_lap for this request's graphs takes about {need:,} bytes of memory, which "
-            f"with its {len(body):,} bytes of body is more than this server's in-flight budget of 16,777,216 bytes "
-            "(--max-inflight-mib 16); send fewer or smaller graphs, pe_lap computed by the client with every model "
-            "input (a pre-processed request), or start the server with a larger --max-inflight-mib"
+            f"with its {held:,} bytes of body and arrays is more than this server's in-flight budget of "
+            "16,777,216 bytes (--max-inflight-mib 16); send fewer or smaller graphs, pe_lap computed by the client "
+            "with every model input (a pre-processed request), or start the server with a larger --max-inflight-mib"
         )
         assert srv.app.state.inflight.held == 0
 
@@ -225,7 +232,8 @@ def test_a_budget_others_hold_gets_a_503_before_the_encodings(server, monkeypatc
     body = _body({"x": g.x, "edge_index": g.edge_index})
     need = pe_bytes("lap", np.array([2100]), np.array([4198]), 2)
     budget = server.app.state.inflight
-    others = budget.limit - need  # room for the body, not for its encodings
+    held = _held(body, {"x": g.x, "edge_index": g.edge_index})
+    others = budget.limit - held - need + 1  # room for the body and its arrays, not for its encodings
     seen = _spy(monkeypatch, server)
     budget.held += others
     try:
@@ -235,7 +243,7 @@ def test_a_budget_others_hold_gets_a_503_before_the_encodings(server, monkeypatc
     assert r.status_code == 503, r.text
     assert seen == []
     assert r.json()["error"] == (
-        f"server is busy: requests in flight hold {others} bytes, and this one's {len(body) + need} would take "
+        f"server is busy: requests in flight hold {others} bytes, and this one's {held + need} would take "
         f"them past this server's limit of {budget.limit} bytes (max_inflight_mib); retry later"
     )
     assert budget.held == 0
@@ -263,5 +271,5 @@ def test_teddys_encodings_of_the_unsparsified_graph_are_charged_too(exported, mo
         seen = _spy(monkeypatch, srv, "rwse")
         r = _post(srv, body, "t")
         assert r.status_code == 200, r.text
-        assert seen == [len(body) + need]
+        assert seen == [_held(body, tensors) + need]
         assert srv.app.state.inflight.held == 0
