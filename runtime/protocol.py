@@ -133,13 +133,19 @@ _COUNT_STEP = 1 << 20
 
 
 def json_head_length(body: bytes | bytearray, header_length: str | None) -> int:
-    """Bytes of ``body`` that are JSON: all of it, or the ``Inference-Header-Content-Length`` prefix
-    (all of it where that header is unusable: :func:`parse_infer_request` refuses the request then)."""
-    if header_length is not None and header_length.isascii() and header_length.isdigit():
+    """Bytes of ``body`` that :func:`parse_infer_request` reads as JSON: all of it, the
+    ``Inference-Header-Content-Length`` prefix, or none where that header is unusable (not digits, 0,
+    past the body): the request is refused then before any JSON is read, so parsing takes nothing.
+    Counting the whole body as JSON there turned that 400 naming the header into a 413 telling a
+    client that sends binary tensor data to send binary tensor data (or a 503 while others held the
+    budget)."""
+    if header_length is None:
+        return len(body)
+    if header_length.isascii() and header_length.isdigit():
         hl = int(header_length)
         if 0 < hl <= len(body):
             return hl
-    return len(body)
+    return 0
 
 
 def json_parse_bytes(body: bytes | bytearray, header_length: str | None = None) -> int:

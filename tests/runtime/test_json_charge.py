@@ -82,7 +82,9 @@ def test_the_parse_charge_counts_text_values_lists_objects_and_strings() -> None
     assert json_parse_bytes(body) == 2 * 26 + 1 + 56 * 3 + 112 * 3 + 192 + 24 * 6
     binary = body + b",[{" * 1000  # binary tensor data after the head is not JSON; the head is sliced off (a copy)
     assert json_parse_bytes(binary, str(len(body))) == 3 * 26 + 1 + 56 * 3 + 112 * 3 + 192 + 24 * 6
-    assert json_parse_bytes(binary, "x") == json_parse_bytes(binary, str(len(binary)))  # refused when parsed
+    # an unusable header is refused before any JSON is read: nothing to charge
+    for bad in ("x", " 26", "0", str(len(binary) + 1)):
+        assert json_parse_bytes(binary, bad) == 0
 
 
 @pytest.fixture
@@ -225,3 +227,27 @@ def test_what_parsing_a_json_body_takes_stays_within_its_charge(kind: str, n: in
     size, grown, charged = map(int, out.stdout.split())
     assert grown > size  # the body alone, as charged before, was not what parsing takes
     assert grown <= charged, f"{kind}: parsing {size} bytes took {grown / MiB:.0f} MiB, charged {charged / MiB:.0f}"
+
+
+@pytest.mark.parametrize("header", ["abc", "0", "huge"])
+def test_an_unusable_header_length_gets_its_400_not_a_413_for_parsing_the_binary_data_as_json(
+    session, graph, header: str
+) -> None:
+    """Parsing refuses such a request before reading any JSON; charged as if its whole body were JSON
+    (3x its bytes and more), a binary request within max_body_bytes got 413 "send the tensors as binary
+    data" instead of the 400 that names the header."""
+    limits = ServerLimits(max_body_bytes=MiB, max_inflight_mib=1.0)
+    app = create_app([ServedModel("m", session)], limits=limits, warmup=False)
+    body, _ = _binary_request(graph)
+    body += bytes(300_000)  # binary tensor data past the inputs: within max_body_bytes, over a third of it
+    value = str(len(body) + 1) if header == "huge" else header
+    want = (
+        f"{HEADER_LENGTH} must be an integer, got {value!r}"
+        if header == "abc"
+        else f"{HEADER_LENGTH} is {value} but the body has {len(body)} bytes"
+    )
+    with BackgroundServer(app) as srv:
+        r = _post(srv, body, {HEADER_LENGTH: value})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == want
+        assert app.state.inflight.held == 0
