@@ -78,18 +78,30 @@ class JsonTooLargeError(BodyTooLargeError):
     served, however long the client waited. Parsing JSON holds a Python object per number (about 50
     bytes), so a body within ``max_body_bytes`` may need 7-30 times its size to be read.
 
-    ``size`` is the body's byte count, ``charge`` what reading it is counted at, ``limit`` the budget."""
+    ``size`` is the body's byte count, ``charge`` what reading it is counted at, ``limit`` the budget,
+    ``head`` the bytes of it that are JSON where binary tensor data follows them
+    (``Inference-Header-Content-Length``): such a request did send its tensors as binary data, so it
+    is told which bytes were charged and to raise the budget, not to send binary data (a binary body
+    within a few KiB of ``max_body_bytes`` at a budget equal to it is refused so)."""
 
-    def __init__(self, size: int, charge: int, limit: int) -> None:
+    def __init__(self, size: int, charge: int, limit: int, head: int | None = None) -> None:
         self.limit, self.encoding = limit, "identity"
-        self.size, self.charge = size, charge
-        ProtocolError.__init__(
-            self,
-            f"request JSON of {size} bytes would take about {charge} bytes of memory to parse (a number costs "
-            f"about 50 bytes parsed), more than this server's limit of {limit} bytes for all requests in flight "
-            "(max_inflight_mib); send the tensors as binary data (tritonclient: binary_data=True), or serve "
-            "with a larger --max-inflight-mib",
-        )
+        self.size, self.charge, self.head = size, charge, head
+        if head is not None and head < size:
+            message = (
+                f"request of {size} bytes (a JSON head of {head} bytes, then binary tensor data) would take about "
+                f"{charge} bytes of memory to read, its body and the head parsed, more than this server's limit "
+                f"of {limit} bytes for all requests in flight (max_inflight_mib); send any tensors still in the "
+                "JSON head as binary data, or serve with a larger --max-inflight-mib"
+            )
+        else:
+            message = (
+                f"request JSON of {size} bytes would take about {charge} bytes of memory to parse (a number "
+                f"costs about 50 bytes parsed), more than this server's limit of {limit} bytes for all requests "
+                "in flight (max_inflight_mib); send the tensors as binary data (tritonclient: binary_data=True), "
+                "or serve with a larger --max-inflight-mib"
+            )
+        ProtocolError.__init__(self, message)
 
 
 class ServerBusyError(GTCompressError):

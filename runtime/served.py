@@ -95,11 +95,12 @@ class ServerLimits:
     #: Request bytes (bodies as received or decoded, whichever is larger) the server holds at once,
     #: from the first byte read to the answer: past it a request gets 503 instead of being read, so
     #: memory stays bounded however many clients send at once or stall mid-body. Never less than
-    #: ``max_body_bytes`` in effect (the largest request allowed is served when it is alone). A JSON
+    #: ``max_body_bytes`` in effect (the largest body allowed is read when it is alone). A JSON
     #: body is charged what parsing it takes until it is parsed (:func:`~runtime.protocol.json_parse_bytes`;
-    #: 413 past the whole budget), then its body and arrays. The positional encodings the server computes
-    #: for a raw request are charged too while they run (:func:`~runtime.request_cost.pe_memory`; 503
-    #: past what the others leave, 400 past it alone).
+    #: 413 past the whole budget), then its body and arrays; binary tensor data is charged its JSON
+    #: head's parsing too, so a budget equal to ``max_body_bytes`` refuses the largest bodies (413).
+    #: The positional encodings the server computes for a raw request are charged too while they run
+    #: (:func:`~runtime.request_cost.pe_memory`; 503 past what the others leave, 400 past it alone).
     max_inflight_mib: float = 2048.0
     #: Seconds a request body may stop arriving (before its first byte or between two chunks) before
     #: the request gets 408 and its connection is closed. The HTTP server times out neither headers

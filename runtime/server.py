@@ -83,6 +83,7 @@ from runtime.protocol import (
     InferRequest,
     encode_infer_response,
     error_body,
+    json_head_length,
     json_parse_bytes,
     parse_infer_request,
     tensor_bytes,
@@ -268,7 +269,8 @@ def create_app(
                 else await asyncio.to_thread(json_parse_bytes, body, header_len)
             )
             if len(body) + parse > budget.limit:
-                raise JsonTooLargeError(len(body), len(body) + parse, budget.limit)
+                head = json_head_length(body, header_len)
+                raise JsonTooLargeError(len(body), len(body) + parse, budget.limit, head)
             lease.grow_to(len(body) + parse)
             inline = small and not _needs_teddy(body, m)
 

@@ -251,3 +251,24 @@ def test_an_unusable_header_length_gets_its_400_not_a_413_for_parsing_the_binary
         assert r.status_code == 400, r.text
         assert r.json()["error"] == want
         assert app.state.inflight.held == 0
+
+
+def test_a_binary_body_past_the_budget_with_its_head_parsed_is_told_to_raise_the_budget(session, graph) -> None:
+    """A budget equal to max_body_bytes (the floor of --max-inflight-mib) and a binary body of that size:
+    its JSON head's parsing takes it past the budget. It sent binary tensor data, so the 413 names its
+    head and the budget, where it said "request JSON of <the whole body> bytes ... send the tensors as
+    binary data"."""
+    body, hl = _binary_request(graph)
+    limits = ServerLimits(max_body_bytes=len(body), max_inflight_mib=0.001)
+    app = create_app([ServedModel("m", session)], limits=limits, warmup=False)
+    charge = len(body) + json_parse_bytes(body, str(hl))
+    with BackgroundServer(app) as srv:
+        r = _post(srv, body, {HEADER_LENGTH: str(hl)})
+        assert r.status_code == 413, r.text
+        assert r.json()["error"] == (
+            f"request of {len(body)} bytes (a JSON head of {hl} bytes, then binary tensor data) would take about "
+            f"{charge} bytes of memory to read, its body and the head parsed, more than this server's limit of "
+            f"{len(body)} bytes for all requests in flight (max_inflight_mib); send any tensors still in the JSON "
+            "head as binary data, or serve with a larger --max-inflight-mib"
+        )
+        assert app.state.inflight.held == 0
