@@ -87,14 +87,8 @@ print(peak_kib() - before)
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc (Linux)")
-def test_dense_gt_cell_bytes_cover_what_a_call_takes(exported) -> None:
-    """The limit is there to keep the server out of memory, so a cell counts what a call holds for it,
-    not the float32 scores alone: a 2-head GT with edge features, counted at 8 B a cell, took 53 B a
-    cell (softmax beside the scores, the dense per-head edge bias's log-sum-exp buffers), so requests
-    within ``max_attention_mib`` took 7x that. Measured in a fresh process (peak RSS is per process)."""
-    path = exported["node"].path
-    n = 1500
+def _peak_bytes(path: Path, n: int) -> int:
+    """Peak RSS growth of one ``n``-node call of the model at ``path``, in a fresh process."""
     out = subprocess.run(
         [sys.executable, "-c", _PEAK_SCRIPT, str(path), str(n)],
         capture_output=True,
@@ -103,7 +97,18 @@ def test_dense_gt_cell_bytes_cover_what_a_call_takes(exported) -> None:
         timeout=120,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
-    peak = int(out.stdout.split()[-1]) * 1024
+    return int(out.stdout.split()[-1]) * 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc (Linux)")
+def test_dense_gt_cell_bytes_cover_what_a_call_takes(exported) -> None:
+    """The limit is there to keep the server out of memory, so a cell counts what a call holds for it,
+    not the float32 scores alone: a 2-head GT with edge features, counted at 8 B a cell, took 53 B a
+    cell (softmax beside the scores, the dense per-head edge bias's log-sum-exp buffers), so requests
+    within ``max_attention_mib`` took 7x that. Measured in a fresh process (peak RSS is per process)."""
+    path = exported["node"].path
+    n = 1500
+    peak = _peak_bytes(path, n)
     counted = n * n * attention_cell_bytes(GraphSession(path))
     assert peak > n * n * 4 * 2 * 4  # far above the 2 heads' scores: what made the old count wrong
     assert peak <= counted, f"peak {peak / MIB:.0f} MiB for {n} nodes, counted {counted / MIB:.0f} MiB"
@@ -361,15 +366,7 @@ def test_gps_cell_bytes_cover_what_a_call_takes_on_its_backend(tmp_path) -> None
     assert attention_cell_bytes(GraphSession(ckpt)) == 2 * 12
     n = 2000
     for path in (ckpt, onnx_path):
-        out = subprocess.run(
-            [sys.executable, "-c", _PEAK_SCRIPT, str(path), str(n)],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=120,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-        )
-        peak = int(out.stdout.split()[-1]) * 1024
+        peak = _peak_bytes(path, n)
         counted = n * n * attention_cell_bytes(GraphSession(path))
         assert peak <= counted, f"{path}: peak {peak / MIB:.0f} MiB for {n} nodes, counted {counted / MIB:.0f} MiB"
 
