@@ -300,15 +300,29 @@ def pe_memory(model: ServedModel, g: NumpyGraph, num_graphs: int, *, teddy: bool
     return sum(pe_bytes(kind, counts, edges, k, fewer_edges=teddy) for kind, k in kinds.items())
 
 
-def check_pe_memory(model: ServedModel, limits: ServerLimits, g: NumpyGraph, need: int, held: int) -> None:
+def check_pe_memory(
+    model: ServedModel, limits: ServerLimits, g: NumpyGraph, need: int, held: int, *, raw_only: bool = False
+) -> None:
     """Refuse (400) a request whose encodings' ``need`` bytes and the ``held`` bytes of its body and
     decoded arrays together exceed the
     server's whole in-flight budget (:attr:`ServerLimits.inflight_bytes`): no wait would let it through.
-    Within the budget but past what other requests leave, the lease refuses it with a 503 instead."""
+    Within the budget but past what other requests leave, the lease refuses it with a 503 instead.
+
+    ``raw_only`` (Triton's Python-backend model, which takes raw graphs only and holds one request's
+    encodings at a time): the budget is its ``gtcompress_max_inflight_mib`` parameter, and the error
+    names that parameter rather than ``gtc serve``'s option or encodings Triton would refuse as inputs."""
     budget = limits.inflight_bytes
     if need + held <= budget:
         return
     names = ", ".join(f"pe_{kind}" for kind in model.session.spec.pe if kind not in g.pe)
+    if raw_only:
+        raise GraphTooLargeError(
+            "x",
+            f"computing {names} for this request's graphs takes about {need:,} bytes of memory, which with its "
+            f"{held:,} bytes of arrays is more than model '{model.name}''s budget of {budget:,} bytes a request "
+            f"(gtcompress_max_inflight_mib {limits.max_inflight_mib:g}); send fewer or smaller graphs, or raise "
+            "the model's gtcompress_max_inflight_mib parameter in its config.pbtxt (this model takes raw graphs only)",
+        )
     raise GraphTooLargeError(
         "x",
         f"computing {names} for this request's graphs takes about {need:,} bytes of memory, which with its "

@@ -27,8 +27,10 @@ answered; if a merged call fails, every request in it is retried alone, so one c
 **Configuration** (``parameters`` in ``config.pbtxt``, all optional): ``gtcompress_model_file``
 (file in the version directory), ``gtcompress_threads`` (ONNX Runtime intra-op threads per
 instance; 0: its default), ``gtcompress_max_nodes``/``_edges``/``_graphs``/``_attention_mib`` and
-``gtcompress_max_pe_work`` (hard per-request limits; ``max_pe_work`` a number such as ``1.5e11``)
-and ``gtcompress_batch_nodes``/``_edges``/``_graphs``/``_attention_mib`` (soft limits of one
+``gtcompress_max_pe_work`` (hard per-request limits; ``max_pe_work`` a number such as ``1.5e11``),
+``gtcompress_max_inflight_mib`` (a request's arrays plus the working memory of the positional
+encodings computed for it, :func:`runtime.request_cost.pe_memory`, as ``gtc serve --max-inflight-mib``
+charges them; 2048) and ``gtcompress_batch_nodes``/``_edges``/``_graphs``/``_attention_mib`` (soft limits of one
 merged model call; ``attention_mib`` bounds dense attention scores per layer,
 :class:`runtime.served.ServerLimits`).
 
@@ -53,7 +55,8 @@ from gtcompress.errors import GTCompressError
 from runtime.batcher import BatchConfig, GraphRequest, pack
 from runtime.errors import InputError, ProtocolError, SessionError, ShapeError
 from runtime.protocol import InferRequest
-from runtime.served import ServedModel, ServerLimits, request_graph, run_items
+from runtime.request_cost import check_pe_memory, pe_memory
+from runtime.served import ServedModel, ServerLimits, finish_graph, mib_bytes, request_graph, run_items
 from runtime.session import GraphSession
 from runtime.spec import NUMPY_TO_KSERVE
 
@@ -77,6 +80,7 @@ NUMBER_PARAMETER_DEFAULTS: dict[str, float] = {
     "gtcompress_max_pe_work": _LIMITS.max_pe_work,
     "gtcompress_max_attention_mib": _LIMITS.max_attention_mib,
     "gtcompress_batch_attention_mib": _BATCH.max_attention_mib,
+    "gtcompress_max_inflight_mib": _LIMITS.max_inflight_mib,
 }
 #: Every ``gtcompress_*`` parameter a repository may hold: the limits above, what the exporter writes.
 KNOWN_PARAMETERS = frozenset(
@@ -198,12 +202,17 @@ class GraphBatchModel:
             return _int_parameter(params, key, where)
 
         threads = get("gtcompress_threads")
+        inflight_mib = _number_parameter(params, "gtcompress_max_inflight_mib", where)
         self.limits = ServerLimits(
             max_nodes=get("gtcompress_max_nodes"),
             max_edges=get("gtcompress_max_edges"),
             max_graphs=get("gtcompress_max_graphs"),
             max_attention_mib=_number_parameter(params, "gtcompress_max_attention_mib", where),
             max_pe_work=_number_parameter(params, "gtcompress_max_pe_work", where),
+            max_inflight_mib=inflight_mib,
+            # No HTTP body here (Triton receives it): the budget is the parameter itself, which
+            # ServerLimits.inflight_bytes would otherwise raise to gtc serve's 512 MiB body limit.
+            max_body_bytes=mib_bytes(inflight_mib),
         )
         batch = BatchConfig(
             max_nodes=get("gtcompress_batch_nodes"),
@@ -250,7 +259,15 @@ class GraphBatchModel:
             unbatched[name] = arr[0]
             datatypes[name] = _kserve_type(arr.dtype)
         req = InferRequest(unbatched, datatypes)
-        g, num_graphs, _ = request_graph(req, self.served, self.limits, raw_only=True)
+        served = self.served
+        g, num_graphs, _ = request_graph(req, served, self.limits, raw_only=True, teddy=False)
+        # The encodings computed for a raw graph take far more memory than the request (a 1 MiB graph's
+        # LapPE: 145 MiB measured), so their working memory and the request's arrays are held to the
+        # budget gtc serve charges them to, before TEDDY or the encodings run (TEDDY may compute them).
+        need = pe_memory(served, g, num_graphs, teddy=served.session.model.teddy is not None)
+        held = sum(a.nbytes for a in unbatched.values())
+        check_pe_memory(served, self.limits, g, need, held, raw_only=True)
+        g = finish_graph(g, served, num_graphs, False)
         return _Item(g, num_graphs, index)  # PE: once for the whole union (build_inputs), not per request
 
     def answer(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[np.ndarray | Failure]:

@@ -278,3 +278,41 @@ def test_an_integer_parameter_past_floats_range_is_read_as_an_integer() -> None:
     assert tp._int_parameter({"gtcompress_max_nodes": huge}, "gtcompress_max_nodes", "model 'm'") == 10**400
     with pytest.raises(SessionError, match=r"^model 'm': parameter gtcompress_max_attention_mib is 1e400; expected"):
         tp._number_parameter({"gtcompress_max_attention_mib": "1e400"}, "gtcompress_max_attention_mib", "model 'm'")
+
+
+def test_the_encodings_memory_is_held_to_gtcompress_max_inflight_mib(config, node_repo, exported, monkeypatch) -> None:
+    """gtc serve charges the encodings it computes for a raw request (their working memory, far more than
+    the request: a 1 MiB graph's LapPE took 145 MiB) against --max-inflight-mib; the python variant had
+    no such limit and no parameter for one, so a request past it was encoded and answered whatever it cost.
+    It is refused now, before TEDDY or any encoding runs, and the others in its execute are answered."""
+    from gtcompress.preprocess import pe as pe_module
+    from gtcompress.preprocess.pe import pe_bytes
+
+    big, small = exported["teddy"].graphs(2, seed=7, lo=300, hi=301)[0], exported["teddy"].graphs(1, seed=8)[0]
+    edges = np.array([big.num_edges], dtype=np.int64)
+    need = pe_bytes("rwse", np.array([300]), edges, 4, fewer_edges=True)  # TEDDY may still drop edges
+    held = sum(a.nbytes for a in _request(big).values())
+    assert need + held > 2**20  # past 1 MiB, within the default 2048
+    model = GraphBatchModel(node_repo, 1, config(node_repo, gtcompress_max_inflight_mib="1"))
+    assert model.limits.inflight_bytes == 2**20  # the parameter itself, not gtc serve's 512 MiB body limit
+    encoded: list[int] = []
+    real = pe_module.rwse
+    monkeypatch.setattr(pe_module, "rwse", lambda ei, ptr, k: encoded.append(int(ptr[-1])) or real(ei, ptr, k))
+    refused, answered = model.answer([_request(big), _request(small)])
+    assert refused == Failure(
+        f"input 'x': computing pe_rwse for this request's graphs takes about {need:,} bytes of memory, which with "
+        f"its {held:,} bytes of arrays is more than model 'gt_node''s budget of {2**20:,} bytes a request "
+        "(gtcompress_max_inflight_mib 1); send fewer or smaller graphs, or raise the model's "
+        "gtcompress_max_inflight_mib parameter in its config.pbtxt (this model takes raw graphs only)",
+        invalid=True,
+    )
+    assert encoded == [small.num_nodes]  # the refused graph was never encoded
+    sess = GraphSession(exported["teddy"].path)
+    np.testing.assert_allclose(answered[0], sess.run(small)[0], atol=1e-6)
+    default = GraphBatchModel(node_repo, 1, config(node_repo))
+    assert default.limits.max_inflight_mib == 2048.0
+    (out,) = default.answer([_request(big)])
+    np.testing.assert_allclose(out[0], sess.run(big)[0], atol=1e-5)
+    bad = r"^model 'gt_node': parameter gtcompress_max_inflight_mib is 0\.5; expected at least 1"
+    with pytest.raises(SessionError, match=bad):
+        GraphBatchModel(node_repo, 1, config(node_repo, gtcompress_max_inflight_mib="0.5"))
