@@ -193,6 +193,7 @@ def profile_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from gtcompress.errors import GTCompressError
+    from runtime.backends import resolve_providers
     from runtime.profile import profile_models
     from runtime.profile_report import report_tables, write_report
     from runtime.session import is_checkpoint
@@ -221,6 +222,8 @@ def profile_cmd(
             f"--providers {providers}: applies to exported models (ONNX Runtime); every model given is a checkpoint "
             "directory, which runs with torch: use --device cuda (or cpu) instead"
         )
+    if _providers(providers):
+        resolve_providers(_providers(providers))  # one not in this ONNX Runtime build: before the progress bar
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as bar:

@@ -292,3 +292,19 @@ def test_serve_threads_reach_torch_for_a_checkpoint_and_its_help_says_so(
     serve = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
     (threads,) = (p for p in serve.params if p.name == "threads")
     assert "torch's for a checkpoint on the CPU" in threads.help
+
+
+def test_profile_refuses_a_provider_this_onnxruntime_lacks_before_profiling(
+    app, exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was refused only once the progress bar had opened and the first model was loading."""
+    import onnxruntime as ort
+
+    import runtime.profile
+
+    monkeypatch.setattr(runtime.profile, "profile_models", _must_not_run)
+    res = runner.invoke(app, ["profile", str(exported["node"].path), "--providers", "bogus", "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    available = ", ".join(ort.get_available_providers())
+    want = f"error: execution provider 'bogus' is not available here; available: {available}"
+    assert _one_error_line(res.output) == want
