@@ -44,7 +44,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph, largest_graph
-from gtcompress.preprocess.layouts import degree_histogram, merge_histograms, padded_rows, padded_slots
+from gtcompress.preprocess.layouts import degree_histogram, merge_histograms, node_counts, padded_rows, padded_slots
 
 MIB = 1024 * 1024
 #: Longest batching delay: the worker waits with a queue timeout, which cannot take infinity (or
@@ -204,12 +204,7 @@ class GraphRequest:
         """Nodes of each of its graphs, counted when first asked (only a model whose layout packs
         graphs into shared rows asks): a merged call's packed rows are cut from them."""
         if self._graph_nodes is None:
-            batch = self.graph.batch
-            self._graph_nodes = (
-                np.array([self.graph.num_nodes], dtype=np.int64)
-                if batch is None
-                else np.bincount(batch, minlength=self.num_graphs).astype(np.int64)
-            )
+            self._graph_nodes = node_counts(self.graph.batch, self.graph.num_nodes, self.num_graphs)
         return self._graph_nodes
 
     @property

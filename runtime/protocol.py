@@ -139,13 +139,23 @@ def json_head_length(body: bytes | bytearray, header_length: str | None) -> int:
     Counting the whole body as JSON there turned that 400 naming the header into a 413 telling a
     client that sends binary tensor data to send binary tensor data (or a 503 while others held the
     budget)."""
+    try:
+        return _head_length(body, header_length)
+    except ProtocolError:
+        return 0
+
+
+def _head_length(body: bytes | bytearray, header_length: str | None) -> int:
+    """Bytes of ``body`` that are JSON: all of it without ``Inference-Header-Content-Length``, else the
+    prefix it names, checked (:class:`ProtocolError` for one not digits, 0 or past the body)."""
     if header_length is None:
         return len(body)
-    if header_length.isascii() and header_length.isdigit():
-        hl = int(header_length)
-        if 0 < hl <= len(body):
-            return hl
-    return 0
+    if not (header_length.isascii() and header_length.isdigit()):  # int() also reads "1_0", " 10", "+10"
+        raise ProtocolError(f"{HEADER_LENGTH} must be an integer, got {header_length!r}")
+    hl = int(header_length)
+    if not 0 < hl <= len(body):
+        raise ProtocolError(f"{HEADER_LENGTH} is {hl} but the body has {len(body)} bytes")
+    return hl
 
 
 def json_parse_bytes(body: bytes | bytearray, header_length: str | None = None) -> int:
@@ -276,12 +286,8 @@ def parse_infer_request(
     """Decode a (decompressed) request body; every problem is a :class:`ProtocolError` naming its input.
 
     ``check`` sees each input's name and datatype before its data is decoded (see :data:`InputCheck`)."""
+    hl = _head_length(body, header_length)
     if header_length is not None:
-        if not (header_length.isascii() and header_length.isdigit()):  # int() also reads "1_0", " 10", "+10"
-            raise ProtocolError(f"{HEADER_LENGTH} must be an integer, got {header_length!r}")
-        hl = int(header_length)
-        if not 0 < hl <= len(body):
-            raise ProtocolError(f"{HEADER_LENGTH} is {hl} but the body has {len(body)} bytes")
         head, binary = body[:hl], memoryview(body)[hl:]
     else:
         head, binary = body, memoryview(b"")
