@@ -46,6 +46,8 @@ class GraphContext:
     nbr: NeighbourLists | None = None  # (degree-bucketed) neighbour lists: GT padded layout
     csr: tuple[Tensor, Tensor, Tensor] | None = None  # (rowptr, col, perm): GT plugin layout
     attn_edges: Tensor | None = None  # [2, E'] sparsified global attention graph (gps attention_topk)
+    attn_bias: Tensor | None = None  # [B,1,L,L] that graph as a dense bias (MASK off it; DENSE lowering)
+    attn_rows: Tensor | None = None  # [B,1,L,1] 1.0 on real nodes: the rows of attn_bias that attend
 
 
 class _Layer(nn.Module):
@@ -120,7 +122,9 @@ class GTLayer(_Layer):
 class GPSLayer(_Layer):
     """GraphGPS (Rampášek et al. 2022), laid out like PyG's ``GPSConv``:
     ``norm1(h + MPNN(h)) + norm2(h + Attn(h))``, then ``norm3(out + FFN(out))``.
-    Global attention runs over all nodes of the same graph (padded dense layout)."""
+    Global attention runs over all nodes of the same graph (padded dense layout); sparsified
+    (``attention_topk``), over the same layout with the pairs off the attention graph masked, or,
+    on the ``scatter``/``plugin`` lowerings and in token-pruned layers, over the graph's pairs."""
 
     def __init__(self, cfg: ModelConfig, spec: LayerSpec) -> None:
         super().__init__(cfg, spec, edge_bias=False)
@@ -141,7 +145,10 @@ class GPSLayer(_Layer):
             dense = (ctx.layout, ctx.adj_counts) if ctx.adj_counts is not None and ctx.layout is not None else None
             out = out + self.norm_local(h + self.drop(self.local(h, ctx.edge_index, ctx.edge_emb, dense)))
         a = h
-        if self.attn is not None and ctx.attn_edges is not None:  # sparsified global attention
+        if self.attn is not None and self.tokens is None and ctx.attn_bias is not None:  # sparsified, dense layout
+            assert ctx.layout is not None
+            a = h + self.drop(self._dense(h, ctx.layout, ctx.attn_bias, ctx.attn_rows))
+        elif self.attn is not None and ctx.attn_edges is not None:  # sparsified, over its pairs
             if self.tokens is None:
                 att = self.attn.sparse(h, ctx.attn_edges)
             else:

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from gtcompress.graph import GraphBatch
 from gtcompress.models.config import ModelConfig
 from gtcompress.models.layers import LAYER_TYPES, GraphContext
-from gtcompress.nn.attention_edges import attention_edges
+from gtcompress.nn.attention_edges import attention_bias, attention_mask, mask_pairs
 from gtcompress.nn.blocks import FeatureEncoder, NodeBatchNorm, mlp_head, readout
 from gtcompress.nn.fused import csr_from_edge_index
 from gtcompress.nn.layout import DenseLayout, NeighbourLists
@@ -262,10 +262,18 @@ class GPS(GraphModel):
             # dense small graphs far cheaper than a ScatterElements over E x hidden (ONNX Runtime).
             ctx.adj_counts = ctx.layout.edge_counts(ctx.edge_index, ctx.batch)
         if self.config.attention_topk > 0:  # TEDDY on attention edges (gtcompress.nn.attention_edges)
-            assert ctx.layout is not None
-            ctx.attn_edges = attention_edges(
-                ctx.edge_index, ctx.batch, ctx.layout, self.config.attention_topk, self.config.attention_score
-            )
+            assert ctx.layout is not None and ctx.pad_bias is not None
+            c = self.config
+            mask = attention_mask(ctx.edge_index, ctx.batch, ctx.layout, c.attention_topk, c.attention_score,
+                                  counts=ctx.adj_counts)  # fmt: skip
+            if ctx.lowering is Lowering.DENSE:
+                # The sparsified graph as a mask on the padded attention GPS has anyway: a few batched
+                # MatMuls. Run over its pairs (Gather + ScatterElements), the same function took 5-14x
+                # the dense GPS's time on ONNX Runtime CPU and 5x in eager torch (bench/HISTORY.md).
+                ctx.attn_bias, ctx.attn_rows = attention_bias(mask, ctx.layout, ctx.pad_bias.dtype)
+            if ctx.lowering is not Lowering.DENSE or self.token_pruned:
+                # the pair path: attention_layout "sparse"/"fused", and token-pruned layers (kept tokens only)
+                ctx.attn_edges = mask_pairs(mask, ctx.layout)
 
 
 class Graphormer(GraphModel):

@@ -32,10 +32,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from gtcompress.nn.attention import mask_value
 from gtcompress.nn.layout import DenseLayout
 from gtcompress.nn.scatter import scatter_sum
 
-__all__ = ["attention_edges", "attention_mask", "node_scores", "top_node_mask"]
+__all__ = ["attention_bias", "attention_edges", "attention_mask", "mask_pairs", "node_scores", "top_node_mask"]
 
 
 #: TEDDY's neighbour terms ``d^-1/2`` are rounded to multiples of ``1 / SCORE_GRID`` before they are
@@ -79,16 +80,32 @@ def top_node_mask(edge_index: Tensor, layout: DenseLayout, k: int, kind: str = "
     pos = torch.arange(layout.max_nodes, device=s.device)
     mine, other = s.unsqueeze(2), s.unsqueeze(1)  # [B, L (node), 1], [B, 1, L (other node)]
     ahead = (other > mine) | ((other == mine) & (pos.view(1, 1, -1) < pos.view(1, -1, 1)))
-    rank = ahead.sum(dim=2)  # a positive axis: ONNX Runtime mishandles negative ones on empty tensors
+    # Counted in float32 (exact below 2^24 nodes a graph): ONNX Runtime CPU sums int64 (what a bool sum
+    # exports as) 4x slower, 0.8 ms a call of 16 graphs of 128 nodes, a tenth of the whole GPS call.
+    # A positive axis: ONNX Runtime mishandles negative ones on empty tensors.
+    rank = ahead.to(torch.float32).sum(dim=2)
     return (rank < k) & layout.valid
 
 
-def attention_mask(edge_index: Tensor, batch: Tensor, layout: DenseLayout, k: int, kind: str = "teddy") -> Tensor:
+def attention_mask(
+    edge_index: Tensor,
+    batch: Tensor,
+    layout: DenseLayout,
+    k: int,
+    kind: str = "teddy",
+    counts: Tensor | None = None,
+) -> Tensor:
     """``[B, L, L]`` bool (query, key): the pairs of the sparsified attention graph — input edges,
-    every real node's self-loop, and from each graph's top-``k`` nodes to every real node of it."""
+    every real node's self-loop, and from each graph's top-``k`` nodes to every real node of it.
+
+    ``counts``: the layout's :meth:`~gtcompress.nn.layout.DenseLayout.edge_counts`, where the caller has
+    them already (GPS's GIN layer): a second ``[B, L, L]`` float32 matrix is 4 bytes a padded cell
+    more of a served call's memory, and eager torch does not share the two."""
     valid = layout.valid
     length = layout.max_nodes
-    edges = layout.edge_counts(edge_index, batch) > 0  # [B, L (dst), L (src)]
+    if counts is None:
+        counts = layout.edge_counts(edge_index, batch)
+    edges = counts > 0  # [B, L (dst), L (src)]
     eye = torch.eye(length, dtype=torch.bool, device=valid.device).unsqueeze(0)
     top = top_node_mask(edge_index, layout, k, kind)
     return edges | ((eye | top.unsqueeze(1)) & valid.unsqueeze(2))
@@ -99,9 +116,29 @@ def attention_edges(edge_index: Tensor, batch: Tensor, layout: DenseLayout, k: i
 
     The mask is read in (graph, key position, query position) order; node ids grow with the graph and
     with the position inside it (``batch`` is sorted), so that order is the (src, dst) order."""
+    return mask_pairs(attention_mask(edge_index, batch, layout, k, kind), layout)
+
+
+def mask_pairs(mask: Tensor, layout: DenseLayout) -> Tensor:
+    """The pairs of an :func:`attention_mask` as node ids ``[2, E']`` (src, dst), sorted by (src, dst)."""
     n = layout.slot.shape[0]
     length = layout.max_nodes
-    pairs = attention_mask(edge_index, batch, layout, k, kind).transpose(1, 2).nonzero()  # [E', 3] (b, key, query)
+    pairs = mask.transpose(1, 2).nonzero()  # [E', 3] (b, key, query)
     row = pairs[:, 0] * length
     node = layout.node_at_slot(n)
     return torch.stack([node.index_select(0, row + pairs[:, 1]), node.index_select(0, row + pairs[:, 2])])
+
+
+def attention_bias(mask: Tensor, layout: DenseLayout, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """An :func:`attention_mask` as the dense attention's inputs: the additive bias ``[B, 1, L, L]``
+    (0 on the graph's pairs, :func:`~gtcompress.nn.attention.mask_value` elsewhere) and the rows that
+    attend ``[B, 1, L, 1]`` (1.0 on real nodes, 0.0 on padding).
+
+    Through :func:`~gtcompress.nn.attention.dense_attention` this is the same function as
+    :func:`~gtcompress.nn.attention.sparse_attention` over :func:`attention_edges`: the graph's pairs
+    are unique (no ``log(count)`` term), a masked score's ``exp`` is exactly 0, and every real query
+    has its self-loop, so no real row is all masked; padding rows are zeroed and never unpadded."""
+    zero = torch.zeros((), dtype=dtype, device=mask.device)
+    masked = torch.full((), mask_value(dtype), dtype=dtype, device=mask.device)
+    bias = torch.where(mask, zero, masked).unsqueeze(1)
+    return bias, layout.valid.to(dtype)[:, None, :, None]
