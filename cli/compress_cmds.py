@@ -226,13 +226,14 @@ def sparsify_cmd(
     _save(out, res.model, meta, res.report, {"teddy": res.transform.to_dict()})
     _summary(f"TEDDY {checkpoint} → {out}", res.report)
     att = res.report["removed"].get("attention")
-    if att:  # what the calibration chose, and that a FLOP count is no latency
+    if att:  # what the calibration chose, and what it costs
         kept = f", {100 * att['coverage']:.1f} % of the dense attention mass kept" if "coverage" in att else ""
         target = f" (target {100 * att['target']:.0f} %)" if att.get("target") is not None else ""
         console.print(
             f"attention: input edges + self + top-{att['k']} nodes by {att['kind']} score{kept}{target}. "
-            "[yellow]Its FLOPs are fewer, not its time:[/] gather/scatter attention can be slower than the dense "
-            "one; compare both with gtc profile."
+            "[yellow]It changes the answers, not the cost:[/] the attention runs as the dense padded one with "
+            "the other pairs masked (same FLOPs; on CPU the mask made a call up to 1.3x the dense model's time, "
+            "bench/HISTORY.md); compare both with gtc profile."
         )
     if edges > 0:
         console.print(

@@ -60,6 +60,20 @@ GPS_HEAD_BYTES = 6
 #: at 4 B a head, it took 2.1x what the limit let through (measured 16.4 B a cell at 2 heads, 65 at 8;
 #: 20.5 a cell at 2 heads on 1,500 and 2,000 nodes, where the other buffers weigh more).
 GPS_TORCH_HEAD_BYTES = 12
+#: GPS sparsified by ``gtc sparsify --attention-topk`` (``attention_topk > 0``), exported since its
+#: attention runs as the padded attention with its graph as a mask: the scores, the masked scores and
+#: their softmax a head (the dense GPS folds its key padding into the score MatMul, this bias cannot
+#: be), plus, whatever the heads, the ``[B, 1, L, L]`` bias and the mask's construction (edge counts,
+#: the float32 top-k ranks, booleans). Peak RSS over cells on ONNX Runtime CPU (one 3,000-node graph,
+#: 1 thread, 2 layers) was 24.4 B at 1 head, 39 at 4, 87.5 at 8 (the dense GPS: 9.2, 16, 38.8);
+#: counted as 6 B a head, an 8-head one took 1.8x what the limit let through. Files exported before
+#: (attention over the listed pairs) measured 25.2 B a cell at 4 heads: within this count too.
+GPS_TOPK_HEAD_BYTES = 10
+GPS_TOPK_CELL_BYTES = 16
+#: ... and on the torch backend, head-independent bytes on top of :data:`GPS_TORCH_HEAD_BYTES` a head:
+#: 4.3-4.5 B a cell more than the dense GPS at 1 and 8 heads on 3,000 nodes (17.1 and 73.1 B a cell),
+#: 25 B a cell at 1 head on 2,000 nodes through the served backend, where the other buffers weigh more.
+GPS_TOPK_TORCH_CELL_BYTES = 16
 #: The platform a checkpoint is served with (:attr:`runtime.torch_backend.TorchBackend.platform`).
 TORCH_PLATFORM = "pytorch_libtorch"
 
@@ -82,7 +96,9 @@ def attention_cell_bytes(session: GraphSession) -> int:
     8-head GT with edge features let a request through at the default 2 GiB that takes 14 GiB, and the
     batcher merged calls of 1.7 GiB under its 256 MiB. GPS holds its scores and their softmax, counted
     per backend (:data:`GPS_HEAD_BYTES`, :data:`GPS_TORCH_HEAD_BYTES`): the same checkpoint takes
-    nearly twice the memory on torch as exported to ONNX Runtime."""
+    nearly twice the memory on torch as exported to ONNX Runtime. A GPS sparsified by
+    ``--attention-topk`` runs the same padded attention with its graph as a mask, which costs more a
+    cell (:data:`GPS_TOPK_HEAD_BYTES` and after)."""
     spec = session.spec
     if spec.lowering is not Lowering.DENSE and not spec.global_attention:
         return 0
@@ -95,7 +111,20 @@ def attention_cell_bytes(session: GraphSession) -> int:
         if cfg.get("edge_features"):
             per_head += GT_EDGE_HEAD_BYTES_LAYERS if _attention_layers(session, cfg) > 1 else GT_EDGE_HEAD_BYTES
         return per_head * heads + GT_CELL_BYTES
-    return (GPS_TORCH_HEAD_BYTES if session.platform == TORCH_PLATFORM else GPS_HEAD_BYTES) * heads
+    torch_backend = session.platform == TORCH_PLATFORM
+    if cfg.get("arch") == "gps" and _attention_topk(session, cfg) > 0 and heads > 0:
+        if torch_backend:
+            return GPS_TORCH_HEAD_BYTES * heads + GPS_TOPK_TORCH_CELL_BYTES
+        return GPS_TOPK_HEAD_BYTES * heads + GPS_TOPK_CELL_BYTES
+    return (GPS_TORCH_HEAD_BYTES if torch_backend else GPS_HEAD_BYTES) * heads
+
+
+def _attention_topk(session: GraphSession, cfg: dict[str, Any]) -> int:
+    """The exported model config's ``attention_topk`` (0 without one): a sparsified GPS holds more a cell."""
+    try:
+        return int(cfg.get("attention_topk", 0) or 0)
+    except (TypeError, ValueError) as e:
+        raise SessionError(f"{session.path}: metadata 'model_config' has no usable attention_topk ({e})") from None
 
 
 def _attention_layers(session: GraphSession, cfg: dict[str, Any]) -> int:

@@ -362,14 +362,16 @@ def test_attention_graph_sparsifies_gps_and_full_k_is_exact(node_data) -> None:
         assert all(abs(r["coverage"] - 1.0) < 1e-5 for r in rows if r["k"] >= largest)  # complete graph: all of it
     ok = [r for r in calib["table"] if r["coverage"] >= 0.8]
     assert calib["k"] == min(r["k"] for r in ok) < 64 and calib["coverage"] >= 0.8
+    # The sparsified attention runs as the padded attention with its graph as a mask: the FLOPs counted
+    # are the ones executed, the dense model's less its key-padding column in the score MatMul.
     small = with_attention_topk(model, 1).eval()
-    assert count_flops(small, batch)[0] < count_flops(model, batch)[0]
+    assert 0.95 * count_flops(model, batch)[0] < count_flops(small, batch)[0] <= count_flops(model, batch)[0]
     with pytest.raises(UnsupportedModelError, match="input edges"):
         with_attention_topk(tiny_model("gt", node_data.info), 2)
     res = sparsify_model(
         model, node_data, SparsifyConfig(attention_topk=2, epochs=0, cost_graphs=6), show_progress=False
     )
-    assert res.model.config.attention_topk == 2 and res.report["cost"]["flops_ratio"] < 1.0
+    assert res.model.config.attention_topk == 2 and 0.95 < res.report["cost"]["flops_ratio"] <= 1.0
 
 
 def test_a_global_threshold_comes_as_near_the_ratio_as_tied_scores_allow() -> None:

@@ -394,3 +394,29 @@ def test_the_batcher_counts_packed_rows_where_one_row_per_graph_would_stop_a_mer
     assert [len(p) for p in pack([a, b], cfg)] == [2]
     assert [len(p) for p in pack([a, b], replace(cfg, packed_rows=False))] == [1, 1]
     assert [len(p) for p in pack([a, b], replace(cfg, max_attention_mib=rows * 132**2 * 204 / (1 << 20) - 1))] == [1, 1]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc (Linux)")
+def test_sparsified_gps_cell_bytes_cover_its_mask(tmp_path) -> None:
+    """A GPS with ``attention_topk`` runs the padded attention with its graph as a mask: per cell it also
+    holds the masked scores a head and the mask's bias and construction. Counted as the dense GPS's 6 B
+    a head, an 8-head one took 1.8x what ``max_attention_mib`` let through on ONNX Runtime (87.5 B a
+    cell at 3,000 nodes, counted 48); on torch, 25 B a cell at 1 head (counted 12)."""
+    from gtcompress.checkpoint import save_checkpoint
+    from gtcompress.compress.attention_graph import with_attention_topk
+    from gtcompress.models import ModelConfig
+    from gtcompress.models.config import FeatureSpec
+    from tests.runtime.conftest import seeded_model
+
+    cfg = ModelConfig(arch="gps", node_features=FeatureSpec("float", 3), out_dim=2, hidden=16, heads=1, num_layers=2)
+    model = with_attention_topk(seeded_model(cfg), 8).eval()
+    ckpt = save_checkpoint(tmp_path / "gps-sa", model)
+    onnx_path = export_onnx(model, tmp_path / "gps-sa.onnx", "dense", verify_batches=1).path
+    assert attention_cell_bytes(GraphSession(onnx_path)) == 10 + 16
+    assert attention_cell_bytes(GraphSession(ckpt)) == 12 + 16
+    n = 2000
+    for path in (ckpt, onnx_path):
+        peak = _peak_bytes(path, n)
+        counted = n * n * attention_cell_bytes(GraphSession(path))
+        assert peak > n * n * 6, path  # above what the dense GPS's count of 6 B a head let through
+        assert peak <= counted, f"{path}: peak {peak / MIB:.0f} MiB for {n} nodes, counted {counted / MIB:.0f} MiB"
