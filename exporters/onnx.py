@@ -9,7 +9,8 @@
 Attention lowerings (GT) compute the same function (:mod:`gtcompress.nn.attention`) on different
 layouts. GPS and Graphormer export with ``dense`` only: their global attention needs the per-graph
 padded layout, for full attention, or, for GPS with ``attention_topk``, to build its sparsified
-attention graph (:mod:`gtcompress.nn.attention_edges`), which then runs as Gather + ScatterElements.
+attention graph (:mod:`gtcompress.nn.attention_edges`), which then runs as a mask on the padded
+attention (files exported before this change run it over its pairs, as Gather + ScatterElements).
 
 ========  ==========================================  ======================================
 scatter   Gather + ScatterElements (add/max)          general; slow on CPU

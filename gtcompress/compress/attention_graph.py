@@ -6,9 +6,12 @@ GPS attends from every node to every node of its graph (:math:`L^2` pairs per gr
 .. math::
     \mathcal A = E \cup \{(i \to i)\} \cup \{(j \to i) : j \in \mathrm{top}_k(s, \mathrm{graph}(i))\}
 
-(unique pairs: it is a subgraph of the complete graph the dense attention used), through the one
-reference sparse attention, so its cost falls from :math:`L^2` to :math:`|E| + (k+1) L` pairs per
-graph and head. The key score is TEDDY's degree-based node score :math:`s_j = \bar g_j / d_j`
+(unique pairs: it is a subgraph of the complete graph the dense attention used). On the padded
+layout (GPS's ``dense`` lowering, what it exports with) it runs as the dense attention with the pairs
+off the graph masked: the same function as the reference sparse attention over its
+:math:`|E| + (k+1) L` pairs per graph and head, at the dense attention's FLOPs, because gathers and
+scatters over those pairs took 5-14x the dense attention's time on ONNX Runtime CPU. The key score
+is TEDDY's degree-based node score :math:`s_j = \bar g_j / d_j`
 (``"teddy"``: low-degree nodes with low-degree neighbours first) or the degree (``"degree"``:
 hubs first). TEDDY's edge score factorises, :math:`s(i, j) = s_i s_j`, so every query of a graph
 ranks the keys the same way and the top-k keys per query are the graph's :math:`k` top nodes —

@@ -12,10 +12,12 @@ r"""TEDDY (Seo et al., ICLR 2024) on graph transformers: edge sparsification + �
    every optimiser step (global over the weight matrices; biases and norms excluded by default).
 3. **Attention edges** (full-attention GPS, ``attention_topk``) — global attention restricted to the
    input edges, self-loops and each graph's top-k nodes by a calibrated score
-   (:mod:`gtcompress.compress.attention_graph`): fewer attention pairs, so fewer FLOPs. Fewer FLOPs
-   are not less time here: the sparse attention runs as gathers and scatters, which on ONNX Runtime
-   CPU took 5-14x the dense attention's time on CLUSTER-size graphs (``gtc profile``, 2026-12-05);
-   measure a sparsified model with ``gtc profile`` before deploying it.
+   (:mod:`gtcompress.compress.attention_graph`). It changes what the attention attends to, not what
+   it costs: on the padded layout it runs as the dense attention with the other pairs masked (same
+   FLOPs, plus building the mask: 1.0-1.3x the dense model's time on CPU, ``bench/HISTORY.md``).
+   Run over its pairs as gathers and scatters it took 5-14x the dense attention's time on ONNX
+   Runtime CPU (2026-12-05), so that path is kept only for ``attention_layout`` "sparse"/"fused"
+   and token-pruned layers.
 4. **Distillation** — task loss + ``λ · KL(student ‖ teacher)`` with the dense model's logits on the
    *original* graphs (:mod:`gtcompress.compress.distill`).
 

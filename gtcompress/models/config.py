@@ -98,7 +98,8 @@ class ModelConfig:
     pe_norm: bool = False  # BatchNorm on the raw PE before its projection (PyG GPS example)
     readout: str = "mean"
     head_layers: int = 2
-    attention_layout: str = "auto"  # gt: "sparse", "dense", "fused" or "auto" (fused on CUDA, else by size)
+    attention_layout: str = "auto"  # gt: "sparse", "dense", "fused" or "auto" (fused on CUDA, else by size);
+    # gps with attention_topk: "sparse"/"fused" run its attention over the pairs instead of a mask
     max_spd: int = 8  # graphormer: shortest-path distances clipped here
     max_degree: int = 64  # graphormer: degree embedding size
     # gps: >0 sparsifies global attention to input edges + self + the k top-scoring nodes of each

@@ -1,11 +1,13 @@
 r"""The sparsified attention graph of full-attention GPS (``ModelConfig.attention_topk = k``).
 
-Its global attention runs, through the one reference sparse attention, over the set
+Its global attention runs over the set
 
 .. math::
     \mathcal A = E \cup \{(i \to i)\} \cup \{(j \to i) : j \in \mathrm{top}_k(s, \mathrm{graph}(i))\}
 
-of unique (key → query) pairs, a subgraph of the complete per-graph graph the dense attention used.
+of unique (key → query) pairs, a subgraph of the complete per-graph graph the dense attention used:
+on the padded layout as the dense attention with :func:`attention_bias` masking the other pairs (a
+few batched MatMuls), elsewhere through the reference sparse attention over :func:`attention_edges`.
 The key score is TEDDY's degree-based node score :math:`s_j = \bar g_j / d_j` (``"teddy"``) or the
 out-degree (``"degree"``); ties go to the node that comes first in its graph. How ``k`` and the
 score are chosen, and why, is compression's business (:mod:`gtcompress.compress.attention_graph`);
@@ -23,8 +25,8 @@ Everything here exports to ONNX with symbolic sizes and is exact (no float tie-b
   lists them sorted by (src, dst), as a sort of ``src * N + dst`` would.
 
 Both are ``O(B L^2)`` boolean work once per forward, independent of heads, layers and width: the
-order of the ``[B, L, L]`` edge-count matrix GPS's GIN layer already builds, and far below the dense
-attention it replaces (``O(B H L^2 D)`` per layer).
+order of the ``[B, L, L]`` edge-count matrix GPS's GIN layer already builds (and passes in), and far
+below the attention itself (``O(B H L^2 D)`` per layer).
 """
 
 from __future__ import annotations
