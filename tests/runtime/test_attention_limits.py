@@ -401,7 +401,7 @@ def test_sparsified_gps_cell_bytes_cover_its_mask(tmp_path) -> None:
     """A GPS with ``attention_topk`` runs the padded attention with its graph as a mask: per cell it also
     holds the masked scores a head and the mask's bias and construction. Counted as the dense GPS's 6 B
     a head, an 8-head one took 1.8x what ``max_attention_mib`` let through on ONNX Runtime (87.5 B a
-    cell at 3,000 nodes, counted 48); on torch, 25 B a cell at 1 head (counted 12)."""
+    cell at 3,000 nodes, counted 48); on torch, 25-34 B a cell at 1 head (counted 12)."""
     from gtcompress.checkpoint import save_checkpoint
     from gtcompress.compress.attention_graph import with_attention_topk
     from gtcompress.models import ModelConfig
@@ -412,8 +412,8 @@ def test_sparsified_gps_cell_bytes_cover_its_mask(tmp_path) -> None:
     model = with_attention_topk(seeded_model(cfg), 8).eval()
     ckpt = save_checkpoint(tmp_path / "gps-sa", model)
     onnx_path = export_onnx(model, tmp_path / "gps-sa.onnx", "dense", verify_batches=1).path
-    assert attention_cell_bytes(GraphSession(onnx_path)) == 10 + 16
-    assert attention_cell_bytes(GraphSession(ckpt)) == 12 + 16
+    assert attention_cell_bytes(GraphSession(onnx_path)) == 10 + 22
+    assert attention_cell_bytes(GraphSession(ckpt)) == 12 + 28
     n = 2000
     for path in (ckpt, onnx_path):
         peak = _peak_bytes(path, n)
