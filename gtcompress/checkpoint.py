@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from gtcompress import __version__
 from gtcompress.checkpoint_data import check_dataset_section, check_teddy_section, json_kind
 from gtcompress.errors import CheckpointError, ConfigError, json_limit
-from gtcompress.io import make_temp_dir, recover_dead_dir_swaps, swap_dir_into_place
+from gtcompress.io import current_umask, make_temp_dir, recover_dead_dir_swaps, swap_dir_into_place
 from gtcompress.models.config import ModelConfig
 from gtcompress.models.model import GraphModel, build_model
 from gtcompress.preprocess.teddy import finite_threshold
@@ -111,6 +111,9 @@ def save_checkpoint(
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS))
+        # safetensors creates the file 0600 (it writes through a temp of its own): renamed into place it
+        # was unreadable to everyone else (a teammate, a server running as another user), config.json not.
+        os.chmod(tmp / WEIGHTS, 0o666 & ~current_umask())
         # Reserved keys always describe *these* weights, even when ``meta`` was read from a parent.
         doc = {
             **{k: v for k, v in (meta or {}).items() if k not in _RESERVED},

@@ -263,3 +263,17 @@ def test_a_live_save_in_another_pid_namespace_is_not_taken_for_dead(tmp_path, mo
     _later_process(monkeypatch)  # a later run, after that writer died: now it is a leftover
     save_checkpoint(target, _model(), {"round": 3})
     assert _siblings(target) == ["ckpt"]
+
+
+def test_checkpoint_files_follow_the_umask(tmp_path) -> None:
+    """Every file of a checkpoint, the weights included, gets the umask's permissions: safetensors
+    creates ``model.safetensors`` 0600, and another user could read ``config.json`` but not the weights."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "ckpt", _model(), files={"notes.txt": "x"})
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in path.iterdir()}
+    assert modes == {"model.safetensors": 0o644, "config.json": 0o644, "notes.txt": 0o644}
