@@ -110,7 +110,10 @@ def save_checkpoint(
     tmp = make_temp_dir(target)
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS))
+        try:
+            save_file(state, str(tmp / WEIGHTS))
+        except SafetensorError as e:  # a full disk, a quota: not an OSError, so it was a traceback
+            raise CheckpointError(f"{target}: could not write {WEIGHTS} ({e})") from None
         # safetensors creates the file 0600 (it writes through a temp of its own): renamed into place it
         # was unreadable to everyone else (a teammate, a server running as another user), config.json not.
         os.chmod(tmp / WEIGHTS, 0o666 & ~current_umask())

@@ -277,3 +277,19 @@ def test_checkpoint_files_follow_the_umask(tmp_path) -> None:
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in path.iterdir()}
     assert modes == {"model.safetensors": 0o644, "config.json": 0o644, "notes.txt": 0o644}
+
+
+def test_a_full_disk_while_writing_the_weights_is_a_checkpoint_error(tmp_path, monkeypatch) -> None:
+    """safetensors reports a full disk as a ``SafetensorError``, neither an ``OSError`` nor ours, so
+    ``gtc train`` onto a full disk ended in a traceback; it is a :class:`CheckpointError` naming the
+    checkpoint, and nothing of the failed save is left."""
+    from safetensors import SafetensorError
+
+    def full_disk(state, filename, metadata=None):  # type: ignore[no-untyped-def]
+        Path(filename).write_bytes(b"half")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr("gtcompress.checkpoint.save_file", full_disk)
+    with pytest.raises(CheckpointError, match=r"ckpt: could not write model.safetensors \(.*No space left on device"):
+        save_checkpoint(tmp_path / "ckpt", _model())
+    assert list(tmp_path.iterdir()) == []
