@@ -133,3 +133,28 @@ def test_an_atomic_write_gets_the_umasks_permissions(tmp_path: Path, umask: int)
         os.umask(before)
     for name in ("r.json", "m.onnx"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_full_disk_inside_the_block_names_the_target(tmp_path: Path) -> None:
+    """onnx.save and savefig write through a file object, so their ENOSPC names no file, and the CLI's
+    ``user_errors`` printed a traceback for it (``gtc export --out`` onto a full disk); the error names
+    the target now, and no temp is left."""
+    import errno
+
+    target = tmp_path / "model.onnx"
+    with pytest.raises(OSError) as info, atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(target))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_other_errors_of_the_block_pass_unchanged(tmp_path: Path) -> None:
+    """Only a write the disk refused is given the target's name: another OSError (a bug, or one that
+    names its own file) is not disguised as a problem with the target."""
+    with pytest.raises(OSError) as info, atomic_path(tmp_path / "a.json"):
+        raise FileNotFoundError(2, "No such file or directory", "elsewhere.txt")
+    assert info.value.filename == "elsewhere.txt"
+    with pytest.raises(ConnectionResetError) as reset, atomic_path(tmp_path / "a.json"):
+        raise ConnectionResetError(104, "reset")
+    assert reset.value.filename is None
