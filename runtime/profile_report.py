@@ -6,6 +6,7 @@ its plots and tables change for reasons the measurement does not.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -57,10 +58,20 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
         staged[-1][0].write_text(json.dumps(report, indent=2))
         for tmp, path in staged:
             os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None and e.errno in _WRITE_ERRNOS and staged:
+            # savefig and PIL write through a file object, so a full disk named no file, and
+            # ``user_errors`` printed it as a traceback: name the file being written instead.
+            raise OSError(e.errno, e.strerror, str(staged[-1][1])) from e
+        raise
     finally:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
     return paths
+
+
+#: The errors of a write that the disk refused (as ``gtcompress.io`` names them for ``atomic_path``).
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
 
 
 def _draw(report: dict[str, Any], out: Path, staged: list[tuple[Path, Path]]) -> list[Path]:

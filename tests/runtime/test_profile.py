@@ -66,6 +66,33 @@ def test_write_report(report, tmp_path: Path) -> None:
     validate_report(json.loads((tmp_path / "out" / "report.json").read_text()))
 
 
+def test_a_full_disk_while_plotting_names_the_plot(report, tmp_path: Path, monkeypatch) -> None:
+    """savefig writes a PNG through a file object, so a full disk raised an OSError naming no file,
+    which ``gtc profile``'s ``user_errors`` printed as a traceback after all the measuring; the error
+    names the plot being written now, and no temp file is left."""
+    import errno
+
+    from matplotlib.figure import Figure
+
+    report.pop("_events", None)
+    out = tmp_path / "out"
+    calls = {"n": 0}
+    savefig = Figure.savefig
+
+    def full_on_second(self, fname, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            Path(fname).write_bytes(b"half a png")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return savefig(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", full_on_second)
+    with pytest.raises(OSError) as info:
+        write_report(report, out)
+    assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(out / "latency_distribution.png"))
+    assert list(out.iterdir()) == []
+
+
 def test_a_report_killed_while_plotting_leaves_the_old_one_whole(report, tmp_path: Path, monkeypatch) -> None:
     """All five files are renamed into place once all are rendered, report.json last: a run that dies
     on the third plot leaves the previous report.json and *every* PNG as they were, and no temp file.
