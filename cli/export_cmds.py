@@ -63,6 +63,7 @@ def export_cmd(
     )
     from gtcompress.checkpoint import load_checkpoint
     from gtcompress.errors import ConfigError
+    from gtcompress.io import unwritable_reason
 
     try:
         check_output_path(out)
@@ -97,6 +98,9 @@ def export_cmd(
         except ConfigError as e:
             raise ConfigError(f"--name: {e}") from None
         check_model_dir(triton_repo / model_name)
+        unwritable = unwritable_reason(triton_repo / model_name)
+        if unwritable is not None:  # else found by the repository write, after the whole export
+            raise ConfigError(f"--triton-repo {triton_repo}: {unwritable}")
     options = PythonModelOptions(
         max_batch_size=triton_max_batch,
         max_queue_delay_us=None if triton_delay_us == -1 else triton_delay_us,

@@ -230,16 +230,17 @@ def to_torch(inputs: dict[str, np.ndarray]) -> list[Tensor]:
 
 def check_output_path(path: str | Path) -> Path:
     """Refuse, before any tracing, a ``path`` that no file can be written to: an existing directory (an
-    export writes one file and does not choose its name; ``gtc build`` refuses a directory the same way)
-    or a path below a file. Whatever else can fail (permissions, a full disk) fails at the write."""
+    export writes one file and does not choose its name; ``gtc build`` refuses a directory the same way),
+    a path below a file, or one in a directory we may not write to (found only by the final write, after
+    the whole export, and reported under the temp file's name). A full disk fails at the write."""
+    from gtcompress.io import unwritable_reason
+
     target = Path(path)
     if target.is_dir():
         raise ConfigError(f"{target}: is a directory; give the ONNX file to write, e.g. {target / 'model.onnx'}")
-    for parent in target.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"{target}: {parent} is a file, not a directory")
-            break
+    reason = unwritable_reason(target)
+    if reason is not None:
+        raise ConfigError(f"{target}: {reason}")
     return target
 
 

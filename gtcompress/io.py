@@ -119,6 +119,21 @@ def current_umask() -> int:
     return mask
 
 
+def unwritable_reason(target: str | os.PathLike[str]) -> str | None:
+    """Why nothing can be created at ``target``, or ``None``: its nearest existing ancestor is a file
+    (``"DIR is a file, not a directory"``) or a directory this process may not write into (``"DIR is
+    not writable"``). Commands ask before their minutes of work, so that a path the final write would
+    refuse is one error line at once rather than after the work, naming a temp file the user never gave."""
+    for parent in Path(target).parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a directory"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"{parent} is not writable"
+            return None
+    return None
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` only if the block succeeds.

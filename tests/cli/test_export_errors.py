@@ -55,6 +55,37 @@ def test_out_an_existing_directory_is_one_error_line(tmp_path: Path) -> None:
     assert _error_line(res) == f"--out {below_a_file}/m.onnx: {below_a_file} is a file, not a directory"
 
 
+def test_paths_that_cannot_be_written_are_refused_before_the_export(tmp_path: Path, monkeypatch) -> None:
+    """A read-only folder for --out, or a --triton-repo below a file or in a read-only folder, was found
+    by the final write, after the whole export (and for --triton-repo after the ONNX file was written):
+    'error: ro/.x.onnx.PID-RANDOM.tmp: Permission denied', naming a temp file. Now one line at once."""
+    import os
+
+    import exporters.onnx
+
+    ckpt = _checkpoint(tmp_path, "gt")
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: not (Path(p) == read_only and mode & os.W_OK) and access(p, mode))
+
+    def no_export(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("exported before the paths were checked")
+
+    monkeypatch.setattr(exporters.onnx, "export_onnx", no_export)
+    res = runner.invoke(app, ["export", str(ckpt), "--out", str(read_only / "m.onnx")], prog_name="gtc")
+    assert _error_line(res) == f"--out {read_only}/m.onnx: {read_only} is not writable"
+    out = tmp_path / "m.onnx"
+    res = runner.invoke(app, ["export", str(ckpt), "--out", str(out), "--triton-repo", str(read_only)], prog_name="gtc")
+    assert _error_line(res) == f"--triton-repo {read_only}: {read_only} is not writable"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("")
+    repo = a_file / "triton"
+    res = runner.invoke(app, ["export", str(ckpt), "--out", str(out), "--triton-repo", str(repo)], prog_name="gtc")
+    assert _error_line(res) == f"--triton-repo {repo}: {a_file} is a file, not a directory"
+    assert not out.exists() and list(read_only.iterdir()) == []
+
+
 @pytest.mark.parametrize("lowering", ["scatter", "padded", "plugin"])
 def test_refusals_say_what_a_sparsified_gps_uses(tmp_path: Path, lowering: str) -> None:
     ckpt = _checkpoint(tmp_path, "gps", topk=3)
