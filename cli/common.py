@@ -48,6 +48,7 @@ def user_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            _import_numpy_first()
             return fn(*args, **kwargs)
         except GTCompressError as e:
             print_error(str(e))
@@ -65,6 +66,18 @@ def user_errors(fn: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _import_numpy_first() -> None:
+    """Import numpy before a command imports torch, so that a Ctrl-C while numpy loads is a
+    ``KeyboardInterrupt`` like any other ("interrupted", exit 130).
+
+    torch's C extension imports numpy itself and clears whatever that import raised, a
+    ``KeyboardInterrupt`` included: a Ctrl-C in that window (within the first second of ``gtc train``,
+    ``export``, ``prune``...) was swallowed, the half-initialised numpy stayed in ``sys.modules``, and
+    the command went on until it failed with a traceback such as "module 'numpy' has no attribute
+    'iterable'". Every command loads numpy anyway, so this costs nothing."""
+    import numpy  # noqa: F401
 
 
 def _usage_error_line(e: Exception) -> NoReturn:

@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -316,3 +317,39 @@ def test_eval_on_another_dataset_checks_the_models_inputs(ckpts: Path, tmp_path:
         f"error: --data tu:TINY does not fit the model of {ckpts / 'dense'}: task level: the model takes node, "
         "TINY has graph\n"
     )
+
+
+def test_ctrl_c_while_numpy_loads_is_interrupted_not_swallowed(tmp_path: Path) -> None:
+    """torch's C extension imports numpy and clears any error of it, a KeyboardInterrupt included: a
+    Ctrl-C landing there was swallowed, and ``gtc train`` went on with a half-loaded numpy until a
+    traceback ("module 'numpy' has no attribute 'iterable'"). It is "interrupted", exit 130, now."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        import sys
+
+        class CtrlCDuringNumpy:  # a Ctrl-C arriving while numpy's modules load
+            fired = False
+
+            def find_spec(self, name, path=None, target=None):
+                if name == "numpy.lib.npyio" and not CtrlCDuringNumpy.fired:
+                    CtrlCDuringNumpy.fired = True
+                    raise KeyboardInterrupt
+                return None
+
+        sys.meta_path.insert(0, CtrlCDuringNumpy())
+        from cli.main import app
+
+        app(["train", "--epochs", "1", "--out", {str(tmp_path / "ckpt")!r}], prog_name="gtc")
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "GTCOMPRESS_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert (proc.returncode, proc.stderr) == (130, "interrupted\n"), proc.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []
