@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -199,8 +200,15 @@ def _save(fig: Any, path: Path, staged: list[tuple[Path, Path]]) -> None:
 
 
 def _temp(path: Path) -> Path:
-    """The hidden temp file beside ``path`` a new version of it is written to before the rename."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """The hidden temp file beside ``path`` a new version of it is written to before the rename.
+
+    Named as :func:`gtcompress.io.atomic_path` names its temps (``.NAME.PID-RANDOM.tmp``), so that
+    :func:`gtcompress.io.remove_stale_temps` removes those of a run that was killed while plotting
+    (SIGTERM, SIGKILL): named ``.NAME.PID.tmp`` before, they stayed in ``--out`` for good."""
+    from gtcompress.io import remove_stale_temps
+
+    remove_stale_temps(path)
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
 def _no_breakdown(m: dict[str, Any]) -> str:

@@ -93,6 +93,52 @@ def test_a_full_disk_while_plotting_names_the_plot(report, tmp_path: Path, monke
     assert list(out.iterdir()) == []
 
 
+def test_the_temps_of_a_report_killed_while_plotting_are_removed_by_the_next(report, tmp_path: Path) -> None:
+    """A ``gtc profile`` killed while plotting (SIGTERM from ``timeout``, the OOM killer) cannot remove
+    its temp; named ``.NAME.PID.tmp`` it stayed in ``--out`` for good. The next report removes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    report.pop("_events", None)
+    out = tmp_path / "out"
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    code = textwrap.dedent(
+        f"""
+        import json, os, signal
+        from pathlib import Path
+        from matplotlib.figure import Figure
+        from runtime.profile_report import write_report
+
+        def killed(self, fname, *args, **kwargs):
+            Path(fname).write_bytes(b"half a png")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        Figure.savefig = killed
+        write_report(json.loads(Path({str(tmp_path / "report.json")!r}).read_text()), {str(out)!r})
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    (left,) = out.iterdir()
+    assert left.name.startswith(".latency_vs_size.png.") and left.name.endswith(".tmp")
+    then = time.time() - 3600  # written before this process started, as by an earlier run
+    os.utime(left, (then, then))
+    write_report(report, out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "latency_distribution.png",
+        "latency_vs_size.png",
+        "models.png",
+        "op_breakdown.png",
+        "report.json",
+    ]
+
+
 def test_a_report_killed_while_plotting_leaves_the_old_one_whole(report, tmp_path: Path, monkeypatch) -> None:
     """All five files are renamed into place once all are rendered, report.json last: a run that dies
     on the third plot leaves the previous report.json and *every* PNG as they were, and no temp file.
