@@ -160,6 +160,7 @@ def _run_isolated(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], N
     import subprocess
 
     from runtime.errors import SessionError
+    from runtime.tritonserver import _stop_with_parent
 
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
@@ -167,7 +168,13 @@ def _run_isolated(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], N
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # numpy's BLAS (PE) too
         env[var] = str(kwargs["threads"])
     cmd = [sys.executable, "-c", "from runtime.profile import _child_main; _child_main()"]
-    with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True) as proc:
+    # The child ends with us (PR_SET_PDEATHSIG): a ``gtc profile`` killed by PID alone (``kill``, a
+    # scheduler's SIGTERM, the OOM killer) left it measuring, orphaned, until its next event (a minute
+    # or more), loading a core under the timings of the run started next.
+    stop_with_parent = _stop_with_parent()
+    with subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, preexec_fn=stop_with_parent
+    ) as proc:
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(json.dumps(kwargs))
         proc.stdin.close()

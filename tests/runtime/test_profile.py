@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,65 @@ def test_the_temps_of_a_report_killed_while_plotting_are_removed_by_the_next(rep
         "op_breakdown.png",
         "report.json",
     ]
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie nobody reaps in a container counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_killed_profile_takes_its_measuring_process_with_it(exported, tmp_path: Path) -> None:
+    """``kill PID`` (a scheduler's SIGTERM, the OOM killer's SIGKILL) of ``gtc profile`` reaches the
+    parent alone: its isolated measuring child went on, orphaned, until its next event, a minute and
+    more, on a core the next run's timings then shared. It ends with its parent now."""
+    import os
+    import signal
+    import subprocess
+    import textwrap
+    import time
+
+    code = textwrap.dedent(
+        f"""
+        import subprocess
+
+        real = subprocess.Popen
+
+        class Spy(real):  # the measuring child's PID, for the test (not other commands', e.g. uname's)
+            def __init__(self, args, *rest, **kwargs):
+                super().__init__(args, *rest, **kwargs)
+                if "_child_main" in str(args):
+                    print(self.pid, flush=True)
+
+        subprocess.Popen = Spy
+        from runtime.profile import profile_models
+
+        profile_models(
+            [{str(exported["node"].path)!r}], graph_sizes=(512,), batch_sizes=(8,), threads=(1,),
+            iterations=10_000_000, warmup=0, op_profile=False,
+        )
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE, text=True
+    )
+    child = int(parent.stdout.readline())
+    try:
+        time.sleep(1.0)  # the child is measuring now
+        assert not _gone(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while not _gone(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(child)
+    finally:
+        if not _gone(child):
+            os.kill(child, signal.SIGKILL)
 
 
 def test_a_report_killed_while_plotting_leaves_the_old_one_whole(report, tmp_path: Path, monkeypatch) -> None:
