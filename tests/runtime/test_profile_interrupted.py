@@ -1,0 +1,157 @@
+"""Profiling's reports when a run is cut short: a full disk, a kill while plotting, a killed parent."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from runtime.profile import profile_models, write_report
+
+
+@pytest.fixture(scope="module")
+def report(exported) -> dict:
+    """A real report to write (one model, one size: what is written matters here, not the numbers)."""
+    return profile_models(
+        [exported["node"].path],
+        graph_sizes=(8,),
+        batch_sizes=(1,),
+        threads=(1,),
+        iterations=2,
+        warmup=1,
+        op_iterations=2,
+    )
+
+
+def test_a_full_disk_while_plotting_names_the_plot(report, tmp_path: Path, monkeypatch) -> None:
+    """savefig writes a PNG through a file object, so a full disk raised an OSError naming no file,
+    which ``gtc profile``'s ``user_errors`` printed as a traceback after all the measuring; the error
+    names the plot being written now, and no temp file is left."""
+    import errno
+
+    from matplotlib.figure import Figure
+
+    report.pop("_events", None)
+    out = tmp_path / "out"
+    calls = {"n": 0}
+    savefig = Figure.savefig
+
+    def full_on_second(self, fname, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            Path(fname).write_bytes(b"half a png")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return savefig(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", full_on_second)
+    with pytest.raises(OSError) as info:
+        write_report(report, out)
+    assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(out / "latency_distribution.png"))
+    assert list(out.iterdir()) == []
+
+
+def test_the_temps_of_a_report_killed_while_plotting_are_removed_by_the_next(report, tmp_path: Path) -> None:
+    """A ``gtc profile`` killed while plotting (SIGTERM from ``timeout``, the OOM killer) cannot remove
+    its temp; named ``.NAME.PID.tmp`` it stayed in ``--out`` for good. The next report removes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    report.pop("_events", None)
+    out = tmp_path / "out"
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    code = textwrap.dedent(
+        f"""
+        import json, os, signal
+        from pathlib import Path
+        from matplotlib.figure import Figure
+        from runtime.profile_report import write_report
+
+        def killed(self, fname, *args, **kwargs):
+            Path(fname).write_bytes(b"half a png")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        Figure.savefig = killed
+        write_report(json.loads(Path({str(tmp_path / "report.json")!r}).read_text()), {str(out)!r})
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    (left,) = out.iterdir()
+    assert left.name.startswith(".latency_vs_size.png.") and left.name.endswith(".tmp")
+    then = time.time() - 3600  # written before this process started, as by an earlier run
+    os.utime(left, (then, then))
+    write_report(report, out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "latency_distribution.png",
+        "latency_vs_size.png",
+        "models.png",
+        "op_breakdown.png",
+        "report.json",
+    ]
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie nobody reaps in a container counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_killed_profile_takes_its_measuring_process_with_it(exported, tmp_path: Path) -> None:
+    """``kill PID`` (a scheduler's SIGTERM, the OOM killer's SIGKILL) of ``gtc profile`` reaches the
+    parent alone: its isolated measuring child went on, orphaned, until its next event, a minute and
+    more, on a core the next run's timings then shared. It ends with its parent now."""
+    import os
+    import signal
+    import subprocess
+    import textwrap
+    import time
+
+    code = textwrap.dedent(
+        f"""
+        import subprocess
+
+        real = subprocess.Popen
+
+        class Spy(real):  # the measuring child's PID, for the test (not other commands', e.g. uname's)
+            def __init__(self, args, *rest, **kwargs):
+                super().__init__(args, *rest, **kwargs)
+                if "_child_main" in str(args):
+                    print(self.pid, flush=True)
+
+        subprocess.Popen = Spy
+        from runtime.profile import profile_models
+
+        profile_models(
+            [{str(exported["node"].path)!r}], graph_sizes=(512,), batch_sizes=(8,), threads=(1,),
+            iterations=10_000_000, warmup=0, op_profile=False,
+        )
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE, text=True
+    )
+    child = int(parent.stdout.readline())
+    try:
+        time.sleep(1.0)  # the child is measuring now
+        assert not _gone(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while not _gone(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(child)
+    finally:
+        if not _gone(child):
+            os.kill(child, signal.SIGKILL)
