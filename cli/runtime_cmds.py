@@ -277,7 +277,13 @@ def serve_cmd(
     max_graphs: Annotated[int, typer.Option(min=1, help="Graphs per merged model call.")] = 1024,
     max_requests: Annotated[int, typer.Option(min=1, help="Requests per merged model call.")] = 256,
     batching: Annotated[bool, typer.Option(help="Graph-aware dynamic batching (--no-batching: one call each).")] = True,
-    metrics: Annotated[bool, typer.Option(help="Prometheus metrics at /metrics.")] = False,
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            help="Prometheus metrics at /metrics: requests by model and outcome (success, invalid, unavailable, "
+            "error, disconnected), latencies, batch sizes, queue length."
+        ),
+    ] = False,
     threads: Annotated[
         int | None,
         typer.Option(

@@ -12,6 +12,24 @@ from typing import Any
 #: small graphs take a few milliseconds, so the buckets start at 0.5 ms (Prometheus's start at 5 ms).
 SECONDS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5)
 
+#: ``outcome`` of ``gtc_inference_requests_total``: answered (``success``), refused for the request's own
+#: fault (``invalid``: any 4xx, a bad tensor, a body too large or too slow), refused for the server's load
+#: or shutdown (``unavailable``: 503), failed inside the server (``error``: 500, the only outcome to page
+#: someone about), or left by its client before an answer (``disconnected``). One ``error`` outcome for all
+#: of these made a client's bad requests or a load spike look like server failures on an alert.
+OUTCOMES = ("success", "invalid", "unavailable", "error", "disconnected")
+
+
+def outcome_of(status: int | None) -> str:
+    """The :data:`OUTCOMES` value of an answered HTTP status (``None``: the client left)."""
+    if status is None:
+        return "disconnected"
+    if status < 400:
+        return "success"
+    if status == 503:
+        return "unavailable"
+    return "invalid" if status < 500 else "error"
+
 
 class Metrics:
     """Prometheus metrics in a registry of this app's own (several servers can share a process)."""
@@ -52,12 +70,16 @@ class Metrics:
             registry=self.registry,
         )
         self.pending = Gauge("gtc_queue_pending", "Requests waiting for the model", ["model"], registry=self.registry)
+        # Without the name a client sent: labelled by it, any client could add a series per request.
+        self.unknown_model = Counter(
+            "gtc_unknown_model_requests", "Inference requests for a model this server does not serve",
+            registry=self.registry,
+        )  # fmt: skip
 
     def for_model(self, name: str) -> ModelMetrics:
         """The labelled children of one model, resolved once (``labels()`` is a dict lookup under a lock)."""
         return ModelMetrics(
-            success=self.requests.labels(name, "success"),
-            error=self.requests.labels(name, "error"),
+            requests={outcome: self.requests.labels(name, outcome) for outcome in OUTCOMES},  # all shown from 0
             latency=self.latency.labels(name),
             batch_requests=self.batch_requests.labels(name),
             batch_graphs=self.batch_graphs.labels(name),
@@ -72,8 +94,7 @@ class Metrics:
 
 @dataclass(frozen=True)
 class ModelMetrics:
-    success: Any
-    error: Any
+    requests: dict[str, Any]  # by outcome (:data:`OUTCOMES`)
     latency: Any
     batch_requests: Any
     batch_graphs: Any

@@ -76,7 +76,7 @@ from runtime.errors import (
     ProtocolError,
     ServerBusyError,
 )
-from runtime.metrics import Metrics, ModelMetrics
+from runtime.metrics import Metrics, ModelMetrics, outcome_of
 from runtime.net import listen_sockets
 from runtime.protocol import (
     HEADER_LENGTH,
@@ -246,7 +246,23 @@ def create_app(
         """One inference request → (status, body, headers), or None if the client left before its body
         was complete; shared by the fast path and the route. ``headers`` have lower-case names."""
         start = time.perf_counter()
-        outcome = "error"
+        result: tuple[int, bytes, dict[str, str]] | None = None
+        try:
+            result = await answer_infer(name, version, chunks, headers)
+            return result
+        finally:
+            if mx is not None:
+                mm = per_model.get(name)
+                if mm is None:
+                    mx.unknown_model.inc()
+                else:
+                    mm.requests[outcome_of(None if result is None else result[0])].inc()
+                    mm.latency.observe(time.perf_counter() - start)
+
+    async def answer_infer(
+        name: str, version: str | None, chunks: AsyncIterator[bytes], headers: dict[str, str]
+    ) -> tuple[int, bytes, dict[str, str]] | None:
+        """:func:`handle_infer` without the metrics."""
         lease = budget.lease()
         try:
             m = lookup(name, version)
@@ -306,7 +322,6 @@ def create_app(
             out = await m.batcher.submit(g, num_graphs)
             outs = [(n, out, req.wants_binary(n)) for n in _output_names(req, m)]
             payload, resp_headers = encode_infer_response(m.name, m.version, req.id, outs)
-            outcome = "success"
             return 200, payload, resp_headers
         except ClientDisconnected:
             return None
@@ -331,10 +346,6 @@ def create_app(
             return _error(500, f"inference failed: {type(e).__name__}: {e}")
         finally:
             lease.release()
-            mm = per_model.get(name)
-            if mm is not None:
-                (mm.success if outcome == "success" else mm.error).inc()
-                mm.latency.observe(time.perf_counter() - start)
 
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
