@@ -112,3 +112,42 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Exported]:
 def node_sess(exported: dict[str, Exported]) -> GraphSession:
     """A session on the ``node`` model (shared by the session tests)."""
     return GraphSession(exported["node"].path)
+
+
+@pytest.fixture(scope="module")
+def config(model_config_pb2):
+    """``config(root, **parameters)``: the model configuration as Triton hands it to ``initialize``
+    (JSON, from the repository's ``config.pbtxt``), with parameters overridden."""
+    from google.protobuf import json_format, text_format
+
+    def make(root, **params: str) -> dict:
+        text = (root / "config.pbtxt").read_text()
+        cfg = json.loads(
+            json_format.MessageToJson(
+                text_format.Parse(text, model_config_pb2.ModelConfig()), preserving_proto_field_name=True
+            )
+        )
+        cfg.setdefault("parameters", {}).update({k: {"string_value": v} for k, v in params.items()})
+        return cfg
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def node_repo(exported, tmp_path_factory):
+    """A python-variant repository of the ``teddy`` model, batches of up to 8 requests."""
+    from exporters.triton_repo import PythonModelOptions, write_model_repository
+
+    repo = tmp_path_factory.mktemp("py-repo")
+    opts = PythonModelOptions(max_batch_size=8)
+    return write_model_repository(repo, "gt_node", exported["teddy"].path, exported["teddy"].spec, options=opts)
+
+
+def python_request(g: NumpyGraph, batch: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """One graph as the python variant's ``execute`` receives a request: a leading batch dimension of 1."""
+    r = {"x": g.x[None], "edge_index": g.edge_index[None]}
+    if g.edge_attr is not None:
+        r["edge_attr"] = g.edge_attr[None]
+    if batch is not None:
+        r["batch"] = batch[None]
+    return r

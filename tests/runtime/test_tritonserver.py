@@ -2,7 +2,8 @@
 
 The repository is what ``gtc export --triton-repo`` writes: raw graphs in, our pre-processing and
 graph-aware batching in a Python-backend model. Driven by ``tritonclient.http`` as a user would,
-checked against :class:`runtime.session.GraphSession` on the same model file.
+checked against :class:`runtime.session.GraphSession` on the same model file. One file, over 500 lines,
+so that one server start (seconds, the python stub loading torch-free runtime/ per model) serves them all.
 """
 
 from __future__ import annotations
