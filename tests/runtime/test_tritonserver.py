@@ -2,8 +2,7 @@
 
 The repository is what ``gtc export --triton-repo`` writes: raw graphs in, our pre-processing and
 graph-aware batching in a Python-backend model. Driven by ``tritonclient.http`` as a user would,
-checked against :class:`runtime.session.GraphSession` on the same model file. One file, over 500 lines,
-so that one server start (seconds, the python stub loading torch-free runtime/ per model) serves them all.
+checked against :class:`runtime.session.GraphSession` on the same model file.
 """
 
 from __future__ import annotations
@@ -206,32 +205,37 @@ def test_bad_requests_get_an_error_naming_the_input_and_the_server_keeps_serving
     np.testing.assert_allclose(infer_graphs(client, "gt_node", g)[0], sessions["gt_node"].run(g)[0], atol=1e-5)
 
 
-def test_a_bad_request_in_a_shared_batch_fails_alone(triton_server, sessions, exported) -> None:
-    spec = exported["node"].spec
-    good = exported["node"].graphs(7, seed=11, lo=3, hi=30)
-    bad_inputs = _bad_requests(spec)[0][1]
+def _together_with_one_bad(url: str, model: str, good: list, bad_inputs: dict) -> dict[int, object]:
+    """Every graph of ``good`` and ``bad_inputs`` (last) sent at once from clients of their own: each
+    one's answer, or the ``InferenceServerException`` it got, by position."""
     results: dict[int, object] = {}
-    gate = threading.Barrier(8)
+    gate = threading.Barrier(len(good) + 1)
 
     def one(k: int) -> None:
-        c = triton.InferenceServerClient(triton_server.url)
+        c = triton.InferenceServerClient(url)
         try:
             gate.wait()
-            if k == 7:
-                c.infer(BATCHED, triton_inputs(bad_inputs))
+            if k == len(good):
+                c.infer(model, triton_inputs(bad_inputs))
                 results[k] = "answered"
             else:
-                results[k] = infer_graphs(c, BATCHED, good[k])[0]
+                results[k] = infer_graphs(c, model, good[k])[0]
         except InferenceServerException as e:
             results[k] = e
         finally:
             c.close()
 
-    threads = [threading.Thread(target=one, args=(k,)) for k in range(8)]
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(len(good) + 1)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return results
+
+
+def test_a_bad_request_in_a_shared_batch_fails_alone(triton_server, sessions, exported) -> None:
+    good = exported["node"].graphs(7, seed=11, lo=3, hi=30)
+    results = _together_with_one_bad(triton_server.url, BATCHED, good, _bad_requests(exported["node"].spec)[0][1])
     assert isinstance(results[7], InferenceServerException) and results[7].status() == "400"
     for k in range(7):
         np.testing.assert_allclose(results[k], sessions["gt_node"].run(good[k])[0], rtol=0, atol=1e-5)
@@ -245,30 +249,9 @@ def test_requests_of_one_execute_split_over_several_calls_get_their_own_answers(
     its own answer, and a bad request among them its 400 while the others get theirs."""
     good = exported["node"].graphs(9, seed=13, lo=3, hi=45)
     bad_inputs = _bad_requests(exported["node"].spec)[2][1]  # a category out of range
-    results: dict[int, object] = {}
-    gate = threading.Barrier(10)
-
-    def one(k: int) -> None:
-        c = triton.InferenceServerClient(triton_server.url)
-        try:
-            gate.wait()
-            if k == 9:
-                c.infer(SPLIT, triton_inputs(bad_inputs))
-                results[k] = "answered"
-            else:
-                results[k] = infer_graphs(c, SPLIT, good[k])[0]
-        except InferenceServerException as e:
-            results[k] = e
-        finally:
-            c.close()
-
     client = triton.InferenceServerClient(triton_server.url)
     before = client.get_inference_statistics(SPLIT)["model_stats"][0]
-    threads = [threading.Thread(target=one, args=(k,)) for k in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = _together_with_one_bad(triton_server.url, SPLIT, good, bad_inputs)
     assert isinstance(results[9], InferenceServerException) and results[9].status() == "400"
     assert "input 'x'" in results[9].message()
     assert sum(g.num_nodes for g in good) > 2 * 40  # more than two calls' worth
