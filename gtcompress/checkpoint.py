@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from gtcompress import __version__
 from gtcompress.checkpoint_data import check_dataset_section, check_teddy_section, json_kind
 from gtcompress.errors import CheckpointError, ConfigError, json_limit
-from gtcompress.io import current_umask, make_temp_dir, recover_dead_dir_swaps, swap_dir_into_place
+from gtcompress.io import WRITE_ERRNOS, current_umask, make_temp_dir, recover_dead_dir_swaps, swap_dir_into_place
 from gtcompress.models.config import ModelConfig
 from gtcompress.models.model import GraphModel, build_model
 from gtcompress.preprocess.teddy import finite_threshold
@@ -126,15 +126,31 @@ def save_checkpoint(
             "model": model.config.to_dict(),
             "weights_sha256": _sha256(tmp / WEIGHTS),
         }
-        (tmp / CONFIG).write_text(json.dumps(doc, indent=2, default=str) + "\n")
+        _write_text(tmp, CONFIG, json.dumps(doc, indent=2, default=str) + "\n", target)
         for name, text in (files or {}).items():
-            (tmp / name).write_text(text)
+            _write_text(tmp, name, text, target)
         check_checkpoint_target(target)  # again: the target may have changed while we wrote
         swap_dir_into_place(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _write_text(tmp: Path, name: str, text: str, target: Path) -> None:
+    """Write ``name`` into the checkpoint's temp directory ``tmp``; a write the disk refused is a
+    :class:`CheckpointError` naming the checkpoint, as for the weights.
+
+    ``Path.write_text`` reports a full disk or quota as an ``OSError`` without a file name (the write of
+    an open file names none), which ``user_errors`` takes for a bug: ``gtc prune``/``sparsify``/``train``
+    whose weights still fit but whose ``config.json`` or ``compression_report.json`` did not ended in a
+    traceback after the whole run."""
+    try:
+        (tmp / name).write_text(text)
+    except OSError as e:
+        if e.filename is None and e.errno in WRITE_ERRNOS:
+            raise CheckpointError(f"{target}: could not write {name} ({e.strerror})") from None
+        raise
 
 
 def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -152,7 +152,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp_path
         os.replace(tmp_path, target)
     except OSError as e:
-        if e.filename is None and e.errno in _WRITE_ERRNOS:
+        if e.filename is None and e.errno in WRITE_ERRNOS:
             # A writer that writes through a file object (onnx.save, matplotlib's savefig) loses the
             # name: without one, ``user_errors`` takes it for a bug and a full disk was a traceback.
             raise OSError(e.errno, e.strerror, str(target)) from e
@@ -162,9 +162,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-#: The errors of a write that the disk refused, named after the target by :func:`atomic_path` when the
-#: writer's own error names no file.
-_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+#: The errors of a write that the disk refused, named after the target by :func:`atomic_path` (and by
+#: ``save_checkpoint`` for the files of a checkpoint) when the writer's own error names no file.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
 
 
 def write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> Path:

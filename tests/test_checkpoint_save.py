@@ -293,3 +293,26 @@ def test_a_full_disk_while_writing_the_weights_is_a_checkpoint_error(tmp_path, m
     with pytest.raises(CheckpointError, match=r"ckpt: could not write model.safetensors \(.*No space left on device"):
         save_checkpoint(tmp_path / "ckpt", _model())
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["config.json", "compression_report.json"])
+def test_a_full_disk_after_the_weights_is_a_checkpoint_error(tmp_path, monkeypatch, name: str) -> None:
+    """The weights fit, ``config.json`` or an extra file (``gtc prune``'s ``compression_report.json``)
+    does not: ``Path.write_text`` reports that full disk as an ``OSError`` naming no file, which the
+    CLI printed as a traceback after the whole run. It is a :class:`CheckpointError` naming the
+    checkpoint and the file, and nothing of the failed save is left."""
+    import errno
+
+    real = Path.write_text
+
+    def full_disk(self: Path, text: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.name == name:
+            real(self, text[:10], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(CheckpointError) as info:
+        save_checkpoint(tmp_path / "ckpt", _model(), {}, files={"compression_report.json": "{}"})
+    assert str(info.value) == f"{tmp_path / 'ckpt'}: could not write {name} (No space left on device)"
+    assert list(tmp_path.iterdir()) == []
