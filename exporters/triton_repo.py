@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gtcompress.errors import ConfigError
-from gtcompress.io import make_temp_dir, recover_dead_dir_swaps, remove_path, swap_dir_into_place
+from gtcompress.io import make_temp_dir, recover_dead_dir_swaps, remove_path, swap_dir_into_place, write_text_named
 from gtcompress.preprocess.inputs import layout_input_base
 from gtcompress.preprocess.spec import InputSpec
 
@@ -296,11 +296,11 @@ def write_model_repository(
         shutil.copyfile(model_file, vdir / filename)
         if chosen == "python":
             write_vendor(vdir, plan=model_file.suffix == ".plan")
-            (vdir / "model.py").write_text(MODEL_PY)
+            write_text_named(vdir / "model.py", MODEL_PY, root / str(version) / "model.py")
             text = python_config_pbtxt(name, spec, filename, options)
         else:
             text = config_pbtxt(name, spec, platform, kind, (options or PythonModelOptions()).instances)
-        (tmp / "config.pbtxt").write_text(text)
+        write_text_named(tmp / "config.pbtxt", text, root / "config.pbtxt")  # a full disk: one error line
         swap_dir_into_place(tmp, root)
     except BaseException:
         remove_path(tmp)

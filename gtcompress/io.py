@@ -167,6 +167,21 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
 
 
+def write_text_named(path: str | os.PathLike[str], text: str, shown: str | os.PathLike[str]) -> None:
+    """Write ``text`` to ``path`` (a file inside a temp directory that will be swapped into place); a
+    write the disk refused (:data:`WRITE_ERRNOS`) raises an ``OSError`` naming ``shown``, the file the
+    user will look for.
+
+    ``Path.write_text`` reports a full disk without a file name (the write of an open file names none),
+    and ``user_errors`` prints a nameless ``OSError`` as a traceback, taking it for a bug."""
+    try:
+        Path(path).write_text(text)
+    except OSError as e:
+        if e.filename is None and e.errno in WRITE_ERRNOS:
+            raise OSError(e.errno, e.strerror, str(shown)) from e
+        raise
+
+
 def write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> Path:
     """Call ``writer(tmp_path)`` and atomically move the result to ``path``."""
     with atomic_path(path) as tmp:

@@ -266,3 +266,30 @@ def test_a_version_directory_linked_elsewhere_is_never_written_through(tmp_path,
     assert (store / "model.onnx").read_bytes() == b"old model"
     assert not (root / "1").is_symlink() and (root / "1" / "model.onnx").read_bytes() == b"new model"
     assert (root / "1" / "labels.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(("backend", "name"), [("onnxruntime", "config.pbtxt"), ("python", "model.py")])
+def test_a_full_disk_while_writing_the_repository_names_its_file(
+    tmp_path, monkeypatch, backend: str, name: str
+) -> None:
+    """The model file fits, ``config.pbtxt`` (or the python variant's ``model.py``) does not:
+    ``Path.write_text`` reports that full disk naming no file, so ``gtc export --triton-repo`` ended in a
+    traceback after the whole export. The error names the file as it would be in the repository, and the
+    half-built model directory is removed."""
+    import errno
+
+    real = Path.write_text
+
+    def full_disk(self: Path, text: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.name == name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, text, *args, **kwargs)
+
+    model_file = tmp_path / "m.onnx"
+    model_file.write_bytes(b"model bytes")
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError) as info:
+        write_model_repository(tmp_path / "repo", "gt", model_file, _spec("dense"), backend=backend)
+    where = tmp_path / "repo" / "gt" / ("config.pbtxt" if name == "config.pbtxt" else f"1/{name}")
+    assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(where))
+    assert list((tmp_path / "repo").iterdir()) == []
