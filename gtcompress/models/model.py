@@ -261,7 +261,11 @@ class GPS(GraphModel):
             # GIN's sum over incoming edges as one batched MatMul with the edge-count matrix: on
             # dense small graphs far cheaper than a ScatterElements over E x hidden (ONNX Runtime).
             ctx.adj_counts = ctx.layout.edge_counts(ctx.edge_index, ctx.batch)
-        if self.config.attention_topk > 0:  # TEDDY on attention edges (gtcompress.nn.attention_edges)
+        # TEDDY on attention edges (gtcompress.nn.attention_edges), built only where a layer attends:
+        # ``gtc prune`` may remove every attention sublayer of a sparsified GPS, and the [B, L, L] mask
+        # and bias then held 11 B a padded cell in eager torch that no layer read, while the server's
+        # memory count (no heads: 0 B a cell) let requests of any size through.
+        if self.config.attention_topk > 0 and any(layer.attn is not None for layer in self.layers):
             assert ctx.layout is not None and ctx.pad_bias is not None
             c = self.config
             mask = attention_mask(ctx.edge_index, ctx.batch, ctx.layout, c.attention_topk, c.attention_score,

@@ -181,3 +181,30 @@ def test_sparsified_gps_on_the_dense_layout_equals_it_over_the_pairs(level: str)
                 want_bias, rows = attention_bias(attention_mask(ei, batch, lay, k), lay)
                 assert torch.equal(ctx.attn_bias, want_bias) and torch.equal(ctx.attn_rows, rows)
                 assert set(ctx.attn_bias.unique().tolist()) <= {0.0, torch.tensor(-1e30).item()}
+
+
+def test_a_sparsified_gps_without_attention_builds_no_attention_graph() -> None:
+    """``gtc prune`` may remove every attention sublayer of a GPS that ``gtc sparsify --attention-topk``
+    made: its ``[B, L, L]`` mask and bias were still built on every call, 11 B a padded cell in eager
+    torch that no layer read, where the server counts such a model at 0 B a cell (no heads) and so let
+    a request of any size through. Nothing is built now, and the answers are those of the model
+    without ``attention_topk``."""
+    from dataclasses import replace
+
+    from gtcompress.data.base import FeatureSpec
+    from gtcompress.models import LayerSpec, ModelConfig, build_model
+
+    cfg = ModelConfig(
+        arch="gps", node_features=FeatureSpec("float", 3), out_dim=2, hidden=16, heads=2, num_layers=2,
+        layers=[LayerSpec(heads=0, ffn_dim=32), LayerSpec(heads=0, ffn_dim=32)], attention_topk=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    plain = build_model(replace(cfg, attention_topk=0)).eval()
+    plain.load_state_dict(model.state_dict())
+    ei, batch, b = _batch(0)
+    x = torch.randn(batch.shape[0], 3, generator=torch.Generator().manual_seed(0))
+    ctx = model.context(model.encode_nodes(x, {}), ei, None, batch, b)
+    assert ctx.attn_bias is None and ctx.attn_rows is None and ctx.attn_edges is None
+    with torch.no_grad():
+        assert torch.equal(model.compute(x, ei, None, batch, {}, b), plain.compute(x, ei, None, batch, {}, b))
