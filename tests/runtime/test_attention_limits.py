@@ -420,3 +420,28 @@ def test_sparsified_gps_cell_bytes_cover_its_mask(tmp_path) -> None:
         counted = n * n * attention_cell_bytes(GraphSession(path))
         assert peak > n * n * 6, path  # above what the dense GPS's count of 6 B a head let through
         assert peak <= counted, f"{path}: peak {peak / MIB:.0f} MiB for {n} nodes, counted {counted / MIB:.0f} MiB"
+
+
+def test_the_readme_states_the_gps_counts_the_server_uses() -> None:
+    """README's "Dense attention memory" is what a user sizes ``--max-attention-mib`` by. It gave a GPS
+    6 bytes a head (12 from a checkpoint) whatever its attention, while a GPS sparsified by ``gtc
+    sparsify --attention-topk`` is counted at :data:`GPS_TOPK_HEAD_BYTES` a head plus
+    :data:`GPS_TOPK_CELL_BYTES` a cell (torch: plus :data:`GPS_TOPK_TORCH_CELL_BYTES`)."""
+    from runtime.request_cost import (
+        GPS_HEAD_BYTES,
+        GPS_TOPK_CELL_BYTES,
+        GPS_TOPK_HEAD_BYTES,
+        GPS_TOPK_TORCH_CELL_BYTES,
+        GPS_TORCH_HEAD_BYTES,
+    )
+
+    text = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    assert (
+        f"a GPS counts its scores and softmax at {GPS_HEAD_BYTES} bytes a head on ONNX Runtime and "
+        f"{GPS_TORCH_HEAD_BYTES} from a checkpoint" in text
+    )
+    assert (
+        f"one sparsified by `gtc sparsify --attention-topk`, whose attention runs with its graph as a mask, at "
+        f"{GPS_TOPK_HEAD_BYTES} bytes a head plus {GPS_TOPK_CELL_BYTES} a cell on ONNX Runtime and "
+        f"{GPS_TORCH_HEAD_BYTES} a head plus {GPS_TOPK_TORCH_CELL_BYTES} a cell from a checkpoint" in text
+    )
