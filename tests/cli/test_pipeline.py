@@ -32,13 +32,18 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _cache(tmp_path_factory):
+    """Every pipeline of this module caches in a folder of its own: not ~/.cache, and not set for the
+    modules an xdist worker runs after this one."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GTCOMPRESS_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    import os
-
-    root = tmp_path_factory.mktemp("pipe")
-    os.environ["GTCOMPRESS_CACHE"] = str(root / "cache")
-    out = root / "run"
+    out = tmp_path_factory.mktemp("pipe") / "run"
     report = run_pipeline(load_config(None, TINY), out, log=lambda _: None)
     return out, report
 

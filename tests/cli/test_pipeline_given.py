@@ -6,12 +6,20 @@ from gtcompress.errors import ConfigError
 from gtcompress.pipeline import load_config, run_pipeline
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _cache(tmp_path_factory):
+    """Every pipeline of this module caches in a folder of its own: not ~/.cache, and not set for the
+    modules an xdist worker runs after this one."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GTCOMPRESS_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def given(tmp_path_factory):
     """Untrained GT checkpoints on CLUSTER (12,6,6 graphs, split seed 3): ``dense``; ``teddy`` (its
     inputs TEDDY-sparsified); ``nodata`` (no dataset recorded, two outputs where CLUSTER has six)."""
     import dataclasses
-    import os
 
     import torch
 
@@ -20,7 +28,6 @@ def given(tmp_path_factory):
     from gtcompress.train.recipe import DataSpec
 
     root = tmp_path_factory.mktemp("given")
-    os.environ["GTCOMPRESS_CACHE"] = str(root / "cache")
     spec = DataSpec("cluster", size="12,6,6", seed=3)
     info = spec.load().info
     torch.manual_seed(0)
