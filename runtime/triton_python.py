@@ -25,7 +25,9 @@ one ``execute`` runs several unions, each request is answered through its respon
 as its union's call ends (a bad one before any call), not when the whole ``execute`` does: 32 LapPE
 requests of 1,900 nodes make 8 calls, and returning the answers together made every client wait
 7.4 s, where the first now hears after 1.0 s (``bench/triton_answer_latency.py``); one union's
-answers are returned together, which costs the server less. A bad
+answers are returned together, which costs the server less. ``gtcompress_answer_each_call`` ``0``
+(or ``false``) returns every answer at the end of ``execute`` instead, as before response senders
+were used: the way back if a Triton deployment misbehaves with them. A bad
 request gets an ``INVALID_ARG`` error (HTTP 400) naming its input, and the others in its batch are
 answered; if a merged call fails, every request in it is retried alone, so one cannot fail the rest;
 an error part-way answers every request not yet answered, so none is left waiting.
@@ -38,7 +40,8 @@ instance; 0: its default), ``gtcompress_max_nodes``/``_edges``/``_graphs``/``_at
 encodings computed for it, :func:`runtime.request_cost.pe_memory`, as ``gtc serve --max-inflight-mib``
 charges them; 2048) and ``gtcompress_batch_nodes``/``_edges``/``_graphs``/``_attention_mib`` (soft limits of one
 merged model call; ``attention_mib`` bounds dense attention scores per layer,
-:class:`runtime.served.ServerLimits`).
+:class:`runtime.served.ServerLimits`) and ``gtcompress_answer_each_call`` (``1``/``true``, the default:
+answer each request as its merged call ends; ``0``/``false``: all at the end of ``execute``).
 
 :class:`GraphBatchModel` holds all of this without ``triton_python_backend_utils``, which exists
 only inside Triton's Python stub, so it is tested directly as well as through a real server.
@@ -95,6 +98,7 @@ KNOWN_PARAMETERS = frozenset(
         *PARAMETER_DEFAULTS,
         *NUMBER_PARAMETER_DEFAULTS,
         "gtcompress_model_file",
+        "gtcompress_answer_each_call",
         "gtcompress_input_spec",
         "gtcompress_preprocessing",
     }
@@ -181,6 +185,28 @@ def _parameter(params: Mapping[str, str], key: str, where: str, *, number: bool)
     return value
 
 
+#: What ``gtcompress_answer_each_call`` may say, in any case: anything else is refused, since a loose
+#: reading (``bool("off")`` is True; "not 0" takes ``no`` for on) would leave a user's escape hatch shut.
+_SWITCH = {"1": True, "true": True, "0": False, "false": False}
+
+
+def answer_each_call(params: Mapping[str, str], where: str) -> bool:
+    """``gtcompress_answer_each_call``: whether an ``execute`` of several merged calls answers each
+    request through its response sender as its call ends (the default), or returns every answer at the
+    end as Triton's Python backend did before 23.10 (``0``/``false``), the escape hatch where a Triton
+    deployment misbehaves with response senders. Anything else is refused at load."""
+    raw = params.get("gtcompress_answer_each_call")
+    if raw is None or raw == "":
+        return True
+    value = _SWITCH.get(raw.strip().lower())
+    if value is None:
+        raise SessionError(
+            f"{where}: parameter gtcompress_answer_each_call is {raw!r}; expected 1 or true (answer each request as "
+            "its merged call ends), 0 or false (all at the end of execute)"
+        )
+    return value
+
+
 def model_file(version_dir: Path, params: Mapping[str, str]) -> Path:
     """The ONNX file or TensorRT plan this version runs (``gtcompress_model_file``, else the one present)."""
     named = params.get("gtcompress_model_file")
@@ -217,6 +243,8 @@ class GraphBatchModel:
             return _int_parameter(params, key, where)
 
         threads = get("gtcompress_threads")
+        #: answer through response senders as each merged call ends (TritonPythonModel.execute)
+        self.answer_each_call = answer_each_call(params, where)
         inflight_mib = _number_parameter(params, "gtcompress_max_inflight_mib", where)
         self.limits = ServerLimits(
             max_nodes=get("gtcompress_max_nodes"),
@@ -353,7 +381,8 @@ class TritonPythonModel:
         instance = (kind, int(args.get("model_instance_device_id") or 0)) if kind else None
         self.model = GraphBatchModel(args["model_repository"], args["model_version"], config, instance)
         self.input_names = [i["name"] for i in config.get("input", [])]
-        self._senders = True  # False once this Triton refused a response sender (before 23.10)
+        # False once this Triton refused a response sender (before 23.10), or gtcompress_answer_each_call 0
+        self._senders = self.model.answer_each_call
 
     def execute(self, requests: list[Any]) -> list[Any] | None:
         """The responses, in order, when this ``execute`` ran one merged call; with more, each request
@@ -364,7 +393,8 @@ class TritonPythonModel:
         graphs of 1,900 nodes: 7.4 s for all, where the first now hears after 1.0 s). A response sent
         alone costs an extra round trip to the server (0.1-0.25 ms of server CPU a request measured on
         small graphs), so the single call, the usual case, still returns the list; an older Triton,
-        without senders for such a model, gets the list always. A request's answer goes one way or the
+        without senders for such a model, and a model with ``gtcompress_answer_each_call`` 0 get the
+        list always. A request's answer goes one way or the
         other, never both, and an execute that sent any sends all.
 
         Every request gets exactly one final response, whatever happens: one left unanswered hangs its

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 import runtime.triton_python as tp
+from runtime.errors import SessionError
 from runtime.session import GraphSession
 from runtime.triton_python import GraphBatchModel
 from tests.runtime.conftest import python_request as _request
@@ -228,3 +230,46 @@ def test_a_triton_without_response_senders_gets_the_answers_returned(config, nod
             np.testing.assert_allclose(out[k].output_tensors[0].array[0], want[k], atol=1e-6)
         assert out[1].error.code == "INVALID_ARG" and "batch dimension is 2" in out[1].error.message
     assert asked == [0]  # refused once: not asked again
+
+
+def test_answer_each_call_off_returns_every_answer_at_the_end(config, node_repo, exported, monkeypatch) -> None:
+    """``gtcompress_answer_each_call`` 0 (or false, any case) is the way back to the behaviour before
+    response senders, for a Triton deployment that misbehaves with them: an execute of several merged
+    calls asks for no sender, sends nothing and returns every response, in order."""
+    graphs = exported["teddy"].graphs(3, seed=6, lo=8, hi=12)
+    want = GraphSession(exported["teddy"].path).run(graphs)
+    asked: list[int] = []
+
+    class Counted(_FakeRequest):
+        def get_response_sender(self):
+            asked.append(self.rid)
+            return self
+
+    for off in ("0", "false", "FALSE", " False "):
+        model, pb = _triton_model(
+            config, node_repo, monkeypatch, gtcompress_batch_nodes="20", gtcompress_answer_each_call=off
+        )
+        out = model.execute([Counted(pb, k, r) for k, r in enumerate(_three_calls(exported))])
+        assert model.model.calls >= 2 and asked == [] and pb.sent == []
+        assert isinstance(out, list) and len(out) == 3
+        for response, w in zip(out, want, strict=True):
+            assert response.error is None
+            np.testing.assert_allclose(response.output_tensors[0].array[0], w, atol=1e-6)
+    for on in ("1", "true", "True", ""):  # the default, written out (or left empty) is the same
+        model, pb = _triton_model(
+            config, node_repo, monkeypatch, gtcompress_batch_nodes="20", gtcompress_answer_each_call=on
+        )
+        assert model.execute([_FakeRequest(pb, k, r) for k, r in enumerate(_three_calls(exported))]) is None
+        assert len(_sent_once_each(pb, 3)) == 3
+
+
+def test_a_bad_answer_each_call_value_is_refused_at_load(config, node_repo) -> None:
+    """Only a yes/no is taken: ``off`` or ``no`` read as "on" by a looser test would leave the escape
+    hatch shut without a word, so the load fails naming the model, the parameter and what it takes."""
+    for bad in ("off", "no", "2", "yes please"):
+        with pytest.raises(SessionError) as err:
+            GraphBatchModel(node_repo, 1, config(node_repo, gtcompress_answer_each_call=bad))
+        assert str(err.value) == (
+            f"model 'gt_node': parameter gtcompress_answer_each_call is {bad!r}; expected 1 or true (answer each "
+            "request as its merged call ends), 0 or false (all at the end of execute)"
+        )
