@@ -24,7 +24,7 @@ that way, then packs the valid ones into disjoint unions within the soft limits
 one ``execute`` runs several unions, each request is answered through its response sender as soon
 as its union's call ends (a bad one before any call), not when the whole ``execute`` does: 32 LapPE
 requests of 1,900 nodes make 8 calls, and returning the answers together made every client wait
-7.4 s, where the first now hears after 1.0 s (``bench/triton_answer_latency.py``); one union's
+7.7 s, where the first now hears after 1.0 s (``bench/results/triton_answer/answer_latency.json``); one union's
 answers are returned together, which costs the server less. ``gtcompress_answer_each_call`` ``0``
 (or ``false``) returns every answer at the end of ``execute`` instead, as before response senders
 were used: the way back if a Triton deployment misbehaves with them. A bad
