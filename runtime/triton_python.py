@@ -27,7 +27,15 @@ requests of 1,900 nodes make 8 calls, and returning the answers together made ev
 7.7 s, where the first now hears after 1.0 s (``bench/results/triton_answer/answer_latency.json``); one union's
 answers are returned together, which costs the server less. ``gtcompress_answer_each_call`` ``0``
 (or ``false``) returns every answer at the end of ``execute`` instead, as before response senders
-were used: the way back if a Triton deployment misbehaves with them. A bad
+were used: the way back if a Triton deployment misbehaves with them, and where answers may not fit
+the server's ``/dev/shm``. An answer the stub cannot put there (Triton 2.51, a 14 MiB ``/dev/shm``:
+4 node-level answers of 30,000 nodes x 64 floats) fails its whole ``execute`` with HTTP 500
+"Failed to increase the shared memory pool size" when answers are returned; sent through its
+sender, it leaves that client waiting until its own timeout (the sender closes before the
+shared-memory step, so nothing else can be sent, and Triton counts the request a success), and the
+model's log names the request and the remedy. Sending the final flag apart from the answer would
+complete it, but crashed Triton 2.51 (SIGSEGV in ``TRITONBACKEND_ResponseFactorySendFlags``) when a
+gRPC client with a deadline cancelled its request mid-``execute``, so it is not done. A bad
 request gets an ``INVALID_ARG`` error (HTTP 400) naming its input, and the others in its batch are
 answered; if a merged call fails, every request in it is retried alone, so one cannot fail the rest;
 an error part-way answers every request not yet answered, so none is left waiting.
@@ -49,7 +57,6 @@ only inside Triton's Python stub, so it is tested directly as well as through a 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -369,6 +376,13 @@ class GraphBatchModel:
             yield Answer(item.index, out, after)
 
 
+def _shape_of(out: np.ndarray | Failure) -> str:
+    """What a log line says of an answer: its shape and size, or that it was an error."""
+    if isinstance(out, Failure):
+        return "an error"
+    return f"{out.dtype} {list(out.shape)}, {out.nbytes / 2**20:.1f} MiB"
+
+
 class TritonPythonModel:
     """The class Triton's Python backend instantiates (``model.py`` re-exports it)."""
 
@@ -423,10 +437,23 @@ class TritonPythonModel:
             try:
                 senders[k].send(self._response(out), flags=final)
             except Exception as e:  # the answer could not be sent (an output too large for shared memory)
-                log.exception("sending the answer to request %d failed", k)
                 failure = Failure(f"sending the answer failed: {type(e).__name__}: {e}", invalid=False)
-                with contextlib.suppress(Exception):  # refused when the sender closed before it failed
+                try:  # Triton 2.51 refuses it: its sender closes before the shared-memory step that failed
                     senders[k].send(self._response(failure), flags=final)
+                except Exception:
+                    # Nothing can complete the request now (sending the final flag apart from the answer
+                    # would, but crashed Triton 2.51 when a gRPC client cancelled), so the log says what
+                    # its user sees and what to change.
+                    log.exception(
+                        "model '%s': the answer to request %d (%s) could not be sent; its client waits until "
+                        "its own timeout. Give the server more /dev/shm (docker run --shm-size) or set "
+                        "gtcompress_answer_each_call 0, which fails such requests at once",
+                        self.model.name,
+                        k,
+                        _shape_of(out),
+                    )
+                else:
+                    log.exception("sending the answer to request %d failed; it got the error instead", k)
 
         try:
             decoded = []

@@ -47,13 +47,25 @@ class _FakePb:
 
 
 class _FakeRequest:
+    """A request that is its own response sender, checking what Triton 2.51's ``ResponseSender.send``
+    checks, in its order: a model that is not decoupled sends one response; the sender closes on the
+    final flag and counts the response *before* the response is put in shared memory, where the send
+    may still fail (``fail_sends``) with nothing reaching the server."""
+
     def __init__(self, pb: _FakePb, rid: int, inputs: dict[str, np.ndarray], fail_sends: int = 0) -> None:
         self.pb, self.rid, self.inputs, self.fail_sends = pb, rid, inputs, fail_sends
+        self.responses, self.closed = 0, False
 
     def get_response_sender(self):
         return self
 
-    def send(self, response=None, flags: int = 0) -> None:  # the request is its own sender
+    def send(self, response=None, flags: int = 0) -> None:
+        if response is not None and self.responses > 0:
+            raise RuntimeError("Unable to send response. Non-decoupled model cannot send more than one response.")
+        if self.closed:
+            raise RuntimeError("Unable to send response. Response sender has been closed.")
+        self.closed = flags == _FakePb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        self.responses += 1
         if self.fail_sends:
             self.fail_sends -= 1
             raise RuntimeError("Failed to increase the shared memory pool size")
@@ -188,23 +200,47 @@ def _three_calls(exported) -> list:
     return [_request(g) for g in exported["teddy"].graphs(3, seed=6, lo=8, hi=12)]
 
 
-def test_an_answer_that_cannot_be_sent_is_answered_with_the_error(config, node_repo, exported, monkeypatch) -> None:
-    """A send that fails (an output the stub cannot put in shared memory) is followed by an error
-    response on the same sender, so the client hears why rather than waiting for its timeout; the
-    other requests are answered as usual."""
+def test_an_answer_that_cannot_be_sent_is_logged_with_what_its_client_sees(
+    config, node_repo, exported, monkeypatch, caplog
+) -> None:
+    """A send that fails in the stub (an output larger than its shared memory can grow to: 4 answers of
+    30,000 nodes x 64 floats in a 14 MiB /dev/shm) has already closed the sender and counted the
+    response in Triton 2.51, so the error response sent after it was refused in silence and the log
+    said only "sending the answer failed", while the client waited for its timeout (100 s) and
+    Triton counted a success. Nothing can complete the request then; the log names the model, the
+    request, the answer's size, what its client sees and what to change. The others are answered."""
     model, pb = _triton_model(config, node_repo, monkeypatch, gtcompress_batch_nodes="20")
     inputs = _three_calls(exported)
     requests = [_FakeRequest(pb, k, r, fail_sends=int(k == 0)) for k, r in enumerate(inputs)]
-    assert model.execute(requests) is None and model.model.calls >= 2
-    sent = _sent_once_each(pb, 3)
-    assert sent[0][0].error.code == "INTERNAL"
-    assert sent[0][0].error.message == (
-        "sending the answer failed: RuntimeError: Failed to increase the shared memory pool size"
-    )
+    with caplog.at_level("ERROR", logger="gtcompress.triton"):
+        assert model.execute(requests) is None and model.model.calls >= 2
+    assert sorted(rid for rid, *_ in pb.sent) == [1, 2] and requests[0].closed
+    rows = inputs[0]["x"].shape[1]
+    assert (
+        f"model 'gt_node': the answer to request 0 (float32 [1, {rows}, 3], 0.0 MiB) could not be sent; its client "
+        "waits until its own timeout. Give the server more /dev/shm (docker run --shm-size) or set "
+        "gtcompress_answer_each_call 0, which fails such requests at once"
+    ) in caplog.text
+    assert "Failed to increase the shared memory pool size" in caplog.text
     graphs = exported["teddy"].graphs(3, seed=6, lo=8, hi=12)
     want = GraphSession(exported["teddy"].path).run(graphs)
+    sent = {rid: response for rid, response, *_ in pb.sent}
     for k in (1, 2):
-        np.testing.assert_allclose(sent[k][0].output_tensors[0].array[0], want[k], atol=1e-6)
+        np.testing.assert_allclose(sent[k].output_tensors[0].array[0], want[k], atol=1e-6)
+
+    pb.sent.clear()  # a send refused before the sender closes (its arguments) is answered with the error
+
+    class Refuses(_FakeRequest):
+        def send(self, response=None, flags: int = 0) -> None:
+            if response is not None and response.error is None:
+                raise TypeError("output tensor of the wrong type")
+            super().send(response, flags)
+
+    requests = [Refuses(pb, 0, inputs[0]), *(_FakeRequest(pb, k, r) for k, r in enumerate(inputs) if k)]
+    assert model.execute(requests) is None
+    sent = {rid: response for rid, response, *_ in pb.sent}
+    assert sent[0].error.code == "INTERNAL"
+    assert sent[0].error.message == "sending the answer failed: TypeError: output tensor of the wrong type"
 
 
 def test_a_triton_without_response_senders_gets_the_answers_returned(config, node_repo, exported, monkeypatch) -> None:
