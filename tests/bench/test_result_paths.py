@@ -98,3 +98,28 @@ def test_reconstructed_provenance_says_what_is_known(path: Path) -> None:
     assert prov["command"] is None or prov["command"].startswith(("python bench/", "gtc "))
     assert prov["note"], "a reconstructed provenance says where its command comes from, or why there is none"
     assert prov["original_path"].startswith("bench/results/")
+
+
+#: "commit 1a2b3c4" / "at commit 1a2b3c4" in a page: the code a quoted number was measured on.
+_COMMIT = re.compile(r"\bcommit `?([0-9a-f]{7,40})\b")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_commit_a_page_names_is_in_this_history(page: Path) -> None:
+    """HISTORY.md gave the Triton answer-latency run as "commit 752f8e9 ... +dirty", a commit of a helper's
+    clone that is not in this repository's history, after the result JSON was corrected to d3b5857: a
+    reader checking out the commit a number names found nothing to check out."""
+    import subprocess
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=60)
+
+    try:
+        shallow = git("rev-parse", "--is-shallow-repository")
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip(f"git cannot run here: {e}")
+    if shallow.returncode != 0 or shallow.stdout.strip() != "false":
+        pytest.skip("not a full git clone (no history to look commits up in)")
+    named = sorted(set(_COMMIT.findall(page.read_text())))
+    foreign = [c for c in named if git("merge-base", "--is-ancestor", c, "HEAD").returncode != 0]
+    assert not foreign, f"{page.relative_to(ROOT)} names commits outside this history: {foreign}"
