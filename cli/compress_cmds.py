@@ -232,8 +232,10 @@ def sparsify_cmd(
         console.print(
             f"attention: input edges + self + top-{att['k']} nodes by {att['kind']} score{kept}{target}. "
             "[yellow]It changes the answers, not the cost:[/] the attention runs as the dense padded one with "
-            "the other pairs masked (same FLOPs; on CPU the mask made a call up to 1.3x the dense model's time, "
-            "bench/HISTORY.md); compare both with gtc profile."
+            "the other pairs masked (every pair is still computed: 'FLOPs kept' counts it a little under the "
+            "dense one only because that one folds its key padding into each score product as one more column; "
+            "on CPU the mask made a call up to 1.3x the dense model's time, bench/HISTORY.md); compare both with "
+            "gtc profile."
         )
     if edges > 0:
         console.print(
