@@ -126,7 +126,12 @@ def load_dataset(
         if not dataset:
             raise GTCompressError(f"dataset name {name!r} needs a name after '{prefix}:'")
         if counts is not None:
-            raise GTCompressError(f"{name}: explicit split sizes are only supported for generated datasets")
+            # the --size help names molhiv too: an error naming generated datasets only read as if
+            # molhiv's counts were refused as well
+            raise GTCompressError(
+                f"{name}: explicit split sizes are only supported for generated datasets and molhiv; "
+                f"{prefix.upper()} datasets keep their own split (leave the size out)"
+            )
         if prefix.lower() == "tu":
             from gtcompress.data.tu import load_tu
 

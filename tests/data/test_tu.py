@@ -327,3 +327,18 @@ def test_a_split_left_empty_by_too_few_graphs_is_an_error(tmp_path: Path) -> Non
         load_dataset("tu:TOY", tmp_path)
     assert str(err.value) == expected
     assert len(load_tu(tmp_path, "TOY", split=(1.0, 0.0, 0.0))["train"]) == 2  # asked-for empty splits stay allowed
+
+
+def test_split_counts_for_a_tu_dataset_name_the_datasets_that_take_them(tmp_path: Path) -> None:
+    """``gtc train --size`` says "(generated datasets, molhiv)"; ``--size 20,5,5 --data tu:MUTAG`` was
+    refused as "only supported for generated datasets", as if molhiv's counts were refused too."""
+    from gtcompress.data import load_dataset
+    from gtcompress.errors import GTCompressError
+
+    want = (
+        "tu:MUTAG: explicit split sizes are only supported for generated datasets and molhiv; "
+        "TU datasets keep their own split (leave the size out)"
+    )
+    with pytest.raises(GTCompressError) as err:
+        load_dataset("tu:MUTAG", size="20,5,5", root=tmp_path, cache_dir=tmp_path)
+    assert str(err.value) == want
