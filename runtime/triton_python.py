@@ -28,14 +28,21 @@ requests of 1,900 nodes make 8 calls, and returning the answers together made ev
 answers are returned together, which costs the server less. ``gtcompress_answer_each_call`` ``0``
 (or ``false``) returns every answer at the end of ``execute`` instead, as before response senders
 were used: the way back if a Triton deployment misbehaves with them, and where answers may not fit
-the server's ``/dev/shm``. An answer the stub cannot put there (Triton 2.51, a 14 MiB ``/dev/shm``:
-4 node-level answers of 30,000 nodes x 64 floats) fails its whole ``execute`` with HTTP 500
-"Failed to increase the shared memory pool size" when answers are returned; sent through its
-sender, it leaves that client waiting until its own timeout (the sender closes before the
-shared-memory step, so nothing else can be sent, and Triton counts the request a success), and the
-model's log names the request and the remedy. Sending the final flag apart from the answer would
-complete it, but crashed Triton 2.51 (SIGSEGV in ``TRITONBACKEND_ResponseFactorySendFlags``) when a
-gRPC client with a deadline cancelled its request mid-``execute``, so it is not done. A bad
+the server's ``/dev/shm``. Every answer is copied into the stub's shared-memory region, which grows
+(by whole ``shm-growth-byte-size`` units, out of ``/dev/shm``) when it lacks room; sent through its
+sender, an answer that cannot be copied left its client waiting until its own timeout (Triton 2.51
+closes the sender before the copy; a 14 MiB ``/dev/shm``, 4 node-level answers of 30,000 nodes x 64
+floats: 100 s), and returned, it failed every request of the ``execute`` with HTTP 500 "Failed to
+increase the shared memory pool size". So before an answer is sent or returned, :class:`ShmRoom`
+checks it against the region's size, the ``execute``'s inputs (and, returned, the answers before it)
+and what ``/dev/shm`` has free: one that certainly cannot fit gets an ``INTERNAL`` error (HTTP 500)
+naming its size, the room and the remedies, at once, and the others are answered; answers of one
+merged call that fit only one at a time are sent, not returned. The check never refuses an answer
+that might fit, so one it cannot rule out (a fragmented region, another process taking ``/dev/shm``
+meanwhile) may still fail in the stub; the model's log then names the request and the remedy.
+Sending the final flag apart from the answer would complete such a request, but crashed Triton 2.51
+(SIGSEGV in ``TRITONBACKEND_ResponseFactorySendFlags``) when a gRPC client with a deadline cancelled
+its request mid-``execute``, so it is not done. A bad
 request gets an ``INVALID_ARG`` error (HTTP 400) naming its input, and the others in its batch are
 answered; if a merged call fails, every request in it is retried alone, so one cannot fail the rest;
 an error part-way answers every request not yet answered, so none is left waiting.
@@ -61,6 +68,7 @@ import functools
 import json
 import logging
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -383,6 +391,110 @@ def _shape_of(out: np.ndarray | Failure) -> str:
     return f"{out.dtype} {list(out.shape)}, {out.nbytes / 2**20:.1f} MiB"
 
 
+#: Where shm_open puts a region on Linux: Triton's Python backend names its stub's region on the stub's
+#: command line, ``triton_python_backend_stub <model.py> <region> <default bytes> <growth bytes> ...``.
+SHM_DIR = Path("/dev/shm")
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f} MiB"
+
+
+@dataclass
+class ShmRoom:
+    """What the stub's shared-memory region can still take, as Triton's Python backend (2.51) grows it.
+
+    Every answer is copied into the region before the server sees it. An allocation that does not fit
+    the region's free space grows the region (``posix_fallocate`` on ``/dev/shm``) by
+    ``growth * (bytes // growth + 1)``, ``growth`` being ``shm-growth-byte-size``; when ``/dev/shm``
+    cannot give that, the copy fails, and on the response-sender path its client then waits until its
+    own timeout. ``used`` is a lower bound of what the region holds (the ``execute``'s inputs, answers
+    taken and not yet freed) and ``region`` its size now, so :meth:`take` refuses only an answer that
+    cannot fit, never one that might."""
+
+    region: int  #: the region's size now (its file in /dev/shm)
+    used: int  #: at least this much of it is in use
+    free: int  #: what /dev/shm has free for the region to grow into
+    growth: int  #: shm-growth-byte-size: the unit the region grows by
+
+    def grow_by(self, nbytes: int) -> int:
+        """What the region must grow by to hold ``nbytes`` more (0: it holds them as it is)."""
+        if nbytes <= self.region - self.used:
+            return 0
+        return self.growth * (nbytes // self.growth + 1)
+
+    def take(self, nbytes: int) -> bool:
+        """Whether ``nbytes`` more can be put in the region (then counted as used)."""
+        grow = self.grow_by(nbytes)
+        if grow > self.free:
+            return False
+        self.region += grow
+        self.free -= grow
+        self.used += nbytes
+        return True
+
+    def refusal(self, model: str, k: int, out: np.ndarray, nbytes: int, *, returned: bool) -> Failure:
+        """The error a request gets instead of an answer :meth:`take` refused: its size, the room, the remedies."""
+        other = (
+            "set gtcompress_answer_each_call 1 (the default: each answer is sent, and freed, on its own)"
+            if returned
+            else "send fewer graphs per execute (max_batch_size, gtcompress_batch_nodes)"
+        )
+        return Failure(
+            f"model '{model}': the answer to request {k} ({_shape_of(out)}) does not fit in the Python backend's "
+            f"shared memory: its region has {_mib(max(0, self.region - self.used))} spare and would have to grow "
+            f"by {_mib(self.grow_by(nbytes))}, but /dev/shm has {_mib(self.free)} free. Give the server more "
+            f"/dev/shm (docker run --shm-size), send smaller requests, or {other}",
+            invalid=False,
+        )
+
+
+@dataclass(frozen=True)
+class StubShm:
+    """The stub's shared-memory region: its file and ``shm-growth-byte-size``."""
+
+    path: Path
+    growth: int
+
+    @classmethod
+    def from_cmdline(cls, argv: Sequence[str]) -> StubShm | None:
+        """The region named on a ``triton_python_backend_stub`` command line (``/proc/self/cmdline``), or
+        ``None`` when this process is not one or the region cannot be found (then no answer is refused)."""
+        if len(argv) < 5 or Path(argv[0]).name != "triton_python_backend_stub":
+            return None
+        try:
+            growth = int(argv[4])
+        except ValueError:
+            return None
+        path = SHM_DIR / argv[2].lstrip("/")
+        if growth <= 0 or not path.is_file():
+            return None
+        return cls(path, growth)
+
+    @classmethod
+    def of_this_process(cls) -> StubShm | None:
+        try:
+            raw = Path("/proc/self/cmdline").read_bytes()
+        except OSError:
+            return None
+        return cls.from_cmdline([a.decode(errors="replace") for a in raw.split(b"\0") if a])
+
+    def room(self, used: int) -> ShmRoom | None:
+        """The room now with ``used`` bytes of the region known to be in use (``None``: unreadable)."""
+        try:
+            region = os.stat(self.path).st_size
+            vfs = os.statvfs(self.path.parent)
+        except OSError:
+            return None
+        return ShmRoom(region, used, vfs.f_bavail * vfs.f_frsize, self.growth)
+
+
+def _shm_bytes(out: np.ndarray, name: str) -> int:
+    """At least what the stub allocates in its region for an answer (the data, its dims, its name and
+    a few headers; Triton 2.51's ``PbTensor::SaveToSharedMemory`` takes one block for them all)."""
+    return out.nbytes + 8 * out.ndim + len(name) + 64
+
+
 class TritonPythonModel:
     """The class Triton's Python backend instantiates (``model.py`` re-exports it)."""
 
@@ -397,6 +509,12 @@ class TritonPythonModel:
         self.input_names = [i["name"] for i in config.get("input", [])]
         # False once this Triton refused a response sender (before 23.10), or gtcompress_answer_each_call 0
         self._senders = self.model.answer_each_call
+        # The stub's shared-memory region, to refuse an answer that cannot fit in it (None: not found, none refused)
+        self._shm = StubShm.of_this_process()
+        if self._shm is None:
+            log.info(
+                "model '%s': the stub's shared-memory region was not found; answers are not checked", self.model.name
+            )
 
     def execute(self, requests: list[Any]) -> list[Any] | None:
         """The responses, in order, when this ``execute`` ran one merged call; with more, each request
@@ -418,22 +536,28 @@ class TritonPythonModel:
         request not yet answered with it, and nothing is raised once a response was sent."""
         pb = self._pb
         final = pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-        responses: list[Any] = [None] * len(requests)
+        outs: list[np.ndarray | Failure | None] = [None] * len(requests)  # the answers to return
         answered = [False] * len(requests)
         senders: list[Any] | None = None
+        live = 0  # this execute's input bytes: in the stub's shared memory until it returns
 
-        def give(k: int, out: np.ndarray | Failure, calls_left: int) -> None:
-            nonlocal senders
-            if senders is None and calls_left > 0 and self._senders and not any(answered):
-                try:
-                    senders = [r.get_response_sender() for r in requests]
-                except Exception:  # before 23.10: "must be called only when the model is using the decoupled ..."
-                    self._senders = False
-            if senders is None:  # nothing is sent yet: an error here is answered with the others below
-                responses[k] = self._response(out)
-                answered[k] = True
-                return
+        def checked(k: int, out: np.ndarray | Failure, room: ShmRoom | None, *, returned: bool) -> np.ndarray | Failure:
+            """``out``, or the error its request gets when ``room`` certainly cannot take it: sent, such an
+            answer fails in the stub after its sender closed (the client waits until its own timeout);
+            returned, it fails every request of the execute."""
+            if not isinstance(out, np.ndarray) or room is None:
+                return out
+            nbytes = _shm_bytes(out, self.model.output_name)
+            if room.take(nbytes):
+                return out
+            failure = room.refusal(self.model.name, k, out, nbytes, returned=returned)
+            log.error("%s", failure.message)
+            return failure
+
+        def send(k: int, out: np.ndarray | Failure) -> None:
+            assert senders is not None
             answered[k] = True
+            out = checked(k, out, self._room(live), returned=False)
             try:
                 senders[k].send(self._response(out), flags=final)
             except Exception as e:  # the answer could not be sent (an output too large for shared memory)
@@ -455,6 +579,22 @@ class TritonPythonModel:
                 else:
                     log.exception("sending the answer to request %d failed; it got the error instead", k)
 
+        def ask_senders() -> None:
+            nonlocal senders
+            try:
+                senders = [r.get_response_sender() for r in requests]
+            except Exception:  # before 23.10: "must be called only when the model is using the decoupled ..."
+                self._senders = False
+
+        def give(k: int, out: np.ndarray | Failure, calls_left: int) -> None:
+            if senders is None and calls_left > 0 and self._senders and not any(answered):
+                ask_senders()
+            if senders is None:  # nothing is sent yet: an error here is answered with the others below
+                outs[k] = out
+                answered[k] = True
+                return
+            send(k, out)
+
         try:
             decoded = []
             for r in requests:
@@ -463,6 +603,7 @@ class TritonPythonModel:
                     t = pb.get_input_tensor_by_name(r, name)
                     if t is not None:
                         inputs[name] = t.as_numpy()
+                        live += inputs[name].nbytes
                 decoded.append(inputs)
             for a in self.model.answers(decoded):
                 if not answered[a.position]:
@@ -476,7 +617,35 @@ class TritonPythonModel:
         for k in range(len(requests)):  # one the model never yielded (a bug of ours) still gets an answer
             if not answered[k]:
                 give(k, Failure("request was not answered", invalid=False), 0)
-        return None if senders is not None else responses
+        if senders is not None:
+            return None
+        answers = [o if o is not None else Failure("request was not answered", invalid=False) for o in outs]
+        if self._senders and len(requests) > 1 and not self._fits_together(answers, live):
+            # Returned, the answers must all fit in shared memory at once; sent, one at a time.
+            ask_senders()
+            if senders is not None:
+                for k, out in enumerate(answers):
+                    send(k, out)
+                return None
+        room = self._room(live)
+        responses = []
+        for k, out in enumerate(answers):  # the stub copies them into shared memory in this order
+            try:
+                responses.append(self._response(checked(k, out, room, returned=True)))
+            except Exception as e:
+                log.exception("model '%s': the answer to request %d could not be made", self.model.name, k)
+                responses.append(self._response(Failure(f"{type(e).__name__}: {e}", invalid=False)))
+        return responses
+
+    def _room(self, used: int) -> ShmRoom | None:
+        """What the stub's shared memory can take now, ``used`` bytes of it known to be in use."""
+        return self._shm.room(used) if self._shm is not None else None
+
+    def _fits_together(self, answers: Sequence[np.ndarray | Failure], live: int) -> bool:
+        """Whether the answers can all be in shared memory at once (``True`` when that cannot be told)."""
+        room = self._room(live)
+        name = self.model.output_name
+        return room is None or all(isinstance(out, Failure) or room.take(_shm_bytes(out, name)) for out in answers)
 
     def _response(self, out: np.ndarray | Failure) -> Any:
         pb = self._pb

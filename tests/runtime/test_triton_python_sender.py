@@ -5,6 +5,9 @@ stub); the same through a real server is in test_tritonserver.py."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -309,3 +312,126 @@ def test_a_bad_answer_each_call_value_is_refused_at_load(config, node_repo) -> N
             f"model 'gt_node': parameter gtcompress_answer_each_call is {bad!r}; expected 1 or true (answer each "
             "request as its merged call ends), 0 or false (all at the end of execute)"
         )
+
+
+def _stub_shm(tmp_path, monkeypatch, region: int, free: int, growth: int = 4096) -> tp.StubShm:
+    """The stub's region as a file of ``region`` bytes, ``free`` bytes left in its /dev/shm."""
+    path = tmp_path / "triton_python_backend_shm_region_test"
+    path.write_bytes(b"")
+    os.truncate(path, region)
+    real = os.statvfs
+
+    def statvfs(where):
+        if Path(where) == tmp_path:
+            return SimpleNamespace(f_bavail=free // 512, f_frsize=512)
+        return real(where)
+
+    monkeypatch.setattr(tp.os, "statvfs", statvfs)
+    return tp.StubShm(path, growth)
+
+
+def _input_bytes(inputs: list[dict[str, np.ndarray]]) -> int:
+    return sum(a.nbytes for r in inputs for a in r.values())
+
+
+def _answer_bytes(model: tp.TritonPythonModel, exported, k: int) -> int:
+    graphs = exported["teddy"].graphs(3, seed=6, lo=8, hi=12)
+    out = GraphSession(exported["teddy"].path).run(graphs)[k][None].astype(np.float32)
+    return tp._shm_bytes(out, model.model.output_name)
+
+
+def test_an_answer_that_cannot_fit_in_shared_memory_gets_an_error_instead_of_hanging(
+    config, node_repo, exported, monkeypatch, tmp_path
+) -> None:
+    """Sent through its response sender, an answer the stub cannot copy into its shared memory fails
+    after Triton 2.51 closed the sender: its client waited until its own timeout (4 answers of 30,000
+    nodes x 64 floats, a 14 MiB /dev/shm: 100 s). An answer that certainly cannot fit (more than the
+    region has spare, and /dev/shm cannot grow it by the whole ``shm-growth-byte-size`` units it
+    would take) now gets an INTERNAL error naming its size, the room and the remedies; the others
+    are answered; with room to grow, nothing changes."""
+    inputs = _three_calls(exported)
+    model, pb = _triton_model(config, node_repo, monkeypatch, gtcompress_batch_nodes="20")
+    sizes = [_answer_bytes(model, exported, k) for k in range(3)]
+    small = min(range(3), key=sizes.__getitem__)
+    spare = sizes[small]  # the smallest answer fits in the region as it is; the others would need it to grow
+    model._shm = _stub_shm(tmp_path, monkeypatch, _input_bytes(inputs) + spare, free=4095)
+    assert model.execute([_FakeRequest(pb, k, r) for k, r in enumerate(inputs)]) is None
+    sent = _sent_once_each(pb, 3)
+    want = GraphSession(exported["teddy"].path).run(exported["teddy"].graphs(3, seed=6, lo=8, hi=12))
+    for k in range(3):
+        response, _ = sent[k]
+        if sizes[k] <= spare:
+            np.testing.assert_allclose(response.output_tensors[0].array[0], want[k], atol=1e-6)
+            continue
+        rows = inputs[k]["x"].shape[1]
+        assert response.error.code == "INTERNAL"
+        assert response.error.message == (
+            f"model 'gt_node': the answer to request {k} (float32 [1, {rows}, 3], 0.0 MiB) does not fit in the "
+            f"Python backend's shared memory: its region has {spare / 2**20:.1f} MiB spare and would have to grow "
+            "by 0.0 MiB, but /dev/shm has 0.0 MiB free. Give the server more /dev/shm (docker run --shm-size), "
+            "send smaller requests, or send fewer graphs per execute (max_batch_size, gtcompress_batch_nodes)"
+        )
+    assert sum(response.error is None for response, _ in sent.values()) == sum(s <= spare for s in sizes) < 3
+
+    pb.sent.clear()  # one growth unit free: every answer fits
+    model._shm = _stub_shm(tmp_path, monkeypatch, _input_bytes(inputs) + spare, free=4096)
+    assert model.execute([_FakeRequest(pb, k, r) for k, r in enumerate(inputs)]) is None
+    assert all(response.error is None for response, _ in _sent_once_each(pb, 3).values())
+
+
+def test_returned_answers_are_checked_together_and_sent_alone_when_only_that_fits(
+    config, node_repo, exported, monkeypatch, tmp_path
+) -> None:
+    """Returned from ``execute``, every answer is in shared memory at once, and one that did not fit
+    failed every request of the execute with HTTP 500. With ``gtcompress_answer_each_call`` 0 the
+    answers are taken in order and only those that cannot fit after the ones before them get the
+    error; by default, an execute of one merged call whose answers fit only one at a time sends them
+    through the response senders instead, and all are answered."""
+    inputs = _three_calls(exported)
+    model, pb = _triton_model(
+        config, node_repo, monkeypatch, gtcompress_batch_nodes="20", gtcompress_answer_each_call="0"
+    )
+    sizes = [_answer_bytes(model, exported, k) for k in range(3)]
+    model._shm = _stub_shm(tmp_path, monkeypatch, _input_bytes(inputs) + sizes[0] + sizes[1], free=0)
+    out = model.execute([_FakeRequest(pb, k, r) for k, r in enumerate(inputs)])
+    assert pb.sent == [] and isinstance(out, list) and len(out) == 3 and model.model.calls >= 2
+    assert [o.error is None for o in out] == [True, True, False]  # the third no longer fits beside the two
+    want = GraphSession(exported["teddy"].path).run(exported["teddy"].graphs(3, seed=6, lo=8, hi=12))
+    for k in (0, 1):
+        np.testing.assert_allclose(out[k].output_tensors[0].array[0], want[k], atol=1e-6)
+    assert out[2].error.code == "INTERNAL" and out[2].error.message.startswith(
+        "model 'gt_node': the answer to request 2 (float32 [1, 8, 3], 0.0 MiB) does not fit"
+    )
+    assert out[2].error.message.endswith(
+        "or set gtcompress_answer_each_call 1 (the default: each answer is sent, and freed, on its own)"
+    )
+
+    inputs = [_request(g) for g in exported["teddy"].graphs(3, seed=6)]  # one merged call
+    model, pb = _triton_model(config, node_repo, monkeypatch)
+    one_at_a_time = max(a.nbytes + 8 * a.ndim + 6 + 64 for a in model.model.answer(inputs))
+    model._shm = _stub_shm(tmp_path, monkeypatch, _input_bytes(inputs) + one_at_a_time, free=0)
+    assert model.execute([_FakeRequest(pb, k, r) for k, r in enumerate(inputs)]) is None and model.model.calls == 2
+    want = GraphSession(exported["teddy"].path).run(exported["teddy"].graphs(3, seed=6))
+    for k, (response, _) in _sent_once_each(pb, 3).items():
+        np.testing.assert_allclose(response.output_tensors[0].array[0], want[k], atol=1e-6)
+
+
+def test_the_room_follows_how_triton_grows_the_stubs_region(tmp_path, monkeypatch) -> None:
+    """Triton 2.51's Python backend grows the region by ``growth * (bytes // growth + 1)`` when an
+    allocation does not fit its free space, and only if /dev/shm can give that; the numbers are the
+    ones measured in a 14 MiB /dev/shm (region 5 MiB, 3.6 MB of inputs, 4 MiB free, an answer of
+    30,000 nodes x 64 floats). The region is found from the stub's command line."""
+    room = tp.ShmRoom(region=5 * 2**20, used=3_600_000, free=4 * 2**20, growth=2**20)
+    assert room.grow_by(1_000_000) == 0 and room.grow_by(7_680_000) == 8 * 2**20
+    assert not room.take(7_680_000) and (room.used, room.region) == (3_600_000, 5 * 2**20)
+    assert room.take(3 * 2**20) and (room.region, room.free, room.used) == (9 * 2**20, 0, 3_600_000 + 3 * 2**20)
+    assert room.take(2**20 - 1)  # what growth left spare
+
+    monkeypatch.setattr(tp, "SHM_DIR", tmp_path)
+    (tmp_path / "triton_python_backend_shm_region_1").write_bytes(b"")
+    stub = "/opt/tritonserver/backends/python/triton_python_backend_stub"
+    argv = [stub, "/models/m/1/model.py", "triton_python_backend_shm_region_1", "1048576", "2097152", "7"]
+    assert tp.StubShm.from_cmdline(argv) == tp.StubShm(tmp_path / "triton_python_backend_shm_region_1", 2097152)
+    assert tp.StubShm.from_cmdline(["python", *argv[1:]]) is None
+    assert tp.StubShm.from_cmdline([*argv[:2], "triton_python_backend_shm_region_2", *argv[3:]]) is None
+    assert tp.StubShm.from_cmdline([*argv[:4], "lots"]) is None
