@@ -28,21 +28,8 @@ requests of 1,900 nodes make 8 calls, and returning the answers together made ev
 answers are returned together, which costs the server less. ``gtcompress_answer_each_call`` ``0``
 (or ``false``) returns every answer at the end of ``execute`` instead, as before response senders
 were used: the way back if a Triton deployment misbehaves with them, and where answers may not fit
-the server's ``/dev/shm``. Every answer is copied into the stub's shared-memory region, which grows
-(by whole ``shm-growth-byte-size`` units, out of ``/dev/shm``) when it lacks room; sent through its
-sender, an answer that cannot be copied left its client waiting until its own timeout (Triton 2.51
-closes the sender before the copy; a 14 MiB ``/dev/shm``, 4 node-level answers of 30,000 nodes x 64
-floats: 100 s), and returned, it failed every request of the ``execute`` with HTTP 500 "Failed to
-increase the shared memory pool size". So before an answer is sent or returned, :class:`ShmRoom`
-checks it against the region's size, the ``execute``'s inputs (and, returned, the answers before it)
-and what ``/dev/shm`` has free: one that certainly cannot fit gets an ``INTERNAL`` error (HTTP 500)
-naming its size, the room and the remedies, at once, and the others are answered; answers of one
-merged call that fit only one at a time are sent, not returned. The check never refuses an answer
-that might fit, so one it cannot rule out (a fragmented region, another process taking ``/dev/shm``
-meanwhile) may still fail in the stub; the model's log then names the request and the remedy.
-Sending the final flag apart from the answer would complete such a request, but crashed Triton 2.51
-(SIGSEGV in ``TRITONBACKEND_ResponseFactorySendFlags``) when a gRPC client with a deadline cancelled
-its request mid-``execute``, so it is not done. A bad
+the server's ``/dev/shm``. An answer that cannot fit in the stub's shared memory gets an ``INTERNAL``
+error at once instead of leaving its client waiting (:mod:`runtime.triton_shm`). A bad
 request gets an ``INVALID_ARG`` error (HTTP 400) naming its input, and the others in its batch are
 answered; if a merged call fails, every request in it is retried alone, so one cannot fail the rest;
 an error part-way answers every request not yet answered, so none is left waiting.
@@ -67,8 +54,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,46 +63,23 @@ import numpy as np
 
 from gtcompress.errors import GTCompressError
 from runtime.batcher import BatchConfig, GraphRequest, pack
-from runtime.errors import InputError, ProtocolError, SessionError, ShapeError
+from runtime.errors import InputError, ProtocolError, ShapeError
 from runtime.protocol import InferRequest
 from runtime.request_cost import check_pe_memory, pe_memory
 from runtime.served import ServedModel, ServerLimits, finish_graph, mib_bytes, request_graph, run_items
 from runtime.session import GraphSession
 from runtime.spec import NUMPY_TO_KSERVE
+from runtime.triton_params import (
+    answer_each_call,
+    check_parameter_names,
+    config_parameters,
+    int_parameter,
+    model_file,
+    number_parameter,
+)
+from runtime.triton_shm import ShmRoom, StubShm, shm_bytes
 
 log = logging.getLogger("gtcompress.triton")
-
-MODEL_FILES = ("model.onnx", "model.plan")
-_BATCH = BatchConfig()
-_LIMITS = ServerLimits()
-PARAMETER_DEFAULTS: dict[str, int] = {
-    "gtcompress_threads": 1,
-    "gtcompress_max_nodes": _LIMITS.max_nodes,
-    "gtcompress_max_edges": _LIMITS.max_edges,
-    "gtcompress_max_graphs": _LIMITS.max_graphs,
-    "gtcompress_batch_nodes": _BATCH.max_nodes,
-    "gtcompress_batch_edges": _BATCH.max_edges,
-    "gtcompress_batch_graphs": _BATCH.max_graphs,
-}
-#: Parameters that take any finite number of at least 1 (``1.5e11``, ``2048.0``), not only an integer,
-#: as gtc serve's --max-attention-mib and --max-pe-work do.
-NUMBER_PARAMETER_DEFAULTS: dict[str, float] = {
-    "gtcompress_max_pe_work": _LIMITS.max_pe_work,
-    "gtcompress_max_attention_mib": _LIMITS.max_attention_mib,
-    "gtcompress_batch_attention_mib": _BATCH.max_attention_mib,
-    "gtcompress_max_inflight_mib": _LIMITS.max_inflight_mib,
-}
-#: Every ``gtcompress_*`` parameter a repository may hold: the limits above, what the exporter writes.
-KNOWN_PARAMETERS = frozenset(
-    {
-        *PARAMETER_DEFAULTS,
-        *NUMBER_PARAMETER_DEFAULTS,
-        "gtcompress_model_file",
-        "gtcompress_answer_each_call",
-        "gtcompress_input_spec",
-        "gtcompress_preprocessing",
-    }
-)
 
 
 @functools.cache
@@ -148,91 +110,6 @@ class _Item(GraphRequest):
     index: int
 
 
-def config_parameters(config: Mapping[str, Any]) -> dict[str, str]:
-    """``parameters`` of a Triton model configuration (JSON form) as plain strings."""
-    out: dict[str, str] = {}
-    for key, value in (config.get("parameters") or {}).items():
-        out[key] = value.get("string_value", "") if isinstance(value, Mapping) else str(value)
-    return out
-
-
-def check_parameter_names(params: Mapping[str, str], where: str) -> None:
-    """Refuse a ``gtcompress_*`` parameter this model does not read. The README has users add keys to
-    ``config.pbtxt`` to change a limit; a misspelt one (``gtcompress_max_node``) or one of ``gtc
-    serve``'s that has no parameter here (``gtcompress_max_requests``) loaded without a word and left
-    the limit at its default. Other keys (Triton's own, a user's) are not ours to judge."""
-    unknown = sorted(k for k in params if k.startswith("gtcompress_") and k not in KNOWN_PARAMETERS)
-    if unknown:
-        raise SessionError(
-            f"{where}: unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in config.pbtxt; "
-            f"the gtcompress parameters are {', '.join(sorted(KNOWN_PARAMETERS))}"
-        )
-
-
-def _int_parameter(params: Mapping[str, str], key: str, where: str) -> int:
-    return int(_parameter(params, key, where, number=False))
-
-
-def _number_parameter(params: Mapping[str, str], key: str, where: str) -> float:
-    """A parameter that is a quantity rather than a count (``max_pe_work``'s steps, 1.5e11 by default,
-    may be written ``1.5e11``; MiB may be ``2048.0`` or ``0.5e4``)."""
-    return float(_parameter(params, key, where, number=True))
-
-
-def _parameter(params: Mapping[str, str], key: str, where: str, *, number: bool) -> float:
-    """``key`` from the config's parameters (its default when absent or empty), refused at load when
-    it is not an integer (``number``: a finite number) of at least 1 (threads: 0)."""
-    raw = params.get(key)
-    if raw is None or raw == "":
-        return (NUMBER_PARAMETER_DEFAULTS if number else PARAMETER_DEFAULTS)[key]
-    try:
-        value = float(raw) if number else int(raw)
-    except ValueError:
-        raise SessionError(
-            f"{where}: parameter {key} is {raw!r}; expected {'a number' if number else 'an integer'}"
-        ) from None
-    low = 0 if key == "gtcompress_threads" else 1
-    # isfinite for numbers only: on an integer past float's range (a count of 400 digits) it raised
-    # OverflowError, a traceback at load, where an integer is any size and was taken as given
-    if (number and not math.isfinite(value)) or value < low:
-        shown, finite = (raw, ", finite") if number else (value, "")
-        raise SessionError(f"{where}: parameter {key} is {shown}; expected at least {low}{finite}")
-    return value
-
-
-#: What ``gtcompress_answer_each_call`` may say, in any case: anything else is refused, since a loose
-#: reading (``bool("off")`` is True; "not 0" takes ``no`` for on) would leave a user's escape hatch shut.
-_SWITCH = {"1": True, "true": True, "0": False, "false": False}
-
-
-def answer_each_call(params: Mapping[str, str], where: str) -> bool:
-    """``gtcompress_answer_each_call``: whether an ``execute`` of several merged calls answers each
-    request through its response sender as its call ends (the default), or returns every answer at the
-    end as Triton's Python backend did before 23.10 (``0``/``false``), the escape hatch where a Triton
-    deployment misbehaves with response senders. Anything else is refused at load."""
-    raw = params.get("gtcompress_answer_each_call")
-    if raw is None or raw == "":
-        return True
-    value = _SWITCH.get(raw.strip().lower())
-    if value is None:
-        raise SessionError(
-            f"{where}: parameter gtcompress_answer_each_call is {raw!r}; expected 1 or true (answer each request as "
-            "its merged call ends), 0 or false (all at the end of execute)"
-        )
-    return value
-
-
-def model_file(version_dir: Path, params: Mapping[str, str]) -> Path:
-    """The ONNX file or TensorRT plan this version runs (``gtcompress_model_file``, else the one present)."""
-    named = params.get("gtcompress_model_file")
-    candidates = [named] if named else list(MODEL_FILES)
-    for name in candidates:
-        if (version_dir / name).is_file():
-            return version_dir / name
-    want = named or " or ".join(MODEL_FILES)
-    raise SessionError(f"{version_dir}: holds no {want} (the model this Python-backend model runs)")
-
-
 class GraphBatchModel:
     """The model behind :class:`TritonPythonModel`, without Triton: requests as ``{name: array}``."""
 
@@ -255,18 +132,18 @@ class GraphBatchModel:
         check_parameter_names(params, where)
 
         def get(key: str) -> int:
-            return _int_parameter(params, key, where)
+            return int_parameter(params, key, where)
 
         threads = get("gtcompress_threads")
         #: answer through response senders as each merged call ends (TritonPythonModel.execute)
         self.answer_each_call = answer_each_call(params, where)
-        inflight_mib = _number_parameter(params, "gtcompress_max_inflight_mib", where)
+        inflight_mib = number_parameter(params, "gtcompress_max_inflight_mib", where)
         self.limits = ServerLimits(
             max_nodes=get("gtcompress_max_nodes"),
             max_edges=get("gtcompress_max_edges"),
             max_graphs=get("gtcompress_max_graphs"),
-            max_attention_mib=_number_parameter(params, "gtcompress_max_attention_mib", where),
-            max_pe_work=_number_parameter(params, "gtcompress_max_pe_work", where),
+            max_attention_mib=number_parameter(params, "gtcompress_max_attention_mib", where),
+            max_pe_work=number_parameter(params, "gtcompress_max_pe_work", where),
             max_inflight_mib=inflight_mib,
             # No HTTP body here (Triton receives it): the budget is the parameter itself, which
             # ServerLimits.inflight_bytes would otherwise raise to gtc serve's 512 MiB body limit.
@@ -276,7 +153,7 @@ class GraphBatchModel:
             max_nodes=get("gtcompress_batch_nodes"),
             max_edges=get("gtcompress_batch_edges"),
             max_graphs=get("gtcompress_batch_graphs"),
-            max_attention_mib=_number_parameter(params, "gtcompress_batch_attention_mib", where),
+            max_attention_mib=number_parameter(params, "gtcompress_batch_attention_mib", where),
             max_requests=max(1, int(config.get("max_batch_size") or 1)),
         )
         path = model_file(version_dir, params)
@@ -391,110 +268,6 @@ def _shape_of(out: np.ndarray | Failure) -> str:
     return f"{out.dtype} {list(out.shape)}, {out.nbytes / 2**20:.1f} MiB"
 
 
-#: Where shm_open puts a region on Linux: Triton's Python backend names its stub's region on the stub's
-#: command line, ``triton_python_backend_stub <model.py> <region> <default bytes> <growth bytes> ...``.
-SHM_DIR = Path("/dev/shm")
-
-
-def _mib(nbytes: int) -> str:
-    return f"{nbytes / 2**20:.1f} MiB"
-
-
-@dataclass
-class ShmRoom:
-    """What the stub's shared-memory region can still take, as Triton's Python backend (2.51) grows it.
-
-    Every answer is copied into the region before the server sees it. An allocation that does not fit
-    the region's free space grows the region (``posix_fallocate`` on ``/dev/shm``) by
-    ``growth * (bytes // growth + 1)``, ``growth`` being ``shm-growth-byte-size``; when ``/dev/shm``
-    cannot give that, the copy fails, and on the response-sender path its client then waits until its
-    own timeout. ``used`` is a lower bound of what the region holds (the ``execute``'s inputs, answers
-    taken and not yet freed) and ``region`` its size now, so :meth:`take` refuses only an answer that
-    cannot fit, never one that might."""
-
-    region: int  #: the region's size now (its file in /dev/shm)
-    used: int  #: at least this much of it is in use
-    free: int  #: what /dev/shm has free for the region to grow into
-    growth: int  #: shm-growth-byte-size: the unit the region grows by
-
-    def grow_by(self, nbytes: int) -> int:
-        """What the region must grow by to hold ``nbytes`` more (0: it holds them as it is)."""
-        if nbytes <= self.region - self.used:
-            return 0
-        return self.growth * (nbytes // self.growth + 1)
-
-    def take(self, nbytes: int) -> bool:
-        """Whether ``nbytes`` more can be put in the region (then counted as used)."""
-        grow = self.grow_by(nbytes)
-        if grow > self.free:
-            return False
-        self.region += grow
-        self.free -= grow
-        self.used += nbytes
-        return True
-
-    def refusal(self, model: str, k: int, out: np.ndarray, nbytes: int, *, returned: bool) -> Failure:
-        """The error a request gets instead of an answer :meth:`take` refused: its size, the room, the remedies."""
-        other = (
-            "set gtcompress_answer_each_call 1 (the default: each answer is sent, and freed, on its own)"
-            if returned
-            else "send fewer graphs per execute (max_batch_size, gtcompress_batch_nodes)"
-        )
-        return Failure(
-            f"model '{model}': the answer to request {k} ({_shape_of(out)}) does not fit in the Python backend's "
-            f"shared memory: its region has {_mib(max(0, self.region - self.used))} spare and would have to grow "
-            f"by {_mib(self.grow_by(nbytes))}, but /dev/shm has {_mib(self.free)} free. Give the server more "
-            f"/dev/shm (docker run --shm-size), send smaller requests, or {other}",
-            invalid=False,
-        )
-
-
-@dataclass(frozen=True)
-class StubShm:
-    """The stub's shared-memory region: its file and ``shm-growth-byte-size``."""
-
-    path: Path
-    growth: int
-
-    @classmethod
-    def from_cmdline(cls, argv: Sequence[str]) -> StubShm | None:
-        """The region named on a ``triton_python_backend_stub`` command line (``/proc/self/cmdline``), or
-        ``None`` when this process is not one or the region cannot be found (then no answer is refused)."""
-        if len(argv) < 5 or Path(argv[0]).name != "triton_python_backend_stub":
-            return None
-        try:
-            growth = int(argv[4])
-        except ValueError:
-            return None
-        path = SHM_DIR / argv[2].lstrip("/")
-        if growth <= 0 or not path.is_file():
-            return None
-        return cls(path, growth)
-
-    @classmethod
-    def of_this_process(cls) -> StubShm | None:
-        try:
-            raw = Path("/proc/self/cmdline").read_bytes()
-        except OSError:
-            return None
-        return cls.from_cmdline([a.decode(errors="replace") for a in raw.split(b"\0") if a])
-
-    def room(self, used: int) -> ShmRoom | None:
-        """The room now with ``used`` bytes of the region known to be in use (``None``: unreadable)."""
-        try:
-            region = os.stat(self.path).st_size
-            vfs = os.statvfs(self.path.parent)
-        except OSError:
-            return None
-        return ShmRoom(region, used, vfs.f_bavail * vfs.f_frsize, self.growth)
-
-
-def _shm_bytes(out: np.ndarray, name: str) -> int:
-    """At least what the stub allocates in its region for an answer (the data, its dims, its name and
-    a few headers; Triton 2.51's ``PbTensor::SaveToSharedMemory`` takes one block for them all)."""
-    return out.nbytes + 8 * out.ndim + len(name) + 64
-
-
 class TritonPythonModel:
     """The class Triton's Python backend instantiates (``model.py`` re-exports it)."""
 
@@ -547,10 +320,10 @@ class TritonPythonModel:
             returned, it fails every request of the execute."""
             if not isinstance(out, np.ndarray) or room is None:
                 return out
-            nbytes = _shm_bytes(out, self.model.output_name)
+            nbytes = shm_bytes(out, self.model.output_name)
             if room.take(nbytes):
                 return out
-            failure = room.refusal(self.model.name, k, out, nbytes, returned=returned)
+            failure = Failure(room.refusal(self.model.name, k, out, nbytes, returned=returned), invalid=False)
             log.error("%s", failure.message)
             return failure
 
@@ -645,7 +418,7 @@ class TritonPythonModel:
         """Whether the answers can all be in shared memory at once (``True`` when that cannot be told)."""
         room = self._room(live)
         name = self.model.output_name
-        return room is None or all(isinstance(out, Failure) or room.take(_shm_bytes(out, name)) for out in answers)
+        return room is None or all(isinstance(out, Failure) or room.take(shm_bytes(out, name)) for out in answers)
 
     def _response(self, out: np.ndarray | Failure) -> Any:
         pb = self._pb

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+import runtime.triton_params as triton_params
 import runtime.triton_python as tp
 from runtime.errors import SessionError
 from runtime.session import GraphSession
@@ -89,7 +90,7 @@ def test_bad_parameters_and_a_missing_model_file_name_what_is_wrong(config, node
 def test_a_misspelt_or_unknown_gtcompress_parameter_is_refused_at_load(config, node_repo, exported) -> None:
     """README: "add a key there to change one". A misspelt key (gtcompress_max_node) loaded silently
     and the limit stayed at its default: a 10-node request was answered under a 5-node "limit"."""
-    known = ", ".join(sorted(tp.KNOWN_PARAMETERS))
+    known = ", ".join(sorted(triton_params.KNOWN_PARAMETERS))
     with pytest.raises(SessionError) as err:
         GraphBatchModel(node_repo, 1, config(node_repo, gtcompress_max_node="5"))
     assert str(err.value) == (
@@ -240,9 +241,11 @@ def test_an_integer_parameter_past_floats_range_is_read_as_an_integer() -> None:
     to float: a count of 400 digits raised OverflowError (a traceback at load) instead of being read
     as the integer it is, as before the parsers were merged; a number past float's range is refused."""
     huge = "1" + "0" * 400
-    assert tp._int_parameter({"gtcompress_max_nodes": huge}, "gtcompress_max_nodes", "model 'm'") == 10**400
+    assert triton_params.int_parameter({"gtcompress_max_nodes": huge}, "gtcompress_max_nodes", "model 'm'") == 10**400
     with pytest.raises(SessionError, match=r"^model 'm': parameter gtcompress_max_attention_mib is 1e400; expected"):
-        tp._number_parameter({"gtcompress_max_attention_mib": "1e400"}, "gtcompress_max_attention_mib", "model 'm'")
+        triton_params.number_parameter(
+            {"gtcompress_max_attention_mib": "1e400"}, "gtcompress_max_attention_mib", "model 'm'"
+        )
 
 
 def test_the_encodings_memory_is_held_to_gtcompress_max_inflight_mib(config, node_repo, exported, monkeypatch) -> None:

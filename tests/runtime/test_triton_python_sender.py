@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import runtime.triton_python as tp
+import runtime.triton_shm as triton_shm
 from runtime.errors import SessionError
 from runtime.session import GraphSession
 from runtime.triton_python import GraphBatchModel
@@ -314,7 +315,7 @@ def test_a_bad_answer_each_call_value_is_refused_at_load(config, node_repo) -> N
         )
 
 
-def _stub_shm(tmp_path, monkeypatch, region: int, free: int, growth: int = 4096) -> tp.StubShm:
+def _stub_shm(tmp_path, monkeypatch, region: int, free: int, growth: int = 4096) -> triton_shm.StubShm:
     """The stub's region as a file of ``region`` bytes, ``free`` bytes left in its /dev/shm."""
     path = tmp_path / "triton_python_backend_shm_region_test"
     path.write_bytes(b"")
@@ -326,8 +327,8 @@ def _stub_shm(tmp_path, monkeypatch, region: int, free: int, growth: int = 4096)
             return SimpleNamespace(f_bavail=free // 512, f_frsize=512)
         return real(where)
 
-    monkeypatch.setattr(tp.os, "statvfs", statvfs)
-    return tp.StubShm(path, growth)
+    monkeypatch.setattr(triton_shm.os, "statvfs", statvfs)
+    return triton_shm.StubShm(path, growth)
 
 
 def _input_bytes(inputs: list[dict[str, np.ndarray]]) -> int:
@@ -337,7 +338,7 @@ def _input_bytes(inputs: list[dict[str, np.ndarray]]) -> int:
 def _answer_bytes(model: tp.TritonPythonModel, exported, k: int) -> int:
     graphs = exported["teddy"].graphs(3, seed=6, lo=8, hi=12)
     out = GraphSession(exported["teddy"].path).run(graphs)[k][None].astype(np.float32)
-    return tp._shm_bytes(out, model.model.output_name)
+    return triton_shm.shm_bytes(out, model.model.output_name)
 
 
 def test_an_answer_that_cannot_fit_in_shared_memory_gets_an_error_instead_of_hanging(
@@ -421,17 +422,19 @@ def test_the_room_follows_how_triton_grows_the_stubs_region(tmp_path, monkeypatc
     allocation does not fit its free space, and only if /dev/shm can give that; the numbers are the
     ones measured in a 14 MiB /dev/shm (region 5 MiB, 3.6 MB of inputs, 4 MiB free, an answer of
     30,000 nodes x 64 floats). The region is found from the stub's command line."""
-    room = tp.ShmRoom(region=5 * 2**20, used=3_600_000, free=4 * 2**20, growth=2**20)
+    room = triton_shm.ShmRoom(region=5 * 2**20, used=3_600_000, free=4 * 2**20, growth=2**20)
     assert room.grow_by(1_000_000) == 0 and room.grow_by(7_680_000) == 8 * 2**20
     assert not room.take(7_680_000) and (room.used, room.region) == (3_600_000, 5 * 2**20)
     assert room.take(3 * 2**20) and (room.region, room.free, room.used) == (9 * 2**20, 0, 3_600_000 + 3 * 2**20)
     assert room.take(2**20 - 1)  # what growth left spare
 
-    monkeypatch.setattr(tp, "SHM_DIR", tmp_path)
+    monkeypatch.setattr(triton_shm, "SHM_DIR", tmp_path)
     (tmp_path / "triton_python_backend_shm_region_1").write_bytes(b"")
     stub = "/opt/tritonserver/backends/python/triton_python_backend_stub"
     argv = [stub, "/models/m/1/model.py", "triton_python_backend_shm_region_1", "1048576", "2097152", "7"]
-    assert tp.StubShm.from_cmdline(argv) == tp.StubShm(tmp_path / "triton_python_backend_shm_region_1", 2097152)
-    assert tp.StubShm.from_cmdline(["python", *argv[1:]]) is None
-    assert tp.StubShm.from_cmdline([*argv[:2], "triton_python_backend_shm_region_2", *argv[3:]]) is None
-    assert tp.StubShm.from_cmdline([*argv[:4], "lots"]) is None
+    assert triton_shm.StubShm.from_cmdline(argv) == triton_shm.StubShm(
+        tmp_path / "triton_python_backend_shm_region_1", 2097152
+    )
+    assert triton_shm.StubShm.from_cmdline(["python", *argv[1:]]) is None
+    assert triton_shm.StubShm.from_cmdline([*argv[:2], "triton_python_backend_shm_region_2", *argv[3:]]) is None
+    assert triton_shm.StubShm.from_cmdline([*argv[:4], "lots"]) is None
