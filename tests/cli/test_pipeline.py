@@ -32,13 +32,8 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory):
-    """Every pipeline of this module caches in a folder of its own: not ~/.cache, and not set for the
-    modules an xdist worker runs after this one."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GTCOMPRESS_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
+#: every pipeline of this module caches in a folder of its own (tests/cli/conftest.py)
+pytestmark = pytest.mark.usefixtures("module_cache")
 
 
 @pytest.fixture(scope="module")
