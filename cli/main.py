@@ -11,7 +11,7 @@ Examples::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -243,6 +243,7 @@ def info(checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory."
             ],
         )
     )
+    console.print(f"compressed: {_compression_summary(model, meta)}", markup=False, soft_wrap=True)
     console.print(
         table(
             "layers",
@@ -255,6 +256,26 @@ def info(checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory."
     m = meta.get("metrics")
     if m:
         console.print(table("recorded metrics", [{k: v for k, v in m.items() if not isinstance(v, dict)}]))
+
+
+def _compression_summary(model: Any, meta: dict[str, Any]) -> str:
+    """What was done to a checkpoint that changes what it computes or takes as input, in one cell: a
+    TEDDY checkpoint must be served on sparsified inputs and a top-k GPS attends over fewer pairs, which
+    neither its sizes nor its layers table show."""
+    from gtcompress.checkpoint_data import teddy_ratio
+
+    c = model.config
+    details = []
+    if teddy_ratio(meta) > 0:
+        details.append(f"inputs lose {teddy_ratio(meta):.0%} of edges to TEDDY")
+    if getattr(c, "attention_topk", 0) > 0:
+        details.append(f"attention over edges + top-{c.attention_topk} nodes by {c.attention_score}")
+    report = meta.get("compression")
+    method = report.get("method") if isinstance(report, dict) else None
+    if not isinstance(method, str):
+        return "; ".join(details) or "none"
+    label = {"gtsp": "GTSP pruning", "random": "random pruning", "dense-ft": "fine-tuned dense"}.get(method, method)
+    return f"{label} ({'; '.join(details)})" if details else label
 
 
 cli_pipeline.register(app)  # after info: the order of `gtc --help`

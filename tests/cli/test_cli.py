@@ -353,3 +353,28 @@ def test_ctrl_c_while_numpy_loads_is_interrupted_not_swallowed(tmp_path: Path) -
     )
     assert (proc.returncode, proc.stderr) == (130, "interrupted\n"), proc.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_info_says_what_compression_changed(tmp_path: Path) -> None:
+    """A TEDDY checkpoint must be served on sparsified inputs and a top-k GPS attends over fewer pairs;
+    ``gtc info`` showed neither (its sizes and layers are the dense model's)."""
+    from gtcompress.checkpoint import save_checkpoint
+    from gtcompress.compress.attention_graph import with_attention_topk
+    from gtcompress.data.base import FeatureSpec
+    from gtcompress.models import ModelConfig, build_model
+
+    cfg = ModelConfig(arch="gps", node_features=FeatureSpec("float", 3), out_dim=2, hidden=16, heads=2, num_layers=1)
+    dense = build_model(cfg).eval()
+    save_checkpoint(tmp_path / "dense", dense, {})
+    teddy = {"teddy": {"edges": 0.3, "per_graph": True}, "compression": {"method": "teddy"}}
+    save_checkpoint(tmp_path / "sa", with_attention_topk(dense, 8), teddy)
+    save_checkpoint(tmp_path / "pruned", dense, {"compression": {"method": "gtsp"}})
+    shown = {}
+    for name in ("dense", "sa", "pruned"):
+        res = _run("info", str(tmp_path / name))
+        assert res.exit_code == 0, res.output
+        shown[name] = " ".join(res.output.split())
+    assert "compressed: none" in shown["dense"]
+    want = "compressed: teddy (inputs lose 30% of edges to TEDDY; attention over edges + top-8 nodes by teddy)"
+    assert want in shown["sa"]
+    assert "compressed: GTSP pruning" in shown["pruned"]
