@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,13 @@ def python_request(g: NumpyGraph, batch: np.ndarray | None = None) -> dict[str, 
     if batch is not None:
         r["batch"] = batch[None]
     return r
+
+
+def wait_for_held(app: Any, nbytes: int) -> int:
+    """The bytes the app's in-flight budget holds, once they are ``nbytes`` or after 10 s: the server
+    reads bodies and gives shares back in its own time."""
+    for _ in range(200):
+        if app.state.inflight.held == nbytes:
+            break
+        time.sleep(0.05)
+    return app.state.inflight.held

@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from runtime.body import Lease
 from runtime.protocol import HEADER_LENGTH, json_parse_bytes
 from runtime.server import BackgroundServer, ServedModel, ServerLimits, create_app
 from runtime.session import GraphSession
+from tests.runtime.conftest import wait_for_held
 
 MiB = 1 << 20
 
@@ -160,11 +160,7 @@ def test_a_json_body_meeting_a_full_budget_gets_503(session, graph) -> None:
         s.sendall(f"POST /v2/models/m/infer HTTP/1.1\r\nHost: {srv.url}\r\nContent-Length: {MiB}\r\n\r\n".encode())
         s.sendall(b" " * held)
         try:
-            for _ in range(200):
-                if app.state.inflight.held == held:
-                    break
-                time.sleep(0.05)
-            assert app.state.inflight.held == held
+            assert wait_for_held(app, held) == held
             r = _post(srv, body)
             assert r.status_code == 503, r.text
             assert r.json()["error"] == (
@@ -173,10 +169,7 @@ def test_a_json_body_meeting_a_full_budget_gets_503(session, graph) -> None:
             )
         finally:
             s.close()
-        for _ in range(200):
-            if app.state.inflight.held == 0:
-                break
-            time.sleep(0.05)
+        wait_for_held(app, 0)
         assert _post(srv, _json_request(graph)).status_code == 200
 
 

@@ -21,6 +21,7 @@ from runtime.body import BodyDecoder, InflightBudget
 from runtime.errors import BodyTooLargeError, ProtocolError, ServerBusyError
 from runtime.server import BackgroundServer, ServedModel, ServerLimits, create_app
 from runtime.session import GraphSession
+from tests.runtime.conftest import wait_for_held
 
 MiB = 1 << 20
 LIMIT = MiB
@@ -224,11 +225,7 @@ def test_requests_in_flight_together_are_bounded_and_past_it_get_503(session, gr
         declared_only = _stall(srv, LIMIT, 0)  # declares 1 MiB, sends nothing: holds nothing
         stalled = [_stall(srv, LIMIT, LIMIT - 1) for _ in range(2)]  # all but the last byte
         try:
-            for _ in range(200):
-                if app.state.inflight.held == held:
-                    break
-                time.sleep(0.05)
-            assert app.state.inflight.held == held
+            assert wait_for_held(app, held) == held
             r = _post(srv, _request(graph))  # a few hundred bytes: within the 0.5 MiB left
             assert r.status_code == 200, r.text
             big = MiB // 2 + 3
@@ -242,11 +239,7 @@ def test_requests_in_flight_together_are_bounded_and_past_it_get_503(session, gr
         finally:
             for s in [declared_only, *stalled]:
                 s.close()
-        for _ in range(200):  # the server sees the clients leave and gives their shares back
-            if app.state.inflight.held == 0:
-                break
-            time.sleep(0.05)
-        assert app.state.inflight.held == 0
+        assert wait_for_held(app, 0) == 0  # the server sees the clients leave and gives their shares back
         # half a MiB: a JSON body is charged its parsing too (twice its text and more), 1.5 MiB of the 2.5 here
         assert _post(srv, _request(graph, MiB // 2)).status_code == 200
 
@@ -330,11 +323,7 @@ def test_a_body_stalled_at_shutdown_gets_503_and_does_not_hold_the_shutdown(sess
     srv = BackgroundServer(app).start()
     s = _stall(srv, 1000, 10)
     try:
-        for _ in range(200):  # the request is being read
-            if app.state.inflight.held == 10:
-                break
-            time.sleep(0.05)
-        assert app.state.inflight.held == 10
+        assert wait_for_held(app, 10) == 10  # the request is being read
         srv.stop()
         head, body = _read_response(s)
     finally:
