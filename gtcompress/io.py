@@ -152,10 +152,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp_path
         os.replace(tmp_path, target)
     except OSError as e:
-        if e.filename is None and e.errno in WRITE_ERRNOS:
-            # A writer that writes through a file object (onnx.save, matplotlib's savefig) loses the
-            # name: without one, ``user_errors`` takes it for a bug and a full disk was a traceback.
-            raise OSError(e.errno, e.strerror, str(target)) from e
+        # A writer that writes through a file object (onnx.save, matplotlib's savefig) loses the name.
+        if (named := named_write_error(e, target)) is not None:
+            raise named from e
         raise
     finally:
         if tmp_path.exists():
@@ -167,18 +166,24 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
 
 
+def named_write_error(e: OSError, shown: str | os.PathLike[str]) -> OSError | None:
+    """``e`` as an ``OSError`` naming ``shown`` when it is a write the disk refused (:data:`WRITE_ERRNOS`)
+    that names no file, else ``None``: ``user_errors`` prints a nameless ``OSError`` as a traceback,
+    taking it for a bug, and a full disk is the user's to fix, at the file they will look for."""
+    if e.filename is None and e.errno in WRITE_ERRNOS:
+        return OSError(e.errno, e.strerror, str(shown))
+    return None
+
+
 def write_text_named(path: str | os.PathLike[str], text: str, shown: str | os.PathLike[str]) -> None:
     """Write ``text`` to ``path`` (a file inside a temp directory that will be swapped into place); a
-    write the disk refused (:data:`WRITE_ERRNOS`) raises an ``OSError`` naming ``shown``, the file the
-    user will look for.
-
-    ``Path.write_text`` reports a full disk without a file name (the write of an open file names none),
-    and ``user_errors`` prints a nameless ``OSError`` as a traceback, taking it for a bug."""
+    write the disk refused raises an ``OSError`` naming ``shown``, the file the user will look for
+    (``Path.write_text`` reports a full disk without a file name: :func:`named_write_error`)."""
     try:
         Path(path).write_text(text)
     except OSError as e:
-        if e.filename is None and e.errno in WRITE_ERRNOS:
-            raise OSError(e.errno, e.strerror, str(shown)) from e
+        if (named := named_write_error(e, shown)) is not None:
+            raise named from e
         raise
 
 

@@ -6,12 +6,13 @@ its plots and tables change for reasons the measurement does not.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import secrets
 from pathlib import Path
 from typing import Any
+
+from gtcompress.io import named_write_error, remove_stale_temps
 
 #: The ``schema`` field of every report ``gtc profile`` writes.
 SCHEMA = "gtcompress.profile/1"
@@ -60,19 +61,14 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
         for tmp, path in staged:
             os.replace(tmp, path)
     except OSError as e:
-        if e.filename is None and e.errno in _WRITE_ERRNOS and staged:
-            # savefig and PIL write through a file object, so a full disk named no file, and
-            # ``user_errors`` printed it as a traceback: name the file being written instead.
-            raise OSError(e.errno, e.strerror, str(staged[-1][1])) from e
+        # savefig and PIL write through a file object, so a full disk named no file: name the one being written
+        if staged and (named := named_write_error(e, staged[-1][1])) is not None:
+            raise named from e
         raise
     finally:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
     return paths
-
-
-#: The errors of a write that the disk refused (as ``gtcompress.io`` names them for ``atomic_path``).
-_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
 
 
 def _draw(report: dict[str, Any], out: Path, staged: list[tuple[Path, Path]]) -> list[Path]:
@@ -205,8 +201,6 @@ def _temp(path: Path) -> Path:
     Named as :func:`gtcompress.io.atomic_path` names its temps (``.NAME.PID-RANDOM.tmp``), so that
     :func:`gtcompress.io.remove_stale_temps` removes those of a run that was killed while plotting
     (SIGTERM, SIGKILL): named ``.NAME.PID.tmp`` before, they stayed in ``--out`` for good."""
-    from gtcompress.io import remove_stale_temps
-
     remove_stale_temps(path)
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
