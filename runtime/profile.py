@@ -159,8 +159,8 @@ def _run_isolated(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], N
     """Run :func:`measure_model` in a fresh interpreter (works from scripts, notebooks and stdin)."""
     import subprocess
 
+    from runtime.children import stop_with_parent
     from runtime.errors import SessionError
-    from runtime.tritonserver import _stop_with_parent
 
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
@@ -171,9 +171,8 @@ def _run_isolated(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], N
     # The child ends with us (PR_SET_PDEATHSIG): a ``gtc profile`` killed by PID alone (``kill``, a
     # scheduler's SIGTERM, the OOM killer) left it measuring, orphaned, until its next event (a minute
     # or more), loading a core under the timings of the run started next.
-    stop_with_parent = _stop_with_parent()
     with subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, preexec_fn=stop_with_parent
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, preexec_fn=stop_with_parent()
     ) as proc:
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(json.dumps(kwargs))

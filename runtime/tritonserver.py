@@ -23,7 +23,6 @@ server logs CUDA driver messages at start-up; they are harmless.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import http.client
 import importlib.util
 import os
@@ -34,13 +33,12 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from runtime.children import stop_with_parent
 from runtime.errors import SessionError
 from runtime.net import check_port_free, listen_sockets
 
@@ -136,30 +134,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     finally:
         for s in socks:
             s.close()
-
-
-def _stop_with_parent() -> Callable[[], None] | None:
-    """For the child: SIGTERM when this process dies (Linux ``PR_SET_PDEATHSIG``), so that a killed
-    owner (SIGKILL, the OOM killer), which cannot stop the server itself, does not leave it running
-    and holding its port. Only from the main thread: the signal fires when the *thread* that started
-    the child ends, and a server started from a worker thread must outlive it."""
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def child() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the owner died between fork and prctl: nobody will signal
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return child
-
-
-_PR_SET_PDEATHSIG = 1
 
 
 class TritonServer:
@@ -262,7 +236,7 @@ class TritonServer:
                 stdin=subprocess.DEVNULL,
                 env=server_env(self.install),
                 start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
-                preexec_fn=_stop_with_parent(),
+                preexec_fn=stop_with_parent(),
             )
         try:
             self.wait_ready()
