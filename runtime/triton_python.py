@@ -57,7 +57,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -77,7 +77,7 @@ from runtime.triton_params import (
     model_file,
     number_parameter,
 )
-from runtime.triton_shm import ShmRoom, StubShm, shm_bytes
+from runtime.triton_shm import ShmRoom, StubShm, describe, shm_bytes
 
 log = logging.getLogger("gtcompress.triton")
 
@@ -263,9 +263,7 @@ class GraphBatchModel:
 
 def _shape_of(out: np.ndarray | Failure) -> str:
     """What a log line says of an answer: its shape and size, or that it was an error."""
-    if isinstance(out, Failure):
-        return "an error"
-    return f"{out.dtype} {list(out.shape)}, {out.nbytes / 2**20:.1f} MiB"
+    return "an error" if isinstance(out, Failure) else describe(out)
 
 
 class TritonPythonModel:
@@ -392,7 +390,7 @@ class TritonPythonModel:
                 give(k, Failure("request was not answered", invalid=False), 0)
         if senders is not None:
             return None
-        answers = [o if o is not None else Failure("request was not answered", invalid=False) for o in outs]
+        answers = cast(list[np.ndarray | Failure], outs)  # every request was given its answer just above
         if self._senders and len(requests) > 1 and not self._fits_together(answers, live):
             # Returned, the answers must all fit in shared memory at once; sent, one at a time.
             ask_senders()

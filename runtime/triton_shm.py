@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _describe(out: np.ndarray) -> str:
+def describe(out: np.ndarray) -> str:
     """What an error says of an answer: its type, shape and size."""
     return f"{out.dtype} {list(out.shape)}, {out.nbytes / 2**20:.1f} MiB"
 
@@ -83,7 +83,7 @@ class ShmRoom:
             else "send fewer graphs per execute (max_batch_size, gtcompress_batch_nodes)"
         )
         return (
-            f"model '{model}': the answer to request {k} ({_describe(out)}) does not fit in the Python backend's "
+            f"model '{model}': the answer to request {k} ({describe(out)}) does not fit in the Python backend's "
             f"shared memory: its region has {_mib(max(0, self.region - self.used))} spare and would have to grow "
             f"by {_mib(self.grow_by(nbytes))}, but /dev/shm has {_mib(self.free)} free. Give the server more "
             f"/dev/shm (docker run --shm-size), send smaller requests, or {other}"
