@@ -35,6 +35,11 @@ class NonFiniteError(InputError):
     """A float feature is NaN or infinite."""
 
 
+class FeatureRangeError(InputError):
+    """A float feature is finite but beyond what an older model file with LayerNorm computes right
+    (:mod:`gtcompress.preprocess.norm_range`): refused, since its answer would be finite and wrong."""
+
+
 class NonFiniteOutputError(InputError):
     """The model's answer to a request with finite inputs holds NaN or infinity: its float features are
     beyond what the model computes in float32 (``input`` names the one of largest magnitude). The

@@ -10,7 +10,7 @@ from gtcompress.graph import GraphBatch
 from gtcompress.models.config import ModelConfig
 from gtcompress.models.layers import LAYER_TYPES, GraphContext
 from gtcompress.nn.attention_edges import attention_bias, attention_mask, mask_pairs
-from gtcompress.nn.blocks import FeatureEncoder, NodeBatchNorm, mlp_head, readout
+from gtcompress.nn.blocks import FeatureEncoder, NodeBatchNorm, ScaleSafeLayerNorm, mlp_head, readout
 from gtcompress.nn.fused import csr_from_edge_index
 from gtcompress.nn.layout import DenseLayout, NeighbourLists
 from gtcompress.preprocess.spec import Lowering, choose_lowering
@@ -48,7 +48,7 @@ class GraphModel(nn.Module):
         self.edge_encoder = FeatureEncoder(ef.kind, ef.dim, c.hidden, ef.cardinalities) if ef else None
         layer_cls = LAYER_TYPES[c.arch]
         self.layers = nn.ModuleList(layer_cls(c, spec) for spec in c.layers)
-        self.final_norm: nn.Module = nn.LayerNorm(c.hidden) if c.arch == "graphormer" else nn.Identity()
+        self.final_norm: nn.Module = ScaleSafeLayerNorm(c.hidden) if c.arch == "graphormer" else nn.Identity()
         self.head = mlp_head(c.hidden, c.out_dim, c.head_layers)
 
     # ---------------------------------------------------------------- forward

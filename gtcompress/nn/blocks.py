@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -44,12 +45,40 @@ class NodeBatchNorm(nn.BatchNorm1d):
         return super().forward(x)
 
 
+#: rows whose largest magnitude stays below this are normalised as they are (divided by exactly 1.0); a
+#: row above it is scaled down to it first. 2**48 squared, times any realistic width (up to 2**30), is
+#: far inside float32's range, and a power of two makes the clamp and its quotient exact.
+_LN_SAFE = float(2**48)
+
+
+class ScaleSafeLayerNorm(nn.LayerNorm):
+    """``LayerNorm`` that computes the same answer for rows too large to square in float32.
+
+    LayerNorm is invariant to the scale of its row (up to ``eps``), but it computes a variance, and
+    squares overflow float32 past 1.8e19: Graphormer, whose every block and final norm is a
+    LayerNorm, answered finite features of 1e20 and more with a *finite wrong* answer on ONNX Runtime
+    (its LayerNormalization turns an infinite variance into a zero row, leaving only the bias) and
+    NaN in eager torch. The serving path refuses NaN answers, but nothing could tell the finite one
+    from the model's own. Such a row is divided by its largest magnitude (over ``2**48``) first; every
+    other row is divided by exactly 1, so ordinary inputs give bit-identical results and the same
+    parameters, state dict and checkpoints. float16 is left alone: its values cannot reach the range,
+    and the normalisation computes in float32.
+    """
+
+    def forward(self, h: Tensor) -> Tensor:
+        if h.dtype == torch.float16:
+            return super().forward(h)
+        scale = h.detach().abs().amax(-1, keepdim=True).clamp(min=_LN_SAFE) / _LN_SAFE
+        return super().forward(h / scale)
+
+
 def make_norm(kind: str, dim: int) -> nn.Module:
-    """``batch`` (:class:`NodeBatchNorm` over nodes, as GT/GraphGPS), ``layer`` (LayerNorm) or ``none``."""
+    """``batch`` (:class:`NodeBatchNorm` over nodes, as GT/GraphGPS), ``layer``
+    (:class:`ScaleSafeLayerNorm`) or ``none``."""
     if kind == "batch":
         return NodeBatchNorm(dim)
     if kind == "layer":
-        return nn.LayerNorm(dim)
+        return ScaleSafeLayerNorm(dim)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"unknown norm {kind!r}; expected 'batch', 'layer' or 'none'")
