@@ -35,8 +35,11 @@ def register(app: typer.Typer) -> None:
 def _ints(text: str, option: str) -> list[int]:
     from gtcompress.errors import GTCompressError
 
+    parts = [v.strip() for v in text.split(",")]
+    if "" in parts and text.strip():  # '1,,2' or '1,2,': a value left out, not a list to guess at
+        raise GTCompressError(f"{option}: an empty entry in {text!r}; expected comma-separated positive integers")
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in parts if v]
     except ValueError:
         raise GTCompressError(f"{option}: expected comma-separated positive integers, got {text!r}") from None
     if not values or min(values) < 1:

@@ -111,8 +111,13 @@ def test_a_clone_without_the_datasets_is_one_error_before_any_work(
     with pytest.raises(SystemExit) as exit_:
         main(["--only", "gt:tu:NCI1", "--out", str(tmp_path / "result.json")])
     assert exit_.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
-        f"error: dataset folder {tmp_path / 'nowhere' / 'TU'} not found: set GTCOMPRESS_DATA to the folder that "
-        "holds the datasets (the project's shared/data, see its README)"
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"error: dataset folder {tmp_path / 'nowhere' / 'TU'} not found: set GTCOMPRESS_DATA to the folder that "
+            "holds the datasets (the project's shared/data, see its README)"
+        )
     )
     assert list(tmp_path.iterdir()) == []

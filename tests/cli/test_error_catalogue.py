@@ -360,6 +360,14 @@ CASES = [
         "{nospec_onnx}: no gtcompress input_spec in its metadata (export it with `gtc export`)",
     ),
     _case("profile {spec_onnx} --threads 1,x", "--threads: expected comma-separated positive integers, got '1,x'"),
+    _case(
+        "profile {spec_onnx} --threads 1,,2",
+        "--threads: an empty entry in '1,,2'; expected comma-separated positive integers",
+    ),
+    _case(
+        "profile {spec_onnx} --sizes 32,",
+        "--sizes: an empty entry in '32,'; expected comma-separated positive integers",
+    ),
     _case("profile {spec_onnx} --names a,b", "--names: 2 labels for 1 models"),
     _case(
         "profile {ckpt} --device cpu --out {file_txt} --sizes 8 --batch-sizes 1 --threads 1 --iterations 2 "
