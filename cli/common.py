@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from cli import interrupts_as_usual
 from gtcompress.errors import GTCompressError
 
 try:  # typer >= 0.26 parses with its own copy of click; older versions with click itself
@@ -48,6 +49,7 @@ def user_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            interrupts_as_usual()  # the command's own: "interrupted", its clean-up (cli/__init__.py)
             _import_numpy_first()
             return fn(*args, **kwargs)
         except GTCompressError as e:
