@@ -30,7 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gtcompress.errors import ConfigError
-from gtcompress.io import make_temp_dir, recover_dead_dir_swaps, remove_path, swap_dir_into_place, write_text_named
+from gtcompress.io import (
+    copy_file_named,
+    make_temp_dir,
+    recover_dead_dir_swaps,
+    remove_path,
+    swap_dir_into_place,
+    write_text_named,
+)
 from gtcompress.preprocess.inputs import layout_input_base
 from gtcompress.preprocess.spec import InputSpec
 
@@ -209,9 +216,10 @@ def _source_root() -> Path:
     return Path(spec.origin).parent.parent
 
 
-def write_vendor(vdir: Path, plan: bool = False) -> Path:
+def write_vendor(vdir: Path, plan: bool = False, shown: Path | None = None) -> Path:
     """``vdir/vendor/``: :data:`VENDORED` (and ``trt_plugins`` for a plan), ``.py`` files only.
-    ``vdir`` is a new version directory (:func:`write_model_repository` swaps it in whole)."""
+    ``vdir`` is a new version directory (:func:`write_model_repository` swaps it in whole), which a
+    full disk's error names as ``shown``, the version directory the user will look for."""
     src = _source_root()
     final = vdir / VENDOR_DIR
     for rel in (*VENDORED, *(("trt_plugins",) if plan else ())):
@@ -222,7 +230,7 @@ def write_vendor(vdir: Path, plan: bool = False) -> Path:
                 continue
             dest = final / f.relative_to(src)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, dest)
+            copy_file_named(f, dest, (shown or vdir) / VENDOR_DIR / f.relative_to(src))
     return final
 
 
@@ -293,9 +301,10 @@ def write_model_repository(
         _keep_unmanaged(root, tmp, str(version))
         vdir = tmp / str(version)
         vdir.mkdir(exist_ok=True)
-        shutil.copyfile(model_file, vdir / filename)
+        shown = root / str(version)  # in errors: the folder the user will look for, not the temp one
+        copy_file_named(model_file, vdir / filename, shown / filename)
         if chosen == "python":
-            write_vendor(vdir, plan=model_file.suffix == ".plan")
+            write_vendor(vdir, plan=model_file.suffix == ".plan", shown=shown)
             write_text_named(vdir / "model.py", MODEL_PY, root / str(version) / "model.py")
             text = python_config_pbtxt(name, spec, filename, options)
         else:

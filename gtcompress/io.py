@@ -187,6 +187,18 @@ def write_text_named(path: str | os.PathLike[str], text: str, shown: str | os.Pa
         raise
 
 
+def copy_file_named(src: str | os.PathLike[str], dst: str | os.PathLike[str], shown: str | os.PathLike[str]) -> None:
+    """``shutil.copyfile`` into a temp directory that will be swapped into place; a write the disk
+    refused names ``shown`` alone, the file the user will look for (``copyfile`` names the source and
+    the temp path, ``a.onnx -> repo/.gt.tmp-1234/1/model.onnx``, a folder the user never sees)."""
+    try:
+        shutil.copyfile(src, dst)
+    except OSError as e:
+        if e.errno in WRITE_ERRNOS - {errno.EIO}:  # an I/O error may be the source's: left as it names it
+            raise OSError(e.errno, e.strerror, str(shown)) from e
+        raise
+
+
 def write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> Path:
     """Call ``writer(tmp_path)`` and atomically move the result to ``path``."""
     with atomic_path(path) as tmp:

@@ -295,6 +295,35 @@ def test_a_full_disk_while_writing_the_repository_names_its_file(
     assert list((tmp_path / "repo").iterdir()) == []
 
 
+@pytest.mark.parametrize(("backend", "name"), [("onnxruntime", "model.onnx"), ("python", "session.py")])
+def test_a_full_disk_while_copying_into_the_repository_names_the_file_there(
+    tmp_path, monkeypatch, backend: str, name: str
+) -> None:
+    """``shutil.copyfile`` reports a full disk as ``source -> destination``, and the destination was the
+    hidden temp folder the version is built in (``repo/.gt.tmp-…/1/model.onnx``): the error names the
+    file as it would be in the repository (the model, or a vendored runtime module), and the
+    half-built folder is removed."""
+    import errno
+    import shutil
+
+    real = shutil.copyfile
+
+    def full_disk(src, dst, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if Path(dst).name == name:
+            raise OSError(errno.ENOSPC, "No space left on device", str(src), None, str(dst))
+        return real(src, dst, *args, **kwargs)
+
+    model_file = tmp_path / "m.onnx"
+    model_file.write_bytes(b"model bytes")
+    monkeypatch.setattr(shutil, "copyfile", full_disk)
+    with pytest.raises(OSError) as info:
+        write_model_repository(tmp_path / "repo", "gt", model_file, _spec("dense"), backend=backend)
+    version = tmp_path / "repo" / "gt" / "1"
+    where = version / name if name == "model.onnx" else version / "vendor" / "runtime" / name
+    assert (info.value.errno, info.value.filename, info.value.filename2) == (errno.ENOSPC, str(where), None)
+    assert list((tmp_path / "repo").iterdir()) == []
+
+
 def test_the_readme_states_the_size_of_vendor_as_written(tmp_path: Path) -> None:
     """README, "In a Triton container": ``vendor/`` is "about N KB". It said 355 KB while the copy
     ``write_vendor`` made had grown to 435 KB (the runtime gained modules since the number was
