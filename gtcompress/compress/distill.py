@@ -30,6 +30,7 @@ from gtcompress.data.base import DatasetInfo, GraphDataset, iterate_batches
 from gtcompress.errors import ConfigError
 from gtcompress.graph import GraphBatch
 from gtcompress.nn.scatter import scatter_mean
+from gtcompress.preprocess.batching import MAX_EVAL_CELLS
 from gtcompress.train.loop import ExtraLoss
 
 __all__ = ["TEACHER_KEY", "attach_teacher", "check_distillation", "distillation_loss", "has_teacher", "kd_loss"]
@@ -89,7 +90,7 @@ def attach_teacher(
     for split in splits:
         graphs = src[split]
         outs = []
-        for b in iterate_batches(graphs, batch_size):
+        for b in iterate_batches(graphs, batch_size, max_cells=MAX_EVAL_CELLS):
             outs.append(teacher(b))
         logits = torch.cat(outs) if outs else torch.zeros(0)
         tagged: list[GraphBatch] = []

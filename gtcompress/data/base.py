@@ -16,6 +16,7 @@ import torch
 
 from gtcompress.errors import ConfigError
 from gtcompress.graph import GraphBatch, collate
+from gtcompress.preprocess.batching import cell_bounded_runs
 from gtcompress.preprocess.pe import laplacian_pe, rwse
 
 TaskLevel = Literal["node", "graph"]
@@ -106,10 +107,21 @@ def add_pe(dataset: GraphDataset, lap: int = 0, rwse_steps: int = 0) -> GraphDat
 
 
 def iterate_batches(
-    graphs: list[GraphBatch], batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
+    graphs: list[GraphBatch],
+    batch_size: int,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    max_cells: int | None = None,
 ) -> Iterator[GraphBatch]:
-    """Yield collated batches; shuffling uses ``generator`` so runs are reproducible."""
+    """Yield collated batches; shuffling uses ``generator`` so runs are reproducible.
+
+    With ``max_cells`` (:data:`~gtcompress.preprocess.batching.MAX_EVAL_CELLS`), a batch whose graphs
+    padded to its largest would exceed that many attention cells is cut into consecutive runs that do
+    not (:func:`~gtcompress.preprocess.batching.cell_bounded_runs`): for evaluation only."""
     order = torch.randperm(len(graphs), generator=generator).tolist() if shuffle else range(len(graphs))
     order = list(order)
     for i in range(0, len(order), batch_size):
-        yield collate([graphs[j] for j in order[i : i + batch_size]])
+        group = [graphs[j] for j in order[i : i + batch_size]]
+        runs = [(0, len(group))] if max_cells is None else cell_bounded_runs([g.num_nodes for g in group], max_cells)
+        for a, b in runs:
+            yield collate(group[a:b])

@@ -78,6 +78,7 @@ def evaluate_onnx(
     import torch
 
     from gtcompress.preprocess import union_graphs
+    from gtcompress.preprocess.batching import MAX_EVAL_CELLS, cell_bounded_runs
     from gtcompress.preprocess.inputs import build_inputs
     from gtcompress.train.metrics import compute_metric
 
@@ -85,9 +86,11 @@ def evaluate_onnx(
     sess = _ort_session(path, pcfg["threads"])
     graphs = _request_graphs(ds, teddy)
     size = pcfg["batch_graphs"]
-    outs = [
-        sess.run(None, build_inputs(union_graphs(graphs[i : i + size]), spec))[0] for i in range(0, len(graphs), size)
-    ]
+    outs = []
+    for i in range(0, len(graphs), size):  # padded attention memory bounded as in eager evaluation
+        group = graphs[i : i + size]
+        for a, b in cell_bounded_runs([g.num_nodes for g in group], MAX_EVAL_CELLS):
+            outs.append(sess.run(None, build_inputs(union_graphs(group[a:b]), spec))[0])
     test = ds["test"]
     y = torch.cat([g.y.reshape(-1) if spec.task_level == "node" else g.y.reshape(1, -1) for g in test])
     metric = compute_metric(ds.info.metric, torch.from_numpy(np.concatenate(outs)), y)

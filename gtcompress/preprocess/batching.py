@@ -121,3 +121,28 @@ def split_by_graph(values: np.ndarray, sizes: np.ndarray | list[int]) -> list[np
     """Split a node-level (or graph-level, sizes all 1) output back into one array per graph."""
     bounds = np.cumsum(np.asarray(sizes, dtype=np.int64))[:-1]
     return np.split(values, bounds)
+
+
+#: padded attention cells (graphs x largest graph's nodes, squared) that one evaluation batch may hold:
+#: a model attending densely within each graph (GPS, Graphormer, GT on the dense layout) pads every
+#: graph of a batch to the largest, so one 600-node graph among 127 molecules made an eager GPS
+#: evaluation batch take 2 GB and Graphormer's 3.5 GB (a 3,000-node one: tens of GB). 2**23 (134 MB
+#: of float32 scores a head) keeps every batch of 128 CLUSTER graphs or MOLHIV molecules whole.
+MAX_EVAL_CELLS = 2**23
+
+
+def cell_bounded_runs(sizes: Sequence[int], max_cells: int) -> list[tuple[int, int]]:
+    """``[start, end)`` runs of consecutive graphs (node counts ``sizes``) whose count x (largest
+    node count)^2 stays within ``max_cells``; a graph above the bound alone is a run of its own.
+    For evaluation, where each graph's output is its own: the cut changes memory and time only."""
+    runs: list[tuple[int, int]] = []
+    start, widest = 0, 0
+    for i, n in enumerate(sizes):
+        wide = max(widest, int(n))
+        if i > start and (i - start + 1) * wide * wide > max_cells:
+            runs.append((start, i))
+            start, wide = i, int(n)
+        widest = wide
+    if len(sizes) > start:
+        runs.append((start, len(sizes)))
+    return runs

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from gtcompress.data.base import DatasetInfo, GraphDataset, iterate_batches
 from gtcompress.errors import ConfigError, GTCompressError
 from gtcompress.graph import GraphBatch, random_sign_flip
+from gtcompress.preprocess.batching import MAX_EVAL_CELLS
 from gtcompress.train.metrics import compute_metric, higher_is_better, task_loss
 
 # Extra loss term added to the task loss, e.g. distillation or a budget penalty: (model, batch, logits) -> loss.
@@ -139,7 +140,7 @@ def predict(model: nn.Module, graphs: list[GraphBatch], batch_size: int = 128) -
         raise ConfigError("nothing to evaluate: the split holds no graphs")
     model.eval()
     outs, ys = [], []
-    for batch in iterate_batches(graphs, batch_size):
+    for batch in iterate_batches(graphs, batch_size, max_cells=MAX_EVAL_CELLS):
         outs.append(model(batch))
         assert batch.y is not None
         ys.append(batch.y)
