@@ -172,7 +172,7 @@ def eval_cmd(
     data_root: RootOpt = None,
     split: Annotated[str, typer.Option(help="train, val or test")] = "test",
 ) -> None:
-    """Evaluate a checkpoint on a split of its dataset (or another with the same inputs).
+    """Evaluate a checkpoint on a split of its dataset (or another with the same inputs and task).
 
     Its own dataset is split as when it was trained; a TEDDY checkpoint is fed graphs sparsified as
     its config.json records, the inputs it was trained and measured on.
@@ -180,7 +180,7 @@ def eval_cmd(
     Example: gtc eval runs/gt-cluster --split val
     """
     from gtcompress.checkpoint import load_checkpoint
-    from gtcompress.checkpoint_data import checkpoint_data_spec, sparsified, teddy_transform
+    from gtcompress.checkpoint_data import checkpoint_data_spec, recorded_task, sparsified, teddy_transform
     from gtcompress.errors import GTCompressError
     from gtcompress.train.loop import evaluate
 
@@ -190,7 +190,8 @@ def eval_cmd(
     if spec is None:
         raise GTCompressError(f"{checkpoint}: no dataset recorded in the checkpoint; pass --data")
     ds = spec.load(model.config.pe)
-    _check_inputs(checkpoint, model.config, ds.info, f"--data {data}" if data is not None else f"dataset {spec.name}")
+    what = f"--data {data}" if data is not None else f"dataset {spec.name}"
+    _check_inputs(checkpoint, model.config, ds.info, what, recorded_task(meta))
     if split not in ds.splits:
         raise GTCompressError(f"unknown split {split!r}; this dataset has {', '.join(ds.splits)}")
     # a TEDDY model was trained on sparsified graphs: evaluate it on the graphs it will be served
@@ -199,13 +200,14 @@ def eval_cmd(
     console.print(table(f"{checkpoint} on {ds.info.name}/{split}", [{"graphs": len(ds[split]), **res}]))
 
 
-def _check_inputs(checkpoint: Path, config: object, info: object, what: str) -> None:
+def _check_inputs(checkpoint: Path, config: object, info: object, what: str, task: str | None = None) -> None:
     """Refuse a dataset whose inputs or targets the model cannot take, before evaluating: an
-    IndexError (a category it has no embedding for) or a shape error mid-run otherwise."""
+    IndexError (a category it has no embedding for) or a shape error mid-run otherwise, and for a
+    task other than the recorded one a metric of outputs that mean something else."""
     from gtcompress.checkpoint_data import input_mismatch
     from gtcompress.errors import ConfigError
 
-    problem = input_mismatch(config, info)  # type: ignore[arg-type]
+    problem = input_mismatch(config, info, task)  # type: ignore[arg-type]
     if problem is not None:
         raise ConfigError(f"{what} does not fit the model of {checkpoint}: {problem}")
 

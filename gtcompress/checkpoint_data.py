@@ -191,16 +191,22 @@ def _describe_features(f: Any) -> str:
     return f"float, {f.dim} columns"
 
 
-def input_mismatch(config: ModelConfig, info: Any) -> str | None:
+def input_mismatch(config: ModelConfig, info: Any, task: str | None = None) -> str | None:
     """What of a dataset's inputs and targets (its ``DatasetInfo``) a model built by ``config``
     cannot take, as one phrase naming both sides; ``None`` when it fits.
 
     A model reads categorical features through embeddings sized by its cardinalities, so a dataset
     whose values may exceed them (or has other columns) is an IndexError mid-evaluation; other
     output sizes or task levels give shape errors or, worse, a metric of mismatched outputs. Edge
-    features the model does not take are allowed: it never reads them."""
+    features the model does not take are allowed: it never reads them.
+
+    ``task`` is the task the checkpoint records (``dataset.info.task``), which its config does not
+    hold: a binary classifier and a one-target regressor have the same outputs, so without it the
+    logits of one were scored as the other's predictions (an MAE of logits, a ROC-AUC of
+    regression values) and printed as a valid metric."""
     checks = [
         ("task level", config.task_level, info.task_level, config.task_level == info.task_level),
+        *([("task", task, info.task, task == info.task)] if task is not None else []),
         ("outputs (out_dim)", config.out_dim, info.out_dim, config.out_dim == info.out_dim),
         (
             "node features",
@@ -222,6 +228,14 @@ def input_mismatch(config: ModelConfig, info: Any) -> str | None:
         if not ok:
             return f"{what}: the model takes {model_side}, {info.name} has {data_side}"
     return None
+
+
+def recorded_task(meta: Mapping[str, Any]) -> str | None:
+    """The task (``multiclass``, ``binary``, ``regression``) of the dataset a checkpoint records in
+    ``dataset.info``; ``None`` when it records none (a model imported from PyG)."""
+    info = (meta.get("dataset") or {}).get("info")
+    task = info.get("task") if isinstance(info, dict) else None
+    return task if isinstance(task, str) else None
 
 
 def _features_fit(model: Any, data: Any) -> bool:

@@ -319,6 +319,57 @@ def test_eval_on_another_dataset_checks_the_models_inputs(ckpts: Path, tmp_path:
     )
 
 
+def _tiny_ogb(folder: Path, labels: list[str]) -> None:
+    """An OGB-layout dataset (raw CSVs and a scaffold split) of one two-atom molecule per label."""
+    import gzip
+
+    n = len(labels)
+    files = {
+        "raw/edge.csv.gz": ["0,1"] * n,
+        "raw/edge-feat.csv.gz": ["0,0,0"] * n,
+        "raw/node-feat.csv.gz": ["5,0,4,5,3,0,2,0,0", "7,0,3,5,0,0,2,0,0"] * n,
+        "raw/num-node-list.csv.gz": ["2"] * n,
+        "raw/num-edge-list.csv.gz": ["1"] * n,
+        "raw/graph-label.csv.gz": labels,
+        "split/scaffold/train.csv.gz": [str(i) for i in range(n - 2)],
+        "split/scaffold/valid.csv.gz": [str(n - 2)],
+        "split/scaffold/test.csv.gz": [str(n - 1)],
+    }
+    for name, rows in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(gzip.compress(("\n".join(rows) + "\n").encode()))
+
+
+def test_eval_refuses_a_dataset_of_another_task(tmp_path: Path) -> None:
+    """A binary classifier and a one-target regressor have the same inputs and outputs: gtc eval of
+    one on the other's dataset printed the MAE of logits (or a ROC-AUC of regression values) as a
+    valid metric, exit 0. The task the checkpoint records is compared too."""
+    import torch
+
+    from gtcompress.checkpoint import save_checkpoint
+    from gtcompress.models import ModelConfig, build_model
+    from gtcompress.train.recipe import DataSpec
+
+    _tiny_ogb(tmp_path / "ogb" / "binds", ["0", "1"] * 4)
+    _tiny_ogb(tmp_path / "ogb" / "solub", ["-1.5", "0.25", "2.75", "-3.0"] * 2)
+    spec = DataSpec("ogb:binds", str(tmp_path / "ogb"))
+    ds = spec.load({})
+    assert (ds.info.task, ds.info.out_dim) == ("binary", 1)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.for_dataset("gt", ds.info, hidden=16, num_layers=1, heads=2, pe={}))
+    save_checkpoint(tmp_path / "clf", model.eval(), {"dataset": {**spec.to_dict(), "info": ds.info.to_dict()}})
+
+    res = _run("eval", str(tmp_path / "clf"), "--data", "ogb:solub")
+    assert res.exit_code == 2, res.output
+    assert res.stderr == (
+        f"error: --data ogb:solub does not fit the model of {tmp_path / 'clf'}: task: the model takes binary, "
+        "solub has regression\n"
+    )
+    res = _run("eval", str(tmp_path / "clf"))  # its own dataset still evaluates
+    assert res.exit_code == 0, res.output
+    assert "rocauc" in res.output
+
+
 def test_ctrl_c_while_numpy_loads_is_interrupted_not_swallowed(tmp_path: Path) -> None:
     """torch's C extension imports numpy and clears any error of it, a KeyboardInterrupt included: a
     Ctrl-C landing there was swallowed, and ``gtc train`` went on with a half-loaded numpy until a
