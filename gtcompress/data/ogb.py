@@ -31,7 +31,7 @@ from gtcompress.data.molecules import (
     atom_feature_spec,
     bond_feature_spec,
 )
-from gtcompress.data.tu import read_table
+from gtcompress.data.tu import folder_hint, read_table
 from gtcompress.errors import DataFormatError
 from gtcompress.graph import GraphBatch
 
@@ -120,7 +120,12 @@ def _resolve(root: Path, name: str | None) -> Path:
     for folder in tried:
         if (folder / "raw").is_dir():
             return folder
-    raise DataFormatError(f"OGB dataset {name!r} not found: no raw/ folder in {root} or {', '.join(map(str, tried))}")
+    hint = folder_hint(
+        [root, root / "ogb"], name, "ogb:", lambda n: n.lower().replace("-", "_"), lambda p: (p / "raw").is_dir()
+    )
+    raise DataFormatError(
+        f"OGB dataset {name!r} not found: no raw/ folder in {root} or {', '.join(map(str, tried))}{hint}"
+    )
 
 
 def load_ogb(root: Path, name: str | None = None, split: str = "scaffold") -> GraphDataset:

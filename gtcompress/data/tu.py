@@ -24,7 +24,7 @@ import gzip
 import io
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -149,8 +149,34 @@ def tu_folder(root: Path, name: str) -> Path:
     if not folder.is_dir() and (Path(root) / "TU" / name).is_dir():
         folder = Path(root) / "TU" / name
     if not folder.is_dir():
-        raise DataFormatError(f"TU dataset folder not found: {folder} (nor {Path(root) / 'TU' / name})")
+        raise DataFormatError(
+            f"TU dataset folder not found: {folder} (nor {Path(root) / 'TU' / name})"
+            + folder_hint([Path(root), Path(root) / "TU"], name, "tu:")
+        )
     return folder
+
+
+def folder_hint(
+    parents: Sequence[Path],
+    name: str,
+    prefix: str,
+    key: Callable[[str], str] = str.lower,
+    usable: Callable[[Path], bool] = Path.is_dir,
+) -> str:
+    """``"; … did you mean tu:MUTAG (…/MUTAG)?"`` for a ``usable`` dataset folder in ``parents`` whose
+    name is ``name`` but for case (and whatever else ``key`` folds), or ``""``.
+
+    Dataset names are folder names, so they are case-sensitive on Linux: without the hint,
+    ``--data tu:mutag`` next to ``MUTAG/`` reads as a dataset that is not there."""
+    for parent in parents:
+        try:
+            held = sorted(p for p in parent.iterdir() if p.is_dir())
+        except OSError:
+            continue
+        match = next((p for p in held if p.name != name and key(p.name) == key(name) and usable(p)), None)
+        if match is not None:
+            return f"; dataset names are case-sensitive: did you mean {prefix}{match.name} ({match})?"
+    return ""
 
 
 def load_tu(root: Path, name: str, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1)) -> GraphDataset:

@@ -370,6 +370,26 @@ def test_eval_refuses_a_dataset_of_another_task(tmp_path: Path) -> None:
     assert "rocauc" in res.output
 
 
+def test_a_dataset_name_in_the_wrong_case_is_pointed_at_the_folder(tmp_path: Path) -> None:
+    """Dataset names are folder names, case-sensitive on Linux: ``--data tu:mutag`` with ``TU/MUTAG/``
+    there said only that ``…/mutag`` was not found, as if the files were missing."""
+    (tmp_path / "TU" / "MUTAG").mkdir(parents=True)
+    _tiny_ogb(tmp_path / "ogb" / "ogbg_binds", ["0", "1"] * 4)
+    res = _run("train", "--data", "tu:mutag", "--data-root", str(tmp_path), "--out", str(tmp_path / "m"))
+    assert res.exit_code == 2, res.output
+    assert res.stderr == (
+        f"error: TU dataset folder not found: {tmp_path}/mutag (nor {tmp_path}/TU/mutag); dataset names are "
+        f"case-sensitive: did you mean tu:MUTAG ({tmp_path}/TU/MUTAG)?\n"
+    )
+    res = _run("train", "--data", "ogb:OGBG-BINDS", "--data-root", str(tmp_path / "ogb"), "--out", str(tmp_path / "m"))
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith("error: OGB dataset 'OGBG-BINDS' not found: no raw/ folder in "), res.stderr
+    assert res.stderr.endswith(
+        f"; dataset names are case-sensitive: did you mean ogb:ogbg_binds ({tmp_path}/ogb/ogbg_binds)?\n"
+    )
+    assert not (tmp_path / "m").exists()
+
+
 def test_ctrl_c_while_numpy_loads_is_interrupted_not_swallowed(tmp_path: Path) -> None:
     """torch's C extension imports numpy and clears any error of it, a KeyboardInterrupt included: a
     Ctrl-C landing there was swallowed, and ``gtc train`` went on with a half-loaded numpy until a
