@@ -116,12 +116,24 @@ class OneLineErrorsGroup(TyperGroup):
             _usage_error_line(e)
 
 
-def check_checkpoint_out(out: Path) -> None:
+def check_checkpoint_out(out: Path, source: Path | None = None) -> None:
     """Refuse ``--out`` now, before minutes of training, when a checkpoint may not be written there
-    (a file, someone's non-empty directory, a path below a file: see ``check_checkpoint_target``)."""
+    (a file, someone's non-empty directory, a path below a file: see ``check_checkpoint_target``),
+    or when it is ``source``, the checkpoint a command compresses.
+
+    An existing checkpoint is otherwise replaced, as a re-run into the same folder should; but
+    replacing the source would lose the dense parent that the compressed model is compared with and
+    made from again, and nothing would tell the two apart afterwards but config.json."""
+    import os
+
     from gtcompress.checkpoint import check_checkpoint_target
     from gtcompress.errors import CheckpointError
 
+    if source is not None and out.exists() and source.exists() and os.path.samefile(out, source):
+        raise CheckpointError(
+            f"--out {out}: is the checkpoint being compressed; write the compressed one to another directory "
+            "(replacing it would lose the model it is made from)"
+        )
     try:
         check_checkpoint_target(out)
     except CheckpointError as e:

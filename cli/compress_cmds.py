@@ -219,7 +219,7 @@ def sparsify_cmd(
         attention_topk=attention_topk,
         attention_coverage=attention_coverage,
     )
-    check_checkpoint_out(out)
+    check_checkpoint_out(out, checkpoint)
     _refuse_resparsifying(checkpoint)
     model, meta, ds = _load(checkpoint, data_root, data)
     res = sparsify_model(model, ds, cfg)
@@ -351,7 +351,7 @@ def prune_cmd(
         cost_graphs=cost_graphs,
         seed=seed,
     )  # validated before the checkpoint is loaded; auto settings are resolved for its model
-    check_checkpoint_out(out)
+    check_checkpoint_out(out, checkpoint)
     model, meta, ds = _load(checkpoint, data_root, data)
     res = (random_prune if random else prune_model)(model, ds, cfg)
     # a pruned TEDDY model still takes TEDDY-sparsified inputs: its checkpoint says so

@@ -319,6 +319,24 @@ def test_eval_on_another_dataset_checks_the_models_inputs(ckpts: Path, tmp_path:
     )
 
 
+@pytest.mark.parametrize(
+    "command", [("sparsify", "--edges", "0.5", "--epochs", "0"), ("prune", "--target-flops", "0.5", "--epochs", "0")]
+)
+def test_compressing_a_checkpoint_into_itself_is_refused(ckpts: Path, command: tuple[str, ...]) -> None:
+    """``--out`` naming the input checkpoint (another spelling of it too) replaced the dense model
+    by its compressed one, exit 0: the parent it is compared with and made from again was gone."""
+    dense = ckpts / "dense"
+    before = {f.name: f.read_bytes() for f in dense.iterdir()}
+    for out in (dense, ckpts / "." / "dense" / ".." / "dense"):
+        res = _run(command[0], str(dense), *command[1:], "--out", str(out))
+        assert res.exit_code == 2, res.output
+        assert res.stderr == (
+            f"error: --out {out}: is the checkpoint being compressed; write the compressed one to another "
+            "directory (replacing it would lose the model it is made from)\n"
+        )
+    assert {f.name: f.read_bytes() for f in dense.iterdir()} == before
+
+
 def _tiny_ogb(folder: Path, labels: list[str]) -> None:
     """An OGB-layout dataset (raw CSVs and a scaffold split) of one two-atom molecule per label."""
     import gzip
