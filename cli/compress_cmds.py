@@ -393,6 +393,8 @@ def _token_keep_as_ratio(keep: dict[str, float], axes: str, token_keep: float, c
     source = ctx.get_parameter_source("token_keep")  # typer may ship its own click: compare by name
     if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
         return keep
+    if not 0.0 < token_keep <= 1.0:  # named as given, not as the --keep tokens= ratio it becomes
+        raise ConfigError(f"--token-keep must lie in (0, 1] (fraction of nodes kept), got {token_keep}")
     named = parse_axes(axes, allow_auto=True)
     if "tokens" not in named and "auto" not in named:
         raise ConfigError(

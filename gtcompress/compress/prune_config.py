@@ -98,7 +98,7 @@ class PruneConfig:
             if k not in self.axes and "auto" not in self.axes:  # auto adds the axes given ratios
                 raise ConfigError(f"--keep {k}=…: axis {k!r} is not in --axes {','.join(self.axes)}")
         if self.allocation not in ("auto", *ALLOCATIONS):
-            raise ConfigError(f"allocation {self.allocation!r}: expected auto, {' or '.join(ALLOCATIONS)}")
+            raise ConfigError(f"--allocation {self.allocation!r}: expected auto, {' or '.join(ALLOCATIONS)}")
         if "tokens" in self.keep:
             self.token_keep = self.keep["tokens"]
         structural = [k for k in self.keep if k != "tokens"]
@@ -117,9 +117,11 @@ class PruneConfig:
                 "--target-flops needs heads, ffn, layers or tokens in --axes"
             )
         if not 0.0 < self.token_keep <= 1.0:
-            raise ConfigError(f"token keep ratio must lie in (0, 1], got {self.token_keep}")
+            raise ConfigError(f"--token-keep must lie in (0, 1] (fraction of nodes kept), got {self.token_keep}")
         if not 0.0 <= self.weight_sparsity < 1.0:
-            raise ConfigError(f"weight sparsity must lie in [0, 1), got {self.weight_sparsity}")
+            raise ConfigError(
+                f"--weight-sparsity must lie in [0, 1) (fraction of weights zeroed), got {self.weight_sparsity}"
+            )
         if self.weight_sparsity > 0 and "weights" not in self.axes:
             self.axes = (*self.axes, "weights")
         if "weights" in self.axes and self.weight_sparsity == 0.0:

@@ -171,7 +171,7 @@ class SparsifyConfig:
         if self.attention_score not in ("auto", "teddy", "degree"):
             raise ConfigError(f"attention score must be auto, teddy or degree, got {self.attention_score!r}")
         if not 0.0 < self.attention_coverage <= 1.0:
-            raise ConfigError(f"attention coverage must lie in (0, 1], got {self.attention_coverage}")
+            raise ConfigError(f"--attention-coverage must lie in (0, 1], got {self.attention_coverage}")
         # checked here, before the checkpoint is loaded, not by the NaN weights fine-tuning would write
         check_distillation(self.kd_weight, self.kd_temperature, "--kd-weight", "--kd-temperature")
         check_time_budget(self.time_budget_s, "--time-budget")

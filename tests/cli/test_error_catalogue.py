@@ -215,6 +215,9 @@ CASES = [
     _case("sparsify {ckpt}", "nothing to do: give --edges, --weights and/or --attention-topk"),
     _case("sparsify {ckpt} --edges 1.5", "--edges must lie in [0, 1) (fraction of edges removed), got 1.5"),
     _case("sparsify {ckpt} --weights -0.1", "--weights must lie in [0, 1) (fraction of weights zeroed), got -0.1"),
+    _case(  # the option was not named
+        "sparsify {ckpt} --edges 0.3 --attention-coverage 2", "--attention-coverage must lie in (0, 1], got 2.0"
+    ),
     _case(
         "sparsify {ckpt} --attention-topk 3",
         "GT attention already runs over the input edges only: sparsify those with --edges instead",
@@ -243,7 +246,15 @@ CASES = [
     ),
     _case(
         "prune {ckpt} --target-flops 0.5 --allocation even",
-        "allocation 'even': expected auto, uniform or global",
+        "--allocation 'even': expected auto, uniform or global",
+    ),
+    _case(  # named as the --keep tokens= ratio it becomes
+        "prune {ckpt} --target-flops 0.5 --token-keep 0",
+        "--token-keep must lie in (0, 1] (fraction of nodes kept), got 0.0",
+    ),
+    _case(
+        "prune {ckpt} --target-flops 0.5 --weight-sparsity 1",
+        "--weight-sparsity must lie in [0, 1) (fraction of weights zeroed), got 1.0",
     ),
     _case(
         "prune {ckpt} --target-flops 0.01 --axes heads --epochs 0",
