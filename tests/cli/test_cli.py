@@ -327,8 +327,8 @@ def test_compressing_a_checkpoint_into_itself_is_refused(ckpts: Path, command: t
     by its compressed one, exit 0: the parent it is compared with and made from again was gone."""
     dense = ckpts / "dense"
     before = {f.name: f.read_bytes() for f in dense.iterdir()}
-    for out in (dense, ckpts / "." / "dense" / ".." / "dense"):
-        res = _run(command[0], str(dense), *command[1:], "--out", str(out))
+    for src, out in ((dense, dense), (dense, ckpts / "." / "dense" / ".." / "dense"), (dense / "config.json", dense)):
+        res = _run(command[0], str(src), *command[1:], "--out", str(out))
         assert res.exit_code == 2, res.output
         assert res.stderr == (
             f"error: --out {out}: is the checkpoint being compressed; write the compressed one to another "
