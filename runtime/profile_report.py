@@ -6,6 +6,7 @@ its plots and tables change for reasons the measurement does not.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -52,14 +53,17 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     exist, ``report.json`` last: a run killed while plotting (seconds) leaves the previous report
     and its plots as they were, not new plots beside the old ``report.json``."""
     out = Path(out_dir)
+    made = [p for p in (out, *out.parents) if not p.exists()]  # deepest first: removed again on failure
     out.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[Path, Path]] = []  # (temp, final), renamed in this order
+    done = False
     try:
         paths = _draw(report, out, staged)
         staged.append((_temp(paths[0]), paths[0]))
         staged[-1][0].write_text(json.dumps(report, indent=2))
         for tmp, path in staged:
             os.replace(tmp, path)
+        done = True
     except OSError as e:
         # savefig and PIL write through a file object, so a full disk named no file: name the one being written
         if staged and (named := named_write_error(e, staged[-1][1])) is not None:
@@ -68,6 +72,10 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     finally:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
+        if not done:  # a Ctrl-C or an error while plotting: no empty --out folder left behind
+            for d in made:
+                with contextlib.suppress(OSError):  # not empty (another writer): kept
+                    d.rmdir()
     return paths
 
 

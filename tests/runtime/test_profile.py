@@ -103,6 +103,26 @@ def test_a_report_killed_while_plotting_leaves_the_old_one_whole(report, tmp_pat
     assert (out / "latency_vs_size.png").read_bytes() != before["latency_vs_size.png"]
 
 
+def test_a_report_interrupted_into_a_new_folder_leaves_no_folder(report, tmp_path: Path, monkeypatch) -> None:
+    """``gtc profile --out new/`` stopped by Ctrl-C while plotting left ``new/`` behind, empty: the
+    folders ``write_report`` made are removed again (one already there is kept)."""
+    from matplotlib.figure import Figure
+
+    report.pop("_events", None)
+
+    def interrupted(self, fname, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(report, tmp_path / "new" / "out")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        write_report(report, tmp_path / "kept")
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"]
+
+
 def test_in_process_and_errors(exported) -> None:
     rep = profile_models(
         [exported["graph"].path],
