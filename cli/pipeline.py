@@ -46,10 +46,16 @@ def pipeline_cmd(
     Default: CLUSTER-small, GT and GPS, three FLOP budgets plus a random baseline; about 10-11 minutes on
     2 CPU cores. Example: gtc pipeline --set prune.budgets=[0.5] --out runs/demo
     """
+    from gtcompress.data import check_dataset_name
+    from gtcompress.errors import GTCompressError
     from gtcompress.pipeline import run_pipeline
 
     overrides = list(set_ or [])
     if data:
+        try:  # named as the user typed it, not as the data.name override it becomes
+            check_dataset_name(data)
+        except GTCompressError as e:
+            raise GTCompressError(f"--data: {e}") from None
         overrides.append(f"data.name={data}")
     if data_root:
         overrides.append(f"data.root={data_root}")

@@ -45,6 +45,7 @@ __all__ = [
     "add_pe",
     "cache_path",
     "cached",
+    "check_dataset_name",
     "default_cache_dir",
     "default_data_root",
     "generate_cluster",
@@ -81,6 +82,20 @@ def parse_size(size: str) -> tuple[str, tuple[int, int, int] | None]:
     raise GTCompressError(f"size must be 'small', 'full' or 'TRAIN,VAL,TEST' graph counts, got {size!r}")
 
 
+def check_dataset_name(name: str) -> str:
+    """``name`` if it names a dataset :func:`load_dataset` knows (a ``tu:``/``ogb:`` name is only
+    looked up when loaded), else the error it would raise: for checking a config before any work."""
+    lower = name.strip().lower()
+    if lower in ("pattern", "cluster", "csl", "molhiv"):
+        return name
+    prefix, sep, dataset = name.strip().partition(":")
+    if sep and prefix.lower() in ("tu", "ogb"):
+        if not dataset:
+            raise GTCompressError(f"dataset name {name!r} needs a name after '{prefix}:'")
+        return name
+    raise GTCompressError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+
+
 def load_dataset(
     name: str,
     root: Path | None = None,
@@ -95,7 +110,7 @@ def load_dataset(
     :func:`default_data_root`); for them ``size`` only matters for ``molhiv`` ("small" reads
     :data:`MOLHIV_SMALL_LIMIT` molecules per split, explicit counts cap each split).
     """
-    key = name.strip()
+    key = check_dataset_name(name).strip()
     lower = key.lower()
     preset, counts = parse_size(size)
     seed = check_seed(seed)  # before a cache lookup, a generator or a file is touched
@@ -123,8 +138,6 @@ def load_dataset(
         return load_molhiv(data_root, limit, cache_dir=cache_dir)
     if lower.startswith(("tu:", "ogb:")):
         prefix, _, dataset = key.partition(":")
-        if not dataset:
-            raise GTCompressError(f"dataset name {name!r} needs a name after '{prefix}:'")
         if counts is not None:
             # the --size help names molhiv too: an error naming generated datasets only read as if
             # molhiv's counts were refused as well

@@ -339,6 +339,12 @@ def _parse_size() -> Callable[[str], Any]:
     return parse_size
 
 
+def _dataset_name() -> Callable[[str], Any]:
+    from gtcompress.data import check_dataset_name
+
+    return check_dataset_name
+
+
 def _parse_axes() -> Callable[[str], Any]:
     from gtcompress.compress.gates import parse_axes
 
@@ -346,7 +352,11 @@ def _parse_axes() -> Callable[[str], Any]:
 
 
 #: Keys whose string the library parses: checked by the library's own parser when read.
-_PARSED: dict[str, Callable[[], Callable[[str], Any]]] = {"data.size": _parse_size, "prune.axes": _parse_axes}
+_PARSED: dict[str, Callable[[], Callable[[str], Any]]] = {
+    "data.name": _dataset_name,
+    "data.size": _parse_size,
+    "prune.axes": _parse_axes,
+}
 
 #: Keys whose value is one of a few names (a list's choices apply to each item).
 _CHOICES: dict[str, tuple[str, ...]] = {

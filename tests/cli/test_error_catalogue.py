@@ -434,6 +434,10 @@ CASES = [
         "--set 'noequals': expected SECTION.KEY=VALUE, e.g. prune.budgets=[0.5,0.3]",
     ),
     _case("pipeline --config {missing}.yaml --out {root}/run", "{missing}.yaml: config file not found"),
+    _case(
+        "pipeline --data Clustr --out {root}/run",
+        "--data: unknown dataset 'Clustr'; valid names: pattern, cluster, csl, molhiv, tu:<NAME>, ogb:<NAME>",
+    ),
     _case("pipeline --out {file_txt}", "--out {file_txt}: is a file; the pipeline writes its run into a folder"),
     _case("pipeline --config {root} --out {root}/run", "{root}: is a folder; a config is a YAML or TOML (.toml) file"),
     _case("pipeline --config {bad_yaml} --out {root}/run", r"{bad_yaml}: cannot parse \(.+\)", regex=True),

@@ -52,6 +52,12 @@ from gtcompress.pipeline import PipelineConfig, load_config, run_pipeline
         (["profile.graph_sizes=[1,4]"], "expected a non-empty list of integers, each >= 2"),
         (["prune.token_keep=1.5"], re.escape("prune.token_keep is 1.5; expected a number in (0, 1]") + "$"),
         (["prune.token_keep=most"], re.escape("prune.token_keep is 'most'; expected a number in (0, 1]") + "$"),
+        # checked when read: it failed only when the train stage loaded the data, after "▶ train:gt"
+        (
+            ["data.name=Clustr"],
+            re.escape("--set data.name=Clustr: data.name: unknown dataset 'Clustr'; valid names: pattern, cluster"),
+        ),
+        (["data.name='ogb:'"], re.escape("data.name: dataset name 'ogb:' needs a name after 'ogb:'") + "$"),
     ],
 )
 def test_config_errors(overrides, message) -> None:
