@@ -34,6 +34,7 @@ import math
 
 import torch
 from torch import Tensor
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 from torch.nn import functional as F
 
 from gtcompress.nn.scatter import scatter_max, scatter_sum
@@ -129,9 +130,12 @@ def dense_attention(
         attn_bias = attn_bias.to(q.dtype)
     if row_valid.dtype != q.dtype:
         row_valid = row_valid.to(q.dtype)
-    if attn_bias.shape[-2] == 1:
+    if statically_known_true(attn_bias.shape[-2] == 1):
         # A per-key bias (key padding: GPS) rides in the score MatMul as one more dimension,
         # [tau q, 1] . [k, b] = tau q.k + b, instead of a broadcast Add over the whole score matrix.
+        # Only a bias built with one query row (a literal 1): a per-pair bias whose query size is a
+        # graph size that is 1 in the traced example (the tokens a layer keeps, round(ratio * 9) for
+        # ratio < 1/6) would make the export take this path for every input.
         key_bias = attn_bias.transpose(-1, -2).expand(*k.shape[:-1], 1).to(q.dtype)
         q = torch.cat([q * tau, torch.ones_like(q[..., :1])], dim=-1)
         score = torch.matmul(q, torch.cat([k, key_bias], dim=-1).transpose(-1, -2))
