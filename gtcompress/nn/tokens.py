@@ -54,6 +54,11 @@ def _per_10k(ratio: float) -> int:
     return round(ratio * 10000)
 
 
+#: Largest quantised score (in grid steps of 2^-12) a sort key holds: scores beyond +-2^33 tie there
+#: and go by position, as equal scores do.
+_KEY_GRID_LIMIT = 2.0**45
+
+
 @dataclass
 class Selection:
     order: Tensor  # [B, L] positions sorted by decreasing score
@@ -74,7 +79,9 @@ def topk_per_graph(scores: Tensor, valid: Tensor, ratio: float) -> Selection:
     # |score| >= 16 and inf's int64 cast is garbage, so the top-k kept the lowest scores instead.
     quantised = torch.round((scores if scores.dtype == torch.float32 else scores.float()) * 4096.0)
     pos = torch.arange(length, device=scores.device).unsqueeze(0)
-    key = quantised.to(torch.long) * 65536 + (65535 - pos)
+    # Clamped so that the key stays within int64 (padding's -2^62 below every real key): unclamped, a
+    # score from 2^35 (3.4e10) wrapped around and the highest-scoring node ranked last.
+    key = quantised.clamp(-_KEY_GRID_LIMIT, _KEY_GRID_LIMIT).to(torch.long) * 65536 + (65535 - pos)
     key = key.masked_fill(~valid, -(2**62))
     order = torch.topk(key, k=length, dim=1, largest=True, sorted=True).indices
     masked = (quantised / 4096.0).to(scores.dtype).masked_fill(~valid, float("-inf"))

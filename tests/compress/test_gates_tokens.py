@@ -59,6 +59,18 @@ def test_per_graph_topk() -> None:
         assert sel.keep[b, top].all()
 
 
+def test_per_graph_topk_keeps_a_score_too_large_for_the_int64_key() -> None:
+    """The sort key is the score on a 2^-12 grid times 65536: from |score| = 2^35 (3.4e10) it wrapped
+    around int64, so a node scoring 4.4e10 (features of about 1e11, a finite answer) ranked last and
+    lost its token, in eager torch and in the exported model alike. Huge scores now rank above every
+    smaller one (ties among them go by position)."""
+    scores = torch.tensor([[-1.0, 4.4e10, 0.5, 2.0, 0.0, 1.0], [3e38, 1e20, -3e38, 1.0, -5e8, 0.0]])
+    valid = torch.ones(2, 6, dtype=torch.bool)
+    sel = topk_per_graph(scores, valid, 0.5)
+    assert sel.keep.tolist() == [[False, True, False, True, False, True], [True, True, False, True, False, False]]
+    assert sel.order[1].tolist()[-2:] == [4, 2]  # the most negative scores last
+
+
 def test_training_path_equals_gathered_inference_path_and_trains_the_scorer() -> None:
     torch.manual_seed(0)
     attn = MultiHeadAttention(8, 2, 4)
