@@ -138,6 +138,11 @@ class ModelConfig:
             self.local_conv = "gin"  # GINE needs edge features; without them it is GIN
         if self.local_conv not in ("gine", "gin", "none"):
             raise ConfigError(f"local_conv must be 'gine', 'gin' or 'none', got {self.local_conv!r}")
+        if self.gine_edge_dim not in (0, self.hidden):  # its Linear takes the edge encoding, hidden wide
+            raise ConfigError(
+                f"gine_edge_dim={self.gine_edge_dim}: 0 (GINE adds the edge encoding as it is) or hidden={self.hidden} "
+                "(GINE's own Linear over the edge encoding, which is hidden wide)"
+            )
         if self.attention_layout not in ("auto", "sparse", "dense", "fused"):
             raise ConfigError(f"attention_layout must be auto, sparse, dense or fused, got {self.attention_layout!r}")
         if len(self.pe) > 1 and self.pe_dim:

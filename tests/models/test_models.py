@@ -146,6 +146,12 @@ def test_config_errors_are_specific() -> None:
         # before: a ValueError from build_model (norm) or from the first forward / ONNX tracing (readout)
         ({"norm": "group"}, "norm must be 'batch', 'layer', 'none' (or '' for the default), got 'group'"),
         ({"readout": "max"}, "readout must be 'mean' or 'sum', got 'max'"),
+        # before: a shape error in torch.export ("a and b must have same reduction dim, [s, 16] X [2, 16]")
+        (
+            {"arch": "gps", "gine_edge_dim": 2, "edge_features": FeatureSpec("float", 2)},
+            "gine_edge_dim=2: 0 (GINE adds the edge encoding as it is) or hidden=16 (GINE's own Linear over the "
+            "edge encoding, which is hidden wide)",
+        ),
         # before: a shape error in the first forward (the node encoding was pe_dim columns short)
         (
             {"pe_dim": 8},
