@@ -433,7 +433,10 @@ def load_molhiv(
     root = _molhiv_folder(root)
     csv_path = next((root / f for f in _HIV_FILES if (root / f).is_file()), root / "HIV.csv.gz")
     if not csv_path.is_file():
-        raise DataFormatError(f"missing file: {csv_path}")
+        raise DataFormatError(
+            f"missing file: {csv_path}; the data root (--data-root, data.root) must hold ogbg_molhiv/ (as "
+            "shared/data does) or HIV.csv.gz itself"
+        )
     split_dir = _find_split_dir(root)
     split_paths = {ours: split_dir / f"{theirs}.csv.gz" for ours, theirs in _SPLIT_FILES}
     for p in split_paths.values():
