@@ -29,6 +29,7 @@ import contextlib
 import csv
 import functools
 import gzip
+import hashlib
 import io
 import warnings
 import zlib
@@ -406,8 +407,12 @@ def _find_split_dir(root: Path) -> Path:
 
 
 def _file_key(path: Path) -> list[Any]:
-    st = path.stat()
-    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+    """The part of the cache key one input file gives: its contents' SHA-256. Size and mtime are not
+    enough: a file edited in place and given its old timestamp back (``cp -p``, ``rsync -a``, ``tar
+    x``, a file system with coarse mtimes) keeps both, and the cache then served the old data. The
+    files are small (HIV.csv.gz about 0.4 MB), so hashing them costs milliseconds."""
+    with path.open("rb") as fh:
+        return [path.name, hashlib.file_digest(fh, "sha256").hexdigest()]
 
 
 def load_molhiv(
@@ -428,7 +433,7 @@ def load_molhiv(
     (and vice versa), so ROC-AUC stays defined. ``y`` is float32 ``[1, 1]`` per graph.
 
     The featurised dataset is cached with :func:`gtcompress.data.cache.cached` (key: the files'
-    path, size and mtime, the limits and the RDKit version); ``cache=False`` rebuilds it.
+    contents, the limits and the RDKit version); ``cache=False`` rebuilds it.
     """
     root = _molhiv_folder(root)
     csv_path = next((root / f for f in _HIV_FILES if (root / f).is_file()), root / "HIV.csv.gz")

@@ -247,3 +247,21 @@ def test_molhiv_real_limit_and_cache(hiv_root: Path, tmp_path: Path) -> None:
         sum(g.y.item() for v in ds.splits.values() for g in v)
     )
     assert np.all([g.x.shape[1] == 9 for g in ds["train"]])
+
+
+def test_molhiv_cache_sees_a_changed_file_of_the_same_size_and_mtime(tmp_path: Path) -> None:
+    """The cache was keyed on each file's size and mtime: a CSV with a label fixed in place and its
+    timestamp kept (``cp -p``, ``rsync -a``, ``tar x``, or a coarse-mtime file system) loaded the old
+    labels from the cache without a word. A cache hit must equal a fresh read."""
+    root = _toy_hiv(tmp_path / "hiv", ["C"], [0], {"train": [0, 1], "valid": [2], "test": [3]})
+    (root / "HIV.csv.gz").unlink()
+    csv_path = root / "HIV.csv"  # plain text: the relabelled file keeps its size byte for byte
+    csv_path.write_text("smiles,activity,HIV_active\nC,CI,0\nCC,CI,1\nCCC,CI,0\nCO,CI,1\n")
+    cache_dir = tmp_path / "cache"
+    assert [g.y.item() for g in load_molhiv(root, cache_dir=cache_dir)["train"]] == [0.0, 1.0]
+    stat = csv_path.stat()
+    csv_path.write_text("smiles,activity,HIV_active\nC,CI,1\nCC,CI,1\nCCC,CI,0\nCO,CI,1\n")
+    os.utime(csv_path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (csv_path.stat().st_size, csv_path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    assert [g.y.item() for g in load_molhiv(root, cache_dir=cache_dir)["train"]] == [1.0, 1.0]
+    assert len(list(cache_dir.glob("ogbg-molhiv-*.pt"))) == 2  # one file per content, none overwritten
