@@ -131,9 +131,12 @@ def _data_key(config: PipelineConfig) -> str:
 
 def _data_files(name: str, root: str | None) -> list[Any]:
     """Where a file-based dataset (``tu:``, ``ogb:``, ``molhiv``) is read from and each of its files'
-    path, size and mtime (the loaders say which files): a dataset changed on disk under the same
-    name is a new dataset (its cached models and metrics are not). Generated datasets have none; a
-    folder not found gives none (the load fails with its own error)."""
+    path, size and SHA-256 (the loaders say which files): a dataset changed on disk under the same
+    name is a new dataset (its cached models and metrics are not). Contents, not mtimes: a file
+    changed with its timestamp kept (``cp -p``, ``rsync -a``, ``tar x``) keeps its size and mtime.
+    One dataset's files are a few MB (DD, the largest here, 6 MB), hashed in milliseconds.
+    Generated datasets have none; a folder not found gives none (the load fails with its own error)."""
+    from gtcompress.checkpoint import _sha256
     from gtcompress.data import default_data_root
     from gtcompress.errors import DataFormatError
 
@@ -156,7 +159,7 @@ def _data_files(name: str, root: str | None) -> list[Any]:
             return []
     except DataFormatError:
         files = []
-    return [str(base.resolve()), *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)]
+    return [str(base.resolve()), *((str(f), f.stat().st_size, _sha256(f)) for f in files)]
 
 
 def _dataset_of(ctx: RunContext, e: OnnxArtifact) -> Any:

@@ -319,6 +319,27 @@ def test_a_dataset_changed_on_disk_is_a_new_dataset(tmp_path, monkeypatch) -> No
     assert _data_key(load_config(None, ["data.name=cluster"])) == _data_key(load_config(None, ["data.name=cluster"]))
 
 
+def test_a_dataset_file_changed_with_its_size_and_mtime_kept_is_a_new_dataset(tmp_path, monkeypatch) -> None:
+    """The data key held each file's size and mtime: labels flipped in place with the timestamp kept
+    (``cp -p``, ``rsync -a``, ``tar x``, a coarse-mtime file system) reused the models and metrics of
+    the old labels."""
+    import os
+
+    from gtcompress.pipeline.run import _data_key
+
+    labels = tmp_path / "TU" / "FAKE" / "FAKE_graph_labels.txt"
+    labels.parent.mkdir(parents=True)
+    labels.write_text("1\n0\n")
+    monkeypatch.setenv("GTCOMPRESS_DATA", str(tmp_path))
+    cfg = load_config(None, ["data.name=tu:FAKE"])
+    before = _data_key(cfg)
+    stat = labels.stat()
+    labels.write_text("0\n1\n")
+    os.utime(labels, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (labels.stat().st_size, labels.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    assert _data_key(cfg) != before
+
+
 def test_a_second_run_into_the_same_folder_is_refused(tmp_path) -> None:
     """Two runs into one --out would interleave stage files under one manifest: while one holds the
     folder's lock, another is refused before any stage, and leaves the folder as it was."""
