@@ -42,7 +42,7 @@ import torch
 
 from gtcompress.data.base import DatasetInfo, FeatureSpec, GraphDataset
 from gtcompress.data.cache import cached
-from gtcompress.data.tu import read_table
+from gtcompress.data.tu import line_of, read_table
 from gtcompress.errors import DataFormatError, GTCompressError
 from gtcompress.graph import GraphBatch
 
@@ -505,7 +505,7 @@ def _read_splits(paths: dict[str, Path], num_rows: int, csv_path: Path) -> dict[
         bad = np.flatnonzero((idx < 0) | (idx >= num_rows))
         if bad.size:
             raise DataFormatError(
-                f"{path}, line {bad[0] + 1}: row {idx[bad[0]]} outside 0..{num_rows - 1} "
+                f"{path}, line {line_of(path, bad[0])}: row {idx[bad[0]]} outside 0..{num_rows - 1} "
                 f"({csv_path.name} has {num_rows} rows)"
             )
         if len(np.unique(idx)) != len(idx):

@@ -31,7 +31,7 @@ from gtcompress.data.molecules import (
     atom_feature_spec,
     bond_feature_spec,
 )
-from gtcompress.data.tu import folder_hint, read_table
+from gtcompress.data.tu import folder_hint, line_of, read_table
 from gtcompress.errors import DataFormatError
 from gtcompress.graph import GraphBatch
 
@@ -171,9 +171,10 @@ def load_ogb(root: Path, name: str | None = None, split: str = "scaffold") -> Gr
     ):
         bad = np.flatnonzero(((feat < 0) | (feat >= np.asarray(dims))).any(axis=1))
         if bad.size:
+            path = raw / f"{fname}.csv.gz"
             raise DataFormatError(
-                f"{raw / fname}.csv.gz, line {bad[0] + 1}: {feat[bad[0]].tolist()} outside the OGB "
-                f"feature cardinalities {dims}"
+                f"{path}, line {line_of(path, bad[0])}: {feat[bad[0]].tolist()} outside the OGB feature "
+                f"cardinalities {dims}"
             )
 
     node_ptr = np.concatenate([[0], np.cumsum(num_nodes)])
@@ -183,8 +184,8 @@ def load_ogb(root: Path, name: str | None = None, split: str = "scaffold") -> Gr
     if bad.size:
         g = edge_graph[bad[0]]
         raise DataFormatError(
-            f"{raw / 'edge.csv.gz'}, line {bad[0] + 1}: edge {edges[bad[0]].tolist()} of graph {g} outside "
-            f"its {num_nodes[g]} nodes (ids are local to each graph, 0-based)"
+            f"{raw / 'edge.csv.gz'}, line {line_of(raw / 'edge.csv.gz', bad[0])}: edge {edges[bad[0]].tolist()} of "
+            f"graph {g} outside its {num_nodes[g]} nodes (ids are local to each graph, 0-based)"
         )
 
     # add_inverse_edge: bond k -> directed edges 2k (i, j) and 2k+1 (j, i), same features.
@@ -212,7 +213,9 @@ def load_ogb(root: Path, name: str | None = None, split: str = "scaffold") -> Gr
             raise DataFormatError(f"{path}: no graph ids, so the {ours} split is empty; every split needs at least one")
         bad = np.flatnonzero((idx < 0) | (idx >= num_graphs))
         if bad.size:
-            raise DataFormatError(f"{path}, line {bad[0] + 1}: graph id {idx[bad[0]]} outside 0..{num_graphs - 1}")
+            raise DataFormatError(
+                f"{path}, line {line_of(path, bad[0])}: graph id {idx[bad[0]]} outside 0..{num_graphs - 1}"
+            )
         if len(np.unique(idx)) != len(idx) or seen[idx].any():
             raise DataFormatError(f"{path}: a graph id is listed twice or also in another split")
         seen[idx] = True

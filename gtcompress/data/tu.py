@@ -35,7 +35,7 @@ from gtcompress.data.base import DatasetInfo, FeatureSpec, GraphDataset, check_s
 from gtcompress.errors import DataFormatError
 from gtcompress.graph import GraphBatch
 
-__all__ = ["MAX_DEGREE", "load_tu", "random_split_indices", "read_table"]
+__all__ = ["MAX_DEGREE", "line_of", "load_tu", "random_split_indices", "read_table"]
 
 # Node feature of datasets without node labels or attributes (IMDB-*): the node degree as a
 # category, clipped so rare hubs share one embedding. A common choice for these datasets (PyG's
@@ -74,8 +74,29 @@ def read_table(path: Path, dtype: type[np.generic] = np.int64, ncols: int | None
     if arr.size == 0:
         return np.empty((0, ncols or 1), dtype=dtype)
     if ncols is not None and arr.shape[1] != ncols:
-        raise DataFormatError(f"{path}, line 1: expected {ncols} comma-separated value(s) per line, got {arr.shape[1]}")
+        raise DataFormatError(
+            f"{path}, line {line_of(path, 0)}: expected {ncols} comma-separated value(s) per line, got {arr.shape[1]}"
+        )
     return arr
+
+
+def line_of(path: Path, row: int) -> int:
+    """The 1-based line number of data row ``row`` (0-based) of a file :func:`read_table` read.
+
+    The parser skips empty lines, so a row index is a line number only in a file without them: an
+    error naming "line row + 1" pointed above the bad line. The file is scanned again, for error
+    messages only."""
+    try:
+        with _open_text(Path(path)) as fh:
+            seen = -1
+            for lineno, line in enumerate(fh, start=1):
+                if line.rstrip("\r\n"):
+                    seen += 1
+                    if seen == row:
+                        return lineno
+    except (UnicodeDecodeError, EOFError, OSError, zlib.error):
+        pass  # it was read a moment ago: the row index is the best answer left
+    return row + 1
 
 
 def _locate_error(path: Path, dtype: type[np.generic], ncols: int | None, exc: Exception) -> DataFormatError:
@@ -86,7 +107,7 @@ def _locate_error(path: Path, dtype: type[np.generic], ncols: int | None, exc: E
         with _open_text(path) as fh:
             expected = ncols
             for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
+                if not line.rstrip("\r\n"):  # numpy skips empty lines, not lines of spaces
                     continue
                 fields = line.rstrip("\r\n").split(",")
                 if expected is None:
@@ -211,7 +232,7 @@ def load_tu(root: Path, name: str, seed: int = 0, split: Sequence[float] = (0.8,
     bad = np.flatnonzero((indicator < 1) | (indicator > num_graphs))
     if bad.size:
         raise DataFormatError(
-            f"{path_gi}, line {bad[0] + 1}: graph id {indicator[bad[0]]} outside 1..{num_graphs} "
+            f"{path_gi}, line {line_of(path_gi, bad[0])}: graph id {indicator[bad[0]]} outside 1..{num_graphs} "
             f"({path_gl.name} has {num_graphs} lines)"
         )
     batch = indicator - 1
@@ -242,14 +263,14 @@ def load_tu(root: Path, name: str, seed: int = 0, split: Sequence[float] = (0.8,
     bad = np.flatnonzero(((edges < 0) | (edges >= num_nodes)).any(axis=1))
     if bad.size:
         raise DataFormatError(
-            f"{path_a}, line {bad[0] + 1}: node id {(edges[bad[0]] + 1).tolist()} outside 1..{num_nodes} "
+            f"{path_a}, line {line_of(path_a, bad[0])}: node id {(edges[bad[0]] + 1).tolist()} outside 1..{num_nodes} "
             f"({path_gi.name} has {num_nodes} lines)"
         )
     src, dst = edges[:, 0], edges[:, 1]
     bad = np.flatnonzero(batch[src] != batch[dst])
     if bad.size:
         edge = (edges[bad[0]] + 1).tolist()
-        raise DataFormatError(f"{path_a}, line {bad[0] + 1}: edge {edge} joins two different graphs")
+        raise DataFormatError(f"{path_a}, line {line_of(path_a, bad[0])}: edge {edge} joins two different graphs")
 
     # Nodes of one graph must be contiguous; TU files already are, but reorder if not.
     if num_nodes > 1 and (batch[1:] < batch[:-1]).any():

@@ -147,6 +147,19 @@ def test_synthetic_errors(tmp_path: Path) -> None:
         load_ogb(tmp_path, "ogbg-molnothing")
 
 
+def test_errors_name_the_line_even_after_blank_lines(tmp_path: Path) -> None:
+    """A row index was reported as the line: off by the empty lines above it."""
+    root = _toy(tmp_path / "a", edges="0,1\n\n0,1\n\n1,3\n")
+    with pytest.raises(DataFormatError, match=r"edge\.csv\.gz, line 5: edge \[1, 3\] of graph 1 outside its 3 nodes"):
+        load_ogb(root)
+    root = _toy(tmp_path / "b")
+    split = root / "split" / "scaffold" / "test.csv.gz"
+    _gz(split, "\n\n7\n")
+    with pytest.raises(DataFormatError) as err:
+        load_ogb(root)
+    assert str(err.value) == f"{split}, line 3: graph id 7 outside 0..2"
+
+
 def test_split_overlap_is_an_error(tmp_path: Path) -> None:
     root = _toy(tmp_path / "toy")
     _gz(root / "split" / "scaffold" / "test.csv.gz", "0\n")

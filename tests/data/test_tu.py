@@ -159,6 +159,36 @@ def test_malformed_a_names_file_and_line(tmp_path: Path, lines: list[str], match
         load_tu(tmp_path, "TOY")
 
 
+def test_errors_name_the_line_even_after_blank_lines(tmp_path: Path) -> None:
+    """Empty lines are skipped when parsing, so a row index is not a line number: the bad edge on
+    line 5 was reported on line 3, and the bad graph id on line 4 on line 3."""
+    folder = _toy(tmp_path)
+    (folder / "TOY_edge_labels.txt").unlink()
+    path = folder / "TOY_A.txt"
+    path.write_text("1, 2\n\n2, 1\n\n2, 9\n")
+    with pytest.raises(DataFormatError) as err:
+        load_tu(tmp_path, "TOY")
+    assert str(err.value) == f"{path}, line 5: node id [2, 9] outside 1..5 (TOY_graph_indicator.txt has 5 lines)"
+    path.write_text("\n1, 2\n\n3, 4\n")
+    with pytest.raises(DataFormatError) as err:
+        load_tu(tmp_path, "TOY")
+    assert str(err.value) == f"{path}, line 4: edge [3, 4] joins two different graphs"
+    _write(folder, "TOY", "A", ["1, 2", "2, 1"])
+    indicator = _write(folder, "TOY", "graph_indicator", ["1", "", "1", "", "1", "3", "2"])
+    with pytest.raises(DataFormatError) as err:
+        load_tu(tmp_path, "TOY")
+    assert str(err.value) == f"{indicator}, line 6: graph id 3 outside 1..2 (TOY_graph_labels.txt has 2 lines)"
+    # a line of spaces is not skipped by the parser: it is named, not "malformed" without a line
+    indicator.write_text("1\n1\n  \n1\n2\n2\n")
+    with pytest.raises(DataFormatError) as err:
+        load_tu(tmp_path, "TOY")
+    assert str(err.value) == f"{indicator}, line 3: '' is not an integer"
+    wide = _write(folder, "TOY", "graph_labels", ["", "", "5, 1", "-3, 1"])
+    with pytest.raises(DataFormatError) as err:
+        read_table(wide, np.int64, ncols=1)
+    assert str(err.value) == f"{wide}, line 3: expected 1 comma-separated value(s) per line, got 2"
+
+
 def test_inconsistent_files_are_reported(tmp_path: Path) -> None:
     folder = _toy(tmp_path)
     _write(folder, "TOY", "node_labels", ["1", "2"])
