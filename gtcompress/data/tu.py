@@ -251,6 +251,14 @@ def load_tu(root: Path, name: str, seed: int = 0, split: Sequence[float] = (0.8,
 
     node_labels = node_table(path_nl, np.int64) if path_nl is not None else None
     node_attrs = node_table(path_na, np.float64) if path_na is not None else None
+    if node_attrs is not None and path_na is not None:
+        # numpy reads "nan" and "inf" as numbers: a model fed one trains to a NaN loss, naming no file
+        bad = np.flatnonzero(~np.isfinite(node_attrs).all(axis=1))
+        if bad.size:
+            raise DataFormatError(
+                f"{path_na}, line {line_of(path_na, bad[0])}: node attributes must be finite numbers, "
+                f"got {node_attrs[bad[0]].tolist()}"
+            )
 
     edges = read_table(path_a, np.int64, ncols=2) - 1
     edge_labels = None

@@ -108,6 +108,17 @@ def test_node_attributes_give_float_features_in_pyg_order(tmp_path: Path) -> Non
     assert x[:, 2:].argmax(1).tolist() == [0, 1, 0, 3, 0] and bool((x[:, 2:].sum(1) == 1).all())
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_non_finite_node_attribute_is_refused(tmp_path: Path, value: str) -> None:
+    """numpy parses "nan" and "inf": they were loaded as features, and training failed later on a
+    non-finite loss that named no file."""
+    folder = _toy(tmp_path)
+    path = _write(folder, "TOY", "node_attributes", ["0.5, 1", "1.5, 2", f"2.5, {value}", "-1, 4", "0, 5"])
+    with pytest.raises(DataFormatError) as err:
+        load_tu(tmp_path, "TOY", split=(1.0, 0.0, 0.0))
+    assert str(err.value) == f"{path}, line 3: node attributes must be finite numbers, got [2.5, {float(value)}]"
+
+
 def test_no_node_labels_gives_clipped_degree(tmp_path: Path) -> None:
     folder = tmp_path / "STAR"
     hub = 70  # one hub with 70 leaves: degree above the clip
