@@ -151,6 +151,16 @@ def load_ogb(root: Path, name: str | None = None, split: str = "scaffold") -> Gr
     num_edges = read_table(raw / "num-edge-list.csv.gz", np.int64, ncols=1)[:, 0]
     labels = _read_labels(raw / "graph-label.csv.gz")
     num_graphs = len(num_nodes)
+    bad = np.flatnonzero(np.isinf(labels).any(axis=1))  # NaN is a missing label; infinity is no label
+    if bad.size:
+        path = raw / "graph-label.csv.gz"
+        raise DataFormatError(f"{path}, line {line_of(path, bad[0])}: label {labels[bad[0]].tolist()} is infinite")
+    empty = np.flatnonzero(num_nodes == 0)
+    if empty.size:  # as TU files and SMILES without atoms: a graph without nodes is refused at serving
+        path = raw / "num-node-list.csv.gz"
+        raise DataFormatError(
+            f"{path}, line {line_of(path, empty[0])}: graph {empty[0]} has no nodes; every graph needs at least one"
+        )
 
     if len(num_edges) != num_graphs:
         raise DataFormatError(f"{raw / 'num-edge-list.csv.gz'}: {len(num_edges)} lines, expected {num_graphs}")

@@ -160,6 +160,31 @@ def test_errors_name_the_line_even_after_blank_lines(tmp_path: Path) -> None:
     assert str(err.value) == f"{split}, line 3: graph id 7 outside 0..2"
 
 
+def test_an_infinite_label_is_refused(tmp_path: Path) -> None:
+    """An empty field is a missing label (NaN, masked by the loss and metrics); "inf" was read as a
+    target too, and scored as an infinite MAE."""
+    root = _toy(tmp_path / "a", labels="0.5,1\n-inf,0\n")
+    path = root / "raw" / "graph-label.csv.gz"
+    with pytest.raises(DataFormatError) as err:
+        load_ogb(root)
+    assert str(err.value) == f"{path}, line 2: label [-inf, 0.0] is infinite"
+
+
+def test_a_graph_without_nodes_is_refused(tmp_path: Path) -> None:
+    """TU files and SMILES without atoms are refused, and so is such a graph at serving; from OGB
+    files it was loaded, trained on and scored as its readout's bias."""
+    root = _toy(tmp_path / "toy")
+    _gz(root / "raw" / "num-node-list.csv.gz", "2\n3\n0\n")
+    _gz(root / "raw" / "num-edge-list.csv.gz", "1\n2\n0\n")
+    _gz(root / "raw" / "edge.csv.gz", "0,1\n0,1\n1,2\n")
+    _gz(root / "raw" / "edge-feat.csv.gz", "0,0,0\n1,0,0\n0,0,1\n")
+    _gz(root / "raw" / "node-feat.csv.gz", "5,0,1,5,3,0,2,0,0\n" * 5)
+    path = root / "raw" / "num-node-list.csv.gz"
+    with pytest.raises(DataFormatError) as err:
+        load_ogb(root)
+    assert str(err.value) == f"{path}, line 3: graph 2 has no nodes; every graph needs at least one"
+
+
 def test_split_overlap_is_an_error(tmp_path: Path) -> None:
     root = _toy(tmp_path / "toy")
     _gz(root / "split" / "scaffold" / "test.csv.gz", "0\n")
