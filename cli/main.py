@@ -61,7 +61,9 @@ SizeOpt = Annotated[str, typer.Option(help="small, full or TRAIN,VAL,TEST counts
 @user_errors
 def data_generate(
     name: Annotated[str, typer.Argument(help="pattern, cluster or csl")],
-    size: SizeOpt = "small",
+    size: Annotated[
+        str, typer.Option(help="small, full or TRAIN,VAL,TEST graph counts (csl: small or full, 150 graphs).")
+    ] = "small",
     seed: Annotated[int, typer.Option(min=0, help="Generator seed.")] = 0,
 ) -> None:
     """Generate a synthetic benchmark (cached on disk) and print its statistics.

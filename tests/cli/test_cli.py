@@ -49,6 +49,15 @@ def test_every_command_help_has_an_example() -> None:
     assert not missing, f"--help without an example: {missing}"
 
 
+def test_data_generate_size_help_names_only_what_it_generates() -> None:
+    """Its --size help was gtc train's, "(generated datasets, molhiv)": molhiv is refused here."""
+    help_text = " ".join(_run("data", "generate", "--help").output.split())
+    assert "molhiv" not in help_text and "(csl: small or full, 150 graphs)" in help_text
+    res = _run("data", "generate", "molhiv")
+    assert res.exit_code == 2
+    assert res.output.strip() == "error: unknown generated dataset 'molhiv'; expected pattern, cluster or csl"
+
+
 def test_generate_train_eval_info(tmp_path: Path) -> None:
     res = _run("data", "generate", "cluster", "--size", "30,10,10", "--seed", "3")
     assert res.exit_code == 0, res.output
