@@ -331,7 +331,7 @@ def _read_hiv_csv(path: Path) -> tuple[list[str], np.ndarray]:
     smiles: list[str] = []
     labels: list[int] = []
     try:
-        with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as fh:
+        with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as fh:  # -sig: a BOM
             reader = csv.reader(fh)
             header = next(reader, None)
             if header is None or "smiles" not in header or "HIV_active" not in header:

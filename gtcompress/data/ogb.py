@@ -71,7 +71,7 @@ def _read_labels(path: Path) -> np.ndarray:
         return float(s) if s.strip() else math.nan
 
     try:
-        with io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8") as fh:
+        with io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig") as fh:
             return np.loadtxt(fh, delimiter=",", dtype=np.float64, ndmin=2, converters=field)
     except (ValueError, OSError, EOFError, zlib.error):
         raise first_error from None  # names the file and line

@@ -48,9 +48,11 @@ SPLIT_NAMES = ("train", "val", "test")
 
 # ---------------------------------------------------------------------------------------- parsing
 def _open_text(path: Path) -> IO[str]:
+    """``path`` as text; ``utf-8-sig`` drops the byte-order mark Windows tools write, which numpy
+    would read as part of the first value."""
     if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig")
 
 
 def read_table(path: Path, dtype: type[np.generic] = np.int64, ncols: int | None = None) -> np.ndarray:

@@ -160,6 +160,17 @@ def test_molhiv_limit_keeps_a_positive(tmp_path: Path) -> None:
     assert [len(ds[k]) for k in ("train", "val", "test")] == [1, 1, 0]
 
 
+def test_molhiv_csv_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """A CSV saved by Excel or Windows tools starts with a UTF-8 BOM: the header's first column read
+    as '\\ufeffsmiles' and the file was refused as lacking a smiles column."""
+    root = _toy_hiv(tmp_path / "hiv", ["C"], [0], {"train": [0, 1], "valid": [2], "test": [3]})
+    (root / "HIV.csv.gz").unlink()
+    text = "smiles,activity,HIV_active\nC,CI,0\nCC,CI,1\nCCC,CI,0\nCO,CI,1\n"
+    (root / "HIV.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    ds = load_molhiv(root, cache=False)
+    assert [g.y.item() for g in ds["train"]] == [0.0, 1.0] and ds["train"][1].num_nodes == 2
+
+
 def test_molhiv_bad_smiles_names_row(tmp_path: Path) -> None:
     splits = {"train": [0, 1], "valid": [2], "test": [3]}  # no split empty: that is an error of its own
     root = _toy_hiv(tmp_path / "hiv", ["CCO", "C1CC((", "C", "CC"], [0, 1, 0, 1], splits)

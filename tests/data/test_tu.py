@@ -88,6 +88,18 @@ def test_synthetic_exact_parse(tmp_path: Path) -> None:
         g.validate()
 
 
+def test_files_saved_with_a_byte_order_mark_are_read(tmp_path: Path) -> None:
+    """A UTF-8 BOM (Windows tools) made the first value '\\ufeff1', "not an integer"."""
+    folder = _toy(tmp_path / "plain")
+    _toy(tmp_path / "bom")
+    for path in (tmp_path / "bom" / "TOY").iterdir():
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    a = collate(load_tu(folder.parent, "TOY", split=(1.0, 0.0, 0.0))["train"])
+    b = collate(load_tu(tmp_path / "bom", "TOY", split=(1.0, 0.0, 0.0))["train"])
+    assert torch.equal(a.edge_index, b.edge_index) and torch.equal(a.edge_attr, b.edge_attr)
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+
+
 def test_synthetic_gzipped_a_equals_plain(tmp_path: Path) -> None:
     _toy(tmp_path / "plain")
     _toy(tmp_path / "gz", gz_a=True)
