@@ -353,3 +353,30 @@ def test_a_config_claiming_sizes_its_weights_lack_is_refused_before_it_is_alloca
         load_checkpoint(path)
     expected = message.format(weights=path / "model.safetensors", config=path / "config.json")
     assert str(e.value).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "given", "conflicts"),
+    [
+        # TU, OGB and CSL read the same graphs at every size preset: no conflict (the default 'small' was
+        # refused for a checkpoint trained with --size full, though both read the very same split)
+        ({"name": "tu:NCI1", "size": "full", "seed": 0}, ("tu:NCI1", "small", 0), []),
+        ({"name": "ogb:ogbg_molbace", "size": "full", "seed": 0}, ("ogb:ogbg_molbace", "small", 3), []),
+        ({"name": "csl", "size": "full", "seed": 1}, ("csl", "small", 1), []),
+        ({"name": "molhiv", "size": "full", "seed": 0}, ("molhiv", "full", 5), []),  # its split is shipped
+        # where they pick the graphs, size and seed still conflict
+        ({"name": "tu:NCI1", "size": "full", "seed": 0}, ("tu:NCI1", "full", 1), [("seed", 0, 1)]),
+        ({"name": "molhiv", "size": "full", "seed": 0}, ("molhiv", "small", 0), [("size", "full", "small")]),
+        (
+            {"name": "cluster", "size": "small", "seed": 0},
+            ("cluster", "full", 2),
+            [("size", "small", "full"), ("seed", 0, 2)],
+        ),
+    ],
+)
+def test_data_spec_conflicts_only_where_the_dataset_reads_them(recorded, given, conflicts) -> None:
+    from gtcompress.checkpoint_data import data_spec_conflicts
+    from gtcompress.train.recipe import DataSpec
+
+    name, size, seed = given
+    assert data_spec_conflicts({"dataset": recorded}, DataSpec(name, size=size, seed=seed)) == conflicts
