@@ -1,0 +1,186 @@
+"""Peak memory and time of evaluating GPS and Graphormer on real datasets of mixed graph sizes, with
+evaluation batches whole vs cut where their padded attention exceeds ``MAX_EVAL_CELLS``.
+
+    python bench/eval_memory.py                                   # gps:tu:PROTEINS graphormer:tu:PROTEINS gps:tu:DD
+    python bench/eval_memory.py --runs gps:tu:PROTEINS --max-whole-gib 4
+
+A model attending densely within each graph pads an evaluation batch's graphs to its largest, so a
+batch of 128 graphs holding one of 620 nodes (PROTEINS) or 5,748 (DD) holds 128 x largest^2 cells
+a head. Each (run, mode) evaluates every graph of the dataset (``gtcompress.train.loop.predict``,
+batches of 128, one thread) in a child process of its own, so its peak resident memory is its own;
+the same seeded, untrained model in both modes, and the answers are compared. A whole-batch run whose
+largest batch would need more than ``--max-whole-gib`` of float32 scores (one tensor of batch x
+largest^2 x heads) is not started, and its estimate is recorded instead.
+
+Writes ``bench/results/eval_memory/eval_memory.json`` (with the command, commit and machine) and
+``eval_memory.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import RESULTS, data_root, missing_data, provenance
+
+OUT = RESULTS / "eval_memory"
+RUNS = ["gps:tu:PROTEINS", "graphormer:tu:PROTEINS", "gps:tu:DD"]
+BATCH = 128
+HEADS = 4
+
+
+def _graphs(dataset: str) -> tuple[list[Any], Any]:
+    from gtcompress.data import load_dataset
+
+    ds = load_dataset(dataset, root=data_root() / "TU")
+    return [g for split in ("train", "val", "test") for g in ds.splits.get(split, [])], ds.info
+
+
+def _largest_batch_cells(sizes: list[int]) -> int:
+    return max(len(sizes[i : i + BATCH]) * max(sizes[i : i + BATCH]) ** 2 for i in range(0, len(sizes), BATCH))
+
+
+def child(arch: str, dataset: str, mode: str, out: str) -> None:
+    """One evaluation in this process: prints its JSON row; the logits go to ``out`` (.npy)."""
+    import resource
+
+    import numpy as np
+    import torch
+
+    import gtcompress.train.loop as loop
+    from gtcompress.models import ModelConfig, build_model
+
+    torch.set_num_threads(1)
+    graphs, info = _graphs(dataset)
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        arch=arch,
+        node_features=info.node_features,
+        edge_features=info.edge_features,
+        out_dim=info.out_dim,
+        hidden=64,
+        heads=HEADS,
+        num_layers=2,
+        task_level="graph",
+    )
+    model = build_model(cfg).eval()
+    if mode == "whole":
+        loop.MAX_EVAL_CELLS = 2**62
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with torch.no_grad():
+        logits, _ = loop.predict(model, graphs, BATCH)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    np.save(out, logits.numpy())
+    print(json.dumps({"seconds": seconds, "peak_mib": peak / 1024, "before_eval_mib": before / 1024}))
+
+
+def _measure(arch: str, dataset: str, mode: str, tmp: Path) -> dict[str, Any]:
+    out = tmp / f"{arch}-{dataset.replace(':', '_')}-{mode}.npy"
+    cmd = [sys.executable, __file__, "--child", arch, dataset, mode, str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if r.returncode != 0:
+        return {"error": (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]}
+    row = json.loads(r.stdout.strip().splitlines()[-1])
+    row["logits"] = str(out)
+    return row
+
+
+def _cell(m: dict[str, Any]) -> str:
+    return f"{m['peak_mib']:7.0f} MiB {m['seconds']:7.1f} s" if "peak_mib" in m else str(next(iter(m.values())))
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    labels = [r["run"] for r in rows]
+    x = range(len(rows))
+    for ax, key, unit in ((axes[0], "peak_mib", "peak resident memory (MiB)"), (axes[1], "seconds", "time (s)")):
+        for k, mode in enumerate(("whole", "cut")):
+            vals = [r[mode].get(key, 0) or 0 for r in rows]
+            bars = ax.bar([i + (k - 0.5) * 0.38 for i in x], vals, 0.38, label=f"{mode} batches")
+            for b, r in zip(bars, rows, strict=True):
+                if key not in r[mode]:
+                    ax.annotate("not run", (b.get_x() + b.get_width() / 2, 0), ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(list(x), labels, fontsize=8)
+        ax.set_ylabel(unit)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"evaluating every graph, batches of {BATCH}, 1 thread: whole vs cut at MAX_EVAL_CELLS")
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", nargs="+", default=RUNS, help="ARCH:DATASET, e.g. gps:tu:PROTEINS")
+    ap.add_argument("--max-whole-gib", type=float, default=8.0, help="skip whole batches whose scores need more")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(*args.child)
+        return 0
+    import numpy as np
+
+    from gtcompress.io import write_atomic, write_json
+    from gtcompress.preprocess.batching import MAX_EVAL_CELLS
+
+    if (why := missing_data([str(data_root() / "TU")])) is not None:
+        print(f"error: {why}", file=sys.stderr)
+        return 2
+    prov = provenance()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in args.runs:
+            arch, _, dataset = run.partition(":")
+            graphs, _ = _graphs(dataset)
+            sizes = [g.num_nodes for g in graphs]
+            cells = _largest_batch_cells(sizes)
+            row: dict[str, Any] = {
+                "run": run,
+                "graphs": len(sizes),
+                "largest_graph": max(sizes),
+                "largest_batch_cells": cells,
+                "whole_scores_gib": cells * HEADS * 4 / 2**30,
+            }
+            if row["whole_scores_gib"] > args.max_whole_gib:
+                row["whole"] = {"skipped": f"one scores tensor of its largest batch: {row['whole_scores_gib']:.1f} GiB"}
+            else:
+                row["whole"] = _measure(arch, dataset, "whole", Path(tmp))
+            row["cut"] = _measure(arch, dataset, "cut", Path(tmp))
+            if "logits" in row["whole"] and "logits" in row["cut"]:
+                a, b = np.load(row["whole"].pop("logits")), np.load(row["cut"].pop("logits"))
+                row["max_abs_diff"] = float(np.abs(a - b).max())
+                row["memory_ratio"] = row["whole"]["peak_mib"] / row["cut"]["peak_mib"]
+                row["speedup"] = row["whole"]["seconds"] / row["cut"]["seconds"]
+            for mode in ("whole", "cut"):
+                row[mode].pop("logits", None)
+            rows.append(row)
+            ratio = ""
+            if "speedup" in row:
+                ratio = f"  {row['memory_ratio']:.1f}x less memory, {row['speedup']:.1f}x faster"
+            whole, cut = _cell(row["whole"]), _cell(row["cut"])
+            print(f"{run:26s} largest {row['largest_graph']:5d}  whole: {whole}  cut: {cut}{ratio}")
+    doc = {**prov, "max_eval_cells": MAX_EVAL_CELLS, "batch_size": BATCH, "heads": HEADS, "rows": rows}
+    OUT.mkdir(parents=True, exist_ok=True)
+    write_json(OUT / "eval_memory.json", doc)
+    write_atomic(OUT / "eval_memory.png", lambda p: _plot(rows, p))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
