@@ -163,9 +163,15 @@ class _State:
 ALLOCATIONS = ("uniform", "global")
 
 
-def _uniform_plan(cost: CostModel, scores: Scores, axes: tuple[str, ...], budget: float) -> Plan | None:
+def _uniform_plan(cost: CostModel, scores: Scores, axes: tuple[str, ...], budget: float, floor: float) -> Plan | None:
     """The plan within ``budget`` that keeps the most nearly equal fractions of all heads and of all
-    FFN units (each axis ranked by ``scores`` across layers), or None if none fits."""
+    FFN units (each axis ranked by ``scores`` across layers), or None if none fits.
+
+    A head count whose plan keeps every FFN unit and still costs less than ``floor`` is passed over:
+    its units are spent, so the plan cannot come nearer the budget, and fit_budget would refuse it
+    after mask training (GT, 8 heads of 0.105 each, target 0.83: 6 heads and every unit balanced best
+    but cost 0.789, while 7 heads and 27 of 64 units cost 0.83). Every other head count's plan lies
+    within one FFN unit of the budget, as near as the units allow."""
 
     def plan_at(heads: int | None, units: int | None) -> Plan:
         keep = {}
@@ -190,6 +196,8 @@ def _uniform_plan(cost: CostModel, scores: Scores, axes: tuple[str, ...], budget
         while lo < hi:
             mid = (lo + hi + 1) // 2
             lo, hi = (mid, hi) if cost.cost(plan_at(k, mid)) <= budget else (lo, mid - 1)
+        if lo == n_units and cost.cost(plan_at(k, lo)) < floor:
+            continue
         gap = abs((k / n_heads if k is not None else 1.0) - lo / n_units)
         if best is None or gap < best[0]:
             best = (gap, k, lo)
@@ -212,7 +220,8 @@ def select_plan(
 
     ``allocation="global"`` closes units weakest first across axes, passing over one whose removal
     would fall below the window for smaller ones; ``"uniform"`` keeps about the same fraction of the
-    heads as of the FFN units, each axis ranked by ``scores`` across layers (see
+    heads as of the FFN units, each axis ranked by ``scores`` across layers, among the plans that
+    come as near the target as the units allow (else it is the global choice; see
     :func:`gtcompress.compress.prune.default_allocation` for which suits which model).
 
     Every per-axis fraction holds at once: the layers ratio is applied first, passing over sublayers
@@ -221,7 +230,7 @@ def select_plan(
     unit without the layers axis, or each one the layers ratio keeps) is a :class:`BudgetError`;
     ``clamp`` keeps what they allow instead (the uniform search)."""
     if target is not None and allocation == "uniform":
-        plan = _uniform_plan(cost, scores, axes, target * cost.dense)
+        plan = _uniform_plan(cost, scores, axes, target * cost.dense, target * cost.dense * (1.0 - slack))
         if plan is not None:
             return plan
     state = _State(cost, axes)

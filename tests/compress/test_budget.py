@@ -470,3 +470,29 @@ def test_token_keep_one_undoes_the_token_pruning_of_a_pruned_checkpoint(node_dat
     assert all(layer.tokens is None for layer in res.model.layers)
     assert res.report["removed"]["token_keep"] == [1.0, 1.0]
     assert res.report["cost"]["flops_ratio"] > 1.0  # every node attends again: more FLOPs than the 0.7 model
+
+
+@pytest.mark.parametrize("target", [0.83, 0.95])
+def test_uniform_allocation_meets_a_target_the_units_reach(target: float) -> None:
+    """GT's default allocation picked the plan whose heads and FFN fractions were nearest, even when it
+    kept every FFN unit and still cost far below the target: 6 of 8 heads and all units (0.789) for
+    0.83, which fit_budget then refused after mask training, while 7 heads and 27 of 64 units cost 0.83.
+    The pre-check, the global allocation and this one now agree that such a target is met."""
+    from gtcompress.compress.prune_run import check_feasible
+
+    cm = CostModel(
+        dense=1.0,
+        base=0.0165,
+        head=[0.105, 0.105],
+        attn_fixed=[0.0, 0.0],
+        unit=[0.0022, 0.0022],
+        ffn_fixed=[0.0, 0.0],
+        heads=[4, 4],
+        widths=[32, 32],
+    )
+    axes = ("heads", "ffn")
+    check_feasible(cm, PruneConfig(target_flops=target, axes=axes), target)  # the pre-check lets it through
+    for seed in range(3):
+        for allocation in ("uniform", "global"):
+            plan = select_plan(cm, random_scores(cm, seed), axes, target=target, allocation=allocation)
+            assert target * 0.99 <= cm.cost(plan) <= target, (seed, allocation)
