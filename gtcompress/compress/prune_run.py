@@ -410,6 +410,13 @@ def check_feasible(cm: CostModel, cfg: PruneConfig, target: float | None) -> Non
             f"paths, local MPNN, prediction head"
             f"{', every sublayer keeps one unit without the layers axis' if 'layers' not in axes else ''})"
         )
+    # Every plan costs at most the full one: below the window, no unit axis can help (the window's message
+    # below would name the full cost as the nearest reachable and suggest adding finer axes).
+    if full < target * (1.0 - cfg.tolerance):
+        raise BudgetError(
+            f"token pruning alone (keep {cfg.token_keep}) already gives {full:.3f} of the FLOPs, below the "
+            f"target {target:.3f}; raise --token-keep or lower --target-flops"
+        )
     # Only after mask training did fit_budget find that no plan of these (coarse) units lands within the
     # tolerance (GPS, --axes layers, --target-flops 0.4: 0.369 or 0.444, minutes of training later).
     # The costs a plan can reach are known now. A plan is chosen at or below the target (select_plan),
@@ -424,11 +431,6 @@ def check_feasible(cm: CostModel, cfg: PruneConfig, target: float | None) -> Non
             f"{','.join(cfg.axes)} (a plan is chosen at or below the target): the units are too coarse, the "
             f"nearest reachable FLOP ratios are {near}; {f'add {finer} or ' if finer else ''}choose a target "
             f"from one of them to {cfg.tolerance:.0%} above it"
-        )
-    if full < target * (1.0 - cfg.tolerance):
-        raise BudgetError(
-            f"token pruning alone (keep {cfg.token_keep}) already gives {full:.3f} of the FLOPs, below the "
-            f"target {target:.3f}; raise --token-keep or lower --target-flops"
         )
 
 

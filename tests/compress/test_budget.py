@@ -496,3 +496,30 @@ def test_uniform_allocation_meets_a_target_the_units_reach(target: float) -> Non
         for allocation in ("uniform", "global"):
             plan = select_plan(cm, random_scores(cm, seed), axes, target=target, allocation=allocation)
             assert target * 0.99 <= cm.cost(plan) <= target, (seed, allocation)
+
+
+def test_a_target_above_what_token_pruning_alone_leaves_names_the_token_ratio() -> None:
+    """Every plan costs at most the one keeping every unit, so with ``--token-keep 0.5`` at 0.46 of the
+    FLOPs a target of 0.8 is out of reach whatever the unit axes do. The coarse-units check ran first
+    and said the units were too coarse and to add 'heads' or 'ffn' (which cannot help); the
+    message naming the token ratio was never reached."""
+    from gtcompress.compress.prune_run import check_feasible
+
+    cm = CostModel(
+        dense=1.0,
+        base=0.1,
+        head=[0.05],
+        attn_fixed=[0.0],
+        unit=[0.02],
+        ffn_fixed=[0.0],
+        heads=[4],
+        widths=[8],
+        token_keep=[0.5],
+    )
+    cfg = PruneConfig(target_flops=0.8, axes="tokens,layers", token_keep=0.5)
+    with pytest.raises(BudgetError) as err:
+        check_feasible(cm, cfg, 0.8)
+    assert str(err.value) == (
+        "token pruning alone (keep 0.5) already gives 0.460 of the FLOPs, below the target 0.800; "
+        "raise --token-keep or lower --target-flops"
+    )
