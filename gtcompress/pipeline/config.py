@@ -57,7 +57,7 @@ def _defaults() -> dict[str, dict[str, Any]]:
             "layers": ModelConfig.num_layers,
             "heads": ModelConfig.heads,
             "epochs": RECIPE["train"]["epochs"],
-            "batch_size": TrainConfig.batch_size,
+            "batch_size": TrainConfig.batch_size,  # every stage that trains: dense, dense-ft, TEDDY, pruning
             "lr": TrainConfig.lr,
             # the run's seed: dense training, and the dense-ft control, TEDDY and pruning after it (a run per
             # seed varies every stage, not only the dense model)

@@ -184,8 +184,8 @@ def _sparsify(ctx: RunContext, parent: ModelArtifact) -> ModelArtifact:
     distillation; the checkpoint records the settings its inputs need."""
     scfg = ctx.config["sparsify"]
     ckpt = ctx.out / "models" / f"{parent.arch}-teddy"
-    seed = ctx.config["train"]["seed"]
-    key = stage_key(parent.key, scfg, seed)
+    seed, batch_size = ctx.config["train"]["seed"], ctx.config["train"]["batch_size"]
+    key = stage_key(parent.key, scfg, seed, batch_size)
 
     def teddy() -> dict[str, Any]:
         from gtcompress.checkpoint import load_checkpoint, save_checkpoint
@@ -193,7 +193,7 @@ def _sparsify(ctx: RunContext, parent: ModelArtifact) -> ModelArtifact:
         from gtcompress.compress.teddy import SparsifyConfig, sparsify_model
 
         model, meta = load_checkpoint(parent.ckpt)
-        sc = SparsifyConfig(edges=scfg["edges"], epochs=scfg["epochs"], seed=seed)
+        sc = SparsifyConfig(edges=scfg["edges"], epochs=scfg["epochs"], batch_size=batch_size, seed=seed)
         res = sparsify_model(model, ctx.dataset(model.config.pe), sc)
         save_checkpoint(
             ckpt,
@@ -219,8 +219,8 @@ def _prune(ctx: RunContext, parent: ModelArtifact, b: float, method: str) -> Mod
     pcfg = ctx.config["prune"]
     name = f"{parent.arch}-{method}-{b}"
     ckpt = ctx.out / "models" / name
-    seed = ctx.config["train"]["seed"]
-    key = stage_key(parent.key, pcfg, b, method, seed)
+    seed, batch_size = ctx.config["train"]["seed"], ctx.config["train"]["batch_size"]
+    key = stage_key(parent.key, pcfg, b, method, seed, batch_size)
 
     def prune() -> dict[str, Any]:
         from gtcompress.checkpoint import load_checkpoint, save_checkpoint
@@ -236,6 +236,9 @@ def _prune(ctx: RunContext, parent: ModelArtifact, b: float, method: str) -> Mod
             epochs=pcfg["epochs"],
             finetune_epochs=pcfg["finetune_epochs"],
             lr=pcfg["lr"],
+            # the run's batch size, which the dense-ft control trains with too: the report's deltas
+            # against it compare models trained with one recipe
+            batch_size=batch_size,
             seed=seed,
         )
         res = (prune_model if method == "gtsp" else random_prune)(model, ctx.dataset(model.config.pe), pc)
