@@ -271,7 +271,13 @@ def _compression_summary(model: Any, meta: dict[str, Any]) -> str:
     c = model.config
     details = []
     if teddy_ratio(meta) > 0:
-        details.append(f"inputs lose {teddy_ratio(meta):.0%} of edges to TEDDY")
+        if meta["teddy"].get("threshold") is None:
+            details.append(f"inputs lose {teddy_ratio(meta):.0%} of edges to TEDDY")
+        else:  # the global rule: other graphs lose more or fewer than the training split's share
+            details.append(
+                f"inputs lose their edges scoring below a TEDDY threshold ({teddy_ratio(meta):.0%} of the training "
+                "split's edges)"
+            )
     if getattr(c, "attention_topk", 0) > 0:
         details.append(f"attention over edges + top-{c.attention_topk} nodes by {c.attention_score}")
     report = meta.get("compression")

@@ -476,3 +476,23 @@ def test_info_says_what_compression_changed(tmp_path: Path) -> None:
     want = "compressed: teddy (inputs lose 30% of edges to TEDDY; attention over edges + top-8 nodes by teddy)"
     assert want in shown["sa"]
     assert "compressed: GTSP pruning" in shown["pruned"]
+
+
+def test_info_of_a_global_teddy_checkpoint_does_not_promise_the_share_of_every_graph(tmp_path: Path) -> None:
+    """``--global`` fixes a score threshold on the training split: there it drops the ratio's share, on
+    other graphs more or fewer (CLUSTER, 0.3: 30 % of the training edges, 11 % of the validation ones),
+    yet ``gtc info`` said "inputs lose 30% of edges"."""
+    from gtcompress.checkpoint import save_checkpoint
+    from gtcompress.data.base import FeatureSpec
+    from gtcompress.models import ModelConfig, build_model
+
+    cfg = ModelConfig(arch="gt", node_features=FeatureSpec("float", 3), out_dim=2, hidden=16, heads=2, num_layers=1)
+    teddy = {"edges": 0.3, "per_graph": False, "threshold": 1.4e-05}
+    save_checkpoint(tmp_path / "g", build_model(cfg).eval(), {"teddy": teddy, "compression": {"method": "teddy"}})
+    res = _run("info", str(tmp_path / "g"))
+    assert res.exit_code == 0, res.output
+    want = (
+        "compressed: teddy (inputs lose their edges scoring below a TEDDY threshold (30% of the training "
+        "split's edges))"
+    )
+    assert want in " ".join(res.output.split())
