@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -105,6 +106,20 @@ def _load(checkpoint: Path, data_root: Path | None, data: str | None = None) -> 
             raise ConfigError(f"--data {data} does not fit the model of {checkpoint}: {problem}")
         meta = {**meta, "dataset": {**spec.to_dict(), "info": ds.info.to_dict()}}
     return model, meta, sparsified(ds, teddy_transform(meta, model.config))
+
+
+#: a checkpoint whose weights are at least this share exactly zero was sparsified (trained dense
+#: weights are practically never exactly zero): gtc prune keeps its sparsity unless told otherwise
+INHERITED_SPARSITY = 0.05
+
+
+def _zero_share(model: Any) -> float:
+    """The share of the weights that weight sparsity applies to that are exactly zero."""
+    from gtcompress.compress.sparsity import nonzero, prunable_weights
+
+    params = [p for _, p in prunable_weights(model)]
+    total = sum(p.numel() for p in params)
+    return 1.0 - nonzero(params) / total if total else 0.0
 
 
 def _save(out: Path, model: Any, meta: dict[str, Any], report: dict[str, Any], extra: dict[str, Any]) -> None:
@@ -281,12 +296,13 @@ def prune_cmd(
         ),
     ] = PRUNE["allocation"],
     weight_sparsity: Annotated[
-        float,
+        float | None,
         typer.Option(
             help="weights axis: fraction of weights zeroed; above 0 it adds the weights axis, and 0 with weights "
-            "in --axes zeroes 0.5."
+            "in --axes zeroes 0.5. Default: the checkpoint's own (the share of its weights that are exactly "
+            "zero, as gtc sparsify --weights leaves them), else 0.",
         ),
-    ] = PRUNE["weight_sparsity"],
+    ] = None,
     epochs: Annotated[int, typer.Option(min=0, help="Mask-training epochs.")] = PRUNE["epochs"],
     finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs after materialising.")] = PRUNE[
         "finetune_epochs"
@@ -339,7 +355,7 @@ def prune_cmd(
         keep=keep_d,
         token_keep=token_keep,
         allocation=allocation,
-        weight_sparsity=weight_sparsity,
+        weight_sparsity=weight_sparsity or 0.0,
         epochs=epochs,
         finetune_epochs=finetune_epochs,
         batch_size=batch_size,
@@ -353,6 +369,13 @@ def prune_cmd(
     )  # validated before the checkpoint is loaded; auto settings are resolved for its model
     check_checkpoint_out(out, checkpoint)
     model, meta, ds = _load(checkpoint, data_root, data)
+    if weight_sparsity is None and (zeros := _zero_share(model)) >= INHERITED_SPARSITY:
+        # fine-tuning every weight again made a sparsified checkpoint dense, silently
+        cfg = replace(cfg, weight_sparsity=round(zeros, 4))
+        console.print(
+            f"keeping the weight sparsity of {checkpoint}: {zeros:.1%} of its weights are zero "
+            "(--weight-sparsity 0 gives a dense result)"
+        )
     res = (random_prune if random else prune_model)(model, ds, cfg)
     # a pruned TEDDY model still takes TEDDY-sparsified inputs: its checkpoint says so
     _save(out, res.model, meta, res.report, {"teddy": meta["teddy"]} if meta.get("teddy") else {})

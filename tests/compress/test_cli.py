@@ -312,3 +312,35 @@ def test_a_pruned_model_that_costs_more_says_so(tmp_path: Path, monkeypatch) -> 
         "along its edges, which costs more than it saves on graphs of many nodes and few edges; prune without "
         "the tokens axis for such graphs."
     ) in text
+
+
+def test_prune_keeps_the_weight_sparsity_of_a_sparsified_checkpoint(ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+    """``gtc sparsify --weights 0.5`` then ``gtc prune``: fine-tuning every weight again made the pruned
+    model dense unless --weight-sparsity was repeated, and nothing said so. The checkpoint's own
+    sparsity is kept by default; --weight-sparsity 0 still asks for a dense result."""
+    from gtcompress.compress.sparsity import nonzero, prunable_weights
+    from gtcompress.compress.teddy import SparsifyConfig, sparsify_model
+
+    monkeypatch.setenv("GTCOMPRESS_CACHE", str(ckpt.parent / "cache"))
+    model, meta = load_checkpoint(ckpt)
+    ds = DataSpec(**{k: v for k, v in meta["dataset"].items() if k != "info"}).load(model.config.pe)
+    res = sparsify_model(
+        model, ds, SparsifyConfig(edges=0.0, weights=0.5, epochs=1, cost_graphs=4), show_progress=False
+    )
+    sparse = save_checkpoint(tmp_path / "sparse", res.model, {**meta, "compression": res.report})
+    params = [p for _, p in prunable_weights(res.model)]
+    zeros = 1 - nonzero(params) / sum(p.numel() for p in params)
+    assert zeros > 0.4
+
+    def prune(out: Path, *extra: str) -> dict:
+        args = ["prune", str(sparse), "--axes", "heads,ffn", "--keep", "heads=1", "--epochs", "0"]
+        r = runner.invoke(_app(), [*args, "--finetune-epochs", "1", *extra, "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        return {"output": " ".join(r.output.split()), **json.loads((out / "compression_report.json").read_text())}
+
+    kept = prune(tmp_path / "kept")
+    assert f"keeping the weight sparsity of {sparse}: {zeros:.1%} of its weights are zero" in kept["output"]
+    assert kept["removed"]["weights_sparsity"] == pytest.approx(zeros, abs=2e-3)
+    dense = prune(tmp_path / "dense", "--weight-sparsity", "0")
+    assert "keeping the weight sparsity" not in dense["output"]
+    assert dense["removed"].get("weights_sparsity", 0.0) < 0.01

@@ -79,7 +79,9 @@ CLI_ONLY = {
     "train": {"data", "out", "data_root", "arch", "pe"},
 }
 DEPARTURES = {
-    "prune": {"target_flops": None},  # --keep ratios are the budget without it: they exclude a FLOP target
+    # target_flops: --keep ratios are the budget without it: they exclude a FLOP target. weight_sparsity:
+    # the checkpoint's own (its share of exactly-zero weights), else PruneConfig's 0.0
+    "prune": {"target_flops": None, "weight_sparsity": None},
     "train": {"epochs": TRAIN_EPOCHS},  # TrainConfig.epochs is 50; gtc train keeps its 30
 }
 
