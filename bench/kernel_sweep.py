@@ -191,7 +191,9 @@ def _keep_fastest_that_agrees(
     """The fastest variant whose output equals the rule's (within :data:`AGREE_TOL`) on every graph
     of ``cases`` (graph, q/k/v) becomes ``spec.TUNED`` for the rest of the run, so that no later row
     runs a config that was fast and wrong; a rejected one is recorded with its largest difference.
-    Every graph counts: a power-law hub spans many chunks, where a uniform graph's rows span few."""
+    Every graph counts: a power-law hub spans many chunks, where a uniform graph's rows span few.
+    A run that raises (the rule not compiling, a variant out of memory) goes to ``doc["sweep_errors"]``
+    and the benchmark goes on: nothing tuned for the family, or that variant not kept."""
     from trt_plugins import spec
     from trt_plugins.kernels import sparse_graph_attention
 
@@ -201,11 +203,23 @@ def _keep_fastest_that_agrees(
     def run(g: Graph, qkv: tuple[torch.Tensor, ...], config: Any) -> torch.Tensor:
         return sparse_graph_attention(*qkv, g.rowptr, g.col, None, config=config).float()
 
-    expected = [run(g, qkv, variants["rule"]) for g, qkv in cases]
+    try:
+        expected = [run(g, qkv, variants["rule"]) for g, qkv in cases]
+    except Exception as e:  # e.g. the rule does not compile on this Triton: its rows record the same error
+        b.doc.setdefault("sweep_errors", {})[key] = f"rule: {_error_text(e)}: nothing tuned, every row runs the rule"
+        print(f"  {key}: the rule's output could not be computed ({_error_text(e)}): nothing tuned")
+        for g, _ in cases:
+            empty_cache(g)
+        return
     rejected = {}
     for label in sorted((lb for lb in totals if math.isfinite(totals[lb])), key=lambda lb: totals[lb]):
         if label != "rule":
-            outs = [run(g, qkv, variants[label]) for g, qkv in cases]
+            try:
+                outs = [run(g, qkv, variants[label]) for g, qkv in cases]
+            except Exception as e:  # ran when timed, fails now (an OOM): not kept, and the sweep goes on
+                b.doc.setdefault("sweep_errors", {})[f"{key} {label}"] = _error_text(e)
+                print(f"  {key}: {label} failed in the agreement check ({_error_text(e)}): not kept")
+                continue
             diff = max(
                 (float((o - x).abs().max()) for o, x in zip(outs, expected, strict=True) if o.numel()), default=0.0
             )
@@ -223,6 +237,11 @@ def _keep_fastest_that_agrees(
         }
         print(f"  tuned {key}: {label} ({totals[label]:.3f} ms vs rule {totals['rule']:.3f})")
         return
+
+
+def _error_text(e: BaseException) -> str:
+    """An exception as the sweep records it: its type and the first line of its message."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
 
 
 def _qkv(g: Graph, dtype_name: str, heads: int, head_dim: int) -> tuple[torch.Tensor, ...]:

@@ -139,3 +139,53 @@ def test_a_variant_wrong_only_where_a_hub_spans_chunks_is_not_kept(monkeypatch: 
     kept = b.doc["tuned"]["4x16 float32"]
     assert kept["variant"] == right
     assert kept["rejected_max_abs_diff"] == {wrong: pytest.approx(1e-3, rel=1e-3)}
+
+
+def test_a_rule_that_fails_in_the_agreement_check_tunes_nothing_and_the_run_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The agreement check runs the rule outside any row: a rule that raises there (one that does not
+    compile on the GPU's Triton) ended the whole benchmark before its op rows and its summary."""
+    from trt_plugins import kernels
+
+    monkeypatch.setattr(spec, "TUNED", {})
+    variants = kernel_sweep.sweep_variants(4, 16, "float32")
+    monkeypatch.setattr(kernel_sweep, "_time_variant", lambda *_: 1.0)
+    real = kernels.sparse_graph_attention
+
+    def rule_fails(*args: Any, config: Any = None, **kw: Any) -> torch.Tensor:
+        if config == variants["rule"]:
+            raise RuntimeError("CompilationError at 12:4\nmore lines")
+        return real(*args, config=config, **kw)
+
+    monkeypatch.setattr(kernels, "sparse_graph_attention", rule_fails)
+    b = SimpleNamespace(doc={}, deadline=time.monotonic() + 60, skip_reason="", args=SimpleNamespace(max_minutes=5))
+    kernel_sweep.sweep_and_tune(b, [uniform_graph(20, 60, torch.device("cpu"))], [("fp32", 4, 16)])  # type: ignore[arg-type]
+    assert b.doc["tuned"] == {} and spec.TUNED == {}
+    assert b.doc["sweep_errors"] == {
+        "4x16 float32": "rule: RuntimeError: CompilationError at 12:4: nothing tuned, every row runs the rule"
+    }
+
+
+def test_a_variant_that_fails_in_the_agreement_check_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trt_plugins import kernels
+
+    monkeypatch.setattr(spec, "TUNED", {})
+    variants = kernel_sweep.sweep_variants(4, 16, "float32")
+    failing, right = list(variants)[1], list(variants)[2]
+    speed = {failing: 1.0, right: 1.5}
+    monkeypatch.setattr(kernel_sweep, "_time_variant", lambda b, g, d, h, hd, label, *_: speed.get(label, 3.0))
+    real = kernels.sparse_graph_attention
+
+    def one_fails(*args: Any, config: Any = None, **kw: Any) -> torch.Tensor:
+        if config == variants[failing]:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, config=config, **kw)
+
+    monkeypatch.setattr(kernels, "sparse_graph_attention", one_fails)
+    b = SimpleNamespace(doc={}, deadline=time.monotonic() + 60, skip_reason="", args=SimpleNamespace(max_minutes=5))
+    kernel_sweep.sweep_and_tune(b, [uniform_graph(20, 60, torch.device("cpu"))], [("fp32", 4, 16)])  # type: ignore[arg-type]
+    assert b.doc["tuned"]["4x16 float32"]["variant"] == right and spec.TUNED[(4, 16, "float32")] == variants[right]
+    assert b.doc["sweep_errors"] == {
+        f"4x16 float32 {failing}": "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    }
