@@ -18,8 +18,9 @@ Timing: CUDA events around each call, median of ``--reps`` (at least 10) runs af
 A peer whose first run exceeds ``--slow-ms`` is timed once and marked so (v1 on big power-law
 graphs takes seconds). The rows the targets read run first (after the tile sweep), so that
 ``--max-minutes`` cuts only the others. Rows are written to the JSON as they finish, so an interrupted run keeps
-what it measured. Without a GPU the script says so, runs a small parity check of the kernel under
-Triton's interpreter and exits 0 without touching the results.
+what it measured; one stopped by SIGTERM or by an error outside any row still writes its summary and PNG
+(``stopped`` or ``failed`` in the JSON; a failure exits 1). Without a GPU the script says so, runs a small
+parity check of the kernel under Triton's interpreter and exits 0 without touching the results.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import platform
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -450,11 +452,17 @@ def main(argv: list[str] | None = None) -> int:
     b.doc["copy_gbps"] = copy_bandwidth(DEVICE, 0.05 if args.cpu_dry_run else 2.0)
     print(f"device copy bandwidth: {b.doc['copy_gbps']:.0f} GB/s on {b.doc['machine'].get('gpu')}", flush=True)
     signal.signal(signal.SIGTERM, _stop)  # `timeout` in gpu_check.sh: still write the summary and PNG
+    status = 0
     try:
         run_rows(b, args, DEVICE)
     except Stopped as e:
         b.doc["stopped"] = f"{e}: the rows after the last one recorded were not run"
         print(b.doc["stopped"], flush=True)
+    except Exception as e:  # outside any row (a graph, the models, the sweep): what ran still gets its summary
+        traceback.print_exc()
+        b.doc["failed"] = f"{error_text(e)}: the rows after the last one recorded were not run"
+        print(b.doc["failed"], flush=True)
+        status = 1
     b.doc["cpu_dry_run"] = args.cpu_dry_run
     b.doc["summary"] = summarize(b.rows, b.doc["copy_gbps"], judged=not args.cpu_dry_run)
     b.save()
@@ -462,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in b.doc["summary"]["lines"]:
         print(line)
     print(f"wrote {args.out} and {png}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ not compile) would otherwise end the benchmark without its summary, on a GPU slo
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,32 @@ def test_list_options_are_checked_before_anything_runs(
     assert exc.value.code == 2
     assert f"error: {message}" in capsys.readouterr().err
     assert not (tmp_path / "kernel.json").exists()
+
+
+def test_an_error_outside_any_row_still_writes_the_summary_and_png(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Building a 50M-edge graph, the models or the sweep's bookkeeping run outside every row's ``try``:
+    an exception there ended the device run with a traceback and no summary or PNG of the rows measured."""
+    monkeypatch.setattr(kernel, "DEVICE", kernel.DEVICE)  # main sets both for the dry run; restored after
+    monkeypatch.setattr(kernel, "COMPILE_BACKEND", kernel.COMPILE_BACKEND)
+    monkeypatch.setattr(kernel.signal, "signal", lambda *a: None)  # keep pytest's own SIGTERM handling
+
+    def one_row_then_fail(b: kernel.Bench, args: argparse.Namespace, dev: torch.device) -> None:
+        row = {"level": "op", "workload": "uniform E=2k", "kind": "uniform", "N": 200, "E": 2000, "dtype": "fp32",
+               "hd": "4x16", "peer": "ours v2"}  # fmt: skip
+        b.measure(row, lambda: None)
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 12.00 GiB\nmore")
+
+    monkeypatch.setattr(kernel, "run_rows", one_row_then_fail)
+    out = tmp_path / "kernel.json"
+    assert kernel.main(["--cpu-dry-run", "--no-sweep", "--out", str(out)]) == 1
+    doc = json.loads(out.read_text())
+    assert doc["failed"] == (
+        "OutOfMemoryError: CUDA out of memory. Tried to allocate 12.00 GiB: the rows after the last one recorded "
+        "were not run"
+    )
+    assert [r["peer"] for r in doc["rows"]] == ["ours v2"] and doc["rows"][0]["ms"] >= 0
+    assert doc["summary"]["lines"][0].endswith("(CPU dry run: no GPU figure, no target judged)")
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert "Traceback" in capsys.readouterr().err
