@@ -19,15 +19,20 @@ export PYTHONPATH=".:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 # note: "CUDA Graph does not work well with CUPTI teardown" (it sets this only for inductor's graphs).
 export TEARDOWN_CUPTI=0
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
+if [ -z "${GTC_COMMIT:-}" ] && [ ! -d .git ]; then
+  echo "warning: GTC_COMMIT is unset and this copy has no .git: kernel.json will record commit 'unknown'" >&2
+fi
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name(0))" 2>&1 | tee "$OUT/versions.txt"
 # tests/gpu: the kernel, the op's CUDA registration, compile / CUDA graphs, AOT PTX via cupy.
 # The torch backend's CUDA tests too; the two that need fastapi/tritonclient (not on the H200 image) are left out.
 # Most of their time is Triton compiling one kernel variant per case on one core: pytest-xdist (on the H200
 # image) spreads them over the machine's cores.
 workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n ${GPU_TEST_WORKERS:-8}")
+# The whole log goes to the file (every failure's traceback: the run cannot be repeated to see them), its
+# end to the console.
 timeout "${GPU_TEST_TIMEOUT:-150}" python3 -m pytest -q -p no:cacheprovider -rs --durations=15 $workers tests/gpu \
   tests/runtime/test_torch_backend.py tests/cli/test_runtime_device.py -k "not served and not imports_without_torch" \
-  2>&1 | tail -n 100 | tee "$OUT/gpu_tests.log"
+  2>&1 | tee "$OUT/gpu_tests.log" | tail -n 100
 tests=$?
 left=$(( TOTAL_S - ($(date +%s) - start) ))
 minutes=$(python3 -c "print(round(max(1.0, ($left - $BENCH_RESERVE_S) / 60), 2))")
