@@ -13,9 +13,10 @@ answer was read) waits, nothing more is read: uvicorn resumed reading on every a
 that never read its answers had everything it sent held in memory. A body the request was answered
 without (a 404, a 413 on its Content-Length) is dropped for :data:`DISCARD_S` at most, then the
 connection closes; one that ends sooner leaves the connection waiting for its next head, timed as after
-any answer. This module is the one place that knows uvicorn's protocol internals (``cycle``,
-``pipeline``, ``flow``, ``loop``, ``transport``), so that a
-uvicorn upgrade that moves them breaks here and in ``tests/runtime/test_http_head.py`` only.
+any answer. An answer the client stops taking is dropped with its connection (:data:`SEND_TIMEOUT_S`).
+This module is the one place that knows uvicorn's protocol internals (``cycle``, ``pipeline``, ``flow``,
+``loop``, ``transport``, ``pause_writing``), so that a uvicorn upgrade that moves them breaks here and in
+``tests/runtime/test_http_head.py`` only.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from runtime.body import MIN_BODY_RATE
 from runtime.protocol import error_body
 
 #: Bytes of one request head (request line and headers) read before the request gets 431 and its
@@ -42,6 +44,14 @@ HEAD_LINGER_S = 2.0
 #: as it arrives, and no body timeout runs (the app reads nothing more): a client that declared a
 #: terabyte and sent a byte now and then held its connection forever. nginx's ``lingering_time``.
 DISCARD_S = 30.0
+#: Seconds an answer may wait in the connection's write buffer without the client taking any of it
+#: before the connection is aborted (the buffered answer dropped). Past that time from the first
+#: pause the client must also have taken it at :data:`runtime.body.MIN_BODY_RATE` on average. Nothing
+#: else times out a client that stops reading: uvicorn's keep-alive and our head timer only *close*
+#: the connection, which waits for the buffer to flush, so a client that never read its answer held
+#: the answer's bytes and the connection forever (60 clients that sent 1.6 MiB each and read nothing
+#: took a server from 120 to 733 MiB with ``max_inflight_mib`` 64, and kept it there).
+SEND_TIMEOUT_S = 60.0
 
 
 def _head_too_large() -> str:
@@ -153,6 +163,11 @@ def bounded_head_protocol() -> Any:
         _deferred: tuple[int, str, str] | None = None  # a refusal waiting for the responses before it
         _head_timer: asyncio.TimerHandle | None = None
         _discard_timer: asyncio.TimerHandle | None = None  # a body answered before it was read
+        _send_timer: asyncio.TimerHandle | None = None  # the client is not taking the answer (paused writing)
+        _send_paused_at = 0.0  # when writing paused
+        _send_progress_at = 0.0  # when the write buffer last shrank
+        _send_buffered = 0  # its size then
+        _send_taken = 0  # bytes the client took since writing paused
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -183,6 +198,7 @@ def bounded_head_protocol() -> Any:
             Every unanswered request is marked, so their answers are dropped as a lone one's is."""
             self._disarm_head_timer()
             self._disarm_discard_timer()
+            self._disarm_send_timer()
             for cycle in self._open:
                 if not cycle.response_complete:
                     cycle.disconnected = True
@@ -258,6 +274,44 @@ def bounded_head_protocol() -> Any:
                 # request whose body its own handler is reading): dropped for DISCARD_S at most
                 self._disarm_discard_timer()
                 self._discard_timer = self.loop.call_later(DISCARD_S, self._stop_discarding)
+
+        def pause_writing(self) -> None:
+            """The write buffer is past its high-water mark: the client is not (yet) taking the answer.
+            From now on it must take some of it every :data:`SEND_TIMEOUT_S`, and at
+            :data:`~runtime.body.MIN_BODY_RATE` on average past that time, or the connection is aborted."""
+            super().pause_writing()
+            self._send_paused_at = self._send_progress_at = self.loop.time()
+            self._send_buffered = self.transport.get_write_buffer_size()
+            self._send_taken = 0
+            self._disarm_send_timer()
+            self._send_timer = self.loop.call_later(min(1.0, SEND_TIMEOUT_S), self._check_send)
+
+        def resume_writing(self) -> None:
+            self._disarm_send_timer()
+            super().resume_writing()
+
+        def _disarm_send_timer(self) -> None:
+            if self._send_timer is not None:
+                self._send_timer.cancel()
+                self._send_timer = None
+
+        def _check_send(self) -> None:
+            """Polled while writing is paused (the transport reports no progress by itself): abort the
+            connection of a client that stopped taking its answer, or takes it too slowly. Aborted, not
+            closed: a close waits for the buffer to flush, which is what never happens."""
+            self._send_timer = None
+            now = self.loop.time()
+            buffered = self.transport.get_write_buffer_size()
+            if buffered < self._send_buffered:
+                self._send_taken += self._send_buffered - buffered
+                self._send_progress_at = now
+            self._send_buffered = buffered
+            stalled = now - self._send_progress_at >= SEND_TIMEOUT_S
+            slow = now - self._send_paused_at >= SEND_TIMEOUT_S + self._send_taken / MIN_BODY_RATE
+            if stalled or slow:
+                self.transport.abort()  # connection_lost follows: the handler's send returns, its lease goes
+                return
+            self._send_timer = self.loop.call_later(min(1.0, SEND_TIMEOUT_S), self._check_send)
 
         def _disarm_discard_timer(self) -> None:
             if self._discard_timer is not None:
