@@ -7,7 +7,8 @@ neighbour-list slot of the padded lowering (:func:`slot_bytes`), held to ``max_a
 allow. Time: the positional encodings the server computes and a Graphormer's shortest-path
 distances (:func:`distance_hops`), held to ``max_pe_work`` (:func:`check_work`). The encodings'
 working memory (:func:`pe_memory`) is charged against ``max_inflight_mib`` with the request's body
-(:func:`check_pe_memory`, :mod:`runtime.server`). The numbers are
+(:func:`check_pe_memory`, :mod:`runtime.server`), and so is encoding its answer (:func:`answer_bytes`,
+:func:`check_answer`). The numbers are
 measurements on ONNX Runtime CPU, kept with the code that uses them. Every check runs before the
 work it bounds, so a refused request costs nothing but its validation.
 """
@@ -362,4 +363,40 @@ def check_pe_memory(
         f"(--max-inflight-mib {limits.max_inflight_mib:g}); send fewer or smaller graphs, {names} computed by "
         "the client with every model input (a pre-processed request), or start the server with a larger "
         "--max-inflight-mib",
+    )
+
+
+#: What encoding an answer holds at its peak, in bytes a value (:func:`runtime.protocol.encode_infer_response`):
+#: as JSON a Python float and its list slot (32), the text (about 20), and rounding: 52 measured (peak RSS,
+#: float32 outputs of 300,000 x 3 and 10,000 x 100); as binary data the raw bytes and the body they are
+#: joined into (8 for float32). Once encoded, an answer is charged its body's bytes until the client has
+#: taken them (:mod:`runtime.server`).
+JSON_ANSWER_VALUE_BYTES = 64
+BINARY_ANSWER_VALUE_BYTES = 8
+
+
+def answer_bytes(model: ServedModel, binary: bool, nodes: int, num_graphs: int) -> int:
+    """Bytes encoding the answer to a request of ``nodes`` nodes in ``num_graphs`` graphs takes, before
+    the model runs: one row a node (node-level) or a graph, of the output's width."""
+    width = 1
+    for d in model.session.get_outputs()[0].shape[1:]:
+        width *= max(int(d), 1)
+    rows = nodes if model.session.node_level else num_graphs
+    return rows * width * (BINARY_ANSWER_VALUE_BYTES if binary else JSON_ANSWER_VALUE_BYTES)
+
+
+def check_answer(model: ServedModel, limits: ServerLimits, need: int, held: int, *, binary: bool) -> None:
+    """Refuse (400) a request whose answer's ``need`` bytes and the ``held`` bytes of its body and
+    arrays together exceed the server's whole in-flight budget: no wait would let it through (past
+    what other requests leave, the lease refuses it with a 503 instead)."""
+    budget = limits.inflight_bytes
+    if need + held <= budget:
+        return
+    hint = "" if binary else ", or ask for binary output (output parameter binary_data, 8x smaller)"
+    raise GraphTooLargeError(
+        "x",
+        f"encoding the answer of model '{model.name}' to this request takes about {need:,} bytes of memory, which "
+        f"with its {held:,} bytes of body and arrays is more than this server's in-flight budget of {budget:,} "
+        f"bytes (--max-inflight-mib {limits.max_inflight_mib:g}); send fewer nodes{hint}, or start the server "
+        "with a larger --max-inflight-mib",
     )

@@ -33,15 +33,16 @@ because ``x``/``edge_index``/``batch`` are always among the inputs. The output `
 node ``[N, out]`` or per graph ``[B, out]`` of the request.
 
 A request head past 64 KiB, or not complete within 30 s, gets 431 or 408 (:mod:`runtime.http_head`).
-Every request is decoded and validated before it is queued (a bad one gets HTTP 400 naming the
-input and the problem, and never reaches the model; a body larger than ``max_body_bytes`` as sent
-or once decoded gets 413 while it streams in, :mod:`runtime.body`, and one that stops arriving for
-``body_timeout_s`` gets 408; one that would take the bytes held by all requests in flight past
-``max_inflight_mib`` gets 503, counting the working memory of the positional encodings the server
-computes for it, :func:`runtime.request_cost.pe_memory`, and one whose body and encodings alone
-exceed it gets 400); accepted requests are merged by
-:class:`runtime.batcher.DynamicBatcher`; on shutdown uvicorn stops accepting, in-flight requests
-finish (a batch waiting for company fires at once), then the batcher drains.
+Every request is decoded and validated before it is queued (a bad one gets HTTP 400 naming the input and
+the problem, and never reaches the model; a body larger than ``max_body_bytes`` as sent or once decoded
+gets 413 while it streams in, :mod:`runtime.body`, and one that stops arriving for ``body_timeout_s`` gets
+408; one that would take the bytes held by all requests in flight past ``max_inflight_mib`` gets 503,
+counting the working memory of the positional encodings the server computes for it
+(:func:`runtime.request_cost.pe_memory`) and of encoding its answer, whose body stays charged until the
+client has taken it (:func:`runtime.request_cost.answer_bytes`), and one whose body, encodings or answer
+alone exceed it gets 400); accepted requests are merged by :class:`runtime.batcher.DynamicBatcher`; on
+shutdown uvicorn stops accepting, in-flight requests finish (a batch waiting for company fires at once),
+then the batcher drains.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ from starlette.requests import ClientDisconnect
 
 from gtcompress.preprocess.batching import NumpyGraph
 from runtime.batcher import BatchConfig, BatchItem, DynamicBatcher
-from runtime.body import BodyClock, ClientDisconnected, InflightBudget, read_body, receive_chunks
+from runtime.body import BodyClock, ClientDisconnected, InflightBudget, Lease, read_body, receive_chunks
 from runtime.errors import (
     BodyTimeoutError,
     BodyTooLargeError,
@@ -88,7 +89,7 @@ from runtime.protocol import (
     parse_infer_request,
     tensor_bytes,
 )
-from runtime.request_cost import INLINE_PE_BYTES, check_pe_memory, pe_memory
+from runtime.request_cost import INLINE_PE_BYTES, answer_bytes, check_answer, check_pe_memory, pe_memory
 from runtime.served import (
     ServedModel,
     ServerLimits,
@@ -241,14 +242,14 @@ def create_app(
         return ok(lookup(name, version).config())
 
     async def handle_infer(
-        name: str, version: str | None, chunks: AsyncIterator[bytes], headers: dict[str, str]
+        name: str, version: str | None, chunks: AsyncIterator[bytes], headers: dict[str, str], lease: Lease
     ) -> tuple[int, bytes, dict[str, str]] | None:
-        """One inference request → (status, body, headers), or None if the client left before its body
-        was complete; shared by the fast path and the route. ``headers`` have lower-case names."""
+        """One request → (status, body, headers), or None if the client left mid-body; shared by the fast path
+        and the route. ``headers``: lower-case names; ``lease`` then holds an answer's bytes till sent."""
         start = time.perf_counter()
         result: tuple[int, bytes, dict[str, str]] | None = None
         try:
-            result = await answer_infer(name, version, chunks, headers)
+            result = await answer_infer(name, version, chunks, headers, lease)
             return result
         finally:
             if mx is not None:
@@ -260,10 +261,10 @@ def create_app(
                     mm.latency.observe(time.perf_counter() - start)
 
     async def answer_infer(
-        name: str, version: str | None, chunks: AsyncIterator[bytes], headers: dict[str, str]
+        name: str, version: str | None, chunks: AsyncIterator[bytes], headers: dict[str, str], lease: Lease
     ) -> tuple[int, bytes, dict[str, str]] | None:
         """:func:`handle_infer` without the metrics."""
-        lease = budget.lease()
+        answered = False
         try:
             m = lookup(name, version)
             body = await read_body(
@@ -317,11 +318,20 @@ def create_app(
                 lease.shrink_to(held + sum(a.nbytes for kind, a in g.pe.items() if kind not in before))
             if m.batcher is None:
                 return _error(503, "server is shutting down")
+            # the answer is charged before the model runs, then its body until taken (slow readers' answers)
+            names = _output_names(req, m)
+            binary = all(req.wants_binary(n) for n in names)
+            answer = answer_bytes(m, binary, g.num_nodes, num_graphs)
+            check_answer(m, limits, answer, lease.held, binary=binary)
+            lease.grow_to(lease.held + answer)
             # Not refused once shutdown has begun: a request whose body came before it is in flight, and
             # uvicorn waits for it before the batcher closes (submit refuses from then on: a 503 below).
             out = await m.batcher.submit(g, num_graphs)
-            outs = [(n, out, req.wants_binary(n)) for n in _output_names(req, m)]
-            payload, resp_headers = encode_infer_response(m.name, m.version, req.id, outs)
+            payload, resp_headers = encode_infer_response(
+                m.name, m.version, req.id, [(n, out, req.wants_binary(n)) for n in names]
+            )
+            lease.shrink_to(len(payload))
+            answered = True
             return 200, payload, resp_headers
         except ClientDisconnected:
             return None
@@ -345,12 +355,17 @@ def create_app(
             log.exception("inference failed")
             return _error(500, f"inference failed: {type(e).__name__}: {e}")
         finally:
-            lease.release()
+            if not answered:  # an error's body is small: nothing to hold while it is sent
+                lease.release()
 
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
-        result = await handle_infer(name, version, _stream(request), dict(request.headers))
+        lease = budget.lease()  # FastInferApp serves requests (holding an answer until sent), not this route
+        try:
+            result = await handle_infer(name, version, _stream(request), dict(request.headers), lease)
+        finally:
+            lease.release()
         if result is None:  # the client is gone: nobody reads this
             return Response(status_code=400)
         status, payload, headers = result
@@ -390,14 +405,21 @@ class FastInferApp:
                 # served /v2/models/g%2574/infer as model "gt", where GET /v2/models/g%2574 is a 404 for
                 # "g%74", and made a model named "a%41" unreachable (tritonclient quotes it to a%2541).
                 name, version = match[1], match[2]
-                result = await self.handle(name, version, receive_chunks(receive), headers)
-                if result is None:  # the client left before its body was complete
-                    return
-                status, body, out_headers = result
-                raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in out_headers.items()]
-                raw.append((b"content-length", str(len(body)).encode()))
-                await send({"type": "http.response.start", "status": status, "headers": raw})
-                await send({"type": "http.response.body", "body": body})
+                lease = self.app.state.inflight.lease()
+                try:
+                    result = await self.handle(name, version, receive_chunks(receive), headers, lease)
+                    if result is None:  # the client left before its body was complete
+                        return
+                    status, body, out_headers = result
+                    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in out_headers.items()]
+                    raw.append((b"content-length", str(len(body)).encode()))
+                    await send({"type": "http.response.start", "status": status, "headers": raw})
+                    big = len(body) > INLINE_BODY_BYTES  # uvicorn drains a full write buffer before a send,
+                    await send({"type": "http.response.body", "body": body, "more_body": big})
+                    if big:  # not after: an empty last send returns once the client took the (charged) answer
+                        await send({"type": "http.response.body", "body": b""})
+                finally:
+                    lease.release()
                 return
         await self.app(scope, receive, send)
 

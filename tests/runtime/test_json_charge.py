@@ -18,6 +18,7 @@ import pytest
 from gtcompress.preprocess import NumpyGraph
 from runtime.body import Lease
 from runtime.protocol import HEADER_LENGTH, json_parse_bytes
+from runtime.request_cost import JSON_ANSWER_VALUE_BYTES
 from runtime.server import BackgroundServer, ServedModel, ServerLimits, create_app
 from runtime.session import GraphSession
 from tests.runtime.conftest import wait_for_held
@@ -124,8 +125,11 @@ def test_a_request_is_held_at_its_parse_charge_then_at_its_arrays(session, graph
         assert app.state.inflight.held == 0
     parse = json_parse_bytes(body, head)
     assert parse > (2 if wire == "json" else 0) * len(body)
-    assert charges[-2:] == [("grow", len(body) + parse), ("resize", len(body) + arrays)]
-    assert all(size <= len(body) for what, size in charges[:-2])  # the body as it arrived
+    assert charges[-4:-2] == [("grow", len(body) + parse), ("resize", len(body) + arrays)]
+    # then the answer's encoding (3 JSON values a node), and once encoded its body alone until sent
+    answer = graph.num_nodes * 3 * JSON_ANSWER_VALUE_BYTES
+    assert charges[-2:] == [("grow", len(body) + arrays + answer), ("resize", len(r.content))]
+    assert all(size <= len(body) for what, size in charges[:-4])  # the body as it arrived
 
 
 def test_a_json_body_whose_parsing_exceeds_the_whole_budget_gets_413(session) -> None:

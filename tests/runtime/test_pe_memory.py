@@ -21,7 +21,7 @@ from gtcompress.preprocess import pe as pe_module
 from gtcompress.preprocess.pe import pe_bytes
 from runtime import served as served_module
 from runtime.body import InflightBudget
-from runtime.request_cost import INLINE_PE_BYTES
+from runtime.request_cost import INLINE_PE_BYTES, JSON_ANSWER_VALUE_BYTES
 from runtime.server import BackgroundServer, ServedModel, ServerLimits, create_app
 from runtime.session import GraphSession
 from runtime.spec import NUMPY_TO_KSERVE
@@ -137,6 +137,10 @@ def _body(tensors: dict[str, np.ndarray]) -> bytes:
     return json.dumps({"inputs": inputs}).encode()
 
 
+#: What the answer to one graph of the LapPE model (2 values, as JSON) is charged while the model runs.
+ANSWER = 2 * JSON_ANSWER_VALUE_BYTES
+
+
 def _held(body: bytes, tensors: dict[str, np.ndarray]) -> int:
     """What a parsed JSON request holds: its body and the arrays decoded from it."""
     return len(body) + sum(a.nbytes for a in tensors.values())
@@ -191,7 +195,8 @@ def test_the_encodings_working_memory_is_charged_while_they_are_computed(server,
     assert need > INLINE_PE_BYTES
     held = _held(body, {"x": g.x, "edge_index": g.edge_index})
     assert seen == [held + need]  # computed once, in the charged step, not in the batcher
-    assert held_at_call == [held + n * 2 * 4]  # the model call: the body and the float32 encoding kept
+    # the model call: the body, the float32 encoding kept and the answer's charge
+    assert held_at_call == [held + n * 2 * 4 + ANSWER]
     assert server.app.state.inflight.held == 0
 
 
@@ -201,7 +206,7 @@ def test_a_small_request_is_still_encoded_in_the_batcher_uncharged(server, monke
     seen = _spy(monkeypatch, server)
     r = _post(server, body)
     assert r.status_code == 200, r.text
-    assert seen == [_held(body, {"x": g.x, "edge_index": g.edge_index})]  # in the batcher: its few KiB of PE not
+    assert seen == [_held(body, {"x": g.x, "edge_index": g.edge_index}) + ANSWER]  # in the batcher (its PE uncharged)
     want = GraphSession(exported["graph"].path).run(g)[0]
     np.testing.assert_allclose(np.asarray(r.json()["outputs"][0]["data"], np.float32), want.ravel(), atol=1e-5)
 

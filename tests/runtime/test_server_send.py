@@ -5,16 +5,20 @@ while a client that reads steadily, however slowly its reads come, gets every by
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import numpy as np
 import pytest
 
+from runtime.served import ServerLimits
 from runtime.server import BackgroundServer, ServedModel, create_app
 from runtime.session import GraphSession
+
+MiB = 1024 * 1024
 
 GRAPH_NODES = 10
 
@@ -26,9 +30,9 @@ def server(exported) -> Iterator[BackgroundServer]:
         yield srv
 
 
-def _request(nodes: int) -> bytes:
+def _request(nodes: int, binary_output: bool = False) -> bytes:
     """An HTTP request for ``nodes`` nodes in graphs of GRAPH_NODES without edges: a small binary body
-    whose JSON answer (3 floats a node) is about 63 bytes a node."""
+    whose JSON answer (3 floats a node) is 63 bytes a node (``binary_output``: 12)."""
     x = np.zeros((nodes, 2), np.int64).tobytes()
     counts = np.full(nodes // GRAPH_NODES, GRAPH_NODES, np.int64).tobytes()
     inputs = [
@@ -42,7 +46,10 @@ def _request(nodes: int) -> bytes:
             "parameters": {"binary_data_size": len(counts)},
         },
     ]
-    head = json.dumps({"inputs": inputs}).encode()
+    request: dict = {"inputs": inputs}
+    if binary_output:
+        request["outputs"] = [{"name": "output", "parameters": {"binary_data": True}}]
+    head = json.dumps(request).encode()
     body = head + x + counts
     return (
         f"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nInference-Header-Content-Length: {len(head)}\r\n"
@@ -69,8 +76,7 @@ def _read(s: socket.socket, pause: float = 0.0) -> tuple[bytes, bytes]:
         while chunk := s.recv(65536):
             data += chunk
             if length is None and b"\r\n\r\n" in data:
-                head = data.partition(b"\r\n\r\n")[0].lower()
-                length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+                length = _length(data.partition(b"\r\n\r\n")[0])
             if length is not None and len(data.partition(b"\r\n\r\n")[2]) >= length:
                 break
             time.sleep(pause)
@@ -81,7 +87,9 @@ def _read(s: socket.socket, pause: float = 0.0) -> tuple[bytes, bytes]:
 
 
 def _length(head: bytes) -> int:
-    return int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    match = re.search(rb"\r\ncontent-length: (\d+)", head.lower())
+    assert match, head
+    return int(match[1])
 
 
 def test_a_client_that_stops_reading_its_answer_is_cut_off(server, monkeypatch) -> None:
@@ -121,3 +129,89 @@ def test_a_client_that_reads_slowly_but_steadily_gets_its_whole_answer(server, m
     assert head.startswith(b"HTTP/1.1 200 "), head
     assert len(body) == _length(head)
     assert json.loads(body)["outputs"][0]["shape"] == [20_000, 3]
+
+
+ANSWER_BYTES = 6_300_114  # the JSON answer to _request(100_000): every node alike, so every answer alike
+
+
+def _settled(held: Callable[[], int], before: int, timeout: float = 20.0) -> int:
+    """The budget's bytes once a request sent after it held ``before`` has been answered and the answer
+    is not taken: ``before`` and the answer's body."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if held() == before + ANSWER_BYTES:
+            return before + ANSWER_BYTES
+        time.sleep(0.05)
+    raise AssertionError(f"in-flight bytes never settled: {held()} (before the request: {before})")
+
+
+def _body_bytes(request: bytes) -> int:
+    return len(request.partition(b"\r\n\r\n")[2])
+
+
+def test_answers_not_yet_taken_stay_charged_and_a_burst_of_them_is_held_to_the_budget(exported) -> None:
+    """An answer's bytes were charged to nothing: the request's share of max_inflight_mib was given
+    back once the answer was built, while the answer (a node-level JSON answer is 4x this binary
+    request's body) stayed in memory until the client took it. Clients that read slowly took the
+    server past its budget however small it was. Now the answer is charged before the model runs (64
+    bytes a JSON value) and its body until the client has taken it: with 48 MiB, five unread 6.3 MB
+    answers leave no room for a sixth request's 20.9 MB (503), and reading them gives it all back."""
+    limits = ServerLimits(max_inflight_mib=48, max_body_bytes=2 * MiB)
+    app = create_app([ServedModel("m", GraphSession(exported["node"].path))], limits=limits, warmup=False)
+    budget = app.state.inflight
+    with BackgroundServer(app) as srv:
+        clients: list[socket.socket] = []
+        try:
+            held = 0
+            for _ in range(5):
+                clients.append(_client(srv))
+                clients[-1].sendall(_request(100_000))
+                held = _settled(lambda: budget.held, held)
+                assert held <= budget.limit
+            charge = 100_000 * 3 * 64 + _body_bytes(_request(100_000))  # 64 bytes a JSON value, and the body
+            late = _client(srv)
+            clients.append(late)
+            late.sendall(_request(100_000))
+            head, body = _read(late)
+            assert head.startswith(b"HTTP/1.1 503 "), head
+            assert json.loads(body)["error"] == (
+                f"server is busy: requests in flight hold {held} bytes, and this one's {charge} "
+                f"would take them past this server's limit of {48 * MiB} bytes (max_inflight_mib); retry later"
+            )
+            for s in clients[:5]:
+                head, body = _read(s)
+                assert len(body) == _length(head) == ANSWER_BYTES
+        finally:
+            for s in clients:
+                s.close()
+        deadline = time.monotonic() + 5
+        while budget.held and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert budget.held == 0
+
+
+def test_an_answer_larger_than_the_whole_budget_is_a_400_before_the_model_runs(exported) -> None:
+    """A JSON answer that alone takes more than the budget can never be served: 400 naming the sizes and
+    binary output, which is 8x cheaper and is served."""
+    limits = ServerLimits(max_inflight_mib=16, max_body_bytes=2 * MiB)
+    app = create_app([ServedModel("m", GraphSession(exported["node"].path))], limits=limits, warmup=False)
+    with BackgroundServer(app) as srv:
+        replies = []
+        for binary in (False, True):
+            s = _client(srv)
+            try:
+                s.sendall(_request(100_000, binary_output=binary))
+                replies.append(_read(s))
+            finally:
+                s.close()
+    (head, body), (binary_head, binary_body) = replies
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    sent = _body_bytes(_request(100_000))
+    assert json.loads(body)["error"] == (
+        "input 'x': encoding the answer of model 'm' to this request takes about 19,200,000 bytes of memory, which "
+        f"with its {sent:,} bytes of body and arrays is more than this server's in-flight budget of 16,777,216 bytes "
+        "(--max-inflight-mib 16); send fewer nodes, or ask for binary output (output parameter binary_data, 8x "
+        "smaller), or start the server with a larger --max-inflight-mib"
+    )
+    assert binary_head.startswith(b"HTTP/1.1 200 "), binary_head
+    assert len(binary_body) == _length(binary_head)
