@@ -24,6 +24,8 @@ loop with one ``call_soon_threadsafe`` per batch.
 * If a merged call fails, every item is retried alone, so one bad item cannot fail the others.
 * ``max_requests=1`` disables batching: one model call per request, in arrival order (what Triton
   does for a model without a dynamic batcher and one instance).
+* A request whose client leaves while it waits is withdrawn (:meth:`DynamicBatcher.submit`'s ``gone``):
+  not run if still queued.
 * :meth:`DynamicBatcher.close` drains: it finishes every queued item before the worker stops.
 * :meth:`DynamicBatcher.hurry` (shutdown has begun, no request will join any more): a batch waiting
   for company fires at once instead of at ``max_delay_ms``.
@@ -37,7 +39,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -45,6 +47,7 @@ import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph, largest_graph
 from gtcompress.preprocess.layouts import degree_histogram, merge_histograms, node_counts, padded_rows, padded_slots
+from runtime.body import ClientDisconnected
 
 MIB = 1024 * 1024
 #: Longest batching delay: the worker waits with a queue timeout, which cannot take infinity (or
@@ -276,8 +279,15 @@ class DynamicBatcher:
         self._thread = threading.Thread(target=self._work, name="gtc-model", daemon=True)
         self._thread.start()
 
-    async def submit(self, graph: NumpyGraph, num_graphs: int) -> np.ndarray:
-        """Queue one request's graphs; resolves to its own slice of the model output."""
+    async def submit(
+        self, graph: NumpyGraph, num_graphs: int, gone: Callable[[], Awaitable[Any]] | None = None
+    ) -> np.ndarray:
+        """Queue one request's graphs; resolves to its own slice of the model output.
+
+        ``gone``: returns once the request's client has gone away. Its request is then withdrawn (not
+        run if still queued) and :class:`~runtime.body.ClientDisconnected` raised: a client that gave
+        up (a timeout, often followed by a retry) had its answer computed for nobody, which under
+        overload doubled the work, and its request was counted as answered."""
         if not self.running or self._loop is None:
             raise RuntimeError("the batcher is not running (server starting up or shutting down)")
         fut: asyncio.Future[np.ndarray] = self._loop.create_future()
@@ -285,7 +295,17 @@ class DynamicBatcher:
         self._inflight += 1
         self._peak = max(self._peak, self._inflight)
         try:
-            return await fut
+            if gone is None:
+                return await fut
+            watch = asyncio.ensure_future(gone())
+            try:
+                await asyncio.wait((fut, watch), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                watch.cancel()
+            if not fut.done():
+                fut.cancel()  # the worker skips a queued item whose future is done
+                raise ClientDisconnected
+            return fut.result()
         finally:
             self._inflight -= 1
 

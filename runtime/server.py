@@ -32,23 +32,23 @@ So one tritonclient program gets the same answer from this server and from Trito
 because ``x``/``edge_index``/``batch`` are always among the inputs. The output ``output`` is per
 node ``[N, out]`` or per graph ``[B, out]`` of the request.
 
-A request head past 64 KiB, or not complete within 30 s, gets 431 or 408 (:mod:`runtime.http_head`).
-Every request is decoded and validated before it is queued (a bad one gets HTTP 400 naming the input and
-the problem, and never reaches the model; a body larger than ``max_body_bytes`` as sent or once decoded
-gets 413 while it streams in, :mod:`runtime.body`, and one that stops arriving for ``body_timeout_s`` gets
-408; one that would take the bytes held by all requests in flight past ``max_inflight_mib`` gets 503,
-counting the working memory of the positional encodings the server computes for it
-(:func:`runtime.request_cost.pe_memory`) and of encoding its answer, whose body stays charged until the
-client has taken it (:func:`runtime.request_cost.answer_bytes`), and one whose body, encodings or answer
-alone exceed it gets 400); accepted requests are merged by :class:`runtime.batcher.DynamicBatcher`; on
-shutdown uvicorn stops accepting, in-flight requests finish (a batch waiting for company fires at once),
-then the batcher drains.
+A request head past 64 KiB, or not complete within 30 s, gets 431 or 408 (:mod:`runtime.http_head`). Every request
+is decoded and validated before it is queued (a bad one gets HTTP 400 naming the input and the problem, and never
+reaches the model; a body larger than ``max_body_bytes`` as sent or once decoded gets 413 while it streams in,
+:mod:`runtime.body`, and one that stops arriving for ``body_timeout_s`` gets 408; one that would take the bytes
+held by all requests in flight past ``max_inflight_mib`` gets 503, counting the working memory of the positional
+encodings the server computes for it (:func:`runtime.request_cost.pe_memory`) and of encoding its answer, whose
+body stays charged until the client has taken it (:func:`runtime.request_cost.answer_bytes`), and one whose body,
+encodings or answer alone exceed it gets 400); accepted requests are merged by
+:class:`runtime.batcher.DynamicBatcher`; on shutdown uvicorn stops accepting, in-flight requests finish (a batch
+waiting for company fires at once), then the batcher drains.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -67,7 +67,7 @@ from starlette.requests import ClientDisconnect
 
 from gtcompress.preprocess.batching import NumpyGraph
 from runtime.batcher import BatchConfig, BatchItem, DynamicBatcher
-from runtime.body import BodyClock, ClientDisconnected, InflightBudget, Lease, read_body, receive_chunks
+from runtime.body import BodyClock, ClientDisconnected, InflightBudget, Lease, client_gone, read_body, receive_chunks
 from runtime.errors import (
     BodyTimeoutError,
     BodyTooLargeError,
@@ -242,14 +242,14 @@ def create_app(
         return ok(lookup(name, version).config())
 
     async def handle_infer(
-        name: str, version: str | None, chunks: AsyncIterator[bytes], headers: dict[str, str], lease: Lease
+        name: str, version: str | None, chunks: AsyncIterator[bytes], headers: dict[str, str], lease: Lease, gone: Any
     ) -> tuple[int, bytes, dict[str, str]] | None:
-        """One request → (status, body, headers), or None if the client left mid-body; shared by the fast path
-        and the route. ``headers``: lower-case names; ``lease`` then holds an answer's bytes till sent."""
+        """One request → (status, body, headers), or None if the client left first; shared by the fast path and
+        the route. ``headers``: lower-case names; ``lease``: then holds an answer till sent; ``gone``: see submit."""
         start = time.perf_counter()
         result: tuple[int, bytes, dict[str, str]] | None = None
         try:
-            result = await answer_infer(name, version, chunks, headers, lease)
+            result = await answer_infer(name, version, chunks, headers, lease, gone)
             return result
         finally:
             if mx is not None:
@@ -261,7 +261,7 @@ def create_app(
                     mm.latency.observe(time.perf_counter() - start)
 
     async def answer_infer(
-        name: str, version: str | None, chunks: AsyncIterator[bytes], headers: dict[str, str], lease: Lease
+        name: str, version: str | None, chunks: AsyncIterator[bytes], headers: dict[str, str], lease: Lease, gone: Any
     ) -> tuple[int, bytes, dict[str, str]] | None:
         """:func:`handle_infer` without the metrics."""
         answered = False
@@ -326,7 +326,7 @@ def create_app(
             lease.grow_to(lease.held + answer)
             # Not refused once shutdown has begun: a request whose body came before it is in flight, and
             # uvicorn waits for it before the batcher closes (submit refuses from then on: a 503 below).
-            out = await m.batcher.submit(g, num_graphs)
+            out = await m.batcher.submit(g, num_graphs, gone)
             payload, resp_headers = encode_infer_response(
                 m.name, m.version, req.id, [(n, out, req.wants_binary(n)) for n in names]
             )
@@ -363,7 +363,7 @@ def create_app(
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         lease = budget.lease()  # FastInferApp serves requests (holding an answer until sent), not this route
         try:
-            result = await handle_infer(name, version, _stream(request), dict(request.headers), lease)
+            result = await handle_infer(name, version, _stream(request), dict(request.headers), lease, None)
         finally:
             lease.release()
         if result is None:  # the client is gone: nobody reads this
@@ -405,10 +405,10 @@ class FastInferApp:
                 # served /v2/models/g%2574/infer as model "gt", where GET /v2/models/g%2574 is a 404 for
                 # "g%74", and made a model named "a%41" unreachable (tritonclient quotes it to a%2541).
                 name, version = match[1], match[2]
-                lease = self.app.state.inflight.lease()
+                lease, gone = self.app.state.inflight.lease(), functools.partial(client_gone, receive)
                 try:
-                    result = await self.handle(name, version, receive_chunks(receive), headers, lease)
-                    if result is None:  # the client left before its body was complete
+                    result = await self.handle(name, version, receive_chunks(receive), headers, lease, gone)
+                    if result is None:  # the client left before its answer
                         return
                     status, body, out_headers = result
                     raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in out_headers.items()]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
 import time
+from collections.abc import Callable
 
 import httpx
 import tritonclient.http as triton
@@ -70,3 +73,52 @@ def test_bad_requests_and_disconnects_are_not_counted_as_server_errors(exported)
     assert counts[("m", "error")] == 0.0 and counts[("m", "unavailable")] == 0.0
     assert counts[("", "")] == 1.0
     assert not any(model == "nope" for model, _ in counts)
+
+
+def test_a_client_that_leaves_before_its_answer_is_counted_as_gone_and_not_run(exported, monkeypatch) -> None:
+    """A client that sent its whole request and left while it waited (a client timeout, often followed by a
+    retry) had its request run for nobody and counted as a success. It is now withdrawn from the queue,
+    never run, and counted as disconnected. The model call is held on a gate so that the second request
+    waits in the queue while its client leaves."""
+    import runtime.server
+
+    gate, calls = threading.Event(), []
+    real = runtime.server.run_items
+
+    def gated(model, items):  # the worker thread
+        calls.append(len(items))
+        gate.wait(30)
+        return real(model, items)
+
+    monkeypatch.setattr(runtime.server, "run_items", gated)
+    graph = exported["graph"].graphs(1)[0]
+    body = json.dumps({"inputs": [
+        {"name": "x", "datatype": "FP32", "shape": list(graph.x.shape), "data": graph.x.ravel().tolist()},
+        {"name": "edge_index", "datatype": "INT64", "shape": list(graph.edge_index.shape),
+         "data": graph.edge_index.ravel().tolist()},
+    ]}).encode()  # fmt: skip
+    request = b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    app = create_app({"m": GraphSession(exported["graph"].path)}, BatchConfig(max_delay_ms=0), metrics=True)
+    with BackgroundServer(app) as srv:
+        host, port = srv.url.rsplit(":", 1)
+        first = socket.create_connection((host, int(port)), timeout=30)
+        first.sendall(request)
+        _wait(lambda: calls == [1])  # the model holds the first request
+        with socket.create_connection((host, int(port)), timeout=30) as second:
+            second.sendall(request)
+            _wait(lambda: app.state.models["m"].batcher.pending == 2)  # queued behind it
+        _wait(lambda: _requests(srv.url)[("m", "disconnected")] == 1.0)  # withdrawn while the model is held
+        gate.set()
+        with first:
+            assert first.recv(12) == b"HTTP/1.1 200"
+        _wait(lambda: _requests(srv.url)[("m", "success")] == 1.0)
+        assert calls == [1]  # the second request never ran
+        counts = _requests(srv.url)
+        assert (counts[("m", "success")], counts[("m", "disconnected")]) == (1.0, 1.0)
+
+
+def _wait(done: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
