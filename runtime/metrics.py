@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +100,13 @@ class ModelMetrics:
     batch_requests: Any
     batch_graphs: Any
     model_seconds: Any
+
+    def observe_batch(self, items: Sequence[Any], seconds: float) -> None:
+        """One model call of ``items`` (:class:`runtime.batcher.BatchItem`) that took ``seconds``: the
+        batcher's ``on_batch``, called in its worker thread."""
+        self.batch_requests.observe(len(items))
+        self.batch_graphs.observe(sum(it.num_graphs for it in items))
+        self.model_seconds.observe(seconds)
 
 
 # ---------------------------------------------------------------------------------- the app

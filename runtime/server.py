@@ -66,7 +66,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from gtcompress.preprocess.batching import NumpyGraph
-from runtime.batcher import BatchConfig, BatchItem, DynamicBatcher
+from runtime.batcher import BatchConfig, DynamicBatcher
 from runtime.body import BodyClock, ClientDisconnected, InflightBudget, Lease, client_gone, read_body, receive_chunks
 from runtime.errors import (
     BodyTimeoutError,
@@ -77,7 +77,7 @@ from runtime.errors import (
     ProtocolError,
     ServerBusyError,
 )
-from runtime.metrics import Metrics, ModelMetrics, outcome_of
+from runtime.metrics import Metrics, outcome_of
 from runtime.net import listen_sockets
 from runtime.protocol import (
     HEADER_LENGTH,
@@ -152,7 +152,7 @@ def create_app(
                 _warmup(m)
             on_batch = None
             if mx is not None:
-                on_batch = _observer(per_model[m.name])
+                on_batch = per_model[m.name].observe_batch
                 mx.pending.labels(m.name).set_function(lambda m=m: m.batcher.pending if m.batcher else 0)
             m.batcher = DynamicBatcher(lambda items, m=m: run_items(m, items), m.batch, on_batch)
             m.batcher.start()
@@ -449,15 +449,6 @@ def _output_names(req: InferRequest, m: ServedModel) -> list[str]:
     if req.outputs is not None:
         return [o.name for o in req.outputs]
     return [m.session.output_name]
-
-
-def _observer(mm: ModelMetrics) -> Any:
-    def observe(items: Sequence[BatchItem], seconds: float) -> None:  # in the model thread
-        mm.batch_requests.observe(len(items))
-        mm.batch_graphs.observe(sum(it.num_graphs for it in items))
-        mm.model_seconds.observe(seconds)
-
-    return observe
 
 
 def _warmup(m: ServedModel) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -362,10 +363,16 @@ def test_bad_requests_get_4xx_and_the_server_stays_ready(server, exported) -> No
 
 
 def test_metrics_endpoint(server, client, exported) -> None:
+    def graphs_run() -> float:  # graphs in the model calls observed so far
+        text = httpx.get(f"http://{server.url}/metrics").text
+        return float(re.search(r'gtc_batch_graphs_sum\{model="gt_graph"\} (\S+)', text)[1])
+
+    before = graphs_run()
     infer_graphs(client, "gt_graph", exported["graph"].graphs(2), fetch_spec(client, "gt_graph"))
     text = httpx.get(f"http://{server.url}/metrics").text
     assert 'gtc_inference_requests_total{model="gt_graph",outcome="success"}' in text
     assert "gtc_batch_requests_bucket" in text and "gtc_queue_pending" in text
+    assert graphs_run() - before == 2.0  # the model calls were observed
 
 
 def test_no_batching_and_drain_on_shutdown(sessions, exported, monkeypatch) -> None:
