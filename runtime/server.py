@@ -397,6 +397,8 @@ class FastInferApp:
         return self.app.state
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":  # a GET's head (RFC 9110 9.3.2): health checks
+            scope = {**scope, "method": "GET"}  # send HEAD; uvicorn, knowing the request's method, sends no body
         if scope["type"] == "http" and scope["method"] == "POST":
             match = self._PATH.fullmatch(scope["path"])
             if match:

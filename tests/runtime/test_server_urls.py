@@ -42,3 +42,17 @@ def test_a_doubly_encoded_name_or_version_is_not_decoded_twice(server, path: str
     assert (meta.status_code, infer.status_code) == (404, 404)
     assert infer.json()["error"] == meta.json()["error"]
     assert ("'g%74'" if path == "g%2574" else "no version '%31'") in infer.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/v2/health/live", "/v2/health/ready", "/v2", "/v2/models/gt", "/v2/models/gt/ready", "/v2/models/nope"]
+)
+def test_head_answers_as_get_without_the_body(server, path: str) -> None:
+    """Every GET endpoint answered HEAD with 405, where RFC 9110 has a server answer HEAD as GET without
+    the body: a load balancer or monitor checking /v2/health/ready with HEAD saw the server as down."""
+    url = f"http://{server.url}{path}"
+    get, head = httpx.get(url, timeout=30), httpx.head(url, timeout=30)
+    assert head.status_code == get.status_code
+    assert head.content == b""
+    assert head.headers["content-length"] == str(len(get.content))
+    assert head.headers["content-type"] == get.headers["content-type"]
