@@ -52,6 +52,10 @@ DISCARD_S = 30.0
 #: the answer's bytes and the connection forever (60 clients that sent 1.6 MiB each and read nothing
 #: took a server from 120 to 733 MiB with ``max_inflight_mib`` 64, and kept it there).
 SEND_TIMEOUT_S = 60.0
+#: Once the server shuts down, how long an answer may wait untaken (from the client's last read) before
+#: its connection is aborted: past uvicorn's graceful timeout its request would be cancelled instead,
+#: with a traceback in the log, after holding the shutdown that long.
+SHUTDOWN_SEND_S = 1.0
 
 
 def _head_too_large() -> str:
@@ -168,6 +172,7 @@ def bounded_head_protocol() -> Any:
         _send_progress_at = 0.0  # when the write buffer last shrank
         _send_buffered = 0  # its size then
         _send_taken = 0  # bytes the client took since writing paused
+        _send_stall: float | None = None  # how long the answer may wait untaken, once shutdown has begun
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -290,6 +295,12 @@ def bounded_head_protocol() -> Any:
             self._disarm_send_timer()
             super().resume_writing()
 
+        def shutdown(self) -> None:
+            """The server shuts down: an answer the client is not taking may wait :data:`SHUTDOWN_SEND_S`
+            more at most (checked at the next poll, within a second)."""
+            self._send_stall = SHUTDOWN_SEND_S
+            super().shutdown()
+
         def _disarm_send_timer(self) -> None:
             if self._send_timer is not None:
                 self._send_timer.cancel()
@@ -306,7 +317,7 @@ def bounded_head_protocol() -> Any:
                 self._send_taken += self._send_buffered - buffered
                 self._send_progress_at = now
             self._send_buffered = buffered
-            stalled = now - self._send_progress_at >= SEND_TIMEOUT_S
+            stalled = now - self._send_progress_at >= min(SEND_TIMEOUT_S, self._send_stall or SEND_TIMEOUT_S)
             slow = now - self._send_paused_at >= SEND_TIMEOUT_S + self._send_taken / MIN_BODY_RATE
             if stalled or slow:
                 self.transport.abort()  # connection_lost follows: the handler's send returns, its lease goes

@@ -5,6 +5,7 @@ while a client that reads steadily, however slowly its reads come, gets every by
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
 import time
@@ -215,3 +216,28 @@ def test_an_answer_larger_than_the_whole_budget_is_a_400_before_the_model_runs(e
     )
     assert binary_head.startswith(b"HTTP/1.1 200 "), binary_head
     assert len(binary_body) == _length(binary_head)
+
+
+def test_a_shutdown_cuts_off_an_answer_not_being_taken_without_a_traceback(exported) -> None:
+    """Once answers stayed charged until taken, a client that did not read its answer kept its request
+    running through a shutdown until uvicorn's graceful timeout cancelled it: "Cancel 1 running task(s)"
+    and an "Exception in ASGI application" traceback, after holding the shutdown that long. From the
+    shutdown on, an untaken answer may wait SHUTDOWN_SEND_S: its connection is aborted, the request
+    ends, and the budget is given back."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    log = logging.getLogger("uvicorn.error")
+    app = create_app([ServedModel("m", GraphSession(exported["node"].path))], warmup=False)
+    srv = BackgroundServer(app).start()
+    s = _client(srv)
+    log.addHandler(handler)
+    try:
+        s.sendall(_request(100_000))
+        _settled(lambda: app.state.inflight.held, 0)  # answered, and the answer not taken
+        srv.stop()
+    finally:
+        log.removeHandler(handler)
+        s.close()
+    assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == []
+    assert app.state.inflight.held == 0
