@@ -332,9 +332,10 @@ def serve_cmd(
         typer.Option(
             callback=finite_number(0.001),
             help="Request bytes the server holds at once (MiB, >= 0.001), all requests together (bodies from the "
-            "first byte read until the answer, and the working memory of the positional encodings the server "
-            "computes for a raw request while they run); past it a request gets 503 instead of being read or "
-            "encoded, and one whose body and encodings alone exceed it gets 400. A JSON body counts what parsing it "
+            "first byte read until the answer, the working memory of the positional encodings the server computes "
+            "for a raw request while they run, and answers from before the model runs until the client has taken "
+            "them: 64 bytes a JSON value, 8 binary); past it a request gets 503 instead of being read or encoded, "
+            "and one whose body, encodings or answer alone exceed it gets 400. A JSON body counts what parsing it "
             "takes (about twice its text plus 56 bytes a number) until parsed; one that needs more than this gets 413 "
             "(send binary tensor data). At least --max-body-mib.",
         ),

@@ -102,7 +102,9 @@ class ServerLimits:
     #: 413 past the whole budget), then its body and arrays; binary tensor data is charged its JSON
     #: head's parsing too, so a budget equal to ``max_body_bytes`` refuses the largest bodies (413).
     #: The positional encodings the server computes for a raw request are charged too while they run
-    #: (:func:`~runtime.request_cost.pe_memory`; 503 past what the others leave, 400 past it alone).
+    #: (:func:`~runtime.request_cost.pe_memory`; 503 past what the others leave, 400 past it alone), and
+    #: so is the answer, from before the model runs until the client has taken it
+    #: (:func:`~runtime.request_cost.answer_bytes`).
     max_inflight_mib: float = 2048.0
     #: Seconds a request body may stop arriving (before its first byte or between two chunks) before
     #: the request gets 408 and its connection is closed. The HTTP server times out neither headers
