@@ -54,6 +54,9 @@ def test_the_cuda_kernel_launches_on_the_tensors_device(monkeypatch: pytest.Monk
     monkeypatch.setattr(torch.cuda, "device", device)
     monkeypatch.setattr(kernels, "jit_kernel", lambda kernel: kernel)
     monkeypatch.setattr(kernels, "_launch", lambda kernel, *a, **k: launched.append((kernel, current[-1])))
+    # the compiled path, as on a GPU, whatever TRITON_INTERPRET says (=1 sends CUDA tensors to the
+    # interpreter, which needs no current device)
+    monkeypatch.setattr(kernels.triton.knobs.runtime, "interpret", False)
     q = torch.zeros(2, 1, 4, device="meta")
     rowptr, col = torch.zeros(3, dtype=torch.long, device="meta"), torch.zeros(1, dtype=torch.long, device="meta")
     fused._cuda(q, q, q, rowptr, col, None, 0.5)
