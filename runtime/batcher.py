@@ -39,7 +39,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -225,6 +225,8 @@ class BatchItem(GraphRequest):
 
     future: asyncio.Future[np.ndarray] = field(repr=False)
     arrival: float = field(default_factory=time.perf_counter)
+    #: True once the request's client has gone away (read by the worker thread: a flag, no await)
+    gone: Callable[[], bool] | None = field(default=None, repr=False)
 
 
 #: One output per item, or an exception in an item's place: that item fails, the others are answered.
@@ -233,6 +235,12 @@ CONCURRENCY_WINDOW_S = 0.5
 _STOP = object()
 _WAKE = object()  # queued by hurry(): wakes a worker waiting for company, carries no request
 log = logging.getLogger("gtcompress.serve")
+
+
+def _withdraw(fut: asyncio.Future[Any]) -> None:
+    """On the loop: fail the future of a request whose client has gone (see :meth:`DynamicBatcher.submit`)."""
+    if not fut.done():
+        fut.set_exception(ClientDisconnected())
 
 
 class DynamicBatcher:
@@ -279,35 +287,36 @@ class DynamicBatcher:
         self._thread = threading.Thread(target=self._work, name="gtc-model", daemon=True)
         self._thread.start()
 
-    async def submit(
-        self, graph: NumpyGraph, num_graphs: int, gone: Callable[[], Awaitable[Any]] | None = None
-    ) -> np.ndarray:
+    async def submit(self, graph: NumpyGraph, num_graphs: int, gone: Callable[[], bool] | None = None) -> np.ndarray:
         """Queue one request's graphs; resolves to its own slice of the model output.
 
-        ``gone``: returns once the request's client has gone away. Its request is then withdrawn (not
-        run if still queued) and :class:`~runtime.body.ClientDisconnected` raised: a client that gave
-        up (a timeout, often followed by a retry) had its answer computed for nobody, which under
-        overload doubled the work, and its request was counted as answered."""
+        ``gone``: whether the request's client has gone away, asked by the worker as it takes the item.
+        Such a request is withdrawn (not run) and :class:`~runtime.body.ClientDisconnected` raised: a
+        client that gave up (a timeout, often followed by a retry) had its answer computed for nobody,
+        which under overload doubled the work, and its request was counted as answered. A flag the
+        worker reads, not a task per request watching the connection: that task cost 0.05-0.1 ms of
+        server CPU per request (7-10 % of the throughput of small requests)."""
         if not self.running or self._loop is None:
             raise RuntimeError("the batcher is not running (server starting up or shutting down)")
         fut: asyncio.Future[np.ndarray] = self._loop.create_future()
-        self._queue.put(BatchItem(graph, num_graphs, fut))
+        self._queue.put(BatchItem(graph, num_graphs, fut, gone=gone))
         self._inflight += 1
         self._peak = max(self._peak, self._inflight)
         try:
-            if gone is None:
-                return await fut
-            watch = asyncio.ensure_future(gone())
-            try:
-                await asyncio.wait((fut, watch), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                watch.cancel()
-            if not fut.done():
-                fut.cancel()  # the worker skips a queued item whose future is done
-                raise ClientDisconnected
-            return fut.result()
+            return await fut
         finally:
             self._inflight -= 1
+
+    def _abandoned(self, item: BatchItem) -> bool:
+        """Whether a queued item is not to be run: its caller gave up (a timeout, a cancelled task), or
+        its client has gone away (its future then fails with ClientDisconnected, on the loop)."""
+        if item.future.done():
+            return True
+        if item.gone is not None and item.gone():
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(_withdraw, item.future)
+            return True
+        return False
 
     def hurry(self) -> None:
         """Stop waiting for company: a batch being collected fires now, later ones do not wait.
@@ -370,7 +379,7 @@ class DynamicBatcher:
                 continue
             if nxt is _WAKE:  # hurry(): the next empty queue ends the batch
                 continue
-            if nxt.future.done():  # its caller gave up (a timeout, a cancelled task): not run for nobody
+            if self._abandoned(nxt):  # not run for nobody
                 continue
             items.append(nxt)  # in the caller's list before anything else can fail
             if not fits(self.config, len(items) - 1, totals, nxt):
@@ -391,7 +400,7 @@ class DynamicBatcher:
                     continue
                 if first is _WAKE:
                     continue
-                if first.future.done():  # abandoned while queued (see _collect)
+                if self._abandoned(first):  # see _collect
                     continue
                 items = [first]
                 carry, stop = self._collect(items, stop)

@@ -291,10 +291,3 @@ async def receive_chunks(receive: Callable[[], Awaitable[dict[str, Any]]]) -> As
             raise ClientDisconnected
         yield message.get("body", b"")
         more = message.get("more_body", False)
-
-
-async def client_gone(receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
-    """Returns once the client of an ASGI HTTP request whose body has been read has gone away (uvicorn
-    answers ``receive`` then with ``http.disconnect``; it also does once the response is complete)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass

@@ -390,3 +390,15 @@ def bounded_head_protocol() -> Any:
             self.loop.call_later(HEAD_LINGER_S, self.transport.close)
 
     return BoundedHeadProtocol
+
+
+def client_left(receive: Any) -> Callable[[], bool]:
+    """Whether the client of an ASGI request has gone away, as a flag any thread may read
+    (:meth:`runtime.batcher.DynamicBatcher.submit`'s ``gone``): uvicorn's request cycle, whose bound
+    ``receive`` this is, sets ``disconnected`` when the connection is lost (and
+    :func:`bounded_head_protocol` marks every unanswered request of it). Another ASGI server's
+    ``receive`` has no such cycle: its requests are never withdrawn, only answered."""
+    cycle = getattr(receive, "__self__", None)
+    if cycle is None or not hasattr(cycle, "disconnected"):
+        return lambda: False
+    return lambda: bool(cycle.disconnected)

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import re
@@ -67,7 +66,7 @@ from starlette.requests import ClientDisconnect
 
 from gtcompress.preprocess.batching import NumpyGraph
 from runtime.batcher import BatchConfig, DynamicBatcher
-from runtime.body import BodyClock, ClientDisconnected, InflightBudget, Lease, client_gone, read_body, receive_chunks
+from runtime.body import BodyClock, ClientDisconnected, InflightBudget, Lease, read_body, receive_chunks
 from runtime.errors import (
     BodyTimeoutError,
     BodyTooLargeError,
@@ -77,6 +76,7 @@ from runtime.errors import (
     ProtocolError,
     ServerBusyError,
 )
+from runtime.http_head import client_left
 from runtime.metrics import Metrics, outcome_of
 from runtime.net import listen_sockets
 from runtime.protocol import (
@@ -410,7 +410,7 @@ class FastInferApp:
                 # served /v2/models/g%2574/infer as model "gt", where GET /v2/models/g%2574 is a 404 for
                 # "g%74", and made a model named "a%41" unreachable (tritonclient quotes it to a%2541).
                 name, version = match[1], match[2]
-                lease, gone = self.app.state.inflight.lease(), functools.partial(client_gone, receive)
+                lease, gone = self.app.state.inflight.lease(), client_left(receive)
                 try:
                     result = await self.handle(name, version, receive_chunks(receive), headers, lease, gone)
                     if result is None:  # the client left before its answer
