@@ -90,6 +90,10 @@ def export_cmd(
     if triton_backend == "onnxruntime" and python_only:
         raise ConfigError(_native_refusal(python_only, "--triton-backend onnxruntime writes the native variant"))
     if triton_repo is not None:  # checked now, not after the export it would follow
+        if out.suffix != ".onnx":  # the repository holds <version>/model.onnx, told by the suffix
+            raise ConfigError(
+                f"--out {out}: with --triton-repo, the ONNX file's name ends in .onnx (e.g. --out {out.stem}.onnx)"
+            )
         if triton_repo.exists() and not triton_repo.is_dir():
             raise ConfigError(f"--triton-repo {triton_repo}: is a file; expected a directory (a model repository)")
         model_name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", Path(checkpoint).resolve().name)

@@ -290,6 +290,10 @@ CASES = [
         "export {ckpt} --out {root}/x.onnx --triton-repo {file_txt}",
         "--triton-repo {file_txt}: is a file; expected a directory (a model repository)",
     ),
+    _case(  # the repository step refused it after the whole export, with the .txt already written
+        "export {ckpt} --out {root}/x.txt --triton-repo {root}/repo",
+        "--out {root}/x.txt: with --triton-repo, the ONNX file's name ends in .onnx (e.g. --out x.onnx)",
+    ),
     _case(
         "export {ckpt} --out {root}/x.onnx --triton-repo {root}/repo --name bad/name",
         "--name: model name 'bad/name': use letters, digits, '_', '-' and '.' only, not only dots",
