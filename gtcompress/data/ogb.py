@@ -14,8 +14,6 @@ over gzip, no pandas.
 
 from __future__ import annotations
 
-import gzip
-import io
 import math
 import warnings
 import zlib
@@ -31,7 +29,7 @@ from gtcompress.data.molecules import (
     atom_feature_spec,
     bond_feature_spec,
 )
-from gtcompress.data.tu import folder_hint, line_of, read_table
+from gtcompress.data.tu import folder_hint, line_of, open_text, read_table
 from gtcompress.errors import DataFormatError
 from gtcompress.graph import GraphBatch
 
@@ -71,7 +69,7 @@ def _read_labels(path: Path) -> np.ndarray:
         return float(s) if s.strip() else math.nan
 
     try:
-        with io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig") as fh:
+        with open_text(path) as fh:
             return np.loadtxt(fh, delimiter=",", dtype=np.float64, ndmin=2, converters=field)
     except (ValueError, OSError, EOFError, zlib.error):
         raise first_error from None  # names the file and line

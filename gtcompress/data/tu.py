@@ -35,7 +35,7 @@ from gtcompress.data.base import DatasetInfo, FeatureSpec, GraphDataset, check_s
 from gtcompress.errors import DataFormatError
 from gtcompress.graph import GraphBatch
 
-__all__ = ["MAX_DEGREE", "line_of", "load_tu", "random_split_indices", "read_table"]
+__all__ = ["MAX_DEGREE", "line_of", "load_tu", "open_text", "random_split_indices", "read_table"]
 
 # Node feature of datasets without node labels or attributes (IMDB-*): the node degree as a
 # category, clipped so rare hubs share one embedding. A common choice for these datasets (PyG's
@@ -47,7 +47,7 @@ SPLIT_NAMES = ("train", "val", "test")
 
 
 # ---------------------------------------------------------------------------------------- parsing
-def _open_text(path: Path) -> IO[str]:
+def open_text(path: Path) -> IO[str]:
     """``path`` as text; ``utf-8-sig`` drops the byte-order mark Windows tools write, which numpy
     would read as part of the first value."""
     if path.name.endswith(".gz"):
@@ -66,7 +66,7 @@ def read_table(path: Path, dtype: type[np.generic] = np.int64, ncols: int | None
     if not path.is_file():
         raise DataFormatError(f"missing file: {path}")
     try:
-        with _open_text(path) as fh, warnings.catch_warnings():
+        with open_text(path) as fh, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
             arr = np.loadtxt(fh, delimiter=",", dtype=dtype, ndmin=2, comments=None)
     except (ValueError, UnicodeDecodeError, EOFError, OSError, zlib.error) as exc:
@@ -89,7 +89,7 @@ def line_of(path: Path, row: int) -> int:
     error naming "line row + 1" pointed above the bad line. The file is scanned again, for error
     messages only."""
     try:
-        with _open_text(Path(path)) as fh:
+        with open_text(Path(path)) as fh:
             seen = -1
             for lineno, line in enumerate(fh, start=1):
                 if line.rstrip("\r\n"):
@@ -106,7 +106,7 @@ def _locate_error(path: Path, dtype: type[np.generic], ncols: int | None, exc: E
     convert = int if np.issubdtype(dtype, np.integer) else float
     kind = "integer" if convert is int else "number"
     try:
-        with _open_text(path) as fh:
+        with open_text(path) as fh:
             expected = ncols
             for lineno, line in enumerate(fh, start=1):
                 if not line.rstrip("\r\n"):  # numpy skips empty lines, not lines of spaces
