@@ -19,6 +19,7 @@ Writes ``bench/results/eval_memory/eval_memory.json`` (with the command, commit 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -38,6 +39,7 @@ BATCH = 128
 HEADS = 4
 
 
+@functools.cache  # the parent reads each dataset once for its runs' sizes
 def _graphs(dataset: str) -> tuple[list[Any], Any]:
     from gtcompress.data import load_dataset
 
