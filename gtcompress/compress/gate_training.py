@@ -27,7 +27,7 @@ from gtcompress.compress.materialise import Plan
 from gtcompress.compress.plan_choice import gate_scores, select_plan
 from gtcompress.compress.prune_config import PruneConfig
 from gtcompress.compress.prune_run import PruneRun
-from gtcompress.data.base import GraphDataset, iterate_batches
+from gtcompress.data.base import GraphDataset
 from gtcompress.graph import random_sign_flip
 from gtcompress.models.model import GraphModel
 from gtcompress.train.loop import (
@@ -39,7 +39,8 @@ from gtcompress.train.loop import (
     optimizer_step,
     seed_everything,
 )
-from gtcompress.train.metrics import higher_is_better, task_loss
+from gtcompress.train.metrics import higher_is_better
+from gtcompress.train.steps import MAX_TRAIN_CELLS, pads_every_graph, training_steps
 
 __all__ = ["gate_importance", "mask_training", "train_gates"]
 
@@ -92,16 +93,20 @@ def gate_importance(
     try:
         with attach_gates(student, gates, None, gumbel_tokens=False):
             student.eval()
-            for i, batch in enumerate(iterate_batches(dataset["train"], cfg.batch_size, shuffle=True, generator=gen)):
+            max_cells = MAX_TRAIN_CELLS if pads_every_graph(student) else None
+            for i, step in enumerate(training_steps(dataset["train"], cfg.batch_size, info, gen, max_cells)):
                 if i >= batches:
                     break
-                logits = student(batch)
-                assert batch.y is not None
-                loss = task_loss(logits, batch.y, info) + kd(student, batch, logits)
-                grads = torch.autograd.grad(loss, list(probe.values()), allow_unused=True)
-                for k, g in zip(probe, grads, strict=True):
-                    if g is not None:
-                        acc[k] += g.detach() ** 2
+                step_grads: dict[tuple[str, int], torch.Tensor] = {}
+                for part in step.parts:  # the batch's gradient is the sum of its parts'
+                    logits = student(part.batch)
+                    loss = step.task_loss(part, logits, info) + part.row_share * kd(student, part.batch, logits)
+                    grads = torch.autograd.grad(loss, list(probe.values()), allow_unused=True)
+                    for k, g in zip(probe, grads, strict=True):
+                        if g is not None:
+                            step_grads[k] = step_grads[k] + g.detach() if k in step_grads else g.detach()
+                for k, g in step_grads.items():
+                    acc[k] += g**2
     finally:
         gates.probe = None
         student.train(was)
@@ -168,6 +173,7 @@ def train_gates(
     history: list[dict[str, float]] = []
     start, step = time.perf_counter(), 0
     epoch_times: list[float] = []
+    max_cells = MAX_TRAIN_CELLS if pads_every_graph(student) else None
     try:
         with epoch_progress(disable=not show_progress) as progress:
             task = progress.add_task("GTSP masks", total=cfg.epochs, status="")
@@ -177,31 +183,38 @@ def train_gates(
                 student.train()
                 total, count = 0.0, 0
                 c = torch.tensor(1.0)
-                for i, batch in enumerate(iterate_batches(train_graphs, cfg.batch_size, shuffle=True, generator=gen)):
-                    if "lap" in batch.pe:
-                        batch.pe["lap"] = random_sign_flip(batch.pe["lap"], gen)
-                    logits = student(batch)
-                    assert batch.y is not None
-                    loss = task_loss(logits, batch.y, info) + kd(student, batch, logits)
-                    c = cm.expected(gates) / cm.dense
-                    if target is not None and len(groups) > 1:
-                        loss = loss + lagr["flops"](c, current_target(step)).float()
-                    if cfg.keep and len(groups) > 1:
-                        fr = _expected_fractions(gates, cm)
-                        for axis, ratio in cfg.keep.items():
-                            if axis in fr and axis in lagr:
-                                loss = loss + lagr[axis](fr[axis], ratio)
-                    # NaN gates and weights would otherwise be masked, fine-tuned and saved, exit 0
-                    check_finite_loss(loss, "GTSP masks", epoch, i, steps_per_epoch, cfg.lr)
+                for i, parts in enumerate(training_steps(train_graphs, cfg.batch_size, info, gen, max_cells)):
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    step_loss = 0.0
+                    for j, part in enumerate(parts.parts):  # one, unless the batch would not fit in memory
+                        batch = part.batch
+                        if "lap" in batch.pe:
+                            batch.pe["lap"] = random_sign_flip(batch.pe["lap"], gen)
+                        logits = student(batch)
+                        kd_term = kd(student, batch, logits)
+                        loss = parts.task_loss(part, logits, info) + (
+                            kd_term if part.row_share == 1.0 else kd_term * part.row_share
+                        )
+                        if j == 0:  # the budget terms depend on the gates only: once per step
+                            c = cm.expected(gates) / cm.dense
+                            if target is not None and len(groups) > 1:
+                                loss = loss + lagr["flops"](c, current_target(step)).float()
+                            if cfg.keep and len(groups) > 1:
+                                fr = _expected_fractions(gates, cm)
+                                for axis, ratio in cfg.keep.items():
+                                    if axis in fr and axis in lagr:
+                                        loss = loss + lagr[axis](fr[axis], ratio)
+                        # NaN gates and weights would otherwise be masked, fine-tuned and saved, exit 0
+                        check_finite_loss(loss, "GTSP masks", epoch, i, steps_per_epoch, cfg.lr)
+                        loss.backward()
+                        step_loss += loss.item()
                     nn.utils.clip_grad_norm_(student.parameters(), 1.0)
                     rates = f"--lr, now {cfg.lr:g}" + (f"; --gate-lr, now {cfg.gate_lr:g}" if len(groups) > 1 else "")
                     optimizer_step(opt, "GTSP masks", epoch, i, steps_per_epoch, rates)
                     sched.step()
                     step += 1
-                    total += loss.item() * batch.num_graphs
-                    count += batch.num_graphs
+                    total += step_loss * parts.num_graphs
+                    count += parts.num_graphs
                 val = evaluate(student, val_graphs, info)[info.metric]
                 check_defined_metric(val, info, epoch)  # NaN: the untrained gates would come back as the best
                 plan = eval_plan()

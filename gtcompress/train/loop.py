@@ -20,6 +20,7 @@ from gtcompress.errors import ConfigError, GTCompressError
 from gtcompress.graph import GraphBatch, random_sign_flip
 from gtcompress.preprocess.batching import MAX_EVAL_CELLS
 from gtcompress.train.metrics import compute_metric, higher_is_better, task_loss
+from gtcompress.train.steps import MAX_TRAIN_CELLS, pads_every_graph, training_steps
 
 # Extra loss term added to the task loss, e.g. distillation or a budget penalty: (model, batch, logits) -> loss.
 ExtraLoss = Callable[[nn.Module, GraphBatch, Tensor], Tensor]
@@ -222,6 +223,7 @@ def train(
     start = time.perf_counter()
     epochs_run = 0
     epoch_times: list[float] = []
+    max_cells = MAX_TRAIN_CELLS if pads_every_graph(model) else None
     with epoch_progress(disable=not show_progress) as progress:
         task = progress.add_task(description, total=cfg.epochs, status="")
         for epoch in range(cfg.epochs):
@@ -229,23 +231,28 @@ def train(
                 break
             model.train()
             total, count = 0.0, 0
-            for step, batch in enumerate(iterate_batches(train_graphs, cfg.batch_size, shuffle=True, generator=gen)):
-                if cfg.lap_sign_flip and "lap" in batch.pe:
-                    batch.pe["lap"] = random_sign_flip(batch.pe["lap"], gen)
-                logits = model(batch)
-                assert batch.y is not None
-                loss = task_loss(logits, batch.y, info)
-                if extra_loss is not None:
-                    loss = loss + extra_loss(model, batch, logits)
-                check_finite_loss(loss, description, epoch, step, steps_per_epoch, cfg.lr)
+            steps = training_steps(train_graphs, cfg.batch_size, info, gen, max_cells)
+            for step, parts in enumerate(steps):
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                step_loss = 0.0
+                for part in parts.parts:  # one, unless the batch would not fit (see gtcompress.train.steps)
+                    batch = part.batch
+                    if cfg.lap_sign_flip and "lap" in batch.pe:
+                        batch.pe["lap"] = random_sign_flip(batch.pe["lap"], gen)
+                    logits = model(batch)
+                    loss = parts.task_loss(part, logits, info)
+                    if extra_loss is not None:
+                        extra = extra_loss(model, batch, logits)
+                        loss = loss + (extra if part.row_share == 1.0 else extra * part.row_share)
+                    check_finite_loss(loss, description, epoch, step, steps_per_epoch, cfg.lr)
+                    loss.backward()
+                    step_loss += loss.item()
                 if cfg.grad_clip > 0:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer_step(opt, description, epoch, step, steps_per_epoch, f"--lr, now {cfg.lr:g}")
                 sched.step()
-                total += loss.item() * batch.num_graphs
-                count += batch.num_graphs
+                total += step_loss * parts.num_graphs
+                count += parts.num_graphs
             val = evaluate(model, val_graphs, info, cfg.eval_batch_size)
             row = {
                 "epoch": epoch,

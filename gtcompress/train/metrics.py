@@ -22,20 +22,28 @@ from torch.nn import functional as F
 from gtcompress.data.base import DatasetInfo
 
 
-def task_loss(logits: Tensor, y: Tensor, info: DatasetInfo) -> Tensor:
-    """The training loss of ``info``'s task."""
+def class_weights(target: Tensor, classes: int, info: DatasetInfo) -> Tensor | None:
+    """The per-class weights of ``info``'s loss for a batch with labels ``target`` (``None``: unweighted)."""
+    if info.task != "multiclass" or not info.class_weighted_loss:
+        return None
+    v = target.numel()
+    counts = torch.bincount(target, minlength=classes).float()
+    if int((counts > 0).sum()) < 2:
+        # one class present: its weight is 0 and the weighted mean 0/0 = NaN, which stopped training
+        # as a divergence. A constant weight cancels out of a weighted mean, so the unweighted one
+        # is this batch's loss (the limit of the class-balanced mean).
+        return None
+    return (v - counts) / v * (counts > 0).float()
+
+
+def task_loss(logits: Tensor, y: Tensor, info: DatasetInfo, weight_labels: Tensor | None = None) -> Tensor:
+    """The training loss of ``info``'s task. ``weight_labels``: the labels of the whole batch that
+    the class weights come from, where ``y`` is only part of it (a micro-batch, see
+    :mod:`gtcompress.train.steps`); default ``y``."""
     if info.task == "multiclass":
         target = y.reshape(-1).long()
-        weight = None
-        if info.class_weighted_loss:
-            v = target.numel()
-            counts = torch.bincount(target, minlength=logits.shape[-1]).float()
-            weight = (v - counts) / v * (counts > 0).float()
-            if int((counts > 0).sum()) < 2:
-                # one class present: its weight is 0 and the weighted mean 0/0 = NaN, which stopped training
-                # as a divergence. A constant weight cancels out of a weighted mean, so the unweighted one
-                # is this batch's loss (the limit of the class-balanced mean).
-                weight = None
+        source = target if weight_labels is None else weight_labels.reshape(-1).long()
+        weight = class_weights(source, logits.shape[-1], info)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target, weight=weight)
     target = y.reshape(logits.shape).to(logits.dtype)
     keep = ~torch.isnan(target)
