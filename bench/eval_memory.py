@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,11 +30,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, data_root, missing_data, provenance
+from bench._memory import cell, measure_in_child, plot_whole_vs_cut
 
 OUT = RESULTS / "eval_memory"
 RUNS = ["gps:tu:PROTEINS", "graphormer:tu:PROTEINS", "gps:tu:DD"]
 BATCH = 128
 HEADS = 4
+TITLE = "evaluating every graph, batches of {batch}, 1 thread: whole vs cut at MAX_EVAL_CELLS"
 
 
 @functools.cache  # the parent reads each dataset once for its runs' sizes
@@ -87,46 +87,6 @@ def child(arch: str, dataset: str, mode: str, out: str) -> None:
     print(json.dumps({"seconds": seconds, "peak_mib": peak / 1024, "before_eval_mib": before / 1024}))
 
 
-def _measure(arch: str, dataset: str, mode: str, tmp: Path) -> dict[str, Any]:
-    out = tmp / f"{arch}-{dataset.replace(':', '_')}-{mode}.npy"
-    cmd = [sys.executable, __file__, "--child", arch, dataset, mode, str(out)]
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if r.returncode != 0:
-        return {"error": (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]}
-    row = json.loads(r.stdout.strip().splitlines()[-1])
-    row["logits"] = str(out)
-    return row
-
-
-def _cell(m: dict[str, Any]) -> str:
-    return f"{m['peak_mib']:7.0f} MiB {m['seconds']:7.1f} s" if "peak_mib" in m else str(next(iter(m.values())))
-
-
-def _plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    labels = [r["run"] for r in rows]
-    x = range(len(rows))
-    for ax, key, unit in ((axes[0], "peak_mib", "peak resident memory (MiB)"), (axes[1], "seconds", "time (s)")):
-        for k, mode in enumerate(("whole", "cut")):
-            vals = [r[mode].get(key, 0) or 0 for r in rows]
-            bars = ax.bar([i + (k - 0.5) * 0.38 for i in x], vals, 0.38, label=f"{mode} batches")
-            for b, r in zip(bars, rows, strict=True):
-                if key not in r[mode]:
-                    ax.annotate("not run", (b.get_x() + b.get_width() / 2, 0), ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(list(x), labels, fontsize=8)
-        ax.set_ylabel(unit)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"evaluating every graph, batches of {BATCH}, 1 thread: whole vs cut at MAX_EVAL_CELLS")
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=110)
-    plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", nargs="+", default=RUNS, help="ARCH:DATASET, e.g. gps:tu:PROTEINS")
@@ -162,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             if row["whole_scores_gib"] > args.max_whole_gib:
                 row["whole"] = {"skipped": f"one scores tensor of its largest batch: {row['whole_scores_gib']:.1f} GiB"}
             else:
-                row["whole"] = _measure(arch, dataset, "whole", Path(tmp))
-            row["cut"] = _measure(arch, dataset, "cut", Path(tmp))
+                row["whole"] = measure_in_child(__file__, arch, dataset, "whole", Path(tmp), "logits")
+            row["cut"] = measure_in_child(__file__, arch, dataset, "cut", Path(tmp), "logits")
             if "logits" in row["whole"] and "logits" in row["cut"]:
                 a, b = np.load(row["whole"].pop("logits")), np.load(row["cut"].pop("logits"))
                 row["max_abs_diff"] = float(np.abs(a - b).max())
@@ -175,12 +135,12 @@ def main(argv: list[str] | None = None) -> int:
             ratio = ""
             if "speedup" in row:
                 ratio = f"  {row['memory_ratio']:.1f}x less memory, {row['speedup']:.1f}x faster"
-            whole, cut = _cell(row["whole"]), _cell(row["cut"])
+            whole, cut = cell(row["whole"]), cell(row["cut"])
             print(f"{run:26s} largest {row['largest_graph']:5d}  whole: {whole}  cut: {cut}{ratio}")
     doc = {**prov, "max_eval_cells": MAX_EVAL_CELLS, "batch_size": BATCH, "heads": HEADS, "rows": rows}
     OUT.mkdir(parents=True, exist_ok=True)
     write_json(OUT / "eval_memory.json", doc)
-    write_atomic(OUT / "eval_memory.png", lambda p: _plot(rows, p))
+    write_atomic(OUT / "eval_memory.png", lambda p: plot_whole_vs_cut(rows, p, TITLE.format(batch=BATCH), "batches"))
     return 0
 
 
