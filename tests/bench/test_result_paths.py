@@ -13,7 +13,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
 PAGES = [ROOT / "README.md", ROOT / "bench" / "README.md", ROOT / "bench" / "HISTORY.md"]
-BENCHES = ("train", "compression", "plan_vs_weights", "export", "pipeline", "serve", "triton_answer", "eval_memory")
+BENCHES = (
+    "train",
+    "compression",
+    "plan_vs_weights",
+    "export",
+    "pipeline",
+    "serve",
+    "triton_answer",
+    "eval_memory",
+    "train_memory",
+)
 #: named by bench/README.md before they exist: bench/kernel.py has not been run on a GPU yet
 PENDING = {"bench/results/kernel/", "bench/results/kernel/kernel.json"}
 
