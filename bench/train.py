@@ -33,6 +33,7 @@ from bench._common import (
 )
 from gtcompress.io import write_atomic, write_json
 from gtcompress.train.loop import TrainConfig
+from gtcompress.train.metrics import higher_is_better
 from gtcompress.train.recipe import DataSpec, fit
 
 # Published full-scale test results (GT: Dwivedi & Bresson 2020, sparse graph, LapPE;
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         res = fit(spec, arch, model_kw, cfg)
         m = res.meta["metrics"]
-        scale = 1.0 if m["metric"] == "mae" else 100.0
+        scale = 100.0 if higher_is_better(m["metric"]) else 1.0
         key = name.split(":")[-1].lower()
         row = {
             "arch": arch,

@@ -21,7 +21,7 @@ from gtcompress.preprocess.pe import laplacian_pe, rwse
 
 TaskLevel = Literal["node", "graph"]
 TaskType = Literal["multiclass", "binary", "regression"]
-Metric = Literal["class_avg_acc", "accuracy", "mae", "rocauc"]
+Metric = Literal["class_avg_acc", "accuracy", "mae", "rmse", "rocauc", "ap"]
 
 
 @dataclass

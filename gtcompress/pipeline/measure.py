@@ -80,7 +80,7 @@ def evaluate_onnx(
     from gtcompress.preprocess import union_graphs
     from gtcompress.preprocess.batching import MAX_EVAL_CELLS, cell_bounded_runs
     from gtcompress.preprocess.inputs import build_inputs
-    from gtcompress.train.metrics import compute_metric
+    from gtcompress.train.metrics import compute_metric, higher_is_better
 
     spec = read_spec(path)
     sess = _ort_session(path, pcfg["threads"])
@@ -96,7 +96,7 @@ def evaluate_onnx(
     metric = compute_metric(ds.info.metric, torch.from_numpy(np.concatenate(outs)), y)
     return {
         "metric": ds.info.metric,
-        "test": metric * (1 if ds.info.metric == "mae" else 100),
+        "test": metric * (100 if higher_is_better(ds.info.metric) else 1),
         "file_mb": path.stat().st_size / 1e6,
     }
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gtcompress.io import write_atomic, write_json
+from gtcompress.train.metrics import higher_is_better
 
 __all__ = ["build_report", "choose_for_serving", "markdown", "tolerance_drop", "write_report"]
 
@@ -33,11 +34,11 @@ def build_report(rows: list[dict[str, Any]], cfg: dict[str, Any], trt_note: str,
     dense = {r["arch"]: r for r in rows if r["method"] == "dense" and r["lowering"] != "plugin"}
     control = {r["arch"]: r for r in rows if r["method"] == "dense-ft"}
     for r in rows:
-        sign = -1 if r["metric"] == "mae" else 1
+        sign = 1 if higher_is_better(r["metric"]) else -1
         d, c = dense.get(r["arch"]), control.get(r["arch"])
         if d:
             r["metric_drop"] = sign * (d["test"] - r["test"])
-            if r["metric"] == "mae":
+            if not higher_is_better(r["metric"]):  # an error in the target's units
                 r["metric_drop_pct"] = _percent_of(r["metric_drop"], d["test"])
             r["speedup_vs_dense"] = d["latency_ms_p50"] / r["latency_ms_p50"]
         if c:  # what compression cost, with the extra training of the compressed models taken out
@@ -86,7 +87,7 @@ def markdown(report: dict[str, Any]) -> str:
     it, and the plots."""
     rows = report["rows"]
     metric = rows[0]["metric"] if rows else "metric"
-    mae = metric == "mae"
+    mae = not higher_is_better(metric)  # an error in the target's units (MAE, RMSE)
     lines = [
         "# gtcompress pipeline report",
         "",
@@ -144,7 +145,8 @@ def markdown(report: dict[str, Any]) -> str:
         )
     elif undefined := sorted({r["model"] for r in rows if math.isnan(r["test"])}):
         # NaN compares false with any tolerance: none qualified, but not for being too far from dense
-        why = ": ROC-AUC needs both classes among the test labels" if metric == "rocauc" else ""
+        shown = {"rocauc": "ROC-AUC", "ap": "average precision"}.get(metric)
+        why = f": {shown} needs both classes among the test labels" if shown else ""
         lines.append(
             f"The test {metric} is undefined (NaN) for {', '.join(f'`{m}`' for m in undefined)}{why}; a model "
             "without a defined metric, or whose dense parent has none, is never compared, picked or served."
@@ -189,7 +191,7 @@ def _plots(report: dict[str, Any], out: Path) -> None:
                     ax.annotate(str(p["budget"] or ""), (p["latency_ms_p50"], p["test"]), fontsize=7)
     # the dataset's metric, and which way is better: an MAE plot titled "Accuracy" read upside down
     metric = rows[0]["metric"] if rows else "metric"
-    better = "lower" if metric == "mae" else "higher"
+    better = "higher" if higher_is_better(metric) else "lower"
     ax.set_xlabel("ONNX Runtime CPU latency p50 (ms, lower is better)")
     ax.set_ylabel(f"test {metric} ({better} is better, from the ONNX model)")
     ax.set_title(f"Test {metric} vs latency: what compression bought")

@@ -68,6 +68,9 @@ def optimizer_step(opt: torch.optim.Optimizer, where: str, epoch: int, step: int
         ) from None
 
 
+_SHOWN = {"rocauc": "ROC-AUC", "ap": "average precision"}
+
+
 def check_defined_metric(value: float, info: DatasetInfo, epoch: int) -> None:
     """Stop at a validation metric that is NaN (ROC-AUC of a val split with one class). NaN is never
     "better" than the starting best, so a loop that selects its best epoch on it would restore the
@@ -76,7 +79,7 @@ def check_defined_metric(value: float, info: DatasetInfo, epoch: int) -> None:
         raise ConfigError(
             f"dataset {info.name!r}: the val {info.metric} is undefined (NaN) at epoch {epoch}, so no best "
             "epoch can be chosen"
-            + (": ROC-AUC needs both classes among a task's val labels" if info.metric == "rocauc" else "")
+            + (f": {_SHOWN[info.metric]} needs both classes among a task's val labels" if info.metric in _SHOWN else "")
         )
 
 

@@ -6,7 +6,10 @@
 * Binary (ogbg-mol*): BCE with logits; labels that are NaN (missing) are ignored; ROC-AUC, per
   task and averaged over the tasks with both classes (OGB's evaluator: pooling the tasks would score
   the gap between their base rates).
-* Regression: L1 loss and MAE.
+* Regression: L1 loss and MAE; or, where the benchmark scores RMSE (OGB's regression tasks), MSE
+  loss and RMSE per task, averaged over the tasks (OGB's evaluator).
+* Average precision (OGB's molpcba, molmuv): per task with both classes, averaged (OGB's evaluator),
+  the step-wise area under the precision-recall curve, as scikit-learn's ``average_precision_score``.
 """
 
 from __future__ import annotations
@@ -51,11 +54,17 @@ def task_loss(logits: Tensor, y: Tensor, info: DatasetInfo, weight_labels: Tenso
         return (logits * 0.0).sum()
     if info.task == "binary":
         return F.binary_cross_entropy_with_logits(logits[keep], target[keep])
+    if info.metric == "rmse":
+        return F.mse_loss(logits[keep], target[keep])
     return F.l1_loss(logits[keep], target[keep])
 
 
+#: metrics that are errors in the target's units: lower is better, and a difference is not in points
+ERROR_METRICS = ("mae", "rmse")
+
+
 def higher_is_better(metric: str) -> bool:
-    return metric != "mae"
+    return metric not in ERROR_METRICS
 
 
 def compute_metric(metric: str, logits: Tensor, y: Tensor) -> float:
@@ -71,10 +80,20 @@ def compute_metric(metric: str, logits: Tensor, y: Tensor) -> float:
         target = y.reshape(logits.shape).to(logits.dtype)
         keep = ~torch.isnan(target)
         return float((logits[keep] - target[keep]).abs().mean())
-    if metric == "rocauc":
+    if metric == "rmse":
+        pred = logits.reshape(logits.shape[0], -1).double().numpy()
+        target = y.reshape(pred.shape).double().numpy()
+        per_task = []
+        for t in range(pred.shape[1]):
+            keep = ~np.isnan(target[:, t])
+            if keep.any():
+                per_task.append(float(np.sqrt(np.mean((pred[keep, t] - target[keep, t]) ** 2))))
+        return float(np.mean(per_task)) if per_task else math.nan
+    if metric in ("rocauc", "ap"):
         scores = logits.reshape(logits.shape[0], -1).double().numpy()
         labels = y.reshape(scores.shape).double().numpy()
-        per_task = [roc_auc(scores[:, t], labels[:, t]) for t in range(scores.shape[1])]
+        score = roc_auc if metric == "rocauc" else average_precision
+        per_task = [score(scores[:, t], labels[:, t]) for t in range(scores.shape[1])]
         defined = [a for a in per_task if not math.isnan(a)]
         return float(np.mean(defined)) if defined else math.nan
     raise ValueError(f"unknown metric {metric!r}")
@@ -91,3 +110,22 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
         return math.nan
     ranks = rankdata(scores)
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Average precision: the sum over distinct score thresholds, highest first, of precision at the
+    threshold times the recall it adds (tied scores enter together). NaN labels are ignored.
+
+    Returns NaN when only one class is present: OGB leaves such a task out of the average."""
+    keep = ~np.isnan(labels)
+    scores, labels = scores[keep], labels[keep] > 0.5
+    n_pos = int(labels.sum())
+    if n_pos == 0 or n_pos == labels.size:
+        return math.nan
+    order = np.argsort(-scores, kind="stable")
+    scores, labels = scores[order], labels[order]
+    last = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]  # the last index of each distinct score
+    tp = np.cumsum(labels)[last]
+    precision = tp / (last + 1)
+    recall_added = np.diff(np.r_[0, tp]) / n_pos
+    return float(np.sum(precision * recall_added))

@@ -57,7 +57,7 @@ def test_molbace(ogb_root: Path) -> None:
 def test_molesol_regression(ogb_root: Path) -> None:
     ds = load_ogb(ogb_root / "ogbg_molesol")
     assert [len(ds[k]) for k in ("train", "val", "test")] == [902, 113, 113]
-    assert (ds.info.task, ds.info.metric, ds.info.out_dim) == ("regression", "mae", 1)
+    assert (ds.info.task, ds.info.metric, ds.info.out_dim) == ("regression", "rmse", 1)
     assert ds["train"][0].y.dtype == torch.float32
     assert any(float(g.y) < -1.0 for g in ds["train"])  # log-solubilities, not 0/1 labels
 
@@ -122,7 +122,7 @@ def test_synthetic_inverse_edges_and_nan_labels(tmp_path: Path) -> None:
 
 def test_synthetic_regression_inferred(tmp_path: Path) -> None:
     ds = load_ogb(_toy(tmp_path / "toy", labels="0.5,1\n-2.25,0\n"))
-    assert (ds.info.task, ds.info.metric) == ("regression", "mae")
+    assert (ds.info.task, ds.info.metric) == ("regression", "rmse")
 
 
 def test_synthetic_errors(tmp_path: Path) -> None:
@@ -245,3 +245,12 @@ def test_a_known_binary_dataset_with_real_valued_labels_is_refused(tmp_path: Pat
 def test_the_real_esol_folder_asked_for_as_molbace_is_refused(ogb_root: Path) -> None:
     with pytest.raises(DataFormatError, match=r"holds ogbg-molesol, not the requested ogbg-molbace"):
         load_ogb(ogb_root / "ogbg_molesol", "ogbg_molbace")
+
+
+KNOWN_METRICS = [("ogbg_molpcba", "ap"), ("ogbg_molmuv", "ap"), ("ogbg_moltox21", "rocauc")]
+
+
+@pytest.mark.parametrize(("folder", "metric"), KNOWN_METRICS)
+def test_a_known_dataset_is_scored_by_ogbs_own_metric(tmp_path: Path, folder: str, metric: str) -> None:
+    ds = load_ogb(_toy(tmp_path / folder))
+    assert (ds.info.task, ds.info.metric) == ("binary", metric)
