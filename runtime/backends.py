@@ -109,7 +109,14 @@ class OrtBackend:
         options: Any = None,
         profile_prefix: str | None = None,
         spinning: bool | None = None,
+        shrink_arena: bool = False,
     ) -> None:
+        """``shrink_arena``: give the CPU memory arena's unused chunks back at the end of every run. The
+        arena grows to the largest call it has run and keeps that memory otherwise: in a Triton model's
+        stub, one 160,000-node request left 130 MiB held through every small request after it, on each
+        instance. Shrinking cost nothing measurable on batches of 16-320 small graphs (its chunks of a
+        small call are reused within the run). Only where the arena is on (a caller's ``options`` may
+        turn it off, and ONNX Runtime then refuses the run option)."""
         import onnxruntime as ort
 
         so = options or ort.SessionOptions()
@@ -164,6 +171,10 @@ class OrtBackend:
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.limits = Limits()
         self._names = [o.name for o in self.outputs]
+        self._run_options = None
+        if shrink_arena and so.enable_cpu_mem_arena:
+            self._run_options = ort.RunOptions()
+            self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._float_casts:
@@ -171,7 +182,7 @@ class OrtBackend:
                 k: a.astype(self._float_casts[k], copy=False) if k in self._float_casts and a.dtype.kind == "f" else a
                 for k, a in inputs.items()
             }
-        return dict(zip(self._names, self.session.run(self._names, inputs), strict=True))
+        return dict(zip(self._names, self.session.run(self._names, inputs, self._run_options), strict=True))
 
     def check_shapes(self, inputs: dict[str, np.ndarray]) -> None:
         return None

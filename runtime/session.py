@@ -136,6 +136,7 @@ class GraphSession:
         spinning: bool | None = None,
         device: str | None = None,
         cuda_graphs: bool = False,
+        shrink_arena: bool = False,
     ) -> None:
         self.validate = validate
         self.backend: Backend
@@ -164,6 +165,7 @@ class GraphSession:
                 options=session_options,
                 profile_prefix=profile_prefix,
                 spinning=spinning,
+                shrink_arena=shrink_arena,
             )
             meta = dict(ort_backend.metadata)
             if spec is not None:

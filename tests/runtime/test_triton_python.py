@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -284,3 +285,37 @@ def test_the_encodings_memory_is_held_to_gtcompress_max_inflight_mib(config, nod
     bad = r"^model 'gt_node': parameter gtcompress_max_inflight_mib is 0\.5; expected at least 1"
     with pytest.raises(SessionError, match=bad):
         GraphBatchModel(node_repo, 1, config(node_repo, gtcompress_max_inflight_mib="0.5"))
+
+
+def _rss_anon_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:")) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads RssAnon from /proc (Linux)")
+def test_a_large_request_gives_its_memory_back_to_the_requests_after_it(config, node_repo, exported) -> None:
+    """ONNX Runtime's memory arena grows to the largest call it has run and kept that memory: in a
+    Triton stub, one request of 160,000 nodes left 130 MiB held through every small request after it,
+    on every instance. The Triton model shrinks the arena after each run, so small requests after a
+    large one run in about what they ran in before it."""
+    model = GraphBatchModel(node_repo, 1, config(node_repo))
+    spec = exported["teddy"].spec
+    small = [_request(g) for g in exported["teddy"].graphs(4, seed=1)]
+    rng = np.random.default_rng(0)
+    graphs, n = 4000, 40  # one request: 4,000 graphs of 40 nodes, 3 edges a node
+    offsets = np.repeat(np.arange(graphs) * n, 3 * n)
+    large = {
+        "x": np.stack([rng.integers(0, c, graphs * n) for c in spec.x.cardinalities], axis=1).astype(spec.x.dtype)[
+            None
+        ],
+        "edge_index": (rng.integers(0, n, (2, graphs * 3 * n)) + offsets)[None],
+        "edge_attr": rng.random((1, graphs * 3 * n, spec.edge_attr.dim), dtype=np.float32),
+        "batch": np.repeat(np.arange(graphs), n)[None],
+    }
+    model.answer(small)
+    before = _rss_anon_mib()
+    (out,) = model.answer([large])
+    assert out.shape == (1, graphs * n, spec.output.dim)
+    del out
+    assert not any(isinstance(o, Failure) for o in model.answer(small))
+    assert _rss_anon_mib() - before < 16
