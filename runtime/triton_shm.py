@@ -12,10 +12,16 @@ fit gets an ``INTERNAL`` error (HTTP 500) naming its size, the room and the reme
 others are answered; answers of one merged call that fit only one at a time are sent, not returned.
 
 The check never refuses an answer that might fit, so one it cannot rule out (a fragmented region,
-another process taking ``/dev/shm`` meanwhile) may still fail in the stub; the model's log then names
-the request and the remedy. Sending the final flag apart from the answer would complete such a request,
-but crashed Triton 2.51 (SIGSEGV in ``TRITONBACKEND_ResponseFactorySendFlags``) when a gRPC client with a
-deadline cancelled its request mid-``execute``, so it is not done.
+another process taking ``/dev/shm`` between the check and the copy: another instance of this model
+growing its own region counts, each stub has one) may still fail in the stub; sent, its client then
+waits until its own timeout (reproduced: 30 MiB of a 65 MiB ``/dev/shm`` taken in that window, a
+client timeout of 30 s reached) and the model's log names the request and the remedy. Nothing inside
+the model can complete that request in Triton 2.51: its sender is closed before the copy, so a second
+answer is refused; raising from ``execute`` makes the server free the response factories of the
+requests already answered a second time (SIGABRT); and sending the final flag apart from the answer
+crashed it (SIGSEGV in ``TRITONBACKEND_ResponseFactorySendFlags``) when a gRPC client with a deadline
+cancelled its request mid-``execute``. Returned answers (``gtcompress_answer_each_call`` ``0``) fail their
+``execute`` with HTTP 500 instead, never leaving a client waiting.
 """
 
 from __future__ import annotations
