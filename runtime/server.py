@@ -76,6 +76,7 @@ from runtime.errors import (
     ProtocolError,
     ServerBusyError,
 )
+from runtime.headers import request_headers
 from runtime.http_head import client_left
 from runtime.metrics import Metrics, outcome_of
 from runtime.net import listen_sockets
@@ -103,6 +104,7 @@ from runtime.uvicorn_run import BackgroundServer as BackgroundServer  # where te
 from runtime.uvicorn_run import uvicorn_server
 
 log = logging.getLogger("gtcompress.serve")
+RawHeaders = list[tuple[bytes, bytes]]
 
 SERVER_NAME = "gtcompress"
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "parameters"]
@@ -243,10 +245,10 @@ def create_app(
         return ok(lookup(name, version).config())
 
     async def handle_infer(
-        name: str, version: str | None, chunks: AsyncIterator[bytes], headers: dict[str, str], lease: Lease, gone: Any
+        name: str, version: str | None, chunks: AsyncIterator[bytes], headers: RawHeaders, lease: Lease, gone: Any
     ) -> tuple[int, bytes, dict[str, str]] | None:
         """One request → (status, body, headers), or None if the client left first; shared by the fast path and
-        the route. ``headers``: lower-case names; ``lease``: then holds an answer till sent; ``gone``: see submit."""
+        the route. ``headers``: ASGI's list; ``lease``: then holds an answer till sent; ``gone``: see submit."""
         start = time.perf_counter()
         result: tuple[int, bytes, dict[str, str]] | None = None
         try:
@@ -262,12 +264,13 @@ def create_app(
                     mm.latency.observe(time.perf_counter() - start)
 
     async def answer_infer(
-        name: str, version: str | None, chunks: AsyncIterator[bytes], headers: dict[str, str], lease: Lease, gone: Any
+        name: str, version: str | None, chunks: AsyncIterator[bytes], raw: RawHeaders, lease: Lease, gone: Any
     ) -> tuple[int, bytes, dict[str, str]] | None:
         """:func:`handle_infer` without the metrics."""
         answered = False
         try:
             m = lookup(name, version)
+            headers = request_headers(raw)
             body = await read_body(
                 chunks,
                 limits.max_body_bytes,
@@ -366,7 +369,7 @@ def create_app(
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         lease = budget.lease()  # FastInferApp serves requests (holding an answer until sent), not this route
         try:
-            result = await handle_infer(name, version, _stream(request), dict(request.headers), lease, None)
+            result = await handle_infer(name, version, _stream(request), request.headers.raw, lease, None)
         finally:
             lease.release()
         if result is None:  # the client is gone: nobody reads this
@@ -405,14 +408,13 @@ class FastInferApp:
         if scope["type"] == "http" and scope["method"] == "POST":
             match = self._PATH.fullmatch(scope["path"])
             if match:
-                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
                 # The ASGI path is percent-decoded already (as FastAPI's routes read it): decoding it again
                 # served /v2/models/g%2574/infer as model "gt", where GET /v2/models/g%2574 is a 404 for
                 # "g%74", and made a model named "a%41" unreachable (tritonclient quotes it to a%2541).
                 name, version = match[1], match[2]
                 lease, gone = self.app.state.inflight.lease(), client_left(receive)
                 try:
-                    result = await self.handle(name, version, receive_chunks(receive), headers, lease, gone)
+                    result = await self.handle(name, version, receive_chunks(receive), scope["headers"], lease, gone)
                     if result is None:  # the client left before its answer
                         return
                     status, body, out_headers = result
