@@ -403,11 +403,13 @@ def parse_infer_request(
                 raise ProtocolError(f"output '{o['name']}': shared-memory outputs are not supported by this server")
             binary_out = _flag(op.get("binary_data", False), f"output '{o['name']}': parameter 'binary_data'")
             outputs.append(RequestedOutput(o["name"], binary_out))
+    # An empty list asks for every output, as Triton reads it (InferenceRequest::Normalize) and as
+    # tritonclient sends outputs=[] (no "outputs" key): the same request answered alike by both servers.
     return InferRequest(
         inputs=inputs,
         datatypes=datatypes,
         id=rid,
-        outputs=outputs,
+        outputs=outputs or None,
         binary_output=_flag(params.get("binary_data_output", False), "request parameter 'binary_data_output'"),
         parameters=params,
     )

@@ -579,3 +579,16 @@ def test_shutdown_does_not_wait_for_company(sessions, exported, monkeypatch) -> 
     for got, want in zip(results, expected, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5)
     assert batcher.batches == 2
+
+
+def test_an_empty_outputs_list_gets_every_output_as_triton_answers_it(server, sessions, exported) -> None:
+    """``"outputs": []`` got 200 with no outputs, a request answered with nothing. KServe v2 returns every
+    output when none is named; Triton reads an empty list so (InferenceRequest::Normalize), and tritonclient
+    sends ``outputs=[]`` as no list at all: the server answers it as Triton does, with every output."""
+    g = exported["node"].graphs(1, seed=8, lo=5)[0]
+    r = _post(server.url, json.dumps(_json_request(g, a=lambda req: req.update(outputs=[]))))
+    assert r.status_code == 200, r.text
+    (out,) = r.json()["outputs"]
+    assert out["name"] == "output"
+    got = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
+    np.testing.assert_allclose(got, sessions["gt_node"].run(g)[0], atol=1e-5)
