@@ -13,7 +13,9 @@ answer was read) waits, nothing more is read: uvicorn resumed reading on every a
 that never read its answers had everything it sent held in memory. A body the request was answered
 without (a 404, a 413 on its Content-Length) is dropped for :data:`DISCARD_S` at most, then the
 connection closes; one that ends sooner leaves the connection waiting for its next head, timed as after
-any answer. An answer the client stops taking is dropped with its connection (:data:`SEND_TIMEOUT_S`).
+any answer. An answer the client stops taking is dropped with its connection (:data:`SEND_TIMEOUT_S`). A
+client that shuts its sending side once its request is complete (``shutdown(SHUT_WR)``, ``nc -N``) still
+reads, and gets its answer: uvicorn closed the connection at that end of input and withdrew the request.
 This module is the one place that knows uvicorn's protocol internals (``cycle``, ``pipeline``, ``flow``,
 ``loop``, ``transport``, ``pause_writing``), so that a uvicorn upgrade that moves them breaks here and in
 ``tests/runtime/test_http_head.py`` only.
@@ -22,6 +24,7 @@ This module is the one place that knows uvicorn's protocol internals (``cycle``,
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +59,10 @@ SEND_TIMEOUT_S = 60.0
 #: its connection is aborted: past uvicorn's graceful timeout its request would be cancelled instead,
 #: with a traceback in the log, after holding the shutdown that long.
 SHUTDOWN_SEND_S = 1.0
+#: Written to a client that ended its input with a request unanswered, to learn whether it still reads: an
+#: interim response, which an HTTP/1.1 client must accept before any answer (RFC 9110 section 15.2).
+PROBE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_TCP_CLOSE = 7  # Linux's tcp_info.tcpi_state once the peer reset the connection
 
 
 def _head_too_large() -> str:
@@ -173,6 +180,7 @@ def bounded_head_protocol() -> Any:
         _send_buffered = 0  # its size then
         _send_taken = 0  # bytes the client took since writing paused
         _send_stall: float | None = None  # how long the answer may wait untaken, once shutdown has begun
+        _probed: Any = None  # the socket of a client that ended its input and was sent PROBE
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -210,6 +218,52 @@ def bounded_head_protocol() -> Any:
                     cycle.message_event.set()
             self._open.clear()
             super().connection_lost(exc)
+
+        def eof_received(self) -> bool | None:
+            """The client ended its input. With a request still mid-way (its head or body cut short), or
+            nothing to answer, the connection closes as uvicorn closes it. With complete requests
+            unanswered it may have shut only its sending side and still read: the connection stays open
+            for their answers, then closes. Whether it reads is learnt by writing (a fully closed socket
+            answers data with a reset): :data:`PROBE`, unless an answer is being written already (HTTP/1.0
+            takes no interim response: its request is answered). :meth:`peer_left` reads the result."""
+            waiting = [c for c in self._open if not c.response_complete]
+            if self._refused or not waiting or not self._in_head or self._head_bytes:
+                return None
+            self._disarm_head_timer()
+            self.cycle.keep_alive = False  # the last request parsed: the connection closes once it is answered
+            serving = waiting[0]
+            if not serving.response_started and serving.scope.get("http_version") == "1.1":
+                self.transport.write(PROBE)
+                self._probed = self.transport.get_extra_info("socket")
+            return True
+
+        def peer_left(self) -> bool:
+            """Whether a client sent :data:`PROBE` has reset the connection (it had closed its socket, not
+            only its sending side): its requests are then dropped, as a lost connection's are. Any thread
+            (the batcher's worker asks, :func:`client_left`); the reset is read from the socket's TCP state,
+            Linux only, since the event loop stops reading at the end of input and never sees it."""
+            sock, info = self._probed, getattr(socket, "TCP_INFO", None)
+            if sock is None or info is None:
+                return False
+            try:
+                state = sock.getsockopt(socket.IPPROTO_TCP, info, 1)[0]
+            except OSError:  # closed meanwhile: connection_lost has marked its requests
+                return False
+            if state != _TCP_CLOSE:
+                return False
+            self._probed = None
+            self.loop.call_soon_threadsafe(self._drop_requests)
+            return True
+
+        def _drop_requests(self) -> None:
+            """On the loop: the client is gone (:meth:`peer_left`): its requests are marked disconnected
+            before the handler hears it, so that nobody answers them, and the connection is aborted."""
+            for cycle in self._open:
+                if not cycle.response_complete:
+                    cycle.disconnected = True
+                    cycle.message_event.set()
+            if not self.transport.is_closing():
+                self.transport.abort()
 
         def data_received(self, data: bytes) -> None:
             if self._refused or self.transport.is_closing():  # refused: read and dropped, never parsed
@@ -396,9 +450,14 @@ def client_left(receive: Any) -> Callable[[], bool]:
     """Whether the client of an ASGI request has gone away, as a flag any thread may read
     (:meth:`runtime.batcher.DynamicBatcher.submit`'s ``gone``): uvicorn's request cycle, whose bound
     ``receive`` this is, sets ``disconnected`` when the connection is lost (and
-    :func:`bounded_head_protocol` marks every unanswered request of it). Another ASGI server's
+    :func:`bounded_head_protocol` marks every unanswered request of it, and tells a client that shut its
+    sending side, which still reads, from one that closed its socket: ``peer_left``). Another ASGI server's
     ``receive`` has no such cycle: its requests are never withdrawn, only answered."""
     cycle = getattr(receive, "__self__", None)
     if cycle is None or not hasattr(cycle, "disconnected"):
         return lambda: False
-    return lambda: bool(cycle.disconnected)
+    transport = getattr(cycle, "transport", None)
+    peer_left = getattr(transport.get_protocol(), "peer_left", None) if transport is not None else None
+    if peer_left is None:
+        return lambda: bool(cycle.disconnected)
+    return lambda: bool(cycle.disconnected) or peer_left()
