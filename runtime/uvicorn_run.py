@@ -6,6 +6,7 @@ notebooks. Apart from :mod:`runtime.server` so that the HTTP application stays o
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import threading
 import time
@@ -20,7 +21,13 @@ def uvicorn_server(app: Any, host: str, port: int, log_level: str, graceful_s: f
     class _Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
             app.state.begin_shutdown()  # readiness drops at once; in-flight requests still finish
-            super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM:
+                # uvicorn records the signal and raises it again once it has shut down, so a graceful stop
+                # on SIGTERM (how containers and systemd stop a service) ended in SIGTERM's default action:
+                # killed, exit status 143. Not recorded, the server returns and the process exits 0.
+                self.should_exit = True
+                return
+            super().handle_exit(sig, frame)  # Ctrl-C: KeyboardInterrupt once stopped ("interrupted", 130)
 
     config = uvicorn.Config(
         app,
