@@ -397,7 +397,7 @@ def serve_cmd(
         from runtime.server import serve
     except ModuleNotFoundError as e:  # the HTTP stack is the optional 'serve' extra
         raise GTCompressError(
-            f"gtc serve needs the 'serve' extra (fastapi, uvicorn; {e.name or e} is missing): "
+            f"gtc serve needs the 'serve' extra (fastapi, uvicorn, httptools; {e.name or e} is missing): "
             "python3 -m pip install -e '.[serve]'"
         ) from None
     # Bound before the banner: a port in use or a host that does not resolve is one error line, not

@@ -72,14 +72,12 @@ def _head_too_large() -> str:
 
 def bounded_head_protocol() -> Any:
     """uvicorn's httptools protocol with a request head bounded by :data:`MAX_HEAD_BYTES` and
-    :data:`HEAD_TIMEOUT_S`; without httptools, uvicorn's h11 protocol ("h11"), which bounds a head's
-    size itself (16 KiB by default) but not its time."""
-    try:
-        import httptools
-        from uvicorn.protocols.http.flow_control import FlowControl
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:
-        return "h11"
+    :data:`HEAD_TIMEOUT_S`, and the rest of this module's bounds. httptools is required (the ``serve``
+    extra installs it, and :mod:`runtime.uvicorn_run` imports it): uvicorn's other protocol, h11, has
+    none of these bounds, and a server that fell back to it silently held slow clients forever."""
+    import httptools
+    from uvicorn.protocols.http.flow_control import FlowControl
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class PipelineFlow(FlowControl):  # type: ignore[misc]
         """uvicorn's read flow control, with reading kept paused while a pipelined request waits.

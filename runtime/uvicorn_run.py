@@ -12,6 +12,12 @@ import threading
 import time
 from typing import Any
 
+# Required, not optional: the server's bounds on slow and stalled clients (request head time, answers not
+# taken, the shutdown cut-off, pipelining, half-closed clients) are built on uvicorn's httptools protocol
+# (runtime.http_head); without httptools uvicorn runs h11 with none of them. Imported here so that a
+# missing httptools stops `gtc serve` before it starts, as a missing fastapi or uvicorn does.
+import httptools  # noqa: F401
+
 from runtime.http_head import bounded_head_protocol
 
 

@@ -84,16 +84,20 @@ def test_device_mistakes_are_one_line(models, args: list[str], message: str) -> 
     assert _error_line(res.output) == message.format(**{k: str(v) for k, v in models.items()})
 
 
-def test_serve_without_the_serve_extra_is_one_line(models, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The HTTP stack is optional (GPU images often lack fastapi): the command says which extra to install."""
+@pytest.mark.parametrize("missing", ["fastapi", "httptools"])
+def test_serve_without_the_serve_extra_is_one_line(models, monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
+    """The HTTP stack is optional (GPU images often lack fastapi): the command says which extra to install.
+    httptools is part of it: without it uvicorn ran its h11 protocol, and the server served with none of
+    runtime.http_head's bounds on slow clients (head time, answers not taken, the shutdown cut-off)."""
     import sys
 
-    monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi -> ModuleNotFoundError
-    monkeypatch.delitem(sys.modules, "runtime.server", raising=False)
+    monkeypatch.setitem(sys.modules, missing, None)  # import it -> ModuleNotFoundError
+    for module in ("runtime.server", "runtime.uvicorn_run"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
     res = _invoke(["serve", "{onnx}"], models)
     assert res.exit_code == 2, res.output
     assert _error_line(res.output) == (
-        "error: gtc serve needs the 'serve' extra (fastapi, uvicorn; fastapi is missing): "
+        f"error: gtc serve needs the 'serve' extra (fastapi, uvicorn, httptools; {missing} is missing): "
         "python3 -m pip install -e '.[serve]'"
     )
 
