@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from gtcompress.nn.layout import DenseLayout
 from gtcompress.nn.mha import MultiHeadAttention
 
-__all__ = ["Selection", "TokenSelector", "keep_counts", "topk_per_graph"]
+__all__ = ["Selection", "TokenSelector", "keep_counts", "sort_keys", "topk_per_graph"]
 
 
 def keep_counts(valid: Tensor, ratio: float) -> Tensor:
@@ -54,9 +54,38 @@ def _per_10k(ratio: float) -> int:
     return round(ratio * 10000)
 
 
-#: Largest quantised score (in grid steps of 2^-12) a sort key holds: scores beyond +-2^33 tie there
-#: and go by position, as equal scores do.
-_KEY_GRID_LIMIT = 2.0**45
+#: Bound on ``|quantised score| * padded length`` in a sort key: real keys stay within +-(2^61 + L),
+#: above padding's -2^62 and far from int64's ends. A score past the bound (2^49 / L in score units:
+#: 8.6e9 at L = 2^16, 5.4e8 at L = 2^20) ties there and goes by position, as equal scores do.
+_KEY_RANGE = 2**61
+
+
+def _quantise(scores: Tensor) -> Tensor:
+    """Scores on the 2^-12 grid, in float32 whatever the scores' dtype: in float16, scores * 4096
+    overflows to inf from |score| >= 16 and inf's int64 cast is garbage, so the top-k kept the lowest
+    scores instead."""
+    return torch.round((scores if scores.dtype == torch.float32 else scores.float()) * 4096.0)
+
+
+def sort_keys(quantised: Tensor, valid: Tensor) -> Tensor:
+    """Distinct int64 keys ``[B, L]`` that order nodes by quantised score, then by position (lower
+    first); padding below every node.
+
+    Identical nodes can get scores an ulp apart in two GEMM implementations (PyTorch vs ONNX Runtime)
+    and TopK's tie order is not specified everywhere; distinct keys on a grid make the discrete choice
+    identical in eager mode, ONNX Runtime and TensorRT (TopK on INT64, K < 3840). The position part is
+    as wide as the padded length ``L`` (``q * L + L - 1 - pos``), so keys are distinct for any ``L``: a
+    fixed-width part overflows into the score part once ``L`` exceeds it, and a node then takes the key
+    of one a grid step below it. The score is clamped to ``+-2^61 // L`` steps so that the key stays
+    within int64: a key that wraps around ranks the highest-scoring node last.
+    """
+    length = quantised.shape[1]
+    limit = _KEY_RANGE // torch.sym_max(length, 1)
+    # clamped in float32 (a bound rounded up by float32 is still far inside the margin), cast exactly
+    q = quantised.clamp(-limit, limit).to(torch.long)
+    pos = torch.arange(length, device=quantised.device).unsqueeze(0)
+    key = q * length + (length - 1 - pos)
+    return key.masked_fill(~valid, -(2**62))
 
 
 @dataclass
@@ -70,20 +99,9 @@ class Selection:
 
 def topk_per_graph(scores: Tensor, valid: Tensor, ratio: float) -> Selection:
     """Per-graph top-``k_b`` of padded ``scores [B, L]`` (``valid`` marks real nodes)."""
-    # Every node gets a distinct int64 key: its score quantised to 2^-12, then its position (lower
-    # first). Identical nodes can get scores an ulp apart in two GEMM implementations (PyTorch vs
-    # ONNX Runtime) and TopK's tie order is not specified everywhere; distinct keys on a grid make
-    # the discrete choice identical in eager mode, ONNX Runtime and TensorRT (TopK on INT64, K < 3840).
     length = scores.shape[1]
-    # The grid in float32 whatever the scores' dtype: in float16, scores * 4096 overflows to inf from
-    # |score| >= 16 and inf's int64 cast is garbage, so the top-k kept the lowest scores instead.
-    quantised = torch.round((scores if scores.dtype == torch.float32 else scores.float()) * 4096.0)
-    pos = torch.arange(length, device=scores.device).unsqueeze(0)
-    # Clamped so that the key stays within int64 (padding's -2^62 below every real key): unclamped, a
-    # score from 2^35 (3.4e10) wrapped around and the highest-scoring node ranked last.
-    key = quantised.clamp(-_KEY_GRID_LIMIT, _KEY_GRID_LIMIT).to(torch.long) * 65536 + (65535 - pos)
-    key = key.masked_fill(~valid, -(2**62))
-    order = torch.topk(key, k=length, dim=1, largest=True, sorted=True).indices
+    quantised = _quantise(scores)
+    order = torch.topk(sort_keys(quantised, valid), k=length, dim=1, largest=True, sorted=True).indices
     masked = (quantised / 4096.0).to(scores.dtype).masked_fill(~valid, float("-inf"))
     sorted_scores = masked.gather(1, order)
     counts = keep_counts(valid, ratio)

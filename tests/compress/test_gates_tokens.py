@@ -71,6 +71,26 @@ def test_per_graph_topk_keeps_a_score_too_large_for_the_int64_key() -> None:
     assert sel.order[1].tolist()[-2:] == [4, 2]  # the most negative scores last
 
 
+@pytest.mark.parametrize("length", [65536 + 10, 1 << 20])
+def test_per_graph_topk_ranks_by_score_then_position_in_graphs_past_65536_nodes(length: int) -> None:
+    """The key's position part was ``65535 - pos``: from position 65536 it went negative and a node
+    took the key of a node one grid step (2^-12) below it, so node 65537 scoring 2^-12 ranked below
+    node 0 scoring 0 and lost the one token kept; equal-key nodes ranked in TopK's unspecified order."""
+    scores = torch.full((1, length), -1.0)
+    scores[0, 0] = 0.0
+    scores[0, 65537] = 2.0**-12  # one grid step above node 0
+    scores[0, 65540] = 0.0  # ties node 0: position decides, lower first
+    scores[0, length - 1] = 3e38  # clamped to the grid's limit: still ranked first, no int64 wrap-around
+    valid = torch.ones(1, length, dtype=torch.bool)
+    valid[0, 5] = False  # padding ranks after every real node
+    sel = topk_per_graph(scores, valid, 1.0 / length)
+    assert sel.counts.tolist() == [1]
+    assert sel.order[0, :4].tolist() == [length - 1, 65537, 0, 65540]
+    assert sel.keep[0].nonzero().flatten().tolist() == [length - 1]
+    rest = sel.order[0, 4:-1]  # the nodes scoring -1 tie: by position
+    assert torch.equal(rest, rest.sort().values) and int(sel.order[0, -1]) == 5
+
+
 def test_training_path_equals_gathered_inference_path_and_trains_the_scorer() -> None:
     torch.manual_seed(0)
     attn = MultiHeadAttention(8, 2, 4)
