@@ -35,7 +35,7 @@ from gtcompress.checkpoint_data import check_dataset_section, check_teddy_sectio
 from gtcompress.errors import CheckpointError, ConfigError, json_limit
 from gtcompress.io import WRITE_ERRNOS, current_umask, make_temp_dir, recover_dead_dir_swaps, swap_dir_into_place
 from gtcompress.models.config import ModelConfig
-from gtcompress.models.model import GraphModel, build_model
+from gtcompress.models.model import GraphModel, build_model, without_unread_weights
 from gtcompress.preprocess.teddy import finite_threshold
 
 FORMAT = "gtcompress-checkpoint"
@@ -268,6 +268,7 @@ def _load_checkpoint_once(path: str | os.PathLike[str]) -> tuple[GraphModel, dic
             skeleton = build_model(config)
     except RuntimeError as e:  # a size whose element count overflows int64, even without storage
         raise CheckpointError(f"{root / CONFIG}: invalid model config (sizes too large to build: {e})") from e
+    state = without_unread_weights(skeleton, state)  # saved before those modules were left out
     check_state_dict(skeleton, state, str(weights))
     model = build_model(config)
     model.load_state_dict(state, strict=True)

@@ -13,7 +13,9 @@ weights — no mask, gate or hook survives, and the result saves, loads and expo
 * **sublayers** — a plan with no head (no unit) removes the attention (FFN) sublayer;
   ``LayerSpec.heads`` (``ffn_dim``) becomes 0 and the module is gone. A pre-LN (graphormer) layer
   left with neither sublayer is the identity and is dropped from ``config.layers``; post-norm layers
-  (GT, GPS) keep their norms (an affine map in eval mode), so they stay as ``LayerSpec(0, 0)``;
+  (GT, GPS) keep their norms (an affine map in eval mode), so they stay as ``LayerSpec(0, 0)``. What
+  only a removed sublayer read goes with it: a pre-LN layer's norm before it, and the edge encoder once
+  no head is left to read it in GT or Graphormer (the smaller config does not build them);
 * **tokens** — ``LayerSpec.token_keep``; the layer keeps its node scorer and selects per graph at
   inference (:mod:`gtcompress.compress.tokens`).
 """
@@ -28,7 +30,7 @@ import torch
 from torch import nn
 
 from gtcompress.models.config import LayerSpec, ModelConfig
-from gtcompress.models.model import GraphModel, build_model
+from gtcompress.models.model import GraphModel, build_model, without_unread_weights
 
 __all__ = ["LayerPlan", "Plan", "full_plan", "materialise", "plain_copy", "with_token_keep"]
 
@@ -225,6 +227,8 @@ def materialise(model: GraphModel, plan: Plan, drop_identity_layers: bool = True
     cfg.layers = specs
     cfg.num_layers = len(specs)
     out = build_model(cfg)
-    out.load_state_dict(work.state_dict(), strict=True)
+    # the smaller config leaves out what nothing reads any more (a pre-LN norm before a removed
+    # sublayer, an edge encoder no attention head reads): their weights stay behind
+    out.load_state_dict(without_unread_weights(out, work.state_dict()), strict=True)
     out.train(model.training)
     return out

@@ -69,6 +69,11 @@ class _Layer(nn.Module):
         # so dense checkpoints are unchanged.
         self.tokens = TokenSelector(d, spec.token_keep) if spec.heads > 0 and spec.token_keep < 1.0 else None
 
+    def unread_modules(self) -> tuple[str, ...]:
+        """Names of the modules this layer leaves out because nothing would read them (see
+        :meth:`gtcompress.models.model.GraphModel.unread_weights`)."""
+        return ()
+
     def _dense(self, h: Tensor, lay: DenseLayout, bias: Tensor, row_valid: Tensor | None = None) -> Tensor:
         """Attention of node rows ``h [N, d]`` on the padded layout; with token pruning over the kept
         tokens only (0 elsewhere), which ranks nodes per padded graph."""
@@ -170,12 +175,18 @@ class GraphormerLayer(_Layer):
 
     def __init__(self, cfg: ModelConfig, spec: LayerSpec) -> None:
         super().__init__(cfg, spec, edge_bias=cfg.edge_features is not None, num_spd=cfg.max_spd + 2)
-        self.norm_attn = make_norm(cfg.norm, cfg.hidden)
-        self.norm_ffn = make_norm(cfg.norm, cfg.hidden)
+        # Pre-LN: each norm feeds its sublayer only, so a pruned sublayer takes its norm with it (a
+        # post-norm layer, GT's or GPS's, applies its norms to the residual stream whatever it keeps).
+        self.norm_attn = make_norm(cfg.norm, cfg.hidden) if self.attn is not None else None
+        self.norm_ffn = make_norm(cfg.norm, cfg.hidden) if self.ffn is not None else None
+
+    def unread_modules(self) -> tuple[str, ...]:
+        return tuple(name for name, mod in (("norm_attn", self.attn), ("norm_ffn", self.ffn)) if mod is None)
 
     def forward(self, h: Tensor, ctx: GraphContext) -> Tensor:
         if self.attn is not None:
             assert ctx.layout is not None and ctx.spd is not None and ctx.pad_bias is not None
+            assert self.norm_attn is not None
             lay = ctx.layout
             assert self.attn.spd_bias is not None
             bias = self.attn.spd_bias(ctx.spd).permute(0, 3, 1, 2) + ctx.pad_bias  # [B,H,L,L]
@@ -186,6 +197,7 @@ class GraphormerLayer(_Layer):
                 bias = bias + flat.view(lay.num_rows, lay.max_nodes, lay.max_nodes, -1).permute(0, 3, 1, 2)
             h = h + self.drop(self._dense(self.norm_attn(h), lay, bias))
         if self.ffn is not None:
+            assert self.norm_ffn is not None
             h = h + self.ffn(self.norm_ffn(h))
         return h
 

@@ -3,6 +3,8 @@ encoders → layers (see :mod:`gtcompress.models.layers`) → optional readout �
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor, nn
 
@@ -45,11 +47,33 @@ class GraphModel(nn.Module):
             {kind: PEEncoder(k, c.pe_dim or c.hidden, c.pe_norm) for kind, k in sorted(c.pe.items())}
         )
         ef = c.edge_features
-        self.edge_encoder = FeatureEncoder(ef.kind, ef.dim, c.hidden, ef.cardinalities) if ef else None
+        # Built only where a layer reads the encoding: otherwise its weights would sit unused in every
+        # checkpoint and parameter count (edge_attr is still accepted, and ignored).
+        self.edge_encoder = (
+            FeatureEncoder(ef.kind, ef.dim, c.hidden, ef.cardinalities)
+            if ef is not None and self.reads_edge_features(c)
+            else None
+        )
         layer_cls = LAYER_TYPES[c.arch]
         self.layers = nn.ModuleList(layer_cls(c, spec) for spec in c.layers)
         self.final_norm: nn.Module = ScaleSafeLayerNorm(c.hidden) if c.arch == "graphormer" else nn.Identity()
         self.head = mlp_head(c.hidden, c.out_dim, c.head_layers)
+
+    @staticmethod
+    def reads_edge_features(config: ModelConfig) -> bool:
+        """Whether some layer reads the edge encoding: by default the attention's per-head edge bias,
+        which exists in the layers that keep a head."""
+        return any(s.heads > 0 for s in config.layers)
+
+    def unread_weights(self) -> tuple[str, ...]:
+        """State-dict name prefixes of the modules this config leaves out because nothing reads them:
+        the edge encoder (:meth:`reads_edge_features`) and a layer's ``unread_modules`` (a pre-LN
+        layer's norm before a pruned sublayer). Checkpoints saved before these were left out still hold
+        their weights; :func:`without_unread_weights` drops them."""
+        prefixes = ["edge_encoder."] if self.config.edge_features is not None and self.edge_encoder is None else []
+        for i, layer in enumerate(self.layers):
+            prefixes += [f"layers.{i}.{name}." for name in layer.unread_modules()]
+        return tuple(prefixes)
 
     # ---------------------------------------------------------------- forward
     def forward(
@@ -196,6 +220,14 @@ class GraphModel(nn.Module):
         return h
 
 
+def without_unread_weights(model: GraphModel, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` less the tensors of modules that ``model``'s config leaves out because nothing reads
+    them (:meth:`GraphModel.unread_weights`); every other tensor stays, to be checked as it is."""
+    prefixes = model.unread_weights()
+    expected = model.state_dict().keys()
+    return {k: v for k, v in state.items() if k in expected or not k.startswith(prefixes)}
+
+
 #: ``ModelConfig.attention_layout`` values that name a lowering ("auto" asks the rule).
 _NAMED_LAYOUTS = {"sparse": Lowering.SCATTER, "dense": Lowering.DENSE, "fused": Lowering.PLUGIN}
 
@@ -255,6 +287,11 @@ class GPS(GraphModel):
     """GraphGPS: local MPNN + global attention per layer."""
 
     needs_dense = True
+
+    @staticmethod
+    def reads_edge_features(config: ModelConfig) -> bool:
+        """GPS's attention has no edge bias: only GINE's messages read the edge encoding."""
+        return config.local_conv == "gine"
 
     def prepare(self, ctx: GraphContext) -> None:
         if self.config.local_conv == "gin" and ctx.layout is not None:

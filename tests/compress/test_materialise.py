@@ -78,6 +78,79 @@ def test_parameter_tensors_really_shrink(arch: str, layout: str, node_data, tmp_
         assert torch.equal(loaded(batch), small(batch))
 
 
+def _unread_parameters(model: torch.nn.Module, batch) -> list[str]:
+    """Parameters the forward does not touch: no gradient reaches them."""
+    model.zero_grad(set_to_none=True)
+    model(batch).square().sum().backward()
+    return [name for name, p in model.named_parameters() if p.grad is None]
+
+
+_NO_HEADS = Plan([LayerPlan([], list(range(32))), LayerPlan([], [1, 2]), LayerPlan([], [])])
+
+
+@pytest.mark.parametrize(
+    ("arch", "local_conv"), [("gt", "gine"), ("gps", "gine"), ("gps", "gin"), ("graphormer", "gine")]
+)
+@pytest.mark.parametrize("plan", [_plan(1.0), _NO_HEADS], ids=["sublayers", "no-heads"])
+def test_materialised_models_hold_only_parameters_their_forward_reads(arch, local_conv, plan, node_data) -> None:
+    """A Graphormer layer (pre-LN) whose attention or FFN was removed kept that sublayer's LayerNorm,
+    and a model left with no head (GT, Graphormer) or whose GPS layers have GIN (no edges) kept its
+    edge encoder: weights nothing read, in the checkpoint and the parameter count. The materialised
+    model computes what the gated one does, with every parameter read."""
+    model = tiny_model(arch, node_data.info, num_layers=3, local_conv=local_conv, readout="sum")
+    model.train()
+    with torch.no_grad():
+        model(collate(node_data["train"]))  # BatchNorm statistics that make a removed sublayer matter
+    model.eval()
+    small = materialise(model, plan).eval()
+    batch = collate(node_data["val"])
+    with attach_gates(model, GateSet.for_model(model, AXES), lambda: plan), torch.no_grad():
+        gated = model(batch)
+    with torch.no_grad():
+        assert (gated - small(batch)).abs().max() <= 1e-5
+    assert _unread_parameters(small, batch) == []
+    names = set(small.state_dict())
+    reads_edges = local_conv == "gine" if arch == "gps" else plan is not _NO_HEADS  # GINE, or a head's edge bias
+    assert ("edge_encoder.embeddings.0.weight" in names) is reads_edges
+    if arch == "graphormer" and plan is not _NO_HEADS:  # layers 1 (no attention) and 2 (no FFN)
+        norms = sorted(k for k in names if k.startswith("layers.") and ".norm_" in k)
+        assert norms == [f"layers.{i}.norm_{w}.{p}" for i, w in ((0, "attn"), (0, "ffn"), (1, "ffn"), (2, "attn"))
+                         for p in ("bias", "weight")]  # fmt: skip
+
+
+def test_a_checkpoint_saved_with_unread_weights_still_loads(node_data, tmp_path) -> None:
+    """Checkpoints materialised before those modules were left out hold their weights: they load (the
+    unread tensors dropped), while any other unexpected tensor is still refused."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from gtcompress.checkpoint import CheckpointError, _sha256
+
+    model = tiny_model("graphormer", node_data.info, num_layers=3).eval()
+    small = materialise(model, _NO_HEADS).eval()
+    root = save_checkpoint(tmp_path / "ck", small)
+    state = load_file(str(root / "model.safetensors"))
+    old = {**state, "edge_encoder.embeddings.0.weight": torch.randn(3, 16)}
+    old |= {f"layers.{i}.norm_attn.{p}": torch.randn(16) for i in range(2) for p in ("weight", "bias")}
+
+    def write(weights: dict[str, torch.Tensor]) -> None:
+        save_file(weights, str(root / "model.safetensors"))
+        doc = json.loads((root / "config.json").read_text())
+        doc["weights_sha256"] = _sha256(root / "model.safetensors")
+        (root / "config.json").write_text(json.dumps(doc))
+
+    write(old)
+    loaded, _ = load_checkpoint(root)
+    assert set(loaded.state_dict()) == set(state)
+    batch = collate(node_data["test"])
+    with torch.no_grad():
+        assert torch.equal(loaded(batch), small(batch))
+    write({**old, "layers.0.attn.q.weight": torch.randn(16, 16)})  # layer 0 has no attention: not a norm of it
+    with pytest.raises(CheckpointError, match=r"unexpected 1: layers\.0\.attn\.q\.weight$"):
+        load_checkpoint(root)
+
+
 def test_dense_checkpoints_have_no_token_scorer_and_full_plan_is_identity(node_data) -> None:
     model = tiny_model("gps", node_data.info)
     assert all(layer.tokens is None for layer in model.layers)

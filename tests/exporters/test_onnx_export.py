@@ -338,6 +338,29 @@ def test_token_pruned_models_export_with_ties(tmp_path, arch: str) -> None:
             export_onnx(model, tmp_path / "n.onnx", "plugin")
 
 
+def test_a_model_that_reads_no_edge_features_still_takes_edge_attr(tmp_path) -> None:
+    """A GT left with no head builds no edge encoder (nothing reads it): its file still declares the
+    spec's ``edge_attr`` input, which deployments send, and answers as the model does."""
+    from gtcompress.graph import GraphBatch
+    from gtcompress.preprocess.random_graphs import random_graph
+    from runtime.session import GraphSession
+
+    torch.manual_seed(0)
+    layers = [LayerSpec(heads=0, ffn_dim=16), LayerSpec(heads=0, ffn_dim=8)]
+    edge = FeatureSpec("categorical", 1, [3])
+    cfg = ModelConfig(arch="gt", node_features=FeatureSpec("float", 3), edge_features=edge, out_dim=2, hidden=16,
+                      layers=layers)  # fmt: skip
+    model = build_model(cfg).eval()
+    assert model.edge_encoder is None
+    res = export_onnx(model, tmp_path / "m.onnx", "dense", verify_batches=2)
+    assert "edge_attr" in res.spec.inputs
+    assert "edge_attr" in [i.name for i in onnx.load(str(res.path)).graph.input]
+    graph = random_graph(np.random.default_rng(0), 6, 12, res.spec.x, res.spec.edge_attr)
+    (out,) = GraphSession(res.path).run([graph])
+    with torch.no_grad():
+        np.testing.assert_allclose(out, model(GraphBatch.from_numpy(graph)).numpy(), atol=1e-5)
+
+
 def test_exported_token_topk_ranks_as_eager_past_65536_nodes() -> None:
     """The per-graph top-k alone (a full model at this size would need [B, L, L] attention), traced
     with a symbolic length: its sort key's position part is as wide as the padded length, and ONNX
