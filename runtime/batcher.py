@@ -48,6 +48,7 @@ import numpy as np
 from gtcompress.preprocess.batching import NumpyGraph, largest_graph
 from gtcompress.preprocess.layouts import degree_histogram, merge_histograms, node_counts, padded_rows, padded_slots
 from runtime.body import ClientDisconnected
+from runtime.heap import release_heap
 
 MIB = 1024 * 1024
 #: Longest batching delay: the worker waits with a queue timeout, which cannot take infinity (or
@@ -438,6 +439,8 @@ class DynamicBatcher:
                     else:  # a successful call like any other: counted and observed (metrics)
                         self._observe([it], alone)
         self._post(_settle_all, results)
+        if sum(it.nodes for it in items) > self.config.max_nodes:  # a call past the soft limits
+            release_heap()
 
     def _observe(self, items: list[BatchItem], start: float) -> None:
         """Count one successful model call and show it to ``on_batch``."""

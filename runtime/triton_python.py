@@ -51,8 +51,6 @@ only inside Triton's Python stub, so it is tested directly as well as through a 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import json
 import logging
@@ -66,6 +64,7 @@ import numpy as np
 from gtcompress.errors import GTCompressError
 from runtime.batcher import BatchConfig, GraphRequest, pack
 from runtime.errors import InputError, ProtocolError, ShapeError
+from runtime.heap import release_heap
 from runtime.protocol import InferRequest
 from runtime.request_cost import check_pe_memory, pe_memory
 from runtime.served import ServedModel, ServerLimits, finish_graph, mib_bytes, request_graph, run_items
@@ -82,26 +81,6 @@ from runtime.triton_params import (
 from runtime.triton_shm import ShmRoom, StubShm, describe, shm_bytes
 
 log = logging.getLogger("gtcompress.triton")
-
-
-@functools.cache
-def _malloc_trim() -> Any:
-    """glibc's ``malloc_trim``, or ``None`` where the C library has none (musl, macOS)."""
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        return None
-
-
-def release_heap() -> None:
-    """Give the C heap's free memory back to the system. A request's pre-processing frees its arrays
-    when it ends, but glibc kept 47 MiB of them after one 160,000-node request, through every small
-    request after it; ``malloc_trim`` costs a walk of the heap, so it runs after a call larger than
-    the soft limits only (what calls within them free, the next ones reuse)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 @functools.cache
