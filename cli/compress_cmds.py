@@ -85,6 +85,7 @@ def _load(checkpoint: Path, data_root: Path | None, data: str | None = None) -> 
         sparsified,
         teddy_transform,
     )
+    from gtcompress.data import check_data_root
     from gtcompress.errors import ConfigError, GTCompressError
 
     model, meta = load_checkpoint(checkpoint)
@@ -99,6 +100,7 @@ def _load(checkpoint: Path, data_root: Path | None, data: str | None = None) -> 
         raise GTCompressError(
             f"{checkpoint}: no dataset recorded in the checkpoint (one imported from PyG): pass --data NAME"
         )
+    check_data_root(spec.name, data_root, "--data-root")
     ds = spec.load(model.config.pe)
     if not recorded:
         problem = input_mismatch(model.config, ds.info)

@@ -122,10 +122,12 @@ def train(
     Example: gtc train --data tu:NCI1 --data-root ../shared/data/TU --arch gps --pe rwse:20 --out runs/gps-nci1
     """
     from gtcompress.checkpoint import save_checkpoint
+    from gtcompress.data import check_data_root
     from gtcompress.train.loop import TrainConfig
     from gtcompress.train.recipe import DataSpec, fit
 
     check_checkpoint_out(out)
+    check_data_root(data, data_root, "--data-root")
     _check_train_options(size, hidden, heads)
     spec = DataSpec(data, str(data_root) if data_root else None, size, seed)
     overrides = {"hidden": hidden, "num_layers": layers, "heads": heads, "dropout": dropout}
@@ -183,6 +185,7 @@ def eval_cmd(
     """
     from gtcompress.checkpoint import load_checkpoint
     from gtcompress.checkpoint_data import checkpoint_data_spec, recorded_task, sparsified, teddy_transform
+    from gtcompress.data import check_data_root
     from gtcompress.errors import GTCompressError
     from gtcompress.train.loop import evaluate
 
@@ -191,6 +194,7 @@ def eval_cmd(
     spec = checkpoint_data_spec(meta, data, str(data_root) if data_root else None)
     if spec is None:
         raise GTCompressError(f"{checkpoint}: no dataset recorded in the checkpoint; pass --data")
+    check_data_root(spec.name, data_root, "--data-root")
     ds = spec.load(model.config.pe)
     what = f"--data {data}" if data is not None else f"dataset {spec.name}"
     _check_inputs(checkpoint, model.config, ds.info, what, recorded_task(meta))

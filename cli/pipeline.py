@@ -46,7 +46,7 @@ def pipeline_cmd(
     Default: CLUSTER-small, GT and GPS, three FLOP budgets plus a random baseline; about 10-11 minutes on
     2 CPU cores. Example: gtc pipeline --set prune.budgets=[0.5] --out runs/demo
     """
-    from gtcompress.data import check_dataset_name
+    from gtcompress.data import check_data_root, check_dataset_name
     from gtcompress.errors import GTCompressError
     from gtcompress.pipeline import run_pipeline
 
@@ -61,7 +61,10 @@ def pipeline_cmd(
         overrides.append(f"data.root={data_root}")
     if checkpoint:
         overrides.append(f"train.checkpoint={checkpoint}")
-    report = run_pipeline(_with_checkpoint_data(config, overrides), out, log=console.print)
+    cfg = _with_checkpoint_data(config, overrides)
+    if data_root:  # named as the user typed it; PipelineConfig.check names data.root, which a --set gives
+        check_data_root(cfg["data"]["name"], data_root, "--data-root")
+    report = run_pipeline(cfg, out, log=console.print)
     rows = [
         {
             "model": r["model"],
@@ -88,6 +91,7 @@ def _with_checkpoint_data(path: Path | None, overrides: list[str]) -> PipelineCo
     one, which the pipeline checks against the model's inputs."""
     from gtcompress.checkpoint import read_checkpoint_meta
     from gtcompress.checkpoint_data import data_spec_conflicts
+    from gtcompress.data import GENERATED
     from gtcompress.errors import ConfigError
     from gtcompress.pipeline import PipelineConfig, load_config
     from gtcompress.pipeline.context import data_spec
@@ -100,6 +104,8 @@ def _with_checkpoint_data(path: Path | None, overrides: list[str]) -> PipelineCo
     recorded = {k: v for k, v in (meta.get("dataset") or {}).items() if k != "info"}
     if not recorded.get("name"):
         return cfg
+    if str(recorded["name"]).strip().lower() in GENERATED:  # a root gtc train once took and ignored: no files
+        recorded.pop("root", None)
     base = PipelineConfig.default().with_overrides({"data": recorded})
     cfg = (base.with_file(path) if path is not None else base).with_overrides(overrides)
     conflicts = data_spec_conflicts(meta, data_spec(cfg))

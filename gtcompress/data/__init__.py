@@ -30,10 +30,11 @@ from gtcompress.data.base import (
 from gtcompress.data.cache import cache_path, cached, default_cache_dir
 from gtcompress.data.csl import generate_csl
 from gtcompress.data.sbm import SBM_PRESETS, generate_cluster, generate_pattern
-from gtcompress.errors import GTCompressError
+from gtcompress.errors import ConfigError, GTCompressError
 
 __all__ = [
     "DATASET_NAMES",
+    "GENERATED",
     "MOLHIV_SMALL_LIMIT",
     "SBM_PRESETS",
     "DatasetInfo",
@@ -45,6 +46,7 @@ __all__ = [
     "add_pe",
     "cache_path",
     "cached",
+    "check_data_root",
     "check_dataset_name",
     "default_cache_dir",
     "default_data_root",
@@ -57,6 +59,8 @@ __all__ = [
 ]
 
 DATASET_NAMES = ("pattern", "cluster", "csl", "molhiv", "tu:<NAME>", "ogb:<NAME>")
+#: The datasets built from a seed and a size: they read no files, so a data root means nothing to them.
+GENERATED = ("pattern", "cluster", "csl")
 # size="small" for molhiv: molecules read per split (train, val, test); the full set has 41,127.
 MOLHIV_SMALL_LIMIT = (4000, 1000, 1000)
 
@@ -94,6 +98,19 @@ def check_dataset_name(name: str) -> str:
             raise GTCompressError(f"dataset name {name!r} needs a name after '{prefix}:'")
         return name
     raise GTCompressError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+
+
+def check_data_root(name: str, root: object, option: str) -> None:
+    """Refuse a data root (``option``: ``--data-root``, ``data.root``) given for a generated dataset.
+
+    :func:`load_dataset` never reads it for one, so it was ignored without a word: a user who pointed
+    ``--data-root`` at their own copy of the data believed that copy was read (and a checkpoint recorded
+    a root that had played no part)."""
+    if root is not None and name.strip().lower() in GENERATED:
+        raise ConfigError(
+            f"{option} {root}: {name} is a generated dataset and reads no files; leave {option} out "
+            "(it says where the files of tu:NAME, ogb:NAME and molhiv are)"
+        )
 
 
 def load_dataset(

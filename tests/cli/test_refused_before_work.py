@@ -1,0 +1,110 @@
+"""Options the work would ignore are refused before it starts, as one ``error:`` line and exit code 2:
+a ``--data-root`` for a generated dataset (it reads no files, so it was silently ignored)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from cli.main import app
+from gtcompress.checkpoint import save_checkpoint
+from gtcompress.train.loop import TrainConfig
+from gtcompress.train.recipe import DataSpec, fit
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CLUSTER checkpoint (1 epoch on 12 graphs); its dataset records a root, as ``gtc train
+    --data cluster --data-root DIR`` recorded one before it was refused."""
+    root = tmp_path_factory.mktemp("ckpt")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GTCOMPRESS_CACHE", str(root / "cache"))
+        res = fit(
+            DataSpec("cluster", root=str(root / "ignored"), size="12,6,6", seed=0),
+            "gt",
+            {"hidden": 16, "num_layers": 1, "heads": 2, "pe": {"rwse": 4}},
+            TrainConfig(epochs=1, batch_size=6),
+            show_progress=False,
+        )
+    return save_checkpoint(root / "ckpt", res.model, res.meta)
+
+
+@pytest.fixture(autouse=True)
+def _cache(ckpt: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import gtcompress.pipeline
+
+    monkeypatch.setenv("GTCOMPRESS_CACHE", str(ckpt.parent / "cache"))
+    monkeypatch.chdir(tmp_path)  # a command that wrongly went on would write its default --out here
+
+    def no_run(config, out, log=None):  # type: ignore[no-untyped-def]
+        config.check()  # what run_pipeline does first; then its ten minutes of stages, not wanted here
+        raise AssertionError("the pipeline ran")
+
+    monkeypatch.setattr(gtcompress.pipeline, "run_pipeline", no_run)
+
+
+def _error_line(res: Result) -> str:
+    assert res.exit_code == 2, (res.exit_code, res.output, res.exception)
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    return lines[0].removeprefix("error: ")
+
+
+def _invoke(args: str, **paths: Path) -> Result:
+    return runner.invoke(app, args.format(**paths).split(), prog_name="gtc")
+
+
+GENERATED = "is a generated dataset and reads no files; leave {opt} out (it says where the files of tu:NAME, " + (
+    "ogb:NAME and molhiv are)"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "dataset"),
+    [
+        ("train --data cluster --data-root {data} --size 12,6,6 --epochs 1 --out {out}", "cluster"),
+        ("train --data CSL --data-root {data} --epochs 1 --out {out}", "CSL"),
+        ("eval {ckpt} --data-root {data}", "cluster"),
+        ("sparsify {ckpt} --edges 0.3 --data-root {data} --out {out}", "cluster"),
+        ("prune {ckpt} --target-flops 0.5 --data-root {data} --out {out}", "cluster"),
+        ("pipeline --data-root {data} --out {out}", "cluster"),
+        ("pipeline --checkpoint {ckpt} --data-root {data} --out {out}", "cluster"),
+    ],
+)
+def test_a_data_root_for_a_generated_dataset_is_refused(args: str, dataset: str, ckpt: Path, tmp_path: Path) -> None:
+    data, out = tmp_path / "my-copy", tmp_path / "out"
+    data.mkdir()
+    line = _error_line(_invoke(args, ckpt=ckpt, data=data, out=out))
+    assert line == f"--data-root {data}: {dataset} " + GENERATED.format(opt="--data-root")
+    assert not out.exists()
+
+
+def test_the_pipelines_data_root_key_is_refused_for_a_generated_dataset(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    line = _error_line(
+        _invoke("pipeline --set data.root={data} --set data.name=pattern --out {out}", data=tmp_path, out=out)
+    )
+    assert line == f"data.root {tmp_path}: pattern " + GENERATED.format(opt="data.root")
+    assert not out.exists()
+
+
+def test_a_root_an_older_checkpoint_recorded_for_a_generated_dataset_is_dropped(ckpt: Path) -> None:
+    """Refusing it would refuse the checkpoint itself, for a root that never played a part."""
+    from cli.pipeline import _with_checkpoint_data
+    from gtcompress.checkpoint import read_checkpoint_meta
+
+    assert read_checkpoint_meta(ckpt)["dataset"]["root"] is not None
+    cfg = _with_checkpoint_data(None, [f"train.checkpoint={ckpt}"])
+    assert cfg["data"]["root"] is None and cfg["data"]["name"] == "cluster"
+    cfg.check()
+
+
+def test_a_data_root_for_a_file_based_dataset_is_still_read(tmp_path: Path) -> None:
+    line = _error_line(
+        _invoke("train --data tu:NOPE --data-root {data} --epochs 1 --out {out}", data=tmp_path, out=tmp_path / "o")
+    )
+    assert line.startswith(f"TU dataset folder not found: {tmp_path}/NOPE")
