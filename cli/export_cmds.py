@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import console, table, user_errors
+from cli.common import check_out_writable, console, table, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -229,6 +229,9 @@ def build_cmd(
         raise ConfigError(
             f"--timing-cache {timing_cache}: is a directory; give a file (read if present, written after the build)"
         )
+    check_out_writable(out)
+    if timing_cache is not None:
+        check_out_writable(timing_cache, "--timing-cache")
     lo = GraphSize(min_nodes, min_edges, min_graphs, 1, 1)
     opt = GraphSize(opt_nodes, opt_edges, opt_graphs, min(max_graph_nodes, opt_nodes), min(max_in_degree, opt_edges))
     hi = GraphSize(max_nodes, max_edges, max_graphs, max_graph_nodes, max_in_degree)

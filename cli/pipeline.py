@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import console, table, user_errors
+from cli.common import check_out_writable, console, table, user_errors
 from gtcompress.pipeline import DEFAULT_OUT
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ def pipeline_cmd(
     from gtcompress.errors import GTCompressError
     from gtcompress.pipeline import run_pipeline
 
+    check_out_writable(out)  # the run's folder is made at once, but named here by its option
     overrides = list(set_ or [])
     if data:
         try:  # named as the user typed it, not as the data.name override it becomes

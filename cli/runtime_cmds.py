@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import console, finite_number, user_errors
+from cli.common import check_out_writable, console, finite_number, user_errors
 from cli.compress_cmds import library_defaults
 
 #: ``gtc serve``'s limits default to the server's (read from source: runtime.served imports numpy).
@@ -51,19 +51,13 @@ def _ints(text: str, option: str) -> list[int]:
 
 
 def _check_out_dir(out: Path) -> None:
-    """Refuse a report folder that cannot be made (a file, or a path below one) before minutes of
-    profiling rather than after: its nearest existing ancestor must be a writable directory."""
+    """Refuse a report folder that cannot be made (a file, a path below one, a directory that takes no
+    new file) before minutes of profiling rather than after."""
     from gtcompress.errors import GTCompressError
 
     if out.exists() and not out.is_dir():
         raise GTCompressError(f"--out {out}: exists and is not a directory (the report is a folder)")
-    parent = out
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise GTCompressError(f"--out {out}: {parent} is a file, so the report folder cannot be made below it")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise GTCompressError(f"--out {out}: {parent} is not writable")
+    check_out_writable(out)
 
 
 def _check_graph_memory(nodes: int, graphs: int, degree: float) -> None:

@@ -33,7 +33,14 @@ from safetensors.torch import load_file, save_file
 from gtcompress import __version__
 from gtcompress.checkpoint_data import check_dataset_section, check_teddy_section, json_kind
 from gtcompress.errors import CheckpointError, ConfigError, json_limit
-from gtcompress.io import WRITE_ERRNOS, current_umask, make_temp_dir, recover_dead_dir_swaps, swap_dir_into_place
+from gtcompress.io import (
+    WRITE_ERRNOS,
+    current_umask,
+    make_temp_dir,
+    recover_dead_dir_swaps,
+    swap_dir_into_place,
+    unwritable_reason,
+)
 from gtcompress.models.config import ModelConfig
 from gtcompress.models.model import GraphModel, build_model, without_unread_weights
 from gtcompress.preprocess.teddy import finite_threshold
@@ -82,11 +89,9 @@ def check_checkpoint_target(path: str | os.PathLike[str]) -> None:
             )
     # The temporary directory and the renames happen in the parent: the nearest existing ancestor
     # must be a directory we may write to.
-    existing = next(p for p in target.absolute().parents if p.exists())
-    if not existing.is_dir():
-        raise CheckpointError(f"{target}: cannot be created, {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise CheckpointError(f"{target}: cannot be written, {existing} is not writable")
+    reason = unwritable_reason(target)
+    if reason is not None:
+        raise CheckpointError(f"{target}: {reason}")
 
 
 def save_checkpoint(

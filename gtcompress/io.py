@@ -121,15 +121,25 @@ def current_umask() -> int:
 
 def unwritable_reason(target: str | os.PathLike[str]) -> str | None:
     """Why nothing can be created at ``target``, or ``None``: its nearest existing ancestor is a file
-    (``"DIR is a file, not a directory"``) or a directory this process may not write into (``"DIR is
-    not writable"``). Commands ask before their minutes of work, so that a path the final write would
-    refuse is one error line at once rather than after the work, naming a temp file the user never gave."""
+    (``"DIR is a file, not a directory"``) or a directory in which nothing can be created (``"DIR is not
+    writable"``). Commands ask before their minutes of work, so that a path the final write would
+    refuse is one error line at once rather than after the work, naming a temp file the user never gave.
+
+    ``os.access`` alone is not the answer: it says yes to root for every directory, ``/proc`` and
+    ``/sys`` included, where no file can be made. So the directory is also asked by making an empty
+    directory in it and removing it at once (what the writes do there: a temp file or directory, then
+    the directories missing below it); nothing is left behind, and nothing of ``target`` is created."""
     for parent in Path(target).parents:
         if parent.exists():
             if not parent.is_dir():
                 return f"{parent} is a file, not a directory"
             if not os.access(parent, os.W_OK | os.X_OK):
                 return f"{parent} is not writable"
+            try:
+                probe = tempfile.mkdtemp(prefix=".gtc-write-probe-", dir=parent)
+            except OSError as e:
+                return f"{parent} is not writable (making a folder in it failed: {e.strerror or e})"
+            os.rmdir(probe)
             return None
     return None
 

@@ -190,7 +190,7 @@ CASES = [
     ),
     _case(
         "train --epochs 1 --out {file_txt}/run",
-        "--out {file_txt}/run: cannot be created, {file_txt} is a file",
+        "--out {file_txt}/run: {file_txt} is a file, not a directory",
     ),
     # eval, info
     _case("eval {missing}", "{missing}: checkpoint directory does not exist"),

@@ -1,8 +1,11 @@
-"""Options the work would ignore are refused before it starts, as one ``error:`` line and exit code 2:
-a ``--data-root`` for a generated dataset (it reads no files, so it was silently ignored)."""
+"""Options the work would ignore or could not honour are refused before it starts, as one ``error:``
+line and exit code 2: a ``--data-root`` for a generated dataset (it reads no files, so it was silently
+ignored), and an ``--out`` nothing can be written to (found only by the final write, after the
+training, export or profiling it was to hold)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -108,3 +111,62 @@ def test_a_data_root_for_a_file_based_dataset_is_still_read(tmp_path: Path) -> N
         _invoke("train --data tu:NOPE --data-root {data} --epochs 1 --out {out}", data=tmp_path, out=tmp_path / "o")
     )
     assert line.startswith(f"TU dataset folder not found: {tmp_path}/NOPE")
+
+
+NOWHERE = Path("/proc/gtc-nowhere")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize(
+    ("args", "option", "path"),
+    [
+        ("train --size 12,6,6 --epochs 1 --out {nowhere}/model.pt", "--out", "model.pt"),
+        ("sparsify {ckpt} --edges 0.3 --out {nowhere}/s", "--out", "s"),
+        ("prune {ckpt} --target-flops 0.5 --out {nowhere}/p", "--out", "p"),
+        ("export {ckpt} --out {nowhere}/m.onnx", "--out", "m.onnx"),
+        ("build {ckpt}/missing.onnx --out {nowhere}/m.plan", "--out", "m.plan"),
+        ("build {ckpt}/missing.onnx --out m.plan --timing-cache {nowhere}/t.cache", "--timing-cache", "t.cache"),
+        ("profile {ckpt} --sizes 8 --batch-sizes 1 --threads 1 --out {nowhere}/prof", "--out", "prof"),
+        ("pipeline --out {nowhere}/run", "--out", "run"),
+    ],
+)
+def test_an_out_in_a_directory_that_takes_no_file_is_refused_before_the_work(
+    args: str, option: str, path: str, ckpt: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``/proc`` takes no new file, even from root, to whom ``os.access`` says yes for every directory:
+    answered yes here for everyone, so that the check that decides is the one root meets. Before, a
+    command ran its minutes of work and then failed on the final write (train: "/proc/...: No such file
+    or directory" after training)."""
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: True if Path(p) == Path("/proc") else access(p, mode, **kw))
+    line = _error_line(_invoke(args, ckpt=ckpt, nowhere=NOWHERE))
+    assert line == (
+        f"{option} {NOWHERE}/{path}: /proc is not writable (making a folder in it failed: No such file or directory)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_writability_probe_leaves_nothing_and_creates_no_part_of_the_path(tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    from gtcompress.io import unwritable_reason
+
+    assert unwritable_reason(tmp_path / "a" / "b" / "model.onnx") is None
+    assert list(tmp_path.iterdir()) == []
+
+    def refused(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refused)
+    assert unwritable_reason(tmp_path / "a" / "m.onnx") == (
+        f"{tmp_path} is not writable (making a folder in it failed: Permission denied)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a directory without write permission")
+def test_an_out_in_a_read_only_directory_is_refused(tmp_path: Path) -> None:
+    read_only = tmp_path / "ro"
+    read_only.mkdir(mode=0o555)
+    line = _error_line(_invoke("train --size 12,6,6 --epochs 1 --out {out}", out=read_only / "run"))
+    assert line == f"--out {read_only}/run: {read_only} is not writable"

@@ -208,7 +208,7 @@ def test_profile_refuses_an_out_below_a_file_before_profiling(
     res = runner.invoke(app, ["profile", str(exported["node"].path), "--out", str(blocker / "sub" / "prof")])
     assert res.exit_code == 2
     assert _one_error_line(res.output) == (
-        f"error: --out {blocker / 'sub' / 'prof'}: {blocker} is a file, so the report folder cannot be made below it"
+        f"error: --out {blocker / 'sub' / 'prof'}: {blocker} is a file, not a directory"
     )
 
 
