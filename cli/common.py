@@ -229,11 +229,16 @@ def parse_pe(text: str) -> dict[str, int]:
 
 
 def table(title: str, rows: list[dict[str, Any]]) -> Table:
+    """A result table: one column per key of the first row, numbers right-aligned.
+
+    Cells fold onto more lines where the terminal is too narrow (``overflow="fold"``), never end in
+    an ellipsis: rich's default cut a path or a model name to ``/very/long/…`` at 80 columns, and
+    a cut name is a wrong name (the file written, the model measured)."""
     t = Table(title=title, title_justify="left")
     if not rows:
         return t
     for col in rows[0]:
-        t.add_column(str(col), justify="right" if isinstance(rows[0][col], (int, float)) else "left")
+        t.add_column(str(col), justify="right" if isinstance(rows[0][col], (int, float)) else "left", overflow="fold")
     for r in rows:
         t.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values()))
     return t

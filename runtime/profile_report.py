@@ -248,7 +248,11 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
     from rich.text import Text
 
     mi = report["machine"]
+    # every column folds a value too long for the terminal onto more lines, where rich's default cut
+    # it to an ellipsis: a CPU or model name, an op type, must be read whole
     head = Table(title="machine", title_justify="left", show_header=False)
+    head.add_column(overflow="fold")
+    head.add_column(overflow="fold")
     head.add_row("cpu", f"{mi['cpu']} · {mi['usable_cores']}/{mi['logical_cores']} cores · {mi['memory_gib']} GiB")
     head.add_row("os", f"{mi['os']} · Python {mi['python']} · onnxruntime {mi['onnxruntime']}")
     if mi.get("gpu"):
@@ -264,7 +268,7 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
             caption_justify="left",
         )
         for col in ("threads", "nodes×batch", "mean ms", "std", "p50", "p90", "p99", "graphs/s", "prep %", "RSS MB"):
-            t.add_column(col, justify="right")
+            t.add_column(col, justify="right", overflow="fold")
         for r in m["results"]:
             lat = r["latency_ms"]
             t.add_row(
@@ -290,7 +294,7 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
                 caption_justify="left",
             )
             for col in ("op type", "ms/run", "share", "calls"):
-                o.add_column(col, justify="right" if col != "op type" else "left")
+                o.add_column(col, justify="right" if col != "op type" else "left", overflow="fold")
             for row in ops["by_op_type"][:8]:
                 o.add_row(row["op_type"], f"{row['ms_per_run']:.3f}", f"{row['share']:.1%}", str(row["calls"]))
             tables.append(o)
