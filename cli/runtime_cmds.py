@@ -161,7 +161,11 @@ def profile_cmd(
     ],
     out: Annotated[Path, typer.Option(help="Directory for report.json and the PNG plots.")] = Path("profile"),
     threads: Annotated[
-        str, typer.Option(help="Intra-op thread counts (ONNX files: each pinned to that many cores; checkpoints: not).")
+        str,
+        typer.Option(
+            help="Intra-op thread counts (ONNX files: each pinned to that many cores; checkpoints: not; "
+            "TensorRT engines: not applicable, one run per size)."
+        ),
     ] = "1,2,4",
     sizes: Annotated[str, typer.Option(help="Nodes per graph.")] = "32,128,512",
     batch_sizes: Annotated[str, typer.Option(help="Graphs per call.")] = "1,16",
@@ -181,7 +185,8 @@ def profile_cmd(
     """Latency (mean, std, p50/p90/p99), graphs/s and peak RSS of one or more models on this CPU.
 
     Checkpoint directories run with torch on --device (CUDA rows: once per size, thread counts do not
-    apply); next to them, ONNX models run on ONNX Runtime CPU unless --providers says otherwise.
+    apply); next to them, ONNX models run on ONNX Runtime CPU unless --providers says otherwise. A
+    TensorRT engine (.plan) also runs once per size: its threads do not exist.
 
     Example: gtc profile dense.onnx pruned.onnx --threads 1,2,4 --sizes 32,128,512 --out profile/
 

@@ -8,7 +8,9 @@ For every model (dense vs compressed, ONNX vs engine…), every intra-op thread 
 (graph size, batch size): warm-up, then N timed iterations of the whole deployed path —
 pre-processing (:meth:`GraphSession.prepare`: validation, TEDDY, union, PE, layout) and the model
 call (:meth:`GraphSession.run_inputs`) timed separately — reported as mean, std, p50/p90/p99,
-graphs/s, the pre-processing share and peak RSS.
+graphs/s, the pre-processing share and peak RSS. A TensorRT engine (``.plan``) has no intra-op
+threads: it is measured once per (graph size, batch size), unpinned, with ``threads: null``
+(:func:`thread_runs`), and ``settings.notes`` says why.
 
 Small edge CPUs are emulated by running each thread count in a fresh process pinned with
 ``os.sched_setaffinity`` to that many cores (where the OS has it), so one measurement cannot
@@ -51,15 +53,28 @@ from runtime.profile_report import SCHEMA, report_tables, validate_report, write
 
 Progress = Callable[[int, int, str], None]
 
+TENSORRT_NOTE = (
+    "rows with threads null of a TensorRT engine (.plan): the engine runs on the GPU, where intra-op thread "
+    "counts do not apply, so each configuration ran once, in a process not pinned to cores"
+)
 NOT_ISOLATED_NOTE = (
     "ONNX rows measured in the calling process (isolate off): their peak_rss_mb and model_rss_mb are that "
     "process's high-water mark, which includes the models profiled before them and whatever the caller holds"
 )
 
 
+def thread_runs(path: str, threads: Sequence[int]) -> list[int | None]:
+    """The thread counts a model is measured at: each of ``threads`` for an ONNX file (ONNX Runtime's
+    intra-op threads, pinned to as many cores), one run (``None``) for a TensorRT engine, whose
+    threads do not exist: measured per count, its rows repeated one measurement as many times."""
+    from runtime.session import PLAN_SUFFIXES
+
+    return [None] if Path(path).suffix in PLAN_SUFFIXES else [int(t) for t in threads]
+
+
 def measure_model(
     path: str,
-    threads: int,
+    threads: int | None,
     configs: Sequence[tuple[int, int]],
     iterations: int,
     warmup: int,
@@ -70,10 +85,12 @@ def measure_model(
     op_iterations: int,
     emit: Callable[[dict[str, Any]], None],
 ) -> None:
-    """Measure one model at one thread count (in this process, pinned); ``emit`` gets each result."""
+    """Measure one model at one thread count (in this process, pinned; ``None``: a TensorRT engine,
+    not pinned); ``emit`` gets each result."""
     from runtime.session import GraphSession
 
-    with pinned(threads) as (cpus, oversubscribed):
+    pin = pinned(threads) if threads is not None else contextlib.nullcontext((None, False))
+    with pin as (cpus, oversubscribed):
         sess = GraphSession(path, providers, threads=threads, inter_op_threads=1)
         base_rss = peak_rss_mb()
         for nodes, batch in configs:
@@ -99,7 +116,7 @@ def measure_model(
 
 def _op_profile(
     path: str,
-    threads: int,
+    threads: int | None,
     providers: list[str] | None,
     spec: InputSpec,
     config: tuple[int, int],
@@ -166,7 +183,8 @@ def _run_isolated(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], N
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # numpy's BLAS (PE) too
-        env[var] = str(kwargs["threads"])
+        if kwargs["threads"] is not None:
+            env[var] = str(kwargs["threads"])
     cmd = [sys.executable, "-c", "from runtime.profile import _child_main; _child_main()"]
     # The child ends with us (PR_SET_PDEATHSIG): a ``gtc profile`` killed by PID alone (``kill``, a
     # scheduler's SIGTERM, the OOM killer) left it measuring, orphaned, until its next event (a minute
@@ -189,7 +207,8 @@ def _run_isolated(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], N
                 on_event(msg)
         proc.wait(60)
     if error is not None:
-        raise SessionError(f"profiling {kwargs['path']} with {kwargs['threads']} threads: {error}")
+        how = "" if kwargs["threads"] is None else f" with {kwargs['threads']} threads"
+        raise SessionError(f"profiling {kwargs['path']}{how}: {error}")
     if not finished:
         raise SessionError(f"profiling process for {kwargs['path']} died (exit code {proc.returncode})")
 
@@ -249,8 +268,9 @@ def profile_models(
 
         tp = CheckpointProfiler(device, cuda_graphs, threads, configs, iterations, warmup, avg_degree, seed)
         tp.check([p for p in resolved if p in ckpts])
-    per_model = len(threads) * len(configs) + (1 if op_profile else 0)
-    total = sum(tp.steps if tp is not None and p in ckpts else per_model for p in resolved)
+    runs = {p: thread_runs(p, threads) for p in resolved if p not in ckpts}
+    per_model = {p: len(r) * len(configs) + (1 if op_profile else 0) for p, r in runs.items()}
+    total = sum(tp.steps if tp is not None and p in ckpts else per_model[p] for p in resolved)
     done = 0
     models = []
 
@@ -265,21 +285,23 @@ def profile_models(
             models.append(tp.profile(label, path, tick))
             continue
         entry = _model_entry(label, path)
-        for t in threads:
+        for t in runs[path]:
             kwargs = {
                 "path": path,
-                "threads": int(t),
+                "threads": t,
                 "configs": configs,
                 "iterations": int(iterations),
                 "warmup": int(warmup),
                 "avg_degree": float(avg_degree),
                 "seed": int(seed),
                 "providers": providers,
-                "op_config": op_config if op_profile and t == min(threads) else None,
+                "op_config": op_config if op_profile and t == runs[path][0] else None,
                 "op_iterations": int(op_iterations),
             }
 
-            def on_event(msg: dict[str, Any], entry: dict[str, Any] = entry, t: int = int(t)) -> None:
+            what = "TensorRT" if t is None else f"{t} thread{'s' if t > 1 else ''}"
+
+            def on_event(msg: dict[str, Any], entry: dict[str, Any] = entry, what: str = what) -> None:
                 kind = msg.pop("kind")
                 if kind == "result":
                     entry["results"].append(msg)
@@ -287,7 +309,7 @@ def profile_models(
                     entry["device"] = "cpu" if entry["providers"] == ["CPUExecutionProvider"] else "gpu"
                 elif kind == "ops":
                     entry["ops"] = msg
-                tick(f"{entry['name']} · {t} thread{'s' if t > 1 else ''}")
+                tick(f"{entry['name']} · {what}")
 
             if isolate:
                 _run_isolated(kwargs, on_event)
@@ -317,6 +339,7 @@ def profile_models(
             "cuda_graphs": bool(cuda_graphs),
             "notes": [
                 *(tp.notes if tp is not None else []),
+                *([TENSORRT_NOTE] if any(r == [None] for r in runs.values()) else []),
                 *([NOT_ISOLATED_NOTE] if not isolate and len(ckpts) < len(resolved) else []),
             ],
         },
