@@ -52,7 +52,8 @@ from bench._common import (
     set_threads,
     unknown_names,
 )
-from gtcompress.io import write_atomic, write_json
+from bench._json import read_json, write_json
+from gtcompress.io import write_atomic
 
 if TYPE_CHECKING:
     from gtcompress.cost import Cost
@@ -192,7 +193,7 @@ def _merge(paths: list[Path], out: Path, prov: dict[str, Any] | None = None) -> 
     docs: list[tuple[Path, dict]] = []
     for p in paths:
         try:
-            doc = json.loads(p.read_text())
+            doc = read_json(p)
         except (OSError, json.JSONDecodeError) as e:
             raise SystemExit(f"--merge: cannot read {p}: {e}") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
@@ -482,7 +483,7 @@ def main(argv: list[str] | None = None) -> None:
     ckpts = dict(item.rsplit("=", 1) for item in args.checkpoint)
     # earlier rows of a model are replaced (``_put``), one by one as this run redoes them, only once its
     # dense model is known to be the same
-    old: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    old: dict[str, Any] = read_json(args.out) if args.out.exists() else {}
     rows: list[dict] = old.get("rows", [])
     before = earlier_runs(old) if rows else []  # runs whose rows this one may keep
     started = time.perf_counter()

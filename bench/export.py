@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import statistics
 import sys
 import tempfile
@@ -29,10 +28,11 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, at_least, earlier_runs, provenance, set_threads, unknown_names
+from bench._json import read_json, write_json
 from exporters.onnx import export_onnx, has_token_pruning
 from gtcompress.data.base import FeatureSpec
 from gtcompress.graph import GraphBatch
-from gtcompress.io import write_atomic, write_json
+from gtcompress.io import write_atomic
 from gtcompress.models import ModelConfig, build_model
 from gtcompress.preprocess import NumpyGraph, union_graphs
 from gtcompress.preprocess.inputs import build_inputs
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     before: list[dict] = []  # provenance of the runs whose rows are kept
     if (args.only or args.workloads) and args.out.exists():
         ran = {(w, a) for (w, _), a in itertools.product(workloads, models)}
-        old = json.loads(args.out.read_text())
+        old = read_json(args.out)
         kept = [_run_tagged(r, old) for r in old.get("rows", []) if (r["workload"], r["arch"]) not in ran]
         before = earlier_runs(old) if kept else []
     head = {**prov, **({"earlier_runs": before} if before else {})}

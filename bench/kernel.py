@@ -26,9 +26,7 @@ parity check of the kernel under Triton's interpreter and exits 0 without touchi
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import platform
 import signal
 import sys
@@ -43,6 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, provenance
+from bench._json import write_json
 from bench.kernel_report import MOLECULE_PEERS, plot, summarize
 from bench.kernel_sweep import SWEEP_FAMILIES, config_dict, parse_families, sweep_and_tune
 from bench.kernel_timing import copy_bandwidth, cuda_graph, kernel_split, time_cuda
@@ -133,11 +132,7 @@ class Bench:
         self.compiled: dict[str, Any] = {}
 
     def save(self) -> None:
-        out = Path(self.args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(self.doc, indent=1))
-        os.replace(tmp, out)
+        write_json(self.args.out, self.doc, indent=1)  # strict JSON: a failed row's ratio may be inf
 
     def out_of_time(self) -> bool:
         return time.monotonic() > self.deadline

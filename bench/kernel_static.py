@@ -27,7 +27,6 @@ warp in units of 256, a warp and block cap, and shared memory with 1 KiB reserve
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -39,6 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, provenance
+from bench._json import write_json
 from bench.kernel_sweep import SWEEP_FAMILIES, parse_families, sweep_variants, variant_label
 from bench.kernel_workloads import SPEC_DTYPE
 
@@ -345,11 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         for dtype, heads, head_dim, label, cfg in jobs:
             doc["rows"].append(analyse(dtype, heads, head_dim, label, cfg, args.cc))
             bar.advance(task)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_json = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(tmp_json, out)
+    write_json(out, doc, indent=1)
     png = (plot_grid if args.grid else plot)(doc, out.with_suffix(".png"))
     for r in doc["rows"]:
         print(

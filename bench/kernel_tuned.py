@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from bench._json import read_json  # noqa: E402  (imports nothing of torch)
 from trt_plugins import spec  # noqa: E402  (imports nothing of torch)
 
 TABLE_PATH = ROOT / "trt_plugins" / "tuned.py"
@@ -117,7 +118,7 @@ def render(new: dict[tuple[int, int, str], tuple[spec.KernelConfig, str]], kept:
 def apply(result: Path, table_path: Path = TABLE_PATH) -> dict[tuple[int, int, str], spec.KernelConfig]:
     """Rewrite ``table_path``'s table with ``result``'s winners; returns what was written from it."""
     try:
-        doc = json.loads(result.read_text())
+        doc = read_json(result)
     except (OSError, json.JSONDecodeError) as e:
         raise TunedError(f"{result}: cannot read a bench/kernel.py result: {e}") from None
     new = tuned_entries(doc, result.name)

@@ -25,7 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, git_commit, utc_now
-from gtcompress.io import write_atomic, write_json
+from bench._json import write_json
+from gtcompress.io import write_atomic
 
 #: What is copied, in the order it is written: ``report.json`` last (see the module docstring).
 FILES = ("report.md", "pareto.png", "profile/latency_vs_size.png", "profile/op_breakdown.png", "report.json")

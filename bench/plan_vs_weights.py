@@ -25,8 +25,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, in_interval, positive_minutes, provenance
+from bench._json import write_json
 from bench.compression import EPOCHS, RUNS, TOKEN_KEEP, _load, _mask_share, _mean_std
-from gtcompress.io import write_atomic, write_json
+from gtcompress.io import write_atomic
 
 CELLS = [(plan, start) for plan in ("gtsp", "random") for start in ("masktrained", "dense")]
 

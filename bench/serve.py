@@ -46,8 +46,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, at_least, provenance
+from bench._json import write_json
 from bench.serve_load import drive, process_cpu_s
-from gtcompress.io import write_atomic, write_json
+from gtcompress.io import write_atomic
 from runtime.tritonserver import free_port
 
 CARD, NODE_COLUMNS = 7, 2

@@ -12,7 +12,6 @@ Writes ``bench/results/train/train.json`` (with the command, commit, machine and
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -31,7 +30,8 @@ from bench._common import (
     set_threads,
     unknown_names,
 )
-from gtcompress.io import write_atomic, write_json
+from bench._json import read_json, write_json
+from gtcompress.io import write_atomic
 from gtcompress.train.loop import TrainConfig
 from gtcompress.train.metrics import higher_is_better
 from gtcompress.train.recipe import DataSpec, fit
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     # Every run keeps its earlier result until this one has its new row, which then takes the old row's
     # place, so the file always holds the full table. Dropping the selected runs' rows up front (as this did)
     # lost them for good when the run was stopped before reaching them: the file is rewritten after every row.
-    old = json.loads(args.out.read_text()) if args.out.exists() else {}
+    old = read_json(args.out) if args.out.exists() else {}
     rows: list[dict] = list(old.get("runs", []))
     redone: set[str] = set()
     for arch, name, size, model_kw, train_kw in RUNS:

@@ -35,7 +35,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, at_least, provenance
-from gtcompress.io import write_atomic, write_json
+from bench._json import write_json
+from gtcompress.io import write_atomic
 
 #: the two models the server holds: name -> gtcompress_answer_each_call
 MODES = {"on": "1", "off": "0"}
