@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import numpy as np
 
-    from gtcompress.io import write_atomic, write_json
+    from bench._json import write_json
+    from gtcompress.io import write_atomic
     from gtcompress.train.steps import MAX_TRAIN_CELLS
 
     if (why := missing_data([str(data_root() / "TU")])) is not None:

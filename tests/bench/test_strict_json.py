@@ -101,7 +101,7 @@ def test_a_merged_compression_result_with_one_seed_is_strict_json(tmp_path: Path
 
 #: The only JSON a bench writes other than through bench._json: a measuring child's one line to its
 #: parent (finite numbers, read by Python), not a result file.
-NOT_A_RESULT = {("eval_memory.py", "dumps")}
+NOT_A_RESULT = {("eval_memory.py", "dumps"), ("train_memory.py", "dumps")}
 
 
 def test_every_bench_writes_its_json_through_the_strict_writer() -> None:

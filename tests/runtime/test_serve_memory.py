@@ -46,9 +46,8 @@ def _ring(n: int) -> dict:
 def test_small_requests_after_a_large_one_run_in_the_memory_they_ran_in_before(tmp_path: Path) -> None:
     import httpx
 
-    cfg = ModelConfig(
-        arch="gt", node_features=FeatureSpec("float", 4), out_dim=64, hidden=64, heads=4, num_layers=2, task_level="node"
-    )
+    nf = FeatureSpec("float", 4)
+    cfg = ModelConfig(arch="gt", node_features=nf, out_dim=64, hidden=64, heads=4, num_layers=2, task_level="node")
     path = tmp_path / "gt.onnx"
     export_onnx(seeded_model(cfg), path, "padded", verify_batches=1)
     root = Path(__file__).resolve().parents[2]
