@@ -2,8 +2,9 @@
 
 * **python** (the default when the model needs pre-processing: PE, an attention layout, TEDDY):
   ``REPO/<name>/1/model.py`` (Triton's Python backend running :mod:`runtime.triton_python`) next
-  to ``1/model.onnx`` or ``1/model.plan``. Clients send raw graphs; the model validates them,
-  computes PE, TEDDY and layouts, and merges every request Triton's dynamic batcher queued into
+  to ``1/model.onnx`` or ``1/model.plan``. Clients send raw graphs, optionally with the graphs' own
+  positional encodings (``pe_<kind>``); the model validates them, applies TEDDY, computes the PE
+  not sent and the layouts (as ``GraphSession.run`` does), and merges every request Triton's dynamic batcher queued into
   one disjoint union (``max_batch_size > 0``, ``allow_ragged_batch`` on every input, so requests
   of different sizes batch together). ``1/vendor/`` holds a copy of the code ``model.py`` runs
   (gtcompress's torch-free runtime and numpy-only pre-processing, :data:`VENDORED`), so the
@@ -141,19 +142,29 @@ class PythonModelOptions:
 
 
 def raw_input_dims(spec: InputSpec) -> dict[str, tuple[str, list[int]]]:
-    """The python variant's inputs (a raw graph), per request, without the batch dimension."""
-    dims = {n: d for n, d in input_dims(spec).items() if n in RAW_INPUTS}
-    return {n: dims[n] for n in RAW_INPUTS if n in dims}
+    """The python variant's inputs, per request, without the batch dimension: a raw graph, then the
+    graph's own positional encodings (``pe_<kind>``, named and shaped as the model's inputs), which
+    the model uses instead of computing its own, as ``GraphSession.run`` and ``gtc serve`` do."""
+    dims = input_dims(spec)
+    return {n: dims[n] for n in (*RAW_INPUTS, *pe_inputs(spec)) if n in dims}
+
+
+def pe_inputs(spec: InputSpec) -> tuple[str, ...]:
+    """The model's positional-encoding inputs, which a raw-graph request to the python variant may carry."""
+    return tuple(f"pe_{kind}" for kind in spec.pe)
 
 
 def python_config_pbtxt(
     name: str, spec: InputSpec, model_filename: str, options: PythonModelOptions | None = None
 ) -> str:
-    """The python variant's ``config.pbtxt``: raw-graph inputs, ragged dynamic batching."""
+    """The python variant's ``config.pbtxt``: raw-graph inputs, ragged dynamic batching. ``batch``,
+    ``node_counts`` and the ``pe_<kind>`` inputs are ``optional``: the Python backend's
+    ``get_input_tensor_by_name`` gives ``None`` for one a request leaves out."""
     o = options or PythonModelOptions()
     inputs = []
     for n, (dtype, dims) in raw_input_dims(spec).items():
-        extra = "    allow_ragged_batch: true\n" + ("    optional: true\n" if n in ("batch", "node_counts") else "")
+        optional = n in ("batch", "node_counts") or n.startswith("pe_")
+        extra = "    allow_ragged_batch: true\n" + ("    optional: true\n" if optional else "")
         inputs.append(_tensor(n, dtype, dims, extra))
     output = _tensor(spec.output.name, "float32", [-1, spec.output.dim])
     batching = (
@@ -181,11 +192,12 @@ def python_config_pbtxt(
 MODEL_PY = '''"""gtcompress graph model for NVIDIA Triton Inference Server's Python backend.
 
 Runs the model file beside it with gtcompress's torch-free runtime: requests carry raw graphs
-(x, edge_index, optional edge_attr, batch, node_counts, each with a leading batch dimension of 1);
-pre-processing and graph-aware batching happen here. The runtime is the copy in vendor/, made
-when this repository was exported, so it matches the model file whatever else is installed; the
-Python that Triton's stub runs needs numpy, scipy, threadpoolctl and onnxruntime (a TensorRT
-plan: tensorrt and cuda-python). See runtime/triton_python.py in gtcompress.
+(x, edge_index, optional edge_attr, batch, node_counts, and the graphs' own pe_<kind>, each with
+a leading batch dimension of 1); pre-processing and graph-aware batching happen here. The runtime
+is the copy in vendor/, made when this repository was exported, so it matches the model file
+whatever else is installed; the Python that Triton's stub runs needs numpy, scipy, threadpoolctl
+and onnxruntime (a TensorRT plan: tensorrt and cuda-python). See runtime/triton_python.py in
+gtcompress.
 """
 
 import sys

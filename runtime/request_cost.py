@@ -15,6 +15,7 @@ work it bounds, so a refused request costs nothing but its validation.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -262,10 +263,12 @@ def check_work(
     each padded row, cubic in the largest graph (:func:`runtime.request_cost.distance_hops`). Bounded
     only through their memory, a 1-head Graphormer took about 27 s a request at the default limits.
 
-    ``raw_only`` (Triton's Python-backend model, whose configuration declares the raw inputs only):
-    the error does not suggest sending the encodings, which Triton would refuse as unknown inputs,
-    but the model's ``gtcompress_max_pe_work`` parameter."""
-    kinds = {} if full else {kind: k for kind, k in model.session.spec.pe.items() if f"pe_{kind}" not in inputs}
+    ``raw_only`` (Triton's Python-backend model, whose configuration declares the raw inputs and the
+    optional ``pe_*`` only): the error suggests the graphs' own encodings (where TEDDY would not
+    recompute them) and the model's ``gtcompress_max_pe_work`` parameter, not a pre-processed request,
+    which Triton would refuse as unknown inputs."""
+    carried = {name[3:] for name in inputs if name.startswith("pe_")}
+    kinds = {} if full else computed_pe(model, carried, teddy=True)
     hops = model.distance_hops
     if not kinds and not hops:
         return
@@ -292,7 +295,7 @@ def check_work(
         )
     names = ", ".join(f"pe_{kind}" for kind in kinds)
     other = (
-        f"or {raise_knob} (this model takes raw graphs only)"
+        _own_pe_or(model, kinds, raise_knob)
         if raw_only
         else f"or {names} computed by the client with every model input (a pre-processed request, as "
         "runtime.client.make_inputs builds it)"
@@ -317,11 +320,38 @@ def check_work(
 INLINE_PE_BYTES = 16 * MIB
 
 
+def computed_pe(model: ServedModel, carried: Collection[str], *, teddy: bool) -> dict[str, int]:
+    """``{kind: width}`` of the encodings the server computes for a request carrying the kinds ``carried``:
+    those it lacks and, when TEDDY is still to run on it (``teddy``, for a model with TEDDY), those
+    TEDDY recomputes on the sparsified graph whatever the request carries (:func:`runtime.graphs.apply_teddy`).
+    Counting a carried kind as free there let a request to the Triton python variant, which may carry
+    its graphs' ``pe_*``, have them computed past ``max_pe_work`` and ``max_inflight_mib``."""
+    stale = _teddy_recomputes(model) if teddy else set()
+    return {kind: k for kind, k in model.session.spec.pe.items() if kind not in carried or kind in stale}
+
+
+def _teddy_recomputes(model: ServedModel) -> set[str]:
+    """The PE kinds TEDDY computes again on the sparsified graph (none for a model without TEDDY)."""
+    cfg = model.session.model.teddy
+    if cfg is None:
+        return set()
+    return set(model.session.spec.pe) if cfg.recompute_pe is None else set(cfg.recompute_pe)
+
+
+def _own_pe_or(model: ServedModel, kinds: Mapping[str, int], raise_knob: str) -> str:
+    """The end of a refusal's advice to a Triton python-variant client: the graphs' own encodings of
+    ``kinds``, where TEDDY would not compute them again anyway, or else the model's parameter."""
+    stale = _teddy_recomputes(model)
+    own = [f"pe_{kind}" for kind in kinds if kind not in stale]
+    return f"the graphs' own {', '.join(own)} with them, or {raise_knob}" if own else f"or {raise_knob}"
+
+
 def pe_memory(model: ServedModel, g: NumpyGraph, num_graphs: int, *, teddy: bool = False) -> int:
-    """Bytes the positional encodings the server still computes for ``g`` (those it does not carry)
-    take while computed and held (:func:`~gtcompress.preprocess.pe.pe_bytes`, summed over kinds);
-    0 for none. ``teddy``: TEDDY is still to run on ``g`` (its edges may drop before an encoding)."""
-    kinds = {kind: k for kind, k in model.session.spec.pe.items() if kind not in g.pe}
+    """Bytes the positional encodings the server still computes for ``g`` (those it does not carry, and
+    those TEDDY recomputes: :func:`computed_pe`) take while computed and held
+    (:func:`~gtcompress.preprocess.pe.pe_bytes`, summed over kinds); 0 for none. ``teddy``: TEDDY is
+    still to run on ``g`` (its edges may drop before an encoding)."""
+    kinds = computed_pe(model, g.pe, teddy=teddy)
     if not kinds:
         return 0
     counts = node_counts(g.batch, g.num_nodes, num_graphs)
@@ -334,27 +364,37 @@ def pe_memory(model: ServedModel, g: NumpyGraph, num_graphs: int, *, teddy: bool
 
 
 def check_pe_memory(
-    model: ServedModel, limits: ServerLimits, g: NumpyGraph, need: int, held: int, *, raw_only: bool = False
+    model: ServedModel,
+    limits: ServerLimits,
+    g: NumpyGraph,
+    need: int,
+    held: int,
+    *,
+    raw_only: bool = False,
+    teddy: bool = False,
 ) -> None:
     """Refuse (400) a request whose encodings' ``need`` bytes and the ``held`` bytes of its body and
     decoded arrays together exceed the
     server's whole in-flight budget (:attr:`ServerLimits.inflight_bytes`): no wait would let it through.
     Within the budget but past what other requests leave, the lease refuses it with a 503 instead.
 
-    ``raw_only`` (Triton's Python-backend model, which takes raw graphs only and holds one request's
-    encodings at a time): the budget is its ``gtcompress_max_inflight_mib`` parameter, and the error
-    names that parameter rather than ``gtc serve``'s option or encodings Triton would refuse as inputs."""
+    ``raw_only`` (Triton's Python-backend model, which takes raw graphs and their own encodings and
+    holds one request's encodings at a time): the budget is its ``gtcompress_max_inflight_mib``
+    parameter, and the error names that parameter rather than ``gtc serve``'s option or a
+    pre-processed request, whose inputs Triton would refuse. ``teddy`` as for :func:`pe_memory`."""
     budget = limits.inflight_bytes
     if need + held <= budget:
         return
-    names = ", ".join(f"pe_{kind}" for kind in model.session.spec.pe if kind not in g.pe)
+    kinds = computed_pe(model, g.pe, teddy=teddy)
+    names = ", ".join(f"pe_{kind}" for kind in kinds)
     if raw_only:
+        knob = "raise the model's gtcompress_max_inflight_mib parameter in its config.pbtxt"
         raise GraphTooLargeError(
             "x",
             f"computing {names} for this request's graphs takes about {need:,} bytes of memory, which with its "
             f"{held:,} bytes of arrays is more than model '{model.name}''s budget of {budget:,} bytes a request "
-            f"(gtcompress_max_inflight_mib {limits.max_inflight_mib:g}); send fewer or smaller graphs, or raise "
-            "the model's gtcompress_max_inflight_mib parameter in its config.pbtxt (this model takes raw graphs only)",
+            f"(gtcompress_max_inflight_mib {limits.max_inflight_mib:g}); send fewer or smaller graphs, "
+            + _own_pe_or(model, kinds, knob),
         )
     raise GraphTooLargeError(
         "x",

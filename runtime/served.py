@@ -228,9 +228,10 @@ def request_graph(
     """The request's graphs as one validated union, its graph count, and whether it came pre-processed.
 
     ``raw_only``: the request is a raw graph whatever it carries (a Triton Python-backend model
-    declares only the raw inputs), so TEDDY always runs. ``teddy`` False: TEDDY (which may compute
-    encodings of the unsparsified graph) and the model's size check after it are left to the caller
-    (:func:`finish_graph`), which charges their memory first (:func:`runtime.request_cost.pe_memory`)."""
+    declares only the raw inputs and the graphs' own ``pe_*``), so TEDDY always runs. ``teddy``
+    False: TEDDY (which may compute encodings of the unsparsified graph) and the model's size check
+    after it are left to the caller (:func:`finish_graph`), which charges their memory first
+    (:func:`runtime.request_cost.pe_memory`)."""
     inputs = req.inputs
     expect = model.expect
     for name, arr in inputs.items():

@@ -1,10 +1,10 @@
 """Our model inside NVIDIA Triton Inference Server's Python backend: raw graphs in, one disjoint union per batch.
 
-A Triton user sends raw graphs, not the pre-processed tensors an exported model takes (``pe_*``,
-attention layouts, TEDDY-sparsified edges). The repository ``gtc export --triton-repo`` writes for
-such a model therefore holds a Python-backend ``model.py`` that re-exports
-:class:`TritonPythonModel` from here, next to the ONNX file or TensorRT plan it runs with our
-torch-free runtime (:class:`runtime.session.GraphSession`).
+A Triton user sends raw graphs, not the pre-processed tensors an exported model takes (attention
+layouts, TEDDY-sparsified edges, positional encodings other than the graphs' own). The repository
+``gtc export --triton-repo`` writes for such a model therefore holds a Python-backend ``model.py``
+that re-exports :class:`TritonPythonModel` from here, next to the ONNX file or TensorRT plan it
+runs with our torch-free runtime (:class:`runtime.session.GraphSession`).
 
 **Requests.** Every input is declared with ``allow_ragged_batch`` and the model has
 ``max_batch_size > 0``, so Triton's dynamic batcher queues requests of *different* node and edge
@@ -15,6 +15,15 @@ union of graphs ``batch [1, N]`` and/or ``node_counts [1, G]``. The answer is ``
 (node-level) or ``[1, G, out]`` (graph-level). :func:`runtime.client.infer_graphs` adds and strips
 that dimension when the model's configuration asks for it, so the same client code runs against
 ``gtc serve``.
+
+**The graphs' own positional encodings.** A request may carry ``pe_<kind> [1, N, k]`` for the
+model's PE kinds (optional inputs, named and shaped as the model's own): a PyG ``Data``'s
+``random_walk_pe``, or a LapPE whose eigenvector signs the client chose. The model answers with
+them, as ``GraphSession.run`` and ``gtc serve`` (sent pre-processed) do, and computes only the
+kinds a request lacks; computed again, an encoding may differ (LapPE's signs and the basis of a
+repeated eigenvalue; PyG's RWSE counts duplicate edges otherwise), and so would the answer. They
+are validated as ``gtc serve`` validates them (float32 ``[N, k]``, finite), and their work is
+not charged to ``gtcompress_max_pe_work``, except where TEDDY computes them again.
 
 **Batching.** ``execute`` validates every request exactly as ``gtc serve`` does
 (:func:`runtime.served.request_graph`: dtypes, edge ids in range, finite features, categories,
@@ -180,7 +189,10 @@ class GraphBatchModel:
         return self.served.session
 
     def _item(self, index: int, inputs: Mapping[str, np.ndarray]) -> _Item:
-        """One request (leading batch dimension 1) as validated, sparsified graphs."""
+        """One request (leading batch dimension 1) as validated, sparsified graphs, with the encodings
+        it carries (``pe_<kind>``) checked as ``gtc serve`` checks them and kept, unless TEDDY computes
+        them again on the sparsified graph (:func:`runtime.graphs.apply_teddy`), as ``GraphSession.run``
+        does."""
         if "x" not in inputs:  # Triton enforces required inputs; a direct caller may not
             raise ShapeError("x", "required input is missing")
         unbatched: dict[str, np.ndarray] = {}
@@ -202,9 +214,10 @@ class GraphBatchModel:
         # The encodings computed for a raw graph take far more memory than the request (a 1 MiB graph's
         # LapPE: 145 MiB measured), so their working memory and the request's arrays are held to the
         # budget gtc serve charges them to, before TEDDY or the encodings run (TEDDY may compute them).
-        need = pe_memory(served, g, num_graphs, teddy=served.session.model.teddy is not None)
+        teddy = served.session.model.teddy is not None
+        need = pe_memory(served, g, num_graphs, teddy=teddy)
         held = sum(a.nbytes for a in unbatched.values())
-        check_pe_memory(served, self.limits, g, need, held, raw_only=True)
+        check_pe_memory(served, self.limits, g, need, held, raw_only=True, teddy=teddy)
         g = finish_graph(g, served, num_graphs, False)
         return _Item(g, num_graphs, index)  # PE: once for the whole union (build_inputs), not per request
 

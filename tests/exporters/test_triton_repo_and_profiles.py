@@ -70,16 +70,19 @@ def test_python_variant_config_takes_raw_graphs_with_ragged_batching(
     cfg = text_format.Parse((root / "config.pbtxt").read_text(), pb2.ModelConfig())
     assert cfg.backend == "python" and cfg.platform == "" and cfg.max_batch_size == 16
     assert cfg.dynamic_batching.max_queue_delay_microseconds == 500
-    assert [i.name for i in cfg.input] == ["x", "edge_index", "edge_attr", "batch", "node_counts"]
+    assert [i.name for i in cfg.input] == ["x", "edge_index", "edge_attr", "batch", "node_counts", "pe_lap"]
     assert all(i.allow_ragged_batch for i in cfg.input)
-    assert [i.name for i in cfg.input if i.optional] == ["batch", "node_counts"]
+    # a graph's own encoding is optional, named and shaped as the model's input (the server computes it otherwise)
+    assert [i.name for i in cfg.input if i.optional] == ["batch", "node_counts", "pe_lap"]
     assert {i.name: list(i.dims) for i in cfg.input} == {
         "x": [-1, 5],
         "edge_index": [2, -1],
         "edge_attr": [-1, 1],
         "batch": [-1],
         "node_counts": [-1],
+        "pe_lap": [-1, 3],
     }
+    assert pb2.DataType.Name(next(i for i in cfg.input if i.name == "pe_lap").data_type) == "TYPE_FP32"
     assert list(cfg.output[0].dims) == [-1, 2]
     assert pb2.ModelInstanceGroup.Kind.Name(cfg.instance_group[0].kind) == kind and cfg.instance_group[0].count == 2
     params = {k: v.string_value for k, v in cfg.parameters.items()}

@@ -121,8 +121,9 @@ def test_max_pe_work_is_read_from_the_parameters(config, node_repo, exported) ->
     assert out.message.startswith(
         f"input 'x': computing pe_rwse for this request's 1 graph(s) (the largest, graph 0, has 10 nodes) takes "
         f"{need:.4g} steps of work, above this server's max_pe_work {need - 1:.4g}; send fewer or smaller graphs, "
-        "or raise the model's gtcompress_max_pe_work parameter in its config.pbtxt (this model takes raw graphs only)"
-    )  # not "or pe_rwse computed by the client": Triton refuses inputs its config does not declare
+        "or raise the model's gtcompress_max_pe_work parameter in its config.pbtxt"
+    )  # not "or pe_rwse computed by the client" (Triton refuses inputs its config does not declare), nor the
+    # graph's own pe_rwse: this model's TEDDY computes it again (test_triton_own_pe.py)
     model = GraphBatchModel(node_repo, 1, config(node_repo, gtcompress_max_pe_work="1.5e12"))
     assert model.limits.max_pe_work == 1.5e12
     (out,) = model.answer([_request(g)])
@@ -272,7 +273,7 @@ def test_the_encodings_memory_is_held_to_gtcompress_max_inflight_mib(config, nod
         f"input 'x': computing pe_rwse for this request's graphs takes about {need:,} bytes of memory, which with "
         f"its {held:,} bytes of arrays is more than model 'gt_node''s budget of {2**20:,} bytes a request "
         "(gtcompress_max_inflight_mib 1); send fewer or smaller graphs, or raise the model's "
-        "gtcompress_max_inflight_mib parameter in its config.pbtxt (this model takes raw graphs only)",
+        "gtcompress_max_inflight_mib parameter in its config.pbtxt",
         invalid=True,
     )
     assert encoded == [small.num_nodes]  # the refused graph was never encoded

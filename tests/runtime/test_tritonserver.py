@@ -78,6 +78,7 @@ def test_health_and_model_metadata(client, exported) -> None:
         spec = exported[key].spec
         md = client.get_model_metadata(name)
         want = ["x", "edge_index"] + (["edge_attr"] if spec.edge_attr is not None else []) + ["batch", "node_counts"]
+        want += [f"pe_{kind}" for kind in spec.pe]  # optional: a graph's own encoding
         assert [i["name"] for i in md["inputs"]] == want
         x = next(i for i in md["inputs"] if i["name"] == "x")
         assert x["shape"] == [-1, -1, spec.x.dim]  # leading batch dimension, then [N, F]
@@ -187,7 +188,11 @@ def _bad_requests(spec) -> list[tuple[str, dict[str, np.ndarray], str]]:
         ("wrong feature width", req(x=x[:, :1]), "x"),
         ("float edge_index", req(edge_index=ei.astype(np.float32)), "edge_index"),
         ("missing edge_index", req(edge_index=None), "edge_index"),
-        ("unknown input", {**req(), "pe_rwse": np.zeros((1, n, 4), np.float32)}, "pe_rwse"),
+        ("unknown input", {**req(), "pad_mask": np.ones((1, 1, n), bool)}, "pad_mask"),
+        ("own PE: rows != nodes", {**req(), "pe_rwse": np.zeros((1, n - 1, 4), np.float32)}, "input 'pe_rwse': "),
+        ("own PE: non-finite", {**req(), "pe_rwse": np.full((1, n, 4), np.inf, np.float32)}, "input 'pe_rwse': "),
+        ("own PE: wrong width", {**req(), "pe_rwse": np.zeros((1, n, 3), np.float32)}, "pe_rwse"),
+        ("own PE: float64", {**req(), "pe_rwse": np.zeros((1, n, 4), np.float64)}, "pe_rwse"),
     ]
 
 
