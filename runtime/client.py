@@ -9,11 +9,11 @@ Three kinds of server, one call::
     outs = infer_graphs(client, "gt_cluster", graphs)   # one array per graph
 
 * ``gtc serve`` takes raw graphs or the full pre-processed input set; Triton's Python-backend
-  variant (``gtc export --triton-backend python``) takes raw graphs, each input with a leading
-  batch dimension of 1; Triton's native variant (``onnxruntime_onnx``/``tensorrt_plan``) runs the
-  exported file as it is, so it needs the full input set — PE, attention layout and TEDDY computed
-  on the client by :func:`make_inputs` (the pre-processing :class:`runtime.session.GraphSession`
-  runs).
+  variant (``gtc export --triton-backend python``) takes raw graphs, with their own positional
+  encodings if they carry them, each input with a leading batch dimension of 1; Triton's native
+  variant (``onnxruntime_onnx``/``tensorrt_plan``) runs the exported file as it is, so it needs the
+  full input set — PE, attention layout and TEDDY computed on the client by :func:`make_inputs`
+  (the pre-processing :class:`runtime.session.GraphSession` runs).
 * :func:`infer_graphs` reads the model's configuration (the ``gtcompress_preprocessing`` and
   ``gtcompress_input_spec`` parameters and ``max_batch_size``) and does what that model needs.
 
@@ -24,6 +24,7 @@ in) and :func:`infer_graphs` use ``tritonclient``.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -33,7 +34,7 @@ import numpy as np
 from gtcompress.preprocess.batching import NumpyGraph, split_by_graph, union_graphs
 from gtcompress.preprocess.spec import InputSpec
 from runtime.errors import ShapeError
-from runtime.graphs import UNNAMED_PE, Prepared, as_numpy_graph, prepare, validate_graph
+from runtime.graphs import UNNAMED_PE, Prepared, as_numpy_graph, fill_partial_pe, prepare, validate_graph
 from runtime.protocol import PREPROCESSED_PARAMETER
 from runtime.spec import ModelSpec, TeddyConfig, teddy_config
 
@@ -111,24 +112,33 @@ def _preprocessing(cfg: dict[str, Any]) -> str:
     return ((cfg.get("parameters") or {}).get(PREPROCESSING_PARAMETER) or {}).get("string_value", "client")
 
 
-def raw_request(graphs: Sequence[Any], spec: SpecArg) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
+def raw_request(
+    graphs: Sequence[Any], spec: SpecArg, *, pe: Sequence[str] = ()
+) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
     """A raw-graph request (``x``, ``edge_index``, ``edge_attr``; ``batch`` for several graphs) and the
-    node and graph counts of each item, to split the answer back."""
+    node and graph counts of each item, to split the answer back.
+
+    ``pe``: the PE kinds the server takes with a raw graph (the python Triton variant's optional
+    ``pe_<kind>`` inputs). A kind some graph carries goes as ``pe_<kind>``, computed here for the
+    graphs that lack it (one tensor covers the union; :func:`runtime.graphs.fill_partial_pe`, as
+    :meth:`GraphSession.run` does); the others are the server's to compute."""
     typed = InputSpec.from_json(spec)
     if not graphs:
         raise ShapeError("x", "no graphs given")
     # Checked and put in the model's dtypes as the pre-processed path does (float64 features or lists,
     # which GraphSession takes, were refused by the server as FP64 for an FP32 input, or crashed); a
-    # graph without nodes is refused: the server would answer fewer rows than sent. The PE is the
-    # server's to compute; a union ending in graphs without nodes is refused by validate_graph.
+    # graph without nodes is refused: the server would answer fewer rows than sent. A union ending in
+    # graphs without nodes is refused by validate_graph.
     raw = [as_numpy_graph(g) for g in graphs]
-    items = [
-        replace(validate_graph(g, typed, f"graph {i}: " if len(raw) > 1 else ""), pe={}, graphs=g.graphs)
-        for i, g in enumerate(raw)
-    ]
+    items = []
+    for i, g in enumerate(raw):
+        v = validate_graph(g, typed, f"graph {i}: " if len(raw) > 1 else "")
+        items.append(replace(v, pe={k: a for k, a in v.pe.items() if k in pe}, graphs=g.graphs))
     nodes = [g.num_nodes for g in items]
     counts = [g.num_graphs for g in items]
-    merged = items[0] if len(items) == 1 else union_graphs(items)
+    if len(items) > 1:
+        items = fill_partial_pe(items, typed)
+    merged = items[0] if len(items) == 1 else union_graphs(items, common_pe=True)
     inputs = {"x": merged.x, "edge_index": merged.edge_index.astype(np.int64, copy=False)}
     if typed.edge_attr is not None:
         if merged.edge_attr is None:
@@ -136,14 +146,45 @@ def raw_request(graphs: Sequence[Any], spec: SpecArg) -> tuple[dict[str, np.ndar
         inputs["edge_attr"] = merged.edge_attr
     if merged.batch is not None and sum(counts) > 1:
         inputs["batch"] = merged.batch.astype(np.int64, copy=False)
+    inputs.update({f"pe_{kind}": merged.pe[kind] for kind in typed.pe if kind in merged.pe})
     return inputs, nodes, counts
 
 
-def _carries_pe(items: Sequence[NumpyGraph], spec: InputSpec) -> bool:
-    """Whether a graph brings its own value of a PE kind the model takes."""
-    if not spec.pe:
-        return False
-    return any(v is not None and (k in spec.pe or k == UNNAMED_PE) for g in items for k, v in g.pe.items())
+class OwnPEIgnoredWarning(UserWarning):
+    """A graph's own positional encoding could not be sent: the model computes its own from the edges."""
+
+
+def _python_variant_pe(cfg: dict[str, Any], model_name: str, items: Sequence[NumpyGraph], spec: InputSpec) -> list[str]:
+    """The PE kinds a python-variant Triton model takes with raw graphs (its optional ``pe_<kind>``
+    inputs), after warning when a graph carries a kind the model does not take."""
+    declared = {i.get("name") for i in cfg.get("input") or []}
+    kinds = [kind for kind in spec.pe if f"pe_{kind}" in declared]
+    lost = [kind for kind in spec.pe if kind not in kinds and kind in _carried_kinds(items, spec)]
+    if lost:
+        names = ", ".join(f"pe_{kind}" for kind in lost)
+        # A warning, not a refusal: such a repository answered these graphs this way before, and a PyG
+        # Data often carries its training transform's encoding unasked; the fix is the server's.
+        warnings.warn(
+            f"model {model_name!r} does not take a graph's own {names} (its repository was exported before "
+            "the python variant took them): it computes its own from the edges, so its answer may differ from "
+            "GraphSession.run's and gtc serve's for these graphs; export its Triton repository again "
+            "(gtc export --triton-repo) to send them",
+            OwnPEIgnoredWarning,
+            stacklevel=3,
+        )
+    return kinds
+
+
+def _carried_kinds(items: Sequence[NumpyGraph], spec: InputSpec) -> set[str]:
+    """The model's PE kinds some graph brings its own value of (one unnamed array: the model's one kind)."""
+    out = set()
+    for g in items:
+        for k, v in g.pe.items():
+            if v is not None and k in spec.pe:
+                out.add(k)
+            elif v is not None and k == UNNAMED_PE and len(spec.pe) == 1:
+                out.update(spec.pe)
+    return out
 
 
 def infer_graphs(
@@ -161,10 +202,13 @@ def infer_graphs(
     The same call works against ``gtc serve`` and NVIDIA Triton, whichever variant it serves: it
     reads the model's configuration once, sends raw graphs when the server pre-processes them
     (``preprocess=None``; ``True`` forces pre-processing here, which a Python-backend Triton model
-    cannot take; graphs carrying their own PE go pre-processed to ``gtc serve``, so that its answer
-    uses that PE, as :meth:`GraphSession.run` does, whereas a Python-backend Triton model computes its
-    own PE from the edges), and adds and strips the leading batch dimension of a model with
-    ``max_batch_size > 0``."""
+    cannot take), and adds and strips the leading batch dimension of a model with ``max_batch_size > 0``.
+
+    A graph's own positional encoding is used wherever it goes, as :meth:`GraphSession.run` uses it:
+    such graphs go pre-processed to ``gtc serve``, and raw with their ``pe_<kind>`` to a Python-backend
+    Triton model. A Python-backend repository exported before that model took them computes its own
+    from the edges: an :class:`OwnPEIgnoredWarning` says so (Python's default filter shows it once per
+    model and calling line)."""
     from tritonclient.http import InferRequestedOutput
 
     cfg = fetch_config(client, model_name)
@@ -175,12 +219,14 @@ def infer_graphs(
         # gtc serve takes either form: a graph carrying its own PE (a PyG Data's random_walk_pe) goes
         # pre-processed, so that the server answers with that PE, as GraphSession.run(data) does; raw,
         # the server computed its own (PyG's RWSE differs from ours on duplicate edges)
-        preprocess = not server_preprocesses(cfg) or (_preprocessing(cfg) == "either" and _carries_pe(items, typed))
+        carried = bool(_carried_kinds(items, typed))
+        preprocess = not server_preprocesses(cfg) or (_preprocessing(cfg) == "either" and carried)
     if preprocess:
         prepared = prepare_request(items, typed)
         inputs, nodes, counts = prepared.inputs, prepared.nodes, prepared.graphs
     else:
-        inputs, nodes, counts = raw_request(items, typed)
+        pe = _python_variant_pe(cfg, model_name, items, typed) if _preprocessing(cfg) == "server" else []
+        inputs, nodes, counts = raw_request(items, typed, pe=pe)
     batched = int(cfg.get("max_batch_size") or 0) > 0
     if batched:
         inputs = {k: v[None] for k, v in inputs.items()}

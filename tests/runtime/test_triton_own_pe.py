@@ -10,6 +10,7 @@ import pytest
 from exporters.triton_repo import write_model_repository
 from gtcompress.preprocess import NumpyGraph, union_graphs
 from gtcompress.preprocess.pe import PE_GRAPH_WORK, laplacian_pe
+from runtime.client import raw_request
 from runtime.session import GraphSession
 from runtime.triton_python import Failure, GraphBatchModel
 from tests.runtime.conftest import python_request
@@ -142,3 +143,22 @@ def test_a_refusal_for_pe_work_suggests_the_graphs_own_encoding(config, repos, e
         "gtcompress_max_pe_work parameter in its config.pbtxt"
     )
     np.testing.assert_allclose(answered[0], GraphSession(exported["node"].path).run(own)[0], rtol=0, atol=1e-6)
+
+
+def test_raw_request_sends_the_kinds_the_model_takes_computing_them_for_graphs_without(exported) -> None:
+    """One request is one union, so a kind some graphs carry is computed for the others (as
+    GraphSession.run does); a kind no graph carries is left to the server, and without ``pe`` none is sent."""
+    spec = exported["graph"].spec
+    graphs = exported["graph"].graphs(3, seed=23)
+    own = with_pe(graphs[1], own_pe(spec, graphs[1]))
+    inputs, nodes, counts = raw_request([graphs[0], own, graphs[2]], spec, pe=["lap"])
+    assert list(inputs) == ["x", "edge_index", "batch", "pe_lap"] and counts == [1, 1, 1]
+    parts = np.split(inputs["pe_lap"], np.cumsum(nodes)[:-1])
+    np.testing.assert_array_equal(parts[1], own.pe["lap"])
+    for i in (0, 2):
+        ptr = np.array([0, nodes[i]], dtype=np.int64)
+        np.testing.assert_allclose(parts[i], laplacian_pe(graphs[i].edge_index, ptr, 2), rtol=0, atol=1e-6)
+    assert "pe_lap" not in raw_request(graphs, spec, pe=["lap"])[0]
+    assert "pe_lap" not in raw_request([own], spec)[0]
+    one = NumpyGraph(own.x, own.edge_index, None, None, {"pe": own.pe["lap"]})  # one array: the model's one kind
+    np.testing.assert_array_equal(raw_request([one], spec, pe=["lap"])[0]["pe_lap"], own.pe["lap"])

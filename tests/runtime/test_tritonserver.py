@@ -7,7 +7,9 @@ checked against :class:`runtime.session.GraphSession` on the same model file.
 
 from __future__ import annotations
 
+import re
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -27,6 +29,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 NAMES = {"gt_node": "node", "gt_graph": "graph", "gt_teddy": "teddy"}
+OLD = "gt_graph_old"  # gt_graph as repositories were written before the python variant took a graph's own PE
 BATCHED = "gt_node_batched"  # a long queue delay, so 16 concurrent clients surely share calls
 SPLIT = "gt_node_split"  # as BATCHED, with at most 40 nodes per merged call: one execute, several calls
 
@@ -44,6 +47,11 @@ def triton_server(exported, tmp_path_factory):
     )
     with open(split / "config.pbtxt", "a") as f:  # several merged calls in one execute
         f.write('parameters { key: "gtcompress_batch_nodes" value { string_value: "40" } }\n')
+    old = write_model_repository(repo, OLD, exported["graph"].path, exported["graph"].spec, backend="python")
+    text = (old / "config.pbtxt").read_text()
+    pe_input = re.search(r',\n  \{\n    name: "pe_lap"\n.*?\n  \}', text, re.S)
+    assert pe_input is not None
+    (old / "config.pbtxt").write_text(text.replace(pe_input.group(0), ""))
     with TritonServer(repo) as srv:
         yield srv
     assert srv.process is None
@@ -282,6 +290,50 @@ def test_the_same_client_code_runs_against_gtc_serve(client, sessions, exported)
                     np.testing.assert_allclose(u, v, rtol=0, atol=1e-5)
         finally:
             mine.close()
+
+
+def test_a_graphs_own_pe_gets_the_answer_gtc_serve_and_graph_session_give(client, sessions, exported) -> None:
+    """README: a graph may bring its own positional encoding, and GraphSession.run and gtc serve use it.
+    The python variant took raw graphs only and computed its own, so the same infer_graphs call answered
+    otherwise from Triton than from gtc serve (a LapPE's signs are arbitrary: -v is as valid as v)."""
+    from tests.runtime.test_triton_own_pe import own_pe, with_pe
+
+    app = create_app(dict(sessions), BatchConfig(max_delay_ms=2))
+    with BackgroundServer(app) as ours:
+        mine = triton.InferenceServerClient(ours.url)
+        try:
+            for name in ("gt_graph", "gt_node"):
+                key = NAMES[name]
+                graphs = exported[key].graphs(4, seed=31, lo=5, hi=20)
+                own = [with_pe(g, own_pe(exported[key].spec, g, seed=i)) for i, g in enumerate(graphs)]
+                mixed = [own[0], graphs[1], own[2], own[3]]  # one request; graph 1's PE is computed
+                want = sessions[name].run(mixed)
+                for got in (infer_graphs(client, name, mixed), infer_graphs(mine, name, mixed)):
+                    for u, v in zip(got, want, strict=True):
+                        np.testing.assert_allclose(u, v, rtol=0, atol=1e-5)
+                alone = infer_graphs(client, name, own[0])[0]
+                np.testing.assert_allclose(alone, sessions[name].run(own[0])[0], rtol=0, atol=1e-5)
+                recomputed = sessions[name].run(graphs[0])[0]
+                assert np.abs(alone - recomputed).max() > 1e-4, name  # the server's own PE answers otherwise
+        finally:
+            mine.close()
+
+
+def test_a_repository_without_pe_inputs_computes_its_own_and_the_client_says_so(client, sessions, exported) -> None:
+    """A repository exported before the python variant took a graph's own PE still answers (with the PE
+    it computes); infer_graphs does not send the input Triton would refuse, and warns that the answer
+    is not GraphSession.run's for that graph."""
+    from runtime.client import OwnPEIgnoredWarning
+    from tests.runtime.test_triton_own_pe import own_pe, with_pe
+
+    g = exported["graph"].graphs(1, seed=32, lo=6, hi=12)[0]
+    own = with_pe(g, own_pe(exported["graph"].spec, g))
+    with pytest.warns(OwnPEIgnoredWarning, match=r"^model 'gt_graph_old' does not take a graph's own pe_lap \(its"):
+        (got,) = infer_graphs(client, OLD, own)
+    np.testing.assert_allclose(got, sessions["gt_graph"].run(g)[0], rtol=0, atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        infer_graphs(client, OLD, g)  # a graph without its own PE: nothing to warn about
 
 
 def test_raw_request_is_what_the_python_variant_takes(exported) -> None:
