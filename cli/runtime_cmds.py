@@ -388,14 +388,8 @@ def serve_cmd(
     )
     cfg = replace(cfg, max_attention_mib=min(cfg.max_attention_mib, max_attention_mib))
     _check_device([model], device, cuda_graphs, all_checkpoints=True)
-    session = GraphSession(  # shrink_arena: see runtime.server.serve
-        model,
-        _providers(providers),
-        threads=threads,
-        spinning=False,
-        device=device,
-        cuda_graphs=cuda_graphs,
-        shrink_arena=True,
+    session = GraphSession(
+        model, _providers(providers), threads=threads, spinning=False, device=device, cuda_graphs=cuda_graphs
     )
     try:
         from runtime.net import listen_sockets

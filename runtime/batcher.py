@@ -151,6 +151,13 @@ def fits(config: BatchConfig, count: int, totals: Sequence[Any], item: Sized) ->
     return ok
 
 
+def past_limits(config: BatchConfig, items: Sequence[Sized]) -> bool:
+    """Whether one merged call of ``items`` holds more nodes or edges than ``config`` lets a batch
+    grow to (a request larger than the limits runs alone): after such a call the servers give its
+    memory back (:func:`runtime.heap.release_heap`; the session's arena, ``ServedModel``)."""
+    return sum(it.nodes for it in items) > config.max_nodes or sum(it.edges for it in items) > config.max_edges
+
+
 def add(config: BatchConfig, totals: list[Any], item: Sized) -> None:
     """``totals`` (see :func:`fits`) with ``item`` merged in (the largest graph only where it counts)."""
     totals[0] += item.nodes
@@ -439,7 +446,7 @@ class DynamicBatcher:
                     else:  # a successful call like any other: counted and observed (metrics)
                         self._observe([it], alone)
         self._post(_settle_all, results)
-        if sum(it.nodes for it in items) > self.config.max_nodes:  # a call past the soft limits
+        if past_limits(self.config, items):
             release_heap()
 
     def _observe(self, items: list[BatchItem], start: float) -> None:

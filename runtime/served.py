@@ -140,6 +140,8 @@ class ServedModel:
             slot_bytes=slot_bytes(self.session),
             slot_buckets=self.session.spec.buckets,
         )
+        # a served session lives long: a call past the batch limits gives its memory back when it ends
+        self.session.shrink_arena_above(self.batch.max_nodes, self.batch.max_edges)
         self.inputs = {t.name: t for t in self.session.get_inputs()}
         self.expect = {t.name: (NUMPY_TO_KSERVE[t.dtype], tuple(t.shape)) for t in self.inputs.values()}
         self.output_names = frozenset(t.name for t in self.session.get_outputs())

@@ -491,10 +491,8 @@ def serve(
     ``sockets``: already bound by :func:`listen_sockets` (``host``/``port`` then only name them in
     logs); otherwise bound here, before the model is loaded."""
     socks = sockets if sockets is not None else listen_sockets(host, port)
-    # no spinning: the event loop decodes requests on the cores ONNX Runtime's idle threads would spin on;
-    # shrink_arena: a server lives long, and kept the memory of the largest request it ever ran
-    kw = {"threads": threads, "spinning": False, "shrink_arena": True}
-    sess = path if isinstance(path, GraphSession) else GraphSession(path, providers, **kw)  # type: ignore[arg-type]
+    # no spinning: the event loop decodes requests on the cores ONNX Runtime's idle threads would spin on
+    sess = path if isinstance(path, GraphSession) else GraphSession(path, providers, threads=threads, spinning=False)
     model_name = name or default_model_name(sess.path)
     app = create_app([ServedModel(model_name, sess, batch or BatchConfig())], metrics=metrics, limits=limits)
     uvicorn_server(app, host, port, log_level, graceful_s).run(sockets=socks)

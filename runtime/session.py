@@ -136,7 +136,6 @@ class GraphSession:
         spinning: bool | None = None,
         device: str | None = None,
         cuda_graphs: bool = False,
-        shrink_arena: bool = False,
     ) -> None:
         self.validate = validate
         self.backend: Backend
@@ -165,7 +164,6 @@ class GraphSession:
                 options=session_options,
                 profile_prefix=profile_prefix,
                 spinning=spinning,
-                shrink_arena=shrink_arena,
             )
             meta = dict(ort_backend.metadata)
             if spec is not None:
@@ -236,6 +234,14 @@ class GraphSession:
     def prepare(self, graphs: Any | Sequence[Any], *, teddy: bool = True) -> Prepared:
         """Validate, sparsify (TEDDY), merge and build every model input; no model call."""
         return prepare(_as_list(graphs), self.model, validate=self.validate, teddy=teddy, limits=self.limits)
+
+    def shrink_arena_above(self, nodes: int, edges: int) -> None:
+        """Calls past ``nodes`` nodes or ``edges`` edges give ONNX Runtime's CPU arena back at their end
+        (:meth:`runtime.backends.OrtBackend.shrink_arena_above`): what a long-lived server wants, with its
+        batch limits. Nothing for another backend."""
+        shrink = getattr(self.backend, "shrink_arena_above", None)
+        if shrink is not None:
+            shrink(nodes, edges)
 
     def run_inputs(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model on its full input set (as built by :meth:`prepare` or ``runtime.client.make_inputs``)."""

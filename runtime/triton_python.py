@@ -71,7 +71,7 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 
 from gtcompress.errors import GTCompressError
-from runtime.batcher import BatchConfig, GraphRequest, pack
+from runtime.batcher import BatchConfig, GraphRequest, pack, past_limits
 from runtime.errors import InputError, ProtocolError, ShapeError
 from runtime.heap import release_heap
 from runtime.protocol import InferRequest
@@ -176,9 +176,7 @@ class GraphBatchModel:
                 providers = [("CUDAExecutionProvider", {"device_id": int(device)}), "CPUExecutionProvider"]
         elif instance is not None and instance[0] == "GPU":  # a plan: on this instance's GPU, not GPU 0
             gpu = f"cuda:{int(instance[1])}"
-        # shrink_arena: an instance lives as long as the server, and without it kept the memory of the
-        # largest request it ever ran (OrtBackend)
-        session = GraphSession(path, providers, threads=threads or None, spinning=False, device=gpu, shrink_arena=True)
+        session = GraphSession(path, providers, threads=threads or None, spinning=False, device=gpu)
         self.served = ServedModel(self.name, session, batch=batch, version=str(version))
         self.batch = self.served.batch  # tightened by a TensorRT profile's maxima
         self.output_name = session.output_name
@@ -256,7 +254,7 @@ class GraphBatchModel:
         try:
             self.calls += 1
             outs = run_items(self.served, batch)
-            if sum(it.graph.num_nodes for it in batch) > self.batch.max_nodes:
+            if past_limits(self.batch, batch):
                 release_heap()
             answers: list[np.ndarray | Failure] = [
                 Failure(str(o), invalid=True) if isinstance(o, Exception) else np.ascontiguousarray(o)[None]

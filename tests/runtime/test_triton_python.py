@@ -297,7 +297,7 @@ def _rss_anon_mib() -> float:
 def test_a_large_request_gives_its_memory_back_to_the_requests_after_it(config, node_repo, exported) -> None:
     """ONNX Runtime's memory arena grows to the largest call it has run and kept that memory: in a
     Triton stub, one request of 160,000 nodes left 130 MiB held through every small request after it,
-    on every instance. The Triton model shrinks the arena after each run, so small requests after a
+    on every instance. The Triton model shrinks the arena after a call past its limits, so small requests after a
     large one run in about what they ran in before it."""
     model = GraphBatchModel(node_repo, 1, config(node_repo))
     spec = exported["teddy"].spec
