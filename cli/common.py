@@ -142,16 +142,17 @@ def check_checkpoint_out(out: Path, source: Path | None = None) -> None:
         raise CheckpointError(f"--out {e}") from None
 
 
-def check_out_writable(path: Path, option: str = "--out") -> None:
+def check_out_writable(path: Path, option: str = "--out", *, inside: bool = False) -> None:
     """Refuse an output path nothing can be written to (below a file, in a directory that takes no new
     file: see ``gtcompress.io.unwritable_reason``) as ``OPTION PATH: why``, before the command's work:
     the write comes last, and failing there threw away minutes of training, export or profiling.
     Creates nothing. Every command that writes after its work calls this or a check built on the same
-    function (``check_checkpoint_out``, ``exporters.onnx.check_output_path``)."""
+    function (``check_checkpoint_out``, ``exporters.onnx.check_output_path``). ``inside``: ``path`` is a
+    folder the command writes into, asked itself where it exists."""
     from gtcompress.errors import ConfigError
     from gtcompress.io import unwritable_reason
 
-    reason = unwritable_reason(path)
+    reason = unwritable_reason(path, inside=inside)
     if reason is not None:
         raise ConfigError(f"{option} {path}: {reason}")
 

@@ -50,7 +50,7 @@ def pipeline_cmd(
     from gtcompress.errors import GTCompressError
     from gtcompress.pipeline import run_pipeline
 
-    check_out_writable(out)  # the run's folder is made at once, but named here by its option
+    check_out_writable(out, inside=True)  # the run's folder is made at once, but named here by its option
     overrides = list(set_ or [])
     if data:
         try:  # named as the user typed it, not as the data.name override it becomes

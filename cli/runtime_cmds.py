@@ -57,7 +57,7 @@ def _check_out_dir(out: Path) -> None:
 
     if out.exists() and not out.is_dir():
         raise GTCompressError(f"--out {out}: exists and is not a directory (the report is a folder)")
-    check_out_writable(out)
+    check_out_writable(out, inside=True)
 
 
 def _check_graph_memory(nodes: int, graphs: int, degree: float) -> None:

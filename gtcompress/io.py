@@ -119,7 +119,7 @@ def current_umask() -> int:
     return mask
 
 
-def unwritable_reason(target: str | os.PathLike[str]) -> str | None:
+def unwritable_reason(target: str | os.PathLike[str], *, inside: bool = False) -> str | None:
     """Why nothing can be created at ``target``, or ``None``: its nearest existing ancestor is a file
     (``"DIR is a file, not a directory"``) or a directory in which nothing can be created (``"DIR is not
     writable"``). Commands ask before their minutes of work, so that a path the final write would
@@ -128,8 +128,13 @@ def unwritable_reason(target: str | os.PathLike[str]) -> str | None:
     ``os.access`` alone is not the answer: it says yes to root for every directory, ``/proc`` and
     ``/sys`` included, where no file can be made. So the directory is also asked by making an empty
     directory in it and removing it at once (what the writes do there: a temp file or directory, then
-    the directories missing below it); nothing is left behind, and nothing of ``target`` is created."""
-    for parent in Path(target).parents:
+    the directories missing below it); nothing is left behind, and nothing of ``target`` is created.
+
+    ``inside``: ``target`` is a folder the command writes into (a report, a pipeline run), so where it
+    exists it is asked itself, not its parent: a run folder that exists but takes no file failed at the
+    last write, after the work."""
+    path = Path(target)
+    for parent in ([path] if inside else []) + list(path.parents):
         if parent.exists():
             if not parent.is_dir():
                 return f"{parent} is a file, not a directory"

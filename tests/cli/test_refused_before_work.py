@@ -170,3 +170,29 @@ def test_an_out_in_a_read_only_directory_is_refused(tmp_path: Path) -> None:
     read_only.mkdir(mode=0o555)
     line = _error_line(_invoke("train --size 12,6,6 --epochs 1 --out {out}", out=read_only / "run"))
     assert line == f"--out {read_only}/run: {read_only} is not writable"
+
+
+@pytest.mark.parametrize(
+    "args",
+    ["profile {ckpt} --sizes 8 --batch-sizes 1 --threads 1 --out {out}", "pipeline --out {out}"],
+)
+def test_an_existing_out_folder_that_takes_no_file_is_refused_before_the_work(
+    args: str, ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """profile and pipeline write into ``--out``, and a resumed pipeline's folder exists: asking its
+    parent passed, and the command failed at its last write, after the work."""
+    import tempfile
+
+    out = tmp_path / "run"
+    out.mkdir()
+    mkdtemp = tempfile.mkdtemp
+
+    def refused_in_out(*a, **kw):  # type: ignore[no-untyped-def]
+        if Path(kw.get("dir") or "") == out:
+            raise PermissionError(13, "Permission denied")
+        return mkdtemp(*a, **kw)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refused_in_out)
+    line = _error_line(_invoke(args, ckpt=ckpt, out=out))
+    assert line == f"--out {out}: {out} is not writable (making a folder in it failed: Permission denied)"
+    assert list(out.iterdir()) == []
