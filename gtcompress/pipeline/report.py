@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from gtcompress.io import write_atomic, write_json
-from gtcompress.train.metrics import higher_is_better
 
 __all__ = ["build_report", "choose_for_serving", "markdown", "tolerance_drop", "write_report"]
 
@@ -29,6 +28,7 @@ def build_report(rows: list[dict[str, Any]], cfg: dict[str, Any], trt_note: str,
     (:func:`tolerance_drop`)."""
     import platform
 
+    from gtcompress.train.metrics import higher_is_better  # torch: only where a report is made
     from runtime.profile import machine_info
 
     dense = {r["arch"]: r for r in rows if r["method"] == "dense" and r["lowering"] != "plugin"}
@@ -76,18 +76,22 @@ def choose_for_serving(report: dict[str, Any], max_drop: float) -> dict[str, Any
     return min(ok, key=lambda r: r["latency_ms_p50"]) if ok else None
 
 
-def _within(mae: bool) -> str:
-    """How the report names its 1.0 tolerance for the metric (:func:`tolerance_drop`)."""
-    return "within 1 % of its dense parent's MAE" if mae else "within 1 point of its dense parent"
+def _within(error: str | None) -> str:
+    """How the report names its 1.0 tolerance for the metric (:func:`tolerance_drop`); ``error``: the
+    name of an error metric in the target's units (MAE, RMSE), ``None`` for one in points."""
+    return f"within 1 % of its dense parent's {error}" if error else "within 1 point of its dense parent"
 
 
 def markdown(report: dict[str, Any]) -> str:
     """``report.md``: the table of every row, the notes (skipped budgets, TensorRT, machine,
     Triton), the compressed model with the largest speed-up over its dense parent within a point of
     it, and the plots."""
+    from gtcompress.train.metrics import higher_is_better  # torch: only where a report is made
+
     rows = report["rows"]
     metric = rows[0]["metric"] if rows else "metric"
-    mae = not higher_is_better(metric)  # an error in the target's units (MAE, RMSE)
+    # an error in the target's units (MAE, RMSE): its tolerance is in percent of the dense parent's
+    error = None if higher_is_better(metric) else metric.upper()
     lines = [
         "# gtcompress pipeline report",
         "",
@@ -124,7 +128,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"Triton model repository: `{t['repository']}` (model `{t['model']}` from `{t['source']}`: the lowest "
             "latency p50 within `triton.max_metric_drop` of its dense parent"
-            + (", in percent of its MAE)." if mae else ", in points).")
+            + (f", in percent of its {error})." if error else ", in points).")
         )
     best = [
         r
@@ -134,13 +138,13 @@ def markdown(report: dict[str, Any]) -> str:
     if best:
         b = max(best, key=lambda r: r["speedup_vs_dense"])
         vs_ft = f" ({b['delta_vs_dense_ft']:+.2f} vs dense-ft)" if "delta_vs_dense_ft" in b else ""
-        if mae:
+        if error:
             pct = b["metric_drop_pct"]
-            at = f"MAE {b['test']:.2f}, {abs(pct):.1f} % {'above' if pct > 0 else 'below'} its dense parent's"
+            at = f"{error} {b['test']:.2f}, {abs(pct):.1f} % {'above' if pct > 0 else 'below'} its dense parent's"
         else:
             at = f"{-b['metric_drop']:+.2f} points"
         lines.append(  # against its own dense parent: not the serving pick, which is the lowest latency overall
-            f"Largest speed-up of a compressed model {_within(mae)}: `{b['model']}`, "
+            f"Largest speed-up of a compressed model {_within(error)}: `{b['model']}`, "
             f"{b['speedup_vs_dense']:.2f}x lower latency ({b['latency_ms_p50']:.1f} ms p50) at {at}{vs_ft}."
         )
     elif undefined := sorted({r["model"] for r in rows if math.isnan(r["test"])}):
@@ -152,7 +156,7 @@ def markdown(report: dict[str, Any]) -> str:
             "without a defined metric, or whose dense parent has none, is never compared, picked or served."
         )
     else:
-        lines.append(f"No compressed model stayed {_within(mae)}.")
+        lines.append(f"No compressed model stayed {_within(error)}.")
     lines += ["", "![Pareto front](pareto.png)", ""]
     if report.get("profile"):
         lines += [
@@ -169,6 +173,8 @@ def markdown(report: dict[str, Any]) -> str:
 def _plots(report: dict[str, Any], out: Path) -> None:
     """``pareto.png``: test metric vs latency per architecture and method (plugin rows left out)."""
     import matplotlib
+
+    from gtcompress.train.metrics import higher_is_better  # torch: only where a report is made
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -69,7 +69,23 @@ def test_an_mae_tolerance_is_relative_to_the_dense_models_mae() -> None:
     )
 
 
-@pytest.mark.parametrize(("metric", "better"), [("mae", "lower"), ("accuracy", "higher")])
+def test_an_rmse_report_names_rmse_and_its_tolerance_is_relative_too() -> None:
+    """OGB's regression sets are scored by RMSE: an error in the target's units, like MAE, and the
+    report's lines named it "MAE"."""
+    from gtcompress.pipeline.report import choose_for_serving, markdown
+
+    rep = _mae_report(2.0, {"gt-gtsp-0.5": 2.01, "gt-gtsp-0.3": 2.5}, "rmse")
+    assert [r["metric_drop_pct"] for r in rep["rows"][1:]] == pytest.approx([0.5, 25.0])
+    assert choose_for_serving(rep, 1.0)["model"] == "gt-gtsp-0.5"
+    text = markdown(rep)
+    assert (
+        "Largest speed-up of a compressed model within 1 % of its dense parent's RMSE: `gt-gtsp-0.5`, 2.00x lower "
+        "latency (30.0 ms p50) at RMSE 2.01, 0.5 % above its dense parent's." in text
+    )
+    assert "MAE" not in text
+
+
+@pytest.mark.parametrize(("metric", "better"), [("mae", "lower"), ("rmse", "lower"), ("accuracy", "higher")])
 def test_the_pareto_plot_names_the_datasets_metric(metric: str, better: str, tmp_path, monkeypatch) -> None:
     """pareto.png was titled "Accuracy vs latency" over an MAE axis, where lower is better."""
     import matplotlib.pyplot as plt
