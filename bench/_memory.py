@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,39 @@ def measure_in_child(script: str, arch: str, dataset: str, mode: str, tmp: Path,
         return {"error": (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]}
     row = json.loads(r.stdout.strip().splitlines()[-1])
     row[key] = str(out)
+    return row
+
+
+def whole_vs_cut(
+    script: str,
+    row: dict[str, Any],
+    tmp: Path,
+    key: str,
+    max_whole_gib: float,
+    skipped: str,
+    compare: Callable[[Any, Any], dict[str, float]],
+) -> dict[str, Any]:
+    """Measure ``row["run"]`` (``ARCH:DATASET``) whole and cut, each in a child of ``script``; the whole
+    one is not started where ``row["whole_scores_gib"]`` exceeds ``max_whole_gib`` (``skipped`` says of
+    what). Where both ran, their saved arrays (``key``) are compared by ``compare`` and the ratios added.
+    Prints the row's line and returns the row."""
+    import numpy as np
+
+    arch, _, dataset = row["run"].partition(":")
+    if row["whole_scores_gib"] > max_whole_gib:
+        row["whole"] = {"skipped": f"{skipped}: {row['whole_scores_gib']:.1f} GiB"}
+    else:
+        row["whole"] = measure_in_child(script, arch, dataset, "whole", tmp, key)
+    row["cut"] = measure_in_child(script, arch, dataset, "cut", tmp, key)
+    if key in row["whole"] and key in row["cut"]:
+        row.update(compare(np.load(row["whole"].pop(key)), np.load(row["cut"].pop(key))))
+        row["memory_ratio"] = row["whole"]["peak_mib"] / row["cut"]["peak_mib"]
+        row["speedup"] = row["whole"]["seconds"] / row["cut"]["seconds"]
+    for mode in ("whole", "cut"):
+        row[mode].pop(key, None)
+    ratio = f"  {row['memory_ratio']:.1f}x less memory, {row['speedup']:.1f}x faster" if "speedup" in row else ""
+    whole, cut = cell(row["whole"]), cell(row["cut"])
+    print(f"{row['run']:26s} largest {row['largest_graph']:5d}  whole: {whole}  cut: {cut}{ratio}")
     return row
 
 

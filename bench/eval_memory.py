@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, data_root, missing_data, provenance
-from bench._memory import cell, measure_in_child, plot_whole_vs_cut
+from bench._memory import plot_whole_vs_cut, whole_vs_cut
 
 OUT = RESULTS / "eval_memory"
 RUNS = ["gps:tu:PROTEINS", "graphormer:tu:PROTEINS", "gps:tu:DD"]
@@ -87,6 +87,10 @@ def child(arch: str, dataset: str, mode: str, out: str) -> None:
     print(json.dumps({"seconds": seconds, "peak_mib": peak / 1024, "before_eval_mib": before / 1024}))
 
 
+def _max_abs_diff(a: Any, b: Any) -> dict[str, float]:
+    return {"max_abs_diff": float(abs(a - b).max())}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", nargs="+", default=RUNS, help="ARCH:DATASET, e.g. gps:tu:PROTEINS")
@@ -96,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(*args.child)
         return 0
-    import numpy as np
 
     from bench._json import write_json
     from gtcompress.io import write_atomic
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for run in args.runs:
-            arch, _, dataset = run.partition(":")
+            _, _, dataset = run.partition(":")
             graphs, _ = _graphs(dataset)
             sizes = [g.num_nodes for g in graphs]
             cells = _largest_batch_cells(sizes)
@@ -120,24 +123,17 @@ def main(argv: list[str] | None = None) -> int:
                 "largest_batch_cells": cells,
                 "whole_scores_gib": cells * HEADS * 4 / 2**30,
             }
-            if row["whole_scores_gib"] > args.max_whole_gib:
-                row["whole"] = {"skipped": f"one scores tensor of its largest batch: {row['whole_scores_gib']:.1f} GiB"}
-            else:
-                row["whole"] = measure_in_child(__file__, arch, dataset, "whole", Path(tmp), "logits")
-            row["cut"] = measure_in_child(__file__, arch, dataset, "cut", Path(tmp), "logits")
-            if "logits" in row["whole"] and "logits" in row["cut"]:
-                a, b = np.load(row["whole"].pop("logits")), np.load(row["cut"].pop("logits"))
-                row["max_abs_diff"] = float(np.abs(a - b).max())
-                row["memory_ratio"] = row["whole"]["peak_mib"] / row["cut"]["peak_mib"]
-                row["speedup"] = row["whole"]["seconds"] / row["cut"]["seconds"]
-            for mode in ("whole", "cut"):
-                row[mode].pop("logits", None)
-            rows.append(row)
-            ratio = ""
-            if "speedup" in row:
-                ratio = f"  {row['memory_ratio']:.1f}x less memory, {row['speedup']:.1f}x faster"
-            whole, cut = cell(row["whole"]), cell(row["cut"])
-            print(f"{run:26s} largest {row['largest_graph']:5d}  whole: {whole}  cut: {cut}{ratio}")
+            rows.append(
+                whole_vs_cut(
+                    __file__,
+                    row,
+                    Path(tmp),
+                    "logits",
+                    args.max_whole_gib,
+                    "one scores tensor of its largest batch",
+                    _max_abs_diff,
+                )
+            )
     doc = {**prov, "max_eval_cells": MAX_EVAL_CELLS, "batch_size": BATCH, "heads": HEADS, "rows": rows}
     OUT.mkdir(parents=True, exist_ok=True)
     write_json(OUT / "eval_memory.json", doc)

@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, data_root, missing_data, provenance
-from bench._memory import cell, measure_in_child, plot_whole_vs_cut
+from bench._memory import plot_whole_vs_cut, whole_vs_cut
 
 OUT = RESULTS / "train_memory"
 RUNS = ["gps:tu:PROTEINS", "graphormer:tu:PROTEINS", "gps:tu:DD"]
@@ -99,6 +99,12 @@ def child(arch: str, dataset: str, mode: str, out: str) -> None:
     print(json.dumps({"seconds": seconds, "peak_mib": peak / 1024, "before_train_mib": before / 1024}))
 
 
+def _grad_rel_diff(a: Any, b: Any) -> dict[str, float]:
+    import numpy as np
+
+    return {"grad_rel_diff": float(np.linalg.norm(a - b) / np.linalg.norm(a))}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", nargs="+", default=RUNS, help="ARCH:DATASET, e.g. gps:tu:PROTEINS")
@@ -108,7 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(*args.child)
         return 0
-    import numpy as np
 
     from bench._json import write_json
     from gtcompress.io import write_atomic
@@ -121,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for run in args.runs:
-            arch, _, dataset = run.partition(":")
+            _, _, dataset = run.partition(":")
             group, _, _ = _batch(dataset)
             sizes = [g.num_nodes for g in group]
             cells = len(sizes) * max(sizes) ** 2
@@ -132,24 +137,17 @@ def main(argv: list[str] | None = None) -> int:
                 "whole_cells": cells,
                 "whole_scores_gib": cells * HEADS * 4 / 2**30,
             }
-            if row["whole_scores_gib"] > args.max_whole_gib:
-                row["whole"] = {"skipped": f"one scores tensor of the whole batch: {row['whole_scores_gib']:.1f} GiB"}
-            else:
-                row["whole"] = measure_in_child(__file__, arch, dataset, "whole", Path(tmp), "grad")
-            row["cut"] = measure_in_child(__file__, arch, dataset, "cut", Path(tmp), "grad")
-            if "grad" in row["whole"] and "grad" in row["cut"]:
-                a, b = np.load(row["whole"].pop("grad")), np.load(row["cut"].pop("grad"))
-                row["grad_rel_diff"] = float(np.linalg.norm(a - b) / np.linalg.norm(a))
-                row["memory_ratio"] = row["whole"]["peak_mib"] / row["cut"]["peak_mib"]
-                row["speedup"] = row["whole"]["seconds"] / row["cut"]["seconds"]
-            for mode in ("whole", "cut"):
-                row[mode].pop("grad", None)
-            rows.append(row)
-            ratio = ""
-            if "speedup" in row:
-                ratio = f"  {row['memory_ratio']:.1f}x less memory, {row['speedup']:.1f}x faster"
-            whole, cut = cell(row["whole"]), cell(row["cut"])
-            print(f"{run:26s} largest {row['largest_graph']:5d}  whole: {whole}  cut: {cut}{ratio}")
+            rows.append(
+                whole_vs_cut(
+                    __file__,
+                    row,
+                    Path(tmp),
+                    "grad",
+                    args.max_whole_gib,
+                    "one scores tensor of the whole batch",
+                    _grad_rel_diff,
+                )
+            )
     doc = {**prov, "max_train_cells": MAX_TRAIN_CELLS, "batch_size": BATCH, "heads": HEADS, "rows": rows}
     OUT.mkdir(parents=True, exist_ok=True)
     write_json(OUT / "train_memory.json", doc)
