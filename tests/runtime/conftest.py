@@ -162,3 +162,37 @@ def wait_for_held(app: Any, nbytes: int) -> int:
             break
         time.sleep(0.05)
     return app.state.inflight.held
+
+
+def start_gtc_serve(model: Path, *args: str) -> tuple[Any, str]:
+    """A real ``gtc serve MODEL --port 0 ARGS`` process, as a service manager runs it, once it answers
+    ready: the process and its ``http://host:port``. The caller ends it."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    import httpx
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": "300"}
+    cmd = [sys.executable, "-m", "cli.main", "serve", str(model), "--port", "0", *args]
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = proc.stdout.readline() if proc.stdout is not None else ""
+        found = re.search(r"http://(127\.0\.0\.1:\d+)", banner)
+        assert found is not None, banner + proc.communicate(timeout=60)[1]
+        url = f"http://{found[1]}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
+                    return proc, url
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server not ready"
+            time.sleep(0.05)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise

@@ -10,6 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from cli import runtime_cmds
+from tests.runtime.conftest import start_gtc_serve
 
 runner = CliRunner()
 
@@ -314,32 +315,10 @@ def test_serve_stops_on_sigterm_and_exits_0(exported) -> None:
     """Containers and systemd stop a service with SIGTERM: uvicorn drained and then raised the signal again,
     so ``gtc serve`` was killed by it (exit status 143, as if it had failed to stop). A real process, as
     a service manager runs it."""
-    import os
-    import re
     import signal
-    import subprocess
-    import sys
-    import time
 
-    import httpx
-
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": "300"}
-    cmd = [sys.executable, "-m", "cli.main", "serve", str(exported["node"].path), "--port", "0"]
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, _ = start_gtc_serve(exported["node"].path)
     try:
-        banner = proc.stdout.readline() if proc.stdout is not None else ""
-        url = re.search(r"http://(127\.0\.0\.1:\d+)", banner)
-        assert url is not None, banner + proc.communicate(timeout=60)[1]
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://{url[1]}/v2/health/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not ready"
-            time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:

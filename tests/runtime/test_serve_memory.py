@@ -5,11 +5,6 @@ largest call the server had run and kept it, and glibc kept the freed pre-proces
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +13,7 @@ import pytest
 from exporters.onnx import export_onnx
 from gtcompress.data.base import FeatureSpec
 from gtcompress.models import ModelConfig
-from tests.runtime.conftest import seeded_model
+from tests.runtime.conftest import seeded_model, start_gtc_serve
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon from /proc (Linux)")
 
@@ -50,24 +45,8 @@ def test_small_requests_after_a_large_one_run_in_the_memory_they_ran_in_before(t
     cfg = ModelConfig(arch="gt", node_features=nf, out_dim=64, hidden=64, heads=4, num_layers=2, task_level="node")
     path = tmp_path / "gt.onnx"
     export_onnx(seeded_model(cfg), path, "padded", verify_batches=1)
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": "300"}
-    cmd = [sys.executable, "-m", "cli.main", "serve", str(path), "--port", "0", "--threads", "1"]
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, url = start_gtc_serve(path, "--threads", "1")
     try:
-        banner = proc.stdout.readline() if proc.stdout is not None else ""
-        found = re.search(r"http://(127\.0\.0\.1:\d+)", banner)
-        assert found is not None, banner + proc.communicate(timeout=60)[1]
-        url = f"http://{found[1]}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not ready"
-            time.sleep(0.05)
 
         def infer(n: int) -> None:
             r = httpx.post(f"{url}/v2/models/gt/infer", json=_ring(n), timeout=300)
