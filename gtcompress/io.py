@@ -130,11 +130,11 @@ def unwritable_reason(target: str | os.PathLike[str], *, inside: bool = False) -
     directory in it and removing it at once (what the writes do there: a temp file or directory, then
     the directories missing below it); nothing is left behind, and nothing of ``target`` is created.
 
-    ``inside``: ``target`` is a folder the command writes into (a report, a pipeline run), so where it
-    exists it is asked itself, not its parent: a run folder that exists but takes no file failed at the
-    last write, after the work."""
+    ``inside``: ``target`` is a folder the command writes into (a report, a pipeline run), so where it is
+    an existing folder it is asked itself, not its parent (a file there is the caller's to name): a run
+    folder that exists but takes no file failed at the last write, after the work."""
     path = Path(target)
-    for parent in ([path] if inside else []) + list(path.parents):
+    for parent in ([path] if inside and path.is_dir() else []) + list(path.parents):
         if parent.exists():
             if not parent.is_dir():
                 return f"{parent} is a file, not a directory"
