@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -411,6 +412,15 @@ def bounded_head_protocol() -> Any:
                 f"request head (request line and headers) not complete {HEAD_TIMEOUT_S:g} s after the connection "
                 "opened or the previous response; send it without pauses",
             )
+
+        def send_400_response(self, msg: str) -> None:
+            """A request llhttp cannot parse (a repeated Content-Length, Content-Length with chunked
+            framing, a malformed request line): uvicorn answered it in plain text, which a KServe client
+            (tritonclient) cannot read as an error. The same 400 as a KServe error body, naming llhttp's
+            reason; called inside uvicorn's ``except HttpParserError``, where that error is at hand."""
+            error = sys.exc_info()[1]
+            why = f": {error}" if error is not None and str(error) else ""
+            self._refuse(400, "Bad Request", f"the request is not valid HTTP/1.1{why}")
 
         def _refuse(self, status: int, reason: str, message: str) -> None:
             """``status`` with a KServe error body, then a lingering close: closing at once with the
