@@ -32,6 +32,8 @@ the model always sees graphs sparsified the way it was fine-tuned.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph
@@ -87,7 +89,12 @@ def teddy_node_scores(edge_index: np.ndarray, num_nodes: int) -> np.ndarray:
     inv_sqrt = np.zeros(num_nodes)
     np.power(deg, -0.5, out=inv_sqrt, where=deg > 0)
     terms = inv_sqrt[dst]
-    order = np.lexsort((terms, src))  # bincount adds in array order: each node's terms, ascending
+    # bincount adds in array order: each node's terms ascending, which is its neighbours' degrees from
+    # the highest down, a degree of 0 (term 0) first. One integer key, (node, that rank), sorted once:
+    # lexsort of (terms, src) sorted twice and took most of this function's time.
+    d = deg.astype(np.int64)[dst]
+    top = int(d.max()) + 1 if d.size else 1
+    order = np.argsort(src * (top + 1) + np.where(d > 0, top - d, 0), kind="stable")
     nb_sum = np.bincount(src[order], weights=terms[order], minlength=num_nodes)  # Σ_j A_ij d_j^{-1/2}
     score = np.zeros(num_nodes)
     np.divide(nb_sum, deg * deg, out=score, where=deg > 0)  # ḡ_i / d_i = nb_sum / d_i²
@@ -102,33 +109,44 @@ def teddy_edge_scores(edge_index: np.ndarray, num_nodes: int) -> np.ndarray:
     return node[ei[0]] * node[ei[1]]
 
 
-def _symmetric_graphs(ei: np.ndarray, n: int, gid: np.ndarray, num_graphs: int) -> np.ndarray:
+class _Pairs(NamedTuple):
+    """The edges grouped by unordered pair ``{i, j}`` (each edge with its reverse and its duplicates),
+    from one stable sort of the pair keys. Keys of different graphs of a union never collide."""
+
+    order: np.ndarray  # [E] edges sorted by pair key, stable
+    starts: np.ndarray  # [P] where each pair's run begins in ``order``
+    pair_of: np.ndarray  # [E] the pair of every edge
+    first: np.ndarray  # [P] each pair's first edge in the list (its TEDDY unit in an undirected graph)
+
+
+def _pairs(ei: np.ndarray, n: int) -> _Pairs:
+    pair = np.minimum(ei[0], ei[1]) * n + np.maximum(ei[0], ei[1])
+    order = np.argsort(pair, kind="stable")
+    sorted_pairs = pair[order]
+    new_pair = np.r_[True, sorted_pairs[1:] != sorted_pairs[:-1]]
+    starts = np.flatnonzero(new_pair)
+    pair_of = np.empty(ei.shape[1], dtype=np.int64)
+    pair_of[order] = np.cumsum(new_pair) - 1
+    return _Pairs(order, starts, pair_of, order[starts])
+
+
+def _symmetric_graphs(
+    ei: np.ndarray, n: int, gid: np.ndarray, num_graphs: int, pairs: _Pairs | None = None
+) -> np.ndarray:
     """Boolean ``[num_graphs]``: which graphs of a disjoint union have a symmetric edge list.
 
     Decided per graph, not for the union, so a graph is sparsified the same whether it comes alone
     or batched with directed graphs (the server sparsifies a whole multi-graph request at once,
-    training one graph at a time). Vectorised: an edge ``(i, j)`` is unmatched when ``(i, j)`` and
-    ``(j, i)`` occur a different number of times; a graph is symmetric when none of its edges is
-    unmatched. ``gid`` is the graph of every edge.
-
-    The counts are compared per distinct key, both key lists sorted, and mapped back to the edges
-    through the sort order: looking every edge's key up in the sorted keys (unsorted needles, one
-    cache miss a step) took 24 of 33 s on a request of 10M edges, this about 3 s."""
+    training one graph at a time). A graph is symmetric when each of its pairs occurs as often as
+    ``i -> j`` as ``j -> i``: the directions summed over a pair's run are 0. ``gid`` is the graph of
+    every edge. One sort of the pair keys, shared with the TEDDY units (:func:`teddy_keep_mask`):
+    before, two sorts of the directed keys and a search took 3 s of 11 at 10M edges."""
     if ei.shape[1] == 0:
         return np.ones(num_graphs, dtype=bool)
-    fwd = ei[0] * n + ei[1]
-    order = np.argsort(fwd)
-    sf = fwd[order]
-    sr = np.sort(ei[1] * n + ei[0])  # every reversed key, i.e. the keys (j, i) of the edges (i, j)
-    starts_f = np.flatnonzero(np.r_[True, sf[1:] != sf[:-1]])
-    starts_r = np.flatnonzero(np.r_[True, sr[1:] != sr[:-1]])
-    keys_f, keys_r = sf[starts_f], sr[starts_r]
-    count_f = np.diff(np.r_[starts_f, sf.shape[0]])
-    count_r = np.diff(np.r_[starts_r, sr.shape[0]])
-    at = np.minimum(np.searchsorted(keys_r, keys_f), keys_r.shape[0] - 1)  # sorted needles: fast
-    count_back = np.where(keys_r[at] == keys_f, count_r[at], 0)  # of key (i, j): how many (j, i)
-    unmatched = order[np.repeat(count_f != count_back, count_f)]  # edges whose key's counts differ
-    return np.bincount(gid[unmatched], minlength=num_graphs) == 0
+    p = pairs if pairs is not None else _pairs(ei, n)
+    direction = np.sign(ei[0] - ei[1])[p.order]  # +1 i > j, -1 i < j, 0 a self-loop
+    unmatched = np.add.reduceat(direction, p.starts) != 0
+    return np.bincount(gid[p.first[unmatched]], minlength=num_graphs) == 0
 
 
 def teddy_keep_mask(
@@ -164,22 +182,24 @@ def teddy_keep_mask(
     else:
         gid = np.zeros(e, dtype=np.int64)
         num_graphs = 1
-    pair = np.minimum(ei[0], ei[1]) * n + np.maximum(ei[0], ei[1])  # key of the unordered pair
+    pairs = _pairs(ei, n)  # each pair's first edge (its unit below) and every edge's pair
     # Whether each edge's graph is undirected: detected per graph (one graph, or each of a union).
     detected = undirected is None
-    und_edge = _symmetric_graphs(ei, n, gid, num_graphs)[gid] if detected else np.full(e, bool(undirected))
+    und_edge = _symmetric_graphs(ei, n, gid, num_graphs, pairs)[gid] if detected else np.full(e, bool(undirected))
     # Units: one per non-loop edge of a directed graph, one per unordered pair (its first
-    # occurrence) of an undirected one. Pair keys of different graphs never collide (disjoint ids).
+    # occurrence) of an undirected one.
     directed_units = np.flatnonzero(~loop & ~und_edge)
-    pair_edges = np.flatnonzero(~loop & und_edge)
-    # one sort of the pair keys gives both each pair's first occurrence (its unit) and, for dropping a
-    # pair's every edge below, each edge's pair (np.isin sorted all E keys again: 2.5 of 11 s at 10M edges)
-    _, first, pair_of = np.unique(pair[pair_edges], return_index=True, return_inverse=True)
-    cand = np.sort(np.concatenate([directed_units, pair_edges[first]]))
+    pair_units = pairs.first[~loop[pairs.first] & und_edge[pairs.first]]
+    cand = np.sort(np.concatenate([directed_units, pair_units]))
     # Rank within each graph by score, ties by position (lexsort is stable), and drop the first
     # round(ratio · units) of every graph: one sort for the whole batch, no loop over graphs.
     cg = gid[cand]
-    ranked = cand[np.lexsort((score[cand], cg))]
+    # lexsort((score, graph)) as one integer sort: each unit's rank by score (stable: ties by position),
+    # offset by its graph; two sorts instead of lexsort's two merge sorts of pairs
+    by_score = np.argsort(score[cand], kind="stable")
+    rank = np.empty(cand.shape[0], dtype=np.int64)
+    rank[by_score] = np.arange(cand.shape[0])
+    ranked = cand[np.argsort(cg * cand.shape[0] + rank)]  # distinct keys: any sort gives this order
     rg = gid[ranked]
     units = np.bincount(cg, minlength=num_graphs)
     n_drop = np.floor(ratio * units + 0.5).astype(np.int64)
@@ -192,9 +212,9 @@ def teddy_keep_mask(
     gone[dropped] = True
     und_dropped = dropped[und_edge[dropped]]
     if und_dropped.size:  # an undirected pair goes with all its edges (both directions, duplicates)
-        pair_gone = np.zeros(first.shape[0], dtype=bool)
-        pair_gone[pair_of[np.searchsorted(pair_edges, und_dropped)]] = True
-        gone[pair_edges[pair_gone[pair_of]]] = True
+        pair_gone = np.zeros(pairs.starts.shape[0], dtype=bool)
+        pair_gone[pairs.pair_of[und_dropped]] = True
+        gone |= pair_gone[pairs.pair_of] & und_edge
     keep[gone] = False
     return keep
 
