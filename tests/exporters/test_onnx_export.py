@@ -338,65 +338,6 @@ def test_token_pruned_models_export_with_ties(tmp_path, arch: str) -> None:
             export_onnx(model, tmp_path / "n.onnx", "plugin")
 
 
-def test_a_model_that_reads_no_edge_features_still_takes_edge_attr(tmp_path) -> None:
-    """A GT left with no head builds no edge encoder (nothing reads it): its file still declares the
-    spec's ``edge_attr`` input, which deployments send, and answers as the model does."""
-    from gtcompress.graph import GraphBatch
-    from gtcompress.preprocess.random_graphs import random_graph
-    from runtime.session import GraphSession
-
-    torch.manual_seed(0)
-    layers = [LayerSpec(heads=0, ffn_dim=16), LayerSpec(heads=0, ffn_dim=8)]
-    edge = FeatureSpec("categorical", 1, [3])
-    cfg = ModelConfig(arch="gt", node_features=FeatureSpec("float", 3), edge_features=edge, out_dim=2, hidden=16,
-                      layers=layers)  # fmt: skip
-    model = build_model(cfg).eval()
-    assert model.edge_encoder is None
-    res = export_onnx(model, tmp_path / "m.onnx", "dense", verify_batches=2)
-    assert "edge_attr" in res.spec.inputs
-    assert "edge_attr" in [i.name for i in onnx.load(str(res.path)).graph.input]
-    graph = random_graph(np.random.default_rng(0), 6, 12, res.spec.x, res.spec.edge_attr)
-    (out,) = GraphSession(res.path).run([graph])
-    with torch.no_grad():
-        np.testing.assert_allclose(out, model(GraphBatch.from_numpy(graph)).numpy(), atol=1e-5)
-
-
-def test_exported_token_topk_ranks_as_eager_past_65536_nodes() -> None:
-    """The per-graph top-k alone (a full model at this size would need [B, L, L] attention), traced
-    with a symbolic length: its sort key's position part is as wide as the padded length, and ONNX
-    Runtime ranks a 65,546-node graph as eager torch does (the 16-bit part ranked node 65537, one grid
-    step above node 0, below it), with only operators TensorRT takes."""
-    import warnings
-
-    import onnxruntime as ort
-
-    from exporters.onnx import OPSET
-    from gtcompress.nn.tokens import topk_per_graph
-
-    class TopK(torch.nn.Module):
-        def forward(self, scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-            return topk_per_graph(scores, valid, 0.5).order
-
-    rows, length = torch.export.Dim("rows"), torch.export.Dim("length")
-    example = (torch.randn(2, 9), torch.ones(2, 9, dtype=torch.bool))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        proto = torch.onnx.export(
-            TopK(), example, dynamic_shapes=({0: rows, 1: length},) * 2, dynamo=True, opset_version=OPSET
-        ).model_proto
-    assert tensorrt_problems(proto) == []
-    n = 65536 + 10
-    scores = np.full((1, n), -1.0, np.float32)
-    scores[0, [0, 65537, 65540, n - 1]] = [0.0, 2.0**-12, 0.0, 3e38]
-    valid = np.ones((1, n), bool)
-    valid[0, 5] = False
-    sess = ort.InferenceSession(proto.SerializeToString())
-    got = sess.run(None, dict(zip((i.name for i in sess.get_inputs()), (scores, valid), strict=True)))[0]
-    want = TopK()(torch.from_numpy(scores), torch.from_numpy(valid)).numpy()
-    assert got[0, :4].tolist() == [n - 1, 65537, 0, 65540] and got[0, -1] == 5
-    np.testing.assert_array_equal(got, want)
-
-
 @pytest.mark.parametrize("arch", ["gt", "graphormer"])
 def test_a_token_ratio_keeping_one_node_of_the_export_example_serves_larger_graphs(tmp_path, arch: str) -> None:
     """Keep 0.1 keeps one token of the export's largest example graph (9 nodes), so the traced gathered
