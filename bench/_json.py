@@ -92,17 +92,31 @@ def restore(doc: Any) -> Any:
     reasons = doc.get(NON_FINITE)
     out = {k: restore(v) for k, v in doc.items() if not (k == NON_FINITE and isinstance(reasons, dict))}
     for where, name in (reasons if isinstance(reasons, dict) else {}).items():
-        key, items = _PATH.fullmatch(where).groups()  # type: ignore[union-attr]  (matches every string)
-        holder: Any = out
-        last: Any = key
-        try:
-            for i in _ITEM.findall(items):
-                holder, last = holder[last], int(i)
-            if holder[last] is None and name in ("inf", "-inf", "nan"):
-                holder[last] = float(name)
-        except (KeyError, IndexError, TypeError):  # edited by hand since: leave what is there
+        if name not in ("inf", "-inf", "nan"):
             continue
+        for key, items in _splits(where):  # a key may itself end in "[n]": the longest key held wins
+            if key not in out:
+                continue
+            holder: Any = out
+            last: Any = key
+            try:
+                for i in items:
+                    holder, last = holder[last], i
+                if holder[last] is None:
+                    holder[last] = float(name)
+            except (KeyError, IndexError, TypeError):  # edited by hand since: leave what is there
+                pass
+            break
     return out
+
+
+def _splits(where: str) -> list[tuple[str, list[int]]]:
+    """Every reading of a ``non_finite`` entry as (key, list indices), the longest key first: ``a[1][0]``
+    is key ``a[1][0]``, ``a[1]`` then item 0, or ``a`` then items 1, 0."""
+    key, items = _PATH.fullmatch(where).groups()  # type: ignore[union-attr]  (matches every string)
+    indices = [int(i) for i in _ITEM.findall(items)]
+    cuts = [len(key)] + [len(key) + m.end() for m in _ITEM.finditer(items)]
+    return [(where[:cut], indices[k:]) for k, cut in reversed(list(enumerate(cuts)))]
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

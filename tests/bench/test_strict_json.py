@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench._json import NON_FINITE, read_json, strict, write_json
+from bench._json import NON_FINITE, read_json, restore, strict, write_json
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -60,6 +60,15 @@ def test_non_finite_numbers_are_null_with_a_reason_and_read_back(tmp_path: Path)
 def test_a_rewritten_result_keeps_the_reasons_it_read_and_adds_new_ones() -> None:
     doc = {"a": None, NON_FINITE: {"a": "inf"}, "b": math.nan}
     assert strict(doc) == {"a": None, "b": None, NON_FINITE: {"a": "inf", "b": "nan"}}
+
+
+def test_a_key_that_itself_ends_in_an_index_is_read_back() -> None:
+    """A reason names a list item as ``key[i]``; a key that is itself ``a[1]`` was read as item 1 of ``a``
+    and its number stayed ``null``."""
+    doc = {"a[1]": math.inf, "a": [0.0, 1.0], "b[0]": [2.0, -math.inf], "c": [[1.0, math.nan]]}
+    back = restore(strict(doc))
+    assert back["a[1]"] == math.inf and back["a"] == [0.0, 1.0]
+    assert back["b[0]"] == [2.0, -math.inf] and math.isnan(back["c"][0][1])
 
 
 def test_a_non_finite_number_outside_any_object_is_refused(tmp_path: Path) -> None:
