@@ -1,14 +1,17 @@
-"""What the two padded-memory benches (``eval_memory.py``, ``train_memory.py``) share: a measurement
-in a child process of its own (so its peak resident memory is its own), a table cell and the
-whole-vs-cut bar chart."""
+"""What the two padded-memory benches (``eval_memory.py``, ``train_memory.py``) share: the command
+line, a measurement in a child process of its own (so its peak resident memory is its own), the
+whole-vs-cut rows, the result file and the bar chart (:func:`main`)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +90,53 @@ def plot_whole_vs_cut(rows: list[dict[str, Any]], path: Path, title: str, what: 
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
+
+
+@dataclass
+class MemoryBench:
+    """One padded-memory bench: what differs between evaluation and training."""
+
+    name: str  # the result folder and file stem (``eval_memory``)
+    script: str  # the bench's ``__file__``: its children run it with ``--child``
+    description: str
+    runs: list[str]  # default ``ARCH:DATASET`` runs
+    child: Callable[..., None]  # one measurement in this process (``--child ARCH DATASET MODE OUT``)
+    row_of: Callable[[str], dict[str, Any]]  # a run's sizes: ``largest_graph``, ``whole_scores_gib``, ...
+    key: str  # what a child saves, compared between whole and cut
+    skipped: str  # what ``whole_scores_gib`` measures, for a whole run not started
+    compare: Callable[[Any, Any], dict[str, float]]
+    settings: Callable[[], dict[str, Any]]  # the result file's fixed settings (bounds, batch, heads)
+    title: str
+    what: str  # "batches" or "batch", in the chart's legend
+
+
+def main(bench: MemoryBench, argv: list[str] | None = None) -> int:
+    """The command line of ``bench``: every run whole and cut, the result file and the chart."""
+    from bench._common import RESULTS, data_root, missing_data, provenance
+    from bench._json import write_json
+    from gtcompress.io import write_atomic
+
+    ap = argparse.ArgumentParser(description=bench.description)
+    ap.add_argument("--runs", nargs="+", default=bench.runs, help="ARCH:DATASET, e.g. gps:tu:PROTEINS")
+    ap.add_argument("--max-whole-gib", type=float, default=8.0, help="skip whole batches whose scores need more")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        bench.child(*args.child)
+        return 0
+    if (why := missing_data([str(data_root() / "TU")])) is not None:
+        print(f"error: {why}", file=sys.stderr)
+        return 2
+    prov = provenance()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in args.runs:
+            row = {"run": run, **bench.row_of(run.partition(":")[2])}
+            rows.append(
+                whole_vs_cut(bench.script, row, Path(tmp), bench.key, args.max_whole_gib, bench.skipped, bench.compare)
+            )
+    out = RESULTS / bench.name
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"{bench.name}.json", {**prov, **bench.settings(), "rows": rows})
+    write_atomic(out / f"{bench.name}.png", lambda p: plot_whole_vs_cut(rows, p, bench.title, bench.what))
+    return 0

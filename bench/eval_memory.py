@@ -18,21 +18,18 @@ Writes ``bench/results/eval_memory/eval_memory.json`` (with the command, commit 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, data_root, missing_data, provenance
-from bench._memory import plot_whole_vs_cut, whole_vs_cut
+from bench._common import data_root
+from bench._memory import MemoryBench, main
 
-OUT = RESULTS / "eval_memory"
 RUNS = ["gps:tu:PROTEINS", "graphormer:tu:PROTEINS", "gps:tu:DD"]
 BATCH = 128
 HEADS = 4
@@ -91,55 +88,38 @@ def _max_abs_diff(a: Any, b: Any) -> dict[str, float]:
     return {"max_abs_diff": float(abs(a - b).max())}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", nargs="+", default=RUNS, help="ARCH:DATASET, e.g. gps:tu:PROTEINS")
-    ap.add_argument("--max-whole-gib", type=float, default=8.0, help="skip whole batches whose scores need more")
-    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.child:
-        child(*args.child)
-        return 0
+def _row(dataset: str) -> dict[str, Any]:
+    sizes = [g.num_nodes for g in _graphs(dataset)[0]]
+    cells = _largest_batch_cells(sizes)
+    return {
+        "graphs": len(sizes),
+        "largest_graph": max(sizes),
+        "largest_batch_cells": cells,
+        "whole_scores_gib": cells * HEADS * 4 / 2**30,
+    }
 
-    from bench._json import write_json
-    from gtcompress.io import write_atomic
+
+def _settings() -> dict[str, Any]:
     from gtcompress.preprocess.batching import MAX_EVAL_CELLS
 
-    if (why := missing_data([str(data_root() / "TU")])) is not None:
-        print(f"error: {why}", file=sys.stderr)
-        return 2
-    prov = provenance()
-    rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for run in args.runs:
-            _, _, dataset = run.partition(":")
-            graphs, _ = _graphs(dataset)
-            sizes = [g.num_nodes for g in graphs]
-            cells = _largest_batch_cells(sizes)
-            row: dict[str, Any] = {
-                "run": run,
-                "graphs": len(sizes),
-                "largest_graph": max(sizes),
-                "largest_batch_cells": cells,
-                "whole_scores_gib": cells * HEADS * 4 / 2**30,
-            }
-            rows.append(
-                whole_vs_cut(
-                    __file__,
-                    row,
-                    Path(tmp),
-                    "logits",
-                    args.max_whole_gib,
-                    "one scores tensor of its largest batch",
-                    _max_abs_diff,
-                )
-            )
-    doc = {**prov, "max_eval_cells": MAX_EVAL_CELLS, "batch_size": BATCH, "heads": HEADS, "rows": rows}
-    OUT.mkdir(parents=True, exist_ok=True)
-    write_json(OUT / "eval_memory.json", doc)
-    write_atomic(OUT / "eval_memory.png", lambda p: plot_whole_vs_cut(rows, p, TITLE.format(batch=BATCH), "batches"))
-    return 0
+    return {"max_eval_cells": MAX_EVAL_CELLS, "batch_size": BATCH, "heads": HEADS}
+
+
+BENCH = MemoryBench(
+    name="eval_memory",
+    script=__file__,
+    description=__doc__.split("\n\n")[0],
+    runs=RUNS,
+    child=child,
+    row_of=_row,
+    key="logits",
+    skipped="one scores tensor of its largest batch",
+    compare=_max_abs_diff,
+    settings=_settings,
+    title=TITLE.format(batch=BATCH),
+    what="batches",
+)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(BENCH))

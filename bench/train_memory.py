@@ -19,20 +19,17 @@ Writes ``bench/results/train_memory/train_memory.json`` (with the command, commi
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, data_root, missing_data, provenance
-from bench._memory import plot_whole_vs_cut, whole_vs_cut
+from bench._common import data_root
+from bench._memory import MemoryBench, main
 
-OUT = RESULTS / "train_memory"
 RUNS = ["gps:tu:PROTEINS", "graphormer:tu:PROTEINS", "gps:tu:DD"]
 BATCH = 32
 HEADS = 4
@@ -105,55 +102,38 @@ def _grad_rel_diff(a: Any, b: Any) -> dict[str, float]:
     return {"grad_rel_diff": float(np.linalg.norm(a - b) / np.linalg.norm(a))}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", nargs="+", default=RUNS, help="ARCH:DATASET, e.g. gps:tu:PROTEINS")
-    ap.add_argument("--max-whole-gib", type=float, default=8.0, help="skip whole batches whose scores need more")
-    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.child:
-        child(*args.child)
-        return 0
+def _row(dataset: str) -> dict[str, Any]:
+    sizes = [g.num_nodes for g in _batch(dataset)[0]]
+    cells = len(sizes) * max(sizes) ** 2
+    return {
+        "largest_graph": max(sizes),
+        "batch_nodes": sum(sizes),
+        "whole_cells": cells,
+        "whole_scores_gib": cells * HEADS * 4 / 2**30,
+    }
 
-    from bench._json import write_json
-    from gtcompress.io import write_atomic
+
+def _settings() -> dict[str, Any]:
     from gtcompress.train.steps import MAX_TRAIN_CELLS
 
-    if (why := missing_data([str(data_root() / "TU")])) is not None:
-        print(f"error: {why}", file=sys.stderr)
-        return 2
-    prov = provenance()
-    rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for run in args.runs:
-            _, _, dataset = run.partition(":")
-            group, _, _ = _batch(dataset)
-            sizes = [g.num_nodes for g in group]
-            cells = len(sizes) * max(sizes) ** 2
-            row: dict[str, Any] = {
-                "run": run,
-                "largest_graph": max(sizes),
-                "batch_nodes": sum(sizes),
-                "whole_cells": cells,
-                "whole_scores_gib": cells * HEADS * 4 / 2**30,
-            }
-            rows.append(
-                whole_vs_cut(
-                    __file__,
-                    row,
-                    Path(tmp),
-                    "grad",
-                    args.max_whole_gib,
-                    "one scores tensor of the whole batch",
-                    _grad_rel_diff,
-                )
-            )
-    doc = {**prov, "max_train_cells": MAX_TRAIN_CELLS, "batch_size": BATCH, "heads": HEADS, "rows": rows}
-    OUT.mkdir(parents=True, exist_ok=True)
-    write_json(OUT / "train_memory.json", doc)
-    write_atomic(OUT / "train_memory.png", lambda p: plot_whole_vs_cut(rows, p, TITLE.format(batch=BATCH), "batch"))
-    return 0
+    return {"max_train_cells": MAX_TRAIN_CELLS, "batch_size": BATCH, "heads": HEADS}
+
+
+BENCH = MemoryBench(
+    name="train_memory",
+    script=__file__,
+    description=__doc__.split("\n\n")[0],
+    runs=RUNS,
+    child=child,
+    row_of=_row,
+    key="grad",
+    skipped="one scores tensor of the whole batch",
+    compare=_grad_rel_diff,
+    settings=_settings,
+    title=TITLE.format(batch=BATCH),
+    what="batch",
+)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(BENCH))
