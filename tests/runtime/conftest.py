@@ -196,3 +196,22 @@ def start_gtc_serve(model: Path, *args: str) -> tuple[Any, str]:
         proc.kill()
         proc.wait()
         raise
+
+
+def gated_model_calls(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[int]]:
+    """Hold ``gtc serve``'s model calls on a gate: every call records its item count in ``calls``, then
+    waits (on the batcher's worker thread) until ``gate.set()``, so later requests wait in the queue."""
+    import threading
+
+    import runtime.server
+
+    gate, calls = threading.Event(), []
+    real = runtime.server.run_items
+
+    def gated(model: Any, items: Any) -> Any:
+        calls.append(len(items))
+        gate.wait(30)
+        return real(model, items)
+
+    monkeypatch.setattr(runtime.server, "run_items", gated)
+    return gate, calls

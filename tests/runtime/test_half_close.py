@@ -9,7 +9,6 @@ import json
 import logging
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable
 
@@ -20,6 +19,7 @@ from gtcompress.preprocess import NumpyGraph
 from runtime.batcher import BatchConfig
 from runtime.server import BackgroundServer, ServedModel, create_app
 from runtime.session import GraphSession
+from tests.runtime.conftest import gated_model_calls
 from tests.runtime.test_server_limits import _request
 
 INTERIM = b"HTTP/1.1 100 Continue\r\n\r\n"  # what the server writes to learn whether the client still reads
@@ -92,17 +92,7 @@ def test_a_queued_request_is_run_for_a_half_closed_client_and_withdrawn_for_one_
 ) -> None:
     """The model holds a first request on a gate while the second client's request waits in the queue and
     its client ends its side of the connection in one of three ways; then the gate opens."""
-    import runtime.server
-
-    gate, calls = threading.Event(), []
-    real = runtime.server.run_items
-
-    def gated(model, items):  # the worker thread
-        calls.append(len(items))
-        gate.wait(30)
-        return real(model, items)
-
-    monkeypatch.setattr(runtime.server, "run_items", gated)
+    gate, calls = gated_model_calls(monkeypatch)
     body = _request(graph)
     app = create_app([ServedModel("m", session, BatchConfig(max_delay_ms=0))], warmup=False)
     records: list[logging.LogRecord] = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Callable
 
@@ -17,6 +16,7 @@ from runtime.client import fetch_spec, infer_graphs
 from runtime.metrics import OUTCOMES, outcome_of
 from runtime.server import BackgroundServer, create_app
 from runtime.session import GraphSession
+from tests.runtime.conftest import gated_model_calls
 
 
 def _requests(url: str) -> dict[tuple[str, str], float]:
@@ -80,17 +80,7 @@ def test_a_client_that_leaves_before_its_answer_is_counted_as_gone_and_not_run(e
     retry) had its request run for nobody and counted as a success. It is now withdrawn as the worker takes
     it from the queue, never run, and counted as disconnected. The model call is held on a gate so that the
     second request waits in the queue while its client leaves."""
-    import runtime.server
-
-    gate, calls = threading.Event(), []
-    real = runtime.server.run_items
-
-    def gated(model, items):  # the worker thread
-        calls.append(len(items))
-        gate.wait(30)
-        return real(model, items)
-
-    monkeypatch.setattr(runtime.server, "run_items", gated)
+    gate, calls = gated_model_calls(monkeypatch)
     graph = exported["graph"].graphs(1)[0]
     body = json.dumps({"inputs": [
         {"name": "x", "datatype": "FP32", "shape": list(graph.x.shape), "data": graph.x.ravel().tolist()},
