@@ -36,13 +36,14 @@ MAX_TRAIN_CELLS = MAX_EVAL_CELLS
 
 def pads_every_graph(model: nn.Module) -> bool:
     """Whether ``model``'s attention pads each graph of a batch to the largest (see the module
-    docstring). A module that is not one of ours is assumed to: cutting costs it nothing but
-    BatchNorm's batch statistics, while not cutting can cost all memory."""
+    docstring): a model that needs the dense layout (GPS, Graphormer), a token-pruned one, or one told
+    to take it. A GT left to choose takes the dense layout only where it is cheap. A module that is not
+    one of ours is assumed to pad: cutting costs it nothing but BatchNorm's batch statistics, while not
+    cutting can cost all memory."""
     config = getattr(model, "config", None)
-    arch = getattr(config, "arch", None)
-    if arch != "gt":
+    if config is None or not hasattr(model, "needs_dense"):
         return True
-    return bool(getattr(model, "token_pruned", False)) or getattr(config, "attention_layout", "auto") == "dense"
+    return bool(model.needs_dense or getattr(model, "token_pruned", False) or config.attention_layout == "dense")
 
 
 @dataclass
