@@ -32,7 +32,6 @@ import site
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from types import TracebackType
 from runtime.children import stop_with_parent
 from runtime.errors import SessionError
 from runtime.net import check_port_free, listen_sockets
+from runtime.scratch import OwnedScratch
 
 # Triton logs a model's load failure as: failed to load 'NAME' version N: Internal: Error: message\n\nAt: ...
 _LOAD_ERROR = re.compile(r"failed to load '([^']+)' version (\d+): (?:\w+: )?(.*?)(?:\\n|\"$)", re.MULTILINE)
@@ -52,6 +52,9 @@ _POLL_ERROR = re.compile(r"Poll failed for model directory '([^']+)': (.*?)(?:\\
 #: ``.NAME.old-PID`` (``gtcompress.io.swap_dir_into_place`` where names cannot be exchanged). Triton
 #: takes every folder of the repository for a model, hidden ones too, and fails to start on these.
 _LEFTOVER = re.compile(r"\.(.+)\.(?:tmp-\d+-[0-9a-f]+|(old)-\d+)")
+#: The launcher's own folder in the temp directory (backend links, the default log); one a killed owner
+#: left is removed by the next launch (:mod:`runtime.scratch`).
+SCRATCH_PREFIX = "gtc-tritonserver-"
 INSTALL_HINT = "pip install 'gtcompress[triton]' (the nvidia-pytriton wheel ships tritonserver)"
 BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
 STUB = "triton_python_backend_stub"
@@ -181,7 +184,7 @@ class TritonServer:
         self.startup_timeout, self.stop_timeout = startup_timeout, stop_timeout
         self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._tmp: OwnedScratch | None = None
         self._log_start = 0  # offset of this run in the log file
 
     @property
@@ -221,8 +224,8 @@ class TritonServer:
         if self.process is not None:
             return self
         check_port_free(self.host, self.http_port)
-        self._tmp = tempfile.TemporaryDirectory(prefix="gtc-tritonserver-")
-        tmp = Path(self._tmp.name)
+        self._tmp = OwnedScratch(SCRATCH_PREFIX)
+        tmp = self._tmp.path
         backend_dir = python_backend_dir(self.install, tmp / "backends")
         if self.log_path is None:
             self.log_path = tmp / "tritonserver.log"
@@ -305,7 +308,7 @@ class TritonServer:
                     proc.wait(10)
             code = proc.returncode
         if self._tmp is not None:
-            if self.log_path is not None and self.log_path.is_relative_to(self._tmp.name):
+            if self.log_path is not None and self.log_path.is_relative_to(self._tmp.path):
                 self.log_path = None  # goes with the directory
             self._tmp.cleanup()
             self._tmp = None

@@ -115,6 +115,9 @@ def test_a_killed_owner_does_not_leave_its_server_running(exported, tmp_path) ->
 
     import psutil
 
+    from runtime.scratch import remove_abandoned
+    from runtime.tritonserver import SCRATCH_PREFIX
+
     repo = tmp_path / "repo"
     write_model_repository(repo, "m", exported["graph"].path, exported["graph"].spec, backend="python")
     owner = (
@@ -124,7 +127,10 @@ def test_a_killed_owner_does_not_leave_its_server_running(exported, tmp_path) ->
         "print('pid', srv.pid, flush=True)\n"
         "time.sleep(600)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", owner], stdout=subprocess.PIPE, text=True, env=os.environ)
+    scratch = tmp_path / "tmp"  # the owner's temp directory, where its server's backend folder goes
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    proc = subprocess.Popen([sys.executable, "-c", owner], stdout=subprocess.PIPE, text=True, env=env)
     server = None
     try:
         assert proc.stdout is not None
@@ -137,6 +143,10 @@ def test_a_killed_owner_does_not_leave_its_server_running(exported, tmp_path) ->
         while server.is_running() and server.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
+        # the killed owner could not remove its folder (backend links, log); the next launch does
+        (left,) = scratch.glob(f"{SCRATCH_PREFIX}*")
+        assert (left / "backends").is_dir()
+        assert remove_abandoned(SCRATCH_PREFIX, scratch) == [left]
     finally:
         if proc.poll() is None:
             proc.kill()
