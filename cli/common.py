@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import math
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -66,6 +68,42 @@ def user_errors(fn: F) -> F:
         except KeyboardInterrupt:
             err_console.print("interrupted")
             sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class StopRequested(BaseException):
+    """SIGTERM reached a service command (``gtc serve``, ``gtc tritonserver``) outside its server's own
+    handling: the stop a container or systemd asks for. Not an ``Exception``, so that loading code
+    which catches those does not take it for a failure of its own."""
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    # One is enough: a second SIGTERM while the first one's clean-up runs would interrupt that clean-up.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise StopRequested
+
+
+def stops_on_sigterm(fn: F) -> F:
+    """SIGTERM stops a service command as asked, at whatever point of it: its clean-up runs, then one line
+    ``stopped (SIGTERM)`` on stderr and exit status 0, as a server that drains and stops ends.
+
+    Python's default ended the process outright (exit status 143, as if the service had failed) while
+    ``gtc serve`` was still loading its model, before uvicorn takes the signal over. A handler the
+    command installs itself (uvicorn's) wins while installed and puts this one back."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():  # signal.signal works there only
+            return fn(*args, **kwargs)
+        previous = signal.signal(signal.SIGTERM, _raise_stop)
+        try:
+            return fn(*args, **kwargs)
+        except StopRequested:
+            err_console.print("stopped (SIGTERM)")
+            return None
+        finally:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
     return wrapper  # type: ignore[return-value]
 

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import check_out_writable, console, finite_number, user_errors
+from cli.common import check_out_writable, console, finite_number, stops_on_sigterm, user_errors
 from cli.compress_cmds import library_defaults
 
 #: ``gtc serve``'s limits default to the server's (read from source: runtime.served imports numpy).
@@ -258,6 +258,7 @@ def profile_cmd(
 
 
 @user_errors
+@stops_on_sigterm
 def serve_cmd(
     model: Annotated[
         Path,
@@ -427,6 +428,7 @@ def serve_cmd(
 
 
 @user_errors
+@stops_on_sigterm
 def tritonserver_cmd(
     repository: Annotated[Path, typer.Argument(help="Triton model repository (gtc export --triton-repo).")],
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
@@ -470,8 +472,8 @@ def tritonserver_cmd(
         srv.stop()
         raise GTCompressError(f"tritonserver exited with code {code}:\n{tail}")
     except KeyboardInterrupt:
-        code = srv.stop()
-        console.print(f"tritonserver stopped (exit code {code})")
+        code = srv.stop()  # None: the interrupted start stopped it (srv.start) before it was ready
+        console.print("tritonserver stopped " + ("before it was ready" if code is None else f"(exit code {code})"))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

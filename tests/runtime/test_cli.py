@@ -327,3 +327,37 @@ def test_serve_stops_on_sigterm_and_exits_0(exported) -> None:
             proc.wait()
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "interrupted" not in err
+
+
+def test_serve_stops_on_sigterm_while_loading_its_model_and_exits_0(exported) -> None:
+    """A SIGTERM before uvicorn takes the signal over (the model still loading: a large one, a GPU
+    starting) got Python's default action: ``gtc serve`` was killed outright, exit status 143, as if it
+    had failed. It stops as asked: no banner, one line, exit 0. The signal is sent by the process to
+    itself once its model has loaded, so the moment is exact rather than raced."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        import os, signal, sys, time
+        import runtime.session
+
+        class StillLoading(runtime.session.GraphSession):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(120)  # loading on: what comes next is the signal's doing
+
+        runtime.session.GraphSession = StillLoading
+        from cli.main import app
+        app(["serve", {str(exported["node"].path)!r}, "--port", "0"], prog_name="gtc")
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "stopped (SIGTERM)\n")

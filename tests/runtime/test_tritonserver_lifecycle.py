@@ -104,6 +104,56 @@ def test_gtc_tritonserver_stops_its_server_on_sighup(exported, tmp_path) -> None
                 c.kill()
 
 
+def test_gtc_tritonserver_stopped_while_its_server_starts_exits_0_and_stops_it(exported, tmp_path) -> None:
+    """A SIGTERM while the models load stops the server and exits 0; the line said "tritonserver
+    stopped (exit code None)", the start having stopped it already. The process sends the signal to
+    itself once the server is launched, so the moment is exact rather than raced."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    repo = tmp_path / "repo"
+    write_model_repository(repo, "m", exported["graph"].path, exported["graph"].spec, backend="python")
+    pid_file = tmp_path / "server.pid"
+    code = (
+        "import os, signal, sys\n"
+        "from runtime.tritonserver import TritonServer\n"
+        "real = TritonServer.wait_ready\n"
+        "def starting(self):\n"
+        f"    open({str(pid_file)!r}, 'w').write(str(self.pid))\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    real(self)\n"
+        "TritonServer.wait_ready = starting\n"
+        "from cli.main import app\n"
+        f"app(['tritonserver', {str(repo)!r}, '--port', '0'], prog_name='gtc')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False, env=os.environ
+    )
+    assert (proc.returncode, proc.stdout.splitlines()[-1:], proc.stderr) == (
+        0,
+        ["tritonserver stopped before it was ready"],
+        "",
+    )
+    server = int(pid_file.read_text())
+
+    def running() -> bool:
+        try:
+            return psutil.Process(server).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 30
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if running():  # a server left running is this test's to stop
+        psutil.Process(server).kill()
+        raise AssertionError("tritonserver still running after gtc tritonserver stopped")
+
+
 def test_a_killed_owner_does_not_leave_its_server_running(exported, tmp_path) -> None:
     """An owner killed outright (SIGKILL, the OOM killer) cannot stop its server: tritonserver ran on
     under PID 1, holding its port, until someone found it. It now gets SIGTERM when its owner dies."""
