@@ -24,8 +24,17 @@ if _busy_machine():
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+#: The commands that run a service: SIGTERM is the stop they are asked for (cli.common.stops_on_sigterm).
+SERVICES = frozenset({"serve", "tritonserver"})
+
+
 def _exit_quietly(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+def _service_stopped(signum: int, frame: object) -> None:
+    sys.stderr.write("stopped (SIGTERM)\n")
+    raise SystemExit(0)
 
 
 def quiet_interrupts_while_loading() -> None:
@@ -37,13 +46,17 @@ def quiet_interrupts_while_loading() -> None:
     or test importing our modules keeps Python's handler), and :func:`interrupts_as_usual` puts it
     back as a command starts (``cli.common.user_errors``): commands handle KeyboardInterrupt
     themselves (clean-up, one line). Until then (typer building the commands, parsing options), an
-    interrupt has nothing to clean up."""
-    if (
-        Path(sys.argv[0] if sys.argv else "").stem == "gtc"
-        and threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    ):
+    interrupt has nothing to clean up.
+
+    So too SIGTERM for ``gtc serve`` and ``gtc tritonserver`` (:data:`SERVICES`): a service manager
+    may stop one in its first half second, which Python's default ended with exit status 143; it
+    exits 0 with the line the command's own handler prints (``cli.common.stops_on_sigterm``)."""
+    if Path(sys.argv[0] if sys.argv else "").stem != "gtc" or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _exit_quietly)
+    if sys.argv[1:2] and sys.argv[1] in SERVICES and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _service_stopped)
 
 
 def interrupts_as_usual() -> None:

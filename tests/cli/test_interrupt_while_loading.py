@@ -51,3 +51,18 @@ def test_an_ignored_sigint_and_other_programs_keep_their_handler() -> None:
     assert ignored.stdout.strip() == "True", ignored.stderr
     library = _run("import cli\nprint(signal.getsignal(signal.SIGINT) is signal.default_int_handler)", argv0="app.py")
     assert library.stdout.strip() == "True", library.stderr
+
+
+def test_sigterm_while_a_service_command_loads_stops_it_with_exit_0() -> None:
+    """A service manager may stop ``gtc serve`` in its first half second, before the command (and its
+    own SIGTERM handling) runs: Python's default killed it, exit status 143, as if it had failed."""
+    r = _run(
+        "sys.argv[1:] = ['serve', 'm.onnx']\nimport cli\nos.kill(os.getpid(), signal.SIGTERM)\nprint('not reached')"
+    )
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "stopped (SIGTERM)\n")
+
+
+def test_other_commands_keep_sigterm_as_it_is() -> None:
+    """A batch command stopped by SIGTERM has not done its work: it keeps the default (killed, 143)."""
+    r = _run("sys.argv[1:] = ['train']\nimport cli\nos.kill(os.getpid(), signal.SIGTERM)\nprint('not reached')")
+    assert (r.returncode, r.stdout, r.stderr) == (-signal.SIGTERM, "", "")
