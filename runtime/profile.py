@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -147,7 +148,11 @@ def _child_main() -> None:
 
     Ctrl-C reaches the whole process group, so the parent stops on its own ``KeyboardInterrupt``:
     the child then ends quietly, and so it does when the parent has stopped reading, instead of
-    printing a ``KeyboardInterrupt``/``BrokenPipeError`` traceback under the parent's one error line."""
+    printing a ``KeyboardInterrupt``/``BrokenPipeError`` traceback under the parent's one error line.
+    SIGTERM, which it gets when the parent dies (:func:`runtime.children.stop_with_parent`), ends it
+    the same way: by default it ended the process outright, leaving the op profile's temporary folder
+    (``gtc-ortprof-*``, ONNX Runtime's trace in it) in the system's temp directory."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # KeyboardInterrupt: the clean-up runs
     kwargs = json.loads(sys.stdin.read())
     out = sys.stdout
     sys.stdout = sys.stderr  # nothing else may write to the event stream

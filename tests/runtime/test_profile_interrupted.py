@@ -155,3 +155,40 @@ def test_a_killed_profile_takes_its_measuring_process_with_it(exported, tmp_path
     finally:
         if not _gone(child):
             os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_profile_stopped_during_its_op_profile_leaves_no_temporary_folder(exported, tmp_path: Path) -> None:
+    """The measuring child gets SIGTERM when ``gtc profile`` is stopped (``kill PID``): Python's default
+    ended it outright, inside the op profile, and its ``gtc-ortprof-*`` folder (ONNX Runtime's trace)
+    stayed in the temp directory for good. It is removed now."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    temp = tmp_path / "temp"  # the child's TMPDIR: its folder is found here, apart from other runs'
+    temp.mkdir()
+    code = (
+        "from runtime.profile import profile_models\n"
+        f"profile_models([{str(exported['node'].path)!r}], graph_sizes=(8,), batch_sizes=(1,), threads=(1,),\n"
+        "               iterations=2, warmup=0, op_iterations=10_000_000)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "TMPDIR": str(temp)}
+    parent = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(temp.glob("gtc-ortprof-*/*")) and parent.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(temp.glob("gtc-ortprof-*/*")), "the op profile did not start"
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(30)
+        deadline = time.monotonic() + 30
+        while list(temp.glob("gtc-ortprof-*")) and time.monotonic() < deadline:  # the child cleans up as it ends
+            time.sleep(0.1)
+        assert list(temp.glob("gtc-ortprof-*")) == []  # (other libraries' files there are theirs)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
