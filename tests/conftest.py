@@ -1,5 +1,9 @@
 """Test-wide settings."""
 
+import sys
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -13,6 +17,27 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_pyg_templates_left():
+    """PyG renders the ``propagate`` (and ``edge_updater``) of each MessagePassing class into a file of
+    the temp directory as the class's first instance is built, ``NamedTemporaryFile(delete=False)``
+    named ``MODULE_XXXXXXXX.py`` for the module it loads from it (``torch_geometric.template.
+    module_from_template``), and never removes it: each session left one a class, the tests' own
+    (``_GatedGINE``) and PyG's (GINEConv, GATConv...). They are removed when the session ends, the
+    modules having been loaded from them; the files are known by that name, of a loaded module."""
+    yield
+    if "torch_geometric.template" not in sys.modules:  # nothing rendered
+        return
+    temp = Path(tempfile.gettempdir()).resolve()
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if not isinstance(file, str):
+            continue
+        path = Path(file)
+        if path.suffix == ".py" and path.name.startswith(f"{name}_") and path.parent.resolve() == temp:
+            path.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
