@@ -116,6 +116,19 @@ def node_sess(exported: dict[str, Exported]) -> GraphSession:
 
 
 @pytest.fixture(scope="module")
+def session(node_sess: GraphSession) -> GraphSession:
+    """The ``node`` model's session under the name the server tests give it (``test_server_ambiguous``
+    overrides it with a model of its own)."""
+    return node_sess
+
+
+@pytest.fixture(scope="module")
+def graph(exported: dict[str, Exported]) -> NumpyGraph:
+    """One graph of the ``node`` model, 6 to 11 nodes: what the server tests send."""
+    return exported["node"].graphs(1, seed=5, lo=6)[0]
+
+
+@pytest.fixture(scope="module")
 def config(model_config_pb2):
     """``config(root, **parameters)``: the model configuration as Triton hands it to ``initialize``
     (JSON, from the repository's ``config.pbtxt``), with parameters overridden."""

@@ -35,11 +35,6 @@ GRAPHORMER_LIMIT_MIB = 0.5
 
 
 @pytest.fixture(scope="module")
-def session(exported) -> GraphSession:
-    return GraphSession(exported["node"].path)
-
-
-@pytest.fixture(scope="module")
 def server(session) -> Iterator[BackgroundServer]:
     app = create_app([ServedModel("m", session)], limits=ServerLimits(max_attention_mib=LIMIT_MIB), warmup=False)
     with BackgroundServer(app) as srv:

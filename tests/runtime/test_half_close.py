@@ -15,24 +15,12 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from gtcompress.preprocess import NumpyGraph
 from runtime.batcher import BatchConfig
 from runtime.server import BackgroundServer, ServedModel, create_app
-from runtime.session import GraphSession
 from tests.runtime.conftest import gated_model_calls
 from tests.runtime.test_server_limits import _request
 
 INTERIM = b"HTTP/1.1 100 Continue\r\n\r\n"  # what the server writes to learn whether the client still reads
-
-
-@pytest.fixture(scope="module")
-def session(exported) -> GraphSession:
-    return GraphSession(exported["node"].path)
-
-
-@pytest.fixture(scope="module")
-def graph(exported) -> NumpyGraph:
-    return exported["node"].graphs(1, seed=5, lo=6)[0]
 
 
 def _head(body: bytes, version: str = "1.1", close: bool = False) -> bytes:

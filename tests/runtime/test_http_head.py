@@ -13,7 +13,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from gtcompress.preprocess import NumpyGraph
 from runtime.server import BackgroundServer, ServedModel, create_app
 from runtime.session import GraphSession
 from tests.runtime.test_server_limits import _post, _read_response, _ready, _request
@@ -24,11 +23,6 @@ def server(exported) -> Iterator[BackgroundServer]:
     app = create_app([ServedModel("m", GraphSession(exported["node"].path))], warmup=False)
     with BackgroundServer(app) as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def graph(exported) -> NumpyGraph:
-    return exported["node"].graphs(1, seed=5, lo=6)[0]
 
 
 @pytest.mark.parametrize("head", ["many-headers", "one-endless-value", "endless-url"])

@@ -20,20 +20,9 @@ from runtime.body import Lease
 from runtime.protocol import HEADER_LENGTH, json_parse_bytes
 from runtime.request_cost import JSON_ANSWER_VALUE_BYTES
 from runtime.server import BackgroundServer, ServedModel, ServerLimits, create_app
-from runtime.session import GraphSession
 from tests.runtime.conftest import wait_for_held
 
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def session(exported) -> GraphSession:
-    return GraphSession(exported["node"].path)
-
-
-@pytest.fixture(scope="module")
-def graph(exported) -> NumpyGraph:
-    return exported["node"].graphs(1, seed=5, lo=6)[0]
 
 
 def _tensors(g: NumpyGraph) -> dict[str, np.ndarray]:

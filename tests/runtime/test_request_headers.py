@@ -10,28 +10,16 @@ import socket
 import numpy as np
 import pytest
 
-from gtcompress.preprocess import NumpyGraph
 from runtime.errors import ProtocolError
 from runtime.headers import request_headers
 from runtime.server import BackgroundServer, ServedModel, create_app
-from runtime.session import GraphSession
 from tests.runtime.test_server_limits import _read_response, _request
-
-
-@pytest.fixture(scope="module")
-def session(exported) -> GraphSession:
-    return GraphSession(exported["node"].path)
 
 
 @pytest.fixture(scope="module")
 def server(session):
     with BackgroundServer(create_app([ServedModel("m", session)], warmup=False)) as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def graph(exported) -> NumpyGraph:
-    return exported["node"].graphs(1, seed=5, lo=6)[0]
 
 
 def _send(srv: BackgroundServer, headers: list[str], body: bytes) -> tuple[int, bytes]:

@@ -20,7 +20,6 @@ from gtcompress.preprocess import NumpyGraph
 from runtime.body import BodyDecoder, InflightBudget
 from runtime.errors import BodyTooLargeError, ProtocolError, ServerBusyError
 from runtime.server import BackgroundServer, ServedModel, ServerLimits, create_app
-from runtime.session import GraphSession
 from tests.runtime.conftest import wait_for_held
 
 MiB = 1 << 20
@@ -58,20 +57,10 @@ def _compress(body: bytes, how: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def session(exported) -> GraphSession:
-    return GraphSession(exported["node"].path)
-
-
-@pytest.fixture(scope="module")
 def server(session) -> Iterator[BackgroundServer]:
     app = create_app([ServedModel("m", session)], limits=ServerLimits(max_body_bytes=LIMIT), warmup=False)
     with BackgroundServer(app) as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def graph(exported) -> NumpyGraph:
-    return exported["node"].graphs(1, seed=5, lo=6)[0]
 
 
 def _request(g: NumpyGraph, size: int | None = None) -> bytes:
