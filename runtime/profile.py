@@ -152,7 +152,13 @@ def _child_main() -> None:
     SIGTERM, which it gets when the parent dies (:func:`runtime.children.stop_with_parent`), ends it
     the same way: by default it ended the process outright, leaving the op profile's temporary folder
     (``gtc-ortprof-*``, ONNX Runtime's trace in it) in the system's temp directory."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # KeyboardInterrupt: the clean-up runs
+    terminated: list[int] = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        terminated.append(signum)
+        raise KeyboardInterrupt  # the clean-up runs
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     kwargs = json.loads(sys.stdin.read())
     out = sys.stdout
     sys.stdout = sys.stderr  # nothing else may write to the event stream
@@ -175,6 +181,8 @@ def _child_main() -> None:
     except (KeyboardInterrupt, _ParentGone):
         with contextlib.suppress(OSError):  # nobody reads fd 1 now: its last flush at exit must not fail
             os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        if terminated:  # a parent still reading says how the child ended: 143, as the signal itself would
+            raise SystemExit(128 + terminated[0]) from None
 
 
 def _run_isolated(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], None]) -> None:

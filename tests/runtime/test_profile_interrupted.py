@@ -158,14 +158,20 @@ def test_a_killed_profile_takes_its_measuring_process_with_it(exported, tmp_path
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-def test_a_profile_stopped_during_its_op_profile_leaves_no_temporary_folder(exported, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stopped", ["parent", "child"])
+def test_a_profile_stopped_during_its_op_profile_leaves_no_temporary_folder(
+    exported, tmp_path: Path, stopped: str
+) -> None:
     """The measuring child gets SIGTERM when ``gtc profile`` is stopped (``kill PID``): Python's default
     ended it outright, inside the op profile, and its ``gtc-ortprof-*`` folder (ONNX Runtime's trace)
-    stayed in the temp directory for good. It is removed now."""
+    stayed in the temp directory for good. It is removed now. A child stopped on its own still tells
+    its parent it was terminated (143), rather than an exit code 0 the parent calls a death."""
     import os
     import signal
     import subprocess
     import time
+
+    import psutil
 
     temp = tmp_path / "temp"  # the child's TMPDIR: its folder is found here, apart from other runs'
     temp.mkdir()
@@ -182,8 +188,16 @@ def test_a_profile_stopped_during_its_op_profile_leaves_no_temporary_folder(expo
         while not list(temp.glob("gtc-ortprof-*/*")) and parent.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert list(temp.glob("gtc-ortprof-*/*")), "the op profile did not start"
-        parent.send_signal(signal.SIGTERM)
+        if stopped == "parent":
+            parent.send_signal(signal.SIGTERM)
+        else:
+            (child,) = psutil.Process(parent.pid).children()
+            child.send_signal(signal.SIGTERM)
         parent.wait(30)
+        if stopped == "child":
+            assert parent.returncode == 1
+            assert parent.stderr is not None
+            assert f"profiling process for {exported['node'].path} died (exit code 143)" in parent.stderr.read()
         deadline = time.monotonic() + 30
         while list(temp.glob("gtc-ortprof-*")) and time.monotonic() < deadline:  # the child cleans up as it ends
             time.sleep(0.1)
