@@ -68,6 +68,9 @@ def read_table(path: Path, dtype: type[np.generic] = np.int64, ncols: int | None
     try:
         with open_text(path) as fh, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+            # An integer column is parsed through a float, with only a DeprecationWarning: "1.9" was
+            # read as 1 and "nan" as -2**63. As an error, numpy raises its ValueError instead.
+            warnings.filterwarnings("error", ".*Parsing an integer via a float", DeprecationWarning)
             arr = np.loadtxt(fh, delimiter=",", dtype=dtype, ndmin=2, comments=None)
     except (ValueError, UnicodeDecodeError, EOFError, OSError, zlib.error) as exc:
         # zlib.error (a damaged deflate stream in a .gz) is not an OSError: without it here the

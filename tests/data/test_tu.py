@@ -233,6 +233,18 @@ def test_read_table_float_error_and_empty(tmp_path: Path) -> None:
     assert read_table(empty, np.int64, ncols=2).shape == (0, 2)
 
 
+@pytest.mark.parametrize("value", ["1.9", "2.0", "nan", "1e3"])
+def test_an_integer_file_with_a_non_integer_is_refused_not_truncated(tmp_path: Path, value: str) -> None:
+    """numpy parses an integer column through a float (with a DeprecationWarning nobody sees): a graph
+    label 1.9 became class 1 and ``nan`` became -9223372036854775808, a class of its own, and training
+    went on with a dataset the files do not hold."""
+    folder = _toy(tmp_path)
+    labels = _write(folder, "TOY", "graph_labels", ["5", value])
+    with pytest.raises(DataFormatError) as err:
+        load_tu(tmp_path, "TOY")
+    assert str(err.value) == f"{labels}, line 2: {value!r} is not an integer"
+
+
 def _damaged_gzip(text: str) -> bytes:
     """A gzip file whose deflate stream is broken (a stored block's length and its complement
     disagree): reading it raises ``zlib.error``, which is not an ``OSError``."""
