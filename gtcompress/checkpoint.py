@@ -41,7 +41,7 @@ from gtcompress.io import (
     swap_dir_into_place,
     unwritable_reason,
 )
-from gtcompress.models.config import ModelConfig
+from gtcompress.models.config import ModelConfig, UnknownFieldError
 from gtcompress.models.model import GraphModel, build_model, without_unread_weights
 from gtcompress.preprocess.teddy import finite_threshold
 
@@ -190,6 +190,7 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{cfg_path}: not a gtcompress checkpoint (expected a JSON object, got {json_kind(doc)})")
     if doc.get("format") != FORMAT:
         raise CheckpointError(f"{cfg_path}: not a gtcompress checkpoint (format={doc.get('format')!r})")
+    _check_format_version(doc, cfg_path)
     if "model" not in doc:
         raise CheckpointError(f"{cfg_path}: has no 'model' section")
     if not isinstance(doc["model"], dict):
@@ -206,6 +207,29 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         teddy["threshold"] = finite_threshold(teddy["threshold"])
     doc["_root"] = str(root)
     return doc
+
+
+def _check_format_version(doc: dict[str, Any], cfg_path: Path) -> None:
+    """Refuse a ``config.json`` of a later checkpoint format: read as this one, its fields would mean
+    what this version means by them. A file without ``format_version`` (hand-written) reads as format 1."""
+    version = doc.get("format_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{cfg_path}: format_version must be a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{cfg_path}: checkpoint format_version {version} is newer than this gtcompress ({__version__}) reads "
+            f"({FORMAT_VERSION}); it was written by gtcompress {doc.get('gtcompress_version', '(unrecorded)')}: "
+            "upgrade gtcompress to load it"
+        )
+
+
+def _written_by_another_version(doc: dict[str, Any]) -> str:
+    """``"; it was written by gtcompress X, this is Y"`` where the checkpoint records another version,
+    else ``""``: the likely reason for a model field this version does not know."""
+    writer = doc.get("gtcompress_version")
+    if not isinstance(writer, str) or writer == __version__:
+        return ""
+    return f"; it was written by gtcompress {writer}, this is {__version__}"
 
 
 #: Reads of a checkpoint that another process's save replaced meanwhile, before giving up.
@@ -262,6 +286,8 @@ def _load_checkpoint_once(path: str | os.PathLike[str]) -> tuple[GraphModel, dic
         raise CheckpointError(f"{weights}: SHA-256 does not match {root / CONFIG} (weights from another run?)")
     try:
         config = ModelConfig.from_dict(doc["model"])
+    except UnknownFieldError as e:
+        raise CheckpointError(f"{root / CONFIG}: invalid model config ({e}){_written_by_another_version(doc)}") from e
     except (ConfigError, TypeError, ValueError) as e:  # ConfigError: a field out of range
         raise CheckpointError(f"{root / CONFIG}: invalid model config ({e})") from e
     # The shapes are checked on a skeleton on the meta device (no storage) before the model is built:

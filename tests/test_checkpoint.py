@@ -192,6 +192,45 @@ def test_absurd_layer_counts_are_refused_before_the_model_is_built(tmp_path, fie
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # before: read as format 1 without a word, whatever a later format means by its fields
+        (
+            {"format_version": 2, "gtcompress_version": "9.0.0"},
+            "{config}: checkpoint format_version 2 is newer than this gtcompress (0.1.0) reads (1); it was "
+            "written by gtcompress 9.0.0: upgrade gtcompress to load it",
+        ),
+        ({"format_version": "2"}, "{config}: format_version must be a positive integer, got '2'"),
+        ({"format_version": 0}, "{config}: format_version must be a positive integer, got 0"),
+        # before: "invalid model config (ModelConfig.__init__() got an unexpected keyword argument 'rotary')"
+        (
+            {"gtcompress_version": "9.0.0", "model": {"rotary": True}},
+            "{config}: invalid model config (unknown field 'rotary'); it was written by gtcompress 9.0.0, this is "
+            "0.1.0",
+        ),
+        ({"model": {"rotary": True, "alibi": 1}}, "{config}: invalid model config (unknown fields 'alibi', 'rotary')"),
+    ],
+)
+def test_a_checkpoint_from_a_newer_gtcompress_is_named(tmp_path, change: dict, message: str) -> None:
+    path = save_checkpoint(tmp_path / "ckpt", _model())
+    doc = json.loads((path / "config.json").read_text())
+    doc["model"].update(change.pop("model", {}))
+    doc.update(change)
+    (path / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert str(err.value) == message.format(config=path / "config.json")
+
+
+def test_a_checkpoint_without_format_version_reads_as_format_1(tmp_path) -> None:
+    path = save_checkpoint(tmp_path / "ckpt", _model())
+    doc = json.loads((path / "config.json").read_text())
+    del doc["format_version"]
+    (path / "config.json").write_text(json.dumps(doc))
+    assert load_checkpoint(path)[0].config == _model().config
+
+
 def test_meta_copied_from_a_parent_cannot_override_reserved_keys(tmp_path) -> None:
     parent = save_checkpoint(tmp_path / "parent", _model())
     _, meta = load_checkpoint(parent)

@@ -7,7 +7,7 @@ per layer, how many attention heads remain (0 = attention sublayer removed), the
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from numbers import Integral, Real
 from typing import Any
 
@@ -55,6 +55,10 @@ def _nested(cls: type, name: str, value: Any) -> Any:
         raise ConfigError(f"{name}: {value!r} is not a valid {cls.__name__} ({e})") from e
     except ValueError as e:
         raise ConfigError(f"{name}: {e}") from e
+
+
+class UnknownFieldError(ConfigError):
+    """A model config names a field this version does not have."""
 
 
 def _is_int(v: object) -> bool:
@@ -207,6 +211,11 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """The config a :meth:`to_dict` wrote; a key this version has no field for is an
+        :class:`UnknownFieldError` naming it (a later gtcompress's field, or a typo in a hand edit)."""
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise UnknownFieldError(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}")
         return cls(**d)
 
     @classmethod

@@ -89,6 +89,11 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     shutil.copytree(ckpt, root / "truncated_weights")
     weights = root / "truncated_weights" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:64])
+    shutil.copytree(ckpt, root / "newer_format")
+    doc = json.loads((ckpt / "config.json").read_text())
+    (root / "newer_format" / "config.json").write_text(
+        json.dumps({**doc, "format_version": 2, "gtcompress_version": "9.0.0"})
+    )
 
     onnx.save(_onnx_model({"input_spec": json.dumps(INPUT_SPEC)}), root / "spec.onnx")
     onnx.save(_onnx_model({}), root / "nospec.onnx")
@@ -208,6 +213,11 @@ CASES = [
         "eval {truncated_weights}",
         r"{truncated_weights}/model\.safetensors: unreadable safetensors file \(.+\)",
         regex=True,
+    ),
+    _case(  # was read as format 1 without a word
+        "eval {newer_format}",
+        "{newer_format}/config.json: checkpoint format_version 2 is newer than this gtcompress (0.1.0) reads (1); "
+        "it was written by gtcompress 9.0.0: upgrade gtcompress to load it",
     ),
     _case("info {empty_dir}", f"{{empty_dir}}/config.json: missing {NOT_A_CKPT}"),
     _case("info {other_format}", "{other_format}/config.json: not a gtcompress checkpoint (format='something-else')"),
