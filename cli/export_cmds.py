@@ -69,6 +69,7 @@ def export_cmd(
         check_output_path(out)
     except ConfigError as e:
         raise ConfigError(f"--out {e}") from None
+    _refuse_a_checkpoint_file(out, checkpoint)
     if triton_backend not in BACKENDS or triton_backend == "tensorrt":
         raise ConfigError(f"--triton-backend {triton_backend!r}: expected auto, python or onnxruntime")
     for opt, value, low in (
@@ -141,6 +142,24 @@ def export_cmd(
         root = write_model_repository(triton_repo, model_name, out, res.spec, backend=triton_backend, options=options)
         variant = "python backend: clients send raw graphs" if (root / "1" / "model.py").is_file() else "onnxruntime"
         console.print(f"Triton model repository: {root} ({variant})")
+
+
+def _refuse_a_checkpoint_file(out: Path, checkpoint: Path) -> None:
+    """Refuse an ``--out`` that is ``config.json`` or ``model.safetensors`` of the checkpoint exported
+    (by any path to it): the ONNX file was written over the weights it came from, and the checkpoint
+    no longer loaded."""
+    import os
+
+    from gtcompress.checkpoint import CONFIG, WEIGHTS
+    from gtcompress.errors import ConfigError
+
+    source = checkpoint.parent if checkpoint.name in (CONFIG, WEIGHTS) and checkpoint.is_file() else checkpoint
+    for name in (CONFIG, WEIGHTS):
+        if out.is_file() and (source / name).is_file() and os.path.samefile(out, source / name):
+            raise ConfigError(
+                f"--out {out}: is the {name} of the checkpoint being exported; give the ONNX file another name, "
+                f"e.g. {out.with_name('model.onnx')}"
+            )
 
 
 #: gtc export's options that shape the Triton repository (--triton-repo aside), by parameter name.
@@ -229,6 +248,17 @@ def build_cmd(
         raise ConfigError(
             f"--timing-cache {timing_cache}: is a directory; give a file (read if present, written after the build)"
         )
+    if timing_cache is not None:  # the cache is written after the engine, over whichever file it also names
+        for other, what in (
+            (onnx_file, "the ONNX file itself"),
+            (out, "the --out engine file"),
+            (out.with_name(out.name + ".json"), "the --out engine's metadata file (written next to it)"),
+        ):
+            if timing_cache.resolve() == other.resolve():
+                raise ConfigError(
+                    f"--timing-cache {timing_cache}: is {what}; the timing cache needs a file of its own, e.g. "
+                    f"{timing_cache.with_name('timing.cache')}"
+                )
     check_out_writable(out)
     if timing_cache is not None:
         check_out_writable(timing_cache, "--timing-cache")

@@ -358,6 +358,22 @@ CASES = [
         "build {spec_onnx} --out {spec_onnx}",
         "--out {spec_onnx}: is the ONNX file itself; the engine needs another name, e.g. model.plan",
     ),
+    # the cache was written after the engine, over the file named twice: the ONNX model or the engine itself
+    _case(
+        "build {spec_onnx} --out {root}/m.plan --timing-cache {spec_onnx}",
+        "--timing-cache {spec_onnx}: is the ONNX file itself; the timing cache needs a file of its own, e.g. "
+        "{root}/timing.cache",
+    ),
+    _case(
+        "build {spec_onnx} --out {root}/m.plan --timing-cache {root}/m.plan",
+        "--timing-cache {root}/m.plan: is the --out engine file; the timing cache needs a file of its own, e.g. "
+        "{root}/timing.cache",
+    ),
+    _case(
+        "build {spec_onnx} --out {root}/m.plan --timing-cache {root}/m.plan.json",
+        "--timing-cache {root}/m.plan.json: is the --out engine's metadata file (written next to it); the timing "
+        "cache needs a file of its own, e.g. {root}/timing.cache",
+    ),
     _case(
         "build {spec_onnx} --max-in-degree 0",
         "Invalid value for '--max-in-degree': Input should be greater than or equal to 1 (see 'gtc build --help')",

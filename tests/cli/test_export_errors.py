@@ -118,3 +118,19 @@ def test_a_file_where_the_triton_model_directory_goes_is_kept(tmp_path: Path) ->
     res = runner.invoke(app, args, prog_name="gtc")
     assert _error_line(res) == f"{repo}/gt: exists and is a file, not a Triton model directory; refusing to replace it"
     assert (repo / "gt").read_text() == "my notes" and not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json"])
+def test_out_a_file_of_the_checkpoint_being_exported_is_refused(tmp_path: Path, name: str) -> None:
+    """``--out CKPT/model.safetensors`` wrote the ONNX file over the weights it was exported from (exit 0):
+    the checkpoint no longer loaded. Refused before the checkpoint is loaded, through a link too."""
+    ckpt = _checkpoint(tmp_path, "gt")
+    before = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    (tmp_path / "link").symlink_to(ckpt)
+    for out, source in ((ckpt / name, ckpt), (tmp_path / "link" / name, ckpt), (ckpt / name, ckpt / "config.json")):
+        res = runner.invoke(app, ["export", str(source), "--out", str(out)], prog_name="gtc")
+        assert _error_line(res) == (
+            f"--out {out}: is the {name} of the checkpoint being exported; give the ONNX file another name, e.g. "
+            f"{out.with_name('model.onnx')}"
+        )
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == before
