@@ -6,6 +6,7 @@ every checkpoint, so ``gtc eval CHECKPOINT`` can rebuild exactly the data it was
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,45 @@ def default_pe(name: str) -> dict[str, int]:
     return dict(DEFAULT_PE.get(name.split(":")[0].lower(), {}))
 
 
+#: Bytes a weight takes in training: float32 weight, gradient and AdamW's two moments.
+TRAINING_BYTES_PER_WEIGHT = 16
+
+
+def machine_memory() -> int | None:
+    """Physical memory in bytes, or ``None`` where the platform does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_training_fits(config: ModelConfig) -> None:
+    """Refuse a model whose weights alone cannot be trained in this machine's memory, counted on the meta
+    device before anything is allocated: a hidden size typed with extra zeros was torch's "can't allocate
+    memory" traceback, or took the machine's memory until the kernel stepped in. Activations are not
+    counted, so no model that trains is refused."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            weights = sum(p.numel() for p in build_model(config).parameters())
+    except RuntimeError:  # an element count past int64: certainly too large
+        weights = None
+    memory = machine_memory()
+    if memory is None and weights is not None:
+        return
+    need = None if weights is None else weights * TRAINING_BYTES_PER_WEIGHT
+    if need is None or need > memory:  # type: ignore[operator]
+        count = "more weights than int64 counts" if weights is None else f"{weights:,} weights"
+        size = "" if need is None else f", which take {need / 2**30:.1f} GiB to train"
+        have = "" if memory is None else f", more than this machine's {memory / 2**30:.1f} GiB of memory"
+        raise ConfigError(
+            f"{config.arch} with hidden {config.hidden}, {config.num_layers} layers: {count}{size} "
+            f"({TRAINING_BYTES_PER_WEIGHT} bytes a weight: the weight, its gradient and AdamW's two moments){have}; "
+            "choose a smaller hidden size or fewer layers"
+        )
+
+
 @dataclass
 class FitResult:
     model: GraphModel
@@ -81,6 +121,7 @@ def fit(
     train_cfg = train_cfg or TrainConfig()
     ds = dataset if dataset is not None else data.load(overrides["pe"])
     config = ModelConfig.for_dataset(arch, ds.info, **overrides)
+    check_training_fits(config)
     seed_everything(train_cfg.seed)
     model = build_model(config)
     res = train(model, ds, train_cfg, show_progress=show_progress, description=f"{arch} on {ds.info.name}")

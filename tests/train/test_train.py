@@ -205,3 +205,32 @@ def test_a_run_no_longer_than_its_warm_up_still_ends_decayed(epochs: int, warmup
     sched = _Schedule(warmup * steps, epochs * steps)
     factors = [sched(s) for s in range(epochs * steps)]
     assert max(factors) == pytest.approx(1.0) and factors[-1] < 0.26  # the last step: decayed, not at the peak
+
+
+def test_a_model_whose_training_cannot_fit_in_memory_is_refused_before_it_is_built(monkeypatch) -> None:
+    """``gtc train --hidden 100000000`` was torch's "DefaultCPUAllocator: can't allocate memory"
+    traceback; a size that fits just barely took the machine's memory. Counted on the meta device."""
+    import gtcompress.models.model
+    import gtcompress.train.recipe as recipe
+    from gtcompress.train.recipe import DataSpec, fit
+
+    monkeypatch.setattr(recipe, "machine_memory", lambda: 2**30)
+    build = gtcompress.models.model.build_model
+
+    def build_on_meta_only(config: ModelConfig):  # type: ignore[no-untyped-def]
+        if config.hidden > 1000 and torch.empty(0).device.type != "meta":
+            pytest.fail("the model was built (allocated)")
+        return build(config)
+
+    monkeypatch.setattr(recipe, "build_model", build_on_meta_only)
+    ds = load_dataset("cluster", size="12,6,6", seed=0)
+    with pytest.raises(ConfigError) as err:
+        fit(DataSpec("cluster", size="12,6,6"), "gt", {"hidden": 8192, "num_layers": 1, "heads": 1, "pe": {}},
+            dataset=ds, show_progress=False)  # fmt: skip
+    assert str(err.value) == (
+        "gt with hidden 8192, 1 layers: 570,601,478 weights, which take 8.5 GiB to train (16 bytes a weight: the "
+        "weight, its gradient and AdamW's two moments), more than this machine's 1.0 GiB of memory; choose a smaller "
+        "hidden size or fewer layers"
+    )
+    fit(DataSpec("cluster", size="12,6,6"), "gt", {"hidden": 16, "num_layers": 1, "heads": 1, "pe": {}},
+        TrainConfig(epochs=1), dataset=ds, show_progress=False)  # fmt: skip
