@@ -82,14 +82,18 @@ def _check_graph_memory(nodes: int, graphs: int, degree: float) -> None:
 
 
 def _check_exported_models(models: list[Path]) -> None:
-    """Open each exported model's file and input spec once before the progress bar: a folder without a
-    model, a truncated file or a foreign ONNX file is then one error line, not a bar and then the line.
-    Checkpoints are left to torch: ``profile_models`` loads each before it measures any row."""
+    """Open each model once before the progress bar: a folder without a model, a truncated file, a
+    foreign ONNX file or a checkpoint that does not load is then one error line, not a bar and then the
+    line. A checkpoint is loaded (torch, which profiling it needs anyway) and dropped: ``profile_models``
+    loads it again where it measures it (another process with ``--isolate``)."""
     from runtime.session import PLAN_SUFFIXES, is_checkpoint, resolve_model_path
     from runtime.spec import model_spec, onnx_metadata, plan_metadata
 
     for m in models:
         if is_checkpoint(m):
+            from gtcompress.checkpoint import load_checkpoint
+
+            load_checkpoint(m)
             continue
         path = resolve_model_path(m)
         model_spec(plan_metadata(path) if path.suffix in PLAN_SUFFIXES else onnx_metadata(path), str(path))

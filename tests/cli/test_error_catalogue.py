@@ -402,6 +402,11 @@ CASES = [
         "{other_format}/config.json: its format is 'something-else', not 'gtcompress-checkpoint', so {other_format} "
         "is no gtcompress checkpoint (and it holds no <version>/model.onnx or <version>/model.plan)",
     ),
+    _case(  # was the same line after a "profiling 0/?" progress bar on stdout
+        "profile {truncated_weights} --device cpu --out {root}/p",
+        r"{truncated_weights}/model\.safetensors: unreadable safetensors file \(.+\)",
+        regex=True,
+    ),
     _case("profile {truncated_onnx} --out {root}/p", r"{truncated_onnx}: ONNX Runtime cannot load it: .+", regex=True),
     _case(
         "profile {nospec_onnx} --out {root}/p",
