@@ -274,10 +274,24 @@ def check_model_name(name: str) -> None:
 def check_model_dir(root: Path) -> None:
     """Refuse a model directory ``root`` (``REPO/NAME``) that exists but is not a directory: the write
     replaces ``root`` whole, so a file of the user's (or a link to one, or a broken link) there would
-    be deleted without a word."""
+    be deleted without a word.
+
+    So too a directory that holds something but is no Triton model (no ``config.pbtxt``, no numeric
+    version folder): a checkpoint ``runs/gt`` exported with ``--triton-repo runs`` under its default
+    name became a model directory with the checkpoint's files kept inside it, which Triton then read
+    as the model's own."""
     if (root.exists() or root.is_symlink()) and not root.is_dir():
         kind = "a broken symbolic link" if not root.exists() else "a file"
         raise ConfigError(f"{root}: exists and is {kind}, not a Triton model directory; refusing to replace it")
+    if not root.is_dir():
+        return
+    entries = sorted(e.name for e in root.iterdir() if not e.name.startswith("."))  # ours: .NAME.tmp-...
+    if entries and "config.pbtxt" not in entries and not any(e.isdigit() and (root / e).is_dir() for e in entries):
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise ConfigError(
+            f"{root}: exists and is not a Triton model directory (no config.pbtxt or version folder; it holds "
+            f"{shown}); refusing to write a model into it: choose another model name or repository"
+        )
 
 
 def write_model_repository(

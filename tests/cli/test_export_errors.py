@@ -120,6 +120,26 @@ def test_a_file_where_the_triton_model_directory_goes_is_kept(tmp_path: Path) ->
     assert (repo / "gt").read_text() == "my notes" and not (tmp_path / "m.onnx").exists()
 
 
+def test_a_checkpoint_where_the_triton_model_directory_goes_is_not_turned_into_a_model(tmp_path: Path) -> None:
+    """``gtc export runs/gt-0 --triton-repo runs`` names the model after the checkpoint folder, which is
+    already there: it became a model directory holding the checkpoint's files beside config.pbtxt. A
+    directory with files but no config.pbtxt or version folder is refused; an empty one is filled."""
+    ckpt = _checkpoint(tmp_path, "gt")
+    before = sorted(p.name for p in ckpt.iterdir())
+    args = ["export", str(ckpt), "--out", str(tmp_path / "m.onnx"), "--triton-repo", str(tmp_path)]
+    res = runner.invoke(app, args, prog_name="gtc")
+    assert _error_line(res) == (
+        f"{ckpt}: exists and is not a Triton model directory (no config.pbtxt or version folder; it holds "
+        "config.json, model.safetensors); refusing to write a model into it: choose another model name or repository"
+    )
+    assert sorted(p.name for p in ckpt.iterdir()) == before and not (tmp_path / "m.onnx").exists()
+    (tmp_path / "repo" / "gt").mkdir(parents=True)  # made beforehand, empty: the model's to take
+    args = ["export", str(ckpt), "--out", str(tmp_path / "m.onnx"), "--triton-repo", str(tmp_path / "repo")]
+    res = runner.invoke(app, [*args, "--name", "gt"], prog_name="gtc")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "repo" / "gt" / "config.pbtxt").is_file()
+
+
 @pytest.mark.parametrize("name", ["model.safetensors", "config.json"])
 def test_out_a_file_of_the_checkpoint_being_exported_is_refused(tmp_path: Path, name: str) -> None:
     """``--out CKPT/model.safetensors`` wrote the ONNX file over the weights it was exported from (exit 0):
