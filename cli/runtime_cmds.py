@@ -9,7 +9,6 @@ TensorRT (``--providers``); mixing the two up is a one-line error, as is a GPU t
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -66,12 +65,12 @@ def _check_graph_memory(nodes: int, graphs: int, degree: float) -> None:
     ("Unable to allocate 5.82 TiB") under the progress bar. Counted: the int64 edge index of one
     call's graphs (16 bytes an edge), far less than the model then needs, so no working size is refused."""
     from gtcompress.errors import GTCompressError
+    from gtcompress.machine import machine_memory
 
     edges = max(1, round(degree * nodes))
     need = 16 * edges * graphs
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # no sysconf (not POSIX): nothing to compare with
+    memory = machine_memory()
+    if memory is None:  # not POSIX: nothing to compare with
         return
     if need > memory:
         raise GTCompressError(

@@ -39,7 +39,7 @@ notebook's first configuration ("v1") used 0.2. Pass ``q=`` to reproduce the oth
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -48,6 +48,7 @@ import torch
 from gtcompress.data.base import DatasetInfo, FeatureSpec, GraphDataset, check_seed
 from gtcompress.errors import GTCompressError
 from gtcompress.graph import GraphBatch
+from gtcompress.machine import machine_memory
 
 __all__ = [
     "CLUSTER_FULL",
@@ -136,6 +137,35 @@ def _check_sizes(sizes: Sequence[int]) -> tuple[int, int, int]:
     return out  # type: ignore[return-value]
 
 
+#: Graphs drawn to measure what one takes before a dataset is generated (:func:`_check_fits`).
+_FIT_SAMPLE = 16
+
+
+def _check_fits(dataset: str, counts: tuple[int, int, int], draw: Callable[[np.random.Generator], GraphBatch]) -> None:
+    """Refuse split sizes whose graphs cannot fit in this machine's memory, before one is generated:
+    ``--size 1000000000000,1,1`` generated until the kernel's OOM killer ended it. What a graph takes
+    is measured on :data:`_FIT_SAMPLE` drawn graphs, counting their tensors only (not Python's objects
+    around them), so the estimate is low and no size that fits is refused."""
+    total = sum(counts)
+    memory = machine_memory()
+    if memory is None or total <= _FIT_SAMPLE:
+        return
+    rng = np.random.default_rng(0)
+    per_graph = sum(_tensor_bytes(draw(rng)) for _ in range(_FIT_SAMPLE)) / _FIT_SAMPLE
+    need = per_graph * total
+    if need > memory:
+        raise GTCompressError(
+            f"size {','.join(map(str, counts))}: {dataset} graphs take about {per_graph / 1024:.0f} KiB each, so "
+            f"{total:,} graphs need at least {need / 2**30:,.1f} GiB, more than this machine's "
+            f"{memory / 2**30:.1f} GiB of memory; choose smaller split sizes"
+        )
+
+
+def _tensor_bytes(g: GraphBatch) -> int:
+    tensors = [g.x, g.edge_index, g.edge_attr, g.batch, g.y, *g.pe.values()]
+    return sum(t.nelement() * t.element_size() for t in tensors if t is not None)
+
+
 def _split_rngs(seed: int, tag: int, extra: int = 0) -> list[np.random.Generator]:
     """Independent streams (one per split, plus ``extra``): a split does not depend on other sizes."""
     children = np.random.SeedSequence([check_seed(seed), tag]).spawn(len(SPLITS) + extra)
@@ -190,6 +220,7 @@ def generate_pattern(
     prob = _block_prob(PATTERN_COMMUNITIES + 1, p, q)
     prob[PATTERN_COMMUNITIES, :] = prob[:, PATTERN_COMMUNITIES] = PATTERN_Q_ATTACH
     prob[PATTERN_COMMUNITIES, PATTERN_COMMUNITIES] = 0.0
+    _check_fits("PATTERN", (n_train, n_val, n_test), lambda rng: _pattern_graph(rng, patterns[0], prob))
     splits: dict[str, list[GraphBatch]] = {}
     for name, n, rng in zip(SPLITS, (n_train, n_val, n_test), split_rngs, strict=True):
         splits[name] = [_pattern_graph(rng, patterns[i * num_patterns // n], prob) for i in range(n)]
@@ -226,6 +257,7 @@ def generate_cluster(
     """SBM-CLUSTER with ``sizes = (train, val, test)`` graphs (benchmark: 10000/1000/1000)."""
     counts = _check_sizes(sizes)
     prob = _block_prob(CLUSTER_COMMUNITIES, p, q)
+    _check_fits("CLUSTER", counts, lambda rng: _cluster_graph(rng, prob))
     splits = {
         name: [_cluster_graph(rng, prob) for _ in range(n)]
         for name, n, rng in zip(SPLITS, counts, _split_rngs(seed, _TAG_CLUSTER), strict=True)

@@ -6,13 +6,13 @@ every checkpoint, so ``gtc eval CHECKPOINT`` can rebuild exactly the data it was
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gtcompress.data.base import GraphDataset, add_pe, check_seed
 from gtcompress.errors import ConfigError
+from gtcompress.machine import machine_memory
 from gtcompress.models.config import ARCHS, ModelConfig
 from gtcompress.models.model import GraphModel, build_model
 from gtcompress.train.loop import TrainConfig, TrainResult, seed_everything, train
@@ -60,14 +60,6 @@ def default_pe(name: str) -> dict[str, int]:
 
 #: Bytes a weight takes in training: float32 weight, gradient and AdamW's two moments.
 TRAINING_BYTES_PER_WEIGHT = 16
-
-
-def machine_memory() -> int | None:
-    """Physical memory in bytes, or ``None`` where the platform does not say."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def check_training_fits(config: ModelConfig) -> None:

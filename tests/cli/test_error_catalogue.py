@@ -176,6 +176,12 @@ CASES = [
         "train --size 5,0,5 --epochs 1 --out {root}/t",
         "size '5,0,5': every split needs at least one graph (TRAIN,VAL,TEST >= 1)",
     ),
+    _case(  # generated until the OOM killer ended it
+        "train --size 1000000000000,1,1 --epochs 1 --out {root}/t",
+        r"size 1000000000000,1,1: CLUSTER graphs take about [0-9]+ KiB each, so 1,000,000,000,002 graphs need at "
+        r"least [0-9,.]+ GiB, more than this machine's [0-9.]+ GiB of memory; choose smaller split sizes",
+        regex=True,
+    ),
     _case(
         "train --hidden 30 --heads 4 --size 10,5,5 --epochs 1 --out {root}/t",
         "--hidden 30 must be a multiple of --heads 4 (each head gets hidden/heads channels)",

@@ -264,3 +264,16 @@ def test_presets_and_bad_sizes() -> None:
         generate_cluster((1, 2))
     with pytest.raises(GTCompressError):
         generate_pattern((1, -2, 3))
+
+
+@pytest.mark.parametrize("generate", [generate_cluster, generate_pattern])
+def test_sizes_that_cannot_fit_in_memory_are_refused_before_generating(generate, monkeypatch) -> None:
+    """What 16 drawn graphs take, times the count, against the machine's memory: a count typed with
+    extra zeros generated until the OOM killer stepped in. Sizes that fit still generate."""
+    import gtcompress.data.sbm as sbm
+
+    monkeypatch.setattr(sbm, "machine_memory", lambda: 2**20)  # 1 MiB: a few dozen graphs
+    name = "CLUSTER" if generate is generate_cluster else "PATTERN"
+    with pytest.raises(GTCompressError, match=rf"size 100,1,1: {name} graphs take about \d+ KiB each, so 102 graphs"):
+        generate((100, 1, 1), seed=0)
+    assert sum(len(v) for v in generate((2, 1, 1), seed=0).splits.values()) == 4
