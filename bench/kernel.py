@@ -322,6 +322,10 @@ def small_graphs(dev: torch.device, dry: bool) -> list[Graph]:
     return [molecule_batch(1, dev), molecule_batch(4 if dry else 128, dev), sbm_batch(1 if dry else 32, dev)]
 
 
+#: What Triton 3.6's interpreter raises under numpy 2.4 and later (``int()`` of a 1-element array).
+NUMPY_SCALAR_BUG = "only 0-dimensional arrays can be converted to Python scalars"
+
+
 def smoke_without_gpu() -> int:
     """No GPU: say so, check the kernel under Triton's interpreter on a small graph, exit 0."""
     from gtcompress.nn.attention import sparse_attention
@@ -337,7 +341,20 @@ def smoke_without_gpu() -> int:
     q, k, v = (torch.randn(n, h, d, generator=g) for _ in range(3))
     rowptr, col, _ = edge_index_to_csr(ei, n)
     cfg = spec.KernelConfig(tile_e=8, tiles=2, block_h=2, block_d=8, block_r=8, block_p=4)
-    out = sparse_graph_attention(q, k, v, rowptr, col, config=cfg)
+    try:
+        out = sparse_graph_attention(q, k, v, rowptr, col, config=cfg)
+    except Exception as e:
+        if NUMPY_SCALAR_BUG not in str(e):
+            raise
+        import numpy
+        import triton
+
+        print(
+            f"interpreter parity NOT checked: Triton {triton.__version__}'s interpreter cannot run under numpy "
+            f"{numpy.__version__} ('{NUMPY_SCALAR_BUG}', triton-lang/triton#9171, fixed in later Triton); "
+            "the compiled kernel on a GPU does not use the interpreter"
+        )
+        return 0
     err = float((out.double() - sparse_attention(q.double(), k.double(), v.double(), ei)).abs().max())
     print(f"interpreter parity of kernel v2 (hub spanning chunks, isolated nodes): max |diff| = {err:.2e}")
     return 0 if err < 1e-5 else 1
