@@ -126,7 +126,14 @@ def plugin_function() -> onnx.FunctionProto:
         n("Shape", ["score"], ["eh_shape"]),
         n("Gather", ["eh_shape", "c1"], ["heads"], axis=0),
         n("Concat", ["num_nodes", "heads"], ["nh_shape"], axis=0),
-        n("ConstantOfShape", ["nh_shape"], ["ninf"], value=helper.make_tensor("m", TensorProto.FLOAT, [1], [-1e30])),
+        # the running maximum starts at -inf, as in the reference and the kernel: a finite start (-1e30)
+        # stood above a node's every score when all lay below it, and its softmax was 0 / 0
+        n(
+            "ConstantOfShape",
+            ["nh_shape"],
+            ["ninf"],
+            value=helper.make_tensor("m", TensorProto.FLOAT, [1], [float("-inf")]),
+        ),
         n("ScatterElements", ["ninf", "dst_eh", "score"], ["seg_max"], axis=0, reduction="max"),
         n("Gather", ["seg_max", "dst"], ["max_e"], axis=0),
         n("Sub", ["score", "max_e"], ["shifted"]),

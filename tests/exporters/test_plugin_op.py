@@ -64,3 +64,27 @@ def test_fallback_function_is_total(has_bias: bool) -> None:
         ref = sparse_attention(q, k, v, ei, bias if has_bias else None, scale=0.5)
         assert out.shape == (n, HEADS, HEAD_DIM), case
         np.testing.assert_allclose(out, ref.numpy(), atol=1e-5, err_msg=case)
+
+
+@pytest.mark.parametrize("has_bias", [False, True])
+def test_fallback_function_softmaxes_scores_below_minus_1e30(has_bias: bool) -> None:
+    """A destination whose every incoming score lies below -1e30 (finite float32 scores: features of
+    1e16 give q·k near -1e32) still gets its softmax, as in the reference and the kernel, whose running
+    maximum starts at -inf. The function's maximum started at -1e30 instead: every exp underflowed
+    to 0, and 0 / 0 made the node's output NaN (a server refused the request the model answers)."""
+    sess = _session(has_bias)
+    ei = torch.tensor([[0, 1, 2, 2], [2, 2, 0, 1]])  # node 2: two in-edges; nodes 0 and 1: one each
+    n = 3
+    q = torch.full((n, HEADS, HEAD_DIM), 1e16)
+    k = torch.full((n, HEADS, HEAD_DIM), -1e16)
+    k[1] *= 1.5  # node 2's two scores differ: -2e32 and -3e32 at scale 0.5
+    g = torch.Generator().manual_seed(1)
+    v = torch.randn(n, HEADS, HEAD_DIM, generator=g)
+    bias = torch.randn(4, HEADS, generator=g) if has_bias else torch.zeros(0, HEADS)
+    rowptr, col, perm = edge_index_to_csr(ei, n)
+    feeds = {"q": q, "k": k, "v": v, "rowptr": rowptr.int(), "col": col.int(), "bias": bias[perm] if has_bias else bias}
+    (out,) = sess.run(None, {name: t.numpy() for name, t in feeds.items()})
+    ref = sparse_attention(q, k, v, ei, bias if has_bias else None, scale=0.5)
+    assert torch.isfinite(ref).all()
+    np.testing.assert_allclose(out, ref.numpy(), atol=1e-5)
+    np.testing.assert_allclose(out[2], v[0].numpy(), atol=1e-6)  # the higher score takes all the weight
