@@ -77,20 +77,25 @@ def sparse_attention(
     return scatter_sum(msg, dst, n)
 
 
-#: Finite stand-in for ``-inf`` in dense score biases ("no edge", padding). ``exp(MASK - m) == 0``
-#: exactly in float32 for any real row maximum ``m``, and a row made only of MASK stays finite (no NaN
-#: in the softmax or its gradient); such rows are zeroed through ``row_valid``.
-MASK = -1e30
+#: Finite stand-in for ``-inf`` in dense score biases ("no edge", padding): half of float32's range
+#: (about -1.7e38). A mask is *added* to a score, so it must dominate every score short of overflow: a
+#: masked cell holds ``score + MASK``, which stays below every real score while scores are within
+#: ``|MASK| / 2`` of zero (features of 1e16 give scores near 1e32: a mask of -1e30 there hands a
+#: non-edge the weight). ``exp(MASK - m) == 0`` exactly for any real row maximum ``m``, and a row
+#: made only of MASK stays finite (no NaN in the softmax or its gradient); such rows are zeroed
+#: through ``row_valid``.
+MASK = torch.finfo(torch.float32).min / 2
 
 
 def mask_value(dtype: torch.dtype) -> float:
-    """:data:`MASK` as a finite value of ``dtype``: ``-1e30`` where it is finite (float32, float64,
-    bfloat16), else half the most negative finite value (float16: -32752).
+    """:data:`MASK` as a finite value of ``dtype``: half the most negative finite value of ``dtype``,
+    or :data:`MASK` where that is lower (float64).
 
-    In float16, ``-1e30`` rounds to ``-inf``: a row of masked scores (a node without incoming edge,
-    padding) is then all ``-inf``, its softmax NaN, and the zeroing multiplication keeps the NaN.
-    Half of the range leaves room for real scores and biases added to it without overflowing, and
-    ``exp(mask - m)`` is still exactly 0 there for any real row maximum ``m``."""
+    A mask is half the range, not its end: it leaves room for real scores and biases added to it
+    without overflowing (in float16 a lower mask rounds to ``-inf``: a row of masked scores, a node
+    without incoming edge or padding, is then all ``-inf``, its softmax NaN, and the zeroing
+    multiplication keeps the NaN), and ``exp(mask - m)`` is still exactly 0 for any real row
+    maximum ``m``."""
     return max(MASK, torch.finfo(dtype).min / 2)
 
 

@@ -106,7 +106,7 @@ class DenseLayout:
 
     def key_padding_bias(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """``[B, 1, 1, L]``: 0 for real keys, :func:`~gtcompress.nn.attention.mask_value` of ``dtype``
-        for padding (complete-graph attention; float16 has no -1e30)."""
+        for padding (complete-graph attention; half of ``dtype``'s range)."""
         zero = torch.zeros((), dtype=dtype, device=self.valid.device)
         mask = torch.full((), mask_value(dtype), dtype=dtype, device=self.valid.device)
         return torch.where(self.valid, zero, mask)[:, None, None, :]

@@ -292,3 +292,39 @@ def test_half_precision_reference_softmax_over_a_hub_of_70000_edges(dtype: torch
     assert out.dtype == dtype
     torch.testing.assert_close(out[0].float(), torch.ones(1, 4), atol=4e-3, rtol=0)
     assert torch.equal(out[1:], torch.zeros_like(out[1:]))
+
+
+@pytest.mark.parametrize("buckets", [None, 1])
+def test_masks_hold_for_scores_beyond_1e30(buckets) -> None:
+    """float32 scores past -1e30 (features of 1e16 give q·k near 1e32 before any norm): the dense
+    and neighbour-list layouts still weigh only real edges. Their mask was -1e30 added to the score, so
+    a non-edge scoring +1e32 kept 9.9e31 and took all the weight from edges scoring -1e32: a finite
+    answer that no check of the output could catch, different from the scatter and plugin lowerings."""
+    ei = torch.tensor([[1, 2, 0, 1, 2], [0, 0, 1, 1, 1]])  # node 0 <- 1, 2; node 1 <- 0, 1, 2; node 2: none
+    q = torch.tensor([1e16, 1.0, 1.0]).view(3, 1, 1)
+    k = torch.tensor([1e16, -1e16, -2e16]).view(3, 1, 1)  # node 0's edges score -1e32, -2e32; 0 -> 0 is +1e32
+    v = torch.tensor([100.0, 1.0, 2.0]).view(3, 1, 1)
+    ref = sparse_attention(q, k, v, ei, scale=1.0)
+    assert ref[0].item() == 1.0  # all of node 0's weight on its higher-scoring edge, from node 1
+    batch = torch.zeros(3, dtype=torch.long)
+    lay = DenseLayout.from_batch(batch, 1)
+    counts = lay.edge_counts(ei, batch)
+
+    def pad(t):
+        return lay.pad(t.reshape(3, -1)).view(1, lay.max_nodes, 1, 1).transpose(1, 2)
+
+    def unpad(t):
+        return lay.unpad(t.transpose(1, 2).reshape(1, lay.max_nodes, -1)).view(3, 1, 1)
+
+    bias, rows = lay.count_bias_and_rows(ei, batch)
+    dense = unpad(dense_attention(pad(q), pad(k), pad(v), bias, scale=1.0, row_valid=rows))
+    assert torch.equal(dense, ref)
+    dense = unpad(dense_attention(pad(q), pad(k), pad(v), lay.log_count_bias(counts), scale=1.0))
+    assert torch.equal(dense, ref)
+    from gtcompress.nn.attention import padded_attention
+
+    nbr = _neighbour_lists(ei, 3, buckets)  # node 0's row has a padding slot (source 0, scoring +1e32)
+    outs = [padded_attention(q if node is None else q[node], k, v, src, mask, scale=1.0)
+            for node, src, _, mask in nbr.buckets]  # fmt: skip
+    padded = outs[0] if nbr.inv is None else torch.cat(outs)[nbr.inv]
+    assert torch.equal(padded, ref)

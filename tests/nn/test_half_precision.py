@@ -1,8 +1,8 @@
 """Half precision (float16, bfloat16) on every attention layout: finite, and close to float32.
 
-The dense and neighbour-list layouts mask with a large negative constant; float16 has no -1e30 (it
-rounds to -inf, so a masked row's softmax is NaN), and biases built in float32 must not promote
-half-precision scores (the next Linear refuses a float32 input)."""
+The dense and neighbour-list layouts mask with a large negative constant, half of the dtype's range;
+a lower one rounds to -inf in float16 (a masked row's softmax is then NaN), and biases built in float32
+must not promote half-precision scores (the next Linear refuses a float32 input)."""
 
 import copy
 
@@ -12,7 +12,7 @@ import torch
 from gtcompress.data.base import FeatureSpec
 from gtcompress.graph import GraphBatch, collate
 from gtcompress.models import LayerSpec, ModelConfig, build_model
-from gtcompress.nn.attention import mask_value, sparse_attention
+from gtcompress.nn.attention import MASK, mask_value, sparse_attention
 from gtcompress.nn.mha import MultiHeadAttention
 
 NODE = FeatureSpec("categorical", 1, [4])
@@ -61,8 +61,9 @@ def test_half_model_matches_float32(arch: str, extra: dict, dtype: torch.dtype) 
 
 
 def test_mask_value_is_finite_in_every_float_dtype() -> None:
-    assert mask_value(torch.float32) == -1e30
-    assert mask_value(torch.bfloat16) == -1e30
+    assert mask_value(torch.float32) == MASK == torch.finfo(torch.float32).min / 2
+    assert mask_value(torch.bfloat16) == torch.finfo(torch.bfloat16).min / 2
+    assert mask_value(torch.float64) == MASK
     assert mask_value(torch.float16) == -32752.0
     for dt in (torch.float16, torch.bfloat16, torch.float32):
         assert torch.isfinite(torch.tensor(mask_value(dt), dtype=dt))
