@@ -153,9 +153,16 @@ def _check_features(a: np.ndarray, fspec: FeatureInput, name: str, rows: int, ro
         return np.ascontiguousarray(a, dtype=np.int64)
     if a.dtype.kind != "f":
         raise DTypeError(name, f"expected floating-point features (float32), got {a.dtype}")
+    wide = a
     a = np.ascontiguousarray(a, dtype=np.float32)
     if a.size and not np.isfinite(a).all():
         r, c = (int(v[0]) for v in np.nonzero(~np.isfinite(a)))
+        if np.isfinite(wide[r, c]):  # float64 past float32's range: the cast made it infinite, not the client
+            raise NonFiniteError(
+                name,
+                f"value {float(wide[r, c]):g} at row {r}, column {c} is beyond float32's range "
+                f"(±{float(np.finfo(np.float32).max):.4g}), in which the model computes",
+            )
         raise NonFiniteError(name, f"non-finite value {a[r, c]} at row {r}, column {c}")
     return a
 

@@ -103,6 +103,9 @@ SESSION_CASES = [
      "input 'edge_attr': non-finite value nan at row 0, column 0"),
     ("edge features inf", _with(edge_attr=np.full((E, 2), np.inf, np.float32)), NonFiniteError,
      "input 'edge_attr': non-finite value inf at row 0, column 0"),
+    ("edge features past float32 (float64)", _with(edge_attr=np.full((E, 2), -1e39)), NonFiniteError,
+     "input 'edge_attr': value -1e+39 at row 0, column 0 is beyond float32's range (±3.403e+38), in which the "
+     "model computes"),
     ("batch not starting at 0", _with(batch=np.arange(N)[::-1].copy()), BatchVectorError,
      "input 'batch': graph ids must start at 0, got 7"),
     ("batch with an empty graph", _with(batch=np.r_[np.zeros(N - 1, np.int64), 2]), BatchVectorError,
