@@ -55,9 +55,14 @@ def _per_10k(ratio: float) -> int:
 
 
 #: Bound on ``|quantised score| * padded length`` in a sort key: real keys stay within +-(2^61 + L),
-#: above padding's -2^62 and far from int64's ends. A score past the bound (2^49 / L in score units:
-#: 8.6e9 at L = 2^16, 5.4e8 at L = 2^20) ties there and goes by position, as equal scores do.
+#: above padding's -2^62 and far from int64's ends.
 _KEY_RANGE = 2**61
+#: The padded length the score clamp is sized for: scores are clamped to +-2^61 / 2^20 grid steps
+#: (5.4e8 score units) whatever the batch's padded length up to 2^20 nodes, so that a graph keeps the
+#: same tokens alone and merged with a larger one (a server merges requests). A clamp sized for the
+#: batch's own length tied huge scores at a bound that moved with the largest graph of the batch.
+#: Scores past it tie and go by position, as equal scores do; past 2^20 nodes the clamp tightens.
+_CLAMP_LENGTH = 2**20
 
 
 def _quantise(scores: Tensor) -> Tensor:
@@ -76,11 +81,12 @@ def sort_keys(quantised: Tensor, valid: Tensor) -> Tensor:
     identical in eager mode, ONNX Runtime and TensorRT (TopK on INT64, K < 3840). The position part is
     as wide as the padded length ``L`` (``q * L + L - 1 - pos``), so keys are distinct for any ``L``: a
     fixed-width part overflows into the score part once ``L`` exceeds it, and a node then takes the key
-    of one a grid step below it. The score is clamped to ``+-2^61 // L`` steps so that the key stays
-    within int64: a key that wraps around ranks the highest-scoring node last.
+    of one a grid step below it. The score is clamped to ``+-2^61 // max(L, 2^20)`` steps so that the
+    key stays within int64 (a key that wraps around ranks the highest-scoring node last) and, for
+    ``L <= 2^20``, at a bound that does not depend on the batch (:data:`_CLAMP_LENGTH`).
     """
     length = quantised.shape[1]
-    limit = _KEY_RANGE // torch.sym_max(length, 1)
+    limit = _KEY_RANGE // torch.sym_max(length, _CLAMP_LENGTH)
     # clamped in float32 (a bound rounded up by float32 is still far inside the margin), cast exactly
     q = quantised.clamp(-limit, limit).to(torch.long)
     pos = torch.arange(length, device=quantised.device).unsqueeze(0)

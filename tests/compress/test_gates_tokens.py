@@ -71,6 +71,23 @@ def test_per_graph_topk_keeps_a_score_too_large_for_the_int64_key() -> None:
     assert sel.order[1].tolist()[-2:] == [4, 2]  # the most negative scores last
 
 
+def test_per_graph_topk_keeps_the_same_tokens_alone_and_merged_with_a_larger_graph() -> None:
+    """The score clamp was sized for the batch's padded length, so scores of 1e13 and 3e13 were told
+    apart in a 3-node graph alone (clamp 1.9e14) and tied, going by position, once a 1000-node graph
+    shared its batch (clamp 5.6e11): the server, which merges requests, kept another token for the
+    same graph. The clamp no longer depends on the batch."""
+    scores = torch.tensor([1e13, 3e13, 2e13])
+    alone = topk_per_graph(scores[None], torch.ones(1, 3, dtype=torch.bool), 0.34)
+    batch = torch.zeros(2, 1000)
+    batch[0, :3] = scores
+    valid = torch.zeros(2, 1000, dtype=torch.bool)
+    valid[0, :3] = True
+    valid[1] = True
+    merged = topk_per_graph(batch, valid, 0.34)
+    assert alone.keep[0].tolist() == merged.keep[0, :3].tolist()
+    assert alone.order[0].tolist() == merged.order[0, :3].tolist()
+
+
 @pytest.mark.parametrize("length", [65536 + 10, 1 << 20])
 def test_per_graph_topk_ranks_by_score_then_position_in_graphs_past_65536_nodes(length: int) -> None:
     """The key's position part was ``65535 - pos``: from position 65536 it went negative and a node
