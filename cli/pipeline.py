@@ -26,7 +26,8 @@ def pipeline_cmd(
         Path | None, typer.Option(help="YAML or TOML config (sections as in gtcompress/pipeline/config.py).")
     ] = None,
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override, e.g. --set prune.budgets=[0.5,0.3]")
+        list[str] | None,
+        typer.Option("--set", help="Override, e.g. --set 'prune.budgets=[0.5,0.3]' (quoted: [ ] is a shell glob)."),
     ] = None,
     data: Annotated[str | None, typer.Option(help="Dataset (overrides data.name).")] = None,
     data_root: Annotated[
@@ -44,7 +45,7 @@ def pipeline_cmd(
     """The main job: train (or take) a GT, TEDDY-sparsify, GTSP-prune, export, verify, profile, serve.
 
     Default: CLUSTER-small, GT and GPS, three FLOP budgets plus a random baseline; about 10-11 minutes on
-    2 CPU cores. Example: gtc pipeline --set prune.budgets=[0.5] --out runs/demo
+    2 CPU cores. Example: gtc pipeline --set 'prune.budgets=[0.5]' --out runs/demo
     """
     from gtcompress.data import check_data_root, check_dataset_name
     from gtcompress.errors import GTCompressError
