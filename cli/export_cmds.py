@@ -23,7 +23,9 @@ def export_cmd(
     out: Annotated[Path, typer.Option(help="ONNX file to write (a file, not a directory).")] = Path("model.onnx"),
     attention: Annotated[str, typer.Option(help="auto, scatter, padded, dense or plugin.")] = "auto",
     triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository here.")] = None,
-    name: Annotated[str | None, typer.Option(help="Model name in the Triton repository.")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Model name in the Triton repository (default: the checkpoint directory's name).")
+    ] = None,
     triton_backend: Annotated[
         str,
         typer.Option(
@@ -64,6 +66,7 @@ def export_cmd(
     from gtcompress.checkpoint import load_checkpoint
     from gtcompress.errors import ConfigError
     from gtcompress.io import unwritable_reason
+    from runtime.served import default_model_name
 
     try:
         check_output_path(out)
@@ -97,7 +100,8 @@ def export_cmd(
             )
         if triton_repo.exists() and not triton_repo.is_dir():
             raise ConfigError(f"--triton-repo {triton_repo}: is a file; expected a directory (a model repository)")
-        model_name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", Path(checkpoint).resolve().name)
+        # named as gtc serve names the same path: runs/gt/config.json is runs/gt, a link is its own name
+        model_name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", default_model_name(checkpoint))
         try:
             check_model_name(model_name)
         except ConfigError as e:

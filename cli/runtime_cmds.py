@@ -267,7 +267,12 @@ def serve_cmd(
         Path,
         typer.Argument(help="Exported model (.onnx, .plan), a Triton repository model dir, or a checkpoint (torch)."),
     ],
-    name: Annotated[str | None, typer.Option(help="Model name in the API (default: the file's stem).")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Model name in the API (default: the file's stem, a directory's name, or its Triton model's name)."
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
     max_delay_ms: Annotated[

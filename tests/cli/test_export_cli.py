@@ -82,3 +82,23 @@ def test_triton_options_the_native_variant_cannot_use_are_refused_and_instances_
     text = (repo / "ckpt" / "config.pbtxt").read_text()
     assert 'platform: "onnxruntime_onnx"' in text and "max_batch_size: 0" in text
     assert "instance_group [\n  {\n    kind: KIND_CPU\n    count: 3\n  }\n]" in text
+
+
+def test_the_triton_model_is_named_as_gtc_serve_names_the_same_checkpoint_path(tmp_path: Path) -> None:
+    """``gtc export runs/gt/config.json --triton-repo R`` wrote the model ``config.json`` (served at
+    /v2/models/config.json), and ``runs/best``, a link to ``runs/gt-2024``, the model ``gt-2024``: gtc serve
+    of either path answers as ``gt`` and ``best``, and a client switching servers got 404."""
+    from runtime.served import default_model_name
+
+    ckpt = tmp_path / "gt"
+    args = ["--size", "20,8,8", "--hidden", "16", "--layers", "1", "--heads", "2", "--epochs", "1"]
+    res = runner.invoke(app, ["train", "--data", "cluster", *args, "--out", str(ckpt)])
+    assert res.exit_code == 0, res.output
+    (tmp_path / "best").symlink_to(ckpt, target_is_directory=True)
+    for given, want in ((ckpt / "config.json", "gt"), (tmp_path / "best", "best")):
+        repo = tmp_path / f"repo-{want}"
+        res = runner.invoke(
+            app, ["export", str(given), "--out", str(tmp_path / f"{want}.onnx"), "--triton-repo", str(repo)]
+        )
+        assert res.exit_code == 0, res.output
+        assert [p.name for p in repo.iterdir()] == [want] == [default_model_name(given)]
