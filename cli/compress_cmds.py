@@ -254,6 +254,12 @@ def sparsify_cmd(
             "on CPU the mask made a call up to 1.3x the dense model's time, bench/HISTORY.md); compare both with "
             "gtc profile."
         )
+    if edges > 0 and res.model.config.arch == "gt" and res.report["cost"]["flops_ratio"] >= 0.999:
+        console.print(
+            "[yellow]note:[/] removing edges saved no FLOPs here: on these graphs the attention runs on the dense "
+            "lowering, which computes every pair of a graph and masks the non-edges. Edges cost FLOPs on the "
+            "scatter, padded and plugin lowerings (gtc export --attention); compare them with gtc profile."
+        )
     if edges > 0:
         console.print(
             "[yellow]note:[/] this model expects TEDDY-sparsified inputs "

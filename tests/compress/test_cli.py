@@ -105,7 +105,13 @@ def test_sparsify_writes_checkpoint_and_report(ckpt: Path, tmp_path: Path, monke
     assert res.exit_code == 0, res.output
     meta = json.loads((out / "config.json").read_text())
     assert meta["teddy"]["edges"] == 0.3 and meta["compression"]["method"] == "teddy"
-    assert (out / "compression_report.json").is_file()
+    report = json.loads((out / "compression_report.json").read_text())
+    # CLUSTER's graphs run GT's dense lowering: 30 % of the edges gone, every pair still computed, and
+    # "FLOPs kept 1.000" alone read as if TEDDY had done nothing
+    assert report["cost"]["flops_ratio"] == 1.0
+    assert "removing edges saved no FLOPs here: on these graphs the attention runs on the dense lowering" in " ".join(
+        res.output.split()
+    )
 
 
 @pytest.mark.parametrize(
