@@ -155,6 +155,9 @@ def _child_main() -> None:
     terminated: list[int] = []
 
     def on_sigterm(signum: int, frame: object) -> None:
+        # One is enough: a group kill (timeout(1), kill -- -PGID) sends a second one as the parent dies
+        # (PR_SET_PDEATHSIG), which would interrupt the clean-up or print a traceback at exit.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         terminated.append(signum)
         raise KeyboardInterrupt  # the clean-up runs
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -206,3 +207,48 @@ def test_a_profile_stopped_during_its_op_profile_leaves_no_temporary_folder(
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+@pytest.mark.parametrize("when", ["during its clean-up", "as it exits"])
+def test_a_second_sigterm_neither_interrupts_the_measuring_childs_clean_up_nor_prints_a_traceback(
+    tmp_path: Path, when: str
+) -> None:
+    """``timeout gtc profile`` or ``kill -- -PGID`` sends SIGTERM to the whole group: the child gets one
+    from the kill and a second one when its parent dies of it (PR_SET_PDEATHSIG). Raised again as
+    KeyboardInterrupt, the second one cut the child's clean-up short (its op-profile folder stayed) or,
+    once cleaned up, printed a KeyboardInterrupt traceback from the interpreter's shutdown on the user's
+    terminal. Both moments are produced here exactly, by the child signalling itself."""
+    import subprocess
+    import textwrap
+
+    marker = tmp_path / "cleaned"
+    second = (
+        "os.kill(os.getpid(), signal.SIGTERM)"
+        if when == "during its clean-up"
+        else "atexit.register(os.kill, os.getpid(), signal.SIGTERM)"
+    )
+    code = textwrap.dedent(
+        f"""
+        import atexit, os, signal, time
+        import runtime.profile
+
+        def measure_model(**kwargs):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)  # the kill
+                time.sleep(60)
+            finally:  # the clean-up (the op profile's temporary folder)
+                {second}  # the parent's death
+                sum(range(10_000))
+                open({str(marker)!r}, "w").close()
+
+        runtime.profile.measure_model = measure_model
+        runtime.profile._child_main()
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], input="{}", env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (143, "", "")
+    assert marker.is_file()
