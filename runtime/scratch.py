@@ -78,7 +78,12 @@ class OwnedScratch:
         self.path = Path(tempfile.mkdtemp(prefix=prefix))
         self._fd: int | None = None
         if sys.platform.startswith("linux") or sys.platform == "darwin":
-            self._fd = _try_lock(self.path / LOCK_NAME)
+            # Locked under another name, then renamed: a lock file another launch can see is already held
+            # (created and locked under its name, it was unlocked for a moment, and removed as abandoned).
+            pending = self.path / f"{LOCK_NAME}.new"
+            self._fd = _try_lock(pending)
+            if self._fd is not None:
+                os.rename(pending, self.path / LOCK_NAME)
 
     def cleanup(self) -> None:
         """Remove the folder, then let go of its lock (in that order, so that no other process can

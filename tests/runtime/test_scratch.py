@@ -69,3 +69,31 @@ def test_a_folder_without_a_lock_file_or_of_another_name_is_left_alone(tmp_path)
     (unlocked / LOCK_NAME).write_text("")  # locked by nobody: its owner is gone
     assert remove_abandoned(PREFIX, tmp_path) == [unlocked]
     assert not unlocked.exists() and other.is_dir()
+
+
+def test_a_new_folder_is_never_seen_unlocked_by_another_launch(tmp_path, monkeypatch) -> None:
+    """The owner created its lock file, then locked it: another launch looking in between found a lock
+    file nobody held, took it and removed the new folder from under its owner (two ``gtc tritonserver``
+    started together). That moment is made exact here: another process cleans up as the owner locks."""
+    import fcntl
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # re-read TMPDIR
+    flock = fcntl.flock
+
+    def another_launch_first(fd: int, op: int) -> None:
+        code = f"from runtime.scratch import remove_abandoned; print(remove_abandoned({PREFIX!r}, {str(tmp_path)!r}))"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", another_launch_first)
+    mine = OwnedScratch(PREFIX)
+    monkeypatch.setattr(fcntl, "flock", flock)
+    try:
+        assert mine.path.is_dir() and (mine.path / LOCK_NAME).is_file()
+        assert remove_abandoned(PREFIX, tmp_path) == []  # and it is held
+    finally:
+        mine.cleanup()
+    assert not mine.path.exists()
