@@ -69,11 +69,13 @@ def check_training_fits(config: ModelConfig) -> None:
     counted, so no model that trains is refused."""
     import torch
 
-    try:
-        with torch.device("meta"):
-            weights = sum(p.numel() for p in build_model(config).parameters())
-    except RuntimeError:  # an element count past int64: certainly too large
-        weights = None
+    weights: int | None = None  # None: more than int64 counts, certainly too large
+    if _largest_int(config.to_dict()) <= torch.iinfo(torch.int64).max:  # else torch cannot even take the size
+        try:
+            with torch.device("meta"):
+                weights = sum(p.numel() for p in build_model(config).parameters())
+        except RuntimeError:  # an element count past int64
+            pass
     memory = machine_memory()
     if memory is None and weights is not None:
         return
@@ -87,6 +89,15 @@ def check_training_fits(config: ModelConfig) -> None:
             f"({TRAINING_BYTES_PER_WEIGHT} bytes a weight: the weight, its gradient and AdamW's two moments){have}; "
             "choose a smaller hidden size or fewer layers"
         )
+
+
+def _largest_int(value: Any) -> int:
+    """The largest integer anywhere in a config's nested dicts and lists (0 if none)."""
+    if isinstance(value, dict):
+        return max(map(_largest_int, value.values()), default=0)
+    if isinstance(value, list):
+        return max(map(_largest_int, value), default=0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 @dataclass

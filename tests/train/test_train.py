@@ -234,3 +234,24 @@ def test_a_model_whose_training_cannot_fit_in_memory_is_refused_before_it_is_bui
     )
     fit(DataSpec("cluster", size="12,6,6"), "gt", {"hidden": 16, "num_layers": 1, "heads": 1, "pe": {}},
         TrainConfig(epochs=1), dataset=ds, show_progress=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("overrides", [{"hidden": 2**64}, {"hidden": 16, "ffn_dim": 2**64}])
+def test_a_model_dimension_past_int64_is_refused_as_too_large_not_a_traceback(monkeypatch, overrides: dict) -> None:
+    """The memory check counted the weights by building the model on the meta device and took a failing
+    build (RuntimeError) for a count past int64; a dimension past int64 fails earlier, a TypeError in
+    torch ("Overflow when unpacking long long"), which ``gtc train --hidden 100000000000000000000`` printed
+    as a traceback."""
+    import gtcompress.train.recipe as recipe
+    from gtcompress.train.recipe import DataSpec, fit
+
+    monkeypatch.setattr(recipe, "machine_memory", lambda: 2**30)
+    ds = load_dataset("cluster", size="12,6,6", seed=0)
+    with pytest.raises(ConfigError) as err:
+        fit(DataSpec("cluster", size="12,6,6"), "gt", {"num_layers": 1, "heads": 1, "pe": {}, **overrides},
+            dataset=ds, show_progress=False)  # fmt: skip
+    assert str(err.value) == (
+        f"gt with hidden {overrides['hidden']}, 1 layers: more weights than int64 counts (16 bytes a weight: the "
+        "weight, its gradient and AdamW's two moments), more than this machine's 1.0 GiB of memory; choose a smaller "
+        "hidden size or fewer layers"
+    )
