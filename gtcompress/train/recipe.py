@@ -84,8 +84,9 @@ def check_training_fits(config: ModelConfig) -> None:
         count = "more weights than int64 counts" if weights is None else f"{weights:,} weights"
         size = "" if need is None else f", which take {need / 2**30:.1f} GiB to train"
         have = "" if memory is None else f", more than this machine's {memory / 2**30:.1f} GiB of memory"
+        layers = f"{config.num_layers} layer" + ("s" if config.num_layers != 1 else "")
         raise ConfigError(
-            f"{config.arch} with hidden {config.hidden}, {config.num_layers} layers: {count}{size} "
+            f"{config.arch} with hidden {config.hidden}, {layers}: {count}{size} "
             f"({TRAINING_BYTES_PER_WEIGHT} bytes a weight: the weight, its gradient and AdamW's two moments){have}; "
             "choose a smaller hidden size or fewer layers"
         )

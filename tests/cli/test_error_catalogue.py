@@ -188,7 +188,7 @@ CASES = [
     ),
     _case(  # was torch's "DefaultCPUAllocator: can't allocate memory" traceback
         "train --hidden 100000000 --heads 1 --layers 1 --size 10,5,5 --epochs 1 --out {root}/t",
-        r"gt with hidden 100000000, 1 layers: 85,000,003,050,000,006 weights, which take 1266598746\.9 GiB to train "
+        r"gt with hidden 100000000, 1 layer: 85,000,003,050,000,006 weights, which take 1266598746\.9 GiB to train "
         r"\(16 bytes a weight: the weight, its gradient and AdamW's two moments\), more than this machine's "
         r"[0-9.]+ GiB of memory; choose a smaller hidden size or fewer layers",
         regex=True,

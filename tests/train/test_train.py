@@ -228,7 +228,7 @@ def test_a_model_whose_training_cannot_fit_in_memory_is_refused_before_it_is_bui
         fit(DataSpec("cluster", size="12,6,6"), "gt", {"hidden": 8192, "num_layers": 1, "heads": 1, "pe": {}},
             dataset=ds, show_progress=False)  # fmt: skip
     assert str(err.value) == (
-        "gt with hidden 8192, 1 layers: 570,601,478 weights, which take 8.5 GiB to train (16 bytes a weight: the "
+        "gt with hidden 8192, 1 layer: 570,601,478 weights, which take 8.5 GiB to train (16 bytes a weight: the "
         "weight, its gradient and AdamW's two moments), more than this machine's 1.0 GiB of memory; choose a smaller "
         "hidden size or fewer layers"
     )
@@ -251,7 +251,7 @@ def test_a_model_dimension_past_int64_is_refused_as_too_large_not_a_traceback(mo
         fit(DataSpec("cluster", size="12,6,6"), "gt", {"num_layers": 1, "heads": 1, "pe": {}, **overrides},
             dataset=ds, show_progress=False)  # fmt: skip
     assert str(err.value) == (
-        f"gt with hidden {overrides['hidden']}, 1 layers: more weights than int64 counts (16 bytes a weight: the "
+        f"gt with hidden {overrides['hidden']}, 1 layer: more weights than int64 counts (16 bytes a weight: the "
         "weight, its gradient and AdamW's two moments), more than this machine's 1.0 GiB of memory; choose a smaller "
         "hidden size or fewer layers"
     )
