@@ -61,7 +61,7 @@ from gtcompress.models.model import GraphModel
 from gtcompress.preprocess.batching import NumpyGraph
 from gtcompress.preprocess.inputs import build_inputs
 from gtcompress.preprocess.layouts import NBR_BUCKETS
-from gtcompress.preprocess.norm_range import NORM_KEY, SCALE_SAFE
+from gtcompress.preprocess.legacy_range import HALF_RANGE, MASK_KEY, NORM_KEY, SCALE_SAFE
 from gtcompress.preprocess.random_graphs import edge_case_batches, random_batches
 from gtcompress.preprocess.spec import FeatureInput, InputSpec, Lowering, OutputSpec, choose_lowering
 
@@ -344,7 +344,8 @@ def _export_eval(
         "gtcompress_version": __version__,
         "model_config": json.dumps(model.config.to_dict()),
         "input_spec": json.dumps(spec.to_json()),
-        NORM_KEY: SCALE_SAFE,
+        NORM_KEY: SCALE_SAFE,  # without these, gtcompress.preprocess.legacy_range holds the file to a range
+        MASK_KEY: HALF_RANGE,
         **{k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in (metadata or {}).items()},
     }
     del proto.metadata_props[:]

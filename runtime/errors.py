@@ -36,8 +36,8 @@ class NonFiniteError(InputError):
 
 
 class FeatureRangeError(InputError):
-    """A float feature is finite but beyond what an older model file with LayerNorm computes right
-    (:mod:`gtcompress.preprocess.norm_range`): refused, since its answer would be finite and wrong."""
+    """A float feature is finite but beyond what an older model file computes right
+    (:mod:`gtcompress.preprocess.legacy_range`): refused, since its answer would be wrong."""
 
 
 class NonFiniteOutputError(InputError):

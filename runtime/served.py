@@ -21,20 +21,20 @@ import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph, graph_ptr
 from gtcompress.preprocess.layouts import node_counts as count_nodes
-from gtcompress.preprocess.norm_range import largest_float, legacy_norm_bound
+from gtcompress.preprocess.legacy_range import largest_float, legacy_range
 from gtcompress.preprocess.pe import pe_function
 from gtcompress.preprocess.spec import InputSpec
 from runtime.batcher import MIB, BatchConfig, DynamicBatcher
 from runtime.errors import (
     BatchVectorError,
     DTypeError,
-    FeatureRangeError,
     GraphTooLargeError,
     NonFiniteOutputError,
     ProtocolError,
     SessionError,
     ShapeError,
 )
+from runtime.feature_range import check_legacy_range, float_inputs
 from runtime.graphs import (
     apply_teddy,
     check_batch_vector,
@@ -148,7 +148,9 @@ class ServedModel:
         self.required = [n for n in ("x", "edge_index", "edge_attr") if n in self.inputs]
         self.raw_inputs = frozenset(n for n in RAW_INPUTS if n in self.inputs)
         self.distance_hops = distance_hops(self.session)
-        self.norm_bound = legacy_norm_bound(self.session.metadata)
+        self.legacy_range = legacy_range(
+            self.session.metadata, self.session.spec.lowering, tensorrt=self.session.platform == "tensorrt_plan"
+        )
 
     def check_input(self, name: str, datatype: str) -> None:
         """Refuse an input this model does not have, or of another datatype: called by the decoder
@@ -309,30 +311,11 @@ def request_graph(
         pe={k[3:]: v for k, v in inputs.items() if k.startswith("pe_")},
     )
     g = validate_graph(g, spec, batch_checked=True)
-    if model.norm_bound is not None:
-        _check_norm_range(g, model, model.norm_bound)
+    if model.legacy_range is not None:
+        check_legacy_range(g, model.name, model.legacy_range)
     if teddy:
         g = finish_graph(g, model, num_graphs, full)
     return g, num_graphs, full
-
-
-def _check_norm_range(g: NumpyGraph, model: ServedModel, bound: float) -> None:
-    """Refuse float features an older LayerNorm model file would answer wrongly yet finitely
-    (:mod:`gtcompress.preprocess.norm_range`): no check of its answer could catch it."""
-    top = largest_float(_float_inputs(g))
-    if top is not None and top[1] > bound:
-        raise FeatureRangeError(
-            top[0],
-            f"its largest magnitude, {top[1]:.3g}, is above {bound:.0e}, the most model '{model.name}' is trusted "
-            "with: the file was exported before gtcompress's LayerNorm handled rows too large to square in "
-            "float32, and would answer with a finite wrong value; export the model again, or send features on "
-            "the scale it was trained on",
-        )
-
-
-def _float_inputs(g: NumpyGraph) -> dict[str, np.ndarray | None]:
-    """A graph's float inputs under their request names."""
-    return {"x": g.x, "edge_attr": g.edge_attr, **{f"pe_{k}": v for k, v in g.pe.items()}}
 
 
 def finish_graph(g: NumpyGraph, model: ServedModel, num_graphs: int, full: bool, *, pe: bool = False) -> NumpyGraph:
@@ -479,7 +462,7 @@ def _run_merged(model: ServedModel, items: Sequence[GraphItem]) -> list[np.ndarr
 def _refusal(model: ServedModel, item: GraphItem, out: np.ndarray) -> NonFiniteOutputError:
     """The 400 for an item whose answer alone holds NaN or infinity, naming its largest float input."""
     bad = int(out.size - np.isfinite(out).sum())
-    top = largest_float(_float_inputs(item.graph))
+    top = largest_float(float_inputs(item.graph))
     if top is None:  # no float input to blame: the model itself does not compute
         raise SessionError(
             f"model '{model.name}' answered with {bad} NaN or infinite values of {out.size} for a request "

@@ -1,0 +1,113 @@
+"""The feature range an older model file computes right, for files exported before two float32 fixes.
+
+Two fixes let a model answer large finite float features as in float64, and a file exported before
+either answers some of them wrongly, where no check of the answer can tell:
+
+* LayerNorm computes a variance, and squares overflow float32 past 1.8e19: a Graphormer (or a model
+  built with ``norm='layer'``) exported before :class:`gtcompress.nn.blocks.ScaleSafeLayerNorm`
+  answers features of 1e20 with a *finite wrong* answer on ONNX Runtime (its LayerNormalization turns
+  the infinite variance into a zero row, leaving the bias). Newer files say :data:`NORM_KEY`.
+* Attention masks are added to scores (:data:`gtcompress.nn.attention.MASK`). At -1e30, once scores
+  pass about 1e30, a non-edge or padding slot outranks real edges: the ``dense`` and ``padded``
+  lowerings (every GPS and Graphormer runs ``dense``) give a *finite wrong* answer. The ``plugin``
+  lowering's ONNX Runtime function started its running maximum at -1e30, so a node whose scores all
+  lay below it got NaN (TensorRT runs the plugins instead, whose maximum starts at -inf). The
+  ``scatter`` lowering has no mask. Newer files say :data:`MASK_KEY`.
+
+For an older file a deployment refuses float inputs beyond :data:`LEGACY_BOUND` instead of answering
+them (:func:`legacy_range`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: metadata key (and value) of a model whose LayerNorms scale rows too large to square
+NORM_KEY = "layer_norm"
+SCALE_SAFE = "scale-safe"
+#: metadata key (and value) of a model whose attention masks are half of float32's range, and whose
+#: plugin function's running maximum starts at -inf
+MASK_KEY = "attention_mask"
+HALF_RANGE = "half-range"
+
+#: the largest float feature magnitude an older file is trusted with, for both fixes.
+#: LayerNorm: its norms see the features times the input encoder's gain, and (1e8 x gain)^2 x width
+#: stays inside float32 for any gain x sqrt(width) below 1.8e11.
+#: Masks: scores grow with the square of the features, so a file with masks of -1e30 departs where
+#: its scores reach about 1e30, some 4.3 decades of features below where the same model's scores
+#: overflow float32 (3.4e38) and it answers NaN anyway; how far that is from 1 depends on the weights.
+#: Measured on files exported with ``MASK`` and the plugin function's start set back to -1e30 (their
+#: answers are bit for bit those of files exported at the commit before the fixes), seeded random
+#: models, 3 graph batches each, features from 1e6 in steps of 10^0.25, against the float64 model:
+#: GT with BatchNorm or LayerNorm, ``dense``/``padded``, with and without edge features, first
+#: departed at 1e15 (hidden 32 to 128, 2 to 8 layers), the plugin function (NaN) at 10^15.25, GPS at
+#: 10^15.75 (hidden 32, 2 layers), 10^14.75 (64, 4), 10^13.5 (128, 8) and 10^12.25 (256, 12): deeper
+#: and wider models depart lower. 1e8 is 4.25 decades below the lowest, and holds for any model that
+#: computes features of 2e12 without overflowing float32. (A Graphormer never departed: its pre-LN
+#: attention sees normalised rows; it is held all the same, as its edge-feature biases grow with the
+#: features.)
+LEGACY_BOUND = 1e8
+
+_NORM_BEFORE = "gtcompress's LayerNorm handled rows too large to square in float32"
+_MASK_BEFORE = "gtcompress's attention masks outweighed attention scores beyond 1e30"
+_PLUGIN_BEFORE = "gtcompress's attention op on ONNX Runtime softmaxed scores below -1e30"
+
+
+@dataclass(frozen=True)
+class LegacyRange:
+    """What an older file is trusted with: ``bound``, and why (which fixes it predates, and what it
+    would answer beyond the bound), for the refusal's message."""
+
+    bound: float
+    before: tuple[str, ...]
+    answer: str
+
+    def reason(self) -> str:
+        return f"the file was exported before {' and before '.join(self.before)}, and would answer with {self.answer}"
+
+
+def legacy_range(metadata: Mapping[str, Any], lowering: str, *, tensorrt: bool = False) -> LegacyRange | None:
+    """The range a model file exported before either fix is trusted with, else None.
+
+    ``lowering`` is the file's input spec's; ``tensorrt``: the file runs as a TensorRT engine (whose
+    plugins never ran the plugin function). Which models have LayerNorm is read off the exported
+    ``model_config`` (Graphormer always; others with ``norm='layer'``); a file without one (not ours)
+    is not second-guessed."""
+    try:
+        cfg = json.loads(metadata.get("model_config") or "{}")
+    except (TypeError, ValueError, RecursionError):
+        return None  # read, and refused with its file's name, where the model config is used
+    if not isinstance(cfg, dict) or not cfg:
+        return None
+    before: list[str] = []
+    finite_wrong = False
+    if metadata.get(NORM_KEY) != SCALE_SAFE and (cfg.get("arch") == "graphormer" or cfg.get("norm") == "layer"):
+        before.append(_NORM_BEFORE)
+        finite_wrong = True
+    if metadata.get(MASK_KEY) != HALF_RANGE:
+        if lowering in ("dense", "padded"):
+            before.append(_MASK_BEFORE)
+            finite_wrong = True
+        elif lowering == "plugin" and not tensorrt:
+            before.append(_PLUGIN_BEFORE)
+    if not before:
+        return None
+    return LegacyRange(LEGACY_BOUND, tuple(before), "a finite wrong value" if finite_wrong else "NaN")
+
+
+def largest_float(tensors: Mapping[str, np.ndarray | None]) -> tuple[str, float] | None:
+    """The float tensor of largest magnitude among ``tensors`` and that magnitude (None without one)."""
+    peaks = [
+        (float(np.abs(a).max()), name)
+        for name, a in tensors.items()
+        if a is not None and a.dtype.kind == "f" and a.size
+    ]
+    if not peaks:
+        return None
+    peak, name = max(peaks)
+    return name, peak

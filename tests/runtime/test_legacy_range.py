@@ -1,0 +1,307 @@
+"""Large finite features get the model's answer, or a 400 from a file exported before the fix that
+makes them safe, never a finite wrong answer.
+
+A Graphormer exported before :class:`gtcompress.nn.blocks.ScaleSafeLayerNorm` answered features of
+1e20 on ONNX Runtime with the same finite row for every node (its LayerNormalization turned the
+infinite variance into zeros, leaving the bias); a GT exported with attention masks of -1e30 answered
+features of 1e16 on the ``dense`` lowering with non-edges' values. The server's check for NaN answers
+could see neither.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from exporters.onnx import export_onnx
+from gtcompress.data.base import FeatureSpec
+from gtcompress.graph import GraphBatch
+from gtcompress.models import LayerSpec, ModelConfig
+from gtcompress.nn.blocks import ScaleSafeLayerNorm
+from gtcompress.preprocess import NumpyGraph
+from gtcompress.preprocess.legacy_range import (
+    HALF_RANGE,
+    LEGACY_BOUND,
+    MASK_KEY,
+    NORM_KEY,
+    SCALE_SAFE,
+    LegacyRange,
+    legacy_range,
+)
+from runtime.errors import FeatureRangeError
+from runtime.served import ServedModel, run_items
+from runtime.session import GraphSession
+from tests.runtime.conftest import seeded_model
+
+SCALES = (1.0, 1e20, 1e30, 1e36)
+
+
+def _config(arch: str = "graphormer", **kw: object) -> ModelConfig:
+    return ModelConfig(
+        arch=arch,
+        node_features=FeatureSpec("float", 3),
+        out_dim=2,
+        hidden=16,
+        heads=2,
+        layers=[LayerSpec(heads=2, ffn_dim=8)],
+        **kw,
+    )
+
+
+def _ring(x: np.ndarray) -> NumpyGraph:
+    n = x.shape[0]
+    ei = np.array([np.arange(n), (np.arange(n) + 1) % n], dtype=np.int64)
+    return NumpyGraph(x.astype(np.float32), ei, None, None, {})
+
+
+def _x() -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(5, 3))
+
+
+def _without(path: Path, key: str, to: Path) -> Path:
+    """``path`` saved as ``to`` without the metadata entry ``key``: a file exported before the entry
+    was written (what the metadata says decides; the graph is not inspected)."""
+    proto = onnx.load(str(path))
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key != key]
+    del proto.metadata_props[:]
+    for k, v in keep:
+        proto.metadata_props.add(key=k, value=v)
+    onnx.save(proto, str(to))
+    return to
+
+
+def _ask(model: ServedModel, g: NumpyGraph) -> np.ndarray:
+    """``g`` through ``request_graph`` and ``run_items``: the path of ``gtc serve`` and the Triton
+    python variant."""
+    from runtime.protocol import InferRequest
+    from runtime.served import request_graph
+    from runtime.server import ServerLimits
+
+    req = InferRequest({"x": g.x, "edge_index": g.edge_index}, {"x": "FP32", "edge_index": "INT64"})
+    graph, count, _ = request_graph(req, model, ServerLimits())
+    out = run_items(model, [type("Item", (), {"graph": graph, "num_graphs": count})()])[0]
+    assert isinstance(out, np.ndarray), out
+    return out
+
+
+@pytest.fixture(scope="module")
+def graphormer(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
+    model = seeded_model(_config())
+    path = tmp_path_factory.mktemp("norm") / "graphormer.onnx"
+    export_onnx(model, path, "dense", verify_batches=1)
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def legacy(graphormer: tuple[torch.nn.Module, Path]) -> Path:
+    """The same model as a file exported before the scale-safe LayerNorm: no ``layer_norm`` entry."""
+    return _without(graphormer[1], NORM_KEY, graphormer[1].with_name("graphormer-legacy.onnx"))
+
+
+def test_scale_safe_layer_norm_is_layer_norm_bit_for_bit_on_ordinary_rows() -> None:
+    torch.manual_seed(0)
+    plain = torch.nn.LayerNorm(16)
+    with torch.no_grad():
+        plain.weight.uniform_(0.5, 1.5)
+        plain.bias.uniform_(-0.5, 0.5)
+    safe = ScaleSafeLayerNorm(16)
+    safe.load_state_dict(plain.state_dict())  # same parameters, same checkpoints
+    h = torch.randn(64, 16) * torch.logspace(-3, 14, 64).unsqueeze(1)  # up to 1e14: below 2**48
+    assert torch.equal(safe(h), plain(h))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_scale_safe_layer_norm_normalises_rows_too_large_to_square(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    norm = ScaleSafeLayerNorm(16).to(dtype)
+    row = torch.randn(3, 16, dtype=torch.float64)
+    want = torch.nn.functional.layer_norm(row, (16,), eps=0.0)  # eps is nothing beside a variance of 1e40
+    for scale in (1e20, 1e30, 1e37):
+        got = norm((row * scale).to(dtype)).double()
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, want, atol=0.05 if dtype == torch.bfloat16 else 1e-5, rtol=0)
+    assert not torch.isfinite(torch.nn.LayerNorm(16).to(dtype)((row * 1e30).to(dtype))).all()  # what it fixes
+
+
+def test_a_graphormer_answers_features_too_large_to_square_as_in_float64(graphormer) -> None:
+    """ONNX Runtime's answer at 1e20..1e36 is the float64 model's, as at scale 1 (it was one finite row
+    of bias for every node)."""
+    model, path = graphormer
+    sess = GraphSession(path)
+    assert sess.metadata[NORM_KEY] == SCALE_SAFE
+    ref = model.double()
+    x = _x()
+    try:
+        for scale in SCALES:
+            g = _ring(x * scale)
+            with torch.no_grad():
+                want = ref(GraphBatch(torch.tensor(g.x, dtype=torch.float64), torch.tensor(g.edge_index))).numpy()
+            got = sess.run([g])[0]
+            np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5, err_msg=f"scale {scale:g}")
+    finally:
+        model.float()
+
+
+def test_an_older_layer_norm_file_refuses_features_beyond_its_range(graphormer, legacy: Path) -> None:
+    """Features inside the range are answered as by the new file."""
+    new, old = ServedModel("new", GraphSession(graphormer[1])), ServedModel("old", GraphSession(legacy))
+    assert new.legacy_range is None and old.legacy_range is not None and old.legacy_range.bound == LEGACY_BOUND
+
+    def ask(model: ServedModel, x: np.ndarray) -> np.ndarray:
+        return _ask(model, _ring(x))
+
+    ordinary = _x() * 1e7
+    np.testing.assert_array_equal(ask(old, ordinary), ask(new, ordinary))
+    with pytest.raises(FeatureRangeError) as e:
+        ask(old, _x() * 1e20)
+    peak = float(np.abs((_x() * 1e20).astype(np.float32)).max())
+    assert str(e.value) == (
+        f"input 'x': its largest magnitude, {peak:.3g}, is above 1e+08, the most model 'old' is trusted with: "
+        "the file was exported before gtcompress's LayerNorm handled rows too large to square in float32, and "
+        "would answer with a finite wrong value; export the model again, or send features on the scale it was "
+        "trained on"
+    )
+    assert np.isfinite(ask(new, _x() * 1e20)).all()
+
+
+def test_which_files_are_held_to_the_range() -> None:
+    import json
+
+    norm = "gtcompress's LayerNorm handled rows too large to square in float32"
+    mask = "gtcompress's attention masks outweighed attention scores beyond 1e30"
+    plugin = "gtcompress's attention op on ONNX Runtime softmaxed scores below -1e30"
+    wrong = "a finite wrong value"
+
+    def held(cfg: ModelConfig, lowering: str = "dense", tensorrt: bool = False, **extra: str) -> LegacyRange | None:
+        meta = {"model_config": json.dumps(cfg.to_dict()), **extra}
+        return legacy_range(meta, lowering, tensorrt=tensorrt)
+
+    new = {NORM_KEY: SCALE_SAFE, MASK_KEY: HALF_RANGE}
+    safe_masks = {MASK_KEY: HALF_RANGE}
+    assert held(_config(), **safe_masks) == LegacyRange(LEGACY_BOUND, (norm,), wrong)  # LayerNorm in every block
+    assert held(_config("gt", norm="layer"), "scatter") == LegacyRange(LEGACY_BOUND, (norm,), wrong)
+    assert held(_config("gt"), "scatter") is None  # BatchNorm, no mask: overflow shows as NaN, refused as such
+    assert held(_config(), **new) is None
+    assert held(_config("gt", norm="layer"), "dense", **new) is None
+    # the masks: every lowering but scatter (GPS and Graphormer export only dense)
+    assert held(_config(), **{NORM_KEY: SCALE_SAFE}) == LegacyRange(LEGACY_BOUND, (mask,), wrong)
+    assert held(_config("gps"), **{NORM_KEY: SCALE_SAFE}) == LegacyRange(LEGACY_BOUND, (mask,), wrong)
+    assert held(_config("gt"), "padded") == LegacyRange(LEGACY_BOUND, (mask,), wrong)
+    assert held(_config("gt"), "plugin") == LegacyRange(LEGACY_BOUND, (plugin,), "NaN")
+    assert held(_config("gt"), "plugin", tensorrt=True) is None  # TensorRT's plugins never ran the function
+    assert held(_config("gt"), "dense", tensorrt=True) == LegacyRange(LEGACY_BOUND, (mask,), wrong)
+    both = held(_config())  # a Graphormer exported before both fixes
+    assert both == LegacyRange(LEGACY_BOUND, (norm, mask), wrong)
+    assert both.reason() == f"the file was exported before {norm} and before {mask}, and would answer with {wrong}"
+    assert held(_config("gt", norm="layer"), "plugin").reason() == (
+        f"the file was exported before {norm} and before {plugin}, and would answer with {wrong}"
+    )
+    assert legacy_range({}, "dense") is None  # not our export: nothing to go on
+    assert legacy_range({"model_config": "{"}, "dense") is None  # unreadable: refused where it is read
+
+
+# ------------------------------------------------------------------------------ attention masks of -1e30
+def _graph(scale: float) -> NumpyGraph:
+    """Sparse edges (non-edges to mask, and nodes without incoming edges), features at ``scale``."""
+    rng = np.random.default_rng(3)
+    ei = rng.integers(0, 9, (2, 12)).astype(np.int64)
+    return NumpyGraph((rng.normal(size=(9, 3)) * scale).astype(np.float32), ei, None, None, {})
+
+
+def _float64(model: torch.nn.Module, g: NumpyGraph) -> np.ndarray:
+    model = copy.deepcopy(model).double()
+    with torch.no_grad():
+        return model(GraphBatch(torch.tensor(g.x, dtype=torch.float64), torch.tensor(g.edge_index))).numpy()
+
+
+@pytest.fixture(scope="module")
+def gt_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, dict[str, Path]]:
+    """A BatchNorm GT as exported now (``dense``), as exported with the masks of -1e30 (``old-dense``,
+    and without the metadata entry, as that code wrote it), and on the ``scatter`` lowering without the
+    entry (``old-scatter``: nothing there is masked)."""
+    from gtcompress.nn import attention, layout
+
+    model = seeded_model(_config("gt"))
+    root = tmp_path_factory.mktemp("masks")
+    files = {"dense": root / "dense.onnx"}
+    export_onnx(model, files["dense"], "dense", verify_batches=1)
+    current = attention.MASK
+    attention.MASK = layout.MASK = -1e30  # the masks before they were half of float32's range
+    try:
+        export_onnx(model, root / "old-masks.onnx", "dense", verify=False)
+    finally:
+        attention.MASK = layout.MASK = current
+    files["old-dense"] = _without(root / "old-masks.onnx", MASK_KEY, root / "old-dense.onnx")
+    export_onnx(model, root / "scatter.onnx", "scatter", verify_batches=1)
+    files["old-scatter"] = _without(root / "scatter.onnx", MASK_KEY, root / "old-scatter.onnx")
+    return model, files
+
+
+def test_an_older_mask_file_refuses_features_beyond_its_range(gt_files) -> None:
+    """The old masks give a finite wrong answer at 1e16, which the refusal keeps from a client; at the
+    bound the old file answers as the new one, and the new one answers 1e16 as in float64."""
+    model, files = gt_files
+    big, at_bound = _graph(1e16), _graph(1.0)
+    at_bound.x *= np.float32(LEGACY_BOUND / np.abs(at_bound.x).max())
+    assert LEGACY_BOUND / 2 < np.abs(at_bound.x).max() <= LEGACY_BOUND
+    want = _float64(model, big)
+    wrong = GraphSession(files["old-dense"]).run([big])[0]  # what the old file computes, unchecked
+    assert np.isfinite(wrong).all() and not np.allclose(wrong, want, rtol=1e-3, atol=0)
+    new, old = ServedModel("new", GraphSession(files["dense"])), ServedModel("old", GraphSession(files["old-dense"]))
+    assert new.legacy_range is None and old.legacy_range is not None
+    with pytest.raises(FeatureRangeError) as e:
+        _ask(old, big)
+    peak = float(np.abs(big.x).max())
+    assert str(e.value) == (
+        f"input 'x': its largest magnitude, {peak:.3g}, is above 1e+08, the most model 'old' is trusted with: "
+        "the file was exported before gtcompress's attention masks outweighed attention scores beyond 1e30, and "
+        "would answer with a finite wrong value; export the model again, or send features on the scale it was "
+        "trained on"
+    )
+    np.testing.assert_allclose(_ask(old, at_bound), _ask(new, at_bound), rtol=1e-6, atol=0)
+    np.testing.assert_allclose(_ask(old, at_bound), _float64(model, at_bound), rtol=1e-4, atol=0)
+    np.testing.assert_allclose(_ask(new, big), want, rtol=1e-4, atol=0)
+
+
+def test_an_older_scatter_file_and_a_checkpoint_are_not_held_to_the_range(gt_files, tmp_path: Path) -> None:
+    """The scatter lowering has no mask; the torch backend runs this gtcompress's model code (its GT on
+    the plugin lowering, whose file would be held to the range)."""
+    from gtcompress.checkpoint import save_checkpoint
+
+    model, files = gt_files
+    big = _graph(1e16)
+    want = _float64(model, big)
+    scatter = ServedModel("scatter", GraphSession(files["old-scatter"]))
+    assert MASK_KEY not in scatter.session.metadata and scatter.legacy_range is None
+    np.testing.assert_allclose(_ask(scatter, big), want, rtol=1e-4, atol=0)
+    ckpt = ServedModel("ckpt", GraphSession(save_checkpoint(tmp_path / "ckpt", model)))
+    assert str(ckpt.session.spec.lowering) == "plugin"
+    np.testing.assert_allclose(_ask(ckpt, big), want, rtol=1e-4, atol=0)
+    assert ckpt.session.metadata[MASK_KEY] == HALF_RANGE and ckpt.legacy_range is None
+
+
+def test_the_triton_python_variant_refuses_the_same(gt_files, config, tmp_path: Path) -> None:
+    from exporters.triton_repo import PythonModelOptions, write_model_repository
+    from runtime.triton_python import Failure, GraphBatchModel
+    from tests.runtime.conftest import python_request
+
+    model, files = gt_files
+    spec = GraphSession(files["old-dense"]).spec
+    repo = write_model_repository(tmp_path, "old", files["old-dense"], spec, options=PythonModelOptions())
+    triton = GraphBatchModel(repo, 1, config(repo))
+    big, small = _graph(1e16), _graph(1e6)
+    refused, answered = triton.answer([python_request(big), python_request(small)])
+    peak = float(np.abs(big.x).max())
+    assert refused == Failure(
+        f"input 'x': its largest magnitude, {peak:.3g}, is above 1e+08, the most model 'old' is trusted with: "
+        "the file was exported before gtcompress's attention masks outweighed attention scores beyond 1e30, and "
+        "would answer with a finite wrong value; export the model again, or send features on the scale it was "
+        "trained on",
+        invalid=True,
+    )
+    np.testing.assert_allclose(answered[0], _float64(model, small), rtol=1e-4, atol=0)
