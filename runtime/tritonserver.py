@@ -225,23 +225,23 @@ class TritonServer:
             return self
         check_port_free(self.host, self.http_port)
         self._tmp = OwnedScratch(SCRATCH_PREFIX)
-        tmp = self._tmp.path
-        backend_dir = python_backend_dir(self.install, tmp / "backends")
-        if self.log_path is None:
-            self.log_path = tmp / "tritonserver.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as out:
-            self._log_start = out.tell()  # an appended --log holds earlier runs: read only this one's
-            self.process = subprocess.Popen(
-                self.command(backend_dir),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=server_env(self.install),
-                start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
-                preexec_fn=stop_with_parent(),
-            )
-        try:
+        try:  # a failure before the server runs (the --log folder, the backend links) removes the scratch too
+            tmp = self._tmp.path
+            backend_dir = python_backend_dir(self.install, tmp / "backends")
+            if self.log_path is None:
+                self.log_path = tmp / "tritonserver.log"
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "ab") as out:
+                self._log_start = out.tell()  # an appended --log holds earlier runs: read only this one's
+                self.process = subprocess.Popen(
+                    self.command(backend_dir),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=server_env(self.install),
+                    start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
+                    preexec_fn=stop_with_parent(),
+                )
             self.wait_ready()
         except BaseException:
             self.stop()
@@ -293,8 +293,12 @@ class TritonServer:
             return f.read().decode(errors="replace")
 
     def stop(self) -> int | None:
-        """SIGTERM to the server's PID (SIGKILL after ``stop_timeout``); its exit code."""
-        proc, self.process = self.process, None
+        """SIGTERM to the server's PID (SIGKILL after ``stop_timeout``); its exit code.
+
+        The process is forgotten only once it has ended: a second Ctrl-C during the wait interrupts
+        this call, and the caller's next ``stop()`` (``__exit__``, the CLI's clean-up) still waits for
+        the server, and kills it, before its scratch folder goes."""
+        proc = self.process
         code = None
         if proc is not None:
             if proc.poll() is None:
@@ -307,6 +311,7 @@ class TritonServer:
                         os.killpg(proc.pid, signal.SIGKILL)  # the server and its Python stubs
                     proc.wait(10)
             code = proc.returncode
+            self.process = None
         if self._tmp is not None:
             if self.log_path is not None and self.log_path.is_relative_to(self._tmp.path):
                 self.log_path = None  # goes with the directory
