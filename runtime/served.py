@@ -21,7 +21,7 @@ import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph, graph_ptr
 from gtcompress.preprocess.layouts import node_counts as count_nodes
-from gtcompress.preprocess.legacy_range import largest_float, legacy_range
+from gtcompress.preprocess.legacy_range import largest_float, legacy_nan_reason, legacy_range
 from gtcompress.preprocess.pe import pe_function
 from gtcompress.preprocess.spec import InputSpec
 from runtime.batcher import MIB, BatchConfig, DynamicBatcher
@@ -148,9 +148,9 @@ class ServedModel:
         self.required = [n for n in ("x", "edge_index", "edge_attr") if n in self.inputs]
         self.raw_inputs = frozenset(n for n in RAW_INPUTS if n in self.inputs)
         self.distance_hops = distance_hops(self.session)
-        self.legacy_range = legacy_range(
-            self.session.metadata, self.session.spec.lowering, tensorrt=self.session.platform == "tensorrt_plan"
-        )
+        meta, lowering = self.session.metadata, self.session.spec.lowering
+        self.legacy_range = legacy_range(meta, lowering)
+        self.legacy_nan = legacy_nan_reason(meta, lowering, tensorrt=self.session.platform == "tensorrt_plan")
 
     def check_input(self, name: str, datatype: str) -> None:
         """Refuse an input this model does not have, or of another datatype: called by the decoder
@@ -473,7 +473,8 @@ def _refusal(model: ServedModel, item: GraphItem, out: np.ndarray) -> NonFiniteO
         name,
         f"model '{model.name}' answers this request with {bad} NaN or infinite values of {out.size}: its "
         f"inputs are finite, but their largest magnitude, {peak:.3g} (here), is beyond what the model computes "
-        "in float32; send features on the scale the model was trained on",
+        f"in float32{f' ({model.legacy_nan})' if model.legacy_nan else ''}; send features on the scale the model "
+        "was trained on",
     )
 
 

@@ -14,8 +14,11 @@ either answers some of them wrongly, where no check of the answer can tell:
   lay below it got NaN (TensorRT runs the plugins instead, whose maximum starts at -inf). The
   ``scatter`` lowering has no mask. Newer files say :data:`MASK_KEY`.
 
-For an older file a deployment refuses float inputs beyond :data:`LEGACY_BOUND` instead of answering
-them (:func:`legacy_range`).
+For an older file that would answer finitely and wrongly, a deployment refuses float inputs beyond
+:data:`LEGACY_BOUND` instead of answering them (:func:`legacy_range`). An older ``plugin`` file is not
+held to it: its only failure is NaN, which the deployment's check of every answer already refuses,
+and below that failure (features of about 1e15) it answers right; :func:`legacy_nan_reason` says in
+that refusal that a new export would compute it.
 """
 
 from __future__ import annotations
@@ -60,44 +63,49 @@ _PLUGIN_BEFORE = "gtcompress's attention op on ONNX Runtime softmaxed scores bel
 
 @dataclass(frozen=True)
 class LegacyRange:
-    """What an older file is trusted with: ``bound``, and why (which fixes it predates, and what it
-    would answer beyond the bound), for the refusal's message."""
+    """What an older file is trusted with: ``bound``, and why (which fixes it predates), for the
+    refusal's message."""
 
     bound: float
     before: tuple[str, ...]
-    answer: str
 
     def reason(self) -> str:
-        return f"the file was exported before {' and before '.join(self.before)}, and would answer with {self.answer}"
+        before = " and before ".join(self.before)
+        return f"the file was exported before {before}, and would answer with a finite wrong value"
 
 
-def legacy_range(metadata: Mapping[str, Any], lowering: str, *, tensorrt: bool = False) -> LegacyRange | None:
-    """The range a model file exported before either fix is trusted with, else None.
-
-    ``lowering`` is the file's input spec's; ``tensorrt``: the file runs as a TensorRT engine (whose
-    plugins never ran the plugin function). Which models have LayerNorm is read off the exported
-    ``model_config`` (Graphormer always; others with ``norm='layer'``); a file without one (not ours)
-    is not second-guessed."""
+def _model_config(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The exported ``model_config``; None for a file without one (not ours: not second-guessed)."""
     try:
         cfg = json.loads(metadata.get("model_config") or "{}")
     except (TypeError, ValueError, RecursionError):
         return None  # read, and refused with its file's name, where the model config is used
-    if not isinstance(cfg, dict) or not cfg:
+    return cfg if isinstance(cfg, dict) and cfg else None
+
+
+def legacy_range(metadata: Mapping[str, Any], lowering: str) -> LegacyRange | None:
+    """The range a model file exported before either fix is trusted with, else None.
+
+    ``lowering`` is the file's input spec's. Which models have LayerNorm is read off the exported
+    ``model_config`` (Graphormer always; others with ``norm='layer'``)."""
+    cfg = _model_config(metadata)
+    if cfg is None:
         return None
     before: list[str] = []
-    finite_wrong = False
     if metadata.get(NORM_KEY) != SCALE_SAFE and (cfg.get("arch") == "graphormer" or cfg.get("norm") == "layer"):
         before.append(_NORM_BEFORE)
-        finite_wrong = True
-    if metadata.get(MASK_KEY) != HALF_RANGE:
-        if lowering in ("dense", "padded"):
-            before.append(_MASK_BEFORE)
-            finite_wrong = True
-        elif lowering == "plugin" and not tensorrt:
-            before.append(_PLUGIN_BEFORE)
-    if not before:
+    if metadata.get(MASK_KEY) != HALF_RANGE and lowering in ("dense", "padded"):
+        before.append(_MASK_BEFORE)
+    return LegacyRange(LEGACY_BOUND, tuple(before)) if before else None
+
+
+def legacy_nan_reason(metadata: Mapping[str, Any], lowering: str, *, tensorrt: bool = False) -> str | None:
+    """Why an older ``plugin`` file may answer NaN where a new export of it would not, for the refusal
+    of a NaN answer; else None. ``tensorrt``: the file runs as a TensorRT engine, whose plugins never
+    ran the ONNX Runtime function."""
+    if lowering != "plugin" or tensorrt or metadata.get(MASK_KEY) == HALF_RANGE or _model_config(metadata) is None:
         return None
-    return LegacyRange(LEGACY_BOUND, tuple(before), "a finite wrong value" if finite_wrong else "NaN")
+    return f"the file was exported before {_PLUGIN_BEFORE}: exported again, it may compute it"
 
 
 def largest_float(tensors: Mapping[str, np.ndarray | None]) -> tuple[str, float] | None:

@@ -31,6 +31,7 @@ from gtcompress.preprocess.legacy_range import (
     NORM_KEY,
     SCALE_SAFE,
     LegacyRange,
+    legacy_nan_reason,
     legacy_range,
 )
 from runtime.errors import FeatureRangeError
@@ -78,15 +79,20 @@ def _without(path: Path, key: str, to: Path) -> Path:
 def _ask(model: ServedModel, g: NumpyGraph) -> np.ndarray:
     """``g`` through ``request_graph`` and ``run_items``: the path of ``gtc serve`` and the Triton
     python variant."""
+    out = _ask_refused(model, g)
+    assert isinstance(out, np.ndarray), out
+    return out
+
+
+def _ask_refused(model: ServedModel, g: NumpyGraph) -> object:
+    """What ``run_items`` gives for ``g``: its answer, or the refusal of a NaN answer."""
     from runtime.protocol import InferRequest
     from runtime.served import request_graph
     from runtime.server import ServerLimits
 
     req = InferRequest({"x": g.x, "edge_index": g.edge_index}, {"x": "FP32", "edge_index": "INT64"})
     graph, count, _ = request_graph(req, model, ServerLimits())
-    out = run_items(model, [type("Item", (), {"graph": graph, "num_graphs": count})()])[0]
-    assert isinstance(out, np.ndarray), out
-    return out
+    return run_items(model, [type("Item", (), {"graph": graph, "num_graphs": count})()])[0]
 
 
 @pytest.fixture(scope="module")
@@ -177,30 +183,36 @@ def test_which_files_are_held_to_the_range() -> None:
     plugin = "gtcompress's attention op on ONNX Runtime softmaxed scores below -1e30"
     wrong = "a finite wrong value"
 
-    def held(cfg: ModelConfig, lowering: str = "dense", tensorrt: bool = False, **extra: str) -> LegacyRange | None:
-        meta = {"model_config": json.dumps(cfg.to_dict()), **extra}
-        return legacy_range(meta, lowering, tensorrt=tensorrt)
+    def meta(cfg: ModelConfig, **extra: str) -> dict[str, str]:
+        return {"model_config": json.dumps(cfg.to_dict()), **extra}
+
+    def held(cfg: ModelConfig, lowering: str = "dense", **extra: str) -> LegacyRange | None:
+        return legacy_range(meta(cfg, **extra), lowering)
 
     new = {NORM_KEY: SCALE_SAFE, MASK_KEY: HALF_RANGE}
     safe_masks = {MASK_KEY: HALF_RANGE}
-    assert held(_config(), **safe_masks) == LegacyRange(LEGACY_BOUND, (norm,), wrong)  # LayerNorm in every block
-    assert held(_config("gt", norm="layer"), "scatter") == LegacyRange(LEGACY_BOUND, (norm,), wrong)
+    assert held(_config(), **safe_masks) == LegacyRange(LEGACY_BOUND, (norm,))  # LayerNorm in every block
+    assert held(_config("gt", norm="layer"), "scatter") == LegacyRange(LEGACY_BOUND, (norm,))
     assert held(_config("gt"), "scatter") is None  # BatchNorm, no mask: overflow shows as NaN, refused as such
     assert held(_config(), **new) is None
     assert held(_config("gt", norm="layer"), "dense", **new) is None
-    # the masks: every lowering but scatter (GPS and Graphormer export only dense)
-    assert held(_config(), **{NORM_KEY: SCALE_SAFE}) == LegacyRange(LEGACY_BOUND, (mask,), wrong)
-    assert held(_config("gps"), **{NORM_KEY: SCALE_SAFE}) == LegacyRange(LEGACY_BOUND, (mask,), wrong)
-    assert held(_config("gt"), "padded") == LegacyRange(LEGACY_BOUND, (mask,), wrong)
-    assert held(_config("gt"), "plugin") == LegacyRange(LEGACY_BOUND, (plugin,), "NaN")
-    assert held(_config("gt"), "plugin", tensorrt=True) is None  # TensorRT's plugins never ran the function
-    assert held(_config("gt"), "dense", tensorrt=True) == LegacyRange(LEGACY_BOUND, (mask,), wrong)
+    # the masks: the dense and padded lowerings (GPS and Graphormer export only dense)
+    assert held(_config(), **{NORM_KEY: SCALE_SAFE}) == LegacyRange(LEGACY_BOUND, (mask,))
+    assert held(_config("gps"), **{NORM_KEY: SCALE_SAFE}) == LegacyRange(LEGACY_BOUND, (mask,))
+    assert held(_config("gt"), "padded") == LegacyRange(LEGACY_BOUND, (mask,))
     both = held(_config())  # a Graphormer exported before both fixes
-    assert both == LegacyRange(LEGACY_BOUND, (norm, mask), wrong)
+    assert both == LegacyRange(LEGACY_BOUND, (norm, mask))
     assert both.reason() == f"the file was exported before {norm} and before {mask}, and would answer with {wrong}"
-    assert held(_config("gt", norm="layer"), "plugin").reason() == (
-        f"the file was exported before {norm} and before {plugin}, and would answer with {wrong}"
+    # the plugin function's only failure is NaN, refused as such: the refusal says why, nothing is held
+    assert held(_config("gt"), "plugin") is None
+    assert held(_config("gt", norm="layer"), "plugin") == LegacyRange(LEGACY_BOUND, (norm,))
+    assert legacy_nan_reason(meta(_config("gt")), "plugin") == (
+        f"the file was exported before {plugin}: exported again, it may compute it"
     )
+    assert legacy_nan_reason(meta(_config("gt")), "plugin", tensorrt=True) is None  # the plugins never ran it
+    assert legacy_nan_reason(meta(_config("gt"), **safe_masks), "plugin") is None
+    assert legacy_nan_reason(meta(_config("gt")), "dense") is None
+    assert legacy_nan_reason({}, "plugin") is None
     assert legacy_range({}, "dense") is None  # not our export: nothing to go on
     assert legacy_range({"model_config": "{"}, "dense") is None  # unreadable: refused where it is read
 
@@ -305,3 +317,41 @@ def test_the_triton_python_variant_refuses_the_same(gt_files, config, tmp_path: 
         invalid=True,
     )
     np.testing.assert_allclose(answered[0], _float64(model, small), rtol=1e-4, atol=0)
+
+
+def test_an_older_plugin_file_answers_up_to_its_nan_and_its_nan_refusal_says_why(gt_files, tmp_path: Path) -> None:
+    """The plugin function's running maximum of -1e30 gives NaN, never a finite wrong answer: the file
+    answers as in float64 up to there, so it is held to no bound, and its NaN is refused as every NaN
+    answer is, saying that a new export computes it."""
+    from onnx import numpy_helper
+
+    from runtime.errors import NonFiniteOutputError
+
+    model = gt_files[0]
+    export_onnx(model, tmp_path / "plugin.onnx", "plugin", verify=False)
+    proto = onnx.load(str(tmp_path / "plugin.onnx"))
+    starts = [
+        a
+        for f in proto.functions
+        for n in f.node
+        if n.op_type == "ConstantOfShape"
+        for a in n.attribute
+        if np.isneginf(numpy_helper.to_array(a.t)).all()
+    ]
+    assert len(starts) == 1  # the function's running maximum: set back to -1e30, as files of 12f5191 hold it
+    starts[0].t.CopyFrom(numpy_helper.from_array(np.array([-1e30], np.float32), starts[0].t.name))
+    onnx.save(proto, str(tmp_path / "with-start.onnx"))
+    old = ServedModel("old", GraphSession(_without(tmp_path / "with-start.onnx", MASK_KEY, tmp_path / "old.onnx")))
+    assert old.legacy_range is None
+    for scale in (1e10, 1e13):
+        np.testing.assert_allclose(_ask(old, _graph(scale)), _float64(model, _graph(scale)), rtol=1e-4, atol=0)
+    refused = _ask_refused(old, _graph(1e17))
+    assert isinstance(refused, NonFiniteOutputError), refused
+    assert str(refused).endswith(
+        "is beyond what the model computes in float32 (the file was exported before gtcompress's attention op "
+        "on ONNX Runtime softmaxed scores below -1e30: exported again, it may compute it); send features on the "
+        "scale the model was trained on"
+    )
+    np.testing.assert_allclose(
+        GraphSession(tmp_path / "plugin.onnx").run([_graph(1e17)])[0], _float64(model, _graph(1e17)), rtol=1e-4, atol=0
+    )
