@@ -220,6 +220,7 @@ def sparsify_cmd(
     Example (GPS, sparse global attention): gtc sparsify runs/gps-cluster --attention-topk -1 --out runs/gps-sa
     """
     from gtcompress.compress.teddy import SparsifyConfig, sparsify_model
+    from gtcompress.cost import EDGE_ATTENTION_KINDS
 
     cfg = SparsifyConfig(
         edges=edges,
@@ -254,7 +255,8 @@ def sparsify_cmd(
             "on CPU the mask made a call up to 1.3x the dense model's time, bench/HISTORY.md); compare both with "
             "gtc profile."
         )
-    if edges > 0 and res.model.config.arch == "gt" and res.report["cost"]["flops_ratio"] >= 0.999:
+    attends = res.model.config.arch == "gt" and any(layer.heads > 0 for layer in res.model.config.layers)
+    if edges > 0 and attends and not EDGE_ATTENTION_KINDS & res.report["cost"]["after"]["flops_by_kind"].keys():
         console.print(
             "[yellow]note:[/] removing edges saved no FLOPs here: on these graphs the attention runs on the dense "
             "lowering, which computes every pair of a graph and masks the non-edges. Edges cost FLOPs on the "

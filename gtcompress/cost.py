@@ -62,6 +62,11 @@ def param_stats(model: nn.Module) -> tuple[int, int, int]:
     return params, nonzero, nbytes
 
 
+#: the ``flops_by_kind`` keys of attention whose FLOPs grow with the edges (scatter, padded, plugin); a
+#: cost without any ran the dense lowering, which computes every pair whatever the edges
+EDGE_ATTENTION_KINDS = frozenset({"sparse_attention", "padded_attention", "sparse_graph_attention"})
+
+
 @contextmanager
 def _explicit_counts(model: nn.Module, counts: dict[str, int]) -> Iterator[None]:
     """Count gather/scatter attention and GINE aggregation while the block runs."""

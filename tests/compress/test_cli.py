@@ -114,6 +114,24 @@ def test_sparsify_writes_checkpoint_and_report(ckpt: Path, tmp_path: Path, monke
     )
 
 
+def test_sparsify_says_nothing_of_the_dense_lowering_where_the_attention_ran_on_the_edges(
+    ckpt: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A GT on the scatter lowering with few edges removed keeps FLOPs above 0.999 too: the note, which
+    read the dense lowering off that ratio, told the user it had run there and saved nothing."""
+    import gtcompress.preprocess.spec
+
+    monkeypatch.setenv("GTCOMPRESS_CACHE", str(ckpt.parent / "cache"))
+    monkeypatch.setattr(gtcompress.preprocess.spec, "TORCH_DENSE_FACTOR", 0)  # eager GT attends on the edges
+    out = tmp_path / "teddy"
+    args = ["--edges", "0.002", "--epochs", "1", "--batch-size", "6", "--cost-graphs", "4", "--out", str(out)]
+    res = runner.invoke(_app(), ["sparsify", str(ckpt), *args])
+    assert res.exit_code == 0, res.output
+    cost = json.loads((out / "compression_report.json").read_text())["cost"]
+    assert "sparse_attention" in cost["after"]["flops_by_kind"] and 0.999 <= cost["flops_ratio"] < 1.0
+    assert "FLOPs kept 0.999" in res.output and "removing edges saved no FLOPs" not in " ".join(res.output.split())
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
