@@ -154,7 +154,8 @@ def _check_features(a: np.ndarray, fspec: FeatureInput, name: str, rows: int, ro
     if a.dtype.kind != "f":
         raise DTypeError(name, f"expected floating-point features (float32), got {a.dtype}")
     wide = a
-    a = np.ascontiguousarray(a, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a float64 past float32's range: refused by name just below
+        a = np.ascontiguousarray(a, dtype=np.float32)
     if a.size and not np.isfinite(a).all():
         r, c = (int(v[0]) for v in np.nonzero(~np.isfinite(a)))
         if np.isfinite(wide[r, c]):  # float64 past float32's range: the cast made it infinite, not the client
