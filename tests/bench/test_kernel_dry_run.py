@@ -20,6 +20,7 @@ MODEL_PEERS = {"PyG eager", "PyG torch.compile", "ours eager", "ours torch.compi
 def test_the_dry_run_writes_every_level_and_judges_no_target(tmp_path: Path) -> None:
     out = tmp_path / "kernel.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    env["TMPDIR"] = str(tmp_path)  # PyG renders its convs' propagate modules there and never removes them
     proc = subprocess.run(
         [sys.executable, "bench/kernel.py", "--cpu-dry-run", "--no-sweep", "--out", str(out)],
         cwd=ROOT,
@@ -63,6 +64,7 @@ def test_a_run_stopped_by_sigterm_still_writes_its_summary_and_png(tmp_path: Pat
     the PNG must still be written, since the device time is not there to run it again."""
     out = tmp_path / "kernel.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    env["TMPDIR"] = str(tmp_path)  # PyG renders its convs' propagate modules there and never removes them
     cmd = [sys.executable, "bench/kernel.py", "--cpu-dry-run", "--no-sweep", "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
