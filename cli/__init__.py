@@ -32,8 +32,12 @@ def _exit_quietly(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+#: What a service command says when SIGTERM stops it (here, or in ``cli.common.stops_on_sigterm``).
+SIGTERM_STOPPED = "stopped (SIGTERM)"
+
+
 def _service_stopped(signum: int, frame: object) -> None:
-    sys.stderr.write("stopped (SIGTERM)\n")
+    sys.stderr.write(SIGTERM_STOPPED + "\n")
     raise SystemExit(0)
 
 

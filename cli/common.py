@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from cli import interrupts_as_usual
+from cli import SIGTERM_STOPPED, interrupts_as_usual
 from gtcompress.errors import GTCompressError
 
 try:  # typer >= 0.26 parses with its own copy of click; older versions with click itself
@@ -100,7 +100,7 @@ def stops_on_sigterm(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except StopRequested:
-            err_console.print("stopped (SIGTERM)")
+            err_console.print(SIGTERM_STOPPED)
             return None
         finally:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 
 LOCK_NAME = ".owner.lock"
+#: Where ``fcntl.flock`` exists; elsewhere folders are neither locked nor removed by others.
+_FLOCK = sys.platform.startswith("linux") or sys.platform == "darwin"
 
 
 def _try_lock(path: Path) -> int | None:
@@ -41,7 +43,7 @@ def remove_abandoned(prefix: str, root: str | Path | None = None) -> list[Path]:
     """Remove the ``prefix*`` folders in ``root`` (the temp directory) whose owner no longer runs.
 
     Returns what was removed. Folders of other users, and any that cannot be read, are skipped."""
-    if not sys.platform.startswith("linux") and sys.platform != "darwin":
+    if not _FLOCK:
         return []
     base = Path(root if root is not None else tempfile.gettempdir())
     removed: list[Path] = []
@@ -77,7 +79,7 @@ class OwnedScratch:
         remove_abandoned(prefix)
         self.path = Path(tempfile.mkdtemp(prefix=prefix))
         self._fd: int | None = None
-        if sys.platform.startswith("linux") or sys.platform == "darwin":
+        if _FLOCK:
             # Locked under another name, then renamed: a lock file another launch can see is already held
             # (created and locked under its name, it was unlocked for a moment, and removed as abandoned).
             pending = self.path / f"{LOCK_NAME}.new"
