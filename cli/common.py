@@ -164,11 +164,11 @@ def check_checkpoint_out(out: Path, source: Path | None = None) -> None:
     made from again, and nothing would tell the two apart afterwards but config.json."""
     import os
 
-    from gtcompress.checkpoint import CONFIG, WEIGHTS, check_checkpoint_target
+    from gtcompress.checkpoint import check_checkpoint_target, checkpoint_root
     from gtcompress.errors import CheckpointError
 
-    if source is not None and source.name in (CONFIG, WEIGHTS) and source.is_file():
-        source = source.parent  # the commands read a checkpoint named by one of its files as its folder
+    if source is not None:
+        source = checkpoint_root(source)  # the commands read a checkpoint named by one of its files as its folder
     if source is not None and out.exists() and source.exists() and os.path.samefile(out, source):
         raise CheckpointError(
             f"--out {out}: is the checkpoint being compressed; write the compressed one to another directory "

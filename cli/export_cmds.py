@@ -154,10 +154,10 @@ def _refuse_a_checkpoint_file(out: Path, checkpoint: Path) -> None:
     no longer loaded."""
     import os
 
-    from gtcompress.checkpoint import CONFIG, WEIGHTS
+    from gtcompress.checkpoint import CONFIG, WEIGHTS, checkpoint_root
     from gtcompress.errors import ConfigError
 
-    source = checkpoint.parent if checkpoint.name in (CONFIG, WEIGHTS) and checkpoint.is_file() else checkpoint
+    source = checkpoint_root(checkpoint)
     for name in (CONFIG, WEIGHTS):
         if out.is_file() and (source / name).is_file() and os.path.samefile(out, source / name):
             raise ConfigError(

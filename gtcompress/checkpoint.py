@@ -60,6 +60,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def checkpoint_root(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint directory ``path`` names: the commands take a checkpoint by its folder or by one of
+    its two files (``config.json``, ``model.safetensors``)."""
+    root = Path(path)
+    return root.parent if root.name in (CONFIG, WEIGHTS) and root.is_file() else root
+
+
 def is_checkpoint_dir(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a directory whose ``config.json`` says it is a gtcompress checkpoint."""
     cfg = Path(path) / CONFIG
@@ -160,9 +167,7 @@ def _write_text(tmp: Path, name: str, text: str, target: Path) -> None:
 
 def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The parsed ``config.json`` of a checkpoint directory (validated, weights not loaded)."""
-    root = Path(path)
-    if root.is_file() and root.name in (CONFIG, WEIGHTS):
-        root = root.parent
+    root = checkpoint_root(path)
     cfg_path = root / CONFIG
     if not root.exists():
         raise CheckpointError(f"{root}: checkpoint directory does not exist")
@@ -239,9 +244,7 @@ _READ_ATTEMPTS = 5
 def _dir_identity(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
     """Which directory ``path`` (a checkpoint, or a file in one) names now; ``None`` if none. A save
     swaps a new directory in, so this changes whenever a save lands."""
-    root = Path(path)
-    if root.name in (CONFIG, WEIGHTS) and root.is_file():
-        root = root.parent
+    root = checkpoint_root(path)
     try:
         st = os.stat(root)
     except OSError:
