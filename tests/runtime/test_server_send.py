@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import select
 import socket
 import threading
 import time
@@ -106,7 +107,11 @@ def test_a_client_that_stops_reading_its_answer_is_cut_off(server, monkeypatch) 
     s = _client(server)
     try:
         s.sendall(_request(100_000))
-        time.sleep(4)  # the answer (6 MB) is ready within a second or two, then waits for the client
+        # Wait for the answer's first bytes rather than a guessed compute time: on a loaded machine the
+        # answer can take longer than any fixed sleep, and a client that then reads it while the
+        # server still sends is a reading client, not the one this test is about.
+        assert select.select([s], [], [], 120)[0], "no answer within 120 s"
+        time.sleep(8 * runtime.http_head.SEND_TIMEOUT_S)  # taking nothing for 8 times the cut-off
         head, body = _read(s)
     finally:
         s.close()
