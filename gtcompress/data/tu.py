@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
+import re
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
@@ -104,10 +106,46 @@ def line_of(path: Path, row: int) -> int:
     return row + 1
 
 
+# What numpy's loadtxt takes in an integer column (surrounding spaces aside): Python's ``int`` also
+# takes "1_000" and non-ASCII digits, which numpy refuses, so ``int`` cannot stand for it here.
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_INT64 = np.iinfo(np.int64)
+
+
+def _integer_problem(field: str) -> str | None:
+    """Why numpy refused ``field`` in an int64 column, or None where it is one.
+
+    An integral float ("2.0", "1e3") is refused as PyG's ``TUDataset`` refuses it (it reads these
+    columns with Python's ``int``), but the message says what to write instead."""
+    text = field.strip()
+    if _INTEGER.fullmatch(text):
+        if _INT64.min <= int(text) <= _INT64.max:
+            return None
+        return f"{text!r} is outside the int64 range [{_INT64.min}, {_INT64.max}]"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and value.is_integer() and _INT64.min <= value <= _INT64.max:
+        return f"{text!r} is not an integer (write it as {int(value)}: integer columns take digits only)"
+    return f"{text!r} is not an integer"
+
+
+def _number_problem(field: str) -> str | None:
+    """Why numpy refused ``field`` in a float column, or None where it is one (Python's ``float``
+    also takes "1_000" and non-ASCII digits, which numpy refuses)."""
+    try:
+        float(field)
+    except ValueError:
+        return f"{field.strip()!r} is not a number"
+    if "_" in field or not field.isascii():
+        return f"{field.strip()!r} is not a number"
+    return None
+
+
 def _locate_error(path: Path, dtype: type[np.generic], ncols: int | None, exc: Exception) -> DataFormatError:
     """Find the first bad line of a file the fast parser rejected (the slow path, errors only)."""
-    convert = int if np.issubdtype(dtype, np.integer) else float
-    kind = "integer" if convert is int else "number"
+    problem = _integer_problem if np.issubdtype(dtype, np.integer) else _number_problem
     try:
         with open_text(path) as fh:
             expected = ncols
@@ -123,10 +161,8 @@ def _locate_error(path: Path, dtype: type[np.generic], ncols: int | None, exc: E
                         f"got {len(fields)}: {line.strip()!r}"
                     )
                 for f in fields:
-                    try:
-                        convert(f)
-                    except ValueError:
-                        return DataFormatError(f"{path}, line {lineno}: {f.strip()!r} is not an {kind}")
+                    if (why := problem(f)) is not None:
+                        return DataFormatError(f"{path}, line {lineno}: {why}")
     except (UnicodeDecodeError, EOFError, OSError, zlib.error) as read_exc:
         return DataFormatError(f"{path}: unreadable ({read_exc})")
     return DataFormatError(f"{path}: malformed ({exc})")

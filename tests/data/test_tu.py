@@ -233,7 +233,7 @@ def test_read_table_float_error_and_empty(tmp_path: Path) -> None:
     assert read_table(empty, np.int64, ncols=2).shape == (0, 2)
 
 
-@pytest.mark.parametrize("value", ["1.9", "2.0", "nan", "1e3"])
+@pytest.mark.parametrize("value", ["1.9", "nan", "inf", "1e30", "0x10"])
 def test_an_integer_file_with_a_non_integer_is_refused_not_truncated(tmp_path: Path, value: str) -> None:
     """numpy parses an integer column through a float (with a DeprecationWarning nobody sees): a graph
     label 1.9 became class 1 and ``nan`` became -9223372036854775808, a class of its own, and training
@@ -243,6 +243,45 @@ def test_an_integer_file_with_a_non_integer_is_refused_not_truncated(tmp_path: P
     with pytest.raises(DataFormatError) as err:
         load_tu(tmp_path, "TOY")
     assert str(err.value) == f"{labels}, line 2: {value!r} is not an integer"
+
+
+@pytest.mark.parametrize(("value", "integer"), [("2.0", 2), ("2.", 2), ("-2e0", -2), ("1e3", 1000), ("1_000", 1000)])
+def test_an_integral_float_in_an_integer_file_is_refused_saying_what_to_write(
+    tmp_path: Path, value: str, integer: int
+) -> None:
+    """PyG's TUDataset refuses "2.0" in these files too (it reads them with ``int``), so the files
+    stay the same dataset in both; the message says what the value should read."""
+    folder = _toy(tmp_path)
+    labels = _write(folder, "TOY", "graph_labels", ["5", value])
+    with pytest.raises(DataFormatError) as err:
+        load_tu(tmp_path, "TOY")
+    assert str(err.value) == (
+        f"{labels}, line 2: {value!r} is not an integer (write it as {integer}: integer columns take digits only)"
+    )
+
+
+@pytest.mark.parametrize("value", ["9223372036854775808", "-9223372036854775809", "1" * 30])
+def test_an_integer_past_int64_names_its_line_and_the_range(tmp_path: Path, value: str) -> None:
+    """Python's ``int`` takes any size, so the slow path found no bad value and the message was
+    numpy's, counting rows from 0 and naming no line: "malformed (could not convert ... at row 1)"."""
+    path = tmp_path / "edges.txt"
+    path.write_text(f"1, 2\n\n2, {value}\n")
+    with pytest.raises(DataFormatError) as err:
+        read_table(path, np.int64, ncols=2)
+    assert str(err.value) == (
+        f"{path}, line 3: {value!r} is outside the int64 range [-9223372036854775808, 9223372036854775807]"
+    )
+    path.write_text("1, 2\n2, 9223372036854775807\n-9223372036854775808, +4\n")
+    assert read_table(path, np.int64, ncols=2).tolist() == [[1, 2], [2, 2**63 - 1], [-(2**63), 4]]
+
+
+@pytest.mark.parametrize("value", ["1_000", "\u0661"])
+def test_a_float_numpy_refuses_but_python_takes_is_named(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "f.txt"
+    path.write_text(f"1.0, 2.0\n3.0, {value}\n")
+    with pytest.raises(DataFormatError) as err:
+        read_table(path, np.float64)
+    assert str(err.value) == f"{path}, line 2: {value!r} is not a number"
 
 
 def _damaged_gzip(text: str) -> bytes:
