@@ -6,6 +6,7 @@ every checkpoint, so ``gtc eval CHECKPOINT`` can rebuild exactly the data it was
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,16 +67,20 @@ def check_training_fits(config: ModelConfig) -> None:
     """Refuse a model whose weights alone cannot be trained in this machine's memory, counted on the meta
     device before anything is allocated: a hidden size typed with extra zeros was torch's "can't allocate
     memory" traceback, or took the machine's memory until the kernel stepped in. Activations are not
-    counted, so no model that trains is refused."""
+    counted, so no model that trains is refused. The message names the part of the model that holds
+    most of the weights and the config field or data dimension that sizes it: a node label of 10**9 in
+    a TU file makes a billion-row embedding, which fewer layers would not shrink."""
     import torch
 
-    weights: int | None = None  # None: more than int64 counts, certainly too large
-    if _largest_int(config.to_dict()) <= torch.iinfo(torch.int64).max:  # else torch cannot even take the size
+    parts: dict[str, int] | None = None  # None: more than int64 counts, certainly too large
+    largest = max((v for _, v in _int_fields(config.to_dict())), default=0)
+    if largest <= torch.iinfo(torch.int64).max:  # else torch cannot even take the size
         try:
             with torch.device("meta"):
-                weights = sum(p.numel() for p in build_model(config).parameters())
+                parts = _weights_by_part(build_model(config), config)
         except RuntimeError:  # an element count past int64
             pass
+    weights = None if parts is None else sum(parts.values())
     memory = machine_memory()
     if memory is None and weights is not None:
         return
@@ -85,20 +90,127 @@ def check_training_fits(config: ModelConfig) -> None:
         size = "" if need is None else f", which take {need / 2**30:.1f} GiB to train"
         have = "" if memory is None else f", more than this machine's {memory / 2**30:.1f} GiB of memory"
         layers = f"{config.num_layers} layer" + ("s" if config.num_layers != 1 else "")
+        if parts is None:
+            name, value = _largest_field(config)
+            part = _FIELD_PART.get(name, _FIELD_PART.get(name.split(".")[0], "layers"))
+            held = f"the largest size is {name} {value}"
+        else:
+            part = max(parts, key=parts.__getitem__)
+            held = f"{parts[part]:,} of them are {_describe(part, config)}"
         raise ConfigError(
             f"{config.arch} with hidden {config.hidden}, {layers}: {count}{size} "
             f"({TRAINING_BYTES_PER_WEIGHT} bytes a weight: the weight, its gradient and AdamW's two moments){have}; "
-            "choose a smaller hidden size or fewer layers"
+            f"{held}: {_advice(part, config)}"
         )
 
 
-def _largest_int(value: Any) -> int:
-    """The largest integer anywhere in a config's nested dicts and lists (0 if none)."""
+def _weights_by_part(model: GraphModel, config: ModelConfig) -> dict[str, int]:
+    """Weight counts by the part of the model that holds them (the parts :func:`_advice` knows). The
+    feed-forward blocks are a part of their own only where ``ffn_dim`` is set above its default of
+    2 × hidden; otherwise ``hidden`` sizes them with the rest of the layers."""
+    own_ffn = max((s.ffn_dim for s in config.layers), default=0) > 2 * config.hidden
+    parts: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        top, *rest = name.split(".")
+        if top == "layers":  # layers.<i>.ffn.…, layers.<i>.attn.spd_bias.…
+            part = "ffn" if rest[1] == "ffn" and own_ffn else "spd" if rest[1:3] == ["attn", "spd_bias"] else "layers"
+        else:
+            part = {"in_degree": "degree", "out_degree": "degree", "final_norm": "layers"}.get(top, top)
+        parts[part] = parts.get(part, 0) + p.numel()
+    return parts
+
+
+# The part of the model a config field sizes, for a config too large to build and count.
+_FIELD_PART = {
+    "node_features": "node_encoder",
+    "edge_features": "edge_encoder",
+    "pe": "pe_encoders",
+    "pe_dim": "pe_encoders",
+    "out_dim": "head",
+    "head_layers": "head",
+    "ffn_dim": "ffn",
+    "layers.ffn_dim": "ffn",
+    "max_spd": "spd",
+    "max_degree": "degree",
+}
+
+
+def _int_fields(value: Any, name: str = "") -> Iterator[tuple[str, int]]:
+    """Every integer in a config's nested dicts and lists with its dotted name; a list entry is named by
+    its field (``layers.ffn_dim``), which is what the advice is about."""
     if isinstance(value, dict):
-        return max(map(_largest_int, value.values()), default=0)
-    if isinstance(value, list):
-        return max(map(_largest_int, value), default=0)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        for k, v in value.items():
+            yield from _int_fields(v, f"{name}.{k}" if name else str(k))
+    elif isinstance(value, list):
+        for v in value:
+            yield from _int_fields(v, name)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        yield name, value
+
+
+def _largest_field(config: ModelConfig) -> tuple[str, int]:
+    """The config's largest integer and its name, leaving out the sizes derived from ``hidden`` by
+    default (``ffn_dim`` 2 × hidden, ``head_dim`` hidden / heads): ``hidden`` is the one to name then."""
+    derived = {
+        "ffn_dim": 2 * config.hidden,
+        "layers.ffn_dim": 2 * config.hidden,
+        "head_dim": config.hidden // config.heads,
+    }
+    chosen = [(n, v) for n, v in _int_fields(config.to_dict()) if derived.get(n) != v]
+    return max(chosen, key=lambda f: f[1], default=("hidden", config.hidden))
+
+
+def _feature_count(field: str, spec: Any) -> str:
+    if spec.kind == "categorical":
+        return f"{sum(spec.cardinalities):,} categories ({field}.cardinalities {spec.cardinalities}, from the dataset)"
+    return f"{spec.dim:,} input features ({field}.dim, from the dataset)"
+
+
+def _describe(part: str, config: ModelConfig) -> str:
+    """What ``part`` is and the sizes that make it, for the refusal's message."""
+    c = config
+    if part in ("node_encoder", "edge_encoder"):
+        what = "node" if part == "node_encoder" else "edge"
+        spec = c.node_features if what == "node" else c.edge_features
+        return f"the {what} feature encoder: hidden {c.hidden} for each of {_feature_count(f'{what}_features', spec)}"
+    if part == "pe_encoders":
+        pe = ",".join(f"{kind}:{k}" for kind, k in sorted(c.pe.items()))
+        return f"the positional-encoding projections (pe {pe}" + (f", pe_dim {c.pe_dim})" if c.pe_dim else ")")
+    if part == "head":
+        return f"the prediction head (hidden {c.hidden} to out_dim {c.out_dim}, head_layers {c.head_layers})"
+    if part == "ffn":
+        return f"the feed-forward blocks (ffn_dim {max(s.ffn_dim for s in c.layers)}, hidden {c.hidden})"
+    if part == "spd":
+        return f"the shortest-path biases (max_spd {c.max_spd})"
+    if part == "degree":
+        return f"the degree embeddings (max_degree {c.max_degree}, hidden {c.hidden})"
+    if part == "layers":
+        heads = max((s.heads for s in c.layers), default=0)
+        return f"the transformer layers (hidden {c.hidden}, heads {heads}, head_dim {c.head_dim}, ffn_dim {c.ffn_dim})"
+    return f"the {part} weights"
+
+
+def _advice(part: str, config: ModelConfig) -> str:
+    """What to change about ``part``: the field that sizes it, or the dataset where the data does."""
+    c = config
+    if part in ("node_encoder", "edge_encoder"):
+        spec, what = (c.node_features, "node") if part == "node_encoder" else (c.edge_features, "edge")
+        if spec is not None and spec.kind == "categorical":
+            # a column embeds a row for every value up to its largest: one stray large label does it
+            return f"renumber the dataset's {what} labels densely from 0, or choose a smaller hidden size"
+        return f"give the dataset fewer {what} features, or choose a smaller hidden size"
+    if part == "head" and c.out_dim > c.hidden:
+        return "train on a dataset with fewer classes or targets (out_dim), or choose a smaller hidden size"
+    if part == "ffn":
+        return "choose a smaller ffn_dim"
+    if part == "layers" and max((s.heads for s in c.layers), default=0) * c.head_dim > c.hidden:
+        return "choose a smaller head_dim or fewer heads"
+    fields = {
+        "pe_encoders": "fewer positional-encoding dimensions",
+        "spd": "a smaller max_spd",
+        "degree": "a smaller max_degree",
+    }
+    return f"choose {fields.get(part, 'a smaller hidden size or fewer layers')}"
 
 
 @dataclass

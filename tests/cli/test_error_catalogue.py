@@ -103,6 +103,14 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "empty.onnx").write_bytes(b"")
     (root / "text.onnx").write_text("not a model\n")
     (root / "bad.yaml").write_text("prune: [1,\n  2\n x: {\n")
+    sparse = root / "tu_sparse_labels" / "SPARSE"  # ten 2-node graphs, one node labelled 10**9
+    sparse.mkdir(parents=True)
+    (sparse / "SPARSE_A.txt").write_text(
+        "".join(f"{2 * g + 1}, {2 * g + 2}\n{2 * g + 2}, {2 * g + 1}\n" for g in range(10))
+    )
+    (sparse / "SPARSE_graph_indicator.txt").write_text("".join(f"{g + 1}\n{g + 1}\n" for g in range(10)))
+    (sparse / "SPARSE_graph_labels.txt").write_text("".join(f"{g % 2}\n" for g in range(10)))
+    (sparse / "SPARSE_node_labels.txt").write_text("0\n1000000000\n" + "0\n1\n" * 9)
     (root / "list.yaml").write_text("- prune\n- export\n")
     names = {p.name.replace(".", "_"): str(p) for p in root.iterdir()}
     return {**names, "root": str(root), "missing": str(root / "missing")}
@@ -190,7 +198,17 @@ CASES = [
         "train --hidden 100000000 --heads 1 --layers 1 --size 10,5,5 --epochs 1 --out {root}/t",
         r"gt with hidden 100000000, 1 layer: 85,000,003,050,000,006 weights, which take 1266598746\.9 GiB to train "
         r"\(16 bytes a weight: the weight, its gradient and AdamW's two moments\), more than this machine's "
-        r"[0-9.]+ GiB of memory; choose a smaller hidden size or fewer layers",
+        r"[0-9.]+ GiB of memory; 80,000,001,100,000,000 of them are the transformer layers \(hidden 100000000, "
+        r"heads 1, head_dim 100000000, ffn_dim 200000000\): choose a smaller hidden size or fewer layers",
+        regex=True,
+    ),
+    _case(  # one node label of 10**9 embeds a billion rows: "fewer layers" was the advice
+        "train --data tu:SPARSE --data-root {tu_sparse_labels} --epochs 1 --out {root}/t",
+        r"gt with hidden 64, 4 layers: 64,000,137,442 weights, which take 953\.7 GiB to train \(16 bytes a weight: "
+        r"the weight, its gradient and AdamW's two moments\), more than this machine's [0-9.]+ GiB of memory; "
+        r"64,000,000,064 of them are the node feature encoder: hidden 64 for each of 1,000,000,001 categories "
+        r"\(node_features\.cardinalities \[1000000001\], from the dataset\): renumber the dataset's node labels "
+        r"densely from 0, or choose a smaller hidden size",
         regex=True,
     ),
     _case(

@@ -229,15 +229,30 @@ def test_a_model_whose_training_cannot_fit_in_memory_is_refused_before_it_is_bui
             dataset=ds, show_progress=False)  # fmt: skip
     assert str(err.value) == (
         "gt with hidden 8192, 1 layer: 570,601,478 weights, which take 8.5 GiB to train (16 bytes a weight: the "
-        "weight, its gradient and AdamW's two moments), more than this machine's 1.0 GiB of memory; choose a smaller "
+        "weight, its gradient and AdamW's two moments), more than this machine's 1.0 GiB of memory; 536,961,024 of "
+        "them are the transformer layers (hidden 8192, heads 1, head_dim 8192, ffn_dim 16384): choose a smaller "
         "hidden size or fewer layers"
     )
     fit(DataSpec("cluster", size="12,6,6"), "gt", {"hidden": 16, "num_layers": 1, "heads": 1, "pe": {}},
         TrainConfig(epochs=1), dataset=ds, show_progress=False)  # fmt: skip
 
 
-@pytest.mark.parametrize("overrides", [{"hidden": 2**64}, {"hidden": 16, "ffn_dim": 2**64}])
-def test_a_model_dimension_past_int64_is_refused_as_too_large_not_a_traceback(monkeypatch, overrides: dict) -> None:
+@pytest.mark.parametrize(
+    ("overrides", "advice"),
+    [
+        (
+            {"hidden": 2**64},
+            "the largest size is hidden 18446744073709551616: choose a smaller hidden size or fewer layers",
+        ),
+        (
+            {"hidden": 16, "ffn_dim": 2**64},
+            "the largest size is ffn_dim 18446744073709551616: choose a smaller ffn_dim",
+        ),
+    ],
+)
+def test_a_model_dimension_past_int64_is_refused_as_too_large_not_a_traceback(
+    monkeypatch, overrides: dict, advice: str
+) -> None:
     """The memory check counted the weights by building the model on the meta device and took a failing
     build (RuntimeError) for a count past int64; a dimension past int64 fails earlier, a TypeError in
     torch ("Overflow when unpacking long long"), which ``gtc train --hidden 100000000000000000000`` printed
@@ -252,6 +267,74 @@ def test_a_model_dimension_past_int64_is_refused_as_too_large_not_a_traceback(mo
             dataset=ds, show_progress=False)  # fmt: skip
     assert str(err.value) == (
         f"gt with hidden {overrides['hidden']}, 1 layer: more weights than int64 counts (16 bytes a weight: the "
-        "weight, its gradient and AdamW's two moments), more than this machine's 1.0 GiB of memory; choose a smaller "
-        "hidden size or fewer layers"
+        f"weight, its gradient and AdamW's two moments), more than this machine's 1.0 GiB of memory; {advice}"
     )
+
+
+_FLOAT_NODES = FeatureSpec(kind="float", dim=9)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refusal"),
+    [
+        (  # a TU node label of 10**9: its column is embedded up to the largest label
+            {"node_features": FeatureSpec(kind="categorical", dim=2, cardinalities=[4, 10**9 + 1])},
+            "64,000,000,320 of them are the node feature encoder: hidden 64 for each of 1,000,000,005 categories "
+            "(node_features.cardinalities [4, 1000000001], from the dataset): renumber the dataset's node labels "
+            "densely from 0, or choose a smaller hidden size",
+        ),
+        (
+            {"node_features": FeatureSpec(kind="float", dim=10**9)},
+            "64,000,000,064 of them are the node feature encoder: hidden 64 for each of 1,000,000,000 input features "
+            "(node_features.dim, from the dataset): give the dataset fewer node features, or choose a smaller hidden "
+            "size",
+        ),
+        (
+            {"edge_features": FeatureSpec(kind="categorical", dim=1, cardinalities=[10**8])},
+            "6,400,000,000 of them are the edge feature encoder: hidden 64 for each of 100,000,000 categories "
+            "(edge_features.cardinalities [100000000], from the dataset): renumber the dataset's edge labels densely "
+            "from 0, or choose a smaller hidden size",
+        ),
+        (
+            {"out_dim": 10**9},
+            "33,000,002,080 of them are the prediction head (hidden 64 to out_dim 1000000000, head_layers 2): train "
+            "on a dataset with fewer classes or targets (out_dim), or choose a smaller hidden size",
+        ),
+        (
+            {"ffn_dim": 10**8},
+            "25,800,000,128 of them are the feed-forward blocks (ffn_dim 100000000, hidden 64): choose a smaller "
+            "ffn_dim",
+        ),
+        (
+            {"head_dim": 10**6},
+            "2,072,033,792 of them are the transformer layers (hidden 64, heads 4, head_dim 1000000, ffn_dim 128): "
+            "choose a smaller head_dim or fewer heads",
+        ),
+        (
+            {"pe": {"lap": 10**8}},
+            "6,400,000,064 of them are the positional-encoding projections (pe lap:100000000): choose fewer "
+            "positional-encoding dimensions",
+        ),
+        (
+            {"arch": "graphormer", "max_degree": 10**8},
+            "12,800,000,128 of them are the degree embeddings (max_degree 100000000, hidden 64): choose a smaller "
+            "max_degree",
+        ),
+    ],
+)
+def test_the_memory_refusal_advises_on_the_dimension_that_holds_the_weights(
+    monkeypatch, overrides: dict, refusal: str
+) -> None:
+    """The advice was "choose a smaller hidden size or fewer layers" whatever held the weights: for a
+    dataset whose node labels run to 10**9, fewer layers shrink nothing and the user was not told that
+    the data made the model too large."""
+    import gtcompress.train.recipe as recipe
+
+    monkeypatch.setattr(recipe, "machine_memory", lambda: 2**30)
+    config = ModelConfig(
+        **{"arch": "gt", "node_features": _FLOAT_NODES, "out_dim": 5, "hidden": 64, "heads": 4, "num_layers": 2,
+           **overrides}
+    )  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        recipe.check_training_fits(config)
+    assert str(err.value).split("GiB of memory; ")[1] == refusal
