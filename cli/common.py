@@ -195,6 +195,47 @@ def check_out_writable(path: Path, option: str = "--out", *, inside: bool = Fals
         raise ConfigError(f"{option} {path}: {reason}")
 
 
+def served_model_name(name: str | None, path: Path) -> str:
+    """The name ``gtc serve`` serves ``path`` under and ``gtc export`` writes its Triton model as:
+    ``--name``, else ``runtime.served.default_model_name``, by one rule for both (a Triton model
+    folder and a KServe URL segment take letters, digits, '_', '-' and '.').
+
+    A default name outside that rule is refused, as a ``--name`` would be, with a name to give
+    instead: export used to replace the odd characters with '_' while serve refused, so the two
+    named one checkpoint differently, and 'my model+v2' and 'my model v2' both became the model
+    'my_model_v2', the second export replacing the first."""
+    from exporters.triton_repo import check_model_name
+    from gtcompress.errors import ConfigError
+    from runtime.served import default_model_name
+
+    if name is not None:
+        try:
+            check_model_name(name)
+        except ConfigError as e:
+            raise ConfigError(f"--name: {e}") from None
+        return name
+    default = default_model_name(path)
+    try:
+        check_model_name(default)
+    except ConfigError:
+        raise ConfigError(
+            f"--name not given, and the default model name {default!r} (from {path}) has characters other than "
+            f"letters, digits, '_', '-' and '.'; give a name with --name, e.g. --name {_plain_name(default)}"
+        ) from None
+    return default
+
+
+def _plain_name(name: str) -> str:
+    """``name`` within the model-name rule, for the refusal to suggest: accents dropped ('ü-net' is
+    'u-net'), any other character '_'."""
+    import re
+    import unicodedata
+
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    plain = re.sub(r"[^A-Za-z0-9_.-]+", "_", ascii_name).strip("_")
+    return plain if plain.strip(".") else "model"
+
+
 def seconds(value: float | None) -> float | None:
     """Callback of every time-budget option: a finite number of seconds >= 0 (0 = no limit).
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cli.common import check_out_writable, console, table, user_errors
+from cli.common import check_out_writable, console, served_model_name, table, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -59,14 +58,12 @@ def export_cmd(
         BACKENDS,
         PythonModelOptions,
         check_model_dir,
-        check_model_name,
         resolve_backend,
         write_model_repository,
     )
     from gtcompress.checkpoint import load_checkpoint
     from gtcompress.errors import ConfigError
     from gtcompress.io import unwritable_reason
-    from runtime.served import default_model_name
 
     try:
         check_output_path(out)
@@ -101,11 +98,7 @@ def export_cmd(
         if triton_repo.exists() and not triton_repo.is_dir():
             raise ConfigError(f"--triton-repo {triton_repo}: is a file; expected a directory (a model repository)")
         # named as gtc serve names the same path: runs/gt/config.json is runs/gt, a link is its own name
-        model_name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", default_model_name(checkpoint))
-        try:
-            check_model_name(model_name)
-        except ConfigError as e:
-            raise ConfigError(f"--name: {e}") from None
+        model_name = served_model_name(name, checkpoint)
         check_model_dir(triton_repo / model_name)
         unwritable = unwritable_reason(triton_repo / model_name)
         if unwritable is not None:  # else found by the repository write, after the whole export

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import check_out_writable, console, finite_number, stops_on_sigterm, user_errors
+from cli.common import check_out_writable, console, finite_number, served_model_name, stops_on_sigterm, user_errors
 from cli.compress_cmds import library_defaults
 
 #: ``gtc serve``'s limits default to the server's (read from source: runtime.served imports numpy).
@@ -366,16 +366,12 @@ def serve_cmd(
 
     Example: gtc serve runs/gt-pruned --device cuda --cuda-graphs --port 8000
     """
-    import re
-
     from gtcompress.errors import GTCompressError
     from runtime.batcher import BatchConfig
-    from runtime.served import ServerLimits, default_model_name, mib_bytes
+    from runtime.served import ServerLimits, mib_bytes
     from runtime.session import GraphSession
 
-    model_name = name or default_model_name(model)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", model_name):
-        raise GTCompressError(f"--name {model_name!r}: use letters, digits, '_', '-' and '.' only")
+    model_name = served_model_name(name, model)
     if max_inflight_mib < max_body_mib:  # the largest body allowed could never be read
         raise GTCompressError(
             f"--max-inflight-mib {max_inflight_mib:g} is below --max-body-mib {max_body_mib:g}: a request of the "

@@ -475,7 +475,10 @@ CASES = [
         r"it holds no <version>/model\.onnx or <version>/model\.plan\)",
         regex=True,
     ),
-    _case("serve {spec_onnx} --name 'bad name'", "--name 'bad name': use letters, digits, '_', '-' and '.' only"),
+    _case(
+        "serve {spec_onnx} --name 'bad name'",
+        "--name: model name 'bad name': use letters, digits, '_', '-' and '.' only, not only dots",
+    ),
     _case(
         "serve {truncated_onnx}",
         r"{truncated_onnx}: ONNX Runtime cannot load it: .*INVALID_PROTOBUF.*",

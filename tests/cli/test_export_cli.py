@@ -102,3 +102,44 @@ def test_the_triton_model_is_named_as_gtc_serve_names_the_same_checkpoint_path(t
         )
         assert res.exit_code == 0, res.output
         assert [p.name for p in repo.iterdir()] == [want] == [default_model_name(given)]
+
+
+def test_export_and_serve_name_a_checkpoint_folder_by_one_rule(tmp_path: Path, monkeypatch) -> None:
+    """gtc export replaced a default name's odd characters with '_' while gtc serve refused it: 'my model+v2'
+    was the Triton model my_model_v2 and no served model at all, 'ü-net' became '_-net', and 'my model v2'
+    exported next to it replaced the same my_model_v2 without a word. Both now take a default name as it is
+    or refuse it the same way, with a name to give, and serve the name either is given."""
+    import shutil
+
+    import runtime.server
+
+    served: list[str] = []
+    monkeypatch.setattr(runtime.server, "serve", lambda session, name, **kw: served.append(name))
+    ckpt = tmp_path / "gt-v1.2"
+    args = ["--size", "12,6,6", "--hidden", "8", "--layers", "1", "--heads", "2", "--epochs", "1", "--pe", "none"]
+    res = runner.invoke(app, ["train", "--data", "cluster", *args, "--out", str(ckpt)])
+    assert res.exit_code == 0, res.output
+    for folder in ("my model+v2", "ü-net"):
+        shutil.copytree(ckpt, tmp_path / folder)
+
+    def export_serve(path: Path, *name: str) -> tuple[list[str], str, str]:
+        repo = tmp_path / "repo"
+        shutil.rmtree(repo, ignore_errors=True)
+        export = ["export", str(path), "--out", str(tmp_path / "m.onnx"), "--attention", "scatter"]
+        exported = runner.invoke(app, [*export, "--triton-repo", str(repo), *name])
+        serve = runner.invoke(app, ["serve", str(path), "--host", "127.0.0.1", "--port", "0", *name])
+        names = sorted(p.name for p in repo.iterdir()) if repo.exists() else []
+        return names, " ".join(exported.output.split()), " ".join(serve.output.split())
+
+    names, _, _ = export_serve(ckpt)
+    assert names == served == ["gt-v1.2"]
+    for folder, suggested in (("my model+v2", "my_model_v2"), ("ü-net", "u-net")):
+        served.clear()
+        names, exported, serve = export_serve(tmp_path / folder)
+        refusal = (
+            f"error: --name not given, and the default model name {folder!r} (from {tmp_path / folder}) has "
+            f"characters other than letters, digits, '_', '-' and '.'; give a name with --name, e.g. --name {suggested}"
+        )
+        assert (names, served, exported, serve) == ([], [], refusal, refusal)
+        names, _, _ = export_serve(tmp_path / folder, "--name", suggested)
+        assert names == served == [suggested]

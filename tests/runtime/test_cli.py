@@ -48,7 +48,7 @@ def test_profile_command(app, exported, tmp_path: Path) -> None:
         (["profile", "{node}", "{node}", "--names", "a,a"], "--names 'a,a': each model needs its own non-empty label"),
         (["profile", "{node}", "{node}", "--names", "a,"], "--names 'a,': each model needs its own non-empty label"),
         (["serve", "missing.onnx"], "model file does not exist"),
-        (["serve", "{node}", "--name", "bad name"], "--name 'bad name'"),
+        (["serve", "{node}", "--name", "bad name"], "--name: model name 'bad name': use letters"),
         (["serve", "{node}", "--providers", "nope"], "execution provider 'nope' is not available"),
     ],
 )
