@@ -173,7 +173,7 @@ def triton_compile(
     full_signature = {**signature, **{name: "constexpr" for name in constexprs}}
     aligned = [["tt.divisibility", spec.POINTER_ALIGNMENT]]
     attrs = {(fn.arg_names.index(name),): aligned for name in spec.pointer_args(kernel)}
-    options: dict[str, Any] = {"num_warps": num_warps, "num_stages": num_stages, "enable_fp_fusion": True}
+    options: dict[str, Any] = {"num_warps": num_warps, "num_stages": num_stages, "enable_fp_fusion": spec.FP_FUSION}
     if ptx_version is not None:
         options["ptx_version"] = ptx_version
     compiled = triton.compile(

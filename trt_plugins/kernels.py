@@ -143,7 +143,9 @@ def _launch(
     kernel: str, fn: Any, by_name: dict[str, Any], attrs: spec.Attributes, config: spec.KernelConfig, warmup: bool
 ) -> None:
     """Launch ``kernel`` (or, with ``warmup``, only compile it) with its arguments in the plugin's
-    order: the launcher and :func:`warm_up` share this, so both ask Triton for the same binary."""
+    order: the launcher and :func:`warm_up` share this, so both ask Triton for the same binary, and
+    with :data:`~trt_plugins.spec.FP_FUSION` as the AOT compile has it. (The interpreter drops the
+    compile options it has no use for.)"""
     n, e = by_name["n_nodes"], by_name["n_edges"]
     grid = spec.grid(kernel, n, e, attrs.heads, config)
     args = [by_name[name] for name in spec.KERNEL_ARGS[kernel]]
@@ -151,6 +153,7 @@ def _launch(
         **spec.constexprs(kernel, attrs, config),
         "num_warps": spec.kernel_warps(kernel, config),
         "num_stages": config.num_stages,
+        "enable_fp_fusion": spec.FP_FUSION,
     }
     if warmup:
         fn.warmup(*args, grid=grid, **options)

@@ -47,6 +47,12 @@ FLOAT_DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
 #: emits one 32-bit load per element, and the kernel needs about half again as many registers (ptxas
 #: on sm_90a: 127 instead of 80 for fp32 4x16), so fewer programs share a multiprocessor.
 POINTER_ALIGNMENT = 16
+#: Floating-point contraction (``a * b + c`` as one FMA, rounded once) in every compile of the kernels:
+#: the AOT PTX TensorRT loads and the JIT launches (the torch op, :func:`trt_plugins.kernels.warm_up`,
+#: kernel v1), so the plugin and the torch op round alike. A JIT launch that names none gets Triton's
+#: default instead, which ``TRITON_DEFAULT_FP_FUSION=0`` turns off and which Triton 3.10 turns off for
+#: everyone (3.9 warns of it). Triton 3.9's ``TRITON_FORCE_DISABLE_FP_FUSION=1`` still overrides this.
+FP_FUSION = True
 #: ``rowptr`` and ``col`` are int32: TensorRT plugins take int32 indices natively and a graph batch
 #: with 2**31 edges does not fit one engine call anyway.
 INDEX_DTYPE = "int32"

@@ -157,3 +157,41 @@ def test_v1_compiles_for_each_launch_specialization(compiled: list[Any], n: int,
     assert k.metadata.name == "sparse_graph_attention_fwd" and k.asm["cubin"]
     assert str(k.src.signature["rowptr"]) == ("*i64" if index == torch.int64 else "*i32")
     assert str(k.src.signature["n_nodes"]) == ("constexpr" if n == 1 else "i32")
+
+
+def test_the_jit_compiles_with_fp_fusion_whatever_triton_default_fp_fusion_says(
+    compiled: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TRITON_DEFAULT_FP_FUSION=0 (Triton 3.10's default) turned FMA contraction off for launches that
+    named no option, so the torch op's kernels rounded unlike the AOT PTX the TensorRT plugin runs. The
+    launchers pin it: the binaries Triton compiles for them have it on. The same launches without the
+    option (the control) compile without it under this variable, with fewer FMAs in the PTX."""
+    monkeypatch.setenv("TRITON_DEFAULT_FP_FUSION", "0")
+    q, rowptr, col, bias = _inputs(37, 45, 4, 16, torch.float32, torch.int32)
+    kernels.sparse_graph_attention(q, q, q, rowptr, col, bias)
+    kernels_v1.sparse_graph_attention_v1(q.half(), q.half(), q.half(), rowptr, col, bias.half())
+    assert [(k.metadata.name, k.metadata.enable_fp_fusion) for k in compiled] == [
+        ("sga_partials", True),
+        ("sga_combine", True),
+        ("sparse_graph_attention_fwd", True),
+    ]
+    # the control: the same launches with the option taken out compile without fusion here
+    jits = {name: JITFunction(kernels._SOURCES[name]) for name in spec.KERNELS}
+    unpinned: list[Any] = []
+
+    class _Unpinned:
+        def __init__(self, jit: Any) -> None:
+            self.jit = jit
+
+        def __getitem__(self, grid: Any) -> Any:
+            def warm(*args: Any, **kw: Any) -> None:
+                kw.pop("enable_fp_fusion")
+                unpinned.append(self.jit.warmup(*args, grid=grid, **kw))
+
+            return warm
+
+    monkeypatch.setattr(kernels, "jit_kernel", lambda name: _Unpinned(jits[name]))
+    kernels.sparse_graph_attention(q, q, q, rowptr, col, bias)
+    assert [k.metadata.enable_fp_fusion for k in unpinned] == [False, False]
+    fmas = [k.asm["ptx"].count("fma.rn.f32") for k in (compiled[0], unpinned[0])]
+    assert fmas[0] > fmas[1], fmas  # the two round differently: contracted a * b + c, or not

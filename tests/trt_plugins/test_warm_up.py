@@ -64,3 +64,39 @@ def test_warm_up_refuses_a_config_narrower_than_the_head() -> None:
     narrow = spec.KernelConfig(tile_e=16, tiles=32, block_h=2, block_d=32)
     with pytest.raises(spec.PluginSpecError, match="config block_d 32 is smaller than head_dim 64"):
         kernels.warm_up(torch.float16, torch.int32, 8, 64, 32, 48, narrow)
+
+
+@pytest.mark.parametrize("default_fp_fusion", [None, "0", "1"])
+def test_every_jit_launch_asks_for_the_fp_fusion_the_aot_ptx_has(
+    monkeypatch: pytest.MonkeyPatch, default_fp_fusion: str | None
+) -> None:
+    """The AOT compile (the PTX TensorRT loads) asks for FP fusion; the launcher, warm-up and kernel v1
+    asked for nothing, so Triton's default applied: TRITON_DEFAULT_FP_FUSION=0, or Triton 3.10's
+    default, compiles the torch op's kernels without FMA contraction, rounding unlike the plugin."""
+    from trt_plugins import kernels_v1
+
+    if default_fp_fusion is None:
+        monkeypatch.delenv("TRITON_DEFAULT_FP_FUSION", raising=False)
+    else:
+        monkeypatch.setenv("TRITON_DEFAULT_FP_FUSION", default_fp_fusion)
+    recorders = {name: Recorder() for name in (*spec.KERNELS, "v1")}
+    monkeypatch.setattr(kernels, "jit_kernel", recorders.__getitem__)
+    monkeypatch.setattr(kernels, "_use_interpreter", lambda device: False)
+    monkeypatch.setattr(kernels_v1, "_interpreted", lambda: recorders["v1"])  # CPU tensors take this path
+    n, e, heads, head_dim = 32, 48, 2, 16
+    g = torch.Generator().manual_seed(0)
+    rowptr, col, _ = edge_index_to_csr(torch.randint(0, n, (2, e), generator=g), n)
+    q = torch.randn(n, heads, head_dim, generator=g)
+    config = spec.select_config(heads, head_dim, "float32")
+
+    kernels.sparse_graph_attention(q, q, q, rowptr, col)
+    kernels.warm_up(torch.float32, torch.int64, heads, head_dim, n, e, config)
+    kernels_v1.sparse_graph_attention_v1(q, q, q, rowptr, col)
+
+    asked = {name: [(kind, kw.get("enable_fp_fusion")) for kind, _, _, kw in r.calls] for name, r in recorders.items()}
+    assert spec.FP_FUSION is True
+    assert asked == {
+        "partials": [("launch", True), ("warmup", True)],
+        "combine": [("launch", True), ("warmup", True)],
+        "v1": [("launch", True)],
+    }
