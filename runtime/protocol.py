@@ -4,8 +4,9 @@ Request body: a JSON object, optionally followed by raw tensor bytes. With binar
 header ``Inference-Header-Content-Length`` gives the JSON's byte length; every binary input carries
 ``"parameters": {"binary_data_size": n}`` and its bytes follow in input order, little-endian,
 row-major, BOOL one byte per element. An input without that parameter carries ``"data"``: flat
-row-major, or nested exactly as its ``shape``. BYTES and BF16 are refused before their data is read
-(no exported model takes them, and BYTES would cost a Python object per element).
+row-major, or nested exactly as its ``shape``; one with both is refused, as Triton refuses it.
+BYTES and BF16 are refused before their data is read (no exported model takes them, and BYTES would
+cost a Python object per element).
 
 Response: outputs are binary when the request's output entry asks ``"binary_data": true`` or the
 request parameters say ``"binary_data_output": true`` (what ``tritonclient.http`` sends by
@@ -349,6 +350,11 @@ def parse_infer_request(
         if "shared_memory_region" in tparams:
             raise ProtocolError(f"input '{name}': shared-memory inputs are not supported by this server")
         size = tparams.get("binary_data_size")
+        if size is not None and "data" in t:
+            # two values for one tensor: answering with either is a guess the client cannot see (Triton refuses it too)
+            raise ProtocolError(
+                f"input '{name}': gives both 'data' and parameters.binary_data_size; send its values one way only"
+            )
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise ProtocolError(f"input '{name}': binary_data_size must be a non-negative integer")

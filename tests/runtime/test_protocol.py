@@ -127,6 +127,21 @@ def test_binary_request_errors() -> None:
         parse_infer_request(new_head + body[json_size:], str(len(new_head)))
 
 
+def test_an_input_with_both_data_and_binary_bytes_is_refused() -> None:
+    """An input carrying JSON 'data' and a binary_data_size was answered from its binary bytes, the
+    'data' ignored: a client whose two copies disagree got an answer to values it may not have meant.
+    Triton refuses such an input with a 400; so does this server."""
+    body, json_size = _request(True)
+    head = json.loads(body[:json_size])
+    head["inputs"][1]["data"] = [9, 9, 9, 9, 9, 9]  # edge_index: the binary bytes say [[0, 1, 2], [1, 2, 3]]
+    new_head = json.dumps(head).encode()
+    with pytest.raises(ProtocolError) as info:
+        parse_infer_request(new_head + body[json_size:], str(len(new_head)))
+    assert str(info.value) == (
+        "input 'edge_index': gives both 'data' and parameters.binary_data_size; send its values one way only"
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
