@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
 from pathlib import Path
@@ -109,6 +110,7 @@ def _draw(report: dict[str, Any], out: Path, staged: list[tuple[Path, Path]]) ->
         ax.set(xscale="log", yscale="log", xlabel="nodes per graph", ylabel="latency p50 (ms), bars min–p90")
         ax.set_xticks(s["graph_sizes"], [str(n) for n in s["graph_sizes"]])
         ax.minorticks_off()
+        _label_latency_axis(ax)
         ax.set_title(f"batch of {b} graph{'s' if b > 1 else ''}")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
@@ -201,6 +203,25 @@ def _save(fig: Any, path: Path, staged: list[tuple[Path, Path]]) -> None:
         fig.savefig(staged[-1][0], dpi=120, format="png")
     finally:
         plt.close(fig)
+
+
+def _label_latency_axis(ax: Any) -> None:
+    """Give a log latency axis at least two labelled ticks, as plain milliseconds.
+
+    With minor ticks off, matplotlib labels only powers of ten: a panel whose latencies stay within
+    one decade (20 to 90 ms, as most do) had no number on its y axis at all, and one spanning a
+    little more had one. Ticks go at 1, then 1-2-5, then 1..9 times powers of ten, the first of these
+    that puts two inside the view; a panel narrower than that (32 to 45 ms) turns linear, whose
+    own ticks always number it."""
+    lo, hi = ax.get_ylim()
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    for subs in ((1,), (1, 2, 5), range(1, 10)):
+        ticks = [m * 10.0**e for e in decades for m in subs if lo <= m * 10.0**e <= hi]
+        if len(ticks) >= 2:
+            ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+            ax.set_ylim(lo, hi)
+            return
+    ax.set_yscale("linear")
 
 
 def _temp(path: Path) -> Path:

@@ -440,3 +440,53 @@ def test_the_per_op_table_says_its_milliseconds_are_the_profilers(tmp_path: Path
         "ms/run under ONNX Runtime's profiler: a run took 1.200 ms there, 0.350 ms unprofiled (model call, mean); "
         "read the shares, not the milliseconds"
     ) in " ".join(console.export_text().split())  # the caption wraps at the table's width
+
+
+@pytest.mark.parametrize("latencies", [(32.0, 45.0), (20.0, 90.0), (1.2, 24.0), (0.3, 900.0)])
+def test_latency_vs_size_numbers_its_y_axis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, latencies) -> None:
+    """latency_vs_size.png turned minor ticks off on its log axes, so matplotlib labelled only powers of
+    ten: latencies within one decade (the usual case) left the y axis without a single number, and
+    1.2 to 24 ms had one. Every panel now has at least two labelled ticks inside its view, written as
+    plain milliseconds (matplotlib's own labels are mathtext powers, '$\\mathdefault{10^{1}}$')."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import runtime.profile_report as profile_report
+
+    labelled: list[list[str]] = []
+    save = profile_report._save
+
+    def spy(fig, path: Path, staged) -> None:
+        if path.name == "latency_vs_size.png":
+            fig.canvas.draw()
+            for ax in fig.axes:
+                lo, hi = ax.get_ylim()
+                ticks = ax.yaxis.get_ticklabels(which="both")
+                labelled.append([t.get_text() for t in ticks if t.get_text() and lo <= t.get_position()[1] <= hi])
+        save(fig, path, staged)
+
+    monkeypatch.setattr(profile_report, "_save", spy)
+
+    def res(nodes: int, ms: float) -> dict:
+        lat = {
+            "mean": ms,
+            "std": 0.1,
+            "min": ms * 0.98,
+            "p50": ms,
+            "p90": ms * 1.02,
+            "p99": ms * 1.03,
+            "max": ms * 1.05,
+        }
+        return {"threads": 1, "graph_nodes": nodes, "batch_size": 1, "latency_ms": lat, "graphs_per_s": 1e3 / ms,
+                "peak_rss_mb": 100.0, "samples_ms": [ms] * 3, "preprocess_share": 0.2}  # fmt: skip
+
+    rep = {
+        "schema": SCHEMA,
+        "created": "2026-12-06T00:00:00Z",
+        "machine": {},
+        "settings": {"graph_sizes": [32, 512], "batch_sizes": [1], "threads": [1], "iterations": 3, "warmup": 1},
+        "models": [{"name": "gt.onnx", "path": "a", "results": [res(32, latencies[0]), res(512, latencies[1])]}],
+    }
+    write_report(rep, tmp_path / "out")
+    assert len(labelled) == 1 and len(labelled[0]) >= 2, labelled
+    assert all(float(t.replace("\N{MINUS SIGN}", "-")) > 0 for t in labelled[0]), labelled
