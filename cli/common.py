@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import signal
 import sys
@@ -152,6 +153,23 @@ class OneLineErrorsGroup(TyperGroup):
             raise
         except _UsageProblem as e:
             _usage_error_line(e)
+
+
+def join_help_paragraphs(app: typer.Typer) -> None:
+    """Set each command's help to its docstring with every paragraph on one line, in ``app`` and its groups.
+
+    typer's rich help joins the lines of a docstring's first paragraph but prints the later ones with
+    the source's line breaks (typer 0.29; older versions joined them too), so a paragraph wrapped at
+    100 columns in the source came out cut mid-sentence at any terminal width ("thread counts do
+    not" / "apply);"). A paragraph that starts with click's ``\\b`` keeps its lines."""
+    for info in app.registered_commands:
+        doc = info.help if info.help is not None else inspect.getdoc(info.callback)
+        if doc:
+            paragraphs = inspect.cleandoc(doc).split("\n\n")
+            info.help = "\n\n".join(p if p.startswith("\b") else " ".join(p.split("\n")) for p in paragraphs)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            join_help_paragraphs(group.typer_instance)
 
 
 def check_checkpoint_out(out: Path, source: Path | None = None) -> None:

@@ -22,6 +22,7 @@ from cli.common import (
     check_checkpoint_out,
     console,
     finite_number,
+    join_help_paragraphs,
     parse_pe,
     seconds,
     table,
@@ -293,6 +294,7 @@ def _compression_summary(model: Any, meta: dict[str, Any]) -> str:
 
 
 cli_pipeline.register(app)  # after info: the order of `gtc --help`
+join_help_paragraphs(app)  # after every command is registered
 
 
 def main() -> None:
