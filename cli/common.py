@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from cli import SIGTERM_STOPPED, interrupts_as_usual
+from cli import SIGTERM_STOPPED, interrupts_as_usual, interrupts_ignored_from_now
 from gtcompress.errors import GTCompressError
 
 try:  # typer >= 0.26 parses with its own copy of click; older versions with click itself
@@ -47,14 +47,19 @@ def print_error(message: str) -> None:
 
 def user_errors(fn: F) -> F:
     """Turn a :class:`GTCompressError` (a user mistake), or an ``OSError`` naming a file, into
-    ``error: …`` on stderr and exit 2."""
+    ``error: …`` on stderr and exit 2, and a Ctrl-C while the command runs into ``interrupted`` and exit
+    130. Once the command has ended, Ctrl-C is ignored (``cli.interrupts_ignored_from_now``)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            interrupts_as_usual()  # the command's own: "interrupted", its clean-up (cli/__init__.py)
-            _import_numpy_first()
-            return fn(*args, **kwargs)
+            try:
+                interrupts_as_usual()  # the command's own: "interrupted", its clean-up (cli/__init__.py)
+                _import_numpy_first()
+                return fn(*args, **kwargs)
+            finally:
+                # before the lines below print: one "interrupted" or error line, then the exit status is kept
+                interrupts_ignored_from_now()
         except GTCompressError as e:
             print_error(str(e))
             raise typer.Exit(2) from None
@@ -145,6 +150,13 @@ class OneLineErrorsGroup(TyperGroup):
             raise
         except _UsageProblem as e:
             _usage_error_line(e)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            # what ran no command (--help, a usage error) is done too: its exit status stays as it is
+            interrupts_ignored_from_now()
 
     def invoke(self, ctx: Any) -> Any:
         try:

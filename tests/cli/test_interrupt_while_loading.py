@@ -33,14 +33,17 @@ def test_while_typer_builds_the_commands_ctrl_c_is_quiet_too() -> None:
 
 
 def test_once_a_command_runs_ctrl_c_is_a_keyboard_interrupt_again() -> None:
+    """Inside the command: its own clean-up runs (``finally``), then "interrupted" and exit 130. After it
+    has ended, Ctrl-C is ignored (tests/cli/test_interrupt_exit_status.py)."""
     r = _run(
         "import cli.main\nfrom cli.common import user_errors\n"
-        "@user_errors\ndef command():\n    return signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
-        "assert command()\n"
-        "try:\n    os.kill(os.getpid(), signal.SIGINT)\n    import time; time.sleep(5)\n"
-        "except KeyboardInterrupt:\n    print('interrupted')\n"
+        "@user_errors\ndef command():\n"
+        "    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
+        "    try:\n        os.kill(os.getpid(), signal.SIGINT)\n        import time; time.sleep(5)\n"
+        "    finally:\n        print('cleaned up', flush=True)\n"
+        "command()\n"
     )
-    assert (r.returncode, r.stdout.strip(), r.stderr) == (0, "interrupted", "")
+    assert (r.returncode, r.stdout, r.stderr) == (128 + signal.SIGINT, "cleaned up\n", "interrupted\n")
 
 
 def test_an_ignored_sigint_and_other_programs_keep_their_handler() -> None:
