@@ -17,7 +17,9 @@
 Either way the model file lives in the version directory (the repository loads unchanged when
 copied into a Triton container) and the input spec travels as the parameter
 ``gtcompress_input_spec``, so clients can build inputs from the repository alone;
-``gtcompress_preprocessing`` says who pre-processes (``server`` or ``client``).
+``gtcompress_preprocessing`` says who pre-processes (``server`` or ``client``). A TensorRT plan's
+metadata (the ONNX file's ``metadata_props``, which ``gtc build`` writes beside the engine) travels
+beside it as ``model.plan.json`` (:func:`plan_metadata_text`), where the runtime reads it.
 """
 
 from __future__ import annotations
@@ -246,6 +248,55 @@ def write_vendor(vdir: Path, plan: bool = False, shown: Path | None = None) -> P
     return final
 
 
+#: The engine's metadata beside a TensorRT plan in a version directory, read before config.pbtxt
+#: (``runtime.spec.plan_metadata`` looks for ``<engine>.json`` first).
+PLAN_METADATA = "model.plan.json"
+
+
+def plan_metadata_text(model_file: Path, spec: InputSpec) -> str | None:
+    """The metadata of the TensorRT plan ``model_file``, as the JSON its version directory holds beside
+    it (:data:`PLAN_METADATA`); None for an engine that has none beside it.
+
+    A plan carries no metadata of its own: ``gtc build`` writes the ONNX file's next to it as
+    ``<engine>.json``, else the ONNX file beside it is read (both as ``runtime.spec.plan_metadata``
+    does for ``gtc serve``). Left behind, the python variant knew config.pbtxt's input spec only, so
+    an engine built from an export older than the float32 fixes of
+    :mod:`gtcompress.preprocess.legacy_range` answered there, with a finite wrong value, the features
+    ``gtc serve`` refuses for the same engine. ``spec`` must be the engine's own: config.pbtxt would
+    declare one and the model run the other."""
+    side = model_file.with_name(model_file.name + ".json")
+    onnx_file = model_file.with_suffix(".onnx")
+    if side.is_file():
+        source = side
+        try:
+            meta = json.loads(side.read_text())
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:  # json's limits raise the last two
+            raise ConfigError(f"{side}: not valid JSON ({e}); it holds the engine's ONNX metadata_props") from None
+        if not isinstance(meta, dict):
+            raise ConfigError(
+                f"{side}: must be a JSON object (the engine's ONNX metadata_props), got {type(meta).__name__}"
+            )
+    elif onnx_file.is_file():
+        from exporters.tensorrt import read_onnx_metadata  # it imports this module
+
+        source, meta = onnx_file, dict(read_onnx_metadata(onnx_file))
+    else:
+        return None
+    own = meta.get("input_spec")
+    if own is None:
+        raise ConfigError(f"{source}: no gtcompress input_spec in the engine's metadata (build it with gtc build)")
+    try:
+        own_spec = InputSpec.from_json(json.loads(own) if isinstance(own, str) else own)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise ConfigError(f"{source}: its gtcompress input_spec is malformed ({e!r}); build the engine again") from None
+    if own_spec != spec:
+        raise ConfigError(
+            f"{model_file}: the input spec given is not the engine's own (metadata input_spec of {source}); "
+            "pass that one, as runtime.session.GraphSession(engine).spec reads it"
+        )
+    return json.dumps(meta, indent=2) + "\n"
+
+
 def needs_preprocessing(spec: InputSpec) -> bool:
     """Whether a client of the native variant would have to compute more than the raw graph."""
     return spec.teddy is not None or any(n not in RAW_INPUTS for n in spec.inputs)
@@ -304,8 +355,9 @@ def write_model_repository(
     backend: str = "auto",
     options: PythonModelOptions | None = None,
 ) -> Path:
-    """Copy ``model_file`` (.onnx or .plan) into ``repo/name/version/`` and write ``config.pbtxt``
-    (and, for the python variant, ``model.py`` and ``vendor/``); returns ``repo/name``.
+    """Copy ``model_file`` (.onnx or .plan, with the engine's metadata: :func:`plan_metadata_text`) into
+    ``repo/name/version/`` and write ``config.pbtxt`` (and, for the python variant, ``model.py`` and
+    ``vendor/``); returns ``repo/name``.
 
     ``repo/name`` is replaced as a whole: built beside it (its other versions and files of its own
     hard-linked in), then swapped in, so a write that fails part-way (a full disk) leaves the old
@@ -318,6 +370,7 @@ def write_model_repository(
         raise ConfigError(f"{model_file}: expected a .onnx or .plan file")
     chosen = resolve_backend(backend, model_file, spec)
     platform, filename, kind = PLATFORMS[model_file.suffix]
+    plan_meta = plan_metadata_text(model_file, spec) if model_file.suffix == ".plan" else None
     root = Path(repo) / name
     check_model_dir(root)
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -329,6 +382,8 @@ def write_model_repository(
         vdir.mkdir(exist_ok=True)
         shown = root / str(version)  # in errors: the folder the user will look for, not the temp one
         copy_file_named(model_file, vdir / filename, shown / filename)
+        if plan_meta is not None:  # both variants: gtc serve reads it from a native repository too
+            write_text_named(vdir / PLAN_METADATA, plan_meta, shown / PLAN_METADATA)
         if chosen == "python":
             write_vendor(vdir, plan=model_file.suffix == ".plan", shown=shown)
             write_text_named(vdir / "model.py", MODEL_PY, root / str(version) / "model.py")
@@ -344,7 +399,7 @@ def write_model_repository(
 
 
 #: What :func:`write_model_repository` writes in a version directory; everything else there is kept.
-MANAGED = frozenset({*(p[1] for p in PLATFORMS.values()), "model.py", VENDOR_DIR})
+MANAGED = frozenset({*(p[1] for p in PLATFORMS.values()), PLAN_METADATA, "model.py", VENDOR_DIR})
 
 
 def _keep_unmanaged(root: Path, tmp: Path, version: str) -> None:

@@ -177,6 +177,17 @@ class GraphBatchModel:
         elif instance is not None and instance[0] == "GPU":  # a plan: on this instance's GPU, not GPU 0
             gpu = f"cuda:{int(instance[1])}"
         session = GraphSession(path, providers, threads=threads or None, spinning=False, device=gpu)
+        if session.platform == "tensorrt_plan" and "model_config" not in session.metadata:
+            # config.pbtxt's input spec alone (a repository written before the engine's metadata was
+            # copied beside it): whether the engine predates the float32 fixes cannot be told
+            log.warning(
+                "model '%s': %s has no %s.json beside it (the engine's metadata, which gtc build writes): requests "
+                "are not held to the feature range an engine built from an older export is trusted with, as gtc "
+                "serve holds them; write the repository again from the engine and its .json",
+                self.name,
+                path,
+                path.name,
+            )
         self.served = ServedModel(self.name, session, batch=batch, version=str(version))
         self.batch = self.served.batch  # tightened by a TensorRT profile's maxima
         self.output_name = session.output_name

@@ -340,3 +340,72 @@ def test_the_readme_states_the_size_of_vendor_as_written(tmp_path: Path) -> None
     said = re.search(r"`gtcompress\.preprocess`; about (\d+) KB", (ROOT / "README.md").read_text())
     assert said, "README no longer states the vendor/ size where this test reads it"
     assert abs(int(said.group(1)) - size_kb) <= 0.1 * size_kb, (said.group(1), round(size_kb))
+
+
+@pytest.mark.parametrize("backend", ["python", "tensorrt"])
+def test_a_plan_takes_the_engines_metadata_into_the_repository(tmp_path, backend: str) -> None:
+    """``<engine>.json`` (what gtc build writes beside it) becomes ``model.plan.json``, where the runtime
+    reads it before config.pbtxt: without it, the python variant knew the input spec alone, and not
+    that the engine was built from an export it must hold to a feature range (tests/runtime/
+    test_legacy_range.py runs that). A later write without it leaves none of the old one behind."""
+    spec = _spec("dense")
+    engine = tmp_path / "gt.plan"
+    engine.write_bytes(b"engine")
+    meta = {"input_spec": json.dumps(spec.to_json()), "model_config": "{}", "teddy": {"edges": 0.2}}
+    (tmp_path / "gt.plan.json").write_text(json.dumps(meta))
+    root = write_model_repository(tmp_path / "repo", "gt", engine, spec, backend=backend)
+    assert json.loads((root / "1" / "model.plan.json").read_text()) == meta
+    (tmp_path / "gt.plan.json").unlink()
+    root = write_model_repository(tmp_path / "repo", "gt", engine, spec, backend=backend)
+    assert not (root / "1" / "model.plan.json").exists()
+    onnx_file = tmp_path / "gt.onnx"
+    onnx_file.write_bytes(b"m")
+    root = write_model_repository(tmp_path / "repo", "gt", onnx_file, spec, backend="auto")
+    assert not (root / "1" / "model.plan.json").exists()
+
+
+def test_a_plan_beside_its_onnx_file_takes_that_files_metadata(tmp_path) -> None:
+    """As runtime.spec.plan_metadata reads an engine without ``<engine>.json``: the ONNX file of its name."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    spec = _spec("dense")
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["output"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 5])],
+    )
+    proto = helper.make_model(graph)
+    meta = {"input_spec": json.dumps(spec.to_json()), "model_config": '{"arch": "gt"}'}
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+    onnx.save(proto, str(tmp_path / "gt.onnx"))
+    (tmp_path / "gt.plan").write_bytes(b"engine")
+    root = write_model_repository(tmp_path / "repo", "gt", tmp_path / "gt.plan", spec, backend="python")
+    assert json.loads((root / "1" / "model.plan.json").read_text()) == meta
+
+
+def test_a_plan_whose_metadata_is_not_the_spec_given_is_refused_before_writing(tmp_path) -> None:
+    """config.pbtxt would declare one spec and the model run another."""
+    spec, other = _spec("dense"), _spec("padded")
+    engine = tmp_path / "gt.plan"
+    engine.write_bytes(b"engine")
+    side = tmp_path / "gt.plan.json"
+    for text, message in (
+        (
+            json.dumps({"input_spec": json.dumps(other.to_json())}),
+            f"{engine}: the input spec given is not the engine's own (metadata input_spec of {side}); pass that "
+            "one, as runtime.session.GraphSession(engine).spec reads it",
+        ),
+        ("[1]", f"{side}: must be a JSON object (the engine's ONNX metadata_props), got list"),
+        ("{}", f"{side}: no gtcompress input_spec in the engine's metadata (build it with gtc build)"),
+    ):
+        side.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            write_model_repository(tmp_path / "repo", "gt", engine, spec, backend="python")
+        assert str(e.value) == message
+    side.write_text("{bad")
+    with pytest.raises(ConfigError, match=r"gt\.plan\.json: not valid JSON \(.*\); it holds the engine's ONNX"):
+        write_model_repository(tmp_path / "repo", "gt", engine, spec, backend="python")
+    assert not (tmp_path / "repo").exists()

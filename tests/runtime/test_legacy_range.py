@@ -319,6 +319,63 @@ def test_the_triton_python_variant_refuses_the_same(gt_files, config, tmp_path: 
     np.testing.assert_allclose(answered[0], _float64(model, small), rtol=1e-4, atol=0)
 
 
+def test_an_engine_built_from_an_older_file_is_refused_alike_by_gtc_serve_and_the_triton_python_variant(
+    gt_files, config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A TensorRT plan carries no metadata: gtc build writes the ONNX file's beside it (``<engine>.json``),
+    where gtc serve reads that the engine predates the half-range masks. The python variant's repository
+    held the engine and config.pbtxt's input spec only, and answered the same request with a finite
+    wrong value. Not TensorRT running: a fake engine runs the old ONNX file with ONNX Runtime
+    (tests/runtime/test_tensorrt_backend.py), as the engine built from it would compute."""
+    import trt_plugins.tensorrt_plugin as trt_plugin
+    from exporters.tensorrt import read_onnx_metadata
+    from exporters.triton_repo import write_model_repository
+    from gtcompress.io import write_json
+    from runtime import backends
+    from runtime.triton_python import Failure, GraphBatchModel
+    from tests.runtime.conftest import python_request
+    from tests.runtime.test_tensorrt_backend import FakeCuda, fake_tensorrt
+
+    model, files = gt_files
+    cuda = FakeCuda(gpus=1)
+    trt = fake_tensorrt(files["old-dense"], cuda)
+    monkeypatch.setattr(trt_plugin, "import_tensorrt", lambda: (trt, None))
+    monkeypatch.setattr(backends, "_load_cudart", lambda: cuda)
+    engine = tmp_path / "old.plan"
+    engine.write_bytes(b"engine")
+    write_json(tmp_path / "old.plan.json", read_onnx_metadata(files["old-dense"]))  # what gtc build writes
+    serve = ServedModel("old", GraphSession(engine))
+    assert serve.session.platform == "tensorrt_plan" and serve.legacy_range is not None
+    repo = write_model_repository(tmp_path / "repo", "old", engine, serve.session.spec, backend="python")
+    with caplog.at_level("WARNING", logger="gtcompress.triton"):
+        triton = GraphBatchModel(repo, 1, config(repo))
+    assert triton.session.platform == "tensorrt_plan" and not caplog.records
+    big, small = _graph(1e16), _graph(1e6)
+    with pytest.raises(FeatureRangeError) as e:
+        _ask(serve, big)
+    assert "the file was exported before gtcompress's attention masks outweighed" in str(e.value)
+    refused, answered = triton.answer([python_request(big), python_request(small)])
+    assert isinstance(refused, Failure), f"answered {refused!r}, not {_float64(model, big)!r}"
+    assert refused == Failure(str(e.value), invalid=True)
+    want = _float64(model, small)
+    np.testing.assert_allclose(answered[0], want, rtol=1e-4, atol=0)
+    np.testing.assert_allclose(_ask(serve, small), want, rtol=1e-4, atol=0)
+
+    # a repository written without the engine's metadata cannot tell: Triton's log says so at load
+    bare = tmp_path / "bare" / "old.plan"
+    bare.parent.mkdir()
+    bare.write_bytes(b"engine")
+    repo = write_model_repository(tmp_path / "repo2", "old", bare, serve.session.spec, backend="python")
+    assert sorted(p.name for p in (repo / "1").iterdir()) == ["model.plan", "model.py", "vendor"]
+    with caplog.at_level("WARNING", logger="gtcompress.triton"):
+        GraphBatchModel(repo, 1, config(repo))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"model 'old': {repo / '1' / 'model.plan'} has no model.plan.json beside it (the engine's metadata, which gtc "
+        "build writes): requests are not held to the feature range an engine built from an older export is trusted "
+        "with, as gtc serve holds them; write the repository again from the engine and its .json"
+    ]
+
+
 def test_an_older_plugin_file_answers_up_to_its_nan_and_its_nan_refusal_says_why(gt_files, tmp_path: Path) -> None:
     """The plugin function's running maximum of -1e30 gives NaN, never a finite wrong answer: the file
     answers as in float64 up to there, so it is held to no bound, and its NaN is refused as every NaN
