@@ -3,7 +3,8 @@ r"""Everything about the plugin that is plain arithmetic: names, attributes, sha
 The TensorRT decorators (:mod:`trt_plugins.tensorrt_plugin`), the AOT compiler
 (:mod:`trt_plugins.aot`), the torch launcher (:mod:`trt_plugins.kernels`) and the ONNX schema
 (:mod:`trt_plugins.onnx_op`) all read their facts from here, so that none of them needs TensorRT to
-be tested and none can disagree with another about, say, the order of the kernel arguments.
+be tested and none can disagree with another about, say, the order of the kernel arguments. That
+is also why it passes 500 lines: split, the facts those four must agree on would be split too.
 
 The op computes, per destination :math:`i` and head :math:`h`, over the CSR range
 ``rowptr[i]:rowptr[i+1]`` of incoming edges :math:`e` with source ``col[e]``,
@@ -47,11 +48,8 @@ FLOAT_DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
 #: emits one 32-bit load per element, and the kernel needs about half again as many registers (ptxas
 #: on sm_90a: 127 instead of 80 for fp32 4x16), so fewer programs share a multiprocessor.
 POINTER_ALIGNMENT = 16
-#: Floating-point contraction (``a * b + c`` as one FMA, rounded once) in every compile of the kernels:
-#: the AOT PTX TensorRT loads and the JIT launches (the torch op, :func:`trt_plugins.kernels.warm_up`,
-#: kernel v1), so the plugin and the torch op round alike. A JIT launch that names none gets Triton's
-#: default instead, which ``TRITON_DEFAULT_FP_FUSION=0`` turns off and which Triton 3.10 turns off for
-#: everyone (3.9 warns of it). Triton 3.9's ``TRITON_FORCE_DISABLE_FP_FUSION=1`` still overrides this.
+#: FMA contraction in every compile (AOT PTX and JIT launches alike), so the plugin and the torch op round
+#: alike; unnamed, Triton's default applies, which TRITON_DEFAULT_FP_FUSION=0 and Triton 3.10 turn off.
 FP_FUSION = True
 #: ``rowptr`` and ``col`` are int32: TensorRT plugins take int32 indices natively and a graph batch
 #: with 2**31 edges does not fit one engine call anyway.
