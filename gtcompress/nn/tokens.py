@@ -116,6 +116,27 @@ def topk_per_graph(scores: Tensor, valid: Tensor, ratio: float) -> Selection:
     return Selection(order, counts, ranked_valid, keep, sorted_scores)
 
 
+def _kept_width(length: int, ratio: float) -> int:
+    """``L' = min(max(round_half_up(ratio · L), 1), L)``: the columns of the sort order that hold every
+    graph's kept tokens, a function of the padded length ``L`` alone.
+
+    Under ``torch.export`` it is an unbacked size bounded by ``1 <= L' <= L``: as an expression in ``L``
+    it is 1 for small ``L`` (``L <= 2`` at ratio 0.5), and ``L`` itself at ``L = 1``, and PyTorch's shape
+    functions branch on sizes being 1 or equal (contiguity, views, MatMul's batch folding). Traced as an
+    expression, those branches make the export refuse every range of ``max_nodes``, or, with deferred
+    runtime asserts (as ``torch.onnx.export`` runs it), give a program that raises on a batch whose
+    largest graph keeps one token; an unbacked size is reasoned about without specialising on 0 or 1.
+    Eager torch and ``torch.compile`` get the plain integer: ``.item()`` would break a compiled graph,
+    where guards on the expression only cost a recompilation."""
+    lp = torch.sym_min(torch.sym_max((length * _per_10k(ratio) + 5000) // 10000, 1), length)
+    if not torch.compiler.is_exporting():
+        return lp
+    width = torch.full((), lp, dtype=torch.long).item()  # the same value, as a size export does not specialise
+    torch._check(width >= 1)
+    torch._check(width <= length)
+    return width
+
+
 def _gather_bias(bias: Tensor, idx: Tensor) -> Tensor:
     """``bias [B, Hb, Lq|1, L]`` restricted to the tokens ``idx [B, L']`` on both axes."""
     b, hb, lq, _lk = bias.shape
@@ -178,7 +199,7 @@ class TokenSelector(nn.Module):
         # from the shape rather than read from data, so an export keeps it symbolic (reading
         # counts.max() made two layers with different ratios share one data-dependent size).
         length = hd.shape[1]
-        lp = torch.sym_min(torch.sym_max((length * _per_10k(self.keep_ratio) + 5000) // 10000, 1), length)
+        lp = _kept_width(length, self.keep_ratio)
         idx = sel.order[:, :lp]
         valid_k = sel.ranked_valid[:, :lp]
         hk = hd.gather(1, idx.unsqueeze(-1).expand(-1, -1, hd.shape[-1]))

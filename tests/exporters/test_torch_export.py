@@ -1,0 +1,79 @@
+"""``torch.export`` of our models: sizes stay symbolic, and the
+traced program answers as eager torch does on batches of other sizes than the traced example (a lone
+1-node graph, a graph keeping one token, several graphs, a larger graph)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from exporters.onnx import _dynamic_shapes, _example, _Traced, input_spec, to_torch
+from gtcompress.data.base import FeatureSpec
+from gtcompress.models import LayerSpec, ModelConfig, build_model
+from gtcompress.models.model import GraphModel
+from gtcompress.preprocess import NumpyGraph, union_graphs
+from gtcompress.preprocess.inputs import build_inputs
+from gtcompress.preprocess.random_graphs import random_graph
+from gtcompress.preprocess.spec import InputSpec
+
+NODE = FeatureSpec("float", 3)
+EDGE = FeatureSpec("categorical", 1, [3])
+#: Graph sizes per batch: at keep 0.5 a 1- or 2-node graph keeps one token (the gathered width is 1,
+#: and at 1 node also the padded length), unlike the export example's graphs of up to 9 nodes.
+SIZES = [(1,), (2,), (1, 1, 4), (6, 11, 2, 5), (40,)]
+
+
+def _model(arch: str, token_keep: float = 1.0, attention_layout: str = "auto") -> GraphModel:
+    torch.manual_seed(0)
+    second = token_keep if token_keep == 1.0 else 0.3  # two ratios: each layer gathers its own number of tokens
+    layers = [LayerSpec(heads=2, ffn_dim=16, token_keep=token_keep), LayerSpec(heads=2, ffn_dim=16, token_keep=second)]
+    cfg = ModelConfig(arch=arch, node_features=NODE, edge_features=EDGE, out_dim=3, hidden=16, heads=2,
+                      layers=layers, attention_layout=attention_layout)  # fmt: skip
+    return build_model(cfg).eval()
+
+
+def _batches(spec: InputSpec) -> list[NumpyGraph]:
+    rng = np.random.default_rng(1)
+    return [union_graphs([random_graph(rng, n, 2 * n, NODE, EDGE, self_loops=1) for n in s]) for s in SIZES]
+
+
+def _assert_parity(run: Callable[..., torch.Tensor], model: GraphModel, spec: InputSpec) -> None:
+    traced = _Traced(model, spec)
+    for g, sizes in zip(_batches(spec), SIZES, strict=True):
+        inputs = tuple(to_torch(build_inputs(g, spec)))
+        with torch.no_grad():
+            got, want = run(*inputs), traced(*inputs)
+        assert got.shape == want.shape == (sum(sizes), 3)
+        torch.testing.assert_close(got, want, msg=lambda m, s=sizes: f"graph sizes {s}: {m}")
+
+
+def _export(model: GraphModel, spec: InputSpec) -> torch.export.ExportedProgram:
+    example = tuple(to_torch(build_inputs(_example(spec), spec)))
+    dims = (_dynamic_shapes(spec.inputs, spec.packed),)
+    return torch.export.export(_Traced(model, spec), example, dynamic_shapes=dims)
+
+
+@pytest.mark.parametrize("arch", ["gt", "gps", "graphormer"])
+def test_a_token_pruned_model_torch_exports_with_symbolic_sizes(arch: str) -> None:
+    """The width of the gathered tokens was an expression in the padded length ``L`` (1 for small ``L``)
+    on which PyTorch's shape functions branch: ``torch.export`` refused every range of ``max_nodes``
+    ("Constraints violated (max_nodes)"), and with deferred runtime asserts (as ``torch.onnx.export``
+    runs it) the program raised on a batch whose largest graph keeps one token."""
+    model = _model(arch, token_keep=0.5)
+    assert model.token_pruned
+    spec = input_spec(model, "dense")
+    _assert_parity(_export(model, spec).module(), model, spec)
+
+
+@pytest.mark.parametrize(("arch", "lowering"), [("gt", "plugin"), ("gt", "scatter"), ("gps", "dense")])
+def test_a_plain_model_torch_exports_with_symbolic_sizes(arch: str, lowering: str) -> None:
+    """GT on CSR keeps the fused op as one node (its CPU implementation runs here)."""
+    model = _model(arch)
+    spec = input_spec(model, lowering)
+    program = _export(model, spec)
+    if lowering == "plugin":
+        assert "gtcompress.sparse_graph_attention" in str(program.graph)
+    _assert_parity(program.module(), model, spec)
