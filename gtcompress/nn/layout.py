@@ -46,7 +46,10 @@ class DenseLayout:
 
     @classmethod
     def from_batch(cls, batch: Tensor, num_graphs: int) -> DenseLayout:
-        counts = torch.bincount(batch, minlength=num_graphs)
+        # Not bincount: its length is read from the data (max id + 1), which torch.compile(fullgraph=True)
+        # cannot trace; graph ids lie in [0, num_graphs) (GraphBatch checks), so this is the same count.
+        counts = torch.zeros(num_graphs, dtype=torch.long, device=batch.device)
+        counts = counts.scatter_add(0, batch, torch.ones_like(batch))
         ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
         pos = torch.arange(batch.shape[0], device=batch.device) - ptr.index_select(0, batch)
         max_nodes = int(counts.max()) if counts.numel() else 0

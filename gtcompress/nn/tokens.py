@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from gtcompress.nn.layout import DenseLayout
 from gtcompress.nn.mha import MultiHeadAttention
@@ -142,7 +143,9 @@ def _gather_bias(bias: Tensor, idx: Tensor) -> Tensor:
     b, hb, lq, _lk = bias.shape
     lp = idx.shape[1]
     out = bias.gather(3, idx[:, None, None, :].expand(b, hb, lq, lp))
-    if lq > 1:
+    # lq is L, or a literal 1 for a per-key bias; L may be an unbacked size (a compiled model that builds
+    # its layout from the batch), on which `lq > 1` cannot be decided, and the gather is right for L = 1 too
+    if not statically_known_true(lq == 1):
         out = out.gather(2, idx[:, None, :, None].expand(b, hb, lp, lp))
     return out
 

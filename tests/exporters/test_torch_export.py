@@ -1,4 +1,4 @@
-"""``torch.export`` of our models: sizes stay symbolic, and the
+"""``torch.export`` and ``torch.compile(fullgraph=True)`` of our models: sizes stay symbolic, and the
 traced program answers as eager torch does on batches of other sizes than the traced example (a lone
 1-node graph, a graph keeping one token, several graphs, a larger graph)."""
 
@@ -12,6 +12,7 @@ import torch
 
 from exporters.onnx import _dynamic_shapes, _example, _Traced, input_spec, to_torch
 from gtcompress.data.base import FeatureSpec
+from gtcompress.graph import GraphBatch
 from gtcompress.models import LayerSpec, ModelConfig, build_model
 from gtcompress.models.model import GraphModel
 from gtcompress.preprocess import NumpyGraph, union_graphs
@@ -77,3 +78,26 @@ def test_a_plain_model_torch_exports_with_symbolic_sizes(arch: str, lowering: st
     if lowering == "plugin":
         assert "gtcompress.sparse_graph_attention" in str(program.graph)
     _assert_parity(program.module(), model, spec)
+
+
+@pytest.mark.parametrize(
+    ("arch", "token_keep", "layout"),
+    [("gps", 1.0, "auto"), ("graphormer", 1.0, "auto"), ("gt", 0.5, "auto"), ("gt", 1.0, "fused")],
+)
+def test_a_model_compiles_in_one_graph_without_a_supplied_layout(arch: str, token_keep: float, layout: str) -> None:
+    """``model(batch)`` builds its layout from the batch vector. Counting nodes per graph with ``bincount``
+    gave a tensor of data-dependent length, whose ``numel()`` ``torch.compile(fullgraph=True)`` could not
+    guard on (GPS, Graphormer, a token-pruned GT); a token-pruned GT then branched on the padded length
+    (now an unbacked size) being above 1."""
+    model = _model(arch, token_keep=token_keep, attention_layout=layout)
+    spec = input_spec(model, "scatter")
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="aot_eager")
+    try:
+        for g, sizes in zip(_batches(spec), SIZES, strict=True):
+            batch = GraphBatch.from_numpy(g)
+            with torch.no_grad():
+                got, want = compiled(batch), model(batch)
+            torch.testing.assert_close(got, want, msg=lambda m, s=sizes: f"graph sizes {s}: {m}")
+    finally:
+        torch._dynamo.reset()
