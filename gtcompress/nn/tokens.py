@@ -66,6 +66,18 @@ _KEY_RANGE = 2**61
 _CLAMP_LENGTH = 2**20
 
 
+def _size_max(a: int, b: int) -> int:
+    """``max`` of sizes that may be symbolic, without a guard; plain ``max`` for integers (a size
+    ``torch.compile`` specialised), as torch 2.11's ``torch.compile`` cannot trace ``torch.sym_max``
+    on two integers ("torch.* op returned non-Tensor")."""
+    return max(a, b) if isinstance(a, int) and isinstance(b, int) else torch.sym_max(a, b)
+
+
+def _size_min(a: int, b: int) -> int:
+    """:func:`_size_max`'s ``min``."""
+    return min(a, b) if isinstance(a, int) and isinstance(b, int) else torch.sym_min(a, b)
+
+
 def _quantise(scores: Tensor) -> Tensor:
     """Scores on the 2^-12 grid, in float32 whatever the scores' dtype: in float16, scores * 4096
     overflows to inf from |score| >= 16 and inf's int64 cast is garbage, so the top-k kept the lowest
@@ -87,7 +99,7 @@ def sort_keys(quantised: Tensor, valid: Tensor) -> Tensor:
     ``L <= 2^20``, at a bound that does not depend on the batch (:data:`_CLAMP_LENGTH`).
     """
     length = quantised.shape[1]
-    limit = _KEY_RANGE // torch.sym_max(length, _CLAMP_LENGTH)
+    limit = _KEY_RANGE // _size_max(length, _CLAMP_LENGTH)
     # clamped in float32 (a bound rounded up by float32 is still far inside the margin), cast exactly
     q = quantised.clamp(-limit, limit).to(torch.long)
     pos = torch.arange(length, device=quantised.device).unsqueeze(0)
@@ -129,7 +141,7 @@ def _kept_width(length: int, ratio: float) -> int:
     largest graph keeps one token; an unbacked size is reasoned about without specialising on 0 or 1.
     Eager torch and ``torch.compile`` get the plain integer: ``.item()`` would break a compiled graph,
     where guards on the expression only cost a recompilation."""
-    lp = torch.sym_min(torch.sym_max((length * _per_10k(ratio) + 5000) // 10000, 1), length)
+    lp = _size_min(_size_max((length * _per_10k(ratio) + 5000) // 10000, 1), length)
     if not torch.compiler.is_exporting():
         return lp
     width = torch.full((), lp, dtype=torch.long).item()  # the same value, as a size export does not specialise

@@ -101,3 +101,18 @@ def test_a_model_compiles_in_one_graph_without_a_supplied_layout(arch: str, toke
             torch.testing.assert_close(got, want, msg=lambda m, s=sizes: f"graph sizes {s}: {m}")
     finally:
         torch._dynamo.reset()
+
+
+def test_a_token_pruned_model_compiles_in_one_graph_on_its_export_inputs() -> None:
+    """What the exporter traces, compiled: a batch of one 1-node graph specialises the padded length to
+    the integer 1, and torch 2.11's ``torch.compile`` could not trace ``torch.sym_max`` on integers
+    ("Unsupported torch.* op returned non-Tensor")."""
+    model = _model("gt", token_keep=0.5)
+    spec = input_spec(model, "dense")
+    torch._dynamo.reset()
+    try:
+        _assert_parity(
+            torch.compile(_Traced(model, spec), fullgraph=True, dynamic=True, backend="aot_eager"), model, spec
+        )
+    finally:
+        torch._dynamo.reset()
