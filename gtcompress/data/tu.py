@@ -133,13 +133,15 @@ def _integer_problem(field: str) -> str | None:
 
 def _number_problem(field: str) -> str | None:
     """Why numpy refused ``field`` in a float column, or None where it is one (Python's ``float``
-    also takes "1_000" and non-ASCII digits, which numpy refuses)."""
+    also takes "1_000" and non-ASCII digits, which numpy refuses). Whitespace around the number, a
+    no-break space included, is numpy's to strip as it is Python's: only the number itself is checked."""
+    text = field.strip()
     try:
-        float(field)
+        float(text)
     except ValueError:
-        return f"{field.strip()!r} is not a number"
-    if "_" in field or not field.isascii():
-        return f"{field.strip()!r} is not a number"
+        return f"{text!r} is not a number"
+    if "_" in text or not text.isascii():
+        return f"{text!r} is not a number"
     return None
 
 

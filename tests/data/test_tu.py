@@ -446,3 +446,22 @@ def test_split_counts_for_a_tu_dataset_name_the_datasets_that_take_them(tmp_path
     with pytest.raises(GTCompressError) as err:
         load_dataset("tu:MUTAG", size="20,5,5", root=tmp_path, cache_dir=tmp_path)
     assert str(err.value) == want
+
+
+@pytest.mark.parametrize(
+    ("dtype", "spaced"), [(np.float64, "\u00a01.5"), (np.float64, "2.5\u3000"), (np.int64, "\u00a01")]
+)
+def test_a_number_numpy_takes_with_unicode_spaces_is_not_named_instead_of_the_bad_one(
+    tmp_path: Path, dtype: type, spaced: str
+) -> None:
+    """numpy strips the same whitespace as Python's ``str.strip`` (a no-break space included), so such a
+    field is a number; the scan for the bad line named it ("'1.5' is not a number", line 2) rather than
+    the value numpy refused two lines below."""
+    path = tmp_path / "f.txt"
+    path.write_text(f"1, 2\n3, {spaced}\n")
+    assert read_table(path, dtype).shape == (2, 2)
+    path.write_text(f"1, 2\n3, {spaced}\n4, 5\n6, abc\n")
+    with pytest.raises(DataFormatError) as err:
+        read_table(path, dtype)
+    kind = "an integer" if dtype is np.int64 else "a number"
+    assert str(err.value) == f"{path}, line 4: 'abc' is not {kind}"
