@@ -179,14 +179,19 @@ class GraphBatchModel:
         session = GraphSession(path, providers, threads=threads or None, spinning=False, device=gpu)
         if session.platform == "tensorrt_plan" and "model_config" not in session.metadata:
             # config.pbtxt's input spec alone (a repository written before the engine's metadata was
-            # copied beside it): whether the engine predates the float32 fixes cannot be told
+            # copied beside it), or a .json without the model's config: whether the engine predates the
+            # float32 fixes cannot be told
+            side = path.with_name(path.name + ".json")
+            lacks = (
+                f"{side} has no model_config (the engine's metadata, which gtc build writes)"
+                if side.is_file()
+                else f"{path} has no {side.name} beside it (the engine's metadata, which gtc build writes)"
+            )
             log.warning(
-                "model '%s': %s has no %s.json beside it (the engine's metadata, which gtc build writes): requests "
-                "are not held to the feature range an engine built from an older export is trusted with, as gtc "
-                "serve holds them; write the repository again from the engine and its .json",
+                "model '%s': %s: requests are not held to the feature range an engine built from an older export "
+                "is trusted with, as gtc serve holds them; write the repository again from the engine and its .json",
                 self.name,
-                path,
-                path.name,
+                lacks,
             )
         self.served = ServedModel(self.name, session, batch=batch, version=str(version))
         self.batch = self.served.batch  # tightened by a TensorRT profile's maxima

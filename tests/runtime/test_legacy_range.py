@@ -374,6 +374,17 @@ def test_an_engine_built_from_an_older_file_is_refused_alike_by_gtc_serve_and_th
         "build writes): requests are not held to the feature range an engine built from an older export is trusted "
         "with, as gtc serve holds them; write the repository again from the engine and its .json"
     ]
+    # a .json beside it without the model's config is named as such, not as missing
+    caplog.clear()
+    side = repo / "1" / "model.plan.json"
+    write_json(side, {"input_spec": serve.session.spec.to_json()})
+    with caplog.at_level("WARNING", logger="gtcompress.triton"):
+        GraphBatchModel(repo, 1, config(repo))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"model 'old': {side} has no model_config (the engine's metadata, which gtc build writes): requests are "
+        "not held to the feature range an engine built from an older export is trusted with, as gtc serve holds "
+        "them; write the repository again from the engine and its .json"
+    ]
 
 
 def test_an_older_plugin_file_answers_up_to_its_nan_and_its_nan_refusal_says_why(gt_files, tmp_path: Path) -> None:
