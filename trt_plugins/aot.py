@@ -153,6 +153,16 @@ def _triton_version() -> str:
     return str(triton.__version__)
 
 
+def _fp_fusion() -> bool:
+    """Whether Triton compiles with the FP fusion :data:`~trt_plugins.spec.FP_FUSION` asks for:
+    ``TRITON_FORCE_DISABLE_FP_FUSION`` overrides the request, and the PTX changes with it, so the
+    cache key holds the outcome, not the request. (Triton versions without the knob do as asked.)"""
+    import triton
+
+    enabled = getattr(getattr(getattr(triton, "knobs", None), "language", None), "fp_fusion_enabled", None)
+    return bool(enabled(spec.FP_FUSION)) if enabled is not None else spec.FP_FUSION
+
+
 def triton_compile(
     kernel: str,
     signature: dict[str, str],
@@ -282,6 +292,7 @@ def compile_kernel(
         "num_warps": spec.kernel_warps(kernel, config),
         "num_stages": config.num_stages,
         "pointer_alignment": spec.POINTER_ALIGNMENT,
+        "fp_fusion": _fp_fusion(),
         "triton": _triton_version(),
     }
     key = _sha256_json(payload)

@@ -347,3 +347,25 @@ def test_a_damaged_cache_entry_that_is_still_json_is_compiled_again(
     assert len(calls) == 2 and not again.from_cache and again == first and again.ptx == first.ptx
     third = aot.compile_kernel("partials", "float32", 2, 32, 80, 0.2, False)
     assert len(calls) == 2 and third.from_cache and third == first  # the entry was rewritten
+
+
+def test_a_compile_without_fp_fusion_is_cached_apart(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TRITON_FORCE_DISABLE_FP_FUSION overrides the fusion the compile asks for (spec.FP_FUSION), and the
+    PTX changes with it; the cache key did not, so PTX compiled under it was handed to later builds
+    without it (and the fused PTX to builds under it), rounding unlike the torch op's launches."""
+    calls: list[object] = []
+    real = aot.triton_compile
+
+    def counting(*args: object, **kwargs: object) -> aot.RawCompiled:
+        calls.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aot, "triton_compile", counting)
+    fused = aot.compile_kernel("partials", "float32", 2, 32, 80, 0.2, False, verify=False)
+    monkeypatch.setenv("TRITON_FORCE_DISABLE_FP_FUSION", "1")
+    unfused = aot.compile_kernel("partials", "float32", 2, 32, 80, 0.2, False, verify=False)
+    assert len(calls) == 2 and not unfused.from_cache and unfused.cache_key != fused.cache_key
+    assert unfused.ptx.count("fma.rn.f32") < fused.ptx.count("fma.rn.f32")
+    monkeypatch.delenv("TRITON_FORCE_DISABLE_FP_FUSION")
+    again = aot.compile_kernel("partials", "float32", 2, 32, 80, 0.2, False, verify=False)
+    assert len(calls) == 2 and again.from_cache and again.ptx == fused.ptx
