@@ -231,9 +231,8 @@ def served_model_name(name: str | None, path: Path) -> str:
     folder and a KServe URL segment take letters, digits, '_', '-' and '.').
 
     A default name outside that rule is refused, as a ``--name`` would be, with a name to give
-    instead: export used to replace the odd characters with '_' while serve refused, so the two
-    named one checkpoint differently, and 'my model+v2' and 'my model v2' both became the model
-    'my_model_v2', the second export replacing the first."""
+    instead, rather than rewritten: the name is what clients and Triton call the model by, and a
+    rewrite would send 'my model+v2' and 'my model v2' to the same model folder."""
     from exporters.triton_repo import check_model_name
     from gtcompress.errors import ConfigError
     from runtime.served import default_model_name
