@@ -17,9 +17,6 @@ def test_help_paragraphs_are_not_cut_at_the_source_line_breaks() -> None:
     root = typer.main.get_command(app)
     cut = []
     for leaf in _leaf_commands(root):
-        command = root
-        for name in leaf:
-            command = command.commands[name]
         res = CliRunner().invoke(app, [*leaf, "--help"], env={"COLUMNS": "1000", "TERMINAL_WIDTH": "1000"})
         assert res.exit_code == 0, res.output
         lines = {ln.strip() for ln in res.output.splitlines()}
