@@ -287,6 +287,11 @@ def parse_infer_request(
     """Decode a (decompressed) request body; every problem is a :class:`ProtocolError` naming its input.
 
     ``check`` sees each input's name and datatype before its data is decoded (see :data:`InputCheck`)."""
+    if not len(body):  # a POST with neither Content-Length nor chunking has none, by HTTP's rules
+        raise ProtocolError(
+            "request body is empty: an infer request is a JSON object with an 'inputs' list, sent with a "
+            "Content-Length header or chunked"
+        )
     hl = _head_length(body, header_length)
     if header_length is not None:
         head, binary = body[:hl], memoryview(body)[hl:]

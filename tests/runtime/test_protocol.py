@@ -368,3 +368,16 @@ def test_the_outputs_list_is_read_in_linear_work() -> None:
 
     small, large = _traced_events(lambda: parse(500)), _traced_events(lambda: parse(2000))
     assert large < 5 * small  # 4x the outputs: 4x the work (it was 16x)
+
+
+@pytest.mark.parametrize("header_length", [None, "0"])
+def test_an_empty_body_is_named_as_empty_not_as_malformed_json(header_length: str | None) -> None:
+    """A POST without Content-Length or chunking has an empty body by HTTP's rules; the refusal said
+    "request JSON is malformed: Expecting value: line 1 column 1 (char 0)", which sent the user to
+    look at JSON they had sent."""
+    with pytest.raises(ProtocolError) as e:
+        parse_infer_request(b"", header_length)
+    assert str(e.value) == (
+        "request body is empty: an infer request is a JSON object with an 'inputs' list, sent with a "
+        "Content-Length header or chunked"
+    )
