@@ -50,8 +50,11 @@ GT_HEAD_BYTES = 10
 GT_EDGE_HEAD_BYTES = 20
 GT_EDGE_HEAD_BYTES_LAYERS = 38
 #: ... plus the layer-shared ``log(count)`` bias ``[rows, 1, L, L]`` and the edge counts it is made
-#: from (float32 each), whatever the heads: measured 9 B.
-GT_CELL_BYTES = 12
+#: from (float32 each), and each layer's mask of that bias (boolean and float32: the softmax lifts
+#: masked scores and zeroes their weights, ``dense_attention(lift_masked=True)``), whatever the heads:
+#: measured 9 B before the mask, 14.5-15.1 B with it (without edge features, 1 head, 1,500-2,500 nodes:
+#: 22.5 B a cell in all).
+GT_CELL_BYTES = 18
 #: GPS (any other dense attention), bytes a head per padded cell: its scores and their softmax,
 #: float32. Peak RSS over cells for one 3,000-node graph (1 thread, 1 to 3 layers, with and without
 #: GINE) was 4.4-4.9 B a head on ONNX Runtime CPU (counted 4 before, up to 1.24x under; 6 leaves room

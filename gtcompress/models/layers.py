@@ -74,13 +74,17 @@ class _Layer(nn.Module):
         :meth:`gtcompress.models.model.GraphModel.unread_weights`)."""
         return ()
 
-    def _dense(self, h: Tensor, lay: DenseLayout, bias: Tensor, row_valid: Tensor | None = None) -> Tensor:
+    def _dense(
+        self, h: Tensor, lay: DenseLayout, bias: Tensor, row_valid: Tensor | None = None, graph_mask: bool = False
+    ) -> Tensor:
         """Attention of node rows ``h [N, d]`` on the padded layout; with token pruning over the kept
-        tokens only (0 elsewhere), which ranks nodes per padded graph."""
+        tokens only (0 elsewhere), which ranks nodes per padded graph. ``graph_mask``: ``bias`` masks
+        the pairs off an attention graph (most of them), not only padding, so the softmax lifts masked
+        scores (``lift_masked`` of :func:`~gtcompress.nn.attention.dense_attention`)."""
         assert self.attn is not None
         if self.tokens is None:
-            return self.attn.dense_nodes(h, lay, bias, row_valid)
-        return lay.unpad(self.tokens.attend_dense(self.attn, lay.pad(h), bias, lay.valid))
+            return self.attn.dense_nodes(h, lay, bias, row_valid, lift_masked=graph_mask)
+        return lay.unpad(self.tokens.attend_dense(self.attn, lay.pad(h), bias, lay.valid, lift_masked=graph_mask))
 
 
 class GTLayer(_Layer):
@@ -105,7 +109,7 @@ class GTLayer(_Layer):
                 lay = ctx.layout
                 assert lay is not None and ctx.edge_dense is not None
                 dense_bias = ctx.edge_dense if bias is None else lay.edge_bias(ctx.edge_index, ctx.batch, bias)
-                a = self._dense(h, lay, dense_bias, ctx.edge_rows)
+                a = self._dense(h, lay, dense_bias, ctx.edge_rows, graph_mask=True)
             elif self.tokens is not None:
                 lay = ctx.layout if ctx.layout is not None else DenseLayout.from_batch(ctx.batch, ctx.num_graphs)
                 a = self.tokens.attend_sparse(self.attn, h, ctx.edge_index, bias, lay)
@@ -152,7 +156,7 @@ class GPSLayer(_Layer):
         a = h
         if self.attn is not None and self.tokens is None and ctx.attn_bias is not None:  # sparsified, dense layout
             assert ctx.layout is not None
-            a = h + self.drop(self._dense(h, ctx.layout, ctx.attn_bias, ctx.attn_rows))
+            a = h + self.drop(self._dense(h, ctx.layout, ctx.attn_bias, ctx.attn_rows, graph_mask=True))
         elif self.attn is not None and ctx.attn_edges is not None:  # sparsified, over its pairs
             if self.tokens is None:
                 att = self.attn.sparse(h, ctx.attn_edges)

@@ -86,6 +86,11 @@ def sparse_attention(
 #: through ``row_valid``.
 MASK = torch.finfo(torch.float32).min / 2
 
+#: How far below its row's largest score :func:`dense_attention` lifts a masked score (``lift_masked``)
+#: before the softmax: ``exp(-80)`` (1.8e-35) is still a normal float32, so no exp term computes through
+#: denormals (ONNX Runtime's CPU exp does so from about -87 on, and clamps only below -104).
+MASK_LIFT = 80.0
+
 
 def mask_value(dtype: torch.dtype) -> float:
     """:data:`MASK` as a finite value of ``dtype``: half the most negative finite value of ``dtype``,
@@ -108,6 +113,7 @@ def dense_attention(
     dropout: float = 0.0,
     training: bool = False,
     row_valid: Tensor | None = None,
+    lift_masked: bool = False,
 ) -> Tensor:
     """Padded attention: ``q,k,v [B,H,L,D]``, ``attn_bias [B,1|H,L,L]`` (``-inf`` or :data:`MASK` = no edge;
     cast to the dtype of ``q`` with masked entries at :func:`mask_value`).
@@ -119,6 +125,13 @@ def dense_attention(
     in ONNX Runtime, several times cheaper than max/sub/exp/sum/div as separate nodes); rows are
     zeroed by a multiplication (cheaper than a broadcast ``Where`` there, and never ``0 * inf``:
     the clamped scores are finite).
+
+    ``lift_masked`` is for a bias that masks most pairs (an attention graph: GT's edges, GPS's
+    sparsified graph): masked scores are lifted to :data:`MASK_LIFT` below their row's largest score
+    and their weights zeroed after the softmax, the same weights without the float32 denormals that
+    make ONNX Runtime's CPU Softmax 11x slower on a mostly masked row (``bench/HISTORY.md``). It costs
+    a ReduceMax, a Max and a Mul over the scores: more than it saves where little is masked (padding
+    only: GPS's complete-graph attention and Graphormer on single graphs measured 7-16 % slower).
     """
     d = q.shape[-1]
     tau = scale if scale is not None else 1.0 / math.sqrt(d)
@@ -146,7 +159,27 @@ def dense_attention(
         score = torch.matmul(q, torch.cat([k, key_bias], dim=-1).transpose(-1, -2))
     else:
         score = torch.matmul(q, k.transpose(-1, -2)) * tau + attn_bias
-    alpha = torch.softmax(score, dim=-1)
+    if lift_masked:
+        # exp of a masked score (about MASK below the row's largest) underflows through float32 denormals,
+        # which ONNX Runtime's CPU Softmax computes about 11x slower. Lifted to `floor`, MASK_LIFT below the
+        # row's largest score, its exp is a normal float, and its weight is zeroed after the softmax. Real
+        # scores above the floor and the row sums are unchanged (the lifted terms, at most L * 1.8e-35,
+        # vanish against a sum of at least 1), so real weights round as before; a real score below it
+        # weighs exp(-80) / sum instead of less, a change under 1.8e-35. Past |max| = 80 * 2**16 (5.2e6) the
+        # floor is 2**-16 of |max| below it instead: 80 below a score of 1.3e9 or more rounds to that score,
+        # and lifted terms would then weigh as much as the largest. A row without any key is lifted onto
+        # itself and zeroed, as before, by `row_valid`.
+        # Each step rebinds `score`, so that eager torch holds two score-sized tensors at a time, as the
+        # plain softmax does. A Mul, not a Where: ONNX Runtime reuses a Mul's input buffer (a Where took
+        # 16-45 B a cell more at 1-8 heads), at the cost of a float mask of the bias's size.
+        row_max = score.detach().amax(dim=-1, keepdim=True)
+        floor = row_max - (row_max.abs() * 2.0**-16).clamp(min=MASK_LIFT)
+        score = torch.maximum(score, floor)
+        score = torch.softmax(score, dim=-1)
+        alpha = score * (attn_bias > mask / 2).to(score.dtype)
+        del score
+    else:
+        alpha = torch.softmax(score, dim=-1)
     if dropout > 0.0 and training:
         alpha = F.dropout(alpha, p=dropout, training=True)
     return torch.matmul(alpha, v) * row_valid

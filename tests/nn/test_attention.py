@@ -319,6 +319,9 @@ def test_masks_hold_for_scores_beyond_1e30(buckets) -> None:
     bias, rows = lay.count_bias_and_rows(ei, batch)
     dense = unpad(dense_attention(pad(q), pad(k), pad(v), bias, scale=1.0, row_valid=rows))
     assert torch.equal(dense, ref)
+    # lifted masked scores: 80 below a row maximum of -1e32 is the maximum itself in float32
+    dense = unpad(dense_attention(pad(q), pad(k), pad(v), bias, scale=1.0, row_valid=rows, lift_masked=True))
+    assert torch.equal(dense, ref)
     dense = unpad(dense_attention(pad(q), pad(k), pad(v), lay.log_count_bias(counts), scale=1.0))
     assert torch.equal(dense, ref)
     from gtcompress.nn.attention import padded_attention
@@ -328,3 +331,33 @@ def test_masks_hold_for_scores_beyond_1e30(buckets) -> None:
             for node, src, _, mask in nbr.buckets]  # fmt: skip
     padded = outs[0] if nbr.inv is None else torch.cat(outs)[nbr.inv]
     assert torch.equal(padded, ref)
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_lifting_masked_scores_keeps_the_weights(per_head: bool, dtype: torch.dtype) -> None:
+    """``lift_masked`` (GT's edges, GPS's sparsified graph on the dense lowering) lifts masked scores to
+    80 below their row's largest before the softmax, so that ONNX Runtime's exp computes no denormals:
+    same answer as the plain softmax, bit for bit here, rows without keys 0, gradients finite and equal."""
+    g = torch.Generator().manual_seed(3)
+    b, h, length, d = 3, 4, 24, 8
+    q, k, v = (torch.randn(b, h, length, d, generator=g).to(dtype).requires_grad_(True) for _ in range(3))
+    shape = (b, h if per_head else 1, length, length)
+    keep = torch.rand(shape, generator=g) < 0.15  # an attention graph: most pairs masked
+    keep[:, :, -4:] = False  # rows without keys (padding, nodes without incoming edge)
+    keep[0, :, :-4, 0] = True  # some rows with one key only
+    bias = torch.where(keep, torch.randn(shape, generator=g), torch.tensor(float("-inf")))
+    outs, grads = [], []
+    for lift in (False, True):
+        out = dense_attention(q, k, v, bias, lift_masked=lift)
+        out.float().square().sum().backward()
+        outs.append(out)
+        grads.append([t.grad.clone() for t in (q, k, v)])
+        for t in (q, k, v):
+            t.grad = None
+    assert outs[1].dtype == dtype and torch.isfinite(outs[1]).all()
+    assert torch.equal(outs[1], outs[0])
+    assert torch.equal(outs[1][:, :, -4:], torch.zeros_like(outs[1][:, :, -4:]))
+    for got, ref in zip(grads[1], grads[0], strict=True):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, ref, rtol=0, atol=0 if dtype is torch.float32 else 1e-3)

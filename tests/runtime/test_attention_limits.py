@@ -30,7 +30,7 @@ from runtime.served import request_graph
 from runtime.server import BackgroundServer, ServedModel, ServerLimits, create_app
 from runtime.session import GraphSession
 
-LIMIT_MIB = 4.5  # the node model (GT, 2 heads, edge features): 72 bytes a cell, so one graph of up to 256 nodes
+LIMIT_MIB = 5  # the node model (GT, 2 heads, edge features): 78 bytes a cell, so one graph of up to 259 nodes
 GRAPHORMER_LIMIT_MIB = 0.5
 
 
@@ -56,7 +56,7 @@ def _post(srv: BackgroundServer, g: NumpyGraph) -> httpx.Response:
 
 
 def test_cell_bytes_follow_the_lowering_and_the_heads(exported) -> None:
-    assert attention_cell_bytes(GraphSession(exported["node"].path)) == 2 * (10 + 20) + 12  # dense GT, 2 heads
+    assert attention_cell_bytes(GraphSession(exported["node"].path)) == 2 * (10 + 20) + 18  # dense GT, 2 heads
     assert attention_cell_bytes(GraphSession(exported["graph"].path)) == 0  # padded: edges only
 
 
@@ -109,6 +109,23 @@ def test_dense_gt_cell_bytes_cover_what_a_call_takes(exported) -> None:
     assert peak <= counted, f"peak {peak / MIB:.0f} MiB for {n} nodes, counted {counted / MIB:.0f} MiB"
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc (Linux)")
+def test_dense_gt_cell_bytes_cover_the_softmax_mask(tmp_path) -> None:
+    """A GT's softmax on the ``dense`` lowering lifts masked scores and zeroes their weights by a mask
+    of the layer's bias (boolean, then float32): a 1-head GT without edge features took 22.5 B a cell,
+    counted 22 before the mask was (10 a head, 12 a cell)."""
+    from gtcompress.models import ModelConfig
+    from gtcompress.models.config import FeatureSpec
+    from tests.runtime.conftest import seeded_model
+
+    cfg = ModelConfig(arch="gt", node_features=FeatureSpec("float", 3), out_dim=2, hidden=16, heads=1, num_layers=2)
+    path = export_onnx(seeded_model(cfg), tmp_path / "gt1.onnx", "dense", verify_batches=1).path
+    n = 1500
+    peak = _peak_bytes(path, n)
+    counted = n * n * attention_cell_bytes(GraphSession(path))
+    assert peak <= counted, f"peak {peak / MIB:.1f} MiB for {n} nodes, counted {counted / MIB:.1f} MiB"
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
@@ -136,22 +153,22 @@ def test_a_model_config_without_usable_heads_is_refused_at_load(tmp_path, export
 
 
 def test_a_graph_whose_dense_attention_passes_the_limit_gets_a_400(server, session, exported) -> None:
-    small = _graph(exported, 250)  # 250^2 x 72 B = 4.3 MiB
+    small = _graph(exported, 250)  # 250^2 x 78 B = 4.6 MiB
     r = _post(server, small)
     assert r.status_code == 200, r.text
-    big = _graph(exported, 300)  # 6.2 MiB
+    big = _graph(exported, 300)  # 6.7 MiB
     r = _post(server, big)
     assert r.status_code == 400
     assert r.json()["error"] == (
         "input 'x': graph 0 has 300 nodes; model 'm' attends densely within each graph, so this request's 1 "
-        "graph(s) padded to 300 nodes need 6.2 MiB of attention scores per layer, above this server's 4.5 MiB "
+        "graph(s) padded to 300 nodes need 6.7 MiB of attention scores per layer, above this server's 5 MiB "
         "(send smaller graphs)"
     )
     assert httpx.get(f"http://{server.url}/v2/health/ready").status_code == 200
 
 
 def test_graphs_that_fit_alone_but_not_together_are_told_to_come_apart(server, session, exported) -> None:
-    g = union_graphs([_graph(exported, 100, seed=1), _graph(exported, 200, seed=2)])  # 2 x 200^2 x 72 B
+    g = union_graphs([_graph(exported, 100, seed=1), _graph(exported, 200, seed=2)])  # 2 x 200^2 x 78 B
     r = _post(server, g)
     assert r.status_code == 400
     assert r.json()["error"].startswith("input 'x': graph 1 has 200 nodes;")
@@ -161,7 +178,7 @@ def test_graphs_that_fit_alone_but_not_together_are_told_to_come_apart(server, s
 
 def test_packed_rows_are_counted_not_one_row_per_graph(server, session, exported) -> None:
     """GT packs small graphs into rows as long as the largest: a 150-node graph with 15 graphs of 10
-    nodes is 2 rows (3.1 MiB), not 16 (24.7 MiB), so it is served, and answered as a direct run answers."""
+    nodes is 2 rows (3.3 MiB), not 16 (26.8 MiB), so it is served, and answered as a direct run answers."""
     assert session.spec.packed
     g = union_graphs([_graph(exported, 150, seed=3), *(_graph(exported, 10, seed=10 + i) for i in range(15))])
     r = _post(server, g)
@@ -169,14 +186,14 @@ def test_packed_rows_are_counted_not_one_row_per_graph(server, session, exported
     out = r.json()["outputs"][0]
     direct = session.run(g)[0]  # node-level: one row per node of the union
     np.testing.assert_allclose(np.asarray(out["data"], dtype=np.float32).reshape(out["shape"]), direct, atol=1e-5)
-    # 250 + 30 x 10 nodes: 3 rows of 250 slots, 12.9 MiB; the 250-node graph alone would fit
+    # 250 + 30 x 10 nodes: 3 rows of 250 slots, 13.9 MiB; the 250-node graph alone would fit
     g = union_graphs([_graph(exported, 250, seed=4), *(_graph(exported, 10, seed=40 + i) for i in range(30))])
     r = _post(server, g)
     assert r.status_code == 400
     assert r.json()["error"] == (
         "input 'x': graph 0 has 250 nodes; model 'm' attends densely within each graph, so this request's 31 "
-        "graph(s) packed into 3 rows of 250 slots need 12.9 MiB of attention scores per layer, above this "
-        "server's 4.5 MiB (send graph 0 in a request of its own)"
+        "graph(s) packed into 3 rows of 250 slots need 13.9 MiB of attention scores per layer, above this "
+        "server's 5 MiB (send graph 0 in a request of its own)"
     )
 
 
