@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -395,17 +394,14 @@ def test_imdb_binary_degree_features(tu_root: Path) -> None:
     assert torch.equal(g.x[:, 0], degree)
 
 
-def test_dd_loads_quickly(tu_root: Path) -> None:
-    """The largest TU set (gzipped, reconstructed A): about 1 s, so it runs by default."""
-    start = time.perf_counter()
+def test_dd_loads(tu_root: Path) -> None:
+    """The largest TU set (gzipped, reconstructed A); it loads in about a second, so it runs by default."""
     ds = load_tu(tu_root, "DD")
-    elapsed = time.perf_counter() - start
     graphs = _all(ds.splits)
     assert len(graphs) == 1178
     assert sum(g.num_nodes for g in graphs) == 334925
     assert sum(g.num_edges for g in graphs) == 1686092
     assert torch.bincount(torch.cat([g.y for g in graphs])).tolist() == [691, 487]
-    assert elapsed < 10, f"DD took {elapsed:.1f} s"
 
 
 def test_data_root_with_tu_subfolder(tu_root: Path) -> None:
