@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from gtcompress.nn.attention import MASK, mask_value
 
@@ -74,8 +75,14 @@ class DenseLayout:
 
     def pad(self, h: Tensor) -> Tensor:
         """``[N, F] -> [B, L, F]`` with zeros on padding: one Gather from ``h`` plus a zero row
-        (a Gather is several times cheaper than a ScatterElements in ONNX Runtime)."""
-        padded = torch.cat([h, h.new_zeros((1, h.shape[-1]))]).index_select(0, self.node_at_slot(h.shape[0]))
+        (a Gather is several times cheaper than a ScatterElements in ONNX Runtime).
+
+        The zero row is appended by ``F.pad``, not by a Concat with a zeros tensor: inductor (torch
+        2.11 to 2.13) writes ``h`` straight into a Concat's buffer and, when a later kernel takes over
+        ``h``'s rows in place, may hand the whole buffer to a MatMul of the same size while those rows
+        are its input, so a compiled token-pruned GT answered a lone 1-node graph wrong (``[2, d]``
+        is the size of the FFN's ``[1, 2d]``). A pad copies ``h`` and shares no buffer with it."""
+        padded = F.pad(h, (0, 0, 0, 1)).index_select(0, self.node_at_slot(h.shape[0]))
         return padded.view(self.num_rows, self.max_nodes, h.shape[-1])
 
     def unpad(self, hd: Tensor) -> Tensor:
