@@ -165,15 +165,16 @@ def dense_attention(
         # row's largest score, its exp is a normal float, and its weight is zeroed after the softmax. Real
         # scores above the floor and the row sums are unchanged (the lifted terms, at most L * 1.8e-35,
         # vanish against a sum of at least 1), so real weights round as before; a real score below it
-        # weighs exp(-80) / sum instead of less, a change under 1.8e-35. Past |max| = 80 * 2**16 (5.2e6) the
-        # floor is 2**-16 of |max| below it instead: 80 below a score of 1.3e9 or more rounds to that score,
-        # and lifted terms would then weigh as much as the largest. A row without any key is lifted onto
-        # itself and zeroed, as before, by `row_valid`.
+        # weighs exp(-80) / sum instead of less, a change under 1.8e-35. Where 80 is under 128 units in the
+        # last place of |max| the floor is those 128 units below it instead (2**-16 of |max| in float32, past
+        # 5.2e6; all of |max| in bfloat16, whose 8 bits put 80 below any score past 32768 back on that score):
+        # a floor that rounds onto the largest score would weigh every lifted term as much as it. A row
+        # without any key is lifted onto itself and zeroed, as before, by `row_valid`.
         # Each step rebinds `score`, so that eager torch holds two score-sized tensors at a time, as the
         # plain softmax does. A Mul, not a Where: ONNX Runtime reuses a Mul's input buffer (a Where took
         # 16-45 B a cell more at 1-8 heads), at the cost of a float mask of the bias's size.
         row_max = score.detach().amax(dim=-1, keepdim=True)
-        floor = row_max - (row_max.abs() * 2.0**-16).clamp(min=MASK_LIFT)
+        floor = row_max - (row_max.abs() * (128 * torch.finfo(score.dtype).eps)).clamp(min=MASK_LIFT)
         score = torch.maximum(score, floor)
         score = torch.softmax(score, dim=-1)
         alpha = score * (attn_bias > mask / 2).to(score.dtype)

@@ -159,3 +159,28 @@ def test_gumbel_noise_in_float16_stays_finite(monkeypatch: pytest.MonkeyPatch) -
     assert torch.isfinite(sel.sorted_scores).all()
     assert sel.keep.tolist() == [[False, True, False, False]]
     assert mult is not None and torch.isfinite(mult).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("top", [-3e4, 3e2, 4e4, 1e5, 1e30])
+def test_lifted_masked_scores_keep_the_weights_of_large_scores(dtype: torch.dtype, top: float) -> None:
+    """``dense_attention(lift_masked=True)`` lifts masked scores below their row's largest: the gap must
+    survive rounding at that score in the scores' dtype. In bfloat16 (8 significant bits) a row maximum
+    of 1e5 minus 80 rounded back to the maximum, every masked key then weighed as much as the two real
+    ones and the answer dropped from 0.5 to 1/6 (the plain softmax: 0.5)."""
+    from gtcompress.nn.attention import dense_attention
+
+    if abs(top) > torch.finfo(dtype).max / 2:
+        pytest.skip("a score beyond the dtype's range")
+    length = 6
+    q = torch.ones(1, 1, length, 1, dtype=dtype)
+    k = torch.ones(1, 1, length, 1, dtype=dtype)
+    k[..., :2, 0] = top  # two real keys with the row's largest score, four masked ones below it
+    v = torch.tensor([1.0, 0.0, 5.0, 5.0, 5.0, 5.0], dtype=dtype).reshape(1, 1, length, 1)
+    keep = torch.zeros(1, 1, length, length, dtype=torch.bool)
+    keep[..., :2] = True
+    bias = torch.where(keep, 0.0, float("-inf"))
+    plain = dense_attention(q, k, v, bias, scale=1.0)
+    lifted = dense_attention(q, k, v, bias, scale=1.0, lift_masked=True)
+    assert torch.equal(plain, torch.full_like(plain, 0.5))
+    assert torch.equal(lifted, plain)
