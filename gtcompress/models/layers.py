@@ -75,15 +75,23 @@ class _Layer(nn.Module):
         return ()
 
     def _dense(
-        self, h: Tensor, lay: DenseLayout, bias: Tensor, row_valid: Tensor | None = None, graph_mask: bool = False
+        self,
+        h: Tensor,
+        lay: DenseLayout,
+        bias: Tensor,
+        row_valid: Tensor | None = None,
+        graph_mask: bool = False,
+        graph_bias: Tensor | None = None,
     ) -> Tensor:
         """Attention of node rows ``h [N, d]`` on the padded layout; with token pruning over the kept
         tokens only (0 elsewhere), which ranks nodes per padded graph. ``graph_mask``: ``bias`` masks
         the pairs off an attention graph (most of them), not only padding, so the softmax lifts masked
-        scores (``lift_masked`` of :func:`~gtcompress.nn.attention.dense_attention`)."""
+        scores (``lift_masked`` of :func:`~gtcompress.nn.attention.dense_attention`); ``graph_bias``, the
+        head-shared bias of that graph where ``bias`` is per head (its ``graph_bias``; not with token
+        pruning, whose kept tokens gather ``bias`` alone)."""
         assert self.attn is not None
         if self.tokens is None:
-            return self.attn.dense_nodes(h, lay, bias, row_valid, lift_masked=graph_mask)
+            return self.attn.dense_nodes(h, lay, bias, row_valid, lift_masked=graph_mask, graph_bias=graph_bias)
         return lay.unpad(self.tokens.attend_dense(self.attn, lay.pad(h), bias, lay.valid, lift_masked=graph_mask))
 
 
@@ -109,7 +117,8 @@ class GTLayer(_Layer):
                 lay = ctx.layout
                 assert lay is not None and ctx.edge_dense is not None
                 dense_bias = ctx.edge_dense if bias is None else lay.edge_bias(ctx.edge_index, ctx.batch, bias)
-                a = self._dense(h, lay, dense_bias, ctx.edge_rows, graph_mask=True)
+                graph = None if bias is None else ctx.edge_dense  # one zeroing mask a cell, not one a head
+                a = self._dense(h, lay, dense_bias, ctx.edge_rows, graph_mask=True, graph_bias=graph)
             elif self.tokens is not None:
                 lay = ctx.layout if ctx.layout is not None else DenseLayout.from_batch(ctx.batch, ctx.num_graphs)
                 a = self.tokens.attend_sparse(self.attn, h, ctx.edge_index, bias, lay)

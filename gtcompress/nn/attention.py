@@ -114,6 +114,7 @@ def dense_attention(
     training: bool = False,
     row_valid: Tensor | None = None,
     lift_masked: bool = False,
+    graph_bias: Tensor | None = None,
 ) -> Tensor:
     """Padded attention: ``q,k,v [B,H,L,D]``, ``attn_bias [B,1|H,L,L]`` (``-inf`` or :data:`MASK` = no edge;
     cast to the dtype of ``q`` with masked entries at :func:`mask_value`).
@@ -132,6 +133,9 @@ def dense_attention(
     make ONNX Runtime's CPU Softmax 11x slower on a mostly masked row (``bench/HISTORY.md``). It costs
     a ReduceMax, a Max and a Mul over the scores: more than it saves where little is masked (padding
     only: GPS's complete-graph attention and Graphormer on single graphs measured 7-16 % slower).
+    ``graph_bias`` (``[B,1,L,L]``), where given, says which weights the lift zeroes instead of
+    ``attn_bias``: a per-head ``attn_bias`` masking the same pairs in every head (GT's edge-feature bias)
+    would take a mask a head, 5 B a cell each (boolean, then float32), where the graph's takes one.
     """
     d = q.shape[-1]
     tau = scale if scale is not None else 1.0 / math.sqrt(d)
@@ -177,7 +181,8 @@ def dense_attention(
         floor = row_max - (row_max.abs() * (128 * torch.finfo(score.dtype).eps)).clamp(min=MASK_LIFT)
         score = torch.maximum(score, floor)
         score = torch.softmax(score, dim=-1)
-        alpha = score * (attn_bias > mask / 2).to(score.dtype)
+        keep = attn_bias if graph_bias is None else graph_bias  # masked entries: at most `mask`, or -inf
+        alpha = score * (keep > mask / 2).to(score.dtype)
         del score
     else:
         alpha = torch.softmax(score, dim=-1)

@@ -147,10 +147,12 @@ class MultiHeadAttention(nn.Module):
         attn_bias: Tensor,
         row_valid: Tensor | None = None,
         lift_masked: bool = False,
+        graph_bias: Tensor | None = None,
     ) -> Tensor:
         """:meth:`dense` on node rows ``h [N, dim]`` -> ``[N, dim]``: Q, K, V are projected per node and
         then padded (straight into the head-major layout), and O after unpadding, so no projection runs
-        on padding rows (same result: padded keys are masked, padded queries dropped)."""
+        on padding rows (same result: padded keys are masked, padded queries dropped). ``lift_masked``,
+        ``graph_bias``: see :func:`dense_attention`."""
         q, k, v = (layout.pad_heads(f(h), self.heads) for f in (self.q, self.k, self.v))
         out = dense_attention(
             q,
@@ -161,5 +163,6 @@ class MultiHeadAttention(nn.Module):
             training=self.training,
             row_valid=row_valid,
             lift_masked=lift_masked,
+            graph_bias=graph_bias,
         )
         return self.o(layout.unpad_heads(out))

@@ -126,6 +126,31 @@ def test_dense_gt_cell_bytes_cover_the_softmax_mask(tmp_path) -> None:
     assert peak <= counted, f"peak {peak / MIB:.1f} MiB for {n} nodes, counted {counted / MIB:.1f} MiB"
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc (Linux)")
+def test_dense_gt_cell_bytes_cover_the_softmax_mask_with_edge_features(tmp_path) -> None:
+    """With edge features a GT's dense bias is per head, and the softmax's zeroing mask built from it
+    was per head too (boolean, then float32, every layer): an 8-head, 4-layer GT took 434 B a cell on
+    1,000 nodes, counted 402. The mask is the graph's (the shared edge-count bias), one a cell."""
+    from gtcompress.models import ModelConfig
+    from gtcompress.models.config import FeatureSpec
+    from tests.runtime.conftest import seeded_model
+
+    cfg = ModelConfig(
+        arch="gt",
+        node_features=FeatureSpec("float", 3),
+        edge_features=FeatureSpec("float", 2),
+        out_dim=2,
+        hidden=32,
+        heads=8,
+        num_layers=4,
+    )
+    path = export_onnx(seeded_model(cfg), tmp_path / "gt8.onnx", "dense", verify_batches=1).path
+    n = 1000
+    peak = _peak_bytes(path, n)
+    counted = n * n * attention_cell_bytes(GraphSession(path))
+    assert peak <= counted, f"peak {peak / n / n:.1f} B a cell for {n} nodes, counted {counted / n / n:.0f}"
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
