@@ -319,7 +319,7 @@ def test_masks_hold_for_scores_beyond_1e30(buckets) -> None:
     bias, rows = lay.count_bias_and_rows(ei, batch)
     dense = unpad(dense_attention(pad(q), pad(k), pad(v), bias, scale=1.0, row_valid=rows))
     assert torch.equal(dense, ref)
-    # lifted masked scores: 80 below a row maximum of -1e32 is the maximum itself in float32
+    # lifted masked scores: the floor keeps its gap at 1e32, where 80 below the row maximum would round back to it
     dense = unpad(dense_attention(pad(q), pad(k), pad(v), bias, scale=1.0, row_valid=rows, lift_masked=True))
     assert torch.equal(dense, ref)
     dense = unpad(dense_attention(pad(q), pad(k), pad(v), lay.log_count_bias(counts), scale=1.0))
