@@ -203,15 +203,17 @@ class TokenSelector(nn.Module):
         return sel, mult * valid.to(hd.dtype)
 
     # ------------------------------------------------------------------ attention
-    def attend_dense(
-        self, attn: MultiHeadAttention, hd: Tensor, bias: Tensor, valid: Tensor, lift_masked: bool = False
-    ) -> Tensor:
-        """``attn.dense`` over the kept tokens of ``hd [B, L, d]``; dropped tokens get 0 (``lift_masked``:
-        see :func:`~gtcompress.nn.attention.dense_attention`)."""
+    def attend_dense(self, attn: MultiHeadAttention, hd: Tensor, bias: Tensor, valid: Tensor) -> Tensor:
+        """``attn.dense`` over the kept tokens of ``hd [B, L, d]``; dropped tokens get 0.
+
+        Without the masked-score lift of :func:`~gtcompress.nn.attention.dense_attention`: inductor
+        (torch 2.13, CPU) compiled the lift over these ``-inf``-masked kept tokens into values up to
+        1e36 on padded batches (``aot_eager`` and the decomposed graph run eagerly were right), and the
+        lift's ONNX Runtime speed-up was measured on full layers, not on token-pruned ones."""
         sel, mult = self.select(hd, valid)
         if mult is not None:  # training: complete queries, keys masked by the hard selection
             key_mask = torch.zeros_like(hd[..., 0]).masked_fill(~sel.keep, float("-inf"))
-            out = attn.dense(hd, bias + key_mask[:, None, None, :], lift_masked=lift_masked)
+            out = attn.dense(hd, bias + key_mask[:, None, None, :])
             return out * mult.unsqueeze(-1)
         # max_b k_b = k of the largest graph, i.e. a function of the padded length alone: computed
         # from the shape rather than read from data, so an export keeps it symbolic (reading
@@ -222,7 +224,7 @@ class TokenSelector(nn.Module):
         valid_k = sel.ranked_valid[:, :lp]
         hk = hd.gather(1, idx.unsqueeze(-1).expand(-1, -1, hd.shape[-1]))
         key_pad = torch.zeros_like(hk[..., 0]).masked_fill(~valid_k, float("-inf"))
-        out_k = attn.dense(hk, _gather_bias(bias, idx) + key_pad[:, None, None, :], lift_masked=lift_masked)
+        out_k = attn.dense(hk, _gather_bias(bias, idx) + key_pad[:, None, None, :])
         out_k = out_k * valid_k.unsqueeze(-1).to(out_k.dtype)
         out = out_k.new_zeros((hd.shape[0], hd.shape[1], out_k.shape[-1]))
         return out.scatter(1, idx.unsqueeze(-1).expand(-1, -1, out_k.shape[-1]), out_k)
