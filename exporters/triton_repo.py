@@ -259,11 +259,10 @@ def plan_metadata_text(model_file: Path, spec: InputSpec) -> str | None:
 
     A plan carries no metadata of its own: ``gtc build`` writes the ONNX file's next to it as
     ``<engine>.json``, else the ONNX file beside it is read (both as ``runtime.spec.plan_metadata``
-    does for ``gtc serve``). Left behind, the python variant knew config.pbtxt's input spec only, so
-    an engine built from an export older than the float32 fixes of
-    :mod:`gtcompress.preprocess.legacy_range` answered there, with a finite wrong value, the features
-    ``gtc serve`` refuses for the same engine. ``spec`` must be the engine's own: config.pbtxt would
-    declare one and the model run the other."""
+    does for ``gtc serve``). Without it the python variant would know config.pbtxt's input spec only,
+    and so could not hold an engine built from an export older than the float32 fixes of
+    :mod:`gtcompress.preprocess.legacy_range` to the feature range ``gtc serve`` holds it to. ``spec``
+    must be the engine's own: config.pbtxt would declare one and the model run the other."""
     side = model_file.with_name(model_file.name + ".json")
     onnx_file = model_file.with_suffix(".onnx")
     if side.is_file():
