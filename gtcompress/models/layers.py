@@ -87,12 +87,12 @@ class _Layer(nn.Module):
         tokens only (0 elsewhere), which ranks nodes per padded graph. ``graph_mask``: ``bias`` masks
         the pairs off an attention graph (most of them), not only padding, so the softmax lifts masked
         scores (``lift_masked`` of :func:`~gtcompress.nn.attention.dense_attention`; not over kept tokens,
-        see :meth:`~gtcompress.nn.tokens.TokenSelector.attend_dense`); ``graph_bias``, the head-shared
-        bias of that graph where ``bias`` is per head (its ``graph_bias``)."""
+        see :meth:`~gtcompress.nn.tokens.TokenSelector.attend_dense`, which ``attend_nodes`` runs as);
+        ``graph_bias``, the head-shared bias of that graph where ``bias`` is per head (its ``graph_bias``)."""
         assert self.attn is not None
         if self.tokens is None:
             return self.attn.dense_nodes(h, lay, bias, row_valid, lift_masked=graph_mask, graph_bias=graph_bias)
-        return lay.unpad(self.tokens.attend_dense(self.attn, lay.pad(h), bias, lay.valid))
+        return self.tokens.attend_nodes(self.attn, h, lay, bias)
 
 
 class GTLayer(_Layer):

@@ -14,10 +14,12 @@ it — they are neither queries nor keys, their attention output is 0, so they k
 stream (and, for node-level tasks, still get a prediction from the later sublayers).
 
 **Inference (deterministic, export-friendly).** Scores are laid out as the padded ``[B, L]``
-tensor, sorted per row (TopK), and the first ``L' = max_b k_b`` columns of the sort order gather
-the kept tokens into a smaller padded batch ``[B, L', d]``; attention runs there (so its cost
-falls with :math:`r^2`), and a scatter puts the outputs back. The sparse (edge-list) layout keeps
-the sub-graph induced by the kept nodes instead.
+tensor, sorted per row (TopK), and the first ``L' = max_b k_b`` columns of the sort order hold
+the kept tokens of a smaller padded batch ``[B, L', ·]``; attention runs there (so its cost
+falls with :math:`r^2`), and each node reads its output back by its rank. A model's layers do it
+on node rows (:meth:`TokenSelector.attend_nodes`: one Gather from node rows into heads and one
+back); :meth:`TokenSelector.attend_dense` does it on a padded batch. The sparse (edge-list) layout
+keeps the sub-graph induced by the kept nodes instead.
 
 **Training.** Queries stay complete, keys are masked by the hard top-k (so the forward equals the
 gathered one), and the attention output of node :math:`i` is multiplied by the straight-through
@@ -35,7 +37,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.fx.experimental.symbolic_shapes import statically_known_true
+from torch.nn import functional as F
 
+from gtcompress.nn.attention import dense_attention
 from gtcompress.nn.layout import DenseLayout
 from gtcompress.nn.mha import MultiHeadAttention
 
@@ -99,12 +103,20 @@ def sort_keys(quantised: Tensor, valid: Tensor) -> Tensor:
     ``L <= 2^20``, at a bound that does not depend on the batch (:data:`_CLAMP_LENGTH`).
     """
     length = quantised.shape[1]
+    key = _keys(quantised, torch.arange(length, device=quantised.device).unsqueeze(0), length)
+    return key.masked_fill(~valid, _PAD_KEY)
+
+
+#: Padding's sort key, below every node's.
+_PAD_KEY = -(2**62)
+
+
+def _keys(quantised: Tensor, pos: Tensor, length: int) -> Tensor:
+    """:func:`sort_keys` of nodes at positions ``pos`` of a padded length ``length``."""
     limit = _KEY_RANGE // _size_max(length, _CLAMP_LENGTH)
     # clamped in float32 (a bound rounded up by float32 is still far inside the margin), cast exactly
     q = quantised.clamp(-limit, limit).to(torch.long)
-    pos = torch.arange(length, device=quantised.device).unsqueeze(0)
-    key = q * length + (length - 1 - pos)
-    return key.masked_fill(~valid, -(2**62))
+    return q * length + (length - 1 - pos)
 
 
 @dataclass
@@ -160,6 +172,22 @@ def _gather_bias(bias: Tensor, idx: Tensor) -> Tensor:
     if not statically_known_true(lq == 1):
         out = out.gather(2, idx[:, None, :, None].expand(b, hb, lp, lp))
     return out
+
+
+def _head_rows(x: Tensor, heads: int) -> Tensor:
+    """``[N, H*W] -> [N*H + 1, W]``: one row per (node, head), then a zero row for padding to gather."""
+    w = x.shape[1] // heads
+    return torch.cat([x.reshape(-1, w), x.new_zeros((1, w))])
+
+
+def _project_qkv(attn: MultiHeadAttention, h: Tensor) -> Tensor:
+    """``[N, H*3D]``: each head's Q, K and V side by side, by one Gemm whose weights (``attn.q``, ``k``
+    and ``v`` interleaved by head) ONNX Runtime concatenates once, when it folds constants."""
+    heads, d, c = attn.heads, attn.head_dim, h.shape[-1]
+    lins = (attn.q, attn.k, attn.v)
+    w = torch.cat([lin.weight.view(heads, d, c) for lin in lins], dim=1).view(3 * heads * d, c)
+    b = None if attn.q.bias is None else torch.cat([lin.bias.view(heads, d) for lin in lins], dim=1).view(-1)
+    return F.linear(h, w, b)
 
 
 class TokenSelector(nn.Module):
@@ -228,6 +256,46 @@ class TokenSelector(nn.Module):
         out_k = out_k * valid_k.unsqueeze(-1).to(out_k.dtype)
         out = out_k.new_zeros((hd.shape[0], hd.shape[1], out_k.shape[-1]))
         return out.scatter(1, idx.unsqueeze(-1).expand(-1, -1, out_k.shape[-1]), out_k)
+
+    def attend_nodes(self, attn: MultiHeadAttention, h: Tensor, layout: DenseLayout, bias: Tensor) -> Tensor:
+        """:meth:`attend_dense` on node rows ``h [N, d]`` of ``layout`` -> ``[N, d]``, the same answers.
+
+        At inference the kept tokens go from node rows to heads and back by one Gather each, as
+        :meth:`MultiHeadAttention.dense_nodes` pads: Q, K and V are projected per node (one Gemm) and
+        gathered straight into ``[B, H, L', 3D]`` by the node each kept column holds, and each node reads
+        its output row back by its rank (a zero row if it was dropped). Through the padded ``[B, L, d]``
+        the same selection costs a pad, a GatherElements and a ScatterElements with ``[B, L', d]`` int64
+        indices and four Transposes a layer, which make a token-pruned model slower than its dense parent
+        on ONNX Runtime CPU (``bench/HISTORY.md``). Training keeps :meth:`attend_dense` (complete queries)."""
+        if self.training:
+            return layout.unpad(self.attend_dense(attn, layout.pad(h), bias, layout.valid))
+        n, heads, d, rows, length = h.shape[0], attn.heads, attn.head_dim, layout.num_rows, layout.max_nodes
+        lp = _kept_width(length, self.keep_ratio)
+        # the sort keys of topk_per_graph, made on node rows and padded with padding's key
+        key = _keys(_quantise(self.score(h).squeeze(-1)), layout.pos, length)
+        key = torch.cat([key, key.new_full((1,), _PAD_KEY)]).index_select(0, layout.node_at_slot(n))
+        idx = torch.topk(key.view(rows, length), k=lp, dim=1, largest=True, sorted=True).indices  # [B, L']
+        col = torch.arange(lp, device=h.device)
+        valid_k = col.unsqueeze(0) < keep_counts(layout.valid, self.keep_ratio).unsqueeze(1)
+        node_k = layout.node_at_slot(n).view(rows, length).gather(1, idx)  # [B, L'], N on padding
+        hs = torch.arange(heads, dtype=torch.long, device=h.device)
+        # row node * H + head of [N*H, 3D] (N*H: the zero row), for every (graph, head, kept column)
+        into = (node_k.unsqueeze(1) * heads + hs.view(1, heads, 1)).clamp(max=n * heads).reshape(-1)
+        qkv = _head_rows(_project_qkv(attn, h), heads).index_select(0, into).view(rows, heads, lp, 3 * d)
+        q, k, v = qkv.split(d, dim=-1)
+        key_pad = torch.zeros_like(valid_k, dtype=q.dtype).masked_fill(~valid_k, float("-inf"))
+        out = dense_attention(
+            q, k, v, _gather_bias(bias, idx) + key_pad[:, None, None, :], dropout=attn.dropout, training=False
+        )  # [B, H, L', D]
+        # each node's row (graph, 0, column) of the output padded with a zero column L' (dropped nodes read it)
+        per_graph = heads * (lp + 1)
+        base = torch.arange(rows, device=h.device).unsqueeze(1) * per_graph
+        at = (base + lp).expand(rows, length).scatter(1, idx, base + torch.where(valid_k, col, lp))
+        node_at = at.view(-1).gather(0, layout.slot)  # [N]
+        back = (node_at.unsqueeze(1) + hs.unsqueeze(0) * (lp + 1)).reshape(-1)
+        a = F.pad(out, (0, 0, 0, 1)).reshape(-1, d).index_select(0, back).view(n, heads * d)
+        kept = (at < base + lp).view(-1).gather(0, layout.slot).to(a.dtype).unsqueeze(1)
+        return attn.o(a) * kept  # a dropped node's attention is 0, not o's bias
 
     def attend_sparse(
         self, attn: MultiHeadAttention, h: Tensor, edge_index: Tensor, bias: Tensor | None, layout: DenseLayout
