@@ -23,6 +23,7 @@ BENCHES = (
     "triton_answer",
     "eval_memory",
     "train_memory",
+    "teddy_split",
 )
 #: named by bench/README.md before they exist: bench/kernel.py has not been run on a GPU yet
 PENDING = {"bench/results/kernel/", "bench/results/kernel/kernel.json"}
