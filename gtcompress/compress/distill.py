@@ -6,9 +6,12 @@ Per output row (node or graph), with temperature :math:`T`,
     \mathrm{KL}(p_s \| p_t) = \sum_c p_s(c)\,\big(\log p_s(c) - \log p_t(c)\big), \qquad
     p = \mathrm{softmax}(z / T),
 
-scaled by :math:`T^2` (Hinton et al.) and averaged over rows — the student-to-teacher direction
-named in the TEDDY/GTSP recipes. Binary tasks use the Bernoulli KL of the sigmoid outputs;
-regression uses the squared error to the teacher's prediction.
+scaled by :math:`T^2` (Hinton et al.) and averaged over rows. This is the reverse of what TEDDY's
+published code computes, ``F.kl_div(log_softmax(student), softmax(teacher))`` = KL(teacher ‖ student)
+at T = 1 (github.com/hyunjin72/TEDDY, ``main_teddy.py``). It is not what costs TEDDY its accuracy:
+on GT NCI1, fine-tuned with this loss, its weights half cost 0.5 points and its edges half 12.9, about
+what removing random edges costs (``bench/HISTORY.md``, "TEDDY's cost split"). Binary tasks use
+the Bernoulli KL of the sigmoid outputs; regression uses the squared error to the teacher's prediction.
 
 The teacher's logits are computed **once** on the original (uncompressed) graphs and stored on
 each training graph as the node-level tensor ``pe[TEACHER_KEY]`` (graph-level logits repeated on

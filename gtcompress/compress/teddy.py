@@ -10,6 +10,10 @@ r"""TEDDY (Seo et al., ICLR 2024) on graph transformers: edge sparsification + �
 2. **Weights** — projected gradient descent on the ℓ0 ball: one-shot magnitude projection to
    ``k = (1 − weights) · |W|`` entries, then :func:`gtcompress.compress.sparsity.l0_project_` after
    every optimiser step (global over the weight matrices; biases and norms excluded by default).
+   The paper's code instead trains a freshly initialised model under the projection, over every
+   parameter; starting from the trained dense model is what a compression tool is given, and
+   ``include_1d`` projects the 1-D parameters too. On NCI1 this half costs little and the edges
+   nearly all of TEDDY's accuracy (``bench/HISTORY.md``, "TEDDY's cost split").
 3. **Attention edges** (full-attention GPS, ``attention_topk``) — global attention restricted to the
    input edges, self-loops and each graph's top-k nodes by a calibrated score
    (:mod:`gtcompress.compress.attention_graph`). It changes what the attention attends to, not what
