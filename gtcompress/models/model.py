@@ -194,6 +194,9 @@ class GraphModel(nn.Module):
         """The lowering when none is supplied: ``config.attention_layout`` if it names one, else
         :func:`gtcompress.preprocess.spec.choose_lowering` for this device and batch.
 
+        Traced by ``torch.compile``, a GT on CPU takes the rule's ``compiled`` choice instead of reading the
+        batch's sizes: a choice made on data cannot be traced with ``fullgraph=True``.
+
         The fused op has no attention dropout, so while dropout on the attention weights is active
         (training with ``attn_dropout > 0``) a GT on CUDA takes the rule for eager torch instead, and
         a ``"fused"`` layout named for it is refused: it would train without the dropout configured."""
@@ -208,6 +211,8 @@ class GraphModel(nn.Module):
             return named
         if self.config.arch != "gt" or self.token_pruned or (edge_index.is_cuda and not attn_dropout):
             return choose_lowering(self.config.arch, token_pruned=self.token_pruned, device=edge_index.device.type)
+        if torch.compiler.is_compiling():
+            return choose_lowering("gt", compiled=True)
         counts = torch.bincount(batch, minlength=num_graphs)
         max_nodes = int(counts.max()) if counts.numel() else 0
         return choose_lowering("gt", sizes=(num_graphs, max_nodes, int(edge_index.shape[1])))

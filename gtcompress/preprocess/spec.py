@@ -244,6 +244,7 @@ def choose_lowering(
     device: str = "cpu",
     profile: Any = None,
     sizes: tuple[int, int, int] | None = None,
+    compiled: bool = False,
 ) -> Lowering:
     """The one rule for a model's attention layout.
 
@@ -255,6 +256,10 @@ def choose_lowering(
     * GT in eager torch on CPU, given ``sizes = (graphs, largest graph's nodes, edges)``: ``dense``
       when the padded score matrix is at most :data:`TORCH_DENSE_FACTOR` times the edge count, else
       ``scatter`` (torch has no bucketed neighbour lists of its own).
+    * GT traced by ``torch.compile`` on CPU (``compiled``): ``scatter``. The largest graph's size is
+      data to a compiled graph, so the size rule would be a branch on data, which
+      ``fullgraph=True`` cannot trace; and one compiled graph serves every batch it is called with,
+      where only ``scatter`` holds memory to the edge count (``dense`` pads every graph quadratically).
     * Neither: ``dense``.
     """
     if arch != "gt" or token_pruned:
@@ -266,6 +271,8 @@ def choose_lowering(
     if profile is not None:
         costs = estimate_costs(profile)
         return min(costs, key=costs.__getitem__)
+    if compiled:
+        return Lowering.SCATTER
     if sizes is not None:
         graphs, max_nodes, edges = sizes
         return Lowering.DENSE if graphs * max_nodes**2 <= TORCH_DENSE_FACTOR * max(edges, 1) else Lowering.SCATTER

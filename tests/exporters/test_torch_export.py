@@ -87,13 +87,14 @@ def test_a_plain_model_torch_exports_with_symbolic_sizes(arch: str, lowering: st
 
 @pytest.mark.parametrize(
     ("arch", "token_keep", "layout"),
-    [("gps", 1.0, "auto"), ("graphormer", 1.0, "auto"), ("gt", 0.5, "auto"), ("gt", 1.0, "fused")],
+    [("gps", 1.0, "auto"), ("graphormer", 1.0, "auto"), ("gt", 0.5, "auto"), ("gt", 1.0, "auto"), ("gt", 1.0, "fused")],
 )
 def test_a_model_compiles_in_one_graph_without_a_supplied_layout(arch: str, token_keep: float, layout: str) -> None:
     """``model(batch)`` builds its layout from the batch vector. Counting nodes per graph with ``bincount``
     gave a tensor of data-dependent length, whose ``numel()`` ``torch.compile(fullgraph=True)`` could not
     guard on (GPS, Graphormer, a token-pruned GT); a token-pruned GT then branched on the padded length
-    (now an unbacked size) being above 1."""
+    (now an unbacked size) being above 1. A GT with ``attention_layout="auto"`` chose its lowering from the
+    largest graph's size, a branch on data (``GraphModel.choose_lowering``); compiled, it takes scatter."""
     model = _model(arch, token_keep=token_keep, attention_layout=layout)
     spec = input_spec(model, "scatter")
     torch._dynamo.reset()
