@@ -71,13 +71,15 @@ def optimizer_step(opt: torch.optim.Optimizer, where: str, epoch: int, step: int
 _SHOWN = {"rocauc": "ROC-AUC", "ap": "average precision"}
 
 
-def check_defined_metric(value: float, info: DatasetInfo, epoch: int) -> None:
+def check_defined_metric(value: float, info: DatasetInfo, epoch: int | None) -> None:
     """Stop at a validation metric that is NaN (ROC-AUC of a val split with one class). NaN is never
     "better" than the starting best, so a loop that selects its best epoch on it would restore the
-    weights it started from, every epoch of training thrown away, and still exit 0."""
+    weights it started from, every epoch of training thrown away, and still exit 0. ``epoch`` None:
+    the starting weights, evaluated before training (``train(keep_start=True)``)."""
     if math.isnan(value):
+        when = "for the starting weights" if epoch is None else f"at epoch {epoch}"
         raise ConfigError(
-            f"dataset {info.name!r}: the val {info.metric} is undefined (NaN) at epoch {epoch}, so no best "
+            f"dataset {info.name!r}: the val {info.metric} is undefined (NaN) {when}, so no best "
             "epoch can be chosen"
             + (f": {_SHOWN[info.metric]} needs both classes among a task's val labels" if info.metric in _SHOWN else "")
         )
@@ -108,12 +110,23 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
+    """What :func:`train` did. ``best_epoch`` is the best selectable epoch run, else the last epoch
+    run (-1: none ran, or none was selectable and ``keep_start`` kept the start); ``val_metric``
+    and ``test_metric`` are those of the weights the model holds on return.
+
+    With ``train(keep_start=True)``, ``start_val`` is the starting weights' validation metric and
+    ``kept_start`` says that no selectable epoch beat it, so the model holds its starting weights,
+    not ``best_epoch``'s: ``best_epoch`` still names the best epoch trained (its metric is in
+    ``history``), so that a report can show both numbers."""
+
     best_epoch: int
     val_metric: float
     test_metric: float
     train_time_s: float
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list)
+    start_val: float | None = None  # None: the starting weights were not evaluated (keep_start off)
+    kept_start: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,6 +210,7 @@ def train(
     *,
     on_plan: Callable[[int], None] | None = None,
     selectable: Callable[[int], bool] | None = None,
+    keep_start: bool = False,
 ) -> TrainResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch from
     ``cfg.select_from_epoch`` on (the last epoch run if the run stopped before that one).
@@ -204,15 +218,28 @@ def train(
     ``on_plan`` is told the number of epochs the run now plans whenever a time budget re-estimates
     it (after each epoch), so that a schedule riding along (gradual pruning) can end with the run,
     as the learning rate does. ``selectable(epoch)``, if given, also decides which epochs compete
-    for the best (asked right after the epoch, so it may look at state the epoch left behind)."""
+    for the best (asked right after the epoch, so it may look at state the epoch left behind).
+
+    ``keep_start``: the starting weights are evaluated on validation first and compete with the
+    epochs; unless a selectable epoch is strictly better, the model keeps them bit for bit. For a
+    fine-tune whose start is already a valid result (a compressed model before its fine-tuning): a
+    run of one or two epochs, as a time budget on a busy machine gives, could otherwise hand back a
+    model worse than the one it was given. Off for training from scratch, whose start is random,
+    and for a start that is not yet the product (a gradual pruning schedule starts denser)."""
     info = dataset.info
     for split in ("train", "val"):  # an empty one fails later as torch.cat() on an empty list
         if not dataset.splits.get(split):
             raise ConfigError(
                 f"dataset {info.name!r}: the {split} split is empty; training needs graphs in train and val"
             )
-    gen = seed_everything(cfg.seed)
     train_graphs, val_graphs = dataset["train"], dataset["val"]
+    start = time.perf_counter()  # the budget counts the start's evaluation; the epoch estimate does not
+    start_val = None
+    if keep_start:  # before seeding: training then runs exactly as it would without keep_start
+        start_val = evaluate(model, val_graphs, info, cfg.eval_batch_size)[info.metric]
+        check_defined_metric(start_val, info, None)
+    lead_s = time.perf_counter() - start
+    gen = seed_everything(cfg.seed)
     test_graphs = dataset.splits.get("test", [])
     steps_per_epoch = max(1, math.ceil(len(train_graphs) / cfg.batch_size))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -220,10 +247,10 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     planned_epochs = cfg.epochs
     better = higher_is_better(info.metric)
-    best_val = -math.inf if better else math.inf
+    best_val = start_val if start_val is not None else -math.inf if better else math.inf
     best_state, best_epoch = copy.deepcopy(model.state_dict()), -1
+    top_epoch, top_val = -1, -math.inf if better else math.inf  # the best selectable epoch, start or not
     history: list[dict[str, float]] = []
-    start = time.perf_counter()
     epochs_run = 0
     epoch_times: list[float] = []
     max_cells = MAX_TRAIN_CELLS if pads_every_graph(model) else None
@@ -266,19 +293,22 @@ def train(
             v = val[info.metric]
             check_defined_metric(v, info, epoch)
             candidate = epoch >= cfg.select_from_epoch and (selectable is None or selectable(epoch))
+            if candidate and ((better and v > top_val) or (not better and v < top_val)):
+                top_epoch, top_val = epoch, v
             if candidate and ((better and v > best_val) or (not better and v < best_val)):
                 best_val, best_epoch = v, epoch
                 best_state = copy.deepcopy(model.state_dict())
             epochs_run = epoch + 1
+            at = "start" if best_epoch < 0 and start_val is not None else best_epoch
             progress.update(
                 task,
                 advance=1,
-                status=f"loss {row['train_loss']:.4f}  val {info.metric} {v:.4f}  best {best_val:.4f}@{best_epoch}",
+                status=f"loss {row['train_loss']:.4f}  val {info.metric} {v:.4f}  best {best_val:.4f}@{at}",
             )
             if cfg.time_budget_s:
                 elapsed = time.perf_counter() - start
-                epoch_times.append(elapsed - sum(epoch_times))
-                planned_epochs = epochs_in_budget(cfg.time_budget_s, epoch_times, planned_epochs, cfg.epochs)
+                epoch_times.append(elapsed - lead_s - sum(epoch_times))
+                planned_epochs = epochs_in_budget(cfg.time_budget_s - lead_s, epoch_times, planned_epochs, cfg.epochs)
                 if epoch == 0:
                     schedule.warmup = min(schedule.warmup, max(1, planned_epochs // 10) * steps_per_epoch)
                 schedule.total = planned_epochs * steps_per_epoch
@@ -287,10 +317,20 @@ def train(
                 progress.update(task, total=planned_epochs)
                 if elapsed > cfg.time_budget_s:
                     break
-    if best_epoch < 0 and epochs_run > 0:  # stopped before any selectable epoch (a NaN metric raised): the last
+    kept_start = start_val is not None and best_epoch < 0
+    if best_epoch < 0 and epochs_run > 0 and not kept_start:  # stopped before any selectable epoch: the last
         best_epoch, best_val = epochs_run - 1, history[-1][f"val_{info.metric}"]
     else:
         model.load_state_dict(best_state)
     elapsed = time.perf_counter() - start
     test_metric = evaluate(model, test_graphs, info, cfg.eval_batch_size)[info.metric] if test_graphs else math.nan
-    return TrainResult(best_epoch, best_val, test_metric, elapsed, epochs_run, history)
+    return TrainResult(
+        top_epoch if kept_start else best_epoch,
+        best_val,
+        test_metric,
+        elapsed,
+        epochs_run,
+        history,
+        start_val=start_val,
+        kept_start=kept_start,
+    )

@@ -338,3 +338,76 @@ def test_the_memory_refusal_advises_on_the_dimension_that_holds_the_weights(
     with pytest.raises(ConfigError) as err:
         recipe.check_training_fits(config)
     assert str(err.value).split("GiB of memory; ")[1] == refusal
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_keep_start_returns_the_starting_weights_when_no_epoch_beats_them(tiny) -> None:
+    """A fine-tune that makes things worse (lr 10) handed back its worse last epoch: the start never
+    competed (a GPS dense-ft on NCI1 fell from val 77.62 to 65.69 in one epoch and returned that)."""
+    start = _model(tiny.info)
+    train(start, tiny, TrainConfig(epochs=8, batch_size=8, lr=3e-3, warmup_epochs=1), show_progress=False)
+    before, start_val = _state(start), evaluate(start, tiny["val"], tiny.info)["class_avg_acc"]
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=10.0, warmup_epochs=1, seed=3)
+    a, b = _model(tiny.info), _model(tiny.info)
+    a.load_state_dict(before)
+    b.load_state_dict(before)
+    ref = train(a, tiny, cfg, show_progress=False)
+    assert not _same_state(_state(a), before) and ref.val_metric < start_val  # what keep_start guards against
+    res = train(b, tiny, cfg, show_progress=False, keep_start=True)
+    assert res.history == ref.history  # the start's evaluation changes nothing of the training itself
+    assert res.kept_start and res.start_val == start_val and res.val_metric == start_val
+    assert _same_state(_state(b), before)  # bit for bit
+    assert res.best_epoch == ref.best_epoch  # the best epoch trained, still named, with its own metric
+    assert res.history[res.best_epoch]["val_class_avg_acc"] < start_val
+    assert res.test_metric == evaluate(b, tiny["test"], tiny.info)["class_avg_acc"]
+
+
+def test_keep_start_keeps_the_start_on_a_tie(tiny) -> None:
+    """An epoch must be strictly better to replace the start (lr 0: every epoch validates as it)."""
+    m = _model(tiny.info)
+    before = _state(m)
+    res = train(m, tiny, TrainConfig(epochs=1, batch_size=8, lr=0.0, weight_decay=0.0), show_progress=False,
+                keep_start=True)  # fmt: skip
+    assert res.history[0]["val_class_avg_acc"] == res.start_val and res.kept_start and res.best_epoch == 0
+    assert _same_state(_state(m), before)
+
+
+def test_keep_start_lets_an_epoch_that_beats_the_start_win(tiny) -> None:
+    m = _model(tiny.info)
+    before = _state(m)
+    cfg = TrainConfig(
+        epochs=3, batch_size=8, lr=1e-2, warmup_epochs=1, seed=5
+    )  # val 0.165 (as the start), 0.257, 0.262
+    ref = train(_model(tiny.info), tiny, cfg, show_progress=False)
+    res = train(m, tiny, cfg, show_progress=False, keep_start=True)
+    assert res.history == ref.history and res.best_epoch == ref.best_epoch and not res.kept_start
+    assert res.start_val == evaluate(_model(tiny.info), tiny["val"], tiny.info)["class_avg_acc"]
+    assert res.val_metric == res.history[res.best_epoch]["val_class_avg_acc"] > res.start_val
+    assert not _same_state(_state(m), before)
+    assert evaluate(m, tiny["val"], tiny.info)["class_avg_acc"] == pytest.approx(res.val_metric)
+
+
+def test_without_keep_start_the_start_is_not_evaluated(tiny) -> None:
+    res = train(_model(tiny.info), tiny, TrainConfig(epochs=1, batch_size=8), show_progress=False)
+    assert res.start_val is None and not res.kept_start and res.best_epoch == 0
+
+
+def test_an_undefined_validation_metric_of_the_start_is_an_error_before_training(tiny) -> None:
+    info = DatasetInfo("one-class", "graph", "binary", 1, "rocauc", tiny.info.node_features)
+    graphs = {k: [dataclasses.replace(g, y=torch.zeros(1, 1)) for g in v] for k, v in tiny.splits.items()}
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.for_dataset("gt", info, hidden=16, num_layers=1, heads=2))
+    with pytest.raises(ConfigError) as err:
+        train(model, GraphDataset(info, graphs), TrainConfig(epochs=2, batch_size=8), show_progress=False,
+              keep_start=True)  # fmt: skip
+    assert str(err.value) == (
+        "dataset 'one-class': the val rocauc is undefined (NaN) for the starting weights, so no best epoch can be "
+        "chosen: ROC-AUC needs both classes among a task's val labels"
+    )
