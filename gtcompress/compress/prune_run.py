@@ -32,7 +32,7 @@ from gtcompress.compress.masks import attach_gates
 from gtcompress.compress.materialise import LayerPlan, Plan, materialise, plain_copy, with_token_keep
 from gtcompress.compress.plan_choice import Scores, fit_budget, random_scores, select_plan
 from gtcompress.compress.prune_config import PruneConfig, resolve_auto
-from gtcompress.compress.report import compression_report, layer_table
+from gtcompress.compress.report import compression_report, finetune_record, layer_table
 from gtcompress.compress.sparsity import cubic_sparsity, l0_project_, nonzero, projected, prunable_weights
 from gtcompress.cost import Cost, measure_cost, reference_batch
 from gtcompress.data.base import GraphDataset
@@ -345,8 +345,12 @@ def finetune_pruned(
             )
         l0_project_(params, final_k)
     else:
-        res = train(small, data_kd, tcfg, extra_loss=kd, show_progress=show_progress, description=description)
-    return {"epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "train_time_s": res.train_time_s}
+        # The materialised model is already a valid result: fine-tuning that does not beat it keeps it
+        # (not in the branch above, whose start is denser than the sparsity asked for).
+        res = train(
+            small, data_kd, tcfg, extra_loss=kd, show_progress=show_progress, description=description, keep_start=True
+        )
+    return finetune_record(res, info.metric)
 
 
 @torch.no_grad()
