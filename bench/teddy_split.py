@@ -73,9 +73,8 @@ def _run(variant: str, model: Any, ds: Any, args: argparse.Namespace, dense: dic
             model, ds, 1000, lr=args.lr, batch_size=args.batch_size, seed=args.seed + 1, time_budget_s=args.minutes * 60
         )
         r = ft.report
-        return {"variant": variant, "test": 100 * r["test"], "val": 100 * r["val"], "epochs": r["epochs_run"]} | {
-            "seconds": time.perf_counter() - t0
-        }
+        row = {"variant": variant, "test": 100 * r["test"], "val": 100 * r["val"], "epochs": r["epochs_run"]}
+        return row | {"kept_start": r["kept_start"], "seconds": time.perf_counter() - t0}
     edges = args.edges if variant in ("edges", "both", "random-edges") else 0.0
     weights = args.weights if variant in ("weights", "both") else 0.0
     cfg = SparsifyConfig(
@@ -102,6 +101,7 @@ def _run(variant: str, model: Any, ds: Any, args: argparse.Namespace, dense: dic
         "val": 100 * rep["metric"]["after"]["val"],
         "test_one_shot": 100 * rep["metric_one_shot"]["test"],
         "epochs": rep["finetune"]["epochs_run"],
+        "kept_start": rep["finetune"].get("kept_start", False),  # fine-tuning never beat the one-shot model
         "test_edges_kept": counts["after"] / counts["before"],
         "seconds": time.perf_counter() - t0,
     }
@@ -148,7 +148,10 @@ def main(argv: list[str] | None = None) -> None:
         row = _run(variant, model, data_kd, args, dense)
         row["delta_test"] = row["test"] - rows[0]["test"]
         rows.append(row)
-        print(f"{variant:13s} test {row['test']:.2f} ({row['delta_test']:+.2f})  val {row['val']:.2f}", flush=True)
+        kept = "  (fine-tuning lost to its start, kept)" if row["kept_start"] else ""
+        print(
+            f"{variant:13s} test {row['test']:.2f} ({row['delta_test']:+.2f})  val {row['val']:.2f}{kept}", flush=True
+        )
         write_json(out, {**prov, "settings": {**vars(args), "metric": metric}, "rows": rows})
     print(f"wrote {out}")
 

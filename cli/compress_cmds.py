@@ -144,6 +144,8 @@ def _save(out: Path, model: Any, meta: dict[str, Any], report: dict[str, Any], e
 
 
 def _summary(title: str, report: dict[str, Any]) -> None:
+    from gtcompress.compress.report import kept_start_notes
+
     c, m = report["cost"], report["metric"]
     rows = []
     for when in ("before", "after"):
@@ -162,6 +164,8 @@ def _summary(title: str, report: dict[str, Any]) -> None:
         f"FLOPs kept {c['flops_ratio']:.3f}  params kept {c['params_ratio']:.3f}  "
         f"non-zero params kept {c['nonzero_params_ratio']:.3f}"
     )
+    for note in kept_start_notes(report):
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
     if c["flops_ratio"] > 1:  # said, not only shown: a user who gave --keep ratios expects a smaller model
         tokens = any(layer.get("token_keep", 1.0) < 1.0 for layer in report.get("layers_after", []))
         why = (

@@ -372,3 +372,33 @@ def test_prune_keeps_the_weight_sparsity_of_a_sparsified_checkpoint(ckpt: Path, 
     assert not dense["finetune"]["kept_start"]
     assert dense["removed"].get("weights_sparsity", 0.0) < 0.01
 
+
+@pytest.mark.parametrize(
+    ("command", "lr"),
+    [
+        (["sparsify", "--weights", "0.5", "--epochs", "1"], "10"),
+        (["prune", "--keep", "heads=0.5", "--epochs", "0"], "0"),
+    ],
+)
+def test_finetuning_that_does_not_beat_its_start_says_the_start_was_kept(
+    ckpt: Path, tmp_path: Path, monkeypatch, command: list[str], lr: str
+) -> None:
+    """Fine-tuning at lr 10 ends worse than the model it starts from, at lr 0 level with it: either
+    way that start is returned, and the summary says so."""
+    monkeypatch.setenv("GTCOMPRESS_CACHE", str(ckpt.parent / "cache"))
+    out = tmp_path / "out"
+    ft_epochs = ["--finetune-epochs", "1"] if command[0] == "prune" else []
+    args = [command[0], str(ckpt), *command[1:], *ft_epochs, "--lr", lr, "--batch-size", "6", "--cost-graphs", "4"]
+    res = runner.invoke(_app(), [*args, "--out", str(out)], env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "compression_report.json").read_text())
+    ft, start = report["finetune"], report["metric_after_materialise" if command[0] == "prune" else "metric_one_shot"]
+    assert report["metric"]["after"]["val"] == start["val"] == ft["start_val"]  # the model written is the start
+    assert ft["kept_start"] and (
+        ft["best_epoch_val"] < ft["start_val"] if lr == "10" else ft["best_epoch_val"] == ft["start_val"]
+    )
+    line = (
+        f"note: fine-tuning did not beat its start on val class_avg_acc (its best epoch (1 of 1) reached "
+        f"{ft['best_epoch_val']:.4f}, the start {ft['start_val']:.4f}): the starting weights were kept"
+    )
+    assert line in res.output.splitlines()
