@@ -166,7 +166,15 @@ class PipelineConfig(Mapping[str, dict[str, Any]]):
             if not sep or "." not in key:
                 raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. prune.budgets=[0.5,0.3]")
             section, name = key.split(".", 1)
-            _merge(sections, section, {name: yaml.safe_load(raw)}, f"--set {item}")
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError as e:  # an unclosed [ or {, a stray quote: the value, not the key, is wrong
+                why = " ".join(str(getattr(e, "problem", None) or e).split())  # the caret diagram says no more
+                raise ConfigError(
+                    f"--set {item!r}: the value {raw!r} is not valid YAML ({why}); "
+                    "e.g. prune.budgets=[0.5,0.3], quoted for the shell"
+                ) from None
+            _merge(sections, section, {name: value}, f"--set {item}")
         return PipelineConfig(sections)
 
     def check(self) -> None:

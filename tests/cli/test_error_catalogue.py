@@ -502,6 +502,11 @@ CASES = [
         "pipeline --set noequals --out {root}/run",
         "--set 'noequals': expected SECTION.KEY=VALUE, e.g. prune.budgets=[0.5,0.3]",
     ),
+    _case(
+        "pipeline --set prune.budgets=[0.5 --out {root}/run",
+        "--set 'prune.budgets=[0.5': the value '[0.5' is not valid YAML (expected ',' or ']', but got '<stream end>'); "
+        "e.g. prune.budgets=[0.5,0.3], quoted for the shell",
+    ),
     _case("pipeline --config {missing}.yaml --out {root}/run", "{missing}.yaml: config file not found"),
     _case(
         "pipeline --data Clustr --out {root}/run",

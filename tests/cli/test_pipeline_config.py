@@ -16,6 +16,15 @@ from gtcompress.pipeline import PipelineConfig, load_config, run_pipeline
         (["prune.budget=0.5"], "unknown key prune.budget"),
         (["nope.x=1"], "unknown section 'nope'"),
         (["prune"], "expected SECTION.KEY=VALUE"),
+        # a value YAML cannot parse (a bracket left open) raised yaml's ParserError, a traceback from gtc pipeline
+        (
+            ["prune.budgets=[0.5"],
+            re.escape(
+                "--set 'prune.budgets=[0.5': the value '[0.5' is not valid YAML (expected ',' or ']', but got "
+                "'<stream end>'); e.g. prune.budgets=[0.5,0.3], quoted for the shell"
+            )
+            + "$",
+        ),
         (["train.epochs=-3"], "train.epochs is -3; expected an integer >= 1$"),
         (["train.epochs=2.5"], "train.epochs is 2.5; expected an integer >= 1$"),
         (["train.epochs=true"], "train.epochs is True; expected an integer >= 1$"),
