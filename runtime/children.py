@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 
@@ -33,3 +34,34 @@ def stop_with_parent() -> Callable[[], None] | None:
 
 
 _PR_SET_PDEATHSIG = 1
+
+
+def exit_if_stop_is_not_heard(grace_s: float) -> None:
+    """In a child: end the process ``grace_s`` seconds after SIGTERM or SIGINT if it has not ended by then.
+
+    Python runs a signal's handler between bytecodes only, so a child inside one long native call
+    (scipy's LU factorisation of a LapPE for a graph of 100,000 nodes, an ONNX Runtime run) heard
+    the SIGTERM of its dead parent (:func:`stop_with_parent`) or the terminal's Ctrl-C only when that
+    call returned: minutes later, or never, orphaned on a core meanwhile. The C-level handler writes the
+    signal's number to a wake-up fd at once (:func:`signal.set_wakeup_fd`); a thread waiting on it
+    gives the handler ``grace_s`` to clean up, then ends the process with the signal's exit status.
+    Such calls release the GIL, which is what lets the thread run. Call from the main thread, after
+    installing the handlers (the wake-up fd is written only for signals with a Python handler)."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)  # the C handler must never block on it
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    stops = {int(signal.SIGTERM), int(signal.SIGINT)}
+
+    def watch() -> None:
+        while True:
+            try:
+                got = os.read(read_fd, 64)
+            except OSError:
+                return
+            heard = [n for n in got if n in stops]
+            if heard:
+                break
+        time.sleep(grace_s)  # the handler's clean-up, when the main thread hears it in time
+        os._exit(128 + heard[0])
+
+    threading.Thread(target=watch, name="exit-if-stop-not-heard", daemon=True).start()

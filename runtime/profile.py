@@ -139,6 +139,12 @@ def _op_profile(
     return {"threads": threads, "graph_nodes": config[0], "batch_size": config[1], "available": bool(res), **res}
 
 
+#: Seconds a measuring child stopped by SIGTERM or Ctrl-C has to clean up before it is ended regardless
+#: (:func:`runtime.children.exit_if_stop_is_not_heard`): its clean-up (the op profile's folder) takes
+#: milliseconds once Python hears the signal, which a native call can delay past any bound.
+STOP_GRACE_S = 10.0
+
+
 class _ParentGone(Exception):
     """The parent closed the event stream: it stopped reading (Ctrl-C, or it gave up on an error)."""
 
@@ -162,6 +168,9 @@ def _child_main() -> None:
         raise KeyboardInterrupt  # the clean-up runs
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    from runtime.children import exit_if_stop_is_not_heard
+
+    exit_if_stop_is_not_heard(STOP_GRACE_S)  # a long native call hears neither handler until it returns
     kwargs = json.loads(sys.stdin.read())
     out = sys.stdout
     sys.stdout = sys.stderr  # nothing else may write to the event stream

@@ -252,3 +252,62 @@ def test_a_second_sigterm_neither_interrupts_the_measuring_childs_clean_up_nor_p
     )
     assert (proc.returncode, proc.stdout, proc.stderr) == (143, "", "")
     assert marker.is_file()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a glibc mutex stands for the native call")
+@pytest.mark.parametrize(("signum", "status"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_measuring_child_inside_a_long_native_call_ends_when_stopped(signum: str, status: int) -> None:
+    """``gtc profile --sizes 100000`` stopped by ``timeout`` or Ctrl-C: its child was inside scipy's LU
+    factorisation of the LapPE (one native call, minutes long), where Python runs no signal handler, and
+    it went on measuring, orphaned, after its parent had exited. Here the native call never returns (a
+    mutex locked twice, the GIL released as scipy's is): the stop must end the child all the same."""
+    import signal
+    import subprocess
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import ctypes, sys, threading, time
+        import runtime.profile
+
+        def measure_model(**kwargs):
+            libc = ctypes.CDLL(None)
+            mutex = ctypes.create_string_buffer(64)  # zeroed: glibc's PTHREAD_MUTEX_INITIALIZER
+            libc.pthread_mutex_lock(mutex)
+            main, word = threading.get_native_id(), ctypes.addressof(mutex)
+
+            def tell():  # once this thread waits in the kernel on the mutex (futex, 202), not before
+                while open(f"/proc/self/task/{main}/syscall").read().split()[:2] != ["202", hex(word)]:
+                    time.sleep(0.01)
+                print("stuck", file=sys.stderr, flush=True)
+
+            threading.Thread(target=tell, daemon=True).start()
+            libc.pthread_mutex_lock(mutex)  # a normal mutex locked again: waits for good, deaf to signals
+
+        runtime.profile.measure_model = measure_model
+        runtime.profile.STOP_GRACE_S = 0.2
+        runtime.profile._child_main()
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        assert proc.stdin is not None and proc.stderr is not None and proc.stdout is not None
+        proc.stdin.write("{}")
+        proc.stdin.close()
+        assert proc.stderr.readline() == "stuck\n"
+        proc.send_signal(getattr(signal, signum))
+        assert (proc.wait(timeout=60), proc.stderr.read()) == (status, "")
+        assert proc.stdout.read() == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
