@@ -23,7 +23,7 @@ from gtcompress.nn.blocks import FeedForward, make_norm
 from gtcompress.nn.layout import DenseLayout, NeighbourLists
 from gtcompress.nn.mha import MultiHeadAttention
 from gtcompress.nn.mpnn import GINEConv, gin_mlp
-from gtcompress.nn.tokens import TokenSelector
+from gtcompress.nn.tokens import PairBias, TokenSelector
 from gtcompress.preprocess.spec import Lowering
 
 
@@ -48,6 +48,67 @@ class GraphContext:
     attn_edges: Tensor | None = None  # [2, E'] sparsified global attention graph (gps attention_topk)
     attn_bias: Tensor | None = None  # [B,1,L,L] that graph as a dense bias (MASK off it; DENSE lowering)
     attn_rows: Tensor | None = None  # [B,1,L,1] 1.0 on real nodes: the rows of attn_bias that attend
+
+
+@dataclass
+class GraphormerBias:
+    """Graphormer's per-head bias ``[B, H, L, L]`` (shortest-path bins embedded per head, key padding and,
+    with edge features, each direct edge's per-head bias summed per (dst, src) pair) as a
+    :class:`~gtcompress.nn.tokens.PairBias`: a token-pruned layer builds it on its kept pairs only, by
+    narrowing the small inputs (the int64 bins, the padding row, the edges' pairs) before embedding."""
+
+    attn: MultiHeadAttention
+    layout: DenseLayout
+    spd: Tensor  # [B, L, L] int64 bins
+    pad: Tensor  # [B, 1, 1, L] key padding
+    edge_index: Tensor  # [2, E]
+    edge_emb: Tensor | None = None  # [E, d]; None: no edge bias
+    pair_index: Tensor | None = None  # [E] flattened (b, dst, src) of each edge
+
+    def _edge_bias(self) -> Tensor | None:
+        if self.attn.edge_bias is None or self.edge_emb is None or self.pair_index is None:
+            return None
+        return self.attn.edge_bias(self.edge_emb)  # [E, H]
+
+    def full(self) -> Tensor:
+        """The whole ``[B, H, L, L]``, as a dense layer attends with it."""
+        assert self.attn.spd_bias is not None
+        lay = self.layout
+        bias = self.attn.spd_bias(self.spd).permute(0, 3, 1, 2) + self.pad
+        eb = self._edge_bias()
+        if eb is not None:
+            assert self.pair_index is not None
+            flat = eb.new_zeros((lay.num_rows * lay.max_nodes * lay.max_nodes, eb.shape[1]))
+            flat = flat.scatter_add(0, self.pair_index.unsqueeze(-1).expand_as(eb), eb)
+            bias = bias + flat.view(lay.num_rows, lay.max_nodes, lay.max_nodes, -1).permute(0, 3, 1, 2)
+        return bias
+
+    def on_tokens(self, idx: Tensor) -> Tensor:
+        """``full()`` on the tokens ``idx [B, L']`` on both axes, the same numbers: the bins of the kept
+        pairs are gathered (one int64 each) and embedded, and each edge's bias is summed into its kept
+        pair (edges with an end outside ``idx`` into a spare row), in the order the whole build sums them."""
+        assert self.attn.spd_bias is not None
+        lay = self.layout
+        rows, length, lp = lay.num_rows, lay.max_nodes, idx.shape[1]
+        row = torch.arange(rows, device=idx.device).unsqueeze(1)
+        at = (row * length + idx).unsqueeze(2) * length + idx.unsqueeze(1)  # [B, L', L'] flat (b, dst, src)
+        spd = self.spd.reshape(-1).gather(0, at.reshape(-1)).view(rows, lp, lp)
+        bias = self.attn.spd_bias(spd).permute(0, 3, 1, 2) + self.pad.gather(3, idx[:, None, None, :])
+        eb = self._edge_bias()
+        if eb is None:
+            return bias
+        col = torch.arange(lp, device=idx.device)
+        # each slot's column in idx (lp: not among them) and, kept, its row of the kept batch
+        rank = torch.full((rows, length), lp, dtype=torch.long, device=idx.device)
+        rank = rank.scatter(1, idx, col.unsqueeze(0).expand(rows, lp))
+        spare = rows * lp * lp
+        kept_row = torch.where(rank < lp, row * lp + rank, rows * lp).reshape(-1)  # rows*lp: lands past spare
+        rank = rank.reshape(-1)
+        src = rank.gather(0, lay.slot.gather(0, self.edge_index[0]))
+        dst = kept_row.gather(0, lay.slot.gather(0, self.edge_index[1]))
+        pair = torch.where(src < lp, dst * lp + src, spare).clamp(max=spare)  # [E]
+        flat = eb.new_zeros((spare + 1, eb.shape[1])).scatter_add(0, pair.unsqueeze(-1).expand_as(eb), eb)
+        return bias + flat[:spare].view(rows, lp, lp, -1).permute(0, 3, 1, 2)
 
 
 class _Layer(nn.Module):
@@ -78,7 +139,7 @@ class _Layer(nn.Module):
         self,
         h: Tensor,
         lay: DenseLayout,
-        bias: Tensor,
+        bias: Tensor | PairBias,
         row_valid: Tensor | None = None,
         graph_mask: bool = False,
         graph_bias: Tensor | None = None,
@@ -88,10 +149,12 @@ class _Layer(nn.Module):
         the pairs off an attention graph (most of them), not only padding, so the softmax lifts masked
         scores (``lift_masked`` of :func:`~gtcompress.nn.attention.dense_attention`; not over kept tokens,
         see :meth:`~gtcompress.nn.tokens.TokenSelector.attend_dense`, which ``attend_nodes`` runs as);
-        ``graph_bias``, the head-shared bias of that graph where ``bias`` is per head (its ``graph_bias``)."""
+        ``graph_bias``, the head-shared bias of that graph where ``bias`` is per head (its ``graph_bias``).
+        A :class:`~gtcompress.nn.tokens.PairBias` is built whole here, on the kept pairs with token pruning."""
         assert self.attn is not None
         if self.tokens is None:
-            return self.attn.dense_nodes(h, lay, bias, row_valid, lift_masked=graph_mask, graph_bias=graph_bias)
+            full = bias if isinstance(bias, Tensor) else bias.full()
+            return self.attn.dense_nodes(h, lay, full, row_valid, lift_masked=graph_mask, graph_bias=graph_bias)
         return self.tokens.attend_nodes(self.attn, h, lay, bias)
 
 
@@ -200,15 +263,10 @@ class GraphormerLayer(_Layer):
         if self.attn is not None:
             assert ctx.layout is not None and ctx.spd is not None and ctx.pad_bias is not None
             assert self.norm_attn is not None
-            lay = ctx.layout
-            assert self.attn.spd_bias is not None
-            bias = self.attn.spd_bias(ctx.spd).permute(0, 3, 1, 2) + ctx.pad_bias  # [B,H,L,L]
-            if self.attn.edge_bias is not None and ctx.edge_emb is not None and ctx.pair_index is not None:
-                eb = self.attn.edge_bias(ctx.edge_emb)  # [E,H]
-                flat = eb.new_zeros((lay.num_rows * lay.max_nodes * lay.max_nodes, eb.shape[1]))
-                flat = flat.scatter_add(0, ctx.pair_index.unsqueeze(-1).expand_as(eb), eb)
-                bias = bias + flat.view(lay.num_rows, lay.max_nodes, lay.max_nodes, -1).permute(0, 3, 1, 2)
-            h = h + self.drop(self._dense(self.norm_attn(h), lay, bias))
+            bias = GraphormerBias(
+                self.attn, ctx.layout, ctx.spd, ctx.pad_bias, ctx.edge_index, ctx.edge_emb, ctx.pair_index
+            )
+            h = h + self.drop(self._dense(self.norm_attn(h), ctx.layout, bias))
         if self.ffn is not None:
             assert self.norm_ffn is not None
             h = h + self.ffn(self.norm_ffn(h))

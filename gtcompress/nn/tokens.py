@@ -33,6 +33,7 @@ mask :math:`m_i = \mathrm{hard}_i + \sigma_i - \mathrm{sg}(\sigma_i)`, with
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +44,7 @@ from gtcompress.nn.attention import dense_attention
 from gtcompress.nn.layout import DenseLayout
 from gtcompress.nn.mha import MultiHeadAttention
 
-__all__ = ["Selection", "TokenSelector", "keep_counts", "sort_keys", "topk_per_graph"]
+__all__ = ["PairBias", "Selection", "TokenSelector", "keep_counts", "sort_keys", "topk_per_graph"]
 
 
 def keep_counts(valid: Tensor, ratio: float) -> Tensor:
@@ -162,6 +163,22 @@ def _kept_width(length: int, ratio: float) -> int:
     return width
 
 
+class PairBias(Protocol):
+    """An additive attention bias ``[B, Hb, L, L]`` handed over by what it is built from, so that a
+    token-pruned layer builds it on its kept pairs only. Built whole and then narrowed, a per-head bias
+    (Graphormer's) cost a layer its whole ``[B, H, L, L]`` build plus two GatherElements with expanded
+    int64 indices, more than attention over the kept tokens saved on ONNX Runtime CPU."""
+
+    def full(self) -> Tensor:
+        """The whole bias ``[B, Hb, L, L]``."""
+        ...
+
+    def on_tokens(self, idx: Tensor) -> Tensor:
+        """``full()`` on the tokens ``idx [B, L']`` (positions) on both axes, ``[B, Hb, L', L']``: the same
+        numbers as narrowing ``full()``, bit for bit."""
+        ...
+
+
 def _gather_bias(bias: Tensor, idx: Tensor) -> Tensor:
     """``bias [B, Hb, Lq|1, L]`` restricted to the tokens ``idx [B, L']`` on both axes."""
     b, hb, lq, _lk = bias.shape
@@ -257,7 +274,7 @@ class TokenSelector(nn.Module):
         out = out_k.new_zeros((hd.shape[0], hd.shape[1], out_k.shape[-1]))
         return out.scatter(1, idx.unsqueeze(-1).expand(-1, -1, out_k.shape[-1]), out_k)
 
-    def attend_nodes(self, attn: MultiHeadAttention, h: Tensor, layout: DenseLayout, bias: Tensor) -> Tensor:
+    def attend_nodes(self, attn: MultiHeadAttention, h: Tensor, layout: DenseLayout, bias: Tensor | PairBias) -> Tensor:
         """:meth:`attend_dense` on node rows ``h [N, d]`` of ``layout`` -> ``[N, d]``, the same answers.
 
         At inference the kept tokens go from node rows to heads and back by one Gather each, as
@@ -266,9 +283,11 @@ class TokenSelector(nn.Module):
         its output row back by its rank (a zero row if it was dropped). Through the padded ``[B, L, d]``
         the same selection costs a pad, a GatherElements and a ScatterElements with ``[B, L', d]`` int64
         indices and four Transposes a layer, which make a token-pruned model slower than its dense parent
-        on ONNX Runtime CPU (``bench/HISTORY.md``). Training keeps :meth:`attend_dense` (complete queries)."""
+        on ONNX Runtime CPU (``bench/HISTORY.md``). A :class:`PairBias` is built on the kept pairs only.
+        Training keeps :meth:`attend_dense` (complete queries)."""
         if self.training:
-            return layout.unpad(self.attend_dense(attn, layout.pad(h), bias, layout.valid))
+            full = bias if isinstance(bias, Tensor) else bias.full()
+            return layout.unpad(self.attend_dense(attn, layout.pad(h), full, layout.valid))
         n, heads, d, rows, length = h.shape[0], attn.heads, attn.head_dim, layout.num_rows, layout.max_nodes
         lp = _kept_width(length, self.keep_ratio)
         # the sort keys of topk_per_graph, made on node rows and padded with padding's key
@@ -284,8 +303,9 @@ class TokenSelector(nn.Module):
         qkv = _head_rows(_project_qkv(attn, h), heads).index_select(0, into).view(rows, heads, lp, 3 * d)
         q, k, v = qkv.split(d, dim=-1)
         key_pad = torch.zeros_like(valid_k, dtype=q.dtype).masked_fill(~valid_k, float("-inf"))
+        kept_bias = _gather_bias(bias, idx) if isinstance(bias, Tensor) else bias.on_tokens(idx)
         out = dense_attention(
-            q, k, v, _gather_bias(bias, idx) + key_pad[:, None, None, :], dropout=attn.dropout, training=False
+            q, k, v, kept_bias + key_pad[:, None, None, :], dropout=attn.dropout, training=False
         )  # [B, H, L', D]
         # each node's row (graph, 0, column) of the output padded with a zero column L' (dropped nodes read it)
         per_graph = heads * (lp + 1)

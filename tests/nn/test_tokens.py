@@ -1,12 +1,20 @@
-"""Token-pruned attention on node rows (``TokenSelector.attend_nodes``) against the padded path."""
+"""Token-pruned attention on node rows (``TokenSelector.attend_nodes``) against the padded path, and
+Graphormer's bias built on kept pairs against the whole bias narrowed."""
 
+import numpy as np
 import pytest
 import torch
 
+from gtcompress.graph import GraphBatch
+from gtcompress.models.config import FeatureSpec, LayerSpec, ModelConfig
+from gtcompress.models.layers import GraphormerBias
+from gtcompress.models.model import build_model
 from gtcompress.nn.attention import MASK
 from gtcompress.nn.layout import DenseLayout
 from gtcompress.nn.mha import MultiHeadAttention
-from gtcompress.nn.tokens import TokenSelector
+from gtcompress.nn.tokens import TokenSelector, _gather_bias
+from gtcompress.preprocess.batching import union_graphs
+from gtcompress.preprocess.random_graphs import random_graph
 
 #: graphs per batch: a lone node, graphs keeping one token at every ratio, and larger ones of mixed sizes
 SIZES = [(1,), (2, 1, 3), (9,), (7, 5, 9, 2), (1, 40, 17, 1, 33)]
@@ -62,3 +70,67 @@ def test_attention_on_node_rows_trains_as_the_padded_path() -> None:
     assert torch.equal(out, lay.unpad(sel.attend_dense(attn, lay.pad(h), bias, lay.valid)))
     out.pow(2).sum().backward()
     assert sel.score.weight.grad is not None and sel.score.weight.grad.abs().sum() > 0
+
+
+def _graphormer_bias(sizes: tuple[int, ...], heads: int, edges: bool, gen: torch.Generator) -> GraphormerBias:
+    """A Graphormer bias on graphs of ``sizes``: random bins (``far`` included), and edges with repeats
+    (a pair with three edges sums in an order float addition sees) and self-loops."""
+    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    lay = DenseLayout.from_batch(batch, len(sizes))
+    attn = MultiHeadAttention(8, heads, 4, edge_dim=8 if edges else 0, num_spd=6).eval()
+    spd = torch.randint(0, 6, (len(sizes), lay.max_nodes, lay.max_nodes), generator=gen)
+    start = torch.cumsum(torch.tensor((0, *sizes)), 0)
+    pairs = []
+    for g, n in enumerate(sizes):
+        src = torch.randint(0, n, (3 * n,), generator=gen) + start[g]
+        dst = torch.randint(0, n, (3 * n,), generator=gen) + start[g]
+        pairs.append(torch.stack([torch.cat([src, src[:2], src[:1]]), torch.cat([dst, dst[:2], dst[:1]])]))
+    edge_index = torch.cat(pairs, dim=1)
+    emb = torch.randn(edge_index.shape[1], 8, generator=gen) if edges else None
+    pair_index = lay.pair_index(edge_index, batch) if edges else None
+    return GraphormerBias(attn, lay, spd, lay.key_padding_bias(), edge_index, emb, pair_index)
+
+
+@pytest.mark.parametrize("edges", [False, True])
+def test_graphormer_bias_on_kept_tokens_is_the_whole_bias_narrowed_bit_for_bit(edges: bool) -> None:
+    """A token-pruned Graphormer layer builds its bias on the kept pairs only (bins gathered before they
+    are embedded, each edge summed into its kept pair) instead of building ``[B, H, L, L]`` and narrowing
+    it: the same numbers, for every kept width, tokens in any order, padding among them."""
+    gen = torch.Generator().manual_seed(0)
+    for sizes in SIZES:
+        bias = _graphormer_bias(sizes, 3, edges, gen)
+        with torch.no_grad():
+            full = bias.full()
+            length = full.shape[-1]
+            for lp in sorted({1, max(1, length // 2), length}):
+                idx = torch.stack([torch.randperm(length, generator=gen)[:lp] for _ in sizes])
+                kept = bias.on_tokens(idx)
+                assert kept.shape == (len(sizes), 3, lp, lp)
+                assert torch.equal(kept, _gather_bias(full, idx)), (sizes, lp)
+
+
+@pytest.mark.parametrize("edges", [False, True])
+def test_token_pruned_graphormer_answers_as_with_its_whole_bias_narrowed(
+    monkeypatch: pytest.MonkeyPatch, edges: bool
+) -> None:
+    """Whole models, eager: the kept-pair bias gives the answers of the whole bias narrowed, bit for bit."""
+    torch.manual_seed(0)
+    layers = [LayerSpec(heads=4, ffn_dim=16, token_keep=keep) for keep in (0.8, 0.5, 0.1)]
+    cfg = ModelConfig(
+        arch="graphormer",
+        node_features=FeatureSpec("float", 3),
+        edge_features=FeatureSpec("float", 2) if edges else None,
+        out_dim=2,
+        hidden=16,
+        heads=4,
+        layers=layers,
+    )
+    model = build_model(cfg).eval()
+    rng = np.random.default_rng(0)
+    graphs = [random_graph(rng, n, 4 * n, FeatureSpec("float", 3), cfg.edge_features) for n in (1, 30, 7, 64, 2)]
+    batch = GraphBatch.from_numpy(union_graphs(graphs))
+    with torch.no_grad():
+        out = model(batch)
+        monkeypatch.setattr(GraphormerBias, "on_tokens", lambda self, idx: _gather_bias(self.full(), idx))
+        ref = model(batch)
+    assert torch.equal(out, ref)
