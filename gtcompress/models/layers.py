@@ -83,20 +83,22 @@ class GraphormerBias:
             bias = bias + flat.view(lay.num_rows, lay.max_nodes, lay.max_nodes, -1).permute(0, 3, 1, 2)
         return bias
 
-    def on_tokens(self, idx: Tensor) -> Tensor:
-        """``full()`` on the tokens ``idx [B, L']`` on both axes, the same numbers: the bins of the kept
-        pairs are gathered (one int64 each) and embedded, and each edge's bias is summed into its kept
-        pair (edges with an end outside ``idx`` into a spare row), in the order the whole build sums them."""
+    def on_tokens(self, idx: Tensor, key_mask: Tensor) -> Tensor:
+        """``full()`` on the tokens ``idx [B, L']`` on both axes plus ``key_mask`` (see
+        :meth:`~gtcompress.nn.tokens.PairBias.on_tokens`): the bins of the kept pairs are gathered (one
+        int64 each) and embedded, and each edge's bias is summed into its kept pair (edges with an end
+        outside ``idx`` into a spare row), in the order the whole build sums them. The key padding is left
+        to ``key_mask``, which is ``-inf`` wherever the padding is :data:`~gtcompress.nn.attention.MASK`."""
         assert self.attn.spd_bias is not None
         lay = self.layout
         rows, length, lp = lay.num_rows, lay.max_nodes, idx.shape[1]
-        row = torch.arange(rows, device=idx.device).unsqueeze(1)
-        at = (row * length + idx).unsqueeze(2) * length + idx.unsqueeze(1)  # [B, L', L'] flat (b, dst, src)
-        spd = self.spd.reshape(-1).gather(0, at.reshape(-1)).view(rows, lp, lp)
-        bias = self.attn.spd_bias(spd).permute(0, 3, 1, 2) + self.pad.gather(3, idx[:, None, None, :])
+        at = (idx * length).unsqueeze(2) + idx.unsqueeze(1)  # [B, L', L'] (dst, src) in a row's L*L bins
+        spd = self.spd.reshape(rows, -1).gather(1, at.reshape(rows, -1)).view(rows, lp, lp)
+        bias = self.attn.spd_bias(spd).permute(0, 3, 1, 2) + key_mask
         eb = self._edge_bias()
         if eb is None:
             return bias
+        row = torch.arange(rows, device=idx.device).unsqueeze(1)
         col = torch.arange(lp, device=idx.device)
         # each slot's column in idx (lp: not among them) and, kept, its row of the kept batch
         rank = torch.full((rows, length), lp, dtype=torch.long, device=idx.device)

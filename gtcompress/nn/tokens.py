@@ -173,9 +173,11 @@ class PairBias(Protocol):
         """The whole bias ``[B, Hb, L, L]``."""
         ...
 
-    def on_tokens(self, idx: Tensor) -> Tensor:
-        """``full()`` on the tokens ``idx [B, L']`` (positions) on both axes, ``[B, Hb, L', L']``: the same
-        numbers as narrowing ``full()``, bit for bit."""
+    def on_tokens(self, idx: Tensor, key_mask: Tensor) -> Tensor:
+        """``full()`` on the tokens ``idx [B, L']`` (positions) on both axes plus ``key_mask [B, 1, 1, L']``
+        (0 on the columns attended, ``-inf`` on the others, padding among them), ``[B, Hb, L', L']``. The
+        key padding ``full()`` holds may be left out, as the mask covers it: up to a zero's sign, the same
+        numbers as narrowing ``full()`` and adding the mask, so the same softmax, bit for bit."""
         ...
 
 
@@ -303,10 +305,9 @@ class TokenSelector(nn.Module):
         qkv = _head_rows(_project_qkv(attn, h), heads).index_select(0, into).view(rows, heads, lp, 3 * d)
         q, k, v = qkv.split(d, dim=-1)
         key_pad = torch.zeros_like(valid_k, dtype=q.dtype).masked_fill(~valid_k, float("-inf"))
-        kept_bias = _gather_bias(bias, idx) if isinstance(bias, Tensor) else bias.on_tokens(idx)
-        out = dense_attention(
-            q, k, v, kept_bias + key_pad[:, None, None, :], dropout=attn.dropout, training=False
-        )  # [B, H, L', D]
+        key_pad = key_pad[:, None, None, :]
+        kept_bias = _gather_bias(bias, idx) + key_pad if isinstance(bias, Tensor) else bias.on_tokens(idx, key_pad)
+        out = dense_attention(q, k, v, kept_bias, dropout=attn.dropout, training=False)  # [B, H, L', D]
         # each node's row (graph, 0, column) of the output padded with a zero column L' (dropped nodes read it)
         per_graph = heads * (lp + 1)
         base = torch.arange(rows, device=h.device).unsqueeze(1) * per_graph

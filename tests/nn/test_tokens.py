@@ -95,7 +95,8 @@ def _graphormer_bias(sizes: tuple[int, ...], heads: int, edges: bool, gen: torch
 def test_graphormer_bias_on_kept_tokens_is_the_whole_bias_narrowed_bit_for_bit(edges: bool) -> None:
     """A token-pruned Graphormer layer builds its bias on the kept pairs only (bins gathered before they
     are embedded, each edge summed into its kept pair) instead of building ``[B, H, L, L]`` and narrowing
-    it: the same numbers, for every kept width, tokens in any order, padding among them."""
+    it: the same numbers, for every kept width, tokens in any order, padding and masked columns among
+    them (the key mask, ``-inf`` on padding, stands for the padding's MASK)."""
     gen = torch.Generator().manual_seed(0)
     for sizes in SIZES:
         bias = _graphormer_bias(sizes, 3, edges, gen)
@@ -104,9 +105,12 @@ def test_graphormer_bias_on_kept_tokens_is_the_whole_bias_narrowed_bit_for_bit(e
             length = full.shape[-1]
             for lp in sorted({1, max(1, length // 2), length}):
                 idx = torch.stack([torch.randperm(length, generator=gen)[:lp] for _ in sizes])
-                kept = bias.on_tokens(idx)
+                attended = bias.layout.valid.gather(1, idx) & (torch.rand(idx.shape, generator=gen) < 0.8)
+                key_mask = torch.where(attended, 0.0, float("-inf"))[:, None, None, :]
+                kept = bias.on_tokens(idx, key_mask)
                 assert kept.shape == (len(sizes), 3, lp, lp)
-                assert torch.equal(kept, _gather_bias(full, idx)), (sizes, lp)
+                assert torch.equal(kept, _gather_bias(full, idx) + key_mask), (sizes, lp)
+                assert (kept[..., attended[:, None, None, :].expand_as(kept)] > MASK).all()
 
 
 @pytest.mark.parametrize("edges", [False, True])
@@ -131,6 +135,6 @@ def test_token_pruned_graphormer_answers_as_with_its_whole_bias_narrowed(
     batch = GraphBatch.from_numpy(union_graphs(graphs))
     with torch.no_grad():
         out = model(batch)
-        monkeypatch.setattr(GraphormerBias, "on_tokens", lambda self, idx: _gather_bias(self.full(), idx))
+        monkeypatch.setattr(GraphormerBias, "on_tokens", lambda self, idx, mask: _gather_bias(self.full(), idx) + mask)
         ref = model(batch)
     assert torch.equal(out, ref)
