@@ -87,30 +87,30 @@ class GraphormerBias:
         """``full()`` on the tokens ``idx [B, L']`` on both axes plus ``key_mask`` (see
         :meth:`~gtcompress.nn.tokens.PairBias.on_tokens`): the bins of the kept pairs are gathered (one
         int64 each) and embedded, and each edge's bias is summed into its kept pair (edges with an end
-        outside ``idx`` into a spare row), in the order the whole build sums them. The key padding is left
-        to ``key_mask``, which is ``-inf`` wherever the padding is :data:`~gtcompress.nn.attention.MASK`."""
+        outside ``idx`` into a spare row), in the order the whole build sums them; the two are added before
+        their one Transpose into heads. The key padding is left to ``key_mask``, which is ``-inf`` wherever
+        the padding is :data:`~gtcompress.nn.attention.MASK`: on the columns it keeps the padding adds 0, so
+        ``spd + edges`` is ``(spd + padding) + edges`` up to a zero's sign."""
         assert self.attn.spd_bias is not None
         lay = self.layout
         rows, length, lp = lay.num_rows, lay.max_nodes, idx.shape[1]
         at = (idx * length).unsqueeze(2) + idx.unsqueeze(1)  # [B, L', L'] (dst, src) in a row's L*L bins
         spd = self.spd.reshape(rows, -1).gather(1, at.reshape(rows, -1)).view(rows, lp, lp)
-        bias = self.attn.spd_bias(spd).permute(0, 3, 1, 2) + key_mask
+        bias = self.attn.spd_bias(spd)  # [B, L', L', H]
         eb = self._edge_bias()
-        if eb is None:
-            return bias
-        row = torch.arange(rows, device=idx.device).unsqueeze(1)
-        col = torch.arange(lp, device=idx.device)
-        # each slot's column in idx (lp: not among them) and, kept, its row of the kept batch
-        rank = torch.full((rows, length), lp, dtype=torch.long, device=idx.device)
-        rank = rank.scatter(1, idx, col.unsqueeze(0).expand(rows, lp))
-        spare = rows * lp * lp
-        kept_row = torch.where(rank < lp, row * lp + rank, rows * lp).reshape(-1)  # rows*lp: lands past spare
-        rank = rank.reshape(-1)
-        src = rank.gather(0, lay.slot.gather(0, self.edge_index[0]))
-        dst = kept_row.gather(0, lay.slot.gather(0, self.edge_index[1]))
-        pair = torch.where(src < lp, dst * lp + src, spare).clamp(max=spare)  # [E]
-        flat = eb.new_zeros((spare + 1, eb.shape[1])).scatter_add(0, pair.unsqueeze(-1).expand_as(eb), eb)
-        return bias + flat[:spare].view(rows, lp, lp, -1).permute(0, 3, 1, 2)
+        if eb is not None:
+            spare = rows * lp * lp
+            # each slot's column among the kept tokens (spare: not kept) as a source, and as a
+            # destination its row of the kept batch [B*L'] (past spare * L' when not kept)
+            src_at = torch.full((rows, length), spare, dtype=torch.long, device=idx.device)
+            src_at = src_at.scatter(1, idx, torch.arange(lp, device=idx.device).expand(rows, lp))
+            dst_at = src_at + torch.arange(rows, device=idx.device).unsqueeze(1) * lp
+            src = src_at.reshape(-1).gather(0, lay.slot.gather(0, self.edge_index[0]))
+            dst = dst_at.reshape(-1).gather(0, lay.slot.gather(0, self.edge_index[1]))
+            pair = (dst * lp + src).clamp(max=spare)  # [E]: spare for an edge with an end not kept
+            flat = eb.new_zeros((spare + 1, eb.shape[1])).scatter_add(0, pair.unsqueeze(-1).expand_as(eb), eb)
+            bias = bias + flat[:spare].view(rows, lp, lp, -1)
+        return bias.permute(0, 3, 1, 2) + key_mask
 
 
 class _Layer(nn.Module):
