@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from gtcompress.models.config import LayerSpec, ModelConfig
+from gtcompress.nn.attention import mask_value
 from gtcompress.nn.blocks import FeedForward, make_norm
 from gtcompress.nn.layout import DenseLayout, NeighbourLists
 from gtcompress.nn.mha import MultiHeadAttention
@@ -52,18 +54,26 @@ class GraphContext:
 
 @dataclass
 class GraphormerBias:
-    """Graphormer's per-head bias ``[B, H, L, L]`` (shortest-path bins embedded per head, key padding and,
-    with edge features, each direct edge's per-head bias summed per (dst, src) pair) as a
+    """Graphormer's per-head bias ``[B, H, L, L]`` (shortest-path bins embedded per head and, with edge
+    features, each direct edge's per-head bias summed per (dst, src) pair) as a
     :class:`~gtcompress.nn.tokens.PairBias`: a token-pruned layer builds it on its kept pairs only, by
-    narrowing the small inputs (the int64 bins, the padding row, the edges' pairs) before embedding."""
+    narrowing the small inputs (the int64 bins, the edges' pairs) before embedding. Key padding is a bin
+    of its own (``num_spd``, set by :func:`~gtcompress.models.model.shortest_path_bins`) whose embedding
+    is the mask: the padding costs the model one Where on the bins instead of an Add over ``[B, H, L, L]``
+    a layer (the same numbers: a bias plus the mask rounds to the mask)."""
 
     attn: MultiHeadAttention
     layout: DenseLayout
-    spd: Tensor  # [B, L, L] int64 bins
-    pad: Tensor  # [B, 1, 1, L] key padding
+    spd: Tensor  # [B, L, L] int64 bins, the padding bin (num_spd) in padding's columns
     edge_index: Tensor  # [2, E]
     edge_emb: Tensor | None = None  # [E, d]; None: no edge bias
     pair_index: Tensor | None = None  # [E] flattened (b, dst, src) of each edge
+
+    def _table(self) -> Tensor:
+        """The bins' embedding with the padding bin's row, the mask, appended."""
+        assert self.attn.spd_bias is not None
+        w = self.attn.spd_bias.weight
+        return torch.cat([w, w.new_full((1, w.shape[1]), mask_value(w.dtype))])
 
     def _edge_bias(self) -> Tensor | None:
         if self.attn.edge_bias is None or self.edge_emb is None or self.pair_index is None:
@@ -72,9 +82,8 @@ class GraphormerBias:
 
     def full(self) -> Tensor:
         """The whole ``[B, H, L, L]``, as a dense layer attends with it."""
-        assert self.attn.spd_bias is not None
         lay = self.layout
-        bias = self.attn.spd_bias(self.spd).permute(0, 3, 1, 2) + self.pad
+        bias = F.embedding(self.spd, self._table()).permute(0, 3, 1, 2)
         eb = self._edge_bias()
         if eb is not None:
             assert self.pair_index is not None
@@ -88,15 +97,13 @@ class GraphormerBias:
         :meth:`~gtcompress.nn.tokens.PairBias.on_tokens`): the bins of the kept pairs are gathered (one
         int64 each) and embedded, and each edge's bias is summed into its kept pair (edges with an end
         outside ``idx`` into a spare row), in the order the whole build sums them; the two are added before
-        their one Transpose into heads. The key padding is left to ``key_mask``, which is ``-inf`` wherever
-        the padding is :data:`~gtcompress.nn.attention.MASK`: on the columns it keeps the padding adds 0, so
-        ``spd + edges`` is ``(spd + padding) + edges`` up to a zero's sign."""
+        their one Transpose into heads."""
         assert self.attn.spd_bias is not None
         lay = self.layout
         rows, length, lp = lay.num_rows, lay.max_nodes, idx.shape[1]
         at = (idx * length).unsqueeze(2) + idx.unsqueeze(1)  # [B, L', L'] (dst, src) in a row's L*L bins
         spd = self.spd.reshape(rows, -1).gather(1, at.reshape(rows, -1)).view(rows, lp, lp)
-        bias = self.attn.spd_bias(spd)  # [B, L', L', H]
+        bias = F.embedding(spd, self._table())  # [B, L', L', H]
         eb = self._edge_bias()
         if eb is not None:
             spare = rows * lp * lp
@@ -263,11 +270,9 @@ class GraphormerLayer(_Layer):
 
     def forward(self, h: Tensor, ctx: GraphContext) -> Tensor:
         if self.attn is not None:
-            assert ctx.layout is not None and ctx.spd is not None and ctx.pad_bias is not None
+            assert ctx.layout is not None and ctx.spd is not None
             assert self.norm_attn is not None
-            bias = GraphormerBias(
-                self.attn, ctx.layout, ctx.spd, ctx.pad_bias, ctx.edge_index, ctx.edge_emb, ctx.pair_index
-            )
+            bias = GraphormerBias(self.attn, ctx.layout, ctx.spd, ctx.edge_index, ctx.edge_emb, ctx.pair_index)
             h = h + self.drop(self._dense(self.norm_attn(h), ctx.layout, bias))
         if self.ffn is not None:
             assert self.norm_ffn is not None

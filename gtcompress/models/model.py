@@ -343,7 +343,10 @@ class Graphormer(GraphModel):
         if all(layer.attn is None for layer in self.layers):
             return
         ctx.pair_index = ctx.layout.pair_index(ctx.edge_index, ctx.batch)
-        ctx.spd = shortest_path_bins(ctx.layout.edge_counts(ctx.edge_index, ctx.batch) > 0, self.config.max_spd)
+        # key padding as one more bin, whose embedding is the mask (GraphormerBias): set once for the model
+        # instead of one Add of the key padding over [B, H, L, L] a layer
+        adj = ctx.layout.edge_counts(ctx.edge_index, ctx.batch) > 0
+        ctx.spd = shortest_path_bins(adj, self.config.max_spd, ctx.layout.valid)
 
     def add_structure(self, h: Tensor, ctx: GraphContext) -> Tensor:
         n, cap = h.shape[0], self.config.max_degree
@@ -353,16 +356,21 @@ class Graphormer(GraphModel):
         return h + self.in_degree(indeg.clamp(max=cap)) + self.out_degree(outdeg.clamp(max=cap))
 
 
-def shortest_path_bins(adj: Tensor, max_spd: int) -> Tensor:
+def shortest_path_bins(adj: Tensor, max_spd: int, key_valid: Tensor | None = None) -> Tensor:
     """Hop distance ``[B,L,L]`` on the undirected graph by repeated boolean matrix products,
-    clipped: ``0..max_spd`` for reachable pairs, ``max_spd + 1`` for farther or unreachable ones.
+    clipped: ``0..max_spd`` for reachable pairs, ``max_spd + 1`` for farther or unreachable ones, and,
+    given ``key_valid [B, L]``, ``max_spd + 2`` in the columns of padding (no edge reaches them).
     Needs no pre-processing input and exports as plain MatMuls."""
     a = (adj | adj.transpose(1, 2)).float()
     eye = torch.eye(adj.shape[-1], device=adj.device, dtype=torch.float32).expand_as(a)
     reach = eye
     far = max_spd + 1
     dist = torch.full(adj.shape, far, dtype=torch.long, device=adj.device)
-    dist = torch.where(eye > 0, torch.zeros_like(dist), dist)
+    diagonal = eye > 0
+    if key_valid is not None:  # the padding's bin set here, in the buffer the hops update
+        dist = torch.where(key_valid.unsqueeze(1), dist, far + 1)
+        diagonal = diagonal & key_valid.unsqueeze(1)
+    dist = torch.where(diagonal, torch.zeros_like(dist), dist)
     for d in range(1, max_spd + 1):
         nxt = ((torch.matmul(reach, a) + reach) > 0).float()
         new = (nxt - reach) > 0

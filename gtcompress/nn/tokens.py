@@ -175,9 +175,9 @@ class PairBias(Protocol):
 
     def on_tokens(self, idx: Tensor, key_mask: Tensor) -> Tensor:
         """``full()`` on the tokens ``idx [B, L']`` (positions) on both axes plus ``key_mask [B, 1, 1, L']``
-        (0 on the columns attended, ``-inf`` on the others, padding among them), ``[B, Hb, L', L']``. The
-        key padding ``full()`` holds may be left out, as the mask covers it: up to a zero's sign, the same
-        numbers as narrowing ``full()`` and adding the mask, so the same softmax, bit for bit."""
+        (0 on the columns attended, ``-inf`` on the others, padding among them), ``[B, Hb, L', L']``: the
+        numbers of narrowing ``full()`` and adding the mask, up to a zero's sign (the same softmax, bit for
+        bit). The mask is handed in so that its Add can come where the build is cheapest."""
         ...
 
 

@@ -8,7 +8,7 @@ import torch
 from gtcompress.graph import GraphBatch
 from gtcompress.models.config import FeatureSpec, LayerSpec, ModelConfig
 from gtcompress.models.layers import GraphormerBias
-from gtcompress.models.model import build_model
+from gtcompress.models.model import build_model, shortest_path_bins
 from gtcompress.nn.attention import MASK
 from gtcompress.nn.layout import DenseLayout
 from gtcompress.nn.mha import MultiHeadAttention
@@ -73,12 +73,14 @@ def test_attention_on_node_rows_trains_as_the_padded_path() -> None:
 
 
 def _graphormer_bias(sizes: tuple[int, ...], heads: int, edges: bool, gen: torch.Generator) -> GraphormerBias:
-    """A Graphormer bias on graphs of ``sizes``: random bins (``far`` included), and edges with repeats
-    (a pair with three edges sums in an order float addition sees) and self-loops."""
+    """A Graphormer bias on graphs of ``sizes``: random bins (``far`` included, the padding bin in
+    padding's columns), and edges with repeats (a pair with three edges sums in an order float addition
+    sees) and self-loops."""
     batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
     lay = DenseLayout.from_batch(batch, len(sizes))
     attn = MultiHeadAttention(8, heads, 4, edge_dim=8 if edges else 0, num_spd=6).eval()
     spd = torch.randint(0, 6, (len(sizes), lay.max_nodes, lay.max_nodes), generator=gen)
+    spd = torch.where(lay.valid.unsqueeze(1), spd, 6)
     start = torch.cumsum(torch.tensor((0, *sizes)), 0)
     pairs = []
     for g, n in enumerate(sizes):
@@ -88,7 +90,7 @@ def _graphormer_bias(sizes: tuple[int, ...], heads: int, edges: bool, gen: torch
     edge_index = torch.cat(pairs, dim=1)
     emb = torch.randn(edge_index.shape[1], 8, generator=gen) if edges else None
     pair_index = lay.pair_index(edge_index, batch) if edges else None
-    return GraphormerBias(attn, lay, spd, lay.key_padding_bias(), edge_index, emb, pair_index)
+    return GraphormerBias(attn, lay, spd, edge_index, emb, pair_index)
 
 
 @pytest.mark.parametrize("edges", [False, True])
@@ -96,7 +98,7 @@ def test_graphormer_bias_on_kept_tokens_is_the_whole_bias_narrowed_bit_for_bit(e
     """A token-pruned Graphormer layer builds its bias on the kept pairs only (bins gathered before they
     are embedded, each edge summed into its kept pair) instead of building ``[B, H, L, L]`` and narrowing
     it: the same numbers, for every kept width, tokens in any order, padding and masked columns among
-    them (the key mask, ``-inf`` on padding, stands for the padding's MASK)."""
+    them."""
     gen = torch.Generator().manual_seed(0)
     for sizes in SIZES:
         bias = _graphormer_bias(sizes, 3, edges, gen)
@@ -138,3 +140,24 @@ def test_token_pruned_graphormer_answers_as_with_its_whole_bias_narrowed(
         monkeypatch.setattr(GraphormerBias, "on_tokens", lambda self, idx, mask: _gather_bias(self.full(), idx) + mask)
         ref = model(batch)
     assert torch.equal(out, ref)
+
+
+def test_graphormer_key_padding_is_a_bin_whose_bias_is_the_mask() -> None:
+    """Key padding rides in the bins (one Where for the model) instead of an Add over ``[B, H, L, L]`` a
+    layer: the whole bias is the mask on padding's columns (the diagonal included) and the bins'
+    embedding elsewhere, as ``embedding + key padding`` was."""
+    sizes = (3, 1, 5)
+    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    lay = DenseLayout.from_batch(batch, len(sizes))
+    edge_index = torch.tensor([[0, 1, 4, 5], [1, 2, 5, 6]])
+    spd = shortest_path_bins(lay.edge_counts(edge_index, batch) > 0, 2, lay.valid)
+    assert spd[0].tolist() == [[0, 1, 2, 4, 4], [1, 0, 1, 4, 4], [2, 1, 0, 4, 4], [3, 3, 3, 4, 4], [3, 3, 3, 4, 4]]
+    real = lay.valid.unsqueeze(1).expand_as(spd)
+    assert torch.equal(spd[real], shortest_path_bins(lay.edge_counts(edge_index, batch) > 0, 2)[real])
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(8, 2, 4, num_spd=4).eval()
+    with torch.no_grad():
+        full = GraphormerBias(attn, lay, spd, edge_index).full()
+        ref = attn.spd_bias(spd.clamp(max=3)).permute(0, 3, 1, 2) + lay.key_padding_bias()
+    assert torch.equal(full, ref)
+    assert (full[~lay.valid[:, None, None, :].expand_as(full)] == MASK).all()
