@@ -338,25 +338,36 @@ def test_token_pruned_models_export_with_ties(tmp_path, arch: str) -> None:
             export_onnx(model, tmp_path / "n.onnx", "plugin")
 
 
-@pytest.mark.parametrize("arch", ["gt", "graphormer"])
-def test_a_token_ratio_keeping_one_node_of_the_export_example_serves_larger_graphs(tmp_path, arch: str) -> None:
+@pytest.mark.parametrize(("arch", "edges"), [("gt", False), ("graphormer", False), ("graphormer", True)])
+def test_a_token_ratio_keeping_one_node_of_the_export_example_serves_larger_graphs(
+    tmp_path, arch: str, edges: bool
+) -> None:
     """Keep 0.1 keeps one token of the export's largest example graph (9 nodes), so the traced gathered
     bias had one query row, and the export took the per-key bias path for every input: ONNX Runtime
     refused (MatMul dimension mismatch) every graph keeping two tokens or more, at export's check
-    (keep 0.1, graphs of 15 nodes up) or, past the check's sizes (keep 0.01: 150 nodes up), when served."""
+    (keep 0.1, graphs of 15 nodes up) or, past the check's sizes (keep 0.01: 150 nodes up), when served.
+    With edge features a Graphormer sums each edge's bias into the kept pairs' ``[B*L'*L', H]``."""
     from gtcompress.graph import GraphBatch
     from gtcompress.preprocess.random_graphs import random_graph
     from runtime.session import GraphSession
 
     torch.manual_seed(0)
     layers = [LayerSpec(heads=2, ffn_dim=16, token_keep=0.1), LayerSpec(heads=2, ffn_dim=16, token_keep=0.01)]
-    cfg = ModelConfig(arch=arch, node_features=FeatureSpec("float", 3), out_dim=2, hidden=16, heads=2, layers=layers)
+    cfg = ModelConfig(
+        arch=arch,
+        node_features=FeatureSpec("float", 3),
+        edge_features=FLOAT_EDGES if edges else None,
+        out_dim=2,
+        hidden=16,
+        heads=2,
+        layers=layers,
+    )
     model = build_model(cfg).eval()
     res = export_onnx(model, tmp_path / "m.onnx", "dense")
     assert res.max_abs_err <= 1e-4
     rng = np.random.default_rng(0)
     # tokens the two layers keep: 4 and 1, 16 and 2, 1 and 1
-    graphs = [random_graph(rng, n, 3 * n, res.spec.x, None) for n in (40, 160, 3)]
+    graphs = [random_graph(rng, n, 3 * n, res.spec.x, res.spec.edge_attr) for n in (40, 160, 3)]
     outs = GraphSession(res.path).run(graphs)
     for g, out in zip(graphs, outs, strict=True):
         with torch.no_grad():
