@@ -36,9 +36,10 @@ if TYPE_CHECKING:  # served.py imports this module: the types only, for the chec
 #: biased scores ``[B,H,L,L]`` (float32), plus, with edge features, the scattered edge bias and its sum.
 GRAPHORMER_HEAD_BYTES = 8
 GRAPHORMER_EDGE_HEAD_BYTES = 8
-#: Graphormer's head-independent bytes per padded cell: the shortest-path bins (int64, twice while
-#: updated) and the float32 adjacency, reach and product matrices of their MatMuls (about 48 B a
-#: cell measured on ONNX Runtime CPU), held whatever the head count.
+#: Graphormer's head-independent bytes per padded cell: the shortest-path bins and the float32
+#: adjacency, reach and product matrices of their MatMuls (about 48 B a cell measured on ONNX Runtime
+#: CPU when the bins were int64 and set by a Where a hop; the int32 bins counted by a float32 sum since
+#: lowered the whole call's peak, bench/HISTORY.md), held whatever the head count.
 GRAPHORMER_DISTANCE_BYTES = 48
 #: GT on the ``dense`` lowering, bytes a head per padded cell: its scores and their softmax (float32),
 #: alive together; measured 8.4 B a head.

@@ -57,14 +57,14 @@ class GraphormerBias:
     """Graphormer's per-head bias ``[B, H, L, L]`` (shortest-path bins embedded per head and, with edge
     features, each direct edge's per-head bias summed per (dst, src) pair) as a
     :class:`~gtcompress.nn.tokens.PairBias`: a token-pruned layer builds it on its kept pairs only, by
-    narrowing the small inputs (the int64 bins, the edges' pairs) before embedding. Key padding is a bin
+    narrowing the small inputs (the int32 bins, the edges' pairs) before embedding. Key padding is a bin
     of its own (``num_spd``, set by :func:`~gtcompress.models.model.shortest_path_bins`) whose embedding
     is the mask: the padding costs the model one Where on the bins instead of an Add over ``[B, H, L, L]``
     a layer (the same numbers: a bias plus the mask rounds to the mask)."""
 
     attn: MultiHeadAttention
     layout: DenseLayout
-    spd: Tensor  # [B, L, L] int64 bins, the padding bin (num_spd) in padding's columns
+    spd: Tensor  # [B, L, L] int32 bins, the padding bin (num_spd) in padding's columns
     edge_index: Tensor  # [2, E]
     edge_emb: Tensor | None = None  # [E, d]; None: no edge bias
     pair_index: Tensor | None = None  # [E] flattened (b, dst, src) of each edge
@@ -95,7 +95,7 @@ class GraphormerBias:
     def on_tokens(self, idx: Tensor, key_mask: Tensor) -> Tensor:
         """``full()`` on the tokens ``idx [B, L']`` on both axes plus ``key_mask`` (see
         :meth:`~gtcompress.nn.tokens.PairBias.on_tokens`): the bins of the kept pairs are gathered (one
-        int64 each) and embedded, and each edge's bias is summed into its kept pair (edges with an end
+        int32 each) and embedded, and each edge's bias is summed into its kept pair (edges with an end
         outside ``idx`` into a spare row), in the order the whole build sums them; the two are added before
         their one Transpose into heads."""
         assert self.attn.spd_bias is not None

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -200,6 +201,29 @@ def test_shortest_path_bins_on_a_path() -> None:
     d = shortest_path_bins(adj, max_spd=3)
     assert d[0, 0].tolist() == [0, 1, 2, 3, 4]  # 4 hops > max_spd → bin max_spd + 1
     assert d[0, 4].tolist() == [4, 3, 2, 1, 0]
+
+
+def test_shortest_path_bins_are_the_clipped_hop_distances() -> None:
+    """The bins count the hop counts within which a pair is not yet reached (one float Add a hop, no
+    per-hop Where on int64): scipy's unweighted shortest paths, clipped at ``max_spd + 1``, on random
+    graphs padded in a batch, and ``max_spd + 2`` in padding's columns (its diagonal included)."""
+    from scipy.sparse.csgraph import shortest_path
+
+    gen = torch.Generator().manual_seed(0)
+    sizes, length = [7, 1, 12, 4], 12
+    valid = torch.arange(length).unsqueeze(0) < torch.tensor(sizes).unsqueeze(1)
+    adj = (torch.rand(len(sizes), length, length, generator=gen) < 0.15) & valid[:, None, :] & valid[:, :, None]
+    for max_spd in (0, 1, 3, 8):
+        bins = shortest_path_bins(adj, max_spd, valid)
+        assert bins.dtype == torch.int32 and bins.shape == adj.shape
+        for b, n in enumerate(sizes):
+            ref = shortest_path(adj[b, :n, :n].numpy(), unweighted=True, directed=False)
+            ref = np.where(ref > max_spd, max_spd + 1, ref)  # unreachable (inf) too
+            assert bins[b, :n, :n].tolist() == ref.astype(int).tolist(), (b, max_spd)
+            assert (bins[b, :, n:] == max_spd + 2).all()
+        assert torch.equal(
+            shortest_path_bins(adj, max_spd)[valid[:, None, :].expand_as(adj)], bins[valid[:, None, :].expand_as(adj)]
+        )
 
 
 def test_graphormer_without_attention_computes_no_shortest_paths(monkeypatch: pytest.MonkeyPatch) -> None:

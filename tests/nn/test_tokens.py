@@ -79,7 +79,7 @@ def _graphormer_bias(sizes: tuple[int, ...], heads: int, edges: bool, gen: torch
     batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
     lay = DenseLayout.from_batch(batch, len(sizes))
     attn = MultiHeadAttention(8, heads, 4, edge_dim=8 if edges else 0, num_spd=6).eval()
-    spd = torch.randint(0, 6, (len(sizes), lay.max_nodes, lay.max_nodes), generator=gen)
+    spd = torch.randint(0, 6, (len(sizes), lay.max_nodes, lay.max_nodes), generator=gen, dtype=torch.int32)
     spd = torch.where(lay.valid.unsqueeze(1), spd, 6)
     start = torch.cumsum(torch.tensor((0, *sizes)), 0)
     pairs = []
