@@ -34,8 +34,12 @@ if TYPE_CHECKING:  # served.py imports this module: the types only, for the chec
 
 #: Graphormer's per-head additions to one padded cell, in bytes: its spatial bias ``[B,L,L,H]`` and the
 #: biased scores ``[B,H,L,L]`` (float32), plus, with edge features, the scattered edge bias and its sum.
-GRAPHORMER_HEAD_BYTES = 8
-GRAPHORMER_EDGE_HEAD_BYTES = 8
+#: Set from peak RSS over cells of one 1,000-2,000-node call on ONNX Runtime CPU (4 layers, hidden 32):
+#: 50 / 80 / 169 B a cell at 1 / 4 / 8 heads without edge features, 60 / 134 / 270 with them (more heads
+#: grow ONNX Runtime's arena in larger steps, so the bytes a head rise with the heads); counted here
+#: 68 / 128 / 208 and 80 / 176 / 304 (8 B and 8 B a head before, which 4 and 8 heads outgrew).
+GRAPHORMER_HEAD_BYTES = 16
+GRAPHORMER_EDGE_HEAD_BYTES = 12
 #: Graphormer's head-independent bytes per padded cell: the shortest-path bins and the float32
 #: adjacency, reach and product matrices of their MatMuls (about 48 B a cell measured on ONNX Runtime
 #: CPU when the bins were int64 and set by a Where a hop; the int32 bins counted by a float32 sum since

@@ -151,6 +151,31 @@ def test_dense_gt_cell_bytes_cover_the_softmax_mask_with_edge_features(tmp_path)
     assert peak <= counted, f"peak {peak / n / n:.1f} B a cell for {n} nodes, counted {counted / n / n:.0f}"
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc (Linux)")
+def test_graphormer_cell_bytes_cover_eight_heads_with_edge_features(tmp_path) -> None:
+    """The widest Graphormer cell measured: 8 heads, 4 layers, edge features took 270 B a cell on
+    1,000 nodes, counted 208 when a head was counted 4 + 8 + 8 B (ONNX Runtime's arena grows in larger
+    steps with more heads, so a head's bytes rise with the heads)."""
+    from gtcompress.models import ModelConfig
+    from gtcompress.models.config import FeatureSpec
+    from tests.runtime.conftest import seeded_model
+
+    cfg = ModelConfig(
+        arch="graphormer",
+        node_features=FeatureSpec("float", 3),
+        edge_features=FeatureSpec("float", 2),
+        out_dim=2,
+        hidden=32,
+        heads=8,
+        num_layers=4,
+    )
+    path = export_onnx(seeded_model(cfg), tmp_path / "graphormer8.onnx", "dense", verify_batches=1).path
+    n = 1000
+    peak = _peak_bytes(path, n)
+    counted = n * n * attention_cell_bytes(GraphSession(path))
+    assert peak <= counted, f"peak {peak / n / n:.1f} B a cell for {n} nodes, counted {counted / n / n:.0f}"
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
@@ -291,12 +316,12 @@ def _graphormer(tmp_path, heads: int, edges: bool) -> GraphSession:
 
 def test_graphormer_counts_its_biases_and_shortest_paths(tmp_path) -> None:
     """Besides its scores (4 B a head), a Graphormer holds a spatial bias and the biased scores per head
-    (8 B, and 8 B more for the edge bias) and the shortest-path bins and their MatMul buffers (48 B)
+    (16 B, and 12 B more for the edge bias) and the shortest-path bins and their MatMul buffers (48 B)
     for every padded cell: measured on ONNX Runtime CPU, 68 B a cell at 1 head, where 4 B were counted,
     so a graph 4x wider than the limit allowed was let in. Without heads nothing is computed."""
-    assert attention_cell_bytes(_graphormer(tmp_path, 1, False)) == 4 + 8 + 48
+    assert attention_cell_bytes(_graphormer(tmp_path, 1, False)) == 4 + 16 + 48
     session = _graphormer(tmp_path, 2, True)
-    assert attention_cell_bytes(session) == 2 * (4 + 8 + 8) + 48
+    assert attention_cell_bytes(session) == 2 * (4 + 16 + 12) + 48
     assert attention_cell_bytes(_graphormer(tmp_path, 0, True)) == 0
     app = create_app(
         [ServedModel("m", session)], limits=ServerLimits(max_attention_mib=GRAPHORMER_LIMIT_MIB), warmup=False
@@ -308,11 +333,11 @@ def test_graphormer_counts_its_biases_and_shortest_paths(tmp_path) -> None:
         edge_attr=rng.standard_normal((180, 2)).astype(np.float32),
     )
     with BackgroundServer(app) as srv:
-        r = _post(srv, g)  # 90^2 x 88 B = 0.68 MiB (0.06 MiB counted as 2 heads' scores)
+        r = _post(srv, g)  # 90^2 x 112 B = 0.87 MiB (0.06 MiB counted as 2 heads' scores)
     assert r.status_code == 400
     assert r.json()["error"] == (
         "input 'x': graph 0 has 90 nodes; model 'm' attends densely within each graph, so this request's 1 "
-        "graph(s) padded to 90 nodes need 0.7 MiB of attention scores per layer, above this server's 0.5 MiB "
+        "graph(s) padded to 90 nodes need 0.9 MiB of attention scores per layer, above this server's 0.5 MiB "
         "(send smaller graphs)"
     )
     np.testing.assert_equal(session.run(g)[0].shape, (90, 2))  # the session itself still runs it
