@@ -46,7 +46,13 @@ def exit_if_stop_is_not_heard(grace_s: float) -> None:
     signal's number to a wake-up fd at once (:func:`signal.set_wakeup_fd`); a thread waiting on it
     gives the handler ``grace_s`` to clean up, then ends the process with the signal's exit status.
     Such calls release the GIL, which is what lets the thread run. Call from the main thread, after
-    installing the handlers (the wake-up fd is written only for signals with a Python handler)."""
+    installing the handlers (the wake-up fd is written only for signals with a Python handler).
+
+    POSIX only: on Windows, whose Python 3.11 has no ``os.set_blocking`` for a pipe (added in 3.12),
+    the child would die before measuring anything; a stop there is not a signal another process sends
+    (``TerminateProcess`` ends the child outright), so the child keeps the handlers alone."""
+    if os.name != "posix":
+        return
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)  # the C handler must never block on it
     signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)

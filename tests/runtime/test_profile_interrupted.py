@@ -311,3 +311,23 @@ def test_a_measuring_child_inside_a_long_native_call_ends_when_stopped(signum: s
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_stop_watch_leaves_a_windows_child_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows' Python 3.11 (the oldest supported) has no ``os.set_blocking`` for a pipe: arming the
+    wake-up fd there raised AttributeError in every measuring child of ``gtc profile``, which then died
+    before measuring. Off POSIX it arms nothing: no wake-up fd, no watching thread."""
+    import signal
+    import threading
+
+    from runtime.children import exit_if_stop_is_not_heard
+
+    before = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(before)
+    threads = threading.active_count()
+    with monkeypatch.context() as m:  # Windows' os module as 3.11 has it, for this call only
+        m.setattr(os, "name", "nt")
+        m.delattr(os, "set_blocking")
+        exit_if_stop_is_not_heard(0.0)
+    assert signal.set_wakeup_fd(before) == before
+    assert threading.active_count() == threads
