@@ -213,11 +213,17 @@ def test_model_call_histogram_resolves_milliseconds() -> None:
 def test_a_child_whose_parent_stopped_reading_ends_quietly(monkeypatch) -> None:
     """Ctrl-C reaches the measuring child too, and the parent stops reading its events: the child's
     next write broke the pipe, and the user saw a KeyboardInterrupt + BrokenPipeError traceback
-    under the parent's ``interrupted`` line. Now it ends without raising."""
+    under the parent's ``interrupted`` line. Now it ends without raising. Run here, in pytest's own
+    process, so what the child arms for a real process is kept out of it: the stop watch (a thread that
+    would end pytest 10 s after a Ctrl-C) and its SIGTERM handler."""
     import io
     import os
+    import signal
 
     import runtime.profile as prof
+
+    monkeypatch.setattr("runtime.children.exit_if_stop_is_not_heard", lambda grace_s: None)
+    sigterm = signal.getsignal(signal.SIGTERM)
 
     class Broken(io.StringIO):
         def fileno(self) -> int:
@@ -242,6 +248,7 @@ def test_a_child_whose_parent_stopped_reading_ends_quietly(monkeypatch) -> None:
             prof._child_main()  # neither KeyboardInterrupt nor BrokenPipeError
     finally:
         os.close(write)
+        signal.signal(signal.SIGTERM, sigterm)
 
 
 def test_an_error_in_the_child_is_one_error_without_a_traceback(exported, capfd) -> None:
