@@ -184,6 +184,16 @@ def profile_cmd(
     seed: Annotated[int, typer.Option(min=0, help="Seed of the random graphs.")] = 0,
     device: DeviceOpt = None,
     cuda_graphs: CudaGraphsOpt = False,
+    max_attention_mib: Annotated[
+        float,
+        typer.Option(
+            callback=finite_number(1.0),
+            help="For a model that attends densely within each graph (GPS, Graphormer, GT's dense lowering) or "
+            "on the padded lowering: largest attention memory of one call per layer, in MiB (>= 1), counted as "
+            "gtc serve counts a request (same option and default there); a size and batch size above it is "
+            "refused before anything is measured.",
+        ),
+    ] = _LIMITS["max_attention_mib"],
 ) -> None:
     """Latency (mean, std, p50/p90/p99), graphs/s and peak RSS of one or more models on this CPU.
 
@@ -200,8 +210,9 @@ def profile_cmd(
     from gtcompress.errors import GTCompressError
     from runtime.backends import resolve_providers
     from runtime.profile import profile_models
+    from runtime.profile_cost import check_attention_memory
     from runtime.profile_report import report_tables, write_report
-    from runtime.session import is_checkpoint
+    from runtime.session import is_checkpoint, resolve_model_path
 
     labels = [n.strip() for n in names.split(",")] if names else None
     if labels is not None and len(labels) != len(models):
@@ -229,6 +240,13 @@ def profile_cmd(
         )
     if _providers(providers):
         resolve_providers(_providers(providers))  # one not in this ONNX Runtime build: before the progress bar
+    check_attention_memory(  # profile_models checks it too, but under the progress bar
+        [str(resolve_model_path(m)) for m in models],
+        [(n, b) for n in graph_sizes for b in batch_counts],
+        degree,
+        seed,
+        max_attention_mib,
+    )
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as bar:
@@ -253,6 +271,7 @@ def profile_cmd(
             progress=progress,
             device=device,
             cuda_graphs=cuda_graphs,
+            max_attention_mib=max_attention_mib,
         )
     for t in report_tables(report):
         console.print(t)

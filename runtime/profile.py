@@ -256,11 +256,15 @@ def profile_models(
     progress: Progress | None = None,
     device: str | None = None,
     cuda_graphs: bool = False,
+    max_attention_mib: float | None = None,
 ) -> dict[str, Any]:
     """Profile every model over threads × graph sizes × batch sizes; returns the report dict.
 
     ``isolate`` runs each (model, thread count) in its own pinned process (accurate RSS, no
-    interference); ``isolate=False`` measures in this process and restores the CPU affinity."""
+    interference); ``isolate=False`` measures in this process and restores the CPU affinity.
+    A configuration whose attention would take more than ``max_attention_mib`` a layer (``None``:
+    ``gtc serve``'s default limit), counted as the server counts a request, is refused before any
+    model is measured (:func:`runtime.profile_cost.check_attention_memory`)."""
     from runtime.errors import SessionError
     from runtime.session import is_checkpoint, resolve_model_path
 
@@ -293,6 +297,10 @@ def profile_models(
 
         tp = CheckpointProfiler(device, cuda_graphs, threads, configs, iterations, warmup, avg_degree, seed)
         tp.check([p for p in resolved if p in ckpts])
+    from runtime.profile_cost import DEFAULT_MAX_ATTENTION_MIB, check_attention_memory  # not in the children
+
+    limit = DEFAULT_MAX_ATTENTION_MIB if max_attention_mib is None else float(max_attention_mib)
+    check_attention_memory(resolved, configs, float(avg_degree), int(seed), limit)
     runs = {p: thread_runs(p, threads) for p in resolved if p not in ckpts}
     per_model = {p: len(r) * len(configs) + (1 if op_profile else 0) for p, r in runs.items()}
     total = sum(tp.steps if tp is not None and p in ckpts else per_model[p] for p in resolved)

@@ -16,21 +16,40 @@ work it bounds, so a refused request costs nothing but its validation.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from gtcompress.preprocess.batching import NumpyGraph
 from gtcompress.preprocess.layouts import degree_histogram, node_counts, padded_rows, padded_slots
 from gtcompress.preprocess.pe import pe_bytes, pe_work
-from gtcompress.preprocess.spec import Lowering
+from gtcompress.preprocess.spec import InputSpec, Lowering
 from runtime.batcher import MIB
 from runtime.errors import GraphTooLargeError, SessionError
-from runtime.session import GraphSession
 from runtime.spec import metadata_json
 
 if TYPE_CHECKING:  # served.py imports this module: the types only, for the checks' signatures
     from runtime.served import ServedModel, ServerLimits
+
+
+class CostedModel(Protocol):
+    """What the per-unit costs read of a model: a loaded :class:`runtime.session.GraphSession`, or a model
+    file's metadata alone (:class:`runtime.profile_cost.ModelFile`), so that ``gtc profile`` counts a
+    configuration as the server counts a request without loading the model first."""
+
+    @property
+    def path(self) -> Path | str: ...
+
+    @property
+    def spec(self) -> InputSpec: ...
+
+    @property
+    def metadata(self) -> dict[str, str]: ...
+
+    @property
+    def platform(self) -> str: ...
+
 
 #: Graphormer's per-head additions to one padded cell, in bytes: its spatial bias ``[B,L,L,H]`` and the
 #: biased scores ``[B,H,L,L]`` (float32), plus, with edge features, the scattered edge bias and its sum.
@@ -91,7 +110,7 @@ GPS_TOPK_TORCH_CELL_BYTES = 28
 TORCH_PLATFORM = "pytorch_libtorch"
 
 
-def attention_cell_bytes(session: GraphSession) -> int:
+def attention_cell_bytes(session: CostedModel) -> int:
     """Peak bytes per padded cell of one call's dense attention, for a model that attends densely within
     each graph; 0 for one that does not (edge lowerings, no heads left). Heads come from the exported
     model config; a model file without one counts 8.
@@ -132,7 +151,7 @@ def attention_cell_bytes(session: GraphSession) -> int:
     return (GPS_TORCH_HEAD_BYTES if torch_backend else GPS_HEAD_BYTES) * heads
 
 
-def _attention_topk(session: GraphSession, cfg: dict[str, Any]) -> int:
+def _attention_topk(session: CostedModel, cfg: dict[str, Any]) -> int:
     """The exported model config's ``attention_topk`` (0 without one): a sparsified GPS holds more a cell."""
     try:
         return int(cfg.get("attention_topk", 0) or 0)
@@ -140,7 +159,7 @@ def _attention_topk(session: GraphSession, cfg: dict[str, Any]) -> int:
         raise SessionError(f"{session.path}: metadata 'model_config' has no usable attention_topk ({e})") from None
 
 
-def _attention_layers(session: GraphSession, cfg: dict[str, Any]) -> int:
+def _attention_layers(session: CostedModel, cfg: dict[str, Any]) -> int:
     """Layers of the exported model config that attend (heads left; :func:`_config_heads` has checked
     the ``layers`` entries), or its ``num_layers`` where it lists none."""
     layers = cfg.get("layers") or []
@@ -152,7 +171,7 @@ def _attention_layers(session: GraphSession, cfg: dict[str, Any]) -> int:
         raise SessionError(f"{session.path}: metadata 'model_config' has no usable num_layers ({e})") from None
 
 
-def distance_hops(session: GraphSession) -> int:
+def distance_hops(session: CostedModel) -> int:
     """The hops of a Graphormer's shortest-path bins (``max_spd``): each is a MatMul of the padded
     ``[rows, L, L]`` adjacency, ``L^3`` multiply-adds a row, computed inside the model on every call
     (:func:`gtcompress.models.model.shortest_path_bins`), so its time grows with the cube of the largest
@@ -167,7 +186,7 @@ def distance_hops(session: GraphSession) -> int:
         raise SessionError(f"{session.path}: metadata 'model_config' has no usable max_spd ({e})") from None
 
 
-def _config_heads(session: GraphSession) -> tuple[dict[str, Any], int]:
+def _config_heads(session: CostedModel) -> tuple[dict[str, Any], int]:
     """The exported model config (empty without one) and its largest head count (8 without one)."""
     cfg = metadata_json(session.metadata, "model_config", str(session.path)) or {}
     try:  # a hand-edited entry: refused at load, where a wrong count would let requests past the memory limit
@@ -178,7 +197,7 @@ def _config_heads(session: GraphSession) -> tuple[dict[str, Any], int]:
     return cfg, heads
 
 
-def slot_bytes(session: GraphSession) -> int:
+def slot_bytes(session: CostedModel) -> int:
     """Peak bytes per neighbour-list slot of one call of a model on the ``padded`` lowering; 0 for
     another lowering or no heads left. Each slot gathers a hidden-wide row of ``h`` shared by keys
     and values, and its score, mask and weights per head; the layout's int64 source and edge ids and
@@ -227,6 +246,22 @@ def check_slots(model: ServedModel, limits: ServerLimits, edge_index: np.ndarray
         )
 
 
+def attention_bytes(cell: int, counts: np.ndarray, *, packed: bool, limit: float = 0.0) -> tuple[int, int]:
+    """``(bytes, rows)`` of one layer's dense attention for graphs of ``counts`` nodes at ``cell`` bytes a
+    padded cell (:func:`attention_cell_bytes`): ``rows`` rows of the largest graph's square. One row a
+    graph is an upper bound when small graphs share rows (``packed``, GT): they are packed, as the layout
+    will pack them, only where that bound exceeds ``limit`` bytes, since packing costs O(graphs) and
+    the few requests the bound would refuse are the only ones it can change."""
+    graphs = int(counts.shape[0])
+    largest = int(counts.max()) if graphs else 0
+    rows = graphs
+    need = rows * largest**2 * cell
+    if need > limit and packed:
+        rows = padded_rows(counts, pack=True)
+        need = rows * largest**2 * cell
+    return need, rows
+
+
 def check_attention(model: ServedModel, limits: ServerLimits, counts: np.ndarray) -> None:
     """Refuse a request whose dense attention scores (graphs of ``counts`` nodes, each padded to the
     largest) would take more than ``max_attention_mib`` a layer."""
@@ -235,13 +270,8 @@ def check_attention(model: ServedModel, limits: ServerLimits, counts: np.ndarray
         return
     graphs = int(counts.shape[0])
     at = int(np.argmax(counts))
-    largest, rows = int(counts[at]), graphs
-    need = rows * largest**2 * cell
-    if need > limits.max_attention_mib * MIB and model.session.spec.packed:
-        # one row per graph is only an upper bound when small graphs share rows (GT): pack them, as the
-        # layout will, only for the few requests the bound would refuse
-        rows = padded_rows(counts, pack=True)
-        need = rows * largest**2 * cell
+    largest = int(counts[at])
+    need, rows = attention_bytes(cell, counts, packed=model.session.spec.packed, limit=limits.max_attention_mib * MIB)
     if need > limits.max_attention_mib * MIB:
         alone = largest**2 * cell <= limits.max_attention_mib * MIB
         advice = f"send graph {at} in a request of its own" if alone and graphs > 1 else "send smaller graphs"

@@ -1,0 +1,109 @@
+"""``gtc profile`` refuses a configuration whose attention memory is past the server's limit before any run:
+``--sizes 100000`` on a dense model padded attention to 100,000^2 cells after minutes of LapPE, and the
+OOM killer ended it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import runtime.profile
+from runtime.batcher import MIB
+from runtime.errors import SessionError
+from runtime.measure import make_graphs
+from runtime.profile import profile_models
+from runtime.profile_cost import DEFAULT_MAX_ATTENTION_MIB, attention_need, model_file
+from runtime.request_cost import attention_cell_bytes, slot_bytes
+from runtime.served import ServerLimits
+from runtime.session import GraphSession
+
+
+def _must_not_run(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a model was measured before the configuration was refused")
+
+
+def test_the_default_limit_is_the_servers() -> None:
+    assert DEFAULT_MAX_ATTENTION_MIB == ServerLimits().max_attention_mib == 2048.0
+
+
+def test_a_dense_size_past_the_limit_is_refused_before_any_run(exported, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node model (GT, dense, 2 heads with edge features) takes 78 B a cell, as the server counts it:
+    300 nodes are 6.7 MiB a layer, 200 nodes 2.98 MiB."""
+    path = str(exported["node"].path)
+    assert attention_cell_bytes(GraphSession(path)) == 78
+    monkeypatch.setattr(runtime.profile, "_run_isolated", _must_not_run)
+    monkeypatch.setattr(runtime.profile, "measure_model", _must_not_run)
+    want = (
+        f"profile: {path} at graph size 300 and batch size 2 needs an estimated 13.4 MiB of attention memory "
+        "per layer (2 padded 300x300 attention score matrices at 78 B a cell), above the limit of 5 MiB; "
+        "choose smaller --sizes or --batch-sizes, or raise --max-attention-mib"
+    )
+    with pytest.raises(SessionError) as e:
+        profile_models([path], graph_sizes=(300, 100), batch_sizes=(2,), max_attention_mib=5)
+    assert str(e.value) == want
+    with pytest.raises(SessionError, match=r"at graph size 100000 and batch size 1 needs an estimated 743,866\.0 MiB"):
+        profile_models([path], graph_sizes=(100_000,), batch_sizes=(1,))  # the server's default limit
+
+
+def test_a_size_within_the_limit_is_measured(exported) -> None:
+    rep = profile_models(
+        [str(exported["node"].path)],
+        graph_sizes=(200,),
+        batch_sizes=(1,),
+        threads=(1,),
+        iterations=2,
+        warmup=0,
+        op_profile=False,
+        isolate=False,
+        max_attention_mib=5,
+    )
+    assert [r["graph_nodes"] for r in rep["models"][0]["results"]] == [200]
+
+
+def test_padded_slots_are_counted_on_the_graphs_the_profile_builds(exported) -> None:
+    """The padded lowering's estimate is the slot count of the layout the profile's own random graphs get."""
+    path = str(exported["graph"].path)
+    sess = GraphSession(path)
+    cost = slot_bytes(sess)
+    assert cost > 0
+    prepared = sess.prepare(make_graphs(sess.spec, 500, 3, 4.0, 7))
+    nbr = [a for name, a in prepared.inputs.items() if name.startswith("nbr_src")]
+    assert nbr, sorted(prepared.inputs)
+    slots = sum(int(np.prod(a.shape)) for a in nbr)
+    need, what = attention_need(model_file(path), 500, 3, 4.0, 7)
+    assert (need, what) == (slots * cost, f"{slots:,} neighbour-list slots at {cost} B a slot")
+    with pytest.raises(SessionError, match=rf"at graph size 500 and batch size 3 needs an estimated {need / MIB:,.1f}"):
+        profile_models([path], graph_sizes=(500,), batch_sizes=(3,), avg_degree=4.0, seed=7, max_attention_mib=1)
+
+
+def test_an_edge_lowering_has_no_attention_memory(exported, tmp_path: Path) -> None:
+    from exporters.onnx import export_onnx
+    from tests.runtime.conftest import seeded_model
+
+    cfg = exported["graph"].model.config
+    out = tmp_path / "scatter.onnx"
+    export_onnx(seeded_model(cfg), out, "scatter", verify_batches=1)
+    assert attention_need(model_file(str(out)), 100_000, 4, 4.0, 0) == (0, "")
+
+
+def test_the_cli_refuses_it_in_one_line_before_profiling(exported, tmp_path: Path, monkeypatch) -> None:
+    from cli.main import app
+
+    monkeypatch.setattr(runtime.profile, "profile_models", _must_not_run)
+    path = exported["node"].path
+    res = CliRunner().invoke(app, ["profile", str(path), "--sizes", "100000", "--out", str(tmp_path / "p")])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in res.output, res.output
+    assert " ".join(lines[0].split()) == (
+        f"error: profile: {path} at graph size 100000 and batch size 1 needs an estimated 743,866.0 MiB of "
+        "attention memory per layer (1 padded 100000x100000 attention score matrices at 78 B a cell), above the "
+        "limit of 2,048 MiB; choose smaller --sizes or --batch-sizes, or raise --max-attention-mib"
+    )
+    res = CliRunner().invoke(
+        app, ["profile", str(path), "--sizes", "300", "--max-attention-mib", "5", "--out", str(tmp_path / "p")]
+    )
+    assert res.exit_code == 2 and "graph size 300 and batch size 1 needs an estimated 6.7 MiB" in res.output
