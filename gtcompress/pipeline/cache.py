@@ -23,11 +23,13 @@ from typing import Any
 
 from gtcompress.io import write_json
 
-__all__ = ["FINGERPRINTED", "StageCache", "code_fingerprint", "stage_key"]
+__all__ = ["FINGERPRINTED", "MANIFEST", "StageCache", "code_fingerprint", "stage_key"]
 
 #: The packages whose source decides what a stage produces. ``cli`` is not among them: it only turns
 #: options into a config, and the config is in every key already.
 FINGERPRINTED = ("gtcompress", "exporters", "trt_plugins", "runtime")
+#: The file in the run directory that records each finished stage.
+MANIFEST = "manifest.json"
 
 
 def stage_key(*parts: Any) -> str:
@@ -63,7 +65,7 @@ class StageCache:
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / "manifest.json"
+        path = self.root / MANIFEST
         if path.exists():
             try:
                 self.manifest = json.loads(path.read_text())
@@ -80,7 +82,7 @@ class StageCache:
         t = time.perf_counter()
         self.log(f"▶ {name}")
         if self.manifest.pop(name, None) is not None:  # a run killed inside fn() leaves no old key over new outputs
-            write_json(self.root / "manifest.json", self.manifest)
+            write_json(self.root / MANIFEST, self.manifest)
         result = fn()
         self.manifest[name] = {
             "key": key,
@@ -88,6 +90,6 @@ class StageCache:
             "result": result,
             "seconds": time.perf_counter() - t,
         }
-        write_json(self.root / "manifest.json", self.manifest)
+        write_json(self.root / MANIFEST, self.manifest)
         self.log(f"[green]✓ {name}[/] ({time.perf_counter() - t:.1f} s)")
         return result

@@ -25,7 +25,7 @@ from filelock import FileLock, Timeout
 
 from gtcompress.errors import ConfigError
 from gtcompress.pipeline import DEFAULT_OUT
-from gtcompress.pipeline.cache import StageCache, code_fingerprint, stage_key
+from gtcompress.pipeline.cache import MANIFEST, StageCache, code_fingerprint, stage_key
 from gtcompress.pipeline.config import PipelineConfig
 from gtcompress.pipeline.context import ModelArtifact, OnnxArtifact, RunContext, data_spec
 from gtcompress.pipeline.deploy_stages import export_stages, profile_stage, tensorrt_stages, triton_stage
@@ -53,8 +53,7 @@ def run_pipeline(
         config = PipelineConfig.default().with_overrides(config or {})
     config.check()
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file; the pipeline writes its run into a folder")
+    _check_run_folder(out)
     created = not out.exists()
     try:
         with _only_run(out):
@@ -110,16 +109,40 @@ def _only_run(out: Path) -> Iterator[None]:
         lock.release()
 
 
+def _check_run_folder(out: Path) -> None:
+    """Refuse an ``out`` the run would mix its files into: a file, or a non-empty folder that is not a
+    pipeline run (someone's data; ``gtc train``/``prune``/``sparsify`` refuse such an ``--out`` too). A new
+    or empty folder starts a run; one holding a run's :data:`~gtcompress.pipeline.cache.MANIFEST` or lock
+    resumes it (a run that failed before its first stage finished keeps its lock beside what it wrote:
+    :func:`_remove_empty_dirs`)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; the pipeline writes its run into a folder")
+    if not out.is_dir():
+        return
+    names = sorted(p.name for p in out.iterdir())
+    if not names or MANIFEST in names or LOCK_NAME in names:
+        return
+    held = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    raise ConfigError(
+        f"--out {out}: exists and is not a pipeline run (a non-empty folder with no {MANIFEST} or {LOCK_NAME}; "
+        f"it holds {held}); give a new or empty folder, or a previous run's folder to resume it"
+    )
+
+
 def _remove_empty_dirs(root: Path) -> None:
-    """Remove ``root`` and the directories under it that hold no file (but the run's lock); files and
-    what holds them stay (a finished stage's result is resumable)."""
+    """Remove the directories under ``root`` that hold no file, and ``root`` itself where only the run's
+    lock is left. Files and what holds them stay (a finished stage's result is resumable), and so does
+    the lock beside them: it marks the folder as a run that the next one resumes (:func:`_check_run_folder`)."""
     if root.is_symlink() or not root.is_dir():
         return
-    with contextlib.suppress(OSError):
-        (root / LOCK_NAME).unlink()
     for here, _, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
-        with contextlib.suppress(OSError):  # not empty
-            os.rmdir(here)
+        if Path(here) != root:
+            with contextlib.suppress(OSError):  # not empty
+                os.rmdir(here)
+    with contextlib.suppress(OSError):
+        if [p.name for p in root.iterdir()] == [LOCK_NAME]:
+            (root / LOCK_NAME).unlink()
+        os.rmdir(root)
 
 
 def _data_key(config: PipelineConfig) -> str:

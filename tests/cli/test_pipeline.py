@@ -39,6 +39,7 @@ pytestmark = pytest.mark.usefixtures("module_cache")
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("pipe") / "run"
+    out.mkdir()  # an empty folder given as --out takes a run as a new one would
     report = run_pipeline(load_config(None, TINY), out, log=lambda _: None)
     return out, report
 
@@ -382,6 +383,69 @@ def test_an_out_that_is_a_file_is_refused(tmp_path) -> None:
         run_pipeline(load_config(None, TINY), out, log=lambda _: None)
     assert str(e.value) == f"--out {out}: is a file; the pipeline writes its run into a folder"
     assert out.read_text() == "mine"
+
+
+def _no_stage(ctx):
+    raise AssertionError("a stage ran before the folder was refused")
+
+
+def test_an_out_holding_someone_elses_files_is_refused(tmp_path, monkeypatch) -> None:
+    """The run's stages were written beside the user's notes (``gtc train --out`` refuses such a folder)."""
+    monkeypatch.setattr(pipeline, "dense_models", _no_stage)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "data").mkdir()
+    with pytest.raises(ConfigError) as e:
+        run_pipeline(load_config(None, TINY), out, log=lambda _: None)
+    assert str(e.value) == (
+        f"--out {out}: exists and is not a pipeline run (a non-empty folder with no manifest.json or "
+        ".pipeline.lock; it holds data, notes.txt); give a new or empty folder, or a previous run's folder to "
+        "resume it"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["data", "notes.txt"] and not any((out / "data").iterdir())
+
+
+def test_gtc_pipeline_into_someone_elses_folder_is_one_line(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    monkeypatch.setattr(pipeline, "dense_models", _no_stage)
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt", "notes.txt"):
+        (out / name).write_text("mine")
+    res = CliRunner().invoke(app, ["pipeline", "--out", str(out)])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1, res.output
+    assert res.stderr.startswith(f"error: --out {out}: exists and is not a pipeline run"), res.stderr
+    assert "it holds a.txt, b.txt, c.txt and 1 more" in " ".join(res.stderr.split())
+
+
+def test_a_run_that_failed_before_its_first_stage_finished_resumes(tmp_path, monkeypatch) -> None:
+    """A new run that fails leaves what it wrote and its lock, which marks the folder as a run: the next
+    run resumes it rather than taking it for someone's folder. One that wrote nothing leaves nothing."""
+
+    def fails(ctx):
+        (ctx.out / "models").mkdir(parents=True, exist_ok=True)
+        (ctx.out / "models" / "partial.txt").write_text("written")
+        raise RuntimeError("stage failed")
+
+    monkeypatch.setattr(pipeline, "dense_models", fails)
+    out = tmp_path / "run"
+    for _ in range(2):  # the second run gets past the folder check to the stage again
+        with pytest.raises(RuntimeError, match="stage failed"):
+            run_pipeline(load_config(None, TINY), out, log=lambda _: None)
+        assert sorted(p.name for p in out.iterdir()) == [pipeline.LOCK_NAME, "models"]
+
+    def fails_at_once(ctx):
+        (ctx.out / "models").mkdir(parents=True, exist_ok=True)
+        raise RuntimeError("stage failed")
+
+    monkeypatch.setattr(pipeline, "dense_models", fails_at_once)
+    with pytest.raises(RuntimeError, match="stage failed"):
+        run_pipeline(load_config(None, TINY), tmp_path / "new", log=lambda _: None)
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_model_tensorrt_cannot_build_leaves_the_other_engines(monkeypatch, tmp_path) -> None:
