@@ -8,6 +8,7 @@ import math
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -45,19 +46,39 @@ def print_error(message: str) -> None:
     err_console.print(one_line, markup=False, highlight=False, soft_wrap=True)
 
 
+def print_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """``warning: MESSAGE`` as one line on stderr, in place of :func:`warnings.showwarning` while a
+    command runs: Python's own format adds the library's file and line number and the source line
+    that warned, two lines that tell a CLI user nothing they can act on."""
+    one_line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    err_console.print("[yellow]warning:[/]", end=" ")
+    err_console.print(one_line, markup=False, highlight=False, soft_wrap=True)
+
+
 def user_errors(fn: F) -> F:
     """Turn a :class:`GTCompressError` (a user mistake), or an ``OSError`` naming a file, into
     ``error: …`` on stderr and exit 2, and a Ctrl-C while the command runs into ``interrupted`` and exit
-    130. Once the command has ended, Ctrl-C is ignored (``cli.interrupts_ignored_from_now``)."""
+    130. Once the command has ended, Ctrl-C is ignored (``cli.interrupts_ignored_from_now``). Warnings
+    the command raises are shown as ``warning: …`` lines (:func:`print_warning`)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        shown = warnings.showwarning
         try:
             try:
                 interrupts_as_usual()  # the command's own: "interrupted", its clean-up (cli/__init__.py)
+                warnings.showwarning = print_warning
                 _import_numpy_first()
                 return fn(*args, **kwargs)
             finally:
+                warnings.showwarning = shown
                 # before the lines below print: one "interrupted" or error line, then the exit status is kept
                 interrupts_ignored_from_now()
         except GTCompressError as e:

@@ -58,6 +58,23 @@ def test_data_generate_size_help_names_only_what_it_generates() -> None:
     assert res.output.strip() == "error: unknown generated dataset 'molhiv'; expected pattern, cluster or csl"
 
 
+def test_a_cache_that_cannot_be_written_is_one_warning_line(tmp_path: Path) -> None:
+    """The dataset is generated and listed all the same; the warning was Python's two lines (the library's
+    file and line number, then its source line) under the table."""
+    import subprocess
+    import sys
+
+    (blocker := tmp_path / "a-file").write_text("")
+    env = {**os.environ, "GTCOMPRESS_CACHE": str(blocker / "cache"), "PYTHONPATH": str(Path(__file__).parents[2])}
+    args = [sys.executable, "-m", "cli.main", "data", "generate", "cluster", "--size", "4,2,2"]
+    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "CLUSTER" in res.stdout, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith(f"warning: could not write dataset cache {blocker / 'cache'}/cluster-"), res.stderr
+    assert lines[0].endswith(f"[Errno 20] Not a directory: '{blocker / 'cache'}'"), res.stderr
+
+
 def test_generate_train_eval_info(tmp_path: Path) -> None:
     res = _run("data", "generate", "cluster", "--size", "30,10,10", "--seed", "3")
     assert res.exit_code == 0, res.output
