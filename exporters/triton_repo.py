@@ -35,6 +35,7 @@ from pathlib import Path
 from gtcompress.errors import ConfigError
 from gtcompress.io import (
     copy_file_named,
+    dirs_made,
     make_temp_dir,
     recover_dead_dir_swaps,
     remove_path,
@@ -372,28 +373,28 @@ def write_model_repository(
     plan_meta = plan_metadata_text(model_file, spec) if model_file.suffix == ".plan" else None
     root = Path(repo) / name
     check_model_dir(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    recover_dead_dir_swaps(root)
-    tmp = make_temp_dir(root)
-    try:
-        _keep_unmanaged(root, tmp, str(version))
-        vdir = tmp / str(version)
-        vdir.mkdir(exist_ok=True)
-        shown = root / str(version)  # in errors: the folder the user will look for, not the temp one
-        copy_file_named(model_file, vdir / filename, shown / filename)
-        if plan_meta is not None:  # both variants: gtc serve reads it from a native repository too
-            write_text_named(vdir / PLAN_METADATA, plan_meta, shown / PLAN_METADATA)
-        if chosen == "python":
-            write_vendor(vdir, plan=model_file.suffix == ".plan", shown=shown)
-            write_text_named(vdir / "model.py", MODEL_PY, root / str(version) / "model.py")
-            text = python_config_pbtxt(name, spec, filename, options)
-        else:
-            text = config_pbtxt(name, spec, platform, kind, (options or PythonModelOptions()).instances)
-        write_text_named(tmp / "config.pbtxt", text, root / "config.pbtxt")  # a full disk: one error line
-        swap_dir_into_place(tmp, root)
-    except BaseException:
-        remove_path(tmp)
-        raise
+    with dirs_made(root.parent):  # a write that fails leaves no folder it made
+        recover_dead_dir_swaps(root)
+        tmp = make_temp_dir(root)
+        try:
+            _keep_unmanaged(root, tmp, str(version))
+            vdir = tmp / str(version)
+            vdir.mkdir(exist_ok=True)
+            shown = root / str(version)  # in errors: the folder the user will look for, not the temp one
+            copy_file_named(model_file, vdir / filename, shown / filename)
+            if plan_meta is not None:  # both variants: gtc serve reads it from a native repository too
+                write_text_named(vdir / PLAN_METADATA, plan_meta, shown / PLAN_METADATA)
+            if chosen == "python":
+                write_vendor(vdir, plan=model_file.suffix == ".plan", shown=shown)
+                write_text_named(vdir / "model.py", MODEL_PY, root / str(version) / "model.py")
+                text = python_config_pbtxt(name, spec, filename, options)
+            else:
+                text = config_pbtxt(name, spec, platform, kind, (options or PythonModelOptions()).instances)
+            write_text_named(tmp / "config.pbtxt", text, root / "config.pbtxt")  # a full disk: one error line
+            swap_dir_into_place(tmp, root)
+        except BaseException:
+            remove_path(tmp)
+            raise
     return root
 
 

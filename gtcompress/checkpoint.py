@@ -36,6 +36,7 @@ from gtcompress.errors import CheckpointError, ConfigError, json_limit
 from gtcompress.io import (
     WRITE_ERRNOS,
     current_umask,
+    dirs_made,
     make_temp_dir,
     recover_dead_dir_swaps,
     swap_dir_into_place,
@@ -117,35 +118,35 @@ def save_checkpoint(
     if reserved or any(Path(name).name != name for name in files or ()):
         raise CheckpointError(f"extra checkpoint files must be plain names other than {CONFIG}, {WEIGHTS} (reserved)")
     check_checkpoint_target(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    recover_dead_dir_swaps(target)
-    tmp = make_temp_dir(target)
-    try:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with dirs_made(target.parent):  # a save that fails leaves no folder it made
+        recover_dead_dir_swaps(target)
+        tmp = make_temp_dir(target)
         try:
-            save_file(state, str(tmp / WEIGHTS))
-        except SafetensorError as e:  # a full disk, a quota: not an OSError, so it was a traceback
-            raise CheckpointError(f"{target}: could not write {WEIGHTS} ({e})") from None
-        # safetensors creates the file 0600 (it writes through a temp of its own): renamed into place it
-        # was unreadable to everyone else (a teammate, a server running as another user), config.json not.
-        os.chmod(tmp / WEIGHTS, 0o666 & ~current_umask())
-        # Reserved keys always describe *these* weights, even when ``meta`` was read from a parent.
-        doc = {
-            **{k: v for k, v in (meta or {}).items() if k not in _RESERVED},
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "gtcompress_version": __version__,
-            "model": model.config.to_dict(),
-            "weights_sha256": _sha256(tmp / WEIGHTS),
-        }
-        _write_text(tmp, CONFIG, json.dumps(doc, indent=2, default=str) + "\n", target)
-        for name, text in (files or {}).items():
-            _write_text(tmp, name, text, target)
-        check_checkpoint_target(target)  # again: the target may have changed while we wrote
-        swap_dir_into_place(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+            try:
+                save_file(state, str(tmp / WEIGHTS))
+            except SafetensorError as e:  # a full disk, a quota: not an OSError, so it was a traceback
+                raise CheckpointError(f"{target}: could not write {WEIGHTS} ({e})") from None
+            # safetensors creates the file 0600 (it writes through a temp of its own): renamed into place it
+            # was unreadable to everyone else (a teammate, a server running as another user), config.json not.
+            os.chmod(tmp / WEIGHTS, 0o666 & ~current_umask())
+            # Reserved keys always describe *these* weights, even when ``meta`` was read from a parent.
+            doc = {
+                **{k: v for k, v in (meta or {}).items() if k not in _RESERVED},
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "gtcompress_version": __version__,
+                "model": model.config.to_dict(),
+                "weights_sha256": _sha256(tmp / WEIGHTS),
+            }
+            _write_text(tmp, CONFIG, json.dumps(doc, indent=2, default=str) + "\n", target)
+            for name, text in (files or {}).items():
+                _write_text(tmp, name, text, target)
+            check_checkpoint_target(target)  # again: the target may have changed while we wrote
+            swap_dir_into_place(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -150,30 +150,62 @@ def unwritable_reason(target: str | os.PathLike[str], *, inside: bool = False) -
 
 
 @contextmanager
+def dirs_made(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Make the directory ``path`` and its missing parents (``mkdir -p``) for the block; if the block
+    raises, remove again those this call made that are still empty, deepest first. A write that fails
+    (a full disk) then leaves no empty folder it made, and only those: a folder that existed, or that
+    another writer has put a file in meanwhile, stays."""
+    made: list[Path] = []
+    try:
+        missing = []
+        here = Path(path)
+        while not (here.exists() or here.is_symlink()) and here.parent != here:
+            missing.append(here)
+            here = here.parent
+        if not missing:
+            here.mkdir(exist_ok=True)  # a file or a broken link there: FileExistsError, as ``mkdir -p`` says
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+            except FileExistsError:  # made meanwhile by another writer: not ours to remove
+                if not d.is_dir():
+                    raise
+                continue
+            made.append(d)
+        yield
+    except BaseException:
+        for d in reversed(made):
+            with suppress(OSError):  # not empty (or gone): left as it is
+                d.rmdir()
+        raise
+
+
+@contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` only if the block succeeds.
 
-    Stale temps of ``path`` from killed writes are removed first (see :func:`remove_stale_temps`)."""
+    Stale temps of ``path`` from killed writes are removed first (see :func:`remove_stale_temps`); the
+    folders made for ``path`` are removed again if the write fails (:func:`dirs_made`)."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}-", suffix=".tmp", dir=target.parent)
-    try:  # mkstemp makes 0600: renamed into place, the file would be unreadable to everyone else
-        os.fchmod(fd, 0o666 & ~current_umask())
-    finally:
-        os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, target)
-    except OSError as e:
-        # A writer that writes through a file object (onnx.save, matplotlib's savefig) loses the name.
-        if (named := named_write_error(e, target)) is not None:
-            raise named from e
-        raise
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    with dirs_made(target.parent):
+        remove_stale_temps(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}-", suffix=".tmp", dir=target.parent)
+        try:  # mkstemp makes 0600: renamed into place, the file would be unreadable to everyone else
+            os.fchmod(fd, 0o666 & ~current_umask())
+        finally:
+            os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            os.replace(tmp_path, target)
+        except OSError as e:
+            # A writer that writes through a file object (onnx.save, matplotlib's savefig) loses the name.
+            if (named := named_write_error(e, target)) is not None:
+                raise named from e
+            raise
+        finally:
+            if tmp_path.exists():
+                tmp_path.unlink()
 
 
 #: The errors of a write that the disk refused, named after the target by :func:`atomic_path` (and by

@@ -295,6 +295,20 @@ def test_a_full_disk_while_writing_the_weights_is_a_checkpoint_error(tmp_path, m
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_failed_save_removes_only_the_folders_it_made(tmp_path, monkeypatch) -> None:
+    """A save onto a full disk into ``runs/new/ckpt`` left ``runs/new/`` empty behind its error."""
+    import errno
+
+    def full_disk(state, filename, metadata=None):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("gtcompress.checkpoint.save_file", full_disk)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(OSError, match="No space left on device"):
+        save_checkpoint(tmp_path / "runs" / "new" / "ckpt", _model())
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"] and list((tmp_path / "runs").iterdir()) == []
+
+
 @pytest.mark.parametrize("name", ["config.json", "compression_report.json"])
 def test_a_full_disk_after_the_weights_is_a_checkpoint_error(tmp_path, monkeypatch, name: str) -> None:
     """The weights fit, ``config.json`` or an extra file (``gtc prune``'s ``compression_report.json``)

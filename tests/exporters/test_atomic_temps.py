@@ -149,6 +149,32 @@ def test_a_full_disk_inside_the_block_names_the_target(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_failed_write_removes_only_the_folders_it_made(tmp_path: Path) -> None:
+    """``gtc export --out new/dir/g.onnx`` onto a full disk left ``new/dir/`` behind its error. The folders
+    the write made go, deepest first; one that was there before, or that another writer put a file in
+    meanwhile, stays."""
+    import errno
+
+    (tmp_path / "old").mkdir()
+    with pytest.raises(OSError), atomic_path(tmp_path / "old" / "new" / "dir" / "g.onnx") as tmp:
+        tmp.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert [p.name for p in tmp_path.iterdir()] == ["old"] and list((tmp_path / "old").iterdir()) == []
+    with pytest.raises(OSError), atomic_path(tmp_path / "a" / "b" / "g.onnx"):
+        (tmp_path / "a" / "theirs.txt").write_text("another writer's")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["theirs.txt"]
+
+
+def test_a_path_below_a_file_is_refused_as_mkdir_refuses_it(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("")
+    with pytest.raises(FileExistsError), atomic_path(tmp_path / "f" / "g.onnx"):
+        pass
+    with pytest.raises(NotADirectoryError), atomic_path(tmp_path / "f" / "sub" / "g.onnx"):
+        pass
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
 def test_other_errors_of_the_block_pass_unchanged(tmp_path: Path) -> None:
     """Only a write the disk refused is given the target's name: another OSError (a bug, or one that
     names its own file) is not disguised as a problem with the target."""

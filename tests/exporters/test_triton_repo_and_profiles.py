@@ -278,7 +278,7 @@ def test_a_full_disk_while_writing_the_repository_names_its_file(
     """The model file fits, ``config.pbtxt`` (or the python variant's ``model.py``) does not:
     ``Path.write_text`` reports that full disk naming no file, so ``gtc export --triton-repo`` ended in a
     traceback after the whole export. The error names the file as it would be in the repository, and the
-    half-built model directory is removed."""
+    half-built model directory is removed, with the repository folder the write made."""
     import errno
 
     real = Path.write_text
@@ -295,7 +295,7 @@ def test_a_full_disk_while_writing_the_repository_names_its_file(
         write_model_repository(tmp_path / "repo", "gt", model_file, _spec("dense"), backend=backend)
     where = tmp_path / "repo" / "gt" / ("config.pbtxt" if name == "config.pbtxt" else f"1/{name}")
     assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(where))
-    assert list((tmp_path / "repo").iterdir()) == []
+    assert list(tmp_path.iterdir()) == [model_file]
 
 
 @pytest.mark.parametrize(("backend", "name"), [("onnxruntime", "model.onnx"), ("python", "session.py")])
@@ -305,7 +305,7 @@ def test_a_full_disk_while_copying_into_the_repository_names_the_file_there(
     """``shutil.copyfile`` reports a full disk as ``source -> destination``, and the destination was the
     hidden temp folder the version is built in (``repo/.gt.tmp-…/1/model.onnx``): the error names the
     file as it would be in the repository (the model, or a vendored runtime module), and the
-    half-built folder is removed."""
+    half-built folder is removed, with the repository folder the write made."""
     import errno
     import shutil
 
@@ -324,7 +324,30 @@ def test_a_full_disk_while_copying_into_the_repository_names_the_file_there(
     version = tmp_path / "repo" / "gt" / "1"
     where = version / name if name == "model.onnx" else version / "vendor" / "runtime" / name
     assert (info.value.errno, info.value.filename, info.value.filename2) == (errno.ENOSPC, str(where), None)
-    assert list((tmp_path / "repo").iterdir()) == []
+    assert list(tmp_path.iterdir()) == [model_file]
+
+
+def test_a_failed_write_removes_only_the_folders_it_made(tmp_path, monkeypatch) -> None:
+    """``gtc export --triton-repo tiny/tr`` onto a full disk failed with the right error but left an empty
+    ``tiny/tr/``. The folders the write made go; one that was there before stays, as does its content."""
+    import errno
+
+    import exporters.triton_repo
+
+    def full_disk(src, dst, shown):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device", str(shown))
+
+    model_file = tmp_path / "m.onnx"
+    model_file.write_bytes(b"model bytes")
+    monkeypatch.setattr(exporters.triton_repo, "copy_file_named", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        write_model_repository(tmp_path / "tiny" / "tr", "gt", model_file, _spec("dense"))
+    assert list(tmp_path.iterdir()) == [model_file]
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "notes.txt").write_text("mine")
+    with pytest.raises(OSError, match="No space left on device"):
+        write_model_repository(tmp_path / "tiny" / "tr", "gt", model_file, _spec("dense"))
+    assert [p.name for p in (tmp_path / "tiny").iterdir()] == ["notes.txt"]
 
 
 def test_the_readme_states_the_size_of_vendor_as_written(tmp_path: Path) -> None:
