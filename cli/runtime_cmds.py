@@ -188,10 +188,8 @@ def profile_cmd(
         float,
         typer.Option(
             callback=finite_number(1.0),
-            help="For a model that attends densely within each graph (GPS, Graphormer, GT's dense lowering) or "
-            "on the padded lowering: largest attention memory of one call per layer, in MiB (>= 1), counted as "
-            "gtc serve counts a request (same option and default there); a size and batch size above it is "
-            "refused before anything is measured.",
+            help="Largest attention memory of one call per layer, in MiB (>= 1), counted as gtc serve counts a "
+            "request (same option and default); a size and batch size above it is refused before any run.",
         ),
     ] = _LIMITS["max_attention_mib"],
 ) -> None:
@@ -240,13 +238,8 @@ def profile_cmd(
         )
     if _providers(providers):
         resolve_providers(_providers(providers))  # one not in this ONNX Runtime build: before the progress bar
-    check_attention_memory(  # profile_models checks it too, but under the progress bar
-        [str(resolve_model_path(m)) for m in models],
-        [(n, b) for n in graph_sizes for b in batch_counts],
-        degree,
-        seed,
-        max_attention_mib,
-    )
+    runs = [(n, b) for n in graph_sizes for b in batch_counts]  # profile_models checks too, under the bar
+    check_attention_memory([str(resolve_model_path(m)) for m in models], runs, degree, seed, max_attention_mib)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as bar:
