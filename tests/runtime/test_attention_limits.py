@@ -127,16 +127,19 @@ def test_dense_gt_cell_bytes_cover_the_softmax_mask(tmp_path) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc (Linux)")
-def test_dense_gt_cell_bytes_cover_the_softmax_mask_with_edge_features(tmp_path) -> None:
-    """With edge features a GT's dense bias is per head, and the softmax's zeroing mask built from it
-    was per head too (boolean, then float32, every layer): an 8-head, 4-layer GT took 434 B a cell on
-    1,000 nodes, counted 402. The mask is the graph's (the shared edge-count bias), one a cell."""
+@pytest.mark.parametrize("arch", ["gt", "graphormer"])
+def test_dense_cell_bytes_cover_eight_heads_with_edge_features(tmp_path, arch: str) -> None:
+    """The widest cells measured, 8 heads and 4 layers with edge features on 1,000 nodes. GT: its dense
+    bias is per head, and the softmax's zeroing mask built from it was per head too (boolean, then
+    float32, every layer): 434 B a cell, counted 402; the mask is now the graph's (the shared edge-count
+    bias), one a cell. Graphormer: 270 B a cell, counted 208 when a head was counted 4 + 8 + 8 B (ONNX
+    Runtime's arena grows in larger steps with more heads, so a head's bytes rise with the heads)."""
     from gtcompress.models import ModelConfig
     from gtcompress.models.config import FeatureSpec
     from tests.runtime.conftest import seeded_model
 
     cfg = ModelConfig(
-        arch="gt",
+        arch=arch,
         node_features=FeatureSpec("float", 3),
         edge_features=FeatureSpec("float", 2),
         out_dim=2,
@@ -144,32 +147,7 @@ def test_dense_gt_cell_bytes_cover_the_softmax_mask_with_edge_features(tmp_path)
         heads=8,
         num_layers=4,
     )
-    path = export_onnx(seeded_model(cfg), tmp_path / "gt8.onnx", "dense", verify_batches=1).path
-    n = 1000
-    peak = _peak_bytes(path, n)
-    counted = n * n * attention_cell_bytes(GraphSession(path))
-    assert peak <= counted, f"peak {peak / n / n:.1f} B a cell for {n} nodes, counted {counted / n / n:.0f}"
-
-
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc (Linux)")
-def test_graphormer_cell_bytes_cover_eight_heads_with_edge_features(tmp_path) -> None:
-    """The widest Graphormer cell measured: 8 heads, 4 layers, edge features took 270 B a cell on
-    1,000 nodes, counted 208 when a head was counted 4 + 8 + 8 B (ONNX Runtime's arena grows in larger
-    steps with more heads, so a head's bytes rise with the heads)."""
-    from gtcompress.models import ModelConfig
-    from gtcompress.models.config import FeatureSpec
-    from tests.runtime.conftest import seeded_model
-
-    cfg = ModelConfig(
-        arch="graphormer",
-        node_features=FeatureSpec("float", 3),
-        edge_features=FeatureSpec("float", 2),
-        out_dim=2,
-        hidden=32,
-        heads=8,
-        num_layers=4,
-    )
-    path = export_onnx(seeded_model(cfg), tmp_path / "graphormer8.onnx", "dense", verify_batches=1).path
+    path = export_onnx(seeded_model(cfg), tmp_path / f"{arch}8.onnx", "dense", verify_batches=1).path
     n = 1000
     peak = _peak_bytes(path, n)
     counted = n * n * attention_cell_bytes(GraphSession(path))
