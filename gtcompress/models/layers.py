@@ -40,7 +40,7 @@ class GraphContext:
     edge_emb: Tensor | None = None
     layout: DenseLayout | None = None
     pad_bias: Tensor | None = None  # [B,1,1,L] key padding for complete-graph attention
-    spd: Tensor | None = None  # [B,L,L] clipped shortest-path distances (graphormer)
+    spd: Tensor | None = None  # [B,L,L] int32 shortest-path bins (graphormer; see shortest_path_bins)
     pair_index: Tensor | None = None  # [E] flattened (b, dst, src) index of each edge (graphormer)
     edge_dense: Tensor | None = None  # [B,1,L,L] log edge multiplicity (MASK: no edge): GT attention in dense layout
     edge_rows: Tensor | None = None  # [B,1,L,1] 1.0 where a node has an incoming edge (rows of edge_dense)
