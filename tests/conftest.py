@@ -1,11 +1,19 @@
 """Test-wide settings."""
 
+import signal
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+
+# A shell without job control starts a background command (`.ci/run &`, a CI step sent to the
+# background) with SIGINT ignored, and every child a test starts inherits that: the tests that send a
+# program Ctrl-C (tests/cli/test_interrupt_*.py, the profile's stop tests) then saw it ignored and
+# failed. The tests run as if started from a terminal; a test wanting SIGINT ignored sets it itself.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True, scope="session")
