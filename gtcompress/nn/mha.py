@@ -124,20 +124,10 @@ class MultiHeadAttention(nn.Module):
         out = sparse_graph_attention(q, k, v, rowptr, col, b, 1.0 / math.sqrt(self.head_dim))
         return self.o(out.reshape(h.shape[0], -1))
 
-    def dense(self, h: Tensor, attn_bias: Tensor, row_valid: Tensor | None = None, lift_masked: bool = False) -> Tensor:
-        """Attention on a padded batch ``h [B, L, dim]`` with ``attn_bias [B, 1|H, L, L]`` (see
-        :func:`dense_attention` for ``row_valid`` and ``lift_masked``)."""
+    def dense(self, h: Tensor, attn_bias: Tensor) -> Tensor:
+        """Attention on a padded batch ``h [B, L, dim]`` with ``attn_bias [B, 1|H, L, L]``."""
         q, k, v = (t.transpose(1, 2) for t in self.project(h))  # [B,H,L,D]
-        out = dense_attention(
-            q,
-            k,
-            v,
-            attn_bias,
-            dropout=self.dropout,
-            training=self.training,
-            row_valid=row_valid,
-            lift_masked=lift_masked,
-        )
+        out = self._attend(q, k, v, attn_bias)
         return self.o(out.transpose(1, 2).reshape(h.shape[0], h.shape[1], -1))
 
     def dense_nodes(
@@ -151,10 +141,24 @@ class MultiHeadAttention(nn.Module):
     ) -> Tensor:
         """:meth:`dense` on node rows ``h [N, dim]`` -> ``[N, dim]``: Q, K, V are projected per node and
         then padded (straight into the head-major layout), and O after unpadding, so no projection runs
-        on padding rows (same result: padded keys are masked, padded queries dropped). ``lift_masked``,
-        ``graph_bias``: see :func:`dense_attention`."""
+        on padding rows (same result: padded keys are masked, padded queries dropped). ``row_valid``,
+        ``lift_masked``, ``graph_bias``: see :func:`dense_attention`."""
         q, k, v = (layout.pad_heads(f(h), self.heads) for f in (self.q, self.k, self.v))
-        out = dense_attention(
+        out = self._attend(q, k, v, attn_bias, row_valid, lift_masked, graph_bias)
+        return self.o(layout.unpad_heads(out))
+
+    def _attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        attn_bias: Tensor,
+        row_valid: Tensor | None = None,
+        lift_masked: bool = False,
+        graph_bias: Tensor | None = None,
+    ) -> Tensor:
+        """:func:`dense_attention` with this module's dropout, in its training mode."""
+        return dense_attention(
             q,
             k,
             v,
@@ -165,4 +169,3 @@ class MultiHeadAttention(nn.Module):
             lift_masked=lift_masked,
             graph_bias=graph_bias,
         )
-        return self.o(layout.unpad_heads(out))
