@@ -25,7 +25,10 @@ graph size), so it is read from a pooling module when the model has one (``SumAg
 ``MeanAggregation``), taken from ``readout=``, or found by running both models on ``example=``;
 without any of these the import refuses rather than guess. ``example=`` also checks whatever
 ``readout`` says: an import that differs from the PyG model on it by more than
-:data:`EXAMPLE_TOLERANCE` is refused, naming the difference.
+:data:`EXAMPLE_TOLERANCE` is refused, naming the difference. Nor is the kind of positional
+encoding assumed (a transform outside the model computes it, and a deployment computes the
+model's kind for a graph sent without one): ``pe_kind=`` or ``example=``'s batch says it
+(:mod:`gtcompress.models.from_pyg_pe`).
 
 ``GINEConv(edge_dim=k)`` owns a per-layer edge ``Linear(k, channels)``; it maps to
 ``ModelConfig.gine_edge_dim = channels`` with the edge encoding zero-padded from ``k`` to
@@ -44,6 +47,7 @@ from torch import Tensor, nn
 from gtcompress.data.base import FeatureSpec
 from gtcompress.errors import UnsupportedModelError
 from gtcompress.models.config import ModelConfig
+from gtcompress.models.from_pyg_pe import PE_KINDS, pe_kind_for
 from gtcompress.models.model import GPS, build_model
 
 __all__ = ["EXAMPLE_TOLERANCE", "from_pyg"]
@@ -539,7 +543,7 @@ def from_pyg(
     edge_encoder: Spec = None,
     head: Spec = None,
     readout: str | None = None,
-    pe_kind: str = "rwse",
+    pe_kind: str | None = None,
     task_level: str = "graph",
     ignore: Sequence[str] = (),
     example: tuple[Any, Tensor] | None = None,
@@ -557,6 +561,10 @@ def from_pyg(
     * ``pe_encoder`` (a ``Linear(k, p)``, or ``Sequential(BatchNorm1d(k), Linear(k, p))``) and
       ``pe_norm`` (``BatchNorm1d(k)``): the PE of kind ``pe_kind`` (``"rwse"``/``"lap"``) is
       concatenated after the node encoding when ``p < channels``, added when ``p == channels``.
+    * ``pe_kind``: the transform the PE encoder was trained on, ``"rwse"`` (``AddRandomWalkPE``)
+      or ``"lap"`` (``AddLaplacianEigenvectorPE``); required with a PE encoder unless ``example``'s
+      encoding says it (named by its attribute, or RWSE as the runtime computes it), and checked
+      against that encoding (:func:`~gtcompress.models.from_pyg_pe.pe_kind_for`).
     * ``edge_encoder``: as ``node_encoder`` for ``edge_attr`` (used by GINE layers only).
     * ``head``: ``Linear`` / ``ReLU`` alternation whose widths halve (our ``mlp_head``), applied
       after the readout when ``task_level="graph"``.
@@ -580,7 +588,7 @@ def from_pyg(
         raise ValueError(f"task_level must be 'graph' or 'node', got {task_level!r}")
     if readout is not None and readout not in ("sum", "mean"):
         raise ValueError(f"readout must be 'sum' or 'mean', got {readout!r}")
-    if pe_kind not in ("rwse", "lap"):
+    if pe_kind is not None and pe_kind not in PE_KINDS:
         raise ValueError(f"pe_kind must be 'rwse' or 'lap', got {pe_kind!r}")
 
     layers = _resolve_convs(model, convs, ignore)
@@ -642,6 +650,7 @@ def from_pyg(
         p_out, k = st["weight"].shape
         if p_out > c:
             raise _err(pe_lin_p.path, pe_lin_p.module, f"a PE projection at most channels={c} wide, got {p_out}")
+        pe_kind = pe_kind_for(pe_kind, example, k, pe_lin_p.path)
         pe = {pe_kind: k}
         pe_dim = 0 if p_out == c else p_out
         pe_state = {f"pe_encoders.{pe_kind}.lin.{n}": v for n, v in st.items()}
@@ -717,7 +726,7 @@ def from_pyg(
         ours.train(model.training)
         if example is None:
             return ours
-        diffs[pool] = _example_diff(ours, example, pe_kind)
+        diffs[pool] = _example_diff(ours, example, pe_kind or "rwse")  # (no PE encoder: no kind used)
         if diffs[pool] <= EXAMPLE_TOLERANCE:
             return ours
     raise UnsupportedModelError(_mismatch(type(model).__name__, diffs, readout, pooled))

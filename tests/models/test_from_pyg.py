@@ -141,7 +141,7 @@ def test_example_model_matches() -> None:
     torch.manual_seed(0)
     src = ExampleGPS()
     warm_up(src, pyg_run)
-    ours = from_pyg(src, readout="sum")
+    ours = from_pyg(src, readout="sum", pe_kind="rwse")
     assert not ours.training
     cfg = ours.config
     assert (cfg.hidden, cfg.heads, cfg.pe, cfg.pe_dim) == (32, 4, {"rwse": 20}, 8)
@@ -167,7 +167,7 @@ def test_imported_model_round_trips_through_a_checkpoint(tmp_path: Path) -> None
     torch.manual_seed(4)
     src = ExampleGPS()
     warm_up(src, pyg_run)
-    ours = from_pyg(src, readout="sum")
+    ours = from_pyg(src, readout="sum", pe_kind="rwse")
     save_checkpoint(tmp_path / "ckpt", ours)
     back, _ = load_checkpoint(tmp_path / "ckpt")
     back.eval()
@@ -207,7 +207,9 @@ def test_bare_layer_list_with_explicit_parts_added_pe_no_norm() -> None:
         return head(x)  # node-level
 
     convs.eval()
-    ours = from_pyg(convs, node_encoder=node, edge_encoder=edge, pe_encoder=pe_lin, head=head, task_level="node")
+    ours = from_pyg(
+        convs, node_encoder=node, edge_encoder=edge, pe_encoder=pe_lin, head=head, task_level="node", pe_kind="rwse"
+    )
     assert ours.config.pe_dim == 0 and ours.config.norm == "none" and not ours.config.pe_norm
     b = molecules(SIZES, seed=3)
     with torch.no_grad():
@@ -336,8 +338,9 @@ def test_pooling_module_is_read() -> None:
 
 # ---------------------------------------------------------------- refusals
 def _raises(model: nn.Module, *names: str, **kw: object) -> None:
+    """``from_pyg(model, **kw)`` is refused naming ``names``; the models' PE is RWSE unless ``kw`` says."""
     with pytest.raises(UnsupportedModelError) as info:
-        from_pyg(model, **kw)  # type: ignore[arg-type]
+        from_pyg(model, **{"pe_kind": "rwse", **kw})  # type: ignore[arg-type]
     msg = str(info.value)
     for n in names:
         assert n in msg, msg
@@ -353,7 +356,7 @@ def test_parametrized_linear_is_imported_with_its_effective_weight() -> None:
     src.pe_lin = weight_norm(src.pe_lin)
     src.mlp[0] = weight_norm(src.mlp[0])
     warm_up(src, pyg_run)
-    ours = from_pyg(src, readout="sum")
+    ours = from_pyg(src, readout="sum", pe_kind="rwse")
     b = molecules(SIZES, seed=10)
     with torch.no_grad():
         assert max_diff(pyg_run(src, b), ours_run(ours, b)) <= TOL
@@ -403,7 +406,7 @@ def test_ignored_modules_are_never_used_by_the_import() -> None:
     with torch.no_grad():
         src.pe_norm.running_mean.fill_(0.7)
         src.pe_norm.running_var.fill_(3.0)
-    ours = from_pyg(src, readout="sum", ignore=["pe_norm"])
+    ours = from_pyg(src, readout="sum", pe_kind="rwse", ignore=["pe_norm"])
     assert not ours.config.pe_norm
     b = molecules(SIZES, seed=14)
     with torch.no_grad():

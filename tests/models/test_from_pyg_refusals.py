@@ -86,7 +86,7 @@ def test_refuses_unknown_modules_and_bad_widths() -> None:
     torch.manual_seed(0)
     src = ExampleGPS().eval()
     src.extra = nn.Linear(3, 3)
-    assert isinstance(from_pyg(src, ignore=["extra"], readout="sum"), GPS)
+    assert isinstance(from_pyg(src, ignore=["extra"], readout="sum", pe_kind="rwse"), GPS)
     m = ExampleGPS()
     m.node_emb = nn.Embedding(28, 30)
     _raises(m, "node_emb", "Embedding", "width 24")
