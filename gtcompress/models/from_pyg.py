@@ -532,6 +532,17 @@ def _check_covered(root: nn.Module, parts: list[_Part], ignore: Sequence[str]) -
         )
 
 
+def _uncompiled(model: nn.Module) -> nn.Module:
+    """The module ``torch.compile`` wrapped (its forward runs that module's, on the same weights). Read
+    as the model, the wrapper held everything under ``_orig_mod``, where no part is looked for: a
+    compiled example model was refused as "don't know the role of _orig_mod.node_emb, ..."."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    while isinstance(model, OptimizedModule):
+        model = model._orig_mod
+    return model
+
+
 # ---------------------------------------------------------------- entry point
 def from_pyg(
     model: nn.Module,
@@ -550,7 +561,7 @@ def from_pyg(
 ) -> GPS:
     """Convert a PyG model made of ``GPSConv`` layers into our :class:`GPS` with the same outputs.
 
-    ``model`` is a whole model (submodules found by the attribute names of PyG's
+    ``model`` is a whole model (or ``torch.compile`` of one; submodules found by the attribute names of PyG's
     ``examples/graph_gps.py``: ``node_emb``, ``pe_lin``, ``pe_norm``, ``edge_emb``, ``convs``,
     ``mlp``, and a few common alternatives) or a bare ``ModuleList``/``Sequential`` of ``GPSConv``
     (then encoders and head are only what the keywords pass). Each keyword takes an attribute path,
@@ -591,6 +602,7 @@ def from_pyg(
     if pe_kind is not None and pe_kind not in PE_KINDS:
         raise ValueError(f"pe_kind must be 'rwse' or 'lap', got {pe_kind!r}")
 
+    model = _uncompiled(model)
     layers = _resolve_convs(model, convs, ignore)
     _check_not_ignored("convs", layers, ignore)
     if not layers:

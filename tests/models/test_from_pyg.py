@@ -427,3 +427,15 @@ def test_ignored_modules_are_never_used_by_the_import() -> None:
         ignore=["pe_norm"],
     )
     _raises(src, "ignore='convs.0.attn': convs.0 (GPSConv) is a layer", readout="sum", ignore=["convs.0.attn"])
+
+
+def test_a_compiled_model_imports_as_the_module_it_wraps() -> None:
+    """``torch.compile(model)`` holds the model under ``_orig_mod``, where no part was looked for:
+    it was refused as "don't know the role of _orig_mod.node_emb (Embedding), ...\""""
+    torch.manual_seed(15)
+    src = ExampleGPS()
+    warm_up(src, pyg_run)
+    ours = from_pyg(torch.compile(src), readout="sum", pe_kind="rwse")
+    b = molecules(SIZES, seed=16)
+    with torch.no_grad():
+        assert max_diff(pyg_run(src, b), ours_run(ours, b)) <= TOL
