@@ -39,7 +39,7 @@ class GraphContext:
     lowering: Lowering  # how GT's edge attention is laid out (the layers dispatch on it)
     edge_emb: Tensor | None = None
     layout: DenseLayout | None = None
-    pad_bias: Tensor | None = None  # [B,1,1,L] key padding for complete-graph attention
+    pad_bias: Tensor | None = None  # [B,1,1,L] key padding: GPS's complete-graph attention (only there)
     spd: Tensor | None = None  # [B,L,L] int32 shortest-path bins (graphormer; see shortest_path_bins)
     pair_index: Tensor | None = None  # [E] flattened (b, dst, src) index of each edge (graphormer)
     edge_dense: Tensor | None = None  # [B,1,L,L] log edge multiplicity (MASK: no edge): GT attention in dense layout

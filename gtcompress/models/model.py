@@ -160,9 +160,7 @@ class GraphModel(nn.Module):
             build_layout(ctx, h.shape[0], dense=self.needs_dense)
         if self.needs_dense and ctx.layout is None:
             raise ValueError(f"{self.config.arch} needs the dense layout (node_slot, pad_mask)")
-        if ctx.layout is not None:
-            ctx.pad_bias = ctx.layout.key_padding_bias(h.dtype)
-        self.prepare(ctx)
+        self.prepare(ctx, h.dtype)
         return ctx
 
     def _check_attention_dropout(self, lowering: Lowering) -> None:
@@ -217,8 +215,9 @@ class GraphModel(nn.Module):
         max_nodes = int(counts.max()) if counts.numel() else 0
         return choose_lowering("gt", sizes=(num_graphs, max_nodes, int(edge_index.shape[1])))
 
-    def prepare(self, ctx: GraphContext) -> None:
-        """Architecture-specific additions to a context whose layout is set (none by default)."""
+    def prepare(self, ctx: GraphContext, dtype: torch.dtype) -> None:
+        """Architecture-specific additions to a context whose layout is set (none by default); float
+        biases are built in ``dtype``, the activations'. Each model builds only what its layers read."""
 
     def add_structure(self, h: Tensor, ctx: GraphContext) -> Tensor:
         """Hook for architecture-specific structural input encodings (identity by default)."""
@@ -282,7 +281,7 @@ class GraphTransformer(GraphModel):
     graphs (SBMs, molecules) batched MatMuls beat gather/scatter by an order of magnitude there.
     """
 
-    def prepare(self, ctx: GraphContext) -> None:
+    def prepare(self, ctx: GraphContext, dtype: torch.dtype) -> None:
         if ctx.lowering is Lowering.DENSE:
             # Once per forward, shared by every layer: the log-count bias and which rows have edges.
             ctx.edge_dense, ctx.edge_rows = ctx.layout.count_bias_and_rows(ctx.edge_index, ctx.batch)
@@ -298,28 +297,33 @@ class GPS(GraphModel):
         """GPS's attention has no edge bias: only GINE's messages read the edge encoding."""
         return config.local_conv == "gine"
 
-    def prepare(self, ctx: GraphContext) -> None:
+    def prepare(self, ctx: GraphContext, dtype: torch.dtype) -> None:
         if self.config.local_conv == "gin" and ctx.layout is not None:
             # GIN's sum over incoming edges as one batched MatMul with the edge-count matrix: on
             # dense small graphs far cheaper than a ScatterElements over E x hidden (ONNX Runtime).
             ctx.adj_counts = ctx.layout.edge_counts(ctx.edge_index, ctx.batch)
-        # TEDDY on attention edges (gtcompress.nn.attention_edges), built only where a layer attends:
-        # ``gtc prune`` may remove every attention sublayer of a sparsified GPS, and the [B, L, L] mask
-        # and bias then held 11 B a padded cell in eager torch that no layer read, while the server's
-        # memory count (no heads: 0 B a cell) let requests of any size through.
-        if self.config.attention_topk > 0 and any(layer.attn is not None for layer in self.layers):
-            assert ctx.layout is not None and ctx.pad_bias is not None
-            c = self.config
-            mask = attention_mask(ctx.edge_index, ctx.batch, ctx.layout, c.attention_topk, c.attention_score,
-                                  counts=ctx.adj_counts)  # fmt: skip
-            if ctx.lowering is Lowering.DENSE:
-                # The sparsified graph as a mask on the padded attention GPS has anyway: a few batched
-                # MatMuls. Run over its pairs (Gather + ScatterElements), the same function took 5-14x
-                # the dense GPS's time on ONNX Runtime CPU and 5x in eager torch (bench/HISTORY.md).
-                ctx.attn_bias, ctx.attn_rows = attention_bias(mask, ctx.layout, ctx.pad_bias.dtype)
-            if ctx.lowering is not Lowering.DENSE or self.token_pruned:
-                # the pair path: attention_layout "sparse"/"fused", and token-pruned layers (kept tokens only)
-                ctx.attn_edges = mask_pairs(mask, ctx.layout)
+        # The attention inputs are built only where a layer attends: ``gtc prune`` may remove every
+        # attention sublayer, and a sparsified GPS's [B, L, L] mask and bias then held 11 B a padded
+        # cell in eager torch that no layer read, while the server's memory count (no heads: 0 B a
+        # cell) let requests of any size through.
+        if all(layer.attn is None for layer in self.layers):
+            return
+        assert ctx.layout is not None
+        if self.config.attention_topk == 0:  # complete-graph attention: only the key padding is masked
+            ctx.pad_bias = ctx.layout.key_padding_bias(dtype)
+            return
+        # TEDDY on attention edges (gtcompress.nn.attention_edges)
+        c = self.config
+        mask = attention_mask(ctx.edge_index, ctx.batch, ctx.layout, c.attention_topk, c.attention_score,
+                              counts=ctx.adj_counts)  # fmt: skip
+        if ctx.lowering is Lowering.DENSE:
+            # The sparsified graph as a mask on the padded attention GPS has anyway: a few batched
+            # MatMuls. Run over its pairs (Gather + ScatterElements), the same function took 5-14x
+            # the dense GPS's time on ONNX Runtime CPU and 5x in eager torch (bench/HISTORY.md).
+            ctx.attn_bias, ctx.attn_rows = attention_bias(mask, ctx.layout, dtype)
+        if ctx.lowering is not Lowering.DENSE or self.token_pruned:
+            # the pair path: attention_layout "sparse"/"fused", and token-pruned layers (kept tokens only)
+            ctx.attn_edges = mask_pairs(mask, ctx.layout)
 
 
 class Graphormer(GraphModel):
@@ -332,7 +336,7 @@ class Graphormer(GraphModel):
         self.in_degree = nn.Embedding(config.max_degree + 1, config.hidden)
         self.out_degree = nn.Embedding(config.max_degree + 1, config.hidden)
 
-    def prepare(self, ctx: GraphContext) -> None:
+    def prepare(self, ctx: GraphContext, dtype: torch.dtype) -> None:
         """Shortest-path bins and edge pairs for the attention biases, only when some layer attends.
 
         A model whose every attention sublayer was pruned away reads neither, but computing them

@@ -352,3 +352,43 @@ def _two_nodes() -> GraphBatch:
 
 def _key(model: torch.nn.Module, module: torch.nn.Module) -> str:
     return next(name for name, m in model.named_modules() if m is module)
+
+
+#: (arch, attention_layout, attention_topk, token-pruned first layer, heads, reads the key padding bias)
+PAD_BIAS_CASES = [
+    ("gt", "sparse", 0, False, 2, False),
+    ("gt", "dense", 0, False, 2, False),
+    ("gt", "dense", 0, True, 2, False),
+    ("gps", "auto", 0, False, 2, True),
+    ("gps", "auto", 0, True, 2, True),  # the kept layer attends over the complete graph
+    ("gps", "sparse", 0, False, 2, True),
+    ("gps", "auto", 3, False, 2, False),
+    ("gps", "auto", 3, True, 2, False),
+    ("gps", "auto", 0, False, 0, False),  # every attention sublayer pruned
+    ("graphormer", "auto", 0, False, 2, False),
+    ("graphormer", "auto", 0, True, 2, False),
+]
+
+
+@pytest.mark.parametrize(("arch", "layout", "topk", "tokens", "heads", "reads"), PAD_BIAS_CASES)
+def test_key_padding_bias_is_built_only_where_a_layer_reads_it(
+    arch: str, layout: str, topk: int, tokens: bool, heads: int, reads: bool
+) -> None:
+    """Only GPS's complete-graph attention reads ``ctx.pad_bias``; GT masks with its edges, Graphormer
+    with the padding bin of its shortest-path bins, a sparsified GPS with its graph's bias. Built for
+    every model with a padded layout, it was a dead ``[B, 1, 1, L]`` Where per forward in eager torch."""
+    torch.manual_seed(0)
+    layers = [LayerSpec(heads=heads, ffn_dim=8, token_keep=0.5 if tokens else 1.0), LayerSpec(heads=heads, ffn_dim=8)]
+    cfg = ModelConfig(arch=arch, node_features=NODE, edge_features=EDGE, out_dim=2, hidden=16, layers=layers,
+                      attention_layout=layout, attention_topk=topk)  # fmt: skip
+    model = build_model(cfg).double().eval()
+    batch = collate(_graphs(4, 2))
+    h = torch.zeros(batch.num_nodes, 16, dtype=torch.float64)
+    ctx = model.context(h, batch.edge_index, batch.edge_attr, batch.batch, 4)
+    if not reads:
+        assert ctx.pad_bias is None
+        return
+    assert ctx.layout is not None and ctx.pad_bias is not None
+    assert ctx.pad_bias.dtype == torch.float64 and ctx.pad_bias.shape == (4, 1, 1, ctx.layout.max_nodes)
+    torch.testing.assert_close(ctx.pad_bias, ctx.layout.key_padding_bias(torch.float64), rtol=0, atol=0)
+    assert bool((ctx.pad_bias[:, 0, 0] == 0).eq(ctx.layout.valid).all())
