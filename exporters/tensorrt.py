@@ -16,6 +16,7 @@ from exporters.triton_repo import input_dims
 from gtcompress.errors import ConfigError, ModelFileError
 from gtcompress.preprocess.inputs import layout_input_base
 from gtcompress.preprocess.spec import InputSpec, Lowering
+from runtime.spec import plan_metadata_path
 
 
 @dataclass(frozen=True)
@@ -128,5 +129,5 @@ def build_engine(
     except EngineBuildError as e:  # a model TensorRT cannot take is the user's to change: no traceback
         raise ModelFileError(f"{e}; no engine was written (gtc export lists the operators TensorRT lacks)") from None
     # A .plan carries no metadata: the ONNX file's travels next to it (runtime.spec.plan_metadata).
-    write_json(path.with_name(path.name + ".json"), meta)
+    write_json(plan_metadata_path(path), meta)
     return path

@@ -44,6 +44,8 @@ from gtcompress.io import (
 )
 from gtcompress.preprocess.inputs import layout_input_base
 from gtcompress.preprocess.spec import InputSpec
+from runtime.errors import SessionError
+from runtime.spec import engine_metadata, model_spec, plan_metadata_path
 
 BACKENDS = ("auto", "python", "onnxruntime", "tensorrt")
 RAW_INPUTS = ("x", "edge_index", "edge_attr", "batch", "node_counts")  # what a raw-graph request carries
@@ -250,8 +252,8 @@ def write_vendor(vdir: Path, plan: bool = False, shown: Path | None = None) -> P
 
 
 #: The engine's metadata beside a TensorRT plan in a version directory, read before config.pbtxt
-#: (``runtime.spec.plan_metadata`` looks for ``<engine>.json`` first).
-PLAN_METADATA = "model.plan.json"
+#: (:func:`runtime.spec.plan_metadata` looks for ``<engine>.json`` first).
+PLAN_METADATA = plan_metadata_path(Path(PLATFORMS[".plan"][1])).name
 
 
 def plan_metadata_text(model_file: Path, spec: InputSpec) -> str | None:
@@ -259,37 +261,21 @@ def plan_metadata_text(model_file: Path, spec: InputSpec) -> str | None:
     it (:data:`PLAN_METADATA`); None for an engine that has none beside it.
 
     A plan carries no metadata of its own: ``gtc build`` writes the ONNX file's next to it as
-    ``<engine>.json``, else the ONNX file beside it is read (both as ``runtime.spec.plan_metadata``
-    does for ``gtc serve``). Without it the python variant would know config.pbtxt's input spec only,
-    and so could not hold an engine built from an export older than the float32 fixes of
-    :mod:`gtcompress.preprocess.legacy_range` to the feature range ``gtc serve`` holds it to. ``spec``
-    must be the engine's own: config.pbtxt would declare one and the model run the other."""
-    side = model_file.with_name(model_file.name + ".json")
-    onnx_file = model_file.with_suffix(".onnx")
-    if side.is_file():
-        source = side
-        try:
-            meta = json.loads(side.read_text())
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:  # json's limits raise the last two
-            raise ConfigError(f"{side}: not valid JSON ({e}); it holds the engine's ONNX metadata_props") from None
-        if not isinstance(meta, dict):
-            raise ConfigError(
-                f"{side}: must be a JSON object (the engine's ONNX metadata_props), got {type(meta).__name__}"
-            )
-    elif onnx_file.is_file():
-        from exporters.tensorrt import read_onnx_metadata  # it imports this module
-
-        source, meta = onnx_file, dict(read_onnx_metadata(onnx_file))
-    else:
-        return None
-    own = meta.get("input_spec")
-    if own is None:
-        raise ConfigError(f"{source}: no gtcompress input_spec in the engine's metadata (build it with gtc build)")
+    ``<engine>.json``, else the ONNX file beside it is read, both by the reader ``gtc serve`` and the
+    python variant use (:func:`runtime.spec.engine_metadata`), so the copy is written as they read it.
+    Without it the python variant would know config.pbtxt's input spec only, and so could not hold an
+    engine built from an export older than the float32 fixes of :mod:`gtcompress.preprocess.legacy_range`
+    to the feature range ``gtc serve`` holds it to. ``spec`` must be the engine's own: config.pbtxt
+    would declare one and the model run the other."""
     try:
-        own_spec = InputSpec.from_json(json.loads(own) if isinstance(own, str) else own)
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
-        raise ConfigError(f"{source}: its gtcompress input_spec is malformed ({e!r}); build the engine again") from None
-    if own_spec != spec:
+        found = engine_metadata(model_file)
+        if found is None:
+            return None
+        source, meta = found
+        own = model_spec(meta, str(source)).spec
+    except SessionError as e:  # nothing is written: refused as the repository's input, like every other
+        raise ConfigError(str(e)) from None
+    if own != spec:
         raise ConfigError(
             f"{model_file}: the input spec given is not the engine's own (metadata input_spec of {source}); "
             "pass that one, as runtime.session.GraphSession(engine).spec reads it"

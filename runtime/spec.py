@@ -195,12 +195,22 @@ def spec_from_pbtxt(text: str) -> dict[str, Any] | None:
     return json.loads(raw)
 
 
-def plan_metadata(path: Path) -> dict[str, str]:
-    """Metadata of a TensorRT engine, which has no ``metadata_props`` of its own.
+def plan_metadata_path(engine: Path) -> Path:
+    """Where a TensorRT engine's metadata lives: ``<engine>.json`` beside it (an engine has no
+    ``metadata_props``), as ``gtc build`` writes it and a Triton repository holds it (``model.plan.json``)."""
+    return engine.with_name(engine.name + ".json")
 
-    Looked up next to it, in order: ``<engine>.json`` (the ONNX ``metadata_props`` as a JSON
-    object), ``<stem>.onnx`` (its metadata), and a Triton repository's ``../config.pbtxt``."""
-    side = path.with_name(path.name + ".json")
+
+def engine_metadata(path: Path) -> tuple[Path, dict[str, str]] | None:
+    """The metadata of the TensorRT engine ``path`` and the file it came from, looked up beside it:
+    ``<engine>.json`` (:func:`plan_metadata_path`: the ONNX ``metadata_props`` as a JSON object), else
+    ``<stem>.onnx`` (its metadata); ``None`` where neither is there.
+
+    Values come back as ``metadata_props`` hold them, strings: a value that is JSON of its own (an
+    ``input_spec`` object, as a side file written by hand or before every value was a string holds
+    it) is given as its JSON text, so readers parse every file alike. The exporter writes a Triton
+    repository's copy from this (``exporters.triton_repo``), so it is read as it was written."""
+    side = plan_metadata_path(path)
     if side.is_file():
         try:
             data = json.loads(side.read_text())
@@ -212,10 +222,21 @@ def plan_metadata(path: Path) -> dict[str, str]:
             raise SessionError(f"{side}: {why}") from None
         if not isinstance(data, dict):
             raise SessionError(f"{side}: must be a JSON object (the ONNX metadata_props), got {type(data).__name__}")
-        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
+        return side, {k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
     onnx_file = path.with_suffix(".onnx")
     if onnx_file.is_file():
-        return onnx_metadata(onnx_file)
+        return onnx_file, onnx_metadata(onnx_file)
+    return None
+
+
+def plan_metadata(path: Path) -> dict[str, str]:
+    """Metadata of a TensorRT engine, which has no ``metadata_props`` of its own.
+
+    Looked up next to it, in order: ``<engine>.json`` and ``<stem>.onnx`` (:func:`engine_metadata`),
+    then a Triton repository's ``../config.pbtxt`` (the input spec alone)."""
+    found = engine_metadata(path)
+    if found is not None:
+        return found[1]
     pbtxt = path.parent.parent / "config.pbtxt"
     if pbtxt.is_file():
         try:
@@ -229,8 +250,9 @@ def plan_metadata(path: Path) -> dict[str, str]:
         if spec is not None:
             return {"input_spec": json.dumps(spec)}
     raise SessionError(
-        f"{path}: a TensorRT engine carries no input spec; put {side.name} (the ONNX metadata_props as JSON, "
-        f"which gtc build writes) or {onnx_file.name} next to it (from Python, GraphSession(..., spec=) also works)"
+        f"{path}: a TensorRT engine carries no input spec; put {plan_metadata_path(path).name} (the ONNX "
+        f"metadata_props as JSON, which gtc build writes) or {path.with_suffix('.onnx').name} next to it (from "
+        "Python, GraphSession(..., spec=) also works)"
     )
 
 

@@ -78,7 +78,7 @@ from runtime.protocol import InferRequest
 from runtime.request_cost import check_pe_memory, pe_memory
 from runtime.served import ServedModel, ServerLimits, finish_graph, mib_bytes, request_graph, run_items
 from runtime.session import GraphSession
-from runtime.spec import NUMPY_TO_KSERVE
+from runtime.spec import NUMPY_TO_KSERVE, plan_metadata_path
 from runtime.triton_params import (
     answer_each_call,
     check_parameter_names,
@@ -181,7 +181,7 @@ class GraphBatchModel:
             # config.pbtxt's input spec alone (a repository written before the engine's metadata was
             # copied beside it), or a .json without the model's config: whether the engine predates the
             # float32 fixes cannot be told
-            side = path.with_name(path.name + ".json")
+            side = plan_metadata_path(path)
             lacks = (
                 f"{side} has no model_config (the engine's metadata, which gtc build writes)"
                 if side.is_file()

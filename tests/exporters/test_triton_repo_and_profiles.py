@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from exporters.onnx import input_spec
+from exporters.onnx import IR_VERSION, OPSET, input_spec
 from exporters.tensorrt import GraphSize, optimisation_profile
 from exporters.triton_repo import PythonModelOptions, needs_preprocessing, resolve_backend, write_model_repository
 from gtcompress.data.base import FeatureSpec
@@ -370,14 +370,32 @@ def test_a_plan_takes_the_engines_metadata_into_the_repository(tmp_path, backend
     """``<engine>.json`` (what gtc build writes beside it) becomes ``model.plan.json``, where the runtime
     reads it before config.pbtxt: without it, the python variant knew the input spec alone, and not
     that the engine was built from an export it must hold to a feature range (tests/runtime/
-    test_legacy_range.py runs that). A later write without it leaves none of the old one behind."""
+    test_legacy_range.py runs that). A later write without it leaves none of the old one behind.
+
+    The round trip: the repository's copy, read by the runtime, is the engine's metadata as the runtime
+    reads it beside the engine, also for a side file holding values as JSON objects (written by hand, or
+    an input spec as an object), which the copy holds as metadata_props do, as strings."""
+    from runtime.spec import model_spec, plan_metadata
+
     spec = _spec("dense")
     engine = tmp_path / "gt.plan"
     engine.write_bytes(b"engine")
-    meta = {"input_spec": json.dumps(spec.to_json()), "model_config": "{}", "teddy": {"edges": 0.2}}
+    meta = {"input_spec": spec.to_json(), "model_config": "{}", "teddy": {"edges": 0.2}}
     (tmp_path / "gt.plan.json").write_text(json.dumps(meta))
     root = write_model_repository(tmp_path / "repo", "gt", engine, spec, backend=backend)
-    assert json.loads((root / "1" / "model.plan.json").read_text()) == meta
+    copied = plan_metadata(root / "1" / "model.plan")
+    assert (
+        copied
+        == plan_metadata(engine)
+        == {
+            "input_spec": json.dumps(spec.to_json()),
+            "model_config": "{}",
+            "teddy": '{"edges": 0.2}',
+        }
+    )
+    assert json.loads((root / "1" / "model.plan.json").read_text()) == copied  # every value a string
+    read = model_spec(copied, "model.plan.json")
+    assert read.spec == spec and read.teddy is not None and read.teddy.ratio == 0.2
     (tmp_path / "gt.plan.json").unlink()
     root = write_model_repository(tmp_path / "repo", "gt", engine, spec, backend=backend)
     assert not (root / "1" / "model.plan.json").exists()
@@ -399,7 +417,9 @@ def test_a_plan_beside_its_onnx_file_takes_that_files_metadata(tmp_path) -> None
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 5])],
     )
-    proto = helper.make_model(graph)
+    # the IR and opset the exporter writes: ONNX Runtime, which reads the metadata, takes no newer ones
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    proto.ir_version = IR_VERSION
     meta = {"input_spec": json.dumps(spec.to_json()), "model_config": '{"arch": "gt"}'}
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)
@@ -410,7 +430,9 @@ def test_a_plan_beside_its_onnx_file_takes_that_files_metadata(tmp_path) -> None
 
 
 def test_a_plan_whose_metadata_is_not_the_spec_given_is_refused_before_writing(tmp_path) -> None:
-    """config.pbtxt would declare one spec and the model run another."""
+    """config.pbtxt would declare one spec and the model run another. What the runtime cannot read (a
+    TEDDY entry out of range) is refused here too, as it reads it: a repository was written that
+    neither gtc serve nor Triton's python variant could then load."""
     spec, other = _spec("dense"), _spec("padded")
     engine = tmp_path / "gt.plan"
     engine.write_bytes(b"engine")
@@ -421,14 +443,18 @@ def test_a_plan_whose_metadata_is_not_the_spec_given_is_refused_before_writing(t
             f"{engine}: the input spec given is not the engine's own (metadata input_spec of {side}); pass that "
             "one, as runtime.session.GraphSession(engine).spec reads it",
         ),
-        ("[1]", f"{side}: must be a JSON object (the engine's ONNX metadata_props), got list"),
-        ("{}", f"{side}: no gtcompress input_spec in the engine's metadata (build it with gtc build)"),
+        ("[1]", f"{side}: must be a JSON object (the ONNX metadata_props), got list"),
+        ("{}", f"{side}: no gtcompress input_spec in its metadata (export it with `gtc export`)"),
+        (
+            json.dumps({"input_spec": json.dumps(spec.to_json()), "teddy": {"edges": 2}}),
+            f"{side}: metadata teddy 'edges' is the fraction of edges TEDDY removes, in [0, 1]; got 2",
+        ),
     ):
         side.write_text(text)
         with pytest.raises(ConfigError) as e:
             write_model_repository(tmp_path / "repo", "gt", engine, spec, backend="python")
         assert str(e.value) == message
     side.write_text("{bad")
-    with pytest.raises(ConfigError, match=r"gt\.plan\.json: not valid JSON \(.*\); it holds the engine's ONNX"):
+    with pytest.raises(ConfigError, match=r"gt\.plan\.json: not valid JSON \(.*\); it holds the ONNX metadata_props"):
         write_model_repository(tmp_path / "repo", "gt", engine, spec, backend="python")
     assert not (tmp_path / "repo").exists()
