@@ -113,7 +113,7 @@ def make_pool(
 
 # ---------------------------------------------------------------------------------- server process
 def _server_main(path: str, name: str, port: int, batching: bool, delay_ms: float, threads: int | None) -> None:
-    from runtime.batcher import BatchConfig
+    from runtime.packing import BatchConfig
     from runtime.server import serve
 
     cfg = BatchConfig(max_delay_ms=delay_ms) if batching else BatchConfig.disabled()

@@ -23,7 +23,7 @@ _LAZY = {
     "merge_graphs": "runtime.graphs",
     "split_output": "runtime.graphs",
     "TeddyConfig": "runtime.spec",
-    "BatchConfig": "runtime.batcher",
+    "BatchConfig": "runtime.packing",
     "DynamicBatcher": "runtime.batcher",
     "create_app": "runtime.server",
     "serve": "runtime.server",

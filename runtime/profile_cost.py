@@ -21,9 +21,9 @@ import numpy as np
 
 from gtcompress.preprocess.layouts import degree_histogram, merge_histograms, padded_slots
 from gtcompress.preprocess.spec import InputSpec
-from runtime.batcher import MIB
 from runtime.errors import SessionError
 from runtime.measure import make_graphs
+from runtime.packing import MIB
 from runtime.request_cost import TORCH_PLATFORM, attention_bytes, attention_cell_bytes, slot_bytes
 from runtime.served import ServerLimits
 

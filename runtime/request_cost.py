@@ -3,7 +3,7 @@ the refusal of a request that would cost more than the server's limits.
 
 Memory: bytes per padded cell of dense attention (:func:`attention_cell_bytes`) and per
 neighbour-list slot of the padded lowering (:func:`slot_bytes`), held to ``max_attention_mib``
-(:func:`check_attention`, :func:`check_slots`); :mod:`runtime.batcher` merges no more than they
+(:func:`check_attention`, :func:`check_slots`); :mod:`runtime.packing` merges no more than they
 allow. Time: the positional encodings the server computes and a Graphormer's shortest-path
 distances (:func:`distance_hops`), held to ``max_pe_work`` (:func:`check_work`). The encodings'
 working memory (:func:`pe_memory`) is charged against ``max_inflight_mib`` with the request's body
@@ -25,8 +25,8 @@ from gtcompress.preprocess.batching import NumpyGraph
 from gtcompress.preprocess.layouts import degree_histogram, node_counts, padded_rows, padded_slots
 from gtcompress.preprocess.pe import pe_bytes, pe_work
 from gtcompress.preprocess.spec import InputSpec, Lowering
-from runtime.batcher import MIB
 from runtime.errors import GraphTooLargeError, SessionError
+from runtime.packing import MIB
 from runtime.spec import metadata_json
 
 if TYPE_CHECKING:  # served.py imports this module: the types only, for the checks' signatures

@@ -24,7 +24,7 @@ from gtcompress.preprocess.layouts import node_counts as count_nodes
 from gtcompress.preprocess.legacy_range import largest_float, legacy_nan_reason, legacy_range
 from gtcompress.preprocess.pe import pe_function
 from gtcompress.preprocess.spec import InputSpec
-from runtime.batcher import MIB, BatchConfig, DynamicBatcher
+from runtime.batcher import DynamicBatcher
 from runtime.errors import (
     BatchVectorError,
     DTypeError,
@@ -43,6 +43,7 @@ from runtime.graphs import (
     prepare_validated,
     validate_graph,
 )
+from runtime.packing import MIB, BatchConfig
 from runtime.protocol import PREPROCESSED_PARAMETER, InferRequest
 from runtime.request_cost import (
     attention_cell_bytes,

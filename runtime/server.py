@@ -65,7 +65,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from gtcompress.preprocess.batching import NumpyGraph
-from runtime.batcher import BatchConfig, DynamicBatcher
+from runtime.batcher import DynamicBatcher
 from runtime.body import BodyClock, ClientDisconnected, InflightBudget, Lease, read_body, receive_chunks
 from runtime.errors import (
     BodyTimeoutError,
@@ -80,6 +80,7 @@ from runtime.headers import request_headers
 from runtime.http_head import client_left
 from runtime.metrics import Metrics, outcome_of
 from runtime.net import listen_sockets
+from runtime.packing import BatchConfig
 from runtime.protocol import (
     HEADER_LENGTH,
     InferRequest,

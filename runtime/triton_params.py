@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from runtime.batcher import BatchConfig
 from runtime.errors import SessionError
+from runtime.packing import BatchConfig
 from runtime.served import ServerLimits
 
 MODEL_FILES = ("model.onnx", "model.plan")

@@ -29,7 +29,7 @@ not charged to ``gtcompress_max_pe_work``, except where TEDDY computes them agai
 (:func:`runtime.served.request_graph`: dtypes, edge ids in range, finite features, categories,
 batch vectors, per-request size limits), sparsifies it with TEDDY when the model was fine-tuned
 that way, then packs the valid ones into disjoint unions within the soft limits
-(:func:`runtime.batcher.pack`), runs each union once and splits the output back per request. When
+(:func:`runtime.packing.pack`), runs each union once and splits the output back per request. When
 one ``execute`` runs several unions, each request is answered through its response sender as soon
 as its union's call ends (a bad one before any call), not when the whole ``execute`` does: 32 LapPE
 requests of 1,900 nodes make 8 calls, and returning the answers together made every client wait
@@ -71,9 +71,9 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 
 from gtcompress.errors import GTCompressError
-from runtime.batcher import BatchConfig, GraphRequest, pack, past_limits
 from runtime.errors import InputError, ProtocolError, ShapeError
 from runtime.heap import release_heap
+from runtime.packing import BatchConfig, GraphRequest, pack, past_limits
 from runtime.protocol import InferRequest
 from runtime.request_cost import check_pe_memory, pe_memory
 from runtime.served import ServedModel, ServerLimits, finish_graph, mib_bytes, request_graph, run_items

@@ -22,8 +22,8 @@ from exporters.onnx import export_onnx
 from gtcompress.preprocess import NumpyGraph
 from gtcompress.preprocess.batching import largest_graph, union_graphs
 from gtcompress.preprocess.layouts import bucketed_layout, dense_layout, padded_rows
-from runtime.batcher import MIB, BatchConfig, GraphRequest, fits, pack
 from runtime.errors import SessionError
+from runtime.packing import MIB, BatchConfig, GraphRequest, fits, pack
 from runtime.protocol import InferRequest
 from runtime.request_cost import attention_cell_bytes
 from runtime.served import request_graph

@@ -128,7 +128,7 @@ def test_serve_refuses_a_batching_delay_the_batcher_cannot_wait(app, exported, m
     import typer
 
     import runtime.server
-    from runtime.batcher import MAX_DELAY_MS
+    from runtime.packing import MAX_DELAY_MS
 
     monkeypatch.setattr(runtime.server, "serve", _must_not_run)
     res = runner.invoke(app, ["serve", str(exported["node"].path), "--max-delay-ms", "inf"])

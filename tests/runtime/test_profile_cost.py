@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 import runtime.profile
-from runtime.batcher import MIB
 from runtime.errors import SessionError
 from runtime.measure import make_graphs
+from runtime.packing import MIB
 from runtime.profile import profile_models
 from runtime.profile_cost import DEFAULT_MAX_ATTENTION_MIB, attention_need, model_file
 from runtime.request_cost import attention_cell_bytes, slot_bytes
