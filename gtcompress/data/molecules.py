@@ -42,7 +42,7 @@ import torch
 
 from gtcompress.data.base import DatasetInfo, FeatureSpec, GraphDataset
 from gtcompress.data.cache import cached
-from gtcompress.data.tu import line_of, read_table
+from gtcompress.data.split_files import read_split_ids, split_paths
 from gtcompress.errors import DataFormatError, GTCompressError
 from gtcompress.graph import GraphBatch
 
@@ -101,7 +101,6 @@ _BOND_LISTS = ("possible_bond_type_list", "possible_bond_stereo_list", "possible
 ATOM_FEATURE_DIMS: list[int] = [len(ALLOWABLE_FEATURES[k]) for k in _ATOM_LISTS]  # [119,5,12,12,10,6,6,2,2]
 BOND_FEATURE_DIMS: list[int] = [len(ALLOWABLE_FEATURES[k]) for k in _BOND_LISTS]  # [5, 6, 2]
 
-_SPLIT_FILES = (("train", "train"), ("val", "valid"), ("test", "test"))  # (ours, OGB file stem)
 _HIV_FILES = ("HIV.csv.gz", "HIV.csv")
 _HIV_VERSION = 1  # bump when the featurisation changes: it is part of the cache key
 
@@ -443,15 +442,15 @@ def load_molhiv(
             "shared/data does) or HIV.csv.gz itself"
         )
     split_dir = _find_split_dir(root)
-    split_paths = {ours: split_dir / f"{theirs}.csv.gz" for ours, theirs in _SPLIT_FILES}
-    for p in split_paths.values():
+    paths = split_paths(split_dir)
+    for p in paths.values():
         if not p.is_file():
             raise DataFormatError(f"missing file: {p}")
     limits = _per_split_limits(limit)
 
     def build(stacklevel: int = 4) -> GraphDataset:  # 4: warn at the caller of load_molhiv via cached
         smiles, labels = _read_hiv_csv(csv_path)
-        splits = _read_splits(split_paths, len(smiles), csv_path)
+        splits = read_split_ids(paths, len(smiles), "row id", f" ({csv_path.name} has {len(smiles)} rows)")
         if limits is not None:
             splits = {k: _limit_split(v, labels, n) for (k, v), n in zip(splits.items(), limits, strict=True)}
         partial_rows: list[int] = []
@@ -489,29 +488,6 @@ def load_molhiv(
         "version": _HIV_VERSION,
         "limit": limits,
         "rdkit": _rdkit_version(),
-        "files": [_file_key(csv_path), *(_file_key(p) for p in split_paths.values())],
+        "files": [_file_key(csv_path), *(_file_key(p) for p in paths.values())],
     }
     return cached("ogbg-molhiv", params, build, cache_dir)
-
-
-def _read_splits(paths: dict[str, Path], num_rows: int, csv_path: Path) -> dict[str, np.ndarray]:
-    """Split row indices, checked to be in range and disjoint."""
-    out: dict[str, np.ndarray] = {}
-    seen = np.zeros(num_rows, dtype=bool)
-    for name, path in paths.items():
-        idx = read_table(path, np.int64, ncols=1)[:, 0]
-        if idx.size == 0:  # else training fails at its first evaluation, inside torch.cat(), naming nothing
-            raise DataFormatError(f"{path}: no row ids, so the {name} split is empty; every split needs at least one")
-        bad = np.flatnonzero((idx < 0) | (idx >= num_rows))
-        if bad.size:
-            raise DataFormatError(
-                f"{path}, line {line_of(path, bad[0])}: row {idx[bad[0]]} outside 0..{num_rows - 1} "
-                f"({csv_path.name} has {num_rows} rows)"
-            )
-        if len(np.unique(idx)) != len(idx):
-            raise DataFormatError(f"{path}: lists a row more than once")
-        if seen[idx].any():
-            raise DataFormatError(f"{path}: row {int(idx[seen[idx]][0])} is also in another split")
-        seen[idx] = True
-        out[name] = idx
-    return out

@@ -29,6 +29,7 @@ from gtcompress.data.molecules import (
     atom_feature_spec,
     bond_feature_spec,
 )
+from gtcompress.data.split_files import read_split_ids, split_paths
 from gtcompress.data.tu import folder_hint, line_of, open_text, read_table
 from gtcompress.errors import DataFormatError
 from gtcompress.graph import GraphBatch
@@ -54,7 +55,6 @@ OGB_MOL_TASKS: dict[str, TaskType] = {
 #: it scores otherwise: so that a run reports the number OGB's leaderboards compare.
 _METRIC: dict[TaskType, Metric] = {"binary": "rocauc", "regression": "rmse", "multiclass": "accuracy"}
 _DATASET_METRIC: dict[str, Metric] = {"ogbg-molmuv": "ap", "ogbg-molpcba": "ap"}
-_SPLIT_FILES = (("train", "train"), ("val", "valid"), ("test", "test"))
 
 
 def _read_labels(path: Path) -> np.ndarray:
@@ -213,24 +213,11 @@ def load_ogb(root: Path, name: str | None = None, split: str = "scaffold") -> Gr
     ]
 
     split_dir = root / "split" / split
-    splits: dict[str, list[GraphBatch]] = {}
-    seen = np.zeros(num_graphs, dtype=bool)
-    for ours, theirs in _SPLIT_FILES:
-        path = split_dir / f"{theirs}.csv.gz"
-        idx = read_table(path, np.int64, ncols=1)[:, 0]
-        if idx.size == 0:  # else training fails at its first evaluation, inside torch.cat(), naming nothing
-            raise DataFormatError(f"{path}: no graph ids, so the {ours} split is empty; every split needs at least one")
-        bad = np.flatnonzero((idx < 0) | (idx >= num_graphs))
-        if bad.size:
-            raise DataFormatError(
-                f"{path}, line {line_of(path, bad[0])}: graph id {idx[bad[0]]} outside 0..{num_graphs - 1}"
-            )
-        if len(np.unique(idx)) != len(idx) or seen[idx].any():
-            raise DataFormatError(f"{path}: a graph id is listed twice or also in another split")
-        seen[idx] = True
-        splits[ours] = [graphs[i] for i in idx.tolist()]
-    if not seen.all():
-        warnings.warn(f"{split_dir}: {int((~seen).sum())} graphs are in no split", stacklevel=2)
+    ids = read_split_ids(split_paths(split_dir), num_graphs, "graph id")
+    splits = {ours: [graphs[i] for i in idx.tolist()] for ours, idx in ids.items()}
+    unassigned = num_graphs - sum(len(idx) for idx in ids.values())  # the ids are distinct, in range
+    if unassigned:
+        warnings.warn(f"{split_dir}: {unassigned} graphs are in no split", stacklevel=2)
 
     task = _task_of(name, labels, raw / "graph-label.csv.gz")
     info = DatasetInfo(

@@ -180,10 +180,12 @@ def test_molhiv_bad_smiles_names_row(tmp_path: Path) -> None:
 
 def test_molhiv_bad_split_files(tmp_path: Path) -> None:
     root = _toy_hiv(tmp_path / "a", ["C", "CC"], [0, 1], {"train": [0], "valid": [0], "test": [1]})
-    with pytest.raises(DataFormatError, match=r"valid\.csv\.gz: row 0 is also in another split"):
+    with pytest.raises(DataFormatError, match=r"valid\.csv\.gz: row id 0 is also in another split"):
         load_molhiv(root, cache=False)
     root = _toy_hiv(tmp_path / "b", ["C", "CC"], [0, 1], {"train": [0], "valid": [5], "test": [1]})
-    with pytest.raises(DataFormatError, match=r"valid\.csv\.gz, line 1: row 5 outside 0\.\.1"):
+    with pytest.raises(
+        DataFormatError, match=r"valid\.csv\.gz, line 1: row id 5 outside 0\.\.1 \(HIV\.csv\.gz has 2 rows\)"
+    ):
         load_molhiv(root, cache=False)
     (root / "split_recomputed" / "scaffold" / "test.csv.gz").unlink()
     with pytest.raises(DataFormatError, match=r"missing file: .*test\.csv\.gz"):

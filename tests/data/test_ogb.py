@@ -186,10 +186,17 @@ def test_a_graph_without_nodes_is_refused(tmp_path: Path) -> None:
 
 
 def test_split_overlap_is_an_error(tmp_path: Path) -> None:
+    """Each error names the graph id (as ogbg-molhiv's reader of the same files did, now one reader)."""
     root = _toy(tmp_path / "toy")
-    _gz(root / "split" / "scaffold" / "test.csv.gz", "0\n")
-    with pytest.raises(DataFormatError, match=r"test\.csv\.gz: a graph id is listed twice or also in another split"):
+    path = root / "split" / "scaffold" / "test.csv.gz"
+    _gz(path, "0\n")
+    with pytest.raises(DataFormatError) as err:
         load_ogb(root)
+    assert str(err.value) == f"{path}: graph id 0 is also in another split"
+    _gz(path, "2\n\n2\n")
+    with pytest.raises(DataFormatError) as err:
+        load_ogb(root)
+    assert str(err.value) == f"{path}: lists graph id 2 more than once"
 
 
 def test_a_split_file_without_rows_is_an_error(tmp_path: Path) -> None:
