@@ -208,9 +208,8 @@ def profile_cmd(
     from gtcompress.errors import GTCompressError
     from runtime.backends import resolve_providers
     from runtime.profile import profile_models
-    from runtime.profile_cost import check_attention_memory
     from runtime.profile_report import report_tables, write_report
-    from runtime.session import is_checkpoint, resolve_model_path
+    from runtime.session import is_checkpoint
 
     labels = [n.strip() for n in names.split(",")] if names else None
     if labels is not None and len(labels) != len(models):
@@ -238,16 +237,18 @@ def profile_cmd(
         )
     if _providers(providers):
         resolve_providers(_providers(providers))  # one not in this ONNX Runtime build: before the progress bar
-    runs = [(n, b) for n in graph_sizes for b in batch_counts]  # profile_models checks too, under the bar
-    check_attention_memory([str(resolve_model_path(m)) for m in models], runs, degree, seed, max_attention_mib)
-    with Progress(
+    # The bar opens on profile_models' first progress call, which comes after its own refusals (the
+    # attention memory of each size among them): those are then one error line, not a bar and the line.
+    bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    ) as bar:
-        task = bar.add_task("profiling", total=None)
+    )
+    task = bar.add_task("profiling", total=None)
 
-        def progress(done: int, total: int, what: str) -> None:
-            bar.update(task, completed=done, total=total, description=what)
+    def progress(done: int, total: int, what: str) -> None:
+        bar.start()  # a no-op once started
+        bar.update(task, completed=done, total=total, description=what)
 
+    try:
         report = profile_models(
             [str(m) for m in models],
             graph_sizes=graph_sizes,
@@ -266,6 +267,9 @@ def profile_cmd(
             cuda_graphs=cuda_graphs,
             max_attention_mib=max_attention_mib,
         )
+    finally:
+        if bar.live.is_started:  # stopping one never started still prints a blank line off a terminal
+            bar.stop()
     for t in report_tables(report):
         console.print(t)
     paths = write_report(report, out)

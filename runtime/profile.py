@@ -264,7 +264,8 @@ def profile_models(
     interference); ``isolate=False`` measures in this process and restores the CPU affinity.
     A configuration whose attention would take more than ``max_attention_mib`` a layer (``None``:
     ``gtc serve``'s default limit), counted as the server counts a request, is refused before any
-    model is measured (:func:`runtime.profile_cost.check_attention_memory`)."""
+    model is measured (:func:`runtime.profile_cost.check_attention_memory`). ``progress`` is first called
+    with ``(0, total, ...)`` once every check has passed, then once a step."""
     from runtime.errors import SessionError
     from runtime.session import is_checkpoint, resolve_model_path
 
@@ -306,6 +307,8 @@ def profile_models(
     total = sum(tp.steps if tp is not None and p in ckpts else per_model[p] for p in resolved)
     done = 0
     models = []
+    if progress is not None:  # every refusal above comes before this first call (the CLI opens its bar on it)
+        progress(0, total, "profiling")
 
     def tick(what: str) -> None:
         nonlocal done

@@ -90,9 +90,11 @@ def test_an_edge_lowering_has_no_attention_memory(exported, tmp_path: Path) -> N
 
 
 def test_the_cli_refuses_it_in_one_line_before_profiling(exported, tmp_path: Path, monkeypatch) -> None:
+    """One line: no progress bar before it, though the refusal is profile_models' own."""
     from cli.main import app
 
-    monkeypatch.setattr(runtime.profile, "profile_models", _must_not_run)
+    monkeypatch.setattr(runtime.profile, "_run_isolated", _must_not_run)
+    monkeypatch.setattr(runtime.profile, "measure_model", _must_not_run)
     path = exported["node"].path
     res = CliRunner().invoke(app, ["profile", str(path), "--sizes", "100000", "--out", str(tmp_path / "p")])
     assert res.exit_code == 2, res.output
@@ -107,3 +109,24 @@ def test_the_cli_refuses_it_in_one_line_before_profiling(exported, tmp_path: Pat
         app, ["profile", str(path), "--sizes", "300", "--max-attention-mib", "5", "--out", str(tmp_path / "p")]
     )
     assert res.exit_code == 2 and "graph size 300 and batch size 1 needs an estimated 6.7 MiB" in res.output
+
+
+def test_the_cli_counts_each_size_once(exported, tmp_path: Path, monkeypatch) -> None:
+    """The CLI checked every size before its progress bar and profile_models checked them all again (a
+    checkpoint loaded twice for it); the one check left is the library's, which the CLI's bar waits for."""
+    import runtime.profile_cost
+    from cli.main import app
+
+    checks: list[list[tuple[int, int]]] = []
+    check = runtime.profile_cost.check_attention_memory
+
+    def counted(paths: list[str], configs: list[tuple[int, int]], *args: object) -> None:
+        checks.append(list(configs))
+        return check(paths, configs, *args)
+
+    monkeypatch.setattr(runtime.profile_cost, "check_attention_memory", counted)
+    path = exported["node"].path
+    argv = ["profile", str(path), "--sizes", "8,12", "--batch-sizes", "1", "--threads", "1", "--iterations", "2"]
+    res = CliRunner().invoke(app, [*argv, "--warmup", "0", "--no-op-profile", "--no-isolate", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert checks == [[(8, 1), (12, 1)]]

@@ -87,8 +87,9 @@ def test_a_plan_is_measured_once_per_size_and_an_onnx_file_per_thread_count(meas
     ]
     assert prof.TENSORRT_NOTE in report["settings"]["notes"]
     # the progress bar counts what runs: 4 rows + the op breakdown for the plan, 3 × 4 + 1 for the ONNX file
-    assert ticks[-1] == (18, 18, "done") and [t[0] for t in ticks[:-1]] == list(range(1, 19))
-    assert ticks[0][2] == "gt.plan · TensorRT" and ticks[5][2] == "gt.onnx · 1 thread"
+    assert ticks[0] == (0, 18, "profiling") and ticks[-1] == (18, 18, "done")
+    assert [t[0] for t in ticks[1:-1]] == list(range(1, 19))
+    assert ticks[1][2] == "gt.plan · TensorRT" and ticks[6][2] == "gt.onnx · 1 thread"
 
     console = Console(file=io.StringIO(), width=120, color_system=None)
     console.print(report_tables(report)[1])
