@@ -192,6 +192,25 @@ def profile_cmd(
             "request (same option and default); a size and batch size above it is refused before any run.",
         ),
     ] = _LIMITS["max_attention_mib"],
+    max_pe_work: Annotated[
+        float,
+        typer.Option(
+            callback=finite_number(1.0),
+            help="Largest work of the positional encodings (LapPE, RWSE) and a Graphormer's shortest-path "
+            "distances of one call (>= 1), in steps of the cube of each graph's nodes, about 30e9 a second on one "
+            "core, counted as gtc serve counts a raw request (same option and default); a size and batch size "
+            "above it is refused before any run.",
+        ),
+    ] = _LIMITS["max_pe_work"],
+    max_inflight_mib: Annotated[
+        float,
+        typer.Option(
+            callback=finite_number(0.001),
+            help="Largest working memory of the positional encodings of one call, in MiB (>= 0.001), counted as "
+            "gtc serve charges a raw request's encodings to its --max-inflight-mib (same option and default); a "
+            "size and batch size above it is refused before any run.",
+        ),
+    ] = _LIMITS["max_inflight_mib"],
 ) -> None:
     """Latency (mean, std, p50/p90/p99), graphs/s and peak RSS of one or more models on this CPU.
 
@@ -266,6 +285,8 @@ def profile_cmd(
             device=device,
             cuda_graphs=cuda_graphs,
             max_attention_mib=max_attention_mib,
+            max_pe_work=max_pe_work,
+            max_inflight_mib=max_inflight_mib,
         )
     finally:
         if bar.live.is_started:  # stopping one never started still prints a blank line off a terminal

@@ -257,14 +257,18 @@ def profile_models(
     device: str | None = None,
     cuda_graphs: bool = False,
     max_attention_mib: float | None = None,
+    max_pe_work: float | None = None,
+    max_inflight_mib: float | None = None,
 ) -> dict[str, Any]:
     """Profile every model over threads × graph sizes × batch sizes; returns the report dict.
 
     ``isolate`` runs each (model, thread count) in its own pinned process (accurate RSS, no
     interference); ``isolate=False`` measures in this process and restores the CPU affinity.
-    A configuration whose attention would take more than ``max_attention_mib`` a layer (``None``:
-    ``gtc serve``'s default limit), counted as the server counts a request, is refused before any
-    model is measured (:func:`runtime.profile_cost.check_attention_memory`). ``progress`` is first called
+    A configuration whose attention would take more than ``max_attention_mib`` a layer, whose positional
+    encodings would take more than ``max_inflight_mib`` while computed, or whose encodings and
+    shortest-path distances more than ``max_pe_work`` steps (``None``: ``gtc serve``'s default limits),
+    counted as the server counts a request, is refused before any model is measured
+    (:func:`runtime.profile_cost.check_costs`). ``progress`` is first called
     with ``(0, total, ...)`` once every check has passed, then once a step."""
     from runtime.errors import SessionError
     from runtime.session import is_checkpoint, resolve_model_path
@@ -298,10 +302,20 @@ def profile_models(
 
         tp = CheckpointProfiler(device, cuda_graphs, threads, configs, iterations, warmup, avg_degree, seed)
         tp.check([p for p in resolved if p in ckpts])
-    from runtime.profile_cost import DEFAULT_MAX_ATTENTION_MIB, check_attention_memory  # not in the children
+    from runtime import profile_cost as cost  # not in the children
 
-    limit = DEFAULT_MAX_ATTENTION_MIB if max_attention_mib is None else float(max_attention_mib)
-    check_attention_memory(resolved, configs, float(avg_degree), int(seed), limit)
+    def limit(value: float | None, default: float) -> float:
+        return default if value is None else float(value)
+
+    cost.check_costs(
+        resolved,
+        configs,
+        float(avg_degree),
+        int(seed),
+        limit(max_attention_mib, cost.DEFAULT_MAX_ATTENTION_MIB),
+        limit(max_pe_work, cost.DEFAULT_MAX_PE_WORK),
+        limit(max_inflight_mib, cost.DEFAULT_MAX_INFLIGHT_MIB),
+    )
     runs = {p: thread_runs(p, threads) for p in resolved if p not in ckpts}
     per_model = {p: len(r) * len(configs) + (1 if op_profile else 0) for p, r in runs.items()}
     total = sum(tp.steps if tp is not None and p in ckpts else per_model[p] for p in resolved)

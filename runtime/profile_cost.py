@@ -1,4 +1,5 @@
-"""The attention memory of one ``gtc profile`` configuration, refused past a limit before anything runs.
+"""What one ``gtc profile`` configuration costs (attention memory, positional encodings), refused past a
+limit before anything runs.
 
 A model that attends densely within each graph pads every graph of a call to the largest, and one on
 the ``padded`` lowering pads each node's incoming edges to its degree bucket's largest in-degree: a
@@ -8,6 +9,14 @@ killer ends after minutes of positional encodings. ``gtc serve`` refuses such a 
 same per-cell and per-slot costs, on the graphs it will build (:func:`runtime.measure.make_graphs`:
 ``batch`` graphs of ``nodes`` nodes, the padded lowering's slots read from their in-degrees), and
 refuses the first one past the same limit, with the same default, before any model is measured.
+
+The positional encodings the profile computes for each call (every kind the model takes: its random
+graphs carry none) and a Graphormer's shortest-path distances are held to the server's other two
+limits the same way: their work to ``max_pe_work`` (:func:`~gtcompress.preprocess.pe.pe_work`,
+:func:`runtime.request_cost.distance_hops`), the encodings' working memory to ``max_inflight_mib``
+(:func:`~gtcompress.preprocess.pe.pe_bytes`), which the server charges a raw request's encodings to.
+Unbounded, ``--sizes 100000`` on a GT with LapPE (estimated 186 GiB) or RWSE was accepted and ran for
+minutes in its first call's encodings.
 """
 
 from __future__ import annotations
@@ -19,16 +28,20 @@ from pathlib import Path
 
 import numpy as np
 
-from gtcompress.preprocess.layouts import degree_histogram, merge_histograms, padded_slots
+from gtcompress.preprocess.layouts import degree_histogram, merge_histograms, padded_rows, padded_slots
+from gtcompress.preprocess.pe import pe_bytes, pe_work
 from gtcompress.preprocess.spec import InputSpec
 from runtime.errors import SessionError
 from runtime.measure import make_graphs
 from runtime.packing import MIB
-from runtime.request_cost import TORCH_PLATFORM, attention_bytes, attention_cell_bytes, slot_bytes
+from runtime.request_cost import TORCH_PLATFORM, attention_bytes, attention_cell_bytes, distance_hops, slot_bytes
 from runtime.served import ServerLimits
+from runtime.spec import teddy_config
 
-#: ``gtc serve``'s default, so that a size the profile measures is one the server would answer.
+#: ``gtc serve``'s defaults, so that a size the profile measures is one the server would answer.
 DEFAULT_MAX_ATTENTION_MIB = ServerLimits.max_attention_mib
+DEFAULT_MAX_PE_WORK = ServerLimits.max_pe_work
+DEFAULT_MAX_INFLIGHT_MIB = ServerLimits.max_inflight_mib
 
 
 @dataclass(frozen=True)
@@ -75,27 +88,76 @@ def attention_need(model: ModelFile, nodes: int, batch: int, avg_degree: float, 
     return slots * cost, f"{slots:,} neighbour-list slots at {cost} B a slot"
 
 
-def check_attention_memory(
+@dataclass(frozen=True)
+class PeNeed:
+    """What the positional encodings and a Graphormer's shortest-path distances of one call cost, as the
+    server counts a raw request's (:func:`runtime.request_cost.pe_memory`, :func:`runtime.request_cost.check_work`)."""
+
+    bytes: int  # the encodings' working memory
+    encodings: str  # which, in words ("" for none)
+    work: float  # the encodings' and the distances' work, in n^3 steps
+    worked: str  # what the work is, in words
+
+
+def pe_need(model: ModelFile, nodes: int, batch: int, avg_degree: float) -> PeNeed:
+    """The :class:`PeNeed` of a call of ``batch`` random graphs of ``nodes`` nodes
+    (:func:`runtime.measure.make_graphs`)."""
+    counts = np.full(batch, nodes, dtype=np.int64)
+    edges = np.full(batch, max(1, round(avg_degree * nodes)), dtype=np.int64)  # make_graphs' edges a graph
+    teddy = teddy_config(model.metadata, model.spec, model.path) is not None  # its edges drop before the PE
+    kinds = dict(model.spec.pe)
+    need = sum(pe_bytes(kind, counts, edges, k, fewer_edges=teddy) for kind, k in kinds.items())
+    work = sum(pe_work(kind, counts, k) for kind, k in kinds.items())
+    encodings = f"positional encodings {', '.join(f'pe_{kind}' for kind in kinds)}" if kinds else ""
+    worked = [encodings] if kinds else []
+    hops = distance_hops(model)
+    if hops:
+        rows = padded_rows(counts, pack=True) if model.spec.packed else batch
+        work += float(hops) * rows * float(nodes) ** 3
+        worked.append(f"shortest-path distances ({hops} products of {rows} padded {nodes}x{nodes} matrices)")
+    return PeNeed(int(need), encodings, work, " and ".join(worked))
+
+
+def check_costs(
     paths: Sequence[str],
     configs: Sequence[tuple[int, int]],
     avg_degree: float,
     seed: int,
     max_attention_mib: float,
+    max_pe_work: float = DEFAULT_MAX_PE_WORK,
+    max_inflight_mib: float = DEFAULT_MAX_INFLIGHT_MIB,
 ) -> None:
     """Refuse (:class:`SessionError`) the first configuration ``(nodes, batch)`` of any model whose
-    attention would take more than ``max_attention_mib`` a layer, smallest sizes first, so that the
-    error names the smallest size refused."""
-    if not max_attention_mib > 0:
-        raise SessionError(f"profile: max_attention_mib must be positive, got {max_attention_mib!r}")
+    attention would take more than ``max_attention_mib`` a layer, whose positional encodings would take
+    more than ``max_inflight_mib`` while computed, or whose encodings and shortest-path distances more
+    than ``max_pe_work`` steps, smallest sizes first, so that the error names the smallest size refused."""
+    for name, value in (
+        ("max_attention_mib", max_attention_mib),
+        ("max_pe_work", max_pe_work),
+        ("max_inflight_mib", max_inflight_mib),
+    ):
+        if not value > 0:
+            raise SessionError(f"profile: {name} must be positive, got {value!r}")
     limit = max_attention_mib * MIB
     for path in paths:
         model = model_file(path)
         for nodes, batch in sorted(configs):
+            at = f"profile: {path} at graph size {nodes} and batch size {batch} needs an estimated"
+            advice = "choose smaller --sizes or --batch-sizes, or raise"
             need, what = attention_need(model, nodes, batch, avg_degree, seed)
             if need > limit:
                 raise SessionError(
-                    f"profile: {path} at graph size {nodes} and batch size {batch} needs an estimated "
-                    f"{need / MIB:,.1f} MiB of attention memory per layer ({what}), above the limit of "
-                    f"{max_attention_mib:,g} MiB; choose smaller --sizes or --batch-sizes, or raise "
-                    "--max-attention-mib"
+                    f"{at} {need / MIB:,.1f} MiB of attention memory per layer ({what}), above the limit of "
+                    f"{max_attention_mib:,g} MiB; {advice} --max-attention-mib"
+                )
+            pe = pe_need(model, nodes, batch, avg_degree)
+            if pe.bytes > max_inflight_mib * MIB:
+                raise SessionError(
+                    f"{at} {pe.bytes / MIB:,.1f} MiB of memory to compute its {pe.encodings}, above the limit of "
+                    f"{max_inflight_mib:,g} MiB (gtc serve's --max-inflight-mib); {advice} --max-inflight-mib"
+                )
+            if pe.work > max_pe_work:
+                raise SessionError(
+                    f"{at} {pe.work:.4g} steps of work for its {pe.worked}, above the limit of {max_pe_work:.4g} "
+                    f"(gtc serve's --max-pe-work); {advice} --max-pe-work"
                 )

@@ -4,6 +4,7 @@ OOM killer ended it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import runtime.profile
+from gtcompress.preprocess.pe import PE_GRAPH_WORK, pe_bytes
 from runtime.errors import SessionError
 from runtime.measure import make_graphs
 from runtime.packing import MIB
@@ -118,15 +120,98 @@ def test_the_cli_counts_each_size_once(exported, tmp_path: Path, monkeypatch) ->
     from cli.main import app
 
     checks: list[list[tuple[int, int]]] = []
-    check = runtime.profile_cost.check_attention_memory
+    check = runtime.profile_cost.check_costs
 
     def counted(paths: list[str], configs: list[tuple[int, int]], *args: object) -> None:
         checks.append(list(configs))
         return check(paths, configs, *args)
 
-    monkeypatch.setattr(runtime.profile_cost, "check_attention_memory", counted)
+    monkeypatch.setattr(runtime.profile_cost, "check_costs", counted)
     path = exported["node"].path
     argv = ["profile", str(path), "--sizes", "8,12", "--batch-sizes", "1", "--threads", "1", "--iterations", "2"]
     res = CliRunner().invoke(app, [*argv, "--warmup", "0", "--no-op-profile", "--no-isolate", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert checks == [[(8, 1), (12, 1)]]
+
+
+@pytest.fixture(scope="module")
+def lap_scatter(exported, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The ``graph`` model (LapPE k = 2) on the scatter lowering: no attention memory to bound."""
+    from exporters.onnx import export_onnx
+    from tests.runtime.conftest import seeded_model
+
+    out = tmp_path_factory.mktemp("lap-scatter") / "lap.onnx"
+    export_onnx(seeded_model(exported["graph"].model.config), out, "scatter", verify_batches=1)
+    return str(out)
+
+
+def test_positional_encodings_past_the_servers_memory_limit_are_refused_before_any_run(
+    lap_scatter: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--sizes 100000`` on a model with LapPE was accepted and ran for minutes in the first call's
+    encodings (scipy's shift-invert LU, counted at 186 GiB as the server counts a raw request's)."""
+    monkeypatch.setattr(runtime.profile, "_run_isolated", _must_not_run)
+    monkeypatch.setattr(runtime.profile, "measure_model", _must_not_run)
+    with pytest.raises(SessionError) as e:
+        profile_models([lap_scatter], graph_sizes=(100_000,), batch_sizes=(1,))
+    assert str(e.value) == (
+        f"profile: {lap_scatter} at graph size 100000 and batch size 1 needs an estimated 190,754.7 MiB of memory to "
+        "compute its positional encodings pe_lap, above the limit of 2,048 MiB (gtc serve's --max-inflight-mib); "
+        "choose smaller --sizes or --batch-sizes, or raise --max-inflight-mib"
+    )
+    with pytest.raises(SessionError, match=r"at graph size 100000 and batch size 1 needs an estimated 4e\+15 steps"):
+        profile_models([lap_scatter], graph_sizes=(100_000,), batch_sizes=(1,), max_inflight_mib=200_000)
+
+
+def test_positional_encoding_work_past_the_servers_limit_is_refused_before_any_run(
+    exported, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RWSE's memory stays bounded on large graphs (blocks of dense columns), its time does not: 5,000
+    nodes pass the node model's attention limit and take 3 x 5000^3 steps, past the server's 1.5e11."""
+    path = str(exported["node"].path)
+    monkeypatch.setattr(runtime.profile, "_run_isolated", _must_not_run)
+    monkeypatch.setattr(runtime.profile, "measure_model", _must_not_run)
+    with pytest.raises(SessionError) as e:
+        profile_models([path], graph_sizes=(5000, 100), batch_sizes=(2, 1))
+    assert str(e.value) == (
+        f"profile: {path} at graph size 5000 and batch size 1 needs an estimated 3.75e+11 steps of work for its "
+        "positional encodings pe_rwse, above the limit of 1.5e+11 (gtc serve's --max-pe-work); choose smaller "
+        "--sizes or --batch-sizes, or raise --max-pe-work"
+    )
+
+
+def test_a_graphormers_distances_count_as_work(exported) -> None:
+    """A Graphormer computes ``max_spd`` products of each padded row inside the model, on every call."""
+    from runtime.profile_cost import ModelFile, pe_need
+
+    spec = exported["node"].spec  # RWSE k = 4, not packed
+    cfg = {"arch": "graphormer", "heads": 2, "max_spd": 3}
+    model = ModelFile("g.onnx", spec, {"model_config": json.dumps(cfg)}, "onnxruntime_onnx")
+    need = pe_need(model, 1000, 2, 4.0)
+    assert need.work == 3 * 2 * 1000**3 + 2 * (3 * 1000**3) + 2 * PE_GRAPH_WORK["rwse"]
+    assert (
+        need.worked
+        == "positional encodings pe_rwse and shortest-path distances (3 products of 2 padded 1000x1000 matrices)"
+    )
+    assert need.bytes == pe_bytes("rwse", np.array([1000, 1000]), np.array([4000, 4000]), 4) > 0
+
+
+def test_the_cli_refuses_encodings_past_the_limit_in_one_line(lap_scatter: str, tmp_path: Path, monkeypatch) -> None:
+    from cli.main import app
+
+    monkeypatch.setattr(runtime.profile, "_run_isolated", _must_not_run)
+    monkeypatch.setattr(runtime.profile, "measure_model", _must_not_run)
+    res = CliRunner().invoke(
+        app, ["profile", lap_scatter, "--sizes", "2000", "--max-inflight-mib", "50", "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and " ".join(lines[0].split()) == (
+        f"error: profile: {lap_scatter} at graph size 2000 and batch size 1 needs an estimated 91.9 MiB of memory "
+        "to compute its positional encodings pe_lap, above the limit of 50 MiB (gtc serve's --max-inflight-mib); "
+        "choose smaller --sizes or --batch-sizes, or raise --max-inflight-mib"
+    ), res.output
+    res = CliRunner().invoke(
+        app, ["profile", lap_scatter, "--sizes", "2000", "--max-pe-work", "1e9", "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 2 and "needs an estimated 8.004e+09 steps of work" in res.output, res.output

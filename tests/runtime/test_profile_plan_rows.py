@@ -53,7 +53,7 @@ def measured(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int | None, Any
     monkeypatch.setattr(prof, "measure_model", measure_model)
     monkeypatch.setattr(prof, "_model_entry", model_entry)
     # the files are stand-ins, not models: the attention-memory check before the runs would read them
-    monkeypatch.setattr(profile_cost, "check_attention_memory", lambda *args, **kwargs: None)
+    monkeypatch.setattr(profile_cost, "check_costs", lambda *args, **kwargs: None)
     return calls
 
 
