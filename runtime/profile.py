@@ -41,7 +41,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -115,6 +114,10 @@ def measure_model(
             emit({"kind": "ops", **ops})
 
 
+#: The op profile's scratch folders in the temp directory (ONNX Runtime's trace; :mod:`runtime.scratch`).
+OP_PROFILE_PREFIX = "gtc-ortprof-"
+
+
 def _op_profile(
     path: str,
     threads: int | None,
@@ -125,10 +128,15 @@ def _op_profile(
     avg_degree: float,
     seed: int,
 ) -> dict[str, Any]:
+    from runtime.scratch import OwnedScratch
     from runtime.session import GraphSession
 
-    with tempfile.TemporaryDirectory(prefix="gtc-ortprof-") as tmp:
-        sess = GraphSession(path, providers, threads=threads, inter_op_threads=1, profile_prefix=str(Path(tmp) / "ort"))
+    # Owned, not a TemporaryDirectory: a child ended without clean-up (SIGKILL, the OOM killer, the stop
+    # grace of _child_main) leaves its folder, and the next op profile removes it once its lock is free.
+    scratch = OwnedScratch(OP_PROFILE_PREFIX)
+    try:
+        prefix = str(scratch.path / "ort")
+        sess = GraphSession(path, providers, threads=threads, inter_op_threads=1, profile_prefix=prefix)
         if "onnxruntime" not in sess.platform:
             return {"threads": threads, "graph_nodes": config[0], "batch_size": config[1], "available": False}
         prepared = sess.prepare(make_graphs(spec, config[0], config[1], avg_degree, seed))
@@ -136,12 +144,15 @@ def _op_profile(
             sess.run_inputs(prepared.inputs)
         prof = sess.end_profiling()
         res = op_breakdown(prof, path) if prof else {}
+    finally:
+        scratch.cleanup()
     return {"threads": threads, "graph_nodes": config[0], "batch_size": config[1], "available": bool(res), **res}
 
 
 #: Seconds a measuring child stopped by SIGTERM or Ctrl-C has to clean up before it is ended regardless
 #: (:func:`runtime.children.exit_if_stop_is_not_heard`): its clean-up (the op profile's folder) takes
-#: milliseconds once Python hears the signal, which a native call can delay past any bound.
+#: milliseconds once Python hears the signal, which a native call can delay past any bound (a folder left
+#: then is the next op profile's to remove: :data:`OP_PROFILE_PREFIX`).
 STOP_GRACE_S = 10.0
 
 

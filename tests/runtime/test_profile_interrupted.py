@@ -331,3 +331,55 @@ def test_the_stop_watch_leaves_a_windows_child_as_it_was(monkeypatch: pytest.Mon
         exit_if_stop_is_not_heard(0.0)
     assert signal.set_wakeup_fd(before) == before
     assert threading.active_count() == threads
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="flock and SIGKILL: Linux here")
+def test_the_op_profile_folder_of_a_killed_child_is_removed_by_the_next_op_profile(
+    exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A measuring child ended without its clean-up (SIGKILL, the OOM killer, or the stop grace of
+    ``exit_if_stop_is_not_heard``, which exits at once) left its ``gtc-ortprof-*`` folder in the temp
+    directory for good. Killed here inside the profiled runs, at the moment it says so."""
+    import signal
+    import subprocess
+    import tempfile
+    import textwrap
+
+    from runtime.profile import OP_PROFILE_PREFIX, _op_profile
+    from runtime.session import GraphSession
+
+    path, spec = str(exported["node"].path), GraphSession(exported["node"].path).spec
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from runtime.profile import _op_profile
+        from runtime.session import GraphSession
+
+        def held(self, inputs):
+            print("inside", flush=True)
+            sys.stdin.read()  # until killed
+
+        GraphSession.run_inputs = held
+        sess = GraphSession({path!r})
+        _op_profile({path!r}, 1, None, sess.spec, (8, 1), 2, 4.0, 0)
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(root)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "inside\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(60)
+    assert child.returncode == -signal.SIGKILL
+    left = list(tmp_path.glob(f"{OP_PROFILE_PREFIX}*"))
+    assert len(left) == 1 and left[0].is_dir()
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    ops = _op_profile(path, 1, None, spec, (8, 1), 2, 4.0, 0)
+    assert ops["available"] is True
+    assert list(tmp_path.glob(f"{OP_PROFILE_PREFIX}*")) == []  # the dead child's, and this one's own
