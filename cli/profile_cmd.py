@@ -1,0 +1,220 @@
+"""``gtc profile``: latency and memory of exported models and checkpoints on this machine
+(:mod:`runtime.profile`), with every mistake the user can see refused before the progress bar opens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import check_out_writable, console, finite_number, user_errors
+from cli.runtime_cmds import _LIMITS, CudaGraphsOpt, DeviceOpt, _check_device, _providers
+
+
+def _ints(text: str, option: str) -> list[int]:
+    from gtcompress.errors import GTCompressError
+
+    parts = [v.strip() for v in text.split(",")]
+    if "" in parts and text.strip():  # '1,,2' or '1,2,': a value left out, not a list to guess at
+        raise GTCompressError(f"{option}: an empty entry in {text!r}; expected comma-separated positive integers")
+    try:
+        values = [int(v) for v in parts if v]
+    except ValueError:
+        raise GTCompressError(f"{option}: expected comma-separated positive integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise GTCompressError(f"{option}: expected comma-separated positive integers, got {text!r}")
+    twice = sorted({v for v in values if values.count(v) > 1})
+    if twice:  # measured twice: duplicate rows in report.json, a plot line doubling back, twice the minutes
+        raise GTCompressError(f"{option}: {', '.join(map(str, twice))} given more than once in {text!r}")
+    return values
+
+
+def _check_out_dir(out: Path) -> None:
+    """Refuse a report folder that cannot be made (a file, a path below one, a directory that takes no
+    new file) before minutes of profiling rather than after."""
+    from gtcompress.errors import GTCompressError
+
+    if out.exists() and not out.is_dir():
+        raise GTCompressError(f"--out {out}: exists and is not a directory (the report is a folder)")
+    check_out_writable(out, inside=True)
+
+
+def _check_graph_memory(nodes: int, graphs: int, degree: float) -> None:
+    """Refuse sizes whose random graphs alone cannot fit in this machine's memory, before any model
+    is loaded: ``--sizes 100000000000`` or ``--degree 1e12`` was a numpy ArrayMemoryError traceback
+    ("Unable to allocate 5.82 TiB") under the progress bar. Counted: the int64 edge index of one
+    call's graphs (16 bytes an edge), far less than the model then needs, so no working size is refused."""
+    from gtcompress.errors import GTCompressError
+    from gtcompress.machine import machine_memory
+
+    edges = max(1, round(degree * nodes))
+    need = 16 * edges * graphs
+    memory = machine_memory()
+    if memory is None:  # not POSIX: nothing to compare with
+        return
+    if need > memory:
+        raise GTCompressError(
+            f"--sizes {nodes} x --degree {degree:g} x --batch-sizes {graphs}: the random graphs of one call "
+            f"({graphs} x {edges} edges) would take {need / 2**30:.1f} GiB for their edge index alone, more than "
+            f"this machine's {memory / 2**30:.1f} GiB of memory; choose smaller --sizes, --degree or --batch-sizes"
+        )
+
+
+def _check_exported_models(models: list[Path]) -> None:
+    """Open each model once before the progress bar: a folder without a model, a truncated file, a
+    foreign ONNX file or a checkpoint that does not load is then one error line, not a bar and then the
+    line. A checkpoint is loaded (torch, which profiling it needs anyway) and dropped: ``profile_models``
+    loads it again where it measures it (another process with ``--isolate``)."""
+    from runtime.session import PLAN_SUFFIXES, is_checkpoint, resolve_model_path
+    from runtime.spec import model_spec, onnx_metadata, plan_metadata
+
+    for m in models:
+        if is_checkpoint(m):
+            from gtcompress.checkpoint import load_checkpoint
+
+            load_checkpoint(m)
+            continue
+        path = resolve_model_path(m)
+        model_spec(plan_metadata(path) if path.suffix in PLAN_SUFFIXES else onnx_metadata(path), str(path))
+
+
+@user_errors
+def profile_cmd(
+    models: Annotated[
+        list[Path],
+        typer.Argument(help="Exported models (.onnx, .plan) and/or checkpoint directories (torch), side by side."),
+    ],
+    out: Annotated[Path, typer.Option(help="Directory for report.json and the PNG plots.")] = Path("profile"),
+    threads: Annotated[
+        str,
+        typer.Option(
+            help="Intra-op thread counts (ONNX files: each pinned to that many cores; checkpoints: not; "
+            "TensorRT engines: not applicable, one run per size)."
+        ),
+    ] = "1,2,4",
+    sizes: Annotated[str, typer.Option(help="Nodes per graph.")] = "32,128,512",
+    batch_sizes: Annotated[str, typer.Option(help="Graphs per call.")] = "1,16",
+    iterations: Annotated[int, typer.Option(min=2, help="Timed iterations per configuration.")] = 50,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed iterations first.")] = 5,
+    degree: Annotated[
+        float, typer.Option(callback=finite_number(0.0), help="Average edges per node of the random graphs (>= 0).")
+    ] = 4.0,
+    names: Annotated[str | None, typer.Option(help="Comma-separated labels for the models.")] = None,
+    providers: Annotated[str | None, typer.Option(help="ONNX Runtime providers in order, e.g. cuda,cpu.")] = None,
+    op_profile: Annotated[bool, typer.Option(help="Per-op breakdown from ONNX Runtime's profiler.")] = True,
+    isolate: Annotated[bool, typer.Option(help="One pinned process per model and thread count.")] = True,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the random graphs.")] = 0,
+    device: DeviceOpt = None,
+    cuda_graphs: CudaGraphsOpt = False,
+    max_attention_mib: Annotated[
+        float,
+        typer.Option(
+            callback=finite_number(1.0),
+            help="Largest attention memory of one call per layer, in MiB (>= 1), counted as gtc serve counts a "
+            "request (same option and default); a size and batch size above it is refused before any run.",
+        ),
+    ] = _LIMITS["max_attention_mib"],
+    max_pe_work: Annotated[
+        float,
+        typer.Option(
+            callback=finite_number(1.0),
+            help="Largest work of the positional encodings (LapPE, RWSE) and a Graphormer's shortest-path "
+            "distances of one call (>= 1), in steps of the cube of each graph's nodes, about 30e9 a second on one "
+            "core, counted as gtc serve counts a raw request (same option and default); a size and batch size "
+            "above it is refused before any run.",
+        ),
+    ] = _LIMITS["max_pe_work"],
+    max_inflight_mib: Annotated[
+        float,
+        typer.Option(
+            callback=finite_number(0.001),
+            help="Largest working memory of the positional encodings of one call, in MiB (>= 0.001), counted as "
+            "gtc serve charges a raw request's encodings to its --max-inflight-mib (same option and default); a "
+            "size and batch size above it is refused before any run.",
+        ),
+    ] = _LIMITS["max_inflight_mib"],
+) -> None:
+    """Latency (mean, std, p50/p90/p99), graphs/s and peak RSS of one or more models on this CPU.
+
+    Checkpoint directories run with torch on --device (CUDA rows: once per size, thread counts do not
+    apply); next to them, ONNX models run on ONNX Runtime CPU unless --providers says otherwise. A
+    TensorRT engine (.plan) also runs once per size: its threads do not exist.
+
+    Example: gtc profile dense.onnx pruned.onnx --threads 1,2,4 --sizes 32,128,512 --out profile/
+
+    Example: gtc profile pruned.onnx runs/gt-pruned --device cuda --cuda-graphs --sizes 32,128 --out profile/
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gtcompress.errors import GTCompressError
+    from runtime.backends import resolve_providers
+    from runtime.profile import profile_models
+    from runtime.profile_report import report_tables, write_report
+    from runtime.session import is_checkpoint
+
+    labels = [n.strip() for n in names.split(",")] if names else None
+    if labels is not None and len(labels) != len(models):
+        raise GTCompressError(f"--names: {len(labels)} labels for {len(models)} models")
+    if labels is not None and (not all(labels) or len(set(labels)) != len(labels)):
+        # an empty name is a row titled "(gt, dense, …)"; a repeated one, two models no table or plot tells apart
+        raise GTCompressError(f"--names {names!r}: each model needs its own non-empty label")
+    # Every mistake the user can see before profiling is reported before the progress bar opens.
+    graph_sizes, batch_counts, thread_counts = (
+        _ints(sizes, "--sizes"),
+        _ints(batch_sizes, "--batch-sizes"),
+        _ints(threads, "--threads"),
+    )
+    for m in models:
+        if not m.exists():
+            raise GTCompressError(f"model file does not exist: {m}")
+    _check_graph_memory(max(graph_sizes), max(batch_counts), degree)
+    _check_out_dir(out)
+    _check_device(models, device, cuda_graphs, all_checkpoints=False)
+    _check_exported_models(models)
+    if _providers(providers) and all(is_checkpoint(m) for m in models):  # ignored: torch rows, "cuda" in the report
+        raise GTCompressError(
+            f"--providers {providers}: applies to exported models (ONNX Runtime); every model given is a checkpoint "
+            "directory, which runs with torch: use --device cuda (or cpu) instead"
+        )
+    if _providers(providers):
+        resolve_providers(_providers(providers))  # one not in this ONNX Runtime build: before the progress bar
+    # The bar opens on profile_models' first progress call, which comes after its own refusals (the
+    # attention memory of each size among them): those are then one error line, not a bar and the line.
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+    task = bar.add_task("profiling", total=None)
+
+    def progress(done: int, total: int, what: str) -> None:
+        bar.start()  # a no-op once started
+        bar.update(task, completed=done, total=total, description=what)
+
+    try:
+        report = profile_models(
+            [str(m) for m in models],
+            graph_sizes=graph_sizes,
+            batch_sizes=batch_counts,
+            threads=thread_counts,
+            iterations=iterations,
+            warmup=warmup,
+            avg_degree=degree,
+            seed=seed,
+            providers=_providers(providers),
+            op_profile=op_profile,
+            isolate=isolate,
+            names=labels,
+            progress=progress,
+            device=device,
+            cuda_graphs=cuda_graphs,
+            max_attention_mib=max_attention_mib,
+            max_pe_work=max_pe_work,
+            max_inflight_mib=max_inflight_mib,
+        )
+    finally:
+        if bar.live.is_started:  # stopping one never started still prints a blank line off a terminal
+            bar.stop()
+    for t in report_tables(report):
+        console.print(t)
+    paths = write_report(report, out)
+    console.print(f"report: {paths[0]}  plots: {', '.join(p.name for p in paths[1:])}")
