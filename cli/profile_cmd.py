@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli.common import check_out_writable, console, finite_number, user_errors
 from cli.runtime_cmds import _LIMITS, CudaGraphsOpt, DeviceOpt, _check_device, _providers
+
+if TYPE_CHECKING:
+    from runtime.backends import ProviderArg
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -77,6 +80,21 @@ def _check_exported_models(models: list[Path]) -> None:
             continue
         path = resolve_model_path(m)
         model_spec(plan_metadata(path) if path.suffix in PLAN_SUFFIXES else onnx_metadata(path), str(path))
+
+
+def _check_providers_run(models: list[Path], providers: list[ProviderArg]) -> None:
+    """Open each ONNX model with ``providers`` (resolved: each is in this ONNX Runtime build) when one is
+    not the CPU's: one that cannot run here (CUDA's libraries missing) was refused by the first
+    measuring process only, under the progress bar that had opened. Dropped at once; the measuring
+    processes load the models again. Engines and checkpoints take no providers."""
+    from runtime.session import PLAN_SUFFIXES, GraphSession, is_checkpoint, resolve_model_path
+
+    if all(p == "CPUExecutionProvider" for p in providers):
+        return
+    for m in models:
+        path = None if is_checkpoint(m) else resolve_model_path(m)
+        if path is not None and path.suffix not in PLAN_SUFFIXES:
+            GraphSession(path, list(providers))
 
 
 @user_errors
@@ -178,7 +196,7 @@ def profile_cmd(
             "directory, which runs with torch: use --device cuda (or cpu) instead"
         )
     if _providers(providers):
-        resolve_providers(_providers(providers))  # one not in this ONNX Runtime build: before the progress bar
+        _check_providers_run(models, resolve_providers(_providers(providers)))
     # The bar opens on profile_models' first progress call, which comes after its own refusals (the
     # attention memory of each size among them): those are then one error line, not a bar and the line.
     bar = Progress(

@@ -30,8 +30,9 @@ That module, and with it torch, is imported only then: this module never imports
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,30 @@ def _gpu_index(device: str | None, path: Path) -> int:
     return int(index)
 
 
+#: ONNX Runtime's own severity of its default logger (WARNING), which it offers no way to read back.
+ORT_DEFAULT_LOGGER_SEVERITY = 2
+
+
+@contextlib.contextmanager
+def _ort_default_logger_quiet(asked: bool) -> Iterator[None]:
+    """Silence ONNX Runtime's process-wide default logger while a session is made with providers
+    ``asked`` for by name. A provider that cannot load there (``--providers cuda`` without CUDA's
+    libraries) is logged by ONNX Runtime itself, in colour on stderr, above the one error line that
+    :class:`runtime.backends.OrtBackend` raises for it (the session options' ``log_severity_level``
+    does not reach that logger). Set back to ONNX Runtime's default afterwards: it has no getter, so
+    a severity a caller chose itself is not known here."""
+    if not asked:
+        yield
+        return
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(4)  # fatal only
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(ORT_DEFAULT_LOGGER_SEVERITY)
+
+
 class GraphSession:
     """A model exported by gtcompress (or a checkpoint, with torch), run on graphs. See the module docstring."""
 
@@ -156,15 +181,16 @@ class GraphSession:
                 self.path, plugin=self.model.spec.lowering is Lowering.PLUGIN, device=_gpu_index(device, self.path)
             )
         else:
-            ort_backend = OrtBackend(
-                self.path,
-                providers,
-                threads=threads,
-                inter_op_threads=inter_op_threads,
-                options=session_options,
-                profile_prefix=profile_prefix,
-                spinning=spinning,
-            )
+            with _ort_default_logger_quiet(providers is not None):
+                ort_backend = OrtBackend(
+                    self.path,
+                    providers,
+                    threads=threads,
+                    inter_op_threads=inter_op_threads,
+                    options=session_options,
+                    profile_prefix=profile_prefix,
+                    spinning=spinning,
+                )
             meta = dict(ort_backend.metadata)
             if spec is not None:
                 meta["input_spec"] = _spec_json(spec)
