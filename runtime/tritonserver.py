@@ -230,23 +230,38 @@ class TritonServer:
             backend_dir = python_backend_dir(self.install, tmp / "backends")
             if self.log_path is None:
                 self.log_path = tmp / "tritonserver.log"
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.log_path, "ab") as out:
-                self._log_start = out.tell()  # an appended --log holds earlier runs: read only this one's
-                self.process = subprocess.Popen(
-                    self.command(backend_dir),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=server_env(self.install),
-                    start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
-                    preexec_fn=stop_with_parent(),
-                )
+            self._launch(backend_dir, self.log_path)
             self.wait_ready()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _launch(self, backend_dir: Path, log: Path) -> None:
+        """Start the server's process with its output appended to ``log``. A launch that fails before the
+        server runs (a log name the file system refuses, an exec error) removes the log if it made it and
+        the folders it made for it; once the server runs, the log stays, with why it failed to start."""
+        from gtcompress.io import dirs_made  # here: the Triton repository's vendored runtime has no gtcompress.io
+
+        made_log = not (log.exists() or log.is_symlink())
+        with dirs_made(log.parent):
+            try:
+                with open(log, "ab") as out:
+                    self._log_start = out.tell()  # an appended --log holds earlier runs: read only this one's
+                    self.process = subprocess.Popen(
+                        self.command(backend_dir),
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        env=server_env(self.install),
+                        start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
+                        preexec_fn=stop_with_parent(),
+                    )
+            except BaseException:
+                if made_log:
+                    with contextlib.suppress(OSError):
+                        log.unlink()
+                raise
 
     def ready(self) -> bool:
         with contextlib.suppress(OSError, http.client.HTTPException):

@@ -61,3 +61,42 @@ def test_a_start_that_fails_before_the_server_runs_removes_its_scratch_folder(tm
     with pytest.raises(OSError, match="No space left on device"):
         srv.start()
     assert list(tmp_path.glob(f"{SCRATCH_PREFIX}*")) == [] and srv.process is None
+
+
+def _no_backend_links(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ts, "python_backend_dir", lambda install, where: where)
+
+
+def test_a_log_name_the_file_system_refuses_leaves_no_folder_made_for_it(tmp_path, monkeypatch) -> None:
+    """``--log new/sub/NAME`` with a name too long for the file system: the start failed, and ``new/sub``,
+    made for the log, stayed."""
+    srv = _server(tmp_path, monkeypatch)
+    srv.install = None  # type: ignore[assignment]
+    _no_backend_links(monkeypatch)
+    srv.log_path = tmp_path / "new" / "sub" / ("x" * 300 + ".log")
+    with pytest.raises(OSError, match="File name too long"):
+        srv.start()
+    assert not (tmp_path / "new").exists() and srv.process is None
+
+
+def test_a_server_that_cannot_be_executed_leaves_neither_its_log_nor_its_folders(tmp_path, monkeypatch) -> None:
+    """The log file is made before the server starts: an exec that fails left it empty, in folders made for it.
+    A log that existed stays (an appended --log holds earlier runs)."""
+    srv = _server(tmp_path, monkeypatch)
+    binary = tmp_path / "inst" / "bin" / "tritonserver"
+    binary.parent.mkdir(parents=True)
+    binary.write_text("not executable")
+    srv.install = ts.TritonInstall(tmp_path / "inst", tmp_path / "libs")
+    srv.repository, srv.extra_args = tmp_path, ()
+    _no_backend_links(monkeypatch)
+    srv.log_path = tmp_path / "logs" / "new" / "triton.log"
+    with pytest.raises(PermissionError):
+        srv.start()
+    assert not (tmp_path / "logs").exists() and srv.process is None
+
+    kept = tmp_path / "kept.log"
+    kept.write_text("an earlier run\n")
+    srv.log_path = kept
+    with pytest.raises(PermissionError):
+        srv.start()
+    assert kept.read_text() == "an earlier run\n"
