@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from trt_plugins import spec
-from trt_plugins.files import write_atomic
+from trt_plugins.files import dirs_made, write_atomic
 from trt_plugins.ptxas import PtxasError, ptxas_usage
 
 #: GPU targets we ship PTX for (compute capability x10).
@@ -378,52 +378,52 @@ def compile_all(
     returns the manifest path. The scale of each variant is ``1/sqrt(head_dim)``. ``combine`` does
     not depend on the bias or the scale, so it is written once per (target, dtype, head shape)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for cc in targets:
-        for dtype in dtypes:
-            for heads, head_dim in head_shapes:
-                for kernel in spec.KERNELS:
-                    for bias in has_bias if kernel == "partials" else (False,):
-                        k = compile_kernel(kernel, dtype, heads, head_dim, cc, None, bias, use_cache=use_cache)
-                        tag = ("_bias" if bias else "_nobias") if kernel == "partials" else ""
-                        name = f"sga_{kernel}_{dtype}_h{heads}d{head_dim}{tag}_sm{cc}.ptx"
-                        write_atomic(out / name, k.ptx)
-                        entries.append(
-                            {
-                                "file": name,
-                                "kernel": kernel,
-                                "sha256": hashlib.sha256(k.ptx.encode()).hexdigest(),
-                                "kernel_name": k.kernel_name,
-                                "target": k.target,
-                                "compute_capability": cc,
-                                "ptx_version": k.ptx_version,
-                                "dtype": dtype,
-                                "heads": heads,
-                                "head_dim": head_dim,
-                                "scale": spec.default_scale(head_dim),
-                                "has_bias": bool(bias),
-                                "config": k.config,
-                                "constexprs": k.constexprs,
-                                "num_warps": k.num_warps,
-                                "threads_per_block": k.threads_per_block,
-                                "shared_mem": k.shared_mem,
-                                "grid": k.grid,
-                            }
-                        )
-    manifest = {
-        "format": _CACHE_FORMAT,
-        "plugin_ids": [spec.PARTIALS_PLUGIN_ID, spec.COMBINE_PLUGIN_ID],
-        "triton_version": _triton_version(),
-        "kernel_source_sha256": kernel_source_hash(),
-        "kernel_args": {name: list(args) for name, args in spec.KERNEL_ARGS.items()},
-        "scalar_args": list(spec.KERNEL_SCALAR_ARGS),
-        "grids": spec.GRID_FORMULAS,
-        "part_shape": spec.PART_SHAPE_FORMULA,
-        "entries": entries,
-    }
-    path = out / "manifest.json"
-    write_atomic(path, json.dumps(manifest, indent=1))
+    with dirs_made(out):  # a target, dtype or shape refused before any file is written leaves no empty folder
+        entries = []
+        for cc in targets:
+            for dtype in dtypes:
+                for heads, head_dim in head_shapes:
+                    for kernel in spec.KERNELS:
+                        for bias in has_bias if kernel == "partials" else (False,):
+                            k = compile_kernel(kernel, dtype, heads, head_dim, cc, None, bias, use_cache=use_cache)
+                            tag = ("_bias" if bias else "_nobias") if kernel == "partials" else ""
+                            name = f"sga_{kernel}_{dtype}_h{heads}d{head_dim}{tag}_sm{cc}.ptx"
+                            write_atomic(out / name, k.ptx)
+                            entries.append(
+                                {
+                                    "file": name,
+                                    "kernel": kernel,
+                                    "sha256": hashlib.sha256(k.ptx.encode()).hexdigest(),
+                                    "kernel_name": k.kernel_name,
+                                    "target": k.target,
+                                    "compute_capability": cc,
+                                    "ptx_version": k.ptx_version,
+                                    "dtype": dtype,
+                                    "heads": heads,
+                                    "head_dim": head_dim,
+                                    "scale": spec.default_scale(head_dim),
+                                    "has_bias": bool(bias),
+                                    "config": k.config,
+                                    "constexprs": k.constexprs,
+                                    "num_warps": k.num_warps,
+                                    "threads_per_block": k.threads_per_block,
+                                    "shared_mem": k.shared_mem,
+                                    "grid": k.grid,
+                                }
+                            )
+        manifest = {
+            "format": _CACHE_FORMAT,
+            "plugin_ids": [spec.PARTIALS_PLUGIN_ID, spec.COMBINE_PLUGIN_ID],
+            "triton_version": _triton_version(),
+            "kernel_source_sha256": kernel_source_hash(),
+            "kernel_args": {name: list(args) for name, args in spec.KERNEL_ARGS.items()},
+            "scalar_args": list(spec.KERNEL_SCALAR_ARGS),
+            "grids": spec.GRID_FORMULAS,
+            "part_shape": spec.PART_SHAPE_FORMULA,
+            "entries": entries,
+        }
+        path = out / "manifest.json"
+        write_atomic(path, json.dumps(manifest, indent=1))
     return path
 
 

@@ -5,7 +5,8 @@ file next to the target, ``.NAME.PID-RANDOM.tmp`` (the names ``gtcompress.io`` u
 it once complete, with the umask's permissions (``mkstemp`` makes 0600, and a Triton server running
 as another user could not read the engine). A process killed mid-write (an engine is hundreds of
 megabytes) cannot remove its temp, so every write first removes the temps of its target whose writer
-is dead, by the rule of ``gtcompress.io.remove_stale_temps``."""
+is dead, by the rule of ``gtcompress.io.remove_stale_temps``. A write that fails removes the folders
+it made for its target (:func:`dirs_made`, as ``gtcompress.io.dirs_made``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 #: A temp without a PID in its name (``.NAME.XXXXXXXX.tmp``, from before the PID was put there) goes
@@ -71,20 +74,50 @@ def remove_stale_temps(path: Path) -> list[Path]:
     return removed
 
 
+@contextmanager
+def dirs_made(path: Path) -> Iterator[None]:
+    """Make the directory ``path`` and its missing parents for the block; if the block raises, remove
+    again those this call made that are still empty, deepest first (a folder that existed, or that
+    another writer has put a file in meanwhile, stays)."""
+    missing = []
+    here = path
+    while not (here.exists() or here.is_symlink()) and here.parent != here:
+        missing.append(here)
+        here = here.parent
+    made: list[Path] = []
+    try:
+        if not missing:
+            here.mkdir(exist_ok=True)  # a file there: FileExistsError, as ``mkdir -p`` says
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+            except FileExistsError:  # made meanwhile by another writer: not ours to remove
+                if not d.is_dir():
+                    raise
+                continue
+            made.append(d)
+        yield
+    except BaseException:
+        for d in reversed(made):
+            with suppress(OSError):  # not empty (or gone): left as it is
+                d.rmdir()
+        raise
+
+
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write ``data`` (text as UTF-8) to ``path`` by temp file, fsync and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    fd, tmp = _create_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with dirs_made(path.parent):
+        remove_stale_temps(path)
+        fd, tmp = _create_temp(path)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def _create_temp(path: Path) -> tuple[int, str]:

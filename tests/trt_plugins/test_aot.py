@@ -112,6 +112,17 @@ def test_cache_dir_follows_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert aot.cache_dir() == Path.home() / ".cache" / "gtcompress" / "ptx"
 
 
+def test_compile_all_refused_before_any_file_leaves_no_folder(cache: Path, tmp_path: Path) -> None:
+    """A library call with a target or dtype the compiler refuses made ``out`` (and its parents) first,
+    and left them empty; one that fails after writing PTX keeps its folder, which holds them."""
+    out = tmp_path / "new" / "ptx"
+    with pytest.raises(AOTCompileError, match="compute capability 10 is not supported"):
+        aot.compile_all(out, targets=[10], dtypes=["float16"], head_shapes=[(2, 32)])
+    with pytest.raises(spec.PluginSpecError, match="dtype must be one of"):
+        aot.compile_all(out, targets=[80], dtypes=["float8"], head_shapes=[(2, 32)])
+    assert not (tmp_path / "new").exists()
+
+
 def test_compile_all_writes_ptx_and_manifest(cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "ptx_out"
     argv = [str(out), "--targets", "sm_80,90", "--head-shapes", "2x32", "--dtypes", "float16"]

@@ -30,6 +30,23 @@ def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_failed_write_removes_the_folders_it_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk at the flush left the folders made for the target (an engine's --out new/dir/m.plan);
+    a folder that existed stays."""
+    import errno
+
+    import trt_plugins.files
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(trt_plugins.files.os, "fsync", full)
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(OSError, match="No space left on device"):
+        write_atomic(tmp_path / "kept" / "new" / "dir" / "m.plan", b"engine")
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*")] == [Path("kept")]
+
+
 def _dead_pid() -> int:
     import subprocess
     import sys
