@@ -233,6 +233,7 @@ def build_cmd(
     """
     from exporters.tensorrt import GraphSize, build_engine
     from gtcompress.errors import ConfigError, GTCompressError
+    from runtime.spec import plan_metadata_path
 
     # Everything the user can get wrong is reported before TensorRT is needed: these paths here, then
     # in build_engine the ONNX file (missing, truncated, not ours...) and the profile ranges. Checking
@@ -249,7 +250,7 @@ def build_cmd(
         for other, what in (
             (onnx_file, "the ONNX file itself"),
             (out, "the --out engine file"),
-            (out.with_name(out.name + ".json"), "the --out engine's metadata file (written next to it)"),
+            (plan_metadata_path(out), "the --out engine's metadata file (written next to it)"),
         ):
             if timing_cache.resolve() == other.resolve():
                 raise ConfigError(

@@ -111,7 +111,7 @@ def serve_cmd(
     max_delay_ms: Annotated[
         float,
         typer.Option(
-            callback=finite_number(0.0, 60_000.0),  # runtime.batcher.MAX_DELAY_MS (tests/runtime/test_cli.py checks)
+            callback=finite_number(0.0, 60_000.0),  # runtime.packing.MAX_DELAY_MS (tests/runtime/test_cli.py checks)
             help="Longest wait for more requests to batch with (0 to 60000, a minute); a batch waits only while it "
             "holds fewer requests than were recently in flight at once, so a lone client never waits.",
         ),
@@ -200,7 +200,7 @@ def serve_cmd(
     Example: gtc serve runs/gt-pruned --device cuda --cuda-graphs --port 8000
     """
     from gtcompress.errors import GTCompressError
-    from runtime.batcher import BatchConfig
+    from runtime.packing import BatchConfig
     from runtime.served import ServerLimits, mib_bytes
     from runtime.session import GraphSession
 
