@@ -37,7 +37,8 @@ model's kind for a graph sent without one): ``pe_kind=`` or ``example=``'s batch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -532,15 +533,51 @@ def _check_covered(root: nn.Module, parts: list[_Part], ignore: Sequence[str]) -
         )
 
 
-def _uncompiled(model: nn.Module) -> nn.Module:
-    """The module ``torch.compile`` wrapped (its forward runs that module's, on the same weights). Read
-    as the model, the wrapper held everything under ``_orig_mod``, where no part is looked for: a
-    compiled example model was refused as "don't know the role of _orig_mod.node_emb, ..."."""
+def _uncompiled(model: nn.Module) -> tuple[nn.Module, Callable[[Any], Any]]:
+    """``model`` with every ``torch.compile`` wrapper in it replaced by the module it wraps (its forward
+    runs that module's, on the same weights), and the same replacement for a keyword's modules.
+
+    A wrapper hides its module under ``_orig_mod``, where no part is looked for: a compiled example
+    model was refused as "don't know the role of _orig_mod.node_emb, ...", a compiled layer or head
+    as "convs.0 (OptimizedModule): expected torch_geometric.nn.GPSConv". A module holding a wrapper
+    is replaced by a shallow copy holding the unwrapped one (the user's model is not changed; the
+    weights are the same tensors); a module holding none is itself, so a keyword's module is still
+    found in the model by identity. A module held in two places is replaced by one copy."""
     from torch._dynamo.eval_frame import OptimizedModule
 
-    while isinstance(model, OptimizedModule):
-        model = model._orig_mod
-    return model
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model must be a torch.nn.Module (a PyG model, or torch.compile of one), got {type(model).__name__}"
+            + (
+                " (torch.compile of an already compiled module gives its compiled forward: pass the module)"
+                if callable(model)
+                else ""
+            )
+        )
+    done: dict[int, nn.Module] = {}
+
+    def plain(m: nn.Module) -> nn.Module:
+        if id(m) in done:
+            return done[id(m)]
+        inner = m
+        while isinstance(inner, OptimizedModule):
+            inner = inner._orig_mod
+        kids = {n: None if k is None else plain(k) for n, k in inner._modules.items()}
+        out = inner
+        if any(kids[n] is not k for n, k in inner._modules.items()):
+            out = copy.copy(inner)
+            out.__dict__["_modules"] = kids
+        done[id(m)] = done[id(inner)] = out
+        return out
+
+    def spec(s: Any) -> Any:
+        if isinstance(s, nn.Module):
+            return plain(s)
+        if isinstance(s, list | tuple):
+            return type(s)(spec(x) for x in s)
+        return s
+
+    return plain(model), spec
 
 
 # ---------------------------------------------------------------- entry point
@@ -561,11 +598,12 @@ def from_pyg(
 ) -> GPS:
     """Convert a PyG model made of ``GPSConv`` layers into our :class:`GPS` with the same outputs.
 
-    ``model`` is a whole model (or ``torch.compile`` of one; submodules found by the attribute names of PyG's
+    ``model`` is a whole model (submodules found by the attribute names of PyG's
     ``examples/graph_gps.py``: ``node_emb``, ``pe_lin``, ``pe_norm``, ``edge_emb``, ``convs``,
     ``mlp``, and a few common alternatives) or a bare ``ModuleList``/``Sequential`` of ``GPSConv``
     (then encoders and head are only what the keywords pass). Each keyword takes an attribute path,
     a module, ``None`` (auto-detect) or ``False`` (the model has none: the input is taken as is).
+    A ``torch.compile`` wrapper, of the model or of any part, is read as the module it wraps.
 
     * ``node_encoder``: ``Embedding`` (categorical ``x``), ``Linear`` (float ``x``), OGB
       ``AtomEncoder``-like, or none (float ``x`` already ``channels - pe_dim`` wide).
@@ -602,7 +640,10 @@ def from_pyg(
     if pe_kind is not None and pe_kind not in PE_KINDS:
         raise ValueError(f"pe_kind must be 'rwse' or 'lap', got {pe_kind!r}")
 
-    model = _uncompiled(model)
+    model, plain = _uncompiled(model)
+    convs, node_encoder, pe_encoder, pe_norm, edge_encoder, head = map(
+        plain, (convs, node_encoder, pe_encoder, pe_norm, edge_encoder, head)
+    )
     layers = _resolve_convs(model, convs, ignore)
     _check_not_ignored("convs", layers, ignore)
     if not layers:

@@ -439,3 +439,39 @@ def test_a_compiled_model_imports_as_the_module_it_wraps() -> None:
     b = molecules(SIZES, seed=16)
     with torch.no_grad():
         assert max_diff(pyg_run(src, b), ours_run(ours, b)) <= TOL
+
+
+def test_compiled_parts_import_as_the_modules_they_wrap() -> None:
+    """A compiled layer, head or PE encoder inside the model was refused as "convs.0 (OptimizedModule):
+    expected torch_geometric.nn.GPSConv": only a compiled whole model was unwrapped. The user's model
+    keeps its compiled parts; a keyword naming a compiled part finds it."""
+    import copy
+
+    torch.manual_seed(17)
+    src = ExampleGPS()
+    warm_up(src, pyg_run)
+    parts = copy.deepcopy(src)
+    parts.convs[0] = torch.compile(parts.convs[0])
+    parts.mlp = torch.compile(parts.mlp)
+    parts.pe_lin = torch.compile(parts.pe_lin)
+    b = molecules(SIZES, seed=18)
+    for ours in (
+        from_pyg(parts, readout="sum", pe_kind="rwse"),
+        from_pyg(torch.compile(parts), readout="sum", pe_kind="rwse", head=parts.mlp, pe_encoder=parts.pe_lin),
+        from_pyg(parts, readout="sum", pe_kind="rwse", convs=[parts.convs[0], "convs.1"]),
+    ):
+        with torch.no_grad():
+            assert max_diff(pyg_run(src, b), ours_run(ours, b)) <= TOL
+    assert type(parts.convs[0]).__name__ == type(parts.mlp).__name__ == "OptimizedModule"
+
+
+def test_a_model_that_is_not_a_module_is_refused_by_type() -> None:
+    """torch.compile of a compiled module gives its compiled forward, a function: it failed with
+    "'function' object has no attribute 'named_children'"."""
+    compiled = torch.compile(ExampleGPS())
+    with pytest.raises(TypeError) as info:
+        from_pyg(torch.compile(compiled), readout="sum", pe_kind="rwse")  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "model must be a torch.nn.Module (a PyG model, or torch.compile of one), got function (torch.compile of an "
+        "already compiled module gives its compiled forward: pass the module)"
+    )
