@@ -55,7 +55,8 @@ def pe_kind_for(pe_kind: str | None, example: tuple[Any, Tensor] | None, k: int,
     """The kind of the encoding the PE encoder at ``where`` (``k`` columns in) was trained on.
 
     ``pe_kind`` given: checked against ``example=``'s encoding where there is one. Not given: the
-    kind the example's encoding is (named by its attribute, or RWSE as the runtime computes it);
+    kind the example's encoding is (named by its attribute, of several the one as wide as the encoder's
+    input, or RWSE as the runtime computes it);
     without an example, refused."""
     if pe_kind is not None and pe_kind not in PE_KINDS:
         raise ValueError(f"pe_kind must be 'rwse' or 'lap', got {pe_kind!r}")
@@ -70,8 +71,17 @@ def pe_kind_for(pe_kind: str | None, example: tuple[Any, Tensor] | None, k: int,
         return pe_kind
     batch = example[0]
     named, unnamed = example_pe(batch)
-    if pe_kind is None and unnamed is None and len(named) == 1:
-        pe_kind = next(iter(named))
+    if pe_kind is None and unnamed is None and named:
+        # several kinds (AddRandomWalkPE and AddLaplacianEigenvectorPE both run): the encoder's width tells
+        # which one it takes, unless both have it
+        fits = [kind for kind, t in named.items() if t.dim() == 2 and t.shape[1] == k]
+        if len(named) > 1 and len(fits) != 1:
+            have = ", ".join(f"{kind} ({t.shape[-1]} columns)" for kind, t in sorted(named.items()))
+            raise ValueError(
+                f"pe_kind: the example's batch carries encodings of several kinds ({have}) and the PE encoder "
+                f"{where} takes {k} columns; pass {_TRANSFORMS}"
+            )
+        pe_kind = fits[0] if fits else next(iter(named))
     pe = named.get(pe_kind) if pe_kind is not None else None
     pe = pe if pe is not None else unnamed
     if pe is None:
@@ -89,6 +99,8 @@ def pe_kind_for(pe_kind: str | None, example: tuple[Any, Tensor] | None, k: int,
     is_rwse = diff <= RWSE_TOLERANCE
     # PyG's AddRandomWalkPE sets a repeated edge's step once but counts it in the degree; we count it twice
     dup = "; the batch repeats edges, which PyG's AddRandomWalkPE counts otherwise: remove them" if repeated else ""
+    if getattr(batch, "edge_weight", None) is not None:  # AddRandomWalkPE walks by it; a deployment has none
+        dup += "; the batch has edge_weight, by which PyG's AddRandomWalkPE weights its walks and the runtime does not"
     if pe_kind is None:
         if not is_rwse:
             raise ValueError(

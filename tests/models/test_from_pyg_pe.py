@@ -128,3 +128,41 @@ def test_an_example_without_the_encoders_input_is_refused_by_name() -> None:
         UnsupportedModelError, match=r"^example=: the batch carries no encoding for the PE encoder pe_lin"
     ):
         from_pyg(src, readout="sum", pe_kind="rwse", example=(bare, example[1]))
+
+
+def test_an_example_with_both_kinds_names_the_one_the_encoder_takes_by_its_width() -> None:
+    """A batch run through AddRandomWalkPE and AddLaplacianEigenvectorPE carries both; it was refused as
+    carrying "no encoding for the PE encoder" (encodings by kind: lap, rwse)."""
+    src, _ = rwse_example()
+    both = T.Compose([T.AddRandomWalkPE(20), T.AddLaplacianEigenvectorPE(3, is_undirected=True)])
+    b = encoded(molecules([5, 9, 12, 7]), both)
+    del b.pe  # (molecules' own, unnamed)
+    with torch.no_grad():
+        want = src(b.x, b.random_walk_pe, b.edge_index, b.edge_attr, b.batch)
+    assert from_pyg(src, readout="sum", example=(b, want)).config.pe == {"rwse": 20}
+    same = encoded(molecules([5, 9, 12, 7]), T.Compose([T.AddRandomWalkPE(3), T.AddLaplacianEigenvectorPE(3)]))
+    del same.pe
+    src3 = GinLapGPS(k=3)
+    with pytest.raises(ValueError) as info:
+        from_pyg(src3, readout="mean", example=(same, torch.zeros(4)))
+    assert str(info.value) == (
+        "pe_kind: the example's batch carries encodings of several kinds (lap (3 columns), rwse (3 columns)) and "
+        "the PE encoder pe_lin takes 3 columns; pass pe_kind='rwse' (AddRandomWalkPE) or pe_kind='lap' "
+        "(AddLaplacianEigenvectorPE)"
+    )
+
+
+def test_an_rwse_example_walked_by_edge_weight_is_refused_saying_so() -> None:
+    """PyG's AddRandomWalkPE weights its walks by ``edge_weight``; the runtime, given edges only, does not."""
+    src, b = rwse_example()
+    graphs = b.to_data_list()
+    torch.manual_seed(3)
+    for d in graphs:
+        d.edge_weight = torch.rand(d.num_edges) + 0.5
+    weighted = Batch.from_data_list([T.AddRandomWalkPE(20, attr_name="pe")(d) for d in graphs])
+    with pytest.raises(UnsupportedModelError) as info:
+        from_pyg(src, readout="sum", pe_kind="rwse", example=example_of(src, weighted))
+    assert (
+        "; the batch has edge_weight, by which PyG's AddRandomWalkPE weights its walks and the runtime does not): "
+        in str(info.value)
+    )
