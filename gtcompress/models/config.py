@@ -17,7 +17,7 @@ from gtcompress.preprocess.spec import PE_KINDS
 
 ARCHS = ("gt", "gps", "graphormer")
 NORMS = ("batch", "layer", "none")  # gtcompress.nn.blocks.make_norm
-READOUTS = ("mean", "sum")  # gtcompress.nn.blocks.readout
+READOUTS = ("mean", "sum", "max")  # gtcompress.nn.blocks.readout
 
 # Integer fields and the least value that builds a model. A config read from a checkpoint's
 # config.json or a CLI option can hold anything; a zero or negative size must be a ConfigError
@@ -137,7 +137,7 @@ class ModelConfig:
         if self.norm not in NORMS:
             raise ConfigError(f"norm must be {', '.join(map(repr, NORMS))} (or '' for the default), got {self.norm!r}")
         if self.readout not in READOUTS:
-            raise ConfigError(f"readout must be {' or '.join(map(repr, READOUTS))}, got {self.readout!r}")
+            raise ConfigError(f"readout must be {', '.join(map(repr, READOUTS))}, got {self.readout!r}")
         if self.arch == "gps" and self.local_conv == "gine" and self.edge_features is None:
             self.local_conv = "gin"  # GINE needs edge features; without them it is GIN
         if self.local_conv not in ("gine", "gin", "none"):

@@ -21,8 +21,9 @@ The model's ``forward`` cannot be read, so these facts are *assumed* and must ho
 encoding comes first in the concatenation, every layer receives the same encoded edge features,
 and the head follows the readout. The readout itself is not assumed: a graph-level model's
 pooling lives in ``forward`` (``global_add_pool`` vs ``global_mean_pool`` differ by a factor of the
-graph size), so it is read from a pooling module when the model has one (``SumAggregation``,
-``MeanAggregation``), taken from ``readout=``, or found by running both models on ``example=``;
+graph size, ``global_max_pool`` by more), so it is read from a pooling module when the model has one
+(``SumAggregation``, ``MeanAggregation``, ``MaxAggregation``), taken from ``readout=``, or found by
+running the three on ``example=``;
 without any of these the import refuses rather than guess. ``example=`` also checks whatever
 ``readout`` says: an import that differs from the PyG model on it by more than
 :data:`EXAMPLE_TOLERANCE` is refused, naming the difference. Nor is the kind of positional
@@ -78,6 +79,7 @@ _HEAD_NAMES = ("mlp", "head", "pred_head", "predictor", "classifier", "lin_out",
 _CONVS_NAMES = ("convs", "layers", "gps_layers", "blocks")
 
 _BN_EPS = 1e-5  # what our make_norm("batch") / PEEncoder build
+_POOLS = ("sum", "mean", "max")  # the readouts, in the order example= tries them (PyG's global_*_pool)
 
 
 @dataclass
@@ -617,9 +619,10 @@ def from_pyg(
     * ``edge_encoder``: as ``node_encoder`` for ``edge_attr`` (used by GINE layers only).
     * ``head``: ``Linear`` / ``ReLU`` alternation whose widths halve (our ``mlp_head``), applied
       after the readout when ``task_level="graph"``.
-    * ``readout``: ``"sum"`` (``global_add_pool``) or ``"mean"`` (``global_mean_pool``). Required for
-      a graph-level model unless the model holds a ``SumAggregation``/``MeanAggregation`` module
-      (then it must agree) or ``example`` is given (then both are tried).
+    * ``readout``: ``"sum"`` (``global_add_pool``), ``"mean"`` (``global_mean_pool``) or ``"max"``
+      (``global_max_pool``). Required for a graph-level model unless the model holds a
+      ``SumAggregation``/``MeanAggregation``/``MaxAggregation`` module (then it must agree) or
+      ``example`` is given (then each is tried).
     * ``example``: ``(batch, expected)``, a PyG ``Batch`` and the PyG model's own output on it in
       eval mode (``forward``'s signature is yours, so you run it). The import is run on ``batch``
       (PE from ``batch.pe`` or PyG's PE attribute names) and refused if it differs by more than
@@ -635,8 +638,8 @@ def from_pyg(
 
     if task_level not in ("graph", "node"):
         raise ValueError(f"task_level must be 'graph' or 'node', got {task_level!r}")
-    if readout is not None and readout not in ("sum", "mean"):
-        raise ValueError(f"readout must be 'sum' or 'mean', got {readout!r}")
+    if readout is not None and readout not in _POOLS:
+        raise ValueError(f"readout must be 'sum', 'mean' or 'max', got {readout!r}")
     if pe_kind is not None and pe_kind not in PE_KINDS:
         raise ValueError(f"pe_kind must be 'rwse' or 'lap', got {pe_kind!r}")
 
@@ -787,12 +790,12 @@ def from_pyg(
 
 def _pooling(model: nn.Module, ignore: Sequence[str] = ()) -> tuple[_Part | None, str | None]:
     """A pooling module held by the model (``SumAggregation`` -> ``"sum"``, ``MeanAggregation`` ->
-    ``"mean"``), found by type among its direct children. Any other aggregation held there is
-    refused whatever its name: only ``pool``/``readout``/... were, so a ``MaxAggregation`` at
-    ``graph_pool`` imported as the ``readout=`` passed (0.57 off the PyG model)."""
+    ``"mean"``, ``MaxAggregation`` -> ``"max"``), found by type among its direct children. Any other
+    aggregation held there is refused whatever its name: only ``pool``/``readout``/... were, so a
+    ``SoftmaxAggregation`` at ``graph_pool`` would import as the ``readout=`` passed."""
     from torch_geometric.nn import aggr
 
-    kinds = {aggr.SumAggregation: "sum", aggr.MeanAggregation: "mean"}
+    kinds = {aggr.SumAggregation: "sum", aggr.MeanAggregation: "mean", aggr.MaxAggregation: "max"}
     for name, mod in model.named_children():
         if _under(name, ignore):
             continue
@@ -803,8 +806,8 @@ def _pooling(model: nn.Module, ignore: Sequence[str] = ()) -> tuple[_Part | None
             raise _err(
                 name,
                 mod,
-                "a SumAggregation or MeanAggregation readout (global_add_pool / global_mean_pool), "
-                "or ignore=[...] if the forward does not use it",
+                "a SumAggregation, MeanAggregation or MaxAggregation readout (global_add_pool / "
+                "global_mean_pool / global_max_pool), or ignore=[...] if the forward does not use it",
             )
     return None, None
 
@@ -812,7 +815,7 @@ def _pooling(model: nn.Module, ignore: Sequence[str] = ()) -> tuple[_Part | None
 def _readouts(
     task_level: str, readout: str | None, pooled: str | None, pool_p: _Part | None, example: bool
 ) -> list[str]:
-    """The readouts to build, in order: the one known, or both when an example will decide."""
+    """The readouts to build, in order: the one known, or each when an example will decide."""
     if task_level == "node":
         return [readout or "sum"]  # no pooling: the value is never used
     if pooled is not None:
@@ -827,11 +830,11 @@ def _readouts(
     if readout is not None:
         return [readout]
     if example:
-        return ["sum", "mean"]
+        return list(_POOLS)
     raise ValueError(
         "readout is required for a graph-level model: its pooling happens in forward(), which cannot be read; "
-        "pass readout='sum' (global_add_pool) or readout='mean' (global_mean_pool), or example=(batch, output) "
-        "to detect it"
+        "pass readout='sum' (global_add_pool), readout='mean' (global_mean_pool) or readout='max' "
+        "(global_max_pool), or example=(batch, output) to detect it"
     )
 
 
@@ -871,7 +874,7 @@ def _mismatch(name: str, diffs: dict[str, float], readout: str | None, pooled: s
             "does more than encoders -> GPSConv layers -> pooling -> head"
         )
     else:
-        cause = "a forward that does more than encoders -> GPSConv layers -> sum/mean pooling -> head"
+        cause = "a forward that does more than encoders -> GPSConv layers -> sum/mean/max pooling -> head"
     return (
         f"{name}: the import differs from the PyG model on example= ({tried}; tolerance {EXAMPLE_TOLERANCE}); "
         f"likely cause: {cause}. Was the PyG model's output taken in eval mode?"

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from gtcompress.nn.scatter import scatter_mean, scatter_sum
+from gtcompress.nn.scatter import scatter_max_or_zero, scatter_mean, scatter_sum
 
 
 class FeedForward(nn.Module):
@@ -115,12 +115,15 @@ class FeatureEncoder(nn.Module):
 
 
 def readout(h: Tensor, batch: Tensor, num_graphs: int, kind: str) -> Tensor:
-    """Graph embedding by ``mean`` or ``sum`` over each graph's nodes."""
+    """Graph embedding by ``mean``, ``sum`` or ``max`` over each graph's nodes (PyG's
+    ``global_mean_pool``, ``global_add_pool``, ``global_max_pool``; a graph without nodes gives 0)."""
     if kind == "sum":
         return scatter_sum(h, batch, num_graphs)
     if kind == "mean":
         return scatter_mean(h, batch, num_graphs)
-    raise ValueError(f"unknown readout {kind!r}; expected 'mean' or 'sum'")
+    if kind == "max":
+        return scatter_max_or_zero(h, batch, num_graphs)
+    raise ValueError(f"unknown readout {kind!r}; expected 'mean', 'sum' or 'max'")
 
 
 def mlp_head(dim: int, out_dim: int, layers: int) -> nn.Sequential:

@@ -27,6 +27,18 @@ def scatter_max(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
     return out.scatter_reduce(0, _expand_index(index, src), src, reduce="amax", include_self=True)
 
 
+def scatter_max_or_zero(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
+    """Per-index maximum along dim 0; slots no index points at hold 0.
+
+    PyG's ``scatter(reduce="max")`` (``global_max_pool``, ``MaxAggregation``) exactly: a graph
+    without nodes pools to 0, not to :func:`scatter_max`'s ``-inf``, and a gradient reaches the
+    rows that hold the maximum. ``include_self=False`` exports as ScatterElements (reduction
+    ``none`` to seed the slots, then ``max``), which ONNX Runtime runs at opset 18 and TensorRT
+    imports through its ScatterElements plugin."""
+    out = src.new_zeros((dim_size, *src.shape[1:]))
+    return out.scatter_reduce(0, _expand_index(index, src), src, reduce="amax", include_self=False)
+
+
 def scatter_mean(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
     """Per-index mean along dim 0 (empty slots give 0)."""
     total = scatter_sum(src, index, dim_size)

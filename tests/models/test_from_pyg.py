@@ -12,7 +12,14 @@ from torch import Tensor, nn
 
 pyg_nn = pytest.importorskip("torch_geometric.nn")
 from torch_geometric.data import Batch, Data  # noqa: E402
-from torch_geometric.nn import GINConv, GINEConv, GPSConv, global_add_pool, global_mean_pool  # noqa: E402
+from torch_geometric.nn import (  # noqa: E402
+    GINConv,
+    GINEConv,
+    GPSConv,
+    global_add_pool,
+    global_max_pool,
+    global_mean_pool,
+)
 
 from gtcompress.errors import UnsupportedModelError  # noqa: E402
 from gtcompress.graph import GraphBatch  # noqa: E402
@@ -316,24 +323,59 @@ def test_pooling_module_is_read() -> None:
         pe_kind="lap",
         readout="sum",
     )
-    _raises(
-        PoolModuleGPS(aggr.MaxAggregation()),
-        "pool",
-        "MaxAggregation",
-        "SumAggregation or MeanAggregation",
-        pe_kind="lap",
-    )
-    # whatever its attribute name: a MaxAggregation at `graph_pool` used to import as readout='mean' (0.57 off)
+    # any other aggregation held by the model is its readout whatever its attribute name, and refused
     other = PoolModuleGPS(aggr.MeanAggregation())
     del other.pool
-    other.graph_pool = aggr.MaxAggregation()
+    other.graph_pool = aggr.MinAggregation()
     _raises(
         other,
-        "graph_pool (MaxAggregation): expected a SumAggregation or MeanAggregation readout",
-        "or ignore=[...] if the forward does not use it",
+        "graph_pool (MinAggregation): expected a SumAggregation, MeanAggregation or MaxAggregation readout "
+        "(global_add_pool / global_mean_pool / global_max_pool), or ignore=[...] if the forward does not use it",
         pe_kind="lap",
         readout="mean",
     )
+
+
+class MaxPoolGPS(GinLapGPS):
+    """``global_max_pool`` in forward, the other common readout of PyG's examples."""
+
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        x = torch.cat((self.node_lin(x), self.pe_lin(self.pe_norm(pe))), 1)
+        for conv in self.convs:
+            x = conv(x, edge_index, batch)
+        return self.head(global_max_pool(x, batch))
+
+
+def test_a_max_pool_model_imports_by_module_argument_or_example() -> None:
+    """``MaxAggregation`` held by the model, ``readout="max"`` and ``example=`` each give ``readout="max"``
+    and the PyG model's outputs; ``readout="sum"`` for it is caught by ``example=``, naming all three tries."""
+    from torch_geometric.nn import aggr
+
+    torch.manual_seed(17)
+    src = MaxPoolGPS()
+    warm_up(src, pyg_run, float_x=7, k=5)
+    b = molecules(SIZES, seed=18, float_x=7, k=5)
+    with torch.no_grad():
+        want = pyg_run(src, b)
+    by_module = PoolModuleGPS(aggr.MaxAggregation())
+    by_module.load_state_dict(src.state_dict(), strict=False)
+    by_module.eval()
+    for ours in (
+        from_pyg(src, pe_kind="lap", readout="max"),
+        from_pyg(src, pe_kind="lap", example=(b, want)),
+        from_pyg(by_module, pe_kind="lap"),
+    ):
+        assert ours.config.readout == "max"
+        with torch.no_grad():
+            assert max_diff(want, ours_run(ours, b, "lap", edges=False)) <= TOL
+    with pytest.raises(
+        UnsupportedModelError,
+        match=r"^MaxPoolGPS: the import differs from the PyG model on example= \(readout='sum': max \|diff\| "
+        r"[0-9.e+-]+; tolerance 0\.0001\); likely cause: the pooling",
+    ):
+        from_pyg(src, pe_kind="lap", readout="sum", example=(b, want))
+    with pytest.raises(ValueError, match=r"^readout must be 'sum', 'mean' or 'max', got 'min'$"):
+        from_pyg(src, pe_kind="lap", readout="min")
 
 
 # ---------------------------------------------------------------- refusals

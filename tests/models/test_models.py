@@ -45,6 +45,32 @@ def test_every_model_trains_and_loss_falls(arch: str, level: str) -> None:
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+def test_a_max_readout_model_trains_and_its_loss_falls() -> None:
+    """``readout="max"`` (PyG's ``global_max_pool``) end to end in training: the gradient reaches the
+    layers through the pooled maxima. At node level the readout is not run, as for mean and sum."""
+    torch.manual_seed(0)
+    info = DatasetInfo("toy", "graph", "multiclass", 2, "accuracy", NODE, EDGE)
+    model = build_model(ModelConfig.for_dataset("gps", info, hidden=32, num_layers=2, heads=4, readout="max"))
+    batch = collate(_graphs(24, 0, node_level=False))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = task_loss(model(batch), batch.y, info)
+        opt.zero_grad()
+        loss.backward()
+        assert model.layers[0].ffn.lin1.weight.grad.abs().sum() > 0
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+    node_info = DatasetInfo("toy", "node", "multiclass", 2, "accuracy", NODE, EDGE)
+    torch.manual_seed(1)
+    by_max = build_model(ModelConfig.for_dataset("gt", node_info, hidden=16, num_layers=1, heads=2, readout="max"))
+    torch.manual_seed(1)
+    by_sum = build_model(ModelConfig.for_dataset("gt", node_info, hidden=16, num_layers=1, heads=2, readout="sum"))
+    nodes = collate(_graphs(3, 1))
+    torch.testing.assert_close(by_max.eval()(nodes), by_sum.eval()(nodes), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("arch", ["gt", "gps", "graphormer"])
 def test_outputs_are_permutation_equivariant(arch: str) -> None:
     torch.manual_seed(1)
@@ -146,7 +172,7 @@ def test_config_errors_are_specific() -> None:
         ({"layers": [{"heads": 1}]}, "layers[0]: {'heads': 1} is not a valid LayerSpec ("),
         # before: a ValueError from build_model (norm) or from the first forward / ONNX tracing (readout)
         ({"norm": "group"}, "norm must be 'batch', 'layer', 'none' (or '' for the default), got 'group'"),
-        ({"readout": "max"}, "readout must be 'mean' or 'sum', got 'max'"),
+        ({"readout": "min"}, "readout must be 'mean', 'sum', 'max', got 'min'"),
         # before: a shape error in torch.export ("a and b must have same reduction dim, [s, 16] X [2, 16]")
         (
             {"arch": "gps", "gine_edge_dim": 2, "edge_features": FeatureSpec("float", 2)},
@@ -167,7 +193,7 @@ def test_sizes_out_of_range_are_config_errors(overrides: dict, message: str) -> 
     assert str(e.value).startswith(message) and (message.endswith("(") or str(e.value) == message)
 
 
-@pytest.mark.parametrize(("field", "value"), [("readout", "max"), ("norm", "group")])
+@pytest.mark.parametrize(("field", "value"), [("readout", "min"), ("norm", "group")])
 def test_an_edited_checkpoint_config_is_a_checkpoint_error(tmp_path, field: str, value: str) -> None:
     """``gtc export``/``eval`` of a checkpoint whose config.json names an unknown readout or norm: one
     CheckpointError naming the file and the field (the CLI's ``error:`` line), not a traceback."""
