@@ -102,6 +102,9 @@ class ModelConfig:
     pe_norm: bool = False  # BatchNorm on the raw PE before its projection (PyG GPS example)
     readout: str = "mean"
     head_layers: int = 2
+    # widths of the head's hidden layers, head_layers - 1 of them; empty: each layer halves the last
+    # (hidden → hidden/2 → …), which is every model gtcompress trains. An imported model's own widths.
+    head_widths: list[int] = field(default_factory=list)
     attention_layout: str = "auto"  # gt: "sparse", "dense", "fused" or "auto" (fused on CUDA, else by size);
     # gps with attention_topk: "sparse"/"fused" run its attention over the pairs instead of a mask
     max_spd: int = 8  # graphormer: shortest-path distances clipped here
@@ -115,6 +118,10 @@ class ModelConfig:
     def __post_init__(self) -> None:
         self.node_features = _nested(FeatureSpec, "node_features", self.node_features)
         self.edge_features = _nested(FeatureSpec, "edge_features", self.edge_features)
+        if not isinstance(self.head_widths, list):
+            raise ConfigError(
+                f"head_widths must be a list of the head's hidden widths (or [] to halve), got {self.head_widths!r}"
+            )
         if not isinstance(self.layers, list):
             raise ConfigError(f"layers must be a list of per-layer specs, got {self.layers!r}")
         if len(self.layers) > MAX_LAYERS:  # before a LayerSpec is made for each
@@ -170,6 +177,13 @@ class ModelConfig:
         """Types and ranges of the numeric fields, checked before any arithmetic uses them."""
         for name, least in _MIN_INT.items():
             _check_int(name, getattr(self, name), least, MAX_HEAD_LAYERS if name == "head_layers" else None)
+        for w in self.head_widths:
+            _check_int("head_widths", w, 1)
+        if self.head_widths and len(self.head_widths) != self.head_layers - 1:
+            raise ConfigError(
+                f"head_widths {self.head_widths} lists {len(self.head_widths)} width(s); a head of head_layers="
+                f"{self.head_layers} has {self.head_layers - 1} hidden width(s) (or leave head_widths empty to halve)"
+            )
         if not self.layers:  # with explicit layers, num_layers is their count
             _check_int("num_layers", self.num_layers, 1, MAX_LAYERS)
         for name in ("dropout", "attn_dropout"):
@@ -207,7 +221,13 @@ class ModelConfig:
                 raise ConfigError(f"layers[{i}].token_keep must lie in (0, 1], got {keep!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as JSON-ready values; ``head_widths`` only where it is set, so that a model with the
+        halving head writes the config.json (and ONNX metadata) it wrote before the field existed, which
+        older gtcompress versions still read."""
+        d = asdict(self)
+        if not d["head_widths"]:
+            del d["head_widths"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:

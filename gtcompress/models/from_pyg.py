@@ -51,6 +51,7 @@ from gtcompress.errors import UnsupportedModelError
 from gtcompress.models.config import ModelConfig
 from gtcompress.models.from_pyg_pe import PE_KINDS, pe_kind_for
 from gtcompress.models.model import GPS, build_model
+from gtcompress.nn.blocks import head_widths
 
 __all__ = ["EXAMPLE_TOLERANCE", "from_pyg"]
 
@@ -236,32 +237,29 @@ def _feature_encoder(part: _Part | None, role: str, identity_width: int) -> _Enc
     raise _err(path, m, f"a {role} encoder: torch.nn.Embedding, torch.nn.Linear or an OGB Atom/BondEncoder")
 
 
-def _head(part: _Part | None, hidden: int) -> tuple[int, int, dict[str, Tensor]]:
-    """(head_layers, out_dim, state) for a Linear/ReLU alternation whose widths halve per layer,
-    as :func:`~gtcompress.nn.blocks.mlp_head` builds; no head is an identity Linear."""
+def _head(part: _Part | None, hidden: int) -> tuple[list[int], int, dict[str, Tensor]]:
+    """(hidden widths, out_dim, state) for a Linear/ReLU alternation, as
+    :func:`~gtcompress.nn.blocks.mlp_head` builds, with ``Dropout`` anywhere in it left out (the
+    identity in eval mode); no head is an identity Linear."""
     if part is None:
-        return 1, hidden, {f"0.{k}": v for k, v in _identity_linear(hidden, hidden).items()}
+        return [], hidden, {f"0.{k}": v for k, v in _identity_linear(hidden, hidden).items()}
     m, path = part.module, part.path
-    mods = list(m) if isinstance(m, nn.Sequential) else [m]
+    seq = isinstance(m, nn.Sequential)
+    named = [(f"{path}.{i}" if seq else path, x) for i, x in enumerate(m if seq else [m])]
+    kept = [(p, x) for p, x in named if type(x) is not nn.Dropout]
+    mods = [x for _, x in kept]
     ok = len(mods) % 2 == 1 and all(_is_linear(x) if i % 2 == 0 else type(x) is nn.ReLU for i, x in enumerate(mods))
     if not ok:
-        got = ", ".join(type(x).__name__ for x in mods)
-        raise _err(path, m, f"a head of Linear, ReLU, Linear, ..., Linear (got {got})")
+        got = ", ".join(type(x).__name__ for _, x in named)
+        raise _err(path, m, f"a head of Linear, ReLU, Linear, ..., Linear, with Dropout anywhere (got {got})")
     state: dict[str, Tensor] = {}
-    width, n_lin = hidden, (len(mods) + 1) // 2
-    for j in range(n_lin):
-        last = j == n_lin - 1
-        nxt = None if last else max(width // 2, 1)
-        sub = f"{path}.{2 * j}" if isinstance(m, nn.Sequential) else path
-        try:
-            st = _linear(mods[2 * j], sub, width, nxt)
-        except UnsupportedModelError as e:
-            raise UnsupportedModelError(
-                f"{e} (our head halves its width per layer: {hidden} -> {hidden // 2} -> ...)"
-            ) from None
-        state.update({f"{2 * j}.{k}": v for k, v in st.items()})
+    width, widths = hidden, []
+    for j in range(0, len(kept), 2):
+        st = _linear(kept[j][1], kept[j][0], width)
+        state.update({f"{j}.{k}": v for k, v in st.items()})
         width = st["weight"].shape[0]
-    return n_lin, width, state
+        widths.append(width)
+    return widths[:-1], width, state
 
 
 # ---------------------------------------------------------------- GPSConv
@@ -617,8 +615,9 @@ def from_pyg(
       encoding says it (named by its attribute, or RWSE as the runtime computes it), and checked
       against that encoding (:func:`~gtcompress.models.from_pyg_pe.pe_kind_for`).
     * ``edge_encoder``: as ``node_encoder`` for ``edge_attr`` (used by GINE layers only).
-    * ``head``: ``Linear`` / ``ReLU`` alternation whose widths halve (our ``mlp_head``), applied
-      after the readout when ``task_level="graph"``.
+    * ``head``: ``Linear`` / ``ReLU`` alternation of any widths (our ``mlp_head``), applied after the
+      readout when ``task_level="graph"``. ``Dropout`` in it is the identity in eval mode and is left
+      out: fine-tuning the import (``gtc prune``'s, say) trains its head without that dropout.
     * ``readout``: ``"sum"`` (``global_add_pool``), ``"mean"`` (``global_mean_pool``) or ``"max"``
       (``global_max_pool``). Required for a graph-level model unless the model holds a
       ``SumAggregation``/``MeanAggregation``/``MaxAggregation`` module (then it must agree) or
@@ -733,7 +732,10 @@ def from_pyg(
             raise _err(edge_p.path, edge_p.module, f"edge encoding width {edge_width} ({via}), got {edge.width}")
     # (an edge encoder next to GIN layers is dead code in PyG: GINConv takes no edge_attr)
 
-    head_layers, out_dim, head_state = _head(head_p, c)
+    hidden_widths, out_dim, head_state = _head(head_p, c)
+    head_layers = len(hidden_widths) + 1
+    # the halving head (every model gtcompress trains) leaves head_widths empty: its config.json is as before
+    explicit = [] if hidden_widths == head_widths(c, head_layers) else hidden_widths
 
     candidates = _readouts(task_level, readout, pooled, pool_p, example is not None)
     ref = next((t for t in first.parameters() if t.is_floating_point()), None)
@@ -773,6 +775,7 @@ def from_pyg(
             pe_norm=pe_norm_p is not None,
             readout=pool,
             head_layers=head_layers,
+            head_widths=explicit,
             gine_edge_dim=c if info0.edge_lin_in else 0,
         )
         ours = build_model(cfg)

@@ -57,7 +57,7 @@ class GraphModel(nn.Module):
         layer_cls = LAYER_TYPES[c.arch]
         self.layers = nn.ModuleList(layer_cls(c, spec) for spec in c.layers)
         self.final_norm: nn.Module = ScaleSafeLayerNorm(c.hidden) if c.arch == "graphormer" else nn.Identity()
-        self.head = mlp_head(c.hidden, c.out_dim, c.head_layers)
+        self.head = mlp_head(c.hidden, c.out_dim, c.head_layers, c.head_widths)
 
     @staticmethod
     def reads_edge_features(config: ModelConfig) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -126,12 +128,22 @@ def readout(h: Tensor, batch: Tensor, num_graphs: int, kind: str) -> Tensor:
     raise ValueError(f"unknown readout {kind!r}; expected 'mean', 'sum' or 'max'")
 
 
-def mlp_head(dim: int, out_dim: int, layers: int) -> nn.Sequential:
-    """Prediction MLP whose width halves per layer (dim → dim/2 → … → out_dim)."""
+def head_widths(dim: int, layers: int) -> list[int]:
+    """The hidden widths of a head that halves per layer: dim/2, dim/4, … (at least 1)."""
+    out, width = [], dim
+    for _ in range(layers - 1):
+        width = max(width // 2, 1)
+        out.append(width)
+    return out
+
+
+def mlp_head(dim: int, out_dim: int, layers: int, widths: Sequence[int] = ()) -> nn.Sequential:
+    """Prediction MLP ``Linear, ReLU, …, Linear`` through the hidden ``widths`` (``layers - 1`` of
+    them), by default halving per layer (dim → dim/2 → … → out_dim)."""
     mods: list[nn.Module] = []
     width = dim
-    for _ in range(layers - 1):
-        mods += [nn.Linear(width, max(width // 2, 1)), nn.ReLU()]
-        width = max(width // 2, 1)
+    for nxt in widths or head_widths(dim, layers):
+        mods += [nn.Linear(width, nxt), nn.ReLU()]
+        width = nxt
     mods.append(nn.Linear(width, out_dim))
     return nn.Sequential(*mods)

@@ -128,6 +128,7 @@ _FIELD_PART = {
     "pe_dim": "pe_encoders",
     "out_dim": "head",
     "head_layers": "head",
+    "head_widths": "head",
     "ffn_dim": "ffn",
     "layers.ffn_dim": "ffn",
     "max_spd": "spd",
@@ -177,7 +178,8 @@ def _describe(part: str, config: ModelConfig) -> str:
         pe = ",".join(f"{kind}:{k}" for kind, k in sorted(c.pe.items()))
         return f"the positional-encoding projections (pe {pe}" + (f", pe_dim {c.pe_dim})" if c.pe_dim else ")")
     if part == "head":
-        return f"the prediction head (hidden {c.hidden} to out_dim {c.out_dim}, head_layers {c.head_layers})"
+        widths = f", head_widths {c.head_widths}" if c.head_widths else ""
+        return f"the prediction head (hidden {c.hidden} to out_dim {c.out_dim}, head_layers {c.head_layers}{widths})"
     if part == "ffn":
         return f"the feed-forward blocks (ffn_dim {max(s.ffn_dim for s in c.layers)}, hidden {c.hidden})"
     if part == "spd":
@@ -199,6 +201,8 @@ def _advice(part: str, config: ModelConfig) -> str:
             # a column embeds a row for every value up to its largest: one stray large label does it
             return f"renumber the dataset's {what} labels densely from 0, or choose a smaller hidden size"
         return f"give the dataset fewer {what} features, or choose a smaller hidden size"
+    if part == "head" and max(c.head_widths, default=0) > c.hidden:
+        return "choose smaller head_widths"
     if part == "head" and c.out_dim > c.hidden:
         return "train on a dataset with fewer classes or targets (out_dim), or choose a smaller hidden size"
     if part == "ffn":

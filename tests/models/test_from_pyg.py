@@ -336,6 +336,45 @@ def test_pooling_module_is_read() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        lambda: nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 1)),
+        lambda: nn.Sequential(
+            nn.Dropout(0.2), nn.Linear(32, 20), nn.ReLU(), nn.Linear(20, 7), nn.ReLU(), nn.Linear(7, 3)
+        ),
+    ],
+)
+def test_a_head_with_dropout_and_its_own_widths_imports(tmp_path: Path, head: Callable[[], nn.Module]) -> None:
+    """PyG's common ``Sequential(Linear, ReLU, Dropout, Linear)`` and widths that do not halve were refused;
+    Dropout is the identity in eval mode, and the widths are carried by ``head_widths`` through a checkpoint."""
+    from gtcompress.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(19)
+    src = ExampleGPS()
+    src.mlp = head()
+    warm_up(src, pyg_run)
+    ours = from_pyg(src, readout="sum", pe_kind="rwse")
+    linears = [x for x in src.mlp if isinstance(x, nn.Linear)]
+    assert ours.config.head_layers == len(linears)
+    assert ours.config.head_widths == [x.out_features for x in linears[:-1]]
+    b = molecules(SIZES, seed=20)
+    with torch.no_grad():
+        want = pyg_run(src, b)
+        assert max_diff(want, ours_run(ours, b)) <= TOL
+    loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "ckpt", ours, {}))
+    assert loaded.config.head_widths == ours.config.head_widths
+    with torch.no_grad():
+        assert max_diff(want, ours_run(loaded.eval(), b)) <= TOL
+
+
+def test_a_halving_head_keeps_the_config_it_had() -> None:
+    """The head gtcompress builds itself imports with ``head_widths`` empty, so its config.json has no new key."""
+    ours = from_pyg(ExampleGPS(), readout="sum", pe_kind="rwse")
+    assert (ours.config.head_layers, ours.config.head_widths) == (3, [])
+    assert "head_widths" not in ours.config.to_dict()
+
+
 class MaxPoolGPS(GinLapGPS):
     """``global_max_pool`` in forward, the other common readout of PyG's examples."""
 

@@ -42,9 +42,16 @@ def test_refuses_norm_and_act() -> None:
 def test_refuses_head_pattern_and_widths() -> None:
     m = ExampleGPS()
     m.mlp = nn.Sequential(nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 1))
-    _raises(m, "mlp", "Sequential", "Tanh")
-    m.mlp = nn.Sequential(nn.Linear(32, 20), nn.ReLU(), nn.Linear(20, 1))
-    _raises(m, "mlp.0", "Linear(32, 16)", "halves")
+    _raises(
+        m,
+        "mlp (Sequential): expected a head of Linear, ReLU, Linear, ..., Linear, with Dropout anywhere "
+        "(got Linear, Tanh, Linear)",
+        readout="sum",
+    )
+    m.mlp = nn.Sequential(nn.Linear(32, 20), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 1))  # widths that do not chain
+    _raises(m, "mlp.3 (Linear): expected Linear(20, *), got Linear(16, 1)", readout="sum")
+    m.mlp = nn.Sequential(nn.Dropout(0.1))
+    _raises(m, "mlp (Sequential): expected a head of Linear, ReLU", "(got Dropout)", readout="sum")
 
 
 def test_refuses_heads_not_dividing_and_mixed_layers() -> None:
@@ -140,7 +147,10 @@ def test_refuses_subclasses_whose_extra_parameters_or_forward_it_cannot_see() ->
     m = ExampleGPS()
     m.mlp[4] = _LoraLinear(8, 1)
     _raises(
-        m, "mlp (Sequential): expected a head of Linear, ReLU, Linear, ..., Linear (got", "_LoraLinear", readout="sum"
+        m,
+        "mlp (Sequential): expected a head of Linear, ReLU, Linear, ..., Linear, with Dropout anywhere (got",
+        "_LoraLinear",
+        readout="sum",
     )
     m = ExampleGPS()
     m.pe_lin = _LoraLinear(20, 8)

@@ -173,6 +173,13 @@ def test_config_errors_are_specific() -> None:
         # before: a ValueError from build_model (norm) or from the first forward / ONNX tracing (readout)
         ({"norm": "group"}, "norm must be 'batch', 'layer', 'none' (or '' for the default), got 'group'"),
         ({"readout": "min"}, "readout must be 'mean', 'sum', 'max', got 'min'"),
+        (
+            {"head_widths": [16, 8]},
+            "head_widths [16, 8] lists 2 width(s); a head of head_layers=2 has 1 hidden width(s) "
+            "(or leave head_widths empty to halve)",
+        ),
+        ({"head_widths": [0]}, "head_widths must be a positive integer, got 0"),
+        ({"head_widths": 8}, "head_widths must be a list of the head's hidden widths (or [] to halve), got 8"),
         # before: a shape error in torch.export ("a and b must have same reduction dim, [s, 16] X [2, 16]")
         (
             {"arch": "gps", "gine_edge_dim": 2, "edge_features": FeatureSpec("float", 2)},
@@ -217,6 +224,21 @@ def test_a_saved_config_still_validates() -> None:
     cfg = ModelConfig(arch="gps", node_features=NODE, edge_features=EDGE, out_dim=2, hidden=16, heads=4, layers=layers)
     again = ModelConfig.from_dict(cfg.to_dict())
     assert again == cfg and again.num_layers == 2
+
+
+def test_head_widths_shape_the_head_and_default_to_halving() -> None:
+    """An imported head's own widths are built as given; a config without the field (every config.json
+    written before it) builds the halving head, and a halving config writes no such key."""
+    cfg = ModelConfig(arch="gt", node_features=NODE, out_dim=3, hidden=16, heads=2, head_layers=3, head_widths=[16, 5])
+    shapes = [tuple(m.weight.shape) for m in build_model(cfg).head if isinstance(m, torch.nn.Linear)]
+    assert shapes == [(16, 16), (5, 16), (3, 5)]
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    old = ModelConfig(arch="gt", node_features=NODE, out_dim=3, hidden=16, heads=2, head_layers=3).to_dict()
+    assert "head_widths" not in old
+    shapes = [
+        tuple(m.weight.shape) for m in build_model(ModelConfig.from_dict(old)).head if isinstance(m, torch.nn.Linear)
+    ]
+    assert shapes == [(8, 16), (4, 8), (3, 4)]
 
 
 def test_shortest_path_bins_on_a_path() -> None:

@@ -301,6 +301,11 @@ _FLOAT_NODES = FeatureSpec(kind="float", dim=9)
             "on a dataset with fewer classes or targets (out_dim), or choose a smaller hidden size",
         ),
         (
+            {"head_widths": [10**8]},
+            "7,000,000,005 of them are the prediction head (hidden 64 to out_dim 5, head_layers 2, head_widths "
+            "[100000000]): choose smaller head_widths",
+        ),
+        (
             {"ffn_dim": 10**8},
             "25,800,000,128 of them are the feed-forward blocks (ffn_dim 100000000, hidden 64): choose a smaller "
             "ffn_dim",
