@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = checkpoint_data_spec(meta, None, root=None if args.data_root is None else str(args.data_root))
     if spec is None:
         ap.error(f"{args.checkpoint}: no dataset recorded in the checkpoint")
-    ds = spec.load(model.config.pe)
+    ds = spec.load_for(model.config)
     metric = ds.info.metric
     dense = {s: evaluate(model, ds[s], ds.info)[metric] for s in ("val", "test")}
     data_kd = attach_teacher(ds, copy.deepcopy(model).eval())  # the teacher's logits once, on the original graphs

@@ -101,7 +101,7 @@ def _load(checkpoint: Path, data_root: Path | None, data: str | None = None) -> 
             f"{checkpoint}: no dataset recorded in the checkpoint (one imported from PyG): pass --data NAME"
         )
     check_data_root(spec.name, data_root, "--data-root")
-    ds = spec.load(model.config.pe)
+    ds = spec.load_for(model.config)
     if not recorded:
         problem = input_mismatch(model.config, ds.info)
         if problem is not None:

@@ -196,7 +196,7 @@ def eval_cmd(
     if spec is None:
         raise GTCompressError(f"{checkpoint}: no dataset recorded in the checkpoint; pass --data")
     check_data_root(spec.name, data_root, "--data-root")
-    ds = spec.load(model.config.pe)
+    ds = spec.load_for(model.config)
     what = f"--data {data}" if data is not None else f"dataset {spec.name}"
     _check_inputs(checkpoint, model.config, ds.info, what, recorded_task(meta))
     if split not in ds.splits:

@@ -119,8 +119,13 @@ def load_dataset(
     size: str = "small",
     seed: int = 0,
     cache_dir: Path | None = None,
+    model_features: tuple[FeatureSpec | None, FeatureSpec | None] | None = None,
 ) -> GraphDataset:
     """Load a dataset by name (see the module table).
+
+    ``model_features``, the node and edge feature specs of the model the data is for, lays a TU
+    dataset's labels out as PyG's ``TUDataset`` does (float one-hots) where that model reads them so
+    (:func:`gtcompress.data.tu.pyg_layout`); the other datasets read as PyG's loaders read them already.
 
     Generated datasets are built from ``seed`` and ``size`` and cached in ``cache_dir`` (default
     :func:`default_cache_dir`). File-based ones read from ``root`` (default
@@ -165,7 +170,7 @@ def load_dataset(
         if prefix.lower() == "tu":
             from gtcompress.data.tu import load_tu
 
-            return load_tu(data_root, dataset, seed)
+            return load_tu(data_root, dataset, seed, model_features=model_features)
         from gtcompress.data.ogb import load_ogb
 
         return load_ogb(data_root, dataset)

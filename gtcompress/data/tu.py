@@ -1,10 +1,12 @@
 """TU graph-classification datasets (Morris et al., 2020) read from their original text files.
 
 The result matches PyTorch Geometric's ``TUDataset`` on the same files — same graphs, same edge
-order, same label remapping — so numbers stay comparable with published results, with two
-documented differences: categorical labels stay integer columns (our models embed them instead of
-reading one-hots), and when duplicate edges carry labels the first label is kept (PyG sums the
-one-hots, which is meaningless for a category).
+order, same label remapping — so numbers stay comparable with published results. By default
+categorical labels stay integer columns (our models embed them instead of reading one-hots), and
+when duplicate edges carry labels the first label is kept (PyG sums the one-hots, which is
+meaningless for a category). For a model that reads PyG's float one-hots (one trained on PyG's
+``TUDataset`` and imported with ``from_pyg``), ``model_features`` asks for PyG's layout exactly,
+one-hots and their sums included (:func:`pyg_layout`).
 
 Layout of ``root/NAME/`` (node and graph ids are 1-based; each file may also be ``*.txt.gz``):
 
@@ -37,7 +39,7 @@ from gtcompress.data.base import DatasetInfo, FeatureSpec, GraphDataset, check_s
 from gtcompress.errors import DataFormatError
 from gtcompress.graph import GraphBatch
 
-__all__ = ["MAX_DEGREE", "line_of", "load_tu", "open_text", "random_split_indices", "read_table"]
+__all__ = ["MAX_DEGREE", "line_of", "load_tu", "open_text", "pyg_layout", "random_split_indices", "read_table"]
 
 # Node feature of datasets without node labels or attributes (IMDB-*): the node degree as a
 # category, clipped so rare hubs share one embedding. A common choice for these datasets (PyG's
@@ -206,6 +208,26 @@ def _zero_based(labels: np.ndarray) -> tuple[np.ndarray, list[int]]:
     return shifted, [int(c) + 1 for c in shifted.max(axis=0)]
 
 
+def _one_hot(shifted: np.ndarray, cards: list[int]) -> np.ndarray:
+    """PyG's ``one_hot`` of each zero-based label column, the columns' blocks side by side."""
+    return np.concatenate([np.eye(c, dtype=np.float32)[shifted[:, j]] for j, c in enumerate(cards)], axis=1)
+
+
+def pyg_layout(wanted: FeatureSpec | None, cards: list[int]) -> str:
+    """How to lay out a TU file's labels (``cards``: the zero-based label columns' cardinalities) for a
+    model that takes ``wanted``: ``"one-hot"``, PyG's ``TUDataset``
+    default (``use_node_attr=False``: one-hot labels only), where the model takes float columns as
+    many as the one-hots; else ``"native"``, our own (categorical labels, or the attributes followed
+    by the one-hots, which is PyG's ``use_node_attr=True`` where a file has attributes).
+
+    The model says which it was trained on: its width tells the layouts apart, as node attributes
+    add columns to the other. A model that fits neither is left to the caller's check, which names
+    both sides."""
+    if wanted is None or wanted.kind != "float" or not cards:
+        return "native"
+    return "one-hot" if wanted.dim == sum(cards) else "native"
+
+
 def tu_folder(root: Path, name: str) -> Path:
     """The folder of TU dataset ``name``: ``root/name/``, or ``root/TU/name/`` when ``root`` is the
     data root holding ``TU/``."""
@@ -243,9 +265,16 @@ def folder_hint(
     return ""
 
 
-def load_tu(root: Path, name: str, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1)) -> GraphDataset:
+def load_tu(
+    root: Path,
+    name: str,
+    seed: int = 0,
+    split: Sequence[float] = (0.8, 0.1, 0.1),
+    model_features: tuple[FeatureSpec | None, FeatureSpec | None] | None = None,
+) -> GraphDataset:
     """Load TU dataset ``name`` from ``root/name/`` (or ``root/TU/name/``) with a seeded random
-    80/10/10 split.
+    80/10/10 split, its features laid out for ``model_features`` (node and edge :class:`FeatureSpec`
+    of the model that reads them; :func:`pyg_layout`), by default as below.
 
     The random split (not the 10-fold CV of the TU literature) is the setting of the GTSP paper
     we reproduce. Graph labels are remapped to ``0..C-1`` in sorted order. Node features:
@@ -257,7 +286,12 @@ def load_tu(root: Path, name: str, seed: int = 0, split: Sequence[float] = (0.8,
 
     Edge labels become categorical ``edge_attr [E, k]``. Self loops and duplicate edges are
     removed and edges sorted by (src, dst), like PyG's ``remove_self_loops`` + ``coalesce``.
+
+    Laid out for a model of PyG's one-hots, node labels become float32 one-hots only (attributes
+    dropped) and edge labels float32 one-hots, summed over duplicate edges as PyG's ``coalesce`` sums
+    them.
     """
+    node_want, edge_want = model_features or (None, None)
     folder = tu_folder(root, name)
     path_a = _find(folder, name, "A", required=True)
     path_gi = _find(folder, name, "graph_indicator", required=True)
@@ -334,17 +368,26 @@ def load_tu(root: Path, name: str, seed: int = 0, split: Sequence[float] = (0.8,
 
     # remove_self_loops + coalesce: unique (src, dst) pairs sorted by src then dst.
     keep = src != dst
-    key = src[keep] * num_nodes + dst[keep]
-    key, first = np.unique(key, return_index=True)
+    key, first, pair = np.unique(src[keep] * num_nodes + dst[keep], return_index=True, return_inverse=True)
     src, dst = key // num_nodes, key % num_nodes
     edge_cat = None
     edge_spec = None
     if edge_labels is not None:
         edge_cat, edge_cards = _zero_based(edge_labels)
-        edge_cat = np.ascontiguousarray(edge_cat[keep][first])
-        edge_spec = FeatureSpec("categorical", edge_cat.shape[1], edge_cards)
+        if pyg_layout(edge_want, edge_cards) == "one-hot":
+            # PyG's coalesce sums the attributes of duplicate edges: here, their one-hots
+            hot = _one_hot(edge_cat[keep], edge_cards)
+            edge_cat = np.zeros((len(key), hot.shape[1]), np.float32)
+            np.add.at(edge_cat, pair, hot)
+            edge_spec = FeatureSpec("float", edge_cat.shape[1])
+        else:
+            edge_cat = np.ascontiguousarray(edge_cat[keep][first])
+            edge_spec = FeatureSpec("categorical", edge_cat.shape[1], edge_cards)
 
-    if node_attrs is not None:
+    if node_labels is not None and pyg_layout(node_want, _zero_based(node_labels)[1]) == "one-hot":
+        x = _one_hot(*_zero_based(node_labels))
+        node_spec = FeatureSpec("float", x.shape[1])
+    elif node_attrs is not None:
         parts = [node_attrs]
         if node_labels is not None:
             shifted, cards = _zero_based(node_labels)

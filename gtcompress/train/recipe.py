@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gtcompress.data.base import GraphDataset, add_pe, check_seed
+from gtcompress.data.base import FeatureSpec, GraphDataset, add_pe, check_seed
 from gtcompress.errors import ConfigError
 from gtcompress.machine import machine_memory
 from gtcompress.models.config import ARCHS, ModelConfig
@@ -34,14 +34,25 @@ class DataSpec:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def load(self, pe: dict[str, int] | None = None) -> GraphDataset:
-        """Load (through the on-disk cache) and attach the positional encodings ``pe`` needs."""
+    def load(
+        self,
+        pe: dict[str, int] | None = None,
+        model_features: tuple[FeatureSpec | None, FeatureSpec | None] | None = None,
+    ) -> GraphDataset:
+        """Load (through the on-disk cache) and attach the positional encodings ``pe`` needs;
+        ``model_features``: :func:`~gtcompress.data.load_dataset`'s."""
         from gtcompress.data import load_dataset
 
-        ds = load_dataset(self.name, Path(self.root) if self.root else None, self.size, self.seed)
+        root = Path(self.root) if self.root else None
+        ds = load_dataset(self.name, root, self.size, self.seed, model_features=model_features)
         if pe:
             add_pe(ds, lap=pe.get("lap", 0), rwse_steps=pe.get("rwse", 0))
         return ds
+
+    def load_for(self, config: ModelConfig) -> GraphDataset:
+        """The data as the model of ``config`` reads it: its positional encodings, and its features'
+        layout (a model trained on PyG's one-hot TU features gets them)."""
+        return self.load(config.pe, (config.node_features, config.edge_features))
 
 
 # Positional encodings each benchmark family is usually trained with (GraphGPS configs).

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from gtcompress.data.base import FeatureSpec
 from gtcompress.data.tu import MAX_DEGREE, load_tu, random_split_indices, read_table
 from gtcompress.errors import DataFormatError
 from gtcompress.graph import GraphBatch, collate
@@ -354,6 +355,41 @@ def test_mutag_matches_pyg(tu_root: Path) -> None:
     assert torch.equal(data.x.argmax(1), ours.x[:, 0])
     assert torch.equal(data.edge_attr.argmax(1), ours.edge_attr[:, 0])
     assert torch.equal(data.y, ours.y)
+
+
+@pytest.mark.parametrize("name", ["MUTAG", "PTC_MR", "PROTEINS", "ENZYMES"])
+def test_a_model_of_pygs_one_hots_reads_pygs_tudataset(tu_root: Path, name: str) -> None:
+    """A model trained on PyG's TUDataset takes float one-hots (``Linear(7, c)`` for MUTAG's node labels); for
+    it the files are laid out as PyG lays them out: one-hot labels only (``use_node_attr=False``, PyG's default)
+    or attributes then one-hots (``use_node_attr=True``), told apart by the model's width, and one-hot edge
+    labels. Each is PyG's tensor exactly; a model of neither width gets the categorical columns."""
+    tu = pytest.importorskip("torch_geometric.io.tu")
+    data, _, sizes = tu.read_tu_data(str(tu_root / name), name)
+    attrs = sizes["num_node_attributes"]
+    layouts = [(data.x[:, attrs:], "one-hot labels")] + ([(data.x, "attributes, one-hot labels")] if attrs else [])
+    edge = FeatureSpec("float", data.edge_attr.shape[1]) if data.edge_attr is not None else None
+    for want, what in layouts:
+        ds = load_tu(tu_root, name, split=(1.0, 0.0, 0.0), model_features=(FeatureSpec("float", want.shape[1]), edge))
+        ours = collate(ds["train"])
+        assert ds.info.node_features == FeatureSpec("float", want.shape[1]), what
+        assert ours.x.dtype == torch.float32 and torch.equal(ours.x, want.float()), what
+        if edge is not None:
+            assert ds.info.edge_features == edge and torch.equal(ours.edge_attr, data.edge_attr.float()), what
+    other = load_tu(tu_root, name, model_features=(FeatureSpec("float", data.x.shape[1] + 1), FeatureSpec("float", 1)))
+    assert other.info == load_tu(tu_root, name).info
+
+
+def test_pygs_layout_sums_the_one_hots_of_duplicate_edges(tmp_path: Path) -> None:
+    """PyG's coalesce sums the edge attributes of a duplicate edge (TOY's 1 -> 2 carries labels 7 and 8):
+    laid out for a model of PyG's one-hots, that edge has both ones, as PyG's TUDataset gives it."""
+    tu = pytest.importorskip("torch_geometric.io.tu")
+    folder = _toy(tmp_path)
+    data, _, _ = tu.read_tu_data(str(folder), "TOY")
+    features = (FeatureSpec("float", 4), FeatureSpec("float", 3))  # labels 3..6 and 7..9
+    ours = collate(load_tu(tmp_path, "TOY", split=(1.0, 0.0, 0.0), model_features=features)["train"])
+    assert torch.equal(ours.x, data.x.float())
+    assert torch.equal(ours.edge_attr, data.edge_attr.float())
+    assert ours.edge_attr[0].tolist() == [1.0, 1.0, 0.0]  # 1 -> 2: its labels 7 and 8 summed
 
 
 def test_ptc_mr(tu_root: Path) -> None:
