@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,10 @@ def _gpu_index(device: str | None, path: Path) -> int:
 #: ONNX Runtime's own severity of its default logger (WARNING), which it offers no way to read back.
 ORT_DEFAULT_LOGGER_SEVERITY = 2
 
+# Sessions made at once on several threads share that one logger: the last to finish sets it back.
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+
 
 @contextlib.contextmanager
 def _ort_default_logger_quiet(asked: bool) -> Iterator[None]:
@@ -129,18 +134,25 @@ def _ort_default_logger_quiet(asked: bool) -> Iterator[None]:
     ``asked`` for by name. A provider that cannot load there (``--providers cuda`` without CUDA's
     libraries) is logged by ONNX Runtime itself, in colour on stderr, above the one error line that
     :class:`runtime.backends.OrtBackend` raises for it (the session options' ``log_severity_level``
-    does not reach that logger). Set back to ONNX Runtime's default afterwards: it has no getter, so
-    a severity a caller chose itself is not known here."""
+    does not reach that logger). Set back to ONNX Runtime's default once no session is being made:
+    it has no getter, so a severity a caller chose itself is not known here."""
+    global _quiet_depth
     if not asked:
         yield
         return
     import onnxruntime as ort
 
-    ort.set_default_logger_severity(4)  # fatal only
+    with _quiet_lock:
+        _quiet_depth += 1
+        if _quiet_depth == 1:
+            ort.set_default_logger_severity(4)  # fatal only
     try:
         yield
     finally:
-        ort.set_default_logger_severity(ORT_DEFAULT_LOGGER_SEVERITY)
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                ort.set_default_logger_severity(ORT_DEFAULT_LOGGER_SEVERITY)
 
 
 class GraphSession:
