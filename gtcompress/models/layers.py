@@ -156,15 +156,15 @@ class _Layer(nn.Module):
         """Attention of node rows ``h [N, d]`` on the padded layout; with token pruning over the kept
         tokens only (0 elsewhere), which ranks nodes per padded graph. ``graph_mask``: ``bias`` masks
         the pairs off an attention graph (most of them), not only padding, so the softmax lifts masked
-        scores (``lift_masked`` of :func:`~gtcompress.nn.attention.dense_attention`; not over kept tokens,
-        see :meth:`~gtcompress.nn.tokens.TokenSelector.attend_dense`, which ``attend_nodes`` runs as);
+        scores (``lift_masked`` of :func:`~gtcompress.nn.attention.dense_attention`; over kept tokens too,
+        but not under ``torch.compile``: see :meth:`~gtcompress.nn.tokens.TokenSelector.attend_nodes`);
         ``graph_bias``, the head-shared bias of that graph where ``bias`` is per head (its ``graph_bias``).
         A :class:`~gtcompress.nn.tokens.PairBias` is built whole here, on the kept pairs with token pruning."""
         assert self.attn is not None
         if self.tokens is None:
             full = bias if isinstance(bias, Tensor) else bias.full()
             return self.attn.dense_nodes(h, lay, full, row_valid, lift_masked=graph_mask, graph_bias=graph_bias)
-        return self.tokens.attend_nodes(self.attn, h, lay, bias)
+        return self.tokens.attend_nodes(self.attn, h, lay, bias, lift_masked=graph_mask)
 
 
 class GTLayer(_Layer):

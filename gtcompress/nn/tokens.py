@@ -163,6 +163,21 @@ def _kept_width(length: int, ratio: float) -> int:
     return width
 
 
+def _lift_traced() -> bool:
+    """Whether a token-pruned layer may lift masked scores here: in eager torch and under ``torch.export``
+    (which ``torch.onnx.export(dynamo=True)`` runs: both flags are set there), not under ``torch.compile``.
+
+    Without the lift, the kept tokens' Softmax on ONNX Runtime CPU runs mostly masked rows through float32
+    denormals (``bench/HISTORY.md``). Inductor (torch 2.13, CPU) miscompiles the lift here: a computed
+    value feeds a MatMul whose contraction size, the kept width, guards make 1, and its outer-product
+    ``bmm`` decomposition reads past the row (``bench/HISTORY.md``, "torch.compile / inductor"). A compiled
+    model needs no lift (it does not run on ONNX Runtime), so it keeps the plain softmax, the same weights
+    up to the lifted terms' 1.8e-35. Dynamo of torch 2.11 reports ``is_exporting()`` under
+    ``torch.compile`` too, so there the lift is compiled; 2.11's inductor has no such decomposition and
+    answers as eager with it (the same section)."""
+    return not torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
 class PairBias(Protocol):
     """An additive attention bias ``[B, Hb, L, L]`` handed over by what it is built from, so that a
     token-pruned layer builds it on its kept pairs only. Built whole and then narrowed, a per-head bias
@@ -253,10 +268,9 @@ class TokenSelector(nn.Module):
     def attend_dense(self, attn: MultiHeadAttention, hd: Tensor, bias: Tensor, valid: Tensor) -> Tensor:
         """``attn.dense`` over the kept tokens of ``hd [B, L, d]``; dropped tokens get 0.
 
-        Without the masked-score lift of :func:`~gtcompress.nn.attention.dense_attention`: inductor
-        (torch 2.13, CPU) compiled the lift over these ``-inf``-masked kept tokens into values up to
-        1e36 on padded batches (``aot_eager`` and the decomposed graph run eagerly were right), and the
-        lift's ONNX Runtime speed-up was measured on full layers, not on token-pruned ones."""
+        Without the masked-score lift of :func:`~gtcompress.nn.attention.dense_attention`: this form runs
+        in training (complete queries, keys masked by the selection) and in tests; what models run at
+        inference and export is :meth:`attend_nodes`, which lifts."""
         sel, mult = self.select(hd, valid)
         if mult is not None:  # training: complete queries, keys masked by the hard selection
             key_mask = torch.zeros_like(hd[..., 0]).masked_fill(~sel.keep, float("-inf"))
@@ -276,7 +290,14 @@ class TokenSelector(nn.Module):
         out = out_k.new_zeros((hd.shape[0], hd.shape[1], out_k.shape[-1]))
         return out.scatter(1, idx.unsqueeze(-1).expand(-1, -1, out_k.shape[-1]), out_k)
 
-    def attend_nodes(self, attn: MultiHeadAttention, h: Tensor, layout: DenseLayout, bias: Tensor | PairBias) -> Tensor:
+    def attend_nodes(
+        self,
+        attn: MultiHeadAttention,
+        h: Tensor,
+        layout: DenseLayout,
+        bias: Tensor | PairBias,
+        lift_masked: bool = False,
+    ) -> Tensor:
         """:meth:`attend_dense` on node rows ``h [N, d]`` of ``layout`` -> ``[N, d]``, the same answers.
 
         At inference the kept tokens go from node rows to heads and back by one Gather each, as
@@ -286,7 +307,11 @@ class TokenSelector(nn.Module):
         the same selection costs a pad, a GatherElements and a ScatterElements with ``[B, L', d]`` int64
         indices and four Transposes a layer, which make a token-pruned model slower than its dense parent
         on ONNX Runtime CPU (``bench/HISTORY.md``). A :class:`PairBias` is built on the kept pairs only.
-        Training keeps :meth:`attend_dense` (complete queries)."""
+        Training keeps :meth:`attend_dense` (complete queries).
+
+        ``lift_masked`` (a bias that masks most pairs: GT's edges) lifts the masked scores of the kept
+        tokens as :func:`~gtcompress.nn.attention.dense_attention` does, except under ``torch.compile``
+        (:func:`_lift_traced`)."""
         if self.training:
             full = bias if isinstance(bias, Tensor) else bias.full()
             return layout.unpad(self.attend_dense(attn, layout.pad(h), full, layout.valid))
@@ -307,7 +332,8 @@ class TokenSelector(nn.Module):
         key_pad = torch.zeros_like(valid_k, dtype=q.dtype).masked_fill(~valid_k, float("-inf"))
         key_pad = key_pad[:, None, None, :]
         kept_bias = _gather_bias(bias, idx) + key_pad if isinstance(bias, Tensor) else bias.on_tokens(idx, key_pad)
-        out = dense_attention(q, k, v, kept_bias, dropout=attn.dropout, training=False)  # [B, H, L', D]
+        lift = lift_masked and _lift_traced()
+        out = dense_attention(q, k, v, kept_bias, dropout=attn.dropout, lift_masked=lift)  # [B, H, L', D]
         # each node's row (graph, 0, column) of the output padded with a zero column L' (dropped nodes read it)
         per_graph = heads * (lp + 1)
         base = torch.arange(rows, device=h.device).unsqueeze(1) * per_graph

@@ -414,6 +414,22 @@ def test_a_token_ratio_keeping_one_node_of_the_export_example_serves_larger_grap
         np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize(("arch", "lifted"), [("gt", True), ("gps", False)])
+def test_token_pruned_layers_lift_masked_scores_where_the_bias_is_a_graph(tmp_path, arch: str, lifted: bool) -> None:
+    """A token-pruned GT's kept tokens attend over the input edges, most pairs masked: exported without the
+    masked-score lift of ``dense_attention``, ONNX Runtime CPU ran their Softmax through float32 denormals
+    (a token-pruned GT slower than its dense parent, ``bench/HISTORY.md``). The lift is a Max of the scores
+    and a floor ahead of each Softmax. GPS's kept tokens mask only padding and keep the plain softmax."""
+    torch.manual_seed(0)
+    layers = [LayerSpec(heads=2, ffn_dim=16, token_keep=0.5), LayerSpec(heads=2, ffn_dim=16, token_keep=0.8)]
+    cfg = ModelConfig(arch=arch, node_features=FeatureSpec("float", 3), out_dim=2, hidden=16, heads=2, layers=layers)
+    res = export_onnx(build_model(cfg).eval(), tmp_path / "m.onnx", "dense", verify_batches=2)
+    graph = onnx.load(str(res.path)).graph
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    softmax_inputs = [producer[node.input[0]] for node in graph.node if node.op_type == "Softmax"]
+    assert softmax_inputs == (["Max", "Max"] if lifted else ["MatMul", "MatMul"])
+
+
 def _tiny_onnx_bytes() -> bytes:
     from onnx import TensorProto, helper
 

@@ -138,3 +138,19 @@ def test_a_token_pruned_model_compiled_by_inductor_answers_as_eager() -> None:
         _assert_parity(compiled, model, spec, [(1, 1, 4), (1,)])
     finally:
         torch._dynamo.reset()
+
+
+def test_a_token_pruned_gt_compiled_by_inductor_answers_as_eager_on_three_and_four_nodes() -> None:
+    """GT's token-pruned layers lift masked scores (a Max before the softmax, a Mul by the mask after it),
+    but not under ``torch.compile``: inductor (torch 2.13 CPU) compiled the lift wrong where guards make the
+    kept width 1 but the IR does not (``bench/HISTORY.md``, "torch.compile / inductor"). With the lift
+    compiled, lone graphs of 3 and 4 nodes, compiled after a batch of three graphs and one of two, answered
+    up to 1e31 off."""
+    model = _model("gt", token_keep=0.5)
+    spec = input_spec(model, "dense")
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(_Traced(model, spec), fullgraph=True, dynamic=True, backend="inductor")
+        _assert_parity(compiled, model, spec, [(1, 1, 4), (1, 3), (3,), (4,)])
+    finally:
+        torch._dynamo.reset()

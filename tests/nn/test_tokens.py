@@ -58,6 +58,28 @@ def test_attention_on_node_rows_answers_as_the_padded_path_bit_for_bit(kind: str
         assert (out[~kept] == 0).all() and (out[kept] != 0).any(), sizes
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("ratio", [0.8, 0.5, 0.1])
+def test_lifting_the_masked_scores_of_kept_tokens_keeps_their_answers(dtype: torch.dtype, ratio: float) -> None:
+    """GT's token-pruned layers lift masked scores before the softmax (no float32 denormals on ONNX Runtime
+    CPU) and zero their weights after it: the same answers bit for bit, on lone nodes, graphs keeping one
+    token and rows without any key among the kept tokens (their first node's, masked whole: zero rows)."""
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    attn, sel = MultiHeadAttention(16, 4, 4).eval().to(dtype), TokenSelector(16, ratio).eval().to(dtype)
+    for sizes in SIZES:
+        batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+        lay = DenseLayout.from_batch(batch, len(sizes))
+        h = torch.randn(batch.shape[0], 16, generator=gen).to(dtype)
+        bias = _bias("edges", lay, 4, gen)
+        bias[:, :, 0, :] = MASK  # each graph's first node has no key
+        with torch.no_grad():
+            plain = sel.attend_nodes(attn, h, lay, bias)
+            lifted = sel.attend_nodes(attn, h, lay, bias, lift_masked=True)
+        assert torch.equal(lifted, plain), sizes
+        assert torch.isfinite(lifted).all() and (lifted != 0).any(), sizes
+
+
 def test_attention_on_node_rows_trains_as_the_padded_path() -> None:
     """In training the node-row path is the padded one (complete queries, straight-through mask)."""
     torch.manual_seed(0)
