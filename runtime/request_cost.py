@@ -79,6 +79,12 @@ GT_EDGE_HEAD_BYTES_LAYERS = 38
 #: measured 9 B before the mask, 14.5-15.1 B with it (without edge features, 1 head, 1,500-2,500 nodes:
 #: 22.5 B a cell in all).
 GT_CELL_BYTES = 18
+#: ... plus, token-pruned (``token_keep < 1``), the bias narrowed to the kept tokens and its int64 indices,
+#: a cell and, with edge features (a per-head bias), a head: peak RSS over cells on ONNX Runtime CPU (1,500
+#: and 2,500 nodes, keep 0.5-0.95) was 35.3 B at 1 head (counted 28 before), with edge features 62.2 /
+#: 116.2 / 247.9 / 482.5 B at 1 / 2 / 4 / 8 heads (counted 66 / 114 / 210 / 402 before).
+GT_TOKEN_CELL_BYTES = 10
+GT_TOKEN_EDGE_HEAD_BYTES = 10
 #: GPS (any other dense attention), bytes a head per padded cell: its scores and their softmax,
 #: float32. Peak RSS over cells for one 3,000-node graph (1 thread, 1 to 3 layers, with and without
 #: GINE) was 4.4-4.9 B a head on ONNX Runtime CPU (counted 4 before, up to 1.24x under; 6 leaves room
@@ -139,10 +145,13 @@ def attention_cell_bytes(session: CostedModel) -> int:
         per_head = 4 + GRAPHORMER_HEAD_BYTES + (GRAPHORMER_EDGE_HEAD_BYTES if cfg.get("edge_features") else 0)
         return per_head * heads + GRAPHORMER_DISTANCE_BYTES
     if cfg.get("arch") == "gt" and heads > 0:
-        per_head = GT_HEAD_BYTES
+        per_head, per_cell = GT_HEAD_BYTES, GT_CELL_BYTES
         if cfg.get("edge_features"):
             per_head += GT_EDGE_HEAD_BYTES_LAYERS if _attention_layers(session, cfg) > 1 else GT_EDGE_HEAD_BYTES
-        return per_head * heads + GT_CELL_BYTES
+        if _token_pruned(session, cfg):
+            per_cell += GT_TOKEN_CELL_BYTES
+            per_head += GT_TOKEN_EDGE_HEAD_BYTES if cfg.get("edge_features") else 0
+        return per_head * heads + per_cell
     torch_backend = session.platform == TORCH_PLATFORM
     if cfg.get("arch") == "gps" and _attention_topk(session, cfg) > 0 and heads > 0:
         if torch_backend:
@@ -169,6 +178,16 @@ def _attention_layers(session: CostedModel, cfg: dict[str, Any]) -> int:
         return int(cfg.get("num_layers", 1))
     except (TypeError, ValueError) as e:
         raise SessionError(f"{session.path}: metadata 'model_config' has no usable num_layers ({e})") from None
+
+
+def _token_pruned(session: CostedModel, cfg: dict[str, Any]) -> bool:
+    """Whether a layer of the exported model config that attends keeps only part of its tokens."""
+    try:  # a hand-edited entry: refused at load, as _config_heads does
+        return any(
+            int(x.get("heads", 0)) > 0 and float(x.get("token_keep", 1.0)) < 1.0 for x in cfg.get("layers") or []
+        )
+    except (AttributeError, TypeError, ValueError) as e:
+        raise SessionError(f"{session.path}: metadata 'model_config' has no usable token_keep ({e})") from None
 
 
 def distance_hops(session: CostedModel) -> int:

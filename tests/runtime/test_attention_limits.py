@@ -110,15 +110,18 @@ def test_dense_gt_cell_bytes_cover_what_a_call_takes(exported) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc (Linux)")
-def test_dense_gt_cell_bytes_cover_the_softmax_mask(tmp_path) -> None:
+@pytest.mark.parametrize("keep", [1.0, 0.95])
+def test_dense_gt_cell_bytes_cover_the_softmax_mask(tmp_path, keep: float) -> None:
     """A GT's softmax on the ``dense`` lowering lifts masked scores and zeroes their weights by a mask
     of the layer's bias (boolean, then float32): a 1-head GT without edge features took 22.5 B a cell,
-    counted 22 before the mask was (10 a head, 12 a cell)."""
-    from gtcompress.models import ModelConfig
+    counted 22 before the mask was (10 a head, 12 a cell). Token-pruned, it also holds the bias narrowed
+    to the kept tokens and the narrowing's int64 indices: 32-35 B a cell at keep 0.95, counted 28 before."""
+    from gtcompress.models import LayerSpec, ModelConfig
     from gtcompress.models.config import FeatureSpec
     from tests.runtime.conftest import seeded_model
 
-    cfg = ModelConfig(arch="gt", node_features=FeatureSpec("float", 3), out_dim=2, hidden=16, heads=1, num_layers=2)
+    layers = [LayerSpec(heads=1, ffn_dim=32, token_keep=keep) for _ in range(2)]
+    cfg = ModelConfig(arch="gt", node_features=FeatureSpec("float", 3), out_dim=2, hidden=16, heads=1, layers=layers)
     path = export_onnx(seeded_model(cfg), tmp_path / "gt1.onnx", "dense", verify_batches=1).path
     n = 1500
     peak = _peak_bytes(path, n)
