@@ -34,9 +34,16 @@ def scatter_max_or_zero(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
     without nodes pools to 0, not to :func:`scatter_max`'s ``-inf``, and a gradient reaches the
     rows that hold the maximum. ``include_self=False`` exports as ScatterElements (reduction
     ``none`` to seed the slots, then ``max``), which ONNX Runtime runs at opset 18 and TensorRT
-    imports through its ScatterElements plugin."""
+    imports through its ScatterElements plugin.
+
+    A slot with a NaN row is NaN, as torch's ``amax`` gives it, in every backend: ONNX Runtime's
+    ScatterElements ``max`` keeps or drops a NaN by the order it meets the rows in, so a node the
+    model overflows on would pool to the other nodes' finite maximum, which the runtime's refusal of
+    non-finite answers cannot see. The count of NaN rows per slot carries it past that reduction."""
     out = src.new_zeros((dim_size, *src.shape[1:]))
-    return out.scatter_reduce(0, _expand_index(index, src), src, reduce="amax", include_self=False)
+    out = out.scatter_reduce(0, _expand_index(index, src), src, reduce="amax", include_self=False)
+    nans = scatter_sum(src.isnan().to(src.dtype), index, dim_size)
+    return torch.where(nans > 0, float("nan"), out)
 
 
 def scatter_mean(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
