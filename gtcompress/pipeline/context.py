@@ -2,7 +2,7 @@
 (:class:`ModelArtifact`, :class:`OnnxArtifact`).
 
 A stage reads its settings from the context's config, loads data through it (each dataset once
-per positional-encoding setting, however many stages use it), and runs under its stage cache. The
+per positional-encoding setting and feature layout, however many stages use it), and runs under its stage cache. The
 artifacts carry the cache key of what made them, so a stage's key is its settings plus its inputs'
 keys and a changed setting re-runs exactly what depends on it.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +19,12 @@ from gtcompress.pipeline.cache import StageCache, stage_key
 from gtcompress.pipeline.config import PipelineConfig
 
 if TYPE_CHECKING:  # torch-side: imported when a stage loads data, not with this module
-    from gtcompress.data.base import GraphDataset
+    from gtcompress.data.base import FeatureSpec, GraphDataset
+    from gtcompress.models.config import ModelConfig
     from gtcompress.train.recipe import DataSpec
+
+    #: the node and edge features of the model a dataset is laid out for
+    Features = tuple[FeatureSpec | None, FeatureSpec | None]
 
 __all__ = ["ModelArtifact", "OnnxArtifact", "RunContext", "data_spec"]
 
@@ -86,9 +90,16 @@ class RunContext:
         """The configured dataset (``data`` section)."""
         return data_spec(self.config)
 
-    def dataset(self, pe: Mapping[str, int]) -> GraphDataset:
-        """The configured dataset with positional encodings ``pe``, loaded once per ``pe``."""
-        k = json.dumps(dict(pe), sort_keys=True)
+    def dataset(self, pe: Mapping[str, int], features: Features | None = None) -> GraphDataset:
+        """The configured dataset with positional encodings ``pe``, its features laid out for a model
+        of ``features`` (node and edge :class:`~gtcompress.data.base.FeatureSpec`; a TU dataset as
+        PyG's one-hots for a model trained on them, :meth:`DataSpec.load`), loaded once per both."""
+        node, edge = features or (None, None)
+        k = json.dumps([dict(pe), *(None if f is None else asdict(f) for f in (node, edge))], sort_keys=True)
         if k not in self._datasets:
-            self._datasets[k] = self.data_spec().load(dict(pe))
+            self._datasets[k] = self.data_spec().load(dict(pe), features)
         return self._datasets[k]
+
+    def dataset_for(self, config: ModelConfig) -> GraphDataset:
+        """The configured dataset as the model of ``config`` reads it (:meth:`DataSpec.load_for`)."""
+        return self.dataset(config.pe, (config.node_features, config.edge_features))

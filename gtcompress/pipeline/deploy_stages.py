@@ -47,7 +47,7 @@ def _export(ctx: RunContext, m: ModelArtifact, lowering: str, verify_batches: in
         model, meta = load_checkpoint(m.ckpt)
 
         def profile() -> Any:  # real validation batches, loaded only if the lowering rule needs them
-            return union_batches(ctx.dataset(model.config.pe)["val"], batch_graphs, 1)[0]
+            return union_batches(ctx.dataset_for(model.config)["val"], batch_graphs, 1)[0]
 
         keep = {k: meta[k] for k in ("dataset", "metrics", "compression", "teddy") if k in meta}
         res = export_onnx(model, path, lowering, profile=profile, metadata=keep, verify_batches=verify_batches)

@@ -48,7 +48,7 @@ def _given(ctx: RunContext, src: Path) -> ModelArtifact:
         from gtcompress.errors import ConfigError
 
         model, meta = load_checkpoint(src)
-        problem = input_mismatch(model.config, ctx.dataset(model.config.pe).info)
+        problem = input_mismatch(model.config, ctx.dataset_for(model.config).info)
         if problem is not None:  # a checkpoint that records no dataset: the configured one must fit
             raise ConfigError(
                 f"data.name {ctx.config['data']['name']!r} does not fit train.checkpoint {src}: {problem}"
@@ -162,7 +162,7 @@ def _dense_ft(ctx: RunContext, parent: ModelArtifact) -> ModelArtifact:
 
         model, meta = load_checkpoint(parent.ckpt)
         res = finetune_dense(
-            model, ctx.dataset(model.config.pe), epochs, lr=pcfg["lr"], batch_size=batch_size, seed=seed
+            model, ctx.dataset_for(model.config), epochs, lr=pcfg["lr"], batch_size=batch_size, seed=seed
         )
         rep = res.report
         # its own metrics, not the parent's copied with the meta (gtc info shows these)
@@ -194,7 +194,7 @@ def _sparsify(ctx: RunContext, parent: ModelArtifact) -> ModelArtifact:
 
         model, meta = load_checkpoint(parent.ckpt)
         sc = SparsifyConfig(edges=scfg["edges"], epochs=scfg["epochs"], batch_size=batch_size, seed=seed)
-        res = sparsify_model(model, ctx.dataset(model.config.pe), sc)
+        res = sparsify_model(model, ctx.dataset_for(model.config), sc)
         save_checkpoint(
             ckpt,
             res.model,
@@ -241,7 +241,7 @@ def _prune(ctx: RunContext, parent: ModelArtifact, b: float, method: str) -> Mod
             batch_size=batch_size,
             seed=seed,
         )
-        res = (prune_model if method == "gtsp" else random_prune)(model, ctx.dataset(model.config.pe), pc)
+        res = (prune_model if method == "gtsp" else random_prune)(model, ctx.dataset_for(model.config), pc)
         save_checkpoint(ckpt, res.model, {**meta, "metrics": checkpoint_metrics(res.report), "compression": res.report})
         return {"flops_kept": res.report["cost"]["flops_ratio"]}
 

@@ -186,8 +186,12 @@ def _data_files(name: str, root: str | None) -> list[Any]:
 
 
 def _dataset_of(ctx: RunContext, e: OnnxArtifact) -> Any:
-    """The dataset with the positional encodings the exported file takes."""
-    return ctx.dataset(read_spec(e.path).pe)
+    """The dataset with the positional encodings and the feature layout the exported file takes."""
+    from gtcompress.data.base import FeatureSpec
+
+    spec = read_spec(e.path)
+    node, edge = (FeatureSpec(f.kind, f.dim, list(f.cardinalities)) if f else None for f in (spec.x, spec.edge_attr))
+    return ctx.dataset(spec.pe, (node, edge))
 
 
 def _measure(ctx: RunContext, exported: list[OnnxArtifact]) -> list[dict[str, Any]]:

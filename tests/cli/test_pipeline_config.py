@@ -139,7 +139,7 @@ def test_a_given_token_keep_prunes_tokens_as_gtc_prune_token_keep_does(token_kee
         def stage(self, name, key, outputs, fn):
             return fn()
 
-        def dataset(self, pe):
+        def dataset_for(self, config):
             return None
 
     with pytest.raises(Stop):

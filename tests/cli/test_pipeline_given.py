@@ -135,3 +135,43 @@ def test_a_given_checkpoint_is_keyed_by_its_content(given, tmp_path) -> None:
         shutil.copyfile(f, ck / f.name)
     os.utime(ck, ns=(stamp, stamp))
     assert os.stat(ck).st_mtime_ns == stamp and _content_digest(ck) != before
+
+
+def test_a_given_model_of_pygs_tu_one_hots_reads_them_in_every_stage(tmp_path) -> None:
+    """A model trained on PyG's TUDataset (float one-hots: 7 node and 4 edge columns on MUTAG), which
+    ``gtc eval`` and ``gtc prune`` read the TU files for as PyG lays them out, was refused by the pipeline:
+    "data.name 'tu:MUTAG' does not fit train.checkpoint ...: node features: the model takes float, 7 columns,
+    MUTAG has categorical, cardinalities [7]". Its stages, and the evaluation of its ONNX files, now get
+    that layout (one dataset, loaded once)."""
+    import os
+    from pathlib import Path
+
+    import torch
+
+    from exporters.onnx import export_onnx
+    from gtcompress.checkpoint import load_checkpoint, save_checkpoint
+    from gtcompress.data.base import FeatureSpec
+    from gtcompress.models import ModelConfig, build_model
+    from gtcompress.pipeline.cache import StageCache
+    from gtcompress.pipeline.context import OnnxArtifact, RunContext
+    from gtcompress.pipeline.model_stages import dense_models
+    from gtcompress.pipeline.run import _dataset_of
+
+    env = os.environ.get("GTCOMPRESS_DATA")
+    tu = (Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data") / "TU"
+    if not (tu / "MUTAG").is_dir():
+        pytest.skip(f"real TU data not found at {tu} (set GTCOMPRESS_DATA)")
+    node, edge = FeatureSpec("float", 7), FeatureSpec("float", 4)
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="gps", node_features=node, edge_features=edge, out_dim=2, hidden=16, heads=2,
+                      num_layers=1, task_level="graph", readout="max", pe={})  # fmt: skip
+    save_checkpoint(tmp_path / "ck", build_model(cfg).eval(), {})
+    config = load_config(None, [f"train.checkpoint={tmp_path / 'ck'}", "data.name=tu:MUTAG", f"data.root={tu}"])
+    ctx = RunContext(config, tmp_path / "run", StageCache(tmp_path / "run", lambda _: None), "data")
+    (dense,) = dense_models(ctx)
+    model, _ = load_checkpoint(dense.ckpt)
+    ds = ctx.dataset_for(model.config)
+    assert (ds.info.node_features, ds.info.edge_features) == (node, edge)
+    assert ds["train"][0].x.dtype == torch.float32 and set(ds["train"][0].x.sum(1).tolist()) == {1.0}
+    res = export_onnx(model, tmp_path / "ck.onnx", "dense", verify=False)
+    assert _dataset_of(ctx, OnnxArtifact(dense, "dense", "dense", res.path, 0.0)) is ds

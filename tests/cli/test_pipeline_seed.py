@@ -63,7 +63,7 @@ def _stages(
             keys[name.split(":")[0]] = key
             return fn()
 
-        def dataset(self, pe: Any) -> None:
+        def dataset_for(self, config: Any) -> None:
             return None
 
     parent = ModelArtifact("gt-dense", Path("gt-dense"), "given-checkpoint-key", "gt", "dense", 1.0)
