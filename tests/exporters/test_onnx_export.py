@@ -30,7 +30,7 @@ CAT = FeatureSpec("categorical", 2, [5, 3])
 FLOAT_EDGES = FeatureSpec("float", 2)
 
 
-def _model(arch: str, compressed: bool, task_level: str = "node", edge=FLOAT_EDGES, readout: str = "mean"):
+def _model(arch: str, compressed: bool, task_level: str = "node", edge=FLOAT_EDGES):
     torch.manual_seed(0)
     layers = [LayerSpec(heads=1, ffn_dim=24), LayerSpec(heads=0, ffn_dim=64), LayerSpec(heads=3, ffn_dim=0)]
     cfg = ModelConfig(
@@ -44,7 +44,6 @@ def _model(arch: str, compressed: bool, task_level: str = "node", edge=FLOAT_EDG
         pe={"rwse": 4},
         task_level=task_level,
         layers=layers if compressed else [],
-        readout=readout,
     )
     model = build_model(cfg)
     model.train()
@@ -163,43 +162,6 @@ def test_issue_request_edgeless_five_nodes(exported) -> None:
         with torch.no_grad():
             ref = _Traced(model, res.spec)(*to_torch(build_inputs(g, res.spec))).numpy()
         np.testing.assert_allclose(out, ref[0] if res.spec.task_level == "graph" else ref, atol=1e-5, err_msg=case)
-
-
-@pytest.mark.parametrize(
-    ("arch", "lowering"), [("gt", "scatter"), ("gt", "padded"), ("gt", "plugin"), ("gps", "dense")]
-)
-def test_a_max_readout_exports_on_every_lowering_and_serves_per_graph(tmp_path, arch: str, lowering: str) -> None:
-    """``readout="max"`` (PyG's ``global_max_pool``) runs on the node rows after the layers of every lowering:
-    ScatterElements with reduction max (opset 18), which ONNX Runtime runs and TensorRT's parser takes. The
-    export checks parity on random batches and the edge cases; the runtime then answers each graph of a
-    union as PyTorch does on that graph alone."""
-    from runtime.session import GraphSession
-
-    model = _model(arch, False, "graph", readout="max")
-    res = export_onnx(model, tmp_path / "max.onnx", lowering)
-    assert res.max_abs_err <= 1e-4 and res.edge_cases == list(EDGE_CASES) and res.tensorrt_problems == []
-    reductions = {
-        a.s
-        for n in onnx.load(str(res.path)).graph.node
-        if n.op_type == "ScatterElements"
-        for a in n.attribute
-        if a.name == "reduction"
-    }
-    assert b"max" in reductions
-    rng = np.random.default_rng(4)
-    graphs = [
-        NumpyGraph(
-            x=np.stack([rng.integers(0, 5, n), rng.integers(0, 3, n)], axis=1),
-            edge_index=rng.integers(0, n, (2, 2 * n)),
-            edge_attr=rng.normal(size=(2 * n, 2)).astype(np.float32),
-        )
-        for n in (1, 4, 9)
-    ]
-    outs = GraphSession(res.path, ["CPUExecutionProvider"]).run(graphs)
-    for g, out in zip(graphs, outs, strict=True):
-        with torch.no_grad():
-            ref = _Traced(model, res.spec)(*to_torch(build_inputs(g, res.spec))).numpy()[0]
-        np.testing.assert_allclose(out, ref, atol=1e-4)
 
 
 def test_verify_parity_reports_error_and_output_scale(tmp_path) -> None:
