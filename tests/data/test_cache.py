@@ -182,7 +182,10 @@ def test_load_dataset_bad_names_and_sizes(tmp_path: Path) -> None:
 def test_file_based_datasets_dispatch_lazily(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[Any, ...]] = []
     fakes = {
-        "gtcompress.data.tu": ("load_tu", lambda root, name, seed: calls.append(("tu", root, name, seed))),
+        "gtcompress.data.tu": (
+            "load_tu",
+            lambda root, name, seed, model_features=None: calls.append(("tu", root, name, seed, model_features)),
+        ),
         "gtcompress.data.ogb": ("load_ogb", lambda root, name: calls.append(("ogb", root, name))),
         "gtcompress.data.molecules": (
             "load_molhiv",
@@ -194,12 +197,15 @@ def test_file_based_datasets_dispatch_lazily(tmp_path: Path, monkeypatch: pytest
         setattr(module, attr, fn)
         monkeypatch.setitem(sys.modules, module_name, module)
     load_dataset("tu:PROTEINS", root=tmp_path, seed=7)
+    one_hot = (FeatureSpec("float", 3), None)  # a model of PyG's TUDataset one-hots: the TU loader lays them out
+    load_dataset("tu:PROTEINS", root=tmp_path, seed=7, model_features=one_hot)
     load_dataset("ogb:ogbg-molpcba", root=tmp_path)
     load_dataset("molhiv", root=tmp_path, size="full")
     load_dataset("molhiv", root=tmp_path)
     load_dataset("molhiv", root=tmp_path, size="10,5,5", cache_dir=tmp_path / "c")  # was dropped: ~/.cache
     assert calls == [
-        ("tu", tmp_path, "PROTEINS", 7),
+        ("tu", tmp_path, "PROTEINS", 7, None),
+        ("tu", tmp_path, "PROTEINS", 7, one_hot),
         ("ogb", tmp_path, "ogbg-molpcba"),
         ("hiv", tmp_path, None, None),
         ("hiv", tmp_path, data.MOLHIV_SMALL_LIMIT, None),
