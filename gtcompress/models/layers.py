@@ -107,17 +107,41 @@ class GraphormerBias:
         eb = self._edge_bias()
         if eb is not None:
             spare = rows * lp * lp
-            # each slot's column among the kept tokens (spare: not kept) as a source, and as a
-            # destination its row of the kept batch [B*L'] (past spare * L' when not kept)
-            src_at = torch.full((rows, length), spare, dtype=torch.long, device=idx.device)
-            src_at = src_at.scatter(1, idx, torch.arange(lp, device=idx.device).expand(rows, lp))
-            dst_at = src_at + torch.arange(rows, device=idx.device).unsqueeze(1) * lp
-            src = src_at.reshape(-1).gather(0, lay.slot.gather(0, self.edge_index[0]))
-            dst = dst_at.reshape(-1).gather(0, lay.slot.gather(0, self.edge_index[1]))
-            pair = (dst * lp + src).clamp(max=spare)  # [E]: spare for an edge with an end not kept
+            pair = lay.kept_pair_index(self.edge_index, idx)  # [E]: spare for an edge with an end not kept
             flat = eb.new_zeros((spare + 1, eb.shape[1])).scatter_add(0, pair.unsqueeze(-1).expand_as(eb), eb)
             bias = bias + flat[:spare].view(rows, lp, lp, -1)
         return bias.permute(0, 3, 1, 2) + key_mask
+
+
+@dataclass
+class EdgeBias:
+    """GT's per-head edge-feature bias (each edge's ``[E, H]`` merged per (dst, src) pair by log-sum-exp,
+    the mask off the edges) as a :class:`~gtcompress.nn.tokens.PairBias`: a token-pruned layer builds it
+    on its kept pairs only, ``[B, H, L', L']`` from the edges with both ends kept, instead of the whole
+    ``[B, H, L, L]`` on per-graph padding narrowed by two GatherElements with expanded int64 indices."""
+
+    layout: DenseLayout
+    edge_index: Tensor  # [2, E]
+    batch: Tensor  # [N]
+    bias: Tensor  # [E, H]
+
+    def full(self) -> Tensor:
+        """The whole ``[B, H, L, L]``, as a dense layer attends with it."""
+        return self.layout.edge_bias(self.edge_index, self.batch, self.bias)
+
+    def on_tokens(self, idx: Tensor, key_mask: Tensor) -> Tensor:
+        """``full()`` on the tokens ``idx [B, L']`` on both axes plus ``key_mask`` (see
+        :meth:`~gtcompress.nn.tokens.PairBias.on_tokens`): each edge's bias merged into its kept pair
+        (edges with an end outside ``idx`` into a spare row), the logarithm taken per edge."""
+        rows, lp = self.layout.num_rows, idx.shape[1]
+        spare = rows * lp * lp
+        pair = self.layout.kept_pair_index(self.edge_index, idx)
+        heads = self.bias.shape[1]
+        kept = self.layout.edge_bias_at(pair, self.bias, spare + 1)[:spare]
+        # one head: a view, not a permute, whose strides torch.export then cannot decide a layout of
+        # (a guard on the kept width L', an unbacked size, refused the export)
+        kept = kept.view(rows, 1, lp, lp) if heads == 1 else kept.view(rows, lp, lp, heads).permute(0, 3, 1, 2)
+        return kept + key_mask
 
 
 class _Layer(nn.Module):
@@ -188,7 +212,10 @@ class GTLayer(_Layer):
             if ctx.lowering is Lowering.DENSE:
                 lay = ctx.layout
                 assert lay is not None and ctx.edge_dense is not None
-                dense_bias = ctx.edge_dense if bias is None else lay.edge_bias(ctx.edge_index, ctx.batch, bias)
+                dense_bias: Tensor | PairBias = ctx.edge_dense
+                if bias is not None:
+                    edges = EdgeBias(lay, ctx.edge_index, ctx.batch, bias)
+                    dense_bias = edges if self.tokens is not None else edges.full()
                 graph = None if bias is None else ctx.edge_dense  # one zeroing mask a cell, not one a head
                 a = self._dense(h, lay, dense_bias, ctx.edge_rows, graph_mask=True, graph_bias=graph)
             elif self.tokens is not None:

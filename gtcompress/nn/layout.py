@@ -138,16 +138,45 @@ class DenseLayout:
         """
         if bias is None:
             return self.log_count_bias(self.edge_counts(edge_index, batch))
-        flat = self.pair_index(edge_index, batch)
         n = self.num_rows * self.max_nodes * self.max_nodes
-        idx = flat.unsqueeze(-1).expand_as(bias)
-        peak = bias.new_full((n, bias.shape[1]), float("-inf"))
-        peak = peak.scatter_reduce(0, idx, bias.detach(), reduce="amax", include_self=True)
-        peak_e = peak.gather(0, idx)
-        total = bias.new_zeros((n, bias.shape[1])).scatter_add(0, idx, torch.exp(bias - peak_e))
+        _idx, peak, _peak_e, total = _exp_sums(self.pair_index(edge_index, batch), bias, n)
         dense = torch.log(total) + torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
         dense = dense.clamp(min=mask_value(dense.dtype))  # finite in float16 too (no NaN rows)
         return dense.view(self.num_rows, self.max_nodes, self.max_nodes, -1).permute(0, 3, 1, 2)
+
+    def kept_pair_index(self, edge_index: Tensor, idx: Tensor) -> Tensor:
+        """``[E]`` index of each edge's (dst, src) pair among the kept tokens ``idx [B, L']`` (positions),
+        flattened over ``[B, L', L']`` by (row, dst column, src column); ``B*L'*L'`` (a spare row) for an
+        edge with an end not kept. What a token-pruned layer scatters its per-edge biases by, so that it
+        builds them on its kept pairs only."""
+        rows, length, lp = self.num_rows, self.max_nodes, idx.shape[1]
+        spare = rows * lp * lp
+        # each slot's column among the kept tokens (spare: not kept) as a source, and as a destination
+        # its row of the kept batch [B*L'] (past spare * L' when not kept)
+        src_at = torch.full((rows, length), spare, dtype=torch.long, device=idx.device)
+        src_at = src_at.scatter(1, idx, torch.arange(lp, device=idx.device).expand(rows, lp))
+        dst_at = src_at + torch.arange(rows, device=idx.device).unsqueeze(1) * lp
+        src = src_at.reshape(-1).gather(0, self.slot.gather(0, edge_index[0]))
+        dst = dst_at.reshape(-1).gather(0, self.slot.gather(0, edge_index[1]))
+        return (dst * lp + src).clamp(max=spare)
+
+    @staticmethod
+    def edge_bias_at(pair: Tensor, bias: Tensor, n: int) -> Tensor:
+        """Per-edge score biases ``[E, H]`` merged into ``n`` pairs by the pair index ``pair [E]``, ``[n, H]``:
+        the numbers of :meth:`edge_bias` (log-sum-exp per pair, the mask where none), with the logarithm
+        taken per edge (``E*H`` values) and each pair's written by its edges, instead of over all ``n*H``:
+        ONNX Runtime's CPU Log is not vectorised, and the Log, its Where on the peaks and their IsNaN, IsInf
+        and Clip over every pair were most of a token-pruned GT layer's bias (``bench/HISTORY.md``). The
+        edges of a pair write the same value; by ``amax``, whose gradient a pair's edges share, as the
+        sum's they share in :meth:`edge_bias` (with the mask, which they reach only clamped, where the clamp
+        passes none: one ScatterElements, where ``include_self=False`` exports as two)."""
+        idx, _peak, peak_e, total = _exp_sums(pair, bias, n)
+        per_edge = torch.log(total.gather(0, idx)) + torch.where(
+            torch.isfinite(peak_e), peak_e, torch.zeros_like(peak_e)
+        )
+        mask = mask_value(bias.dtype)
+        per_edge = per_edge.clamp(min=mask)
+        return bias.new_full((n, bias.shape[1]), mask).scatter_reduce(0, idx, per_edge, reduce="amax")
 
     @staticmethod
     def log_count_bias(counts: Tensor) -> Tensor:
@@ -179,3 +208,15 @@ class DenseLayout:
         counts = torch.zeros(n, dtype=torch.float32, device=flat.device)
         counts = counts.scatter_add(0, flat, torch.ones(flat.shape[0], dtype=torch.float32, device=flat.device))
         return counts.view(self.num_rows, self.max_nodes, self.max_nodes)
+
+
+def _exp_sums(pair: Tensor, bias: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The log-sum-exp of per-edge biases ``[E, H]`` by pair ``pair [E]`` over ``n`` pairs, before its
+    logarithm: the index ``[E, H]``, each pair's largest bias ``[n, H]`` (``-inf`` where no edge) and that
+    of each edge's pair ``[E, H]``, and each pair's sum of ``exp(bias - largest)`` ``[n, H]``."""
+    idx = pair.unsqueeze(-1).expand_as(bias)
+    peak = bias.new_full((n, bias.shape[1]), float("-inf"))
+    peak = peak.scatter_reduce(0, idx, bias.detach(), reduce="amax", include_self=True)
+    peak_e = peak.gather(0, idx)
+    total = bias.new_zeros((n, bias.shape[1])).scatter_add(0, idx, torch.exp(bias - peak_e))
+    return idx, peak, peak_e, total

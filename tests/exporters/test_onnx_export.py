@@ -338,7 +338,7 @@ def test_token_pruned_models_export_with_ties(tmp_path, arch: str) -> None:
             export_onnx(model, tmp_path / "n.onnx", "plugin")
 
 
-@pytest.mark.parametrize(("arch", "edges"), [("gt", False), ("graphormer", False), ("graphormer", True)])
+@pytest.mark.parametrize(("arch", "edges"), [("gt", False), ("gt", True), ("graphormer", False), ("graphormer", True)])
 def test_a_token_ratio_keeping_one_node_of_the_export_example_serves_larger_graphs(
     tmp_path, arch: str, edges: bool
 ) -> None:
@@ -346,7 +346,8 @@ def test_a_token_ratio_keeping_one_node_of_the_export_example_serves_larger_grap
     bias had one query row, and the export took the per-key bias path for every input: ONNX Runtime
     refused (MatMul dimension mismatch) every graph keeping two tokens or more, at export's check
     (keep 0.1, graphs of 15 nodes up) or, past the check's sizes (keep 0.01: 150 nodes up), when served.
-    With edge features a Graphormer sums each edge's bias into the kept pairs' ``[B*L'*L', H]``."""
+    With edge features a Graphormer sums each edge's bias into the kept pairs' ``[B*L'*L', H]``, and a
+    GT merges it there by log-sum-exp."""
     from gtcompress.graph import GraphBatch
     from gtcompress.preprocess.random_graphs import random_graph
     from runtime.session import GraphSession

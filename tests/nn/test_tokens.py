@@ -1,5 +1,5 @@
 """Token-pruned attention on node rows (``TokenSelector.attend_nodes``) against the padded path, and
-Graphormer's bias built on kept pairs against the whole bias narrowed."""
+Graphormer's and GT's biases built on kept pairs against the whole bias narrowed."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import torch
 
 from gtcompress.graph import GraphBatch
 from gtcompress.models.config import FeatureSpec, LayerSpec, ModelConfig
-from gtcompress.models.layers import GraphormerBias
+from gtcompress.models.layers import EdgeBias, GraphormerBias
 from gtcompress.models.model import build_model, shortest_path_bins
 from gtcompress.nn.attention import MASK
 from gtcompress.nn.layout import DenseLayout
@@ -183,3 +183,106 @@ def test_graphormer_key_padding_is_a_bin_whose_bias_is_the_mask() -> None:
         ref = attn.spd_bias(spd.clamp(max=3)).permute(0, 3, 1, 2) + lay.key_padding_bias()
     assert torch.equal(full, ref)
     assert (full[~lay.valid[:, None, None, :].expand_as(full)] == MASK).all()
+
+
+def _edges(sizes: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """Random edges within each graph of ``sizes`` with a pair of three edges, one of two, self-loops
+    (random ones, and a loop's duplicate), a graph without edges (the second, where there are several)
+    and nodes without an incoming edge."""
+    start = torch.cumsum(torch.tensor((0, *sizes)), 0)
+    pairs = []
+    for g, n in enumerate(sizes):
+        if g == 1:
+            continue
+        src = torch.randint(0, n, (2 * n,), generator=gen) + start[g]
+        dst = torch.randint(0, max(1, n - 1), (2 * n,), generator=gen) + start[g]  # the last node: no key
+        pairs.append(
+            torch.stack([torch.cat([src, src[:2], src[:1], dst[:2]]), torch.cat([dst, dst[:2], dst[:1], dst[:2]])])
+        )
+    return torch.cat(pairs, dim=1) if pairs else torch.zeros((2, 0), dtype=torch.long)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gt_edge_bias_on_kept_tokens_is_the_whole_bias_narrowed_bit_for_bit(dtype: torch.dtype) -> None:
+    """A token-pruned GT layer with edge features merges each edge's bias into its kept pair (log-sum-exp,
+    the logarithm per edge) instead of building ``[B, H, L, L]`` and narrowing it: the same numbers, the
+    mask off the edges, for every kept width, tokens in any order, padding and masked columns among them."""
+    gen = torch.Generator().manual_seed(0)
+    for sizes in SIZES:
+        batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+        lay = DenseLayout.from_batch(batch, len(sizes))
+        edge_index = _edges(sizes, gen)
+        bias = EdgeBias(lay, edge_index, batch, (3 * torch.randn(edge_index.shape[1], 3, generator=gen)).to(dtype))
+        full = bias.full()
+        length = full.shape[-1]
+        for lp in sorted({1, max(1, length // 2), length}):
+            idx = torch.stack([torch.randperm(length, generator=gen)[:lp] for _ in sizes])
+            attended = lay.valid.gather(1, idx) & (torch.rand(idx.shape, generator=gen) < 0.8)
+            key_mask = torch.where(attended, 0.0, float("-inf")).to(dtype)[:, None, None, :]
+            kept = bias.on_tokens(idx, key_mask)
+            assert kept.shape == (len(sizes), 3, lp, lp) and kept.dtype == dtype
+            assert torch.equal(kept, _gather_bias(full, idx) + key_mask), (sizes, lp)
+
+
+def test_gt_edge_bias_on_kept_pairs_has_the_gradient_of_the_whole_bias() -> None:
+    """Each pair's value is written by its edges (the logarithm taken per edge) by ``amax``, whose gradient
+    the pair's edges share: a pair of three edges passes each edge its gradient once, as the whole bias's
+    sum does (a plain scatter would pass it three times, once through each edge's copy)."""
+    gen = torch.Generator().manual_seed(0)
+    sizes = (4, 1, 5)
+    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    lay = DenseLayout.from_batch(batch, len(sizes))
+    edge_index = _edges(sizes, gen)
+    per_edge = torch.randn(edge_index.shape[1], 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    bias = EdgeBias(lay, edge_index, batch, per_edge)
+    idx = torch.arange(lay.max_nodes).expand(len(sizes), -1)  # every token kept: on_tokens is full()
+    zero = torch.zeros((len(sizes), 1, 1, lay.max_nodes), dtype=torch.float64)
+    weight = torch.randn((len(sizes), 2, lay.max_nodes, lay.max_nodes), generator=gen, dtype=torch.float64)
+    (grad_kept,) = torch.autograd.grad((bias.on_tokens(idx, zero).clamp(min=-1e30) * weight).sum(), per_edge)
+    (grad_full,) = torch.autograd.grad((bias.full().clamp(min=-1e30) * weight).sum(), per_edge)
+    assert torch.allclose(grad_kept, grad_full, rtol=1e-12, atol=1e-12)
+    assert grad_full.abs().min() > 0
+
+
+@pytest.mark.parametrize("level", ["graph", "node"])
+def test_token_pruned_gt_with_edge_features_never_builds_the_whole_bias(
+    monkeypatch: pytest.MonkeyPatch, level: str
+) -> None:
+    """Whole models, eager, on lone nodes, graphs without edges, duplicate edges, self-loops, layers keeping
+    one token: the kept-pair bias gives the answers of the whole bias narrowed, bit for bit, and the
+    token-pruned layers never build the whole ``[B, H, L, L]``."""
+    torch.manual_seed(0)
+    layers = [LayerSpec(heads=4, ffn_dim=16, token_keep=keep) for keep in (0.8, 0.5, 0.1)]
+    cfg = ModelConfig(
+        arch="gt",
+        node_features=FeatureSpec("float", 3),
+        edge_features=FeatureSpec("float", 2),
+        out_dim=2,
+        hidden=16,
+        heads=4,
+        layers=layers,
+        task_level=level,
+    )
+    model = build_model(cfg).eval()
+    gen = torch.Generator().manual_seed(0)
+    sizes = (1, 3, 30, 7, 64, 2)
+    edge_index = _edges(sizes, gen)
+    batch = GraphBatch(
+        x=torch.randn(sum(sizes), 3, generator=gen),
+        edge_index=edge_index,
+        edge_attr=torch.randn(edge_index.shape[1], 2, generator=gen),
+        batch=torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)),
+        num_graphs=len(sizes),
+    )
+
+    def whole(*args: object) -> None:
+        raise AssertionError("a token-pruned layer built the whole [B, H, L, L] edge bias")
+
+    with torch.no_grad(), monkeypatch.context() as patch:
+        patch.setattr(DenseLayout, "edge_bias", whole)
+        out = model(batch)
+    with torch.no_grad():
+        monkeypatch.setattr(EdgeBias, "on_tokens", lambda self, idx, mask: _gather_bias(self.full(), idx) + mask)
+        ref = model(batch)
+    assert out.shape == (sum(sizes) if level == "node" else len(sizes), 2)
+    assert torch.equal(out, ref)
