@@ -158,7 +158,10 @@ class DenseLayout:
         dst_at = src_at + torch.arange(rows, device=idx.device).unsqueeze(1) * lp
         src = src_at.reshape(-1).gather(0, self.slot.gather(0, edge_index[0]))
         dst = dst_at.reshape(-1).gather(0, self.slot.gather(0, edge_index[1]))
-        return (dst * lp + src).clamp(max=spare)
+        pair = dst * lp + src  # spare * L' and up where an end is not kept
+        # a Where, not a clamp: ONNX Runtime 1.31's int64 Min and Clip leave values in [2^31, 2^32) as they
+        # are, so an edge leaving a 1,425-token row (1425^3 + its column) scattered past the table
+        return torch.where(pair < spare, pair, spare)
 
     @staticmethod
     def edge_bias_at(pair: Tensor, bias: Tensor, n: int) -> Tensor:

@@ -42,3 +42,51 @@ def test_token_pruned_gt_builds_its_edge_bias_on_kept_pairs_with_a_logarithm_per
     assert axes and max(axes) <= 1
     logs = [producer[node.input[0]] for node in graph.node if node.op_type == "Log"]
     assert logs == ["GatherElements"] * len(layers)
+
+
+def test_the_exported_kept_pair_index_sends_edges_leaving_the_kept_tokens_to_the_spare_row() -> None:
+    """An edge with an end not kept indexes ``spare * L'`` and up before it is sent to the spare row: for one
+    1,425-token row that is past 2^31, where ONNX Runtime 1.31's int64 Clip (``clamp(max=spare)``) left it as
+    it was, and the scatter by it failed ("indices element out of data bounds"), for GT and Graphormer alike
+    (a 1,500-node graph at keep 0.95)."""
+    import warnings
+
+    import onnxruntime as ort
+
+    from exporters.onnx import OPSET
+    from gtcompress.nn.layout import DenseLayout
+
+    class Pairs(torch.nn.Module):
+        def forward(self, slot: torch.Tensor, pad_mask: torch.Tensor, edges: torch.Tensor, idx: torch.Tensor):
+            return DenseLayout.from_slots(slot, pad_mask).kept_pair_index(edges, idx)
+
+    n, lp = 1500, 1425
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:lp].unsqueeze(0)
+    dropped = torch.ones(n, dtype=torch.bool).scatter(0, idx[0], False).nonzero().squeeze(1)
+    kept = idx[0, :4]
+    # kept -> kept, kept -> dropped, dropped -> kept, dropped -> dropped, self-loops of each
+    edges = torch.tensor(
+        [[kept[0], kept[1], dropped[0], dropped[1], kept[2], dropped[2]],
+         [kept[1], dropped[0], kept[3], dropped[2], kept[2], dropped[2]]]
+    )  # fmt: skip
+    example = (
+        torch.arange(9),
+        torch.ones(1, 9, dtype=torch.bool),
+        torch.tensor([[0, 1], [1, 2]]),
+        torch.arange(5)[None],
+    )
+    dims = torch.export.Dim("n"), torch.export.Dim("length"), torch.export.Dim("edges"), torch.export.Dim("lp")
+    shapes = ({0: dims[0]}, {1: dims[1]}, {1: dims[2]}, {1: dims[3]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proto = torch.onnx.export(Pairs(), example, dynamic_shapes=shapes, dynamo=True, opset_version=OPSET).model_proto
+    inputs = (torch.arange(n), torch.ones(1, n, dtype=torch.bool), edges, idx)
+    sess = ort.InferenceSession(proto.SerializeToString())
+    feed = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), inputs, strict=True)}
+    (out,) = sess.run(None, feed)
+    spare = lp * lp
+    rank = {int(t): r for r, t in enumerate(idx[0])}
+    expected = [rank[int(kept[1])] * lp + rank[int(kept[0])], spare, spare, spare]
+    expected += [rank[int(kept[2])] * lp + rank[int(kept[2])], spare]
+    assert out.tolist() == expected
+    assert torch.equal(Pairs()(*inputs), torch.from_numpy(out))
