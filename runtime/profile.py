@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from gtcompress.preprocess.spec import InputSpec
+from runtime.errors import SessionError
 from runtime.measure import machine_info, make_graphs, peak_rss_mb, pinned, time_session
 from runtime.profile_ops import op_breakdown
 from runtime.profile_report import SCHEMA, report_tables, validate_report, write_report
@@ -199,7 +200,8 @@ def _child_main() -> None:
         except (KeyboardInterrupt, _ParentGone):
             raise
         except BaseException as e:  # report to the parent instead of dying silently
-            emit({"kind": "error", "error": f"{type(e).__name__}: {e}"})
+            # our own errors are messages for the user; anything else keeps its type for a bug report
+            emit({"kind": "error", "error": str(e) if isinstance(e, SessionError) else f"{type(e).__name__}: {e}"})
         emit({"kind": "done"})
     except (KeyboardInterrupt, _ParentGone):
         with contextlib.suppress(OSError):  # nobody reads fd 1 now: its last flush at exit must not fail
@@ -213,7 +215,6 @@ def _run_isolated(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], N
     import subprocess
 
     from runtime.children import stop_with_parent
-    from runtime.errors import SessionError
 
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
@@ -243,7 +244,8 @@ def _run_isolated(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], N
                 on_event(msg)
         proc.wait(60)
     if error is not None:
-        how = "" if kwargs["threads"] is None else f" with {kwargs['threads']} threads"
+        n = kwargs["threads"]
+        how = "" if n is None else f" with {n} thread{'' if n == 1 else 's'}"
         raise SessionError(f"profiling {kwargs['path']}{how}: {error}")
     if not finished:
         raise SessionError(f"profiling process for {kwargs['path']} died (exit code {proc.returncode})")
@@ -281,7 +283,6 @@ def profile_models(
     counted as the server counts a request, is refused before any model is measured
     (:func:`runtime.profile_cost.check_costs`). ``progress`` is first called
     with ``(0, total, ...)`` once every check has passed, then once a step."""
-    from runtime.errors import SessionError
     from runtime.session import is_checkpoint, resolve_model_path
 
     if iterations < 2 or warmup < 0:

@@ -383,3 +383,17 @@ def test_the_op_profile_folder_of_a_killed_child_is_removed_by_the_next_op_profi
     ops = _op_profile(path, 1, None, spec, (8, 1), 2, 4.0, 0)
     assert ops["available"] is True
     assert list(tmp_path.glob(f"{OP_PROFILE_PREFIX}*")) == []  # the dead child's, and this one's own
+
+
+def test_a_measuring_process_that_refuses_the_model_says_why_in_the_users_words(tmp_path: Path) -> None:
+    """The child's own refusal reaches the user as its message (no ``SessionError:`` class prefix) and
+    the thread count reads in English; an unexpected exception still names its type."""
+    from runtime.errors import SessionError
+    from runtime.profile import _run_isolated
+
+    missing = tmp_path / "m.onnx"
+    kwargs = dict(path=str(missing), threads=1, configs=[(8, 1)], iterations=2, warmup=0, avg_degree=2.0, seed=0,
+                  providers=None, op_config=None, op_iterations=1)  # fmt: skip
+    with pytest.raises(SessionError) as err:
+        _run_isolated(kwargs, lambda event: None)
+    assert str(err.value) == f"profiling {missing} with 1 thread: model file does not exist: {missing}"
