@@ -57,9 +57,8 @@ def pe_kind_for(pe_kind: str | None, example: tuple[Any, Tensor] | None, k: int,
     ``pe_kind`` given: checked against ``example=``'s encoding where there is one. Not given: the
     kind the example's encoding is (named by its attribute, of several the one as wide as the encoder's
     input, or RWSE as the runtime computes it);
-    without an example, refused."""
-    if pe_kind is not None and pe_kind not in PE_KINDS:
-        raise ValueError(f"pe_kind must be 'rwse' or 'lap', got {pe_kind!r}")
+    without an example, refused. ``pe_kind`` is one of :data:`PE_KINDS` or ``None`` (``from_pyg``
+    checks it before any part is read)."""
     if example is None:
         if pe_kind is None:
             raise ValueError(
