@@ -384,18 +384,16 @@ def load_tu(
             edge_cat = np.ascontiguousarray(edge_cat[keep][first])
             edge_spec = FeatureSpec("categorical", edge_cat.shape[1], edge_cards)
 
-    if node_labels is not None and pyg_layout(node_want, _zero_based(node_labels)[1]) == "one-hot":
-        x = _one_hot(*_zero_based(node_labels))
+    labels = _zero_based(node_labels) if node_labels is not None else None
+    if labels is not None and pyg_layout(node_want, labels[1]) == "one-hot":
+        x = _one_hot(*labels)
         node_spec = FeatureSpec("float", x.shape[1])
     elif node_attrs is not None:
-        parts = [node_attrs]
-        if node_labels is not None:
-            shifted, cards = _zero_based(node_labels)
-            parts += [np.eye(c, dtype=np.float64)[shifted[:, j]] for j, c in enumerate(cards)]
+        parts = [node_attrs] if labels is None else [node_attrs, _one_hot(*labels)]
         x = np.concatenate(parts, axis=1).astype(np.float32)
         node_spec = FeatureSpec("float", x.shape[1])
-    elif node_labels is not None:
-        x, cards = _zero_based(node_labels)
+    elif labels is not None:
+        x, cards = labels
         node_spec = FeatureSpec("categorical", x.shape[1], cards)
     else:
         degree = np.bincount(dst, minlength=num_nodes)  # incoming = outgoing: TU graphs are symmetric
