@@ -22,6 +22,7 @@ from gtcompress.data.molecules import (
     smiles_to_graph,
     smiles_to_graphs,
 )
+from gtcompress.data.split_files import read_split_ids, split_paths
 from gtcompress.errors import DataFormatError, GTCompressError
 
 pytest.importorskip("rdkit", reason="molecule featurisation needs rdkit (pip install 'gtcompress[chem]')")
@@ -251,8 +252,8 @@ def test_molhiv_real_limit_and_cache(hiv_root: Path, tmp_path: Path) -> None:
     # The split files are disjoint, and so are the limited selections drawn from them.
     smiles, labels = molecules._read_hiv_csv(hiv_root / "HIV.csv.gz")
     assert len(smiles) == 41127 and int(labels.sum()) == 1443
-    paths = {k: hiv_root / "split_recomputed" / "scaffold" / f"{f}.csv.gz" for k, f in molecules._SPLIT_FILES}
-    full = molecules._read_splits(paths, len(smiles), hiv_root / "HIV.csv.gz")
+    paths = split_paths(hiv_root / "split_recomputed" / "scaffold")
+    full = read_split_ids(paths, len(smiles), "row id")
     assert [len(v) for v in full.values()] == [32901, 4113, 4113]
     chosen = [set(molecules._limit_split(v, labels, 50).tolist()) for v in full.values()]
     assert not (chosen[0] & chosen[1] or chosen[0] & chosen[2] or chosen[1] & chosen[2])
