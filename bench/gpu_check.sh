@@ -29,15 +29,19 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 # image) spreads them over the machine's cores.
 workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n ${GPU_TEST_WORKERS:-8}")
 # The whole log goes to the file (every failure's traceback: the run cannot be repeated to see them), its
-# end to the console.
-timeout "${GPU_TEST_TIMEOUT:-150}" python3 -m pytest -q -p no:cacheprovider -rs --durations=15 $workers tests/gpu \
+# end to the console. Past its time pytest is interrupted (SIGINT, which tests/conftest.py re-enables where
+# a background launch ignores it), not terminated: it then still writes the failures it has, tracebacks
+# included; a SIGTERM killed it with only its progress dots written. -k: a process that cannot take the
+# interrupt (stuck in a CUDA call) is killed 30 s later.
+timeout -s INT -k 30 "${GPU_TEST_TIMEOUT:-150}" python3 -m pytest -q -p no:cacheprovider -rs --durations=15 $workers tests/gpu \
   tests/runtime/test_torch_backend.py tests/cli/test_runtime_device.py -k "not served and not imports_without_torch" \
   2>&1 | tee "$OUT/gpu_tests.log" | tail -n 100
 tests=$?
 left=$(( TOTAL_S - ($(date +%s) - start) ))
 minutes=$(python3 -c "print(round(max(1.0, ($left - $BENCH_RESERVE_S) / 60), 2))")
 echo "tests took $(( $(date +%s) - start )) s; the benchmark gets ${left} s (--max-minutes $minutes)" | tee -a "$OUT/gpu_tests.log"
-timeout "$left" python3 bench/kernel.py --out "$OUT/kernel.json" --max-minutes "$minutes" "$@" 2>&1 | tee "$OUT/kernel.log"
+# SIGTERM: bench/kernel.py still writes its summary and PNG; -k: killed if it cannot (stuck in a CUDA call).
+timeout -k 30 "$left" python3 bench/kernel.py --out "$OUT/kernel.json" --max-minutes "$minutes" "$@" 2>&1 | tee "$OUT/kernel.log"
 bench=$?
 echo "gpu tests exit $tests, bench exit $bench, $(( $(date +%s) - start )) s in all"
 exit $(( tests != 0 || bench != 0 ))

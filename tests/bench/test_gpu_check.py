@@ -1,0 +1,77 @@
+"""``bench/gpu_check.sh``, the GPU run's one script, run here on a stand-in tree.
+
+The device run cannot be repeated, so what its log keeps when a step runs out of time is checked
+here: the real script and the real ``tests/conftest.py`` in a temporary tree whose test files (the
+paths the script names) hold one failing test and one that never ends, and whose
+``bench/kernel.py`` only prints its arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "bench" / "gpu_check.sh"
+
+FAILING = """
+import time
+
+
+def test_fails_before_the_cut():
+    assert 1 == 2, "the failure the log must keep"
+
+
+def test_never_ends():
+    time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(shutil.which("timeout") is None or shutil.which("bash") is None, reason="needs bash and timeout")
+def test_tests_cut_by_their_timeout_still_log_their_failures(tmp_path: Path) -> None:
+    """Cut at GPU_TEST_TIMEOUT, pytest must still write the failures it found, with their tracebacks:
+    killed by timeout's default SIGTERM it left only its progress dots. The script is started with
+    SIGINT ignored, as a shell without job control starts a background command."""
+    tree = tmp_path / "tree"
+    for name in ("gpu", "runtime", "cli"):
+        (tree / "tests" / name).mkdir(parents=True)
+    shutil.copy(ROOT / "tests" / "conftest.py", tree / "tests" / "conftest.py")
+    (tree / "tests" / "gpu" / "test_a.py").write_text(FAILING)
+    for path in ("runtime/test_torch_backend.py", "cli/test_runtime_device.py"):
+        (tree / "tests" / path).write_text("def test_nothing():\n    pass\n")
+    (tree / "bench").mkdir()
+    (tree / "bench" / "kernel.py").write_text("import sys\nprint('bench args', *sys.argv[1:])\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "python3"  # the script's python3: this interpreter, with pytest
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    shim.chmod(0o755)
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "OUT": str(out),
+        "GPU_TEST_TIMEOUT": "15",
+        "GPU_TEST_WORKERS": "0",  # no xdist workers: the tests run in order, the failing one first
+        "GTC_COMMIT": "test",
+    }
+    res = subprocess.run(
+        ["bash", str(SCRIPT)],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    log = (out / "gpu_tests.log").read_text()
+    assert "AssertionError: the failure the log must keep" in log, log
+    assert "FAILED tests/gpu/test_a.py::test_fails_before_the_cut" in log or "1 failed" in log, log
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "bench args --out" in (out / "kernel.log").read_text()  # the benchmark still ran after the cut
