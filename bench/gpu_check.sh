@@ -41,7 +41,13 @@ left=$(( TOTAL_S - ($(date +%s) - start) ))
 minutes=$(python3 -c "print(round(max(1.0, ($left - $BENCH_RESERVE_S) / 60), 2))")
 echo "tests took $(( $(date +%s) - start )) s; the benchmark gets ${left} s (--max-minutes $minutes)" | tee -a "$OUT/gpu_tests.log"
 # SIGTERM: bench/kernel.py still writes its summary and PNG; -k: killed if it cannot (stuck in a CUDA call).
-timeout -k 30 "$left" python3 bench/kernel.py --out "$OUT/kernel.json" --max-minutes "$minutes" "$@" 2>&1 | tee "$OUT/kernel.log"
-bench=$?
+if [ "$left" -lt 60 ]; then
+  # timeout 0 would mean no limit, a negative one runs nothing: say so instead
+  echo "error: the tests left ${left} s of TOTAL_S=${TOTAL_S}, under the benchmark's 60 s minimum; not run" | tee "$OUT/kernel.log"
+  bench=1
+else
+  timeout -k 30 "$left" python3 bench/kernel.py --out "$OUT/kernel.json" --max-minutes "$minutes" "$@" 2>&1 | tee "$OUT/kernel.log"
+  bench=$?
+fi
 echo "gpu tests exit $tests, bench exit $bench, $(( $(date +%s) - start )) s in all"
 exit $(( tests != 0 || bench != 0 ))

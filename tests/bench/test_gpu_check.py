@@ -33,16 +33,18 @@ def test_never_ends():
 """
 
 
-@pytest.mark.skipif(shutil.which("timeout") is None or shutil.which("bash") is None, reason="needs bash and timeout")
-def test_tests_cut_by_their_timeout_still_log_their_failures(tmp_path: Path) -> None:
-    """Cut at GPU_TEST_TIMEOUT, pytest must still write the failures it found, with their tracebacks:
-    killed by timeout's default SIGTERM it left only its progress dots. The script is started with
-    SIGINT ignored, as a shell without job control starts a background command."""
+NEEDS_SHELL = pytest.mark.skipif(
+    shutil.which("timeout") is None or shutil.which("bash") is None, reason="needs bash and timeout"
+)
+
+
+def _run(tmp_path: Path, gpu_tests: str, **env_extra: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """The real script on a stand-in tree whose tests/gpu holds ``gpu_tests``; its $OUT."""
     tree = tmp_path / "tree"
     for name in ("gpu", "runtime", "cli"):
         (tree / "tests" / name).mkdir(parents=True)
     shutil.copy(ROOT / "tests" / "conftest.py", tree / "tests" / "conftest.py")
-    (tree / "tests" / "gpu" / "test_a.py").write_text(FAILING)
+    (tree / "tests" / "gpu" / "test_a.py").write_text(gpu_tests)
     for path in ("runtime/test_torch_backend.py", "cli/test_runtime_device.py"):
         (tree / "tests" / path).write_text("def test_nothing():\n    pass\n")
     (tree / "bench").mkdir()
@@ -57,9 +59,9 @@ def test_tests_cut_by_their_timeout_still_log_their_failures(tmp_path: Path) -> 
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "OUT": str(out),
-        "GPU_TEST_TIMEOUT": "15",
         "GPU_TEST_WORKERS": "0",  # no xdist workers: the tests run in order, the failing one first
         "GTC_COMMIT": "test",
+        **env_extra,
     }
     res = subprocess.run(
         ["bash", str(SCRIPT)],
@@ -70,8 +72,28 @@ def test_tests_cut_by_their_timeout_still_log_their_failures(tmp_path: Path) -> 
         timeout=240,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
+    return res, out
+
+
+@NEEDS_SHELL
+def test_tests_cut_by_their_timeout_still_log_their_failures(tmp_path: Path) -> None:
+    """Cut at GPU_TEST_TIMEOUT, pytest must still write the failures it found, with their tracebacks:
+    killed by timeout's default SIGTERM it left only its progress dots. The script is started with
+    SIGINT ignored, as a shell without job control starts a background command."""
+    res, out = _run(tmp_path, FAILING, GPU_TEST_TIMEOUT="15")
     log = (out / "gpu_tests.log").read_text()
     assert "AssertionError: the failure the log must keep" in log, log
     assert "FAILED tests/gpu/test_a.py::test_fails_before_the_cut" in log or "1 failed" in log, log
     assert res.returncode == 1, res.stdout + res.stderr
     assert "bench args --out" in (out / "kernel.log").read_text()  # the benchmark still ran after the cut
+
+
+@NEEDS_SHELL
+def test_a_budget_the_tests_used_up_is_said_not_run_without_a_limit(tmp_path: Path) -> None:
+    """``timeout 0`` means no limit: with the tests leaving under a minute of TOTAL_S, the benchmark
+    ran unbounded (or, with a negative limit, not at all and without a word)."""
+    res, out = _run(tmp_path, "def test_ok():\n    pass\n", TOTAL_S="5")
+    assert res.returncode == 1, res.stdout + res.stderr
+    log = (out / "kernel.log").read_text()
+    assert "of TOTAL_S=5, under the benchmark's 60 s minimum; not run" in log, log
+    assert "bench args" not in log
