@@ -17,13 +17,14 @@ The canonical source is PyG's ``examples/graph_gps.py``::
     for conv in convs: x = conv(x, edge_index, batch, edge_attr=edge_attr)
     return mlp(global_add_pool(x, batch))
 
-The model's ``forward`` cannot be read, so these facts are *assumed* and must hold: the node
-encoding comes first in the concatenation, every layer receives the same encoded edge features,
+The model's ``forward`` cannot be run symbolically, so these facts are *assumed* and must hold: the
+node encoding comes first in the concatenation, every layer receives the same encoded edge features,
 and the head follows the readout. The readout itself is not assumed: a graph-level model's
 pooling lives in ``forward`` (``global_add_pool`` vs ``global_mean_pool`` differ by a factor of the
 graph size, ``global_max_pool`` by more), so it is read from a pooling module when the model has one
-(``SumAggregation``, ``MeanAggregation``, ``MaxAggregation``), taken from ``readout=``, or found by
-running the three on ``example=``;
+(``SumAggregation``, ``MeanAggregation``, ``MaxAggregation``), from the one PyG pool function the
+forward's code calls (:mod:`gtcompress.models.from_pyg_readout`), taken from ``readout=`` (which must
+agree with either), or found by running the three on ``example=``;
 without any of these the import refuses rather than guess. ``example=`` also checks whatever
 ``readout`` says: an import that differs from the PyG model on it by more than
 :data:`EXAMPLE_TOLERANCE` is refused, naming the difference. Nor is the kind of positional
@@ -50,6 +51,7 @@ from gtcompress.data.base import FeatureSpec
 from gtcompress.errors import UnsupportedModelError
 from gtcompress.models.config import ModelConfig
 from gtcompress.models.from_pyg_pe import PE_KINDS, pe_kind_for
+from gtcompress.models.from_pyg_readout import ForwardPools, read_forward, settle_readout
 from gtcompress.models.model import GPS, build_model
 from gtcompress.nn.blocks import head_widths
 
@@ -620,8 +622,12 @@ def from_pyg(
       out: fine-tuning the import (``gtc prune``'s, say) trains its head without that dropout.
     * ``readout``: ``"sum"`` (``global_add_pool``), ``"mean"`` (``global_mean_pool``) or ``"max"``
       (``global_max_pool``). Required for a graph-level model unless the model holds a
-      ``SumAggregation``/``MeanAggregation``/``MaxAggregation`` module (then it must agree) or
-      ``example`` is given (then each is tried).
+      ``SumAggregation``/``MeanAggregation``/``MaxAggregation`` module, or its forward calls exactly
+      one of those three functions and no other reducer (``scatter``, ``index_add_``, ...), directly,
+      in a method of the model or in a function of its module (then ``readout`` must agree), or
+      ``example`` is given (then each is tried, or each the forward calls). A forward calling several
+      of them takes a ``readout`` among those. The calls are read from the bytecode's names, not run:
+      a pooling written by hand (``x.sum(0)``) is not seen, and ``example`` is what checks it.
     * ``example``: ``(batch, expected)``, a PyG ``Batch`` and the PyG model's own output on it in
       eval mode (``forward``'s signature is yours, so you run it). The import is run on ``batch``
       (PE from ``batch.pe`` or PyG's PE attribute names) and refused if it differs by more than
@@ -737,7 +743,9 @@ def from_pyg(
     # the halving head (every model gtcompress trains) leaves head_widths empty: its config.json is as before
     explicit = [] if hidden_widths == head_widths(c, head_layers) else hidden_widths
 
-    candidates = _readouts(task_level, readout, pooled, pool_p, example is not None)
+    held = (pooled, f"{pool_p.path} ({type(pool_p.module).__name__})") if pool_p is not None and pooled else None
+    code = read_forward(model) if auto and task_level == "graph" else ForwardPools(type(model).__name__)
+    candidates = settle_readout(task_level, readout, held, code, example is not None)
     ref = next((t for t in first.parameters() if t.is_floating_point()), None)
     dtype = ref.dtype if ref is not None else torch.float32
     device = ref.device if ref is not None else torch.device("cpu")
@@ -788,7 +796,7 @@ def from_pyg(
         diffs[pool] = _example_diff(ours, example, pe_kind or "rwse")  # (no PE encoder: no kind used)
         if diffs[pool] <= EXAMPLE_TOLERANCE:
             return ours
-    raise UnsupportedModelError(_mismatch(type(model).__name__, diffs, readout, pooled))
+    raise UnsupportedModelError(_mismatch(type(model).__name__, diffs, readout, pooled or code.settled()))
 
 
 def _pooling(model: nn.Module, ignore: Sequence[str] = ()) -> tuple[_Part | None, str | None]:
@@ -813,32 +821,6 @@ def _pooling(model: nn.Module, ignore: Sequence[str] = ()) -> tuple[_Part | None
                 "global_mean_pool / global_max_pool), or ignore=[...] if the forward does not use it",
             )
     return None, None
-
-
-def _readouts(
-    task_level: str, readout: str | None, pooled: str | None, pool_p: _Part | None, example: bool
-) -> list[str]:
-    """The readouts to build, in order: the one known, or each when an example will decide."""
-    if task_level == "node":
-        return [readout or "sum"]  # no pooling: the value is never used
-    if pooled is not None:
-        if readout is not None and readout != pooled:
-            assert pool_p is not None
-            raise _err(
-                pool_p.path,
-                pool_p.module,
-                f"readout={pooled!r} (the model pools so), not readout={readout!r} as passed",
-            )
-        return [pooled]
-    if readout is not None:
-        return [readout]
-    if example:
-        return list(_POOLS)
-    raise ValueError(
-        "readout is required for a graph-level model: its pooling happens in forward(), which cannot be read; "
-        "pass readout='sum' (global_add_pool), readout='mean' (global_mean_pool) or readout='max' "
-        "(global_max_pool), or example=(batch, output) to detect it"
-    )
 
 
 def _example_diff(ours: GPS, example: tuple[Any, Tensor], pe_kind: str) -> float:

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 pyg_nn = pytest.importorskip("torch_geometric.nn")
 from torch_geometric.data import Batch, Data  # noqa: E402
 from torch_geometric.nn import GINConv, GINEConv, GPSConv, global_add_pool, global_mean_pool  # noqa: E402
+from torch_geometric.utils import scatter  # noqa: E402
 
 from gtcompress.errors import UnsupportedModelError  # noqa: E402
 from gtcompress.graph import GraphBatch  # noqa: E402
@@ -254,19 +255,34 @@ def test_gine_edge_dim_raw_edges_and_no_local_conv(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- the readout
+class ScatterMeanGPS(GinLapGPS):
+    """Pools with ``torch_geometric.utils.scatter``: a pooling whose kind its code does not say."""
+
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        x = torch.cat((self.node_lin(x), self.pe_lin(self.pe_norm(pe))), 1)
+        for conv in self.convs:
+            x = conv(x, edge_index, batch)
+        return self.head(scatter(x, batch, dim=0, reduce="mean"))
+
+
 def test_graph_level_model_needs_a_readout() -> None:
-    """A model pooling with global_mean_pool used to import as sum without a word (wrong by the graph size)."""
-    src = GinLapGPS().eval()
-    with pytest.raises(
-        ValueError, match=r"readout is required for a graph-level model: its pooling happens in forward"
-    ):
+    """A model pooling with global_mean_pool used to import as sum without a word (wrong by the graph size);
+    one whose forward does not say how it pools still needs ``readout=``."""
+    src = ScatterMeanGPS().eval()
+    with pytest.raises(ValueError) as info:
         from_pyg(src, pe_kind="lap")
+    assert str(info.value) == (
+        "readout is required for a graph-level model: ScatterMeanGPS's forward calls none of PyG's global_add_pool, "
+        "global_mean_pool and global_max_pool, so its pooling cannot be read; pass readout='sum' (global_add_pool), "
+        "readout='mean' (global_mean_pool) or readout='max' (global_max_pool), or example=(batch, output) to "
+        "detect it"
+    )
     assert from_pyg(src, pe_kind="lap", task_level="node").config.task_level == "node"  # no pooling to know
 
 
 def test_example_detects_mean_pooling_and_refuses_a_wrong_readout() -> None:
     torch.manual_seed(5)
-    src = GinLapGPS()
+    src = ScatterMeanGPS()
     warm_up(src, pyg_run, float_x=7, k=5)
     b = molecules(SIZES, seed=6, float_x=7, k=5)
     with torch.no_grad():
@@ -277,7 +293,7 @@ def test_example_detects_mean_pooling_and_refuses_a_wrong_readout() -> None:
         assert max_diff(want, ours_run(ours, b, "lap", edges=False)) <= TOL
     with pytest.raises(
         UnsupportedModelError,
-        match=r"GinLapGPS: the import differs from the PyG model on example= "
+        match=r"ScatterMeanGPS: the import differs from the PyG model on example= "
         r"\(readout='sum': max \|diff\| [0-9.e+-]+; tolerance 0\.0001\); likely cause: the pooling",
     ):
         from_pyg(src, pe_kind="lap", readout="sum", example=(b, want))

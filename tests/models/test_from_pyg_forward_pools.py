@@ -1,0 +1,220 @@
+"""``from_pyg`` reads which PyG pool function a model's forward calls (its code's names), so that a
+``readout=`` that disagrees is refused rather than imported as a silently wrong model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+pyg_nn = pytest.importorskip("torch_geometric.nn")
+from torch_geometric.nn import global_add_pool  # noqa: E402
+from torch_geometric.nn import global_max_pool as gmp  # noqa: E402
+from torch_geometric.utils import scatter  # noqa: E402
+
+from gtcompress.errors import UnsupportedModelError  # noqa: E402
+from gtcompress.models.from_pyg import from_pyg  # noqa: E402
+from gtcompress.models.from_pyg_readout import read_forward  # noqa: E402
+from tests.models.test_from_pyg import (  # noqa: E402
+    SIZES,
+    TOL,
+    ExampleGPS,
+    GinLapGPS,
+    PoolModuleGPS,
+    max_diff,
+    molecules,
+    ours_run,
+    pyg_run,
+    warm_up,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: intra-op threads only contend on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class HelperPoolGPS(GinLapGPS):
+    """Pools in a method of its own, through an alias of ``global_max_pool``: forward's names alone do not show it."""
+
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        x = torch.cat((self.node_lin(x), self.pe_lin(self.pe_norm(pe))), 1)
+        for conv in self.convs:
+            x = conv(x, edge_index, batch)
+        return self.head(self._pool(x, batch))
+
+    def _pool(self, x: Tensor, batch: Tensor) -> Tensor:
+        return gmp(x, batch)
+
+
+class SuperGPS(ExampleGPS):
+    """Calls the base class's forward, which pools with ``global_add_pool``; the text "global_max_pool" is data."""
+
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        assert "global_max_pool" not in type(self).__name__
+        return super().forward(x, pe, edge_index, edge_attr, batch)
+
+
+def _pooled(x: Tensor, batch: Tensor) -> Tensor:
+    return pyg_nn.global_max_pool(x, batch)
+
+
+class ModuleFunctionGPS(GinLapGPS):
+    """Pools in a function of its module, reached as ``pyg_nn.global_max_pool``."""
+
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        x = torch.cat((self.node_lin(x), self.pe_lin(self.pe_norm(pe))), 1)
+        for conv in self.convs:
+            x = conv(x, edge_index, batch)
+        return self.head(_pooled(x, batch))
+
+
+class HeldFunctionGPS(GinLapGPS):
+    """Holds its pool function as an attribute, as configurable models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = pyg_nn.global_max_pool
+
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        x = torch.cat((self.node_lin(x), self.pe_lin(self.pe_norm(pe))), 1)
+        for conv in self.convs:
+            x = conv(x, edge_index, batch)
+        return self.head(self.pool(x, batch))
+
+
+class EitherPoolGPS(GinLapGPS):
+    """Pools with one of two functions by a flag: the code names both."""
+
+    def __init__(self, use_max: bool) -> None:
+        super().__init__()
+        self.use_max = use_max
+
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        x = torch.cat((self.node_lin(x), self.pe_lin(self.pe_norm(pe))), 1)
+        for conv in self.convs:
+            x = conv(x, edge_index, batch)
+        return self.head(gmp(x, batch) if self.use_max else (lambda: global_add_pool(x, batch))())
+
+
+class CountingGPS(GinLapGPS):
+    """Calls ``global_add_pool`` to count nodes and pools with ``scatter``: the PyG function is not its readout."""
+
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        x = torch.cat((self.node_lin(x), self.pe_lin(self.pe_norm(pe))), 1)
+        for conv in self.convs:
+            x = conv(x, edge_index, batch)
+        n = global_add_pool(torch.ones_like(x[:, :1]), batch)
+        return self.head(scatter(x, batch, dim=0, reduce="sum") / n)
+
+
+def test_the_pool_function_a_forward_calls_settles_the_readout() -> None:
+    """PyG's examples/graph_gps.py (``global_add_pool``), a compiled model, a pooling in a method of the model, a
+    function of its module, a base class's forward and a function the model holds: each imports with the readout
+    its forward pools with, and gives the PyG model's outputs; without ``readout=``, each was refused."""
+    b20, b5 = molecules(SIZES, seed=31), molecules(SIZES, seed=31, float_x=7, k=5)
+    cases = [
+        (ExampleGPS(), "sum", b20, "rwse", True),
+        (torch.compile(SuperGPS()), "sum", b20, "rwse", True),
+        (HelperPoolGPS(), "max", b5, "lap", False),
+        (ModuleFunctionGPS(), "max", b5, "lap", False),
+        (HeldFunctionGPS(), "max", b5, "lap", False),
+    ]
+    for i, (src, readout, b, kind, edges) in enumerate(cases):
+        torch.manual_seed(30 + i)
+        plain = getattr(src, "_orig_mod", src)
+        warm_up(plain, pyg_run, **({} if kind == "rwse" else {"float_x": 7, "k": 5}))
+        ours = from_pyg(src, pe_kind=kind)
+        assert ours.config.readout == readout, type(plain).__name__
+        with torch.no_grad():
+            assert max_diff(pyg_run(plain, b), ours_run(ours, b, kind, edges=edges)) <= TOL
+
+
+def test_a_readout_that_disagrees_with_the_forward_is_refused_naming_both() -> None:
+    with pytest.raises(UnsupportedModelError) as info:
+        from_pyg(HelperPoolGPS(), pe_kind="lap", readout="mean")
+    assert str(info.value) == (
+        "readout='mean' (global_mean_pool) as passed, but HelperPoolGPS's forward calls global_max_pool "
+        "(in HelperPoolGPS._pool), which is readout='max'; pass readout='max' or leave readout out"
+    )
+    with pytest.raises(UnsupportedModelError) as info:
+        from_pyg(torch.compile(SuperGPS()), pe_kind="rwse", readout="max")
+    assert str(info.value) == (
+        "readout='max' (global_max_pool) as passed, but SuperGPS's forward calls global_add_pool "
+        "(in ExampleGPS.forward), which is readout='sum'; pass readout='sum' or leave readout out"
+    )
+
+
+def test_a_forward_calling_several_pool_functions_needs_one_of_them() -> None:
+    src = EitherPoolGPS(use_max=True)
+    torch.manual_seed(41)
+    warm_up(src, pyg_run, float_x=7, k=5)
+    b = molecules(SIZES, seed=42, float_x=7, k=5)
+    with torch.no_grad():
+        want = pyg_run(src, b)
+    with pytest.raises(ValueError) as info:
+        from_pyg(src, pe_kind="lap")
+    assert str(info.value) == (
+        "readout is required for a graph-level model: EitherPoolGPS's forward calls global_add_pool "
+        "(in EitherPoolGPS.forward.<locals>.<lambda>) and global_max_pool (in EitherPoolGPS.forward), so which "
+        "one pools its output cannot be read; pass readout='sum' or readout='max', or example=(batch, output) to "
+        "detect it"
+    )
+    with pytest.raises(UnsupportedModelError) as info:
+        from_pyg(src, pe_kind="lap", readout="mean")
+    assert str(info.value) == (
+        "readout='mean' (global_mean_pool) as passed, but EitherPoolGPS's forward calls global_add_pool "
+        "(in EitherPoolGPS.forward.<locals>.<lambda>) and global_max_pool (in EitherPoolGPS.forward) only; "
+        "pass one of readout='sum', readout='max'"
+    )
+    for ours in (from_pyg(src, pe_kind="lap", readout="max"), from_pyg(src, pe_kind="lap", example=(b, want))):
+        assert ours.config.readout == "max"
+        with torch.no_grad():
+            assert max_diff(want, ours_run(ours, b, "lap", edges=False)) <= TOL
+
+
+def test_a_pool_function_next_to_another_reducer_does_not_settle_the_readout() -> None:
+    """``global_add_pool`` used to count nodes is not the readout of a forward that also scatters: trusted, it
+    would import a mean pooling as a sum. ``readout=`` is taken as given there."""
+    src = CountingGPS()
+    with pytest.raises(ValueError) as info:
+        from_pyg(src, pe_kind="lap")
+    assert str(info.value) == (
+        "readout is required for a graph-level model: CountingGPS's forward calls global_add_pool "
+        "(in CountingGPS.forward) but also scatter (in CountingGPS.forward), so its pooling cannot be read; pass "
+        "readout='sum' (global_add_pool), readout='mean' (global_mean_pool) or readout='max' (global_max_pool), or "
+        "example=(batch, output) to detect it"
+    )
+    torch.manual_seed(43)
+    warm_up(src, pyg_run, float_x=7, k=5)
+    b = molecules(SIZES, seed=44, float_x=7, k=5)
+    ours = from_pyg(src, pe_kind="lap", readout="mean")
+    with torch.no_grad():
+        assert max_diff(pyg_run(src, b), ours_run(ours, b, "lap", edges=False)) <= TOL
+
+
+def test_a_pooling_module_that_disagrees_with_the_forward_is_refused() -> None:
+    from torch_geometric.nn import aggr
+
+    class Both(PoolModuleGPS):
+        def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+            return self.head(global_add_pool(x, batch))
+
+    with pytest.raises(UnsupportedModelError) as info:
+        from_pyg(Both(aggr.MaxAggregation()), pe_kind="lap")
+    assert str(info.value) == (
+        "pool (MaxAggregation): the model holds this readout='max' pooling module, but its forward calls "
+        "global_add_pool (in test_a_pooling_module_that_disagrees_with_the_forward_is_refused.<locals>.Both.forward) "
+        "(readout='sum'); pass ignore=[...] naming the module if the forward does not use it"
+    )
+    assert from_pyg(Both(aggr.MaxAggregation()), pe_kind="lap", ignore=["pool"]).config.readout == "sum"
+
+
+def test_only_code_counts_not_text() -> None:
+    """The bytecode's names are read: a string or docstring naming a pool function is no call of it."""
+    assert read_forward(SuperGPS()).found == {"sum": "ExampleGPS.forward"}
+    assert read_forward(torch.nn.ModuleList()).found == {}
