@@ -11,7 +11,7 @@ Examples::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -29,7 +29,7 @@ from cli.common import (
     training_learning_rate,
     user_errors,
 )
-from cli.compress_cmds import library_defaults
+from cli.compress_cmds import library_constant, library_defaults
 
 app = typer.Typer(
     cls=OneLineErrorsGroup,
@@ -87,6 +87,8 @@ def data_generate(
 _MODEL = library_defaults("gtcompress.models.config", "ModelConfig")
 _TRAIN = library_defaults("gtcompress.train.loop", "TrainConfig")
 _DATA = library_defaults("gtcompress.train.recipe", "DataSpec")
+#: ``--readout``'s choices, ``ModelConfig``'s ``READOUTS`` (a Literal: typer offers its values as choices).
+Readout = Literal[library_constant("gtcompress.models.config", "READOUTS")]  # type: ignore[valid-type]
 #: ``gtc train``'s epochs, kept at what the command always used rather than TrainConfig.epochs (50):
 #: the one option whose default departs from the library's (tests/compress/test_cli_defaults.py).
 TRAIN_EPOCHS = 30
@@ -108,6 +110,10 @@ def train(
     dropout: Annotated[float, typer.Option(callback=finite_number(0.0, 0.9), help="Dropout rate, 0 to 0.9.")] = _MODEL[
         "dropout"
     ],
+    readout: Annotated[
+        Readout,
+        typer.Option(help="How a graph-level model pools its nodes per graph (node-level datasets have no pooling)."),
+    ] = _MODEL["readout"],
     epochs: Annotated[int, typer.Option(min=1)] = TRAIN_EPOCHS,
     batch_size: Annotated[int, typer.Option(min=1)] = _TRAIN["batch_size"],
     lr: Annotated[float, typer.Option(callback=training_learning_rate, help="Peak learning rate (> 0).")] = _TRAIN[
@@ -131,7 +137,7 @@ def train(
     check_data_root(data, data_root, "--data-root")
     _check_train_options(size, hidden, heads)
     spec = DataSpec(data, str(data_root) if data_root else None, size, seed)
-    overrides = {"hidden": hidden, "num_layers": layers, "heads": heads, "dropout": dropout}
+    overrides = {"hidden": hidden, "num_layers": layers, "heads": heads, "dropout": dropout, "readout": readout}
     if pe is not None:
         overrides["pe"] = parse_pe(pe)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, time_budget_s=time_budget)

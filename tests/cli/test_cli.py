@@ -133,6 +133,10 @@ def test_generate_train_eval_info(tmp_path: Path) -> None:
         (("train", "--data", "nope", "--epochs", "1"), "nope"),
         (("train", "--pe", "lap8", "--epochs", "1"), "--pe: expected entries like 'lap:8'"),
         (("train", "--arch", "bert", "--size", "10,5,5", "--epochs", "1"), "unknown arch 'bert'"),
+        (
+            ("train", "--readout", "min", "--epochs", "1"),
+            "'--readout': Value error, 'min' is not one of 'mean', 'sum', 'max'.",
+        ),
         (("eval", "/nonexistent/ckpt"), "checkpoint directory does not exist"),
         (("info", "/tmp"), "config.json: missing"),
         (("train", "--data", "tu:NOPE", "--data-root", "/tmp", "--epochs", "1"), "NOPE"),
@@ -513,3 +517,15 @@ def test_info_of_a_global_teddy_checkpoint_does_not_promise_the_share_of_every_g
         "split's edges))"
     )
     assert want in " ".join(res.output.split())
+
+
+def test_train_pools_as_readout_says(tmp_path: Path) -> None:
+    """``gtc train`` had no ``--readout``: every model it trained pooled by the mean."""
+    from gtcompress.checkpoint import load_checkpoint
+
+    out = tmp_path / "ckpt"
+    args = ["train", "--data", "csl", "--hidden", "16", "--layers", "1", "--heads", "2", "--epochs", "1"]
+    res = _run(*args, "--readout", "max", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    model, _ = load_checkpoint(out)
+    assert (model.config.task_level, model.config.readout) == ("graph", "max")

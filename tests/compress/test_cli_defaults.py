@@ -66,6 +66,7 @@ SOURCES: dict[str, dict[str, tuple[type, str, Any]]] = {
         "layers": (ModelConfig, "num_layers", None),
         "heads": (ModelConfig, "heads", None),
         "dropout": (ModelConfig, "dropout", None),
+        "readout": (ModelConfig, "readout", None),
         "batch_size": (TrainConfig, "batch_size", None),
         "lr": (TrainConfig, "lr", None),
         "seed": (TrainConfig, "seed", None),
@@ -131,3 +132,13 @@ def test_pipeline_defaults_are_the_library_defaults_except_its_recipe() -> None:
     assert set(recipe) == set(library)
     for where, value in recipe.items():
         assert cfg[where[0]][where[1]] == value != library[where], where
+
+
+def test_train_offers_the_library_readouts() -> None:
+    """``--readout``'s choices are read from the source of ``READOUTS``, as the defaults are."""
+    import typing
+
+    from cli.main import Readout
+    from gtcompress.models.config import READOUTS
+
+    assert typing.get_args(Readout) == READOUTS
