@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from gtcompress.data.base import DatasetInfo, FeatureSpec, GraphDataset, check_seed
-from gtcompress.errors import DataFormatError
+from gtcompress.errors import ConfigError, DataFormatError
 from gtcompress.graph import GraphBatch
 
 __all__ = ["MAX_DEGREE", "line_of", "load_tu", "open_text", "pyg_layout", "random_split_indices", "read_table"]
@@ -221,11 +221,37 @@ def pyg_layout(wanted: FeatureSpec | None, cards: list[int]) -> str:
     by the one-hots, which is PyG's ``use_node_attr=True`` where a file has attributes).
 
     The model says which it was trained on: its width tells the layouts apart, as node attributes
-    add columns to the other. A model that fits neither is left to the caller's check, which names
-    both sides."""
+    add columns to the other. A model of float features that fits neither is refused by
+    :func:`load_tu`, naming both widths (:func:`_check_fits_a_layout`); any other misfit is left to
+    the caller's check."""
     if wanted is None or wanted.kind != "float" or not cards:
         return "native"
     return "one-hot" if wanted.dim == sum(cards) else "native"
+
+
+def _describe(spec: FeatureSpec) -> str:
+    if spec.kind == "categorical":
+        return f"categorical, cardinalities {list(spec.cardinalities)}"
+    return f"float, {spec.dim} columns"
+
+
+def _check_fits_a_layout(what: str, name: str, wanted: FeatureSpec | None, ours: FeatureSpec, cards: list[int]) -> None:
+    """Refuse a model taking float ``what`` features (``"node"``/``"edge"``) of a width that is neither
+    our layout's (``ours``) nor PyG's one-hots' (``sum(cards)``). Here, not in the caller's generic check
+    (``checkpoint_data.input_mismatch``): that one sees the layout loaded only, while the label
+    cardinalities that give PyG's width are known here, and a PyG model's user needs that width."""
+    if wanted is None or wanted.kind != "float" or not cards:
+        return
+    if wanted.dim in (sum(cards), ours.dim if ours.kind == "float" else None):
+        return
+    ours_is = "our layout" + (
+        ": attributes, then one-hot labels, PyG's use_node_attr=True" if ours.kind == "float" else ""
+    )
+    raise ConfigError(
+        f"tu:{name} {what} features: the model takes float, {wanted.dim} columns; {name} gives "
+        f"{_describe(ours)} ({ours_is}) or float, {sum(cards)} columns (PyG's TUDataset: one-hot labels, "
+        f"cardinalities {cards})"
+    )
 
 
 def tu_folder(root: Path, name: str) -> Path:
@@ -399,6 +425,12 @@ def load_tu(
         degree = np.bincount(dst, minlength=num_nodes)  # incoming = outgoing: TU graphs are symmetric
         x = np.minimum(degree, MAX_DEGREE).astype(np.int64)[:, None]
         node_spec = FeatureSpec("categorical", 1, [MAX_DEGREE + 1])
+
+    # a model of neither layout: named with both widths here, where the label cardinalities are known
+    if labels is not None:
+        _check_fits_a_layout("node", name, node_want, node_spec, labels[1])
+    if edge_labels is not None and edge_spec is not None:
+        _check_fits_a_layout("edge", name, edge_want, edge_spec, edge_cards)
 
     classes, y = np.unique(graph_labels, return_inverse=True)
 

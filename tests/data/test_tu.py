@@ -12,7 +12,7 @@ import torch
 
 from gtcompress.data.base import FeatureSpec
 from gtcompress.data.tu import MAX_DEGREE, load_tu, random_split_indices, read_table
-from gtcompress.errors import DataFormatError
+from gtcompress.errors import ConfigError, DataFormatError
 from gtcompress.graph import GraphBatch, collate
 
 
@@ -362,7 +362,7 @@ def test_a_model_of_pygs_one_hots_reads_pygs_tudataset(tu_root: Path, name: str)
     """A model trained on PyG's TUDataset takes float one-hots (``Linear(7, c)`` for MUTAG's node labels); for
     it the files are laid out as PyG lays them out: one-hot labels only (``use_node_attr=False``, PyG's default)
     or attributes then one-hots (``use_node_attr=True``), told apart by the model's width, and one-hot edge
-    labels. Each is PyG's tensor exactly; a model of neither width gets the categorical columns."""
+    labels. Each is PyG's tensor exactly; a model of neither width is refused, naming both."""
     tu = pytest.importorskip("torch_geometric.io.tu")
     data, _, sizes = tu.read_tu_data(str(tu_root / name), name)
     attrs = sizes["num_node_attributes"]
@@ -375,8 +375,46 @@ def test_a_model_of_pygs_one_hots_reads_pygs_tudataset(tu_root: Path, name: str)
         assert ours.x.dtype == torch.float32 and torch.equal(ours.x, want.float()), what
         if edge is not None:
             assert ds.info.edge_features == edge and torch.equal(ours.edge_attr, data.edge_attr.float()), what
-    other = load_tu(tu_root, name, model_features=(FeatureSpec("float", data.x.shape[1] + 1), FeatureSpec("float", 1)))
-    assert other.info == load_tu(tu_root, name).info
+    with pytest.raises(ConfigError, match=rf"^tu:{name} node features: the model takes float, {data.x.shape[1] + 1} "):
+        load_tu(tu_root, name, model_features=(FeatureSpec("float", data.x.shape[1] + 1), edge))
+
+
+def test_a_model_of_neither_layouts_width_is_refused_naming_both(tmp_path: Path) -> None:
+    """A model of float features that fit neither our layout nor PyG's one-hots was refused by the caller's
+    check, naming our layout only ("the model takes float, 9 columns, MUTAG has categorical, cardinalities
+    [7]"): the width PyG's TUDataset gives, which a PyG model's user compares with, was not said."""
+    _toy(tmp_path)  # node labels 3..6 (4 one-hot columns), edge labels 7..9 (3)
+    cases = [
+        (
+            (FeatureSpec("float", 5), None),
+            "tu:TOY node features: the model takes float, 5 columns; TOY gives categorical, cardinalities [4] "
+            "(our layout) or float, 4 columns (PyG's TUDataset: one-hot labels, cardinalities [4])",
+        ),
+        (
+            (FeatureSpec("float", 4), FeatureSpec("float", 2)),
+            "tu:TOY edge features: the model takes float, 2 columns; TOY gives categorical, cardinalities [3] "
+            "(our layout) or float, 3 columns (PyG's TUDataset: one-hot labels, cardinalities [3])",
+        ),
+    ]
+    for features, message in cases:
+        with pytest.raises(ConfigError) as info:
+            load_tu(tmp_path, "TOY", split=(1.0, 0.0, 0.0), model_features=features)
+        assert str(info.value) == message
+    _write(tmp_path / "TOY", "TOY", "node_attributes", ["0.5, 1", "1.5, 2", "2.5, 3", "-1, 4", "0, 5"])
+    with pytest.raises(ConfigError) as info:
+        load_tu(tmp_path, "TOY", split=(1.0, 0.0, 0.0), model_features=(FeatureSpec("float", 5), None))
+    assert str(info.value) == (
+        "tu:TOY node features: the model takes float, 5 columns; TOY gives float, 6 columns (our layout: attributes, "
+        "then one-hot labels, PyG's use_node_attr=True) or float, 4 columns (PyG's TUDataset: one-hot labels, "
+        "cardinalities [4])"
+    )
+    for width in (4, 6):  # each layout's width loads
+        assert (
+            load_tu(
+                tmp_path, "TOY", split=(1.0, 0.0, 0.0), model_features=(FeatureSpec("float", width), None)
+            ).info.node_features.dim
+            == width
+        )
 
 
 def test_pygs_layout_sums_the_one_hots_of_duplicate_edges(tmp_path: Path) -> None:
