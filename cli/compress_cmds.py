@@ -100,6 +100,7 @@ def _load(checkpoint: Path, data_root: Path | None, data: str | None = None) -> 
     from gtcompress.checkpoint_data import (
         checkpoint_data_spec,
         input_mismatch,
+        load_for_model,
         same_dataset,
         sparsified,
         teddy_transform,
@@ -120,7 +121,7 @@ def _load(checkpoint: Path, data_root: Path | None, data: str | None = None) -> 
             f"{checkpoint}: no dataset recorded in the checkpoint (one imported from PyG): pass --data NAME"
         )
     check_data_root(spec.name, data_root, "--data-root")
-    ds = spec.load_for(model.config)
+    ds = load_for_model(spec, model.config, f"--data {data}", checkpoint)
     if not recorded:
         problem = input_mismatch(model.config, ds.info)
         if problem is not None:

@@ -191,7 +191,13 @@ def eval_cmd(
     Example: gtc eval runs/gt-cluster --split val
     """
     from gtcompress.checkpoint import load_checkpoint
-    from gtcompress.checkpoint_data import checkpoint_data_spec, recorded_task, sparsified, teddy_transform
+    from gtcompress.checkpoint_data import (
+        checkpoint_data_spec,
+        load_for_model,
+        recorded_task,
+        sparsified,
+        teddy_transform,
+    )
     from gtcompress.data import check_data_root
     from gtcompress.errors import GTCompressError
     from gtcompress.train.loop import evaluate
@@ -202,8 +208,8 @@ def eval_cmd(
     if spec is None:
         raise GTCompressError(f"{checkpoint}: no dataset recorded in the checkpoint; pass --data")
     check_data_root(spec.name, data_root, "--data-root")
-    ds = spec.load_for(model.config)
     what = f"--data {data}" if data is not None else f"dataset {spec.name}"
+    ds = load_for_model(spec, model.config, what, checkpoint)
     _check_inputs(checkpoint, model.config, ds.info, what, recorded_task(meta))
     if split not in ds.splits:
         raise GTCompressError(f"unknown split {split!r}; this dataset has {', '.join(ds.splits)}")

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gtcompress.errors import CheckpointError
+from gtcompress.errors import CheckpointError, ConfigError, DataMismatchError
 from gtcompress.models.config import ModelConfig
 from gtcompress.preprocess.teddy import recompute_kinds
 
@@ -195,6 +195,16 @@ def _describe_features(f: Any) -> str:
     if f.kind == "categorical":
         return f"categorical, cardinalities {list(f.cardinalities)}"
     return f"float, {f.dim} columns"
+
+
+def load_for_model(spec: Any, config: ModelConfig, what: str, checkpoint: Path | str) -> Any:
+    """``spec.load_for(config)`` (a :class:`~gtcompress.train.recipe.DataSpec`), a dataset the model
+    fits no layout of refused as ``input_mismatch`` is: ``what`` (``--data tu:MUTAG``) does not fit the
+    model of ``checkpoint``. The loader names the widths, only the caller knows the checkpoint."""
+    try:
+        return spec.load_for(config)
+    except DataMismatchError as e:
+        raise ConfigError(f"{what} does not fit the model of {checkpoint}: {e}") from None
 
 
 def input_mismatch(config: ModelConfig, info: Any, task: str | None = None) -> str | None:

@@ -29,6 +29,11 @@ class ConfigError(GTCompressError, ValueError):
     """An option or configuration value is invalid (names the option and the accepted values)."""
 
 
+class DataMismatchError(ConfigError):
+    """A dataset cannot be read in a layout the model takes; raised where it is read, and named with the
+    model by the caller, which knows the checkpoint."""
+
+
 class ModelFileError(GTCompressError):
     """A model file given as input (ONNX, engine) is missing, unreadable, truncated or not a model."""
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from gtcompress.data.base import DatasetInfo, FeatureSpec, GraphDataset, check_seed
-from gtcompress.errors import ConfigError, DataFormatError
+from gtcompress.errors import DataFormatError, DataMismatchError
 from gtcompress.graph import GraphBatch
 
 __all__ = ["MAX_DEGREE", "line_of", "load_tu", "open_text", "pyg_layout", "random_split_indices", "read_table"]
@@ -247,7 +247,7 @@ def _check_fits_a_layout(what: str, name: str, wanted: FeatureSpec | None, ours:
     ours_is = "our layout" + (
         ": attributes, then one-hot labels, PyG's use_node_attr=True" if ours.kind == "float" else ""
     )
-    raise ConfigError(
+    raise DataMismatchError(
         f"tu:{name} {what} features: the model takes float, {wanted.dim} columns; {name} gives "
         f"{_describe(ours)} ({ours_is}) or float, {sum(cards)} columns (PyG's TUDataset: one-hot labels, "
         f"cardinalities {cards})"

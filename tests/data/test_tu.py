@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from gtcompress.checkpoint_data import load_for_model
 from gtcompress.data.base import FeatureSpec
 from gtcompress.data.tu import MAX_DEGREE, load_tu, random_split_indices, read_table
 from gtcompress.errors import ConfigError, DataFormatError
 from gtcompress.graph import GraphBatch, collate
+from gtcompress.models import ModelConfig
+from gtcompress.train.recipe import DataSpec
 
 
 def _data_root() -> Path:
@@ -415,6 +418,20 @@ def test_a_model_of_neither_layouts_width_is_refused_naming_both(tmp_path: Path)
             ).info.node_features.dim
             == width
         )
+
+
+def test_a_command_names_the_checkpoint_a_dataset_of_neither_layout_does_not_fit(tmp_path: Path) -> None:
+    """The loader names the widths; ``gtc eval`` / ``prune`` / ``sparsify`` name the checkpoint too, as
+    their own input check does, so the user knows which model the widths are of."""
+    _toy(tmp_path)
+    config = ModelConfig(arch="gt", node_features=FeatureSpec("float", 5), out_dim=2, hidden=8, heads=1, num_layers=1)
+    with pytest.raises(ConfigError) as info:
+        load_for_model(DataSpec("tu:TOY", root=str(tmp_path)), config, "--data tu:TOY", Path("runs/pyg"))
+    assert str(info.value) == (
+        "--data tu:TOY does not fit the model of runs/pyg: tu:TOY node features: the model takes float, 5 columns; "
+        "TOY gives categorical, cardinalities [4] (our layout) or float, 4 columns (PyG's TUDataset: one-hot "
+        "labels, cardinalities [4])"
+    )
 
 
 def test_pygs_layout_sums_the_one_hots_of_duplicate_edges(tmp_path: Path) -> None:
