@@ -44,6 +44,7 @@ class GraphContext:
     pair_index: Tensor | None = None  # [E] flattened (b, dst, src) index of each edge (graphormer)
     edge_dense: Tensor | None = None  # [B,1,L,L] log edge multiplicity (MASK: no edge): GT attention in dense layout
     edge_rows: Tensor | None = None  # [B,1,L,1] 1.0 where a node has an incoming edge (rows of edge_dense)
+    edge_log_counts: Tensor | None = None  # [E] log of each edge's pair count: token-pruned GT without edge features
     adj_counts: Tensor | None = None  # [B,L,L] edge multiplicity (dst, src): GPS's GIN aggregation as a MatMul
     nbr: NeighbourLists | None = None  # (degree-bucketed) neighbour lists: GT padded layout
     csr: tuple[Tensor, Tensor, Tensor] | None = None  # (rowptr, col, perm): GT plugin layout
@@ -115,27 +116,36 @@ class GraphormerBias:
 
 @dataclass
 class EdgeBias:
-    """GT's per-head edge-feature bias (each edge's ``[E, H]`` merged per (dst, src) pair by log-sum-exp,
-    the mask off the edges) as a :class:`~gtcompress.nn.tokens.PairBias`: a token-pruned layer builds it
-    on its kept pairs only, ``[B, H, L', L']`` from the edges with both ends kept, instead of the whole
-    ``[B, H, L, L]`` on per-graph padding narrowed by two GatherElements with expanded int64 indices."""
+    """GT's graph bias as a :class:`~gtcompress.nn.tokens.PairBias`: each edge's per-head bias ``[E, H]``
+    merged per (dst, src) pair by log-sum-exp, the mask off the edges; without edge features (``bias``
+    None) the head-shared ``log(count)`` of each pair's edges, the log-sum-exp of zero biases. A
+    token-pruned layer builds it on its kept pairs only, ``[B, H|1, L', L']`` from the edges with both ends
+    kept, instead of the whole ``[B, H|1, L, L]`` on per-graph padding narrowed by two GatherElements with
+    expanded int64 indices (which, with the selection, kept a GT without edge features slower than its
+    dense parent on ONNX Runtime CPU; ``bench/HISTORY.md``)."""
 
     layout: DenseLayout
     edge_index: Tensor  # [2, E]
     batch: Tensor  # [N]
-    bias: Tensor  # [E, H]
+    bias: Tensor | None  # [E, H]; None: no edge features
+    log_counts: Tensor | None = None  # [E] float32 log of each edge's pair count (edge_log_counts): bias None
 
     def full(self) -> Tensor:
-        """The whole ``[B, H, L, L]``, as a dense layer attends with it."""
+        """The whole ``[B, H|1, L, L]``, as a dense layer attends with it."""
+        if self.bias is None:
+            return self.layout.count_bias_and_rows(self.edge_index, self.batch)[0]
         return self.layout.edge_bias(self.edge_index, self.batch, self.bias)
 
     def on_tokens(self, idx: Tensor, key_mask: Tensor) -> Tensor:
         """``full()`` on the tokens ``idx [B, L']`` on both axes plus ``key_mask`` (see
-        :meth:`~gtcompress.nn.tokens.PairBias.on_tokens`): each edge's bias merged into its kept pair
-        (edges with an end outside ``idx`` into a spare row), the logarithm taken per edge."""
+        :meth:`~gtcompress.nn.tokens.PairBias.on_tokens`): each edge merged into its kept pair (edges with
+        an end outside ``idx`` into a spare row), the logarithm taken per edge."""
         rows, lp = self.layout.num_rows, idx.shape[1]
         spare = rows * lp * lp
         pair = self.layout.kept_pair_index(self.edge_index, idx)
+        if self.bias is None:
+            assert self.log_counts is not None
+            return self.layout.count_bias_at(pair, self.log_counts, spare + 1)[:spare].view(rows, 1, lp, lp) + key_mask
         heads = self.bias.shape[1]
         kept = self.layout.edge_bias_at(pair, self.bias, spare + 1)[:spare]
         # one head: a view, not a permute, whose strides torch.export then cannot decide a layout of
@@ -202,20 +212,26 @@ class GTLayer(_Layer):
         self.norm_attn = make_norm(cfg.norm, cfg.hidden)
         self.norm_ffn = make_norm(cfg.norm, cfg.hidden)
 
+    def reads_edge_features(self, ctx: GraphContext) -> bool:
+        """Whether this layer's attention biases its scores by the edges' features (else by their counts)."""
+        return self.attn is not None and self.attn.edge_bias is not None and ctx.edge_emb is not None
+
     def forward(self, h: Tensor, ctx: GraphContext) -> Tensor:
         if self.attn is not None:
             bias = None
-            if self.attn.edge_bias is not None and ctx.edge_emb is not None:
+            if self.reads_edge_features(ctx):
+                assert self.attn.edge_bias is not None and ctx.edge_emb is not None
                 bias = self.attn.edge_bias(ctx.edge_emb)
             # The same function on the context's lowering (see GraphTransformer); with token pruning,
             # attention among the kept nodes only.
-            if ctx.lowering is Lowering.DENSE:
+            if ctx.lowering is Lowering.DENSE and self.tokens is not None:
+                assert ctx.layout is not None  # the bias on the kept pairs: nothing reads it whole
+                edges = EdgeBias(ctx.layout, ctx.edge_index, ctx.batch, bias, ctx.edge_log_counts)
+                a = self._dense(h, ctx.layout, edges, graph_mask=True)
+            elif ctx.lowering is Lowering.DENSE:
                 lay = ctx.layout
                 assert lay is not None and ctx.edge_dense is not None
-                dense_bias: Tensor | PairBias = ctx.edge_dense
-                if bias is not None:
-                    edges = EdgeBias(lay, ctx.edge_index, ctx.batch, bias)
-                    dense_bias = edges if self.tokens is not None else edges.full()
+                dense_bias = ctx.edge_dense if bias is None else EdgeBias(lay, ctx.edge_index, ctx.batch, bias).full()
                 graph = None if bias is None else ctx.edge_dense  # one zeroing mask a cell, not one a head
                 a = self._dense(h, lay, dense_bias, ctx.edge_rows, graph_mask=True, graph_bias=graph)
             elif self.tokens is not None:

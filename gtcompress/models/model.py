@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from gtcompress.graph import GraphBatch
 from gtcompress.models.config import ModelConfig
-from gtcompress.models.layers import LAYER_TYPES, GraphContext
+from gtcompress.models.layers import LAYER_TYPES, GraphContext, GTLayer
 from gtcompress.nn.attention_edges import attention_bias, attention_mask, mask_pairs
 from gtcompress.nn.blocks import FeatureEncoder, NodeBatchNorm, ScaleSafeLayerNorm, mlp_head, readout
 from gtcompress.nn.fused import csr_from_edge_index
@@ -282,9 +282,20 @@ class GraphTransformer(GraphModel):
     """
 
     def prepare(self, ctx: GraphContext, dtype: torch.dtype) -> None:
-        if ctx.lowering is Lowering.DENSE:
-            # Once per forward, shared by every layer: the log-count bias and which rows have edges.
+        # Once per forward, shared by the layers, and only what they read: a dense layer the whole log-count
+        # bias and which rows have edges, a token-pruned one without edge features each edge's log-count,
+        # which it writes at its kept pairs (in training it builds the whole bias for itself). Built for no
+        # reader, the whole [B, 1, L, L] float32 bias and counts would cost eager torch time and memory.
+        if ctx.lowering is not Lowering.DENSE:
+            return
+        assert ctx.layout is not None
+        attending = [layer for layer in self.layers if isinstance(layer, GTLayer) and layer.attn is not None]
+        if any(layer.tokens is None for layer in attending):
             ctx.edge_dense, ctx.edge_rows = ctx.layout.count_bias_and_rows(ctx.edge_index, ctx.batch)
+        if any(layer.tokens is not None and not layer.reads_edge_features(ctx) for layer in attending):
+            lay = ctx.layout
+            n = lay.num_rows * lay.max_nodes * lay.max_nodes
+            ctx.edge_log_counts = lay.edge_log_counts(lay.pair_index(ctx.edge_index, ctx.batch), n)[0]
 
 
 class GPS(GraphModel):

@@ -188,16 +188,30 @@ class DenseLayout:
 
     def count_bias_and_rows(self, edge_index: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
         """:meth:`log_count_bias` and :meth:`rows_with_edges` of the edge counts, with the logarithm
-        taken per edge (``E`` values) and scattered, instead of over all ``B*L*L`` pairs: ``Log`` is
-        not vectorised in ONNX Runtime CPU (~1.7 ns per element). Duplicate edges write the same value."""
+        taken per edge (:meth:`edge_log_counts`) and scattered (:meth:`count_bias_at`)."""
         flat = self.pair_index(edge_index, batch)
         n = self.num_rows * self.max_nodes * self.max_nodes
-        counts = torch.zeros(n, dtype=torch.float32, device=flat.device)
-        counts = counts.scatter_add(0, flat, torch.ones(flat.shape[0], dtype=torch.float32, device=flat.device))
-        bias = torch.full((n,), MASK, dtype=torch.float32, device=flat.device)
-        bias = bias.scatter(0, flat, torch.log(counts.gather(0, flat)))
+        log_e, counts = self.edge_log_counts(flat, n)
         shape = (self.num_rows, self.max_nodes, self.max_nodes)
-        return bias.view(shape).unsqueeze(1), self.rows_with_edges(counts.view(shape))
+        return self.count_bias_at(flat, log_e, n).view(shape).unsqueeze(1), self.rows_with_edges(counts.view(shape))
+
+    @staticmethod
+    def edge_log_counts(pair: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """Float32 ``log(count)`` ``[E]`` of each edge's pair among ``n`` pairs by the pair index ``pair [E]``
+        (duplicate edges get the same value), and the counts ``[n]``. Taken per edge (``E`` values), not over
+        all ``n`` pairs: ``Log`` is not vectorised in ONNX Runtime CPU (~1.7 ns per element)."""
+        counts = torch.zeros(n, dtype=torch.float32, device=pair.device)
+        counts = counts.scatter_add(0, pair, torch.ones(pair.shape[0], dtype=torch.float32, device=pair.device))
+        return torch.log(counts.gather(0, pair)), counts
+
+    @staticmethod
+    def count_bias_at(pair: Tensor, log_counts: Tensor, n: int) -> Tensor:
+        """``[n]`` float32 count bias: each edge's ``log(count)`` (:meth:`edge_log_counts`) written at its pair
+        ``pair [E]``, :data:`MASK` where none. :meth:`edge_bias_at` without per-edge biases (the log-sum-exp
+        of a pair's zero biases is its ``log(count)``), in one scatter; a pair's edges write the same value.
+        The counts need not be taken by ``pair``: a token-pruned layer writes the counts of the whole
+        graph's pairs at its kept pairs (the same pairs, an edge with an end not kept at a spare one)."""
+        return torch.full((n,), MASK, dtype=torch.float32, device=pair.device).scatter(0, pair, log_counts)
 
     @staticmethod
     def rows_with_edges(counts: Tensor) -> Tensor:

@@ -224,6 +224,34 @@ def test_gt_edge_bias_on_kept_tokens_is_the_whole_bias_narrowed_bit_for_bit(dtyp
             assert torch.equal(kept, _gather_bias(full, idx) + key_mask), (sizes, lp)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gt_count_bias_on_kept_tokens_is_the_whole_bias_narrowed_bit_for_bit(dtype: torch.dtype) -> None:
+    """Without edge features a token-pruned GT layer writes each edge's ``log(count)``, taken once per
+    forward on the whole graph's pairs, at its kept pair instead of narrowing the whole ``[B, 1, L, L]``
+    count bias: the same float32 numbers (the mask off the edges, ``log 3`` and ``log 2`` on duplicate
+    pairs), for every kept width, tokens in any order, padding and masked columns among them, and a key
+    mask in half precision promoting as it did."""
+    gen = torch.Generator().manual_seed(0)
+    for sizes in SIZES:
+        batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+        lay = DenseLayout.from_batch(batch, len(sizes))
+        edge_index = _edges(sizes, gen)
+        n = len(sizes) * lay.max_nodes**2
+        log_counts = lay.edge_log_counts(lay.pair_index(edge_index, batch), n)[0]
+        bias = EdgeBias(lay, edge_index, batch, None, log_counts)
+        full = bias.full()
+        counts = lay.edge_counts(edge_index, batch)
+        assert torch.equal(full, lay.log_count_bias(counts)) and (counts.max() >= 3 or len(sizes) == 1)
+        length = full.shape[-1]
+        for lp in sorted({1, max(1, length // 2), length}):
+            idx = torch.stack([torch.randperm(length, generator=gen)[:lp] for _ in sizes])
+            attended = lay.valid.gather(1, idx) & (torch.rand(idx.shape, generator=gen) < 0.8)
+            key_mask = torch.where(attended, 0.0, float("-inf")).to(dtype)[:, None, None, :]
+            kept = bias.on_tokens(idx, key_mask)
+            assert kept.shape == (len(sizes), 1, lp, lp) and kept.dtype == torch.float32
+            assert torch.equal(kept, _gather_bias(full, idx) + key_mask), (sizes, lp)
+
+
 def test_gt_edge_bias_on_kept_pairs_has_the_gradient_of_the_whole_bias() -> None:
     """Each pair's value is written by its edges (the logarithm taken per edge) by ``amax``, whose gradient
     the pair's edges share: a pair of three edges passes each edge its gradient once, as the whole bias's
@@ -245,18 +273,18 @@ def test_gt_edge_bias_on_kept_pairs_has_the_gradient_of_the_whole_bias() -> None
 
 
 @pytest.mark.parametrize("level", ["graph", "node"])
-def test_token_pruned_gt_with_edge_features_never_builds_the_whole_bias(
-    monkeypatch: pytest.MonkeyPatch, level: str
-) -> None:
+@pytest.mark.parametrize("edges", [True, False])
+def test_token_pruned_gt_never_builds_the_whole_bias(monkeypatch: pytest.MonkeyPatch, level: str, edges: bool) -> None:
     """Whole models, eager, on lone nodes, graphs without edges, duplicate edges, self-loops, layers keeping
-    one token: the kept-pair bias gives the answers of the whole bias narrowed, bit for bit, and the
-    token-pruned layers never build the whole ``[B, H, L, L]``."""
+    one token: the kept-pair bias gives the answers of the whole bias narrowed, bit for bit, and a GT whose
+    every layer is token-pruned never builds the whole ``[B, H|1, L, L]``: neither its edge-feature bias
+    nor the count bias (which nothing would read)."""
     torch.manual_seed(0)
     layers = [LayerSpec(heads=4, ffn_dim=16, token_keep=keep) for keep in (0.8, 0.5, 0.1)]
     cfg = ModelConfig(
         arch="gt",
         node_features=FeatureSpec("float", 3),
-        edge_features=FeatureSpec("float", 2),
+        edge_features=FeatureSpec("float", 2) if edges else None,
         out_dim=2,
         hidden=16,
         heads=4,
@@ -270,16 +298,17 @@ def test_token_pruned_gt_with_edge_features_never_builds_the_whole_bias(
     batch = GraphBatch(
         x=torch.randn(sum(sizes), 3, generator=gen),
         edge_index=edge_index,
-        edge_attr=torch.randn(edge_index.shape[1], 2, generator=gen),
+        edge_attr=torch.randn(edge_index.shape[1], 2, generator=gen) if edges else None,
         batch=torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)),
         num_graphs=len(sizes),
     )
 
     def whole(*args: object) -> None:
-        raise AssertionError("a token-pruned layer built the whole [B, H, L, L] edge bias")
+        raise AssertionError("a token-pruned GT built a whole [B, H, L, L] bias")
 
     with torch.no_grad(), monkeypatch.context() as patch:
         patch.setattr(DenseLayout, "edge_bias", whole)
+        patch.setattr(DenseLayout, "count_bias_and_rows", whole)
         out = model(batch)
     with torch.no_grad():
         monkeypatch.setattr(EdgeBias, "on_tokens", lambda self, idx, mask: _gather_bias(self.full(), idx) + mask)
