@@ -625,9 +625,10 @@ def from_pyg(
       ``SumAggregation``/``MeanAggregation``/``MaxAggregation`` module, or its forward calls exactly
       one of those three functions and no other reducer (``scatter``, ``index_add_``, ...), directly,
       in a method of the model or in a function of its module (then ``readout`` must agree), or
-      ``example`` is given (then each is tried, or each the forward calls). A forward calling several
-      of them takes a ``readout`` among those. The calls are read from the bytecode's names, not run:
-      a pooling written by hand (``x.sum(0)``) is not seen, and ``example`` is what checks it.
+      ``example`` is given (then each is tried, those the forward calls first, and a ``readout`` that
+      disagrees with the forward is checked rather than refused). A forward calling several of them takes
+      a ``readout`` among those. The calls are read from the bytecode's names, not run: a pooling written
+      by hand (``x.sum(0)``) is not seen, and ``example`` is what checks it.
     * ``example``: ``(batch, expected)``, a PyG ``Batch`` and the PyG model's own output on it in
       eval mode (``forward``'s signature is yours, so you run it). The import is run on ``batch``
       (PE from ``batch.pe`` or PyG's PE attribute names) and refused if it differs by more than

@@ -13,15 +13,18 @@ not the source text, so a comment or a string naming a pool function does not co
 
 What it finds is a hint, not the forward's semantics (a branch not taken still names its function), so
 it settles the readout only when exactly one PyG pool function is found and nothing else that could
-pool is named (``scatter``, ``index_add_``, another PyG pool: :data:`OTHER_REDUCERS`); then a
-``readout=`` that disagrees is refused. Several functions found leave the choice to ``readout=`` (which
-must be one of them) or ``example=`` (which tries them); none found leaves it to them as before. A
-pooling written by hand (``x.sum(0)``) next to one PyG pool function is not seen: such a forward settles
-to that function, and ``example=`` is what catches it.
+pool is named (``scatter``, ``index_add_``, another PyG pool, or a node count such as ``bincount``:
+:data:`OTHER_REDUCERS`); then a ``readout=`` that disagrees is refused. Several functions found leave the
+choice to ``readout=`` (which must be one of them) or ``example=`` (which tries them first); none found
+leaves it to them as before. A pooling written by hand (``x.sum(0)``, or a sum divided by a count that
+``global_add_pool`` takes too) next to one PyG pool function is not seen: such a forward settles to that
+function. ``example=`` is what catches it, and with ``example=`` the hint refuses nothing, it only orders
+the readouts tried: the model's own output outranks a reading of its code.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 from types import CodeType, FunctionType
@@ -57,6 +60,11 @@ OTHER_REDUCERS = frozenset(
         "segment_coo",
         "global_sort_pool",
         "global_pool",
+        # a graph's node count or per-graph padding: a mean written by hand as global_add_pool(x, batch) divided
+        # by batch.bincount() or degree(batch), or pooled over to_dense_batch(x, batch)
+        "bincount",
+        "degree",
+        "to_dense_batch",
     }
 )
 
@@ -95,10 +103,12 @@ def _pool_objects() -> dict[int, str]:
 
 
 def _function(obj: Any) -> FunctionType | None:
-    """The Python function behind ``obj`` (through staticmethod/classmethod, bound methods and
-    ``functools.wraps`` decorators), or ``None``."""
+    """The Python function behind ``obj`` (through staticmethod/classmethod, ``functools.partial``, bound
+    methods and ``functools.wraps`` decorators), or ``None``."""
     if isinstance(obj, staticmethod | classmethod):
         obj = obj.__func__
+    while isinstance(obj, functools.partial):  # self.pool = partial(global_max_pool, size=None)
+        obj = obj.func
     obj = getattr(obj, "__func__", obj)
     try:
         obj = inspect.unwrap(obj)
@@ -177,37 +187,44 @@ def settle_readout(
     if task_level == "node":
         return [readout or "sum"]  # no pooling: the value is never used
     by_code = code.settled()
+    # several PyG pool functions and no other reducer: the readout is one of them
+    several = [r for r in POOL_FUNCTIONS if r in code.found] if len(code.found) > 1 and not code.others else []
     if held is not None:
         kind, where = held
         if readout is not None and readout != kind:
             raise UnsupportedModelError(
                 f"{where}: expected readout={kind!r} (the model pools so), not readout={readout!r} as passed"
             )
-        if by_code is not None and by_code != kind:
+        if by_code is not None and by_code != kind and not example:
             raise UnsupportedModelError(
                 f"{where}: the model holds this readout={kind!r} pooling module, but its forward calls "
                 f"{code.names()} (readout={by_code!r}); pass ignore=[...] naming the module if the forward "
-                "does not use it"
+                "does not use it, or example=(batch, output) to check the import on the model's own output"
             )
         return [kind]
+    if example:
+        # The example checks every candidate on the model's own output, so the code's hint only orders them:
+        # a misread hint (a mean written by hand around global_add_pool) must not refuse a readout it confirms.
+        if readout is not None:
+            return [readout]
+        named = [by_code] if by_code is not None else several
+        return named + [r for r in POOL_FUNCTIONS if r not in named]
     if by_code is not None:
         if readout is not None and readout != by_code:
             raise UnsupportedModelError(
                 f"readout={readout!r} ({POOL_FUNCTIONS[readout]}) as passed, but {code.owner}'s forward calls "
-                f"{code.names()}, which is readout={by_code!r}; pass readout={by_code!r} or leave readout out"
+                f"{code.names()}, which is readout={by_code!r}; pass readout={by_code!r} or leave readout out, "
+                f"or pass example=(batch, output) as well to check readout={readout!r} on the model's own output"
             )
         return [by_code]
-    # several PyG pool functions and no other reducer: the readout is one of them
-    several = [r for r in POOL_FUNCTIONS if r in code.found] if len(code.found) > 1 and not code.others else []
     if readout is not None:
         if several and readout not in several:
             raise UnsupportedModelError(
                 f"readout={readout!r} ({POOL_FUNCTIONS[readout]}) as passed, but {code.owner}'s forward calls "
-                f"{code.names()} only; pass one of readout={', readout='.join(map(repr, several))}"
+                f"{code.names()} only; pass one of readout={', readout='.join(map(repr, several))}, or pass "
+                f"example=(batch, output) as well to check readout={readout!r} on the model's own output"
             )
         return [readout]
-    if example:
-        return several or list(POOL_FUNCTIONS)
     if several:
         why = f"{code.owner}'s forward calls {code.names()}, so which one pools its output cannot be read"
         fix = f"pass readout={' or readout='.join(map(repr, several))}"

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch import Tensor
@@ -112,6 +114,41 @@ class CountingGPS(GinLapGPS):
         return self.head(scatter(x, batch, dim=0, reduce="sum") / n)
 
 
+class CountMeanGPS(GinLapGPS):
+    """A mean by hand: ``global_add_pool`` over a node count that ``global_add_pool`` also takes. Its code names one
+    pool function, global_add_pool, yet it pools as ``global_mean_pool``."""
+
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        x = torch.cat((self.node_lin(x), self.pe_lin(self.pe_norm(pe))), 1)
+        for conv in self.convs:
+            x = conv(x, edge_index, batch)
+        return self.head(global_add_pool(x, batch) / global_add_pool(torch.ones_like(x[:, :1]), batch))
+
+
+class BincountMeanGPS(GinLapGPS):
+    """A mean by hand over ``batch.bincount()``, the usual way to count a graph's nodes."""
+
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        x = torch.cat((self.node_lin(x), self.pe_lin(self.pe_norm(pe))), 1)
+        for conv in self.convs:
+            x = conv(x, edge_index, batch)
+        return self.head(global_add_pool(x, batch) / batch.bincount().unsqueeze(1))
+
+
+class PartialPoolGPS(GinLapGPS):
+    """Holds ``functools.partial(global_max_pool, size=None)`` as its pool function."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = functools.partial(gmp, size=None)
+
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        x = torch.cat((self.node_lin(x), self.pe_lin(self.pe_norm(pe))), 1)
+        for conv in self.convs:
+            x = conv(x, edge_index, batch)
+        return self.head(self.pool(x, batch))
+
+
 def test_the_pool_function_a_forward_calls_settles_the_readout() -> None:
     """PyG's examples/graph_gps.py (``global_add_pool``), a compiled model, a pooling in a method of the model, a
     function of its module, a base class's forward and a function the model holds: each imports with the readout
@@ -123,6 +160,7 @@ def test_the_pool_function_a_forward_calls_settles_the_readout() -> None:
         (HelperPoolGPS(), "max", b5, "lap", False),
         (ModuleFunctionGPS(), "max", b5, "lap", False),
         (HeldFunctionGPS(), "max", b5, "lap", False),
+        (PartialPoolGPS(), "max", b5, "lap", False),
     ]
     for i, (src, readout, b, kind, edges) in enumerate(cases):
         torch.manual_seed(30 + i)
@@ -139,13 +177,15 @@ def test_a_readout_that_disagrees_with_the_forward_is_refused_naming_both() -> N
         from_pyg(HelperPoolGPS(), pe_kind="lap", readout="mean")
     assert str(info.value) == (
         "readout='mean' (global_mean_pool) as passed, but HelperPoolGPS's forward calls global_max_pool "
-        "(in HelperPoolGPS._pool), which is readout='max'; pass readout='max' or leave readout out"
+        "(in HelperPoolGPS._pool), which is readout='max'; pass readout='max' or leave readout out, or pass "
+        "example=(batch, output) as well to check readout='mean' on the model's own output"
     )
     with pytest.raises(UnsupportedModelError) as info:
         from_pyg(torch.compile(SuperGPS()), pe_kind="rwse", readout="max")
     assert str(info.value) == (
         "readout='max' (global_max_pool) as passed, but SuperGPS's forward calls global_add_pool "
-        "(in ExampleGPS.forward), which is readout='sum'; pass readout='sum' or leave readout out"
+        "(in ExampleGPS.forward), which is readout='sum'; pass readout='sum' or leave readout out, or pass "
+        "example=(batch, output) as well to check readout='max' on the model's own output"
     )
 
 
@@ -169,7 +209,8 @@ def test_a_forward_calling_several_pool_functions_needs_one_of_them() -> None:
     assert str(info.value) == (
         "readout='mean' (global_mean_pool) as passed, but EitherPoolGPS's forward calls global_add_pool "
         "(in EitherPoolGPS.forward.<locals>.<lambda>) and global_max_pool (in EitherPoolGPS.forward) only; "
-        "pass one of readout='sum', readout='max'"
+        "pass one of readout='sum', readout='max', or pass example=(batch, output) as well to check readout='mean' "
+        "on the model's own output"
     )
     for ours in (from_pyg(src, pe_kind="lap", readout="max"), from_pyg(src, pe_kind="lap", example=(b, want))):
         assert ours.config.readout == "max"
@@ -209,7 +250,8 @@ def test_a_pooling_module_that_disagrees_with_the_forward_is_refused() -> None:
     assert str(info.value) == (
         "pool (MaxAggregation): the model holds this readout='max' pooling module, but its forward calls "
         "global_add_pool (in test_a_pooling_module_that_disagrees_with_the_forward_is_refused.<locals>.Both.forward) "
-        "(readout='sum'); pass ignore=[...] naming the module if the forward does not use it"
+        "(readout='sum'); pass ignore=[...] naming the module if the forward does not use it, or "
+        "example=(batch, output) to check the import on the model's own output"
     )
     assert from_pyg(Both(aggr.MaxAggregation()), pe_kind="lap", ignore=["pool"]).config.readout == "sum"
 
@@ -218,3 +260,48 @@ def test_only_code_counts_not_text() -> None:
     """The bytecode's names are read: a string or docstring naming a pool function is no call of it."""
     assert read_forward(SuperGPS()).found == {"sum": "ExampleGPS.forward"}
     assert read_forward(torch.nn.ModuleList()).found == {}
+
+
+def test_a_node_count_next_to_the_pool_function_does_not_settle_the_readout() -> None:
+    """``global_add_pool(x, batch) / batch.bincount()`` is a mean: taken as global_add_pool's sum, it imported
+    without a word and differed from the PyG model, and readout='mean' was refused."""
+    src = BincountMeanGPS()
+    with pytest.raises(ValueError) as info:
+        from_pyg(src, pe_kind="lap")
+    assert str(info.value) == (
+        "readout is required for a graph-level model: BincountMeanGPS's forward calls global_add_pool "
+        "(in BincountMeanGPS.forward) but also bincount (in BincountMeanGPS.forward), so its pooling cannot be read; "
+        "pass readout='sum' (global_add_pool), readout='mean' (global_mean_pool) or readout='max' (global_max_pool), "
+        "or example=(batch, output) to detect it"
+    )
+    torch.manual_seed(45)
+    warm_up(src, pyg_run, float_x=7, k=5)
+    b = molecules(SIZES, seed=46, float_x=7, k=5)
+    ours = from_pyg(src, pe_kind="lap", readout="mean")
+    with torch.no_grad():
+        assert max_diff(pyg_run(src, b), ours_run(ours, b, "lap", edges=False)) <= TOL
+
+
+def test_an_example_overrules_a_misread_forward() -> None:
+    """A forward whose code names only global_add_pool but pools as a mean: readout='mean' alone is refused
+    (the code says otherwise), but with example= the model's own output decides, with or without readout=."""
+    src = CountMeanGPS()
+    torch.manual_seed(47)
+    warm_up(src, pyg_run, float_x=7, k=5)
+    b = molecules(SIZES, seed=48, float_x=7, k=5)
+    with torch.no_grad():
+        want = pyg_run(src, b)
+    with pytest.raises(UnsupportedModelError) as info:
+        from_pyg(src, pe_kind="lap", readout="mean")
+    assert str(info.value) == (
+        "readout='mean' (global_mean_pool) as passed, but CountMeanGPS's forward calls global_add_pool "
+        "(in CountMeanGPS.forward), which is readout='sum'; pass readout='sum' or leave readout out, or pass "
+        "example=(batch, output) as well to check readout='mean' on the model's own output"
+    )
+    for ours in (
+        from_pyg(src, pe_kind="lap", readout="mean", example=(b, want)),
+        from_pyg(src, pe_kind="lap", example=(b, want)),
+    ):
+        assert ours.config.readout == "mean"
+        with torch.no_grad():
+            assert max_diff(want, ours_run(ours, b, "lap", edges=False)) <= TOL

@@ -111,12 +111,19 @@ def test_a_max_pool_model_imports_by_its_code_module_argument_or_example() -> No
         assert ours.config.readout == "max"
         with torch.no_grad():
             assert max_diff(want, ours_run(ours, b, "lap", edges=False)) <= TOL
-    for example in (None, (b, want)):
-        with pytest.raises(UnsupportedModelError) as info:
-            from_pyg(src, pe_kind="lap", readout="sum", example=example)
-        assert str(info.value) == (
-            "readout='sum' (global_add_pool) as passed, but MaxPoolGPS's forward calls global_max_pool "
-            "(in MaxPoolGPS.forward), which is readout='max'; pass readout='max' or leave readout out"
-        )
+    with pytest.raises(UnsupportedModelError) as info:
+        from_pyg(src, pe_kind="lap", readout="sum")
+    assert str(info.value) == (
+        "readout='sum' (global_add_pool) as passed, but MaxPoolGPS's forward calls global_max_pool "
+        "(in MaxPoolGPS.forward), which is readout='max'; pass readout='max' or leave readout out, or pass "
+        "example=(batch, output) as well to check readout='sum' on the model's own output"
+    )
+    # with example= the model's own output is what refuses it
+    with pytest.raises(UnsupportedModelError) as info:
+        from_pyg(src, pe_kind="lap", readout="sum", example=(b, want))
+    assert str(info.value).startswith(
+        "MaxPoolGPS: the import differs from the PyG model on example= (readout='sum': max |diff| "
+    )
+    assert "likely cause: the pooling" in str(info.value)
     with pytest.raises(ValueError, match=r"^readout must be 'sum', 'mean' or 'max', got 'min'$"):
         from_pyg(src, pe_kind="lap", readout="min")
