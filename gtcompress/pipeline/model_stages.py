@@ -45,14 +45,16 @@ def _given(ctx: RunContext, src: Path) -> ModelArtifact:
 
     def given() -> dict[str, Any]:
         from gtcompress.checkpoint_data import input_mismatch
-        from gtcompress.errors import ConfigError
+        from gtcompress.errors import ConfigError, DataMismatchError
 
         model, meta = load_checkpoint(src)
-        problem = input_mismatch(model.config, ctx.dataset_for(model.config).info)
+        unfit = f"data.name {ctx.config['data']['name']!r} does not fit train.checkpoint {src}"
+        try:
+            problem = input_mismatch(model.config, ctx.dataset_for(model.config).info)
+        except DataMismatchError as e:  # refused by the loader (a TU model of neither layout's width)
+            raise ConfigError(f"{unfit}: {e}") from None
         if problem is not None:  # a checkpoint that records no dataset: the configured one must fit
-            raise ConfigError(
-                f"data.name {ctx.config['data']['name']!r} does not fit train.checkpoint {src}: {problem}"
-            )
+            raise ConfigError(f"{unfit}: {problem}")
         save_checkpoint(ckpt, model, meta)
         return {"arch": model.config.arch}
 

@@ -175,3 +175,29 @@ def test_a_given_model_of_pygs_tu_one_hots_reads_them_in_every_stage(tmp_path) -
     assert ds["train"][0].x.dtype == torch.float32 and set(ds["train"][0].x.sum(1).tolist()) == {1.0}
     res = export_onnx(model, tmp_path / "ck.onnx", "dense", verify=False)
     assert _dataset_of(ctx, OnnxArtifact(dense, "dense", "dense", res.path, 0.0)) is ds
+
+
+def test_a_given_model_of_neither_tu_layouts_width_names_the_checkpoint(tmp_path) -> None:
+    """The TU loader refuses a model whose float width is neither layout's, naming both widths; the
+    pipeline says which checkpoint, as it does for any other misfit."""
+    import os
+    from pathlib import Path
+
+    from gtcompress.checkpoint import save_checkpoint
+    from gtcompress.data.base import FeatureSpec
+    from gtcompress.models import ModelConfig, build_model
+
+    env = os.environ.get("GTCOMPRESS_DATA")
+    tu = (Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data") / "TU"
+    if not (tu / "MUTAG").is_dir():
+        pytest.skip(f"real TU data not found at {tu} (set GTCOMPRESS_DATA)")
+    cfg = ModelConfig(arch="gt", node_features=FeatureSpec("float", 9), out_dim=2, hidden=8, heads=1, num_layers=1)
+    save_checkpoint(ck := tmp_path / "ck", build_model(cfg).eval(), {})
+    config = load_config(None, [f"train.checkpoint={ck}", "data.name=tu:MUTAG", f"data.root={tu}"])
+    with pytest.raises(ConfigError) as e:
+        run_pipeline(config, tmp_path / "run", log=lambda _: None)
+    assert str(e.value) == (
+        f"data.name 'tu:MUTAG' does not fit train.checkpoint {ck}: tu:MUTAG node features: the model takes float, "
+        "9 columns; MUTAG gives categorical, cardinalities [7] (our layout) or float, 7 columns (PyG's TUDataset: "
+        "one-hot labels, cardinalities [7])"
+    )
