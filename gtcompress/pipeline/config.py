@@ -56,6 +56,7 @@ def _defaults() -> dict[str, dict[str, Any]]:
             "hidden": ModelConfig.hidden,
             "layers": ModelConfig.num_layers,
             "heads": ModelConfig.heads,
+            "readout": ModelConfig.readout,  # how a graph-level model pools its nodes (node-level: unread)
             "epochs": RECIPE["train"]["epochs"],
             "batch_size": TrainConfig.batch_size,  # every stage that trains: dense, dense-ft, TEDDY, pruning
             "lr": TrainConfig.lr,
@@ -373,5 +374,6 @@ _PARSED: dict[str, Callable[[], Callable[[str], Any]]] = {
 _CHOICES: dict[str, tuple[str, ...]] = {
     "triton.backend": ("auto", "python", "onnxruntime"),
     "train.archs": ("gt", "gps", "graphormer"),
+    "train.readout": ("mean", "sum", "max"),  # ModelConfig's READOUTS (a test keeps them equal): no torch here
     "export.lowerings": ("auto", "scatter", "padded", "dense", "plugin"),
 }

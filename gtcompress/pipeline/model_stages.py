@@ -105,6 +105,7 @@ def _train(ctx: RunContext, arch: str) -> ModelArtifact:
             "hidden": tcfg["hidden"],
             "num_layers": tcfg["layers"],
             "heads": tcfg["heads"],
+            "readout": tcfg["readout"],
             "pe": default_pe(ctx.config["data"]["name"]),
         }
         tc = TrainConfig(

@@ -181,3 +181,23 @@ def test_toml_and_yaml_configs(tmp_path) -> None:
     for name in ("c.toml", "c.yaml"):
         assert load_config(tmp_path / name, [])["prune"]["budgets"] == [0.7]
     assert np.isclose(load_config(tmp_path / "c.yaml", ["prune.budgets=[0.2]"])["prune"]["budgets"][0], 0.2)
+
+
+def test_train_readout_is_how_the_trained_graph_level_model_pools(tmp_path) -> None:
+    """Every model the pipeline trained pooled by the mean: ``train.readout`` chooses, as ``gtc train
+    --readout`` does; its choices are the library's."""
+    from gtcompress.checkpoint import load_checkpoint
+    from gtcompress.models.config import READOUTS
+    from gtcompress.pipeline.cache import StageCache
+    from gtcompress.pipeline.config import _CHOICES
+    from gtcompress.pipeline.context import RunContext
+    from gtcompress.pipeline.model_stages import dense_models
+
+    assert _CHOICES["train.readout"] == READOUTS
+    with pytest.raises(ConfigError, match=re.escape("train.readout is 'min'; expected one of mean, sum, max") + "$"):
+        load_config(None, ["train.readout=min"])
+    sets = ["data.name=csl", "train.archs=[gt]", "train.hidden=8", "train.layers=1"]
+    config = load_config(None, [*sets, "train.heads=1", "train.epochs=1", "train.readout=max"])
+    ctx = RunContext(config, tmp_path / "run", StageCache(tmp_path / "run", lambda _: None), "data")
+    (dense,) = dense_models(ctx)
+    assert load_checkpoint(dense.ckpt)[0].config.readout == "max"
