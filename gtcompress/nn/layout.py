@@ -134,14 +134,13 @@ class DenseLayout:
         Edges sharing a (dst, src) pair are merged by log-sum-exp, so that the dense softmax weighs
         the pair exactly as the sparse one weighs its edge instances (no bias → ``log(count)``);
         pairs without an edge get :data:`~gtcompress.nn.attention.MASK` (finite, see
-        :func:`~gtcompress.nn.attention.dense_attention`).
+        :func:`~gtcompress.nn.attention.dense_attention`). Per-edge biases are merged by
+        :meth:`edge_bias_at` on :meth:`pair_index`, which takes the logarithm per edge.
         """
         if bias is None:
             return self.log_count_bias(self.edge_counts(edge_index, batch))
         n = self.num_rows * self.max_nodes * self.max_nodes
-        _idx, peak, _peak_e, total = _exp_sums(self.pair_index(edge_index, batch), bias, n)
-        dense = torch.log(total) + torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-        dense = dense.clamp(min=mask_value(dense.dtype))  # finite in float16 too (no NaN rows)
+        dense = self.edge_bias_at(self.pair_index(edge_index, batch), bias, n)
         return dense.view(self.num_rows, self.max_nodes, self.max_nodes, -1).permute(0, 3, 1, 2)
 
     def kept_pair_index(self, edge_index: Tensor, idx: Tensor) -> Tensor:
@@ -166,14 +165,15 @@ class DenseLayout:
     @staticmethod
     def edge_bias_at(pair: Tensor, bias: Tensor, n: int) -> Tensor:
         """Per-edge score biases ``[E, H]`` merged into ``n`` pairs by the pair index ``pair [E]``, ``[n, H]``:
-        the numbers of :meth:`edge_bias` (log-sum-exp per pair, the mask where none), with the logarithm
-        taken per edge (``E*H`` values) and each pair's written by its edges, instead of over all ``n*H``:
-        ONNX Runtime's CPU Log is not vectorised, and the Log, its Where on the peaks and their IsNaN, IsInf
-        and Clip over every pair were most of a token-pruned GT layer's bias (``bench/HISTORY.md``). The
-        edges of a pair write the same value; by ``amax``, whose gradient a pair's edges share, as the
-        sum's they share in :meth:`edge_bias` (with the mask, which they reach only clamped, where the clamp
-        passes none: one ScatterElements, where ``include_self=False`` exports as two)."""
-        idx, _peak, peak_e, total = _exp_sums(pair, bias, n)
+        log-sum-exp per pair, :func:`~gtcompress.nn.attention.mask_value` of the dtype where none (the clamp
+        keeps float16 finite). The logarithm is taken per edge (``E*H`` values) and each pair's written by its
+        edges, not over all ``n*H``: ONNX Runtime's CPU Log is not vectorised, and a Log, its Where on the
+        peaks and their IsNaN, IsInf and Clip over every pair were most of a token-pruned GT layer's bias and
+        a quarter of a dense GT's time (``bench/HISTORY.md``). The edges of a pair write the same value; by
+        ``amax``, whose gradient a pair's edges share, so that each edge gets its own once (a plain scatter
+        would pass it once through each edge's copy), and with the mask, which they reach only clamped, where
+        the clamp passes none: one ScatterElements, where ``include_self=False`` exports as two."""
+        idx, peak_e, total = _exp_sums(pair, bias, n)
         per_edge = torch.log(total.gather(0, idx)) + torch.where(
             torch.isfinite(peak_e), peak_e, torch.zeros_like(peak_e)
         )
@@ -227,13 +227,13 @@ class DenseLayout:
         return counts.view(self.num_rows, self.max_nodes, self.max_nodes)
 
 
-def _exp_sums(pair: Tensor, bias: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _exp_sums(pair: Tensor, bias: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
     """The log-sum-exp of per-edge biases ``[E, H]`` by pair ``pair [E]`` over ``n`` pairs, before its
-    logarithm: the index ``[E, H]``, each pair's largest bias ``[n, H]`` (``-inf`` where no edge) and that
-    of each edge's pair ``[E, H]``, and each pair's sum of ``exp(bias - largest)`` ``[n, H]``."""
+    logarithm: the index ``[E, H]``, the largest bias of each edge's pair ``[E, H]``, and each pair's sum
+    of ``exp(bias - largest)`` ``[n, H]``."""
     idx = pair.unsqueeze(-1).expand_as(bias)
     peak = bias.new_full((n, bias.shape[1]), float("-inf"))
     peak = peak.scatter_reduce(0, idx, bias.detach(), reduce="amax", include_self=True)
     peak_e = peak.gather(0, idx)
     total = bias.new_zeros((n, bias.shape[1])).scatter_add(0, idx, torch.exp(bias - peak_e))
-    return idx, peak, peak_e, total
+    return idx, peak_e, total

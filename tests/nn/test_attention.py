@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from gtcompress.nn.attention import dense_attention, sparse_attention
+from gtcompress.nn.attention import MASK, dense_attention, sparse_attention
 from gtcompress.nn.layout import DenseLayout
 
 
@@ -75,6 +75,44 @@ def test_dense_layout_matches_sparse_with_duplicates() -> None:
     out = dense_attention(pad(q), pad(k), pad(v), bias)
     out = lay.unpad(out.transpose(1, 2).reshape(4, lay.max_nodes, -1)).view(n, h, d)
     assert torch.allclose(out, ref, atol=1e-10)
+
+
+def test_dense_per_edge_bias_is_the_log_sum_exp_of_each_pairs_edges_with_their_gradient() -> None:
+    """``edge_bias`` with per-edge biases: each pair's edges merged by log-sum-exp (a pair of three edges,
+    of two, self-loops, a lone node, an edgeless graph), the mask where no edge, and the gradient of each
+    edge its own once (each pair is written by all its edges: a plain scatter would pass it once per
+    edge); dense attention with it is sparse attention over the edge instances, values and gradients."""
+    g = torch.Generator().manual_seed(0)
+    sizes = [5, 1, 4, 3]
+    batch = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))
+    ei = torch.tensor([[0, 0, 0, 1, 1, 2, 3, 6, 7, 8, 6], [1, 1, 1, 1, 2, 0, 3, 7, 6, 8, 7]])  # graph 3: edgeless
+    n, h, d = 13, 2, 4
+    q, k, v = (torch.randn(n, h, d, generator=g, dtype=torch.float64) for _ in range(3))
+    per_edge = (3 * torch.randn(ei.shape[1], h, generator=g, dtype=torch.float64)).requires_grad_(True)
+    lay = DenseLayout.from_batch(batch, 4)
+    bias = lay.edge_bias(ei, batch, per_edge)
+    ref = torch.full_like(bias, MASK)
+    pos = lay.pos
+    for b, dst, src in {(int(batch[j]), int(j), int(i)) for i, j in ei.t()}:
+        at = ((ei[1] == dst) & (ei[0] == src)).nonzero().flatten()
+        ref[b, :, pos[dst], pos[src]] = torch.logsumexp(per_edge[at], dim=0)
+    assert torch.allclose(bias, ref, rtol=1e-14, atol=0) and torch.equal(bias == MASK, ref == MASK)
+    weight = torch.randn(bias.shape, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((bias * weight).sum(), per_edge, retain_graph=True)
+    (grad_ref,) = torch.autograd.grad((ref * weight).sum(), per_edge, retain_graph=True)
+    assert torch.allclose(grad, grad_ref, rtol=1e-12, atol=1e-14) and grad.abs().min() > 0
+
+    def pad(t):
+        return lay.pad(t.reshape(n, -1)).view(4, lay.max_nodes, h, d).transpose(1, 2)
+
+    out = dense_attention(pad(q), pad(k), pad(v), bias)
+    out = lay.unpad(out.transpose(1, 2).reshape(4, lay.max_nodes, -1)).view(n, h, d)
+    sparse = sparse_attention(q, k, v, ei, per_edge)
+    has_edge = torch.zeros(n, dtype=torch.bool).index_fill(0, ei[1], True)  # dense gives edgeless rows their mean
+    assert torch.allclose(out[has_edge], sparse[has_edge], atol=1e-12)
+    (grad,) = torch.autograd.grad((out[has_edge] * v[has_edge]).sum(), per_edge)
+    (grad_ref,) = torch.autograd.grad((sparse[has_edge] * v[has_edge]).sum(), per_edge)
+    assert torch.allclose(grad, grad_ref, atol=1e-12)
 
 
 def test_gradients_flow_through_sparse_attention() -> None:
