@@ -67,10 +67,10 @@ GRAPHORMER_DISTANCE_BYTES = 48
 #: GT on the ``dense`` lowering, bytes a head per padded cell: its scores and their softmax (float32),
 #: alive together; measured 8.4 B a head.
 GT_HEAD_BYTES = 10
-#: ... plus, with edge features, each layer's dense edge bias ``[rows, H, L, L]``, built by a
-#: log-sum-exp over every (dst, src) pair (running maximum, sum of exponentials, logarithm, finiteness
-#: mask: several float32 ``[rows*L*L, H]`` buffers). Measured 20 B a head more for one layer and 38
-#: for two or more (the next layer's bias is built while the previous one's buffers are still held).
+#: ... plus, with edge features, each layer's dense edge bias ``[rows, H, L, L]``, a log-sum-exp per
+#: (dst, src) pair (running maximum, sum of exponentials, the bias: float32 ``[rows*L*L, H]`` tables).
+#: Measured 20 B a head more for one layer and 38 for two or more while its logarithm ran over every
+#: pair (the next layer's bias built beside the last one's); a call's peak 31-38 % lower since (bench/HISTORY.md).
 GT_EDGE_HEAD_BYTES = 20
 GT_EDGE_HEAD_BYTES_LAYERS = 38
 #: ... plus the layer-shared ``log(count)`` bias ``[rows, 1, L, L]`` and the edge counts it is made
