@@ -159,7 +159,7 @@ def dense_attention(
         # graph size that is 1 in the traced example (the tokens a layer keeps, round(ratio * 9) for
         # ratio < 1/6) would make the export take this path for every input.
         key_bias = attn_bias.transpose(-1, -2).expand(*k.shape[:-1], 1).to(q.dtype)
-        q = _scaled_with_one(q, tau)
+        q = torch.cat([q * tau, torch.ones_like(q[..., :1])], dim=-1)
         score = torch.matmul(q, torch.cat([k, key_bias], dim=-1).transpose(-1, -2))
     else:
         score = torch.matmul(q, k.transpose(-1, -2)) * tau + attn_bias
@@ -189,20 +189,6 @@ def dense_attention(
     if dropout > 0.0 and training:
         alpha = F.dropout(alpha, p=dropout, training=True)
     return torch.matmul(alpha, v) * row_valid
-
-
-def _scaled_with_one(q: Tensor, tau: float) -> Tensor:
-    """``[..., D] -> [..., D + 1]``: ``tau * q`` and 1 in a new last column; a Concat with ones in an ONNX
-    export, a pad everywhere else, the same values.
-
-    The ONNX file keeps the Concat its Runtime was measured with. A Concat is what torch 2.11's inductor
-    cannot compile when the padded length ``L`` is read from the data (a model building its layout from
-    the batch, ``torch.compile(fullgraph=True)``): it asks whether a 4-d input is channels-last
-    contiguous, a guard on ``L == 1`` that an unbacked size cannot answer (GuardOnDataDependentSymNode,
-    on every device). Torch 2.13 asks guard-free; a pad asks neither."""
-    if torch.onnx.is_in_onnx_export():
-        return torch.cat([q * tau, torch.ones_like(q[..., :1])], dim=-1)
-    return F.pad(q * tau, (0, 1), value=1.0)
 
 
 def padded_attention(

@@ -154,37 +154,3 @@ def test_a_token_pruned_gt_compiled_by_inductor_answers_as_eager_on_three_and_fo
         _assert_parity(compiled, model, spec, [(1, 1, 4), (1, 3), (3,), (4,)])
     finally:
         torch._dynamo.reset()
-
-
-def test_gps_building_its_layout_compiles_by_inductor_in_one_graph() -> None:
-    """``model(batch)`` under inductor, ``fullgraph=True``: the padded length is read from the batch, an
-    unbacked size. The key padding rode in the score MatMul through a Concat of ``[tau q, 1]``, which torch
-    2.11's inductor (the GPU image's) refused on any device: it asked whether an input is channels-last
-    contiguous, a guard on that size being 1 (GuardOnDataDependentSymNode in ``dense_attention``).
-
-    Torch's own CPU ``bmm`` lowering asks such a guard too (``is_preferred_layout_as_bmm_input``: torch
-    2.13 for every padded MatMul, 2.11 for some): that failure is torch's, on CPU only, and is expected
-    here; any other fails the test."""
-    from torch._inductor.exc import InductorError
-
-    model = _model("gps")
-    spec = input_spec(model, "dense")
-    sizes = [(1, 1, 4), (1,), (6, 11, 2, 5)]
-    torch._dynamo.reset()
-    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="inductor")
-    try:
-        for g, s in zip(_batches(spec, sizes), sizes, strict=True):
-            batch = GraphBatch.from_numpy(g)
-            try:
-                with torch.no_grad():
-                    got = compiled(batch)
-            except InductorError as e:
-                if "is_preferred_layout_as_bmm_input" in str(e):
-                    pytest.xfail("torch's CPU bmm lowering guards on a data-dependent size being 1")
-                raise
-            with torch.no_grad():
-                want = model(batch)
-            # inductor fuses and reorders float32 sums (answers within ~5e-7 of eager's)
-            torch.testing.assert_close(got, want, msg=lambda m, s=s: f"graph sizes {s}: {m}")
-    finally:
-        torch._dynamo.reset()
