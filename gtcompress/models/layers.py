@@ -41,7 +41,10 @@ class GraphContext:
     layout: DenseLayout | None = None
     pad_bias: Tensor | None = None  # [B,1,1,L] key padding: GPS's complete-graph attention (only there)
     spd: Tensor | None = None  # [B,L,L] int32 shortest-path bins (graphormer; see shortest_path_bins)
-    pair_index: Tensor | None = None  # [E] flattened (b, dst, src) index of each edge (graphormer)
+    pair_index: Tensor | None = None  # [E] flattened (b, dst, src) index of each edge (graphormer; GT in dense layout)
+    pair_first: Tensor | None = (
+        None  # [E] first edge of each edge's pair: GT's per-edge biases (DenseLayout.first_of_pair)
+    )
     edge_dense: Tensor | None = None  # [B,1,L,L] log edge multiplicity (MASK: no edge): GT attention in dense layout
     edge_rows: Tensor | None = None  # [B,1,L,1] 1.0 where a node has an incoming edge (rows of edge_dense)
     edge_log_counts: Tensor | None = None  # [E] log of each edge's pair count: token-pruned GT without edge features
@@ -129,12 +132,14 @@ class EdgeBias:
     batch: Tensor  # [N]
     bias: Tensor | None  # [E, H]; None: no edge features
     log_counts: Tensor | None = None  # [E] float32 log of each edge's pair count (edge_log_counts): bias None
+    pair: Tensor | None = None  # [E] DenseLayout.pair_index, taken once per forward (None: taken here)
+    first: Tensor | None = None  # [E] DenseLayout.first_of_pair of it: the merge's tables per edge, not per pair
 
     def full(self) -> Tensor:
         """The whole ``[B, H|1, L, L]``, as a dense layer attends with it."""
         if self.bias is None:
-            return self.layout.count_bias_and_rows(self.edge_index, self.batch)[0]
-        return self.layout.edge_bias(self.edge_index, self.batch, self.bias)
+            return self.layout.count_bias_and_rows(self.edge_index, self.batch, self.pair)[0]
+        return self.layout.edge_bias(self.edge_index, self.batch, self.bias, self.pair, self.first)
 
     def on_tokens(self, idx: Tensor, key_mask: Tensor) -> Tensor:
         """``full()`` on the tokens ``idx [B, L']`` on both axes plus ``key_mask`` (see
@@ -147,7 +152,7 @@ class EdgeBias:
             assert self.log_counts is not None
             return self.layout.count_bias_at(pair, self.log_counts, spare + 1)[:spare].view(rows, 1, lp, lp) + key_mask
         heads = self.bias.shape[1]
-        kept = self.layout.edge_bias_at(pair, self.bias, spare + 1)[:spare]
+        kept = self.layout.edge_bias_at(pair, self.bias, spare + 1, self.first)[:spare]
         # one head: a view, not a permute, whose strides torch.export then cannot decide a layout of
         # (a guard on the kept width L', an unbacked size, refused the export)
         kept = kept.view(rows, 1, lp, lp) if heads == 1 else kept.view(rows, lp, lp, heads).permute(0, 3, 1, 2)
@@ -226,12 +231,19 @@ class GTLayer(_Layer):
             # attention among the kept nodes only.
             if ctx.lowering is Lowering.DENSE and self.tokens is not None:
                 assert ctx.layout is not None  # the bias on the kept pairs: nothing reads it whole
-                edges = EdgeBias(ctx.layout, ctx.edge_index, ctx.batch, bias, ctx.edge_log_counts)
+                edges = EdgeBias(
+                    ctx.layout, ctx.edge_index, ctx.batch, bias, ctx.edge_log_counts, ctx.pair_index, ctx.pair_first
+                )
                 a = self._dense(h, ctx.layout, edges, graph_mask=True)
             elif ctx.lowering is Lowering.DENSE:
                 lay = ctx.layout
                 assert lay is not None and ctx.edge_dense is not None
-                dense_bias = ctx.edge_dense if bias is None else EdgeBias(lay, ctx.edge_index, ctx.batch, bias).full()
+                if bias is None:
+                    dense_bias = ctx.edge_dense
+                else:
+                    dense_bias = EdgeBias(
+                        lay, ctx.edge_index, ctx.batch, bias, None, ctx.pair_index, ctx.pair_first
+                    ).full()
                 graph = None if bias is None else ctx.edge_dense  # one zeroing mask a cell, not one a head
                 a = self._dense(h, lay, dense_bias, ctx.edge_rows, graph_mask=True, graph_bias=graph)
             elif self.tokens is not None:

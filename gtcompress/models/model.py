@@ -282,20 +282,26 @@ class GraphTransformer(GraphModel):
     """
 
     def prepare(self, ctx: GraphContext, dtype: torch.dtype) -> None:
-        # Once per forward, shared by the layers, and only what they read: a dense layer the whole log-count
-        # bias and which rows have edges, a token-pruned one without edge features each edge's log-count,
-        # which it writes at its kept pairs (in training it builds the whole bias for itself). Built for no
-        # reader, the whole [B, 1, L, L] float32 bias and counts would cost eager torch time and memory.
+        # Once per forward, shared by the layers, and only what they read: each edge's pair and, where a layer
+        # reads edge features, the first edge of its pair (what the layers' log-sum-exp groups by); a dense layer
+        # the whole log-count bias and which rows have edges, a token-pruned one without edge features each
+        # edge's log-count, which it writes at its kept pairs (in training it builds the whole bias for itself).
+        # Built for no reader, the whole [B, 1, L, L] float32 bias and counts would cost eager torch time and memory.
         if ctx.lowering is not Lowering.DENSE:
             return
-        assert ctx.layout is not None
+        lay = ctx.layout
+        assert lay is not None
         attending = [layer for layer in self.layers if isinstance(layer, GTLayer) and layer.attn is not None]
+        if not attending:
+            return
+        n = lay.num_rows * lay.max_nodes * lay.max_nodes
+        ctx.pair_index = lay.pair_index(ctx.edge_index, ctx.batch)
+        if any(layer.reads_edge_features(ctx) for layer in attending):
+            ctx.pair_first = lay.first_of_pair(ctx.pair_index, n)
         if any(layer.tokens is None for layer in attending):
-            ctx.edge_dense, ctx.edge_rows = ctx.layout.count_bias_and_rows(ctx.edge_index, ctx.batch)
+            ctx.edge_dense, ctx.edge_rows = lay.count_bias_and_rows(ctx.edge_index, ctx.batch, ctx.pair_index)
         if any(layer.tokens is not None and not layer.reads_edge_features(ctx) for layer in attending):
-            lay = ctx.layout
-            n = lay.num_rows * lay.max_nodes * lay.max_nodes
-            ctx.edge_log_counts = lay.edge_log_counts(lay.pair_index(ctx.edge_index, ctx.batch), n)[0]
+            ctx.edge_log_counts = lay.edge_log_counts(ctx.pair_index, n)[0]
 
 
 class GPS(GraphModel):

@@ -128,19 +128,29 @@ class DenseLayout:
         src, dst = edge_index[0], edge_index[1]
         return self.slot.gather(0, dst) * self.max_nodes + self.pos.gather(0, src)
 
-    def edge_bias(self, edge_index: Tensor, batch: Tensor, bias: Tensor | None = None) -> Tensor:
+    def edge_bias(
+        self,
+        edge_index: Tensor,
+        batch: Tensor,
+        bias: Tensor | None = None,
+        pair: Tensor | None = None,
+        first: Tensor | None = None,
+    ) -> Tensor:
         """Per-edge score biases ``[E, H]`` (or none) as a dense additive bias ``[B, H, L, L]``.
 
         Edges sharing a (dst, src) pair are merged by log-sum-exp, so that the dense softmax weighs
         the pair exactly as the sparse one weighs its edge instances (no bias → ``log(count)``);
         pairs without an edge get :data:`~gtcompress.nn.attention.MASK` (finite, see
         :func:`~gtcompress.nn.attention.dense_attention`). Per-edge biases are merged by
-        :meth:`edge_bias_at` on :meth:`pair_index`, which takes the logarithm per edge.
+        :meth:`edge_bias_at` on :meth:`pair_index`, which takes the logarithm per edge. ``pair`` and
+        ``first``: that index and :meth:`first_of_pair` of it, when the caller has them (a model takes them
+        once per forward for all its layers); without ``first`` the merge's tables are per pair, not per edge.
         """
         if bias is None:
             return self.log_count_bias(self.edge_counts(edge_index, batch))
         n = self.num_rows * self.max_nodes * self.max_nodes
-        dense = self.edge_bias_at(self.pair_index(edge_index, batch), bias, n)
+        pair = self.pair_index(edge_index, batch) if pair is None else pair
+        dense = self.edge_bias_at(pair, bias, n, first)
         return dense.view(self.num_rows, self.max_nodes, self.max_nodes, -1).permute(0, 3, 1, 2)
 
     def kept_pair_index(self, edge_index: Tensor, idx: Tensor) -> Tensor:
@@ -163,7 +173,17 @@ class DenseLayout:
         return torch.where(pair < spare, pair, spare)
 
     @staticmethod
-    def edge_bias_at(pair: Tensor, bias: Tensor, n: int) -> Tensor:
+    def first_of_pair(pair: Tensor, n: int) -> Tensor:
+        """``[E]`` the first edge (lowest id) of each edge's pair, by the pair index ``pair [E]`` over ``n`` pairs:
+        what :meth:`edge_bias_at` groups a pair's edges by, so that its log-sum-exp tables are ``[E, H]``, not
+        ``[n, H]``. It depends on the graph only: taken once per forward, one int64 table over the pairs."""
+        edges = pair.shape[0]
+        ids = torch.arange(edges, device=pair.device)
+        first = torch.full((n,), edges, dtype=torch.long, device=pair.device)
+        return first.scatter_reduce(0, pair, ids, reduce="amin").gather(0, pair)
+
+    @staticmethod
+    def edge_bias_at(pair: Tensor, bias: Tensor, n: int, first: Tensor | None = None) -> Tensor:
         """Per-edge score biases ``[E, H]`` merged into ``n`` pairs by the pair index ``pair [E]``, ``[n, H]``:
         log-sum-exp per pair, :func:`~gtcompress.nn.attention.mask_value` of the dtype where none (the clamp
         keeps float16 finite). The logarithm is taken per edge (``E*H`` values) and each pair's written by its
@@ -172,9 +192,20 @@ class DenseLayout:
         a quarter of a dense GT's time (``bench/HISTORY.md``). The edges of a pair write the same value; by
         ``amax``, whose gradient a pair's edges share, so that each edge gets its own once (a plain scatter
         would pass it once through each edge's copy), and with the mask, which they reach only clamped, where
-        the clamp passes none: one ScatterElements, where ``include_self=False`` exports as two."""
-        idx, peak_e, total = _exp_sums(pair, bias, n)
-        per_edge = torch.log(total.gather(0, idx)) + torch.where(
+        the clamp passes none: one ScatterElements, where ``include_self=False`` exports as two.
+
+        With ``first`` (:meth:`first_of_pair` of the whole graph's pairs) the pair's largest bias and its sum of
+        exponentials are gathered in ``[E, H]`` tables at the pair's first edge rather than in two more ``[n, H]``
+        tables, each filled and copied over every cell (ONNX Runtime's ScatterElements copies its data): the
+        same edges in the same order, so the same values. The pairs ``pair`` merges into may
+        be coarser than ``first``'s (a token-pruned layer's spare row): edges in no kept pair are discarded."""
+        if first is None:
+            idx, peak_e, total = _exp_sums(pair, bias, n)
+            idx_e = idx
+        else:
+            idx_e, peak_e, total = _exp_sums(first, bias, bias.shape[0])
+            idx = pair.unsqueeze(-1).expand_as(bias)
+        per_edge = torch.log(total.gather(0, idx_e)) + torch.where(
             torch.isfinite(peak_e), peak_e, torch.zeros_like(peak_e)
         )
         mask = mask_value(bias.dtype)
@@ -186,10 +217,13 @@ class DenseLayout:
         """``[B, 1, L, L]`` ``log(count)`` from :meth:`edge_counts`, :data:`MASK` where there is no edge."""
         return torch.log(counts).clamp(min=MASK).unsqueeze(1)
 
-    def count_bias_and_rows(self, edge_index: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
+    def count_bias_and_rows(
+        self, edge_index: Tensor, batch: Tensor, pair: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """:meth:`log_count_bias` and :meth:`rows_with_edges` of the edge counts, with the logarithm
-        taken per edge (:meth:`edge_log_counts`) and scattered (:meth:`count_bias_at`)."""
-        flat = self.pair_index(edge_index, batch)
+        taken per edge (:meth:`edge_log_counts`) and scattered (:meth:`count_bias_at`); ``pair``:
+        :meth:`pair_index`, when the caller has it."""
+        flat = self.pair_index(edge_index, batch) if pair is None else pair
         n = self.num_rows * self.max_nodes * self.max_nodes
         log_e, counts = self.edge_log_counts(flat, n)
         shape = (self.num_rows, self.max_nodes, self.max_nodes)

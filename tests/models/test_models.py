@@ -7,6 +7,7 @@ from gtcompress.errors import ConfigError
 from gtcompress.graph import GraphBatch, collate
 from gtcompress.models import LayerSpec, ModelConfig, build_model
 from gtcompress.models.model import shortest_path_bins
+from gtcompress.nn.layout import DenseLayout
 from gtcompress.train.metrics import task_loss
 
 NODE = FeatureSpec("categorical", 1, [4])
@@ -440,3 +441,34 @@ def test_key_padding_bias_is_built_only_where_a_layer_reads_it(
     assert ctx.pad_bias.dtype == torch.float64 and ctx.pad_bias.shape == (4, 1, 1, ctx.layout.max_nodes)
     torch.testing.assert_close(ctx.pad_bias, ctx.layout.key_padding_bias(torch.float64), rtol=0, atol=0)
     assert bool((ctx.pad_bias[:, 0, 0] == 0).eq(ctx.layout.valid).all())
+
+
+@pytest.mark.parametrize("edge_features", [True, False])
+def test_a_dense_gt_takes_its_edges_pairs_once_per_forward(
+    edge_features: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each edge's (dst, src) pair and the first edge of its pair depend on the graph only: the context takes
+    them once per forward for every GT layer, dense or token-pruned, and the count bias (each layer and the
+    count bias took the pairs anew), and the first edges only where a layer reads edge features."""
+    torch.manual_seed(0)
+    layers = [
+        LayerSpec(heads=2, ffn_dim=8),
+        LayerSpec(heads=2, ffn_dim=8, token_keep=0.5),
+        LayerSpec(heads=2, ffn_dim=8),
+    ]
+    cfg = ModelConfig(arch="gt", node_features=NODE, edge_features=EDGE if edge_features else None, out_dim=2,
+                      hidden=16, layers=layers, attention_layout="dense")  # fmt: skip
+    model = build_model(cfg).eval()
+    batch = collate(_graphs(4, 2))
+    if not edge_features:
+        batch.edge_attr = None
+    with torch.no_grad():
+        ref = model(batch)
+    pairs, firsts = [], []
+    pair_index, first_of_pair = DenseLayout.pair_index, DenseLayout.first_of_pair
+    monkeypatch.setattr(DenseLayout, "pair_index", lambda lay, *a: pairs.append(1) or pair_index(lay, *a))
+    monkeypatch.setattr(DenseLayout, "first_of_pair", staticmethod(lambda *a: firsts.append(1) or first_of_pair(*a)))
+    with torch.no_grad():
+        out = model(batch)
+    assert (len(pairs), len(firsts)) == (1, 1 if edge_features else 0)
+    assert torch.equal(out, ref)

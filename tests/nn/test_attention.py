@@ -115,6 +115,41 @@ def test_dense_per_edge_bias_is_the_log_sum_exp_of_each_pairs_edges_with_their_g
     assert torch.allclose(grad, grad_ref, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_merging_by_each_pairs_first_edge_writes_what_tables_over_every_pair_write(dtype: torch.dtype) -> None:
+    """``first_of_pair`` names each pair's first edge; ``edge_bias_at`` with it (its log-sum-exp tables per edge,
+    not per pair) writes the same bits, NaN, infinities and the mask included, with the same gradient; with a
+    coarser index too (a token-pruned layer's spare row for the edges with an end dropped)."""
+    pair = torch.tensor([5, 2, 5, 5, 0, 2, 7, 3, 3])
+    first = DenseLayout.first_of_pair(pair, 9)
+    assert first.tolist() == [0, 1, 0, 0, 4, 1, 6, 7, 7]
+    coarse = torch.where(pair >= 5, 9, pair)  # pairs 5 and 7 dropped to the spare row 9
+    g = torch.Generator().manual_seed(0)
+    for variant in ("plain", "nan", "+inf", "-inf", "all -inf in a pair", "huge"):
+        bias = 30 * torch.randn(9, 3, generator=g, dtype=torch.float64)
+        if variant == "nan":
+            bias[0, 0] = math.nan
+        elif variant == "+inf":
+            bias[2, 1] = math.inf
+        elif variant == "-inf":
+            bias[1, 2] = -math.inf
+        elif variant == "all -inf in a pair":
+            bias[7:] = -math.inf
+        elif variant == "huge":
+            bias[:, 0] = -1e30
+        bias = bias.to(dtype).requires_grad_(dtype in (torch.float64, torch.float32))
+        for index, n, rows in ((pair, 9, 9), (coarse, 10, 9)):
+            per_pair = DenseLayout.edge_bias_at(index, bias, n)[:rows]
+            per_edge = DenseLayout.edge_bias_at(index, bias, n, first)[:rows]
+            assert per_edge.dtype == dtype and torch.equal(per_edge.isnan(), per_pair.isnan()), variant
+            assert torch.equal(per_edge.nan_to_num(7.0), per_pair.nan_to_num(7.0)), variant
+            if bias.requires_grad:
+                weight = torch.randn(per_pair.shape, generator=g, dtype=dtype)
+                (grad_pair,) = torch.autograd.grad((per_pair.clamp(min=-1e4) * weight).sum(), bias)
+                (grad_edge,) = torch.autograd.grad((per_edge.clamp(min=-1e4) * weight).sum(), bias)
+                assert torch.equal(grad_edge.nan_to_num(7.0), grad_pair.nan_to_num(7.0)), variant
+
+
 def test_gradients_flow_through_sparse_attention() -> None:
     q, k, v, ei, bias = _case(6, 10, 2, 4, seed=3)
     q.requires_grad_(True)
