@@ -144,14 +144,22 @@ class DenseLayout:
         :func:`~gtcompress.nn.attention.dense_attention`). Per-edge biases are merged by
         :meth:`edge_bias_at` on :meth:`pair_index`, which takes the logarithm per edge. ``pair`` and
         ``first``: that index and :meth:`first_of_pair` of it, when the caller has them (a model takes them
-        once per forward for all its layers); without ``first`` the merge's tables are per pair, not per edge.
+        once per forward for all its layers); the merge's tables are per edge, and only the bias is per cell.
         """
         if bias is None:
             return self.log_count_bias(self.edge_counts(edge_index, batch))
         n = self.num_rows * self.max_nodes * self.max_nodes
         pair = self.pair_index(edge_index, batch) if pair is None else pair
-        dense = self.edge_bias_at(pair, bias, n, first)
-        return dense.view(self.num_rows, self.max_nodes, self.max_nodes, -1).permute(0, 3, 1, 2)
+        first = self.first_of_pair(pair, n) if first is None else first
+        heads, cells = bias.shape[1], self.max_nodes * self.max_nodes
+        # written head-major, as attention adds it, not [B, L, L, H] then transposed (a Transpose over every
+        # cell in ONNX Runtime): pair b*L*L + r of head h is cell (b*H + h)*L*L + r
+        row = torch.div(pair, cells, rounding_mode="floor")
+        at = (pair + row * ((heads - 1) * cells)).unsqueeze(-1) + torch.arange(heads, device=pair.device) * cells
+        per_edge = _merged_per_edge(pair, bias, n, first)
+        dense = bias.new_full((n * heads,), mask_value(bias.dtype))
+        dense = dense.scatter_reduce(0, at.reshape(-1), per_edge.reshape(-1), reduce="amax")
+        return dense.view(self.num_rows, heads, self.max_nodes, self.max_nodes)
 
     def kept_pair_index(self, edge_index: Tensor, idx: Tensor) -> Tensor:
         """``[E]`` index of each edge's (dst, src) pair among the kept tokens ``idx [B, L']`` (positions),
@@ -199,18 +207,9 @@ class DenseLayout:
         tables, each filled and copied over every cell (ONNX Runtime's ScatterElements copies its data): the
         same edges in the same order, so the same values. The pairs ``pair`` merges into may
         be coarser than ``first``'s (a token-pruned layer's spare row): edges in no kept pair are discarded."""
-        if first is None:
-            idx, peak_e, total = _exp_sums(pair, bias, n)
-            idx_e = idx
-        else:
-            idx_e, peak_e, total = _exp_sums(first, bias, bias.shape[0])
-            idx = pair.unsqueeze(-1).expand_as(bias)
-        per_edge = torch.log(total.gather(0, idx_e)) + torch.where(
-            torch.isfinite(peak_e), peak_e, torch.zeros_like(peak_e)
-        )
-        mask = mask_value(bias.dtype)
-        per_edge = per_edge.clamp(min=mask)
-        return bias.new_full((n, bias.shape[1]), mask).scatter_reduce(0, idx, per_edge, reduce="amax")
+        per_edge = _merged_per_edge(pair, bias, n, first)
+        idx = pair.unsqueeze(-1).expand_as(bias)
+        return bias.new_full((n, bias.shape[1]), mask_value(bias.dtype)).scatter_reduce(0, idx, per_edge, reduce="amax")
 
     @staticmethod
     def log_count_bias(counts: Tensor) -> Tensor:
@@ -259,6 +258,17 @@ class DenseLayout:
         counts = torch.zeros(n, dtype=torch.float32, device=flat.device)
         counts = counts.scatter_add(0, flat, torch.ones(flat.shape[0], dtype=torch.float32, device=flat.device))
         return counts.view(self.num_rows, self.max_nodes, self.max_nodes)
+
+
+def _merged_per_edge(pair: Tensor, bias: Tensor, n: int, first: Tensor | None) -> Tensor:
+    """``[E, H]`` the log-sum-exp of each edge's pair (:meth:`DenseLayout.edge_bias_at`), clamped to the mask;
+    its tables per pair (``pair`` over ``n``) or, with ``first``, per edge."""
+    if first is None:
+        idx, peak_e, total = _exp_sums(pair, bias, n)
+    else:
+        idx, peak_e, total = _exp_sums(first, bias, bias.shape[0])
+    per_edge = torch.log(total.gather(0, idx)) + torch.where(torch.isfinite(peak_e), peak_e, torch.zeros_like(peak_e))
+    return per_edge.clamp(min=mask_value(bias.dtype))
 
 
 def _exp_sums(pair: Tensor, bias: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:

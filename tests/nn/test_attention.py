@@ -150,6 +150,28 @@ def test_merging_by_each_pairs_first_edge_writes_what_tables_over_every_pair_wri
                 assert torch.equal(grad_edge.nan_to_num(7.0), grad_pair.nan_to_num(7.0)), variant
 
 
+@pytest.mark.parametrize("heads", [1, 3])
+def test_dense_per_edge_bias_is_written_head_major(heads: int) -> None:
+    """``edge_bias`` writes the ``[B, H, L, L]`` the attention adds, contiguous (each edge at its cell of each
+    head), not ``[B, L, L, H]`` transposed, which cost a Transpose over every cell a layer in ONNX Runtime; the
+    values are ``edge_bias_at``'s, the mask where no edge, with or without the pairs and first edges given."""
+    g = torch.Generator().manual_seed(2)
+    sizes = [5, 1, 4, 3]
+    batch = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))
+    ei = torch.tensor([[0, 0, 0, 1, 1, 2, 3, 6, 7, 8, 6], [1, 1, 1, 1, 2, 0, 3, 7, 6, 8, 7]])
+    per_edge = 3 * torch.randn(ei.shape[1], heads, generator=g)
+    lay = DenseLayout.from_batch(batch, 4)
+    pair = lay.pair_index(ei, batch)
+    n = 4 * lay.max_nodes**2
+    ref = DenseLayout.edge_bias_at(pair, per_edge, n).view(4, lay.max_nodes, lay.max_nodes, heads).permute(0, 3, 1, 2)
+    for bias in (
+        lay.edge_bias(ei, batch, per_edge),
+        lay.edge_bias(ei, batch, per_edge, pair, lay.first_of_pair(pair, n)),
+    ):
+        assert bias.shape == (4, heads, lay.max_nodes, lay.max_nodes) and bias.is_contiguous()
+        assert torch.equal(bias, ref) and int((bias > MASK).sum()) == 8 * heads  # 8 pairs of 11 edges
+
+
 def test_gradients_flow_through_sparse_attention() -> None:
     q, k, v, ei, bias = _case(6, 10, 2, 4, seed=3)
     q.requires_grad_(True)
