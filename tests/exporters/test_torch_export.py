@@ -27,21 +27,27 @@ EDGE = FeatureSpec("categorical", 1, [3])
 SIZES = [(1,), (2,), (1, 1, 4), (6, 11, 2, 5), (40,)]
 
 
-def _model(arch: str, token_keep: float = 1.0, attention_layout: str = "auto", ffn_dim: int = 16) -> GraphModel:
+def _model(
+    arch: str,
+    token_keep: float = 1.0,
+    attention_layout: str = "auto",
+    ffn_dim: int = 16,
+    keeps: tuple[float, float] | None = None,
+    edge_features: FeatureSpec | None = EDGE,
+    task_level: str = "node",
+) -> GraphModel:
     torch.manual_seed(0)
     second = token_keep if token_keep == 1.0 else 0.3  # two ratios: each layer gathers its own number of tokens
-    layers = [
-        LayerSpec(heads=2, ffn_dim=ffn_dim, token_keep=token_keep),
-        LayerSpec(heads=2, ffn_dim=ffn_dim, token_keep=second),
-    ]
-    cfg = ModelConfig(arch=arch, node_features=NODE, edge_features=EDGE, out_dim=3, hidden=16, heads=2,
-                      layers=layers, attention_layout=attention_layout)  # fmt: skip
+    layers = [LayerSpec(heads=2, ffn_dim=ffn_dim, token_keep=k) for k in keeps or (token_keep, second)]
+    cfg = ModelConfig(arch=arch, node_features=NODE, edge_features=edge_features, out_dim=3, hidden=16, heads=2,
+                      layers=layers, attention_layout=attention_layout, task_level=task_level)  # fmt: skip
     return build_model(cfg).eval()
 
 
 def _batches(spec: InputSpec, sizes: list[tuple[int, ...]] = SIZES) -> list[NumpyGraph]:
     rng = np.random.default_rng(1)
-    return [union_graphs([random_graph(rng, n, 2 * n, NODE, EDGE, self_loops=1) for n in s]) for s in sizes]
+    edge = EDGE if spec.edge_attr is not None else None
+    return [union_graphs([random_graph(rng, n, 2 * n, NODE, edge, self_loops=1) for n in s]) for s in sizes]
 
 
 def _assert_parity(
@@ -52,7 +58,7 @@ def _assert_parity(
         inputs = tuple(to_torch(build_inputs(g, spec)))
         with torch.no_grad():
             got, want = run(*inputs), traced(*inputs)
-        assert got.shape == want.shape == (sum(sizes), 3)
+        assert got.shape == want.shape == ((sum(sizes) if model.config.task_level == "node" else len(sizes)), 3)
         torch.testing.assert_close(got, want, msg=lambda m, s=sizes: f"graph sizes {s}: {m}")
 
 
@@ -72,6 +78,31 @@ def test_a_token_pruned_model_torch_exports_with_symbolic_sizes(arch: str) -> No
     assert model.token_pruned
     spec = input_spec(model, "dense")
     _assert_parity(_export(model, spec).module(), model, spec)
+
+
+@pytest.mark.parametrize(("keeps", "task_level"), [((0.5, 0.3), "node"), ((1.0, 0.5), "node"), ((0.5, 1.0), "graph")])
+def test_a_token_pruned_gt_without_edge_features_exports_and_compiles(
+    keeps: tuple[float, float], task_level: str
+) -> None:
+    """Without edge features a token-pruned GT layer writes each edge's ``log(count)``, taken once a forward
+    on the whole graph's pairs, at its kept pairs (``EdgeBias`` without a per-edge bias); a dense layer
+    beside it reads the whole count bias. ``torch.export`` and ``torch.compile`` of ``model(batch)`` (the
+    layout built from the batch, its sizes unbacked) answer as eager on every batch, all-token and mixed."""
+    model = _model("gt", keeps=keeps, edge_features=None, task_level=task_level)
+    assert model.config.edge_features is None and model.token_pruned
+    spec = input_spec(model, "dense")
+    _assert_parity(_export(model, spec).module(), model, spec)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="aot_eager")
+    try:
+        for g, sizes in zip(_batches(spec), SIZES, strict=True):
+            batch = GraphBatch.from_numpy(g)
+            assert batch.edge_attr is None
+            with torch.no_grad():
+                got, want = compiled(batch), model(batch)
+            torch.testing.assert_close(got, want, msg=lambda m, s=sizes: f"graph sizes {s}: {m}")
+    finally:
+        torch._dynamo.reset()
 
 
 @pytest.mark.parametrize(("arch", "lowering"), [("gt", "plugin"), ("gt", "scatter"), ("gps", "dense")])
