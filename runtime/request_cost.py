@@ -107,11 +107,11 @@ GPS_TORCH_HEAD_BYTES = 12
 #: part is counted with room over the allocator's run-to-run spread.
 GPS_TOPK_HEAD_BYTES = 10
 GPS_TOPK_CELL_BYTES = 22
-#: ... and on the torch backend, head-independent bytes on top of :data:`GPS_TORCH_HEAD_BYTES` a head:
-#: 4.3-4.5 B a cell more than the dense GPS at 1 and 8 heads on 3,000 nodes (17.1 and 73.1 B a cell),
-#: and through the served backend 25-34 B a cell at 1 head on 1,000-2,000 nodes (where the other buffers
-#: weigh more; the allocator's spread between runs is several B a cell), 106.5 at 8 heads on 1,000.
-GPS_TOPK_TORCH_CELL_BYTES = 28
+#: ... and on the torch backend, bytes a head and a cell: its peak RSS is not one number but modes, run to
+#: run, of one call of one process (not explained; the dense GPS's is one): 23-45 B a cell at 1 head on
+#: 1,000-3,000 nodes and 79 / 105 / 137 / 169 / 173 at 8 heads on 1,000 (14 runs; counted 40 and 124 before).
+GPS_TOPK_TORCH_HEAD_BYTES = 19
+GPS_TOPK_TORCH_CELL_BYTES = 30
 #: The platform a checkpoint is served with (:attr:`runtime.torch_backend.TorchBackend.platform`).
 TORCH_PLATFORM = "pytorch_libtorch"
 
@@ -155,7 +155,7 @@ def attention_cell_bytes(session: CostedModel) -> int:
     torch_backend = session.platform == TORCH_PLATFORM
     if cfg.get("arch") == "gps" and _attention_topk(session, cfg) > 0 and heads > 0:
         if torch_backend:
-            return GPS_TORCH_HEAD_BYTES * heads + GPS_TOPK_TORCH_CELL_BYTES
+            return GPS_TOPK_TORCH_HEAD_BYTES * heads + GPS_TOPK_TORCH_CELL_BYTES
         return GPS_TOPK_HEAD_BYTES * heads + GPS_TOPK_CELL_BYTES
     return (GPS_TORCH_HEAD_BYTES if torch_backend else GPS_HEAD_BYTES) * heads
 

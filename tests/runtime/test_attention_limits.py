@@ -456,7 +456,7 @@ def test_sparsified_gps_cell_bytes_cover_its_mask(tmp_path) -> None:
     ckpt = save_checkpoint(tmp_path / "gps-sa", model)
     onnx_path = export_onnx(model, tmp_path / "gps-sa.onnx", "dense", verify_batches=1).path
     assert attention_cell_bytes(GraphSession(onnx_path)) == 10 + 22
-    assert attention_cell_bytes(GraphSession(ckpt)) == 12 + 28
+    assert attention_cell_bytes(GraphSession(ckpt)) == 19 + 30
     n = 2000
     for path in (ckpt, onnx_path):
         peak = _peak_bytes(path, n)
@@ -469,12 +469,14 @@ def test_the_readme_states_the_gps_counts_the_server_uses() -> None:
     """README's "Dense attention memory" is what a user sizes ``--max-attention-mib`` by. It gave a GPS
     6 bytes a head (12 from a checkpoint) whatever its attention, while a GPS sparsified by ``gtc
     sparsify --attention-topk`` is counted at :data:`GPS_TOPK_HEAD_BYTES` a head plus
-    :data:`GPS_TOPK_CELL_BYTES` a cell (torch: plus :data:`GPS_TOPK_TORCH_CELL_BYTES`)."""
+    :data:`GPS_TOPK_CELL_BYTES` a cell (torch: :data:`GPS_TOPK_TORCH_HEAD_BYTES` and
+    :data:`GPS_TOPK_TORCH_CELL_BYTES`)."""
     from runtime.request_cost import (
         GPS_HEAD_BYTES,
         GPS_TOPK_CELL_BYTES,
         GPS_TOPK_HEAD_BYTES,
         GPS_TOPK_TORCH_CELL_BYTES,
+        GPS_TOPK_TORCH_HEAD_BYTES,
         GPS_TORCH_HEAD_BYTES,
     )
 
@@ -486,5 +488,5 @@ def test_the_readme_states_the_gps_counts_the_server_uses() -> None:
     assert (
         f"one sparsified by `gtc sparsify --attention-topk`, whose attention runs with its graph as a mask, at "
         f"{GPS_TOPK_HEAD_BYTES} bytes a head plus {GPS_TOPK_CELL_BYTES} a cell on ONNX Runtime and "
-        f"{GPS_TORCH_HEAD_BYTES} a head plus {GPS_TOPK_TORCH_CELL_BYTES} a cell from a checkpoint" in text
+        f"{GPS_TOPK_TORCH_HEAD_BYTES} a head plus {GPS_TOPK_TORCH_CELL_BYTES} a cell from a checkpoint" in text
     )
