@@ -16,6 +16,15 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """``-n auto`` (xdist) hands tests out by work stealing, not by its default ``load`` batches: those
+    left one worker running a queue of the slowest tests (inductor compiles, 1-3 min each with a cold
+    cache) for the last six minutes of the suite while the other idled. Read before xdist's own configure
+    (``trylast``) starts the workers; ``--dist`` set to anything but ``load`` is kept."""
+    if getattr(config.option, "dist", None) == "load" and getattr(config.option, "numprocesses", None):
+        config.option.dist = "worksteal"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     """One intra-op thread for the whole session (module-scoped fixtures included): tests run on
