@@ -25,6 +25,27 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.dist = "worksteal"
 
 
+#: Files of minute-long tests (torch.compile with inductor, the pipeline's runs, the kernel benchmark's
+#: dry run), run first: a worker that steals work takes it from the end of another's queue, so the suite
+#: then ends on short tests instead of one worker finishing a compile while the other idles.
+SLOW_FIRST = (
+    "tests/exporters/test_torch_export.py",
+    "tests/cli/test_pipeline.py",
+    "tests/bench/test_kernel_dry_run.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """:data:`SLOW_FIRST` first, in that order, each file's tests in theirs; the rest as collected."""
+    root = Path(str(config.rootpath))
+
+    def rank(item: pytest.Item) -> int:
+        rel = Path(str(item.path)).relative_to(root).as_posix() if Path(str(item.path)).is_relative_to(root) else ""
+        return SLOW_FIRST.index(rel) if rel in SLOW_FIRST else len(SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file and among the rest is kept
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     """One intra-op thread for the whole session (module-scoped fixtures included): tests run on
