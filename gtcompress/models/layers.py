@@ -91,7 +91,7 @@ class GraphormerBias:
         eb = self._edge_bias()
         if eb is not None:
             assert self.pair_index is not None
-            flat = eb.new_zeros((lay.num_rows * lay.max_nodes * lay.max_nodes, eb.shape[1]))
+            flat = eb.new_zeros((lay.num_cells, eb.shape[1]))
             flat = flat.scatter_add(0, self.pair_index.unsqueeze(-1).expand_as(eb), eb)
             bias = bias + flat.view(lay.num_rows, lay.max_nodes, lay.max_nodes, -1).permute(0, 3, 1, 2)
         return bias

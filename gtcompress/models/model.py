@@ -294,7 +294,7 @@ class GraphTransformer(GraphModel):
         attending = [layer for layer in self.layers if isinstance(layer, GTLayer) and layer.attn is not None]
         if not attending:
             return
-        n = lay.num_rows * lay.max_nodes * lay.max_nodes
+        n = lay.num_cells
         ctx.pair_index = lay.pair_index(ctx.edge_index, ctx.batch)
         if any(layer.reads_edge_features(ctx) for layer in attending):
             ctx.pair_first = lay.first_of_pair(ctx.pair_index, n)

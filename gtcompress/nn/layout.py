@@ -45,6 +45,11 @@ class DenseLayout:
     _node_at_slot: Tensor | None = field(default=None, repr=False)  # [B*L] node id, N on padding
     _head_indices: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)  # per head count
 
+    @property
+    def num_cells(self) -> int:
+        """``B*L*L``: the (row, dst, src) cells that :meth:`pair_index` indexes."""
+        return self.num_rows * self.max_nodes * self.max_nodes
+
     @classmethod
     def from_batch(cls, batch: Tensor, num_graphs: int) -> DenseLayout:
         # Not bincount: its length is read from the data (max id + 1), which torch.compile(fullgraph=True)
@@ -148,7 +153,7 @@ class DenseLayout:
         """
         if bias is None:
             return self.log_count_bias(self.edge_counts(edge_index, batch))
-        n = self.num_rows * self.max_nodes * self.max_nodes
+        n = self.num_cells
         pair = self.pair_index(edge_index, batch) if pair is None else pair
         first = self.first_of_pair(pair, n) if first is None else first
         heads, cells = bias.shape[1], self.max_nodes * self.max_nodes
@@ -223,7 +228,7 @@ class DenseLayout:
         taken per edge (:meth:`edge_log_counts`) and scattered (:meth:`count_bias_at`); ``pair``:
         :meth:`pair_index`, when the caller has it."""
         flat = self.pair_index(edge_index, batch) if pair is None else pair
-        n = self.num_rows * self.max_nodes * self.max_nodes
+        n = self.num_cells
         log_e, counts = self.edge_log_counts(flat, n)
         shape = (self.num_rows, self.max_nodes, self.max_nodes)
         return self.count_bias_at(flat, log_e, n).view(shape).unsqueeze(1), self.rows_with_edges(counts.view(shape))
@@ -233,9 +238,14 @@ class DenseLayout:
         """Float32 ``log(count)`` ``[E]`` of each edge's pair among ``n`` pairs by the pair index ``pair [E]``
         (duplicate edges get the same value), and the counts ``[n]``. Taken per edge (``E`` values), not over
         all ``n`` pairs: ``Log`` is not vectorised in ONNX Runtime CPU (~1.7 ns per element)."""
-        counts = torch.zeros(n, dtype=torch.float32, device=pair.device)
-        counts = counts.scatter_add(0, pair, torch.ones(pair.shape[0], dtype=torch.float32, device=pair.device))
+        counts = DenseLayout._pair_counts(pair, n)
         return torch.log(counts.gather(0, pair)), counts
+
+    @staticmethod
+    def _pair_counts(pair: Tensor, n: int) -> Tensor:
+        """``[n]`` float32 number of edges at each of ``n`` pairs, by the pair index ``pair [E]``."""
+        counts = torch.zeros(n, dtype=torch.float32, device=pair.device)
+        return counts.scatter_add(0, pair, torch.ones(pair.shape[0], dtype=torch.float32, device=pair.device))
 
     @staticmethod
     def count_bias_at(pair: Tensor, log_counts: Tensor, n: int) -> Tensor:
@@ -253,10 +263,7 @@ class DenseLayout:
 
     def edge_counts(self, edge_index: Tensor, batch: Tensor) -> Tensor:
         """``[B, L, L]`` multiplicity of each (dst, src) pair (duplicates counted)."""
-        flat = self.pair_index(edge_index, batch)
-        n = self.num_rows * self.max_nodes * self.max_nodes
-        counts = torch.zeros(n, dtype=torch.float32, device=flat.device)
-        counts = counts.scatter_add(0, flat, torch.ones(flat.shape[0], dtype=torch.float32, device=flat.device))
+        counts = self._pair_counts(self.pair_index(edge_index, batch), self.num_cells)
         return counts.view(self.num_rows, self.max_nodes, self.max_nodes)
 
 
