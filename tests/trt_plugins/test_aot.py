@@ -52,15 +52,26 @@ def test_every_target_gets_pinned_ptx(kernel: str, cc: int, cache: Path) -> None
     assert aot.verify_ptx(k.ptx, k.target)  # the edited PTX still assembles (Triton's bundled ptxas)
 
 
-@pytest.mark.parametrize("cc", [75, 80, 90])
+#: The three code-generation paths: sm_75 (no TF32, no bf16 arithmetic), sm_80 (shared by sm_86 and
+#: sm_89), sm_90a.
+PATHS = (75, 80, 90)
+#: One head shape per config bucket.
+BUCKET_SHAPES = ((1, 1), (4, 16), (3, 24), (8, 64), (1, 128), (2, 256))
+
+
 @pytest.mark.parametrize("dtype", spec.FLOAT_DTYPES)
-def test_every_tile_config_compiles(cc: int, dtype: str, cache: Path) -> None:
-    """Both kernels for one head shape per config bucket, dtype and code-generation path (sm_75,
-    sm_80 shared by sm_86/sm_89, sm_90a), with no Triton scratch memory (compile_kernel refuses it)."""
-    for heads, head_dim in ((1, 1), (4, 16), (3, 24), (8, 64), (1, 128), (2, 256)):
+def test_every_tile_config_compiles(dtype: str, cache: Path) -> None:
+    """Both kernels for one head shape per config bucket, in every dtype, with no Triton scratch memory
+    (compile_kernel refuses it) and static shared memory a plugin launch gets without opt-in. The
+    target turns with the shape and the dtype so that every pair of (target, dtype), (target, shape)
+    and (dtype, shape) is compiled: 36 compiles, not the full product's 108 (85 s on a cold Triton
+    cache, a seventh of the suite's time on 2 cores); what each target's code generation refuses
+    depends on the tile shapes and the element type, each met there."""
+    for j, (heads, head_dim) in enumerate(BUCKET_SHAPES):
+        cc = PATHS[(spec.FLOAT_DTYPES.index(dtype) + j) % len(PATHS)]
         for kernel in spec.KERNELS:
             k = aot.compile_kernel(kernel, dtype, heads, head_dim, cc, 0.5, True, verify=False)
-            assert k.shared_mem <= MAX_STATIC_SHARED, (kernel, dtype, heads, head_dim, k.shared_mem)
+            assert k.shared_mem <= MAX_STATIC_SHARED, (kernel, dtype, heads, head_dim, cc, k.shared_mem)
             assert k.constexprs["BLOCK_D"] == spec.next_pow2(head_dim)
 
 
@@ -274,11 +285,27 @@ PRODUCT_MMA = {
 }
 
 
-@pytest.mark.parametrize("cc", aot.TARGETS)
-@pytest.mark.parametrize("aggregate", ["dot", "mma"])
-@pytest.mark.parametrize(("dtype", "heads", "head_dim"), [("float32", 4, 16), ("float16", 8, 64), ("bfloat16", 2, 256)])
-def test_tensor_core_products_compile_for_every_target(
-    dtype: str, heads: int, head_dim: int, aggregate: str, cc: int, cache: Path, monkeypatch: pytest.MonkeyPatch
+#: (dtype, heads, head_dim, aggregate, targets): the targets turn so that each dtype and each aggregate
+#: meets all three code-generation paths, and each (dtype, aggregate) at least one with tensor cores.
+PRODUCT_CASES = [
+    (dtype, heads, head_dim, aggregate, (PATHS[t % 3], PATHS[(t + 1) % 3]))
+    for t, ((dtype, heads, head_dim), aggregate) in enumerate(
+        (shape, aggregate)
+        for shape in (("float32", 4, 16), ("float16", 8, 64), ("bfloat16", 2, 256))
+        for aggregate in ("dot", "mma")
+    )
+]
+
+
+@pytest.mark.parametrize(("dtype", "heads", "head_dim", "aggregate", "targets"), PRODUCT_CASES)
+def test_tensor_core_products_compile_for_every_path(
+    dtype: str,
+    heads: int,
+    head_dim: int,
+    aggregate: str,
+    targets: tuple[int, int],
+    cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A tuned config that works its tiles with ``tl.dot`` is AOT-compilable like the scan: no
     scratch, the TensorRT ABI, static shared memory a plugin launch gets without opt-in. From sm_80
@@ -287,15 +314,29 @@ def test_tensor_core_products_compile_for_every_target(
     tile = max(spec.MIN_DOT, rule.tile_e)
     config = dataclasses.replace(rule, tile_e=tile, tiles=max(1, rule.chunk // tile), aggregate=aggregate)
     monkeypatch.setitem(spec.TUNED, (heads, head_dim, dtype), config)
-    k = aot.compile_kernel("partials", dtype, heads, head_dim, cc, None, True)
-    assert k.kernel_config == config
-    assert (k.constexprs["DOT_AGG"], k.constexprs["MMA"]) == (aggregate == "dot", aggregate == "mma")
-    decls = k.ptx[k.ptx.index(".entry sga_partials(") :].split(")", 1)[0]
-    assert (decls.count(".u64"), decls.count(".u32")) == ABI["partials"]
-    assert 0 < k.shared_mem <= MAX_STATIC_SHARED
-    kind = PRODUCT_MMA[(aggregate, dtype)]
-    mma = re.findall(rf"^\s*mma\.sync\.aligned\.\S+\.{re.escape(kind)}", k.ptx, re.M)
-    assert (len(mma) > 0) == (cc >= 80), (cc, kind, len(mma))
+    for cc in targets:
+        k = aot.compile_kernel("partials", dtype, heads, head_dim, cc, None, True)
+        assert k.kernel_config == config
+        assert (k.constexprs["DOT_AGG"], k.constexprs["MMA"]) == (aggregate == "dot", aggregate == "mma")
+        decls = k.ptx[k.ptx.index(".entry sga_partials(") :].split(")", 1)[0]
+        assert (decls.count(".u64"), decls.count(".u32")) == ABI["partials"]
+        assert 0 < k.shared_mem <= MAX_STATIC_SHARED
+        kind = PRODUCT_MMA[(aggregate, dtype)]
+        mma = re.findall(rf"^\s*mma\.sync\.aligned\.\S+\.{re.escape(kind)}", k.ptx, re.M)
+        assert (len(mma) > 0) == (cc >= 80), (cc, kind, len(mma))
+
+
+def test_product_cases_cover_every_pair() -> None:
+    """What :data:`PRODUCT_CASES` promises: every dtype and every aggregate on each path, and tensor
+    cores checked for every (dtype, aggregate)."""
+    by_dtype = {d: set() for d in spec.FLOAT_DTYPES}
+    by_aggregate: dict[str, set[int]] = {"dot": set(), "mma": set()}
+    for dtype, _, _, aggregate, targets in PRODUCT_CASES:
+        by_dtype[dtype] |= set(targets)
+        by_aggregate[aggregate] |= set(targets)
+        assert max(targets) >= 80
+    assert all(s == set(PATHS) for s in [*by_dtype.values(), *by_aggregate.values()])
+    assert {(d, a) for d, *_, a, _ in PRODUCT_CASES} == {(d, a) for d in spec.FLOAT_DTYPES for a in ("dot", "mma")}
 
 
 def test_a_one_warp_partials_leaves_combine_at_four_warps(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
