@@ -178,10 +178,10 @@ def test_chunk_and_tile_borders_anywhere(tile_e: int, tiles: int, prefetch: bool
     _check(out, reference(q, k, v, rowptr, col, bias[perm], spec.default_scale(8)), torch.float32)
 
 
-@PREFETCH
-@pytest.mark.parametrize(("heads", "group"), [(4, 1), (4, 2), (3, 2), (8, 4)])
+@pytest.mark.parametrize(("heads", "group", "prefetch"), [(4, 1, False), (4, 2, True), (3, 2, False), (8, 4, True)])
 def test_head_groups_split_over_programs(heads: int, group: int, prefetch: bool) -> None:
-    """Wide rows are read in head groups, one program per group (the grid's second axis)."""
+    """Wide rows are read in head groups, one program per group (the grid's second axis); each way of
+    walking the tiles meets a group of one head's width and wider ones."""
     g = torch.Generator().manual_seed(heads * 10 + group)
     n, d = 14, 8
     ei = make_graph(n, 40, seed=heads + group, hub=True)
@@ -215,13 +215,20 @@ def takes_products(aggregate: str, heads: int, head_dim: int) -> bool:
     return width >= spec.MIN_DOT
 
 
+#: (aggregate, case, prefetch): the two ways of walking the tiles take turns over the cases (the product
+#: replaces the per-tile arithmetic, not the loads they differ in), so each meets both aggregates.
 PRODUCT_CASES = [
-    (aggregate, case) for aggregate in ("dot", "mma") for case in CASES if takes_products(aggregate, case[2], case[3])
+    (aggregate, case, i % 2 == 1)
+    for i, (aggregate, case) in enumerate(
+        (aggregate, case)
+        for aggregate in ("dot", "mma")
+        for case in CASES
+        if takes_products(aggregate, case[2], case[3])
+    )
 ]
 
 
-@PREFETCH
-@pytest.mark.parametrize(("aggregate", "case"), PRODUCT_CASES)
+@pytest.mark.parametrize(("aggregate", "case", "prefetch"), PRODUCT_CASES)
 def test_tensor_core_products_match_references(aggregate: str, case: tuple, prefetch: bool) -> None:
     """The tensor-core ways of working a tile (the sum as one product over all heads; the scores and
     sums as per-head products) give what the scan gives: the rows inside a tile, the row carried over
