@@ -52,20 +52,19 @@ def test_dense_gt_with_edge_features_takes_the_logarithm_of_its_edge_bias_per_ed
     nodes, a quarter of the file's ONNX Runtime CPU time (``bench/HISTORY.md``). Each layer's Log runs on
     the sums gathered per edge, as does the count bias's, shared by the layers. Its answers are checked
     against eager torch by the export (edgeless graphs, lone nodes, duplicate edges and self-loops), with
-    1, 2 and 4 heads, at graph and node level."""
-    for level in ("graph", "node"):
-        torch.manual_seed(0)
-        layers = [LayerSpec(heads=h, ffn_dim=16) for h in (2, 1, 4)]
-        cfg = ModelConfig(
-            arch="gt", node_features=FeatureSpec("float", 3), edge_features=FeatureSpec("float", 2), out_dim=2,
-            hidden=16, heads=2, layers=layers, task_level=level,
-        )  # fmt: skip
-        res = export_onnx(build_model(cfg).eval(), tmp_path / f"{level}.onnx", "dense", verify_batches=3)
-        assert res.max_abs_err <= 1e-4 and res.edge_cases
-        graph = onnx.load(str(res.path)).graph
-        producer = {out: node.op_type for node in graph.node for out in node.output}
-        # one a layer and the count bias's, read by every layer as its graph's mask
-        assert [producer[node.input[0]] for node in graph.node if node.op_type == "Log"] == ["GatherElements"] * 4
+    1, 2 and 4 heads, at graph level (the bias is built before the readout, so one level shows it)."""
+    torch.manual_seed(0)
+    layers = [LayerSpec(heads=h, ffn_dim=16) for h in (2, 1, 4)]
+    cfg = ModelConfig(
+        arch="gt", node_features=FeatureSpec("float", 3), edge_features=FeatureSpec("float", 2), out_dim=2,
+        hidden=16, heads=2, layers=layers, task_level="graph",
+    )  # fmt: skip
+    res = export_onnx(build_model(cfg).eval(), tmp_path / "graph.onnx", "dense", verify_batches=3)
+    assert res.max_abs_err <= 1e-4 and res.edge_cases
+    graph = onnx.load(str(res.path)).graph
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    # one a layer and the count bias's, read by every layer as its graph's mask
+    assert [producer[node.input[0]] for node in graph.node if node.op_type == "Log"] == ["GatherElements"] * 4
 
 
 def test_token_pruned_gt_without_edge_features_writes_its_count_bias_at_the_kept_pairs(tmp_path) -> None:
@@ -74,25 +73,25 @@ def test_token_pruned_gt_without_edge_features_writes_its_count_bias_at_the_kept
     model slower than its dense parent on ONNX Runtime CPU (``bench/HISTORY.md``). The file holds no such
     narrowing; its one Log runs on the counts gathered per edge, shared by the layers. Its answers are
     checked against eager torch by the export (edgeless graphs, lone nodes, duplicate edges, self-loops),
-    at the kept widths 1 and up, with 1, 2 and 4 heads, at graph and node level."""
-    for level in ("graph", "node"):
-        torch.manual_seed(0)
-        layers = [LayerSpec(heads=h, ffn_dim=16, token_keep=keep) for h, keep in ((2, 0.5), (1, 0.8), (4, 0.1))]
-        cfg = ModelConfig(
-            arch="gt", node_features=FeatureSpec("float", 3), out_dim=2, hidden=16, heads=2, layers=layers,
-            task_level=level,
-        )  # fmt: skip
-        res = export_onnx(build_model(cfg).eval(), tmp_path / f"{level}.onnx", "dense", verify_batches=3)
-        assert res.max_abs_err <= 1e-4 and res.edge_cases
-        graph = onnx.load(str(res.path)).graph
-        producer = {out: node.op_type for node in graph.node for out in node.output}
-        axes = [
-            next((a.i for a in node.attribute if a.name == "axis"), 0)
-            for node in graph.node
-            if node.op_type == "GatherElements"
-        ]
-        assert axes and max(axes) <= 1
-        assert [producer[node.input[0]] for node in graph.node if node.op_type == "Log"] == ["GatherElements"]
+    at the kept widths 1 and up, with 1, 2 and 4 heads, at node level (graph level is the edge-feature
+    test's above)."""
+    torch.manual_seed(0)
+    layers = [LayerSpec(heads=h, ffn_dim=16, token_keep=keep) for h, keep in ((2, 0.5), (1, 0.8), (4, 0.1))]
+    cfg = ModelConfig(
+        arch="gt", node_features=FeatureSpec("float", 3), out_dim=2, hidden=16, heads=2, layers=layers,
+        task_level="node",
+    )  # fmt: skip
+    res = export_onnx(build_model(cfg).eval(), tmp_path / "node.onnx", "dense", verify_batches=3)
+    assert res.max_abs_err <= 1e-4 and res.edge_cases
+    graph = onnx.load(str(res.path)).graph
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    axes = [
+        next((a.i for a in node.attribute if a.name == "axis"), 0)
+        for node in graph.node
+        if node.op_type == "GatherElements"
+    ]
+    assert axes and max(axes) <= 1
+    assert [producer[node.input[0]] for node in graph.node if node.op_type == "Log"] == ["GatherElements"]
 
 
 def test_the_exported_kept_pair_index_sends_edges_leaving_the_kept_tokens_to_the_spare_row() -> None:
