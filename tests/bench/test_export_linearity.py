@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
+import pytest
 import torch
 
 from bench import export
@@ -28,10 +30,19 @@ def test_sizes_of_one_run_are_paired_and_sizes_of_two_runs_are_not() -> None:
     assert export._linearity(rows) == {"scatter: 1000->10000 edges": 12.0}
 
 
-def test_a_partial_run_does_not_pair_its_rows_with_the_rows_it_kept(tmp_path: Path) -> None:
+def test_a_partial_run_does_not_pair_its_rows_with_the_rows_it_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """After ``--workloads sparse-1000``, the file held that run's sparse-1000 rows beside an earlier run's
     sparse-10000 rows, and ``linearity`` reported their ratio (here 1000 / (new sparse-1000 time)) as if the
-    lowering scaled that way, though the two sizes were measured on other commits or machine loads."""
+    lowering scaled that way, though the two sizes were measured on other commits or machine loads.
+
+    The same run (GT's four exports, the slowest part of a bench test) shows that the models go with it:
+    they were exported into a ``tempfile.mkdtemp`` folder that nothing removed, and every run left one
+    ``gtc-bench-export-*`` folder of ONNX files in /tmp (3 MB for GT's four lowerings)."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     out = tmp_path / "export.json"
     old = [{**_row(1_000, 1.0, None), "lowering": low} for low in ("scatter", "padded", "plugin", "dense")] + [
         {**_row(10_000, 1000.0, None), "lowering": low} for low in ("scatter", "padded", "plugin", "dense")
@@ -63,3 +74,6 @@ def test_a_partial_run_does_not_pair_its_rows_with_the_rows_it_kept(tmp_path: Pa
     runs = {(r["workload"], r["run"]) for r in result["rows"]}
     assert ("sparse-10000", "2026-01-01T00:00:00Z") in runs
     assert {run for w, run in runs if w == "sparse-1000"} == {result["date"]}
+    lowerings = [r["lowering"] for r in result["rows"] if r["workload"] == "sparse-1000"]
+    assert lowerings == ["scatter", "padded", "dense", "plugin"]
+    assert list(scratch.glob("gtc-bench-export-*")) == []
