@@ -315,3 +315,45 @@ def test_token_pruned_gt_never_builds_the_whole_bias(monkeypatch: pytest.MonkeyP
         ref = model(batch)
     assert out.shape == (sum(sizes) if level == "node" else len(sizes), 2)
     assert torch.equal(out, ref)
+
+
+def test_masked_scores_are_lifted_in_eager_and_export_but_not_under_torch_compile() -> None:
+    """Inductor (torch 2.13, CPU) miscompiles the lift of a token-pruned layer's masked scores, so a
+    compiled model keeps the plain softmax (``_lift_traced``); exported models, which ONNX Runtime runs,
+    need the lift. The whole model compiled by inductor against eager is
+    ``tests/exporters/test_torch_export.py``'s slow test; this is the switch it depends on."""
+    from gtcompress.nn.tokens import _lift_traced
+
+    class Lifted(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1.0 if _lift_traced() else x - 1.0
+
+    x = torch.zeros(3)
+    assert torch.equal(Lifted()(x), x + 1)
+    assert torch.equal(torch.export.export(Lifted(), (x,)).module()(x), x + 1)
+    torch._dynamo.reset()
+    try:
+        assert torch.equal(torch.compile(Lifted(), fullgraph=True, backend="eager")(x), x - 1)
+    finally:
+        torch._dynamo.reset()
+
+
+def test_padding_copies_the_rows_instead_of_concatenating_a_zero_row() -> None:
+    """``DenseLayout.pad`` appends its zero row with a pad, not a Concat: inductor (torch 2.11) handed a
+    Concat's buffer to the FFN's MatMul while the rows written into it were still that MatMul's input,
+    and a compiled token-pruned GT answered a lone 1-node graph wrong (``bench/HISTORY.md``). The traced
+    padding holds no ``cat`` and gives each node's row at its slot, zeros elsewhere."""
+
+    class Pad(torch.nn.Module):
+        def forward(self, h: torch.Tensor, slot: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+            return DenseLayout.from_slots(slot, pad_mask).pad(h)
+
+    h = torch.arange(1.0, 7.0).view(3, 2)
+    slot, pad_mask = torch.tensor([0, 1, 4]), torch.tensor([[True, True, False], [True, False, False]])
+    program = torch.export.export(Pad(), (h, slot, pad_mask))
+    targets = {node.target for node in program.graph.nodes if node.op == "call_function"}
+    assert torch.ops.aten.cat.default not in targets
+    padded = program.module()(h, slot, pad_mask)
+    expected = torch.zeros(2, 3, 2)
+    expected.view(6, 2)[slot] = h
+    assert torch.equal(padded, expected)
