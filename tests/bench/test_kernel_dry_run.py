@@ -37,7 +37,8 @@ def test_the_dry_run_writes_every_level_and_judges_no_target(tmp_path: Path) -> 
     peers = Counter((r["level"], r["peer"]) for r in rows)
     assert {p for lv, p in peers if lv == "op"} == OP_PEERS
     assert {p for lv, p in peers if lv == "model"} == MODEL_PEERS
-    assert peers[("op", "ours v1")] == 1  # under the interpreter, v1's path is checked once
+    v1 = [r for r in rows if r["peer"] == "ours v1"]  # under the interpreter, v1's path is checked once
+    assert len(v1) == 1 and v1[0]["E"] <= 200 and v1[0]["ms"] > 0, v1
     assert all(r["ms"] > 0 and (r["runs"] >= 10 or "note" in r) for r in rows), [r for r in rows if "ms" not in r]
     workloads = {r["workload"] for r in rows if r["level"] == "model"}
     assert {"molecule", "uniform E=2k", "power-law E=2k"} <= workloads
@@ -69,7 +70,7 @@ def test_a_run_stopped_by_sigterm_still_writes_its_summary_and_png(tmp_path: Pat
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     seen = []
-    for line in proc.stdout:  # the first row written: v1 comes next, seconds under the interpreter
+    for line in proc.stdout:  # the first row written, then stopped during the next ones
         seen.append(line)
         if "ours v2" in line:
             proc.send_signal(signal.SIGTERM)
@@ -78,6 +79,6 @@ def test_a_run_stopped_by_sigterm_still_writes_its_summary_and_png(tmp_path: Pat
     assert proc.returncode == 0, "".join(seen) + rest[-3000:]
     doc = json.loads(out.read_text())
     assert doc["stopped"] == "stopped by signal SIGTERM: the rows after the last one recorded were not run"
-    assert doc["rows"][0]["peer"] == "ours v2" and len(doc["rows"]) <= 2  # v2, perhaps v1: then stopped
+    assert doc["rows"][0]["peer"] == "ours v2" and len(doc["rows"]) <= 2  # v2, perhaps PyG eager: then stopped
     assert doc["summary"]["lines"][0].endswith("(CPU dry run: no GPU figure, no target judged)")
     assert out.with_suffix(".png").stat().st_size > 10_000
