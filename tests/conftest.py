@@ -16,6 +16,21 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow",
+        action="store_true",
+        default=False,
+        help="also run the tests marked slow: end-to-end compiles and exports whose mechanism a faster test "
+        "of the default run covers (README, 'Tests')",
+    )
+
+
+#: Why a ``slow`` test is skipped: the default run (the README's test command, CI) must stay within
+#: 10 minutes on 2 cores; ``--slow`` runs the whole suite.
+SLOW_REASON = "slow: an end-to-end compile or export whose mechanism a faster test covers; run with --slow"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """``-n auto`` (xdist) hands tests out by work stealing, not by its default ``load`` batches: those
     left one worker running a queue of the slowest tests (inductor compiles, 1-3 min each with a cold
@@ -36,9 +51,15 @@ SLOW_FIRST = (
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """:data:`SLOW_FIRST` first, in that order, each file's tests in theirs; the rest as collected."""
+    """:data:`SLOW_FIRST` first, in that order, each file's tests in theirs; the rest as collected. Tests
+    marked ``slow`` are skipped (:data:`SLOW_REASON`) unless ``--slow`` is given."""
     first = {config.rootpath / name: i for i, name in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: first.get(item.path, len(SLOW_FIRST)))  # stable: any other order is kept
+    if not config.getoption("slow"):
+        skip = pytest.mark.skip(reason=SLOW_REASON)
+        for item in items:
+            if item.get_closest_marker("slow"):
+                item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True, scope="session")

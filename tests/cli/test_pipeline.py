@@ -1,6 +1,7 @@
 """End to end: the pipeline on a tiny config, its artifacts, resumption and interruption."""
 
 import json
+import shutil
 from pathlib import Path
 
 import onnx
@@ -41,7 +42,16 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("pipe") / "run"
     out.mkdir()  # an empty folder given as --out takes a run as a new one would
     report = run_pipeline(load_config(None, TINY), out, log=lambda _: None)
+    shutil.copytree(out, out.parent / "pristine")  # for tests that need TINY's run as it ended (see below)
     return out, report
+
+
+@pytest.fixture
+def pristine_run(run, tmp_path) -> Path:
+    """A copy of the module's run as TINY left it, before other tests ran other settings into it."""
+    out = tmp_path / "run"
+    shutil.copytree(run[0].parent / "pristine", out)
+    return out
 
 
 def test_every_artifact_exists_and_is_consistent(run) -> None:
@@ -257,7 +267,7 @@ def test_side_by_side_latency_includes_teddy(monkeypatch: pytest.MonkeyPatch, tm
     assert teddy[1] == want
 
 
-def test_latency_is_retimed_when_the_exported_files_change(run, tmp_path, monkeypatch) -> None:
+def test_latency_is_retimed_when_the_exported_files_change(pristine_run, monkeypatch) -> None:
     """The latency and profile keys held only the models' keys: with export.lowerings reordered, the
     cached timings were zipped onto the new row order (the auto files given the plugin files'
     latencies); with a lowering changed, the old files' timings were reported for the new ones.
@@ -266,7 +276,6 @@ def test_latency_is_retimed_when_the_exported_files_change(run, tmp_path, monkey
     must carry its own file's figure: no speed is compared, which a loaded machine would upset. A copy
     of the module's run is reordered, then put back: each time only the latency is measured again."""
     import hashlib
-    import shutil
 
     def fingerprint(path: Path) -> float:
         return int(hashlib.sha256(path.name.encode() + path.read_bytes()).hexdigest()[:8], 16) / 1e6
@@ -276,8 +285,7 @@ def test_latency_is_retimed_when_the_exported_files_change(run, tmp_path, monkey
         return [{"latency_ms_p50": fingerprint(p), **figures, "graphs_per_batch": 1, "threads": 1} for p, *_ in models]
 
     monkeypatch.setattr(pipeline, "time_side_by_side", timer)
-    out = tmp_path / "run"
-    shutil.copytree(run[0], out)
+    out = pristine_run
     reports = []
     for lowerings in ("[plugin, auto]", "[auto, plugin]"):
         logs: list[str] = []

@@ -57,17 +57,18 @@ def _model(arch: str, compressed: bool, task_level: str = "node", edge=FLOAT_EDG
 
 #: (arch, lowering, compressed, task level, edge features): models without edge features take the
 #: attention paths without a score bias (the ``E = 0`` failure of scatter once differed there).
+#: The ``slow`` ones have a twin of the same architecture and lowering in the default run.
 CASES = [
     ("gt", "scatter", False, "node", True),
     ("gt", "scatter", True, "graph", False),
     ("gt", "padded", True, "graph", True),
     ("gt", "dense", False, "graph", True),
-    ("gt", "dense", True, "node", True),
+    pytest.param("gt", "dense", True, "node", True, marks=pytest.mark.slow),
     ("gt", "plugin", False, "node", False),
     ("gt", "plugin", True, "graph", True),
-    ("gps", "dense", False, "graph", True),
+    pytest.param("gps", "dense", False, "graph", True, marks=pytest.mark.slow),
     ("gps", "dense", True, "node", True),
-    ("graphormer", "dense", False, "node", True),
+    pytest.param("graphormer", "dense", False, "node", True, marks=pytest.mark.slow),
     ("graphormer", "dense", True, "graph", True),
 ]
 PARAMS = ("arch", "lowering", "compressed", "level", "edges")
@@ -154,7 +155,7 @@ def test_issue_request_edgeless_five_nodes(exported) -> None:
 
     rng = np.random.default_rng(3)
     x = np.stack([rng.integers(0, 5, 5), rng.integers(0, 3, 5)], axis=1)
-    for case in (c for c in CASES if c[1] in ("scatter", "plugin")):
+    for case in (c for c in CASES if not hasattr(c, "marks") and c[1] in ("scatter", "plugin")):
         model, res = exported(*case)
         attr = np.zeros((0, 2), np.float32) if res.spec.edge_attr else None
         g = NumpyGraph(x=x, edge_index=np.zeros((2, 0), np.int64), edge_attr=attr)
@@ -321,7 +322,7 @@ def test_op_support_check_flags_scatternd_reduction() -> None:
     assert "custom op x::Foo has no TensorRT plugin" in tensorrt_problems(helper.make_model(unknown))[0]
 
 
-@pytest.mark.parametrize("arch", ["gt", "gps"])
+@pytest.mark.parametrize("arch", ["gt", pytest.param("gps", marks=pytest.mark.slow)])
 def test_token_pruned_models_export_with_ties(tmp_path, arch: str) -> None:
     """Token selection must match after export: ties among identical nodes, and k_b computed in
     integer arithmetic (float32 vs float64 once disagreed on 5 · 0.7 + 0.5)."""
@@ -338,7 +339,15 @@ def test_token_pruned_models_export_with_ties(tmp_path, arch: str) -> None:
             export_onnx(model, tmp_path / "n.onnx", "plugin")
 
 
-@pytest.mark.parametrize(("arch", "edges"), [("gt", False), ("gt", True), ("graphormer", False), ("graphormer", True)])
+@pytest.mark.parametrize(
+    ("arch", "edges"),
+    [
+        pytest.param("gt", False, marks=pytest.mark.slow),
+        ("gt", True),
+        ("graphormer", False),
+        pytest.param("graphormer", True, marks=pytest.mark.slow),
+    ],
+)
 def test_a_token_ratio_keeping_one_node_of_the_export_example_serves_larger_graphs(
     tmp_path, arch: str, edges: bool
 ) -> None:

@@ -81,7 +81,9 @@ def test_a_token_pruned_model_torch_exports_with_symbolic_sizes(arch: str) -> No
 
 
 # all-token (no layer reads the whole count bias) and mixed (a dense layer beside a pruned one reads it)
-@pytest.mark.parametrize(("keeps", "task_level"), [((0.5, 0.3), "node"), ((0.5, 1.0), "graph")])
+@pytest.mark.parametrize(
+    ("keeps", "task_level"), [pytest.param((0.5, 0.3), "node", marks=pytest.mark.slow), ((0.5, 1.0), "graph")]
+)
 def test_a_token_pruned_gt_without_edge_features_exports_and_compiles(
     keeps: tuple[float, float], task_level: str
 ) -> None:
@@ -119,7 +121,13 @@ def test_a_plain_model_torch_exports_with_symbolic_sizes(arch: str, lowering: st
 
 @pytest.mark.parametrize(
     ("arch", "token_keep", "layout"),
-    [("gps", 1.0, "auto"), ("graphormer", 1.0, "auto"), ("gt", 0.5, "auto"), ("gt", 1.0, "auto"), ("gt", 1.0, "fused")],
+    [
+        ("gps", 1.0, "auto"),
+        pytest.param("graphormer", 1.0, "auto", marks=pytest.mark.slow),
+        ("gt", 0.5, "auto"),
+        ("gt", 1.0, "auto"),
+        ("gt", 1.0, "fused"),
+    ],
 )
 def test_a_model_compiles_in_one_graph_without_a_supplied_layout(arch: str, token_keep: float, layout: str) -> None:
     """``model(batch)`` builds its layout from the batch vector. Counting nodes per graph with ``bincount``
@@ -141,6 +149,7 @@ def test_a_model_compiles_in_one_graph_without_a_supplied_layout(arch: str, toke
         torch._dynamo.reset()
 
 
+@pytest.mark.slow  # 4 inductor compilations, 2-4 min; tests/nn/test_tokens.py checks both workarounds
 def test_a_token_pruned_gt_compiled_by_inductor_answers_as_eager() -> None:
     """Inductor (CPU) on what the exporter traces, a token-pruned GT, checked against eager torch. Its
     batches make the four compilations that once answered wrong, one run of compilations shared by two
