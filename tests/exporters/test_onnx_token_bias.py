@@ -12,6 +12,22 @@ from gtcompress.data.base import FeatureSpec
 from gtcompress.models import LayerSpec, ModelConfig, build_model
 
 
+def _exported_ops(cfg: ModelConfig, path) -> tuple[list[str], list[int]]:
+    """Export ``cfg``'s model on the dense lowering (checked against eager torch on the edge cases and 3
+    random batches); the op producing each Log's input, and the axis of each GatherElements."""
+    res = export_onnx(build_model(cfg).eval(), path, "dense", verify_batches=3)
+    assert res.max_abs_err <= 1e-4 and res.edge_cases
+    graph = onnx.load(str(res.path)).graph
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    logs = [producer[node.input[0]] for node in graph.node if node.op_type == "Log"]
+    axes = [
+        next((a.i for a in node.attribute if a.name == "axis"), 0)
+        for node in graph.node
+        if node.op_type == "GatherElements"
+    ]
+    return logs, axes
+
+
 def test_token_pruned_gt_builds_its_edge_bias_on_kept_pairs_with_a_logarithm_per_edge(tmp_path) -> None:
     """Built whole on per-graph padding and narrowed, a layer's ``[B, H, L, L]`` log-sum-exp bias cost
     ONNX Runtime CPU more than attention over the kept tokens saved (a Log, a Where and IsNaN/IsInf/Clip
@@ -32,17 +48,8 @@ def test_token_pruned_gt_builds_its_edge_bias_on_kept_pairs_with_a_logarithm_per
         layers=layers,
         task_level="graph",
     )
-    res = export_onnx(build_model(cfg).eval(), tmp_path / "m.onnx", "dense", verify_batches=3)
-    assert res.max_abs_err <= 1e-4 and res.edge_cases
-    graph = onnx.load(str(res.path)).graph
-    producer = {out: node.op_type for node in graph.node for out in node.output}
-    axes = [
-        next((a.i for a in node.attribute if a.name == "axis"), 0)
-        for node in graph.node
-        if node.op_type == "GatherElements"
-    ]
+    logs, axes = _exported_ops(cfg, tmp_path / "m.onnx")
     assert axes and max(axes) <= 1
-    logs = [producer[node.input[0]] for node in graph.node if node.op_type == "Log"]
     assert logs == ["GatherElements"] * len(layers)
 
 
@@ -59,12 +66,8 @@ def test_dense_gt_with_edge_features_takes_the_logarithm_of_its_edge_bias_per_ed
         arch="gt", node_features=FeatureSpec("float", 3), edge_features=FeatureSpec("float", 2), out_dim=2,
         hidden=16, heads=2, layers=layers, task_level="graph",
     )  # fmt: skip
-    res = export_onnx(build_model(cfg).eval(), tmp_path / "graph.onnx", "dense", verify_batches=3)
-    assert res.max_abs_err <= 1e-4 and res.edge_cases
-    graph = onnx.load(str(res.path)).graph
-    producer = {out: node.op_type for node in graph.node for out in node.output}
-    # one a layer and the count bias's, read by every layer as its graph's mask
-    assert [producer[node.input[0]] for node in graph.node if node.op_type == "Log"] == ["GatherElements"] * 4
+    logs, _ = _exported_ops(cfg, tmp_path / "graph.onnx")
+    assert logs == ["GatherElements"] * 4  # one a layer and the count bias's, read by every layer as its mask
 
 
 def test_token_pruned_gt_without_edge_features_writes_its_count_bias_at_the_kept_pairs(tmp_path) -> None:
@@ -81,17 +84,9 @@ def test_token_pruned_gt_without_edge_features_writes_its_count_bias_at_the_kept
         arch="gt", node_features=FeatureSpec("float", 3), out_dim=2, hidden=16, heads=2, layers=layers,
         task_level="node",
     )  # fmt: skip
-    res = export_onnx(build_model(cfg).eval(), tmp_path / "node.onnx", "dense", verify_batches=3)
-    assert res.max_abs_err <= 1e-4 and res.edge_cases
-    graph = onnx.load(str(res.path)).graph
-    producer = {out: node.op_type for node in graph.node for out in node.output}
-    axes = [
-        next((a.i for a in node.attribute if a.name == "axis"), 0)
-        for node in graph.node
-        if node.op_type == "GatherElements"
-    ]
+    logs, axes = _exported_ops(cfg, tmp_path / "node.onnx")
     assert axes and max(axes) <= 1
-    assert [producer[node.input[0]] for node in graph.node if node.op_type == "Log"] == ["GatherElements"]
+    assert logs == ["GatherElements"]
 
 
 def test_the_exported_kept_pair_index_sends_edges_leaving_the_kept_tokens_to_the_spare_row() -> None:
