@@ -169,9 +169,9 @@ class Bench:
         return self.compiled[key]
 
 
-#: The op-level peers ``op_rows`` takes, by the names its rows carry.
 #: The most edges of a graph the dry run runs kernel v1 on (under the interpreter): one molecule's.
 DRY_V1_EDGES = 200
+#: The op-level peers ``op_rows`` takes, by the names its rows carry.
 PEER_NAMES = {"v1": "ours v1", "pyg": "PyG eager", "compile": "PyG torch.compile", "reference": "gtcompress reference"}
 
 

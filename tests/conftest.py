@@ -22,7 +22,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="also run the tests marked slow: end-to-end compiles and exports whose mechanism a faster test "
-        "of the default run covers (README, 'Tests')",
+        "of the default run covers (README, 'Set-up')",
     )
 
 
