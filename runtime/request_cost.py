@@ -67,10 +67,11 @@ GRAPHORMER_DISTANCE_BYTES = 48
 #: GT on the ``dense`` lowering, bytes a head per padded cell: its scores and their softmax (float32),
 #: alive together; measured 8.4 B a head.
 GT_HEAD_BYTES = 10
-#: ... plus, with edge features, each layer's dense edge bias ``[rows, H, L, L]``, a log-sum-exp per
-#: (dst, src) pair (running maximum, sum of exponentials, the bias: float32 ``[rows*L*L, H]`` tables).
-#: Measured 20 B a head more for one layer and 38 for two or more while its logarithm ran over every
-#: pair (the next layer's bias built beside the last one's); a call's peak 31-38 % lower since (bench/HISTORY.md).
+#: ... plus, with edge features, each layer's dense edge bias ``[rows, H, L, L]`` (float32, a cell a head),
+#: the log-sum-exp of its edges' biases per (dst, src) pair, whose running maximum and sum of exponentials
+#: are kept per edge (``[E, H]``). Measured 20 B a head more for one layer and 38 for two or more while
+#: those tables and the logarithm were per cell (the next layer's bias built beside the last one's); a
+#: call's peak is 31-38 % lower since (bench/HISTORY.md), and the counts are kept as an upper bound.
 GT_EDGE_HEAD_BYTES = 20
 GT_EDGE_HEAD_BYTES_LAYERS = 38
 #: ... plus the layer-shared ``log(count)`` bias ``[rows, 1, L, L]`` and the edge counts it is made
