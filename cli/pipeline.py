@@ -44,7 +44,7 @@ def pipeline_cmd(
 ) -> None:
     """The main job: train (or take) a GT, TEDDY-sparsify, GTSP-prune, export, verify, profile, serve.
 
-    Default: CLUSTER-small, GT and GPS, three FLOP budgets plus a random baseline; about 10-11 minutes on
+    Default: CLUSTER-small, GT and GPS, three FLOP budgets plus a random baseline; about 18 minutes on
     2 CPU cores. Example: gtc pipeline --set 'prune.budgets=[0.5]' --out runs/demo
     """
     from gtcompress.data import check_data_root, check_dataset_name
