@@ -112,7 +112,10 @@ def train(
     ],
     readout: Annotated[
         Readout,
-        typer.Option(help="How a graph-level model pools its nodes per graph (node-level datasets have no pooling)."),
+        typer.Option(
+            help="How a graph-level model pools its nodes per graph (a node-level dataset pools nothing: only the "
+            "default)."
+        ),
     ] = _MODEL["readout"],
     epochs: Annotated[int, typer.Option(min=1)] = TRAIN_EPOCHS,
     batch_size: Annotated[int, typer.Option(min=1)] = _TRAIN["batch_size"],

@@ -251,6 +251,12 @@ def fit(
     overrides.setdefault("pe", default_pe(data.name))
     train_cfg = train_cfg or TrainConfig()
     ds = dataset if dataset is not None else data.load(overrides["pe"])
+    readout = overrides.get("readout", ModelConfig.readout)
+    if ds.info.task_level == "node" and readout != ModelConfig.readout:  # accepted, then never read
+        raise ConfigError(
+            f"readout {readout!r} pools each graph's nodes into one prediction, but {ds.info.name} is node-level "
+            f"(a prediction per node, nothing pooled): leave the readout at {ModelConfig.readout!r}"
+        )
     config = ModelConfig.for_dataset(arch, ds.info, **overrides)
     check_training_fits(config)
     seed_everything(train_cfg.seed)

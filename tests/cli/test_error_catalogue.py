@@ -190,6 +190,11 @@ CASES = [
         r"least [0-9,.]+ GiB, more than this machine's [0-9.]+ GiB of memory; choose smaller split sizes",
         regex=True,
     ),
+    _case(  # was accepted and written into the checkpoint, though a node-level model reads no readout
+        "train --readout max --size 10,5,5 --epochs 1 --out {root}/t",
+        "readout 'max' pools each graph's nodes into one prediction, but CLUSTER is node-level (a prediction per "
+        "node, nothing pooled): leave the readout at 'mean'",
+    ),
     _case(
         "train --hidden 30 --heads 4 --size 10,5,5 --epochs 1 --out {root}/t",
         "--hidden 30 must be a multiple of --heads 4 (each head gets hidden/heads channels)",
