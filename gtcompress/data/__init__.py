@@ -48,6 +48,7 @@ __all__ = [
     "cached",
     "check_data_root",
     "check_dataset_name",
+    "check_size",
     "default_cache_dir",
     "default_data_root",
     "generate_cluster",
@@ -113,6 +114,25 @@ def check_data_root(name: str, root: object, option: str) -> None:
         )
 
 
+def check_size(name: str, size: str) -> None:
+    """Refuse explicit split counts for a dataset that keeps its own size or split (csl, tu:NAME,
+    ogb:NAME): :func:`load_dataset` raises the same, and a config is checked by this before any work."""
+    _, counts = parse_size(size)
+    if counts is None:
+        return
+    lower = name.strip().lower()
+    if lower == "csl":
+        raise GTCompressError("csl has a fixed size (150 graphs); use size 'small' or 'full'")
+    prefix, sep, _ = name.strip().partition(":")
+    if sep and prefix.lower() in ("tu", "ogb"):
+        # the --size help names molhiv too: an error naming generated datasets only read as if
+        # molhiv's counts were refused as well
+        raise GTCompressError(
+            f"{name}: explicit split sizes are only supported for generated datasets and molhiv; "
+            f"{prefix.upper()} datasets keep their own split (leave the size out)"
+        )
+
+
 def load_dataset(
     name: str,
     root: Path | None = None,
@@ -135,6 +155,7 @@ def load_dataset(
     key = check_dataset_name(name).strip()
     lower = key.lower()
     preset, counts = parse_size(size)
+    check_size(name, size)
     seed = check_seed(seed)  # before a cache lookup, a generator or a file is touched
 
     if lower in ("pattern", "cluster"):
@@ -145,8 +166,6 @@ def load_dataset(
         return cached(lower, params, lambda: sbm.generate_cluster(sizes, seed), cache_dir)
 
     if lower == "csl":
-        if counts is not None:
-            raise GTCompressError("csl has a fixed size (150 graphs); use size 'small' or 'full'")
         params = {"dataset": "csl", "seed": int(seed), "version": csl.GENERATOR_VERSION}
         return cached("csl", params, lambda: csl.generate_csl(seed), cache_dir)
 
@@ -160,13 +179,6 @@ def load_dataset(
         return load_molhiv(data_root, limit, cache_dir=cache_dir)
     if lower.startswith(("tu:", "ogb:")):
         prefix, _, dataset = key.partition(":")
-        if counts is not None:
-            # the --size help names molhiv too: an error naming generated datasets only read as if
-            # molhiv's counts were refused as well
-            raise GTCompressError(
-                f"{name}: explicit split sizes are only supported for generated datasets and molhiv; "
-                f"{prefix.upper()} datasets keep their own split (leave the size out)"
-            )
         if prefix.lower() == "tu":
             from gtcompress.data.tu import load_tu
 

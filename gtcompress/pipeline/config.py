@@ -181,10 +181,11 @@ class PipelineConfig(Mapping[str, dict[str, Any]]):
     def check(self) -> None:
         """What no single key shows: settings that contradict each other. Each key's own type and
         range were checked when it was read; :func:`~gtcompress.pipeline.run_pipeline` calls this."""
-        from gtcompress.data import check_data_root  # here: importing this module stays torch-free
+        from gtcompress.data import check_data_root, check_size  # here: importing this module stays torch-free
 
         t, p, d = self._sections["train"], self._sections["prune"], self._sections["data"]
         check_data_root(d["name"], d["root"], "data.root")
+        check_size(d["name"], d["size"])
         axes = _parse_axes()(p["axes"])  # checked when read: this cannot fail here
         if p["token_keep"] is not None and "auto" not in axes and "tokens" not in axes:
             raise ConfigError(

@@ -95,6 +95,28 @@ def test_the_pipelines_data_root_key_is_refused_for_a_generated_dataset(tmp_path
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        ("--set data.name=csl", "csl has a fixed size (150 graphs); use size 'small' or 'full'"),
+        (
+            "--set data.name=tu:NCI1 --set data.root={data}",
+            "tu:NCI1: explicit split sizes are only supported for generated datasets and molhiv; TU datasets keep "
+            "their own split (leave the size out)",
+        ),
+    ],
+)
+def test_split_counts_for_a_dataset_of_fixed_size_are_refused_before_the_first_stage(
+    sets: str, message: str, tmp_path: Path
+) -> None:
+    """``data.size=TRAIN,VAL,TEST`` with csl (150 graphs) or a TU/OGB dataset (their own split) was refused by
+    the first stage that loaded the data, after the run's folder was made."""
+    out = tmp_path / "out"
+    line = _error_line(_invoke(f"pipeline {sets} --set data.size=10,5,5 --out {{out}}", data=tmp_path, out=out))
+    assert line == message
+    assert not out.exists()
+
+
 def test_a_root_an_older_checkpoint_recorded_for_a_generated_dataset_is_dropped(ckpt: Path) -> None:
     """Refusing it would refuse the checkpoint itself, for a root that never played a part."""
     from cli.pipeline import _with_checkpoint_data
