@@ -38,9 +38,10 @@ def pytest_configure(config: pytest.Config) -> None:
     (``trylast``) starts the workers; ``--dist`` set to anything but ``load`` is kept."""
     if getattr(config.option, "dist", None) == "load" and getattr(config.option, "numprocesses", None):
         config.option.dist = "worksteal"
+    config.addinivalue_line("markers", f"slow: skipped unless --slow is given ({SLOW_REASON})")
 
 
-#: Files of minute-long tests (torch.compile with inductor, the pipeline's runs, the kernel benchmark's
+#: Files of the longest tests (fullgraph torch.compile traces, the pipeline's runs, the kernel benchmark's
 #: dry run), run first: a worker that steals work takes it from the end of another's queue, so the suite
 #: then ends on short tests instead of one worker finishing a compile while the other idles.
 SLOW_FIRST = (

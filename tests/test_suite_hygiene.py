@@ -43,3 +43,36 @@ def test_a_session_building_message_passing_layers_leaves_no_rendered_module(tmp
     assert run.returncode == 0, run.stdout + run.stderr
     assert "1 passed" in run.stdout
     assert sorted(p.name for p in temp.glob("*.py")) == []
+
+
+_A_SLOW_AND_A_PLAIN_TEST = """
+import pytest
+
+
+@pytest.mark.slow
+def test_slow():
+    pass
+
+
+def test_plain():
+    pass
+"""
+
+
+def test_slow_tests_are_skipped_with_their_reason_unless_asked_for(tmp_path: Path) -> None:
+    """The default run (the README's test command, CI) skips tests marked ``slow`` and says why;
+    ``--slow`` runs them (tests/conftest.py)."""
+    test_file = tmp_path / "test_tiers.py"
+    test_file.write_text(_A_SLOW_AND_A_PLAIN_TEST)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-p", "tests.conftest"]
+    cmd.append(str(test_file))
+    runs = [
+        subprocess.run([*cmd, *extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+        for extra in ([], ["--slow"])
+    ]
+    assert all(run.returncode == 0 for run in runs), [run.stdout + run.stderr for run in runs]
+    default, everything = (run.stdout for run in runs)
+    assert default.splitlines()[-1].startswith("1 passed, 1 skipped in ")  # no warning: the marker is registered
+    assert "SKIPPED [1] test_tiers.py:5: slow: an end-to-end compile or export whose mechanism a faster test" in default
+    assert everything.splitlines()[-1].startswith("2 passed in ")
