@@ -7,6 +7,7 @@ These tests are what catch kernel configs the GPU compiler rejects (the interpre
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import re
 from pathlib import Path
@@ -288,11 +289,9 @@ PRODUCT_MMA = {
 #: (dtype, heads, head_dim, aggregate, targets): the targets turn so that each dtype and each aggregate
 #: meets all three code-generation paths, and each (dtype, aggregate) at least one with tensor cores.
 PRODUCT_CASES = [
-    (dtype, heads, head_dim, aggregate, (PATHS[t % 3], PATHS[(t + 1) % 3]))
-    for t, ((dtype, heads, head_dim), aggregate) in enumerate(
-        (shape, aggregate)
-        for shape in (("float32", 4, 16), ("float16", 8, 64), ("bfloat16", 2, 256))
-        for aggregate in ("dot", "mma")
+    (*shape, aggregate, (PATHS[t % 3], PATHS[(t + 1) % 3]))
+    for t, (shape, aggregate) in enumerate(
+        itertools.product((("float32", 4, 16), ("float16", 8, 64), ("bfloat16", 2, 256)), ("dot", "mma"))
     )
 ]
 

@@ -217,15 +217,8 @@ def takes_products(aggregate: str, heads: int, head_dim: int) -> bool:
 
 #: (aggregate, case, prefetch): the two ways of walking the tiles take turns over the cases (the product
 #: replaces the per-tile arithmetic, not the loads they differ in), so each meets both aggregates.
-PRODUCT_CASES = [
-    (aggregate, case, i % 2 == 1)
-    for i, (aggregate, case) in enumerate(
-        (aggregate, case)
-        for aggregate in ("dot", "mma")
-        for case in CASES
-        if takes_products(aggregate, case[2], case[3])
-    )
-]
+_TAKING_PRODUCTS = [(a, case) for a in ("dot", "mma") for case in CASES if takes_products(a, case[2], case[3])]
+PRODUCT_CASES = [(aggregate, case, i % 2 == 1) for i, (aggregate, case) in enumerate(_TAKING_PRODUCTS)]
 
 
 @pytest.mark.parametrize(("aggregate", "case", "prefetch"), PRODUCT_CASES)
