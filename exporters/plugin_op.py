@@ -111,7 +111,7 @@ def plugin_function() -> onnx.FunctionProto:
         n(
             "If",
             ["has_bias_b"],
-            ["score"],
+            ["score_b"],
             then_branch=helper.make_graph(
                 [n("Add", ["score0", "bias"], ["with_bias"])], "then", [], [_vi("with_bias")]
             ),
@@ -119,6 +119,10 @@ def plugin_function() -> onnx.FunctionProto:
                 [n("Identity", ["score0"], ["without_bias"])], "else", [], [_vi("without_bias")]
             ),
         ),
+        # an overflowed (infinite) score makes its node NaN: gtcompress.nn.attention.overflow_to_nan
+        n("IsInf", ["score_b"], ["score_inf"]),
+        n("Constant", [], ["nan_c"], value=helper.make_tensor("nan", TensorProto.FLOAT, [], [float("nan")])),
+        n("Where", ["score_inf", "nan_c", "score_b"], ["score"]),
         # segment softmax over each destination's incoming edges
         n("Unsqueeze", ["dst", "c1"], ["dst_col"]),
         n("Shape", ["score"], ["score_shape"]),

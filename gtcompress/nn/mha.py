@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from gtcompress.nn.attention import dense_attention, mask_value, sparse_attention
+from gtcompress.nn.attention import dense_attention, mask_slots, overflow_rows, sparse_attention
 from gtcompress.nn.fused import sparse_graph_attention
 from gtcompress.nn.layout import DenseLayout, NeighbourLists
 
@@ -103,8 +103,8 @@ class MultiHeadAttention(nn.Module):
             score = torch.matmul(qf.view(r, hh, c), hn.transpose(1, 2))  # [R,H,K]
             if bias is not None:
                 score = score + bias.index_select(0, edge.reshape(-1)).view(r, kk, hh).transpose(1, 2)
-            pad = torch.where(mask, 0.0, mask_value(score.dtype)).to(score.dtype).unsqueeze(1)  # [R,1,K]
-            alpha = torch.softmax(score + pad, dim=-1)
+            score = mask_slots(score, mask.unsqueeze(1))
+            alpha = torch.softmax(score, dim=-1)
             if drop:  # on the weights, as in sparse_attention
                 alpha = F.dropout(alpha, p=self.dropout, training=True)
             agg = torch.matmul(alpha, hn).reshape(r, hh * c)  # [R,H*C]
@@ -112,7 +112,8 @@ class MultiHeadAttention(nn.Module):
                 o = torch.matmul(agg, m_o) + torch.matmul(alpha.sum(-1), b_oh)
             else:
                 o = torch.matmul(agg, m_o) if b_o is None else torch.addmm(b_o, agg, m_o)
-            outs.append(o * mask[:, :1].to(o.dtype))  # rows without incoming edge -> 0
+            # rows without incoming edge -> 0; a row with an overflowed score -> NaN (heads mixed by W_o)
+            outs.append(o * (mask[:, :1].to(o.dtype) + overflow_rows(score, (1, 2)).view(r, 1)))
         out = outs[0] if nbr.inv is None else torch.cat(outs).index_select(0, nbr.inv)
         return out if self.o.bias is None else out + self.o.bias
 

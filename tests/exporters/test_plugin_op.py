@@ -88,3 +88,26 @@ def test_fallback_function_softmaxes_scores_below_minus_1e30(has_bias: bool) -> 
     assert torch.isfinite(ref).all()
     np.testing.assert_allclose(out, ref.numpy(), atol=1e-5)
     np.testing.assert_allclose(out[2], v[0].numpy(), atol=1e-6)  # the higher score takes all the weight
+
+
+@pytest.mark.parametrize("has_bias", [False, True])
+def test_fallback_function_makes_a_node_with_an_overflowed_score_nan(has_bias: bool) -> None:
+    """Node 2's edge from node 0 scores q·k = -1e40 x 0.5, past float32's range: its value is lost, so node 2
+    answers NaN, as in the reference (``gtcompress.nn.attention.overflow_to_nan``), where the softmax
+    weighed the -inf as 0 and answered node 1's value. Nodes 0 and 1 keep theirs."""
+    sess = _session(has_bias)
+    ei = torch.tensor([[0, 1, 2, 2], [2, 2, 0, 1]])
+    n = 3
+    q = torch.ones(n, HEADS, HEAD_DIM)
+    q[2] = 1e20
+    k = torch.ones(n, HEADS, HEAD_DIM)
+    k[0] = -1e20
+    g = torch.Generator().manual_seed(2)
+    v = torch.randn(n, HEADS, HEAD_DIM, generator=g)
+    bias = torch.randn(4, HEADS, generator=g) if has_bias else torch.zeros(0, HEADS)
+    rowptr, col, perm = edge_index_to_csr(ei, n)
+    feeds = {"q": q, "k": k, "v": v, "rowptr": rowptr.int(), "col": col.int(), "bias": bias[perm] if has_bias else bias}
+    (out,) = sess.run(None, {name: t.numpy() for name, t in feeds.items()})
+    ref = sparse_attention(q, k, v, ei, bias if has_bias else None, scale=0.5)
+    assert torch.isnan(ref[2]).all() and np.isnan(out[2]).all()
+    np.testing.assert_allclose(out[:2], ref[:2].numpy(), atol=1e-6)

@@ -456,3 +456,120 @@ def test_lifting_masked_scores_keeps_the_weights(per_head: bool, dtype: torch.dt
     for got, ref in zip(grads[1], grads[0], strict=True):
         assert torch.isfinite(got).all()
         torch.testing.assert_close(got, ref, rtol=0, atol=0 if dtype is torch.float32 else 1e-3)
+
+
+def _overflow_case():
+    """float32: node 0 <- 0 scores q·k = -1e40, past the range (-inf), beside a finite edge 1 -> 0; nodes 1
+    and 2 score finitely; node 3 has no incoming edge."""
+    ei = torch.tensor([[0, 1, 0, 2, 1, 2], [0, 0, 1, 1, 2, 2]])
+    q = torch.tensor([1e20, 1.0, -1.0, 0.5]).view(4, 1, 1)
+    k = torch.tensor([-1e20, 2.0, 3.0, 0.0]).view(4, 1, 1)
+    v = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(4, 1, 1)
+    return ei, q, k, v
+
+
+def _layout_outputs(ei, q, k, v):
+    """The attention of every layout, keyed by name: scatter, dense (three bias forms), neighbour lists."""
+    from gtcompress.nn.attention import padded_attention
+
+    n = q.shape[0]
+    batch = torch.zeros(n, dtype=torch.long)
+    lay = DenseLayout.from_batch(batch, 1)
+
+    def pad(t):
+        return lay.pad(t.reshape(n, -1)).view(1, lay.max_nodes, 1, 1).transpose(1, 2)
+
+    def unpad(t):
+        return lay.unpad(t.transpose(1, 2).reshape(1, lay.max_nodes, -1)).view(n, 1, 1)
+
+    bias, rows = lay.count_bias_and_rows(ei, batch)
+    outs = {"scatter": sparse_attention(q, k, v, ei, scale=1.0)}
+    outs["dense"] = unpad(dense_attention(pad(q), pad(k), pad(v), bias, scale=1.0, row_valid=rows))
+    outs["dense lifted"] = unpad(
+        dense_attention(pad(q), pad(k), pad(v), bias, scale=1.0, row_valid=rows, lift_masked=True)
+    )
+    log_bias = lay.log_count_bias(lay.edge_counts(ei, batch))
+    outs["dense log-count"] = unpad(dense_attention(pad(q), pad(k), pad(v), log_bias, scale=1.0))
+    for buckets in (None, 2):
+        parts = [padded_attention(q if node is None else q[node], k, v, src, mask, scale=1.0)
+                 for node, src, _, mask in _neighbour_lists(ei, n, buckets).buckets]  # fmt: skip
+        inv = _neighbour_lists(ei, n, buckets).inv
+        outs[f"padded {buckets}"] = parts[0] if inv is None else torch.cat(parts)[inv]
+    return outs
+
+
+def test_an_overflowed_score_makes_its_node_nan_in_every_layout() -> None:
+    """A score past float32's range is lost (a sum that overflowed to -inf may stand for any value), so
+    its node answers NaN, which the runtime refuses, in every layout. The softmax weighed -inf as 0: node
+    0 took all of its weight from node 1, a finite answer no check of the output could catch (a model on
+    the padded lowering answered features of 1e25 and 1e30 31-71 % off its float64 value). Other nodes
+    keep their answers, and a node without incoming edges its 0."""
+    ei, q, k, v = _overflow_case()
+    for name, out in _layout_outputs(ei, q, k, v).items():
+        assert torch.isnan(out[0]).all(), name
+        assert torch.isfinite(out[1:]).all(), name
+        assert out[3].item() == 0.0, name
+        # node 1 <- 0 (-1e20) and 2 (-3.0): all of its weight on node 2; node 2 <- 1 (1.0), 2 (0.0)
+        assert out[1].item() == 3.0, name
+        expected = (2.0 * math.exp(1.0) + 3.0) / (math.exp(1.0) + 1.0)
+        assert out[2].item() == pytest.approx(expected, rel=1e-6), name
+
+
+def test_a_padding_slot_leaves_other_rows_alone_when_its_gathered_score_overflows() -> None:
+    """Padding slots gather source 0's key. Its score was added to the mask, so a key of node 0 that
+    overflowed every query's score made each padded row of the call NaN (``inf`` + mask), and one scoring
+    past half the range (+3e38) outranked the real slots: a request merged with another could be refused
+    or answered wrongly for the other's features. Padding is now set to the lowest finite value instead."""
+    from gtcompress.nn.attention import padded_attention
+
+    ei = torch.tensor([[1, 2, 3, 1, 0], [1, 1, 1, 2, 0]])  # node 1: 3 in-edges; node 2: 1 (2 padding slots)
+    n = 4
+    for k0 in (float("inf"), 3e38):
+        q = torch.tensor([1.0, 1.0, 1.0, 1.0]).view(n, 1, 1)
+        k = torch.tensor([k0, 0.5, -0.5, 1.0]).view(n, 1, 1)
+        v = torch.tensor([7.0, 1.0, 2.0, 3.0]).view(n, 1, 1)
+        ref = sparse_attention(q, k, v, ei, scale=1.0)
+        for buckets in (None, 2):
+            nbr = _neighbour_lists(ei, n, buckets)
+            parts = [padded_attention(q if node is None else q[node], k, v, src, mask, scale=1.0)
+                     for node, src, _, mask in nbr.buckets]  # fmt: skip
+            out = parts[0] if nbr.inv is None else torch.cat(parts)[nbr.inv]
+            assert torch.equal(out[1:], ref[1:]), (k0, buckets, out[1:].flatten(), ref[1:].flatten())
+            assert out[2].item() == 1.0  # node 2's one real slot takes the weight
+
+
+def test_the_folded_padded_path_makes_an_overflowed_node_nan() -> None:
+    """The module's folded neighbour-list path (keys and values from one gathered ``h``) computes the
+    scores as ``h_i W h_j``: node 0's self-loop at -1e40 is NaN there too, as in its scatter path."""
+    from gtcompress.nn.mha import MultiHeadAttention
+
+    m = MultiHeadAttention(1, 1, 1, bias=False).eval()
+    with torch.no_grad():
+        m.q.weight.fill_(1.0)
+        m.k.weight.fill_(-1.0)
+        m.v.weight.fill_(1.0)
+        m.o.weight.fill_(1.0)
+    ei, _, _, _ = _overflow_case()
+    h = torch.tensor([[1e20], [1.0], [-1.0], [0.5]])
+    with torch.no_grad():
+        ref = m.sparse(h, ei)
+        for buckets in (None, 2):
+            out = m.padded(h, _neighbour_lists(ei, 4, buckets))
+            assert torch.isnan(out[0]).all() and torch.isnan(ref[0]).all(), buckets
+            assert torch.allclose(out[1:], ref[1:]), buckets
+
+
+def test_dense_refuses_a_row_whose_scores_may_pass_its_mask() -> None:
+    """Finite scores near float32's end: node 0's non-edge 0 -> 0 scores +2e38 and its one edge, from node 1,
+    -1e38. Added to the mask (-1.7e38) the non-edge still outranked the edge, and the lift then zeroed
+    it: node 0 answered 0, finite and wrong. The dense layout now refuses (NaN) every row whose scores'
+    bound passes a quarter of the mask; the scatter layout, with no mask, answers it right."""
+    ei = torch.tensor([[1, 0], [0, 1]])  # node 0 <- 1; node 1 <- 0
+    q = torch.tensor([2e19, 1.0]).view(2, 1, 1)
+    k = torch.tensor([1e19, -0.5e19]).view(2, 1, 1)
+    v = torch.tensor([5.0, 7.0]).view(2, 1, 1)
+    outs = _layout_outputs(ei, q, k, v)
+    assert outs["scatter"][0].item() == 7.0 and outs["scatter"][1].item() == 5.0
+    for name in ("dense", "dense lifted", "dense log-count"):
+        assert torch.isnan(outs[name][0]).all(), name
+        assert outs[name][1].item() == 5.0, name  # node 1's bound (q = 1) stays far below
