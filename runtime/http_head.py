@@ -7,15 +7,17 @@ nothing, or a byte now and then (slowloris), was held open forever. httptools al
 request that offers a protocol upgrade this server does not take (``Upgrade: h2c``, which ``curl --http2``
 and Java's ``RestClient`` send on plain http): llhttp treats everything after the head as the new
 protocol's bytes, so the app read an empty body and answered 400 "request JSON is malformed" to a valid
-request. RFC 9110 section 7.8 lets a server ignore an upgrade offer and answer in HTTP/1.1; this
-protocol does, with the body read as usual. While a pipelined request (sent before the previous
-answer was read) waits, nothing more is read: uvicorn resumed reading on every answer, so a client
-that never read its answers had everything it sent held in memory. A body the request was answered
-without (a 404, a 413 on its Content-Length) is dropped for :data:`DISCARD_S` at most, then the
-connection closes; one that ends sooner leaves the connection waiting for its next head, timed as after
-any answer. An answer the client stops taking is dropped with its connection (:data:`SEND_TIMEOUT_S`). A
-client that shuts its sending side once its request is complete (``shutdown(SHUT_WR)``, ``nc -N``) still
-reads, and gets its answer: uvicorn closed the connection at that end of input and withdrew the request.
+request. RFC 9110 section 7.8 lets a server ignore an upgrade offer and answer in HTTP/1.1; this protocol
+does, with the body read as usual. While a pipelined request (sent before the previous answer was read)
+waits, nothing more is read: uvicorn resumed reading on every answer, so a client that never read its
+answers had everything it sent held in memory. A request whose chunked body llhttp cannot parse gets its 400
+at once, as its answer (not a body timeout's 408), and a transfer coding other than chunked gets 501. A body
+the request was answered without (a 404, a 413 on its Content-Length) is dropped for :data:`DISCARD_S` at
+most, then the connection closes; one that ends sooner leaves the connection waiting for its next head,
+timed as after any answer. An answer the client stops taking is dropped with its connection
+(:data:`SEND_TIMEOUT_S`). A client that shuts its sending side once its request is complete
+(``shutdown(SHUT_WR)``, ``nc -N``) still reads, and gets its answer: uvicorn closed the connection at that
+end of input and withdrew the request.
 This module is the one place that knows uvicorn's protocol internals (``cycle``, ``pipeline``, ``flow``,
 ``loop``, ``transport``, ``pause_writing``), so that a uvicorn upgrade that moves them breaks here and in
 ``tests/runtime/test_http_head.py`` only.
@@ -69,6 +71,23 @@ _TCP_CLOSE = 7  # Linux's tcp_info.tcpi_state once the peer reset the connection
 def _head_too_large() -> str:
     """The 431 message, one wording whether the head was caught while arriving or once parsed."""
     return f"request head (request line and headers) exceeds this server's limit of {MAX_HEAD_BYTES} bytes"
+
+
+def _unsupported_transfer_coding(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The first transfer coding other than ``chunked`` in a request's ``Transfer-Encoding`` lines (one
+    comma-separated list, RFC 9110 section 5.3; a coding's parameters aside) whose last coding is
+    ``chunked``, or None. Without a final ``chunked`` the body's end cannot be found, which RFC 9112
+    section 6.3 answers with 400, not 501: llhttp refuses such a request itself."""
+    codings = [
+        item.split(";", 1)[0].strip().lower()
+        for name, value in headers
+        if name == b"transfer-encoding"
+        for item in value.decode("latin-1").split(",")
+    ]
+    codings = [c for c in codings if c]
+    if not codings or codings[-1] != "chunked":
+        return None
+    return next((c for c in codings if c != "chunked"), None)
 
 
 def bounded_head_protocol() -> Any:
@@ -283,6 +302,23 @@ def bounded_head_protocol() -> Any:
                 # so a head past the limit that arrived in one read (66 000 bytes in one send) was served.
                 self._refuse(431, "Request Header Fields Too Large", _head_too_large())
                 return
+            coding = _unsupported_transfer_coding(self.headers)
+            if coding is not None:
+                # llhttp frames a body by its final ``chunked`` and drops the codings before it, so the body
+                # of ``Transfer-Encoding: gzip, chunked`` would reach the app still gzipped and unmarked
+                # (plain JSON labelled gzip served, real gzip data "request JSON is malformed"). 501, not
+                # 400: the request is valid HTTP in a coding this server does not implement, which RFC 9112
+                # section 6.1 answers with 501 (as h11, uvicorn's other parser, does). Refused here, for
+                # every route, as llhttp's own refusals are: the connection closes after the answer.
+                value = b", ".join(v for n, v in self.headers if n == b"transfer-encoding").decode("latin-1")
+                self._refuse(
+                    501,
+                    "Not Implemented",
+                    f"unsupported Transfer-Encoding {value!r}: this server implements only chunked, not "
+                    f"{coding!r}; send the body chunked or with a Content-Length, compressed with "
+                    "Content-Encoding: gzip or deflate",
+                )
+                return
             super().on_headers_complete()
             self._open.append(self.cycle)
 
@@ -320,9 +356,7 @@ def bounded_head_protocol() -> Any:
             self._open = [c for c in self._open if not c.response_complete]
             super().on_response_complete()
             if self._refused or self.transport.is_closing():
-                # self.cycle is the last request parsed: once it is answered, so are all before the refusal
-                last_answered = self.cycle is None or self.cycle.response_complete
-                if self._deferred is not None and last_answered and not self.transport.is_closing():
+                if self._deferred is not None and not self._unanswered() and not self.transport.is_closing():
                     self._write_refusal(*self._deferred)
                 return
             if self._in_head and not self.pipeline:  # awaiting a head
@@ -415,25 +449,57 @@ def bounded_head_protocol() -> Any:
 
         def send_400_response(self, msg: str) -> None:
             """A request llhttp cannot parse (a repeated Content-Length, Content-Length with chunked
-            framing, a malformed request line): uvicorn answered it in plain text, which a KServe client
-            (tritonclient) cannot read as an error. The same 400 as a KServe error body, naming llhttp's
-            reason; called inside uvicorn's ``except HttpParserError``, where that error is at hand."""
+            framing, a malformed request line, a bad chunk size in a chunked body): uvicorn answered it in
+            plain text, which a KServe client (tritonclient) cannot read as an error. The same 400 as a
+            KServe error body, naming llhttp's reason; called inside uvicorn's ``except HttpParserError``,
+            where that error is at hand.
+
+            An error past a head (in a chunked body, its trailer, or framing llhttp judges once the head is
+            complete, such as ``Transfer-Encoding: gzip``) belongs to the last request parsed, whose handler
+            may be reading its body: that request is withdrawn (:meth:`_withdraw`) and gets the 400 as its
+            answer. Left open, its handler would wait for body bytes that the refusal drops until the body
+            timeout, holding its in-flight share, then answer 408 "request body stalled" to a client that
+            sent its whole body at once."""
             error = sys.exc_info()[1]
             why = f": {error}" if error is not None and str(error) else ""
+            if not self._in_head:
+                self._withdraw(self.cycle)
             self._refuse(400, "Bad Request", f"the request is not valid HTTP/1.1{why}")
+
+        def _withdraw(self, cycle: Any) -> None:
+            """Ends a request whose body cannot be read before anything of its answer went out: its handler
+            reads the end of the request (``http.disconnect``: it gives its in-flight share back), whatever
+            it sends is dropped, and a queued (pipelined) one is never started. A request whose answer has
+            started keeps it; the refusal then follows the answer."""
+            if cycle is None or cycle.response_started:
+                return
+            cycle.disconnected = True
+            cycle.message_event.set()
+            for queued in [item for item in self.pipeline if item[0] is cycle]:
+                self.pipeline.remove(queued)
+            self._open = [c for c in self._open if c is not cycle]
+
+        def _unanswered(self) -> bool:
+            """Whether a request parsed so far still awaits its answer (a withdrawn one awaits none)."""
+            return any(not c.response_complete and not c.disconnected for c in self._open)
 
         def _refuse(self, status: int, reason: str, message: str) -> None:
             """``status`` with a KServe error body, then a lingering close: closing at once with the
             client's bytes unread would reset the connection, and the client would see the reset
             instead of the answer. The rest is read and dropped until the client closes or
             :data:`HEAD_LINGER_S` has passed."""
+            if self._refused:
+                # One refusal a connection: llhttp goes on parsing the rest of a read whose head was refused
+                # from a callback (431, 501) and may fail on it (a malformed chunk), once the first refusal
+                # has ended the connection's output (``write_eof``: a second write raises).
+                return
             self._disarm_head_timer()
             self._refused = True
-            if self.cycle is not None and not self.cycle.response_complete:
-                # The head refused follows pipelined requests not yet answered (a head is refused before
-                # its own cycle exists): they are answered first, then the refusal
-                # (:meth:`on_response_complete`). Closing at once lost their answers: a valid GET sent with
-                # an oversized second request in one write got no response at all.
+            if self._unanswered():
+                # The request refused follows pipelined requests not yet answered (a head is refused before
+                # its own cycle exists, a body's request is withdrawn first): they are answered first, then
+                # the refusal (:meth:`on_response_complete`). Closing at once lost their answers: a valid GET
+                # sent with an oversized second request in one write got no response at all.
                 self._deferred = (status, reason, message)
                 return
             self._write_refusal(status, reason, message)

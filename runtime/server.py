@@ -189,7 +189,15 @@ def create_app(
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loops[0].call_soon_threadsafe(clock.hurry, SHUTDOWN_BODY_S)
 
-    app = FastAPI(title="gtcompress inference server", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No generated schema, as no docs pages: the API is KServe v2's, documented there, and the schema FastAPI
+    # derives from these handlers describes no request body (infer reads its own body, JSON or binary).
+    app = FastAPI(
+        title="gtcompress inference server",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.gtc = state
     app.state.begin_shutdown = begin_shutdown
     app.state.inflight = budget

@@ -1,5 +1,6 @@
-"""The request head, as runtime.http_head reads it: bounded in bytes (431) and in time (408), and
-upgrade offers (Upgrade: h2c) answered in HTTP/1.1 with their bodies read."""
+"""The request head, as runtime.http_head reads it: bounded in bytes (431) and in time (408), upgrade
+offers (Upgrade: h2c) answered in HTTP/1.1 with their bodies read, a chunked body llhttp cannot parse
+refused at once (400), and transfer codings other than chunked refused (501)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from runtime.server import BackgroundServer, ServedModel, create_app
 from runtime.session import GraphSession
+from tests.runtime.conftest import wait_for_held
 from tests.runtime.test_server_limits import _post, _read_response, _ready, _request
 
 
@@ -359,4 +361,146 @@ def test_a_connection_waits_for_its_next_head_with_a_timer_once_a_dropped_body_e
             closed = False
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"404"] + ([b"200"] if then != "idle" else [])
     assert closed
+    assert _ready(server)
+
+
+#: Chunked bodies llhttp cannot parse, each sent after a valid head, with llhttp's reason for refusing it.
+MALFORMED_CHUNKED = {
+    "bad-chunk-size": (b"zz\r\nabc\r\n0\r\n\r\n", "Invalid character in chunk size"),
+    "bad-size-after-a-chunk": (b"a\r\n0123456789\r\nqq\r\n", "Invalid character in chunk size"),
+    "chunk-longer-than-its-size": (b"5\r\nabcdefg\r\n0\r\n\r\n", "Expected LF after chunk data"),
+    "size-overflow": (b"ffffffffffffffffffff\r\nabc\r\n", "Chunk size overflow"),
+    "malformed-trailer": (b"a\r\n0123456789\r\n0\r\nX-Trailer\r\n\r\n", "Invalid header token"),
+}
+_CHUNKED_HEAD = b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-write", "after-the-body-began"])
+@pytest.mark.parametrize("case", list(MALFORMED_CHUNKED))
+def test_a_malformed_chunked_body_gets_an_immediate_400_and_gives_its_share_back(
+    server, case: str, split: bool
+) -> None:
+    """An error inside a chunked body was refused as if it belonged to a later pipelined request: the
+    refusal waited for the request's own answer while every byte after the error was dropped, so its
+    handler waited for the rest of its body until body_timeout_s (60 s), held its in-flight share that
+    long, and answered 408 "request body stalled ... send the body without pauses" to a client that had
+    sent its whole body at once. It is now the request's answer: a 400 naming llhttp's reason, at once
+    (the socket's timeout is far below body_timeout_s), the connection closed and the share given back.
+    ``after-the-body-began``: the handler is already reading (and holds the first chunk) when the bad
+    bytes arrive."""
+    chunks, reason = MALFORMED_CHUNKED[case]
+    good = b"a\r\n0123456789\r\n"
+    host, port = server.url.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        if split:
+            s.sendall(_CHUNKED_HEAD + good)
+            assert wait_for_held(server.app, 10) == 10  # the handler holds the first chunk
+        s.sendall(_CHUNKED_HEAD + chunks if not split else chunks)
+        got, body = _read_response(s)
+    assert got.startswith(b"HTTP/1.1 400 "), got
+    assert b"connection: close" in got.lower()
+    assert json.loads(body) == {"error": f"the request is not valid HTTP/1.1: {reason}"}
+    assert wait_for_held(server.app, 0) == 0
+    assert _ready(server)
+
+
+def test_framing_refused_once_the_head_is_complete_gets_an_immediate_400(server) -> None:
+    """llhttp judges a request's Transfer-Encoding once its head is complete (its request has begun):
+    ``Transfer-Encoding: gzip`` (chunked not last, so the body's end cannot be found) waited for the
+    body timeout and got 408, as a malformed chunked body did."""
+    host, port = server.url.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n{}")
+        got, body = _read_response(s)
+    assert got.startswith(b"HTTP/1.1 400 "), got
+    assert json.loads(body) == {"error": "the request is not valid HTTP/1.1: Request has invalid `Transfer-Encoding`"}
+    assert wait_for_held(server.app, 0) == 0
+
+
+def test_a_request_pipelined_after_one_being_answered_gets_its_400_after_that_answer(server, graph) -> None:
+    """A malformed chunked body of a request pipelined behind one not yet answered: the earlier request
+    is answered first, then the malformed one gets its 400 (it was queued, then served once the first was
+    answered, and waited for the body timeout's 408)."""
+    body = _request(graph)
+    expected = _post(server, body).json()
+    chunks, reason = MALFORMED_CHUNKED["bad-chunk-size"]
+    host, port = server.url.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(_infer_head(body) + body + _CHUNKED_HEAD + chunks)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"200", b"400"], data[:300]
+    answer = data.split(b"\r\n\r\n", 1)[1]
+    length = int(re.search(rb"(?i)content-length: *(\d+)", data)[1])
+    assert json.loads(answer[:length]) == expected
+    assert json.loads(data.rsplit(b"\r\n\r\n", 1)[1]) == {"error": f"the request is not valid HTTP/1.1: {reason}"}
+    assert wait_for_held(server.app, 0) == 0
+    assert _ready(server)
+
+
+def _unsupported_coding(value: str, coding: str) -> str:
+    return (
+        f"unsupported Transfer-Encoding {value!r}: this server implements only chunked, not {coding!r}; send the "
+        "body chunked or with a Content-Length, compressed with Content-Encoding: gzip or deflate"
+    )
+
+
+@pytest.mark.parametrize(
+    ("lines", "value", "coding"),
+    [
+        (["gzip, chunked"], "gzip, chunked", "gzip"),
+        (["deflate;q=1 , chunked"], "deflate;q=1 , chunked", "deflate"),
+        (["gzip", "chunked"], "gzip, chunked", "gzip"),  # two lines are one list (RFC 9110 section 5.3)
+        (["chunked, chunked"], None, None),  # no other coding: llhttp's own 400 for chunked applied twice
+    ],
+    ids=["gzip", "deflate-with-a-parameter", "two-lines", "chunked-twice"],
+)
+@pytest.mark.parametrize("gzipped", [False, True], ids=["plain-body", "gzip-body"])
+def test_a_transfer_coding_other_than_chunked_gets_501_naming_it(
+    server, graph, lines: list[str], value: str | None, coding: str | None, gzipped: bool
+) -> None:
+    """llhttp frames a body by its final ``chunked`` and drops the codings before it: plain JSON sent as
+    ``Transfer-Encoding: gzip, chunked`` was answered 200, and real gzip data sent so got 400 "request JSON
+    is malformed". A transfer coding the server does not implement gets 501 (RFC 9112 section 6.1)."""
+    import gzip
+
+    body = gzip.compress(_request(graph)) if gzipped else _request(graph)
+    head = b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        b"Transfer-Encoding: %s\r\n" % v.encode() for v in lines
+    )
+    host, port = server.url.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head + b"\r\n" + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        got, answer = _read_response(s)
+    if coding is None:  # refused by llhttp while reading the head
+        assert got.startswith(b"HTTP/1.1 400 "), got
+        assert json.loads(answer) == {
+            "error": "the request is not valid HTTP/1.1: Invalid `Transfer-Encoding` header value"
+        }
+        return
+    assert got.startswith(b"HTTP/1.1 501 "), got
+    assert b"connection: close" in got.lower()
+    assert json.loads(answer) == {"error": _unsupported_coding(value, coding)}
+    assert _ready(server)
+
+
+@pytest.mark.parametrize("refused", ["501-transfer-coding", "431-head"])
+def test_a_refused_head_followed_by_bad_bytes_in_the_same_read_is_refused_once(
+    server, caplog: pytest.LogCaptureFixture, refused: str
+) -> None:
+    """llhttp goes on parsing the bytes read with a head refused from its callback: a parse error in them
+    (a malformed chunk after it) refused the connection a second time, after the first refusal had ended
+    its output, and the write raised: "Fatal error on transport" with a traceback in the log."""
+    from runtime.http_head import MAX_HEAD_BYTES
+
+    framing = b"gzip, chunked" if refused == "501-transfer-coding" else b"chunked\r\nX-Pad: " + b"a" * MAX_HEAD_BYTES
+    head = b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + framing + b"\r\n\r\n"
+    host, port = server.url.rsplit(":", 1)
+    with caplog.at_level(logging.ERROR), socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head + b"zz\r\nabc\r\n")  # one write: the server reads it in one chunk
+        got, answer = _read_response(s)
+        time.sleep(0.2)  # the server has handled the rest of the read
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", got + answer) == [refused[:3].encode()]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert _ready(server)

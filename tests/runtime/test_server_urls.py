@@ -56,3 +56,12 @@ def test_head_answers_as_get_without_the_body(server, path: str) -> None:
     assert head.content == b""
     assert head.headers["content-length"] == str(len(get.content))
     assert head.headers["content-type"] == get.headers["content-type"]
+
+
+@pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/redoc"])
+def test_no_generated_schema_or_docs_pages_are_served(server, path: str) -> None:
+    """The docs pages were off but FastAPI still served its generated schema at /openapi.json (200), which
+    describes no infer request body; every such path is now a 404 like any unknown one."""
+    r = httpx.get(f"http://{server.url}{path}", timeout=30)
+    assert r.status_code == 404
+    assert r.json() == {"error": "Not Found"}
