@@ -429,11 +429,70 @@ def test_supplied_layout_sizes_are_checked_and_packed_rows_accepted() -> None:
 
     n, e, b = 10, 20, 4
     for rows in (1, 3, 4):
-        _check_layout({"pad_mask": np.zeros((rows, 5), bool), "node_slot": np.zeros(n, np.int64)}, n, e, b)
+        _check_layout({"pad_mask": np.zeros((rows, 5), bool), "node_slot": np.zeros(n, np.int64)}, n, e, b, 5)
     with pytest.raises(ShapeError, match="1 to 4 rows"):
-        _check_layout({"pad_mask": np.zeros((5, 5), bool)}, n, e, b)
+        _check_layout({"pad_mask": np.zeros((5, 5), bool)}, n, e, b, 5)
     with pytest.raises(ShapeError, match="implies 10"):
-        _check_layout({"node_slot": np.zeros(9, np.int64)}, n, e, b)
+        _check_layout({"node_slot": np.zeros(9, np.int64)}, n, e, b, 5)
+
+
+def _tampered(inputs: dict[str, np.ndarray], change: str) -> tuple[dict[str, np.ndarray], str]:
+    """``inputs`` (a full pre-processed set) with one layout size made inconsistent, and the 400's message."""
+    out = dict(inputs)
+    if change == "pad_mask extra column":
+        pad = out["pad_mask"]
+        out["pad_mask"] = np.concatenate([pad, np.zeros((pad.shape[0], 1), bool)], axis=1)
+        return out, (
+            f"input 'pad_mask': dimension 1 is {pad.shape[1] + 1} but the largest graph has {pad.shape[1]} nodes"
+        )
+    if change == "nbr_src_1 extra column":
+        src = out["nbr_src_1"]
+        out["nbr_src_1"] = np.concatenate([src, src[:, :1]], axis=1)
+        return out, (
+            f"input 'nbr_edge_1': shape {list(src.shape)} differs from nbr_src_1's {[src.shape[0], src.shape[1] + 1]}:"
+            " they index the same slots"
+        )
+    if change == "nbr_node_0 a row short":
+        rows = out["nbr_node_0"].shape[0]
+        out["nbr_node_0"] = out["nbr_node_0"][1:]
+        return out, f"input 'nbr_src_0': dimension 0 is {rows} but nbr_node_0 has {rows - 1} rows"
+    if change == "nbr_inv a row short":
+        n = out["nbr_inv"].shape[0]
+        out["nbr_inv"] = out["nbr_inv"][1:]
+        return out, f"input 'nbr_inv': dimension 0 is {n - 1} but the graph implies {n}"
+    assert change == "bucket 0 a row short"
+    for what in ("node", "src", "edge", "mask"):
+        out[f"nbr_{what}_0"] = out[f"nbr_{what}_0"][1:]
+    n = out["nbr_inv"].shape[0]
+    rows = sum(out[f"nbr_node_{k}"].shape[0] for k in range(4))
+    return out, (
+        f"input 'nbr_node_0': the buckets' rows (nbr_node_0, nbr_node_1, nbr_node_2, nbr_node_3) add up to {rows} "
+        f"but the graph's {n} nodes imply {n} to {n + 4} (a row per node, and one for each empty bucket)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "change"),
+    [
+        ("gt_node", "pad_mask extra column"),
+        ("gt_graph", "nbr_src_1 extra column"),
+        ("gt_graph", "nbr_node_0 a row short"),
+        ("gt_graph", "nbr_inv a row short"),
+        ("gt_graph", "bucket 0 a row short"),
+    ],
+)
+def test_supplied_layout_tensors_of_inconsistent_sizes_are_a_400(server, sessions, exported, name, change) -> None:
+    """A full input set's layout tensors are rebuilt, so their sizes are all the server checks of them:
+    those of the degree-bucketed neighbour lists (``nbr_*_b``, ``nbr_inv``) and ``pad_mask``'s columns were
+    not checked at all, so a set that Triton could not answer right got 200 from this server."""
+    graphs = exported[NAMES[name]].graphs(3, seed=8, lo=6)
+    full = make_inputs(graphs, sessions[name].spec)
+    r = _binary_post(server.url, name, full)
+    assert r.status_code == 200, r.text
+    bad, message = _tampered(full, change)
+    r = _binary_post(server.url, name, bad)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == message
 
 
 def _binary_post(url: str, name: str, inputs: dict[str, np.ndarray]) -> httpx.Response:
