@@ -234,6 +234,9 @@ def sga_partials(
             b_off = edges.to(tl.int64)[:, None] * HEADS + heads[None, :]
             b = tl.load(bias + b_off, mask=e_ok[:, None] & h_ok[None, :], other=0.0)
             s = s + b.to(tl.float32) * LOG2E
+        # An infinite score is an overflow whose value is lost: NaN (inf - inf) makes its row's output
+        # NaN, which a deployment refuses, where the softmax weighed a -inf as 0 and answered finitely.
+        s = s + (s - s)
         s = tl.where(e_ok[:, None], s, float("-inf"))
 
         ids = tl.broadcast_to(dst[:, None], [TILE_E, BLOCK_H])

@@ -471,3 +471,24 @@ def test_kernel_calls_only_triton_builtins() -> None:
     # tl.constexpr(...) wraps a module-level constant (a class, not a jit helper).
     not_builtin = sorted(n for n in called - {"constexpr"} if not tl.core.is_builtin(getattr(tl, n)))
     assert not not_builtin, f"kernel calls non-builtin triton.language helpers: {not_builtin}"
+
+
+@pytest.mark.parametrize("hub", [False, True])
+def test_an_overflowed_score_makes_its_node_nan(hub: bool) -> None:
+    """Node 2's edge from node 0 scores q·k = -1e40, past float32's range (-inf): the kernel weighed it 0 and
+    answered node 1's value, a finite answer the reference (``sparse_attention``) gives NaN for, as the
+    runtime refuses. With ``hub`` node 2 has 300 in-edges, so its row is split over chunks (partials, then
+    the combine). The aggregation multiplies rows of a tile together (a 0/1 matrix), so other rows of the
+    tile may be NaN too: a deployment recomputes a NaN answer alone."""
+    n, heads, head_dim = 6, 2, 8
+    src = [0, 1] + ([3, 4, 5] * 100 if hub else []) + [2, 5]
+    dst = [2, 2] + ([2] * 300 if hub else []) + [4, 3]
+    ei = torch.tensor([src, dst])
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(n, heads, head_dim, generator=g) for _ in range(3))
+    q[2], k[0] = 1e20, -1e20
+    rowptr, col, _ = edge_index_to_csr(ei, n)
+    ref = sparse_attention(q, k, v, ei)
+    assert torch.isnan(ref[2]).all() and torch.isfinite(ref[[0, 1, 3, 4, 5]]).all()
+    out = sparse_graph_attention(q, k, v, rowptr, col, None, config=small(heads, head_dim, False))
+    assert torch.isnan(out[2]).all()
