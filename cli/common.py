@@ -246,6 +246,20 @@ def check_out_writable(path: Path, option: str = "--out", *, inside: bool = Fals
         raise ConfigError(f"{option} {path}: {reason}")
 
 
+def check_data_option(data: str | None) -> None:
+    """Refuse a ``--data`` that names no dataset, as ``--data: <why>``, before any work. An empty one was
+    taken as not given: ``gtc pipeline --data ''`` ran the default dataset for minutes, and ``gtc eval
+    --data ''`` blamed the checkpoint ("no dataset recorded in the checkpoint"), which records one."""
+    from gtcompress.data import check_dataset_name
+
+    if data is None:
+        return
+    try:
+        check_dataset_name(data)
+    except GTCompressError as e:
+        raise GTCompressError(f"--data: {e}") from None
+
+
 def served_model_name(name: str | None, path: Path) -> str:
     """The name ``gtc serve`` serves ``path`` under and ``gtc export`` writes its Triton model as:
     ``--name``, else ``runtime.served.default_model_name``, by one rule for both (a Triton model
@@ -345,15 +359,27 @@ def finite_number(low: float, high: float | None = None) -> Callable[[float | No
 
 
 def parse_pe(text: str) -> dict[str, int]:
-    """``"lap:8,rwse:20"`` → ``{"lap": 8, "rwse": 20}``; ``"none"`` → ``{}``."""
-    if text.strip().lower() in ("", "none"):
+    """``"lap:8,rwse:20"`` → ``{"lap": 8, "rwse": 20}``; ``"none"`` → ``{}``.
+
+    An empty value is refused rather than read as ``none``: ``--pe ''`` (an unset shell variable) trained
+    without the default lap:8 and said nothing. A kind given twice is refused as ``--keep`` refuses an
+    axis given twice: ``lap:8,lap:4`` silently trained with lap:4."""
+    if not text.strip():
+        raise GTCompressError(
+            "--pe: empty value; give entries like 'lap:8' or 'rwse:20' (comma-separated), or 'none' for no "
+            "positional encoding"
+        )
+    if text.strip().lower() == "none":
         return {}
     out: dict[str, int] = {}
     for part in text.split(","):
         kind, _, k = part.partition(":")
-        kind = kind.strip().lower()
-        if kind not in ("lap", "rwse") or not k.strip().isdigit() or int(k) <= 0:
+        kind, k = kind.strip().lower(), k.strip()
+        # ASCII digits only: str.isdigit() also takes '²' or '①', which int() then refused with a traceback
+        if kind not in ("lap", "rwse") or not (k.isascii() and k.isdigit()) or int(k) <= 0:
             raise GTCompressError(f"--pe: expected entries like 'lap:8' or 'rwse:20' (comma-separated), got {part!r}")
+        if kind in out:
+            raise GTCompressError(f"--pe: {kind} given twice ({kind}:{out[kind]} and {kind}:{int(k)}); give it once")
         out[kind] = int(k)
     return out
 

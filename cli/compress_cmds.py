@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import check_checkpoint_out, console, learning_rate, seconds, table, user_errors
+from cli.common import check_checkpoint_out, check_data_option, console, learning_rate, seconds, table, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -74,6 +74,10 @@ def _module_source(module: str) -> tuple[Path, ast.Module]:
     return path, ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
 
+#: The largest seed the training loops take: without it, a seed past torch's range crashed with
+#: "Overflow when unpacking long long" once the work had begun.
+MAX_SEED: int = library_constant("gtcompress.train.loop", "MAX_SEED")
+
 #: The library's defaults for ``gtc sparsify`` and ``gtc prune``.
 SPARSIFY = library_defaults("gtcompress.compress.teddy", "SparsifyConfig")
 PRUNE = library_defaults("gtcompress.compress.prune_config", "PruneConfig")
@@ -108,6 +112,7 @@ def _load(checkpoint: Path, data_root: Path | None, data: str | None = None) -> 
     from gtcompress.data import check_data_root
     from gtcompress.errors import ConfigError, GTCompressError
 
+    check_data_option(data)
     model, meta = load_checkpoint(checkpoint)
     recorded = (meta.get("dataset") or {}).get("name")
     if data is not None and recorded and not same_dataset(recorded, data):
@@ -232,7 +237,7 @@ def sparsify_cmd(
     cost_graphs: Annotated[int, typer.Option(min=1, help="Validation graphs FLOPs are measured on.")] = SPARSIFY[
         "cost_graphs"
     ],
-    seed: Annotated[int, typer.Option(min=0)] = SPARSIFY["seed"],
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED)] = SPARSIFY["seed"],
     data: DataOpt = None,
     data_root: RootOpt = None,
     out: Annotated[Path, typer.Option(help="Compressed checkpoint directory to write.")] = Path("runs/sparsified"),
@@ -371,7 +376,7 @@ def prune_cmd(
             "the two budgets, in GTSP's two phases, each with its epochs or seconds.",
         ),
     ] = False,
-    seed: Annotated[int, typer.Option(min=0)] = PRUNE["seed"],
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED)] = PRUNE["seed"],
     data: DataOpt = None,
     data_root: RootOpt = None,
     out: Annotated[Path, typer.Option(help="Compressed checkpoint directory to write.")] = Path("runs/pruned"),

@@ -20,6 +20,7 @@ from cli import pipeline as cli_pipeline
 from cli.common import (
     OneLineErrorsGroup,
     check_checkpoint_out,
+    check_data_option,
     console,
     finite_number,
     join_help_paragraphs,
@@ -29,7 +30,7 @@ from cli.common import (
     training_learning_rate,
     user_errors,
 )
-from cli.compress_cmds import library_constant, library_defaults
+from cli.compress_cmds import MAX_SEED, library_constant, library_defaults
 
 app = typer.Typer(
     cls=OneLineErrorsGroup,
@@ -71,12 +72,22 @@ def data_generate(
 
     Example: gtc data generate pattern --size full --seed 1
     """
+    import warnings
+
+    from gtcompress.data.cache import CacheWriteWarning
     from gtcompress.errors import GTCompressError
     from gtcompress.train.recipe import DataSpec
 
     if name.lower() not in ("pattern", "cluster", "csl"):
         raise GTCompressError(f"unknown generated dataset {name!r}; expected pattern, cluster or csl")
-    ds = DataSpec(name.lower(), size=size, seed=seed).load()
+    # The cache file is this command's only output: one it cannot write is its failure, not a warning under a
+    # table of statistics with exit status 0 (gtc train, which only reads the data, still just warns).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWriteWarning)
+        try:
+            ds = DataSpec(name.lower(), size=size, seed=seed).load()
+        except CacheWriteWarning as e:
+            raise GTCompressError(f"{e}; set GTCOMPRESS_CACHE to a folder that can be written") from None
     s = ds.summary()
     rows = [{"split": k, **v} for k, v in s.items() if isinstance(v, dict)]
     console.print(table(f"{ds.info.name} ({ds.info.task_level}-level, metric {ds.info.metric})", rows))
@@ -122,9 +133,9 @@ def train(
     lr: Annotated[float, typer.Option(callback=training_learning_rate, help="Peak learning rate (> 0).")] = _TRAIN[
         "lr"
     ],
-    seed: Annotated[int, typer.Option(min=0, help="Seeds the model, the training and the data split.")] = _TRAIN[
-        "seed"
-    ],
+    seed: Annotated[
+        int, typer.Option(min=0, max=MAX_SEED, help="Seeds the model, the training and the data split.")
+    ] = _TRAIN["seed"],
     time_budget: TimeBudgetOpt = _TRAIN["time_budget_s"],
 ) -> None:
     """Train a graph transformer and write a checkpoint (model.safetensors + config.json).
@@ -205,6 +216,7 @@ def eval_cmd(
     from gtcompress.errors import GTCompressError
     from gtcompress.train.loop import evaluate
 
+    check_data_option(data)
     model, meta = load_checkpoint(checkpoint)
     # the checkpoint's own dataset, split as when it was trained; --data another: that one's defaults
     spec = checkpoint_data_spec(meta, data, str(data_root) if data_root else None)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import check_out_writable, console, table, user_errors
+from cli.common import check_data_option, check_out_writable, console, table, user_errors
 from gtcompress.pipeline import DEFAULT_OUT
 
 if TYPE_CHECKING:
@@ -47,17 +47,13 @@ def pipeline_cmd(
     Default: CLUSTER-small, GT and GPS, three FLOP budgets plus a random baseline; about 18 minutes on
     2 CPU cores. Example: gtc pipeline --set 'prune.budgets=[0.5]' --out runs/demo
     """
-    from gtcompress.data import check_data_root, check_dataset_name
-    from gtcompress.errors import GTCompressError
+    from gtcompress.data import check_data_root
     from gtcompress.pipeline import run_pipeline
 
     check_out_writable(out, inside=True)  # the run's folder is made at once, but named here by its option
     overrides = list(set_ or [])
-    if data:
-        try:  # named as the user typed it, not as the data.name override it becomes
-            check_dataset_name(data)
-        except GTCompressError as e:
-            raise GTCompressError(f"--data: {e}") from None
+    check_data_option(data)  # named as the user typed it, not as the data.name override it becomes
+    if data is not None:
         overrides.append(f"data.name={data}")
     if data_root:
         overrides.append(f"data.root={data_root}")

@@ -171,7 +171,9 @@ def profile_cmd(
     from runtime.profile_report import report_tables, write_report
     from runtime.session import is_checkpoint
 
-    labels = [n.strip() for n in names.split(",")] if names else None
+    if names is not None and not names.strip():  # was taken as not given: the default labels, without a word
+        raise GTCompressError("--names: empty value; give one label per model (comma-separated), or leave it out")
+    labels = [n.strip() for n in names.split(",")] if names is not None else None
     if labels is not None and len(labels) != len(models):
         raise GTCompressError(f"--names: {len(labels)} labels for {len(models)} models")
     if labels is not None and (not all(labels) or len(set(labels)) != len(labels)):

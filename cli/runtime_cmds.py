@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import console, finite_number, served_model_name, stops_on_sigterm, user_errors
+from cli.common import check_out_writable, console, finite_number, served_model_name, stops_on_sigterm, user_errors
 from cli.compress_cmds import library_defaults
 
 #: ``gtc serve``'s limits default to the server's (read from source: runtime.served imports numpy).
@@ -36,7 +36,19 @@ def register(app: typer.Typer) -> None:
 
 
 def _providers(text: str | None) -> list[str] | None:
-    return None if not text else [p.strip() for p in text.split(",") if p.strip()]
+    """``--providers``: ``None`` when not given. An empty value is refused: it was taken as not given, so
+    ``--providers "$PROVIDERS"`` with the variable unset ran on the default providers without a word."""
+    if text is None:
+        return None
+    providers = [p.strip() for p in text.split(",") if p.strip()]
+    if not providers:
+        from gtcompress.errors import GTCompressError
+
+        raise GTCompressError(
+            f"--providers {text!r}: names no provider; give ONNX Runtime providers in order, e.g. cuda,cpu, "
+            "or leave --providers out for the default"
+        )
+    return providers
 
 
 DeviceOpt = Annotated[
@@ -287,6 +299,8 @@ def tritonserver_cmd(
     from gtcompress.errors import GTCompressError
     from runtime.tritonserver import TritonServer
 
+    if log is not None:
+        _check_log_file(log)
     srv = TritonServer(repository, host=host, http_port=port, log=log, startup_timeout=startup_timeout)
 
     def on_term(signum: int, frame: object) -> None:
@@ -315,3 +329,20 @@ def tritonserver_cmd(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         srv.stop()
+
+
+def _check_log_file(log: Path) -> None:
+    """Refuse a ``--log`` the server's output cannot be appended to, naming the option, before the launch:
+    the launch's own OSError said only "runs: Is a directory" or "x.log: Read-only file system", which
+    named no option. Creates nothing (the launch makes the file and its folders)."""
+    import os
+
+    from gtcompress.errors import ConfigError
+
+    if log.is_dir():
+        raise ConfigError(f"--log {log}: is a directory; give a file to append the server's log to")
+    if log.exists():
+        if not os.access(log, os.W_OK):
+            raise ConfigError(f"--log {log}: the file is not writable")
+        return
+    check_out_writable(log, "--log")

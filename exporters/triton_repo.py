@@ -323,7 +323,12 @@ def check_model_dir(root: Path) -> None:
     if not root.is_dir():
         return
     entries = sorted(e.name for e in root.iterdir() if not e.name.startswith("."))  # ours: .NAME.tmp-...
-    if entries and "config.pbtxt" not in entries and not any(e.isdigit() and (root / e).is_dir() for e in entries):
+    if (
+        entries
+        and "config.pbtxt" not in entries
+        # Triton's versions are ASCII integers: str.isdigit() alone also took a folder named '²'
+        and not any(e.isascii() and e.isdigit() and (root / e).is_dir() for e in entries)
+    ):
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
         raise ConfigError(
             f"{root}: exists and is not a Triton model directory (no config.pbtxt or version folder; it holds "

@@ -85,6 +85,13 @@ def check_dataset_section(section: Any, cfg_path: Path) -> None:
             parse_size(size)
         except GTCompressError as e:
             raise CheckpointError(f"{where}.size: {e}") from None
+        if isinstance(name, str):
+            from gtcompress.data import check_size
+
+            try:  # else load_dataset refused the pair later, naming neither config.json nor dataset.size
+                check_size(name, size)
+            except GTCompressError as e:
+                raise CheckpointError(f"{where}.size {size!r}: {e}") from None
     if "seed" in section:
         seed = section["seed"]
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

@@ -79,7 +79,8 @@ def parse_size(size: str) -> tuple[str, tuple[int, int, int] | None]:
     if text in ("small", "full"):
         return text, None
     parts = [p.strip() for p in text.split(",")]
-    if len(parts) == 3 and all(p.isdigit() for p in parts):
+    # ASCII digits only: str.isdigit() also takes '²' or '①', which int() then refused with a traceback
+    if len(parts) == 3 and all(p.isascii() and p.isdigit() for p in parts):
         a, b, c = (int(p) for p in parts)
         if min(a, b, c) < 1:  # an empty split trains, validates or tests nothing: say so here, not later
             raise GTCompressError(f"size {size!r}: every split needs at least one graph (TRAIN,VAL,TEST >= 1)")

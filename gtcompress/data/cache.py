@@ -59,6 +59,12 @@ def cache_path(name: str, params: dict[str, Any], cache_dir: Path | str | None =
     return directory / f"{safe}-{digest}.pt"
 
 
+class CacheWriteWarning(RuntimeWarning):
+    """A built dataset could not be written to the cache. A warning for whatever needed the data (it is
+    in memory all the same); ``gtc data generate``, whose output the cache file is, turns it into an
+    error (``warnings.simplefilter("error", CacheWriteWarning)``)."""
+
+
 def cached(
     name: str,
     params: dict[str, Any],
@@ -85,7 +91,7 @@ def cached(
     try:
         save_packed(dataset, path, name=name, params=params)
     except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
-        warnings.warn(f"could not write dataset cache {path}: {exc}", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"could not write dataset cache {path}: {exc}", CacheWriteWarning, stacklevel=2)
     return dataset
 
 

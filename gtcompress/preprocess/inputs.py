@@ -24,7 +24,7 @@ from gtcompress.preprocess.spec import LAYOUT_INPUTS, FeatureInput, InputSpec
 def layout_input_base(name: str) -> str:
     """``nbr_src_2`` -> ``nbr_src``: the kind of a (possibly per-bucket) layout input."""
     head, _, tail = name.rpartition("_")
-    return head if head.startswith("nbr_") and tail.isdigit() else name
+    return head if head.startswith("nbr_") and tail.isascii() and tail.isdigit() else name
 
 
 def is_layout_input(name: str) -> bool:

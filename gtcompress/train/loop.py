@@ -145,7 +145,16 @@ def epoch_progress(disable: bool = False) -> Progress:
     )
 
 
+#: The largest training seed (2**63-1). ``torch.manual_seed`` takes up to 2**64-1, but the compression
+#: stages seed later steps with ``seed + 1`` and ``seed + 12345`` (``prune_run.STUDENT_SEED``), which
+#: overflowed there after minutes of work: int64's range leaves room for those offsets. A literal, so
+#: that the CLI reads it without importing torch (``cli.compress_cmds.library_constant``).
+MAX_SEED = 9_223_372_036_854_775_807
+
+
 def seed_everything(seed: int) -> torch.Generator:
+    if not 0 <= seed <= MAX_SEED:  # torch's own refusal is "Overflow when unpacking long long"
+        raise ConfigError(f"seed {seed}: expected an integer from 0 to {MAX_SEED} (2**63-1)")
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 

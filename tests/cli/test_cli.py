@@ -58,9 +58,10 @@ def test_data_generate_size_help_names_only_what_it_generates() -> None:
     assert res.output.strip() == "error: unknown generated dataset 'molhiv'; expected pattern, cluster or csl"
 
 
-def test_a_cache_that_cannot_be_written_is_one_warning_line(tmp_path: Path) -> None:
-    """The dataset is generated and listed all the same; the warning was Python's two lines (the library's
-    file and line number, then its source line) under the table."""
+def test_data_generate_that_cannot_write_its_cache_fails(tmp_path: Path) -> None:
+    """The cache file is ``gtc data generate``'s only output: one it cannot write was a warning under the
+    table and exit status 0. It is one error line naming the file and the system's reason, exit 2; the
+    library (what gtc train reads the data through) still only warns (tests/data/test_cache.py)."""
     import subprocess
     import sys
 
@@ -68,11 +69,13 @@ def test_a_cache_that_cannot_be_written_is_one_warning_line(tmp_path: Path) -> N
     env = {**os.environ, "GTCOMPRESS_CACHE": str(blocker / "cache"), "PYTHONPATH": str(Path(__file__).parents[2])}
     args = [sys.executable, "-m", "cli.main", "data", "generate", "cluster", "--size", "4,2,2"]
     res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0 and "CLUSTER" in res.stdout, res.stderr
+    assert res.returncode == 2 and res.stdout == "", res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, res.stderr
-    assert lines[0].startswith(f"warning: could not write dataset cache {blocker / 'cache'}/cluster-"), res.stderr
-    assert lines[0].endswith(f"[Errno 20] Not a directory: '{blocker / 'cache'}'"), res.stderr
+    assert lines[0].startswith(f"error: could not write dataset cache {blocker / 'cache'}/cluster-"), res.stderr
+    assert lines[0].endswith(
+        f"[Errno 20] Not a directory: '{blocker / 'cache'}'; set GTCOMPRESS_CACHE to a folder that can be written"
+    ), res.stderr
 
 
 def test_generate_train_eval_info(tmp_path: Path) -> None:

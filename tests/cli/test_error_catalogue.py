@@ -112,6 +112,14 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (sparse / "SPARSE_graph_labels.txt").write_text("".join(f"{g % 2}\n" for g in range(10)))
     (sparse / "SPARSE_node_labels.txt").write_text("0\n1000000000\n" + "0\n1\n" * 9)
     (root / "list.yaml").write_text("- prune\n- export\n")
+    # YAML keeps the last of two equal keys without a word; TOML refuses them
+    (root / "dup_section.yaml").write_text("prune:\n  budgets: [0.5]\nprune:\n  epochs: 1\n")
+    (root / "dup_key.yaml").write_text("train: {epochs: 3}\nprune:\n  budgets: [0.5]\n  budgets: [0.3]\n")
+    # a TU dataset with split counts: load_dataset refused the pair, naming neither config.json nor the key
+    shutil.copytree(ckpt, root / "tu_sized")
+    (root / "tu_sized" / "config.json").write_text(
+        json.dumps({**doc, "dataset": {**doc["dataset"], "name": "tu:MUTAG", "size": "40,10,10"}})
+    )
     names = {p.name.replace(".", "_"): str(p) for p in root.iterdir()}
     return {**names, "root": str(root), "missing": str(root / "missing")}
 
@@ -237,9 +245,9 @@ CASES = [
     _case("eval {missing}", "{missing}: checkpoint directory does not exist"),
     _case("eval {file_txt}", f"{{file_txt}}: not a checkpoint directory {NOT_A_CKPT}"),
     _case("eval {ckpt} --split bogus", "unknown split 'bogus'; this dataset has train, val, test"),
-    _case(
+    _case(  # names the option now, as gtc pipeline --data does
         "eval {ckpt} --data mnist",
-        "unknown dataset 'mnist'; valid names: pattern, cluster, csl, molhiv, tu:<NAME>, ogb:<NAME>",
+        "--data: unknown dataset 'mnist'; valid names: pattern, cluster, csl, molhiv, tu:<NAME>, ogb:<NAME>",
     ),
     _case(
         "eval {bad_json}",
@@ -496,6 +504,110 @@ CASES = [
     ),
     _case(
         "data generate cluster --size big", "size must be 'small', 'full' or 'TRAIN,VAL,TEST' graph counts, got 'big'"
+    ),
+    # seeds past what the training loops take crashed in torch.manual_seed after the work began
+    _case(
+        "train --seed 18446744073709551616 --epochs 1 --out {root}/t",
+        "Invalid value for '--seed': Input should be less than or equal to 9223372036854775807 "
+        "(see 'gtc train --help')",
+    ),
+    _case(
+        "sparsify {ckpt} --edges 0.3 --seed 9223372036854775808",
+        "Invalid value for '--seed': Input should be less than or equal to 9223372036854775807 "
+        "(see 'gtc sparsify --help')",
+    ),
+    _case(
+        "prune {ckpt} --target-flops 0.5 --seed 18446744073709551616",
+        "Invalid value for '--seed': Input should be less than or equal to 9223372036854775807 "
+        "(see 'gtc prune --help')",
+    ),
+    _case(
+        "pipeline --set train.seed=18446744073709551616 --out {root}/run",
+        "--set train.seed=18446744073709551616: train.seed is 18446744073709551616; expected an integer from 0 to "
+        "9223372036854775807 (2**63-1)",
+    ),
+    _case(  # was taken, where every --seed option refuses a negative seed
+        "pipeline --set train.seed=-1 --out {root}/run",
+        "--set train.seed=-1: train.seed is -1; expected an integer from 0 to 9223372036854775807 (2**63-1)",
+    ),
+    # digits str.isdigit() takes and int() does not: a ValueError traceback
+    _case(
+        "train --pe lap:² --epochs 1 --out {root}/t",
+        "--pe: expected entries like 'lap:8' or 'rwse:20' (comma-separated), got 'lap:²'",
+    ),
+    _case(
+        "train --size ²,10,10 --epochs 1 --out {root}/t",
+        "size must be 'small', 'full' or 'TRAIN,VAL,TEST' graph counts, got '²,10,10'",
+    ),
+    _case(
+        "data generate cluster --size 10,①,10",
+        "size must be 'small', 'full' or 'TRAIN,VAL,TEST' graph counts, got '10,①,10'",
+    ),
+    _case(
+        "pipeline --set data.size=²,1,1 --out {root}/run",
+        "--set data.size=²,1,1: data.size: size must be 'small', 'full' or 'TRAIN,VAL,TEST' graph counts, got '²,1,1'",
+    ),
+    # a value given twice, or an empty one, was silently taken (the last one, or the default)
+    _case(
+        "train --pe lap:8,LAP:4 --epochs 1 --out {root}/t",
+        "--pe: lap given twice (lap:8 and lap:4); give it once",
+    ),
+    _case(
+        "train --pe '' --epochs 1 --out {root}/t",
+        "--pe: empty value; give entries like 'lap:8' or 'rwse:20' (comma-separated), or 'none' for no positional "
+        "encoding",
+    ),
+    _case(
+        "profile {spec_onnx} --names ''",
+        "--names: empty value; give one label per model (comma-separated), or leave it out",
+    ),
+    _case(
+        "profile {spec_onnx} --providers ''",
+        "--providers '': names no provider; give ONNX Runtime providers in order, e.g. cuda,cpu, or leave "
+        "--providers out for the default",
+    ),
+    _case(
+        "serve {spec_onnx} --providers ' , '",
+        "--providers ' , ': names no provider; give ONNX Runtime providers in order, e.g. cuda,cpu, or leave "
+        "--providers out for the default",
+    ),
+    _case(  # said "no dataset recorded in the checkpoint", of a checkpoint that records one
+        "eval {ckpt} --data ''",
+        "--data: unknown dataset ''; valid names: pattern, cluster, csl, molhiv, tu:<NAME>, ogb:<NAME>",
+    ),
+    _case(  # ran the default dataset
+        "pipeline --data '' --out {root}/run",
+        "--data: unknown dataset ''; valid names: pattern, cluster, csl, molhiv, tu:<NAME>, ogb:<NAME>",
+    ),
+    _case(
+        "pipeline --set prune.budgets=[0.5,0.3,0.5] --out {root}/run",
+        "--set prune.budgets=[0.5,0.3,0.5]: prune.budgets: 0.5 given more than once in [0.5, 0.3, 0.5]",
+    ),
+    _case(
+        "pipeline --set export.lowerings=[auto,auto] --out {root}/run",
+        "--set export.lowerings=[auto,auto]: export.lowerings: 'auto' given more than once in ['auto', 'auto']",
+    ),
+    _case(
+        "pipeline --config {dup_section_yaml} --out {root}/run",
+        "{dup_section_yaml}, line 3: section 'prune' given twice (first at line 1); give it once",
+    ),
+    _case(
+        "pipeline --config {dup_key_yaml} --out {root}/run",
+        "{dup_key_yaml}, line 4: key prune.budgets given twice (first at line 3); give it once",
+    ),
+    _case(
+        "eval {tu_sized}",
+        "{tu_sized}/config.json: dataset.size '40,10,10': tu:MUTAG: explicit split sizes are only supported for "
+        "generated datasets and molhiv; TU datasets keep their own split (leave the size out)",
+    ),
+    # the launch's own OSError named no option ("runs: Is a directory")
+    _case(
+        "tritonserver {empty_dir} --log {junk_dir}",
+        "--log {junk_dir}: is a directory; give a file to append the server's log to",
+    ),
+    _case(
+        "tritonserver {empty_dir} --log {file_txt}/x.log",
+        "--log {file_txt}/x.log: {file_txt} is a file, not a directory",
     ),
     # pipeline (configuration errors, before any stage runs)
     _case(

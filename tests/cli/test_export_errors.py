@@ -154,3 +154,16 @@ def test_out_a_file_of_the_checkpoint_being_exported_is_refused(tmp_path: Path, 
             f"{out.with_name('model.onnx')}"
         )
     assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == before
+
+
+def test_a_folder_named_with_a_non_ascii_digit_is_no_triton_version_folder(tmp_path: Path) -> None:
+    """``str.isdigit()`` takes '²': a folder of the user's holding only a '²' folder passed for a Triton model
+    (whose versions are ASCII integers) and would have been replaced whole by the export."""
+    from exporters.triton_repo import check_model_dir
+    from gtcompress.errors import ConfigError
+
+    (tmp_path / "model" / "²").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"exists and is not a Triton model directory .*it holds ²\)"):
+        check_model_dir(tmp_path / "model")
+    (tmp_path / "model" / "1").mkdir()
+    check_model_dir(tmp_path / "model")  # a version folder: a model of an earlier export, to replace

@@ -140,3 +140,11 @@ def test_merged_histograms_count_the_union() -> None:
     assert [m.tolist() for m in merged] == [h.tolist() for h in degree_histogram(union[1], 540)]
     lay = bucketed_layout(union, 540, 4)
     assert padded_slots(*merged, 4) == sum(lay[f"nbr_src_{b}"].size for b in range(4))
+
+
+def test_only_ascii_digits_number_a_bucketed_layout_input() -> None:
+    """``str.isdigit()`` takes '²', which no bucket index is: such a name is an input of its own."""
+    from gtcompress.preprocess.inputs import layout_input_base
+
+    assert layout_input_base("nbr_src_2") == "nbr_src"
+    assert layout_input_base("nbr_src_²") == "nbr_src_²"
