@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -140,7 +141,7 @@ class PipelineConfig(Mapping[str, dict[str, Any]]):
         except OSError as e:
             raise ConfigError(f"{path}: unreadable ({e.strerror or e})") from None
         try:
-            doc = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+            doc = tomllib.loads(text) if path.suffix == ".toml" else _load_yaml(text, path)
         except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
             raise ConfigError(f"{path}: cannot parse ({' '.join(str(e).split())})") from e
         if doc is not None and not isinstance(doc, dict):
@@ -220,6 +221,45 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     return PipelineConfig.load(path, overrides)
 
 
+def _load_yaml(text: str, path: Path) -> Any:
+    """``yaml.safe_load(text)``, but a key given twice in one mapping is refused, naming both lines.
+
+    YAML's loader keeps the last of two equal keys without a word: a second ``prune:`` section dropped
+    the first one's ``budgets`` (the run did three budgets instead of the one asked for), as a second
+    ``budgets:`` silently replaced the first. TOML's parser refuses both already."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:  # an empty file, or only comments
+            return None
+        _refuse_duplicate_keys(node, (), path)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _refuse_duplicate_keys(node: yaml.Node, keys: tuple[str, ...], path: Path) -> None:
+    """A ConfigError for the first mapping key under ``node`` given twice; ``keys``: where ``node`` is."""
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_duplicate_keys(item, keys, path)
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first_line: dict[tuple[str, str], int] = {}
+    for key, value in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+            line = key.start_mark.line + 1
+            if (key.tag, key.value) in first_line:
+                what = f"section {key.value!r}" if not keys else f"key {'.'.join((*keys, key.value))}"
+                raise ConfigError(
+                    f"{path}, line {line}: {what} given twice (first at line {first_line[key.tag, key.value]}); "
+                    "give it once"
+                )
+            first_line[key.tag, key.value] = line
+        _refuse_duplicate_keys(value, (*keys, str(key.value)) if isinstance(key, yaml.ScalarNode) else keys, path)
+
+
 def _merge(cfg: dict[str, dict[str, Any]], section: str, values: Any, where: str) -> None:
     if section not in cfg:
         raise ConfigError(f"{where}: unknown section {section!r}; expected one of {', '.join(cfg)}")
@@ -250,6 +290,13 @@ def _checked(section: str, key: str, value: Any, default: Any, where: str) -> An
         if isinstance(value, list) and value:
             checked = [_scalar(name, v, default[0]) for v in value]
             if None not in checked:
+                # Each entry is a run of its own (a budget, a lowering, an arch, a profiled size): one given
+                # twice ran twice and doubled the report's rows (gt-dense compared with itself), as
+                # gtc profile --sizes 32,32 refuses.
+                twice = list(dict.fromkeys(v for v in checked if checked.count(v) > 1))
+                if twice:
+                    shown = ", ".join(map(repr, twice))
+                    raise ConfigError(f"{where}: {name}: {shown} given more than once in {checked!r}")
                 return checked
         _bad(where, name, value, kind, each=True)
     if default is None:  # a path, or none
@@ -275,6 +322,8 @@ def _scalar(name: str, value: Any, default: Any) -> Any:
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
     else:
+        if isinstance(value, str) and _EXPONENT_FORM.fullmatch(value):
+            value = float(value)  # YAML 1.1 reads 1e-3 as a string, though it is what users type for 0.001
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         value = float(value) if ok else value
     rule = _RANGES.get(name)
@@ -298,6 +347,10 @@ def _yaml(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip()
 
 
+#: A number in exponent form that YAML 1.1 (PyYAML) leaves a string: it wants a dot and a signed exponent
+#: (1.0e-3), so 1e-3, 5E-4 and 1.5e3 were refused with "expected a number". ASCII digits only; no inf/nan.
+_EXPONENT_FORM = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+", re.ASCII)
+
 _KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 _PLURAL = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
 _POSITIVE = (lambda v: v > 0), "> 0"
@@ -317,6 +370,10 @@ def _at_least(low: int) -> tuple[Callable[[Any], bool], str]:
     return (lambda v: v >= low), f">= {low}"
 
 
+#: ``gtcompress.train.loop.MAX_SEED`` (a test keeps them equal; no torch here): the largest seed the training
+#: loops take. A larger train.seed crashed the train stage with torch's "Overflow when unpacking long long".
+_MAX_SEED = 9_223_372_036_854_775_807
+
 #: Ranges of numeric keys (a list's range applies to each item).
 _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.seed": _at_least(0),  # numpy's generators refuse a negative seed (DataSpec does too, later)
@@ -326,6 +383,8 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.epochs": _at_least(1),
     "train.batch_size": _at_least(1),
     "train.lr": _LEARNING_RATE,
+    # as every --seed option: a negative one was taken, where gtc train --seed -1 is refused
+    "train.seed": ((lambda v: 0 <= v <= _MAX_SEED), f"from 0 to {_MAX_SEED} (2**63-1)"),
     "sparsify.edges": ((lambda v: 0 <= v < 1), "in [0, 1) (the share of edges TEDDY removes)"),
     "sparsify.epochs": _at_least(0),
     "prune.budgets": _BUDGET,

@@ -54,13 +54,21 @@ def run_pipeline(
     config.check()
     out = Path(out)
     _check_run_folder(out)
-    created = not out.exists()
+    # ``out`` and those of its parents that do not exist yet, deepest first: the run makes them all
+    # (``mkdir(parents=True)``), so a run refused before writing a file removes them all, and no others
+    created = [p for p in (out, *out.parents) if not p.exists()]
     try:
         with _only_run(out):
             return _run(config, out, log or _rich_print)
     except BaseException:
         if created:  # a run refused before any stage wrote a file leaves no empty --out behind
             _remove_empty_dirs(out)
+            if not out.exists():  # the run left nothing in it: nor in the parents it made (--out a/b/run)
+                for parent in created[1:]:
+                    try:
+                        parent.rmdir()  # only while empty: never what something else wrote there meanwhile
+                    except OSError:
+                        break
         raise
 
 

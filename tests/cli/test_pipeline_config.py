@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gtcompress.errors import ConfigError
+from gtcompress.errors import ConfigError, GTCompressError
 from gtcompress.pipeline import PipelineConfig, load_config, run_pipeline
 
 
@@ -67,6 +67,13 @@ from gtcompress.pipeline import PipelineConfig, load_config, run_pipeline
             re.escape("--set data.name=Clustr: data.name: unknown dataset 'Clustr'; valid names: pattern, cluster"),
         ),
         (["data.name='ogb:'"], re.escape("data.name: dataset name 'ogb:' needs a name after 'ogb:'") + "$"),
+        # an entry given twice ran twice: duplicate report rows, gt-dense "sped up" against itself
+        (["train.archs=[gt,gps,gt]"], re.escape("train.archs: 'gt' given more than once in ['gt', 'gps', 'gt']") + "$"),
+        (["profile.graph_sizes=[32,32]"], re.escape("profile.graph_sizes: 32 given more than once in [32, 32]") + "$"),
+        (["prune.budgets=[0.5,0.50]"], re.escape("prune.budgets: 0.5 given more than once in [0.5, 0.5]") + "$"),
+        # torch.manual_seed overflowed on 2**64 after minutes of work, and -1 was taken
+        (["train.seed=-1"], re.escape("train.seed is -1; expected an integer from 0 to 9223372036854775807")),
+        (["train.seed=9223372036854775808"], "train.seed is 9223372036854775808; expected an integer from 0 to"),
     ],
 )
 def test_config_errors(overrides, message) -> None:
@@ -83,6 +90,65 @@ def test_config_values_are_typed_when_read(tmp_path) -> None:
     (tmp_path / "c.yaml").write_text("profile: {threads: 0}\n")
     with pytest.raises(ConfigError, match=f"^{re.escape(str(tmp_path / 'c.yaml'))}: profile.threads is 0; expected"):
         load_config(tmp_path / "c.yaml", [])
+
+
+def test_a_number_in_exponent_form_is_a_number(tmp_path) -> None:
+    """YAML 1.1 reads 1e-3 as a string (it wants 1.0e-3), and ``--set train.lr=1e-3`` was refused with
+    "expected a number"; an integer key still takes integers only."""
+    cfg = load_config(None, ["train.lr=1e-3", "prune.budgets=[5E-1, 3e-1]", "profile.max_seconds=1.5e+1"])
+    assert cfg["train"]["lr"] == 0.001 and cfg["prune"]["budgets"] == [0.5, 0.3]
+    assert cfg["profile"]["max_seconds"] == 15.0
+    (tmp_path / "c.yaml").write_text("prune: {lr: 2e-4}\n")
+    assert load_config(tmp_path / "c.yaml", [])["prune"]["lr"] == 0.0002
+    with pytest.raises(ConfigError, match=re.escape("train.lr is '1e-3x'; expected a number")):
+        load_config(None, ["train.lr=1e-3x"])
+    with pytest.raises(ConfigError, match=re.escape("train.epochs is '1e3'; expected an integer >= 1")):
+        load_config(None, ["train.epochs=1e3"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("prune:\n  budgets: [0.5]\nprune:\n  epochs: 1\n", "line 3: section 'prune' given twice (first at line 1)"),
+        ("prune:\n  budgets: [0.5]\n  budgets: [0.3]\n", "line 3: key prune.budgets given twice (first at line 2)"),
+        ("train: {epochs: 3, epochs: 4}\n", "line 1: key train.epochs given twice (first at line 1)"),
+    ],
+)
+def test_a_yaml_key_given_twice_is_refused(tmp_path, text, message) -> None:
+    """YAML keeps the last of two equal keys: the first ``prune:`` section's budgets were lost without
+    a word and the run did the default three."""
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "c.yaml", [])
+    assert str(err.value) == f"{tmp_path / 'c.yaml'}, {message}; give it once"
+
+
+def test_the_seed_range_is_the_training_loops() -> None:
+    """``train.seed``, the --seed options and the training loop take the same seeds (no torch in the
+    config module, nor in the CLI's start-up: each has the number written out)."""
+    import torch
+
+    from cli.compress_cmds import MAX_SEED as CLI_MAX_SEED
+    from gtcompress.pipeline.config import _MAX_SEED
+    from gtcompress.train.loop import MAX_SEED, seed_everything
+
+    assert _MAX_SEED == CLI_MAX_SEED == MAX_SEED == 2**63 - 1
+    torch.manual_seed(MAX_SEED + 12345)  # the largest offset a stage adds (prune_run.STUDENT_SEED) still fits
+    seed_everything(MAX_SEED)
+    with pytest.raises(ConfigError, match=r"^seed 9223372036854775808: expected an integer from 0 to"):
+        seed_everything(MAX_SEED + 1)
+
+
+def test_a_refused_run_removes_the_parents_of_out_it_made_and_no_others(tmp_path) -> None:
+    """``--out a/b/run`` refused inside the run left ``a/b`` behind: the run's folder was removed, the
+    parents ``mkdir(parents=True)`` made for it were not. A parent that existed before stays."""
+    (tmp_path / "keep").mkdir()
+    out = tmp_path / "keep" / "a" / "b" / "run"
+    cfg = load_config(None, ["data.name=tu:NOPE", f"data.root={tmp_path / 'keep'}"])
+    with pytest.raises(GTCompressError, match="TU dataset folder not found"):
+        run_pipeline(cfg, out, log=lambda line: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
+    assert list((tmp_path / "keep").iterdir()) == []
 
 
 def test_prune_token_keep_is_null_by_default_and_a_ratio_when_given(tmp_path) -> None:
