@@ -66,6 +66,21 @@ def test_fallback_function_is_total(has_bias: bool) -> None:
         np.testing.assert_allclose(out, ref.numpy(), atol=1e-5, err_msg=case)
 
 
+def _run_with_values(
+    sess: ort.InferenceSession, q: torch.Tensor, k: torch.Tensor, ei: torch.Tensor, has_bias: bool, seed: int
+) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """The function's output and the reference for ``q``, ``k`` and seeded values (and biases): both, and
+    the values."""
+    n, e = q.shape[0], ei.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(n, HEADS, HEAD_DIM, generator=g)
+    bias = torch.randn(e, HEADS, generator=g) if has_bias else torch.zeros(0, HEADS)
+    rowptr, col, perm = edge_index_to_csr(ei, n)
+    feeds = {"q": q, "k": k, "v": v, "rowptr": rowptr.int(), "col": col.int(), "bias": bias[perm] if has_bias else bias}
+    (out,) = sess.run(None, {name: t.numpy() for name, t in feeds.items()})
+    return out, sparse_attention(q, k, v, ei, bias if has_bias else None, scale=0.5), v
+
+
 @pytest.mark.parametrize("has_bias", [False, True])
 def test_fallback_function_softmaxes_scores_below_minus_1e30(has_bias: bool) -> None:
     """A destination whose every incoming score lies below -1e30 (finite float32 scores: features of
@@ -78,13 +93,7 @@ def test_fallback_function_softmaxes_scores_below_minus_1e30(has_bias: bool) -> 
     q = torch.full((n, HEADS, HEAD_DIM), 1e16)
     k = torch.full((n, HEADS, HEAD_DIM), -1e16)
     k[1] *= 1.5  # node 2's two scores differ: -2e32 and -3e32 at scale 0.5
-    g = torch.Generator().manual_seed(1)
-    v = torch.randn(n, HEADS, HEAD_DIM, generator=g)
-    bias = torch.randn(4, HEADS, generator=g) if has_bias else torch.zeros(0, HEADS)
-    rowptr, col, perm = edge_index_to_csr(ei, n)
-    feeds = {"q": q, "k": k, "v": v, "rowptr": rowptr.int(), "col": col.int(), "bias": bias[perm] if has_bias else bias}
-    (out,) = sess.run(None, {name: t.numpy() for name, t in feeds.items()})
-    ref = sparse_attention(q, k, v, ei, bias if has_bias else None, scale=0.5)
+    out, ref, v = _run_with_values(sess, q, k, ei, has_bias, seed=1)
     assert torch.isfinite(ref).all()
     np.testing.assert_allclose(out, ref.numpy(), atol=1e-5)
     np.testing.assert_allclose(out[2], v[0].numpy(), atol=1e-6)  # the higher score takes all the weight
@@ -102,12 +111,6 @@ def test_fallback_function_makes_a_node_with_an_overflowed_score_nan(has_bias: b
     q[2] = 1e20
     k = torch.ones(n, HEADS, HEAD_DIM)
     k[0] = -1e20
-    g = torch.Generator().manual_seed(2)
-    v = torch.randn(n, HEADS, HEAD_DIM, generator=g)
-    bias = torch.randn(4, HEADS, generator=g) if has_bias else torch.zeros(0, HEADS)
-    rowptr, col, perm = edge_index_to_csr(ei, n)
-    feeds = {"q": q, "k": k, "v": v, "rowptr": rowptr.int(), "col": col.int(), "bias": bias[perm] if has_bias else bias}
-    (out,) = sess.run(None, {name: t.numpy() for name, t in feeds.items()})
-    ref = sparse_attention(q, k, v, ei, bias if has_bias else None, scale=0.5)
+    out, ref, _ = _run_with_values(sess, q, k, ei, has_bias, seed=2)
     assert torch.isnan(ref[2]).all() and np.isnan(out[2]).all()
     np.testing.assert_allclose(out[:2], ref[:2].numpy(), atol=1e-6)
