@@ -61,7 +61,7 @@ from gtcompress.models.model import GraphModel
 from gtcompress.preprocess.batching import NumpyGraph
 from gtcompress.preprocess.inputs import build_inputs
 from gtcompress.preprocess.layouts import NBR_BUCKETS
-from gtcompress.preprocess.legacy_range import HALF_RANGE, MASK_KEY, NORM_KEY, SCALE_SAFE
+from gtcompress.preprocess.legacy_range import HALF_RANGE, MASK_KEY, NORM_KEY, OVERFLOW_KEY, OVERFLOW_NAN, SCALE_SAFE
 from gtcompress.preprocess.random_graphs import edge_case_batches, random_batches
 from gtcompress.preprocess.spec import FeatureInput, InputSpec, Lowering, OutputSpec, choose_lowering
 
@@ -346,6 +346,7 @@ def _export_eval(
         "input_spec": json.dumps(spec.to_json()),
         NORM_KEY: SCALE_SAFE,  # without these, gtcompress.preprocess.legacy_range holds the file to a range
         MASK_KEY: HALF_RANGE,
+        OVERFLOW_KEY: OVERFLOW_NAN,
         **{k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in (metadata or {}).items()},
     }
     del proto.metadata_props[:]

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from gtcompress.preprocess.inputs import is_layout_input
-from gtcompress.preprocess.legacy_range import HALF_RANGE, MASK_KEY, NORM_KEY, SCALE_SAFE
+from gtcompress.preprocess.legacy_range import HALF_RANGE, MASK_KEY, NORM_KEY, OVERFLOW_KEY, OVERFLOW_NAN, SCALE_SAFE
 from gtcompress.preprocess.spec import InputSpec, Lowering, choose_lowering
 from runtime.backends import TensorInfo
 from runtime.errors import SessionError
@@ -121,6 +121,7 @@ def load_for_serving(path: str | Path) -> tuple[Any, InputSpec, dict[str, str]]:
         "input_spec": json.dumps(spec.to_json()),
         NORM_KEY: SCALE_SAFE,  # the checkpoint runs on this gtcompress's model code
         MASK_KEY: HALF_RANGE,
+        OVERFLOW_KEY: OVERFLOW_NAN,
         **{k: json.dumps(meta[k], default=str) for k in METADATA_KEYS if k in meta},
     }
     return model, spec, metadata

@@ -1,7 +1,8 @@
-"""The feature range an older model file computes right, for files exported before two float32 fixes.
+"""The feature range an older model file computes right, for files exported before three float32 fixes.
 
-Two fixes let a model answer large finite float features as in float64, and a file exported before
-either answers some of them wrongly, where no check of the answer can tell:
+Two fixes let a model answer large finite float features as in float64, a third refuses those it
+cannot, and a file exported before any of them answers some of them wrongly, where no check of the
+answer can tell:
 
 * LayerNorm computes a variance, and squares overflow float32 past 1.8e19: a Graphormer (or a model
   built with ``norm='layer'``) exported before :class:`gtcompress.nn.blocks.ScaleSafeLayerNorm`
@@ -13,12 +14,18 @@ either answers some of them wrongly, where no check of the answer can tell:
   lowering's ONNX Runtime function started its running maximum at -1e30, so a node whose scores all
   lay below it got NaN (TensorRT runs the plugins instead, whose maximum starts at -inf). The
   ``scatter`` lowering has no mask. Newer files say :data:`MASK_KEY`.
+* A score that overflows float32 to ``-inf`` was weighed 0 by the softmax, though the sum it stood
+  for was lost, and padding slots of the neighbour lists added the mask to a gathered real score;
+  every lowering (the kernel too) answered some features past about 1e20 finitely and wrongly. Newer
+  files give such a node NaN (:func:`gtcompress.nn.attention.overflow_to_nan`) and say
+  :data:`OVERFLOW_KEY`; an older one is held to :data:`OVERFLOW_BOUND`, whatever its lowering.
 
 For an older file that would answer finitely and wrongly, a deployment refuses float inputs beyond
-:data:`LEGACY_BOUND` instead of answering them (:func:`legacy_range`). An older ``plugin`` file is not
-held to it: its only failure is NaN, which the deployment's check of every answer already refuses,
-and below that failure (features of about 1e15) it answers right; :func:`legacy_nan_reason` says in
-that refusal that a new export would compute it.
+:data:`LEGACY_BOUND` (the first two fixes) or :data:`OVERFLOW_BOUND` (the third) instead of answering
+them (:func:`legacy_range`). An older ``plugin`` file is not held to :data:`LEGACY_BOUND`: its -1e30
+start fails only with NaN, which the deployment's check of every answer already refuses, and below
+that failure (features of about 1e15) it answers right; :func:`legacy_nan_reason` says in that refusal
+that a new export would compute it.
 """
 
 from __future__ import annotations
@@ -38,7 +45,11 @@ SCALE_SAFE = "scale-safe"
 MASK_KEY = "attention_mask"
 HALF_RANGE = "half-range"
 
-#: the largest float feature magnitude an older file is trusted with, for both fixes.
+#: metadata key (and value) of a model whose attention gives NaN for a score that overflows
+OVERFLOW_KEY = "attention_overflow"
+OVERFLOW_NAN = "nan"
+
+#: the largest float feature magnitude an older file is trusted with, for the first two fixes.
 #: LayerNorm: its norms see the features times the input encoder's gain, and (1e8 x gain)^2 x width
 #: stays inside float32 for any gain x sqrt(width) below 1.8e11.
 #: Masks: scores grow with the square of the features, so a file with masks of -1e30 departs where
@@ -56,9 +67,20 @@ HALF_RANGE = "half-range"
 #: features.)
 LEGACY_BOUND = 1e8
 
+#: the largest float feature magnitude a file exported before the overflow fix is trusted with.
+#: Measured on files exported at the commit before the fix, 28 seeded models x 2 seeds (GT with BatchNorm
+#: or LayerNorm at hidden/layers 32/2, 64/4, 128/8, with and without edge features, on dense, padded,
+#: scatter and plugin; GPS at 32/2 to 256/12), 3 graph batches each, one node's or all features from 1e6
+#: in steps of 10^0.25, against float64: a file departs (answers finitely and wrongly) where the model
+#: overflows float32, within 0.25 decades of its first NaN. The lowest departure was 1e18 (GPS 128/8 with
+#: edge features); overflow comes lower for deeper and wider models (GPS 256/12: from 1e16, where it
+#: may depart). 1e12 is 4 decades below that, 6 below the lowest departure seen.
+OVERFLOW_BOUND = 1e12
+
 _NORM_BEFORE = "gtcompress's LayerNorm handled rows too large to square in float32"
 _MASK_BEFORE = "gtcompress's attention masks outweighed attention scores beyond 1e30"
 _PLUGIN_BEFORE = "gtcompress's attention op on ONNX Runtime softmaxed scores below -1e30"
+_OVERFLOW_BEFORE = "gtcompress's attention refused scores that overflow float32"
 
 
 @dataclass(frozen=True)
@@ -84,19 +106,24 @@ def _model_config(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def legacy_range(metadata: Mapping[str, Any], lowering: str) -> LegacyRange | None:
-    """The range a model file exported before either fix is trusted with, else None.
+    """The range a model file exported before any of the fixes is trusted with (the lowest of their
+    bounds), else None.
 
     ``lowering`` is the file's input spec's. Which models have LayerNorm is read off the exported
     ``model_config`` (Graphormer always; others with ``norm='layer'``)."""
     cfg = _model_config(metadata)
     if cfg is None:
         return None
-    before: list[str] = []
+    held: list[tuple[str, float]] = []  # (the fix the file predates, the bound that file is held to)
     if metadata.get(NORM_KEY) != SCALE_SAFE and (cfg.get("arch") == "graphormer" or cfg.get("norm") == "layer"):
-        before.append(_NORM_BEFORE)
+        held.append((_NORM_BEFORE, LEGACY_BOUND))
     if metadata.get(MASK_KEY) != HALF_RANGE and lowering in ("dense", "padded"):
-        before.append(_MASK_BEFORE)
-    return LegacyRange(LEGACY_BOUND, tuple(before)) if before else None
+        held.append((_MASK_BEFORE, LEGACY_BOUND))
+    if metadata.get(OVERFLOW_KEY) != OVERFLOW_NAN:
+        held.append((_OVERFLOW_BEFORE, OVERFLOW_BOUND))
+    if not held:
+        return None
+    return LegacyRange(min(bound for _, bound in held), tuple(why for why, _ in held))
 
 
 def legacy_nan_reason(metadata: Mapping[str, Any], lowering: str, *, tensorrt: bool = False) -> str | None:

@@ -29,6 +29,9 @@ from gtcompress.preprocess.legacy_range import (
     LEGACY_BOUND,
     MASK_KEY,
     NORM_KEY,
+    OVERFLOW_BOUND,
+    OVERFLOW_KEY,
+    OVERFLOW_NAN,
     SCALE_SAFE,
     LegacyRange,
     legacy_nan_reason,
@@ -181,6 +184,7 @@ def test_which_files_are_held_to_the_range() -> None:
     norm = "gtcompress's LayerNorm handled rows too large to square in float32"
     mask = "gtcompress's attention masks outweighed attention scores beyond 1e30"
     plugin = "gtcompress's attention op on ONNX Runtime softmaxed scores below -1e30"
+    overflow = "gtcompress's attention refused scores that overflow float32"
     wrong = "a finite wrong value"
 
     def meta(cfg: ModelConfig, **extra: str) -> dict[str, str]:
@@ -189,23 +193,32 @@ def test_which_files_are_held_to_the_range() -> None:
     def held(cfg: ModelConfig, lowering: str = "dense", **extra: str) -> LegacyRange | None:
         return legacy_range(meta(cfg, **extra), lowering)
 
-    new = {NORM_KEY: SCALE_SAFE, MASK_KEY: HALF_RANGE}
-    safe_masks = {MASK_KEY: HALF_RANGE}
+    nan = {OVERFLOW_KEY: OVERFLOW_NAN}  # the cases of the first two fixes: a file made after the third
+    new = {NORM_KEY: SCALE_SAFE, MASK_KEY: HALF_RANGE, **nan}
+    safe_masks = {MASK_KEY: HALF_RANGE, **nan}
     assert held(_config(), **safe_masks) == LegacyRange(LEGACY_BOUND, (norm,))  # LayerNorm in every block
-    assert held(_config("gt", norm="layer"), "scatter") == LegacyRange(LEGACY_BOUND, (norm,))
-    assert held(_config("gt"), "scatter") is None  # BatchNorm, no mask: overflow shows as NaN, refused as such
+    assert held(_config("gt", norm="layer"), "scatter", **nan) == LegacyRange(LEGACY_BOUND, (norm,))
+    assert held(_config("gt"), "scatter", **nan) is None  # BatchNorm, no mask: overflow shows as NaN, refused as such
     assert held(_config(), **new) is None
     assert held(_config("gt", norm="layer"), "dense", **new) is None
     # the masks: the dense and padded lowerings (GPS and Graphormer export only dense)
-    assert held(_config(), **{NORM_KEY: SCALE_SAFE}) == LegacyRange(LEGACY_BOUND, (mask,))
-    assert held(_config("gps"), **{NORM_KEY: SCALE_SAFE}) == LegacyRange(LEGACY_BOUND, (mask,))
-    assert held(_config("gt"), "padded") == LegacyRange(LEGACY_BOUND, (mask,))
-    both = held(_config())  # a Graphormer exported before both fixes
+    assert held(_config(), **{NORM_KEY: SCALE_SAFE}, **nan) == LegacyRange(LEGACY_BOUND, (mask,))
+    assert held(_config("gps"), **{NORM_KEY: SCALE_SAFE}, **nan) == LegacyRange(LEGACY_BOUND, (mask,))
+    assert held(_config("gt"), "padded", **nan) == LegacyRange(LEGACY_BOUND, (mask,))
+    both = held(_config(), **nan)  # a Graphormer exported before both fixes
     assert both == LegacyRange(LEGACY_BOUND, (norm, mask))
     assert both.reason() == f"the file was exported before {norm} and before {mask}, and would answer with {wrong}"
     # the plugin function's only failure is NaN, refused as such: the refusal says why, nothing is held
-    assert held(_config("gt"), "plugin") is None
-    assert held(_config("gt", norm="layer"), "plugin") == LegacyRange(LEGACY_BOUND, (norm,))
+    assert held(_config("gt"), "plugin", **nan) is None
+    assert held(_config("gt", norm="layer"), "plugin", **nan) == LegacyRange(LEGACY_BOUND, (norm,))
+    # the overflow: every lowering and architecture, to OVERFLOW_BOUND alone, or to the lowest bound with others
+    without = {NORM_KEY: SCALE_SAFE, MASK_KEY: HALF_RANGE}
+    for arch, lowering in [("gt", "scatter"), ("gt", "plugin"), ("gt", "padded"), ("gt", "dense"), ("gps", "dense")]:
+        assert held(_config(arch), lowering, **without) == LegacyRange(OVERFLOW_BOUND, (overflow,)), (arch, lowering)
+    assert held(_config(), **without) == LegacyRange(OVERFLOW_BOUND, (overflow,))  # Graphormer
+    assert LEGACY_BOUND < OVERFLOW_BOUND
+    assert held(_config()) == LegacyRange(LEGACY_BOUND, (norm, mask, overflow))
+    assert held(_config("gt"), "plugin") == LegacyRange(OVERFLOW_BOUND, (overflow,))
     assert legacy_nan_reason(meta(_config("gt")), "plugin") == (
         f"the file was exported before {plugin}: exported again, it may compute it"
     )
@@ -297,6 +310,30 @@ def test_an_older_scatter_file_and_a_checkpoint_are_not_held_to_the_range(gt_fil
     assert str(ckpt.session.spec.lowering) == "plugin"
     np.testing.assert_allclose(_ask(ckpt, big), want, rtol=1e-4, atol=0)
     assert ckpt.session.metadata[MASK_KEY] == HALF_RANGE and ckpt.legacy_range is None
+    assert ckpt.session.metadata[OVERFLOW_KEY] == OVERFLOW_NAN
+
+
+def test_a_file_from_before_the_overflow_fix_refuses_features_beyond_its_bound(gt_files, tmp_path: Path) -> None:
+    """A file without the overflow entry could answer an overflowed score finitely: it is held to
+    OVERFLOW_BOUND (not to the first two fixes' 1e8), naming the fix; a file with it is not held."""
+    model, files = gt_files
+    old = ServedModel("old", GraphSession(_without(files["dense"], OVERFLOW_KEY, tmp_path / "old.onnx")))
+    new = ServedModel("new", GraphSession(files["dense"]))
+    assert new.legacy_range is None and old.legacy_range is not None
+    below, above = _graph(1.0), _graph(1.0)
+    below.x *= np.float32(OVERFLOW_BOUND / 2 / np.abs(below.x).max())
+    above.x *= np.float32(OVERFLOW_BOUND * 4 / np.abs(above.x).max())
+    np.testing.assert_allclose(_ask(old, below), _ask(new, below), rtol=1e-6, atol=0)
+    np.testing.assert_allclose(_ask(new, above), _float64(model, above), rtol=1e-4, atol=0)
+    with pytest.raises(FeatureRangeError) as e:
+        _ask(old, above)
+    peak = float(np.abs(above.x).max())
+    assert str(e.value) == (
+        f"input 'x': its largest magnitude, {peak:.3g}, is above {OVERFLOW_BOUND:.0e}, the most model 'old' is "
+        "trusted with: the file was exported before gtcompress's attention refused scores that overflow float32, "
+        "and would answer with a finite wrong value; export the model again, or send features on the scale it was "
+        "trained on"
+    )
 
 
 def test_the_triton_python_variant_refuses_the_same(gt_files, config, tmp_path: Path) -> None:
