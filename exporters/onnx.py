@@ -170,7 +170,7 @@ def _dynamic_shapes(names: list[str], packed: bool = False) -> tuple[dict[str, A
     }
     for name in names:  # degree buckets: rows and width of each are their own sizes
         head, _, b = name.rpartition("_")
-        if head in ("nbr_src", "nbr_edge", "nbr_mask", "nbr_node") and b.isdigit():
+        if head in ("nbr_src", "nbr_edge", "nbr_mask", "nbr_node") and b.isascii() and b.isdigit():
             rows = table.setdefault(f"nbr_node_{b}", {0: dim(f"bucket{b}_rows")})[0]
             table.setdefault(name, {0: rows, 1: dim(f"bucket{b}_degree")})
     return tuple(table.get(name, {0: n}) for name in names)  # pe_* and nbr_inv are [N, ...]

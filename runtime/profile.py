@@ -422,7 +422,7 @@ def _labels(paths: Sequence[str]) -> list[str]:
 
     def naming_dir(p: Path) -> Path:  # what names a model.onnx/model.plan: its Triton model dir, or its folder
         parent = Path(os.path.abspath(p)).parent  # not resolved: a symlinked folder keeps the name given
-        return parent.parent if parent.name.isdigit() and parent.parent.name else parent
+        return parent.parent if parent.name.isascii() and parent.name.isdigit() and parent.parent.name else parent
 
     def stem(p: Path) -> str:
         if p.name in ("model.onnx", "model.plan"):

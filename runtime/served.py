@@ -212,7 +212,7 @@ def default_model_name(path: str | Path) -> str:
     from runtime.session import is_checkpoint
 
     p = Path(path)
-    if p.name in ("model.onnx", "model.plan") and p.parent.name.isdigit():
+    if p.name in ("model.onnx", "model.plan") and p.parent.name.isascii() and p.parent.name.isdigit():
         return p.parent.parent.name
     if p.is_file() and is_checkpoint(p):  # runs/gt/config.json is the checkpoint runs/gt, not a model "config"
         return directory_name(p.parent)

@@ -87,13 +87,19 @@ def _not_checkpoint(cfg: Path) -> str:
     return f"its format is {doc.get('format')!r}, not {CHECKPOINT_FORMAT!r}"
 
 
+def _is_version(name: str) -> bool:
+    """A Triton version folder's name: ASCII digits (``str.isdigit`` alone also takes '²', which ``int``
+    then refuses with a traceback)."""
+    return name.isascii() and name.isdigit()
+
+
 def resolve_model_path(path: str | Path) -> Path:
     """A model file, or the newest ``model.onnx``/``model.plan`` of a Triton repository model directory."""
     p = Path(path)
     if is_checkpoint(p):
         return p if p.is_dir() else p.parent
     if p.is_dir():
-        versions = sorted((d for d in p.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name))
+        versions = sorted((d for d in p.iterdir() if d.is_dir() and _is_version(d.name)), key=lambda d: int(d.name))
         for d in reversed(versions):
             for name in ("model.onnx", "model.plan"):
                 if (d / name).is_file():
@@ -115,7 +121,7 @@ def _gpu_index(device: str | None, path: Path) -> int:
     if device is None or device == "cuda":
         return 0
     kind, _, index = device.partition(":")
-    if kind != "cuda" or not index.isdigit():
+    if kind != "cuda" or not (index.isascii() and index.isdigit()):  # '²' passes isdigit, not int
         raise SessionError(f"{path}: a TensorRT plan runs on a GPU; device must be 'cuda' or 'cuda:N', got {device!r}")
     return int(index)
 

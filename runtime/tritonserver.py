@@ -375,7 +375,9 @@ def check_no_leftovers(repository: Path) -> None:
 def _looks_like_model(d: Path) -> bool:
     """A model directory of a repository: its config, or a numeric version folder (Triton can
     complete an ONNX model's config itself)."""
-    return d.is_dir() and ((d / "config.pbtxt").is_file() or any(v.is_dir() and v.name.isdigit() for v in d.iterdir()))
+    return d.is_dir() and (
+        (d / "config.pbtxt").is_file() or any(v.is_dir() and v.name.isascii() and v.name.isdigit() for v in d.iterdir())
+    )
 
 
 __all__ = ["TritonInstall", "TritonServer", "find_tritonserver", "free_port", "server_env", "which_tritonserver"]

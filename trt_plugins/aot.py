@@ -433,7 +433,7 @@ def _ints(text: str) -> list[int]:
     targets = []
     for item in (x.strip() for x in text.split(",") if x.strip()):
         digits = item.removeprefix("sm_")
-        if not digits.isdigit():
+        if not (digits.isascii() and digits.isdigit()):  # '²' passes isdigit, not int
             raise argparse.ArgumentTypeError(f"a target is a compute capability such as 80 or sm_90, got {item!r}")
         try:
             _check_ptx_version(int(digits), ptx_version_for(int(digits)))
@@ -458,7 +458,7 @@ def _shapes(text: str) -> list[tuple[int, int]]:
     shapes = []
     for item in text.split(","):
         heads, _, head_dim = item.strip().partition("x")
-        if not (heads.isdigit() and head_dim.isdigit()):
+        if not all(x.isascii() and x.isdigit() for x in (heads, head_dim)):
             raise argparse.ArgumentTypeError(f"head shape must look like HEADSxHEAD_DIM (e.g. 4x16), got {item!r}")
         try:
             spec.validate_attributes(int(heads), int(head_dim), 1.0, 0)

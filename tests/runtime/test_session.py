@@ -497,3 +497,14 @@ def test_float16_inputs_are_cast_and_bfloat16_ones_refused(exported, tmp_path: P
     bf16 = _with_x_input_as(e.path, tmp_path / "bf16.onnx", TensorProto.BFLOAT16)
     with pytest.raises(SessionError, match=r"inputs x \(tensor\(bfloat16\)\) have no numpy dtype"):
         GraphSession(bf16)
+
+
+def test_a_triton_model_folder_with_a_non_ascii_digit_folder_resolves_to_its_version(tmp_path: Path) -> None:
+    """Version folders are ASCII integers: a folder named '²' passed ``str.isdigit()``, and sorting the
+    versions by ``int()`` raised a ValueError traceback instead of serving version 1."""
+    from runtime.session import resolve_model_path
+
+    for name in ("²", "1"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.onnx").write_bytes(b"")
+    assert resolve_model_path(tmp_path) == tmp_path / "1" / "model.onnx"

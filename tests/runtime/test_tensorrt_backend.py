@@ -259,6 +259,10 @@ def test_a_graph_past_the_engine_profile_is_refused_before_running(plan, exporte
     [
         ("cpu", "a TensorRT plan runs on a GPU; device must be 'cuda' or 'cuda:N', got 'cpu'"),
         ("cuda:x", "a TensorRT plan runs on a GPU; device must be 'cuda' or 'cuda:N', got 'cuda:x'"),
+        (
+            "cuda:²",
+            "a TensorRT plan runs on a GPU; device must be 'cuda' or 'cuda:N', got 'cuda:²'",
+        ),  # isdigit, not int
     ],
 )
 def test_a_plan_refuses_a_device_that_is_not_a_gpu(plan, device: str, message: str) -> None:

@@ -174,6 +174,15 @@ def test_bad_head_shape_argument_is_named(tmp_path: Path) -> None:
         (["--dtypes", "float16,float64"], "argument --dtypes: dtype must be one of ('float32', 'float16', 'bfloat16')"),
         (["--targets", "80,sm_70"], "argument --targets: target 'sm_70': compute capability 70 is not supported"),
         (["--targets", "80x"], "argument --targets: a target is a compute capability such as 80 or sm_90, got '80x'"),
+        # '²' passes str.isdigit(), then int() raised
+        (
+            ["--targets", "sm_8²"],
+            "argument --targets: a target is a compute capability such as 80 or sm_90, got 'sm_8²'",
+        ),
+        (
+            ["--head-shapes", "4x1²"],
+            "argument --head-shapes: head shape must look like HEADSxHEAD_DIM (e.g. 4x16), got",
+        ),
     ],
 )
 def test_arguments_the_compiler_refuses_are_usage_errors(
