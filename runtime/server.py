@@ -12,11 +12,10 @@ Request format — what either variant of the Triton repository ``gtc export --t
 takes: the native one's inputs (our model metadata lists exactly the exported ONNX inputs), or the
 python one's raw graphs:
 
-* **Full input set** (what :func:`runtime.client.make_inputs` builds and what Triton needs): every
-  input of the model metadata — ``x``, ``edge_index``, [``edge_attr``], ``batch``, ``node_counts``,
-  ``pe_*`` and the attention layout tensors. It is taken as already pre-processed (TEDDY applied,
-  PE computed) exactly as Triton would take it. The layout tensors are checked for consistent
-  sizes but rebuilt after merging, since merging requests renumbers nodes and graphs.
+* **Full input set** (what :func:`runtime.client.make_inputs` builds and what Triton needs): every input of the
+  model metadata — ``x``, ``edge_index``, [``edge_attr``], ``batch``, ``node_counts``, ``pe_*`` and the attention
+  layout tensors — taken as already pre-processed (TEDDY applied, PE computed), as Triton takes it; the layout
+  tensors' sizes are checked (:mod:`runtime.layout_sizes`), their values rebuilt after merging (which renumbers).
 * **Raw graphs** (for clients without the spec; Triton's python variant takes the same tensors, each
   with a leading batch dimension of 1): ``x``, ``edge_index`` and ``edge_attr`` (if the model has
   edge features), optionally ``batch`` and/or ``node_counts`` (several graphs in one request). The
@@ -189,14 +188,8 @@ def create_app(
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loops[0].call_soon_threadsafe(clock.hurry, SHUTDOWN_BODY_S)
 
-    # No generated schema, as no docs pages: the API is KServe v2's, documented there, and the schema FastAPI
-    # derives from these handlers describes no request body (infer reads its own body, JSON or binary).
     app = FastAPI(
-        title="gtcompress inference server",
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
+        title="gtcompress inference server", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.gtc = state
     app.state.begin_shutdown = begin_shutdown

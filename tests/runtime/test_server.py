@@ -425,15 +425,15 @@ def test_no_batching_and_drain_on_shutdown(sessions, exported, monkeypatch) -> N
 def test_supplied_layout_sizes_are_checked_and_packed_rows_accepted() -> None:
     """``pad_mask`` may have fewer rows than graphs (small graphs packed into shared rows), never more."""
     from runtime.errors import ShapeError
-    from runtime.served import _check_layout
+    from runtime.layout_sizes import check_layout_sizes
 
     n, e, b = 10, 20, 4
     for rows in (1, 3, 4):
-        _check_layout({"pad_mask": np.zeros((rows, 5), bool), "node_slot": np.zeros(n, np.int64)}, n, e, b, 5)
+        check_layout_sizes({"pad_mask": np.zeros((rows, 5), bool), "node_slot": np.zeros(n, np.int64)}, n, e, b, 5)
     with pytest.raises(ShapeError, match="1 to 4 rows"):
-        _check_layout({"pad_mask": np.zeros((5, 5), bool)}, n, e, b, 5)
+        check_layout_sizes({"pad_mask": np.zeros((5, 5), bool)}, n, e, b, 5)
     with pytest.raises(ShapeError, match="implies 10"):
-        _check_layout({"node_slot": np.zeros(9, np.int64)}, n, e, b, 5)
+        check_layout_sizes({"node_slot": np.zeros(9, np.int64)}, n, e, b, 5)
 
 
 def _tampered(inputs: dict[str, np.ndarray], change: str) -> tuple[dict[str, np.ndarray], str]:
