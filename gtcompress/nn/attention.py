@@ -103,9 +103,11 @@ def overflow_to_nan(score: Tensor) -> Tensor:
     ``-inf`` may stand for any value (``a - b`` of two large products, one of which rounded past the
     range). The softmax would weigh ``-inf`` as 0 and answer a finite value that no check of the output
     can catch; as NaN it reaches the output, which the runtime refuses (a 400 naming the input). ``+inf``
-    gave NaN already (``inf - inf`` in the softmax). Same rule in every layout: this function for the
-    scatter reference and the plugin's ONNX function, a row minimum where the layout masks by
-    addition (:func:`dense_attention`, :func:`overflow_rows`)."""
+    gave NaN already (``inf - inf`` in the softmax). Same rule in every layout: this function in the
+    scatter reference (and the plugin's ONNX function and kernel), a row minimum on the neighbour lists
+    (:func:`overflow_rows`), and on the dense layout, which masks by adding, a bound from Q and K that
+    also refuses scores near the mask (:func:`score_bound_rows`; float16 the row minimum). ``x - x``
+    keeps its NaN through ONNX Runtime and torch.compile (checked: neither folds it to 0)."""
     return score + (score - score)  # inf - inf is NaN; a finite score is unchanged (x + 0)
 
 
