@@ -419,10 +419,11 @@ def _labels(paths: Sequence[str]) -> list[str]:
     ``gt/2/model.onnx``: two versions of one Triton model were ``gt.onnx#0``/``gt.onnx#1``, which said
     neither version), then the folder above (``a/gt.onnx``, ``b/gt.onnx``), then ``#i``."""
     from runtime.served import directory_name
+    from runtime.session import is_version_name
 
     def naming_dir(p: Path) -> Path:  # what names a model.onnx/model.plan: its Triton model dir, or its folder
         parent = Path(os.path.abspath(p)).parent  # not resolved: a symlinked folder keeps the name given
-        return parent.parent if parent.name.isascii() and parent.name.isdigit() and parent.parent.name else parent
+        return parent.parent if is_version_name(parent.name) and parent.parent.name else parent
 
     def stem(p: Path) -> str:
         if p.name in ("model.onnx", "model.plan"):

@@ -54,7 +54,7 @@ from runtime.request_cost import (
     distance_hops,
     slot_bytes,
 )
-from runtime.session import GraphSession
+from runtime.session import GraphSession, is_version_name
 from runtime.spec import NUMPY_TO_KSERVE
 
 RAW_INPUTS = ("x", "edge_index", "edge_attr", "batch", "node_counts")  # what a raw-graph request may carry
@@ -213,7 +213,7 @@ def default_model_name(path: str | Path) -> str:
     from runtime.session import is_checkpoint
 
     p = Path(path)
-    if p.name in ("model.onnx", "model.plan") and p.parent.name.isascii() and p.parent.name.isdigit():
+    if p.name in ("model.onnx", "model.plan") and is_version_name(p.parent.name):
         return p.parent.parent.name
     if p.is_file() and is_checkpoint(p):  # runs/gt/config.json is the checkpoint runs/gt, not a model "config"
         return directory_name(p.parent)

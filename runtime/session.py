@@ -87,7 +87,7 @@ def _not_checkpoint(cfg: Path) -> str:
     return f"its format is {doc.get('format')!r}, not {CHECKPOINT_FORMAT!r}"
 
 
-def _is_version(name: str) -> bool:
+def is_version_name(name: str) -> bool:
     """A Triton version folder's name: ASCII digits (``str.isdigit`` alone also takes '²', which ``int``
     then refuses with a traceback)."""
     return name.isascii() and name.isdigit()
@@ -99,7 +99,7 @@ def resolve_model_path(path: str | Path) -> Path:
     if is_checkpoint(p):
         return p if p.is_dir() else p.parent
     if p.is_dir():
-        versions = sorted((d for d in p.iterdir() if d.is_dir() and _is_version(d.name)), key=lambda d: int(d.name))
+        versions = sorted((d for d in p.iterdir() if d.is_dir() and is_version_name(d.name)), key=lambda d: int(d.name))
         for d in reversed(versions):
             for name in ("model.onnx", "model.plan"):
                 if (d / name).is_file():
