@@ -79,6 +79,15 @@ def _without(path: Path, key: str, to: Path) -> Path:
     return to
 
 
+def _beyond(peak: float, bound: str, before: str) -> str:
+    """The refusal of float features past what model 'old' is trusted with, as the server words it."""
+    return (
+        f"input 'x': its largest magnitude, {peak:.3g}, is above {bound}, the most model 'old' is trusted with: "
+        f"the file was exported before {before}, and would answer with a finite wrong value; export the model "
+        "again, or send features on the scale it was trained on"
+    )
+
+
 def _ask(model: ServedModel, g: NumpyGraph) -> np.ndarray:
     """``g`` through ``request_graph`` and ``run_items``: the path of ``gtc serve`` and the Triton
     python variant."""
@@ -169,12 +178,7 @@ def test_an_older_layer_norm_file_refuses_features_beyond_its_range(graphormer, 
     with pytest.raises(FeatureRangeError) as e:
         ask(old, _x() * 1e20)
     peak = float(np.abs((_x() * 1e20).astype(np.float32)).max())
-    assert str(e.value) == (
-        f"input 'x': its largest magnitude, {peak:.3g}, is above 1e+08, the most model 'old' is trusted with: "
-        "the file was exported before gtcompress's LayerNorm handled rows too large to square in float32, and "
-        "would answer with a finite wrong value; export the model again, or send features on the scale it was "
-        "trained on"
-    )
+    assert str(e.value) == _beyond(peak, "1e+08", "gtcompress's LayerNorm handled rows too large to square in float32")
     assert np.isfinite(ask(new, _x() * 1e20)).all()
 
 
@@ -284,11 +288,8 @@ def test_an_older_mask_file_refuses_features_beyond_its_range(gt_files) -> None:
     with pytest.raises(FeatureRangeError) as e:
         _ask(old, big)
     peak = float(np.abs(big.x).max())
-    assert str(e.value) == (
-        f"input 'x': its largest magnitude, {peak:.3g}, is above 1e+08, the most model 'old' is trusted with: "
-        "the file was exported before gtcompress's attention masks outweighed attention scores beyond 1e30, and "
-        "would answer with a finite wrong value; export the model again, or send features on the scale it was "
-        "trained on"
+    assert str(e.value) == _beyond(
+        peak, "1e+08", "gtcompress's attention masks outweighed attention scores beyond 1e30"
     )
     np.testing.assert_allclose(_ask(old, at_bound), _ask(new, at_bound), rtol=1e-6, atol=0)
     np.testing.assert_allclose(_ask(old, at_bound), _float64(model, at_bound), rtol=1e-4, atol=0)
@@ -332,11 +333,8 @@ def test_a_file_from_before_the_overflow_fix_refuses_features_beyond_its_bound(g
     with pytest.raises(FeatureRangeError) as e:
         _ask(old, above)
     peak = float(np.abs(above.x).max())
-    assert str(e.value) == (
-        f"input 'x': its largest magnitude, {peak:.3g}, is above {OVERFLOW_BOUND:.0e}, the most model 'old' is "
-        "trusted with: the file was exported before gtcompress's attention refused scores that overflow float32, "
-        "and would answer with a finite wrong value; export the model again, or send features on the scale it was "
-        "trained on"
+    assert str(e.value) == _beyond(
+        peak, f"{OVERFLOW_BOUND:.0e}", "gtcompress's attention refused scores that overflow float32"
     )
 
 
@@ -353,11 +351,7 @@ def test_the_triton_python_variant_refuses_the_same(gt_files, config, tmp_path: 
     refused, answered = triton.answer([python_request(big), python_request(small)])
     peak = float(np.abs(big.x).max())
     assert refused == Failure(
-        f"input 'x': its largest magnitude, {peak:.3g}, is above 1e+08, the most model 'old' is trusted with: "
-        "the file was exported before gtcompress's attention masks outweighed attention scores beyond 1e30, and "
-        "would answer with a finite wrong value; export the model again, or send features on the scale it was "
-        "trained on",
-        invalid=True,
+        _beyond(peak, "1e+08", "gtcompress's attention masks outweighed attention scores beyond 1e30"), invalid=True
     )
     np.testing.assert_allclose(answered[0], _float64(model, small), rtol=1e-4, atol=0)
 
