@@ -317,7 +317,11 @@ def prune_cmd(
         ),
     ] = PRUNE["axes"],
     keep: Annotated[
-        str | None, typer.Option(help="Per-axis ratios instead of a FLOP target, e.g. heads=0.5,ffn=0.5,tokens=0.7.")
+        str | None,
+        typer.Option(
+            help="Per-axis ratios instead of a FLOP target, e.g. heads=0.5,ffn=0.5,tokens=0.7; each keeps the "
+            "nearest count (at least one); a heads, ffn or layers ratio below 1 that keeps them all is refused."
+        ),
     ] = None,
     token_keep: Annotated[
         float,
@@ -475,8 +479,10 @@ def _parse_keep(text: str | None) -> dict[str, float]:
     last ratio silently won (``heads=0.5,heads=0.7`` pruned to 0.7)."""
     from gtcompress.errors import ConfigError
 
-    if not text:
+    if text is None:
         return {}
+    if not text.strip():  # as --pe '' and --names '': an empty value is a mistake, not "no ratios"
+        raise ConfigError("--keep: empty; expected entries like heads=0.5 (comma-separated)")
     out: dict[str, float] = {}
     for part in text.split(","):
         name, sep, value = part.partition("=")

@@ -272,6 +272,10 @@ def select_plan(
         for axis, n in (("heads", sum(cost.heads)), ("ffn", sum(cost.widths)))
         if axis in keep
     }
+    if not clamp:
+        for axis, n in (("heads", sum(cost.heads)), ("ffn", sum(cost.widths))):
+            if axis in want:
+                _refuse_no_op(axis, keep[axis], want[axis], n)
     if "layers" in keep:  # first, so the unit ratios below count what the dropped sublayers took with them
         _drop_sublayers(state, cost, scores, keep, want, clamp)
     for axis, kind in (("heads", "head"), ("ffn", "unit")):
@@ -311,6 +315,23 @@ def _keep_count(ratio: float, n: int) -> int:
     return max(k, 1) if ratio > 0 and n > 0 else k
 
 
+def _refuse_no_op(axis: str, ratio: float, kept: int, n: int) -> None:
+    """Refuse a per-axis ratio below 1 that keeps every unit of its axis: ``--keep heads=0.5`` on a
+    model with one head (or ``heads=0.9`` of 4, the nearest count being 4) wrote a "pruned"
+    checkpoint identical to its input with exit 0, and the user shipped it as the smaller model."""
+    if ratio >= 1.0 or kept < n:
+        return
+    noun = {"heads": "head", "ffn": "FFN unit", "layers": "sublayer"}[axis]
+    if n <= 1:
+        why = f"the model has one {noun} and a ratio keeps at least one; leave {axis} out of --keep"
+    else:
+        why = (
+            f"it keeps all {n} {noun}s, the nearest count to {ratio:g} x {n}; a ratio below "
+            f"{(n - 0.5) / n:.4g} removes one, or leave {axis} out of --keep"
+        )
+    raise BudgetError(f"keep {axis}={ratio:g} removes nothing: {why}")
+
+
 def _drop_sublayers(
     state: _State, cost: CostModel, scores: Scores, keep: dict[str, float], want: dict[str, int], clamp: bool
 ) -> None:
@@ -320,7 +341,10 @@ def _drop_sublayers(
     ``--keep layers`` (the unit pass emptied more of them)."""
     subs = [(i, "attn", scores.attn.get(i, 0.0)) for i, h in enumerate(cost.heads) if h]
     subs += [(i, "ffn", scores.ffn.get(i, 0.0)) for i, f in enumerate(cost.widths) if f]
-    n_drop = len(subs) - _keep_count(keep["layers"], len(subs))
+    n_keep = _keep_count(keep["layers"], len(subs))
+    if not clamp:
+        _refuse_no_op("layers", keep["layers"], n_keep, len(subs))
+    n_drop = len(subs) - n_keep
     for i, kind, _ in sorted(subs, key=lambda t: t[2]):
         if n_drop <= 0:
             break

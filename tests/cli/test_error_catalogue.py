@@ -294,6 +294,12 @@ CASES = [
         "prune {ckpt} --keep heads=0.5,ffn=0.5,Heads=0.7",
         "--keep: heads given twice (heads=0.5 and heads=0.7); give it once",
     ),
+    _case("prune {ckpt} --keep ''", "--keep: empty; expected entries like heads=0.5 (comma-separated)"),
+    _case(  # the nearest count to 0.8 x 2 heads is 2: a "pruned" copy of the input, with exit 0
+        "prune {ckpt} --keep heads=0.8",
+        "keep heads=0.8 removes nothing: it keeps all 2 heads, the nearest count to 0.8 x 2; a ratio below 0.75 "
+        "removes one, or leave heads out of --keep",
+    ),
     _case(
         "prune {ckpt} --target-flops 0.5 --keep heads=0.5",
         "give either --target-flops or per-axis --keep ratios (heads/ffn/layers), not both",

@@ -274,6 +274,36 @@ def test_per_axis_keep_out_of_reach_is_refused_before_training(node_data) -> Non
     assert sum(len(lp.heads) for lp in plan.layers) == round(0.1 * heads)  # the layers axis lets them all go
 
 
+def test_per_axis_keep_that_removes_nothing_is_refused(node_data) -> None:
+    """A ratio below 1 whose nearest count is the whole axis wrote a checkpoint identical to its input
+    with exit 0 (keep heads=0.5 of a model with one head). Ratio 1 keeps an axis whole on purpose,
+    and the uniform search (clamp) may ask for every unit."""
+    one = tiny_model("gt", node_data.info, num_layers=1, heads=1, attention_layout="sparse")
+    cm = CostModel.calibrate(one, reference_batch(node_data["val"], 32))
+    assert sum(cm.heads) == 1
+    with pytest.raises(BudgetError) as info:
+        select_plan(cm, random_scores(cm, 0), AXES, axis_keep={"heads": 0.5})
+    assert str(info.value) == (
+        "keep heads=0.5 removes nothing: the model has one head and a ratio keeps at least one; "
+        "leave heads out of --keep"
+    )
+    with pytest.raises(BudgetError) as info:  # one attention and one FFN sublayer: 0.8 x 2 rounds to 2
+        select_plan(cm, random_scores(cm, 0), AXES, axis_keep={"layers": 0.8})
+    assert str(info.value) == (
+        "keep layers=0.8 removes nothing: it keeps all 2 sublayers, the nearest count to 0.8 x 2; a ratio below 0.75 "
+        "removes one, or leave layers out of --keep"
+    )
+    cfg = PruneConfig(target_flops=None, axes="heads,ffn", keep={"heads": 0.5}, epochs=1, finetune_epochs=0)
+    with pytest.raises(BudgetError, match=r"keep heads=0\.5 removes nothing"):  # before any training
+        prune_model(one, node_data, cfg, show_progress=False)
+    plan = select_plan(cm, random_scores(cm, 0), AXES, axis_keep={"layers": 0.7})  # 1.4 rounds to 1
+    assert sum(bool(lp.heads) for lp in plan.layers) + sum(bool(lp.ffn) for lp in plan.layers) == 1
+    whole = select_plan(cm, random_scores(cm, 0), AXES, axis_keep={"heads": 1.0, "layers": 1.0})
+    assert [len(lp.heads) for lp in whole.layers] == [1]
+    clamped = select_plan(cm, random_scores(cm, 0), AXES, axis_keep={"heads": 0.5}, clamp=True)
+    assert [len(lp.heads) for lp in clamped.layers] == [1]
+
+
 def test_weights_axis_reports_sparsity_not_flops(node_data) -> None:
     model = tiny_model("gt", node_data.info, attention_layout="sparse")
     cfg = PruneConfig(
