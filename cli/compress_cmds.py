@@ -132,6 +132,8 @@ def _load(checkpoint: Path, data_root: Path | None, data: str | None = None) -> 
         if problem is not None:
             raise ConfigError(f"--data {data} does not fit the model of {checkpoint}: {problem}")
         meta = {**meta, "dataset": {**spec.to_dict(), "info": ds.info.to_dict()}}
+    elif data_root is not None:  # where the files are now: the compressed checkpoint records it, not the stale root
+        meta = {**meta, "dataset": {**meta["dataset"], "root": spec.to_dict()["root"]}}
     return model, meta, sparsified(ds, teddy_transform(meta, model.config))
 
 

@@ -6,6 +6,7 @@ every checkpoint, so ``gtc eval CHECKPOINT`` can rebuild exactly the data it was
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +33,13 @@ class DataSpec:
         check_seed(self.seed, "--seed")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As a checkpoint records it: ``root`` made absolute, since a root typed relative to one
+        working directory (``--data-root ../shared/data/TU``) named nothing once ``gtc prune`` ran
+        from another."""
+        out = asdict(self)
+        if self.root:
+            out["root"] = os.path.abspath(self.root)
+        return out
 
     def load(
         self,

@@ -330,13 +330,11 @@ def test_eval_of_a_teddy_checkpoint_reads_sparsified_graphs(ckpts: Path, monkeyp
     assert f"{meta['metrics']['test']:.4f}" in res.output
 
 
-def test_eval_on_another_dataset_checks_the_models_inputs(ckpts: Path, tmp_path: Path) -> None:
-    """--data naming another dataset: its own defaults (the recorded size 12,6,6 is not carried to
-    a TU dataset, which refuses explicit sizes), and inputs the model cannot take are one line
-    naming both sides instead of an IndexError or a shape error mid-evaluation."""
-    tu = tmp_path / "TU" / "TINY"
+def _write_tiny_tu(root: Path) -> None:
+    """``root/TINY``: ten graphs of two linked nodes (a split needs at least one graph)."""
+    tu = root / "TINY"
     tu.mkdir(parents=True)
-    lines = {  # ten graphs of two linked nodes (a split needs at least one graph)
+    lines = {
         "A": [f"{a}, {b}" for i in range(10) for a, b in ((2 * i + 1, 2 * i + 2), (2 * i + 2, 2 * i + 1))],
         "graph_indicator": [str(i + 1) for i in range(10) for _ in range(2)],
         "graph_labels": [str(i % 2) for i in range(10)],
@@ -344,6 +342,34 @@ def test_eval_on_another_dataset_checks_the_models_inputs(ckpts: Path, tmp_path:
     }
     for part, rows in lines.items():
         (tu / f"TINY_{part}.txt").write_text("\n".join(rows) + "\n")
+
+
+def test_a_relative_data_root_is_recorded_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint recorded ``--data-root TU`` as typed, so ``gtc eval`` (prune, sparsify) from any other
+    working directory looked for the files there. A compressed checkpoint records the root it was given,
+    not its input's stale one."""
+    _write_tiny_tu(tmp_path / "TU")
+    monkeypatch.chdir(tmp_path)
+    args = ("--layers", "1", "--hidden", "8", "--heads", "1", "--epochs", "1", "--pe", "none")
+    res = _run("train", "--data", "tu:TINY", "--data-root", "TU", *args, "--out", "m")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["dataset"]["root"] == str(tmp_path / "TU")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    res = _run("eval", "../m")
+    assert res.exit_code == 0, res.output
+    (tmp_path / "TU").rename(tmp_path / "moved")
+    res = _run("sparsify", "../m", "--edges", "0.2", "--data-root", "../moved", "--out", "s")
+    assert res.exit_code == 0, res.output
+    recorded = json.loads((tmp_path / "elsewhere" / "s" / "config.json").read_text())["dataset"]["root"]
+    assert recorded == str(tmp_path / "moved")
+
+
+def test_eval_on_another_dataset_checks_the_models_inputs(ckpts: Path, tmp_path: Path) -> None:
+    """--data naming another dataset: its own defaults (the recorded size 12,6,6 is not carried to
+    a TU dataset, which refuses explicit sizes), and inputs the model cannot take are one line
+    naming both sides instead of an IndexError or a shape error mid-evaluation."""
+    _write_tiny_tu(tmp_path / "TU")
     res = _run("eval", str(ckpts / "dense"), "--data", "tu:TINY", "--data-root", str(tmp_path / "TU"))
     assert res.exit_code == 2, res.output
     assert res.stderr == (
