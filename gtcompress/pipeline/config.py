@@ -340,7 +340,11 @@ def _bad(where: str, name: str, value: Any, kind: str, each: bool = False) -> No
     elif name in _RANGES:
         condition = _RANGES[name][1]
         kind = kind.replace(", e.g.", f", each {condition}, e.g.") if each else f"{kind} {condition}"
-    raise ConfigError(f"{where}: {name} is {value!r}; expected {kind}")
+    hint = ""
+    if isinstance(value, dict) and kind.startswith(("a string", "a path")):
+        # data.name=tu: (a name left out) was "data.name is {'tu': None}; expected a string", which reads as our bug
+        hint = " (YAML reads a colon followed by a space or the end of the value as a mapping: quote the value)"
+    raise ConfigError(f"{where}: {name} is {value!r}; expected {kind}{hint}")
 
 
 def _yaml(value: Any) -> str:

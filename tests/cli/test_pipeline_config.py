@@ -32,6 +32,18 @@ from gtcompress.pipeline import PipelineConfig, load_config, run_pipeline
         (["control.dense_ft=maybe"], "control.dense_ft is 'maybe'; expected true or false$"),
         (["train.checkpoint=3"], "train.checkpoint is 3; expected a path or null$"),
         (["data.size=3"], "data.size is 3; expected a string$"),
+        (  # the name after tu: left out: YAML's mapping, not our bug
+            ["data.name=tu:"],
+            re.escape(
+                "data.name is {'tu': None}; expected a string (YAML reads a colon followed by a space or the end of "
+                "the value as a mapping: quote the value)"
+            )
+            + "$",
+        ),
+        (
+            ["train.checkpoint=runs: gt"],
+            re.escape("train.checkpoint is {'runs': 'gt'}; expected a path or null (YAML reads a colon") + ".*$",
+        ),
         (["data.size=big"], "data.size: size must be 'small', 'full' or 'TRAIN,VAL,TEST' graph counts, got 'big'"),
         (["prune.axes=heads,bogus"], "prune.axes: unknown axis 'bogus'"),
         (
