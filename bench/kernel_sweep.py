@@ -116,7 +116,7 @@ def parse_families(text: str) -> list[tuple[str, int, int]]:
     for item in text.split(","):
         dtype, _, shape = item.strip().partition(":")
         heads, _, head_dim = shape.partition("x")
-        if dtype not in SPEC_DTYPE or not (heads.isdigit() and head_dim.isdigit()):
+        if dtype not in SPEC_DTYPE or not all(p.isascii() and p.isdigit() for p in (heads, head_dim)):
             raise argparse.ArgumentTypeError(
                 f"a family looks like DTYPE:HEADSxHEAD_DIM with DTYPE in {sorted(SPEC_DTYPE)}, got {item!r}"
             )

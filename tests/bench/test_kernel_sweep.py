@@ -50,6 +50,8 @@ def test_families_are_parsed_or_named() -> None:
     assert kernel_sweep.parse_families("fp32:4x16, fp16:8x64") == [("fp32", 4, 16), ("fp16", 8, 64)]
     with pytest.raises(argparse.ArgumentTypeError, match="a family looks like DTYPE:HEADSxHEAD_DIM"):
         kernel_sweep.parse_families("fp64:4x16")
+    with pytest.raises(argparse.ArgumentTypeError, match="a family looks like DTYPE:HEADSxHEAD_DIM"):
+        kernel_sweep.parse_families("fp32:4x1²")  # str.isdigit() took '²', then int() raised a ValueError
     with pytest.raises(
         argparse.ArgumentTypeError, match=r"family 'bf16:2x300': head_dim must be in \[1, 256\], got 300"
     ):
