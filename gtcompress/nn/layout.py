@@ -58,7 +58,15 @@ class DenseLayout:
         counts = counts.scatter_add(0, batch, torch.ones_like(batch))
         ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
         pos = torch.arange(batch.shape[0], device=batch.device) - ptr.index_select(0, batch)
-        max_nodes = int(counts.max()) if counts.numel() else 0
+        if torch.compiler.is_compiling():
+            # Traced, the padded length is an unbacked size, and inductor's bmm lowering (torch 2.13) guards
+            # on its being 1 ("Could not guard on data-dependent expression Eq(u0, 1)"): GPS, Graphormer and
+            # a dense GT failed torch.compile(fullgraph=True). At least 2, it is known not to be 1; a lone
+            # 1-node graph gains one masked padding slot, which no answer reads.
+            max_nodes = int(counts.max().clamp(min=2))
+            torch._check(max_nodes >= 2)
+        else:
+            max_nodes = int(counts.max()) if counts.numel() else 0
         valid = torch.arange(max_nodes, device=batch.device).unsqueeze(0) < counts.unsqueeze(1)
         return cls(batch * max_nodes + pos, pos, valid, num_graphs, max_nodes)
 

@@ -149,6 +149,33 @@ def test_a_model_compiles_in_one_graph_without_a_supplied_layout(arch: str, toke
         torch._dynamo.reset()
 
 
+@pytest.mark.parametrize(
+    ("arch", "layout"),
+    [
+        ("gps", "auto"),  # the one in the default run: each is an inductor compile, ~30 s on 2 cores
+        pytest.param("graphormer", "auto", marks=pytest.mark.slow),
+        pytest.param("gt", "dense", marks=pytest.mark.slow),
+    ],
+)
+def test_a_padded_model_compiled_by_inductor_in_one_graph_answers_as_eager(arch: str, layout: str) -> None:
+    """``torch.compile(model, fullgraph=True)`` with inductor, the default backend: the padded length built
+    from the batch is an unbacked size, on which inductor's bmm lowering guarded (``Eq(u0, 1)``), so GPS,
+    Graphormer and a dense GT failed to compile. Lone 1-node graphs included (padded to two slots traced)."""
+    model = _model(arch, attention_layout=layout)
+    spec = input_spec(model, "scatter")
+    sizes = [(1,), (1, 1, 4), (6, 11, 2, 5)]
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="inductor")
+    try:
+        for g, s in zip(_batches(spec, sizes), sizes, strict=True):
+            batch = GraphBatch.from_numpy(g)
+            with torch.no_grad():
+                got, want = compiled(batch), model(batch)
+            torch.testing.assert_close(got, want, msg=lambda m, s=s: f"graph sizes {s}: {m}")
+    finally:
+        torch._dynamo.reset()
+
+
 @pytest.mark.slow  # 4 inductor compilations, 2-4 min; tests/nn/test_tokens.py checks both workarounds
 def test_a_token_pruned_gt_compiled_by_inductor_answers_as_eager() -> None:
     """Inductor (CPU) on what the exporter traces, a token-pruned GT, checked against eager torch. Its
