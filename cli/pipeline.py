@@ -53,12 +53,14 @@ def pipeline_cmd(
     check_out_writable(out, inside=True)  # the run's folder is made at once, but named here by its option
     overrides = list(set_ or [])
     check_data_option(data)  # named as the user typed it, not as the data.name override it becomes
-    if data is not None:
-        overrides.append(f"data.name={data}")
-    if data_root:
-        overrides.append(f"data.root={data_root}")
-    if checkpoint:
-        overrides.append(f"train.checkpoint={checkpoint}")
+    for option, key, value in (
+        ("--data", "data.name", data),
+        ("--data-root", "data.root", data_root),
+        ("--checkpoint", "train.checkpoint", checkpoint),
+    ):
+        if value is not None:
+            _refuse_two_values(option, key, str(value), overrides)
+            overrides.append(f"{key}={value}")
     cfg = _with_checkpoint_data(config, overrides)
     if data_root:  # named as the user typed it; PipelineConfig.check names data.root, which a --set gives
         check_data_root(cfg["data"]["name"], data_root, "--data-root")
@@ -75,6 +77,19 @@ def pipeline_cmd(
         for r in report["rows"]
     ]
     console.print(table(f"pipeline → {out}/report.md", rows))
+
+
+def _refuse_two_values(option: str, key: str, value: str, overrides: list[str]) -> None:
+    """Refuse ``--set KEY=...`` beside the option that sets the same key to something else: the option
+    was applied last and won without a word (``--data pattern --set data.name=csl`` ran PATTERN)."""
+    import os
+
+    from gtcompress.errors import ConfigError
+
+    for item in overrides:
+        name, sep, given = item.partition("=")
+        if sep and name.strip() == key and os.path.normpath(given.strip()) != os.path.normpath(value):
+            raise ConfigError(f"{option} {value} and --set {item} set {key} twice; give one of them")
 
 
 def _with_checkpoint_data(path: Path | None, overrides: list[str]) -> PipelineConfig:

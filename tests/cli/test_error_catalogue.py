@@ -585,6 +585,14 @@ CASES = [
         "pipeline --data '' --out {root}/run",
         "--data: unknown dataset ''; valid names: pattern, cluster, csl, molhiv, tu:<NAME>, ogb:<NAME>",
     ),
+    _case(  # --data was applied last and won: PATTERN ran
+        "pipeline --data pattern --set data.name=csl --out {root}/run",
+        "--data pattern and --set data.name=csl set data.name twice; give one of them",
+    ),
+    _case(
+        "pipeline --checkpoint {ckpt} --set train.checkpoint={root}/other --out {root}/run",
+        "--checkpoint {ckpt} and --set train.checkpoint={root}/other set train.checkpoint twice; give one of them",
+    ),
     _case(
         "pipeline --set prune.budgets=[0.5,0.3,0.5] --out {root}/run",
         "--set prune.budgets=[0.5,0.3,0.5]: prune.budgets: 0.5 given more than once in [0.5, 0.3, 0.5]",
