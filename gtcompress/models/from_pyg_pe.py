@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from gtcompress.errors import UnsupportedModelError
@@ -24,12 +25,20 @@ from gtcompress.graph import GraphBatch
 from gtcompress.preprocess.batching import PYG_PE_NAMES
 from gtcompress.preprocess.pe import rwse
 
-__all__ = ["PE_KINDS", "RWSE_TOLERANCE", "example_pe", "pe_kind_for"]
+__all__ = ["PE_KINDS", "RWSE_TOLERANCE", "dtype_tolerance", "example_pe", "pe_kind_for"]
 
 PE_KINDS = ("rwse", "lap")
 #: Largest |difference| between an example's encoding and the runtime's RWSE for it to count as RWSE
 #: (PyG's ``AddRandomWalkPE`` computes in float32: 2e-7 off ours on PROTEINS).
 RWSE_TOLERANCE = 1e-4
+
+
+def dtype_tolerance(base: float, dtype: torch.dtype) -> float:
+    """``base``, or four steps of a coarser floating ``dtype`` (float16 3.9e-3, bfloat16 3.1e-2): a
+    half-precision model's (or encoding's) own rounding is that far from a float32 evaluation, so
+    ``example=`` refused every float16 or bfloat16 import."""
+    return max(base, 4 * torch.finfo(dtype).eps) if dtype.is_floating_point else base
+
 
 _TRANSFORMS = "pe_kind='rwse' (AddRandomWalkPE) or pe_kind='lap' (AddLaplacianEigenvectorPE)"
 
@@ -95,7 +104,8 @@ def pe_kind_for(pe_kind: str | None, example: tuple[Any, Tensor] | None, k: int,
             f"example=: the batch's encoding has shape {list(pe.shape)}, the PE encoder {where} takes {k} columns"
         )
     diff, repeated = _rwse_diff(batch, pe)
-    is_rwse = diff <= RWSE_TOLERANCE
+    tolerance = dtype_tolerance(RWSE_TOLERANCE, pe.dtype)
+    is_rwse = diff <= tolerance
     # PyG's AddRandomWalkPE sets a repeated edge's step once but counts it in the degree; we count it twice
     dup = "; the batch repeats edges, which PyG's AddRandomWalkPE counts otherwise: remove them" if repeated else ""
     if getattr(batch, "edge_weight", None) is not None:  # AddRandomWalkPE walks by it; a deployment has none
@@ -110,12 +120,12 @@ def pe_kind_for(pe_kind: str | None, example: tuple[Any, Tensor] | None, k: int,
     if pe_kind == "rwse" and not is_rwse:
         raise UnsupportedModelError(
             f"pe_kind='rwse': the example's encoding for {where} differs from the RWSE the runtime computes from "
-            f"the edges (max |diff| {diff:.3g}, tolerance {RWSE_TOLERANCE}{dup}): a graph served without its "
+            f"the edges (max |diff| {diff:.3g}, tolerance {tolerance:.3g}{dup}): a graph served without its "
             "encoding would be answered otherwise; pass pe_kind='lap' if it is AddLaplacianEigenvectorPE"
         )
     if pe_kind == "lap" and is_rwse:
         raise UnsupportedModelError(
-            f"pe_kind='lap': the example's encoding for {where} is RWSE (the runtime's, within {RWSE_TOLERANCE}), "
+            f"pe_kind='lap': the example's encoding for {where} is RWSE (the runtime's, within {tolerance:.3g}), "
             "not LapPE; pass pe_kind='rwse'"
         )
     return pe_kind

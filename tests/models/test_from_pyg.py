@@ -294,7 +294,8 @@ def test_example_detects_mean_pooling_and_refuses_a_wrong_readout() -> None:
     with pytest.raises(
         UnsupportedModelError,
         match=r"ScatterMeanGPS: the import differs from the PyG model on example= "
-        r"\(readout='sum': max \|diff\| [0-9.e+-]+; tolerance 0\.0001\); likely cause: the pooling",
+        r"\(readout='sum': max \|diff\| [0-9.e+-]+, over max\(1, max \|output\|\); tolerance 0\.0001\); likely cause: "
+        r"the pooling",
     ):
         from_pyg(src, pe_kind="lap", readout="sum", example=(b, want))
 

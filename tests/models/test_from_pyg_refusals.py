@@ -10,6 +10,7 @@ from torch import Tensor, nn
 pyg_nn = pytest.importorskip("torch_geometric.nn")
 from torch_geometric.nn import GATConv, GINEConv, GPSConv  # noqa: E402
 
+from gtcompress.errors import UnsupportedModelError  # noqa: E402
 from gtcompress.models import GPS  # noqa: E402
 from gtcompress.models.from_pyg import from_pyg  # noqa: E402
 from tests.models.test_from_pyg import ExampleGPS, _raises, gin_nn  # noqa: E402
@@ -158,3 +159,74 @@ def test_refuses_subclasses_whose_extra_parameters_or_forward_it_cannot_see() ->
     m = ExampleGPS()
     m.convs[0].attn = type("MyAttention", (nn.MultiheadAttention,), {})(32, 4, batch_first=True)
     _raises(m, "convs.0.attn (MyAttention): expected torch.nn.MultiheadAttention", sub, readout="sum")
+
+
+def test_refuses_forward_hooks_and_imports_once_they_are_removed() -> None:
+    """``torch.nn.utils.prune`` keeps the weight forward uses in a pre-hook, recomputed at the next forward:
+    a pruned model filled by ``load_state_dict`` imported its stale ``.weight`` without a word (outputs off
+    by 2.3); so did any hook that changes an output. Once ``prune.remove`` makes the weight plain, it imports."""
+    import torch.nn.utils.prune as prune
+
+    from tests.models.test_from_pyg import SIZES, max_diff, molecules, ours_run, pyg_run, warm_up
+
+    torch.manual_seed(3)
+    src = ExampleGPS()
+    warm_up(src, pyg_run)
+    prune.l1_unstructured(src.mlp[0], "weight", amount=0.3)
+    dst = ExampleGPS()
+    prune.l1_unstructured(dst.mlp[0], "weight", amount=0.3)
+    dst.load_state_dict(src.state_dict())
+    dst.eval()
+    with pytest.raises(UnsupportedModelError) as info:
+        from_pyg(dst, readout="sum", pe_kind="rwse")
+    assert str(info.value) == (
+        "mlp.0 (Linear): expected no forward hooks, got 1 (L1Unstructured): the import copies parameters and runs "
+        "no hook; remove them first (torch.nn.utils.prune.remove(module, 'weight'), "
+        "torch.nn.utils.remove_weight_norm(module), or the handle's remove())"
+    )
+    prune.remove(dst.mlp[0], "weight")
+    ours = from_pyg(dst, readout="sum", pe_kind="rwse")
+    b = molecules(SIZES, seed=4)
+    with torch.no_grad():
+        assert max_diff(pyg_run(dst, b), ours_run(ours, b)) <= 1e-5
+    handle = dst.convs[1].conv.nn[0].register_forward_hook(lambda mod, inp, out: out * 2)
+    _raises(dst, "convs.1.conv.nn.0 (Linear): expected no forward hooks, got 1 (<lambda>)", readout="sum")
+    handle.remove()
+    dst.register_forward_pre_hook(lambda mod, args: None)
+    _raises(dst, "<model> (ExampleGPS): expected no forward hooks", readout="sum")
+
+
+def test_example_accepts_an_exact_import_of_large_outputs_and_of_half_precision() -> None:
+    """``example=``'s tolerance was 1e-4 absolute: an exact import of a model whose outputs reach 500 (float32
+    noise 1.4e-4) was refused, blaming the pooling; and every float16 import, whose own rounding (and its
+    encoding's, against the runtime's float32 RWSE) is coarser. Relative above 1 now, and by the dtype."""
+    from gtcompress.preprocess.pe import rwse
+    from tests.models.test_from_pyg import SIZES, molecules, pyg_run, warm_up
+
+    torch.manual_seed(5)
+    src = ExampleGPS()
+    warm_up(src, pyg_run)
+    with torch.no_grad():
+        src.mlp[4].weight.mul_(3000.0)
+        src.mlp[4].bias.mul_(3000.0)
+    b = molecules(SIZES, seed=6)
+    b.pe = torch.from_numpy(rwse(b.edge_index.numpy(), b.ptr.numpy(), 20))  # what example= checks pe_kind by
+    with torch.no_grad():
+        want = pyg_run(src, b)
+    assert float(want.abs().max()) > 500
+    from_pyg(src, readout="sum", pe_kind="rwse", example=(b, want))
+    with torch.no_grad():
+        bad = want + 1e-3 * want.abs().max()  # off by 1e-3 of the output's scale: still refused
+    with pytest.raises(UnsupportedModelError, match=r"over max\(1, max \|output\|\); tolerance 0\.0001\)"):
+        from_pyg(src, readout="sum", pe_kind="rwse", example=(b, bad))
+
+    torch.manual_seed(7)
+    half = ExampleGPS()
+    warm_up(half, pyg_run)
+    half = half.half()
+    b = molecules(SIZES, seed=8)
+    b.pe = torch.from_numpy(rwse(b.edge_index.numpy(), b.ptr.numpy(), 20)).half()  # the runtime's, in half
+    with torch.no_grad():
+        want = pyg_run(half, b)
+    ours = from_pyg(half, readout="sum", example=(b, want))
+    assert ours.config.pe == {"rwse": 20} and next(ours.parameters()).dtype == torch.float16
