@@ -635,8 +635,9 @@ def from_pyg(
     * ``example``: ``(batch, expected)``, a PyG ``Batch`` and the PyG model's own output on it in
       eval mode (``forward``'s signature is yours, so you run it). The import is run on ``batch``
       (PE from ``batch.pe`` or PyG's PE attribute names) and refused if it differs by more than
-      :data:`EXAMPLE_TOLERANCE`. An output without the trailing axis of width 1 (a forward ending in
-      ``.view(-1)``) is compared as is; another shape than the import's is refused, naming both.
+      :data:`EXAMPLE_TOLERANCE` of ``max(1, max |output|)`` (a few steps of a half-precision dtype). An
+      output without the trailing axis of width 1 (a forward ending in ``.view(-1)``) is compared as is;
+      another shape than the import's is refused, naming both.
     * ``ignore``: attribute paths of modules the forward does not use: never auto-detected, and
       refused when named by a keyword or inside the layers the import runs.
 
