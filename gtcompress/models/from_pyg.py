@@ -489,7 +489,10 @@ def _resolve_convs(
                 return members(_Part(child, name, True))
         found = [(n, m) for n, m in root.named_modules() if isinstance(m, GPSConv) and not (n and _under(n, ignore))]
         if not found:
-            raise _err("<model>", root, "a model containing torch_geometric.nn.GPSConv layers")
+            # a GT of PyG's TransformerConv layers is the likeliest other model: say that it is not read
+            gt = any(type(m).__name__ == "TransformerConv" for m in root.modules())
+            also = "; it holds TransformerConv layers, and a TransformerConv GT is not importable" if gt else ""
+            raise _err("<model>", root, f"a model containing torch_geometric.nn.GPSConv layers{also}")
         parents = {n.rpartition(".")[0] for n, _ in found}
         if len(parents) == 1:
             parent = parents.pop()

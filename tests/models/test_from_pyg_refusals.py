@@ -230,3 +230,21 @@ def test_example_accepts_an_exact_import_of_large_outputs_and_of_half_precision(
         want = pyg_run(half, b)
     ours = from_pyg(half, readout="sum", example=(b, want))
     assert ours.config.pe == {"rwse": 20} and next(ours.parameters()).dtype == torch.float16
+
+
+def test_a_transformerconv_gt_is_named_in_its_refusal() -> None:
+    """The likeliest other PyG graph transformer: the refusal said only "expected a model containing
+    GPSConv layers", leaving a user to wonder whether theirs was misread."""
+    from torch_geometric.nn import TransformerConv
+
+    class PygGT(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.convs = nn.ModuleList(TransformerConv(16, 4, heads=4) for _ in range(2))
+
+    with pytest.raises(UnsupportedModelError) as info:
+        from_pyg(PygGT(), readout="sum")
+    assert str(info.value) == (
+        "<model> (PygGT): expected a model containing torch_geometric.nn.GPSConv layers; it holds TransformerConv "
+        "layers, and a TransformerConv GT is not importable"
+    )
