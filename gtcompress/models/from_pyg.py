@@ -208,8 +208,9 @@ class _Encoder:
 
 def _feature_encoder(part: _Part | None, role: str, identity_width: int) -> _Encoder:
     """A node/edge encoder: Embedding (categorical), Linear (float), OGB-style list of Embeddings
-    summed per column, or none (identity on ``identity_width`` float features)."""
-    if part is None:
+    summed per column, or none (identity on ``identity_width`` float features), which an ``nn.Identity``
+    held as the encoder also says."""
+    if part is None or _is_a(part.module, nn.Identity):
         return _Encoder(
             FeatureSpec("float", identity_width),
             identity_width,

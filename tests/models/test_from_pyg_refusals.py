@@ -1,5 +1,5 @@
 """What from_pyg refuses to import, each with an error naming the module and why: a model it cannot
-read exactly is never half-imported."""
+read exactly is never half-imported. And what it once refused, or checked, wrongly."""
 
 from __future__ import annotations
 
@@ -248,3 +248,19 @@ def test_a_transformerconv_gt_is_named_in_its_refusal() -> None:
         "<model> (PygGT): expected a model containing torch_geometric.nn.GPSConv layers; it holds TransformerConv "
         "layers, and a TransformerConv GT is not importable"
     )
+
+
+def test_an_identity_node_encoder_is_no_encoder() -> None:
+    """``nn.Identity`` where the example has its node embedding (float features already as wide as the
+    layers take) was refused as an unknown encoder; ``node_encoder=False`` said the same thing."""
+    from tests.models.test_from_pyg import SIZES, GinLapGPS, max_diff, molecules, ours_run, pyg_run, warm_up
+
+    torch.manual_seed(12)
+    src = GinLapGPS()
+    src.node_lin = nn.Identity()
+    warm_up(src, pyg_run, float_x=18, k=5)
+    ours = from_pyg(src, readout="mean", pe_kind="lap")
+    assert ours.config.node_features.kind == "float" and ours.config.node_features.dim == 18
+    b = molecules(SIZES, seed=13, float_x=18, k=5)
+    with torch.no_grad():
+        assert max_diff(pyg_run(src, b), ours_run(ours, b, "lap", edges=False)) <= 1e-5
