@@ -19,7 +19,9 @@ The canonical source is PyG's ``examples/graph_gps.py``::
 
 The model's ``forward`` cannot be run symbolically, so these facts are *assumed* and must hold: the
 node encoding comes first in the concatenation, every layer receives the same encoded edge features,
-and the head follows the readout. The readout itself is not assumed: a graph-level model's
+and the head follows the readout. What the code visibly does beyond that order (an activation or
+``reversed`` call of its own, a weightless module it holds) is refused unless ``example=`` checks the
+import (:func:`_check_placed`). The readout itself is not assumed: a graph-level model's
 pooling lives in ``forward`` (``global_add_pool`` vs ``global_mean_pool`` differ by a factor of the
 graph size, ``global_max_pool`` by more), so it is read from a pooling module when the model has one
 (``SumAggregation``, ``MeanAggregation``, ``MaxAggregation``), from the one PyG pool function the
@@ -40,6 +42,7 @@ model's kind for a graph sent without one): ``pe_kind=`` or ``example=``'s batch
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -542,6 +545,37 @@ def _check_covered(root: nn.Module, parts: list[_Part], ignore: Sequence[str]) -
         )
 
 
+def _check_placed(root: nn.Module, code: ForwardPools, parts: list[_Part], ignore: Sequence[str]) -> None:
+    """Without ``example=``, refuse what the forward visibly does beyond the supported order, which the
+    import (a copy of the modules; the forward is not run) would drop without a word: a call of an
+    activation of its own (``F.relu`` between layers: outputs off by 4.7) or of ``reversed`` (layers in
+    reverse order: off by 0.5), and a module of the model's own without weights (``self.act = nn.ReLU()``),
+    which no weight check sees. Dropout is the identity in eval mode and passes."""
+    fix = "pass example=(batch, output) to check the import on the model's own output"
+    if code.unplaced:
+        calls = ", ".join(f"{n} (in {w})" for n, w in code.unplaced.items())
+        raise UnsupportedModelError(
+            f"{code.owner}'s forward calls {calls}, which the import cannot place: it copies the modules and does "
+            "not run the forward, whose order it takes as encoders -> GPSConv layers -> pooling -> head with "
+            f"activations inside those modules; {fix}"
+        )
+    claimed = [p.path for p in parts if p.in_root]
+    for name, m in root.named_children():
+        if _under(name, ignore) or any(c == name or c.startswith(name + ".") for c in claimed):
+            continue
+        if isinstance(m, nn.Dropout | nn.AlphaDropout | nn.FeatureAlphaDropout) or any(
+            True for _ in itertools.chain(m.parameters(), m.buffers())
+        ):
+            continue  # dropout: the identity in eval; weights: _check_covered has named them
+        raise _err(
+            name,
+            m,
+            "a module the import knows the place of (GPSConv layers, encoders, pooling, head): it holds no "
+            "weights, so the forward may apply it anywhere; pass ignore=[...] naming it if the forward does not "
+            f"use it, or {fix}",
+        )
+
+
 def _uncompiled(model: nn.Module) -> tuple[nn.Module, Callable[[Any], Any]]:
     """``model`` with every ``torch.compile`` wrapper in it replaced by the module it wraps (its forward
     runs that module's, on the same weights), and the same replacement for a keyword's modules.
@@ -754,7 +788,9 @@ def from_pyg(
     explicit = [] if hidden_widths == head_widths(c, head_layers) else hidden_widths
 
     held = (pooled, f"{pool_p.path} ({type(pool_p.module).__name__})") if pool_p is not None and pooled else None
-    code = read_forward(model) if auto and task_level == "graph" else ForwardPools(type(model).__name__)
+    code = read_forward(model) if auto else ForwardPools(type(model).__name__)
+    if example is None:
+        _check_placed(model, code, parts, ignore)
     candidates = settle_readout(task_level, readout, held, code, example is not None)
     ref = next((t for t in first.parameters() if t.is_floating_point()), None)
     dtype = ref.dtype if ref is not None else torch.float32

@@ -32,7 +32,7 @@ from typing import Any
 
 from gtcompress.errors import UnsupportedModelError
 
-__all__ = ["OTHER_REDUCERS", "POOL_FUNCTIONS", "ForwardPools", "read_forward", "settle_readout"]
+__all__ = ["OTHER_REDUCERS", "POOL_FUNCTIONS", "UNPLACED_CALLS", "ForwardPools", "read_forward", "settle_readout"]
 
 #: Our readout -> the PyG function that pools so.
 POOL_FUNCTIONS = {"sum": "global_add_pool", "mean": "global_mean_pool", "max": "global_max_pool"}
@@ -68,6 +68,36 @@ OTHER_REDUCERS = frozenset(
     }
 )
 
+#: Calls a forward of the supported order (encoders -> GPSConv layers -> pooling -> head, activations inside
+#: those modules) does not make: an activation of its own (between layers, after the head) or its layers
+#: taken in reverse. Read from the code as the pool functions are, they are a hint of the same kind: a
+#: forward naming one is refused unless ``example=`` checks the import on the model's own output.
+UNPLACED_CALLS = frozenset(
+    {
+        "relu",
+        "relu_",
+        "relu6",
+        "gelu",
+        "elu",
+        "selu",
+        "celu",
+        "leaky_relu",
+        "leaky_relu_",
+        "prelu",
+        "rrelu",
+        "silu",
+        "mish",
+        "softplus",
+        "sigmoid",
+        "tanh",
+        "hardswish",
+        "hardtanh",
+        "softmax",
+        "log_softmax",
+        "reversed",
+    }
+)
+
 # Modules whose functions pool (PyG's pooling and aggregation, torch_scatter): one reached under another
 # name than the three is another reducer.
 _REDUCER_MODULES = (
@@ -85,6 +115,7 @@ class ForwardPools:
     owner: str  # the model's class name, for messages
     found: dict[str, str] = field(default_factory=dict)
     others: dict[str, str] = field(default_factory=dict)  # another reducer's name -> where
+    unplaced: dict[str, str] = field(default_factory=dict)  # a name of UNPLACED_CALLS -> where
 
     def settled(self) -> str | None:
         """The readout the code settles: exactly one PyG pool function and no other reducer."""
@@ -152,6 +183,8 @@ def read_forward(model: Any) -> ForwardPools:
         owner = next((i for i, k in enumerate(mro) if any(_function(v) is fn for v in vars(k).values())), None)
         for code in _codes(fn.__code__):
             for name in code.co_names:
+                if name in UNPLACED_CALLS:
+                    out.unplaced.setdefault(name, code.co_qualname)
                 glob = fn.__globals__.get(name)
                 # what `name` is: a global, a callable held by the model, a method of its class (self.name),
                 # and with super() in the code, the bases' methods of that name

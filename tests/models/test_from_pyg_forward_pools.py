@@ -305,3 +305,80 @@ def test_an_example_overrules_a_misread_forward() -> None:
         assert ours.config.readout == "mean"
         with torch.no_grad():
             assert max_diff(want, ours_run(ours, b, "lap", edges=False)) <= TOL
+
+
+class ReluBetweenGPS(ExampleGPS):
+    """An activation of its own between layers, which no module of the import holds."""
+
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        x = torch.cat((self.node_emb(x.squeeze(-1)), self.pe_lin(self.pe_norm(pe))), 1)
+        edge_attr = self.edge_emb(edge_attr)
+        for conv in self.convs:
+            x = torch.nn.functional.relu(conv(x, edge_index, batch, edge_attr=edge_attr))
+        return self.mlp(global_add_pool(x, batch))
+
+
+class ReversedGPS(ExampleGPS):
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        x = torch.cat((self.node_emb(x.squeeze(-1)), self.pe_lin(self.pe_norm(pe))), 1)
+        edge_attr = self.edge_emb(edge_attr)
+        for conv in reversed(self.convs):
+            x = conv(x, edge_index, batch, edge_attr=edge_attr)
+        return self.mlp(global_add_pool(x, batch))
+
+
+class ActModuleGPS(ExampleGPS):
+    """The activation as a module of the model's own: no weight, so the weight check never saw it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = torch.nn.ReLU()
+        self.drop = torch.nn.Dropout(0.1)
+
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        x = self.drop(torch.cat((self.node_emb(x.squeeze(-1)), self.pe_lin(self.pe_norm(pe))), 1))
+        edge_attr = self.edge_emb(edge_attr)
+        for conv in self.convs:
+            x = self.act(conv(x, edge_index, batch, edge_attr=edge_attr))
+        return self.mlp(global_add_pool(x, batch))
+
+
+def test_a_forward_beyond_the_supported_order_is_refused_without_an_example() -> None:
+    """The import copies modules and does not run the forward: ``F.relu`` between layers imported with outputs
+    off by 4.7, layers called in reverse off by 0.5, and an ``nn.ReLU`` held by the model (no weights, so no
+    check saw it) the same as the first. Without ``example=`` each is refused; with it, the model's own
+    output refuses them. Dropout, the identity in eval mode, imports."""
+    fix = "pass example=(batch, output) to check the import on the model's own output"
+    order = (
+        "which the import cannot place: it copies the modules and does not run the forward, whose order it takes "
+        "as encoders -> GPSConv layers -> pooling -> head with activations inside those modules; "
+    )
+    cases = [
+        (ReluBetweenGPS, f"ReluBetweenGPS's forward calls relu (in ReluBetweenGPS.forward), {order}{fix}"),
+        (ReversedGPS, f"ReversedGPS's forward calls reversed (in ReversedGPS.forward), {order}{fix}"),
+        (
+            ActModuleGPS,
+            "act (ReLU): expected a module the import knows the place of (GPSConv layers, encoders, pooling, "
+            "head): it holds no weights, so the forward may apply it anywhere; pass ignore=[...] naming it if the "
+            f"forward does not use it, or {fix}",
+        ),
+    ]
+    b = molecules(SIZES, seed=31)
+    for cls, message in cases:
+        torch.manual_seed(30)
+        src = cls()
+        warm_up(src, pyg_run)
+        with pytest.raises(UnsupportedModelError) as info:
+            from_pyg(src, readout="sum", pe_kind="rwse")
+        assert str(info.value) == message
+        with torch.no_grad():
+            want = pyg_run(src, b)
+        with pytest.raises(UnsupportedModelError, match=rf"^{cls.__name__}: the import differs from the PyG model"):
+            from_pyg(src, readout="sum", pe_kind="lap", example=(b, want))
+    torch.manual_seed(32)
+    src = ExampleGPS()
+    src.drop = torch.nn.Dropout(0.1)  # held, not even called: the identity in eval mode either way
+    warm_up(src, pyg_run)
+    ours = from_pyg(src, readout="sum", pe_kind="rwse")
+    with torch.no_grad():
+        assert max_diff(pyg_run(src, b), ours_run(ours, b)) <= TOL
