@@ -84,11 +84,19 @@ def _refuse_two_values(option: str, key: str, value: str, overrides: list[str]) 
     was applied last and won without a word (``--data pattern --set data.name=csl`` ran PATTERN)."""
     import os
 
+    import yaml
+
     from gtcompress.errors import ConfigError
 
     for item in overrides:
         name, sep, given = item.partition("=")
-        if sep and name.strip() == key and os.path.normpath(given.strip()) != os.path.normpath(value):
+        if not sep or name.strip() != key:
+            continue
+        try:  # as the override is read: data.name='csl' is csl
+            read = yaml.safe_load(given)
+        except yaml.YAMLError:
+            read = given  # the override's own check names it
+        if os.path.normpath(str(read).strip()) != os.path.normpath(value):
             raise ConfigError(f"{option} {value} and --set {item} set {key} twice; give one of them")
 
 

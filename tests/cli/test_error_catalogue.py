@@ -589,6 +589,10 @@ CASES = [
         "pipeline --data pattern --set data.name=csl --out {root}/run",
         "--data pattern and --set data.name=csl set data.name twice; give one of them",
     ),
+    _case(  # the same dataset twice, quoted as YAML: not a conflict (the unknown size is the error left)
+        "pipeline --data csl --set \"data.name='csl'\" --set data.size=bogus --out {root}/run",
+        "--set data.size=bogus: data.size: size must be 'small', 'full' or 'TRAIN,VAL,TEST' graph counts, got 'bogus'",
+    ),
     _case(
         "pipeline --checkpoint {ckpt} --set train.checkpoint={root}/other --out {root}/run",
         "--checkpoint {ckpt} and --set train.checkpoint={root}/other set train.checkpoint twice; give one of them",
