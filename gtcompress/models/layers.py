@@ -114,6 +114,10 @@ class GraphormerBias:
             pair = lay.kept_pair_index(self.edge_index, idx)  # [E]: spare for an edge with an end not kept
             flat = eb.new_zeros((spare + 1, eb.shape[1])).scatter_add(0, pair.unsqueeze(-1).expand_as(eb), eb)
             bias = bias + flat[:spare].view(rows, lp, lp, -1)
+        if bias.shape[-1] == 1:
+            # one head (a head-pruned layer): the Transpose's layout checks on [B, L', L', 1] guard on the kept
+            # width (an unbacked size under torch.export) and failed the export; the same values, unsqueezed
+            return bias.squeeze(-1).unsqueeze(1) + key_mask
         return bias.permute(0, 3, 1, 2) + key_mask
 
 
