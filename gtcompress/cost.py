@@ -140,14 +140,15 @@ def _explicit_counts(model: nn.Module, counts: dict[str, int]) -> Iterator[None]
 
 
 @torch.no_grad()
-def count_flops(model: nn.Module, batch: GraphBatch) -> tuple[int, dict[str, int]]:
-    """FLOPs of one eval-mode forward on ``batch``: (total, per kind)."""
+def count_flops(model: nn.Module, batch: GraphBatch, lowering: str | None = None) -> tuple[int, dict[str, int]]:
+    """FLOPs of one eval-mode forward on ``batch``: (total, per kind); ``lowering`` pins the attention's
+    (a GraphModel's forward takes it), else the model chooses for the batch."""
     was_training = model.training
     model.eval()
     counts: dict[str, int] = {}
     try:
         with _explicit_counts(model, counts), FlopCounterMode(display=False) as fc:
-            model(batch)
+            model(batch) if lowering is None else model(batch, lowering=lowering)
     finally:
         model.train(was_training)
     for op, n in fc.get_flop_counts().get("Global", {}).items():
@@ -156,10 +157,11 @@ def count_flops(model: nn.Module, batch: GraphBatch) -> tuple[int, dict[str, int
     return sum(counts.values()), counts
 
 
-def measure_cost(model: nn.Module, batch: GraphBatch) -> Cost:
-    """Parameters, weight bytes and measured FLOPs of ``model`` on ``batch``."""
+def measure_cost(model: nn.Module, batch: GraphBatch, lowering: str | None = None) -> Cost:
+    """Parameters, weight bytes and measured FLOPs of ``model`` on ``batch`` (on ``lowering``: see
+    :func:`count_flops`)."""
     params, nonzero, nbytes = param_stats(model)
-    flops, by_kind = count_flops(model, batch)
+    flops, by_kind = count_flops(model, batch, lowering)
     return Cost(
         params=params,
         nonzero_params=nonzero,

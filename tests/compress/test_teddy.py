@@ -314,6 +314,26 @@ def test_sparsify_model_end_to_end(node_data) -> None:
     assert res.transform(b).num_edges < b.num_edges
 
 
+def test_sparsify_counts_both_models_on_one_lowering(node_data) -> None:
+    """Left to choose per batch, a GT took the dense lowering on the original reference graphs and scatter on
+    the sparsified ones (fewer edges per padded cell): 'FLOPs kept 0.378' was the change of lowering, not
+    TEDDY (1.000 with both on the dense lowering). Both are counted on the dense model's choice now."""
+    model = tiny_model("gt", node_data.info)  # attention_layout auto
+    ref = collate(node_data["val"][:6])
+    assert str(model.choose_lowering(ref.edge_index, ref.batch_vector, ref.num_graphs)) == "dense"
+    cfg = SparsifyConfig(edges=0.9, epochs=0, cost_graphs=6)
+    res = sparsify_model(model, node_data, cfg, show_progress=False)
+    sparse_ref = collate(res.dataset["val"][:6])
+    assert str(model.choose_lowering(sparse_ref.edge_index, sparse_ref.batch_vector, 6)) == "scatter"  # the flip
+    c = res.report["cost"]
+    assert res.report["cost_lowering"] == "dense"
+    assert c["after"]["flops_by_kind"].keys() == c["before"]["flops_by_kind"].keys()
+    assert "sparse_attention" not in c["after"]["flops_by_kind"]
+    # the dense lowering computes every pair either way: what fewer edges save is their own projections
+    assert c["after"]["flops_by_kind"]["bmm"] == c["before"]["flops_by_kind"]["bmm"]
+    assert c["after"]["flops"] < c["before"]["flops"]
+
+
 def test_attention_graph_sparsifies_gps_and_full_k_is_exact(node_data) -> None:
     from gtcompress.compress.attention_graph import attention_edges, calibrate_attention_topk, with_attention_topk
     from gtcompress.cost import count_flops
