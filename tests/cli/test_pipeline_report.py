@@ -116,3 +116,30 @@ def test_an_undefined_test_metric_is_not_called_a_drop() -> None:
         "test labels; a model without a defined metric, or whose dense parent has none, is never compared, picked "
         "or served." in text
     )
+
+
+def test_speed_ups_are_against_the_fastest_dense_export_and_no_loss_reads_minus_zero() -> None:
+    """With the dense model exported on two lowerings, the last one taken was the baseline: a 48 ms model read
+    2.50x against the 120 ms scatter export where the dense one took 68 ms (1.42x). And the dense rows' own
+    Δ vs dense (-0.0) printed as -0.00, a loss where there is none."""
+    from gtcompress.pipeline.report import build_report, markdown
+
+    def row(model: str, method: str, lowering: str, p50: float, test: float) -> dict:
+        return {"model": model, "arch": "gt", "method": method, "budget": None, "lowering": lowering,
+                "file": f"{model}.onnx", "max_abs_err": 1e-5, "metric": "accuracy", "test": test, "file_mb": 1.0,
+                "latency_ms_p50": p50, "latency_ms_mean": p50, "latency_ms_p90": p50, "prep_ms_p50": 1.0,
+                "timed_batches": 8, "graphs_per_batch": 32, "threads": 1}  # fmt: skip
+
+    rows = [
+        row("gt-dense", "dense", "dense", 68.0, 60.0),
+        row("gt-dense", "dense", "scatter", 120.0, 60.0),
+        row("gt-gtsp-0.5", "gtsp", "dense", 48.0, 59.999),
+    ]
+    rep = build_report(rows, {"data": {"name": "CLUSTER", "size": "small"}}, "n/a", Path("/tmp/run"))
+    assert rep["rows"][2]["speedup_vs_dense"] == pytest.approx(68.0 / 48.0)
+    assert rep["rows"][1]["speedup_vs_dense"] == pytest.approx(68.0 / 120.0)
+    text = markdown(rep)
+    assert "| gt-dense | dense | 60.00 | – | +0.00 | 68.0 | 1.00x |" in text
+    assert "| gt-gtsp-0.5 | dense | 60.00 | – | +0.00 | 48.0 | 1.42x |" in text  # -0.001 rounds to no loss
+    assert "1.42x lower latency (48.0 ms p50) at +0.00 points." in text
+    assert "-0.00" not in text
