@@ -794,6 +794,7 @@ def from_pyg(
     candidates = settle_readout(task_level, readout, held, code, example is not None)
     ref = next((t for t in first.parameters() if t.is_floating_point()), None)
     dtype = ref.dtype if ref is not None else torch.float32
+    tolerance = dtype_tolerance(EXAMPLE_TOLERANCE, dtype)  # example='s, in the model's dtype
     device = ref.device if ref is not None else torch.device("cpu")
     state: dict[str, Tensor] = {f"node_encoder.{k}": v for k, v in node.state.items()}
     if edge is not None:
@@ -840,9 +841,8 @@ def from_pyg(
         if example is None:
             return ours
         diffs[pool] = _example_diff(ours, example, pe_kind or "rwse")  # (no PE encoder: no kind used)
-        if diffs[pool] <= dtype_tolerance(EXAMPLE_TOLERANCE, dtype):
+        if diffs[pool] <= tolerance:
             return ours
-    tolerance = dtype_tolerance(EXAMPLE_TOLERANCE, dtype)
     raise UnsupportedModelError(_mismatch(type(model).__name__, diffs, readout, pooled or code.settled(), tolerance))
 
 
