@@ -63,6 +63,24 @@ def _assert_parity(
         torch.testing.assert_close(got, want, msg=lambda m, s=sizes: f"graph sizes {s}: {m}")
 
 
+def _assert_compiled_parity(
+    model: GraphModel, spec: InputSpec, backend: str, batch_sizes: list[tuple[int, ...]] = SIZES
+) -> None:
+    """``torch.compile(model, fullgraph=True, dynamic=True)`` answers ``model(batch)`` as eager torch does on
+    each batch (the layout built from the batch, its sizes unbacked)."""
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend=backend)
+    try:
+        for g, sizes in zip(_batches(spec, batch_sizes), batch_sizes, strict=True):
+            batch = GraphBatch.from_numpy(g)
+            assert (batch.edge_attr is None) == (spec.edge_attr is None)
+            with torch.no_grad():
+                got, want = compiled(batch), model(batch)
+            torch.testing.assert_close(got, want, msg=lambda m, s=sizes: f"graph sizes {s}: {m}")
+    finally:
+        torch._dynamo.reset()
+
+
 def _export(model: GraphModel, spec: InputSpec) -> torch.export.ExportedProgram:
     example = tuple(to_torch(build_inputs(_example(spec), spec)))
     dims = (_dynamic_shapes(spec.inputs, spec.packed),)
@@ -98,17 +116,7 @@ def test_a_token_pruned_gt_without_edge_features_exports_and_compiles(
     assert model.config.edge_features is None and model.token_pruned
     spec = input_spec(model, "dense")
     _assert_parity(_export(model, spec).module(), model, spec)
-    torch._dynamo.reset()
-    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="aot_eager")
-    try:
-        for g, sizes in zip(_batches(spec), SIZES, strict=True):
-            batch = GraphBatch.from_numpy(g)
-            assert batch.edge_attr is None
-            with torch.no_grad():
-                got, want = compiled(batch), model(batch)
-            torch.testing.assert_close(got, want, msg=lambda m, s=sizes: f"graph sizes {s}: {m}")
-    finally:
-        torch._dynamo.reset()
+    _assert_compiled_parity(model, spec, "aot_eager")
 
 
 @pytest.mark.parametrize(("arch", "lowering"), [("gt", "plugin"), ("gt", "scatter"), ("gps", "dense")])
@@ -139,17 +147,7 @@ def test_a_model_compiles_in_one_graph_without_a_supplied_layout(arch: str, toke
     (now an unbacked size) being above 1. A GT with ``attention_layout="auto"`` chose its lowering from the
     largest graph's size, a branch on data (``GraphModel.choose_lowering``); compiled, it takes scatter."""
     model = _model(arch, token_keep=token_keep, attention_layout=layout)
-    spec = input_spec(model, "scatter")
-    torch._dynamo.reset()
-    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="aot_eager")
-    try:
-        for g, sizes in zip(_batches(spec), SIZES, strict=True):
-            batch = GraphBatch.from_numpy(g)
-            with torch.no_grad():
-                got, want = compiled(batch), model(batch)
-            torch.testing.assert_close(got, want, msg=lambda m, s=sizes: f"graph sizes {s}: {m}")
-    finally:
-        torch._dynamo.reset()
+    _assert_compiled_parity(model, input_spec(model, "scatter"), "aot_eager")
 
 
 @pytest.mark.parametrize(
@@ -165,18 +163,7 @@ def test_a_padded_model_compiled_by_inductor_in_one_graph_answers_as_eager(arch:
     from the batch is an unbacked size, on which inductor's bmm lowering guarded (``Eq(u0, 1)``), so GPS,
     Graphormer and a dense GT failed to compile. Lone 1-node graphs included (padded to two slots traced)."""
     model = _model(arch, attention_layout=layout)
-    spec = input_spec(model, "scatter")
-    sizes = [(1,), (1, 1, 4), (6, 11, 2, 5)]
-    torch._dynamo.reset()
-    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="inductor")
-    try:
-        for g, s in zip(_batches(spec, sizes), sizes, strict=True):
-            batch = GraphBatch.from_numpy(g)
-            with torch.no_grad():
-                got, want = compiled(batch), model(batch)
-            torch.testing.assert_close(got, want, msg=lambda m, s=s: f"graph sizes {s}: {m}")
-    finally:
-        torch._dynamo.reset()
+    _assert_compiled_parity(model, input_spec(model, "scatter"), "inductor", [(1,), (1, 1, 4), (6, 11, 2, 5)])
 
 
 @pytest.mark.slow  # 4 inductor compilations, 2-4 min; tests/nn/test_tokens.py checks both workarounds
