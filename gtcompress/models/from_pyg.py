@@ -21,7 +21,9 @@ The model's ``forward`` cannot be run symbolically, so these facts are *assumed*
 node encoding comes first in the concatenation, every layer receives the same encoded edge features,
 and the head follows the readout. What the code visibly does beyond that order (an activation or
 ``reversed`` call of its own, a weightless module it holds) is refused unless ``example=`` checks the
-import (:func:`_check_placed`). The readout itself is not assumed: a graph-level model's
+import (:func:`_check_placed`), and a forward with the signature of PyG's example is run on made-up
+graphs and the import compared with it (:mod:`gtcompress.models.from_pyg_selfcheck`). The readout itself
+is not assumed: a graph-level model's
 pooling lives in ``forward`` (``global_add_pool`` vs ``global_mean_pool`` differ by a factor of the
 graph size, ``global_max_pool`` by more), so it is read from a pooling module when the model has one
 (``SumAggregation``, ``MeanAggregation``, ``MaxAggregation``), from the one PyG pool function the
@@ -55,6 +57,7 @@ from gtcompress.errors import UnsupportedModelError
 from gtcompress.models.config import ModelConfig
 from gtcompress.models.from_pyg_pe import PE_KINDS, dtype_tolerance, pe_kind_for
 from gtcompress.models.from_pyg_readout import ForwardPools, read_forward, settle_readout
+from gtcompress.models.from_pyg_selfcheck import made_up_example
 from gtcompress.models.model import GPS, build_model
 from gtcompress.nn.blocks import head_widths
 
@@ -839,11 +842,33 @@ def from_pyg(
         ours.load_state_dict(state, strict=True)  # a missed or extra tensor is a mapping bug: fail loudly
         ours.train(model.training)
         if example is None:
+            _check_made_up(model, ours, node.spec, edge.spec if edge is not None else None, pe_kind, tolerance)
             return ours
         diffs[pool] = _example_diff(ours, example, pe_kind or "rwse")  # (no PE encoder: no kind used)
         if diffs[pool] <= tolerance:
             return ours
     raise UnsupportedModelError(_mismatch(type(model).__name__, diffs, readout, pooled or code.settled(), tolerance))
+
+
+def _check_made_up(
+    model: nn.Module, ours: GPS, node: FeatureSpec, edge: FeatureSpec | None, pe_kind: str | None, tolerance: float
+) -> None:
+    """Without ``example=``, run ``model``'s forward on made-up graphs where its signature is PyG's example's
+    (:mod:`gtcompress.models.from_pyg_selfcheck`) and refuse an import that answers them otherwise."""
+    cfg = ours.config
+    pe = (pe_kind or "rwse", next(iter(cfg.pe.values()))) if cfg.pe else None
+    made_up = made_up_example(model, node, edge, pe, cfg.task_level, cfg.out_dim)
+    if made_up is None:
+        return
+    diff = _example_diff(ours, made_up, pe[0] if pe else "rwse")
+    if not diff <= tolerance:
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: the import differs from the PyG model on graphs from_pyg made up and ran "
+            f"through {type(model).__name__}.forward (max |diff| {diff:.3g}, over max(1, max |output|); tolerance "
+            f"{tolerance:.3g}); likely cause: a forward in another order than encoders -> GPSConv layers -> "
+            "pooling -> head (the encoding concatenated before the node embedding, the head before the pooling, "
+            "edge features other than the encoded ones); pass example=(batch, output) to check it on your own batch"
+        )
 
 
 def _check_no_hooks(root: nn.Module, parts: list[_Part]) -> None:
