@@ -885,6 +885,8 @@ def _check_no_hooks(root: nn.Module, parts: list[_Part]) -> None:
             if id(m) in seen:
                 continue
             seen.add(id(m))
+            if any(isinstance(t, nn.parameter.UninitializedParameter) for t in m.parameters(recurse=False)):
+                continue  # a lazy module's own init hook: the part's converter says what to do ("run one forward")
             hooks = [*m._forward_pre_hooks.values(), *m._forward_hooks.values()]
             if hooks:
                 kinds = ", ".join(sorted({getattr(h, "__name__", None) or type(h).__name__ for h in hooks}))

@@ -264,3 +264,14 @@ def test_an_identity_node_encoder_is_no_encoder() -> None:
     b = molecules(SIZES, seed=13, float_x=18, k=5)
     with torch.no_grad():
         assert max_diff(pyg_run(src, b), ours_run(ours, b, "lap", edges=False)) <= 1e-5
+
+
+def test_a_lazy_linear_is_told_to_run_a_forward_first() -> None:
+    """PyG's lazy ``Linear(-1, ...)`` initialises itself in a forward pre-hook: the hook check must leave its
+    refusal to the part's converter, which says what to do, not "remove the hooks"."""
+    from tests.models.test_from_pyg import GinLapGPS
+
+    src = GinLapGPS()
+    src.node_lin = pyg_nn.Linear(-1, 18)
+    expected = "node_lin (Linear): expected an initialised (non-lazy) Linear; run one forward pass first"
+    _raises(src, expected, readout="mean", pe_kind="lap")
