@@ -8,7 +8,8 @@ copy: the config is inferred from the PyG modules, our model is built with
 ``load_state_dict(strict=True)`` so that a missed or extra tensor fails loudly. Any pattern we
 cannot reproduce exactly raises :class:`~gtcompress.errors.UnsupportedModelError` naming the module
 (qualified name and type) and what was expected, rather than importing something that merely
-looks right. One concept, the import and its checks, hence one module longer than most.
+looks right. One concept, the mapping of PyG's modules onto our config and weights, hence one module
+longer than most; the checks of the import as a whole are in :mod:`gtcompress.models.from_pyg_checks`.
 
 The canonical source is PyG's ``examples/graph_gps.py``::
 
@@ -21,9 +22,9 @@ The model's ``forward`` cannot be run symbolically, so these facts are *assumed*
 node encoding comes first in the concatenation, every layer receives the same encoded edge features,
 and the head follows the readout. What the code visibly does beyond that order (an activation or
 ``reversed`` call of its own, a weightless module it holds) is refused unless ``example=`` checks the
-import (:func:`_check_placed`), and a forward with the signature of PyG's example is run on made-up
-graphs and the import compared with it (:mod:`gtcompress.models.from_pyg_selfcheck`). The readout itself
-is not assumed: a graph-level model's
+import (:func:`~gtcompress.models.from_pyg_checks.check_placed`), and a forward with the signature of
+PyG's example is run on made-up graphs and the import compared with it
+(:mod:`gtcompress.models.from_pyg_selfcheck`). The readout itself is not assumed: a graph-level model's
 pooling lives in ``forward`` (``global_add_pool`` vs ``global_mean_pool`` differ by a factor of the
 graph size, ``global_max_pool`` by more), so it is read from a pooling module when the model has one
 (``SumAggregation``, ``MeanAggregation``, ``MaxAggregation``), from the one PyG pool function the
@@ -44,7 +45,6 @@ model's kind for a graph sent without one): ``pe_kind=`` or ``example=``'s batch
 from __future__ import annotations
 
 import copy
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -55,9 +55,18 @@ from torch import Tensor, nn
 from gtcompress.data.base import FeatureSpec
 from gtcompress.errors import UnsupportedModelError
 from gtcompress.models.config import ModelConfig
+from gtcompress.models.from_pyg_checks import (
+    check_covered,
+    check_made_up,
+    check_no_hooks,
+    check_not_ignored,
+    check_placed,
+    example_diff,
+    mismatch,
+)
+from gtcompress.models.from_pyg_parts import Part, is_a, path_of, refusal, require, sub, under
 from gtcompress.models.from_pyg_pe import PE_KINDS, dtype_tolerance, pe_kind_for
 from gtcompress.models.from_pyg_readout import ForwardPools, read_forward, settle_readout
-from gtcompress.models.from_pyg_selfcheck import made_up_example
 from gtcompress.models.model import GPS, build_model
 from gtcompress.nn.blocks import head_widths
 
@@ -94,52 +103,6 @@ _BN_EPS = 1e-5  # what our make_norm("batch") / PEEncoder build
 _POOLS = ("sum", "mean", "max")  # the readouts, in the order example= tries them (PyG's global_*_pool)
 
 
-@dataclass
-class _Part:
-    """A resolved submodule and its qualified name (for error messages and the coverage check)."""
-
-    module: nn.Module
-    path: str  # dotted path in the root model, or "<role>" for a module passed from outside it
-    in_root: bool
-
-
-def _err(part_path: str, module: object, expected: str) -> UnsupportedModelError:
-    return UnsupportedModelError(f"{part_path or '<model>'} ({type(module).__name__}): expected {expected}")
-
-
-#: Appended to a refusal of a subclass of a supported class.
-_NOT_SUBCLASS = " itself, not a subclass (a subclass may add parameters or change forward, which the import cannot see)"
-
-
-def _own_type(m: object) -> type:
-    """The class whose forward runs: a module's own class, seen through ``torch.nn.utils.parametrize``
-    (which swaps in a generated subclass whose ``weight`` is still the effective weight)."""
-    from torch.nn.utils import parametrize
-
-    cls = type(m)
-    if isinstance(m, nn.Module) and parametrize.is_parametrized(m):
-        return cls.__bases__[0]
-    return cls
-
-
-def _is_a(m: object, *classes: type) -> bool:
-    """``m`` is an instance of one of ``classes`` exactly. ``isinstance`` would also accept a subclass,
-    whose extra parameters (a LoRA Linear's ``lora_A``, a gate) or overridden forward the weight copy
-    drops without a word: such a layer imported silently, its outputs off by 0.6-5.7."""
-    return _own_type(m) in classes
-
-
-def _require(m: object, path: str, classes: tuple[type, ...], expected: str) -> None:
-    """Refuse ``m`` unless it is exactly one of ``classes``, saying so when it is a subclass."""
-    if not _is_a(m, *classes):
-        raise _err(path, m, expected + (_NOT_SUBCLASS if isinstance(m, classes) else ""))
-
-
-def _sub(path: str, name: str) -> str:
-    """Qualified name of child ``name`` of the module at ``path`` (``""`` = the root)."""
-    return f"{path}.{name}" if path else name
-
-
 # ---------------------------------------------------------------- leaf converters
 def _linear_types() -> tuple[type, ...]:
     from torch.nn.modules.linear import NonDynamicallyQuantizableLinear  # MultiheadAttention's out_proj
@@ -149,18 +112,18 @@ def _linear_types() -> tuple[type, ...]:
 
 
 def _is_linear(m: nn.Module) -> bool:
-    return _is_a(m, *_linear_types())
+    return is_a(m, *_linear_types())
 
 
 def _linear(m: nn.Module, path: str, in_f: int | None = None, out_f: int | None = None) -> dict[str, Tensor]:
     """``weight``/``bias`` of a torch or PyG Linear; a missing bias becomes zeros (same function)."""
-    _require(m, path, _linear_types(), "torch.nn.Linear or torch_geometric.nn.Linear")
+    require(m, path, _linear_types(), "torch.nn.Linear or torch_geometric.nn.Linear")
     w = m.weight
     if isinstance(w, nn.parameter.UninitializedParameter):
-        raise _err(path, m, "an initialised (non-lazy) Linear; run one forward pass first")
+        raise refusal(path, m, "an initialised (non-lazy) Linear; run one forward pass first")
     out_w, in_w = w.shape
     if (in_f is not None and in_w != in_f) or (out_f is not None and out_w != out_f):
-        raise _err(
+        raise refusal(
             path,
             m,
             f"Linear({in_f if in_f is not None else '*'}, {out_f if out_f is not None else '*'}), "
@@ -174,15 +137,15 @@ def _batchnorm(m: nn.Module, path: str, dim: int) -> dict[str, Tensor]:
     """State of a ``BatchNorm1d`` (or PyG's ``BatchNorm`` wrapper around one at ``.module``)."""
     from torch_geometric.nn.norm import BatchNorm as PygBatchNorm
 
-    _require(m, path, (nn.BatchNorm1d, PygBatchNorm), "torch.nn.BatchNorm1d or torch_geometric.nn.BatchNorm")
+    require(m, path, (nn.BatchNorm1d, PygBatchNorm), "torch.nn.BatchNorm1d or torch_geometric.nn.BatchNorm")
     bn = m.module if isinstance(m, PygBatchNorm) else m
-    _require(bn, path, (nn.BatchNorm1d,), "torch.nn.BatchNorm1d or torch_geometric.nn.BatchNorm")
+    require(bn, path, (nn.BatchNorm1d,), "torch.nn.BatchNorm1d or torch_geometric.nn.BatchNorm")
     if bn.num_features != dim:
-        raise _err(path, m, f"BatchNorm over {dim} features, got {bn.num_features}")
+        raise refusal(path, m, f"BatchNorm over {dim} features, got {bn.num_features}")
     if not bn.track_running_stats or bn.running_mean is None or bn.running_var is None:
-        raise _err(path, m, "track_running_stats=True (without running statistics eval mode uses batch statistics)")
+        raise refusal(path, m, "track_running_stats=True (without running statistics eval mode uses batch statistics)")
     if bn.eps != _BN_EPS:
-        raise _err(path, m, f"eps={_BN_EPS} (our BatchNorm's), got eps={bn.eps}")
+        raise refusal(path, m, f"eps={_BN_EPS} (our BatchNorm's), got eps={bn.eps}")
     weight = bn.weight.detach() if bn.weight is not None else bn.running_mean.new_ones(dim)
     bias = bn.bias.detach() if bn.bias is not None else bn.running_mean.new_zeros(dim)
     nbt = bn.num_batches_tracked if bn.num_batches_tracked is not None else torch.tensor(0)
@@ -212,11 +175,11 @@ class _Encoder:
     state: dict[str, Tensor]  # keys relative to our FeatureEncoder, at width `width`
 
 
-def _feature_encoder(part: _Part | None, role: str, identity_width: int) -> _Encoder:
+def _feature_encoder(part: Part | None, role: str, identity_width: int) -> _Encoder:
     """A node/edge encoder: Embedding (categorical), Linear (float), OGB-style list of Embeddings
     summed per column, or none (identity on ``identity_width`` float features), which an ``nn.Identity``
     held as the encoder also says."""
-    if part is None or _is_a(part.module, nn.Identity):
+    if part is None or is_a(part.module, nn.Identity):
         return _Encoder(
             FeatureSpec("float", identity_width),
             identity_width,
@@ -224,9 +187,9 @@ def _feature_encoder(part: _Part | None, role: str, identity_width: int) -> _Enc
         )
     m, path = part.module, part.path
     if isinstance(m, nn.Embedding):
-        _require(m, path, (nn.Embedding,), "torch.nn.Embedding")
+        require(m, path, (nn.Embedding,), "torch.nn.Embedding")
         if m.max_norm is not None:
-            raise _err(path, m, "an Embedding without max_norm (it rescales rows in forward)")
+            raise refusal(path, m, "an Embedding without max_norm (it rescales rows in forward)")
         return _Encoder(
             FeatureSpec("categorical", 1, [m.num_embeddings]),
             m.embedding_dim,
@@ -237,19 +200,19 @@ def _feature_encoder(part: _Part | None, role: str, identity_width: int) -> _Enc
         out_w, in_w = st["weight"].shape
         return _Encoder(FeatureSpec("float", in_w), out_w, {f"linear.{k}": v for k, v in st.items()})
     embs = getattr(m, "atom_embedding_list", None) or getattr(m, "bond_embedding_list", None)
-    if isinstance(embs, nn.ModuleList) and len(embs) and all(_is_a(e, nn.Embedding) for e in embs):
+    if isinstance(embs, nn.ModuleList) and len(embs) and all(is_a(e, nn.Embedding) for e in embs):
         widths = {e.embedding_dim for e in embs}
         if len(widths) != 1 or any(e.max_norm is not None for e in embs):
-            raise _err(path, m, "embeddings of one width without max_norm")
+            raise refusal(path, m, "embeddings of one width without max_norm")
         return _Encoder(
             FeatureSpec("categorical", len(embs), [e.num_embeddings for e in embs]),
             widths.pop(),
             {f"embeddings.{i}.weight": e.weight.detach() for i, e in enumerate(embs)},
         )
-    raise _err(path, m, f"a {role} encoder: torch.nn.Embedding, torch.nn.Linear or an OGB Atom/BondEncoder")
+    raise refusal(path, m, f"a {role} encoder: torch.nn.Embedding, torch.nn.Linear or an OGB Atom/BondEncoder")
 
 
-def _head(part: _Part | None, hidden: int) -> tuple[list[int], int, dict[str, Tensor]]:
+def _head(part: Part | None, hidden: int) -> tuple[list[int], int, dict[str, Tensor]]:
     """(hidden widths, out_dim, state) for a Linear/ReLU alternation, as
     :func:`~gtcompress.nn.blocks.mlp_head` builds, with ``Dropout`` anywhere in it left out (the
     identity in eval mode); no head is an identity Linear."""
@@ -263,7 +226,7 @@ def _head(part: _Part | None, hidden: int) -> tuple[list[int], int, dict[str, Te
     ok = len(mods) % 2 == 1 and all(_is_linear(x) if i % 2 == 0 else type(x) is nn.ReLU for i, x in enumerate(mods))
     if not ok:
         got = ", ".join(type(x).__name__ for _, x in named)
-        raise _err(path, m, f"a head of Linear, ReLU, Linear, ..., Linear, with Dropout anywhere (got {got})")
+        raise refusal(path, m, f"a head of Linear, ReLU, Linear, ..., Linear, with Dropout anywhere (got {got})")
     state: dict[str, Tensor] = {}
     width, widths = hidden, []
     for j in range(0, len(kept), 2):
@@ -292,10 +255,10 @@ def _convert_gin(conv: nn.Module, path: str, c: int) -> tuple[str, int, dict[str
     from torch_geometric.nn.aggr import SumAggregation
 
     if not isinstance(conv, GINConv | GINEConv):
-        raise _err(path, conv, "GINEConv, GINConv or None as GPSConv's local conv")
-    _require(conv, path, (GINConv, GINEConv), "GINEConv" if isinstance(conv, GINEConv) else "GINConv")
+        raise refusal(path, conv, "GINEConv, GINConv or None as GPSConv's local conv")
+    require(conv, path, (GINConv, GINEConv), "GINEConv" if isinstance(conv, GINEConv) else "GINConv")
     if type(conv.aggr_module) is not SumAggregation or conv.flow != "source_to_target":
-        raise _err(
+        raise refusal(
             path,
             conv,
             f"sum aggregation, flow='source_to_target' (got aggr={conv.aggr!r}, flow={conv.flow!r})",
@@ -304,7 +267,7 @@ def _convert_gin(conv: nn.Module, path: str, c: int) -> tuple[str, int, dict[str
     mods = list(mlp) if isinstance(mlp, nn.Sequential) else []
     if not (len(mods) == 3 and _is_linear(mods[0]) and type(mods[1]) is nn.ReLU and _is_linear(mods[2])):
         got = ", ".join(type(x).__name__ for x in mods) if mods else type(mlp).__name__
-        raise _err(f"{path}.nn", mlp, f"Sequential(Linear({c}, {c}), ReLU, Linear({c}, {c})) (got {got})")
+        raise refusal(f"{path}.nn", mlp, f"Sequential(Linear({c}, {c}), ReLU, Linear({c}, {c})) (got {got})")
     state = {f"nn.0.{k}": v for k, v in _linear(mods[0], f"{path}.nn.0", c, c).items()}
     state |= {f"nn.2.{k}": v for k, v in _linear(mods[2], f"{path}.nn.2", c, c).items()}
     state["eps"] = conv.eps.detach().reshape(1)  # train_eps: a Parameter in PyG, copied by value
@@ -314,7 +277,7 @@ def _convert_gin(conv: nn.Module, path: str, c: int) -> tuple[str, int, dict[str
             st = _linear(conv.lin, f"{path}.lin", None, c)
             lin_in = st["weight"].shape[1]
             if lin_in > c:
-                raise _err(
+                raise refusal(
                     f"{path}.lin",
                     conv.lin,
                     f"edge_dim <= channels={c} (edge features are carried at width {c})",
@@ -328,14 +291,14 @@ def _convert_gin(conv: nn.Module, path: str, c: int) -> tuple[str, int, dict[str
 
 
 def _convert_attn(attn: nn.Module, path: str, c: int) -> tuple[int, float, dict[str, Tensor]]:
-    _require(attn, path, (nn.MultiheadAttention,), "torch.nn.MultiheadAttention (GPSConv attn_type='multihead')")
+    require(attn, path, (nn.MultiheadAttention,), "torch.nn.MultiheadAttention (GPSConv attn_type='multihead')")
     heads = attn.num_heads
     if heads <= 0 or c % heads:
-        raise _err(path, attn, f"a number of heads dividing channels={c}, got heads={heads}")
+        raise refusal(path, attn, f"a number of heads dividing channels={c}, got heads={heads}")
     if attn.bias_k is not None or attn.bias_v is not None or attn.add_zero_attn:
-        raise _err(path, attn, "add_bias_kv=False and add_zero_attn=False")
+        raise refusal(path, attn, "add_bias_kv=False and add_zero_attn=False")
     if attn.kdim != c or attn.vdim != c or not attn.batch_first:
-        raise _err(path, attn, f"kdim=vdim=embed_dim={c} and batch_first=True")
+        raise refusal(path, attn, f"kdim=vdim=embed_dim={c} and batch_first=True")
     if attn._qkv_same_embed_dim:
         q, k, v = attn.in_proj_weight.detach().chunk(3, 0)
     else:
@@ -359,16 +322,16 @@ def _convert_attn(attn: nn.Module, path: str, c: int) -> tuple[int, float, dict[
 def _convert_layer(layer: nn.Module, path: str, c: int) -> _LayerInfo:
     from torch_geometric.nn import GPSConv
 
-    _require(layer, path, (GPSConv,), "torch_geometric.nn.GPSConv")
+    require(layer, path, (GPSConv,), "torch_geometric.nn.GPSConv")
     if layer.channels != c:
-        raise _err(path, layer, f"channels={c} like the first layer, got {layer.channels}")
-    heads, attn_dropout, attn_state = _convert_attn(layer.attn, _sub(path, "attn"), c)
+        raise refusal(path, layer, f"channels={c} like the first layer, got {layer.channels}")
+    heads, attn_dropout, attn_state = _convert_attn(layer.attn, sub(path, "attn"), c)
     state = {f"attn.{k}": v for k, v in attn_state.items()}
 
     mlp = layer.mlp
     mods = list(mlp) if isinstance(mlp, nn.Sequential) else []
     if len(mods) == 5 and type(mods[1]) is not nn.ReLU:
-        raise _err(_sub(path, "mlp.1"), mods[1], "ReLU (GPSConv act='relu')")
+        raise refusal(sub(path, "mlp.1"), mods[1], "ReLU (GPSConv act='relu')")
     if not (
         len(mods) == 5
         and _is_linear(mods[0])
@@ -376,110 +339,78 @@ def _convert_layer(layer: nn.Module, path: str, c: int) -> _LayerInfo:
         and _is_linear(mods[3])
         and isinstance(mods[4], nn.Dropout)
     ):
-        raise _err(_sub(path, "mlp"), mlp, "GPSConv's Sequential(Linear, ReLU, Dropout, Linear, Dropout)")
-    lin1 = _linear(mods[0], _sub(path, "mlp.0"), c, None)
+        raise refusal(sub(path, "mlp"), mlp, "GPSConv's Sequential(Linear, ReLU, Dropout, Linear, Dropout)")
+    lin1 = _linear(mods[0], sub(path, "mlp.0"), c, None)
     ffn = lin1["weight"].shape[0]
-    lin2 = _linear(mods[3], _sub(path, "mlp.3"), ffn, c)
+    lin2 = _linear(mods[3], sub(path, "mlp.3"), ffn, c)
     state |= {f"ffn.lin1.{k}": v for k, v in lin1.items()} | {f"ffn.lin2.{k}": v for k, v in lin2.items()}
     dropout = float(layer.dropout)
     if mods[2].p != dropout or mods[4].p != dropout:
-        raise _err(_sub(path, "mlp"), mlp, f"dropout p={dropout} (GPSConv's dropout) in both Dropouts")
+        raise refusal(sub(path, "mlp"), mlp, f"dropout p={dropout} (GPSConv's dropout) in both Dropouts")
 
     norms = [layer.norm1, layer.norm2, layer.norm3]
     if all(n is None for n in norms):
         norm = "none"
     elif any(n is None for n in norms):
-        raise _err(path, layer, "norm1, norm2, norm3 all set or all None")
+        raise refusal(path, layer, "norm1, norm2, norm3 all set or all None")
     else:
         from torch_geometric.nn.norm import BatchNorm as PygBatchNorm
 
         norm = "batch"
         for i, (ours, n) in enumerate(zip(("norm_local", "norm_attn", "norm_ffn"), norms, strict=True), 1):
             if not isinstance(n, PygBatchNorm | nn.BatchNorm1d):  # (a subclass is refused by _batchnorm)
-                raise _err(_sub(path, f"norm{i}"), n, "GPSConv norm='batch_norm' or None")
-            state |= {f"{ours}.{k}": v for k, v in _batchnorm(n, _sub(path, f"norm{i}"), c).items()}
+                raise refusal(sub(path, f"norm{i}"), n, "GPSConv norm='batch_norm' or None")
+            state |= {f"{ours}.{k}": v for k, v in _batchnorm(n, sub(path, f"norm{i}"), c).items()}
 
     if layer.conv is None:
         local, edge_lin_in = "none", 0
         state = {k: v for k, v in state.items() if not k.startswith("norm_local.")}  # norm1 is unused
     else:
-        local, edge_lin_in, conv_state = _convert_gin(layer.conv, _sub(path, "conv"), c)
+        local, edge_lin_in, conv_state = _convert_gin(layer.conv, sub(path, "conv"), c)
         state |= {f"local.{k}": v for k, v in conv_state.items()}
     return _LayerInfo(heads, ffn, dropout, attn_dropout, local, norm, edge_lin_in, state)
 
 
 # ---------------------------------------------------------------- locating submodules
-def _path_of(root: nn.Module, module: nn.Module) -> str | None:
-    for name, m in root.named_modules():
-        if m is module:
-            return name
-    return None
-
-
-def _under(path: str, prefixes: Sequence[str]) -> bool:
-    """``path`` is one of ``prefixes`` or inside one of them (dotted paths)."""
-    return any(path == q or path.startswith(q + ".") for q in prefixes)
-
-
-def _check_not_ignored(role: str, parts: Sequence[_Part], ignore: Sequence[str]) -> None:
-    """``ignore=`` says the forward does not use a module; a module the import runs cannot be one.
-    Auto-detection skips ignored paths, so this catches a part named explicitly, a layer of an
-    auto-detected list, or an ignored piece inside a converted part: importing it anyway used to
-    contradict the user silently (``ignore=["pe_norm"]`` still normalised the PE, 0.18 off)."""
-    for part in parts:
-        if not part.in_root:
-            continue
-        for q in ignore:
-            if part.path == "" or _under(part.path, [q]) or q.startswith(part.path + "."):
-                instead = (
-                    "pass convs=[...] naming only the layers the forward calls"
-                    if role == "convs"
-                    else f"pass {role}=False if the forward does not use it"
-                )
-                what = "a layer" if role == "convs" else f"the {role}"
-                raise UnsupportedModelError(
-                    f"ignore={q!r}: {part.path or '<model>'} ({type(part.module).__name__}) is {what} the "
-                    f"import runs, so it cannot be ignored; {instead}"
-                )
 
 
 def _resolve(
     root: nn.Module, spec: Spec, role: str, names: Sequence[str], auto: bool, ignore: Sequence[str] = ()
-) -> _Part | None:
+) -> Part | None:
     if spec is False:
         return None
     if isinstance(spec, str):
         try:
-            return _Part(root.get_submodule(spec), spec, True)
+            return Part(root.get_submodule(spec), spec, True)
         except AttributeError:
             raise UnsupportedModelError(f"{role}={spec!r}: {type(root).__name__} has no submodule {spec!r}") from None
     if isinstance(spec, nn.Module):
-        path = _path_of(root, spec)
-        return _Part(spec, path if path is not None else f"<{role}>", path is not None)
+        path = path_of(root, spec)
+        return Part(spec, path if path is not None else f"<{role}>", path is not None)
     if spec is not None:
         raise TypeError(f"{role} must be an attribute name, a module, None or False; got {type(spec).__name__}")
     if not auto:
         return None
     children = dict(root.named_children())
     for name in names:
-        if name in children and not _under(name, ignore):
-            return _Part(children[name], name, True)
+        if name in children and not under(name, ignore):
+            return Part(children[name], name, True)
     return None
 
 
 def _resolve_convs(
     root: nn.Module, spec: str | nn.Module | Sequence[str | nn.Module] | None, ignore: Sequence[str] = ()
-) -> list[_Part]:
+) -> list[Part]:
     from torch_geometric.nn import GPSConv
 
-    def members(part: _Part) -> list[_Part]:
+    def members(part: Part) -> list[Part]:
         m = part.module
         if isinstance(m, GPSConv):
             return [part]
         kids = list(m.named_children())
         if isinstance(m, nn.ModuleList | nn.Sequential):
             pre = f"{part.path}." if part.path else ""
-            return [_Part(k, f"{pre}{n}", part.in_root) for n, k in kids]
+            return [Part(k, f"{pre}{n}", part.in_root) for n, k in kids]
         if kids and all(isinstance(k, GPSConv) for _, k in kids):
             # a module of its own: its forward may call them in any order, not the registration order
             raise UnsupportedModelError(
@@ -487,24 +418,24 @@ def _resolve_convs(
                 f"{', '.join(n for n, _ in kids)} are not in a ModuleList/Sequential, so their call order "
                 "is unknown; pass convs=[...] in call order"
             )
-        raise _err(part.path or "<model>", m, "a GPSConv or a ModuleList/Sequential of GPSConv")
+        raise refusal(part.path or "<model>", m, "a GPSConv or a ModuleList/Sequential of GPSConv")
 
     if spec is None:
         for name in _CONVS_NAMES:  # the example's attribute name first
             child = dict(root.named_children()).get(name)
-            if child is not None and not _under(name, ignore) and any(isinstance(m, GPSConv) for m in child.modules()):
-                return members(_Part(child, name, True))
-        found = [(n, m) for n, m in root.named_modules() if isinstance(m, GPSConv) and not (n and _under(n, ignore))]
+            if child is not None and not under(name, ignore) and any(isinstance(m, GPSConv) for m in child.modules()):
+                return members(Part(child, name, True))
+        found = [(n, m) for n, m in root.named_modules() if isinstance(m, GPSConv) and not (n and under(n, ignore))]
         if not found:
             # a GT of PyG's TransformerConv layers is the likeliest other model: say that it is not read
             gt = any(type(m).__name__ == "TransformerConv" for m in root.modules())
             also = "; it holds TransformerConv layers, and a TransformerConv GT is not importable" if gt else ""
-            raise _err("<model>", root, f"a model containing torch_geometric.nn.GPSConv layers{also}")
+            raise refusal("<model>", root, f"a model containing torch_geometric.nn.GPSConv layers{also}")
         parents = {n.rpartition(".")[0] for n, _ in found}
         if len(parents) == 1:
             parent = parents.pop()
             if parent or isinstance(root, nn.ModuleList | nn.Sequential | GPSConv):
-                return members(_Part(root.get_submodule(parent), parent, True))
+                return members(Part(root.get_submodule(parent), parent, True))
         raise UnsupportedModelError(
             f"{type(root).__name__}: GPSConv layers at {', '.join(n for n, _ in found)} are not in one "
             "ModuleList/Sequential, so their call order is unknown; pass convs=[...] in call order"
@@ -513,70 +444,12 @@ def _resolve_convs(
         part = _resolve(root, spec, "convs", (), False)
         assert part is not None
         return members(part)
-    out: list[_Part] = []
+    out: list[Part] = []
     for s in spec:
         part = _resolve(root, s, "convs", (), False)
         assert part is not None
         out.extend(members(part))
     return out
-
-
-def _check_covered(root: nn.Module, parts: list[_Part], ignore: Sequence[str]) -> None:
-    """Every parameter and buffer of the model must belong to a converted part (or be ignored):
-    a module we do not know the role of may change the output, so we refuse to guess."""
-    claimed = [p.path for p in parts if p.in_root] + list(ignore)
-    if "" in claimed:
-        return
-    unclaimed: dict[str, nn.Module] = {}
-    for name in root.state_dict():
-        if any(name == p or name.startswith(p + ".") for p in claimed):
-            continue
-        # name the outermost module holding this tensor that holds nothing claimed
-        atoms = name.split(".")
-        for i in range(1, len(atoms) + 1):
-            prefix = ".".join(atoms[:i])
-            if not any(p.startswith(prefix + ".") for p in claimed):
-                break
-        owner = prefix if i < len(atoms) else ".".join(atoms[:-1])
-        unclaimed.setdefault(owner or name, root.get_submodule(owner) if owner else root)
-    if unclaimed:
-        desc = ", ".join(f"{n} ({type(m).__name__})" for n, m in unclaimed.items())
-        raise UnsupportedModelError(
-            f"{type(root).__name__}: don't know the role of {desc}; expected only GPSConv layers, "
-            "node/PE/edge encoders and a head — name them with convs=, node_encoder=, pe_encoder=, "
-            "pe_norm=, edge_encoder=, head=, or pass ignore=[...] for modules the forward does not use"
-        )
-
-
-def _check_placed(root: nn.Module, code: ForwardPools, parts: list[_Part], ignore: Sequence[str]) -> None:
-    """Without ``example=``, refuse what the forward visibly does beyond the supported order, which the
-    import (a copy of the modules; the forward is not run) would drop without a word: a call of an
-    activation of its own (``F.relu`` between layers: outputs off by 4.7) or of ``reversed`` (layers in
-    reverse order: off by 0.5), and a module of the model's own without weights (``self.act = nn.ReLU()``),
-    which no weight check sees. Dropout is the identity in eval mode and passes."""
-    fix = "pass example=(batch, output) to check the import on the model's own output"
-    if code.unplaced:
-        calls = ", ".join(f"{n} (in {w})" for n, w in code.unplaced.items())
-        raise UnsupportedModelError(
-            f"{code.owner}'s forward calls {calls}, which the import cannot place: it copies the modules and does "
-            "not run the forward, whose order it takes as encoders -> GPSConv layers -> pooling -> head with "
-            f"activations inside those modules; {fix}"
-        )
-    claimed = [p.path for p in parts if p.in_root]
-    for name, m in root.named_children():
-        if _under(name, ignore) or any(c == name or c.startswith(name + ".") for c in claimed):
-            continue
-        if isinstance(m, nn.Dropout | nn.AlphaDropout | nn.FeatureAlphaDropout) or any(
-            True for _ in itertools.chain(m.parameters(), m.buffers())
-        ):
-            continue  # dropout: the identity in eval; weights: _check_covered has named them
-        raise _err(
-            name,
-            m,
-            "a module the import knows the place of (GPSConv layers, encoders, pooling, head): it holds no "
-            "weights, so the forward may apply it anywhere; pass ignore=[...] naming it if the forward does not "
-            f"use it, or {fix}",
-        )
 
 
 def _uncompiled(model: nn.Module) -> tuple[nn.Module, Callable[[Any], Any]]:
@@ -699,12 +572,12 @@ def from_pyg(
         plain, (convs, node_encoder, pe_encoder, pe_norm, edge_encoder, head)
     )
     layers = _resolve_convs(model, convs, ignore)
-    _check_not_ignored("convs", layers, ignore)
+    check_not_ignored("convs", layers, ignore)
     if not layers:
-        raise _err("<convs>", model, "at least one GPSConv")
+        raise refusal("<convs>", model, "at least one GPSConv")
     first = layers[0].module
     if not isinstance(first, GPSConv):
-        raise _err(layers[0].path, first, "torch_geometric.nn.GPSConv")
+        raise refusal(layers[0].path, first, "torch_geometric.nn.GPSConv")
     c = int(first.channels)
     infos = [_convert_layer(p.module, p.path, c) for p in layers]
     for attr in ("heads", "ffn_dim", "dropout", "attn_dropout", "local", "norm", "edge_lin_in"):
@@ -713,7 +586,7 @@ def from_pyg(
             if getattr(info, attr) != ref:
                 names = {"local": "local conv kind", "edge_lin_in": "GINE edge_dim", "ffn_dim": "MLP width"}
                 what = names.get(attr, attr)
-                raise _err(
+                raise refusal(
                     p.path,
                     p.module,
                     f"the same {what} in every layer ({ref!r} in {layers[0].path}), got {getattr(info, attr)!r}",
@@ -736,10 +609,10 @@ def from_pyg(
         ("head", head_p),
         ("pooling", pool_p),
     ):
-        _check_not_ignored(role, [part] if part is not None else [], ignore)
+        check_not_ignored(role, [part] if part is not None else [], ignore)
     parts = [*layers, *(p for p in (node_p, pe_p, pe_norm_p, edge_p, head_p, pool_p) if p is not None)]
-    _check_covered(model, parts, ignore)
-    _check_no_hooks(model, parts)
+    check_covered(model, parts, ignore)
+    check_no_hooks(model, parts)
 
     # Positional encoding: Linear(k, p), optionally after BatchNorm1d(k).
     pe: dict[str, int] = {}
@@ -748,16 +621,16 @@ def from_pyg(
     if pe_p is not None and isinstance(pe_p.module, nn.Sequential):
         mods = list(pe_p.module)
         if len(mods) == 2 and pe_norm_p is None:
-            pe_norm_p = _Part(mods[0], f"{pe_p.path}.0", pe_p.in_root)
+            pe_norm_p = Part(mods[0], f"{pe_p.path}.0", pe_p.in_root)
             mods = mods[1:]
         if len(mods) != 1:
-            raise _err(pe_p.path, pe_p.module, "Linear(k, p) or Sequential(BatchNorm1d(k), Linear(k, p))")
-        pe_lin_p = _Part(mods[0], f"{pe_p.path}.{len(pe_p.module) - 1}", pe_p.in_root)
+            raise refusal(pe_p.path, pe_p.module, "Linear(k, p) or Sequential(BatchNorm1d(k), Linear(k, p))")
+        pe_lin_p = Part(mods[0], f"{pe_p.path}.{len(pe_p.module) - 1}", pe_p.in_root)
     if pe_lin_p is not None:
         st = _linear(pe_lin_p.module, pe_lin_p.path)
         p_out, k = st["weight"].shape
         if p_out > c:
-            raise _err(pe_lin_p.path, pe_lin_p.module, f"a PE projection at most channels={c} wide, got {p_out}")
+            raise refusal(pe_lin_p.path, pe_lin_p.module, f"a PE projection at most channels={c} wide, got {p_out}")
         pe_kind = pe_kind_for(pe_kind, example, k, pe_lin_p.path)
         pe = {pe_kind: k}
         pe_dim = 0 if p_out == c else p_out
@@ -766,14 +639,14 @@ def from_pyg(
             bn = _batchnorm(pe_norm_p.module, pe_norm_p.path, k)
             pe_state |= {f"pe_encoders.{pe_kind}.norm.{n}": v for n, v in bn.items()}
     elif pe_norm_p is not None:
-        raise _err(pe_norm_p.path, pe_norm_p.module, "a PE BatchNorm together with a PE Linear (pe_encoder=)")
+        raise refusal(pe_norm_p.path, pe_norm_p.module, "a PE BatchNorm together with a PE Linear (pe_encoder=)")
 
     node_width = c - pe_dim
     node = _feature_encoder(node_p, "node", node_width)
     if node.width != node_width:
         how = f"channels={c} - PE width {pe_dim}" if pe_dim else f"channels={c}"
         assert node_p is not None
-        raise _err(node_p.path, node_p.module, f"node encoding width {node_width} ({how}), got {node.width}")
+        raise refusal(node_p.path, node_p.module, f"node encoding width {node_width} ({how}), got {node.width}")
 
     edge: _Encoder | None = None
     if info0.local == "gine":
@@ -782,7 +655,7 @@ def from_pyg(
         if edge.width != edge_width:
             assert edge_p is not None
             via = f"GINEConv edge_dim={edge_width}" if info0.edge_lin_in else f"channels={c}"
-            raise _err(edge_p.path, edge_p.module, f"edge encoding width {edge_width} ({via}), got {edge.width}")
+            raise refusal(edge_p.path, edge_p.module, f"edge encoding width {edge_width} ({via}), got {edge.width}")
     # (an edge encoder next to GIN layers is dead code in PyG: GINConv takes no edge_attr)
 
     hidden_widths, out_dim, head_state = _head(head_p, c)
@@ -793,7 +666,7 @@ def from_pyg(
     held = (pooled, f"{pool_p.path} ({type(pool_p.module).__name__})") if pool_p is not None and pooled else None
     code = read_forward(model) if auto else ForwardPools(type(model).__name__)
     if example is None:
-        _check_placed(model, code, parts, ignore)
+        check_placed(model, code, parts, ignore)
     candidates = settle_readout(task_level, readout, held, code, example is not None)
     ref = next((t for t in first.parameters() if t.is_floating_point()), None)
     dtype = ref.dtype if ref is not None else torch.float32
@@ -842,64 +715,15 @@ def from_pyg(
         ours.load_state_dict(state, strict=True)  # a missed or extra tensor is a mapping bug: fail loudly
         ours.train(model.training)
         if example is None:
-            _check_made_up(model, ours, node.spec, edge.spec if edge is not None else None, pe_kind, tolerance)
+            check_made_up(model, ours, node.spec, edge.spec if edge is not None else None, pe_kind, tolerance)
             return ours
-        diffs[pool] = _example_diff(ours, example, pe_kind or "rwse")  # (no PE encoder: no kind used)
+        diffs[pool] = example_diff(ours, example, pe_kind or "rwse")  # (no PE encoder: no kind used)
         if diffs[pool] <= tolerance:
             return ours
-    raise UnsupportedModelError(_mismatch(type(model).__name__, diffs, readout, pooled or code.settled(), tolerance))
+    raise UnsupportedModelError(mismatch(type(model).__name__, diffs, readout, pooled or code.settled(), tolerance))
 
 
-def _check_made_up(
-    model: nn.Module, ours: GPS, node: FeatureSpec, edge: FeatureSpec | None, pe_kind: str | None, tolerance: float
-) -> None:
-    """Without ``example=``, run ``model``'s forward on made-up graphs where its signature is PyG's example's
-    (:mod:`gtcompress.models.from_pyg_selfcheck`) and refuse an import that answers them otherwise."""
-    cfg = ours.config
-    pe = (pe_kind or "rwse", next(iter(cfg.pe.values()))) if cfg.pe else None
-    made_up = made_up_example(model, node, edge, pe, cfg.task_level, cfg.out_dim)
-    if made_up is None:
-        return
-    diff = _example_diff(ours, made_up, pe[0] if pe else "rwse")
-    if not diff <= tolerance:
-        raise UnsupportedModelError(
-            f"{type(model).__name__}: the import differs from the PyG model on graphs from_pyg made up and ran "
-            f"through {type(model).__name__}.forward (max |diff| {diff:.3g}, over max(1, max |output|); tolerance "
-            f"{tolerance:.3g}); likely cause: a forward in another order than encoders -> GPSConv layers -> "
-            "pooling -> head (the encoding concatenated before the node embedding, the head before the pooling, "
-            "edge features other than the encoded ones); pass example=(batch, output) to check it on your own batch"
-        )
-
-
-def _check_no_hooks(root: nn.Module, parts: list[_Part]) -> None:
-    """Refuse a model, or a module of a part the import copies, with forward (pre-)hooks: the copy takes
-    parameters, not what hooks compute. ``torch.nn.utils.prune`` and the old ``weight_norm`` keep the
-    weight forward uses in a pre-hook, recomputed only at the next forward, so a pruned model loaded
-    with ``load_state_dict`` (or stepped by an optimiser) imported its stale ``.weight`` without a word,
-    its outputs off by 0.006 to 2.3; a hook that scales an output was dropped the same way."""
-    seen: set[int] = set()
-    where = [("", root, False)] + [(p.path, m, True) for p in parts for m in (p.module,)]
-    for base, top, recurse in where:
-        mods = [(n, m) for n, m in top.named_modules()] if recurse else [("", top)]
-        for name, m in mods:
-            if id(m) in seen:
-                continue
-            seen.add(id(m))
-            if any(isinstance(t, nn.parameter.UninitializedParameter) for t in m.parameters(recurse=False)):
-                continue  # a lazy module's own init hook: the part's converter says what to do ("run one forward")
-            hooks = [*m._forward_pre_hooks.values(), *m._forward_hooks.values()]
-            if hooks:
-                kinds = ", ".join(sorted({getattr(h, "__name__", None) or type(h).__name__ for h in hooks}))
-                raise _err(
-                    _sub(base, name) if name else base,
-                    m,
-                    f"no forward hooks, got {len(hooks)} ({kinds}): the import copies parameters and runs no "
-                    "hook; remove them first (torch.nn.utils.prune.remove(module, 'weight'), "
-                    "torch.nn.utils.remove_weight_norm(module), or the handle's remove())",
-                )
-
-
-def _pooling(model: nn.Module, ignore: Sequence[str] = ()) -> tuple[_Part | None, str | None]:
+def _pooling(model: nn.Module, ignore: Sequence[str] = ()) -> tuple[Part | None, str | None]:
     """A pooling module held by the model (``SumAggregation`` -> ``"sum"``, ``MeanAggregation`` ->
     ``"mean"``, ``MaxAggregation`` -> ``"max"``), found by type among its direct children. Any other
     aggregation held there is refused whatever its name: only ``pool``/``readout``/... were, so a
@@ -908,60 +732,16 @@ def _pooling(model: nn.Module, ignore: Sequence[str] = ()) -> tuple[_Part | None
 
     kinds = {aggr.SumAggregation: "sum", aggr.MeanAggregation: "mean", aggr.MaxAggregation: "max"}
     for name, mod in model.named_children():
-        if _under(name, ignore):
+        if under(name, ignore):
             continue
         kind = next((k for cls, k in kinds.items() if type(mod) is cls), None)
         if kind is not None:
-            return _Part(mod, name, True), kind
+            return Part(mod, name, True), kind
         if isinstance(mod, aggr.Aggregation):  # held by the model itself: its readout, whatever its name
-            raise _err(
+            raise refusal(
                 name,
                 mod,
                 "a SumAggregation, MeanAggregation or MaxAggregation readout (global_add_pool / "
                 "global_mean_pool / global_max_pool), or ignore=[...] if the forward does not use it",
             )
     return None, None
-
-
-def _example_diff(ours: GPS, example: tuple[Any, Tensor], pe_kind: str) -> float:
-    """max |ours(batch) - expected| in eval mode, over max(1, max |expected|). An ``expected`` without the
-    import's trailing ``out_dim=1`` axis is compared as is; any other shape is refused, naming both shapes."""
-    from gtcompress.graph import GraphBatch
-
-    batch, expected = example
-    gb = GraphBatch.from_pyg(batch)
-    if ours.config.pe and pe_kind not in gb.pe and getattr(batch, "pe", None) is not None:
-        gb.pe = {**gb.pe, pe_kind: batch.pe}
-    was_training = ours.training
-    ours.eval()
-    with torch.no_grad():
-        got = ours(gb)
-    ours.train(was_training)
-    if got.shape[-1:] == (1,) and expected.shape == got.shape[:-1]:
-        got = got.squeeze(-1)  # a forward ending in .view(-1) / .squeeze(-1): the same values
-    if got.shape != expected.shape:
-        # Not a difference of values: reported as one, it read "max |diff| inf ... likely cause: a
-        # forward that does more than ...", blaming a model that imports fine for a shape.
-        per = "graph" if ours.config.task_level == "graph" else "node"
-        raise UnsupportedModelError(
-            f"example=: the expected output has shape {list(expected.shape)}, the import's output on the "
-            f"batch has shape {list(got.shape)} (one row per {per}, out_dim={ours.config.out_dim} columns); "
-            "pass the PyG model's own output on the same batch (and task_level='node' for a node-level model)"
-        )
-    got, want = got.float(), expected.float()
-    return float((got - want).abs().max() / want.abs().max().clamp(min=1.0))
-
-
-def _mismatch(name: str, diffs: dict[str, float], readout: str | None, pooled: str | None, tolerance: float) -> str:
-    tried = ", ".join(f"readout={k!r}: max |diff| {v:.3g}" for k, v in diffs.items())
-    if readout is not None or pooled is not None:
-        cause = (
-            "the pooling (the forward may pool with another function than the readout given) or a forward that "
-            "does more than encoders -> GPSConv layers -> pooling -> head"
-        )
-    else:
-        cause = "a forward that does more than encoders -> GPSConv layers -> sum/mean/max pooling -> head"
-    return (
-        f"{name}: the import differs from the PyG model on example= ({tried}, over max(1, max |output|); "
-        f"tolerance {tolerance:.3g}); likely cause: {cause}. Was the PyG model's output taken in eval mode?"
-    )
