@@ -1,7 +1,7 @@
 """A check of an import made without ``example=`` (part of :func:`~gtcompress.models.from_pyg.from_pyg`):
 a batch of small graphs made up here, run through the PyG model's own ``forward`` when its signature is
 the one of PyG's ``examples/graph_gps.py``, ``forward(x, pe, edge_index, edge_attr, batch)`` (``pe`` and
-``edge_attr`` optional), which is what models adapted from that example keep.
+``edge_attr`` optional, any order: it is called by keyword), which models adapted from that example keep.
 
 The import reads modules, not the forward, so a forward in another order than encoders -> layers ->
 pooling -> head (the encoding concatenated before the node embedding, the head before the pooling)
@@ -27,7 +27,7 @@ from gtcompress.data.base import FeatureSpec
 
 __all__ = ["made_up_example"]
 
-#: The parameters of PyG's example forward, in order; ``x``, ``edge_index`` and ``batch`` are required.
+#: The parameters of PyG's example forward (taken in any order); ``x``, ``edge_index`` and ``batch`` are required.
 _EXAMPLE_PARAMS = ("x", "pe", "edge_index", "edge_attr", "batch")
 
 #: Graph sizes of the made-up batch: a lone node and a graph of no edge among them.
@@ -93,7 +93,7 @@ def made_up_example(
         return None
     if not set(params) <= set(_EXAMPLE_PARAMS) or not {"x", "edge_index", "batch"} <= set(params):
         return None
-    if params != [p for p in _EXAMPLE_PARAMS if p in params] or ("pe" in params) != (pe is not None):
+    if ("pe" in params) != (pe is not None):  # (called by keyword: any order of these names)
         return None
     ref = next((t for t in model.parameters() if t.is_floating_point()), None)
     dtype = ref.dtype if ref is not None else torch.float32

@@ -404,6 +404,13 @@ class HeadBeforePoolGPS(ExampleGPS):
         return global_add_pool(self.mlp(x), batch)
 
 
+class ReorderedPeFirstGPS(PeFirstGPS):
+    """The example's parameter names in another order: called by keyword, it is checked as well."""
+
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor, edge_attr: Tensor, pe: Tensor) -> Tensor:  # type: ignore[override]
+        return super().forward(x, pe, edge_index, edge_attr, batch)
+
+
 class DataForwardGPS(PeFirstGPS):
     """The same function, its forward taking a batch object: not a signature the check can call."""
 
@@ -411,7 +418,7 @@ class DataForwardGPS(PeFirstGPS):
         return super().forward(data.x, data.pe, data.edge_index, data.edge_attr, data.batch)  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("cls", [PeFirstGPS, HeadBeforePoolGPS])
+@pytest.mark.parametrize("cls", [PeFirstGPS, HeadBeforePoolGPS, ReorderedPeFirstGPS])
 def test_a_forward_of_the_examples_signature_is_checked_on_made_up_graphs(cls: type) -> None:
     """A forward in another order than the modules say (the encoding before the node embedding: outputs off by
     2.6; the head before the pooling: 2.4) imported without a word when no example= was given. A forward with
@@ -420,7 +427,8 @@ def test_a_forward_of_the_examples_signature_is_checked_on_made_up_graphs(cls: t
 
     torch.manual_seed(40)
     src = cls()
-    warm_up(src, pyg_run)
+    by_keyword = lambda m, b: m(x=b.x, pe=b.pe, edge_index=b.edge_index, edge_attr=b.edge_attr, batch=b.batch)  # noqa: E731
+    warm_up(src, by_keyword)
     with pytest.raises(UnsupportedModelError) as info:
         from_pyg(src, readout="sum", pe_kind="rwse")
     assert str(info.value).startswith(
