@@ -17,7 +17,8 @@ Small edge CPUs are emulated by running each thread count in a fresh process pin
 disturb the next; numpy's BLAS pool (used by PE pre-processing) gets the same thread count.
 ``isolate=False`` measures in the calling process (affinity restored afterwards, BLAS pool as it
 is). ``peak_rss_mb`` is that process's high-water mark after the configuration
-(interpreter + numpy + ONNX Runtime + this one model + the largest batch so far); ``model_rss_mb``
+(interpreter + numpy + ONNX Runtime + this one model + the largest batch so far: configurations are
+measured smallest first, nodes × batch, so it is the row's own or one no larger); ``model_rss_mb``
 is the mark right after loading the model. Random graphs matching the model's input spec
 come from :mod:`gtcompress.preprocess.random_graphs` (``avg_degree`` edges per node).
 
@@ -299,6 +300,10 @@ def profile_models(
     if len(labels) != len(resolved) or not all(labels) or len(set(labels)) != len(labels):
         raise SessionError(f"profile: names {labels} must be {len(resolved)} distinct non-empty labels, one per model")
     configs = [(int(n), int(b)) for n in graph_sizes for b in batch_sizes]
+    # measured smallest first, reported in the order given: peak_rss_mb is the process's high-water mark so far,
+    # so with --sizes 512,32 the 32-node rows read 337 MB, what the 512-node ones had left (86 MB measured first)
+    measured = sorted(configs, key=lambda c: (c[0] * c[1], c))
+    order = {c: i for i, c in enumerate(configs)}
     op_config = (int(sorted(graph_sizes)[len(graph_sizes) // 2]), int(max(batch_sizes)))
     ckpts, tp = {p for p in resolved if is_checkpoint(p)}, None
     if (device is not None or cuda_graphs) and not ckpts:
@@ -351,7 +356,7 @@ def profile_models(
             kwargs = {
                 "path": path,
                 "threads": t,
-                "configs": configs,
+                "configs": measured,
                 "iterations": int(iterations),
                 "warmup": int(warmup),
                 "avg_degree": float(avg_degree),
@@ -379,6 +384,8 @@ def profile_models(
                 measure_model(**kwargs, emit=on_event)
         if op_profile and "ops" not in entry:
             entry["ops"] = None
+        runs_t = {t: i for i, t in enumerate(runs[path])}
+        entry["results"].sort(key=lambda r: (runs_t[r["threads"]], order[(r["graph_nodes"], r["batch_size"])]))
         models.append(entry)
     if progress is not None:
         progress(total, total, "done")

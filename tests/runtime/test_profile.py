@@ -438,15 +438,19 @@ def test_the_per_op_table_says_its_milliseconds_are_the_profilers(tmp_path: Path
     row = {"threads": 1, "graph_nodes": 8, "batch_size": 4, "latency_ms": lat, "graphs_per_s": 4000.0,
            "peak_rss_mb": 90.0, "model_ms": {**lat, "mean": 0.35}, "preprocess_share": 0.6}  # fmt: skip
     rep = {"machine": {"cpu": "x", "usable_cores": 2, "logical_cores": 2, "memory_gib": 1, "os": "L", "python": "3",
-                       "onnxruntime": "1"}, "settings": {"notes": []},
+                       "onnxruntime": "1"}, "settings": {"notes": [], "iterations": 50},
            "models": [{"name": "dense", "results": [row], "ops": ops}]}  # fmt: skip
     console = Console(record=True, width=400)
     for t in report_tables(rep):
         console.print(t)
+    text = " ".join(console.export_text().split())  # the caption wraps at the table's width
     assert (
         "ms/run under ONNX Runtime's profiler: a run took 1.200 ms there, 0.350 ms unprofiled (model call, mean); "
         "read the shares, not the milliseconds"
-    ) in " ".join(console.export_text().split())  # the caption wraps at the table's width
+    ) in text
+    # how many samples the percentiles rest on; calls per run, not over the profiled runs (2 MatMul for 1 node)
+    assert "dense (None, None, ?) · 50 timed calls a row" in text
+    assert "┃ calls/run ┃" in text and "│ MatMul │ 0.700 │ 100.0% │ 1 │" in text
 
 
 @pytest.mark.parametrize("latencies", [(32.0, 45.0), (20.0, 90.0), (1.2, 24.0), (0.3, 900.0)])
@@ -497,3 +501,28 @@ def test_latency_vs_size_numbers_its_y_axis(tmp_path: Path, monkeypatch: pytest.
     write_report(rep, tmp_path / "out")
     assert len(labelled) == 1 and len(labelled[0]) >= 2, labelled
     assert all(float(t.replace("\N{MINUS SIGN}", "-")) > 0 for t in labelled[0]), labelled
+
+
+def test_configurations_run_smallest_first_and_are_reported_in_the_order_given(
+    exported, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row's peak RSS is the process's high-water mark so far: with sizes given largest first, the small
+    rows read what the large ones had left (337 MB against 86 MB measured first). They are measured smallest
+    first (nodes x batch) now, and still reported in the order given."""
+    import runtime.profile as profile
+
+    measured: list[tuple[int, int]] = []
+    real = profile.time_session
+
+    def spy(sess, graphs, iterations, warmup):  # type: ignore[no-untyped-def]
+        measured.append((graphs[0].x.shape[0], len(graphs)))
+        return real(sess, graphs, iterations, warmup)
+
+    monkeypatch.setattr(profile, "time_session", spy)
+    rep = profile_models(
+        [exported["node"].path], graph_sizes=(24, 8), batch_sizes=(4, 1), threads=(1,), iterations=2, warmup=0,
+        op_profile=False, isolate=False,
+    )  # fmt: skip
+    assert measured == [(8, 1), (24, 1), (8, 4), (24, 4)]
+    rows = rep["models"][0]["results"]
+    assert [(r["graph_nodes"], r["batch_size"]) for r in rows] == [(24, 4), (24, 1), (8, 4), (8, 1)]
