@@ -30,7 +30,7 @@ from cli.common import (
     training_learning_rate,
     user_errors,
 )
-from cli.compress_cmds import MAX_SEED, library_constant, library_defaults
+from cli.library_values import MAX_SEED, library_constant, library_defaults
 
 app = typer.Typer(
     cls=OneLineErrorsGroup,
@@ -94,7 +94,7 @@ def data_generate(
 
 
 # gtc train's defaults are the library's (ModelConfig, TrainConfig, DataSpec), read without importing
-# them (cli.compress_cmds.library_defaults: their modules import torch), except the number of epochs.
+# them (cli.library_values.library_defaults: their modules import torch), except the number of epochs.
 _MODEL = library_defaults("gtcompress.models.config", "ModelConfig")
 _TRAIN = library_defaults("gtcompress.train.loop", "TrainConfig")
 _DATA = library_defaults("gtcompress.train.recipe", "DataSpec")

@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from cli.common import check_out_writable, console, finite_number, served_model_name, stops_on_sigterm, user_errors
-from cli.compress_cmds import library_defaults
+from cli.library_values import library_defaults
 
 #: ``gtc serve``'s limits default to the server's (read from source: runtime.served imports numpy).
 _LIMITS = library_defaults("runtime.served", "ServerLimits")

@@ -148,7 +148,7 @@ def epoch_progress(disable: bool = False) -> Progress:
 #: The largest training seed (2**63-1). ``torch.manual_seed`` takes up to 2**64-1, but the compression
 #: stages seed later steps with ``seed + 1`` and ``seed + 12345`` (``prune_run.STUDENT_SEED``), which
 #: overflowed there after minutes of work: int64's range leaves room for those offsets. A literal, so
-#: that the CLI reads it without importing torch (``cli.compress_cmds.library_constant``).
+#: that the CLI reads it without importing torch (``cli.library_values.library_constant``).
 MAX_SEED = 9_223_372_036_854_775_807
 
 

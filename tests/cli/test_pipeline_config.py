@@ -140,7 +140,7 @@ def test_the_seed_range_is_the_training_loops() -> None:
     config module, nor in the CLI's start-up: each has the number written out)."""
     import torch
 
-    from cli.compress_cmds import MAX_SEED as CLI_MAX_SEED
+    from cli.library_values import MAX_SEED as CLI_MAX_SEED
     from gtcompress.pipeline.config import _MAX_SEED
     from gtcompress.train.loop import MAX_SEED, seed_everything
 

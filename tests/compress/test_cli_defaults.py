@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import typer
 
-from cli.compress_cmds import library_defaults
+from cli.library_values import library_defaults
 from cli.main import TRAIN_EPOCHS, app
 from gtcompress.compress.prune_config import PruneConfig
 from gtcompress.compress.teddy import SparsifyConfig
