@@ -267,15 +267,11 @@ def select_plan(
                 state.add(units[k])
         return state.plan()
     keep = axis_keep or {}
-    want = {
-        axis: _keep_count(keep[axis], n)
-        for axis, n in (("heads", sum(cost.heads)), ("ffn", sum(cost.widths)))
-        if axis in keep
-    }
+    totals = {"heads": sum(cost.heads), "ffn": sum(cost.widths)}
+    want = {axis: _keep_count(keep[axis], n) for axis, n in totals.items() if axis in keep}
     if not clamp:
-        for axis, n in (("heads", sum(cost.heads)), ("ffn", sum(cost.widths))):
-            if axis in want:
-                _refuse_no_op(axis, keep[axis], want[axis], n)
+        for axis in want:
+            _refuse_no_op(axis, keep[axis], want[axis], totals[axis])
     if "layers" in keep:  # first, so the unit ratios below count what the dropped sublayers took with them
         _drop_sublayers(state, cost, scores, keep, want, clamp)
     for axis, kind in (("heads", "head"), ("ffn", "unit")):
@@ -292,7 +288,7 @@ def select_plan(
                 n_drop -= 1
         if n_drop > 0 and not clamp:  # every sublayer kept holds one unit
             least = n_drop + want[axis]
-            total = sum(cost.heads) if axis == "heads" else sum(cost.widths)
+            total = totals[axis]
             why = (
                 f"one per sublayer that --keep layers={keep['layers']:g} keeps (lower it or raise the ratio)"
                 if "layers" in keep

@@ -139,9 +139,9 @@ def check_no_hooks(root: nn.Module, parts: list[Part]) -> None:
     with ``load_state_dict`` (or stepped by an optimiser) imported its stale ``.weight`` without a word,
     its outputs off by 0.006 to 2.3; a hook that scales an output was dropped the same way."""
     seen: set[int] = set()
-    where = [("", root, False)] + [(p.path, m, True) for p in parts for m in (p.module,)]
+    where = [("", root, False)] + [(p.path, p.module, True) for p in parts]
     for base, top, recurse in where:
-        mods = [(n, m) for n, m in top.named_modules()] if recurse else [("", top)]
+        mods = list(top.named_modules()) if recurse else [("", top)]
         for name, m in mods:
             if id(m) in seen:
                 continue

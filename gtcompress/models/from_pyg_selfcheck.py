@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -47,12 +46,11 @@ def _graphs(gen: torch.Generator) -> list[Tensor]:
     return out
 
 
-def _features(spec: FeatureSpec, rows: int, gen: torch.Generator, dtype: torch.dtype) -> Iterator[Tensor]:
+def _features(spec: FeatureSpec, rows: int, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
     """Inputs an encoder of ``spec`` takes: floats of its width, or category ids ``[rows, columns]``."""
     if spec.kind == "float":
-        yield torch.randn(rows, spec.dim, generator=gen).to(dtype)
-    else:
-        yield torch.stack([torch.randint(0, c, (rows,), generator=gen) for c in spec.cardinalities], 1)
+        return torch.randn(rows, spec.dim, generator=gen).to(dtype)
+    return torch.stack([torch.randint(0, c, (rows,), generator=gen) for c in spec.cardinalities], 1)
 
 
 def _layouts(t: Tensor, flat_first: bool) -> list[Tensor]:
@@ -101,9 +99,9 @@ def made_up_example(
     gen = torch.Generator().manual_seed(0)
     graphs = []
     for n, ei in zip(_SIZES, _graphs(gen), strict=True):
-        g = Data(x=next(_features(node, n, gen, dtype)), edge_index=ei, num_nodes=n)
+        g = Data(x=_features(node, n, gen, dtype), edge_index=ei, num_nodes=n)
         if edge is not None:
-            g.edge_attr = next(_features(edge, int(ei.shape[1]), gen, dtype))
+            g.edge_attr = _features(edge, int(ei.shape[1]), gen, dtype)
         if pe is not None:
             g.pe = _pe(pe[0], ei, torch.tensor([0, n]), pe[1], dtype)
         graphs.append(g)
