@@ -97,3 +97,14 @@ def test_a_budget_the_tests_used_up_is_said_not_run_without_a_limit(tmp_path: Pa
     log = (out / "kernel.log").read_text()
     assert "of TOTAL_S=5, under the benchmark's 60 s minimum; not run" in log, log
     assert "bench args" not in log
+
+
+@NEEDS_SHELL
+def test_the_benchmarks_kill_grace_comes_out_of_its_share(tmp_path: Path) -> None:
+    """``timeout -k`` gives a benchmark stuck in a CUDA call its grace after the limit: taken on top, a stuck
+    run ended 30 s past TOTAL_S. With TOTAL_S=75 the grace (20 s) leaves the benchmark under its 60 s minimum
+    however fast the tests were, so it is said not run."""
+    res, out = _run(tmp_path, "def test_ok():\n    pass\n", TOTAL_S="75")
+    assert res.returncode == 1, res.stdout + res.stderr
+    log = (out / "kernel.log").read_text()
+    assert "of TOTAL_S=75, under the benchmark's 60 s minimum; not run" in log, log
