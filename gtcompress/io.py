@@ -120,10 +120,12 @@ def current_umask() -> int:
 
 
 def unwritable_reason(target: str | os.PathLike[str], *, inside: bool = False) -> str | None:
-    """Why nothing can be created at ``target``, or ``None``: its nearest existing ancestor is a file
-    (``"DIR is a file, not a directory"``) or a directory in which nothing can be created (``"DIR is not
-    writable"``). Commands ask before their minutes of work, so that a path the final write would
-    refuse is one error line at once rather than after the work, naming a temp file the user never gave.
+    """Why nothing can be created at ``target``, or ``None``: its nearest existing ancestor DIR is a file
+    (``"DIR is a file, not a directory"``), a directory without write permission (``"DIR is not
+    writable"``), or one that refuses a new folder all the same (``"NAME cannot be created in DIR (the
+    system's reason)"``, NAME the first missing part of ``target``). Commands ask before their minutes
+    of work, so that a path the final write would refuse is one error line at once rather than after
+    the work, naming a temp file the user never gave.
 
     ``os.access`` alone is not the answer: it says yes to root for every directory, ``/proc`` and
     ``/sys`` included, where no file can be made. So the directory is also asked by making an empty
@@ -143,7 +145,12 @@ def unwritable_reason(target: str | os.PathLike[str], *, inside: bool = False) -
             try:
                 probe = tempfile.mkdtemp(prefix=".gtc-write-probe-", dir=parent)
             except OSError as e:
-                return f"{parent} is not writable (making a folder in it failed: {e.strerror or e})"
+                # The permission said yes (root; /proc), so "not writable" would contradict the reason the
+                # system then gives (/proc: "No such file or directory"): named is what the write creates.
+                why = f"the system refused a new folder there: {e.strerror or e}"
+                if parent == path:  # an existing folder the command writes into
+                    return f"nothing can be created in {parent} ({why})"
+                return f"{path.relative_to(parent).parts[0]} cannot be created in {parent} ({why})"
             os.rmdir(probe)
             return None
     return None

@@ -158,12 +158,14 @@ def test_an_out_in_a_directory_that_takes_no_file_is_refused_before_the_work(
     """``/proc`` takes no new file, even from root, to whom ``os.access`` says yes for every directory:
     answered yes here for everyone, so that the check that decides is the one root meets. Before, a
     command ran its minutes of work and then failed on the final write (train: "/proc/...: No such file
-    or directory" after training)."""
+    or directory" after training). The line names what cannot be created where: "/proc is not writable"
+    would contradict both the permission and the system's reason."""
     access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: True if Path(p) == Path("/proc") else access(p, mode, **kw))
     line = _error_line(_invoke(args, ckpt=ckpt, nowhere=NOWHERE))
     assert line == (
-        f"{option} {NOWHERE}/{path}: /proc is not writable (making a folder in it failed: No such file or directory)"
+        f"{option} {NOWHERE}/{path}: {NOWHERE.name} cannot be created in /proc "
+        "(the system refused a new folder there: No such file or directory)"
     )
     assert list(tmp_path.iterdir()) == []
 
@@ -181,7 +183,7 @@ def test_the_writability_probe_leaves_nothing_and_creates_no_part_of_the_path(tm
 
     monkeypatch.setattr(tempfile, "mkdtemp", refused)
     assert unwritable_reason(tmp_path / "a" / "m.onnx") == (
-        f"{tmp_path} is not writable (making a folder in it failed: Permission denied)"
+        f"a cannot be created in {tmp_path} (the system refused a new folder there: Permission denied)"
     )
     assert list(tmp_path.iterdir()) == []
 
@@ -216,5 +218,7 @@ def test_an_existing_out_folder_that_takes_no_file_is_refused_before_the_work(
 
     monkeypatch.setattr(tempfile, "mkdtemp", refused_in_out)
     line = _error_line(_invoke(args, ckpt=ckpt, out=out))
-    assert line == f"--out {out}: {out} is not writable (making a folder in it failed: Permission denied)"
+    assert line == (
+        f"--out {out}: nothing can be created in {out} (the system refused a new folder there: Permission denied)"
+    )
     assert list(out.iterdir()) == []
