@@ -306,9 +306,14 @@ def _compression_summary(model: Any, meta: dict[str, Any]) -> str:
         if meta["teddy"].get("threshold") is None:
             details.append(f"inputs lose {teddy_ratio(meta):.0%} of edges to TEDDY")
         else:  # the global rule: other graphs lose more or fewer than the training split's share
+            measured = _edges_dropped_per_split(meta)
             details.append(
-                f"inputs lose their edges scoring below a TEDDY threshold ({teddy_ratio(meta):.0%} of the training "
-                "split's edges)"
+                "inputs lose their edges scoring below a TEDDY threshold"
+                + (
+                    f", set to drop {teddy_ratio(meta):.0%} of the training split's edges; dropped: {measured}"
+                    if measured
+                    else f" ({teddy_ratio(meta):.0%} of the training split's edges)"
+                )
             )
     if getattr(c, "attention_topk", 0) > 0:
         details.append(f"attention over edges + top-{c.attention_topk} nodes by {c.attention_score}")
@@ -318,6 +323,26 @@ def _compression_summary(model: Any, meta: dict[str, Any]) -> str:
         return "; ".join(details) or "none"
     label = {"gtsp": "GTSP pruning", "random": "random pruning", "dense-ft": "fine-tuned dense"}.get(method, method)
     return f"{label} ({'; '.join(details)})" if details else label
+
+
+def _edges_dropped_per_split(meta: dict[str, Any]) -> str | None:
+    """``"29.5% of train, 33.3% of val, 30.7% of test"``: the share of each split's edges the TEDDY
+    threshold dropped, from the counts ``gtc sparsify`` records in its report, or ``None`` where none are
+    recorded (a checkpoint pruned from it records its own report). The ratio alone is the training split's
+    target: one threshold drops other shares of other graphs (MUTAG, 0.3: 33.3 % of the val edges)."""
+    report = meta.get("compression")
+    removed = report.get("removed") if isinstance(report, dict) else None
+    edges = removed.get("edges") if isinstance(removed, dict) else None
+    counts = edges.get("counts") if isinstance(edges, dict) else None
+    if not isinstance(counts, dict) or not counts:
+        return None
+    shares = []
+    for split, c in counts.items():
+        before, after = (c.get("before"), c.get("after")) if isinstance(c, dict) else (None, None)
+        if not (isinstance(before, int) and isinstance(after, int) and 0 <= after <= before and before > 0):
+            return None  # not what gtc sparsify writes: no figure rather than a wrong one
+        shares.append(f"{1 - after / before:.1%} of {split}")
+    return ", ".join(shares)
 
 
 cli_pipeline.register(app)  # after info: the order of `gtc --help`
