@@ -260,6 +260,29 @@ def check_data_option(data: str | None) -> None:
         raise GTCompressError(f"--data: {e}") from None
 
 
+def path_value(text: str | Path) -> Path:
+    """Parser of the path options (``parser=path_value, metavar="<path>"``): the text as a path, refused
+    when empty, naming the option (click adds it).
+
+    typer reads ``''`` as ``Path('')``, which is ``.``: ``--out "$OUT"`` with ``$OUT`` unset would write
+    into the current directory, and a ``--data-root ''`` would read it, with nothing said. The current
+    directory is still there as ``.``. The ``metavar`` keeps the help as typer shows a Path option (with
+    a parser it shows the type's name)."""
+    if isinstance(text, str) and not text:
+        raise typer.BadParameter("empty; expected a path (an empty one would be read as ., the current directory)")
+    return Path(text)
+
+
+def dir_value(text: str | Path) -> Path:
+    """Parser of the directory options (``parser=dir_value, metavar="<dir>"``): :func:`path_value`, and
+    an existing file refused in the words of typer's ``file_okay=False``, a check typer skips for an
+    option with a parser."""
+    path = path_value(text)
+    if path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"dir {str(text)!r} is a file.")
+    return path
+
+
 def served_model_name(name: str | None, path: Path) -> str:
     """The name ``gtc serve`` serves ``path`` under and ``gtc export`` writes its Triton model as:
     ``--name``, else ``runtime.served.default_model_name``, by one rule for both (a Triton model

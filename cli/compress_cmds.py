@@ -14,7 +14,16 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import check_checkpoint_out, check_data_option, console, learning_rate, seconds, table, user_errors
+from cli.common import (
+    check_checkpoint_out,
+    check_data_option,
+    console,
+    learning_rate,
+    path_value,
+    seconds,
+    table,
+    user_errors,
+)
 from cli.library_values import MAX_SEED, library_defaults
 
 
@@ -31,7 +40,16 @@ PRUNE = library_defaults("gtcompress.compress.prune_config", "PruneConfig")
 
 CheckpointArg = Annotated[Path, typer.Argument(help="Trained checkpoint directory.")]
 RootOpt = Annotated[
-    Path | None, typer.Option("--data-root", help="Where the checkpoint's dataset files are (file-based datasets).")
+    Path | None,
+    typer.Option(
+        "--data-root",
+        help="Where the checkpoint's dataset files are (file-based datasets).",
+        parser=path_value,
+        metavar="<path>",
+    ),
+]
+OutOpt = Annotated[
+    Path, typer.Option(help="Compressed checkpoint directory to write.", parser=path_value, metavar="<path>")
 ]
 DataOpt = Annotated[
     str | None,
@@ -188,7 +206,7 @@ def sparsify_cmd(
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED)] = SPARSIFY["seed"],
     data: DataOpt = None,
     data_root: RootOpt = None,
-    out: Annotated[Path, typer.Option(help="Compressed checkpoint directory to write.")] = Path("runs/sparsified"),
+    out: OutOpt = Path("runs/sparsified"),
 ) -> None:
     """TEDDY: remove low-scoring edges, sparsify weights by ℓ0 projection, distil from the dense model.
 
@@ -331,7 +349,7 @@ def prune_cmd(
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED)] = PRUNE["seed"],
     data: DataOpt = None,
     data_root: RootOpt = None,
-    out: Annotated[Path, typer.Option(help="Compressed checkpoint directory to write.")] = Path("runs/pruned"),
+    out: OutOpt = Path("runs/pruned"),
 ) -> None:
     """GTSP: train gates on tokens, heads, layers and FFN units under a FLOP budget, then materialise.
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import check_out_writable, console, served_model_name, table, user_errors
+from cli.common import check_out_writable, console, path_value, served_model_name, table, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -19,9 +19,14 @@ def register(app: typer.Typer) -> None:
 def export_cmd(
     ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory (dense or compressed).")],
-    out: Annotated[Path, typer.Option(help="ONNX file to write (a file, not a directory).")] = Path("model.onnx"),
+    out: Annotated[
+        Path, typer.Option(help="ONNX file to write (a file, not a directory).", parser=path_value, metavar="<path>")
+    ] = Path("model.onnx"),
     attention: Annotated[str, typer.Option(help="auto, scatter, padded, dense or plugin.")] = "auto",
-    triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository here.")] = None,
+    triton_repo: Annotated[
+        Path | None,
+        typer.Option(help="Also write a Triton model repository here.", parser=path_value, metavar="<path>"),
+    ] = None,
     name: Annotated[
         str | None, typer.Option(help="Model name in the Triton repository (default: the checkpoint directory's name).")
     ] = None,
@@ -212,7 +217,10 @@ def _profile_batch(meta: dict, graphs: int):  # type: ignore[no-untyped-def]
 @user_errors
 def build_cmd(
     onnx_file: Annotated[Path, typer.Argument(help="ONNX file written by gtc export.")],
-    out: Annotated[Path, typer.Option(help="Engine file to write.")] = Path("model.plan"),
+    out: Annotated[
+        Path,
+        typer.Option(help="Engine file to write.", parser=path_value, metavar="<path>"),
+    ] = Path("model.plan"),
     min_nodes: int = 1,
     opt_nodes: int = 4096,
     max_nodes: int = 65536,
@@ -225,7 +233,9 @@ def build_cmd(
     max_graph_nodes: Annotated[int, typer.Option(min=1, help="Largest single graph (dense layout).")] = 512,
     max_in_degree: Annotated[int, typer.Option(min=1, help="Largest in-degree (padded layout).")] = 512,
     fp16: Annotated[bool, typer.Option(help="Allow FP16 kernels (weakly typed network).")] = False,
-    timing_cache: Annotated[Path | None, typer.Option(help="Timing cache file, read and updated.")] = None,
+    timing_cache: Annotated[
+        Path | None, typer.Option(help="Timing cache file, read and updated.", parser=path_value, metavar="<path>")
+    ] = None,
 ) -> None:
     """Build a TensorRT engine with one optimisation profile over graph sizes (needs TensorRT + GPU).
 

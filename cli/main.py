@@ -22,9 +22,11 @@ from cli.common import (
     check_checkpoint_out,
     check_data_option,
     console,
+    dir_value,
     finite_number,
     join_help_paragraphs,
     parse_pe,
+    path_value,
     seconds,
     table,
     training_learning_rate,
@@ -54,7 +56,12 @@ DataOpt = Annotated[
 ]
 RootOpt = Annotated[
     Path | None,
-    typer.Option("--data-root", help="Directory of a file-based dataset (e.g. ../shared/data/TU).", file_okay=False),
+    typer.Option(
+        "--data-root",
+        help="Directory of a file-based dataset (e.g. ../shared/data/TU).",
+        parser=dir_value,
+        metavar="<dir>",
+    ),
 ]
 SizeOpt = Annotated[str, typer.Option(help="small, full or TRAIN,VAL,TEST counts (generated datasets, molhiv).")]
 
@@ -110,7 +117,9 @@ TimeBudgetOpt = Annotated[float, typer.Option(callback=seconds, help="Stop after
 @user_errors
 def train(
     data: DataOpt = "cluster",
-    out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")] = Path("runs/model"),
+    out: Annotated[
+        Path, typer.Option(help="Checkpoint directory to write.", parser=path_value, metavar="<path>")
+    ] = Path("runs/model"),
     data_root: RootOpt = None,
     size: SizeOpt = _DATA["size"],
     arch: Annotated[str, typer.Option(help="gt, gps or graphormer")] = "gt",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import check_data_option, check_out_writable, console, table, user_errors
+from cli.common import check_data_option, check_out_writable, console, dir_value, path_value, table, user_errors
 from gtcompress.pipeline import DEFAULT_OUT
 
 if TYPE_CHECKING:
@@ -23,7 +23,12 @@ def register(app: typer.Typer) -> None:
 @user_errors
 def pipeline_cmd(
     config: Annotated[
-        Path | None, typer.Option(help="YAML or TOML config (sections as in gtcompress/pipeline/config.py).")
+        Path | None,
+        typer.Option(
+            help="YAML or TOML config (sections as in gtcompress/pipeline/config.py).",
+            parser=path_value,
+            metavar="<path>",
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None,
@@ -33,14 +38,23 @@ def pipeline_cmd(
     data_root: Annotated[
         Path | None,
         typer.Option(
-            "--data-root", help="Directory of a file-based dataset (e.g. ../shared/data/TU).", file_okay=False
+            "--data-root",
+            help="Directory of a file-based dataset (e.g. ../shared/data/TU).",
+            parser=dir_value,
+            metavar="<dir>",
         ),
     ] = None,
     checkpoint: Annotated[
         Path | None,
-        typer.Option(help="Start from this trained checkpoint, on the dataset and split it records."),
+        typer.Option(
+            help="Start from this trained checkpoint, on the dataset and split it records.",
+            parser=path_value,
+            metavar="<path>",
+        ),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Run directory (re-running resumes).")] = DEFAULT_OUT,
+    out: Annotated[
+        Path, typer.Option(help="Run directory (re-running resumes).", parser=path_value, metavar="<path>")
+    ] = DEFAULT_OUT,
 ) -> None:
     """The main job: train (or take) a GT, TEDDY-sparsify, GTSP-prune, export, verify, profile, serve.
 

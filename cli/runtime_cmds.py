@@ -17,7 +17,15 @@ from typing import Annotated
 
 import typer
 
-from cli.common import check_out_writable, console, finite_number, served_model_name, stops_on_sigterm, user_errors
+from cli.common import (
+    check_out_writable,
+    console,
+    finite_number,
+    path_value,
+    served_model_name,
+    stops_on_sigterm,
+    user_errors,
+)
 from cli.library_values import library_defaults
 
 #: ``gtc serve``'s limits default to the server's (read from source: runtime.served imports numpy).
@@ -282,7 +290,12 @@ def tritonserver_cmd(
     repository: Annotated[Path, typer.Argument(help="Triton model repository (gtc export --triton-repo).")],
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port (0: a free one).")] = 8000,
-    log: Annotated[Path | None, typer.Option(help="Append the server's own log here (default: discarded).")] = None,
+    log: Annotated[
+        Path | None,
+        typer.Option(
+            help="Append the server's own log here (default: discarded).", parser=path_value, metavar="<path>"
+        ),
+    ] = None,
     startup_timeout: Annotated[
         float, typer.Option(callback=finite_number(1.0), help="Seconds to wait for the models to load (>= 1).")
     ] = 120.0,

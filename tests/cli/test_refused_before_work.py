@@ -222,3 +222,34 @@ def test_an_existing_out_folder_that_takes_no_file_is_refused_before_the_work(
         f"--out {out}: nothing can be created in {out} (the system refused a new folder there: Permission denied)"
     )
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        ("train --size 12,6,6 --epochs 1", "--out"),
+        ("train --data tu:MUTAG --epochs 1", "--data-root"),
+        ("eval {ckpt}", "--data-root"),
+        ("sparsify {ckpt} --edges 0.3", "--out"),
+        ("prune {ckpt} --target-flops 0.5", "--data-root"),
+        ("export {ckpt}", "--out"),
+        ("export {ckpt} --out m.onnx", "--triton-repo"),
+        ("build {ckpt}/missing.onnx", "--out"),
+        ("build {ckpt}/missing.onnx --out m.plan", "--timing-cache"),
+        ("pipeline", "--out"),
+        ("pipeline", "--config"),
+        ("pipeline", "--checkpoint"),
+        ("pipeline", "--data-root"),
+        ("tritonserver {ckpt}", "--log"),
+    ],
+)
+def test_an_empty_path_option_is_refused(args: str, option: str, ckpt: Path, tmp_path: Path) -> None:
+    """typer reads ``''`` as ``.``: ``--out "$OUT"`` with ``$OUT`` unset wrote into the current directory
+    (the pipeline's run, a Triton repository), and an empty ``--data-root`` read it."""
+    res = runner.invoke(app, [*args.format(ckpt=ckpt).split(), option, ""], prog_name="gtc")
+    command = args.split()[0]
+    assert _error_line(res) == (
+        f"Invalid value for '{option}': empty; expected a path (an empty one would be read as ., the current "
+        f"directory) (see 'gtc {command} --help')"
+    )
+    assert list(tmp_path.iterdir()) == []
