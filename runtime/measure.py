@@ -170,18 +170,28 @@ def time_session(
         if i >= warmup:
             prep_ms.append((t1 - t0) * 1e3)
             model_ms.append((t2 - t1) * 1e3)
-    total = [a + b for a, b in zip(prep_ms, model_ms, strict=True)]
-    lat = summarize(total)
     return {
         "nodes": int(prepared.num_nodes),
         "edges": int(prepared.inputs["edge_index"].shape[1]),
         "iterations": iterations,
         "warmup": warmup,  # the calls made before timing: a torch row makes at least one, whatever was asked
+        **timings(prep_ms, model_ms, len(graphs)),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def timings(prep_ms: Sequence[float], model_ms: Sequence[float], graphs: int) -> dict[str, Any]:
+    """A row's statistics from its samples: one timed loop's, or several rounds' together
+    (:func:`runtime.profile_rounds.merge_rounds`), which is why the samples of both halves are kept."""
+    total = [a + b for a, b in zip(prep_ms, model_ms, strict=True)]
+    lat = summarize(total)
+    return {
         "latency_ms": lat,
         "preprocess_ms": summarize(prep_ms),
         "model_ms": summarize(model_ms),
         "preprocess_share": float(sum(prep_ms) / sum(total)) if sum(total) else 0.0,
-        "graphs_per_s": len(graphs) / (lat["mean"] / 1e3) if lat["mean"] > 0 else math.inf,
-        "peak_rss_mb": peak_rss_mb(),
+        "graphs_per_s": graphs / (lat["mean"] / 1e3) if lat["mean"] > 0 else math.inf,
         "samples_ms": [round(v, 4) for v in total],
+        "preprocess_samples_ms": [round(v, 4) for v in prep_ms],
+        "model_samples_ms": [round(v, 4) for v in model_ms],
     }

@@ -50,14 +50,20 @@ from typing import Any
 from gtcompress.preprocess.spec import InputSpec
 from runtime.errors import SessionError
 from runtime.measure import machine_info, make_graphs, peak_rss_mb, pinned, time_session
+from runtime.profile_labels import model_labels
 from runtime.profile_ops import op_breakdown
-from runtime.profile_report import SCHEMA, report_tables, validate_report, write_report
+from runtime.profile_report import SCHEMA, compare_models, report_tables, validate_report, write_report
+from runtime.profile_rounds import default_rounds, merge_rounds, split_iterations, unsteady_note
 
 Progress = Callable[[int, int, str], None]
 
 TENSORRT_NOTE = (
     "rows with threads null of a TensorRT engine (.plan): the engine runs on the GPU, where intra-op thread "
     "counts do not apply, so each configuration ran once, in a process not pinned to cores"
+)
+ONE_PASS_NOTE = (
+    "rows of checkpoints (torch) are measured in one pass before the exported models' rounds, not in turn with "
+    "them: a slow spell of the machine during either shows in no round"
 )
 NOT_ISOLATED_NOTE = (
     "ONNX rows measured in the calling process (isolate off): their peak_rss_mb and model_rss_mb are that "
@@ -273,6 +279,7 @@ def profile_models(
     max_attention_mib: float | None = None,
     max_pe_work: float | None = None,
     max_inflight_mib: float | None = None,
+    rounds: int | None = None,
 ) -> dict[str, Any]:
     """Profile every model over threads × graph sizes × batch sizes; returns the report dict.
 
@@ -282,12 +289,18 @@ def profile_models(
     encodings would take more than ``max_inflight_mib`` while computed, or whose encodings and
     shortest-path distances more than ``max_pe_work`` steps (``None``: ``gtc serve``'s default limits),
     counted as the server counts a request, is refused before any model is measured
-    (:func:`runtime.profile_cost.check_costs`). ``progress`` is first called
+    (:func:`runtime.profile_cost.check_costs`). ``iterations`` are shared out over ``rounds`` (``None``:
+    :func:`runtime.profile_rounds.default_rounds`): round
+    after round, each exported model measures its share of every configuration, so that they are
+    timed in turn, and rows whose rounds disagree are named in ``settings.notes``
+    (:mod:`runtime.profile_rounds`); checkpoints (torch) are measured in one pass, before the rounds.
+    ``progress`` is first called
     with ``(0, total, ...)`` once every check has passed, then once a step."""
     from runtime.session import is_checkpoint, resolve_model_path
 
     if iterations < 2 or warmup < 0:
         raise SessionError("profile: need at least 2 iterations and a non-negative warm-up")
+    shares = split_iterations(int(iterations), default_rounds(int(iterations)) if rounds is None else int(rounds))
     if not paths:
         raise SessionError("profile: no model given")
     if not graph_sizes or not batch_sizes or not threads or min(*graph_sizes, *batch_sizes, *threads) < 1:
@@ -296,7 +309,7 @@ def profile_models(
         if len({int(v) for v in values}) != len(values):  # each configuration measured twice, rows duplicated
             raise SessionError(f"profile: {what} {[int(v) for v in values]} repeat a value")
     resolved = [str(resolve_model_path(p)) for p in paths]
-    labels = list(names) if names else _labels(resolved)
+    labels = list(names) if names else model_labels(resolved)
     if len(labels) != len(resolved) or not all(labels) or len(set(labels)) != len(labels):
         raise SessionError(f"profile: names {labels} must be {len(resolved)} distinct non-empty labels, one per model")
     configs = [(int(n), int(b)) for n in graph_sizes for b in batch_sizes]
@@ -334,10 +347,9 @@ def profile_models(
         limit(max_inflight_mib, cost.DEFAULT_MAX_INFLIGHT_MIB),
     )
     runs = {p: thread_runs(p, threads) for p in resolved if p not in ckpts}
-    per_model = {p: len(r) * len(configs) + (1 if op_profile else 0) for p, r in runs.items()}
+    per_model = {p: len(r) * len(configs) * len(shares) + (1 if op_profile else 0) for p, r in runs.items()}
     total = sum(tp.steps if tp is not None and p in ckpts else per_model[p] for p in resolved)
     done = 0
-    models = []
     if progress is not None:  # every refusal above comes before this first call (the CLI opens its bar on it)
         progress(0, total, "profiling")
 
@@ -347,33 +359,46 @@ def profile_models(
         if progress is not None:
             progress(done, total, what)
 
-    for label, path in zip(labels, resolved, strict=True):
+    entries: dict[str, dict[str, Any]] = {}
+    for label, path in zip(labels, resolved, strict=True):  # torch rows: one pass, in this process
         if tp is not None and path in ckpts:
-            models.append(tp.profile(label, path, tick))
-            continue
-        entry = _model_entry(label, path)
-        for t in runs[path]:
+            entries[path] = tp.profile(label, path, tick)
+            entries[path]["results"] = [merge_rounds([r]) for r in entries[path]["results"]]  # a round's fields
+        else:
+            entries[path] = _model_entry(label, path)
+    rows: dict[str, dict[tuple[int | None, int, int], list[dict[str, Any]]]] = {p: {} for p in runs}
+    # Round after round, and in a round a thread count at a time, every model: the models of one thread
+    # count are timed minutes apart at most (runtime.profile_rounds says why).
+    passes = sorted(
+        ((p, t) for p in runs for t in runs[p]), key=lambda pt: (runs[pt[0]].index(pt[1]), resolved.index(pt[0]))
+    )
+    for i, share in enumerate(shares):
+        for path, t in passes:
+            entry = entries[path]
             kwargs = {
                 "path": path,
                 "threads": t,
                 "configs": measured,
-                "iterations": int(iterations),
+                "iterations": share,
                 "warmup": int(warmup),
                 "avg_degree": float(avg_degree),
                 "seed": int(seed),
                 "providers": providers,
-                "op_config": op_config if op_profile and t == runs[path][0] else None,
+                "op_config": op_config if op_profile and i == 0 and t == runs[path][0] else None,
                 "op_iterations": int(op_iterations),
             }
+            what = ("TensorRT" if t is None else f"{t} thread{'s' if t > 1 else ''}") + (
+                f" · round {i + 1}/{len(shares)}" if len(shares) > 1 else ""
+            )
 
-            what = "TensorRT" if t is None else f"{t} thread{'s' if t > 1 else ''}"
-
-            def on_event(msg: dict[str, Any], entry: dict[str, Any] = entry, what: str = what) -> None:
+            def on_event(
+                msg: dict[str, Any], entry: dict[str, Any] = entry, path: str = path, what: str = what
+            ) -> None:
                 kind = msg.pop("kind")
                 if kind == "result":
-                    entry["results"].append(msg)
                     entry["providers"] = msg.pop("providers")
                     entry["device"] = "cpu" if entry["providers"] == ["CPUExecutionProvider"] else "gpu"
+                    rows[path].setdefault((msg["threads"], msg["graph_nodes"], msg["batch_size"]), []).append(msg)
                 elif kind == "ops":
                     entry["ops"] = msg
                 tick(f"{entry['name']} · {what}")
@@ -382,11 +407,16 @@ def profile_models(
                 _run_isolated(kwargs, on_event)
             else:
                 measure_model(**kwargs, emit=on_event)
+    for path, by_config in rows.items():
+        entry = entries[path]
         if op_profile and "ops" not in entry:
             entry["ops"] = None
         runs_t = {t: i for i, t in enumerate(runs[path])}
-        entry["results"].sort(key=lambda r: (runs_t[r["threads"]], order[(r["graph_nodes"], r["batch_size"])]))
-        models.append(entry)
+        entry["results"] = sorted(
+            (merge_rounds(r) for r in by_config.values()),
+            key=lambda r: (runs_t[r["threads"]], order[(r["graph_nodes"], r["batch_size"])]),
+        )
+    models = [entries[p] for p in resolved]
     if progress is not None:
         progress(total, total, "done")
     return {
@@ -399,6 +429,7 @@ def profile_models(
             "threads": [int(t) for t in threads],
             "iterations": int(iterations),
             "warmup": int(warmup),
+            "rounds": len(shares),
             "avg_degree": float(avg_degree),
             "seed": int(seed),
             "providers": providers,
@@ -410,54 +441,13 @@ def profile_models(
                 *(tp.notes if tp is not None else []),
                 *([TENSORRT_NOTE] if any(r == [None] for r in runs.values()) else []),
                 *([NOT_ISOLATED_NOTE] if not isolate and len(ckpts) < len(resolved) else []),
+                *([ONE_PASS_NOTE] if ckpts and len(shares) > 1 else []),
+                *filter(None, [unsteady_note(models)]),
             ],
         },
         "models": models,
+        "comparison": compare_models(models),
     }
-
-
-def _labels(paths: Sequence[str]) -> list[str]:
-    """Default model names: the file's stem, or the directory's name; ``model.onnx``/``model.plan``
-    are named by the folder that tells them apart — the model directory of a Triton repository
-    (``repo/gt/1/model.onnx`` is ``gt``), else the folder holding the file (``dense/model.onnx`` is
-    ``dense``: named by its grandparent, ``runs/dense/model.onnx`` and ``runs/scatter/model.onnx``
-    were both ``runs``, told apart only as ``runs.onnx#0``/``runs.onnx#1``, and a bare ``model.onnx``
-    was named ``""``). Names that still clash get their version folder (``gt/1/model.onnx``,
-    ``gt/2/model.onnx``: two versions of one Triton model were ``gt.onnx#0``/``gt.onnx#1``, which said
-    neither version), then the folder above (``a/gt.onnx``, ``b/gt.onnx``), then ``#i``."""
-    from runtime.served import directory_name
-    from runtime.session import is_version_name
-
-    def naming_dir(p: Path) -> Path:  # what names a model.onnx/model.plan: its Triton model dir, or its folder
-        parent = Path(os.path.abspath(p)).parent  # not resolved: a symlinked folder keeps the name given
-        return parent.parent if is_version_name(parent.name) and parent.parent.name else parent
-
-    def stem(p: Path) -> str:
-        if p.name in ("model.onnx", "model.plan"):
-            return naming_dir(p).name
-        return directory_name(p) if p.is_dir() else p.stem  # a checkpoint directory: gt-keep0.5, "." its name
-
-    def full(p: Path) -> str:  # what tells gt.onnx from gt.plan and from the checkpoint gt/
-        if p.name in ("model.onnx", "model.plan"):
-            return f"{naming_dir(p).name}{p.suffix}"
-        return f"{directory_name(p)}/" if p.is_dir() else p.name
-
-    def versioned(p: Path) -> str:  # gt/1/model.onnx and gt/2/model.onnx: the version folder tells them apart
-        named = naming_dir(p) if p.name in ("model.onnx", "model.plan") else None
-        if named is None or named == Path(os.path.abspath(p)).parent:
-            return full(p)
-        return f"{named.name}/{p.parent.name}/{p.name}"
-
-    def qualified(p: Path) -> str:  # a/gt.onnx and b/gt.onnx: the folder above tells them apart
-        named = naming_dir(p) if p.name in ("model.onnx", "model.plan") else Path(os.path.abspath(p))
-        return f"{named.parent.name}/{full(p)}"
-
-    for label in (stem, full, versioned, qualified):
-        labels = [label(Path(p)) for p in paths]
-        if len(set(labels)) == len(labels):
-            return labels
-    labels = [full(Path(p)) for p in paths]
-    return [f"{s}#{i}" if labels.count(s) > 1 else s for i, s in enumerate(labels)]  # only the ones that clash
 
 
 def _model_entry(label: str, path: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gtcompress.io import named_write_error, remove_stale_temps
+from runtime.profile_rounds import UNSTEADY_SPREAD
 
 #: The ``schema`` field of every report ``gtc profile`` writes.
 SCHEMA = "gtcompress.profile/1"
@@ -263,8 +264,61 @@ def _profiler_caption(m: dict[str, Any], ops: dict[str, Any]) -> str | None:
     )
 
 
+def compare_models(models: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Every model's p50s against the first model's, configuration by configuration: the speed-up
+    of the whole call (pre-processing included) and of the model call alone, which is what a
+    compression changes (its pre-processing is the same; at 128 nodes x 16 it was 75-90 % of a call,
+    so a 1.8x faster model read 1.1x on the whole call). Rows pair a configuration at one thread
+    count with the first model's at the same count; a GPU row (no thread count) pairs with every one.
+    ``None`` for fewer than two models."""
+    if len(models) < 2:
+        return None
+    base = models[0]
+    rows = []
+    for m in models[1:]:
+        for r in m["results"]:
+            for b in base["results"]:
+                same_size = (r["graph_nodes"], r["batch_size"]) == (b["graph_nodes"], b["batch_size"])
+                if not same_size or (r["threads"] != b["threads"] and None not in (r["threads"], b["threads"])):
+                    continue
+                call, base_call = r["latency_ms"]["p50"], b["latency_ms"]["p50"]
+                model = r.get("model_ms", {}).get("p50")
+                base_model = b.get("model_ms", {}).get("p50")
+                rows.append(
+                    {
+                        "model": m["name"],
+                        "threads": r["threads"],
+                        "baseline_threads": b["threads"],
+                        "graph_nodes": r["graph_nodes"],
+                        "batch_size": r["batch_size"],
+                        "p50_ms": call,
+                        "baseline_p50_ms": base_call,
+                        "speedup": base_call / call if call > 0 else math.inf,
+                        "model_p50_ms": model,
+                        "baseline_model_p50_ms": base_model,
+                        "model_speedup": base_model / model if model and base_model else None,
+                    }
+                )
+    return {"baseline": base["name"], "rows": rows}
+
+
+def _num(v: float) -> str:
+    """A measured value in at most six characters, four significant digits below 1000 (1871, 804.5,
+    19.96, 0.505): the latency table fits 80 columns without folding a number onto two lines."""
+    if not math.isfinite(v):
+        return str(v)
+    for limit, digits in ((10, 3), (100, 2), (1000, 1)):
+        if abs(v) < limit:
+            return f"{v:.{digits}f}"
+    return f"{v:.0f}"
+
+
+def _threads_cell(threads: int | None, oversubscribed: bool = False) -> str:
+    return "–" if threads is None else f"{threads}{'*' if oversubscribed else ''}"
+
+
 def report_tables(report: dict[str, Any]) -> list[Any]:
-    """Rich tables: machine, one latency table per model, and the top ops."""
+    """Rich tables: machine, one latency table per model, the top ops, and the models against the first."""
     from rich.table import Table
     from rich.text import Text
 
@@ -282,27 +336,33 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
     tables: list[Any] = [head]
     for m in report["models"]:
         over = any(r.get("oversubscribed") for r in m["results"])
+        unsteady = any(r.get("rounds_spread", 1.0) > UNSTEADY_SPREAD for r in m["results"])
+        captions = [
+            *(["* more threads than the cores it may use (oversubscribed)"] if over else []),
+            *(["! its rounds disagree: see the note below"] if unsteady else []),
+        ]
         t = Table(
             title=f"{m['name']} ({m.get('arch')}, {m.get('lowering')}, {(m.get('providers') or ['?'])[0]})"
-            + (f" · {calls} timed calls a row" if (calls := report["settings"].get("iterations")) else ""),
+            + (f" · {calls} timed calls a row" if (calls := report["settings"].get("iterations")) else "")
+            + (f" in {n} rounds" if (n := report["settings"].get("rounds", 1)) > 1 else ""),
             title_justify="left",
-            caption="* more threads than the cores it may use (oversubscribed)" if over else None,
+            caption="; ".join(captions) or None,
             caption_justify="left",
         )
-        for col in ("threads", "nodes×batch", "mean ms", "std", "p50", "p90", "p99", "graphs/s", "prep %", "RSS MB"):
+        # the mean and std are in report.json; the model call alone is what a compression changes
+        for col in ("thr", "nodes×\nbatch", "p50\nms", "p90", "p99", "model\np50", "prep\n%", "graphs\n/s", "RSS\nMB"):
             t.add_column(col, justify="right", overflow="fold")
         for r in m["results"]:
             lat = r["latency_ms"]
             t.add_row(
-                "–" if r["threads"] is None else f"{r['threads']}{'*' if r.get('oversubscribed') else ''}",
-                f"{r['graph_nodes']}×{r['batch_size']}",
-                f"{lat['mean']:.3f}",
-                f"{lat['std']:.3f}",
-                f"{lat['p50']:.3f}",
-                f"{lat['p90']:.3f}",
-                f"{lat['p99']:.3f}",
-                f"{r['graphs_per_s']:.1f}",
+                _threads_cell(r["threads"], bool(r.get("oversubscribed"))),
+                f"{r['graph_nodes']}×{r['batch_size']}{'!' if r.get('rounds_spread', 1.0) > UNSTEADY_SPREAD else ''}",
+                _num(lat["p50"]),
+                _num(lat["p90"]),
+                _num(lat["p99"]),
+                _num(r["model_ms"]["p50"]) if "model_ms" in r else "–",
                 f"{100 * r.get('preprocess_share', 0):.0f}",
+                _num(r["graphs_per_s"]),
                 f"{r['peak_rss_mb']:.0f}",
             )
         tables.append(t)
@@ -321,6 +381,25 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
                 per_run = row["calls"] / max(1, ops.get("runs", 1))
                 o.add_row(row["op_type"], f"{row['ms_per_run']:.3f}", f"{row['share']:.1%}", f"{per_run:g}")
             tables.append(o)
+    if (cmp := compare_models(report["models"])) is not None and cmp["rows"]:
+        c = Table(
+            title=f"vs {cmp['baseline']}: its p50 / the model's (above 1x: faster), whole call and model call alone",
+            title_justify="left",
+        )
+        for col in ("model", "thr", "nodes×\nbatch", "p50\nms", "speed-\nup", "model\np50", "model\nspeed-up"):
+            c.add_column(col, justify="left" if col == "model" else "right", overflow="fold")
+        for r in cmp["rows"]:
+            threads = r["threads"] if r["threads"] is not None else r["baseline_threads"]
+            c.add_row(
+                r["model"] + (" (gpu)" if r["threads"] is None else ""),
+                _threads_cell(threads),
+                f"{r['graph_nodes']}×{r['batch_size']}",
+                _num(r["p50_ms"]),
+                f"{r['speedup']:.2f}x",
+                "–" if r["model_p50_ms"] is None else _num(r["model_p50_ms"]),
+                "–" if r["model_speedup"] is None else f"{r['model_speedup']:.2f}x",
+            )
+        tables.append(c)
     # what makes rows not like for like (torch rows not pinned, RSS of a shared process): said where the
     # numbers are read, not only in report.json
     tables.extend(Text(f"note: {n}", style="dim") for n in report["settings"].get("notes") or [])

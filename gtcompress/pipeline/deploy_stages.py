@@ -111,6 +111,8 @@ def profile_stage(
     serving drop, else the fastest GTSP): latency vs graph size, distribution, per-op breakdown.
     ``keys``: each exported file's cache key (by its path in the run, as the rows name it);
     ``degree``: the test set's mean degree, for the random graphs."""
+    from runtime.profile_rounds import default_rounds
+
     pcfg, max_drop = ctx.config["profile"], ctx.config["triton"]["max_metric_drop"]
     if not pcfg["graph_sizes"]:
         return None
@@ -129,6 +131,7 @@ def profile_stage(
         "batch_sizes": sorted({1, min(8, pcfg["batch_graphs"])}),
         "threads": [pcfg["threads"]],
         "iterations": pcfg["sweep_iterations"],
+        "rounds": default_rounds(pcfg["sweep_iterations"]),  # the models in turn (runtime.profile_rounds)
         "avg_degree": degree,
     }
     target = ctx.out / "profile"

@@ -31,6 +31,8 @@ def test_profile_command(app, exported, tmp_path: Path) -> None:
     report = json.loads((out / "report.json").read_text())
     assert [m["name"] for m in report["models"]] == ["node", "graph"]
     assert (out / "latency_vs_size.png").is_file() and "p99" in res.output
+    assert "vs node: its p50 / the model's" in res.output  # graph against node, side by side
+    assert report["settings"]["rounds"] == 1  # 3 iterations: not asked for, as many rounds as give two calls
 
 
 @pytest.mark.parametrize(
@@ -44,6 +46,11 @@ def test_profile_command(app, exported, tmp_path: Path) -> None:
         (["profile", "{node}", "--sizes", "8, 8,16"], "--sizes: 8 given more than once in '8, 8,16'"),
         (["profile", "{node}", "--batch-sizes", "4,4"], "--batch-sizes: 4 given more than once in '4,4'"),
         (["profile", "{node}", "--names", "a,b"], "--names: 2 labels for 1 models"),
+        (
+            ["profile", "{node}", "--iterations", "5", "--rounds", "3"],
+            "error: --iterations 5 is too few for --rounds 3: each round times at least 2 calls (give --iterations 6 "
+            "or more, or fewer rounds)",
+        ),
         # were accepted: two models both called "a" in every table and plot, or a table titled "(gt, …)"
         (["profile", "{node}", "{node}", "--names", "a,a"], "--names 'a,a': each model needs its own non-empty label"),
         (["profile", "{node}", "{node}", "--names", "a,"], "--names 'a,': each model needs its own non-empty label"),

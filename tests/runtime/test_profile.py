@@ -319,7 +319,7 @@ def test_a_directory_given_through_a_symlink_is_named_by_the_link(
     """Directories were named by their resolved path (to read "." as the directory's own name), which
     also followed symbolic links: gtc serve runs/best (-> gt-2024) served the model as 'gt-2024', so
     requests to /v2/models/best got 404, and gtc profile labelled it 'gt-2024' (before, 'best')."""
-    from runtime.profile import _labels
+    from runtime.profile_labels import model_labels as _labels
     from runtime.served import default_model_name
 
     (tmp_path / "gt-2024").mkdir()
@@ -360,7 +360,7 @@ def test_model_onnx_files_are_named_by_the_folder_that_tells_them_apart(
     (``runs``, as in a Triton repository ``repo/<model>/<version>/model.onnx``) and came out as
     ``runs.onnx#0``/``runs.onnx#1``, with ``#2`` even on a checkpoint whose name was unique; a bare
     ``model.onnx`` in the current directory was named ``""``."""
-    from runtime.profile import _labels
+    from runtime.profile_labels import model_labels as _labels
 
     for d in ("runs/dense", "runs/scatter", "repo/gt/1", "repo/gt/2", "runs/ckpt", "x/1", "y/x/1", "z/x/1"):
         (tmp_path / d).mkdir(parents=True)

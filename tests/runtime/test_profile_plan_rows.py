@@ -38,6 +38,7 @@ def measured(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int | None, Any
                     "graph_nodes": nodes,
                     "batch_size": batch,
                     "latency_ms": LATENCY,
+                    "iterations": kwargs["iterations"],
                     "graphs_per_s": 100.0,
                     "peak_rss_mb": 200.0,
                     "oversubscribed": False,
@@ -72,6 +73,7 @@ def test_a_plan_is_measured_once_per_size_and_an_onnx_file_per_thread_count(meas
         threads=[1, 2, 4],
         isolate=False,
         progress=lambda done, total, what: ticks.append((done, total, what)),
+        rounds=1,  # the rounds' own test: tests/runtime/test_profile_rounds.py
     )
     assert measured == [
         ("gt.plan", None, (128, 16)),
@@ -99,7 +101,13 @@ def test_a_plan_is_measured_once_per_size_and_an_onnx_file_per_thread_count(meas
 
 def test_onnx_files_alone_get_no_tensorrt_note(measured, tmp_path: Path) -> None:
     report = prof.profile_models(
-        _files(tmp_path, "gt.onnx"), graph_sizes=[32], batch_sizes=[1], threads=[1, 2], isolate=False, op_profile=False
+        _files(tmp_path, "gt.onnx"),
+        graph_sizes=[32],
+        batch_sizes=[1],
+        threads=[1, 2],
+        isolate=False,
+        op_profile=False,
+        rounds=1,
     )
     assert [c[1] for c in measured] == [1, 2]
     assert prof.TENSORRT_NOTE not in report["settings"]["notes"]

@@ -330,7 +330,8 @@ def test_profile_puts_torch_rows_next_to_onnx_rows(ckpts, onnx_files, tmp_path: 
     assert [r["warmup"] for r in ort["results"]] == [0, 0] and [r["warmup"] for r in tch["results"]] == [1, 1]
     assert rep["settings"]["device"] == "cpu" and "gpu" not in rep["machine"]
     assert rep["settings"]["notes"] == [CPU_NOTE, NOT_ISOLATED_NOTE]  # isolate=False: the ONNX rows' RSS is shared
-    assert len(write_report(rep, tmp_path / "out")) == 5 and len(report_tables(rep)) == 3 + 2  # the notes printed
+    # machine, two models, the checkpoint against the ONNX file, and the notes printed
+    assert len(write_report(rep, tmp_path / "out")) == 5 and len(report_tables(rep)) == 4 + 2
     with pytest.raises(SessionError, match="apply to checkpoint directories"):
         profile_models([onnx_files["graph"]], device="cpu")
 
@@ -425,7 +426,7 @@ def test_a_checkpoint_directory_with_a_dot_keeps_its_whole_name(ckpts, tmp_path:
     'gt-keep0#1' in its tables and plots."""
     import shutil
 
-    from runtime.profile import _labels
+    from runtime.profile_labels import model_labels as _labels
     from runtime.served import default_model_name
 
     dirs = [tmp_path / "gt-keep0.5", tmp_path / "gt-keep0.7"]
@@ -512,7 +513,7 @@ def test_profile_refuses_cuda_graphs_for_a_dense_checkpoint_before_measuring(
 def test_a_checkpoint_given_as_dot_is_served_and_labelled_by_its_name(ckpts, monkeypatch: pytest.MonkeyPatch) -> None:
     """cd runs/gt && gtc serve . failed with "--name '': use letters, digits, '_', '-' and '.' only"
     (no --name was given), and gtc profile . labelled the model '' in its tables and plots."""
-    from runtime.profile import _labels
+    from runtime.profile_labels import model_labels as _labels
     from runtime.served import default_model_name
     from runtime.session import resolve_model_path
 

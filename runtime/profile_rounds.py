@@ -1,0 +1,95 @@
+"""Rounds of ``gtc profile``: the models take turns, so that they are timed under the same conditions.
+
+A machine is not steady over minutes: another job starts, a CPU's clock drops, a VM's neighbour
+gets busy. Measured one after the other, the second model of ``gtc profile dense.onnx
+pruned.onnx`` could run in a slow spell the first escaped (on our 2-core VM one pass read 24.2 ms
+where three reruns read 12.4), and the speed-up it printed was the machine's, with nothing saying
+so. So :func:`runtime.profile.profile_models` splits each configuration's timed iterations into
+rounds and runs every model's pass of round 1 before any model's pass of round 2, a thread count
+at a time: a spell falls on every model alike or shows as rounds that disagree.
+
+Here: the split (:func:`split_iterations`), the merge of one configuration's rounds into one row
+holding every sample (:func:`merge_rounds`), and the note naming rows whose rounds disagree by
+more than :data:`UNSTEADY_SPREAD` (:func:`unsteady_note`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from runtime.errors import SessionError
+
+#: Rounds whose p50s differ by more than this factor (slowest / fastest) are flagged. Rounds of a
+#: steady machine agree within a few percent; the spells this is for doubled a pass's time.
+UNSTEADY_SPREAD = 1.25
+#: ``gtc profile``'s rounds unless told otherwise (:func:`default_rounds`): a spell in one round of three is
+#: outvoted at the p50.
+DEFAULT_ROUNDS = 3
+#: Rows the note names one by one; the rest are counted (the table marks every one).
+NOTE_ROWS = 6
+
+
+def default_rounds(iterations: int) -> int:
+    """:data:`DEFAULT_ROUNDS`, or as many as ``iterations`` give two calls each: a short profile asked for
+    no rounds and is not refused for them."""
+    return max(1, min(DEFAULT_ROUNDS, iterations // 2))
+
+
+def split_iterations(iterations: int, rounds: int) -> list[int]:
+    """``iterations`` timed calls shared out over ``rounds`` (the first rounds take the remainder);
+    every round needs two, else its p50 is one sample and its spread means nothing."""
+    if rounds < 1:
+        raise SessionError(f"profile: rounds must be at least 1, got {rounds}")
+    if iterations < 2 * rounds:
+        raise SessionError(
+            f"profile: {rounds} rounds need at least {2 * rounds} timed iterations (2 a round), got {iterations}"
+        )
+    share, extra = divmod(iterations, rounds)
+    return [share + (1 if i < extra else 0) for i in range(rounds)]
+
+
+def merge_rounds(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One configuration's rows from its rounds (same model, threads, graphs) as one row: the
+    statistics over all their samples, the peak memory the highest any round's process reached, and
+    ``rounds_p50_ms`` (each round's p50, whole call) with ``rounds_spread`` (slowest / fastest)."""
+    from runtime.measure import timings  # numpy: not for the CLI, which imports this module for its default
+
+    first = rows[0]
+    merged = dict(first)
+    if len(rows) > 1:
+        prep = [v for r in rows for v in r["preprocess_samples_ms"]]
+        model = [v for r in rows for v in r["model_samples_ms"]]
+        merged.update(timings(prep, model, int(first["batch_size"])))
+    p50s = [float(r["latency_ms"]["p50"]) for r in rows]
+    merged.update(
+        iterations=sum(int(r["iterations"]) for r in rows),
+        peak_rss_mb=max(float(r["peak_rss_mb"]) for r in rows),
+        rounds_p50_ms=p50s,
+        rounds_spread=max(p50s) / min(p50s) if min(p50s) > 0 else 1.0,
+    )
+    if "model_rss_mb" in first:
+        merged["model_rss_mb"] = max(float(r["model_rss_mb"]) for r in rows)
+    return merged
+
+
+def unsteady_note(models: Sequence[dict[str, Any]]) -> str | None:
+    """The report's note naming every row whose rounds disagree (``None`` when none does)."""
+    flagged = []
+    for m in models:
+        for r in m["results"]:
+            if r.get("rounds_spread", 1.0) > UNSTEADY_SPREAD:
+                where = "" if r["threads"] is None else f" · {r['threads']}T"
+                p50s = ", ".join(f"{v:.3g}" for v in r["rounds_p50_ms"])
+                flagged.append(
+                    f"{m['name']}{where} · {r['graph_nodes']}×{r['batch_size']} {r['rounds_spread']:.2f}x ({p50s} ms)"
+                )
+    if not flagged:
+        return None
+    more = f"; {len(flagged) - NOTE_ROWS} more" if len(flagged) > NOTE_ROWS else ""
+    return (
+        f"rows marked ! had rounds whose p50s differ by more than {UNSTEADY_SPREAD}x: "
+        f"{'; '.join(flagged[:NOTE_ROWS])}{more}. The "
+        "machine was not steady while they ran (another load, a lower clock); each row holds every round's "
+        "samples, but compare such rows with care, or run again"
+    )
