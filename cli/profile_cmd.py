@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import check_out_writable, console, finite_number, user_errors
+from cli.common import check_out_writable, console, finite_number, path_value, user_errors
 from cli.runtime_cmds import _LIMITS, CudaGraphsOpt, DeviceOpt, _check_device, _providers
+from runtime.profile_rounds import DEFAULT_ROUNDS
 
 if TYPE_CHECKING:
     from runtime.backends import ProviderArg
@@ -103,7 +104,9 @@ def profile_cmd(
         list[Path],
         typer.Argument(help="Exported models (.onnx, .plan) and/or checkpoint directories (torch), side by side."),
     ],
-    out: Annotated[Path, typer.Option(help="Directory for report.json and the PNG plots.")] = Path("profile"),
+    out: Annotated[
+        Path, typer.Option(help="Directory for report.json and the PNG plots.", parser=path_value, metavar="<path>")
+    ] = Path("profile"),
     threads: Annotated[
         str,
         typer.Option(
@@ -113,7 +116,18 @@ def profile_cmd(
     ] = "1,2,4",
     sizes: Annotated[str, typer.Option(help="Nodes per graph.")] = "32,128,512",
     batch_sizes: Annotated[str, typer.Option(help="Graphs per call.")] = "1,16",
-    iterations: Annotated[int, typer.Option(min=2, help="Timed iterations per configuration.")] = 50,
+    iterations: Annotated[
+        int, typer.Option(min=2, help="Timed iterations per configuration, shared out over the rounds.")
+    ] = 50,
+    rounds: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="The exported models take turns this many times, each timing its share of --iterations of every "
+            "size, so that a slow spell of the machine falls on all of them (rows whose rounds disagree are marked). "
+            f"Default: {DEFAULT_ROUNDS}, fewer where --iterations gives fewer than 2 calls a round.",
+        ),
+    ] = None,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed iterations first.")] = 5,
     degree: Annotated[
         float, typer.Option(callback=finite_number(0.0), help="Average edges per node of the random graphs (>= 0).")
@@ -185,6 +199,11 @@ def profile_cmd(
         _ints(batch_sizes, "--batch-sizes"),
         _ints(threads, "--threads"),
     )
+    if rounds is not None and iterations < 2 * rounds:  # a round of one call has no spread to compare
+        raise GTCompressError(
+            f"--iterations {iterations} is too few for --rounds {rounds}: each round times at least 2 calls "
+            f"(give --iterations {2 * rounds} or more, or fewer rounds)"
+        )
     for m in models:
         if not m.exists():
             raise GTCompressError(f"model file does not exist: {m}")
@@ -230,6 +249,7 @@ def profile_cmd(
             max_attention_mib=max_attention_mib,
             max_pe_work=max_pe_work,
             max_inflight_mib=max_inflight_mib,
+            rounds=rounds,
         )
     finally:
         if bar.live.is_started:  # stopping one never started still prints a blank line off a terminal

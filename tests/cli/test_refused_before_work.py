@@ -241,6 +241,7 @@ def test_an_existing_out_folder_that_takes_no_file_is_refused_before_the_work(
         ("pipeline", "--checkpoint"),
         ("pipeline", "--data-root"),
         ("tritonserver {ckpt}", "--log"),
+        ("profile {ckpt}", "--out"),
     ],
 )
 def test_an_empty_path_option_is_refused(args: str, option: str, ckpt: Path, tmp_path: Path) -> None:
