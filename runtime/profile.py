@@ -441,7 +441,7 @@ def profile_models(
                 *(tp.notes if tp is not None else []),
                 *([TENSORRT_NOTE] if any(r == [None] for r in runs.values()) else []),
                 *([NOT_ISOLATED_NOTE] if not isolate and len(ckpts) < len(resolved) else []),
-                *([ONE_PASS_NOTE] if ckpts and len(shares) > 1 else []),
+                *([ONE_PASS_NOTE] if ckpts and runs and len(shares) > 1 else []),  # beside exported models
                 *filter(None, [unsteady_note(models)]),
             ],
         },

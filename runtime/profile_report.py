@@ -313,6 +313,12 @@ def _num(v: float) -> str:
     return f"{v:.0f}"
 
 
+def _rounds(m: dict[str, Any]) -> int:
+    """The rounds a model's rows were measured in: the report's setting, except for a checkpoint's
+    rows, measured in one pass (:func:`runtime.profile.profile_models`)."""
+    return max((len(r.get("rounds_p50_ms") or [0]) for r in m["results"]), default=1)
+
+
 def _threads_cell(threads: int | None, oversubscribed: bool = False) -> str:
     return "–" if threads is None else f"{threads}{'*' if oversubscribed else ''}"
 
@@ -344,7 +350,7 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
         t = Table(
             title=f"{m['name']} ({m.get('arch')}, {m.get('lowering')}, {(m.get('providers') or ['?'])[0]})"
             + (f" · {calls} timed calls a row" if (calls := report["settings"].get("iterations")) else "")
-            + (f" in {n} rounds" if (n := report["settings"].get("rounds", 1)) > 1 else ""),
+            + (f" in {n} rounds" if (n := _rounds(m)) > 1 else ""),
             title_justify="left",
             caption="; ".join(captions) or None,
             caption_justify="left",
