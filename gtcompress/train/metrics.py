@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from scipy.stats import rankdata
 from torch import Tensor
 from torch.nn import functional as F
 
-from gtcompress.data.base import DatasetInfo
+from gtcompress.data.base import DatasetInfo, Metric
 
 
 def class_weights(target: Tensor, classes: int, info: DatasetInfo) -> Tensor | None:
@@ -68,7 +69,14 @@ def higher_is_better(metric: str) -> bool:
 
 
 def compute_metric(metric: str, logits: Tensor, y: Tensor) -> float:
-    """Metric over a whole split (``logits`` and ``y`` concatenated over all batches)."""
+    """Metric over a whole split (``logits`` and ``y`` concatenated over all batches).
+
+    NaN where any output is NaN: a NaN is no prediction, yet argmax reads it as the largest logit (so
+    accuracy counted it as a class, right or wrong), average precision ranked it, and a task of NaN
+    scores dropped out of the ROC-AUC mean unseen. OGB's evaluator (scikit-learn) refuses NaN
+    predictions; an undefined metric is never picked or served."""
+    if metric in get_args(Metric) and bool(torch.isnan(logits).any()):
+        return math.nan
     if metric in ("accuracy", "class_avg_acc"):
         pred = logits.argmax(dim=-1).reshape(-1)
         target = y.reshape(-1).long()
