@@ -215,8 +215,10 @@ def train_gates(
                     step += 1
                     total += step_loss * parts.num_graphs
                     count += parts.num_graphs
-                val = evaluate(student, val_graphs, info)[info.metric]
-                check_defined_metric(val, info, epoch)  # NaN: the untrained gates would come back as the best
+                val_eval = evaluate(student, val_graphs, info)
+                val = val_eval[info.metric]
+                # NaN: the untrained gates would come back as the best
+                check_defined_metric(val, info, epoch, val_eval["loss"])
                 plan = eval_plan()
                 row = {
                     "epoch": epoch,

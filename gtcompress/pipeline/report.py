@@ -161,7 +161,10 @@ def markdown(report: dict[str, Any]) -> str:
     elif undefined := sorted({r["model"] for r in rows if math.isnan(r["test"])}):
         # NaN compares false with any tolerance: none qualified, but not for being too far from dense
         shown = {"rocauc": "ROC-AUC", "ap": "average precision"}.get(metric)
-        why = f": {shown} needs both classes among the test labels" if shown else ""
+        # a NaN output leaves any metric undefined (train.metrics.compute_metric); ROC-AUC and AP also a one-class split
+        nan = "a NaN among a model's test outputs"
+        why = f": {shown} needs both classes among the test labels, and {nan} leaves it undefined too" if shown else ""
+        why = why or f": {nan} leaves it undefined"
         lines.append(
             f"The test {metric} is undefined (NaN) for {', '.join(f'`{m}`' for m in undefined)}{why}; a model "
             "without a defined metric, or whose dense parent has none, is never compared, picked or served."

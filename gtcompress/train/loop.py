@@ -71,17 +71,24 @@ def optimizer_step(opt: torch.optim.Optimizer, where: str, epoch: int, step: int
 _SHOWN = {"rocauc": "ROC-AUC", "ap": "average precision"}
 
 
-def check_defined_metric(value: float, info: DatasetInfo, epoch: int | None) -> None:
-    """Stop at a validation metric that is NaN (ROC-AUC of a val split with one class). NaN is never
-    "better" than the starting best, so a loop that selects its best epoch on it would restore the
-    weights it started from, every epoch of training thrown away, and still exit 0. ``epoch`` None:
-    the starting weights, evaluated before training (``train(keep_start=True)``)."""
+def check_defined_metric(value: float, info: DatasetInfo, epoch: int | None, loss: float | None = None) -> None:
+    """Stop at a validation metric that is NaN (ROC-AUC of a val split with one class; any metric of
+    outputs holding a NaN). NaN is never "better" than the starting best, so a loop that selects its
+    best epoch on it would restore the weights it started from, every epoch of training thrown away,
+    and still exit 0. ``epoch`` None: the starting weights, evaluated before training
+    (``train(keep_start=True)``). ``loss``: the val loss, not finite where the outputs are not, which
+    tells the two causes apart."""
     if math.isnan(value):
         when = "for the starting weights" if epoch is None else f"at epoch {epoch}"
+        if loss is not None and not math.isfinite(loss):
+            why = ": the model's val outputs are not finite (NaN or infinite: its weights or activations overflow)"
+        elif info.metric in _SHOWN:
+            why = f": {_SHOWN[info.metric]} needs both classes among a task's val labels"
+        else:
+            why = ""
         raise ConfigError(
-            f"dataset {info.name!r}: the val {info.metric} is undefined (NaN) {when}, so no best "
-            "epoch can be chosen"
-            + (f": {_SHOWN[info.metric]} needs both classes among a task's val labels" if info.metric in _SHOWN else "")
+            f"dataset {info.name!r}: the val {info.metric} is undefined (NaN) {when}, so no best epoch can be chosen"
+            + why
         )
 
 
@@ -245,8 +252,9 @@ def train(
     start = time.perf_counter()  # the budget counts the start's evaluation; the epoch estimate does not
     start_val = None
     if keep_start:  # before seeding: training then runs exactly as it would without keep_start
-        start_val = evaluate(model, val_graphs, info, cfg.eval_batch_size)[info.metric]
-        check_defined_metric(start_val, info, None)
+        start_eval = evaluate(model, val_graphs, info, cfg.eval_batch_size)
+        start_val = start_eval[info.metric]
+        check_defined_metric(start_val, info, None, start_eval["loss"])
     lead_s = time.perf_counter() - start
     gen = seed_everything(cfg.seed)
     test_graphs = dataset.splits.get("test", [])
@@ -300,7 +308,7 @@ def train(
             }
             history.append(row)
             v = val[info.metric]
-            check_defined_metric(v, info, epoch)
+            check_defined_metric(v, info, epoch, val["loss"])
             candidate = epoch >= cfg.select_from_epoch and (selectable is None or selectable(epoch))
             if candidate and ((better and v > top_val) or (not better and v < top_val)):
                 top_epoch, top_val = epoch, v

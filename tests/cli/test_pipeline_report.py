@@ -113,8 +113,18 @@ def test_an_undefined_test_metric_is_not_called_a_drop() -> None:
     assert "No compressed model stayed" not in text
     assert (
         "The test rocauc is undefined (NaN) for `gt-dense`, `gt-gtsp-0.5`: ROC-AUC needs both classes among the "
-        "test labels; a model without a defined metric, or whose dense parent has none, is never compared, picked "
-        "or served." in text
+        "test labels, and a NaN among a model's test outputs leaves it undefined too; a model without a defined "
+        "metric, or whose dense parent has none, is never compared, picked or served." in text
+    )
+
+
+def test_an_undefined_accuracy_names_the_nan_outputs() -> None:
+    """Accuracy is undefined only where a model's outputs hold a NaN (train.metrics.compute_metric)."""
+    from gtcompress.pipeline.report import markdown
+
+    text = markdown(_mae_report(50.0, {"gt-gtsp-0.5": math.nan}, "accuracy"))
+    assert (
+        "The test accuracy is undefined (NaN) for `gt-gtsp-0.5`: a NaN among a model's test outputs leaves it " in text
     )
 
 

@@ -52,3 +52,38 @@ def test_error_metrics_of_a_nan_output_stay_undefined(metric: str) -> None:
     y = torch.tensor([[0.0], [1.0]])
     assert compute_metric(metric, torch.tensor([[0.5], [1.5]]), y) == 0.5
     assert math.isnan(compute_metric(metric, torch.tensor([[NAN], [1.0]]), y))
+
+
+@pytest.mark.parametrize(
+    ("metric", "loss", "why"),
+    [
+        (
+            "accuracy",
+            math.nan,
+            ": the model's val outputs are not finite (NaN or infinite: its weights or activations overflow)",
+        ),
+        (
+            "rocauc",
+            math.inf,
+            ": the model's val outputs are not finite (NaN or infinite: its weights or activations overflow)",
+        ),
+        ("rocauc", 0.7, ": ROC-AUC needs both classes among a task's val labels"),
+        ("rocauc", None, ": ROC-AUC needs both classes among a task's val labels"),
+        ("mae", 0.7, ""),
+    ],
+)
+def test_an_undefined_val_metric_says_which_cause(metric: str, loss: float | None, why: str) -> None:
+    """With NaN outputs a metric is undefined, and the training loop stops: its message blamed a val
+    split of one class, which the outputs' NaN has nothing to do with."""
+    from gtcompress.data.base import DatasetInfo, FeatureSpec
+    from gtcompress.errors import ConfigError
+    from gtcompress.train.loop import check_defined_metric
+
+    info = DatasetInfo("d", "graph", "binary", 1, metric, FeatureSpec("float", 3))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError) as e:
+        check_defined_metric(math.nan, info, 3, loss)
+    assert (
+        str(e.value)
+        == f"dataset 'd': the val {metric} is undefined (NaN) at epoch 3, so no best epoch can be chosen{why}"
+    )
+    check_defined_metric(0.5, info, 3, math.nan)  # a defined metric passes, whatever the loss
