@@ -38,7 +38,7 @@ SPARSIFY = library_defaults("gtcompress.compress.teddy", "SparsifyConfig")
 PRUNE = library_defaults("gtcompress.compress.prune_config", "PruneConfig")
 
 
-CheckpointArg = Annotated[Path, typer.Argument(help="Trained checkpoint directory.")]
+CheckpointArg = Annotated[Path, typer.Argument(help="Trained checkpoint directory.", parser=path_value)]
 RootOpt = Annotated[
     Path | None,
     typer.Option(

@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 @user_errors
 def export_cmd(
     ctx: typer.Context,
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory (dense or compressed).")],
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory (dense or compressed).", parser=path_value)],
     out: Annotated[
         Path, typer.Option(help="ONNX file to write (a file, not a directory).", parser=path_value, metavar="<path>")
     ] = Path("model.onnx"),
@@ -216,7 +216,7 @@ def _profile_batch(meta: dict, graphs: int):  # type: ignore[no-untyped-def]
 
 @user_errors
 def build_cmd(
-    onnx_file: Annotated[Path, typer.Argument(help="ONNX file written by gtc export.")],
+    onnx_file: Annotated[Path, typer.Argument(help="ONNX file written by gtc export.", parser=path_value)],
     out: Annotated[
         Path,
         typer.Option(help="Engine file to write.", parser=path_value, metavar="<path>"),

@@ -201,7 +201,7 @@ def _check_train_options(size: str, hidden: int, heads: int) -> None:
 @app.command("eval")
 @user_errors
 def eval_cmd(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.", parser=path_value)],
     data: Annotated[str | None, typer.Option(help="Evaluate on another dataset (default: the training one).")] = None,
     data_root: RootOpt = None,
     split: Annotated[str, typer.Option(help="train, val or test")] = "test",
@@ -257,7 +257,7 @@ def _check_inputs(checkpoint: Path, config: object, info: object, what: str, tas
 
 @app.command()
 @user_errors
-def info(checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.")]) -> None:
+def info(checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.", parser=path_value)]) -> None:
     """Show a checkpoint's architecture, per-layer sizes, parameters and recorded metrics.
 
     Example: gtc info runs/gt-cluster

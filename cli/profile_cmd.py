@@ -102,7 +102,10 @@ def _check_providers_run(models: list[Path], providers: list[ProviderArg]) -> No
 def profile_cmd(
     models: Annotated[
         list[Path],
-        typer.Argument(help="Exported models (.onnx, .plan) and/or checkpoint directories (torch), side by side."),
+        typer.Argument(
+            help="Exported models (.onnx, .plan) and/or checkpoint directories (torch), side by side.",
+            parser=path_value,
+        ),
     ],
     out: Annotated[
         Path, typer.Option(help="Directory for report.json and the PNG plots.", parser=path_value, metavar="<path>")

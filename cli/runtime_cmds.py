@@ -118,7 +118,10 @@ def _check_device(models: list[Path], device: str | None, cuda_graphs: bool, *, 
 def serve_cmd(
     model: Annotated[
         Path,
-        typer.Argument(help="Exported model (.onnx, .plan), a Triton repository model dir, or a checkpoint (torch)."),
+        typer.Argument(
+            help="Exported model (.onnx, .plan), a Triton repository model dir, or a checkpoint (torch).",
+            parser=path_value,
+        ),
     ],
     name: Annotated[
         str | None,
@@ -287,7 +290,9 @@ def serve_cmd(
 @user_errors
 @stops_on_sigterm
 def tritonserver_cmd(
-    repository: Annotated[Path, typer.Argument(help="Triton model repository (gtc export --triton-repo).")],
+    repository: Annotated[
+        Path, typer.Argument(help="Triton model repository (gtc export --triton-repo).", parser=path_value)
+    ],
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port (0: a free one).")] = 8000,
     log: Annotated[

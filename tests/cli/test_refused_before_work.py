@@ -254,3 +254,29 @@ def test_an_empty_path_option_is_refused(args: str, option: str, ckpt: Path, tmp
         f"directory) (see 'gtc {command} --help')"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        ("info", "checkpoint"),
+        ("eval", "checkpoint"),
+        ("sparsify --edges 0.3 --out o", "checkpoint"),
+        ("prune --target-flops 0.5 --out o", "checkpoint"),
+        ("export --out m.onnx", "checkpoint"),
+        ("build --out m.plan", "onnx_file"),
+        ("serve", "model"),
+        ("profile {ckpt}", "models"),
+        ("tritonserver", "repository"),
+    ],
+)
+def test_an_empty_path_argument_is_refused(args: str, name: str, ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+    """An empty argument read as ``.`` too: ``gtc info ''`` said "config.json: missing", ``gtc serve ''``
+    that "." held no model version, for a path the user never gave."""
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, [*args.format(ckpt=ckpt).split(), ""], prog_name="gtc")
+    assert _error_line(res) == (
+        f"Invalid value for '{name}': empty; expected a path (an empty one would be read as ., the current "
+        f"directory) (see 'gtc {args.split()[0]} --help')"
+    )
+    assert list(tmp_path.iterdir()) == []
