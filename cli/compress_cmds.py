@@ -18,6 +18,7 @@ from cli.common import (
     check_checkpoint_out,
     check_data_option,
     console,
+    dir_value,
     learning_rate,
     path_value,
     seconds,
@@ -44,8 +45,8 @@ RootOpt = Annotated[
     typer.Option(
         "--data-root",
         help="Where the checkpoint's dataset files are (file-based datasets).",
-        parser=path_value,
-        metavar="<path>",
+        parser=dir_value,
+        metavar="<dir>",
     ),
 ]
 OutOpt = Annotated[

@@ -158,6 +158,10 @@ CASES = [
         "train --data tu:NCI1 --data-root {file_txt}",
         "Invalid value for '--data-root': dir '{file_txt}' is a file. (see 'gtc train --help')",
     ),
+    _case(  # as train refuses it (prune and sparsify let a file through to later, other messages)
+        "prune {ckpt} --target-flops 0.5 --data-root {file_txt}",
+        "Invalid value for '--data-root': dir '{file_txt}' is a file. (see 'gtc prune --help')",
+    ),
     _case(
         "data generate cluster --seed x",
         "Invalid value for '--seed': Input should be a valid integer, unable to parse string as an integer "
