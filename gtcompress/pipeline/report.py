@@ -87,6 +87,24 @@ def _signed(value: float) -> str:
     return f"{round(value, 2) + 0.0:+.2f}"
 
 
+def table_cells(r: dict[str, Any]) -> dict[str, str]:
+    """One row of the report's table, by column, as written: report.md and ``gtc pipeline``'s closing
+    table show the same digits (the console printed 4 decimals of everything, the dense rows' Δ as
+    -0.0000)."""
+    return {
+        "model": r["model"],
+        "lowering": r["lowering"],
+        "test": f"{r['test']:.2f}",
+        "Δ vs dense-ft": _signed(r["delta_vs_dense_ft"]) if "delta_vs_dense_ft" in r else "–",
+        "Δ vs dense": _signed(-r.get("metric_drop", 0.0)),
+        "latency p50 (ms)": f"{r['latency_ms_p50']:.1f}",
+        "speed-up": f"{r.get('speedup_vs_dense', 1.0):.2f}x",
+        "prep (ms)": f"{r['prep_ms_p50']:.1f}",
+        "max abs err": f"{r['max_abs_err']:.1e}",
+        "MB": f"{r['file_mb']:.2f}",
+    }
+
+
 def _within(error: str | None) -> str:
     """How the report names its 1.0 tolerance for the metric (:func:`tolerance_drop`); ``error``: the
     name of an error metric in the target's units (MAE, RMSE), ``None`` for one in points."""
@@ -121,12 +139,7 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        ft = _signed(r["delta_vs_dense_ft"]) if "delta_vs_dense_ft" in r else "–"
-        lines.append(
-            f"| {r['model']} | {r['lowering']} | {r['test']:.2f} | {ft} | {_signed(-r.get('metric_drop', 0.0))} | "
-            f"{r['latency_ms_p50']:.1f} | {r.get('speedup_vs_dense', 1.0):.2f}x | {r['prep_ms_p50']:.1f} | "
-            f"{r['max_abs_err']:.1e} | {r['file_mb']:.2f} |"
-        )
+        lines.append(f"| {' | '.join(table_cells(r).values())} |")
     m = report["machine"]
     lines += [
         "",

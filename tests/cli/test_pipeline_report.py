@@ -153,3 +153,25 @@ def test_speed_ups_are_against_the_fastest_dense_export_and_no_loss_reads_minus_
     assert "| gt-gtsp-0.5 | dense | 60.00 | – | +0.00 | 48.0 | 1.42x |" in text  # -0.001 rounds to no loss
     assert "1.42x lower latency (48.0 ms p50) at +0.00 points." in text
     assert "-0.00" not in text
+
+
+def test_the_closing_table_shows_the_reports_digits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``gtc pipeline``'s closing table printed every float to 4 decimals, the dense rows' Δ as -0.0000,
+    and a speed-up without its x: it shows report.md's cells now, each on one line at 80 columns."""
+    from typer.testing import CliRunner
+
+    import gtcompress.pipeline
+    from cli.main import app
+    from gtcompress.pipeline.report import markdown
+
+    rep = _mae_report(55.6523, {"gt-gtsp-0.5": 58.9803}, "class_avg_acc")
+    monkeypatch.setattr(gtcompress.pipeline, "run_pipeline", lambda cfg, out, log: rep)
+    res = CliRunner().invoke(app, ["pipeline", "--out", str(tmp_path / "run")])  # 80 columns: nothing folds
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.output.splitlines() if line.startswith("│")]
+    assert [[c.strip() for c in line.split("│")[1:-1]] for line in lines] == [
+        ["gt-dense", "dense", "55.65", "–", "+0.00", "60.0", "1.00x"],
+        ["gt-gtsp-0.5", "dense", "58.98", "–", "+3.33", "30.0", "2.00x"],
+    ]
+    assert "| gt-gtsp-0.5 | dense | 58.98 | – | +3.33 | 30.0 | 2.00x | 1.0 | 1.0e-05 | 1.00 |" in markdown(rep)
+    assert "(test: class_avg_acc)" in res.output
