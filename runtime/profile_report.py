@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from gtcompress.io import named_write_error, remove_stale_temps
-from runtime.profile_rounds import UNSTEADY_SPREAD
 
 #: The ``schema`` field of every report ``gtc profile`` writes.
 SCHEMA = "gtcompress.profile/1"
@@ -342,7 +341,7 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
     tables: list[Any] = [head]
     for m in report["models"]:
         over = any(r.get("oversubscribed") for r in m["results"])
-        unsteady = any(r.get("rounds_spread", 1.0) > UNSTEADY_SPREAD for r in m["results"])
+        unsteady = any(r.get("rounds_unsteady") for r in m["results"])
         captions = [
             *(["* more threads than the cores it may use (oversubscribed)"] if over else []),
             *(["! its rounds disagree: see the note below"] if unsteady else []),
@@ -362,7 +361,7 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
             lat = r["latency_ms"]
             t.add_row(
                 _threads_cell(r["threads"], bool(r.get("oversubscribed"))),
-                f"{r['graph_nodes']}×{r['batch_size']}{'!' if r.get('rounds_spread', 1.0) > UNSTEADY_SPREAD else ''}",
+                f"{r['graph_nodes']}×{r['batch_size']}{'!' if r.get('rounds_unsteady') else ''}",
                 _num(lat["p50"]),
                 _num(lat["p90"]),
                 _num(lat["p99"]),

@@ -60,8 +60,21 @@ def test_rounds_merge_into_one_row_over_every_sample() -> None:
     assert m["graphs_per_s"] == pytest.approx(4 / (21 / 5 / 1e3))
     assert m["peak_rss_mb"] == 103.0 and m["model_rss_mb"] == 53.0  # the highest any round's process reached
     assert m["rounds_p50_ms"] == [3.0, 5.5] and m["rounds_spread"] == pytest.approx(5.5 / 3)
+    assert m["rounds_unsteady"]  # 5.5 ms is above every call of the 3 ms round
     one = merge_rounds([a])
-    assert one["latency_ms"] == a["latency_ms"] and one["rounds_spread"] == 1.0
+    assert one["latency_ms"] == a["latency_ms"] and one["rounds_spread"] == 1.0 and not one["rounds_unsteady"]
+
+
+def test_jitter_of_a_few_calls_is_not_a_slow_round() -> None:
+    """The pipeline's sub-millisecond rows of three calls a round had p50s 1.35x apart (0.49, 0.66, 0.51
+    ms) from jitter alone, and were flagged: a round is slow where its p50 is above all the fastest
+    round's calls."""
+    jitter = [_row(1, 32, 1, [0.0] * 3, ms) for ms in ([0.49, 0.45, 0.70], [0.66, 0.40, 0.70], [0.51, 0.50, 0.52])]
+    m = merge_rounds(jitter)
+    assert m["rounds_spread"] == pytest.approx(0.66 / 0.49) and not m["rounds_unsteady"]
+    spell = [_row(1, 32, 1, [0.0] * 3, ms) for ms in ([12.4, 12.3, 13.0], [24.2, 12.9, 25.0])]
+    assert merge_rounds(spell)["rounds_unsteady"]
+    assert unsteady_note([{"name": "m", "results": [m]}]) is None
 
 
 @pytest.fixture
@@ -131,7 +144,7 @@ def test_the_models_take_turns_round_after_round(runs, tmp_path: Path) -> None:
     assert fast["results"][0]["rounds_spread"] == 1.0
     note = next(n for n in report["settings"]["notes"] if n.startswith("rows marked !"))
     assert "slow · 1T · 32×1 1.67x (3, 5 ms); slow · 1T · 64×1 1.80x (5, 9 ms)" in note
-    assert "fast" not in note and "2T" not in note
+    assert "fast ·" not in note and "2T" not in note
 
     # fast against slow, whole call and model call alone
     cmp = report["comparison"]
