@@ -289,13 +289,13 @@ def profile_models(
     encodings would take more than ``max_inflight_mib`` while computed, or whose encodings and
     shortest-path distances more than ``max_pe_work`` steps (``None``: ``gtc serve``'s default limits),
     counted as the server counts a request, is refused before any model is measured
-    (:func:`runtime.profile_cost.check_costs`). ``iterations`` are shared out over ``rounds`` (``None``:
-    :func:`runtime.profile_rounds.default_rounds`): round
-    after round, each exported model measures its share of every configuration, so that they are
-    timed in turn, and rows whose rounds disagree are named in ``settings.notes``
+    (:func:`runtime.profile_cost.check_costs`).
+
+    ``iterations`` are shared out over ``rounds`` (``None``: :func:`runtime.profile_rounds.default_rounds`):
+    round after round, each exported model measures its share of every configuration, so that the
+    models are timed in turn, and rows whose rounds disagree are named in ``settings.notes``
     (:mod:`runtime.profile_rounds`); checkpoints (torch) are measured in one pass, before the rounds.
-    ``progress`` is first called
-    with ``(0, total, ...)`` once every check has passed, then once a step."""
+    ``progress`` is first called with ``(0, total, ...)`` once every check has passed, then once a step."""
     from runtime.session import is_checkpoint, resolve_model_path
 
     if iterations < 2 or warmup < 0:
