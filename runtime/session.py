@@ -224,8 +224,10 @@ class GraphSession:
     ) -> ModelSpec:
         """Open the checkpoint at ``self.path`` with torch; refuse an exported model (ONNX Runtime's job)."""
         if self.path.is_file() and self.path.name not in CHECKPOINT_FILES:
+            # what sent this file to torch: device=, or cuda_graphs=True alone (which said "device=None")
+            asked = f"device={device!r}" if device is not None else "cuda_graphs=True"
             raise SessionError(
-                f"{self.path}: device={device!r} runs gtcompress checkpoints with torch, and this file is not one "
+                f"{self.path}: {asked} runs gtcompress checkpoints with torch, and this file is not one "
                 "(an exported model runs on ONNX Runtime or TensorRT: choose its providers instead)"
             )
         from runtime.torch_backend import TorchBackend  # imports torch: only when a checkpoint is opened

@@ -6,6 +6,7 @@ hence a little over 500 lines."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -293,6 +294,15 @@ def test_errors(ckpts, onnx_files, tmp_path: Path) -> None:
     assert is_checkpoint(broken)
     with pytest.raises(SessionError, match=r"^cannot load checkpoint: .*broken.model.safetensors: "):
         GraphSession(broken)
+
+
+def test_cuda_graphs_alone_on_an_exported_file_names_cuda_graphs(onnx_files) -> None:
+    """GraphSession(model.onnx, cuda_graphs=True), no device given, was refused as "device=None runs
+    gtcompress checkpoints with torch": the argument that sent the file to torch is cuda_graphs."""
+    path = re.escape(str(onnx_files["node"]))
+    want = rf"^{path}: cuda_graphs=True runs gtcompress checkpoints with torch, and this file is not one "
+    with pytest.raises(SessionError, match=want):
+        GraphSession(onnx_files["node"], cuda_graphs=True)
 
 
 @pytest.mark.skipif(CUDA, reason="checks the message on a machine without CUDA")
