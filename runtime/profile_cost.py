@@ -31,6 +31,7 @@ import numpy as np
 from gtcompress.preprocess.layouts import degree_histogram, merge_histograms, padded_rows, padded_slots
 from gtcompress.preprocess.pe import pe_bytes, pe_work
 from gtcompress.preprocess.spec import InputSpec
+from runtime.edge_cost import call_bytes
 from runtime.errors import SessionError
 from runtime.measure import make_graphs
 from runtime.packing import MIB
@@ -148,6 +149,14 @@ def check_costs(
             if need > limit:
                 raise SessionError(
                     f"{at} {need / MIB:,.1f} MiB of attention memory per layer ({what}), above the limit of "
+                    f"{max_attention_mib:,g} MiB; {advice} --max-attention-mib"
+                )
+            held = call_bytes(model)
+            edges = batch * max(1, round(avg_degree * nodes))  # make_graphs' edges
+            if (need := held.need(batch * nodes, edges)) > limit:
+                raise SessionError(
+                    f"{at} {need / MIB:,.1f} MiB of memory for its {edges:,} edges and {batch * nodes:,} nodes "
+                    f"({held.edge} B an edge, {held.node} B a node: {held.what}), above the limit of "
                     f"{max_attention_mib:,g} MiB; {advice} --max-attention-mib"
                 )
             pe = pe_need(model, nodes, batch, avg_degree)

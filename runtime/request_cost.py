@@ -141,7 +141,7 @@ def attention_cell_bytes(session: CostedModel) -> int:
     spec = session.spec
     if spec.lowering is not Lowering.DENSE and not spec.global_attention:
         return 0
-    cfg, heads = _config_heads(session)
+    cfg, heads = config_heads(session)
     if cfg.get("arch") == "graphormer" and heads > 0:
         per_head = 4 + GRAPHORMER_HEAD_BYTES + (GRAPHORMER_EDGE_HEAD_BYTES if cfg.get("edge_features") else 0)
         return per_head * heads + GRAPHORMER_DISTANCE_BYTES
@@ -170,7 +170,7 @@ def _attention_topk(session: CostedModel, cfg: dict[str, Any]) -> int:
 
 
 def _attention_layers(session: CostedModel, cfg: dict[str, Any]) -> int:
-    """Layers of the exported model config that attend (heads left; :func:`_config_heads` has checked
+    """Layers of the exported model config that attend (heads left; :func:`config_heads` has checked
     the ``layers`` entries), or its ``num_layers`` where it lists none."""
     layers = cfg.get("layers") or []
     if layers:
@@ -183,7 +183,7 @@ def _attention_layers(session: CostedModel, cfg: dict[str, Any]) -> int:
 
 def _token_pruned(session: CostedModel, cfg: dict[str, Any]) -> bool:
     """Whether a layer of the exported model config that attends keeps only part of its tokens."""
-    try:  # a hand-edited entry: refused at load, as _config_heads does
+    try:  # a hand-edited entry: refused at load, as config_heads does
         return any(
             int(x.get("heads", 0)) > 0 and float(x.get("token_keep", 1.0)) < 1.0 for x in cfg.get("layers") or []
         )
@@ -197,7 +197,7 @@ def distance_hops(session: CostedModel) -> int:
     (:func:`gtcompress.models.model.shortest_path_bins`), so its time grows with the cube of the largest
     graph while its memory, bounded by ``max_attention_mib``, grows with the square. 0 for any other
     model and for a Graphormer whose attention was pruned away (it computes no bins)."""
-    cfg, heads = _config_heads(session)
+    cfg, heads = config_heads(session)
     if cfg.get("arch") != "graphormer" or heads <= 0:
         return 0
     try:
@@ -206,7 +206,7 @@ def distance_hops(session: CostedModel) -> int:
         raise SessionError(f"{session.path}: metadata 'model_config' has no usable max_spd ({e})") from None
 
 
-def _config_heads(session: CostedModel) -> tuple[dict[str, Any], int]:
+def config_heads(session: CostedModel) -> tuple[dict[str, Any], int]:
     """The exported model config (empty without one) and its largest head count (8 without one)."""
     cfg = metadata_json(session.metadata, "model_config", str(session.path)) or {}
     try:  # a hand-edited entry: refused at load, where a wrong count would let requests past the memory limit
@@ -231,7 +231,7 @@ def slot_bytes(session: CostedModel) -> int:
     A model file without a config counts 64 channels and 8 heads."""
     if session.spec.lowering is not Lowering.PADDED:
         return 0
-    cfg, heads = _config_heads(session)
+    cfg, heads = config_heads(session)
     if heads <= 0:
         return 0
     try:
