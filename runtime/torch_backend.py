@@ -32,12 +32,14 @@ over edges (attention), and the readout is per graph:
 * ``node_counts`` gets the dummy graph's count and zeros for further empty graphs (its length is
   all the model reads), and the output is sliced back to the real ``N`` nodes / ``B`` graphs.
 
-Captured graphs are kept in a small LRU (:data:`MAX_GRAPHS` buckets); each is captured on first use
-after warm-up calls on a side stream, as ``torch.cuda.graph``'s documentation prescribes (this also
-JIT-compiles the Triton kernels before capture). Any other model — dense lowering (GPS,
-Graphormer, their TEDDY-on-attention ``attention_topk``) or token pruning (per-graph top-k that
-padding would change) — is **refused** with a :class:`SessionError` saying why, rather than silently
-falling back to eager: a caller who asked for graph replay gets it or knows they did not.
+Calls past :data:`CAPTURE_MAX_NODES` nodes or :data:`CAPTURE_MAX_EDGES` edges run eagerly (replay is
+for small, launch-bound batches). Captured graphs are kept in a small LRU (:data:`MAX_GRAPHS` buckets);
+each is captured on first use after warm-up calls on a side stream, as ``torch.cuda.graph``'s
+documentation prescribes (this also JIT-compiles the Triton kernels before capture). Any other
+model — dense lowering (GPS, Graphormer, their TEDDY-on-attention ``attention_topk``) or token
+pruning (per-graph top-k that padding would change) — is **refused** with a :class:`SessionError`
+saying why, rather than silently falling back to eager: a caller who asked for graph replay gets it
+or knows they did not.
 The padding functions (:func:`bucket_for`, :func:`pad_inputs`, :func:`unpad_output`) are plain numpy
 and are tested on CPU.
 """
@@ -64,6 +66,13 @@ from runtime.graphs import Limits
 
 MIN_BUCKET = 16
 MAX_GRAPHS = 8  # captured CUDA graphs kept (LRU), one per (nodes, edges, graphs) bucket
+#: Calls larger than this (the batcher's default soft limits: every merged call fits) run eagerly, not
+#: captured. Their time is not launches, and a captured bucket holds its memory pool and pinned staging
+#: while it stays in the LRU: a request at the server's hard limits (1M nodes, 10M edges) would capture
+#: a 2^20-node, 2^24-edge bucket (edges padded 1.7x), about 670 MiB of pinned host memory alone, and up
+#: to :data:`MAX_GRAPHS` such buckets would be held at once.
+CAPTURE_MAX_NODES = 8192
+CAPTURE_MAX_EDGES = 65536
 WARMUP_CALLS = 2  # eager calls on a side stream before a capture
 METADATA_KEYS = ("dataset", "metrics", "compression", "teddy")  # what `gtc export` keeps
 
@@ -287,6 +296,7 @@ class TorchBackend:
         self.model = model.to(self.device).eval()
         self.cuda_graphs = bool(cuda_graphs)
         self.max_graphs = max(1, int(max_graphs))
+        self.capture_max_nodes, self.capture_max_edges = CAPTURE_MAX_NODES, CAPTURE_MAX_EDGES
         self.node_level = self.spec.node_level
         kind = f"torch:{self.device}" + (" (cuda graphs)" if self.cuda_graphs else "")
         self.providers = [kind]
@@ -313,7 +323,8 @@ class TorchBackend:
         # The device context matters for cuda:N: Triton launches on the current device, not the tensors'.
         on_device = torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
         with self._lock, torch.inference_mode(), on_device:
-            if self.cuda_graphs:
+            n, e = inputs["x"].shape[0], inputs["edge_index"].shape[1]
+            if self.cuda_graphs and n <= self.capture_max_nodes and e <= self.capture_max_edges:
                 return {name: self._replay(inputs)}
             out = forward(self.model, {k: self._to_device(v) for k, v in inputs.items()}, self.spec.lowering)
             return {name: out.to("cpu").numpy()}  # blocking copy: the result is on the host

@@ -264,6 +264,30 @@ def test_replay_bookkeeping_on_cpu(ckpts, monkeypatch: pytest.MonkeyPatch) -> No
     assert len(captured) == misses < 8 and backend.captured == lru  # type: ignore[attr-defined]
 
 
+def test_a_call_past_the_capture_limits_runs_eagerly(ckpts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request at the server's hard limits captured a bucket of 2^20 nodes and 2^24 edges whose memory
+    pool and pinned staging stayed held in the LRU: past the batcher's soft limits a call runs eagerly."""
+    from runtime.torch_backend import CAPTURE_MAX_EDGES, CAPTURE_MAX_NODES
+
+    sess, eager = GraphSession(ckpts["node"], device="cpu"), GraphSession(ckpts["node"], device="cpu")
+    backend = sess.backend
+    assert (CAPTURE_MAX_NODES, CAPTURE_MAX_EDGES) == (8192, 65536)  # the batcher's default soft limits
+    assert (backend.capture_max_nodes, backend.capture_max_edges) == (8192, 65536)  # type: ignore[attr-defined]
+    replayed: list[int] = []
+
+    def replay(inputs: dict[str, np.ndarray]) -> np.ndarray:
+        replayed.append(inputs["x"].shape[0])
+        return eager.backend.run(inputs)[eager.backend.outputs[0].name]
+
+    monkeypatch.setattr(backend, "_replay", replay)
+    backend.cuda_graphs, backend.capture_max_nodes = True, 40  # type: ignore[attr-defined]
+    small, large = _graphs(sess.spec, 2, 0), _graphs(sess.spec, 12, 1)
+    for graphs in (small, large):
+        for a, b in zip(sess.run(graphs), eager.run(graphs), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+    assert replayed == [sum(g.num_nodes for g in small)] and sum(g.num_nodes for g in large) > 40
+
+
 def test_cuda_graphs_refusals() -> None:
     from gtcompress.preprocess.spec import FeatureInput, InputSpec, OutputSpec
 
