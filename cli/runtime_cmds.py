@@ -69,7 +69,8 @@ CudaGraphsOpt = Annotated[
     bool,
     typer.Option(
         "--cuda-graphs/--no-cuda-graphs",
-        help="With --device cuda: replay captured CUDA graphs, inputs padded to power-of-two size buckets (GT only).",
+        help="With --device cuda: replay captured CUDA graphs, inputs padded to power-of-two size buckets (GT only); "
+        "calls past 8,192 nodes or 65,536 edges run eagerly.",
     ),
 ]
 
