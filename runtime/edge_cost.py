@@ -52,6 +52,12 @@ class CallBytes:
     def need(self, nodes: int, edges: int) -> int:
         return edges * self.edge + nodes * self.node
 
+    def words(self, nodes: int, edges: int) -> tuple[str, str]:
+        """``("1568 B per edge and 1536 B per node", "20,000 edges and 2,000 nodes")`` for a refusal
+        (nodes named only where they are counted)."""
+        per = f"{self.edge} B per edge" + (f" and {self.node} B per node" if self.node else "")
+        return per, f"{edges:,} edges" + (f" and {nodes:,} nodes" if self.node else "")
+
 
 def _hidden(session: CostedModel, cfg: dict[str, Any]) -> int:
     try:
@@ -94,8 +100,7 @@ def check_edges(model: ServedModel, limits: ServerLimits, nodes: int, edges: int
     cost: CallBytes = model.edge_cost
     need = cost.need(nodes, edges)
     if need > limits.max_attention_mib * MIB:
-        per = f"{cost.edge} B per edge" + (f" and {cost.node} B per node" if cost.node else "")
-        size = f"{edges:,} edges" + (f" and {nodes:,} nodes" if cost.node else "")
+        per, size = cost.words(nodes, edges)
         raise GraphTooLargeError(
             "edge_index",
             f"model '{model.name}' holds about {per} in one call ({cost.what}), so this request's {size} take "

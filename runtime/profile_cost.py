@@ -129,7 +129,8 @@ def check_costs(
     max_inflight_mib: float = DEFAULT_MAX_INFLIGHT_MIB,
 ) -> None:
     """Refuse (:class:`SessionError`) the first configuration ``(nodes, batch)`` of any model whose
-    attention would take more than ``max_attention_mib`` a layer, whose positional encodings would take
+    attention would take more than ``max_attention_mib`` a layer, or what its call holds per edge
+    (:mod:`runtime.edge_cost`) more than that, whose positional encodings would take
     more than ``max_inflight_mib`` while computed, or whose encodings and shortest-path distances more
     than ``max_pe_work`` steps, smallest sizes first, so that the error names the smallest size refused."""
     for name, value in (
@@ -154,10 +155,10 @@ def check_costs(
             held = call_bytes(model)
             edges = batch * max(1, round(avg_degree * nodes))  # make_graphs' edges
             if (need := held.need(batch * nodes, edges)) > limit:
+                per, size = held.words(batch * nodes, edges)
                 raise SessionError(
-                    f"{at} {need / MIB:,.1f} MiB of memory for its {edges:,} edges and {batch * nodes:,} nodes "
-                    f"({held.edge} B an edge, {held.node} B a node: {held.what}), above the limit of "
-                    f"{max_attention_mib:,g} MiB; {advice} --max-attention-mib"
+                    f"{at} {need / MIB:,.1f} MiB of memory for its {size} ({per}: {held.what}), above the limit "
+                    f"of {max_attention_mib:,g} MiB; {advice} --max-attention-mib"
                 )
             pe = pe_need(model, nodes, batch, avg_degree)
             if pe.bytes > max_inflight_mib * MIB:

@@ -183,7 +183,10 @@ def test_profile_refuses_a_size_whose_edges_pass_the_limit(models) -> None:
         check_costs([str(models["gt"])], [(2_000, 1), (100, 1)], 10.0, 0, max_attention_mib=30)
     assert str(e.value) == (
         f"profile: {models['gt']} at graph size 2000 and batch size 1 needs an estimated 32.8 MiB of memory for its "
-        "20,000 edges and 2,000 nodes (1568 B an edge, 1536 B a node: its attention gathers and scatters a row per "
-        "edge), above the limit of 30 MiB; choose smaller --sizes or --batch-sizes, or raise --max-attention-mib"
+        "20,000 edges and 2,000 nodes (1568 B per edge and 1536 B per node: its attention gathers and scatters a row "
+        "per edge), above the limit of 30 MiB; choose smaller --sizes or --batch-sizes, or raise --max-attention-mib"
     )
     check_costs([str(models["gt"])], [(100, 1)], 10.0, 0, max_attention_mib=30)
+    with pytest.raises(SessionError) as e:  # a GINE GPS: its edges only
+        check_costs([str(models["gps"])], [(400, 50)], 10.0, 0, max_attention_mib=200)
+    assert "200,000 edges (1216 B per edge: its local message passing (GINE) holds a message per edge)" in str(e.value)
