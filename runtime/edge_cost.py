@@ -68,11 +68,14 @@ def _hidden(session: CostedModel, cfg: dict[str, Any]) -> int:
 
 def call_bytes(session: CostedModel) -> CallBytes:
     """What one call of ``session``'s model holds per edge and per node (module docstring: the counts
-    and their measurements). A model file without a config counts 64 channels and 8 heads."""
+    and their measurements). A model file without a config counts 64 channels and 8 heads, its
+    architecture and edge features read from its input spec."""
     cfg, heads = config_heads(session)
-    h, ef = _hidden(session, cfg), 1 if cfg.get("edge_features") else 0
+    spec = session.spec  # the input contract: what a file without a config still says of itself
+    h, arch = _hidden(session, cfg), cfg.get("arch") or getattr(spec, "arch", None)
+    ef = 1 if (cfg["edge_features"] if "edge_features" in cfg else getattr(spec, "edge_attr", None)) else 0
     torch_backend = session.platform == TORCH_PLATFORM
-    lowering, arch = session.spec.lowering, cfg.get("arch")
+    lowering = spec.lowering
     if arch == "gt" and heads > 0 and lowering in (Lowering.SCATTER, Lowering.PLUGIN):
         what = "its attention gathers and scatters a row per edge"
         if torch_backend:  # a checkpoint's CSR attention

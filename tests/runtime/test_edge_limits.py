@@ -67,6 +67,12 @@ def test_the_counts_follow_the_family() -> None:
     assert call_bytes(_costed("graphormer", Lowering.DENSE)) == CallBytes(
         8 * 32 + 32, 0, "its edge encoder holds a row per edge"
     )
+    # a file without a config: 64 channels, 8 heads, the architecture and edge features its input spec names
+    bare = SimpleNamespace(
+        path="m.onnx", spec=SimpleNamespace(lowering=Lowering.SCATTER, arch="gt", edge_attr=object()), metadata={},
+        platform="onnxruntime_onnx",
+    )  # fmt: skip
+    assert call_bytes(bare) == CallBytes(40 * 64 + 24 * 8 + 4 * 64 + 64, 48 * 64, gt)  # counted nothing
     # every head pruned away: no attention over the edges, only the edge encoder
     assert call_bytes(_costed("gt", Lowering.SCATTER, heads=0)) == CallBytes(
         8 * 32 + 32, 0, "its edge encoder holds a row per edge"
