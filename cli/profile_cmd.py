@@ -131,7 +131,9 @@ def profile_cmd(
             f"Default: {DEFAULT_ROUNDS}, fewer where --iterations gives fewer than 2 calls a round.",
         ),
     ] = None,
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed iterations first.")] = 5,
+    warmup: Annotated[
+        int, typer.Option(min=0, help="Untimed iterations first, in each round (a fresh process each).")
+    ] = 5,
     degree: Annotated[
         float, typer.Option(callback=finite_number(0.0), help="Average edges per node of the random graphs (>= 0).")
     ] = 4.0,

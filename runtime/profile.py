@@ -59,7 +59,8 @@ Progress = Callable[[int, int, str], None]
 
 TENSORRT_NOTE = (
     "rows with threads null of a TensorRT engine (.plan): the engine runs on the GPU, where intra-op thread "
-    "counts do not apply, so each configuration ran once, in a process not pinned to cores"
+    "counts do not apply, so each configuration ran once a round, not once a thread count, in a process not "
+    "pinned to cores"
 )
 ONE_PASS_NOTE = (
     "rows of checkpoints (torch) are measured in one pass before the exported models' rounds, not in turn with "
@@ -292,7 +293,8 @@ def profile_models(
     (:func:`runtime.profile_cost.check_costs`).
 
     ``iterations`` are shared out over ``rounds`` (``None``: :func:`runtime.profile_rounds.default_rounds`):
-    round after round, each exported model measures its share of every configuration, so that the
+    round after round, each exported model measures its share of every configuration (after ``warmup``
+    untimed calls: each round is a fresh process or session), so that the
     models are timed in turn, and rows whose rounds disagree are named in ``settings.notes``
     (:mod:`runtime.profile_rounds`); checkpoints (torch) are measured in one pass, before the rounds.
     ``progress`` is first called with ``(0, total, ...)`` once every check has passed, then once a step."""
@@ -346,9 +348,11 @@ def profile_models(
         limit(max_pe_work, cost.DEFAULT_MAX_PE_WORK),
         limit(max_inflight_mib, cost.DEFAULT_MAX_INFLIGHT_MIB),
     )
-    runs = {p: thread_runs(p, threads) for p in resolved if p not in ckpts}
-    per_model = {p: len(r) * len(configs) * len(shares) + (1 if op_profile else 0) for p, r in runs.items()}
-    total = sum(tp.steps if tp is not None and p in ckpts else per_model[p] for p in resolved)
+    # by position, not path: a model given twice (an A/A run, to see the noise) is two models
+    runs = {k: thread_runs(p, threads) for k, p in enumerate(resolved) if p not in ckpts}
+    per_model = {k: len(r) * len(configs) * len(shares) + (1 if op_profile else 0) for k, r in runs.items()}
+    ckpt_steps = tp.steps if tp is not None else 0  # every model not in runs is a checkpoint
+    total = sum(per_model.get(k, ckpt_steps) for k in range(len(resolved)))
     done = 0
     if progress is not None:  # every refusal above comes before this first call (the CLI opens its bar on it)
         progress(0, total, "profiling")
@@ -359,22 +363,21 @@ def profile_models(
         if progress is not None:
             progress(done, total, what)
 
-    entries: dict[str, dict[str, Any]] = {}
-    for label, path in zip(labels, resolved, strict=True):  # torch rows: one pass, in this process
-        if tp is not None and path in ckpts:
-            entries[path] = tp.profile(label, path, tick)
-            entries[path]["results"] = [merge_rounds([r]) for r in entries[path]["results"]]  # a round's fields
+    entries: list[dict[str, Any]] = []
+    for k, (label, path) in enumerate(zip(labels, resolved, strict=True)):  # torch rows: one pass, in this process
+        if k in runs:
+            entries.append(_model_entry(label, path))
         else:
-            entries[path] = _model_entry(label, path)
-    rows: dict[str, dict[tuple[int | None, int, int], list[dict[str, Any]]]] = {p: {} for p in runs}
+            assert tp is not None  # every model not in runs is a checkpoint
+            entries.append(tp.profile(label, path, tick))
+            entries[k]["results"] = [merge_rounds([r]) for r in entries[k]["results"]]  # a round's fields
+    rows: dict[int, dict[tuple[int | None, int, int], list[dict[str, Any]]]] = {k: {} for k in runs}
     # Round after round, and in a round a thread count at a time, every model: the models of one thread
     # count are timed minutes apart at most (runtime.profile_rounds says why).
-    passes = sorted(
-        ((p, t) for p in runs for t in runs[p]), key=lambda pt: (runs[pt[0]].index(pt[1]), resolved.index(pt[0]))
-    )
+    passes = sorted(((k, t) for k in runs for t in runs[k]), key=lambda kt: (runs[kt[0]].index(kt[1]), kt[0]))
     for i, share in enumerate(shares):
-        for path, t in passes:
-            entry = entries[path]
+        for k, t in passes:
+            entry, path = entries[k], resolved[k]
             kwargs = {
                 "path": path,
                 "threads": t,
@@ -384,21 +387,19 @@ def profile_models(
                 "avg_degree": float(avg_degree),
                 "seed": int(seed),
                 "providers": providers,
-                "op_config": op_config if op_profile and i == 0 and t == runs[path][0] else None,
+                "op_config": op_config if op_profile and i == 0 and t == runs[k][0] else None,
                 "op_iterations": int(op_iterations),
             }
             what = ("TensorRT" if t is None else f"{t} thread{'s' if t > 1 else ''}") + (
                 f" · round {i + 1}/{len(shares)}" if len(shares) > 1 else ""
             )
 
-            def on_event(
-                msg: dict[str, Any], entry: dict[str, Any] = entry, path: str = path, what: str = what
-            ) -> None:
+            def on_event(msg: dict[str, Any], entry: dict[str, Any] = entry, k: int = k, what: str = what) -> None:
                 kind = msg.pop("kind")
                 if kind == "result":
                     entry["providers"] = msg.pop("providers")
                     entry["device"] = "cpu" if entry["providers"] == ["CPUExecutionProvider"] else "gpu"
-                    rows[path].setdefault((msg["threads"], msg["graph_nodes"], msg["batch_size"]), []).append(msg)
+                    rows[k].setdefault((msg["threads"], msg["graph_nodes"], msg["batch_size"]), []).append(msg)
                 elif kind == "ops":
                     entry["ops"] = msg
                 tick(f"{entry['name']} · {what}")
@@ -407,16 +408,16 @@ def profile_models(
                 _run_isolated(kwargs, on_event)
             else:
                 measure_model(**kwargs, emit=on_event)
-    for path, by_config in rows.items():
-        entry = entries[path]
+    for k, by_config in rows.items():
+        entry = entries[k]
         if op_profile and "ops" not in entry:
             entry["ops"] = None
-        runs_t = {t: i for i, t in enumerate(runs[path])}
+        runs_t = {t: i for i, t in enumerate(runs[k])}
         entry["results"] = sorted(
             (merge_rounds(r) for r in by_config.values()),
             key=lambda r: (runs_t[r["threads"]], order[(r["graph_nodes"], r["batch_size"])]),
         )
-    models = [entries[p] for p in resolved]
+    models = entries
     if progress is not None:
         progress(total, total, "done")
     return {

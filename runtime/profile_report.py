@@ -313,8 +313,8 @@ def _num(v: float) -> str:
 
 
 def _rounds(m: dict[str, Any]) -> int:
-    """The rounds a model's rows were measured in: the report's setting, except for a checkpoint's
-    rows, measured in one pass (:func:`runtime.profile.profile_models`)."""
+    """The rounds a model's rows were measured in, counted in its rows (``rounds_p50_ms``): the report's
+    setting for an exported model, one for a checkpoint's (:func:`runtime.profile.profile_models`)."""
     return max((len(r.get("rounds_p50_ms") or [0]) for r in m["results"]), default=1)
 
 

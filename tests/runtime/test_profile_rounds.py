@@ -214,3 +214,19 @@ def test_the_tables_fit_80_columns_without_folding_a_number(runs, tmp_path: Path
     assert [c.strip() for c in slow_row] == ["1", "32×1!", "4.000", "5.000", "5.000", "3.000", "25", "250.0", "102"]
     assert re.search(r"│ pruned-model │ +1 │ +32×1 │ +2\.000 │ +2\.00x │ +1\.000 │ +3\.00x │", text)
     assert "16*" not in text  # not oversubscribed: the stand-in says so
+
+
+def test_a_model_given_twice_is_measured_as_two(runs, tmp_path: Path) -> None:
+    """An A/A run, which shows what the noise alone reads: keyed by path, the two collapsed into one entry
+    measured once a round, reported twice under the second name and compared with itself."""
+    (slow,) = _files(tmp_path, "slow.onnx")
+    ticks: list[tuple[int, int]] = []
+    report = prof.profile_models(
+        [slow, slow], graph_sizes=[32], batch_sizes=[1], threads=[1], iterations=4, rounds=2, isolate=False,
+        op_profile=False, names=["a", "b"], progress=lambda done, total, what: ticks.append((done, total)),
+    )  # fmt: skip
+    assert [(name, n) for name, _, n, _ in runs] == [("slow.onnx", 2)] * 4  # both, in both rounds
+    a, b = report["models"]
+    assert (a["name"], b["name"]) == ("a", "b") and a is not b and len(a["results"]) == len(b["results"]) == 1
+    assert [r["model"] for r in report["comparison"]["rows"]] == ["b"]
+    assert ticks[-1] == (4, 4) and [t[0] for t in ticks[1:-1]] == [1, 2, 3, 4]
