@@ -30,12 +30,13 @@ cells, which only ``max_nodes`` bounds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gtcompress.preprocess.spec import Lowering
-from runtime.errors import GraphTooLargeError, SessionError
+from runtime.errors import GraphTooLargeError
+from runtime.model_config import config_heads, config_hidden
 from runtime.packing import MIB
-from runtime.request_cost import TORCH_PLATFORM, CostedModel, config_heads
+from runtime.request_cost import TORCH_PLATFORM, CostedModel
 
 if TYPE_CHECKING:
     from runtime.served import ServedModel, ServerLimits
@@ -59,20 +60,13 @@ class CallBytes:
         return per, f"{edges:,} edges" + (f" and {nodes:,} nodes" if self.node else "")
 
 
-def _hidden(session: CostedModel, cfg: dict[str, Any]) -> int:
-    try:
-        return int(cfg.get("hidden", 64))
-    except (TypeError, ValueError) as e:
-        raise SessionError(f"{session.path}: metadata 'model_config' has no usable hidden width ({e})") from None
-
-
 def call_bytes(session: CostedModel) -> CallBytes:
     """What one call of ``session``'s model holds per edge and per node (module docstring: the counts
     and their measurements). A model file without a config counts 64 channels and 8 heads, its
     architecture and edge features read from its input spec."""
     cfg, heads = config_heads(session)
     spec = session.spec  # the input contract: what a file without a config still says of itself
-    h, arch = _hidden(session, cfg), cfg.get("arch") or getattr(spec, "arch", None)
+    h, arch = config_hidden(session, cfg), cfg.get("arch") or getattr(spec, "arch", None)
     ef = 1 if (cfg["edge_features"] if "edge_features" in cfg else getattr(spec, "edge_attr", None)) else 0
     torch_backend = session.platform == TORCH_PLATFORM
     lowering = spec.lowering

@@ -26,8 +26,8 @@ from gtcompress.preprocess.layouts import degree_histogram, node_counts, padded_
 from gtcompress.preprocess.pe import pe_bytes, pe_work
 from gtcompress.preprocess.spec import InputSpec, Lowering
 from runtime.errors import GraphTooLargeError, SessionError
+from runtime.model_config import config_heads, config_hidden
 from runtime.packing import MIB
-from runtime.spec import metadata_json
 
 if TYPE_CHECKING:  # served.py imports this module: the types only, for the checks' signatures
     from runtime.served import ServedModel, ServerLimits
@@ -206,17 +206,6 @@ def distance_hops(session: CostedModel) -> int:
         raise SessionError(f"{session.path}: metadata 'model_config' has no usable max_spd ({e})") from None
 
 
-def config_heads(session: CostedModel) -> tuple[dict[str, Any], int]:
-    """The exported model config (empty without one) and its largest head count (8 without one)."""
-    cfg = metadata_json(session.metadata, "model_config", str(session.path)) or {}
-    try:  # a hand-edited entry: refused at load, where a wrong count would let requests past the memory limit
-        layers = cfg.get("layers") or []
-        heads = max((int(layer.get("heads", 0)) for layer in layers), default=int(cfg.get("heads", 8)))
-    except (AttributeError, TypeError, ValueError) as e:
-        raise SessionError(f"{session.path}: metadata 'model_config' has no usable head counts ({e})") from None
-    return cfg, heads
-
-
 def slot_bytes(session: CostedModel) -> int:
     """Peak bytes per neighbour-list slot of one call of a model on the ``padded`` lowering; 0 for
     another lowering or no heads left. Each slot gathers a hidden-wide row of ``h`` shared by keys
@@ -234,11 +223,7 @@ def slot_bytes(session: CostedModel) -> int:
     cfg, heads = config_heads(session)
     if heads <= 0:
         return 0
-    try:
-        hidden = int(cfg.get("hidden", 64))
-    except (TypeError, ValueError) as e:
-        raise SessionError(f"{session.path}: metadata 'model_config' has no usable hidden width ({e})") from None
-    return 8 * hidden + 24 * heads * (2 if cfg.get("edge_features") else 1) + 32
+    return 8 * config_hidden(session, cfg) + 24 * heads * (2 if cfg.get("edge_features") else 1) + 32
 
 
 def check_slots(model: ServedModel, limits: ServerLimits, edge_index: np.ndarray, n: int) -> None:
