@@ -144,10 +144,16 @@ def summarize(samples_ms: Sequence[float]) -> dict[str, float]:
     }
 
 
+def graph_edges(nodes: int, avg_degree: float) -> int:
+    """Edges of each of :func:`make_graphs`' graphs, which the profile's cost checks count before any is made."""
+    return max(1, round(avg_degree * nodes))
+
+
 def make_graphs(spec: InputSpec, nodes: int, count: int, avg_degree: float, seed: int) -> list[NumpyGraph]:
     """``count`` random graphs of ``nodes`` nodes and ``avg_degree * nodes`` edges matching ``spec``."""
     rng = np.random.default_rng(seed)
-    return [random_graph(rng, nodes, max(1, round(avg_degree * nodes)), spec.x, spec.edge_attr) for _ in range(count)]
+    edges = graph_edges(nodes, avg_degree)
+    return [random_graph(rng, nodes, edges, spec.x, spec.edge_attr) for _ in range(count)]
 
 
 # ---------------------------------------------------------------------------------- per-op profile

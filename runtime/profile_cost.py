@@ -33,7 +33,7 @@ from gtcompress.preprocess.pe import pe_bytes, pe_work
 from gtcompress.preprocess.spec import InputSpec
 from runtime.edge_cost import call_bytes
 from runtime.errors import SessionError
-from runtime.measure import make_graphs
+from runtime.measure import graph_edges, make_graphs
 from runtime.packing import MIB
 from runtime.request_cost import TORCH_PLATFORM, attention_bytes, attention_cell_bytes, distance_hops, slot_bytes
 from runtime.served import ServerLimits
@@ -104,7 +104,7 @@ def pe_need(model: ModelFile, nodes: int, batch: int, avg_degree: float) -> PeNe
     """The :class:`PeNeed` of a call of ``batch`` random graphs of ``nodes`` nodes
     (:func:`runtime.measure.make_graphs`)."""
     counts = np.full(batch, nodes, dtype=np.int64)
-    edges = np.full(batch, max(1, round(avg_degree * nodes)), dtype=np.int64)  # make_graphs' edges a graph
+    edges = np.full(batch, graph_edges(nodes, avg_degree), dtype=np.int64)
     teddy = teddy_config(model.metadata, model.spec, model.path) is not None  # its edges drop before the PE
     kinds = dict(model.spec.pe)
     need = sum(pe_bytes(kind, counts, edges, k, fewer_edges=teddy) for kind, k in kinds.items())
@@ -153,7 +153,7 @@ def check_costs(
                     f"{max_attention_mib:,g} MiB; {advice} --max-attention-mib"
                 )
             held = call_bytes(model)
-            edges = batch * max(1, round(avg_degree * nodes))  # make_graphs' edges
+            edges = batch * graph_edges(nodes, avg_degree)
             if (need := held.need(batch * nodes, edges)) > limit:
                 per, size = held.words(batch * nodes, edges)
                 raise SessionError(
