@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.common import check_out_writable, console, finite_number, path_value, user_errors
+from cli.common import check_out_writable, console, finite_number, path_value, print_error, user_errors
 from cli.runtime_cmds import _LIMITS, CudaGraphsOpt, DeviceOpt, _check_device, _providers
 from runtime.profile_rounds import DEFAULT_ROUNDS
 
@@ -178,15 +178,21 @@ def profile_cmd(
     apply); next to them, ONNX models run on ONNX Runtime CPU unless --providers says otherwise. A
     TensorRT engine (.plan) also runs once per size: its threads do not exist.
 
+    A measurement that fails (out of memory, a crash) is named at once and its pass stops; every other
+    model and thread count is still measured, and the report of those rows is written, naming what
+    failed ("failed" in report.json): the exit status is then 1.
+
     Example: gtc profile dense.onnx pruned.onnx --threads 1,2,4 --sizes 32,128,512 --out profile/
 
     Example: gtc profile pruned.onnx runs/gt-pruned --device cuda --cuda-graphs --sizes 32,128 --out profile/
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.text import Text
 
     from gtcompress.errors import GTCompressError
     from runtime.backends import resolve_providers
     from runtime.profile import profile_models
+    from runtime.profile_failures import ProfileIncomplete, failure_line
     from runtime.profile_report import report_tables, write_report
     from runtime.session import is_checkpoint
 
@@ -234,6 +240,10 @@ def profile_cmd(
         bar.start()  # a no-op once started
         bar.update(task, completed=done, total=total, description=what)
 
+    def on_failure(record: dict[str, Any]) -> None:  # at once, above the bar: the rest may take minutes
+        console.print(Text(f"failed: {failure_line(record)}", style="red"))
+
+    incomplete = None
     try:
         report = profile_models(
             [str(m) for m in models],
@@ -255,11 +265,24 @@ def profile_cmd(
             max_pe_work=max_pe_work,
             max_inflight_mib=max_inflight_mib,
             rounds=rounds,
+            on_failure=on_failure,
         )
+    except ProfileIncomplete as e:  # the rows measured are reported, and the status says they are not all
+        report, incomplete = e.report, e
     finally:
         if bar.live.is_started:  # stopping one never started still prints a blank line off a terminal
             bar.stop()
+    if incomplete is not None and not incomplete.measured:
+        print_error(f"{incomplete}; no row was measured, so no report was written")
+        raise typer.Exit(1)
     for t in report_tables(report):
         console.print(t)
     paths = write_report(report, out)
     console.print(f"report: {paths[0]}  plots: {', '.join(p.name for p in paths[1:])}")
+    if incomplete is not None:
+        n = len(report["failed"])
+        print_error(
+            f'{n} measurement{"s" if n > 1 else ""} failed (named above and in report.json\'s "failed"); the report '
+            "holds the rows measured without them"
+        )
+        raise typer.Exit(1)

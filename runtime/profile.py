@@ -47,11 +47,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gtcompress.preprocess.spec import InputSpec
 from runtime.errors import SessionError
 from runtime.measure import machine_info, make_graphs, peak_rss_mb, pinned, time_session
+from runtime.profile_failures import PassFailed, ProfileIncomplete, error_text, failure, short_rows_note
+from runtime.profile_labels import model_entry as _model_entry
 from runtime.profile_labels import model_labels
-from runtime.profile_ops import op_breakdown
+from runtime.profile_ops import OP_PROFILE_PREFIX, op_profile  # noqa: F401 (OP_PROFILE_PREFIX: read from here)
+from runtime.profile_ops import op_profile as _op_profile  # noqa: F401 (its old name)
 from runtime.profile_report import SCHEMA, compare_models, report_tables, validate_report, write_report
 from runtime.profile_rounds import default_rounds, merge_rounds, split_iterations, unsteady_note
 
@@ -119,43 +121,8 @@ def measure_model(
                 }
             )
         if op_config is not None:
-            ops = _op_profile(path, threads, providers, sess.spec, op_config, op_iterations, avg_degree, seed)
+            ops = op_profile(path, threads, providers, sess.spec, op_config, op_iterations, avg_degree, seed)
             emit({"kind": "ops", **ops})
-
-
-#: The op profile's scratch folders in the temp directory (ONNX Runtime's trace; :mod:`runtime.scratch`).
-OP_PROFILE_PREFIX = "gtc-ortprof-"
-
-
-def _op_profile(
-    path: str,
-    threads: int | None,
-    providers: list[str] | None,
-    spec: InputSpec,
-    config: tuple[int, int],
-    iterations: int,
-    avg_degree: float,
-    seed: int,
-) -> dict[str, Any]:
-    from runtime.scratch import OwnedScratch
-    from runtime.session import GraphSession
-
-    # Owned, not a TemporaryDirectory: a child ended without clean-up (SIGKILL, the OOM killer, the stop
-    # grace of _child_main) leaves its folder, and the next op profile removes it once its lock is free.
-    scratch = OwnedScratch(OP_PROFILE_PREFIX)
-    try:
-        prefix = str(scratch.path / "ort")
-        sess = GraphSession(path, providers, threads=threads, inter_op_threads=1, profile_prefix=prefix)
-        if "onnxruntime" not in sess.platform:
-            return {"threads": threads, "graph_nodes": config[0], "batch_size": config[1], "available": False}
-        prepared = sess.prepare(make_graphs(spec, config[0], config[1], avg_degree, seed))
-        for _ in range(iterations + 1):
-            sess.run_inputs(prepared.inputs)
-        prof = sess.end_profiling()
-        res = op_breakdown(prof, path) if prof else {}
-    finally:
-        scratch.cleanup()
-    return {"threads": threads, "graph_nodes": config[0], "batch_size": config[1], "available": bool(res), **res}
 
 
 #: Seconds a measuring child stopped by SIGTERM or Ctrl-C has to clean up before it is ended regardless
@@ -238,8 +205,9 @@ def _run_isolated(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], N
         cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, preexec_fn=stop_with_parent()
     ) as proc:
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(json.dumps(kwargs))
-        proc.stdin.close()
+        with contextlib.suppress(BrokenPipeError):  # it died at once: said below, as a death
+            proc.stdin.write(json.dumps(kwargs))
+            proc.stdin.close()
         finished, error = False, None
         for line in proc.stdout:
             msg = json.loads(line)
@@ -252,11 +220,27 @@ def _run_isolated(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], N
                 on_event(msg)
         proc.wait(60)
     if error is not None:
-        n = kwargs["threads"]
-        how = "" if n is None else f" with {n} thread{'' if n == 1 else 's'}"
-        raise SessionError(f"profiling {kwargs['path']}{how}: {error}")
-    if not finished:
-        raise SessionError(f"profiling process for {kwargs['path']} died (exit code {proc.returncode})")
+        raise _pass_failed(kwargs, error)
+    if not finished:  # a crash, or a kill: -9 is the kernel's out-of-memory killer's SIGKILL
+        how = f"exit code {proc.returncode}"
+        with contextlib.suppress(ValueError):
+            how += f", {signal.Signals(-proc.returncode).name}" if proc.returncode < 0 else ""
+        raise PassFailed(f"profiling process for {kwargs['path']} died ({how})", f"the measuring process died ({how})")
+
+
+def _pass_failed(kwargs: dict[str, Any], error: str) -> PassFailed:
+    n = kwargs["threads"]
+    how = "" if n is None else f" with {n} thread{'' if n == 1 else 's'}"
+    return PassFailed(f"profiling {kwargs['path']}{how}: {error}", error)
+
+
+def _in_process(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], None]) -> None:
+    """:func:`measure_model` in this process (``isolate=False``); its error as :func:`_run_isolated` reports a
+    child's. A Ctrl-C is no error: it goes on up."""
+    try:
+        measure_model(**kwargs, emit=on_event)
+    except Exception as e:
+        raise _pass_failed(kwargs, error_text(e)) from e
 
 
 def profile_models(
@@ -281,6 +265,7 @@ def profile_models(
     max_pe_work: float | None = None,
     max_inflight_mib: float | None = None,
     rounds: int | None = None,
+    on_failure: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Profile every model over threads × graph sizes × batch sizes; returns the report dict.
 
@@ -297,7 +282,11 @@ def profile_models(
     untimed calls: each round is a fresh process or session), so that the
     models are timed in turn, and rows whose rounds disagree are named in ``settings.notes``
     (:mod:`runtime.profile_rounds`); checkpoints (torch) are measured in one pass, before the rounds.
-    ``progress`` is first called with ``(0, total, ...)`` once every check has passed, then once a step."""
+    ``progress`` is first called with ``(0, total, ...)`` once every check has passed, then once a step.
+
+    A pass that fails stops, and every other goes on (:mod:`runtime.profile_failures`): ``on_failure`` gets
+    each failure's record as it happens, and :class:`~runtime.profile_failures.ProfileIncomplete` is raised
+    at the end with the report of what was measured (``report["failed"]`` names what was not)."""
     from runtime.session import is_checkpoint, resolve_model_path
 
     if iterations < 2 or warmup < 0:
@@ -357,26 +346,38 @@ def profile_models(
     if progress is not None:  # every refusal above comes before this first call (the CLI opens its bar on it)
         progress(0, total, "profiling")
 
-    def tick(what: str) -> None:
-        nonlocal done
-        done += 1
+    def tick(what: str, steps: int = 1, skipped: int = 0) -> None:
+        nonlocal done, total
+        done, total = done + steps, total - skipped
         if progress is not None:
             progress(done, total, what)
+
+    failed: list[dict[str, Any]] = []
+    messages: list[str] = []
+
+    def fail(record: dict[str, Any], message: str) -> None:  # the pass is over; the others go on
+        failed.append(record)
+        messages.append(message)
+        if on_failure is not None:
+            on_failure(record)
 
     entries: list[dict[str, Any]] = []
     for k, (label, path) in enumerate(zip(labels, resolved, strict=True)):  # torch rows: one pass, in this process
         if k in runs:
-            entries.append(_model_entry(label, path))
+            entries.append({**_model_entry(label, path), "rounds": len(shares)})
         else:
             assert tp is not None  # every model not in runs is a checkpoint
-            entries.append(tp.profile(label, path, tick))
+            entries.append({**tp.profile(label, path, tick, fail), "rounds": 1})
             entries[k]["results"] = [merge_rounds([r]) for r in entries[k]["results"]]  # a round's fields
     rows: dict[int, dict[tuple[int | None, int, int], list[dict[str, Any]]]] = {k: {} for k in runs}
     # Round after round, and in a round a thread count at a time, every model: the models of one thread
     # count are timed minutes apart at most (runtime.profile_rounds says why).
     passes = sorted(((k, t) for k in runs for t in runs[k]), key=lambda kt: (runs[kt[0]].index(kt[1]), kt[0]))
+    stopped: set[tuple[int, int | None]] = set()  # passes that failed at a size: their later rounds are not run
     for i, share in enumerate(shares):
         for k, t in passes:
+            if (k, t) in stopped:
+                continue
             entry, path = entries[k], resolved[k]
             kwargs = {
                 "path": path,
@@ -394,8 +395,13 @@ def profile_models(
                 f" · round {i + 1}/{len(shares)}" if len(shares) > 1 else ""
             )
 
-            def on_event(msg: dict[str, Any], entry: dict[str, Any] = entry, k: int = k, what: str = what) -> None:
+            got: list[str] = []  # the events of this pass so far
+
+            def on_event(
+                msg: dict[str, Any], entry: dict[str, Any] = entry, k: int = k, what: str = what, got: list[str] = got
+            ) -> None:
                 kind = msg.pop("kind")
+                got.append(kind)
                 if kind == "result":
                     entry["providers"] = msg.pop("providers")
                     entry["device"] = "cpu" if entry["providers"] == ["CPUExecutionProvider"] else "gpu"
@@ -404,10 +410,15 @@ def profile_models(
                     entry["ops"] = msg
                 tick(f"{entry['name']} · {what}")
 
-            if isolate:
-                _run_isolated(kwargs, on_event)
-            else:
-                measure_model(**kwargs, emit=on_event)
+            try:
+                (_run_isolated if isolate else _in_process)(kwargs, on_event)
+            except PassFailed as e:
+                left = measured[got.count("result") :]  # a pass measures its sizes in this order
+                fail(failure(entry["name"], path, t, i + 1, len(shares), left, e.detail), str(e))
+                if left:
+                    stopped.add((k, t))
+                later = (len(shares) - i - 1) * len(configs) if left else 0  # its later rounds' steps
+                tick(f"{entry['name']} · {what}: failed", 0, len(left) + (kwargs["op_config"] is not None) + later)
     for k, by_config in rows.items():
         entry = entries[k]
         if op_profile and "ops" not in entry:
@@ -418,9 +429,12 @@ def profile_models(
             key=lambda r: (runs_t[r["threads"]], order[(r["graph_nodes"], r["batch_size"])]),
         )
     models = entries
+    for m in models:
+        for r in m["results"]:
+            r["rounds_completed"] = len(r["rounds_p50_ms"])
     if progress is not None:
         progress(total, total, "done")
-    return {
+    report = {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {**machine_info(), **(tp.machine() if tp is not None else {})},
@@ -443,35 +457,16 @@ def profile_models(
                 *([TENSORRT_NOTE] if any(r == [None] for r in runs.values()) else []),
                 *([NOT_ISOLATED_NOTE] if not isolate and len(ckpts) < len(resolved) else []),
                 *([ONE_PASS_NOTE] if ckpts and runs and len(shares) > 1 else []),  # beside exported models
-                *filter(None, [unsteady_note(models)]),
+                *filter(None, [unsteady_note(models), short_rows_note(models)]),
             ],
         },
         "models": models,
-        "comparison": compare_models(models),
+        "comparison": compare_models(models, failed),
+        "failed": failed,  # passes that failed (runtime.profile_failures): the rows are what the others measured
     }
-
-
-def _model_entry(label: str, path: str) -> dict[str, Any]:
-    from runtime.session import PLAN_SUFFIXES
-    from runtime.spec import model_spec, onnx_metadata, plan_metadata
-
-    p = Path(path)
-    meta = plan_metadata(p) if p.suffix in PLAN_SUFFIXES else onnx_metadata(p)
-    m = model_spec(meta, path)
-    return {
-        "name": label,
-        "path": path,
-        "bytes": p.stat().st_size,
-        "format": "tensorrt" if p.suffix in PLAN_SUFFIXES else "onnx",
-        "backend": "tensorrt" if p.suffix in PLAN_SUFFIXES else "onnxruntime",
-        "arch": m.spec.arch,
-        "task_level": m.spec.task_level,
-        "lowering": str(m.spec.lowering),
-        "pe": dict(m.spec.pe),
-        "teddy": None if m.teddy is None else m.teddy.to_dict(),
-        "providers": None,
-        "results": [],
-    }
+    if failed:
+        raise ProfileIncomplete(report, messages)
+    return report
 
 
 __all__ = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def model_labels(paths: Sequence[str]) -> list[str]:
@@ -53,3 +54,27 @@ def model_labels(paths: Sequence[str]) -> list[str]:
             return labels
     labels = [full(Path(p)) for p in paths]
     return [f"{s}#{i}" if labels.count(s) > 1 else s for i, s in enumerate(labels)]  # only the ones that clash
+
+
+def model_entry(label: str, path: str) -> dict[str, Any]:
+    """The report's entry of an exported model (its rows are added as they are measured)."""
+    from runtime.session import PLAN_SUFFIXES
+    from runtime.spec import model_spec, onnx_metadata, plan_metadata
+
+    p = Path(path)
+    meta = plan_metadata(p) if p.suffix in PLAN_SUFFIXES else onnx_metadata(p)
+    m = model_spec(meta, path)
+    return {
+        "name": label,
+        "path": path,
+        "bytes": p.stat().st_size,
+        "format": "tensorrt" if p.suffix in PLAN_SUFFIXES else "onnx",
+        "backend": "tensorrt" if p.suffix in PLAN_SUFFIXES else "onnxruntime",
+        "arch": m.spec.arch,
+        "task_level": m.spec.task_level,
+        "lowering": str(m.spec.lowering),
+        "pe": dict(m.spec.pe),
+        "teddy": None if m.teddy is None else m.teddy.to_dict(),
+        "providers": None,
+        "results": [],
+    }

@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gtcompress.preprocess.spec import InputSpec
 
 ATTENTION_OPS = {
     "MatMul",
@@ -112,3 +115,41 @@ def op_breakdown(profile_json: str, model_path: str, skip_first_run: bool = True
 
 
 # ---------------------------------------------------------------------------------- measuring
+
+
+#: The op profile's scratch folders in the temp directory (ONNX Runtime's trace; :mod:`runtime.scratch`).
+OP_PROFILE_PREFIX = "gtc-ortprof-"
+
+
+def op_profile(
+    path: str,
+    threads: int | None,
+    providers: list[str] | None,
+    spec: InputSpec,
+    config: tuple[int, int],
+    iterations: int,
+    avg_degree: float,
+    seed: int,
+) -> dict[str, Any]:
+    """The per-op breakdown of one configuration (:func:`op_breakdown`), from a session of its own with
+    ONNX Runtime's profiler on: the profiler slows every node, so the timed rows are never measured with it."""
+    from runtime.measure import make_graphs
+    from runtime.scratch import OwnedScratch
+    from runtime.session import GraphSession
+
+    # Owned, not a TemporaryDirectory: a child ended without clean-up (SIGKILL, the OOM killer, the stop
+    # grace of _child_main) leaves its folder, and the next op profile removes it once its lock is free.
+    scratch = OwnedScratch(OP_PROFILE_PREFIX)
+    try:
+        prefix = str(scratch.path / "ort")
+        sess = GraphSession(path, providers, threads=threads, inter_op_threads=1, profile_prefix=prefix)
+        if "onnxruntime" not in sess.platform:
+            return {"threads": threads, "graph_nodes": config[0], "batch_size": config[1], "available": False}
+        prepared = sess.prepare(make_graphs(spec, config[0], config[1], avg_degree, seed))
+        for _ in range(iterations + 1):
+            sess.run_inputs(prepared.inputs)
+        prof = sess.end_profiling()
+        res = op_breakdown(prof, path) if prof else {}
+    finally:
+        scratch.cleanup()
+    return {"threads": threads, "graph_nodes": config[0], "batch_size": config[1], "available": bool(res), **res}

@@ -11,10 +11,12 @@ import json
 import math
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from gtcompress.io import named_write_error, remove_stale_temps
+from runtime.profile_failures import failure_line, is_short, unmeasured, unmeasured_label
 
 #: The ``schema`` field of every report ``gtc profile`` writes.
 SCHEMA = "gtcompress.profile/1"
@@ -263,13 +265,18 @@ def _profiler_caption(m: dict[str, Any], ops: dict[str, Any]) -> str | None:
     )
 
 
-def compare_models(models: list[dict[str, Any]]) -> dict[str, Any] | None:
+def compare_models(models: list[dict[str, Any]], failed: Sequence[dict[str, Any]] = ()) -> dict[str, Any] | None:
     """Every model's p50s against the first model's, configuration by configuration: the speed-up
     of the whole call (pre-processing included) and of the model call alone, which is what a
     compression changes (its pre-processing is the same; at 128 nodes x 16 it was 75-90 % of a call,
     so a 1.8x faster model read 1.1x on the whole call). Rows pair a configuration at one thread
     count with the first model's at the same count; a GPU row (no thread count) pairs with every one.
-    ``None`` for fewer than two models."""
+    ``None`` for fewer than two models.
+
+    Where a pass failed (``failed``, :mod:`runtime.profile_failures`) the comparison is not computed from
+    partial data without a word: a row with either side measured in fewer rounds than asked is
+    ``partial``, ``failed_models`` names the models with a failure, and ``unmeasured`` the sizes a failed pass
+    measured in no round, which no row here compares."""
     if len(models) < 2:
         return None
     base = models[0]
@@ -296,9 +303,15 @@ def compare_models(models: list[dict[str, Any]]) -> dict[str, Any] | None:
                         "model_p50_ms": model,
                         "baseline_model_p50_ms": base_model,
                         "model_speedup": base_model / model if model and base_model else None,
+                        "partial": is_short(m, r) or is_short(base, b),
                     }
                 )
-    return {"baseline": base["name"], "rows": rows}
+    return {
+        "baseline": base["name"],
+        "rows": rows,
+        "failed_models": [m["name"] for m in models if m["name"] in {f["model"] for f in failed}],
+        "unmeasured": unmeasured(models, failed),
+    }
 
 
 def _num(v: float) -> str:
@@ -313,8 +326,11 @@ def _num(v: float) -> str:
 
 
 def _rounds(m: dict[str, Any]) -> int:
-    """The rounds a model's rows were measured in, counted in its rows (``rounds_p50_ms``): the report's
-    setting for an exported model, one for a checkpoint's (:func:`runtime.profile.profile_models`)."""
+    """The rounds a model's rows were asked for, its ``rounds``: the report's setting for an exported model,
+    one for a checkpoint's (:func:`runtime.profile.profile_models`); counted in its rows (``rounds_p50_ms``)
+    in a report without that field."""
+    if "rounds" in m:  # asked for: a row measured in fewer (a pass failed) is marked ~, not the title
+        return int(m["rounds"])
     return max((len(r.get("rounds_p50_ms") or [0]) for r in m["results"]), default=1)
 
 
@@ -342,9 +358,11 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
     for m in report["models"]:
         over = any(r.get("oversubscribed") for r in m["results"])
         unsteady = any(r.get("rounds_unsteady") for r in m["results"])
+        short = any(is_short(m, r) for r in m["results"])
         captions = [
             *(["* more threads than the cores it may use (oversubscribed)"] if over else []),
             *(["! its rounds disagree: see the note below"] if unsteady else []),
+            *(["~ fewer rounds than asked (a pass failed): see the note below"] if short else []),
         ]
         t = Table(
             title=f"{m['name']} ({m.get('arch')}, {m.get('lowering')}, {(m.get('providers') or ['?'])[0]})"
@@ -361,7 +379,8 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
             lat = r["latency_ms"]
             t.add_row(
                 _threads_cell(r["threads"], bool(r.get("oversubscribed"))),
-                f"{r['graph_nodes']}×{r['batch_size']}{'!' if r.get('rounds_unsteady') else ''}",
+                f"{r['graph_nodes']}×{r['batch_size']}{'!' if r.get('rounds_unsteady') else ''}"
+                + ("~" if is_short(m, r) else ""),
                 _num(lat["p50"]),
                 _num(lat["p90"]),
                 _num(lat["p99"]),
@@ -386,10 +405,21 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
                 per_run = row["calls"] / max(1, ops.get("runs", 1))
                 o.add_row(row["op_type"], f"{row['ms_per_run']:.3f}", f"{row['share']:.1%}", f"{per_run:g}")
             tables.append(o)
-    if (cmp := compare_models(report["models"])) is not None and cmp["rows"]:
+    failed = report.get("failed") or []
+    if (cmp := compare_models(report["models"], failed)) is not None and cmp["rows"]:
+        partial = (
+            ["~ a side measured in fewer rounds than asked (a pass failed)"]
+            if any(r["partial"] for r in cmp["rows"])
+            else []
+        )
+        if cmp["unmeasured"]:
+            missing = ", ".join(unmeasured_label(u) for u in cmp["unmeasured"])
+            partial.append(f"not compared, measured in no round (a pass failed): {missing}")
         c = Table(
             title=f"vs {cmp['baseline']}: its p50 / the model's (above 1x: faster), whole call and model call alone",
             title_justify="left",
+            caption="; ".join(partial) or None,
+            caption_justify="left",
         )
         for col in ("model", "thr", "nodes×\nbatch", "p50\nms", "speed-\nup", "model\np50", "model\nspeed-up"):
             c.add_column(col, justify="left" if col == "model" else "right", overflow="fold")
@@ -398,7 +428,7 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
             c.add_row(
                 r["model"] + (" (gpu)" if r["threads"] is None else ""),
                 _threads_cell(threads),
-                f"{r['graph_nodes']}×{r['batch_size']}",
+                f"{r['graph_nodes']}×{r['batch_size']}{'~' if r['partial'] else ''}",
                 _num(r["p50_ms"]),
                 f"{r['speedup']:.2f}x",
                 "–" if r["model_p50_ms"] is None else _num(r["model_p50_ms"]),
@@ -408,4 +438,6 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
     # what makes rows not like for like (torch rows not pinned, RSS of a shared process): said where the
     # numbers are read, not only in report.json
     tables.extend(Text(f"note: {n}", style="dim") for n in report["settings"].get("notes") or [])
+    # what was not measured, last, where it is read after the numbers (report.json: "failed")
+    tables.extend(Text(f"failed: {failure_line(f)}", style="red") for f in failed)
     return tables

@@ -113,41 +113,79 @@ class CheckpointProfiler:
         }
         return {"torch": torch.__version__, "gpu": gpu}
 
-    def profile(self, label: str, path: str, tick: Callable[[str], None]) -> dict[str, Any]:
-        """The report's model entry for one checkpoint; ``tick(what)`` after each measured configuration."""
+    def profile(
+        self, label: str, path: str, tick: Callable[..., None], fail: Callable[[dict[str, Any], str], None]
+    ) -> dict[str, Any]:
+        """The report's model entry for one checkpoint; ``tick(what)`` after each measured configuration.
+
+        A configuration that fails (CUDA out of memory at the largest size) ends this thread count's
+        pass, as a failed pass of an exported model ends (:mod:`runtime.profile_failures`): ``fail`` gets
+        its record, ``tick`` the steps not to be made, and the rows measured so far are kept."""
         from runtime.session import GraphSession
 
-        sess = GraphSession(path, device=str(self.device), cuda_graphs=self.cuda_graphs)
-        model_rss = peak_rss_mb()
-        weights = Path(sess.path) / "model.safetensors"
         entry: dict[str, Any] = {
             "name": label,
-            "path": str(sess.path),
-            "bytes": weights.stat().st_size if weights.is_file() else None,
+            "path": path,
+            "bytes": None,
             "format": "checkpoint",
             "backend": "torch",
             "device": str(self.device),
             "cuda_graphs": self.cuda_graphs,
-            "arch": sess.spec.arch,
-            "task_level": sess.spec.task_level,
-            "lowering": str(sess.spec.lowering),
-            "pe": dict(sess.spec.pe),
-            "teddy": None if sess.model.teddy is None else sess.model.teddy.to_dict(),
-            "providers": sess.providers,
+            "providers": None,
             "results": [],
             "ops": None,  # ONNX Runtime's profiler only
         }
+        try:
+            sess = GraphSession(path, device=str(self.device), cuda_graphs=self.cuda_graphs)
+        except Exception as e:  # on the GPU (check() loaded it on the CPU): its memory, most likely
+            self._failed(entry, None, self.configs, e, fail)
+            tick(f"{label}: failed", 0, self.steps)
+            return entry
+        model_rss = peak_rss_mb()
+        weights = Path(sess.path) / "model.safetensors"
+        entry.update(
+            path=str(sess.path),
+            bytes=weights.stat().st_size if weights.is_file() else None,
+            arch=sess.spec.arch,
+            task_level=sess.spec.task_level,
+            lowering=str(sess.spec.lowering),
+            pe=dict(sess.spec.pe),
+            teddy=None if sess.model.teddy is None else sess.model.teddy.to_dict(),
+            providers=sess.providers,
+        )
         before = torch.get_num_threads()
         try:
             for t in self.threads:
                 if t is not None:
                     torch.set_num_threads(t)
-                for nodes, batch in self.configs:
-                    entry["results"].append({**self._measure(sess, t, nodes, batch), "model_rss_mb": model_rss})
+                for j, (nodes, batch) in enumerate(self.configs):
+                    try:
+                        row = self._measure(sess, t, nodes, batch)
+                    except Exception as e:  # not a Ctrl-C: that stops the profile
+                        self._failed(entry, t, self.configs[j:], e, fail)
+                        tick(f"{label}: failed", 0, len(self.configs) - j)
+                        break
+                    entry["results"].append({**row, "model_rss_mb": model_rss})
                     tick(f"{label} · {self.device}" + (f" · {t} thread{'s' if t > 1 else ''}" if t else ""))
         finally:
             torch.set_num_threads(before)
         return entry
+
+    def _failed(
+        self,
+        entry: dict[str, Any],
+        threads: int | None,
+        left: Sequence[tuple[int, int]],
+        e: Exception,
+        fail: Callable[[dict[str, Any], str], None],
+    ) -> None:
+        from runtime.profile_failures import error_text, failure
+
+        how = "" if threads is None else f" with {threads} thread{'' if threads == 1 else 's'}"
+        text = error_text(e)
+        fail(
+            failure(entry["name"], entry["path"], threads, 1, 1, left, text), f"profiling {entry['path']}{how}: {text}"
+        )
 
     def _measure(self, sess: Any, threads: int | None, nodes: int, batch: int) -> dict[str, Any]:
         dev, iterations, warmup = self.device, self.iterations, self.warmup
