@@ -10,7 +10,7 @@ import typer
 
 from cli.common import check_out_writable, console, finite_number, path_value, print_error, user_errors
 from cli.runtime_cmds import _LIMITS, CudaGraphsOpt, DeviceOpt, _check_device, _providers
-from runtime.profile_rounds import DEFAULT_ROUNDS
+from runtime.profile_rounds import DEFAULT_ROUNDS, cold_rounds_refusal
 
 if TYPE_CHECKING:
     from runtime.backends import ProviderArg
@@ -128,11 +128,17 @@ def profile_cmd(
             min=1,
             help="The exported models take turns this many times, each timing its share of --iterations of every "
             "size, so that a slow spell of the machine falls on all of them (rows whose rounds disagree are marked). "
-            f"Default: {DEFAULT_ROUNDS}, fewer where --iterations gives fewer than 2 calls a round.",
+            f"Default: {DEFAULT_ROUNDS}, fewer where --iterations gives fewer than 2 calls a round, 1 with --warmup 0.",
         ),
     ] = None,
     warmup: Annotated[
-        int, typer.Option(min=0, help="Untimed iterations first, in each round (a fresh process each).")
+        int,
+        typer.Option(
+            min=0,
+            help="Untimed calls before each size's timed ones, in each round (a fresh process each). 0 times the "
+            "first, cold call of each size (a cold start): in one round, as each round would time its own, so "
+            "--rounds above 1 is refused with it.",
+        ),
     ] = 5,
     degree: Annotated[
         float, typer.Option(callback=finite_number(0.0), help="Average edges per node of the random graphs (>= 0).")
@@ -214,6 +220,10 @@ def profile_cmd(
         raise GTCompressError(
             f"--iterations {iterations} is too few for --rounds {rounds}: each round times at least 2 calls "
             f"(give --iterations {2 * rounds} or more, or fewer rounds)"
+        )
+    if rounds is not None and (why := cold_rounds_refusal(warmup, rounds)):  # cold calls hidden in warm ones
+        raise GTCompressError(
+            f"--warmup 0 with --rounds {rounds}: {why}; give --rounds 1 to time one cold start, or --warmup 1 or more"
         )
     for m in models:
         if not m.exists():

@@ -55,7 +55,14 @@ from runtime.profile_labels import model_labels
 from runtime.profile_ops import OP_PROFILE_PREFIX, op_profile  # noqa: F401 (OP_PROFILE_PREFIX: read from here)
 from runtime.profile_ops import op_profile as _op_profile  # noqa: F401 (its old name)
 from runtime.profile_report import SCHEMA, compare_models, report_tables, validate_report, write_report
-from runtime.profile_rounds import default_rounds, merge_rounds, split_iterations, unsteady_note
+from runtime.profile_rounds import (
+    cold_note,
+    cold_rounds_refusal,
+    default_rounds,
+    merge_rounds,
+    split_iterations,
+    unsteady_note,
+)
 
 Progress = Callable[[int, int, str], None]
 
@@ -279,8 +286,9 @@ def profile_models(
 
     ``iterations`` are shared out over ``rounds`` (``None``: :func:`runtime.profile_rounds.default_rounds`):
     round after round, each exported model measures its share of every configuration (after ``warmup``
-    untimed calls: each round is a fresh process or session), so that the
-    models are timed in turn, and rows whose rounds disagree are named in ``settings.notes``
+    untimed calls: each round is a fresh process or session; ``warmup`` 0 is one round, and refused with
+    more, which would each time a cold first call: :func:`runtime.profile_rounds.cold_rounds_refusal`), so
+    that the models are timed in turn, and rows whose rounds disagree are named in ``settings.notes``
     (:mod:`runtime.profile_rounds`); checkpoints (torch) are measured in one pass, before the rounds.
     ``progress`` is first called with ``(0, total, ...)`` once every check has passed, then once a step.
 
@@ -291,7 +299,11 @@ def profile_models(
 
     if iterations < 2 or warmup < 0:
         raise SessionError("profile: need at least 2 iterations and a non-negative warm-up")
-    shares = split_iterations(int(iterations), default_rounds(int(iterations)) if rounds is None else int(rounds))
+    if rounds is not None and (why := cold_rounds_refusal(int(warmup), int(rounds))):
+        raise SessionError(f"profile: warmup 0 with {rounds} rounds: {why}; time a cold start in 1 round")
+    shares = split_iterations(
+        int(iterations), default_rounds(int(iterations), int(warmup)) if rounds is None else int(rounds)
+    )
     if not paths:
         raise SessionError("profile: no model given")
     if not graph_sizes or not batch_sizes or not threads or min(*graph_sizes, *batch_sizes, *threads) < 1:
@@ -457,6 +469,7 @@ def profile_models(
                 *([TENSORRT_NOTE] if any(r == [None] for r in runs.values()) else []),
                 *([NOT_ISOLATED_NOTE] if not isolate and len(ckpts) < len(resolved) else []),
                 *([ONE_PASS_NOTE] if ckpts and runs and len(shares) > 1 else []),  # beside exported models
+                *filter(None, [cold_note(int(warmup), bool(runs), bool(ckpts))]),
                 *filter(None, [unsteady_note(models), short_rows_note(models)]),
             ],
         },

@@ -31,10 +31,38 @@ DEFAULT_ROUNDS = 3
 NOTE_ROWS = 6
 
 
-def default_rounds(iterations: int) -> int:
+def default_rounds(iterations: int, warmup: int = 1) -> int:
     """:data:`DEFAULT_ROUNDS`, or as many as ``iterations`` give two calls each: a short profile asked for
-    no rounds and is not refused for them."""
-    return max(1, min(DEFAULT_ROUNDS, iterations // 2))
+    no rounds and is not refused for them. One with no warm-up (:func:`cold_rounds_refusal`)."""
+    return 1 if warmup == 0 else max(1, min(DEFAULT_ROUNDS, iterations // 2))
+
+
+def cold_rounds_refusal(warmup: int, rounds: int) -> str | None:
+    """Why ``warmup`` 0 and ``rounds`` above one are refused together (``None`` when they are not).
+
+    Each round is a fresh measuring process (or session): with no warm-up, each one's first call at each
+    size (a new session's first run: its arena, caches, allocator growth) is timed. A user timing a cold
+    start with ``--warmup 0`` expects one such call in a row, as one pass gives; three rounds hid three
+    among the warm calls, lifting the p90/p99 with nothing saying why. So ``--warmup 0`` is one round
+    unless told otherwise (:func:`default_rounds`), and told otherwise it is refused."""
+    if warmup != 0 or rounds <= 1:
+        return None
+    return (
+        f"each round runs in a fresh process, so each would time its own cold first call at every size: {rounds} "
+        "cold calls in each row, not one"
+    )
+
+
+def cold_note(warmup: int, exported: bool, checkpoints: bool) -> str | None:
+    """The report's note on rows whose first call is timed (``warmup`` 0), ``None`` otherwise."""
+    if warmup != 0 or not exported:
+        return None
+    return (
+        "warm-up 0: each exported model's row times its first call at its size, cold (the first row's is also the "
+        "new session's first), so each row holds one cold call, in its max and upper percentiles; rounds: 1, "
+        "as more would each time one"
+        + ("; torch rows (checkpoints) still make one untimed call first" if checkpoints else "")
+    )
 
 
 def split_iterations(iterations: int, rounds: int) -> list[int]:

@@ -363,9 +363,10 @@ def test_profile_puts_torch_rows_next_to_onnx_rows(ckpts, onnx_files, tmp_path: 
     # --warmup 0: a torch row still makes one call first (its first call on a shape builds it), and says so
     assert [r["warmup"] for r in ort["results"]] == [0, 0] and [r["warmup"] for r in tch["results"]] == [1, 1]
     assert rep["settings"]["device"] == "cpu" and "gpu" not in rep["machine"]
-    assert rep["settings"]["notes"] == [CPU_NOTE, NOT_ISOLATED_NOTE]  # isolate=False: the ONNX rows' RSS is shared
+    assert rep["settings"]["notes"][:2] == [CPU_NOTE, NOT_ISOLATED_NOTE]  # isolate=False: the ONNX rows' RSS is shared
+    assert rep["settings"]["notes"][2].startswith("warm-up 0: each exported model's row times its first call")
     # machine, two models, the checkpoint against the ONNX file, and the notes printed
-    assert len(write_report(rep, tmp_path / "out")) == 5 and len(report_tables(rep)) == 4 + 2
+    assert len(write_report(rep, tmp_path / "out")) == 5 and len(report_tables(rep)) == 4 + 3
     with pytest.raises(SessionError, match="apply to checkpoint directories"):
         profile_models([onnx_files["graph"]], device="cpu")
 
@@ -376,7 +377,7 @@ def test_torch_rows_are_one_pass_beside_the_rounds_of_onnx_rows(ckpts, onnx_file
     printed where there were none)."""
     from runtime.profile import ONE_PASS_NOTE, profile_models, report_tables
 
-    kw = {"graph_sizes": (6,), "batch_sizes": (1,), "threads": (1,), "iterations": 4, "warmup": 0, "rounds": 2}
+    kw = {"graph_sizes": (6,), "batch_sizes": (1,), "threads": (1,), "iterations": 4, "warmup": 1, "rounds": 2}
     rep = profile_models([onnx_files["graph"], ckpts["graph"]], **kw, op_profile=False, isolate=False, device="cpu")
     (ort_row,), (torch_row,) = (m["results"] for m in rep["models"])
     assert len(ort_row["rounds_p50_ms"]) == 2 and len(torch_row["rounds_p50_ms"]) == 1
