@@ -465,7 +465,7 @@ def profile_models(
             "device": device,
             "cuda_graphs": bool(cuda_graphs),
             "notes": [
-                *(tp.notes if tp is not None else []),
+                *(tp.notes(models) if tp is not None else []),
                 *([TENSORRT_NOTE] if any(r == [None] for r in runs.values()) else []),
                 *([NOT_ISOLATED_NOTE] if not isolate and len(ckpts) < len(resolved) else []),
                 *([ONE_PASS_NOTE] if ckpts and runs and len(shares) > 1 else []),  # beside exported models

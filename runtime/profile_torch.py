@@ -24,6 +24,11 @@ What differs from the CPU rows, and why:
   the ONNX rows); ``peak_gpu_mb`` is per configuration.
 * **At least one warm-up call**, whatever ``warmup`` says: the first call on a new shape compiles
   the Triton kernels and, with CUDA graphs, captures the bucket's graph.
+* **With CUDA graphs, past the capture caps, eager.** The backend replays calls of up to
+  ``CAPTURE_MAX_NODES``/``CAPTURE_MAX_EDGES`` (:mod:`runtime.torch_backend`); a row's calls past them
+  run eagerly, so the row has ``cuda_graphs_replayed`` false (with the call's ``call_nodes`` and
+  ``call_edges``) and :func:`eager_note` names it: its ``cuda_graphs_captured`` 0 alone read as a
+  capture that failed, or as replays timed.
 """
 
 from __future__ import annotations
@@ -44,6 +49,28 @@ CPU_NOTE = (
     "torch CPU rows (checkpoints) set torch's intra-op threads but are not pinned to that many cores as the "
     "ONNX Runtime rows are: they may use every core, so compare them with the pinned rows with care"
 )
+
+
+def eager_note(models: Sequence[dict[str, Any]]) -> str | None:
+    """The note naming the ``--cuda-graphs`` rows whose calls ran eagerly, past the capture caps
+    (``cuda_graphs_replayed`` false), ``None`` when none did. Their ``cuda_graphs_captured`` 0 alone read
+    as a capture that failed, or as replays timed, where the row timed torch's eager path."""
+    from runtime.torch_backend import CAPTURE_MAX_EDGES, CAPTURE_MAX_NODES
+
+    rows = [
+        f"{m['name']} · {r['graph_nodes']}×{r['batch_size']} ({r['call_nodes']:,} nodes, {r['call_edges']:,} edges)"
+        for m in models
+        for r in m["results"]
+        if r.get("cuda_graphs_replayed") is False
+    ]
+    if not rows:
+        return None
+    return (
+        f"--cuda-graphs rows that ran eagerly, not replayed: {'; '.join(rows)}. A call is captured and replayed up "
+        f"to {CAPTURE_MAX_NODES:,} nodes and {CAPTURE_MAX_EDGES:,} edges (runtime.torch_backend's CAPTURE_MAX_NODES, "
+        "CAPTURE_MAX_EDGES): a larger one is not bound by kernel launches, and a captured bucket holds its memory "
+        "while kept, so these rows time torch's eager path (cuda_graphs_captured 0), not a replay"
+    )
 
 
 def _sync(dev: torch.device) -> None:
@@ -95,9 +122,9 @@ class CheckpointProfiler:
         """Measured configurations per checkpoint (progress bar)."""
         return len(self.threads) * len(self.configs)
 
-    @property
-    def notes(self) -> list[str]:
-        return [CUDA_NOTE] if self.device.type == "cuda" else [CPU_NOTE]
+    def notes(self, models: Sequence[dict[str, Any]]) -> list[str]:
+        """The report's notes on the torch rows of ``models`` (the report's every model)."""
+        return [CUDA_NOTE if self.device.type == "cuda" else CPU_NOTE, *filter(None, [eager_note(models)])]
 
     def machine(self) -> dict[str, Any]:
         """The GPU's name, memory, compute capability and the torch/CUDA versions (report ``machine.gpu``)."""
@@ -193,6 +220,7 @@ class CheckpointProfiler:
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         captures = sess.backend.captures if sess.backend.cuda_graphs else 0
+        call = sess.prepare(graphs).inputs if sess.backend.cuda_graphs else None  # what the backend is given
         row = time_session(sess, graphs, iterations, warmup, sync=lambda: _sync(dev))
         return {
             "threads": threads,
@@ -203,6 +231,10 @@ class CheckpointProfiler:
             # captured during this row (its peak memory includes them), and held after it (all rows')
             "cuda_graphs_captured": sess.backend.captures - captures if sess.backend.cuda_graphs else None,
             "cuda_graphs_held": len(sess.backend.captured) if sess.backend.cuda_graphs else None,
+            # past the capture caps a call runs eagerly: its row times torch's eager path (eager_note)
+            "cuda_graphs_replayed": None if call is None else sess.backend.replays(call),
+            "call_nodes": None if call is None else int(call["x"].shape[0]),
+            "call_edges": None if call is None else int(call["edge_index"].shape[1]),
             "cpus": None,
             # not pinned, but torch's pool still has more threads than the cores it may use, as the
             # ONNX rows' flag says (the table marks such rows with '*')

@@ -1,0 +1,101 @@
+"""``gtc profile --cuda-graphs`` names the rows that ran eagerly, past the capture caps.
+
+CUDA graphs are replayed for calls up to CAPTURE_MAX_NODES nodes and CAPTURE_MAX_EDGES edges; a larger
+call runs eagerly, and its row said only ``cuda_graphs_captured: 0`` (read as a capture that failed, or
+as replays timed). The replay runs on a GPU only: here the backend's replay is stubbed by the eager call
+on the CPU (as test_torch_backend's replay tests do) and its caps lowered, so that the rows' data and the
+note are what is tested."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import runtime.session
+from gtcompress.checkpoint import save_checkpoint
+from gtcompress.data.base import FeatureSpec
+from gtcompress.models import ModelConfig, build_model
+from runtime.profile_torch import CPU_NOTE, CheckpointProfiler, eager_note
+
+NOTE_TAIL = (
+    "A call is captured and replayed up to 8,192 nodes and 65,536 edges (runtime.torch_backend's "
+    "CAPTURE_MAX_NODES, CAPTURE_MAX_EDGES): a larger one is not bound by kernel launches, and a captured bucket "
+    "holds its memory while kept, so these rows time torch's eager path (cuda_graphs_captured 0), not a replay"
+)
+
+
+def _row(nodes: int, batch: int, replayed: bool | None, call_nodes: int | None, call_edges: int | None) -> dict:
+    return {"threads": None, "graph_nodes": nodes, "batch_size": batch, "cuda_graphs_captured": 0,
+            "cuda_graphs_replayed": replayed, "call_nodes": call_nodes, "call_edges": call_edges}  # fmt: skip
+
+
+def test_the_note_names_the_rows_past_the_caps() -> None:
+    gt = {"name": "gt", "results": [_row(512, 1, True, 512, 2048), _row(512, 32, False, 16384, 65536),
+                                    _row(4096, 4, False, 16384, 81920)]}  # fmt: skip
+    plain = {"name": "eager", "results": [_row(512, 32, None, None, None)]}  # no --cuda-graphs: nothing to say
+    onnx = {"name": "onnx", "results": [{"threads": 1, "graph_nodes": 512, "batch_size": 32}]}
+    assert eager_note([gt, plain, onnx]) == (
+        "--cuda-graphs rows that ran eagerly, not replayed: gt · 512×32 (16,384 nodes, 65,536 edges); gt · 4096×4 "
+        f"(16,384 nodes, 81,920 edges). {NOTE_TAIL}"
+    )
+    assert eager_note([plain, onnx]) is None and eager_note([{"name": "gt", "results": gt["results"][:1]}]) is None
+
+
+@pytest.fixture
+def ckpt(tmp_path: Path) -> str:
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="gt", node_features=FeatureSpec("float", 3), out_dim=2, hidden=8, heads=2, num_layers=1,
+                      task_level="graph")  # fmt: skip
+    return str(save_checkpoint(tmp_path / "gt-ckpt", build_model(cfg).eval()))
+
+
+@pytest.fixture
+def replays(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Sessions whose backend 'replays' (the eager call, on the CPU) calls of up to 40 nodes; the nodes of
+    every replayed call."""
+    real, replayed = runtime.session.GraphSession, []
+
+    def session(path: Any, *args: Any, cuda_graphs: bool = False, **kwargs: Any) -> Any:
+        sess, eager = real(path, *args, **kwargs), real(path, *args, **kwargs).backend
+
+        def replay(inputs: dict[str, np.ndarray]) -> np.ndarray:
+            replayed.append(inputs["x"].shape[0])
+            return eager.run(inputs)[eager.outputs[0].name]
+
+        monkeypatch.setattr(sess.backend, "_replay", replay)
+        sess.backend.cuda_graphs, sess.backend.capture_max_nodes = True, 40
+        return sess
+
+    monkeypatch.setattr(runtime.session, "GraphSession", session)
+    return replayed
+
+
+def test_a_profile_names_the_rows_that_ran_eagerly(ckpt: str, replays: list[int]) -> None:
+    tp = CheckpointProfiler("cpu", False, [1], [(8, 2), (16, 4)], 2, 1, 2.0, 0)
+    entry = tp.profile("gt", ckpt, lambda *args: None, lambda *args: None)
+    small, large = entry["results"]
+    assert (small["cuda_graphs_replayed"], small["call_nodes"]) == (True, 16)
+    assert (large["cuda_graphs_replayed"], large["call_nodes"]) == (False, 64)
+    assert set(replays) == {16}  # every call of the small row replayed, none of the large one
+    edges = large["call_edges"]
+    assert edges > 0
+    assert tp.notes([entry]) == [
+        CPU_NOTE,
+        f"--cuda-graphs rows that ran eagerly, not replayed: gt · 16×4 (64 nodes, {edges:,} edges). {NOTE_TAIL}",
+    ]
+
+
+def test_the_note_reaches_the_report(ckpt: str, replays: list[int]) -> None:
+    from runtime.profile import profile_models
+
+    rep = profile_models([ckpt], graph_sizes=(8, 16), batch_sizes=(4,), threads=(1,), iterations=2, warmup=1,
+                         op_profile=False, device="cpu")  # fmt: skip
+    assert [r["cuda_graphs_replayed"] for r in rep["models"][0]["results"]] == [True, False]
+    assert [n for n in rep["settings"]["notes"] if n.startswith("--cuda-graphs rows that ran eagerly")] == [
+        f"--cuda-graphs rows that ran eagerly, not replayed: gt-ckpt · 16×4 (64 nodes, "
+        f"{rep['models'][0]['results'][1]['call_edges']:,} edges). {NOTE_TAIL}"
+    ]
