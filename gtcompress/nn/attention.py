@@ -15,10 +15,8 @@ Semantics every lowering must reproduce exactly:
 * a self-loop is an ordinary edge (nothing is added or removed implicitly);
 * a node with no incoming edge gets :math:`o_i = 0`;
 * a node with an infinite score (float overflow) gets NaN, which the runtime refuses
-  (:func:`overflow_to_nan`), and only such a node: a pair that is not an edge has no score, however
-  its ``q . k`` would overflow (the dense layout selects those pairs out, :func:`dense_attention`);
-  complete-graph attention, which masks only padding by adding, also gives NaN where a score may come
-  near its mask (:func:`score_bound_rows`).
+  (:func:`overflow_to_nan`); the layouts that mask by adding also give NaN where a score may come
+  near their mask (:func:`score_bound_rows`).
 
 :func:`sparse_attention` is the reference (Gather + scatter). :func:`dense_attention` is the same
 function on a padded per-graph layout, where the multiplicity of each (dst, src) pair enters as
@@ -107,18 +105,9 @@ def overflow_to_nan(score: Tensor) -> Tensor:
     can catch; as NaN it reaches the output, which the runtime refuses (a 400 naming the input). ``+inf``
     gave NaN already (``inf - inf`` in the softmax). Same rule in every layout: this function in the
     scatter reference (and the plugin's ONNX function and kernel), a row minimum on the neighbour lists
-    (:func:`overflow_rows`), on the dense layout's attention graphs the row minimum of the edges' scores
-    once non-edges are selected out (``dense_attention(lift_masked=True)``), and on its complete-graph
-    attention, which masks padding by adding, a bound from Q and K that also refuses scores near the mask
-    (:func:`score_bound_rows`; float16 the row minimum). ``x - x`` keeps its NaN through ONNX Runtime and
-    torch.compile (checked: neither folds it to 0).
-
-    Near the range's end the rule is only as exact as the sum it judges: where ``sum_d |q_d k_d|`` passes
-    float32's largest value but ``q . k`` does not, whether a partial sum overflows depends on the order of
-    the sum, which differs between torch's CPU reduction (the reference, and the op's CPU implementation),
-    ONNX Runtime's ReduceSum (the plugin's ONNX function), the GEMMs of the dense layout and the kernel. Such
-    a score is finite in one and ``inf`` in another, so lowerings may disagree on which graph answers NaN
-    (a refusal) there; nowhere else, and none answers such a graph finitely and wrongly."""
+    (:func:`overflow_rows`), and on the dense layout, which masks by adding, a bound from Q and K that
+    also refuses scores near the mask (:func:`score_bound_rows`; float16 the row minimum). ``x - x``
+    keeps its NaN through ONNX Runtime and torch.compile (checked: neither folds it to 0)."""
     return score + (score - score)  # inf - inf is NaN; a finite score is unchanged (x + 0)
 
 
@@ -135,38 +124,20 @@ def score_bound_rows(q: Tensor, k: Tensor, tau: float, limit: float) -> Tensor:
     """0 for each query row of ``q [..., L, D]`` whose scores against every key of ``k [..., L, D]`` stay
     within ``limit`` in magnitude, NaN for each row where one may not: ``|tau q.k| <= tau |q|_1 max |k|_1``.
 
-    For dense attention that masks by adding (:func:`dense_attention` without ``lift_masked``: complete-graph
-    attention, whose masked keys are padding, zero rows of ``k``): a score near overflow lets a masked key
-    outrank real ones past the mask, or overflows to ``-inf`` (see :func:`overflow_to_nan`), and either
-    is a finite wrong answer. Not for an attention graph: the bound takes every key of the row, non-edges
-    included, so it would refuse a node whose query is large beside its own large key (features of 1e20:
-    ``q . k`` of 1e40 on a pair that is no edge) where every other layout answers finitely and right;
-    ``lift_masked`` selects non-edges out instead and judges the edges' own scores.
-
-    With every score within a quarter of the mask, the mask dominates and nothing overflows. A bound from
-    two ReduceL1 over Q and K, not a scan of the scores: it reads ``D / L`` of what a ReduceMin over the
-    scores would. On ONNX Runtime CPU (1 thread, a 4-layer GT, hidden 64, 32 SBM graphs of about 117
-    nodes) the scan made the model 10-19 % slower, the bound 0-6 % (ReduceL1 about 2.5 % of its profile).
-    It can refuse a row whose scores stay in range (by up to a factor ``D``); a norm that overflows is
-    ``inf``, which refuses its rows."""
+    For layouts that mask by adding (:func:`dense_attention`): a score near overflow lets a non-edge
+    outrank real edges past the mask, or overflows to ``-inf`` (see :func:`overflow_to_nan`), and either
+    is a finite wrong answer. With every score within a quarter of the mask, the mask dominates and
+    nothing overflows. A bound from two ReduceL1 over Q and K, not a scan of the scores: it reads
+    ``D / L`` of what a ReduceMin over the scores would. On ONNX Runtime CPU (1 thread, a 4-layer GT,
+    hidden 64, 32 SBM graphs of about 117 nodes) the scan made the model 10-19 % slower, the bound 0-6 %
+    (ReduceL1 about 2.5 % of its profile). It can refuse a row whose scores stay in range (by up to a
+    factor ``D``); a norm that overflows is ``inf``, which refuses its rows."""
     qn = torch.linalg.vector_norm(q.detach(), ord=1, dim=-1, keepdim=True)  # [..., L, 1]
     kn = torch.linalg.vector_norm(k.detach(), ord=1, dim=-1, keepdim=True).amax(dim=-2, keepdim=True)  # [..., 1, 1]
     # Scaled so that the bound overflows to inf past `limit`, and inf - inf is NaN: two arithmetic ops on
     # the rows, where a Where against scalars (and a Greater) took ONNX Runtime 0.7 ms on [32, 4, 132, 1].
     big = qn * (kn * (tau * torch.finfo(q.dtype).max / limit))
     return big - big
-
-
-def select_edges(score: Tensor, edge: Tensor) -> Tensor:
-    """``score`` with each pair off the attention graph (``edge`` False; broadcast over heads) at the lowest
-    finite value of its dtype, whatever it held: ``inf`` and NaN too.
-
-    A non-edge's score is no score of the function, and the dense layout's MatMul computes it anyway, so it
-    may overflow where no edge does (see :func:`dense_attention`). Selected, not masked by arithmetic: ``inf
-    + mask`` is ``inf`` and ``0 * inf`` NaN. The lowest finite value is below or equal to every real score
-    (an edge may score below half the range, where :data:`MASK` would outrank it) and finite, so a row
-    without edges stays finite for the zeroing that follows. One ``Where`` over the scores."""
-    return torch.where(edge, score, torch.finfo(score.dtype).min)
 
 
 def mask_value(dtype: torch.dtype) -> float:
@@ -213,27 +184,13 @@ def dense_attention(
     ``graph_bias`` (``[B,1,L,L]``), where given, says which weights the lift zeroes instead of
     ``attn_bias``: a per-head ``attn_bias`` masking the same pairs in every head (GT's edge-feature bias)
     would take a mask a head, 5 B a cell each (boolean, then float32), where the graph's takes one.
-
-    With ``lift_masked`` the masked pairs are node pairs with real queries and keys whose ``q . k`` is no
-    score of the function (no edge) but is computed by the MatMul all the same, and may overflow where no
-    edge does: a node with a feature of 1e20 scores 1e40 against its own key, ``inf`` or, from products of
-    both signs past the range, NaN. An added mask cannot hide that (``inf + MASK`` is ``inf``, ``NaN + MASK``
-    NaN, ``0 * inf`` NaN), and a bound over the row's keys refuses the row for a pair that is not an edge. So
-    non-edges are *selected* (one ``Where`` on the graph's boolean mask) to float32's lowest finite value
-    before anything reduces over the row: below or equal to every real score, finite, whatever the MatMul
-    wrote there, and the row's maximum, floor and softmax see only its edges, as the scatter reference does.
-    Overflow is then judged on the edges alone: ``+inf`` or NaN in an edge's score reaches its row through
-    the floor and the softmax, and ``-inf``, which the lift would raise to the floor, through the row
-    minimum (:func:`overflow_rows`), taken between the selection and the lift. A row without edges is all
-    lowest: its softmax is finite and ``row_valid`` zeroes it.
     """
     d = q.shape[-1]
     tau = scale if scale is not None else 1.0 / math.sqrt(d)
     mask = mask_value(q.dtype)
     # float16's range is too narrow for the bound's slack (a factor up to D: q and k entries of 4 at D = 64
-    # would pass it): there, after the scores, their row minimum. An attention graph (lift_masked) takes its
-    # row minimum after non-edges are selected out, in every dtype (see the docstring).
-    nan_rows = None if q.dtype == torch.float16 or lift_masked else score_bound_rows(q, k, tau, -mask / 4)
+    # would pass it): there, after the scores, their row minimum
+    nan_rows = None if q.dtype == torch.float16 else score_bound_rows(q, k, tau, -mask / 4)
     if row_valid is None:
         row_valid = (attn_bias.amax(dim=-1, keepdim=True) > mask).to(q.dtype)
         attn_bias = attn_bias.clamp(min=mask)
@@ -257,11 +214,9 @@ def dense_attention(
         score = torch.matmul(q, torch.cat([k, key_bias], dim=-1).transpose(-1, -2))
     else:
         score = torch.matmul(q, k.transpose(-1, -2)) * tau + attn_bias
+    if nan_rows is None:  # before the lift, which would raise an overflowed -inf to the floor
+        nan_rows = overflow_rows(score, -1)
     if lift_masked:
-        keep = attn_bias if graph_bias is None else graph_bias  # masked entries: at most `mask`, or -inf
-        edge = keep > mask / 2
-        score = select_edges(score, edge)  # whatever q . k overflowed to off the graph is gone
-        nan_rows = overflow_rows(score, -1)  # edges only; before the lift, which raises an overflowed -inf
         # exp of a masked score (about MASK below the row's largest) underflows through float32 denormals,
         # which ONNX Runtime's CPU Softmax computes about 11x slower. Lifted to `floor`, MASK_LIFT below the
         # row's largest score, its exp is a normal float, and its weight is zeroed after the softmax. Real
@@ -273,17 +228,16 @@ def dense_attention(
         # a floor that rounds onto the largest score would weigh every lifted term as much as it. A row
         # without any key is lifted onto itself and zeroed, as before, by `row_valid`.
         # Each step rebinds `score`, so that eager torch holds two score-sized tensors at a time, as the
-        # plain softmax does. The zeroing is a Mul, not a Where: ONNX Runtime reuses a Mul's input buffer (a
-        # Where there took 16-45 B a cell more at 1-8 heads), at the cost of a float mask of the bias's size.
+        # plain softmax does. A Mul, not a Where: ONNX Runtime reuses a Mul's input buffer (a Where took
+        # 16-45 B a cell more at 1-8 heads), at the cost of a float mask of the bias's size.
         row_max = score.detach().amax(dim=-1, keepdim=True)
         floor = row_max - (row_max.abs() * (128 * torch.finfo(score.dtype).eps)).clamp(min=MASK_LIFT)
         score = torch.maximum(score, floor)
         score = torch.softmax(score, dim=-1)
-        alpha = score * edge.to(score.dtype)
+        keep = attn_bias if graph_bias is None else graph_bias  # masked entries: at most `mask`, or -inf
+        alpha = score * (keep > mask / 2).to(score.dtype)
         del score
     else:
-        if nan_rows is None:  # float16: the row minimum
-            nan_rows = overflow_rows(score, -1)
         alpha = torch.softmax(score, dim=-1)
     if dropout > 0.0 and training:
         alpha = F.dropout(alpha, p=dropout, training=True)

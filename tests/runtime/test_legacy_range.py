@@ -259,15 +259,14 @@ def gt_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module,
     root = tmp_path_factory.mktemp("masks")
     files = {"dense": root / "dense.onnx"}
     export_onnx(model, files["dense"], "dense", verify_batches=1)
-    current, bound, select = attention.MASK, attention.score_bound_rows, attention.select_edges
+    current, bound = attention.MASK, attention.score_bound_rows
     attention.MASK = layout.MASK = -1e30  # the masks before they were half of float32's range
     attention.score_bound_rows = lambda q, *_: torch.zeros_like(q[..., :1])  # nor refused rows near the mask
-    attention.select_edges = lambda score, _: score  # nor selected non-edges out: the mask, added, was all
     try:
         export_onnx(model, root / "old-masks.onnx", "dense", verify=False)
     finally:
         attention.MASK = layout.MASK = current
-        attention.score_bound_rows, attention.select_edges = bound, select
+        attention.score_bound_rows = bound
     files["old-dense"] = _without(root / "old-masks.onnx", MASK_KEY, root / "old-dense.onnx")
     export_onnx(model, root / "scatter.onnx", "scatter", verify_batches=1)
     files["old-scatter"] = _without(root / "scatter.onnx", MASK_KEY, root / "old-scatter.onnx")
