@@ -107,7 +107,17 @@ def overflow_to_nan(score: Tensor) -> Tensor:
     scatter reference (and the plugin's ONNX function and kernel), a row minimum on the neighbour lists
     (:func:`overflow_rows`), and on the dense layout, which masks by adding, a bound from Q and K that
     also refuses scores near the mask (:func:`score_bound_rows`; float16 the row minimum). ``x - x``
-    keeps its NaN through ONNX Runtime and torch.compile (checked: neither folds it to 0)."""
+    keeps its NaN through ONNX Runtime and torch.compile (checked: neither folds it to 0).
+
+    Near the range's end the rule is only as exact as the sum it judges: where ``sum_d |q_d k_d|`` passes
+    float32's largest value but ``q . k`` does not, whether a partial sum overflows depends on the order of
+    the sum, which differs between torch's CPU reduction (the reference and the op's CPU implementation),
+    ONNX Runtime's ReduceSum (the plugin's ONNX function), the GEMMs of the dense layout and the kernel. Such
+    a score is finite in one and ``inf`` in another, so lowerings may disagree on which graph answers NaN
+    (a refusal) there (4 of 400 graphs with linked nodes at 1e18-1e20, D = 32); none answers it finitely
+    and wrongly. Scaling ``q`` by a power of two before the sum would move that edge 256x further out, in
+    every layout at once (the kernel and the TensorRT plugin too), and the padded layout, which folds the
+    scale into its weights, could not follow."""
     return score + (score - score)  # inf - inf is NaN; a finite score is unchanged (x + 0)
 
 
@@ -131,7 +141,14 @@ def score_bound_rows(q: Tensor, k: Tensor, tau: float, limit: float) -> Tensor:
     ``D / L`` of what a ReduceMin over the scores would. On ONNX Runtime CPU (1 thread, a 4-layer GT,
     hidden 64, 32 SBM graphs of about 117 nodes) the scan made the model 10-19 % slower, the bound 0-6 %
     (ReduceL1 about 2.5 % of its profile). It can refuse a row whose scores stay in range (by up to a
-    factor ``D``); a norm that overflows is ``inf``, which refuses its rows."""
+    factor ``D``); a norm that overflows is ``inf``, which refuses its rows.
+
+    The bound takes every key of the row, non-edges too: a GT node with one feature at 1e20-1e30 scores
+    1e40 or more against its own key (no edge), so the dense layout answers NaN for its row, a refusal,
+    where the edge lowerings and torch answer finitely. Selecting non-edges out before the softmax (a
+    Where, then a row minimum over the scores) answers it, but held one more score-sized tensor a head on
+    ONNX Runtime CPU (66 against 45 B a cell at 4 heads) and took 16-25 % longer on 16 graphs of 128 nodes:
+    a cost on every call for inputs no trained model sees, whose answer here is a refusal, never wrong."""
     qn = torch.linalg.vector_norm(q.detach(), ord=1, dim=-1, keepdim=True)  # [..., L, 1]
     kn = torch.linalg.vector_norm(k.detach(), ord=1, dim=-1, keepdim=True).amax(dim=-2, keepdim=True)  # [..., 1, 1]
     # Scaled so that the bound overflows to inf past `limit`, and inf - inf is NaN: two arithmetic ops on
