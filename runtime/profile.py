@@ -52,8 +52,7 @@ from runtime.measure import machine_info, make_graphs, peak_rss_mb, pinned, time
 from runtime.profile_failures import PassFailed, ProfileIncomplete, error_text, failure, short_rows_note
 from runtime.profile_labels import model_entry as _model_entry
 from runtime.profile_labels import model_labels
-from runtime.profile_ops import OP_PROFILE_PREFIX, op_profile  # noqa: F401 (OP_PROFILE_PREFIX: read from here)
-from runtime.profile_ops import op_profile as _op_profile  # noqa: F401 (its old name)
+from runtime.profile_ops import op_profile
 from runtime.profile_report import SCHEMA, compare_models, report_tables, validate_report, write_report
 from runtime.profile_rounds import (
     cold_note,
@@ -135,7 +134,7 @@ def measure_model(
 #: Seconds a measuring child stopped by SIGTERM or Ctrl-C has to clean up before it is ended regardless
 #: (:func:`runtime.children.exit_if_stop_is_not_heard`): its clean-up (the op profile's folder) takes
 #: milliseconds once Python hears the signal, which a native call can delay past any bound (a folder left
-#: then is the next op profile's to remove: :data:`OP_PROFILE_PREFIX`).
+#: then is the next op profile's to remove: :data:`runtime.profile_ops.OP_PROFILE_PREFIX`).
 STOP_GRACE_S = 10.0
 
 

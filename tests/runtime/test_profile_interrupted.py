@@ -345,14 +345,14 @@ def test_the_op_profile_folder_of_a_killed_child_is_removed_by_the_next_op_profi
     import tempfile
     import textwrap
 
-    from runtime.profile import OP_PROFILE_PREFIX, _op_profile
+    from runtime.profile_ops import OP_PROFILE_PREFIX, op_profile
     from runtime.session import GraphSession
 
     path, spec = str(exported["node"].path), GraphSession(exported["node"].path).spec
     code = textwrap.dedent(
         f"""
         import sys
-        from runtime.profile import _op_profile
+        from runtime.profile_ops import op_profile
         from runtime.session import GraphSession
 
         def held(self, inputs):
@@ -361,7 +361,7 @@ def test_the_op_profile_folder_of_a_killed_child_is_removed_by_the_next_op_profi
 
         GraphSession.run_inputs = held
         sess = GraphSession({path!r})
-        _op_profile({path!r}, 1, None, sess.spec, (8, 1), 2, 4.0, 0)
+        op_profile({path!r}, 1, None, sess.spec, (8, 1), 2, 4.0, 0)
         """
     )
     root = Path(__file__).resolve().parents[2]
@@ -380,7 +380,7 @@ def test_the_op_profile_folder_of_a_killed_child_is_removed_by_the_next_op_profi
 
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(tempfile, "tempdir", None)
-    ops = _op_profile(path, 1, None, spec, (8, 1), 2, 4.0, 0)
+    ops = op_profile(path, 1, None, spec, (8, 1), 2, 4.0, 0)
     assert ops["available"] is True
     assert list(tmp_path.glob(f"{OP_PROFILE_PREFIX}*")) == []  # the dead child's, and this one's own
 
