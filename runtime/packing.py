@@ -3,10 +3,12 @@ within them, for both servers that merge requests (``gtc serve``'s :class:`runti
 and Triton's python variant, :mod:`runtime.triton_python`, whose batches Triton forms).
 
 Requests are merged into one disjoint union while it stays within ``max_nodes``, ``max_edges``,
-``max_graphs`` and ``max_requests`` and, for a model that attends densely within each graph or pads
-neighbour lists, within ``max_attention_mib`` of padded attention (the cost of one cell or slot comes
-from :mod:`runtime.request_cost`). An item larger than the limits alone runs alone: the hard limits
-are the server's per-request checks.
+``max_graphs`` and ``max_requests`` and within ``max_attention_mib`` of what the call holds: its padded
+attention or neighbour lists, for a model that attends densely within each graph or pads neighbour lists
+(the cost of one cell or slot comes from :mod:`runtime.request_cost`), and what it holds per node and per
+edge besides (:mod:`runtime.edge_cost`), summed as the server's per-request check sums them
+(:mod:`runtime.call_memory`). An item larger than the limits alone runs alone: the hard limits are the
+server's per-request checks.
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ class BatchConfig:
     #: ``slot_bytes`` 0: no neighbour lists (:func:`runtime.request_cost.slot_bytes`).
     slot_bytes: int = 0
     slot_buckets: int = 0
+    #: What a call holds per node and per edge besides its cells or slots (:func:`runtime.edge_cost.call_bytes`),
+    #: counted with them against the same ``max_attention_mib`` (:mod:`runtime.call_memory`: the soft node
+    #: and edge limits alone let a merged call of a hidden-128 GT on an edge lowering hold 384 MiB).
+    node_bytes: int = 0
+    edge_bytes: int = 0
 
     def __post_init__(self) -> None:
         # inf (or nan) passed every check until the worker's first wait for company raised OverflowError
@@ -106,10 +113,13 @@ def fits(config: BatchConfig, count: int, totals: Sequence[Any], item: Sized) ->
         and totals[1] + item.edges <= config.max_edges
         and totals[2] + item.num_graphs <= config.max_graphs
     )
+    # what the call holds per node and per edge leaves the rest of the limit to its cells or slots
+    limit = config.max_attention_mib * MIB
+    limit -= (totals[0] + item.nodes) * config.node_bytes + (totals[1] + item.edges) * config.edge_bytes
+    ok = ok and limit >= 0
     if ok and config.attention_cell_bytes:
         largest = max(totals[3], item.largest)
         cells = (totals[2] + item.num_graphs) * largest**2
-        limit = config.max_attention_mib * MIB
         if cells * config.attention_cell_bytes > limit and len(totals) > 5 and totals[5] is not None:
             # one row per graph is an upper bound where small graphs share rows: pack them, as the
             # layout will, only for the merges the bound would stop
@@ -117,7 +127,7 @@ def fits(config: BatchConfig, count: int, totals: Sequence[Any], item: Sized) ->
         ok = cells * config.attention_cell_bytes <= limit
     if ok and config.slot_bytes and len(totals) > 4 and totals[4] is not None:
         slots = padded_slots(*merge_histograms(totals[4], item.degrees), config.slot_buckets)
-        ok = slots * config.slot_bytes <= config.max_attention_mib * MIB
+        ok = slots * config.slot_bytes <= limit
     return ok
 
 

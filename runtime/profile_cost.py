@@ -129,10 +129,11 @@ def check_costs(
     max_inflight_mib: float = DEFAULT_MAX_INFLIGHT_MIB,
 ) -> None:
     """Refuse (:class:`SessionError`) the first configuration ``(nodes, batch)`` of any model whose
-    attention would take more than ``max_attention_mib`` a layer, or what its call holds per edge
-    (:mod:`runtime.edge_cost`) more than that, whose positional encodings would take
-    more than ``max_inflight_mib`` while computed, or whose encodings and shortest-path distances more
-    than ``max_pe_work`` steps, smallest sizes first, so that the error names the smallest size refused."""
+    attention would take more than ``max_attention_mib`` a layer, or that and what its call holds per
+    edge and per node (:mod:`runtime.edge_cost`) together, as the server sums them
+    (:mod:`runtime.call_memory`), whose positional encodings would take more than ``max_inflight_mib``
+    while computed, or whose encodings and shortest-path distances more than ``max_pe_work`` steps,
+    smallest sizes first, so that the error names the smallest size refused."""
     for name, value in (
         ("max_attention_mib", max_attention_mib),
         ("max_pe_work", max_pe_work),
@@ -152,13 +153,16 @@ def check_costs(
                     f"{at} {need / MIB:,.1f} MiB of attention memory per layer ({what}), above the limit of "
                     f"{max_attention_mib:,g} MiB; {advice} --max-attention-mib"
                 )
-            held = call_bytes(model)
+            held = call_bytes(model)  # held with the attention's, as the server sums them (runtime.call_memory)
             edges = batch * graph_edges(nodes, avg_degree)
-            if (need := held.need(batch * nodes, edges)) > limit:
+            if (own := held.need(batch * nodes, edges)) + need > limit:
                 per, size = held.words(batch * nodes, edges)
+                also = f" and {need / MIB:,.1f} MiB of attention memory per layer ({what}), "
+                also += f"{(own + need) / MIB:,.1f} MiB in all"
                 raise SessionError(
-                    f"{at} {need / MIB:,.1f} MiB of memory for its {size} ({per}: {held.what}), above the limit "
-                    f"of {max_attention_mib:,g} MiB; {advice} --max-attention-mib"
+                    f"{at} {own / MIB:,.1f} MiB of memory for its {size} ({per}: {held.what})"
+                    f"{also if need and own <= limit else ''}, "
+                    f"above the limit of {max_attention_mib:,g} MiB; {advice} --max-attention-mib"
                 )
             pe = pe_need(model, nodes, batch, avg_degree)
             if pe.bytes > max_inflight_mib * MIB:

@@ -226,15 +226,16 @@ def slot_bytes(session: CostedModel) -> int:
     return 8 * config_hidden(session, cfg) + 24 * heads * (2 if cfg.get("edge_features") else 1) + 32
 
 
-def check_slots(model: ServedModel, limits: ServerLimits, edge_index: np.ndarray, n: int) -> None:
+def check_slots(model: ServedModel, limits: ServerLimits, edge_index: np.ndarray, n: int) -> tuple[int, str]:
     """Refuse a request whose neighbour lists would take more than ``max_attention_mib``, counted from
     its in-degree histogram before TEDDY, PE or the layout run (building the layout alone of a
     heavy-tailed 1M-node graph took 1.45 GiB). Edge ids outside ``[0, n)`` are left to
-    :func:`validate_graph`, which names them."""
+    :func:`validate_graph`, which names them. Returns their bytes and what they are, in words, for the
+    check of the call's sum (:mod:`runtime.call_memory`)."""
     cost = model.batch.slot_bytes
     dst = edge_index[1] if edge_index.ndim == 2 and edge_index.shape[0] == 2 else None
     if not cost or dst is None or (dst.size and (int(dst.min()) < 0 or int(dst.max()) >= n)):
-        return
+        return 0, ""
     vals, counts = degree_histogram(dst, n)
     buckets = model.batch.slot_buckets
     slots = padded_slots(vals, counts, buckets)
@@ -249,6 +250,7 @@ def check_slots(model: ServedModel, limits: ServerLimits, edge_index: np.ndarray
             f"{slots:,} neighbour-list slots, {need / MIB:,.1f} MiB at {cost} B a slot, above this server's "
             f"{limits.max_attention_mib:,g} MiB (send smaller graphs, or fewer high in-degree nodes)",
         )
+    return need, f"{slots:,} neighbour-list slots at {cost} B a slot"
 
 
 def attention_bytes(cell: int, counts: np.ndarray, *, packed: bool, limit: float = 0.0) -> tuple[int, int]:
@@ -267,26 +269,30 @@ def attention_bytes(cell: int, counts: np.ndarray, *, packed: bool, limit: float
     return need, rows
 
 
-def check_attention(model: ServedModel, limits: ServerLimits, counts: np.ndarray) -> None:
+def check_attention(model: ServedModel, limits: ServerLimits, counts: np.ndarray, besides: int = 0) -> tuple[int, str]:
     """Refuse a request whose dense attention scores (graphs of ``counts`` nodes, each padded to the
-    largest) would take more than ``max_attention_mib`` a layer."""
+    largest) would take more than ``max_attention_mib`` a layer. Returns their bytes and their layout, in
+    words, for the check of the call's sum with the ``besides`` bytes it holds otherwise (small graphs
+    are packed into rows where the sum needs it: :func:`attention_bytes`)."""
     cell = model.batch.attention_cell_bytes
     if not cell:
-        return
+        return 0, ""
     graphs = int(counts.shape[0])
     at = int(np.argmax(counts))
     largest = int(counts[at])
-    need, rows = attention_bytes(cell, counts, packed=model.session.spec.packed, limit=limits.max_attention_mib * MIB)
+    limit = limits.max_attention_mib * MIB - besides
+    need, rows = attention_bytes(cell, counts, packed=model.session.spec.packed, limit=limit)
+    layout = f"padded to {largest} nodes" if rows == graphs else f"packed into {rows} rows of {largest} slots"
     if need > limits.max_attention_mib * MIB:
         alone = largest**2 * cell <= limits.max_attention_mib * MIB
         advice = f"send graph {at} in a request of its own" if alone and graphs > 1 else "send smaller graphs"
-        layout = f"padded to {largest} nodes" if rows == graphs else f"packed into {rows} rows of {largest} slots"
         raise GraphTooLargeError(
             "x",
             f"graph {at} has {largest} nodes; model '{model.name}' attends densely within each graph, so this "
             f"request's {graphs} graph(s) {layout} need {need / MIB:,.1f} MiB of attention "
             f"scores per layer, above this server's {limits.max_attention_mib:,g} MiB ({advice})",
         )
+    return need, f"{graphs} graph(s) {layout} at {cell} B a cell"
 
 
 def check_work(

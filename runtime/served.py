@@ -25,7 +25,8 @@ from gtcompress.preprocess.legacy_range import largest_float, legacy_nan_reason,
 from gtcompress.preprocess.pe import pe_function
 from gtcompress.preprocess.spec import InputSpec
 from runtime.batcher import DynamicBatcher
-from runtime.edge_cost import call_bytes, check_edges
+from runtime.call_memory import check_call_memory
+from runtime.edge_cost import call_bytes
 from runtime.errors import (
     BatchVectorError,
     DTypeError,
@@ -47,14 +48,7 @@ from runtime.graphs import (
 from runtime.layout_sizes import check_layout_sizes
 from runtime.packing import MIB, BatchConfig
 from runtime.protocol import PREPROCESSED_PARAMETER, InferRequest
-from runtime.request_cost import (
-    attention_cell_bytes,
-    check_attention,
-    check_slots,
-    check_work,
-    distance_hops,
-    slot_bytes,
-)
+from runtime.request_cost import attention_cell_bytes, check_work, distance_hops, slot_bytes
 from runtime.session import GraphSession, is_version_name
 from runtime.spec import NUMPY_TO_KSERVE
 
@@ -87,8 +81,10 @@ class ServerLimits:
     #: neighbour lists' slots (each node's incoming edges padded to its degree bucket's largest in-degree) times
     #: :func:`~runtime.request_cost.slot_bytes`; a heavy-tailed 1M-node graph within the node and edge
     #: limits takes 88M slots, tens of GiB on a 64-wide model. So is what every model holds per edge
-    #: (:mod:`runtime.edge_cost`: a GT's attention on an edge lowering, a GPS's local message passing):
-    #: within the edge limit, a request took 26 GiB on a hidden-64 GT exported ``scatter``.
+    #: and per node (:mod:`runtime.edge_cost`: a GT's attention on an edge lowering, a GPS's local message
+    #: passing, every model's node rows): within the edge limit, a request took 26 GiB on a hidden-64 GT
+    #: exported ``scatter``. The limit holds their sum, cells or slots and edges and nodes together
+    #: (:mod:`runtime.call_memory`).
     max_attention_mib: float = 2048.0
     #: Work of the positional encodings the server computes for one raw request, in ``n^3`` steps of
     #: its graphs (:func:`~gtcompress.preprocess.pe.pe_work`: LapPE ``n^3`` a graph, RWSE ``(k-1) n^3``,
@@ -135,6 +131,7 @@ class ServedModel:
 
     def __post_init__(self) -> None:
         lim = self.session.limits  # a TensorRT profile bounds what one merged call may hold
+        self.edge_cost = call_bytes(self.session)  # bytes a node and an edge: runtime.edge_cost
         self.batch = replace(
             self.batch,
             max_nodes=min(self.batch.max_nodes, lim.max_nodes or self.batch.max_nodes),
@@ -144,8 +141,9 @@ class ServedModel:
             packed_rows=self.session.spec.packed,
             slot_bytes=slot_bytes(self.session),
             slot_buckets=self.session.spec.buckets,
+            node_bytes=self.edge_cost.node,
+            edge_bytes=self.edge_cost.edge,
         )
-        self.edge_cost = call_bytes(self.session)  # bytes an edge and a node: runtime.edge_cost
         # a served session lives long: a call past the batch limits gives its memory back when it ends
         self.session.shrink_arena_above(self.batch.max_nodes, self.batch.max_edges)
         self.inputs = {t.name: t for t in self.session.get_inputs()}
@@ -305,9 +303,7 @@ def request_graph(
         raise GraphTooLargeError("batch", f"request has {num_graphs} graphs, above this server's {limits.max_graphs}")
     counts = count_nodes(batch, n, num_graphs)  # graph sizes, for the layout, attention and work bounds
     check_layout_sizes(inputs, n, e, num_graphs, max(int(counts.max()), 1) if counts.size else 1)
-    check_attention(model, limits, counts)
-    check_slots(model, limits, inputs["edge_index"], n)
-    check_edges(model, limits, n, e)
+    check_call_memory(model, limits, counts, inputs["edge_index"], n, e)  # cells or slots, edges and nodes
     spec = model.session.spec
     check_work(model, limits, inputs, counts, raw_only=raw_only, full=full)
     g = NumpyGraph(

@@ -55,18 +55,20 @@ def test_the_counts_follow_the_family() -> None:
     assert call_bytes(_costed("gt", Lowering.SCATTER)) == CallBytes(40 * 32 + 96 + 128 + 64, 48 * 32, gt)
     assert call_bytes(_costed("gt", Lowering.PLUGIN, ef=False)) == CallBytes(40 * 32 + 96 + 64, 64 * 32, gt)
     assert call_bytes(_costed("gt", Lowering.PLUGIN, torch=True)) == CallBytes(16 * 32 + 64 + 128 + 64, 40 * 32, gt)
+    rows = "its layers' activations a row per node"
     assert call_bytes(_costed("gt", Lowering.DENSE)) == CallBytes(
-        8 * 32 + 128 + 32, 0, "its edge bias holds a row per edge"
+        8 * 32 + 128 + 32, 64 * 32 + 128, f"its edge bias holds a row per edge, {rows}"
     )
-    assert call_bytes(_costed("gt", Lowering.DENSE, ef=False)).need(10**6, 10**7) == 0  # its cells count it
-    assert call_bytes(_costed("gt", Lowering.PADDED)).need(10**6, 10**7) == 0  # its slots count it
-    gine = "its local message passing (GINE) holds a message per edge"
-    assert call_bytes(_costed("gps", Lowering.DENSE)) == CallBytes(36 * 32 + 64, 0, gine)
-    assert call_bytes(_costed("gps", Lowering.DENSE, torch=True)) == CallBytes(32 * 32 + 64, 0, gine)
-    assert call_bytes(_costed("gps", Lowering.DENSE, ef=False)).need(10**6, 10**7) == 0  # GIN: a dense sum
+    assert call_bytes(_costed("gt", Lowering.DENSE, ef=False)) == CallBytes(0, 64 * 32 + 128, rows)  # cells count it
+    assert call_bytes(_costed("gt", Lowering.PADDED)) == CallBytes(0, 120 * 32 + 128, rows)  # its slots count it
+    gine = f"its local message passing (GINE) holds a message per edge, {rows}"
+    assert call_bytes(_costed("gps", Lowering.DENSE)) == CallBytes(36 * 32 + 64, 80 * 32 + 768, gine)
+    assert call_bytes(_costed("gps", Lowering.DENSE, torch=True)) == CallBytes(32 * 32 + 64, 72 * 32 + 512, gine)
+    assert call_bytes(_costed("gps", Lowering.DENSE, ef=False)) == CallBytes(0, 80 * 32 + 768, rows)  # GIN
     assert call_bytes(_costed("graphormer", Lowering.DENSE)) == CallBytes(
-        8 * 32 + 32, 0, "its edge encoder holds a row per edge"
+        8 * 32 + 32, 64 * 32 + 1024, f"its edge encoder holds a row per edge, {rows}"
     )
+    assert call_bytes(_costed("graphormer", Lowering.DENSE, ef=False, torch=True)) == CallBytes(0, 40 * 32 + 256, rows)
     # a file without a config: 64 channels, 8 heads, the architecture and edge features its input spec names
     bare = SimpleNamespace(
         path="m.onnx", spec=SimpleNamespace(lowering=Lowering.SCATTER, arch="gt", edge_attr=object()), metadata={},
@@ -75,8 +77,11 @@ def test_the_counts_follow_the_family() -> None:
     assert call_bytes(bare) == CallBytes(40 * 64 + 24 * 8 + 4 * 64 + 64, 48 * 64, gt)  # counted nothing
     # every head pruned away: no attention over the edges, only the edge encoder
     assert call_bytes(_costed("gt", Lowering.SCATTER, heads=0)) == CallBytes(
-        8 * 32 + 32, 0, "its edge encoder holds a row per edge"
+        8 * 32 + 32, 64 * 32 + 128, f"its edge encoder holds a row per edge, {rows}"
     )
+    # an architecture neither a config nor the input spec names: the largest count a node
+    unnamed = SimpleNamespace(path="m.onnx", spec=SimpleNamespace(lowering=Lowering.DENSE), metadata={}, platform="")
+    assert call_bytes(unnamed).node == 120 * 64 + 128
 
 
 @pytest.fixture(scope="module")
@@ -195,4 +200,7 @@ def test_profile_refuses_a_size_whose_edges_pass_the_limit(models) -> None:
     check_costs([str(models["gt"])], [(100, 1)], 10.0, 0, max_attention_mib=30)
     with pytest.raises(SessionError) as e:  # a GINE GPS: its edges only
         check_costs([str(models["gps"])], [(400, 50)], 10.0, 0, max_attention_mib=200)
-    assert "200,000 edges (1216 B per edge: its local message passing (GINE) holds a message per edge)" in str(e.value)
+    assert (
+        "200,000 edges and 20,000 nodes (1216 B per edge and 3328 B per node: its local message passing (GINE) holds "
+        "a message per edge, its layers' activations a row per node)" in str(e.value)
+    )

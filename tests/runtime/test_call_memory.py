@@ -1,0 +1,152 @@
+"""One request's memory is held to ``max_attention_mib`` as one sum (:mod:`runtime.call_memory`): its
+cells or slots, what it holds per edge, and what every model holds per node. Each part was held to the
+limit alone, so a request could take nearly twice it, and the node rows of a GPS, a Graphormer or a GT
+on the dense or padded lowering were counted nowhere: many small graphs took GiBs under a 2 GiB limit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exporters.onnx import export_onnx
+from gtcompress.data.base import FeatureSpec
+from gtcompress.models import ModelConfig
+from runtime.edge_cost import CallBytes, call_bytes
+from runtime.errors import GraphTooLargeError, SessionError
+from runtime.packing import MIB, BatchConfig, pack
+from runtime.profile_cost import check_costs
+from runtime.protocol import InferRequest
+from runtime.request_cost import attention_bytes, attention_cell_bytes
+from runtime.served import ServedModel, ServerLimits, request_graph
+from runtime.session import GraphSession
+from tests.runtime.conftest import seeded_model
+from tests.runtime.test_edge_limits import LINUX, _peak_bytes
+
+ROWS = "its layers' activations a row per node"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Hidden-32, 2-layer GPS exported ``dense``: a GIN one with 2 heads, a GINE one with 4."""
+    root = tmp_path_factory.mktemp("call-memory")
+    out = {}
+    for name, heads, edges in (("gin", 2, None), ("gine", 4, FeatureSpec("float", 2))):
+        cfg = ModelConfig(
+            arch="gps",
+            node_features=FeatureSpec("float", 3),
+            edge_features=edges,
+            out_dim=2,
+            hidden=32,
+            heads=heads,
+            num_layers=2,
+            task_level="node",
+        )
+        out[name] = export_onnx(seeded_model(cfg), root / f"{name}.onnx", "dense", verify_batches=1).path
+    return out
+
+
+def _request(graphs: int, nodes: int, edges: int, edge_attr: bool = False) -> InferRequest:
+    """``graphs`` random graphs of ``nodes`` nodes and ``edges`` edges each, as one request's union."""
+    rng = np.random.default_rng(0)
+    offsets = np.repeat(np.arange(graphs, dtype=np.int64) * nodes, edges)
+    tensors = {
+        "x": rng.normal(size=(graphs * nodes, 3)).astype(np.float32),
+        "edge_index": rng.integers(0, nodes, (2, graphs * edges)) + offsets,
+        "node_counts": np.full(graphs, nodes, dtype=np.int64),
+    }
+    if edge_attr:
+        tensors["edge_attr"] = rng.normal(size=(graphs * edges, 2)).astype(np.float32)
+    dtypes = {"x": "FP32", "edge_index": "INT64", "node_counts": "INT64", "edge_attr": "FP32"}
+    return InferRequest(tensors, {k: dtypes[k] for k in tensors})
+
+
+def test_many_small_graphs_are_held_to_the_limit_by_their_nodes(models) -> None:
+    """20,000 nodes in graphs of 4: under 1 MiB of cells, 63.5 MiB of node rows (before: answered)."""
+    m = ServedModel("gps", GraphSession(models["gin"]))
+    assert m.edge_cost == CallBytes(0, 80 * 32 + 768, ROWS)
+    req = _request(5_000, 4, 4)
+    with pytest.raises(GraphTooLargeError) as e:
+        request_graph(req, m, ServerLimits(max_attention_mib=50))
+    assert str(e.value) == (
+        "input 'x': model 'gps' holds about 3328 B per node in one call (its layers' activations a row per node), "
+        "so this request's 20,000 nodes take 63.5 MiB, above this server's 50 MiB (send fewer or smaller graphs)"
+    )
+    _, graphs, _ = request_graph(req, m, ServerLimits(max_attention_mib=65))
+    assert graphs == 5_000
+
+
+def test_cells_edges_and_nodes_each_within_the_limit_are_refused_past_it_together(models) -> None:
+    """One 1,000-node graph of 10,000 edges: 22.9 MiB of cells and 14.8 of edges and nodes, each within
+    30 MiB (before: answered), 37.7 together."""
+    m = ServedModel("gine", GraphSession(models["gine"]))
+    req = _request(1, 1_000, 10_000, edge_attr=True)
+    with pytest.raises(GraphTooLargeError) as e:
+        request_graph(req, m, ServerLimits(max_attention_mib=30))
+    assert str(e.value) == (
+        "input 'x': model 'gine' holds about 1216 B per edge and 3328 B per node in one call (its local message "
+        "passing (GINE) holds a message per edge, its layers' activations a row per node), so this request's "
+        "10,000 edges and 1,000 nodes take 14.8 MiB, and its attention scores (1 graph(s) padded to 1000 nodes at "
+        "24 B a cell) 22.9 MiB more: 37.7 MiB in all, above this server's 30 MiB (send fewer or smaller graphs)"
+    )
+    with pytest.raises(GraphTooLargeError) as e:  # the cells alone past the limit: their own words, as before
+        request_graph(req, m, ServerLimits(max_attention_mib=20))
+    assert str(e.value).startswith("input 'x': graph 0 has 1000 nodes; model 'gine' attends densely")
+    union, _, _ = request_graph(req, m, ServerLimits(max_attention_mib=38))
+    assert union.num_edges == 10_000
+
+
+@dataclass
+class _Item:
+    nodes: int
+    edges: int
+    num_graphs: int = 1
+    largest: int = 10
+
+
+def test_the_batcher_merges_no_more_than_the_sum_allows(models) -> None:
+    """Requests of 0.4 MiB of nodes and edges each: two merge within 1 MiB, a third would pass it."""
+    cfg = replace(BatchConfig(), max_attention_mib=1.0, node_bytes=200, edge_bytes=20)
+    items = [_Item(1_000, 10_000) for _ in range(5)]  # five within the soft node and edge limits
+    assert [len(b) for b in pack(items, cfg)] == [2, 2, 1]
+    assert [len(b) for b in pack(items, replace(cfg, node_bytes=0, edge_bytes=0))] == [5]
+    # 10^2 cells an item at 2,000 B: five items' cells alone fit (before: merged), two items' with their
+    # nodes and edges do not; at 1,000 B a cell two do
+    cells = replace(cfg, attention_cell_bytes=2_000)
+    assert [len(b) for b in pack(items, cells)] == [1, 1, 1, 1, 1]
+    assert [len(b) for b in pack(items, replace(cells, attention_cell_bytes=1_000))] == [2, 2, 1]
+    m = ServedModel("gine", GraphSession(models["gine"]))
+    assert (m.batch.node_bytes, m.batch.edge_bytes) == (m.edge_cost.node, m.edge_cost.edge) == (3328, 1216)
+
+
+def test_profile_refuses_what_the_sum_passes(models) -> None:
+    with pytest.raises(SessionError) as e:  # nodes alone
+        check_costs([str(models["gin"])], [(4, 5_000)], 1.0, 0, max_attention_mib=50)
+    assert str(e.value) == (
+        f"profile: {models['gin']} at graph size 4 and batch size 5000 needs an estimated 63.5 MiB of memory for its "
+        f"20,000 nodes (3328 B per node: {ROWS}), above the limit of 50 MiB; choose smaller --sizes or --batch-sizes, "
+        "or raise --max-attention-mib"
+    )
+    with pytest.raises(SessionError) as e:  # cells, edges and nodes, each within the limit
+        check_costs([str(models["gine"])], [(1_000, 1)], 10.0, 0, max_attention_mib=30)
+    assert str(e.value) == (
+        f"profile: {models['gine']} at graph size 1000 and batch size 1 needs an estimated 14.8 MiB of memory for its "
+        "10,000 edges and 1,000 nodes (1216 B per edge and 3328 B per node: its local message passing (GINE) holds a "
+        f"message per edge, {ROWS}) and 22.9 MiB of attention memory per layer (1 padded 1000x1000 attention score "
+        "matrices at 24 B a cell), 37.7 MiB in all, above the limit of 30 MiB; choose smaller --sizes or "
+        "--batch-sizes, or raise --max-attention-mib"
+    )
+    check_costs([str(models["gine"])], [(1_000, 1)], 10.0, 0, max_attention_mib=38)
+
+
+@LINUX
+def test_a_gps_node_count_covers_what_a_call_of_small_graphs_takes(models) -> None:
+    """10,000 graphs of 8 nodes (few cells), pre-processing included: the sum is above the peak, and not
+    far above (a count far above would refuse what the server can run)."""
+    session = GraphSession(models["gin"])
+    cells, _ = attention_bytes(attention_cell_bytes(session), np.full(10_000, 8), packed=session.spec.packed)
+    counted = cells + call_bytes(session).need(80_000, 160_000)
+    peak = _peak_bytes(models["gin"], 10_000, 8, 16)
+    assert 0.5 * counted < peak <= counted, f"peak {peak / MIB:.0f} MiB, counted {counted / MIB:.0f} MiB"
