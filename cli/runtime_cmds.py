@@ -179,7 +179,8 @@ def serve_cmd(
             "for one on the padded lowering, "
             "its neighbour lists' slots (incoming edges padded to each degree bucket's largest in-degree) times "
             "the bytes a slot takes; and what a call holds per edge (a GT on the scatter or plugin lowering, a GINE "
-            "GPS, edge features). A request above it gets 400. A merged call stays under 256 MiB, or this if lower.",
+            "GPS, edge features) and per node (every model's layers), all summed. A request whose sum is above it "
+            "gets 400. A merged call's sum stays under 256 MiB, or this if lower.",
         ),
     ] = _LIMITS["max_attention_mib"],
     max_pe_work: Annotated[
