@@ -154,8 +154,9 @@ def profile_cmd(
         float,
         typer.Option(
             callback=finite_number(1.0),
-            help="Largest attention memory of one call per layer, in MiB (>= 1), counted as gtc serve counts a "
-            "request (same option and default); a size and batch size above it is refused before any run.",
+            help="Largest memory one call may hold, in MiB (>= 1), counted as gtc serve counts a request (same "
+            "option and default: attention scores or slots, plus what the call holds per edge and per node); a size "
+            "and batch size above it is refused before any run.",
         ),
     ] = _LIMITS["max_attention_mib"],
     max_pe_work: Annotated[

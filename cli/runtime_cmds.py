@@ -173,14 +173,11 @@ def serve_cmd(
         float,
         typer.Option(
             callback=finite_number(1.0),
-            help="For a model that attends densely within each graph (GPS, Graphormer, GT's dense lowering): "
-            "largest attention score memory of one request per layer, in MiB (>= 1), its graphs padded to the "
-            "largest (Graphormer: with its biases and shortest-path distances; GT: with its softmax and edge biases); "
-            "for one on the padded lowering, "
-            "its neighbour lists' slots (incoming edges padded to each degree bucket's largest in-degree) times "
-            "the bytes a slot takes; and what a call holds per edge (a GT on the scatter or plugin lowering, a GINE "
-            "GPS, edge features) and per node (every model's layers), all summed. A request whose sum is above it "
-            "gets 400. A merged call's sum stays under 256 MiB, or this if lower.",
+            help="Largest memory one request's call may hold, in MiB (>= 1), counted from the model: the attention "
+            "scores of its graphs padded to the largest, per layer with their biases (GPS, Graphormer, GT's dense "
+            "lowering), or the padded lowering's neighbour-list slots, plus what the call holds per edge (GT on the "
+            "scatter or plugin lowering, GINE GPS, edge features) and per node, all summed. A request above it gets "
+            "400 before it runs. A merged call's sum stays under 256 MiB, or this if lower.",
         ),
     ] = _LIMITS["max_attention_mib"],
     max_pe_work: Annotated[
