@@ -11,7 +11,6 @@ is not there.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -247,7 +246,6 @@ def serve_cmd(
         max_inflight_mib=max_inflight_mib,
         body_timeout_s=body_timeout_s,
     )
-    cfg = replace(cfg, max_attention_mib=min(cfg.max_attention_mib, max_attention_mib))
     _check_device([model], device, cuda_graphs, all_checkpoints=True)
     session = GraphSession(
         model, _providers(providers), threads=threads, spinning=False, device=device, cuda_graphs=cuda_graphs

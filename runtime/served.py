@@ -156,6 +156,15 @@ class ServedModel:
         self.legacy_range = legacy_range(meta, lowering)
         self.legacy_nan = legacy_nan_reason(meta, lowering, tensorrt=self.session.platform == "tensorrt_plan")
 
+    def hold_to(self, limits: ServerLimits) -> None:
+        """Cap the batcher's memory limit at the server's per-request ``max_attention_mib``: a merged call
+        holds the requests it answers together (:func:`runtime.packing.fits`), and each of them alone is
+        held to the server's limit (:mod:`runtime.call_memory`), so the merge must not hold more than one
+        request may. Called by every server once its limits are known (``gtc serve``, Triton's python
+        backend), not left to the caller that builds the batch configuration."""
+        cap = min(self.batch.max_attention_mib, limits.max_attention_mib)
+        self.batch = replace(self.batch, max_attention_mib=cap)
+
     def check_input(self, name: str, datatype: str) -> None:
         """Refuse an input this model does not have, or of another datatype: called by the decoder
         before the input's data is read (:func:`runtime.protocol.parse_infer_request`), so a tensor

@@ -131,6 +131,8 @@ def create_app(
             served[name] = ServedModel(name, sess, batch)
     else:
         served = {m.name: m for m in models}
+    for m in served.values():
+        m.hold_to(limits)
     mx = Metrics() if metrics else None
     per_model = {name: mx.for_model(name) for name in served} if mx is not None else {}
     state = {"ready": False}

@@ -194,7 +194,8 @@ class GraphBatchModel:
                 lacks,
             )
         self.served = ServedModel(self.name, session, batch=batch, version=str(version))
-        self.batch = self.served.batch  # tightened by a TensorRT profile's maxima
+        self.served.hold_to(self.limits)
+        self.batch = self.served.batch  # tightened by a TensorRT profile's maxima and the request limit
         self.output_name = session.output_name
         self.calls = 0  # merged model calls so far
 

@@ -238,6 +238,16 @@ def test_attention_limits_take_the_numbers_gtc_serve_takes(config, node_repo) ->
         GraphBatchModel(node_repo, 1, config(node_repo, gtcompress_max_attention_mib="0.5"))
 
 
+def test_a_merged_call_holds_no_more_than_one_request_may(config, node_repo) -> None:
+    """The batch's memory limit is capped at the request limit: each request Triton merges is held to
+    gtcompress_max_attention_mib alone, so their merged call may not hold more."""
+    model = GraphBatchModel(
+        node_repo, 1, config(node_repo, gtcompress_max_attention_mib="100", gtcompress_batch_attention_mib="256")
+    )
+    assert (model.limits.max_attention_mib, model.batch.max_attention_mib) == (100.0, 100.0)
+    assert model.served.batch is model.batch
+
+
 def test_an_integer_parameter_past_floats_range_is_read_as_an_integer() -> None:
     """The integer and number parameters share one parser, whose finiteness check converted an integer
     to float: a count of 400 digits raised OverflowError (a traceback at load) instead of being read
