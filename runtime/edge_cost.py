@@ -18,10 +18,10 @@ per graph, counted with its cells), nor does the padded lowering beyond its slot
 Per node: every model holds its layers' activations, a hidden-wide row a node several times over
 (inputs, attention output, feed-forward, normalisation): a GT on an edge lowering 48 (``scatter``) or 64
 (``plugin``) B a hidden channel, 40 on torch, fitted with its edges. The others (:data:`NODE_BYTES`)
-were counted nowhere, only ``max_nodes`` bounded them: 100,000 graphs of 10 nodes to a hidden-64 GPS
-hold about 5 GiB with few cells. Their counts are fitted to peak RSS of one request's ``prepare`` and
-call (132 calls, fresh process each, 1 thread, ONNX Runtime 1.31 and torch 2.13 CPU, code of b9e9f72;
-hidden 16/32/64/128, 2-8 heads, 1-4 layers, with and without edge features; 20,000 graphs of 8 nodes
+are counted because nothing else bounds them but ``max_nodes``, and many small graphs have few cells:
+100,000 graphs of 10 nodes to a hidden-64 GPS hold about 5 GiB. Their counts are fitted to peak RSS of
+one request's ``prepare`` and call (132 calls, fresh process each, 1 thread, ONNX Runtime 1.31 and torch
+2.13 CPU; hidden 16/32/64/128, 2-8 heads, 1-4 layers, with and without edge features; 20,000 graphs of 8 nodes
 with 16 or 32 edges each, 400 graphs of 100 nodes and 800 edges; over RSS before ``prepare``) less
 their cells, slots and edges as counted, rounded up so that the largest measured/counted of the whole
 sum is at most 0.86 (the residual a node of 8-node graphs, without edge features, in brackets: with
@@ -74,13 +74,14 @@ NODE_BYTES = {
 _ROWS = "its layers' activations a row per node"
 
 
-def node_bytes(arch: str | None, lowering: Lowering, torch_backend: bool, hidden: int) -> int:
+def node_bytes(arch: str | None, lowering: Lowering, torch_backend: bool, hidden: int, heads: int) -> int:
     """Bytes one call holds per node of a model not on an edge lowering (:data:`NODE_BYTES`); the largest
-    count for an architecture no config or input spec names."""
+    count for an architecture no config or input spec names. A GT with no head left builds no neighbour
+    lists, whatever its lowering: it counts as a dense one."""
     if arch not in ("gps", "graphormer", "gt"):
         return max(a * hidden + b for a, b in NODE_BYTES.values())
     key = f"{arch} torch" if torch_backend and arch != "gt" else arch
-    a, b = NODE_BYTES["gt padded" if arch == "gt" and lowering is Lowering.PADDED else key]
+    a, b = NODE_BYTES["gt padded" if arch == "gt" and lowering is Lowering.PADDED and heads > 0 else key]
     return a * hidden + b
 
 
@@ -99,7 +100,7 @@ def call_bytes(session: CostedModel) -> CallBytes:
         if torch_backend:  # a checkpoint's CSR attention
             return CallBytes(16 * h + 16 * heads + 4 * ef * h + 64, 40 * h, what)
         return CallBytes(40 * h + 24 * heads + 4 * ef * h + 64, (48 if lowering is Lowering.SCATTER else 64) * h, what)
-    node = node_bytes(arch, lowering, torch_backend, h)
+    node = node_bytes(arch, lowering, torch_backend, h, heads)
     if lowering is Lowering.PADDED and arch == "gt" and heads > 0:
         return CallBytes(0, node, _ROWS)  # its neighbour-list slots count its edges (runtime.request_cost.slot_bytes)
     if arch == "gps":

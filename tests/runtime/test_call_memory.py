@@ -1,12 +1,12 @@
 """One request's memory is held to ``max_attention_mib`` as one sum (:mod:`runtime.call_memory`): its
-cells or slots, what it holds per edge, and what every model holds per node. Each part was held to the
-limit alone, so a request could take nearly twice it, and the node rows of a GPS, a Graphormer or a GT
-on the dense or padded lowering were counted nowhere: many small graphs took GiBs under a 2 GiB limit."""
+cells or slots, what it holds per edge, and what every model holds per node. Each part held alone lets
+a request take nearly twice the limit, and many small graphs have few cells but GiBs of node rows."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +14,7 @@ import pytest
 from exporters.onnx import export_onnx
 from gtcompress.data.base import FeatureSpec
 from gtcompress.models import ModelConfig
+from runtime.call_memory import check_call_memory
 from runtime.edge_cost import CallBytes, call_bytes
 from runtime.errors import GraphTooLargeError, SessionError
 from runtime.packing import MIB, BatchConfig, pack
@@ -88,8 +89,9 @@ def test_cells_edges_and_nodes_each_within_the_limit_are_refused_past_it_togethe
     assert str(e.value) == (
         "input 'x': model 'gine' holds about 1216 B per edge and 3328 B per node in one call (its local message "
         "passing (GINE) holds a message per edge, its layers' activations a row per node), so this request's "
-        "10,000 edges and 1,000 nodes take 14.8 MiB, and its attention scores (1 graph(s) padded to 1000 nodes at "
-        "24 B a cell) 22.9 MiB more: 37.7 MiB in all, above this server's 30 MiB (send fewer or smaller graphs)"
+        "10,000 edges and 1,000 nodes take 14.8 MiB, and its attention scores per layer (1 graph(s) padded to 1000 "
+        "nodes at 24 B a cell) take 22.9 MiB more: 37.7 MiB in all, above this server's 30 MiB (send fewer or smaller "
+        "graphs)"
     )
     with pytest.raises(GraphTooLargeError) as e:  # the cells alone past the limit: their own words, as before
         request_graph(req, m, ServerLimits(max_attention_mib=20))
@@ -150,3 +152,69 @@ def test_a_gps_node_count_covers_what_a_call_of_small_graphs_takes(models) -> No
     counted = cells + call_bytes(session).need(80_000, 160_000)
     peak = _peak_bytes(models["gin"], 10_000, 8, 16)
     assert 0.5 * counted < peak <= counted, f"peak {peak / MIB:.0f} MiB, counted {counted / MIB:.0f} MiB"
+
+
+def _stand_in(edge: int, node: int, slot: int = 0, cell: int = 0) -> SimpleNamespace:
+    """What :func:`check_call_memory` reads of a served model, with chosen byte counts."""
+    batch = replace(BatchConfig(), slot_bytes=slot, attention_cell_bytes=cell)
+    session = SimpleNamespace(spec=SimpleNamespace(packed=False))
+    return SimpleNamespace(name="m", batch=batch, edge_cost=CallBytes(edge, node, "rows"), session=session)
+
+
+def _chain(n: int) -> np.ndarray:
+    """``n`` nodes, each with one incoming edge (from the one before it, node 0 from the last)."""
+    return np.stack([np.roll(np.arange(n), 1), np.arange(n)]).astype(np.int64)
+
+
+@pytest.mark.parametrize(
+    ("edge", "node", "tensor", "advice"),
+    [(600, 500, "edge_index", "send fewer edges or smaller graphs"), (500, 600, "x", "send fewer or smaller graphs")],
+)
+def test_a_refusal_by_edges_and_nodes_names_the_larger_of_the_two(edge: int, node: int, tensor: str, advice: str):
+    """1,000 nodes and 1,000 edges, 1.05 MiB under a 1 MiB limit: the input named is the one holding more, and
+    the advice follows it, whatever the cells (0.95 MiB at 1 B a cell, not part of this refusal); two decimals,
+    where one would read ``1.0 MiB, above this server's 1 MiB``."""
+    with pytest.raises(GraphTooLargeError) as e:
+        check_call_memory(
+            _stand_in(edge, node, cell=1),
+            ServerLimits(max_attention_mib=1),
+            np.array([1_000]),
+            _chain(1_000),
+            1_000,
+            1_000,
+        )
+    assert str(e.value) == (
+        f"input '{tensor}': model 'm' holds about {edge} B per edge and {node} B per node in one call (rows), so this "
+        f"request's 1,000 edges and 1,000 nodes take 1.05 MiB, above this server's 1 MiB ({advice})"
+    )
+
+
+def test_neighbour_list_slots_and_nodes_each_within_the_limit_are_refused_past_it_together() -> None:
+    """The padded lowering: 1,000 slots at 600 B (0.57 MiB) and 1,000 nodes at 500 B (0.48 MiB), each within
+    1 MiB, 1.05 MiB together; at 1.1 MiB the same request passes."""
+    model = _stand_in(0, 500, slot=600)
+    with pytest.raises(GraphTooLargeError) as e:
+        check_call_memory(model, ServerLimits(max_attention_mib=1), np.array([1_000]), _chain(1_000), 1_000, 1_000)
+    assert str(e.value) == (
+        "input 'edge_index': model 'm' holds about 500 B per node in one call (rows), so this request's 1,000 nodes "
+        "take 0.48 MiB, and its 1,000 neighbour-list slots at 600 B a slot take 0.57 MiB more: 1.05 MiB in all, "
+        "above this server's 1 MiB (send fewer or smaller graphs)"
+    )
+    check_call_memory(model, ServerLimits(max_attention_mib=1.1), np.array([1_000]), _chain(1_000), 1_000, 1_000)
+
+
+def test_every_server_caps_its_batchers_memory_at_the_request_limit(models) -> None:
+    """A merged call answers requests each held to the server's limit, so it may not hold more than one of them:
+    ``create_app`` (``gtc serve``, or a library caller with its own limits) caps the batch's 256 MiB at the
+    server's 100 MiB, and the merge of two 60 MiB requests is then two calls."""
+    from runtime.server import create_app
+
+    m = ServedModel("gps", GraphSession(models["gin"]))
+    assert m.batch.max_attention_mib == 256
+    create_app([m], limits=ServerLimits(max_attention_mib=100), warmup=False)
+    assert m.batch.max_attention_mib == 100
+    per = m.edge_cost.node  # 60 MiB of node rows a request, no edges, 1-node graphs (no cells to speak of)
+    items = [_Item(60 * MIB // per, 0, 1, 1) for _ in range(2)]
+    assert [len(b) for b in pack(items, replace(m.batch, max_nodes=10**9))] == [1, 1]
+    create_app([m], limits=ServerLimits(max_attention_mib=4096), warmup=False)
+    assert m.batch.max_attention_mib == 100  # capped, never raised

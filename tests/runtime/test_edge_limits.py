@@ -61,6 +61,8 @@ def test_the_counts_follow_the_family() -> None:
     )
     assert call_bytes(_costed("gt", Lowering.DENSE, ef=False)) == CallBytes(0, 64 * 32 + 128, rows)  # cells count it
     assert call_bytes(_costed("gt", Lowering.PADDED)) == CallBytes(0, 120 * 32 + 128, rows)  # its slots count it
+    # no head left: no neighbour lists to gather, whatever the lowering: counted as a dense GT
+    assert call_bytes(_costed("gt", Lowering.PADDED, heads=0, ef=False)) == CallBytes(0, 64 * 32 + 128, rows)
     gine = f"its local message passing (GINE) holds a message per edge, {rows}"
     assert call_bytes(_costed("gps", Lowering.DENSE)) == CallBytes(36 * 32 + 64, 80 * 32 + 768, gine)
     assert call_bytes(_costed("gps", Lowering.DENSE, torch=True)) == CallBytes(32 * 32 + 64, 72 * 32 + 512, gine)
