@@ -24,11 +24,12 @@ What differs from the CPU rows, and why:
   the ONNX rows); ``peak_gpu_mb`` is per configuration.
 * **At least one warm-up call**, whatever ``warmup`` says: the first call on a new shape compiles
   the Triton kernels and, with CUDA graphs, captures the bucket's graph.
-* **With CUDA graphs, past the capture caps, eager.** The backend replays calls of up to
-  ``CAPTURE_MAX_NODES``/``CAPTURE_MAX_EDGES`` (:mod:`runtime.torch_backend`); a row's calls past them
-  run eagerly, so the row has ``cuda_graphs_replayed`` false (with the call's ``call_nodes`` and
-  ``call_edges``) and :func:`eager_note` names it: its ``cuda_graphs_captured`` 0 alone read as a
-  capture that failed, or as replays timed.
+* **With CUDA graphs, past the capture caps, eager.** The backend replays calls of up to its
+  ``capture_max_nodes``/``capture_max_edges`` (:mod:`runtime.torch_backend`'s ``CAPTURE_MAX_NODES``/
+  ``CAPTURE_MAX_EDGES`` unless set); a row's calls past them run eagerly, so the row has
+  ``cuda_graphs_replayed`` false (with the call's ``call_nodes`` and ``call_edges``, and the caps it was
+  held to, ``cuda_graphs_caps``) and :func:`eager_note` names it: its ``cuda_graphs_captured`` 0 alone
+  read as a capture that failed, or as replays timed.
 """
 
 from __future__ import annotations
@@ -54,22 +55,25 @@ CPU_NOTE = (
 def eager_note(models: Sequence[dict[str, Any]]) -> str | None:
     """The note naming the ``--cuda-graphs`` rows whose calls ran eagerly, past the capture caps
     (``cuda_graphs_replayed`` false), ``None`` when none did. Their ``cuda_graphs_captured`` 0 alone read
-    as a capture that failed, or as replays timed, where the row timed torch's eager path."""
-    from runtime.torch_backend import CAPTURE_MAX_EDGES, CAPTURE_MAX_NODES
-
-    rows = [
-        f"{m['name']} · {r['graph_nodes']}×{r['batch_size']} ({r['call_nodes']:,} nodes, {r['call_edges']:,} edges)"
-        for m in models
-        for r in m["results"]
-        if r.get("cuda_graphs_replayed") is False
-    ]
-    if not rows:
+    as a capture that failed, or as replays timed, where the row timed torch's eager path. The caps quoted
+    are the rows' own (``cuda_graphs_caps``, those their backend held them to)."""
+    eager = [(m, r) for m in models for r in m["results"] if r.get("cuda_graphs_replayed") is False]
+    if not eager:
         return None
+    caps = {(r["cuda_graphs_caps"]["nodes"], r["cuda_graphs_caps"]["edges"]) for _, r in eager}
+    rows = [
+        f"{m['name']} · {r['graph_nodes']}×{r['batch_size']} ({r['call_nodes']:,} nodes, {r['call_edges']:,} edges"
+        + ("" if len(caps) == 1 else f"; caps {r['cuda_graphs_caps']['nodes']:,}, {r['cuda_graphs_caps']['edges']:,}")
+        + ")"
+        for m, r in eager
+    ]
+    (most_nodes, most_edges), *other = caps
+    upto = "the caps named with each row" if other else f"{most_nodes:,} nodes and {most_edges:,} edges"
     return (
         f"--cuda-graphs rows that ran eagerly, not replayed: {'; '.join(rows)}. A call is captured and replayed up "
-        f"to {CAPTURE_MAX_NODES:,} nodes and {CAPTURE_MAX_EDGES:,} edges (runtime.torch_backend's CAPTURE_MAX_NODES, "
-        "CAPTURE_MAX_EDGES): a larger one is not bound by kernel launches, and a captured bucket holds its memory "
-        "while kept, so these rows time torch's eager path (cuda_graphs_captured 0), not a replay"
+        f"to {upto} (runtime.torch_backend's CAPTURE_MAX_NODES, CAPTURE_MAX_EDGES by default): a larger one "
+        "is not bound by kernel launches, and a captured bucket holds its memory while kept, so these rows time "
+        "torch's eager path (cuda_graphs_captured 0), not a replay"
     )
 
 
@@ -219,9 +223,10 @@ class CheckpointProfiler:
         graphs = make_graphs(sess.spec, nodes, batch, self.avg_degree, self.seed)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
-        captures = sess.backend.captures if sess.backend.cuda_graphs else 0
-        call = sess.prepare(graphs).inputs if sess.backend.cuda_graphs else None  # what the backend is given
-        row = time_session(sess, graphs, iterations, warmup, sync=lambda: _sync(dev))
+        backend = sess.backend
+        graphed = bool(backend.cuda_graphs)
+        captures = backend.captures if graphed else 0
+        row = time_session(sess, graphs, iterations, warmup, sync=lambda: _sync(dev))  # nodes, edges: its call's
         return {
             "threads": threads,
             "graph_nodes": nodes,
@@ -229,12 +234,15 @@ class CheckpointProfiler:
             **row,
             "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 1024**2 if dev.type == "cuda" else None,
             # captured during this row (its peak memory includes them), and held after it (all rows')
-            "cuda_graphs_captured": sess.backend.captures - captures if sess.backend.cuda_graphs else None,
-            "cuda_graphs_held": len(sess.backend.captured) if sess.backend.cuda_graphs else None,
+            "cuda_graphs_captured": backend.captures - captures if graphed else None,
+            "cuda_graphs_held": len(backend.captured) if graphed else None,
             # past the capture caps a call runs eagerly: its row times torch's eager path (eager_note)
-            "cuda_graphs_replayed": None if call is None else sess.backend.replays(call),
-            "call_nodes": None if call is None else int(call["x"].shape[0]),
-            "call_edges": None if call is None else int(call["edge_index"].shape[1]),
+            "cuda_graphs_replayed": backend.replays(row["nodes"], row["edges"]) if graphed else None,
+            "call_nodes": row["nodes"] if graphed else None,
+            "call_edges": row["edges"] if graphed else None,
+            "cuda_graphs_caps": (
+                {"nodes": backend.capture_max_nodes, "edges": backend.capture_max_edges} if graphed else None
+            ),
             "cpus": None,
             # not pinned, but torch's pool still has more threads than the cores it may use, as the
             # ONNX rows' flag says (the table marks such rows with '*')

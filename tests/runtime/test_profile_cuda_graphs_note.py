@@ -4,7 +4,7 @@ CUDA graphs are replayed for calls up to CAPTURE_MAX_NODES nodes and CAPTURE_MAX
 call runs eagerly, and its row said only ``cuda_graphs_captured: 0`` (read as a capture that failed, or
 as replays timed). The replay runs on a GPU only: here the backend's replay is stubbed by the eager call
 on the CPU (as test_torch_backend's replay tests do) and its caps lowered, so that the rows' data and the
-note are what is tested."""
+note, which quotes the caps the backend held the rows to, are what is tested."""
 
 from __future__ import annotations
 
@@ -21,16 +21,30 @@ from gtcompress.data.base import FeatureSpec
 from gtcompress.models import ModelConfig, build_model
 from runtime.profile_torch import CPU_NOTE, CheckpointProfiler, eager_note
 
-NOTE_TAIL = (
-    "A call is captured and replayed up to 8,192 nodes and 65,536 edges (runtime.torch_backend's "
-    "CAPTURE_MAX_NODES, CAPTURE_MAX_EDGES): a larger one is not bound by kernel launches, and a captured bucket "
-    "holds its memory while kept, so these rows time torch's eager path (cuda_graphs_captured 0), not a replay"
-)
+
+def note_tail(caps: str = "8,192 nodes and 65,536 edges") -> str:
+    return (
+        f"A call is captured and replayed up to {caps} (runtime.torch_backend's CAPTURE_MAX_NODES, CAPTURE_MAX_EDGES "
+        "by default): a larger one is not bound by kernel launches, and a captured bucket holds its memory while "
+        "kept, so these rows time torch's eager path (cuda_graphs_captured 0), not a replay"
+    )
 
 
-def _row(nodes: int, batch: int, replayed: bool | None, call_nodes: int | None, call_edges: int | None) -> dict:
+NOTE_TAIL = note_tail()
+LOWERED = note_tail("40 nodes and 65,536 edges")  # the caps the fixture below sets on the backend
+
+
+def _row(
+    nodes: int,
+    batch: int,
+    replayed: bool | None,
+    call_nodes: int | None,
+    call_edges: int | None,
+    caps: tuple[int, int] = (8192, 65536),
+) -> dict:
     return {"threads": None, "graph_nodes": nodes, "batch_size": batch, "cuda_graphs_captured": 0,
-            "cuda_graphs_replayed": replayed, "call_nodes": call_nodes, "call_edges": call_edges}  # fmt: skip
+            "cuda_graphs_replayed": replayed, "call_nodes": call_nodes, "call_edges": call_edges,
+            "cuda_graphs_caps": None if replayed is None else {"nodes": caps[0], "edges": caps[1]}}  # fmt: skip
 
 
 def test_the_note_names_the_rows_past_the_caps() -> None:
@@ -43,6 +57,13 @@ def test_the_note_names_the_rows_past_the_caps() -> None:
         f"(16,384 nodes, 81,920 edges). {NOTE_TAIL}"
     )
     assert eager_note([plain, onnx]) is None and eager_note([{"name": "gt", "results": gt["results"][:1]}]) is None
+    # backends held to other caps: each row names its own
+    other = {"name": "small", "results": [_row(64, 4, False, 256, 1024, (128, 512))]}
+    assert eager_note([gt, other]) == (
+        "--cuda-graphs rows that ran eagerly, not replayed: gt · 512×32 (16,384 nodes, 65,536 edges; caps 8,192, "
+        "65,536); gt · 4096×4 (16,384 nodes, 81,920 edges; caps 8,192, 65,536); small · 64×4 (256 nodes, 1,024 "
+        f"edges; caps 128, 512). {note_tail('the caps named with each row')}"
+    )
 
 
 @pytest.fixture
@@ -81,11 +102,12 @@ def test_a_profile_names_the_rows_that_ran_eagerly(ckpt: str, replays: list[int]
     assert (small["cuda_graphs_replayed"], small["call_nodes"]) == (True, 16)
     assert (large["cuda_graphs_replayed"], large["call_nodes"]) == (False, 64)
     assert set(replays) == {16}  # every call of the small row replayed, none of the large one
+    assert small["cuda_graphs_caps"] == large["cuda_graphs_caps"] == {"nodes": 40, "edges": 65536}  # the backend's
     edges = large["call_edges"]
     assert edges > 0
     assert tp.notes([entry]) == [
         CPU_NOTE,
-        f"--cuda-graphs rows that ran eagerly, not replayed: gt · 16×4 (64 nodes, {edges:,} edges). {NOTE_TAIL}",
+        f"--cuda-graphs rows that ran eagerly, not replayed: gt · 16×4 (64 nodes, {edges:,} edges). {LOWERED}",
     ]
 
 
@@ -97,5 +119,24 @@ def test_the_note_reaches_the_report(ckpt: str, replays: list[int]) -> None:
     assert [r["cuda_graphs_replayed"] for r in rep["models"][0]["results"]] == [True, False]
     assert [n for n in rep["settings"]["notes"] if n.startswith("--cuda-graphs rows that ran eagerly")] == [
         f"--cuda-graphs rows that ran eagerly, not replayed: gt-ckpt · 16×4 (64 nodes, "
-        f"{rep['models'][0]['results'][1]['call_edges']:,} edges). {NOTE_TAIL}"
+        f"{rep['models'][0]['results'][1]['call_edges']:,} edges). {LOWERED}"
     ]
+
+
+def test_a_row_prepares_its_graphs_once_a_call(ckpt: str, replays: list[int], monkeypatch) -> None:
+    """The call's nodes and edges, which say whether it replays, are the timing loop's: no extra prepare."""
+    prepared: list[int] = []
+    real = runtime.session.GraphSession
+
+    def session(*args: Any, **kwargs: Any) -> Any:
+        sess = real(*args, **kwargs)
+        prepare = sess.prepare
+        monkeypatch.setattr(sess, "prepare", lambda graphs: prepared.append(len(graphs)) or prepare(graphs))
+        return sess
+
+    monkeypatch.setattr(runtime.session, "GraphSession", session)
+    tp = CheckpointProfiler("cpu", False, [1], [(8, 2), (16, 4)], 3, 2, 2.0, 0)
+    small, large = tp.profile("gt", ckpt, lambda *args: None, lambda *args: None)["results"]
+    assert prepared == [2] * 5 + [4] * 5  # warm-up 2 and 3 timed calls a row, nothing more
+    assert [(r["cuda_graphs_replayed"], r["call_nodes"], r["call_edges"]) for r in (small, large)] == [
+        (True, 16, small["edges"]), (False, 64, large["edges"])]  # fmt: skip
