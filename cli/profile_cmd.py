@@ -217,14 +217,16 @@ def profile_cmd(
         _ints(batch_sizes, "--batch-sizes"),
         _ints(threads, "--threads"),
     )
+    exported = not all(is_checkpoint(m) for m in models)  # checkpoints (torch) are one pass, warmed up
+    # before the iterations' check: its answer (--rounds 1) answers that one too, so a retry meets no second error
+    if rounds is not None and (why := cold_rounds_refusal(warmup, rounds, exported)):  # cold calls among warm ones
+        raise GTCompressError(
+            f"--warmup 0 with --rounds {rounds}: {why}; give --rounds 1 to time one cold start, or --warmup 1 or more"
+        )
     if rounds is not None and iterations < 2 * rounds:  # a round of one call has no spread to compare
         raise GTCompressError(
             f"--iterations {iterations} is too few for --rounds {rounds}: each round times at least 2 calls "
             f"(give --iterations {2 * rounds} or more, or fewer rounds)"
-        )
-    if rounds is not None and (why := cold_rounds_refusal(warmup, rounds)):  # cold calls hidden in warm ones
-        raise GTCompressError(
-            f"--warmup 0 with --rounds {rounds}: {why}; give --rounds 1 to time one cold start, or --warmup 1 or more"
         )
     for m in models:
         if not m.exists():
@@ -283,17 +285,17 @@ def profile_cmd(
     finally:
         if bar.live.is_started:  # stopping one never started still prints a blank line off a terminal
             bar.stop()
-    if incomplete is not None and not incomplete.measured:
-        print_error(f"{incomplete}; no row was measured, so no report was written")
+    n = len(report["failed"])
+    failed = f"{n} measurement{'s' if n > 1 else ''} failed"
+    if incomplete is not None and not incomplete.measured:  # each failure named above, as it happened
+        print_error(f"{failed} (named above); no row was measured, so no report was written")
         raise typer.Exit(1)
     for t in report_tables(report):
         console.print(t)
     paths = write_report(report, out)
     console.print(f"report: {paths[0]}  plots: {', '.join(p.name for p in paths[1:])}")
     if incomplete is not None:
-        n = len(report["failed"])
         print_error(
-            f'{n} measurement{"s" if n > 1 else ""} failed (named above and in report.json\'s "failed"); the report '
-            "holds the rows measured without them"
+            f'{failed} (named above and in report.json\'s "failed"); the report holds the rows measured without them'
         )
         raise typer.Exit(1)

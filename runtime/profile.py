@@ -47,9 +47,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from runtime import profile_failures as failures
 from runtime.errors import SessionError
 from runtime.measure import machine_info, make_graphs, peak_rss_mb, pinned, time_session
-from runtime.profile_failures import PassFailed, ProfileIncomplete, error_text, failure, short_rows_note
 from runtime.profile_labels import model_entry as _model_entry
 from runtime.profile_labels import model_labels
 from runtime.profile_ops import op_profile
@@ -138,6 +138,10 @@ def measure_model(
 STOP_GRACE_S = 10.0
 
 
+#: Seconds a measuring child has to exit after its last event before it is killed and its pass failed.
+EXIT_WAIT_S = 60.0
+
+
 class _ParentGone(Exception):
     """The parent closed the event stream: it stopped reading (Ctrl-C, or it gave up on an error)."""
 
@@ -200,44 +204,47 @@ def _run_isolated(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], N
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # numpy's BLAS (PE) too
-        if kwargs["threads"] is not None:
-            env[var] = str(kwargs["threads"])
+    if (n := kwargs["threads"]) is not None:  # numpy's BLAS (PE) too
+        env.update(dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), str(n)))
     cmd = [sys.executable, "-c", "from runtime.profile import _child_main; _child_main()"]
-    # The child ends with us (PR_SET_PDEATHSIG): a ``gtc profile`` killed by PID alone (``kill``, a
-    # scheduler's SIGTERM, the OOM killer) left it measuring, orphaned, until its next event (a minute
-    # or more), loading a core under the timings of the run started next.
-    with subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, preexec_fn=stop_with_parent()
-    ) as proc:
+    # The child ends with us (PR_SET_PDEATHSIG), or a ``gtc profile`` killed by PID alone leaves it measuring,
+    # orphaned, loading a core under the next run's timings. errors: a native library may print any bytes.
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True, "errors": "replace"}
+    with subprocess.Popen(cmd, **pipes, env=env, preexec_fn=stop_with_parent()) as proc:
         assert proc.stdin is not None and proc.stdout is not None
         with contextlib.suppress(BrokenPipeError):  # it died at once: said below, as a death
             proc.stdin.write(json.dumps(kwargs))
             proc.stdin.close()
-        finished, error = False, None
+        finished, error, stray = False, None, []
         for line in proc.stdout:
-            msg = json.loads(line)
-            if msg["kind"] == "done":
+            if (msg := _event(line)) is None:  # a native library's print on fd 1: kept for a death's message
+                stray.append(line.strip())
+            elif msg["kind"] == "done":
                 finished = True
                 break
-            if msg["kind"] == "error":  # read on to "done": closing the pipe now breaks the child's last write
+            elif msg["kind"] == "error":  # read on to "done": closing the pipe now breaks the child's last write
                 error = msg["error"]
             elif error is None:
                 on_event(msg)
-        proc.wait(60)
+        try:
+            proc.wait(EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:  # hung in its exit (a native library's teardown): its rows are in
+            proc.kill()
+            error = error or f"the measuring process did not exit within {EXIT_WAIT_S:g} s of its last event: killed"
     if error is not None:
-        raise _pass_failed(kwargs, error)
-    if not finished:  # a crash, or a kill: -9 is the kernel's out-of-memory killer's SIGKILL
-        how = f"exit code {proc.returncode}"
-        with contextlib.suppress(ValueError):
-            how += f", {signal.Signals(-proc.returncode).name}" if proc.returncode < 0 else ""
-        raise PassFailed(f"profiling process for {kwargs['path']} died ({how})", f"the measuring process died ({how})")
+        raise failures.pass_failed(kwargs["path"], kwargs["threads"], error)
+    if not finished:
+        raise failures.process_died(kwargs["path"], proc.returncode, stray)
 
 
-def _pass_failed(kwargs: dict[str, Any], error: str) -> PassFailed:
-    n = kwargs["threads"]
-    how = "" if n is None else f" with {n} thread{'' if n == 1 else 's'}"
-    return PassFailed(f"profiling {kwargs['path']}{how}: {error}", error)
+def _event(line: str) -> dict[str, Any] | None:
+    """The event a line of the child's stdout carries; ``None`` for a line that is none, printed by a native
+    library to fd 1, which the child's ``sys.stdout`` swap cannot redirect: skipped, not a lost pass. Every
+    event starts ``{"kind": ``, and a print without its newline may precede one on its line."""
+    with contextlib.suppress(ValueError):  # no event on the line: its last character, not JSON or no object
+        msg = json.loads(line[line.find('{"kind": ') :])
+        return msg if isinstance(msg, dict) else None
+    return None
 
 
 def _in_process(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], None]) -> None:
@@ -246,7 +253,7 @@ def _in_process(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], Non
     try:
         measure_model(**kwargs, emit=on_event)
     except Exception as e:
-        raise _pass_failed(kwargs, error_text(e)) from e
+        raise failures.pass_failed(kwargs["path"], kwargs["threads"], failures.error_text(e)) from e
 
 
 def profile_models(
@@ -298,7 +305,8 @@ def profile_models(
 
     if iterations < 2 or warmup < 0:
         raise SessionError("profile: need at least 2 iterations and a non-negative warm-up")
-    if rounds is not None and (why := cold_rounds_refusal(int(warmup), int(rounds))):
+    exported = not all(is_checkpoint(p) for p in paths)  # rounds are an exported model's (torch: one pass)
+    if rounds is not None and (why := cold_rounds_refusal(int(warmup), int(rounds), exported)):
         raise SessionError(f"profile: warmup 0 with {rounds} rounds: {why}; time a cold start in 1 round")
     shares = split_iterations(
         int(iterations), default_rounds(int(iterations), int(warmup)) if rounds is None else int(rounds)
@@ -423,13 +431,14 @@ def profile_models(
 
             try:
                 (_run_isolated if isolate else _in_process)(kwargs, on_event)
-            except PassFailed as e:
+            except failures.PassFailed as e:
                 left = measured[got.count("result") :]  # a pass measures its sizes in this order
-                fail(failure(entry["name"], path, t, i + 1, len(shares), left, e.detail), str(e))
+                ops_due = kwargs["op_config"] is not None and "ops" not in got  # asked, and not given
+                fail(failures.failure(entry["name"], path, t, i + 1, len(shares), left, e.detail, ops_due), str(e))
                 if left:
                     stopped.add((k, t))
                 later = (len(shares) - i - 1) * len(configs) if left else 0  # its later rounds' steps
-                tick(f"{entry['name']} · {what}: failed", 0, len(left) + (kwargs["op_config"] is not None) + later)
+                tick(f"{entry['name']} · {what}: failed", 0, len(left) + ops_due + later)
     for k, by_config in rows.items():
         entry = entries[k]
         if op_profile and "ops" not in entry:
@@ -444,7 +453,7 @@ def profile_models(
         for r in m["results"]:
             r["rounds_completed"] = len(r["rounds_p50_ms"])
     if progress is not None:
-        progress(total, total, "done")
+        progress(total, total, f"done, {len(failed)} failed" if failed else "done")
     report = {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -469,7 +478,7 @@ def profile_models(
                 *([NOT_ISOLATED_NOTE] if not isolate and len(ckpts) < len(resolved) else []),
                 *([ONE_PASS_NOTE] if ckpts and runs and len(shares) > 1 else []),  # beside exported models
                 *filter(None, [cold_note(int(warmup), bool(runs), bool(ckpts))]),
-                *filter(None, [unsteady_note(models), short_rows_note(models)]),
+                *filter(None, [unsteady_note(models), failures.short_rows_note(models)]),
             ],
         },
         "models": models,
@@ -477,7 +486,7 @@ def profile_models(
         "failed": failed,  # passes that failed (runtime.profile_failures): the rows are what the others measured
     }
     if failed:
-        raise ProfileIncomplete(report, messages)
+        raise failures.ProfileIncomplete(report, messages)
     return report
 
 

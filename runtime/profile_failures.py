@@ -2,8 +2,8 @@
 
 A profile is minutes of passes, one model at one thread count in one round each (a fresh process, or
 the torch rows' one pass), and one can fail where the others do not: ONNX Runtime out of memory at the
-largest size, a crash of a provider's library, a CUDA out-of-memory of a torch row. Raising at the first
-failure threw away every row measured before it and never measured the models after it. So
+largest size, a crash of a provider's library, a CUDA out-of-memory of a torch row. One failure must not
+cost the rows measured before it, nor the models after it, which it says nothing about. So
 :func:`runtime.profile.profile_models` records the failure (:func:`failure`), stops that pass only (its
 later rounds are not run: what failed at a size fails there again, and a row of some rounds only is said
 to be one), runs every other pass, and raises :class:`ProfileIncomplete` at the end, carrying the report
@@ -16,6 +16,8 @@ asked, and a script must not take the report for a whole one.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,10 +64,12 @@ def failure(
     rounds: int,
     not_measured: Sequence[tuple[int, int]],
     error: str,
+    op_pending: bool = False,
 ) -> dict[str, Any]:
     """report.json's record of one failed pass. ``not_measured``: the sizes (nodes, batch) it left without a
-    row in this round (and, being stopped, in the later ones); none where its per-op profile failed after
-    every row (``op_profile``)."""
+    row in this round (and, being stopped, in the later ones). None left: the pass failed after its rows,
+    in its per-op profile where one was asked and not yet given (``op_pending``: then ``op_profile`` is
+    true), else in what follows its rows (the process's exit)."""
     return {
         "model": model,
         "path": path,
@@ -73,7 +77,7 @@ def failure(
         "round": round_,
         "rounds": rounds,
         "not_measured": [{"graph_nodes": n, "batch_size": b} for n, b in not_measured],
-        "op_profile": not not_measured,
+        "op_profile": op_pending and not not_measured,
         "error": error,
     }
 
@@ -84,10 +88,30 @@ def failure_line(f: dict[str, Any]) -> str:
     when = f" · round {f['round']}/{f['rounds']}" if f["rounds"] > 1 else ""
     if f["op_profile"]:
         what = "per-op profile failed (its rows were measured)"
+    elif not f["not_measured"]:
+        what = "failed after its rows were measured"
     else:
         sizes = ", ".join(f"{s['graph_nodes']}×{s['batch_size']}" for s in f["not_measured"])
         what = f"{sizes} not measured" + (" (nor in later rounds)" if f["round"] < f["rounds"] else "")
     return f"{who}{when}: {what}: {f['error']}"
+
+
+def pass_failed(path: str, threads: int | None, error: str) -> PassFailed:
+    """The failure of the pass measuring ``path`` at ``threads`` (``None``: a TensorRT engine's one pass)."""
+    how = "" if threads is None else f" with {threads} thread{'' if threads == 1 else 's'}"
+    return PassFailed(f"profiling {path}{how}: {error}", error)
+
+
+def process_died(path: str, returncode: int, stray: Sequence[str]) -> PassFailed:
+    """A measuring process that ended without its last event (a crash, a kill: -9 is the kernel's
+    out-of-memory killer's SIGKILL). ``stray``: what else it printed on its event stream (a native library
+    writing to fd 1), the last of it kept in the message, where a crash often says why."""
+    how = f"exit code {returncode}"
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            how += f", {signal.Signals(-returncode).name}"
+    said = f"; its last output: {' | '.join(line[:200] for line in stray[-3:])}" if stray else ""
+    return PassFailed(f"profiling process for {path} died ({how}){said}", f"the measuring process died ({how}){said}")
 
 
 def is_short(model: dict[str, Any], row: dict[str, Any]) -> bool:

@@ -37,15 +37,17 @@ def default_rounds(iterations: int, warmup: int = 1) -> int:
     return 1 if warmup == 0 else max(1, min(DEFAULT_ROUNDS, iterations // 2))
 
 
-def cold_rounds_refusal(warmup: int, rounds: int) -> str | None:
+def cold_rounds_refusal(warmup: int, rounds: int, exported: bool = True) -> str | None:
     """Why ``warmup`` 0 and ``rounds`` above one are refused together (``None`` when they are not).
 
-    Each round is a fresh measuring process (or session): with no warm-up, each one's first call at each
-    size (a new session's first run: its arena, caches, allocator growth) is timed. A user timing a cold
-    start with ``--warmup 0`` expects one such call in a row, as one pass gives; three rounds hid three
-    among the warm calls, lifting the p90/p99 with nothing saying why. So ``--warmup 0`` is one round
-    unless told otherwise (:func:`default_rounds`), and told otherwise it is refused."""
-    if warmup != 0 or rounds <= 1:
+    Each round of an exported model is a fresh measuring process (or session): with no warm-up, each one's
+    first call at each size (a new session's first run: its arena, caches, allocator growth) is timed. A
+    user timing a cold start with ``--warmup 0`` expects one such call in a row, as one pass gives; rounds
+    would put one a round among the warm calls, lifting the p90/p99 with nothing saying why. So
+    ``--warmup 0`` is one round unless told otherwise (:func:`default_rounds`), and told otherwise it is
+    refused. Without an ``exported`` model nothing is: checkpoints (torch) are measured in one pass whatever
+    the rounds, after at least one untimed call."""
+    if warmup != 0 or rounds <= 1 or not exported:
         return None
     return (
         f"each round runs in a fresh process, so each would time its own cold first call at every size: {rounds} "

@@ -259,3 +259,107 @@ def test_a_torch_row_failing_keeps_the_checkpoints_other_rows(tmp_path: Path, mo
     assert message == f"profiling {ckpt} with 1 thread: {error}"
     assert failure_line(f) == f"gt · 1T: 16×1, 32×1 not measured: {error}"
     assert ticks == [(1, 0), (0, 2), (1, 0), (1, 0), (1, 0)]  # the two steps not made are taken off the bar
+
+
+def test_a_pass_failing_after_its_rows_is_not_called_an_op_profile(tmp_path: Path, monkeypatch) -> None:
+    """Every size measured, then the pass fails (the process's teardown): its rows are kept, and with no per-op
+    profile asked (or one already given) the failure is the pass's, not a per-op profile's."""
+    ops_given: list[bool] = []
+
+    def measure_model(path: str, threads: int | None, configs: Any, iterations: int, **kwargs: Any) -> None:
+        for nodes, batch in configs:
+            row = _row(threads, nodes, batch, 1.0, iterations)
+            kwargs["emit"]({"kind": "result", **row, "cpus": [0], "oversubscribed": False, "providers": ["CPU"]})
+        if kwargs["op_config"] is not None and ops_given[0]:
+            kwargs["emit"]({"kind": "ops", "ops": []})
+        raise RuntimeError("crash at teardown")
+
+    monkeypatch.setattr(prof, "measure_model", measure_model)
+    monkeypatch.setattr(prof, "_model_entry", lambda label, path: {"name": label, "path": path, "results": []})
+    monkeypatch.setattr(profile_cost, "check_costs", lambda *args, **kwargs: None)
+    ticks: list[tuple[int, int]] = []
+    for op_profile, given in ((False, False), (True, True), (True, False)):
+        ops_given[:], ticks[:] = [given], []
+        with pytest.raises(ProfileIncomplete) as info:
+            prof.profile_models(_files(tmp_path, "a.onnx"), graph_sizes=[32], batch_sizes=[1], threads=[1],
+                                iterations=4, rounds=2, isolate=False, op_profile=op_profile,
+                                progress=lambda d, t, w: ticks.append((d, t)))  # fmt: skip
+        f1, f2 = info.value.report["failed"]
+        pending = op_profile and not given  # the per-op profile asked, and not given before the failure
+        assert (f1["op_profile"], f1["not_measured"], f2["op_profile"]) == (pending, [], False)
+        first = "per-op profile failed (its rows were measured)" if pending else "failed after its rows were measured"
+        assert [failure_line(f) for f in (f1, f2)] == [
+            f"a · 1T · round 1/2: {first}: RuntimeError: crash at teardown",
+            "a · 1T · round 2/2: failed after its rows were measured: RuntimeError: crash at teardown",
+        ]
+        assert info.value.report["models"][0]["results"][0]["rounds_completed"] == 2
+        steps = 2 + (op_profile and given)  # a round's row each, and the per-op profile where it was given
+        assert ticks[-1] == (steps, steps)
+
+
+def _fake_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    """The measuring process replaced by a shell script printing ``script``'s lines (no Python: no torch)."""
+    import sys
+
+    child = tmp_path / "python"
+    child.write_text("#!/bin/sh\n" + script)
+    child.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(child))
+
+
+RESULT = '{"kind": "result", "graph_nodes": 8}'
+
+
+def test_a_native_librarys_print_on_the_event_stream_is_skipped(tmp_path: Path, monkeypatch) -> None:
+    """A native library writes to fd 1, the child's event stream, which sys.stdout's swap cannot redirect: a
+    line that is no event (not JSON, JSON but no object, an event after a print without its newline) is
+    skipped, not a JSONDecodeError that lost every row measured."""
+    _fake_child(tmp_path, monkeypatch, (
+        "echo 'plugin: loaded libfoo.so'\necho 1\n"
+        f"printf '%s\\n' 'no newline:{RESULT}'\nprintf '%s\\n' '{RESULT}'\necho '{{\"kind\": \"done\"}}'\n"
+    ))  # fmt: skip
+    heard: list[dict[str, Any]] = []
+    prof._run_isolated({"path": "m.onnx", "threads": 1}, heard.append)
+    assert heard == [json.loads(RESULT), json.loads(RESULT)]
+
+
+def test_a_death_names_what_the_process_printed_last(tmp_path: Path, monkeypatch) -> None:
+    _fake_child(tmp_path, monkeypatch, f"echo a\necho b\nprintf '%s\\n' '{RESULT}'\necho c\necho 'd: fatal'\nexit 3\n")
+    heard: list[dict[str, Any]] = []
+    with pytest.raises(PassFailed) as info:
+        prof._run_isolated({"path": "m.onnx", "threads": 1}, heard.append)
+    assert str(info.value) == "profiling process for m.onnx died (exit code 3); its last output: b | c | d: fatal"
+    assert info.value.detail == "the measuring process died (exit code 3); its last output: b | c | d: fatal"
+    assert heard == [json.loads(RESULT)]
+
+
+def test_a_process_that_does_not_exit_is_killed_and_its_pass_failed(tmp_path: Path, monkeypatch) -> None:
+    """Hung after its last event (a native library's teardown): killed, and a PassFailed, not a TimeoutExpired
+    that lost every row measured."""
+    _fake_child(tmp_path, monkeypatch, f"printf '%s\\n' '{RESULT}'\necho '{{\"kind\": \"done\"}}'\nexec sleep 600\n")
+    monkeypatch.setattr(prof, "EXIT_WAIT_S", 0.5)
+    heard: list[dict[str, Any]] = []
+    with pytest.raises(PassFailed) as info:
+        prof._run_isolated({"path": "m.onnx", "threads": 2}, heard.append)
+    error = "the measuring process did not exit within 0.5 s of its last event: killed"
+    assert (str(info.value), info.value.detail) == (f"profiling m.onnx with 2 threads: {error}", error)
+    assert heard == [json.loads(RESULT)]
+
+
+def test_gtc_profile_with_nothing_measured_ends_on_one_short_line(exported, tmp_path: Path, monkeypatch) -> None:
+    """Each failure is named as it happens; the last line counts them, not repeats them."""
+    from cli.main import app
+
+    def dead(*args: Any, **kwargs: Any) -> None:
+        raise SessionError(OOM)
+
+    monkeypatch.setattr(prof, "measure_model", dead)
+    out = tmp_path / "prof"
+    args = ["profile", str(exported["node"].path), "--out", str(out), "--threads", "1,2", "--sizes", "8"]
+    res = CliRunner().invoke(app, [*args, "--batch-sizes", "1", "--iterations", "2", "--no-isolate", "--no-op-profile"])
+    assert res.exit_code == 1, res.output
+    output = " ".join(res.output.split())  # as read, whatever the width the lines were folded to
+    assert output.startswith(f"failed: node · 1T: 8×1 not measured: {OOM} failed: node · 2T: 8×1 not measured: {OOM}")
+    assert output.endswith("error: 2 measurements failed (named above); no row was measured, so no report was written")
+    assert output.count(OOM) == 2 and not out.exists()
+    assert "done, 2 failed" in output  # the bar's last words: its steps (0/0) are those left to make

@@ -1,9 +1,10 @@
 """``--warmup 0`` times a cold start: one cold first call a row, not one a round.
 
-Each round of ``gtc profile`` is a fresh measuring process, so with no warm-up every round timed its
-own cold first call at every size: three rounds put three cold calls among each row's samples, lifting
-its p90/p99, and nothing said so. ``--warmup 0`` is now one round unless told otherwise, told otherwise
-it is refused, and the report says its rows each hold one cold call."""
+Each round of an exported model in ``gtc profile`` is a fresh measuring process, so with no warm-up every
+round would time its own cold first call at every size: three rounds, three cold calls among each row's
+samples, lifting its p90/p99 with nothing saying so. So ``--warmup 0`` is one round unless told otherwise,
+told otherwise it is refused (not for checkpoints alone: their rows are one pass), and the report says its
+rows each hold one cold call."""
 
 from __future__ import annotations
 
@@ -119,3 +120,41 @@ def test_the_help_says_what_warmup_0_does() -> None:
         in text
     )
     assert "so --rounds above 1 is refused with it." in text and "1 with --warmup 0." in text
+
+
+def test_gtc_profile_refuses_cold_rounds_before_counting_their_iterations(exported, tmp_path: Path) -> None:
+    """The refusal's answer (--rounds 1) also answers the iterations one: given second, a retry met it."""
+    args = ["profile", str(exported["node"].path), "--warmup", "0", "--rounds", "3", "--iterations", "4"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "prof")])
+    assert res.exit_code == 2 and res.output.startswith("error: --warmup 0 with --rounds 3: each round runs")
+
+
+@pytest.fixture
+def ckpt(tmp_path: Path) -> str:
+    import torch
+
+    from gtcompress.checkpoint import save_checkpoint
+    from gtcompress.data.base import FeatureSpec
+    from gtcompress.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="gt", node_features=FeatureSpec("float", 3), out_dim=2, hidden=8, heads=2, num_layers=1,
+                      task_level="graph")  # fmt: skip
+    return str(save_checkpoint(tmp_path / "gt-ckpt", build_model(cfg).eval()))
+
+
+def test_checkpoints_alone_are_not_refused_cold_rounds(ckpt: str, tmp_path: Path) -> None:
+    """Checkpoints (torch) are measured in one pass whatever --rounds says, after one untimed call: the
+    refusal's reason (a fresh process a round) is not theirs."""
+    from runtime.profile_rounds import cold_rounds_refusal
+
+    assert cold_rounds_refusal(0, 3, exported=False) is None and cold_rounds_refusal(0, 3) is not None
+    rep = prof.profile_models([ckpt], graph_sizes=[8], batch_sizes=[1], threads=[1], iterations=6, warmup=0, rounds=3,
+                              op_profile=False, device="cpu")  # fmt: skip
+    (row,) = rep["models"][0]["results"]
+    assert (rep["models"][0]["rounds"], row["iterations"], row["warmup"], row["rounds_completed"]) == (1, 6, 1, 1)
+    out = tmp_path / "prof"
+    args = ["profile", ckpt, "--warmup", "0", "--rounds", "3", "--iterations", "6", "--out", str(out), "--threads", "1"]
+    res = runner.invoke(app, [*args, "--sizes", "8", "--batch-sizes", "1", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "report.json").read_text())["models"][0]["results"][0]["iterations"] == 6
