@@ -62,7 +62,7 @@ def test_profile_command(app, exported, tmp_path: Path) -> None:
 def test_errors_are_one_line(app, exported, args: list[str], message: str, tmp_path: Path) -> None:
     args = [a.replace("{node}", str(exported["node"].path)) for a in args]
     if args[0] == "profile":  # a mistake not caught measures: a small run, into tmp_path
-        small = {"--sizes": "8", "--batch-sizes": "1", "--threads": "1", "--iterations": "2", "--warmup": "0"}
+        small = {"--sizes": "8", "--batch-sizes": "1", "--threads": "1", "--iterations": "2", "--warmup": "1"}
         args += [*(x for k, v in small.items() if k not in args for x in (k, v)), "--no-op-profile"]
         args += ["--out", str(tmp_path / "prof")]
     res = runner.invoke(app, args)
