@@ -4,12 +4,13 @@ the refusal of a request that would cost more than the server's limits.
 Memory: bytes per padded cell of dense attention (:func:`attention_cell_bytes`) and per
 neighbour-list slot of the padded lowering (:func:`slot_bytes`), held to ``max_attention_mib``
 (:func:`check_attention`, :func:`check_slots`) with what a call holds per edge and per node, as one
-sum (:mod:`runtime.call_memory`, which :mod:`runtime.packing` also counts for a merged call). Time: the positional encodings the server computes and a Graphormer's shortest-path
-distances (:func:`distance_hops`), held to ``max_pe_work`` (:func:`check_work`). The encodings'
-working memory (:func:`pe_memory`) is charged against ``max_inflight_mib`` with the request's body
+sum (:mod:`runtime.call_memory`, which :mod:`runtime.packing` also counts for a merged call).
+Time: the positional encodings the server computes and a Graphormer's shortest-path distances
+(:func:`distance_hops`), held to ``max_pe_work`` (:func:`check_work`). The encodings' working memory
+(:func:`pe_memory`) is charged against ``max_inflight_mib`` with the request's body
 (:func:`check_pe_memory`, :mod:`runtime.server`), and so is encoding its answer (:func:`answer_bytes`,
-:func:`check_answer`). The numbers are
-measurements on ONNX Runtime CPU, kept with the code that uses them. Every check runs before the
+:func:`check_answer`). The numbers are measurements on ONNX Runtime CPU, kept with the code that uses
+them. Every check runs before the
 work it bounds, so a refused request costs nothing but its validation.
 """
 

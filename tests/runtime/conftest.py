@@ -228,3 +228,26 @@ def gated_model_calls(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[int]]:
 
     monkeypatch.setattr(runtime.server, "run_items", gated)
     return gate, calls
+
+
+def tiny_gt_checkpoint(folder: Path) -> str:
+    """A seeded 1-layer, hidden-8 graph-level GT checkpoint in ``folder/gt-ckpt``: the smallest model a
+    profile's torch rows measure."""
+    from gtcompress.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="gt", node_features=FeatureSpec("float", 3), out_dim=2, hidden=8, heads=2, num_layers=1,
+                      task_level="graph")  # fmt: skip
+    return str(save_checkpoint(folder / "gt-ckpt", build_model(cfg).eval()))
+
+
+def stand_in_entry(label: str, path: str) -> dict[str, Any]:
+    """A profile's report entry for a stand-in model file (``runtime.profile._model_entry`` patched)."""
+    return {"name": label, "path": path, "arch": "gt", "lowering": "dense", "providers": None, "results": []}
+
+
+def stand_in_files(tmp_path: Path, *names: str) -> list[str]:
+    """Model files a profile test replaces the measurement of: they exist, and are never read."""
+    for n in names:
+        (tmp_path / n).write_bytes(b"not read: the measurement is replaced")
+    return [str(tmp_path / n) for n in names]

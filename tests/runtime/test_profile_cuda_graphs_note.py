@@ -13,13 +13,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 import runtime.session
-from gtcompress.checkpoint import save_checkpoint
-from gtcompress.data.base import FeatureSpec
-from gtcompress.models import ModelConfig, build_model
 from runtime.profile_torch import CPU_NOTE, CheckpointProfiler, eager_note
+from tests.runtime.conftest import tiny_gt_checkpoint
 
 
 def note_tail(caps: str = "8,192 nodes and 65,536 edges") -> str:
@@ -68,10 +65,7 @@ def test_the_note_names_the_rows_past_the_caps() -> None:
 
 @pytest.fixture
 def ckpt(tmp_path: Path) -> str:
-    torch.manual_seed(0)
-    cfg = ModelConfig(arch="gt", node_features=FeatureSpec("float", 3), out_dim=2, hidden=8, heads=2, num_layers=1,
-                      task_level="graph")  # fmt: skip
-    return str(save_checkpoint(tmp_path / "gt-ckpt", build_model(cfg).eval()))
+    return tiny_gt_checkpoint(tmp_path)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from runtime.errors import SessionError
 from runtime.measure import timings
 from runtime.profile_failures import PassFailed, ProfileIncomplete, failure_line
 from runtime.profile_report import report_tables
+from tests.runtime.conftest import stand_in_entry, stand_in_files
 
 OOM = "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for requested buffer of size 1073741824"
 
@@ -52,19 +53,10 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int | None, int]]:
             row = _row(threads, nodes, batch, {"small.onnx": 1.0, "big.onnx": 2.0}[name] * nodes / 32, iterations)
             kwargs["emit"]({"kind": "result", **row, "cpus": [0], "oversubscribed": False, "providers": ["CPU"]})
 
-    def model_entry(label: str, path: str) -> dict[str, Any]:
-        return {"name": label, "path": path, "arch": "gt", "lowering": "dense", "providers": None, "results": []}
-
     monkeypatch.setattr(prof, "measure_model", measure_model)
-    monkeypatch.setattr(prof, "_model_entry", model_entry)
+    monkeypatch.setattr(prof, "_model_entry", stand_in_entry)
     monkeypatch.setattr(profile_cost, "check_costs", lambda *args, **kwargs: None)  # stand-in files
     return seen
-
-
-def _files(tmp_path: Path, *names: str) -> list[str]:
-    for n in names:
-        (tmp_path / n).write_bytes(b"not read: the measurement is replaced")
-    return [str(tmp_path / n) for n in names]
 
 
 def _profile(paths: list[str], **kwargs: Any) -> tuple[ProfileIncomplete, list[dict[str, Any]], list[tuple[int, int]]]:
@@ -79,7 +71,7 @@ def _profile(paths: list[str], **kwargs: Any) -> tuple[ProfileIncomplete, list[d
 
 
 def test_a_pass_failing_in_a_later_round_keeps_every_row_measured(calls, tmp_path: Path) -> None:
-    err, heard, ticks = _profile(_files(tmp_path, "small.onnx", "big.onnx", "dead.onnx"))
+    err, heard, ticks = _profile(stand_in_files(tmp_path, "small.onnx", "big.onnx", "dead.onnx"))
     report = err.report
     small, big, dead = report["models"]
     # the other models' passes went on, round after round; the failed pass's later rounds did not run
@@ -132,7 +124,7 @@ def test_a_pass_failing_in_a_later_round_keeps_every_row_measured(calls, tmp_pat
 
 
 def test_the_tables_mark_short_rows_and_name_the_failures(calls, tmp_path: Path) -> None:
-    err, _, _ = _profile(_files(tmp_path, "small.onnx", "big.onnx"))
+    err, _, _ = _profile(stand_in_files(tmp_path, "small.onnx", "big.onnx"))
     console = Console(file=io.StringIO(), width=200, color_system=None)
     for t in report_tables(err.report):
         console.print(t)
@@ -155,7 +147,7 @@ def test_a_failed_op_profile_keeps_its_pass_and_its_rounds(calls, tmp_path: Path
             raise SessionError("profiler: no trace written")
 
     monkeypatch.setattr(prof, "measure_model", broken_op_profile)
-    err, _, _ = _profile(_files(tmp_path, "small.onnx"), op_profile=True)
+    err, _, _ = _profile(stand_in_files(tmp_path, "small.onnx"), op_profile=True)
     (f,) = err.report["failed"]
     assert (f["threads"], f["round"], f["not_measured"], f["op_profile"]) == (1, 1, [], True)
     assert (
@@ -167,7 +159,7 @@ def test_a_failed_op_profile_keeps_its_pass_and_its_rounds(calls, tmp_path: Path
 
 
 def test_nothing_measured_is_still_one_error(calls, tmp_path: Path) -> None:
-    err, _, _ = _profile(_files(tmp_path, "dead.onnx"))
+    err, _, _ = _profile(stand_in_files(tmp_path, "dead.onnx"))
     assert not err.measured and len(err.report["failed"]) == 2
 
 
@@ -229,15 +221,10 @@ def test_a_torch_row_failing_keeps_the_checkpoints_other_rows(tmp_path: Path, mo
     memory) ends that thread count's pass, as a failed pass of an exported model ends; the next goes on."""
     import torch
 
-    from gtcompress.checkpoint import save_checkpoint
-    from gtcompress.data.base import FeatureSpec
-    from gtcompress.models import ModelConfig, build_model
     from runtime.profile_torch import CheckpointProfiler
+    from tests.runtime.conftest import tiny_gt_checkpoint
 
-    torch.manual_seed(0)
-    cfg = ModelConfig(arch="gt", node_features=FeatureSpec("float", 3), out_dim=2, hidden=8, heads=2, num_layers=1,
-                      task_level="graph")  # fmt: skip
-    ckpt = str(save_checkpoint(tmp_path / "gt-ckpt", build_model(cfg).eval()))
+    ckpt = tiny_gt_checkpoint(tmp_path)
     tp = CheckpointProfiler("cpu", False, [1, 2], [(8, 1), (16, 1), (32, 1)], 2, 0, 2.0, 0)
     measure = tp._measure
 
@@ -281,7 +268,7 @@ def test_a_pass_failing_after_its_rows_is_not_called_an_op_profile(tmp_path: Pat
     for op_profile, given in ((False, False), (True, True), (True, False)):
         ops_given[:], ticks[:] = [given], []
         with pytest.raises(ProfileIncomplete) as info:
-            prof.profile_models(_files(tmp_path, "a.onnx"), graph_sizes=[32], batch_sizes=[1], threads=[1],
+            prof.profile_models(stand_in_files(tmp_path, "a.onnx"), graph_sizes=[32], batch_sizes=[1], threads=[1],
                                 iterations=4, rounds=2, isolate=False, op_profile=op_profile,
                                 progress=lambda d, t, w: ticks.append((d, t)))  # fmt: skip
         f1, f2 = info.value.report["failed"]

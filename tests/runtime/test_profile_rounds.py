@@ -22,6 +22,7 @@ from runtime.errors import SessionError
 from runtime.measure import timings
 from runtime.profile_report import compare_models, report_tables
 from runtime.profile_rounds import default_rounds, merge_rounds, split_iterations, unsteady_note
+from tests.runtime.conftest import stand_in_entry, stand_in_files
 
 
 def _row(threads: int | None, nodes: int, batch: int, prep: list[float], model: list[float]) -> dict[str, Any]:
@@ -94,24 +95,15 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int | None, int, An
             row = _row(threads, nodes, batch, prep, model)
             kwargs["emit"]({"kind": "result", **row, "cpus": [0], "oversubscribed": False, "providers": ["CPU"]})
 
-    def model_entry(label: str, path: str) -> dict[str, Any]:
-        return {"name": label, "path": path, "arch": "gt", "lowering": "dense", "providers": None, "results": []}
-
     monkeypatch.setattr(prof, "measure_model", measure_model)
-    monkeypatch.setattr(prof, "_model_entry", model_entry)
+    monkeypatch.setattr(prof, "_model_entry", stand_in_entry)
     monkeypatch.setattr(profile_cost, "check_costs", lambda *args, **kwargs: None)  # stand-in files
     return calls
 
 
-def _files(tmp_path: Path, *names: str) -> list[str]:
-    for n in names:
-        (tmp_path / n).write_bytes(b"not read: the measurement is replaced")
-    return [str(tmp_path / n) for n in names]
-
-
 def test_the_models_take_turns_round_after_round(runs, tmp_path: Path) -> None:
     report = prof.profile_models(
-        _files(tmp_path, "slow.onnx", "fast.onnx"),
+        stand_in_files(tmp_path, "slow.onnx", "fast.onnx"),
         graph_sizes=[32, 64],
         batch_sizes=[1],
         threads=[1, 2],
@@ -158,7 +150,7 @@ def test_the_models_take_turns_round_after_round(runs, tmp_path: Path) -> None:
 
 def test_a_profile_of_one_round_flags_nothing(runs, tmp_path: Path) -> None:
     report = prof.profile_models(
-        _files(tmp_path, "slow.onnx"), graph_sizes=[32], batch_sizes=[1], threads=[1], iterations=4, rounds=1,
+        stand_in_files(tmp_path, "slow.onnx"), graph_sizes=[32], batch_sizes=[1], threads=[1], iterations=4, rounds=1,
         isolate=False, op_profile=False,
     )  # fmt: skip
     assert len(runs) == 1 and report["settings"]["rounds"] == 1
@@ -167,7 +159,7 @@ def test_a_profile_of_one_round_flags_nothing(runs, tmp_path: Path) -> None:
 
 def test_the_op_profile_runs_once_in_the_first_round(runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     prof.profile_models(
-        _files(tmp_path, "fast.onnx"), graph_sizes=[32, 64, 128], batch_sizes=[1, 4], threads=[2, 1],
+        stand_in_files(tmp_path, "fast.onnx"), graph_sizes=[32, 64, 128], batch_sizes=[1, 4], threads=[2, 1],
         iterations=9, isolate=False,
     )  # fmt: skip
     # not asked for: three rounds of 3; the breakdown at the middle size and largest batch, first thread count
@@ -200,8 +192,8 @@ def test_the_tables_fit_80_columns_without_folding_a_number(runs, tmp_path: Path
     """At 80 columns (a terminal's default, and rich's off one) every value is read whole: the table
     had ten columns and folded 1871.2 graphs/s onto two lines as '1871.' and '2'."""
     report = prof.profile_models(
-        _files(tmp_path, "slow.onnx", "fast.onnx"), graph_sizes=[32, 1024], batch_sizes=[1, 16], threads=[1, 16],
-        iterations=4, rounds=2, isolate=False, op_profile=False, names=["dense-model", "pruned-model"],
+        stand_in_files(tmp_path, "slow.onnx", "fast.onnx"), graph_sizes=[32, 1024], batch_sizes=[1, 16],
+        threads=[1, 16], iterations=4, rounds=2, isolate=False, op_profile=False, names=["dense-model", "pruned-model"],
     )  # fmt: skip
     console = Console(file=io.StringIO(), width=80, color_system=None)
     for t in report_tables(report)[1:4]:  # the two latency tables and the comparison
@@ -219,7 +211,7 @@ def test_the_tables_fit_80_columns_without_folding_a_number(runs, tmp_path: Path
 def test_a_model_given_twice_is_measured_as_two(runs, tmp_path: Path) -> None:
     """An A/A run, which shows what the noise alone reads: keyed by path, the two collapsed into one entry
     measured once a round, reported twice under the second name and compared with itself."""
-    (slow,) = _files(tmp_path, "slow.onnx")
+    (slow,) = stand_in_files(tmp_path, "slow.onnx")
     ticks: list[tuple[int, int]] = []
     report = prof.profile_models(
         [slow, slow], graph_sizes=[32], batch_sizes=[1], threads=[1], iterations=4, rounds=2, isolate=False,

@@ -131,16 +131,9 @@ def test_gtc_profile_refuses_cold_rounds_before_counting_their_iterations(export
 
 @pytest.fixture
 def ckpt(tmp_path: Path) -> str:
-    import torch
+    from tests.runtime.conftest import tiny_gt_checkpoint
 
-    from gtcompress.checkpoint import save_checkpoint
-    from gtcompress.data.base import FeatureSpec
-    from gtcompress.models import ModelConfig, build_model
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(arch="gt", node_features=FeatureSpec("float", 3), out_dim=2, hidden=8, heads=2, num_layers=1,
-                      task_level="graph")  # fmt: skip
-    return str(save_checkpoint(tmp_path / "gt-ckpt", build_model(cfg).eval()))
+    return tiny_gt_checkpoint(tmp_path)
 
 
 def test_checkpoints_alone_are_not_refused_cold_rounds(ckpt: str, tmp_path: Path) -> None:
