@@ -210,12 +210,12 @@ class CheckpointProfiler:
         e: Exception,
         fail: Callable[[dict[str, Any], str], None],
     ) -> None:
-        from runtime.profile_failures import error_text, failure
+        from runtime.profile_failures import error_text, failure, pass_failed
 
-        how = "" if threads is None else f" with {threads} thread{'' if threads == 1 else 's'}"
         text = error_text(e)
         fail(
-            failure(entry["name"], entry["path"], threads, 1, 1, left, text), f"profiling {entry['path']}{how}: {text}"
+            failure(entry["name"], entry["path"], threads, 1, 1, left, text),
+            str(pass_failed(entry["path"], threads, text)),
         )
 
     def _measure(self, sess: Any, threads: int | None, nodes: int, batch: int) -> dict[str, Any]:

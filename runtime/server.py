@@ -125,13 +125,9 @@ def create_app(
     """The FastAPI app serving ``models`` (``{name: session}`` or :class:`ServedModel`s)."""
     batch = batch or BatchConfig()
     limits = limits or ServerLimits()
-    served: dict[str, ServedModel] = {}
-    if isinstance(models, dict):
-        for name, sess in models.items():
-            served[name] = ServedModel(name, sess, batch)
-    else:
-        served = {m.name: m for m in models}
-    for m in served.values():
+    given = [ServedModel(n, s, batch) for n, s in models.items()] if isinstance(models, dict) else list(models)
+    served: dict[str, ServedModel] = {m.name: m for m in given}
+    for m in given:
         m.hold_to(limits)
     mx = Metrics() if metrics else None
     per_model = {name: mx.for_model(name) for name in served} if mx is not None else {}
