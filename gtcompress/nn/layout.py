@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from gtcompress.nn.attention import MASK, mask_value
+from gtcompress.nn.attention import MASK, mask_value, overflow_to_nan
 
 
 class NeighbourLists(NamedTuple):
@@ -277,7 +277,12 @@ class DenseLayout:
 
 def _merged_per_edge(pair: Tensor, bias: Tensor, n: int, first: Tensor | None) -> Tensor:
     """``[E, H]`` the log-sum-exp of each edge's pair (:meth:`DenseLayout.edge_bias_at`), clamped to the mask;
-    its tables per pair (``pair`` over ``n``) or, with ``first``, per edge."""
+    its tables per pair (``pair`` over ``n``) or, with ``first``, per edge.
+
+    A bias of ``-inf`` is an overflow (see :func:`~gtcompress.nn.attention.overflow_to_nan`): it is made NaN
+    first, so that its pair, and the node, answer NaN as in every other layout. Merged as it was, it weighed
+    ``exp(-inf) = 0`` beside a finite copy of its edge, and the node answered finitely without the edge."""
+    bias = overflow_to_nan(bias)
     if first is None:
         idx, peak_e, total = _exp_sums(pair, bias, n)
     else:

@@ -515,6 +515,38 @@ def test_an_overflowed_score_makes_its_node_nan_in_every_layout() -> None:
         assert out[2].item() == pytest.approx(expected, rel=1e-6), name
 
 
+@pytest.mark.parametrize("first", [False, True])
+def test_a_duplicated_edge_whose_bias_overflowed_makes_its_node_nan_on_the_dense_layout(first: bool) -> None:
+    """Node 1 takes edge 0 -> 1 twice; one copy's per-edge bias overflowed to -inf (an edge feature past what
+    the edge encoder computes in float32). The reference answers NaN there; the dense layout merged the copies
+    by log-sum-exp, where the -inf copy weighed 0 beside the finite one, and answered finitely (the node's
+    value without that edge instance: a 200 no check of the output could catch). Other nodes keep their
+    answers, in both merges (per pair and per first edge)."""
+    ei = torch.tensor([[0, 0, 2, 1, 3], [1, 1, 1, 2, 0]])
+    n, heads = 4, 2
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(n, heads, 3, generator=g) for _ in range(3))
+    bias = torch.randn(ei.shape[1], heads, generator=g)
+    bias[1, 0] = float("-inf")
+    ref = sparse_attention(q, k, v, ei, bias)
+    assert torch.isnan(ref[1, 0]).all() and torch.isfinite(ref[[0, 2, 3]]).all()
+    batch = torch.zeros(n, dtype=torch.long)
+    lay = DenseLayout.from_batch(batch, 1)
+    pair = lay.pair_index(ei, batch)
+    dense_bias = lay.edge_bias(ei, batch, bias, pair, lay.first_of_pair(pair, lay.num_cells) if first else None)
+    at = DenseLayout.edge_bias_at(pair, bias, lay.num_cells, lay.first_of_pair(pair, lay.num_cells) if first else None)
+    assert torch.isnan(at[pair[0], 0]) and torch.isfinite(at[pair[2]]).all()
+
+    def pad(t):
+        return lay.pad(t.reshape(n, -1)).view(1, lay.max_nodes, heads, 3).transpose(1, 2)
+
+    rows = DenseLayout.rows_with_edges(lay.edge_counts(ei, batch))
+    out = dense_attention(pad(q), pad(k), pad(v), dense_bias, row_valid=rows, lift_masked=True)
+    out = lay.unpad(out.transpose(1, 2).reshape(1, lay.max_nodes, -1)).view(n, heads, 3)
+    assert torch.isnan(out[1, 0]).all()
+    assert torch.allclose(out[[0, 2, 3]], ref[[0, 2, 3]], atol=1e-6)
+
+
 def test_a_padding_slot_leaves_other_rows_alone_when_its_gathered_score_overflows() -> None:
     """Padding slots gather source 0's key. Its score was added to the mask, so a key of node 0 that
     overflowed every query's score made each padded row of the call NaN (``inf`` + mask), and one scoring

@@ -129,3 +129,45 @@ def test_the_server_answers_400_and_the_triton_model_an_invalid_argument(packed_
     answers = triton.answer([{"x": g.x[None], "edge_index": g.edge_index[None]} for g in (good, bad)])
     assert isinstance(answers[0], np.ndarray) and np.isfinite(answers[0]).all()
     assert answers[1] == Failure(BAD_MESSAGE, invalid=True)
+
+
+def test_a_duplicated_edge_whose_edge_bias_overflows_is_refused_on_the_dense_lowering(tmp_path: Path) -> None:
+    """Edge 1 -> 0 comes twice, one copy with an edge feature at 3e37 that the edge encoder and the bias map
+    to -inf. The scatter lowering answers NaN (refused); the dense one merged the copies by log-sum-exp, where
+    the -inf copy weighed 0, and served a finite answer without that edge instance. Both now refuse it."""
+    import torch
+
+    cfg = ModelConfig(
+        arch="gt",
+        node_features=FeatureSpec("float", 3),
+        edge_features=FeatureSpec("float", 2),
+        out_dim=2,
+        hidden=8,
+        heads=2,
+        num_layers=1,
+        task_level="node",
+    )
+    model = seeded_model(cfg)
+    with torch.no_grad():  # edge encoding 2x the feature; each head's bias -8x the encoding: 3e37 -> -inf
+        model.edge_encoder.linear.weight.fill_(1.0)
+        model.edge_encoder.linear.bias.zero_()
+        model.layers[0].attn.edge_bias.weight.fill_(-1.0)
+    rng = np.random.default_rng(0)
+    edge_attr = rng.normal(size=(5, 2)).astype(np.float32)
+    edge_attr[0] = 3e37
+    g = NumpyGraph(
+        rng.normal(size=(5, 3)).astype(np.float32),
+        np.array([[1, 2, 3, 0, 1], [0, 0, 1, 2, 0]], dtype=np.int64),
+        edge_attr,
+        None,
+        {},
+    )
+    for lowering in ("scatter", "dense"):
+        path = export_onnx(model, tmp_path / f"{lowering}.onnx", lowering, verify_batches=1).path
+        out = run_items(ServedModel("m", GraphSession(path)), [SimpleNamespace(graph=g, num_graphs=1)])[0]
+        assert isinstance(out, NonFiniteOutputError), (lowering, out)
+        assert str(out) == (
+            "input 'edge_attr': model 'm' answers this request with 2 NaN or infinite values of 10: its inputs are "
+            "finite, but their largest magnitude, 3e+37 (here), is beyond what the model computes in float32; send "
+            "features on the scale the model was trained on"
+        ), lowering
