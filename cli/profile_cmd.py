@@ -223,7 +223,7 @@ def profile_cmd(
         raise GTCompressError(
             f"--warmup 0 with --rounds {rounds}: {why}; give --rounds 1 to time one cold start, or --warmup 1 or more"
         )
-    if rounds is not None and iterations < 2 * rounds:  # a round of one call has no spread to compare
+    if rounds is not None and exported and iterations < 2 * rounds:  # a round of one call has no spread to compare
         raise GTCompressError(
             f"--iterations {iterations} is too few for --rounds {rounds}: each round times at least 2 calls "
             f"(give --iterations {2 * rounds} or more, or fewer rounds)"

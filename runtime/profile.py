@@ -54,14 +54,7 @@ from runtime.profile_labels import model_entry as _model_entry
 from runtime.profile_labels import model_labels
 from runtime.profile_ops import op_profile
 from runtime.profile_report import SCHEMA, compare_models, report_tables, validate_report, write_report
-from runtime.profile_rounds import (
-    cold_note,
-    cold_rounds_refusal,
-    default_rounds,
-    merge_rounds,
-    split_iterations,
-    unsteady_note,
-)
+from runtime.profile_rounds import cold_note, merge_rounds, plan_rounds, unsteady_note
 
 Progress = Callable[[int, int, str], None]
 
@@ -306,11 +299,7 @@ def profile_models(
     if iterations < 2 or warmup < 0:
         raise SessionError("profile: need at least 2 iterations and a non-negative warm-up")
     exported = not all(is_checkpoint(p) for p in paths)  # rounds are an exported model's (torch: one pass)
-    if rounds is not None and (why := cold_rounds_refusal(int(warmup), int(rounds), exported)):
-        raise SessionError(f"profile: warmup 0 with {rounds} rounds: {why}; time a cold start in 1 round")
-    shares = split_iterations(
-        int(iterations), default_rounds(int(iterations), int(warmup)) if rounds is None else int(rounds)
-    )
+    shares, rounds_note = plan_rounds(int(iterations), int(warmup), None if rounds is None else int(rounds), exported)
     if not paths:
         raise SessionError("profile: no model given")
     if not graph_sizes or not batch_sizes or not threads or min(*graph_sizes, *batch_sizes, *threads) < 1:
@@ -477,6 +466,7 @@ def profile_models(
                 *([TENSORRT_NOTE] if any(r == [None] for r in runs.values()) else []),
                 *([NOT_ISOLATED_NOTE] if not isolate and len(ckpts) < len(resolved) else []),
                 *([ONE_PASS_NOTE] if ckpts and runs and len(shares) > 1 else []),  # beside exported models
+                *filter(None, [rounds_note]),
                 *filter(None, [cold_note(int(warmup), bool(runs), bool(ckpts))]),
                 *filter(None, [unsteady_note(models), failures.short_rows_note(models)]),
             ],

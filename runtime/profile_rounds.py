@@ -67,6 +67,34 @@ def cold_note(warmup: int, exported: bool, checkpoints: bool) -> str | None:
     )
 
 
+def plan_rounds(iterations: int, warmup: int, rounds: int | None, exported: bool) -> tuple[list[int], str | None]:
+    """The timed calls of each round (:func:`split_iterations`), and the report's note where rounds asked for
+    do not apply.
+
+    Rounds are an exported model's turns. Checkpoints (torch) are measured in one pass whatever the rounds,
+    so with checkpoints only the profile has one round: its settings would otherwise say 3 rounds over rows
+    of 1, and ``--rounds 3 --iterations 4`` be refused for rounds nothing runs. ``rounds`` ``None``: the
+    default (:func:`default_rounds`); a warm-up of 0 with rounds is refused first
+    (:func:`cold_rounds_refusal`)."""
+    if rounds is not None and (why := cold_rounds_refusal(warmup, rounds, exported)):
+        raise SessionError(f"profile: warmup 0 with {rounds} rounds: {why}; time a cold start in 1 round")
+    if exported:
+        return split_iterations(iterations, default_rounds(iterations, warmup) if rounds is None else rounds), None
+    split_iterations(iterations, 1)  # its checks: at least one round's two calls
+    if rounds is not None and rounds < 1:
+        raise SessionError(f"profile: rounds must be at least 1, got {rounds}")
+    note = None if rounds is None or rounds == 1 else checkpoint_rounds_note(rounds)
+    return [iterations], note
+
+
+def checkpoint_rounds_note(rounds: int) -> str:
+    """The report's note where ``rounds`` (above 1) were asked for and every model is a checkpoint."""
+    return (
+        f"{rounds} rounds were asked for, and none applies: every model is a checkpoint (torch), measured in one "
+        "pass at each size, whose rows are one round"
+    )
+
+
 def split_iterations(iterations: int, rounds: int) -> list[int]:
     """``iterations`` timed calls shared out over ``rounds`` (the first rounds take the remainder);
     every round needs two, else its p50 is one sample and its spread means nothing."""

@@ -151,3 +151,29 @@ def test_checkpoints_alone_are_not_refused_cold_rounds(ckpt: str, tmp_path: Path
     res = runner.invoke(app, [*args, "--sizes", "8", "--batch-sizes", "1", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert json.loads((out / "report.json").read_text())["models"][0]["results"][0]["iterations"] == 6
+
+
+def test_checkpoints_alone_are_one_round_whatever_rounds_are_asked(ckpt: str, tmp_path: Path) -> None:
+    """With checkpoints only the report said ``rounds: 3`` over rows of 1 round, and ``--rounds 3
+    --iterations 4`` was refused for the 2 calls each of rounds that never run. Now it is one round, its rows
+    time all 4 calls, and a note says the rounds asked for did not apply."""
+    from runtime.profile_rounds import checkpoint_rounds_note
+
+    rep = prof.profile_models([ckpt], graph_sizes=[8], batch_sizes=[1], threads=[1], iterations=4, rounds=3,
+                              op_profile=False, device="cpu")  # fmt: skip
+    (row,) = rep["models"][0]["results"]
+    assert (rep["settings"]["rounds"], rep["models"][0]["rounds"], row["iterations"]) == (1, 1, 4)
+    assert checkpoint_rounds_note(3) in rep["settings"]["notes"]
+    assert checkpoint_rounds_note(3) == (
+        "3 rounds were asked for, and none applies: every model is a checkpoint (torch), measured in one pass at "
+        "each size, whose rows are one round"
+    )
+    default = prof.profile_models([ckpt], graph_sizes=[8], batch_sizes=[1], threads=[1], iterations=4,
+                                  op_profile=False, device="cpu")  # fmt: skip
+    assert default["settings"]["rounds"] == 1
+    assert not any("rounds were asked for" in n for n in default["settings"]["notes"])
+    out = tmp_path / "prof"
+    args = ["profile", ckpt, "--rounds", "3", "--iterations", "4", "--out", str(out), "--threads", "1"]
+    res = runner.invoke(app, [*args, "--sizes", "8", "--batch-sizes", "1", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "report.json").read_text())["settings"]["rounds"] == 1
