@@ -111,6 +111,7 @@ def profile_stage(
     serving drop, else the fastest GTSP): latency vs graph size, distribution, per-op breakdown.
     ``keys``: each exported file's cache key (by its path in the run, as the rows name it);
     ``degree``: the test set's mean degree, for the random graphs."""
+    from runtime.profile_failures import ProfileIncomplete, failure_line
     from runtime.profile_rounds import default_rounds
 
     pcfg, max_drop = ctx.config["profile"], ctx.config["triton"]["max_metric_drop"]
@@ -135,23 +136,41 @@ def profile_stage(
         "avg_degree": degree,
     }
     target = ctx.out / "profile"
+    summary = {"dir": str(target), "models": [r["model"] for r in picked], "avg_degree": degree}
 
     def profile() -> dict[str, Any]:
         from runtime.profile import profile_models
+        from runtime.profile_failures import ProfileIncomplete
         from runtime.profile_report import write_report
 
-        rep = profile_models(
-            [ctx.out / r["file"] for r in picked],
-            warmup=2,
-            isolate=False,
-            names=[r["model"] for r in picked],
-            **settings,
-        )
+        try:
+            rep = profile_models(
+                [ctx.out / r["file"] for r in picked],
+                warmup=2,
+                isolate=False,
+                names=[r["model"] for r in picked],
+                **settings,
+            )
+        except ProfileIncomplete as e:
+            if e.measured:  # the rows measured, with report.json's "failed"
+                write_report(e.report, target)
+            else:  # nothing of this run's: an older run's plots are not these models'
+                remove_dir(target)
+            raise
         write_report(rep, target)
-        return {"dir": str(target), "models": [r["model"] for r in picked], "avg_degree": degree}
+        return summary
 
     key = stage_key([keys[r["file"]] for r in picked], settings)
-    return ctx.stage("profile", key, [target / "report.json"], profile)
+    try:
+        return ctx.stage("profile", key, [target / "report.json"], profile)
+    except ProfileIncomplete as e:
+        # The profile is a view of the models the run made and measured, not a product of the run: a pass
+        # failing (ONNX Runtime out of memory at the largest size) loses neither the run nor the rows the
+        # other passes measured. Not recorded as done, so the next run measures it again.
+        failed = [failure_line(f) for f in e.report["failed"]]
+        for line in failed:
+            ctx.log(f"[yellow]profile: failed: {line}[/]")
+        return {**summary, "dir": str(target) if e.measured else None, "failed": failed}
 
 
 def triton_stage(ctx: RunContext, report: dict[str, Any]) -> None:

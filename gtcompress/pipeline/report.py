@@ -185,10 +185,21 @@ def markdown(report: dict[str, Any]) -> str:
     else:
         lines.append(f"No compressed model stayed {_within(error)}.")
     lines += ["", "![Pareto front](pareto.png)", ""]
-    if report.get("profile"):
+    prof = report.get("profile")
+    if prof and prof.get("failed"):
         lines += [
-            f"Profiled side by side ({', '.join(report['profile']['models'])}; random graphs with the test set's "
-            f"mean degree {report['profile']['avg_degree']:.1f}, `profile/report.json`):",
+            f"The profile of {', '.join(prof['models'])} is incomplete: "
+            + ("the rows measured are in `profile/report.json`, without" if prof["dir"] else "nothing was measured;")
+            + f" {len(prof['failed'])} failed measurement{'s' if len(prof['failed']) > 1 else ''}"
+            + " (measured again by the next run):",
+            "",
+            *(f"- {line}" for line in prof["failed"]),
+            "",
+        ]
+    if prof and prof["dir"]:
+        lines += [
+            f"Profiled side by side ({', '.join(prof['models'])}; random graphs with the test set's "
+            f"mean degree {prof['avg_degree']:.1f}, `profile/report.json`):",
             "",
             "![Latency vs graph size](profile/latency_vs_size.png)",
             "![Per-op breakdown](profile/op_breakdown.png)",

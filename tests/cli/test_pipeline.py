@@ -495,3 +495,47 @@ def test_a_model_tensorrt_cannot_build_leaves_the_other_engines(monkeypatch, tmp
     )
     assert (tmp_path / "good.plan").read_bytes() == b"engine" and not (tmp_path / "bad.plan").exists()
     assert "tensorrt:bad:auto" not in cache.manifest and "tensorrt:good:auto" in cache.manifest
+
+
+def test_a_profile_pass_that_fails_leaves_the_run_and_the_rows_measured(pristine_run, monkeypatch) -> None:
+    """A profile pass failing (ONNX Runtime out of memory at the largest size) raised out of the pipeline:
+    no report.json, no report.md, a run ending in a traceback after its models were made and measured. The
+    run now ends, the profile keeps the other model's rows and names the failure, and the profile stage is
+    not recorded as done, so the next run measures it again."""
+    import runtime.profile as prof
+
+    real = prof.measure_model
+
+    def measure_model(path: str, *args, **kwargs):
+        if not Path(path).name.startswith("gt-dense-"):  # the compressed model picked (the fastest in the drop)
+            raise RuntimeError("onnxruntime: Failed to allocate memory for requested buffer of size 1073741824")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(prof, "measure_model", measure_model)
+    cfg = load_config(None, [*TINY, "profile.graph_sizes=[16, 24]"])  # a new profile key: the stage runs
+    logs: list[str] = []
+    report = run_pipeline(cfg, pristine_run, log=logs.append)
+    summary = report["profile"]
+    assert summary["dir"] == str(pristine_run / "profile") and summary["models"][0] == "gt-dense"
+    picked = summary["models"][1]
+    (line,) = summary["failed"]
+    assert line == (
+        f"{picked} · 1T: 16×1, 24×1, 16×6, 24×6 not measured: RuntimeError: "
+        "onnxruntime: Failed to allocate memory for requested buffer of size 1073741824"
+    )
+    assert f"[yellow]profile: failed: {line}[/]" in logs
+    prof_report = json.loads((pristine_run / "profile" / "report.json").read_text())
+    rows = {m["name"]: m["results"] for m in prof_report["models"]}
+    assert [(r["graph_nodes"], r["batch_size"]) for r in rows["gt-dense"]] == [(16, 1), (16, 6), (24, 1), (24, 6)]
+    assert rows[picked] == [] and len(prof_report["failed"]) == 1
+    assert json.loads((pristine_run / "report.json").read_text())["profile"]["failed"] == [line]
+    md = (pristine_run / "report.md").read_text()
+    assert f"- {line}\n" in md and "![Latency vs graph size](profile/latency_vs_size.png)" in md
+    assert "profile" not in json.loads((pristine_run / "manifest.json").read_text())  # measured again next run
+
+    monkeypatch.setattr(prof, "measure_model", lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("no")))
+    report = run_pipeline(cfg, pristine_run, log=lambda _: None)  # nothing measured: no plots of older rows
+    assert report["profile"]["dir"] is None and len(report["profile"]["failed"]) == 2
+    assert not (pristine_run / "profile").exists()
+    md = (pristine_run / "report.md").read_text()
+    assert "is incomplete: nothing was measured; 2 failed measurements" in md and "profile/latency_vs_size" not in md
