@@ -10,14 +10,19 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from exporters.onnx import export_onnx
 from gtcompress.data.base import FeatureSpec
 from gtcompress.models import ModelConfig
+from gtcompress.preprocess import NumpyGraph
+from gtcompress.preprocess.batching import union_graphs
+from gtcompress.preprocess.layouts import padded_slots
 from runtime.call_memory import check_call_memory
 from runtime.edge_cost import CallBytes, call_bytes
 from runtime.errors import GraphTooLargeError, SessionError
-from runtime.packing import MIB, BatchConfig, pack
+from runtime.packing import MIB, BatchConfig, GraphRequest, pack
 from runtime.profile_cost import check_costs
 from runtime.protocol import InferRequest
 from runtime.request_cost import attention_bytes, attention_cell_bytes
@@ -218,3 +223,72 @@ def test_every_server_caps_its_batchers_memory_at_the_request_limit(models) -> N
     assert [len(b) for b in pack(items, replace(m.batch, max_nodes=10**9))] == [1, 1]
     create_app([m], limits=ServerLimits(max_attention_mib=4096), warmup=False)
     assert m.batch.max_attention_mib == 100  # capped, never raised
+
+
+def _merge_case(draw: st.DrawFn) -> tuple[SimpleNamespace, float, list[GraphRequest]]:
+    """A stand-in model (dense cells, packed or not; or neighbour-list slots; bytes per node and edge), a
+    limit, and requests of 1-4 random graphs each."""
+    kind = draw(st.sampled_from(["cells", "packed", "slots", "edges only"]))
+    cell = draw(st.integers(1, 400)) if kind in ("cells", "packed") else 0
+    slot = draw(st.integers(1, 400)) if kind == "slots" else 0
+    batch = replace(
+        BatchConfig(max_nodes=10**9, max_edges=10**9, max_graphs=10**9, max_requests=10**6),
+        attention_cell_bytes=cell,
+        packed_rows=kind == "packed",
+        slot_bytes=slot,
+        slot_buckets=draw(st.sampled_from([0, 1, 2, 4])),
+        node_bytes=draw(st.integers(0, 3_000)),
+        edge_bytes=draw(st.integers(0, 3_000)),
+    )
+    session = SimpleNamespace(spec=SimpleNamespace(packed=kind == "packed"))
+    model = SimpleNamespace(name="m", batch=batch, edge_cost=CallBytes(batch.edge_bytes, batch.node_bytes, "rows"),
+                            session=session)  # fmt: skip
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    requests = []
+    for _ in range(draw(st.integers(2, 12))):
+        graphs = []
+        for _ in range(int(rng.integers(1, 5))):
+            n = int(rng.integers(1, 60))
+            e = int(rng.integers(0, 4 * n))
+            hub = rng.random() < 0.3  # a node taking most edges: a large neighbour-list bucket
+            dst = np.zeros(e, dtype=np.int64) if hub else rng.integers(0, n, e)
+            graphs.append(NumpyGraph(np.zeros((n, 1), np.float32), np.stack([rng.integers(0, n, e), dst])))
+        requests.append(GraphRequest(union_graphs(graphs), len(graphs)))
+    # about the largest request's need (one row a graph): limits around it refuse some requests and merge others
+    need = max(
+        r.nodes * batch.node_bytes + r.edges * batch.edge_bytes + r.num_graphs * r.largest**2 * cell
+        + padded_slots(*r.degrees, batch.slot_buckets) * slot
+        for r in requests
+    )  # fmt: skip
+    return model, max(need, 1) / MIB * draw(st.floats(0.5, 4.0)), requests
+
+
+def _check_request(model: SimpleNamespace, limit: float, req: GraphRequest) -> None:
+    g = req.graph
+    check_call_memory(model, ServerLimits(max_attention_mib=limit), req.graph_nodes, g.edge_index, g.num_nodes,
+                      g.num_edges)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_every_call_the_batcher_merges_passes_the_servers_check_as_one_request(data: st.DataObject) -> None:
+    """Requests each within the server's limit, merged as ``pack`` merges them (the batcher's and Triton's
+    python model's rule, against the batch limit every server caps at its own), are one call within that
+    limit by the server's per-request check: merging never forms a call the server would refuse from one
+    client. The two rules are written apart (``fits`` counts as a batch grows, ``check_call_memory`` a whole
+    request, with its packed rows or neighbour-list buckets cut from the union)."""
+    model, limit, requests = data.draw(st.composite(lambda draw: _merge_case(draw))())
+    accepted = []
+    for req in requests:
+        try:
+            _check_request(model, limit, req)
+        except GraphTooLargeError:
+            continue  # refused before the batcher sees it
+        accepted.append(req)
+    batches = pack(accepted, replace(model.batch, max_attention_mib=limit))
+    event(f"{len(requests) - len(accepted)} refused" if len(accepted) < len(requests) else "none refused")
+    event("split and merged" if 1 < len(batches) < len(accepted) else f"{len(batches)} of {len(accepted)}")
+    assert sum(len(b) for b in batches) == len(accepted)
+    for b in batches:
+        merged = GraphRequest(union_graphs([r.graph for r in b]), sum(r.num_graphs for r in b))
+        _check_request(model, limit, merged)
