@@ -80,11 +80,9 @@ def plan_rounds(iterations: int, warmup: int, rounds: int | None, exported: bool
         raise SessionError(f"profile: warmup 0 with {rounds} rounds: {why}; time a cold start in 1 round")
     if exported:
         return split_iterations(iterations, default_rounds(iterations, warmup) if rounds is None else rounds), None
-    split_iterations(iterations, 1)  # its checks: at least one round's two calls
     if rounds is not None and rounds < 1:
         raise SessionError(f"profile: rounds must be at least 1, got {rounds}")
-    note = None if rounds is None or rounds == 1 else checkpoint_rounds_note(rounds)
-    return [iterations], note
+    return split_iterations(iterations, 1), None if rounds is None or rounds == 1 else checkpoint_rounds_note(rounds)
 
 
 def checkpoint_rounds_note(rounds: int) -> str:

@@ -140,7 +140,6 @@ def profile_stage(
 
     def profile() -> dict[str, Any]:
         from runtime.profile import profile_models
-        from runtime.profile_failures import ProfileIncomplete
         from runtime.profile_report import write_report
 
         try:
