@@ -175,8 +175,9 @@ def serve_cmd(
             help="Largest memory one request's call may hold, in MiB (>= 1), counted from the model: the attention "
             "scores of its graphs padded to the largest, per layer with their biases (GPS, Graphormer, GT's dense "
             "lowering), or the padded lowering's neighbour-list slots, plus what the call holds per edge (GT on the "
-            "scatter or plugin lowering, GINE GPS, edge features) and per node, all summed. A request above it gets "
-            "400 before it runs. A merged call's sum stays under 256 MiB, or this if lower.",
+            "scatter or plugin lowering, GINE GPS, edge features) and per node, all summed (a TEDDY model's on the "
+            "edges TEDDY keeps). A request above it gets 400 before it runs. A merged call's sum stays under 256 MiB, "
+            "or this if lower.",
         ),
     ] = _LIMITS["max_attention_mib"],
     max_pe_work: Annotated[

@@ -16,6 +16,13 @@ request may: within the batcher's soft node and edge limits alone, a hidden-128,
 ``scatter`` would hold 384 MiB, and at ``--max-attention-mib 64`` two requests of 44.8 MiB each would
 merge into one call of 89.5 MiB. A request past the batch's limit alone runs alone, within the
 server's limit (checked here).
+
+TEDDY: a model fine-tuned on sparsified graphs sparsifies each raw request before its call, so the call
+holds the edges TEDDY keeps (70 % at a TEDDY of 30 %), not the edges sent: counted on the edges sent, a
+hidden-64 GT exported ``scatter`` was refused at 2 GiB from 790,000 edges, where 1.1M (770,000 kept) fit.
+Such a request is held to the limit twice: before TEDDY by its cells, its nodes and TEDDY's own
+working memory (:data:`TEDDY_EDGE_BYTES` an edge sent, :func:`check_before_teddy`), and after it by the
+whole sum on the edges kept (:func:`check_call_memory` with ``sent_edges``).
 """
 
 from __future__ import annotations
@@ -33,11 +40,43 @@ if TYPE_CHECKING:
     from runtime.served import ServedModel, ServerLimits
 
 
+#: Peak bytes TEDDY's edge mask takes per edge it scores (:func:`gtcompress.preprocess.teddy.teddy_mask`,
+#: tracemalloc over 1M edges: 124 with the per-graph ratio on a directed edge list, 80 on a symmetric one,
+#: 43 with a global threshold), rounded up.
+TEDDY_EDGE_BYTES = 128
+
+
+def check_before_teddy(
+    model: ServedModel, limits: ServerLimits, counts: np.ndarray, edge_index: np.ndarray, nodes: int
+) -> None:
+    """Refuse a raw request to a TEDDY model before TEDDY runs where what its call holds without edges (its
+    cells, its nodes) or what TEDDY holds to sparsify it (:data:`TEDDY_EDGE_BYTES` an edge sent) is past
+    ``max_attention_mib``; the call's whole sum is checked on the edges TEDDY keeps (:func:`check_call_memory`
+    with ``sent_edges``), since the edges sent are not what the call holds (module docstring)."""
+    edges = int(edge_index.shape[1]) if edge_index.ndim == 2 else 0
+    if edges * TEDDY_EDGE_BYTES > limits.max_attention_mib * MIB:
+        raise GraphTooLargeError(
+            "edge_index",
+            f"model '{model.name}' sparsifies each request with TEDDY before its call, which holds about "
+            f"{TEDDY_EDGE_BYTES} B per edge sent, so this request's {edges:,} edges take "
+            f"{_mib(edges * TEDDY_EDGE_BYTES)}, above this server's {limits.max_attention_mib:,g} MiB (send fewer "
+            "edges)",
+        )
+    check_call_memory(model, limits, counts, edge_index[:, :0], nodes, 0)
+
+
 def check_call_memory(
-    model: ServedModel, limits: ServerLimits, counts: np.ndarray, edge_index: np.ndarray, nodes: int, edges: int
+    model: ServedModel,
+    limits: ServerLimits,
+    counts: np.ndarray,
+    edge_index: np.ndarray,
+    nodes: int,
+    edges: int,
+    sent_edges: int | None = None,
 ) -> None:
     """Refuse a request whose call would hold more than ``max_attention_mib`` in all: its cells or
-    slots (each refused alone in their own words first) and what it holds per edge and per node."""
+    slots (each refused alone in their own words first) and what it holds per edge and per node.
+    ``sent_edges``: the edges the request came with, where TEDDY kept ``edges`` of them (the refusal says so)."""
     cost: CallBytes = model.edge_cost
     held = cost.need(nodes, edges)
     limit = limits.max_attention_mib * MIB
@@ -46,7 +85,7 @@ def check_call_memory(
     layer, layer_words = (cells, f"attention scores per layer ({cells_words})") if cells else (slots, slots_words)
     if held + layer <= limit:
         return
-    per, size = cost.words(nodes, edges)
+    per, size = cost.words(nodes, edges, sent_edges)
     holds = f"model '{model.name}' holds about {per} in one call ({cost.what}), so this request's {size} take"
     if held > limit or not layer:  # per edge and per node alone
         tensor = "edge_index" if cost.edge * edges > cost.node * nodes else "x"

@@ -54,11 +54,14 @@ class CallBytes:
     def need(self, nodes: int, edges: int) -> int:
         return edges * self.edge + nodes * self.node
 
-    def words(self, nodes: int, edges: int) -> tuple[str, str]:
+    def words(self, nodes: int, edges: int, sent_edges: int | None = None) -> tuple[str, str]:
         """``("1568 B per edge and 1536 B per node", "20,000 edges and 2,000 nodes")`` for a refusal
-        (edges and nodes named only where they are counted)."""
+        (edges and nodes named only where they are counted); ``sent_edges``: the edges the request came
+        with, where TEDDY kept ``edges`` of them (``"14,060 edges (what TEDDY kept of the 20,000 sent)"``)."""
         parts = [(b, what, n) for b, what, n in ((self.edge, "edge", edges), (self.node, "node", nodes)) if b]
-        return " and ".join(f"{b} B per {w}" for b, w, _ in parts), " and ".join(f"{n:,} {w}s" for _, w, n in parts)
+        kept = f" (what TEDDY kept of the {sent_edges:,} sent)" if sent_edges not in (None, edges) else ""
+        sizes = [f"{n:,} {w}s" + (kept if w == "edge" else "") for _, w, n in parts]
+        return " and ".join(f"{b} B per {w}" for b, w, _ in parts), " and ".join(sizes)
 
 
 #: What a call holds per node besides its cells, slots and edges, by model kind: bytes a hidden channel

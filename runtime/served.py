@@ -25,7 +25,7 @@ from gtcompress.preprocess.legacy_range import largest_float, legacy_nan_reason,
 from gtcompress.preprocess.pe import pe_function
 from gtcompress.preprocess.spec import InputSpec
 from runtime.batcher import DynamicBatcher
-from runtime.call_memory import check_call_memory
+from runtime.call_memory import check_before_teddy, check_call_memory
 from runtime.edge_cost import call_bytes
 from runtime.errors import (
     BatchVectorError,
@@ -312,7 +312,10 @@ def request_graph(
         raise GraphTooLargeError("batch", f"request has {num_graphs} graphs, above this server's {limits.max_graphs}")
     counts = count_nodes(batch, n, num_graphs)  # graph sizes, for the layout, attention and work bounds
     check_layout_sizes(inputs, n, e, num_graphs, max(int(counts.max()), 1) if counts.size else 1)
-    check_call_memory(model, limits, counts, inputs["edge_index"], n, e)  # cells or slots, edges and nodes
+    if not full and model.session.model.teddy is not None:  # the call holds the edges TEDDY keeps
+        check_before_teddy(model, limits, counts, inputs["edge_index"], n)  # the sum again in finish_graph
+    else:
+        check_call_memory(model, limits, counts, inputs["edge_index"], n, e)  # cells or slots, edges and nodes
     spec = model.session.spec
     check_work(model, limits, inputs, counts, raw_only=raw_only, full=full)
     g = NumpyGraph(
@@ -326,16 +329,22 @@ def request_graph(
     if model.legacy_range is not None:
         check_legacy_range(g, model.name, model.legacy_range)
     if teddy:
-        g = finish_graph(g, model, num_graphs, full)
+        g = finish_graph(g, model, limits, num_graphs, full)
     return g, num_graphs, full
 
 
-def finish_graph(g: NumpyGraph, model: ServedModel, num_graphs: int, full: bool, *, pe: bool = False) -> NumpyGraph:
-    """A validated request's graph TEDDY-sparsified (a raw graph to a TEDDY model), checked against the
-    model's size limits, and with ``pe`` its missing encodings computed (:func:`ensure_pe`)."""
+def finish_graph(
+    g: NumpyGraph, model: ServedModel, limits: ServerLimits, num_graphs: int, full: bool, *, pe: bool = False
+) -> NumpyGraph:
+    """A validated request's graph TEDDY-sparsified (a raw graph to a TEDDY model) and then held to what its
+    call may hold (``limits``, on the edges kept: :mod:`runtime.call_memory`), checked against the model's
+    size limits, and with ``pe`` its missing encodings computed (:func:`ensure_pe`)."""
     spec = model.session.spec
     if not full and model.session.model.teddy is not None:
+        sent = g.num_edges
         g = apply_teddy(g, model.session.model.teddy, spec)
+        counts = count_nodes(g.batch, g.num_nodes, num_graphs)
+        check_call_memory(model, limits, counts, g.edge_index, g.num_nodes, g.num_edges, sent_edges=sent)
     model.session.limits.check(g.num_nodes, g.num_edges, num_graphs, what="request")
     return ensure_pe(g, spec, num_graphs) if pe else g
 

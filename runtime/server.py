@@ -302,7 +302,7 @@ def create_app(
                 need = pe_memory(m, g, num_graphs, teddy=teddy)
                 charge = need > INLINE_PE_BYTES
                 if not charge:  # a few MiB at most: a large body's PE here, a small one's per batch
-                    g = finish_graph(g, m, num_graphs, full, pe=not inline)
+                    g = finish_graph(g, m, limits, num_graphs, full, pe=not inline)
                 return req, g, num_graphs, full, need if charge else 0
 
             if inline:
@@ -318,7 +318,7 @@ def create_app(
                 held, before = lease.held, set(g.pe)
                 check_pe_memory(m, limits, g, need, held)
                 lease.grow_to(held + need)
-                g = await asyncio.to_thread(finish_graph, g, m, num_graphs, full, pe=True)
+                g = await asyncio.to_thread(finish_graph, g, m, limits, num_graphs, full, pe=True)
                 lease.shrink_to(held + sum(a.nbytes for kind, a in g.pe.items() if kind not in before))
             if m.batcher is None:
                 return _error(503, "server is shutting down")

@@ -233,7 +233,7 @@ class GraphBatchModel:
         need = pe_memory(served, g, num_graphs, teddy=teddy)
         held = sum(a.nbytes for a in unbatched.values())
         check_pe_memory(served, self.limits, g, need, held, raw_only=True, teddy=teddy)
-        g = finish_graph(g, served, num_graphs, False)
+        g = finish_graph(g, served, self.limits, num_graphs, False)
         return _Item(g, num_graphs, index)  # PE: once for the whole union (build_inputs), not per request
 
     def answer(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[np.ndarray | Failure]:
