@@ -19,7 +19,8 @@ server's limit (checked here).
 
 TEDDY: a model fine-tuned on sparsified graphs sparsifies each raw request before its call, so the call
 holds the edges TEDDY keeps (70 % at a TEDDY of 30 %), not the edges sent: counted on the edges sent, a
-hidden-64 GT exported ``scatter`` was refused at 2 GiB from 790,000 edges, where 1.1M (770,000 kept) fit.
+hidden-64 GT exported ``scatter`` (2,720 B an edge) is refused at 2 GiB from about 790,000 edges, where 1.1M
+sent (770,000 kept) are within it.
 Such a request is held to the limit twice: before TEDDY by its cells, its nodes and TEDDY's own
 working memory (:data:`TEDDY_EDGE_BYTES` an edge sent, :func:`check_before_teddy`), and after it by the
 whole sum on the edges kept (:func:`check_call_memory` with ``sent_edges``).

@@ -90,20 +90,22 @@ def test_gtc_serve_answers_what_teddy_brings_within_the_limit(served: ServedMode
             for k, t in (("x", "INT64"), ("edge_index", "INT64"), ("edge_attr", "FP32"))
         ]
     }
-    answers = []
-    for limit in (4, 100):
+    answers = {}
+    for limit in (3, 4, 100):
         app = create_app([ServedModel("m", GraphSession(exported["teddy"].path))],
                          limits=ServerLimits(max_attention_mib=limit), warmup=False)  # fmt: skip
         with BackgroundServer(app) as srv:
             r = httpx.post(f"http://{srv.url}/v2/models/m/infer", json=body, timeout=60)
-        assert r.status_code == 200, r.text
-        answers.append(r.json()["outputs"][0]["data"])
-    assert answers[0] == answers[1]
+        answers[limit] = r.status_code, r.json()
+    assert answers[4][0] == 200 and answers[4] == answers[100]
+    assert answers[3][0] == 400  # refused after TEDDY, on the edges it kept
+    assert answers[3][1]["error"].startswith("input 'edge_index': model 'm' holds about 224 B per edge")
+    assert "this request's 14,060 edges (what TEDDY kept of the 20,000 sent)" in answers[3][1]["error"]
 
 
 def test_the_triton_python_model_answers_what_teddy_brings_within_the_limit(config, node_repo) -> None:
     from gtcompress.preprocess import NumpyGraph
-    from runtime.triton_python import GraphBatchModel
+    from runtime.triton_python import Failure, GraphBatchModel
 
     graph = _graph(100, 20_000)
     g = NumpyGraph(graph["x"], graph["edge_index"], graph["edge_attr"])
@@ -112,3 +114,8 @@ def test_the_triton_python_model_answers_what_teddy_brings_within_the_limit(conf
     assert isinstance(out, np.ndarray), out
     (free,) = GraphBatchModel(node_repo, 1, config(node_repo)).answer([python_request(g)])
     np.testing.assert_array_equal(out, free)
+    (refused,) = GraphBatchModel(node_repo, 1, config(node_repo, gtcompress_max_attention_mib="3")).answer(
+        [python_request(g)]
+    )
+    assert isinstance(refused, Failure) and refused.invalid
+    assert "this request's 14,060 edges (what TEDDY kept of the 20,000 sent)" in refused.message
