@@ -17,6 +17,10 @@ limits the same way: their work to ``max_pe_work`` (:func:`~gtcompress.preproces
 (:func:`~gtcompress.preprocess.pe.pe_bytes`), which the server charges a raw request's encodings to.
 Unbounded, ``--sizes 100000`` on a GT with LapPE (estimated 186 GiB) or RWSE was accepted and ran for
 minutes in its first call's encodings.
+
+A TEDDY model's call holds the edges TEDDY keeps of each random graph (the profile's session sparsifies
+them as the server does a raw request): its edges and slots are counted on those, and TEDDY's own work
+on the edges it scores (:mod:`runtime.call_memory`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 from gtcompress.preprocess.layouts import degree_histogram, merge_histograms, padded_rows, padded_slots
 from gtcompress.preprocess.pe import pe_bytes, pe_work
 from gtcompress.preprocess.spec import InputSpec
+from runtime.call_memory import TEDDY_EDGE_BYTES
 from runtime.edge_cost import call_bytes
 from runtime.errors import SessionError
 from runtime.measure import graph_edges, make_graphs
@@ -73,6 +78,21 @@ def model_file(path: str) -> ModelFile:
     return ModelFile(path, model_spec(meta, path).spec, meta, "tensorrt_plan" if plan else "onnxruntime_onnx")
 
 
+def called_edges(model: ModelFile, nodes: int, batch: int, avg_degree: float, seed: int) -> list[np.ndarray]:
+    """The ``edge_index`` of each random graph of a configuration (:func:`runtime.measure.make_graphs`) as the
+    model's call takes it: TEDDY's kept edges where the model has TEDDY."""
+    from gtcompress.preprocess.teddy import teddy_mask
+
+    graphs = make_graphs(model.spec, nodes, batch, avg_degree, seed)
+    teddy = teddy_config(model.metadata, model.spec, model.path)
+    if teddy is None:
+        return [g.edge_index for g in graphs]
+    masks = (
+        teddy_mask(g.edge_index, g.num_nodes, teddy.ratio, g.batch, teddy.per_graph, teddy.threshold) for g in graphs
+    )
+    return [g.edge_index[:, keep] for g, keep in zip(graphs, masks, strict=True)]
+
+
 def attention_need(model: ModelFile, nodes: int, batch: int, avg_degree: float, seed: int) -> tuple[int, str]:
     """Bytes of one layer's attention in a call of ``batch`` random graphs of ``nodes`` nodes (0 for a
     model on an edge lowering) and what they are, in words for the refusal."""
@@ -83,8 +103,9 @@ def attention_need(model: ModelFile, nodes: int, batch: int, avg_degree: float, 
     cost = slot_bytes(model)
     if not cost:
         return 0, ""
-    graphs = make_graphs(model.spec, nodes, batch, avg_degree, seed)
-    hist = functools.reduce(merge_histograms, (degree_histogram(g.edge_index[1], g.num_nodes) for g in graphs))
+    hist = functools.reduce(
+        merge_histograms, (degree_histogram(ei[1], nodes) for ei in called_edges(model, nodes, batch, avg_degree, seed))
+    )
     slots = padded_slots(*hist, model.spec.buckets)
     return slots * cost, f"{slots:,} neighbour-list slots at {cost} B a slot"
 
@@ -154,9 +175,17 @@ def check_costs(
                     f"{max_attention_mib:,g} MiB; {advice} --max-attention-mib"
                 )
             held = call_bytes(model)  # held with the attention's, as the server sums them (runtime.call_memory)
-            edges = batch * graph_edges(nodes, avg_degree)
+            sent = batch * graph_edges(nodes, avg_degree)
+            teddy = teddy_config(model.metadata, model.spec, model.path) is not None
+            if teddy and sent * TEDDY_EDGE_BYTES > limit:
+                raise SessionError(
+                    f"{at} {sent * TEDDY_EDGE_BYTES / MIB:,.1f} MiB of memory for TEDDY to score its {sent:,} edges "
+                    f"({TEDDY_EDGE_BYTES} B per edge), above the limit of {max_attention_mib:,g} MiB; {advice} "
+                    "--max-attention-mib"
+                )
+            edges = sum(ei.shape[1] for ei in called_edges(model, nodes, batch, avg_degree, seed)) if teddy else sent
             if (own := held.need(batch * nodes, edges)) + need > limit:
-                per, size = held.words(batch * nodes, edges)
+                per, size = held.words(batch * nodes, edges, sent)
                 also = f" and {need / MIB:,.1f} MiB of attention memory per layer ({what}), "
                 also += f"{(own + need) / MIB:,.1f} MiB in all"
                 raise SessionError(

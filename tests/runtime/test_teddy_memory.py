@@ -1,4 +1,5 @@
-"""A TEDDY model's call holds the edges TEDDY keeps, not the edges sent (:mod:`runtime.call_memory`).
+"""A TEDDY model's call holds the edges TEDDY keeps, not the edges sent (:mod:`runtime.call_memory`), in
+``gtc serve``, the Triton python model and ``gtc profile``'s counts alike.
 
 The ``teddy`` model (conftest: a dense GT with edge features, 224 B an edge, 1152 B a node, TEDDY dropping
 30 % of each graph's edges) takes a graph of 100 nodes and 20,000 edges: 4.3 MiB of edges and nodes as
@@ -119,3 +120,32 @@ def test_the_triton_python_model_answers_what_teddy_brings_within_the_limit(conf
     )
     assert isinstance(refused, Failure) and refused.invalid
     assert "this request's 14,060 edges (what TEDDY kept of the 20,000 sent)" in refused.message
+
+
+def test_gtc_profile_counts_a_teddy_models_configurations_as_the_server_does(exported) -> None:
+    """Two random graphs of 100 nodes and 10,000 edges each: 4.5 MiB of edges and nodes as sent, 3.2 as kept,
+    and 1.5 MiB of cells. The same model without TEDDY is refused at 5 MiB; with it, it is profiled, as the
+    server answers such a request; past the limit the refusal names the edges kept, and TEDDY's own work is
+    held to it too."""
+    from runtime.errors import SessionError
+    from runtime.profile_cost import check_costs
+
+    teddy, plain = str(exported["teddy"].path), str(exported["node"].path)
+    check_costs([teddy], [(100, 2)], 100.0, 0, max_attention_mib=5)
+    with pytest.raises(SessionError, match=r"needs an estimated 4\.5 MiB of memory for its 20,000 edges and 200 nodes"):
+        check_costs([plain], [(100, 2)], 100.0, 0, max_attention_mib=5)
+    with pytest.raises(SessionError) as e:
+        check_costs([teddy], [(100, 2)], 100.0, 0, max_attention_mib=3)
+    assert str(e.value) == (
+        f"profile: {teddy} at graph size 100 and batch size 2 needs an estimated 3.2 MiB of memory for its 14,059 "
+        "edges (what TEDDY kept of the 20,000 sent) and 200 nodes (224 B per edge and 1152 B per node: its edge bias "
+        "holds a row per edge, its layers' activations a row per node), above the limit of 3 MiB; choose smaller "
+        "--sizes or --batch-sizes, or raise --max-attention-mib"
+    )
+    with pytest.raises(SessionError) as e:
+        check_costs([teddy], [(100, 4)], 200.0, 0, max_attention_mib=4)
+    assert str(e.value) == (
+        f"profile: {teddy} at graph size 100 and batch size 4 needs an estimated 9.8 MiB of memory for TEDDY to score "
+        "its 80,000 edges (128 B per edge), above the limit of 4 MiB; choose smaller --sizes or --batch-sizes, or "
+        "raise --max-attention-mib"
+    )
