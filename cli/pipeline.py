@@ -99,6 +99,13 @@ def pipeline_cmd(
     for c in map(table_cells, report["rows"]):
         t.add_row(*(c[col] for col in shown))
     console.print(t)
+    failed = (report.get("profile") or {}).get("failed") or []
+    if failed:  # each was logged as it failed, long before this table; the run's products are all there
+        n = len(failed)
+        console.print(
+            f"[yellow]profile incomplete: {n} measurement{'s' if n > 1 else ''} failed, named in {out}/report.md; "
+            f"the next run measures {'them' if n > 1 else 'it'} again[/]"
+        )
 
 
 def _refuse_two_values(option: str, key: str, value: str, overrides: list[str]) -> None:

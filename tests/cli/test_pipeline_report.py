@@ -175,3 +175,28 @@ def test_the_closing_table_shows_the_reports_digits(tmp_path: Path, monkeypatch:
     ]
     assert "| gt-gtsp-0.5 | dense | 58.98 | – | +3.33 | 30.0 | 2.00x | 1.0 | 1.0e-05 | 1.00 |" in markdown(rep)
     assert "(test: class_avg_acc)" in res.output
+
+
+def test_the_closing_table_is_followed_by_a_profile_that_is_incomplete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A profile measurement that failed is logged as it fails, minutes before the run ends; the closing
+    table, the last thing on the screen, is followed by a line saying the profile is incomplete."""
+    from typer.testing import CliRunner
+
+    import gtcompress.pipeline
+    from cli.main import app
+
+    rep = _mae_report(55.6523, {"gt-gtsp-0.5": 58.9803}, "class_avg_acc")
+    failed = ["gt-gtsp-0.5 · 1T: 16×1 not measured: RuntimeError: out of memory"]
+    rep["profile"] = {"dir": None, "models": ["gt-dense", "gt-gtsp-0.5"], "avg_degree": 4.0, "failed": failed}
+    monkeypatch.setattr(gtcompress.pipeline, "run_pipeline", lambda cfg, out, log: rep)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["pipeline", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    last = "".join(res.output.split("┘")[-1].split())  # as printed, folded at 80 columns where the path is long
+    said = f"profile incomplete: 1 measurement failed, named in {out}/report.md; the next run measures it again"
+    assert last == "".join(said.split())
+    rep["profile"].pop("failed")
+    res = CliRunner().invoke(app, ["pipeline", "--out", str(out)])
+    assert "profile incomplete" not in res.output
