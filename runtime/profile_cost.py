@@ -165,6 +165,8 @@ def check_costs(
     limit = max_attention_mib * MIB
     for path in paths:
         model = model_file(path)
+        held = call_bytes(model)  # held with the attention's, as the server sums them (runtime.call_memory)
+        teddy = teddy_config(model.metadata, model.spec, model.path) is not None
         for nodes, batch in sorted(configs):
             at = f"profile: {path} at graph size {nodes} and batch size {batch} needs an estimated"
             advice = "choose smaller --sizes or --batch-sizes, or raise"
@@ -174,9 +176,7 @@ def check_costs(
                     f"{at} {need / MIB:,.1f} MiB of attention memory per layer ({what}), above the limit of "
                     f"{max_attention_mib:,g} MiB; {advice} --max-attention-mib"
                 )
-            held = call_bytes(model)  # held with the attention's, as the server sums them (runtime.call_memory)
             sent = batch * graph_edges(nodes, avg_degree)
-            teddy = teddy_config(model.metadata, model.spec, model.path) is not None
             if teddy and sent * TEDDY_EDGE_BYTES > limit:
                 raise SessionError(
                     f"{at} {sent * TEDDY_EDGE_BYTES / MIB:,.1f} MiB of memory for TEDDY to score its {sent:,} edges "

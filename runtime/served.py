@@ -312,7 +312,7 @@ def request_graph(
         raise GraphTooLargeError("batch", f"request has {num_graphs} graphs, above this server's {limits.max_graphs}")
     counts = count_nodes(batch, n, num_graphs)  # graph sizes, for the layout, attention and work bounds
     check_layout_sizes(inputs, n, e, num_graphs, max(int(counts.max()), 1) if counts.size else 1)
-    if not full and model.session.model.teddy is not None:  # the call holds the edges TEDDY keeps
+    if teddy_runs(model, full):  # the call holds the edges TEDDY keeps
         check_before_teddy(model, limits, counts, inputs["edge_index"], n)  # the sum again in finish_graph
     else:
         check_call_memory(model, limits, counts, inputs["edge_index"], n, e)  # cells or slots, edges and nodes
@@ -333,6 +333,12 @@ def request_graph(
     return g, num_graphs, full
 
 
+def teddy_runs(model: ServedModel, full: bool) -> bool:
+    """Whether the server sparsifies a request with TEDDY: a raw one (not ``full``: pre-processed, TEDDY
+    applied by the client) to a model fine-tuned on sparsified graphs."""
+    return not full and model.session.model.teddy is not None
+
+
 def finish_graph(
     g: NumpyGraph, model: ServedModel, limits: ServerLimits, num_graphs: int, full: bool, *, pe: bool = False
 ) -> NumpyGraph:
@@ -340,7 +346,7 @@ def finish_graph(
     call may hold (``limits``, on the edges kept: :mod:`runtime.call_memory`), checked against the model's
     size limits, and with ``pe`` its missing encodings computed (:func:`ensure_pe`)."""
     spec = model.session.spec
-    if not full and model.session.model.teddy is not None:
+    if teddy_runs(model, full):
         sent = g.num_edges
         g = apply_teddy(g, model.session.model.teddy, spec)
         counts = count_nodes(g.batch, g.num_nodes, num_graphs)

@@ -98,6 +98,7 @@ from runtime.served import (
     finish_graph,
     request_graph,
     run_items,
+    teddy_runs,
 )
 from runtime.session import GraphSession
 from runtime.uvicorn_run import BackgroundServer as BackgroundServer  # where tests and notebooks look for it
@@ -298,8 +299,7 @@ def create_app(
             def decode() -> tuple[InferRequest, NumpyGraph, int, bool, int]:
                 req = parse_infer_request(body, header_len, m.check_input)
                 g, num_graphs, full = request_graph(req, m, limits, teddy=False)
-                teddy = not full and m.session.model.teddy is not None
-                need = pe_memory(m, g, num_graphs, teddy=teddy)
+                need = pe_memory(m, g, num_graphs, teddy=teddy_runs(m, full))
                 charge = need > INLINE_PE_BYTES
                 if not charge:  # a few MiB at most: a large body's PE here, a small one's per batch
                     g = finish_graph(g, m, limits, num_graphs, full, pe=not inline)
