@@ -76,7 +76,15 @@ from runtime.heap import release_heap
 from runtime.packing import BatchConfig, GraphRequest, pack, past_limits
 from runtime.protocol import InferRequest
 from runtime.request_cost import check_pe_memory, pe_memory
-from runtime.served import ServedModel, ServerLimits, finish_graph, mib_bytes, request_graph, run_items
+from runtime.served import (
+    ServedModel,
+    ServerLimits,
+    finish_graph,
+    mib_bytes,
+    request_graph,
+    run_items,
+    teddy_runs,
+)
 from runtime.session import GraphSession
 from runtime.spec import NUMPY_TO_KSERVE, plan_metadata_path
 from runtime.triton_params import (
@@ -229,7 +237,7 @@ class GraphBatchModel:
         # The encodings computed for a raw graph take far more memory than the request (a 1 MiB graph's
         # LapPE: 145 MiB measured), so their working memory and the request's arrays are held to the
         # budget gtc serve charges them to, before TEDDY or the encodings run (TEDDY may compute them).
-        teddy = served.session.model.teddy is not None
+        teddy = teddy_runs(served, False)  # a raw request always (raw_only)
         need = pe_memory(served, g, num_graphs, teddy=teddy)
         held = sum(a.nbytes for a in unbatched.values())
         check_pe_memory(served, self.limits, g, need, held, raw_only=True, teddy=teddy)
