@@ -126,9 +126,10 @@ def profile_cmd(
         int | None,
         typer.Option(
             min=1,
-            help="The exported models take turns this many times, each timing its share of --iterations of every "
-            "size, so that a slow spell of the machine falls on all of them (rows whose rounds disagree are marked). "
-            f"Default: {DEFAULT_ROUNDS}, fewer where --iterations gives fewer than 2 calls a round, 1 with --warmup 0.",
+            help="The models take turns this many times (a checkpoint loaded afresh each), each timing its share of "
+            "--iterations of every size, so that a slow spell of the machine falls on all of them (rows whose rounds "
+            f"disagree are marked). Default: {DEFAULT_ROUNDS}, fewer where --iterations gives fewer than 2 calls a "
+            "round, 1 with --warmup 0 and an exported model.",
         ),
     ] = None,
     warmup: Annotated[
@@ -137,7 +138,7 @@ def profile_cmd(
             min=0,
             help="Untimed calls before each size's timed ones, in each round (a fresh process each). 0 times the "
             "first, cold call of each size (a cold start): in one round, as each round would time its own, so "
-            "--rounds above 1 is refused with it.",
+            "--rounds above 1 is refused with it. A checkpoint's (torch) rows make at least 1.",
         ),
     ] = 5,
     degree: Annotated[
@@ -217,13 +218,13 @@ def profile_cmd(
         _ints(batch_sizes, "--batch-sizes"),
         _ints(threads, "--threads"),
     )
-    exported = not all(is_checkpoint(m) for m in models)  # checkpoints (torch) are one pass, warmed up
+    exported = not all(is_checkpoint(m) for m in models)  # a checkpoint's (torch) rounds are warmed up
     # before the iterations' check: its answer (--rounds 1) answers that one too, so a retry meets no second error
     if rounds is not None and (why := cold_rounds_refusal(warmup, rounds, exported)):  # cold calls among warm ones
         raise GTCompressError(
             f"--warmup 0 with --rounds {rounds}: {why}; give --rounds 1 to time one cold start, or --warmup 1 or more"
         )
-    if rounds is not None and exported and iterations < 2 * rounds:  # a round of one call has no spread to compare
+    if rounds is not None and iterations < 2 * rounds:  # a round of one call has no spread to compare
         raise GTCompressError(
             f"--iterations {iterations} is too few for --rounds {rounds}: each round times at least 2 calls "
             f"(give --iterations {2 * rounds} or more, or fewer rounds)"

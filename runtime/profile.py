@@ -63,10 +63,6 @@ TENSORRT_NOTE = (
     "counts do not apply, so each configuration ran once a round, not once a thread count, in a process not "
     "pinned to cores"
 )
-ONE_PASS_NOTE = (
-    "rows of checkpoints (torch) are measured in one pass before the exported models' rounds, not in turn with "
-    "them: a slow spell of the machine during either shows in no round"
-)
 NOT_ISOLATED_NOTE = (
     "ONNX rows measured in the calling process (isolate off): their peak_rss_mb and model_rss_mb are that "
     "process's high-water mark, which includes the models profiled before them and whatever the caller holds"
@@ -249,6 +245,15 @@ def _in_process(kwargs: dict[str, Any], on_event: Callable[[dict[str, Any]], Non
         raise failures.pass_failed(kwargs["path"], kwargs["threads"], failures.error_text(e)) from e
 
 
+def _pass_name(threads: int | None, torch_device: str | None) -> str:
+    """How the progress bar names a pass: its thread count, or ``TensorRT`` (an engine's one pass);
+    a checkpoint's (``torch_device``) leads with its device."""
+    count = None if threads is None else f"{threads} thread{'s' if threads > 1 else ''}"
+    if torch_device is None:
+        return count or "TensorRT"
+    return " · ".join(filter(None, [torch_device, count]))
+
+
 def profile_models(
     paths: Sequence[str | Path],
     graph_sizes: Sequence[int] = (32, 128, 512),
@@ -284,11 +289,11 @@ def profile_models(
     (:func:`runtime.profile_cost.check_costs`).
 
     ``iterations`` are shared out over ``rounds`` (``None``: :func:`runtime.profile_rounds.default_rounds`):
-    round after round, each exported model measures its share of every configuration (after ``warmup``
-    untimed calls: each round is a fresh process or session; ``warmup`` 0 is one round, and refused with
-    more, which would each time a cold first call: :func:`runtime.profile_rounds.cold_rounds_refusal`), so
-    that the models are timed in turn, and rows whose rounds disagree are named in ``settings.notes``
-    (:mod:`runtime.profile_rounds`); checkpoints (torch) are measured in one pass, before the rounds.
+    round after round, each model measures its share of every configuration (after ``warmup`` untimed calls:
+    each round is a fresh process or session, a checkpoint's a fresh load in this process; an exported model's
+    ``warmup`` 0 is one round, and refused with more, which would each time a cold first call:
+    :func:`runtime.profile_rounds.cold_rounds_refusal`), so that the models are timed in turn, and rows whose
+    rounds disagree are named in ``settings.notes`` (:mod:`runtime.profile_rounds`).
     ``progress`` is first called with ``(0, total, ...)`` once every check has passed, then once a step.
 
     A pass that fails stops, and every other goes on (:mod:`runtime.profile_failures`): ``on_failure`` gets
@@ -298,8 +303,8 @@ def profile_models(
 
     if iterations < 2 or warmup < 0:
         raise SessionError("profile: need at least 2 iterations and a non-negative warm-up")
-    exported = not all(is_checkpoint(p) for p in paths)  # rounds are an exported model's (torch: one pass)
-    shares, rounds_note = plan_rounds(int(iterations), int(warmup), None if rounds is None else int(rounds), exported)
+    exported = not all(is_checkpoint(p) for p in paths)  # a torch row always warms up: no cold rounds
+    shares = plan_rounds(int(iterations), int(warmup), None if rounds is None else int(rounds), exported)
     if not paths:
         raise SessionError("profile: no model given")
     if not graph_sizes or not batch_sizes or not threads or min(*graph_sizes, *batch_sizes, *threads) < 1:
@@ -329,7 +334,7 @@ def profile_models(
     if ckpts:  # torch rows (runtime.profile_torch imports torch)
         from runtime.profile_torch import CheckpointProfiler
 
-        tp = CheckpointProfiler(device, cuda_graphs, threads, configs, iterations, warmup, avg_degree, seed)
+        tp = CheckpointProfiler(device, cuda_graphs, threads, warmup, avg_degree, seed)
         tp.check([p for p in resolved if p in ckpts])
     from runtime import profile_cost as cost  # not in the children
 
@@ -345,11 +350,11 @@ def profile_models(
         limit(max_pe_work, cost.DEFAULT_MAX_PE_WORK),
         limit(max_inflight_mib, cost.DEFAULT_MAX_INFLIGHT_MIB),
     )
-    # by position, not path: a model given twice (an A/A run, to see the noise) is two models
-    runs = {k: thread_runs(p, threads) for k, p in enumerate(resolved) if p not in ckpts}
-    per_model = {k: len(r) * len(configs) * len(shares) + (1 if op_profile else 0) for k, r in runs.items()}
-    ckpt_steps = tp.steps if tp is not None else 0  # every model not in runs is a checkpoint
-    total = sum(per_model.get(k, ckpt_steps) for k in range(len(resolved)))
+    # by position, not path: a model given twice (an A/A run, to see the noise) is two models; a pass a thread
+    # count (None: a GPU's one), each round
+    runs = {k: tp.threads if tp and p in ckpts else thread_runs(p, threads) for k, p in enumerate(resolved)}
+    ops_due = {k: op_profile and p not in ckpts for k, p in enumerate(resolved)}  # ONNX Runtime's profiler only
+    total = sum(len(r) * len(configs) * len(shares) + ops_due[k] for k, r in runs.items())
     done = 0
     if progress is not None:  # every refusal above comes before this first call (the CLI opens its bar on it)
         progress(0, total, "profiling")
@@ -369,17 +374,13 @@ def profile_models(
         if on_failure is not None:
             on_failure(record)
 
-    entries: list[dict[str, Any]] = []
-    for k, (label, path) in enumerate(zip(labels, resolved, strict=True)):  # torch rows: one pass, in this process
-        if k in runs:
-            entries.append({**_model_entry(label, path), "rounds": len(shares)})
-        else:
-            assert tp is not None  # every model not in runs is a checkpoint
-            entries.append({**tp.profile(label, path, tick, fail), "rounds": 1})
-            entries[k]["results"] = [merge_rounds([r]) for r in entries[k]["results"]]  # a round's fields
+    entries = [
+        {**(tp.entry(label, path) if tp and path in ckpts else _model_entry(label, path)), "rounds": len(shares)}
+        for label, path in zip(labels, resolved, strict=True)
+    ]
     rows: dict[int, dict[tuple[int | None, int, int], list[dict[str, Any]]]] = {k: {} for k in runs}
-    # Round after round, and in a round a thread count at a time, every model: the models of one thread
-    # count are timed minutes apart at most (runtime.profile_rounds says why).
+    # Round after round, and in a round a thread count at a time, every model, checkpoints (torch, in this
+    # process) too: the models of one thread count are timed minutes apart at most (runtime.profile_rounds).
     passes = sorted(((k, t) for k in runs for t in runs[k]), key=lambda kt: (runs[kt[0]].index(kt[1]), kt[0]))
     stopped: set[tuple[int, int | None]] = set()  # passes that failed at a size: their later rounds are not run
     for i, share in enumerate(shares):
@@ -387,6 +388,7 @@ def profile_models(
             if (k, t) in stopped:
                 continue
             entry, path = entries[k], resolved[k]
+            op_asked = ops_due[k] and i == 0 and t == runs[k][0]
             kwargs = {
                 "path": path,
                 "threads": t,
@@ -396,10 +398,10 @@ def profile_models(
                 "avg_degree": float(avg_degree),
                 "seed": int(seed),
                 "providers": providers,
-                "op_config": op_config if op_profile and i == 0 and t == runs[k][0] else None,
+                "op_config": op_config if op_asked else None,
                 "op_iterations": int(op_iterations),
             }
-            what = ("TensorRT" if t is None else f"{t} thread{'s' if t > 1 else ''}") + (
+            what = _pass_name(t, entry["device"] if path in ckpts else None) + (
                 f" · round {i + 1}/{len(shares)}" if len(shares) > 1 else ""
             )
 
@@ -410,24 +412,31 @@ def profile_models(
             ) -> None:
                 kind = msg.pop("kind")
                 got.append(kind)
+                if kind == "model":  # a checkpoint loaded for its pass: what loading it tells
+                    entry.update(msg)
+                    return
                 if kind == "result":
-                    entry["providers"] = msg.pop("providers")
-                    entry["device"] = "cpu" if entry["providers"] == ["CPUExecutionProvider"] else "gpu"
+                    if "providers" in msg:  # an exported model's (a checkpoint's come with its model event)
+                        entry["providers"] = msg.pop("providers")
+                        entry["device"] = "cpu" if entry["providers"] == ["CPUExecutionProvider"] else "gpu"
                     rows[k].setdefault((msg["threads"], msg["graph_nodes"], msg["batch_size"]), []).append(msg)
                 elif kind == "ops":
                     entry["ops"] = msg
                 tick(f"{entry['name']} · {what}")
 
             try:
-                (_run_isolated if isolate else _in_process)(kwargs, on_event)
+                if tp and path in ckpts:
+                    tp.run_pass(path, t, measured, share, on_event)
+                else:
+                    (_run_isolated if isolate else _in_process)(kwargs, on_event)
             except failures.PassFailed as e:
                 left = measured[got.count("result") :]  # a pass measures its sizes in this order
-                ops_due = kwargs["op_config"] is not None and "ops" not in got  # asked, and not given
-                fail(failures.failure(entry["name"], path, t, i + 1, len(shares), left, e.detail, ops_due), str(e))
+                ops_left = kwargs["op_config"] is not None and "ops" not in got  # asked, and not given
+                fail(failures.failure(entry["name"], path, t, i + 1, len(shares), left, e.detail, ops_left), str(e))
                 if left:
                     stopped.add((k, t))
                 later = (len(shares) - i - 1) * len(configs) if left else 0  # its later rounds' steps
-                tick(f"{entry['name']} · {what}: failed", 0, len(left) + ops_due + later)
+                tick(f"{entry['name']} · {what}: failed", 0, len(left) + ops_left + later)
     for k, by_config in rows.items():
         entry = entries[k]
         if op_profile and "ops" not in entry:
@@ -465,8 +474,6 @@ def profile_models(
                 *(tp.notes(models) if tp is not None else []),
                 *([TENSORRT_NOTE] if any(r == [None] for r in runs.values()) else []),
                 *([NOT_ISOLATED_NOTE] if not isolate and len(ckpts) < len(resolved) else []),
-                *([ONE_PASS_NOTE] if ckpts and runs and len(shares) > 1 else []),  # beside exported models
-                *filter(None, [rounds_note]),
                 *filter(None, [cold_note(int(warmup), bool(runs), bool(ckpts))]),
                 *filter(None, [unsteady_note(models), failures.short_rows_note(models)]),
             ],

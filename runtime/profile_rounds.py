@@ -45,8 +45,8 @@ def cold_rounds_refusal(warmup: int, rounds: int, exported: bool = True) -> str 
     user timing a cold start with ``--warmup 0`` expects one such call in a row, as one pass gives; rounds
     would put one a round among the warm calls, lifting the p90/p99 with nothing saying why. So
     ``--warmup 0`` is one round unless told otherwise (:func:`default_rounds`), and told otherwise it is
-    refused. Without an ``exported`` model nothing is: checkpoints (torch) are measured in one pass whatever
-    the rounds, after at least one untimed call."""
+    refused. Without an ``exported`` model nothing is: a checkpoint's (torch) rows make at least one untimed
+    call a round."""
     if warmup != 0 or rounds <= 1 or not exported:
         return None
     return (
@@ -67,30 +67,17 @@ def cold_note(warmup: int, exported: bool, checkpoints: bool) -> str | None:
     )
 
 
-def plan_rounds(iterations: int, warmup: int, rounds: int | None, exported: bool) -> tuple[list[int], str | None]:
-    """The timed calls of each round (:func:`split_iterations`), and the report's note where rounds asked for
-    do not apply.
+def plan_rounds(iterations: int, warmup: int, rounds: int | None, exported: bool) -> list[int]:
+    """The timed calls of each round (:func:`split_iterations`).
 
-    Rounds are an exported model's turns. Checkpoints (torch) are measured in one pass whatever the rounds,
-    so with checkpoints only the profile has one round: its settings would otherwise say 3 rounds over rows
-    of 1, and ``--rounds 3 --iterations 4`` be refused for rounds nothing runs. ``rounds`` ``None``: the
-    default (:func:`default_rounds`); a warm-up of 0 with rounds is refused first
-    (:func:`cold_rounds_refusal`)."""
+    ``rounds`` ``None``: the default (:func:`default_rounds`); a warm-up of 0 with rounds is refused first
+    (:func:`cold_rounds_refusal`). Without an ``exported`` model, the warm-up is at least one call whatever
+    was asked (a torch row's first call on a shape builds it), so the default is that of a warm profile."""
     if rounds is not None and (why := cold_rounds_refusal(warmup, rounds, exported)):
         raise SessionError(f"profile: warmup 0 with {rounds} rounds: {why}; time a cold start in 1 round")
-    if exported:
-        return split_iterations(iterations, default_rounds(iterations, warmup) if rounds is None else rounds), None
-    if rounds is not None and rounds < 1:
-        raise SessionError(f"profile: rounds must be at least 1, got {rounds}")
-    return split_iterations(iterations, 1), None if rounds is None or rounds == 1 else checkpoint_rounds_note(rounds)
-
-
-def checkpoint_rounds_note(rounds: int) -> str:
-    """The report's note where ``rounds`` (above 1) were asked for and every model is a checkpoint."""
-    return (
-        f"{rounds} rounds were asked for, and none applies: every model is a checkpoint (torch), measured in one "
-        "pass at each size, whose rows are one round"
-    )
+    if rounds is None:
+        rounds = default_rounds(iterations, warmup if exported else max(warmup, 1))
+    return split_iterations(iterations, rounds)
 
 
 def split_iterations(iterations: int, rounds: int) -> list[int]:
@@ -108,7 +95,8 @@ def split_iterations(iterations: int, rounds: int) -> list[int]:
 
 def merge_rounds(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One configuration's rows from its rounds (same model, threads, graphs) as one row: the
-    statistics over all their samples, the peak memory the highest any round's process reached, and
+    statistics over all their samples, the peak memory the highest any round's process reached (and a torch
+    row's GPU peak and CUDA graphs held the highest any round's; its captures, every round's), and
     ``rounds_p50_ms`` (each round's p50, whole call) with ``rounds_spread`` (slowest / fastest)."""
     from runtime.measure import timings  # numpy: not for the CLI, which imports this module for its default
 
@@ -126,8 +114,11 @@ def merge_rounds(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         rounds_spread=max(p50s) / min(p50s) if min(p50s) > 0 else 1.0,
         rounds_unsteady=unsteady(rows),
     )
-    if "model_rss_mb" in first:
-        merged["model_rss_mb"] = max(float(r["model_rss_mb"]) for r in rows)
+    for key in ("model_rss_mb", "peak_gpu_mb", "cuda_graphs_held"):  # high-water marks: the highest round's
+        if first.get(key) is not None:
+            merged[key] = max(r[key] for r in rows)
+    if first.get("cuda_graphs_captured") is not None:  # each round loads its checkpoint afresh and captures again
+        merged["cuda_graphs_captured"] = sum(int(r["cuda_graphs_captured"]) for r in rows)
     return merged
 
 

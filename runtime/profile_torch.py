@@ -11,15 +11,18 @@ What differs from the CPU rows, and why:
 * **Timing synchronises.** CUDA kernels run asynchronously, so ``torch.cuda.synchronize`` brackets
   every timed call; the backend's blocking output copy already waits, the explicit calls make
   sure no earlier work leaks into a measurement.
-* **One run per configuration on CUDA.** Intra-op thread counts do not apply to a GPU: CUDA rows are
-  measured once, with ``threads: null``, and the report's ``settings.notes`` says so. On CPU the
+* **One pass a round on CUDA.** Intra-op thread counts do not apply to a GPU: CUDA rows are
+  measured once a round, with ``threads: null``, and the report's ``settings.notes`` says so. On CPU the
   torch rows follow ``--threads`` through ``torch.set_num_threads`` (restored afterwards).
 * **Torch CPU rows are not pinned.** ONNX Runtime rows run in a child process pinned to ``threads``
   cores before its thread pool exists; in this process torch's pool already runs, and pinning the
   calling thread would not move its workers. So these rows set the thread count only (``cpus:
   null``), and ``settings.notes`` says they are not like for like with the pinned rows.
-* **In this process.** The pinned-process isolation of the ONNX rows emulates small CPUs; it does
-  not apply to a GPU, and CUDA would have to initialise in every child. ``peak_rss_mb`` is then the
+* **In this process, in turn with the others.** The pinned-process isolation of the ONNX rows emulates
+  small CPUs; it does not apply to a GPU, and CUDA would have to initialise in every child. Each round's
+  pass loads the checkpoint afresh, as each exported pass is a fresh process, and the passes take turns
+  with the exported models' (:mod:`runtime.profile_rounds`): a slow spell of the machine falls on torch
+  and ONNX Runtime rows alike, and their speed-ups are not the machine's. ``peak_rss_mb`` is then the
   whole profiler's high-water mark (``model_rss_mb`` that mark once the checkpoint is loaded, as in
   the ONNX rows); ``peak_gpu_mb`` is per configuration.
 * **At least one warm-up call**, whatever ``warmup`` says: the first call on a new shape compiles
@@ -34,6 +37,7 @@ What differs from the CPU rows, and why:
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +48,8 @@ from runtime.measure import make_graphs, peak_rss_mb, time_session, usable_cores
 
 CUDA_NOTE = (
     "rows with threads null ran on a CUDA device with torch (backend 'torch'): intra-op thread counts do not "
-    "apply there, so each configuration ran once; their timings synchronise the device"
+    "apply there, so each configuration ran once a round, not once a thread count; their timings synchronise the "
+    "device"
 )
 CPU_NOTE = (
     "torch CPU rows (checkpoints) set torch's intra-op threads but are not pinned to that many cores as the "
@@ -90,8 +95,6 @@ class CheckpointProfiler:
         device: str | None,
         cuda_graphs: bool,
         threads: Sequence[int],
-        configs: Sequence[tuple[int, int]],
-        iterations: int,
         warmup: int,
         avg_degree: float,
         seed: int,
@@ -104,8 +107,7 @@ class CheckpointProfiler:
             raise SessionError(f"cuda_graphs: CUDA graphs replay on a GPU only; device is {self.device}")
         self.cuda_graphs = bool(cuda_graphs)
         self.threads: list[int | None] = [None] if self.device.type == "cuda" else [int(t) for t in threads]
-        self.configs = [(int(n), int(b)) for n, b in configs]
-        self.iterations, self.warmup = int(iterations), max(int(warmup), 1)
+        self.warmup = max(int(warmup), 1)
         self.avg_degree, self.seed = float(avg_degree), int(seed)
 
     def check(self, paths: Sequence[str]) -> None:
@@ -120,11 +122,6 @@ class CheckpointProfiler:
             _, spec, _ = load_for_serving(path)
             if self.cuda_graphs and (why := cuda_graphs_refusal(spec)):
                 raise SessionError(f"{path}: cuda_graphs refused: {why}")  # as TorchBackend words it
-
-    @property
-    def steps(self) -> int:
-        """Measured configurations per checkpoint (progress bar)."""
-        return len(self.threads) * len(self.configs)
 
     def notes(self, models: Sequence[dict[str, Any]]) -> list[str]:
         """The report's notes on the torch rows of ``models`` (the report's every model)."""
@@ -144,17 +141,10 @@ class CheckpointProfiler:
         }
         return {"torch": torch.__version__, "gpu": gpu}
 
-    def profile(
-        self, label: str, path: str, tick: Callable[..., None], fail: Callable[[dict[str, Any], str], None]
-    ) -> dict[str, Any]:
-        """The report's model entry for one checkpoint; ``tick(what)`` after each measured configuration.
-
-        A configuration that fails (CUDA out of memory at the largest size) ends this thread count's
-        pass, as a failed pass of an exported model ends (:mod:`runtime.profile_failures`): ``fail`` gets
-        its record, ``tick`` the steps not to be made, and the rows measured so far are kept."""
-        from runtime.session import GraphSession
-
-        entry: dict[str, Any] = {
+    def entry(self, label: str, path: str) -> dict[str, Any]:
+        """The report's entry for one checkpoint before any pass: each pass's ``model`` event fills in what
+        loading it tells (:meth:`run_pass`)."""
+        return {
             "name": label,
             "path": path,
             "bytes": None,
@@ -166,60 +156,63 @@ class CheckpointProfiler:
             "results": [],
             "ops": None,  # ONNX Runtime's profiler only
         }
+
+    def run_pass(
+        self,
+        path: str,
+        threads: int | None,
+        configs: Sequence[tuple[int, int]],
+        iterations: int,
+        emit: Callable[[dict[str, Any]], None],
+    ) -> None:
+        """One round's pass over ``configs`` at ``threads``, as an exported model's pass in its child process:
+        the checkpoint is loaded afresh (a ``model`` event with what loading tells), then each size is timed
+        ``iterations`` times after the warm-up (a ``result`` event each).
+
+        Loaded afresh each pass, as each exported pass is a new process: one model on the GPU at a time, so
+        ``peak_gpu_mb`` is this model's, and each round's ``model_rss_mb`` is measured (the row keeps the
+        highest). A size that fails (CUDA out of memory at the largest) ends the pass with
+        :class:`~runtime.profile_failures.PassFailed`, its earlier rows kept, as an exported pass ends."""
+        from runtime.profile_failures import error_text, pass_failed
+        from runtime.session import GraphSession
+
         try:
             sess = GraphSession(path, device=str(self.device), cuda_graphs=self.cuda_graphs)
         except Exception as e:  # on the GPU (check() loaded it on the CPU): its memory, most likely
-            self._failed(entry, None, self.configs, e, fail)
-            tick(f"{label}: failed", 0, self.steps)
-            return entry
+            raise pass_failed(path, threads, error_text(e)) from e
         model_rss = peak_rss_mb()
         weights = Path(sess.path) / "model.safetensors"
-        entry.update(
-            path=str(sess.path),
-            bytes=weights.stat().st_size if weights.is_file() else None,
-            arch=sess.spec.arch,
-            task_level=sess.spec.task_level,
-            lowering=str(sess.spec.lowering),
-            pe=dict(sess.spec.pe),
-            teddy=None if sess.model.teddy is None else sess.model.teddy.to_dict(),
-            providers=sess.providers,
+        emit(
+            {
+                "kind": "model",
+                "path": str(sess.path),
+                "bytes": weights.stat().st_size if weights.is_file() else None,
+                "arch": sess.spec.arch,
+                "task_level": sess.spec.task_level,
+                "lowering": str(sess.spec.lowering),
+                "pe": dict(sess.spec.pe),
+                "teddy": None if sess.model.teddy is None else sess.model.teddy.to_dict(),
+                "providers": sess.providers,
+            }
         )
         before = torch.get_num_threads()
         try:
-            for t in self.threads:
-                if t is not None:
-                    torch.set_num_threads(t)
-                for j, (nodes, batch) in enumerate(self.configs):
-                    try:
-                        row = self._measure(sess, t, nodes, batch)
-                    except Exception as e:  # not a Ctrl-C: that stops the profile
-                        self._failed(entry, t, self.configs[j:], e, fail)
-                        tick(f"{label}: failed", 0, len(self.configs) - j)
-                        break
-                    entry["results"].append({**row, "model_rss_mb": model_rss})
-                    tick(f"{label} · {self.device}" + (f" · {t} thread{'s' if t > 1 else ''}" if t else ""))
+            if threads is not None:
+                torch.set_num_threads(threads)
+            for nodes, batch in configs:
+                try:
+                    row = self._measure(sess, threads, nodes, batch, iterations)
+                except Exception as e:  # not a Ctrl-C: that stops the profile
+                    raise pass_failed(path, threads, error_text(e)) from e
+                emit({"kind": "result", **row, "model_rss_mb": model_rss})
         finally:
             torch.set_num_threads(before)
-        return entry
+            del sess
+            if self.device.type == "cuda":  # its weights and captured graphs gone before the next model's pass
+                gc.collect()
 
-    def _failed(
-        self,
-        entry: dict[str, Any],
-        threads: int | None,
-        left: Sequence[tuple[int, int]],
-        e: Exception,
-        fail: Callable[[dict[str, Any], str], None],
-    ) -> None:
-        from runtime.profile_failures import error_text, failure, pass_failed
-
-        text = error_text(e)
-        fail(
-            failure(entry["name"], entry["path"], threads, 1, 1, left, text),
-            str(pass_failed(entry["path"], threads, text)),
-        )
-
-    def _measure(self, sess: Any, threads: int | None, nodes: int, batch: int) -> dict[str, Any]:
-        dev, iterations, warmup = self.device, self.iterations, self.warmup
+    def _measure(self, sess: Any, threads: int | None, nodes: int, batch: int, iterations: int) -> dict[str, Any]:
+        dev, warmup = self.device, self.warmup
         graphs = make_graphs(sess.spec, nodes, batch, self.avg_degree, self.seed)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)

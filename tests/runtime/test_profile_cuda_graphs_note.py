@@ -89,9 +89,16 @@ def replays(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return replayed
 
 
+def _rows(tp: CheckpointProfiler, ckpt: str, configs: list[tuple[int, int]], iterations: int) -> list[dict[str, Any]]:
+    """One pass's rows, at 1 thread."""
+    events: list[dict[str, Any]] = []
+    tp.run_pass(ckpt, 1, configs, iterations, events.append)
+    return [e for e in events if e["kind"] == "result"]
+
+
 def test_a_profile_names_the_rows_that_ran_eagerly(ckpt: str, replays: list[int]) -> None:
-    tp = CheckpointProfiler("cpu", False, [1], [(8, 2), (16, 4)], 2, 1, 2.0, 0)
-    entry = tp.profile("gt", ckpt, lambda *args: None, lambda *args: None)
+    tp = CheckpointProfiler("cpu", False, [1], 1, 2.0, 0)
+    entry = {**tp.entry("gt", ckpt), "results": _rows(tp, ckpt, [(8, 2), (16, 4)], 2)}
     small, large = entry["results"]
     assert (small["cuda_graphs_replayed"], small["call_nodes"]) == (True, 16)
     assert (large["cuda_graphs_replayed"], large["call_nodes"]) == (False, 64)
@@ -129,8 +136,8 @@ def test_a_row_prepares_its_graphs_once_a_call(ckpt: str, replays: list[int], mo
         return sess
 
     monkeypatch.setattr(runtime.session, "GraphSession", session)
-    tp = CheckpointProfiler("cpu", False, [1], [(8, 2), (16, 4)], 3, 2, 2.0, 0)
-    small, large = tp.profile("gt", ckpt, lambda *args: None, lambda *args: None)["results"]
+    tp = CheckpointProfiler("cpu", False, [1], 2, 2.0, 0)
+    small, large = _rows(tp, ckpt, [(8, 2), (16, 4)], 3)
     assert prepared == [2] * 5 + [4] * 5  # warm-up 2 and 3 timed calls a row, nothing more
     assert [(r["cuda_graphs_replayed"], r["call_nodes"], r["call_edges"]) for r in (small, large)] == [
         (True, 16, small["edges"]), (False, 64, large["edges"])]  # fmt: skip

@@ -217,35 +217,43 @@ def test_gtc_profile_writes_the_partial_report_and_exits_1(exported, tmp_path: P
 
 
 def test_a_torch_row_failing_keeps_the_checkpoints_other_rows(tmp_path: Path, monkeypatch) -> None:
-    """A checkpoint's rows are one pass in the profiler's process: a size that fails there (CUDA out of
-    memory) ends that thread count's pass, as a failed pass of an exported model ends; the next goes on."""
+    """A checkpoint's passes take their turns in the rounds, in the profiler's process: a size that fails there
+    (CUDA out of memory) ends that thread count's pass and its later rounds, as a failed pass of an exported
+    model ends; the other thread count's passes go on, round after round."""
     import torch
 
     from runtime.profile_torch import CheckpointProfiler
     from tests.runtime.conftest import tiny_gt_checkpoint
 
     ckpt = tiny_gt_checkpoint(tmp_path)
-    tp = CheckpointProfiler("cpu", False, [1, 2], [(8, 1), (16, 1), (32, 1)], 2, 0, 2.0, 0)
-    measure = tp._measure
+    measure = CheckpointProfiler._measure
+    passes: list[tuple[int | None, int]] = []  # (threads, graph nodes) of every size a pass began
 
-    def oom_at_16_on_one_thread(sess: Any, threads: int | None, nodes: int, batch: int) -> dict[str, Any]:
+    def oom_at_16_on_one_thread(self: Any, sess: Any, threads: int | None, nodes: int, batch: int, n: int) -> Any:
+        passes.append((threads, nodes))
         if (threads, nodes) == (1, 16):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return measure(sess, threads, nodes, batch)
+        return measure(self, sess, threads, nodes, batch, n)
 
-    monkeypatch.setattr(tp, "_measure", oom_at_16_on_one_thread)
-    failed: list[tuple[dict[str, Any], str]] = []
+    monkeypatch.setattr(CheckpointProfiler, "_measure", oom_at_16_on_one_thread)
+    heard: list[dict[str, Any]] = []
     ticks: list[tuple[int, int]] = []
-    entry = tp.profile("gt", ckpt, lambda what, steps=1, skipped=0: ticks.append((steps, skipped)),
-                       lambda f, m: failed.append((f, m)))  # fmt: skip
-    assert [(r["threads"], r["graph_nodes"]) for r in entry["results"]] == [(1, 8), (2, 8), (2, 16), (2, 32)]
-    ((f, message),) = failed
+    with pytest.raises(ProfileIncomplete) as info:
+        prof.profile_models([ckpt], graph_sizes=[8, 16, 32], batch_sizes=[1], threads=[1, 2], iterations=4, rounds=2,
+                            warmup=0, op_profile=False, device="cpu", on_failure=heard.append,
+                            progress=lambda d, t, w: ticks.append((d, t)))  # fmt: skip
+    (model,) = info.value.report["models"]
+    rows = [(r["threads"], r["graph_nodes"], r["rounds_completed"], r["iterations"]) for r in model["results"]]
+    assert rows == [(1, 8, 1, 2), (2, 8, 2, 4), (2, 16, 2, 4), (2, 32, 2, 4)]
+    assert passes == [(1, 8), (1, 16), (2, 8), (2, 16), (2, 32), (2, 8), (2, 16), (2, 32)]  # no 1-thread round 2
+    (f,) = heard
     error = "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
-    assert (f["model"], f["threads"], f["round"], f["rounds"], f["error"]) == ("gt", 1, 1, 1, error)
+    assert (f["model"], f["threads"], f["round"], f["rounds"], f["error"]) == ("gt-ckpt", 1, 1, 2, error)
     assert [(s["graph_nodes"], s["batch_size"]) for s in f["not_measured"]] == [(16, 1), (32, 1)]
-    assert message == f"profiling {ckpt} with 1 thread: {error}"
-    assert failure_line(f) == f"gt · 1T: 16×1, 32×1 not measured: {error}"
-    assert ticks == [(1, 0), (0, 2), (1, 0), (1, 0), (1, 0)]  # the two steps not made are taken off the bar
+    assert str(info.value) == f"profile: 1 measurement failed: profiling {ckpt} with 1 thread: {error}"
+    assert failure_line(f) == f"gt-ckpt · 1T · round 1/2: 16×1, 32×1 not measured (nor in later rounds): {error}"
+    # 12 steps asked (2 thread counts, 3 sizes, 2 rounds); the 2 sizes and the round 1 thread cannot make, taken off
+    assert ticks[0] == (0, 12) and ticks[2] == (1, 7) and ticks[-1] == (7, 7)
 
 
 def test_a_pass_failing_after_its_rows_is_not_called_an_op_profile(tmp_path: Path, monkeypatch) -> None:

@@ -3,12 +3,13 @@
 Each round of an exported model in ``gtc profile`` is a fresh measuring process, so with no warm-up every
 round would time its own cold first call at every size: three rounds, three cold calls among each row's
 samples, lifting its p90/p99 with nothing saying so. So ``--warmup 0`` is one round unless told otherwise,
-told otherwise it is refused (not for checkpoints alone: their rows are one pass), and the report says its
+told otherwise it is refused (not for checkpoints alone: their rows are always warmed up), and the report says its
 rows each hold one cold call."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,7 @@ def test_the_help_says_what_warmup_0_does() -> None:
         "0 times the first, cold call of each size (a cold start): in one round, as each round would time its own,"
         in text
     )
-    assert "so --rounds above 1 is refused with it." in text and "1 with --warmup 0." in text
+    assert "so --rounds above 1 is refused with it." in text and "1 with --warmup 0 and an exported model." in text
 
 
 def test_gtc_profile_refuses_cold_rounds_before_counting_their_iterations(exported, tmp_path: Path) -> None:
@@ -137,15 +138,15 @@ def ckpt(tmp_path: Path) -> str:
 
 
 def test_checkpoints_alone_are_not_refused_cold_rounds(ckpt: str, tmp_path: Path) -> None:
-    """Checkpoints (torch) are measured in one pass whatever --rounds says, after one untimed call: the
-    refusal's reason (a fresh process a round) is not theirs."""
+    """A checkpoint's (torch) rows make one untimed call a round whatever --warmup says: the refusal's reason
+    (a cold call timed in each round) is not theirs, and they take the rounds asked."""
     from runtime.profile_rounds import cold_rounds_refusal
 
     assert cold_rounds_refusal(0, 3, exported=False) is None and cold_rounds_refusal(0, 3) is not None
     rep = prof.profile_models([ckpt], graph_sizes=[8], batch_sizes=[1], threads=[1], iterations=6, warmup=0, rounds=3,
                               op_profile=False, device="cpu")  # fmt: skip
     (row,) = rep["models"][0]["results"]
-    assert (rep["models"][0]["rounds"], row["iterations"], row["warmup"], row["rounds_completed"]) == (1, 6, 1, 1)
+    assert (rep["models"][0]["rounds"], row["iterations"], row["warmup"], row["rounds_completed"]) == (3, 6, 1, 3)
     out = tmp_path / "prof"
     args = ["profile", ckpt, "--warmup", "0", "--rounds", "3", "--iterations", "6", "--out", str(out), "--threads", "1"]
     res = runner.invoke(app, [*args, "--sizes", "8", "--batch-sizes", "1", "--device", "cpu"])
@@ -153,27 +154,24 @@ def test_checkpoints_alone_are_not_refused_cold_rounds(ckpt: str, tmp_path: Path
     assert json.loads((out / "report.json").read_text())["models"][0]["results"][0]["iterations"] == 6
 
 
-def test_checkpoints_alone_are_one_round_whatever_rounds_are_asked(ckpt: str, tmp_path: Path) -> None:
-    """With checkpoints only the report said ``rounds: 3`` over rows of 1 round, and ``--rounds 3
-    --iterations 4`` was refused for the 2 calls each of rounds that never run. Now it is one round, its rows
-    time all 4 calls, and a note says the rounds asked for did not apply."""
-    from runtime.profile_rounds import checkpoint_rounds_note
-
-    rep = prof.profile_models([ckpt], graph_sizes=[8], batch_sizes=[1], threads=[1], iterations=4, rounds=3,
+def test_checkpoints_alone_take_the_default_rounds_even_with_warmup_0(ckpt: str, tmp_path: Path) -> None:
+    """With an exported model, --warmup 0 means one round (each would time a cold call); a checkpoint's rows
+    are warmed up whatever it says, so checkpoints alone keep the default rounds, and too few iterations for
+    the rounds asked are refused as for exported models."""
+    rep = prof.profile_models([ckpt], graph_sizes=[8], batch_sizes=[1], threads=[1], iterations=6, warmup=0,
                               op_profile=False, device="cpu")  # fmt: skip
     (row,) = rep["models"][0]["results"]
-    assert (rep["settings"]["rounds"], rep["models"][0]["rounds"], row["iterations"]) == (1, 1, 4)
-    assert checkpoint_rounds_note(3) in rep["settings"]["notes"]
-    assert checkpoint_rounds_note(3) == (
-        "3 rounds were asked for, and none applies: every model is a checkpoint (torch), measured in one pass at "
-        "each size, whose rows are one round"
-    )
-    default = prof.profile_models([ckpt], graph_sizes=[8], batch_sizes=[1], threads=[1], iterations=4,
-                                  op_profile=False, device="cpu")  # fmt: skip
-    assert default["settings"]["rounds"] == 1
-    assert not any("rounds were asked for" in n for n in default["settings"]["notes"])
+    assert (rep["settings"]["rounds"], rep["models"][0]["rounds"], row["rounds_completed"]) == (3, 3, 3)
+    need = "profile: 3 rounds need at least 6 timed iterations (2 a round), got 4"
+    with pytest.raises(SessionError, match=re.escape(need)):
+        prof.profile_models([ckpt], graph_sizes=[8], batch_sizes=[1], threads=[1], iterations=4, rounds=3,
+                            op_profile=False, device="cpu")  # fmt: skip
     out = tmp_path / "prof"
     args = ["profile", ckpt, "--rounds", "3", "--iterations", "4", "--out", str(out), "--threads", "1"]
     res = runner.invoke(app, [*args, "--sizes", "8", "--batch-sizes", "1", "--device", "cpu"])
-    assert res.exit_code == 0, res.output
-    assert json.loads((out / "report.json").read_text())["settings"]["rounds"] == 1
+    assert (res.exit_code, res.output) == (
+        2,
+        "error: --iterations 4 is too few for --rounds 3: each round times at least 2 calls (give --iterations 6 or "
+        "more, or fewer rounds)\n",
+    )
+    assert not out.exists()
