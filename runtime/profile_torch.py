@@ -30,7 +30,7 @@ What differs from the CPU rows, and why:
 * **With CUDA graphs, past the capture caps, eager.** The backend replays calls of up to its
   ``capture_max_nodes``/``capture_max_edges`` (:mod:`runtime.torch_backend`'s ``CAPTURE_MAX_NODES``/
   ``CAPTURE_MAX_EDGES`` unless set); a row's calls past them run eagerly, so the row has
-  ``cuda_graphs_replayed`` false (with the call's ``call_nodes`` and ``call_edges``, and the caps it was
+  ``cuda_graphs_replayed`` false (its call's ``nodes`` and ``edges`` say why, with the caps it was
   held to, ``cuda_graphs_caps``) and :func:`eager_note` names it: its ``cuda_graphs_captured`` 0 alone
   read as a capture that failed, or as replays timed.
 """
@@ -67,7 +67,7 @@ def eager_note(models: Sequence[dict[str, Any]]) -> str | None:
         return None
     caps = {(r["cuda_graphs_caps"]["nodes"], r["cuda_graphs_caps"]["edges"]) for _, r in eager}
     rows = [
-        f"{m['name']} · {r['graph_nodes']}×{r['batch_size']} ({r['call_nodes']:,} nodes, {r['call_edges']:,} edges"
+        f"{m['name']} · {r['graph_nodes']}×{r['batch_size']} ({r['nodes']:,} nodes, {r['edges']:,} edges"
         + ("" if len(caps) == 1 else f"; caps {r['cuda_graphs_caps']['nodes']:,}, {r['cuda_graphs_caps']['edges']:,}")
         + ")"
         for m, r in eager
@@ -231,8 +231,6 @@ class CheckpointProfiler:
             "cuda_graphs_held": len(backend.captured) if graphed else None,
             # past the capture caps a call runs eagerly: its row times torch's eager path (eager_note)
             "cuda_graphs_replayed": backend.replays(row["nodes"], row["edges"]) if graphed else None,
-            "call_nodes": row["nodes"] if graphed else None,
-            "call_edges": row["edges"] if graphed else None,
             "cuda_graphs_caps": (
                 {"nodes": backend.capture_max_nodes, "edges": backend.capture_max_edges} if graphed else None
             ),

@@ -35,12 +35,12 @@ def _row(
     nodes: int,
     batch: int,
     replayed: bool | None,
-    call_nodes: int | None,
-    call_edges: int | None,
+    nodes_called: int | None,
+    edges_called: int | None,
     caps: tuple[int, int] = (8192, 65536),
 ) -> dict:
     return {"threads": None, "graph_nodes": nodes, "batch_size": batch, "cuda_graphs_captured": 0,
-            "cuda_graphs_replayed": replayed, "call_nodes": call_nodes, "call_edges": call_edges,
+            "cuda_graphs_replayed": replayed, "nodes": nodes_called, "edges": edges_called,
             "cuda_graphs_caps": None if replayed is None else {"nodes": caps[0], "edges": caps[1]}}  # fmt: skip
 
 
@@ -100,11 +100,11 @@ def test_a_profile_names_the_rows_that_ran_eagerly(ckpt: str, replays: list[int]
     tp = CheckpointProfiler("cpu", False, [1], 1, 2.0, 0)
     entry = {**tp.entry("gt", ckpt), "results": _rows(tp, ckpt, [(8, 2), (16, 4)], 2)}
     small, large = entry["results"]
-    assert (small["cuda_graphs_replayed"], small["call_nodes"]) == (True, 16)
-    assert (large["cuda_graphs_replayed"], large["call_nodes"]) == (False, 64)
+    assert (small["cuda_graphs_replayed"], small["nodes"]) == (True, 16)
+    assert (large["cuda_graphs_replayed"], large["nodes"]) == (False, 64)
     assert set(replays) == {16}  # every call of the small row replayed, none of the large one
     assert small["cuda_graphs_caps"] == large["cuda_graphs_caps"] == {"nodes": 40, "edges": 65536}  # the backend's
-    edges = large["call_edges"]
+    edges = large["edges"]
     assert edges > 0
     assert tp.notes([entry]) == [
         CPU_NOTE,
@@ -120,7 +120,7 @@ def test_the_note_reaches_the_report(ckpt: str, replays: list[int]) -> None:
     assert [r["cuda_graphs_replayed"] for r in rep["models"][0]["results"]] == [True, False]
     assert [n for n in rep["settings"]["notes"] if n.startswith("--cuda-graphs rows that ran eagerly")] == [
         f"--cuda-graphs rows that ran eagerly, not replayed: gt-ckpt · 16×4 (64 nodes, "
-        f"{rep['models'][0]['results'][1]['call_edges']:,} edges). {LOWERED}"
+        f"{rep['models'][0]['results'][1]['edges']:,} edges). {LOWERED}"
     ]
 
 
@@ -139,5 +139,4 @@ def test_a_row_prepares_its_graphs_once_a_call(ckpt: str, replays: list[int], mo
     tp = CheckpointProfiler("cpu", False, [1], 2, 2.0, 0)
     small, large = _rows(tp, ckpt, [(8, 2), (16, 4)], 3)
     assert prepared == [2] * 5 + [4] * 5  # warm-up 2 and 3 timed calls a row, nothing more
-    assert [(r["cuda_graphs_replayed"], r["call_nodes"], r["call_edges"]) for r in (small, large)] == [
-        (True, 16, small["edges"]), (False, 64, large["edges"])]  # fmt: skip
+    assert [(r["cuda_graphs_replayed"], r["nodes"]) for r in (small, large)] == [(True, 16), (False, 64)]
