@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from cli import compress_cmds, export_cmds, runtime_cmds
+from cli import compress_cmds, export_cmds, profile_cmd, runtime_cmds
 from cli import pipeline as cli_pipeline
 from cli.common import (
     OneLineErrorsGroup,
@@ -45,6 +45,7 @@ data_app = typer.Typer(help="Generate benchmark datasets.", no_args_is_help=True
 app.add_typer(data_app, name="data")
 compress_cmds.register(app)
 export_cmds.register(app)
+profile_cmd.register(app)
 runtime_cmds.register(app)
 
 DataOpt = Annotated[

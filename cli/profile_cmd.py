@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cli.common import check_out_writable, console, finite_number, path_value, print_error, user_errors
-from cli.runtime_cmds import _LIMITS, CudaGraphsOpt, DeviceOpt, _check_device, _providers
+from cli.runtime_options import SERVER_LIMITS, CudaGraphsOpt, DeviceOpt, check_device, providers_option
 from runtime.profile_rounds import DEFAULT_ROUNDS, cold_rounds_refusal
 
 if TYPE_CHECKING:
@@ -98,6 +98,10 @@ def _check_providers_run(models: list[Path], providers: list[ProviderArg]) -> No
             GraphSession(path, list(providers))
 
 
+def register(app: typer.Typer) -> None:
+    app.command("profile")(profile_cmd)
+
+
 @user_errors
 def profile_cmd(
     models: Annotated[
@@ -159,7 +163,7 @@ def profile_cmd(
             "option and default: attention scores or slots, plus what the call holds per edge and per node); a size "
             "and batch size above it is refused before any run.",
         ),
-    ] = _LIMITS["max_attention_mib"],
+    ] = SERVER_LIMITS["max_attention_mib"],
     max_pe_work: Annotated[
         float,
         typer.Option(
@@ -169,7 +173,7 @@ def profile_cmd(
             "core, counted as gtc serve counts a raw request (same option and default); a size and batch size "
             "above it is refused before any run.",
         ),
-    ] = _LIMITS["max_pe_work"],
+    ] = SERVER_LIMITS["max_pe_work"],
     max_inflight_mib: Annotated[
         float,
         typer.Option(
@@ -178,7 +182,7 @@ def profile_cmd(
             "gtc serve charges a raw request's encodings to its --max-inflight-mib (same option and default); a "
             "size and batch size above it is refused before any run.",
         ),
-    ] = _LIMITS["max_inflight_mib"],
+    ] = SERVER_LIMITS["max_inflight_mib"],
 ) -> None:
     """Latency (mean, std, p50/p90/p99), graphs/s and peak RSS of one or more models on this CPU.
 
@@ -234,15 +238,16 @@ def profile_cmd(
             raise GTCompressError(f"model file does not exist: {m}")
     _check_graph_memory(max(graph_sizes), max(batch_counts), degree)
     _check_out_dir(out)
-    _check_device(models, device, cuda_graphs, all_checkpoints=False)
+    check_device(models, device, cuda_graphs, all_checkpoints=False)
     _check_exported_models(models)
-    if _providers(providers) and all(is_checkpoint(m) for m in models):  # ignored: torch rows, "cuda" in the report
+    chosen = providers_option(providers)
+    if chosen and all(is_checkpoint(m) for m in models):  # ignored: torch rows, "cuda" in the report
         raise GTCompressError(
             f"--providers {providers}: applies to exported models (ONNX Runtime); every model given is a checkpoint "
             "directory, which runs with torch: use --device cuda (or cpu) instead"
         )
-    if _providers(providers):
-        _check_providers_run(models, resolve_providers(_providers(providers)))
+    if chosen:
+        _check_providers_run(models, resolve_providers(chosen))
     # The bar opens on profile_models' first progress call, which comes after its own refusals (the
     # attention memory of each size among them): those are then one error line, not a bar and the line.
     bar = Progress(
@@ -268,7 +273,7 @@ def profile_cmd(
             warmup=warmup,
             avg_degree=degree,
             seed=seed,
-            providers=_providers(providers),
+            providers=chosen,
             op_profile=op_profile,
             isolate=isolate,
             names=labels,

@@ -1,12 +1,6 @@
 """``gtc serve`` (our KServe v2 server) and ``gtc tritonserver`` (NVIDIA Triton Inference Server on a
-repository ``gtc export`` wrote), and the options they share with ``gtc profile`` (:mod:`cli.profile_cmd`,
-latency/memory on edge-class CPUs).
-
-``gtc serve`` and ``gtc profile`` take ``--device cuda`` (``cpu``, ``cuda:N``) for a *checkpoint*
-directory: torch and our Triton kernel on a GPU without TensorRT, with ``--cuda-graphs`` for CUDA-graph
-replay of small batches (:mod:`runtime.torch_backend`). Exported ``.onnx``/``.plan`` files keep running
-on ONNX Runtime or TensorRT (``--providers``); mixing the two up is a one-line error, as is a GPU that
-is not there.
+repository ``gtc export`` wrote). The options ``gtc serve`` shares with ``gtc profile`` (``--device``,
+``--cuda-graphs``, ``--providers``, the server's limits) are in :mod:`cli.runtime_options`.
 """
 
 from __future__ import annotations
@@ -25,92 +19,16 @@ from cli.common import (
     stops_on_sigterm,
     user_errors,
 )
-from cli.library_values import library_defaults
+from cli.runtime_options import SERVER_LIMITS, CudaGraphsOpt, DeviceOpt, check_device, providers_option
 
-#: ``gtc serve``'s limits default to the server's (read from source: runtime.served imports numpy).
-_LIMITS = library_defaults("runtime.served", "ServerLimits")
 #: uvicorn's log levels: checked before the model loads, since uvicorn itself fails on another with a
 #: KeyError traceback after the "serving" line.
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 def register(app: typer.Typer) -> None:
-    from cli.profile_cmd import profile_cmd  # it imports this module's shared options
-
-    app.command("profile")(profile_cmd)
     app.command("serve")(serve_cmd)
     app.command("tritonserver")(tritonserver_cmd)
-
-
-def _providers(text: str | None) -> list[str] | None:
-    """``--providers``: ``None`` when not given. An empty value is refused: it was taken as not given, so
-    ``--providers "$PROVIDERS"`` with the variable unset ran on the default providers without a word."""
-    if text is None:
-        return None
-    providers = [p.strip() for p in text.split(",") if p.strip()]
-    if not providers:
-        from gtcompress.errors import GTCompressError
-
-        raise GTCompressError(
-            f"--providers {text!r}: names no provider; give ONNX Runtime providers in order, e.g. cuda,cpu, "
-            "or leave --providers out for the default"
-        )
-    return providers
-
-
-DeviceOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Torch device for checkpoint directories: cpu, cuda or cuda:N (default: a GPU if torch sees one)."
-    ),
-]
-CudaGraphsOpt = Annotated[
-    bool,
-    typer.Option(
-        "--cuda-graphs/--no-cuda-graphs",
-        help="With --device cuda: replay captured CUDA graphs, inputs padded to power-of-two size buckets (GT only); "
-        "calls past 8,192 nodes or 65,536 edges run eagerly.",
-    ),
-]
-
-
-def _is_exported(path: Path) -> bool:
-    """Whether ``path`` (not a checkpoint) is an exported model: a file, or a Triton model directory
-    holding one. Another directory (a checkpoint without its config.json, a runs/ folder) is not, and
-    is left to the checkpoint loader, which names what is missing."""
-    from runtime.errors import SessionError
-    from runtime.session import resolve_model_path
-
-    if path.is_file():
-        return True
-    if not path.is_dir():
-        return False
-    try:
-        resolve_model_path(path)
-    except SessionError:
-        return False
-    return True
-
-
-def _check_device(models: list[Path], device: str | None, cuda_graphs: bool, *, all_checkpoints: bool) -> None:
-    """The user mistakes of --device/--cuda-graphs, each as one sentence (before any model is loaded)."""
-    from gtcompress.errors import GTCompressError
-    from runtime.session import is_checkpoint
-
-    if cuda_graphs and not (device or "").strip().lower().startswith("cuda"):
-        got = f"--device {device}" if device else "no --device"
-        raise GTCompressError(f"--cuda-graphs needs --device cuda (CUDA graphs replay on a GPU only); got {got}")
-    if device is None:
-        return
-    exported = [m for m in models if not is_checkpoint(m) and _is_exported(m)]
-    if exported and (all_checkpoints or len(exported) == len(models)):
-        raise GTCompressError(
-            f"--device {device}: {exported[0]} is an exported model, which runs on ONNX Runtime or TensorRT; "
-            "--device takes a checkpoint directory (for ONNX Runtime on a GPU use --providers cuda)"
-        )
-    from runtime.torch_backend import resolve_device  # imports torch, which --device needs anyway
-
-    resolve_device(device)  # a GPU that is not there fails now, not under a progress bar
 
 
 @user_errors
@@ -179,7 +97,7 @@ def serve_cmd(
             "edges TEDDY keeps). A request above it gets 400 before it runs. A merged call's sum stays under 256 MiB, "
             "or this if lower.",
         ),
-    ] = _LIMITS["max_attention_mib"],
+    ] = SERVER_LIMITS["max_attention_mib"],
     max_pe_work: Annotated[
         float,
         typer.Option(
@@ -190,7 +108,7 @@ def serve_cmd(
             "largest graph, per graph); a request above it gets 400 before any is computed. Requests carrying "
             "their pe_* are not charged for the encodings.",
         ),
-    ] = _LIMITS["max_pe_work"],
+    ] = SERVER_LIMITS["max_pe_work"],
     max_inflight_mib: Annotated[
         float,
         typer.Option(
@@ -203,7 +121,7 @@ def serve_cmd(
             "takes (about twice its text plus 56 bytes a number) until parsed; one that needs more than this gets 413 "
             "(send binary tensor data). At least --max-body-mib.",
         ),
-    ] = _LIMITS["max_inflight_mib"],
+    ] = SERVER_LIMITS["max_inflight_mib"],
     body_timeout_s: Annotated[
         float,
         typer.Option(
@@ -212,7 +130,7 @@ def serve_cmd(
             "past it the request gets 408 and its connection closes, so a stalled client holds no memory. A body "
             "taking longer than this must average 500 bytes a second (408 otherwise).",
         ),
-    ] = _LIMITS["body_timeout_s"],
+    ] = SERVER_LIMITS["body_timeout_s"],
     device: DeviceOpt = None,
     cuda_graphs: CudaGraphsOpt = False,
 ) -> None:
@@ -247,9 +165,9 @@ def serve_cmd(
         max_inflight_mib=max_inflight_mib,
         body_timeout_s=body_timeout_s,
     )
-    _check_device([model], device, cuda_graphs, all_checkpoints=True)
+    check_device([model], device, cuda_graphs, all_checkpoints=True)
     session = GraphSession(
-        model, _providers(providers), threads=threads, spinning=False, device=device, cuda_graphs=cuda_graphs
+        model, providers_option(providers), threads=threads, spinning=False, device=device, cuda_graphs=cuda_graphs
     )
     try:
         from runtime.net import listen_sockets

@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cli import runtime_cmds
+from cli import profile_cmd, runtime_cmds
 from tests.runtime.conftest import start_gtc_serve
 
 runner = CliRunner()
@@ -18,6 +18,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
     app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+    profile_cmd.register(app)
     runtime_cmds.register(app)
     return app
 
