@@ -472,9 +472,9 @@ def profile_models(
             "cuda_graphs": bool(cuda_graphs),
             "notes": [
                 *(tp.notes(models) if tp is not None else []),
-                *([TENSORRT_NOTE] if any(r == [None] for r in runs.values()) else []),
+                *([TENSORRT_NOTE] if any(runs[k] == [None] for k, p in enumerate(resolved) if p not in ckpts) else []),
                 *([NOT_ISOLATED_NOTE] if not isolate and len(ckpts) < len(resolved) else []),
-                *filter(None, [cold_note(int(warmup), bool(runs), bool(ckpts))]),
+                *filter(None, [cold_note(int(warmup), len(ckpts) < len(resolved), bool(ckpts))]),
                 *filter(None, [unsteady_note(models), failures.short_rows_note(models)]),
             ],
         },

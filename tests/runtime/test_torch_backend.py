@@ -395,6 +395,26 @@ def test_torch_rows_take_turns_with_onnx_rows_in_rounds(ckpts, onnx_files) -> No
     assert titles == ["4 timed calls a row in 2 rounds"] * 2
 
 
+def test_a_gpus_one_pass_a_round_is_not_called_a_tensorrt_engines(ckpts, onnx_files, monkeypatch) -> None:
+    """On a GPU a checkpoint's rows have ``threads`` null, one pass a round, as a TensorRT engine's have; the
+    note on TensorRT rows is for engines only (the torch rows' CUDA note says why they have no thread count)."""
+    from runtime.profile import TENSORRT_NOTE, profile_models
+    from runtime.profile_torch import CheckpointProfiler
+
+    init = CheckpointProfiler.__init__
+
+    def as_on_a_gpu(self: CheckpointProfiler, *args: object) -> None:
+        init(self, *args)
+        self.threads = [None]  # what a CUDA device gives; measured on the CPU here
+
+    monkeypatch.setattr(CheckpointProfiler, "__init__", as_on_a_gpu)
+    kw = {"graph_sizes": (6,), "batch_sizes": (1,), "threads": (1,), "iterations": 4, "warmup": 1, "rounds": 2}
+    rep = profile_models([onnx_files["graph"], ckpts["graph"]], **kw, op_profile=False, isolate=False, device="cpu")
+    assert [r["threads"] for m in rep["models"] for r in m["results"]] == [1, None]
+    assert rep["models"][1]["results"][0]["rounds_completed"] == 2
+    assert TENSORRT_NOTE not in rep["settings"]["notes"]
+
+
 def test_served_checkpoint_answers_like_the_session(ckpts) -> None:
     import tritonclient.http as triton
 
