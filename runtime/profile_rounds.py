@@ -96,7 +96,7 @@ def split_iterations(iterations: int, rounds: int) -> list[int]:
 def merge_rounds(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One configuration's rows from its rounds (same model, threads, graphs) as one row: the
     statistics over all their samples, the peak memory the highest any round's process reached (and a torch
-    row's GPU peak and CUDA graphs held the highest any round's; its captures, every round's), and
+    row's GPU peak, CUDA graphs captured and held, the highest of any round's), and
     ``rounds_p50_ms`` (each round's p50, whole call) with ``rounds_spread`` (slowest / fastest)."""
     from runtime.measure import timings  # numpy: not for the CLI, which imports this module for its default
 
@@ -114,11 +114,11 @@ def merge_rounds(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         rounds_spread=max(p50s) / min(p50s) if min(p50s) > 0 else 1.0,
         rounds_unsteady=unsteady(rows),
     )
-    for key in ("model_rss_mb", "peak_gpu_mb", "cuda_graphs_held"):  # high-water marks: the highest round's
+    # a round's own high-water marks and counts, the highest round's: each round loads a checkpoint afresh, so
+    # its CUDA graphs are captured, and held, again in every round
+    for key in ("model_rss_mb", "peak_gpu_mb", "cuda_graphs_captured", "cuda_graphs_held"):
         if first.get(key) is not None:
             merged[key] = max(r[key] for r in rows)
-    if first.get("cuda_graphs_captured") is not None:  # each round loads its checkpoint afresh and captures again
-        merged["cuda_graphs_captured"] = sum(int(r["cuda_graphs_captured"]) for r in rows)
     return merged
 
 

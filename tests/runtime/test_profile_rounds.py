@@ -66,6 +66,19 @@ def test_rounds_merge_into_one_row_over_every_sample() -> None:
     assert one["latency_ms"] == a["latency_ms"] and one["rounds_spread"] == 1.0 and not one["rounds_unsteady"]
 
 
+def test_a_torch_rows_rounds_keep_the_highest_round_of_its_gpu_fields() -> None:
+    """Each round of a checkpoint loads it afresh, so its CUDA graphs are captured and held again a round: the
+    merged row says what one round captured and held (summed over rounds, the captures read as more graphs
+    than were ever held), and the highest round's GPU peak."""
+    gpu = {"peak_gpu_mb": 40.0, "cuda_graphs_captured": 2, "cuda_graphs_held": 2, "cuda_graphs_replayed": True}
+    a = {**_row(None, 32, 4, [1.0, 1.0], [2.0, 2.0]), **gpu}
+    b = {**_row(None, 32, 4, [1.0, 1.0], [2.0, 2.0]), **gpu, "peak_gpu_mb": 41.5}
+    m = merge_rounds([a, b])
+    assert (m["peak_gpu_mb"], m["cuda_graphs_captured"], m["cuda_graphs_held"]) == (41.5, 2, 2)
+    cpu = merge_rounds([_row(1, 32, 4, [1.0, 1.0], [2.0, 2.0])] * 2)
+    assert "peak_gpu_mb" not in cpu and "cuda_graphs_captured" not in cpu
+
+
 def test_jitter_of_a_few_calls_is_not_a_slow_round() -> None:
     """The pipeline's sub-millisecond rows of three calls a round had p50s 1.35x apart (0.49, 0.66, 0.51
     ms) from jitter alone, and were flagged: a round is slow where its p50 is above all the fastest
