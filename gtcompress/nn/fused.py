@@ -7,8 +7,8 @@ take (float64, ``head_dim`` above 256: see :func:`_cuda`). Exported, it becomes 
 maps to the plugin while ONNX Runtime runs the model-local function fallback (``exporters.onnx``).
 
 Its gradient is the reference's, recomputed in the backward pass (:func:`_backward`): a GT picks
-this op on every CUDA device (``choose_lowering``), so a model trained or fine-tuned there (the
-README's DistributedDataParallel recipe, gradient-based gate training) differentiates through it.
+this op on every CUDA device (``choose_lowering``), so a model trained or fine-tuned there, in a loop of the
+user's own (gtcompress's training loops run on the CPU), differentiates through it.
 The kernels stay forward-only; the backward costs what the scatter lowering's would.
 
 The op is a ``custom_op`` with a fake implementation, not a ``triton_op``: ``torch.compile`` and
