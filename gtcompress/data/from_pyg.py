@@ -15,6 +15,9 @@ from the model and checks every graph against them, naming the split, the graph 
   its outputs, binary labels 0, 1 or NaN (missing, left out of the loss and the metric);
 * the task, where ``task=`` does not say it, from the targets' dtype and the outputs; float labels that are
   all 0 and 1 could be binary or regression, and are refused rather than guessed;
+* splits: no graph object in two of them, and none carrying PyG's ``train_mask``/``val_mask``/``test_mask``
+  (one graph's nodes split, transductively): a gtcompress dataset splits by graphs, and either would score the
+  model on what it trained on;
 * positional encodings the model takes: the graph's own (PyG's ``random_walk_pe``, ``laplacian_eigenvector_pe``,
   or the unnamed ``pe`` of its GPS example for a model of one kind), which the model was trained on, else
   computed as a deployment computes them (:mod:`gtcompress.preprocess.pe`).
@@ -35,7 +38,7 @@ from gtcompress.graph import GraphBatch
 from gtcompress.preprocess.batching import PYG_PE_NAMES
 from gtcompress.preprocess.pe import laplacian_pe, rwse
 
-__all__ = ["DEFAULT_METRICS", "dataset_from_pyg"]
+__all__ = ["DEFAULT_METRICS", "NODE_MASKS", "dataset_from_pyg"]
 
 #: The metric of each task where ``metric=`` does not say (those the CLI's datasets of that task use).
 DEFAULT_METRICS: dict[str, str] = {"multiclass": "accuracy", "binary": "rocauc", "regression": "mae"}
@@ -69,9 +72,9 @@ def dataset_from_pyg(
     if metric is not None and metric not in get_args(Metric):
         raise ConfigError(f"metric {metric!r}: expected one of {', '.join(get_args(Metric))}")
     named = {"train": train, "val": val, **({"test": test} if test is not None else {})}
-    splits = {
-        split: [_graph(g, config, split, i) for i, g in enumerate(_graphs(graphs))] for split, graphs in named.items()
-    }
+    given = {split: list(_graphs(graphs)) for split, graphs in named.items()}
+    _check_disjoint(given)
+    splits = {split: [_graph(g, config, split, i) for i, g in enumerate(graphs)] for split, graphs in given.items()}
     for split in ("train", "val"):
         if not splits[split]:
             raise ConfigError(f"{split}: no graphs; training needs graphs in train and val")
@@ -105,9 +108,34 @@ def _graphs(graphs: Iterable[Any]) -> Iterable[Any]:
             yield g
 
 
+#: PyG's node masks of a transductive split (one graph, its nodes split): not a split by graphs.
+NODE_MASKS = ("train_mask", "val_mask", "test_mask")
+
+
+def _check_disjoint(given: dict[str, list[Any]]) -> None:
+    """No graph object in two splits: a model validated or tested on graphs it trained on reports a metric
+    of nothing (a node-level dataset of one graph, passed as train and val, is the likeliest way)."""
+    seen: dict[int, str] = {}
+    for split, graphs in given.items():
+        for i, g in enumerate(graphs):
+            where = f"{split}[{i}]"
+            if id(g) in seen:
+                raise ConfigError(
+                    f"{where} is {seen[id(g)]}, the same graph: each split needs graphs of its own, or its metric "
+                    "scores what the model trained on"
+                )
+            seen[id(g)] = where
+
+
 def _graph(data: Any, config: Any, split: str, index: int) -> GraphBatch:
     """One PyG graph as the model reads it (its targets as given: :func:`_targets` lays them out)."""
     where = f"{split}[{index}]"
+    masks = [m for m in NODE_MASKS if _has(data, m)]
+    if masks:
+        raise ConfigError(
+            f"{where} carries {', '.join(masks)}: a split of one graph's nodes, which a gtcompress dataset (split "
+            "by graphs, every node of a graph in its split) does not hold; pass the graphs of each split"
+        )
     try:
         g = GraphBatch.from_pyg(data)
     except (GraphValidationError, AttributeError, TypeError, KeyError) as e:
@@ -131,6 +159,13 @@ def _graph(data: Any, config: Any, split: str, index: int) -> GraphBatch:
         return out.validate(where)
     except GraphValidationError as e:
         raise ConfigError(str(e)) from None
+
+
+def _has(data: Any, name: str) -> bool:
+    try:
+        return name in data
+    except TypeError:  # not a PyG object: GraphBatch.from_pyg says what it lacks
+        return False
 
 
 def _spec(f: FeatureSpec) -> str:
@@ -176,7 +211,7 @@ def _encodings(data: Any, g: GraphBatch, config: Any, where: str) -> dict[str, T
     if not kinds:
         return {}
     own = dict(g.pe)  # under PyG's names (PYG_PE_NAMES)
-    unnamed = getattr(data, "pe", None) if "pe" in data else None
+    unnamed = getattr(data, "pe", None) if _has(data, "pe") else None
     if isinstance(unnamed, Tensor) and len(kinds) == 1 and next(iter(kinds)) not in own:
         own[next(iter(kinds))] = unnamed  # PyG's GPS example: its one kind under 'pe'
     ei, ptr = g.edge_index.long().numpy(), np.array([0, g.num_nodes])
@@ -185,7 +220,7 @@ def _encodings(data: Any, g: GraphBatch, config: Any, where: str) -> dict[str, T
         pe = own.get(kind)
         if pe is None:
             pe = torch.from_numpy(laplacian_pe(ei, ptr, width) if kind == "lap" else rwse(ei, ptr, width))
-        attr = next((n for n, k in PYG_PE_NAMES.items() if k == kind and n in data), "pe")
+        attr = next((n for n, k in PYG_PE_NAMES.items() if k == kind and _has(data, n)), "pe")
         if pe.dim() != 2 or tuple(pe.shape) != (g.num_nodes, width):
             raise ConfigError(
                 f"{where}: its {attr} has shape {list(pe.shape)}; the model takes {kind} encodings of width {width}, "

@@ -131,12 +131,27 @@ def test_the_task_and_metric_follow_the_targets_and_the_model() -> None:
         (_classifier(3), [_g(x=torch.full((3, 3), float("nan")))], {},
          "train[0].x: contains NaN or Inf (first at node 0)"),
         (_classifier(3), [], {}, "train: no graphs; training needs graphs in train and val"),
+        (_classifier(3, "node"), [Data(x=torch.ones(3, 3), edge_index=torch.tensor([[0], [1]]),
+                                       y=torch.tensor([0, 1, 2]), train_mask=torch.tensor([True, True, False]))], {},
+         "train[0] carries train_mask: a split of one graph's nodes, which a gtcompress dataset (split by graphs, "
+         "every node of a graph in its split) does not hold; pass the graphs of each split"),
         (_classifier(3), [_g()], {"task": "ranking"}, "task 'ranking': expected one of multiclass, binary, regression"),
     ],
 )  # fmt: skip
 def test_a_graph_the_model_cannot_read_is_refused_by_name(config, train, kw, message) -> None:
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
         dataset_from_pyg(config, train, [_g(y=torch.tensor([0]))], **kw)
+
+
+def test_a_graph_in_two_splits_is_refused() -> None:
+    """A node-level dataset of one graph passed as train and val scored the model on what it trained on."""
+    graphs = [_g(), _g(y=torch.tensor([0]))]
+    with pytest.raises(ConfigError) as e:
+        dataset_from_pyg(_classifier(3), graphs, [_g(), graphs[1]])
+    assert str(e.value) == (
+        "val[1] is train[1], the same graph: each split needs graphs of its own, or its metric scores what the "
+        "model trained on"
+    )
 
 
 def test_features_are_checked_against_the_models_embeddings(imported) -> None:
