@@ -1,7 +1,9 @@
 """A check of an import made without ``example=`` (part of :func:`~gtcompress.models.from_pyg.from_pyg`):
 a batch of small graphs made up here, run through the PyG model's own ``forward`` when its signature is
 the one of PyG's ``examples/graph_gps.py``, ``forward(x, pe, edge_index, edge_attr, batch)`` (``pe`` and
-``edge_attr`` optional, any order: it is called by keyword), which models adapted from that example keep.
+``edge_attr`` optional, any order: it is called by keyword), which models adapted from that example keep,
+or takes the batch itself, ``forward(data)`` (its encoding under ``pe`` and under the name PyG's transform
+gives it, ``random_walk_pe`` or ``laplacian_eigenvector_pe``).
 
 The import reads modules, not the forward, so a forward in another order than encoders -> layers ->
 pooling -> head (the encoding concatenated before the node embedding, the head before the pooling)
@@ -23,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from gtcompress.data.base import FeatureSpec
+from gtcompress.preprocess.batching import PYG_PE_NAMES
 
 __all__ = ["made_up_example"]
 
@@ -69,6 +72,18 @@ def _pe(kind: str, edge_index: Tensor, ptr: Tensor, k: int, dtype: torch.dtype) 
     return torch.from_numpy(rwse(ei, p, k) if kind == "rwse" else laplacian_pe(ei, p, k)).to(dtype)
 
 
+def _as_object(data: Any, args: dict[str, Any], pe: tuple[str, int] | None) -> Any:
+    """The made-up batch as one object for a ``forward(data)``: ``args``' layouts of ``x`` and ``edge_attr``,
+    the encoding under ``pe`` (PyG's GPS example) and under the name PyG's transform of its kind gives it."""
+    obj = data.clone()
+    obj.x = args["x"]
+    if args["edge_attr"] is not None:
+        obj.edge_attr = args["edge_attr"]
+    if pe is not None:
+        obj[next(name for name, kind in PYG_PE_NAMES.items() if kind == pe[0])] = obj.pe
+    return obj
+
+
 def made_up_example(
     model: nn.Module,
     node: FeatureSpec,
@@ -79,7 +94,8 @@ def made_up_example(
 ) -> tuple[Any, Tensor] | None:
     """``(batch, output)``: a PyG ``Batch`` of made-up graphs and ``model``'s own output on it in eval
     mode, for :func:`~gtcompress.models.from_pyg.from_pyg` to compare its import with; ``None`` where the
-    forward's signature is not the example's or the forward does not run on such inputs. ``pe`` is the
+    forward's signature is neither the example's nor one batch object, or the forward does not run on such
+    inputs. ``pe`` is the
     ``(kind, columns)`` of the PE encoder; ``out_rows`` ``"graph"`` or ``"node"`` and ``out_dim``: the
     output's shape, which an output must have to be taken (a layout the forward misreads without an
     error gives another)."""
@@ -89,9 +105,10 @@ def made_up_example(
         params = list(inspect.signature(type(model).forward).parameters)[1:]
     except (TypeError, ValueError):
         return None
-    if not set(params) <= set(_EXAMPLE_PARAMS) or not {"x", "edge_index", "batch"} <= set(params):
+    whole = len(params) == 1 and params[0] not in _EXAMPLE_PARAMS  # forward(data): the batch object itself
+    if not whole and (not set(params) <= set(_EXAMPLE_PARAMS) or not {"x", "edge_index", "batch"} <= set(params)):
         return None
-    if ("pe" in params) != (pe is not None):  # (called by keyword: any order of these names)
+    if not whole and ("pe" in params) != (pe is not None):  # (called by keyword: any order of these names)
         return None
     ref = next((t for t in model.parameters() if t.is_floating_point()), None)
     dtype = ref.dtype if ref is not None else torch.float32
@@ -118,7 +135,7 @@ def made_up_example(
             on = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in args.items()}
             try:
                 with torch.no_grad():
-                    out = model(**{k: on[k] for k in params})
+                    out = model(_as_object(data, on, pe).to(device)) if whole else model(**{k: on[k] for k in params})
             except Exception:  # a layout the forward does not take: the next one, else no check
                 continue
             if isinstance(out, Tensor) and tuple(out.shape) in shapes:  # garbage from a wrong layout: never

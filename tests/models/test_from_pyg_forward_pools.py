@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import pytest
 import torch
@@ -412,10 +413,25 @@ class ReorderedPeFirstGPS(PeFirstGPS):
 
 
 class DataForwardGPS(PeFirstGPS):
-    """The same function, its forward taking a batch object: not a signature the check can call."""
+    """The same function, its forward taking the batch object (PyG's other common style)."""
 
     def forward(self, data: object) -> Tensor:  # type: ignore[override]
         return super().forward(data.x, data.pe, data.edge_index, data.edge_attr, data.batch)  # type: ignore[attr-defined]
+
+
+class DataForwardExampleGPS(ExampleGPS):
+    """The example's function, its forward taking the batch and its encoding under AddRandomWalkPE's name."""
+
+    def forward(self, data: object) -> Tensor:  # type: ignore[override]
+        d: Any = data
+        return super().forward(d.x, d.random_walk_pe, d.edge_index, d.edge_attr, d.batch)
+
+
+class RenamedBatchGPS(ExampleGPS):
+    """A parameter the example does not name: what to pass it cannot be known."""
+
+    def forward(self, x: Tensor, pe: Tensor, edge_index: Tensor, edge_attr: Tensor, graph_of: Tensor) -> Tensor:  # type: ignore[override]
+        return super().forward(x, pe, edge_index, edge_attr, graph_of)
 
 
 @pytest.mark.parametrize("cls", [PeFirstGPS, HeadBeforePoolGPS, ReorderedPeFirstGPS])
@@ -448,10 +464,32 @@ def test_a_forward_of_the_examples_signature_is_checked_on_made_up_graphs(cls: t
         assert max_diff(pyg_run(plain, b), ours_run(ours, b)) <= TOL
 
 
+def test_a_forward_taking_the_batch_object_is_checked_on_made_up_graphs() -> None:
+    """``forward(data)`` was not run (its arguments were taken for unknowable), so a PyG model in that style,
+    its encoding concatenated before the node embedding, imported without a word. The made-up batch is now
+    passed whole, its encoding under ``pe`` and under AddRandomWalkPE's name."""
+    from gtcompress.models.from_pyg_selfcheck import made_up_example
+
+    torch.manual_seed(40)
+    src = DataForwardGPS()
+    warm_up(src, lambda m, b: m(b))
+    with pytest.raises(UnsupportedModelError) as info:
+        from_pyg(src, readout="sum", pe_kind="rwse")
+    assert str(info.value).startswith(
+        "DataForwardGPS: the import differs from the PyG model on graphs from_pyg made up and ran through "
+        "DataForwardGPS.forward (max |diff| "
+    )
+    good = DataForwardExampleGPS()
+    good.load_state_dict(src.state_dict())
+    ours = from_pyg(good.eval(), readout="sum", pe_kind="rwse")
+    made_up = made_up_example(good, ours.config.node_features, ours.config.edge_features, ("rwse", 20), "graph", 1)
+    assert made_up is not None and made_up[1].shape == (5, 1)  # the check ran, on random_walk_pe
+
+
 def test_a_forward_of_another_signature_is_not_run() -> None:
     """Its arguments cannot be known: nothing made up is passed to it, and the import is as before."""
     from gtcompress.models.from_pyg_selfcheck import made_up_example
 
-    src = DataForwardGPS()
+    src = RenamedBatchGPS()
     ours = from_pyg(src.eval(), readout="sum", pe_kind="rwse")
     assert made_up_example(src, ours.config.node_features, ours.config.edge_features, ("rwse", 20), "graph", 1) is None
