@@ -23,7 +23,7 @@ node encoding comes first in the concatenation, every layer receives the same en
 and the head follows the readout. What the code visibly does beyond that order (an activation or
 ``reversed`` call of its own, a weightless module it holds) is refused unless ``example=`` checks the
 import (:func:`~gtcompress.models.from_pyg_checks.check_placed`), and a forward with the signature of
-PyG's example is run on made-up graphs and the import compared with it
+PyG's example, or one taking the batch object, is run on made-up graphs and the import compared with it
 (:mod:`gtcompress.models.from_pyg_selfcheck`). The readout itself is not assumed: a graph-level model's
 pooling lives in ``forward`` (``global_add_pool`` vs ``global_mean_pool`` differ by a factor of the
 graph size, ``global_max_pool`` by more), so it is read from a pooling module when the model has one

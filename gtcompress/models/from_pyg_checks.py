@@ -114,8 +114,9 @@ def check_placed(root: nn.Module, code: ForwardPools, parts: list[Part], ignore:
 def check_made_up(
     model: nn.Module, ours: GPS, node: FeatureSpec, edge: FeatureSpec | None, pe_kind: str | None, tolerance: float
 ) -> None:
-    """Without ``example=``, run ``model``'s forward on made-up graphs where its signature is PyG's example's
-    (:mod:`gtcompress.models.from_pyg_selfcheck`) and refuse an import that answers them otherwise."""
+    """Without ``example=``, run ``model``'s forward on made-up graphs where its signature is PyG's example's or
+    one batch object's (:mod:`gtcompress.models.from_pyg_selfcheck`) and refuse an import that answers them
+    otherwise."""
     cfg = ours.config
     pe = (pe_kind or "rwse", next(iter(cfg.pe.values()))) if cfg.pe else None
     made_up = made_up_example(model, node, edge, pe, cfg.task_level, cfg.out_dim)
