@@ -1,6 +1,7 @@
 """End to end: the pipeline on a tiny config, its artifacts, resumption and interruption."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -507,7 +508,9 @@ def test_a_profile_pass_that_fails_leaves_the_run_and_the_rows_measured(pristine
     real = prof.measure_model
 
     def measure_model(path: str, *args, **kwargs):
-        if not Path(path).name.startswith("gt-dense-"):  # the compressed model picked (the fastest in the drop)
+        # every model but the dense one fails: the compressed model picked is the fastest within the drop,
+        # gt-dense-ft among them when the machine's load has it measured fastest ("gt-dense-ft-auto.onnx")
+        if not re.fullmatch(r"gt-dense-[a-z]+\.onnx", Path(path).name):
             raise RuntimeError("onnxruntime: Failed to allocate memory for requested buffer of size 1073741824")
         return real(path, *args, **kwargs)
 
