@@ -39,7 +39,7 @@ from gtcompress.data.base import GraphDataset
 from gtcompress.errors import ConfigError, UnsupportedModelError
 from gtcompress.graph import GraphBatch
 from gtcompress.models.model import GraphModel
-from gtcompress.train.loop import TrainConfig, evaluate, seed_everything, train
+from gtcompress.train.loop import TrainConfig, check_on_cpu, evaluate, seed_everything, train
 
 __all__ = [
     "PruneResult",
@@ -113,6 +113,7 @@ class PruneRun:
         auto, cfg = "auto" in cfg.axes, resolve_auto(cfg, model)
         target = cfg.target_flops  # the budget's one read: every later step takes it from the run
         seed_everything(cfg.seed)
+        check_on_cpu(model, dataset.splits.get("train", []), f"{method} pruning")
         check_prunable(model, cfg.axes)
         if cfg.cost_split not in dataset.splits or not dataset[cfg.cost_split]:
             raise ConfigError(f"cost split {cfg.cost_split!r} is missing or empty in this dataset")

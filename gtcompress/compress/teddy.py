@@ -54,7 +54,7 @@ from gtcompress.graph import GraphBatch
 from gtcompress.models.model import GraphModel
 from gtcompress.preprocess.pe import laplacian_pe, rwse
 from gtcompress.preprocess.teddy import DROP_ALL_THRESHOLD, KEEP_ALL_THRESHOLD, teddy_edge_scores, teddy_mask
-from gtcompress.train.loop import TrainConfig, check_time_budget, evaluate, seed_everything, train
+from gtcompress.train.loop import TrainConfig, check_on_cpu, check_time_budget, evaluate, seed_everything, train
 
 __all__ = ["SparsifyConfig", "SparsifyResult", "TeddyEdges", "sparsify_dataset", "sparsify_model"]
 
@@ -209,6 +209,7 @@ def sparsify_model(
     ``dense_metrics`` are reused."""
     t_all = time.perf_counter()
     seed_everything(cfg.seed)
+    check_on_cpu(model, dataset.splits.get("train", []), "sparsify")
     if cfg.cost_split not in dataset.splits or not dataset[cfg.cost_split]:
         raise ConfigError(f"cost split {cfg.cost_split!r} is missing or empty in this dataset")
     if cfg.attention_topk:

@@ -71,6 +71,28 @@ def optimizer_step(opt: torch.optim.Optimizer, where: str, epoch: int, step: int
 _SHOWN = {"rocauc": "ROC-AUC", "ap": "average precision"}
 
 
+def _device(model: nn.Module) -> torch.device | None:
+    return next((t.device for t in (*model.parameters(), *model.buffers())), None)
+
+
+def check_on_cpu(model: nn.Module, graphs: list[GraphBatch], what: str) -> None:
+    """Refuse a model, or graphs, off the CPU for gtcompress's training and compression, which run there: a
+    model moved to a GPU by hand met the loaders' CPU graphs in its first layer, torch's "Expected all
+    tensors to be on the same device" naming neither the model nor the fix."""
+    device = _device(model)
+    where = next((g.x.device for g in graphs if g.x.device.type != "cpu"), None)
+    if device is not None and device.type != "cpu":
+        raise ConfigError(
+            f"{what}: the model is on {device}; gtcompress's training and compression run on the CPU, with the "
+            "dataset's graphs: pass model.cpu() (the result serves on a GPU: gtc serve --device cuda)"
+        )
+    if where is not None:
+        raise ConfigError(
+            f"{what}: the dataset's graphs are on {where}; gtcompress's training and compression run on the "
+            "CPU: give the graphs as its loaders do, on the CPU"
+        )
+
+
 def check_defined_metric(value: float, info: DatasetInfo, epoch: int | None, loss: float | None = None) -> None:
     """Stop at a validation metric that is NaN (ROC-AUC of a val split with one class; any metric of
     outputs holding a NaN). NaN is never "better" than the starting best, so a loop that selects its
@@ -171,6 +193,11 @@ def predict(model: nn.Module, graphs: list[GraphBatch], batch_size: int = 128) -
     """Concatenated (logits, targets) of a split in eval mode."""
     if not graphs:  # torch.cat() would fail with a message that names neither split nor cause
         raise ConfigError("nothing to evaluate: the split holds no graphs")
+    device = _device(model)
+    if device is not None and device != graphs[0].x.device:  # torch's error names neither model nor graphs
+        raise ConfigError(
+            f"evaluate: the model is on {device} and the graphs on {graphs[0].x.device}; move one to the other"
+        )
     model.eval()
     outs, ys = [], []
     for batch in iterate_batches(graphs, batch_size, max_cells=MAX_EVAL_CELLS):
@@ -243,6 +270,7 @@ def train(
     model worse than the one it was given. Off for training from scratch, whose start is random,
     and for a start that is not yet the product (a gradual pruning schedule starts denser)."""
     info = dataset.info
+    check_on_cpu(model, dataset.splits.get("train", []), description)
     for split in ("train", "val"):  # an empty one fails later as torch.cat() on an empty list
         if not dataset.splits.get(split):
             raise ConfigError(
