@@ -26,7 +26,7 @@ on the edges it scores (:mod:`runtime.call_memory`).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,9 +93,17 @@ def called_edges(model: ModelFile, nodes: int, batch: int, avg_degree: float, se
     return [g.edge_index[:, keep] for g, keep in zip(graphs, masks, strict=True)]
 
 
-def attention_need(model: ModelFile, nodes: int, batch: int, avg_degree: float, seed: int) -> tuple[int, str]:
+def attention_need(
+    model: ModelFile,
+    nodes: int,
+    batch: int,
+    avg_degree: float,
+    seed: int,
+    called: Callable[[], list[np.ndarray]] | None = None,
+) -> tuple[int, str]:
     """Bytes of one layer's attention in a call of ``batch`` random graphs of ``nodes`` nodes (0 for a
-    model on an edge lowering) and what they are, in words for the refusal."""
+    model on an edge lowering) and what they are, in words for the refusal. ``called``: the configuration's
+    :func:`called_edges`, where the caller needs them too (built, and TEDDY run on them, once)."""
     cell = attention_cell_bytes(model)
     if cell:
         need, rows = attention_bytes(cell, np.full(batch, nodes, dtype=np.int64), packed=model.spec.packed)
@@ -103,9 +111,8 @@ def attention_need(model: ModelFile, nodes: int, batch: int, avg_degree: float, 
     cost = slot_bytes(model)
     if not cost:
         return 0, ""
-    hist = functools.reduce(
-        merge_histograms, (degree_histogram(ei[1], nodes) for ei in called_edges(model, nodes, batch, avg_degree, seed))
-    )
+    edges = called() if called is not None else called_edges(model, nodes, batch, avg_degree, seed)
+    hist = functools.reduce(merge_histograms, (degree_histogram(ei[1], nodes) for ei in edges))
     slots = padded_slots(*hist, model.spec.buckets)
     return slots * cost, f"{slots:,} neighbour-list slots at {cost} B a slot"
 
@@ -170,7 +177,9 @@ def check_costs(
         for nodes, batch in sorted(configs):
             at = f"profile: {path} at graph size {nodes} and batch size {batch} needs an estimated"
             advice = "choose smaller --sizes or --batch-sizes, or raise"
-            need, what = attention_need(model, nodes, batch, avg_degree, seed)
+            # the random graphs as the call takes them (TEDDY's kept edges): the slots and the edges count them
+            called = functools.cache(functools.partial(called_edges, model, nodes, batch, avg_degree, seed))
+            need, what = attention_need(model, nodes, batch, avg_degree, seed, called)
             if need > limit:
                 raise SessionError(
                     f"{at} {need / MIB:,.1f} MiB of attention memory per layer ({what}), above the limit of "
@@ -183,7 +192,7 @@ def check_costs(
                     f"({TEDDY_EDGE_BYTES} B per edge), above the limit of {max_attention_mib:,g} MiB; {advice} "
                     "--max-attention-mib"
                 )
-            edges = sum(ei.shape[1] for ei in called_edges(model, nodes, batch, avg_degree, seed)) if teddy else sent
+            edges = sum(ei.shape[1] for ei in called()) if teddy else sent
             if (own := held.need(batch * nodes, edges)) + need > limit:
                 per, size = held.words(batch * nodes, edges, sent)
                 also = f" and {need / MIB:,.1f} MiB of attention memory per layer ({what}), "
