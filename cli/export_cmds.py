@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from cli.checkpoint_dataset import DataOpt, RootOpt, load_with_dataset
 from cli.common import check_out_writable, console, path_value, served_model_name, table, user_errors
 
 
@@ -46,10 +48,28 @@ def export_cmd(
         int, typer.Option(help="python: ONNX Runtime threads per instance (0: its default).")
     ] = 1,
     profile_graphs: Annotated[int, typer.Option(min=1, help="auto: graphs per batch to size the cost estimate.")] = 32,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            help="int8: weights in int8, activations quantized per call, for ONNX Runtime on a CPU; written only "
+            "if the val metric stays within --max-drop of the float32 export's."
+        ),
+    ] = None,
+    max_drop: Annotated[
+        float,
+        typer.Option(
+            help="--quantize: the largest val metric drop allowed: points for accuracy and ROC-AUC, percent of the "
+            "float32 MAE for MAE."
+        ),
+    ] = 1.0,
+    data: DataOpt = None,
+    data_root: RootOpt = None,
 ) -> None:
     """Export a checkpoint to ONNX with symbolic graph sizes, verified against PyTorch.
 
     Example: gtc export runs/gt-cluster --out gt.onnx --attention auto --triton-repo triton_models
+
+    Example: gtc export runs/gt-cluster --out gt-int8.onnx --quantize int8 --max-drop 0.5
 
     --triton-repo writes an NVIDIA Triton model repository: serve it with gtc tritonserver (the python
     variant), or copy it into a Triton container; the repository carries the gtcompress code it runs,
@@ -57,6 +77,11 @@ def export_cmd(
 
     --out names the file to write: an existing directory is refused before the checkpoint is loaded (as
     gtc build refuses one) rather than a file name chosen inside it.
+
+    --quantize int8 exports float32 first (verified as always), quantizes it, and evaluates both files on
+    the checkpoint's val split under ONNX Runtime (--data and --data-root find that split, as for gtc
+    prune); --out is the int8 file. Whether it is faster on your CPU is gtc profile's to measure.
+    TensorRT cannot read it: on a GPU, gtc build --fp16 the float32 export.
     """
     from exporters.onnx import check_output_path, export_onnx
     from exporters.triton_repo import (
@@ -69,6 +94,7 @@ def export_cmd(
     from gtcompress.checkpoint import load_checkpoint
     from gtcompress.errors import ConfigError
     from gtcompress.io import unwritable_reason
+    from gtcompress.pipeline.quantize import quantize_measured
 
     try:
         check_output_path(out)
@@ -85,7 +111,8 @@ def export_cmd(
     ):
         if value < low:  # checked now, not after a minute of export
             raise ConfigError(f"{opt} {value}: expected at least {low}")
-    given = _given_triton_options(ctx)
+    _check_quantize_options(ctx, quantize, attention, max_drop)
+    given = _given_options(ctx, _TRITON_OPTIONS)
     if triton_repo is None and given:
         raise ConfigError(
             f"{', '.join(given)}: set{'s' if len(given) == 1 else ''} the Triton repository, and "
@@ -114,15 +141,36 @@ def export_cmd(
         instances=triton_instances,
         threads=triton_threads,
     )
-    model, meta = load_checkpoint(checkpoint)
+    if quantize is None:
+        model, meta = load_checkpoint(checkpoint)
+    else:
+        model, meta, dataset = load_with_dataset(checkpoint, data_root, data)
     keep = ("dataset", "metrics", "compression", "teddy")
-    res = export_onnx(
-        model,
-        out,
-        attention,
-        profile=lambda: _profile_batch(meta, profile_graphs),  # loaded only if the lowering rule needs it
-        metadata={k: meta[k] for k in keep if k in meta},
-    )
+    with tempfile.TemporaryDirectory(prefix="gtc-export-") as work:
+        res = export_onnx(
+            model,
+            out if quantize is None else Path(work) / "float32.onnx",
+            attention,
+            profile=lambda: _profile_batch(meta, profile_graphs),  # loaded only if the lowering rule needs it
+            metadata={k: meta[k] for k in keep if k in meta},
+        )
+        if quantize is not None:
+            q = quantize_measured(res.path, out, model, dataset, max_drop)
+    if quantize is not None:
+        _print_quantized(q, res, max_drop)
+    else:
+        _print_export(out, res)
+    if triton_repo is not None:
+        if python_only and resolve_backend(triton_backend, out, res.spec) != "python":
+            why = "--triton-backend auto chose the native variant (this model needs no pre-processing)"
+            raise ConfigError(f"{_native_refusal(python_only, why)} (the ONNX file {out} is written)")
+        root = write_model_repository(triton_repo, model_name, out, res.spec, backend=triton_backend, options=options)
+        variant = "python backend: clients send raw graphs" if (root / "1" / "model.py").is_file() else "onnxruntime"
+        console.print(f"Triton model repository: {root} ({variant})")
+
+
+def _print_export(out: Path, res: Any) -> None:
+    """The export's table, and what TensorRT would lack."""
     rows = [
         {
             "file": str(out),
@@ -137,13 +185,63 @@ def export_cmd(
     console.print(table("export", rows))
     for p in res.tensorrt_problems:
         console.print(f"[yellow]TensorRT:[/] {p}")
-    if triton_repo is not None:
-        if python_only and resolve_backend(triton_backend, out, res.spec) != "python":
-            why = "--triton-backend auto chose the native variant (this model needs no pre-processing)"
-            raise ConfigError(f"{_native_refusal(python_only, why)} (the ONNX file {out} is written)")
-        root = write_model_repository(triton_repo, model_name, out, res.spec, backend=triton_backend, options=options)
-        variant = "python backend: clients send raw graphs" if (root / "1" / "model.py").is_file() else "onnxruntime"
-        console.print(f"Triton model repository: {root} ({variant})")
+
+
+def _print_quantized(q: Any, res: Any, max_drop: float) -> None:
+    """``gtc export --quantize``'s table: both files side by side (the float32 one measured, not kept), and
+    the drop against what was allowed."""
+    from gtcompress.pipeline.quantize import drop_words
+
+    score = f"{q.split} {q.metric}"
+    rows = [
+        {
+            "precision": "float32",
+            "file": "(not kept)",
+            score: f"{q.float32:.4g}",
+            "MB": f"{q.float32_mb:.2f}",
+            "max |ORT-torch|": f"{res.max_abs_err:.2e}",
+        },
+        {
+            "precision": "int8",
+            "file": str(q.path),
+            score: f"{q.int8:.4g}",
+            "MB": f"{q.int8_mb:.2f}",
+            "max |ORT-torch|": f"{q.max_abs_err:.2e}",
+        },
+    ]
+    console.print(table(f"export --quantize int8 ({res.lowering} lowering)", rows))
+    console.print(
+        f"int8 vs float32 on {q.graphs:,} {q.split} graphs: a drop of {drop_words(q.metric, q.drop)} (allowed: "
+        f"{drop_words(q.metric, max_drop)}); {q.cases} verification graphs ran"
+    )
+
+
+def _check_quantize_options(ctx: typer.Context, quantize: str | None, attention: str, max_drop: float) -> None:
+    """Refuse ``--quantize``'s mistakes before the checkpoint loads: an unknown scheme, the plugin lowering
+    (TensorRT's), a drop that bounds nothing, and its options given without it (ignored, they read as applied)."""
+    import math
+
+    from exporters.quantize import SCHEMES
+    from gtcompress.errors import ConfigError
+
+    if quantize is None:
+        given = _given_options(ctx, _QUANTIZE_OPTIONS)
+        if given:
+            them = "it" if len(given) == 1 else "them"
+            raise ConfigError(
+                f"{', '.join(given)}: set{'s' if len(given) == 1 else ''} how --quantize measures the int8 model, "
+                f"and --quantize is not given; add --quantize int8, or leave {them} out"
+            )
+        return
+    if quantize not in SCHEMES:
+        raise ConfigError(f"--quantize {quantize!r}: expected {', '.join(SCHEMES)}")
+    if attention == "plugin":
+        raise ConfigError(
+            "--quantize int8 --attention plugin: the plugin lowering is for TensorRT, which reads no ONNX Runtime "
+            "int8 operators; choose another --attention"
+        )
+    if not (math.isfinite(max_drop) and max_drop >= 0):
+        raise ConfigError(f"--max-drop {max_drop:g}: expected a finite number >= 0")
 
 
 def _refuse_a_checkpoint_file(out: Path, checkpoint: Path) -> None:
@@ -178,13 +276,17 @@ _TRITON_OPTIONS = {
 _PYTHON_ONLY = ("--triton-max-batch", "--triton-delay-us", "--triton-threads")
 
 
-def _given_triton_options(ctx: typer.Context) -> list[str]:
-    """The Triton options given on the command line (not left at their defaults). Written to a
-    repository that did not use them, or with no --triton-repo at all, they were ignored without a
-    word: ``--name gt --triton-backend python`` wrote no repository, ``--triton-max-batch 8`` on a
-    model auto chose the native variant for kept max_batch_size 0."""
+#: ``--quantize``'s options, by parameter name.
+_QUANTIZE_OPTIONS = {"max_drop": "--max-drop", "data": "--data", "data_root": "--data-root"}
+
+
+def _given_options(ctx: typer.Context, options: dict[str, str]) -> list[str]:
+    """Those of ``options`` given on the command line (not left at their defaults). Written to a
+    repository that did not use them, or with no --triton-repo at all, the Triton options were ignored
+    without a word: ``--name gt --triton-backend python`` wrote no repository, ``--triton-max-batch 8`` on
+    a model auto chose the native variant for kept max_batch_size 0."""
     out = []
-    for param, option in _TRITON_OPTIONS.items():
+    for param, option in options.items():
         source = ctx.get_parameter_source(param)  # typer may ship its own click: compare by name
         if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
             out.append(option)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporters.onnx_file import load_model_proto
+from exporters.quantize import QUANT_KEY
 from exporters.triton_repo import input_dims
 from gtcompress.errors import ConfigError, ModelFileError
 from gtcompress.preprocess.inputs import layout_input_base
@@ -105,6 +106,11 @@ def build_engine(
     if "input_spec" not in meta:
         raise ModelFileError(
             f"{onnx_path}: no gtcompress input_spec in its metadata (export the checkpoint with gtc export)"
+        )
+    if QUANT_KEY in meta:  # TensorRT's parser would stop at the first DynamicQuantizeLinear, on the GPU machine
+        raise ModelFileError(
+            f"{onnx_path}: is quantized for ONNX Runtime (int8 with per-call activation ranges), which TensorRT "
+            "cannot read; build the float32 export (gtc export without --quantize), with --fp16 for half precision"
         )
     try:
         spec = InputSpec.from_json(json.loads(meta["input_spec"]))

@@ -18,6 +18,8 @@ Modules, one concept each:
 * :mod:`.model_stages` — train, dense-ft control, TEDDY, GTSP and random pruning (checkpoints);
 * :mod:`.deploy_stages` — ONNX export, TensorRT, profile, Triton repository;
 * :mod:`.measure` — accuracy from the ONNX files and latency side by side, as a deployment runs them;
+* :mod:`.quantize` — an int8 export written only if its metric stays within a drop of the float32 one's
+  (``gtc export --quantize int8``);
 * :mod:`.report` — ``report.json``, ``report.md``, ``pareto.png``;
 * :mod:`.run` — :func:`run_pipeline`, the stages in order.
 
@@ -53,6 +55,7 @@ _LAZY = {
     "evaluate_onnx": "gtcompress.pipeline.measure",
     "time_side_by_side": "gtcompress.pipeline.measure",
     "choose_for_serving": "gtcompress.pipeline.report",
+    "quantize_measured": "gtcompress.pipeline.quantize",
 }
 
 __all__ = sorted(["DEFAULT_OUT", *_LAZY])

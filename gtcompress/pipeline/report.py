@@ -74,6 +74,16 @@ def tolerance_drop(row: dict[str, Any], default: float = 0.0) -> float:
     return row.get("metric_drop_pct", row.get("metric_drop", default))
 
 
+def drop_between(metric: str, reference: float, value: float) -> float:
+    """How far ``value`` falls short of ``reference`` (both as reported: percent for accuracy and ROC-AUC)
+    in the units :func:`tolerance_drop` bounds: points, or percent of ``reference`` for an error (MAE)."""
+    from gtcompress.train.metrics import higher_is_better
+
+    if higher_is_better(metric):
+        return reference - value
+    return _percent_of(value - reference, reference)
+
+
 def choose_for_serving(report: dict[str, Any], max_drop: float) -> dict[str, Any] | None:
     """The fastest exported model whose test metric is within ``max_drop`` of its dense parent
     (:func:`tolerance_drop`: points, or percent of the dense MAE)."""

@@ -1,0 +1,101 @@
+"""Dynamic int8 quantization of an exported model, for ONNX Runtime on the CPU.
+
+Weights are quantized once, to int8 per output channel; each call quantizes the activations entering
+those products to uint8 over their own range (ONNX Runtime's ``DynamicQuantizeLinear`` and
+``MatMulInteger``). Dynamic, not static: a static range is calibrated on sample graphs and clips a request
+whose hidden values fall outside it, where a graph's size and degrees move them (a sum readout, a hub's
+neighbours), while a per-call range follows each request. Only products with a constant weight are
+quantized (``MatMulConstBOnly``): the attention scores (q·k), the softmax, the scatter and gather of the
+edge lowerings and the edge biases stay float32, since their error would grow with a node's degree.
+
+What it buys is measured, not assumed: the weights take a quarter of their float32 bytes, and the
+products run on int8 dot products where the CPU has them. Whether the model is faster on a given CPU
+is ``gtc profile``'s to say (on a model whose time goes to attention and pre-processing, it may not be),
+and whether it is as accurate is the val split's: :func:`gtcompress.pipeline.quantize.quantize_measured`
+(``gtc export --quantize int8``) evaluates both files and writes the int8 one only within ``--max-drop``.
+
+TensorRT reads none of these operators, and ONNX Runtime's CUDA provider runs them on the CPU: a
+quantized file is for ONNX Runtime on a CPU (``gtc build`` refuses it; a GPU takes ``gtc build --fp16``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from exporters.onnx_file import load_model_proto
+from gtcompress.errors import ConfigError
+
+#: metadata key of a quantized file: what was quantized, and how (its absence: float32 throughout)
+QUANT_KEY = "quantization"
+#: ``--quantize`` values
+SCHEMES = ("int8",)
+#: what :func:`quantize_int8` records under :data:`QUANT_KEY`
+INT8 = {"scheme": "int8", "weights": "int8, per output channel", "activations": "uint8, per call (dynamic)"}
+
+
+def quantization(meta: Mapping[str, str]) -> dict[str, str] | None:
+    """The quantization an exported file's metadata records, or ``None`` for a float32 file."""
+    text = meta.get(QUANT_KEY)
+    return None if text is None else json.loads(text)
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantizer warns on the root logger ("consider pre-processing", a tensor it
+    skips): advice for image models, printed into the export's table."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_int8(src: str | Path, dst: str | Path) -> Path:
+    """Write ``src`` (an ONNX file ``gtc export`` wrote) to ``dst`` with its weight products in int8
+    (module docstring); ``dst`` appears only once whole. The metadata is kept (the runtime reads the
+    model's inputs from it) and :data:`QUANT_KEY` added."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from gtcompress.io import atomic_path
+
+    src, dst = Path(src), Path(dst)
+    proto = load_model_proto(src)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if "input_spec" not in meta:
+        raise ConfigError(f"{src}: not a model gtc export wrote (its metadata has no input_spec)")
+    if (done := quantization(meta)) is not None:
+        raise ConfigError(f"{src}: already quantized ({done['scheme']}); quantize the float32 export")
+    lowering = json.loads(meta["input_spec"]).get("lowering")
+    if lowering == "plugin":
+        raise ConfigError(
+            f"{src}: the 'plugin' lowering is for TensorRT, which reads no ONNX Runtime int8 operators; "
+            "quantize a file of another lowering"
+        )
+    # torch's exporter records the shape of every weight in value_info. The quantizer turns each Gemm
+    # into a MatMul by transposing its weight in place, leaves that record as it was, and its own shape
+    # inference then stops on the contradiction ("Inferred shape and existing shape differ"). The
+    # records of initializers say nothing the initializers do not.
+    weights = {t.name for t in proto.graph.initializer}
+    kept = [v for v in proto.graph.value_info if v.name not in weights]
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(kept)
+    with atomic_path(dst) as tmp, _quiet_root_logger():
+        quantize_dynamic(
+            proto,
+            tmp,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            extra_options={"MatMulConstBOnly": True},
+        )
+        out = onnx.load(str(tmp))
+        out.metadata_props.add(key=QUANT_KEY, value=json.dumps(INT8))
+        onnx.save(out, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
+    return dst

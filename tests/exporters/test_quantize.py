@@ -1,0 +1,125 @@
+"""Dynamic int8 quantization of an export (exporters.quantize): what it quantizes, that the runtime serves
+it near the float model, and the files it refuses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.numpy_helper
+import pytest
+import torch
+
+from exporters.onnx import export_onnx, read_metadata
+from exporters.quantize import quantization, quantize_int8
+from gtcompress.errors import ConfigError
+from gtcompress.models import ModelConfig, build_model
+from gtcompress.models.config import FeatureSpec
+from gtcompress.pipeline.quantize import drop_words
+from gtcompress.pipeline.report import drop_between
+from gtcompress.preprocess.random_graphs import random_graph
+from runtime.session import GraphSession
+
+
+def _model(arch: str) -> torch.nn.Module:
+    cfg = ModelConfig(
+        arch=arch,
+        node_features=FeatureSpec("float", 12),
+        edge_features=FeatureSpec("float", 3),
+        out_dim=3,
+        hidden=64,
+        heads=4,
+        num_layers=2,
+    )
+    torch.manual_seed(0)
+    return build_model(cfg).eval()
+
+
+def _weight_bytes(path: Path) -> int:
+    return sum(onnx.numpy_helper.to_array(t).nbytes for t in onnx.load(str(path)).graph.initializer)
+
+
+@pytest.mark.parametrize(("arch", "lowering"), [("gt", "scatter"), ("gps", "dense")])
+def test_an_int8_export_quantizes_every_weight_product_and_serves_near_the_float_model(
+    tmp_path: Path, arch: str, lowering: str
+) -> None:
+    """Every product with a constant weight runs in int8 (torch exports nn.Linear as Gemm, which the
+    quantizer only takes once the stale shapes torch records for the weights are dropped: it stopped on
+    them before); the attention's own products stay float32; the metadata the runtime reads is kept."""
+    model = _model(arch)
+    res = export_onnx(model, tmp_path / "f.onnx", lowering, verify_batches=1)
+    out = quantize_int8(res.path, tmp_path / "q.onnx")
+    proto = onnx.load(str(out))
+    weights = {t.name for t in proto.graph.initializer}
+    ops = [n.op_type for n in proto.graph.node]
+    assert "Gemm" not in ops and ops.count("MatMulInteger") >= sum(type(m) is torch.nn.Linear for m in model.modules())
+    assert not [n.name for n in proto.graph.node if n.op_type == "MatMul" and set(n.input) & weights]
+    float_meta, int8_meta = read_metadata(res.path), read_metadata(out)
+    assert float_meta.items() <= int8_meta.items()  # ONNX Runtime adds a mark of its own
+    assert quantization(int8_meta) == {
+        "scheme": "int8",
+        "weights": "int8, per output channel",
+        "activations": "uint8, per call (dynamic)",
+    }
+    assert quantization(float_meta) is None
+    assert _weight_bytes(out) < 0.4 * _weight_bytes(res.path)  # a quarter for the products' weights
+    rng = np.random.default_rng(0)
+    spec = res.spec
+    graphs = [random_graph(rng, int(n), 4 * int(n), spec.x, spec.edge_attr) for n in rng.integers(5, 60, size=16)]
+    ref = np.concatenate(GraphSession(res.path, threads=1).run(graphs))
+    got = np.concatenate(GraphSession(out, threads=1).run(graphs))
+    assert got.shape == ref.shape and np.isfinite(got).all()
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
+    assert not np.array_equal(got, ref)  # quantized indeed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.onnx", "q.onnx"]
+
+
+def test_products_without_a_constant_weight_stay_float(tmp_path: Path) -> None:
+    """GT's q·k and its softmax-weighted sum of v on the dense lowering have no constant operand:
+    ``MatMulConstBOnly`` keeps them float32 (quantized, one per-call range would cover every score of
+    the batch)."""
+    model = _model("gt")
+    res = export_onnx(model, tmp_path / "f.onnx", "dense", verify_batches=1)
+    float_products = sum(n.op_type == "MatMul" for n in onnx.load(str(res.path)).graph.node)
+    proto = onnx.load(str(quantize_int8(res.path, tmp_path / "q.onnx")))
+    assert float_products > 0
+    assert sum(n.op_type == "MatMul" for n in proto.graph.node) == float_products
+
+
+def test_a_quantized_file_an_unknown_file_and_the_plugin_lowering_are_refused(tmp_path: Path) -> None:
+    model = _model("gt")
+    res = export_onnx(model, tmp_path / "f.onnx", "scatter", verify_batches=1)
+    q = quantize_int8(res.path, tmp_path / "q.onnx")
+    with pytest.raises(ConfigError) as e:
+        quantize_int8(q, tmp_path / "qq.onnx")
+    assert str(e.value) == f"{q}: already quantized (int8); quantize the float32 export"
+    bare = onnx.load(str(res.path))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    with pytest.raises(ConfigError) as e:
+        quantize_int8(tmp_path / "bare.onnx", tmp_path / "qq.onnx")
+    assert str(e.value) == f"{tmp_path / 'bare.onnx'}: not a model gtc export wrote (its metadata has no input_spec)"
+    plugin = onnx.load(str(res.path))
+    for p in plugin.metadata_props:
+        if p.key == "input_spec":
+            p.value = json.dumps({**json.loads(p.value), "lowering": "plugin"})
+    onnx.save(plugin, str(tmp_path / "plugin.onnx"))
+    with pytest.raises(ConfigError) as e:
+        quantize_int8(tmp_path / "plugin.onnx", tmp_path / "qq.onnx")
+    assert str(e.value) == (
+        f"{tmp_path / 'plugin.onnx'}: the 'plugin' lowering is for TensorRT, which reads no ONNX Runtime int8 "
+        "operators; quantize a file of another lowering"
+    )
+    assert not (tmp_path / "qq.onnx").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_drops_are_points_or_percent_of_the_float_mae() -> None:
+    assert drop_between("accuracy", 81.0, 79.5) == pytest.approx(1.5)
+    assert drop_between("rocauc", 70.0, 71.0) == pytest.approx(-1.0)
+    assert drop_between("mae", 0.5, 0.55) == pytest.approx(10.0)
+    assert drop_between("mae", 0.5, 0.45) == pytest.approx(-10.0)
+    assert drop_words("accuracy", 1.5) == "1.50 points"
+    assert drop_words("mae", 10.0) == "10.0 % of the float32 MAE"
