@@ -14,8 +14,9 @@ is ``gtc profile``'s to say (on a model whose time goes to attention and pre-pro
 and whether it is as accurate is the val split's: :func:`gtcompress.pipeline.quantize.quantize_measured`
 (``gtc export --quantize int8``) evaluates both files and writes the int8 one only within ``--max-drop``.
 
-TensorRT reads none of these operators, and ONNX Runtime's CUDA provider runs them on the CPU: a
-quantized file is for ONNX Runtime on a CPU (``gtc build`` refuses it; a GPU takes ``gtc build --fp16``).
+TensorRT reads none of these operators (``gtc build`` refuses the file): a quantized file is for ONNX
+Runtime on a CPU, where int8 dot products pay; on a GPU, ``gtc build --fp16`` of the float32 export is the
+smaller-precision path.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from pathlib import Path
 
 from exporters.onnx_file import load_model_proto
 from gtcompress.errors import ConfigError
+from runtime.spec import QUANT_KEY
 
-#: metadata key of a quantized file: what was quantized, and how (its absence: float32 throughout)
-QUANT_KEY = "quantization"
+__all__ = ["INT8", "QUANT_KEY", "SCHEMES", "quantization", "quantize_int8"]
+
 #: ``--quantize`` values
 SCHEMES = ("int8",)
 #: what :func:`quantize_int8` records under :data:`QUANT_KEY`

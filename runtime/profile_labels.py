@@ -59,7 +59,7 @@ def model_labels(paths: Sequence[str]) -> list[str]:
 def model_entry(label: str, path: str) -> dict[str, Any]:
     """The report's entry of an exported model (its rows are added as they are measured)."""
     from runtime.session import PLAN_SUFFIXES
-    from runtime.spec import model_spec, onnx_metadata, plan_metadata
+    from runtime.spec import QUANT_KEY, metadata_json, model_spec, onnx_metadata, plan_metadata
 
     p = Path(path)
     meta = plan_metadata(p) if p.suffix in PLAN_SUFFIXES else onnx_metadata(p)
@@ -73,6 +73,7 @@ def model_entry(label: str, path: str) -> dict[str, Any]:
         "arch": m.spec.arch,
         "task_level": m.spec.task_level,
         "lowering": str(m.spec.lowering),
+        "quantization": metadata_json(meta, QUANT_KEY, path),  # None: float32 throughout
         "pe": dict(m.spec.pe),
         "teddy": None if m.teddy is None else m.teddy.to_dict(),
         "providers": None,

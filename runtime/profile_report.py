@@ -365,7 +365,9 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
             *(["~ fewer rounds than asked (a pass failed): see the note below"] if short else []),
         ]
         t = Table(
-            title=f"{m['name']} ({m.get('arch')}, {m.get('lowering')}, {(m.get('providers') or ['?'])[0]})"
+            title=f"{m['name']} ({m.get('arch')}, {m.get('lowering')}"
+            + (f", {q['scheme']}" if (q := m.get("quantization")) else "")
+            + f", {(m.get('providers') or ['?'])[0]})"
             + (f" · {calls} timed calls a row" if (calls := report["settings"].get("iterations")) else "")
             + (f" in {n} rounds" if (n := _rounds(m)) > 1 else ""),
             title_justify="left",

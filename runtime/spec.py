@@ -38,6 +38,9 @@ NUMPY_TO_KSERVE = {
     "float64": "FP64",
 }
 KSERVE_TO_NUMPY = {v: k for k, v in NUMPY_TO_KSERVE.items()}
+#: Metadata key of a file quantized after export (``exporters.quantize``): JSON saying what was quantized
+#: and how; absent, the file is float32 throughout. Read here for reports, written by the exporter.
+QUANT_KEY = "quantization"
 # ONNX Runtime's type strings for the same dtypes.
 ORT_TO_NUMPY = {
     "tensor(bool)": "bool",

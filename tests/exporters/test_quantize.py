@@ -20,6 +20,7 @@ from gtcompress.models.config import FeatureSpec
 from gtcompress.pipeline.quantize import drop_words
 from gtcompress.pipeline.report import drop_between
 from gtcompress.preprocess.random_graphs import random_graph
+from runtime.profile_labels import model_entry
 from runtime.session import GraphSession
 
 
@@ -64,6 +65,8 @@ def test_an_int8_export_quantizes_every_weight_product_and_serves_near_the_float
         "activations": "uint8, per call (dynamic)",
     }
     assert quantization(float_meta) is None
+    assert model_entry("q", str(out))["quantization"] == quantization(int8_meta)  # gtc profile's report says so
+    assert model_entry("f", str(res.path))["quantization"] is None
     assert _weight_bytes(out) < 0.4 * _weight_bytes(res.path)  # a quarter for the products' weights
     rng = np.random.default_rng(0)
     spec = res.spec
