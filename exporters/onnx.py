@@ -475,6 +475,11 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return {prop.key: prop.value for prop in load_model_proto(path).metadata_props}
 
 
+def read_spec(path: str | Path) -> InputSpec:
+    """The input spec an exported ONNX file carries in its metadata."""
+    return InputSpec.from_json(json.loads(read_metadata(path)["input_spec"]))
+
+
 def _plugin_translations() -> dict[Any, Any]:
     from exporters.plugin_op import translation_table
 

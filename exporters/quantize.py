@@ -23,15 +23,20 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exporters.onnx_file import load_model_proto
 from gtcompress.errors import ConfigError
 from runtime.spec import QUANT_KEY
 
-__all__ = ["INT8", "QUANT_KEY", "SCHEMES", "quantization", "quantize_int8"]
+if TYPE_CHECKING:
+    from gtcompress.models.model import GraphModel
+
+__all__ = ["INT8", "QUANT_KEY", "SCHEMES", "check_quantized", "quantization", "quantize_int8"]
 
 #: ``--quantize`` values
 SCHEMES = ("int8",)
@@ -101,3 +106,18 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
         onnx.save(out, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
     return dst
+
+
+def check_quantized(path: str | Path, model: GraphModel, verify_batches: int, label: str | Path) -> tuple[float, int]:
+    """Run the quantized file ``path`` of ``model`` on the export's verification graphs (its edge cases and
+    ``verify_batches`` random batches): ONNX Runtime raising, an output of another shape, or a NaN or
+    infinite one is an :class:`~exporters.onnx.ExportError` naming ``label`` and the graph. Returns the
+    largest |int8 - PyTorch| and the number of graphs run. No float32 tolerance applies: the int8 error
+    is the scheme's, and whether it matters is the metric's to say."""
+    from exporters.onnx import check_parity, read_spec
+    from gtcompress.preprocess.random_graphs import edge_case_batches, random_batches
+
+    spec = read_spec(Path(path))
+    batches = random_batches(spec.x, spec.edge_attr, verify_batches)
+    cases = [*edge_case_batches(spec.x, spec.edge_attr), *((f"random batch {i + 1}", g) for i, g in enumerate(batches))]
+    return check_parity(path, model, spec, cases, atol=math.inf, label=label), len(cases)

@@ -9,7 +9,6 @@ latency includes the pre-processing a server pays per batch, TEDDY's sparsificat
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,11 +26,11 @@ __all__ = ["evaluate_onnx", "read_spec", "time_side_by_side", "union_batches"]
 
 
 def read_spec(path: Path) -> InputSpec:
-    """The input spec an exported ONNX file carries in its metadata."""
-    from exporters.onnx import read_metadata
-    from gtcompress.preprocess.spec import InputSpec
+    """The input spec an exported ONNX file carries in its metadata (:func:`exporters.onnx.read_spec`,
+    imported when called, as this package imports ``exporters``)."""
+    from exporters.onnx import read_spec as read
 
-    return InputSpec.from_json(json.loads(read_metadata(path)["input_spec"]))
+    return read(path)
 
 
 def union_batches(graphs: list[GraphBatch], size: int, count: int) -> list[NumpyGraph]:

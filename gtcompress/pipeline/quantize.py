@@ -72,12 +72,10 @@ def quantize_measured(
     it holds up: it runs the export's verification graphs (edge cases, random batches) without raising and
     with finite outputs of the right shape, and its metric on ``dataset[split]`` is within ``max_drop`` of
     the float32 file's (points for accuracy and ROC-AUC, percent of the float32 MAE for MAE)."""
-    from exporters.onnx import check_parity
-    from exporters.quantize import quantize_int8
+    from exporters.quantize import check_quantized, quantize_int8
     from gtcompress.io import atomic_path
-    from gtcompress.pipeline.measure import evaluate_onnx, read_spec
+    from gtcompress.pipeline.measure import evaluate_onnx
     from gtcompress.pipeline.report import drop_between
-    from gtcompress.preprocess.random_graphs import edge_case_batches, random_batches
 
     if not (isinstance(max_drop, int | float) and math.isfinite(max_drop) and max_drop >= 0):
         raise ConfigError(f"max_drop must be a finite number >= 0, got {max_drop!r}")
@@ -88,13 +86,7 @@ def quantize_measured(
         )
     with tempfile.TemporaryDirectory(prefix="gtc-int8-") as work:
         tmp = quantize_int8(float_path, Path(work) / "int8.onnx")
-        spec = read_spec(tmp)
-        batches = random_batches(spec.x, spec.edge_attr, verify_batches)
-        cases = [
-            *edge_case_batches(spec.x, spec.edge_attr),
-            *((f"random batch {i + 1}", g) for i, g in enumerate(batches)),
-        ]
-        err = check_parity(tmp, model, spec, cases, atol=math.inf, label=dst)
+        err, cases = check_quantized(tmp, model, verify_batches, dst)
         pcfg = {"threads": 0, "batch_graphs": batch_graphs}
         ref = evaluate_onnx(float_path, dataset, pcfg, None, split)[split]
         got = evaluate_onnx(tmp, dataset, pcfg, None, split)[split]
@@ -119,5 +111,5 @@ def quantize_measured(
         float_path.stat().st_size / 1e6,
         dst.stat().st_size / 1e6,
         err,
-        len(cases),
+        cases,
     )
