@@ -78,7 +78,8 @@ def _defaults() -> dict[str, dict[str, Any]]:
             "token_keep": None,
             "random_baseline": True,
         },
-        "export": {"lowerings": ["auto", "plugin"], "verify_batches": 4},
+        # quantize: each export but the plugin's also quantized (exporters.quantize), measured beside it
+        "export": {"lowerings": ["auto", "plugin"], "verify_batches": 4, "quantize": ["int8"]},
         "tensorrt": {"enabled": True, "fp16": False},
         "profile": {
             "threads": 1,  # measured: 2 ONNX Runtime threads are slower than 1 on these batches (68.8 vs 63.7 ms)
@@ -286,7 +287,10 @@ def _checked(section: str, key: str, value: Any, default: Any, where: str) -> An
             return None
         default = _NULLABLE[name]
     if isinstance(default, list):
-        kind = f"a non-empty list of {_PLURAL[type(default[0])]}, e.g. {name}={_yaml(default)}"
+        empty_ok = name in _MAY_BE_EMPTY
+        kind = f"a {'' if empty_ok else 'non-empty '}list of {_PLURAL[type(default[0])]}, e.g. {name}={_yaml(default)}"
+        if isinstance(value, list) and not value and empty_ok:
+            return []
         if isinstance(value, list) and value:
             checked = [_scalar(name, v, default[0]) for v in value]
             if None not in checked:
@@ -434,10 +438,14 @@ _PARSED: dict[str, Callable[[], Callable[[str], Any]]] = {
     "prune.axes": _parse_axes,
 }
 
+#: List keys that may be empty: the list is of extras (``export.quantize=[]``: no quantized files).
+_MAY_BE_EMPTY = frozenset({"export.quantize"})
+
 #: Keys whose value is one of a few names (a list's choices apply to each item).
 _CHOICES: dict[str, tuple[str, ...]] = {
     "triton.backend": ("auto", "python", "onnxruntime"),
     "train.archs": ("gt", "gps", "graphormer"),
     "train.readout": ("mean", "sum", "max"),  # ModelConfig's READOUTS (a test keeps them equal): no torch here
     "export.lowerings": ("auto", "scatter", "padded", "dense", "plugin"),
+    "export.quantize": ("int8",),  # exporters.quantize.SCHEMES (a test keeps them equal): no onnx here
 }

@@ -59,13 +59,19 @@ class OnnxArtifact:
     lowering: str  # the lowering written ("auto" resolved)
     path: Path
     max_abs_err: float  # ONNX Runtime vs PyTorch, over the verification batches
+    precision: str = "float32"  # or a quantization scheme (exporters.quantize.SCHEMES), its file quantized
+
+    @property
+    def label(self) -> str:
+        """The report's name of the file: its model's, with the quantization scheme (``gt-gtsp-0.5-int8``)."""
+        return self.model.name if self.precision == "float32" else f"{self.model.name}-{self.precision}"
 
     @property
     def key(self) -> str:
         """The key later stages (evaluation, timing, TensorRT, profiling) depend on: the model's and
         the file's lowering (the same model in another lowering is another file, timed anew), not
         the export settings that do not change the file's function (verification batches)."""
-        return stage_key(self.model.key, self.requested, self.lowering, self.path.name)
+        return stage_key(self.model.key, self.requested, self.lowering, self.path.name, self.precision)
 
 
 @dataclass

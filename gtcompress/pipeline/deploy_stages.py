@@ -14,7 +14,7 @@ from gtcompress.io import make_temp_dir, recover_dead_dir_swaps, remove_dir, rem
 from gtcompress.pipeline.cache import stage_key
 from gtcompress.pipeline.context import ModelArtifact, OnnxArtifact, RunContext
 from gtcompress.pipeline.measure import read_spec, union_batches
-from gtcompress.pipeline.report import choose_for_serving, tolerance_drop
+from gtcompress.pipeline.report import choose_for_serving, is_parent, tolerance_drop
 
 __all__ = ["export_stages", "profile_stage", "tensorrt_stages", "triton_stage"]
 
@@ -24,15 +24,42 @@ _DENSE_ONLY = ("gtsp", "random", "dense-ft")
 
 
 def export_stages(ctx: RunContext, models: list[ModelArtifact]) -> list[OnnxArtifact]:
-    """Every model in every ``export.lowerings`` that applies to it, each verified against PyTorch."""
+    """Every model in every ``export.lowerings`` that applies to it, each verified against PyTorch, and
+    each of those files but the plugin's quantized by every ``export.quantize`` scheme."""
     ecfg = ctx.config["export"]
     exported = []
     for m in models:
         for lowering in ecfg["lowerings"]:
             if lowering == "plugin" and (m.arch != "gt" or m.method in _DENSE_ONLY):
                 continue
-            exported.append(_export(ctx, m, lowering, ecfg["verify_batches"]))
+            e = _export(ctx, m, lowering, ecfg["verify_batches"])
+            exported.append(e)
+            if e.lowering != "plugin":  # TensorRT's, which reads no int8 operator of ONNX Runtime
+                exported += [_quantize(ctx, e, scheme, ecfg["verify_batches"]) for scheme in ecfg["quantize"]]
     return exported
+
+
+def _quantize(ctx: RunContext, e: OnnxArtifact, scheme: str, verify_batches: int) -> OnnxArtifact:
+    """``e``'s file quantized (:func:`exporters.quantize.quantize_int8`), run on the export's verification
+    graphs; its accuracy and latency are measured with every other file's, and the report sets them
+    against its float32 parent's. Not held to a drop here: the report shows the row and the serving
+    pick holds it to ``triton.max_metric_drop`` as any other."""
+    path = e.path.with_name(f"{e.path.stem}-{scheme}.onnx")
+    key = stage_key(e.key, scheme, verify_batches)
+
+    def quantize() -> dict[str, Any]:
+        from exporters.quantize import check_quantized, quantize_int8
+        from gtcompress.checkpoint import load_checkpoint
+        from gtcompress.io import atomic_path
+
+        model, _ = load_checkpoint(e.model.ckpt)
+        with atomic_path(path) as tmp:  # written whole once it has run, or not at all
+            quantize_int8(e.path, tmp)
+            err, _ = check_quantized(tmp, model, verify_batches, path)
+        return {"max_abs_err": err}
+
+    r = ctx.stage(f"quantize:{e.model.name}:{e.requested}:{scheme}", key, [path], quantize)
+    return OnnxArtifact(e.model, e.requested, e.lowering, path, r["max_abs_err"], precision=scheme)
 
 
 def _export(ctx: RunContext, m: ModelArtifact, lowering: str, verify_batches: int) -> OnnxArtifact:
@@ -80,6 +107,7 @@ def tensorrt_stages(ctx: RunContext, exported: list[OnnxArtifact]) -> str:
     from gtcompress.errors import ModelFileError
 
     failed: list[str] = []
+    exported = [e for e in exported if e.precision == "float32"]  # TensorRT reads no quantized file
     for e in exported:
         plan = e.path.with_suffix(".plan")
 
@@ -121,8 +149,8 @@ def profile_stage(
     picked = []
     for arch in sorted({r["arch"] for r in rows}):
         mine = [r for r in rows if r["arch"] == arch]
-        dense = [r for r in mine if r["method"] == "dense"]
-        small = [r for r in mine if r["method"] != "dense" and tolerance_drop(r) <= max_drop]
+        dense = [r for r in mine if is_parent(r, "dense")]
+        small = [r for r in mine if not is_parent(r, "dense") and tolerance_drop(r) <= max_drop]
         small = small or [r for r in mine if r["method"] == "gtsp"]
         picked += dense[:1] + sorted(small, key=lambda r: r["latency_ms_p50"])[:1]
     if not picked:

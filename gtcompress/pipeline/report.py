@@ -35,9 +35,9 @@ def build_report(rows: list[dict[str, Any]], cfg: dict[str, Any], trt_note: str,
     # made a 48 ms model 2.50x faster than the 120 ms scatter export, where the dense one took 68 ms)
     dense: dict[str, dict[str, Any]] = {}
     for r in sorted(rows, key=lambda r: r["latency_ms_p50"], reverse=True):  # the fastest written last
-        if r["method"] == "dense" and r["lowering"] != "plugin":
+        if is_parent(r, "dense") and r["lowering"] != "plugin":
             dense[r["arch"]] = r
-    control = {r["arch"]: r for r in rows if r["method"] == "dense-ft"}
+    control = {r["arch"]: r for r in rows if is_parent(r, "dense-ft")}
     for r in rows:
         sign = 1 if higher_is_better(r["metric"]) else -1
         d, c = dense.get(r["arch"]), control.get(r["arch"])
@@ -72,6 +72,16 @@ def tolerance_drop(row: dict[str, Any], default: float = 0.0) -> float:
     Comparing a raw MAE rise with 1.0 served a model with 2.8 times its dense parent's MAE (0.5 ->
     1.4) as "within 1 point". ``default`` for a row with no dense parent."""
     return row.get("metric_drop_pct", row.get("metric_drop", default))
+
+
+def is_parent(row: dict[str, Any], method: str) -> bool:
+    """Whether ``row`` is the float32 model of ``method`` (``dense``, ``dense-ft``) that other rows are set
+    against: a quantized dense model is one more compressed row, measured against its float32 parent."""
+    return row["method"] == method and not _quantized(row)
+
+
+def _quantized(row: dict[str, Any]) -> bool:
+    return row.get("precision", "float32") != "float32"
 
 
 def drop_between(metric: str, reference: float, value: float) -> float:
@@ -167,7 +177,9 @@ def markdown(report: dict[str, Any]) -> str:
     best = [
         r
         for r in rows
-        if r["method"] not in ("dense", "dense-ft") and r["lowering"] != "plugin" and tolerance_drop(r, 9e9) <= 1.0
+        if not (is_parent(r, "dense") or is_parent(r, "dense-ft"))
+        and r["lowering"] != "plugin"
+        and tolerance_drop(r, 9e9) <= 1.0
     ]
     if best:
         b = max(best, key=lambda r: r["speedup_vs_dense"])
@@ -219,7 +231,8 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def _plots(report: dict[str, Any], out: Path) -> None:
-    """``pareto.png``: test metric vs latency per architecture and method (plugin rows left out)."""
+    """``pareto.png``: test metric vs latency per architecture and method, quantized files as one series
+    per architecture (plugin rows left out)."""
     import matplotlib
 
     from gtcompress.train.metrics import higher_is_better  # torch: only where a report is made
@@ -231,15 +244,16 @@ def _plots(report: dict[str, Any], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     markers = {"dense": "o", "dense-ft": "D", "teddy": "s", "gtsp": "^", "random": "x"}
     for arch in sorted({r["arch"] for r in rows}):
-        for method, marker in markers.items():
-            pts = [r for r in rows if r["arch"] == arch and r["method"] == method]
+        mine = [r for r in rows if r["arch"] == arch]
+        series = [
+            (f"{arch} {m}", mk, [r for r in mine if r["method"] == m and not _quantized(r)])
+            for m, mk in markers.items()
+        ]
+        series.append((f"{arch} int8 (any method)", "P", [r for r in mine if _quantized(r)]))
+        for label, marker, pts in series:
             if pts:
                 ax.scatter(
-                    [p["latency_ms_p50"] for p in pts],
-                    [p["test"] for p in pts],
-                    marker=marker,
-                    s=60,
-                    label=f"{arch} {method}",
+                    [p["latency_ms_p50"] for p in pts], [p["test"] for p in pts], marker=marker, s=60, label=label
                 )
                 for p in pts:
                     ax.annotate(str(p["budget"] or ""), (p["latency_ms_p50"], p["test"]), fontsize=7)

@@ -209,7 +209,7 @@ def _measure(ctx: RunContext, exported: list[OnnxArtifact]) -> list[dict[str, An
     rows = []
     for e in exported:
         r = ctx.stage(
-            f"evaluate:{e.model.name}:{e.requested}",
+            f"evaluate:{e.label}:{e.requested}",
             stage_key(e.key, pcfg["threads"], pcfg["batch_graphs"]),
             [e.path],
             lambda e=e: evaluate_onnx(e.path, _dataset_of(ctx, e), pcfg, e.model.teddy),
@@ -217,9 +217,10 @@ def _measure(ctx: RunContext, exported: list[OnnxArtifact]) -> list[dict[str, An
         m = e.model
         rows.append(
             {
-                "model": m.name,
+                "model": e.label,
                 "arch": m.arch,
                 "method": m.method,
+                "precision": e.precision,
                 "budget": m.budget,
                 "lowering": e.lowering,
                 "file": str(e.path.relative_to(out)),

@@ -66,10 +66,16 @@ def test_every_artifact_exists_and_is_consistent(run) -> None:
     for png in ("latency_vs_size.png", "op_breakdown.png"):
         assert (out / "profile" / png).stat().st_size > 1000
     models = {r["model"] for r in report["rows"]}
-    assert models == {"gt-dense", "gt-dense-ft", "gt-teddy", "gt-gtsp-0.5", "gt-random-0.5"}
+    floats = {"gt-dense", "gt-dense-ft", "gt-teddy", "gt-gtsp-0.5", "gt-random-0.5"}
+    assert models == floats | {f"{m}-int8" for m in floats}  # export.quantize: [int8] by default
     # the dense-ft control: the dense model with the compressed models' extra epochs; deltas against it
     control = next(r for r in report["rows"] if r["model"] == "gt-dense-ft")
     assert control["method"] == "dense-ft" and control["delta_vs_dense_ft"] == 0.0
+    dense = next(r for r in report["rows"] if r["model"] == "gt-dense")
+    for r in report["rows"]:  # int8 rows, the dense ones too, are set against the float32 parents
+        assert r["precision"] == ("int8" if r["model"].endswith("-int8") else "float32")
+        assert r["metric_drop"] == pytest.approx(dense["test"] - r["test"])
+        assert r["speedup_vs_dense"] == pytest.approx(dense["latency_ms_p50"] / r["latency_ms_p50"])
     for r in report["rows"]:
         assert r["delta_vs_dense_ft"] == pytest.approx(r["test"] - control["test"])
     ft_meta = json.loads(read_metadata(out / control["file"])["compression"])
@@ -80,7 +86,12 @@ def test_every_artifact_exists_and_is_consistent(run) -> None:
         onnx.checker.check_model(onnx.load(str(path)), full_check=True)
         spec = json.loads(read_metadata(path)["input_spec"])
         assert spec["lowering"] == r["lowering"]
-        assert r["max_abs_err"] <= 1e-4
+        quantized = read_metadata(path).get("quantization")
+        assert (quantized is not None) == (r["precision"] == "int8")
+        assert r["max_abs_err"] <= (1.0 if quantized else 1e-4)  # int8's error is the scheme's
+        if quantized:
+            parent = next(p for p in report["rows"] if p["file"] == r["file"].replace("-int8.onnx", ".onnx"))
+            assert r["lowering"] == parent["lowering"] and r["file_mb"] < parent["file_mb"]
         assert 0 <= r["test"] <= 100 and r["latency_ms_p50"] > 0
     teddy = next(r for r in report["rows"] if r["model"] == "gt-teddy")
     assert json.loads(read_metadata(out / teddy["file"])["teddy"])["edges"] == 0.3
@@ -486,8 +497,10 @@ def test_a_model_tensorrt_cannot_build_leaves_the_other_engines(monkeypatch, tmp
     cache = StageCache(tmp_path, logs.append)
     ctx = SimpleNamespace(config={"tensorrt": {"enabled": True, "fp16": False}}, log=logs.append, stage=cache.stage)
     exported = [
-        SimpleNamespace(path=tmp_path / f"{n}.onnx", key=n, requested="auto", model=SimpleNamespace(name=n))
-        for n in ("bad", "good")
+        SimpleNamespace(
+            path=tmp_path / f"{n}.onnx", key=n, requested="auto", model=SimpleNamespace(name=n), precision=p
+        )
+        for n, p in (("bad", "float32"), ("good", "float32"), ("good-int8", "int8"))
     ]
     note = tensorrt_stages(ctx, exported)  # type: ignore[arg-type]
     assert note == (
@@ -495,6 +508,7 @@ def test_a_model_tensorrt_cannot_build_leaves_the_other_engines(monkeypatch, tmp
         "no importer for op Foo)"
     )
     assert (tmp_path / "good.plan").read_bytes() == b"engine" and not (tmp_path / "bad.plan").exists()
+    assert not (tmp_path / "good-int8.plan").exists()  # a quantized file is not TensorRT's to build
     assert "tensorrt:bad:auto" not in cache.manifest and "tensorrt:good:auto" in cache.manifest
 
 

@@ -279,3 +279,15 @@ def test_train_readout_is_how_the_trained_graph_level_model_pools(tmp_path) -> N
     ctx = RunContext(config, tmp_path / "run", StageCache(tmp_path / "run", lambda _: None), "data")
     (dense,) = dense_models(ctx)
     assert load_checkpoint(dense.ckpt)[0].config.readout == "max"
+
+
+def test_export_quantize_takes_the_exporter_s_schemes_or_none() -> None:
+    from exporters.quantize import SCHEMES
+    from gtcompress.pipeline.config import _CHOICES
+
+    assert _CHOICES["export.quantize"] == SCHEMES
+    assert load_config(None, [])["export"]["quantize"] == ["int8"]
+    assert load_config(None, ["export.quantize=[]"])["export"]["quantize"] == []
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["export.quantize=[int4]"])
+    assert "export.quantize" in str(e.value) and "int8" in str(e.value)
