@@ -87,7 +87,7 @@ def _defaults() -> dict[str, dict[str, Any]]:
             "batches": 8,
             "warmup": 2,
             "repeat": 3,
-            "max_seconds": 10.0,
+            "max_seconds": 20.0,  # two passes of every row (16 batches each) with the int8 rows beside the float32
             "graph_sizes": [32, 128, 512],  # the size sweep and per-op breakdown of dense vs compressed
             "sweep_iterations": 10,
         },
