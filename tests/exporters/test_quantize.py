@@ -42,13 +42,14 @@ def _weight_bytes(path: Path) -> int:
     return sum(onnx.numpy_helper.to_array(t).nbytes for t in onnx.load(str(path)).graph.initializer)
 
 
-@pytest.mark.parametrize(("arch", "lowering"), [("gt", "scatter"), ("gps", "dense")])
+@pytest.mark.parametrize(("arch", "lowering"), [("gt", "dense"), ("gps", "dense")])
 def test_an_int8_export_quantizes_every_weight_product_and_serves_near_the_float_model(
     tmp_path: Path, arch: str, lowering: str
 ) -> None:
     """Every product with a constant weight runs in int8 (torch exports nn.Linear as Gemm, which the
     quantizer only takes once the stale shapes torch records for the weights are dropped: it stopped on
-    them before); the attention's own products stay float32; the metadata the runtime reads is kept."""
+    them before); the attention's own products stay float32; the metadata the runtime reads is kept.
+    (The lowering changes only the attention, which stays float32: dense has products to check.)"""
     model = _model(arch)
     res = export_onnx(model, tmp_path / "f.onnx", lowering, verify_batches=1)
     out = quantize_int8(res.path, tmp_path / "q.onnx")
@@ -57,6 +58,12 @@ def test_an_int8_export_quantizes_every_weight_product_and_serves_near_the_float
     ops = [n.op_type for n in proto.graph.node]
     assert "Gemm" not in ops and ops.count("MatMulInteger") >= sum(type(m) is torch.nn.Linear for m in model.modules())
     assert not [n.name for n in proto.graph.node if n.op_type == "MatMul" and set(n.input) & weights]
+    # the products of two activations (q·k, the softmax-weighted sum of v) stay float32 (MatMulConstBOnly):
+    # quantized, one per-call range would cover every score of the batch
+    before = onnx.load(str(res.path))
+    float_weights = {t.name for t in before.graph.initializer}
+    between = [n for n in before.graph.node if n.op_type == "MatMul" and not set(n.input) & float_weights]
+    assert between and ops.count("MatMul") == len(between)
     float_meta, int8_meta = read_metadata(res.path), read_metadata(out)
     assert float_meta.items() <= int8_meta.items()  # ONNX Runtime adds a mark of its own
     assert quantization(int8_meta) == {
@@ -77,18 +84,6 @@ def test_an_int8_export_quantizes_every_weight_product_and_serves_near_the_float
     assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
     assert not np.array_equal(got, ref)  # quantized indeed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.onnx", "q.onnx"]
-
-
-def test_products_without_a_constant_weight_stay_float(tmp_path: Path) -> None:
-    """GT's q·k and its softmax-weighted sum of v on the dense lowering have no constant operand:
-    ``MatMulConstBOnly`` keeps them float32 (quantized, one per-call range would cover every score of
-    the batch)."""
-    model = _model("gt")
-    res = export_onnx(model, tmp_path / "f.onnx", "dense", verify_batches=1)
-    float_products = sum(n.op_type == "MatMul" for n in onnx.load(str(res.path)).graph.node)
-    proto = onnx.load(str(quantize_int8(res.path, tmp_path / "q.onnx")))
-    assert float_products > 0
-    assert sum(n.op_type == "MatMul" for n in proto.graph.node) == float_products
 
 
 def test_a_quantized_file_an_unknown_file_and_the_plugin_lowering_are_refused(tmp_path: Path) -> None:
