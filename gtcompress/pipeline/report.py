@@ -242,6 +242,7 @@ def _plots(report: dict[str, Any], out: Path) -> None:
 
     rows = [r for r in report["rows"] if r["lowering"] != "plugin"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # 12 series of two architectures: no colour twice
     markers = {"dense": "o", "dense-ft": "D", "teddy": "s", "gtsp": "^", "random": "x"}
     for arch in sorted({r["arch"] for r in rows}):
         mine = [r for r in rows if r["arch"] == arch]
