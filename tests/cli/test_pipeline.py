@@ -159,7 +159,14 @@ def test_a_run_made_by_other_code_is_redone(run, monkeypatch) -> None:
 def test_interrupted_stage_leaves_nothing_half_written_and_resumes(run, monkeypatch) -> None:
     out, _ = run
     cfg = load_config(
-        None, [*TINY, "prune.budgets=[0.6]", "prune.axes=tokens,heads,layers,ffn", "prune.random_baseline=false"]
+        None,
+        [
+            *TINY,
+            "prune.budgets=[0.6]",
+            "prune.axes=tokens,heads,layers,ffn",
+            "prune.random_baseline=false",
+            "export.quantize=[]",  # the int8 stages are the module run's to test
+        ],
     )
     import exporters.onnx as onnx_mod
 
@@ -186,7 +193,8 @@ def test_interrupted_stage_leaves_nothing_half_written_and_resumes(run, monkeypa
 
 def test_unreachable_budget_is_skipped_with_a_note(run) -> None:
     out, _ = run
-    report = run_pipeline(load_config(None, [*TINY, "prune.budgets=[0.5, 0.001]"]), out, log=lambda _: None)
+    cfg = load_config(None, [*TINY, "prune.budgets=[0.5, 0.001]", "export.quantize=[]"])
+    report = run_pipeline(cfg, out, log=lambda _: None)
     assert len(report["skipped"]) == 1 and report["skipped"][0].startswith("gt at 0.001 of the FLOPs")
     models = {r["model"] for r in report["rows"]}
     assert {"gt-gtsp-0.5", "gt-random-0.5"} <= models  # the baseline moves to the smallest reached budget

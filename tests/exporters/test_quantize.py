@@ -32,7 +32,7 @@ def _model(arch: str) -> torch.nn.Module:
         out_dim=3,
         hidden=64,
         heads=4,
-        num_layers=2,
+        num_layers=1,
     )
     torch.manual_seed(0)
     return build_model(cfg).eval()
