@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from exporters.onnx_file import load_model_proto
 from gtcompress.errors import ConfigError
-from runtime.spec import QUANT_KEY
+from runtime.spec import QUANT_KEY, metadata_json
 
 if TYPE_CHECKING:
     from gtcompress.models.model import GraphModel
@@ -44,10 +44,10 @@ SCHEMES = ("int8",)
 INT8 = {"scheme": "int8", "weights": "int8, per output channel", "activations": "uint8, per call (dynamic)"}
 
 
-def quantization(meta: Mapping[str, str]) -> dict[str, str] | None:
-    """The quantization an exported file's metadata records, or ``None`` for a float32 file."""
-    text = meta.get(QUANT_KEY)
-    return None if text is None else json.loads(text)
+def quantization(meta: Mapping[str, str], source: str | Path = "the file") -> dict[str, str] | None:
+    """The quantization an exported file's metadata records, or ``None`` for a float32 file (an entry that
+    is not JSON: a :class:`~runtime.errors.SessionError` naming ``source``, as the runtime reads it)."""
+    return metadata_json(dict(meta), QUANT_KEY, str(source))
 
 
 @contextmanager
@@ -77,7 +77,7 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
     meta = {p.key: p.value for p in proto.metadata_props}
     if "input_spec" not in meta:
         raise ConfigError(f"{src}: not a model gtc export wrote (its metadata has no input_spec)")
-    if (done := quantization(meta)) is not None:
+    if (done := quantization(meta, src)) is not None:
         raise ConfigError(f"{src}: already quantized ({done['scheme']}); quantize the float32 export")
     lowering = json.loads(meta["input_spec"]).get("lowering")
     if lowering == "plugin":
@@ -93,6 +93,7 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
     kept = [v for v in proto.graph.value_info if v.name not in weights]
     del proto.graph.value_info[:]
     proto.graph.value_info.extend(kept)
+    proto.metadata_props.add(key=QUANT_KEY, value=json.dumps(INT8))  # the quantizer keeps metadata_props
     with atomic_path(dst) as tmp, _quiet_root_logger():
         quantize_dynamic(
             proto,
@@ -105,9 +106,6 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
             op_types_to_quantize=["MatMul"],
             extra_options={"MatMulConstBOnly": True},
         )
-        out = onnx.load(str(tmp))
-        out.metadata_props.add(key=QUANT_KEY, value=json.dumps(INT8))
-        onnx.save(out, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
     return dst
 

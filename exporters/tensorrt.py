@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporters.onnx_file import load_model_proto
-from exporters.quantize import QUANT_KEY
 from exporters.triton_repo import input_dims
 from gtcompress.errors import ConfigError, ModelFileError
 from gtcompress.preprocess.inputs import layout_input_base
 from gtcompress.preprocess.spec import InputSpec, Lowering
-from runtime.spec import plan_metadata_path
+from runtime.spec import QUANT_KEY, plan_metadata_path
 
 
 @dataclass(frozen=True)
