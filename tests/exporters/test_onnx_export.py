@@ -165,13 +165,12 @@ def test_issue_request_edgeless_five_nodes(exported) -> None:
         np.testing.assert_allclose(out, ref[0] if res.spec.task_level == "graph" else ref, atol=1e-5, err_msg=case)
 
 
-def test_verify_parity_reports_error_and_output_scale(tmp_path) -> None:
+def test_verify_parity_reports_error_and_output_scale(exported, tmp_path) -> None:
     """Export checks the error against atol x max(1, |output|): verify_parity reports both."""
     from exporters.onnx import verify_parity
     from gtcompress.preprocess.random_graphs import random_batches
 
-    model = _model("gt", False).eval()
-    res = export_onnx(model, tmp_path / "m.onnx", "dense", verify_batches=2)
+    model, res = exported("gt", "dense", False, "graph")  # a file of CASES, exported once
     batches = random_batches(res.spec.x, res.spec.edge_attr, 3)
     err, scale, n = verify_parity(res.path, model, res.spec, batches)
     traced = _Traced(model, res.spec)
@@ -386,7 +385,9 @@ def test_a_token_ratio_keeping_one_node_of_the_export_example_serves_larger_grap
         np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize(("arch", "lifted"), [("gt", True), ("gps", False)])
+# GT's twin, a token-pruned GT without edge features, is also tests/exporters/test_onnx_token_bias.py's
+# (its softmaxes checked there, on its export): the default run exports that model once
+@pytest.mark.parametrize(("arch", "lifted"), [pytest.param("gt", True, marks=pytest.mark.slow), ("gps", False)])
 def test_token_pruned_layers_lift_masked_scores_where_the_bias_is_a_graph(tmp_path, arch: str, lifted: bool) -> None:
     """A token-pruned GT's kept tokens attend over the input edges, most pairs masked: exported without the
     masked-score lift of ``dense_attention``, ONNX Runtime CPU ran their Softmax through float32 denormals

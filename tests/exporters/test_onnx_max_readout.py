@@ -65,15 +65,21 @@ def test_a_max_readout_exports_on_every_lowering_and_serves_per_graph(tmp_path, 
         np.testing.assert_allclose(out, ref, atol=1e-4)
 
 
-@pytest.mark.parametrize("big", [0, 1, 4])
-def test_a_node_the_model_overflows_on_makes_the_max_readout_nan_in_onnx_runtime(tmp_path, big: int) -> None:
-    from runtime.session import GraphSession
-
+@pytest.fixture(scope="module")
+def max_readout_gt(tmp_path_factory: pytest.TempPathFactory):
+    """A 1-layer GT with a max readout and its scatter export, shared by the overflow cases."""
     torch.manual_seed(0)
     cfg = ModelConfig(arch="gt", node_features=FeatureSpec("float", 3), edge_features=None, out_dim=2, hidden=16,
                       num_layers=1, heads=2, task_level="graph", readout="max", norm="layer")  # fmt: skip
     model = build_model(cfg).eval()
-    res = export_onnx(model, tmp_path / "max.onnx", "scatter")
+    return model, export_onnx(model, tmp_path_factory.mktemp("max") / "max.onnx", "scatter")
+
+
+@pytest.mark.parametrize("big", [0, 1, 4])
+def test_a_node_the_model_overflows_on_makes_the_max_readout_nan_in_onnx_runtime(max_readout_gt, big: int) -> None:
+    from runtime.session import GraphSession
+
+    model, res = max_readout_gt
     x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
     x[big] = 3e38  # finite: the request is valid, the node encoder overflows on it
     edges = np.array([[0, 1, 2, 3, 4], [1, 2, 3, 4, 0]])

@@ -12,9 +12,10 @@ from gtcompress.data.base import FeatureSpec
 from gtcompress.models import LayerSpec, ModelConfig, build_model
 
 
-def _exported_ops(cfg: ModelConfig, path) -> tuple[list[str], list[int]]:
+def _exported_ops(cfg: ModelConfig, path) -> tuple[list[str], list[int], list[str]]:
     """Export ``cfg``'s model on the dense lowering (checked against eager torch on the edge cases and 3
-    random batches); the op producing each Log's input, and the axis of each GatherElements."""
+    random batches); the op producing each Log's input, the axis of each GatherElements, and the op
+    producing each Softmax's input."""
     res = export_onnx(build_model(cfg).eval(), path, "dense", verify_batches=3)
     assert res.max_abs_err <= 1e-4 and res.edge_cases
     graph = onnx.load(str(res.path)).graph
@@ -25,7 +26,8 @@ def _exported_ops(cfg: ModelConfig, path) -> tuple[list[str], list[int]]:
         for node in graph.node
         if node.op_type == "GatherElements"
     ]
-    return logs, axes
+    softmax_inputs = [producer[node.input[0]] for node in graph.node if node.op_type == "Softmax"]
+    return logs, axes, softmax_inputs
 
 
 def test_token_pruned_gt_builds_its_edge_bias_on_kept_pairs_with_a_logarithm_per_edge(tmp_path) -> None:
@@ -48,7 +50,7 @@ def test_token_pruned_gt_builds_its_edge_bias_on_kept_pairs_with_a_logarithm_per
         layers=layers,
         task_level="graph",
     )
-    logs, axes = _exported_ops(cfg, tmp_path / "m.onnx")
+    logs, axes, _ = _exported_ops(cfg, tmp_path / "m.onnx")
     assert axes and max(axes) <= 1
     assert logs == ["GatherElements"] * len(layers)
 
@@ -66,7 +68,7 @@ def test_dense_gt_with_edge_features_takes_the_logarithm_of_its_edge_bias_per_ed
         arch="gt", node_features=FeatureSpec("float", 3), edge_features=FeatureSpec("float", 2), out_dim=2,
         hidden=16, heads=2, layers=layers, task_level="graph",
     )  # fmt: skip
-    logs, _ = _exported_ops(cfg, tmp_path / "graph.onnx")
+    logs, _, _ = _exported_ops(cfg, tmp_path / "graph.onnx")
     assert logs == ["GatherElements"] * 4  # one a layer and the count bias's, read by every layer as its mask
 
 
@@ -84,9 +86,12 @@ def test_token_pruned_gt_without_edge_features_writes_its_count_bias_at_the_kept
         arch="gt", node_features=FeatureSpec("float", 3), out_dim=2, hidden=16, heads=2, layers=layers,
         task_level="node",
     )  # fmt: skip
-    logs, axes = _exported_ops(cfg, tmp_path / "node.onnx")
+    logs, axes, softmax_inputs = _exported_ops(cfg, tmp_path / "node.onnx")
     assert axes and max(axes) <= 1
     assert logs == ["GatherElements"]
+    # the kept tokens attend over the input edges, most pairs masked: each Softmax is lifted
+    # (test_onnx_export.py, test_token_pruned_layers_lift_masked_scores_where_the_bias_is_a_graph)
+    assert softmax_inputs == ["Max"] * len(layers)
 
 
 def test_the_exported_kept_pair_index_sends_edges_leaving_the_kept_tokens_to_the_spare_row() -> None:
