@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -62,6 +64,14 @@ def export_cmd(
             "float32 MAE for MAE."
         ),
     ] = 1.0,
+    mixed: Annotated[
+        bool,
+        typer.Option(
+            help="--quantize: where the whole model in int8 drops more than --max-drop, keep float32 the fewest "
+            "blocks (a layer's attention, FFN or local message passing; an encoder; the head) that bring it within, "
+            "found by evaluating them; --no-mixed refuses instead."
+        ),
+    ] = True,
     data: DataOpt = None,
     data_root: RootOpt = None,
 ) -> None:
@@ -155,7 +165,8 @@ def export_cmd(
             metadata={k: meta[k] for k in keep if k in meta},
         )
         if quantize is not None:
-            q = quantize_measured(res.path, out, model, dataset, max_drop)
+            with evaluation_progress() as progress:
+                q = quantize_measured(res.path, out, model, dataset, max_drop, mixed=mixed, progress=progress)
     if quantize is not None:
         _print_quantized(q, res, max_drop)
     else:
@@ -167,6 +178,32 @@ def export_cmd(
         root = write_model_repository(triton_repo, model_name, out, res.spec, backend=triton_backend, options=options)
         variant = "python backend: clients send raw graphs" if (root / "1" / "model.py").is_file() else "onnxruntime"
         console.print(f"Triton model repository: {root} ({variant})")
+
+
+@contextmanager
+def evaluation_progress() -> Iterator[Callable[[int, int, str], None]]:
+    """A bar for ``quantize_measured``'s evaluations (seconds each, up to ``2k - 1`` of them where ``--mixed``
+    searches a model of ``k`` blocks), shown from the first one and gone when they end."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("int8: {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    task = bar.add_task("evaluating", total=None)
+
+    def progress(done: int, at_most: int, what: str) -> None:
+        bar.start()  # a no-op once started
+        bar.update(task, completed=done, total=at_most, description=what)
+
+    try:
+        yield progress
+    finally:
+        bar.stop()
 
 
 def _print_export(out: Path, res: Any) -> None:
@@ -202,7 +239,7 @@ def _print_quantized(q: Any, res: Any, max_drop: float) -> None:
             "max |ORT-torch|": f"{res.max_abs_err:.2e}",
         },
         {
-            "precision": "int8",
+            "precision": "int8, mixed" if q.float32_blocks else "int8",
             "file": str(q.path),
             score: f"{q.int8:.4g}",
             "MB": f"{q.int8_mb:.2f}",
@@ -214,6 +251,11 @@ def _print_quantized(q: Any, res: Any, max_drop: float) -> None:
         f"int8 vs float32 on {q.graphs:,} {q.split} graphs: a drop of {drop_words(q.metric, q.drop)} (allowed: "
         f"{drop_words(q.metric, max_drop)}); {q.cases} verification graphs ran"
     )
+    if q.float32_blocks:
+        console.print(
+            f"kept float32, the blocks int8 cost most: {', '.join(q.float32_blocks)} ({len(q.float32_blocks)} of "
+            f"{q.blocks} blocks; {q.evaluations} int8 files evaluated)"
+        )
 
 
 def _check_quantize_options(ctx: typer.Context, quantize: str | None, attention: str, max_drop: float) -> None:
@@ -277,7 +319,12 @@ _PYTHON_ONLY = ("--triton-max-batch", "--triton-delay-us", "--triton-threads")
 
 
 #: ``--quantize``'s options, by parameter name.
-_QUANTIZE_OPTIONS = {"max_drop": "--max-drop", "data": "--data", "data_root": "--data-root"}
+_QUANTIZE_OPTIONS = {
+    "max_drop": "--max-drop",
+    "mixed": "--mixed/--no-mixed",
+    "data": "--data",
+    "data_root": "--data-root",
+}
 
 
 def _given_options(ctx: typer.Context, options: dict[str, str]) -> list[str]:

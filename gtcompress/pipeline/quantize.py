@@ -5,6 +5,13 @@ measurement on the checkpoint's val split, both files evaluated alike under ONNX
 runs them (:func:`gtcompress.pipeline.measure.evaluate_onnx`), the drop bounded in the units the pipeline's
 ``max_metric_drop`` uses (:func:`gtcompress.pipeline.report.drop_between`). A float32 parity tolerance
 would refuse every int8 model: its error is the scheme's, and only the metric says whether it matters.
+
+A model whose int8 file loses more than allowed is often lost by a few of its blocks (a layer's
+attention or FFN, an encoder: :func:`exporters.quantize.product_blocks`), where an activation with a wide
+range leaves the others few int8 steps. With ``mixed`` the fewest blocks that bring the drop within the
+limit are kept float32, found by measurement: each block kept float32 alone, then the most helpful
+ones together, in that order, until the drop is within it (at most ``2k - 1`` evaluations for ``k``
+blocks). Greedy, not exhaustive (``2^k`` files); what it kept is recorded in the file and reported.
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +53,12 @@ class QuantizedExport:
     #: the largest |int8 - PyTorch| on the export's verification graphs (edge cases and random batches)
     max_abs_err: float
     cases: int
+    #: the blocks kept float32 (``mixed``), in the file's order; empty when every block is int8
+    float32_blocks: list[str] = field(default_factory=list)
+    #: the blocks of the model's weight products
+    blocks: int = 0
+    #: int8 files evaluated: 1, or more where ``mixed`` searched
+    evaluations: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
@@ -67,12 +81,16 @@ def quantize_measured(
     split: str = "val",
     verify_batches: int = 3,
     batch_graphs: int = 32,
+    mixed: bool = True,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> QuantizedExport:
     """Quantize the export ``float_path`` of ``model`` (:func:`quantize_int8`) and write it to ``dst`` only if
     it holds up: it runs the export's verification graphs (edge cases, random batches) without raising and
     with finite outputs of the right shape, and its metric on ``dataset[split]`` is within ``max_drop`` of
-    the float32 file's (points for accuracy and ROC-AUC, percent of the float32 MAE for MAE)."""
-    from exporters.quantize import check_quantized, quantize_int8
+    the float32 file's (points for accuracy and ROC-AUC, percent of the float32 MAE for MAE). With
+    ``mixed``, a model past the limit keeps its most costly blocks float32 where that brings it within
+    (module docstring); ``progress(done, at_most, what)`` is told of each evaluation."""
+    from exporters.quantize import check_quantized, product_blocks, quantize_int8
     from gtcompress.io import atomic_path
     from gtcompress.pipeline.measure import evaluate_onnx
     from gtcompress.pipeline.report import drop_between
@@ -84,19 +102,42 @@ def quantize_measured(
         raise ConfigError(
             f"dataset {dataset.info.name!r}: the {split} split is empty; the int8 model is measured on it"
         )
+    blocks = list(product_blocks(float_path))
+    at_most = 2 * len(blocks) - 1 if mixed and len(blocks) > 1 else 1
+    metric = dataset.info.metric
+    pcfg = {"threads": 0, "batch_graphs": batch_graphs}
     with tempfile.TemporaryDirectory(prefix="gtc-int8-") as work:
-        tmp = quantize_int8(float_path, Path(work) / "int8.onnx")
-        err, cases = check_quantized(tmp, model, verify_batches, dst)
-        pcfg = {"threads": 0, "batch_graphs": batch_graphs}
+        files: dict[frozenset[str], tuple[Path, float, tuple[float, int]]] = {}
+
+        def measure(keep: Sequence[str]) -> float:
+            """The drop of the int8 file keeping ``keep`` float32 (each set quantized, checked on the export's
+            verification graphs and evaluated once)."""
+            key = frozenset(keep)
+            if key not in files:
+                path = quantize_int8(float_path, Path(work) / f"int8-{len(files)}.onnx", keep_float32=list(keep))
+                checked = check_quantized(path, model, verify_batches, dst)
+                files[key] = path, evaluate_onnx(path, dataset, pcfg, None, split)[split], checked
+                if progress is not None:
+                    progress(len(files), at_most, ", ".join(keep) + " float32" if keep else "every block in int8")
+            return drop_between(metric, ref, files[key][1])
+
         ref = evaluate_onnx(float_path, dataset, pcfg, None, split)[split]
-        got = evaluate_onnx(tmp, dataset, pcfg, None, split)[split]
-        metric = dataset.info.metric
-        drop = drop_between(metric, ref, got)
-        if not drop <= max_drop:  # NaN too: an undefined metric is no evidence of accuracy kept
+        keep: list[str] = []
+        drop = full = measure(keep)
+        if not drop <= max_drop and at_most > 1:  # NaN too: an undefined metric is no evidence of accuracy kept
+            keep, drop = _fewest_float32(blocks, measure, max_drop)
+        tmp, got, (err, cases) = files[frozenset(keep)]
+        if not drop <= max_drop:
+            tried = (
+                f"; keeping float32 up to {len(blocks) - 1} of its {len(blocks)} blocks, the most costly first, "
+                f"drops {drop_words(metric, drop)} at best"
+                if at_most > 1
+                else ""
+            )
             raise QuantizationDropError(
-                f"{dst}: int8 quantization takes the {split} {metric} from {ref:.4g} to {got:.4g} on "
-                f"{len(dataset[split]):,} graphs, a drop of {drop_words(metric, drop)}, more than the "
-                f"{drop_words(metric, max_drop)} allowed; not written"
+                f"{dst}: int8 quantization takes the {split} {metric} from {ref:.4g} to "
+                f"{files[frozenset()][1]:.4g} on {len(dataset[split]):,} graphs, a drop of {drop_words(metric, full)}, "
+                f"more than the {drop_words(metric, max_drop)} allowed{tried}; not written"
             )
         with atomic_path(dst) as out:
             shutil.copyfile(tmp, out)
@@ -112,4 +153,26 @@ def quantize_measured(
         dst.stat().st_size / 1e6,
         err,
         cases,
+        [b for b in blocks if b in keep],
+        len(blocks),
+        len(files),
     )
+
+
+def _fewest_float32(
+    blocks: Sequence[str], measure: Callable[[Sequence[str]], float], max_drop: float
+) -> tuple[list[str], float]:
+    """Blocks to keep float32 and the drop they leave: each block alone, then the most helpful ones
+    together (ties in the file's order) until the drop is within ``max_drop``; never all of them (an int8
+    file with no int8 product). Where none suffices, the set that came closest."""
+    alone = {b: measure([b]) for b in blocks}
+    order = sorted(blocks, key=lambda b: (math.isnan(alone[b]), alone[b]))  # a NaN drop last
+    best: tuple[list[str], float] = ([], math.inf)
+    for n in range(1, len(blocks)):
+        keep = order[:n]
+        drop = alone[keep[0]] if n == 1 else measure(keep)
+        if drop <= max_drop:
+            return keep, drop
+        if drop < best[1]:
+            best = (keep, drop)
+    return best if best[0] else (order[:1], alone[order[0]])

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from exporters.onnx import export_onnx, read_metadata
-from exporters.quantize import quantization, quantize_int8
+from exporters.quantize import product_blocks, quantization, quantize_int8
 from gtcompress.errors import ConfigError
 from gtcompress.models import ModelConfig, build_model
 from gtcompress.models.config import FeatureSpec
-from gtcompress.pipeline.quantize import drop_words
+from gtcompress.pipeline.quantize import _fewest_float32, drop_words
 from gtcompress.pipeline.report import drop_between
 from gtcompress.preprocess.random_graphs import random_graph
 from runtime.profile_labels import model_entry
@@ -124,3 +124,59 @@ def test_drops_are_points_or_percent_of_the_float_mae() -> None:
     assert drop_between("mae", 0.5, 0.45) == pytest.approx(-10.0)
     assert drop_words("accuracy", 1.5) == "1.50 points"
     assert drop_words("mae", 10.0) == "10.0 % of the float32 MAE"
+
+
+def test_a_block_kept_float32_keeps_every_product_of_it_and_only_those(tmp_path: Path) -> None:
+    """Blocks are read from the module path torch records per node: a layer's local message passing,
+    attention and FFN, the encoders, the head. Those kept float32 stay MatMul (the quantizer's
+    ``nodes_to_exclude`` takes a Gemm by the name it gives it, ``<name>_MatMul``, which a Gemm's own name
+    misses); the file records them; a block the file lacks, or every block, is refused."""
+    res = export_onnx(_model("gps"), tmp_path / "f.onnx", "dense", verify_batches=1)
+    blocks = product_blocks(res.path)
+    assert blocks == {"edge_encoder": 1, "layers.0.local": 2, "layers.0.attn": 4, "layers.0.ffn": 2, "head": 2}
+    out = quantize_int8(res.path, tmp_path / "q.onnx", keep_float32=["layers.0.attn", "head"])
+    proto = onnx.load(str(out))
+    weights = {t.name for t in proto.graph.initializer}
+    float_products = [n for n in proto.graph.node if n.op_type == "MatMul" and set(n.input) & weights]
+    assert len(float_products) == blocks["layers.0.attn"] + blocks["head"]
+    assert [n.op_type for n in proto.graph.node].count("MatMulInteger") == sum(blocks.values()) - len(float_products)
+    entry = quantization(read_metadata(out))
+    assert entry is not None and entry["float32_blocks"] == ["layers.0.attn", "head"]  # in the file's order
+    with pytest.raises(ConfigError) as e:
+        quantize_int8(res.path, tmp_path / "x.onnx", keep_float32=["layers.1.attn", "head"])
+    assert str(e.value) == (
+        f"{res.path}: no block 'layers.1.attn' among its weight products; its blocks are edge_encoder, "
+        "layers.0.local, layers.0.attn, layers.0.ffn, head"
+    )
+    with pytest.raises(ConfigError) as e:
+        quantize_int8(res.path, tmp_path / "x.onnx", keep_float32=list(blocks))
+    assert str(e.value) == (
+        f"{res.path}: keeping every block float32 (edge_encoder, layers.0.local, layers.0.attn, layers.0.ffn, "
+        "head) leaves nothing in int8"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.onnx", "q.onnx"]
+
+
+def test_the_search_keeps_the_most_costly_blocks_float32_until_the_drop_is_within() -> None:
+    """Each block alone, then the most helpful together; a block whose drop alone is undefined (NaN) is
+    tried last; never every block; where no set is within, the closest."""
+    cost = {"a": 0.2, "b": 1.5, "c": 1.0, "d": float("nan")}  # each block's share of the int8 drop
+    measured: list[tuple[str, ...]] = []
+
+    def measure(keep) -> float:  # type: ignore[no-untyped-def]
+        measured.append(tuple(keep))
+        left = [cost[b] for b in cost if b not in keep]
+        return float("nan") if any(np.isnan(left)) else sum(left)
+
+    keep, drop = _fewest_float32(list(cost), measure, max_drop=0.5)
+    # alone: a leaves nan, b nan, c nan, d 2.7: d first, then the NaNs in the file's order
+    assert measured == [("a",), ("b",), ("c",), ("d",), ("d", "a"), ("d", "a", "b")]
+    assert (keep, drop) == (["d", "a", "b"], pytest.approx(1.0))  # nothing within 0.5 without all four
+    measured.clear()
+    cost["d"] = 0.1
+    keep, drop = _fewest_float32(list(cost), measure, max_drop=1.0)
+    assert measured == [("a",), ("b",), ("c",), ("d",), ("b", "c")]  # b alone leaves 1.3, c 1.8: b, then b+c
+    assert (keep, drop) == (["b", "c"], pytest.approx(0.3))
+    measured.clear()
+    assert _fewest_float32(list(cost), measure, max_drop=1.3) == (["b"], pytest.approx(1.3))
+    assert len(measured) == 4  # one evaluation a block, no more
