@@ -325,6 +325,13 @@ def _num(v: float) -> str:
     return f"{v:.0f}"
 
 
+def _precision(q: dict[str, Any]) -> str:
+    """A quantized model's scheme, and how many blocks it keeps float32 (``gtc export --quantize int8
+    --mixed``): a mixed file times differently from an all-int8 one, and the title is what tells them apart."""
+    kept = q.get("float32_blocks") or []
+    return f"{q.get('scheme', '?')}" + (f", {len(kept)} block{'s' * (len(kept) != 1)} float32" if kept else "")
+
+
 def _rounds(m: dict[str, Any]) -> int:
     """The rounds a model's rows were asked for, its ``rounds``: the report's setting for an exported model,
     one for a checkpoint's (:func:`runtime.profile.profile_models`); counted in its rows (``rounds_p50_ms``)
@@ -366,7 +373,7 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
         ]
         t = Table(
             title=f"{m['name']} ({m.get('arch')}, {m.get('lowering')}"
-            + (f", {q['scheme']}" if (q := m.get("quantization")) else "")
+            + (f", {_precision(q)}" if (q := m.get("quantization")) else "")
             + f", {(m.get('providers') or ['?'])[0]})"
             + (f" · {calls} timed calls a row" if (calls := report["settings"].get("iterations")) else "")
             + (f" in {n} rounds" if (n := _rounds(m)) > 1 else ""),

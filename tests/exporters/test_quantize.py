@@ -142,6 +142,16 @@ def test_a_block_kept_float32_keeps_every_product_of_it_and_only_those(tmp_path:
     assert [n.op_type for n in proto.graph.node].count("MatMulInteger") == sum(blocks.values()) - len(float_products)
     entry = quantization(read_metadata(out))
     assert entry is not None and entry["float32_blocks"] == ["layers.0.attn", "head"]  # in the file's order
+    from rich.console import Console
+
+    from runtime.profile import profile_models
+    from runtime.profile_report import report_tables
+
+    kw = {"graph_sizes": (8,), "batch_sizes": (1,), "threads": (1,), "iterations": 2, "op_profile": False}
+    console = Console(record=True, width=300)
+    for t in report_tables(profile_models([out], isolate=False, **kw)):
+        console.print(t)
+    assert "q (gps, dense, int8, 2 blocks float32, CPUExecutionProvider)" in console.export_text()
     with pytest.raises(ConfigError) as e:
         quantize_int8(res.path, tmp_path / "x.onnx", keep_float32=["layers.1.attn", "head"])
     assert str(e.value) == (
