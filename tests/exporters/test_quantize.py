@@ -165,6 +165,11 @@ def test_a_block_kept_float32_keeps_every_product_of_it_and_only_those(tmp_path:
         "head) leaves nothing in int8"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.onnx", "q.onnx"]
+    bare = onnx.load(str(res.path))  # a file whose nodes record no module path: one block, nothing to search
+    for node in bare.graph.node:
+        del node.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    assert product_blocks(tmp_path / "bare.onnx") == {"other": sum(blocks.values())}
 
 
 def test_the_search_keeps_the_most_costly_blocks_float32_until_the_drop_is_within() -> None:
