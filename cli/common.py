@@ -9,7 +9,8 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -405,6 +406,32 @@ def parse_pe(text: str) -> dict[str, int]:
             raise GTCompressError(f"--pe: {kind} given twice ({kind}:{out[kind]} and {kind}:{int(k)}); give it once")
         out[kind] = int(k)
     return out
+
+
+@contextmanager
+def lazy_progress(
+    description: str, *, label: str = "{task.description}", transient: bool = False
+) -> Iterator[Callable[[int, int, str], None]]:
+    """``progress(done, total, what)`` for long work that reports by callback (``gtc profile``'s passes, ``gtc
+    export --quantize``'s evaluations). The bar opens on the first call, after the work's own refusals, which are
+    then one error line, not a bar and the line; it is stopped only if it opened, as stopping one never started
+    still prints a blank line off a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=transient
+    )
+    task = bar.add_task(description, total=None)
+
+    def progress(done: int, total: int, what: str) -> None:
+        bar.start()  # a no-op once started
+        bar.update(task, completed=done, total=total, description=what)
+
+    try:
+        yield progress
+    finally:
+        if bar.live.is_started:
+            bar.stop()
 
 
 def table(title: str, rows: list[dict[str, Any]]) -> Table:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from cli.checkpoint_dataset import DataOpt, RootOpt, load_with_dataset
-from cli.common import check_out_writable, console, path_value, served_model_name, table, user_errors
+from cli.common import (
+    check_out_writable,
+    console,
+    lazy_progress,
+    path_value,
+    served_model_name,
+    table,
+    user_errors,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -165,7 +171,8 @@ def export_cmd(
             metadata={k: meta[k] for k in keep if k in meta},
         )
         if quantize is not None:
-            with evaluation_progress() as progress:
+            # the bar of up to 2k - 1 evaluations (seconds each) where --mixed searches a model of k blocks
+            with lazy_progress("evaluating", label="int8: {task.description}", transient=True) as progress:
                 q = quantize_measured(res.path, out, model, dataset, max_drop, mixed=mixed, progress=progress)
     if quantize is not None:
         _print_quantized(q, res, max_drop)
@@ -178,32 +185,6 @@ def export_cmd(
         root = write_model_repository(triton_repo, model_name, out, res.spec, backend=triton_backend, options=options)
         variant = "python backend: clients send raw graphs" if (root / "1" / "model.py").is_file() else "onnxruntime"
         console.print(f"Triton model repository: {root} ({variant})")
-
-
-@contextmanager
-def evaluation_progress() -> Iterator[Callable[[int, int, str], None]]:
-    """A bar for ``quantize_measured``'s evaluations (seconds each, up to ``2k - 1`` of them where ``--mixed``
-    searches a model of ``k`` blocks), shown from the first one and gone when they end."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(
-        TextColumn("int8: {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
-    task = bar.add_task("evaluating", total=None)
-
-    def progress(done: int, at_most: int, what: str) -> None:
-        bar.start()  # a no-op once started
-        bar.update(task, completed=done, total=at_most, description=what)
-
-    try:
-        yield progress
-    finally:
-        bar.stop()
 
 
 def _print_export(out: Path, res: Any) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.common import check_out_writable, console, finite_number, path_value, print_error, user_errors
+from cli.common import check_out_writable, console, finite_number, lazy_progress, path_value, print_error, user_errors
 from cli.runtime_options import SERVER_LIMITS, CudaGraphsOpt, DeviceOpt, check_device, providers_option
 from runtime.profile_rounds import DEFAULT_ROUNDS, cold_rounds_refusal
 
@@ -198,7 +198,6 @@ def profile_cmd(
 
     Example: gtc profile pruned.onnx runs/gt-pruned --device cuda --cuda-graphs --sizes 32,128 --out profile/
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.text import Text
 
     from gtcompress.errors import GTCompressError
@@ -248,49 +247,39 @@ def profile_cmd(
         )
     if chosen:
         _check_providers_run(models, resolve_providers(chosen))
-    # The bar opens on profile_models' first progress call, which comes after its own refusals (the
-    # attention memory of each size among them): those are then one error line, not a bar and the line.
-    bar = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    )
-    task = bar.add_task("profiling", total=None)
-
-    def progress(done: int, total: int, what: str) -> None:
-        bar.start()  # a no-op once started
-        bar.update(task, completed=done, total=total, description=what)
 
     def on_failure(record: dict[str, Any]) -> None:  # at once, above the bar: the rest may take minutes
         console.print(Text(f"failed: {failure_line(record)}", style="red"))
 
     incomplete = None
-    try:
-        report = profile_models(
-            [str(m) for m in models],
-            graph_sizes=graph_sizes,
-            batch_sizes=batch_counts,
-            threads=thread_counts,
-            iterations=iterations,
-            warmup=warmup,
-            avg_degree=degree,
-            seed=seed,
-            providers=chosen,
-            op_profile=op_profile,
-            isolate=isolate,
-            names=labels,
-            progress=progress,
-            device=device,
-            cuda_graphs=cuda_graphs,
-            max_attention_mib=max_attention_mib,
-            max_pe_work=max_pe_work,
-            max_inflight_mib=max_inflight_mib,
-            rounds=rounds,
-            on_failure=on_failure,
-        )
-    except ProfileIncomplete as e:  # the rows measured are reported, and the status says they are not all
-        report, incomplete = e.report, e
-    finally:
-        if bar.live.is_started:  # stopping one never started still prints a blank line off a terminal
-            bar.stop()
+    # the bar opens on profile_models' first progress call, after its own refusals (the attention memory of
+    # each size among them)
+    with lazy_progress("profiling") as progress:
+        try:
+            report = profile_models(
+                [str(m) for m in models],
+                graph_sizes=graph_sizes,
+                batch_sizes=batch_counts,
+                threads=thread_counts,
+                iterations=iterations,
+                warmup=warmup,
+                avg_degree=degree,
+                seed=seed,
+                providers=chosen,
+                op_profile=op_profile,
+                isolate=isolate,
+                names=labels,
+                progress=progress,
+                device=device,
+                cuda_graphs=cuda_graphs,
+                max_attention_mib=max_attention_mib,
+                max_pe_work=max_pe_work,
+                max_inflight_mib=max_inflight_mib,
+                rounds=rounds,
+                on_failure=on_failure,
+            )
+        except ProfileIncomplete as e:  # the rows measured are reported, and the status says they are not all
+            report, incomplete = e.report, e
     n = len(report["failed"])
     failed = f"{n} measurement{'s' if n > 1 else ''} failed"
     if incomplete is not None and not incomplete.measured:  # each failure named above, as it happened

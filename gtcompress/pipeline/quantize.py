@@ -106,6 +106,7 @@ def quantize_measured(
     at_most = 2 * len(blocks) - 1 if mixed and len(blocks) > 1 else 1
     metric = dataset.info.metric
     pcfg = {"threads": 0, "batch_graphs": batch_graphs}
+    ref = evaluate_onnx(float_path, dataset, pcfg, None, split)[split]
     with tempfile.TemporaryDirectory(prefix="gtc-int8-") as work:
         files: dict[frozenset[str], tuple[Path, float, tuple[float, int]]] = {}
 
@@ -121,7 +122,6 @@ def quantize_measured(
                     progress(len(files), at_most, ", ".join(keep) + " float32" if keep else "every block in int8")
             return drop_between(metric, ref, files[key][1])
 
-        ref = evaluate_onnx(float_path, dataset, pcfg, None, split)[split]
         keep: list[str] = []
         drop = full = measure(keep)
         if not drop <= max_drop and at_most > 1:  # NaN too: an undefined metric is no evidence of accuracy kept
