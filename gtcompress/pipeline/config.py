@@ -78,8 +78,17 @@ def _defaults() -> dict[str, dict[str, Any]]:
             "token_keep": None,
             "random_baseline": True,
         },
-        # quantize: each export but the plugin's also quantized (exporters.quantize), measured beside it
-        "export": {"lowerings": ["auto", "plugin"], "verify_batches": 4, "quantize": ["int8"]},
+        # quantize: each export but the plugin's also quantized (exporters.quantize), measured beside it.
+        # quantize_max_drop: how far below its float32 export an int8 file may fall on the val split (units of
+        # triton.max_metric_drop); past it, mixed keeps the fewest blocks float32 that bring it within, as
+        # gtc export --quantize int8 --max-drop --mixed does (the closest file found where none is)
+        "export": {
+            "lowerings": ["auto", "plugin"],
+            "verify_batches": 4,
+            "quantize": ["int8"],
+            "quantize_max_drop": 1.0,
+            "mixed": True,
+        },
         "tensorrt": {"enabled": True, "fp16": False},
         "profile": {
             "threads": 1,  # measured: 2 ONNX Runtime threads are slower than 1 on these batches (68.8 vs 63.7 ms)
@@ -401,6 +410,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "prune.lr": _LEARNING_RATE,
     "prune.token_keep": _FRACTION,
     "export.verify_batches": _at_least(0),
+    "export.quantize_max_drop": ((lambda v: math.isfinite(v) and v >= 0), ">= 0 and finite"),
     "profile.threads": _at_least(1),
     "profile.batch_graphs": _at_least(1),
     "profile.batches": _at_least(1),

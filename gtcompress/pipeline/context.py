@@ -60,6 +60,9 @@ class OnnxArtifact:
     path: Path
     max_abs_err: float  # ONNX Runtime vs PyTorch, over the verification batches
     precision: str = "float32"  # or a quantization scheme (exporters.quantize.SCHEMES), its file quantized
+    #: a quantized file's making: its quantize stage's key (the search's settings) and what it measured on the
+    #: val split (``deploy_stages._quantize``); empty for an export
+    quantized: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -70,8 +73,11 @@ class OnnxArtifact:
     def key(self) -> str:
         """The key later stages (evaluation, timing, TensorRT, profiling) depend on: the model's and
         the file's lowering (the same model in another lowering is another file, timed anew), not
-        the export settings that do not change the file's function (verification batches)."""
-        return stage_key(self.model.key, self.requested, self.lowering, self.path.name, self.precision)
+        the export settings that do not change the file's function (verification batches). A quantized
+        file's depends on its quantize stage's too: other search settings write other blocks in int8."""
+        return stage_key(
+            self.model.key, self.requested, self.lowering, self.path.name, self.precision, self.quantized.get("stage")
+        )
 
 
 @dataclass
@@ -105,6 +111,18 @@ class RunContext:
         if k not in self._datasets:
             self._datasets[k] = self.data_spec().load(dict(pe), features)
         return self._datasets[k]
+
+    def dataset_of_file(self, path: Path) -> GraphDataset:
+        """The configured dataset with the positional encodings and the feature layout the exported file
+        ``path`` takes (its input spec)."""
+        from gtcompress.data.base import FeatureSpec
+        from gtcompress.pipeline.measure import read_spec
+
+        spec = read_spec(path)
+        node, edge = (
+            FeatureSpec(f.kind, f.dim, list(f.cardinalities)) if f else None for f in (spec.x, spec.edge_attr)
+        )
+        return self.dataset(spec.pe, (node, edge))
 
     def dataset_for(self, config: ModelConfig) -> GraphDataset:
         """The configured dataset as the model of ``config`` reads it (:meth:`DataSpec.load_for`)."""

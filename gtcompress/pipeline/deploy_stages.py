@@ -35,31 +35,59 @@ def export_stages(ctx: RunContext, models: list[ModelArtifact]) -> list[OnnxArti
             e = _export(ctx, m, lowering, ecfg["verify_batches"])
             exported.append(e)
             if e.lowering != "plugin":  # TensorRT's, which reads no int8 operator of ONNX Runtime
-                exported += [_quantize(ctx, e, scheme, ecfg["verify_batches"]) for scheme in ecfg["quantize"]]
+                exported += [_quantize(ctx, e, scheme) for scheme in ecfg["quantize"]]
     return exported
 
 
-def _quantize(ctx: RunContext, e: OnnxArtifact, scheme: str, verify_batches: int) -> OnnxArtifact:
-    """``e``'s file quantized (:func:`exporters.quantize.quantize_int8`), run on the export's verification
-    graphs; its accuracy and latency are measured with every other file's, and the report sets them
-    against its float32 parent's. Not held to a drop here: the report shows the row and the serving
-    pick holds it to ``triton.max_metric_drop`` as any other."""
+def _quantize(ctx: RunContext, e: OnnxArtifact, scheme: str) -> OnnxArtifact:
+    """``e``'s file quantized and set against it on the val split (:func:`~gtcompress.pipeline.quantize.
+    quantize_measured`, as a deployment runs both: TEDDY applied where the model takes it): where int8 falls
+    more than ``export.quantize_max_drop`` below the float32 file, ``export.mixed`` keeps the fewest blocks
+    float32 that bring it within, and the closest file it found where none does; the report says which. Its
+    test metric and latency are then measured with every other file's, and the serving pick holds it to
+    ``triton.max_metric_drop`` against its dense parent as any other row."""
+    ecfg, batch_graphs = ctx.config["export"], ctx.config["profile"]["batch_graphs"]
     path = e.path.with_name(f"{e.path.stem}-{scheme}.onnx")
-    key = stage_key(e.key, scheme, verify_batches)
+    settings = [ecfg[k] for k in ("verify_batches", "quantize_max_drop", "mixed")]
+    key = stage_key(e.key, scheme, *settings, batch_graphs)
 
     def quantize() -> dict[str, Any]:
-        from exporters.quantize import check_quantized, quantize_int8
         from gtcompress.checkpoint import load_checkpoint
-        from gtcompress.io import atomic_path
+        from gtcompress.pipeline.quantize import quantize_measured
+
+        def progress(done: int, at_most: int, what: str) -> None:
+            if at_most > 1:  # the search's evaluations, seconds each
+                ctx.log(f"[dim]  int8 file {done} of at most {at_most}: {what}[/]")
 
         model, _ = load_checkpoint(e.model.ckpt)
-        with atomic_path(path) as tmp:  # written whole once it has run, or not at all
-            quantize_int8(e.path, tmp)
-            err, _ = check_quantized(tmp, model, verify_batches, path)
-        return {"max_abs_err": err}
+        q = quantize_measured(
+            e.path,
+            path,
+            model,
+            ctx.dataset_of_file(e.path),
+            ecfg["quantize_max_drop"],
+            verify_batches=ecfg["verify_batches"],
+            batch_graphs=batch_graphs,
+            mixed=ecfg["mixed"],
+            teddy=e.model.teddy,
+            keep_closest=True,
+            progress=progress,
+        )
+        return {
+            "max_abs_err": q.max_abs_err,
+            "val_float32": q.float32,
+            "val_int8": q.int8,
+            "val_drop": q.drop,
+            "max_drop": ecfg["quantize_max_drop"],
+            "within": q.within,
+            "float32_blocks": q.float32_blocks,
+            "blocks": q.blocks,
+            "evaluations": q.evaluations,
+        }
 
     r = ctx.stage(f"quantize:{e.model.name}:{e.requested}:{scheme}", key, [path], quantize)
-    return OnnxArtifact(e.model, e.requested, e.lowering, path, r["max_abs_err"], precision=scheme)
+    made = {"stage": key, **{k: v for k, v in r.items() if k != "max_abs_err"}}
+    return OnnxArtifact(e.model, e.requested, e.lowering, path, r["max_abs_err"], scheme, made)
 
 
 def _export(ctx: RunContext, m: ModelArtifact, lowering: str, verify_batches: int) -> OnnxArtifact:

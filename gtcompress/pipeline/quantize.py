@@ -12,6 +12,9 @@ range leaves the others few int8 steps. With ``mixed`` the fewest blocks that br
 limit are kept float32, found by measurement: each block kept float32 alone, then the most helpful
 ones together, in that order, until the drop is within it (at most ``2k - 1`` evaluations for ``k``
 blocks). Greedy, not exhaustive (``2^k`` files); what it kept is recorded in the file and reported.
+
+``gtc export`` refuses a file past the limit; the pipeline (``keep_closest``) writes the closest one it
+evaluated, as it reports every row and holds the serving pick to its own bound on the test split.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +62,8 @@ class QuantizedExport:
     blocks: int = 0
     #: int8 files evaluated: 1, or more where ``mixed`` searched
     evaluations: int = 1
+    #: whether ``drop`` is within the ``max_drop`` asked for (false only with ``keep_closest``)
+    within: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
@@ -82,6 +87,8 @@ def quantize_measured(
     verify_batches: int = 3,
     batch_graphs: int = 32,
     mixed: bool = True,
+    teddy: Mapping[str, Any] | None = None,
+    keep_closest: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> QuantizedExport:
     """Quantize the export ``float_path`` of ``model`` (:func:`quantize_int8`) and write it to ``dst`` only if
@@ -89,7 +96,12 @@ def quantize_measured(
     with finite outputs of the right shape, and its metric on ``dataset[split]`` is within ``max_drop`` of
     the float32 file's (points for accuracy and ROC-AUC, percent of the float32 MAE for MAE). With
     ``mixed``, a model past the limit keeps its most costly blocks float32 where that brings it within
-    (module docstring); ``progress(done, at_most, what)`` is told of each evaluation."""
+    (module docstring); ``progress(done, at_most, what)`` is told of each evaluation.
+
+    ``teddy``: the TEDDY settings a deployment applies to ``dataset``'s graphs first (the pipeline's
+    datasets are the original graphs; ``gtc export`` passes them sparsified already). ``keep_closest``:
+    where no file is within ``max_drop``, write the one of the smallest drop instead of raising
+    :class:`QuantizationDropError` (``within`` is false)."""
     from exporters.quantize import check_quantized, product_blocks, quantize_int8
     from gtcompress.io import atomic_path
     from gtcompress.pipeline.measure import evaluate_onnx
@@ -106,7 +118,7 @@ def quantize_measured(
     at_most = 2 * len(blocks) - 1 if mixed and len(blocks) > 1 else 1
     metric = dataset.info.metric
     pcfg = {"threads": 0, "batch_graphs": batch_graphs}
-    ref = evaluate_onnx(float_path, dataset, pcfg, None, split)[split]
+    ref = evaluate_onnx(float_path, dataset, pcfg, teddy, split)[split]
     with tempfile.TemporaryDirectory(prefix="gtc-int8-") as work:
         files: dict[frozenset[str], tuple[Path, float, tuple[float, int]]] = {}
 
@@ -117,7 +129,7 @@ def quantize_measured(
             if key not in files:
                 path = quantize_int8(float_path, Path(work) / f"int8-{len(files)}.onnx", keep_float32=list(keep))
                 checked = check_quantized(path, model, verify_batches, dst)
-                files[key] = path, evaluate_onnx(path, dataset, pcfg, None, split)[split], checked
+                files[key] = path, evaluate_onnx(path, dataset, pcfg, teddy, split)[split], checked
                 if progress is not None:
                     progress(len(files), at_most, ", ".join(keep) + " float32" if keep else "every block in int8")
             return drop_between(metric, ref, files[key][1])
@@ -126,8 +138,12 @@ def quantize_measured(
         drop = full = measure(keep)
         if not drop <= max_drop and at_most > 1:  # NaN too: an undefined metric is no evidence of accuracy kept
             keep, drop = _fewest_float32(blocks, measure, max_drop)
+        if keep_closest and not drop <= max_drop:  # all-int8 may be the closest; a NaN drop never is
+            closest = min(files, key=lambda k: (_nan_last(drop_between(metric, ref, files[k][1])), len(k)))
+            keep = [b for b in blocks if b in closest]
+            drop = drop_between(metric, ref, files[closest][1])
         tmp, got, (err, cases) = files[frozenset(keep)]
-        if not drop <= max_drop:
+        if not drop <= max_drop and not keep_closest:
             tried = (
                 f"; keeping float32 up to {len(blocks) - 1} of its {len(blocks)} blocks, the most costly first, "
                 f"drops {drop_words(metric, drop)} at best"
@@ -156,7 +172,13 @@ def quantize_measured(
         [b for b in blocks if b in keep],
         len(blocks),
         len(files),
+        drop <= max_drop,
     )
+
+
+def _nan_last(drop: float) -> tuple[bool, float]:
+    """A sort key putting an undefined (NaN) drop after every measured one."""
+    return math.isnan(drop), drop
 
 
 def _fewest_float32(
@@ -166,7 +188,7 @@ def _fewest_float32(
     together (ties in the file's order) until the drop is within ``max_drop``; never all of them (an int8
     file with no int8 product). Where none suffices, the set that came closest."""
     alone = {b: measure([b]) for b in blocks}
-    order = sorted(blocks, key=lambda b: (math.isnan(alone[b]), alone[b]))  # a NaN drop last
+    order = sorted(blocks, key=lambda b: _nan_last(alone[b]))
     best: tuple[list[str], float] = ([], math.inf)
     for n in range(1, len(blocks)):
         keep = order[:n]

@@ -125,6 +125,33 @@ def table_cells(r: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _int8_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """What the int8 search (``export.mixed``, ``deploy_stages._quantize``) did, for each row where it did
+    anything: the blocks it kept float32, or that no file came within ``export.quantize_max_drop`` of the
+    float32 file on the val split (the row is then the closest file it found)."""
+    from gtcompress.pipeline.quantize import drop_words
+
+    notes = []
+    for r in rows:
+        q = r.get("quantized")
+        if not q or (q["within"] and not q["float32_blocks"]):
+            continue
+        kept = ", ".join(f"`{b}`" for b in q["float32_blocks"])
+        below = f"{drop_words(r['metric'], q['val_drop'])} below it ({q['evaluations']} int8 files evaluated)"
+        if q["within"]:
+            notes.append(
+                f"`{r['model']}` keeps {kept} float32 ({len(q['float32_blocks'])} of its {q['blocks']} blocks), the "
+                f"fewest that bring it within `export.quantize_max_drop` of its float32 file on the val split: {below}."
+            )
+        else:
+            notes.append(
+                f"`{r['model']}`: no int8 file came within `export.quantize_max_drop` "
+                f"({drop_words(r['metric'], q['max_drop'])}) of its float32 file on the val split; the row is the "
+                f"closest, {f'keeping {kept} float32' if kept else 'every block in int8'}, {below}."
+            )
+    return notes
+
+
 def _within(error: str | None) -> str:
     """How the report names its 1.0 tolerance for the metric (:func:`tolerance_drop`); ``error``: the
     name of an error metric in the target's units (MAE, RMSE), ``None`` for one in points."""
@@ -163,6 +190,7 @@ def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines += [
         "",
+        *_int8_notes(rows),
         *(f"Skipped: {note}." for note in report.get("skipped", [])),
         f"TensorRT: {report['tensorrt']}.",
         f"Machine: {m.get('cpu', '?')}, {m.get('logical_cores', '?')} cores, onnxruntime {m.get('onnxruntime', '?')}.",

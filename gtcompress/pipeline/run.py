@@ -29,7 +29,7 @@ from gtcompress.pipeline.cache import MANIFEST, StageCache, code_fingerprint, st
 from gtcompress.pipeline.config import PipelineConfig
 from gtcompress.pipeline.context import ModelArtifact, OnnxArtifact, RunContext, data_spec
 from gtcompress.pipeline.deploy_stages import export_stages, profile_stage, tensorrt_stages, triton_stage
-from gtcompress.pipeline.measure import evaluate_onnx, read_spec, time_side_by_side
+from gtcompress.pipeline.measure import evaluate_onnx, time_side_by_side
 from gtcompress.pipeline.model_stages import compress_stages, dense_models
 from gtcompress.pipeline.report import build_report, write_report
 
@@ -88,7 +88,7 @@ def _run(config: PipelineConfig, out: Path, log: Callable[[str], None]) -> dict[
 
     report = build_report(rows, config.to_dict(), trt_note, out)
     report["skipped"] = skipped
-    test = _dataset_of(ctx, exported[0])["test"] if exported else []
+    test = ctx.dataset_of_file(exported[0].path)["test"] if exported else []
     degree = float(np.mean([g.num_edges / max(g.num_nodes, 1) for g in test])) if test else 4.0
     keys = {str(e.path.relative_to(ctx.out)): e.key for e in exported}  # per file: a model has one per lowering
     report["profile"] = profile_stage(ctx, report, keys, degree)
@@ -193,15 +193,6 @@ def _data_files(name: str, root: str | None) -> list[Any]:
     return [str(base.resolve()), *((str(f), f.stat().st_size, _sha256(f)) for f in files)]
 
 
-def _dataset_of(ctx: RunContext, e: OnnxArtifact) -> Any:
-    """The dataset with the positional encodings and the feature layout the exported file takes."""
-    from gtcompress.data.base import FeatureSpec
-
-    spec = read_spec(e.path)
-    node, edge = (FeatureSpec(f.kind, f.dim, list(f.cardinalities)) if f else None for f in (spec.x, spec.edge_attr))
-    return ctx.dataset(spec.pe, (node, edge))
-
-
 def _measure(ctx: RunContext, exported: list[OnnxArtifact]) -> list[dict[str, Any]]:
     """One report row per export: its test metric from the ONNX file (a stage each), then the
     latency of all of them timed side by side (one stage, so they share the machine's load)."""
@@ -212,7 +203,7 @@ def _measure(ctx: RunContext, exported: list[OnnxArtifact]) -> list[dict[str, An
             f"evaluate:{e.label}:{e.requested}",
             stage_key(e.key, pcfg["threads"], pcfg["batch_graphs"]),
             [e.path],
-            lambda e=e: evaluate_onnx(e.path, _dataset_of(ctx, e), pcfg, e.model.teddy),
+            lambda e=e: evaluate_onnx(e.path, ctx.dataset_of_file(e.path), pcfg, e.model.teddy),
         )
         m = e.model
         rows.append(
@@ -225,6 +216,7 @@ def _measure(ctx: RunContext, exported: list[OnnxArtifact]) -> list[dict[str, An
                 "lowering": e.lowering,
                 "file": str(e.path.relative_to(out)),
                 "max_abs_err": e.max_abs_err,
+                **({"quantized": {k: v for k, v in e.quantized.items() if k != "stage"}} if e.quantized else {}),
                 **r,
             }
         )
@@ -232,7 +224,9 @@ def _measure(ctx: RunContext, exported: list[OnnxArtifact]) -> list[dict[str, An
         "latency",
         stage_key([e.key for e in exported], pcfg),
         [e.path for e in exported],
-        lambda: {"rows": time_side_by_side([(e.path, _dataset_of(ctx, e), e.model.teddy) for e in exported], pcfg)},
+        lambda: {
+            "rows": time_side_by_side([(e.path, ctx.dataset_of_file(e.path), e.model.teddy) for e in exported], pcfg)
+        },
     )["rows"]
     for row, t in zip(rows, timings, strict=True):
         row.update(t)

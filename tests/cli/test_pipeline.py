@@ -92,6 +92,11 @@ def test_every_artifact_exists_and_is_consistent(run) -> None:
         if quantized:
             parent = next(p for p in report["rows"] if p["file"] == r["file"].replace("-int8.onnx", ".onnx"))
             assert r["lowering"] == parent["lowering"] and r["file_mb"] < parent["file_mb"]
+            q = r["quantized"]  # set against the float32 file on the val split, searched within the default bound
+            assert q["max_drop"] == 1.0 and q["within"] == (q["val_drop"] <= 1.0) and q["evaluations"] >= 1
+            assert json.loads(quantized).get("float32_blocks", []) == q["float32_blocks"]
+        else:
+            assert "quantized" not in r
         assert 0 <= r["test"] <= 100 and r["latency_ms_p50"] > 0
     teddy = next(r for r in report["rows"] if r["model"] == "gt-teddy")
     assert json.loads(read_metadata(out / teddy["file"])["teddy"])["edges"] == 0.3

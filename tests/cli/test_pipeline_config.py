@@ -291,3 +291,20 @@ def test_export_quantize_takes_the_exporter_s_schemes_or_none() -> None:
     with pytest.raises(ConfigError) as e:
         load_config(None, ["export.quantize=[int4]"])
     assert "export.quantize" in str(e.value) and "int8" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("export.quantize_max_drop=.nan", "export.quantize_max_drop is nan; expected a number >= 0 and finite"),
+        ("export.quantize_max_drop=.inf", "export.quantize_max_drop is inf; expected a number >= 0 and finite"),
+        ("export.quantize_max_drop=-0.5", "export.quantize_max_drop is -0.5; expected a number >= 0 and finite"),
+        ("export.mixed=yes please", "export.mixed is 'yes please'; expected true or false"),
+    ],
+)
+def test_the_int8_search_s_settings_are_checked_when_read(override: str, message: str) -> None:
+    """quantize_measured refuses a bound that is not a finite number >= 0, after the models were made."""
+    assert load_config(None, ["export.quantize_max_drop=2"])["export"]["quantize_max_drop"] == 2.0
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert str(e.value).endswith(message)
