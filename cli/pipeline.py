@@ -65,7 +65,7 @@ def pipeline_cmd(
 
     from gtcompress.data import check_data_root
     from gtcompress.pipeline import run_pipeline
-    from gtcompress.pipeline.report import table_cells
+    from gtcompress.pipeline.report import int8_notes, table_cells
 
     check_out_writable(out, inside=True)  # the run's folder is made at once, but named here by its option
     overrides = list(set_ or [])
@@ -99,6 +99,8 @@ def pipeline_cmd(
     for c in map(table_cells, report["rows"]):
         t.add_row(*(c[col] for col in shown))
     console.print(t)
+    for note in int8_notes(report["rows"]):  # which int8 rows keep blocks float32, or missed the bound
+        console.print(note.replace("`", ""), markup=False, highlight=False)
     failed = (report.get("profile") or {}).get("failed") or []
     if failed:  # each was logged as it failed, long before this table; the run's products are all there
         n = len(failed)

@@ -13,7 +13,7 @@ from typing import Any
 
 from gtcompress.io import write_atomic, write_json
 
-__all__ = ["build_report", "choose_for_serving", "markdown", "tolerance_drop", "write_report"]
+__all__ = ["build_report", "choose_for_serving", "int8_notes", "markdown", "tolerance_drop", "write_report"]
 
 
 def build_report(rows: list[dict[str, Any]], cfg: dict[str, Any], trt_note: str, out: Path) -> dict[str, Any]:
@@ -125,7 +125,7 @@ def table_cells(r: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _int8_notes(rows: list[dict[str, Any]]) -> list[str]:
+def int8_notes(rows: list[dict[str, Any]]) -> list[str]:
     """What the int8 search (``export.mixed``, ``deploy_stages._quantize``) did, for each row where it did
     anything: the blocks it kept float32, or that no file came within ``export.quantize_max_drop`` of the
     float32 file on the val split (the row is then the closest file it found)."""
@@ -190,7 +190,7 @@ def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines += [
         "",
-        *_int8_notes(rows),
+        *int8_notes(rows),
         *(f"Skipped: {note}." for note in report.get("skipped", [])),
         f"TensorRT: {report['tensorrt']}.",
         f"Machine: {m.get('cpu', '?')}, {m.get('logical_cores', '?')} cores, onnxruntime {m.get('onnxruntime', '?')}.",

@@ -200,3 +200,38 @@ def test_the_closing_table_is_followed_by_a_profile_that_is_incomplete(
     rep["profile"].pop("failed")
     res = CliRunner().invoke(app, ["pipeline", "--out", str(out)])
     assert "profile incomplete" not in res.output
+
+
+def test_the_closing_table_is_followed_by_what_the_int8_search_kept(tmp_path: Path, monkeypatch) -> None:
+    """The int8 rows whose search kept blocks float32, or found no file within the bound, are named under
+    the closing table as in report.md (a row within it in all-int8 is not)."""
+    from typer.testing import CliRunner
+
+    import gtcompress.pipeline
+    from cli.main import app
+
+    rep = _mae_report(
+        55.6523, {"gt-gtsp-0.5-int8": 58.9, "gt-gtsp-0.3-int8": 58.0, "gt-gtsp-0.2-int8": 57.0}, "class_avg_acc"
+    )
+    search = {"max_drop": 1.0, "blocks": 3, "evaluations": 4}
+    for row, q in zip(
+        rep["rows"][1:],
+        [
+            {"within": True, "float32_blocks": ["layers.0.ffn"], "val_drop": 0.4},
+            {"within": False, "float32_blocks": [], "val_drop": 2.5},
+            {"within": True, "float32_blocks": [], "val_drop": 0.1},
+        ],
+        strict=True,
+    ):
+        row["quantized"] = {**search, **q}
+    monkeypatch.setattr(gtcompress.pipeline, "run_pipeline", lambda cfg, out, log: rep)
+    res = CliRunner().invoke(app, ["pipeline", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    after = " ".join(res.output.split("┘")[-1].split())
+    assert after == (
+        "gt-gtsp-0.5-int8 keeps layers.0.ffn float32 (1 of its 3 blocks), the fewest that bring it within "
+        "export.quantize_max_drop of its float32 file on the val split: 0.40 points below it (4 int8 files "
+        "evaluated). gt-gtsp-0.3-int8: no int8 file came within export.quantize_max_drop (1.00 points) of its "
+        "float32 file on the val split; the row is the closest, every block in int8, 2.50 points below it (4 "
+        "int8 files evaluated)."
+    )
