@@ -153,9 +153,8 @@ def test_a_given_model_of_pygs_tu_one_hots_reads_them_in_every_stage(tmp_path) -
     from gtcompress.data.base import FeatureSpec
     from gtcompress.models import ModelConfig, build_model
     from gtcompress.pipeline.cache import StageCache
-    from gtcompress.pipeline.context import OnnxArtifact, RunContext
+    from gtcompress.pipeline.context import RunContext
     from gtcompress.pipeline.model_stages import dense_models
-    from gtcompress.pipeline.run import _dataset_of
 
     env = os.environ.get("GTCOMPRESS_DATA")
     tu = (Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data") / "TU"
@@ -174,7 +173,7 @@ def test_a_given_model_of_pygs_tu_one_hots_reads_them_in_every_stage(tmp_path) -
     assert (ds.info.node_features, ds.info.edge_features) == (node, edge)
     assert ds["train"][0].x.dtype == torch.float32 and set(ds["train"][0].x.sum(1).tolist()) == {1.0}
     res = export_onnx(model, tmp_path / "ck.onnx", "dense", verify=False)
-    assert _dataset_of(ctx, OnnxArtifact(dense, "dense", "dense", res.path, 0.0)) is ds
+    assert ctx.dataset_of_file(res.path) is ds
 
 
 def test_a_given_model_of_neither_tu_layouts_width_names_the_checkpoint(tmp_path) -> None:
