@@ -488,3 +488,38 @@ def test_lap_pe_of_a_large_graph_of_many_components_takes_each_components_null_v
         lo, hi = first[j + 1], first[j + 2]
         want[lo:hi] = np.sqrt(deg[lo:hi]) / np.linalg.norm(np.sqrt(deg[lo:hi]))
         np.testing.assert_allclose(got[:, j], want, atol=1e-6)
+
+
+def test_lap_pe_of_a_batch_does_not_depend_on_the_order_of_its_edges() -> None:
+    """A union's edges come graph by graph, which LapPE slices without sorting; edges in any other
+    order are sorted by graph first: the same encodings, bit for bit."""
+    from gtcompress.preprocess.pe import _graph_slices
+
+    rng = np.random.default_rng(3)
+    sizes = [7, 1, 12, 0, 30, 5]
+    ptr = np.concatenate([[0], np.cumsum(sizes)])
+    ei = np.concatenate([p + rng.integers(0, n, (2, 3 * n)) for p, n in zip(ptr[:-1], sizes, strict=True) if n], axis=1)
+    pe = laplacian_pe(ei, ptr, 4)
+    shuffled = ei[:, rng.permutation(ei.shape[1])]
+    np.testing.assert_array_equal(laplacian_pe(shuffled, ptr, 4), pe)
+    pairs = zip(_graph_slices(ei, ptr), _graph_slices(shuffled, ptr), ptr[:-1], ptr[1:], strict=True)
+    for ordered, mixed, lo, hi in pairs:
+        assert ordered.shape == mixed.shape and np.all((ordered >= lo) & (ordered < hi))
+        assert np.shares_memory(ordered, ei) == (ordered.size > 0) and not np.shares_memory(mixed, shuffled)
+
+
+def test_order_free_signs_read_an_adjacency_of_any_dtype() -> None:
+    """The neighbours' degree sums are taken in the adjacency's floating dtype: a boolean adjacency gives
+    the signs its float one does. Here only that statistic decides: ``v`` is +1 on a leaf of a hub (its
+    neighbour has degree 3) and -1 on a leaf of a path (degree 2), so sum(v), sum(v^3) and their
+    degree-weighted sums all vanish; a boolean product (an OR of ANDs) counted neighbours instead."""
+    from gtcompress.preprocess.pe import order_free_signs
+
+    a = np.zeros((7, 7))
+    for i, j in [(0, 1), (1, 2), (1, 3), (4, 5), (5, 6)]:  # a star on 1, a path 4-5-6
+        a[i, j] = a[j, i] = 1.0
+    v = np.zeros((7, 1))
+    v[0], v[4] = 1.0, -1.0
+    for dtype in (np.float64, np.float32, np.int64, bool):
+        assert order_free_signs(v, a.astype(dtype)).tolist() == [1.0]
+        assert order_free_signs(-v, a.astype(dtype)).tolist() == [-1.0]
