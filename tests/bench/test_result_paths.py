@@ -24,6 +24,7 @@ BENCHES = (
     "eval_memory",
     "train_memory",
     "teddy_split",
+    "prep",
 )
 #: named by bench/README.md before they exist: bench/kernel.py has not been run on a GPU yet
 PENDING = {"bench/results/kernel/", "bench/results/kernel/kernel.json"}
