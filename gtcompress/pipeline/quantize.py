@@ -119,6 +119,12 @@ def quantize_measured(
     metric = dataset.info.metric
     pcfg = {"threads": 0, "batch_graphs": batch_graphs}
     ref = evaluate_onnx(float_path, dataset, pcfg, teddy, split)[split]
+    if math.isnan(ref) and not keep_closest:  # before any int8 file: no drop is measurable against it
+        raise QuantizationDropError(
+            f"{dst}: the {split} {metric} of the float32 export is undefined (NaN) on "
+            f"{len(dataset[split]):,} graphs ({undefined_why(metric)}), so what int8 costs cannot be measured; "
+            "not written"
+        )
     with tempfile.TemporaryDirectory(prefix="gtc-int8-") as work:
         files: dict[frozenset[str], tuple[Path, float, tuple[float, int]]] = {}
 
@@ -136,7 +142,9 @@ def quantize_measured(
 
         keep: list[str] = []
         drop = full = measure(keep)
-        if not drop <= max_drop and at_most > 1:  # NaN too: an undefined metric is no evidence of accuracy kept
+        # an undefined int8 metric too (no evidence of accuracy kept); against an undefined reference, no
+        # file can come closer (keep_closest writes every block in int8)
+        if not drop <= max_drop and at_most > 1 and not math.isnan(ref):
             keep, drop = _fewest_float32(blocks, measure, max_drop)
         if keep_closest and not drop <= max_drop:  # all-int8 may be the closest; a NaN drop never is
             closest = min(files, key=lambda k: (_nan_last(drop_between(metric, ref, files[k][1])), len(k)))
@@ -174,6 +182,14 @@ def quantize_measured(
         len(files),
         drop <= max_drop,
     )
+
+
+def undefined_why(metric: str) -> str:
+    """Why ``metric`` can be undefined on a split, for a message that says it is."""
+    nan = "a NaN output leaves any metric undefined"
+    if metric in ("rocauc", "ap"):
+        return f"{'ROC-AUC' if metric == 'rocauc' else 'average precision'} needs both classes among the labels; {nan}"
+    return nan
 
 
 def _nan_last(drop: float) -> tuple[bool, float]:

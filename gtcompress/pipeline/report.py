@@ -129,12 +129,18 @@ def int8_notes(rows: list[dict[str, Any]]) -> list[str]:
     """What the int8 search (``export.mixed``, ``deploy_stages._quantize``) did, for each row where it did
     anything: the blocks it kept float32, or that no file came within ``export.quantize_max_drop`` of the
     float32 file on the val split (the row is then the closest file it found)."""
-    from gtcompress.pipeline.quantize import drop_words
+    from gtcompress.pipeline.quantize import drop_words, undefined_why
 
     notes = []
     for r in rows:
         q = r.get("quantized")
         if not q or (q["within"] and not q["float32_blocks"]):
+            continue
+        if math.isnan(q["val_float32"]):
+            notes.append(
+                f"`{r['model']}`: the val {r['metric']} of its float32 file is undefined (NaN: "
+                f"{undefined_why(r['metric'])}), so no int8 drop was measured or searched: every block in int8."
+            )
             continue
         kept = ", ".join(f"`{b}`" for b in q["float32_blocks"])
         below = f"{drop_words(r['metric'], q['val_drop'])} below it ({q['evaluations']} int8 files evaluated)"

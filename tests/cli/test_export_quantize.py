@@ -66,9 +66,10 @@ def test_an_int8_export_is_measured_against_float32_and_goes_into_the_triton_rep
     )
 
 
-def _set_metric(monkeypatch, metric) -> list[str]:  # type: ignore[no-untyped-def]
+def _set_metric(monkeypatch, metric, reference: float = 50.0) -> list[str]:  # type: ignore[no-untyped-def]
     """The evaluation is the real one; only its numbers are set: ``metric(int8 blocks)`` for an int8 file
-    (the blocks it stores in int8, read from the file), 50 for the float32 one. The blocks seen, in order."""
+    (the blocks it stores in int8, read from the file), ``reference`` for the float32 one. The blocks seen,
+    in order."""
     import gtcompress.pipeline.measure as measure
     from exporters.quantize import product_blocks
 
@@ -80,7 +81,7 @@ def _set_metric(monkeypatch, metric) -> list[str]:  # type: ignore[no-untyped-de
         entry = read_metadata(path).get(QUANT_KEY)
         if entry is None:
             seen.extend(product_blocks(path))
-            return {**got, split: 50.0}
+            return {**got, split: reference}
         kept = json.loads(entry).get("float32_blocks", [])
         return {**got, split: metric([b for b in seen if b not in kept])}
 
@@ -109,6 +110,27 @@ def test_an_int8_model_past_the_drop_is_not_written(
         f"points, more than the 1.50 points allowed{tried}; not written"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
+def test_an_undefined_float32_metric_is_refused_before_any_int8_file(tmp_path: Path, ckpt: Path, monkeypatch) -> None:
+    """Against a float32 metric that is undefined (NaN) no drop can be measured: refused as such at once,
+    not after the search's 2k - 1 evaluations as "a drop of nan points, more than the 1.00 points allowed"."""
+    import exporters.quantize
+
+    made: list[Path] = []
+    real = exporters.quantize.quantize_int8
+    monkeypatch.setattr(
+        exporters.quantize, "quantize_int8", lambda src, dst, **kw: made.append(dst) or real(src, dst, **kw)
+    )
+    _set_metric(monkeypatch, lambda int8: 48.0, reference=float("nan"))
+    out = tmp_path / "m-int8.onnx"
+    res = runner.invoke(app, ["export", str(ckpt), "--out", str(out), "--quantize", "int8"])
+    assert res.exit_code == 2, res.output
+    assert _one_line(res.output) == (
+        f"error: {out}: the val class_avg_acc of the float32 export is undefined (NaN) on 8 graphs (a NaN output "
+        "leaves any metric undefined), so what int8 costs cannot be measured; not written"
+    )
+    assert made == [] and sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
 
 
 def test_a_block_that_int8_costs_most_is_kept_float32_and_the_rest_written_in_int8(

@@ -5,6 +5,7 @@ the closest file kept where none does (the report says so), and a changed bound 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,9 @@ def _ctx(out: Path, logs: list[str], *overrides: str) -> RunContext:
     return RunContext(config, out, StageCache(out, logs.append), "data")
 
 
-def _set_metric(monkeypatch, cost: dict[str, float]) -> list[Any]:  # type: ignore[no-untyped-def]
-    """The evaluation is the real one; only its numbers are set: 50 for the float32 file, 50 less the cost of
-    each block an int8 file stores in int8. The TEDDY settings each evaluation was given, in order."""
+def _set_metric(monkeypatch, cost: dict[str, float], reference: float = 50.0) -> list[Any]:  # type: ignore[no-untyped-def]
+    """The evaluation is the real one; only its numbers are set: ``reference`` for the float32 file, 50 less
+    the cost of each block an int8 file stores in int8. The TEDDY settings each evaluation was given, in order."""
     import gtcompress.pipeline.measure as measure
 
     real = measure.evaluate_onnx
@@ -63,7 +64,9 @@ def _set_metric(monkeypatch, cost: dict[str, float]) -> list[Any]:  # type: igno
         got = real(path, ds, pcfg, teddy, split)
         entry = read_metadata(path).get(QUANT_KEY)
         kept = [] if entry is None else json.loads(entry).get("float32_blocks", [])
-        return {**got, split: 50.0 - sum(c for b, c in cost.items() if entry is not None and b not in kept)}
+        if entry is None:
+            return {**got, split: reference}
+        return {**got, split: 50.0 - sum(c for b, c in cost.items() if b not in kept)}
 
     monkeypatch.setattr(measure, "evaluate_onnx", evaluate)
     return given
@@ -147,3 +150,21 @@ def _markdown(files: list[OnnxArtifact]) -> str:
     return markdown(
         {"config": {"data": {"name": "cluster", "size": SIZE}}, "rows": rows, "tensorrt": "n/a", "machine": {}}
     )
+
+
+def test_against_an_undefined_float32_metric_nothing_is_searched(
+    tmp_path: Path, export: OnnxArtifact, monkeypatch
+) -> None:
+    """A val split where the float32 file's metric is undefined (ROC-AUC of one class, a NaN output) gives
+    every int8 file an undefined drop: the search would evaluate 2k - 1 files for nothing. The row is the
+    file with every block in int8, measured once, and report.md says why it was not searched."""
+    from gtcompress.pipeline.deploy_stages import _quantize
+
+    _set_metric(monkeypatch, COST, reference=float("nan"))
+    q = _quantize(_ctx(tmp_path, []), export, "int8")
+    assert q.quantized["within"] is False and q.quantized["float32_blocks"] == []
+    assert q.quantized["evaluations"] == 1 and math.isnan(q.quantized["val_drop"])
+    assert (
+        "`gt-dense-int8`: the val class_avg_acc of its float32 file is undefined (NaN: a NaN output leaves any "
+        "metric undefined), so no int8 drop was measured or searched: every block in int8."
+    ) in _markdown([q]).splitlines()
