@@ -213,7 +213,7 @@ def test_the_closing_table_is_followed_by_what_the_int8_search_kept(tmp_path: Pa
     rep = _mae_report(
         55.6523, {"gt-gtsp-0.5-int8": 58.9, "gt-gtsp-0.3-int8": 58.0, "gt-gtsp-0.2-int8": 57.0}, "class_avg_acc"
     )
-    search = {"max_drop": 1.0, "blocks": 3, "evaluations": 4}
+    search = {"max_drop": 1.0, "blocks": 3, "evaluations": 4, "val_float32": 50.0}
     for row, q in zip(
         rep["rows"][1:],
         [
