@@ -92,8 +92,9 @@ def _quantize(ctx: RunContext, e: OnnxArtifact, scheme: str) -> OnnxArtifact:
 
 def _export(ctx: RunContext, m: ModelArtifact, lowering: str, verify_batches: int) -> OnnxArtifact:
     path = ctx.out / "onnx" / f"{m.name}-{lowering}.onnx"
-    key = stage_key(m.key, lowering, verify_batches)
     batch_graphs = ctx.config["profile"]["batch_graphs"]
+    # auto's rule reads a batch of that many val graphs: another size may pick another lowering
+    key = stage_key(m.key, lowering, verify_batches, batch_graphs if lowering == "auto" else None)
 
     def export() -> dict[str, Any]:
         from exporters.onnx import export_onnx

@@ -1,6 +1,7 @@
-"""The pipeline's int8 stage: each int8 file set against its float32 export on the val split as a deployment
-runs both (TEDDY applied), the fewest blocks kept float32 that bring it within ``export.quantize_max_drop``,
-the closest file kept where none does (the report says so), and a changed bound measuring the file anew."""
+"""The pipeline's export and int8 stages on one small GT. Each int8 file is set against its float32 export on
+the val split as a deployment runs both (TEDDY applied); the fewest blocks are kept float32 that bring it
+within ``export.quantize_max_drop``, the closest file where none does (the report says so); a changed bound
+measures the file anew, and a changed profile batch exports anew where the auto lowering reads it."""
 
 from __future__ import annotations
 
@@ -168,3 +169,16 @@ def test_against_an_undefined_float32_metric_nothing_is_searched(
         "`gt-dense-int8`: the val class_avg_acc of its float32 file is undefined (NaN: a NaN output leaves any "
         "metric undefined), so no int8 drop was measured or searched: every block in int8."
     ) in _markdown([q]).splitlines()
+
+
+def test_an_auto_export_is_made_anew_for_another_profile_batch(tmp_path: Path, export: OnnxArtifact) -> None:
+    """The auto lowering's rule reads a batch of ``profile.batch_graphs`` val graphs: another size may pick
+    another lowering, so it is a new export, not the cached file of the old rule's pick."""
+    from gtcompress.pipeline.deploy_stages import _export
+
+    logs: list[str] = []
+    _export(_ctx(tmp_path, logs), export.model, "auto", 1)
+    _export(_ctx(tmp_path, logs), export.model, "auto", 1)
+    assert logs[-1] == "[dim]✓ export:gt-dense:auto (cached)[/]"
+    _export(_ctx(tmp_path, logs, "profile.batch_graphs=8"), export.model, "auto", 1)
+    assert logs[-1].startswith("[green]✓ export:gt-dense:auto[/]")
