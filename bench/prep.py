@@ -136,26 +136,19 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _plot(rows: list[dict[str, Any]], against: str, path: Path) -> None:
-    import matplotlib
+    from bench._plot import paired_bars
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from gtcompress.io import write_atomic
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    x = np.arange(len(rows))
-    ax.bar(x - 0.2, [r["ms_against"] for r in rows], 0.4, label=against)
-    ax.bar(x + 0.2, [r["ms_this"] for r in rows], 0.4, label="this tree")
-    for i, r in enumerate(rows):
-        ax.annotate(f"{r['speedup']:.2f}x", (i + 0.2, r["ms_this"]), ha="center", va="bottom", fontsize=9)
-    ax.set_xticks(x, [f"{r['workload']}\n{r['graphs_per_batch']} graphs" for r in rows])
-    ax.set_ylabel("LapPE ms per batch (median)")
-    ax.set_title("per-request LapPE, one BLAS thread, side by side")
-    ax.legend()
-    fig.tight_layout()
-    write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=110))
-    plt.close(fig)
+    paired_bars(
+        path,
+        [f"{r['workload']}\n{r['graphs_per_batch']} graphs" for r in rows],
+        (against, [r["ms_against"] for r in rows]),
+        ("this tree", [r["ms_this"] for r in rows]),
+        ylabel="LapPE ms per batch (median)",
+        title="per-request LapPE, one BLAS thread, side by side",
+        right_notes=[f"{r['speedup']:.2f}x" for r in rows],
+        figsize=(6.4, 3.6),
+        dpi=110,
+    )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from bench._common import (
     unknown_names,
 )
 from bench._json import read_json, write_json
-from gtcompress.io import write_atomic
 from gtcompress.train.loop import TrainConfig
 from gtcompress.train.metrics import higher_is_better
 from gtcompress.train.recipe import DataSpec, fit
@@ -146,25 +145,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
+    from bench._plot import paired_bars
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [f"{r['arch']}\n{r['dataset'].split(':')[-1]}" for r in rows]
-    ours = [r["test"] for r in rows]
-    pub = [r["published"] if r["published"] is not None else math.nan for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
-    x = range(len(rows))
-    ax.bar([i - 0.2 for i in x], ours, width=0.4, label="gtcompress (reduced, CPU budget)")
-    ax.bar([i + 0.2 for i in x], pub, width=0.4, label="published (full scale)")
-    ax.set_xticks(list(x), labels)
-    ax.set_ylabel("test metric (%)")
-    ax.set_title("Dense model quality: reduced runs vs published")
-    ax.legend()
-    fig.tight_layout()
-    write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=120))
-    plt.close(fig)
+    paired_bars(
+        path,
+        [f"{r['arch']}\n{r['dataset'].split(':')[-1]}" for r in rows],
+        ("gtcompress (reduced, CPU budget)", [r["test"] for r in rows]),
+        ("published (full scale)", [r["published"] if r["published"] is not None else math.nan for r in rows]),
+        ylabel="test metric (%)",
+        title="Dense model quality: reduced runs vs published",
+    )
 
 
 if __name__ == "__main__":
