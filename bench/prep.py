@@ -99,7 +99,7 @@ def time_pair(ours: Any, theirs: Any, work: list[tuple[np.ndarray, np.ndarray]],
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="bench/prep.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--against", required=True, help="the revision whose LapPE this tree's is set against")
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), metavar="NAME", help=", ".join(WORKLOADS))
     ap.add_argument("--batches", type=at_least(1), default=8, help="batches per workload")
