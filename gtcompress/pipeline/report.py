@@ -143,7 +143,8 @@ def int8_notes(rows: list[dict[str, Any]]) -> list[str]:
             )
             continue
         kept = ", ".join(f"`{b}`" for b in q["float32_blocks"])
-        below = f"{drop_words(r['metric'], q['val_drop'])} below it ({q['evaluations']} int8 files evaluated)"
+        n = q["evaluations"]
+        below = f"{drop_words(r['metric'], q['val_drop'])} below it ({n} int8 file{'s' * (n != 1)} evaluated)"
         if q["within"]:
             notes.append(
                 f"`{r['model']}` keeps {kept} float32 ({len(q['float32_blocks'])} of its {q['blocks']} blocks), the "

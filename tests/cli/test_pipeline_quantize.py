@@ -136,8 +136,8 @@ def test_where_no_file_is_within_the_closest_is_kept_and_the_report_says_so(
     closest = "keeping `layers.0.attn`, `layers.0.ffn` float32" if kept else "every block in int8"
     assert (
         "`gt-dense-int8`: no int8 file came within `export.quantize_max_drop` (0.10 points) of its float32 file on "
-        f"the val split; the row is the closest, {closest}, {drop:.2f} points below it ({evaluations} int8 files "
-        "evaluated)."
+        f"the val split; the row is the closest, {closest}, {drop:.2f} points below it ({evaluations} int8 "
+        f"file{'s' if evaluations > 1 else ''} evaluated)."
     ) in lines
 
 
