@@ -126,16 +126,14 @@ def quantize_measured(
             "not written"
         )
     with tempfile.TemporaryDirectory(prefix="gtc-int8-") as work:
-        files: dict[frozenset[str], tuple[Path, float, tuple[float, int]]] = {}
+        files: dict[frozenset[str], tuple[Path, float]] = {}
 
         def measure(keep: Sequence[str]) -> float:
-            """The drop of the int8 file keeping ``keep`` float32 (each set quantized, checked on the export's
-            verification graphs and evaluated once)."""
+            """The drop of the int8 file keeping ``keep`` float32 (each set quantized and evaluated once)."""
             key = frozenset(keep)
             if key not in files:
                 path = quantize_int8(float_path, Path(work) / f"int8-{len(files)}.onnx", keep_float32=list(keep))
-                checked = check_quantized(path, model, verify_batches, dst)
-                files[key] = path, evaluate_onnx(path, dataset, pcfg, teddy, split)[split], checked
+                files[key] = path, evaluate_onnx(path, dataset, pcfg, teddy, split)[split]
                 if progress is not None:
                     progress(len(files), at_most, ", ".join(keep) + " float32" if keep else "every block in int8")
             return drop_between(metric, ref, files[key][1])
@@ -150,7 +148,7 @@ def quantize_measured(
             closest = min(files, key=lambda k: (_nan_last(drop_between(metric, ref, files[k][1])), len(k)))
             keep = [b for b in blocks if b in closest]
             drop = drop_between(metric, ref, files[closest][1])
-        tmp, got, (err, cases) = files[frozenset(keep)]
+        tmp, got = files[frozenset(keep)]
         if not drop <= max_drop and not keep_closest:
             tried = (
                 f"; keeping float32 up to {len(blocks) - 1} of its {len(blocks)} blocks, the most costly first, "
@@ -163,6 +161,9 @@ def quantize_measured(
                 f"{files[frozenset()][1]:.4g} on {len(dataset[split]):,} graphs, a drop of {drop_words(metric, full)}, "
                 f"more than the {drop_words(metric, max_drop)} allowed{tried}; not written"
             )
+        # the file written, not every one the search tried: the PyTorch side of each verification graph is the
+        # same for all of them, and a file not written needs no check
+        err, cases = check_quantized(tmp, model, verify_batches, dst)
         with atomic_path(dst) as out:
             shutil.copyfile(tmp, out)
     return QuantizedExport(
